@@ -1,0 +1,44 @@
+"""pytest-torchexport: prove a PyTorch model still exports correctly.
+
+Public names are re-exported lazily (PEP 562), so ``import pytest_torchexport`` and the
+pytest plugin that pytest loads at start-up never import torch: a session with no
+marked test pays nothing.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "check": "pytest_torchexport.checks",
+    "Report": "pytest_torchexport.report",
+    "Result": "pytest_torchexport.report",
+    "Finding": "pytest_torchexport.report",
+    "ExportMismatch": "pytest_torchexport.errors",
+    "InvalidArgument": "pytest_torchexport.errors",
+    "Dim": "pytest_torchexport.specs",
+    "TensorSpec": "pytest_torchexport.specs",
+    "Backend": "pytest_torchexport.backends.base",
+    "ExportContext": "pytest_torchexport.backends.base",
+}
+
+__all__ = sorted(_LAZY)
+
+if TYPE_CHECKING:
+    from .backends.base import Backend, ExportContext
+    from .checks import check
+    from .errors import ExportMismatch, InvalidArgument
+    from .report import Finding, Report, Result
+    from .specs import Dim, TensorSpec
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'pytest_torchexport' has no attribute {name!r}")

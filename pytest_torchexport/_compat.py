@@ -1,0 +1,78 @@
+"""Torch-version shims, and THE one place that silences torch's own noise.
+
+[Quiet Calls] Every call the plugin makes into an exporter goes through
+``quiet_torch()``. torch 2.13 warns ``DeprecationWarning`` on every ``torch.jit.*``
+call, the dynamo ONNX exporter prints progress to stdout and logs graphs at WARNING;
+none of that is the user's doing, so it must not break a user's ``-W error`` suite or
+clutter their output. Warnings are *recorded*, never dropped blindly: the engine turns
+``TracerWarning`` into findings at the user's source line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+
+class Captured:
+    """What a quiet call emitted: warnings (all categories) and any printed text."""
+
+    def __init__(self) -> None:
+        self.warnings: list[warnings.WarningMessage] = []
+        self.stdout = ""
+
+
+@contextlib.contextmanager
+def quiet_torch() -> Iterator[Captured]:
+    captured = Captured()
+    buffer = io.StringIO()
+    previous_disable = logging.root.manager.disable
+    # torch's structured-trace logger answers DEBUG even under logging.disable() (its
+    # level is cached apart), and pytest would show every record of it: mute it by name.
+    trace_log = logging.getLogger("torch.__trace")
+    previous_trace = trace_log.disabled
+    with warnings.catch_warnings(record=True) as caught:
+        # "always" so a TracerWarning raised at the same line as an earlier run is still
+        # seen (the default filter would show it once per process).
+        warnings.simplefilter("always")
+        logging.disable(logging.WARNING)
+        trace_log.disabled = True
+        try:
+            # The exporters print progress to stdout and dump graphs to stderr directly
+            # (not through logging), so both streams are captured for the call.
+            with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
+                yield captured
+        finally:
+            logging.disable(previous_disable)
+            trace_log.disabled = previous_trace
+            captured.warnings.extend(caught)
+            captured.stdout = buffer.getvalue()
+
+
+def torch_version() -> tuple[int, int]:
+    import torch
+
+    major, minor = torch.__version__.split(".")[:2]
+    return int(major), int(minor)
+
+
+def package_version(name: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def missing_attr(obj: Any, dotted: str) -> str | None:
+    """The first missing attribute on the path ``dotted`` under ``obj``, or None."""
+    for part in dotted.split("."):
+        if not hasattr(obj, part):
+            return part
+        obj = getattr(obj, part)
+    return None

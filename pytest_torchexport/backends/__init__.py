@@ -1,0 +1,1 @@
+"""Export backends: one module each, behind the ``Backend`` protocol in ``base.py``."""

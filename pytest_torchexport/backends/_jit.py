@@ -1,0 +1,34 @@
+"""Save/load shared by the two TorchScript backends (trace and script)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .base import Backend, ExportContext
+
+FILENAME = "model.pt"
+
+
+class TorchScriptBackend(Backend):
+    def unavailable_reason(self) -> str | None:
+        from .._compat import missing_attr
+
+        missing = missing_attr(torch, f"jit.{self.name}") or missing_attr(torch, "jit.load")
+        if missing:
+            return f"torch {torch.__version__} has no torch.jit.{missing}: TorchScript was removed"
+        return None
+
+    def save(self, artifact: Any, directory: Path) -> list[Path]:
+        path = directory / FILENAME
+        torch.jit.save(artifact, str(path))
+        return [path]
+
+    def load(self, directory: Path, ctx: ExportContext) -> Any:
+        return torch.jit.load(str(directory / FILENAME), map_location=ctx.device)
+
+    def run(self, artifact: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        with torch.no_grad():
+            return artifact(*args, **kwargs)

@@ -1,0 +1,134 @@
+"""ONNX, run in onnxruntime: the dynamo exporter (``onnx``) and the TorchScript one (``onnx-legacy``).
+
+The in-memory artifact is an onnxruntime session over the serialized model; the loaded
+one is a new session over the saved file, so external-data files must sit beside it.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.utils._pytree as pytree
+
+from .base import Backend, ExportContext
+
+FILENAME = "model.onnx"
+
+
+class OnnxSession:
+    """An onnxruntime session fed the flat tensor inputs, returning torch tensors."""
+
+    def __init__(self, source: bytes | str, device: str) -> None:
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+        providers = ["CPUExecutionProvider"]
+        self.fallback = None
+        if device.startswith("cuda"):
+            if "CUDAExecutionProvider" in available:
+                providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            else:
+                self.fallback = "onnxruntime has no CUDAExecutionProvider here; ran on CPU"
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(source, sess_options=options, providers=providers)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.device = device
+
+    def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Tensor]:
+        tensors = [t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        if len(tensors) != len(self.input_names):
+            raise RuntimeError(
+                f"the ONNX graph takes {len(self.input_names)} inputs ({', '.join(self.input_names)}) "
+                f"but the call has {len(tensors)} tensors: an input was folded into a constant or dropped"
+            )
+        feed = {name: t.detach().cpu().numpy() for name, t in zip(self.input_names, tensors)}
+        outputs = self.session.run(None, feed)
+        return [torch.from_numpy(o).to(self.device) for o in outputs]
+
+
+class _OnnxBackend(Backend):
+    relowered = True
+
+    def unavailable_reason(self) -> str | None:
+        for lib in ("onnx", "onnxruntime"):
+            try:
+                __import__(lib)
+            except ImportError as exc:
+                return f"{lib} is not installed ({exc}): pip install onnx onnxruntime"
+        return None
+
+    def load(self, directory: Path, ctx: ExportContext) -> Any:
+        return OnnxSession(str(directory / FILENAME), ctx.device)
+
+    def run(self, artifact: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return artifact(args, kwargs)
+
+
+class DynamoOnnxBackend(_OnnxBackend):
+    name = "onnx"
+
+    def unavailable_reason(self) -> str | None:
+        reason = super().unavailable_reason()
+        if reason:
+            return reason
+        try:
+            import onnxscript  # noqa: F401
+        except ImportError as exc:
+            return f"onnxscript is not installed ({exc}); the dynamo ONNX exporter needs it: pip install onnxscript"
+        return None
+
+    def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
+        program = torch.onnx.export(
+            module,
+            args,
+            kwargs=kwargs or None,
+            dynamo=True,
+            dynamic_shapes=ctx.plan.export_dynamic_shapes(module),
+            verbose=False,
+        )
+        if program is None:  # pragma: no cover - torch versions that returned nothing
+            raise RuntimeError("torch.onnx.export(dynamo=True) returned no ONNXProgram")
+        return _InMemory(program, ctx.device)
+
+    def save(self, artifact: Any, directory: Path) -> list[Path]:
+        artifact.program.save(str(directory / FILENAME))
+        return sorted(p for p in directory.iterdir() if p.is_file())
+
+
+class LegacyOnnxBackend(_OnnxBackend):
+    name = "onnx-legacy"
+
+    def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
+        buffer = io.BytesIO()
+        torch.onnx.export(
+            module,
+            args,
+            buffer,
+            kwargs=kwargs or None,
+            dynamo=False,
+            input_names=ctx.plan.onnx_input_names(),
+            dynamic_axes=ctx.plan.onnx_dynamic_axes() or None,
+            verbose=False,
+        )
+        return _InMemory(buffer.getvalue(), ctx.device)
+
+    def save(self, artifact: Any, directory: Path) -> list[Path]:
+        path = directory / FILENAME
+        path.write_bytes(artifact.program)
+        return [path]
+
+
+class _InMemory:
+    """The exported program plus a session over its bytes, before anything touches disk."""
+
+    def __init__(self, program: Any, device: str) -> None:
+        self.program = program
+        data = program if isinstance(program, bytes) else program.model_proto.SerializeToString()
+        self.session = OnnxSession(data, device)
+
+    def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Tensor]:
+        return self.session(args, kwargs)

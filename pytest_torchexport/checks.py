@@ -1,0 +1,701 @@
+"""The engine: export once per backend and device, then check many inputs against the artifact.
+
+``check()`` is the public entry point and works in a plain script. For each backend:
+
+1. the eager reference (eval, ``no_grad``) runs the example: is it deterministic, does it
+   mutate its inputs or buffers, was it in training mode;
+2. the backend exports at the example (dynamic dims of size 0/1 grown to 2, since
+   exporters specialize those sizes), saves to a fresh directory and loads back;
+3. hypothesis draws inputs (sizes, values) and each one runs through the *loaded*
+   artifact, the in-memory one (round trip) and eager (computed once per input);
+4. the first failure is shrunk to the smallest input and explained.
+
+This module never touches pytest objects; the plugin hands it a database and a name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import explain
+from ._compat import quiet_torch
+from .backends.base import Backend, ExportContext, load_backend
+from .compare import Comparison, compare, equal_trees, flatten
+from .eager import EAGER_MODE, Eager, run_artifact
+from .errors import ExportMismatch, InvalidArgument
+from .options import BUILTIN_BACKENDS, Options
+from .report import Finding, Report, Result
+from .specs import InputPlan, plan_inputs
+from .strategies import Draw, describe_inputs, draws, materialize, recorded_draw, summarize
+
+
+@dataclass
+class Session:
+    """What outlives one check: the backend registry, the example database, naming."""
+
+    backends: Mapping[str, Any] = field(default_factory=lambda: dict(BUILTIN_BACKENDS))
+    database: Any = None  # a hypothesis ExampleDatabase, or None for none
+    test: str | None = None
+    nodeid: str | None = None
+    user_file: str | None = None
+
+
+def check(
+    module: torch.nn.Module,
+    args: tuple[Any, ...] = (),
+    kwargs: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> Report:
+    """Export ``module`` on every selected backend and prove the artifacts match eager.
+
+    >>> report = check(Gate(), (torch.randn(3, 4),), backends=["trace", "onnx"])
+    >>> report.ok
+    True
+
+    Raises ``ExportMismatch`` (an ``AssertionError`` carrying the report) when any
+    backend fails. Options are the marker's: ``backends``, ``devices``, ``examples``,
+    ``dims``, ``dynamic``, ``inputs``, ``rtol``, ``atol``, ``xfail``, ``roundtrip``,
+    ``seed``, ``special_values``, ``vary_scalars``, ``compare``.
+    """
+    session = options.pop("_session", None) or Session()
+    opts = Options.build(valid_backends=tuple(session.backends), **options)
+    report = run(module, args, kwargs, opts, session)
+    raise_if_failed(report)
+    return report
+
+
+def raise_if_failed(report: Report) -> None:
+    failures = report.failures
+    if failures:
+        raise ExportMismatch("\n\n".join(r.message for r in failures), report)
+
+
+def run(
+    module: torch.nn.Module,
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any] | None,
+    options: Options,
+    session: Session,
+    *,
+    backends: tuple[str, ...] | None = None,
+    devices: tuple[str, ...] | None = None,
+) -> Report:
+    """Check every (backend, device) pair; never raises for a failing backend."""
+    if not isinstance(module, torch.nn.Module):
+        raise InvalidArgument(f"check() takes an nn.Module, got {type(module).__name__}")
+    if not isinstance(args, tuple):
+        args = (args,) if isinstance(args, torch.Tensor) else tuple(args)
+    plan = plan_inputs(module, args, kwargs, dims=options.dims, dynamic=options.dynamic, inputs=options.inputs)
+    report = Report()
+    for device in devices or resolve_devices(options.devices):
+        for name in backends or options.backends:
+            report.results.append(check_backend(module, plan, name, device, options, session))
+    return report
+
+
+def resolve_devices(devices: tuple[str, ...]) -> tuple[str, ...]:
+    if "auto" in devices:
+        return ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
+    return devices
+
+
+class _Stop(Exception):
+    """Ends one backend's check early with a finished result."""
+
+
+def check_backend(
+    module: torch.nn.Module, plan: InputPlan, name: str, device: str, options: Options, session: Session
+) -> Result:
+    result = Result(
+        backend=name,
+        device=device,
+        status="pass",
+        module=type(module).__name__,
+        nodeid=session.nodeid,
+        test=session.test,
+    )
+    result.extra["eager_mode"] = EAGER_MODE
+    started = time.perf_counter()
+    try:
+        _check_backend(module, plan, name, device, options, session, result)
+    except _Stop:
+        pass
+    result.timings["total_s"] = time.perf_counter() - started
+    _apply_xfail(result, options)
+    return result
+
+
+def _apply_xfail(result: Result, options: Options) -> None:
+    reason = options.xfail.get(result.backend)
+    if reason is None or result.status in ("skipped", "nondeterministic"):
+        return
+    if result.failed:
+        result.extra["xfail_of"] = result.status
+        result.status = "xfail"
+        result.message = f"expected failure ({reason}): {result.message}"
+    else:
+        result.status = "xpass"
+        result.message = (
+            f"{result.backend} passed but is marked xfail ({reason!r}); "
+            f"the defect may be fixed: remove {result.backend!r} from xfail="
+        )
+
+
+def _finish(result: Result, status: str, message: str) -> None:
+    result.status = status
+    result.message = message
+    raise _Stop
+
+
+def _check_backend(
+    module: torch.nn.Module,
+    plan: InputPlan,
+    name: str,
+    device: str,
+    options: Options,
+    session: Session,
+    result: Result,
+) -> None:
+    header = f"[backend={name}, device={device}]"
+    spec = session.backends.get(name)
+    if spec is None:
+        raise InvalidArgument(f"unknown torchexport backend {name!r}; valid backends: {', '.join(session.backends)}")
+    backend = load_backend(spec)
+    reason = backend.unavailable_reason()
+    if reason is None and device == "cuda" and not torch.cuda.is_available():
+        reason = "CUDA is not available on this machine (torch.cuda.is_available() is False)"
+    if reason:
+        _finish(result, "skipped", f"{name} skipped: {reason}")
+
+    rtol, atol = options.tolerance("rtol", name), options.tolerance("atol", name)
+    eager = Eager(module, device)
+    if eager.was_training:
+        result.findings.append(
+            Finding("training_mode", "the module was called in training mode; it was validated in eval mode, as it is served")
+        )
+
+    # 1. The example through eager: determinism and side effects.
+    seed_draw = recorded_draw(plan)
+    seed_args, seed_kwargs = materialize(plan, seed_draw, device)
+    try:
+        first = eager(seed_args, seed_kwargs, trace_lines=True, restore=False)
+    except Exception as exc:  # noqa: BLE001 - the user's model raising is a usage problem
+        raise InvalidArgument(
+            f"{type(module).__name__} raises on its example inputs in eval mode under no_grad "
+            f"({plan.describe()}): {type(exc).__name__}: {exc}"
+        ) from exc
+    changed_state = eager.state_changed()
+    eager.restore()
+    _side_effect_findings(result, plan, seed_args, seed_kwargs, first.inputs_after, changed_state)
+    _check_determinism(result, eager, seed_args, seed_kwargs, first.outputs, header)
+
+    # 2. Export once, at the example (grown where exporters would specialize).
+    export_args, export_kwargs, export_draw = _export_inputs(plan, backend, device)
+    ctx = ExportContext(device=device, plan=plan, module=eager.module)
+    export_module = _fresh_module(eager)
+    t0 = time.perf_counter()
+    with quiet_torch() as captured:
+        try:
+            artifact = backend.export(export_module, export_args, export_kwargs, ctx)
+        except Exception as exc:  # noqa: BLE001 - every exporter failure is a result
+            captured_exc: Exception | None = exc
+        else:
+            captured_exc = None
+    result.timings["export_s"] = time.perf_counter() - t0
+    result.findings.extend(explain.tracer_findings(captured.warnings, name))
+    if captured_exc is not None:
+        _export_failed(result, captured_exc, name, "export", header, plan)
+
+    # 3. Save, load back: the loaded artifact is what is validated.
+    runnable, in_memory = artifact, None
+    if options.roundtrip and backend.saveable:
+        runnable, in_memory = _roundtrip(backend, artifact, ctx, result, header), artifact
+    elif not backend.saveable:
+        result.extra["roundtrip"] = f"not applicable: {name} artifacts are not saved"
+    else:
+        result.extra["roundtrip"] = "off (roundtrip=False)"
+    for note in ctx.notes:
+        result.findings.append(Finding("backend_note", note))
+    fallback = getattr(getattr(runnable, "session", runnable), "fallback", None)
+    if fallback:
+        result.findings.append(Finding("device_fallback", fallback))
+
+    # 4. Side effects the artifact must reproduce, then the search.
+    _check_side_effects(result, backend, runnable, eager, plan, seed_args, seed_kwargs, first, changed_state, header)
+    _search(result, backend, runnable, in_memory, eager, plan, options, session, name, device, rtol, atol,
+            export_draw, seed_draw, first, header)
+
+
+def _fresh_module(eager: Eager) -> torch.nn.Module:
+    from .eager import copy_module
+
+    return copy_module(eager.module)
+
+
+def _export_inputs(plan: InputPlan, backend: Backend, device: str) -> tuple[tuple[Any, ...], dict[str, Any], Draw]:
+    """The example, with dynamic dims of size 0 or 1 grown to 2 (exporters specialize 0/1)."""
+    draw = recorded_draw(plan)
+    sizes = dict(draw.sizes)
+    if getattr(backend, "dynamic", True):
+        for dim, size in sizes.items():
+            if size < 2 and plan.dims[dim].max >= 2:
+                plan.grown[dim] = (size, 2)
+                sizes[dim] = 2
+        draw = dataclasses.replace(draw, sizes=tuple(sorted(sizes.items())))
+    args, kwargs = materialize(plan, draw, device)
+    return args, kwargs, draw
+
+
+def _export_failed(result: Result, exc: BaseException, name: str, stage: str, header: str, plan: InputPlan) -> None:
+    finding = explain.error_finding(exc, name, stage)
+    if finding:
+        result.findings.append(finding)
+    lines = [f"{name} could not {'export' if stage == 'export' else stage} the module {header}", explain.trim_error(exc)]
+    if finding and finding.where:
+        lines.append(f"Likely cause: {finding.detail}")
+    lines.append(f"Example inputs: {plan.describe()}")
+    lines.append(f'If {name} is not a path you ship, drop it with backends=[...] or mark it known with xfail={{"{name}": "reason"}}')
+    _finish(result, "export_error" if stage in ("export", "save") else "load_error", "\n".join(lines))
+
+
+def _roundtrip(backend: Backend, artifact: Any, ctx: ExportContext, result: Result, header: str) -> Any:
+    directory = Path(tempfile.mkdtemp(prefix=f"torchexport-{backend.name}-"))
+    t0 = time.perf_counter()
+    with quiet_torch():
+        try:
+            files = backend.save(artifact, directory)
+        except Exception as exc:  # noqa: BLE001
+            _export_failed(result, exc, backend.name, "save", header, ctx.plan)
+    result.extra["artifact_files"] = [p.name for p in files]
+    result.extra["artifact_bytes"] = sum(p.stat().st_size for p in files if p.exists())
+    if len(files) > 1:
+        result.findings.append(
+            Finding(
+                "external_data",
+                f"the {backend.name} artifact is {len(files)} files ({', '.join(p.name for p in files)}): "
+                "ship them together; the model file refers to the others by name",
+            )
+        )
+    with quiet_torch():
+        try:
+            loaded = backend.load(directory, ctx)
+        except Exception as exc:  # noqa: BLE001
+            _export_failed(result, exc, backend.name, "load", header, ctx.plan)
+    result.timings["load_s"] = time.perf_counter() - t0
+    return loaded
+
+
+def _side_effect_findings(
+    result: Result, plan: InputPlan, args: Any, kwargs: Any, after: Any, changed_state: list[str]
+) -> None:
+    if not equal_trees((args, kwargs), after):
+        result.findings.append(Finding("mutates_input", "forward modifies its input tensors in place"))
+    if changed_state:
+        result.findings.append(
+            Finding("mutates_state", f"forward updates module state on every call: {', '.join(changed_state[:5])}")
+        )
+
+
+def _check_determinism(result: Result, eager: Eager, args: Any, kwargs: Any, outputs: Any, header: str) -> None:
+    again = eager(args, kwargs)
+    if not equal_trees(outputs, again.outputs):
+        _finish(
+            result,
+            "nondeterministic",
+            f"Eager disagrees with itself {header}: the same input and RNG seed give different outputs "
+            "(a nondeterministic kernel?), so parity with an export is undefined and is not checked.",
+        )
+    other_seed = eager(args, kwargs, rng_seed=1)
+    if not equal_trees(outputs, other_seed.outputs):
+        _finish(
+            result,
+            "nondeterministic",
+            f"Eager output depends on the RNG {header}: forward draws random numbers even in eval mode "
+            "(torch.randn_like, a dropout called with training=True, ...), so parity with an export is "
+            "undefined and is not checked. Make the randomness an input to check this model.",
+        )
+
+
+def _check_side_effects(
+    result: Result, backend: Backend, runnable: Any, eager: Eager, plan: InputPlan, args: Any, kwargs: Any,
+    first: Any, changed_state: list[str], header: str,
+) -> None:
+    kinds = {f.kind for f in result.findings}
+    if "mutates_input" in kinds:
+        try:
+            with quiet_torch():
+                _, art_after = run_artifact(lambda a, k: backend.run(runnable, a, k), args, kwargs)
+        except Exception:  # noqa: BLE001 - reported by the search as a run_error
+            return
+        if not equal_trees(first.inputs_after, art_after):
+            result.findings.append(Finding("side_effects", f"{backend.name} does not reproduce the in-place update of the inputs"))
+            _finish(
+                result,
+                "mismatch",
+                f"Side effects differ from eager {header}\n"
+                f"forward modifies its inputs in place; the {backend.name} artifact does not "
+                f"(ONNX and exported graphs return values, they do not write into the caller's tensors).\n"
+                f"Inputs: {plan.describe()}\n"
+                "Return the updated tensor instead of mutating the input, or mark the backend known with xfail=.",
+            )
+    if changed_state:
+        # Lockstep calls: a lost buffer update shows on the second call.
+        target = getattr(runnable, "module", runnable)
+        snapshot = _buffers(target)
+        try:
+            with quiet_torch():
+                for call in range(1, 4):
+                    expected = eager(args, kwargs, restore=False).outputs
+                    actual, _ = run_artifact(lambda a, k: backend.run(runnable, a, k), args, kwargs)
+                    cmp = compare(expected, actual, relowered=backend.relowered)
+                    if not cmp.ok:
+                        result.findings.append(
+                            Finding("side_effects", f"{backend.name} loses the state update of {', '.join(changed_state[:3])}")
+                        )
+                        _finish(
+                            result,
+                            "mismatch",
+                            f"Side effects differ from eager {header}\n"
+                            f"forward updates {', '.join(changed_state[:3])} on every call; after {call} call(s) on the "
+                            f"same input the {backend.name} artifact's output differs from eager's, so it does not carry "
+                            "the update.\n" + "\n".join(cmp.lines()),
+                        )
+        finally:
+            eager.restore()
+            _restore_buffers(target, snapshot)
+
+
+def _buffers(target: Any) -> dict[str, torch.Tensor] | None:
+    if isinstance(target, torch.nn.Module):
+        return {k: v.detach().clone() for k, v in target.named_buffers()}
+    return None
+
+
+def _restore_buffers(target: Any, snapshot: dict[str, torch.Tensor] | None) -> None:
+    if snapshot is None:
+        return
+    with torch.no_grad():
+        for k, v in target.named_buffers():
+            if k in snapshot and v.shape == snapshot[k].shape:
+                v.copy_(snapshot[k])
+
+
+@dataclass
+class _Failure:
+    status: str
+    draw: Draw
+    args: Any
+    kwargs: Any
+    comparison: Comparison | None = None
+    error: BaseException | None = None
+    path: frozenset[tuple[str, int]] | None = None
+
+
+class _ExampleFailed(AssertionError):
+    def __init__(self, failure: _Failure) -> None:
+        super().__init__(failure.status)
+        self.failure = failure
+
+
+@dataclass
+class _Stats:
+    examples: int = 0
+    failed: int = 0
+    rejected: int = 0
+    max_abs: float = 0.0
+    max_rel: float = 0.0
+    paths: dict[frozenset[tuple[str, int]], int] = field(default_factory=dict)
+    failing_paths: dict[frozenset[tuple[str, int]], int] = field(default_factory=dict)
+    run_s: float = 0.0
+    vacuous: dict[str, list[Any]] = field(default_factory=dict)
+
+
+def _search(
+    result: Result, backend: Backend, runnable: Any, in_memory: Any, eager: Eager, plan: InputPlan,
+    options: Options, session: Session, name: str, device: str, rtol: float | None, atol: float | None,
+    export_draw: Draw, seed_draw: Draw, first: Any, header: str,
+) -> None:
+    from hypothesis import HealthCheck, Phase, Verbosity, example, given, settings
+    from hypothesis import seed as hseed
+    from hypothesis.errors import Flaky, HypothesisException
+
+    stats = _Stats()
+    cache: dict[Draw, Any] = {}
+    export_path = first.path if export_draw == seed_draw else None
+
+    def expected_for(draw: Draw, args: Any, kwargs: Any) -> Any:
+        if draw not in cache:
+            cache[draw] = eager(args, kwargs, trace_lines=True)
+        return cache[draw]
+
+    def probe(draw: Draw) -> None:
+        args, kwargs = materialize(plan, draw, device)
+        try:
+            call = expected_for(draw, args, kwargs)
+        except Exception:  # noqa: BLE001 - eager rejects the input: not a valid example
+            stats.rejected += 1
+            from hypothesis import reject
+
+            reject()
+        stats.examples += 1
+        if call.path is not None:
+            stats.paths[call.path] = stats.paths.get(call.path, 0) + 1
+        _track_vacuous(stats, call.outputs)
+        t0 = time.perf_counter()
+        try:
+            with quiet_torch():
+                actual, _ = run_artifact(lambda a, k: backend.run(runnable, a, k), args, kwargs)
+        except Exception as exc:  # noqa: BLE001 - the artifact raised where eager did not
+            stats.failed += 1
+            raise _ExampleFailed(_Failure("run_error", draw, args, kwargs, error=exc, path=call.path)) from None
+        finally:
+            stats.run_s += time.perf_counter() - t0
+        cmp = compare(call.outputs, actual, relowered=backend.relowered, rtol=rtol, atol=atol, compare_fn=options.compare)
+        stats.max_abs = max(stats.max_abs, cmp.max_abs)
+        stats.max_rel = max(stats.max_rel, cmp.max_rel)
+        if not cmp.ok:
+            stats.failed += 1
+            if call.path is not None:
+                stats.failing_paths[call.path] = stats.failing_paths.get(call.path, 0) + 1
+            raise _ExampleFailed(_Failure("mismatch", draw, args, kwargs, comparison=cmp, path=call.path))
+        if in_memory is not None:
+            with quiet_torch():
+                mem, _ = run_artifact(lambda a, k: backend.run(in_memory, a, k), args, kwargs)
+            rt = compare(mem, actual, relowered=backend.relowered)
+            if not rt.ok:
+                stats.failed += 1
+                raise _ExampleFailed(_Failure("roundtrip_mismatch", draw, args, kwargs, comparison=rt, path=call.path))
+
+    test = given(draws(plan, special_values=options.special_values, vary_scalars=options.vary_scalars))(probe)
+    test = example(seed_draw)(test)
+    if export_draw != seed_draw:
+        test = example(export_draw)(test)
+    test = settings(
+        max_examples=options.examples,
+        deadline=None,
+        database=session.database,
+        derandomize=False,
+        suppress_health_check=list(HealthCheck),
+        verbosity=Verbosity.quiet,
+        report_multiple_bugs=False,
+        phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
+        print_blob=False,
+    )(test)
+    if options.seed is not None:
+        test = hseed(options.seed)(test)
+    # [Database Keys] hypothesis keys its example database by the function's source, which
+    # is this one inner function for every test and backend: add a digest per check.
+    key = f"{session.nodeid or session.test or type(eager.module).__qualname__}::{name}::{device}"
+    test.hypothesis.inner_test._hypothesis_internal_add_digest = key.encode()
+
+    failure: _Failure | None = None
+    t0 = time.perf_counter()
+    try:
+        with torch.no_grad():
+            test()
+    except _ExampleFailed as exc:
+        failure = exc.failure
+    except Flaky as exc:
+        result.timings["run_s"] = stats.run_s
+        _finish(result, "nondeterministic", f"The {name} artifact gives different verdicts on the same input {header}: {exc}")
+    except HypothesisException as exc:
+        if stats.examples == 0:
+            _finish(
+                result,
+                "skipped",
+                f"Eager rejected every generated input {header} ({stats.rejected} tried), so nothing was checked: "
+                f"fix dims=/inputs= so eager accepts them. Inputs: {plan.describe()}",
+            )
+        raise
+    result.timings["search_s"] = time.perf_counter() - t0
+    result.timings["run_s"] = stats.run_s
+    result.examples = stats.examples
+    result.max_abs_err, result.max_rel_err = stats.max_abs, stats.max_rel
+    result.extra["rejected_examples"] = stats.rejected
+    result.extra["paths"] = len(stats.paths)
+    if plan.grown:
+        result.extra["export_sizes"] = {k: v[1] for k, v in plan.grown.items()}
+    _vacuous_finding(result, stats)
+    _rejection_finding(result, stats, plan)
+    if failure is None:
+        result.rtol, result.atol = _tolerances_used(backend, first.outputs, rtol, atol)
+        result.message = _pass_message(result, stats, header)
+        return
+    _explain_failure(result, failure, stats, backend, plan, options, session, name, header, export_path, rtol, atol)
+
+
+def _tolerances_used(backend: Backend, outputs: Any, rtol: float | None, atol: float | None) -> tuple[float | None, float | None]:
+    from .compare import tolerances_for
+
+    for _, leaf in flatten(outputs)[0]:
+        if isinstance(leaf, torch.Tensor) and (leaf.is_floating_point() or leaf.is_complex()):
+            return tolerances_for(leaf.dtype, backend.relowered, rtol, atol)
+    return rtol, atol
+
+
+def _track_vacuous(stats: _Stats, outputs: Any) -> None:
+    for path, leaf in flatten(outputs)[0]:
+        if not isinstance(leaf, torch.Tensor) or not leaf.is_floating_point() or leaf.numel() == 0:
+            continue
+        t = leaf.detach().float()
+        near_zero = bool(t.abs().max() < 1e-6)
+        constant = bool(t.max() == t.min())
+        value = float(t.flatten()[0])
+        seen = stats.vacuous.setdefault(path, [True, True, value])
+        seen[0] = seen[0] and near_zero
+        seen[1] = seen[1] and constant and value == seen[2]
+
+
+def _vacuous_finding(result: Result, stats: _Stats) -> None:
+    if stats.examples < 2 or not stats.vacuous:
+        return
+    if all(zero or const for zero, const, _ in stats.vacuous.values()):
+        detail = ", ".join(
+            f"{p or '(the output)'} {'is ~0' if z else f'is always {v:g}'}" for p, (z, c, v) in stats.vacuous.items()
+        )
+        result.findings.append(
+            Finding(
+                "vacuous_output",
+                f"every output is constant or near zero on all {stats.examples} inputs ({detail}), so parity proves "
+                "nothing: random-init heads, an uncalibrated BatchNorm? Load trained weights or a calibrated state.",
+            )
+        )
+
+
+def _rejection_finding(result: Result, stats: _Stats, plan: InputPlan) -> None:
+    if stats.rejected and stats.rejected >= stats.examples:
+        result.findings.append(
+            Finding(
+                "rejected_inputs",
+                f"eager rejected {stats.rejected} of {stats.rejected + stats.examples} generated inputs: "
+                f"declare the valid sizes and values with dims=/inputs= (now: {plan.describe()}; dims "
+                + ", ".join(f"{d.name}=({d.min}, {d.max})" for d in plan.dims.values())
+                + ")",
+            )
+        )
+
+
+def _pass_message(result: Result, stats: _Stats, header: str) -> str:
+    parts = [f"{result.backend} matches eager on {stats.examples} inputs {header}"]
+    if stats.paths:
+        parts.append(f"{len(stats.paths)} control-flow path(s) exercised")
+    return "; ".join(parts)
+
+
+def _explain_failure(
+    result: Result, failure: _Failure, stats: _Stats, backend: Backend, plan: InputPlan, options: Options,
+    session: Session, name: str, header: str, export_path: Any, rtol: float | None, atol: float | None,
+) -> None:
+    summary = summarize(failure.args, failure.kwargs, plan)
+    result.status = failure.status
+    result.failing_example = {"inputs": summary, "draw": failure.draw.describe()}
+    headline = {
+        "mismatch": f"Exported outputs differ from eager {header}",
+        "run_error": f"The {name} artifact raised on an input eager accepts {header}",
+        "roundtrip_mismatch": f"The {name} artifact changed in the save/load round trip {header}",
+    }[failure.status]
+    lines = [headline]
+    lines.append(
+        f"Failed on {stats.failed} of {stats.examples} inputs tried (search and shrinking); smallest failing input:"
+    )
+    lines.append(f"  {describe_inputs(summary)}")
+    if failure.comparison is not None:
+        cmp = failure.comparison
+        result.max_abs_err, result.max_rel_err = cmp.max_abs, cmp.max_rel
+        result.rtol, result.atol = cmp.rtol, cmp.atol
+        if cmp.diffs:
+            worst = max(cmp.diffs, key=lambda d: d.max_abs)
+            result.extra.update(
+                error_p50=worst.p50,
+                error_p99=worst.p99,
+                passes_with={"atol": worst.needed_atol, "rtol": worst.needed_rtol},
+            )
+        if failure.status == "roundtrip_mismatch":
+            lines.append("The loaded artifact differs from the one in memory:")
+        lines += cmp.lines()
+    if failure.error is not None:
+        err = failure.error
+        lines.append(explain.trim_error(err, limit=8))
+        site = explain.innermost_user_frame(err)
+        if site:
+            result.findings.append(Finding("run_error_site", f"raised at {explain.where(*site)}", explain.where(*site)))
+    cause = _likely_cause(result, failure, stats, plan, export_path, name)
+    if cause:
+        lines.append(f"Likely cause: {cause}")
+    repro = _save_repro(failure, plan, options, session, name)
+    if repro:
+        result.failing_example["repro"] = repro
+        lines.append(f"Replay: python -m pytest_torchexport.replay {repro}")
+    if failure.status == "mismatch" and result.extra.get("passes_with"):
+        pw = result.extra["passes_with"]
+        verdict = (
+            "a tolerance question" if (pw["atol"] < 1e-2 and result.max_rel_err < 1e-2) else "a defect, not a tolerance question"
+        )
+        lines.append(
+            f"Would pass with atol={pw['atol']:.3g} or rtol={pw['rtol']:.3g} ({verdict}). "
+            f'Loosen with rtol=/atol= (per backend: {{"{name}": ...}}) or mark it known with xfail={{"{name}": "reason"}}'
+        )
+    elif failure.status == "run_error":
+        lines.append(f'Declare the sizes the model supports with dims=, or mark it known with xfail={{"{name}": "reason"}}')
+    result.message = "\n".join(lines)
+
+
+def _likely_cause(
+    result: Result, failure: _Failure, stats: _Stats, plan: InputPlan, export_path: Any, name: str
+) -> str | None:
+    causes = [f.detail for f in result.findings if f.kind in ("frozen_branch", "baked_shape", "frozen_value", "specialized_dim")]
+    path_note = _path_note(failure, stats, export_path, name)
+    if path_note:
+        causes.append(path_note)
+    if not causes and failure.status == "run_error":
+        sizes = dict(failure.draw.sizes)
+        exported = {**plan.example_sizes(), **{k: v[1] for k, v in plan.grown.items()}}
+        differ = [f"{k}={sizes[k]} (exported at {exported.get(k)})" for k in sizes if sizes[k] != exported.get(k)]
+        if differ:
+            causes.append(f"a size baked into the artifact: the failing input has {', '.join(differ)}")
+    if not causes and stats.paths and len(stats.paths) == 1 and failure.status == "mismatch":
+        causes.append("every input took the same control-flow path, so the difference is numeric, not a frozen branch")
+    return "; ".join(causes) if causes else None
+
+
+def _path_note(failure: _Failure, stats: _Stats, export_path: Any, name: str) -> str | None:
+    if failure.path is None or export_path is None or failure.path == export_path:
+        return None
+    only_export = sorted(export_path - failure.path)
+    only_failing = sorted(failure.path - export_path)
+
+    def fmt(lines: list[tuple[str, int]]) -> str:
+        return ", ".join(explain.where(f, n) for f, n in lines[:4]) + (" ..." if len(lines) > 4 else "")
+
+    taken = f"{sum(stats.failing_paths.values())} of {stats.examples} inputs"
+    note = f"{name} recorded the control-flow path of the export example"
+    if only_export:
+        note += f" through {fmt(only_export)}"
+    if only_failing:
+        note += f"; the failing input runs {fmt(only_failing)} instead ({taken} failed)"
+    return note
+
+
+def _save_repro(failure: _Failure, plan: InputPlan, options: Options, session: Session, name: str) -> str | None:
+    if not options.repro_dir:
+        return None
+    directory = Path(options.repro_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", (session.test or "check").rsplit("::", 1)[-1]).strip("_")
+    path = directory / f"{stem}-{name}.pt"
+    torch.save(
+        {"backend": name, "args": failure.args, "kwargs": failure.kwargs, "draw": dataclasses.asdict(failure.draw),
+         "test": session.nodeid or session.test},
+        path,
+    )
+    return os.path.relpath(path) if not os.path.relpath(path).startswith("..") else str(path)

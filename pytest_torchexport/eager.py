@@ -1,0 +1,124 @@
+"""The eager reference: how the model runs when served, and what it does besides returning.
+
+Eager runs in eval mode under ``torch.no_grad()`` (fast paths such as
+``nn.TransformerEncoder``'s differ from grad mode), on fresh copies of the inputs, with
+the RNG seeded. Each call can also report which lines of the user's own code ran (the
+control-flow *path*), and whether it mutated its inputs or its buffers.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+import torch
+import torch.utils._pytree as pytree
+
+from .compare import equal_trees
+from .explain import is_user_file
+
+EAGER_MODE = "eval, torch.no_grad()"
+
+
+def fresh(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Deep copies of the inputs: no call sees another call's mutations."""
+    return pytree.tree_map(lambda v: v.detach().clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v), (args, kwargs))
+
+
+@dataclass
+class EagerCall:
+    outputs: Any
+    inputs_after: tuple[tuple[Any, ...], dict[str, Any]]
+    path: frozenset[tuple[str, int]] | None = None
+
+
+def copy_module(module: torch.nn.Module) -> torch.nn.Module:
+    try:
+        return copy.deepcopy(module)
+    except Exception:  # noqa: BLE001 - some ScriptModules and hooks refuse deepcopy
+        return module
+
+
+class Eager:
+    """A private eval-mode copy of the module, restored to its initial state after each call."""
+
+    def __init__(self, module: torch.nn.Module, device: str) -> None:
+        self.was_training = bool(getattr(module, "training", False))
+        self.module = copy_module(module).to(device).eval()
+        self.device = device
+        self._initial = self._state()
+
+    def _state(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+
+    def state_changed(self) -> list[str]:
+        now = self.module.state_dict()
+        return [k for k, v in self._initial.items() if k in now and not equal_trees(v, now[k])]
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for k, v in self.module.state_dict().items():
+                if k in self._initial and not torch.equal(v, self._initial[k]):
+                    v.copy_(self._initial[k])
+
+    def __call__(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], *, rng_seed: int = 0, trace_lines: bool = False,
+        restore: bool = True,
+    ) -> EagerCall:
+        a, k = fresh(args, kwargs)
+        tracer = _LineTracer() if trace_lines else None
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(rng_seed)
+            if tracer:
+                tracer.start()
+            try:
+                out = self.module(*a, **k)
+            finally:
+                if tracer:
+                    tracer.stop()
+        if restore:
+            self.restore()
+        return EagerCall(out, (a, k), tracer.lines if tracer else None)
+
+
+def run_artifact(run: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], rng_seed: int = 0) -> tuple[Any, Any]:
+    """Run an artifact the way eager ran: fresh inputs, same RNG seed."""
+    a, k = fresh(args, kwargs)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(rng_seed)
+        out = run(a, k)
+    return out, (a, k)
+
+
+class _LineTracer:
+    """Records (file, line) of the user's own code that ran: the control-flow path."""
+
+    def __init__(self) -> None:
+        self.lines: frozenset[tuple[str, int]] = frozenset()
+        self._lines: set[tuple[str, int]] = set()
+        self._user: dict[str, bool] = {}
+        self._previous: Any = None
+
+    def _global(self, frame: FrameType, event: str, arg: Any) -> Any:
+        filename = frame.f_code.co_filename
+        user = self._user.get(filename)
+        if user is None:
+            user = self._user[filename] = is_user_file(filename)
+        return self._local if user else None
+
+    def _local(self, frame: FrameType, event: str, arg: Any) -> Any:
+        if event == "line":
+            self._lines.add((frame.f_code.co_filename, frame.f_lineno))
+        return self._local
+
+    def start(self) -> None:
+        self._previous = sys.gettrace()
+        sys.settrace(self._global)
+
+    def stop(self) -> None:
+        sys.settrace(self._previous)
+        self.lines = frozenset(self._lines)

@@ -1,0 +1,32 @@
+"""Exceptions raised by pytest-torchexport. Importing this module never imports torch."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .report import Report
+
+
+class ExportMismatch(AssertionError):
+    """An exported artifact failed to match eager PyTorch on at least one backend.
+
+    ``report`` holds every backend's result, so a caller can inspect what passed too::
+
+        try:
+            check(model, (x,))
+        except ExportMismatch as exc:
+            print(exc.report.results[0].status)
+    """
+
+    def __init__(self, message: str, report: Report) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class InvalidArgument(TypeError):
+    """An option, spec or backend name was given a value it cannot take."""
+
+
+class NoModuleCalled(AssertionError):
+    """A ``torchexport``-marked test ran without calling any ``nn.Module``."""

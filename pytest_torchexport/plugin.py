@@ -1,0 +1,300 @@
+"""pytest glue: decides *when* to check; ``checks.py`` decides *how*.
+
+Each hook is a few lines. Nothing here imports torch at module level: torch is imported
+only once a ``torchexport`` test is collected, so a session with no marked test pays
+nothing (a subprocess test pins this).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from . import hookspecs
+from .errors import InvalidArgument
+from .options import BUILTIN_BACKENDS, DEFAULT_BACKENDS, Options, add_options, session_defaults
+
+if TYPE_CHECKING:
+    from .checks import Session
+    from .report import Result
+
+MARKER = "torchexport"
+TARGET = "_torchexport_target"
+
+
+@dataclass
+class State:
+    """Run state of one pytest process, kept in ``config.stash`` (never in globals)."""
+
+    backends: dict[str, Any]
+    defaults: dict[str, Any]
+    results: list[dict[str, Any]] = field(default_factory=list)
+    database: Any = None
+
+
+STATE = pytest.StashKey[State]()
+ITEM_RESULTS = pytest.StashKey[list]()
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "torchexport(**options): export the nn.Module this test calls on every backend and check "
+        "parity with eager (see pytest-torchexport's docs/reference.md)",
+    )
+    backends = dict(BUILTIN_BACKENDS)
+    for extra in config.hook.pytest_torchexport_backends(config=config):
+        backends.update(extra or {})
+    try:
+        defaults = session_defaults(config, tuple(backends))
+    except InvalidArgument as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.stash[STATE] = State(backends=backends, defaults=defaults)
+    config.pluginmanager.register(Reporting(config), "torchexport-reporting")
+    if config.pluginmanager.hasplugin("xdist"):
+        from .xdist import XdistHooks, cap_worker_threads
+
+        config.pluginmanager.register(XdistHooks(), "torchexport-xdist")
+        cap_worker_threads(config)
+
+
+def _marker_options(definition: Any) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    # Farthest first (module, class, function), so the closest marker wins.
+    for mark in reversed(list(definition.iter_markers(MARKER))):
+        if mark.args:
+            raise pytest.UsageError(
+                f"{definition.nodeid}: @pytest.mark.torchexport takes keyword options only, got {mark.args!r}"
+            )
+        merged.update(mark.kwargs)
+    return merged
+
+
+def _resolve(state: State, marker: dict[str, Any], nodeid: str) -> Options:
+    try:
+        return Options.build(valid_backends=tuple(state.backends), **{**state.defaults, **marker})
+    except InvalidArgument as exc:
+        raise pytest.UsageError(f"{nodeid}: {exc}") from None
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker(MARKER) is None:
+        return
+    state = metafunc.config.stash[STATE]
+    options = _resolve(state, _marker_options(metafunc.definition), metafunc.definition.nodeid)
+    from .checks import resolve_devices
+
+    devices = resolve_devices(options.devices)
+    targets, ids = [], []
+    for device in devices:
+        for backend in options.backends:
+            targets.append((backend, device))
+            ids.append(f"torchexport-{backend}" + (f"-{device}" if len(devices) > 1 else ""))
+    metafunc.fixturenames.append(TARGET)
+    metafunc.parametrize(TARGET, targets, ids=ids)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Any:
+    callspec = getattr(pyfuncitem, "callspec", None)
+    if callspec is None or TARGET not in callspec.params:
+        return (yield)
+    import torch
+
+    from .capture import Recorder
+
+    backend, device = callspec.params[TARGET]
+    options = _resolve(pyfuncitem.config.stash[STATE], _marker_options(pyfuncitem), pyfuncitem.nodeid)
+    # Seeded, so the model's random init (and so a failure) is the same in every item and run.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(options.seed or 0)
+        with Recorder() as recorder:
+            outcome = yield
+    call = recorder.pick(options.module)
+    if call is None:
+        _no_module(pyfuncitem, recorder, options)
+    _run_check(pyfuncitem, call.module, call.args, call.kwargs, options, backend, device)
+    return outcome
+
+
+def _no_module(item: pytest.Function, recorder: Any, options: Options) -> None:
+    from .errors import NoModuleCalled
+
+    if options.module and recorder.calls:
+        called = ", ".join(sorted({c.name for c in recorder.calls}))
+        raise NoModuleCalled(f"torchexport(module={options.module!r}): the test called no such module; it called {called}")
+    raise NoModuleCalled(
+        f"{item.nodeid} is marked torchexport but called no nn.Module, so there was nothing to export.\n"
+        "Call the model in the test body (model(x)), or check it explicitly with the fixture:\n"
+        "    def test_model(torchexport):\n"
+        "        torchexport(Model(), (torch.randn(2, 8),))"
+    )
+
+
+def _session(item: pytest.Item) -> Session:
+    from .checks import Session
+
+    state = item.config.stash[STATE]
+    if state.database is None:
+        state.database = _database(item.config)
+    return Session(
+        backends=state.backends,
+        database=state.database,
+        test=item.nodeid.split("[")[0] if TARGET in getattr(getattr(item, "callspec", None), "params", {}) else item.nodeid,
+        nodeid=item.nodeid,
+    )
+
+
+def _database(config: pytest.Config) -> Any:
+    """Hypothesis's examples live in pytest's cache dir, never a new .hypothesis/ folder."""
+    from hypothesis.database import DirectoryBasedExampleDatabase, InMemoryExampleDatabase
+
+    cache = getattr(config, "cache", None)
+    if cache is None:
+        return InMemoryExampleDatabase()
+    return DirectoryBasedExampleDatabase(str(cache.mkdir("torchexport-examples")))
+
+
+def _run_check(
+    item: pytest.Function, module: Any, args: Any, kwargs: Any, options: Options, backend: str, device: str
+) -> None:
+    from . import checks
+
+    result = checks.check_backend(
+        module, checks.plan_inputs(module, args, kwargs, dims=options.dims, dynamic=options.dynamic, inputs=options.inputs),
+        backend, device, options, _session(item),
+    )
+    _record(item, [result])
+    _outcome(result)
+
+
+def _record(item: pytest.Item, results: list[Result]) -> None:
+    item.stash.setdefault(ITEM_RESULTS, []).extend(results)
+    for r in results:
+        prefix = "torchexport" if len(results) == 1 else f"torchexport[{r.backend}-{r.device}]"
+        item.user_properties.append((f"{prefix}.backend", r.backend))
+        item.user_properties.append((f"{prefix}.status", r.status))
+        if r.max_abs_err is not None:
+            item.user_properties.append((f"{prefix}.max_abs_err", r.max_abs_err))
+
+
+def _outcome(result: Result) -> None:
+    from .errors import ExportMismatch
+    from .report import Report
+
+    if result.status == "skipped" or result.status == "nondeterministic":
+        pytest.skip(f"[{result.status}] {result.message}")
+    if result.status == "xfail":
+        pytest.xfail(result.message)
+    if result.failed:
+        raise ExportMismatch(result.message, Report([result]))
+
+
+@pytest.fixture
+def torchexport(request: pytest.FixtureRequest) -> Any:
+    """Check a module explicitly: ``torchexport(Model(), (x,), dims={"batch": (1, 16)})``.
+
+    Takes the module, the example args (a tuple), optional ``kwargs`` and the marker's
+    options; returns the ``Report`` and raises ``ExportMismatch`` when a backend fails.
+    Results also reach the session report.
+    """
+    item = request.node
+    state = request.config.stash[STATE]
+
+    def run(module: Any, args: Any = (), kwargs: Any = None, **options: Any) -> Any:
+        from . import checks
+
+        try:
+            opts = Options.build(valid_backends=tuple(state.backends), **{**state.defaults, **options})
+        except InvalidArgument:
+            raise
+        report = checks.run(module, args, kwargs, opts, _session(item))
+        _record(item, report.results)
+        checks.raise_if_failed(report)
+        return report
+
+    return run
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if call.when == "call" and ITEM_RESULTS in item.stash:
+        # Rides on the report, so xdist carries it to the controller (TestReport keeps
+        # extra JSON-able attributes through serialization).
+        report.torchexport_results = [r.to_dict() for r in item.stash[ITEM_RESULTS]]
+    return report
+
+
+class Reporting:
+    """Collects results from test reports and writes the summary and the report file.
+
+    Results are read from each test report (not from items), so serial runs and xdist's
+    controller, which sees only reports, take the same path.
+    """
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        results = getattr(report, "torchexport_results", None)
+        if results and report.when == "call":
+            self.config.stash[STATE].results.extend(results)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if _is_worker(self.config):
+            return
+        from .report import Result, summary_lines
+
+        results = [Result.from_dict(r) for r in self.config.stash[STATE].results]
+        if not results:
+            return
+        terminalreporter.write_sep("=", "torchexport summary")
+        width = min(terminalreporter._tw.fullwidth, 120)
+        for line in summary_lines(results, width=width):
+            terminalreporter.write_line(line)
+        path = _report_path(self.config)
+        if path:
+            terminalreporter.write_line(f"torchexport report written to {path}")
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if _is_worker(self.config):
+            return
+        path = _report_path(self.config)
+        results = self.config.stash[STATE].results
+        if not path or not results:
+            return
+        from .report import Report, collect_environment, markdown
+
+        report = Report.from_dict({"results": results})
+        env = collect_environment(sorted({r["device"] for r in results}))
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.suffix == ".md":
+            target.write_text(markdown(report.results, env), encoding="utf-8")
+        else:
+            target.write_text(json.dumps(report.to_dict(env), indent=2, default=str), encoding="utf-8")
+
+
+def _report_path(config: pytest.Config) -> str | None:
+    return config.getoption("torchexport_report") or config.getini("torchexport_report") or None
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+__all__ = ["DEFAULT_BACKENDS", "torchexport"]

@@ -1,0 +1,256 @@
+"""Result records (JSON round-trippable) and the lines that summarise them.
+
+Pure data and pure functions: nothing here prints, writes files or imports torch. The
+plugin decides where the lines go; ``check()`` users get the same objects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+from dataclasses import dataclass, field
+from typing import Any
+
+REPORT_VERSION = 1
+
+#: Every status a result can carry (contract section 6), best first. The order is what
+#: "got worse" means for baselines.
+STATUSES = (
+    "pass",
+    "xfail",
+    "skipped",
+    "nondeterministic",
+    "xpass",
+    "roundtrip_mismatch",
+    "mismatch",
+    "run_error",
+    "load_error",
+    "export_error",
+)
+FAILING = frozenset({"mismatch", "run_error", "export_error", "load_error", "roundtrip_mismatch", "xpass"})
+
+
+@dataclass
+class Finding:
+    """An explanation attached to a result; it never changes the status by itself."""
+
+    kind: str
+    detail: str
+    where: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "where": self.where, "detail": self.detail}
+
+
+@dataclass
+class Result:
+    """One backend on one device for one module."""
+
+    backend: str
+    device: str
+    status: str
+    module: str = ""
+    nodeid: str | None = None
+    test: str | None = None
+    examples: int = 0
+    max_abs_err: float | None = None
+    max_rel_err: float | None = None
+    atol: float | None = None
+    rtol: float | None = None
+    failing_example: dict[str, Any] | None = None
+    message: str = ""
+    findings: list[Finding] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    #: Extra keys (allowed by the contract): error percentiles, tolerances that would
+    #: have passed, rejected draws, the eager mode used, control-flow paths...
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return self.status in FAILING
+
+    @property
+    def cause(self) -> str:
+        """The cause in a few words, for one table cell."""
+        for finding in self.findings:
+            if finding.kind in _EXPLAINING:
+                where = f" {finding.where}" if finding.where else ""
+                return f"{finding.kind}{where}"
+        if self.status in ("skipped", "nondeterministic", "xpass"):
+            return self.message.splitlines()[0] if self.message else ""
+        if self.failed or self.status == "xfail":
+            # The headline says what failed; the line under it says why.
+            lines = self.message.splitlines()
+            return lines[1] if len(lines) > 1 else (lines[0] if lines else "")
+        for finding in self.findings:
+            if finding.kind in _NOTABLE:
+                return finding.kind
+        return ""
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {
+            "nodeid": self.nodeid,
+            "test": self.test,
+            "module": self.module,
+            "backend": self.backend,
+            "device": self.device,
+            "status": self.status,
+            "examples": self.examples,
+            "max_abs_err": self.max_abs_err,
+            "max_rel_err": self.max_rel_err,
+            "atol": self.atol,
+            "rtol": self.rtol,
+            "failing_example": self.failing_example,
+            "message": self.message,
+            "findings": [f.to_dict() for f in self.findings],
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+        }
+        data.update(self.extra)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Result:
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra", "findings"}
+        known = {k: v for k, v in data.items() if k in names}
+        extra = {k: v for k, v in data.items() if k not in names and k != "findings"}
+        findings = [Finding(**f) for f in data.get("findings", [])]
+        return cls(**known, findings=findings, extra=extra)
+
+
+# Findings that explain a failure better than the first line of the message does.
+_EXPLAINING = (
+    "side_effects",
+    "frozen_branch",
+    "data_dependent_branch",
+    "unsupported_python",
+    "baked_shape",
+    "baked_argument",
+    "specialized_dim",
+    "mutates_input",
+    "mutates_state",
+)
+# Findings worth a word even on a passing row.
+_NOTABLE = ("vacuous_output", "rejected_inputs", "training_mode", "external_data", "device_fallback")
+
+
+@dataclass
+class Report:
+    """Every result of one ``check()`` call or one pytest session."""
+
+    results: list[Result] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(r.failed for r in self.results)
+
+    @property
+    def failures(self) -> list[Result]:
+        return [r for r in self.results if r.failed]
+
+    def by_backend(self) -> dict[str, Result]:
+        return {r.backend if r.device == "cpu" else f"{r.backend}-{r.device}": r for r in self.results}
+
+    def to_dict(self, environment: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {
+            "version": REPORT_VERSION,
+            "environment": environment if environment is not None else collect_environment(),
+            "results": [r.to_dict() for r in self.results],
+        }
+
+    def to_json(self, environment: dict[str, Any] | None = None) -> str:
+        return json.dumps(self.to_dict(environment), indent=2, default=_json_default)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Report:
+        return cls([Result.from_dict(r) for r in data.get("results", [])])
+
+    def __str__(self) -> str:
+        return "\n".join(summary_lines(self.results))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, float):
+        return value
+    return str(value)
+
+
+def collect_environment(devices: list[str] | None = None) -> dict[str, Any]:
+    from ._compat import package_version
+
+    return {
+        "python": platform.python_version(),
+        "torch": package_version("torch"),
+        "onnx": package_version("onnx"),
+        "onnxruntime": package_version("onnxruntime"),
+        "onnxscript": package_version("onnxscript"),
+        "platform": platform.platform(),
+        "devices": devices or ["cpu"],
+    }
+
+
+def format_err(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value == 0:
+        return "0"
+    return f"{value:.2g}"
+
+
+def summary_lines(results: list[Result], width: int = 100) -> list[str]:
+    """A fixed-width table: one row per test and backend, readable at ``width`` columns."""
+    if not results:
+        return []
+    header = ("test", "backend", "status", "max err", "ex", "cause")
+    rows = []
+    for r in results:
+        name = (r.test or r.module or "?").rsplit("::", 1)[-1]
+        backend = r.backend if r.device == "cpu" else f"{r.backend}/{r.device}"
+        rows.append((name, backend, r.status, format_err(r.max_abs_err), str(r.examples), r.cause))
+    fixed = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header[:-1])]
+    fixed[0] = min(fixed[0], 28)
+    cause_width = max(10, width - sum(fixed) - 2 * len(fixed))
+    lines = []
+    for row in (header, *rows):
+        cells = [_clip(cell, w).ljust(w) for cell, w in zip(row[:-1], fixed)]
+        lines.append("  ".join([*cells, _clip(row[-1], cause_width)]).rstrip())
+    return lines
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def markdown(results: list[Result], environment: dict[str, Any] | None = None) -> str:
+    """The session report as Markdown, fit for a CI step summary."""
+    env = environment or collect_environment()
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    lines = [
+        "# torchexport parity report",
+        "",
+        f"torch {env.get('torch')}, onnxruntime {env.get('onnxruntime')}, "
+        f"Python {env.get('python')}, devices {', '.join(env.get('devices', []))}",
+        "",
+        " · ".join(f"**{n}** {s}" for s, n in sorted(counts.items(), key=lambda kv: STATUSES.index(kv[0]))),
+        "",
+        "| test | backend | device | status | max abs err | max rel err | examples | cause |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in results:
+        cause = r.cause.replace("|", "\\|")
+        lines.append(
+            f"| `{r.test or r.module}` | {r.backend} | {r.device} | {_badge(r.status)} | "
+            f"{format_err(r.max_abs_err)} | {format_err(r.max_rel_err)} | {r.examples} | {cause} |"
+        )
+    failed = [r for r in results if r.failed]
+    if failed:
+        lines += ["", "## Failures", ""]
+        for r in failed:
+            lines += [f"### `{r.nodeid or r.test}`", "", "```", r.message.strip(), "```", ""]
+    return "\n".join(lines) + "\n"
+
+
+def _badge(status: str) -> str:
+    return f"❌ {status}" if status in FAILING else f"✅ {status}" if status == "pass" else status

@@ -1,0 +1,216 @@
+"""Hypothesis strategies for module inputs: sizes that break exports, values that flip branches.
+
+A drawn ``Draw`` is small and hashable (sizes, a value seed, a value mode), so hypothesis
+shrinks it well (smaller sizes, seed 0, the plainest mode) and the engine can cache
+eager outputs by it. ``materialize`` turns a draw into real tensors with torch's own
+generator: drawing tensors element by element through hypothesis would be slow and
+would not shrink to anything a person can read.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.utils._pytree as pytree
+from hypothesis import strategies as st
+
+from .specs import InputPlan, LeafPlan
+
+#: Value modes, plainest first (hypothesis shrinks towards the front).
+MODES = ("recorded", "normal", "negative", "positive", "wide", "tiny")
+SPECIAL_VALUES = (math.nan, math.inf, -math.inf, 0.0, 3.0e38, -3.0e38)
+
+
+@dataclass(frozen=True)
+class Draw:
+    """One generated input, before it becomes tensors."""
+
+    sizes: tuple[tuple[str, int], ...]
+    mode: str = "recorded"
+    seed: int = 0
+    special: bool = False
+    scalars: tuple[tuple[int, Any], ...] = ()
+
+    def describe(self) -> str:
+        sizes = ", ".join(f"{k}={v}" for k, v in self.sizes)
+        extra = ", special values" if self.special else ""
+        return f"{sizes or 'static shapes'}; values {self.mode} (seed {self.seed}){extra}"
+
+
+def interesting_sizes(lo: int, hi: int, example: int | None) -> list[int]:
+    """Sizes where exports break: 1, 2, the example and its neighbours, non-divisible, larger."""
+    cands = {lo, 1, 2, 3, 5, 7, hi}
+    if example is not None:
+        cands |= {example - 1, example, example + 1, 2 * example + 1, 3 * example}
+        # Not divisible by the example's small factors (pooling, patching, heads).
+        cands |= {example + f - 1 for f in (2, 3, 4, 8) if example % f == 0}
+    return sorted(s for s in cands if lo <= s <= hi)
+
+
+def sizes(lo: int, hi: int, example: int | None = None) -> st.SearchStrategy[int]:
+    picks = interesting_sizes(lo, hi, example)
+    return st.one_of(st.sampled_from(picks), st.integers(lo, hi)) if picks else st.integers(lo, hi)
+
+
+def draws(plan: InputPlan, *, special_values: bool = False, vary_scalars: bool = False) -> st.SearchStrategy[Draw]:
+    """All inputs of one module call, as one strategy."""
+    examples = plan.example_sizes()
+    size_strats = {name: sizes(d.min, d.max, examples.get(name)) for name, d in sorted(plan.dims.items())}
+    modes = MODES if plan.recorded else MODES[1:]
+    scalar_strats = {i: _scalar(v) for i, v in plan.scalars.items()} if vary_scalars else {}
+
+    @st.composite
+    def build(data: st.DrawFn) -> Draw:
+        drawn = tuple((name, data(s)) for name, s in size_strats.items())
+        mode = data(st.sampled_from(modes))
+        seed = data(st.integers(0, 2**16))
+        special = data(st.booleans()) if special_values else False
+        scal = tuple((i, data(s)) for i, s in sorted(scalar_strats.items()))
+        return Draw(drawn, mode, seed, special, scal)
+
+    return build()
+
+
+def _scalar(value: Any) -> st.SearchStrategy[Any]:
+    if isinstance(value, bool):
+        return st.booleans()
+    if isinstance(value, int):
+        bound = max(4, 2 * abs(value) + 1)
+        return st.integers(-bound if value < 0 else 0, bound)
+    bound = max(4.0, 2 * abs(value) + 1)
+    return st.floats(-bound, bound, allow_nan=False)
+
+
+def recorded_draw(plan: InputPlan) -> Draw:
+    """The draw that reproduces the recorded call exactly (hypothesis's explicit example)."""
+    mode = "recorded" if plan.recorded else "normal"
+    return Draw(tuple(sorted(plan.example_sizes().items())), mode=mode)
+
+
+def materialize(plan: InputPlan, draw: Draw, device: str | torch.device = "cpu") -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The args and kwargs of a draw, as fresh tensors on ``device``."""
+    sizes = dict(draw.sizes)
+    scalars = dict(draw.scalars)
+    values = list(plan.leaves)
+    for i, leaf in plan.tensors.items():
+        shape = [sizes.get(e, 0) if isinstance(e, str) else e for e in leaf.shape]
+        gen = torch.Generator().manual_seed(draw.seed * 7919 + i)
+        values[i] = _tensor(leaf, shape, draw, gen).to(device)
+    for i, v in scalars.items():
+        values[i] = v
+    args, kwargs = pytree.tree_unflatten(values, plan.spec)
+    return tuple(args), dict(kwargs)
+
+
+def _tensor(leaf: LeafPlan, shape: list[int], draw: Draw, gen: torch.Generator) -> torch.Tensor:
+    dtype = leaf.dtype
+    if draw.mode == "recorded" and leaf.example is not None:
+        return _resize_like(leaf.example.detach().cpu(), shape).clone()
+    if dtype == torch.bool:
+        p = {"positive": 0.9, "negative": 0.1}.get(draw.mode, 0.5)
+        return torch.rand(shape, generator=gen) < p
+    if not (dtype.is_floating_point or dtype.is_complex):
+        lo, hi = _int_range(leaf)
+        return torch.randint(lo, hi + 1, shape, generator=gen, dtype=torch.int64).to(dtype)
+    if leaf.low is not None or leaf.high is not None:
+        lo = leaf.low if leaf.low is not None else (leaf.high - 2.0)  # type: ignore[operator]
+        hi = leaf.high if leaf.high is not None else lo + 2.0
+        out = lo + (hi - lo) * torch.rand(shape, generator=gen, dtype=torch.float64)
+    else:
+        base = torch.randn(shape, generator=gen, dtype=torch.float64)
+        scale = leaf.scale
+        if draw.mode == "negative":
+            out = -base.abs() * scale - abs(leaf.center)
+        elif draw.mode == "positive":
+            out = base.abs() * scale + abs(leaf.center)
+        elif draw.mode == "wide":
+            out = base * scale * 100.0
+        elif draw.mode == "tiny":
+            out = base * scale * 1e-3
+        else:
+            out = base * scale + leaf.center
+    if draw.special and out.numel():
+        idx = torch.randint(0, out.numel(), (max(1, out.numel() // 8),), generator=gen)
+        pick = torch.randint(0, len(SPECIAL_VALUES), idx.shape, generator=gen)
+        flat = out.flatten()
+        flat[idx] = torch.tensor(SPECIAL_VALUES, dtype=torch.float64)[pick]
+        out = flat.reshape(out.shape)
+    return out.to(dtype)
+
+
+def _int_range(leaf: LeafPlan) -> tuple[int, int]:
+    if leaf.low is not None or leaf.high is not None:
+        lo = int(leaf.low) if leaf.low is not None else 0
+        hi = int(leaf.high) if leaf.high is not None else lo + 9
+        return lo, hi
+    if leaf.example is not None and leaf.example.numel():
+        # Token ids stay valid for the embedding they index: the observed range only.
+        return int(leaf.example.min()), int(leaf.example.max())
+    return 0, 9
+
+
+def _resize_like(example: torch.Tensor, shape: list[int]) -> torch.Tensor:
+    """The example's values at another size: rows repeat cyclically, so structure survives."""
+    out = example
+    for ax, size in enumerate(shape):
+        have = out.shape[ax]
+        if have == size:
+            continue
+        if have == 0:
+            new_shape = list(out.shape)
+            new_shape[ax] = size
+            return torch.zeros(new_shape, dtype=example.dtype) if size else out
+        index = torch.arange(size) % have
+        out = out.index_select(ax, index)
+    return out
+
+
+def summarize(args: tuple[Any, ...], kwargs: dict[str, Any], plan: InputPlan) -> dict[str, dict[str, Any]]:
+    """Shapes, dtypes and a value summary per input, for messages and the JSON report."""
+    flat = pytree.tree_leaves((args, kwargs))
+    out: dict[str, dict[str, Any]] = {}
+    for i, leaf in plan.tensors.items():
+        t = flat[i] if i < len(flat) else None
+        if not isinstance(t, torch.Tensor):
+            continue
+        entry: dict[str, Any] = {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
+        if t.numel():
+            v = t.detach().cpu()
+            if v.dtype == torch.bool:
+                entry["true"] = int(v.sum())
+            else:
+                vf = v.double()
+                finite = vf[torch.isfinite(vf)]
+                if finite.numel():
+                    entry.update(min=_r(float(finite.min())), max=_r(float(finite.max())), mean=_r(float(finite.mean())))
+                if finite.numel() != vf.numel():
+                    entry["non_finite"] = int(vf.numel() - finite.numel())
+        out[leaf.name] = entry
+    for i in plan.scalars:
+        if i < len(flat):
+            out[f"scalar{i}"] = {"value": flat[i]}
+    return out
+
+
+def _r(x: float) -> float:
+    return float(f"{x:.4g}")
+
+
+def describe_inputs(summary: dict[str, dict[str, Any]]) -> str:
+    parts = []
+    for name, e in summary.items():
+        if "value" in e:
+            parts.append(f"{name}={e['value']!r}")
+            continue
+        stats = ""
+        if "min" in e:
+            stats = f" (min {e['min']}, max {e['max']}, mean {e['mean']})"
+        elif "true" in e:
+            stats = f" ({e['true']} true)"
+        if e.get("non_finite"):
+            stats += f" with {e['non_finite']} non-finite"
+        parts.append(f"{name}: {e['dtype']}{e['shape']}{stats}")
+    return "; ".join(parts)
