@@ -23,7 +23,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
@@ -269,20 +269,20 @@ def _export_failed(result: Result, exc: BaseException, name: str, stage: str, he
 
 
 def _roundtrip(backend: Backend, artifact: Any, ctx: ExportContext, result: Result, header: str) -> Any:
-    directory = Path(tempfile.mkdtemp(prefix=f"torchexport-{backend.name}-"))
+    directory = Path(tempfile.mkdtemp(prefix=f"torchexport-{result.backend}-"))
     t0 = time.perf_counter()
     with quiet_torch():
         try:
             files = backend.save(artifact, directory)
         except Exception as exc:  # noqa: BLE001
-            _export_failed(result, exc, backend.name, "save", header, ctx.plan)
+            _export_failed(result, exc, result.backend, "save", header, ctx.plan)
     result.extra["artifact_files"] = [p.name for p in files]
     result.extra["artifact_bytes"] = sum(p.stat().st_size for p in files if p.exists())
     if len(files) > 1:
         result.findings.append(
             Finding(
                 "external_data",
-                f"the {backend.name} artifact is {len(files)} files ({', '.join(p.name for p in files)}): "
+                f"the {result.backend} artifact is {len(files)} files ({', '.join(p.name for p in files)}): "
                 "ship them together; the model file refers to the others by name",
             )
         )
@@ -290,7 +290,7 @@ def _roundtrip(backend: Backend, artifact: Any, ctx: ExportContext, result: Resu
         try:
             loaded = backend.load(directory, ctx)
         except Exception as exc:  # noqa: BLE001
-            _export_failed(result, exc, backend.name, "load", header, ctx.plan)
+            _export_failed(result, exc, result.backend, "load", header, ctx.plan)
     result.timings["load_s"] = time.perf_counter() - t0
     return loaded
 
@@ -338,12 +338,12 @@ def _check_side_effects(
         except Exception:  # noqa: BLE001 - reported by the search as a run_error
             return
         if not equal_trees(first.inputs_after, art_after):
-            result.findings.append(Finding("side_effects", f"{backend.name} does not reproduce the in-place update of the inputs"))
+            result.findings.append(Finding("side_effects", f"{result.backend} does not reproduce the in-place update of the inputs"))
             _finish(
                 result,
                 "mismatch",
                 f"Side effects differ from eager {header}\n"
-                f"forward modifies its inputs in place; the {backend.name} artifact does not "
+                f"forward modifies its inputs in place; the {result.backend} artifact does not "
                 f"(ONNX and exported graphs return values, they do not write into the caller's tensors).\n"
                 f"Inputs: {plan.describe()}\n"
                 "Return the updated tensor instead of mutating the input, or mark the backend known with xfail=.",
@@ -359,20 +359,30 @@ def _check_side_effects(
                     actual, _ = run_artifact(lambda a, k: backend.run(runnable, a, k), args, kwargs)
                     cmp = compare(expected, actual, relowered=backend.relowered)
                     if not cmp.ok:
-                        result.findings.append(
-                            Finding("side_effects", f"{backend.name} loses the state update of {', '.join(changed_state[:3])}")
-                        )
-                        _finish(
-                            result,
-                            "mismatch",
-                            f"Side effects differ from eager {header}\n"
-                            f"forward updates {', '.join(changed_state[:3])} on every call; after {call} call(s) on the "
-                            f"same input the {backend.name} artifact's output differs from eager's, so it does not carry "
-                            "the update.\n" + "\n".join(cmp.lines()),
-                        )
+                        _state_differs(result, result.backend, changed_state, call, cmp, header)
         finally:
             eager.restore()
             _restore_buffers(target, snapshot)
+
+
+def _state_differs(result: Result, name: str, changed: list[str], call: int, cmp: Comparison, header: str) -> None:
+    state = ", ".join(changed[:3])
+    if call == 1:
+        why = (
+            f"on the first call already: the {name} artifact starts from other values of {state} than the module "
+            "(exporting ran forward, which updated them, and the artifact kept the updated values)"
+        )
+        finding = f"{name} saved {state} as updated by the export run"
+    else:
+        why = f"after {call} calls on the same input: the {name} artifact does not carry the update of {state}"
+        finding = f"{name} loses the state update of {state}"
+    result.findings.append(Finding("side_effects", finding))
+    _finish(
+        result,
+        "mismatch",
+        f"Side effects differ from eager {header}\nforward updates {state} on every call; the outputs differ "
+        f"{why}.\n" + "\n".join(cmp.lines()),
+    )
 
 
 def _buffers(target: Any) -> dict[str, torch.Tensor] | None:
@@ -431,6 +441,11 @@ def _search(
 
     stats = _Stats()
     cache: dict[Draw, Any] = {}
+    # A stateful module: eager restarts from its initial state on each input, so must the
+    # artifact (its state after load), or every example would see a longer history.
+    stateful = any(f.kind == "mutates_state" for f in result.findings)
+    targets = [t for t in (getattr(runnable, "module", runnable), getattr(in_memory, "module", in_memory)) if stateful]
+    snapshots = [(t, _buffers(t)) for t in targets]
     export_path = first.path if export_draw == seed_draw else None
 
     def expected_for(draw: Draw, args: Any, kwargs: Any) -> Any:
@@ -451,6 +466,8 @@ def _search(
         if call.path is not None:
             stats.paths[call.path] = stats.paths.get(call.path, 0) + 1
         _track_vacuous(stats, call.outputs)
+        for target, snapshot in snapshots:
+            _restore_buffers(target, snapshot)
         t0 = time.perf_counter()
         try:
             with quiet_torch():
@@ -463,18 +480,31 @@ def _search(
         cmp = compare(call.outputs, actual, relowered=backend.relowered, rtol=rtol, atol=atol, compare_fn=options.compare)
         stats.max_abs = max(stats.max_abs, cmp.max_abs)
         stats.max_rel = max(stats.max_rel, cmp.max_rel)
-        if not cmp.ok:
-            stats.failed += 1
-            if call.path is not None:
-                stats.failing_paths[call.path] = stats.failing_paths.get(call.path, 0) + 1
-            raise _ExampleFailed(_Failure("mismatch", draw, args, kwargs, comparison=cmp, path=call.path))
-        if in_memory is not None:
-            with quiet_torch():
-                mem, _ = run_artifact(lambda a, k: backend.run(in_memory, a, k), args, kwargs)
-            rt = compare(mem, actual, relowered=backend.relowered)
-            if not rt.ok:
-                stats.failed += 1
-                raise _ExampleFailed(_Failure("roundtrip_mismatch", draw, args, kwargs, comparison=rt, path=call.path))
+        if in_memory is None:
+            if not cmp.ok:
+                fail("mismatch", cmp, draw, args, kwargs, call.path)
+            return
+        for target, snapshot in snapshots:
+            _restore_buffers(target, snapshot)
+        with quiet_torch():
+            mem, _ = run_artifact(lambda a, k: backend.run(in_memory, a, k), args, kwargs)
+        roundtrip = compare(mem, actual, relowered=backend.relowered)
+        if roundtrip.ok and not cmp.ok:
+            fail("mismatch", cmp, draw, args, kwargs, call.path)
+        if not roundtrip.ok:
+            # Which side broke: if the in-memory artifact matches eager, the export was
+            # right and the save/load round trip changed it.
+            mem_vs_eager = compare(call.outputs, mem, relowered=backend.relowered, rtol=rtol, atol=atol,
+                                   compare_fn=options.compare)
+            if mem_vs_eager.ok:
+                fail("roundtrip_mismatch", roundtrip, draw, args, kwargs, call.path)
+            fail("mismatch", cmp, draw, args, kwargs, call.path)
+
+    def fail(status: str, cmp: Comparison, draw: Draw, args: Any, kwargs: Any, path: Any) -> NoReturn:
+        stats.failed += 1
+        if path is not None:
+            stats.failing_paths[path] = stats.failing_paths.get(path, 0) + 1
+        raise _ExampleFailed(_Failure(status, draw, args, kwargs, comparison=cmp, path=path))
 
     test = given(draws(plan, special_values=options.special_values, vary_scalars=options.vary_scalars))(probe)
     test = example(seed_draw)(test)

@@ -34,6 +34,7 @@ class State:
     defaults: dict[str, Any]
     results: list[dict[str, Any]] = field(default_factory=list)
     database: Any = None
+    usage_errors: list[str] = field(default_factory=list)
 
 
 STATE = pytest.StashKey[State]()
@@ -89,11 +90,24 @@ def _resolve(state: State, marker: dict[str, Any], nodeid: str) -> Options:
         raise pytest.UsageError(f"{nodeid}: {exc}") from None
 
 
+def pytest_collection_modifyitems(config: pytest.Config) -> None:
+    # [Usage Errors] A UsageError raised while a module is collected would become that
+    # module's collection error; raised here it ends the session as a usage error (exit 4).
+    errors = config.stash[STATE].usage_errors
+    if errors:
+        raise pytest.UsageError("\n".join(errors))
+
+
+@pytest.hookimpl(trylast=True)  # after @parametrize: the id ends in [...-torchexport-<backend>]
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if metafunc.definition.get_closest_marker(MARKER) is None:
         return
     state = metafunc.config.stash[STATE]
-    options = _resolve(state, _marker_options(metafunc.definition), metafunc.definition.nodeid)
+    try:
+        options = _resolve(state, _marker_options(metafunc.definition), metafunc.definition.nodeid)
+    except pytest.UsageError as exc:
+        state.usage_errors.append(str(exc))
+        return
     from .checks import resolve_devices
 
     devices = resolve_devices(options.devices)

@@ -1,0 +1,48 @@
+# torch and the ONNX stack are imported here, once, on purpose: pytester's inline runs
+# restore sys.modules afterwards, and a second in-process import of torch segfaults (and
+# of onnxruntime/onnxscript aborts).
+import onnx  # noqa: F401
+import onnxruntime  # noqa: F401
+import onnxscript  # noqa: F401
+import pytest
+import torch  # noqa: F401
+
+# Likewise the engine, which imports hypothesis's strategy modules lazily: re-imported in
+# a later inline run, their classes would differ from the ones hypothesis already holds.
+import pytest_torchexport.checks  # noqa: F401,E402
+
+pytest_plugins = ["pytester"]
+
+# Few examples keep the suite fast; the search still reaches sizes 1 and 2 and sign flips.
+EXAMPLES = 8
+
+
+@pytest.fixture
+def tester(pytester: pytest.Pytester) -> pytest.Pytester:
+    """A pytester with a fixed ini: warnings as errors, strict xfail, few examples."""
+    pytester.makeini(
+        f"""
+        [pytest]
+        xfail_strict = true
+        torchexport_examples = {EXAMPLES}
+        filterwarnings =
+            error
+            ignore::DeprecationWarning:onnxscript.*
+            ignore::DeprecationWarning:onnx_ir.*
+        """
+    )
+    return pytester
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _exporters_warmed_up():
+    """One real check per backend in this process before any inline pytester run.
+
+    The exporters import (and register torch ops from) many modules lazily on first use;
+    imported during an inline run they would be dropped afterwards and re-imported by
+    the next one, which fails ("Only a single TORCH_LIBRARY can be used...").
+    """
+    from pytest_torchexport import check
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU()).eval()
+    check(model, (torch.randn(2, 4),), backends=["trace", "script", "onnx", "export", "onnx-legacy"], examples=1)

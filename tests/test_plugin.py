@@ -1,0 +1,357 @@
+"""The marker, the fixture and the session report, run through real pytest sessions."""
+
+import json
+
+import pytest
+
+MODELS = """
+import pytest
+import torch
+from torch import nn
+
+
+class MLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class Gate(nn.Module):
+    def forward(self, x):
+        if x.sum() > 0:
+            return x * 2
+        return x - 1
+"""
+# Where the data-dependent `if` lands in the written test file (pytester strips the source).
+GATE_LINE = MODELS.strip().splitlines().index("        if x.sum() > 0:") + 1
+
+
+def test_bare_marker_validates_the_called_module_on_every_default_backend(tester):
+    tester.makepyfile(
+        test_m=MODELS
+        + """
+@pytest.mark.torchexport
+def test_classifier():
+    model = MLP().eval()
+    out = model(torch.randn(4, 8))
+    assert out.shape == (4, 3)
+"""
+    )
+    result = tester.runpytest("-v", "--torchexport-report=out.json")
+    result.assert_outcomes(passed=4)
+    result.stdout.re_match_lines(
+        [
+            r".*test_m.py::test_classifier\[torchexport-trace\] PASSED.*",
+            r".*test_m.py::test_classifier\[torchexport-script\] PASSED.*",
+            r".*test_m.py::test_classifier\[torchexport-onnx\] PASSED.*",
+            r".*test_m.py::test_classifier\[torchexport-export\] PASSED.*",
+        ]
+    )
+    report = json.loads((tester.path / "out.json").read_text())
+    assert report["version"] == 1
+    assert report["environment"]["torch"].startswith("2.")
+    assert report["environment"]["devices"] == ["cpu"]
+    rows = {r["backend"]: r for r in report["results"]}
+    assert set(rows) == {"trace", "script", "onnx", "export"}
+    row = rows["onnx"]
+    assert row["nodeid"] == "test_m.py::test_classifier[torchexport-onnx]"
+    assert row["test"] == "test_m.py::test_classifier"
+    assert row["module"] == "MLP"
+    assert row["status"] == "pass" and row["device"] == "cpu"
+    assert row["examples"] >= 8
+    assert 0 < row["max_abs_err"] < row["atol"]
+    assert set(row["timings"]) >= {"export_s", "load_s", "run_s"}
+    for key in ("max_rel_err", "rtol", "failing_example", "message", "findings"):
+        assert key in row
+
+
+def test_failure_names_backend_input_error_and_line(tester):
+    tester.makepyfile(
+        test_g=MODELS
+        + """
+@pytest.mark.torchexport(backends=["trace", "script"])
+def test_gate():
+    Gate()(torch.ones(3, 4))
+"""
+    )
+    result = tester.runpytest("-rA")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.re_match_lines(
+        [
+            r"E\s+pytest_torchexport.errors.ExportMismatch: Exported outputs differ from eager \[backend=trace, device=cpu\]",
+            r"E\s+x: float32\[1, 4\].*",
+            r"E\s+.*Greatest absolute difference: .*",
+            rf"E\s+Likely cause: trace froze the branch at test_g.py:{GATE_LINE} \(`if x.sum\(\) > 0:`\).*",
+        ]
+    )
+    # The summary table: one row per backend, status, error, examples, cause.
+    result.stdout.re_match_lines(
+        [
+            r"=+ torchexport summary =+",
+            r"test\s+backend\s+status\s+max err\s+ex\s+cause",
+            rf"test_gate\s+trace\s+mismatch\s+\S+\s+\d+\s+frozen_branch test_g.py:{GATE_LINE}",
+            r"test_gate\s+script\s+pass\s+0\s+\d+",
+        ]
+    )
+
+
+def test_k_selects_a_backend_and_parametrization_stays_in_the_id(tester):
+    tester.makepyfile(
+        test_p=MODELS
+        + """
+@pytest.mark.parametrize("width", [8])
+@pytest.mark.torchexport(backends=["trace", "onnx-legacy"])
+def test_param(width):
+    MLP().eval()(torch.randn(2, width))
+"""
+    )
+    result = tester.runpytest("-v", "-k", "onnx")
+    result.assert_outcomes(passed=1, deselected=1)
+    result.stdout.re_match_lines([r".*test_p.py::test_param\[8-torchexport-onnx-legacy\] PASSED.*"])
+
+
+def test_xfail_is_strict(tester):
+    tester.makepyfile(
+        test_x=MODELS
+        + """
+@pytest.mark.torchexport(backends=["trace", "script"], xfail={"trace": "frozen branch", "script": "wrongly marked"})
+def test_gate():
+    Gate()(torch.ones(3, 4))
+"""
+    )
+    result = tester.runpytest("-rxXf")
+    result.assert_outcomes(xfailed=1, failed=1)
+    result.stdout.re_match_lines([r".*script passed but is marked xfail \('wrongly marked'\).*"])
+
+
+@pytest.mark.parametrize(
+    ("marker", "headline"),
+    [
+        ("torchexport(backend=['trace'])", r".*unknown torchexport option\(s\) 'backend'; valid options: backends, devices.*"),
+        ("torchexport(backends=['tensorrt'])", r".*unknown torchexport backend\(s\) 'tensorrt'; valid backends: trace, script, onnx.*"),
+        ("torchexport(devices=['tpu'])", r".*unknown torchexport device\(s\) 'tpu'; valid devices: cpu, cuda, auto.*"),
+        ("torchexport(xfail={'onnx2': 'x'})", r".*xfail= names unknown backend\(s\) 'onnx2'.*"),
+        ("torchexport(examples=0)", r".*examples= takes an integer >= 1, got 0.*"),
+    ],
+)
+def test_bad_marker_options_are_usage_errors_at_collection(tester, marker, headline):
+    tester.makepyfile(
+        test_u=MODELS
+        + f"""
+@pytest.mark.{marker}
+def test_model():
+    MLP()(torch.randn(2, 8))
+"""
+    )
+    result = tester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.re_match_lines([r"ERROR: test_u.py::test_model: " + headline])
+
+
+def test_bad_command_line_backend_is_a_usage_error(tester):
+    tester.makepyfile(test_c="def test_nothing():\n    pass\n")
+    result = tester.runpytest("--torchexport-backends=trace,nope")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.re_match_lines([r".*unknown torchexport backend\(s\) 'nope'.*"])
+
+
+def test_a_marked_test_that_calls_no_module_says_so(tester):
+    tester.makepyfile(
+        test_n="""
+import pytest, torch
+
+@pytest.mark.torchexport(backends=["trace"])
+def test_no_model():
+    torch.randn(3)
+"""
+    )
+    result = tester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.re_match_lines(
+        [r".*is marked torchexport but called no nn.Module.*", r".*torchexport\(Model\(\), \(torch.randn\(2, 8\),\)\).*"]
+    )
+
+
+def test_the_test_body_runs_and_its_own_assertions_count(tester):
+    tester.makepyfile(
+        test_b=MODELS
+        + """
+@pytest.mark.torchexport(backends=["trace"])
+def test_wrong_shape():
+    out = MLP().eval()(torch.randn(4, 8))
+    assert out.shape == (4, 2)
+"""
+    )
+    result = tester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.re_match_lines([r"E\s+assert torch.Size\(\[4, 3\]\) == \(4, 2\)"])
+
+
+def test_module_option_picks_among_several_calls_and_outermost_only(tester):
+    tester.makepyfile(
+        test_s=MODELS
+        + """
+@pytest.mark.torchexport(backends=["trace", "script"], module="Gate")
+def test_two_models():
+    MLP().eval()(torch.randn(2, 8))   # recorded, not selected
+    Gate()(torch.ones(2, 4))          # selected by class name
+"""
+    )
+    result = tester.runpytest("--torchexport-report=r.json")
+    result.assert_outcomes(passed=1, failed=1)
+    rows = json.loads((tester.path / "r.json").read_text())["results"]
+    assert {r["module"] for r in rows} == {"Gate"}
+
+
+def test_class_and_module_level_markers(tester):
+    tester.makepyfile(
+        test_c=MODELS
+        + """
+pytestmark = pytest.mark.torchexport(backends=["script"])
+
+class TestModels:
+    def test_mlp(self):
+        MLP().eval()(torch.randn(2, 8))
+
+    @pytest.mark.torchexport(backends=["trace"])
+    def test_closest_marker_wins(self):
+        MLP().eval()(torch.randn(2, 8))
+"""
+    )
+    result = tester.runpytest("-v")
+    result.assert_outcomes(passed=2)
+    result.stdout.re_match_lines(
+        [r".*test_mlp\[torchexport-script\] PASSED.*", r".*test_closest_marker_wins\[torchexport-trace\] PASSED.*"]
+    )
+
+
+def test_fixture_returns_the_report_and_reaches_the_session_report(tester):
+    tester.makepyfile(
+        test_f=MODELS
+        + """
+def test_gate(torchexport):
+    report = torchexport(MLP().eval(), (torch.randn(3, 8),), dims={"batch": (1, 16)}, backends=["trace", "export"])
+    assert report.ok
+    assert [r.status for r in report.results] == ["pass", "pass"]
+
+def test_failing(torchexport):
+    from pytest_torchexport import ExportMismatch
+    with pytest.raises(ExportMismatch) as info:
+        torchexport(Gate(), (torch.ones(3, 4),), backends=["trace"])
+    assert info.value.report.results[0].status == "mismatch"
+"""
+    )
+    result = tester.runpytest("--torchexport-report=r.md")
+    result.assert_outcomes(passed=2)
+    md = (tester.path / "r.md").read_text()
+    assert md.startswith("# torchexport parity report")
+    assert "| `test_f.py::test_gate` | trace | cpu | ✅ pass |" in md
+    assert "| `test_f.py::test_failing` | trace | cpu | ❌ mismatch |" in md
+    assert "## Failures" in md
+
+
+def test_user_properties_reach_junit_xml(tester):
+    tester.makepyfile(
+        test_j=MODELS
+        + """
+@pytest.mark.torchexport(backends=["trace"])
+def test_mlp():
+    MLP().eval()(torch.randn(2, 8))
+"""
+    )
+    tester.runpytest("--junitxml=j.xml").assert_outcomes(passed=1)
+    xml = (tester.path / "j.xml").read_text()
+    assert '<property name="torchexport.backend" value="trace"' in xml
+    assert '<property name="torchexport.status" value="pass"' in xml
+
+
+def test_cuda_items_are_skipped_with_a_reason_without_a_gpu(tester):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    tester.makepyfile(
+        test_d=MODELS
+        + """
+@pytest.mark.torchexport(backends=["trace"])
+def test_mlp():
+    MLP().eval()(torch.randn(2, 8))
+"""
+    )
+    result = tester.runpytest("-v", "-rs", "--torchexport-devices=cpu,cuda")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.re_match_lines(
+        [r".*test_mlp\[torchexport-trace-cpu\] PASSED.*", r".*test_mlp\[torchexport-trace-cuda\] SKIPPED.*",
+         r".*CUDA is not available on this machine.*"]
+    )
+
+
+def test_third_party_backend_through_the_hook(tester):
+    tester.makeconftest(
+        """
+import torch
+from pytest_torchexport import Backend
+
+class Pickled(Backend):
+    name = "pickled"
+
+    def export(self, module, args, kwargs, ctx):
+        return module
+
+    def save(self, artifact, directory):
+        torch.save(artifact, directory / "m.pt")
+        return [directory / "m.pt"]
+
+    def load(self, directory, ctx):
+        return torch.load(directory / "m.pt", weights_only=False)
+
+def pytest_torchexport_backends(config):
+    return {"pickled": Pickled}
+"""
+    )
+    tester.makepyfile(
+        test_t=MODELS
+        + """
+@pytest.mark.torchexport(backends=["pickled"])
+def test_mlp():
+    MLP().eval()(torch.randn(2, 8))
+"""
+    )
+    result = tester.runpytest("-v")
+    result.assert_outcomes(passed=1)
+    result.stdout.re_match_lines([r".*test_mlp\[torchexport-pickled\] PASSED.*"])
+
+
+def test_warnings_as_errors_suite_still_runs(tester):
+    # tester's ini has filterwarnings=error: torch.jit's DeprecationWarnings and the
+    # TracerWarning must not escape the plugin's calls.
+    tester.makepyfile(
+        test_w=MODELS
+        + """
+@pytest.mark.torchexport(backends=["trace", "script", "onnx-legacy"])
+def test_mlp():
+    MLP().eval()(torch.randn(2, 8))
+"""
+    )
+    tester.runpytest("-W", "error").assert_outcomes(passed=3)
+
+
+def test_under_inference_mode_and_no_grad(tester):
+    tester.makepyfile(
+        test_i=MODELS
+        + """
+@pytest.mark.torchexport(backends=["trace"])
+def test_inference():
+    with torch.inference_mode():
+        MLP().eval()(torch.randn(2, 8))
+
+@pytest.mark.torchexport(backends=["trace"])
+def test_no_grad():
+    with torch.no_grad():
+        MLP().eval()(torch.randn(2, 8))
+"""
+    )
+    tester.runpytest().assert_outcomes(passed=2)
