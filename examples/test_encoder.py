@@ -57,8 +57,10 @@ class TinyEncoder(nn.Module):
         x = self.norm(self.token_embedding(input_ids) + self.position_embedding(positions))
         # [CLS] (position 0) is never padding: a row that is all padding would otherwise
         # give NaN attention (softmax over nothing), in eager and in every export alike.
-        cls_kept = torch.cat([torch.ones_like(attention_mask[:, :1]), attention_mask[:, 1:]], dim=1)
-        padding = ~cls_kept  # nn.TransformerEncoderLayer wants True where a key is padding
+        # (An `|` with a broadcast row, not a slice-and-cat: attention_mask[:, 1:] has size
+        # seq - 1, and torch.export specializes a size that can be 1, so seq=2 would break.)
+        attended = attention_mask | (positions == 0)
+        padding = ~attended  # nn.TransformerEncoderLayer wants True where a key is padding
         for layer in self.layers:
             x = layer(x, src_key_padding_mask=padding)
         pooled = torch.tanh(self.pooler(x[:, 0]))

@@ -141,8 +141,10 @@ def compare(
     compare_fn: Callable[[Any, Any], Any] | None = None,
 ) -> Comparison:
     """Compare nested outputs. ``actual`` may be the same structure or its flat leaves."""
-    exp_leaves, spec = flatten(expected)
-    act_leaves, _ = flatten(actual)
+    all_expected, spec = flatten(expected)
+    # None leaves (an unused hidden state, say) carry nothing, and exported graphs drop them.
+    exp_leaves = [(p, v) for p, v in all_expected if v is not None]
+    act_leaves = [(p, v) for p, v in flatten(actual)[0] if v is not None]
     if len(act_leaves) != len(exp_leaves):
         return Comparison(
             ok=False,
@@ -156,7 +158,8 @@ def compare(
         if problem:
             return Comparison(ok=False, problem=problem)
     if compare_fn is not None:
-        actual_like = unflatten_like([a for _, a in act_leaves], spec)
+        values = iter(a for _, a in act_leaves)
+        actual_like = unflatten_like([None if v is None else next(values) for _, v in all_expected], spec)
         try:
             compare_fn(expected, actual_like)
         except AssertionError as exc:

@@ -66,7 +66,8 @@ class Nested(nn.Module):
 
     def forward(self, x):
         y = self.lin(x)
-        return {"logits": (y, y.sum(-1)), "hidden": [y.relu()]}
+        # Same value type under every key: torch.jit.trace rejects mixed dict values.
+        return {"logits": (y, y.sum(-1)), "hidden": (y.relu(), y.tanh())}
 
 
 class WithDropout(nn.Module):

@@ -70,6 +70,9 @@ class _OnnxBackend(Backend):
 
 class DynamoOnnxBackend(_OnnxBackend):
     name = "onnx"
+    #: Weights above this size go to an external-data file beside the .onnx (protobuf
+    #: caps a single file at 2 GiB).
+    external_data_bytes: int = 1 << 30
 
     def unavailable_reason(self) -> str | None:
         reason = super().unavailable_reason()
@@ -95,7 +98,9 @@ class DynamoOnnxBackend(_OnnxBackend):
         return _InMemory(program, ctx.device)
 
     def save(self, artifact: Any, directory: Path) -> list[Path]:
-        artifact.program.save(str(directory / FILENAME))
+        weights = sum(t.nbytes for t in artifact.program.exported_program.state_dict.values()) if getattr(
+            artifact.program, "exported_program", None) is not None else 0
+        artifact.program.save(str(directory / FILENAME), external_data=weights > self.external_data_bytes or None)
         return sorted(p for p in directory.iterdir() if p.is_file())
 
 

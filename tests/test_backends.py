@@ -1,0 +1,85 @@
+"""Every backend's export, save, load and run on a tiny model, through check()."""
+
+import pytest
+import torch
+
+from models import MLP, Nested
+from pytest_torchexport.backends.onnx import DynamoOnnxBackend
+from pytest_torchexport.checks import Session, run
+from pytest_torchexport.options import BUILTIN_BACKENDS, Options
+
+FILES = {
+    "trace": ["model.pt"],
+    "script": ["model.pt"],
+    "export": ["model.pt2"],
+    "onnx": ["model.onnx"],
+    "onnx-legacy": ["model.onnx"],
+}
+
+
+def _one(module, args, backend, session=None, **options):
+    valid = tuple((session or Session()).backends)
+    opts = Options.build(backends=[backend], examples=6, valid_backends=valid, **options)
+    return run(module, args, None, opts, session or Session()).results[0]
+
+
+@pytest.mark.parametrize("backend", list(FILES))
+def test_round_trip_through_files(backend):
+    r = _one(MLP().eval(), (torch.randn(3, 8),), backend)
+    assert r.status == "pass", r.message
+    assert r.extra["artifact_files"] == FILES[backend]
+    assert r.extra["artifact_bytes"] > 0
+    assert r.timings["load_s"] > 0
+    assert r.examples >= 6
+    # batch is dynamic by default: sizes other than 3 ran against the same artifact.
+    assert "external_data" not in {f.kind for f in r.findings}
+
+
+@pytest.mark.parametrize("backend", ["trace", "script", "export", "onnx"])
+def test_nested_dict_and_tuple_outputs(backend):
+    r = _one(Nested().eval(), (torch.randn(2, 4),), backend)
+    assert r.status == "pass", r.message
+
+
+def test_roundtrip_off_validates_the_in_memory_artifact():
+    r = _one(MLP().eval(), (torch.randn(3, 8),), "trace", roundtrip=False)
+    assert r.status == "pass"
+    assert "artifact_files" not in r.extra and r.extra["roundtrip"] == "off (roundtrip=False)"
+
+
+class _AlwaysExternal(DynamoOnnxBackend):
+    external_data_bytes = 0
+
+
+def test_onnx_external_data_travels_with_the_model_and_is_said():
+    session = Session(backends={**BUILTIN_BACKENDS, "onnx-ext": _AlwaysExternal()})
+    r = _one(MLP().eval(), (torch.randn(3, 8),), "onnx-ext", session=session)
+    assert r.status == "pass", r.message
+    assert len(r.extra["artifact_files"]) == 2
+    finding = next(f for f in r.findings if f.kind == "external_data")
+    assert "ship them together" in finding.detail
+
+
+def test_kwargs_reach_every_backend():
+    class Scaled(torch.nn.Module):
+        def forward(self, x, scale=None):
+            return x * scale
+
+    for backend in ("trace", "export", "onnx"):
+        opts = Options.build(backends=[backend], examples=4)
+        r = run(Scaled().eval(), (torch.randn(2, 3),), {"scale": torch.full((2, 3), 2.0)}, opts, Session()).results[0]
+        assert r.status == "pass", (backend, r.message)
+
+
+@pytest.mark.slow
+def test_compile_runs_and_has_no_round_trip():
+    r = _one(MLP().eval(), (torch.randn(3, 8),), "compile")
+    assert r.status == "pass", r.message
+    assert r.extra["roundtrip"].startswith("not applicable")
+
+
+@pytest.mark.slow
+def test_aoti_package_round_trip():
+    r = _one(MLP().eval(), (torch.randn(3, 8),), "aoti")
+    assert r.status == "pass", r.message
+    assert r.extra["artifact_files"] == ["model_aoti.pt2"]

@@ -1,0 +1,123 @@
+"""Comparison: id paths, structure before values, tolerances, NaN, messages, compare=."""
+
+import collections
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from models import MLP
+from pytest_torchexport import check
+from pytest_torchexport.compare import compare, flatten, tolerances_for
+
+
+def test_nested_outputs_flatten_with_torch_testing_style_paths():
+    Out = collections.namedtuple("Out", "a b")
+
+    @dataclasses.dataclass
+    class ModelOutput:
+        logits: torch.Tensor
+        hidden: tuple
+
+    value = {"logits": (torch.zeros(1), [torch.ones(1)]), "nt": Out(torch.zeros(1), None), "dc": ModelOutput(torch.ones(2), (torch.zeros(1),))}
+    paths = [p for p, _ in flatten(value)[0]]
+    assert paths == ["['logits'][0]", "['logits'][1][0]", "['nt'].a", "['nt'].b", "['dc']['logits']", "['dc']['hidden'][0]"]
+
+
+def test_none_leaves_do_not_count():
+    assert compare({"a": torch.ones(1), "hidden": None}, [torch.ones(1)]).ok
+
+
+def test_mismatch_message_has_counts_greatest_errors_index_path_and_remedy():
+    expected = {"logits": (torch.tensor([[1.0, 2.0], [3.0, 4.0]]),)}
+    actual = {"logits": (torch.tensor([[1.0, 2.5], [3.0, 4.0]]),)}
+    cmp = compare(expected, actual)
+    assert not cmp.ok
+    text = "\n".join(cmp.lines())
+    assert "output ['logits'][0]: float32[2, 2]" in text
+    assert "Mismatched elements: 1 / 4 (25.0%)" in text
+    assert "Greatest absolute difference: 0.5 at index (0, 1) (up to 1e-05 allowed)" in text
+    assert "Greatest relative difference: 0.25 at index (0, 1) (up to 1.3e-06 allowed)" in text
+    d = cmp.diffs[0]
+    # The smallest tolerances that would have passed: exactly enough, not more.
+    assert math.isclose(d.needed_atol, 0.5 - 1.3e-6 * 2.0, rel_tol=1e-6)
+    assert math.isclose(d.needed_rtol, (0.5 - 1e-5) / 2.0, rel_tol=1e-6)
+    assert compare(expected, actual, atol=d.needed_atol * 1.0001).ok
+    assert compare(expected, actual, rtol=d.needed_rtol * 1.0001).ok
+
+
+def test_nan_in_the_same_places_is_equal_and_elsewhere_is_not():
+    e = torch.tensor([1.0, math.nan, math.inf])
+    assert compare(e, e.clone()).ok
+    cmp = compare(e, torch.tensor([math.nan, math.nan, math.inf]))
+    assert not cmp.ok and cmp.diffs[0].mismatched == 1
+
+
+def test_structure_shape_and_dtype_are_checked_before_values():
+    assert compare((torch.zeros(2),), (torch.zeros(2), torch.zeros(2))).problem.startswith(
+        "Output structure differs: eager returns 1 leaves"
+    )
+    assert compare({"a": torch.zeros(2)}, {"a": torch.zeros(3)}).problem == "output ['a']: shape [3] != eager's [2]"
+    assert (
+        compare({"a": torch.zeros(2)}, {"a": torch.zeros(2, dtype=torch.float64)}).problem
+        == "output ['a']: dtype float64 != eager's float32"
+    )
+
+
+def test_flat_artifact_outputs_compare_against_eager_structure():
+    # onnxruntime returns a flat list; eager a dict: leaves pair up by position.
+    assert compare({"a": torch.ones(2), "b": (torch.zeros(1),)}, [torch.ones(2), torch.zeros(1)]).ok
+
+
+def test_integer_and_bool_outputs_are_exact():
+    assert not compare(torch.tensor([1, 2]), torch.tensor([1, 3])).ok
+    assert not compare(torch.tensor([True]), torch.tensor([False])).ok
+
+
+def test_relowered_backends_get_looser_float_defaults_and_overrides_win():
+    assert tolerances_for(torch.float32, relowered=False, rtol=None, atol=None) == (1.3e-6, 1e-5)
+    assert tolerances_for(torch.float32, relowered=True, rtol=None, atol=None) == (1e-3, 1e-4)
+    assert tolerances_for(torch.float32, relowered=True, rtol=0.5, atol=None) == (0.5, 1e-4)
+    assert tolerances_for(torch.int64, relowered=True, rtol=0.5, atol=0.5) == (0.0, 0.0)
+    e, a = torch.tensor([1.0]), torch.tensor([1.0 + 5e-5])
+    assert not compare(e, a).ok
+    assert compare(e, a, relowered=True).ok
+
+
+def test_compare_callable_replaces_the_value_comparison():
+    seen = []
+
+    def as_sets(expected, actual):
+        seen.append((expected, actual))
+        assert sorted(expected.tolist()) == sorted(actual.tolist()), "different sets of boxes"
+
+    assert compare(torch.tensor([1.0, 2.0]), torch.tensor([2.0, 1.0]), compare_fn=as_sets).ok
+    cmp = compare(torch.tensor([1.0, 2.0]), torch.tensor([2.0, 3.0]), compare_fn=as_sets)
+    assert not cmp.ok and cmp.lines()[:2] == ["compare= rejected the outputs:", "different sets of boxes"]
+    assert len(seen) == 2
+
+
+def test_compare_option_reaches_check_and_its_failure_is_a_mismatch():
+    def never(expected, actual):
+        raise AssertionError("boxes differ beyond reordering")
+
+    from pytest_torchexport import ExportMismatch
+
+    with pytest.raises(ExportMismatch) as info:
+        check(MLP().eval(), (torch.randn(2, 8),), backends=["trace"], examples=3, compare=never)
+    result = info.value.report.results[0]
+    assert result.status == "mismatch"
+    assert "compare= rejected the outputs:\nboxes differ beyond reordering" in result.message
+
+
+def test_per_backend_tolerance_override_through_check():
+    class Off(torch.nn.Module):  # trace is exact, so inject an error through compare's eyes
+        def forward(self, x):
+            return x * 1.0
+
+    report = check(Off().eval(), (torch.randn(2, 3),), backends=["trace", "onnx-legacy"], examples=3,
+                   rtol={"onnx-legacy": 0.5}, atol={"trace": 0.25})
+    rows = report.by_backend()
+    assert (rows["onnx-legacy"].rtol, rows["onnx-legacy"].atol) == (0.5, 1e-4)
+    assert (rows["trace"].rtol, rows["trace"].atol) == (1.3e-6, 0.25)
