@@ -7,10 +7,12 @@ ONNX exporter get a dynamic batch axis with those bounds, and a trace that baked
 batch size of the example would be caught at the other sizes.
 
 Only the batch is dynamic. Height and width stay at 28x28 (dim 0 is the default dynamic
-dim; the others are static unless you name them with ``dynamic=``): with H and W dynamic
-too, ``AdaptiveAvgPool2d`` needs output-size arithmetic on symbolic sizes, which the
-dynamo ONNX exporter does not always handle, and a classifier trained on 28x28 images
-is not served at other sizes anyway.
+dim; the others are static unless you name them with ``dynamic=``). A classifier trained
+on 28x28 images is not served at other sizes, and with H and W dynamic too
+(``dynamic={"images": {0: "batch", 2: "h", 3: "w"}}``) the dynamo ONNX exporter lowers
+``AdaptiveAvgPool2d`` to index arithmetic fixed at the export size: onnxruntime then
+raises ``GatherND ... invalid index found`` on a 16x16 image (the plugin reports it as a
+``run_error``), while ``torch.export`` itself handles it.
 """
 
 import pytest

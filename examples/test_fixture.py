@@ -12,7 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-# The TorchScript-free deployment paths this team ships, plus trace for the C++ server.
+# The paths this team ships: TorchScript (trace, script) for a LibTorch server and
+# torch.export for AOTInductor. No ONNX here, so it is not checked.
 BACKENDS = ["trace", "script", "export"]
 
 
@@ -38,12 +39,12 @@ def test_regressor_exports(torchexport):
     report = torchexport(model, (x,), dims={"batch": (1, 16)}, backends=BACKENDS)
 
     assert report.ok
-    statuses = {backend: result.status for backend, result in report.by_backend().items()}
+    statuses = {result.backend: result.status for result in report.results}
     assert statuses == {"trace": "pass", "script": "pass", "export": "pass"}
     for result in report.results:
         # Each backend was checked on many generated inputs, not only on x.
         assert result.examples > 1
-        assert result.max_abs_err is not None and result.max_abs_err <= 1e-5
+        assert result.max_abs_err is not None and result.max_abs_err <= 1e-4
 
 
 @pytest.mark.parametrize("activation", [nn.ReLU, nn.GELU, nn.SiLU], ids=lambda a: a.__name__)

@@ -13,6 +13,9 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
+import sys
+import tempfile
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -27,7 +30,8 @@ class Captured:
 
 
 @contextlib.contextmanager
-def quiet_torch() -> Iterator[Captured]:
+def quiet_torch(fds: bool = False) -> Iterator[Captured]:
+    """Record warnings, capture prints; with ``fds``, also what C++ writes to fds 1 and 2."""
     captured = Captured()
     buffer = io.StringIO()
     previous_disable = logging.root.manager.disable
@@ -45,12 +49,36 @@ def quiet_torch() -> Iterator[Captured]:
             # The exporters print progress to stdout and dump graphs to stderr directly
             # (not through logging), so both streams are captured for the call.
             with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
-                yield captured
+                with _fds_silenced() if fds else contextlib.nullcontext():
+                    yield captured
         finally:
             logging.disable(previous_disable)
             trace_log.disabled = previous_trace
             captured.warnings.extend(caught)
             captured.stdout = buffer.getvalue()
+
+
+@contextlib.contextmanager
+def _fds_silenced() -> Iterator[None]:
+    """Point fds 1 and 2 at a scratch file: the legacy ONNX exporter dumps graphs from C++."""
+    try:
+        saved = [os.dup(1), os.dup(2)]
+    except OSError:  # no real fds (an embedded interpreter): nothing to silence
+        yield
+        return
+    for stream in (sys.__stdout__, sys.__stderr__):
+        if stream is not None:
+            stream.flush()
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
 
 
 def torch_version() -> tuple[int, int]:

@@ -202,19 +202,26 @@ def _check_backend(
     # 2. Export once, at the example (grown where exporters would specialize).
     export_args, export_kwargs, export_draw = _export_inputs(plan, backend, device)
     ctx = ExportContext(device=device, plan=plan, module=eager.module)
-    export_module = _fresh_module(eager)
-    t0 = time.perf_counter()
-    with quiet_torch() as captured:
-        try:
-            artifact = backend.export(export_module, export_args, export_kwargs, ctx)
-        except Exception as exc:  # noqa: BLE001 - every exporter failure is a result
-            captured_exc: Exception | None = exc
-        else:
-            captured_exc = None
-    result.timings["export_s"] = time.perf_counter() - t0
-    result.findings.extend(explain.tracer_findings(captured.warnings, name))
-    if captured_exc is not None:
-        _export_failed(result, captured_exc, name, "export", header, plan)
+    artifact, failure = _export(backend, eager, export_args, export_kwargs, ctx, result)
+    relaxed = _violated_dims(failure, plan) if failure is not None and backend.dynamic else frozenset()
+    if relaxed:
+        # The declared range is impossible for this code: say so, then export with those
+        # dims left to the exporter, so the search can show where the artifact breaks.
+        result.findings.append(_specialized_finding(failure, name, relaxed, plan))
+        ctx.relaxed = relaxed
+        artifact, retry_failure = _export(backend, eager, export_args, export_kwargs, ctx, result)
+        failure = retry_failure and failure
+    if failure is not None:
+        _export_failed(result, failure, name, "export", header, plan)
+    for input_name, axis, dim, size in plan.static_in(_quiet(backend.input_shapes, artifact)):
+        if not any(f.kind == "specialized_dim" and f"{dim!r}" in f.detail for f in result.findings):
+            result.findings.append(
+                Finding(
+                    "specialized_dim",
+                    f"{name} made dim {axis} of {input_name} ({dim!r}, declared dynamic) static: "
+                    f"the artifact accepts only size {size}",
+                )
+            )
 
     # 3. Save, load back: the loaded artifact is what is validated.
     runnable, in_memory = artifact, None
@@ -236,10 +243,56 @@ def _check_backend(
             export_draw, seed_draw, first, header)
 
 
-def _fresh_module(eager: Eager) -> torch.nn.Module:
+def _export(
+    backend: Backend, eager: Eager, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext, result: Result
+) -> tuple[Any, Exception | None]:
+    """One export of a fresh copy (exporters may touch the module), timed, warnings kept."""
     from .eager import copy_module
 
-    return copy_module(eager.module)
+    module = copy_module(eager.module)
+    t0 = time.perf_counter()
+    artifact, failure = None, None
+    with quiet_torch(fds=True) as captured:
+        try:
+            artifact = backend.export(module, args, kwargs, ctx)
+        except Exception as exc:  # noqa: BLE001 - every exporter failure is a result
+            failure = exc
+    result.timings["export_s"] = result.timings.get("export_s", 0.0) + time.perf_counter() - t0
+    for finding in explain.tracer_findings(captured.warnings, result.backend):
+        if finding not in result.findings:
+            result.findings.append(finding)
+    return artifact, failure
+
+
+def _quiet(fn: Any, *args: Any) -> Any:
+    try:
+        with quiet_torch():
+            return fn(*args)
+    except Exception:  # noqa: BLE001 - an optional introspection; never a verdict
+        return None
+
+
+_VIOLATED = re.compile(r"Constraints violated \(([^)]*)\)")
+
+
+def _violated_dims(exc: BaseException, plan: InputPlan) -> frozenset[str]:
+    match = _VIOLATED.search(explain.strip_ansi(str(exc)))
+    if not match:
+        return frozenset()
+    return frozenset(d.strip() for d in match.group(1).split(",") if d.strip() in plan.dims)
+
+
+def _specialized_finding(exc: BaseException, name: str, dims: frozenset[str], plan: InputPlan) -> Finding:
+    text = explain.strip_ansi(str(exc))
+    guards = [line.strip(" -") for line in text.splitlines() if line.strip().startswith("- ")][:2]
+    declared = ", ".join(f"{d}=({plan.dims[d].min}, {plan.dims[d].max})" for d in sorted(dims))
+    detail = (
+        f"{name} cannot keep {', '.join(sorted(dims))} dynamic over the declared range ({declared}): "
+        f"the model's code specializes it"
+        + (f" ({'; '.join(guards)})" if guards else "")
+        + "; exported again with the exporter choosing, so other sizes may fail"
+    )
+    return Finding("specialized_dim", detail)
 
 
 def _export_inputs(plan: InputPlan, backend: Backend, device: str) -> tuple[tuple[Any, ...], dict[str, Any], Draw]:
@@ -409,6 +462,7 @@ class _Failure:
     comparison: Comparison | None = None
     error: BaseException | None = None
     path: frozenset[tuple[str, int]] | None = None
+    guard: str | None = None  # a torch.export guard the input violates, though the artifact ran
 
 
 class _ExampleFailed(AssertionError):
@@ -478,6 +532,11 @@ def _search(
         finally:
             stats.run_s += time.perf_counter() - t0
         cmp = compare(call.outputs, actual, relowered=backend.relowered, rtol=rtol, atol=atol, compare_fn=options.compare)
+        guard = _quiet(backend.guard_violation, in_memory if in_memory is not None else runnable, args, kwargs)
+        if guard:
+            stats.failed += 1
+            raise _ExampleFailed(_Failure("mismatch" if not cmp.ok else "run_error", draw, args, kwargs,
+                                          comparison=cmp if not cmp.ok else None, path=call.path, guard=guard))
         stats.max_abs = max(stats.max_abs, cmp.max_abs)
         stats.max_rel = max(stats.max_rel, cmp.max_rel)
         if in_memory is None:
@@ -631,7 +690,11 @@ def _explain_failure(
     result.failing_example = {"inputs": summary, "draw": failure.draw.describe()}
     headline = {
         "mismatch": f"Exported outputs differ from eager {header}",
-        "run_error": f"The {name} artifact raised on an input eager accepts {header}",
+        "run_error": (
+            f"The {name} artifact accepted an input outside the shapes its export proved {header}"
+            if failure.guard
+            else f"The {name} artifact raised on an input eager accepts {header}"
+        ),
         "roundtrip_mismatch": f"The {name} artifact changed in the save/load round trip {header}",
     }[failure.status]
     lines = [headline]
@@ -659,7 +722,17 @@ def _explain_failure(
         site = explain.innermost_user_frame(err)
         if site:
             result.findings.append(Finding("run_error_site", f"raised at {explain.where(*site)}", explain.where(*site)))
-    cause = _likely_cause(result, failure, stats, plan, export_path, name)
+    if failure.guard:
+        result.findings.append(
+            Finding(
+                "specialized_dim",
+                f"the input violates a guard torch.export proved for this model ({failure.guard}), yet the {name} "
+                "artifact ran it: the ONNX graph drops torch.export's runtime asserts",
+            )
+        )
+        if failure.comparison is None:
+            lines.append(f"The artifact ran and returned values, but torch.export's guard fails on this input: {failure.guard}")
+    cause = _likely_cause(result, failure, stats, plan, export_path, name, backend)
     if cause:
         lines.append(f"Likely cause: {cause}")
     repro = _save_repro(failure, plan, options, session, name)
@@ -681,8 +754,18 @@ def _explain_failure(
 
 
 def _likely_cause(
-    result: Result, failure: _Failure, stats: _Stats, plan: InputPlan, export_path: Any, name: str
+    result: Result, failure: _Failure, stats: _Stats, plan: InputPlan, export_path: Any, name: str,
+    backend: Backend | None = None,
 ) -> str | None:
+    small = [f"{k}={v}" for k, v in failure.draw.sizes if v < 2]
+    if backend is not None and backend.specializes_small_dims and small and failure.path != export_path:
+        result.findings.append(
+            Finding(
+                "specialized_dim",
+                f"{name} captures the model through torch.export, which assumes every dynamic size is >= 2 while "
+                f"tracing; with {', '.join(small)} the model takes another path, which the artifact does not have",
+            )
+        )
     causes = [f.detail for f in result.findings if f.kind in ("frozen_branch", "baked_shape", "frozen_value", "specialized_dim")]
     path_note = _path_note(failure, stats, export_path, name)
     if path_note:

@@ -80,8 +80,11 @@ class Result:
         if self.status in ("skipped", "nondeterministic", "xpass"):
             return self.message.splitlines()[0] if self.message else ""
         if self.failed or self.status == "xfail":
-            # The headline says what failed; the line under it says why.
             lines = self.message.splitlines()
+            for line in lines:
+                if line.startswith("Likely cause: "):
+                    return line.removeprefix("Likely cause: ")
+            # The headline says what failed; the line under it says why.
             return lines[1] if len(lines) > 1 else (lines[0] if lines else "")
         for finding in self.findings:
             if finding.kind in _NOTABLE:
@@ -122,7 +125,9 @@ class Result:
 _EXPLAINING = (
     "side_effects",
     "frozen_branch",
+    "frozen_value",
     "data_dependent_branch",
+    "unsupported_op",
     "unsupported_python",
     "baked_shape",
     "baked_argument",

@@ -120,11 +120,18 @@ class InputPlan:
         return ", ".join(leaf.describe() for leaf in self.tensors.values())
 
     # -- what the exporters need -------------------------------------------------------
-    def export_dynamic_shapes(self, module: torch.nn.Module) -> Any:
-        """``dynamic_shapes`` for ``torch.export``/dynamo ONNX: keyed by forward's parameter names."""
+    def export_dynamic_shapes(self, module: torch.nn.Module, relaxed: frozenset[str] = frozenset()) -> Any:
+        """``dynamic_shapes`` for ``torch.export``/dynamo ONNX: keyed by forward's parameter names.
+
+        ``relaxed`` dims are left to the exporter (``Dim.AUTO``): used after the model's
+        code proved a declared range impossible, so the artifact can still be checked.
+        """
         if not any(isinstance(e, str) for leaf in self.tensors.values() for e in leaf.shape):
             return None
-        tdims = {name: torch.export.Dim(name, min=max(d.min, 0), max=d.max) for name, d in self.dims.items()}
+        tdims: dict[str, Any] = {
+            name: torch.export.Dim.AUTO if name in relaxed else torch.export.Dim(name, min=max(d.min, 0), max=d.max)
+            for name, d in self.dims.items()
+        }
         flat = []
         for i, value in enumerate(self.leaves):
             if i in self.tensors:
@@ -155,9 +162,16 @@ class InputPlan:
                 axes[leaf.name] = dyn
         return axes
 
-    def dynamic_axes_of(self, flat_index: int) -> dict[int, str]:
-        leaf = self.tensors.get(flat_index)
-        return {} if leaf is None else {ax: e for ax, e in enumerate(leaf.shape) if isinstance(e, str)}
+    def static_in(self, shapes: list[tuple[Any, ...]] | None) -> list[tuple[str, int, str, int]]:
+        """Declared-dynamic axes that an artifact's input shapes fix: (input, axis, dim, size)."""
+        if not shapes:
+            return []
+        found = []
+        for (_, leaf), shape in zip(sorted(self.tensors.items()), shapes):
+            for ax, entry in enumerate(leaf.shape):
+                if isinstance(entry, str) and ax < len(shape) and isinstance(shape[ax], int):
+                    found.append((leaf.name, ax, entry, shape[ax]))
+        return found
 
 
 def forward_params(module: torch.nn.Module) -> list[str]:

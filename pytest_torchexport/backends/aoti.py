@@ -20,6 +20,7 @@ FILENAME = "model_aoti.pt2"
 class AotiBackend(Backend):
     name = "aoti"
     relowered = True
+    specializes_small_dims = True
 
     def unavailable_reason(self) -> str | None:
         try:
@@ -35,7 +36,7 @@ class AotiBackend(Backend):
 
     def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
         return torch.export.export(
-            module, args, kwargs or None, dynamic_shapes=ctx.plan.export_dynamic_shapes(module), strict=False
+            module, args, kwargs or None, dynamic_shapes=ctx.dynamic_shapes(module), strict=False
         )
 
     def save(self, artifact: Any, directory: Path) -> list[Path]:

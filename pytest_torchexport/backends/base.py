@@ -38,6 +38,10 @@ class ExportContext:
     plan: Any  # specs.InputPlan: dynamic shapes, ONNX names and axes come from it
     module: Any = None  # the eval-mode module being exported
     notes: list[str] = field(default_factory=list)  # said in the result's message
+    relaxed: frozenset[str] = frozenset()  # dims left to the exporter after a constraint violation
+
+    def dynamic_shapes(self, module: Any) -> Any:
+        return self.plan.export_dynamic_shapes(module, relaxed=self.relaxed)
 
 
 class Backend:
@@ -50,6 +54,9 @@ class Backend:
     saveable: ClassVar[bool] = True
     #: Shape-generic by construction (script) or through dynamic shapes at export.
     dynamic: ClassVar[bool] = True
+    #: Captures through torch.export, whose symbolic shapes assume every dynamic size is
+    #: >= 2 while tracing: code that branches on a size of 0 or 1 is silently specialized.
+    specializes_small_dims: ClassVar[bool] = False
 
     def unavailable_reason(self) -> str | None:
         """Why this backend cannot run here (missing library, too old a torch), or None."""
@@ -66,6 +73,18 @@ class Backend:
 
     def run(self, artifact: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         return artifact(*args, **kwargs)
+
+    def input_shapes(self, artifact: Any) -> list[tuple[Any, ...]] | None:
+        """Optional: the artifact's tensor input shapes (int = static), in call order."""
+        return None
+
+    def guard_violation(self, artifact: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+        """Optional: why ``args`` fall outside what the export proved, when the artifact cannot say.
+
+        The dynamo ONNX exporter strips ``torch.export``'s runtime asserts, so an input
+        that violates a guard still runs in onnxruntime, silently wrong.
+        """
+        return None
 
     def __repr__(self) -> str:
         return f"<backend {self.name}>"

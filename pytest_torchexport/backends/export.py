@@ -14,6 +14,7 @@ FILENAME = "model.pt2"
 
 class ExportBackend(Backend):
     name = "export"
+    specializes_small_dims = True
 
     def unavailable_reason(self) -> str | None:
         from .._compat import missing_attr
@@ -23,7 +24,7 @@ class ExportBackend(Backend):
 
     def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
         program = torch.export.export(
-            module, args, kwargs or None, dynamic_shapes=ctx.plan.export_dynamic_shapes(module), strict=False
+            module, args, kwargs or None, dynamic_shapes=ctx.dynamic_shapes(module), strict=False
         )
         return Exported(program)
 
@@ -38,6 +39,21 @@ class ExportBackend(Backend):
     def run(self, artifact: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         with torch.no_grad():
             return artifact.module(*args, **kwargs)
+
+    def input_shapes(self, artifact: Any) -> list[tuple[Any, ...]] | None:
+        return program_input_shapes(artifact.program)
+
+
+def program_input_shapes(program: Any) -> list[tuple[Any, ...]]:
+    """User-input shapes of an ExportedProgram: ints where the export fixed a size."""
+    user = set(program.graph_signature.user_inputs)
+    shapes = []
+    for node in program.graph.nodes:
+        if node.op == "placeholder" and node.name in user:
+            val = node.meta.get("val")
+            if isinstance(val, torch.Tensor):
+                shapes.append(tuple(int(d) if isinstance(d, int) else None for d in val.shape))
+    return shapes
 
 
 class Exported:

@@ -33,7 +33,11 @@ class OnnxSession:
             else:
                 self.fallback = "onnxruntime has no CUDAExecutionProvider here; ran on CPU"
         options = ort.SessionOptions()
-        options.log_severity_level = 3
+        # onnxruntime's C++ logger writes kernel errors straight to stderr; the error
+        # also comes back as the exception the engine reports, so log only fatal ones.
+        options.log_severity_level = 4
+        self.run_options = ort.RunOptions()
+        self.run_options.log_severity_level = 4
         self.session = ort.InferenceSession(source, sess_options=options, providers=providers)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.device = device
@@ -46,7 +50,7 @@ class OnnxSession:
                 f"but the call has {len(tensors)} tensors: an input was folded into a constant or dropped"
             )
         feed = {name: t.detach().cpu().numpy() for name, t in zip(self.input_names, tensors)}
-        outputs = self.session.run(None, feed)
+        outputs = self.session.run(None, feed, self.run_options)
         return [torch.from_numpy(o).to(self.device) for o in outputs]
 
 
@@ -67,9 +71,16 @@ class _OnnxBackend(Backend):
     def run(self, artifact: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         return artifact(args, kwargs)
 
+    def input_shapes(self, artifact: Any) -> list[tuple[Any, ...]] | None:
+        session = artifact.session if isinstance(artifact, _InMemory) else artifact
+        return [
+            tuple(d if isinstance(d, int) else None for d in i.shape) for i in session.session.get_inputs()
+        ]
+
 
 class DynamoOnnxBackend(_OnnxBackend):
     name = "onnx"
+    specializes_small_dims = True  # it captures the model through torch.export
     #: Weights above this size go to an external-data file beside the .onnx (protobuf
     #: caps a single file at 2 GiB).
     external_data_bytes: int = 1 << 30
@@ -90,12 +101,26 @@ class DynamoOnnxBackend(_OnnxBackend):
             args,
             kwargs=kwargs or None,
             dynamo=True,
-            dynamic_shapes=ctx.plan.export_dynamic_shapes(module),
+            dynamic_shapes=ctx.dynamic_shapes(module),
             verbose=False,
         )
         if program is None:  # pragma: no cover - torch versions that returned nothing
             raise RuntimeError("torch.onnx.export(dynamo=True) returned no ONNXProgram")
         return _InMemory(program, ctx.device)
+
+    def guard_violation(self, artifact: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+        program = getattr(getattr(artifact, "program", None), "exported_program", None)
+        if program is None:
+            return None
+        if artifact.guarded is None:
+            artifact.guarded = program.module()
+        try:
+            with torch.no_grad():
+                artifact.guarded(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - any guard or assert failure is the answer
+            text = str(exc).strip().splitlines()
+            return text[0] if text else type(exc).__name__
+        return None
 
     def save(self, artifact: Any, directory: Path) -> list[Path]:
         weights = sum(t.nbytes for t in artifact.program.exported_program.state_dict.values()) if getattr(
@@ -132,6 +157,7 @@ class _InMemory:
 
     def __init__(self, program: Any, device: str) -> None:
         self.program = program
+        self.guarded: Any = None  # the ExportedProgram's module, with its runtime asserts
         data = program if isinstance(program, bytes) else program.model_proto.SerializeToString()
         self.session = OnnxSession(data, device)
 
