@@ -159,9 +159,10 @@ class Projector(nn.Module):
         return my_abs(self.linear(x))
 
 
-# The model validated is the eager Projector (module="Projector"): torch.jit.trace calls it
-# with the example, so it is the first module the test calls, and the plugin re-traces it
-# itself and checks the trace against eager on negative and positive inputs alike.
+# The test calls two modules: the eager Projector (torch.jit.trace runs it on x) and the
+# traced copy. module="Projector" says which one to validate: the eager model, which the
+# plugin exports itself on every backend. Its own trace keeps the call to my_abs, so it
+# matches eager on inputs of either sign (the trace's code is `my_abs(linear(x))`).
 # torch.export (and the dynamo ONNX exporter, built on it) cannot capture the
 # data-dependent `if` in my_abs; rewriting it with torch.cond (or torch.where, for an
 # elementwise choice) would make it exportable. Known failures, so xfail:

@@ -36,7 +36,7 @@ from .errors import ExportMismatch, InvalidArgument
 from .options import BUILTIN_BACKENDS, Options
 from .report import Finding, Report, Result
 from .specs import InputPlan, plan_inputs
-from .strategies import Draw, describe_inputs, draws, materialize, recorded_draw, summarize
+from .strategies import Draw, describe_inputs, draws, materialize, probe_draws, recorded_draw, summarize
 
 
 @dataclass
@@ -237,8 +237,10 @@ def _check_backend(
     if fallback:
         result.findings.append(Finding("device_fallback", fallback))
 
-    # 4. Side effects the artifact must reproduce, then the search.
+    # 4. Side effects the artifact must reproduce, arguments it may bake in, then the search.
     _check_side_effects(result, backend, runnable, eager, plan, seed_args, seed_kwargs, first, changed_state, header)
+    if not options.vary_scalars:
+        _baked_arguments(result, backend, runnable, eager, plan, seed_draw, device)
     _search(result, backend, runnable, in_memory, eager, plan, options, session, name, device, rtol, atol,
             export_draw, seed_draw, first, header)
 
@@ -438,6 +440,36 @@ def _state_differs(result: Result, name: str, changed: list[str], call: int, cmp
     )
 
 
+def _baked_arguments(
+    result: Result, backend: Backend, runnable: Any, eager: Eager, plan: InputPlan, draw: Draw, device: str
+) -> None:
+    """Python scalars are kept as recorded, but an artifact that ignores them is worth saying."""
+    for index, value in plan.scalars.items():
+        other = (not value) if isinstance(value, bool) else (value + 1 if isinstance(value, int) else value * 1.5 + 0.5)
+        varied = dataclasses.replace(draw, scalars=((index, other),))
+        args, kwargs = materialize(plan, varied, device)
+        try:
+            expected = eager(args, kwargs).outputs
+        except Exception:  # noqa: BLE001 - eager rejects the other value: nothing to learn
+            continue
+        name = plan.scalar_names.get(index, f"argument {index}")
+        try:
+            with quiet_torch():
+                actual, _ = run_artifact(lambda a, k: backend.run(runnable, a, k), args, kwargs)
+            verdict = None if compare(expected, actual, relowered=backend.relowered).ok else "still computes as if"
+        except Exception as exc:  # noqa: BLE001
+            verdict = f"raises ({type(exc).__name__}) instead of computing with it; it was exported with"
+        if verdict:
+            result.findings.append(
+                Finding(
+                    "baked_argument",
+                    f"{result.backend} baked the argument {name}={value!r} into the artifact: called with "
+                    f"{name}={other!r} it {verdict} {name}={value!r}. Checked with the recorded value only; "
+                    "vary_scalars=True checks other values too",
+                )
+            )
+
+
 def _buffers(target: Any) -> dict[str, torch.Tensor] | None:
     if isinstance(target, torch.nn.Module):
         return {k: v.detach().clone() for k, v in target.named_buffers()}
@@ -566,9 +598,10 @@ def _search(
         raise _ExampleFailed(_Failure(status, draw, args, kwargs, comparison=cmp, path=path))
 
     test = given(draws(plan, special_values=options.special_values, vary_scalars=options.vary_scalars))(probe)
-    test = example(seed_draw)(test)
-    if export_draw != seed_draw:
-        test = example(export_draw)(test)
+    # Explicit examples run in decorator order, outermost first: the recorded call, the
+    # export example, then the small probes.
+    for draw in reversed([seed_draw, export_draw, *probe_draws(plan)]):
+        test = example(draw)(test)
     test = settings(
         max_examples=options.examples,
         deadline=None,
@@ -618,9 +651,10 @@ def _search(
     _rejection_finding(result, stats, plan)
     if failure is None:
         result.rtol, result.atol = _tolerances_used(backend, first.outputs, rtol, atol)
-        result.message = _pass_message(result, stats, header)
+        result.message = _pass_message(result, stats, header, plan)
         return
-    _explain_failure(result, failure, stats, backend, plan, options, session, name, header, export_path, rtol, atol)
+    _explain_failure(result, failure, stats, backend, plan, options, session, name, header, export_path, rtol, atol,
+                     eager.module, device, export_draw)
 
 
 def _tolerances_used(backend: Backend, outputs: Any, rtol: float | None, atol: float | None) -> tuple[float | None, float | None]:
@@ -674,16 +708,22 @@ def _rejection_finding(result: Result, stats: _Stats, plan: InputPlan) -> None:
         )
 
 
-def _pass_message(result: Result, stats: _Stats, header: str) -> str:
+def _pass_message(result: Result, stats: _Stats, header: str, plan: InputPlan) -> str:
     parts = [f"{result.backend} matches eager on {stats.examples} inputs {header}"]
-    if stats.paths:
-        parts.append(f"{len(stats.paths)} control-flow path(s) exercised")
+    if len(stats.paths) > 1:
+        parts.append(f"the inputs took {len(stats.paths)} control-flow paths through the model's code")
+    elif stats.paths:
+        parts.append("every input took the same path through the model's code, so control flow was not exercised")
+    if plan.grown:
+        grown = ", ".join(f"{d}={new} (recorded {old})" for d, (old, new) in plan.grown.items())
+        parts.append(f"exported at {grown}: exporters turn sizes 0 and 1 into constants; size 1 was still drawn")
     return "; ".join(parts)
 
 
 def _explain_failure(
     result: Result, failure: _Failure, stats: _Stats, backend: Backend, plan: InputPlan, options: Options,
     session: Session, name: str, header: str, export_path: Any, rtol: float | None, atol: float | None,
+    eager_module: torch.nn.Module, device: str, export_draw: Draw,
 ) -> None:
     summary = summarize(failure.args, failure.kwargs, plan)
     result.status = failure.status
@@ -735,7 +775,7 @@ def _explain_failure(
     cause = _likely_cause(result, failure, stats, plan, export_path, name, backend)
     if cause:
         lines.append(f"Likely cause: {cause}")
-    repro = _save_repro(failure, plan, options, session, name)
+    repro = _save_repro(failure, plan, options, session, name, eager_module, device, export_draw)
     if repro:
         result.failing_example["repro"] = repro
         lines.append(f"Replay: python -m pytest_torchexport.replay {repro}")
@@ -799,16 +839,30 @@ def _path_note(failure: _Failure, stats: _Stats, export_path: Any, name: str) ->
     return note
 
 
-def _save_repro(failure: _Failure, plan: InputPlan, options: Options, session: Session, name: str) -> str | None:
+def _save_repro(
+    failure: _Failure, plan: InputPlan, options: Options, session: Session, name: str,
+    module: torch.nn.Module, device: str, export_draw: Draw,
+) -> str | None:
     if not options.repro_dir:
         return None
+    from .replay import save
+
     directory = Path(options.repro_dir)
     directory.mkdir(parents=True, exist_ok=True)
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", (session.test or "check").rsplit("::", 1)[-1]).strip("_")
-    path = directory / f"{stem}-{name}.pt"
-    torch.save(
-        {"backend": name, "args": failure.args, "kwargs": failure.kwargs, "draw": dataclasses.asdict(failure.draw),
-         "test": session.nodeid or session.test},
+    path = directory / f"{stem}-{name}{'' if device == 'cpu' else '-' + device}.pt"
+    export_args, export_kwargs = materialize(plan, export_draw, "cpu")
+    save(
         path,
+        module=module,
+        backend=name,
+        device=device,
+        export_inputs=(export_args, export_kwargs),
+        failing_inputs=tuple(v.cpu() if isinstance(v, torch.Tensor) else v for v in failure.args),
+        failing_kwargs={k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in failure.kwargs.items()},
+        options={"dims": dict(options.dims), "dynamic": options.dynamic, "rtol": options.tolerance("rtol", name),
+                 "atol": options.tolerance("atol", name)},
+        test=session.nodeid or session.test,
     )
-    return os.path.relpath(path) if not os.path.relpath(path).startswith("..") else str(path)
+    rel = os.path.relpath(path)
+    return str(path) if rel.startswith("..") else rel

@@ -93,6 +93,7 @@ class InputPlan:
     leaves: list[Any]  # flat leaves of ``tree``
     tensors: dict[int, LeafPlan]  # flat index -> plan, for tensor leaves
     scalars: dict[int, Any]  # flat index -> recorded Python scalar
+    scalar_names: dict[int, str]  # flat index -> forward's parameter name
     dims: dict[str, Dim]
     param_names: list[str]
     recorded: bool  # the example values are real (not placeholders built from specs)
@@ -295,12 +296,14 @@ def plan_inputs(
     scalars = {
         i: leaf for i, leaf in enumerate(leaves) if isinstance(leaf, (bool, int, float)) and i not in tensors
     }
+    scalar_names = {i: _leaf_name(paths[i], param_names, len(args)) for i in scalars}
     return InputPlan(
         tree=tree,
         spec=spec,
         leaves=leaves,
         tensors=tensors,
         scalars=scalars,
+        scalar_names=scalar_names,
         dims=all_dims,
         param_names=param_names,
         recorded=not spec_by_index,

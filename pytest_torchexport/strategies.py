@@ -9,6 +9,7 @@ would not shrink to anything a person can read.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -82,6 +83,22 @@ def _scalar(value: Any) -> st.SearchStrategy[Any]:
         return st.integers(-bound if value < 0 else 0, bound)
     bound = max(4.0, 2 * abs(value) + 1)
     return st.floats(-bound, bound, allow_nan=False)
+
+
+def probe_draws(plan: InputPlan) -> list[Draw]:
+    """Explicit examples run before the search: the smallest sizes in each sign mode.
+
+    They are already minimal in size (the thing hypothesis would shrink), so reporting
+    one of them unshrunk loses nothing, and they make the two commonest defects (a
+    frozen sign-dependent branch, a size-1 specialization) found on every run instead of
+    on most runs.
+    """
+    small = tuple(sorted((name, max(d.min, 1)) for name, d in plan.dims.items()))
+    modes = ("recorded", "normal", "negative", "positive") if plan.recorded else ("normal", "negative", "positive")
+    probes = [Draw(small, mode=m) for m in modes]
+    recorded = recorded_draw(plan)
+    probes += [dataclasses.replace(recorded, mode=m) for m in ("negative", "positive")]
+    return [p for p in dict.fromkeys(probes) if p != recorded]
 
 
 def recorded_draw(plan: InputPlan) -> Draw:
@@ -191,7 +208,7 @@ def summarize(args: tuple[Any, ...], kwargs: dict[str, Any], plan: InputPlan) ->
         out[leaf.name] = entry
     for i in plan.scalars:
         if i < len(flat):
-            out[f"scalar{i}"] = {"value": flat[i]}
+            out[plan.scalar_names.get(i, f"scalar{i}")] = {"value": flat[i]}
     return out
 
 

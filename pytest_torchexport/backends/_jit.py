@@ -9,7 +9,7 @@ import torch
 
 from .base import Backend, ExportContext
 
-FILENAME = "model.pt"
+FILENAME = "model.pt"  # shared by trace and script
 
 
 class TorchScriptBackend(Backend):

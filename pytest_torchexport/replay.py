@@ -1,0 +1,121 @@
+"""Replay a failing example saved by ``--torchexport-repro-dir``: ``python -m pytest_torchexport.replay FILE``.
+
+The file holds the module (pickled, so its class must be importable: the test file's
+folder is put on ``sys.path``), its state, the inputs the export used and the failing
+inputs. Replay exports again on the same backend, runs the failing input through the
+saved-and-loaded artifact and eager, and prints the verdict: exit 1 while the failure
+reproduces, 0 once it is fixed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+FORMAT = 1
+
+
+def save(path: Path, *, module: Any, **payload: Any) -> None:
+    import io
+    import pickle
+
+    import torch
+
+    cls = type(module)
+    source = getattr(sys.modules.get(cls.__module__), "__file__", None)
+    # Nested bytes: the outer file loads without the model's class, so replay can first
+    # put the test's folder on sys.path, then unpickle the module.
+    try:
+        buffer = io.BytesIO()
+        torch.save(module, buffer)
+        pickled: bytes | None = buffer.getvalue()
+    except (pickle.PicklingError, AttributeError, TypeError):  # a class defined inside a function
+        pickled = None
+    torch.save(
+        {
+            "format": FORMAT,
+            "module": pickled,
+            "module_class": f"{cls.__module__}:{cls.__qualname__}",
+            "module_state": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+            "source_root": _import_root(cls.__module__, source),
+            **payload,
+        },
+        path,
+    )
+
+
+def _import_root(module_name: str, source: str | None) -> str | None:
+    if not source:
+        return None
+    root = Path(source).resolve().parent
+    for _ in module_name.split(".")[1:]:
+        root = root.parent
+    return str(root)
+
+
+def replay(path: str) -> int:
+    import torch
+
+    from .backends.base import ExportContext, load_backend
+    from .compare import compare
+    from .eager import Eager, run_artifact
+    from .options import BUILTIN_BACKENDS
+    from .specs import plan_inputs
+
+    import io
+
+    data = torch.load(path, weights_only=False, map_location="cpu")
+    if data["module"] is None:
+        print(f"cannot replay: {data['module_class']} is not importable (defined inside a function?)")
+        return 2
+    root = data.get("source_root")
+    if root and root not in sys.path:
+        sys.path.insert(0, root)
+    module = torch.load(io.BytesIO(data["module"]), weights_only=False, map_location="cpu")
+    name, device = data["backend"], data["device"]
+    if name not in BUILTIN_BACKENDS:
+        print(f"cannot replay: {name} is a third-party backend; replay runs built-in backends only")
+        return 2
+    backend = load_backend(BUILTIN_BACKENDS[name])
+    opts = data["options"]
+    export_args, export_kwargs = data["export_inputs"]
+    plan = plan_inputs(module, export_args, export_kwargs, dims=opts["dims"], dynamic=opts["dynamic"])
+    eager = Eager(module, device)
+    ctx = ExportContext(device=device, plan=plan, module=eager.module)
+    from ._compat import quiet_torch
+
+    print(f"replaying {data['test']} on {name} ({device})")
+    with quiet_torch(fds=True):
+        artifact = backend.export(eager.module, export_args, export_kwargs, ctx)
+        if backend.saveable:
+            directory = Path(tempfile.mkdtemp(prefix="torchexport-replay-"))
+            backend.save(artifact, directory)
+            artifact = backend.load(directory, ctx)
+    args, kwargs = data["failing_inputs"], data["failing_kwargs"]
+    expected = eager(args, kwargs).outputs
+    try:
+        with quiet_torch():
+            actual, _ = run_artifact(lambda a, k: backend.run(artifact, a, k), args, kwargs)
+    except Exception as exc:  # noqa: BLE001
+        print(f"still failing: the artifact raises {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        return 1
+    cmp = compare(expected, actual, relowered=backend.relowered, rtol=opts["rtol"], atol=opts["atol"])
+    if cmp.ok:
+        print("fixed: the artifact now matches eager on the saved input")
+        return 0
+    print("still failing: outputs differ from eager")
+    print("\n".join(cmp.lines()))
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pytest_torchexport.replay", description=__doc__.splitlines()[0])
+    parser.add_argument("file", help="a .pt file written by --torchexport-repro-dir")
+    return replay(parser.parse_args(argv).file)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
