@@ -816,6 +816,12 @@ def _likely_cause(
         differ = [f"{k}={sizes[k]} (exported at {exported.get(k)})" for k in sizes if sizes[k] != exported.get(k)]
         if differ:
             causes.append(f"a size baked into the artifact: the failing input has {', '.join(differ)}")
+    nonfinite = sum(d.one_sided_nonfinite for d in (failure.comparison.diffs if failure.comparison else []))
+    if nonfinite:
+        causes.append(
+            f"{nonfinite} output element(s) are NaN or inf on one side only: the artifact and eager handle an edge "
+            "case differently (a fully masked softmax row, an overflow, a division by zero)"
+        )
     if not causes and stats.paths and len(stats.paths) == 1 and failure.status == "mismatch":
         causes.append("every input took the same control-flow path, so the difference is numeric, not a frozen branch")
     return "; ".join(causes) if causes else None

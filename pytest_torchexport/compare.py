@@ -93,6 +93,7 @@ class LeafDiff:
     atol: float
     needed_atol: float
     needed_rtol: float
+    one_sided_nonfinite: int = 0  # NaN/inf on one side only: no tolerance covers these
 
 
 @dataclass
@@ -124,6 +125,10 @@ class Comparison:
                 f"  Absolute error p50 {_g(d.p50)}, p99 {_g(d.p99)}; would pass with atol={_g(d.needed_atol)}"
                 f" (rtol kept) or rtol={_g(d.needed_rtol)} (atol kept)",
             ]
+            if d.one_sided_nonfinite:
+                lines.append(
+                    f"  {d.one_sided_nonfinite} element(s) are NaN or inf on one side only: no tolerance covers that"
+                )
         return lines
 
 
@@ -224,6 +229,8 @@ def _leaf_diff(
     rel_err = torch.where(abs_err == 0, torch.zeros_like(abs_err), abs_err / mag)
     rel_err = torch.nan_to_num(rel_err, nan=math.inf, posinf=math.inf)
     mismatched = int((~close).sum())
+    finite_e, finite_a = torch.isfinite(e64), torch.isfinite(a64)
+    one_sided = int((finite_e != finite_a).sum()) if e_cpu.numel() else 0
     if abs_err.numel():
         flat_abs = abs_err.flatten()
         abs_i = int(flat_abs.argmax())
@@ -231,9 +238,9 @@ def _leaf_diff(
         finite = flat_abs[torch.isfinite(flat_abs)]
         p50 = float(finite.quantile(0.5)) if finite.numel() else math.inf
         p99 = float(finite.quantile(0.99)) if finite.numel() else math.inf
-        needed_atol = float((abs_err - rtol_v * mag).clamp(min=0).max())
+        needed_atol = float((abs_err - rtol_v * mag).nan_to_num(nan=math.inf, posinf=math.inf).clamp(min=0).max())
         over = (abs_err - atol_v).clamp(min=0)
-        needed_rtol = float(torch.where(over == 0, torch.zeros_like(over), over / mag).nan_to_num(posinf=math.inf).max())
+        needed_rtol = float(torch.where(over == 0, torch.zeros_like(over), over / mag).nan_to_num(nan=math.inf, posinf=math.inf).max())
         max_abs, max_rel = float(flat_abs[abs_i]), float(rel_err.flatten()[rel_i])
         abs_index, rel_index = _unravel(abs_i, e.shape), _unravel(rel_i, e.shape)
     else:
@@ -255,6 +262,7 @@ def _leaf_diff(
         atol=atol_v,
         needed_atol=needed_atol,
         needed_rtol=needed_rtol,
+        one_sided_nonfinite=one_sided,
     )
 
 

@@ -108,11 +108,11 @@ class InputPlan:
         return self.tree[1]
 
     def example_sizes(self) -> dict[str, int]:
+        """Dim sizes of the example call (of the placeholders, for specs-only inputs)."""
         sizes: dict[str, int] = {}
-        for leaf in self.tensors.values():
-            if leaf.example is None:
-                continue
-            for entry, size in zip(leaf.shape, leaf.example.shape):
+        for index, leaf in self.tensors.items():
+            example = leaf.example if leaf.example is not None else self.leaves[index]
+            for entry, size in zip(leaf.shape, example.shape):
                 if isinstance(entry, str):
                     sizes.setdefault(entry, int(size))
         return sizes

@@ -127,8 +127,7 @@ def _tensor(leaf: LeafPlan, shape: list[int], draw: Draw, gen: torch.Generator) 
     if draw.mode == "recorded" and leaf.example is not None:
         return _resize_like(leaf.example.detach().cpu(), shape).clone()
     if dtype == torch.bool:
-        p = {"positive": 0.9, "negative": 0.1}.get(draw.mode, 0.5)
-        return torch.rand(shape, generator=gen) < p
+        return _mask(leaf, shape, draw, gen)
     if not (dtype.is_floating_point or dtype.is_complex):
         lo, hi = _int_range(leaf)
         return torch.randint(lo, hi + 1, shape, generator=gen, dtype=torch.int64).to(dtype)
@@ -156,6 +155,23 @@ def _tensor(leaf: LeafPlan, shape: list[int], draw: Draw, gen: torch.Generator) 
         flat[idx] = torch.tensor(SPECIAL_VALUES, dtype=torch.float64)[pick]
         out = flat.reshape(out.shape)
     return out.to(dtype)
+
+
+def _mask(leaf: LeafPlan, shape: list[int], draw: Draw, gen: torch.Generator) -> torch.Tensor:
+    """A mask: random, but every row keeps one element at the recorded mask's usual value.
+
+    Whether True means "keep" or "pad" depends on the model, so the recorded example
+    tells: its majority value is the one real inputs always have somewhere in a row. A
+    row with no such element (attention with every key padded) is an input the model is
+    rarely meant to see; ``special_values=True`` draws it too.
+    """
+    p = {"positive": 0.9, "negative": 0.1}.get(draw.mode, 0.5)
+    mask = torch.rand(shape, generator=gen) < p
+    if leaf.example is None or leaf.example.numel() == 0 or not shape or shape[-1] == 0 or draw.special:
+        return mask
+    keep = bool(leaf.example.float().mean() >= 0.5)
+    index = torch.randint(0, shape[-1], (*shape[:-1], 1), generator=gen)
+    return mask.scatter(-1, index, torch.full(index.shape, keep))
 
 
 def _int_range(leaf: LeafPlan) -> tuple[int, int]:

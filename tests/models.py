@@ -78,3 +78,76 @@ class WithDropout(nn.Module):
 
     def forward(self, x):
         return self.drop(self.lin(x))
+
+
+class SizeOne(nn.Module):
+    """Branches on a batch of 1: trace and torch.export both keep only the other path."""
+
+    def forward(self, x):
+        if x.shape[0] == 1:
+            return x * 0
+        return x * 2
+
+
+class LoopOverSize(nn.Module):
+    def forward(self, x):
+        out = x[:, 0]
+        for i in range(1, x.size(1)):
+            out = out + x[:, i]
+        return out
+
+
+class FloatOfSize(nn.Module):
+    def forward(self, x):
+        return x / float(x.shape[1])
+
+
+class ItemScale(nn.Module):
+    def forward(self, x):
+        return x / x.abs().max().item()
+
+
+class PoolNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d((2, 2))
+
+    def forward(self, x):
+        return self.pool(self.conv(x)).flatten(1)
+
+
+class Scaled(nn.Module):
+    def forward(self, x, factor: int):
+        return x * factor
+
+
+class ConvNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2))
+        self.head = nn.Linear(8 * 4 * 4, 5)
+
+    def forward(self, x):
+        return self.head(self.features(x).flatten(1))
+
+
+class EmbeddingBag(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(50, 16)
+        self.out = nn.Linear(16, 4)
+
+    def forward(self, ids):
+        return self.out(self.emb(ids).mean(1))
+
+
+class Attention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(16, 2, batch_first=True)
+        self.norm = nn.LayerNorm(16)
+
+    def forward(self, x, mask):
+        y, _ = self.attn(x, x, x, key_padding_mask=mask, need_weights=False)
+        return self.norm(x + y)
