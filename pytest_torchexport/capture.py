@@ -20,7 +20,8 @@ class Call:
 
     @property
     def name(self) -> str:
-        return type(self.module).__name__
+        # A scripted module's type is RecursiveScriptModule; its original_name is the class.
+        return getattr(self.module, "original_name", None) or type(self.module).__name__
 
 
 class Recorder:
@@ -38,7 +39,9 @@ class Recorder:
         recorder = self
 
         def __call__(module: Any, *args: Any, **kwargs: Any) -> Any:
-            if recorder._depth == 0:
+            # A torch.jit.trace/torch.export run inside the test body calls forward too:
+            # that is the test building its model, not the call it checks.
+            if recorder._depth == 0 and not _exporting(torch):
                 recorder.calls.append(Call(module, *_snapshot(args, kwargs)))
             recorder._depth += 1
             try:
@@ -64,6 +67,17 @@ class Recorder:
             if call.name == name:
                 return call
         return None
+
+
+def _exporting(torch: Any) -> bool:
+    if torch.jit.is_tracing():
+        return True
+    compiler = getattr(torch, "compiler", None)
+    for check in ("is_exporting", "is_compiling"):
+        fn = getattr(compiler, check, None)
+        if fn is not None and fn():
+            return True
+    return False
 
 
 def _snapshot(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:

@@ -15,6 +15,7 @@ This module never touches pytest objects; the plugin hands it a database and a n
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
@@ -31,7 +32,7 @@ from . import explain
 from ._compat import quiet_torch
 from .backends.base import Backend, ExportContext, load_backend
 from .compare import Comparison, compare, equal_trees, flatten
-from .eager import EAGER_MODE, Eager, run_artifact
+from .eager import EAGER_MODE, Eager, module_name, run_artifact
 from .errors import ExportMismatch, InvalidArgument
 from .options import BUILTIN_BACKENDS, Options
 from .report import Finding, Report, Result
@@ -45,6 +46,9 @@ class Session:
 
     backends: Mapping[str, Any] = field(default_factory=lambda: dict(BUILTIN_BACKENDS))
     database: Any = None  # a hypothesis ExampleDatabase, or None for none
+    #: Where hypothesis may write its own files (its constants cache) during the search:
+    #: pytest's cache dir under the plugin, never a new .hypothesis/ in the user's repo.
+    hypothesis_home: str | None = None
     test: str | None = None
     nodeid: str | None = None
     user_file: str | None = None
@@ -120,7 +124,7 @@ def check_backend(
         backend=name,
         device=device,
         status="pass",
-        module=type(module).__name__,
+        module=module_name(module),
         nodeid=session.nodeid,
         test=session.test,
     )
@@ -623,7 +627,7 @@ def _search(
     failure: _Failure | None = None
     t0 = time.perf_counter()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _hypothesis_home(session.hypothesis_home):
             test()
     except _ExampleFailed as exc:
         failure = exc.failure
@@ -655,6 +659,18 @@ def _search(
         return
     _explain_failure(result, failure, stats, backend, plan, options, session, name, header, export_path, rtol, atol,
                      eager.module, device, export_draw)
+
+
+@contextlib.contextmanager
+def _hypothesis_home(directory: str | None) -> Any:
+    from hypothesis import configuration
+
+    previous = configuration.storage_directory(intent_to_write=False).home_directory
+    configuration.set_hypothesis_home_dir(directory or os.path.join(tempfile.gettempdir(), "pytest-torchexport-hypothesis"))
+    try:
+        yield
+    finally:
+        configuration.set_hypothesis_home_dir(previous)
 
 
 def _tolerances_used(backend: Backend, outputs: Any, rtol: float | None, atol: float | None) -> tuple[float | None, float | None]:

@@ -38,9 +38,17 @@ class EagerCall:
 
 def copy_module(module: torch.nn.Module) -> torch.nn.Module:
     try:
-        return copy.deepcopy(module)
+        # Under no_grad: a deep-copied ScriptModule's parameters would otherwise be
+        # non-leaf tensors, and .to() would warn on reading their .grad.
+        with torch.no_grad():
+            return copy.deepcopy(module)
     except Exception:  # noqa: BLE001 - some ScriptModules and hooks refuse deepcopy
         return module
+
+
+def module_name(module: torch.nn.Module) -> str:
+    """The user's class name, also for a scripted module (not RecursiveScriptModule)."""
+    return getattr(module, "original_name", None) or type(module).__name__
 
 
 class Eager:
@@ -48,7 +56,8 @@ class Eager:
 
     def __init__(self, module: torch.nn.Module, device: str) -> None:
         self.was_training = bool(getattr(module, "training", False))
-        self.module = copy_module(module).to(device).eval()
+        with torch.no_grad():
+            self.module = copy_module(module).to(device).eval()
         self.device = device
         self._initial = self._state()
 

@@ -158,6 +158,8 @@ def trim_error(exc: BaseException, limit: int = 12) -> str:
 
 # Exporter error text -> (finding kind, cause in a person's words).
 _ERROR_KINDS = (
+    (("Exporting a ScriptModule is not supported", "ScriptModule is not supported"),
+     "scripted_module", "{backend} cannot export a ScriptModule: give it the Python module (nn.Module) instead"),
     (("GuardOnDataDependentSymNode", "data-dependent", "Could not guard on data-dependent"),
      "data_dependent_branch", "the model branches on a tensor's value, which {backend} cannot capture"),
     (("Constraints violated", "ConstraintViolation", "specialized", "inferred to be a constant", "not in range"),

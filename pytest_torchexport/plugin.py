@@ -8,6 +8,7 @@ nothing (a subprocess test pins this).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ import pytest
 from . import hookspecs
 from .errors import InvalidArgument
 from .options import BUILTIN_BACKENDS, DEFAULT_BACKENDS, Options, add_options, session_defaults
+from .report import FAILING
 
 if TYPE_CHECKING:
     from .checks import Session
@@ -35,6 +37,10 @@ class State:
     results: list[dict[str, Any]] = field(default_factory=list)
     database: Any = None
     usage_errors: list[str] = field(default_factory=list)
+    baseline: dict[str, dict[str, Any]] | None = None
+    baseline_path: str | None = None
+    update_baseline: bool = False
+    verdicts: list[tuple[str, Any]] = field(default_factory=list)
 
 
 STATE = pytest.StashKey[State]()
@@ -62,7 +68,21 @@ def pytest_configure(config: pytest.Config) -> None:
         defaults = session_defaults(config, tuple(backends))
     except InvalidArgument as exc:
         raise pytest.UsageError(str(exc)) from None
-    config.stash[STATE] = State(backends=backends, defaults=defaults)
+    config.stash[STATE] = state = State(backends=backends, defaults=defaults)
+    state.baseline_path = config.getoption("torchexport_baseline") or config.getini("torchexport_baseline") or None
+    state.update_baseline = bool(config.getoption("torchexport_update_baseline"))
+    if state.update_baseline and not state.baseline_path:
+        raise pytest.UsageError("--torchexport-update-baseline needs --torchexport-baseline=PATH (where to write it)")
+    if state.baseline_path and not state.update_baseline:
+        from .baseline import load
+
+        try:
+            state.baseline = load(state.baseline_path)
+        except (OSError, ValueError) as exc:
+            raise pytest.UsageError(
+                f"--torchexport-baseline={state.baseline_path}: cannot read it ({exc}); "
+                "write one with --torchexport-update-baseline"
+            ) from None
     config.pluginmanager.register(Reporting(config), "torchexport-reporting")
     if config.pluginmanager.hasplugin("xdist"):
         from .xdist import XdistHooks, cap_worker_threads
@@ -163,9 +183,11 @@ def _session(item: pytest.Item) -> Session:
     state = item.config.stash[STATE]
     if state.database is None:
         state.database = _database(item.config)
+    cache = getattr(item.config, "cache", None)
     return Session(
         backends=state.backends,
         database=state.database,
+        hypothesis_home=str(cache.mkdir("torchexport-hypothesis")) if cache is not None else None,
         test=item.nodeid.split("[")[0] if TARGET in getattr(getattr(item, "callspec", None), "params", {}) else item.nodeid,
         nodeid=item.nodeid,
     )
@@ -190,8 +212,9 @@ def _run_check(
         module, checks.plan_inputs(module, args, kwargs, dims=options.dims, dynamic=options.dynamic, inputs=options.inputs),
         backend, device, options, _session(item),
     )
+    result.extra["location"] = {"file": item.location[0], "line": item.location[1] + 1}
     _record(item, [result])
-    _outcome(result)
+    _outcome(result, item.config.stash[STATE])
 
 
 def _record(item: pytest.Item, results: list[Result]) -> None:
@@ -204,7 +227,7 @@ def _record(item: pytest.Item, results: list[Result]) -> None:
             item.user_properties.append((f"{prefix}.max_abs_err", r.max_abs_err))
 
 
-def _outcome(result: Result) -> None:
+def _outcome(result: Result, state: State) -> None:
     from .errors import ExportMismatch
     from .report import Report
 
@@ -212,6 +235,18 @@ def _outcome(result: Result) -> None:
         pytest.skip(f"[{result.status}] {result.message}")
     if result.status == "xfail":
         pytest.xfail(result.message)
+    if state.update_baseline and result.failed:
+        pytest.xfail(f"recorded into the baseline {state.baseline_path}: {result.status}")
+    if state.baseline is not None:
+        from .baseline import judge
+
+        verdict = judge(result.to_dict(), state.baseline)
+        result.extra["baseline"] = verdict.kind
+        if verdict.kind == "known":
+            pytest.xfail(f"{verdict.detail} ({state.baseline_path}): {result.message.splitlines()[0]}")
+        if verdict.blocks:
+            raise ExportMismatch(f"Regression against the baseline {state.baseline_path}: {verdict.detail}\n"
+                                 f"{result.message}", Report([result]))
     if result.failed:
         raise ExportMismatch(result.message, Report([result]))
 
@@ -235,7 +270,12 @@ def torchexport(request: pytest.FixtureRequest) -> Any:
         except InvalidArgument:
             raise
         report = checks.run(module, args, kwargs, opts, _session(item))
+        for result in report.results:
+            result.extra["location"] = {"file": item.location[0], "line": item.location[1] + 1}
         _record(item, report.results)
+        if state.baseline is not None or state.update_baseline:
+            for result in report.failures:
+                _outcome(result, state)  # regressions raise; known failures xfail the test
         checks.raise_if_failed(report)
         return report
 
@@ -282,6 +322,35 @@ class Reporting:
         path = _report_path(self.config)
         if path:
             terminalreporter.write_line(f"torchexport report written to {path}")
+        self._baseline_summary(terminalreporter)
+        if os.environ.get("GITHUB_ACTIONS") == "true":
+            from .annotations import annotation
+
+            # Each command on a line of its own (write_line), which -q does not suppress.
+            for result in self.config.stash[STATE].results:
+                if result["status"] in FAILING and result.get("baseline") != "known":
+                    terminalreporter.write_line(annotation(result))
+
+    def _baseline_summary(self, terminalreporter: Any) -> None:
+        state = self.config.stash[STATE]
+        if state.update_baseline:
+            terminalreporter.write_line(f"torchexport baseline written to {state.baseline_path}")
+            return
+        if state.baseline is None:
+            return
+        from .baseline import judge
+
+        groups: dict[str, list[str]] = {}
+        for result in state.results:
+            verdict = judge(result, state.baseline)
+            if verdict.kind != "same":
+                groups.setdefault(verdict.kind, []).append(f"{result['nodeid']} [{result['backend']}]: {verdict.detail}")
+        terminalreporter.write_sep("-", f"torchexport baseline {state.baseline_path}")
+        if not groups:
+            terminalreporter.write_line("no change against the baseline")
+        for kind in ("regression", "known", "improvement", "new", "skipped"):
+            for line in groups.get(kind, []):
+                terminalreporter.write_line(f"{kind.upper():12} {line}")
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
@@ -289,12 +358,18 @@ class Reporting:
             return
         path = _report_path(self.config)
         results = self.config.stash[STATE].results
-        if not path or not results:
+        if not results or not (path or self.config.stash[STATE].update_baseline):
             return
         from .report import Report, collect_environment, markdown
 
         report = Report.from_dict({"results": results})
         env = collect_environment(sorted({r["device"] for r in results}))
+        state = self.config.stash[STATE]
+        if state.update_baseline and state.baseline_path:
+            Path(state.baseline_path).parent.mkdir(parents=True, exist_ok=True)
+            Path(state.baseline_path).write_text(json.dumps(report.to_dict(env), indent=2, default=str), encoding="utf-8")
+        if not path:
+            return
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.suffix == ".md":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import platform
 from dataclasses import dataclass, field
 from typing import Any
@@ -128,6 +129,7 @@ _EXPLAINING = (
     "frozen_value",
     "data_dependent_branch",
     "unsupported_op",
+    "scripted_module",
     "unsupported_python",
     "baked_shape",
     "baked_argument",
@@ -209,11 +211,11 @@ def summary_lines(results: list[Result], width: int = 100) -> list[str]:
     header = ("test", "backend", "status", "max err", "ex", "cause")
     rows = []
     for r in results:
-        name = (r.test or r.module or "?").rsplit("::", 1)[-1]
+        name = _short_test(r)
         backend = r.backend if r.device == "cpu" else f"{r.backend}/{r.device}"
         rows.append((name, backend, r.status, format_err(r.max_abs_err), str(r.examples), r.cause))
     fixed = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header[:-1])]
-    fixed[0] = min(fixed[0], 28)
+    fixed[0] = min(fixed[0], 32)
     cause_width = max(10, width - sum(fixed) - 2 * len(fixed))
     lines = []
     for row in (header, *rows):
@@ -224,6 +226,18 @@ def summary_lines(results: list[Result], width: int = 100) -> list[str]:
 
 def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _short_test(r: Result) -> str:
+    """The test's name with its own parametrization (``test_act[ReLU]``), minus ours."""
+    name = (r.nodeid or r.test or r.module or "?").rsplit("::", 1)[-1]
+    if "[" in name:
+        base, _, params = name.partition("[")
+        params = re.sub(r"-?torchexport-[^\]]*$", "", params.rstrip("]"))
+        name = f"{base}[{params}]" if params else base
+    if len(name) > 32:
+        name = name[:15] + "…" + name[-16:]
+    return name
 
 
 def markdown(results: list[Result], environment: dict[str, Any] | None = None) -> str:

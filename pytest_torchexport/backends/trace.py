@@ -19,6 +19,11 @@ class TraceBackend(TorchScriptBackend):
     dynamic = False
 
     def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
+        if isinstance(module, torch.jit.ScriptModule):
+            ctx.notes.append(
+                "the module is already a ScriptModule: torch.jit.trace returns it unchanged, so this checks the "
+                "scripted module, not a trace"
+            )
         with torch.no_grad():
             if not kwargs and not ctx.plan.scalars:
                 return torch.jit.trace(module, args, strict=False, check_trace=False)

@@ -1,0 +1,74 @@
+"""Compare a run with a committed baseline report: what regressed, what is known, what improved.
+
+A baseline is a JSON report (``--torchexport-report`` format) written by
+``--torchexport-update-baseline``. Pure functions over result dicts: the plugin decides
+what a verdict does to a test item.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .report import FAILING, STATUSES
+
+# A known failure whose error grows by more than this factor (and past its tolerance)
+# is a regression: the defect got worse.
+GROWTH = 1.5
+
+
+def key(result: dict[str, Any]) -> str:
+    return f"{result.get('nodeid') or result.get('test')}|{result['backend']}|{result['device']}"
+
+
+def load(path: str | Path) -> dict[str, dict[str, Any]]:
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    return {key(r): r for r in data.get("results", [])}
+
+
+@dataclass
+class Verdict:
+    kind: str  # "same", "known", "regression", "improvement", "new", "skipped"
+    detail: str = ""
+
+    @property
+    def blocks(self) -> bool:
+        return self.kind == "regression"
+
+
+def judge(current: dict[str, Any], baseline: dict[str, dict[str, Any]]) -> Verdict:
+    before = baseline.get(key(current))
+    now = current["status"]
+    if before is None:
+        return Verdict("new", f"not in the baseline (now {now})")
+    was = before["status"]
+    if now == "skipped" and was != "skipped":
+        return Verdict("skipped", f"{was} in the baseline, skipped now: {current.get('message', '')[:120]}")
+    if now in FAILING and was in FAILING:
+        if _rank(now) > _rank(was):
+            return Verdict("regression", f"got worse: {was} in the baseline, {now} now")
+        grown = _grown(before, current)
+        if grown:
+            return Verdict("regression", grown)
+        return Verdict("known", f"known failure recorded in the baseline ({was})")
+    if now in FAILING:
+        return Verdict("regression", f"got worse: {was} in the baseline, {now} now")
+    if was in FAILING:
+        return Verdict("improvement", f"improved: {was} in the baseline, {now} now; update the baseline")
+    return Verdict("same")
+
+
+def _rank(status: str) -> int:
+    return STATUSES.index(status) if status in STATUSES else len(STATUSES)
+
+
+def _grown(before: dict[str, Any], current: dict[str, Any]) -> str | None:
+    old, new = before.get("max_abs_err"), current.get("max_abs_err")
+    if old is None or new is None:
+        return None
+    allowed = old * GROWTH + (current.get("atol") or 0.0)
+    if new > allowed:
+        return f"the error grew: max abs error {old:.3g} in the baseline, {new:.3g} now (allowed up to {allowed:.3g})"
+    return None
