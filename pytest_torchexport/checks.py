@@ -56,6 +56,7 @@ class Session:
 
 def check(
     module: torch.nn.Module,
+    /,
     args: tuple[Any, ...] = (),
     kwargs: Mapping[str, Any] | None = None,
     **options: Any,
@@ -72,10 +73,30 @@ def check(
     ``seed``, ``special_values``, ``vary_scalars``, ``compare``.
     """
     session = options.pop("_session", None) or Session()
+    if "module" in options:
+        raise InvalidArgument(
+            "module= picks among the modules a marked test calls; check() is given its module directly"
+        )
+    options["backends"] = _register_objects(options.get("backends"), session)
     opts = Options.build(valid_backends=tuple(session.backends), **options)
     report = run(module, args, kwargs, opts, session)
     raise_if_failed(report)
     return report
+
+
+def _register_objects(backends: Any, session: Session) -> Any:
+    """``backends=[MyBackend()]``: third-party backends without the pytest hook."""
+    if backends is None or isinstance(backends, str):
+        return backends
+    names = []
+    for entry in backends:
+        if isinstance(entry, str):
+            names.append(entry)
+        else:
+            backend = load_backend(entry)
+            session.backends = {**session.backends, backend.name: backend}
+            names.append(backend.name)
+    return names
 
 
 def raise_if_failed(report: Report) -> None:
@@ -130,10 +151,11 @@ def check_backend(
     )
     result.extra["eager_mode"] = EAGER_MODE
     started = time.perf_counter()
-    try:
-        _check_backend(module, plan, name, device, options, session, result)
-    except _Stop:
-        pass
+    with tempfile.TemporaryDirectory(prefix=f"torchexport-{name}-") as scratch:
+        try:
+            _check_backend(module, plan, name, device, options, session, result, Path(scratch))
+        except _Stop:
+            pass
     result.timings["total_s"] = time.perf_counter() - started
     _apply_xfail(result, options)
     return result
@@ -169,6 +191,7 @@ def _check_backend(
     options: Options,
     session: Session,
     result: Result,
+    scratch: Path,
 ) -> None:
     header = f"[backend={name}, device={device}]"
     spec = session.backends.get(name)
@@ -204,8 +227,10 @@ def _check_backend(
     _check_determinism(result, eager, seed_args, seed_kwargs, first.outputs, header)
 
     # 2. Export once, at the example (grown where exporters would specialize).
-    export_args, export_kwargs, export_draw = _export_inputs(plan, backend, device)
-    ctx = ExportContext(device=device, plan=plan, module=eager.module)
+    export_args, export_kwargs, export_draw, grown = _export_inputs(plan, backend, device)
+    if grown:
+        result.extra["export_sizes"] = {k: v[1] for k, v in grown.items()}
+    ctx = ExportContext(device=device, plan=plan, module=eager.module, scratch=scratch)
     artifact, failure = _export(backend, eager, export_args, export_kwargs, ctx, result)
     relaxed = _violated_dims(failure, plan) if failure is not None and backend.dynamic else frozenset()
     if relaxed:
@@ -230,7 +255,7 @@ def _check_backend(
     # 3. Save, load back: the loaded artifact is what is validated.
     runnable, in_memory = artifact, None
     if options.roundtrip and backend.saveable:
-        runnable, in_memory = _roundtrip(backend, artifact, ctx, result, header), artifact
+        runnable, in_memory = _roundtrip(backend, artifact, ctx, result, header, scratch), artifact
     elif not backend.saveable:
         result.extra["roundtrip"] = f"not applicable: {name} artifacts are not saved"
     else:
@@ -301,18 +326,21 @@ def _specialized_finding(exc: BaseException, name: str, dims: frozenset[str], pl
     return Finding("specialized_dim", detail)
 
 
-def _export_inputs(plan: InputPlan, backend: Backend, device: str) -> tuple[tuple[Any, ...], dict[str, Any], Draw]:
+def _export_inputs(
+    plan: InputPlan, backend: Backend, device: str
+) -> tuple[tuple[Any, ...], dict[str, Any], Draw, dict[str, tuple[int, int]]]:
     """The example, with dynamic dims of size 0 or 1 grown to 2 (exporters specialize 0/1)."""
     draw = recorded_draw(plan)
     sizes = dict(draw.sizes)
+    grown: dict[str, tuple[int, int]] = {}
     if getattr(backend, "dynamic", True):
         for dim, size in sizes.items():
             if size < 2 and plan.dims[dim].max >= 2:
-                plan.grown[dim] = (size, 2)
+                grown[dim] = (size, 2)
                 sizes[dim] = 2
         draw = dataclasses.replace(draw, sizes=tuple(sorted(sizes.items())))
     args, kwargs = materialize(plan, draw, device)
-    return args, kwargs, draw
+    return args, kwargs, draw, grown
 
 
 def _export_failed(result: Result, exc: BaseException, name: str, stage: str, header: str, plan: InputPlan) -> None:
@@ -327,8 +355,9 @@ def _export_failed(result: Result, exc: BaseException, name: str, stage: str, he
     _finish(result, "export_error" if stage in ("export", "save") else "load_error", "\n".join(lines))
 
 
-def _roundtrip(backend: Backend, artifact: Any, ctx: ExportContext, result: Result, header: str) -> Any:
-    directory = Path(tempfile.mkdtemp(prefix=f"torchexport-{result.backend}-"))
+def _roundtrip(backend: Backend, artifact: Any, ctx: ExportContext, result: Result, header: str, scratch: Path) -> Any:
+    directory = scratch / "artifact"
+    directory.mkdir()
     t0 = time.perf_counter()
     with quiet_torch():
         try:
@@ -583,7 +612,7 @@ def _search(
             _restore_buffers(target, snapshot)
         with quiet_torch():
             mem, _ = run_artifact(lambda a, k: backend.run(in_memory, a, k), args, kwargs)
-        roundtrip = compare(mem, actual, relowered=backend.relowered)
+        roundtrip = compare(mem, actual, relowered=backend.relowered, rtol=rtol, atol=atol)
         if roundtrip.ok and not cmp.ok:
             fail("mismatch", cmp, draw, args, kwargs, call.path)
         if not roundtrip.ok:
@@ -646,16 +675,16 @@ def _search(
     result.timings["search_s"] = time.perf_counter() - t0
     result.timings["run_s"] = stats.run_s
     result.examples = stats.examples
-    result.max_abs_err, result.max_rel_err = stats.max_abs, stats.max_rel
+    if options.compare is None and stats.examples:
+        # Numbers only where values were compared (compare= gives a verdict, no numbers).
+        result.max_abs_err, result.max_rel_err = stats.max_abs, stats.max_rel
     result.extra["rejected_examples"] = stats.rejected
     result.extra["paths"] = len(stats.paths)
-    if plan.grown:
-        result.extra["export_sizes"] = {k: v[1] for k, v in plan.grown.items()}
     _vacuous_finding(result, stats)
     _rejection_finding(result, stats, plan)
     if failure is None:
         result.rtol, result.atol = _tolerances_used(backend, first.outputs, rtol, atol)
-        result.message = _pass_message(result, stats, header, plan)
+        result.message = _pass_message(result, stats, header, export_draw, seed_draw)
         return
     _explain_failure(result, failure, stats, backend, plan, options, session, name, header, export_path, rtol, atol,
                      eager.module, device, export_draw)
@@ -724,14 +753,15 @@ def _rejection_finding(result: Result, stats: _Stats, plan: InputPlan) -> None:
         )
 
 
-def _pass_message(result: Result, stats: _Stats, header: str, plan: InputPlan) -> str:
+def _pass_message(result: Result, stats: _Stats, header: str, export_draw: Draw, seed_draw: Draw) -> str:
     parts = [f"{result.backend} matches eager on {stats.examples} inputs {header}"]
     if len(stats.paths) > 1:
         parts.append(f"the inputs took {len(stats.paths)} control-flow paths through the model's code")
     elif stats.paths:
         parts.append("every input took the same path through the model's code, so control flow was not exercised")
-    if plan.grown:
-        grown = ", ".join(f"{d}={new} (recorded {old})" for d, (old, new) in plan.grown.items())
+    recorded = dict(seed_draw.sizes)
+    grown = ", ".join(f"{d}={new} (recorded {recorded[d]})" for d, new in export_draw.sizes if new != recorded.get(d))
+    if grown:
         parts.append(f"exported at {grown}: exporters turn sizes 0 and 1 into constants; size 1 was still drawn")
     return "; ".join(parts)
 
@@ -772,6 +802,8 @@ def _explain_failure(
         if failure.status == "roundtrip_mismatch":
             lines.append("The loaded artifact differs from the one in memory:")
         lines += cmp.lines()
+    if failure.status == "run_error":
+        result.max_abs_err = result.max_rel_err = None  # the failing input produced no numbers
     if failure.error is not None:
         err = failure.error
         lines.append(explain.trim_error(err, limit=8))
@@ -828,7 +860,7 @@ def _likely_cause(
         causes.append(path_note)
     if not causes and failure.status == "run_error":
         sizes = dict(failure.draw.sizes)
-        exported = {**plan.example_sizes(), **{k: v[1] for k, v in plan.grown.items()}}
+        exported = {**plan.example_sizes(), **result.extra.get("export_sizes", {})}
         differ = [f"{k}={sizes[k]} (exported at {exported.get(k)})" for k in sizes if sizes[k] != exported.get(k)]
         if differ:
             causes.append(f"a size baked into the artifact: the failing input has {', '.join(differ)}")
@@ -838,7 +870,13 @@ def _likely_cause(
             f"{nonfinite} output element(s) are NaN or inf on one side only: the artifact and eager handle an edge "
             "case differently (a fully masked softmax row, an overflow, a division by zero)"
         )
-    if not causes and stats.paths and len(stats.paths) == 1 and failure.status == "mismatch":
+    if failure.status == "roundtrip_mismatch":
+        causes.append(
+            f"the {name} artifact loaded from disk computes differently from the one in memory: the save/load "
+            "path changed weights, dtypes or ops"
+        )
+    custom = failure.comparison is not None and failure.comparison.custom_message is not None
+    if not causes and not custom and stats.paths and len(stats.paths) == 1 and failure.status == "mismatch":
         causes.append("every input took the same control-flow path, so the difference is numeric, not a frozen branch")
     return "; ".join(causes) if causes else None
 

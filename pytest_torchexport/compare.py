@@ -213,6 +213,8 @@ def _leaf_diff(
     path: str, e: torch.Tensor, a: torch.Tensor, relowered: bool, rtol: float | None, atol: float | None
 ) -> LeafDiff:
     rtol_v, atol_v = tolerances_for(e.dtype, relowered, rtol, atol)
+    if e.numel() == 0:  # shapes already agree: nothing to differ
+        return LeafDiff(path, tuple(e.shape), _dtype(e.dtype), 0, 0, 0.0, 0.0, (), (), 0.0, 0.0, rtol_v, atol_v, 0.0, 0.0)
     e_cpu = e.detach().cpu()
     a_cpu = a.detach().cpu().to(e_cpu.dtype)
     if e_cpu.dtype == torch.bool:

@@ -28,7 +28,8 @@ _LIB_DIRS = tuple(
 
 def is_user_file(filename: str) -> bool:
     """A file the user wrote: not the stdlib, not site-packages, not torch, not this plugin."""
-    if not filename or filename.startswith("<"):
+    if not filename or filename.startswith("<") or "__torch__" in filename:
+        # "<string>", and TorchScript's serialized code (code/__torch__/models.py)
         return False
     path = os.path.realpath(filename)
     if path.startswith(_PACKAGE_DIR):

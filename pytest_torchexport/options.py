@@ -53,7 +53,7 @@ class Options:
     """Resolved options for one check. Build with ``Options.build(...)``, which validates."""
 
     backends: tuple[str, ...] = DEFAULT_BACKENDS
-    devices: tuple[str, ...] = ("cpu",)
+    devices: tuple[str, ...] = ("auto",)
     examples: int = DEFAULT_EXAMPLES
     dims: Mapping[str, Any] = field(default_factory=dict)
     dynamic: Mapping[Any, Mapping[int, str]] | None = None

@@ -149,6 +149,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Any:
 
     from .capture import Recorder
 
+    __tracebackhide__ = True
     backend, device = callspec.params[TARGET]
     options = _resolve(pyfuncitem.config.stash[STATE], _marker_options(pyfuncitem), pyfuncitem.nodeid)
     # Seeded, so the model's random init (and so a failure) is the same in every item and run.
@@ -164,6 +165,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Any:
 
 
 def _no_module(item: pytest.Function, recorder: Any, options: Options) -> None:
+    __tracebackhide__ = True
     from .errors import NoModuleCalled
 
     if options.module and recorder.calls:
@@ -206,6 +208,7 @@ def _database(config: pytest.Config) -> Any:
 def _run_check(
     item: pytest.Function, module: Any, args: Any, kwargs: Any, options: Options, backend: str, device: str
 ) -> None:
+    __tracebackhide__ = True
     from . import checks
 
     result = checks.check_backend(
@@ -228,6 +231,7 @@ def _record(item: pytest.Item, results: list[Result]) -> None:
 
 
 def _outcome(result: Result, state: State) -> None:
+    __tracebackhide__ = True  # the failure is the user's model, not these frames
     from .errors import ExportMismatch
     from .report import Report
 
@@ -262,8 +266,12 @@ def torchexport(request: pytest.FixtureRequest) -> Any:
     item = request.node
     state = request.config.stash[STATE]
 
-    def run(module: Any, args: Any = (), kwargs: Any = None, **options: Any) -> Any:
+    def run(module: Any, /, args: Any = (), kwargs: Any = None, **options: Any) -> Any:
+        __tracebackhide__ = True
         from . import checks
+
+        if "module" in options:
+            raise InvalidArgument("module= picks among the modules a marked test calls; the fixture is given its module")
 
         try:
             opts = Options.build(valid_backends=tuple(state.backends), **{**state.defaults, **options})
@@ -363,7 +371,8 @@ class Reporting:
         from .report import Report, collect_environment, markdown
 
         report = Report.from_dict({"results": results})
-        env = collect_environment(sorted({r["device"] for r in results}))
+        # Devices that ran something: a cuda item skipped for want of a GPU does not count.
+        env = collect_environment(sorted({r["device"] for r in results if r["status"] != "skipped"}) or ["cpu"])
         state = self.config.stash[STATE]
         if state.update_baseline and state.baseline_path:
             Path(state.baseline_path).parent.mkdir(parents=True, exist_ok=True)

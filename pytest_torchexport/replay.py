@@ -74,7 +74,14 @@ def replay(path: str) -> int:
     root = data.get("source_root")
     if root and root not in sys.path:
         sys.path.insert(0, root)
-    module = torch.load(io.BytesIO(data["module"]), weights_only=False, map_location="cpu")
+    try:
+        module = torch.load(io.BytesIO(data["module"]), weights_only=False, map_location="cpu")
+    except (AttributeError, ImportError, ModuleNotFoundError) as exc:
+        print(
+            f"cannot replay: {data['module_class']} does not import here ({exc}); "
+            "define the model in an importable module (not __main__ or inside a function)"
+        )
+        return 2
     name, device = data["backend"], data["device"]
     if name not in BUILTIN_BACKENDS:
         print(f"cannot replay: {name} is a third-party backend; replay runs built-in backends only")
@@ -87,7 +94,7 @@ def replay(path: str) -> int:
     ctx = ExportContext(device=device, plan=plan, module=eager.module)
     from ._compat import quiet_torch
 
-    print(f"replaying {data['test']} on {name} ({device})")
+    print(f"replaying {data['test'] or data['module_class']} on {name} ({device})")
     with quiet_torch(fds=True):
         artifact = backend.export(eager.module, export_args, export_kwargs, ctx)
         if backend.saveable:

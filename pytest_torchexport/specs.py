@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -97,7 +97,6 @@ class InputPlan:
     dims: dict[str, Dim]
     param_names: list[str]
     recorded: bool  # the example values are real (not placeholders built from specs)
-    grown: dict[str, tuple[int, int]] = field(default_factory=dict)  # dim -> (recorded, exported)
 
     @property
     def args(self) -> tuple[Any, ...]:

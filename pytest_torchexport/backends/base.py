@@ -37,8 +37,9 @@ class ExportContext:
     device: str
     plan: Any  # specs.InputPlan: dynamic shapes, ONNX names and axes come from it
     module: Any = None  # the eval-mode module being exported
-    notes: list[str] = field(default_factory=list)  # said in the result's message
+    notes: list[str] = field(default_factory=list)  # become backend_note findings
     relaxed: frozenset[str] = frozenset()  # dims left to the exporter after a constraint violation
+    scratch: Path | None = None  # a directory removed after the check, for intermediate files
 
     def dynamic_shapes(self, module: Any) -> Any:
         return self.plan.export_dynamic_shapes(module, relaxed=self.relaxed)
