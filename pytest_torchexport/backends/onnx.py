@@ -36,6 +36,9 @@ class OnnxSession:
         # onnxruntime's C++ logger writes kernel errors straight to stderr; the error
         # also comes back as the exception the engine reports, so log only fatal ones.
         options.log_severity_level = 4
+        # onnxruntime's pool spin-waits after each run by default; between runs the engine
+        # runs eager, which the spinning threads would starve of cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.run_options = ort.RunOptions()
         self.run_options.log_severity_level = 4
         self.session = ort.InferenceSession(source, sess_options=options, providers=providers)
