@@ -831,7 +831,7 @@ def _explain_failure(
         lines.append(explain.trim_error(err, limit=8))
         site = explain.innermost_user_frame(err)
         if site:
-            result.findings.append(Finding("run_error_site", f"raised at {explain.where(*site)}", explain.where(*site)))
+            result.findings.append(Finding("error_site", f"the artifact raised at {explain.where(*site)}", explain.where(*site)))
     if failure.guard:
         result.findings.append(
             Finding(

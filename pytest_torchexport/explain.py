@@ -184,5 +184,5 @@ def error_finding(exc: BaseException, backend: str, stage: str) -> Finding | Non
             detail = cause.format(backend=backend) + (f" at {loc} (`{line}`)" if loc else "")
             return Finding(kind, detail, loc)
     if loc:
-        return Finding(f"{stage}_error_site", f"{backend} failed at {loc}" + (f" (`{line}`)" if line else ""), loc)
+        return Finding("error_site", f"{backend} failed to {stage} at {loc}" + (f" (`{line}`)" if line else ""), loc)
     return None

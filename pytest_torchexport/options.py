@@ -48,6 +48,26 @@ MARKER_OPTIONS: tuple[str, ...] = (
 )
 
 
+#: One line per option: the reference page (docs/reference.md) is generated from these.
+OPTION_DOCS: dict[str, str] = {
+    "backends": 'backends to run: ["trace", "onnx"] or "trace,onnx" (default trace, script, onnx, export)',
+    "devices": '"cpu", "cuda" or "auto" (cpu, plus cuda when available); default auto',
+    "examples": f"hypothesis examples per backend (default {DEFAULT_EXAMPLES}); explicit probes come on top",
+    "dims": 'named dynamic dims and their ranges: {"batch": (1, 32), "seq": (2, 128)}',
+    "dynamic": 'which input dims are dynamic: {"input_ids": {0: "batch", 1: "seq"}} (name or position)',
+    "inputs": "replace the recorded call with specs: (TensorSpec((\"batch\", 16)),) or {name: spec}",
+    "rtol": 'relative tolerance: a number or {"onnx": 1e-3} per backend (default per dtype and backend)',
+    "atol": 'absolute tolerance: a number or {"onnx": 1e-4} per backend',
+    "xfail": '{"onnx": "reason"}: a known-broken path; strict, so an unexpected pass fails',
+    "module": "class name of the recorded module to validate when the test calls several",
+    "roundtrip": "save and reload each artifact and validate the loaded one (default True)",
+    "seed": "fix the seed of input generation (and of the test body's RNG)",
+    "special_values": "also draw NaN, +-inf, zeros and extreme magnitudes, and fully masked rows",
+    "vary_scalars": "vary Python int/float/bool arguments too (default: kept as recorded)",
+    "compare": "fn(expected, actual) raising AssertionError: replaces the value comparison",
+}
+
+
 @dataclass(frozen=True)
 class Options:
     """Resolved options for one check. Build with ``Options.build(...)``, which validates."""

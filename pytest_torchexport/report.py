@@ -29,6 +29,44 @@ STATUSES = (
     "load_error",
     "export_error",
 )
+#: What each status means and what to do; the reference page is generated from these.
+STATUS_DOCS: dict[str, str] = {
+    "pass": "the loaded artifact matched eager on every input tried",
+    "mismatch": "numbers (or side effects) differ from eager on some input: a defect or a tolerance question",
+    "run_error": "the artifact raised on an input eager accepts (a baked-in size, a static ONNX dim)",
+    "export_error": "the exporter refused the module: its own reason and the user's line are in the message",
+    "load_error": "the saved artifact does not load back",
+    "roundtrip_mismatch": "the loaded artifact differs from the in-memory one, which matches eager",
+    "nondeterministic": "eager disagrees with itself, so parity is undefined; never reported as a mismatch",
+    "skipped": "the backend or device is not available here; the reason says why",
+    "xfail": "failed as declared by xfail= (or as recorded in the baseline)",
+    "xpass": "passed although marked xfail=: the defect may be fixed; strict, so it fails",
+}
+
+#: What each finding kind explains. A finding never changes a status by itself.
+FINDING_DOCS: dict[str, str] = {
+    "frozen_branch": "a data-dependent branch was recorded for one input only (TracerWarning or path divergence)",
+    "frozen_value": "a tensor value (.item()) became a constant in the artifact",
+    "baked_shape": "a size read as a Python number became a constant in the artifact",
+    "baked_argument": "a Python scalar argument is a constant in the artifact: other values are ignored",
+    "specialized_dim": "a dim declared dynamic is static or narrowed in the artifact (with the guard)",
+    "data_dependent_branch": "torch.export cannot capture a branch on a tensor's value",
+    "unsupported_op": "the exporter has no lowering for an operator (with these shapes)",
+    "unsupported_python": "TorchScript cannot compile a Python construct",
+    "scripted_module": "a ScriptModule was given to an exporter that needs the Python module",
+    "tracer_warning": "the TracerWarning text, at the user's line",
+    "mutates_input": "forward modifies its inputs in place",
+    "mutates_state": "forward updates buffers on every call",
+    "side_effects": "the artifact does not reproduce eager's input or state updates",
+    "training_mode": "the module was called in training mode; it was validated in eval mode",
+    "vacuous_output": "outputs are constant or ~0 on every input, so parity proves nothing",
+    "rejected_inputs": "eager rejected most generated inputs: declare dims=/inputs=",
+    "external_data": "the ONNX artifact is several files that must ship together",
+    "device_fallback": "onnxruntime had no CUDA provider and ran on CPU",
+    "backend_note": "something the backend wants the reader to know (a trace of a ScriptModule, ...)",
+    "error_site": "the user's line where the export, load or artifact run raised",
+}
+
 FAILING = frozenset({"mismatch", "run_error", "export_error", "load_error", "roundtrip_mismatch", "xpass"})
 
 
