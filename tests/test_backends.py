@@ -83,3 +83,21 @@ def test_aoti_package_round_trip():
     r = _one(MLP().eval(), (torch.randn(3, 8),), "aoti")
     assert r.status == "pass", r.message
     assert r.extra["artifact_files"] == ["model_aoti.pt2"]
+
+
+def test_onnx_guard_oracle_names_the_guard_onnxruntime_ignores():
+    """The dynamo exporter drops torch.export's runtime asserts: the oracle restores them."""
+    from pytest_torchexport._compat import quiet_torch
+    from pytest_torchexport.backends.base import ExportContext
+    from pytest_torchexport.specs import plan_inputs
+
+    model = MLP().eval()
+    args = (torch.randn(3, 8),)
+    plan = plan_inputs(model, args, None, dims={"batch": (3, 16)})
+    backend = DynamoOnnxBackend()
+    with quiet_torch(fds=True):
+        artifact = backend.export(model, args, {}, ExportContext("cpu", plan, model))
+    two = (torch.randn(2, 8),)
+    assert backend.run(artifact, two, {})[0].shape == (2, 3)  # onnxruntime runs it anyway
+    assert backend.guard_violation(artifact, two, {}) == "Guard failed: x.size()[0] >= 3"
+    assert backend.guard_violation(artifact, (torch.randn(5, 8),), {}) is None
