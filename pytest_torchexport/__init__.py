@@ -26,12 +26,12 @@ _LAZY = {
 
 __all__ = sorted(_LAZY)
 
-if TYPE_CHECKING:
-    from .backends.base import Backend, ExportContext
-    from .checks import check
-    from .errors import ExportMismatch, InvalidArgument
-    from .report import Finding, Report, Result
-    from .specs import Dim, TensorSpec
+if TYPE_CHECKING:  # for type checkers; at run time __getattr__ imports lazily
+    from .backends.base import Backend, ExportContext  # noqa: F401
+    from .checks import check  # noqa: F401
+    from .errors import ExportMismatch, InvalidArgument  # noqa: F401
+    from .report import Finding, Report, Result  # noqa: F401
+    from .specs import Dim, TensorSpec  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

@@ -34,10 +34,11 @@ from .backends.base import Backend, ExportContext, load_backend
 from .compare import Comparison, compare, equal_trees, flatten
 from .eager import EAGER_MODE, Eager, module_name, run_artifact
 from .errors import ExportMismatch, InvalidArgument
+from .messages import Failure, Stats, explain_failure, pass_message, rejection_finding, track_vacuous, vacuous_finding
 from .options import BUILTIN_BACKENDS, Options
 from .report import Finding, Report, Result
 from .specs import InputPlan, plan_inputs
-from .strategies import Draw, describe_inputs, draws, materialize, probe_draws, recorded_draw, summarize
+from .strategies import Draw, draws, materialize, probe_draws, recorded_draw
 
 
 @dataclass
@@ -518,35 +519,10 @@ def _restore_buffers(target: Any, snapshot: dict[str, torch.Tensor] | None) -> N
                 v.copy_(snapshot[k])
 
 
-@dataclass
-class _Failure:
-    status: str
-    draw: Draw
-    args: Any
-    kwargs: Any
-    comparison: Comparison | None = None
-    error: BaseException | None = None
-    path: frozenset[tuple[str, int]] | None = None
-    guard: str | None = None  # a torch.export guard the input violates, though the artifact ran
-
-
 class _ExampleFailed(AssertionError):
-    def __init__(self, failure: _Failure) -> None:
+    def __init__(self, failure: Failure) -> None:
         super().__init__(failure.status)
         self.failure = failure
-
-
-@dataclass
-class _Stats:
-    examples: int = 0
-    failed: int = 0
-    rejected: int = 0
-    max_abs: float = 0.0
-    max_rel: float = 0.0
-    paths: dict[frozenset[tuple[str, int]], int] = field(default_factory=dict)
-    failing_paths: dict[frozenset[tuple[str, int]], int] = field(default_factory=dict)
-    run_s: float = 0.0
-    vacuous: dict[str, list[Any]] = field(default_factory=dict)
 
 
 def _search(
@@ -558,7 +534,7 @@ def _search(
     from hypothesis import seed as hseed
     from hypothesis.errors import Flaky, HypothesisException
 
-    stats = _Stats()
+    stats = Stats()
     cache: dict[Draw, Any] = {}
     # A stateful module: eager restarts from its initial state on each input, so must the
     # artifact (its state after load), or every example would see a longer history.
@@ -584,7 +560,7 @@ def _search(
         stats.examples += 1
         if call.path is not None:
             stats.paths[call.path] = stats.paths.get(call.path, 0) + 1
-        _track_vacuous(stats, call.outputs)
+        track_vacuous(stats, call.outputs)
         for target, snapshot in snapshots:
             _restore_buffers(target, snapshot)
         t0 = time.perf_counter()
@@ -593,14 +569,14 @@ def _search(
                 actual, _ = run_artifact(lambda a, k: backend.run(runnable, a, k), args, kwargs)
         except Exception as exc:  # noqa: BLE001 - the artifact raised where eager did not
             stats.failed += 1
-            raise _ExampleFailed(_Failure("run_error", draw, args, kwargs, error=exc, path=call.path)) from None
+            raise _ExampleFailed(Failure("run_error", draw, args, kwargs, error=exc, path=call.path)) from None
         finally:
             stats.run_s += time.perf_counter() - t0
         cmp = compare(call.outputs, actual, relowered=backend.relowered, rtol=rtol, atol=atol, compare_fn=options.compare)
         guard = guard_for(draw, args, kwargs)
         if guard:
             stats.failed += 1
-            raise _ExampleFailed(_Failure("mismatch" if not cmp.ok else "run_error", draw, args, kwargs,
+            raise _ExampleFailed(Failure("mismatch" if not cmp.ok else "run_error", draw, args, kwargs,
                                           comparison=cmp if not cmp.ok else None, path=call.path, guard=guard))
         stats.max_abs = max(stats.max_abs, cmp.max_abs)
         stats.max_rel = max(stats.max_rel, cmp.max_rel)
@@ -635,7 +611,7 @@ def _search(
         stats.failed += 1
         if path is not None:
             stats.failing_paths[path] = stats.failing_paths.get(path, 0) + 1
-        raise _ExampleFailed(_Failure(status, draw, args, kwargs, comparison=cmp, path=path))
+        raise _ExampleFailed(Failure(status, draw, args, kwargs, comparison=cmp, path=path))
 
     test = given(draws(plan, special_values=options.special_values, vary_scalars=options.vary_scalars))(probe)
     # Explicit examples run in decorator order, outermost first: the recorded call, the
@@ -660,7 +636,7 @@ def _search(
     key = f"{session.nodeid or session.test or type(eager.module).__qualname__}::{name}::{device}"
     test.hypothesis.inner_test._hypothesis_internal_add_digest = key.encode()
 
-    failure: _Failure | None = None
+    failure: Failure | None = None
     t0 = time.perf_counter()
     try:
         with torch.no_grad(), _hypothesis_home(session.hypothesis_home):
@@ -670,7 +646,7 @@ def _search(
     except Flaky as exc:
         result.timings["run_s"] = stats.run_s
         _finish(result, "nondeterministic", f"The {name} artifact gives different verdicts on the same input {header}: {exc}")
-    except HypothesisException as exc:
+    except HypothesisException:
         if stats.examples == 0:
             _finish(
                 result,
@@ -687,13 +663,13 @@ def _search(
         result.max_abs_err, result.max_rel_err = stats.max_abs, stats.max_rel
     result.extra["rejected_examples"] = stats.rejected
     result.extra["paths"] = len(stats.paths)
-    _vacuous_finding(result, stats)
-    _rejection_finding(result, stats, plan)
+    vacuous_finding(result, stats)
+    rejection_finding(result, stats, plan)
     if failure is None:
         result.rtol, result.atol = _tolerances_used(backend, first.outputs, rtol, atol)
-        result.message = _pass_message(result, stats, header, export_draw, seed_draw)
+        result.message = pass_message(result, stats, header, export_draw, seed_draw)
         return
-    _explain_failure(result, failure, stats, backend, plan, options, session, name, header, export_path, rtol, atol,
+    explain_failure(result, failure, stats, backend, plan, options, session, name, header, export_path, rtol, atol,
                      eager.module, device, export_draw)
 
 
@@ -733,218 +709,3 @@ def _tolerances_used(backend: Backend, outputs: Any, rtol: float | None, atol: f
     return rtol, atol
 
 
-def _track_vacuous(stats: _Stats, outputs: Any) -> None:
-    for path, leaf in flatten(outputs)[0]:
-        if not isinstance(leaf, torch.Tensor) or not leaf.is_floating_point() or leaf.numel() == 0:
-            continue
-        t = leaf.detach().float()
-        near_zero = bool(t.abs().max() < 1e-6)
-        constant = bool(t.max() == t.min())
-        value = float(t.flatten()[0])
-        seen = stats.vacuous.setdefault(path, [True, True, value])
-        seen[0] = seen[0] and near_zero
-        seen[1] = seen[1] and constant and value == seen[2]
-
-
-def _vacuous_finding(result: Result, stats: _Stats) -> None:
-    if stats.examples < 2 or not stats.vacuous:
-        return
-    if all(zero or const for zero, const, _ in stats.vacuous.values()):
-        detail = ", ".join(
-            f"{p or '(the output)'} {'is ~0' if z else f'is always {v:g}'}" for p, (z, c, v) in stats.vacuous.items()
-        )
-        result.findings.append(
-            Finding(
-                "vacuous_output",
-                f"every output is constant or near zero on all {stats.examples} inputs ({detail}), so parity proves "
-                "nothing: random-init heads, an uncalibrated BatchNorm? Load trained weights or a calibrated state.",
-            )
-        )
-
-
-def _rejection_finding(result: Result, stats: _Stats, plan: InputPlan) -> None:
-    if stats.rejected and stats.rejected >= stats.examples:
-        result.findings.append(
-            Finding(
-                "rejected_inputs",
-                f"eager rejected {stats.rejected} of {stats.rejected + stats.examples} generated inputs: "
-                f"declare the valid sizes and values with dims=/inputs= (now: {plan.describe()}; dims "
-                + ", ".join(f"{d.name}=({d.min}, {d.max})" for d in plan.dims.values())
-                + ")",
-            )
-        )
-
-
-def _pass_message(result: Result, stats: _Stats, header: str, export_draw: Draw, seed_draw: Draw) -> str:
-    parts = [f"{result.backend} matches eager on {stats.examples} inputs {header}"]
-    if len(stats.paths) > 1:
-        parts.append(f"the inputs took {len(stats.paths)} control-flow paths through the model's code")
-    elif stats.paths:
-        parts.append("every input took the same path through the model's code, so control flow was not exercised")
-    recorded = dict(seed_draw.sizes)
-    grown = ", ".join(f"{d}={new} (recorded {recorded[d]})" for d, new in export_draw.sizes if new != recorded.get(d))
-    if grown:
-        parts.append(f"exported at {grown}: exporters turn sizes 0 and 1 into constants; size 1 was still drawn")
-    return "; ".join(parts)
-
-
-def _explain_failure(
-    result: Result, failure: _Failure, stats: _Stats, backend: Backend, plan: InputPlan, options: Options,
-    session: Session, name: str, header: str, export_path: Any, rtol: float | None, atol: float | None,
-    eager_module: torch.nn.Module, device: str, export_draw: Draw,
-) -> None:
-    summary = summarize(failure.args, failure.kwargs, plan)
-    result.status = failure.status
-    result.failing_example = {"inputs": summary, "draw": failure.draw.describe()}
-    headline = {
-        "mismatch": f"Exported outputs differ from eager {header}",
-        "run_error": (
-            f"The {name} artifact accepted an input outside the shapes its export proved {header}"
-            if failure.guard
-            else f"The {name} artifact raised on an input eager accepts {header}"
-        ),
-        "roundtrip_mismatch": f"The {name} artifact changed in the save/load round trip {header}",
-    }[failure.status]
-    lines = [headline]
-    lines.append(
-        f"Failed on {stats.failed} of {stats.examples} inputs tried (search and shrinking); smallest failing input:"
-    )
-    lines.append(f"  {describe_inputs(summary)}")
-    if failure.comparison is not None:
-        cmp = failure.comparison
-        result.max_abs_err, result.max_rel_err = cmp.max_abs, cmp.max_rel
-        result.rtol, result.atol = cmp.rtol, cmp.atol
-        if cmp.diffs:
-            worst = max(cmp.diffs, key=lambda d: d.max_abs)
-            result.extra.update(
-                error_p50=worst.p50,
-                error_p99=worst.p99,
-                passes_with={"atol": worst.needed_atol, "rtol": worst.needed_rtol},
-            )
-        if failure.status == "roundtrip_mismatch":
-            lines.append("The loaded artifact differs from the one in memory:")
-        lines += cmp.lines()
-    if failure.status == "run_error":
-        result.max_abs_err = result.max_rel_err = None  # the failing input produced no numbers
-    if failure.error is not None:
-        err = failure.error
-        lines.append(explain.trim_error(err, limit=8))
-        site = explain.innermost_user_frame(err)
-        if site:
-            result.findings.append(Finding("error_site", f"the artifact raised at {explain.where(*site)}", explain.where(*site)))
-    if failure.guard:
-        result.findings.append(
-            Finding(
-                "specialized_dim",
-                f"the input violates a guard torch.export proved for this model ({failure.guard}), yet the {name} "
-                "artifact ran it: the ONNX graph drops torch.export's runtime asserts",
-            )
-        )
-        if failure.comparison is None:
-            lines.append(f"The artifact ran and returned values, but torch.export's guard fails on this input: {failure.guard}")
-    cause = _likely_cause(result, failure, stats, plan, export_path, name, backend)
-    if cause:
-        lines.append(f"Likely cause: {cause}")
-    repro = _save_repro(failure, plan, options, session, name, eager_module, device, export_draw)
-    if repro:
-        result.failing_example["repro"] = repro
-        lines.append(f"Replay: python -m pytest_torchexport.replay {repro}")
-    if failure.status == "mismatch" and result.extra.get("passes_with"):
-        pw = result.extra["passes_with"]
-        verdict = (
-            "a tolerance question" if (pw["atol"] < 1e-2 and result.max_rel_err < 1e-2) else "a defect, not a tolerance question"
-        )
-        lines.append(
-            f"Would pass with atol={pw['atol']:.3g} or rtol={pw['rtol']:.3g} ({verdict}). "
-            f'Loosen with rtol=/atol= (per backend: {{"{name}": ...}}) or mark it known with xfail={{"{name}": "reason"}}'
-        )
-    elif failure.status == "run_error":
-        lines.append(f'Declare the sizes the model supports with dims=, or mark it known with xfail={{"{name}": "reason"}}')
-    result.message = "\n".join(lines)
-
-
-def _likely_cause(
-    result: Result, failure: _Failure, stats: _Stats, plan: InputPlan, export_path: Any, name: str,
-    backend: Backend | None = None,
-) -> str | None:
-    small = [f"{k}={v}" for k, v in failure.draw.sizes if v < 2]
-    if backend is not None and backend.specializes_small_dims and small and failure.path != export_path:
-        result.findings.append(
-            Finding(
-                "specialized_dim",
-                f"{name} captures the model through torch.export, which assumes every dynamic size is >= 2 while "
-                f"tracing; with {', '.join(small)} the model takes another path, which the artifact does not have",
-            )
-        )
-    causes = [f.detail for f in result.findings if f.kind in ("frozen_branch", "baked_shape", "frozen_value", "specialized_dim")]
-    path_note = _path_note(failure, stats, export_path, name)
-    if path_note:
-        causes.append(path_note)
-    if not causes and failure.status == "run_error":
-        sizes = dict(failure.draw.sizes)
-        exported = {**plan.example_sizes(), **result.extra.get("export_sizes", {})}
-        differ = [f"{k}={sizes[k]} (exported at {exported.get(k)})" for k in sizes if sizes[k] != exported.get(k)]
-        if differ:
-            causes.append(f"a size baked into the artifact: the failing input has {', '.join(differ)}")
-    nonfinite = sum(d.one_sided_nonfinite for d in (failure.comparison.diffs if failure.comparison else []))
-    if nonfinite:
-        causes.append(
-            f"{nonfinite} output element(s) are NaN or inf on one side only: the artifact and eager handle an edge "
-            "case differently (a fully masked softmax row, an overflow, a division by zero)"
-        )
-    if failure.status == "roundtrip_mismatch":
-        causes.append(
-            f"the {name} artifact loaded from disk computes differently from the one in memory: the save/load "
-            "path changed weights, dtypes or ops"
-        )
-    custom = failure.comparison is not None and failure.comparison.custom_message is not None
-    if not causes and not custom and stats.paths and len(stats.paths) == 1 and failure.status == "mismatch":
-        causes.append("every input took the same control-flow path, so the difference is numeric, not a frozen branch")
-    return "; ".join(causes) if causes else None
-
-
-def _path_note(failure: _Failure, stats: _Stats, export_path: Any, name: str) -> str | None:
-    if failure.path is None or export_path is None or failure.path == export_path:
-        return None
-    only_export = sorted(export_path - failure.path)
-    only_failing = sorted(failure.path - export_path)
-
-    def fmt(lines: list[tuple[str, int]]) -> str:
-        return ", ".join(explain.where(f, n) for f, n in lines[:4]) + (" ..." if len(lines) > 4 else "")
-
-    taken = f"{sum(stats.failing_paths.values())} of {stats.examples} inputs"
-    note = f"{name} recorded the control-flow path of the export example"
-    if only_export:
-        note += f" through {fmt(only_export)}"
-    if only_failing:
-        note += f"; the failing input runs {fmt(only_failing)} instead ({taken} failed)"
-    return note
-
-
-def _save_repro(
-    failure: _Failure, plan: InputPlan, options: Options, session: Session, name: str,
-    module: torch.nn.Module, device: str, export_draw: Draw,
-) -> str | None:
-    if not options.repro_dir:
-        return None
-    from .replay import save
-
-    directory = Path(options.repro_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", (session.test or "check").rsplit("::", 1)[-1]).strip("_")
-    path = directory / f"{stem}-{name}{'' if device == 'cpu' else '-' + device}.pt"
-    export_args, export_kwargs = materialize(plan, export_draw, "cpu")
-    save(
-        path,
-        module=module,
-        backend=name,
-        device=device,
-        export_inputs=(export_args, export_kwargs),
-        failing_inputs=tuple(v.cpu() if isinstance(v, torch.Tensor) else v for v in failure.args),
-        failing_kwargs={k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in failure.kwargs.items()},
-        options={"dims": dict(options.dims), "dynamic": options.dynamic, "rtol": options.tolerance("rtol", name),
-                 "atol": options.tolerance("atol", name)},
-        test=session.nodeid or session.test,
-    )
-    rel = os.path.relpath(path)
-    return str(path) if rel.startswith("..") else rel

@@ -57,6 +57,8 @@ def _import_root(module_name: str, source: str | None) -> str | None:
 
 
 def replay(path: str) -> int:
+    import io
+
     import torch
 
     from .backends.base import ExportContext, load_backend
@@ -64,8 +66,6 @@ def replay(path: str) -> int:
     from .eager import Eager, run_artifact
     from .options import BUILTIN_BACKENDS
     from .specs import plan_inputs
-
-    import io
 
     data = torch.load(path, weights_only=False, map_location="cpu")
     if data["module"] is None:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import platform
+import re
 from dataclasses import dataclass, field
 from typing import Any
 

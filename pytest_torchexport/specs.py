@@ -133,7 +133,7 @@ class InputPlan:
             for name, d in self.dims.items()
         }
         flat = []
-        for i, value in enumerate(self.leaves):
+        for i in range(len(self.leaves)):
             if i in self.tensors:
                 entries = self.tensors[i].shape
                 axes = {ax: tdims[e] for ax, e in enumerate(entries) if isinstance(e, str)}

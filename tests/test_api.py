@@ -6,8 +6,8 @@ import textwrap
 
 import pytest
 import torch
-
 from models import MLP, Gate
+
 from pytest_torchexport import Backend, ExportMismatch, InvalidArgument, check
 
 

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from models import MLP, Nested
+
 from pytest_torchexport.backends.onnx import DynamoOnnxBackend
 from pytest_torchexport.checks import Session, run
 from pytest_torchexport.options import BUILTIN_BACKENDS, Options

@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
-
 from models import MLP
+
 from pytest_torchexport import check
 from pytest_torchexport.compare import compare, flatten, tolerances_for
 

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from models import MLP
+
 from pytest_torchexport.checks import _exact_cuda_math, resolve_devices
 
 

@@ -5,10 +5,19 @@ And clean models never fail (no false alarms).
 
 import pytest
 import torch
-
 from models import (
-    MLP, Attention, ConvNet, EmbeddingBag, FloatOfSize, ItemScale, LoopOverSize, PoolNet, Scaled, SizeOne,
+    MLP,
+    Attention,
+    ConvNet,
+    EmbeddingBag,
+    FloatOfSize,
+    ItemScale,
+    LoopOverSize,
+    PoolNet,
+    Scaled,
+    SizeOne,
 )
+
 from pytest_torchexport import Dim, TensorSpec
 from pytest_torchexport.checks import Session, run
 from pytest_torchexport.options import Options

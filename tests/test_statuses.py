@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from models import MLP, BakedReshape, Counter, Gate, MutatesInput, Noisy, WithDropout, Zeros
+
 from pytest_torchexport import ExportMismatch, check
 from pytest_torchexport.backends.base import Backend
 from pytest_torchexport.checks import Session, run

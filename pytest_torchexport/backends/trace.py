@@ -8,7 +8,7 @@ from typing import Any
 import torch
 import torch.utils._pytree as pytree
 
-from ._jit import FILENAME, TorchScriptBackend
+from ._jit import TorchScriptBackend
 from .base import ExportContext
 
 
