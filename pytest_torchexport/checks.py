@@ -24,7 +24,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import torch
 
@@ -548,19 +548,19 @@ def _search(
             cache[draw] = eager(args, kwargs, trace_lines=True)
         return cache[draw]
 
-    def probe(draw: Draw) -> None:
+    class _Rejected(Exception):
+        """Eager itself raises on the input: not a valid example."""
+
+    def attempt(draw: Draw) -> tuple[Any, Failure | None, Comparison | None]:
+        """One input through eager and the artifact: (eager call, failure or None, comparison).
+
+        Touches no statistics, so the search and the cause experiments both use it.
+        """
         args, kwargs = materialize(plan, draw, device)
         try:
             call = expected_for(draw, args, kwargs)
-        except Exception:  # noqa: BLE001 - eager rejects the input: not a valid example
-            stats.rejected += 1
-            from hypothesis import reject
-
-            reject()
-        stats.examples += 1
-        if call.path is not None:
-            stats.paths[call.path] = stats.paths.get(call.path, 0) + 1
-        track_vacuous(stats, call.outputs)
+        except Exception:  # noqa: BLE001 - eager rejects the input
+            raise _Rejected from None
         for target, snapshot in snapshots:
             _restore_buffers(target, snapshot)
         t0 = time.perf_counter()
@@ -568,22 +568,19 @@ def _search(
             with quiet_torch():
                 actual, _ = run_artifact(lambda a, k: backend.run(runnable, a, k), args, kwargs)
         except Exception as exc:  # noqa: BLE001 - the artifact raised where eager did not
-            stats.failed += 1
-            raise _ExampleFailed(Failure("run_error", draw, args, kwargs, error=exc, path=call.path)) from None
+            return call, Failure("run_error", draw, args, kwargs, error=exc, path=call.path), None
         finally:
             stats.run_s += time.perf_counter() - t0
         cmp = compare(call.outputs, actual, relowered=backend.relowered, rtol=rtol, atol=atol, compare_fn=options.compare)
         guard = guard_for(draw, args, kwargs)
         if guard:
-            stats.failed += 1
-            raise _ExampleFailed(Failure("mismatch" if not cmp.ok else "run_error", draw, args, kwargs,
-                                          comparison=cmp if not cmp.ok else None, path=call.path, guard=guard))
-        stats.max_abs = max(stats.max_abs, cmp.max_abs)
-        stats.max_rel = max(stats.max_rel, cmp.max_rel)
+            status = "mismatch" if not cmp.ok else "run_error"
+            return call, Failure(status, draw, args, kwargs, comparison=None if cmp.ok else cmp, path=call.path,
+                                 guard=guard), cmp
         if cmp.ok:
-            return
+            return call, None, cmp
         if in_memory is None:
-            fail("mismatch", cmp, draw, args, kwargs, call.path)
+            return call, Failure("mismatch", draw, args, kwargs, comparison=cmp, path=call.path), cmp
         # [Round Trip Blame] The in-memory artifact runs only when the loaded one fails: a
         # loaded artifact within tolerance of eager has no round-trip defect that matters.
         # If the in-memory one matches eager, the export was right and save/load broke it.
@@ -595,8 +592,36 @@ def _search(
                                compare_fn=options.compare)
         if mem_vs_eager.ok:
             roundtrip = compare(mem, actual, relowered=backend.relowered, rtol=rtol, atol=atol)
-            fail("roundtrip_mismatch", roundtrip, draw, args, kwargs, call.path)
-        fail("mismatch", cmp, draw, args, kwargs, call.path)
+            return call, Failure("roundtrip_mismatch", draw, args, kwargs, comparison=roundtrip, path=call.path), cmp
+        return call, Failure("mismatch", draw, args, kwargs, comparison=cmp, path=call.path), cmp
+
+    def probe(draw: Draw) -> None:
+        try:
+            call, failure, cmp = attempt(draw)
+        except _Rejected:
+            stats.rejected += 1
+            from hypothesis import reject
+
+            reject()
+        stats.examples += 1
+        if call.path is not None:
+            stats.paths[call.path] = stats.paths.get(call.path, 0) + 1
+        track_vacuous(stats, call.outputs)
+        if cmp is not None and (failure is None or failure.guard is None):
+            stats.max_abs = max(stats.max_abs, cmp.max_abs)
+            stats.max_rel = max(stats.max_rel, cmp.max_rel)
+        if failure is not None:
+            stats.failed += 1
+            if failure.path is not None:
+                stats.failing_paths[failure.path] = stats.failing_paths.get(failure.path, 0) + 1
+            raise _ExampleFailed(failure)
+
+    def still_fails(draw: Draw) -> bool | None:
+        """The verdict on a variant of the failing input; None when eager rejects it."""
+        try:
+            return attempt(draw)[1] is not None
+        except _Rejected:
+            return None
 
     guards: dict[tuple[Any, ...], str | None] = {}
 
@@ -606,12 +631,6 @@ def _search(
         if key not in guards:
             guards[key] = _quiet(backend.guard_violation, in_memory if in_memory is not None else runnable, args, kwargs)
         return guards[key]
-
-    def fail(status: str, cmp: Comparison, draw: Draw, args: Any, kwargs: Any, path: Any) -> NoReturn:
-        stats.failed += 1
-        if path is not None:
-            stats.failing_paths[path] = stats.failing_paths.get(path, 0) + 1
-        raise _ExampleFailed(Failure(status, draw, args, kwargs, comparison=cmp, path=path))
 
     test = given(draws(plan, special_values=options.special_values, vary_scalars=options.vary_scalars))(probe)
     # Explicit examples run in decorator order, outermost first: the recorded call, the
@@ -669,8 +688,33 @@ def _search(
         result.rtol, result.atol = _tolerances_used(backend, first.outputs, rtol, atol)
         result.message = pass_message(result, stats, header, export_draw, seed_draw)
         return
+    with torch.no_grad():
+        _test_causes(failure, still_fails, plan, export_draw)
     explain_failure(result, failure, stats, backend, plan, options, session, name, header, export_path, rtol, atol,
                      eager.module, device, export_draw)
+
+
+def _test_causes(failure: Failure, still_fails: Any, plan: InputPlan, export_draw: Draw) -> None:
+    """[Cause Experiments] Blame a suspect only when undoing it makes the failing input pass.
+
+    The shrunk input is the smallest that fails, so it holds *every* size at its minimum:
+    a batch of 1 sits next to the sequence length that really broke the artifact, and a
+    varied scalar next to a harmless batch size. One extra run per suspect tells them
+    apart: the small dims grown to their export size, the varied scalars set back to the
+    recorded values.
+    """
+    exported = dict(export_draw.sizes)
+    sizes = dict(failure.draw.sizes)
+    small = {d: exported[d] for d, v in sizes.items() if v < 2 and exported.get(d, 0) >= 2}
+    if small:
+        grown = dataclasses.replace(failure.draw, sizes=tuple(sorted({**sizes, **small}.items())))
+        failure.small_dims_blamed = still_fails(grown) is False
+    recorded = dict(plan.scalars)
+    varied = {i: v for i, v in failure.draw.scalars if i in recorded and v != recorded[i]}
+    if varied:
+        restored = dataclasses.replace(failure.draw, scalars=tuple((i, recorded.get(i, v)) for i, v in failure.draw.scalars))
+        if still_fails(restored) is False:
+            failure.baked_scalars = [(plan.scalar_names.get(i, f"argument {i}"), recorded[i], v) for i, v in varied.items()]
 
 
 @contextlib.contextmanager

@@ -37,6 +37,9 @@ class Failure:
     error: BaseException | None = None
     path: frozenset[tuple[str, int]] | None = None
     guard: str | None = None  # a torch.export guard the input violates, though the artifact ran
+    # What the cause experiments found (checks._test_causes): None where not tested.
+    small_dims_blamed: bool | None = None  # growing the dims of size 0/1 to 2 makes the input pass
+    baked_scalars: list[tuple[str, Any, Any]] = field(default_factory=list)  # (name, recorded, failing)
 
 
 @dataclass
@@ -168,17 +171,19 @@ def explain_failure(
     if repro:
         result.failing_example["repro"] = repro
         lines.append(f"Replay: python -m pytest_torchexport.replay {repro}")
+    xfail = f'mark it known with xfail={{"{name}": "reason"}}'
     if failure.status == "mismatch" and result.extra.get("passes_with"):
         pw = result.extra["passes_with"]
         verdict = (
             "a tolerance question" if (pw["atol"] < 1e-2 and result.max_rel_err < 1e-2) else "a defect, not a tolerance question"
         )
-        lines.append(
-            f"Would pass with atol={pw['atol']:.3g} or rtol={pw['rtol']:.3g} ({verdict}). "
-            f'Loosen with rtol=/atol= (per backend: {{"{name}": ...}}) or mark it known with xfail={{"{name}": "reason"}}'
-        )
+        remedy = "" if failure.baked_scalars else f' Loosen with rtol=/atol= (per backend: {{"{name}": ...}}) or {xfail}'
+        lines.append(f"Would pass with atol={pw['atol']:.3g} or rtol={pw['rtol']:.3g} ({verdict}).{remedy}")
+    if failure.baked_scalars:
+        args = ", ".join(arg for arg, _, _ in failure.baked_scalars)
+        lines.append(f"Pass {args} as a tensor if callers vary it, or leave vary_scalars off if it is a constant; or {xfail}")
     elif failure.status == "run_error":
-        lines.append(f'Declare the sizes the model supports with dims=, or mark it known with xfail={{"{name}": "reason"}}')
+        lines.append(f"Declare the sizes the model supports with dims=, or {xfail}")
     result.message = "\n".join(lines)
 
 
@@ -187,7 +192,7 @@ def _likely_cause(
     backend: Backend | None = None,
 ) -> str | None:
     small = [f"{k}={v}" for k, v in failure.draw.sizes if v < 2]
-    if backend is not None and backend.specializes_small_dims and small and failure.path != export_path:
+    if backend is not None and backend.specializes_small_dims and failure.small_dims_blamed and failure.path != export_path:
         result.findings.append(
             Finding(
                 "specialized_dim",
@@ -195,11 +200,20 @@ def _likely_cause(
                 f"tracing; with {', '.join(small)} the model takes another path, which the artifact does not have",
             )
         )
+    for arg, recorded, failing in failure.baked_scalars:
+        result.findings.append(
+            Finding(
+                "baked_argument",
+                f"{name} baked the argument {arg}={recorded!r} into the artifact: the failing input has "
+                f"{arg}={failing!r}, and with {arg}={recorded!r} the same input passes",
+            )
+        )
     causes = [f.detail for f in result.findings if f.kind in ("frozen_branch", "baked_shape", "frozen_value", "specialized_dim")]
+    causes[:0] = [f.detail for f in result.findings if f.kind == "baked_argument" and failure.baked_scalars]
     path_note = _path_note(failure, stats, export_path, name)
     if path_note:
         causes.append(path_note)
-    if not causes and failure.status == "run_error":
+    if not causes and failure.status == "run_error" and failure.small_dims_blamed is not False:
         sizes = dict(failure.draw.sizes)
         exported = {**plan.example_sizes(), **result.extra.get("export_sizes", {})}
         differ = [f"{k}={sizes[k]} (exported at {exported.get(k)})" for k in sizes if sizes[k] != exported.get(k)]

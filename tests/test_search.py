@@ -3,6 +3,8 @@
 And clean models never fail (no false alarms).
 """
 
+import re
+
 import pytest
 import torch
 from models import (
@@ -16,6 +18,7 @@ from models import (
     PoolNet,
     Scaled,
     SizeOne,
+    Truncate,
 )
 
 from pytest_torchexport import Dim, TensorSpec
@@ -89,6 +92,31 @@ def test_baked_scalar_argument_is_a_finding_and_vary_scalars_makes_it_a_failure(
     varied = results(Scaled(), (torch.randn(2, 3), 3), ["trace", "script"], vary_scalars=True)
     assert varied["trace"].status == "mismatch"
     assert varied["script"].status == "pass"
+
+
+def test_a_batch_of_one_beside_the_real_cause_is_not_blamed():
+    # [Cause Experiments] shrinking leaves batch=1 next to the seq that breaks the export
+    dyn = {"dynamic": {"x": {0: "batch", 1: "seq"}}, "dims": {"seq": (2, 32)}}
+    r = results(Truncate(), (torch.randn(2, 5, 4),), ["export"], **dyn)
+    export = r["export"]
+    assert export.status == "run_error"
+    assert export.failing_example["inputs"]["x"]["shape"][1] > 8
+    assert "assumes every dynamic size is >= 2" not in export.message
+    assert "a size baked into the artifact" not in export.message
+    failed = int(re.search(r"Failed on (\d+) of", export.message).group(1))
+    note = re.search(r"the failing input runs \S+ instead \((\d+) of \d+ inputs failed\)", export.message)
+    assert note and int(note.group(1)) == failed > 0, export.message
+
+
+def test_a_varied_scalar_baked_into_the_artifact_is_named_as_the_cause():
+    r = results(Scaled(), (torch.randn(4, 3), 3), ["trace", "export"], vary_scalars=True)
+    for name in ("trace", "export"):
+        assert r[name].failed, name
+        cause = next(line for line in r[name].message.splitlines() if line.startswith("Likely cause:"))
+        assert f"{name} baked the argument factor=3 into the artifact: the failing input has factor=" in cause, cause
+        assert "Pass factor as a tensor if callers vary it" in r[name].message
+        assert "baked_argument" in kinds(r[name])
+    assert "Declare the sizes" not in r["export"].message
 
 
 def test_size_one_example_is_grown_for_export_and_still_drawn():
