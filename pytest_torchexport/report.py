@@ -298,16 +298,22 @@ def markdown(results: list[Result], environment: dict[str, Any] | None = None) -
     for r in results:
         cause = r.cause.replace("|", "\\|")
         lines.append(
-            f"| `{r.test or r.module}` | {r.backend} | {r.device} | {_badge(r.status)} | "
+            f"| `{r.test or r.module}` | {r.backend} | {r.device} | {_badge(r.status, r.extra.get('baseline'))} | "
             f"{format_err(r.max_abs_err)} | {format_err(r.max_rel_err)} | {r.examples} | {cause} |"
         )
     failed = [r for r in results if r.failed]
     if failed:
         lines += ["", "## Failures", ""]
         for r in failed:
-            lines += [f"### `{r.nodeid or r.test}`", "", "```", r.message.strip(), "```", ""]
+            known = " (known: recorded in the baseline)" if r.extra.get("baseline") == "known" else ""
+            lines += [f"### `{r.nodeid or r.test}`{known}", "", "```", r.message.strip(), "```", ""]
     return "\n".join(lines) + "\n"
 
 
-def _badge(status: str) -> str:
+def _badge(status: str, baseline: str | None = None) -> str:
+    # Against a baseline, a known failure must not read like the regression that blocks.
+    if baseline == "known":
+        return f"⚠️ {status} (known)"
+    if baseline in ("regression", "improvement"):
+        return f"{_badge(status)} ({baseline})"
     return f"❌ {status}" if status in FAILING else f"✅ {status}" if status == "pass" else status

@@ -26,15 +26,19 @@ def test_baseline_update_then_known_failure_passes_and_regression_fails(tester):
     assert recorded["test_b.py::test_gate[torchexport-trace]"] == "mismatch"
 
     # 2. Same code: the known failure does not block.
-    again = tester.runpytest("--torchexport-baseline=base.json", "-rx")
+    again = tester.runpytest("--torchexport-baseline=base.json", "-rx", "--torchexport-report=summary.md")
     again.assert_outcomes(passed=2, xfailed=1)
     assert again.ret == 0
     again.stdout.re_match_lines([r".*known failure recorded in the baseline \(mismatch\).*"])
+    summary = (tester.path / "summary.md").read_text()
+    assert "| `test_b.py::test_gate` | trace | cpu | ⚠️ mismatch (known) |" in summary
+    assert "### `test_b.py::test_gate[torchexport-trace]` (known: recorded in the baseline)" in summary
 
     # 3. A regression: the MLP path now breaks (a data-dependent branch appears).
     tester.makepyfile(test_b=SUITE.replace("MLP().eval()(torch.randn(2, 8))", "Gate()(torch.ones(2, 8))"))
-    broken = tester.runpytest("--torchexport-baseline=base.json")
+    broken = tester.runpytest("--torchexport-baseline=base.json", "--torchexport-report=summary.md")
     broken.assert_outcomes(passed=1, failed=1, xfailed=1)
+    assert "| `test_b.py::test_mlp` | trace | cpu | ❌ mismatch (regression) |" in (tester.path / "summary.md").read_text()
     broken.stdout.re_match_lines(
         [
             r".*Regression against the baseline base.json: got worse: pass in the baseline, mismatch now.*",
