@@ -94,7 +94,8 @@ def replay(path: str) -> int:
     ctx = ExportContext(device=device, plan=plan, module=eager.module)
     from ._compat import quiet_torch
 
-    print(f"replaying {data['test'] or data['module_class']} on {name} ({device})")
+    what = data["test"] or f"a check() call of {data['module_class'].rpartition(':')[2]}"
+    print(f"replaying {what} on {name} ({device})")
     with quiet_torch(fds=True):
         artifact = backend.export(eager.module, export_args, export_kwargs, ctx)
         if backend.saveable:
