@@ -519,6 +519,10 @@ def _restore_buffers(target: Any, snapshot: dict[str, torch.Tensor] | None) -> N
                 v.copy_(snapshot[k])
 
 
+class _Rejected(Exception):
+    """Eager itself raises on a generated input: not a valid example."""
+
+
 class _ExampleFailed(AssertionError):
     def __init__(self, failure: Failure) -> None:
         super().__init__(failure.status)
@@ -547,9 +551,6 @@ def _search(
         if draw not in cache:
             cache[draw] = eager(args, kwargs, trace_lines=True)
         return cache[draw]
-
-    class _Rejected(Exception):
-        """Eager itself raises on the input: not a valid example."""
 
     def attempt(draw: Draw) -> tuple[Any, Failure | None, Comparison | None]:
         """One input through eager and the artifact: (eager call, failure or None, comparison).

@@ -200,16 +200,17 @@ def _likely_cause(
                 f"tracing; with {', '.join(small)} the model takes another path, which the artifact does not have",
             )
         )
-    for arg, recorded, failing in failure.baked_scalars:
-        result.findings.append(
-            Finding(
-                "baked_argument",
-                f"{name} baked the argument {arg}={recorded!r} into the artifact: the failing input has "
-                f"{arg}={failing!r}, and with {arg}={recorded!r} the same input passes",
-            )
+    baked = [
+        Finding(
+            "baked_argument",
+            f"{name} baked the argument {arg}={recorded!r} into the artifact: the failing input has "
+            f"{arg}={failing!r}, and with {arg}={recorded!r} the same input passes",
         )
-    causes = [f.detail for f in result.findings if f.kind in ("frozen_branch", "baked_shape", "frozen_value", "specialized_dim")]
-    causes[:0] = [f.detail for f in result.findings if f.kind == "baked_argument" and failure.baked_scalars]
+        for arg, recorded, failing in failure.baked_scalars
+    ]
+    result.findings.extend(baked)
+    causes = [f.detail for f in baked]
+    causes += [f.detail for f in result.findings if f.kind in ("frozen_branch", "baked_shape", "frozen_value", "specialized_dim")]
     path_note = _path_note(failure, stats, export_path, name)
     if path_note:
         causes.append(path_note)
