@@ -38,7 +38,7 @@ class Failure:
     path: frozenset[tuple[str, int]] | None = None
     guard: str | None = None  # a torch.export guard the input violates, though the artifact ran
     # What the cause experiments found (checks._test_causes): None where not tested.
-    small_dims_blamed: bool | None = None  # growing the dims of size 0/1 to 2 makes the input pass
+    small_dims_blamed: bool | None = None  # growing the dims of size 0/1 to their export size makes it pass
     baked_scalars: list[tuple[str, Any, Any]] = field(default_factory=list)  # (name, recorded, failing)
 
 

@@ -37,7 +37,7 @@ class Command:
     shown: str
 
 
-def steps(text: str) -> list[Path | Command | tuple[str, str]]:
+def steps(text: str) -> list[Command | tuple[str, str]]:
     """The page's files (as (path, content)) and commands (with the output shown), in order."""
     out: list = []
     for block in _FENCE.findall(text):
@@ -68,7 +68,6 @@ def run(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     while match := _ENV.match(command):
         env[match.group(1)] = match.group(2)
         command = command[match.end():]
-    command = command.split("  #")[0]  # a trailing "# with ... in pytest.ini" remark
     command = re.sub(r"(^|; |&& )python\b", lambda m: m.group(1) + shlex.quote(sys.executable), command)
     return subprocess.run(command, shell=True, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
