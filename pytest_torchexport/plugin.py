@@ -7,10 +7,7 @@ nothing (a subprocess test pins this).
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -18,7 +15,7 @@ import pytest
 from . import hookspecs
 from .errors import InvalidArgument
 from .options import BUILTIN_BACKENDS, DEFAULT_BACKENDS, Options, add_options, session_defaults
-from .report import FAILING
+from .reporting import Reporting
 
 if TYPE_CHECKING:
     from .checks import Session
@@ -83,7 +80,7 @@ def pytest_configure(config: pytest.Config) -> None:
                 f"--torchexport-baseline={state.baseline_path}: cannot read it ({exc}); "
                 "write one with --torchexport-update-baseline"
             ) from None
-    config.pluginmanager.register(Reporting(config), "torchexport-reporting")
+    config.pluginmanager.register(Reporting(config, state), "torchexport-reporting")
     if config.pluginmanager.hasplugin("xdist"):
         from .xdist import XdistHooks, cap_worker_threads
 
@@ -298,101 +295,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         # extra JSON-able attributes through serialization).
         report.torchexport_results = [r.to_dict() for r in item.stash[ITEM_RESULTS]]
     return report
-
-
-class Reporting:
-    """Collects results from test reports and writes the summary and the report file.
-
-    Results are read from each test report (not from items), so serial runs and xdist's
-    controller, which sees only reports, take the same path.
-    """
-
-    def __init__(self, config: pytest.Config) -> None:
-        self.config = config
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        results = getattr(report, "torchexport_results", None)
-        if results and report.when == "call":
-            self.config.stash[STATE].results.extend(results)
-
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if _is_worker(self.config):
-            return
-        from .report import Result, summary_lines
-
-        results = [Result.from_dict(r) for r in self.config.stash[STATE].results]
-        if not results:
-            return
-        terminalreporter.write_sep("=", "torchexport summary")
-        width = min(terminalreporter._tw.fullwidth, 120)
-        for line in summary_lines(results, width=width):
-            terminalreporter.write_line(line)
-        path = _report_path(self.config)
-        if path:
-            terminalreporter.write_line(f"torchexport report written to {path}")
-        self._baseline_summary(terminalreporter)
-        if os.environ.get("GITHUB_ACTIONS") == "true":
-            from .annotations import annotation
-
-            # Each command on a line of its own (write_line), which -q does not suppress.
-            for result in self.config.stash[STATE].results:
-                if result["status"] in FAILING and result.get("baseline") != "known":
-                    terminalreporter.write_line(annotation(result))
-
-    def _baseline_summary(self, terminalreporter: Any) -> None:
-        state = self.config.stash[STATE]
-        if state.update_baseline:
-            terminalreporter.write_line(f"torchexport baseline written to {state.baseline_path}")
-            return
-        if state.baseline is None:
-            return
-        from .baseline import judge
-
-        groups: dict[str, list[str]] = {}
-        for result in state.results:
-            verdict = judge(result, state.baseline)
-            if verdict.kind != "same":
-                groups.setdefault(verdict.kind, []).append(f"{result['nodeid']} [{result['backend']}]: {verdict.detail}")
-        terminalreporter.write_sep("-", f"torchexport baseline {state.baseline_path}")
-        if not groups:
-            terminalreporter.write_line("no change against the baseline")
-        for kind in ("regression", "known", "improvement", "new", "skipped"):
-            for line in groups.get(kind, []):
-                terminalreporter.write_line(f"{kind.upper():12} {line}")
-
-    @pytest.hookimpl(trylast=True)
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        if _is_worker(self.config):
-            return
-        path = _report_path(self.config)
-        results = self.config.stash[STATE].results
-        if not results or not (path or self.config.stash[STATE].update_baseline):
-            return
-        from .report import Report, collect_environment, markdown
-
-        report = Report.from_dict({"results": results})
-        # Devices that ran something: a cuda item skipped for want of a GPU does not count.
-        env = collect_environment(sorted({r["device"] for r in results if r["status"] != "skipped"}) or ["cpu"])
-        state = self.config.stash[STATE]
-        if state.update_baseline and state.baseline_path:
-            Path(state.baseline_path).parent.mkdir(parents=True, exist_ok=True)
-            Path(state.baseline_path).write_text(json.dumps(report.to_dict(env), indent=2, default=str), encoding="utf-8")
-        if not path:
-            return
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.suffix == ".md":
-            target.write_text(markdown(report.results, env), encoding="utf-8")
-        else:
-            target.write_text(json.dumps(report.to_dict(env), indent=2, default=str), encoding="utf-8")
-
-
-def _report_path(config: pytest.Config) -> str | None:
-    return config.getoption("torchexport_report") or config.getini("torchexport_report") or None
-
-
-def _is_worker(config: pytest.Config) -> bool:
-    return hasattr(config, "workerinput")
 
 
 __all__ = ["DEFAULT_BACKENDS", "torchexport"]
