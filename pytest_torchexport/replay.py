@@ -62,8 +62,7 @@ def replay(path: str) -> int:
     import torch
 
     from .backends.base import ExportContext, load_backend
-    from .compare import compare
-    from .eager import Eager, run_artifact
+    from .eager import Eager
     from .options import BUILTIN_BACKENDS
     from .specs import plan_inputs
 
@@ -96,12 +95,23 @@ def replay(path: str) -> int:
 
     what = data["test"] or f"a check() call of {data['module_class'].rpartition(':')[2]}"
     print(f"replaying {what} on {name} ({device})")
-    with quiet_torch(fds=True):
-        artifact = backend.export(eager.module, export_args, export_kwargs, ctx)
-        if backend.saveable:
-            directory = Path(tempfile.mkdtemp(prefix="torchexport-replay-"))
-            backend.save(artifact, directory)
-            artifact = backend.load(directory, ctx)
+    # The saved artifact lives only for this replay (an aoti package runs from its directory).
+    with tempfile.TemporaryDirectory(prefix="torchexport-replay-") as scratch:
+        with quiet_torch(fds=True):
+            artifact = backend.export(eager.module, export_args, export_kwargs, ctx)
+            if backend.saveable:
+                backend.save(artifact, Path(scratch))
+                artifact = backend.load(Path(scratch), ctx)
+        return _verdict(backend, artifact, eager, data)
+
+
+def _verdict(backend: Any, artifact: Any, eager: Any, data: dict[str, Any]) -> int:
+    """Run the saved failing input through eager and the artifact; print and return the outcome."""
+    from ._compat import quiet_torch
+    from .compare import compare
+    from .eager import run_artifact
+
+    opts = data["options"]
     args, kwargs = data["failing_inputs"], data["failing_kwargs"]
     expected = eager(args, kwargs).outputs
     try:

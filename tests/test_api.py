@@ -1,5 +1,6 @@
 """check() as a plain library call, and replaying saved failures."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -84,9 +85,13 @@ def test_repro_file_replays_until_fixed(tmp_path):
     repro = out.stdout.strip().splitlines()[-1]
     assert repro == "repro/check-trace.pt", out.stderr
     replay = [sys.executable, "-m", "pytest_torchexport.replay", repro]
-    still = subprocess.run(replay, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {**os.environ, "TMPDIR": str(scratch)}
+    still = subprocess.run(replay, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert still.returncode == 1, still.stdout + still.stderr
     assert "still failing: outputs differ from eager" in still.stdout
+    assert not list(scratch.iterdir()), "replay left its saved artifact behind"
     # Fix the model: the same file now replays clean.
     (tmp_path / "mymodels.py").write_text(
         "import torch\n\nclass Gate(torch.nn.Module):\n    def forward(self, x):\n        return torch.where(x.sum() > 0, x * 2, x - 1)\n"
