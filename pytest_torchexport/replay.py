@@ -90,18 +90,21 @@ def replay(path: str) -> int:
     export_args, export_kwargs = data["export_inputs"]
     plan = plan_inputs(module, export_args, export_kwargs, dims=opts["dims"], dynamic=opts["dynamic"])
     eager = Eager(module, device)
-    ctx = ExportContext(device=device, plan=plan, module=eager.module)
     from ._compat import quiet_torch
 
     what = data["test"] or f"a check() call of {data['module_class'].rpartition(':')[2]}"
     print(f"replaying {what} on {name} ({device})")
-    # The saved artifact lives only for this replay (an aoti package runs from its directory).
+    # Intermediate files and the saved artifact live only for this replay, laid out as the
+    # engine lays them out (an aoti package runs from its directory).
     with tempfile.TemporaryDirectory(prefix="torchexport-replay-") as scratch:
+        ctx = ExportContext(device=device, plan=plan, module=eager.module, scratch=Path(scratch))
         with quiet_torch(fds=True):
             artifact = backend.export(eager.module, export_args, export_kwargs, ctx)
             if backend.saveable:
-                backend.save(artifact, Path(scratch))
-                artifact = backend.load(Path(scratch), ctx)
+                directory = Path(scratch) / "artifact"
+                directory.mkdir()
+                backend.save(artifact, directory)
+                artifact = backend.load(directory, ctx)
         return _verdict(backend, artifact, eager, data)
 
 
