@@ -116,8 +116,11 @@ class Result:
             if finding.kind in _EXPLAINING:
                 where = f" {finding.where}" if finding.where else ""
                 return f"{finding.kind}{where}"
-        if self.status in ("skipped", "nondeterministic", "xpass"):
-            return self.message.splitlines()[0] if self.message else ""
+        if self.status == "xpass":  # the status says what happened; the cell says what to do
+            return f"the defect may be fixed: remove {self.backend!r} from xfail="
+        if self.status in ("skipped", "nondeterministic"):
+            # The row already names the backend and device: drop the message's [backend=..] tag.
+            return re.sub(r" \[backend=[^\]]*\]", "", self.message.splitlines()[0]) if self.message else ""
         if self.failed or self.status == "xfail":
             lines = self.message.splitlines()
             for line in lines:
@@ -246,19 +249,47 @@ def summary_lines(results: list[Result], width: int = 100) -> list[str]:
     """A fixed-width table: one row per test and backend, readable at ``width`` columns."""
     if not results:
         return []
-    header = ("test", "backend", "status", "max err", "ex", "cause")
     rows = []
     for r in results:
         name = _short_test(r)
         backend = r.backend if r.device == "cpu" else f"{r.backend}/{r.device}"
         rows.append((name, backend, r.status, format_err(r.max_abs_err), str(r.examples), r.cause))
+    return table_lines(rows, width)
+
+
+def table_lines(rows: list[tuple[str, ...]], width: int) -> list[str]:
+    """The summary's layout for rows of (test, backend, status, max err, examples, cause)."""
+    header = ("test", "backend", "status", "max err", "ex", "cause")
     fixed = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header[:-1])]
     fixed[0] = min(fixed[0], 32)
-    cause_width = max(10, width - sum(fixed) - 2 * len(fixed))
+    indent = sum(fixed) + 2 * len(fixed)
+    # The cause is what a reader acts on, so it wraps instead of being cut to a stub: in its
+    # column when the column is wide enough, else on indented lines under the row.
+    below = width - indent < _MIN_CAUSE
     lines = []
     for row in (header, *rows):
-        cells = [_clip(cell, w).ljust(w) for cell, w in zip(row[:-1], fixed)]
-        lines.append("  ".join([*cells, _clip(row[-1], cause_width)]).rstrip())
+        cells = "  ".join(_clip(cell, w).ljust(w) for cell, w in zip(row[:-1], fixed))
+        if row is header or not below:
+            cause = _wrap(row[-1], max(width - indent, _MIN_CAUSE))
+            lines.append(f"{cells}  {cause[0]}".rstrip() if cause else cells.rstrip())
+            lines.extend(" " * indent + more for more in cause[1:])
+        else:
+            lines.append(cells.rstrip())
+            lines.extend("    " + more for more in _wrap(row[-1], width - 4))
+    return lines
+
+
+_MIN_CAUSE = 30  # narrower than this, a cause column shows a stub: put the cause under the row
+_CAUSE_LINES = 3
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """``text`` in lines of ``width``, at most ``_CAUSE_LINES`` of them (the last one clipped)."""
+    import textwrap
+
+    lines = textwrap.wrap(text, width, break_on_hyphens=False)
+    if len(lines) > _CAUSE_LINES:
+        lines = [*lines[: _CAUSE_LINES - 1], _clip(" ".join(lines[_CAUSE_LINES - 1 :]), width)]
     return lines
 
 

@@ -1,0 +1,62 @@
+"""The terminal summary table: every line fits the terminal, and no cause is cut to a stub."""
+
+import pytest
+
+from pytest_torchexport.report import Finding, Result
+
+CAUSE = "frozen_branch src/models/detection/heads.py:118"
+LONG = (
+    "export baked the argument scale=2.0 into the artifact: the failing input has scale=0.0, "
+    "and with scale=2.0 the same input passes; declare it with inputs= or keep it fixed"
+)
+
+
+def results():
+    frozen = Result("trace", "cpu", "mismatch", nodeid="tests/test_heads.py::test_detection_head_scores[torchexport-trace]",
+                    examples=5, max_abs_err=1.5, message="Exported outputs differ\nx",
+                    findings=[Finding("frozen_branch", "if scores.sum() > 0", where=CAUSE.split()[1])])
+    baked = Result("export", "cpu", "mismatch", nodeid="tests/test_heads.py::test_scale[torchexport-export]",
+                   examples=9, max_abs_err=4.0, message=f"Exported outputs differ\nLikely cause: {LONG}")
+    clean = Result("script", "cpu", "pass", nodeid="tests/test_heads.py::test_scale[torchexport-script]", examples=33)
+    return [frozen, baked, clean]
+
+
+@pytest.mark.parametrize("width", [80, 100, 120])
+def test_every_line_fits_and_the_cause_is_whole(width):
+    from pytest_torchexport.report import summary_lines
+
+    lines = summary_lines(results(), width=width)
+    assert all(len(line) <= width for line in lines), [line for line in lines if len(line) > width]
+    text = " ".join(" ".join(line.split()) for line in lines)
+    assert CAUSE in text  # the short cause is never clipped, at any width
+    # A long one wraps over at most three lines, its words whole.
+    assert "export baked the argument scale=2.0 into the artifact" in text
+    row = next(i for i, line in enumerate(lines) if line.startswith("test_scale") and " export " in line)
+    following = [line for line in lines[row + 1 :] if line.startswith(" ")][:4]
+    shown = following if width < 100 else [lines[row], *following]  # under the row at 80 columns
+    assert 1 < len(shown) <= 3
+    assert LONG in text or shown[-1].endswith("…")  # whole, or visibly cut
+
+
+def test_wide_terminal_keeps_one_line_per_short_cause():
+    from pytest_torchexport.report import summary_lines
+
+    lines = summary_lines(results(), width=120)
+    assert any(line.startswith("test_detection_head_scores") and line.endswith(CAUSE) for line in lines)
+    assert any(line.startswith("test_scale") and "script" in line and line.rstrip().endswith("33") for line in lines)
+
+
+def test_narrow_terminal_puts_the_cause_under_its_row():
+    from pytest_torchexport.report import summary_lines
+
+    lines = summary_lines(results(), width=80)
+    row = next(i for i, line in enumerate(lines) if line.startswith("test_detection_head_scores"))
+    assert lines[row + 1] == "    " + CAUSE
+
+
+def test_cells_say_what_to_do_without_repeating_the_row():
+    xpass = Result("script", "cpu", "xpass", message="script passed but is marked xfail ('flaky?'); ...")
+    noisy = Result("trace", "cuda", "nondeterministic",
+                   message="Eager output depends on the RNG [backend=trace, device=cuda]: forward draws random numbers")
+    assert xpass.cause == "the defect may be fixed: remove 'script' from xfail="
+    assert noisy.cause == "Eager output depends on the RNG: forward draws random numbers"
