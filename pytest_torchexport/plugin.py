@@ -36,6 +36,7 @@ class State:
     usage_errors: list[str] = field(default_factory=list)
     baseline: dict[str, dict[str, Any]] | None = None
     baseline_path: str | None = None
+    report_path: str | None = None
     update_baseline: bool = False
     verdicts: list[tuple[str, Any]] = field(default_factory=list)
 
@@ -66,6 +67,7 @@ def pytest_configure(config: pytest.Config) -> None:
     except InvalidArgument as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[STATE] = state = State(backends=backends, defaults=defaults)
+    state.report_path = config.getoption("torchexport_report") or config.getini("torchexport_report") or None
     state.baseline_path = config.getoption("torchexport_baseline") or config.getini("torchexport_baseline") or None
     state.update_baseline = bool(config.getoption("torchexport_update_baseline"))
     if state.update_baseline and not state.baseline_path:

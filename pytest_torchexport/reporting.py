@@ -40,7 +40,7 @@ class Reporting:
         width = min(terminalreporter._tw.fullwidth, 120)
         for line in summary_lines(results, width=width):
             terminalreporter.write_line(line)
-        path = _report_path(self.config)
+        path = self.state.report_path
         if path:
             terminalreporter.write_line(f"torchexport report written to {path}")
         self._baseline_summary(terminalreporter)
@@ -79,7 +79,7 @@ class Reporting:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if _is_worker(self.config):
             return
-        path = _report_path(self.config)
+        path = self.state.report_path
         results = self.state.results
         if not results or not (path or self.state.update_baseline):
             return
@@ -102,10 +102,6 @@ class Reporting:
             target.write_text(markdown(report.results, env), encoding="utf-8")
         else:
             target.write_text(json.dumps(report.to_dict(env), indent=2, default=str), encoding="utf-8")
-
-
-def _report_path(config: pytest.Config) -> str | None:
-    return config.getoption("torchexport_report") or config.getini("torchexport_report") or None
 
 
 def _is_worker(config: pytest.Config) -> bool:
