@@ -2,7 +2,7 @@
 
 import pytest
 
-from pytest_torchexport.report import Finding, Result
+from pytest_torchexport.report import Finding, Result, summary_lines
 
 CAUSE = "frozen_branch src/models/detection/heads.py:118"
 LONG = (
@@ -23,8 +23,6 @@ def results():
 
 @pytest.mark.parametrize("width", [80, 100, 120])
 def test_every_line_fits_and_the_cause_is_whole(width):
-    from pytest_torchexport.report import summary_lines
-
     lines = summary_lines(results(), width=width)
     assert all(len(line) <= width for line in lines), [line for line in lines if len(line) > width]
     text = " ".join(" ".join(line.split()) for line in lines)
@@ -39,16 +37,12 @@ def test_every_line_fits_and_the_cause_is_whole(width):
 
 
 def test_wide_terminal_keeps_one_line_per_short_cause():
-    from pytest_torchexport.report import summary_lines
-
     lines = summary_lines(results(), width=120)
     assert any(line.startswith("test_detection_head_scores") and line.endswith(CAUSE) for line in lines)
     assert any(line.startswith("test_scale") and "script" in line and line.rstrip().endswith("33") for line in lines)
 
 
 def test_narrow_terminal_puts_the_cause_under_its_row():
-    from pytest_torchexport.report import summary_lines
-
     lines = summary_lines(results(), width=80)
     row = next(i for i, line in enumerate(lines) if line.startswith("test_detection_head_scores"))
     assert lines[row + 1] == "    " + CAUSE
