@@ -9,63 +9,19 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from . import explain
 from .backends.base import Backend
-from .compare import Comparison, flatten
 from .options import Options
+from .outcome import Failure, Stats
 from .report import Finding, Result
+from .session import Session
 from .specs import InputPlan
 from .strategies import Draw, describe_inputs, materialize, summarize
-
-if TYPE_CHECKING:
-    from .checks import Session
-
-
-@dataclass
-class Failure:
-    status: str
-    draw: Draw
-    args: Any
-    kwargs: Any
-    comparison: Comparison | None = None
-    error: BaseException | None = None
-    path: frozenset[tuple[str, int]] | None = None
-    guard: str | None = None  # a torch.export guard the input violates, though the artifact ran
-    # What the cause experiments found (checks._test_causes): None where not tested.
-    small_dims_blamed: bool | None = None  # growing the dims of size 0/1 to their export size makes it pass
-    baked_scalars: list[tuple[str, Any, Any]] = field(default_factory=list)  # (name, recorded, failing)
-
-
-@dataclass
-class Stats:
-    examples: int = 0
-    failed: int = 0
-    rejected: int = 0
-    max_abs: float = 0.0
-    max_rel: float = 0.0
-    paths: dict[frozenset[tuple[str, int]], int] = field(default_factory=dict)
-    failing_paths: dict[frozenset[tuple[str, int]], int] = field(default_factory=dict)
-    run_s: float = 0.0
-    vacuous: dict[str, list[Any]] = field(default_factory=dict)
-
-
-def track_vacuous(stats: Stats, outputs: Any) -> None:
-    for path, leaf in flatten(outputs)[0]:
-        if not isinstance(leaf, torch.Tensor) or not leaf.is_floating_point() or leaf.numel() == 0:
-            continue
-        t = leaf.detach().float()
-        near_zero = bool(t.abs().max() < 1e-6)
-        constant = bool(t.max() == t.min())
-        value = float(t.flatten()[0])
-        seen = stats.vacuous.setdefault(path, [True, True, value])
-        seen[0] = seen[0] and near_zero
-        seen[1] = seen[1] and constant and value == seen[2]
 
 
 def vacuous_finding(result: Result, stats: Stats) -> None:

@@ -1,0 +1,189 @@
+"""Steps 2 and 3 of a check: export once at the example, save, load back.
+
+The example is grown where exporters would specialize (dynamic dims of size 0 or 1 go
+to 2); a declared range the model's code cannot keep is relaxed and exported again, so
+the search can still show where the artifact breaks. The *loaded* artifact is what the
+search validates; the in-memory one is kept for round-trip blame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import explain
+from ._compat import quiet_torch
+from .backends.base import Backend, ExportContext
+from .eager import Eager, copy_module
+from .options import Options
+from .outcome import finish
+from .report import Finding, Result
+from .specs import InputPlan
+from .strategies import Draw, materialize, recorded_draw
+
+
+@dataclass
+class Artifacts:
+    """What the export stage hands the search."""
+
+    runnable: Any  # the loaded artifact, or the in-memory one when there is no round trip
+    in_memory: Any  # the artifact before save/load, for round-trip blame; None without a round trip
+    export_draw: Draw  # the input the export ran on
+    ctx: ExportContext
+
+
+def build(
+    backend: Backend, eager: Eager, plan: InputPlan, options: Options, result: Result, header: str, scratch: Path
+) -> Artifacts:
+    """Export, then save and load back; a failure finishes the check with its status."""
+    name, device = result.backend, result.device
+    export_args, export_kwargs, export_draw, grown = export_inputs(plan, backend, device)
+    if grown:
+        result.extra["export_sizes"] = {k: v[1] for k, v in grown.items()}
+    ctx = ExportContext(device=device, plan=plan, module=eager.module, scratch=scratch)
+    artifact, failure = export_once(backend, eager, export_args, export_kwargs, ctx, result)
+    relaxed = violated_dims(failure, plan) if failure is not None and backend.dynamic else frozenset()
+    if relaxed:
+        # The declared range is impossible for this code: say so, then export with those
+        # dims left to the exporter, so the search can show where the artifact breaks.
+        result.findings.append(specialized_finding(failure, name, relaxed, plan))
+        ctx.relaxed = relaxed
+        artifact, retry_failure = export_once(backend, eager, export_args, export_kwargs, ctx, result)
+        failure = retry_failure and failure
+    if failure is not None:
+        export_failed(result, failure, name, "export", header, plan)
+    for input_name, axis, dim, size in plan.static_in(quiet_call(backend.input_shapes, artifact)):
+        if not any(f.kind == "specialized_dim" and f"{dim!r}" in f.detail for f in result.findings):
+            result.findings.append(
+                Finding(
+                    "specialized_dim",
+                    f"{name} made dim {axis} of {input_name} ({dim!r}, declared dynamic) static: "
+                    f"the artifact accepts only size {size}",
+                )
+            )
+
+    runnable, in_memory = artifact, None
+    if options.roundtrip and backend.saveable:
+        runnable, in_memory = roundtrip(backend, artifact, ctx, result, header, scratch), artifact
+    elif not backend.saveable:
+        result.extra["roundtrip"] = f"not applicable: {name} artifacts are not saved"
+    else:
+        result.extra["roundtrip"] = "off (roundtrip=False)"
+    for note in ctx.notes:
+        result.findings.append(Finding("backend_note", note))
+    fallback = getattr(getattr(runnable, "session", runnable), "fallback", None)
+    if fallback:
+        result.findings.append(Finding("device_fallback", fallback))
+    return Artifacts(runnable, in_memory, export_draw, ctx)
+
+
+def export_once(
+    backend: Backend, eager: Eager, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext, result: Result
+) -> tuple[Any, Exception | None]:
+    """One export of a fresh copy (exporters may touch the module), timed, warnings kept."""
+    module = copy_module(eager.module)
+    t0 = time.perf_counter()
+    artifact, failure = None, None
+    with quiet_torch(fds=True) as captured:
+        try:
+            artifact = backend.export(module, args, kwargs, ctx)
+        except Exception as exc:  # noqa: BLE001 - every exporter failure is a result
+            failure = exc
+    result.timings["export_s"] = result.timings.get("export_s", 0.0) + time.perf_counter() - t0
+    for finding in explain.tracer_findings(captured.warnings, result.backend):
+        if finding not in result.findings:
+            result.findings.append(finding)
+    return artifact, failure
+
+
+def quiet_call(fn: Any, *args: Any) -> Any:
+    try:
+        with quiet_torch():
+            return fn(*args)
+    except Exception:  # noqa: BLE001 - an optional introspection; never a verdict
+        return None
+
+
+_VIOLATED = re.compile(r"Constraints violated \(([^)]*)\)")
+
+
+def violated_dims(exc: BaseException, plan: InputPlan) -> frozenset[str]:
+    match = _VIOLATED.search(explain.strip_ansi(str(exc)))
+    if not match:
+        return frozenset()
+    return frozenset(d.strip() for d in match.group(1).split(",") if d.strip() in plan.dims)
+
+
+def specialized_finding(exc: BaseException, name: str, dims: frozenset[str], plan: InputPlan) -> Finding:
+    text = explain.strip_ansi(str(exc))
+    guards = [line.strip(" -") for line in text.splitlines() if line.strip().startswith("- ")][:2]
+    declared = ", ".join(f"{d}=({plan.dims[d].min}, {plan.dims[d].max})" for d in sorted(dims))
+    detail = (
+        f"{name} cannot keep {', '.join(sorted(dims))} dynamic over the declared range ({declared}): "
+        f"the model's code specializes it"
+        + (f" ({'; '.join(guards)})" if guards else "")
+        + "; exported again with the exporter choosing, so other sizes may fail"
+    )
+    return Finding("specialized_dim", detail)
+
+
+def export_inputs(
+    plan: InputPlan, backend: Backend, device: str
+) -> tuple[tuple[Any, ...], dict[str, Any], Draw, dict[str, tuple[int, int]]]:
+    """The example, with dynamic dims of size 0 or 1 grown to 2 (exporters specialize 0/1)."""
+    draw = recorded_draw(plan)
+    sizes = dict(draw.sizes)
+    grown: dict[str, tuple[int, int]] = {}
+    if getattr(backend, "dynamic", True):
+        for dim, size in sizes.items():
+            if size < 2 and plan.dims[dim].max >= 2:
+                grown[dim] = (size, 2)
+                sizes[dim] = 2
+        draw = dataclasses.replace(draw, sizes=tuple(sorted(sizes.items())))
+    args, kwargs = materialize(plan, draw, device)
+    return args, kwargs, draw, grown
+
+
+def export_failed(result: Result, exc: BaseException, name: str, stage: str, header: str, plan: InputPlan) -> None:
+    finding = explain.error_finding(exc, name, stage)
+    if finding:
+        result.findings.append(finding)
+    lines = [f"{name} could not {'export' if stage == 'export' else stage} the module {header}", explain.trim_error(exc)]
+    if finding and finding.where:
+        lines.append(f"Likely cause: {finding.detail}")
+    lines.append(f"Example inputs: {plan.describe()}")
+    lines.append(f'If {name} is not a path you ship, drop it with backends=[...] or mark it known with xfail={{"{name}": "reason"}}')
+    finish(result, "export_error" if stage in ("export", "save") else "load_error", "\n".join(lines))
+
+
+def roundtrip(backend: Backend, artifact: Any, ctx: ExportContext, result: Result, header: str, scratch: Path) -> Any:
+    directory = scratch / "artifact"
+    directory.mkdir()
+    t0 = time.perf_counter()
+    with quiet_torch():
+        try:
+            files = backend.save(artifact, directory)
+        except Exception as exc:  # noqa: BLE001
+            export_failed(result, exc, result.backend, "save", header, ctx.plan)
+    result.extra["artifact_files"] = [p.name for p in files]
+    result.extra["artifact_bytes"] = sum(p.stat().st_size for p in files if p.exists())
+    if len(files) > 1:
+        result.findings.append(
+            Finding(
+                "external_data",
+                f"the {result.backend} artifact is {len(files)} files ({', '.join(p.name for p in files)}): "
+                "ship them together; the model file refers to the others by name",
+            )
+        )
+    with quiet_torch():
+        try:
+            loaded = backend.load(directory, ctx)
+        except Exception as exc:  # noqa: BLE001
+            export_failed(result, exc, result.backend, "load", header, ctx.plan)
+    result.timings["load_s"] = time.perf_counter() - t0
+    return loaded
+

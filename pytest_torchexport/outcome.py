@@ -1,0 +1,68 @@
+"""What the stages of a check hand each other: the early stop, the shrunk failure, the statistics.
+
+Plain records and one exception, imported by every stage and by ``messages.py``; this
+module imports none of them, so the engine has no import cycle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .compare import Comparison, flatten
+from .report import Result
+from .strategies import Draw
+
+
+class Stop(Exception):
+    """Ends one backend's check early with a finished result."""
+
+
+def finish(result: Result, status: str, message: str) -> None:
+    """Settle the check's verdict and stop it: no later stage runs."""
+    result.status = status
+    result.message = message
+    raise Stop
+
+
+@dataclass
+class Failure:
+    status: str
+    draw: Draw
+    args: Any
+    kwargs: Any
+    comparison: Comparison | None = None
+    error: BaseException | None = None
+    path: frozenset[tuple[str, int]] | None = None
+    guard: str | None = None  # a torch.export guard the input violates, though the artifact ran
+    # What the cause experiments found (causes.test_causes): None where not tested.
+    small_dims_blamed: bool | None = None  # growing the dims of size 0/1 to their export size makes it pass
+    baked_scalars: list[tuple[str, Any, Any]] = field(default_factory=list)  # (name, recorded, failing)
+
+
+@dataclass
+class Stats:
+    examples: int = 0
+    failed: int = 0
+    rejected: int = 0
+    max_abs: float = 0.0
+    max_rel: float = 0.0
+    paths: dict[frozenset[tuple[str, int]], int] = field(default_factory=dict)
+    failing_paths: dict[frozenset[tuple[str, int]], int] = field(default_factory=dict)
+    run_s: float = 0.0
+    vacuous: dict[str, list[Any]] = field(default_factory=dict)
+
+
+def track_vacuous(stats: Stats, outputs: Any) -> None:
+    for path, leaf in flatten(outputs)[0]:
+        if not isinstance(leaf, torch.Tensor) or not leaf.is_floating_point() or leaf.numel() == 0:
+            continue
+        t = leaf.detach().float()
+        near_zero = bool(t.abs().max() < 1e-6)
+        constant = bool(t.max() == t.min())
+        value = float(t.flatten()[0])
+        seen = stats.vacuous.setdefault(path, [True, True, value])
+        seen[0] = seen[0] and near_zero
+        seen[1] = seen[1] and constant and value == seen[2]

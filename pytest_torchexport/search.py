@@ -1,0 +1,260 @@
+"""Step 4 of a check: hypothesis draws inputs, each runs through eager and the loaded artifact.
+
+A ``Search`` holds what every attempt needs (the backend, the artifacts, the input plan,
+the tolerances) and what the search learns (``Stats``, eager outputs and export guards
+per draw). ``attempt`` judges one input and touches no statistics, so the search and
+the cause experiments share it; ``probe`` is what hypothesis calls; ``run`` drives
+hypothesis, shrinks the first failure and hands it to the cause experiments and the
+message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from typing import Any
+
+import torch
+
+from . import causes
+from ._compat import quiet_torch
+from .backends.base import Backend
+from .compare import Comparison, compare, flatten, tolerances_for
+from .eager import Eager, EagerCall, run_artifact
+from .exporting import Artifacts, quiet_call
+from .messages import explain_failure, pass_message, rejection_finding, vacuous_finding
+from .options import Options
+from .outcome import Failure, Stats, finish, track_vacuous
+from .report import Result
+from .session import Session
+from .side_effects import buffers, restore_buffers
+from .specs import InputPlan
+from .strategies import Draw, draws, materialize, probe_draws
+
+
+class Rejected(Exception):
+    """Eager itself raises on a generated input: not a valid example."""
+
+
+class _ExampleFailed(AssertionError):
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.status)
+        self.failure = failure
+
+
+class Search:
+    """The search over generated inputs for one (backend, device) check."""
+
+    def __init__(
+        self, result: Result, backend: Backend, artifacts: Artifacts, eager: Eager, plan: InputPlan,
+        options: Options, session: Session, header: str, seed_draw: Draw, first: EagerCall,
+    ) -> None:
+        self.result, self.backend, self.eager, self.plan = result, backend, eager, plan
+        self.options, self.session, self.header = options, session, header
+        self.runnable, self.in_memory = artifacts.runnable, artifacts.in_memory
+        self.export_draw, self.seed_draw, self.first = artifacts.export_draw, seed_draw, first
+        self.device = result.device
+        self.rtol = options.tolerance("rtol", result.backend)
+        self.atol = options.tolerance("atol", result.backend)
+        self.stats = Stats()
+        self._eager_calls: dict[Draw, EagerCall] = {}
+        self._guards: dict[tuple[Any, ...], str | None] = {}
+        # A stateful module: eager restarts from its initial state on each input, so must the
+        # artifact (its state after load), or every example would see a longer history.
+        stateful = any(f.kind == "mutates_state" for f in result.findings)
+        targets = [getattr(a, "module", a) for a in (self.runnable, self.in_memory) if stateful and a is not None]
+        self._snapshots = [(t, buffers(t)) for t in targets]
+
+    # -- one input -------------------------------------------------------------------------
+
+    def _expected(self, draw: Draw, args: Any, kwargs: Any) -> EagerCall:
+        if draw not in self._eager_calls:
+            self._eager_calls[draw] = self.eager(args, kwargs, trace_lines=True)
+        return self._eager_calls[draw]
+
+    def _run(self, artifact: Any, args: Any, kwargs: Any) -> Any:
+        for target, snapshot in self._snapshots:
+            restore_buffers(target, snapshot)
+        with quiet_torch():
+            actual, _ = run_artifact(lambda a, k: self.backend.run(artifact, a, k), args, kwargs)
+        return actual
+
+    def _compare(self, expected: Any, actual: Any, custom: bool = True) -> Comparison:
+        return compare(expected, actual, relowered=self.backend.relowered, rtol=self.rtol, atol=self.atol,
+                       compare_fn=self.options.compare if custom else None)
+
+    def _guard(self, draw: Draw, args: Any, kwargs: Any) -> str | None:
+        # torch.export's guards constrain shapes: one verdict per set of sizes.
+        key = (draw.sizes, draw.scalars)
+        if key not in self._guards:
+            artifact = self.in_memory if self.in_memory is not None else self.runnable
+            self._guards[key] = quiet_call(self.backend.guard_violation, artifact, args, kwargs)
+        return self._guards[key]
+
+    def attempt(self, draw: Draw) -> tuple[EagerCall, Failure | None, Comparison | None]:
+        """One input through eager and the artifact: (eager call, failure or None, comparison).
+
+        Raises ``Rejected`` when eager itself refuses the input.
+        """
+        args, kwargs = materialize(self.plan, draw, self.device)
+        try:
+            call = self._expected(draw, args, kwargs)
+        except Exception:  # noqa: BLE001 - eager rejects the input
+            raise Rejected from None
+        t0 = time.perf_counter()
+        try:
+            actual = self._run(self.runnable, args, kwargs)
+        except Exception as exc:  # noqa: BLE001 - the artifact raised where eager did not
+            return call, Failure("run_error", draw, args, kwargs, error=exc, path=call.path), None
+        finally:
+            self.stats.run_s += time.perf_counter() - t0
+        cmp = self._compare(call.outputs, actual)
+        guard = self._guard(draw, args, kwargs)
+        if guard:
+            status = "mismatch" if not cmp.ok else "run_error"
+            failure = Failure(status, draw, args, kwargs, comparison=None if cmp.ok else cmp, path=call.path, guard=guard)
+            return call, failure, cmp
+        if cmp.ok:
+            return call, None, cmp
+        if self.in_memory is None:
+            return call, Failure("mismatch", draw, args, kwargs, comparison=cmp, path=call.path), cmp
+        # [Round Trip Blame] The in-memory artifact runs only when the loaded one fails: a
+        # loaded artifact within tolerance of eager has no round-trip defect that matters.
+        # If the in-memory one matches eager, the export was right and save/load broke it.
+        mem = self._run(self.in_memory, args, kwargs)
+        if self._compare(call.outputs, mem).ok:
+            roundtrip = self._compare(mem, actual, custom=False)
+            return call, Failure("roundtrip_mismatch", draw, args, kwargs, comparison=roundtrip, path=call.path), cmp
+        return call, Failure("mismatch", draw, args, kwargs, comparison=cmp, path=call.path), cmp
+
+    def probe(self, draw: Draw) -> None:
+        """What hypothesis calls: attempt, count, raise on a failure so it shrinks."""
+        stats = self.stats
+        try:
+            call, failure, cmp = self.attempt(draw)
+        except Rejected:
+            stats.rejected += 1
+            from hypothesis import reject
+
+            reject()
+        stats.examples += 1
+        if call.path is not None:
+            stats.paths[call.path] = stats.paths.get(call.path, 0) + 1
+        track_vacuous(stats, call.outputs)
+        if cmp is not None and (failure is None or failure.guard is None):
+            stats.max_abs = max(stats.max_abs, cmp.max_abs)
+            stats.max_rel = max(stats.max_rel, cmp.max_rel)
+        if failure is not None:
+            stats.failed += 1
+            if failure.path is not None:
+                stats.failing_paths[failure.path] = stats.failing_paths.get(failure.path, 0) + 1
+            raise _ExampleFailed(failure)
+
+    def still_fails(self, draw: Draw) -> bool | None:
+        """The verdict on a variant of the failing input; None when eager rejects it."""
+        try:
+            return self.attempt(draw)[1] is not None
+        except Rejected:
+            return None
+
+    # -- the whole search ------------------------------------------------------------------
+
+    def _hypothesis_test(self) -> Any:
+        from hypothesis import HealthCheck, Phase, Verbosity, example, given, settings
+        from hypothesis import seed as hseed
+
+        options = self.options
+
+        def probe(draw: Draw) -> None:  # a plain function: hypothesis sets attributes on it
+            self.probe(draw)
+
+        test = given(draws(self.plan, special_values=options.special_values, vary_scalars=options.vary_scalars))(probe)
+        # Explicit examples run in decorator order, outermost first: the recorded call, the
+        # export example, then the small probes.
+        for draw in reversed([self.seed_draw, self.export_draw, *probe_draws(self.plan)]):
+            test = example(draw)(test)
+        test = settings(
+            max_examples=options.examples,
+            deadline=None,
+            database=self.session.database,
+            derandomize=False,
+            suppress_health_check=list(HealthCheck),
+            verbosity=Verbosity.quiet,
+            report_multiple_bugs=False,
+            phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
+            print_blob=False,
+        )(test)
+        if options.seed is not None:
+            test = hseed(options.seed)(test)
+        # [Database Keys] hypothesis keys its example database by the function's source, which
+        # is this one method for every test and backend: add a digest per check.
+        session = self.session
+        key = f"{session.nodeid or session.test or type(self.eager.module).__qualname__}::{self.result.backend}::{self.device}"
+        test.hypothesis.inner_test._hypothesis_internal_add_digest = key.encode()
+        return test
+
+    def run(self) -> None:
+        """Search, then settle the result: a pass message, or the shrunk failure explained."""
+        from hypothesis.errors import Flaky, HypothesisException
+
+        result, stats, name, header = self.result, self.stats, self.result.backend, self.header
+        test = self._hypothesis_test()
+        failure: Failure | None = None
+        t0 = time.perf_counter()
+        try:
+            with torch.no_grad(), _hypothesis_home(self.session.hypothesis_home):
+                test()
+        except _ExampleFailed as exc:
+            failure = exc.failure
+        except Flaky as exc:
+            result.timings["run_s"] = stats.run_s
+            finish(result, "nondeterministic", f"The {name} artifact gives different verdicts on the same input {header}: {exc}")
+        except HypothesisException:
+            if stats.examples == 0:
+                finish(
+                    result,
+                    "skipped",
+                    f"Eager rejected every generated input {header} ({stats.rejected} tried), so nothing was checked: "
+                    f"fix dims=/inputs= so eager accepts them. Inputs: {self.plan.describe()}",
+                )
+            raise
+        result.timings["search_s"] = time.perf_counter() - t0
+        result.timings["run_s"] = stats.run_s
+        result.examples = stats.examples
+        if self.options.compare is None and stats.examples:
+            # Numbers only where values were compared (compare= gives a verdict, no numbers).
+            result.max_abs_err, result.max_rel_err = stats.max_abs, stats.max_rel
+        result.extra["rejected_examples"] = stats.rejected
+        result.extra["paths"] = len(stats.paths)
+        vacuous_finding(result, stats)
+        rejection_finding(result, stats, self.plan)
+        if failure is None:
+            result.rtol, result.atol = _tolerances_used(self.backend, self.first.outputs, self.rtol, self.atol)
+            result.message = pass_message(result, stats, header, self.export_draw, self.seed_draw)
+            return
+        with torch.no_grad():
+            causes.blame(failure, self.still_fails, self.plan, self.export_draw)
+        export_path = self.first.path if self.export_draw == self.seed_draw else None
+        explain_failure(result, failure, stats, self.backend, self.plan, self.options, self.session, name, header,
+                        export_path, self.rtol, self.atol, self.eager.module, self.device, self.export_draw)
+
+
+@contextlib.contextmanager
+def _hypothesis_home(directory: str | None) -> Any:
+    from hypothesis import configuration
+
+    previous = configuration.storage_directory(intent_to_write=False).home_directory
+    configuration.set_hypothesis_home_dir(directory or os.path.join(tempfile.gettempdir(), "pytest-torchexport-hypothesis"))
+    try:
+        yield
+    finally:
+        configuration.set_hypothesis_home_dir(previous)
+
+
+def _tolerances_used(backend: Backend, outputs: Any, rtol: float | None, atol: float | None) -> tuple[float | None, float | None]:
+    for _, leaf in flatten(outputs)[0]:
+        if isinstance(leaf, torch.Tensor) and (leaf.is_floating_point() or leaf.is_complex()):
+            return tolerances_for(leaf.dtype, backend.relowered, rtol, atol)
+    return rtol, atol
