@@ -209,50 +209,75 @@ def _dtype(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+# [Bounded Comparison] Outputs can be hundreds of MB (a segmentation map): statistics work
+# in the output's own dtype (half types in float32), CHUNK elements at a time, and the
+# quantiles of the message on a fixed sample of SAMPLE elements; never a float64 copy of a
+# whole output.
+CHUNK = 1 << 22
+SAMPLE = 1 << 20
+
+
+def _work_dtype(dtype: torch.dtype) -> torch.dtype:
+    if dtype in (torch.float32, torch.float64, torch.complex64, torch.complex128):
+        return dtype
+    if dtype in (torch.float16, torch.bfloat16):
+        return torch.float32
+    if dtype == torch.complex32:
+        return torch.complex64
+    return torch.float64  # integers and bools: exact below 2**53, one chunk at a time
+
+
+def _errors(e: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(absolute error, relative error, |eager|) of one chunk; NaN==NaN and equal infs are 0."""
+    work = _work_dtype(e.dtype)
+    e, a = e.to(work), a.to(work)
+    abs_err = (a - e).abs()
+    abs_err = torch.where((e.isnan() & a.isnan()) | (e == a), torch.zeros_like(abs_err), abs_err)
+    abs_err = torch.nan_to_num(abs_err, nan=math.inf)
+    mag = e.abs()
+    rel_err = torch.where(abs_err == 0, torch.zeros_like(abs_err), abs_err / mag)
+    rel_err = torch.nan_to_num(rel_err, nan=math.inf, posinf=math.inf)
+    return abs_err, rel_err, mag
+
+
 def _leaf_diff(
     path: str, e: torch.Tensor, a: torch.Tensor, relowered: bool, rtol: float | None, atol: float | None
 ) -> LeafDiff:
     rtol_v, atol_v = tolerances_for(e.dtype, relowered, rtol, atol)
     if e.numel() == 0:  # shapes already agree: nothing to differ
         return LeafDiff(path, tuple(e.shape), _dtype(e.dtype), 0, 0, 0.0, 0.0, (), (), 0.0, 0.0, rtol_v, atol_v, 0.0, 0.0)
-    e_cpu = e.detach().cpu()
-    a_cpu = a.detach().cpu().to(e_cpu.dtype)
-    if e_cpu.dtype == torch.bool:
-        e_cpu, a_cpu = e_cpu.to(torch.uint8), a_cpu.to(torch.uint8)
-    close = torch.isclose(a_cpu, e_cpu, rtol=rtol_v, atol=atol_v, equal_nan=True)
-    wide = torch.float64 if not e_cpu.dtype.is_complex else torch.complex128
-    e64, a64 = e_cpu.to(wide), a_cpu.to(wide)
-    abs_err = (a64 - e64).abs().to(torch.float64) if e_cpu.numel() else torch.zeros(0, dtype=torch.float64)
-    both_nan = torch.isnan(e64.abs()) & torch.isnan(a64.abs()) if e_cpu.numel() else abs_err.bool()
-    same_inf = (e64 == a64) if e_cpu.numel() else abs_err.bool()
-    abs_err = torch.where(both_nan | same_inf, torch.zeros_like(abs_err), abs_err)
-    abs_err = torch.nan_to_num(abs_err, nan=math.inf)
-    mag = e64.abs().to(torch.float64)
-    rel_err = torch.where(abs_err == 0, torch.zeros_like(abs_err), abs_err / mag)
-    rel_err = torch.nan_to_num(rel_err, nan=math.inf, posinf=math.inf)
-    mismatched = int((~close).sum())
+    e_flat = e.detach().cpu().reshape(-1)
+    a_flat = a.detach().cpu().to(e_flat.dtype).reshape(-1)
+    if e_flat.dtype == torch.bool:
+        e_flat, a_flat = e_flat.to(torch.uint8), a_flat.to(torch.uint8)
+    mismatched = one_sided = 0
+    max_abs = max_rel = needed_atol = needed_rtol = 0.0
+    abs_i = rel_i = 0
+    for start in range(0, e_flat.numel(), CHUNK):
+        ec, ac = e_flat[start : start + CHUNK], a_flat[start : start + CHUNK]
+        close = torch.isclose(ac, ec, rtol=rtol_v, atol=atol_v, equal_nan=True)
+        abs_err, rel_err, mag = _errors(ec, ac)
+        i, j = int(abs_err.argmax()), int(rel_err.argmax())
+        if start == 0 or float(abs_err[i]) > max_abs:
+            max_abs, abs_i = float(abs_err[i]), start + i
+        if start == 0 or float(rel_err[j]) > max_rel:
+            max_rel, rel_i = float(rel_err[j]), start + j
+        bad = int((~close).sum())
+        if not bad:
+            continue
+        # Only a mismatch is explained: the would-pass tolerances and the one-sided NaN/infs.
+        mismatched += bad
+        one_sided += int((torch.isfinite(ec) != torch.isfinite(ac)).sum())
+        need_a = (abs_err - rtol_v * mag).nan_to_num(nan=math.inf, posinf=math.inf).clamp(min=0).max()
+        over = (abs_err - atol_v).clamp(min=0)
+        need_r = torch.where(over == 0, torch.zeros_like(over), over / mag).nan_to_num(nan=math.inf, posinf=math.inf).max()
+        needed_atol, needed_rtol = max(needed_atol, float(need_a)), max(needed_rtol, float(need_r))
     if not mismatched:
         # The common case, once per example: only the greatest errors feed the summary;
-        # quantiles (two sorts) and the would-pass tolerances explain a mismatch.
-        return LeafDiff(path, tuple(e.shape), _dtype(e.dtype), 0, e.numel(), float(abs_err.max()),
-                        float(rel_err.max()), (), (), 0.0, 0.0, rtol_v, atol_v, 0.0, 0.0)
-    finite_e, finite_a = torch.isfinite(e64), torch.isfinite(a64)
-    one_sided = int((finite_e != finite_a).sum()) if e_cpu.numel() else 0
-    if abs_err.numel():
-        flat_abs = abs_err.flatten()
-        abs_i = int(flat_abs.argmax())
-        rel_i = int(rel_err.flatten().argmax())
-        finite = flat_abs[torch.isfinite(flat_abs)]
-        p50 = float(finite.quantile(0.5)) if finite.numel() else math.inf
-        p99 = float(finite.quantile(0.99)) if finite.numel() else math.inf
-        needed_atol = float((abs_err - rtol_v * mag).nan_to_num(nan=math.inf, posinf=math.inf).clamp(min=0).max())
-        over = (abs_err - atol_v).clamp(min=0)
-        needed_rtol = float(torch.where(over == 0, torch.zeros_like(over), over / mag).nan_to_num(nan=math.inf, posinf=math.inf).max())
-        max_abs, max_rel = float(flat_abs[abs_i]), float(rel_err.flatten()[rel_i])
-        abs_index, rel_index = _unravel(abs_i, e.shape), _unravel(rel_i, e.shape)
-    else:
-        p50 = p99 = needed_atol = needed_rtol = max_abs = max_rel = 0.0
-        abs_index = rel_index = ()
+        # quantiles (a sort) and the would-pass tolerances explain a mismatch.
+        return LeafDiff(path, tuple(e.shape), _dtype(e.dtype), 0, e.numel(), max_abs, max_rel, (), (), 0.0, 0.0,
+                        rtol_v, atol_v, 0.0, 0.0)
+    p50, p99 = _abs_quantiles(e_flat, a_flat)
     return LeafDiff(
         path=path,
         shape=tuple(e.shape),
@@ -261,8 +286,8 @@ def _leaf_diff(
         numel=e.numel(),
         max_abs=max_abs,
         max_rel=max_rel,
-        abs_index=abs_index,
-        rel_index=rel_index,
+        abs_index=_unravel(abs_i, e.shape),
+        rel_index=_unravel(rel_i, e.shape),
         p50=p50,
         p99=p99,
         rtol=rtol_v,
@@ -271,6 +296,19 @@ def _leaf_diff(
         needed_rtol=needed_rtol,
         one_sided_nonfinite=one_sided,
     )
+
+
+def _abs_quantiles(e_flat: torch.Tensor, a_flat: torch.Tensor) -> tuple[float, float]:
+    """p50 and p99 of the finite absolute errors: exact up to SAMPLE elements, else on a fixed sample."""
+    if e_flat.numel() > SAMPLE:
+        index = torch.randint(e_flat.numel(), (SAMPLE,), generator=torch.Generator().manual_seed(0))
+        e_flat, a_flat = e_flat[index], a_flat[index]
+    abs_err = _errors(e_flat, a_flat)[0]
+    finite = abs_err[torch.isfinite(abs_err)]
+    if not finite.numel():
+        return math.inf, math.inf
+    q = torch.quantile(finite, torch.tensor([0.5, 0.99], dtype=finite.dtype))
+    return float(q[0]), float(q[1])
 
 
 def _unravel(flat_index: int, shape: torch.Size) -> tuple[int, ...]:

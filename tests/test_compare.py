@@ -121,3 +121,54 @@ def test_per_backend_tolerance_override_through_check():
     rows = report.by_backend()
     assert (rows["onnx-legacy"].rtol, rows["onnx-legacy"].atol) == (0.5, 1e-4)
     assert (rows["trace"].rtol, rows["trace"].atol) == (1.3e-6, 0.25)
+
+
+def test_chunked_statistics_equal_whole_tensor_ones(monkeypatch):
+    # [Bounded Comparison] chunks of 4M elements on real outputs; 7 here, so 300 elements
+    # span many chunks, and the greatest error sits in a late one.
+    import pytest_torchexport.compare as cmp_mod
+
+    torch.manual_seed(0)
+    e = torch.randn(3, 100)
+    a = e + torch.randn(3, 100) * 1e-3
+    a[2, 97] = math.nan
+    a[1, 50] += 5.0
+    whole = compare(e, a).diffs[0]
+    monkeypatch.setattr(cmp_mod, "CHUNK", 7)
+    chunked = compare(e, a).diffs[0]
+    assert dataclasses.asdict(chunked) == dataclasses.asdict(whole)
+    assert chunked.abs_index == (2, 97) and chunked.one_sided_nonfinite == 1
+    assert chunked.max_abs == math.inf
+    # Statistics stay in the output's dtype: a float32 mismatch needs no float64 copy.
+    assert chunked.needed_rtol == whole.needed_rtol
+
+
+def test_quantiles_on_a_sample_are_close_to_exact_ones(monkeypatch):
+    import pytest_torchexport.compare as cmp_mod
+
+    torch.manual_seed(0)
+    e = torch.randn(200_000)
+    a = e + torch.rand(200_000)  # errors uniform in [0, 1): p50 0.5, p99 0.99
+    exact = compare(e, a).diffs[0]
+    monkeypatch.setattr(cmp_mod, "SAMPLE", 20_000)
+    sampled = compare(e, a).diffs[0]
+    assert abs(exact.p50 - 0.5) < 0.01 and abs(sampled.p50 - exact.p50) < 0.02
+    assert abs(sampled.p99 - exact.p99) < 0.01
+    # Everything else is exact, not sampled.
+    assert (sampled.max_abs, sampled.mismatched, sampled.needed_atol) == (exact.max_abs, exact.mismatched, exact.needed_atol)
+
+
+def test_noise_statistics_in_chunks_equal_whole_ones(monkeypatch):
+    import pytest_torchexport.noise as noise_mod
+
+    torch.manual_seed(0)
+    r = torch.randn(1000, dtype=torch.float64)
+    e, a = r.float(), (r + 1e-6 * torch.randn(1000, dtype=torch.float64)).float()
+    whole = noise_mod.leaf_noise("", e, a, r)
+    monkeypatch.setattr(noise_mod, "CHUNK", 33)
+    chunked = noise_mod.leaf_noise("", e, a, r)
+    for field_ in ("artifact_rmse", "eager_rmse", "artifact_max", "eager_max", "rmse_bound", "max_bound"):
+        assert math.isclose(getattr(chunked, field_), getattr(whole, field_), rel_tol=1e-12)
+    exact_rmse = float(((a.double() - r) ** 2).mean().sqrt())
+    assert math.isclose(whole.artifact_rmse, exact_rmse, rel_tol=1e-12)
+    assert not chunked.rounding  # 1e-6 noise on N(0, 1) is ~20x eager's float32 rounding
