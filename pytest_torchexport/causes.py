@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from .outcome import Failure
 from .specs import InputPlan
-from .strategies import Draw
+from .strategies import FAR_MODES, Draw
 
 
 def blame(failure: Failure, still_fails: Callable[[Draw], bool | None], plan: InputPlan, export_draw: Draw) -> None:
@@ -31,3 +31,12 @@ def blame(failure: Failure, still_fails: Callable[[Draw], bool | None], plan: In
         restored = dataclasses.replace(failure.draw, scalars=tuple((i, recorded.get(i, v)) for i, v in failure.draw.scalars))
         if still_fails(restored) is False:
             failure.baked_scalars = [(plan.scalar_names.get(i, f"argument {i}"), recorded[i], v) for i, v in varied.items()]
+    far_scale(failure, still_fails)
+
+
+def far_scale(failure: Failure, still_fails: Callable[[Draw], bool | None]) -> None:
+    """An input far from the recorded scale (``special_values=True``'s x100, x1e-3): the
+    same draw at the recorded scale tells an export defect from an ill-conditioned model."""
+    factor = FAR_MODES.get(failure.draw.mode)
+    if factor is not None and still_fails(dataclasses.replace(failure.draw, mode="normal")) is False:
+        failure.far_scale = factor

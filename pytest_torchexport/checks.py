@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from . import exporting, side_effects
+from . import assumptions, exporting, side_effects
 from .backends.base import load_backend
 from .eager import EAGER_MODE, Eager, module_name
 from .errors import ExportMismatch, InvalidArgument
@@ -189,6 +189,9 @@ def _pipeline(
             Finding("training_mode", "the module was called in training mode; it was validated in eval mode, as it is served")
         )
 
+    # 0. An assumed batch dim that eager rejects is not one (assumptions.py).
+    plan = assumptions.hold_rejected_batch(plan, eager, options, result)
+
     # 1. The example through eager: determinism and side effects.
     seed_draw = recorded_draw(plan)
     seed_args, seed_kwargs = materialize(plan, seed_draw, device)
@@ -206,6 +209,7 @@ def _pipeline(
 
     # 2-3. Export once at the example, save, load back.
     artifacts = exporting.build(backend, eager, plan, options, result, header, scratch)
+    assumptions.recorded_size_export(backend, eager, plan, result, scratch)
 
     # 4. Side effects the artifact must reproduce, arguments it may bake in, then the search.
     side_effects.check_side_effects(

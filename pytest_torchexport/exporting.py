@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from . import explain
 from ._compat import quiet_torch
 from .backends.base import Backend, ExportContext
@@ -23,6 +25,7 @@ from .options import Options
 from .outcome import finish
 from .report import Finding, Result
 from .specs import InputPlan
+from .stateful import reset_state
 from .strategies import Draw, materialize, recorded_draw
 
 
@@ -86,13 +89,19 @@ def export_once(
 ) -> tuple[Any, Exception | None]:
     """One export of a fresh copy (exporters may touch the module), timed, warnings kept."""
     module = copy_module(eager.module)
+    initial = {k: v.detach().clone() for k, v in module.named_buffers()}
     t0 = time.perf_counter()
     artifact, failure = None, None
     with quiet_torch(fds=True) as captured:
         try:
-            artifact = backend.export(module, args, kwargs, ctx)
+            # As the reference runs and as models are served: grad mode makes some exporters
+            # take other paths (T5's dynamo ONNX export fails to decompose in grad mode).
+            with torch.no_grad():
+                artifact = backend.export(module, args, kwargs, ctx)
         except Exception as exc:  # noqa: BLE001 - every exporter failure is a result
             failure = exc
+    if artifact is not None:
+        reset_state(artifact, initial)  # a trace ran forward: save the state the module starts from
     result.timings["export_s"] = result.timings.get("export_s", 0.0) + time.perf_counter() - t0
     for finding in explain.tracer_findings(captured.warnings, result.backend):
         if finding not in result.findings:

@@ -62,7 +62,7 @@ OPTION_DOCS: dict[str, str] = {
     "module": "class name of the recorded module to validate when the test calls several",
     "roundtrip": "save and reload each artifact and validate the loaded one (default True)",
     "seed": "fix the seed of input generation (and of the test body's RNG)",
-    "special_values": "also draw NaN, +-inf, zeros and extreme magnitudes, and fully masked rows",
+    "special_values": "also draw NaN, +-inf, zeros and extremes, values x100 and x1e-3 the example's scale, and fully masked rows",
     "vary_scalars": "vary Python int/float/bool arguments too (default: kept as recorded)",
     "compare": "fn(expected, actual) raising AssertionError: replaces the value comparison",
 }

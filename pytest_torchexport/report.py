@@ -50,6 +50,7 @@ FINDING_DOCS: dict[str, str] = {
     "baked_shape": "a size read as a Python number became a constant in the artifact",
     "baked_argument": "a Python scalar argument is a constant in the artifact: other values are ignored",
     "specialized_dim": "a dim declared dynamic is static or narrowed in the artifact (with the guard)",
+    "assumed_dim": "dim 0 was assumed to be a batch dim, but eager rejects other sizes: held at the example's size",
     "data_dependent_branch": "torch.export cannot capture a branch on a tensor's value",
     "unsupported_op": "the exporter has no lowering for an operator (with these shapes)",
     "unsupported_python": "TorchScript cannot compile a Python construct",
@@ -65,6 +66,7 @@ FINDING_DOCS: dict[str, str] = {
     "device_fallback": "onnxruntime had no CUDA provider and ran on CPU",
     "backend_note": "something the backend wants the reader to know (a trace of a ScriptModule, ...)",
     "error_site": "the user's line where the export, load or artifact run raised",
+    "numeric_noise": "some inputs differ beyond the default tolerances by float32 rounding only: as close to a float64 run as eager",
 }
 
 FAILING = frozenset({"mismatch", "run_error", "export_error", "load_error", "roundtrip_mismatch", "xpass"})
@@ -179,7 +181,7 @@ _EXPLAINING = (
     "mutates_state",
 )
 # Findings worth a word even on a passing row.
-_NOTABLE = ("vacuous_output", "rejected_inputs", "training_mode", "external_data", "device_fallback")
+_NOTABLE = ("vacuous_output", "rejected_inputs", "training_mode", "external_data", "device_fallback", "assumed_dim")
 
 
 @dataclass

@@ -19,6 +19,7 @@ from .eager import Eager, run_artifact
 from .outcome import finish
 from .report import Finding, Result
 from .specs import InputPlan
+from .stateful import artifact_module
 from .strategies import Draw, materialize
 
 
@@ -77,7 +78,7 @@ def check_side_effects(
             )
     if changed_state:
         # Lockstep calls: a lost buffer update shows on the second call.
-        target = getattr(runnable, "module", runnable)
+        target = artifact_module(runnable)
         snapshot = buffers(target)
         try:
             with quiet_torch():

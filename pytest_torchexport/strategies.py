@@ -22,6 +22,10 @@ from .specs import InputPlan, LeafPlan
 
 #: Value modes, plainest first (hypothesis shrinks towards the front).
 MODES = ("recorded", "normal", "negative", "positive", "wide", "tiny")
+#: Modes far from the recorded scale (x100, x1e-3), drawn only with ``special_values=True``:
+#: deep nets are ill-conditioned there, so by default they would fail healthy models on
+#: inputs no user feeds them. The factor is what the messages quote.
+FAR_MODES = {"wide": 100.0, "tiny": 1e-3}
 SPECIAL_VALUES = (math.nan, math.inf, -math.inf, 0.0, 3.0e38, -3.0e38)
 
 
@@ -61,6 +65,8 @@ def draws(plan: InputPlan, *, special_values: bool = False, vary_scalars: bool =
     examples = plan.example_sizes()
     size_strats = {name: sizes(d.min, d.max, examples.get(name)) for name, d in sorted(plan.dims.items())}
     modes = MODES if plan.recorded else MODES[1:]
+    if not special_values:
+        modes = tuple(m for m in modes if m not in FAR_MODES)
     scalar_strats = {i: _scalar(v) for i, v in plan.scalars.items()} if vary_scalars else {}
 
     @st.composite
@@ -128,6 +134,8 @@ def _tensor(leaf: LeafPlan, shape: list[int], draw: Draw, gen: torch.Generator) 
         return _resize_like(leaf.example.detach().cpu(), shape).clone()
     if dtype == torch.bool:
         return _mask(leaf, shape, draw, gen)
+    if _int_mask(leaf):
+        return _mask(leaf, shape, draw, gen).to(dtype)
     if not (dtype.is_floating_point or dtype.is_complex):
         lo, hi = _int_range(leaf)
         return torch.randint(lo, hi + 1, shape, generator=gen, dtype=torch.int64).to(dtype)
@@ -142,10 +150,8 @@ def _tensor(leaf: LeafPlan, shape: list[int], draw: Draw, gen: torch.Generator) 
             out = -base.abs() * scale - abs(leaf.center)
         elif draw.mode == "positive":
             out = base.abs() * scale + abs(leaf.center)
-        elif draw.mode == "wide":
-            out = base * scale * 100.0
-        elif draw.mode == "tiny":
-            out = base * scale * 1e-3
+        elif draw.mode in FAR_MODES:
+            out = base * scale * FAR_MODES[draw.mode]
         else:
             out = base * scale + leaf.center
     if draw.special and out.numel():
@@ -170,8 +176,41 @@ def _mask(leaf: LeafPlan, shape: list[int], draw: Draw, gen: torch.Generator) ->
     if leaf.example is None or leaf.example.numel() == 0 or not shape or shape[-1] == 0 or draw.special:
         return mask
     keep = bool(leaf.example.float().mean() >= 0.5)
+    ascending = _padding_form(leaf.example)
+    if ascending is not None:
+        # The recorded rows are padding (all kept, then all padded, or the reverse): draw
+        # padding of random lengths in that form, not holes no tokenizer makes.
+        n = shape[-1]
+        first = not ascending  # the value at the start of a row
+        lo, hi = (1, n) if first == keep else (0, n - 1)  # the row keeps one `keep` element
+        lengths = torch.randint(lo, hi + 1, (*shape[:-1], 1), generator=gen)
+        return (torch.arange(n) < lengths) == first
     index = torch.randint(0, shape[-1], (*shape[:-1], 1), generator=gen)
     return mask.scatter(-1, index, torch.full(index.shape, keep))
+
+
+def _int_mask(leaf: LeafPlan) -> bool:
+    """An integer tensor recorded with both 0 and 1 and nothing else: an attention mask."""
+    if leaf.low is not None or leaf.high is not None or leaf.example is None or leaf.example.dim() < 2:
+        return False
+    values = leaf.example.unique()
+    return values.numel() == 2 and bool((values == torch.arange(2, dtype=values.dtype)).all())
+
+
+def _padding_form(example: torch.Tensor) -> bool | None:
+    """True when every row of a 0/1 example ascends (0s then 1s), False when every row
+    descends, None when the rows are not padding (holes, or no row padded at all)."""
+    if example.dim() < 1 or example.shape[-1] < 2 or example.numel() == 0:
+        return None
+    rows = example.detach().cpu().to(torch.int8).reshape(-1, example.shape[-1])
+    step = rows[:, 1:] - rows[:, :-1]
+    if not bool(step.any()):
+        return None
+    if bool((step >= 0).all()):
+        return True
+    if bool((step <= 0).all()):
+        return False
+    return None
 
 
 def _int_range(leaf: LeafPlan) -> tuple[int, int]:

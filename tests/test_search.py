@@ -201,7 +201,8 @@ def test_mostly_rejected_inputs_say_which_declaration_to_fix():
                 raise ValueError("batch must be 4")
             return x + 1
 
-    r = results(Picky(), (torch.randn(4, 3),), ["trace"])
+    # Declared: held to it (undeclared, an assumed batch eager rejects is held fixed: test_inputs.py).
+    r = results(Picky(), (torch.randn(4, 3),), ["trace"], dims={"batch": (1, 16)})
     assert r["trace"].status == "pass"
     finding = next(f for f in r["trace"].findings if f.kind == "rejected_inputs")
     assert "declare the valid sizes and values with dims=/inputs=" in finding.detail

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from .base import Backend, ExportContext
+from .base import Backend, ExportContext, keywords_bound
 
 FILENAME = "model_aoti.pt2"
 
@@ -38,6 +38,7 @@ class AotiBackend(Backend):
     def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
         import torch._inductor
 
+        module = keywords_bound(module, kwargs)
         program = torch.export.export(module, args, kwargs or None, dynamic_shapes=ctx.dynamic_shapes(module), strict=False)
         package = Path(ctx.scratch or tempfile.mkdtemp(prefix="torchexport-aoti-")) / FILENAME
         torch._inductor.aoti_compile_and_package(program, package_path=str(package))

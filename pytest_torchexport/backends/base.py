@@ -25,6 +25,7 @@ Third-party backends are registered by the ``pytest_torchexport_backends`` hook:
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -104,3 +105,69 @@ def load_backend(spec: Any) -> Backend:
         if not callable(getattr(spec, method, None)):
             raise TypeError(f"torchexport backend {spec!r} has no {method}() method")
     return spec
+
+
+def keywords_bound(module: Any, kwargs: dict[str, Any]) -> Any:
+    """``module``, or an adapter whose forward names every keyword the call passes.
+
+    ``forward(self, x, **kwargs)`` called with ``mask=``: ``torch.export`` wants
+    ``dynamic_shapes`` keyed ``{"x": ..., "kwargs": {"mask": ...}}`` for that signature,
+    and that documented form fails inside torch 2.13 ("Must provide a tree_name when
+    there might be a mismatch"). The adapter's signature is ``(x, *, mask)``, so the
+    flat ``{"x": ..., "mask": ...}`` the plan builds binds, and the exported program
+    is still called as the user calls the module.
+    """
+    import torch
+
+    try:
+        signature = inspect.signature(module.forward)
+    except (TypeError, ValueError):
+        return module
+    params = signature.parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return module
+    extra = [k for k in kwargs if k not in params]
+    if not extra:
+        return module
+    named = [p for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    positional = [p for p in named if p.kind is not p.KEYWORD_ONLY]
+    keyword = [p for p in named if p.kind is p.KEYWORD_ONLY]
+    keyword += [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY) for k in extra]
+    self_param = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+    def forward(self: Any, *args: Any, **kw: Any) -> Any:
+        return self.module(*args, **kw)
+
+    forward.__signature__ = inspect.Signature([self_param, *positional, *keyword])  # type: ignore[attr-defined]
+    adapter = type("KeywordsBound", (torch.nn.Module,), {"forward": forward})()
+    adapter.module = module
+    return adapter.train(module.training)
+
+
+def positional_adapter(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, tuple[Any, ...]]:
+    """A module taking the call's tensors positionally, for exporters that cannot take keywords.
+
+    Legacy ONNX export binds keyword tensors by position into ``forward``'s parameters, so
+    ``BertModel(input_ids=..., attention_mask=...)`` fails with "got multiple values for
+    argument 'use_cache'". Users export such models through a positional wrapper; this is
+    that wrapper. Non-tensor leaves keep the call's values. Returns (adapter, tensors).
+    """
+    import torch
+    import torch.utils._pytree as pytree
+
+    flat, spec = pytree.tree_flatten((args, kwargs))
+    slots = [i for i, v in enumerate(flat) if isinstance(v, torch.Tensor)]
+
+    class Positional(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.module = module
+
+        def forward(self, *tensors: Any) -> Any:
+            values = list(flat)
+            for i, t in zip(slots, tensors):
+                values[i] = t
+            a, k = pytree.tree_unflatten(values, spec)
+            return self.module(*a, **k)
+
+    return Positional().train(module.training), tuple(flat[i] for i in slots)

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from .base import Backend, ExportContext
+from .base import Backend, ExportContext, keywords_bound
 
 FILENAME = "model.pt2"
 
@@ -23,6 +23,7 @@ class ExportBackend(Backend):
         return f"torch {torch.__version__} has no torch.export.{missing}" if missing else None
 
     def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
+        module = keywords_bound(module, kwargs)
         program = torch.export.export(
             module, args, kwargs or None, dynamic_shapes=ctx.dynamic_shapes(module), strict=False
         )

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.utils._pytree as pytree
 
-from .base import Backend, ExportContext
+from .base import Backend, ExportContext, keywords_bound, positional_adapter
 
 FILENAME = "model.onnx"
 
@@ -99,6 +99,7 @@ class DynamoOnnxBackend(_OnnxBackend):
         return None
 
     def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
+        module = keywords_bound(module, kwargs)
         program = torch.onnx.export(
             module,
             args,
@@ -137,6 +138,10 @@ class LegacyOnnxBackend(_OnnxBackend):
 
     def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
         buffer = io.BytesIO()
+        if kwargs:
+            # Named by input_names below: the ONNX inputs keep the keyword names.
+            module, args = positional_adapter(module, args, kwargs)
+            kwargs = {}
         torch.onnx.export(
             module,
             args,
