@@ -48,7 +48,7 @@ class _Swap(nn.Module):
     def __init__(self, model: nn.Module, kind: type, make) -> None:  # noqa: ANN001
         super().__init__()
         self.model = copy.deepcopy(model)
-        for name, sub in list(self.model.named_modules()):
+        for sub in list(self.model.modules()):
             for child_name, child in list(sub.named_children()):
                 if isinstance(child, kind):
                     setattr(sub, child_name, make(child))

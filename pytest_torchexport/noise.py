@@ -26,8 +26,8 @@ import torch
 import torch.utils._pytree as pytree
 
 from .compare import CHUNK, Comparison, flatten
-from .report import Finding, Result
 from .eager import Eager, seed_rng
+from .report import Finding, Result
 from .side_effects import buffers, restore_buffers
 from .strategies import Draw
 

@@ -72,6 +72,7 @@ def test_clean_cnn_at_ill_conditioned_inputs_passes_with_numeric_noise(tester):
         + """
 @pytest.mark.torchexport(backends=["onnx"], seed=0)
 def test_segment():
+    torch.manual_seed(0)  # the weights too: unseeded, a few draws of them never leave rounding
     model = calibrated(SegNet())
     model(torch.randn(2, 3, 48, 48) * 4000)
 """
