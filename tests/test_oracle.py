@@ -70,7 +70,8 @@ def test_clean_cnn_at_ill_conditioned_inputs_passes_with_numeric_noise(tester):
     tester.makepyfile(
         test_seg=SEGNET
         + """
-@pytest.mark.torchexport(backends=["onnx"], seed=0)
+# The suite's 8 examples may all stay within the plain tolerance; 25 (the default) do not.
+@pytest.mark.torchexport(backends=["onnx"], seed=0, examples=25)
 def test_segment():
     torch.manual_seed(0)  # the weights too: unseeded, a few draws of them never leave rounding
     model = calibrated(SegNet())
