@@ -263,7 +263,6 @@ def test_t5_from_config():
     assert_all_pass(r, except_=("script",))
 
 
-@pytest.mark.skip(reason="needs the stateful-module work of issue 8 item 4")
 def test_stateful_running_mean():
     class RunningMean(nn.Module):
         def __init__(self) -> None:
