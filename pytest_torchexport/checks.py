@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from . import assumptions, exporting, side_effects
+from . import assumptions, exporting, latency, side_effects
 from .backends.base import load_backend
 from .eager import EAGER_MODE, Eager, module_name
 from .errors import ExportMismatch, InvalidArgument
@@ -218,6 +218,8 @@ def _pipeline(
     if not options.vary_scalars:
         side_effects.baked_arguments(result, backend, artifacts.runnable, eager, plan, seed_draw, device)
     Search(result, backend, artifacts, eager, plan, options, session, header, seed_draw, first).run()
+    # 5. Latency at the recorded input, once the verdict is in (latency.py).
+    latency.record(result, backend, artifacts.runnable, eager, seed_args, seed_kwargs, plan)
 
 
 @contextlib.contextmanager

@@ -71,7 +71,8 @@ def build(
 
     runnable, in_memory = artifact, None
     if options.roundtrip and backend.saveable:
-        runnable, in_memory = roundtrip(backend, artifact, ctx, result, header, scratch), artifact
+        keep_in, test = options.keep_artifacts, _test_dirname(result)
+        runnable, in_memory = roundtrip(backend, artifact, ctx, result, header, scratch, keep_in, test), artifact
     elif not backend.saveable:
         result.extra["roundtrip"] = f"not applicable: {name} artifacts are not saved"
     else:
@@ -82,6 +83,12 @@ def build(
     if fallback:
         result.findings.append(Finding("device_fallback", fallback))
     return Artifacts(runnable, in_memory, export_draw, ctx)
+
+
+def _test_dirname(result: Result) -> str:
+    from .artifacts import test_dirname
+
+    return test_dirname(result.nodeid, result.test, result.module)
 
 
 def export_once(
@@ -169,7 +176,10 @@ def export_failed(result: Result, exc: BaseException, name: str, stage: str, hea
     finish(result, "export_error" if stage in ("export", "save") else "load_error", "\n".join(lines))
 
 
-def roundtrip(backend: Backend, artifact: Any, ctx: ExportContext, result: Result, header: str, scratch: Path) -> Any:
+def roundtrip(
+    backend: Backend, artifact: Any, ctx: ExportContext, result: Result, header: str, scratch: Path,
+    keep_in: str | None = None, test: str = "",
+) -> Any:
     directory = scratch / "artifact"
     directory.mkdir()
     t0 = time.perf_counter()
@@ -179,6 +189,10 @@ def roundtrip(backend: Backend, artifact: Any, ctx: ExportContext, result: Resul
         except Exception as exc:  # noqa: BLE001
             export_failed(result, exc, result.backend, "save", header, ctx.plan)
     result.extra["artifact_files"] = [p.name for p in files]
+    if keep_in:  # before the load, so an artifact that does not load back is kept too
+        from .artifacts import keep
+
+        keep(result, keep_in, test, files)
     result.extra["artifact_bytes"] = sum(p.stat().st_size for p in files if p.exists())
     if len(files) > 1:
         result.findings.append(

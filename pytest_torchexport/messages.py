@@ -124,10 +124,16 @@ def explain_failure(
     cause = _likely_cause(result, failure, stats, plan, export_path, name, backend)
     if cause:
         lines.append(f"Likely cause: {cause}")
-    repro = _save_repro(failure, plan, options, session, name, eager_module, device, export_draw)
+    repro = _save_repro(failure, plan, options, session, name, eager_module, device, export_draw, result)
     if repro:
         result.failing_example["repro"] = repro
         lines.append(f"Replay: python -m pytest_torchexport.replay {repro}")
+    if result.extra.get("artifact_dir"):
+        from .artifacts import link_replay
+
+        lines.append(f"Artifact kept in {result.extra['artifact_dir']} (as saved, with its readable form)")
+        if repro:
+            link_replay(result.extra["artifact_dir"], repro)
     xfail = f'mark it known with xfail={{"{name}": "reason"}}'
     if failure.status == "mismatch" and result.extra.get("passes_with"):
         pw = result.extra["passes_with"]
@@ -222,7 +228,7 @@ def _path_note(failure: Failure, stats: Stats, export_path: Any, name: str) -> s
 
 def _save_repro(
     failure: Failure, plan: InputPlan, options: Options, session: Session, name: str,
-    module: torch.nn.Module, device: str, export_draw: Draw,
+    module: torch.nn.Module, device: str, export_draw: Draw, result: Result,
 ) -> str | None:
     if not options.repro_dir:
         return None
@@ -244,6 +250,7 @@ def _save_repro(
         options={"dims": dict(options.dims), "dynamic": options.dynamic, "rtol": options.tolerance("rtol", name),
                  "atol": options.tolerance("atol", name)},
         test=session.nodeid or session.test,
+        artifact_dir=result.extra.get("artifact_dir"),
     )
     rel = os.path.relpath(path)
     return str(path) if rel.startswith("..") else rel

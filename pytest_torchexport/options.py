@@ -89,11 +89,13 @@ class Options:
     compare: Callable[[Any, Any], Any] | None = None
     #: Not a marker option: where failing examples go (``--torchexport-repro-dir``).
     repro_dir: str | None = None
+    #: Not a marker option: where every artifact is kept (``--torchexport-keep-artifacts``).
+    keep_artifacts: str | None = None
 
     @classmethod
     def build(cls, valid_backends: Sequence[str] = tuple(BUILTIN_BACKENDS), **given: Any) -> Options:
         """Validate ``given`` (marker or call keywords) and fill in defaults."""
-        unknown = sorted(set(given) - set(MARKER_OPTIONS) - {"repro_dir"})
+        unknown = sorted(set(given) - set(MARKER_OPTIONS) - {"repro_dir", "keep_artifacts"})
         if unknown:
             raise InvalidArgument(
                 f"unknown torchexport option(s) {', '.join(map(repr, unknown))}; "
@@ -263,6 +265,12 @@ def add_options(parser: Any) -> None:
     )
     both("--torchexport-repro-dir", "torchexport_repro_dir", "save each failing example here for replay")
     both("--torchexport-seed", None, "fix the seed of input generation")
+    both(
+        "--torchexport-keep-artifacts",
+        "torchexport_keep_artifacts",
+        "keep every exported artifact, with its readable form (TorchScript code, export graph, ONNX text), "
+        "under DIR/<test>/<backend>/",
+    )
 
 
 def session_defaults(config: Any, valid_backends: Sequence[str]) -> dict[str, Any]:
@@ -285,6 +293,8 @@ def session_defaults(config: Any, valid_backends: Sequence[str]) -> dict[str, An
         given["seed"] = _int_option("--torchexport-seed", s)
     if (r := pick("torchexport_repro_dir", "torchexport_repro_dir")) is not None:
         given["repro_dir"] = str(r)
+    if (k := pick("torchexport_keep_artifacts", "torchexport_keep_artifacts")) is not None:
+        given["keep_artifacts"] = str(k)
     given.setdefault("devices", "auto")
     Options.build(valid_backends=valid_backends, **given)  # fail fast on a bad CLI value
     return given

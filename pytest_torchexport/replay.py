@@ -94,6 +94,8 @@ def replay(path: str) -> int:
 
     what = data["test"] or f"a check() call of {data['module_class'].rpartition(':')[2]}"
     print(f"replaying {what} on {name} ({device})")
+    if data.get("artifact_dir"):
+        print(f"the artifact of the failing run is kept in {data['artifact_dir']}")
     # Intermediate files and the saved artifact live only for this replay, laid out as the
     # engine lays them out (an aoti package runs from its directory).
     with tempfile.TemporaryDirectory(prefix="torchexport-replay-") as scratch:

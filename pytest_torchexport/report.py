@@ -251,17 +251,34 @@ def summary_lines(results: list[Result], width: int = 100) -> list[str]:
     """A fixed-width table: one row per test and backend, readable at ``width`` columns."""
     if not results:
         return []
+    # The latency column only when some row was timed: a table of export errors stays narrow.
+    timed = any(r.extra.get("latency_ms") for r in results)
     rows = []
     for r in results:
         name = _short_test(r)
         backend = r.backend if r.device == "cpu" else f"{r.backend}/{r.device}"
-        rows.append((name, backend, r.status, format_err(r.max_abs_err), str(r.examples), r.cause))
-    return table_lines(rows, width)
+        cells = [name, backend, r.status, format_err(r.max_abs_err), str(r.examples)]
+        if timed:
+            cells.append(format_latency(r.extra.get("latency_ms")))
+        rows.append((*cells, r.cause))
+    header = ("test", "backend", "status", "max err", "ex", *(("ms e/a",) if timed else ()), "cause")
+    return table_lines(rows, width, header)
 
 
-def table_lines(rows: list[tuple[str, ...]], width: int) -> list[str]:
-    """The summary's layout for rows of (test, backend, status, max err, examples, cause)."""
-    header = ("test", "backend", "status", "max err", "ex", "cause")
+def format_latency(latency: dict[str, Any] | None) -> str:
+    """``eager/artifact`` milliseconds, two significant digits: ``1.9/0.8``."""
+    if not latency:
+        return "-"
+    return f"{_ms(latency['eager'])}/{_ms(latency['artifact'])}"
+
+
+def _ms(value: float) -> str:
+    return f"{value:.2g}" if value < 100 else f"{value:.0f}"
+
+
+def table_lines(rows: list[tuple[str, ...]], width: int, header: tuple[str, ...] | None = None) -> list[str]:
+    """The summary's layout for rows of (test, backend, status, max err, examples, [ms e/a,] cause)."""
+    header = header or ("test", "backend", "status", "max err", "ex", "cause")
     fixed = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header[:-1])]
     fixed[0] = min(fixed[0], 32)
     indent = sum(fixed) + 2 * len(fixed)
@@ -325,14 +342,15 @@ def markdown(results: list[Result], environment: dict[str, Any] | None = None) -
         "",
         " · ".join(f"**{n}** {s}" for s, n in sorted(counts.items(), key=lambda kv: STATUSES.index(kv[0]))),
         "",
-        "| test | backend | device | status | max abs err | max rel err | examples | cause |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| test | backend | device | status | max abs err | max rel err | examples | ms eager/artifact | cause |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
         cause = r.cause.replace("|", "\\|")
         lines.append(
             f"| `{r.test or r.module}` | {r.backend} | {r.device} | {_badge(r.status, r.extra.get('baseline'))} | "
-            f"{format_err(r.max_abs_err)} | {format_err(r.max_rel_err)} | {r.examples} | {cause} |"
+            f"{format_err(r.max_abs_err)} | {format_err(r.max_rel_err)} | {r.examples} | "
+            f"{format_latency(r.extra.get('latency_ms'))} | {cause} |"
         )
     failed = [r for r in results if r.failed]
     if failed:
