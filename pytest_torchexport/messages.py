@@ -121,6 +121,7 @@ def explain_failure(
         )
         if failure.comparison is None:
             lines.append(f"The artifact ran and returned values, but torch.export's guard fails on this input: {failure.guard}")
+    lines += _diverges_at(result, failure, name)
     cause = _likely_cause(result, failure, stats, plan, export_path, name, backend)
     if cause:
         lines.append(f"Likely cause: {cause}")
@@ -150,6 +151,39 @@ def explain_failure(
     elif failure.status == "run_error":
         lines.append(f"Declare the sizes the model supports with dims=, or {xfail}")
     result.message = "\n".join(lines)
+
+
+def _diverges_at(result: Result, failure: Failure, name: str) -> list[str]:
+    """Where the artifact first computes differently, with its own code there (localize.py)."""
+    located = failure.diverges_at
+    if located is None:
+        if failure.no_localization:
+            result.extra["diverges_at_unavailable"] = failure.no_localization
+            return [f"Diverges at: unknown (localisation {failure.no_localization})"]
+        return []
+    from .localize import MESSAGE_LINES
+
+    result.extra["diverges_at"] = located.as_dict()
+    where = located.module or "(top level)"
+    if located.module:
+        detail = (
+            f"{where} ({located.cls}) is the first module whose {name} output differs from eager's given eager's own "
+            f"input to it (max abs err {located.max_abs_err:.3g}); its submodules agree, so its own code diverges"
+        )
+    else:
+        detail = (
+            f"no submodule of {located.cls} differs on its own input: the top-level module's own code diverges "
+            f"(max abs err {located.max_abs_err:.3g})"
+        )
+    result.findings.append(Finding("diverges_at", detail, where))
+    lines = [f"Diverges at: {where} ({located.cls}), max abs err {located.max_abs_err:.3g} on eager's own input to it"]
+    excerpt = located.excerpt.splitlines()
+    if excerpt:
+        lines.append(f"  the {name} artifact's code there:")
+        lines += [f"    {line}" for line in excerpt[:MESSAGE_LINES]]
+        if len(excerpt) > MESSAGE_LINES:
+            lines.append(f"    ... ({len(excerpt) - MESSAGE_LINES} more lines in the report's diverges_at)")
+    return lines
 
 
 def _likely_cause(

@@ -66,6 +66,7 @@ FINDING_DOCS: dict[str, str] = {
     "device_fallback": "onnxruntime had no CUDA provider and ran on CPU",
     "backend_note": "something the backend wants the reader to know (a trace of a ScriptModule, ...)",
     "error_site": "the user's line where the export, load or artifact run raised",
+    "diverges_at": "the first module whose artifact output differs from eager's, given eager's own input to it",
     "numeric_noise": "some inputs differ beyond the default tolerances by float32 rounding only: as close to a float64 run as eager",
 }
 
