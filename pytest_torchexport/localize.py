@@ -17,7 +17,15 @@ How the artifact's submodules are reached, per kind of artifact:
 - ``torch.export`` (``export``): ``torch.export.unflatten`` gives the module tree back
   under the same qualified names, each an ``InterpreterModule`` whose graph is the
   excerpt;
-- anything else (ONNX, AOTInductor, ...): not available; ``unavailable()`` says why.
+- ONNX (``onnx``, ``onnx-legacy``): a graph's pieces cannot run alone, so each node is
+  mapped to its module (the dynamo exporter's ``pkg.torch.onnx.name_scopes`` metadata,
+  the legacy exporter's scoped node names ``/blocks.2/act/Gelu``), each module's output
+  value (the one value its nodes hand to nodes outside it) becomes an extra output of a
+  copy of the model, and one run at the failing input gives them all. These values are
+  computed from the artifact's *own* upstream values, so the first module in execution
+  order that differs is where the error starts (upstream ones agree), not an isolated
+  verdict; a module whose output is several values is not compared;
+- anything else (AOTInductor, ...): not available; ``unavailable()`` says why.
 
 One level costs two eager forwards (one to learn which children run, one to record
 their inputs and outputs) and one call per child compared, so memory holds only one
@@ -52,6 +60,7 @@ class Located:
     walked: list[tuple[str, float]] = field(default_factory=list)  # (module, max abs err) on the way down
     compared: int = 0
     seconds: float = 0.0
+    method: str = "isolated"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -62,6 +71,7 @@ class Located:
             "walked": [{"module": m, "max_abs_err": e} for m, e in self.walked],
             "compared_modules": self.compared,
             "seconds": round(self.seconds, 4),
+            "method": self.method,
         }
 
 
@@ -69,9 +79,11 @@ def unavailable(artifact: Any) -> str | None:
     """Why this artifact's submodules cannot be run on their own, or None."""
     scripted = getattr(artifact, "scripted", artifact)
     program = getattr(artifact, "program", None)
-    if not isinstance(scripted, torch.jit.ScriptModule) and not isinstance(program, torch.export.ExportedProgram):
-        return "its submodules cannot be run on their own inputs (only TorchScript and torch.export artifacts can)"
-    return None
+    if isinstance(scripted, torch.jit.ScriptModule) or isinstance(program, torch.export.ExportedProgram):
+        return None
+    if _onnx_source(artifact) is not None:
+        return None
+    return "its submodules cannot be run on their own inputs (TorchScript, torch.export and ONNX artifacts can)"
 
 
 def locate(
@@ -86,24 +98,21 @@ def locate(
     """
     t0 = time.perf_counter()
     with quiet_torch():
-        modules = _submodules(artifact)
-    if modules is None:
+        side = _artifact_side(artifact, module, args, kwargs)
+    if side is None:
         return None
-    art_names = set(modules)
-    prefix = _prefix(module, art_names)
     eager_modules = dict(module.named_modules())
     parent, walked, compared, worst = "", [], 0, None
     while True:
-        children = _called_children(module, eager_modules, parent, args, kwargs)
+        children = _reachable_children(module, eager_modules, parent, args, kwargs, side)
         found = None
         if children:
             calls = _record(module, eager_modules, children, args, kwargs)
             for name in children:  # execution order
-                target = modules.get(prefix + name)
-                if target is None or name not in calls:
+                if name not in calls:
                     continue
                 sub_args, sub_kwargs, expected = calls[name]
-                actual = _call(target, sub_args, sub_kwargs)
+                actual = side.output(name, sub_args, sub_kwargs)
                 if actual is _FAILED:
                     continue
                 compared += 1
@@ -118,19 +127,54 @@ def locate(
     if not walked:
         # No submodule differs on its own input: the top level's own code diverges.
         parent, worst = "", top_error
-    excerpt = _excerpt(modules.get(prefix + parent))
     return Located(
         module=parent,
         cls=type(eager_modules[parent]).__name__,
         max_abs_err=float(worst or 0.0),
-        excerpt=excerpt,
+        excerpt=_clip(side.excerpt(parent)),
         walked=walked,
         compared=compared,
         seconds=time.perf_counter() - t0,
+        method=side.method,
     )
 
 
+def _clip(text: str) -> str:
+    lines = [line.rstrip() for line in text.strip().splitlines() if line.strip()]
+    if len(lines) > EXCERPT_LINES:
+        lines = [*lines[:EXCERPT_LINES], f"... ({len(lines) - EXCERPT_LINES} more lines)"]
+    return "\n".join(lines)
+
+
 # -- the artifact's side ---------------------------------------------------------------------
+
+
+def _artifact_side(artifact: Any, module: torch.nn.Module, args: Any, kwargs: Any) -> Any:
+    modules = _submodules(artifact)
+    if modules is not None:
+        return _Isolated(modules, _prefix(module, set(modules)))
+    source = _onnx_source(artifact)
+    if source is not None:
+        return _OnnxTaps(source, artifact, module, args, kwargs)
+    return None
+
+
+class _Isolated:
+    """Submodules of the artifact run alone, on eager's input to them (TorchScript, export)."""
+
+    method = "isolated"
+
+    def __init__(self, modules: dict[str, Any], prefix: str) -> None:
+        self.modules, self.prefix = modules, prefix
+
+    def has(self, name: str) -> bool:
+        return self.prefix + name in self.modules
+
+    def output(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return _call(self.modules[self.prefix + name], args, kwargs)
+
+    def excerpt(self, name: str) -> str:
+        return _excerpt(self.modules.get(self.prefix + name))
 
 
 def _submodules(artifact: Any) -> dict[str, Any] | None:
@@ -187,10 +231,91 @@ def _excerpt(target: Any) -> str:
     except Exception:  # noqa: BLE001
         graph = getattr(target, "graph", None)
         text = str(graph) if graph is not None else ""
-    lines = [line.rstrip() for line in text.strip().splitlines() if line.strip()]
-    if len(lines) > EXCERPT_LINES:
-        lines = [*lines[:EXCERPT_LINES], f"... ({len(lines) - EXCERPT_LINES} more lines)"]
-    return "\n".join(lines)
+    return text
+
+
+# -- ONNX: module outputs as extra graph outputs ----------------------------------------------
+
+_SCOPES = "pkg.torch.onnx.name_scopes"
+
+
+def _onnx_source(artifact: Any) -> bytes | str | None:
+    for holder in (artifact, getattr(artifact, "session", None)):  # the in-memory artifact wraps its session
+        source = getattr(holder, "source", None)
+        if isinstance(source, (bytes, str)):
+            return source
+    return None
+
+
+def node_module(node: Any) -> str | None:
+    """The qualified name of the module an ONNX node was exported from; None if unknown."""
+    import ast
+
+    for prop in node.metadata_props:
+        if prop.key == _SCOPES:  # dynamo: ['', 'blocks.2', 'blocks.2.lin', 'linear_2']
+            scopes = ast.literal_eval(prop.value)
+            return scopes[-2] if len(scopes) >= 2 else ""
+    if node.name.startswith("/"):  # legacy: /blocks.2/act/Gelu
+        return ".".join(node.name.split("/")[1:-1])
+    return None
+
+
+def _inside(scope: str, name: str) -> bool:
+    return name == "" or scope == name or scope.startswith(name + ".")
+
+
+class _OnnxTaps:
+    """Each module's output value, from one run of a copy with those values as outputs."""
+
+    method = "in-graph"
+
+    def __init__(self, source: bytes | str, artifact: Any, module: torch.nn.Module, args: Any, kwargs: Any) -> None:
+        import onnx
+
+        from .backends.onnx import OnnxSession
+
+        model = onnx.load_from_string(source) if isinstance(source, bytes) else onnx.load(source)
+        graph = model.graph
+        self.nodes = [(node, node_module(node)) for node in graph.node]
+        outputs = {o.name for o in graph.output}
+        self.taps: dict[str, str] = {}
+        for name, _ in module.named_modules():
+            if not name:
+                continue
+            values = self._exits(name, outputs)
+            if len(values) == 1:  # one value leaves the module: its output
+                self.taps[name] = values[0]
+        for value in sorted(set(self.taps.values()) - outputs):
+            graph.output.append(onnx.helper.make_empty_tensor_value_info(value))
+        device = getattr(artifact, "device", None) or getattr(getattr(artifact, "session", None), "device", "cpu")
+        session = OnnxSession(model.SerializeToString(), device)
+        names = [o.name for o in session.session.get_outputs()]
+        results = session(*_clone((args, kwargs)))
+        self.values = dict(zip(names, results))
+
+    def _exits(self, name: str, graph_outputs: set[str]) -> list[str]:
+        produced: list[str] = []
+        inside: set[str] = set()
+        for node, scope in self.nodes:
+            if scope is not None and _inside(scope, name):
+                produced += [o for o in node.output if o]
+                inside.add(id(node))
+        used_outside = {i for node, scope in self.nodes if scope is not None and id(node) not in inside for i in node.input}
+        return [v for v in produced if v in used_outside or v in graph_outputs]
+
+    def has(self, name: str) -> bool:
+        return name in self.taps
+
+    def output(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return self.values.get(self.taps[name], _FAILED)
+
+    def excerpt(self, name: str) -> str:
+        lines = []
+        for node, scope in self.nodes:
+            if scope is not None and _inside(scope, name):
+                ins = ", ".join(node.input)
+                lines.append(f"{', '.join(node.output)} = {node.op_type}({ins})")
+        return "\n".join(lines)
 
 
 # -- eager's side ---------------------------------------------------------------------------
@@ -242,6 +367,19 @@ def _called_children(
         for handle in handles:
             handle.remove()
     return order
+
+
+def _reachable_children(
+    module: torch.nn.Module, eager_modules: dict[str, torch.nn.Module], parent: str, args: Any, kwargs: Any, side: Any
+) -> list[str]:
+    """Called children the artifact side can compare; one it cannot is replaced by its own children."""
+    out: list[str] = []
+    for name in _called_children(module, eager_modules, parent, args, kwargs):
+        if side.has(name):
+            out.append(name)
+        else:  # a module with several output values (ONNX): look at what it calls, in order
+            out += _reachable_children(module, eager_modules, name, args, kwargs, side)
+    return out
 
 
 def _record(

@@ -165,10 +165,14 @@ def _diverges_at(result: Result, failure: Failure, name: str) -> list[str]:
 
     result.extra["diverges_at"] = located.as_dict()
     where = located.module or "(top level)"
+    given = (
+        "given eager's own input to it" if located.method == "isolated"
+        else "in the artifact's own run, where every module before it agrees"
+    )
     if located.module:
         detail = (
-            f"{where} ({located.cls}) is the first module whose {name} output differs from eager's given eager's own "
-            f"input to it (max abs err {located.max_abs_err:.3g}); its submodules agree, so its own code diverges"
+            f"{where} ({located.cls}) is the first module whose {name} output differs from eager's {given} "
+            f"(max abs err {located.max_abs_err:.3g}); its submodules agree, so its own code diverges"
         )
     else:
         detail = (
@@ -176,7 +180,7 @@ def _diverges_at(result: Result, failure: Failure, name: str) -> list[str]:
             f"(max abs err {located.max_abs_err:.3g})"
         )
     result.findings.append(Finding("diverges_at", detail, where))
-    lines = [f"Diverges at: {where} ({located.cls}), max abs err {located.max_abs_err:.3g} on eager's own input to it"]
+    lines = [f"Diverges at: {where} ({located.cls}), max abs err {located.max_abs_err:.3g} {given}"]
     excerpt = located.excerpt.splitlines()
     if excerpt:
         lines.append(f"  the {name} artifact's code there:")
