@@ -91,7 +91,7 @@ def test_names_the_first_diverging_module_with_the_artifacts_code(rows):
         where = row["diverges_at"]
         assert (where["module"], where["class"]) == ("blocks.4", "Gated"), (backend, where)
         assert where["max_abs_err"] > 0.1
-        assert f"Diverges at: blocks.4 (Gated)" in row["message"]
+        assert "Diverges at: blocks.4 (Gated)" in row["message"]
         assert any(f["kind"] == "diverges_at" and f["where"] == "blocks.4" for f in row["findings"])
     assert "(lin).forward(argument_1" in rows[("test_gated", "trace")]["diverges_at"]["artifact_excerpt"]
     assert "Gemm(" in rows[("test_gated", "onnx-legacy")]["diverges_at"]["artifact_excerpt"]
