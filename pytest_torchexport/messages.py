@@ -180,7 +180,10 @@ def _diverges_at(result: Result, failure: Failure, name: str) -> list[str]:
             f"(max abs err {located.max_abs_err:.3g})"
         )
     result.findings.append(Finding("diverges_at", detail, where))
-    lines = [f"Diverges at: {where} ({located.cls}), max abs err {located.max_abs_err:.3g} {given}"]
+    lines = [
+        f"Diverges at: {where} ({located.cls}), max abs err {located.max_abs_err:.3g} {given}" if located.module
+        else f"Diverges at: the top-level module's own code ({located.cls}): no submodule differs on its own input"
+    ]
     excerpt = located.excerpt.splitlines()
     if excerpt:
         lines.append(f"  the {name} artifact's code there:")
