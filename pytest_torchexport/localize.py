@@ -135,7 +135,7 @@ def locate(
         walked=walked,
         compared=compared,
         seconds=time.perf_counter() - t0,
-        method=side.method,
+        method=side.method_of(parent) if walked else side.method,
     )
 
 
@@ -152,7 +152,13 @@ def _clip(text: str) -> str:
 def _artifact_side(artifact: Any, module: torch.nn.Module, args: Any, kwargs: Any) -> Any:
     modules = _submodules(artifact)
     if modules is not None:
-        return _Isolated(modules, _prefix(module, set(modules)))
+        isolated = _Isolated(modules, _prefix(module, set(modules)))
+        program = getattr(artifact, "program", None)
+        if isinstance(program, torch.export.ExportedProgram):
+            # Unflattened submodules take the sizes and values their graph needs, not always
+            # the call's arguments: where one cannot take eager's input, use its value in a run.
+            return _Either(isolated, _FxTaps(artifact.module, module, args, kwargs))
+        return isolated
     source = _onnx_source(artifact)
     if source is not None:
         return _OnnxTaps(source, artifact, module, args, kwargs)
@@ -175,6 +181,108 @@ class _Isolated:
 
     def excerpt(self, name: str) -> str:
         return _excerpt(self.modules.get(self.prefix + name))
+
+    def method_of(self, name: str) -> str:
+        return self.method
+
+
+class _Either:
+    """Isolated where the submodule takes eager's input, else the module's value in a run."""
+
+    method = "isolated"
+
+    def __init__(self, isolated: _Isolated, taps: Any) -> None:
+        self.isolated, self.taps = isolated, taps
+        self._methods: dict[str, str] = {}
+
+    def has(self, name: str) -> bool:
+        return self.isolated.has(name) or self.taps.has(name)
+
+    def output(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        out = self.isolated.output(name, args, kwargs) if self.isolated.has(name) else _FAILED
+        if out is _FAILED and self.taps.has(name):
+            out = self.taps.output(name, args, kwargs)
+            self._methods[name] = self.taps.method
+        return out
+
+    def excerpt(self, name: str) -> str:
+        return self.isolated.excerpt(name) or self.taps.excerpt(name)
+
+    def method_of(self, name: str) -> str:
+        return self._methods.get(name, self.method)
+
+
+def _exits(nodes: list[tuple[Any, str | None]], name: str, outputs: Any, final: set[Any]) -> list[Any]:
+    """Values produced inside module ``name`` that a node outside it (or the graph's output) uses.
+
+    ``nodes`` is (node, module) in graph order; ``outputs(node)`` its values; ``users`` of
+    a value are looked up through ``final`` (the graph's outputs) and the nodes' inputs.
+    """
+    inside = {id(node) for node, scope in nodes if scope is not None and _inside(scope, name)}
+    produced = [v for node, scope in nodes if id(node) in inside for v in outputs(node)]
+    used_outside = {v for node, scope in nodes if scope is not None and id(node) not in inside for v in _inputs(node)}
+    return [v for v in produced if v in used_outside or v in final]
+
+
+def _inputs(node: Any) -> list[Any]:
+    if hasattr(node, "all_input_nodes"):  # an FX node
+        return list(node.all_input_nodes)
+    return list(node.input)  # an ONNX node
+
+
+class _FxTaps:
+    """Each module's output value in one run of the exported graph (``nn_module_stack``)."""
+
+    method = "in-graph"
+
+    def __init__(self, graph_module: Any, module: torch.nn.Module, args: Any, kwargs: Any) -> None:
+        import torch.fx._pytree as fx_pytree
+
+        graph = graph_module.graph
+        self.nodes = [(node, _fx_module(node)) for node in graph.nodes]
+        output = next(node for node in graph.nodes if node.op == "output")
+        final = set(output.all_input_nodes)
+        self.taps: dict[str, Any] = {}
+        for name, _ in module.named_modules():
+            if name:
+                values = _exits(self.nodes, name, lambda node: [node], final)
+                if len(values) == 1:
+                    self.taps[name] = values[0]
+        wanted = set(self.taps.values())
+        values: dict[Any, Any] = {}
+
+        class Recorder(torch.fx.Interpreter):
+            def run_node(self, node: Any) -> Any:
+                result = super().run_node(node)
+                if node in wanted:
+                    values[node] = _clone(result)
+                return result
+
+        a, k = _clone((args, kwargs))
+        flat = fx_pytree.tree_flatten_spec((a, k), graph_module._in_spec)
+        with torch.no_grad():
+            Recorder(graph_module).run(*flat)
+        self.values = values
+
+    def has(self, name: str) -> bool:
+        return name in self.taps
+
+    def output(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return self.values.get(self.taps[name], _FAILED)
+
+    def excerpt(self, name: str) -> str:
+        return "\n".join(node.format_node() or "" for node, scope in self.nodes if scope is not None and _inside(scope, name))
+
+    def method_of(self, name: str) -> str:
+        return self.method
+
+
+def _fx_module(node: Any) -> str | None:
+    stack = node.meta.get("nn_module_stack")
+    if not stack:
+        return None
+    path = list(stack.values())[-1][0]
+    return None if path.startswith("_empty") else path
 
 
 def _submodules(artifact: Any) -> dict[str, Any] | None:
@@ -282,7 +390,7 @@ class _OnnxTaps:
         for name, _ in module.named_modules():
             if not name:
                 continue
-            values = self._exits(name, outputs)
+            values = _exits(self.nodes, name, lambda node: [o for o in node.output if o], outputs)
             if len(values) == 1:  # one value leaves the module: its output
                 self.taps[name] = values[0]
         for value in sorted(set(self.taps.values()) - outputs):
@@ -292,16 +400,6 @@ class _OnnxTaps:
         names = [o.name for o in session.session.get_outputs()]
         results = session(*_clone((args, kwargs)))
         self.values = dict(zip(names, results))
-
-    def _exits(self, name: str, graph_outputs: set[str]) -> list[str]:
-        produced: list[str] = []
-        inside: set[str] = set()
-        for node, scope in self.nodes:
-            if scope is not None and _inside(scope, name):
-                produced += [o for o in node.output if o]
-                inside.add(id(node))
-        used_outside = {i for node, scope in self.nodes if scope is not None and id(node) not in inside for i in node.input}
-        return [v for v in produced if v in used_outside or v in graph_outputs]
 
     def has(self, name: str) -> bool:
         return name in self.taps
@@ -316,6 +414,9 @@ class _OnnxTaps:
                 ins = ", ".join(node.input)
                 lines.append(f"{', '.join(node.output)} = {node.op_type}({ins})")
         return "\n".join(lines)
+
+    def method_of(self, name: str) -> str:
+        return self.method
 
 
 # -- eager's side ---------------------------------------------------------------------------
