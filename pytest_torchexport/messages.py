@@ -245,11 +245,14 @@ def _likely_cause(
         )
     custom = failure.comparison is not None and failure.comparison.custom_message is not None
     if not causes and not custom and stats.paths and len(stats.paths) == 1 and failure.status == "mismatch":
-        numeric = "every input took the same control-flow path, so the difference is numeric, not a frozen branch"
         located = failure.diverges_at
         if located is not None and located.module:
-            numeric += f"; it starts in {located.module} ({located.cls})"
-        causes.append(numeric)
+            causes.append(
+                f"the difference starts in {located.module} ({located.cls}), whose code in the artifact computes "
+                "differently; every input took the same control-flow path, so it is numeric, not a frozen branch"
+            )
+        else:
+            causes.append("every input took the same control-flow path, so the difference is numeric, not a frozen branch")
     return "; ".join(causes) if causes else None
 
 

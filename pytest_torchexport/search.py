@@ -288,6 +288,8 @@ class Search:
             return
         if failure.comparison.custom_message is not None or failure.comparison.problem is not None:
             return  # compare= or a structural difference: no per-module numbers to compare
+        if failure.noise is not None and failure.noise.rounding:
+            return  # within eager's own rounding (explicit tolerances): no module is at fault
         from . import localize
 
         if any(f.kind == "mutates_state" for f in self.result.findings):

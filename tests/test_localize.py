@@ -106,7 +106,7 @@ def test_names_the_first_diverging_module_with_the_artifacts_code(rows):
         assert where["max_abs_err"] == pytest.approx(1.0, abs=1e-4)
         assert code in where["artifact_excerpt"], (backend, where["artifact_excerpt"])
         assert code.split("(")[0] in row["message"]  # a few lines of the excerpt in the message
-        assert "numeric, not a frozen branch; it starts in blocks.2 (Lowered)" in row["message"]
+        assert "Likely cause: the difference starts in blocks.2 (Lowered)" in row["message"]
         assert [w["module"] for w in where["walked"]] == ["blocks.2"]
         assert where["method"] == ("in-graph" if backend.startswith("onnx") else "isolated")
         assert row["timings"]["localize_s"] < 2
