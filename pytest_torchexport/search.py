@@ -306,7 +306,7 @@ class Search:
                 lambda expected, actual: self._compare(expected, actual, custom=False), failure.comparison.max_abs,
             )
         except Exception as exc:  # noqa: BLE001 - localisation explains; it never changes a verdict
-            failure.no_localization = f"localisation failed: {type(exc).__name__}: {str(exc)[:200]}"
+            failure.no_localization = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
         finally:
             self.eager.restore()
             self.result.timings["localize_s"] = time.perf_counter() - t0

@@ -61,6 +61,27 @@ class Net(nn.Module):
         return self.head(x)
 
 
+class Tagger(nn.Module):
+    # nn.TransformerEncoder's fast path: with a padding mask eager runs nested tensors and
+    # returns zeros at padded positions; exported graphs take the regular path.
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(8, 16)
+        layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True, dropout=0.0)
+        self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=True)
+        self.head = nn.Linear(16, 2)
+
+    def forward(self, x, mask):
+        return self.head(self.encoder(self.embed(x), src_key_padding_mask=mask))
+
+
+@pytest.mark.torchexport(backends=["export", "onnx"])
+def test_fast_path():
+    torch.manual_seed(0)
+    mask = torch.tensor([[False] * 5, [False, False, False, True, True]])
+    Tagger().eval()(torch.randn(2, 5, 8), mask)
+
+
 @pytest.mark.torchexport(backends=["trace", "onnx-legacy"])
 def test_gated():
     torch.manual_seed(0)
@@ -74,13 +95,29 @@ def test_lowered():
 """
 
 
+_RUN: dict = {}
+
+
 @pytest.fixture
 def rows(tester):
-    tester.makepyfile(test_m=MODELS)
-    result = tester.runpytest("--torchexport-report=out.json", "--torchexport-seed=1")
-    result.assert_outcomes(failed=7)
-    report = json.loads((tester.path / "out.json").read_text())
-    return {(r["test"].rsplit("::", 1)[-1], r["backend"]): r for r in report["results"]}
+    """One session of real exports (9 failing checks), shared by the tests below."""
+    if "rows" not in _RUN:
+        tester.makepyfile(test_m=MODELS)
+        result = tester.runpytest("--torchexport-report=out.json", "--torchexport-seed=1")
+        result.assert_outcomes(failed=9)
+        report = json.loads((tester.path / "out.json").read_text())
+        _RUN["rows"] = {(r["test"].rsplit("::", 1)[-1], r["backend"]): r for r in report["results"]}
+    return _RUN["rows"]
+
+
+def test_encoder_fast_path_is_named_where_it_differs(rows):
+    # Eager's layers get nested tensors, which no artifact takes: the encoder itself is named.
+    for backend in ("export", "onnx"):
+        row = rows[("test_fast_path", backend)]
+        assert row["status"] == "mismatch", row["message"]
+        where = row["diverges_at"]
+        assert (where["module"], where["class"]) == ("encoder", "TransformerEncoder"), (backend, where)
+        assert "Diverges at: encoder (TransformerEncoder)" in row["message"]
 
 
 def test_names_the_first_diverging_module_with_the_artifacts_code(rows):
