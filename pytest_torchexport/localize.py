@@ -16,7 +16,9 @@ How the artifact's submodules are reached, per kind of artifact:
   callable on its own, with the ``.code`` of what was recorded (the excerpt);
 - ``torch.export`` (``export``): ``torch.export.unflatten`` gives the module tree back
   under the same qualified names, each an ``InterpreterModule`` whose graph is the
-  excerpt;
+  excerpt. An unflattened submodule may take other arguments than the call's (a size
+  placeholder, keyword arguments dropped): then its value in one FX-interpreter run of
+  the program is used, its nodes grouped by ``nn_module_stack`` (as for ONNX, below);
 - ONNX (``onnx``, ``onnx-legacy``): a graph's pieces cannot run alone, so each node is
   mapped to its module (the dynamo exporter's ``pkg.torch.onnx.name_scopes`` metadata,
   the legacy exporter's scoped node names ``/blocks.2/act/Gelu``), each module's output
@@ -24,12 +26,17 @@ How the artifact's submodules are reached, per kind of artifact:
   copy of the model, and one run at the failing input gives them all. These values are
   computed from the artifact's *own* upstream values, so the first module in execution
   order that differs is where the error starts (upstream ones agree), not an isolated
-  verdict; a module whose output is several values is not compared;
+  verdict (``method`` says which). A module that hands on several values is looked
+  through: its children are compared instead;
 - anything else (AOTInductor, ...): not available; ``unavailable()`` says why.
 
+A child fed nested tensors by eager (``nn.TransformerEncoder``'s fast path) or whose
+artifact counterpart raises on eager's input is skipped: not comparable alone.
+
 One level costs two eager forwards (one to learn which children run, one to record
-their inputs and outputs) and one call per child compared, so memory holds only one
-level's activations at a time.
+their inputs and outputs) and one call per child compared, so eager's side holds one
+level's activations at a time; the in-graph runs keep one value per module (its output),
+never every intermediate value.
 """
 
 from __future__ import annotations
