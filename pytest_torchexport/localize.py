@@ -33,9 +33,9 @@ How the artifact's submodules are reached, per kind of artifact:
 A child fed nested tensors by eager (``nn.TransformerEncoder``'s fast path) or whose
 artifact counterpart raises on eager's input is skipped: not comparable alone.
 
-One level costs two eager forwards (one to learn which children run, one to record
-their inputs and outputs) and one call per child compared, so eager's side holds one
-level's activations at a time; the in-graph runs keep one value per module (its output),
+One level costs one eager forward (hooks record the inputs and outputs of the children
+called directly) and one call per child compared, so eager's side holds one level's
+activations at a time; the in-graph runs keep one value per module (its output),
 never every intermediate value.
 """
 
@@ -111,10 +111,9 @@ def locate(
     eager_modules = dict(module.named_modules())
     parent, walked, compared, worst = "", [], 0, None
     while True:
-        children = _reachable_children(module, eager_modules, parent, args, kwargs, side)
+        children, calls = _level(module, eager_modules, parent, args, kwargs, side)
         found = None
         if children:
-            calls = _record(module, eager_modules, children, args, kwargs)
             for name in children:  # execution order
                 if name not in calls:
                     continue
@@ -188,7 +187,10 @@ class _Isolated:
         return self.prefix + name in self.modules
 
     def output(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return _call(self.modules[self.prefix + name], args, kwargs)
+        # Each submodule runs once: TorchScript's profiling executor would spend its first
+        # calls profiling and optimising (~0.1 s a submodule on an encoder) for nothing.
+        with torch.jit.optimized_execution(False):
+            return _call(self.modules[self.prefix + name], args, kwargs)
 
     def excerpt(self, name: str) -> str:
         return _excerpt(self.modules.get(self.prefix + name))
@@ -450,82 +452,65 @@ def _forward(module: torch.nn.Module, args: Any, kwargs: Any) -> None:
         module(*a, **k)
 
 
-def _called_children(
+Calls = dict[str, tuple[tuple[Any, ...], dict[str, Any], Any]]
+
+
+def _children_calls(
     module: torch.nn.Module, eager_modules: dict[str, torch.nn.Module], parent: str, args: Any, kwargs: Any
-) -> list[str]:
-    """The modules under ``parent`` called with no other called module between, in call order."""
+) -> tuple[list[str], Calls]:
+    """The modules under ``parent`` called with no other called module between, in call
+    order, and the first call of each: (its args, its kwargs, its output), as eager ran it.
+
+    One eager forward; hooks on every module under ``parent`` keep a call stack, and only
+    calls made with an empty stack (direct children) have their tensors kept.
+    """
     under = [n for n in eager_modules if n != parent and (parent == "" or n.startswith(parent + "."))]
     order: list[str] = []
+    inputs: dict[str, tuple[Any, Any]] = {}
+    calls: Calls = {}
     stack: list[str] = []
     handles = []
 
     def pre(name: str) -> Callable[..., None]:
-        def hook(*_: Any) -> None:
+        def hook(_: Any, a: Any, k: Any) -> None:
             if not stack and name not in order:
                 order.append(name)
+                inputs[name] = _clone((a, k))  # before forward: an in-place op must not change it
             stack.append(name)
 
         return hook
 
     def post(name: str) -> Callable[..., None]:
-        def hook(*_: Any) -> None:
+        def hook(_: Any, a: Any, k: Any, out: Any) -> None:
             if stack and stack[-1] == name:
                 stack.pop()
-
-        return hook
-
-    try:
-        for name in under:
-            handles.append(eager_modules[name].register_forward_pre_hook(pre(name)))
-            handles.append(eager_modules[name].register_forward_hook(post(name), always_call=True))
-        _forward(module, args, kwargs)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return order
-
-
-def _reachable_children(
-    module: torch.nn.Module, eager_modules: dict[str, torch.nn.Module], parent: str, args: Any, kwargs: Any, side: Any
-) -> list[str]:
-    """Called children the artifact side can compare; one it cannot is replaced by its own children."""
-    out: list[str] = []
-    for name in _called_children(module, eager_modules, parent, args, kwargs):
-        if side.has(name):
-            out.append(name)
-        else:  # a module with several output values (ONNX): look at what it calls, in order
-            out += _reachable_children(module, eager_modules, name, args, kwargs, side)
-    return out
-
-
-def _record(
-    module: torch.nn.Module, eager_modules: dict[str, torch.nn.Module], names: list[str], args: Any, kwargs: Any
-) -> dict[str, tuple[tuple[Any, ...], dict[str, Any], Any]]:
-    """Each named module's first call: (its args, its kwargs, its output), as eager ran it."""
-    calls: dict[str, tuple[tuple[Any, ...], dict[str, Any], Any]] = {}
-    inputs: dict[str, tuple[Any, Any]] = {}
-    handles = []
-
-    def pre(name: str) -> Callable[..., None]:
-        def hook(_: Any, a: Any, k: Any) -> None:
-            if name not in inputs:
-                inputs[name] = _clone((a, k))  # before forward: an in-place op must not change it
-
-        return hook
-
-    def post(name: str) -> Callable[..., None]:
-        def hook(_: Any, a: Any, k: Any, out: Any) -> None:
-            if name not in calls and name in inputs:
+            if not stack and name in inputs and name not in calls:
                 calls[name] = (*inputs[name], _clone(out))  # a residual `x += ...` later must not either
 
         return hook
 
     try:
-        for name in names:
+        for name in under:
             handles.append(eager_modules[name].register_forward_pre_hook(pre(name), with_kwargs=True))
-            handles.append(eager_modules[name].register_forward_hook(post(name), with_kwargs=True))
+            handles.append(eager_modules[name].register_forward_hook(post(name), with_kwargs=True, always_call=True))
         _forward(module, args, kwargs)
     finally:
         for handle in handles:
             handle.remove()
-    return calls
+    return order, calls
+
+
+def _level(
+    module: torch.nn.Module, eager_modules: dict[str, torch.nn.Module], parent: str, args: Any, kwargs: Any, side: Any
+) -> tuple[list[str], Calls]:
+    """Called children the artifact side can compare; one it cannot is replaced by its own children."""
+    order, calls = _children_calls(module, eager_modules, parent, args, kwargs)
+    out: list[str] = []
+    for name in order:
+        if side.has(name):
+            out.append(name)
+        else:  # a module with several output values (ONNX): look at what it calls, in order
+            deeper, deeper_calls = _level(module, eager_modules, name, args, kwargs, side)
+            out += deeper
+            calls.update(deeper_calls)
+    return out, calls
