@@ -252,7 +252,7 @@ class _FxTaps:
         import torch.fx._pytree as fx_pytree
 
         graph = graph_module.graph
-        self.nodes = [(node, _fx_module(node)) for node in graph.nodes]
+        self.nodes = _unwrapped([(node, _fx_module(node)) for node in graph.nodes], module)
         output = next(node for node in graph.nodes if node.op == "output")
         final = set(output.all_input_nodes)
         self.taps: dict[str, Any] = {}
@@ -381,6 +381,16 @@ def node_module(node: Any) -> str | None:
     return None
 
 
+def _unwrapped(nodes: list[tuple[Any, str | None]], module: torch.nn.Module) -> list[tuple[Any, str | None]]:
+    """Scopes as the user's module names them: an adapter the backend exported through
+    (keywords bound, tensors positional) holds the module as ``module``."""
+    names = {name for name, _ in module.named_modules()}
+    scopes = {scope for _, scope in nodes if scope}
+    if "module" in names or not scopes or not all(s == "module" or s.startswith("module.") for s in scopes):
+        return nodes
+    return [(node, None if scope is None else scope.removeprefix("module").removeprefix(".")) for node, scope in nodes]
+
+
 def _inside(scope: str, name: str) -> bool:
     return name == "" or scope == name or scope.startswith(name + ".")
 
@@ -397,7 +407,7 @@ class _OnnxTaps:
 
         model = onnx.load_from_string(source) if isinstance(source, bytes) else onnx.load(source)
         graph = model.graph
-        self.nodes = [(node, node_module(node)) for node in graph.node]
+        self.nodes = _unwrapped([(node, node_module(node)) for node in graph.node], module)
         outputs = {o.name for o in graph.output}
         self.taps: dict[str, str] = {}
         for name, _ in module.named_modules():

@@ -88,6 +88,22 @@ def test_gated():
     Net(4, Gated).eval()(torch.randn(2, 8))
 
 
+class Scaled(nn.Module):
+    # Called with a keyword: legacy ONNX exports it through a positional adapter.
+    def __init__(self):
+        super().__init__()
+        self.net = Net(2, Lowered)
+
+    def forward(self, x, *, scale):
+        return self.net(x) * scale
+
+
+@pytest.mark.torchexport(backends=["onnx-legacy"])
+def test_keywords():
+    torch.manual_seed(0)
+    Scaled().eval()(torch.randn(2, 8), scale=torch.ones(2, 3))
+
+
 @pytest.mark.torchexport(backends=["trace", "script", "export", "onnx", "onnx-legacy"])
 def test_lowered():
     torch.manual_seed(0)
@@ -100,11 +116,11 @@ _RUN: dict = {}
 
 @pytest.fixture
 def rows(tester):
-    """One session of real exports (9 failing checks), shared by the tests below."""
+    """One session of real exports (10 failing checks), shared by the tests below."""
     if "rows" not in _RUN:
         tester.makepyfile(test_m=MODELS)
         result = tester.runpytest("--torchexport-report=out.json", "--torchexport-seed=1")
-        result.assert_outcomes(failed=9)
+        result.assert_outcomes(failed=10)
         report = json.loads((tester.path / "out.json").read_text())
         _RUN["rows"] = {(r["test"].rsplit("::", 1)[-1], r["backend"]): r for r in report["results"]}
     return _RUN["rows"]
@@ -147,3 +163,6 @@ def test_names_the_first_diverging_module_with_the_artifacts_code(rows):
         assert [w["module"] for w in where["walked"]] == ["blocks.2"]
         assert where["method"] == ("in-graph" if backend.startswith("onnx") else "isolated")
         assert row["timings"]["localize_s"] < 2
+
+    # Through an adapter (keywords): the names are still the user's.
+    assert rows[("test_keywords", "onnx-legacy")]["diverges_at"]["module"] == "net.blocks.2"
