@@ -6,10 +6,11 @@ the backend saved them (what a deployment loads), plus
 - ``code.py`` for TorchScript: the ``.code`` of the module and of each submodule, which
   is what a trace recorded (a frozen branch shows as the one path it took);
 - ``graph.txt`` for a ``torch.export`` program: its signature and ATen graph;
-- ``graph.txt`` for ONNX: the model in ONNX's textual syntax (``onnx.printer``).
+- ``graph.txt`` for ONNX: the model in ONNX's textual syntax (``onnx.printer``);
+- ``wrapper.cpp`` and ``kernel.cpp`` for an AOTInductor package: the generated C++.
 
 The readable form is made from the saved files, so it shows what ships. A format with no
-readable form here (an AOTInductor package, a ``.pte``) is kept as saved.
+readable form here (a ``.pte``, a third-party format) is kept as saved.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ def readable(path: Path, target: Path) -> None:
             (target / "graph.txt").write_text(text, encoding="utf-8")
         elif path.suffix == ".pt" and path.name == "model.pt":
             (target / "code.py").write_text(torchscript_code(path), encoding="utf-8")
+        elif path.suffix == ".pt2" and aoti_sources(path, target):
+            pass
         elif path.suffix == ".pt2":
             (target / "graph.txt").write_text(export_graph(path), encoding="utf-8")
     except Exception as exc:  # noqa: BLE001 - a readable form is a convenience, never a verdict
@@ -103,6 +106,21 @@ def export_graph(path: Path) -> str:
     with quiet_torch():
         program = torch.export.load(str(path))
     return str(program)
+
+
+def aoti_sources(path: Path, target: Path) -> bool:
+    """An AOTInductor package: its generated C++ (``wrapper.cpp``, ``kernel.cpp``); False if not one."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        sources = [n for n in archive.namelist() if "/aotinductor/" in n and n.endswith(".cpp")]
+        for kind in ("wrapper", "kernel"):
+            texts = [archive.read(n).decode("utf-8", "replace") for n in sources if n.endswith(f".{kind}.cpp")]
+            if texts:
+                (target / f"{kind}.cpp").write_text("\n\n".join(texts), encoding="utf-8")
+    return bool(sources)
 
 
 def onnx_text(path: Path) -> str:

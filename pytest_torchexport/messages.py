@@ -121,6 +121,7 @@ def explain_failure(
         )
         if failure.comparison is None:
             lines.append(f"The artifact ran and returned values, but torch.export's guard fails on this input: {failure.guard}")
+    lines += _diverges_at(result, failure, name)
     cause = _likely_cause(result, failure, stats, plan, export_path, name, backend)
     if cause:
         lines.append(f"Likely cause: {cause}")
@@ -150,6 +151,46 @@ def explain_failure(
     elif failure.status == "run_error":
         lines.append(f"Declare the sizes the model supports with dims=, or {xfail}")
     result.message = "\n".join(lines)
+
+
+def _diverges_at(result: Result, failure: Failure, name: str) -> list[str]:
+    """Where the artifact first computes differently, with its own code there (localize.py)."""
+    located = failure.diverges_at
+    if located is None:
+        if failure.no_localization:
+            result.extra["diverges_at_unavailable"] = failure.no_localization
+            return [f"Diverges at: unknown (localisation {failure.no_localization})"]
+        return []
+    from .localize import MESSAGE_LINES
+
+    result.extra["diverges_at"] = located.as_dict()
+    where = located.module or "(top level)"
+    given = (
+        "given eager's own input to it" if located.method == "isolated"
+        else "in the artifact's own run, where every module before it agrees"
+    )
+    if located.module:
+        detail = (
+            f"{where} ({located.cls}) is the first module whose {name} output differs from eager's {given} "
+            f"(max abs err {located.max_abs_err:.3g}); its submodules agree, so its own code diverges"
+        )
+    else:
+        detail = (
+            f"no submodule of {located.cls} differs on its own input: the top-level module's own code diverges "
+            f"(max abs err {located.max_abs_err:.3g})"
+        )
+    result.findings.append(Finding("diverges_at", detail, where))
+    lines = [
+        f"Diverges at: {where} ({located.cls}), max abs err {located.max_abs_err:.3g} {given}" if located.module
+        else f"Diverges at: the top-level module's own code ({located.cls}): no submodule differs on its own input"
+    ]
+    excerpt = located.excerpt.splitlines()
+    if excerpt:
+        lines.append(f"  the {name} artifact's code there:")
+        lines += [f"    {line}" for line in excerpt[:MESSAGE_LINES]]
+        if len(excerpt) > MESSAGE_LINES:
+            lines.append(f"    ... ({len(excerpt) - MESSAGE_LINES} more lines in the report's diverges_at)")
+    return lines
 
 
 def _likely_cause(
@@ -204,7 +245,14 @@ def _likely_cause(
         )
     custom = failure.comparison is not None and failure.comparison.custom_message is not None
     if not causes and not custom and stats.paths and len(stats.paths) == 1 and failure.status == "mismatch":
-        causes.append("every input took the same control-flow path, so the difference is numeric, not a frozen branch")
+        located = failure.diverges_at
+        if located is not None and located.module:
+            causes.append(
+                f"the difference starts in {located.module} ({located.cls}), whose code in the artifact computes "
+                "differently; every input took the same control-flow path, so it is numeric, not a frozen branch"
+            )
+        else:
+            causes.append("every input took the same control-flow path, so the difference is numeric, not a frozen branch")
     return "; ".join(causes) if causes else None
 
 

@@ -42,6 +42,8 @@ class Failure:
     baked_scalars: list[tuple[str, Any, Any]] = field(default_factory=list)  # (name, recorded, failing)
     noise: Any = None  # the float64 oracle's noise.Verdict on this input, where it ran
     far_scale: float | None = None  # the input's scale factor, when it passes at the recorded scale
+    diverges_at: Any = None  # localize.Located: the first module whose artifact output differs
+    no_localization: str | None = None  # why diverges_at is missing, where localisation was tried
 
 
 @dataclass

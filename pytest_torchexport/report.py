@@ -66,6 +66,7 @@ FINDING_DOCS: dict[str, str] = {
     "device_fallback": "onnxruntime had no CUDA provider and ran on CPU",
     "backend_note": "something the backend wants the reader to know (a trace of a ScriptModule, ...)",
     "error_site": "the user's line where the export, load or artifact run raised",
+    "diverges_at": "the first module whose artifact output differs from eager's, given eager's own input to it",
     "numeric_noise": "some inputs differ beyond the default tolerances by float32 rounding only: as close to a float64 run as eager",
 }
 
@@ -251,18 +252,20 @@ def summary_lines(results: list[Result], width: int = 100) -> list[str]:
     """A fixed-width table: one row per test and backend, readable at ``width`` columns."""
     if not results:
         return []
-    # The latency column only when some row was timed: a table of export errors stays narrow.
-    timed = any(r.extra.get("latency_ms") for r in results)
     rows = []
     for r in results:
         name = _short_test(r)
         backend = r.backend if r.device == "cpu" else f"{r.backend}/{r.device}"
-        cells = [name, backend, r.status, format_err(r.max_abs_err), str(r.examples)]
-        if timed:
-            cells.append(format_latency(r.extra.get("latency_ms")))
-        rows.append((*cells, r.cause))
-    header = ("test", "backend", "status", "max err", "ex", *(("ms e/a",) if timed else ()), "cause")
-    return table_lines(rows, width, header)
+        rows.append((name, backend, r.status, format_err(r.max_abs_err), str(r.examples), r.cause))
+    # The latency column only when some row was timed, and only where it does not push a
+    # cause out of its column: the cause is what a reader acts on (latency is in the report).
+    latencies = [format_latency(r.extra.get("latency_ms")) for r in results]
+    if any(r.extra.get("latency_ms") for r in results):
+        timed = [(*row[:-1], cell, row[-1]) for row, cell in zip(rows, latencies)]
+        header = ("test", "backend", "status", "max err", "ex", "ms e/a", "cause")
+        if not any(row[-1] for row in rows) or not _cause_below(timed, header, width):
+            return table_lines(timed, width, header)
+    return table_lines(rows, width)
 
 
 def format_latency(latency: dict[str, Any] | None) -> str:
@@ -279,12 +282,11 @@ def _ms(value: float) -> str:
 def table_lines(rows: list[tuple[str, ...]], width: int, header: tuple[str, ...] | None = None) -> list[str]:
     """The summary's layout for rows of (test, backend, status, max err, examples, [ms e/a,] cause)."""
     header = header or ("test", "backend", "status", "max err", "ex", "cause")
-    fixed = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header[:-1])]
-    fixed[0] = min(fixed[0], 32)
+    fixed = _widths(rows, header)
     indent = sum(fixed) + 2 * len(fixed)
     # The cause is what a reader acts on, so it wraps instead of being cut to a stub: in its
     # column when the column is wide enough, else on indented lines under the row.
-    below = width - indent < _MIN_CAUSE
+    below = _cause_below(rows, header, width)
     lines = []
     for row in (header, *rows):
         cells = "  ".join(_clip(cell, w).ljust(w) for cell, w in zip(row[:-1], fixed))
@@ -296,6 +298,17 @@ def table_lines(rows: list[tuple[str, ...]], width: int, header: tuple[str, ...]
             lines.append(cells.rstrip())
             lines.extend("    " + more for more in _wrap(row[-1], width - 4))
     return lines
+
+
+def _widths(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> list[int]:
+    fixed = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header[:-1])]
+    fixed[0] = min(fixed[0], 32)
+    return fixed
+
+
+def _cause_below(rows: list[tuple[str, ...]], header: tuple[str, ...], width: int) -> bool:
+    fixed = _widths(rows, header)
+    return width - (sum(fixed) + 2 * len(fixed)) < _MIN_CAUSE
 
 
 _MIN_CAUSE = 30  # narrower than this, a cause column shows a stub: put the cause under the row

@@ -276,9 +276,40 @@ class Search:
                 failure.noise = self._oracle(failure.draw, failure.args, failure.kwargs,
                                              self._expected(failure.draw, failure.args, failure.kwargs).outputs,
                                              actual, failure.comparison)
+            self._localize(failure)
         export_path = self.first.path if self.export_draw == self.seed_draw else None
         explain_failure(result, failure, stats, self.backend, self.plan, self.options, self.session, name, header,
                         export_path, self.rtol, self.atol, self.eager.module, self.device, self.export_draw)
+
+
+    def _localize(self, failure: Failure) -> None:
+        """[Localisation] Once, on the shrunk input: the first module that diverges (localize.py)."""
+        if failure.status not in ("mismatch", "roundtrip_mismatch") or failure.comparison is None or failure.guard:
+            return
+        if failure.comparison.custom_message is not None or failure.comparison.problem is not None:
+            return  # compare= or a structural difference: no per-module numbers to compare
+        if failure.noise is not None and failure.noise.rounding:
+            return  # within eager's own rounding (explicit tolerances): no module is at fault
+        from . import localize
+
+        if any(f.kind == "mutates_state" for f in self.result.findings):
+            failure.no_localization = "the module updates its state on every call, so a submodule's input is not replayable"
+            return
+        reason = localize.unavailable(self.runnable)
+        if reason:
+            failure.no_localization = f"not available for {self.result.backend}: {reason}"
+            return
+        t0 = time.perf_counter()
+        try:
+            failure.diverges_at = localize.locate(
+                self.runnable, self.eager.module, failure.args, failure.kwargs,
+                lambda expected, actual: self._compare(expected, actual, custom=False), failure.comparison.max_abs,
+            )
+        except Exception as exc:  # noqa: BLE001 - localisation explains; it never changes a verdict
+            failure.no_localization = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
+        finally:
+            self.eager.restore()
+            self.result.timings["localize_s"] = time.perf_counter() - t0
 
 
 def is_in_ci() -> bool:

@@ -41,7 +41,8 @@ def test_gate():
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.load, as users still call it
-def test_kept_artifacts_load_back_and_every_passing_row_has_latency(tester):
+def test_kept_artifacts_load_back_and_every_passing_row_has_latency(tester, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "120")  # wide enough for the latency column beside the causes
     tester.makepyfile(test_m=MODELS)
     result = tester.runpytest(
         "--torchexport-keep-artifacts=kept", "--torchexport-report=out.json", "--torchexport-repro-dir=repro"
@@ -54,7 +55,8 @@ def test_kept_artifacts_load_back_and_every_passing_row_has_latency(tester):
         latency = row["latency_ms"]
         assert latency["eager"] > 0 and latency["artifact"] > 0, (backend, latency)
         assert latency["input"] == ("x: float32[4, 8]" if test.endswith("mlp") else "x: float32[3, 4]")
-    result.stdout.fnmatch_lines(["*ms e/a*"])
+    result.stdout.re_match_lines([r"test\s+backend\s+status\s+max err\s+ex\s+ms e/a\s+cause",
+                                  r"test_mlp\s+trace\s+pass\s+0\s+\d+\s+[\d.e-]+/[\d.e-]+$"])
 
     # Kept as saved, under DIR/<test>/<backend>/, named in the report.
     base = tester.path / "kept" / "test_m.py__test_mlp"

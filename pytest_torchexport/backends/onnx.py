@@ -41,6 +41,7 @@ class OnnxSession:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.run_options = ort.RunOptions()
         self.run_options.log_severity_level = 4
+        self.source = source  # the model, for localisation (localize.py)
         self.session = ort.InferenceSession(source, sess_options=options, providers=providers)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.device = device

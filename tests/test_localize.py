@@ -1,0 +1,168 @@
+"""diverges_at: the first module whose artifact output differs, named on every backend that fails."""
+
+import json
+
+import pytest
+
+MODELS = """
+import pytest
+import torch
+from torch import nn
+
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(8, 8)
+        self.norm = nn.LayerNorm(8)
+
+    def forward(self, x):
+        return self.norm(x + torch.relu(self.lin(x)))
+
+
+class Gated(nn.Module):
+    # A data-dependent branch: trace (and legacy ONNX, which traces) record one side.
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(8, 8)
+
+    def forward(self, x):
+        if x.sum() > 0:
+            return self.lin(x)
+        return -x
+
+
+class Lowered(nn.Module):
+    # Computes differently once exported, as a wrong lowering would: every exporter sees it.
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(8, 8)
+        self.act = nn.GELU()
+
+    def forward(self, x):
+        y = self.act(self.lin(x))
+        if torch.jit.is_scripting():
+            return y + 1
+        else:
+            if torch.jit.is_tracing() or torch.compiler.is_exporting():
+                return y + 1
+        return y
+
+
+class Net(nn.Module):
+    def __init__(self, special, cls):
+        super().__init__()
+        self.blocks = nn.ModuleList([cls() if i == special else Block() for i in range(6)])
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x)
+
+
+class Tagger(nn.Module):
+    # nn.TransformerEncoder's fast path: with a padding mask eager runs nested tensors and
+    # returns zeros at padded positions; exported graphs take the regular path.
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(8, 16)
+        layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True, dropout=0.0)
+        self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=True)
+        self.head = nn.Linear(16, 2)
+
+    def forward(self, x, mask):
+        return self.head(self.encoder(self.embed(x), src_key_padding_mask=mask))
+
+
+@pytest.mark.torchexport(backends=["export", "onnx"])
+def test_fast_path():
+    torch.manual_seed(0)
+    mask = torch.tensor([[False] * 5, [False, False, False, True, True]])
+    Tagger().eval()(torch.randn(2, 5, 8), mask)
+
+
+@pytest.mark.torchexport(backends=["trace", "onnx-legacy"])
+def test_gated():
+    torch.manual_seed(0)
+    Net(4, Gated).eval()(torch.randn(2, 8))
+
+
+class Scaled(nn.Module):
+    # Called with a keyword: legacy ONNX exports it through a positional adapter.
+    def __init__(self):
+        super().__init__()
+        self.net = Net(2, Lowered)
+
+    def forward(self, x, *, scale):
+        return self.net(x) * scale
+
+
+@pytest.mark.torchexport(backends=["onnx-legacy"])
+def test_keywords():
+    torch.manual_seed(0)
+    Scaled().eval()(torch.randn(2, 8), scale=torch.ones(2, 3))
+
+
+@pytest.mark.torchexport(backends=["trace", "script", "export", "onnx", "onnx-legacy"])
+def test_lowered():
+    torch.manual_seed(0)
+    Net(2, Lowered).eval()(torch.randn(2, 8))
+"""
+
+
+_RUN: dict = {}
+
+
+@pytest.fixture
+def rows(tester):
+    """One session of real exports (10 failing checks), shared by the tests below."""
+    if "rows" not in _RUN:
+        tester.makepyfile(test_m=MODELS)
+        result = tester.runpytest("--torchexport-report=out.json", "--torchexport-seed=1")
+        result.assert_outcomes(failed=10)
+        report = json.loads((tester.path / "out.json").read_text())
+        _RUN["rows"] = {(r["test"].rsplit("::", 1)[-1], r["backend"]): r for r in report["results"]}
+    return _RUN["rows"]
+
+
+def test_encoder_fast_path_is_named_where_it_differs(rows):
+    # Eager's layers get nested tensors, which no artifact takes: the encoder itself is named.
+    for backend in ("export", "onnx"):
+        row = rows[("test_fast_path", backend)]
+        assert row["status"] == "mismatch", row["message"]
+        where = row["diverges_at"]
+        assert (where["module"], where["class"]) == ("encoder", "TransformerEncoder"), (backend, where)
+        assert "Diverges at: encoder (TransformerEncoder)" in row["message"]
+
+
+def test_names_the_first_diverging_module_with_the_artifacts_code(rows):
+    # The frozen branch in blocks.4: the trace's own code there shows the one path it kept.
+    for backend in ("trace", "onnx-legacy"):
+        row = rows[("test_gated", backend)]
+        assert row["status"] == "mismatch", row["message"]
+        where = row["diverges_at"]
+        assert (where["module"], where["class"]) == ("blocks.4", "Gated"), (backend, where)
+        assert where["max_abs_err"] > 0.1
+        assert "Diverges at: blocks.4 (Gated)" in row["message"]
+        assert any(f["kind"] == "diverges_at" and f["where"] == "blocks.4" for f in row["findings"])
+    assert "(lin).forward(argument_1" in rows[("test_gated", "trace")]["diverges_at"]["artifact_excerpt"]
+    assert "Gemm(" in rows[("test_gated", "onnx-legacy")]["diverges_at"]["artifact_excerpt"]
+
+    # A lowering difference inside blocks.2, on every backend; upstream blocks agree.
+    excerpts = {"trace": "torch.add", "script": "torch.add(y, 1)", "export": "aten.add.Tensor", "onnx": "= Add(",
+                "onnx-legacy": "/blocks.2/Add_output_0 = Add("}
+    for backend, code in excerpts.items():
+        row = rows[("test_lowered", backend)]
+        where = row["diverges_at"]
+        assert (where["module"], where["class"]) == ("blocks.2", "Lowered"), (backend, where)
+        assert where["max_abs_err"] == pytest.approx(1.0, abs=1e-4)
+        assert code in where["artifact_excerpt"], (backend, where["artifact_excerpt"])
+        assert code.split("(")[0] in row["message"]  # a few lines of the excerpt in the message
+        assert "Likely cause: the difference starts in blocks.2 (Lowered)" in row["message"]
+        assert [w["module"] for w in where["walked"]] == ["blocks.2"]
+        assert where["method"] == ("in-graph" if backend.startswith("onnx") else "isolated")
+        assert row["timings"]["localize_s"] < 2
+
+    # Through an adapter (keywords): the names are still the user's.
+    assert rows[("test_keywords", "onnx-legacy")]["diverges_at"]["module"] == "net.blocks.2"
