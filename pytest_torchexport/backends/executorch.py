@@ -1,0 +1,173 @@
+"""ExecuTorch: ``torch.export``, lowered to XNNPACK, written to a ``.pte``, run by its C++ runtime.
+
+The path a phone or an edge device takes: the exported program is lowered with
+``to_edge_transform_and_lower`` (XNNPACK delegate for what it supports, ExecuTorch's
+portable kernels for the rest), serialized with ``.to_executorch()`` and executed by
+``executorch.runtime``, whose kernels are not eager's (so ``relowered``).
+
+[Bounded Dims] ExecuTorch plans memory ahead of time: every dynamic dim needs an upper
+bound, which the plan's ``Dim`` ranges give. An input larger than what the program was
+lowered for is rejected by the runtime ("Attempted to resize a bounded tensor ..." or
+"... a static tensor" in its log, only "error 0x10" in the exception); ``run`` turns that
+into a ``run_error`` that says the size is outside what the program was lowered for.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.utils._pytree as pytree
+
+from .base import Backend, ExportContext, keywords_bound
+
+FILENAME = "model.pte"
+INSTALL = 'pip install "pytest-torchexport[executorch]"'
+
+
+class ExecutorchBackend(Backend):
+    name = "executorch"
+    relowered = True
+    specializes_small_dims = True
+
+    def unavailable_reason(self) -> str | None:
+        from .._compat import quiet_torch
+
+        try:
+            # torchao, imported by the lowering, prints from C++ about CUDA kernels it skips.
+            with quiet_torch(fds=True):
+                _imports()
+        except ImportError as exc:
+            return f"executorch is not installed ({exc}); {INSTALL}"
+        return None
+
+    def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
+        to_edge_transform_and_lower, partitioner, _ = _imports()
+        module = keywords_bound(module, kwargs)
+        program = torch.export.export(module, args, kwargs or None, dynamic_shapes=ctx.dynamic_shapes(module), strict=False)
+        lowered = to_edge_transform_and_lower(program, partitioner=[partitioner()]).to_executorch()
+        buffer = bytes(lowered.buffer)
+        return Pte(buffer, _load(buffer), program.call_spec.in_spec, program.call_spec.out_spec)
+
+    def save(self, artifact: Any, directory: Path) -> list[Path]:
+        path = directory / FILENAME
+        path.write_bytes(artifact.buffer)
+        return [path]
+
+    def load(self, directory: Path, ctx: ExportContext) -> Any:
+        path = directory / FILENAME
+        in_spec, out_spec = pte_specs(path.read_bytes())
+        return Pte(None, _load(path), in_spec, out_spec)
+
+    def run(self, artifact: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        from .._compat import quiet_torch
+
+        inputs = artifact.flat_inputs(args, kwargs)
+        try:
+            with quiet_torch(fds=True) as captured:
+                outputs = artifact.method.execute(inputs)
+        except RuntimeError as exc:
+            raise RuntimeError(explain_runtime_error(exc, captured.stdout, inputs)) from exc
+        return artifact.unflatten(list(outputs))
+
+
+def _imports() -> tuple[Any, Any, Any]:
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+    from executorch.runtime import Runtime
+
+    return to_edge_transform_and_lower, XnnpackPartitioner, Runtime
+
+
+def _load(source: bytes | Path) -> Any:
+    """The ``forward`` method of a program, loaded by the runtime (its C++ log quieted)."""
+    from .._compat import quiet_torch
+
+    with quiet_torch(fds=True):
+        runtime = _imports()[2].get()
+        program = runtime.load_program(source if isinstance(source, bytes) else str(source))
+        method = program.load_method("forward")
+    # The method borrows the program's memory: keep the program alive beside it.
+    return _Loaded(program, method)
+
+
+class _Loaded:
+    def __init__(self, program: Any, method: Any) -> None:
+        self.program = program
+        self.method = method
+
+
+def pte_specs(data: bytes) -> tuple[Any, Any]:
+    """The input and output pytree specs a ``.pte`` carries, so the file alone is enough to run it.
+
+    ``to_executorch()`` stores them (``treespec_dumps`` JSON) in the program's container
+    metadata; a file whose metadata cannot be read runs with flat inputs and outputs.
+    """
+    try:
+        from executorch.exir._serialize._program import deserialize_pte_binary
+
+        meta = deserialize_pte_binary(data).program.execution_plan[0].container_meta_type
+        return pytree.treespec_loads(meta.encoded_inp_str), pytree.treespec_loads(meta.encoded_out_str)
+    except Exception:  # noqa: BLE001 - a private reader: without it the structure is flat
+        return None, None
+
+
+class Pte:
+    """A lowered program: its bytes (in memory only), the runtime's method, the call's structure."""
+
+    def __init__(self, buffer: bytes | None, loaded: Any, in_spec: Any, out_spec: Any) -> None:
+        self.buffer = buffer
+        self.loaded = loaded
+        self.method = loaded.method
+        self.in_spec = in_spec
+        self.out_spec = out_spec
+
+    def flat_inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
+        """The call's leaves in the exported program's order, tensors contiguous (the runtime needs it)."""
+        if self.in_spec is not None and kwargs:
+            from torch.export._tree_utils import reorder_kwargs
+
+            kwargs = reorder_kwargs(kwargs, self.in_spec)
+        leaves = pytree.tree_leaves((args, kwargs))
+        return [leaf.contiguous() if isinstance(leaf, torch.Tensor) else leaf for leaf in leaves]
+
+    def unflatten(self, outputs: list[Any]) -> Any:
+        if self.out_spec is None:
+            return outputs[0] if len(outputs) == 1 else tuple(outputs)
+        return pytree.tree_unflatten(outputs, self.out_spec)
+
+
+_BOUNDED = re.compile(r"maximum capacity of (\d+) elements to (\d+) elements")
+_STATIC = re.compile(r"resize a static tensor\. Expected shape \(([^)]*)\), but received \(([^)]*)\)")
+_INPUT = re.compile(r"at input (\d+)")
+
+
+def explain_runtime_error(exc: BaseException, log: str, inputs: list[Any]) -> str:
+    """The runtime's exception ("execute() failed with error 0x10") plus what its log says.
+
+    The runtime logs its reason through Python's stderr (captured by ``quiet_torch``), not
+    in the exception; a size it was not lowered for becomes a sentence a person reads.
+    """
+    reason = [line.split("] ", 1)[-1].strip() for line in log.splitlines() if line.strip()]
+    index = _INPUT.search(log)
+    which = "an input"
+    if index and int(index.group(1)) < len(inputs) and isinstance(inputs[int(index.group(1))], torch.Tensor):
+        which = f"input {index.group(1)} of shape {tuple(inputs[int(index.group(1))].shape)}"
+    static, bounded = _STATIC.search(log), _BOUNDED.search(log)
+    if static:
+        headline = (
+            f"ExecuTorch cannot run shape ({static.group(2)}): the size is outside what the program was lowered for "
+            f"(the static shape ({static.group(1)}): the export fixed these sizes)"
+        )
+    elif bounded:
+        headline = (
+            f"ExecuTorch rejected {which}: the size is outside what the program was lowered for "
+            f"(memory planned for at most {bounded.group(1)} elements, the input has {bounded.group(2)}; "
+            "the upper bounds of dims= set it)"
+        )
+    else:
+        headline = f"ExecuTorch failed to run the program: {exc}"
+    details = "\n".join(f"  runtime: {line}" for line in reason[:4])
+    return headline + (f"\n{details}" if details else "")
