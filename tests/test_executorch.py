@@ -28,6 +28,13 @@ class FixedBatch(nn.Module):
         return x * 3
 
 
+class Sort(nn.Module):
+    """Lowers, but the runtime this package ships has no kernel for aten::sort."""
+
+    def forward(self, x):
+        return torch.sort(x, 1)[0]
+
+
 def _result(module, args, **options):
     opts = Options.build(backends=["executorch"], examples=EX, **options)
     return run(module, args, None, opts, Session()).results[0]
@@ -44,6 +51,7 @@ def results():
         "nested": _result(Nested().eval(), (torch.randn(2, 4),)),
         "gate": _result(Gate().eval(), (torch.ones(3, 4),)),
         "fixed": _result(FixedBatch().eval(), (torch.randn(4, 3),), dims={"batch": (1, 8)}),
+        "sort": _result(Sort().eval(), (torch.randn(3, 4),)),
     }
 
 
@@ -96,6 +104,16 @@ def test_a_size_the_program_was_not_lowered_for_is_a_run_error_that_says_so(resu
     assert "the size is outside what the program was lowered for (the static shape (4, 3)" in r.message
     assert "runtime: Attempted to resize a static tensor" in r.message
     assert "specialized_dim" in {f.kind for f in r.findings}
+
+
+def test_an_op_without_a_kernel_is_a_load_error_with_the_runtimes_reason(results):
+    r = results["sort"]
+    assert r.status == "load_error", r.message
+    assert r.message.startswith("executorch could not load the module [backend=executorch, device=cpu]")
+    assert "its runtime has no kernel for aten::sort.values" in r.message
+    assert "runtime: Missing operator: [0] aten::sort.values" in r.message
+    assert "dim order" not in r.message  # the kernel table it dumps line by line is trimmed
+    assert "unsupported_op" in {f.kind for f in r.findings}
 
 
 def test_selected_on_the_command_line_with_its_own_item_id(tester, results):

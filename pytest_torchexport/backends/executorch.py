@@ -49,7 +49,9 @@ class ExecutorchBackend(Backend):
         program = torch.export.export(module, args, kwargs or None, dynamic_shapes=ctx.dynamic_shapes(module), strict=False)
         lowered = to_edge_transform_and_lower(program, partitioner=[partitioner()]).to_executorch()
         buffer = bytes(lowered.buffer)
-        return Pte(buffer, _load(buffer), program.call_spec.in_spec, program.call_spec.out_spec)
+        # Loaded on first run: a program the runtime cannot load (no kernel for an op) is
+        # then the saved file's load_error, as a device would meet it, not an export_error.
+        return Pte(buffer, None, program.call_spec.in_spec, program.call_spec.out_spec)
 
     def save(self, artifact: Any, directory: Path) -> list[Path]:
         path = directory / FILENAME
@@ -65,9 +67,10 @@ class ExecutorchBackend(Backend):
         from .._compat import quiet_torch
 
         inputs = artifact.flat_inputs(args, kwargs)
+        method = artifact.method
         try:
             with quiet_torch(fds=True) as captured:
-                outputs = artifact.method.execute(inputs)
+                outputs = method.execute(inputs)
         except RuntimeError as exc:
             raise RuntimeError(explain_runtime_error(exc, captured.stdout, inputs)) from exc
         return artifact.unflatten(list(outputs))
@@ -82,13 +85,17 @@ def _imports() -> tuple[Any, Any, Any]:
 
 
 def _load(source: bytes | Path) -> Any:
-    """The ``forward`` method of a program, loaded by the runtime (its C++ log quieted)."""
+    """The ``forward`` method of a program, loaded by the runtime (its log quieted, kept for errors)."""
     from .._compat import quiet_torch
 
-    with quiet_torch(fds=True):
-        runtime = _imports()[2].get()
-        program = runtime.load_program(source if isinstance(source, bytes) else str(source))
-        method = program.load_method("forward")
+    try:
+        with quiet_torch(fds=True) as captured:
+            runtime = _imports()[2].get()
+            program = runtime.load_program(source if isinstance(source, bytes) else str(source))
+            method = program.load_method("forward")
+    except RuntimeError as exc:
+        # "Failed to load method forward, error: 0x:14": the reason (a missing kernel) is in the log.
+        raise RuntimeError(explain_runtime_error(exc, captured.stdout, [], stage="load")) from exc
     # The method borrows the program's memory: keep the program alive beside it.
     return _Loaded(program, method)
 
@@ -120,9 +127,14 @@ class Pte:
     def __init__(self, buffer: bytes | None, loaded: Any, in_spec: Any, out_spec: Any) -> None:
         self.buffer = buffer
         self.loaded = loaded
-        self.method = loaded.method
         self.in_spec = in_spec
         self.out_spec = out_spec
+
+    @property
+    def method(self) -> Any:
+        if self.loaded is None:
+            self.loaded = _load(self.buffer)
+        return self.loaded.method
 
     def flat_inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
         """The call's leaves in the exported program's order, tensors contiguous (the runtime needs it)."""
@@ -142,21 +154,38 @@ class Pte:
 _BOUNDED = re.compile(r"maximum capacity of (\d+) elements to (\d+) elements")
 _STATIC = re.compile(r"resize a static tensor\. Expected shape \(([^)]*)\), but received \(([^)]*)\)")
 _INPUT = re.compile(r"at input (\d+)")
+_MISSING = re.compile(r"Missing operator: \[\d+\] (\S+)")
+_LOG_LINE = re.compile(r"^\[([\w.]+:\d+)\] (.*)$")
 
 
-def explain_runtime_error(exc: BaseException, log: str, inputs: list[Any]) -> str:
+def log_reasons(log: str, limit: int = 4) -> list[str]:
+    """The runtime's log, one line per place in its code (it dumps kernel tables line by line)."""
+    seen, reasons = set(), []
+    for line in log.splitlines():
+        match = _LOG_LINE.match(line.strip())
+        if not match or match.group(1) in seen:
+            continue
+        seen.add(match.group(1))
+        message = match.group(2).strip()
+        if re.search(r"[A-Za-z]{3}", message) and not message.startswith("dtype:"):
+            reasons.append(message)
+    return reasons[:limit]
+
+
+def explain_runtime_error(exc: BaseException, log: str, inputs: list[Any], stage: str = "run") -> str:
     """The runtime's exception ("execute() failed with error 0x10") plus what its log says.
 
     The runtime logs its reason through Python's stderr (captured by ``quiet_torch``), not
     in the exception; a size it was not lowered for becomes a sentence a person reads.
     """
-    reason = [line.split("] ", 1)[-1].strip() for line in log.splitlines() if line.strip()]
     index = _INPUT.search(log)
     which = "an input"
     if index and int(index.group(1)) < len(inputs) and isinstance(inputs[int(index.group(1))], torch.Tensor):
         which = f"input {index.group(1)} of shape {tuple(inputs[int(index.group(1))].shape)}"
-    static, bounded = _STATIC.search(log), _BOUNDED.search(log)
-    if static:
+    static, bounded, missing = _STATIC.search(log), _BOUNDED.search(log), sorted(set(_MISSING.findall(log)))
+    if missing:
+        headline = f"ExecuTorch cannot {stage} the program: its runtime has no kernel for {', '.join(missing)} ({exc})"
+    elif static:
         headline = (
             f"ExecuTorch cannot run shape ({static.group(2)}): the size is outside what the program was lowered for "
             f"(the static shape ({static.group(1)}): the export fixed these sizes)"
@@ -168,6 +197,6 @@ def explain_runtime_error(exc: BaseException, log: str, inputs: list[Any]) -> st
             "the upper bounds of dims= set it)"
         )
     else:
-        headline = f"ExecuTorch failed to run the program: {exc}"
-    details = "\n".join(f"  runtime: {line}" for line in reason[:4])
+        headline = f"ExecuTorch failed to {stage} the program: {exc}"
+    details = "\n".join(f"  runtime: {line}" for line in log_reasons(log))
     return headline + (f"\n{details}" if details else "")
