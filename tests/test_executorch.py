@@ -69,7 +69,7 @@ def test_nested_outputs_come_back_in_the_module_structure(results):
     assert r.status == "pass", r.message
 
 
-def test_the_loaded_program_needs_only_the_file(tmp_path):
+def test_the_loaded_program_needs_only_the_file_and_keeps_to_its_bounds(tmp_path):
     """The output structure comes from the .pte itself, not from the in-memory export."""
     backend = ExecutorchBackend()
     if backend.unavailable_reason():
@@ -88,6 +88,9 @@ def test_the_loaded_program_needs_only_the_file(tmp_path):
     assert files == [tmp_path / FILENAME]
     assert loaded.buffer is None and set(out) == {"logits", "hidden"}
     torch.testing.assert_close(out, expected, rtol=1e-3, atol=1e-4)
+    # Above the declared range: memory was planned for batch <= 8 (the search never draws this).
+    with pytest.raises(RuntimeError, match=r"input 0 of shape \(9, 4\): the size is outside .* \(memory planned for at most \(8, 4\)\)"):
+        backend.run(loaded, (torch.randn(9, 4),), {})
 
 
 def test_a_data_dependent_branch_is_an_export_error_at_the_line(results):
@@ -101,7 +104,10 @@ def test_a_data_dependent_branch_is_an_export_error_at_the_line(results):
 def test_a_size_the_program_was_not_lowered_for_is_a_run_error_that_says_so(results):
     r = results["fixed"]
     assert r.status == "run_error", r.message
-    assert "the size is outside what the program was lowered for (the static shape (4, 3)" in r.message
+    assert (
+        "ExecuTorch cannot run shape (1, 3): the size is outside what the program was lowered for "
+        "(the static shape (4, 3): the export fixed these sizes)"
+    ) in r.message
     assert "runtime: Attempted to resize a static tensor" in r.message
     assert "specialized_dim" in {f.kind for f in r.findings}
 

@@ -22,9 +22,11 @@ import torch
 import torch.utils._pytree as pytree
 
 from .base import Backend, ExportContext, keywords_bound
+from .export import program_input_shapes
 
 FILENAME = "model.pte"
 INSTALL = 'pip install "pytest-torchexport[executorch]"'
+LOWERED = "the size is outside what the program was lowered for"
 
 
 class ExecutorchBackend(Backend):
@@ -51,7 +53,13 @@ class ExecutorchBackend(Backend):
         buffer = bytes(lowered.buffer)
         # Loaded on first run: a program the runtime cannot load (no kernel for an op) is
         # then the saved file's load_error, as a device would meet it, not an export_error.
-        return Pte(buffer, None, program.call_spec.in_spec, program.call_spec.out_spec)
+        pte = Pte(buffer, None, *pte_meta(buffer))
+        # What torch.export fixed, for the specialized_dim finding: the .pte cannot tell.
+        pte.export_shapes = program_input_shapes(program)
+        return pte
+
+    def input_shapes(self, artifact: Any) -> list[tuple[Any, ...]] | None:
+        return artifact.export_shapes
 
     def save(self, artifact: Any, directory: Path) -> list[Path]:
         path = directory / FILENAME
@@ -60,13 +68,15 @@ class ExecutorchBackend(Backend):
 
     def load(self, directory: Path, ctx: ExportContext) -> Any:
         path = directory / FILENAME
-        in_spec, out_spec = pte_specs(path.read_bytes())
-        return Pte(None, _load(path), in_spec, out_spec)
+        return Pte(None, _load(path), *pte_meta(path.read_bytes()))
 
     def run(self, artifact: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         from .._compat import quiet_torch
 
         inputs = artifact.flat_inputs(args, kwargs)
+        outside = artifact.outside_limits(inputs)
+        if outside:
+            raise RuntimeError(f"ExecuTorch cannot run {outside}")
         method = artifact.method
         try:
             with quiet_torch(fds=True) as captured:
@@ -106,29 +116,40 @@ class _Loaded:
         self.method = method
 
 
-def pte_specs(data: bytes) -> tuple[Any, Any]:
-    """The input and output pytree specs a ``.pte`` carries, so the file alone is enough to run it.
+def pte_meta(data: bytes) -> tuple[Any, Any, list[Any] | None]:
+    """What a ``.pte`` says about its call: input and output pytree specs, each input's limits.
 
-    ``to_executorch()`` stores them (``treespec_dumps`` JSON) in the program's container
-    metadata; a file whose metadata cannot be read runs with flat inputs and outputs.
+    ``to_executorch()`` stores the specs (``treespec_dumps`` JSON) in the program's
+    container metadata, so the file alone is enough to run it. The limits are, per flat
+    input, ``(sizes, static)`` for a tensor (sizes are upper bounds when not static) and
+    None otherwise. A file whose metadata cannot be read runs with flat inputs and outputs.
     """
     try:
         from executorch.exir._serialize._program import deserialize_pte_binary
+        from executorch.exir.schema import Tensor, TensorShapeDynamism
 
-        meta = deserialize_pte_binary(data).program.execution_plan[0].container_meta_type
-        return pytree.treespec_loads(meta.encoded_inp_str), pytree.treespec_loads(meta.encoded_out_str)
+        plan = deserialize_pte_binary(data).program.execution_plan[0]
+        meta = plan.container_meta_type
+        limits = []
+        for index in plan.inputs:
+            value = plan.values[index].val
+            is_tensor = isinstance(value, Tensor)
+            limits.append((tuple(value.sizes), value.shape_dynamism == TensorShapeDynamism.STATIC) if is_tensor else None)
+        return pytree.treespec_loads(meta.encoded_inp_str), pytree.treespec_loads(meta.encoded_out_str), limits
     except Exception:  # noqa: BLE001 - a private reader: without it the structure is flat
-        return None, None
+        return None, None, None
 
 
 class Pte:
     """A lowered program: its bytes (in memory only), the runtime's method, the call's structure."""
 
-    def __init__(self, buffer: bytes | None, loaded: Any, in_spec: Any, out_spec: Any) -> None:
+    def __init__(self, buffer: bytes | None, loaded: Any, in_spec: Any, out_spec: Any, limits: list[Any] | None) -> None:
         self.buffer = buffer
         self.loaded = loaded
         self.in_spec = in_spec
         self.out_spec = out_spec
+        self.limits = limits
+        self.export_shapes: list[tuple[Any, ...]] | None = None
 
     @property
     def method(self) -> Any:
@@ -144,6 +165,27 @@ class Pte:
             kwargs = reorder_kwargs(kwargs, self.in_spec)
         leaves = pytree.tree_leaves((args, kwargs))
         return [leaf.contiguous() if isinstance(leaf, torch.Tensor) else leaf for leaf in leaves]
+
+    def outside_limits(self, inputs: list[Any]) -> str | None:
+        """Why an input does not fit the program, checked before the runtime sees it.
+
+        Only what the file says: a dim ``torch.export`` specialized after the declared range
+        was relaxed (``Dim.AUTO``) is still "bounded" in the ``.pte``, at the example's size.
+        A smaller input then reaches the kernels, and what the runtime does with it (an
+        error, or other numbers) is the verdict, as it would be on a device.
+        """
+        if self.limits is None or len(self.limits) != len(inputs):
+            return None
+        for i, (value, limit) in enumerate(zip(inputs, self.limits)):
+            if limit is None or not isinstance(value, torch.Tensor):
+                continue
+            sizes, static = limit
+            shape = tuple(value.shape)
+            if static and shape != sizes:
+                return f"input {i} of shape {shape}: {LOWERED} (the static shape {sizes}: the export fixed these sizes)"
+            if not static and (len(shape) != len(sizes) or any(n > bound for n, bound in zip(shape, sizes))):
+                return f"input {i} of shape {shape}: {LOWERED} (memory planned for at most {sizes})"
+        return None
 
     def unflatten(self, outputs: list[Any]) -> Any:
         if self.out_spec is None:
@@ -187,14 +229,13 @@ def explain_runtime_error(exc: BaseException, log: str, inputs: list[Any], stage
         headline = f"ExecuTorch cannot {stage} the program: its runtime has no kernel for {', '.join(missing)} ({exc})"
     elif static:
         headline = (
-            f"ExecuTorch cannot run shape ({static.group(2)}): the size is outside what the program was lowered for "
+            f"ExecuTorch cannot run shape ({static.group(2)}): {LOWERED} "
             f"(the static shape ({static.group(1)}): the export fixed these sizes)"
         )
     elif bounded:
         headline = (
-            f"ExecuTorch rejected {which}: the size is outside what the program was lowered for "
-            f"(memory planned for at most {bounded.group(1)} elements, the input has {bounded.group(2)}; "
-            "the upper bounds of dims= set it)"
+            f"ExecuTorch rejected {which}: {LOWERED} "
+            f"(memory planned for at most {bounded.group(1)} elements, the input has {bounded.group(2)})"
         )
     else:
         headline = f"ExecuTorch failed to {stage} the program: {exc}"
