@@ -82,7 +82,7 @@ class ExecutorchBackend(Backend):
             with quiet_torch(fds=True) as captured:
                 outputs = method.execute(inputs)
         except RuntimeError as exc:
-            raise RuntimeError(explain_runtime_error(exc, captured.stdout, inputs)) from exc
+            raise RuntimeError(explain_runtime_error(exc, captured.stdout, inputs, limits=artifact.limits)) from exc
         return artifact.unflatten(list(outputs))
 
 
@@ -214,7 +214,9 @@ def log_reasons(log: str, limit: int = 4) -> list[str]:
     return reasons[:limit]
 
 
-def explain_runtime_error(exc: BaseException, log: str, inputs: list[Any], stage: str = "run") -> str:
+def explain_runtime_error(
+    exc: BaseException, log: str, inputs: list[Any], stage: str = "run", limits: list[Any] | None = None
+) -> str:
     """The runtime's exception ("execute() failed with error 0x10") plus what its log says.
 
     The runtime logs its reason through Python's stderr (captured by ``quiet_torch``), not
@@ -239,5 +241,10 @@ def explain_runtime_error(exc: BaseException, log: str, inputs: list[Any], stage
         )
     else:
         headline = f"ExecuTorch failed to {stage} the program: {exc}"
+        # Within the file's limits, yet not the size it was lowered at: worth saying next to a kernel's error.
+        for i, (value, limit) in enumerate(zip(inputs, limits or [])):
+            if limit is not None and isinstance(value, torch.Tensor) and tuple(value.shape) != limit[0]:
+                headline += f"; the program was lowered with input {i} of at most {limit[0]}, this input is {tuple(value.shape)}"
+                break
     details = "\n".join(f"  runtime: {line}" for line in log_reasons(log))
     return headline + (f"\n{details}" if details else "")
