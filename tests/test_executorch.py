@@ -1,6 +1,6 @@
 """The `executorch` backend: a .pte lowered to XNNPACK, run by ExecuTorch's own runtime.
 
-Lowering costs about a second a model (13-20 s for the first one in a process), so the
+Lowering costs about a second a model (about 6 s for the first one in a process), so the
 statuses come from one module-scoped batch of checks and the plugin path from two short
 pytester runs.
 """
