@@ -6,10 +6,14 @@ portable kernels for the rest), serialized with ``.to_executorch()`` and execute
 ``executorch.runtime``, whose kernels are not eager's (so ``relowered``).
 
 [Bounded Dims] ExecuTorch plans memory ahead of time: every dynamic dim needs an upper
-bound, which the plan's ``Dim`` ranges give. An input larger than what the program was
-lowered for is rejected by the runtime ("Attempted to resize a bounded tensor ..." or
-"... a static tensor" in its log, only "error 0x10" in the exception); ``run`` turns that
-into a ``run_error`` that says the size is outside what the program was lowered for.
+bound, which the plan's ``Dim`` ranges give. The runtime rejects a larger input with only
+"error 0x10" in its exception (the reason, "Attempted to resize a bounded tensor ...", is
+in its log); ``run`` checks each input against the sizes the ``.pte`` records first, so
+the ``run_error`` says the size is outside what the program was lowered for.
+
+The runtime is CPU code (XNNPACK, as on a phone): on ``cuda`` the program is lowered from
+a CPU copy, inputs run on CPU and outputs come back to the device, with a
+``device_fallback`` finding.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ class ExecutorchBackend(Backend):
 
     def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
         to_edge_transform_and_lower, partitioner, _ = _imports()
+        if ctx.device != "cpu":  # the engine hands over a copy: moving it touches nothing of the user's
+            module, args, kwargs = module.to("cpu"), _to_cpu(args), _to_cpu(kwargs)
         module = keywords_bound(module, kwargs)
         program = torch.export.export(module, args, kwargs or None, dynamic_shapes=ctx.dynamic_shapes(module), strict=False)
         lowered = to_edge_transform_and_lower(program, partitioner=[partitioner()]).to_executorch()
@@ -56,6 +62,7 @@ class ExecutorchBackend(Backend):
         pte = Pte(buffer, None, *pte_meta(buffer))
         # What torch.export fixed, for the specialized_dim finding: the .pte cannot tell.
         pte.export_shapes = program_input_shapes(program)
+        pte.fallback = _fallback(ctx.device)
         return pte
 
     def input_shapes(self, artifact: Any) -> list[tuple[Any, ...]] | None:
@@ -68,12 +75,15 @@ class ExecutorchBackend(Backend):
 
     def load(self, directory: Path, ctx: ExportContext) -> Any:
         path = directory / FILENAME
-        return Pte(None, _load(path), *pte_meta(path.read_bytes()))
+        pte = Pte(None, _load(path), *pte_meta(path.read_bytes()))
+        pte.fallback = _fallback(ctx.device)
+        return pte
 
     def run(self, artifact: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         from .._compat import quiet_torch
 
-        inputs = artifact.flat_inputs(args, kwargs)
+        device = next((t.device for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)), None)
+        inputs = artifact.flat_inputs(_to_cpu(args), _to_cpu(kwargs))
         outside = artifact.outside_limits(inputs)
         if outside:
             raise RuntimeError(f"ExecuTorch cannot run {outside}")
@@ -83,7 +93,20 @@ class ExecutorchBackend(Backend):
                 outputs = method.execute(inputs)
         except RuntimeError as exc:
             raise RuntimeError(explain_runtime_error(exc, captured.stdout, inputs, limits=artifact.limits)) from exc
-        return artifact.unflatten(list(outputs))
+        outputs = artifact.unflatten(list(outputs))
+        if device is not None and device.type != "cpu":
+            outputs = pytree.tree_map(lambda t: t.to(device) if isinstance(t, torch.Tensor) else t, outputs)
+        return outputs
+
+
+def _to_cpu(tree: Any) -> Any:
+    return pytree.tree_map(lambda t: t.cpu() if isinstance(t, torch.Tensor) else t, tree)
+
+
+def _fallback(device: str) -> str | None:
+    if device == "cpu":
+        return None
+    return f"executorch's runtime runs on CPU (XNNPACK, as on a phone): the {device} inputs ran on cpu"
 
 
 def _imports() -> tuple[Any, Any, Any]:
@@ -150,6 +173,7 @@ class Pte:
         self.out_spec = out_spec
         self.limits = limits
         self.export_shapes: list[tuple[Any, ...]] | None = None
+        self.fallback: str | None = None  # read by the engine: a device_fallback finding
 
     @property
     def method(self) -> Any:
