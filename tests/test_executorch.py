@@ -35,9 +35,14 @@ class Sort(nn.Module):
         return torch.sort(x, 1)[0]
 
 
-def _result(module, args, **options):
+class Affine(nn.Module):
+    def forward(self, x, scale=None, bias=None):
+        return x * scale + bias
+
+
+def _result(module, args, kwargs=None, **options):
     opts = Options.build(backends=["executorch"], examples=EX, **options)
-    return run(module, args, None, opts, Session()).results[0]
+    return run(module, args, kwargs, opts, Session()).results[0]
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +57,8 @@ def results():
         "gate": _result(Gate().eval(), (torch.ones(3, 4),)),
         "fixed": _result(FixedBatch().eval(), (torch.randn(4, 3),), dims={"batch": (1, 8)}),
         "sort": _result(Sort().eval(), (torch.randn(3, 4),)),
+        # keywords in another order than forward's: fed by position in the exported order
+        "kwargs": _result(Affine().eval(), (torch.randn(2, 3),), kwargs={"bias": torch.randn(2, 3), "scale": torch.rand(2, 3)}),
     }
 
 
@@ -67,6 +74,10 @@ def test_a_clean_model_passes_over_drawn_batch_sizes_through_the_pte(results):
 def test_nested_outputs_come_back_in_the_module_structure(results):
     r = results["nested"]
     assert r.status == "pass", r.message
+
+
+def test_keyword_arguments_reach_the_program_in_the_exported_order(results):
+    assert results["kwargs"].status == "pass", results["kwargs"].message
 
 
 def test_the_loaded_program_needs_only_the_file_and_keeps_to_its_bounds(tmp_path):
