@@ -23,6 +23,7 @@ BUILTIN_BACKENDS: dict[str, str] = {
     "onnx-legacy": "pytest_torchexport.backends.onnx:LegacyOnnxBackend",
     "compile": "pytest_torchexport.backends.compile:CompileBackend",
     "aoti": "pytest_torchexport.backends.aoti:AotiBackend",
+    "executorch": "pytest_torchexport.backends.executorch:ExecutorchBackend",
 }
 DEFAULT_BACKENDS: tuple[str, ...] = ("trace", "script", "onnx", "export")
 DEVICES: tuple[str, ...] = ("cpu", "cuda")

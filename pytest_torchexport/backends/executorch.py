@@ -1,0 +1,274 @@
+"""ExecuTorch: ``torch.export``, lowered to XNNPACK, written to a ``.pte``, run by its C++ runtime.
+
+The path a phone or an edge device takes: the exported program is lowered with
+``to_edge_transform_and_lower`` (XNNPACK delegate for what it supports, ExecuTorch's
+portable kernels for the rest), serialized with ``.to_executorch()`` and executed by
+``executorch.runtime``, whose kernels are not eager's (so ``relowered``).
+
+[Bounded Dims] ExecuTorch plans memory ahead of time: every dynamic dim needs an upper
+bound, which the plan's ``Dim`` ranges give. The runtime rejects a larger input with only
+"error 0x10" in its exception (the reason, "Attempted to resize a bounded tensor ...", is
+in its log); ``run`` checks each input against the sizes the ``.pte`` records first, so
+the ``run_error`` says the size is outside what the program was lowered for.
+
+The runtime is CPU code (XNNPACK, as on a phone): on ``cuda`` the program is lowered from
+a CPU copy, inputs run on CPU and outputs come back to the device, with a
+``device_fallback`` finding.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.utils._pytree as pytree
+
+from .base import Backend, ExportContext, keywords_bound
+from .export import program_input_shapes
+
+FILENAME = "model.pte"
+INSTALL = 'pip install "pytest-torchexport[executorch]"'
+LOWERED = "the size is outside what the program was lowered for"
+
+
+class ExecutorchBackend(Backend):
+    name = "executorch"
+    relowered = True
+    specializes_small_dims = True
+
+    def unavailable_reason(self) -> str | None:
+        from .._compat import quiet_torch
+
+        try:
+            # torchao, imported by the lowering, prints from C++ about CUDA kernels it skips.
+            with quiet_torch(fds=True):
+                _imports()
+        except ImportError as exc:
+            return f"executorch is not installed ({exc}); {INSTALL}"
+        return None
+
+    def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
+        to_edge_transform_and_lower, partitioner, _ = _imports()
+        if ctx.device != "cpu":  # the engine hands over a copy: moving it touches nothing of the user's
+            module, args, kwargs = module.to("cpu"), _to_cpu(args), _to_cpu(kwargs)
+        module = keywords_bound(module, kwargs)
+        program = torch.export.export(module, args, kwargs or None, dynamic_shapes=ctx.dynamic_shapes(module), strict=False)
+        lowered = to_edge_transform_and_lower(program, partitioner=[partitioner()]).to_executorch()
+        buffer = bytes(lowered.buffer)
+        # Loaded on first run: a program the runtime cannot load (no kernel for an op) is
+        # then the saved file's load_error, as a device would meet it, not an export_error.
+        pte = Pte(buffer, None, *pte_meta(buffer))
+        # What torch.export fixed, for the specialized_dim finding: the .pte cannot tell.
+        pte.export_shapes = program_input_shapes(program)
+        pte.fallback = _fallback(ctx.device)
+        return pte
+
+    def input_shapes(self, artifact: Any) -> list[tuple[Any, ...]] | None:
+        return artifact.export_shapes
+
+    def save(self, artifact: Any, directory: Path) -> list[Path]:
+        path = directory / FILENAME
+        path.write_bytes(artifact.buffer)
+        return [path]
+
+    def load(self, directory: Path, ctx: ExportContext) -> Any:
+        path = directory / FILENAME
+        pte = Pte(None, _load(path), *pte_meta(path.read_bytes()))
+        pte.fallback = _fallback(ctx.device)
+        return pte
+
+    def run(self, artifact: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        from .._compat import quiet_torch
+
+        device = next((t.device for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)), None)
+        inputs = artifact.flat_inputs(_to_cpu(args), _to_cpu(kwargs))
+        outside = artifact.outside_limits(inputs)
+        if outside:
+            raise RuntimeError(f"ExecuTorch cannot run {outside}")
+        method = artifact.method
+        try:
+            with quiet_torch(fds=True) as captured:
+                outputs = method.execute(inputs)
+        except RuntimeError as exc:
+            raise RuntimeError(explain_runtime_error(exc, captured.stdout, inputs, limits=artifact.limits)) from exc
+        outputs = artifact.unflatten(list(outputs))
+        if device is not None and device.type != "cpu":
+            outputs = pytree.tree_map(lambda t: t.to(device) if isinstance(t, torch.Tensor) else t, outputs)
+        return outputs
+
+
+def _to_cpu(tree: Any) -> Any:
+    return pytree.tree_map(lambda t: t.cpu() if isinstance(t, torch.Tensor) else t, tree)
+
+
+def _fallback(device: str) -> str | None:
+    if device == "cpu":
+        return None
+    return f"executorch's runtime runs on CPU (XNNPACK, as on a phone): the {device} inputs ran on cpu"
+
+
+def _imports() -> tuple[Any, Any, Any]:
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+    from executorch.runtime import Runtime
+
+    return to_edge_transform_and_lower, XnnpackPartitioner, Runtime
+
+
+def _load(source: bytes | Path) -> Any:
+    """The ``forward`` method of a program, loaded by the runtime (its log quieted, kept for errors)."""
+    from .._compat import quiet_torch
+
+    try:
+        with quiet_torch(fds=True) as captured:
+            runtime = _imports()[2].get()
+            program = runtime.load_program(source if isinstance(source, bytes) else str(source))
+            method = program.load_method("forward")
+    except RuntimeError as exc:
+        # "Failed to load method forward, error: 0x:14": the reason (a missing kernel) is in the log.
+        raise RuntimeError(explain_runtime_error(exc, captured.stdout, [], stage="load")) from exc
+    # The method borrows the program's memory: keep the program alive beside it.
+    return _Loaded(program, method)
+
+
+class _Loaded:
+    def __init__(self, program: Any, method: Any) -> None:
+        self.program = program
+        self.method = method
+
+
+def pte_meta(data: bytes) -> tuple[Any, Any, list[Any] | None]:
+    """What a ``.pte`` says about its call: input and output pytree specs, each input's limits.
+
+    ``to_executorch()`` stores the specs (``treespec_dumps`` JSON) in the program's
+    container metadata, so the file alone is enough to run it. The limits are, per flat
+    input, ``(sizes, static)`` for a tensor (sizes are upper bounds when not static) and
+    None otherwise. A file whose metadata cannot be read runs with flat inputs and outputs.
+    """
+    try:
+        from executorch.exir._serialize._program import deserialize_pte_binary
+        from executorch.exir.schema import Tensor, TensorShapeDynamism
+
+        plan = deserialize_pte_binary(data).program.execution_plan[0]
+        meta = plan.container_meta_type
+        limits = []
+        for index in plan.inputs:
+            value = plan.values[index].val
+            is_tensor = isinstance(value, Tensor)
+            limits.append((tuple(value.sizes), value.shape_dynamism == TensorShapeDynamism.STATIC) if is_tensor else None)
+        return pytree.treespec_loads(meta.encoded_inp_str), pytree.treespec_loads(meta.encoded_out_str), limits
+    except Exception:  # noqa: BLE001 - a private reader: without it the structure is flat
+        return None, None, None
+
+
+class Pte:
+    """A lowered program: its bytes (in memory only), the runtime's method, the call's structure."""
+
+    def __init__(self, buffer: bytes | None, loaded: Any, in_spec: Any, out_spec: Any, limits: list[Any] | None) -> None:
+        self.buffer = buffer
+        self.loaded = loaded
+        self.in_spec = in_spec
+        self.out_spec = out_spec
+        self.limits = limits
+        self.export_shapes: list[tuple[Any, ...]] | None = None
+        self.fallback: str | None = None  # read by the engine: a device_fallback finding
+
+    @property
+    def method(self) -> Any:
+        if self.loaded is None:
+            self.loaded = _load(self.buffer)
+        return self.loaded.method
+
+    def flat_inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
+        """The call's leaves in the exported program's order, tensors contiguous (the runtime needs it)."""
+        if self.in_spec is not None and kwargs:
+            from torch.export._tree_utils import reorder_kwargs
+
+            kwargs = reorder_kwargs(kwargs, self.in_spec)
+        leaves = pytree.tree_leaves((args, kwargs))
+        return [leaf.contiguous() if isinstance(leaf, torch.Tensor) else leaf for leaf in leaves]
+
+    def outside_limits(self, inputs: list[Any]) -> str | None:
+        """Why an input does not fit the program, checked before the runtime sees it.
+
+        Only what the file says: a dim ``torch.export`` specialized after the declared range
+        was relaxed (``Dim.AUTO``) is still "bounded" in the ``.pte``, at the example's size.
+        A smaller input then reaches the kernels, and what the runtime does with it (an
+        error, or other numbers) is the verdict, as it would be on a device.
+        """
+        if self.limits is None or len(self.limits) != len(inputs):
+            return None
+        for i, (value, limit) in enumerate(zip(inputs, self.limits)):
+            if limit is None or not isinstance(value, torch.Tensor):
+                continue
+            sizes, static = limit
+            shape = tuple(value.shape)
+            if static and shape != sizes:
+                return f"input {i} of shape {shape}: {LOWERED} (the static shape {sizes}: the export fixed these sizes)"
+            if not static and (len(shape) != len(sizes) or any(n > bound for n, bound in zip(shape, sizes))):
+                return f"input {i} of shape {shape}: {LOWERED} (memory planned for at most {sizes})"
+        return None
+
+    def unflatten(self, outputs: list[Any]) -> Any:
+        if self.out_spec is None:
+            return outputs[0] if len(outputs) == 1 else tuple(outputs)
+        return pytree.tree_unflatten(outputs, self.out_spec)
+
+
+_BOUNDED = re.compile(r"maximum capacity of (\d+) elements to (\d+) elements")
+_STATIC = re.compile(r"resize a static tensor\. Expected shape \(([^)]*)\), but received \(([^)]*)\)")
+_INPUT = re.compile(r"at input (\d+)")
+_MISSING = re.compile(r"Missing operator: \[\d+\] (\S+)")
+_LOG_LINE = re.compile(r"^\[([\w.]+:\d+)\] (.*)$")
+
+
+def log_reasons(log: str, limit: int = 4) -> list[str]:
+    """The runtime's log, one line per place in its code (it dumps kernel tables line by line)."""
+    seen, reasons = set(), []
+    for line in log.splitlines():
+        match = _LOG_LINE.match(line.strip())
+        if not match or match.group(1) in seen:
+            continue
+        seen.add(match.group(1))
+        message = match.group(2).strip()
+        if re.search(r"[A-Za-z]{3}", message) and not message.startswith("dtype:"):
+            reasons.append(message)
+    return reasons[:limit]
+
+
+def explain_runtime_error(
+    exc: BaseException, log: str, inputs: list[Any], stage: str = "run", limits: list[Any] | None = None
+) -> str:
+    """The runtime's exception ("execute() failed with error 0x10") plus what its log says.
+
+    The runtime logs its reason through Python's stderr (captured by ``quiet_torch``), not
+    in the exception; a size it was not lowered for becomes a sentence a person reads.
+    """
+    index = _INPUT.search(log)
+    which = "an input"
+    if index and int(index.group(1)) < len(inputs) and isinstance(inputs[int(index.group(1))], torch.Tensor):
+        which = f"input {index.group(1)} of shape {tuple(inputs[int(index.group(1))].shape)}"
+    static, bounded, missing = _STATIC.search(log), _BOUNDED.search(log), sorted(set(_MISSING.findall(log)))
+    if missing:
+        headline = f"ExecuTorch cannot {stage} the program: its runtime has no kernel for {', '.join(missing)} ({exc})"
+    elif static:
+        headline = (
+            f"ExecuTorch cannot run shape ({static.group(2)}): {LOWERED} "
+            f"(the static shape ({static.group(1)}): the export fixed these sizes)"
+        )
+    elif bounded:
+        headline = (
+            f"ExecuTorch rejected {which}: {LOWERED} "
+            f"(memory planned for at most {bounded.group(1)} elements, the input has {bounded.group(2)})"
+        )
+    else:
+        headline = f"ExecuTorch failed to {stage} the program: {exc}"
+        # Within the file's limits, yet not the size it was lowered at: worth saying next to a kernel's error.
+        for i, (value, limit) in enumerate(zip(inputs, limits or [])):
+            if limit is not None and isinstance(value, torch.Tensor) and tuple(value.shape) != limit[0]:
+                headline += f"; the program was lowered with input {i} of at most {limit[0]}, this input is {tuple(value.shape)}"
+                break
+    details = "\n".join(f"  runtime: {line}" for line in log_reasons(log))
+    return headline + (f"\n{details}" if details else "")
