@@ -146,7 +146,7 @@ def run_in_child(body: Callable[[Result], None], result: Result, timeout: float,
     found = Result.from_dict(partial) if partial is not None else result
     if timed_out:
         return _timed_out(found, current, timeout, elapsed, header)
-    return _crashed(found, current, status, header)
+    return _crashed(found, current, status, header, scratch / "fatal.txt")
 
 
 def _child(body: Callable[[Result], None], result: Result, write_end: int, tmp: Path) -> None:
@@ -156,10 +156,14 @@ def _child(body: Callable[[Result], None], result: Result, write_end: int, tmp: 
         _channel = write_end
         os.setpgid(0, 0)  # its own group, so a kill reaches the compilers and workers it started
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+        import faulthandler
         import tempfile
 
         import torch
 
+        # The Python stack at a fatal signal goes to a file the parent reads (quoted in the
+        # message), not to the terminal of a session that goes on.
+        faulthandler.enable(open(tmp.parent / "fatal.txt", "w"), all_threads=False)  # noqa: SIM115 - lives until _exit
         torch.set_num_threads(1)  # see the module docstring: OpenMP's pool does not survive fork
         tempfile.tempdir = str(tmp)
         os.environ["TMPDIR"] = str(tmp)
@@ -239,8 +243,8 @@ def _timed_out(result: Result, current: str, timeout: float, elapsed: float, hea
     result.status = "timeout"
     result.message = (
         f"{result.backend} ran past the time limit of {timeout:g} s during {current} {header}\n"
-        f"The check (export, load and search together) was stopped after {elapsed:.1f} s; "
-        "what it found before that is kept in the findings.\n"
+        f"stopped after {elapsed:.1f} s during {current} (export, load and search share the limit); "
+        "the findings so far are kept\n"
         f'Give it longer with timeout=SECONDS in the marker or --torchexport-timeout, or mark it known with '
         f'xfail={{"{result.backend}": "reason"}}'
     )
@@ -248,17 +252,31 @@ def _timed_out(result: Result, current: str, timeout: float, elapsed: float, hea
     return result
 
 
-def _crashed(result: Result, current: str, status: int, header: str) -> Result:
+def _crashed(result: Result, current: str, status: int, header: str, fatal: Path) -> Result:
     if os.WIFSIGNALED(status):
         number = os.WTERMSIG(status)
-        how = f"was killed by signal {signal.Signals(number).name} ({signal.strsignal(number)})"
+        name = signal.Signals(number).name
+        how, short = f"was killed by signal {name} ({signal.strsignal(number)})", f"killed by signal {name}"
     else:
-        how = f"exited with code {os.WEXITSTATUS(status)}"
+        how = short = f"exited with code {os.WEXITSTATUS(status)}"
     result.status = CRASH_STATUS.get(current, "run_error")
     result.message = (
         f"the {result.backend} check's process {how} during {current} {header}\n"
-        f"Something the {current} stage called (an exporter, a runtime, a native extension) ended the process; "
-        "the session went on. Reproduce it in-process with --torchexport-isolation=inline "
-        "(it will take that session down)."
+        f"{short} during {current}: something it called (an exporter, a runtime, a native "
+        "extension) ended the process; the session went on\n"
+        "Reproduce it in-process with --torchexport-isolation=inline (it will take that session down)"
     )
+    stack = _fatal_stack(fatal)
+    if stack:
+        result.message += "\nPython stack at the crash (innermost first):\n" + stack
     return result
+
+
+def _fatal_stack(path: Path, frames: int = 8) -> str:
+    """The innermost frames faulthandler wrote when the child died by a signal."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    kept = [line for line in lines if line.strip().startswith("File ")][:frames]
+    return "\n".join(kept)
