@@ -27,11 +27,11 @@ from typing import Any
 
 import torch
 
-from . import assumptions, exporting, latency, side_effects
+from . import assumptions, exporting, latency, runner, side_effects
 from .backends.base import load_backend
 from .eager import EAGER_MODE, Eager, module_name
 from .errors import ExportMismatch, InvalidArgument
-from .options import Options
+from .options import BUILTIN_BACKENDS, Options
 from .outcome import Stop, finish
 from .report import Finding, Report, Result
 from .search import Search
@@ -135,11 +135,23 @@ def check_backend(
     )
     result.extra["eager_mode"] = EAGER_MODE
     started = time.perf_counter()
+    mode, why = runner.choose(options.isolation, device)
     with tempfile.TemporaryDirectory(prefix=f"torchexport-{name}-") as scratch, _exact_cuda_math(device):
-        try:
-            _pipeline(module, plan, name, device, options, session, result, Path(scratch))
-        except Stop:
-            pass
+
+        def body(result: Result) -> None:
+            try:
+                _pipeline(module, plan, name, device, options, session, result, Path(scratch))
+            except Stop:
+                pass
+
+        if mode == "process":
+            if name in BUILTIN_BACKENDS and isinstance(session.backends.get(name), str):
+                runner.warm_up(name, session.backends[name])
+            header = f"[backend={name}, device={device}]"
+            result = runner.run_in_child(body, result, options.timeout, Path(scratch), header)
+        else:
+            body(result)
+    result.extra["isolation"] = mode if why is None else f"{mode}: {why}"
     result.timings["total_s"] = time.perf_counter() - started
     _apply_xfail(result, options)
     return result
@@ -212,11 +224,13 @@ def _pipeline(
     assumptions.recorded_size_export(backend, eager, plan, result, scratch)
 
     # 4. Side effects the artifact must reproduce, arguments it may bake in, then the search.
+    runner.stage(result, "run")
     side_effects.check_side_effects(
         result, backend, artifacts.runnable, eager, plan, seed_args, seed_kwargs, first, changed_state, header
     )
     if not options.vary_scalars:
         side_effects.baked_arguments(result, backend, artifacts.runnable, eager, plan, seed_draw, device)
+    runner.stage(result, "search")
     Search(result, backend, artifacts, eager, plan, options, session, header, seed_draw, first).run()
     # 5. Latency at the recorded input, once the verdict is in (latency.py).
     latency.record(result, backend, artifacts.runnable, eager, seed_args, seed_kwargs, plan)

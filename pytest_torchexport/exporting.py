@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from . import explain
+from . import explain, runner
 from ._compat import quiet_torch
 from .backends.base import Backend, ExportContext
 from .eager import Eager, copy_module
@@ -95,6 +95,7 @@ def export_once(
     backend: Backend, eager: Eager, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext, result: Result
 ) -> tuple[Any, Exception | None]:
     """One export of a fresh copy (exporters may touch the module), timed, warnings kept."""
+    runner.stage(result, "export")
     module = copy_module(eager.module)
     initial = {k: v.detach().clone() for k, v in module.named_buffers()}
     t0 = time.perf_counter()
@@ -183,6 +184,7 @@ def roundtrip(
     directory = scratch / "artifact"
     directory.mkdir()
     t0 = time.perf_counter()
+    runner.stage(result, "save")
     with quiet_torch():
         try:
             files = backend.save(artifact, directory)
@@ -202,6 +204,7 @@ def roundtrip(
                 "ship them together; the model file refers to the others by name",
             )
         )
+    runner.stage(result, "load")
     with quiet_torch():
         try:
             loaded = backend.load(directory, ctx)

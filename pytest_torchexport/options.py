@@ -28,6 +28,8 @@ BUILTIN_BACKENDS: dict[str, str] = {
 DEFAULT_BACKENDS: tuple[str, ...] = ("trace", "script", "onnx", "export")
 DEVICES: tuple[str, ...] = ("cpu", "cuda")
 DEFAULT_EXAMPLES = 25
+DEFAULT_TIMEOUT = 900.0
+ISOLATION_MODES: tuple[str, ...] = ("process", "inline")
 
 #: Options a marker, the fixture and ``check()`` accept (contract section 1).
 MARKER_OPTIONS: tuple[str, ...] = (
@@ -46,6 +48,7 @@ MARKER_OPTIONS: tuple[str, ...] = (
     "special_values",
     "vary_scalars",
     "compare",
+    "timeout",
 )
 
 
@@ -66,6 +69,8 @@ OPTION_DOCS: dict[str, str] = {
     "special_values": "also draw NaN, +-inf, zeros and extremes, values x100 and x1e-3 the example's scale, and fully masked rows",
     "vary_scalars": "vary Python int/float/bool arguments too (default: kept as recorded)",
     "compare": "fn(expected, actual) raising AssertionError: replaces the value comparison",
+    "timeout": f"time limit in seconds of one backend check, export, load and search together (default {DEFAULT_TIMEOUT:g}); "
+    "enforced under process isolation",
 }
 
 
@@ -92,11 +97,14 @@ class Options:
     repro_dir: str | None = None
     #: Not a marker option: where every artifact is kept (``--torchexport-keep-artifacts``).
     keep_artifacts: str | None = None
+    timeout: float = DEFAULT_TIMEOUT
+    #: Not a marker option: ``process``, ``inline`` or None (process where it can; runner.py).
+    isolation: str | None = None
 
     @classmethod
     def build(cls, valid_backends: Sequence[str] = tuple(BUILTIN_BACKENDS), **given: Any) -> Options:
         """Validate ``given`` (marker or call keywords) and fill in defaults."""
-        unknown = sorted(set(given) - set(MARKER_OPTIONS) - {"repro_dir", "keep_artifacts"})
+        unknown = sorted(set(given) - set(MARKER_OPTIONS) - {"repro_dir", "keep_artifacts", "isolation"})
         if unknown:
             raise InvalidArgument(
                 f"unknown torchexport option(s) {', '.join(map(repr, unknown))}; "
@@ -109,6 +117,12 @@ class Options:
             values["devices"] = parse_devices(values["devices"])
         if "examples" in values:
             values["examples"] = _positive_int("examples", values["examples"], minimum=1)
+        if "timeout" in values:
+            values["timeout"] = _timeout(values["timeout"])
+        if "isolation" in values and values["isolation"] not in ISOLATION_MODES:
+            raise InvalidArgument(
+                f"torchexport isolation takes one of {', '.join(ISOLATION_MODES)}, got {values['isolation']!r}"
+            )
         if "seed" in values:
             values["seed"] = _positive_int("seed", values["seed"], minimum=0)
         for flag in ("roundtrip", "special_values", "vary_scalars"):
@@ -177,6 +191,12 @@ def _positive_int(option: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise InvalidArgument(f"torchexport option {option}= takes an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def _timeout(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        raise InvalidArgument(f"torchexport option timeout= takes a number of seconds > 0, got {value!r}")
+    return float(value)
 
 
 def _tolerance(option: str, value: Any, valid: Sequence[str]) -> float | dict[str, float]:
@@ -272,6 +292,17 @@ def add_options(parser: Any) -> None:
         "keep every exported artifact, with its readable form (TorchScript code, export graph, ONNX text), "
         "under DIR/<test>/<backend>/",
     )
+    both(
+        "--torchexport-timeout",
+        "torchexport_timeout",
+        f"time limit in seconds of one backend check: export, load and search together (default {DEFAULT_TIMEOUT:g})",
+    )
+    both(
+        "--torchexport-isolation",
+        "torchexport_isolation",
+        "process (default where the OS can fork and CUDA is not yet initialised): each backend check "
+        "in its own child process; inline: in the test's process",
+    )
 
 
 def session_defaults(config: Any, valid_backends: Sequence[str]) -> dict[str, Any]:
@@ -296,6 +327,10 @@ def session_defaults(config: Any, valid_backends: Sequence[str]) -> dict[str, An
         given["repro_dir"] = str(r)
     if (k := pick("torchexport_keep_artifacts", "torchexport_keep_artifacts")) is not None:
         given["keep_artifacts"] = str(k)
+    if (t := pick("torchexport_timeout", "torchexport_timeout")) is not None:
+        given["timeout"] = _float_option("--torchexport-timeout", t)
+    if (i := pick("torchexport_isolation", "torchexport_isolation")) is not None:
+        given["isolation"] = str(i).strip()
     given.setdefault("devices", "auto")
     Options.build(valid_backends=valid_backends, **given)  # fail fast on a bad CLI value
     return given
@@ -306,3 +341,10 @@ def _int_option(flag: str, value: Any) -> int:
         return int(value)
     except (TypeError, ValueError):
         raise InvalidArgument(f"{flag} takes an integer, got {value!r}") from None
+
+
+def _float_option(flag: str, value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"{flag} takes a number of seconds, got {value!r}") from None

@@ -26,6 +26,7 @@ STATUSES = (
     "roundtrip_mismatch",
     "mismatch",
     "run_error",
+    "timeout",
     "load_error",
     "export_error",
 )
@@ -36,6 +37,7 @@ STATUS_DOCS: dict[str, str] = {
     "run_error": "the artifact raised on an input eager accepts (a baked-in size, a static ONNX dim)",
     "export_error": "the exporter refused the module: its own reason and the user's line are in the message",
     "load_error": "the saved artifact does not load back",
+    "timeout": "the check ran past its time limit (timeout=, --torchexport-timeout); the message names the stage it was in",
     "roundtrip_mismatch": "the loaded artifact differs from the in-memory one, which matches eager",
     "nondeterministic": "eager disagrees with itself, so parity is undefined; never reported as a mismatch",
     "skipped": "the backend or device is not available here; the reason says why",
@@ -67,10 +69,11 @@ FINDING_DOCS: dict[str, str] = {
     "backend_note": "something the backend wants the reader to know (a trace of a ScriptModule, ...)",
     "error_site": "the user's line where the export, load or artifact run raised",
     "diverges_at": "the first module whose artifact output differs from eager's, given eager's own input to it",
+    "timeout": "the check was stopped at its time limit: the stage it was in and how long it ran",
     "numeric_noise": "some inputs differ beyond the default tolerances by float32 rounding only: as close to a float64 run as eager",
 }
 
-FAILING = frozenset({"mismatch", "run_error", "export_error", "load_error", "roundtrip_mismatch", "xpass"})
+FAILING = frozenset({"mismatch", "run_error", "timeout", "export_error", "load_error", "roundtrip_mismatch", "xpass"})
 
 
 @dataclass

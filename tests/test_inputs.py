@@ -10,6 +10,7 @@ EX = 6
 
 
 def results(module, args, backends, kwargs=None, **options):
+    # isolation="inline" where a test watches forward's calls: in a check's child they are not seen here.
     opts = Options.build(backends=backends, **{"examples": EX, **options})
     return run(module.eval(), args, kwargs, opts, Session()).by_backend()
 
@@ -91,7 +92,7 @@ def _seen_by(module_cls, args, **options):
             seen.append(x.detach().clone())
             return x.float() * 1.0
 
-    r = results(Recording(), args, ["trace"], **{"examples": 25, **options})["trace"]
+    r = results(Recording(), args, ["trace"], **{"examples": 25, **options}, isolation="inline")["trace"]
     assert r.status == "pass", r.message
     return seen
 

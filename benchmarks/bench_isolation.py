@@ -1,0 +1,169 @@
+"""What process isolation costs: the plugin's engine (``process`` and ``inline``) against the
+leanest hand-written loop doing the same work, in one run, side by side.
+
+Hand-written: per backend, export once, save and load the artifact, then the same number
+of random inputs (random batch sizes), eager and the loaded artifact, ``assert_close``.
+Engine: ``check()`` with ``examples=N`` on the same backends, once with each check in a
+forked child (``isolation="process"``) and once in this process (``"inline"``). Every
+path runs once untimed first (the exporters' first-use warm-up), then ``--repeat`` times;
+the best time is kept. Also prints what one ``fork`` costs in a process that imported torch.
+
+    python benchmarks/bench_isolation.py                 # 3 models x 4 backends, 25 examples
+    python benchmarks/bench_isolation.py --examples 10 --repeat 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pytest_torchexport import check
+from pytest_torchexport._compat import quiet_torch
+
+BACKENDS = ["trace", "script", "onnx", "export"]
+
+
+class MLP(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class ConvNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                      nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.head(self.features(x).flatten(1))
+
+
+class Encoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(12, 32)
+        self.attn = nn.MultiheadAttention(32, 4, batch_first=True)
+        self.norm = nn.LayerNorm(32)
+
+    def forward(self, x):
+        h = self.proj(x)
+        return self.norm(h + self.attn(h, h, h, need_weights=False)[0])
+
+
+MODELS = {
+    "mlp": (MLP, (4, 16)),
+    "conv": (ConvNet, (2, 3, 16, 16)),
+    "encoder": (Encoder, (2, 6, 12)),
+}
+
+
+def hand_written(model: nn.Module, example: torch.Tensor, n: int) -> None:
+    """Export once per backend, save, load, then ``n`` random batch sizes through eager and the loaded artifact."""
+    import onnxruntime as ort
+    from torch.export import Dim
+
+    gen = torch.Generator().manual_seed(0)
+    dynamic = {"x": {0: Dim("batch", min=1, max=16)}}
+    with tempfile.TemporaryDirectory() as scratch:
+        for backend in BACKENDS:
+            path = Path(scratch) / backend
+            with quiet_torch(fds=True), torch.no_grad():
+                if backend in ("trace", "script"):
+                    artifact = torch.jit.trace(model, (example,)) if backend == "trace" else torch.jit.script(model)
+                    torch.jit.save(artifact, str(path))
+                    run = torch.jit.load(str(path))
+                elif backend == "export":
+                    torch.export.save(torch.export.export(model, (example,), dynamic_shapes=dynamic), str(path))
+                    run = torch.export.load(str(path)).module()
+                else:
+                    torch.onnx.export(model, (example,), str(path), dynamo=True, dynamic_shapes=dynamic, verbose=False)
+                    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+                    def run(x, session=session):
+                        return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
+            for _ in range(n):
+                batch = int(torch.randint(1, 17, (1,), generator=gen))
+                x = torch.randn(batch, *example.shape[1:], generator=gen)
+                with torch.no_grad(), quiet_torch():
+                    expected = model(x)
+                    actual = run(x)
+                tol = {"rtol": 1e-3, "atol": 1e-4} if backend == "onnx" else {}
+                torch.testing.assert_close(actual, expected, **tol)
+
+
+def engine(model: nn.Module, example: torch.Tensor, n: int, isolation: str) -> None:
+    check(model, (example,), backends=BACKENDS, examples=n, dims={"batch": (1, 16)}, seed=0, isolation=isolation)
+
+
+def fork_cost(repeat: int = 20) -> float:
+    """Median ms of fork + a child that exits at once + waitpid, from this (torch-laden) process."""
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2] * 1000
+
+
+def best(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--examples", type=int, default=25)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--models", default=",".join(MODELS))
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    rows = []
+    for name in args.models.split(","):
+        cls, shape = MODELS[name]
+        model, example = cls().eval(), torch.randn(*shape)
+        paths = {
+            "hand": functools.partial(hand_written, model, example, args.examples),
+            "process": functools.partial(engine, model, example, args.examples, "process"),
+            "inline": functools.partial(engine, model, example, args.examples, "inline"),
+        }
+        for fn in paths.values():
+            fn()  # warm-up, untimed
+        rows.append((name, {k: best(fn, args.repeat) for k, fn in paths.items()}))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"fork + exit + waitpid with torch imported and exporters warm: {fork_cost():.1f} ms (median of 20); "
+          f"parent peak RSS {rss:.0f} MB, largest child {children:.0f} MB")
+    print(f"{len(BACKENDS)} backends, {args.examples} examples, best of {args.repeat}; torch threads {torch.get_num_threads()}")
+    print(f"{'model':10} {'hand s':>8} {'process s':>10} {'inline s':>9} {'process/hand':>13} {'inline/hand':>12}")
+    total = {"hand": 0.0, "process": 0.0, "inline": 0.0}
+    for name, t in rows:
+        for k in total:
+            total[k] += t[k]
+        print(f"{name:10} {t['hand']:8.2f} {t['process']:10.2f} {t['inline']:9.2f} "
+              f"{t['process'] / t['hand']:13.2f} {t['inline'] / t['hand']:12.2f}")
+    print(f"{'all':10} {total['hand']:8.2f} {total['process']:10.2f} {total['inline']:9.2f} "
+          f"{total['process'] / total['hand']:13.2f} {total['inline'] / total['hand']:12.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,282 @@
+"""Where a check runs: in the test's process, or in a forked child with a time limit.
+
+``process`` isolation forks one child per (backend, device) check. The child inherits the
+module by fork (nothing is pickled, test-local classes work), runs the pipeline and sends
+the ``Result`` back as JSON over a pipe, one line per message:
+
+    {"stage": "export", "result": {...}}     each time a stage starts, with what it found so far
+    {"done": {...}}                          the finished result
+    {"raised": "<base64 pickle>", ...}       the pipeline raised (a usage error, an engine bug)
+
+So when the child runs past its time limit or dies (a segfault in an exporter, an
+``os._exit`` in a runtime), the parent still knows the stage it was in and its findings,
+and the session goes on. The child's temporary files live under the check's scratch
+directory, which the parent removes whatever the child did.
+
+Why the child runs with one intra-op thread: torch's CPU kernels use GNU OpenMP, whose
+thread pool does not survive ``fork``; a child that opens a parallel region after the
+parent used the pool waits forever on threads that do not exist (measured: a 512x512
+matmul in the child hangs). One thread in the child is what DataLoader workers do too.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import pickle
+import select
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .report import Finding, Result
+
+#: What a crash in each stage means (contract section 6); any other stage is ``run_error``.
+CRASH_STATUS = {"export": "export_error", "save": "export_error", "load": "load_error"}
+
+_channel: int | None = None  # the write end of the pipe, in a child only
+
+
+def stage(result: Result, name: str) -> None:
+    """Tell the parent which stage starts, with what the check found so far (no-op inline)."""
+    if _channel is not None:
+        _send({"stage": name, "result": result.to_dict()})
+
+
+def choose(isolation: str | None, device: str) -> tuple[str, str | None]:
+    """``(mode, why)``: ``process`` where the OS can fork and CUDA is not yet initialised."""
+    if isolation == "inline":
+        return "inline", None
+    if not hasattr(os, "fork"):
+        return "inline", "this OS cannot fork"
+    import torch
+
+    if torch.cuda.is_initialized() or (device.startswith("cuda") and isolation is None):
+        # A forked child cannot use a CUDA context its parent created (CUDA is not fork-safe).
+        return "inline", "CUDA is initialised in this process, and a forked child cannot use it"
+    return "process", None
+
+
+_warmed: set[str] = set()
+
+
+def warm_up(name: str, spec: Any) -> None:
+    """One tiny export, save, load and run on a built-in backend, once per process, before its
+    first child: the exporters' first use (lazy imports, op registrations) costs seconds
+    (measured: dynamo ONNX 2-3 s, torch.export 1.2-1.8 s on a 3-layer MLP) and a child's
+    warm-up dies with it, so every child would pay it again. Forked after this, they do not."""
+    if name in _warmed:
+        return
+    _warmed.add(name)
+    import tempfile
+
+    import torch
+
+    from ._compat import quiet_torch
+    from .backends.base import ExportContext, load_backend
+    from .specs import plan_inputs
+
+    module = torch.nn.Linear(4, 4).eval()
+    args = (torch.randn(2, 4),)
+    try:
+        backend = load_backend(spec)
+        if backend.unavailable_reason():
+            return
+        plan = plan_inputs(module, args, None)
+        with tempfile.TemporaryDirectory(prefix="torchexport-warmup-") as scratch, quiet_torch(fds=True), torch.no_grad():
+            ctx = ExportContext(device="cpu", plan=plan, module=module, scratch=Path(scratch))
+            artifact = backend.export(module, args, {}, ctx)
+            if backend.saveable:
+                directory = Path(scratch) / "artifact"
+                directory.mkdir()
+                backend.save(artifact, directory)
+                artifact = backend.load(directory, ctx)
+            backend.run(artifact, args, {})
+    except Exception:  # noqa: BLE001 - a warm-up only saves time; the check itself reports failures
+        pass
+
+
+def run_in_child(body: Callable[[Result], None], result: Result, timeout: float, scratch: Path, header: str) -> Result:
+    """Run ``body(result)`` in a forked child; the result it finished, or the one its death gives."""
+    tmp = scratch / "tmp"
+    tmp.mkdir(exist_ok=True)
+    read_end, write_end = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        os.close(read_end)
+        _child(body, result, write_end, tmp)
+    os.close(write_end)
+    started = time.monotonic()
+    current, partial, done, raised = "start", None, None, None
+    try:
+        timed_out = False
+        for message in _messages(read_end, started + timeout):
+            if message is None:
+                timed_out = True
+                break
+            if "stage" in message:
+                current, partial = message["stage"], message["result"]
+            elif "done" in message:
+                done = message["done"]
+                break
+            elif "raised" in message:
+                raised = message
+                break
+    except BaseException:  # KeyboardInterrupt: take the child down with us
+        _kill(pid)
+        raise
+    finally:
+        os.close(read_end)
+    if timed_out:
+        _kill(pid)
+    else:
+        _, status = os.waitpid(pid, 0)
+    elapsed = time.monotonic() - started
+    if raised is not None:
+        _reraise(raised)
+    if done is not None:
+        return Result.from_dict(done)
+    found = Result.from_dict(partial) if partial is not None else result
+    if timed_out:
+        return _timed_out(found, current, timeout, elapsed, header)
+    return _crashed(found, current, status, header, scratch / "fatal.txt")
+
+
+def _child(body: Callable[[Result], None], result: Result, write_end: int, tmp: Path) -> None:
+    global _channel
+    code = 0
+    try:
+        _channel = write_end
+        os.setpgid(0, 0)  # its own group, so a kill reaches the compilers and workers it started
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        import faulthandler
+        import tempfile
+
+        import torch
+
+        # The Python stack at a fatal signal goes to a file the parent reads (quoted in the
+        # message), not to the terminal of a session that goes on.
+        faulthandler.enable(open(tmp.parent / "fatal.txt", "w"), all_threads=False)  # noqa: SIM115 - lives until _exit
+        torch.set_num_threads(1)  # see the module docstring: OpenMP's pool does not survive fork
+        tempfile.tempdir = str(tmp)
+        os.environ["TMPDIR"] = str(tmp)
+        stage(result, "eager")
+        body(result)
+        _send({"done": result.to_dict()})
+    except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
+        code = 1
+        try:
+            blob = base64.b64encode(pickle.dumps(exc)).decode()
+        except Exception:  # noqa: BLE001 - an unpicklable exception still reports its text
+            blob = None
+        try:
+            _send({"raised": blob, "type": type(exc).__name__, "text": "".join(traceback.format_exception(exc))})
+        except BaseException:  # noqa: BLE001
+            pass
+    finally:
+        os._exit(code)
+
+
+def _send(message: dict[str, Any]) -> None:
+    data = (json.dumps(message, default=str) + "\n").encode()
+    assert _channel is not None
+    view = memoryview(data)
+    while view:
+        view = view[os.write(_channel, view) :]
+
+
+def _messages(fd: int, deadline: float) -> Any:
+    """Messages from the child until its pipe closes; ``None`` once the deadline passes."""
+    buffer = b""
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            yield None
+            return
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if not ready:
+            continue
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            if line.strip():
+                yield json.loads(line)
+
+
+def _kill(pid: int) -> None:
+    for target in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
+        try:
+            target()
+            break
+        except (ProcessLookupError, PermissionError):
+            continue
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def _reraise(message: dict[str, Any]) -> None:
+    __tracebackhide__ = True
+    exc: BaseException | None = None
+    if message.get("raised"):
+        try:
+            exc = pickle.loads(base64.b64decode(message["raised"]))
+        except Exception:  # noqa: BLE001
+            exc = None
+    if exc is None:
+        exc = RuntimeError(f"the check's child process raised {message.get('type')}:\n{message.get('text', '')}")
+    raise exc
+
+
+def _timed_out(result: Result, current: str, timeout: float, elapsed: float, header: str) -> Result:
+    result.status = "timeout"
+    result.message = (
+        f"{result.backend} ran past the time limit of {timeout:g} s during {current} {header}\n"
+        f"stopped after {elapsed:.1f} s during {current} (export, load and search share the limit); "
+        "the findings so far are kept\n"
+        f'Give it longer with timeout=SECONDS in the marker or --torchexport-timeout, or mark it known with '
+        f'xfail={{"{result.backend}": "reason"}}'
+    )
+    result.findings.append(Finding("timeout", f"stopped after {elapsed:.1f} s (limit {timeout:g} s) during {current}"))
+    return result
+
+
+def _crashed(result: Result, current: str, status: int, header: str, fatal: Path) -> Result:
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        name = signal.Signals(number).name
+        how, short = f"was killed by signal {name} ({signal.strsignal(number)})", f"killed by signal {name}"
+    else:
+        how = short = f"exited with code {os.WEXITSTATUS(status)}"
+    result.status = CRASH_STATUS.get(current, "run_error")
+    result.message = (
+        f"the {result.backend} check's process {how} during {current} {header}\n"
+        f"{short} during {current}: something it called (an exporter, a runtime, a native "
+        "extension) ended the process; the session went on\n"
+        "Reproduce it in-process with --torchexport-isolation=inline (it will take that session down)"
+    )
+    stack = _fatal_stack(fatal)
+    if stack:
+        result.message += "\nPython stack at the crash (innermost first):\n" + stack
+    return result
+
+
+def _fatal_stack(path: Path, frames: int = 8) -> str:
+    """The innermost frames faulthandler wrote when the child died by a signal."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    kept = [line for line in lines if line.strip().startswith("File ")][:frames]
+    return "\n".join(kept)

@@ -1,0 +1,161 @@
+"""Process isolation: a crash, an exit or a hang in one check is a classified row, not the end of the session."""
+
+import ctypes
+import json
+import os
+import signal
+import tempfile
+
+import pytest
+import torch
+
+from pytest_torchexport.backends.trace import TraceBackend
+from pytest_torchexport.checks import Session, run
+from pytest_torchexport.errors import InvalidArgument
+from pytest_torchexport.options import Options
+
+FRAGILE = """
+import ctypes, os, time
+import pytest, torch
+
+ACTIONS = {
+    "segfault": lambda: ctypes.string_at(0),
+    "exit": lambda: os._exit(3),
+    "hang": lambda: time.sleep(600),
+}
+
+
+class Fragile(torch.nn.Module):
+    '''Fine in eager; dies, exits or hangs while an exporter captures it.'''
+
+    def __init__(self, action):
+        super().__init__()
+        self.action = action
+        self.lin = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():
+            ACTIONS[self.action]()
+        return self.lin(x)
+
+
+@pytest.mark.torchexport(backends=["trace", "export", "onnx"], timeout=5)
+@pytest.mark.parametrize("action", ["segfault", "exit", "hang"])
+def test_fragile(action):
+    Fragile(action).eval()(torch.randn(2, 4))
+
+
+@pytest.mark.torchexport(backends=["trace", "export", "onnx"])
+def test_clean_after_them():
+    torch.nn.Linear(4, 4).eval()(torch.randn(2, 4))
+"""
+
+
+def test_crash_exit_and_hang_are_rows_and_the_session_goes_on(tester):
+    tester.makepyfile(test_fragile=FRAGILE)
+    result = tester.runpytest("-v", "--torchexport-report=out.json")
+    result.assert_outcomes(failed=9, passed=3)
+    rows = {r["nodeid"].split("::")[-1]: r for r in json.loads((tester.path / "out.json").read_text())["results"]}
+    assert len(rows) == 12
+    for backend in ("trace", "export", "onnx"):
+        segv = rows[f"test_fragile[segfault-torchexport-{backend}]"]
+        assert segv["status"] == "export_error", segv["message"]
+        assert "killed by signal SIGSEGV" in segv["message"] and "during export" in segv["message"]
+        code = rows[f"test_fragile[exit-torchexport-{backend}]"]
+        assert code["status"] == "export_error", code["message"]
+        assert "exited with code 3 during export" in code["message"]
+        hang = rows[f"test_fragile[hang-torchexport-{backend}]"]
+        assert hang["status"] == "timeout", hang["message"]
+        assert hang["message"].startswith(f"{backend} ran past the time limit of 5 s during export")
+        assert [f["kind"] for f in hang["findings"]] == ["timeout"]
+        assert hang["timings"]["total_s"] < 30
+        clean = rows[f"test_clean_after_them[torchexport-{backend}]"]
+        assert clean["status"] == "pass", clean["message"]
+        assert clean["isolation"] == "process"
+    # The summary's cause column says what happened, in the table itself.
+    result.stdout.fnmatch_lines(["test_fragile[[]segfault[]]*export_error*", "*killed by signal SIGSEGV during export*"])
+    result.stdout.fnmatch_lines(["test_fragile[[]hang[]]*timeout*", "*stopped after 5.0 s during export*"])
+
+
+class CrashAt(TraceBackend):
+    """A third-party backend that takes its process down in one stage."""
+
+    def __init__(self, where, how):
+        self.where, self.how, self.name = where, how, f"crash-{where}"
+
+    def unavailable_reason(self):
+        return None
+
+    def _maybe_die(self, where):
+        if where == self.where:
+            if self.how == "segfault":
+                ctypes.string_at(0)
+            os.kill(os.getpid(), signal.SIGABRT)
+
+    def load(self, directory, ctx):
+        self._maybe_die("load")
+        return super().load(directory, ctx)
+
+    def run(self, artifact, args, kwargs):
+        self._maybe_die("run")
+        return super().run(artifact, args, kwargs)
+
+
+@pytest.mark.parametrize(
+    ("where", "how", "status", "signal_name"),
+    [("load", "segfault", "load_error", "SIGSEGV"), ("run", "abort", "run_error", "SIGABRT")],
+)
+def test_a_death_gets_the_status_of_its_stage_and_leaves_no_files(tmp_path, monkeypatch, where, how, status, signal_name):
+    stage = {"load": "load", "run": "search"}[where]
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    backend = CrashAt(where, how)
+    session = Session(backends={backend.name: backend})
+    opts = Options.build(valid_backends=(backend.name,), backends=[backend.name], examples=2)
+    (r,) = run(torch.nn.Linear(3, 2).eval(), (torch.randn(2, 3),), None, opts, session).results
+    assert r.status == status, r.message
+    assert f"killed by signal {signal_name}" in r.message and f"during {stage}" in r.message
+    assert "_maybe_die" in r.message  # the Python stack at the crash, from faulthandler
+    assert "export_s" in r.timings  # what the child found before it died came back
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_usage_error_in_the_child_is_raised_in_the_parent():
+    class Picky(torch.nn.Module):
+        def forward(self, x):
+            if os.getpid() != parent:
+                raise ValueError("only in the child")
+            return x
+
+    parent = os.getpid()
+    opts = Options.build(backends=["trace"], examples=2)
+    with pytest.raises(InvalidArgument, match="only in the child"):
+        run(Picky(), (torch.randn(2, 3),), None, opts, Session())
+
+
+class GRUClassifier(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = torch.nn.Embedding(50, 16)
+        self.gru = torch.nn.GRU(16, 16, batch_first=True, bidirectional=True)
+        self.head = torch.nn.Linear(32, 3)
+
+    def forward(self, ids):
+        h, _ = self.gru(self.emb(ids))
+        return self.head(h.mean(1))
+
+
+@pytest.mark.slow
+def test_one_export_no_longer_changes_the_next():
+    """In one process, a failed torch.export of this GRU makes the next dynamo ONNX export's
+    ``seq`` static (a run_error inline); each check in its own child gives the clean verdict."""
+    torch.manual_seed(0)
+    ids = torch.randint(0, 50, (2, 16))
+    dims = {"batch": (1, 8), "seq": (2, 32)}
+
+    def onnx_status(backends):
+        opts = Options.build(backends=backends, examples=6, dims=dims, dynamic={0: {0: "batch", 1: "seq"}})
+        return run(GRUClassifier().eval(), (ids,), None, opts, Session()).by_backend()["onnx"].status
+
+    alone = onnx_status(["onnx"])
+    after_export = onnx_status(["export", "onnx"])
+    assert alone == after_export == "pass"
