@@ -22,6 +22,7 @@ matmul in the child hangs). One thread in the child is what DataLoader workers d
 from __future__ import annotations
 
 import base64
+import gc
 import json
 import os
 import pickle
@@ -153,6 +154,11 @@ def _child(body: Callable[[Result], None], result: Result, write_end: int, tmp: 
     global _channel
     code = 0
     try:
+        # Never collect, here, the garbage the parent left: an object another thread of the
+        # parent was using (an onnxruntime session's condition variable, a lock) would wait in
+        # its destructor for threads that do not exist in the child (measured: a hang in
+        # pthread_cond_destroy under gc.collect(), freeing a parent's traceback).
+        gc.freeze()
         _channel = write_end
         os.setpgid(0, 0)  # its own group, so a kill reaches the compilers and workers it started
         signal.signal(signal.SIGINT, signal.SIG_DFL)
