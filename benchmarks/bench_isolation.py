@@ -10,6 +10,7 @@ the best time is kept. Also prints what one ``fork`` costs in a process that imp
 
     python benchmarks/bench_isolation.py                 # 3 models x 4 backends, 25 examples
     python benchmarks/bench_isolation.py --examples 10 --repeat 1
+    python benchmarks/bench_isolation.py --threads 1     # what is left once threads are equal
 """
 
 from __future__ import annotations
@@ -135,7 +136,15 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=25)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads here (the hand-written loop and inline); a process child always runs one",
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     rows = []
     for name in args.models.split(","):
