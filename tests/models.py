@@ -164,3 +164,27 @@ class Truncate(nn.Module):
         if x.shape[1] > 8:
             x = x[:, :8]
         return self.proj(x).mean(1)
+
+
+#: MLP and Gate as the source of a test file, for pytester sessions (test_plugin, test_artifacts).
+TEST_FILE_MODELS = """
+import pytest
+import torch
+from torch import nn
+
+
+class MLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class Gate(nn.Module):
+    def forward(self, x):
+        if x.sum() > 0:
+            return x * 2
+        return x - 1
+"""

@@ -1,6 +1,7 @@
 """Process isolation: a crash, an exit or a hang in one check is a classified row, not the end of the session."""
 
 import ctypes
+import inspect
 import json
 import os
 import signal
@@ -161,20 +162,7 @@ def test_one_export_no_longer_changes_the_next():
     assert alone == after_export == "pass"
 
 
-GRU_FILE = """
-import pytest, torch
-
-class GRUClassifier(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.emb = torch.nn.Embedding(50, 16)
-        self.gru = torch.nn.GRU(16, 16, batch_first=True, bidirectional=True)
-        self.head = torch.nn.Linear(32, 3)
-
-    def forward(self, ids):
-        h, _ = self.gru(self.emb(ids))
-        return self.head(h.mean(1))
-
+GRU_FILE = "import pytest, torch\n\n" + inspect.getsource(GRUClassifier) + """
 OPTIONS = dict(examples=6, dims={"batch": (1, 8), "seq": (2, 32)}, dynamic={0: {0: "batch", 1: "seq"}})
 
 @pytest.mark.torchexport(backends=["export", "onnx"], **OPTIONS)

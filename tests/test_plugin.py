@@ -3,28 +3,9 @@
 import json
 
 import pytest
+from models import TEST_FILE_MODELS
 
-MODELS = """
-import pytest
-import torch
-from torch import nn
-
-
-class MLP(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
-
-    def forward(self, x):
-        return self.net(x)
-
-
-class Gate(nn.Module):
-    def forward(self, x):
-        if x.sum() > 0:
-            return x * 2
-        return x - 1
-"""
+MODELS = TEST_FILE_MODELS
 # Where the data-dependent `if` lands in the written test file (pytester strips the source).
 GATE_LINE = MODELS.strip().splitlines().index("        if x.sum() > 0:") + 1
 
