@@ -27,6 +27,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 BACKENDS = ["trace", "script", "onnx", "export"]
@@ -112,8 +113,12 @@ def tree_rss_mb(root: int) -> float:
 
 
 def run_one(case: str, backend: str, examples: int, use_budget: bool, kill_gb: float) -> dict:
+    # A file, not ``-c``: the script backend reads the module's source.
+    driver = os.path.join(tempfile.mkdtemp(prefix="bench-memory-"), "driver.py")
+    with open(driver, "w") as f:
+        f.write(DRIVER)
     proc = subprocess.Popen(
-        [sys.executable, "-c", DRIVER, case, backend, str(examples), "1" if use_budget else "0"],
+        [sys.executable, driver, case, backend, str(examples), "1" if use_budget else "0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
     t0, tree_peak, killed = time.perf_counter(), 0.0, False
