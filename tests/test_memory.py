@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from pytest_torchexport import budget
 from pytest_torchexport.report import Result
