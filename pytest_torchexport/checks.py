@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from . import assumptions, exporting, latency, runner, side_effects
+from . import assumptions, budget, exporting, latency, runner, side_effects
 from .backends.base import load_backend
 from .eager import EAGER_MODE, Eager, module_name
 from .errors import ExportMismatch, InvalidArgument
@@ -216,6 +216,8 @@ def _pipeline(
         ) from exc
     changed_state = eager.state_changed()
     eager.restore()
+    # Drawn sizes within a few times the recorded call's memory (budget.py).
+    plan = budget.apply(plan, (seed_args, seed_kwargs), first.outputs, result)
     side_effects.side_effect_findings(result, plan, seed_args, seed_kwargs, first.inputs_after, changed_state)
     side_effects.check_determinism(result, eager, seed_args, seed_kwargs, first.outputs, header)
 

@@ -100,7 +100,7 @@ class Verdict:
 
 
 class Float64Reference:
-    """A double copy of the eager module, made on first use and run once per draw."""
+    """A double copy of the eager module, made on first use; the latest draw's output is kept."""
 
     def __init__(self, eager: Eager) -> None:
         self._eager = eager
@@ -114,6 +114,7 @@ class Float64Reference:
         if self.unavailable is not None:
             return None
         if draw not in self._cache:
+            self._cache.clear()  # one float64 output at a time: they are twice eager's size
             self._cache[draw] = self._run(args, kwargs)
         return self._cache[draw]
 

@@ -71,6 +71,7 @@ FINDING_DOCS: dict[str, str] = {
     "diverges_at": "the first module whose artifact output differs from eager's, given eager's own input to it",
     "timeout": "the check was stopped at its time limit: the stage it was in and how long it ran",
     "numeric_noise": "some inputs differ beyond the default tolerances by float32 rounding only: as close to a float64 run as eager",
+    "size_budget": "drawn sizes were capped to a few times the recorded call's memory; the caps and how to lift them",
 }
 
 FAILING = frozenset({"mismatch", "run_error", "timeout", "export_error", "load_error", "roundtrip_mismatch", "xpass"})

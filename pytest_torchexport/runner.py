@@ -109,8 +109,14 @@ def run_in_child(body: Callable[[Result], None], result: Result, timeout: float,
     read_end, write_end = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
+    # Garbage from earlier checks (a traceback holding an onnxruntime session, say) is freed
+    # here, where its threads exist; a child that freed it waited forever in the session's
+    # pthread_cond_destroy on threads fork did not copy (seen under xdist: torch.export's
+    # own gc.collect() in the child). The child then freezes what it inherited.
+    gc.collect()
     pid = os.fork()
     if pid == 0:  # the child: never returns
+        gc.freeze()
         os.close(read_end)
         _child(body, result, write_end, tmp)
     os.close(write_end)

@@ -61,6 +61,8 @@ class Search:
         self.rtol = options.tolerance("rtol", result.backend)
         self.atol = options.tolerance("atol", result.backend)
         self.stats = Stats()
+        # [Memory Budget] Only the latest eager call is kept: hypothesis rarely runs a draw twice
+        # in a row, and one kept per draw held every output of the search (budget.py).
         self._eager_calls: dict[Draw, EagerCall] = {}
         self._guards: dict[tuple[Any, ...], str | None] = {}
         # A stateful module: eager restarts from its initial state on each input, so must the
@@ -78,6 +80,7 @@ class Search:
 
     def _expected(self, draw: Draw, args: Any, kwargs: Any) -> EagerCall:
         if draw not in self._eager_calls:
+            self._eager_calls.clear()  # the previous output goes before the next is made
             self._eager_calls[draw] = self.eager(args, kwargs, trace_lines=True)
         return self._eager_calls[draw]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -97,6 +97,8 @@ class InputPlan:
     dims: dict[str, Dim]
     param_names: list[str]
     recorded: bool  # the example values are real (not placeholders built from specs)
+    # dim name -> largest size drawn, set by the memory budget (budget.py); exports keep ``dims``
+    caps: dict[str, int] = field(default_factory=dict)
 
     @property
     def args(self) -> tuple[Any, ...]:
@@ -118,6 +120,11 @@ class InputPlan:
 
     def describe(self) -> str:
         return ", ".join(leaf.describe() for leaf in self.tensors.values())
+
+    def draw_max(self, name: str) -> int:
+        """The largest size drawn for a dim: its declared max, clipped by the memory budget."""
+        d = self.dims[name]
+        return max(d.min, min(d.max, self.caps.get(name, d.max)))
 
     # -- what the exporters need -------------------------------------------------------
     def export_dynamic_shapes(self, module: torch.nn.Module, relaxed: frozenset[str] = frozenset()) -> Any:

@@ -63,7 +63,7 @@ def sizes(lo: int, hi: int, example: int | None = None) -> st.SearchStrategy[int
 def draws(plan: InputPlan, *, special_values: bool = False, vary_scalars: bool = False) -> st.SearchStrategy[Draw]:
     """All inputs of one module call, as one strategy."""
     examples = plan.example_sizes()
-    size_strats = {name: sizes(d.min, d.max, examples.get(name)) for name, d in sorted(plan.dims.items())}
+    size_strats = {name: sizes(d.min, plan.draw_max(name), examples.get(name)) for name, d in sorted(plan.dims.items())}
     modes = MODES if plan.recorded else MODES[1:]
     if not special_values:
         modes = tuple(m for m in modes if m not in FAR_MODES)

@@ -39,6 +39,11 @@ class OnnxSession:
         # onnxruntime's pool spin-waits after each run by default; between runs the engine
         # runs eager, which the spinning threads would starve of cores.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # [Memory Budget] The engine feeds many input shapes: the arena (which never shrinks)
+        # and the memory pattern planned per shape kept every size's buffers, 6.7 GB for a
+        # 268 MB output searched at 4x (benchmarks/bench_memory.py). Plain allocation frees them.
+        options.enable_cpu_mem_arena = False
+        options.enable_mem_pattern = False
         self.run_options = ort.RunOptions()
         self.run_options.log_severity_level = 4
         self.source = source  # the model, for localisation (localize.py)

@@ -1,0 +1,163 @@
+"""Peak memory of whole checks on large recorded calls (issue 9, item 4: bounded memory).
+
+Two cases, each backend checked by ``check()`` as a marked test would (default process
+isolation: each backend check in a forked child):
+
+- ``segmentation``: a 1x1 conv head whose output is 4x64x64x4096 float32 (268 MB), from a
+  4x64x64x8 input, recorded at that size;
+- ``transformer``: token embedding + 2 ``nn.TransformerEncoderLayer`` (d_model 512, 8 heads)
+  recorded on (1, 1024) int64 token ids.
+
+Each (case, backend) runs in its own driver process; printed are the driver's peak RSS,
+the largest forked child's (``RUSAGE_CHILDREN``), the status and the time. A watchdog
+here samples the driver's process tree and kills it above ``--kill-gb`` (the machine
+must survive the unbounded run). ``--no-budget`` turns the memory budget off
+(``budget.ENABLED = False``) to show what it saves:
+
+    python benchmarks/bench_memory.py                       # both cases, 4 backends, 8 examples
+    python benchmarks/bench_memory.py --no-budget --cases segmentation --backends trace
+    PYTHONPATH=/path/to/older/checkout python benchmarks/bench_memory.py   # a version before it
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+BACKENDS = ["trace", "script", "onnx", "export"]
+
+DRIVER = r"""
+import json, resource, sys, time
+import torch
+from torch import nn
+from pytest_torchexport import check
+from pytest_torchexport.errors import ExportMismatch
+
+case, backend, examples, use_budget = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
+try:
+    from pytest_torchexport import budget
+    budget.ENABLED = use_budget
+except ImportError:  # a version before the budget (PYTHONPATH=/path/to/older/checkout)
+    pass
+torch.manual_seed(0)
+
+
+class SegHead(nn.Module):
+    # 4x64x64x8 -> 4x64x64x4096: a segmentation-sized output from a small input.
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(8, 4096)
+
+    def forward(self, x):
+        return torch.relu(self.proj(x))
+
+
+class TinyEncoder(nn.Module):
+    def __init__(self, vocab=1000, width=512):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        layer = nn.TransformerEncoderLayer(width, 8, dim_feedforward=2048, batch_first=True, dropout=0.0)
+        self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+
+    def forward(self, ids):
+        return self.encoder(self.embed(ids))
+
+
+if case == "segmentation":
+    module, args = SegHead(), (torch.randn(4, 64, 64, 8),)
+else:
+    module, args = TinyEncoder(), (torch.randint(0, 1000, (1, 1024)),)
+t0 = time.perf_counter()
+try:
+    report = check(module, args, backends=[backend], examples=examples, seed=0)
+except ExportMismatch as exc:
+    report = exc.report
+r = report.results[0]
+print(json.dumps({
+    "status": r.status, "s": time.perf_counter() - t0, "examples": r.examples,
+    "parent_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    "child_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    "caps": r.extra.get("size_caps"), "message": r.message[:300],
+}))
+"""
+
+
+def tree_rss_mb(root: int) -> float:
+    """Resident MB of ``root`` and its descendants, from /proc."""
+    parents: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+        rss[int(entry)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+    tree, frontier = {root}, [root]
+    while frontier:
+        p = frontier.pop()
+        for pid, ppid in parents.items():
+            if ppid == p and pid not in tree:
+                tree.add(pid)
+                frontier.append(pid)
+    return sum(rss.get(p, 0) for p in tree) / 2**20
+
+
+def run_one(case: str, backend: str, examples: int, use_budget: bool, kill_gb: float) -> dict:
+    # A file, not ``-c``: the script backend reads the module's source.
+    driver = os.path.join(tempfile.mkdtemp(prefix="bench-memory-"), "driver.py")
+    with open(driver, "w") as f:
+        f.write(DRIVER)
+    proc = subprocess.Popen(
+        [sys.executable, driver, case, backend, str(examples), "1" if use_budget else "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    t0, tree_peak, killed = time.perf_counter(), 0.0, False
+    while proc.poll() is None:
+        tree_peak = max(tree_peak, tree_rss_mb(proc.pid))
+        if tree_peak > kill_gb * 1024:
+            os.killpg(proc.pid, signal.SIGKILL)
+            killed = True
+            break
+        time.sleep(0.2)
+    out, err = proc.communicate()
+    if killed:
+        return {"status": f"killed above {kill_gb:g} GB", "s": time.perf_counter() - t0, "tree_mb": tree_peak}
+    lines = out.strip().splitlines()
+    if proc.returncode or not lines:
+        return {"status": f"driver failed ({proc.returncode}): {err[-300:]}", "s": time.perf_counter() - t0,
+                "tree_mb": tree_peak}
+    return {**json.loads(lines[-1]), "tree_mb": tree_peak}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--cases", default="segmentation,transformer")
+    parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument("--examples", type=int, default=8)
+    parser.add_argument("--no-budget", action="store_true")
+    parser.add_argument("--kill-gb", type=float, default=12.0)
+    args = parser.parse_args()
+    print(f"budget {'off' if args.no_budget else 'on'}, examples={args.examples}")
+    for case in args.cases.split(","):
+        for backend in args.backends.split(","):
+            r = run_one(case, backend, args.examples, not args.no_budget, args.kill_gb)
+            peaks = (f"parent {r['parent_mb']:6.0f} MB, largest child {r['child_mb']:6.0f} MB, "
+                     if "parent_mb" in r else "")
+            print(f"{case:12} {backend:7} {r['status']:10} {peaks}tree sampled {r['tree_mb']:6.0f} MB, "
+                  f"{r['s']:6.1f} s, caps {r.get('caps')}", flush=True)
+            if r.get("status") not in ("pass",) and "message" in r:
+                print("   ", r["message"])
+
+
+if __name__ == "__main__":
+    main()
