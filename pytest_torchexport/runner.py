@@ -109,13 +109,13 @@ def run_in_child(body: Callable[[Result], None], result: Result, timeout: float,
     read_end, write_end = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
-    # Garbage from earlier checks (a traceback holding an onnxruntime session, say) is freed
-    # here, where its threads exist; a child that freed it waited forever in the session's
-    # pthread_cond_destroy on threads fork did not copy (seen under xdist: torch.export's
-    # own gc.collect() in the child). The child then freezes what it inherited.
-    gc.collect()
     pid = os.fork()
     if pid == 0:  # the child: never returns
+        # The child never collects the garbage it inherited (a traceback holding an
+        # onnxruntime session, say): freeing it there waited forever in the session's
+        # pthread_cond_destroy on threads fork did not copy (seen under xdist, in
+        # torch.export's own gc.collect() in the child). The parent frees it, where those
+        # threads exist. (A gc.collect() before each fork would cost ~80 ms a check.)
         gc.freeze()
         os.close(read_end)
         _child(body, result, write_end, tmp)
@@ -160,11 +160,6 @@ def _child(body: Callable[[Result], None], result: Result, write_end: int, tmp: 
     global _channel
     code = 0
     try:
-        # Never collect, here, the garbage the parent left: an object another thread of the
-        # parent was using (an onnxruntime session's condition variable, a lock) would wait in
-        # its destructor for threads that do not exist in the child (measured: a hang in
-        # pthread_cond_destroy under gc.collect(), freeing a parent's traceback).
-        gc.freeze()
         _channel = write_end
         os.setpgid(0, 0)  # its own group, so a kill reaches the compilers and workers it started
         signal.signal(signal.SIGINT, signal.SIG_DFL)
