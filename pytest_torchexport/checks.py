@@ -182,11 +182,18 @@ def _standalone(
         result.extra["standalone"] = why
         return
     runner.stage(result, "standalone")
-    try:
-        with quiet_torch(fds=True):
-            in_process, _ = run_artifact(lambda a, k: backend.run(artifacts.runnable, a, k), seed_args, seed_kwargs)
-    except Exception:  # noqa: BLE001 - a failing run is the search's to report
-        in_process = None
+
+    def in_process() -> Any:
+        """The same saved files, loaded afresh here, on the example: only where the loader's
+        run failed or differs. Never the check's own artifact, whose state (a running
+        mean) a call would advance before the search."""
+        try:
+            with quiet_torch(fds=True):
+                loaded = backend.load(scratch / "artifact", artifacts.ctx)
+                return run_artifact(lambda a, k: backend.run(loaded, a, k), seed_args, seed_kwargs)[0]
+        except Exception:  # noqa: BLE001 - a failing run is the search's to report
+            return None
+
     standalone.check_artifact(
         backend, spec, scratch / "artifact", plan, device, seed_args, seed_kwargs, expected, in_process,
         options, result, header,

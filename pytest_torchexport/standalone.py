@@ -204,7 +204,11 @@ def check_artifact(
     backend: Any, spec: str, directory: Path, plan: Any, device: str, seed_args: Any, seed_kwargs: Any,
     expected: Any, in_process: Any, options: Any, result: Any, header: str,
 ) -> None:
-    """Load and run the saved artifact in the loader; a failure there is a finding, or a load_error."""
+    """Load and run the saved artifact in the loader; a failure there is a finding, or a load_error.
+
+    ``in_process()`` runs the same files loaded in the test's process (None where that fails
+    too): a run failure or a difference the test's process shares is the search's to report.
+    """
     import torch
 
     from .compare import compare
@@ -241,13 +245,14 @@ def check_artifact(
         if cmp.ok:
             result.extra["standalone"] = f"loaded and ran in a fresh process ({answer['load_s']:.2f} s load)"
             return
-        if in_process is not None and not compare(expected, in_process, relowered=backend.relowered,
-                                                  rtol=rtol, atol=atol, compare_fn=options.compare).ok:
+        here = in_process()
+        if here is None or not compare(expected, here, relowered=backend.relowered,
+                                       rtol=rtol, atol=atol, compare_fn=options.compare).ok:
             result.extra["standalone"] = "ran; differs from eager in the test's process too (see the search)"
             return
         problem = ("runs there, but its outputs differ from eager's on the recorded example, "
                    "though in the test's process they match: " + "; ".join(cmp.lines()[:2]))
-    elif answer["stage"] == "run" and in_process is None:
+    elif answer["stage"] == "run" and in_process() is None:
         result.extra["standalone"] = "the artifact fails on the recorded example in the test's process too"
         return
     else:
