@@ -44,6 +44,7 @@ MARKER_OPTIONS: tuple[str, ...] = (
     "xfail",
     "module",
     "roundtrip",
+    "standalone",
     "seed",
     "special_values",
     "vary_scalars",
@@ -65,6 +66,8 @@ OPTION_DOCS: dict[str, str] = {
     "xfail": '{"onnx": "reason"}: a known-broken path; strict, so an unexpected pass fails',
     "module": "class name of the recorded module to validate when the test calls several",
     "roundtrip": "save and reload each artifact and validate the loaded one (default True)",
+    "standalone": "also load and run each saved artifact on the recorded example in a fresh process that never "
+    "imported the test's code (default True; needs roundtrip)",
     "seed": "fix the seed of input generation (and of the test body's RNG)",
     "special_values": "also draw NaN, +-inf, zeros and extremes, values x100 and x1e-3 the example's scale, and fully masked rows",
     "vary_scalars": "vary Python int/float/bool arguments too (default: kept as recorded)",
@@ -89,6 +92,7 @@ class Options:
     xfail: Mapping[str, str] = field(default_factory=dict)
     module: str | None = None
     roundtrip: bool = True
+    standalone: bool = True
     seed: int | None = None
     special_values: bool = False
     vary_scalars: bool = False
@@ -125,7 +129,7 @@ class Options:
             )
         if "seed" in values:
             values["seed"] = _positive_int("seed", values["seed"], minimum=0)
-        for flag in ("roundtrip", "special_values", "vary_scalars"):
+        for flag in ("roundtrip", "standalone", "special_values", "vary_scalars"):
             if flag in values and not isinstance(values[flag], bool):
                 raise InvalidArgument(f"torchexport option {flag}= takes True or False, got {values[flag]!r}")
         for tol in ("rtol", "atol"):

@@ -36,7 +36,8 @@ STATUS_DOCS: dict[str, str] = {
     "mismatch": "numbers (or side effects) differ from eager on some input: a defect or a tolerance question",
     "run_error": "the artifact raised on an input eager accepts (a baked-in size, a static ONNX dim)",
     "export_error": "the exporter refused the module: its own reason and the user's line are in the message",
-    "load_error": "the saved artifact does not load back",
+    "load_error": "the saved artifact does not load back (also: a TorchScript, ONNX, AOTInductor or ExecuTorch "
+    "artifact that fails in a fresh process that never imported the test's code)",
     "timeout": "the check ran past its time limit (timeout=, --torchexport-timeout); the message names the stage it was in",
     "roundtrip_mismatch": "the loaded artifact differs from the in-memory one, which matches eager",
     "nondeterministic": "eager disagrees with itself, so parity is undefined; never reported as a mismatch",
@@ -66,6 +67,9 @@ FINDING_DOCS: dict[str, str] = {
     "rejected_inputs": "eager rejected most generated inputs: declare dims=/inputs=",
     "external_data": "the ONNX artifact is several files that must ship together",
     "device_fallback": "onnxruntime had no CUDA provider and ran on CPU",
+    "standalone_load": "loaded and run on the recorded example in a fresh process that never imported the "
+    "test's code, the saved artifact fails (naming what it reached for: a custom op, a Python class, a "
+    "registered pytree type) or differs; a load_error for the formats meant to load without Python",
     "backend_note": "something the backend wants the reader to know (a trace of a ScriptModule, ...)",
     "error_site": "the user's line where the export, load or artifact run raised",
     "diverges_at": "the first module whose artifact output differs from eager's, given eager's own input to it",

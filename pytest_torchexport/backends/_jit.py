@@ -13,6 +13,7 @@ FILENAME = "model.pt"  # shared by trace and script
 
 
 class TorchScriptBackend(Backend):
+    loads_without_python = True
     def unavailable_reason(self) -> str | None:
         from .._compat import missing_attr
 

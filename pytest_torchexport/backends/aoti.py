@@ -19,6 +19,7 @@ FILENAME = "model_aoti.pt2"
 
 
 class AotiBackend(Backend):
+    loads_without_python = True
     name = "aoti"
     relowered = True
     specializes_small_dims = True

@@ -59,6 +59,10 @@ class Backend:
     #: Captures through torch.export, whose symbolic shapes assume every dynamic size is
     #: >= 2 while tracing: code that branches on a size of 0 or 1 is silently specialized.
     specializes_small_dims: ClassVar[bool] = False
+    #: The saved artifact is meant to load without the model's Python code (TorchScript,
+    #: ONNX, AOTInductor, ExecuTorch): failing to load in a fresh process is a load_error,
+    #: not only a standalone_load finding (standalone.py).
+    loads_without_python: ClassVar[bool] = False
 
     def unavailable_reason(self) -> str | None:
         """Why this backend cannot run here (missing library, too old a torch), or None."""

@@ -34,6 +34,7 @@ LOWERED = "the size is outside what the program was lowered for"
 
 
 class ExecutorchBackend(Backend):
+    loads_without_python = True
     name = "executorch"
     relowered = True
     specializes_small_dims = True

@@ -64,6 +64,7 @@ class OnnxSession:
 
 
 class _OnnxBackend(Backend):
+    loads_without_python = True
     relowered = True
 
     def unavailable_reason(self) -> str | None:
