@@ -19,21 +19,11 @@ import time
 from pathlib import Path
 
 import torch
+from small_models import ConvNet
 from torch import nn
 
 from pytest_torchexport import check
 from pytest_torchexport._compat import quiet_torch
-
-
-class ConvNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                                      nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
-        self.head = nn.Linear(32, 10)
-
-    def forward(self, x):
-        return self.head(self.features(x).flatten(1))
 
 
 def _timed(fn):

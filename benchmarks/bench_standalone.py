@@ -17,6 +17,7 @@ import argparse
 import time
 
 import torch
+from small_models import MLP, ConvNet
 from torch import nn
 
 from pytest_torchexport import standalone
@@ -24,26 +25,6 @@ from pytest_torchexport.checks import Session, run
 from pytest_torchexport.options import Options
 
 BACKENDS = ["trace", "script", "onnx", "export"]
-
-
-class MLP(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4))
-
-    def forward(self, x):
-        return self.net(x)
-
-
-class ConvNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                                      nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
-        self.head = nn.Linear(32, 10)
-
-    def forward(self, x):
-        return self.head(self.features(x).flatten(1))
 
 
 MODELS = {"mlp": (MLP, (torch.randn(4, 16),)), "convnet": (ConvNet, (torch.randn(2, 3, 16, 16),))}
