@@ -189,3 +189,14 @@ def test_the_onnx_verdict_is_the_same_under_xdist(tester):
     assert rows["test_export_then_onnx[torchexport-onnx]"]["status"] == "pass"
     assert rows["test_onnx_alone[torchexport-onnx]"]["status"] == "pass"
     result.assert_outcomes(failed=1, passed=2)
+
+
+def test_a_cuda_check_runs_inline_and_says_why():
+    """A forked child cannot use its parent's CUDA context, so a cuda check runs inline
+    unless asked otherwise (no GPU needed: the device decides before CUDA is touched)."""
+    from pytest_torchexport import runner
+
+    assert runner.choose(None, "cpu") == ("process", None)
+    mode, why = runner.choose(None, "cuda")
+    assert mode == "inline" and "forked child cannot use it" in why
+    assert runner.choose("inline", "cpu") == ("inline", None)
