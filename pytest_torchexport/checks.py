@@ -28,9 +28,8 @@ from typing import Any
 import torch
 
 from . import assumptions, budget, exporting, latency, runner, side_effects, standalone
-from ._compat import quiet_torch
 from .backends.base import load_backend
-from .eager import EAGER_MODE, Eager, module_name, run_artifact
+from .eager import EAGER_MODE, Eager, module_name
 from .errors import ExportMismatch, InvalidArgument
 from .options import BUILTIN_BACKENDS, Options
 from .outcome import Stop, finish
@@ -138,7 +137,7 @@ def check_backend(
     result.extra["eager_mode"] = EAGER_MODE
     started = time.perf_counter()
     mode, why = runner.choose(options.isolation, device)
-    _start_loader(session.backends.get(name), options)
+    standalone.start(session.backends.get(name), options)
     with tempfile.TemporaryDirectory(prefix=f"torchexport-{name}-") as scratch, _exact_cuda_math(device):
 
         def body(result: Result) -> None:
@@ -158,46 +157,6 @@ def check_backend(
     result.timings["total_s"] = time.perf_counter() - started
     _apply_xfail(result, options)
     return result
-
-
-def _start_loader(spec: Any, options: Options) -> None:
-    """The standalone loader, started here, before a check's fork, so every child shares it."""
-    if not options.roundtrip or not options.standalone or not isinstance(spec, str):
-        return
-    try:
-        if not getattr(load_backend(spec), "saveable", True):
-            return
-    except Exception:  # noqa: BLE001 - an unloadable backend is reported by the check itself
-        return
-    standalone.loader()
-
-
-def _standalone(
-    backend: Any, spec: Any, artifacts: Any, plan: InputPlan, device: str, options: Options, result: Result,
-    header: str, scratch: Path, seed_args: Any, seed_kwargs: Any, expected: Any,
-) -> None:
-    """Contract section 4: the saved artifact, loaded where the test's code never was."""
-    why = "off (standalone=False)" if not options.standalone else standalone.applies(backend, spec, options)
-    if why:
-        result.extra["standalone"] = why
-        return
-    runner.stage(result, "standalone")
-
-    def in_process() -> Any:
-        """The same saved files, loaded afresh here, on the example: only where the loader's
-        run failed or differs. Never the check's own artifact, whose state (a running
-        mean) a call would advance before the search."""
-        try:
-            with quiet_torch(fds=True):
-                loaded = backend.load(scratch / "artifact", artifacts.ctx)
-                return run_artifact(lambda a, k: backend.run(loaded, a, k), seed_args, seed_kwargs)[0]
-        except Exception:  # noqa: BLE001 - a failing run is the search's to report
-            return None
-
-    standalone.check_artifact(
-        backend, spec, scratch / "artifact", plan, device, seed_args, seed_kwargs, expected, in_process,
-        options, result, header,
-    )
 
 
 def _apply_xfail(result: Result, options: Options) -> None:
@@ -267,8 +226,8 @@ def _pipeline(
     # 2-3. Export once at the example, save, load back.
     artifacts = exporting.build(backend, eager, plan, options, result, header, scratch)
     assumptions.recorded_size_export(backend, eager, plan, result, scratch)
-    _standalone(backend, spec, artifacts, plan, device, options, result, header, scratch, seed_args, seed_kwargs,
-                first.outputs)
+    standalone.step(backend, spec, artifacts.ctx, plan, device, options, result, header, scratch, seed_args,
+                    seed_kwargs, first.outputs)
 
     # 4. Side effects the artifact must reproduce, arguments it may bake in, then the search.
     runner.stage(result, "run")

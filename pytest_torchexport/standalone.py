@@ -33,9 +33,8 @@ from typing import Any
 #: How long one request may take (load and run of one artifact), start-up included.
 TIMEOUT_S = 120.0
 
-#: Backends whose artifact is not loaded through Python: failing standalone is a load_error.
-#: Others (a ``.pt2``, loaded from Python where the serving code can import what it needs)
-#: get a finding only. A backend class may say so itself with ``loads_without_python``.
+#: Where this package is imported from, for the loader's ``PYTHONPATH``. (Whether a failure
+#: there is a load_error or a finding only is the backend's ``loads_without_python``.)
 PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 
 
@@ -191,6 +190,8 @@ def reached_for(text: str) -> str | None:
 
 def applies(backend: Any, spec: Any, options: Any) -> str | None:
     """Why the standalone step is skipped for this check, or None when it runs."""
+    if not options.standalone:
+        return "off (standalone=False)"
     if not options.roundtrip:
         return "off (roundtrip=False)"
     if not getattr(backend, "saveable", True):
@@ -198,6 +199,54 @@ def applies(backend: Any, spec: Any, options: Any) -> str | None:
     if not isinstance(spec, str):
         return "not applicable: the backend is an object, which a fresh process cannot import by name"
     return None
+
+
+def start(spec: Any, options: Any) -> None:
+    """Start the loader for a check that will use it: in the check's parent, before its fork,
+    so every child shares one loader."""
+    from .backends.base import load_backend
+
+    if not isinstance(spec, str):
+        return
+    try:
+        backend = load_backend(spec)
+    except Exception:  # noqa: BLE001 - an unloadable backend is reported by the check itself
+        return
+    if applies(backend, spec, options) is None:
+        loader()
+
+
+def step(
+    backend: Any, spec: Any, ctx: Any, plan: Any, device: str, options: Any, result: Any, header: str,
+    scratch: Path, seed_args: Any, seed_kwargs: Any, expected: Any,
+) -> None:
+    """Contract section 4: the saved artifact (``scratch/artifact``), loaded where the test's
+    code never was, or why not in ``result.extra["standalone"]``."""
+    why = applies(backend, spec, options)
+    if why:
+        result.extra["standalone"] = why
+        return
+    from . import runner
+    from ._compat import quiet_torch
+    from .eager import run_artifact
+
+    runner.stage(result, "standalone")
+    directory = scratch / "artifact"
+
+    def in_process() -> Any:
+        """The same saved files, loaded afresh here, on the example: only where the loader's
+        run failed or differs. Never the check's own artifact, whose state (a running
+        mean) a call would advance before the search."""
+        try:
+            with quiet_torch(fds=True):
+                loaded = backend.load(directory, ctx)
+                return run_artifact(lambda a, k: backend.run(loaded, a, k), seed_args, seed_kwargs)[0]
+        except Exception:  # noqa: BLE001 - a failing run is the search's to report
+            return None
+
+    check_artifact(
+        backend, spec, directory, plan, device, seed_args, seed_kwargs, expected, in_process, options, result, header
+    )
 
 
 def check_artifact(
@@ -241,13 +290,16 @@ def check_artifact(
     if answer["ok"]:
         leaves = torch.load(outputs, weights_only=False)
         rtol, atol = options.tolerance("rtol", name), options.tolerance("atol", name)
-        cmp = compare(expected, leaves, relowered=backend.relowered, rtol=rtol, atol=atol, compare_fn=options.compare)
+
+        def against_eager(outputs: Any) -> Any:
+            return compare(expected, outputs, relowered=backend.relowered, rtol=rtol, atol=atol, compare_fn=options.compare)
+
+        cmp = against_eager(leaves)
         if cmp.ok:
             result.extra["standalone"] = f"loaded and ran in a fresh process ({answer['load_s']:.2f} s load)"
             return
         here = in_process()
-        if here is None or not compare(expected, here, relowered=backend.relowered,
-                                       rtol=rtol, atol=atol, compare_fn=options.compare).ok:
+        if here is None or not against_eager(here).ok:
             result.extra["standalone"] = "ran; differs from eager in the test's process too (see the search)"
             return
         problem = ("runs there, but its outputs differ from eager's on the recorded example, "
