@@ -1,5 +1,7 @@
 """Tiny modules, each built to reach one behaviour of the engine."""
 
+import inspect
+
 import torch
 from torch import nn
 
@@ -167,24 +169,6 @@ class Truncate(nn.Module):
 
 
 #: MLP and Gate as the source of a test file, for pytester sessions (test_plugin, test_artifacts).
-TEST_FILE_MODELS = """
-import pytest
-import torch
-from torch import nn
-
-
-class MLP(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
-
-    def forward(self, x):
-        return self.net(x)
-
-
-class Gate(nn.Module):
-    def forward(self, x):
-        if x.sum() > 0:
-            return x * 2
-        return x - 1
-"""
+TEST_FILE_MODELS = (
+    "\nimport pytest\nimport torch\nfrom torch import nn\n\n\n" + inspect.getsource(MLP) + "\n\n" + inspect.getsource(Gate)
+)

@@ -3,9 +3,8 @@
 import json
 
 import pytest
-from models import TEST_FILE_MODELS
+from models import TEST_FILE_MODELS as MODELS
 
-MODELS = TEST_FILE_MODELS
 # Where the data-dependent `if` lands in the written test file (pytester strips the source).
 GATE_LINE = MODELS.strip().splitlines().index("        if x.sum() > 0:") + 1
 
