@@ -1,7 +1,5 @@
 """Tiny modules, each built to reach one behaviour of the engine."""
 
-import inspect
-
 import torch
 from torch import nn
 
@@ -168,7 +166,10 @@ class Truncate(nn.Module):
         return self.proj(x).mean(1)
 
 
-#: MLP and Gate as the source of a test file, for pytester sessions (test_plugin, test_artifacts).
-TEST_FILE_MODELS = (
-    "\nimport pytest\nimport torch\nfrom torch import nn\n\n\n" + inspect.getsource(MLP) + "\n\n" + inspect.getsource(Gate)
-)
+def mlp_and_gate_source() -> str:
+    """MLP and Gate as the source of a test file, for pytester sessions (test_plugin,
+    test_artifacts). Imported here, not at the top, so other tests' line numbers in this
+    file stay put."""
+    import inspect
+
+    return "\nimport pytest\nimport torch\nfrom torch import nn\n\n\n" + inspect.getsource(MLP) + "\n\n" + inspect.getsource(Gate)

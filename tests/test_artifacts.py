@@ -4,9 +4,9 @@ import json
 
 import pytest
 import torch
-from models import TEST_FILE_MODELS
+from models import mlp_and_gate_source
 
-MODELS = TEST_FILE_MODELS + """
+MODELS = mlp_and_gate_source() + """
 
 @pytest.mark.torchexport(backends=["trace", "script", "onnx", "export", "onnx-legacy"])
 def test_mlp():

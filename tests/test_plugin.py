@@ -3,8 +3,9 @@
 import json
 
 import pytest
-from models import TEST_FILE_MODELS as MODELS
+from models import mlp_and_gate_source
 
+MODELS = mlp_and_gate_source()
 # Where the data-dependent `if` lands in the written test file (pytester strips the source).
 GATE_LINE = MODELS.strip().splitlines().index("        if x.sum() > 0:") + 1
 
