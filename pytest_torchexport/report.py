@@ -24,6 +24,7 @@ STATUSES = (
     "nondeterministic",
     "xpass",
     "roundtrip_mismatch",
+    "usage_error",
     "mismatch",
     "run_error",
     "timeout",
@@ -38,6 +39,8 @@ STATUS_DOCS: dict[str, str] = {
     "export_error": "the exporter refused the module: its own reason and the user's line are in the message",
     "load_error": "the saved artifact does not load back (also: a TorchScript, ONNX, AOTInductor or ExecuTorch "
     "artifact that fails in a fresh process that never imported the test's code)",
+    "usage_error": "the check could not be set up from what the test did (it called no nn.Module, its recorded "
+    "call raises in eval mode under no_grad, an option does not fit the call); the message says what to change",
     "timeout": "the check ran past its time limit (timeout=, --torchexport-timeout); the message names the stage it was in",
     "roundtrip_mismatch": "the loaded artifact differs from the in-memory one, which matches eager",
     "nondeterministic": "eager disagrees with itself, so parity is undefined; never reported as a mismatch",
@@ -78,7 +81,9 @@ FINDING_DOCS: dict[str, str] = {
     "size_budget": "drawn sizes were capped to a few times the recorded call's memory; the caps and how to lift them",
 }
 
-FAILING = frozenset({"mismatch", "run_error", "timeout", "export_error", "load_error", "roundtrip_mismatch", "xpass"})
+FAILING = frozenset(
+    {"usage_error", "mismatch", "run_error", "timeout", "export_error", "load_error", "roundtrip_mismatch", "xpass"}
+)
 
 
 @dataclass
