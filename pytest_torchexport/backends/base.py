@@ -133,9 +133,9 @@ def keywords_bound(module: Any, kwargs: dict[str, Any]) -> Any:
     extra = [k for k in kwargs if k not in params]
     if not extra:
         return module
-    named = [p for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    positional = [p for p in named if p.kind is not p.KEYWORD_ONLY]
-    keyword = [p for p in named if p.kind is p.KEYWORD_ONLY]
+    # *args stays: dropping it would make the adapter refuse the call's extra positions.
+    positional = [p for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
+    keyword = [p for p in params.values() if p.kind is p.KEYWORD_ONLY]
     keyword += [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY) for k in extra]
     self_param = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
@@ -146,6 +146,19 @@ def keywords_bound(module: Any, kwargs: dict[str, Any]) -> Any:
     adapter = type("KeywordsBound", (torch.nn.Module,), {"forward": forward})()
     adapter.module = module
     return adapter.train(module.training)
+
+
+def onnx_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    """``args`` as ``torch.onnx.export`` must be given them to pass them positionally.
+
+    Both ONNX exporters read a dict at the end of ``args`` as keyword arguments (when no
+    ``kwargs`` are given), so ``forward(self, data: dict)`` called as ``model({"x": x})``
+    fails with "missing a required argument: 'data'". Their documented remedy is an empty
+    dict after it, which they take as the (empty) keywords.
+    """
+    if args and isinstance(args[-1], dict) and not kwargs:
+        return (*args, {})
+    return args
 
 
 def positional_adapter(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, tuple[Any, ...]]:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.utils._pytree as pytree
 
-from .base import Backend, ExportContext, keywords_bound, positional_adapter
+from .base import Backend, ExportContext, keywords_bound, onnx_args, positional_adapter
 
 FILENAME = "model.onnx"
 
@@ -109,7 +109,7 @@ class DynamoOnnxBackend(_OnnxBackend):
         module = keywords_bound(module, kwargs)
         program = torch.onnx.export(
             module,
-            args,
+            onnx_args(args, kwargs),
             kwargs=kwargs or None,
             dynamo=True,
             dynamic_shapes=ctx.dynamic_shapes(module),
@@ -151,7 +151,7 @@ class LegacyOnnxBackend(_OnnxBackend):
             kwargs = {}
         torch.onnx.export(
             module,
-            args,
+            onnx_args(args, kwargs),
             buffer,
             kwargs=kwargs or None,
             dynamo=False,
