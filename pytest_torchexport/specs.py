@@ -151,10 +151,16 @@ class InputPlan:
         names = self.param_names
         bound: dict[str, Any] = {}
         positional = list(args_shapes)
-        if len(positional) > len(names):  # *args: fall back to the positional form
+        rest = _var_positional(module)
+        if rest is None and len(positional) > len(names):  # no signature to bind: the positional form
             return (*positional, *kwargs_shapes.values()) if not kwargs_shapes else None
         for name, shapes in zip(names, positional):
             bound[name] = shapes
+        if rest is not None and len(positional) > len(names):
+            # torch.export binds the call to forward's signature, so `forward(self, *xs)`
+            # called as (a, b) is one input, xs=(a, b): its shapes are one tuple too (and
+            # an empty *xs is no input at all, as in BoundArguments.arguments).
+            bound[rest] = tuple(positional[len(names):])
         bound.update(kwargs_shapes)
         return bound
 
@@ -193,7 +199,16 @@ def forward_params(module: torch.nn.Module) -> list[str]:
     ]
 
 
-def _leaf_name(path: str, param_names: list[str], n_args: int) -> str:
+def _var_positional(module: torch.nn.Module) -> str | None:
+    """The name of forward's ``*args`` parameter, if it has one."""
+    try:
+        sig = inspect.signature(module.forward)
+    except (TypeError, ValueError):
+        return None
+    return next((p.name for p in sig.parameters.values() if p.kind is p.VAR_POSITIONAL), None)
+
+
+def _leaf_name(path: str, param_names: list[str], var_positional: str | None) -> str:
     # path looks like "[0][1]['x']" over (args, kwargs); name it after forward's parameter.
     parts = [p.strip("[]'\"") for p in path.replace("][", "]|[").split("|") if p]
     if not parts:
@@ -202,7 +217,10 @@ def _leaf_name(path: str, param_names: list[str], n_args: int) -> str:
     rest = parts[1:]
     if head == "0" and rest:
         idx = int(rest[0])
-        base = param_names[idx] if idx < len(param_names) else f"arg{idx}"
+        if idx < len(param_names):
+            base = param_names[idx]
+        else:  # a position of *args: named after it, as ONNX input names and in messages
+            base = f"{var_positional}_{idx - len(param_names)}" if var_positional else f"arg{idx}"
         rest = rest[1:]
     elif head == "1" and rest:
         base, rest = rest[0], rest[1:]
@@ -235,7 +253,8 @@ def plan_inputs(
     leaves = [leaf for _, leaf in with_path]
     paths = [pytree.keystr(p) for p, _ in with_path]
     tensor_idx = [i for i, leaf in enumerate(leaves) if isinstance(leaf, torch.Tensor)]
-    names = {i: _leaf_name(paths[i], param_names, len(args)) for i in tensor_idx}
+    rest = _var_positional(module)
+    names = {i: _leaf_name(paths[i], param_names, rest) for i in tensor_idx}
     _dedupe(names)
 
     # Which dims are dynamic: declared per input, else the contract's default (dim 0 of
@@ -302,7 +321,7 @@ def plan_inputs(
     scalars = {
         i: leaf for i, leaf in enumerate(leaves) if isinstance(leaf, (bool, int, float)) and i not in tensors
     }
-    scalar_names = {i: _leaf_name(paths[i], param_names, len(args)) for i in scalars}
+    scalar_names = {i: _leaf_name(paths[i], param_names, rest) for i in scalars}
     return InputPlan(
         tree=tree,
         spec=spec,
