@@ -149,14 +149,47 @@ def check_backend(
         if mode == "process":
             if name in BUILTIN_BACKENDS and isinstance(session.backends.get(name), str):
                 runner.warm_up(name, session.backends[name])
-            header = f"[backend={name}, device={device}]"
-            result = runner.run_in_child(body, result, options.timeout, Path(scratch), header)
+            result = runner.run_in_child(body, result, options.timeout, Path(scratch), tag(result))
         else:
             body(result)
     result.extra["isolation"] = mode if why is None else f"{mode}: {why}"
     result.timings["total_s"] = time.perf_counter() - started
     _apply_xfail(result, options)
     return result
+
+
+def tag(result: Result) -> str:
+    """What every message's first line names: the backend, the device and the module checked."""
+    return f"[backend={result.backend}, device={result.device}] ({result.module})"
+
+
+def training_finding(result: Result, module: torch.nn.Module, device: str, inputs: Any, eval_outputs: Any) -> None:
+    """``training_mode`` only where it matters: the recorded call's outputs differ between
+    the mode the test called the module in (training) and the mode it is checked in (eval)."""
+    from .compare import compare
+    from .eager import copy_module, fresh, seed_rng
+
+    args, kwargs = fresh(*inputs)
+    try:
+        with torch.no_grad():
+            trained = copy_module(module).to(device).train()
+            with torch.random.fork_rng(devices=[]):
+                seed_rng(0, device)
+                outputs = trained(*args, **kwargs)
+        same = compare(eval_outputs, outputs).ok
+    except Exception as exc:  # noqa: BLE001 - a module that fails in train mode under no_grad
+        result.findings.append(Finding(
+            "training_mode",
+            f"the test called the module in training mode; it was checked in eval mode, as it is served, and "
+            f"whether its outputs differ between the modes cannot be told here ({type(exc).__name__}: {exc})",
+        ))
+        return
+    if not same:
+        result.findings.append(Finding(
+            "training_mode",
+            "the test called the module in training mode, whose outputs differ from eval mode's on the recorded "
+            "input (dropout, batch statistics): it was checked in eval mode, as it is served",
+        ))
 
 
 def _apply_xfail(result: Result, options: Options) -> None:
@@ -186,7 +219,7 @@ def _pipeline(
     scratch: Path,
 ) -> None:
     """The stages in order; any stage may settle the verdict early (``outcome.finish``)."""
-    header = f"[backend={name}, device={device}]"
+    header = tag(result)
     spec = session.backends.get(name)
     if spec is None:
         raise InvalidArgument(f"unknown torchexport backend {name!r}; valid backends: {', '.join(session.backends)}")
@@ -198,10 +231,6 @@ def _pipeline(
         finish(result, "skipped", f"{name} skipped: {reason}")
 
     eager = Eager(module, device)
-    if eager.was_training:
-        result.findings.append(
-            Finding("training_mode", "the module was called in training mode; it was validated in eval mode, as it is served")
-        )
 
     # 0. An assumed batch dim that eager rejects is not one (assumptions.py).
     plan = assumptions.hold_rejected_batch(plan, eager, options, result)
@@ -212,10 +241,18 @@ def _pipeline(
     try:
         first = eager(seed_args, seed_kwargs, trace_lines=True, restore=False)
     except Exception as exc:  # noqa: BLE001 - the user's model raising is a usage problem
-        raise InvalidArgument(
-            f"{type(module).__name__} raises on its example inputs in eval mode under no_grad "
-            f"({plan.describe()}): {type(exc).__name__}: {exc}"
-        ) from exc
+        result.extra["usage"] = "replay"
+        finish(
+            result,
+            "usage_error",
+            f"The recorded call cannot be replayed as models are served {header}\n"
+            f"{module_name(module)} raises on its example inputs in eval mode under no_grad "
+            f"({plan.describe()}): {type(exc).__name__}: {exc}\n"
+            "Call the model in eval mode in the test (model.eval()), or give the inputs it is served with "
+            "(inputs=, or the torchexport fixture).",
+        )
+    if eager.was_training:
+        training_finding(result, module, device, (seed_args, seed_kwargs), first.outputs)
     changed_state = eager.state_changed()
     eager.restore()
     # Drawn sizes within a few times the recorded call's memory (budget.py).

@@ -288,6 +288,19 @@ def add_options(parser: Any) -> None:
         default=False,
         help="write the baseline (--torchexport-baseline) from this run",
     )
+    group.addoption(
+        "--torchexport-auto",
+        action="store_true",
+        default=False,
+        help="check every collected test as if it carried a bare torchexport marker (explicit markers keep their "
+        "options); a test that calls no nn.Module is skipped",
+    )
+    parser.addini(
+        "torchexport_auto",
+        type="bool",
+        default=False,
+        help="check every collected test as if it carried a bare torchexport marker",
+    )
     both("--torchexport-repro-dir", "torchexport_repro_dir", "save each failing example here for replay")
     both("--torchexport-seed", None, "fix the seed of input generation")
     both(

@@ -7,12 +7,13 @@ nothing (a subprocess test pins this).
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from . import hookspecs
+from . import hookspecs, items
 from .errors import InvalidArgument
 from .options import BUILTIN_BACKENDS, DEFAULT_BACKENDS, Options, add_options, session_defaults
 from .reporting import Reporting
@@ -22,7 +23,8 @@ if TYPE_CHECKING:
     from .report import Result
 
 MARKER = "torchexport"
-TARGET = "_torchexport_target"
+TARGET = items.TARGET
+KEEP_RECORDINGS = 4
 
 
 @dataclass
@@ -39,6 +41,24 @@ class State:
     report_path: str | None = None
     update_baseline: bool = False
     verdicts: list[tuple[str, Any]] = field(default_factory=list)
+    auto: bool = False  # --torchexport-auto: every collected test as if it carried a bare marker
+    #: [Body Once] test key -> the recording of its body, shared by the test's items in this process
+    recordings: dict[str, Any] = field(default_factory=dict)
+    #: test key -> how many of its items are still to run here (the recording is freed at 0)
+    pending: dict[str, int] = field(default_factory=dict)
+
+    def remember(self, key: str, recording: Any) -> None:
+        self.recordings[key] = recording
+        # Under xdist a worker runs only some of a test's items, so a count may never reach
+        # 0 here: keep the few most recent recordings (each may hold a copy of a model).
+        while len(self.recordings) > KEEP_RECORDINGS:
+            self.recordings.pop(next(iter(self.recordings)))
+
+    def done(self, key: str) -> None:
+        left = self.pending.get(key, 1) - 1
+        self.pending[key] = left
+        if left <= 0:
+            self.recordings.pop(key, None)
 
 
 STATE = pytest.StashKey[State]()
@@ -82,7 +102,9 @@ def pytest_configure(config: pytest.Config) -> None:
                 f"--torchexport-baseline={state.baseline_path}: cannot read it ({exc}); "
                 "write one with --torchexport-update-baseline"
             ) from None
+    state.auto = _flag(config.getoption("torchexport_auto")) or _flag(config.getini("torchexport_auto"))
     config.pluginmanager.register(Reporting(config, state), "torchexport-reporting")
+    config.pluginmanager.register(LateMarkers(), "torchexport-late-markers")
     if config.pluginmanager.hasplugin("xdist"):
         from .xdist import XdistHooks, cap_worker_threads
 
@@ -90,13 +112,17 @@ def pytest_configure(config: pytest.Config) -> None:
         cap_worker_threads(config)
 
 
-def _marker_options(definition: Any) -> dict[str, Any]:
+def _flag(value: Any) -> bool:
+    return value is True or str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def _marker_options(node: Any) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     # Farthest first (module, class, function), so the closest marker wins.
-    for mark in reversed(list(definition.iter_markers(MARKER))):
+    for mark in reversed(list(node.iter_markers(MARKER))):
         if mark.args:
             raise pytest.UsageError(
-                f"{definition.nodeid}: @pytest.mark.torchexport takes keyword options only, got {mark.args!r}"
+                f"{node.nodeid}: @pytest.mark.torchexport takes keyword options only, got {mark.args!r}"
             )
         merged.update(mark.kwargs)
     return merged
@@ -109,73 +135,177 @@ def _resolve(state: State, marker: dict[str, Any], nodeid: str) -> Options:
         raise pytest.UsageError(f"{nodeid}: {exc}") from None
 
 
-def pytest_collection_modifyitems(config: pytest.Config) -> None:
-    # [Usage Errors] A UsageError raised while a module is collected would become that
-    # module's collection error; raised here it ends the session as a usage error (exit 4).
-    errors = config.stash[STATE].usage_errors
-    if errors:
-        raise pytest.UsageError("\n".join(errors))
+def _targets(state: State, node: Any) -> list[items.Target] | None:
+    """The (backend, device) items of a marked test; a bad option is a usage error (listed, raised once)."""
+    try:
+        options = _resolve(state, _marker_options(node), node.nodeid)
+    except pytest.UsageError as exc:
+        state.usage_errors.append(str(exc))
+        return None
+    return items.targets(options)
 
 
 @pytest.hookimpl(trylast=True)  # after @parametrize: the id ends in [...-torchexport-<backend>]
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if metafunc.definition.get_closest_marker(MARKER) is None:
-        return
     state = metafunc.config.stash[STATE]
-    try:
-        options = _resolve(state, _marker_options(metafunc.definition), metafunc.definition.nodeid)
-    except pytest.UsageError as exc:
-        state.usage_errors.append(str(exc))
+    if metafunc.definition.get_closest_marker(MARKER) is None and not state.auto:
         return
-    from .checks import resolve_devices
-
-    devices = resolve_devices(options.devices)
-    targets, ids = [], []
-    for device in devices:
-        for backend in options.backends:
-            targets.append((backend, device))
-            ids.append(f"torchexport-{backend}" + (f"-{device}" if len(devices) > 1 else ""))
+    targets = _targets(state, metafunc.definition)
+    if targets is None:
+        return
+    # [Markers Added Late] A conftest's pytest_generate_tests may add the marker to the
+    # definition; pytest does not copy a definition's markers to the items it makes, so
+    # they ride on each item's parameter, or the items would lose the marker's options.
+    decorated = getattr(metafunc.function, "pytestmark", [])
+    added = [m for m in metafunc.definition.own_markers if m.name == MARKER and m not in decorated]
     metafunc.fixturenames.append(TARGET)
-    metafunc.parametrize(TARGET, targets, ids=ids)
+    metafunc.parametrize(TARGET, [pytest.param(t, id=t.id, marks=added) for t in targets])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Runs after conftests' own modifyitems (they register later, so pytest calls them
+    # first) and before -k/-m deselection (pytest's own impl, registered earlier, runs
+    # last): a marker a conftest adds here gets its items, and -k onnx selects among them.
+    _expand(config, items)
+
+
+class LateMarkers:
+    """A second pass for markers added by a ``trylast`` conftest hook, after everyone else."""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        _expand(config, items)
+        errors = config.stash[STATE].usage_errors
+        if errors:
+            # [Usage Errors] A UsageError raised while a module is collected would become that
+            # module's collection error; raised here it ends the session as a usage error (exit 4).
+            raise pytest.UsageError("\n".join(errors))
+        config.stash[STATE].pending = items_per_test(items)
+
+
+def _expand(config: pytest.Config, collected: list[pytest.Item]) -> None:
+    """Items that carry the marker but were not parametrized (unittest, markers added after
+    parametrization) become one item per (backend, device) here; what cannot be, says why."""
+    state = config.stash[STATE]
+    out: list[pytest.Item] = []
+    changed = False
+    for item in collected:
+        marked = item.get_closest_marker(MARKER) is not None
+        if items.target(item) is not None or not (marked or (state.auto and isinstance(item, pytest.Function))):
+            out.append(item)
+            continue
+        why = items.cannot_clone(item)
+        if why:
+            if marked:
+                item.warn(pytest.PytestCollectionWarning(
+                    f"{item.nodeid} is marked torchexport but will not be checked: {why}. "
+                    "Mark a test function, a test class's method or a unittest.TestCase method instead, "
+                    "or check the module explicitly with the torchexport fixture."
+                ))
+            out.append(item)
+            continue
+        targets = _targets(state, item)
+        if targets is None:
+            out.append(item)
+            continue
+        out.extend(items.clone(item, t) for t in targets)
+        changed = True
+    if changed:
+        collected[:] = out
+
+
+def items_per_test(collected: list[pytest.Item]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for item in collected:
+        key = items.test_key(item)
+        if key is not None:
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Any:
+    # [Body Once] The test's first item in this process ran the body and recorded it; the
+    # others reuse that recording, so their body does not run again.
+    if pyfuncitem.stash.get(items.REUSE, False):
+        return True
+    return None
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Any:
-    callspec = getattr(pyfuncitem, "callspec", None)
-    if callspec is None or TARGET not in callspec.params:
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    target = items.target(item)
+    if target is None:
         return (yield)
+    __tracebackhide__ = True
+    state = item.config.stash[STATE]
+    key = items.test_key(item)
+    options = _resolve(state, _marker_options(item), item.nodeid)
+    recording = state.recordings.get(key)
+    try:
+        if recording is None:
+            recording = yield from _run_body(item, options)
+            state.remember(key, recording)
+        else:
+            item.stash[items.REUSE] = True
+            yield
+        if recording.error is not None:
+            # A body that failed fails each item with the body's own error, and leaves a row.
+            _record(item, [_body_row(item, target, recording.error)])
+            raise recording.error
+        _check(item, recording, options, target)
+    finally:
+        state.done(key)
+
+
+def _run_body(item: pytest.Item, options: Options) -> Generator[None, None, Any]:
+    """Run the test body (the inner hooks) under the recorder; returns its ``Recording``."""
     import torch
 
     from .capture import Recorder
 
-    __tracebackhide__ = True
-    backend, device = callspec.params[TARGET]
-    options = _resolve(pyfuncitem.config.stash[STATE], _marker_options(pyfuncitem), pyfuncitem.nodeid)
-    # Seeded, so the model's random init (and so a failure) is the same in every item and run.
+    # Seeded, so the model's random init (and so a failure) is the same in every run.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(options.seed or 0)
         with Recorder() as recorder:
-            outcome = yield
-    call = recorder.pick(options.module)
-    if call is None:
-        _no_module(pyfuncitem, recorder, options)
-    _run_check(pyfuncitem, call.module, call.args, call.kwargs, options, backend, device)
-    return outcome
+            try:
+                yield
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # noqa: BLE001 - kept, and raised by every item of the test
+                recorder.recording.error = exc
+    if recorder.recording.error is None:
+        recorder.recording.error = items.body_error(item)  # unittest reports failures, it does not raise
+    return recorder.recording
 
 
-def _no_module(item: pytest.Function, recorder: Any, options: Options) -> None:
+def _body_row(item: pytest.Item, target: items.Target, error: BaseException) -> Result:
+    from .recorded import row
+
+    if isinstance(error, pytest.skip.Exception):
+        status, message = "skipped", f"the test body skipped: {error}"
+    elif isinstance(error, pytest.xfail.Exception):
+        status, message = "xfail", f"the test body xfailed: {error}"
+    else:
+        status = "usage_error"
+        message = (
+            f"The test body failed, so nothing was checked [backend={target.backend}, device={target.device}]\n"
+            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}\n"
+            "The body runs once per test and its error fails each of the test's items; fix the test first."
+        )
+    return row(target.backend, target.device, _session(item), "", status, message)
+
+
+def _check(item: pytest.Item, recording: Any, options: Options, target: Any) -> None:
     __tracebackhide__ = True
-    from .errors import NoModuleCalled
+    from .recorded import Selection
 
-    if options.module and recorder.calls:
-        called = ", ".join(sorted({c.name for c in recorder.calls}))
-        raise NoModuleCalled(f"torchexport(module={options.module!r}): the test called no such module; it called {called}")
-    raise NoModuleCalled(
-        f"{item.nodeid} is marked torchexport but called no nn.Module, so there was nothing to export.\n"
-        "Call the model in the test body (model(x)), or check it explicitly with the fixture:\n"
-        "    def test_model(torchexport):\n"
-        "        torchexport(Model(), (torch.randn(2, 8),))"
-    )
+    state = item.config.stash[STATE]
+    selection = Selection.make(recording, options, auto=state.auto and item.get_closest_marker(MARKER) is None)
+    result = selection.run(target.backend, target.device, _session(item))
+    result.extra["location"] = {"file": item.location[0], "line": item.location[1] + 1}
+    _record(item, [result])
+    _outcome(result, state)
 
 
 def _session(item: pytest.Item) -> Session:
@@ -189,7 +319,7 @@ def _session(item: pytest.Item) -> Session:
         backends=state.backends,
         database=state.database,
         hypothesis_home=str(cache.mkdir("torchexport-hypothesis")) if cache is not None else None,
-        test=item.nodeid.split("[")[0] if TARGET in getattr(getattr(item, "callspec", None), "params", {}) else item.nodeid,
+        test=items.test_key(item) or item.nodeid,
         nodeid=item.nodeid,
     )
 
@@ -202,21 +332,6 @@ def _database(config: pytest.Config) -> Any:
     if cache is None:
         return InMemoryExampleDatabase()
     return DirectoryBasedExampleDatabase(str(cache.mkdir("torchexport-examples")))
-
-
-def _run_check(
-    item: pytest.Function, module: Any, args: Any, kwargs: Any, options: Options, backend: str, device: str
-) -> None:
-    __tracebackhide__ = True
-    from . import checks
-
-    result = checks.check_backend(
-        module, checks.plan_inputs(module, args, kwargs, dims=options.dims, dynamic=options.dynamic, inputs=options.inputs),
-        backend, device, options, _session(item),
-    )
-    result.extra["location"] = {"file": item.location[0], "line": item.location[1] + 1}
-    _record(item, [result])
-    _outcome(result, item.config.stash[STATE])
 
 
 def _record(item: pytest.Item, results: list[Result]) -> None:

@@ -269,13 +269,13 @@ def summary_lines(results: list[Result], width: int = 100) -> list[str]:
     for r in results:
         name = _short_test(r)
         backend = r.backend if r.device == "cpu" else f"{r.backend}/{r.device}"
-        rows.append((name, backend, r.status, format_err(r.max_abs_err), str(r.examples), r.cause))
+        rows.append((name, r.module or "-", backend, r.status, format_err(r.max_abs_err), str(r.examples), r.cause))
     # The latency column only when some row was timed, and only where it does not push a
     # cause out of its column: the cause is what a reader acts on (latency is in the report).
     latencies = [format_latency(r.extra.get("latency_ms")) for r in results]
     if any(r.extra.get("latency_ms") for r in results):
         timed = [(*row[:-1], cell, row[-1]) for row, cell in zip(rows, latencies)]
-        header = ("test", "backend", "status", "max err", "ex", "ms e/a", "cause")
+        header = ("test", "module", "backend", "status", "max err", "ex", "ms e/a", "cause")
         if not any(row[-1] for row in rows) or not _cause_below(timed, header, width):
             return table_lines(timed, width, header)
     return table_lines(rows, width)
@@ -293,8 +293,8 @@ def _ms(value: float) -> str:
 
 
 def table_lines(rows: list[tuple[str, ...]], width: int, header: tuple[str, ...] | None = None) -> list[str]:
-    """The summary's layout for rows of (test, backend, status, max err, examples, [ms e/a,] cause)."""
-    header = header or ("test", "backend", "status", "max err", "ex", "cause")
+    """The summary's layout for rows of (test, module, backend, status, max err, examples, [ms e/a,] cause)."""
+    header = header or ("test", "module", "backend", "status", "max err", "ex", "cause")
     fixed = _widths(rows, header)
     indent = sum(fixed) + 2 * len(fixed)
     # The cause is what a reader acts on, so it wraps instead of being cut to a stub: in its
@@ -316,6 +316,7 @@ def table_lines(rows: list[tuple[str, ...]], width: int, header: tuple[str, ...]
 def _widths(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> list[int]:
     fixed = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header[:-1])]
     fixed[0] = min(fixed[0], 32)
+    fixed[1] = min(fixed[1], 20)  # the module's class: enough to tell the model from a helper
     return fixed
 
 

@@ -36,8 +36,8 @@ def test_kept_artifacts_load_back_and_every_passing_row_has_latency(tester, monk
         latency = row["latency_ms"]
         assert latency["eager"] > 0 and latency["artifact"] > 0, (backend, latency)
         assert latency["input"] == ("x: float32[4, 8]" if test.endswith("mlp") else "x: float32[3, 4]")
-    result.stdout.re_match_lines([r"test\s+backend\s+status\s+max err\s+ex\s+ms e/a\s+cause",
-                                  r"test_mlp\s+trace\s+pass\s+0\s+\d+\s+[\d.e-]+/[\d.e-]+$"])
+    result.stdout.re_match_lines([r"test\s+module\s+backend\s+status\s+max err\s+ex\s+ms e/a\s+cause",
+                                  r"test_mlp\s+MLP\s+trace\s+pass\s+0\s+\d+\s+[\d.e-]+/[\d.e-]+$"])
 
     # Kept as saved, under DIR/<test>/<backend>/, named in the report.
     base = tester.path / "kept" / "test_m.py__test_mlp"

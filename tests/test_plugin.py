@@ -70,15 +70,15 @@ def test_gate():
             rf"\s+Likely cause: trace froze the branch at test_g.py:{GATE_LINE} \(`if x.sum\(\) > 0:`\).*",
         ]
     )
-    # The summary table: one row per backend, status, error, examples, cause. At pytest's
+    # The summary table: one row per backend, the module checked, status, error, examples, cause. At pytest's
     # 80 columns the latency column is left out so each cause keeps its own column
     # (test_summary.py shows it on a wide terminal; the report always has it).
     result.stdout.re_match_lines(
         [
             r"=+ torchexport summary =+",
-            r"test\s+backend\s+status\s+max err\s+ex\s+cause",
-            rf"test_gate\s+trace\s+mismatch\s+\S+\s+\d+\s+frozen_branch test_g.py:{GATE_LINE}",
-            r"test_gate\s+script\s+pass\s+0\s+\d+",
+            r"test\s+module\s+backend\s+status\s+max err\s+ex\s+cause",
+            rf"test_gate\s+Gate\s+trace\s+mismatch\s+\S+\s+\d+\s+frozen_branch test_g.py:{GATE_LINE}",
+            r"test_gate\s+Gate\s+script\s+pass\s+0\s+\d+",
         ]
     )
     assert "ms e/a" not in result.stdout.str()

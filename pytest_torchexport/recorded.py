@@ -1,0 +1,135 @@
+"""From what a test body called to the check of one module: which call, and what it says.
+
+The plugin records a test body once (``capture.py``) and hands the recording here for
+each of the test's (backend, device) items. This module picks the call to check (the
+first the test made, or ``module=``), falls back to another recorded call of the same
+module when the first cannot be replayed as served (eval mode, ``no_grad``), and turns
+what cannot be checked into a ``usage_error`` row (or ``skipped`` under
+``--torchexport-auto``) instead of a bare exception: every item has a report row.
+Nothing here touches pytest objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .capture import Call, Recording
+from .errors import InvalidArgument
+from .options import Options
+from .report import Finding, Result
+from .session import Session
+
+
+@dataclass
+class Selection:
+    """The recording of one test and the options of its marker."""
+
+    recording: Recording
+    options: Options
+    auto: bool = False  # checked because of --torchexport-auto, not a marker
+    #: id(module) -> index into its calls of the one that replays in eval mode (found once per test)
+    _replayable: dict[int, int] = field(default_factory=dict)
+
+    @classmethod
+    def make(cls, recording: Recording, options: Options, auto: bool = False) -> Selection:
+        cached = getattr(recording, "selection", None)
+        if cached is None or cached.options != options:
+            cached = cls(recording, options, auto)
+            recording.selection = cached  # type: ignore[attr-defined]
+        return cached
+
+    def run(self, backend: str, device: str, session: Session) -> Result:
+        from . import checks
+
+        call = self.recording.pick(self.options.module)
+        if call is None:
+            return self._nothing(backend, device, session)
+        calls = self.recording.calls_of(call)
+        start = self._replayable.get(id(call.live), 0)
+        failed: list[tuple[Call, Result]] = []
+        result = None
+        for index in range(start, len(calls)):
+            candidate = calls[index]
+            try:
+                plan = checks.plan_inputs(
+                    candidate.module, candidate.args, candidate.kwargs,
+                    dims=self.options.dims, dynamic=self.options.dynamic, inputs=self.options.inputs,
+                )
+            except InvalidArgument as exc:
+                return row(backend, device, session, call.name, "usage_error",
+                            f"{exc}\nChange the marker's options to fit the call.")
+            result = checks.check_backend(candidate.module, plan, backend, device, self.options, session)
+            if result.extra.get("usage") != "replay":
+                self._replayable[id(call.live)] = index
+                break
+            failed.append((candidate, result))
+            if self.options.inputs is not None:
+                break  # specs replace the recorded call: another call would not change them
+        assert result is not None
+        self._explain(result, call, calls, failed)
+        return result
+
+    # -- what the row says about the call ------------------------------------------------
+    def _explain(self, result: Result, call: Call, calls: list[Call], failed: list[tuple[Call, Result]]) -> None:
+        used = next((c for c in calls if c not in [f[0] for f in failed]), None) if result.status != "usage_error" else None
+        if failed and used is not None:
+            index = calls.index(used) + 1
+            result.findings.append(Finding(
+                "recorded_call",
+                f"the test's first call of {call.name} raises when replayed in eval mode under no_grad "
+                f"({_first_line(failed[0][1].message)}); its call #{index} of {len(calls)}"
+                + (" (in eval mode)" if not used.training else "") + " was checked instead",
+            ))
+        if result.status == "usage_error" and len(failed) > 1:
+            result.message += f"\nAll {len(failed)} recorded calls of {call.name} raise in eval mode under no_grad."
+        if call.via:
+            result.extra["recorded_via"] = call.via
+            result.findings.append(Finding(
+                "recorded_call", f"{call.name} was handed to {call.via} by the test; its example inputs were checked"
+            ))
+        others = self.recording.others(call)
+        if others:
+            result.findings.append(Finding(
+                "other_modules",
+                f"the test also called {', '.join(others)}; {call.name} (its first call) was checked: "
+                f"pick another with module=\"{others[0]}\"",
+            ))
+        changed = call.changed_since()
+        if changed:
+            result.findings.append(Finding("changed_after_call", changed))
+        if len(calls) > 1:
+            result.extra["recorded_calls"] = len(calls)
+
+    def _nothing(self, backend: str, device: str, session: Session) -> Result:
+        called = sorted({c.name for c in self.recording.calls})
+        if self.options.module and called:
+            message = (
+                f"torchexport(module={self.options.module!r}): the test called no such module; "
+                f"it called {', '.join(called)}. Name one of those in module=."
+            )
+        elif self.auto:
+            return row(backend, device, session, "", "skipped",
+                        "the test called no nn.Module, so there is nothing to export (--torchexport-auto)")
+        else:
+            message = (
+                f"{session.test or 'the test'} is marked torchexport but called no nn.Module, so there was nothing "
+                "to export (calls made while a module is constructed, or by torch's own tracing, scripting or export "
+                "machinery, are not the test's calls).\n"
+                "Call the model in the test body (model(x)), or check it explicitly with the fixture:\n"
+                "    def test_model(torchexport):\n"
+                "        torchexport(Model(), (torch.randn(2, 8),))"
+            )
+        return row(backend, device, session, "", "usage_error", message)
+
+
+def row(backend: str, device: str, session: Session, module: str, status: str, message: str) -> Result:
+    return Result(backend=backend, device=device, status=status, module=module, nodeid=session.nodeid,
+                  test=session.test, message=message)
+
+
+def _first_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[1][:200] if len(lines) > 1 else (lines[0][:200] if lines else "")
+
+
+__all__ = ["Selection", "row"]
