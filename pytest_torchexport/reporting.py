@@ -83,7 +83,7 @@ class Reporting:
         results = self.state.results
         if not results or not (path or self.state.update_baseline):
             return
-        from .report import Report, collect_environment, markdown
+        from .report import Report, collect_environment
 
         report = Report.from_dict({"results": results})
         # Devices that ran something: a cuda item skipped for want of a GPU does not count.
@@ -96,12 +96,9 @@ class Reporting:
             )
         if not path:
             return
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.suffix == ".md":
-            target.write_text(markdown(report.results, env), encoding="utf-8")
-        else:
-            target.write_text(json.dumps(report.to_dict(env), indent=2, default=str), encoding="utf-8")
+        from .merge import write_report  # one writer for the session report and merged shards
+
+        write_report(path, report, env)
 
 
 def _is_worker(config: pytest.Config) -> bool:
