@@ -63,6 +63,7 @@ class State:
 
 STATE = pytest.StashKey[State]()
 ITEM_RESULTS = pytest.StashKey[list]()
+WARNED = pytest.StashKey[bool]()
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -196,7 +197,8 @@ def _expand(config: pytest.Config, collected: list[pytest.Item]) -> None:
             continue
         why = items.cannot_clone(item)
         if why:
-            if marked:
+            if marked and not item.stash.get(WARNED, False):
+                item.stash[WARNED] = True
                 item.warn(pytest.PytestCollectionWarning(
                     f"{item.nodeid} is marked torchexport but will not be checked: {why}. "
                     "Mark a test function, a test class's method or a unittest.TestCase method instead, "

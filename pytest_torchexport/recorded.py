@@ -27,8 +27,8 @@ class Selection:
     recording: Recording
     options: Options
     auto: bool = False  # checked because of --torchexport-auto, not a marker
-    #: id(module) -> index into its calls of the one that replays in eval mode (found once per test)
-    _replayable: dict[int, int] = field(default_factory=dict)
+    #: id(module) -> (index of its first call that replays in eval mode, why the earlier ones did not)
+    _replayable: dict[int, tuple[int, str | None]] = field(default_factory=dict)
 
     @classmethod
     def make(cls, recording: Recording, options: Options, auto: bool = False) -> Selection:
@@ -45,9 +45,8 @@ class Selection:
         if call is None:
             return self._nothing(backend, device, session)
         calls = self.recording.calls_of(call)
-        start = self._replayable.get(id(call.live), 0)
-        failed: list[tuple[Call, Result]] = []
-        result = None
+        start, why = self._replayable.get(id(call.live), (0, None))
+        result, used = None, None
         for index in range(start, len(calls)):
             candidate = calls[index]
             try:
@@ -57,31 +56,30 @@ class Selection:
                 )
             except InvalidArgument as exc:
                 return row(backend, device, session, call.name, "usage_error",
-                            f"{exc}\nChange the marker's options to fit the call.")
+                           f"{exc}\nChange the marker's options to fit the call.")
             result = checks.check_backend(candidate.module, plan, backend, device, self.options, session)
             if result.extra.get("usage") != "replay":
-                self._replayable[id(call.live)] = index
+                used = index
+                self._replayable[id(call.live)] = (index, why)
                 break
-            failed.append((candidate, result))
+            why = why or _first_line(result.message)
             if self.options.inputs is not None:
                 break  # specs replace the recorded call: another call would not change them
         assert result is not None
-        self._explain(result, call, calls, failed)
+        self._explain(result, call, calls, used, why)
         return result
 
     # -- what the row says about the call ------------------------------------------------
-    def _explain(self, result: Result, call: Call, calls: list[Call], failed: list[tuple[Call, Result]]) -> None:
-        used = next((c for c in calls if c not in [f[0] for f in failed]), None) if result.status != "usage_error" else None
-        if failed and used is not None:
-            index = calls.index(used) + 1
+    def _explain(self, result: Result, call: Call, calls: list[Call], used: int | None, why: str | None) -> None:
+        if used and why:
             result.findings.append(Finding(
                 "recorded_call",
-                f"the test's first call of {call.name} raises when replayed in eval mode under no_grad "
-                f"({_first_line(failed[0][1].message)}); its call #{index} of {len(calls)}"
-                + (" (in eval mode)" if not used.training else "") + " was checked instead",
+                f"the test's first call of {call.name} raises when replayed in eval mode under no_grad ({why}); "
+                f"its call #{used + 1} of {len(calls)}"
+                + (" (in eval mode)" if not calls[used].training else "") + " was checked instead",
             ))
-        if result.status == "usage_error" and len(failed) > 1:
-            result.message += f"\nAll {len(failed)} recorded calls of {call.name} raise in eval mode under no_grad."
+        elif used is None and len(calls) > 1:
+            result.message += f"\nAll {len(calls)} recorded calls of {call.name} raise in eval mode under no_grad."
         if call.via:
             result.extra["recorded_via"] = call.via
             result.findings.append(Finding(
