@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,37 +24,34 @@ class TraceBackend(TorchScriptBackend):
                 "scripted module, not a trace"
             )
         with torch.no_grad():
-            if not kwargs and not ctx.plan.scalars:
+            if not _tensors_only(args, kwargs):
                 return torch.jit.trace(module, args, strict=False, check_trace=False)
-            # trace takes tensors only: Python scalars stay as recorded (what a user who
-            # traces such a model does by hand), keywords become positions.
+            # trace takes tensors only: Python scalars and None stay as recorded (what a
+            # user who traces such a model does by hand), keywords become positions.
             wrapper = _TensorsOnly(module, ctx.plan)
-            return _Flat(torch.jit.trace(wrapper, _tensors(args, kwargs), strict=False, check_trace=False))
-
-    def save(self, artifact: Any, directory: Path) -> list[Path]:
-        scripted = artifact.scripted if isinstance(artifact, _Flat) else artifact
-        return super().save(scripted, directory)
-
-    def load(self, directory: Path, ctx: ExportContext) -> Any:
-        loaded = super().load(directory, ctx)
-        return _Flat(loaded) if ctx.plan.scalars or ctx.plan.kwargs else loaded
+            return torch.jit.trace(wrapper, _tensors(args, kwargs), strict=False, check_trace=False)
 
     def run(self, artifact: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         with torch.no_grad():
-            if isinstance(artifact, _Flat):
-                return artifact.scripted(*_tensors(args, kwargs))
+            if _tensors_only(args, kwargs):
+                return artifact(*_tensors(args, kwargs))
             return artifact(*args, **kwargs)
+
+
+def _tensors_only(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Whether the call is traced through ``_TensorsOnly``, decided from the call alone.
+
+    ``torch.jit.trace`` takes (nested lists, tuples and dicts of) tensors as positions
+    and nothing else: ``model(x, None)`` raises "Type 'Tuple[Tensor, NoneType]' cannot be
+    traced", a Python scalar is refused, keywords cannot be given. Every draw has the
+    recorded call's structure, and the standalone loader has no plan to ask, so the call
+    itself says how the artifact takes it.
+    """
+    return bool(kwargs) or any(not isinstance(leaf, torch.Tensor) for leaf in pytree.tree_leaves(args))
 
 
 def _tensors(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[torch.Tensor, ...]:
     return tuple(t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor))
-
-
-class _Flat:
-    """A traced artifact that takes the call's tensor leaves, in order."""
-
-    def __init__(self, scripted: Any) -> None:
-        self.scripted = scripted
 
 
 class _TensorsOnly(torch.nn.Module):
