@@ -1,7 +1,16 @@
-"""``torch.jit.script``: compiles forward's Python source, control flow included."""
+"""``torch.jit.script``: compiles forward's Python source, control flow included.
+
+TorchScript types a parameter without an annotation as ``Tensor``. A model called with
+a dict, a list or ``None`` then fails to compile, compiles into a module that refuses
+the call, or cannot be saved; each is an export error that names the parameter and the
+annotation that fixes it, since the exporter's own words ("indexing tensor with
+unsupported index type 'str'", "strides() called on an undefined Tensor") do not.
+"""
 
 from __future__ import annotations
 
+import inspect
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,4 +25,111 @@ class ScriptBackend(TorchScriptBackend):
     def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
         if isinstance(module, torch.jit.ScriptModule):
             return module
-        return torch.jit.script(module)
+        try:
+            scripted = torch.jit.script(module)
+        except Exception as exc:
+            hint = _hint(_untyped(module, args, kwargs))
+            if hint:
+                raise _prefixed(exc, hint) from exc
+            raise
+        # Compiled, with a parameter typed Tensor that the call gives something else: the
+        # scripted module would refuse every input ("Expected a value of type 'Tensor'").
+        arguments = _schema(scripted)
+        typed_tensor = {a.name for a in arguments if isinstance(a.type, torch.TensorType)}
+        refused = [(name, value) for name, value in _bound(arguments, args, kwargs)
+                   if name in typed_tensor and not isinstance(value, torch.Tensor)]
+        if refused:
+            raise TypeError(f"the scripted module cannot take the call: {_hint(refused)}")
+        return scripted
+
+    def save(self, artifact: Any, directory: Path) -> list[Path]:
+        try:
+            return super().save(artifact, directory)
+        except Exception as exc:
+            # An un-annotated `mask=None` is a Tensor parameter defaulting to an undefined
+            # tensor, which torch.jit.save cannot write ("strides() called on an undefined Tensor").
+            none_default = [
+                a.name for a in _schema(artifact)
+                if isinstance(a.type, torch.TensorType) and a.has_default_value() and a.default_value is None
+            ]
+            if not none_default:
+                raise
+            names = ", ".join(repr(n) for n in none_default)
+            fixes = ", ".join(f"`{n}: Optional[Tensor] = None`" for n in none_default)
+            raise _prefixed(
+                exc,
+                f"torch.jit.script typed forward's parameter {names} as Tensor, since it defaults to None "
+                f"without a type annotation, and torch.jit.save cannot write a Tensor parameter that "
+                f"defaults to None; annotate: {fixes}",
+            ) from exc
+
+
+def _schema(scripted: Any) -> list[Any]:
+    """forward's schema arguments, without ``self``."""
+    try:
+        return list(scripted.forward.schema.arguments)[1:]
+    except Exception:  # noqa: BLE001 - a ScriptModule without a compiled forward
+        return []
+
+
+def _bound(arguments: list[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[str, Any]]:
+    values = dict(zip((a.name for a in arguments), args))
+    values.update(kwargs)
+    return list(values.items())
+
+
+def _untyped(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Parameters without an annotation (which TorchScript takes for Tensor) the call gives a non-tensor."""
+    try:
+        signature = inspect.signature(module.forward)
+        bound = signature.bind_partial(*args, **kwargs).arguments
+    except (TypeError, ValueError):
+        return []
+    return [
+        (name, value) for name, value in bound.items()
+        if signature.parameters[name].annotation is inspect.Parameter.empty
+        and signature.parameters[name].kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        and not isinstance(value, torch.Tensor)
+    ]
+
+
+def _hint(untyped: list[tuple[str, Any]]) -> str:
+    if not untyped:
+        return ""
+    parts = ", ".join(f"{name!r} as Tensor, but the call passes {_kind(value)}" for name, value in untyped)
+    fixes = ", ".join(f"`{name}: {annotation(value)}`" for name, value in untyped)
+    return (
+        f"torch.jit.script typed forward's parameter {parts} (a parameter without a type annotation is a "
+        f"Tensor to TorchScript); annotate: {fixes}"
+    )
+
+
+def _kind(value: Any) -> str:
+    return "None" if value is None else f"a {type(value).__name__}"
+
+
+def annotation(value: Any) -> str:
+    """The TorchScript annotation of a call's value: ``{"x": t}`` -> ``Dict[str, Tensor]``."""
+    if value is None:
+        return "Optional[Tensor]"
+    if isinstance(value, torch.Tensor):
+        return "Tensor"
+    if isinstance(value, (bool, int, float, str)):
+        return type(value).__name__
+    if isinstance(value, dict):
+        key, item = next(iter(value.items()), ("", None))
+        return f"Dict[{annotation(key)}, {annotation(item) if value else 'Tensor'}]"
+    if isinstance(value, list):
+        return f"List[{annotation(value[0]) if value else 'Tensor'}]"
+    if isinstance(value, tuple):
+        return f"Tuple[{', '.join(annotation(v) for v in value)}]" if value else "Tuple[()]"
+    return type(value).__name__
+
+
+def _prefixed(exc: BaseException, hint: str) -> BaseException:
+    """``exc`` with ``hint`` first (the message is trimmed from the end), same type where it allows."""
+    text = f"{hint}\n{exc}"
+    try:
+        return type(exc)(text)
+    except Exception:  # noqa: BLE001 - an exception class with another constructor
+        return RuntimeError(text)
