@@ -1,8 +1,9 @@
 """Torch-version shims, and THE one place that silences torch's own noise.
 
 [Quiet Calls] Every call the plugin makes into an exporter goes through
-``quiet_torch()``. torch 2.13 warns ``DeprecationWarning`` on every ``torch.jit.*``
-call, the dynamo ONNX exporter prints progress to stdout and logs graphs at WARNING;
+``quiet_torch()``. Every ``torch.jit.*`` call warns that TorchScript is deprecated
+(``DeprecationWarning`` on torch 2.13, ``FutureWarning`` from 2.14, which Python shows
+by default), the dynamo ONNX exporter prints progress to stdout and logs graphs at WARNING;
 none of that is the user's doing, so it must not break a user's ``-W error`` suite or
 clutter their output. Warnings are *recorded*, never dropped blindly: the engine turns
 ``TracerWarning`` into findings at the user's source line.
@@ -18,6 +19,7 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import Any
 
 
@@ -104,3 +106,51 @@ def missing_attr(obj: Any, dotted: str) -> str | None:
             return part
         obj = getattr(obj, part)
     return None
+
+
+def torchscript_unavailable(call: str) -> str | None:
+    """Why TorchScript's ``torch.jit.<call>`` (``trace`` or ``script``) cannot be used here, or None.
+
+    TorchScript is deprecated (torch 2.14 warns ``FutureWarning`` on every ``torch.jit``
+    call). A torch that drops it may remove the names, or keep them and raise when called,
+    so the answer comes from one tiny round trip (``call``, ``torch.jit.save``,
+    ``torch.jit.load``) rather than from the version number. The probe is cached per
+    function object, so it runs once per process (and again if ``torch.jit`` is replaced).
+    The legacy ONNX exporter is built on the tracer: ``torchscript_unavailable("trace")``
+    answers for it too.
+    """
+    import torch
+
+    missing = missing_attr(torch, f"jit.{call}") or missing_attr(torch, "jit.save") or missing_attr(torch, "jit.load")
+    if missing:
+        return f"torch {torch.__version__} has no torch.jit.{missing}: TorchScript was removed"
+    jit = torch.jit
+    return _torchscript_probe(call, getattr(jit, call), jit.save, jit.load)
+
+
+@lru_cache(maxsize=8)
+def _torchscript_probe(call: str, compile_fn: Any, save: Any, load: Any) -> str | None:
+    import torch
+
+    stage = f"torch.jit.{call}"
+    try:
+        with quiet_torch(), torch.no_grad():
+            example = torch.zeros(1)
+            compiled = compile_fn(_plus_one, (example,)) if call == "trace" else compile_fn(_plus_one)
+            buffer = io.BytesIO()
+            stage = "torch.jit.save"
+            save(compiled, buffer)
+            buffer.seek(0)
+            stage = "torch.jit.load"
+            load(buffer)
+    except Exception as exc:  # noqa: BLE001 - whatever the call raises is the reason
+        lines = str(exc).strip().splitlines()
+        detail = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+        return f"TorchScript is not available in torch {torch.__version__}: {stage} raises {detail}"
+    return None
+
+
+def _plus_one(x):
+    # Scripted by the probe. Unannotated means Tensor to TorchScript; no comment on the
+    # def line, which TorchScript would parse as a type comment.
+    return x + 1

@@ -14,13 +14,13 @@ FILENAME = "model.pt"  # shared by trace and script
 
 class TorchScriptBackend(Backend):
     loads_without_python = True
-    def unavailable_reason(self) -> str | None:
-        from .._compat import missing_attr
 
-        missing = missing_attr(torch, f"jit.{self.name}") or missing_attr(torch, "jit.load")
-        if missing:
-            return f"torch {torch.__version__} has no torch.jit.{missing}: TorchScript was removed"
-        return None
+    def unavailable_reason(self) -> str | None:
+        # Removed names or calls that raise (TorchScript is deprecated from torch 2.14):
+        # the version logic lives in _compat.
+        from .._compat import torchscript_unavailable
+
+        return torchscript_unavailable(self.name)
 
     def save(self, artifact: Any, directory: Path) -> list[Path]:
         path = directory / FILENAME
