@@ -102,17 +102,18 @@ class Selection:
         called = sorted({c.name for c in self.recording.calls})
         if self.options.module and called:
             message = (
-                f"torchexport(module={self.options.module!r}): the test called no such module; "
-                f"it called {', '.join(called)}. Name one of those in module=."
+                f"Nothing to check [backend={backend}, device={device}]: torchexport(module={self.options.module!r}) "
+                f"names no module the test called\nThe test called {', '.join(called)}: name one of those in module=."
             )
         elif self.auto:
             return row(backend, device, session, "", "skipped",
                         "the test called no nn.Module, so there is nothing to export (--torchexport-auto)")
         else:
             message = (
-                f"{session.test or 'the test'} is marked torchexport but called no nn.Module, so there was nothing "
-                "to export (calls made while a module is constructed, or by torch's own tracing, scripting or export "
-                "machinery, are not the test's calls).\n"
+                f"Nothing to check [backend={backend}, device={device}]: {session.test or 'the test'} is marked "
+                "torchexport but called no nn.Module\n"
+                "Calls made while a module is constructed, or by torch's own tracing, scripting or export "
+                "machinery, are not the test's calls.\n"
                 "Call the model in the test body (model(x)), or check it explicitly with the fixture:\n"
                 "    def test_model(torchexport):\n"
                 "        torchexport(Model(), (torch.randn(2, 8),))"

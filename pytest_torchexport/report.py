@@ -65,7 +65,13 @@ FINDING_DOCS: dict[str, str] = {
     "mutates_input": "forward modifies its inputs in place",
     "mutates_state": "forward updates buffers on every call",
     "side_effects": "the artifact does not reproduce eager's input or state updates",
-    "training_mode": "the module was called in training mode; it was validated in eval mode",
+    "training_mode": "the module was called in training mode, whose outputs differ from eval mode's on the recorded "
+    "call (or that could not be told); it was validated in eval mode",
+    "other_modules": "the test called other top-level modules too; the first was checked, module= picks another",
+    "recorded_call": "which recorded call was checked: one handed to torch.jit.trace/torch.export/torch.onnx.export, "
+    "or a later call because the first raises in eval mode under no_grad",
+    "changed_after_call": "the test body changed the module after calling it and it was too large to copy at the "
+    "call: the module as the body left it was checked",
     "vacuous_output": "outputs are constant or ~0 on every input, so parity proves nothing",
     "rejected_inputs": "eager rejected most generated inputs: declare dims=/inputs=",
     "external_data": "the ONNX artifact is several files that must ship together",

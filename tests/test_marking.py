@@ -200,6 +200,7 @@ def test_every_marking_style_checks_the_intended_module(tester):
     # 4 failed: the failing body's two items and the no-module test's two (usage_error rows).
     result.assert_outcomes(passed=14, failed=4)
     nothing = rows(tester)[("test_calls_nothing", "export")]["message"]
+    assert nothing.startswith("Nothing to check [backend=export, device=cpu]")
     assert "called no nn.Module" in nothing and "torchexport(Model()" in nothing
 
 
