@@ -227,6 +227,15 @@ def _pipeline(
     reason = backend.unavailable_reason()
     if reason is None and device == "cuda" and not torch.cuda.is_available():
         reason = "CUDA is not available on this machine (torch.cuda.is_available() is False)"
+    if reason and name in options.require:
+        from .options import INSTALL
+
+        finish(
+            result,
+            "export_error",
+            f"{name} is required (--torchexport-require) but unavailable here {header}\n{reason}\n"
+            f"Install: {INSTALL.get(name, 'the package that provides the ' + name + ' backend')}",
+        )
     if reason:
         finish(result, "skipped", f"{name} skipped: {reason}")
 

@@ -26,6 +26,17 @@ BUILTIN_BACKENDS: dict[str, str] = {
     "executorch": "pytest_torchexport.backends.executorch:ExecutorchBackend",
 }
 DEFAULT_BACKENDS: tuple[str, ...] = ("trace", "script", "onnx", "export")
+#: What to install when a backend listed in --torchexport-require is unavailable.
+INSTALL: dict[str, str] = {
+    "trace": "a torch that still provides TorchScript (torch.jit): pip install 'torch<2.15'",
+    "script": "a torch that still provides TorchScript (torch.jit): pip install 'torch<2.15'",
+    "onnx-legacy": "a torch that still provides TorchScript (torch.jit): pip install 'torch<2.15'",
+    "onnx": "pip install onnx onnxruntime onnxscript",
+    "export": "pip install 'torch>=2.6'",
+    "compile": "pip install 'torch>=2.6'",
+    "aoti": "pip install 'torch>=2.6' and a C++ compiler (g++) on PATH",
+    "executorch": 'pip install "pytest-torchexport[executorch]"',
+}
 DEVICES: tuple[str, ...] = ("cpu", "cuda")
 DEFAULT_EXAMPLES = 25
 DEFAULT_TIMEOUT = 900.0
@@ -104,11 +115,13 @@ class Options:
     timeout: float = DEFAULT_TIMEOUT
     #: Not a marker option: ``process``, ``inline`` or None (process where it can; runner.py).
     isolation: str | None = None
+    #: Not a marker option: backends whose unavailability fails instead of skipping (``--torchexport-require``).
+    require: tuple[str, ...] = ()
 
     @classmethod
     def build(cls, valid_backends: Sequence[str] = tuple(BUILTIN_BACKENDS), **given: Any) -> Options:
         """Validate ``given`` (marker or call keywords) and fill in defaults."""
-        unknown = sorted(set(given) - set(MARKER_OPTIONS) - {"repro_dir", "keep_artifacts", "isolation"})
+        unknown = sorted(set(given) - set(MARKER_OPTIONS) - {"repro_dir", "keep_artifacts", "isolation", "require"})
         if unknown:
             raise InvalidArgument(
                 f"unknown torchexport option(s) {', '.join(map(repr, unknown))}; "
@@ -119,6 +132,8 @@ class Options:
             values["backends"] = parse_backends(values["backends"], valid_backends)
         if "devices" in values:
             values["devices"] = parse_devices(values["devices"])
+        if "require" in values:
+            values["require"] = parse_backends(values["require"], valid_backends) if values["require"] else ()
         if "examples" in values:
             values["examples"] = _positive_int("examples", values["examples"], minimum=1)
         if "timeout" in values:
@@ -315,6 +330,12 @@ def add_options(parser: Any) -> None:
         f"time limit in seconds of one backend check: export, load and search together (default {DEFAULT_TIMEOUT:g})",
     )
     both(
+        "--torchexport-require",
+        "torchexport_require",
+        "backends that must be available: one that is not fails its items (with the install line) instead of "
+        "being skipped, e.g. onnx,executorch",
+    )
+    both(
         "--torchexport-isolation",
         "torchexport_isolation",
         "process (default where the OS can fork and CUDA is not yet initialised): each backend check "
@@ -348,6 +369,8 @@ def session_defaults(config: Any, valid_backends: Sequence[str]) -> dict[str, An
         given["timeout"] = _float_option("--torchexport-timeout", t)
     if (i := pick("torchexport_isolation", "torchexport_isolation")) is not None:
         given["isolation"] = str(i).strip()
+    if (q := pick("torchexport_require", "torchexport_require")) is not None:
+        given["require"] = q
     given.setdefault("devices", "auto")
     Options.build(valid_backends=valid_backends, **given)  # fail fast on a bad CLI value
     return given
