@@ -33,8 +33,10 @@ from typing import Any
 #: Copies taken "as called" hold at most this many bytes of parameters and buffers in all
 #: (per test): past it the live module is checked and a change after the call is reported.
 COPY_BUDGET = int(os.environ.get("TORCHEXPORT_COPY_BUDGET", 2 << 30))
-#: Calls of one module recorded per test (a loop over a data set calls it thousands of times).
+#: Calls of one module recorded per test (a loop over a data set calls it thousands of times),
+#: and the bytes of their arguments: the sequence a stateful module is replayed over.
 MAX_CALLS = 64
+MAX_CALL_BYTES = 256 << 20
 
 
 @dataclass
@@ -162,7 +164,8 @@ class Recorder:
         inner = getattr(module, "_orig_mod", None)  # torch.compile's OptimizedModule: the user's module
         if inner is not None and type(module).__name__ == "OptimizedModule":
             module = inner
-        if sum(1 for c in self.recording.calls if c.live is module) >= MAX_CALLS:
+        earlier = [c for c in self.recording.calls if c.live is module]
+        if len(earlier) >= MAX_CALLS or (earlier and sum(map(_bytes, earlier)) + _bytes((args, kwargs)) > MAX_CALL_BYTES):
             return
         a, k = _snapshot(args, kwargs)
         first = self._copies.get(id(module))
@@ -289,6 +292,15 @@ def fingerprint(module: Any) -> tuple[Any, ...]:
     subs = tuple((name, id(m), type(m).__name__) for name, m in module.named_modules())
     tensors = tuple((name, t.data_ptr(), t.shape) for name, t in module.state_dict(keep_vars=True).items())
     return subs + tensors
+
+
+def _bytes(value: Any) -> int:
+    import torch
+    import torch.utils._pytree as pytree
+
+    if isinstance(value, Call):
+        value = (value.args, value.kwargs)
+    return sum(t.numel() * t.element_size() for t in pytree.tree_leaves(value) if isinstance(t, torch.Tensor))
 
 
 def _gib(n: int) -> str:

@@ -124,8 +124,11 @@ def resolve_devices(devices: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def check_backend(
-    module: torch.nn.Module, plan: InputPlan, name: str, device: str, options: Options, session: Session
+    module: torch.nn.Module, plan: InputPlan, name: str, device: str, options: Options, session: Session,
+    *, sequence: list[tuple[tuple[Any, ...], dict[str, Any]]] | None = None,
 ) -> Result:
+    """One (backend, device) check. ``sequence``: the test's own calls of a module, in order
+    (their first is the recorded call), replayed when the module updates its state."""
     result = Result(
         backend=name,
         device=device,
@@ -142,7 +145,7 @@ def check_backend(
 
         def body(result: Result) -> None:
             try:
-                _pipeline(module, plan, name, device, options, session, result, Path(scratch))
+                _pipeline(module, plan, name, device, options, session, result, Path(scratch), sequence)
             except Stop:
                 pass
 
@@ -156,6 +159,12 @@ def check_backend(
     result.timings["total_s"] = time.perf_counter() - started
     _apply_xfail(result, options)
     return result
+
+
+def _on_device(step: tuple[tuple[Any, ...], dict[str, Any]], device: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    import torch.utils._pytree as pytree
+
+    return pytree.tree_map(lambda v: v.to(device) if isinstance(v, torch.Tensor) else v, step)
 
 
 def tag(result: Result) -> str:
@@ -217,6 +226,7 @@ def _pipeline(
     session: Session,
     result: Result,
     scratch: Path,
+    sequence: list[tuple[tuple[Any, ...], dict[str, Any]]] | None = None,
 ) -> None:
     """The stages in order; any stage may settle the verdict early (``outcome.finish``)."""
     header = tag(result)
@@ -277,8 +287,10 @@ def _pipeline(
 
     # 4. Side effects the artifact must reproduce, arguments it may bake in, then the search.
     runner.stage(result, "run")
+    steps = [_on_device(step, device) for step in sequence] if sequence and changed_state else None
     side_effects.check_side_effects(
-        result, backend, artifacts.runnable, eager, plan, seed_args, seed_kwargs, first, changed_state, header
+        result, backend, artifacts.runnable, eager, plan, seed_args, seed_kwargs, first, changed_state, header,
+        sequence=steps,
     )
     if not options.vary_scalars:
         side_effects.baked_arguments(result, backend, artifacts.runnable, eager, plan, seed_draw, device)

@@ -57,7 +57,9 @@ class Selection:
             except InvalidArgument as exc:
                 return row(backend, device, session, call.name, "usage_error",
                            f"{exc}\nChange the marker's options to fit the call.")
-            result = checks.check_backend(candidate.module, plan, backend, device, self.options, session)
+            result = checks.check_backend(
+                candidate.module, plan, backend, device, self.options, session, sequence=_sequence(calls[index:])
+            )
             if result.extra.get("usage") != "replay":
                 used = index
                 self._replayable[id(call.live)] = (index, why)
@@ -124,6 +126,22 @@ class Selection:
 def row(backend: str, device: str, session: Session, module: str, status: str, message: str) -> Result:
     return Result(backend=backend, device=device, status=status, module=module, nodeid=session.nodeid,
                   test=session.test, message=message)
+
+
+def _sequence(calls: list[Call]) -> list[tuple[tuple, dict]] | None:
+    """The test's consecutive calls of one module with the same structure as the first:
+    replayed in order when the module updates its state (``side_effects.py``)."""
+    import torch.utils._pytree as pytree
+
+    if len(calls) < 2:
+        return None
+    spec = pytree.tree_structure((calls[0].args, calls[0].kwargs))
+    steps = []
+    for call in calls:
+        if pytree.tree_structure((call.args, call.kwargs)) != spec:
+            break
+        steps.append((call.args, call.kwargs))
+    return steps if len(steps) > 1 else None
 
 
 def _first_line(text: str) -> str:

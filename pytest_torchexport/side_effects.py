@@ -56,7 +56,7 @@ def check_determinism(result: Result, eager: Eager, args: Any, kwargs: Any, outp
 
 def check_side_effects(
     result: Result, backend: Backend, runnable: Any, eager: Eager, plan: InputPlan, args: Any, kwargs: Any,
-    first: Any, changed_state: list[str], header: str,
+    first: Any, changed_state: list[str], header: str, sequence: Any = None,
 ) -> None:
     kinds = {f.kind for f in result.findings}
     if "mutates_input" in kinds:
@@ -77,25 +77,67 @@ def check_side_effects(
                 "Return the updated tensor instead of mutating the input, or mark the backend known with xfail=.",
             )
     if changed_state:
-        # Lockstep calls: a lost buffer update shows on the second call.
+        # Lockstep calls: a lost buffer update shows on the second call. The test's own
+        # sequence of calls when it recorded several (a stream of chunks), else 3 calls on
+        # the recorded input.
+        steps = list(sequence) if sequence and len(sequence) > 1 else [(args, kwargs)] * 3
         target = artifact_module(runnable)
         snapshot = buffers(target)
         try:
             with quiet_torch():
-                for call in range(1, 4):
-                    expected = eager(args, kwargs, restore=False).outputs
-                    actual, _ = run_artifact(lambda a, k: backend.run(runnable, a, k), args, kwargs)
+                for call, (step_args, step_kwargs) in enumerate(steps, start=1):
+                    expected = eager(step_args, step_kwargs, restore=False).outputs
+                    try:
+                        actual, _ = run_artifact(lambda a, k: backend.run(runnable, a, k), step_args, step_kwargs)
+                    except Exception as exc:  # noqa: BLE001 - a call the search judges on its own
+                        if call == 1:
+                            raise
+                        result.findings.append(Finding(
+                            "side_effects",
+                            f"the {result.backend} artifact raised at call {call} of the test's sequence of calls "
+                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}); "
+                            "the state was compared up to that call",
+                        ))
+                        break
                     cmp = compare(expected, actual, relowered=backend.relowered)
                     if not cmp.ok:
-                        _state_differs(result, result.backend, changed_state, call, cmp, header)
+                        _state_differs(result, result.backend, changed_state, call, cmp, header, len(steps), sequence)
+                    lost = _lost_state(eager, target, changed_state)
+                    if lost:
+                        _state_differs(result, result.backend, [lost[0]], call, lost[1], header, len(steps), sequence)
         finally:
             eager.restore()
             restore_buffers(target, snapshot)
 
 
-def _state_differs(result: Result, name: str, changed: list[str], call: int, cmp: Comparison, header: str) -> None:
+def _lost_state(eager: Eager, target: Any, changed: list[str]) -> tuple[str, Comparison] | None:
+    """The first updated buffer whose value in the artifact differs from eager's after a step."""
+    if not isinstance(target, torch.nn.Module):
+        return None  # an artifact without buffers (ONNX): its outputs tell
+    mine = dict(target.named_buffers())
+    state = eager.module.state_dict()
+    for name in changed:
+        theirs = mine.get(name) if name in mine else next((v for k, v in mine.items() if k.endswith("." + name)), None)
+        if theirs is None or name not in state:
+            continue
+        cmp = compare(state[name], theirs)
+        if not cmp.ok:
+            return name, cmp
+    return None
+
+
+def _state_differs(
+    result: Result, name: str, changed: list[str], call: int, cmp: Comparison, header: str, steps: int = 3,
+    sequence: Any = None,
+) -> None:
     state = ", ".join(changed[:3])
-    if call == 1:
+    if sequence and len(sequence) > 1:
+        why = (
+            f"at call {call} of the {steps} calls the test made (replayed from the same starting state): "
+            f"the {name} artifact does not carry the updates of {state} across calls"
+        )
+        finding = f"{name} loses the state update of {state} over the test's sequence of calls (call {call} of {steps})"
+    elif call == 1:
         why = (
             f"on the first call already: the {name} artifact starts from other values of {state} than the module "
             "(exporting ran forward, which updated them, and the artifact kept the updated values)"
