@@ -328,7 +328,9 @@ def _widths(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> list[int]:
 
 def _cause_below(rows: list[tuple[str, ...]], header: tuple[str, ...], width: int) -> bool:
     fixed = _widths(rows, header)
-    return width - (sum(fixed) + 2 * len(fixed)) < _MIN_CAUSE
+    column = width - (sum(fixed) + 2 * len(fixed))
+    # A word longer than the column (a long path:line) would be clipped there: under the row it fits.
+    return column < _MIN_CAUSE or any(len(word) > column for row in rows for word in row[-1].split()[:3])
 
 
 _MIN_CAUSE = 30  # narrower than this, a cause column shows a stub: put the cause under the row

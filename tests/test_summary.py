@@ -61,7 +61,7 @@ def test_latency_column_only_where_it_leaves_the_cause_its_column():
     for r in timed:
         r.extra["latency_ms"] = {"eager": 1.93, "artifact": 0.812, "input": "x: float32[4, 16]"}
     wide = summary_lines(timed, width=120)
-    assert wide[0].split()[:7] == ["test", "backend", "status", "max", "err", "ex", "ms"]
+    assert wide[0].split()[:8] == ["test", "module", "backend", "status", "max", "err", "ex", "ms"]
     assert any(line.startswith("test_scale") and "script" in line and line.rstrip().endswith("1.9/0.81") for line in wide)
     narrow = summary_lines(timed, width=80)
     assert "ms e/a" not in narrow[0] and summary_lines(results(), width=80) == narrow
