@@ -1,0 +1,77 @@
+"""Mark a real library's own pytest suite with a conftest (test bodies untouched) and print
+which module every item checked, with its status: the check that a green item is green on
+the module the test is about.
+
+    python benchmarks/real_suite.py PATH/TO/CHECKOUT [--tests tests] [-k EXPR] [--backends trace,script,onnx,export]
+
+The checkout is the library's own source (installed with ``pip install --no-deps -e``
+first); nothing of it is copied here. A ``conftest.py`` that adds a bare
+``torchexport`` marker in ``pytest_collection_modifyitems`` (the usual way a team marks a
+whole suite) is written next to its tests for the run and removed afterwards. Used on
+pytorch-tcn (MIT) at commit 3b3deac: see the closing note of issue 17.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CONFTEST = """
+# Written by pytest-torchexport's benchmarks/real_suite.py: marks every test, bodies untouched.
+import pytest
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        item.add_marker(pytest.mark.torchexport(examples={examples}, timeout={timeout}))
+"""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("checkout", type=Path)
+    parser.add_argument("--tests", default="tests")
+    parser.add_argument("-k", default=None)
+    parser.add_argument("--backends", default="trace,script,onnx,export")
+    parser.add_argument("--examples", type=int, default=5)
+    parser.add_argument("--timeout", type=int, default=300)
+    opts = parser.parse_args()
+
+    conftest = opts.checkout / "conftest.py"
+    if conftest.exists():
+        sys.exit(f"{conftest} exists: run on a checkout without a root conftest.py")
+    conftest.write_text(CONFTEST.format(examples=opts.examples, timeout=opts.timeout))
+    report = Path(tempfile.mkdtemp()) / "report.json"
+    cmd = [sys.executable, "-m", "pytest", opts.tests, "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
+           "-W", "ignore::DeprecationWarning", f"--torchexport-backends={opts.backends}", f"--torchexport-report={report}"]
+    if opts.k:
+        cmd += ["-k", opts.k]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, cwd=opts.checkout, capture_output=True, text=True)
+    finally:
+        conftest.unlink()
+    elapsed = time.perf_counter() - t0
+    print(proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-2000:])
+    if not report.exists():
+        print("no report written")
+        return 1
+    rows = json.loads(report.read_text())["results"]
+    print(f"{len(rows)} rows in {elapsed:.0f} s\n")
+    print(f"{'test':60} {'backend':8} {'module':24} status")
+    for r in rows:
+        print(f"{r['test'].split('::', 1)[-1][:60]:60} {r['backend']:8} {r['module'] or '-':24} {r['status']}")
+    print()
+    for (module, status), n in sorted(collections.Counter((r["module"] or "-", r["status"]) for r in rows).items()):
+        print(f"{module:24} {status:14} {n}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
