@@ -36,16 +36,19 @@ def models() -> list[tuple[str, nn.Module, tuple[torch.Tensor, ...]]]:
     return out
 
 
-def first_call(model: nn.Module, args: tuple[torch.Tensor, ...], record: bool) -> float:
+def first_call(model: nn.Module, args: tuple[torch.Tensor, ...], record: bool, calls: int = 1) -> float:
+    """A test body's calls of ``model``: the first copies it; each records (clones) its arguments."""
     from pytest_torchexport.capture import Recorder
 
     t0 = time.perf_counter()
     with torch.no_grad():
         if record:
             with Recorder():
-                model(*args)
+                for _ in range(calls):
+                    model(*args)
         else:
-            model(*args)
+            for _ in range(calls):
+                model(*args)
     return time.perf_counter() - t0
 
 
@@ -56,12 +59,15 @@ def main() -> None:
     from pytest_torchexport.capture import module_bytes
 
     print(f"{'model':28} {'MB':>7} {'plain ms':>9} {'recorded ms':>12} {'ratio':>6} {'copy ms':>8}")
-    for name, model, args in models():
+    # A stateless model called in a loop (a sequence of 100 calls: 64 are recorded).
+    loop = ("MLP, 100 calls in a loop", nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 64)).eval(),
+            (torch.randn(32, 64),), 100)
+    for name, model, args, calls in [(*m, 1) for m in models()] + [loop]:
         first_call(model, args, False)  # warm-up
         plain, recorded = [], []
         for _ in range(opts.repeats):  # interleaved, so load hits both sides alike
-            plain.append(first_call(model, args, False))
-            recorded.append(first_call(model, args, True))
+            plain.append(first_call(model, args, False, calls))
+            recorded.append(first_call(model, args, True, calls))
         p, r = statistics.median(plain), statistics.median(recorded)
         print(f"{name:28} {module_bytes(model) / 2**20:7.0f} {p * 1e3:9.1f} {r * 1e3:12.1f} {r / p:6.2f} {(r - p) * 1e3:8.1f}")
 

@@ -105,6 +105,7 @@ class Recorder:
         self._patched: list[tuple[Any, str, Any]] = []
         self._copies: dict[int, Call] = {}  # id(live module) -> its first call
         self._scripted: dict[int, Any] = {}  # id(scripted module) -> the Python module it came from
+        self._held: dict[int, tuple[int, int]] = {}  # id(module) -> (calls recorded, bytes of their arguments)
         self._budget = copy_budget
 
     @property
@@ -164,9 +165,11 @@ class Recorder:
         inner = getattr(module, "_orig_mod", None)  # torch.compile's OptimizedModule: the user's module
         if inner is not None and type(module).__name__ == "OptimizedModule":
             module = inner
-        earlier = [c for c in self.recording.calls if c.live is module]
-        if len(earlier) >= MAX_CALLS or (earlier and sum(map(_bytes, earlier)) + _bytes((args, kwargs)) > MAX_CALL_BYTES):
+        count, held = self._held.get(id(module), (0, 0))
+        size = _bytes((args, kwargs))
+        if count >= MAX_CALLS or (count and held + size > MAX_CALL_BYTES):
             return
+        self._held[id(module)] = (count + 1, held + size)
         a, k = _snapshot(args, kwargs)
         first = self._copies.get(id(module))
         call = Call(module, a, k, via=via, live=module, training=bool(getattr(module, "training", False)))
@@ -298,8 +301,6 @@ def _bytes(value: Any) -> int:
     import torch
     import torch.utils._pytree as pytree
 
-    if isinstance(value, Call):
-        value = (value.args, value.kwargs)
     return sum(t.numel() * t.element_size() for t in pytree.tree_leaves(value) if isinstance(t, torch.Tensor))
 
 
