@@ -88,6 +88,24 @@ def test_gated():
     Net(4, Gated).eval()(torch.randn(2, 8))
 
 
+class SeqNet(nn.Module):
+    # The same blocks in an nn.Sequential, which is called: the legacy exporter scopes its
+    # children /blocks/blocks.4/..., a ModuleList's (only iterated) /blocks.4/...
+    def __init__(self, special, cls):
+        super().__init__()
+        self.blocks = nn.Sequential(*[cls() if i == special else Block() for i in range(6)])
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(self.blocks(x))
+
+
+@pytest.mark.torchexport(backends=["trace", "onnx-legacy"])
+def test_gated_sequential():
+    torch.manual_seed(0)
+    SeqNet(4, Gated).eval()(torch.randn(2, 8))
+
+
 class Scaled(nn.Module):
     # Called with a keyword: legacy ONNX exports it through a positional adapter.
     def __init__(self):
@@ -116,11 +134,11 @@ _RUN: dict = {}
 
 @pytest.fixture
 def rows(tester):
-    """One session of real exports (10 failing checks), shared by the tests below."""
+    """One session of real exports (12 failing checks), shared by the tests below."""
     if "rows" not in _RUN:
         tester.makepyfile(test_m=MODELS)
         result = tester.runpytest("--torchexport-report=out.json", "--torchexport-seed=1")
-        result.assert_outcomes(failed=10)
+        result.assert_outcomes(failed=12)
         report = json.loads((tester.path / "out.json").read_text())
         _RUN["rows"] = {(r["test"].rsplit("::", 1)[-1], r["backend"]): r for r in report["results"]}
     return _RUN["rows"]
@@ -138,16 +156,18 @@ def test_encoder_fast_path_is_named_where_it_differs(rows):
 
 def test_names_the_first_diverging_module_with_the_artifacts_code(rows):
     # The frozen branch in blocks.4: the trace's own code there shows the one path it kept.
-    for backend in ("trace", "onnx-legacy"):
-        row = rows[("test_gated", backend)]
+    # In a ModuleList or an nn.Sequential alike (the legacy exporter scopes them differently).
+    for test, backend in [(t, b) for t in ("test_gated", "test_gated_sequential") for b in ("trace", "onnx-legacy")]:
+        row = rows[(test, backend)]
         assert row["status"] == "mismatch", row["message"]
         where = row["diverges_at"]
-        assert (where["module"], where["class"]) == ("blocks.4", "Gated"), (backend, where)
+        assert (where["module"], where["class"]) == ("blocks.4", "Gated"), (test, backend, where)
         assert where["max_abs_err"] > 0.1
         assert "Diverges at: blocks.4 (Gated)" in row["message"]
         assert any(f["kind"] == "diverges_at" and f["where"] == "blocks.4" for f in row["findings"])
     assert "(lin).forward(argument_1" in rows[("test_gated", "trace")]["diverges_at"]["artifact_excerpt"]
     assert "Gemm(" in rows[("test_gated", "onnx-legacy")]["diverges_at"]["artifact_excerpt"]
+    assert "/blocks/blocks.4/" in rows[("test_gated_sequential", "onnx-legacy")]["diverges_at"]["artifact_excerpt"]
 
     # A lowering difference inside blocks.2, on every backend; upstream blocks agree.
     excerpts = {"trace": "torch.add", "script": "torch.add(y, 1)", "export": "aten.add.Tensor", "onnx": "= Add(",
@@ -166,3 +186,25 @@ def test_names_the_first_diverging_module_with_the_artifacts_code(rows):
 
     # Through an adapter (keywords): the names are still the user's.
     assert rows[("test_keywords", "onnx-legacy")]["diverges_at"]["module"] == "net.blocks.2"
+
+
+@pytest.mark.parametrize(
+    ("path", "names", "qualified"),
+    [
+        ("/blocks.4/lin/Gemm", (), "blocks.4.lin"),  # a ModuleList child: the list is never called
+        ("/blocks/blocks.4/lin/Gemm", (), "blocks.4.lin"),  # an nn.Sequential child
+        ("/stages/stages.0/stages.0.0/body/body.1/Relu", (), "stages.0.0.body.1"),
+        ("/layer1/layer1.0/conv1/Conv", (), "layer1.0.conv1"),
+        ("/body/body/Relu", (), "body.body"),
+        ("/head/Gemm", (), "head"),
+        ("/Add", (), ""),
+        # A Sequential `blocks` holding an uncalled ModuleList `blocks`: the names decide.
+        ("/blocks/blocks.4/Neg", ("", "blocks", "blocks.blocks", "blocks.blocks.4"), "blocks.blocks.4"),
+    ],
+)
+def test_legacy_scope_names(path, names, qualified):
+    from types import SimpleNamespace
+
+    from pytest_torchexport.localize import node_module
+
+    assert node_module(SimpleNamespace(name=path, metadata_props=[]), names) == qualified
