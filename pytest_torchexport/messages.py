@@ -22,7 +22,7 @@ from .outcome import Failure, Stats
 from .report import Finding, Result
 from .session import Session
 from .specs import InputPlan
-from .strategies import Draw, describe_inputs, materialize, summarize
+from .strategies import Draw, describe_inputs, materialize, probe_value, summarize
 
 
 def vacuous_finding(result: Result, stats: Stats) -> None:
@@ -193,6 +193,25 @@ def _diverges_at(result: Result, failure: Failure, name: str) -> list[str]:
     return lines
 
 
+def _probe_cause(failure: Failure, plan: InputPlan) -> str | None:
+    """[Special Probes] A failing probe is the recorded input, which passed, with one special value."""
+    probe = failure.draw.probe
+    if probe is None:
+        return None
+    index, value, where = probe
+    leaf = plan.tensors.get(index)
+    input_name = leaf.name if leaf is not None else f"input {index}"
+    number = {"nan": "NaN", "inf": "+inf", "-inf": "-inf", "0.0": "+0.0", "-0.0": "-0.0"}.get(value)
+    if number is None and leaf is not None:
+        words = {"max": "largest value", "min": "most negative value", "tiny": "smallest normal number"}[value]
+        number = f"{str(leaf.dtype).removeprefix('torch.')}'s {words} ({probe_value(value, leaf.dtype):.4g})"
+    place = "the first element of" if where == "one" else "every element of"
+    return (
+        f"the special value {number or value} in {place} {input_name} (a special_values=True probe): the same "
+        f"input without it passes, so the artifact treats {number or value} differently from eager"
+    )
+
+
 def _likely_cause(
     result: Result, failure: Failure, stats: Stats, plan: InputPlan, export_path: Any, name: str,
     backend: Backend | None = None,
@@ -215,7 +234,8 @@ def _likely_cause(
         for arg, recorded, failing in failure.baked_scalars
     ]
     result.findings.extend(baked)
-    causes = [f.detail for f in baked]
+    causes = [c for c in (_probe_cause(failure, plan),) if c]
+    causes += [f.detail for f in baked]
     causes += [f.detail for f in result.findings if f.kind in ("frozen_branch", "baked_shape", "frozen_value", "specialized_dim")]
     path_note = _path_note(failure, stats, export_path, name)
     if path_note:

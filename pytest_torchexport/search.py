@@ -33,7 +33,7 @@ from .session import Session
 from .side_effects import buffers, restore_buffers
 from .specs import InputPlan
 from .stateful import artifact_module
-from .strategies import Draw, draws, materialize, probe_draws
+from .strategies import Draw, draws, materialize, probe_draws, special_probes
 
 
 class Rejected(Exception):
@@ -203,8 +203,9 @@ class Search:
 
         test = given(draws(self.plan, special_values=options.special_values, vary_scalars=options.vary_scalars))(probe)
         # Explicit examples run in decorator order, outermost first: the recorded call, the
-        # export example, then the small probes.
-        for draw in reversed([self.seed_draw, self.export_draw, *probe_draws(self.plan)]):
+        # export example, the small probes, then each special value (strategies.py).
+        specials = special_probes(self.plan) if options.special_values else []
+        for draw in reversed([self.seed_draw, self.export_draw, *probe_draws(self.plan), *specials]):
             test = example(draw)(test)
         test = settings(
             max_examples=options.examples,

@@ -27,6 +27,13 @@ MODES = ("recorded", "normal", "negative", "positive", "wide", "tiny")
 #: inputs no user feeds them. The factor is what the messages quote.
 FAR_MODES = {"wide": 100.0, "tiny": 1e-3}
 SPECIAL_VALUES = (math.nan, math.inf, -math.inf, 0.0, 3.0e38, -3.0e38)
+#: The values ``special_values=True`` probes in every float input before the random draws,
+#: by name (a name compares equal to itself; NaN does not): the dtype's extremes and its
+#: smallest normal number are read from ``torch.finfo`` of the input.
+PROBE_VALUES = ("nan", "inf", "-inf", "0.0", "-0.0", "max", "min", "tiny")
+#: [Special Probes] Each value alone in one element, and filling the input: 16 probes per
+#: float input, for at most this many float inputs (in call order), so at most 48 probes.
+PROBE_INPUTS = 3
 
 
 @dataclass(frozen=True)
@@ -38,10 +45,15 @@ class Draw:
     seed: int = 0
     special: bool = False
     scalars: tuple[tuple[int, Any], ...] = ()
+    #: A special-value probe: (flat index of a float input, a PROBE_VALUES name, "one" or "all").
+    probe: tuple[int, str, str] | None = None
 
     def describe(self) -> str:
         sizes = ", ".join(f"{k}={v}" for k, v in self.sizes)
         extra = ", special values" if self.special else ""
+        if self.probe is not None:
+            _, value, where = self.probe
+            extra += f", probe: {value} in {'its first element' if where == 'one' else 'every element'}"
         return f"{sizes or 'static shapes'}; values {self.mode} (seed {self.seed}){extra}"
 
 
@@ -107,6 +119,36 @@ def probe_draws(plan: InputPlan) -> list[Draw]:
     return [p for p in dict.fromkeys(probes) if p != recorded]
 
 
+def special_probes(plan: InputPlan) -> list[Draw]:
+    """[Special Probes] Explicit examples for ``special_values=True``: every special value,
+    alone in the first element and filling the whole input, for each float input.
+
+    Each is the recorded input with that one change, which has already passed when they
+    run (it is the first explicit example), so a probe that fails names its value as the
+    trigger. Random draws reach NaN by luck (one in a few dozen inputs), so a defect that
+    shows only at NaN would pass one run and fail the next; as probes it fails every run.
+    """
+    base = recorded_draw(plan)
+    sizes = dict(base.sizes)
+    probes = []
+    floats = [i for i, leaf in plan.tensors.items() if leaf.dtype.is_floating_point][:PROBE_INPUTS]
+    for i in floats:
+        shape = plan.tensors[i].shape
+        numel = math.prod(sizes.get(e, 0) if isinstance(e, str) else e for e in shape)
+        if numel == 0:
+            continue
+        places = ("one", "all") if numel > 1 else ("all",)
+        probes += [dataclasses.replace(base, probe=(i, value, where)) for where in places for value in PROBE_VALUES]
+    return probes
+
+
+def probe_value(name: str, dtype: torch.dtype) -> float:
+    """A PROBE_VALUES name as a number of ``dtype``."""
+    info = torch.finfo(dtype)
+    return {"nan": math.nan, "inf": math.inf, "-inf": -math.inf, "0.0": 0.0, "-0.0": -0.0,
+            "max": info.max, "min": info.min, "tiny": info.tiny}[name]
+
+
 def recorded_draw(plan: InputPlan) -> Draw:
     """The draw that reproduces the recorded call exactly (hypothesis's explicit example)."""
     mode = "recorded" if plan.recorded else "normal"
@@ -121,7 +163,10 @@ def materialize(plan: InputPlan, draw: Draw, device: str | torch.device = "cpu")
     for i, leaf in plan.tensors.items():
         shape = [sizes.get(e, 0) if isinstance(e, str) else e for e in leaf.shape]
         gen = torch.Generator().manual_seed(draw.seed * 7919 + i)
-        values[i] = _tensor(leaf, shape, draw, gen).to(device)
+        tensor = _tensor(leaf, shape, draw, gen)
+        if draw.probe is not None and draw.probe[0] == i:
+            tensor = _probed(tensor, draw.probe[1], draw.probe[2])
+        values[i] = tensor.to(device)
     for i, v in scalars.items():
         values[i] = v
     args, kwargs = pytree.tree_unflatten(values, plan.spec)
@@ -161,6 +206,15 @@ def _tensor(leaf: LeafPlan, shape: list[int], draw: Draw, gen: torch.Generator) 
         flat[idx] = torch.tensor(SPECIAL_VALUES, dtype=torch.float64)[pick]
         out = flat.reshape(out.shape)
     return out.to(dtype)
+
+
+def _probed(tensor: torch.Tensor, value: str, where: str) -> torch.Tensor:
+    number = probe_value(value, tensor.dtype)
+    if where == "all":
+        return torch.full_like(tensor, number)
+    out = tensor.clone()
+    out[(0,) * out.dim()] = number
+    return out
 
 
 def _mask(leaf: LeafPlan, shape: list[int], draw: Draw, gen: torch.Generator) -> torch.Tensor:
