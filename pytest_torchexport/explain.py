@@ -55,6 +55,15 @@ def _short(filename: str) -> str:
     return filename if rel.startswith("..") else rel
 
 
+class FindingWarning(UserWarning):
+    """A finding a backend raises while it exports (``onnx_checker``): the engine records an
+    export's warnings, and ``tracer_findings`` hands this one on as it is, no text parsed."""
+
+    def __init__(self, finding: Finding) -> None:
+        super().__init__(finding.detail)
+        self.finding = finding
+
+
 # TracerWarning text -> (finding kind, what it means). Matched in order.
 _TRACER_KINDS = (
     ("Python boolean", "frozen_branch", "a tensor was read as a Python bool, so the branch taken on the example is frozen into the trace"),
@@ -68,11 +77,15 @@ _TRACER_KINDS = (
 
 
 def tracer_findings(caught: Iterable[warnings.WarningMessage], backend: str) -> list[Finding]:
-    """One finding per distinct (kind, line) among the TracerWarnings an export raised."""
+    """One finding per distinct (kind, line) among the TracerWarnings an export raised, and
+    each finding the backend raised as a ``FindingWarning``."""
     import torch
 
     findings: dict[tuple[str, str], Finding] = {}
     for w in caught:
+        if isinstance(w.message, FindingWarning):
+            findings.setdefault((w.message.finding.kind, w.message.finding.detail), w.message.finding)
+            continue
         if not issubclass(w.category, torch.jit.TracerWarning):
             continue
         text = str(w.message)

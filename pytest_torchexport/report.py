@@ -85,6 +85,8 @@ FINDING_DOCS: dict[str, str] = {
     "timeout": "the check was stopped at its time limit: the stage it was in and how long it ran",
     "numeric_noise": "some inputs differ beyond the default tolerances by float32 rounding only: as close to a float64 run as eager",
     "size_budget": "drawn sizes were capped to a few times the recorded call's memory; the caps and how to lift them",
+    "onnx_checker": "the ONNX artifact fails onnx.checker.check_model(full_check=True): onnxruntime runs it, stricter "
+    "runtimes and converters may refuse it; the artifact is still checked for parity",
 }
 
 FAILING = frozenset(
@@ -201,7 +203,12 @@ _EXPLAINING = (
     "mutates_state",
 )
 # Findings worth a word even on a passing row.
-_NOTABLE = ("vacuous_output", "rejected_inputs", "training_mode", "external_data", "device_fallback", "assumed_dim")
+_NOTABLE = (
+    "vacuous_output", "rejected_inputs", "training_mode", "external_data", "device_fallback", "assumed_dim",
+    # Not among _EXPLAINING: a checker complaint rarely explains a mismatch, and it would
+    # take the cell from the cause that does.
+    "onnx_checker",
+)
 
 
 @dataclass

@@ -2,20 +2,56 @@
 
 The in-memory artifact is an onnxruntime session over the serialized model; the loaded
 one is a new session over the saved file, so external-data files must sit beside it.
+Every exported model also goes through ``onnx.checker.check_model(full_check=True)``:
+onnxruntime runs models that stricter runtimes refuse (``check_artifact``).
 """
 
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.utils._pytree as pytree
 
+from ..explain import FindingWarning
+from ..report import Finding
 from .base import Backend, ExportContext, keywords_bound, onnx_args, positional_adapter
 
 FILENAME = "model.onnx"
+
+
+def check_artifact(data: bytes, name: str) -> None:
+    """``onnx.checker.check_model(full_check=True)`` on an exported model; a failure is a
+    warning carrying an ``onnx_checker`` finding, which the engine records like a
+    TracerWarning (explain.py): it explains, the artifact is still checked for parity.
+
+    ``onnx.load`` never runs the checker and onnxruntime is lenient (it merges a declared
+    shape that contradicts the inferred one, with a log line), so a model it runs may be
+    refused by TensorRT, OpenVINO or ``onnx.shape_inference`` in a converter.
+    """
+    import onnx
+
+    try:
+        onnx.checker.check_model(data, full_check=True)
+    except Exception as exc:  # noqa: BLE001 - ValidationError, InferenceError, ...: each is the finding
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+        reason = lines[0] if lines else type(exc).__name__
+        if len(reason) > 300:
+            reason = reason[:300] + "..."
+        warnings.warn(
+            FindingWarning(
+                Finding(
+                    "onnx_checker",
+                    f"the {name} artifact fails onnx.checker.check_model(model, full_check=True) (onnx {onnx.__version__}): "
+                    f"{type(exc).__name__}: {reason}; onnxruntime runs it, but stricter runtimes and converters "
+                    "(TensorRT, OpenVINO) may refuse it",
+                )
+            ),
+            stacklevel=2,
+        )
 
 
 class OnnxSession:
@@ -117,7 +153,7 @@ class DynamoOnnxBackend(_OnnxBackend):
         )
         if program is None:  # pragma: no cover - torch versions that returned nothing
             raise RuntimeError("torch.onnx.export(dynamo=True) returned no ONNXProgram")
-        return _InMemory(program, ctx.device)
+        return _InMemory(program, ctx.device, self.name)
 
     def guard_violation(self, artifact: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
         program = getattr(getattr(artifact, "program", None), "exported_program", None)
@@ -159,7 +195,7 @@ class LegacyOnnxBackend(_OnnxBackend):
             dynamic_axes=ctx.plan.onnx_dynamic_axes() or None,
             verbose=False,
         )
-        return _InMemory(buffer.getvalue(), ctx.device)
+        return _InMemory(buffer.getvalue(), ctx.device, self.name)
 
     def save(self, artifact: Any, directory: Path) -> list[Path]:
         path = directory / FILENAME
@@ -170,10 +206,11 @@ class LegacyOnnxBackend(_OnnxBackend):
 class _InMemory:
     """The exported program plus a session over its bytes, before anything touches disk."""
 
-    def __init__(self, program: Any, device: str) -> None:
+    def __init__(self, program: Any, device: str, name: str = "onnx") -> None:
         self.program = program
         self.guarded: Any = None  # the ExportedProgram's module, with its runtime asserts
         data = program if isinstance(program, bytes) else program.model_proto.SerializeToString()
+        check_artifact(data, name)
         self.session = OnnxSession(data, device)
 
     def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Tensor]:
