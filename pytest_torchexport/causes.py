@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from .outcome import Failure
 from .specs import InputPlan
@@ -40,3 +42,49 @@ def far_scale(failure: Failure, still_fails: Callable[[Draw], bool | None]) -> N
     factor = FAR_MODES.get(failure.draw.mode)
     if factor is not None and still_fails(dataclasses.replace(failure.draw, mode="normal")) is False:
         failure.far_scale = factor
+
+
+@dataclass(frozen=True)
+class RuntimeOptimizer:
+    """The failing input passes with the runtime's graph rewrites off: they changed the result."""
+
+    runtime: str  # "onnxruntime 1.32.0"
+    deployed: str  # the level the check ran at, the runtime's default (ORT_ENABLE_ALL)
+    passes_at: tuple[str, ...]  # the levels where the input passes, least rewriting first
+    fails_from: str  # the least rewriting level where it fails
+
+
+def runtime_optimizer(failure: Failure, artifact: Any, still_fails_on: Callable[[Any, Draw], bool | None]) -> int:
+    """[Runtime Optimizer] An artifact whose runtime rewrites the graph at load (onnxruntime's
+    ``GraphOptimizationLevel``): rerun the failing input with the rewrites off. When that
+    passes, the exported graph is right and the runtime's optimizer changed the result, so
+    the levels in between are tried too, to name the least one that breaks it.
+
+    Sets ``failure.runtime_optimizer`` (a ``RuntimeOptimizer``) when blamed; returns how
+    many sessions were built (0: not applicable). ``still_fails_on(artifact, draw)`` is the
+    search's own verdict with another artifact in the loaded one's place.
+    """
+    levels = tuple(getattr(artifact, "optimization_levels", ()) or ())
+    deployed = getattr(artifact, "level", None)
+    if len(levels) < 2 or deployed not in levels or failure.status not in ("mismatch", "run_error") or failure.guard:
+        return 0
+    below = levels[: levels.index(deployed)]
+    passes: list[str] = []
+    fails_from, built = deployed, 0
+    for built, level in enumerate(below, start=1):
+        try:
+            verdict = still_fails_on(artifact.at_level(level), failure.draw)
+        except Exception:  # noqa: BLE001 - a session that does not build at this level tells nothing
+            verdict = None
+        if verdict is False:
+            passes.append(level)
+            continue
+        if not passes:
+            return built  # fails (or cannot tell) with the rewrites off: the export's own defect
+        if verdict:
+            fails_from = level
+        break  # None: this level cannot tell; the deployed one is the least known to fail
+    failure.runtime_optimizer = RuntimeOptimizer(  # type: ignore[attr-defined] - see messages.runtime_optimizer
+        getattr(artifact, "runtime", "the runtime"), deployed, tuple(passes), fails_from
+    )
+    return built

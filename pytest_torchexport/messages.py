@@ -125,6 +125,15 @@ def explain_failure(
     cause = _likely_cause(result, failure, stats, plan, export_path, name, backend)
     if cause:
         lines.append(f"Likely cause: {cause}")
+    optimizer = runtime_optimizer(failure)
+    if optimizer is not None:
+        best = optimizer.passes_at[-1]
+        lines.append(
+            "Reproduce: so = onnxruntime.SessionOptions(); so.graph_optimization_level = "
+            f"onnxruntime.GraphOptimizationLevel.{optimizer.fails_from}; onnxruntime.InferenceSession(\"model.onnx\", so) "
+            f"differs from eager on this input, and with {best} it matches. Serve with {best} until onnxruntime fixes "
+            "the rewrite (report it with the model and this input)"
+        )
     repro = _save_repro(failure, plan, options, session, name, eager_module, device, export_draw, result)
     if repro:
         result.failing_example["repro"] = repro
@@ -193,6 +202,39 @@ def _diverges_at(result: Result, failure: Failure, name: str) -> list[str]:
     return lines
 
 
+def runtime_optimizer(failure: Failure) -> Any:
+    """The ``causes.RuntimeOptimizer`` verdict on a failure, or None where it was not blamed.
+
+    An attribute ``causes.runtime_optimizer`` sets on the ``Failure`` (the record's own
+    module, outcome.py, is another stage's to change: it belongs there as a field).
+    """
+    return getattr(failure, "runtime_optimizer", None)
+
+
+def _optimizer_cause(result: Result, failure: Failure, name: str) -> str | None:
+    optimizer = runtime_optimizer(failure)
+    if optimizer is None:
+        return None
+    result.findings.append(
+        Finding(
+            "runtime_optimizer",
+            f"{optimizer.runtime}'s graph optimizer changes the {name} artifact's result: the failing input passes "
+            f"at {', '.join(optimizer.passes_at)} and fails from {optimizer.fails_from} on ({optimizer.deployed} is "
+            "the default, as deployed), so the exported graph is right and a rewrite onnxruntime applies when it "
+            "loads the model is not",
+        )
+    )
+    result.extra["runtime_optimizer"] = {
+        "runtime": optimizer.runtime, "deployed": optimizer.deployed, "passes_at": list(optimizer.passes_at),
+        "fails_from": optimizer.fails_from,
+    }
+    return (
+        f"not the export: {optimizer.runtime}'s graph optimizer at {optimizer.deployed}. The same input passes with "
+        f"graph optimizations off ({optimizer.passes_at[0]}) and fails from {optimizer.fails_from} on, so a rewrite "
+        "onnxruntime applies when it loads the model changes the result"
+    )
+
+
 def _probe_cause(failure: Failure, plan: InputPlan) -> str | None:
     """[Special Probes] A failing probe is the recorded input, which passed, with one special value."""
     probe = failure.draw.probe
@@ -234,7 +276,7 @@ def _likely_cause(
         for arg, recorded, failing in failure.baked_scalars
     ]
     result.findings.extend(baked)
-    causes = [c for c in (_probe_cause(failure, plan),) if c]
+    causes = [c for c in (_optimizer_cause(result, failure, name), _probe_cause(failure, plan)) if c]
     causes += [f.detail for f in baked]
     causes += [f.detail for f in result.findings if f.kind in ("frozen_branch", "baked_shape", "frozen_value", "specialized_dim")]
     path_note = _path_note(failure, stats, export_path, name)

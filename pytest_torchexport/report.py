@@ -87,6 +87,8 @@ FINDING_DOCS: dict[str, str] = {
     "size_budget": "drawn sizes were capped to a few times the recorded call's memory; the caps and how to lift them",
     "onnx_checker": "the ONNX artifact fails onnx.checker.check_model(full_check=True): onnxruntime runs it, stricter "
     "runtimes and converters may refuse it; the artifact is still checked for parity",
+    "runtime_optimizer": "the failing input passes with onnxruntime's graph optimizations off: the exported graph is "
+    "right and a rewrite onnxruntime applies at load changes the result (the levels, the onnxruntime version)",
 }
 
 FAILING = frozenset(

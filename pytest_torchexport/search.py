@@ -187,6 +187,16 @@ class Search:
         except Rejected:
             return None
 
+    def still_fails_on(self, artifact: Any, draw: Draw) -> bool | None:
+        """The verdict on an input run by another artifact in the loaded one's place (the same
+        model in another runtime setting, causes.runtime_optimizer); no round-trip blame."""
+        runnable, in_memory = self.runnable, self.in_memory
+        self.runnable, self.in_memory = artifact, None
+        try:
+            return self.still_fails(draw)
+        finally:
+            self.runnable, self.in_memory = runnable, in_memory
+
     # -- the whole search ------------------------------------------------------------------
 
     def _hypothesis_test(self) -> Any:
@@ -274,6 +284,9 @@ class Search:
             return
         with torch.no_grad():
             causes.blame(failure, self.still_fails, self.plan, self.export_draw)
+            t0 = time.perf_counter()
+            if causes.runtime_optimizer(failure, self.runnable, self.still_fails_on):
+                result.timings["runtime_optimizer_s"] = time.perf_counter() - t0
             if failure.noise is None and failure.status == "mismatch" and failure.comparison is not None:
                 # Explicit tolerances stay strict, but the message says whether this is rounding.
                 actual = self._run(self.runnable, failure.args, failure.kwargs)

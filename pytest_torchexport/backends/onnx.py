@@ -21,6 +21,9 @@ from ..report import Finding
 from .base import Backend, ExportContext, keywords_bound, onnx_args, positional_adapter
 
 FILENAME = "model.onnx"
+#: onnxruntime's graph optimization levels, least rewriting first; sessions run at its
+#: default, the last, as deployed. The cause experiment reruns a failure at the others.
+OPTIMIZATION_LEVELS = ("ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_LAYOUT", "ORT_ENABLE_ALL")
 
 
 def check_artifact(data: bytes, name: str) -> None:
@@ -55,9 +58,13 @@ def check_artifact(data: bytes, name: str) -> None:
 
 
 class OnnxSession:
-    """An onnxruntime session fed the flat tensor inputs, returning torch tensors."""
+    """An onnxruntime session fed the flat tensor inputs, returning torch tensors.
 
-    def __init__(self, source: bytes | str, device: str) -> None:
+    ``level`` names a ``GraphOptimizationLevel`` (OPTIMIZATION_LEVELS); None is
+    onnxruntime's default, ``ORT_ENABLE_ALL``, as models are served.
+    """
+
+    def __init__(self, source: bytes | str, device: str, level: str | None = None) -> None:
         import onnxruntime as ort
 
         available = ort.get_available_providers()
@@ -80,12 +87,27 @@ class OnnxSession:
         # 268 MB output searched at 4x (benchmarks/bench_memory.py). Plain allocation frees them.
         options.enable_cpu_mem_arena = False
         options.enable_mem_pattern = False
+        if level is not None:
+            options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+        self.level = options.graph_optimization_level.name
+        self.runtime = f"onnxruntime {ort.__version__}"
         self.run_options = ort.RunOptions()
         self.run_options.log_severity_level = 4
         self.source = source  # the model, for localisation (localize.py)
         self.session = ort.InferenceSession(source, sess_options=options, providers=providers)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.device = device
+
+    @property
+    def optimization_levels(self) -> tuple[str, ...]:
+        """The levels this onnxruntime has, least rewriting first (causes.runtime_optimizer)."""
+        import onnxruntime as ort
+
+        return tuple(level for level in OPTIMIZATION_LEVELS if hasattr(ort.GraphOptimizationLevel, level))
+
+    def at_level(self, level: str) -> OnnxSession:
+        """The same model in a new session at another graph optimization level."""
+        return OnnxSession(self.source, self.device, level)
 
     def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Tensor]:
         tensors = [t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
@@ -215,3 +237,18 @@ class _InMemory:
 
     def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Tensor]:
         return self.session(args, kwargs)
+
+    @property
+    def optimization_levels(self) -> tuple[str, ...]:
+        return self.session.optimization_levels
+
+    @property
+    def runtime(self) -> str:
+        return self.session.runtime
+
+    @property
+    def level(self) -> str:
+        return self.session.level
+
+    def at_level(self, level: str) -> OnnxSession:
+        return self.session.at_level(level)
