@@ -23,6 +23,9 @@ def tester(pytester: pytest.Pytester) -> pytest.Pytester:
     pytester.makeini(
         f"""
         [pytest]
+        # pytest-randomly (installed for tests/test_ci_tools.py) would shuffle these runs'
+        # items and reseed them; the tests that exercise it pass -p randomly themselves.
+        addopts = -p no:randomly
         xfail_strict = true
         torchexport_examples = {EXAMPLES}
         filterwarnings =
