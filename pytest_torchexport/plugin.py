@@ -417,3 +417,24 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 __all__ = ["DEFAULT_BACKENDS", "torchexport"]
+
+
+ATTEMPTED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # [Reruns] pytest-rerunfailures runs a failed item again, the same item object: that
+    # attempt starts clean (its body runs again, its report carries only its own rows).
+    if items.target(item) is None:
+        return
+    if item.stash.get(ATTEMPTED, False):
+        state = item.config.stash[STATE]
+        key = items.test_key(item)
+        state.recordings.pop(key, None)
+        state.pending[key] = state.pending.get(key, 0) + 1
+        for stashed in (ITEM_RESULTS, items.REUSE):
+            if stashed in item.stash:
+                del item.stash[stashed]
+        item.user_properties[:] = [p for p in item.user_properties if not str(p[0]).startswith("torchexport")]
+    item.stash[ATTEMPTED] = True

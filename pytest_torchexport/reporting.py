@@ -2,10 +2,14 @@
 
 Results are read from each test report (not from items), so serial runs and xdist's
 controller, which sees only reports, take the same path. Workers write nothing.
+
+[Reruns] pytest-rerunfailures runs a failed item again and logs a report per attempt: an
+item's rows are those of its last report, so a rerun never leaves two rows.
 """
 
 from __future__ import annotations
 
+import html
 import json
 import os
 from pathlib import Path
@@ -14,6 +18,7 @@ from typing import Any
 import pytest
 
 from .report import FAILING
+from .runner import INTERRUPTED_ROW
 
 
 class Reporting:
@@ -22,11 +27,39 @@ class Reporting:
     def __init__(self, config: pytest.Config, state: Any) -> None:
         self.config = config
         self.state = state
+        #: report node id -> the rows its last call report carried (see [Reruns])
+        self.rows: dict[str, list[dict[str, Any]]] = {}
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+        report = yield
+        # [Interrupted] A check stopped by an outer time limit left no row of its own.
+        row = getattr(call.excinfo.value, INTERRUPTED_ROW, None) if call.excinfo else None
+        if call.when == "call" and row is not None and not getattr(report, "torchexport_results", None):
+            report.torchexport_results = [row.to_dict()]
+        return report
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         results = getattr(report, "torchexport_results", None)
-        if results and report.when == "call":
+        if not results or report.when != "call":
+            return
+        earlier = self.rows.get(report.nodeid)
+        if earlier:  # [Reruns] this attempt's rows take the place of the last attempt's
+            stale = {id(row) for row in earlier}
+            first = next(i for i, row in enumerate(self.state.results) if id(row) in stale)
+            kept = [row for row in self.state.results if id(row) not in stale]
+            self.state.results[:] = [*kept[:first], *results, *kept[first:]]
+        else:
             self.state.results.extend(results)
+        self.rows[report.nodeid] = results
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_html_results_table_html(self, report: pytest.TestReport, data: list[str]) -> None:
+        # pytest-html's own place for a row's text (its log): what the check found, as plain
+        # text, escaped as pytest-html escapes captured output; no markup of ours.
+        results = getattr(report, "torchexport_results", None)
+        if results and report.when == "call":
+            data.append(f"{' torchexport ':-^80}\n{html.escape(item_text(results))}\n")
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if _is_worker(self.config):
@@ -103,3 +136,39 @@ class Reporting:
 
 def _is_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
+
+
+def item_text(rows: list[dict[str, Any]]) -> str:
+    """One item's rows as plain text: the parity table, then each failing input and where
+    the artifact diverges (pytest-html shows it in the item's section)."""
+    from .report import format_err
+
+    header = ("backend", "device", "status", "max abs err", "max rel err", "examples")
+    table = [header] + [
+        (r["backend"], r["device"], r["status"], format_err(r.get("max_abs_err")),
+         format_err(r.get("max_rel_err")), str(r.get("examples", 0)))
+        for r in rows
+    ]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in table]
+    for r in rows:
+        example = r.get("failing_example") or {}
+        if example.get("inputs"):
+            inputs = ", ".join(f"{name}: {_input(spec)}" for name, spec in example["inputs"].items())
+            lines.append(f"failing input ({r['backend']}): {inputs}")
+        if example.get("repro"):
+            lines.append(f"replay ({r['backend']}): {example['repro']}")
+        where = r.get("diverges_at")
+        if where:
+            lines.append(
+                f"diverges at ({r['backend']}): {where.get('module') or '(top level)'} ({where.get('class')}), "
+                f"max abs err {format_err(where.get('max_abs_err'))}"
+            )
+    return "\n".join(lines)
+
+
+def _input(spec: dict[str, Any]) -> str:
+    if "shape" not in spec:
+        return repr(spec.get("value"))
+    stats = ", ".join(f"{k} {spec[k]:.4g}" for k in ("min", "max", "mean") if k in spec)
+    return f"{spec['dtype']}{spec['shape']}" + (f" ({stats})" if stats else "")

@@ -109,6 +109,7 @@ def run_in_child(body: Callable[[Result], None], result: Result, timeout: float,
     read_end, write_end = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # the child: never returns
         # The child never collects the garbage it inherited (a traceback holding an
@@ -118,8 +119,12 @@ def run_in_child(body: Callable[[Result], None], result: Result, timeout: float,
         # threads exist. (A gc.collect() before each fork would cost ~80 ms a check.)
         gc.freeze()
         os.close(read_end)
-        _child(body, result, write_end, tmp)
+        _child(body, result, write_end, tmp, parent)
     os.close(write_end)
+    try:  # the child does this too; here as well, so a kill right after fork reaches its group
+        os.setpgid(pid, pid)
+    except OSError:  # it already did (or already exited)
+        pass
     started = time.monotonic()
     current, partial, done, raised = "start", None, None, None
     try:
@@ -136,8 +141,9 @@ def run_in_child(body: Callable[[Result], None], result: Result, timeout: float,
             elif "raised" in message:
                 raised = message
                 break
-    except BaseException:  # KeyboardInterrupt: take the child down with us
+    except BaseException as exc:  # KeyboardInterrupt, an outer time limit: take the child down with us
         _kill(pid)
+        _attach_row(exc, Result.from_dict(partial) if partial is not None else result, current, started, header)
         raise
     finally:
         os.close(read_end)
@@ -156,12 +162,13 @@ def run_in_child(body: Callable[[Result], None], result: Result, timeout: float,
     return _crashed(found, current, status, header, scratch / "fatal.txt")
 
 
-def _child(body: Callable[[Result], None], result: Result, write_end: int, tmp: Path) -> None:
+def _child(body: Callable[[Result], None], result: Result, write_end: int, tmp: Path, parent: int) -> None:
     global _channel
     code = 0
     try:
         _channel = write_end
         os.setpgid(0, 0)  # its own group, so a kill reaches the compilers and workers it started
+        _die_with_parent(parent)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         import faulthandler
         import tempfile
@@ -218,6 +225,49 @@ def _messages(fd: int, deadline: float) -> Any:
         for line in lines:
             if line.strip():
                 yield json.loads(line)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: the kernel kills this child when the process that forked it dies without
+    killing it first (pytest-timeout's ``thread`` method ends pytest with ``os._exit``, CI
+    cancels a job with SIGKILL). Elsewhere a best effort: the parent's own kill still works."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before prctl: nobody is waiting for this check
+        os._exit(1)
+
+
+#: [Interrupted] Set on an exception that interrupted the wait for a child (pytest-timeout's
+#: alarm, a signal handler that raises): the row of that check as far as it got, its status
+#: ``timeout``. The exception still propagates; the plugin carries the row on the test report.
+INTERRUPTED_ROW = "torchexport_result"
+
+
+def _attach_row(exc: BaseException, found: Result, current: str, started: float, header: str) -> None:
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        return  # the session ends: no report is written for this item
+    elapsed = time.monotonic() - started
+    what = f"{type(exc).__name__}: {str(exc).splitlines()[0]}" if str(exc) else type(exc).__name__
+    found.status = "timeout"
+    found.message = (
+        f"{found.backend} was interrupted from outside the check after {elapsed:.1f} s during {current} {header}\n"
+        f"{what}; the check's process was killed and the findings so far are kept\n"
+        "An outer time limit (pytest-timeout's --timeout or its marker) shorter than the check's own stops it "
+        "before it can report which stage hangs: give the test longer than --torchexport-timeout, or set "
+        "--torchexport-timeout (or the marker's timeout=) below the outer limit"
+    )
+    found.findings.append(Finding("timeout", f"interrupted after {elapsed:.1f} s during {current} ({what})"))
+    try:
+        setattr(exc, INTERRUPTED_ROW, found)
+    except AttributeError:  # an exception type with __slots__: the test fails without the row
+        pass
 
 
 def _kill(pid: int) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import pytest
+
 
 class XdistHooks:
     def pytest_configure_node(self, node: Any) -> None:
@@ -16,6 +18,49 @@ class XdistHooks:
         # oversubscribe the machine: give each worker its share.
         workers = max(1, int(getattr(node.config.option, "numprocesses", 1) or 1))
         node.workerinput["torchexport_threads"] = max(1, (os.cpu_count() or 1) // workers)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: Any) -> Any:
+        report = yield
+        rows = getattr(report, "torchexport_results", None)
+        suffix = _group_suffix(item)
+        if rows and suffix:
+            for row in rows:
+                _without_group(row, suffix, item)
+        return report
+
+
+def _group_suffix(item: pytest.Item) -> str | None:
+    """[Group Suffix] ``--dist loadgroup`` appends ``@<group>`` to the node id of an item marked
+    ``xdist_group`` (xdist/remote.py), to schedule by it. A row keeps the test's own id, so a
+    baseline, a merge or a serial run match it, whatever the scheduling."""
+    if not getattr(item.config.option, "loadgroup", False):  # set on workers only
+        return None
+    names = {
+        str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+        for mark in item.iter_markers("xdist_group")
+    }
+    suffix = "@" + "_".join(sorted(names)) if names else None
+    return suffix if suffix and item.nodeid.endswith(suffix) else None
+
+
+def _without_group(row: dict[str, Any], suffix: str, item: pytest.Item) -> None:
+    from . import items
+
+    nodeid = row.get("nodeid")
+    if not isinstance(nodeid, str) or not nodeid.endswith(suffix):
+        return
+    row["nodeid"] = nodeid = nodeid[: -len(suffix)]
+    target = items.target(item)
+    if target is None or not str(row.get("test", "")).endswith(suffix):
+        return
+    # The test's id is the node id less ours (items.test_key), which the suffix hid from it.
+    if nodeid.endswith(f"[{target.id}]"):
+        row["test"] = nodeid[: -len(target.id) - 2]
+    elif nodeid.endswith(f"-{target.id}]"):
+        row["test"] = nodeid[: -len(target.id) - 2] + "]"
+    else:
+        row["test"] = nodeid
 
 
 def cap_worker_threads(config: Any) -> None:
