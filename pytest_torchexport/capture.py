@@ -186,7 +186,10 @@ class Recorder:
         from .eager import copy_module
 
         size = module_bytes(call.live)
-        if size <= self._budget:
+        # A ScriptModule is kept as it is: its deep copy loses the method schemas that name its
+        # inputs, and the body can change it only by attribute assignment, which the
+        # fingerprint sees.
+        if size <= self._budget and not isinstance(call.live, torch.jit.ScriptModule):
             with torch.inference_mode(False):  # a body under inference_mode() would copy inference tensors
                 copied = copy_module(call.live)
             if copied is not call.live:

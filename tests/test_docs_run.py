@@ -63,7 +63,8 @@ def closing_counts(output: str) -> dict[str, int] | None:
 
 
 def run(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "80"}
+    # pytest-randomly (installed for the CI-tools tests) would reorder the pages' runs: a reader has not got it.
+    env = {**os.environ, "COLUMNS": "80", "PYTEST_ADDOPTS": "-p no:randomly"}
     env.pop("GITHUB_ACTIONS", None)
     while match := _ENV.match(command):
         env[match.group(1)] = match.group(2)
