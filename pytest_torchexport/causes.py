@@ -84,7 +84,7 @@ def runtime_optimizer(failure: Failure, artifact: Any, still_fails_on: Callable[
         if verdict:
             fails_from = level
         break  # None: this level cannot tell; the deployed one is the least known to fail
-    failure.runtime_optimizer = RuntimeOptimizer(  # type: ignore[attr-defined] - see messages.runtime_optimizer
+    failure.runtime_optimizer = RuntimeOptimizer(
         getattr(artifact, "runtime", "the runtime"), deployed, tuple(passes), fails_from
     )
     return built

@@ -125,7 +125,7 @@ def explain_failure(
     cause = _likely_cause(result, failure, stats, plan, export_path, name, backend)
     if cause:
         lines.append(f"Likely cause: {cause}")
-    optimizer = runtime_optimizer(failure)
+    optimizer = failure.runtime_optimizer
     if optimizer is not None:
         best = optimizer.passes_at[-1]
         lines.append(
@@ -202,17 +202,8 @@ def _diverges_at(result: Result, failure: Failure, name: str) -> list[str]:
     return lines
 
 
-def runtime_optimizer(failure: Failure) -> Any:
-    """The ``causes.RuntimeOptimizer`` verdict on a failure, or None where it was not blamed.
-
-    An attribute ``causes.runtime_optimizer`` sets on the ``Failure`` (the record's own
-    module, outcome.py, is another stage's to change: it belongs there as a field).
-    """
-    return getattr(failure, "runtime_optimizer", None)
-
-
 def _optimizer_cause(result: Result, failure: Failure, name: str) -> str | None:
-    optimizer = runtime_optimizer(failure)
+    optimizer = failure.runtime_optimizer
     if optimizer is None:
         return None
     result.findings.append(

@@ -44,6 +44,7 @@ class Failure:
     far_scale: float | None = None  # the input's scale factor, when it passes at the recorded scale
     diverges_at: Any = None  # localize.Located: the first module whose artifact output differs
     no_localization: str | None = None  # why diverges_at is missing, where localisation was tried
+    runtime_optimizer: Any = None  # causes.RuntimeOptimizer: the input passes with onnxruntime's optimizer off
 
 
 @dataclass
