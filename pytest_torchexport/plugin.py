@@ -416,9 +416,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
-__all__ = ["DEFAULT_BACKENDS", "torchexport"]
-
-
 ATTEMPTED = pytest.StashKey[bool]()
 
 
@@ -438,3 +435,6 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
                 del item.stash[stashed]
         item.user_properties[:] = [p for p in item.user_properties if not str(p[0]).startswith("torchexport")]
     item.stash[ATTEMPTED] = True
+
+
+__all__ = ["DEFAULT_BACKENDS", "torchexport"]
