@@ -74,6 +74,7 @@ class Recording:
 
     calls: list[Call] = field(default_factory=list)
     error: BaseException | None = None  # the body's own exception, re-raised by every item
+    selection: Any = None  # recorded.Selection: which call replays, found by the test's first item
 
     def pick(self, name: str | None) -> Call | None:
         """The call to check: the first the test made, or the first of class ``name``."""

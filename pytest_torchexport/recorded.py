@@ -32,11 +32,9 @@ class Selection:
 
     @classmethod
     def make(cls, recording: Recording, options: Options, auto: bool = False) -> Selection:
-        cached = getattr(recording, "selection", None)
-        if cached is None or cached.options != options:
-            cached = cls(recording, options, auto)
-            recording.selection = cached  # type: ignore[attr-defined]
-        return cached
+        if recording.selection is None or recording.selection.options != options:
+            recording.selection = cls(recording, options, auto)
+        return recording.selection
 
     def run(self, backend: str, device: str, session: Session) -> Result:
         from . import checks
