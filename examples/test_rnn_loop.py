@@ -21,7 +21,7 @@ from torch import nn
 # this file is about TorchScript on purpose, so silence that one warning: in the tests
 # (the marker below) and at import time (the `with` block around `my_abs`).
 JIT_DEPRECATED = r"`torch\.jit\.\w+` is deprecated"
-pytestmark = pytest.mark.filterwarnings(f"ignore:{JIT_DEPRECATED}:DeprecationWarning")
+pytestmark = pytest.mark.filterwarnings(f"ignore:{JIT_DEPRECATED}")  # DeprecationWarning on 2.13, FutureWarning on 2.14
 
 HIDDEN = 4
 
@@ -138,7 +138,7 @@ def test_wrapped_rnn():
 
 # -- a scripted function called from traced code --------------------------------------
 with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", JIT_DEPRECATED, DeprecationWarning)
+    warnings.filterwarnings("ignore", JIT_DEPRECATED)
 
     @torch.jit.script
     def my_abs(x: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,7 @@ def test_gate():
 """
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.load, as users still call it
+@pytest.mark.filterwarnings(r"ignore:`torch\.jit\.load` is deprecated")  # as users still call it (2.13: Deprecation-, 2.14: FutureWarning)
 def test_kept_artifacts_load_back_and_every_passing_row_has_latency(tester, monkeypatch):
     monkeypatch.setenv("COLUMNS", "120")  # wide enough for the latency column beside the causes
     tester.makepyfile(test_m=MODELS)

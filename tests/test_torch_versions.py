@@ -69,14 +69,7 @@ def torchscript_removed(monkeypatch):
     [
         "trace",
         "script",
-        pytest.param(
-            "onnx-legacy",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="LegacyOnnxBackend (backends/onnx.py) has no unavailable_reason() asking "
-                "_compat.torchscript_unavailable('trace'): it reaches export and fails there",
-            ),
-        ),
+        "onnx-legacy",
     ],
 )
 def test_torch_without_torchscript_skips_with_the_reason(torchscript_removed, backend):

@@ -201,6 +201,13 @@ class DynamoOnnxBackend(_OnnxBackend):
 class LegacyOnnxBackend(_OnnxBackend):
     name = "onnx-legacy"
 
+    def unavailable_reason(self) -> str | None:
+        # The legacy exporter is TorchScript's tracer underneath (torch.jit._get_trace_graph):
+        # where torch.jit raises, it cannot export either.
+        from .._compat import torchscript_unavailable
+
+        return super().unavailable_reason() or torchscript_unavailable("trace")
+
     def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
         buffer = io.BytesIO()
         if kwargs:
