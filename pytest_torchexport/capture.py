@@ -98,7 +98,7 @@ class Recording:
 
 
 class Recorder:
-    """``with Recorder() as rec: test_body()`` then ``rec.recording.calls``."""
+    """``with Recorder() as rec: test_body()`` then ``rec.recording``."""
 
     def __init__(self, copy_budget: int = COPY_BUDGET) -> None:
         self.recording = Recording()
@@ -108,13 +108,6 @@ class Recorder:
         self._scripted: dict[int, Any] = {}  # id(scripted module) -> the Python module it came from
         self._held: dict[int, tuple[int, int]] = {}  # id(module) -> (calls recorded, bytes of their arguments)
         self._budget = copy_budget
-
-    @property
-    def calls(self) -> list[Call]:
-        return self.recording.calls
-
-    def pick(self, name: str | None) -> Call | None:
-        return self.recording.pick(name)
 
     def __enter__(self) -> Recorder:
         import torch

@@ -26,7 +26,3 @@ class ExportMismatch(AssertionError):
 
 class InvalidArgument(TypeError):
     """An option, spec or backend name was given a value it cannot take."""
-
-
-class NoModuleCalled(AssertionError):
-    """A ``torchexport``-marked test ran without calling any ``nn.Module``."""
