@@ -290,10 +290,10 @@ def _pipeline(
     steps = [_on_device(step, device) for step in sequence] if sequence and changed_state else None
     side_effects.check_side_effects(
         result, backend, artifacts.runnable, eager, plan, seed_args, seed_kwargs, first, changed_state, header,
-        sequence=steps,
+        sequence=steps, options=options,
     )
     if not options.vary_scalars:
-        side_effects.baked_arguments(result, backend, artifacts.runnable, eager, plan, seed_draw, device)
+        side_effects.baked_arguments(result, backend, artifacts.runnable, eager, plan, seed_draw, device, options=options)
     runner.stage(result, "search")
     Search(result, backend, artifacts, eager, plan, options, session, header, seed_draw, first).run()
     # 5. Latency at the recorded input, once the verdict is in (latency.py).

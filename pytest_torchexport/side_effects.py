@@ -16,6 +16,7 @@ from ._compat import quiet_torch
 from .backends.base import Backend
 from .compare import Comparison, compare, equal_trees
 from .eager import Eager, run_artifact
+from .options import Options
 from .outcome import finish
 from .report import Finding, Result
 from .specs import InputPlan
@@ -56,8 +57,11 @@ def check_determinism(result: Result, eager: Eager, args: Any, kwargs: Any, outp
 
 def check_side_effects(
     result: Result, backend: Backend, runnable: Any, eager: Eager, plan: InputPlan, args: Any, kwargs: Any,
-    first: Any, changed_state: list[str], header: str, sequence: Any = None,
+    first: Any, changed_state: list[str], header: str, sequence: Any = None, *, options: Options,
 ) -> None:
+    """The artifact must reproduce eager's side effects: its in-place updates of the inputs
+    and, call after call, of its state. Outputs are compared as the search compares them,
+    with the check's ``rtol``/``atol`` and ``compare=``."""
     kinds = {f.kind for f in result.findings}
     if "mutates_input" in kinds:
         try:
@@ -83,6 +87,7 @@ def check_side_effects(
         steps = list(sequence) if sequence and len(sequence) > 1 else [(args, kwargs)] * 3
         target = artifact_module(runnable)
         snapshot = buffers(target)
+        rtol, atol = options.tolerance("rtol", result.backend), options.tolerance("atol", result.backend)
         try:
             with quiet_torch():
                 for call, (step_args, step_kwargs) in enumerate(steps, start=1):
@@ -99,10 +104,11 @@ def check_side_effects(
                             "the state was compared up to that call",
                         ))
                         break
-                    cmp = compare(expected, actual, relowered=backend.relowered)
+                    cmp = compare(expected, actual, relowered=backend.relowered, rtol=rtol, atol=atol,
+                                  compare_fn=options.compare)
                     if not cmp.ok:
                         _state_differs(result, result.backend, changed_state, call, cmp, header, len(steps), sequence)
-                    lost = _lost_state(eager, target, changed_state)
+                    lost = _lost_state(eager, target, changed_state, rtol, atol)
                     if lost:
                         _state_differs(result, result.backend, [lost[0]], call, lost[1], header, len(steps), sequence)
         finally:
@@ -110,8 +116,12 @@ def check_side_effects(
             restore_buffers(target, snapshot)
 
 
-def _lost_state(eager: Eager, target: Any, changed: list[str]) -> tuple[str, Comparison] | None:
-    """The first updated buffer whose value in the artifact differs from eager's after a step."""
+def _lost_state(
+    eager: Eager, target: Any, changed: list[str], rtol: float | None, atol: float | None
+) -> tuple[str, Comparison] | None:
+    """The first updated buffer whose value in the artifact differs from eager's after a step,
+    within the check's ``rtol``/``atol`` (a loose tolerance for outputs allows for the same
+    rounding in the state that produced them; ``compare=`` judges outputs only)."""
     if not isinstance(target, torch.nn.Module):
         return None  # an artifact without buffers (ONNX): its outputs tell
     mine = dict(target.named_buffers())
@@ -120,7 +130,7 @@ def _lost_state(eager: Eager, target: Any, changed: list[str]) -> tuple[str, Com
         theirs = mine.get(name) if name in mine else next((v for k, v in mine.items() if k.endswith("." + name)), None)
         if theirs is None or name not in state:
             continue
-        cmp = compare(state[name], theirs)
+        cmp = compare(state[name], theirs, rtol=rtol, atol=atol)
         if not cmp.ok:
             return name, cmp
     return None
@@ -156,9 +166,12 @@ def _state_differs(
 
 
 def baked_arguments(
-    result: Result, backend: Backend, runnable: Any, eager: Eager, plan: InputPlan, draw: Draw, device: str
+    result: Result, backend: Backend, runnable: Any, eager: Eager, plan: InputPlan, draw: Draw, device: str,
+    *, options: Options,
 ) -> None:
-    """Python scalars are kept as recorded, but an artifact that ignores them is worth saying."""
+    """Python scalars are kept as recorded, but an artifact that ignores them is worth saying
+    (judged with the check's ``rtol``/``atol`` and ``compare=``, as the search judges)."""
+    rtol, atol = options.tolerance("rtol", result.backend), options.tolerance("atol", result.backend)
     for index, value in plan.scalars.items():
         other = (not value) if isinstance(value, bool) else (value + 1 if isinstance(value, int) else value * 1.5 + 0.5)
         varied = dataclasses.replace(draw, scalars=((index, other),))
@@ -171,7 +184,8 @@ def baked_arguments(
         try:
             with quiet_torch():
                 actual, _ = run_artifact(lambda a, k: backend.run(runnable, a, k), args, kwargs)
-            verdict = None if compare(expected, actual, relowered=backend.relowered).ok else "still computes as if"
+            same = compare(expected, actual, relowered=backend.relowered, rtol=rtol, atol=atol, compare_fn=options.compare)
+            verdict = None if same.ok else "still computes as if"
         except Exception as exc:  # noqa: BLE001
             verdict = f"raises ({type(exc).__name__}) instead of computing with it; it was exported with"
         if verdict:
