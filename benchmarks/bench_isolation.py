@@ -3,8 +3,10 @@ leanest hand-written loop doing the same work, in one run, side by side.
 
 Hand-written: per backend, export once, save and load the artifact, then the same number
 of random inputs (random batch sizes), eager and the loaded artifact, ``assert_close``.
-Engine: ``check()`` with ``examples=N`` on the same backends, once with each check in a
-forked child (``isolation="process"``) and once in this process (``"inline"``). Every
+Engine: ``check()`` with ``examples=N`` on the same backends, with each check in a
+forked child (``isolation="process"``): side by side (``runner.parallel_checks()`` of them
+at once, the default) and one at a time (``TORCHEXPORT_JOBS=1``, as before side-by-side
+checks); and in this process (``"inline"``). Every
 path runs once untimed first (the exporters' first-use warm-up), then ``--repeat`` times;
 the best time is kept. Also prints what one ``fork`` costs in a process that imported torch.
 
@@ -74,7 +76,8 @@ def hand_written(model: nn.Module, example: torch.Tensor, n: int) -> None:
                 torch.testing.assert_close(actual, expected, **tol)
 
 
-def engine(model: nn.Module, example: torch.Tensor, n: int, isolation: str) -> None:
+def engine(model: nn.Module, example: torch.Tensor, n: int, isolation: str, jobs: str = "") -> None:
+    os.environ["TORCHEXPORT_JOBS"] = jobs
     check(model, (example,), backends=BACKENDS, examples=n, dims={"batch": (1, 16)}, seed=0, isolation=isolation)
 
 
@@ -122,6 +125,7 @@ def main() -> None:
         paths = {
             "hand": functools.partial(hand_written, model, example, args.examples),
             "process": functools.partial(engine, model, example, args.examples, "process"),
+            "serial": functools.partial(engine, model, example, args.examples, "process", "1"),
             "inline": functools.partial(engine, model, example, args.examples, "inline"),
         }
         for fn in paths.values():
@@ -131,17 +135,20 @@ def main() -> None:
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"fork + exit + waitpid with torch imported and exporters warm: {fork_cost():.1f} ms (median of 20); "
           f"parent peak RSS {rss:.0f} MB, largest child {children:.0f} MB")
-    print(f"{len(BACKENDS)} backends, {args.examples} examples, best of {args.repeat}; torch threads {torch.get_num_threads()}")
-    print(f"{'model':10} {'hand s':>8} {'process s':>10} {'inline s':>9} {'process/hand':>13} {'inline/hand':>12}")
-    total = {"hand": 0.0, "process": 0.0, "inline": 0.0}
-    for name, t in rows:
-        for k in total:
-            total[k] += t[k]
-        print(f"{name:10} {t['hand']:8.2f} {t['process']:10.2f} {t['inline']:9.2f} "
-              f"{t['process'] / t['hand']:13.2f} {t['inline'] / t['hand']:12.2f}")
-    print(f"{'all':10} {total['hand']:8.2f} {total['process']:10.2f} {total['inline']:9.2f} "
-          f"{total['process'] / total['hand']:13.2f} {total['inline'] / total['hand']:12.2f}")
+    from pytest_torchexport.runner import parallel_checks
 
+    print(f"{len(BACKENDS)} backends, {args.examples} examples, best of {args.repeat}; torch threads "
+          f"{torch.get_num_threads()}; checks side by side: {parallel_checks()}; load {os.getloadavg()[0]:.1f}")
+    names = {"hand": "hand s", "process": "process s", "serial": "1-at-a-time s", "inline": "inline s"}
+    print(f"{'model':10} " + " ".join(f"{v:>13}" for v in names.values())
+          + f" {'process/hand':>13} {'1-at-a-time/hand':>17} {'inline/hand':>12}")
+    total = dict.fromkeys(names, 0.0)
+    for name, t in rows + [("all", total)]:
+        if name != "all":
+            for k in total:
+                total[k] += t[k]
+        print(f"{name:10} " + " ".join(f"{t[k]:13.2f}" for k in names)
+              + f" {t['process'] / t['hand']:13.2f} {t['serial'] / t['hand']:17.2f} {t['inline'] / t['hand']:12.2f}")
 
 if __name__ == "__main__":
     main()

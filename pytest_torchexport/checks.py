@@ -19,6 +19,7 @@ This module never touches pytest objects; the plugin hands it a database and a n
 from __future__ import annotations
 
 import contextlib
+import shutil
 import tempfile
 import time
 from collections.abc import Mapping
@@ -39,7 +40,7 @@ from .session import Session
 from .specs import InputPlan, plan_inputs
 from .strategies import materialize, recorded_draw
 
-__all__ = ["Session", "check", "check_backend", "plan_inputs", "raise_if_failed", "resolve_devices", "run"]
+__all__ = ["PendingCheck", "Session", "check", "check_backend", "plan_inputs", "raise_if_failed", "resolve_devices", "run", "side_by_side"]
 
 
 def check(
@@ -110,11 +111,28 @@ def run(
     if not isinstance(args, tuple):
         args = (args,) if isinstance(args, torch.Tensor) else tuple(args)
     plan = plan_inputs(module, args, kwargs, dims=options.dims, dynamic=options.dynamic, inputs=options.inputs)
-    report = Report()
-    for device in devices or resolve_devices(options.devices):
-        for name in backends or options.backends:
-            report.results.append(check_backend(module, plan, name, device, options, session))
-    return report
+    pending = [
+        PendingCheck(module, plan, name, device, options, session)
+        for device in devices or resolve_devices(options.devices)
+        for name in backends or options.backends
+    ]
+    return Report(side_by_side(pending))
+
+
+def side_by_side(pending: list[PendingCheck], jobs: int | None = None) -> list[Result]:
+    """[Side By Side] The checks' results in order, up to ``jobs`` of them running at once
+    (each in its own child under process isolation; one at a time inline)."""
+    jobs = jobs or runner.parallel_checks()
+    results = []
+    try:
+        for index, check in enumerate(pending):
+            for ahead in pending[index : index + jobs]:
+                ahead.start()
+            results.append(check.wait())
+    finally:
+        for check in pending:
+            check.cancel()
+    return results
 
 
 def resolve_devices(devices: tuple[str, ...]) -> tuple[str, ...]:
@@ -129,36 +147,86 @@ def check_backend(
 ) -> Result:
     """One (backend, device) check. ``sequence``: the test's own calls of a module, in order
     (their first is the recorded call), replayed when the module updates its state."""
-    result = Result(
-        backend=name,
-        device=device,
-        status="pass",
-        module=module_name(module),
-        nodeid=session.nodeid,
-        test=session.test,
-    )
-    result.extra["eager_mode"] = EAGER_MODE
-    started = time.perf_counter()
-    mode, why = runner.choose(options.isolation, device)
-    standalone.start(session.backends.get(name), options)
-    with tempfile.TemporaryDirectory(prefix=f"torchexport-{name}-") as scratch, _exact_cuda_math(device):
+    return PendingCheck(module, plan, name, device, options, session, sequence=sequence).wait()
 
-        def body(result: Result) -> None:
+
+class PendingCheck:
+    """One (backend, device) check: ``start()`` sets it going (a forked child under process
+    isolation, so several run side by side), ``wait()`` gives its ``Result``. Inline, it runs
+    in ``wait()``. Its time limit counts from its start."""
+
+    def __init__(
+        self, module: torch.nn.Module, plan: InputPlan, name: str, device: str, options: Options, session: Session,
+        *, sequence: list[tuple[tuple[Any, ...], dict[str, Any]]] | None = None,
+    ) -> None:
+        self.module, self.plan, self.name, self.device = module, plan, name, device
+        self.options, self.session, self.sequence = options, session, sequence
+        self.result = Result(
+            backend=name, device=device, status="pass", module=module_name(module),
+            nodeid=session.nodeid, test=session.test,
+        )
+        self.result.extra["eager_mode"] = EAGER_MODE
+        self.mode, self.why = runner.choose(options.isolation, device)
+        self.started: float | None = None
+        self._child: runner.Child | None = None
+        self._scratch: Path | None = None
+        self._done: Result | None = None
+
+    def start(self) -> None:
+        if self.started is not None:
+            return
+        self.started = time.monotonic()
+        spec = self.session.backends.get(self.name)
+        standalone.start(spec, self.options)
+        if self.mode != "process":
+            return
+        if self.name in BUILTIN_BACKENDS and isinstance(spec, str):
+            runner.warm_up(self.name, spec)
+        self._scratch = Path(tempfile.mkdtemp(prefix=f"torchexport-{self.name}-"))
+        self._child = runner.Child(self._body, self.result, self.options.timeout, self._scratch, tag(self.result))
+
+    def wait(self) -> Result:
+        if self._done is not None:
+            return self._done
+        self.start()
+        assert self.started is not None
+        ended = None
+        try:
+            if self._child is not None:
+                result = self._child.wait()
+                ended = self._child.ended
+            else:
+                with tempfile.TemporaryDirectory(prefix=f"torchexport-{self.name}-") as scratch:
+                    self._scratch = Path(scratch)
+                    self._body(self.result)
+                result = self.result
+        finally:
+            self._cleanup()
+        result.extra["isolation"] = self.mode if self.why is None else f"{self.mode}: {self.why}"
+        result.timings["total_s"] = (ended or time.monotonic()) - self.started
+        _apply_xfail(result, self.options)
+        self._done = result
+        return result
+
+    def cancel(self) -> None:
+        """Stop a check started and never waited for (the session ended first)."""
+        if self._done is None and self._child is not None:
+            self._child.cancel()
+            self._cleanup()
+
+    def _body(self, result: Result) -> None:
+        assert self._scratch is not None
+        with _exact_cuda_math(self.device):
             try:
-                _pipeline(module, plan, name, device, options, session, result, Path(scratch), sequence)
+                _pipeline(self.module, self.plan, self.name, self.device, self.options, self.session, result,
+                          self._scratch, self.sequence)
             except Stop:
                 pass
 
-        if mode == "process":
-            if name in BUILTIN_BACKENDS and isinstance(session.backends.get(name), str):
-                runner.warm_up(name, session.backends[name])
-            result = runner.run_in_child(body, result, options.timeout, Path(scratch), tag(result))
-        else:
-            body(result)
-    result.extra["isolation"] = mode if why is None else f"{mode}: {why}"
-    result.timings["total_s"] = time.perf_counter() - started
-    _apply_xfail(result, options)
-    return result
+    def _cleanup(self) -> None:
+        if self._child is not None and self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
 
 
 def _on_device(step: tuple[tuple[Any, ...], dict[str, Any]], device: str) -> tuple[tuple[Any, ...], dict[str, Any]]:

@@ -46,6 +46,8 @@ class State:
     recordings: dict[str, Any] = field(default_factory=dict)
     #: test key -> how many of its items are still to run here (the recording is freed at 0)
     pending: dict[str, int] = field(default_factory=dict)
+    #: [Side By Side] checks of a test's next items, started beside the current one
+    ahead: Ahead = field(default_factory=lambda: Ahead())
 
     def remember(self, key: str, recording: Any) -> None:
         self.recordings[key] = recording
@@ -300,14 +302,92 @@ def _body_row(item: pytest.Item, target: items.Target, error: BaseException) -> 
 
 def _check(item: pytest.Item, recording: Any, options: Options, target: Any) -> None:
     __tracebackhide__ = True
+    state = item.config.stash[STATE]
+    planned = state.ahead.take(item) or _plan(item, recording, options, target)
+    state.ahead.start_after(item, recording, options)
+    result = planned.wait()
+    result.extra["location"] = {"file": item.location[0], "line": item.location[1] + 1}
+    _record(item, [result])
+    _outcome(result, state)
+
+
+def _plan(item: pytest.Item, recording: Any, options: Options, target: Any) -> Any:
+    """The item's check, started (``recorded.PlannedRun``)."""
     from .recorded import Selection
 
     state = item.config.stash[STATE]
     selection = Selection.make(recording, options, auto=state.auto and item.get_closest_marker(MARKER) is None)
-    result = selection.run(target.backend, target.device, _session(item))
-    result.extra["location"] = {"file": item.location[0], "line": item.location[1] + 1}
-    _record(item, [result])
-    _outcome(result, state)
+    return selection.start(target.backend, target.device, _session(item))
+
+
+class Ahead:
+    """[Side By Side] The checks of a test's next items, started while its current item's runs.
+
+    A check runs in a child with one thread (runner.py), so one item at a time leaves the
+    other cores idle. Once an item has the test's recording, the test's next items in this
+    process (the same recording, the same options) start their checks too, up to
+    ``runner.parallel_checks()`` at once; each item then waits for its own. Under xdist only
+    the item pytest runs next here is known. What never runs (``-x``, a rerun) is stopped."""
+
+    def __init__(self) -> None:
+        self.started: dict[str, Any] = {}  # nodeid -> PlannedRun
+        self.next: dict[str, pytest.Item | None] = {}  # nodeid -> the item run after it here (xdist)
+        self._order: dict[str, int] | None = None
+
+    def take(self, item: pytest.Item) -> Any:
+        return self.started.pop(item.nodeid, None)
+
+    def start_after(self, item: pytest.Item, recording: Any, options: Options) -> None:
+        from . import runner
+
+        jobs = runner.parallel_checks()
+        if jobs <= 1 or recording.error is not None:
+            return
+        key = items.test_key(item)
+        for following in self._following(item):
+            if len(self.started) >= jobs - 1:
+                return
+            target = items.target(following)
+            if target is None or items.test_key(following) != key:
+                return
+            if following.nodeid in self.started or following.stash.get(ATTEMPTED, False):
+                continue
+            state = following.config.stash[STATE]
+            if _resolve(state, _marker_options(following), following.nodeid) != options:
+                return
+            self.started[following.nodeid] = _plan(following, recording, options, target)
+
+    def _following(self, item: pytest.Item) -> list[pytest.Item]:
+        if hasattr(item.config, "workerinput"):  # xdist: this worker's schedule is not known ahead
+            nxt = self.next.get(item.nodeid)
+            return [nxt] if nxt is not None else []
+        collected = item.session.items
+        if self._order is None:
+            self._order = {it.nodeid: i for i, it in enumerate(collected)}
+        index = self._order.get(item.nodeid)
+        return [] if index is None else collected[index + 1 : index + 8]
+
+    def cancel(self, key: str | None = None) -> None:
+        for nodeid, planned in list(self.started.items()):
+            if key is None or planned.session.test == key:
+                planned.cancel()
+                del self.started[nodeid]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    if items.target(item) is not None and hasattr(item.config, "workerinput"):
+        item.config.stash[STATE].ahead.next[item.nodeid] = nextitem
+    try:
+        return (yield)
+    finally:
+        item.config.stash[STATE].ahead.next.pop(item.nodeid, None)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    state = session.config.stash.get(STATE, None)
+    if state is not None:
+        state.ahead.cancel()
 
 
 def _session(item: pytest.Item) -> Session:
@@ -429,6 +509,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         state = item.config.stash[STATE]
         key = items.test_key(item)
         state.recordings.pop(key, None)
+        state.ahead.cancel(key)  # started from the recording this attempt replaces
         state.pending[key] = state.pending.get(key, 0) + 1
         for stashed in (ITEM_RESULTS, items.REUSE):
             if stashed in item.stash:

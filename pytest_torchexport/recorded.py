@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from . import checks
 from .capture import Call, Recording
 from .errors import InvalidArgument
 from .options import Options
@@ -37,37 +38,13 @@ class Selection:
         return recording.selection
 
     def run(self, backend: str, device: str, session: Session) -> Result:
-        from . import checks
+        return self.start(backend, device, session).wait()
 
-        call = self.recording.pick(self.options.module)
-        if call is None:
-            return self._nothing(backend, device, session)
-        calls = self.recording.calls_of(call)
-        start, why = self._replayable.get(id(call.live), (0, None))
-        result, used = None, None
-        for index in range(start, len(calls)):
-            candidate = calls[index]
-            try:
-                plan = checks.plan_inputs(
-                    candidate.module, candidate.args, candidate.kwargs,
-                    dims=self.options.dims, dynamic=self.options.dynamic, inputs=self.options.inputs,
-                )
-            except InvalidArgument as exc:
-                return row(backend, device, session, call.name, "usage_error",
-                           f"{exc}\nChange the marker's options to fit the call.")
-            result = checks.check_backend(
-                candidate.module, plan, backend, device, self.options, session, sequence=_sequence(calls[index:])
-            )
-            if result.extra.get("usage") != "replay":
-                used = index
-                self._replayable[id(call.live)] = (index, why)
-                break
-            why = why or _first_line(result.message)
-            if self.options.inputs is not None:
-                break  # specs replace the recorded call: another call would not change them
-        assert result is not None
-        self._explain(result, call, calls, used, why)
-        return result
+    def start(self, backend: str, device: str, session: Session) -> PlannedRun:
+        """The check of one item, set going now (see ``PlannedRun``); its row from ``wait()``."""
+        planned = PlannedRun(self, backend, device, session)
+        planned.start()
+        return planned
 
     # -- what the row says about the call ------------------------------------------------
     def _explain(self, result: Result, call: Call, calls: list[Call], used: int | None, why: str | None) -> None:
@@ -121,6 +98,70 @@ class Selection:
         return row(backend, device, session, "", "usage_error", message)
 
 
+class PlannedRun:
+    """One item's check of the selected call. Started early (the plugin starts a test's next
+    items beside the current one), waited for when the item runs. When the call raises as
+    served (eval, ``no_grad``), ``wait`` goes on with the test's later calls of the module."""
+
+    def __init__(self, selection: Selection, backend: str, device: str, session: Session) -> None:
+        self.selection, self.backend, self.device, self.session = selection, backend, device, session
+        self._done: Result | None = None
+        self._pending: checks.PendingCheck | None = None
+        self.call = selection.recording.pick(selection.options.module)
+        if self.call is None:
+            self._done = selection._nothing(backend, device, session)
+            return
+        self.calls = selection.recording.calls_of(self.call)
+        self.index, self.why = selection._replayable.get(id(self.call.live), (0, None))
+        self._pending = self._prepare(self.index)
+
+    def _prepare(self, index: int) -> checks.PendingCheck | None:
+        options = self.selection.options
+        candidate = self.calls[index]
+        try:
+            plan = checks.plan_inputs(
+                candidate.module, candidate.args, candidate.kwargs,
+                dims=options.dims, dynamic=options.dynamic, inputs=options.inputs,
+            )
+        except InvalidArgument as exc:
+            self._done = row(self.backend, self.device, self.session, self.call.name, "usage_error",
+                             f"{exc}\nChange the marker's options to fit the call.")
+            return None
+        return checks.PendingCheck(candidate.module, plan, self.backend, self.device, options, self.session,
+                                   sequence=_sequence(self.calls[index:]))
+
+    def start(self) -> None:
+        if self._pending is not None:
+            self._pending.start()
+
+    def cancel(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+
+    def wait(self) -> Result:
+        if self._done is not None:
+            return self._done
+        assert self._pending is not None and self.call is not None
+        index, why, pending, used = self.index, self.why, self._pending, None
+        while True:
+            result = pending.wait()
+            if result.extra.get("usage") != "replay":
+                used = index
+                self.selection._replayable[id(self.call.live)] = (index, why)
+                break
+            why = why or _first_line(result.message)
+            index += 1
+            if self.selection.options.inputs is not None or index >= len(self.calls):
+                break  # specs replace the recorded call: another call would not change them
+            following = self._prepare(index)
+            if following is None:
+                return self._done  # type: ignore[return-value]
+            pending = following
+        self.selection._explain(result, self.call, self.calls, used, why)
+        self._done = result
+        return result
+
+
 def row(backend: str, device: str, session: Session, module: str, status: str, message: str) -> Result:
     return Result(backend=backend, device=device, status=status, module=module, nodeid=session.nodeid,
                   test=session.test, message=message)
@@ -147,4 +188,4 @@ def _first_line(text: str) -> str:
     return lines[1][:200] if len(lines) > 1 else (lines[0][:200] if lines else "")
 
 
-__all__ = ["Selection", "row"]
+__all__ = ["PlannedRun", "Selection", "row"]

@@ -16,7 +16,13 @@ directory, which the parent removes whatever the child did.
 Why the child runs with one intra-op thread: torch's CPU kernels use GNU OpenMP, whose
 thread pool does not survive ``fork``; a child that opens a parallel region after the
 parent used the pool waits forever on threads that do not exist (measured: a 512x512
-matmul in the child hangs). One thread in the child is what DataLoader workers do too.
+matmul in the child hangs; so does one that asks for two threads). One thread in the child
+is what DataLoader workers do too.
+
+[Side By Side] So that a check's one thread does not leave the other cores idle, several
+checks run at once, each in its own child (``Child``: started at once, waited for later):
+the backends of one ``check()`` call, and the plugin's next items of one test. How many:
+``parallel_checks()``, the process's share of the cores (``TORCHEXPORT_JOBS`` overrides).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import signal
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -104,62 +111,177 @@ def warm_up(name: str, spec: Any) -> None:
 
 def run_in_child(body: Callable[[Result], None], result: Result, timeout: float, scratch: Path, header: str) -> Result:
     """Run ``body(result)`` in a forked child; the result it finished, or the one its death gives."""
-    tmp = scratch / "tmp"
-    tmp.mkdir(exist_ok=True)
-    read_end, write_end = os.pipe()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    parent = os.getpid()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns
-        # The child never collects the garbage it inherited (a traceback holding an
-        # onnxruntime session, say): freeing it there waited forever in the session's
-        # pthread_cond_destroy on threads fork did not copy (seen under xdist, in
-        # torch.export's own gc.collect() in the child). The parent frees it, where those
-        # threads exist. (A gc.collect() before each fork would cost ~80 ms a check.)
-        gc.freeze()
-        os.close(read_end)
-        _child(body, result, write_end, tmp, parent)
-    os.close(write_end)
-    try:  # the child does this too; here as well, so a kill right after fork reaches its group
-        os.setpgid(pid, pid)
-    except OSError:  # it already did (or already exited)
-        pass
-    started = time.monotonic()
-    current, partial, done, raised = "start", None, None, None
+    return Child(body, result, timeout, scratch, header).wait()
+
+
+def parallel_checks() -> int:
+    """[Side By Side] How many checks this process runs at once: its share of the cores.
+
+    A child runs one intra-op thread (see the module docstring), so a check uses one core;
+    several checks of one test (its backends) in children side by side use the cores the
+    process is given. ``TORCHEXPORT_JOBS`` sets it; else the cores this process may use,
+    divided among pytest-xdist's workers (so workers x checks <= cores), and at most one
+    check per 2 GiB of available memory."""
+    given = os.environ.get("TORCHEXPORT_JOBS", "").strip()
+    if given:
+        try:
+            return max(1, int(given))
+        except ValueError:
+            pass
     try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1))
+    jobs = max(1, cores // workers)
+    available = _available_memory()
+    if available is not None:
+        jobs = min(jobs, max(1, int(available // (2 * 2**30))))
+    return jobs
+
+
+def _available_memory() -> int | None:
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+#: Children started and not yet waited for, by their pipe: ``Child.wait`` reads every one's
+#: messages while it waits for its own, so a child side by side never blocks on a full pipe.
+_open: dict[int, Child] = {}
+
+
+class Child:
+    """One check running in a forked child: started at construction, its ``Result`` from ``wait()``.
+
+    Its time limit counts from its start, whether or not anyone waits for it yet."""
+
+    def __init__(self, body: Callable[[Result], None], result: Result, timeout: float, scratch: Path,
+                 header: str) -> None:
+        self.result, self.timeout, self.scratch, self.header = result, timeout, scratch, header
+        tmp = scratch / "tmp"
+        tmp.mkdir(exist_ok=True)
+        read_end, write_end = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        parent = os.getpid()
+        with warnings.catch_warnings():
+            # Python 3.12+ warns on fork() once the process has threads (torch's own, a
+            # runtime's); the child runs only this check and exits. A -W error suite goes on.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:  # the child: never returns
+            # The child never collects the garbage it inherited (a traceback holding an
+            # onnxruntime session, say): freeing it there waited forever in the session's
+            # pthread_cond_destroy on threads fork did not copy (seen under xdist, in
+            # torch.export's own gc.collect() in the child). The parent frees it, where those
+            # threads exist. (A gc.collect() before each fork would cost ~80 ms a check.)
+            gc.freeze()
+            os.close(read_end)
+            for other in _open.values():  # a sibling's pipe is not this child's to hold open
+                os.close(other.fd)
+            _child(body, result, write_end, tmp, parent)
+        os.close(write_end)
+        try:  # the child does this too; here as well, so a kill right after fork reaches its group
+            os.setpgid(pid, pid)
+        except OSError:  # it already did (or already exited)
+            pass
+        self.pid, self.fd = pid, read_end
+        self.started = time.monotonic()
+        self.current, self.partial, self.done, self.raised = "start", None, None, None
+        self.closed = False
+        self.ended: float | None = None  # when its result (or its end) arrived
+        self._buffer = b""
+        self._result: Result | None = None
+        _open[read_end] = self
+
+    @property
+    def finished(self) -> bool:
+        return self.closed or self.done is not None or self.raised is not None
+
+    def wait(self) -> Result:
+        """Its result: finished, timed out (killed) or crashed. Raises what the pipeline raised."""
+        if self._result is not None:
+            return self._result
+        deadline = self.started + self.timeout
         timed_out = False
-        for message in _messages(read_end, started + timeout):
-            if message is None:
-                timed_out = True
-                break
+        try:
+            while not self.finished:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    timed_out = True
+                    break
+                _pump(remaining)
+        except BaseException as exc:  # KeyboardInterrupt, an outer time limit: take the child down with us
+            self._close()
+            _kill(self.pid)
+            found = Result.from_dict(self.partial) if self.partial is not None else self.result
+            _attach_row(exc, found, self.current, self.started, self.header)
+            raise
+        self._close()
+        status = 0
+        if timed_out:
+            _kill(self.pid)
+        else:
+            _, status = os.waitpid(self.pid, 0)
+        elapsed = time.monotonic() - self.started
+        if self.raised is not None:
+            _reraise(self.raised)
+        if self.done is not None:
+            self._result = Result.from_dict(self.done)
+            return self._result
+        found = Result.from_dict(self.partial) if self.partial is not None else self.result
+        if timed_out:
+            self._result = _timed_out(found, self.current, self.timeout, elapsed, self.header)
+        else:
+            self._result = _crashed(found, self.current, status, self.header, self.scratch / "fatal.txt")
+        return self._result
+
+    def cancel(self) -> None:
+        """Kill it unwaited (a session that ends before its item runs)."""
+        if self._result is None and not self.closed:
+            self._close()
+            _kill(self.pid)
+
+    def _close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.ended = self.ended or time.monotonic()
+            _open.pop(self.fd, None)
+            os.close(self.fd)
+
+    def _feed(self, chunk: bytes) -> None:
+        if not chunk:
+            self._close()
+            return
+        self._buffer += chunk
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for line in lines:
+            if not line.strip() or self.done is not None or self.raised is not None:
+                continue
+            message = json.loads(line)
             if "stage" in message:
-                current, partial = message["stage"], message["result"]
+                self.current, self.partial = message["stage"], message["result"]
             elif "done" in message:
-                done = message["done"]
-                break
+                self.done, self.ended = message["done"], time.monotonic()
             elif "raised" in message:
-                raised = message
-                break
-    except BaseException as exc:  # KeyboardInterrupt, an outer time limit: take the child down with us
-        _kill(pid)
-        _attach_row(exc, Result.from_dict(partial) if partial is not None else result, current, started, header)
-        raise
-    finally:
-        os.close(read_end)
-    if timed_out:
-        _kill(pid)
-    else:
-        _, status = os.waitpid(pid, 0)
-    elapsed = time.monotonic() - started
-    if raised is not None:
-        _reraise(raised)
-    if done is not None:
-        return Result.from_dict(done)
-    found = Result.from_dict(partial) if partial is not None else result
-    if timed_out:
-        return _timed_out(found, current, timeout, elapsed, header)
-    return _crashed(found, current, status, header, scratch / "fatal.txt")
+                self.raised, self.ended = message, time.monotonic()
+
+
+def _pump(timeout: float) -> None:
+    """Read what any open child has written, waiting at most ``timeout`` seconds for some."""
+    if not _open:
+        return
+    ready, _, _ = select.select(list(_open), [], [], timeout)
+    for fd in ready:
+        child = _open.get(fd)
+        if child is not None:
+            child._feed(os.read(fd, 1 << 16))
 
 
 def _child(body: Callable[[Result], None], result: Result, write_end: int, tmp: Path, parent: int) -> None:
@@ -204,27 +326,6 @@ def _send(message: dict[str, Any]) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(_channel, view) :]
-
-
-def _messages(fd: int, deadline: float) -> Any:
-    """Messages from the child until its pipe closes; ``None`` once the deadline passes."""
-    buffer = b""
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            yield None
-            return
-        ready, _, _ = select.select([fd], [], [], remaining)
-        if not ready:
-            continue
-        chunk = os.read(fd, 1 << 16)
-        if not chunk:
-            return
-        buffer += chunk
-        *lines, buffer = buffer.split(b"\n")
-        for line in lines:
-            if line.strip():
-                yield json.loads(line)
 
 
 def _die_with_parent(parent: int) -> None:

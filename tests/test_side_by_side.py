@@ -1,0 +1,127 @@
+"""[Side By Side] Independent checks run at once, each in its own child (runner.parallel_checks()).
+
+The checks are timed by a third-party backend that notes when each export starts and ends
+(in a file, since each check runs in its own child) and sleeps in between: side by side
+the intervals overlap; one at a time they do not. Verdicts and row order do not change.
+"""
+
+import json
+import time
+
+import pytest
+import torch
+
+from pytest_torchexport import runner
+from pytest_torchexport.backends.trace import TraceBackend
+from pytest_torchexport.checks import Session, run
+from pytest_torchexport.options import Options
+
+
+class Slow(TraceBackend):
+    """trace, with an export that takes 1.5 s and says when it ran (in ``log``)."""
+
+    def __init__(self, name, log):
+        self.name, self.log = name, log
+
+    def unavailable_reason(self):
+        return None
+
+    def export(self, module, args, kwargs, ctx):
+        start = time.time()
+        time.sleep(1.5)
+        artifact = super().export(module, args, kwargs, ctx)
+        with open(self.log, "a") as f:
+            f.write(json.dumps([self.name, start, time.time()]) + "\n")
+        return artifact
+
+
+def _intervals(log):
+    return {name: (start, end) for name, start, end in map(json.loads, log.read_text().splitlines())}
+
+
+def _check(tmp_path, monkeypatch, jobs, fail=()):
+    monkeypatch.setenv("TORCHEXPORT_JOBS", str(jobs))
+    log = tmp_path / "log.jsonl"
+    backends = [Slow(name, log) for name in ("slow-a", "slow-b")]
+    session = Session(backends={b.name: b for b in backends})
+    opts = Options.build(valid_backends=tuple(session.backends), backends=[b.name for b in backends], examples=2,
+                         xfail={name: "known" for name in fail})
+    results = run(torch.nn.Linear(3, 2).eval(), (torch.randn(2, 3),), None, opts, session).results
+    return results, _intervals(log)
+
+
+def test_the_backends_of_a_check_run_side_by_side(tmp_path, monkeypatch):
+    results, spans = _check(tmp_path, monkeypatch, jobs=2)
+    assert [r.backend for r in results] == ["slow-a", "slow-b"]  # rows in the order asked for
+    assert [r.status for r in results] == ["pass", "pass"]
+    (a0, a1), (b0, b1) = spans["slow-a"], spans["slow-b"]
+    assert b0 < a1 and a0 < b1, spans  # the exports overlapped
+
+
+def test_one_at_a_time_when_told(tmp_path, monkeypatch):
+    results, spans = _check(tmp_path, monkeypatch, jobs=1, fail=("slow-b",))
+    assert [r.status for r in results] == ["pass", "xpass"]  # the options still reach each check
+    (_, a1), (b0, _) = spans["slow-a"], spans["slow-b"]
+    assert a1 <= b0, spans
+
+
+def test_the_share_of_the_cores(monkeypatch):
+    monkeypatch.delenv("TORCHEXPORT_JOBS", raising=False)
+    monkeypatch.setattr(runner, "_available_memory", lambda: 64 * 2**30)
+    monkeypatch.setattr(runner.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT", raising=False)
+    assert runner.parallel_checks() == 8
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "4")  # workers x checks <= cores
+    assert runner.parallel_checks() == 2
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "16")
+    assert runner.parallel_checks() == 1
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "1")
+    monkeypatch.setattr(runner, "_available_memory", lambda: 5 * 2**30)  # one check per 2 GiB
+    assert runner.parallel_checks() == 2
+    monkeypatch.setenv("TORCHEXPORT_JOBS", "3")
+    assert runner.parallel_checks() == 3
+
+
+ITEMS = """
+import json, os, time
+import pytest, torch
+
+LOG = {log!r}
+SLEPT = set()
+
+class Slow(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 2)
+
+    def forward(self, x):
+        # The check's first eager run (no_grad, in its child) takes 1.5 s and says when.
+        if not torch.is_grad_enabled() and os.getpid() not in SLEPT:
+            SLEPT.add(os.getpid())
+            start = time.time()
+            time.sleep(1.5)
+            with open(LOG, "a") as f:
+                f.write(json.dumps([os.getpid(), start, time.time()]) + "\\n")
+        return self.lin(x)
+
+@pytest.mark.torchexport(backends=["trace", "export"], examples=2)
+def test_slow():
+    with open(LOG + ".body", "a") as f:
+        f.write("ran\\n")
+    Slow().eval()(torch.randn(2, 3))
+"""
+
+
+@pytest.mark.parametrize("jobs", [2, 1])
+def test_a_tests_next_item_starts_beside_it(tester, tmp_path, monkeypatch, jobs):
+    log = str(tmp_path / "spans.jsonl")
+    monkeypatch.setenv("TORCHEXPORT_JOBS", str(jobs))
+    tester.makepyfile(test_items=ITEMS.format(log=log))
+    result = tester.runpytest("-q", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+    assert (tmp_path / "spans.jsonl.body").read_text() == "ran\n"  # the body once, as ever
+    spans = [json.loads(line) for line in (tmp_path / "spans.jsonl").read_text().splitlines()]
+    assert len({pid for pid, _, _ in spans}) == 2, spans  # one child per item
+    (_, a0, a1), (_, b0, b1) = sorted(spans, key=lambda s: s[1])
+    overlapped = b0 < a1 and a0 < b1
+    assert overlapped == (jobs == 2), spans
