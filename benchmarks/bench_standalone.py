@@ -20,7 +20,7 @@ import torch
 from small_models import MLP, ConvNet
 from torch import nn
 
-from pytest_torchexport import standalone
+from pytest_torchexport import loader
 from pytest_torchexport.checks import Session, run
 from pytest_torchexport.options import Options
 
@@ -42,7 +42,7 @@ def one(model: nn.Module, args: tuple, backend: str, on: bool, examples: int, is
 
 def start_cost() -> float:
     """Spawn a loader and time its first answer (imports included)."""
-    standalone.shutdown()
+    loader.shutdown()
     model = nn.Linear(4, 4).eval()
     options = Options.build(backends=["trace"], examples=1, seed=0, isolation="inline")
     (result,) = run(model, (torch.randn(2, 4),), None, options, Session()).results
@@ -77,7 +77,7 @@ def main() -> None:
                 without.append(one(model, args, backend, False, opts.examples, opts.isolation)[0])
             ratio = min(with_) / min(without)
             print(f"{name:8} {backend:8} {min(step):7.3f} {min(with_):7.2f} {min(without):9.2f} {ratio:6.2f}")
-    standalone.shutdown()
+    loader.shutdown()
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from pytest_torchexport import standalone
+from pytest_torchexport import loader
 from pytest_torchexport.checks import Session, run
 from pytest_torchexport.options import Options
 
@@ -148,13 +148,13 @@ def test_standalone_false_turns_the_step_off(rows):
     ],
 )
 def test_classifies_what_a_failed_load_reached_for(text, reached):
-    assert standalone.reached_for(text) == reached
+    assert loader.reached_for(text) == reached
 
 
 def test_a_dead_loader_is_restarted_and_the_check_goes_on():
     model = torch.nn.Linear(4, 2).eval()
     options = Options.build(backends=["trace"], examples=2, isolation="inline")
-    first = standalone.loader()
+    first = loader.start()
     pid = first.proc.pid
     first.kill()
     first.proc.wait()
@@ -162,17 +162,17 @@ def test_a_dead_loader_is_restarted_and_the_check_goes_on():
     (result,) = report.results
     assert result.status == "pass", result.message
     assert result.extra["standalone"].startswith("loaded and ran in a fresh process")
-    assert standalone.loader().proc.pid != pid
+    assert loader.start().proc.pid != pid
 
 
 def test_a_loader_that_stops_answering_is_a_finding_not_a_hang(monkeypatch):
     model = torch.nn.Linear(4, 2).eval()
     options = Options.build(backends=["trace"], examples=2, isolation="inline")
-    handle = standalone.loader()
+    handle = loader.start()
 
-    def silent(message, timeout=standalone.TIMEOUT_S):
+    def silent(message, timeout=loader.TIMEOUT_S):
         handle.kill()
-        raise standalone.LoaderUnavailable("the standalone loader did not answer within 0.1 s; it was restarted")
+        raise loader.LoaderUnavailable("the standalone loader did not answer within 0.1 s; it was restarted")
 
     monkeypatch.setattr(handle, "request", silent)
     report = run(model, (torch.randn(2, 4),), None, options, Session())
