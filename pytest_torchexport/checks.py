@@ -350,21 +350,31 @@ def _pipeline(
     # 2-3. Export once at the example, save, load back.
     artifacts = exporting.build(backend, eager, plan, options, result, header, scratch)
     assumptions.recorded_size_export(backend, eager, plan, result, scratch)
-    standalone.step(backend, spec, artifacts.ctx, plan, device, options, result, header, scratch, seed_args,
-                    seed_kwargs, first.outputs)
-
-    # 4. Side effects the artifact must reproduce, arguments it may bake in, then the search.
-    runner.stage(result, "run")
-    steps = [_on_device(step, device) for step in sequence] if sequence and changed_state else None
-    side_effects.check_side_effects(
-        result, backend, artifacts.runnable, eager, plan, seed_args, seed_kwargs, first, changed_state, header,
-        sequence=steps, options=options,
-    )
-    if not options.vary_scalars:
-        side_effects.baked_arguments(result, backend, artifacts.runnable, eager, plan, seed_draw, device, options=options)
+    # The saved artifact in a fresh process (standalone.py): the request goes out now, the loader
+    # answers while the side effects and the search run, and its verdict joins at the end (a
+    # load_error still decides the result, as when the load ran before the search).
+    loading = standalone.step(backend, spec, artifacts.ctx, plan, device, options, result, header, scratch,
+                              seed_args, seed_kwargs, first.outputs)
+    try:
+        # 4. Side effects the artifact must reproduce, arguments it may bake in, then the search.
+        runner.stage(result, "run")
+        steps = [_on_device(step, device) for step in sequence] if sequence and changed_state else None
+        side_effects.check_side_effects(
+            result, backend, artifacts.runnable, eager, plan, seed_args, seed_kwargs, first, changed_state, header,
+            sequence=steps, options=options,
+        )
+        if not options.vary_scalars:
+            side_effects.baked_arguments(result, backend, artifacts.runnable, eager, plan, seed_draw, device,
+                                         options=options)
+        loading.join_if_answered()  # a load_error already known skips the search, as it did
+        runner.stage(result, "search")
+        Search(result, backend, artifacts, eager, plan, options, session, header, seed_draw, first).run()
+    except Exception:
+        loading.join()  # a stage settled the check (Stop) or raised: a standalone load_error still wins
+        raise
+    loading.join()
+    # 5. Latency at the recorded input, once the verdict is in (latency.py), in the search's stage as before.
     runner.stage(result, "search")
-    Search(result, backend, artifacts, eager, plan, options, session, header, seed_draw, first).run()
-    # 5. Latency at the recorded input, once the verdict is in (latency.py).
     latency.record(result, backend, artifacts.runnable, eager, seed_args, seed_kwargs, plan)
 
 

@@ -1,21 +1,37 @@
-"""Standalone load: each saved artifact loaded and run where the test's code never was.
+"""Standalone load (contract section 4): each saved artifact loaded and run where the test's code never was.
 
 A check's round trip loads the artifact back in the test's process, where every custom op,
 Python class and pytree type the test file registered is still there; a deployment has
-none of them. So each check sends the loader (``loader.py``: a fresh interpreter that never
-imported the test's code) the artifact's directory and the recorded example; it loads with
-the backend's own ``load``, runs with its ``run`` and saves the outputs' leaves; the check
-compares them with eager's.
+none of them. So the check also sends the saved files and the recorded example to the
+loader (``loader.py``: a fresh interpreter that never imported the test's code), which
+loads them with the backend's own ``load`` and runs them with its ``run``; the check
+compares the outputs with eager's, with its own tolerances.
+
+Nothing waits for the loader while there is work to do: ``step`` sends the request and
+returns a ``Loading``, whose request waits on the loader's socket in a thread (IPC only,
+no torch), while the side-effect checks and the search run in the check's own thread.
+``Loading.join`` at the end of the pipeline reads the answer and settles what it means,
+in the check's thread. The verdict is the one the check had when the load ran before the
+search: a ``load_error`` still ends the check with its own status and message, and the
+result is then as it was when the request went out (what the search found meanwhile is
+dropped, as that search never ran).
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from . import loader
 from .loader import TIMEOUT_S, LoaderUnavailable
+
+#: The report's ``standalone`` key while the request is out: a check stopped before it read
+#: the answer (its time limit, a crash during the search) keeps it.
+IN_FLIGHT = "not read: the check ended before the loader's answer was read"
 
 
 def applies(backend: Any, spec: Any, options: Any) -> str | None:
@@ -49,56 +65,22 @@ def start(spec: Any, options: Any) -> None:
 def step(
     backend: Any, spec: Any, ctx: Any, plan: Any, device: str, options: Any, result: Any, header: str,
     scratch: Path, seed_args: Any, seed_kwargs: Any, expected: Any,
-) -> None:
-    """Contract section 4: the saved artifact (``scratch/artifact``), loaded where the test's
-    code never was, or why not in ``result.extra["standalone"]``."""
+) -> Loading:
+    """Contract section 4: send the saved artifact (``scratch/artifact``) to the loader, to be
+    loaded where the test's code never was. The returned ``Loading``'s ``join()`` reads the
+    answer; why nothing was sent is in ``result.extra["standalone"]``."""
+    loading = Loading(result)
     why = applies(backend, spec, options)
     if why:
         result.extra["standalone"] = why
-        return
-    from . import runner
-    from ._compat import quiet_torch
-    from .eager import run_artifact
-
-    runner.stage(result, "standalone")
-    directory = scratch / "artifact"
-
-    def in_process() -> Any:
-        """The same saved files, loaded afresh here, on the example: only where the loader's
-        run failed or differs. Never the check's own artifact, whose state (a running
-        mean) a call would advance before the search."""
-        try:
-            with quiet_torch(fds=True):
-                loaded = backend.load(directory, ctx)
-                return run_artifact(lambda a, k: backend.run(loaded, a, k), seed_args, seed_kwargs)[0]
-        except Exception:  # noqa: BLE001 - a failing run is the search's to report
-            return None
-
-    check_artifact(
-        backend, spec, directory, plan, device, seed_args, seed_kwargs, expected, in_process, options, result, header
-    )
-
-
-def check_artifact(
-    backend: Any, spec: str, directory: Path, plan: Any, device: str, seed_args: Any, seed_kwargs: Any,
-    expected: Any, in_process: Any, options: Any, result: Any, header: str,
-) -> None:
-    """Load and run the saved artifact in the loader; a failure there is a finding, or a load_error.
-
-    ``in_process()`` runs the same files loaded in the test's process (None where that fails
-    too): a run failure or a difference the test's process shares is the search's to report.
-    """
-    import torch
-
-    from .compare import compare
-    from .outcome import finish
-    from .report import Finding
-
+        return loading
     handle = loader.current()
     if handle is None or handle.proc is None:
         result.extra["standalone"] = "not run: no loader was started for this check"
-        return
-    scratch = directory.parent
+        return loading
+    import torch
+
+    directory = scratch / "artifact"
     inputs, outputs = scratch / "standalone-inputs.pt", scratch / "standalone-outputs.pt"
     torch.save((seed_args, seed_kwargs), inputs)
     request = {
@@ -106,60 +88,191 @@ def check_artifact(
         "device": device, "scratch": str(scratch),
         "plan": {"scalars": dict(plan.scalars), "kwargs": {k: None for k in plan.kwargs}},
     }
-    t0 = time.perf_counter()
-    try:
-        answer = handle.request(request, timeout=min(TIMEOUT_S, float(options.timeout)))
-    except LoaderUnavailable as exc:
-        result.findings.append(Finding("standalone_load", f"not checked: {exc}"))
-        result.extra["standalone"] = f"not checked: {exc}"
-        return
-    finally:
-        result.timings["standalone_s"] = time.perf_counter() - t0
-    name = result.backend
-    problem = None
-    if answer["ok"]:
-        leaves = torch.load(outputs, weights_only=False)
-        rtol, atol = options.tolerance("rtol", name), options.tolerance("atol", name)
+    loading.ctx, loading.plan, loading.options, loading.header = ctx, plan, options, header
+    loading.backend, loading.directory, loading.outputs = backend, directory, outputs
+    loading.example, loading.expected = (seed_args, seed_kwargs), expected
+    loading.send(handle, request, timeout=min(TIMEOUT_S, float(options.timeout)))
+    return loading
 
-        def against_eager(outputs: Any) -> Any:
-            return compare(expected, outputs, relowered=backend.relowered, rtol=rtol, atol=atol, compare_fn=options.compare)
 
-        cmp = against_eager(leaves)
-        if cmp.ok:
-            result.extra["standalone"] = f"loaded and ran in a fresh process ({answer['load_s']:.2f} s load)"
+@dataclasses.dataclass
+class _Verdict:
+    """What the loader's answer means: the report's ``standalone`` note, a finding, and the
+    load_error message where it is one."""
+
+    note: str
+    finding: str | None = None
+    load_error: str | None = None
+
+
+class Loading:
+    """One check's request to the loader, answered while the check goes on.
+
+    ``send`` snapshots the result and starts the request in a thread; ``join`` waits for the
+    answer (at most the request's own time limit), then judges it in the caller's thread:
+    the in-process fallback loads the artifact there, and a load_error restores the snapshot
+    and ends the check (``outcome.finish``) as it did when the load ran before the search.
+    """
+
+    def __init__(self, result: Any) -> None:
+        self.result = result
+        self.backend: Any = None
+        self.ctx: Any = None
+        self.plan: Any = None
+        self.options: Any = None
+        self.header = ""
+        self.directory: Path | None = None
+        self.outputs: Path | None = None  # where the loader saves the outputs' leaves
+        self.example: tuple[Any, Any] = ((), {})  # the recorded call: (args, kwargs)
+        self.expected: Any = None  # eager's outputs on it
+        self._thread: threading.Thread | None = None
+        self._handle: Any = None
+        self._timeout = TIMEOUT_S
+        self._answer: dict[str, Any] | None = None
+        self._failed: BaseException | None = None  # LoaderUnavailable, or what the request raised
+        self._request_s = 0.0
+        self._saved: dict[str, Any] = {}
+        self._at = 0  # where the step's finding goes: after the findings made before it
+
+    # -- the request, in its thread --------------------------------------------------------
+
+    def send(self, handle: Any, request: dict[str, Any], *, timeout: float) -> None:
+        result = self.result
+        result.extra["standalone"] = IN_FLIGHT
+        self._saved = {f.name: copy.deepcopy(getattr(result, f.name)) for f in dataclasses.fields(result)}
+        self._at = len(result.findings)
+        self._handle, self._timeout = handle, timeout
+        # A daemon: a check interrupted from outside (KeyboardInterrupt, an outer time limit)
+        # does not wait for it; the request ends by its own deadline.
+        self._thread = threading.Thread(target=self._ask, args=(request,), name="torchexport-standalone", daemon=True)
+        self._thread.start()
+
+    def _ask(self, request: dict[str, Any]) -> None:
+        t0 = time.perf_counter()
+        try:
+            self._answer = self._handle.request(request, timeout=self._timeout)
+        except BaseException as exc:  # noqa: BLE001 - raised again (or reported) by join()
+            self._failed = exc
+        finally:
+            self._request_s = time.perf_counter() - t0
+
+    # -- the join, in the check's thread ---------------------------------------------------
+
+    def answered(self) -> bool:
+        """The answer is in (or nothing was sent): ``join()`` will not wait."""
+        return self._thread is None or not self._thread.is_alive()
+
+    def join_if_answered(self) -> None:
+        """Settle the verdict now if the answer is already in: a load_error then ends the check
+        before the search starts, as it did when the load came first."""
+        if self._thread is not None and self.answered():
+            self.join()
+
+    def join(self) -> None:
+        """Wait for the answer and settle what it means; raises ``Stop`` on a load_error."""
+        if self._thread is None:  # nothing sent, or joined already
             return
-        here = in_process()
-        if here is None or not against_eager(here).ok:
-            result.extra["standalone"] = "ran; differs from eager in the test's process too (see the search)"
-            return
-        problem = ("runs there, but its outputs differ from eager's on the recorded example, "
-                   "though in the test's process they match: " + "; ".join(cmp.lines()[:2]))
-    elif answer["stage"] == "run" and in_process() is None:
-        result.extra["standalone"] = "the artifact fails on the recorded example in the test's process too"
-        return
-    else:
-        reached = answer.get("reached")
-        stage = {"load": "does not load", "run": "loads but fails to run", "inputs": "cannot be fed the example"}
-        problem = f"{stage[answer['stage']]} there" + (f": it reaches for {reached}, which only the test's process had" if reached else "")
-        if not reached or reached.split()[-1] in answer["error"]:  # not torch.export's "see the warnings above"
-            problem += f" ({answer['error'][:300]})"
-    detail = f"{name}: in a process that never imported the test's code, the saved artifact {problem}"
-    result.findings.append(Finding("standalone_load", detail))
-    result.extra["standalone"] = "failed: " + problem
-    python_free = getattr(backend, "loads_without_python", False)
-    if not python_free or answer.get("stage") == "inputs":
-        return
-    what = answer.get("reached") or "something the test's process defines"
-    remedy = (
-        f"Register {what} in a library the deployment loads too (a C++ extension loaded with "
-        "torch.ops.load_library, or a module imported before loading), not in the test file; "
-        f'or, if {name} is not a path you ship, drop it with backends=[...] or xfail={{"{name}": "reason"}}'
-    )
-    finish(
-        result, "load_error",
-        f"{name} artifact does not work outside the test's process {header}\n"
-        f"loaded as a deployment loads it (a fresh process, with the backend's own load), it {problem}\n"
-        f"Example inputs: {plan.describe()}\n"
-        f"Likely cause: the model uses {what}, which exists only while the test's code is imported\n"
-        + remedy,
-    )
+        from . import runner
+        from .outcome import finish
+        from .report import Finding
+
+        result, thread = self.result, self._thread
+        self._thread = None
+        runner.stage(result, "standalone")  # a wait here, or a crash of the in-process load, is this stage's
+        t0 = time.perf_counter()
+        thread.join(self._timeout + 5.0)  # the request keeps its own deadline; this is a safety net
+        if thread.is_alive():
+            self._handle.kill()  # its connection closes: the thread's recv ends
+            thread.join(5.0)
+            self._failed = LoaderUnavailable(
+                f"the standalone loader did not answer within {self._timeout:g} s; it was restarted"
+            )
+        waited = time.perf_counter() - t0
+        if self._failed is not None and not isinstance(self._failed, LoaderUnavailable):
+            raise self._failed  # an engine bug in the request: raised where it was raised before the overlap
+        verdict = self._judge()
+        if verdict.load_error is not None:
+            self._restore()  # as when the load ran first: the side-effect checks and the search never ran
+        result.extra["standalone"] = verdict.note
+        if verdict.finding is not None:
+            result.findings.insert(self._at, Finding("standalone_load", verdict.finding))
+        result.timings["standalone_s"] = self._request_s
+        result.timings["standalone_wait_s"] = waited  # what the check waited for it, the overlap left over
+        if verdict.load_error is not None:
+            finish(result, "load_error", verdict.load_error)
+
+    def _restore(self) -> None:
+        for name, value in self._saved.items():
+            setattr(self.result, name, value)
+
+    def _judge(self) -> _Verdict:
+        """What the answer means: a finding, or a load_error where the backend's format is meant
+        to load without Python. ``_in_process()`` tells a failure of the artifact itself (the
+        search's to report) from one that only the fresh process sees."""
+        if isinstance(self._failed, LoaderUnavailable):
+            return _Verdict(f"not checked: {self._failed}", f"not checked: {self._failed}")
+        import torch
+
+        answer, backend, name = self._answer, self.backend, self.result.backend
+        assert answer is not None  # join() set _failed where no answer came
+        if answer["ok"]:
+            leaves = torch.load(self.outputs, weights_only=False)
+            cmp = self._against_eager(leaves)
+            if cmp.ok:
+                return _Verdict(f"loaded and ran in a fresh process ({answer['load_s']:.2f} s load)")
+            here = self._in_process()
+            if here is None or not self._against_eager(here).ok:
+                return _Verdict("ran; differs from eager in the test's process too (see the search)")
+            problem = ("runs there, but its outputs differ from eager's on the recorded example, "
+                       "though in the test's process they match: " + "; ".join(cmp.lines()[:2]))
+        elif answer["stage"] == "run" and self._in_process() is None:
+            return _Verdict("the artifact fails on the recorded example in the test's process too")
+        else:
+            reached = answer.get("reached")
+            stage = {"load": "does not load", "run": "loads but fails to run", "inputs": "cannot be fed the example"}
+            problem = f"{stage[answer['stage']]} there" + (f": it reaches for {reached}, which only the test's process had" if reached else "")
+            if not reached or reached.split()[-1] in answer["error"]:  # not torch.export's "see the warnings above"
+                problem += f" ({answer['error'][:300]})"
+        finding = f"{name}: in a process that never imported the test's code, the saved artifact {problem}"
+        verdict = _Verdict("failed: " + problem, finding)
+        python_free = getattr(backend, "loads_without_python", False)
+        if not python_free or answer.get("stage") == "inputs":
+            return verdict
+        what = answer.get("reached") or "something the test's process defines"
+        remedy = (
+            f"Register {what} in a library the deployment loads too (a C++ extension loaded with "
+            "torch.ops.load_library, or a module imported before loading), not in the test file; "
+            f'or, if {name} is not a path you ship, drop it with backends=[...] or xfail={{"{name}": "reason"}}'
+        )
+        verdict.load_error = (
+            f"{name} artifact does not work outside the test's process {self.header}\n"
+            f"loaded as a deployment loads it (a fresh process, with the backend's own load), it {problem}\n"
+            f"Example inputs: {self.plan.describe()}\n"
+            f"Likely cause: the model uses {what}, which exists only while the test's code is imported\n"
+            + remedy
+        )
+        return verdict
+
+    def _against_eager(self, outputs: Any) -> Any:
+        from .compare import compare
+
+        options, name = self.options, self.result.backend
+        return compare(
+            self.expected, outputs, relowered=self.backend.relowered, rtol=options.tolerance("rtol", name),
+            atol=options.tolerance("atol", name), compare_fn=options.compare,
+        )
+
+    def _in_process(self) -> Any:
+        """The same saved files, loaded afresh here, on the example: only where the loader's
+        run failed or differs. Never the check's own artifact, whose state (a running mean)
+        a call would have advanced."""
+        from ._compat import quiet_torch
+        from .eager import run_artifact
+
+        backend = self.backend
+        try:
+            with quiet_torch(fds=True):
+                loaded = backend.load(self.directory, self.ctx)
+                return run_artifact(lambda a, k: backend.run(loaded, a, k), *self.example)[0]
+        except Exception:  # noqa: BLE001 - a failing run is the search's to report
+            return None
