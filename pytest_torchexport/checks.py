@@ -343,7 +343,7 @@ def _pipeline(
     changed_state = eager.state_changed()
     eager.restore()
     # Drawn sizes within a few times the recorded call's memory (budget.py).
-    plan = budget.apply(plan, (seed_args, seed_kwargs), first.outputs, result)
+    plan, options = budget.bound(plan, (seed_args, seed_kwargs), first, result, options)
     side_effects.side_effect_findings(result, plan, seed_args, seed_kwargs, first.inputs_after, changed_state)
     side_effects.check_determinism(result, eager, seed_args, seed_kwargs, first.outputs, header)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
@@ -34,6 +35,10 @@ class EagerCall:
     outputs: Any
     inputs_after: tuple[tuple[Any, ...], dict[str, Any]]
     path: frozenset[tuple[str, int]] | None = None
+    #: Wall seconds of the module call (with the line tracer when it ran).
+    seconds: float = 0.0
+    #: Bytes the call grew the process by at its peak (``Footprint``); None where not measured.
+    peak_bytes: int | None = None
 
 
 def copy_module(module: torch.nn.Module) -> torch.nn.Module:
@@ -76,22 +81,37 @@ class Eager:
 
     def __call__(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], *, rng_seed: int = 0, trace_lines: bool = False,
-        restore: bool = True,
+        restore: bool = True, measure: bool | None = None,
     ) -> EagerCall:
+        """One call on fresh copies of the inputs.
+
+        ``measure``: also measure the call's peak memory (``Footprint``, budget.py reads it).
+        By default only the replay of the recorded call is measured, the one call made with
+        ``trace_lines=True, restore=False`` (checks.py): the measurement resets the process's
+        high-water mark, which every call doing so would make meaningless for the others.
+        """
+        if measure is None:
+            measure = trace_lines and not restore
         a, k = fresh(args, kwargs)
         tracer = _LineTracer() if trace_lines else None
+        footprint = Footprint(self.device) if measure else None
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             seed_rng(rng_seed, self.device)
+            if footprint:
+                footprint.start()
             if tracer:
                 tracer.start()
+            t0 = time.perf_counter()
             try:
                 out = self.module(*a, **k)
             finally:
+                seconds = time.perf_counter() - t0
                 if tracer:
                     tracer.stop()
+        peak = footprint.stop() if footprint else None
         if restore:
             self.restore()
-        return EagerCall(out, (a, k), tracer.lines if tracer else None)
+        return EagerCall(out, (a, k), tracer.lines if tracer else None, seconds=seconds, peak_bytes=peak)
 
 
 def run_artifact(run: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], rng_seed: int = 0) -> tuple[Any, Any]:
@@ -112,6 +132,61 @@ def seed_rng(seed: int, device: str) -> None:
     torch.default_generator.manual_seed(seed)
     if device.startswith("cuda"):
         torch.cuda.manual_seed_all(seed)
+
+
+class Footprint:
+    """[Peak Reset] How far one call grows the process's memory at its peak, in bytes.
+
+    On Linux, writing ``5`` to ``/proc/self/clear_refs`` resets the resident high-water mark
+    (``VmHWM``) to the current resident size; ``VmHWM`` after the call minus ``VmRSS`` before
+    it is the call's peak growth, transient buffers included (its outputs too, which the
+    check holds). About 0.2 ms in all. The reset lowers the process's own ``ru_maxrss`` from
+    then on, so the process forgets peaks from before it: in a forked check (the default)
+    the child has only just started, so nothing of the check's own is lost. On CUDA the
+    caching allocator's peak is read instead. Elsewhere (no ``/proc``, or a kernel that
+    refuses the reset) ``stop()`` gives None and the budget goes by bytes and time alone.
+    """
+
+    def __init__(self, device: str = "cpu") -> None:
+        self.cuda = device.startswith("cuda") and torch.cuda.is_available()
+        self.device = device
+        self._before: int | None = None
+
+    def start(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._before = torch.cuda.memory_allocated(self.device)
+            return
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            return
+        self._before = _proc_status().get("VmRSS")
+
+    def stop(self) -> int | None:
+        if self._before is None:
+            return None
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+            return max(0, torch.cuda.max_memory_allocated(self.device) - self._before)
+        peak = _proc_status().get("VmHWM")
+        return None if peak is None else max(0, peak - self._before)
+
+
+def _proc_status() -> dict[str, int]:
+    """VmRSS and VmHWM of this process in bytes; empty where /proc is not there."""
+    found: dict[str, int] = {}
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith((b"VmRSS:", b"VmHWM:")):
+                    key, value = line.split(b":", 1)
+                    found[key.decode()] = int(value.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        return {}
+    return found
 
 
 class _LineTracer:
