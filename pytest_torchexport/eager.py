@@ -140,9 +140,10 @@ class Footprint:
     On Linux, writing ``5`` to ``/proc/self/clear_refs`` resets the resident high-water mark
     (``VmHWM``) to the current resident size; ``VmHWM`` after the call minus ``VmRSS`` before
     it is the call's peak growth, transient buffers included (its outputs too, which the
-    check holds). About 0.2 ms in all. The reset lowers the process's own ``ru_maxrss`` from
-    then on, so the process forgets peaks from before it: in a forked check (the default)
-    the child has only just started, so nothing of the check's own is lost. On CUDA the
+    check holds), less the library pages the call mapped in (``RssFile``). About 0.2 ms in
+    all. The reset lowers the process's own ``ru_maxrss`` from then on, so the process
+    forgets peaks from before it: in a forked check (the default) the child has only just
+    started, so nothing of the check's own is lost. On CUDA the
     caching allocator's peak is read instead. Elsewhere (no ``/proc``, or a kernel that
     refuses the reset) ``stop()`` gives None and the budget goes by bytes and time alone.
     """
@@ -151,6 +152,7 @@ class Footprint:
         self.cuda = device.startswith("cuda") and torch.cuda.is_available()
         self.device = device
         self._before: int | None = None
+        self._file = 0
 
     def start(self) -> None:
         if self.cuda:
@@ -163,7 +165,10 @@ class Footprint:
                 f.write("5")
         except OSError:
             return
-        self._before = _proc_status().get("VmRSS")
+        before = _proc_status()
+        if "VmRSS" in before:
+            self._before = before["VmRSS"]
+            self._file = before.get("RssFile", 0)
 
     def stop(self) -> int | None:
         if self._before is None:
@@ -171,17 +176,22 @@ class Footprint:
         if self.cuda:
             torch.cuda.synchronize(self.device)
             return max(0, torch.cuda.max_memory_allocated(self.device) - self._before)
-        peak = _proc_status().get("VmHWM")
-        return None if peak is None else max(0, peak - self._before)
+        after = _proc_status()
+        if "VmHWM" not in after:
+            return None
+        # Pages of libraries the first call faulted in count in the resident size, not in
+        # what the call holds: a small convnet's first call maps ~10 MB of kernels' code.
+        code = max(0, after.get("RssFile", 0) - self._file)
+        return max(0, after["VmHWM"] - self._before - code)
 
 
 def _proc_status() -> dict[str, int]:
-    """VmRSS and VmHWM of this process in bytes; empty where /proc is not there."""
+    """VmRSS, VmHWM and RssFile of this process in bytes; empty where /proc is not there."""
     found: dict[str, int] = {}
     try:
         with open("/proc/self/status", "rb") as f:
             for line in f:
-                if line.startswith((b"VmRSS:", b"VmHWM:")):
+                if line.startswith((b"VmRSS:", b"VmHWM:", b"RssFile:")):
                     key, value = line.split(b":", 1)
                     found[key.decode()] = int(value.split()[0]) * 1024
     except (OSError, ValueError, IndexError):
