@@ -342,7 +342,8 @@ def _pipeline(
         training_finding(result, module, device, (seed_args, seed_kwargs), first.outputs)
     changed_state = eager.state_changed()
     eager.restore()
-    # Drawn sizes within a few times the recorded call's memory (budget.py).
+    # Drawn sizes within what the check can afford: the recorded call's bytes, and the peak memory and
+    # time measured on the eager run above against the memory per check and the time limit (budget.py).
     plan, options = budget.bound(plan, (seed_args, seed_kwargs), first, result, options)
     side_effects.side_effect_findings(result, plan, seed_args, seed_kwargs, first.inputs_after, changed_state)
     side_effects.check_determinism(result, eager, seed_args, seed_kwargs, first.outputs, header)
