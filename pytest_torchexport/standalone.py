@@ -80,6 +80,10 @@ def step(
         return loading
     import torch
 
+    from . import runner
+
+    runner.stage(result, "standalone")  # until the request is out; the check then goes on to "run"
+
     directory = scratch / "artifact"
     inputs, outputs = scratch / "standalone-inputs.pt", scratch / "standalone-outputs.pt"
     torch.save((seed_args, seed_kwargs), inputs)
@@ -96,7 +100,7 @@ def step(
 
 
 @dataclasses.dataclass
-class _Verdict:
+class StandaloneVerdict:
     """What the loader's answer means: the report's ``standalone`` note, a finding, and the
     load_error message where it is one."""
 
@@ -205,12 +209,12 @@ class Loading:
         for name, value in self._saved.items():
             setattr(self.result, name, value)
 
-    def _judge(self) -> _Verdict:
+    def _judge(self) -> StandaloneVerdict:
         """What the answer means: a finding, or a load_error where the backend's format is meant
         to load without Python. ``_in_process()`` tells a failure of the artifact itself (the
         search's to report) from one that only the fresh process sees."""
         if isinstance(self._failed, LoaderUnavailable):
-            return _Verdict(f"not checked: {self._failed}", f"not checked: {self._failed}")
+            return StandaloneVerdict(f"not checked: {self._failed}", f"not checked: {self._failed}")
         import torch
 
         answer, backend, name = self._answer, self.backend, self.result.backend
@@ -219,14 +223,14 @@ class Loading:
             leaves = torch.load(self.outputs, weights_only=False)
             cmp = self._against_eager(leaves)
             if cmp.ok:
-                return _Verdict(f"loaded and ran in a fresh process ({answer['load_s']:.2f} s load)")
+                return StandaloneVerdict(f"loaded and ran in a fresh process ({answer['load_s']:.2f} s load)")
             here = self._in_process()
             if here is None or not self._against_eager(here).ok:
-                return _Verdict("ran; differs from eager in the test's process too (see the search)")
+                return StandaloneVerdict("ran; differs from eager in the test's process too (see the search)")
             problem = ("runs there, but its outputs differ from eager's on the recorded example, "
                        "though in the test's process they match: " + "; ".join(cmp.lines()[:2]))
         elif answer["stage"] == "run" and self._in_process() is None:
-            return _Verdict("the artifact fails on the recorded example in the test's process too")
+            return StandaloneVerdict("the artifact fails on the recorded example in the test's process too")
         else:
             reached = answer.get("reached")
             stage = {"load": "does not load", "run": "loads but fails to run", "inputs": "cannot be fed the example"}
@@ -234,7 +238,7 @@ class Loading:
             if not reached or reached.split()[-1] in answer["error"]:  # not torch.export's "see the warnings above"
                 problem += f" ({answer['error'][:300]})"
         finding = f"{name}: in a process that never imported the test's code, the saved artifact {problem}"
-        verdict = _Verdict("failed: " + problem, finding)
+        verdict = StandaloneVerdict("failed: " + problem, finding)
         python_free = getattr(backend, "loads_without_python", False)
         if not python_free or answer.get("stage") == "inputs":
             return verdict
