@@ -29,7 +29,7 @@ def load(path: str | Path) -> dict[str, dict[str, Any]]:
 
 
 @dataclass
-class Verdict:
+class BaselineVerdict:
     kind: str  # "same", "known", "regression", "improvement", "new", "skipped"
     detail: str = ""
 
@@ -38,26 +38,26 @@ class Verdict:
         return self.kind == "regression"
 
 
-def judge(current: dict[str, Any], baseline: dict[str, dict[str, Any]]) -> Verdict:
+def judge_baseline(current: dict[str, Any], baseline: dict[str, dict[str, Any]]) -> BaselineVerdict:
     before = baseline.get(key(current))
     now = current["status"]
     if before is None:
-        return Verdict("new", f"not in the baseline (now {now})")
+        return BaselineVerdict("new", f"not in the baseline (now {now})")
     was = before["status"]
     if now == "skipped" and was != "skipped":
-        return Verdict("skipped", f"{was} in the baseline, skipped now: {current.get('message', '')[:120]}")
+        return BaselineVerdict("skipped", f"{was} in the baseline, skipped now: {current.get('message', '')[:120]}")
     if now in FAILING and was in FAILING:
         if _rank(now) > _rank(was):
-            return Verdict("regression", f"got worse: {was} in the baseline, {now} now")
+            return BaselineVerdict("regression", f"got worse: {was} in the baseline, {now} now")
         grown = _grown(before, current)
         if grown:
-            return Verdict("regression", grown)
-        return Verdict("known", f"known failure recorded in the baseline ({was})")
+            return BaselineVerdict("regression", grown)
+        return BaselineVerdict("known", f"known failure recorded in the baseline ({was})")
     if now in FAILING:
-        return Verdict("regression", f"got worse: {was} in the baseline, {now} now")
+        return BaselineVerdict("regression", f"got worse: {was} in the baseline, {now} now")
     if was in FAILING:
-        return Verdict("improvement", f"improved: {was} in the baseline, {now} now; update the baseline")
-    return Verdict("same")
+        return BaselineVerdict("improvement", f"improved: {was} in the baseline, {now} now; update the baseline")
+    return BaselineVerdict("same")
 
 
 def _rank(status: str) -> int:

@@ -101,9 +101,6 @@ def run(
     kwargs: Mapping[str, Any] | None,
     options: Options,
     session: Session,
-    *,
-    backends: tuple[str, ...] | None = None,
-    devices: tuple[str, ...] | None = None,
 ) -> Report:
     """Check every (backend, device) pair; never raises for a failing backend."""
     if not isinstance(module, torch.nn.Module):
@@ -113,8 +110,8 @@ def run(
     plan = plan_inputs(module, args, kwargs, dims=options.dims, dynamic=options.dynamic, inputs=options.inputs)
     pending = [
         PendingCheck(module, plan, name, device, options, session)
-        for device in devices or resolve_devices(options.devices)
-        for name in backends or options.backends
+        for device in resolve_devices(options.devices)
+        for name in options.backends
     ]
     return Report(side_by_side(pending))
 

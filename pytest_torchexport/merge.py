@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .baseline import judge, key
+from .baseline import judge_baseline, key
 from .report import FAILING, REPORT_VERSION, Report, Result, markdown
 
 
@@ -155,7 +155,7 @@ def gate(results: Sequence[dict[str, Any]], baseline: dict[str, dict[str, Any]] 
     """Judge merged rows as one pytest run would.
 
     Without a baseline a failing status fails. With one, each row gets the plugin's verdict
-    (``baseline.judge``): a known failure passes, a regression fails, and so does a failing
+    (``baseline.judge_baseline``): a known failure passes, a regression fails, and so does a failing
     row the baseline does not know; the lines are the plugin's baseline summary.
     """
     if baseline is None:
@@ -165,7 +165,7 @@ def gate(results: Sequence[dict[str, Any]], baseline: dict[str, dict[str, Any]] 
     groups: dict[str, list[str]] = {}
     failing = []
     for row in results:
-        verdict = judge(row, baseline)
+        verdict = judge_baseline(row, baseline)
         if verdict.kind != "same":
             groups.setdefault(verdict.kind, []).append(f"{_name(row)}: {verdict.detail}")
         # A regression always has a failing status; a failing row is let through only when known.
@@ -190,7 +190,7 @@ def with_verdicts(
     for row in results:
         row = {k: v for k, v in row.items() if k != "baseline"}
         if baseline is not None and row["status"] not in _NOT_JUDGED:
-            row["baseline"] = judge(row, baseline).kind
+            row["baseline"] = judge_baseline(row, baseline).kind
         out.append(row)
     return out
 

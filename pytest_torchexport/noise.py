@@ -68,7 +68,7 @@ class LeafNoise:
 
 
 @dataclass
-class Verdict:
+class NoiseVerdict:
     """The oracle's answer for one failing input. ``note`` is set when it could not judge."""
 
     leaves: list[LeafNoise] = field(default_factory=list)
@@ -141,23 +141,23 @@ def _double(value: Any) -> Any:
     return value
 
 
-def judge(cmp: Comparison, expected: Any, actual: Any, reference: Any) -> Verdict:
+def judge_noise(cmp: Comparison, expected: Any, actual: Any, reference: Any) -> NoiseVerdict:
     """Judge each failing leaf of ``cmp`` against the float64 ``reference``."""
     if reference is None:
-        return Verdict(note="no float64 reference")
+        return NoiseVerdict(note="no float64 reference")
     if cmp.problem is not None or cmp.custom_message is not None or not cmp.diffs:
-        return Verdict(note="not a difference in values")
+        return NoiseVerdict(note="not a difference in values")
     exp = {p: v for p, v in flatten(expected)[0] if v is not None}
     act = [v for _, v in flatten(actual)[0] if v is not None]
     act = dict(zip(exp, act))
     ref = {p: v for p, v in flatten(reference)[0] if v is not None}
-    verdict = Verdict()
+    verdict = NoiseVerdict()
     for diff in cmp.diffs:
         e, a, r = exp.get(diff.path), act.get(diff.path), ref.get(diff.path)
         if not all(isinstance(t, torch.Tensor) for t in (e, a, r)) or not e.is_floating_point():
-            return Verdict(note=f"output {diff.path or '(the output)'} has no floating float64 counterpart")
+            return NoiseVerdict(note=f"output {diff.path or '(the output)'} has no floating float64 counterpart")
         if r.dtype != torch.float64 or r.shape != e.shape:
-            return Verdict(note=f"output {diff.path or '(the output)'} is not computed in float64 by the double copy")
+            return NoiseVerdict(note=f"output {diff.path or '(the output)'} is not computed in float64 by the double copy")
         verdict.leaves.append(leaf_noise(diff.path, e, torch.as_tensor(a), r))
     return verdict
 
@@ -207,7 +207,7 @@ def _g(x: float) -> str:
     return f"{x:.3g}" if math.isfinite(x) else str(x)
 
 
-def noise_finding(result: Result, passed: list[Verdict], examples: int) -> None:
+def noise_finding(result: Result, passed: list[NoiseVerdict], examples: int) -> None:
     """A ``numeric_noise`` finding for the inputs that passed as rounding, with both errors."""
     if not passed:
         return
@@ -222,7 +222,7 @@ def noise_finding(result: Result, passed: list[Verdict], examples: int) -> None:
     result.findings.append(Finding("numeric_noise", detail))
 
 
-def verdict_words(verdict: Verdict | None) -> str | None:
+def verdict_words(verdict: NoiseVerdict | None) -> str | None:
     """The bracketed verdict of a value mismatch's "Would pass with ..." line; only the oracle says "defect"."""
     if verdict is None:
         return None

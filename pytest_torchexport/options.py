@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import InvalidArgument
@@ -162,17 +162,11 @@ class Options:
             raise InvalidArgument(f"torchexport option compare= takes a callable(expected, actual), got {values['compare']!r}")
         return cls(**values)
 
-    def merged(self, **overrides: Any) -> Options:
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
-
     def tolerance(self, name: str, backend: str) -> float | None:
         value = getattr(self, name)
         if isinstance(value, Mapping):
             return value.get(backend)
         return value
-
-    def as_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def parse_backends(value: Any, valid: Sequence[str]) -> tuple[str, ...]:

@@ -40,7 +40,7 @@ class Failure:
     # What the cause experiments found (causes.test_causes): None where not tested.
     small_dims_blamed: bool | None = None  # growing the dims of size 0/1 to their export size makes it pass
     baked_scalars: list[tuple[str, Any, Any]] = field(default_factory=list)  # (name, recorded, failing)
-    noise: Any = None  # the float64 oracle's noise.Verdict on this input, where it ran
+    noise: Any = None  # the float64 oracle's noise.NoiseVerdict on this input, where it ran
     far_scale: float | None = None  # the input's scale factor, when it passes at the recorded scale
     diverges_at: Any = None  # localize.Located: the first module whose artifact output differs
     no_localization: str | None = None  # why diverges_at is missing, where localisation was tried

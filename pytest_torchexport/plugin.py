@@ -438,9 +438,9 @@ def _outcome(result: Result, state: State) -> None:
     if state.update_baseline and result.failed:
         pytest.xfail(f"recorded into the baseline {state.baseline_path}: {result.status}")
     if state.baseline is not None:
-        from .baseline import judge
+        from .baseline import judge_baseline
 
-        verdict = judge(result.to_dict(), state.baseline)
+        verdict = judge_baseline(result.to_dict(), state.baseline)
         result.extra["baseline"] = verdict.kind
         if verdict.kind == "known":
             pytest.xfail(f"{verdict.detail} ({state.baseline_path}): {result.message.splitlines()[0]}")
@@ -469,10 +469,7 @@ def torchexport(request: pytest.FixtureRequest) -> Any:
         if "module" in options:
             raise InvalidArgument("module= picks among the modules a marked test calls; the fixture is given its module")
 
-        try:
-            opts = Options.build(valid_backends=tuple(state.backends), **{**state.defaults, **options})
-        except InvalidArgument:
-            raise
+        opts = Options.build(valid_backends=tuple(state.backends), **{**state.defaults, **options})
         report = checks.run(module, args, kwargs, opts, _session(item))
         for result in report.results:
             result.extra["location"] = {"file": item.location[0], "line": item.location[1] + 1}

@@ -92,11 +92,11 @@ class Reporting:
             return
         if state.baseline is None:
             return
-        from .baseline import judge
+        from .baseline import judge_baseline
 
         groups: dict[str, list[str]] = {}
         for result in state.results:
-            verdict = judge(result, state.baseline)
+            verdict = judge_baseline(result, state.baseline)
             if verdict.kind != "same":
                 groups.setdefault(verdict.kind, []).append(
                     f"{result['nodeid']} [{result['backend']}]: {verdict.detail}"

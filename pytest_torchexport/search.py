@@ -25,7 +25,7 @@ from .compare import Comparison, compare, flatten, tolerances_for
 from .eager import Eager, EagerCall, run_artifact
 from .exporting import Artifacts, quiet_call
 from .messages import explain_failure, pass_message, rejection_finding, vacuous_finding
-from .noise import Float64Reference, Verdict, judge, noise_finding
+from .noise import Float64Reference, NoiseVerdict, judge_noise, noise_finding
 from .options import Options
 from .outcome import Failure, Stats, finish, track_vacuous
 from .report import Result
@@ -73,8 +73,8 @@ class Search:
         # [Noise Oracle] (noise.py): judged only where the plain comparison fails.
         self._float64 = Float64Reference(eager)
         self._strict = self.rtol is not None or self.atol is not None or options.compare is not None
-        self.verdict: Verdict | None = None  # the oracle's verdict on the last attempt
-        self.noise: list[Verdict] = []  # inputs that passed as rounding
+        self.verdict: NoiseVerdict | None = None  # the oracle's verdict on the last attempt
+        self.noise: list[NoiseVerdict] = []  # inputs that passed as rounding
 
     # -- one input -------------------------------------------------------------------------
 
@@ -95,11 +95,11 @@ class Search:
         return compare(expected, actual, relowered=self.backend.relowered, rtol=self.rtol, atol=self.atol,
                        compare_fn=self.options.compare if custom else None)
 
-    def _oracle(self, draw: Draw, args: Any, kwargs: Any, expected: Any, actual: Any, cmp: Comparison) -> Verdict:
+    def _oracle(self, draw: Draw, args: Any, kwargs: Any, expected: Any, actual: Any, cmp: Comparison) -> NoiseVerdict:
         reference = self._float64(draw, args, kwargs)
         if reference is None:
-            return Verdict(note=self._float64.unavailable or "no float64 reference")
-        return judge(cmp, expected, actual, reference)
+            return NoiseVerdict(note=self._float64.unavailable or "no float64 reference")
+        return judge_noise(cmp, expected, actual, reference)
 
     def _within_noise(self, draw: Draw, args: Any, kwargs: Any, expected: Any, actual: Any, cmp: Comparison) -> bool:
         """Under default tolerances, a failing comparison the float64 run shows to be rounding."""

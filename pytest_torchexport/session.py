@@ -24,4 +24,3 @@ class Session:
     hypothesis_home: str | None = None
     test: str | None = None
     nodeid: str | None = None
-    user_file: str | None = None

@@ -58,14 +58,14 @@ def test_baseline_reports_an_improvement(tester):
 
 
 def test_baseline_judges_error_growth():
-    from pytest_torchexport.baseline import judge
+    from pytest_torchexport.baseline import judge_baseline
 
     base = {"n|trace|cpu": {"status": "mismatch", "max_abs_err": 0.2}}
     row = {"nodeid": "n", "backend": "trace", "device": "cpu", "status": "mismatch", "atol": 1e-5}
-    assert judge({**row, "max_abs_err": 0.25}, base).kind == "known"
-    grown = judge({**row, "max_abs_err": 0.9}, base)
+    assert judge_baseline({**row, "max_abs_err": 0.25}, base).kind == "known"
+    grown = judge_baseline({**row, "max_abs_err": 0.9}, base)
     assert grown.blocks and "the error grew: max abs error 0.2 in the baseline, 0.9 now" in grown.detail
-    assert judge({**row, "status": "export_error", "max_abs_err": None}, base).blocks
+    assert judge_baseline({**row, "status": "export_error", "max_abs_err": None}, base).blocks
 
 
 def test_missing_baseline_is_a_usage_error(tester):
