@@ -3,8 +3,10 @@
 ``check()`` is the public entry point and works in a plain script. Each (backend, device)
 check is a pipeline of stages, each its own module:
 
-1. ``eager.py``: the reference (eval, ``no_grad``) runs the example; ``side_effects.py``
-   asks whether it is deterministic and whether it mutates its inputs or buffers;
+1. ``prelude.py``: the reference (``eager.py``: eval, ``no_grad``) runs the example;
+   ``side_effects.py`` asks whether it is deterministic and whether it mutates its inputs
+   or buffers; ``budget.py`` bounds the drawn sizes. Once per call and device for all the
+   backends (computed before the checks fork, each child inherits it);
 2. ``exporting.py``: the backend exports at the example (dynamic dims of size 0/1 grown
    to 2, since exporters specialize those sizes), saves to a fresh directory and loads back;
 3. ``side_effects.py``: the artifact must reproduce the side effects, and may have baked
@@ -28,19 +30,19 @@ from typing import Any
 
 import torch
 
-from . import assumptions, budget, exporting, latency, runner, side_effects, standalone
+from . import assumptions, exporting, latency, runner, side_effects, standalone
 from .backends.base import load_backend
-from .eager import EAGER_MODE, Eager, module_name
+from .eager import EAGER_MODE, module_name
 from .errors import ExportMismatch, InvalidArgument
 from .options import BUILTIN_BACKENDS, Options
 from .outcome import Stop, finish
-from .report import Finding, Report, Result
+from .prelude import EagerOnce, Prelude, run_prelude, training_finding
+from .report import Report, Result, tag
 from .search import Search
 from .session import Session
 from .specs import InputPlan, plan_inputs
-from .strategies import materialize, recorded_draw
 
-__all__ = ["PendingCheck", "Session", "check", "check_backend", "plan_inputs", "raise_if_failed", "resolve_devices", "run", "side_by_side"]
+__all__ = ["PendingCheck", "Session", "tag", "training_finding", "check", "check_backend", "plan_inputs", "raise_if_failed", "resolve_devices", "run", "side_by_side"]
 
 
 def check(
@@ -108,8 +110,9 @@ def run(
     if not isinstance(args, tuple):
         args = (args,) if isinstance(args, torch.Tensor) else tuple(args)
     plan = plan_inputs(module, args, kwargs, dims=options.dims, dynamic=options.dynamic, inputs=options.inputs)
+    once = EagerOnce()
     pending = [
-        PendingCheck(module, plan, name, device, options, session)
+        PendingCheck(module, plan, name, device, options, session, once=(once, 0))
         for device in resolve_devices(options.devices)
         for name in options.backends
     ]
@@ -155,9 +158,13 @@ class PendingCheck:
     def __init__(
         self, module: torch.nn.Module, plan: InputPlan, name: str, device: str, options: Options, session: Session,
         *, sequence: list[tuple[tuple[Any, ...], dict[str, Any]]] | None = None,
+        once: tuple[EagerOnce, Any] | None = None,
     ) -> None:
+        """``once``: the prelude's cache shared by the checks of one call, and which call this is."""
         self.module, self.plan, self.name, self.device = module, plan, name, device
-        self.options, self.session, self.sequence = options, session, sequence
+        self.options, self.session, self.sequence, self.once = options, session, sequence, once
+        self.prelude: Prelude | None = None
+        self.settled = False  # by the shared prelude: nothing left to run
         self.result = Result(
             backend=name, device=device, status="pass", module=module_name(module),
             nodeid=session.nodeid, test=session.test,
@@ -177,6 +184,18 @@ class PendingCheck:
         standalone.start(spec, self.options)
         if self.mode != "process":
             return
+        # On CPU only: eager on a GPU here would initialise CUDA in the parent, which its
+        # forked children then could not use.
+        if self.once is not None and self.device == "cpu" and _available(spec):
+            try:
+                cache, call = self.once
+                self.prelude = cache.hand_over(call, self.module, self.plan, self.options, self.result)
+            except LookupError:
+                pass
+            else:
+                if self.prelude is None:
+                    self.settled = True
+                    return
         if self.name in BUILTIN_BACKENDS and isinstance(spec, str):
             runner.warm_up(self.name, spec)
         self._scratch = Path(tempfile.mkdtemp(prefix=f"torchexport-{self.name}-"))
@@ -192,6 +211,8 @@ class PendingCheck:
             if self._child is not None:
                 result = self._child.wait()
                 ended = self._child.ended
+            elif self.settled:
+                result = self.result
             else:
                 with tempfile.TemporaryDirectory(prefix=f"torchexport-{self.name}-") as scratch:
                     self._scratch = Path(scratch)
@@ -216,7 +237,7 @@ class PendingCheck:
         with _exact_cuda_math(self.device):
             try:
                 _pipeline(self.module, self.plan, self.name, self.device, self.options, self.session, result,
-                          self._scratch, self.sequence)
+                          self._scratch, self.sequence, self.prelude)
             except Stop:
                 pass
 
@@ -226,44 +247,21 @@ class PendingCheck:
             self._scratch = None
 
 
+def _available(spec: Any) -> bool:
+    """Whether the check will get past its backend's availability (else its child reports that,
+    before any eager stage, as it always did)."""
+    if spec is None:
+        return False
+    try:
+        return load_backend(spec).unavailable_reason() is None
+    except Exception:  # noqa: BLE001 - the check itself reports an unloadable backend
+        return False
+
+
 def _on_device(step: tuple[tuple[Any, ...], dict[str, Any]], device: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
     import torch.utils._pytree as pytree
 
     return pytree.tree_map(lambda v: v.to(device) if isinstance(v, torch.Tensor) else v, step)
-
-
-def tag(result: Result) -> str:
-    """What every message's first line names: the backend, the device and the module checked."""
-    return f"[backend={result.backend}, device={result.device}] ({result.module})"
-
-
-def training_finding(result: Result, module: torch.nn.Module, device: str, inputs: Any, eval_outputs: Any) -> None:
-    """``training_mode`` only where it matters: the recorded call's outputs differ between
-    the mode the test called the module in (training) and the mode it is checked in (eval)."""
-    from .compare import compare
-    from .eager import copy_module, fresh, seed_rng
-
-    args, kwargs = fresh(*inputs)
-    try:
-        with torch.no_grad():
-            trained = copy_module(module).to(device).train()
-            with torch.random.fork_rng(devices=[]):
-                seed_rng(0, device)
-                outputs = trained(*args, **kwargs)
-        same = compare(eval_outputs, outputs).ok
-    except Exception as exc:  # noqa: BLE001 - a module that fails in train mode under no_grad
-        result.findings.append(Finding(
-            "training_mode",
-            f"the test called the module in training mode; it was checked in eval mode, as it is served, and "
-            f"whether its outputs differ between the modes cannot be told here ({type(exc).__name__}: {exc})",
-        ))
-        return
-    if not same:
-        result.findings.append(Finding(
-            "training_mode",
-            "the test called the module in training mode, whose outputs differ from eval mode's on the recorded "
-            "input (dropout, batch statistics): it was checked in eval mode, as it is served",
-        ))
 
 
 def _apply_xfail(result: Result, options: Options) -> None:
@@ -292,8 +290,10 @@ def _pipeline(
     result: Result,
     scratch: Path,
     sequence: list[tuple[tuple[Any, ...], dict[str, Any]]] | None = None,
+    prelude: Prelude | None = None,
 ) -> None:
-    """The stages in order; any stage may settle the verdict early (``outcome.finish``)."""
+    """The stages in order; any stage may settle the verdict early (``outcome.finish``).
+    ``prelude``: eager's stages, computed once for the test's checks (prelude.py)."""
     header = tag(result)
     spec = session.backends.get(name)
     if spec is None:
@@ -314,36 +314,12 @@ def _pipeline(
     if reason:
         finish(result, "skipped", f"{name} skipped: {reason}")
 
-    eager = Eager(module, device)
-
-    # 0. An assumed batch dim that eager rejects is not one (assumptions.py).
-    plan = assumptions.hold_rejected_batch(plan, eager, options, result)
-
-    # 1. The example through eager: determinism and side effects.
-    seed_draw = recorded_draw(plan)
-    seed_args, seed_kwargs = materialize(plan, seed_draw, device)
-    try:
-        first = eager(seed_args, seed_kwargs, trace_lines=True, restore=False)
-    except Exception as exc:  # noqa: BLE001 - the user's model raising is a usage problem
-        result.extra["usage"] = "replay"
-        finish(
-            result,
-            "usage_error",
-            f"The recorded call cannot be replayed as models are served {header}\n"
-            f"{module_name(module)} raises on its example inputs in eval mode under no_grad "
-            f"({plan.describe()}): {type(exc).__name__}: {exc}\n"
-            "Call the model in eval mode in the test (model.eval()), or give the inputs it is served with "
-            "(inputs=, or the torchexport fixture).",
-        )
-    if eager.was_training:
-        training_finding(result, module, device, (seed_args, seed_kwargs), first.outputs)
-    changed_state = eager.state_changed()
-    eager.restore()
-    # Drawn sizes within what the check can afford: the recorded call's bytes, and the peak memory and
-    # time measured on the eager run above against the memory per check and the time limit (budget.py).
-    plan, options = budget.bound(plan, (seed_args, seed_kwargs), first, result, options)
-    side_effects.side_effect_findings(result, plan, seed_args, seed_kwargs, first.inputs_after, changed_state)
-    side_effects.check_determinism(result, eager, seed_args, seed_kwargs, first.outputs, header)
+    if prelude is None:  # not handed over (inline, or it could not be shared): this check's own
+        prelude = run_prelude(module, plan, device, options, result)
+    eager, plan, options, first, changed_state = (
+        prelude.eager, prelude.plan, prelude.options, prelude.first, prelude.changed_state,
+    )
+    seed_draw, seed_args, seed_kwargs = prelude.recorded_draw, prelude.args, prelude.kwargs
 
     # 2-3. Export once at the example, save, load back.
     artifacts = exporting.build(backend, eager, plan, options, result, header, scratch)

@@ -17,6 +17,7 @@ from . import checks
 from .capture import Call, Recording
 from .errors import InvalidArgument
 from .options import Options
+from .prelude import EagerOnce
 from .report import Finding, Result
 from .session import Session
 
@@ -30,6 +31,8 @@ class Selection:
     auto: bool = False  # checked because of --torchexport-auto, not a marker
     #: id(module) -> (index of its first call that replays in eval mode, why the earlier ones did not)
     _replayable: dict[int, tuple[int, str | None]] = field(default_factory=dict)
+    #: [Eager Once] eager's stages of a call, computed once for all the test's backend checks
+    eager_once: EagerOnce = field(default_factory=EagerOnce)
 
     @classmethod
     def make(cls, recording: Recording, options: Options, auto: bool = False) -> Selection:
@@ -128,7 +131,8 @@ class PlannedRun:
                              f"{exc}\nChange the marker's options to fit the call.")
             return None
         return checks.PendingCheck(candidate.module, plan, self.backend, self.device, options, self.session,
-                                   sequence=_sequence(self.calls[index:]))
+                                   sequence=_sequence(self.calls[index:]),
+                                   once=(self.selection.eager_once, id(candidate)))
 
     def start(self) -> None:
         if self._pending is not None:

@@ -189,6 +189,11 @@ class Result:
         return cls(**known, findings=findings, extra=extra)
 
 
+def tag(result: Result) -> str:
+    """What every message's first line names: the backend, the device and the module checked."""
+    return f"[backend={result.backend}, device={result.device}] ({result.module})"
+
+
 # Findings that explain a failure better than the first line of the message does.
 _EXPLAINING = (
     "side_effects",

@@ -1,0 +1,171 @@
+"""[Eager Once] What eager says about the recorded call before anything is exported.
+
+Every backend's check of one call starts the same way: an eval copy of the module, the
+recorded call replayed on it (its outputs, the lines it ran, its measured peak memory and
+time), whether the test called it in training mode, whether it mutates its inputs or state,
+whether eager is deterministic, and the size budget that follows. None of it depends on the
+backend, and on a real model it is several forward passes (a vector quantizer's takes 19 s).
+
+``run_prelude`` computes it for one check. ``EagerOnce`` computes it once per recorded call
+(on the CPU: on a GPU it would initialise CUDA in the parent, which forked children cannot
+use) for all the checks that share it, in the test's process before the first check's
+child is forked (each child inherits it, copy-on-write), and hands each check the findings,
+report keys and, where eager settled the verdict (a usage error, a nondeterministic model),
+the status and message, with the check's own ``[backend=..]`` tag. It runs at one intra-op
+thread, as the children do, so the outputs and the measured time are the ones a check in
+its own child would have got. Inline checks each compute their own: they share a process,
+and an export may change the module copy it is given.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from . import assumptions, budget, side_effects
+from .eager import Eager, EagerCall, module_name
+from .options import Options
+from .outcome import Stop, finish
+from .report import Finding, Result, tag
+from .specs import InputPlan
+from .strategies import materialize, recorded_draw
+
+
+@dataclass
+class Prelude:
+    """What every backend's check of one call on one device starts from."""
+
+    eager: Eager
+    plan: InputPlan  # the assumed batch dim held where eager rejects it; sizes within the budget
+    options: Options  # examples cut where even the recorded size is past the time limit
+    recorded_draw: Any
+    args: tuple[Any, ...]  # the recorded call's inputs, materialized on the device
+    kwargs: dict[str, Any]
+    first: EagerCall  # eager's run of them
+    changed_state: list[str]  # buffers the call updated
+
+
+def run_prelude(module: torch.nn.Module, plan: InputPlan, device: str, options: Options, result: Result) -> Prelude:
+    """Stages 0 and 1 of a check; any may settle the verdict (``outcome.finish`` raises ``Stop``)."""
+    header = tag(result)
+    eager = Eager(module, device)
+    # 0. An assumed batch dim that eager rejects is not one (assumptions.py).
+    plan = assumptions.hold_rejected_batch(plan, eager, options, result)
+    # 1. The example through eager: determinism and side effects.
+    draw = recorded_draw(plan)
+    args, kwargs = materialize(plan, draw, device)
+    try:
+        first = eager(args, kwargs, trace_lines=True, restore=False)
+    except Exception as exc:  # noqa: BLE001 - the user's model raising is a usage problem
+        result.extra["usage"] = "replay"
+        finish(
+            result,
+            "usage_error",
+            f"The recorded call cannot be replayed as models are served {header}\n"
+            f"{module_name(module)} raises on its example inputs in eval mode under no_grad "
+            f"({plan.describe()}): {type(exc).__name__}: {exc}\n"
+            "Call the model in eval mode in the test (model.eval()), or give the inputs it is served with "
+            "(inputs=, or the torchexport fixture).",
+        )
+    if eager.was_training:
+        training_finding(result, module, device, (args, kwargs), first.outputs)
+    changed_state = eager.state_changed()
+    eager.restore()
+    # Drawn sizes within what the check can afford: the recorded call's bytes, and the peak memory and
+    # time measured on the eager run above against the memory per check and the time limit (budget.py).
+    plan, options = budget.bound(plan, (args, kwargs), first, result, options)
+    side_effects.side_effect_findings(result, plan, args, kwargs, first.inputs_after, changed_state)
+    side_effects.check_determinism(result, eager, args, kwargs, first.outputs, header)
+    return Prelude(eager, plan, options, draw, args, kwargs, first, changed_state)
+
+
+def training_finding(result: Result, module: torch.nn.Module, device: str, inputs: Any, eval_outputs: Any) -> None:
+    """``training_mode`` only where it matters: the recorded call's outputs differ between
+    the mode the test called the module in (training) and the mode it is checked in (eval)."""
+    from .compare import compare
+    from .eager import copy_module, fresh, seed_rng
+
+    args, kwargs = fresh(*inputs)
+    try:
+        with torch.no_grad():
+            trained = copy_module(module).to(device).train()
+            with torch.random.fork_rng(devices=[]):
+                seed_rng(0, device)
+                outputs = trained(*args, **kwargs)
+        same = compare(eval_outputs, outputs).ok
+    except Exception as exc:  # noqa: BLE001 - a module that fails in train mode under no_grad
+        result.findings.append(Finding(
+            "training_mode",
+            f"the test called the module in training mode; it was checked in eval mode, as it is served, and "
+            f"whether its outputs differ between the modes cannot be told here ({type(exc).__name__}: {exc})",
+        ))
+        return
+    if not same:
+        result.findings.append(Finding(
+            "training_mode",
+            "the test called the module in training mode, whose outputs differ from eval mode's on the recorded "
+            "input (dropout, batch statistics): it was checked in eval mode, as it is served",
+        ))
+
+
+@dataclass
+class _Shared:
+    prelude: Prelude | None  # None: eager settled the verdict
+    changed: dict[str, Any]  # what the prelude wrote into its result (Result.to_dict keys)
+    header: str  # the tag those texts carry
+
+
+class EagerOnce:
+    """The prelude of the checks of one test (or one ``check()`` call), once per module and device."""
+
+    def __init__(self) -> None:
+        #: (which recorded call, module, device) -> its prelude
+        self._shared: dict[tuple[Any, int, str], _Shared | None] = {}
+
+    def hand_over(
+        self, call: Any, module: torch.nn.Module, plan: InputPlan, options: Options, result: Result,
+    ) -> Prelude | None:
+        """The shared prelude of ``call`` (a key: which of the test's recorded calls), its
+        findings and keys written into ``result`` (a fresh check's).
+
+        Returns None with ``result`` settled when eager settled the verdict; raises
+        ``LookupError`` when it could not be shared (it raised: the check computes its own,
+        in its child, and reports whatever that is as before)."""
+        key = (call, id(module), result.device)
+        if key not in self._shared:
+            self._shared[key] = _compute(module, plan, options, result)
+        shared = self._shared[key]
+        if shared is None:
+            raise LookupError("the prelude raised where it was computed")
+        text = json.dumps(shared.changed)
+        ours = tag(result)
+        if shared.header != ours:
+            text = text.replace(json.dumps(shared.header)[1:-1], json.dumps(ours)[1:-1])
+        merged = Result.from_dict({**result.to_dict(), **json.loads(text)})
+        for name in ("status", "message", "findings", "extra"):
+            setattr(result, name, getattr(merged, name))
+        return shared.prelude
+
+
+def _compute(module: torch.nn.Module, plan: InputPlan, options: Options, result: Result) -> _Shared | None:
+    template = Result.from_dict(result.to_dict())
+    before = template.to_dict()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a check's child (runner.py): the same numbers, the same time
+    try:
+        prelude: Prelude | None = run_prelude(module, plan, template.device, options, template)
+    except Stop:
+        prelude = None
+    except Exception:  # noqa: BLE001 - each check computes its own, in its child, as before
+        return None
+    finally:
+        torch.set_num_threads(threads)
+    after = template.to_dict()
+    changed = {k: v for k, v in after.items() if k not in before or before[k] != v}
+    return _Shared(prelude, changed, tag(template))
+
+
+__all__ = ["EagerOnce", "Prelude", "run_prelude", "training_finding"]

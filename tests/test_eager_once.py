@@ -1,0 +1,127 @@
+"""[Eager Once] Eager's stages (the replayed call, the training-mode, side-effect and determinism
+probes, the budget) run once for all the backends of a call, in the test's process, and each
+backend's row carries what they found under its own [backend=..] tag."""
+
+import pytest
+import torch
+
+from pytest_torchexport import check
+from pytest_torchexport.checks import Session, run
+from pytest_torchexport.options import Options
+
+BACKENDS = ["trace", "script", "export"]
+
+
+CALLED = []
+
+
+class Counted(torch.nn.Module):
+    """Counts its calls made in this process under no_grad (a check's eager calls, on its
+    copies of the module); a forked check's calls stay in its child."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        if not torch.is_grad_enabled():
+            CALLED.append(1)
+        return self.lin(x)
+
+
+def _eager_calls(backends, isolation):
+    CALLED.clear()
+    report = check(Counted().eval(), (torch.randn(2, 4),), backends=backends, examples=2, isolation=isolation)
+    assert all(r.status == "pass" for r in report.results), [r.message for r in report.results]
+    return len(CALLED)
+
+
+def test_eager_runs_once_for_every_backend_of_a_call():
+    one = _eager_calls(["trace"], "process")
+    assert one >= 3  # the replayed call and the determinism probes, here, before the fork
+    assert _eager_calls(["trace", "export"], "process") == one  # not once per backend
+
+
+def test_inline_checks_each_run_their_own():
+    # They share a process, and an export may change the module copy it is given.
+    assert _eager_calls(["trace", "export"], "inline") > _eager_calls(["trace"], "inline") > 0
+
+
+class Noisy(torch.nn.Module):
+    def forward(self, x):
+        return x + torch.rand_like(x)
+
+
+def test_a_verdict_eager_settles_is_each_backends_row_with_its_own_tag():
+    session = Session()
+    opts = Options.build(backends=BACKENDS, examples=2)
+    results = run(Noisy().eval(), (torch.randn(2, 4),), None, opts, session).results
+    assert [r.status for r in results] == ["nondeterministic"] * 3
+    for r in results:
+        assert f"[backend={r.backend}, device=cpu] (Noisy)" in r.message, r.message
+        assert r.message.count("[backend=") == 1
+
+
+class Training(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+        self.drop = torch.nn.Dropout(0.5)
+
+    def forward(self, x):
+        return self.drop(self.lin(x))
+
+
+def test_findings_reach_every_row():
+    module = Training()  # called in training mode: outputs differ from eval's
+    report = check(module, (torch.randn(8, 4),), backends=BACKENDS, examples=2)
+    for r in report.results:
+        assert [f.kind for f in r.findings].count("training_mode") == 1, (r.backend, r.findings)
+        assert r.extra["memory_budget_mb"] > 0 and "eager_s" in r.extra
+
+
+CALLS = """
+import pytest, torch
+
+CALLS = []
+
+class Counted(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        if not torch.is_grad_enabled():
+            CALLS.append(1)
+        return self.lin(x)
+
+@pytest.mark.torchexport(backends={backends!r}, examples=2)
+def test_model():
+    Counted().eval()(torch.randn(2, 4))
+
+def test_zz_count():
+    print("EAGER CALLS", len(CALLS))
+"""
+
+
+def test_a_tests_items_share_it(tester):
+    counts = []
+    for backends in (["trace"], ["trace", "export"]):
+        tester.makepyfile(test_calls=CALLS.format(backends=backends))
+        result = tester.runpytest_subprocess("-q", "-s", "-p", "no:cacheprovider")
+        result.assert_outcomes(passed=len(backends) + 1)
+        (line,) = [line for line in result.outlines if "EAGER CALLS" in line]
+        counts.append(int(line.split()[-1]))
+    assert counts[0] >= 3 and counts[1] == counts[0], counts
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_verdicts_do_not_depend_on_sharing(monkeypatch, jobs):
+    monkeypatch.setenv("TORCHEXPORT_JOBS", jobs)
+    module, x = Training().eval(), torch.randn(3, 4)
+    shared = check(module, (x,), backends=BACKENDS, examples=4, seed=1)
+    alone = [check(module, (x,), backends=[b], examples=4, seed=1).results[0] for b in BACKENDS]
+    for a, b in zip(shared.results, alone):
+        assert (a.status, a.examples, a.max_abs_err, [f.kind for f in a.findings]) == (
+            b.status, b.examples, b.max_abs_err, [f.kind for f in b.findings]
+        )
