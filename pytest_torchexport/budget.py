@@ -174,7 +174,7 @@ class Machine:
         from . import runner
 
         workers = max(1, _int(os.environ.get("PYTEST_XDIST_WORKER_COUNT"), 1))
-        checks = max(1, int(getattr(runner, "parallel_checks", lambda: 1)()))
+        checks = runner.parallel_checks()
         if device.startswith("cuda") and torch.cuda.is_available():
             return cls(torch.cuda.mem_get_info(torch.device(device))[0], workers, checks)
         return cls(_mem_available(), workers, checks)
@@ -194,14 +194,9 @@ def _int(value: str | None, default: int) -> int:
 
 
 def _mem_available() -> int | None:
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
+    from .runner import available_memory
+
+    return available_memory()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -134,13 +134,14 @@ def parallel_checks() -> int:
         cores = os.cpu_count() or 1
     workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1))
     jobs = max(1, cores // workers)
-    available = _available_memory()
+    available = available_memory()
     if available is not None:
         jobs = min(jobs, max(1, int(available // (2 * 2**30))))
     return jobs
 
 
-def _available_memory() -> int | None:
+def available_memory() -> int | None:
+    """MemAvailable (Linux), in bytes; None where it cannot be read."""
     try:
         with open("/proc/meminfo") as meminfo:
             for line in meminfo:

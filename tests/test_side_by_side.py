@@ -68,7 +68,7 @@ def test_one_at_a_time_when_told(tmp_path, monkeypatch):
 
 def test_the_share_of_the_cores(monkeypatch):
     monkeypatch.delenv("TORCHEXPORT_JOBS", raising=False)
-    monkeypatch.setattr(runner, "_available_memory", lambda: 64 * 2**30)
+    monkeypatch.setattr(runner, "available_memory", lambda: 64 * 2**30)
     monkeypatch.setattr(runner.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
     monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT", raising=False)
     assert runner.parallel_checks() == 8
@@ -77,7 +77,7 @@ def test_the_share_of_the_cores(monkeypatch):
     monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "16")
     assert runner.parallel_checks() == 1
     monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "1")
-    monkeypatch.setattr(runner, "_available_memory", lambda: 5 * 2**30)  # one check per 2 GiB
+    monkeypatch.setattr(runner, "available_memory", lambda: 5 * 2**30)  # one check per 2 GiB
     assert runner.parallel_checks() == 2
     monkeypatch.setenv("TORCHEXPORT_JOBS", "3")
     assert runner.parallel_checks() == 3
