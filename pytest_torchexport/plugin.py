@@ -376,12 +376,20 @@ class Ahead:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
-    if items.target(item) is not None and hasattr(item.config, "workerinput"):
-        item.config.stash[STATE].ahead.next[item.nodeid] = nextitem
+    if items.target(item) is None:
+        return (yield)
+    ahead = item.config.stash[STATE].ahead
+    if hasattr(item.config, "workerinput"):
+        ahead.next[item.nodeid] = nextitem
     try:
         return (yield)
     finally:
-        item.config.stash[STATE].ahead.next.pop(item.nodeid, None)
+        ahead.next.pop(item.nodeid, None)
+        # Started for this item, which never took it (skipped at setup, a fixture error):
+        # stopped, and its place goes to the next item.
+        leftover = ahead.take(item)
+        if leftover is not None:
+            leftover.cancel()
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -128,3 +128,26 @@ def test_a_tests_next_item_starts_beside_it(tester, tmp_path, monkeypatch, jobs)
     (_, a0, a1), (_, b0, b1) = sorted(spans, key=lambda s: s[1])
     overlapped = b0 < a1 and a0 < b1
     assert overlapped == (jobs == 2), spans
+
+
+SKIPPED_AT_SETUP = """
+import pytest, torch
+
+@pytest.fixture
+def picky(request):
+    if request.node.name.endswith("-export]"):
+        pytest.skip("not this one")
+
+@pytest.mark.torchexport(backends=["trace", "export", "script"], examples=2)
+def test_model(picky):
+    torch.nn.Linear(3, 2).eval()(torch.randn(2, 3))
+"""
+
+
+def test_an_item_that_never_takes_its_check_does_not_hold_the_others(tester, monkeypatch):
+    # The export item's check is started beside the trace item's; its setup then skips it.
+    monkeypatch.setenv("TORCHEXPORT_JOBS", "2")
+    tester.makepyfile(test_skipped=SKIPPED_AT_SETUP)
+    result = tester.runpytest("-q", "-p", "no:cacheprovider", "-rs")
+    result.assert_outcomes(passed=2, skipped=1)
+    result.stdout.fnmatch_lines(["*not this one*"])
