@@ -27,13 +27,10 @@ above ``--kill-gb`` (the machine must survive it):
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import signal
-import subprocess
-import sys
 import tempfile
-import time
+
+from bench_memory import run_watched
 
 DRIVER = r"""
 import json, resource, sys, time
@@ -87,49 +84,8 @@ print(json.dumps({
 """
 
 
-def tree_rss_mb(root: int) -> float:
-    """Resident MB of ``root`` and its descendants, from /proc."""
-    parents: dict[int, int] = {}
-    rss: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents[int(entry)] = int(fields[1])
-        rss[int(entry)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-    tree, frontier = {root}, [root]
-    while frontier:
-        p = frontier.pop()
-        for pid, ppid in parents.items():
-            if ppid == p and pid not in tree:
-                tree.add(pid)
-                frontier.append(pid)
-    return sum(rss.get(p, 0) for p in tree) / 2**20
-
-
 def run_one(driver: str, argv: list[str], kill_gb: float) -> dict:
-    proc = subprocess.Popen([sys.executable, driver, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
-    t0, tree_peak, killed = time.perf_counter(), 0.0, False
-    while proc.poll() is None:
-        tree_peak = max(tree_peak, tree_rss_mb(proc.pid))
-        if tree_peak > kill_gb * 1024:
-            os.killpg(proc.pid, signal.SIGKILL)
-            killed = True
-            break
-        time.sleep(0.1)
-    out, err = proc.communicate()
-    elapsed = time.perf_counter() - t0
-    if killed:
-        return {"status": f"killed>{kill_gb:g}GB", "s": elapsed, "tree_mb": tree_peak}
-    lines = out.strip().splitlines()
-    if proc.returncode or not lines:
-        return {"status": f"driver failed ({proc.returncode}): {err[-300:]}", "s": elapsed, "tree_mb": tree_peak}
-    return {**json.loads(lines[-1]), "tree_mb": tree_peak}
+    return run_watched([driver, *argv], kill_gb, interval=0.1)
 
 
 def main() -> None:
@@ -164,7 +120,7 @@ def main() -> None:
                 if r.get("examples_cap"):
                     caps += f" (cut to {r['examples_cap']})"
                 child = f"{r['peak_mb']:7.0f} MB" if "peak_mb" in r else f"{'-':>10}"
-                print(f"{backend:8} {timeout:>7} {'on' if on else 'off':6} {r['status'][:14]:14} {child} "
+                print(f"{backend:8} {timeout:>7} {'on' if on else 'off':6} {r['status']:14} {child} "
                       f"{r['tree_mb']:5.0f} MB {peak / plain['peak_mb']:6.1f}x {r['s']:6.1f} s "
                       f"{r['s'] / plain['s']:6.1f}x  {caps}", flush=True)
                 if on and r.get("finding"):

@@ -117,9 +117,14 @@ def run_one(case: str, backend: str, examples: int, use_budget: bool, kill_gb: f
     driver = os.path.join(tempfile.mkdtemp(prefix="bench-memory-"), "driver.py")
     with open(driver, "w") as f:
         f.write(DRIVER)
+    return run_watched([driver, case, backend, str(examples), "1" if use_budget else "0"], kill_gb)
+
+
+def run_watched(argv: list[str], kill_gb: float, interval: float = 0.2) -> dict:
+    """Run ``python argv...`` (a driver printing one JSON line last), sampling its process tree's
+    RSS every ``interval`` s and killing the tree above ``kill_gb``; its JSON plus ``tree_mb``."""
     proc = subprocess.Popen(
-        [sys.executable, driver, case, backend, str(examples), "1" if use_budget else "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        [sys.executable, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
     t0, tree_peak, killed = time.perf_counter(), 0.0, False
     while proc.poll() is None:
@@ -128,7 +133,7 @@ def run_one(case: str, backend: str, examples: int, use_budget: bool, kill_gb: f
             os.killpg(proc.pid, signal.SIGKILL)
             killed = True
             break
-        time.sleep(0.2)
+        time.sleep(interval)
     out, err = proc.communicate()
     if killed:
         return {"status": f"killed above {kill_gb:g} GB", "s": time.perf_counter() - t0, "tree_mb": tree_peak}
