@@ -44,36 +44,46 @@ MODELS = {
 
 def hand_written(model: nn.Module, example: torch.Tensor, n: int) -> None:
     """Export once per backend, save, load, then ``n`` random batch sizes through eager and the loaded artifact."""
+    gen = torch.Generator().manual_seed(0)
+    with tempfile.TemporaryDirectory() as scratch:
+        for backend in BACKENDS:
+            hand_check(model, example, backend, n, gen, Path(scratch))
+
+
+def hand_check(model: nn.Module, example: torch.Tensor, backend: str, n: int, gen: torch.Generator,
+               scratch: Path, where: str = "") -> None:
+    """One backend by hand: export at ``example`` (batch dim dynamic, 1..16), save to ``scratch``,
+    load, then ``n`` random batch sizes through eager and the loaded artifact, ``assert_close``."""
     import onnxruntime as ort
     from torch.export import Dim
 
-    gen = torch.Generator().manual_seed(0)
     dynamic = {"x": {0: Dim("batch", min=1, max=16)}}
-    with tempfile.TemporaryDirectory() as scratch:
-        for backend in BACKENDS:
-            path = Path(scratch) / backend
-            with quiet_torch(fds=True), torch.no_grad():
-                if backend in ("trace", "script"):
-                    artifact = torch.jit.trace(model, (example,)) if backend == "trace" else torch.jit.script(model)
-                    torch.jit.save(artifact, str(path))
-                    run = torch.jit.load(str(path))
-                elif backend == "export":
-                    torch.export.save(torch.export.export(model, (example,), dynamic_shapes=dynamic), str(path))
-                    run = torch.export.load(str(path)).module()
-                else:
-                    torch.onnx.export(model, (example,), str(path), dynamo=True, dynamic_shapes=dynamic, verbose=False)
-                    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    path = scratch / backend
+    with quiet_torch(fds=True), torch.no_grad():
+        if backend in ("trace", "script"):
+            artifact = torch.jit.trace(model, (example,)) if backend == "trace" else torch.jit.script(model)
+            torch.jit.save(artifact, str(path))
+            run = torch.jit.load(str(path))
+        elif backend == "export":
+            torch.export.save(torch.export.export(model, (example,), dynamic_shapes=dynamic), str(path))
+            run = torch.export.load(str(path)).module()
+        elif backend == "onnx":
+            torch.onnx.export(model, (example,), str(path), dynamo=True, dynamic_shapes=dynamic, verbose=False)
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
-                    def run(x, session=session):
-                        return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
-            for _ in range(n):
-                batch = int(torch.randint(1, 17, (1,), generator=gen))
-                x = torch.randn(batch, *example.shape[1:], generator=gen)
-                with torch.no_grad(), quiet_torch():
-                    expected = model(x)
-                    actual = run(x)
-                tol = {"rtol": 1e-3, "atol": 1e-4} if backend == "onnx" else {}
-                torch.testing.assert_close(actual, expected, **tol)
+            def run(x, session=session):
+                return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
+        else:
+            raise ValueError(f"the hand loop knows trace, script, onnx and export, not {backend!r}")
+    for _ in range(n):
+        batch = int(torch.randint(1, 17, (1,), generator=gen))
+        x = torch.randn(batch, *example.shape[1:], generator=gen)
+        with torch.no_grad(), quiet_torch():
+            expected = model(x)
+            actual = run(x)
+        tol = {"rtol": 1e-3, "atol": 1e-4} if backend == "onnx" else {}
+        label = f"{where} {backend}".strip()
+        torch.testing.assert_close(actual, expected, **tol, msg=lambda m, label=label: f"{label}: {m}")
 
 
 def engine(model: nn.Module, example: torch.Tensor, n: int, isolation: str, jobs: str = "") -> None:

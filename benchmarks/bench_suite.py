@@ -318,11 +318,8 @@ print(json.dumps({"rc": rc, "wall": wall, "maxrss_kb": resource.getrusage(resour
 def hand_loop(directory: Path, backends: list[str], examples: int) -> None:
     """Per model of ``directory/bench_models.py``: what the plugin does at the least, by hand."""
     t_import = time.perf_counter()
-    import onnxruntime as ort
     import torch
-    from torch.export import Dim
-
-    from pytest_torchexport._compat import quiet_torch
+    from bench_isolation import hand_check
 
     sys.path.insert(0, str(directory))
     from bench_models import SPECS
@@ -334,36 +331,10 @@ def hand_loop(directory: Path, backends: list[str], examples: int) -> None:
         torch.manual_seed(0)
         model = cls().eval()
         example = torch.randn(*shape)
-        dynamic = {"x": {0: Dim("batch", min=1, max=16)}}
         with tempfile.TemporaryDirectory() as scratch:
             for backend in backends:
                 t_backend = time.perf_counter()
-                path = Path(scratch) / backend
-                with quiet_torch(fds=True), torch.no_grad():
-                    if backend in ("trace", "script"):
-                        artifact = torch.jit.trace(model, (example,)) if backend == "trace" else torch.jit.script(model)
-                        torch.jit.save(artifact, str(path))
-                        run = torch.jit.load(str(path))
-                    elif backend == "export":
-                        torch.export.save(torch.export.export(model, (example,), dynamic_shapes=dynamic), str(path))
-                        run = torch.export.load(str(path)).module()
-                    elif backend == "onnx":
-                        torch.onnx.export(model, (example,), str(path), dynamo=True, dynamic_shapes=dynamic, verbose=False)
-                        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-                        def run(x, session=session):
-                            return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
-                    else:
-                        sys.exit(f"the hand loop knows trace, script, onnx and export, not {backend!r}")
-                for _ in range(examples):
-                    batch = int(torch.randint(1, 17, (1,), generator=gen))
-                    x = torch.randn(batch, *shape[1:], generator=gen)
-                    with torch.no_grad(), quiet_torch():
-                        expected = model(x)
-                        actual = run(x)
-                    tol = {"rtol": 1e-3, "atol": 1e-4} if backend == "onnx" else {}
-                    where = f"{name} {backend}"
-                    torch.testing.assert_close(actual, expected, **tol, msg=lambda m, where=where: f"{where}: {m}")
+                hand_check(model, example, backend, examples, gen, Path(scratch), where=name)
                 per_backend[backend] += time.perf_counter() - t_backend
     end = time.perf_counter()
     print(f"hand loop: {len(SPECS)} models x {len(backends)} backends x {examples} examples; "
