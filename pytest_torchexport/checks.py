@@ -186,7 +186,7 @@ class PendingCheck:
             return
         # On CPU only: eager on a GPU here would initialise CUDA in the parent, which its
         # forked children then could not use.
-        if self.once is not None and self.device == "cpu" and _available(spec):
+        if self.once is not None and self.device == "cpu" and _available(spec, self.device):
             try:
                 cache, call = self.once
                 self.prelude = cache.hand_over(call, self.module, self.plan, self.options, self.result)
@@ -247,15 +247,23 @@ class PendingCheck:
             self._scratch = None
 
 
-def _available(spec: Any) -> bool:
+def _available(spec: Any, device: str) -> bool:
     """Whether the check will get past its backend's availability (else its child reports that,
     before any eager stage, as it always did)."""
     if spec is None:
         return False
     try:
-        return load_backend(spec).unavailable_reason() is None
+        return _unavailable(load_backend(spec), device) is None
     except Exception:  # noqa: BLE001 - the check itself reports an unloadable backend
         return False
+
+
+def _unavailable(backend: Any, device: str) -> str | None:
+    """Why ``backend`` cannot check on ``device`` here, or None."""
+    reason = backend.unavailable_reason()
+    if reason is None and device == "cuda" and not torch.cuda.is_available():
+        reason = "CUDA is not available on this machine (torch.cuda.is_available() is False)"
+    return reason
 
 
 def _on_device(step: tuple[tuple[Any, ...], dict[str, Any]], device: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -299,9 +307,7 @@ def _pipeline(
     if spec is None:
         raise InvalidArgument(f"unknown torchexport backend {name!r}; valid backends: {', '.join(session.backends)}")
     backend = load_backend(spec)
-    reason = backend.unavailable_reason()
-    if reason is None and device == "cuda" and not torch.cuda.is_available():
-        reason = "CUDA is not available on this machine (torch.cuda.is_available() is False)"
+    reason = _unavailable(backend, device)
     if reason and name in options.require:
         from .options import INSTALL
 

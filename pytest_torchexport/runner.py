@@ -109,11 +109,6 @@ def warm_up(name: str, spec: Any) -> None:
         pass
 
 
-def run_in_child(body: Callable[[Result], None], result: Result, timeout: float, scratch: Path, header: str) -> Result:
-    """Run ``body(result)`` in a forked child; the result it finished, or the one its death gives."""
-    return Child(body, result, timeout, scratch, header).wait()
-
-
 def parallel_checks() -> int:
     """[Side By Side] How many checks this process runs at once: its share of the cores.
 
