@@ -248,6 +248,7 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
     recording = state.recordings.get(key)
     try:
         if recording is None:
+            _start_loader(state, options, target)
             recording = yield from _run_body(item, options)
             state.remember(key, recording)
         else:
@@ -260,6 +261,15 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
         _check(item, recording, options, target)
     finally:
         state.done(key)
+
+
+def _start_loader(state: State, options: Options, target: items.Target) -> None:
+    """[Standalone Overlap] The standalone loader (a fresh interpreter that imports torch, a
+    second or two) starts before the first body it will serve, not when that body's first
+    check asks for it, so the import overlaps the body, its recording and the export."""
+    from . import standalone
+
+    standalone.start(state.backends.get(target.backend), options)
 
 
 def _run_body(item: pytest.Item, options: Options) -> Generator[None, None, Any]:
@@ -306,6 +316,7 @@ def _check(item: pytest.Item, recording: Any, options: Options, target: Any) -> 
     planned = state.ahead.take(item) or _plan(item, recording, options, target)
     state.ahead.start_after(item, recording, options)
     result = planned.wait()
+    state.ahead.timed(result)
     result.extra["location"] = {"file": item.location[0], "line": item.location[1] + 1}
     _record(item, [result])
     _outcome(result, state)
@@ -329,10 +340,29 @@ class Ahead:
     ``runner.parallel_checks()`` at once; each item then waits for its own. Under xdist only
     the item pytest runs next here is known. What never runs (``-x``, a rerun) is stopped."""
 
+    #: Before a backend's first check in this process has been timed: its rank among the
+    #: built-in backends' usual costs (an ONNX export takes seconds, a trace a fraction of one).
+    PRIOR_S = {"aoti": 8.0, "executorch": 6.0, "onnx": 2.0, "export": 1.0, "compile": 1.0, "script": 0.5, "trace": 0.3}
+
     def __init__(self) -> None:
         self.started: dict[str, Any] = {}  # nodeid -> PlannedRun
         self.next: dict[str, pytest.Item | None] = {}  # nodeid -> the item run after it here (xdist)
         self._order: dict[str, int] | None = None
+        self._took: dict[tuple[str, str], tuple[float, int]] = {}  # (backend, device) -> (seconds, checks)
+
+    def timed(self, result: Result) -> None:
+        """What one check took, for the next tests' order of starting."""
+        total = result.timings.get("total_s")
+        if total is not None:
+            seconds, count = self._took.get((result.backend, result.device), (0.0, 0))
+            self._took[(result.backend, result.device)] = (seconds + total, count + 1)
+
+    def expected_s(self, item: pytest.Item) -> float:
+        target = items.target(item)
+        if target is None:
+            return 0.0
+        seconds, count = self._took.get((target.backend, target.device), (0.0, 0))
+        return seconds / count if count else self.PRIOR_S.get(target.backend, 1.0)
 
     def take(self, item: pytest.Item) -> Any:
         return self.started.pop(item.nodeid, None)
@@ -344,18 +374,22 @@ class Ahead:
         if jobs <= 1 or recording.error is not None:
             return
         key = items.test_key(item)
+        candidates = []
         for following in self._following(item):
-            if len(self.started) >= jobs - 1:
-                return
             target = items.target(following)
             if target is None or items.test_key(following) != key:
-                return
+                break
             if following.nodeid in self.started or following.stash.get(ATTEMPTED, False):
                 continue
             state = following.config.stash[STATE]
             if _resolve(state, _marker_options(following), following.nodeid) != options:
-                return
-            self.started[following.nodeid] = _plan(following, recording, options, target)
+                break
+            candidates.append(following)
+        # The longest first: the short ones then fill the other cores while it runs, instead
+        # of the test's last long check running alone at its end.
+        candidates.sort(key=self.expected_s, reverse=True)
+        for following in candidates[: max(0, jobs - 1 - len(self.started))]:
+            self.started[following.nodeid] = _plan(following, recording, options, items.target(following))
 
     def _following(self, item: pytest.Item) -> list[pytest.Item]:
         if hasattr(item.config, "workerinput"):  # xdist: this worker's schedule is not known ahead

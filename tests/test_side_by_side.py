@@ -151,3 +151,78 @@ def test_an_item_that_never_takes_its_check_does_not_hold_the_others(tester, mon
     result = tester.runpytest("-q", "-p", "no:cacheprovider", "-rs")
     result.assert_outcomes(passed=2, skipped=1)
     result.stdout.fnmatch_lines(["*not this one*"])
+
+
+ORDER_CONFTEST = """
+import time
+
+import pytest_torchexport.recorded as recorded
+from pytest_torchexport.backends.trace import TraceBackend
+
+LOG = {log!r}
+
+
+class Quick(TraceBackend):
+    name = "quick"
+
+    def unavailable_reason(self):
+        return None
+
+
+class Slow(Quick):
+    name = "slow"
+
+    def export(self, module, args, kwargs, ctx):
+        time.sleep(1.5)
+        return super().export(module, args, kwargs, ctx)
+
+
+def pytest_torchexport_backends(config):
+    return {{"quick": Quick, "slow": Slow}}
+
+
+_start = recorded.Selection.start
+
+
+def _logged_start(self, backend, device, session):
+    with open(LOG, "a") as f:
+        f.write(f"{{session.test.split('::')[-1]}} {{backend}}\\n")
+    return _start(self, backend, device, session)
+
+
+def pytest_configure(config):
+    recorded.Selection.start = _logged_start
+
+
+def pytest_unconfigure(config):
+    recorded.Selection.start = _start
+"""
+
+ORDER_TESTS = """
+import pytest, torch
+
+@pytest.mark.torchexport(backends=["trace", "quick", "slow"], examples=2)
+def test_one():
+    torch.nn.Linear(3, 2).eval()(torch.randn(2, 3))
+
+@pytest.mark.torchexport(backends=["trace", "quick", "slow"], examples=2)
+def test_two():
+    torch.nn.Linear(3, 2).eval()(torch.randn(2, 3))
+"""
+
+
+def test_the_longest_check_of_a_test_starts_first(tester, tmp_path, monkeypatch):
+    # Two places: the first item's own check, and one started ahead. test_one knows no times
+    # (both third-party backends rank alike: the order asked for); by test_two, this process
+    # has timed slow's check (1.5 s of export) against quick's, and starts slow ahead instead.
+    log = tmp_path / "starts.txt"
+    monkeypatch.setenv("TORCHEXPORT_JOBS", "2")
+    tester.makeconftest(ORDER_CONFTEST.format(log=str(log)))
+    tester.makepyfile(test_order=ORDER_TESTS)
+    result = tester.runpytest("-q", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=6)
+    starts = log.read_text().split("\n")[:-1]
+    assert starts == [
+        "test_one trace", "test_one quick", "test_one slow",
+        "test_two trace", "test_two slow", "test_two quick",
+    ], starts

@@ -139,3 +139,28 @@ def test_a_crash_or_timeout_in_the_search_is_not_blamed_on_the_standalone_step(h
     assert result.status == ("run_error" if how == "crash" else "timeout"), result.message
     first = result.message.splitlines()[0]
     assert "during search" in first and "standalone" not in first, first
+
+
+STARTED_BEFORE_THE_BODY = """
+import pytest, torch
+
+from pytest_torchexport import loader
+
+@pytest.mark.torchexport(backends=["trace"], examples=2)
+def test_model():
+    handle = loader.current()
+    assert handle is not None and handle.proc is not None and handle.proc.poll() is None
+    torch.nn.Linear(3, 2).eval()(torch.randn(2, 3))
+
+@pytest.mark.torchexport(backends=["trace"], examples=2, standalone=False)
+def test_without_standalone():
+    torch.nn.Linear(3, 2).eval()(torch.randn(2, 3))
+"""
+
+
+def test_the_loader_starts_before_the_first_body_it_serves(tester):
+    # Its import of torch overlaps the body and the export instead of the first check's wait.
+    # A fresh process: this one may have a loader already.
+    tester.makepyfile(test_started=STARTED_BEFORE_THE_BODY)
+    result = tester.runpytest_subprocess("-q", "-p", "no:cacheprovider", "-p", "no:xdist")
+    result.assert_outcomes(passed=2)
