@@ -83,13 +83,6 @@ def _fds_silenced() -> Iterator[None]:
                 os.close(fd)
 
 
-def torch_version() -> tuple[int, int]:
-    import torch
-
-    major, minor = torch.__version__.split(".")[:2]
-    return int(major), int(minor)
-
-
 def package_version(name: str) -> str | None:
     from importlib import metadata
 

@@ -16,10 +16,10 @@ Declared dims (``dims=`` naming the dim, ``dynamic=``, ``inputs=``) stay strict.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 from . import explain
-from .backends.base import Backend, ExportContext
+from .backends.base import ExportContext
+from .context import Check
 from .eager import Eager
 from .exporting import export_once, quiet_call
 from .options import Options
@@ -81,13 +81,14 @@ def hold_rejected_batch(plan: InputPlan, eager: Eager, options: Options, result:
     return dataclasses.replace(plan, tensors=tensors, dims=dims)
 
 
-def recorded_size_export(backend: Backend, eager: Eager, plan: InputPlan, result: Result, scratch: Path) -> None:
+def recorded_size_export(check: Check) -> None:
     """One export at the recorded sizes, for a dim the check exported grown from 0/1 to 2.
 
     A user's export script exports at the example it has; backends that capture through
     ``torch.export`` assume every dynamic size is >= 2 and make a size of 0 or 1 a constant.
     """
-    grown = result.extra.get("export_sizes")
+    backend, plan, result, scratch = check.backend, check.plan, check.result, check.scratch
+    grown = check.export_sizes
     if not grown or not backend.specializes_small_dims:
         return
     recorded = dict(recorded_draw(plan).sizes)
@@ -96,8 +97,8 @@ def recorded_size_export(backend: Backend, eager: Eager, plan: InputPlan, result
         return
     args, kwargs = materialize(plan, recorded_draw(plan), result.device)
     (scratch / "recorded-size").mkdir(exist_ok=True)
-    ctx = ExportContext(device=result.device, plan=plan, module=eager.module, scratch=scratch / "recorded-size")
-    artifact, failure = export_once(backend, eager, args, kwargs, ctx, result)
+    ctx = ExportContext(device=result.device, plan=plan, module=check.eager.module, scratch=scratch / "recorded-size")
+    artifact, failure = export_once(check, args, kwargs, ctx)
     at = ", ".join(f"{d}={s}" for d, s in sorted(small.items()))
     name = result.backend
     if failure is not None:

@@ -30,12 +30,13 @@ from typing import Any
 
 import torch
 
-from . import assumptions, exporting, latency, runner, side_effects, standalone
-from .backends.base import load_backend
+from . import assumptions, exporting, latency, outcome, runner, side_effects, standalone
+from .backends.base import Backend, load_backend
+from .context import Check
 from .eager import EAGER_MODE, module_name
 from .errors import ExportMismatch, InvalidArgument
 from .options import BUILTIN_BACKENDS, Options
-from .outcome import Stop, finish
+from .outcome import Stop, settle
 from .prelude import EagerOnce, Prelude, run_prelude, training_finding
 from .report import Report, Result, tag
 from .search import Search
@@ -112,7 +113,7 @@ def run(
     plan = plan_inputs(module, args, kwargs, dims=options.dims, dynamic=options.dynamic, inputs=options.inputs)
     once = EagerOnce()
     pending = [
-        PendingCheck(module, plan, name, device, options, session, once=(once, 0))
+        PendingCheck(module, plan, name, device, options, session=session, once=(once, 0))
         for device in resolve_devices(options.devices)
         for name in options.backends
     ]
@@ -147,7 +148,7 @@ def check_backend(
 ) -> Result:
     """One (backend, device) check. ``sequence``: the test's own calls of a module, in order
     (their first is the recorded call), replayed when the module updates its state."""
-    return PendingCheck(module, plan, name, device, options, session, sequence=sequence).wait()
+    return PendingCheck(module, plan, name, device, options, session=session, sequence=sequence).wait()
 
 
 class PendingCheck:
@@ -156,8 +157,8 @@ class PendingCheck:
     in ``wait()``. Its time limit counts from its start."""
 
     def __init__(
-        self, module: torch.nn.Module, plan: InputPlan, name: str, device: str, options: Options, session: Session,
-        *, sequence: list[tuple[tuple[Any, ...], dict[str, Any]]] | None = None,
+        self, module: torch.nn.Module, plan: InputPlan, name: str, device: str, options: Options,
+        *, session: Session, sequence: list[tuple[tuple[Any, ...], dict[str, Any]]] | None = None,
         once: tuple[EagerOnce, Any] | None = None,
     ) -> None:
         """``once``: the prelude's cache shared by the checks of one call, and which call this is."""
@@ -222,7 +223,7 @@ class PendingCheck:
             self._cleanup()
         result.extra["isolation"] = self.mode if self.why is None else f"{self.mode}: {self.why}"
         result.timings["total_s"] = (ended or time.monotonic()) - self.started
-        _apply_xfail(result, self.options)
+        outcome.xfail(result, self.options.xfail.get(result.backend))
         self._done = result
         return result
 
@@ -236,10 +237,9 @@ class PendingCheck:
         assert self._scratch is not None
         with _exact_cuda_math(self.device):
             try:
-                _pipeline(self.module, self.plan, self.name, self.device, self.options, self.session, result,
-                          self._scratch, self.sequence, self.prelude)
-            except Stop:
-                pass
+                _pipeline(self, result, self._scratch)
+            except Stop as stop:
+                settle(result, stop.outcome)
 
     def _cleanup(self) -> None:
         if self._child is not None and self._scratch is not None:
@@ -272,37 +272,48 @@ def _on_device(step: tuple[tuple[Any, ...], dict[str, Any]], device: str) -> tup
     return pytree.tree_map(lambda v: v.to(device) if isinstance(v, torch.Tensor) else v, step)
 
 
-def _apply_xfail(result: Result, options: Options) -> None:
-    reason = options.xfail.get(result.backend)
-    if reason is None or result.status in ("skipped", "nondeterministic"):
-        return
-    if result.failed:
-        result.extra["xfail_of"] = result.status
-        result.status = "xfail"
-        result.message = f"expected failure ({reason}): {result.message}"
-    else:
-        result.status = "xpass"
-        result.message = (
-            f"{result.backend} passed but is marked xfail ({reason!r}); "
-            f"the defect may be fixed: remove {result.backend!r} from xfail="
-        )
+def _pipeline(pending: PendingCheck, result: Result, scratch: Path) -> None:
+    """The stages in order; any may end the check early (``outcome.Stop``), else the search's
+    verdict is settled once the standalone load has answered. ``pending.prelude``: eager's
+    stages, computed once for the test's checks (prelude.py); else this check's own."""
+    spec, backend = _backend(pending, result)
+    prelude = pending.prelude or run_prelude(pending.module, pending.plan, pending.device, pending.options, result)
+    sequence, device = pending.sequence, pending.device
+    check = Check(
+        session=pending.session, options=prelude.options, spec=spec, backend=backend, eager=prelude.eager,
+        plan=prelude.plan, scratch=scratch, result=result, recorded=prelude.recorded,
+        changed_state=prelude.changed_state, mutates_input=prelude.mutates_input,
+        steps=[_on_device(step, device) for step in sequence] if sequence and prelude.changed_state else None,
+    )
+    # 2-3. Export once at the example, save, load back.
+    check.artifacts = exporting.build(check)
+    assumptions.recorded_size_export(check)
+    # The saved artifact in a fresh process (standalone.py): the request goes out now, the loader
+    # answers while the side effects and the search run, and its verdict joins at the end (a
+    # load_error still decides the result, as when the load ran before the search).
+    loading = standalone.step(check)
+    try:
+        # 4. Side effects the artifact must reproduce, arguments it may bake in, then the search.
+        runner.stage(result, "run")
+        side_effects.check_side_effects(check)
+        if not check.options.vary_scalars:
+            side_effects.baked_arguments(check)
+        loading.join_if_answered()  # a load_error already known skips the search, as it did
+        runner.stage(result, "search")
+        verdict = Search(check).run()
+    except Exception:
+        loading.join()  # a stage ended the check (Stop) or raised: a standalone load_error still wins
+        raise
+    loading.join()
+    settle(result, verdict)
+    # 5. Latency at the recorded input, once the verdict is in (latency.py), in the search's stage as before.
+    runner.stage(result, "search")
+    latency.record(check)
 
 
-def _pipeline(
-    module: torch.nn.Module,
-    plan: InputPlan,
-    name: str,
-    device: str,
-    options: Options,
-    session: Session,
-    result: Result,
-    scratch: Path,
-    sequence: list[tuple[tuple[Any, ...], dict[str, Any]]] | None = None,
-    prelude: Prelude | None = None,
-) -> None:
-    """The stages in order; any stage may settle the verdict early (``outcome.finish``).
-    ``prelude``: eager's stages, computed once for the test's checks (prelude.py)."""
-    header = tag(result)
+def _backend(pending: PendingCheck, result: Result) -> tuple[Any, Backend]:
+    """The check's backend as registered and loaded; ends the check where it is unavailable here."""
+    name, device, options, session = pending.name, pending.device, pending.options, pending.session
     spec = session.backends.get(name)
     if spec is None:
         raise InvalidArgument(f"unknown torchexport backend {name!r}; valid backends: {', '.join(session.backends)}")
@@ -311,51 +322,14 @@ def _pipeline(
     if reason and name in options.require:
         from .options import INSTALL
 
-        finish(
-            result,
+        raise Stop(
             "export_error",
-            f"{name} is required (--torchexport-require) but unavailable here {header}\n{reason}\n"
+            f"{name} is required (--torchexport-require) but unavailable here {tag(result)}\n{reason}\n"
             f"Install: {INSTALL.get(name, 'the package that provides the ' + name + ' backend')}",
         )
     if reason:
-        finish(result, "skipped", f"{name} skipped: {reason}")
-
-    if prelude is None:  # not handed over (inline, or it could not be shared): this check's own
-        prelude = run_prelude(module, plan, device, options, result)
-    eager, plan, options, first, changed_state = (
-        prelude.eager, prelude.plan, prelude.options, prelude.first, prelude.changed_state,
-    )
-    seed_draw, seed_args, seed_kwargs = prelude.recorded_draw, prelude.args, prelude.kwargs
-
-    # 2-3. Export once at the example, save, load back.
-    artifacts = exporting.build(backend, eager, plan, options, result, header, scratch)
-    assumptions.recorded_size_export(backend, eager, plan, result, scratch)
-    # The saved artifact in a fresh process (standalone.py): the request goes out now, the loader
-    # answers while the side effects and the search run, and its verdict joins at the end (a
-    # load_error still decides the result, as when the load ran before the search).
-    loading = standalone.step(backend, spec, artifacts.ctx, plan, device, options, result, header, scratch,
-                              seed_args, seed_kwargs, first.outputs)
-    try:
-        # 4. Side effects the artifact must reproduce, arguments it may bake in, then the search.
-        runner.stage(result, "run")
-        steps = [_on_device(step, device) for step in sequence] if sequence and changed_state else None
-        side_effects.check_side_effects(
-            result, backend, artifacts.runnable, eager, plan, seed_args, seed_kwargs, first, changed_state, header,
-            sequence=steps, options=options,
-        )
-        if not options.vary_scalars:
-            side_effects.baked_arguments(result, backend, artifacts.runnable, eager, plan, seed_draw, device,
-                                         options=options)
-        loading.join_if_answered()  # a load_error already known skips the search, as it did
-        runner.stage(result, "search")
-        Search(result, backend, artifacts, eager, plan, options, session, header, seed_draw, first).run()
-    except Exception:
-        loading.join()  # a stage settled the check (Stop) or raised: a standalone load_error still wins
-        raise
-    loading.join()
-    # 5. Latency at the recorded input, once the verdict is in (latency.py), in the search's stage as before.
-    runner.stage(result, "search")
-    latency.record(result, backend, artifacts.runnable, eager, seed_args, seed_kwargs, plan)
+        raise Stop("skipped", f"{name} skipped: {reason}")
+    return spec, backend
 
 
 @contextlib.contextmanager

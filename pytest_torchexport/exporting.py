@@ -11,8 +11,6 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,59 +18,39 @@ import torch
 from . import explain, runner
 from ._compat import quiet_torch
 from .backends.base import Backend, ExportContext
-from .eager import Eager, copy_module
-from .options import Options
-from .outcome import finish
+from .context import Artifacts, Check
+from .eager import copy_module
+from .outcome import Stop
 from .report import Finding, Result
 from .specs import InputPlan
 from .stateful import reset_state
 from .strategies import Draw, materialize, recorded_draw
 
 
-@dataclass
-class Artifacts:
-    """What the export stage hands the search."""
-
-    runnable: Any  # the loaded artifact, or the in-memory one when there is no round trip
-    in_memory: Any  # the artifact before save/load, for round-trip blame; None without a round trip
-    export_draw: Draw  # the input the export ran on
-    ctx: ExportContext
-
-
-def build(
-    backend: Backend, eager: Eager, plan: InputPlan, options: Options, result: Result, header: str, scratch: Path
-) -> Artifacts:
-    """Export, then save and load back; a failure finishes the check with its status."""
-    name, device = result.backend, result.device
-    export_args, export_kwargs, export_draw, grown = export_inputs(plan, backend, device)
+def build(check: Check) -> Artifacts:
+    """Export, then save and load back; a failure ends the check with its status (``Stop``)."""
+    backend, plan, result, name = check.backend, check.plan, check.result, check.name
+    export_args, export_kwargs, export_draw, grown = export_inputs(plan, backend, check.device)
     if grown:
-        result.extra["export_sizes"] = {k: v[1] for k, v in grown.items()}
-    ctx = ExportContext(device=device, plan=plan, module=eager.module, scratch=scratch)
-    artifact, failure = export_once(backend, eager, export_args, export_kwargs, ctx, result)
+        check.export_sizes = {k: v[1] for k, v in grown.items()}
+        result.extra["export_sizes"] = dict(check.export_sizes)
+    ctx = ExportContext(device=check.device, plan=plan, module=check.eager.module, scratch=check.scratch)
+    artifact, failure = export_once(check, export_args, export_kwargs, ctx)
     relaxed = violated_dims(failure, plan) if failure is not None and backend.dynamic else frozenset()
     if relaxed:
         # The declared range is impossible for this code: say so, then export with those
         # dims left to the exporter, so the search can show where the artifact breaks.
         result.findings.append(specialized_finding(failure, name, relaxed, plan))
         ctx.relaxed = relaxed
-        artifact, retry_failure = export_once(backend, eager, export_args, export_kwargs, ctx, result)
+        artifact, retry_failure = export_once(check, export_args, export_kwargs, ctx)
         failure = retry_failure and failure
     if failure is not None:
-        export_failed(result, failure, name, "export", header, plan)
-    for input_name, axis, dim, size in plan.static_in(quiet_call(backend.input_shapes, artifact)):
-        if not any(f.kind == "specialized_dim" and f"{dim!r}" in f.detail for f in result.findings):
-            result.findings.append(
-                Finding(
-                    "specialized_dim",
-                    f"{name} made dim {axis} of {input_name} ({dim!r}, declared dynamic) static: "
-                    f"the artifact accepts only size {size}",
-                )
-            )
+        export_failed(check, failure, "export")
+    _static_dims(check, artifact)
 
     runnable, in_memory = artifact, None
-    if options.roundtrip and backend.saveable:
-        keep_in, test = options.keep_artifacts, _test_dirname(result)
-        runnable, in_memory = roundtrip(backend, artifact, ctx, result, header, scratch, keep_in, test), artifact
+    if check.options.roundtrip and backend.saveable:
+        runnable, in_memory = roundtrip(check, artifact, ctx), artifact
     elif not backend.saveable:
         result.extra["roundtrip"] = f"not applicable: {name} artifacts are not saved"
     else:
@@ -85,18 +63,33 @@ def build(
     return Artifacts(runnable, in_memory, export_draw, ctx)
 
 
+def _static_dims(check: Check, artifact: Any) -> None:
+    """A ``specialized_dim`` finding per declared-dynamic dim the artifact's inputs fix (once a dim)."""
+    said: set[str] = set()
+    for input_name, axis, dim, size in check.plan.static_in(quiet_call(check.backend.input_shapes, artifact)):
+        if dim in said:
+            continue
+        said.add(dim)
+        check.result.findings.append(
+            Finding(
+                "specialized_dim",
+                f"{check.name} made dim {axis} of {input_name} ({dim!r}, declared dynamic) static: "
+                f"the artifact accepts only size {size}",
+            )
+        )
+
+
 def _test_dirname(result: Result) -> str:
     from .artifacts import test_dirname
 
     return test_dirname(result.nodeid, result.test, result.module)
 
 
-def export_once(
-    backend: Backend, eager: Eager, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext, result: Result
-) -> tuple[Any, Exception | None]:
+def export_once(check: Check, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> tuple[Any, Exception | None]:
     """One export of a fresh copy (exporters may touch the module), timed, warnings kept."""
+    result = check.result
     runner.stage(result, "export")
-    module = copy_module(eager.module)
+    module = copy_module(check.eager.module)
     initial = {k: v.detach().clone() for k, v in module.named_buffers()}
     t0 = time.perf_counter()
     artifact, failure = None, None
@@ -105,7 +98,7 @@ def export_once(
             # As the reference runs and as models are served: grad mode makes some exporters
             # take other paths (T5's dynamo ONNX export fails to decompose in grad mode).
             with torch.no_grad():
-                artifact = backend.export(module, args, kwargs, ctx)
+                artifact = check.backend.export(module, args, kwargs, ctx)
         except Exception as exc:  # noqa: BLE001 - every exporter failure is a result
             failure = exc
     if artifact is not None:
@@ -165,23 +158,25 @@ def export_inputs(
     return args, kwargs, draw, grown
 
 
-def export_failed(result: Result, exc: BaseException, name: str, stage: str, header: str, plan: InputPlan) -> None:
+def export_failed(check: Check, exc: BaseException, stage: str) -> None:
+    """End the check: ``stage`` ("export", "save" or "load") raised ``exc``."""
+    name = check.name
     finding = explain.error_finding(exc, name, stage)
     if finding:
-        result.findings.append(finding)
-    lines = [f"{name} could not {'export' if stage == 'export' else stage} the module {header}", explain.trim_error(exc)]
-    if finding and finding.where:
-        lines.append(f"Likely cause: {finding.detail}")
-    lines.append(f"Example inputs: {plan.describe()}")
+        check.result.findings.append(finding)
+    lines = [f"{name} could not {'export' if stage == 'export' else stage} the module {check.header}", explain.trim_error(exc)]
+    cause = finding.detail if finding and finding.where else None
+    if cause is not None:
+        lines.append(f"Likely cause: {cause}")
+    lines.append(f"Example inputs: {check.plan.describe()}")
     lines.append(f'If {name} is not a path you ship, drop it with backends=[...] or mark it known with xfail={{"{name}": "reason"}}')
-    finish(result, "export_error" if stage in ("export", "save") else "load_error", "\n".join(lines))
+    raise Stop("export_error" if stage in ("export", "save") else "load_error", "\n".join(lines), cause)
 
 
-def roundtrip(
-    backend: Backend, artifact: Any, ctx: ExportContext, result: Result, header: str, scratch: Path,
-    keep_in: str | None = None, test: str = "",
-) -> Any:
-    directory = scratch / "artifact"
+def roundtrip(check: Check, artifact: Any, ctx: ExportContext) -> Any:
+    """Save ``artifact`` under the scratch dir and load it back; kept too with --torchexport-keep-artifacts."""
+    backend, result = check.backend, check.result
+    directory = check.scratch / "artifact"
     directory.mkdir()
     t0 = time.perf_counter()
     runner.stage(result, "save")
@@ -189,12 +184,12 @@ def roundtrip(
         try:
             files = backend.save(artifact, directory)
         except Exception as exc:  # noqa: BLE001
-            export_failed(result, exc, result.backend, "save", header, ctx.plan)
+            export_failed(check, exc, "save")
     result.extra["artifact_files"] = [p.name for p in files]
-    if keep_in:  # before the load, so an artifact that does not load back is kept too
-        from .artifacts import keep
+    if check.options.keep_artifacts:  # before the load, so an artifact that does not load back is kept too
+        from .artifacts import display_path, keep
 
-        keep(result, keep_in, test, files)
+        check.artifact_dir = display_path(keep(result, check.options.keep_artifacts, _test_dirname(result), files))
     result.extra["artifact_bytes"] = sum(p.stat().st_size for p in files if p.exists())
     if len(files) > 1:
         result.findings.append(
@@ -209,7 +204,6 @@ def roundtrip(
         try:
             loaded = backend.load(directory, ctx)
         except Exception as exc:  # noqa: BLE001
-            export_failed(result, exc, result.backend, "load", header, ctx.plan)
+            export_failed(check, exc, "load")
     result.timings["load_s"] = time.perf_counter() - t0
     return loaded
-

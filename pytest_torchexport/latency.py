@@ -17,9 +17,8 @@ import torch
 
 from ._compat import quiet_torch
 from .backends.base import Backend
+from .context import Check
 from .eager import Eager, fresh
-from .report import Result
-from .specs import InputPlan
 from .strategies import summarize
 
 #: Timed calls of each side; fewer when one call is slow (see ``BUDGET_S``).
@@ -28,26 +27,28 @@ CALLS = 5
 BUDGET_S = 0.5
 
 
-def record(result: Result, backend: Backend, artifact: Any, eager: Eager, args: Any, kwargs: Any, plan: InputPlan) -> None:
-    """Put ``latency_ms`` {"eager", "artifact", "input"} on ``result``; never changes a verdict."""
+def record(check: Check) -> None:
+    """Put ``latency_ms`` {"eager", "artifact", "input"} on the check's result; never changes a verdict."""
+    artifact = check.artifacts.runnable if check.artifacts is not None else None
     if artifact is None:
         return
+    args, kwargs, eager = check.recorded.args, check.recorded.kwargs, check.eager
     t0 = time.perf_counter()
     try:
-        timings = measure(backend, artifact, eager, args, kwargs)
+        timings = measure(check.backend, artifact, eager, args, kwargs)
     except Exception:  # noqa: BLE001 - a timing that fails is omitted, never a verdict
         return
     finally:
         eager.restore()
     if timings is None:
         return
-    summary = summarize(args, kwargs, plan)
+    summary = summarize(args, kwargs, check.plan)
     described = "; ".join(
         f"{name}={e['value']!r}" if "value" in e else f"{name}: {e['dtype']}{e['shape']}" for name, e in summary.items()
     )
     eager_ms, artifact_ms = timings
-    result.extra["latency_ms"] = {"eager": round(eager_ms, 4), "artifact": round(artifact_ms, 4), "input": described}
-    result.timings["latency_s"] = time.perf_counter() - t0
+    check.result.extra["latency_ms"] = {"eager": round(eager_ms, 4), "artifact": round(artifact_ms, 4), "input": described}
+    check.result.timings["latency_s"] = time.perf_counter() - t0
 
 
 def measure(backend: Backend, artifact: Any, eager: Eager, args: Any, kwargs: Any) -> tuple[float, float] | None:
@@ -68,6 +69,7 @@ def measure(backend: Backend, artifact: Any, eager: Eager, args: Any, kwargs: An
     def run_eager(a: Any, k: Any) -> Any:
         return module(*a, **k)
 
+    # Not ``Check.run``: its fresh copies and RNG fork would be timed with the artifact.
     def run_artifact(a: Any, k: Any) -> Any:
         return backend.run(artifact, a, k)
 

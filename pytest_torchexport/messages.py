@@ -15,14 +15,12 @@ from typing import Any
 import torch
 
 from . import explain
-from .backends.base import Backend
+from .context import Check
 from .noise import verdict_words
-from .options import Options
-from .outcome import Failure, Stats
+from .outcome import Failure, Outcome, Stats
 from .report import Finding, Result
-from .session import Session
 from .specs import InputPlan
-from .strategies import Draw, describe_inputs, materialize, probe_value, summarize
+from .strategies import describe_inputs, materialize, probe_value, summarize
 
 
 def vacuous_finding(result: Result, stats: Stats) -> None:
@@ -54,26 +52,27 @@ def rejection_finding(result: Result, stats: Stats, plan: InputPlan) -> None:
         )
 
 
-def pass_message(result: Result, stats: Stats, header: str, export_draw: Draw, seed_draw: Draw) -> str:
-    parts = [f"{result.backend} matches eager on {stats.examples} inputs {header}"]
+def pass_message(check: Check, stats: Stats) -> str:
+    assert check.artifacts is not None
+    parts = [f"{check.name} matches eager on {stats.examples} inputs {check.header}"]
     if len(stats.paths) > 1:
         parts.append(f"the inputs took {len(stats.paths)} control-flow paths through the model's code")
     elif stats.paths:
         parts.append("every input took the same path through the model's code, so control flow was not exercised")
-    recorded = dict(seed_draw.sizes)
-    grown = ", ".join(f"{d}={new} (recorded {recorded[d]})" for d, new in export_draw.sizes if new != recorded.get(d))
+    recorded = dict(check.recorded.draw.sizes)
+    grown = ", ".join(
+        f"{d}={new} (recorded {recorded[d]})" for d, new in check.artifacts.export_draw.sizes if new != recorded.get(d)
+    )
     if grown:
         parts.append(f"exported at {grown}: exporters turn sizes 0 and 1 into constants; size 1 was still drawn")
     return "; ".join(parts)
 
 
-def explain_failure(
-    result: Result, failure: Failure, stats: Stats, backend: Backend, plan: InputPlan, options: Options,
-    session: Session, name: str, header: str, export_path: Any, rtol: float | None, atol: float | None,
-    eager_module: torch.nn.Module, device: str, export_draw: Draw,
-) -> None:
-    summary = summarize(failure.args, failure.kwargs, plan)
-    result.status = failure.status
+def explain_failure(check: Check, failure: Failure, stats: Stats, export_path: Any) -> Outcome:
+    """The verdict on the search's shrunk ``failure``; ``export_path``: the lines the export
+    example ran, where it is the recorded call."""
+    result, name, header = check.result, check.name, check.header
+    summary = summarize(failure.args, failure.kwargs, check.plan)
     result.failing_example = {"inputs": summary, "draw": failure.draw.describe()}
     headline = {
         "mismatch": f"Exported outputs differ from eager {header}",
@@ -84,27 +83,41 @@ def explain_failure(
         ),
         "roundtrip_mismatch": f"The {name} artifact changed in the save/load round trip {header}",
     }[failure.status]
-    lines = [headline]
-    lines.append(
-        f"Failed on {stats.failed} of {stats.examples} inputs tried (search and shrinking); smallest failing input:"
-    )
-    lines.append(f"  {describe_inputs(summary)}")
-    if failure.comparison is not None:
-        cmp = failure.comparison
+    lines = [
+        headline,
+        f"Failed on {stats.failed} of {stats.examples} inputs tried (search and shrinking); smallest failing input:",
+        f"  {describe_inputs(summary)}",
+    ]
+    numbers, passes_with = _numbers(result, failure)
+    lines += numbers + _error_lines(check, failure) + _diverges_at(result, failure, name)
+    cause = _likely_cause(check, failure, stats, export_path)
+    if cause:
+        lines.append(f"Likely cause: {cause}")
+    lines += _reproduce(check, failure) + _remedy(failure, name, passes_with, result)
+    return Outcome(failure.status, "\n".join(lines), cause or None)
+
+
+def _numbers(result: Result, failure: Failure) -> tuple[list[str], dict[str, float] | None]:
+    """The comparison's lines, its numbers recorded on ``result``; and the tolerances that would pass."""
+    cmp, lines, passes_with = failure.comparison, [], None
+    if cmp is not None:
         result.max_abs_err, result.max_rel_err = cmp.max_abs, cmp.max_rel
         result.rtol, result.atol = cmp.rtol, cmp.atol
         if cmp.diffs:
             worst = max(cmp.diffs, key=lambda d: d.max_abs)
-            result.extra.update(
-                error_p50=worst.p50,
-                error_p99=worst.p99,
-                passes_with={"atol": worst.needed_atol, "rtol": worst.needed_rtol},
-            )
+            passes_with = {"atol": worst.needed_atol, "rtol": worst.needed_rtol}
+            result.extra.update(error_p50=worst.p50, error_p99=worst.p99, passes_with=passes_with)
         if failure.status == "roundtrip_mismatch":
             lines.append("The loaded artifact differs from the one in memory:")
         lines += cmp.lines()
     if failure.status == "run_error":
         result.max_abs_err = result.max_rel_err = None  # the failing input produced no numbers
+    return lines, passes_with
+
+
+def _error_lines(check: Check, failure: Failure) -> list[str]:
+    """What the artifact raised, at the user's line; the torch.export guard the input violates."""
+    lines, result = [], check.result
     if failure.error is not None:
         err = failure.error
         lines.append(explain.trim_error(err, limit=8))
@@ -115,16 +128,18 @@ def explain_failure(
         result.findings.append(
             Finding(
                 "specialized_dim",
-                f"the input violates a guard torch.export proved for this model ({failure.guard}), yet the {name} "
+                f"the input violates a guard torch.export proved for this model ({failure.guard}), yet the {check.name} "
                 "artifact ran it: the ONNX graph drops torch.export's runtime asserts",
             )
         )
         if failure.comparison is None:
             lines.append(f"The artifact ran and returned values, but torch.export's guard fails on this input: {failure.guard}")
-    lines += _diverges_at(result, failure, name)
-    cause = _likely_cause(result, failure, stats, plan, export_path, name, backend)
-    if cause:
-        lines.append(f"Likely cause: {cause}")
+    return lines
+
+
+def _reproduce(check: Check, failure: Failure) -> list[str]:
+    """How to see it again: onnxruntime's setting, the replay file, the kept artifact."""
+    lines = []
     optimizer = failure.runtime_optimizer
     if optimizer is not None:
         best = optimizer.passes_at[-1]
@@ -134,19 +149,25 @@ def explain_failure(
             f"differs from eager on this input, and with {best} it matches. Serve with {best} until onnxruntime fixes "
             "the rewrite (report it with the model and this input)"
         )
-    repro = _save_repro(failure, plan, options, session, name, eager_module, device, export_draw, result)
+    repro = _save_repro(check, failure)
     if repro:
-        result.failing_example["repro"] = repro
+        check.result.failing_example["repro"] = repro
         lines.append(f"Replay: python -m pytest_torchexport.replay {repro}")
-    if result.extra.get("artifact_dir"):
+    if check.artifact_dir:
         from .artifacts import link_replay
 
-        lines.append(f"Artifact kept in {result.extra['artifact_dir']} (as saved, with its readable form)")
+        lines.append(f"Artifact kept in {check.artifact_dir} (as saved, with its readable form)")
         if repro:
-            link_replay(result.extra["artifact_dir"], repro)
+            link_replay(check.artifact_dir, repro)
+    return lines
+
+
+def _remedy(failure: Failure, name: str, passes_with: dict[str, float] | None, result: Result) -> list[str]:
+    """The last lines: what to change (the tolerance that would pass, the argument to pass as a tensor)."""
+    lines = []
     xfail = f'mark it known with xfail={{"{name}": "reason"}}'
-    if failure.status == "mismatch" and result.extra.get("passes_with"):
-        pw = result.extra["passes_with"]
+    if failure.status == "mismatch" and passes_with:
+        pw = passes_with
         # [Noise Oracle] Only the float64 run may call a difference a defect (noise.py).
         verdict = verdict_words(failure.noise)
         if failure.noise is not None:
@@ -159,7 +180,7 @@ def explain_failure(
         lines.append(f"Pass {args} as a tensor if callers vary it, or leave vary_scalars off if it is a constant; or {xfail}")
     elif failure.status == "run_error":
         lines.append(f"Declare the sizes the model supports with dims=, or {xfail}")
-    result.message = "\n".join(lines)
+    return lines
 
 
 def _diverges_at(result: Result, failure: Failure, name: str) -> list[str]:
@@ -245,12 +266,34 @@ def _probe_cause(failure: Failure, plan: InputPlan) -> str | None:
     )
 
 
-def _likely_cause(
-    result: Result, failure: Failure, stats: Stats, plan: InputPlan, export_path: Any, name: str,
-    backend: Backend | None = None,
-) -> str | None:
+def _likely_cause(check: Check, failure: Failure, stats: Stats, export_path: Any) -> str | None:
+    """The causes the experiments and the findings point at, in a person's words; None where none."""
+    causes = _blamed(check, failure, stats, export_path)
+    if not causes and failure.status == "run_error" and failure.small_dims_blamed is not False:
+        sizes = dict(failure.draw.sizes)
+        exported = {**check.plan.example_sizes(), **check.export_sizes}
+        differ = [f"{k}={sizes[k]} (exported at {exported.get(k)})" for k in sizes if sizes[k] != exported.get(k)]
+        if differ:
+            causes.append(f"a size baked into the artifact: the failing input has {', '.join(differ)}")
+    causes += _edge_causes(failure, check.name)
+    custom = failure.comparison is not None and failure.comparison.custom_message is not None
+    if not causes and not custom and stats.paths and len(stats.paths) == 1 and failure.status == "mismatch":
+        located = failure.diverges_at
+        if located is not None and located.module:
+            causes.append(
+                f"the difference starts in {located.module} ({located.cls}), whose code in the artifact computes "
+                "differently; every input took the same control-flow path, so it is numeric, not a frozen branch"
+            )
+        else:
+            causes.append("every input took the same control-flow path, so the difference is numeric, not a frozen branch")
+    return "; ".join(causes) if causes else None
+
+
+def _blamed(check: Check, failure: Failure, stats: Stats, export_path: Any) -> list[str]:
+    """What the cause experiments blamed (each also a finding), the findings that explain, the path taken."""
+    result, name = check.result, check.name
     small = [f"{k}={v}" for k, v in failure.draw.sizes if v < 2]
-    if backend is not None and backend.specializes_small_dims and failure.small_dims_blamed and failure.path != export_path:
+    if check.backend.specializes_small_dims and failure.small_dims_blamed and failure.path != export_path:
         result.findings.append(
             Finding(
                 "specialized_dim",
@@ -267,18 +310,18 @@ def _likely_cause(
         for arg, recorded, failing in failure.baked_scalars
     ]
     result.findings.extend(baked)
-    causes = [c for c in (_optimizer_cause(result, failure, name), _probe_cause(failure, plan)) if c]
+    causes = [c for c in (_optimizer_cause(result, failure, name), _probe_cause(failure, check.plan)) if c]
     causes += [f.detail for f in baked]
     causes += [f.detail for f in result.findings if f.kind in ("frozen_branch", "baked_shape", "frozen_value", "specialized_dim")]
     path_note = _path_note(failure, stats, export_path, name)
     if path_note:
         causes.append(path_note)
-    if not causes and failure.status == "run_error" and failure.small_dims_blamed is not False:
-        sizes = dict(failure.draw.sizes)
-        exported = {**plan.example_sizes(), **result.extra.get("export_sizes", {})}
-        differ = [f"{k}={sizes[k]} (exported at {exported.get(k)})" for k in sizes if sizes[k] != exported.get(k)]
-        if differ:
-            causes.append(f"a size baked into the artifact: the failing input has {', '.join(differ)}")
+    return causes
+
+
+def _edge_causes(failure: Failure, name: str) -> list[str]:
+    """Inputs far from the example's scale, values non-finite on one side, a round trip that changed the artifact."""
+    causes = []
     if failure.far_scale is not None:
         causes.append(
             f"fails only at inputs ~{failure.far_scale:g}x the example's scale (drawn by special_values=True): "
@@ -296,17 +339,7 @@ def _likely_cause(
             f"the {name} artifact loaded from disk computes differently from the one in memory: the save/load "
             "path changed weights, dtypes or ops"
         )
-    custom = failure.comparison is not None and failure.comparison.custom_message is not None
-    if not causes and not custom and stats.paths and len(stats.paths) == 1 and failure.status == "mismatch":
-        located = failure.diverges_at
-        if located is not None and located.module:
-            causes.append(
-                f"the difference starts in {located.module} ({located.cls}), whose code in the artifact computes "
-                "differently; every input took the same control-flow path, so it is numeric, not a frozen branch"
-            )
-        else:
-            causes.append("every input took the same control-flow path, so the difference is numeric, not a frozen branch")
-    return "; ".join(causes) if causes else None
+    return causes
 
 
 def _path_note(failure: Failure, stats: Stats, export_path: Any, name: str) -> str | None:
@@ -327,10 +360,8 @@ def _path_note(failure: Failure, stats: Stats, export_path: Any, name: str) -> s
     return note
 
 
-def _save_repro(
-    failure: Failure, plan: InputPlan, options: Options, session: Session, name: str,
-    module: torch.nn.Module, device: str, export_draw: Draw, result: Result,
-) -> str | None:
+def _save_repro(check: Check, failure: Failure) -> str | None:
+    options, session, name, device, plan = check.options, check.session, check.name, check.device, check.plan
     if not options.repro_dir:
         return None
     from .replay import save
@@ -339,19 +370,19 @@ def _save_repro(
     directory.mkdir(parents=True, exist_ok=True)
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", (session.test or "check").rsplit("::", 1)[-1]).strip("_")
     path = directory / f"{stem}-{name}{'' if device == 'cpu' else '-' + device}.pt"
-    export_args, export_kwargs = materialize(plan, export_draw, "cpu")
+    assert check.artifacts is not None
+    export_args, export_kwargs = materialize(plan, check.artifacts.export_draw, "cpu")
     save(
         path,
-        module=module,
+        module=check.eager.module,
         backend=name,
         device=device,
         export_inputs=(export_args, export_kwargs),
         failing_inputs=tuple(v.cpu() if isinstance(v, torch.Tensor) else v for v in failure.args),
         failing_kwargs={k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in failure.kwargs.items()},
-        options={"dims": dict(options.dims), "dynamic": options.dynamic, "rtol": options.tolerance("rtol", name),
-                 "atol": options.tolerance("atol", name)},
+        options={"dims": dict(options.dims), "dynamic": options.dynamic, "rtol": check.rtol, "atol": check.atol},
         test=session.nodeid or session.test,
-        artifact_dir=result.extra.get("artifact_dir"),
+        artifact_dir=check.artifact_dir,
     )
     rel = os.path.relpath(path)
     return str(path) if rel.startswith("..") else rel

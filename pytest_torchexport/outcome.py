@@ -1,30 +1,64 @@
-"""What the stages of a check hand each other: the early stop, the shrunk failure, the statistics.
+"""Outcomes, settled in one place; and what the stages hand each other (the shrunk failure, the statistics).
 
-Plain records and one exception, imported by every stage and by ``messages.py``; this
-module imports none of them, so the engine has no import cycle.
+[One Writer] A check's status and verdict message are written here only: a stage that
+ends the check raises ``Stop`` with its ``Outcome`` (torch.testing's ``ErrorMeta``: the
+failure as data, raised once), the search returns its ``Outcome``, and the pipeline, the
+runner (time limits, crashes) and the xfail rule hand theirs to ``settle``. Plain records
+and one exception, imported by every stage and by ``messages.py``; this module imports
+none of them, so the engine has no import cycle.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from .compare import Comparison, flatten
 from .report import Result
-from .strategies import Draw
+
+if TYPE_CHECKING:  # torch-free at import: the runner settles timeouts in the plugin's process
+    from .compare import Comparison
+    from .strategies import Draw
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A check's verdict: its status, the message a person reads, and the likely cause in a
+    few words where one was found (the report's cause column)."""
+
+    status: str
+    message: str
+    cause: str | None = None
 
 
 class Stop(Exception):
-    """Ends one backend's check early with a finished result."""
+    """Ends one backend's check early with its ``Outcome``: no later stage runs."""
+
+    def __init__(self, status: str, message: str, cause: str | None = None) -> None:
+        super().__init__(status)
+        self.outcome = Outcome(status, message, cause)
 
 
-def finish(result: Result, status: str, message: str) -> None:
-    """Settle the check's verdict and stop it: no later stage runs."""
-    result.status = status
-    result.message = message
-    raise Stop
+def settle(result: Result, outcome: Outcome) -> None:
+    """Write ``outcome`` into ``result``: the one place a status or verdict message is written."""
+    result.status = outcome.status
+    result.message = outcome.message
+    result.likely_cause = outcome.cause
+
+
+def xfail(result: Result, reason: str | None) -> None:
+    """Apply ``xfail=``'s ``reason`` for this backend (None: not marked): a failure is expected,
+    a pass is an xpass (strict)."""
+    if reason is None or result.status in ("skipped", "nondeterministic"):
+        return
+    if result.failed:
+        result.extra["xfail_of"] = result.status
+        settle(result, Outcome("xfail", f"expected failure ({reason}): {result.message}", result.likely_cause))
+    else:
+        settle(result, Outcome(
+            "xpass",
+            f"{result.backend} passed but is marked xfail ({reason!r}); "
+            f"the defect may be fixed: remove {result.backend!r} from xfail=",
+        ))
 
 
 @dataclass
@@ -61,6 +95,10 @@ class Stats:
 
 
 def track_vacuous(stats: Stats, outputs: Any) -> None:
+    import torch
+
+    from .compare import flatten
+
     for path, leaf in flatten(outputs)[0]:
         if not isinstance(leaf, torch.Tensor) or not leaf.is_floating_point() or leaf.numel() == 0:
             continue

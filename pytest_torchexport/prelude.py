@@ -26,9 +26,11 @@ from typing import Any
 import torch
 
 from . import assumptions, budget, side_effects
-from .eager import Eager, EagerCall, module_name
+from .compare import equal_trees
+from .context import Recorded
+from .eager import Eager, module_name
 from .options import Options
-from .outcome import Stop, finish
+from .outcome import Outcome, Stop, settle
 from .report import Finding, Result, tag
 from .specs import InputPlan
 from .strategies import materialize, recorded_draw
@@ -41,15 +43,13 @@ class Prelude:
     eager: Eager
     plan: InputPlan  # the assumed batch dim held where eager rejects it; sizes within the budget
     options: Options  # examples cut where even the recorded size is past the time limit
-    recorded_draw: Any
-    args: tuple[Any, ...]  # the recorded call's inputs, materialized on the device
-    kwargs: dict[str, Any]
-    first: EagerCall  # eager's run of them
+    recorded: Recorded  # the recorded call's inputs on the device, and eager's run of them
     changed_state: list[str]  # buffers the call updated
+    mutates_input: bool  # the call writes into its inputs
 
 
 def run_prelude(module: torch.nn.Module, plan: InputPlan, device: str, options: Options, result: Result) -> Prelude:
-    """Stages 0 and 1 of a check; any may settle the verdict (``outcome.finish`` raises ``Stop``)."""
+    """Stages 0 and 1 of a check; any may end it (``outcome.Stop``)."""
     header = tag(result)
     eager = Eager(module, device)
     # 0. An assumed batch dim that eager rejects is not one (assumptions.py).
@@ -58,28 +58,28 @@ def run_prelude(module: torch.nn.Module, plan: InputPlan, device: str, options: 
     draw = recorded_draw(plan)
     args, kwargs = materialize(plan, draw, device)
     try:
-        first = eager(args, kwargs, trace_lines=True, restore=False)
+        call = eager(args, kwargs, trace_lines=True, restore=False)
     except Exception as exc:  # noqa: BLE001 - the user's model raising is a usage problem
         result.extra["usage"] = "replay"
-        finish(
-            result,
+        raise Stop(
             "usage_error",
             f"The recorded call cannot be replayed as models are served {header}\n"
             f"{module_name(module)} raises on its example inputs in eval mode under no_grad "
             f"({plan.describe()}): {type(exc).__name__}: {exc}\n"
             "Call the model in eval mode in the test (model.eval()), or give the inputs it is served with "
             "(inputs=, or the torchexport fixture).",
-        )
+        ) from None
     if eager.was_training:
-        training_finding(result, module, device, (args, kwargs), first.outputs)
+        training_finding(result, module, device, (args, kwargs), call.outputs)
     changed_state = eager.state_changed()
     eager.restore()
     # Drawn sizes within what the check can afford: the recorded call's bytes, and the peak memory and
     # time measured on the eager run above against the memory per check and the time limit (budget.py).
-    plan, options = budget.bound(plan, (args, kwargs), first, result, options)
-    side_effects.side_effect_findings(result, plan, args, kwargs, first.inputs_after, changed_state)
-    side_effects.check_determinism(result, eager, args, kwargs, first.outputs, header)
-    return Prelude(eager, plan, options, draw, args, kwargs, first, changed_state)
+    plan, options = budget.bound(plan, (args, kwargs), call, result, options)
+    mutates_input = not equal_trees((args, kwargs), call.inputs_after)
+    side_effects.side_effect_findings(result, mutates_input, changed_state)
+    side_effects.check_determinism(result, eager, (args, kwargs), call.outputs)
+    return Prelude(eager, plan, options, Recorded(draw, args, kwargs, call), changed_state, mutates_input)
 
 
 def training_finding(result: Result, module: torch.nn.Module, device: str, inputs: Any, eval_outputs: Any) -> None:
@@ -145,8 +145,8 @@ class EagerOnce:
         if shared.header != ours:
             text = text.replace(json.dumps(shared.header)[1:-1], json.dumps(ours)[1:-1])
         merged = Result.from_dict({**result.to_dict(), **json.loads(text)})
-        for name in ("status", "message", "findings", "extra"):
-            setattr(result, name, getattr(merged, name))
+        result.findings, result.extra = merged.findings, merged.extra
+        settle(result, Outcome(merged.status, merged.message, merged.likely_cause))
         return shared.prelude
 
 
@@ -157,7 +157,8 @@ def _compute(module: torch.nn.Module, plan: InputPlan, options: Options, result:
     torch.set_num_threads(1)  # as in a check's child (runner.py): the same numbers, the same time
     try:
         prelude: Prelude | None = run_prelude(module, plan, template.device, options, template)
-    except Stop:
+    except Stop as stop:
+        settle(template, stop.outcome)
         prelude = None
     except Exception:  # noqa: BLE001 - each check computes its own, in its child, as before
         return None

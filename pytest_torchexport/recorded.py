@@ -130,7 +130,7 @@ class PlannedRun:
             self._done = row(self.backend, self.device, self.session, self.call.name, "usage_error",
                              f"{exc}\nChange the marker's options to fit the call.")
             return None
-        return checks.PendingCheck(candidate.module, plan, self.backend, self.device, options, self.session,
+        return checks.PendingCheck(candidate.module, plan, self.backend, self.device, options, session=self.session,
                                    sequence=_sequence(self.calls[index:]),
                                    once=(self.selection.eager_once, id(candidate)))
 

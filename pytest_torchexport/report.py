@@ -130,6 +130,10 @@ class Result:
     #: Extra keys (allowed by the contract): error percentiles, tolerances that would
     #: have passed, rejected draws, the eager mode used, control-flow paths...
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The likely cause in a few words, set with the verdict (``outcome.settle``) where a stage
+    #: found one. Not a key of its own in the JSON row, whose message carries it on its
+    #: "Likely cause:" line: ``from_dict`` reads it from there. Equality goes by the message.
+    likely_cause: str | None = field(default=None, compare=False)
 
     @property
     def failed(self) -> bool:
@@ -148,10 +152,9 @@ class Result:
             # The row already names the backend and device: drop the message's [backend=..] tag.
             return re.sub(r" \[backend=[^\]]*\]", "", self.message.splitlines()[0]) if self.message else ""
         if self.failed or self.status == "xfail":
+            if self.likely_cause is not None:
+                return (self.likely_cause.splitlines() or [""])[0]
             lines = self.message.splitlines()
-            for line in lines:
-                if line.startswith("Likely cause: "):
-                    return line.removeprefix("Likely cause: ")
             # The headline says what failed; the line under it says why.
             return lines[1] if len(lines) > 1 else (lines[0] if lines else "")
         for finding in self.findings:
@@ -182,11 +185,18 @@ class Result:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Result:
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra", "findings"}
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra", "findings", "likely_cause"}
         known = {k: v for k, v in data.items() if k in names}
         extra = {k: v for k, v in data.items() if k not in names and k != "findings"}
         findings = [Finding(**f) for f in data.get("findings", [])]
-        return cls(**known, findings=findings, extra=extra)
+        return cls(**known, findings=findings, extra=extra, likely_cause=_likely_cause_line(known.get("message") or ""))
+
+
+def _likely_cause_line(message: str) -> str | None:
+    for line in message.splitlines():
+        if line.startswith("Likely cause: "):
+            return line.removeprefix("Likely cause: ")
+    return None
 
 
 def tag(result: Result) -> str:

@@ -42,6 +42,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .outcome import Outcome, settle
 from .report import Finding, Result
 
 #: What a crash in each stage means (contract section 6); any other stage is ``run_error``.
@@ -352,14 +353,14 @@ def _attach_row(exc: BaseException, found: Result, current: str, started: float,
         return  # the session ends: no report is written for this item
     elapsed = time.monotonic() - started
     what = f"{type(exc).__name__}: {str(exc).splitlines()[0]}" if str(exc) else type(exc).__name__
-    found.status = "timeout"
-    found.message = (
+    settle(found, Outcome(
+        "timeout",
         f"{found.backend} was interrupted from outside the check after {elapsed:.1f} s during {current} {header}\n"
         f"{what}; the check's process was killed and the findings so far are kept\n"
         "An outer time limit (pytest-timeout's --timeout or its marker) shorter than the check's own stops it "
         "before it can report which stage hangs: give the test longer than --torchexport-timeout, or set "
-        "--torchexport-timeout (or the marker's timeout=) below the outer limit"
-    )
+        "--torchexport-timeout (or the marker's timeout=) below the outer limit",
+    ))
     found.findings.append(Finding("timeout", f"interrupted after {elapsed:.1f} s during {current} ({what})"))
     try:
         setattr(exc, INTERRUPTED_ROW, found)
@@ -394,14 +395,14 @@ def _reraise(message: dict[str, Any]) -> None:
 
 
 def _timed_out(result: Result, current: str, timeout: float, elapsed: float, header: str) -> Result:
-    result.status = "timeout"
-    result.message = (
+    settle(result, Outcome(
+        "timeout",
         f"{result.backend} ran past the time limit of {timeout:g} s during {current} {header}\n"
         f"stopped after {elapsed:.1f} s during {current} (export, load and search share the limit); "
         "the findings so far are kept\n"
         f'Give it longer with timeout=SECONDS in the marker or --torchexport-timeout, or mark it known with '
-        f'xfail={{"{result.backend}": "reason"}}'
-    )
+        f'xfail={{"{result.backend}": "reason"}}',
+    ))
     result.findings.append(Finding("timeout", f"stopped after {elapsed:.1f} s (limit {timeout:g} s) during {current}"))
     return result
 
@@ -413,8 +414,7 @@ def _crashed(result: Result, current: str, status: int, header: str, fatal: Path
         how, short = f"was killed by signal {name} ({signal.strsignal(number)})", f"killed by signal {name}"
     else:
         how = short = f"exited with code {os.WEXITSTATUS(status)}"
-    result.status = CRASH_STATUS.get(current, "run_error")
-    result.message = (
+    message = (
         f"the {result.backend} check's process {how} during {current} {header}\n"
         f"{short} during {current}: something it called (an exporter, a runtime, a native "
         "extension) ended the process; the session went on\n"
@@ -422,7 +422,8 @@ def _crashed(result: Result, current: str, status: int, header: str, fatal: Path
     )
     stack = _fatal_stack(fatal)
     if stack:
-        result.message += "\nPython stack at the crash (innermost first):\n" + stack
+        message += "\nPython stack at the crash (innermost first):\n" + stack
+    settle(result, Outcome(CRASH_STATUS.get(current, "run_error"), message))
     return result
 
 

@@ -19,19 +19,15 @@ from typing import Any
 import torch
 
 from . import causes
-from ._compat import quiet_torch
 from .backends.base import Backend
-from .compare import Comparison, compare, flatten, tolerances_for
-from .eager import Eager, EagerCall, run_artifact
-from .exporting import Artifacts, quiet_call
+from .compare import Comparison, flatten, tolerances_for
+from .context import Check
+from .eager import EagerCall
+from .exporting import quiet_call
 from .messages import explain_failure, pass_message, rejection_finding, vacuous_finding
 from .noise import Float64Reference, NoiseVerdict, judge_noise, noise_finding
-from .options import Options
-from .outcome import Failure, Stats, finish, track_vacuous
-from .report import Result
-from .session import Session
+from .outcome import Failure, Outcome, Stats, Stop, track_vacuous
 from .side_effects import buffers, restore_buffers
-from .specs import InputPlan
 from .stateful import artifact_module
 from .strategies import Draw, draws, materialize, probe_draws, special_probes
 
@@ -49,17 +45,13 @@ class _ExampleFailed(AssertionError):
 class Search:
     """The search over generated inputs for one (backend, device) check."""
 
-    def __init__(
-        self, result: Result, backend: Backend, artifacts: Artifacts, eager: Eager, plan: InputPlan,
-        options: Options, session: Session, header: str, seed_draw: Draw, first: EagerCall,
-    ) -> None:
-        self.result, self.backend, self.eager, self.plan = result, backend, eager, plan
-        self.options, self.session, self.header = options, session, header
-        self.runnable, self.in_memory = artifacts.runnable, artifacts.in_memory
-        self.export_draw, self.seed_draw, self.first = artifacts.export_draw, seed_draw, first
-        self.device = result.device
-        self.rtol = options.tolerance("rtol", result.backend)
-        self.atol = options.tolerance("atol", result.backend)
+    def __init__(self, check: Check) -> None:
+        assert check.artifacts is not None
+        self.check = check
+        self.result, self.eager, self.plan = check.result, check.eager, check.plan
+        self.options, self.session, self.device = check.options, check.session, check.device
+        self.runnable, self.in_memory = check.artifacts.runnable, check.artifacts.in_memory
+        self.export_draw, self.recorded = check.artifacts.export_draw, check.recorded
         self.stats = Stats()
         # [Memory Budget] Only the latest eager call is kept: hypothesis rarely runs a draw twice
         # in a row, and one kept per draw held every output of the search (budget.py).
@@ -67,12 +59,11 @@ class Search:
         self._guards: dict[tuple[Any, ...], str | None] = {}
         # A stateful module: eager restarts from its initial state on each input, so must the
         # artifact (its state after load), or every example would see a longer history.
-        stateful = any(f.kind == "mutates_state" for f in result.findings)
-        targets = [artifact_module(a) for a in (self.runnable, self.in_memory) if stateful and a is not None]
+        targets = [artifact_module(a) for a in (self.runnable, self.in_memory) if check.mutates_state and a is not None]
         self._snapshots = [(t, buffers(t)) for t in targets]
         # [Noise Oracle] (noise.py): judged only where the plain comparison fails.
-        self._float64 = Float64Reference(eager)
-        self._strict = self.rtol is not None or self.atol is not None or options.compare is not None
+        self._float64 = Float64Reference(check.eager)
+        self._strict = check.rtol is not None or check.atol is not None or check.options.compare is not None
         self.verdict: NoiseVerdict | None = None  # the oracle's verdict on the last attempt
         self.noise: list[NoiseVerdict] = []  # inputs that passed as rounding
 
@@ -87,25 +78,19 @@ class Search:
     def _run(self, artifact: Any, args: Any, kwargs: Any) -> Any:
         for target, snapshot in self._snapshots:
             restore_buffers(target, snapshot)
-        with quiet_torch():
-            actual, _ = run_artifact(lambda a, k: self.backend.run(artifact, a, k), args, kwargs)
-        return actual
+        return self.check.run(artifact, args, kwargs)[0]
 
-    def _compare(self, expected: Any, actual: Any, custom: bool = True) -> Comparison:
-        return compare(expected, actual, relowered=self.backend.relowered, rtol=self.rtol, atol=self.atol,
-                       compare_fn=self.options.compare if custom else None)
-
-    def _oracle(self, draw: Draw, args: Any, kwargs: Any, expected: Any, actual: Any, cmp: Comparison) -> NoiseVerdict:
-        reference = self._float64(draw, args, kwargs)
+    def _oracle(self, draw: Draw, inputs: tuple[Any, Any], expected: Any, actual: Any, cmp: Comparison) -> NoiseVerdict:
+        reference = self._float64(draw, *inputs)
         if reference is None:
             return NoiseVerdict(note=self._float64.unavailable or "no float64 reference")
         return judge_noise(cmp, expected, actual, reference)
 
-    def _within_noise(self, draw: Draw, args: Any, kwargs: Any, expected: Any, actual: Any, cmp: Comparison) -> bool:
+    def _within_noise(self, draw: Draw, inputs: tuple[Any, Any], expected: Any, actual: Any, cmp: Comparison) -> bool:
         """Under default tolerances, a failing comparison the float64 run shows to be rounding."""
         if cmp.ok or self._strict or cmp.problem is not None:
             return cmp.ok
-        self.verdict = self._oracle(draw, args, kwargs, expected, actual, cmp)
+        self.verdict = self._oracle(draw, inputs, expected, actual, cmp)
         return self.verdict.rounding
 
     def _guard(self, draw: Draw, args: Any, kwargs: Any) -> str | None:
@@ -113,7 +98,7 @@ class Search:
         key = (draw.sizes, draw.scalars)
         if key not in self._guards:
             artifact = self.in_memory if self.in_memory is not None else self.runnable
-            self._guards[key] = quiet_call(self.backend.guard_violation, artifact, args, kwargs)
+            self._guards[key] = quiet_call(self.check.backend.guard_violation, artifact, args, kwargs)
         return self._guards[key]
 
     def attempt(self, draw: Draw) -> tuple[EagerCall, Failure | None, Comparison | None]:
@@ -134,13 +119,13 @@ class Search:
             return call, Failure("run_error", draw, args, kwargs, error=exc, path=call.path), None
         finally:
             self.stats.run_s += time.perf_counter() - t0
-        cmp = self._compare(call.outputs, actual)
+        cmp = self.check.compare(call.outputs, actual)
         guard = self._guard(draw, args, kwargs)
         if guard:
             status = "mismatch" if not cmp.ok else "run_error"
             failure = Failure(status, draw, args, kwargs, comparison=None if cmp.ok else cmp, path=call.path, guard=guard)
             return call, failure, cmp
-        if cmp.ok or self._within_noise(draw, args, kwargs, call.outputs, actual, cmp):
+        if cmp.ok or self._within_noise(draw, (args, kwargs), call.outputs, actual, cmp):
             return call, None, cmp
         verdict = self.verdict
         if self.in_memory is None:
@@ -150,8 +135,8 @@ class Search:
         # If the in-memory one matches eager, the export was right and save/load broke it.
         mem = self._run(self.in_memory, args, kwargs)
         # Like with like: the in-memory artifact is held to the same verdict as the loaded one.
-        if self._within_noise(draw, args, kwargs, call.outputs, mem, self._compare(call.outputs, mem)):
-            roundtrip = self._compare(mem, actual, custom=False)
+        if self._within_noise(draw, (args, kwargs), call.outputs, mem, self.check.compare(call.outputs, mem)):
+            roundtrip = self.check.compare(mem, actual, custom=False)
             return call, Failure("roundtrip_mismatch", draw, args, kwargs, comparison=roundtrip, path=call.path), cmp
         return call, Failure("mismatch", draw, args, kwargs, comparison=cmp, path=call.path, noise=verdict), cmp
 
@@ -215,7 +200,7 @@ class Search:
         # Explicit examples run in decorator order, outermost first: the recorded call, the
         # export example, the small probes, then each special value (strategies.py).
         specials = special_probes(self.plan) if options.special_values else []
-        for draw in reversed([self.seed_draw, self.export_draw, *probe_draws(self.plan), *specials]):
+        for draw in reversed([self.recorded.draw, self.export_draw, *probe_draws(self.plan), *specials]):
             test = example(draw)(test)
         test = settings(
             max_examples=options.examples,
@@ -237,32 +222,48 @@ class Search:
         test.hypothesis.inner_test._hypothesis_internal_add_digest = key.encode()
         return test
 
-    def run(self) -> None:
-        """Search, then settle the result: a pass message, or the shrunk failure explained."""
+    def run(self) -> Outcome:
+        """Search, then the verdict: a pass, or the shrunk failure explained (``messages.py``)."""
+        failure = self._search()
+        self._record_stats()
+        if failure is None:
+            return self._passed()
+        with torch.no_grad():
+            self._experiments(failure)
+        export_path = self.recorded.call.path if self.export_draw == self.recorded.draw else None
+        return explain_failure(self.check, failure, self.stats, export_path)
+
+    def _search(self) -> Failure | None:
+        """Hypothesis over the plan: the shrunk failure, or None. Ends the check (``Stop``) where
+        the verdicts flip on one input, or eager rejects every input."""
         from hypothesis.errors import Flaky, HypothesisException
 
-        result, stats, name, header = self.result, self.stats, self.result.backend, self.header
+        result, stats, name, header = self.result, self.stats, self.check.name, self.check.header
         test = self._hypothesis_test()
-        failure: Failure | None = None
         t0 = time.perf_counter()
         try:
             with torch.no_grad(), _hypothesis_home(self.session.hypothesis_home):
                 test()
         except _ExampleFailed as exc:
-            failure = exc.failure
+            return exc.failure
         except Flaky as exc:
             result.timings["run_s"] = stats.run_s
-            finish(result, "nondeterministic", f"The {name} artifact gives different verdicts on the same input {header}: {exc}")
+            raise Stop("nondeterministic", f"The {name} artifact gives different verdicts on the same input {header}: {exc}") from None
         except HypothesisException:
             if stats.examples == 0:
-                finish(
-                    result,
+                raise Stop(
                     "skipped",
                     f"Eager rejected every generated input {header} ({stats.rejected} tried), so nothing was checked: "
                     f"fix dims=/inputs= so eager accepts them. Inputs: {self.plan.describe()}",
-                )
+                ) from None
             raise
-        result.timings["search_s"] = time.perf_counter() - t0
+        finally:
+            self._search_s = time.perf_counter() - t0
+        return None
+
+    def _record_stats(self) -> None:
+        result, stats = self.result, self.stats
+        result.timings["search_s"] = self._search_s
         result.timings["run_s"] = stats.run_s
         result.examples = stats.examples
         if self.options.compare is None and stats.examples:
@@ -273,31 +274,30 @@ class Search:
         vacuous_finding(result, stats)
         rejection_finding(result, stats, self.plan)
         noise_finding(result, self.noise, stats.examples)
-        if failure is None:
-            result.rtol, result.atol = _tolerances_used(self.backend, self.first.outputs, self.rtol, self.atol)
-            result.message = pass_message(result, stats, header, self.export_draw, self.seed_draw)
-            if self.noise:
-                result.message += (
-                    f"; {len(self.noise)} input(s) differ beyond the default tolerances by float32 rounding only "
-                    "(numeric_noise: as close to a float64 run as eager is)"
-                )
-            return
-        with torch.no_grad():
-            causes.blame(failure, self.still_fails, self.plan, self.export_draw)
-            t0 = time.perf_counter()
-            if causes.runtime_optimizer(failure, self.runnable, self.still_fails_on):
-                result.timings["runtime_optimizer_s"] = time.perf_counter() - t0
-            if failure.noise is None and failure.status == "mismatch" and failure.comparison is not None:
-                # Explicit tolerances stay strict, but the message says whether this is rounding.
-                actual = self._run(self.runnable, failure.args, failure.kwargs)
-                failure.noise = self._oracle(failure.draw, failure.args, failure.kwargs,
-                                             self._expected(failure.draw, failure.args, failure.kwargs).outputs,
-                                             actual, failure.comparison)
-            self._localize(failure)
-        export_path = self.first.path if self.export_draw == self.seed_draw else None
-        explain_failure(result, failure, stats, self.backend, self.plan, self.options, self.session, name, header,
-                        export_path, self.rtol, self.atol, self.eager.module, self.device, self.export_draw)
 
+    def _passed(self) -> Outcome:
+        check, result = self.check, self.result
+        result.rtol, result.atol = _tolerances_used(check.backend, self.recorded.outputs, check.rtol, check.atol)
+        message = pass_message(check, self.stats)
+        if self.noise:
+            message += (
+                f"; {len(self.noise)} input(s) differ beyond the default tolerances by float32 rounding only "
+                "(numeric_noise: as close to a float64 run as eager is)"
+            )
+        return Outcome("pass", message)
+
+    def _experiments(self, failure: Failure) -> None:
+        """What the message explains the failure with: the causes, the float64 oracle, the first diverging module."""
+        causes.blame(failure, self.still_fails, self.plan, self.export_draw)
+        t0 = time.perf_counter()
+        if causes.runtime_optimizer(failure, self.runnable, self.still_fails_on):
+            self.result.timings["runtime_optimizer_s"] = time.perf_counter() - t0
+        if failure.noise is None and failure.status == "mismatch" and failure.comparison is not None:
+            # Explicit tolerances stay strict, but the message says whether this is rounding.
+            actual = self._run(self.runnable, failure.args, failure.kwargs)
+            expected = self._expected(failure.draw, failure.args, failure.kwargs).outputs
+            failure.noise = self._oracle(failure.draw, (failure.args, failure.kwargs), expected, actual, failure.comparison)
+        self._localize(failure)
 
     def _localize(self, failure: Failure) -> None:
         """[Localisation] Once, on the shrunk input: the first module that diverges (localize.py)."""
@@ -309,7 +309,7 @@ class Search:
             return  # within eager's own rounding (explicit tolerances): no module is at fault
         from . import localize
 
-        if any(f.kind == "mutates_state" for f in self.result.findings):
+        if self.check.mutates_state:
             failure.no_localization = "the module updates its state on every call, so a submodule's input is not replayable"
             return
         reason = localize.unavailable(self.runnable)
@@ -320,7 +320,7 @@ class Search:
         try:
             failure.diverges_at = localize.locate(
                 self.runnable, self.eager.module, failure.args, failure.kwargs,
-                lambda expected, actual: self._compare(expected, actual, custom=False), failure.comparison.max_abs,
+                lambda expected, actual: self.check.compare(expected, actual, custom=False), failure.comparison.max_abs,
             )
         except Exception as exc:  # noqa: BLE001 - localisation explains; it never changes a verdict
             failure.no_localization = f"failed: {type(exc).__name__}: {str(exc)[:200]}"

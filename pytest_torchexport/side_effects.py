@@ -13,21 +13,17 @@ from typing import Any
 import torch
 
 from ._compat import quiet_torch
-from .backends.base import Backend
 from .compare import Comparison, compare, equal_trees
-from .eager import Eager, run_artifact
-from .options import Options
-from .outcome import finish
-from .report import Finding, Result
-from .specs import InputPlan
+from .context import Check
+from .eager import Eager
+from .outcome import Stop
+from .report import Finding, Result, tag
 from .stateful import artifact_module
-from .strategies import Draw, materialize
+from .strategies import materialize
 
 
-def side_effect_findings(
-    result: Result, plan: InputPlan, args: Any, kwargs: Any, after: Any, changed_state: list[str]
-) -> None:
-    if not equal_trees((args, kwargs), after):
+def side_effect_findings(result: Result, mutates_input: bool, changed_state: list[str]) -> None:
+    if mutates_input:
         result.findings.append(Finding("mutates_input", "forward modifies its input tensors in place"))
     if changed_state:
         result.findings.append(
@@ -35,19 +31,19 @@ def side_effect_findings(
         )
 
 
-def check_determinism(result: Result, eager: Eager, args: Any, kwargs: Any, outputs: Any, header: str) -> None:
-    again = eager(args, kwargs)
+def check_determinism(result: Result, eager: Eager, inputs: tuple[Any, Any], outputs: Any) -> None:
+    """Eager twice on ``inputs`` (args, kwargs), then with another RNG seed: both must give ``outputs``."""
+    header = tag(result)
+    again = eager(*inputs)
     if not equal_trees(outputs, again.outputs):
-        finish(
-            result,
+        raise Stop(
             "nondeterministic",
             f"Eager disagrees with itself {header}: the same input and RNG seed give different outputs "
             "(a nondeterministic kernel?), so parity with an export is undefined and is not checked.",
         )
-    other_seed = eager(args, kwargs, rng_seed=1)
+    other_seed = eager(*inputs, rng_seed=1)
     if not equal_trees(outputs, other_seed.outputs):
-        finish(
-            result,
+        raise Stop(
             "nondeterministic",
             f"Eager output depends on the RNG {header}: forward draws random numbers even in eval mode "
             "(torch.randn_like, a dropout called with training=True, ...), so parity with an export is "
@@ -55,93 +51,96 @@ def check_determinism(result: Result, eager: Eager, args: Any, kwargs: Any, outp
         )
 
 
-def check_side_effects(
-    result: Result, backend: Backend, runnable: Any, eager: Eager, plan: InputPlan, args: Any, kwargs: Any,
-    first: Any, changed_state: list[str], header: str, sequence: Any = None, *, options: Options,
-) -> None:
+def check_side_effects(check: Check) -> None:
     """The artifact must reproduce eager's side effects: its in-place updates of the inputs
     and, call after call, of its state. Outputs are compared as the search compares them,
     with the check's ``rtol``/``atol`` and ``compare=``."""
-    kinds = {f.kind for f in result.findings}
-    if "mutates_input" in kinds:
-        try:
-            with quiet_torch():
-                _, art_after = run_artifact(lambda a, k: backend.run(runnable, a, k), args, kwargs)
-        except Exception:  # noqa: BLE001 - reported by the search as a run_error
-            return
-        if not equal_trees(first.inputs_after, art_after):
-            result.findings.append(Finding("side_effects", f"{result.backend} does not reproduce the in-place update of the inputs"))
-            finish(
-                result,
-                "mismatch",
-                f"Side effects differ from eager {header}\n"
-                f"forward modifies its inputs in place; the {result.backend} artifact does not "
-                f"(ONNX and exported graphs return values, they do not write into the caller's tensors).\n"
-                f"Inputs: {plan.describe()}\n"
-                "Return the updated tensor instead of mutating the input, or mark the backend known with xfail=.",
-            )
-    if changed_state:
-        # Lockstep calls: a lost buffer update shows on the second call. The test's own
-        # sequence of calls when it recorded several (a stream of chunks), else 3 calls on
-        # the recorded input.
-        steps = list(sequence) if sequence and len(sequence) > 1 else [(args, kwargs)] * 3
-        target = artifact_module(runnable)
-        snapshot = buffers(target)
-        rtol, atol = options.tolerance("rtol", result.backend), options.tolerance("atol", result.backend)
-        try:
-            with quiet_torch():
-                for call, (step_args, step_kwargs) in enumerate(steps, start=1):
-                    expected = eager(step_args, step_kwargs, restore=False).outputs
-                    try:
-                        actual, _ = run_artifact(lambda a, k: backend.run(runnable, a, k), step_args, step_kwargs)
-                    except Exception as exc:  # noqa: BLE001 - a call the search judges on its own
-                        if call == 1:
-                            raise
-                        result.findings.append(Finding(
-                            "side_effects",
-                            f"the {result.backend} artifact raised at call {call} of the test's sequence of calls "
-                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}); "
-                            "the state was compared up to that call",
-                        ))
-                        break
-                    cmp = compare(expected, actual, relowered=backend.relowered, rtol=rtol, atol=atol,
-                                  compare_fn=options.compare)
-                    if not cmp.ok:
-                        _state_differs(result, result.backend, changed_state, call, cmp, header, len(steps), sequence)
-                    lost = _lost_state(eager, target, changed_state, rtol, atol)
-                    if lost:
-                        _state_differs(result, result.backend, [lost[0]], call, lost[1], header, len(steps), sequence)
-        finally:
-            eager.restore()
-            restore_buffers(target, snapshot)
+    if check.mutates_input:
+        _inputs_updated(check)
+    if check.changed_state:
+        _state_updated(check)
 
 
-def _lost_state(
-    eager: Eager, target: Any, changed: list[str], rtol: float | None, atol: float | None
-) -> tuple[str, Comparison] | None:
+def _inputs_updated(check: Check) -> None:
+    recorded, name = check.recorded, check.name
+    try:
+        _, art_after = check.run(check.artifacts.runnable, recorded.args, recorded.kwargs)
+    except Exception:  # noqa: BLE001 - reported by the search as a run_error
+        return
+    if not equal_trees(recorded.call.inputs_after, art_after):
+        check.result.findings.append(Finding("side_effects", f"{name} does not reproduce the in-place update of the inputs"))
+        raise Stop(
+            "mismatch",
+            f"Side effects differ from eager {check.header}\n"
+            f"forward modifies its inputs in place; the {name} artifact does not "
+            f"(ONNX and exported graphs return values, they do not write into the caller's tensors).\n"
+            f"Inputs: {check.plan.describe()}\n"
+            "Return the updated tensor instead of mutating the input, or mark the backend known with xfail=.",
+        )
+
+
+def _replayed(check: Check) -> bool:
+    """Whether the lockstep calls are the test's own sequence (it recorded several)."""
+    return bool(check.steps) and len(check.steps) > 1
+
+
+def _state_updated(check: Check) -> None:
+    """Lockstep calls: a lost buffer update shows on the second call. The test's own sequence
+    of calls when it recorded several (a stream of chunks), else 3 calls on the recorded input."""
+    recorded, eager, runnable = check.recorded, check.eager, check.artifacts.runnable
+    steps = list(check.steps) if _replayed(check) else [(recorded.args, recorded.kwargs)] * 3
+    target = artifact_module(runnable)
+    snapshot = buffers(target)
+    try:
+        with quiet_torch():
+            for call, (step_args, step_kwargs) in enumerate(steps, start=1):
+                expected = eager(step_args, step_kwargs, restore=False).outputs
+                try:
+                    actual, _ = check.run(runnable, step_args, step_kwargs)
+                except Exception as exc:  # noqa: BLE001 - a call the search judges on its own
+                    if call == 1:
+                        raise
+                    check.result.findings.append(Finding(
+                        "side_effects",
+                        f"the {check.name} artifact raised at call {call} of the test's sequence of calls "
+                        f"({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}); "
+                        "the state was compared up to that call",
+                    ))
+                    break
+                cmp = check.compare(expected, actual)
+                if not cmp.ok:
+                    _state_differs(check, check.changed_state, call, cmp)
+                lost = _lost_state(check, target)
+                if lost:
+                    _state_differs(check, [lost[0]], call, lost[1])
+    finally:
+        eager.restore()
+        restore_buffers(target, snapshot)
+
+
+def _lost_state(check: Check, target: Any) -> tuple[str, Comparison] | None:
     """The first updated buffer whose value in the artifact differs from eager's after a step,
     within the check's ``rtol``/``atol`` (a loose tolerance for outputs allows for the same
     rounding in the state that produced them; ``compare=`` judges outputs only)."""
     if not isinstance(target, torch.nn.Module):
         return None  # an artifact without buffers (ONNX): its outputs tell
     mine = dict(target.named_buffers())
-    state = eager.module.state_dict()
-    for name in changed:
+    state = check.eager.module.state_dict()
+    for name in check.changed_state:
         theirs = mine.get(name) if name in mine else next((v for k, v in mine.items() if k.endswith("." + name)), None)
         if theirs is None or name not in state:
             continue
-        cmp = compare(state[name], theirs, rtol=rtol, atol=atol)
+        cmp = compare(state[name], theirs, rtol=check.rtol, atol=check.atol)
         if not cmp.ok:
             return name, cmp
     return None
 
 
-def _state_differs(
-    result: Result, name: str, changed: list[str], call: int, cmp: Comparison, header: str, steps: int = 3,
-    sequence: Any = None,
-) -> None:
-    state = ", ".join(changed[:3])
-    if sequence and len(sequence) > 1:
+def _state_differs(check: Check, changed: list[str], call: int, cmp: Comparison) -> None:
+    name, state = check.name, ", ".join(changed[:3])
+    if _replayed(check):
+        assert check.steps is not None
+        steps = len(check.steps)
         why = (
             f"at call {call} of the {steps} calls the test made (replayed from the same starting state): "
             f"the {name} artifact does not carry the updates of {state} across calls"
@@ -156,43 +155,37 @@ def _state_differs(
     else:
         why = f"after {call} calls on the same input: the {name} artifact does not carry the update of {state}"
         finding = f"{name} loses the state update of {state}"
-    result.findings.append(Finding("side_effects", finding))
-    finish(
-        result,
+    check.result.findings.append(Finding("side_effects", finding))
+    raise Stop(
         "mismatch",
-        f"Side effects differ from eager {header}\nforward updates {state} on every call; the outputs differ "
+        f"Side effects differ from eager {check.header}\nforward updates {state} on every call; the outputs differ "
         f"{why}.\n" + "\n".join(cmp.lines()),
     )
 
 
-def baked_arguments(
-    result: Result, backend: Backend, runnable: Any, eager: Eager, plan: InputPlan, draw: Draw, device: str,
-    *, options: Options,
-) -> None:
+def baked_arguments(check: Check) -> None:
     """Python scalars are kept as recorded, but an artifact that ignores them is worth saying
     (judged with the check's ``rtol``/``atol`` and ``compare=``, as the search judges)."""
-    rtol, atol = options.tolerance("rtol", result.backend), options.tolerance("atol", result.backend)
+    plan = check.plan
     for index, value in plan.scalars.items():
         other = (not value) if isinstance(value, bool) else (value + 1 if isinstance(value, int) else value * 1.5 + 0.5)
-        varied = dataclasses.replace(draw, scalars=((index, other),))
-        args, kwargs = materialize(plan, varied, device)
+        varied = dataclasses.replace(check.recorded.draw, scalars=((index, other),))
+        args, kwargs = materialize(plan, varied, check.device)
         try:
-            expected = eager(args, kwargs).outputs
+            expected = check.eager(args, kwargs).outputs
         except Exception:  # noqa: BLE001 - eager rejects the other value: nothing to learn
             continue
         name = plan.scalar_names.get(index, f"argument {index}")
         try:
-            with quiet_torch():
-                actual, _ = run_artifact(lambda a, k: backend.run(runnable, a, k), args, kwargs)
-            same = compare(expected, actual, relowered=backend.relowered, rtol=rtol, atol=atol, compare_fn=options.compare)
-            verdict = None if same.ok else "still computes as if"
+            actual, _ = check.run(check.artifacts.runnable, args, kwargs)
+            verdict = None if check.compare(expected, actual).ok else "still computes as if"
         except Exception as exc:  # noqa: BLE001
             verdict = f"raises ({type(exc).__name__}) instead of computing with it; it was exported with"
         if verdict:
-            result.findings.append(
+            check.result.findings.append(
                 Finding(
                     "baked_argument",
-                    f"{result.backend} baked the argument {name}={value!r} into the artifact: called with "
+                    f"{check.name} baked the argument {name}={value!r} into the artifact: called with "
                     f"{name}={other!r} it {verdict} {name}={value!r}. Checked with the recorded value only; "
                     "vary_scalars=True checks other values too",
                 )

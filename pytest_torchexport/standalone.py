@@ -27,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from . import loader
+from .context import Check
 from .loader import TIMEOUT_S, LoaderUnavailable
+from .outcome import Stop
 
 #: The report's ``standalone`` key while the request is out: a check stopped before it read
 #: the answer (its time limit, a crash during the search) keeps it.
@@ -62,15 +64,13 @@ def start(spec: Any, options: Any) -> None:
         loader.start()
 
 
-def step(
-    backend: Any, spec: Any, ctx: Any, plan: Any, device: str, options: Any, result: Any, header: str,
-    scratch: Path, seed_args: Any, seed_kwargs: Any, expected: Any,
-) -> Loading:
+def step(check: Check) -> Loading:
     """Contract section 4: send the saved artifact (``scratch/artifact``) to the loader, to be
     loaded where the test's code never was. The returned ``Loading``'s ``join()`` reads the
     answer; why nothing was sent is in ``result.extra["standalone"]``."""
-    loading = Loading(result)
-    why = applies(backend, spec, options)
+    result, scratch = check.result, check.scratch
+    loading = Loading(check)
+    why = applies(check.backend, check.spec, check.options)
     if why:
         result.extra["standalone"] = why
         return loading
@@ -84,18 +84,16 @@ def step(
 
     runner.stage(result, "standalone")  # until the request is out; the check then goes on to "run"
 
-    directory = scratch / "artifact"
-    inputs, outputs = scratch / "standalone-inputs.pt", scratch / "standalone-outputs.pt"
-    torch.save((seed_args, seed_kwargs), inputs)
+    loading.directory = scratch / "artifact"
+    inputs, loading.outputs = scratch / "standalone-inputs.pt", scratch / "standalone-outputs.pt"
+    torch.save(loading.example, inputs)
+    plan = check.plan
     request = {
-        "backend": spec, "directory": str(directory), "inputs": str(inputs), "outputs": str(outputs),
-        "device": device, "scratch": str(scratch),
+        "backend": check.spec, "directory": str(loading.directory), "inputs": str(inputs),
+        "outputs": str(loading.outputs), "device": check.device, "scratch": str(scratch),
         "plan": {"scalars": dict(plan.scalars), "kwargs": {k: None for k in plan.kwargs}},
     }
-    loading.ctx, loading.plan, loading.options, loading.header = ctx, plan, options, header
-    loading.backend, loading.directory, loading.outputs = backend, directory, outputs
-    loading.example, loading.expected = (seed_args, seed_kwargs), expected
-    loading.send(handle, request, timeout=min(TIMEOUT_S, float(options.timeout)))
+    loading.send(handle, request, timeout=min(TIMEOUT_S, float(check.options.timeout)))
     return loading
 
 
@@ -107,6 +105,7 @@ class StandaloneVerdict:
     note: str
     finding: str | None = None
     load_error: str | None = None
+    cause: str | None = None  # the load_error's likely cause
 
 
 class Loading:
@@ -115,20 +114,14 @@ class Loading:
     ``send`` snapshots the result and starts the request in a thread; ``join`` waits for the
     answer (at most the request's own time limit), then judges it in the caller's thread:
     the in-process fallback loads the artifact there, and a load_error restores the snapshot
-    and ends the check (``outcome.finish``) as it did when the load ran before the search.
+    and ends the check (``outcome.Stop``) as it did when the load ran before the search.
     """
 
-    def __init__(self, result: Any) -> None:
-        self.result = result
-        self.backend: Any = None
-        self.ctx: Any = None
-        self.plan: Any = None
-        self.options: Any = None
-        self.header = ""
+    def __init__(self, check: Check) -> None:
+        self.check, self.result = check, check.result
         self.directory: Path | None = None
         self.outputs: Path | None = None  # where the loader saves the outputs' leaves
-        self.example: tuple[Any, Any] = ((), {})  # the recorded call: (args, kwargs)
-        self.expected: Any = None  # eager's outputs on it
+        self.example = (check.recorded.args, check.recorded.kwargs)  # the recorded call
         self._thread: threading.Thread | None = None
         self._handle: Any = None
         self._timeout = TIMEOUT_S
@@ -143,7 +136,10 @@ class Loading:
     def send(self, handle: Any, request: dict[str, Any], *, timeout: float) -> None:
         result = self.result
         result.extra["standalone"] = IN_FLIGHT
-        self._saved = {f.name: copy.deepcopy(getattr(result, f.name)) for f in dataclasses.fields(result)}
+        # [One Writer] Not the verdict: no stage settles one before the join (outcome.py).
+        self._saved = {
+            f.name: copy.deepcopy(getattr(result, f.name)) for f in dataclasses.fields(result) if f.name not in _VERDICT
+        }
         self._at = len(result.findings)
         self._handle, self._timeout = handle, timeout
         # A daemon: a check interrupted from outside (KeyboardInterrupt, an outer time limit)
@@ -177,7 +173,6 @@ class Loading:
         if self._thread is None:  # nothing sent, or joined already
             return
         from . import runner
-        from .outcome import finish
         from .report import Finding
 
         result, thread = self.result, self._thread
@@ -203,7 +198,7 @@ class Loading:
         result.timings["standalone_s"] = self._request_s
         result.timings["standalone_wait_s"] = waited  # what the check waited for it, the overlap left over
         if verdict.load_error is not None:
-            finish(result, "load_error", verdict.load_error)
+            raise Stop("load_error", verdict.load_error, verdict.cause)
 
     def _restore(self) -> None:
         for name, value in self._saved.items():
@@ -217,7 +212,7 @@ class Loading:
             return StandaloneVerdict(f"not checked: {self._failed}", f"not checked: {self._failed}")
         import torch
 
-        answer, backend, name = self._answer, self.backend, self.result.backend
+        answer, backend, name = self._answer, self.check.backend, self.check.name
         assert answer is not None  # join() set _failed where no answer came
         if answer["ok"]:
             leaves = torch.load(self.outputs, weights_only=False)
@@ -248,35 +243,34 @@ class Loading:
             "torch.ops.load_library, or a module imported before loading), not in the test file; "
             f'or, if {name} is not a path you ship, drop it with backends=[...] or xfail={{"{name}": "reason"}}'
         )
+        verdict.cause = f"the model uses {what}, which exists only while the test's code is imported"
         verdict.load_error = (
-            f"{name} artifact does not work outside the test's process {self.header}\n"
+            f"{name} artifact does not work outside the test's process {self.check.header}\n"
             f"loaded as a deployment loads it (a fresh process, with the backend's own load), it {problem}\n"
-            f"Example inputs: {self.plan.describe()}\n"
-            f"Likely cause: the model uses {what}, which exists only while the test's code is imported\n"
+            f"Example inputs: {self.check.plan.describe()}\n"
+            f"Likely cause: {verdict.cause}\n"
             + remedy
         )
         return verdict
 
     def _against_eager(self, outputs: Any) -> Any:
-        from .compare import compare
-
-        options, name = self.options, self.result.backend
-        return compare(
-            self.expected, outputs, relowered=self.backend.relowered, rtol=options.tolerance("rtol", name),
-            atol=options.tolerance("atol", name), compare_fn=options.compare,
-        )
+        return self.check.compare(self.check.recorded.outputs, outputs)
 
     def _in_process(self) -> Any:
         """The same saved files, loaded afresh here, on the example: only where the loader's
         run failed or differs. Never the check's own artifact, whose state (a running mean)
         a call would have advanced."""
         from ._compat import quiet_torch
-        from .eager import run_artifact
 
-        backend = self.backend
+        check = self.check
+        assert check.artifacts is not None
         try:
             with quiet_torch(fds=True):
-                loaded = backend.load(self.directory, self.ctx)
-                return run_artifact(lambda a, k: backend.run(loaded, a, k), *self.example)[0]
+                loaded = check.backend.load(self.directory, check.artifacts.ctx)
+                return check.run(loaded, *self.example)[0]
         except Exception:  # noqa: BLE001 - a failing run is the search's to report
             return None
+
+
+#: The result's verdict fields, which only ``outcome.settle`` writes.
+_VERDICT = frozenset({"status", "message", "likely_cause"})

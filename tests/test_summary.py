@@ -16,7 +16,7 @@ def results():
                     examples=5, max_abs_err=1.5, message="Exported outputs differ\nx",
                     findings=[Finding("frozen_branch", "if scores.sum() > 0", where=CAUSE.split()[1])])
     baked = Result("export", "cpu", "mismatch", nodeid="tests/test_heads.py::test_scale[torchexport-export]",
-                   examples=9, max_abs_err=4.0, message=f"Exported outputs differ\nLikely cause: {LONG}")
+                   examples=9, max_abs_err=4.0, message=f"Exported outputs differ\nLikely cause: {LONG}", likely_cause=LONG)
     clean = Result("script", "cpu", "pass", nodeid="tests/test_heads.py::test_scale[torchexport-script]", examples=33)
     return [frozen, baked, clean]
 
