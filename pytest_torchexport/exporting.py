@@ -79,7 +79,7 @@ def build(
         result.extra["roundtrip"] = "off (roundtrip=False)"
     for note in ctx.notes:
         result.findings.append(Finding("backend_note", note))
-    fallback = getattr(getattr(runnable, "session", runnable), "fallback", None)
+    fallback = backend.device_fallback(runnable)
     if fallback:
         result.findings.append(Finding("device_fallback", fallback))
     return Artifacts(runnable, in_memory, export_draw, ctx)
@@ -109,7 +109,7 @@ def export_once(
         except Exception as exc:  # noqa: BLE001 - every exporter failure is a result
             failure = exc
     if artifact is not None:
-        reset_state(artifact, initial)  # a trace ran forward: save the state the module starts from
+        reset_state(backend.artifact_module(artifact), initial)  # a trace ran forward: save the state the module starts from
     result.timings["export_s"] = result.timings.get("export_s", 0.0) + time.perf_counter() - t0
     for finding in explain.tracer_findings(captured.warnings, result.backend):
         if finding not in result.findings:

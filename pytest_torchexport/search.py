@@ -32,7 +32,6 @@ from .report import Result
 from .session import Session
 from .side_effects import buffers, restore_buffers
 from .specs import InputPlan
-from .stateful import artifact_module
 from .strategies import Draw, draws, materialize, probe_draws, special_probes
 
 
@@ -68,7 +67,7 @@ class Search:
         # A stateful module: eager restarts from its initial state on each input, so must the
         # artifact (its state after load), or every example would see a longer history.
         stateful = any(f.kind == "mutates_state" for f in result.findings)
-        targets = [artifact_module(a) for a in (self.runnable, self.in_memory) if stateful and a is not None]
+        targets = [backend.artifact_module(a) for a in (self.runnable, self.in_memory) if stateful and a is not None]
         self._snapshots = [(t, buffers(t)) for t in targets]
         # [Noise Oracle] (noise.py): judged only where the plain comparison fails.
         self._float64 = Float64Reference(eager)
@@ -285,7 +284,7 @@ class Search:
         with torch.no_grad():
             causes.blame(failure, self.still_fails, self.plan, self.export_draw)
             t0 = time.perf_counter()
-            if causes.runtime_optimizer(failure, self.runnable, self.still_fails_on):
+            if causes.runtime_optimizer(failure, self.backend, self.runnable, self.still_fails_on):
                 result.timings["runtime_optimizer_s"] = time.perf_counter() - t0
             if failure.noise is None and failure.status == "mismatch" and failure.comparison is not None:
                 # Explicit tolerances stay strict, but the message says whether this is rounding.
@@ -312,15 +311,16 @@ class Search:
         if any(f.kind == "mutates_state" for f in self.result.findings):
             failure.no_localization = "the module updates its state on every call, so a submodule's input is not replayable"
             return
-        reason = localize.unavailable(self.runnable)
+        reason = localize.unavailable(self.backend, self.runnable)
         if reason:
             failure.no_localization = f"not available for {self.result.backend}: {reason}"
             return
         t0 = time.perf_counter()
         try:
             failure.diverges_at = localize.locate(
-                self.runnable, self.eager.module, failure.args, failure.kwargs,
-                lambda expected, actual: self._compare(expected, actual, custom=False), failure.comparison.max_abs,
+                self.backend, self.runnable, self.eager.module, failure.args, failure.kwargs,
+                judge=lambda expected, actual: self._compare(expected, actual, custom=False),
+                top_error=failure.comparison.max_abs,
             )
         except Exception as exc:  # noqa: BLE001 - localisation explains; it never changes a verdict
             failure.no_localization = f"failed: {type(exc).__name__}: {str(exc)[:200]}"

@@ -20,7 +20,6 @@ from .options import Options
 from .outcome import finish
 from .report import Finding, Result
 from .specs import InputPlan
-from .stateful import artifact_module
 from .strategies import Draw, materialize
 
 
@@ -85,7 +84,7 @@ def check_side_effects(
         # sequence of calls when it recorded several (a stream of chunks), else 3 calls on
         # the recorded input.
         steps = list(sequence) if sequence and len(sequence) > 1 else [(args, kwargs)] * 3
-        target = artifact_module(runnable)
+        target = backend.artifact_module(runnable)
         snapshot = buffers(target)
         rtol, atol = options.tolerance("rtol", result.backend), options.tolerance("atol", result.backend)
         try:

@@ -10,26 +10,16 @@ the artifact is saved and loaded.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 
-def artifact_module(artifact: Any) -> torch.nn.Module | None:
-    """The ``nn.Module`` (TorchScript included) an artifact runs, where it has one."""
-    for candidate in (artifact, getattr(artifact, "module", None), getattr(artifact, "scripted", None)):
-        if isinstance(candidate, torch.nn.Module):
-            return candidate
-    return None
+def reset_state(target: torch.nn.Module | None, initial: dict[str, torch.Tensor]) -> list[str]:
+    """Copy the module's initial buffers into ``target``'s buffers of the same name.
 
-
-def reset_state(artifact: Any, initial: dict[str, torch.Tensor]) -> list[str]:
-    """Copy the module's initial buffers into the artifact's buffers of the same name.
-
-    A wrapper prefixes names (``module.total``), so a name matches by its dotted suffix.
-    Returns the names reset.
+    ``target`` is the module an artifact runs (``Backend.artifact_module``); None when it
+    has none. A wrapper prefixes names (``module.total``), so a name matches by its dotted
+    suffix. Returns the names reset.
     """
-    target = artifact_module(artifact)
     if target is None or not initial:
         return []
     reset = []
