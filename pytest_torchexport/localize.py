@@ -10,7 +10,8 @@ down one level at a time: among the children called (in execution order), the fi
 that differs is entered, until a module differs and none of its children do; that
 module's own code (the glue between its children) is where the artifact diverges.
 
-How the artifact's submodules are reached, per kind of artifact:
+How the artifact's submodules are reached, per kind of artifact (the backend says which it
+has: ``Backend.artifact_module``, ``exported_program``, ``onnx_model``):
 
 - TorchScript (``trace``, ``script``): every submodule of a ``ScriptModule`` that ran is
   callable on its own, with the ``.code`` of what was recorded (the excerpt);
