@@ -126,8 +126,8 @@ def main() -> None:
                         top = compare(expected, backend.run(loaded, (x,), {}), relowered=backend.relowered).max_abs
                     t0 = time.perf_counter()
                     located = localize.locate(
-                        loaded, model, (x,), {},
-                        lambda e, a: compare(e, a, relowered=backend.relowered), top,  # noqa: B023 - used at once
+                        backend, loaded, model, (x,), {},
+                        judge=lambda e, a: compare(e, a, relowered=backend.relowered), top_error=top,  # noqa: B023 - used at once
                     )
                     localizations.append(time.perf_counter() - t0)
         except Exception as exc:  # noqa: BLE001 - an exporter that refuses the model is reported

@@ -286,7 +286,7 @@ def limits(
 
 
 def bound(
-    plan: InputPlan, recorded_inputs: Any, first: EagerCall, result: Result, options: Options,
+    plan: InputPlan, recorded_inputs: Any, first: EagerCall, result: Result, options: Options, *,
     machine: Machine | None = None,
 ) -> tuple[InputPlan, Options]:
     """The plan with its draws capped by every limit (and the options with fewer examples

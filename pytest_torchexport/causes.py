@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .backends.base import Backend
 from .outcome import Failure
 from .specs import InputPlan
 from .strategies import FAR_MODES, Draw
@@ -54,26 +55,31 @@ class RuntimeOptimizer:
     fails_from: str  # the least rewriting level where it fails
 
 
-def runtime_optimizer(failure: Failure, artifact: Any, still_fails_on: Callable[[Any, Draw], bool | None]) -> int:
+def runtime_optimizer(
+    failure: Failure, backend: Backend, artifact: Any, still_fails_on: Callable[[Any, Draw], bool | None]
+) -> int:
     """[Runtime Optimizer] An artifact whose runtime rewrites the graph at load (onnxruntime's
-    ``GraphOptimizationLevel``): rerun the failing input with the rewrites off. When that
-    passes, the exported graph is right and the runtime's optimizer changed the result, so
-    the levels in between are tried too, to name the least one that breaks it.
+    ``GraphOptimizationLevel``, ``Backend.graph_optimizer``): rerun the failing input with the
+    rewrites off. When that passes, the exported graph is right and the runtime's optimizer
+    changed the result, so the levels in between are tried too, to name the least one that
+    breaks it.
 
     Sets ``failure.runtime_optimizer`` (a ``RuntimeOptimizer``) when blamed; returns how
     many sessions were built (0: not applicable). ``still_fails_on(artifact, draw)`` is the
     search's own verdict with another artifact in the loaded one's place.
     """
-    levels = tuple(getattr(artifact, "optimization_levels", ()) or ())
-    deployed = getattr(artifact, "level", None)
-    if len(levels) < 2 or deployed not in levels or failure.status not in ("mismatch", "run_error") or failure.guard:
+    optimizer = backend.graph_optimizer(artifact)
+    if optimizer is None or failure.status not in ("mismatch", "run_error") or failure.guard:
+        return 0
+    levels, deployed = optimizer.levels, optimizer.deployed
+    if len(levels) < 2 or deployed not in levels:
         return 0
     below = levels[: levels.index(deployed)]
     passes: list[str] = []
     fails_from, built = deployed, 0
     for built, level in enumerate(below, start=1):
         try:
-            verdict = still_fails_on(artifact.at_level(level), failure.draw)
+            verdict = still_fails_on(backend.at_level(artifact, level), failure.draw)
         except Exception:  # noqa: BLE001 - a session that does not build at this level tells nothing
             verdict = None
         if verdict is False:
@@ -84,7 +90,5 @@ def runtime_optimizer(failure: Failure, artifact: Any, still_fails_on: Callable[
         if verdict:
             fails_from = level
         break  # None: this level cannot tell; the deployed one is the least known to fail
-    failure.runtime_optimizer = RuntimeOptimizer(
-        getattr(artifact, "runtime", "the runtime"), deployed, tuple(passes), fails_from
-    )
+    failure.runtime_optimizer = RuntimeOptimizer(optimizer.runtime, deployed, tuple(passes), fails_from)
     return built

@@ -143,8 +143,8 @@ def resolve_devices(devices: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def check_backend(
-    module: torch.nn.Module, plan: InputPlan, name: str, device: str, options: Options, session: Session,
-    *, sequence: list[tuple[tuple[Any, ...], dict[str, Any]]] | None = None,
+    module: torch.nn.Module, plan: InputPlan, name: str, device: str, options: Options,
+    *, session: Session, sequence: list[tuple[tuple[Any, ...], dict[str, Any]]] | None = None,
 ) -> Result:
     """One (backend, device) check. ``sequence``: the test's own calls of a module, in order
     (their first is the recorded call), replayed when the module updates its state."""

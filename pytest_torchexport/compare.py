@@ -177,7 +177,8 @@ def compare(
                 result.problem = f"output {path or '(the output)'}: eager returns {e!r}, the artifact {a!r}"
                 return result
             continue
-        diff = _leaf_diff(path, e, torch.as_tensor(a), relowered, rtol, atol)
+        leaf_rtol, leaf_atol = tolerances_for(e.dtype, relowered, rtol, atol)
+        diff = _leaf_diff(path, e, torch.as_tensor(a), leaf_rtol, leaf_atol)
         result.rtol, result.atol = diff.rtol, diff.atol
         result.max_abs = max(result.max_abs, diff.max_abs)
         result.max_rel = max(result.max_rel, diff.max_rel)
@@ -240,12 +241,10 @@ def _errors(e: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return abs_err, rel_err, mag
 
 
-def _leaf_diff(
-    path: str, e: torch.Tensor, a: torch.Tensor, relowered: bool, rtol: float | None, atol: float | None
-) -> LeafDiff:
-    rtol_v, atol_v = tolerances_for(e.dtype, relowered, rtol, atol)
+def _leaf_diff(path: str, e: torch.Tensor, a: torch.Tensor, rtol: float, atol: float) -> LeafDiff:
+    """One leaf's differences at the tolerances its dtype resolved to (``tolerances_for``)."""
     if e.numel() == 0:  # shapes already agree: nothing to differ
-        return LeafDiff(path, tuple(e.shape), _dtype(e.dtype), 0, 0, 0.0, 0.0, (), (), 0.0, 0.0, rtol_v, atol_v, 0.0, 0.0)
+        return LeafDiff(path, tuple(e.shape), _dtype(e.dtype), 0, 0, 0.0, 0.0, (), (), 0.0, 0.0, rtol, atol, 0.0, 0.0)
     e_flat = e.detach().cpu().reshape(-1)
     a_flat = a.detach().cpu().to(e_flat.dtype).reshape(-1)
     if e_flat.dtype == torch.bool:
@@ -255,7 +254,7 @@ def _leaf_diff(
     abs_i = rel_i = 0
     for start in range(0, e_flat.numel(), CHUNK):
         ec, ac = e_flat[start : start + CHUNK], a_flat[start : start + CHUNK]
-        close = torch.isclose(ac, ec, rtol=rtol_v, atol=atol_v, equal_nan=True)
+        close = torch.isclose(ac, ec, rtol=rtol, atol=atol, equal_nan=True)
         abs_err, rel_err, mag = _errors(ec, ac)
         i, j = int(abs_err.argmax()), int(rel_err.argmax())
         if start == 0 or float(abs_err[i]) > max_abs:
@@ -268,15 +267,15 @@ def _leaf_diff(
         # Only a mismatch is explained: the would-pass tolerances and the one-sided NaN/infs.
         mismatched += bad
         one_sided += int((torch.isfinite(ec) != torch.isfinite(ac)).sum())
-        need_a = (abs_err - rtol_v * mag).nan_to_num(nan=math.inf, posinf=math.inf).clamp(min=0).max()
-        over = (abs_err - atol_v).clamp(min=0)
+        need_a = (abs_err - rtol * mag).nan_to_num(nan=math.inf, posinf=math.inf).clamp(min=0).max()
+        over = (abs_err - atol).clamp(min=0)
         need_r = torch.where(over == 0, torch.zeros_like(over), over / mag).nan_to_num(nan=math.inf, posinf=math.inf).max()
         needed_atol, needed_rtol = max(needed_atol, float(need_a)), max(needed_rtol, float(need_r))
     if not mismatched:
         # The common case, once per example: only the greatest errors feed the summary;
         # quantiles (a sort) and the would-pass tolerances explain a mismatch.
         return LeafDiff(path, tuple(e.shape), _dtype(e.dtype), 0, e.numel(), max_abs, max_rel, (), (), 0.0, 0.0,
-                        rtol_v, atol_v, 0.0, 0.0)
+                        rtol, atol, 0.0, 0.0)
     p50, p99 = _abs_quantiles(e_flat, a_flat)
     return LeafDiff(
         path=path,
@@ -290,8 +289,8 @@ def _leaf_diff(
         rel_index=_unravel(rel_i, e.shape),
         p50=p50,
         p99=p99,
-        rtol=rtol_v,
-        atol=atol_v,
+        rtol=rtol,
+        atol=atol,
         needed_atol=needed_atol,
         needed_rtol=needed_rtol,
         one_sided_nonfinite=one_sided,

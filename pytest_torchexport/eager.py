@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import torch.utils._pytree as pytree
 
+from . import stateful
 from .compare import equal_trees
 from .explain import is_user_file
 
@@ -64,20 +65,14 @@ class Eager:
         with torch.no_grad():
             self.module = copy_module(module).to(device).eval()
         self.device = device
-        self._initial = self._state()
-
-    def _state(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+        self._initial = stateful.snapshot(self.module, parameters=True) or {}
 
     def state_changed(self) -> list[str]:
         now = self.module.state_dict()
         return [k for k, v in self._initial.items() if k in now and not equal_trees(v, now[k])]
 
     def restore(self) -> None:
-        with torch.no_grad():
-            for k, v in self.module.state_dict().items():
-                if k in self._initial and not torch.equal(v, self._initial[k]):
-                    v.copy_(self._initial[k])
+        stateful.restore(self.module, self._initial, parameters=True)
 
     def __call__(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], *, rng_seed: int = 0, trace_lines: bool = False,

@@ -23,7 +23,7 @@ from .eager import copy_module
 from .outcome import Stop
 from .report import Finding, Result
 from .specs import InputPlan
-from .stateful import reset_state
+from .stateful import reset_state, snapshot
 from .strategies import Draw, materialize, recorded_draw
 
 
@@ -57,7 +57,7 @@ def build(check: Check) -> Artifacts:
         result.extra["roundtrip"] = "off (roundtrip=False)"
     for note in ctx.notes:
         result.findings.append(Finding("backend_note", note))
-    fallback = getattr(getattr(runnable, "session", runnable), "fallback", None)
+    fallback = backend.device_fallback(runnable)
     if fallback:
         result.findings.append(Finding("device_fallback", fallback))
     return Artifacts(runnable, in_memory, export_draw, ctx)
@@ -90,7 +90,7 @@ def export_once(check: Check, args: tuple[Any, ...], kwargs: dict[str, Any], ctx
     result = check.result
     runner.stage(result, "export")
     module = copy_module(check.eager.module)
-    initial = {k: v.detach().clone() for k, v in module.named_buffers()}
+    initial = snapshot(module) or {}
     t0 = time.perf_counter()
     artifact, failure = None, None
     with quiet_torch(fds=True) as captured:
@@ -102,7 +102,7 @@ def export_once(check: Check, args: tuple[Any, ...], kwargs: dict[str, Any], ctx
         except Exception as exc:  # noqa: BLE001 - every exporter failure is a result
             failure = exc
     if artifact is not None:
-        reset_state(artifact, initial)  # a trace ran forward: save the state the module starts from
+        reset_state(check.backend.artifact_module(artifact), initial)  # a trace ran forward: save the state the module starts from
     result.timings["export_s"] = result.timings.get("export_s", 0.0) + time.perf_counter() - t0
     for finding in explain.tracer_findings(captured.warnings, result.backend):
         if finding not in result.findings:

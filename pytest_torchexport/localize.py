@@ -10,7 +10,8 @@ down one level at a time: among the children called (in execution order), the fi
 that differs is entered, until a module differs and none of its children do; that
 module's own code (the glue between its children) is where the artifact diverges.
 
-How the artifact's submodules are reached, per kind of artifact:
+How the artifact's submodules are reached, per kind of artifact (the backend says which it
+has: ``Backend.artifact_module``, ``exported_program``, ``onnx_model``):
 
 - TorchScript (``trace``, ``script``): every submodule of a ``ScriptModule`` that ran is
   callable on its own, with the ``.code`` of what was recorded (the excerpt);
@@ -50,6 +51,7 @@ import torch
 import torch.utils._pytree as pytree
 
 from ._compat import quiet_torch
+from .backends.base import Backend
 from .compare import Comparison
 
 #: Lines of the artifact's code shown in the failure message (the report keeps more).
@@ -82,22 +84,20 @@ class Located:
         }
 
 
-def unavailable(artifact: Any) -> str | None:
+def unavailable(backend: Backend, artifact: Any) -> str | None:
     """Why this artifact's submodules cannot be run on their own, or None."""
-    scripted = getattr(artifact, "scripted", artifact)
-    program = getattr(artifact, "program", None)
-    if isinstance(scripted, torch.jit.ScriptModule) or isinstance(program, torch.export.ExportedProgram):
+    if _scripted(backend, artifact) is not None or backend.exported_program(artifact) is not None:
         return None
-    if _onnx_source(artifact) is not None:
+    if backend.onnx_model(artifact) is not None:
         return None
     return "its submodules cannot be run on their own inputs (TorchScript, torch.export and ONNX artifacts can)"
 
 
 def locate(
-    artifact: Any, module: torch.nn.Module, args: Any, kwargs: Any, judge: Callable[[Any, Any], Comparison],
-    top_error: float,
+    backend: Backend, artifact: Any, module: torch.nn.Module, args: Any, kwargs: Any, *,
+    judge: Callable[[Any, Any], Comparison], top_error: float,
 ) -> Located | None:
-    """The first diverging module of ``artifact`` against eager ``module`` at ``args``/``kwargs``.
+    """The first diverging module of ``backend``'s ``artifact`` against eager ``module`` at ``args``/``kwargs``.
 
     ``judge(expected, actual)`` is the check's own comparison. None when the artifact's
     submodules are not reachable. ``top_error`` is the whole output's error, reported when
@@ -105,13 +105,13 @@ def locate(
     """
     t0 = time.perf_counter()
     with quiet_torch():
-        side = _artifact_side(artifact, module, args, kwargs)
+        side = _artifact_side(backend, artifact, module, args, kwargs)
     if side is None:
         return None
-    eager_modules = dict(module.named_modules())
+    eager = _EagerSide(module, args, kwargs)
     parent, walked, compared, worst = "", [], 0, None
     while True:
-        children, calls = _level(module, eager_modules, parent, args, kwargs, side)
+        children, calls = eager.level(parent, side)
         found = None
         if children:
             for name in children:  # execution order
@@ -139,7 +139,7 @@ def locate(
         parent, worst = "", top_error
     return Located(
         module=parent,
-        cls=type(eager_modules[parent]).__name__,
+        cls=type(eager.modules[parent]).__name__,
         max_abs_err=float(worst or 0.0),
         excerpt=_clip(side.excerpt(parent)),
         walked=walked,
@@ -159,19 +159,17 @@ def _clip(text: str) -> str:
 # -- the artifact's side ---------------------------------------------------------------------
 
 
-def _artifact_side(artifact: Any, module: torch.nn.Module, args: Any, kwargs: Any) -> Any:
-    modules = _submodules(artifact)
+def _artifact_side(backend: Backend, artifact: Any, module: torch.nn.Module, args: Any, kwargs: Any) -> Any:
+    modules = _submodules(backend, artifact)
     if modules is not None:
         isolated = _Isolated(modules, _prefix(module, set(modules)))
-        program = getattr(artifact, "program", None)
-        if isinstance(program, torch.export.ExportedProgram):
+        if backend.exported_program(artifact) is not None:
             # Unflattened submodules take the sizes and values their graph needs, not always
             # the call's arguments: where one cannot take eager's input, use its value in a run.
-            return _Either(isolated, _FxTaps(artifact.module, module, args, kwargs))
+            return _Either(isolated, _FxTaps(backend.artifact_module(artifact), module, args, kwargs))
         return isolated
-    source = _onnx_source(artifact)
-    if source is not None:
-        return _OnnxTaps(source, artifact, module, args, kwargs)
+    if backend.onnx_model(artifact) is not None:
+        return _OnnxTaps(backend, artifact, module, args, kwargs)
     return None
 
 
@@ -298,16 +296,22 @@ def _fx_module(node: Any) -> str | None:
     return None if path.startswith("_empty") else path
 
 
-def _submodules(artifact: Any) -> dict[str, Any] | None:
+def _submodules(backend: Backend, artifact: Any) -> dict[str, Any] | None:
     """Qualified name -> a callable submodule of the artifact, or None when there are none."""
-    scripted = getattr(artifact, "scripted", artifact)  # trace's wrapper for calls with keywords
-    if isinstance(scripted, torch.jit.ScriptModule):
+    scripted = _scripted(backend, artifact)
+    if scripted is not None:
         return {name: sub for name, sub in scripted.named_modules() if _has_forward(sub)}
-    program = getattr(artifact, "program", None)
-    if isinstance(program, torch.export.ExportedProgram):
+    program = backend.exported_program(artifact)
+    if program is not None:
         tree = torch.export.unflatten(program)
         return dict(tree.named_modules())
     return None
+
+
+def _scripted(backend: Backend, artifact: Any) -> torch.jit.ScriptModule | None:
+    """The TorchScript module the artifact runs, whose submodules each run alone."""
+    module = backend.artifact_module(artifact)
+    return module if isinstance(module, torch.jit.ScriptModule) else None
 
 
 def _has_forward(sub: Any) -> bool:
@@ -358,14 +362,6 @@ def _excerpt(target: Any) -> str:
 # -- ONNX: module outputs as extra graph outputs ----------------------------------------------
 
 _SCOPES = "pkg.torch.onnx.name_scopes"
-
-
-def _onnx_source(artifact: Any) -> bytes | str | None:
-    for holder in (artifact, getattr(artifact, "session", None)):  # the in-memory artifact wraps its session
-        source = getattr(holder, "source", None)
-        if isinstance(source, (bytes, str)):
-            return source
-    return None
 
 
 def node_module(node: Any, names: Collection[str] = ()) -> str | None:
@@ -436,11 +432,10 @@ class _OnnxTaps:
 
     method = "in-graph"
 
-    def __init__(self, source: bytes | str, artifact: Any, module: torch.nn.Module, args: Any, kwargs: Any) -> None:
+    def __init__(self, backend: Backend, artifact: Any, module: torch.nn.Module, args: Any, kwargs: Any) -> None:
         import onnx
 
-        from .backends.onnx import OnnxSession
-
+        source = backend.onnx_model(artifact)
         model = onnx.load_from_string(source) if isinstance(source, bytes) else onnx.load(source)
         graph = model.graph
         names = {name for name, _ in module.named_modules()}
@@ -456,11 +451,7 @@ class _OnnxTaps:
                 self.taps[name] = values[0]
         for value in sorted(set(self.taps.values()) - outputs):
             graph.output.append(onnx.helper.make_empty_tensor_value_info(value))
-        device = getattr(artifact, "device", None) or getattr(getattr(artifact, "session", None), "device", "cpu")
-        session = OnnxSession(model.SerializeToString(), device)
-        names = [o.name for o in session.session.get_outputs()]
-        results = session(*_clone((args, kwargs)))
-        self.values = dict(zip(names, results))
+        self.values = backend.run_onnx_model(artifact, model.SerializeToString(), *_clone((args, kwargs)))
 
     def has(self, name: str) -> bool:
         return name in self.taps
@@ -503,62 +494,64 @@ def _forward(module: torch.nn.Module, args: Any, kwargs: Any) -> None:
 Calls = dict[str, tuple[tuple[Any, ...], dict[str, Any], Any]]
 
 
-def _children_calls(
-    module: torch.nn.Module, eager_modules: dict[str, torch.nn.Module], parent: str, args: Any, kwargs: Any
-) -> tuple[list[str], Calls]:
-    """The modules under ``parent`` called with no other called module between, in call
-    order, and the first call of each: (its args, its kwargs, its output), as eager ran it.
+class _EagerSide:
+    """Eager's module at the failing input: what each submodule is given and gives back."""
 
-    One eager forward; hooks on every module under ``parent`` keep a call stack, and only
-    calls made with an empty stack (direct children) have their tensors kept.
-    """
-    under = [n for n in eager_modules if n != parent and (parent == "" or n.startswith(parent + "."))]
-    order: list[str] = []
-    inputs: dict[str, tuple[Any, Any]] = {}
-    calls: Calls = {}
-    stack: list[str] = []
-    handles = []
+    def __init__(self, module: torch.nn.Module, args: Any, kwargs: Any) -> None:
+        self.module, self.args, self.kwargs = module, args, kwargs
+        self.modules = dict(module.named_modules())
 
-    def pre(name: str) -> Callable[..., None]:
-        def hook(_: Any, a: Any, k: Any) -> None:
-            if not stack and name not in order:
-                order.append(name)
-                inputs[name] = _clone((a, k))  # before forward: an in-place op must not change it
-            stack.append(name)
+    def children_calls(self, parent: str) -> tuple[list[str], Calls]:
+        """The modules under ``parent`` called with no other called module between, in call
+        order, and the first call of each: (its args, its kwargs, its output), as eager ran it.
 
-        return hook
+        One eager forward; hooks on every module under ``parent`` keep a call stack, and only
+        calls made with an empty stack (direct children) have their tensors kept.
+        """
+        under = [n for n in self.modules if n != parent and (parent == "" or n.startswith(parent + "."))]
+        order: list[str] = []
+        inputs: dict[str, tuple[Any, Any]] = {}
+        calls: Calls = {}
+        stack: list[str] = []
+        handles = []
 
-    def post(name: str) -> Callable[..., None]:
-        def hook(_: Any, a: Any, k: Any, out: Any) -> None:
-            if stack and stack[-1] == name:
-                stack.pop()
-            if not stack and name in inputs and name not in calls:
-                calls[name] = (*inputs[name], _clone(out))  # a residual `x += ...` later must not either
+        def pre(name: str) -> Callable[..., None]:
+            def hook(_: Any, a: Any, k: Any) -> None:
+                if not stack and name not in order:
+                    order.append(name)
+                    inputs[name] = _clone((a, k))  # before forward: an in-place op must not change it
+                stack.append(name)
 
-        return hook
+            return hook
 
-    try:
-        for name in under:
-            handles.append(eager_modules[name].register_forward_pre_hook(pre(name), with_kwargs=True))
-            handles.append(eager_modules[name].register_forward_hook(post(name), with_kwargs=True, always_call=True))
-        _forward(module, args, kwargs)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return order, calls
+        def post(name: str) -> Callable[..., None]:
+            def hook(_: Any, a: Any, k: Any, out: Any) -> None:
+                if stack and stack[-1] == name:
+                    stack.pop()
+                if not stack and name in inputs and name not in calls:
+                    calls[name] = (*inputs[name], _clone(out))  # a residual `x += ...` later must not either
 
+            return hook
 
-def _level(
-    module: torch.nn.Module, eager_modules: dict[str, torch.nn.Module], parent: str, args: Any, kwargs: Any, side: Any
-) -> tuple[list[str], Calls]:
-    """Called children the artifact side can compare; one it cannot is replaced by its own children."""
-    order, calls = _children_calls(module, eager_modules, parent, args, kwargs)
-    out: list[str] = []
-    for name in order:
-        if side.has(name):
-            out.append(name)
-        else:  # a module with several output values (ONNX): look at what it calls, in order
-            deeper, deeper_calls = _level(module, eager_modules, name, args, kwargs, side)
-            out += deeper
-            calls.update(deeper_calls)
-    return out, calls
+        try:
+            for name in under:
+                handles.append(self.modules[name].register_forward_pre_hook(pre(name), with_kwargs=True))
+                handles.append(self.modules[name].register_forward_hook(post(name), with_kwargs=True, always_call=True))
+            _forward(self.module, self.args, self.kwargs)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return order, calls
+
+    def level(self, parent: str, side: Any) -> tuple[list[str], Calls]:
+        """Called children the artifact side can compare; one it cannot is replaced by its own children."""
+        order, calls = self.children_calls(parent)
+        out: list[str] = []
+        for name in order:
+            if side.has(name):
+                out.append(name)
+            else:  # a module with several output values (ONNX): look at what it calls, in order
+                deeper, deeper_calls = self.level(name, side)
+                out += deeper
+                calls.update(deeper_calls)
+        return out, calls

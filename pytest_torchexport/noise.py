@@ -28,7 +28,7 @@ import torch.utils._pytree as pytree
 from .compare import CHUNK, Comparison, flatten
 from .eager import Eager, seed_rng
 from .report import Finding, Result
-from .side_effects import buffers, restore_buffers
+from .stateful import restore, snapshot
 from .strategies import Draw
 
 RMSE_MULTIPLE = 8.0
@@ -123,12 +123,12 @@ class Float64Reference:
             if self._module is None:
                 with torch.no_grad():
                     self._module = copy.deepcopy(self._eager.module).double().eval()
-                self._initial = buffers(self._module)
+                self._initial = snapshot(self._module)
             a, k = pytree.tree_map(_double, (args, kwargs))
             with torch.random.fork_rng(devices=[]), torch.no_grad():
                 seed_rng(0, self._eager.device)
                 out = self._module(*a, **k)
-            restore_buffers(self._module, self._initial)  # a stateful module restarts, as eager does
+            restore(self._module, self._initial)  # a stateful module restarts, as eager does
             return out
         except Exception as exc:  # noqa: BLE001 - no double kernel, a quantized model, ...
             self.unavailable = f"the module cannot run in float64 ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"

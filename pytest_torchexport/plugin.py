@@ -307,7 +307,7 @@ def _body_row(item: pytest.Item, target: items.Target, error: BaseException) -> 
             f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}\n"
             "The body runs once per test and its error fails each of the test's items; fix the test first."
         )
-    return row(target.backend, target.device, _session(item), "", status, message)
+    return row(target.backend, target.device, _session(item), status, message)
 
 
 def _check(item: pytest.Item, recording: Any, options: Options, target: Any) -> None:

@@ -17,6 +17,7 @@ from . import checks
 from .capture import Call, Recording
 from .errors import InvalidArgument
 from .options import Options
+from .outcome import Outcome, settle
 from .prelude import EagerOnce
 from .report import Finding, Result
 from .session import Session
@@ -59,7 +60,8 @@ class Selection:
                 + (" (in eval mode)" if not calls[used].training else "") + " was checked instead",
             ))
         elif used is None and len(calls) > 1:
-            result.message += f"\nAll {len(calls)} recorded calls of {call.name} raise in eval mode under no_grad."
+            note = f"\nAll {len(calls)} recorded calls of {call.name} raise in eval mode under no_grad."
+            settle(result, Outcome(result.status, result.message + note, result.likely_cause))
         if call.via:
             result.extra["recorded_via"] = call.via
             result.findings.append(Finding(
@@ -86,8 +88,8 @@ class Selection:
                 f"names no module the test called\nThe test called {', '.join(called)}: name one of those in module=."
             )
         elif self.auto:
-            return row(backend, device, session, "", "skipped",
-                        "the test called no nn.Module, so there is nothing to export (--torchexport-auto)")
+            return row(backend, device, session, "skipped",
+                       "the test called no nn.Module, so there is nothing to export (--torchexport-auto)")
         else:
             message = (
                 f"Nothing to check [backend={backend}, device={device}]: {session.test or 'the test'} is marked "
@@ -98,7 +100,7 @@ class Selection:
                 "    def test_model(torchexport):\n"
                 "        torchexport(Model(), (torch.randn(2, 8),))"
             )
-        return row(backend, device, session, "", "usage_error", message)
+        return row(backend, device, session, "usage_error", message)
 
 
 class PlannedRun:
@@ -127,8 +129,8 @@ class PlannedRun:
                 dims=options.dims, dynamic=options.dynamic, inputs=options.inputs,
             )
         except InvalidArgument as exc:
-            self._done = row(self.backend, self.device, self.session, self.call.name, "usage_error",
-                             f"{exc}\nChange the marker's options to fit the call.")
+            self._done = row(self.backend, self.device, self.session, "usage_error",
+                             f"{exc}\nChange the marker's options to fit the call.", module=self.call.name)
             return None
         return checks.PendingCheck(candidate.module, plan, self.backend, self.device, options, session=self.session,
                                    sequence=_sequence(self.calls[index:]),
@@ -166,7 +168,8 @@ class PlannedRun:
         return result
 
 
-def row(backend: str, device: str, session: Session, module: str, status: str, message: str) -> Result:
+def row(backend: str, device: str, session: Session, status: str, message: str, *, module: str = "") -> Result:
+    """A result settled before any check ran (nothing to check, a usage error, the test body's outcome)."""
     return Result(backend=backend, device=device, status=status, module=module, nodeid=session.nodeid,
                   test=session.test, message=message)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from . import causes
+from . import causes, stateful
 from .backends.base import Backend
 from .compare import Comparison, flatten, tolerances_for
 from .context import Check
@@ -27,8 +27,6 @@ from .exporting import quiet_call
 from .messages import explain_failure, pass_message, rejection_finding, vacuous_finding
 from .noise import Float64Reference, NoiseVerdict, judge_noise, noise_finding
 from .outcome import Failure, Outcome, Stats, Stop, track_vacuous
-from .side_effects import buffers, restore_buffers
-from .stateful import artifact_module
 from .strategies import Draw, draws, materialize, probe_draws, special_probes
 
 
@@ -59,8 +57,9 @@ class Search:
         self._guards: dict[tuple[Any, ...], str | None] = {}
         # A stateful module: eager restarts from its initial state on each input, so must the
         # artifact (its state after load), or every example would see a longer history.
-        targets = [artifact_module(a) for a in (self.runnable, self.in_memory) if check.mutates_state and a is not None]
-        self._snapshots = [(t, buffers(t)) for t in targets]
+        targets = [check.backend.artifact_module(a) for a in (self.runnable, self.in_memory)
+                   if check.mutates_state and a is not None]
+        self._snapshots = [(t, stateful.snapshot(t)) for t in targets]
         # [Noise Oracle] (noise.py): judged only where the plain comparison fails.
         self._float64 = Float64Reference(check.eager)
         self._strict = check.rtol is not None or check.atol is not None or check.options.compare is not None
@@ -77,7 +76,7 @@ class Search:
 
     def _run(self, artifact: Any, args: Any, kwargs: Any) -> Any:
         for target, snapshot in self._snapshots:
-            restore_buffers(target, snapshot)
+            stateful.restore(target, snapshot)
         return self.check.run(artifact, args, kwargs)[0]
 
     def _oracle(self, draw: Draw, inputs: tuple[Any, Any], expected: Any, actual: Any, cmp: Comparison) -> NoiseVerdict:
@@ -290,7 +289,7 @@ class Search:
         """What the message explains the failure with: the causes, the float64 oracle, the first diverging module."""
         causes.blame(failure, self.still_fails, self.plan, self.export_draw)
         t0 = time.perf_counter()
-        if causes.runtime_optimizer(failure, self.runnable, self.still_fails_on):
+        if causes.runtime_optimizer(failure, self.check.backend, self.runnable, self.still_fails_on):
             self.result.timings["runtime_optimizer_s"] = time.perf_counter() - t0
         if failure.noise is None and failure.status == "mismatch" and failure.comparison is not None:
             # Explicit tolerances stay strict, but the message says whether this is rounding.
@@ -312,15 +311,16 @@ class Search:
         if self.check.mutates_state:
             failure.no_localization = "the module updates its state on every call, so a submodule's input is not replayable"
             return
-        reason = localize.unavailable(self.runnable)
+        reason = localize.unavailable(self.check.backend, self.runnable)
         if reason:
             failure.no_localization = f"not available for {self.result.backend}: {reason}"
             return
         t0 = time.perf_counter()
         try:
             failure.diverges_at = localize.locate(
-                self.runnable, self.eager.module, failure.args, failure.kwargs,
-                lambda expected, actual: self.check.compare(expected, actual, custom=False), failure.comparison.max_abs,
+                self.check.backend, self.runnable, self.eager.module, failure.args, failure.kwargs,
+                judge=lambda expected, actual: self.check.compare(expected, actual, custom=False),
+                top_error=failure.comparison.max_abs,
             )
         except Exception as exc:  # noqa: BLE001 - localisation explains; it never changes a verdict
             failure.no_localization = f"failed: {type(exc).__name__}: {str(exc)[:200]}"

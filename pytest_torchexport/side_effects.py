@@ -12,13 +12,13 @@ from typing import Any
 
 import torch
 
+from . import stateful
 from ._compat import quiet_torch
 from .compare import Comparison, compare, equal_trees
 from .context import Check
 from .eager import Eager
 from .outcome import Stop
 from .report import Finding, Result, tag
-from .stateful import artifact_module
 from .strategies import materialize
 
 
@@ -89,8 +89,8 @@ def _state_updated(check: Check) -> None:
     of calls when it recorded several (a stream of chunks), else 3 calls on the recorded input."""
     recorded, eager, runnable = check.recorded, check.eager, check.artifacts.runnable
     steps = list(check.steps) if _replayed(check) else [(recorded.args, recorded.kwargs)] * 3
-    target = artifact_module(runnable)
-    snapshot = buffers(target)
+    target = check.backend.artifact_module(runnable)
+    saved = stateful.snapshot(target)
     try:
         with quiet_torch():
             for call, (step_args, step_kwargs) in enumerate(steps, start=1):
@@ -115,7 +115,7 @@ def _state_updated(check: Check) -> None:
                     _state_differs(check, [lost[0]], call, lost[1])
     finally:
         eager.restore()
-        restore_buffers(target, snapshot)
+        stateful.restore(target, saved)
 
 
 def _lost_state(check: Check, target: Any) -> tuple[str, Comparison] | None:
@@ -191,17 +191,3 @@ def baked_arguments(check: Check) -> None:
                 )
             )
 
-
-def buffers(target: Any) -> dict[str, torch.Tensor] | None:
-    if isinstance(target, torch.nn.Module):
-        return {k: v.detach().clone() for k, v in target.named_buffers()}
-    return None
-
-
-def restore_buffers(target: Any, snapshot: dict[str, torch.Tensor] | None) -> None:
-    if snapshot is None:
-        return
-    with torch.no_grad():
-        for k, v in target.named_buffers():
-            if k in snapshot and v.shape == snapshot[k].shape:
-                v.copy_(snapshot[k])

@@ -6,6 +6,10 @@ artifact must too, or it would be judged on a longer history than eager. Exporte
 run forward (``torch.jit.trace``) leave the exported module with the state *after* that
 run, which would then be saved: the state is put back right after the export, before
 the artifact is saved and loaded.
+
+[One Home] Every snapshot of a module's state and its restore is taken here: eager's copy
+(``eager.Eager``), the module an export runs (``exporting.py``), an artifact's module between
+inputs (``search.py``, ``side_effects.py``) and the float64 copy (``noise.py``).
 """
 
 from __future__ import annotations
@@ -15,21 +19,34 @@ from typing import Any
 import torch
 
 
-def artifact_module(artifact: Any) -> torch.nn.Module | None:
-    """The ``nn.Module`` (TorchScript included) an artifact runs, where it has one."""
-    for candidate in (artifact, getattr(artifact, "module", None), getattr(artifact, "scripted", None)):
-        if isinstance(candidate, torch.nn.Module):
-            return candidate
-    return None
+def snapshot(module: Any, *, parameters: bool = False) -> dict[str, torch.Tensor] | None:
+    """A copy of ``module``'s buffers (with ``parameters``: its whole ``state_dict``), by name;
+    None for an artifact that is not a module (ONNX: its outputs tell)."""
+    if not isinstance(module, torch.nn.Module):
+        return None
+    tensors = module.state_dict() if parameters else dict(module.named_buffers())
+    return {k: v.detach().clone() for k, v in tensors.items()}
 
 
-def reset_state(artifact: Any, initial: dict[str, torch.Tensor]) -> list[str]:
-    """Copy the module's initial buffers into the artifact's buffers of the same name.
+def restore(module: Any, saved: dict[str, torch.Tensor] | None, *, parameters: bool = False) -> None:
+    """Put back what ``snapshot`` took: each tensor of the same name and shape that differs."""
+    if saved is None or not isinstance(module, torch.nn.Module):
+        return
+    tensors = module.state_dict() if parameters else dict(module.named_buffers())
+    with torch.no_grad():
+        for k, v in tensors.items():
+            old = saved.get(k)
+            if old is not None and v.shape == old.shape and not torch.equal(v, old):
+                v.copy_(old)
 
-    A wrapper prefixes names (``module.total``), so a name matches by its dotted suffix.
-    Returns the names reset.
+
+def reset_state(target: torch.nn.Module | None, initial: dict[str, torch.Tensor]) -> list[str]:
+    """Copy the module's initial buffers into ``target``'s buffers of the same name.
+
+    ``target`` is the module an artifact runs (``Backend.artifact_module``); None when it
+    has none. A wrapper prefixes names (``module.total``), so a name matches by its dotted
+    suffix. Returns the names reset.
     """
-    target = artifact_module(artifact)
     if target is None or not initial:
         return []
     reset = []

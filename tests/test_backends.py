@@ -4,9 +4,13 @@ import pytest
 import torch
 from models import MLP, Nested
 
-from pytest_torchexport.backends.onnx import DynamoOnnxBackend
+from pytest_torchexport._compat import quiet_torch
+from pytest_torchexport.backends.base import Backend, ExportContext
+from pytest_torchexport.backends.export import ExportBackend
+from pytest_torchexport.backends.onnx import DynamoOnnxBackend, LegacyOnnxBackend
 from pytest_torchexport.checks import Session, run
 from pytest_torchexport.options import BUILTIN_BACKENDS, Options
+from pytest_torchexport.specs import plan_inputs
 
 FILES = {
     "trace": ["model.pt"],
@@ -101,3 +105,30 @@ def test_onnx_guard_oracle_names_the_guard_onnxruntime_ignores():
     assert backend.run(artifact, two, {})[0].shape == (2, 3)  # onnxruntime runs it anyway
     assert backend.guard_violation(artifact, two, {}) == "Guard failed: x.size()[0] >= 3"
     assert backend.guard_violation(artifact, (torch.randn(5, 8),), {}) is None
+
+
+
+def test_a_backend_answers_for_its_artifacts_and_the_defaults_mean_not_available():
+    plain, module = Backend(), MLP().eval()
+    assert plain.artifact_module(module) is module  # an artifact that is a module holds its own state
+    assert plain.artifact_module(object()) is None
+    assert plain.exported_program(module) is None and plain.onnx_model(module) is None
+    assert plain.device_fallback(module) is None and plain.graph_optimizer(module) is None
+
+    export = ExportBackend()
+    exported = export.export(module, (torch.randn(3, 8),), {}, _ctx(module))
+    assert isinstance(export.exported_program(exported), torch.export.ExportedProgram)
+    assert isinstance(export.artifact_module(exported), torch.nn.Module)
+
+    onnx = LegacyOnnxBackend()
+    if onnx.unavailable_reason() is None:
+        with torch.no_grad(), quiet_torch():
+            artifact = onnx.export(module, (torch.randn(3, 8),), {}, _ctx(module))
+        assert isinstance(onnx.onnx_model(artifact), bytes) and onnx.device_fallback(artifact) is None
+        assert onnx.graph_optimizer(artifact).deployed == "ORT_ENABLE_ALL"
+        outputs = onnx.run_onnx_model(artifact, onnx.onnx_model(artifact), (torch.randn(2, 8),), {})
+        assert [tuple(v.shape) for v in outputs.values()] == [(2, 3)]
+
+
+def _ctx(module):
+    return ExportContext(device="cpu", plan=plan_inputs(module, (torch.randn(3, 8),), None), module=module)

@@ -123,7 +123,7 @@ def test_tightest_limit_rules_and_every_draw_stays_within_it():
     result = _result()
     # 1 GB peak on a 16 GB machine with 2 checks: half of 8 GB over 2 GB a draw -> growth 2.
     capped, opts = budget.bound(plan, plan.tree, _call(peak_mb=1024), result, options,
-                                budget.Machine(16 * GB, 1, 2))
+                                machine=budget.Machine(16 * GB, 1, 2))
     cap = capped.caps["batch"]
     assert cap == 4 and plan.dims["batch"].max == 16  # recorded 2, growth 2; the export range untouched
     assert opts.examples == 10
@@ -147,7 +147,7 @@ def test_a_seq_dim_counts_squared_in_the_measured_limits_too():
                        dynamic={0: {0: "batch", 1: "seq"}})
     result = _result()
     capped, _ = budget.bound(plan, plan.tree, _call(peak_mb=512), result, Options.build(),
-                             budget.Machine(8 * GB, 1, 1))
+                             machine=budget.Machine(8 * GB, 1, 1))
     growth = budget.MEMORY_SHARE * 8 * GB / (budget.PEAK_FACTOR * 512 * MB)  # 4
     assert capped.caps["batch"] * (capped.caps["seq"] / 64) ** 2 <= growth + 1e-9
 
@@ -156,7 +156,7 @@ def test_past_the_time_limit_at_the_recorded_size_the_examples_are_cut():
     plan, options = _plan(), Options.build(examples=25, timeout=900)
     result = _result()
     # 19 s a call (the vector quantizer): not even the probes fit in 450 s.
-    capped, opts = budget.bound(plan, plan.tree, _call(seconds=19.0), result, options, budget.Machine(16 * GB))
+    capped, opts = budget.bound(plan, plan.tree, _call(seconds=19.0), result, options, machine=budget.Machine(16 * GB))
     assert capped.caps == {"batch": 2}  # held at the recorded size
     assert opts.examples == 1 and result.extra["examples_cap"] == 1
     assert options.examples == 25  # the caller's options are not changed
@@ -170,7 +170,7 @@ def test_small_models_keep_their_whole_range():
     plan, options = _plan(), Options.build()
     result = _result()
     capped, opts = budget.bound(plan, plan.tree, _call(peak_mb=2, seconds=0.002), result, options,
-                                budget.Machine(2 * GB, 4, 1))  # even a small, busy machine
+                                machine=budget.Machine(2 * GB, 4, 1))  # even a small, busy machine
     assert capped is plan and opts is options
     assert not result.findings and "size_caps" not in result.extra
     assert result.extra["eager_peak_mb"] == 2 and result.extra["eager_s"] == 0.002
@@ -181,7 +181,7 @@ def test_the_bytes_budget_still_applies_and_can_be_disabled(monkeypatch):
     result = _result()
     big_out = torch.zeros(2, 2**25)  # 268 MB output: the bytes budget caps at 4x it
     capped, _ = budget.bound(plan, plan.tree, _call(peak_mb=300, out=big_out), result, options,
-                             budget.Machine(64 * GB, 1, 1))
+                             machine=budget.Machine(64 * GB, 1, 1))
     assert capped.caps == {"batch": 8} and result.extra["budget_limit"] == "bytes"
     assert "holds 256 MB of tensors" in result.findings[0].detail
     monkeypatch.setattr(budget, "ENABLED", False)

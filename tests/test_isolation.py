@@ -131,7 +131,7 @@ def test_a_usage_error_in_the_child_comes_back_as_a_usage_error_row():
     # One check on its own: its eager stages run in its child (run() would run them here, once
     # for all its backends: prelude.py).
     module, args = Picky(), (torch.randn(2, 3),)
-    row = check_backend(module, plan_inputs(module, args, None), "trace", "cpu", opts, Session())
+    row = check_backend(module, plan_inputs(module, args, None), "trace", "cpu", opts, session=Session())
     assert row.status == "usage_error" and "only in the child" in row.message, row.message
 
 

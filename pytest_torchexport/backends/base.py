@@ -92,8 +92,71 @@ class Backend:
         """
         return None
 
+    # -- optional: what the engine may ask of an artifact; a backend answers for its own ----
+
+    def artifact_module(self, artifact: Any) -> Any:
+        """Optional: the ``nn.Module`` the artifact runs (TorchScript included), or None.
+
+        Its buffers are the artifact's state, which is put back to the module's initial
+        state after export and before each call of a stateful module (stateful.py); a
+        TorchScript one is also what localisation walks (localize.py). Default: the
+        artifact itself when it is a module.
+        """
+        import torch
+
+        return artifact if isinstance(artifact, torch.nn.Module) else None
+
+    def exported_program(self, artifact: Any) -> Any:
+        """Optional: the ``torch.export.ExportedProgram`` behind the artifact, or None.
+
+        Localisation unflattens it, and runs ``artifact_module(artifact)`` (the program's
+        module) to read each submodule's value in a run.
+        """
+        return None
+
+    def onnx_model(self, artifact: Any) -> bytes | str | None:
+        """Optional: the ONNX model the artifact runs (serialized, or its path), or None.
+
+        Localisation adds each module's output to a copy of it as a graph output and runs
+        that copy with ``run_onnx_model``.
+        """
+        return None
+
+    def run_onnx_model(self, artifact: Any, model: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Optional, with ``onnx_model``: another ONNX model run as the artifact runs its own
+        (same runtime, same device); its outputs by name."""
+        raise NotImplementedError(f"{self.name} cannot run another ONNX model")
+
+    def device_fallback(self, artifact: Any) -> str | None:
+        """Optional: why the artifact runs on another device than the check's, or None.
+
+        Becomes a ``device_fallback`` finding (onnxruntime without CUDA ran on CPU).
+        """
+        return None
+
+    def graph_optimizer(self, artifact: Any) -> GraphOptimizer | None:
+        """Optional: the runtime's graph rewrites at load, where it has levels of them, or None.
+
+        A failure is rerun at the lower levels (``at_level``) to tell an export defect
+        from a rewrite that changed the result (causes.runtime_optimizer).
+        """
+        return None
+
+    def at_level(self, artifact: Any, level: str) -> Any:
+        """Optional, with ``graph_optimizer``: the artifact at another optimization level."""
+        raise NotImplementedError(f"{self.name} has no graph optimization levels")
+
     def __repr__(self) -> str:
         return f"<backend {self.name}>"
+
+
+@dataclass(frozen=True)
+class GraphOptimizer:
+    """A runtime that rewrites the graph at load, at levels it can be asked for."""
+
+    runtime: str  # "onnxruntime 1.22.0"
+    levels: tuple[str, ...]  # least rewriting first
+    deployed: str  # the level the artifact runs at
 
 
 def load_backend(spec: Any) -> Backend:

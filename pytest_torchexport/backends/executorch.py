@@ -69,6 +69,9 @@ class ExecutorchBackend(Backend):
     def input_shapes(self, artifact: Any) -> list[tuple[Any, ...]] | None:
         return artifact.export_shapes
 
+    def device_fallback(self, artifact: Any) -> str | None:
+        return artifact.fallback
+
     def save(self, artifact: Any, directory: Path) -> list[Path]:
         path = directory / FILENAME
         path.write_bytes(artifact.buffer)
@@ -174,7 +177,7 @@ class Pte:
         self.out_spec = out_spec
         self.limits = limits
         self.export_shapes: list[tuple[Any, ...]] | None = None
-        self.fallback: str | None = None  # read by the engine: a device_fallback finding
+        self.fallback: str | None = None  # device_fallback(): a device_fallback finding
 
     @property
     def method(self) -> Any:

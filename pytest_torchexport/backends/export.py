@@ -44,6 +44,12 @@ class ExportBackend(Backend):
     def input_shapes(self, artifact: Any) -> list[tuple[Any, ...]] | None:
         return program_input_shapes(artifact.program)
 
+    def artifact_module(self, artifact: Any) -> Any:
+        return artifact.module
+
+    def exported_program(self, artifact: Any) -> Any:
+        return artifact.program
+
 
 def program_input_shapes(program: Any) -> list[tuple[Any, ...]]:
     """User-input shapes of an ExportedProgram: ints where the export fixed a size."""

@@ -18,7 +18,7 @@ import torch.utils._pytree as pytree
 
 from ..explain import FindingWarning
 from ..report import Finding
-from .base import Backend, ExportContext, keywords_bound, onnx_args, positional_adapter
+from .base import Backend, ExportContext, GraphOptimizer, keywords_bound, onnx_args, positional_adapter
 
 FILENAME = "model.onnx"
 #: onnxruntime's graph optimization levels, least rewriting first; sessions run at its
@@ -93,7 +93,7 @@ class OnnxSession:
         self.runtime = f"onnxruntime {ort.__version__}"
         self.run_options = ort.RunOptions()
         self.run_options.log_severity_level = 4
-        self.source = source  # the model, for localisation (localize.py)
+        self.source = source  # the model, for localisation (onnx_model) and other levels
         self.session = ort.InferenceSession(source, sess_options=options, providers=providers)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.device = device
@@ -140,10 +140,27 @@ class _OnnxBackend(Backend):
         return artifact(args, kwargs)
 
     def input_shapes(self, artifact: Any) -> list[tuple[Any, ...]] | None:
-        session = artifact.session if isinstance(artifact, _InMemory) else artifact
         return [
-            tuple(d if isinstance(d, int) else None for d in i.shape) for i in session.session.get_inputs()
+            tuple(d if isinstance(d, int) else None for d in i.shape) for i in _session(artifact).session.get_inputs()
         ]
+
+    def onnx_model(self, artifact: Any) -> bytes | str | None:
+        return _session(artifact).source
+
+    def run_onnx_model(self, artifact: Any, model: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        session = OnnxSession(model, _session(artifact).device)
+        names = [o.name for o in session.session.get_outputs()]
+        return dict(zip(names, session(args, kwargs)))
+
+    def device_fallback(self, artifact: Any) -> str | None:
+        return _session(artifact).fallback
+
+    def graph_optimizer(self, artifact: Any) -> GraphOptimizer | None:
+        session = _session(artifact)
+        return GraphOptimizer(session.runtime, session.optimization_levels, session.level)
+
+    def at_level(self, artifact: Any, level: str) -> Any:
+        return _session(artifact).at_level(level)
 
 
 class DynamoOnnxBackend(_OnnxBackend):
@@ -232,6 +249,11 @@ class LegacyOnnxBackend(_OnnxBackend):
         return [path]
 
 
+def _session(artifact: Any) -> OnnxSession:
+    """The onnxruntime session an artifact runs: the loaded one is a session, the in-memory one holds one."""
+    return artifact.session if isinstance(artifact, _InMemory) else artifact
+
+
 class _InMemory:
     """The exported program plus a session over its bytes, before anything touches disk."""
 
@@ -244,18 +266,3 @@ class _InMemory:
 
     def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Tensor]:
         return self.session(args, kwargs)
-
-    @property
-    def optimization_levels(self) -> tuple[str, ...]:
-        return self.session.optimization_levels
-
-    @property
-    def runtime(self) -> str:
-        return self.session.runtime
-
-    @property
-    def level(self) -> str:
-        return self.session.level
-
-    def at_level(self, level: str) -> OnnxSession:
-        return self.session.at_level(level)
