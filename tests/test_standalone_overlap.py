@@ -127,7 +127,14 @@ def test_a_crash_or_timeout_in_the_search_is_not_blamed_on_the_standalone_step(h
     import os
     import time
 
-    def compare(expected, actual):  # runs in the search, in the check's child
+    calls = []
+
+    def compare(expected, actual):  # runs in the check's child
+        # The standalone verdict judges its one output with compare= too, before the search
+        # or after it, as the loader's answer arrives: from the second call on, it is the search.
+        calls.append(None)
+        if len(calls) < 2:
+            return
         if how == "crash":
             os._exit(3)
         time.sleep(600)
