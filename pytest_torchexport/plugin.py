@@ -340,10 +340,6 @@ class Ahead:
     ``runner.parallel_checks()`` at once; each item then waits for its own. Under xdist only
     the item pytest runs next here is known. What never runs (``-x``, a rerun) is stopped."""
 
-    #: Before a backend's first check in this process has been timed: its rank among the
-    #: built-in backends' usual costs (an ONNX export takes seconds, a trace a fraction of one).
-    PRIOR_S = {"aoti": 8.0, "executorch": 6.0, "onnx": 2.0, "export": 1.0, "compile": 1.0, "script": 0.5, "trace": 0.3}
-
     def __init__(self) -> None:
         self.started: dict[str, Any] = {}  # nodeid -> PlannedRun
         self.next: dict[str, pytest.Item | None] = {}  # nodeid -> the item run after it here (xdist)
@@ -362,7 +358,11 @@ class Ahead:
         if target is None:
             return 0.0
         seconds, count = self._took.get((target.backend, target.device), (0.0, 0))
-        return seconds / count if count else self.PRIOR_S.get(target.backend, 1.0)
+        if count:
+            return seconds / count
+        from .checks import usual_s  # before one was timed here
+
+        return usual_s(target.backend)
 
     def take(self, item: pytest.Item) -> Any:
         return self.started.pop(item.nodeid, None)

@@ -66,6 +66,19 @@ def test_one_at_a_time_when_told(tmp_path, monkeypatch):
     assert a1 <= b0, spans
 
 
+def test_the_longest_check_starts_first_and_rows_keep_their_order(tmp_path, monkeypatch):
+    # Named like the built-ins, for their usual times: onnx's check usually takes longest.
+    monkeypatch.setenv("TORCHEXPORT_JOBS", "1")
+    log = tmp_path / "log.jsonl"
+    backends = [Slow(name, log) for name in ("trace", "onnx")]
+    session = Session(backends={b.name: b for b in backends})
+    opts = Options.build(valid_backends=tuple(session.backends), backends=["trace", "onnx"], examples=2)
+    results = run(torch.nn.Linear(3, 2).eval(), (torch.randn(2, 3),), None, opts, session).results
+    assert [(r.backend, r.status) for r in results] == [("trace", "pass"), ("onnx", "pass")]
+    spans = _intervals(log)
+    assert spans["onnx"][1] <= spans["trace"][0], spans  # one at a time, the longest first
+
+
 def test_the_share_of_the_cores(monkeypatch):
     monkeypatch.delenv("TORCHEXPORT_JOBS", raising=False)
     monkeypatch.setattr(runner, "available_memory", lambda: 64 * 2**30)
