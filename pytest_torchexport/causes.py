@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .backends.base import Backend
-from .outcome import Failure
+from .failure import Failure
 from .specs import InputPlan
 from .strategies import FAR_MODES, Draw
 

@@ -16,8 +16,9 @@ import torch
 
 from . import explain
 from .context import Check
+from .failure import Failure, Stats
 from .noise import verdict_words
-from .outcome import Failure, Outcome, Stats
+from .outcome import Outcome
 from .report import Finding, Result
 from .specs import InputPlan
 from .strategies import describe_inputs, materialize, probe_value, summarize

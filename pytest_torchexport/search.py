@@ -24,9 +24,10 @@ from .compare import Comparison, flatten, tolerances_for
 from .context import Check
 from .eager import EagerCall
 from .exporting import quiet_call
+from .failure import Failure, Stats, track_vacuous
 from .messages import explain_failure, pass_message, rejection_finding, vacuous_finding
 from .noise import Float64Reference, NoiseVerdict, judge_noise, noise_finding
-from .outcome import Failure, Outcome, Stats, Stop, track_vacuous
+from .outcome import Outcome, Stop
 from .strategies import Draw, draws, materialize, probe_draws, special_probes
 
 
