@@ -17,6 +17,7 @@ import time
 import warnings
 
 import torch
+from bench_isolation import random_batches
 from small_models import ConvNet
 from torch import nn
 
@@ -55,14 +56,7 @@ def hand_written(model: nn.Module, example: torch.Tensor, backends: list[str], n
 
                 def run(x, session=session):
                     return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
-        for _ in range(n):
-            batch = int(torch.randint(1, 17, (1,), generator=gen))
-            x = torch.randn(batch, *example.shape[1:], generator=gen)
-            with torch.no_grad(), quiet_torch():
-                expected = model(x)
-                actual = run(x)
-            tol = {} if backend != "onnx" else {"rtol": 1e-3, "atol": 1e-4}
-            torch.testing.assert_close(actual, expected, **tol)
+        random_batches(model, run, example, backend, n, gen)
 
 
 def engine(model: nn.Module, example: torch.Tensor, backends: list[str], n: int) -> None:

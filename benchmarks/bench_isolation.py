@@ -24,6 +24,7 @@ import resource
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from small_models import MLP, ConvNet, Encoder
@@ -75,15 +76,21 @@ def hand_check(model: nn.Module, example: torch.Tensor, backend: str, n: int, ge
                 return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
         else:
             raise ValueError(f"the hand loop knows trace, script, onnx and export, not {backend!r}")
+    random_batches(model, run, example, backend, n, gen, label=f"{where} {backend}".strip())
+
+
+def random_batches(model: nn.Module, run: Any, example: torch.Tensor, backend: str, n: int, gen: torch.Generator,
+                   *, label: str = "") -> None:
+    """The hand loop's checks: ``n`` random batch sizes (1..16) through eager and ``run``, ``assert_close``
+    (onnxruntime at rtol 1e-3, atol 1e-4)."""
+    tol = {"rtol": 1e-3, "atol": 1e-4} if backend == "onnx" else {}
     for _ in range(n):
         batch = int(torch.randint(1, 17, (1,), generator=gen))
         x = torch.randn(batch, *example.shape[1:], generator=gen)
         with torch.no_grad(), quiet_torch():
             expected = model(x)
             actual = run(x)
-        tol = {"rtol": 1e-3, "atol": 1e-4} if backend == "onnx" else {}
-        label = f"{where} {backend}".strip()
-        torch.testing.assert_close(actual, expected, **tol, msg=lambda m, label=label: f"{label}: {m}")
+        torch.testing.assert_close(actual, expected, **tol, msg=lambda m: f"{label or backend}: {m}")
 
 
 def engine(model: nn.Module, example: torch.Tensor, n: int, isolation: str, jobs: str = "") -> None:
