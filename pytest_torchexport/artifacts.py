@@ -39,8 +39,9 @@ def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "check"
 
 
-def keep(result: Result, root: str, test: str, files: list[Path]) -> Path:
-    """Copy ``files`` under ``root/test/backend``, write their readable form; returns the folder."""
+def keep(result: Result, root: str, test: str, files: list[Path]) -> str:
+    """Copy ``files`` under ``root/test/backend``, write their readable form; returns the folder
+    as the report shows it (``artifact_dir``)."""
     backend = result.backend if result.device == "cpu" else f"{result.backend}-{result.device}"
     target = Path(root) / test / backend
     if target.exists():
@@ -53,8 +54,8 @@ def keep(result: Result, root: str, test: str, files: list[Path]) -> Path:
             shutil.copy2(path, target / path.name)
     for path in files:
         readable(path, target)
-    result.extra["artifact_dir"] = display_path(target)
-    return target
+    result.extra["artifact_dir"] = shown = display_path(target)
+    return shown
 
 
 def readable(path: Path, target: Path) -> None:

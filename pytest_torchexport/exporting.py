@@ -187,9 +187,9 @@ def roundtrip(check: Check, artifact: Any, ctx: ExportContext) -> Any:
             export_failed(check, exc, "save")
     result.extra["artifact_files"] = [p.name for p in files]
     if check.options.keep_artifacts:  # before the load, so an artifact that does not load back is kept too
-        from .artifacts import display_path, keep
+        from .artifacts import keep
 
-        check.artifact_dir = display_path(keep(result, check.options.keep_artifacts, _test_dirname(result), files))
+        check.artifact_dir = keep(result, check.options.keep_artifacts, _test_dirname(result), files)
     result.extra["artifact_bytes"] = sum(p.stat().st_size for p in files if p.exists())
     if len(files) > 1:
         result.findings.append(
