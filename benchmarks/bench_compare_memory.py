@@ -23,7 +23,8 @@ import torch
 path = sys.argv[1]
 if path:
     spec = importlib.util.spec_from_file_location("compare_under_test", path)
-    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    mod = importlib.util.module_from_spec(spec); sys.modules[spec.name] = mod  # dataclasses look it up
+    spec.loader.exec_module(mod)
 else:
     from pytest_torchexport import compare as mod
 def peak_mb():

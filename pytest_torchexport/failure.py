@@ -52,9 +52,12 @@ def track_vacuous(stats: Stats, outputs: Any) -> None:
     for path, leaf in flatten(outputs)[0]:
         if not isinstance(leaf, torch.Tensor) or not leaf.is_floating_point() or leaf.numel() == 0:
             continue
+        # One pass (aminmax), not four: outputs can be hundreds of MB. The greatest |x| is
+        # max(|min|, |max|) exactly, NaN propagating as it did through abs().max().
         t = leaf.detach().float()
-        near_zero = bool(t.abs().max() < 1e-6)
-        constant = bool(t.max() == t.min())
+        low, high = torch.aminmax(t)
+        near_zero = bool(torch.maximum(low.abs(), high.abs()) < 1e-6)
+        constant = bool(high == low)
         value = float(t.flatten()[0])
         seen = stats.vacuous.setdefault(path, [True, True, value])
         seen[0] = seen[0] and near_zero

@@ -172,3 +172,37 @@ def test_noise_statistics_in_chunks_equal_whole_ones(monkeypatch):
     exact_rmse = float(((a.double() - r) ** 2).mean().sqrt())
     assert math.isclose(whole.artifact_rmse, exact_rmse, rel_tol=1e-12)
     assert not chunked.rounding  # 1e-6 noise on N(0, 1) is ~20x eager's float32 rounding
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_one_pass_statistics_equal_the_exact_ones(monkeypatch, dtype):
+    # [One Pass] A chunk where every element matches is judged in a few cached operations,
+    # a chunk with a NaN, inf or mismatch by the exact path: on every kind of chunk, the
+    # numbers (and so the message) are those of the exact path alone.
+    import pytest_torchexport.compare as cmp_mod
+
+    gen = torch.Generator().manual_seed(0)
+    cases = []
+    for i in range(120):
+        e = torch.randn(64, generator=gen, dtype=torch.float64) * 10.0 ** (i % 9 - 6)
+        a = e + torch.randn(64, generator=gen, dtype=torch.float64) * 10.0 ** (i % 7 - 9)
+        e, a = e.to(dtype), a.to(dtype)
+        if i % 5 == 1:
+            e[::5], a[::7] = 0, 0  # 0/0 and x/0 relative errors
+        if i % 5 == 2:
+            a[i % 64], e[3], a[3] = math.nan, math.inf, math.inf
+        if i % 5 == 3:
+            rtol, atol = tolerances_for(dtype, False, None, None)
+            a = e + (atol + (rtol * e).abs())  # on the boundary
+        if i % 5 == 4:
+            a = e.clone()
+            a[i % 64] += 1.0
+        cases.append((e, a))
+    monkeypatch.setattr(cmp_mod, "CHUNK", 16)
+    fast = [compare(e, a, relowered=bool(i % 2)) for i, (e, a) in enumerate(cases)]
+    monkeypatch.setattr(cmp_mod, "_FAST_DTYPES", ())
+    exact = [compare(e, a, relowered=bool(i % 2)) for i, (e, a) in enumerate(cases)]
+    assert sum(c.ok for c in exact) not in (0, len(cases))  # both verdicts occur
+    for f, x in zip(fast, exact):
+        assert (f.ok, repr((f.max_abs, f.max_rel))) == (x.ok, repr((x.max_abs, x.max_rel)))
+        assert repr([dataclasses.asdict(d) for d in f.diffs]) == repr([dataclasses.asdict(d) for d in x.diffs])
