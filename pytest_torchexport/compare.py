@@ -97,6 +97,50 @@ class LeafDiff:
 
 
 @dataclass
+class Compared:
+    """[What A Verdict Rests On] How much of the outputs were compared (contract v4 ``compared``).
+
+    ``elements``: output elements whose values were judged (a non-tensor leaf counts as one),
+    ``of``: the elements eager's outputs hold, both summed over ``inputs``; ``leaves``: one
+    call's output leaves by kind: ``tensors`` and ``values`` (non-tensor leaves compared by
+    value), ``compare=`` (handed to the user's function), ``skipped`` with the reason (a None
+    leaf carries nothing, and exported graphs drop it). A check whose ``elements`` is 0 rests
+    on nothing and is not a pass (search.py).
+    """
+
+    elements: int = 0
+    of: int = 0
+    inputs: int = 0
+    leaves: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, other: Compared) -> None:
+        self.elements += other.elements
+        self.of += other.of
+        self.inputs += other.inputs
+        self.leaves = self.leaves or other.leaves  # one call's structure: the first input's
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"elements": self.elements, "of": self.of, "inputs": self.inputs, "leaves": self.leaves}
+
+
+def _counted(leaves: list[tuple[str, Any]], custom: bool) -> Compared:
+    """One call's outputs counted, before any value is compared (``elements`` still 0)."""
+    kinds: dict[str, Any] = {}
+    skipped: dict[str, int] = {}
+    of = 0
+    for _, leaf in leaves:
+        if leaf is None:
+            skipped["None"] = skipped.get("None", 0) + 1
+            continue
+        kind = "compare=" if custom else "tensors" if isinstance(leaf, torch.Tensor) else "values"
+        kinds[kind] = kinds.get(kind, 0) + 1
+        of += leaf.numel() if isinstance(leaf, torch.Tensor) else 1
+    if skipped:
+        kinds["skipped"] = skipped
+    return Compared(of=of, inputs=1, leaves=kinds)
+
+
+@dataclass
 class Comparison:
     """The verdict on one example. ``problem`` is a structural difference (no values)."""
 
@@ -108,6 +152,7 @@ class Comparison:
     rtol: float | None = None
     atol: float | None = None
     custom_message: str | None = None
+    compared: Compared = field(default_factory=Compared)  # how much of the outputs the verdict read
 
     def lines(self) -> list[str]:
         if self.problem:
@@ -147,6 +192,7 @@ def compare(
 ) -> Comparison:
     """Compare nested outputs. ``actual`` may be the same structure or its flat leaves."""
     all_expected, spec = flatten(expected)
+    counted = _counted(all_expected, compare_fn is not None)
     # None leaves (an unused hidden state, say) carry nothing, and exported graphs drop them.
     exp_leaves = [(p, v) for p, v in all_expected if v is not None]
     act_leaves = [(p, v) for p, v in flatten(actual)[0] if v is not None]
@@ -155,20 +201,23 @@ def compare(
             ok=False,
             problem=f"Output structure differs: eager returns {len(exp_leaves)} leaves "
             f"({', '.join(p or '(the output)' for p, _ in exp_leaves[:6])}), the artifact {len(act_leaves)}",
+            compared=counted,
         )
-    result = Comparison()
     # Shapes and dtypes first: a value comparison across them would be noise.
     for (path, e), (_, a) in zip(exp_leaves, act_leaves):
         problem = _structural(path, e, a)
         if problem:
-            return Comparison(ok=False, problem=problem)
+            return Comparison(ok=False, problem=problem, compared=counted)
+    # From here every leaf's values are judged (a differing one decides the verdict).
+    counted.elements = counted.of
+    result = Comparison(compared=counted)
     if compare_fn is not None:
         values = iter(a for _, a in act_leaves)
         actual_like = unflatten_like([None if v is None else next(values) for _, v in all_expected], spec)
         try:
             compare_fn(expected, actual_like)
         except AssertionError as exc:
-            return Comparison(ok=False, custom_message=str(exc) or type(exc).__name__)
+            return Comparison(ok=False, custom_message=str(exc) or type(exc).__name__, compared=counted)
         return result
     for (path, e), (_, a) in zip(exp_leaves, act_leaves):
         if not isinstance(e, torch.Tensor):

@@ -42,6 +42,15 @@ class Stats:
     failing_paths: dict[frozenset[tuple[str, int]], int] = field(default_factory=dict)
     run_s: float = 0.0
     vacuous: dict[str, list[Any]] = field(default_factory=dict)
+    compared: Any = None  # compare.Compared over the inputs compared; None until one is
+
+    def count(self, comparison: Comparison) -> None:
+        """Add one input's ``compared`` (how much of its outputs the comparison read)."""
+        from .compare import Compared
+
+        if self.compared is None:
+            self.compared = Compared()
+        self.compared.add(comparison.compared)
 
 
 def track_vacuous(stats: Stats, outputs: Any) -> None:

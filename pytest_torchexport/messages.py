@@ -69,6 +69,20 @@ def pass_message(check: Check, stats: Stats) -> str:
     return "; ".join(parts)
 
 
+def nothing_compared_message(check: Check, stats: Stats) -> str:
+    """Why a check whose outputs held nothing to compare is not a pass, and what to change."""
+    leaves = stats.compared.leaves if stats.compared is not None else {}
+    held = ", ".join(
+        f"{kind} {n}" if not isinstance(n, dict) else ", ".join(f"{why} skipped {m}" for why, m in n.items())
+        for kind, n in leaves.items()
+    ) or "none"
+    return (
+        f"{check.name} compared nothing {check.header}: on {stats.examples} inputs eager's outputs held no element "
+        f"to compare (leaves: {held}; 0 elements), so matching them proves nothing about the export.\n"
+        "Return the tensors the model computes from forward, or check the module whose outputs matter (module=)"
+    )
+
+
 def explain_failure(check: Check, failure: Failure, stats: Stats, export_path: Any) -> Outcome:
     """The verdict on the search's shrunk ``failure``; ``export_path``: the lines the export
     example ran, where it is the recorded call."""

@@ -44,7 +44,8 @@ STATUS_DOCS: dict[str, str] = {
     "timeout": "the check ran past its time limit (timeout=, --torchexport-timeout); the message names the stage it was in",
     "roundtrip_mismatch": "the loaded artifact differs from the in-memory one, which matches eager",
     "nondeterministic": "eager disagrees with itself, so parity is undefined; never reported as a mismatch",
-    "skipped": "the backend or device is not available here; the reason says why",
+    "skipped": "the backend or device is not available here, or nothing was checked (eager rejected every input, "
+    "or the outputs held no element to compare); the reason says why",
     "xfail": "failed as declared by xfail= (or as recorded in the baseline)",
     "xpass": "passed although marked xfail=: the defect may be fixed; strict, so it fails",
 }
@@ -299,7 +300,7 @@ def summary_lines(results: list[Result], width: int = 100) -> list[str]:
     for r in results:
         name = _short_test(r)
         backend = r.backend if r.device == "cpu" else f"{r.backend}/{r.device}"
-        rows.append((name, r.module or "-", backend, r.status, format_err(r.max_abs_err), str(r.examples), r.cause))
+        rows.append((name, r.module or "-", backend, r.status, format_err(r.max_abs_err), examples_cell(r), r.cause))
     # The latency column only when some row was timed, and only where it does not push a
     # cause out of its column: the cause is what a reader acts on (latency is in the report).
     latencies = [format_latency(r.extra.get("latency_ms")) for r in results]
@@ -309,6 +310,17 @@ def summary_lines(results: list[Result], width: int = 100) -> list[str]:
         if not any(row[-1] for row in rows) or not _cause_below(timed, header, width):
             return table_lines(timed, width, header)
     return table_lines(rows, width)
+
+
+def examples_cell(r: Result) -> str:
+    """Inputs tried, and the short form of ``compared`` where a row rests on less than all of
+    its outputs: ``11 (0 el)`` compared no element, ``11 (60% el)`` part of them."""
+    compared = r.extra.get("compared")
+    if not compared or r.failed or compared["elements"] >= compared["of"] > 0:
+        return str(r.examples)
+    if not compared["elements"]:
+        return f"{r.examples} (0 el)"
+    return f"{r.examples} ({100 * compared['elements'] // compared['of']}% el)"
 
 
 def format_latency(latency: dict[str, Any] | None) -> str:
@@ -408,7 +420,7 @@ def markdown(results: list[Result], environment: dict[str, Any] | None = None) -
         cause = r.cause.replace("|", "\\|")
         lines.append(
             f"| `{r.test or r.module}` | {r.backend} | {r.device} | {_badge(r.status, r.extra.get('baseline'))} | "
-            f"{format_err(r.max_abs_err)} | {format_err(r.max_rel_err)} | {r.examples} | "
+            f"{format_err(r.max_abs_err)} | {format_err(r.max_rel_err)} | {examples_cell(r)} | "
             f"{format_latency(r.extra.get('latency_ms'))} | {cause} |"
         )
     failed = [r for r in results if r.failed]

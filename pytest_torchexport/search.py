@@ -25,7 +25,7 @@ from .context import Check
 from .eager import EagerCall
 from .exporting import quiet_call
 from .failure import Failure, Stats, track_vacuous
-from .messages import explain_failure, pass_message, rejection_finding, vacuous_finding
+from .messages import explain_failure, nothing_compared_message, pass_message, rejection_finding, vacuous_finding
 from .noise import Float64Reference, NoiseVerdict, judge_noise, noise_finding
 from .outcome import Outcome, Stop
 from .strategies import Draw, draws, materialize, probe_draws, special_probes
@@ -154,6 +154,8 @@ class Search:
         if call.path is not None:
             stats.paths[call.path] = stats.paths.get(call.path, 0) + 1
         track_vacuous(stats, call.outputs)
+        if cmp is not None:
+            stats.count(cmp)
         if cmp is not None and (failure is None or failure.guard is None):
             stats.max_abs = max(stats.max_abs, cmp.max_abs)
             stats.max_rel = max(stats.max_rel, cmp.max_rel)
@@ -269,6 +271,8 @@ class Search:
         if self.options.compare is None and stats.examples:
             # Numbers only where values were compared (compare= gives a verdict, no numbers).
             result.max_abs_err, result.max_rel_err = stats.max_abs, stats.max_rel
+        if stats.compared is not None:
+            result.extra["compared"] = stats.compared.as_dict()
         result.extra["rejected_examples"] = stats.rejected
         result.extra["paths"] = len(stats.paths)
         vacuous_finding(result, stats)
@@ -278,6 +282,11 @@ class Search:
     def _passed(self) -> Outcome:
         check, result = self.check, self.result
         result.rtol, result.atol = _tolerances_used(check.backend, self.recorded.outputs, check.rtol, check.atol)
+        compared = self.stats.compared
+        if compared is not None and not compared.elements and not (check.mutates_state or check.mutates_input):
+            # [What A Verdict Rests On] Matching on nothing is not a pass; nor is it a defect of
+            # the export: skipped, as when eager rejects every input, with what to change.
+            return Outcome("skipped", nothing_compared_message(check, self.stats))
         message = pass_message(check, self.stats)
         if self.noise:
             message += (
