@@ -52,9 +52,10 @@ def hand_written(model: nn.Module, example: torch.Tensor, n: int) -> None:
 
 
 def hand_check(model: nn.Module, example: torch.Tensor, backend: str, n: int, gen: torch.Generator,
-               scratch: Path, where: str = "") -> None:
+               scratch: Path, where: str = "", *, compare: bool = True) -> None:
     """One backend by hand: export at ``example`` (batch dim dynamic, 1..16), save to ``scratch``,
-    load, then ``n`` random batch sizes through eager and the loaded artifact, ``assert_close``."""
+    load, then ``n`` random batch sizes through eager and the loaded artifact, ``assert_close``
+    (``compare=False``: the same exports and forwards, no comparison: the floor)."""
     import onnxruntime as ort
     from torch.export import Dim
 
@@ -76,13 +77,13 @@ def hand_check(model: nn.Module, example: torch.Tensor, backend: str, n: int, ge
                 return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
         else:
             raise ValueError(f"the hand loop knows trace, script, onnx and export, not {backend!r}")
-    random_batches(model, run, example, backend, n, gen, label=f"{where} {backend}".strip())
+    random_batches(model, run, example, backend, n, gen, label=f"{where} {backend}".strip(), compare=compare)
 
 
 def random_batches(model: nn.Module, run: Any, example: torch.Tensor, backend: str, n: int, gen: torch.Generator,
-                   *, label: str = "") -> None:
+                   *, label: str = "", compare: bool = True) -> None:
     """The hand loop's checks: ``n`` random batch sizes (1..16) through eager and ``run``, ``assert_close``
-    (onnxruntime at rtol 1e-3, atol 1e-4)."""
+    (onnxruntime at rtol 1e-3, atol 1e-4); ``compare=False`` runs both and compares nothing."""
     tol = {"rtol": 1e-3, "atol": 1e-4} if backend == "onnx" else {}
     for _ in range(n):
         batch = int(torch.randint(1, 17, (1,), generator=gen))
@@ -90,7 +91,9 @@ def random_batches(model: nn.Module, run: Any, example: torch.Tensor, backend: s
         with torch.no_grad(), quiet_torch():
             expected = model(x)
             actual = run(x)
-        torch.testing.assert_close(actual, expected, **tol, msg=lambda m: f"{label or backend}: {m}")
+        if compare:
+            torch.testing.assert_close(actual, expected, **tol, msg=lambda m: f"{label or backend}: {m}")
+        del expected, actual  # a large output goes before the next is made, as the plugin's do
 
 
 def engine(model: nn.Module, example: torch.Tensor, n: int, isolation: str, jobs: str = "") -> None:

@@ -1,0 +1,128 @@
+"""The plugin against the physical floor, side by side: what a check costs beyond the work itself.
+
+Three ways of doing one model's checks, each a fresh interpreter started from this one
+(a process tree under this script, which never imports torch), alternated over
+``--repeat`` rounds so machine load falls on all three alike; the median is kept:
+
+- ``plugin``: ``check()`` on the backends, ``examples=N``, ``dims={"batch": (1, 16)}``, as a
+  user runs it (each backend check in its own forked child, side by side);
+- ``hand``: the lean hand-written loop (``bench_isolation.hand_check``): per backend, export,
+  save, load, then ``N`` random batch sizes through eager and the loaded artifact,
+  ``assert_close``;
+- ``floor``: the same exports and forwards with no comparison (``hand_check(compare=False)``):
+  the work itself; everything above it is the checker's.
+
+Models: the small ones of ``bench_isolation.py`` (an MLP, a CNN, an attention encoder) on
+four backends, and ``big``, whose call returns 268 MB at the recorded input
+(``x.unsqueeze(-1).expand(*x.shape, 4096) * 1.5`` on a ``(4, 64, 64)`` input), on trace and
+export (issue 29). Printed per model: each way's wall time (the whole process, interpreter
+and imports included) and peak RSS of its largest process, then plugin/hand, plugin/floor
+and hand/floor.
+
+    python benchmarks/bench_floor.py                       # all models, 10 examples, 3 rounds
+    python benchmarks/bench_floor.py --models big --repeat 1
+    python benchmarks/bench_floor.py --models mlp,conv --examples 25
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SMALL = ["trace", "script", "onnx", "export"]
+BIG = ["trace", "export"]
+MODELS = {"mlp": SMALL, "conv": SMALL, "encoder": SMALL, "big": BIG}
+WAYS = ("plugin", "hand", "floor")
+
+
+def child(way: str, model_name: str, backends: list[str], examples: int) -> None:
+    """One way on one model, in this (fresh) process; prints its own peak RSS as JSON."""
+    import resource
+    import tempfile
+
+    import torch
+    from bench_isolation import MODELS as SMALL_MODELS
+    from bench_isolation import hand_check
+    from torch import nn
+
+    class Big(nn.Module):
+        def forward(self, x):
+            return x.unsqueeze(-1).expand(*x.shape, 4096) * 1.5
+
+    torch.manual_seed(0)
+    if model_name == "big":
+        model, example = Big().eval(), torch.randn(4, 64, 64)
+    else:
+        cls, shape = SMALL_MODELS[model_name]
+        model, example = cls().eval(), torch.randn(*shape)
+    if way == "plugin":
+        from pytest_torchexport import check
+
+        report = check(model, (example,), backends=backends, examples=examples, dims={"batch": (1, 16)}, seed=0)
+        statuses = {r.backend: r.status for r in report.results}
+    else:
+        gen = torch.Generator().manual_seed(0)
+        with tempfile.TemporaryDirectory() as scratch:
+            for backend in backends:
+                hand_check(model, example, backend, examples, gen, Path(scratch), where=model_name,
+                           compare=way == "hand")
+        statuses = dict.fromkeys(backends, "done")
+    peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    print(json.dumps({"peak_mb": peak / 1024, "statuses": statuses}))
+
+
+def run_one(way: str, model_name: str, backends: list[str], examples: int) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", way, "--models", model_name,
+           "--backends", ",".join(backends), "--examples", str(examples)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+        sys.exit(f"{way} on {model_name} failed:\n{proc.stderr[-3000:]}")
+    return {"wall": wall, **json.loads(proc.stdout.strip().splitlines()[-1])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--examples", type=int, default=10)
+    parser.add_argument("--repeat", type=int, default=3, help="alternated rounds; the median is kept")
+    parser.add_argument("--backends", default=None, help="override the backends of every model")
+    parser.add_argument("--child", choices=WAYS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.models, args.backends.split(","), args.examples)
+        return
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {os.cpu_count()} cpus; "
+          f"{args.examples} examples; median of {args.repeat} alternated rounds; whole processes")
+    print(f"{'model':8} {'backends':26} " + " ".join(f"{w + ' s':>9}" for w in WAYS) + " "
+          + " ".join(f"{w + ' MB':>10}" for w in WAYS) + f" {'plugin/hand':>12} {'plugin/floor':>13} {'hand/floor':>11}")
+    for name in args.models.split(","):
+        backends = args.backends.split(",") if args.backends else MODELS[name]
+        times: dict[str, list[float]] = {w: [] for w in WAYS}
+        peaks: dict[str, float] = dict.fromkeys(WAYS, 0.0)
+        for round_ in range(args.repeat):
+            order = WAYS[round_ % 3:] + WAYS[: round_ % 3]  # rotate who runs first
+            for way in order:
+                got = run_one(way, name, backends, args.examples)
+                times[way].append(got["wall"])
+                peaks[way] = max(peaks[way], got["peak_mb"])
+                if way == "plugin" and any(s != "pass" for s in got["statuses"].values()):
+                    print(f"  note: the plugin's verdicts on {name}: {got['statuses']}")
+        t = {w: statistics.median(v) for w, v in times.items()}
+        print(f"{name:8} {','.join(backends):26} " + " ".join(f"{t[w]:9.1f}" for w in WAYS) + " "
+              + " ".join(f"{peaks[w]:10.0f}" for w in WAYS)
+              + f" {t['plugin'] / t['hand']:12.2f} {t['plugin'] / t['floor']:13.2f} {t['hand'] / t['floor']:11.2f}")
+    print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()
