@@ -1,6 +1,9 @@
 """Mark a real library's own pytest suite with a conftest (test bodies untouched) and print
 which module every item checked, with its status: the check that a green item is green on
-the module the test is about.
+the module the test is about. The same suite also runs plain first (no conftest,
+``-p no:torchexport``), and the closing line prints what marking costs: wall time and the
+peak RSS of the largest process, plain and marked, and marked/plain (``--no-plain`` skips
+the plain run).
 
     python benchmarks/real_suite.py PATH/TO/CHECKOUT [--tests tests] [-k EXPR] [--backends trace,script,onnx,export]
 
@@ -16,6 +19,8 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -41,24 +46,37 @@ def main() -> int:
     parser.add_argument("--backends", default="trace,script,onnx,export")
     parser.add_argument("--examples", type=int, default=5)
     parser.add_argument("--timeout", type=int, default=300)
+    parser.add_argument("--no-plain", action="store_true", help="skip the plain run (no marked/plain ratio)")
     opts = parser.parse_args()
 
     conftest = opts.checkout / "conftest.py"
     if conftest.exists():
         sys.exit(f"{conftest} exists: run on a checkout without a root conftest.py")
-    conftest.write_text(CONFTEST.format(examples=opts.examples, timeout=opts.timeout))
     report = Path(tempfile.mkdtemp()) / "report.json"
-    cmd = [sys.executable, "-m", "pytest", opts.tests, "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
-           "-W", "ignore::DeprecationWarning", f"--torchexport-backends={opts.backends}", f"--torchexport-report={report}"]
-    if opts.k:
-        cmd += ["-k", opts.k]
+    base = [sys.executable, "-m", "pytest", opts.tests, "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
+            "-W", "ignore::DeprecationWarning"] + (["-k", opts.k] if opts.k else [])
+    plain = None
+    if not opts.no_plain:
+        # Plain first: getrusage(RUSAGE_CHILDREN) keeps the largest process waited for so far,
+        # so read after the plain run it is the plain run's own.
+        t0 = time.perf_counter()
+        proc = subprocess.run([*base, "-p", "no:torchexport"], cwd=opts.checkout, capture_output=True, text=True)
+        plain = (time.perf_counter() - t0, _largest_child_mb())
+        print("plain: " + (proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-2000:]))
+    conftest.write_text(CONFTEST.format(examples=opts.examples, timeout=opts.timeout))
+    cmd = [*base, f"--torchexport-backends={opts.backends}", f"--torchexport-report={report}"]
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, cwd=opts.checkout, capture_output=True, text=True)
     finally:
         conftest.unlink()
     elapsed = time.perf_counter() - t0
-    print(proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-2000:])
+    print("marked: " + (proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-2000:]))
+    if plain is not None:
+        marked_mb = _largest_child_mb()  # the larger of both runs: marked's own where it is the larger
+        print(f"plain {plain[0]:.0f} s, largest process {plain[1]:.0f} MB; marked {elapsed:.0f} s, largest process "
+              f"{marked_mb:.0f} MB{'' if marked_mb > plain[1] else ' (at most)'}; marked/plain {elapsed / plain[0]:.2f}x "
+              f"time, {marked_mb / plain[1]:.2f}x memory; load {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if not report.exists():
         print("no report written")
         return 1
@@ -71,6 +89,10 @@ def main() -> int:
     for (module, status), n in sorted(collections.Counter((r["module"] or "-", r["status"]) for r in rows).items()):
         print(f"{module:24} {status:14} {n}")
     return 0
+
+
+def _largest_child_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
 if __name__ == "__main__":
