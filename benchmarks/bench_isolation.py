@@ -52,14 +52,14 @@ def hand_written(model: nn.Module, example: torch.Tensor, n: int) -> None:
 
 
 def hand_check(model: nn.Module, example: torch.Tensor, backend: str, n: int, gen: torch.Generator,
-               scratch: Path, where: str = "", *, compare: bool = True) -> None:
+               scratch: Path, where: str = "", *, compare: bool = True, max_batch: int = 16) -> None:
     """One backend by hand: export at ``example`` (batch dim dynamic, 1..16), save to ``scratch``,
     load, then ``n`` random batch sizes through eager and the loaded artifact, ``assert_close``
     (``compare=False``: the same exports and forwards, no comparison: the floor)."""
     import onnxruntime as ort
     from torch.export import Dim
 
-    dynamic = {"x": {0: Dim("batch", min=1, max=16)}}
+    dynamic = {"x": {0: Dim("batch", min=1, max=max_batch)}}
     path = scratch / backend
     with quiet_torch(fds=True), torch.no_grad():
         if backend in ("trace", "script"):
@@ -77,16 +77,17 @@ def hand_check(model: nn.Module, example: torch.Tensor, backend: str, n: int, ge
                 return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
         else:
             raise ValueError(f"the hand loop knows trace, script, onnx and export, not {backend!r}")
-    random_batches(model, run, example, backend, n, gen, label=f"{where} {backend}".strip(), compare=compare)
+    random_batches(model, run, example, backend, n, gen, label=f"{where} {backend}".strip(), compare=compare,
+                   max_batch=max_batch)
 
 
 def random_batches(model: nn.Module, run: Any, example: torch.Tensor, backend: str, n: int, gen: torch.Generator,
-                   *, label: str = "", compare: bool = True) -> None:
-    """The hand loop's checks: ``n`` random batch sizes (1..16) through eager and ``run``, ``assert_close``
+                   *, label: str = "", compare: bool = True, max_batch: int = 16) -> None:
+    """The hand loop's checks: ``n`` random batch sizes (1..``max_batch``) through eager and ``run``, ``assert_close``
     (onnxruntime at rtol 1e-3, atol 1e-4); ``compare=False`` runs both and compares nothing."""
     tol = {"rtol": 1e-3, "atol": 1e-4} if backend == "onnx" else {}
     for _ in range(n):
-        batch = int(torch.randint(1, 17, (1,), generator=gen))
+        batch = int(torch.randint(1, max_batch + 1, (1,), generator=gen))
         x = torch.randn(batch, *example.shape[1:], generator=gen)
         with torch.no_grad(), quiet_torch():
             expected = model(x)

@@ -41,7 +41,10 @@ def test_empty_outputs_compare():
         def forward(self, x):
             return x[:, :0]
 
-    assert check(Empty().eval(), (torch.randn(2, 3),), backends=["trace"], examples=3).ok
+    report = check(Empty().eval(), (torch.randn(2, 3),), backends=["trace"], examples=3)
+    # They compare without error, and compare nothing: not a pass, not a failure (test_compared.py).
+    assert report.ok and report.results[0].status == "skipped"
+    assert report.results[0].extra["compared"]["elements"] == 0
 
 
 def test_check_is_quiet_under_warnings_as_errors(capfd):
