@@ -206,3 +206,17 @@ def test_one_pass_statistics_equal_the_exact_ones(monkeypatch, dtype):
     for f, x in zip(fast, exact):
         assert (f.ok, repr((f.max_abs, f.max_rel))) == (x.ok, repr((x.max_abs, x.max_rel)))
         assert repr([dataclasses.asdict(d) for d in f.diffs]) == repr([dataclasses.asdict(d) for d in x.diffs])
+
+
+def test_compared_counts_elements_per_leaf_kind():
+    # [What A Verdict Rests On] values count one element each; None leaves are skipped with
+    # their reason; a structural difference compares no value; compare= gets every leaf.
+    expected = {"logits": torch.zeros(2, 3), "n": 4, "hidden": None, "empty": torch.zeros(2, 0)}
+    cmp = compare(expected, {"logits": torch.zeros(2, 3), "n": 4, "hidden": None, "empty": torch.zeros(2, 0)})
+    assert cmp.ok and cmp.compared.as_dict() == {
+        "elements": 7, "of": 7, "inputs": 1, "leaves": {"tensors": 2, "values": 1, "skipped": {"None": 1}},
+    }
+    wrong_shape = compare(expected, {"logits": torch.zeros(3, 3), "n": 4, "hidden": None, "empty": torch.zeros(2, 0)})
+    assert not wrong_shape.ok and (wrong_shape.compared.elements, wrong_shape.compared.of) == (0, 7)
+    custom = compare(expected, expected, compare_fn=lambda e, a: None)
+    assert custom.compared.leaves == {"compare=": 3, "skipped": {"None": 1}} and custom.compared.elements == 7
