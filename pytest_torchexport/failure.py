@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .compare import Comparison
+    from .compare import Compared, Comparison
     from .strategies import Draw
 
 
@@ -42,7 +42,7 @@ class Stats:
     failing_paths: dict[frozenset[tuple[str, int]], int] = field(default_factory=dict)
     run_s: float = 0.0
     vacuous: dict[str, list[Any]] = field(default_factory=dict)
-    compared: Any = None  # compare.Compared over the inputs compared; None until one is
+    compared: Compared | None = None  # over the inputs compared; None until one is
 
     def count(self, comparison: Comparison) -> None:
         """Add one input's ``compared`` (how much of its outputs the comparison read)."""
