@@ -89,6 +89,9 @@ class Recording:
     calls: list[Call] = field(default_factory=list)
     error: BaseException | None = None  # the body's own exception, re-raised by every item
     selection: Any = None  # recorded.Selection: which call replays, found by the test's first item
+    #: (ScriptModule, the Python module it was scripted or traced from): a module a helper
+    #: traced in place is still inside the model that now holds its artifact
+    compiled_from: list[tuple[Any, Any]] = field(default_factory=list)
 
     def pick(self, name: str | None) -> Call | None:
         """The call to check: the first of an outermost module the test made, or the first of
@@ -118,9 +121,13 @@ class Recording:
         import torch
 
         modules = {id(c.live): c.live for c in self.calls}
-        inner = {
-            id(sub) for m in modules.values() if isinstance(m, torch.nn.Module) for sub in m.modules() if sub is not m
-        }
+        origin = {id(artifact): original for artifact, original in self.compiled_from}
+        inner = set()
+        for m in modules.values():
+            if isinstance(m, torch.nn.Module):
+                for sub in m.modules():
+                    if sub is not m:
+                        inner.add(id(origin.get(id(sub), sub)))
         return [c for c in self.calls if id(c.live) not in inner] or self.calls
 
 
@@ -139,7 +146,7 @@ class Recorder:
         self._profiling = False
         self._can_profile = False
         self._entered: Any = None  # the frame of the forward or exporter the profile saw start
-        self._entered_script = False
+        self._entered_module: Any = None  # the module handed to the exporter the profile saw start
         self._entries: dict[str, list[tuple[Any, str, Any]]] = {}  # function name -> (code, via, inputs)
 
     def __enter__(self) -> Recorder:
@@ -205,9 +212,9 @@ class Recorder:
         elif event == "return" and frame is self._entered:
             self._entered = None
             self._depth -= 1
-            if self._entered_script:
-                self._entered_script = False
-                self._remember_script(frame.f_locals.get("obj"), arg)
+            if self._entered_module is not None:
+                self._remember_output(self._entered_module, arg)
+                self._entered_module = None
 
     def _enter(self, frame: Any, name: str) -> None:
         import torch
@@ -231,9 +238,10 @@ class Recorder:
             if entry_code is code:
                 self._entered = frame
                 self._depth += 1
-                self._entered_script = via == "torch.jit.script"
+                bound = frame.f_locals
+                self._entered_module = _handed_module(bound)
                 if not _in_torch(frame.f_back.f_code.co_filename) and not _tracing(torch):
-                    self._hand(via, inputs, frame.f_locals)
+                    self._hand(via, inputs, bound)
                 return
 
     # -- what counts as the test's call ------------------------------------------------
@@ -304,11 +312,13 @@ class Recorder:
             module, args, kwargs, methods = handed
             self._record(module, args, kwargs, via=via, methods=methods)
 
-    def _remember_script(self, obj: Any, out: Any) -> None:
+    def _remember_output(self, module: Any, out: Any) -> None:
+        """A ScriptModule scripted or traced from ``module``: calling it is calling ``module``."""
         import torch
 
-        if isinstance(obj, torch.nn.Module) and out is not None:
-            self._scripted[id(out)] = obj
+        if isinstance(module, torch.nn.Module) and isinstance(out, torch.jit.ScriptModule):
+            self._scripted[id(out)] = module
+            self.recording.compiled_from.append((out, module))
 
     def _patch_exporters(self, torch: Any) -> None:
         import torch.export
@@ -328,6 +338,7 @@ class Recorder:
 
             def handed(*args: Any, **kwargs: Any) -> Any:
                 paused = recorder._profiling and recorder._pause()
+                module = None
                 if recorder._depth == 0:
                     try:
                         bound = signature.bind(*args, **kwargs)
@@ -335,6 +346,7 @@ class Recorder:
                         pass  # the exporter says what is wrong with the call
                     else:
                         bound.apply_defaults()
+                        module = _handed_module(bound.arguments)
                         recorder._hand(via, inputs, bound.arguments)
                 recorder._depth += 1
                 try:
@@ -343,8 +355,8 @@ class Recorder:
                     recorder._depth -= 1
                     if paused:
                         recorder._resume()
-                if attr == "script" and args:
-                    recorder._remember_script(args[0], out)
+                if module is not None:
+                    recorder._remember_output(module, out)
                 return out
 
             handed.__wrapped__ = fn  # type: ignore[attr-defined]
@@ -420,6 +432,14 @@ def _onnx_inputs(bound: Any) -> Any:
 
 def _no_call(bound: Any) -> Any:
     return None
+
+
+def _handed_module(bound: Any) -> Any:
+    """The module an exporter was handed (its first argument), whatever the exporter calls it;
+    ``model.forward`` handed to ``torch.jit.trace`` is the model."""
+    first = next(iter(bound.values()), None)
+    owner = getattr(first, "__self__", None)
+    return owner if getattr(first, "__name__", "") == "forward" and owner is not None else first
 
 
 def _caller(module: Any, frame: Any) -> Any:

@@ -282,3 +282,60 @@ def test_another_profiler_keeps_its_place():
         profiler.disable()
     assert [c[0] for c in calls] == ["Scaled", "Linear"] and still_profiling
     assert sys.getprofile() is None
+
+
+COMPILED = """
+import pytest
+import torch
+from torch import nn
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
+
+
+class Body(nn.Module):
+    def forward(self, x):
+        return x * 2 - 1
+
+
+class Parent(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = Body()
+
+    def forward(self, x):
+        y = self.body(x)
+        if y.sum() > 0:  # trace freezes this branch; torch.export refuses it
+            return y
+        return -y
+
+
+def speed_up(model):
+    # A library's compile(): scripts a part of the model in place.
+    model.body = torch.jit.script(model.body)
+    return model
+
+
+@pytest.mark.torchexport(backends=["trace", "export"], examples=4)
+def test_compiled_in_place():
+    model = speed_up(Parent().eval())
+    model(torch.randn(4, 3))
+"""
+
+
+def test_a_cause_names_the_parts_compiled_in_place_before_the_call(tester):
+    # A failure of the module as called says what the test did to it first, whichever stage
+    # wrote the cause: the export (torch.export's refusal) or the search (trace's frozen branch).
+    tester.makepyfile(test_compiled=COMPILED)
+    result = tester.runpytest("--torchexport-report=out.json")
+    result.assert_outcomes(failed=2)
+    rows = {r["backend"]: r for r in json.loads((tester.path / "out.json").read_text())["results"]}
+    assert (rows["trace"]["status"], rows["export"]["status"]) == ("mismatch", "export_error")
+    for row in rows.values():
+        assert row["module"] == "Parent"
+        cause = next(line for line in row["message"].splitlines() if line.startswith("Likely cause: "))
+        assert cause.startswith(
+            "Likely cause: Parent held compiled submodules when the test called it: body (scripted by torch.jit.script); "
+            "the exporter met that code, not the Python code of those parts, so a fresh Parent may export differently; "
+        ), cause
+        assert "test_compiled.py:20" in cause  # and the model's own line after it
+        assert [f["where"] for f in row["findings"] if f["kind"] == "compiled_parts"] == ["body"]
