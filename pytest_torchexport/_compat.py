@@ -68,6 +68,7 @@ def _recording_stacks(caught: list[warnings.WarningMessage]) -> Any:
     (``torch/nn/functional.py``'s input checks) is then named at the model's line that
     called into torch (``explain.tracer_findings``)."""
 
+    # warnings.showwarning's own signature (six positional parameters), which warnings calls.
     def showwarning(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
         record = warnings.WarningMessage(message, category, filename, lineno, file, line)
         if category.__name__ == "TracerWarning":

@@ -260,7 +260,7 @@ class Recorder:
         return True
 
     def _record(
-        self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], via: str | None = None,
+        self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *, via: str | None = None,
         methods: tuple[str, ...] = (),
     ) -> None:
         module = self._scripted.get(id(module), module)
@@ -369,7 +369,7 @@ class Recorder:
         wrap(torch.onnx, "export", "torch.onnx.export", _onnx_inputs)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _signature(fn: Any) -> Any:
     import inspect
 

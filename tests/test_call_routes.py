@@ -10,7 +10,6 @@ for real; none records a child the model calls inside (the stem ``Linear`` a dir
 import json
 import sys
 
-import pytest
 import torch
 from torch import nn
 
