@@ -36,9 +36,12 @@ def compiled_parts(module: Any) -> list[tuple[str, str]]:
 def describe(parts: list[tuple[str, str]], name: str) -> str:
     """The cause's words: which parts, and that a fresh instance may export differently."""
     listed = ", ".join(f"{path} ({what})" for path, what in parts[:4]) + (" ..." if len(parts) > 4 else "")
+    # The parts may be the class's own design (an __init__ that scripts a cell) or what a helper
+    # did to this instance; only the second makes a fresh instance differ, and both read true here.
     return (
         f"{name} held compiled submodules when the test called it: {listed}; the exporter met that code, not "
-        f"the Python code of those parts, so a fresh {name} may export differently"
+        f"the Python code of those parts: where the test or a helper compiled them in place, a fresh {name} "
+        "may export differently"
     )
 
 

@@ -334,7 +334,8 @@ def test_a_cause_names_the_parts_compiled_in_place_before_the_call(tester):
         cause = next(line for line in row["message"].splitlines() if line.startswith("Likely cause: "))
         assert cause.startswith(
             "Likely cause: Parent held compiled submodules when the test called it: body (scripted by torch.jit.script); "
-            "the exporter met that code, not the Python code of those parts, so a fresh Parent may export differently; "
+            "the exporter met that code, not the Python code of those parts: where the test or a helper compiled "
+            "them in place, a fresh Parent may export differently; "
         ), cause
         assert "test_compiled.py:20" in cause  # and the model's own line after it
         assert [f["where"] for f in row["findings"] if f["kind"] == "compiled_parts"] == ["body"]
