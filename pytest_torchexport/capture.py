@@ -240,7 +240,7 @@ class Recorder:
                 self._depth += 1
                 bound = frame.f_locals
                 self._entered_module = _handed_module(bound)
-                if not _in_torch(frame.f_back.f_code.co_filename) and not _tracing(torch):
+                if self._is_test_call(torch, frame.f_back):
                     self._hand(via, inputs, bound)
                 return
 
@@ -347,7 +347,10 @@ class Recorder:
                     else:
                         bound.apply_defaults()
                         module = _handed_module(bound.arguments)
-                        recorder._hand(via, inputs, bound.arguments)
+                        # Handed over while a module is constructed (an __init__ that traces its
+                        # cell) is building, not testing, as a call there is.
+                        if recorder._is_test_call(torch, sys._getframe(1)):
+                            recorder._hand(via, inputs, bound.arguments)
                 recorder._depth += 1
                 try:
                     out = fn(*args, **kwargs)

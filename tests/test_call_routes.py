@@ -10,6 +10,7 @@ for real; none records a child the model calls inside (the stem ``Linear`` a dir
 import json
 import sys
 
+import pytest
 import torch
 from torch import nn
 
@@ -339,3 +340,17 @@ def test_a_cause_names_the_parts_compiled_in_place_before_the_call(tester):
         ), cause
         assert "test_compiled.py:20" in cause  # and the model's own line after it
         assert [f["where"] for f in row["findings"] if f["kind"] == "compiled_parts"] == ["body"]
+
+
+class Builds(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.cell = torch.jit.trace(nn.Linear(2, 2), (torch.ones(1, 2),))  # building, not testing
+
+    def forward(self, x):
+        return self.cell(x)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace:DeprecationWarning")  # its own deprecation warnings
+def test_a_module_handed_to_an_exporter_while_constructing_is_no_test_call():
+    assert [c[0] for c in record(lambda: Builds().eval()(torch.ones(1, 2)))] == ["Builds"]
