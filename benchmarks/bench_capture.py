@@ -6,6 +6,11 @@ one run, a test body's first call of a model with and without the recorder, on t
 largest models of the real-model tests and on GPT-2 small at full size (124M parameters,
 random weights from its config), and prints the ratio and the copy's share.
 
+The last rows are whole bodies that build their model and call it (``model(x)`` and
+``model.forward(x)``): while the test's own code runs, the recorder's profile function
+sees every Python call ([Direct Forward] in capture.py), so a body that spends its time
+constructing many small modules is where that costs most.
+
     python benchmarks/bench_capture.py [--repeats 5]
 """
 
@@ -36,14 +41,41 @@ def models() -> list[tuple[str, nn.Module, tuple[torch.Tensor, ...]]]:
     return out
 
 
-def first_call(model: nn.Module, args: tuple[torch.Tensor, ...], record: bool, calls: int = 1) -> float:
-    """A test body's calls of ``model``: the first copies it; each records (clones) its arguments."""
+class Built(nn.Module):
+    """A test body that builds its model, then calls it (``forward``: ``model.forward(x)``)."""
+
+    def __init__(self, build: object, forward: bool = False) -> None:
+        super().__init__()
+        self.build, self.forward_directly = build, forward
+
+    def __call__(self, *args: torch.Tensor) -> object:  # the body, not a module call
+        model = self.build().eval()
+        return model.forward(*args) if self.forward_directly else model(*args)
+
+
+def bodies() -> list[tuple[str, nn.Module, tuple[torch.Tensor, ...], int]]:
+    small = lambda: nn.Sequential(*[nn.Linear(64, 64) for _ in range(50)])  # noqa: E731
+    encoder = lambda: nn.TransformerEncoder(nn.TransformerEncoderLayer(256, 4, batch_first=True), 4)  # noqa: E731
+    x = torch.randn(8, 64)
+    return [
+        ("body: 50 Linear(64) built", Built(small), (x,), 1),
+        ("body: same, .forward(x)", Built(small, forward=True), (x,), 1),
+        ("body: encoder 4x256 built", Built(encoder), (torch.randn(2, 64, 256),), 1),
+    ]
+
+
+def first_call(model: nn.Module, args: tuple[torch.Tensor, ...], record: bool, calls: int = 1, watch: bool = True) -> float:
+    """A test body's calls of ``model``: the first copies it; each records (clones) its arguments.
+    ``watch=False``: the recorder without its profile function (what [Direct Forward] costs)."""
     from pytest_torchexport.capture import Recorder
 
+    recorder = Recorder()
+    if not watch:
+        recorder._resume = lambda: None  # type: ignore[method-assign]
     t0 = time.perf_counter()
     with torch.no_grad():
         if record:
-            with Recorder():
+            with recorder:
                 for _ in range(calls):
                     model(*args)
         else:
@@ -58,18 +90,21 @@ def main() -> None:
     opts = parser.parse_args()
     from pytest_torchexport.capture import module_bytes
 
-    print(f"{'model':28} {'MB':>7} {'plain ms':>9} {'recorded ms':>12} {'ratio':>6} {'copy ms':>8}")
+    print(f"{'model':28} {'MB':>7} {'plain ms':>9} {'recorded ms':>12} {'ratio':>6} {'copy ms':>8} {'unwatched ms':>13} {'watch':>6}")
     # A stateless model called in a loop (a sequence of 100 calls: 64 are recorded).
     loop = ("MLP, 100 calls in a loop", nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 64)).eval(),
             (torch.randn(32, 64),), 100)
-    for name, model, args, calls in [(*m, 1) for m in models()] + [loop]:
+    for name, model, args, calls in [(*m, 1) for m in models()] + [loop] + bodies():
         first_call(model, args, False)  # warm-up
-        plain, recorded = [], []
-        for _ in range(opts.repeats):  # interleaved, so load hits both sides alike
+        plain, recorded, unwatched = [], [], []
+        for _ in range(opts.repeats):  # interleaved, so load hits all sides alike
             plain.append(first_call(model, args, False, calls))
             recorded.append(first_call(model, args, True, calls))
-        p, r = statistics.median(plain), statistics.median(recorded)
-        print(f"{name:28} {module_bytes(model) / 2**20:7.0f} {p * 1e3:9.1f} {r * 1e3:12.1f} {r / p:6.2f} {(r - p) * 1e3:8.1f}")
+            unwatched.append(first_call(model, args, True, calls, watch=False))
+        p, r, u = statistics.median(plain), statistics.median(recorded), statistics.median(unwatched)
+        # "watch": recorded / recorded without the profile function, the share [Direct Forward] adds.
+        print(f"{name:28} {module_bytes(model) / 2**20:7.0f} {p * 1e3:9.1f} {r * 1e3:12.1f} {r / p:6.2f} "
+              f"{(r - p) * 1e3:8.1f} {u * 1e3:13.1f} {r / u:6.3f}")
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ def quiet_torch(fds: bool = False) -> Iterator[Captured]:
         # "always" so a TracerWarning raised at the same line as an earlier run is still
         # seen (the default filter would show it once per process).
         warnings.simplefilter("always")
+        warnings.showwarning = _recording_stacks(caught)
         logging.disable(logging.WARNING)
         trace_log.disabled = True
         try:
@@ -58,6 +59,30 @@ def quiet_torch(fds: bool = False) -> Iterator[Captured]:
             trace_log.disabled = previous_trace
             captured.warnings.extend(caught)
             captured.stdout = buffer.getvalue()
+
+
+def _recording_stacks(caught: list[warnings.WarningMessage]) -> Any:
+    """Record each warning as ``catch_warnings(record=True)`` does, and for a TracerWarning
+    also the stack it was raised from, as ``warning.stack``: [(file, line, function), ...]
+    from the warning's own frame outwards. A TracerWarning raised in torch's own code
+    (``torch/nn/functional.py``'s input checks) is then named at the model's line that
+    called into torch (``explain.tracer_findings``)."""
+
+    # warnings.showwarning's own signature (six positional parameters), which warnings calls.
+    def showwarning(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        record = warnings.WarningMessage(message, category, filename, lineno, file, line)
+        if category.__name__ == "TracerWarning":
+            stack: list[tuple[str, int, str]] = []
+            frame = sys._getframe(1)
+            while frame is not None and len(stack) < 200:
+                code = frame.f_code
+                if stack or code.co_filename == filename:  # from the warning's own frame on
+                    stack.append((code.co_filename, frame.f_lineno, code.co_qualname))
+                frame = frame.f_back
+            record.stack = stack  # type: ignore[attr-defined]
+        caught.append(record)
+
+    return showwarning
 
 
 @contextlib.contextmanager

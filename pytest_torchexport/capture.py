@@ -10,9 +10,20 @@ What counts as the test's call, and why:
   a module, ``torch.export``, a parametrization read), or while torch is tracing or
   compiling, is not what the test is about. Checking such a module gave green items that
   proved nothing (a ``ParametrizationList`` exported in place of the model).
-- A module the test hands to ``torch.jit.trace``, ``torch.export.export`` or
-  ``torch.onnx.export`` counts as called with those inputs; a module handed to
-  ``torch.jit.script`` and then called is recorded as the Python module it came from.
+- [Direct Forward] ``model.forward(x)`` skips ``__call__``, so the patched ``__call__``
+  alone would record the model's first child (a stem ``Conv2d``) in its place. While the
+  test's own code runs (no recorded call under way), a profile function watches for a
+  function named ``forward`` of an ``nn.Module`` starting, and records it as ``model(x)``
+  would be, with the arguments it was bound to. It is off inside every recorded call (the
+  patched ``__call__`` pauses it), so a model's own layers cost nothing.
+- [Handed To An Exporter] A module the test (or a library helper it calls) hands to
+  ``torch.jit.trace``, ``torch.jit.trace_module`` (its ``forward`` inputs),
+  ``torch.export.export`` or ``torch.onnx.export`` counts as called with those inputs,
+  recorded whole; so does calling what ``torch.compile(model)`` returned. The public names
+  are patched, and the profile function catches the same functions called under a name a
+  library imported before the test ran (``from torch.jit import trace_module``). A module
+  handed to ``torch.jit.script`` and then called is recorded as the Python module it came
+  from.
 - [As Called] The first time the test calls a module, a private copy of it is taken before
   the call runs (within a memory budget), so a body that later scripts, traces or replaces
   submodules in place does not change what is checked. Past the budget, or where the
@@ -20,11 +31,13 @@ What counts as the test's call, and why:
   ``changed_after_call`` finding instead.
 
 Works under ``no_grad``, ``inference_mode`` and plain mode; arguments are cloned at call
-time, so a test that mutates its inputs afterwards does not change the record.
+time, so a test that mutates its inputs afterwards does not change the record. Where a
+profiler is already installed (``cProfile``), direct ``forward`` calls are not seen.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from dataclasses import dataclass, field
@@ -48,6 +61,7 @@ class Call:
     live: Any = None  # the test's own module object (identity: which calls are of one module)
     fingerprint: tuple[Any, ...] | None = None  # where no copy was taken: to detect a later change
     training: bool = False  # the module's mode at the call
+    methods: tuple[str, ...] = ()  # other methods torch.jit.trace_module was handed inputs for (not checked)
 
     @property
     def name(self) -> str:
@@ -75,10 +89,14 @@ class Recording:
     calls: list[Call] = field(default_factory=list)
     error: BaseException | None = None  # the body's own exception, re-raised by every item
     selection: Any = None  # recorded.Selection: which call replays, found by the test's first item
+    #: (ScriptModule, the Python module it was scripted or traced from): a module a helper
+    #: traced in place is still inside the model that now holds its artifact
+    compiled_from: list[tuple[Any, Any]] = field(default_factory=list)
 
     def pick(self, name: str | None) -> Call | None:
-        """The call to check: the first the test made, or the first of class ``name``."""
-        for call in self.calls:
+        """The call to check: the first of an outermost module the test made, or the first of
+        class ``name``."""
+        for call in self.outermost() if name is None else self.calls:
             if name is None or call.name == name:
                 return call
         return None
@@ -87,14 +105,30 @@ class Recording:
         return [c for c in self.calls if c.live is call.live]
 
     def others(self, call: Call) -> list[str]:
-        """Class names of the other top-level modules the test called."""
+        """Class names of the other outermost modules the test called (siblings, never a
+        submodule of a module the test called)."""
         seen = {call.name}
         names = []
-        for c in self.calls:
+        for c in self.outermost():
             if c.live is not call.live and c.name not in seen:
                 seen.add(c.name)
                 names.append(c.name)
         return names
+
+    def outermost(self) -> list[Call]:
+        """The calls of modules that are no submodule of another module the test called
+        (a test that calls ``model(x)`` and ``model.encoder(x)`` is about ``model``)."""
+        import torch
+
+        modules = {id(c.live): c.live for c in self.calls}
+        origin = {id(artifact): original for artifact, original in self.compiled_from}
+        inner = set()
+        for m in modules.values():
+            if isinstance(m, torch.nn.Module):
+                for sub in m.modules():
+                    if sub is not m:
+                        inner.add(id(origin.get(id(sub), sub)))
+        return [c for c in self.calls if id(c.live) not in inner] or self.calls
 
 
 class Recorder:
@@ -108,6 +142,12 @@ class Recorder:
         self._scripted: dict[int, Any] = {}  # id(scripted module) -> the Python module it came from
         self._held: dict[int, tuple[int, int]] = {}  # id(module) -> (calls recorded, bytes of their arguments)
         self._budget = copy_budget
+        # [Direct Forward] the profile function, installed while no recorded call is under way
+        self._profiling = False
+        self._can_profile = False
+        self._entered: Any = None  # the frame of the forward or exporter the profile saw start
+        self._entered_module: Any = None  # the module handed to the exporter the profile saw start
+        self._entries: dict[str, list[tuple[Any, str, Any]]] = {}  # function name -> (code, via, inputs)
 
     def __enter__(self) -> Recorder:
         import torch
@@ -116,21 +156,30 @@ class Recorder:
         recorder = self
 
         def __call__(module: Any, *args: Any, **kwargs: Any) -> Any:
-            if recorder._depth == 0 and recorder._is_test_call(torch, sys._getframe(1)):
+            # Paused first: the recording's own work is not the test's code to watch.
+            paused = recorder._profiling and recorder._pause()
+            if recorder._depth == 0 and recorder._is_test_call(torch, _caller(module, sys._getframe(1))):
                 recorder._record(module, args, kwargs)
             recorder._depth += 1
             try:
                 return original(module, *args, **kwargs)
             finally:
                 recorder._depth -= 1
+                if paused:
+                    recorder._resume()
 
         # Patching the class attribute reaches every module, scripted ones included,
         # without hooks that users' own hooks could interleave with.
         self._patch(torch.nn.Module, "__call__", __call__)
         self._patch_exporters(torch)
+        # Another profiler (cProfile) keeps its place: direct forward calls go unseen then.
+        self._can_profile = sys.getprofile() is None
+        self._resume()
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self._pause()
+        self._can_profile = False
         for owner, attr, value in reversed(self._patched):
             setattr(owner, attr, value)
         self._patched.clear()
@@ -138,6 +187,62 @@ class Recorder:
     def _patch(self, owner: Any, attr: str, value: Any) -> None:
         self._patched.append((owner, attr, getattr(owner, attr)))
         setattr(owner, attr, value)
+
+    # -- [Direct Forward] the profile function --------------------------------------------
+    def _pause(self) -> bool:
+        if not self._profiling:
+            return False
+        sys.setprofile(None)
+        self._profiling = False
+        return True
+
+    def _resume(self) -> None:
+        if self._can_profile and not self._profiling:
+            self._profiling = True
+            sys.setprofile(self._profile)
+
+    def _profile(self, frame: Any, event: str, arg: Any) -> None:
+        # Called for every Python and C call while the test's own code runs: the two string
+        # comparisons are all most events cost.
+        if event == "call":
+            if self._entered is None:
+                name = frame.f_code.co_name
+                if name == "forward" or name in self._entries:
+                    self._enter(frame, name)
+        elif event == "return" and frame is self._entered:
+            self._entered = None
+            self._depth -= 1
+            if self._entered_module is not None:
+                self._remember_output(self._entered_module, arg)
+                self._entered_module = None
+
+    def _enter(self, frame: Any, name: str) -> None:
+        import torch
+
+        code = frame.f_code
+        if name == "forward":
+            if not code.co_argcount:
+                return
+            local = frame.f_locals
+            module = local.get(code.co_varnames[0])
+            if not isinstance(module, torch.nn.Module):
+                return
+            # Entered, whoever called it: its own layers are part of it, not the test's calls.
+            self._entered = frame
+            self._depth += 1
+            if self._is_test_call(torch, frame.f_back):
+                args, kwargs = _bound_call(module, code, local)
+                self._record(module, args, kwargs)
+            return
+        for entry_code, via, inputs in self._entries[name]:
+            if entry_code is code:
+                self._entered = frame
+                self._depth += 1
+                bound = frame.f_locals
+                self._entered_module = _handed_module(bound)
+                if self._is_test_call(torch, frame.f_back):
+                    self._hand(via, inputs, bound)
+                return
 
     # -- what counts as the test's call ------------------------------------------------
     def _is_test_call(self, torch: Any, caller: Any) -> bool:
@@ -154,11 +259,14 @@ class Recorder:
             frame = frame.f_back
         return True
 
-    def _record(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], via: str | None = None) -> None:
+    def _record(
+        self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *, via: str | None = None,
+        methods: tuple[str, ...] = (),
+    ) -> None:
         module = self._scripted.get(id(module), module)
         inner = getattr(module, "_orig_mod", None)  # torch.compile's OptimizedModule: the user's module
         if inner is not None and type(module).__name__ == "OptimizedModule":
-            module = inner
+            module, via = inner, via or "torch.compile"
         count, held = self._held.get(id(module), (0, 0))
         size = _bytes((args, kwargs))
         if count >= MAX_CALLS or (count and held + size > MAX_CALL_BYTES):
@@ -166,7 +274,8 @@ class Recorder:
         self._held[id(module)] = (count + 1, held + size)
         a, k = _snapshot(args, kwargs)
         first = self._copies.get(id(module))
-        call = Call(module, a, k, via=via, live=module, training=bool(getattr(module, "training", False)))
+        call = Call(module, a, k, via=via, live=module, training=bool(getattr(module, "training", False)),
+                    methods=methods)
         if first is None:
             self._copies[id(module)] = call
             self._take_copy(call)
@@ -192,62 +301,187 @@ class Recorder:
                 return
         call.fingerprint = fingerprint(call.live)
 
-    # -- modules handed to exporters ----------------------------------------------------
+    # -- [Handed To An Exporter] ----------------------------------------------------------
+    def _hand(self, via: str, inputs: Any, bound: Any) -> None:
+        """Record the module an exporter was handed, from the exporter's bound arguments."""
+        try:
+            handed = inputs(bound)
+        except Exception:  # noqa: BLE001 - an unusual call: let the exporter complain
+            handed = None
+        if handed is not None:
+            module, args, kwargs, methods = handed
+            self._record(module, args, kwargs, via=via, methods=methods)
+
+    def _remember_output(self, module: Any, out: Any) -> None:
+        """A ScriptModule scripted or traced from ``module``: calling it is calling ``module``."""
+        import torch
+
+        if isinstance(module, torch.nn.Module) and isinstance(out, torch.jit.ScriptModule):
+            self._scripted[id(out)] = module
+            self.recording.compiled_from.append((out, module))
+
     def _patch_exporters(self, torch: Any) -> None:
+        import torch.export
+        import torch.jit
+        import torch.onnx
+
         recorder = self
 
-        def wrap(owner: Any, attr: str, inputs: Any) -> None:
+        def wrap(owner: Any, attr: str, via: str, inputs: Any) -> None:
             fn = getattr(owner, attr, None)
             if fn is None:
                 return
+            code = getattr(fn, "__code__", None)
+            if code is not None:  # the profile function's way in: the same function under another name
+                self._entries.setdefault(code.co_name, []).append((code, via, inputs))
+            signature = _signature(fn)
 
             def handed(*args: Any, **kwargs: Any) -> Any:
-                if recorder._depth == 0 and args and isinstance(args[0], torch.nn.Module):
+                paused = recorder._profiling and recorder._pause()
+                module = None
+                if recorder._depth == 0:
                     try:
-                        a, k = inputs(*args[1:], **kwargs)
-                    except Exception:  # noqa: BLE001 - an unusual call: let the exporter complain
-                        a = None
-                    if a is not None:
-                        recorder._record(args[0], a, k, via=f"{owner.__name__}.{attr}")
+                        bound = signature.bind(*args, **kwargs)
+                    except TypeError:
+                        pass  # the exporter says what is wrong with the call
+                    else:
+                        bound.apply_defaults()
+                        module = _handed_module(bound.arguments)
+                        # Handed over while a module is constructed (an __init__ that traces its
+                        # cell) is building, not testing, as a call there is.
+                        if recorder._is_test_call(torch, sys._getframe(1)):
+                            recorder._hand(via, inputs, bound.arguments)
                 recorder._depth += 1
                 try:
                     out = fn(*args, **kwargs)
                 finally:
                     recorder._depth -= 1
-                if attr == "script" and args and isinstance(args[0], torch.nn.Module):
-                    recorder._scripted[id(out)] = args[0]
+                    if paused:
+                        recorder._resume()
+                if module is not None:
+                    recorder._remember_output(module, out)
                 return out
 
             handed.__wrapped__ = fn  # type: ignore[attr-defined]
             recorder._patch(owner, attr, handed)
 
-        def trace_inputs(example_inputs: Any = None, *rest: Any, example_kwarg_inputs: Any = None, **_: Any) -> Any:
-            if example_kwarg_inputs is not None:
-                return (), dict(example_kwarg_inputs)
-            if isinstance(example_inputs, torch.Tensor):
-                return (example_inputs,), {}
-            return (tuple(example_inputs), {}) if example_inputs is not None else (None, None)
+        wrap(torch.jit, "trace", "torch.jit.trace", _trace_inputs)
+        wrap(torch.jit, "trace_module", "torch.jit.trace_module", _trace_module_inputs)
+        wrap(torch.jit, "script", "torch.jit.script", _no_call)
+        wrap(torch.export, "export", "torch.export.export", _export_inputs)
+        wrap(torch.onnx, "export", "torch.onnx.export", _onnx_inputs)
 
-        def export_inputs(args: Any = (), kwargs: Any = None, *rest: Any, **_: Any) -> Any:
-            return tuple(args), dict(kwargs or {})
 
-        def onnx_inputs(args: Any = (), f: Any = None, *rest: Any, kwargs: Any = None, **_: Any) -> Any:
-            args = (args,) if isinstance(args, torch.Tensor) else tuple(args)
-            if kwargs is None and args and isinstance(args[-1], dict):  # torch.onnx reads a trailing dict as kwargs
-                args, kwargs = args[:-1], args[-1]
-            return args, dict(kwargs or {})
+@functools.cache
+def _signature(fn: Any) -> Any:
+    import inspect
 
-        def no_call(*_: Any, **__: Any) -> Any:
-            return None, None
+    return inspect.signature(fn)  # milliseconds for torch.onnx.export: once a process, not once a test
 
-        import torch.export
-        import torch.jit
-        import torch.onnx
 
-        wrap(torch.jit, "trace", trace_inputs)
-        wrap(torch.jit, "script", no_call)
-        wrap(torch.export, "export", export_inputs)
-        wrap(torch.onnx, "export", onnx_inputs)
+# Each exporter's bound arguments -> (module, args, kwargs, other methods named) or None.
+def _trace_inputs(bound: Any) -> Any:
+    import torch
+
+    func, kwarg_inputs = bound["func"], bound.get("example_kwarg_inputs")
+    if not isinstance(func, torch.nn.Module):
+        owner = getattr(func, "__self__", None)  # torch.jit.trace(model.forward, x)
+        if not (isinstance(owner, torch.nn.Module) and getattr(func, "__name__", "") == "forward"):
+            return None
+        func = owner
+    example = bound.get("example_inputs")
+    if example is None:
+        example = kwarg_inputs
+    return _forward_call(func, example, isinstance(kwarg_inputs, dict), ())
+
+
+def _trace_module_inputs(bound: Any) -> Any:
+    inputs = bound["inputs"]
+    if not isinstance(inputs, dict) or "forward" not in inputs:
+        return None  # only forward is checked; a module traced for other methods alone is not called
+    others = tuple(str(name) for name in inputs if name != "forward")
+    return _forward_call(bound["mod"], inputs["forward"], bool(bound.get("example_inputs_is_kwarg")), others)
+
+
+def _forward_call(module: Any, example: Any, is_kwarg: bool, others: tuple[str, ...]) -> Any:
+    """As ``torch.jit.trace_module`` reads a method's example: a dict of keyword arguments,
+    or the positional arguments (a lone tensor or dict is one argument)."""
+    import torch
+
+    if not isinstance(module, torch.nn.Module) or example is None:
+        return None
+    if is_kwarg and isinstance(example, dict):
+        return module, (), dict(example), others
+    if isinstance(example, (torch.Tensor, dict)):
+        return module, (example,), {}, others
+    return module, tuple(example), {}, others
+
+
+def _export_inputs(bound: Any) -> Any:
+    return bound["mod"], tuple(bound.get("args") or ()), dict(bound.get("kwargs") or {}), ()
+
+
+def _onnx_inputs(bound: Any) -> Any:
+    import torch
+
+    model, args, kwargs = bound["model"], bound.get("args", ()), bound.get("kwargs")
+    if not isinstance(model, torch.nn.Module):
+        return None
+    args = (args,) if isinstance(args, torch.Tensor) else tuple(args)
+    if kwargs is None and args and isinstance(args[-1], dict):  # torch.onnx reads a trailing dict as kwargs
+        args, kwargs = args[:-1], args[-1]
+    return model, args, dict(kwargs or {}), ()
+
+
+def _no_call(bound: Any) -> Any:
+    return None
+
+
+def _handed_module(bound: Any) -> Any:
+    """The module an exporter was handed (its first argument), whatever the exporter calls it;
+    ``model.forward`` handed to ``torch.jit.trace`` is the model."""
+    first = next(iter(bound.values()), None)
+    owner = getattr(first, "__self__", None)
+    return owner if getattr(first, "__name__", "") == "forward" and owner is not None else first
+
+
+def _caller(module: Any, frame: Any) -> Any:
+    """The frame that called ``module``: past ``OptimizedModule.__call__`` for a module
+    ``torch.compile`` returned, so ``torch.compile(model)(x)`` is the test's call."""
+    if frame.f_code.co_name == "__call__" and type(module).__name__ == "OptimizedModule" and frame.f_back is not None:
+        return frame.f_back
+    return frame
+
+
+_CO_VARARGS, _CO_VARKEYWORDS = 0x04, 0x08
+_MISSING = object()
+
+
+def _bound_call(module: Any, code: Any, local: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """[Direct Forward] The call ``forward`` was bound to, rebuilt from its parameters as it
+    starts: positional parameters positionally, keyword-only ones by name; trailing
+    parameters left at their defaults are left out, as the test left them."""
+    names = code.co_varnames
+    n, k = code.co_argcount, code.co_kwonlyargcount
+    args = [local[name] for name in names[1:n]]
+    kwargs = {name: local[name] for name in names[n:n + k]}
+    star = n + k
+    varargs = code.co_flags & _CO_VARARGS and local[names[star]]
+    function = getattr(type(module), "forward", None)
+    if getattr(function, "__code__", None) is code:
+        if not varargs:
+            for default in reversed(function.__defaults__ or ()):
+                if not args or args[-1] is not default:
+                    break
+                args.pop()
+        for name, default in (function.__kwdefaults__ or {}).items():
+            if kwargs.get(name, _MISSING) is default:
+                del kwargs[name]
+    if varargs:
+        args += list(varargs)
+    if code.co_flags & _CO_VARKEYWORDS:
+        kwargs.update(local[names[star + (1 if code.co_flags & _CO_VARARGS else 0)]])
+    return tuple(args), kwargs
 
 
 def _tracing(torch: Any) -> bool:

@@ -32,6 +32,8 @@ import torch
 
 from . import assumptions, exporting, latency, outcome, runner, side_effects, standalone
 from .backends.base import Backend, load_backend
+from .compiled_parts import compiled_parts
+from .compiled_parts import finding as compiled_finding
 from .context import Check
 from .eager import EAGER_MODE, module_name
 from .errors import ExportMismatch, InvalidArgument
@@ -311,7 +313,10 @@ def _pipeline(pending: PendingCheck, result: Result, scratch: Path) -> None:
         plan=prelude.plan, scratch=scratch, result=result, recorded=prelude.recorded,
         changed_state=prelude.changed_state, mutates_input=prelude.mutates_input,
         steps=[_on_device(step, device) for step in sequence] if sequence and prelude.changed_state else None,
+        compiled=compiled_parts(prelude.eager.module),
     )
+    if check.compiled:
+        result.findings.append(compiled_finding(check.compiled, result.module))
     # 2-3. Export once at the example, save, load back.
     check.artifacts = exporting.build(check)
     assumptions.recorded_size_export(check)

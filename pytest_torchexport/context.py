@@ -73,6 +73,7 @@ class Check:
     artifacts: Artifacts | None = None  # once exported (exporting.build)
     export_sizes: dict[str, int] = field(default_factory=dict)  # dims the export grew from 0/1, at their export size
     artifact_dir: str | None = None  # where --torchexport-keep-artifacts put the saved files
+    compiled: list[tuple[str, str]] = field(default_factory=list)  # [Compiled Parts] (path, what) at the call
     header: str = field(init=False)  # the [backend=.., device=..] (module) tag every message names
     rtol: float | None = field(init=False)
     atol: float | None = field(init=False)

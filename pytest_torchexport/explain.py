@@ -7,9 +7,11 @@ text processing over warnings and exceptions: no exporting, no comparing.
 
 from __future__ import annotations
 
+import functools
 import linecache
 import os
 import re
+import sys
 import sysconfig
 import traceback
 import warnings
@@ -24,10 +26,23 @@ _PACKAGE_DIR = str(Path(__file__).resolve().parent)
 _LIB_DIRS = tuple(
     p for p in {sysconfig.get_paths().get("purelib"), sysconfig.get_paths().get("platlib"), sysconfig.get_paths().get("stdlib")} if p
 )
+_STDLIB_DIRS = tuple(
+    os.path.realpath(p) for p in {sysconfig.get_paths().get("stdlib"), sysconfig.get_paths().get("platstdlib")} if p
+)
+#: [Model Code] Installed packages that are never the model's code: torch itself (and what its
+#: wheel ships), the exporters and runtimes that turn a model into an artifact, and the test
+#: machinery that runs it. Any other installed package may hold the model (a team's model
+#: library is installed like any dependency), so its lines are named.
+TOOLCHAIN = frozenset({
+    "torch", "functorch", "torchgen", "triton", "onnx", "onnxscript", "onnx_ir", "onnxruntime", "executorch",
+    "openvino", "torch_tensorrt", "tensorrt", "ai_edge_torch", "litert_torch", "torchao", "hypothesis", "_pytest",
+    "pytest", "pluggy", "_hypothesis_pytestplugin",
+})
 
 
 def is_user_file(filename: str) -> bool:
-    """A file the user wrote: not the stdlib, not site-packages, not torch, not this plugin."""
+    """A file the user wrote: not the stdlib, not site-packages, not torch, not this plugin.
+    (The control-flow path and CI annotations keep to these: the repository's own files.)"""
     if not filename or filename.startswith("<") or "__torch__" in filename:
         # "<string>", and TorchScript's serialized code (code/__torch__/models.py)
         return False
@@ -37,6 +52,31 @@ def is_user_file(filename: str) -> bool:
     if "site-packages" in path or "dist-packages" in path:
         return False
     return not any(path.startswith(os.path.realpath(d)) for d in _LIB_DIRS)
+
+
+def is_model_file(filename: str) -> bool:
+    """[Model Code] A file that may hold the model's code, where findings and causes point:
+    the user's files and installed packages alike, but never torch's own files, the
+    exporters' and runtimes', the test machinery's, the stdlib's or this plugin's."""
+    if not filename or filename.startswith("<") or "__torch__" in filename:
+        return False
+    return _model_path(filename)
+
+
+@functools.lru_cache(maxsize=4096)
+def _model_path(filename: str) -> bool:
+    path = os.path.realpath(filename)
+    if path.startswith(_PACKAGE_DIR):
+        return False
+    parts = Path(path).parts
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] in ("site-packages", "dist-packages"):
+            return parts[i + 1].split(".")[0] not in TOOLCHAIN
+    torch = sys.modules.get("torch")
+    torch_file = getattr(torch, "__file__", None)
+    if torch_file and path.startswith(os.path.dirname(os.path.realpath(torch_file)) + os.sep):
+        return False  # a torch built from source, outside site-packages
+    return not any(path.startswith(d + os.sep) for d in _STDLIB_DIRS)
 
 
 def where(filename: str, lineno: int) -> str:
@@ -52,7 +92,13 @@ def _short(filename: str) -> str:
         rel = os.path.relpath(filename)
     except ValueError:
         return filename
-    return filename if rel.startswith("..") else rel
+    if not rel.startswith(".."):
+        return rel
+    parts = Path(filename).parts
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] in ("site-packages", "dist-packages"):  # an installed package: from its own folder
+            return "/".join(parts[i + 1:])
+    return filename
 
 
 class FindingWarning(UserWarning):
@@ -97,12 +143,36 @@ def tracer_findings(caught: Iterable[warnings.WarningMessage], backend: str) -> 
         line = source_line(w.filename, w.lineno)
         if kind == "baked_shape" and line and not re.search(r"shape|size|len\(|numel|dim\(", line) and "Python integer" not in text:
             kind = "frozen_value"
-        loc = where(w.filename, w.lineno) if is_user_file(w.filename) else None
-        detail = f"{backend} {_verb(kind)} at {loc or 'an unknown line'}" + (f" (`{line}`)" if line else "") + f": {meaning}"
-        findings.setdefault((kind, loc or text), Finding(kind, detail, loc))
+        site = model_site(w)
+        if site is None:
+            continue  # raised by torch's own code, reached from no line of the model's
+        loc = where(site[0], site[1])
+        if site[:2] == (w.filename, w.lineno):
+            detail = f"{backend} {_verb(kind)} at {loc}" + (f" (`{line}`)" if line else "") + f": {meaning}"
+        else:
+            # [Model Code] torch's own check (``if input.dim() != 3:``) reached from the model's line.
+            called = source_line(site[0], site[1])
+            detail = (
+                f"{backend} {_verb(kind)} inside torch's {site[2]}" + (f" (`{line}`)" if line else "")
+                + f", reached from {loc}" + (f" (`{called}`)" if called else "") + f": {meaning}"
+            )
+        findings.setdefault((kind, loc), Finding(kind, detail, loc))
         if kind != "tracer_warning":
-            findings.setdefault(("tracer_warning", loc or text), Finding("tracer_warning", f"TracerWarning: {text.splitlines()[0]}", loc))
+            findings.setdefault(("tracer_warning", loc), Finding("tracer_warning", f"TracerWarning: {text.splitlines()[0]}", loc))
     return list(findings.values())
+
+
+def model_site(w: warnings.WarningMessage) -> tuple[str, int, str] | None:
+    """Where a warning arose in the model's code: its own line when that is the model's, else
+    the innermost model frame of the stack it was raised from (``_compat`` records it), with
+    the function of torch's that raised it; None when no model line led there."""
+    if is_model_file(w.filename):
+        return w.filename, w.lineno, ""
+    stack = getattr(w, "stack", ())
+    for filename, lineno, _ in stack:
+        if is_model_file(filename):
+            return filename, lineno, stack[0][2] if stack else ""
+    return None
 
 
 def _verb(kind: str) -> str:
@@ -129,12 +199,12 @@ def user_frames(exc: BaseException) -> list[tuple[str, int]]:
     for e in chain:
         for fs in traceback.extract_tb(e.__traceback__):
             key = (fs.filename, fs.lineno or 0)
-            if is_user_file(fs.filename) and key not in seen:
+            if is_model_file(fs.filename) and key not in seen:
                 seen.add(key)
                 frames.append(key)
         for m in _FRAME.finditer(strip_ansi(str(e))):
             key = (m.group(1), int(m.group(2)))
-            if is_user_file(key[0]) and key not in seen:
+            if is_model_file(key[0]) and key not in seen:
                 seen.add(key)
                 frames.append(key)
     return frames
@@ -144,6 +214,14 @@ def innermost_user_frame(exc: BaseException, prefer_not: Iterable[str] = ()) -> 
     """The user frame closest to where the error arose (the model, not the test calling it)."""
     frames = [f for f in user_frames(exc) if f[0] not in set(prefer_not)] or user_frames(exc)
     return frames[-1] if frames else None
+
+
+def forward_site(module: object) -> tuple[str, int] | None:
+    """Where the module's ``forward`` is defined (its ``def`` line), in the model's code."""
+    code = getattr(getattr(type(module), "forward", None), "__code__", None)
+    if code is None or not is_model_file(code.co_filename):
+        return None
+    return code.co_filename, code.co_firstlineno
 
 
 def trim_error(exc: BaseException, limit: int = 12) -> str:
@@ -167,11 +245,28 @@ def trim_error(exc: BaseException, limit: int = 12) -> str:
     head = f"{type(exc).__name__}: " if not text.startswith(type(exc).__name__) else ""
     if len(keep) == 1 and len(keep[0]) > 400:
         keep[0] = keep[0][:400] + "..."
+    pointed = _pointed_at(text)
+    if pointed and not any("<--- HERE" in line for line in keep):
+        # The line TorchScript points at is what a person needs: never cut after the preamble.
+        keep = [line for line in keep if line != "..."] + ["...", *pointed]
     return head + "\n".join(keep) if keep else f"{type(exc).__name__} (no message)"
+
+
+def _pointed_at(text: str) -> list[str]:
+    """TorchScript's first ``File "...", line N`` block down to its ``<--- HERE`` marker."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if "<--- HERE" in line:
+            start = next((j for j in range(i, max(i - 12, -1), -1) if _FRAME.search(lines[j])), max(i - 3, 0))
+            return [entry.rstrip() for entry in lines[start:i + 1]]
+    return []
 
 
 # Exporter error text -> (finding kind, cause in a person's words).
 _ERROR_KINDS = (
+    (("can be output from traced functions",),
+     "unsupported_output", "{backend} can output only tensors (and lists, tuples or dicts of them): the model returns "
+     "None or another value that is not a tensor"),
     (("Exporting a ScriptModule is not supported", "ScriptModule is not supported"),
      "scripted_module", "{backend} cannot export a ScriptModule: give it the Python module (nn.Module) instead"),
     (("GuardOnDataDependentSymNode", "data-dependent", "Could not guard on data-dependent"),
@@ -187,9 +282,19 @@ _ERROR_KINDS = (
 )
 
 
-def error_finding(exc: BaseException, backend: str, stage: str) -> Finding | None:
+#: Errors raised after the model's code ran, so their traceback holds no line of it.
+_NO_FRAME_NEEDLES = ("can be output from traced functions",)
+
+
+def error_finding(
+    exc: BaseException, backend: str, stage: str, fallback: tuple[str, int] | None = None
+) -> Finding | None:
+    """The exporter's error as a finding at the model's line; ``fallback`` (the model's
+    ``forward``) where the error names none, as torch.jit.trace's refusal of an output does."""
     text = strip_ansi(str(exc))
     frame = innermost_user_frame(exc)
+    if frame is None and fallback is not None and any(n in text for n in _NO_FRAME_NEEDLES):
+        frame = fallback
     loc = where(*frame) if frame else None
     line = source_line(*frame) if frame else ""
     for needles, kind, cause in _ERROR_KINDS:

@@ -18,6 +18,7 @@ import torch
 from . import explain, runner
 from ._compat import quiet_torch
 from .backends.base import Backend, ExportContext
+from .compiled_parts import with_cause
 from .context import Artifacts, Check
 from .eager import copy_module
 from .outcome import Stop
@@ -161,11 +162,12 @@ def export_inputs(
 def export_failed(check: Check, exc: BaseException, stage: str) -> None:
     """End the check: ``stage`` ("export", "save" or "load") raised ``exc``."""
     name = check.name
-    finding = explain.error_finding(exc, name, stage)
+    finding = explain.error_finding(exc, name, stage, explain.forward_site(check.eager.module))
     if finding:
-        check.result.findings.append(finding)
+        # First: what ended the check explains the row before what the export noticed on the way.
+        check.result.findings.insert(0, finding)
     lines = [f"{name} could not {'export' if stage == 'export' else stage} the module {check.header}", explain.trim_error(exc)]
-    cause = finding.detail if finding and finding.where else None
+    cause = with_cause(check.compiled, check.result.module, finding.detail if finding and finding.where else None)
     if cause is not None:
         lines.append(f"Likely cause: {cause}")
     lines.append(f"Example inputs: {check.plan.describe()}")

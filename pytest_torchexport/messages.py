@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from . import explain
+from .compiled_parts import with_cause
 from .context import Check
 from .failure import Failure, Stats
 from .noise import verdict_words
@@ -284,6 +285,7 @@ def _probe_cause(failure: Failure, plan: InputPlan) -> str | None:
 def _likely_cause(check: Check, failure: Failure, stats: Stats, export_path: Any) -> str | None:
     """The causes the experiments and the findings point at, in a person's words; None where none."""
     causes = _blamed(check, failure, stats, export_path)
+    held = with_cause(check.compiled, check.result.module, None)
     if not causes and failure.status == "run_error" and failure.small_dims_blamed is not False:
         sizes = dict(failure.draw.sizes)
         exported = {**check.plan.example_sizes(), **check.export_sizes}
@@ -301,6 +303,7 @@ def _likely_cause(check: Check, failure: Failure, stats: Stats, export_path: Any
             )
         else:
             causes.append("every input took the same control-flow path, so the difference is numeric, not a frozen branch")
+    causes = [held] + causes if held else causes  # what the test did to the module comes first
     return "; ".join(causes) if causes else None
 
 

@@ -64,9 +64,13 @@ class Selection:
             settle(result, Outcome(result.status, result.message + note, result.likely_cause))
         if call.via:
             result.extra["recorded_via"] = call.via
-            result.findings.append(Finding(
-                "recorded_call", f"{call.name} was handed to {call.via} by the test; its example inputs were checked"
-            ))
+            handed = "called through" if call.via == "torch.compile" else "handed to"
+            methods = (
+                f" with inputs for forward and {', '.join(call.methods)}: forward was checked, "
+                f"{', '.join(call.methods)} {'is' if len(call.methods) == 1 else 'are'} not"
+                if call.methods else "; its example inputs were checked"
+            )
+            result.findings.append(Finding("recorded_call", f"{call.name} was {handed} {call.via} by the test{methods}"))
         others = self.recording.others(call)
         if others:
             result.findings.append(Finding(

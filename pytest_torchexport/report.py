@@ -214,6 +214,7 @@ _EXPLAINING = (
     "unsupported_op",
     "scripted_module",
     "unsupported_python",
+    "unsupported_output",
     "baked_shape",
     "baked_argument",
     "specialized_dim",
@@ -388,8 +389,10 @@ def _clip(text: str, width: int) -> str:
 
 
 def _short_test(r: Result) -> str:
-    """The test's name with its own parametrization (``test_act[ReLU]``), minus ours."""
-    name = (r.nodeid or r.test or r.module or "?").rsplit("::", 1)[-1]
+    """The test's name with its class (``TestFoo::test_script``: a ``unittest`` suite has many
+    ``test_script``) and its own parametrization (``test_act[ReLU]``), minus ours."""
+    name = r.nodeid or r.test or r.module or "?"
+    name = name.split("::", 1)[-1]
     if "[" in name:
         base, _, params = name.partition("[")
         params = re.sub(r"-?torchexport-[^\]]*$", "", params.rstrip("]"))
