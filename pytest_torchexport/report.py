@@ -63,6 +63,8 @@ FINDING_DOCS: dict[str, str] = {
     "unsupported_python": "TorchScript cannot compile a Python construct",
     "scripted_module": "a ScriptModule was given to an exporter that needs the Python module",
     "tracer_warning": "the TracerWarning text, at the user's line",
+    "unsupported_output": "trace refuses an output it cannot hold (None, a non-tensor leaf), at the model's forward",
+    "compiled_parts": "the module held scripted, traced or compiled submodules when the test called it",
     "mutates_input": "forward modifies its inputs in place",
     "mutates_state": "forward updates buffers on every call",
     "side_effects": "the artifact does not reproduce eager's input or state updates",
