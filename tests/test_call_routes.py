@@ -289,7 +289,7 @@ import pytest
 import torch
 from torch import nn
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::torch.jit.TracerWarning")
 
 
 class Body(nn.Module):
@@ -351,6 +351,6 @@ class Builds(nn.Module):
         return self.cell(x)
 
 
-@pytest.mark.filterwarnings("ignore:`torch.jit.trace:DeprecationWarning")  # its own deprecation warnings
+@pytest.mark.filterwarnings(r"ignore:`torch\.jit\.trace")  # trace and trace_method deprecated (2.13: Deprecation-, 2.14: FutureWarning)
 def test_a_module_handed_to_an_exporter_while_constructing_is_no_test_call():
     assert [c[0] for c in record(lambda: Builds().eval()(torch.ones(1, 2)))] == ["Builds"]

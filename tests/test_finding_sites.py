@@ -176,7 +176,7 @@ def bad(x):
 '''
 
 
-@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+@pytest.mark.filterwarnings(r"ignore:`torch\.jit\.script` is deprecated")  # 2.13: Deprecation-, 2.14: FutureWarning
 def test_a_torchscript_error_keeps_the_line_it_points_at(tester):
     tester.makepyfile(bad_script=BAD)
     tester.syspathinsert()
