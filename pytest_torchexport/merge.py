@@ -93,7 +93,7 @@ def read_shard(path: str | Path) -> Shard:
     for i, row in enumerate(data["results"]):
         try:
             Result.from_dict(row)  # the same parse the writer does: fail here, naming the row
-        except (TypeError, KeyError, AttributeError) as exc:
+        except (TypeError, KeyError, AttributeError, ValueError) as exc:
             raise UsageError(f"{path}: result {i} is not a torchexport result ({exc})") from None
     return Shard(str(path), dict(data.get("environment") or {}), data["results"])
 
