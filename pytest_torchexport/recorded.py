@@ -86,22 +86,24 @@ class Selection:
     def _nothing(self, backend: str, device: str, session: Session) -> Result:
         called = sorted({c.name for c in self.recording.calls})
         if self.options.module and called:
-            why = f"The test called {', '.join(called)}: name one of those in module=."
+            why = f"module={self.options.module!r} names no module the test called; it called {', '.join(called)}"
             message = (
                 f"Nothing to check [backend={backend}, device={device}]: torchexport(module={self.options.module!r}) "
-                f"names no module the test called\n{why}"
+                f"names no module the test called\nThe test called {', '.join(called)}: name one of those in module=."
             )
         elif self.auto:
             why = "the test called no nn.Module, so there is nothing to export (--torchexport-auto)"
             return row(backend, device, session, Outcome("skipped", why, why, "usage"))
         else:
             why = (
-                "Calls made while a module is constructed, or by torch's own tracing, scripting or export "
-                "machinery, are not the test's calls."
+                "the test called no nn.Module: calls made while a module is constructed, or by torch's own tracing, "
+                "scripting or export machinery, are not the test's calls"
             )
             message = (
                 f"Nothing to check [backend={backend}, device={device}]: {session.test or 'the test'} is marked "
-                f"torchexport but called no nn.Module\n{why}\n"
+                "torchexport but called no nn.Module\n"
+                "Calls made while a module is constructed, or by torch's own tracing, scripting or export "
+                "machinery, are not the test's calls.\n"
                 "Call the model in the test body (model(x)), or check it explicitly with the fixture:\n"
                 "    def test_model(torchexport):\n"
                 "        torchexport(Model(), (torch.randn(2, 8),))"
