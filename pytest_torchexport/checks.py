@@ -358,9 +358,10 @@ def _backend(pending: PendingCheck, result: Result) -> tuple[Any, Backend]:
             "export_error",
             f"{name} is required (--torchexport-require) but unavailable here {tag(result)}\n{reason}\n"
             f"Install: {INSTALL.get(name, 'the package that provides the ' + name + ' backend')}",
+            reason, "unavailable",
         )
     if reason:
-        raise Stop("skipped", f"{name} skipped: {reason}")
+        raise Stop("skipped", f"{name} skipped: {reason}", f"{name} skipped: {reason}", "unavailable")
     return spec, backend
 
 

@@ -22,7 +22,7 @@ from .compiled_parts import with_cause
 from .context import Artifacts, Check
 from .eager import copy_module
 from .outcome import Stop
-from .report import Finding, Result
+from .report import CauseKind, Finding, Result
 from .specs import InputPlan
 from .stateful import reset_state, snapshot
 from .strategies import Draw, materialize, recorded_draw
@@ -166,13 +166,17 @@ def export_failed(check: Check, exc: BaseException, stage: str) -> None:
     if finding:
         # First: what ended the check explains the row before what the export noticed on the way.
         check.result.findings.insert(0, finding)
-    lines = [f"{name} could not {'export' if stage == 'export' else stage} the module {check.header}", explain.trim_error(exc)]
+    reason = explain.trim_error(exc)
+    lines = [f"{name} could not {'export' if stage == 'export' else stage} the module {check.header}", reason]
     cause = with_cause(check.compiled, check.result.module, finding.detail if finding and finding.where else None)
+    kind: CauseKind = "compiled_parts" if check.compiled else "error_site"
     if cause is not None:
         lines.append(f"Likely cause: {cause}")
+    else:  # no line of the user's to blame: the exporter's own words, already the message's second line
+        cause, kind = reason, "exporter_error"
     lines.append(f"Example inputs: {check.plan.describe()}")
     lines.append(f'If {name} is not a path you ship, drop it with backends=[...] or mark it known with xfail={{"{name}": "reason"}}')
-    raise Stop("export_error" if stage in ("export", "save") else "load_error", "\n".join(lines), cause)
+    raise Stop("export_error" if stage in ("export", "save") else "load_error", "\n".join(lines), cause, kind)
 
 
 def roundtrip(check: Check, artifact: Any, ctx: ExportContext) -> Any:

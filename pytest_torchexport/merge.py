@@ -93,7 +93,7 @@ def read_shard(path: str | Path) -> Shard:
     for i, row in enumerate(data["results"]):
         try:
             Result.from_dict(row)  # the same parse the writer does: fail here, naming the row
-        except (TypeError, KeyError, AttributeError) as exc:
+        except (TypeError, KeyError, AttributeError, ValueError) as exc:
             raise UsageError(f"{path}: result {i} is not a torchexport result ({exc})") from None
     return Shard(str(path), dict(data.get("environment") or {}), data["results"])
 
@@ -160,7 +160,9 @@ def gate(results: Sequence[dict[str, Any]], baseline: dict[str, dict[str, Any]] 
     """
     if baseline is None:
         failing = [r for r in results if r["status"] in FAILING]
-        lines = [f"{'FAILED':12} {_name(r)}: {r['status']}: {Result.from_dict(r).cause}" for r in failing]
+        # A row of a pre-v4 shard has no likely_cause: its line ends at the status (report.Result.cause).
+        lines = [": ".join(filter(None, (f"{'FAILED':12} {_name(r)}", r["status"], Result.from_dict(r).cause)))
+                 for r in failing]
         return Gate(lines, failing)
     groups: dict[str, list[str]] = {}
     failing = []

@@ -20,7 +20,7 @@ from .context import Check
 from .failure import Failure, Stats
 from .noise import verdict_words
 from .outcome import Outcome
-from .report import Finding, Result
+from .report import CauseKind, Finding, Result
 from .specs import InputPlan
 from .strategies import describe_inputs, materialize, probe_value, summarize
 
@@ -70,17 +70,22 @@ def pass_message(check: Check, stats: Stats) -> str:
     return "; ".join(parts)
 
 
-def nothing_compared_message(check: Check, stats: Stats) -> str:
-    """Why a check whose outputs held nothing to compare is not a pass, and what to change."""
+def nothing_compared(check: Check, stats: Stats) -> Outcome:
+    """A check whose outputs held nothing to compare: skipped, not a pass; why, and what to change."""
     leaves = stats.compared.leaves if stats.compared is not None else {}
     held = ", ".join(
         f"{kind} {n}" if not isinstance(n, dict) else ", ".join(f"{why} skipped {m}" for why, m in n.items())
         for kind, n in leaves.items()
     ) or "none"
-    return (
-        f"{check.name} compared nothing {check.header}: on {stats.examples} inputs eager's outputs held no element "
-        f"to compare (leaves: {held}; 0 elements), so matching them proves nothing about the export.\n"
-        "Return the tensors the model computes from forward, or check the module whose outputs matter (module=)"
+    why = (
+        f"on {stats.examples} inputs eager's outputs held no element to compare (leaves: {held}; 0 elements), "
+        "so matching them proves nothing about the export."
+    )
+    return Outcome(
+        "skipped",
+        f"{check.name} compared nothing {check.header}: {why}\n"
+        "Return the tensors the model computes from forward, or check the module whose outputs matter (module=)",
+        f"{check.name} compared nothing: {why}", "nothing_compared",
     )
 
 
@@ -106,11 +111,11 @@ def explain_failure(check: Check, failure: Failure, stats: Stats, export_path: A
     ]
     numbers, passes_with = _numbers(result, failure)
     lines += numbers + _error_lines(check, failure) + _diverges_at(result, failure, name)
-    cause = _likely_cause(check, failure, stats, export_path)
+    cause, kind = _likely_cause(check, failure, stats, export_path)
     if cause:
         lines.append(f"Likely cause: {cause}")
     lines += _reproduce(check, failure) + _remedy(failure, name, passes_with, result)
-    return Outcome(failure.status, "\n".join(lines), cause or None)
+    return Outcome(failure.status, "\n".join(lines), cause, kind)
 
 
 def _numbers(result: Result, failure: Failure) -> tuple[list[str], dict[str, float] | None]:
@@ -282,8 +287,11 @@ def _probe_cause(failure: Failure, plan: InputPlan) -> str | None:
     )
 
 
-def _likely_cause(check: Check, failure: Failure, stats: Stats, export_path: Any) -> str | None:
-    """The causes the experiments and the findings point at, in a person's words; None where none."""
+def _likely_cause(
+    check: Check, failure: Failure, stats: Stats, export_path: Any
+) -> tuple[str | None, CauseKind | None]:
+    """The causes the experiments and the findings point at, in a person's words, and the
+    kind of the first; (None, None) where none."""
     causes = _blamed(check, failure, stats, export_path)
     held = with_cause(check.compiled, check.result.module, None)
     if not causes and failure.status == "run_error" and failure.small_dims_blamed is not False:
@@ -291,23 +299,28 @@ def _likely_cause(check: Check, failure: Failure, stats: Stats, export_path: Any
         exported = {**check.plan.example_sizes(), **check.export_sizes}
         differ = [f"{k}={sizes[k]} (exported at {exported.get(k)})" for k in sizes if sizes[k] != exported.get(k)]
         if differ:
-            causes.append(f"a size baked into the artifact: the failing input has {', '.join(differ)}")
+            causes.append(("baked_size", f"a size baked into the artifact: the failing input has {', '.join(differ)}"))
     causes += _edge_causes(failure, check.name)
     custom = failure.comparison is not None and failure.comparison.custom_message is not None
     if not causes and not custom and stats.paths and len(stats.paths) == 1 and failure.status == "mismatch":
         located = failure.diverges_at
         if located is not None and located.module:
-            causes.append(
+            causes.append((
+                "numeric",
                 f"the difference starts in {located.module} ({located.cls}), whose code in the artifact computes "
-                "differently; every input took the same control-flow path, so it is numeric, not a frozen branch"
-            )
+                "differently; every input took the same control-flow path, so it is numeric, not a frozen branch",
+            ))
         else:
-            causes.append("every input took the same control-flow path, so the difference is numeric, not a frozen branch")
-    causes = [held] + causes if held else causes  # what the test did to the module comes first
-    return "; ".join(causes) if causes else None
+            causes.append(
+                ("numeric", "every input took the same control-flow path, so the difference is numeric, not a frozen branch")
+            )
+    causes = [("compiled_parts", held), *causes] if held else causes  # what the test did to the module comes first
+    if not causes:
+        return None, None
+    return "; ".join(text for _, text in causes), causes[0][0]
 
 
-def _blamed(check: Check, failure: Failure, stats: Stats, export_path: Any) -> list[str]:
+def _blamed(check: Check, failure: Failure, stats: Stats, export_path: Any) -> list[tuple[CauseKind, str]]:
     """What the cause experiments blamed (each also a finding), the findings that explain, the path taken."""
     result, name = check.result, check.name
     small = [f"{k}={v}" for k, v in failure.draw.sizes if v < 2]
@@ -328,35 +341,48 @@ def _blamed(check: Check, failure: Failure, stats: Stats, export_path: Any) -> l
         for arg, recorded, failing in failure.baked_scalars
     ]
     result.findings.extend(baked)
-    causes = [c for c in (_optimizer_cause(result, failure, name), _probe_cause(failure, check.plan)) if c]
-    causes += [f.detail for f in baked]
-    causes += [f.detail for f in result.findings if f.kind in ("frozen_branch", "baked_shape", "frozen_value", "specialized_dim")]
+    found: list[tuple[CauseKind, str | None]] = [
+        ("runtime_optimizer", _optimizer_cause(result, failure, name)), ("special_value", _probe_cause(failure, check.plan)),
+    ]
+    causes = [(kind, text) for kind, text in found if text]
+    causes += [("baked_argument", f.detail) for f in baked]
+    causes += [(_FINDING_CAUSES[f.kind], f.detail) for f in result.findings if f.kind in _FINDING_CAUSES]
     path_note = _path_note(failure, stats, export_path, name)
     if path_note:
-        causes.append(path_note)
+        causes.append(("control_flow_path", path_note))
     return causes
 
 
-def _edge_causes(failure: Failure, name: str) -> list[str]:
+#: Findings whose detail is a likely cause; each is a cause kind of the same name.
+_FINDING_CAUSES: dict[str, CauseKind] = {
+    "frozen_branch": "frozen_branch", "baked_shape": "baked_shape", "frozen_value": "frozen_value",
+    "specialized_dim": "specialized_dim",
+}
+
+
+def _edge_causes(failure: Failure, name: str) -> list[tuple[CauseKind, str]]:
     """Inputs far from the example's scale, values non-finite on one side, a round trip that changed the artifact."""
-    causes = []
+    causes: list[tuple[CauseKind, str]] = []
     if failure.far_scale is not None:
-        causes.append(
+        causes.append((
+            "far_scale",
             f"fails only at inputs ~{failure.far_scale:g}x the example's scale (drawn by special_values=True): "
             "the same input at the example's scale passes, so the model is ill-conditioned there, "
-            "which may be rounding rather than an export defect"
-        )
+            "which may be rounding rather than an export defect",
+        ))
     nonfinite = sum(d.one_sided_nonfinite for d in (failure.comparison.diffs if failure.comparison else []))
     if nonfinite:
-        causes.append(
+        causes.append((
+            "nonfinite",
             f"{nonfinite} output element(s) are NaN or inf on one side only: the artifact and eager handle an edge "
-            "case differently (a fully masked softmax row, an overflow, a division by zero)"
-        )
+            "case differently (a fully masked softmax row, an overflow, a division by zero)",
+        ))
     if failure.status == "roundtrip_mismatch":
-        causes.append(
+        causes.append((
+            "roundtrip",
             f"the {name} artifact loaded from disk computes differently from the one in memory: the save/load "
-            "path changed weights, dtypes or ops"
-        )
+            "path changed weights, dtypes or ops",
+        ))
     return causes
 
 

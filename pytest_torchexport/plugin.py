@@ -294,20 +294,25 @@ def _run_body(item: pytest.Item, options: Options) -> Generator[None, None, Any]
 
 
 def _body_row(item: pytest.Item, target: items.Target, error: BaseException) -> Result:
+    from .outcome import Outcome
     from .recorded import row
 
     if isinstance(error, pytest.skip.Exception):
-        status, message = "skipped", f"the test body skipped: {error}"
+        why = f"the test body skipped: {error}"
+        verdict = Outcome("skipped", why, why, "test_body")
     elif isinstance(error, pytest.xfail.Exception):
-        status, message = "xfail", f"the test body xfailed: {error}"
+        why = f"the test body xfailed: {error}"
+        verdict = Outcome("xfail", why, why, "test_body")
     else:
-        status = "usage_error"
-        message = (
+        why = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        verdict = Outcome(
+            "usage_error",
             f"The test body failed, so nothing was checked [backend={target.backend}, device={target.device}]\n"
-            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}\n"
-            "The body runs once per test and its error fails each of the test's items; fix the test first."
+            f"{why}\n"
+            "The body runs once per test and its error fails each of the test's items; fix the test first.",
+            why, "test_body",
         )
-    return row(target.backend, target.device, _session(item), status, message)
+    return row(target.backend, target.device, _session(item), verdict)
 
 
 def _check(item: pytest.Item, recording: Any, options: Options, target: Any) -> None:

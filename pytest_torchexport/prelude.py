@@ -19,7 +19,8 @@ and an export may change the module copy it is given.
 
 from __future__ import annotations
 
-import json
+import copy
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,7 @@ from .compare import equal_trees
 from .context import Recorded
 from .eager import Eager, module_name
 from .options import Options
-from .outcome import Outcome, Stop, settle
+from .outcome import Stop, settle
 from .report import Finding, Result, tag
 from .specs import InputPlan
 from .strategies import materialize, recorded_draw
@@ -50,7 +51,6 @@ class Prelude:
 
 def run_prelude(module: torch.nn.Module, plan: InputPlan, device: str, options: Options, result: Result) -> Prelude:
     """Stages 0 and 1 of a check; any may end it (``outcome.Stop``)."""
-    header = tag(result)
     eager = Eager(module, device)
     # 0. An assumed batch dim that eager rejects is not one (assumptions.py).
     plan = assumptions.hold_rejected_batch(plan, eager, options, result)
@@ -60,15 +60,20 @@ def run_prelude(module: torch.nn.Module, plan: InputPlan, device: str, options: 
     try:
         call = eager(args, kwargs, trace_lines=True, restore=False)
     except Exception as exc:  # noqa: BLE001 - the user's model raising is a usage problem
-        result.extra["usage"] = "replay"
-        raise Stop(
-            "usage_error",
-            f"The recorded call cannot be replayed as models are served {header}\n"
+        # cause_kind "eager_replay" is what recorded.py reads to try the test's next call of the module.
+        why = (
             f"{module_name(module)} raises on its example inputs in eval mode under no_grad "
-            f"({plan.describe()}): {type(exc).__name__}: {exc}\n"
-            "Call the model in eval mode in the test (model.eval()), or give the inputs it is served with "
-            "(inputs=, or the torchexport fixture).",
-        ) from None
+            f"({plan.describe()}): {type(exc).__name__}: {exc}"
+        )
+
+        def written(header: str) -> str:
+            return (
+                f"The recorded call cannot be replayed as models are served {header}\n{why}\n"
+                "Call the model in eval mode in the test (model.eval()), or give the inputs it is served with "
+                "(inputs=, or the torchexport fixture)."
+            )
+
+        raise Stop("usage_error", written(tag(result)), why, "eager_replay", written=written) from None
     if eager.was_training:
         training_finding(result, module, device, (args, kwargs), call.outputs)
     changed_state = eager.state_changed()
@@ -113,9 +118,9 @@ def training_finding(result: Result, module: torch.nn.Module, device: str, input
 
 @dataclass
 class _Shared:
-    prelude: Prelude | None  # None: eager settled the verdict
-    changed: dict[str, Any]  # what the prelude wrote into its result (Result.to_dict keys)
-    header: str  # the tag those texts carry
+    prelude: Prelude | None  # None: eager settled the verdict (``stop``)
+    stop: Stop | None  # the verdict eager settled, its message written per check's header
+    changed: dict[str, Any]  # the result's fields the prelude wrote (outside the verdict), by name
 
 
 class EagerOnce:
@@ -140,33 +145,43 @@ class EagerOnce:
         shared = self._shared[key]
         if shared is None:
             raise LookupError("the prelude raised where it was computed")
-        text = json.dumps(shared.changed)
-        ours = tag(result)
-        if shared.header != ours:
-            text = text.replace(json.dumps(shared.header)[1:-1], json.dumps(ours)[1:-1])
-        merged = Result.from_dict({**result.to_dict(), **json.loads(text)})
-        result.findings, result.extra = merged.findings, merged.extra
-        settle(result, Outcome(merged.status, merged.message, merged.likely_cause))
+        # [Data Until Written] Copied as data: nothing the prelude wrote names the backend but the
+        # verdict's message, which is written again with this check's header.
+        for name, value in shared.changed.items():
+            if name == "extra":
+                result.extra.update(copy.deepcopy(value))
+            else:
+                setattr(result, name, copy.deepcopy(value))
+        if shared.stop is not None:
+            settle(result, shared.stop.outcome_for(tag(result)))
         return shared.prelude
 
 
 def _compute(module: torch.nn.Module, plan: InputPlan, options: Options, result: Result) -> _Shared | None:
-    template = Result.from_dict(result.to_dict())
-    before = template.to_dict()
+    template = copy.deepcopy(result)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in a check's child (runner.py): the same numbers, the same time
+    stop = None
     try:
         prelude: Prelude | None = run_prelude(module, plan, template.device, options, template)
-    except Stop as stop:
-        settle(template, stop.outcome)
-        prelude = None
+    except Stop as raised:
+        stop, prelude = raised, None
     except Exception:  # noqa: BLE001 - each check computes its own, in its child, as before
         return None
     finally:
         torch.set_num_threads(threads)
-    after = template.to_dict()
-    changed = {k: v for k, v in after.items() if k not in before or before[k] != v}
-    return _Shared(prelude, changed, tag(template))
+    changed: dict[str, Any] = {}
+    for f in dataclasses.fields(Result):
+        before, after = getattr(result, f.name), getattr(template, f.name)
+        if f.name in _VERDICT or before == after:
+            continue
+        changed[f.name] = {k: v for k, v in after.items() if before.get(k, _MISSING) != v} if f.name == "extra" else after
+    return _Shared(prelude, stop, changed)
+
+
+#: The verdict's fields: ``outcome.settle`` writes them, from the shared ``Stop``.
+_VERDICT = frozenset({"status", "message", "likely_cause", "cause_kind"})
+_MISSING = object()
 
 
 __all__ = ["EagerOnce", "Prelude", "run_prelude", "training_finding"]

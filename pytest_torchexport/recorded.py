@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import checks
+from . import checks, outcome
 from .capture import Call, Recording
 from .errors import InvalidArgument
 from .options import Options
-from .outcome import Outcome, settle
+from .outcome import Outcome, add_note
 from .prelude import EagerOnce
 from .report import Finding, Result
 from .session import Session
@@ -60,8 +60,7 @@ class Selection:
                 + (" (in eval mode)" if not calls[used].training else "") + " was checked instead",
             ))
         elif used is None and len(calls) > 1:
-            note = f"\nAll {len(calls)} recorded calls of {call.name} raise in eval mode under no_grad."
-            settle(result, Outcome(result.status, result.message + note, result.likely_cause))
+            add_note(result, f"\nAll {len(calls)} recorded calls of {call.name} raise in eval mode under no_grad.")
         if call.via:
             result.extra["recorded_via"] = call.via
             handed = "called through" if call.via == "torch.compile" else "handed to"
@@ -87,14 +86,19 @@ class Selection:
     def _nothing(self, backend: str, device: str, session: Session) -> Result:
         called = sorted({c.name for c in self.recording.calls})
         if self.options.module and called:
+            why = f"module={self.options.module!r} names no module the test called; it called {', '.join(called)}"
             message = (
                 f"Nothing to check [backend={backend}, device={device}]: torchexport(module={self.options.module!r}) "
                 f"names no module the test called\nThe test called {', '.join(called)}: name one of those in module=."
             )
         elif self.auto:
-            return row(backend, device, session, "skipped",
-                       "the test called no nn.Module, so there is nothing to export (--torchexport-auto)")
+            why = "the test called no nn.Module, so there is nothing to export (--torchexport-auto)"
+            return row(backend, device, session, Outcome("skipped", why, why, "usage"))
         else:
+            why = (
+                "the test called no nn.Module: calls made while a module is constructed, or by torch's own tracing, "
+                "scripting or export machinery, are not the test's calls"
+            )
             message = (
                 f"Nothing to check [backend={backend}, device={device}]: {session.test or 'the test'} is marked "
                 "torchexport but called no nn.Module\n"
@@ -104,7 +108,7 @@ class Selection:
                 "    def test_model(torchexport):\n"
                 "        torchexport(Model(), (torch.randn(2, 8),))"
             )
-        return row(backend, device, session, "usage_error", message)
+        return row(backend, device, session, Outcome("usage_error", message, why, "usage"))
 
 
 class PlannedRun:
@@ -133,8 +137,9 @@ class PlannedRun:
                 dims=options.dims, dynamic=options.dynamic, inputs=options.inputs,
             )
         except InvalidArgument as exc:
-            self._done = row(self.backend, self.device, self.session, "usage_error",
-                             f"{exc}\nChange the marker's options to fit the call.", module=self.call.name)
+            self._done = row(self.backend, self.device, self.session, Outcome(
+                "usage_error", f"{exc}\nChange the marker's options to fit the call.", str(exc), "usage",
+            ), module=self.call.name)
             return None
         return checks.PendingCheck(candidate.module, plan, self.backend, self.device, options, session=self.session,
                                    sequence=_sequence(self.calls[index:]),
@@ -155,11 +160,11 @@ class PlannedRun:
         index, why, pending, used = self.index, self.why, self._pending, None
         while True:
             result = pending.wait()
-            if result.extra.get("usage") != "replay":
+            if result.cause_kind != "eager_replay":
                 used = index
                 self.selection._replayable[id(self.call.live)] = (index, why)
                 break
-            why = why or _first_line(result.message)
+            why = why or (result.likely_cause or "").split("\n", 1)[0][:200]
             index += 1
             if self.selection.options.inputs is not None or index >= len(self.calls):
                 break  # specs replace the recorded call: another call would not change them
@@ -172,10 +177,9 @@ class PlannedRun:
         return result
 
 
-def row(backend: str, device: str, session: Session, status: str, message: str, *, module: str = "") -> Result:
+def row(backend: str, device: str, session: Session, verdict: Outcome, *, module: str = "") -> Result:
     """A result settled before any check ran (nothing to check, a usage error, the test body's outcome)."""
-    return Result(backend=backend, device=device, status=status, module=module, nodeid=session.nodeid,
-                  test=session.test, message=message)
+    return outcome.row(verdict, backend=backend, device=device, nodeid=session.nodeid, test=session.test, module=module)
 
 
 def _sequence(calls: list[Call]) -> list[tuple[tuple, dict]] | None:
@@ -192,11 +196,6 @@ def _sequence(calls: list[Call]) -> list[tuple[tuple, dict]] | None:
             break
         steps.append((call.args, call.kwargs))
     return steps if len(steps) > 1 else None
-
-
-def _first_line(text: str) -> str:
-    lines = [line for line in text.splitlines() if line.strip()]
-    return lines[1][:200] if len(lines) > 1 else (lines[0][:200] if lines else "")
 
 
 __all__ = ["PlannedRun", "Selection", "row"]

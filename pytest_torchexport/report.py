@@ -11,13 +11,13 @@ import json
 import platform
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 REPORT_VERSION = 1
 
 #: Every status a result can carry (contract section 6), best first. The order is what
-#: "got worse" means for baselines.
-STATUSES = (
+#: "got worse" means for baselines. A closed type: ``Result.from_dict`` refuses any other.
+Status = Literal[
     "pass",
     "xfail",
     "skipped",
@@ -30,7 +30,8 @@ STATUSES = (
     "timeout",
     "load_error",
     "export_error",
-)
+]
+STATUSES: tuple[Status, ...] = get_args(Status)
 #: What each status means and what to do; the reference page is generated from these.
 STATUS_DOCS: dict[str, str] = {
     "pass": "the loaded artifact matched eager on every input tried",
@@ -94,6 +95,52 @@ FINDING_DOCS: dict[str, str] = {
     "right and a rewrite onnxruntime applies at load changes the result (the levels, the onnxruntime version)",
 }
 
+#: What kind of cause ``Result.likely_cause`` is (the report's ``cause_kind``). The first group
+#: is what the engine's experiments and findings found: the message writes it on its
+#: "Likely cause:" line. The second is the reason the check itself states (a skip, a usage
+#: error, the exporter's own error, a time limit): the message says it in its own words.
+CauseKind = Literal[
+    "compiled_parts", "error_site", "standalone_load", "runtime_optimizer", "special_value", "baked_argument",
+    "frozen_branch", "baked_shape", "frozen_value", "specialized_dim", "control_flow_path", "baked_size",
+    "far_scale", "nonfinite", "roundtrip", "numeric",
+    "exporter_error", "unavailable", "usage", "eager_replay", "test_body", "nondeterministic", "rejected_inputs",
+    "nothing_compared", "side_effects", "timeout", "crash", "xpass",
+]
+CAUSE_KINDS: tuple[CauseKind, ...] = get_args(CauseKind)
+#: The kinds the message writes on its "Likely cause:" line.
+FOUND_CAUSES: frozenset[CauseKind] = frozenset(CAUSE_KINDS[: CAUSE_KINDS.index("numeric") + 1])
+#: What each cause kind means; docs/report.md lists them.
+CAUSE_KIND_DOCS: dict[str, str] = {
+    "compiled_parts": "the module held scripted, traced or compiled submodules when the test called it",
+    "error_site": "the export, save or load raised at this line of the user's code",
+    "standalone_load": "the artifact reaches for something only the test's process defines",
+    "runtime_optimizer": "a graph rewrite onnxruntime applies at load changes the result, not the export",
+    "special_value": "a special value (NaN, inf, an extreme) the special_values=True probe put in the input",
+    "baked_argument": "a Python scalar argument baked into the artifact",
+    "frozen_branch": "a data-dependent branch recorded for one input only",
+    "baked_shape": "a size read as a Python number became a constant",
+    "frozen_value": "a tensor value (.item()) became a constant",
+    "specialized_dim": "a dynamic dim the exporter specialized",
+    "control_flow_path": "the failing input takes another path through the model's code than the export example",
+    "baked_size": "the artifact fails at sizes other than the one it was exported at",
+    "far_scale": "it fails only at inputs far from the example's scale",
+    "nonfinite": "NaN or inf on one side only",
+    "roundtrip": "the save/load path changed the artifact",
+    "numeric": "every input took the same path: the difference is numeric (where it starts, if localised)",
+    "exporter_error": "the exporter's (or the saver's, the loader's) own error, where no line of the user's was found",
+    "unavailable": "the backend or device is not available here (skipped, or a failure under --torchexport-require)",
+    "usage": "the check could not be set up from the test: no module called, options that do not fit the call",
+    "eager_replay": "the recorded call raises when replayed as served (eval mode, no_grad)",
+    "test_body": "the test body itself skipped, xfailed or failed",
+    "nondeterministic": "eager (or the artifact) disagrees with itself",
+    "rejected_inputs": "eager rejected every generated input",
+    "nothing_compared": "the outputs held no element to compare",
+    "side_effects": "the artifact does not reproduce eager's in-place updates of its inputs or state",
+    "timeout": "the check ran past its time limit, or was stopped from outside",
+    "crash": "the check's process died (a signal, an exit)",
+    "xpass": "a backend marked xfail= passed: the defect may be fixed",
+}
+
 FAILING = frozenset(
     {"usage_error", "mismatch", "run_error", "timeout", "export_error", "load_error", "roundtrip_mismatch", "xpass"}
 )
@@ -117,7 +164,7 @@ class Result:
 
     backend: str
     device: str
-    status: str
+    status: Status
     module: str = ""
     nodeid: str | None = None
     test: str | None = None
@@ -133,10 +180,11 @@ class Result:
     #: Extra keys (allowed by the contract): error percentiles, tolerances that would
     #: have passed, rejected draws, the eager mode used, control-flow paths...
     extra: dict[str, Any] = field(default_factory=dict)
-    #: The likely cause in a few words, set with the verdict (``outcome.settle``) where a stage
-    #: found one. Not a key of its own in the JSON row, whose message carries it on its
-    #: "Likely cause:" line: ``from_dict`` reads it from there. Equality goes by the message.
-    likely_cause: str | None = field(default=None, compare=False)
+    #: The likely cause in a few words, and what kind of cause it is, set with the verdict
+    #: (``outcome.settle``) where the check knows one. Keys of their own in the JSON row; the
+    #: message's "Likely cause:" line is written from them (for ``FOUND_CAUSES``), never read back.
+    likely_cause: str | None = None
+    cause_kind: CauseKind | None = None
 
     @property
     def failed(self) -> bool:
@@ -149,17 +197,9 @@ class Result:
             if finding.kind in _EXPLAINING:
                 where = f" {finding.where}" if finding.where else ""
                 return f"{finding.kind}{where}"
-        if self.status == "xpass":  # the status says what happened; the cell says what to do
-            return f"the defect may be fixed: remove {self.backend!r} from xfail="
-        if self.status in ("skipped", "nondeterministic"):
-            # The row already names the backend and device: drop the message's [backend=..] tag.
-            return re.sub(r" \[backend=[^\]]*\]", "", self.message.splitlines()[0]) if self.message else ""
-        if self.failed or self.status == "xfail":
-            if self.likely_cause is not None:
-                return (self.likely_cause.splitlines() or [""])[0]
-            lines = self.message.splitlines()
-            # The headline says what failed; the line under it says why.
-            return lines[1] if len(lines) > 1 else (lines[0] if lines else "")
+        if self.status != "pass":
+            # A row of an older report has no likely_cause: its cell is empty (never parsed from the message).
+            return (self.likely_cause or "").split("\n", 1)[0]
         for finding in self.findings:
             if finding.kind in _NOTABLE:
                 return finding.kind
@@ -180,6 +220,8 @@ class Result:
             "rtol": self.rtol,
             "failing_example": self.failing_example,
             "message": self.message,
+            "likely_cause": self.likely_cause,
+            "cause_kind": self.cause_kind,
             "findings": [f.to_dict() for f in self.findings],
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
         }
@@ -188,18 +230,15 @@ class Result:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Result:
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra", "findings", "likely_cause"}
+        """The row ``to_dict`` wrote, field by field. A row of an older report (no ``likely_cause``
+        or ``cause_kind`` key) loads with both None: they are not recovered from its message."""
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra", "findings"}
         known = {k: v for k, v in data.items() if k in names}
+        if known.get("status") not in STATUSES:
+            raise ValueError(f"unknown status {known.get('status')!r}; a status is one of {', '.join(STATUSES)}")
         extra = {k: v for k, v in data.items() if k not in names and k != "findings"}
         findings = [Finding(**f) for f in data.get("findings", [])]
-        return cls(**known, findings=findings, extra=extra, likely_cause=_likely_cause_line(known.get("message") or ""))
-
-
-def _likely_cause_line(message: str) -> str | None:
-    for line in message.splitlines():
-        if line.startswith("Likely cause: "):
-            return line.removeprefix("Likely cause: ")
-    return None
+        return cls(**known, findings=findings, extra=extra)
 
 
 def tag(result: Result) -> str:

@@ -43,10 +43,10 @@ from pathlib import Path
 from typing import Any
 
 from .outcome import Outcome, settle
-from .report import Finding, Result
+from .report import Finding, Result, Status
 
 #: What a crash in each stage means (contract section 6); any other stage is ``run_error``.
-CRASH_STATUS = {"export": "export_error", "save": "export_error", "load": "load_error"}
+CRASH_STATUS: dict[str, Status] = {"export": "export_error", "save": "export_error", "load": "load_error"}
 
 _channel: int | None = None  # the write end of the pipe, in a child only
 
@@ -353,13 +353,15 @@ def _attach_row(exc: BaseException, found: Result, current: str, started: float,
         return  # the session ends: no report is written for this item
     elapsed = time.monotonic() - started
     what = f"{type(exc).__name__}: {str(exc).splitlines()[0]}" if str(exc) else type(exc).__name__
+    why = f"{what}; the check's process was killed and the findings so far are kept"
     settle(found, Outcome(
         "timeout",
         f"{found.backend} was interrupted from outside the check after {elapsed:.1f} s during {current} {header}\n"
-        f"{what}; the check's process was killed and the findings so far are kept\n"
+        f"{why}\n"
         "An outer time limit (pytest-timeout's --timeout or its marker) shorter than the check's own stops it "
         "before it can report which stage hangs: give the test longer than --torchexport-timeout, or set "
         "--torchexport-timeout (or the marker's timeout=) below the outer limit",
+        why, "timeout",
     ))
     found.findings.append(Finding("timeout", f"interrupted after {elapsed:.1f} s during {current} ({what})"))
     try:
@@ -395,13 +397,16 @@ def _reraise(message: dict[str, Any]) -> None:
 
 
 def _timed_out(result: Result, current: str, timeout: float, elapsed: float, header: str) -> Result:
+    why = (
+        f"stopped after {elapsed:.1f} s during {current} (export, load and search share the limit); "
+        "the findings so far are kept"
+    )
     settle(result, Outcome(
         "timeout",
-        f"{result.backend} ran past the time limit of {timeout:g} s during {current} {header}\n"
-        f"stopped after {elapsed:.1f} s during {current} (export, load and search share the limit); "
-        "the findings so far are kept\n"
+        f"{result.backend} ran past the time limit of {timeout:g} s during {current} {header}\n{why}\n"
         f'Give it longer with timeout=SECONDS in the marker or --torchexport-timeout, or mark it known with '
         f'xfail={{"{result.backend}": "reason"}}',
+        why, "timeout",
     ))
     result.findings.append(Finding("timeout", f"stopped after {elapsed:.1f} s (limit {timeout:g} s) during {current}"))
     return result
@@ -414,16 +419,18 @@ def _crashed(result: Result, current: str, status: int, header: str, fatal: Path
         how, short = f"was killed by signal {name} ({signal.strsignal(number)})", f"killed by signal {name}"
     else:
         how = short = f"exited with code {os.WEXITSTATUS(status)}"
-    message = (
-        f"the {result.backend} check's process {how} during {current} {header}\n"
+    why = (
         f"{short} during {current}: something it called (an exporter, a runtime, a native "
-        "extension) ended the process; the session went on\n"
+        "extension) ended the process; the session went on"
+    )
+    message = (
+        f"the {result.backend} check's process {how} during {current} {header}\n{why}\n"
         "Reproduce it in-process with --torchexport-isolation=inline (it will take that session down)"
     )
     stack = _fatal_stack(fatal)
     if stack:
         message += "\nPython stack at the crash (innermost first):\n" + stack
-    settle(result, Outcome(CRASH_STATUS.get(current, "run_error"), message))
+    settle(result, Outcome(CRASH_STATUS.get(current, "run_error"), message, why, "crash"))
     return result
 
 

@@ -25,7 +25,7 @@ from .context import Check
 from .eager import EagerCall
 from .exporting import quiet_call
 from .failure import Failure, Stats, track_vacuous
-from .messages import explain_failure, nothing_compared_message, pass_message, rejection_finding, vacuous_finding
+from .messages import explain_failure, nothing_compared, pass_message, rejection_finding, vacuous_finding
 from .noise import Float64Reference, NoiseVerdict, judge_noise, noise_finding
 from .outcome import Outcome, Stop
 from .strategies import Draw, draws, materialize, probe_draws, special_probes
@@ -250,13 +250,17 @@ class Search:
             return exc.failure
         except Flaky as exc:
             result.timings["run_s"] = stats.run_s
-            raise Stop("nondeterministic", f"The {name} artifact gives different verdicts on the same input {header}: {exc}") from None
+            why = f"The {name} artifact gives different verdicts on the same input"
+            raise Stop("nondeterministic", f"{why} {header}: {exc}", f"{why}: {exc}", "nondeterministic") from None
         except HypothesisException:
             if stats.examples == 0:
+                tried = (
+                    f"({stats.rejected} tried), so nothing was checked: fix dims=/inputs= so eager accepts them. "
+                    f"Inputs: {self.plan.describe()}"
+                )
                 raise Stop(
-                    "skipped",
-                    f"Eager rejected every generated input {header} ({stats.rejected} tried), so nothing was checked: "
-                    f"fix dims=/inputs= so eager accepts them. Inputs: {self.plan.describe()}",
+                    "skipped", f"Eager rejected every generated input {header} {tried}",
+                    f"Eager rejected every generated input {tried}", "rejected_inputs",
                 ) from None
             raise
         finally:
@@ -286,7 +290,7 @@ class Search:
         if compared is not None and not compared.elements and not (check.mutates_state or check.mutates_input):
             # [What A Verdict Rests On] Matching on nothing is not a pass; nor is it a defect of
             # the export: skipped, as when eager rejects every input, with what to change.
-            return Outcome("skipped", nothing_compared_message(check, self.stats))
+            return nothing_compared(check, self.stats)
         message = pass_message(check, self.stats)
         if self.noise:
             message += (

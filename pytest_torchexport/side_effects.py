@@ -33,22 +33,30 @@ def side_effect_findings(result: Result, mutates_input: bool, changed_state: lis
 
 def check_determinism(result: Result, eager: Eager, inputs: tuple[Any, Any], outputs: Any) -> None:
     """Eager twice on ``inputs`` (args, kwargs), then with another RNG seed: both must give ``outputs``."""
-    header = tag(result)
     again = eager(*inputs)
     if not equal_trees(outputs, again.outputs):
-        raise Stop(
-            "nondeterministic",
-            f"Eager disagrees with itself {header}: the same input and RNG seed give different outputs "
-            "(a nondeterministic kernel?), so parity with an export is undefined and is not checked.",
+        _nondeterministic(
+            result, "Eager disagrees with itself",
+            "the same input and RNG seed give different outputs (a nondeterministic kernel?), so parity with an "
+            "export is undefined and is not checked.",
         )
     other_seed = eager(*inputs, rng_seed=1)
     if not equal_trees(outputs, other_seed.outputs):
-        raise Stop(
-            "nondeterministic",
-            f"Eager output depends on the RNG {header}: forward draws random numbers even in eval mode "
-            "(torch.randn_like, a dropout called with training=True, ...), so parity with an export is "
-            "undefined and is not checked. Make the randomness an input to check this model.",
+        _nondeterministic(
+            result, "Eager output depends on the RNG",
+            "forward draws random numbers even in eval mode (torch.randn_like, a dropout called with "
+            "training=True, ...), so parity with an export is undefined and is not checked. Make the "
+            "randomness an input to check this model.",
         )
+
+
+def _nondeterministic(result: Result, headline: str, why: str) -> None:
+    """[Eager Once] Shared by the checks of every backend: each writes the message with its own header."""
+
+    def written(header: str) -> str:
+        return f"{headline} {header}: {why}"
+
+    raise Stop("nondeterministic", written(tag(result)), f"{headline}: {why}", "nondeterministic", written=written)
 
 
 def check_side_effects(check: Check) -> None:
@@ -69,13 +77,16 @@ def _inputs_updated(check: Check) -> None:
         return
     if not equal_trees(recorded.call.inputs_after, art_after):
         check.result.findings.append(Finding("side_effects", f"{name} does not reproduce the in-place update of the inputs"))
+        why = (
+            f"forward modifies its inputs in place; the {name} artifact does not "
+            f"(ONNX and exported graphs return values, they do not write into the caller's tensors)."
+        )
         raise Stop(
             "mismatch",
-            f"Side effects differ from eager {check.header}\n"
-            f"forward modifies its inputs in place; the {name} artifact does not "
-            f"(ONNX and exported graphs return values, they do not write into the caller's tensors).\n"
+            f"Side effects differ from eager {check.header}\n{why}\n"
             f"Inputs: {check.plan.describe()}\n"
             "Return the updated tensor instead of mutating the input, or mark the backend known with xfail=.",
+            why, "side_effects",
         )
 
 
@@ -156,10 +167,10 @@ def _state_differs(check: Check, changed: list[str], call: int, cmp: Comparison)
         why = f"after {call} calls on the same input: the {name} artifact does not carry the update of {state}"
         finding = f"{name} loses the state update of {state}"
     check.result.findings.append(Finding("side_effects", finding))
+    cause = f"forward updates {state} on every call; the outputs differ {why}."
     raise Stop(
-        "mismatch",
-        f"Side effects differ from eager {check.header}\nforward updates {state} on every call; the outputs differ "
-        f"{why}.\n" + "\n".join(cmp.lines()),
+        "mismatch", f"Side effects differ from eager {check.header}\n{cause}\n" + "\n".join(cmp.lines()),
+        cause, "side_effects",
     )
 
 

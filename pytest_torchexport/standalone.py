@@ -198,7 +198,7 @@ class Loading:
         result.timings["standalone_s"] = self._request_s
         result.timings["standalone_wait_s"] = waited  # what the check waited for it, the overlap left over
         if verdict.load_error is not None:
-            raise Stop("load_error", verdict.load_error, verdict.cause)
+            raise Stop("load_error", verdict.load_error, verdict.cause, "standalone_load")
 
     def _restore(self) -> None:
         for name, value in self._saved.items():
@@ -275,4 +275,4 @@ class Loading:
 
 
 #: The result's verdict fields, which only ``outcome.settle`` writes.
-_VERDICT = frozenset({"status", "message", "likely_cause"})
+_VERDICT = frozenset({"status", "message", "likely_cause", "cause_kind"})

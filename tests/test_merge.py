@@ -24,6 +24,8 @@ def row(test, status="pass", backend="trace", **extra):
         "max_abs_err": 0.0 if status == "pass" else 2.0,
         "atol": 1e-05,
         "message": "" if status == "pass" else "Exported outputs differ from eager [backend=trace, device=cpu]\nbad",
+        "likely_cause": None if status == "pass" else "bad",
+        "cause_kind": None if status == "pass" else "numeric",
         "findings": [],
         **extra,
     }
@@ -96,6 +98,17 @@ def test_without_a_baseline_any_failing_row_fails(tmp_path, capsys):
     assert "FAILED       tests/test_m.py::test_b[torchexport-trace] [trace]: mismatch: bad" in out
     assert "pass --baseline to judge them here too" in out
     assert "baseline" not in json.loads((tmp_path / "m.json").read_text())["results"][1]
+
+
+def test_a_shard_from_before_v4_merges_without_its_cause_parsed(tmp_path, capsys):
+    # No likely_cause/cause_kind keys: an older report. The cause is not read back from its message.
+    old = {k: v for k, v in row("test_b", "mismatch").items() if k not in ("likely_cause", "cause_kind")}
+    a = report(tmp_path / "a.json", row("test_a"), old)
+    assert main([a, "-o", str(tmp_path / "m.json")]) == Exit.FAILED
+    assert "FAILED       tests/test_m.py::test_b[torchexport-trace] [trace]: mismatch\n" in capsys.readouterr().out
+    written = json.loads((tmp_path / "m.json").read_text())["results"][1]
+    assert written["likely_cause"] is None and written["cause_kind"] is None
+    assert written["message"] == old["message"]
 
 
 @pytest.fixture

@@ -49,10 +49,17 @@ def test_narrow_terminal_puts_the_cause_under_its_row():
 
 
 def test_cells_say_what_to_do_without_repeating_the_row():
-    xpass = Result("script", "cpu", "xpass", message="script passed but is marked xfail ('flaky?'); ...")
-    noisy = Result("trace", "cuda", "nondeterministic",
-                   message="Eager output depends on the RNG [backend=trace, device=cuda]: forward draws random numbers")
+    from pytest_torchexport import side_effects
+    from pytest_torchexport.outcome import Stop, settle, xfail
+
+    xpass = Result("script", "cpu", "pass")
+    xfail(xpass, "flaky?")
+    noisy = Result("trace", "cuda", "pass", module="Noisy")
+    with pytest.raises(Stop) as stop:
+        side_effects._nondeterministic(noisy, "Eager output depends on the RNG", "forward draws random numbers")
+    settle(noisy, stop.value.outcome)
     assert xpass.cause == "the defect may be fixed: remove 'script' from xfail="
+    assert noisy.message == "Eager output depends on the RNG [backend=trace, device=cuda] (Noisy): forward draws random numbers"
     assert noisy.cause == "Eager output depends on the RNG: forward draws random numbers"
 
 
