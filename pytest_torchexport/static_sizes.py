@@ -109,7 +109,8 @@ def _try(check: Check, found: Probe) -> Probe:
         except Exception as exc:  # noqa: BLE001 - the artifact refuses a size eager takes
             lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
             # The last line says why (TorchScript's first line only says that an operation failed).
-            found.failed[size] = f"raises {type(exc).__name__}" + (f" ({lines[-1][:120]})" if lines else "")
+            why = lines[-1].removeprefix(f"{type(exc).__name__}: ")[:120] if lines else ""
+            found.failed[size] = f"raises {type(exc).__name__}" + (f" ({why})" if why else "")
             continue
         cmp = check.compare(expected, actual)
         if not cmp.ok:
