@@ -16,7 +16,8 @@ Where eager accepts a size and the artifact raises or differs there, the row get
 line that makes the dim a checked requirement. A finding, not a failure: which sizes are
 served is the user's decision. Its cost is a few eager calls (most raise at once where the
 model takes one size) and at most one artifact call per size eager accepts, capped by
-``MAX_DIMS``; stateful modules are not probed (each call would start from another state).
+``MAX_DIMS`` dims and a tenth of the search's time (``SHARE``, at least ``MIN_S``); stateful
+modules are not probed (each call would start from another state).
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ from .strategies import resize_like
 
 #: Static dims probed per check, in input order: each costs up to three eager calls.
 MAX_DIMS = 4
+#: [Static Sizes] The probe's time: this share of the search's, or at least MIN_S seconds. It
+#: stops at the first size past it (a model whose eager call takes seconds gets fewer sizes).
+SHARE, MIN_S = 0.1, 2.0
 
 
 @dataclass
@@ -70,15 +74,16 @@ def probe(check: Check) -> None:
     ]
     done: set[tuple[int, int]] = set()
     probed = 0
+    deadline = t0 + max(MIN_S, SHARE * check.result.timings.get("search_s", 0.0))
     for index, axis, size in static:
-        if (index, axis) in done or probed >= MAX_DIMS:
+        if (index, axis) in done or probed >= MAX_DIMS or time.perf_counter() > deadline:
             continue
         probed += 1
-        found = _try(check, Probe([(index, axis)], size))
+        found = _try(check, Probe([(index, axis)], size), deadline)
         if not found.tried:
             together = [(i, a) for i, a, s in static if s == size and (i, a) not in done]
             if len(together) > 1:
-                found = _try(check, Probe(together, size))
+                found = _try(check, Probe(together, size), deadline)
                 done.update(together)
         done.add((index, axis))
         if found.failed:
@@ -97,8 +102,10 @@ def _inputs(check: Check, axes: list[tuple[int, int]], size: int) -> tuple[Any, 
     return pytree.tree_unflatten(leaves, spec)
 
 
-def _try(check: Check, found: Probe) -> Probe:
+def _try(check: Check, found: Probe, deadline: float) -> Probe:
     for size in nearby(found.size):
+        if time.perf_counter() > deadline:
+            break
         args, kwargs = _inputs(check, found.axes, size)
         try:
             expected = check.eager(args, kwargs).outputs

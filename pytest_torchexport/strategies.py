@@ -289,7 +289,7 @@ def resize_like(example: torch.Tensor, shape: list[int]) -> torch.Tensor:
             new_shape = list(out.shape)
             new_shape[ax] = size
             return torch.zeros(new_shape, dtype=example.dtype) if size else out
-        index = torch.arange(size) % have
+        index = torch.arange(size, device=out.device) % have
         out = out.index_select(ax, index)
     return out
 
