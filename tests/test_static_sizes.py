@@ -4,8 +4,10 @@ failure), and the dims= line it gives makes the size a checked requirement. The 
 which sizes the search covered (contract v4 ``sizes``)."""
 
 import json
+from types import SimpleNamespace
 
-from pytest_torchexport.static_sizes import nearby
+from pytest_torchexport.options import Options
+from pytest_torchexport.static_sizes import declared, nearby
 
 UNET = '''
 import pytest
@@ -58,6 +60,17 @@ def test_nearby_sizes():
     assert nearby(33) == [32, 34, 66]
     assert nearby(1) == [2]  # no size 0: a dim of one is tried at two
     assert nearby(2) == [1, 3, 4]
+
+
+def test_only_undeclared_dims_are_probed():
+    # dims= naming the batch only still leaves the other dims undeclared; any other declaration
+    # says which dims vary, so the rest are meant static.
+    def probed(**options):
+        return not declared(SimpleNamespace(options=Options.build(**options)))
+
+    assert probed() and probed(dims={"batch": (1, 4)})
+    assert not probed(dims={"seq": (2, 64)})
+    assert not probed(dynamic={"x": {0: "batch"}})
 
 
 def test_a_baked_length_is_a_finding_and_declared_a_checked_failure(tester):
