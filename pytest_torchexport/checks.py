@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from . import assumptions, exporting, latency, outcome, runner, side_effects, standalone
+from . import assumptions, exporting, latency, outcome, runner, side_effects, standalone, static_sizes
 from .backends.base import Backend, load_backend
 from .compiled_parts import compiled_parts
 from .compiled_parts import finding as compiled_finding
@@ -338,6 +338,9 @@ def _pipeline(pending: PendingCheck, result: Result, scratch: Path) -> None:
         raise
     loading.join()
     settle(result, verdict)
+    if result.status == "pass":
+        # [Static Sizes] The undeclared dims at a few nearby sizes: findings only (static_sizes.py).
+        static_sizes.probe(check)
     # 5. Latency at the recorded input, once the verdict is in (latency.py), in the search's stage as before.
     runner.stage(result, "search")
     latency.record(check)

@@ -43,6 +43,13 @@ class Stats:
     run_s: float = 0.0
     vacuous: dict[str, list[Any]] = field(default_factory=dict)
     compared: Compared | None = None  # over the inputs compared; None until one is
+    sizes: dict[str, list[int]] = field(default_factory=dict)  # dim -> [min, max] over the inputs tried
+
+    def cover(self, sizes: tuple[tuple[str, int], ...]) -> None:
+        """Widen each dim's [min, max] to one input's size (contract v4 ``sizes``)."""
+        for name, size in sizes:
+            low, high = self.sizes.get(name, (size, size))
+            self.sizes[name] = [min(low, size), max(high, size)]
 
     def count(self, comparison: Comparison) -> None:
         """Add one input's ``compared`` (how much of its outputs the comparison read)."""

@@ -70,9 +70,15 @@ class Located:
     compared: int = 0
     seconds: float = 0.0
     method: str = "isolated"
+    #: [Introduced Or Carried] True: the module's output differs given eager's own input to it (it
+    #: introduces the error); False: the artifact's input to it already differs (it carries the
+    #: error from upstream); None where that cannot be told.
+    introduced: bool | None = None
+    input_err: float | None = None  # with introduced False: how far the artifact's input to it is from eager's
+    enters: tuple[str, str] | None = None  # with introduced False: (whose own code adds the error, the module it feeds)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "module": self.module,
             "class": self.cls,
             "max_abs_err": self.max_abs_err,
@@ -82,6 +88,13 @@ class Located:
             "seconds": round(self.seconds, 4),
             "method": self.method,
         }
+        if self.introduced is not None:
+            data["introduced"] = self.introduced
+        if self.input_err is not None:
+            data["input_max_abs_err"] = self.input_err
+        if self.enters is not None:
+            data["enters"] = {"in": self.enters[0], "before": self.enters[1]}
+        return data
 
 
 def unavailable(backend: Backend, artifact: Any) -> str | None:
@@ -110,6 +123,7 @@ def locate(
         return None
     eager = _EagerSide(module, args, kwargs)
     parent, walked, compared, worst = "", [], 0, None
+    givens: list[tuple[Any, Any]] = []  # eager's input to each module walked
     while True:
         children, calls = eager.level(parent, side)
         found = None
@@ -129,6 +143,7 @@ def locate(
                 cmp = judge(expected, actual)
                 if not cmp.ok:
                     found = (name, cmp.max_abs)
+                    givens.append((sub_args, sub_kwargs))
                     break
         if found is None:
             break
@@ -137,6 +152,10 @@ def locate(
     if not walked:
         # No submodule differs on its own input: the top level's own code diverges.
         parent, worst = "", top_error
+    method = side.method_of(parent) if walked else side.method
+    given = givens[-1] if givens else (args, kwargs)
+    introduced, input_err = _introduced(side, parent, method, given, judge)
+    enters = _enters(side, walked, givens, judge) if introduced is False else None
     return Located(
         module=parent,
         cls=type(eager.modules[parent]).__name__,
@@ -145,8 +164,58 @@ def locate(
         walked=walked,
         compared=compared,
         seconds=time.perf_counter() - t0,
-        method=side.method_of(parent) if walked else side.method,
+        method=method,
+        introduced=introduced,
+        input_err=input_err,
+        enters=enters,
     )
+
+
+def _enters(
+    side: Any, walked: list[tuple[str, float]], givens: list[tuple[Any, Any]], judge: Callable[[Any, Any], Comparison],
+) -> tuple[str, str] | None:
+    """Where a carried error enters: (the module whose own code adds it, the module it feeds), from the
+    outermost module walked whose input already differs; ``""`` is the top level's own code."""
+    for depth, ((name, _), given) in enumerate(zip(walked, givens)):
+        introduced, _ = _introduced(side, name, "in-graph", given, judge)
+        if introduced is False:
+            return (walked[depth - 1][0] if depth else "", name)
+    return None
+
+
+def _introduced(
+    side: Any, name: str, method: str, given: tuple[Any, Any], judge: Callable[[Any, Any], Comparison],
+) -> tuple[bool | None, float | None]:
+    """[Introduced Or Carried] Whether module ``name`` introduces the error: (introduced, input error).
+
+    Run in isolation (or the top level, given the call's own inputs) the module was fed
+    eager's input and still differs: it introduces it. In the artifact's own run (``in-graph``)
+    its input is the artifact's upstream value: the values entering its nodes from outside are
+    taken in a second run and matched, by shape and dtype, with eager's input to it. One that
+    differs from every eager input it could be means the error came in upstream (the parent's
+    own code between its children, for one); all agreeing means the module introduces it."""
+    if method != "in-graph" or not name:
+        return True, None
+    try:
+        with quiet_torch():
+            entering = side.entering(name)
+    except Exception:  # noqa: BLE001 - localisation explains; it never changes a verdict
+        return None, None
+    expected = [v for v in pytree.tree_leaves(given) if isinstance(v, torch.Tensor)]
+    matched, carried, worst = False, False, 0.0
+    for value in entering:
+        if not isinstance(value, torch.Tensor):
+            continue
+        candidates = [e for e in expected if e.shape == value.shape and e.dtype == value.dtype]
+        if not candidates:
+            continue  # a weight, a constant, a value the graph reshaped: not one of the module's inputs
+        matched = True
+        errors = [judge(e, value) for e in candidates]
+        if not any(cmp.ok for cmp in errors):
+            carried, worst = True, max(worst, min(cmp.max_abs for cmp in errors))
+    if not matched:
+        return None, None
+    return (False, worst) if carried else (True, None)
 
 
 def _clip(text: str) -> str:
@@ -219,6 +288,9 @@ class _Either:
     def excerpt(self, name: str) -> str:
         return self.isolated.excerpt(name) or self.taps.excerpt(name)
 
+    def entering(self, name: str) -> list[Any]:
+        return self.taps.entering(name)
+
     def method_of(self, name: str) -> str:
         return self._methods.get(name, self.method)
 
@@ -235,6 +307,19 @@ def _exits(nodes: list[tuple[Any, str | None]], name: str, outputs: Any, final: 
     return [v for v in produced if v in used_outside or v in final]
 
 
+def _entries(nodes: list[tuple[Any, str | None]], name: str, outputs: Any, constant: Any) -> list[Any]:
+    """Values used by nodes inside module ``name`` that no node inside it produced (its inputs
+    as the graph sees them), less ``constant`` ones (weights, initializers, constants)."""
+    inside = [node for node, scope in nodes if scope is not None and _inside(scope, name)]
+    produced = {v for node in inside for v in outputs(node)}
+    entering: list[Any] = []
+    for node in inside:
+        for value in _inputs(node):
+            if value not in produced and value not in entering and not constant(value):
+                entering.append(value)
+    return entering
+
+
 def _inputs(node: Any) -> list[Any]:
     if hasattr(node, "all_input_nodes"):  # an FX node
         return list(node.all_input_nodes)
@@ -247,8 +332,6 @@ class _FxTaps:
     method = "in-graph"
 
     def __init__(self, graph_module: Any, module: torch.nn.Module, args: Any, kwargs: Any) -> None:
-        import torch.fx._pytree as fx_pytree
-
         graph = graph_module.graph
         self.nodes = _unwrapped([(node, _fx_module(node)) for node in graph.nodes], module)
         output = next(node for node in graph.nodes if node.op == "output")
@@ -259,7 +342,13 @@ class _FxTaps:
                 values = _exits(self.nodes, name, lambda node: [node], final)
                 if len(values) == 1:
                     self.taps[name] = values[0]
-        wanted = set(self.taps.values())
+        self.graph_module, self.call = graph_module, (args, kwargs)
+        self.values = self._run(set(self.taps.values()))
+
+    def _run(self, wanted: set[Any]) -> dict[Any, Any]:
+        """One FX-interpreter run of the program, keeping the values of the ``wanted`` nodes."""
+        import torch.fx._pytree as fx_pytree
+
         values: dict[Any, Any] = {}
 
         class Recorder(torch.fx.Interpreter):
@@ -269,17 +358,23 @@ class _FxTaps:
                     values[node] = _clone(result)
                 return result
 
-        a, k = _clone((args, kwargs))
-        flat = fx_pytree.tree_flatten_spec((a, k), graph_module._in_spec)
+        a, k = _clone(self.call)
+        flat = fx_pytree.tree_flatten_spec((a, k), self.graph_module._in_spec)
         with torch.no_grad():
-            Recorder(graph_module).run(*flat)
-        self.values = values
+            Recorder(self.graph_module).run(*flat)
+        return values
 
     def has(self, name: str) -> bool:
         return name in self.taps
 
     def output(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         return self.values.get(self.taps[name], _FAILED)
+
+    def entering(self, name: str) -> list[Any]:
+        """The artifact's values entering module ``name`` (a second run: [Introduced Or Carried])."""
+        nodes = _entries(self.nodes, name, lambda node: [node], lambda node: node.op == "get_attr")
+        values = self._run(set(nodes))
+        return [values[node] for node in nodes if node in values]
 
     def excerpt(self, name: str) -> str:
         return "\n".join(node.format_node() or "" for node, scope in self.nodes if scope is not None and _inside(scope, name))
@@ -449,9 +544,29 @@ class _OnnxTaps:
             values = _exits(self.nodes, name, lambda node: [o for o in node.output if o], outputs)
             if len(values) == 1:  # one value leaves the module: its output
                 self.taps[name] = values[0]
-        for value in sorted(set(self.taps.values()) - outputs):
-            graph.output.append(onnx.helper.make_empty_tensor_value_info(value))
-        self.values = backend.run_onnx_model(artifact, model.SerializeToString(), *_clone((args, kwargs)))
+        self.backend, self.artifact, self.model, self.call = backend, artifact, model, (args, kwargs)
+        self.values = self._run(set(self.taps.values()))
+
+    def _run(self, wanted: set[str]) -> dict[str, Any]:
+        """One run of a copy of the model with the ``wanted`` values as extra outputs."""
+        import onnx
+
+        model = onnx.ModelProto()
+        model.CopyFrom(self.model)
+        have = {o.name for o in model.graph.output}
+        for value in sorted(wanted - have):
+            model.graph.output.append(onnx.helper.make_empty_tensor_value_info(value))
+        return self.backend.run_onnx_model(self.artifact, model.SerializeToString(), *_clone(self.call))
+
+    def entering(self, name: str) -> list[Any]:
+        """The artifact's values entering module ``name`` (a second run: [Introduced Or Carried])."""
+        graph = self.model.graph
+        constant = {init.name for init in graph.initializer} | {
+            out for node in graph.node if node.op_type == "Constant" for out in node.output}
+        names = _entries(self.nodes, name, lambda node: [o for o in node.output if o],
+                         lambda value: not value or value in constant)
+        values = self._run(set(names))
+        return [values[value] for value in names if value in values]
 
     def has(self, name: str) -> bool:
         return name in self.taps

@@ -220,20 +220,21 @@ def _diverges_at(result: Result, failure: Failure, name: str) -> list[str]:
         "given eager's own input to it" if located.method == "isolated"
         else "in the artifact's own run, where every module before it agrees"
     )
+    role = _role(located)
     if located.module:
         detail = (
             f"{where} ({located.cls}) is the first module whose {name} output differs from eager's {given} "
-            f"(max abs err {located.max_abs_err:.3g}); its submodules agree, so its own code diverges"
+            f"(max abs err {located.max_abs_err:.3g}); its submodules agree, so its own code diverges{role}"
         )
     else:
         detail = (
             f"no submodule of {located.cls} differs on its own input: the top-level module's own code diverges "
-            f"(max abs err {located.max_abs_err:.3g})"
+            f"(max abs err {located.max_abs_err:.3g}){role}"
         )
     result.findings.append(Finding("diverges_at", detail, where))
     lines = [
-        f"Diverges at: {where} ({located.cls}), max abs err {located.max_abs_err:.3g} {given}" if located.module
-        else f"Diverges at: the top-level module's own code ({located.cls}): no submodule differs on its own input"
+        f"Diverges at: {where} ({located.cls}), max abs err {located.max_abs_err:.3g} {given}{role}" if located.module
+        else f"Diverges at: the top-level module's own code ({located.cls}): no submodule differs on its own input{role}"
     ]
     excerpt = located.excerpt.splitlines()
     if excerpt:
@@ -242,6 +243,29 @@ def _diverges_at(result: Result, failure: Failure, name: str) -> list[str]:
         if len(excerpt) > MESSAGE_LINES:
             lines.append(f"    ... ({len(excerpt) - MESSAGE_LINES} more lines in the report's diverges_at)")
     return lines
+
+
+def _role(located: Any) -> str:
+    """[Introduced Or Carried] The word on whether the module introduces the error or carries it."""
+    if located.introduced is None:
+        return ""
+    if located.introduced:
+        if located.method == "isolated":
+            return "; introduced here"
+        return "; introduced here: the artifact's input to it agrees with eager's"
+    return (
+        f"; carried from upstream, not introduced here: the artifact's input to it already differs from eager's "
+        f"(max abs err {located.input_err:.3g}), so the error enters before it{_entry(located)}"
+    )
+
+
+def _entry(located: Any) -> str:
+    """Where a carried error enters: ``, in the top-level module's own code before blocks.3``."""
+    if located.enters is None:
+        return ""
+    owner, before = located.enters
+    whose = f"{owner}'s" if owner else "the top-level module's"
+    return f", in {whose} own code before {before}"
 
 
 def _optimizer_cause(result: Result, failure: Failure, name: str) -> str | None:
@@ -304,7 +328,13 @@ def _likely_cause(
     custom = failure.comparison is not None and failure.comparison.custom_message is not None
     if not causes and not custom and stats.paths and len(stats.paths) == 1 and failure.status == "mismatch":
         located = failure.diverges_at
-        if located is not None and located.module:
+        if located is not None and located.module and located.introduced is False:
+            causes.append((
+                "numeric",
+                f"the difference enters before {located.module} ({located.cls}), which only carries it: the artifact's "
+                f"input to it already differs: the error enters{_entry(located).removeprefix(',') or ' in the code that feeds it'}",
+            ))
+        elif located is not None and located.module:
             causes.append((
                 "numeric",
                 f"the difference starts in {located.module} ({located.cls}), whose code in the artifact computes "

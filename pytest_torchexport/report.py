@@ -91,6 +91,9 @@ FINDING_DOCS: dict[str, str] = {
     "size_budget": "drawn sizes (or examples) were capped: by a few times the recorded call's bytes, by the peak memory and time measured on its eager run against the memory per check and the time limit; what was measured, the caps and how to lift them",
     "onnx_checker": "the ONNX artifact fails onnx.checker.check_model(full_check=True): onnxruntime runs it, stricter "
     "runtimes and converters may refuse it; the artifact is still checked for parity",
+    "static_size": "a dim nobody declared dynamic was tried at a few nearby sizes (n-1, n+1, 2n) after a pass: "
+    "eager runs there and the artifact raises or differs; the input, the dim, the sizes and the dynamic=/dims= "
+    "line that makes it a checked requirement (a finding: which sizes are served is yours to say)",
     "runtime_optimizer": "the failing input passes with onnxruntime's graph optimizations off: the exported graph is "
     "right and a rewrite onnxruntime applies at load changes the result (the levels, the onnxruntime version)",
 }
@@ -268,6 +271,7 @@ _NOTABLE = (
     # Not among _EXPLAINING: a checker complaint rarely explains a mismatch, and it would
     # take the cell from the cause that does.
     "onnx_checker",
+    "static_size",  # a pass that holds at the recorded size only of an undeclared dim (static_sizes.py)
 )
 
 

@@ -151,6 +151,7 @@ class Search:
 
             reject()
         stats.examples += 1
+        stats.cover(draw.sizes)
         if call.path is not None:
             stats.paths[call.path] = stats.paths.get(call.path, 0) + 1
         track_vacuous(stats, call.outputs)
@@ -277,6 +278,8 @@ class Search:
             result.max_abs_err, result.max_rel_err = stats.max_abs, stats.max_rel
         if stats.compared is not None:
             result.extra["compared"] = stats.compared.as_dict()
+        if stats.sizes:
+            result.extra["sizes"] = dict(sorted(stats.sizes.items()))
         result.extra["rejected_examples"] = stats.rejected
         result.extra["paths"] = len(stats.paths)
         vacuous_finding(result, stats)

@@ -176,7 +176,7 @@ def materialize(plan: InputPlan, draw: Draw, device: str | torch.device = "cpu")
 def _tensor(leaf: LeafPlan, shape: list[int], draw: Draw, gen: torch.Generator) -> torch.Tensor:
     dtype = leaf.dtype
     if draw.mode == "recorded" and leaf.example is not None:
-        return _resize_like(leaf.example.detach().cpu(), shape).clone()
+        return resize_like(leaf.example.detach().cpu(), shape).clone()
     if dtype == torch.bool:
         return _mask(leaf, shape, draw, gen)
     if _int_mask(leaf):
@@ -278,7 +278,7 @@ def _int_range(leaf: LeafPlan) -> tuple[int, int]:
     return 0, 9
 
 
-def _resize_like(example: torch.Tensor, shape: list[int]) -> torch.Tensor:
+def resize_like(example: torch.Tensor, shape: list[int]) -> torch.Tensor:
     """The example's values at another size: rows repeat cyclically, so structure survives."""
     out = example
     for ax, size in enumerate(shape):
@@ -289,7 +289,7 @@ def _resize_like(example: torch.Tensor, shape: list[int]) -> torch.Tensor:
             new_shape = list(out.shape)
             new_shape[ax] = size
             return torch.zeros(new_shape, dtype=example.dtype) if size else out
-        index = torch.arange(size) % have
+        index = torch.arange(size, device=out.device) % have
         out = out.index_select(ax, index)
     return out
 

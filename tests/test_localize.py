@@ -126,6 +126,28 @@ def test_keywords():
 def test_lowered():
     torch.manual_seed(0)
     Net(2, Lowered).eval()(torch.randn(2, 8))
+
+
+class Glue(nn.Module):
+    # The planted op is the parent's own code between blocks.2 and blocks.3: no block computes
+    # differently, but in the artifact's own run blocks.3 and what follows get a wrong input.
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.ModuleList([Block() for _ in range(5)])
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i == 2 and (torch.jit.is_tracing() or torch.compiler.is_exporting()):
+                x = x + 1
+        return self.head(x)
+
+
+@pytest.mark.torchexport(backends=["trace", "onnx"])
+def test_glue():
+    torch.manual_seed(0)
+    Glue().eval()(torch.randn(2, 8))
 """
 
 
@@ -134,11 +156,11 @@ _RUN: dict = {}
 
 @pytest.fixture
 def rows(tester):
-    """One session of real exports (12 failing checks), shared by the tests below."""
+    """One session of real exports (14 failing checks), shared by the tests below."""
     if "rows" not in _RUN:
         tester.makepyfile(test_m=MODELS)
         result = tester.runpytest("--torchexport-report=out.json", "--torchexport-seed=1")
-        result.assert_outcomes(failed=12)
+        result.assert_outcomes(failed=14)
         report = json.loads((tester.path / "out.json").read_text())
         _RUN["rows"] = {(r["test"].rsplit("::", 1)[-1], r["backend"]): r for r in report["results"]}
     return _RUN["rows"]
@@ -183,9 +205,31 @@ def test_names_the_first_diverging_module_with_the_artifacts_code(rows):
         assert [w["module"] for w in where["walked"]] == ["blocks.2"]
         assert where["method"] == ("in-graph" if backend.startswith("onnx") else "isolated")
         assert row["timings"]["localize_s"] < 2
+        # [Introduced Or Carried] The planted op's module introduces the error, in isolation and in-graph.
+        assert where["introduced"] is True, (backend, where)
+        assert "introduced here" in row["message"]
 
     # Through an adapter (keywords): the names are still the user's.
     assert rows[("test_keywords", "onnx-legacy")]["diverges_at"]["module"] == "net.blocks.2"
+
+
+def test_introduced_at_the_planted_op_carried_downstream(rows):
+    # Every block computes as eager does; the parent's own code adds 1 after blocks.2.
+    # Run in isolation (trace), no block differs on eager's input: the top level's own code
+    # introduces it. In ONNX's own run, blocks.3 and its first layer get the wrong input: the
+    # first module that differs there only carries the error, which enters in the top level's code.
+    trace = rows[("test_glue", "trace")]["diverges_at"]
+    assert (trace["module"], trace["method"], trace["introduced"]) == ("", "isolated", True)
+    onnx = rows[("test_glue", "onnx")]
+    where = onnx["diverges_at"]
+    assert where["module"].startswith("blocks.3") and where["method"] == "in-graph", where
+    assert where["introduced"] is False
+    assert where["input_max_abs_err"] == pytest.approx(1.0, abs=1e-4)
+    assert where["enters"] == {"in": "", "before": "blocks.3"}
+    assert "carried from upstream, not introduced here" in onnx["message"]
+    assert "the error enters in the top-level module's own code before blocks.3" in onnx["message"]
+    # Upstream of the planted op, the blocks agree: blocks.0-2 are walked past, not entered.
+    assert not any(w["module"].startswith(("blocks.0", "blocks.1", "blocks.2")) for w in where["walked"])
 
 
 @pytest.mark.parametrize(

@@ -68,3 +68,51 @@ def test_every_example_starts_from_the_initial_state():
         assert r.status == "pass", r.message
         assert r.examples >= 8
     assert int(module.steps) == 0  # the user's module is never touched
+
+
+ONE_CALL = """
+import pytest
+import torch
+from torch import nn
+
+
+class Acc(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("acc", torch.zeros(4))
+
+    def forward(self, x):
+        self.acc += x
+        out = self.acc * 2
+        self.acc = self.acc * self.acc
+        return out
+
+
+@pytest.mark.torchexport(backends=["trace", "script", "export", "onnx", "onnx-legacy"])
+def test_acc():
+    Acc().eval()(torch.randn(4))  # called once
+"""
+
+
+def test_one_call_that_updates_a_buffer_is_replayed(tester):
+    # Called once, the buffer update still decides the deployed model's second call: eager
+    # and each artifact are called again from the state as called. ONNX keeps no state, so
+    # both exporters lose the update (a mismatch naming the buffer and the call); script and
+    # export carry it, and their round trip is judged from the same state (no roundtrip flag).
+    tester.makepyfile(test_acc=ONE_CALL)
+    result = tester.runpytest("--torchexport-report=out.json")
+    rows = {r["backend"]: r for r in json.loads((tester.path / "out.json").read_text())["results"]}
+    assert {name: r["status"] for name, r in rows.items()} == {
+        "trace": "mismatch", "script": "pass", "export": "pass", "onnx": "mismatch", "onnx-legacy": "mismatch",
+    }
+    for name in ("onnx", "onnx-legacy", "trace"):
+        message = rows[name]["message"]
+        assert message.startswith(f"Side effects differ from eager [backend={name}, device=cpu] (Acc)")
+        assert "forward updates acc on every call" in message
+        # The call named: the second one (the update dropped) or the first (the export run's update kept).
+        assert "after 2 calls on the same input" in message or "on the first call already" in message
+    assert "does not carry the update of acc" in rows["onnx"]["message"]
+    for name in ("script", "export"):
+        assert not any(f["kind"] == "side_effects" for f in rows[name]["findings"])
+        assert "roundtrip" not in rows[name]["message"]
+    result.assert_outcomes(passed=2, failed=3)
