@@ -62,6 +62,9 @@ class Call:
     fingerprint: tuple[Any, ...] | None = None  # where no copy was taken: to detect a later change
     training: bool = False  # the module's mode at the call
     methods: tuple[str, ...] = ()  # other methods torch.jit.trace_module was handed inputs for (not checked)
+    #: [Raised In The Test] the exception the call raised in the test itself ("TypeError: ..."):
+    #: a call the test expects to fail (a check that bad input is refused) is no example to serve
+    raised: str | None = None
 
     @property
     def name(self) -> str:
@@ -96,10 +99,13 @@ class Recording:
     def pick(self, name: str | None) -> Call | None:
         """The call to check: the first of an outermost module the test made, or the first of
         class ``name``."""
-        for call in self.outermost() if name is None else self.calls:
-            if name is None or call.name == name:
-                return call
-        return None
+        named = [c for c in (self.outermost() if name is None else self.calls) if name is None or c.name == name]
+        # A module whose calls all raised in the test comes after one called with inputs it accepts.
+        return next((c for c in named if not self.raised_only(c)), named[0] if named else None)
+
+    def raised_only(self, call: Call) -> bool:
+        """Every call of ``call``'s module raised in the test itself."""
+        return all(c.raised for c in self.calls_of(call))
 
     def calls_of(self, call: Call) -> list[Call]:
         return [c for c in self.calls if c.live is call.live]
@@ -158,11 +164,16 @@ class Recorder:
         def __call__(module: Any, *args: Any, **kwargs: Any) -> Any:
             # Paused first: the recording's own work is not the test's code to watch.
             paused = recorder._profiling and recorder._pause()
+            recorded = None
             if recorder._depth == 0 and recorder._is_test_call(torch, _caller(module, sys._getframe(1))):
-                recorder._record(module, args, kwargs)
+                recorded = recorder._record(module, args, kwargs)
             recorder._depth += 1
             try:
                 return original(module, *args, **kwargs)
+            except BaseException as exc:
+                if recorded is not None:  # [Raised In The Test] no example of how the model is served
+                    recorded.raised = _said(exc)
+                raise
             finally:
                 recorder._depth -= 1
                 if paused:
@@ -262,7 +273,7 @@ class Recorder:
     def _record(
         self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *, via: str | None = None,
         methods: tuple[str, ...] = (),
-    ) -> None:
+    ) -> Call | None:
         module = self._scripted.get(id(module), module)
         inner = getattr(module, "_orig_mod", None)  # torch.compile's OptimizedModule: the user's module
         if inner is not None and type(module).__name__ == "OptimizedModule":
@@ -270,7 +281,7 @@ class Recorder:
         count, held = self._held.get(id(module), (0, 0))
         size = _bytes((args, kwargs))
         if count >= MAX_CALLS or (count and held + size > MAX_CALL_BYTES):
-            return
+            return None
         self._held[id(module)] = (count + 1, held + size)
         a, k = _snapshot(args, kwargs)
         first = self._copies.get(id(module))
@@ -282,6 +293,7 @@ class Recorder:
         else:
             call.module, call.fingerprint = first.module, first.fingerprint
         self.recording.calls.append(call)
+        return call
 
     def _take_copy(self, call: Call) -> None:
         import torch
@@ -373,6 +385,11 @@ class Recorder:
 
 
 @functools.cache
+def _said(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
+
+
 def _signature(fn: Any) -> Any:
     import inspect
 

@@ -83,6 +83,24 @@ class Selection:
         if len(calls) > 1:
             result.extra["recorded_calls"] = len(calls)
 
+    def _raised(self, call: Call, backend: str, device: str, session: Session) -> Result:
+        """Every call of the module raised in the test itself: nothing shows how it is served."""
+        calls = self.recording.calls_of(call)
+        said = call.raised if len(calls) == 1 else f"the first: {call.raised}"
+        why = (
+            f"every call the test made of {call.name} raised in the test itself ({len(calls)} "
+            f"call{'s' if len(calls) > 1 else ''}; {said}): a call the test expects to fail, such as a check "
+            "that bad input is refused, is no example of how the model is served"
+        )
+        if self.auto:
+            return row(backend, device, session, Outcome("skipped", why, why, "usage"), module=call.name)
+        message = (
+            f"Nothing to check [backend={backend}, device={device}] ({call.name}): {why}\n"
+            f"Call {call.name} in the test with inputs it accepts, or give them with inputs= "
+            "(or the torchexport fixture)."
+        )
+        return row(backend, device, session, Outcome("usage_error", message, why, "usage"), module=call.name)
+
     def _nothing(self, backend: str, device: str, session: Session) -> Result:
         called = sorted({c.name for c in self.recording.calls})
         if self.options.module and called:
@@ -124,7 +142,11 @@ class PlannedRun:
         if self.call is None:
             self._done = selection._nothing(backend, device, session)
             return
-        self.calls = selection.recording.calls_of(self.call)
+        # [Raised In The Test] a call that raised in the test itself is no example to serve.
+        self.calls = [c for c in selection.recording.calls_of(self.call) if not c.raised]
+        if not self.calls:
+            self._done = selection._raised(self.call, backend, device, session)
+            return
         self.index, self.why = selection._replayable.get(id(self.call.live), (0, None))
         self._pending = self._prepare(self.index)
 

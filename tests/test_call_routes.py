@@ -354,3 +354,84 @@ class Builds(nn.Module):
 @pytest.mark.filterwarnings(r"ignore:`torch\.jit\.trace")  # trace and trace_method deprecated (2.13: Deprecation-, 2.14: FutureWarning)
 def test_a_module_handed_to_an_exporter_while_constructing_is_no_test_call():
     assert [c[0] for c in record(lambda: Builds().eval()(torch.ones(1, 2)))] == ["Builds"]
+
+
+REFUSES = """
+import pytest
+import torch
+from torch import nn
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
+
+
+class Conv(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x, edges):
+        return self.lin(x)[edges]
+
+
+class Head(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.lin(x)
+
+
+@pytest.mark.torchexport(backends=["trace"])
+def test_only_refuses():
+    # A library helper's check that a scripted module refuses a bad call: its only call raises.
+    conv = torch.jit.script(Conv())
+    with pytest.raises(RuntimeError):
+        conv(torch.randn(3, 4))
+
+
+@pytest.mark.torchexport(backends=["trace"])
+def test_refuses_then_serves():
+    conv = Conv().eval()
+    with pytest.raises(TypeError):
+        conv(torch.randn(3, 4))
+    conv(torch.randn(3, 4), torch.tensor([0, 2]))
+
+
+@pytest.mark.torchexport(backends=["trace"])
+def test_refused_module_then_another():
+    with pytest.raises(TypeError):
+        Conv()(torch.randn(3, 4))
+    Head().eval()(torch.randn(3, 4))
+"""
+
+
+def test_a_call_that_raised_in_the_test_is_no_example(tester):
+    # [Raised In The Test] e3nn's assert_auto_jitable calls the scripted module with one bad
+    # argument of six to see it refused: that call is no example of how the model is served.
+    tester.makepyfile(test_refuses=REFUSES)
+    result = tester.runpytest("--torchexport-report=out.json")
+    result.assert_outcomes(passed=2, failed=1)
+    rows = {r["test"].split("::")[-1]: r for r in json.loads((tester.path / "out.json").read_text())["results"]}
+    only = rows["test_only_refuses"]
+    assert (only["status"], only["module"], only["cause_kind"]) == ("usage_error", "Conv", "usage")
+    assert only["likely_cause"].startswith(
+        "every call the test made of Conv raised in the test itself (1 call; RuntimeError: forward() is missing value "
+        "for argument 'edges'"
+    ), only["likely_cause"]
+    assert "Call Conv in the test with inputs it accepts" in only["message"]
+    served = rows["test_refuses_then_serves"]
+    assert (served["status"], served["module"]) == ("pass", "Conv")
+    assert "x: float32[3, 4]" in served["latency_ms"]["input"] and "edges: int64[2]" in served["latency_ms"]["input"]
+    assert (rows["test_refused_module_then_another"]["status"], rows["test_refused_module_then_another"]["module"]) == (
+        "pass", "Head",
+    )
+    # Under --torchexport-auto a test whose calls all raised is skipped with the reason, as one that called none.
+    (tester.path / "test_refuses.py").unlink()
+    tester.makepyfile(test_unmarked=REFUSES.replace("@pytest.mark.torchexport(backends=[\"trace\"])\n", ""))
+    auto = tester.runpytest(
+        "--torchexport-auto", "--torchexport-backends=trace", "--torchexport-report=auto.json", "-k", "only_refuses"
+    )
+    auto.assert_outcomes(skipped=1)
+    row = json.loads((tester.path / "auto.json").read_text())["results"][0]
+    assert row["status"] == "skipped" and "raised in the test itself" in row["message"]
