@@ -23,6 +23,7 @@ sets other ``CompilationSettings`` (``enabled_precisions``, ...) to check what i
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -58,10 +59,10 @@ class TensorRtBackend(Backend):
         import torch_tensorrt
 
         module, args, kwargs = module.to(GPU), _to(args, GPU), _to(kwargs, GPU)
-        adapter, tensors = positional_adapter(module, args, kwargs)
+        adapter, tensors = _named_positions(module, args, kwargs)
         inputs = [
-            torch_tensorrt.Input(min_shape=low, opt_shape=tuple(t.shape), max_shape=high, dtype=t.dtype)
-            for t, (low, high) in zip(tensors, _profiles(ctx.plan, tensors))
+            torch_tensorrt.Input(min_shape=low, opt_shape=tuple(t.shape), max_shape=high, dtype=t.dtype, name=f"input_{i}")
+            for i, (t, (low, high)) in enumerate(zip(tensors, _profiles(ctx.plan, tensors)))
         ]
         compiled = torch_tensorrt.compile(adapter, ir="dynamo", inputs=inputs, **self.settings)
         return _Engine(compiled, tensors, _fallback(ctx.device))
@@ -90,6 +91,20 @@ class TensorRtBackend(Backend):
 
     def device_fallback(self, artifact: Any) -> str | None:
         return artifact.fallback
+
+
+def _named_positions(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, tuple[torch.Tensor, ...]]:
+    """The call's tensors as named positional parameters ``input_0, input_1, ...``.
+
+    torch_tensorrt keys the ``dynamic_shapes`` it builds from the ``Input`` profiles by
+    ``forward``'s parameter names (``_tracer.get_dynamic_shapes_args``): a ``*tensors``
+    adapter would bind them all to one name. The adapter's signature names each one.
+    """
+    adapter, tensors = positional_adapter(module, args, kwargs)
+    params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    params += [inspect.Parameter(f"input_{i}", inspect.Parameter.POSITIONAL_OR_KEYWORD) for i in range(len(tensors))]
+    type(adapter).forward.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    return adapter, tensors
 
 
 def _to(tree: Any, device: Any) -> Any:
