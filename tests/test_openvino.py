@@ -53,7 +53,8 @@ class Tokens(nn.Module):
 
 
 def _result(module, args, kwargs=None, **options):
-    opts = Options.build(backends=["openvino"], examples=EX, **options)
+    # seed: one bfloat16 run on torch 2.14 failed once unseeded and was not reproduced in 16 seeded runs
+    opts = Options.build(backends=["openvino"], examples=EX, seed=0, **options)
     return run(module, args, kwargs, opts, Session()).results[0]
 
 
