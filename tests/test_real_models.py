@@ -322,3 +322,32 @@ def test_openvino_cannot_convert_the_encoder_fast_path():
     r = verdicts(Encoder(), (x, mask), backends=["openvino"], dims={"batch": (1, 4)})["openvino"]
     assert r.status == "export_error", r.message
     assert "No conversion rule found for operations: aten::_nested_tensor_from_mask" in r.message
+
+
+# -- LiteRT (opt-in, extra `litert`; not in the suite's environment, run where it is installed) --
+
+def _litert_missing():
+    from pytest_torchexport.backends.litert import LiteRtBackend
+
+    return LiteRtBackend().unavailable_reason()
+
+
+needs_litert = pytest.mark.skipif(_litert_missing() is not None, reason="litert is not installed")
+
+
+@needs_litert
+def test_litert_passes_the_cnn_converted_at_static_sizes():
+    """litert-torch 0.10.0 refuses the dynamic batch; the interpreter resizes the static .tflite."""
+    model = _calibrated(EfficientNetLike(), 4, 3, 32, 32)
+    # inline: litert-torch imports JAX, whose fork hook warns on every forked check child
+    r = verdicts(model, (torch.randn(2, 3, 32, 32),), backends=["litert"], dims={"batch": (1, 4)}, isolation="inline")
+    assert_all_pass(r)
+    assert "specialized_dim" in {f.kind for f in r["litert"].findings}
+
+
+@needs_litert
+def test_litert_gru_is_fixed_to_the_example_batch():
+    r = verdicts(BiGRUClassifier(), (torch.randint(0, 50, (2, 7)),), backends=["litert"], dims={"batch": (1, 4)},
+                 isolation="inline")["litert"]
+    assert r.status == "run_error", r.message
+    assert "litert made dim 0 of tokens ('batch', declared dynamic) static" in r.message
