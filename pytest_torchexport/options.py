@@ -24,6 +24,9 @@ BUILTIN_BACKENDS: dict[str, str] = {
     "compile": "pytest_torchexport.backends.compile:CompileBackend",
     "aoti": "pytest_torchexport.backends.aoti:AotiBackend",
     "executorch": "pytest_torchexport.backends.executorch:ExecutorchBackend",
+    "openvino": "pytest_torchexport.backends.openvino:OpenVinoBackend",
+    "litert": "pytest_torchexport.backends.litert:LiteRtBackend",
+    "tensorrt": "pytest_torchexport.backends.tensorrt:TensorRtBackend",
 }
 DEFAULT_BACKENDS: tuple[str, ...] = ("trace", "script", "onnx", "export")
 #: What to install when a backend listed in --torchexport-require is unavailable.
@@ -36,6 +39,9 @@ INSTALL: dict[str, str] = {
     "compile": "pip install 'torch>=2.6'",
     "aoti": "pip install 'torch>=2.6' and a C++ compiler (g++) on PATH",
     "executorch": 'pip install "pytest-torchexport[executorch]"',
+    "openvino": 'pip install "pytest-torchexport[openvino]"',
+    "litert": 'pip install "pytest-torchexport[litert]"',
+    "tensorrt": 'pip install "pytest-torchexport[tensorrt]" on a machine with an NVIDIA GPU and CUDA',
 }
 DEVICES: tuple[str, ...] = ("cpu", "cuda")
 DEFAULT_EXAMPLES = 25

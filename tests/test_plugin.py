@@ -119,7 +119,7 @@ def test_gate():
     ("marker", "headline"),
     [
         ("torchexport(backend=['trace'])", r".*unknown torchexport option\(s\) 'backend'; valid options: backends, devices.*"),
-        ("torchexport(backends=['tensorrt'])", r".*unknown torchexport backend\(s\) 'tensorrt'; valid backends: trace, script, onnx.*"),
+        ("torchexport(backends=['tvm'])", r".*unknown torchexport backend\(s\) 'tvm'; valid backends: trace, script, onnx.*"),
         ("torchexport(devices=['tpu'])", r".*unknown torchexport device\(s\) 'tpu'; valid devices: cpu, cuda, auto.*"),
         ("torchexport(xfail={'onnx2': 'x'})", r".*xfail= names unknown backend\(s\) 'onnx2'.*"),
         ("torchexport(examples=0)", r".*examples= takes an integer >= 1, got 0.*"),

@@ -7,14 +7,14 @@ from pytest_torchexport import Backend
 
 
 class Missing(Backend):
-    name = "tensorrt"
+    name = "acme"
 
     def unavailable_reason(self):
-        return "tensorrt is not installed"
+        return "acme is not installed"
 
 
 def pytest_torchexport_backends(config):
-    return {"tensorrt": Missing}
+    return {"acme": Missing}
 """
 
 TEST = """
@@ -22,7 +22,7 @@ import pytest
 import torch
 
 
-@pytest.mark.torchexport(backends=["trace", "tensorrt"], examples=2)
+@pytest.mark.torchexport(backends=["trace", "acme"], examples=2)
 def test_linear():
     torch.nn.Linear(4, 2).eval()(torch.randn(3, 4))
 """
@@ -33,28 +33,28 @@ def test_an_unavailable_backend_is_skipped_unless_required(tester):
     tester.makepyfile(test_r=TEST)
     tester.runpytest("--torchexport-report=out.json").assert_outcomes(passed=1, skipped=1)
     rows = {r["backend"]: r for r in json.loads((tester.path / "out.json").read_text())["results"]}
-    assert rows["tensorrt"]["status"] == "skipped" and "tensorrt is not installed" in rows["tensorrt"]["message"]
+    assert rows["acme"]["status"] == "skipped" and "acme is not installed" in rows["acme"]["message"]
 
-    result = tester.runpytest("--torchexport-report=out.json", "--torchexport-require=tensorrt")
+    result = tester.runpytest("--torchexport-report=out.json", "--torchexport-require=acme")
     result.assert_outcomes(passed=1, failed=1)
-    row = {r["backend"]: r for r in json.loads((tester.path / "out.json").read_text())["results"]}["tensorrt"]
+    row = {r["backend"]: r for r in json.loads((tester.path / "out.json").read_text())["results"]}["acme"]
     assert row["status"] == "export_error"
-    assert row["message"].startswith("tensorrt is required (--torchexport-require) but unavailable here [backend=tensorrt")
-    assert "tensorrt is not installed" in row["message"]
-    assert "Install: the package that provides the tensorrt backend" in row["message"]
+    assert row["message"].startswith("acme is required (--torchexport-require) but unavailable here [backend=acme")
+    assert "acme is not installed" in row["message"]
+    assert "Install: the package that provides the acme backend" in row["message"]
 
 
 def test_require_takes_the_ini_and_names_the_install_line(tester):
     tester.makeconftest(CONFTEST)
     tester.makepyfile(test_r=TEST)
-    tester.makeini("[pytest]\ntorchexport_require = tensorrt\ntorchexport_examples = 2\n")
+    tester.makeini("[pytest]\ntorchexport_require = acme\ntorchexport_examples = 2\n")
     result = tester.runpytest()
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.re_match_lines([r".*tensorrt is required \(--torchexport-require\) but unavailable here.*"])
+    result.stdout.re_match_lines([r".*acme is required \(--torchexport-require\) but unavailable here.*"])
 
 
 def test_require_rejects_an_unknown_backend(tester):
     tester.makepyfile(test_r="def test_nothing():\n    pass\n")
-    result = tester.runpytest("--torchexport-require=tensorrtt")
+    result = tester.runpytest("--torchexport-require=acmee")
     assert result.ret == 4
-    result.stderr.re_match_lines([r".*unknown torchexport backend\(s\) 'tensorrtt'; valid backends: trace, .*"])
+    result.stderr.re_match_lines([r".*unknown torchexport backend\(s\) 'acmee'; valid backends: trace, .*"])

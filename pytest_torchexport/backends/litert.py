@@ -1,0 +1,182 @@
+"""LiteRT (formerly TensorFlow Lite): ``litert_torch.convert`` to a ``.tflite``, run by ``ai_edge_litert``'s interpreter.
+
+How a model reaches Android: ``litert-torch`` exports the module with ``torch.export``,
+lowers it (partly through JAX) to a LiteRT flatbuffer, and the interpreter runs it on CPU
+with XNNPACK, whose kernels are not eager's (so ``relowered``).
+
+[Static Fallback] litert-torch 0.10.0 takes ``torch.export``'s ``dynamic_shapes``, but its
+JAX-lowered ops refuse a symbolic size (``AssertionError: float32[-9223372036854775808,16]``
+for a ``Linear`` then ``GELU`` with a dynamic batch). The module is then converted at the
+example's sizes, and a ``backend_note`` says so with the converter's error; the ``.tflite``
+records static shapes (``specialized_dim`` findings name each declared dim), and the
+interpreter resizes the inputs at run time where every op allows it. The search shows
+which sizes then run and which compute the right numbers.
+
+[64-bit I/O] The converter's default (``enable_x64=False``, what is shipped to devices)
+downcasts int64/float64 inputs and outputs to 32 bits. The artifact is fed 32-bit inputs
+and its outputs are cast back to the dtypes eager returned, which the ``.tflite`` keeps in
+its output names (``out_0000_int64``): the file alone is enough to run it. A float64
+model then computes in float32, which the comparison judges at float64's tolerances.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.utils._pytree as pytree
+
+from .base import Backend, ExportContext
+
+FILENAME = "model.tflite"
+INSTALL = 'pip install "pytest-torchexport[litert]"'
+_OUTPUT = re.compile(r"out_(\d+)_(\w+)$")
+_INPUT = re.compile(r"args_(\d+)$")
+
+
+class LiteRtBackend(Backend):
+    loads_without_python = True
+    name = "litert"
+    relowered = True
+    specializes_small_dims = True
+
+    def unavailable_reason(self) -> str | None:
+        try:
+            _imports()
+        except ImportError as exc:
+            return f"litert-torch or ai-edge-litert is not installed ({exc}); {INSTALL}"
+        return None
+
+    def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
+        convert, _ = _imports()
+        if ctx.device != "cpu":  # the engine hands over a copy: moving it touches nothing of the user's
+            module, args, kwargs = module.to("cpu"), _to_cpu(args), _to_cpu(kwargs)
+        adapter = _FlatCall(module, args, kwargs)
+        tensors = tuple(t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor))
+        dynamic = _dynamic_shapes(ctx, tensors)
+        model = None
+        if dynamic is not None:
+            try:
+                model = convert(adapter, tensors, dynamic_shapes=dynamic)
+            except Exception as exc:  # noqa: BLE001 - [Static Fallback]: the static conversion says if it is the model
+                lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+                ctx.notes.append(
+                    f"litert-torch could not convert with the declared dynamic dims ({type(exc).__name__}: "
+                    f"{lines[0][:200] if lines else ''}): converted at the example's sizes instead, so the .tflite "
+                    "has static shapes; the interpreter resizes inputs at run time where its ops allow it"
+                )
+        if model is None:
+            model = convert(adapter, tensors)
+        return _Tflite(model.model_content(), _fallback(ctx.device))
+
+    def save(self, artifact: Any, directory: Path) -> list[Path]:
+        path = directory / FILENAME
+        path.write_bytes(artifact.content)
+        return [path]
+
+    def load(self, directory: Path, ctx: ExportContext) -> Any:
+        return _Tflite((directory / FILENAME).read_bytes(), _fallback(ctx.device))
+
+    def run(self, artifact: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        device = next((t.device for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)), None)
+        outputs = artifact([t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)])
+        if device is not None and device.type != "cpu":
+            outputs = [t.to(device) for t in outputs]
+        return outputs
+
+    def input_shapes(self, artifact: Any) -> list[tuple[Any, ...]] | None:
+        return [tuple(int(n) if n >= 0 else None for n in detail["shape_signature"]) for detail in artifact.inputs]
+
+    def device_fallback(self, artifact: Any) -> str | None:
+        return artifact.fallback
+
+
+def _imports() -> tuple[Any, Any]:
+    from ai_edge_litert.interpreter import Interpreter
+    from litert_torch import convert
+
+    return convert, Interpreter
+
+
+def _to_cpu(tree: Any) -> Any:
+    return pytree.tree_map(lambda t: t.cpu() if isinstance(t, torch.Tensor) else t, tree)
+
+
+def _fallback(device: str) -> str | None:
+    if device == "cpu":
+        return None
+    return f"the LiteRT interpreter runs on CPU (XNNPACK, as on a phone): the {device} inputs ran on cpu"
+
+
+def _dynamic_shapes(ctx: ExportContext, tensors: tuple[torch.Tensor, ...]) -> dict[str, Any] | None:
+    """``torch.export`` dynamic shapes for the adapter's ``*tensors``, from the plan's declared dims."""
+    plan = ctx.plan
+    leaves = [leaf for _, leaf in sorted(plan.tensors.items())]
+    if len(leaves) != len(tensors) or not any(isinstance(e, str) for leaf in leaves for e in leaf.shape):
+        return None
+    dims = {
+        name: torch.export.Dim.AUTO if name in ctx.relaxed else torch.export.Dim(name, min=max(d.min, 0), max=d.max)
+        for name, d in plan.dims.items()
+    }
+    # torch.export binds ``forward(self, *tensors)`` to one input, the tuple: its shapes are one tuple too.
+    return {"tensors": tuple({ax: dims[e] for ax, e in enumerate(leaf.shape) if isinstance(e, str)} or None for leaf in leaves)}
+
+
+class _FlatCall(torch.nn.Module):
+    """The module as the ``.tflite`` takes it: the call's tensors by position (``args_<i>``) in,
+    a dict of the output's tensors out, named ``out_<index>_<dtype>`` ([64-bit I/O])."""
+
+    def __init__(self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        super().__init__()
+        self.module = module
+        self.leaves, self.spec = pytree.tree_flatten((args, kwargs))
+        self.slots = [i for i, v in enumerate(self.leaves) if isinstance(v, torch.Tensor)]
+
+    def forward(self, *tensors: torch.Tensor) -> dict[str, torch.Tensor]:
+        from ..compare import flatten
+
+        values = list(self.leaves)
+        for i, t in zip(self.slots, tensors):
+            values[i] = t
+        args, kwargs = pytree.tree_unflatten(values, self.spec)
+        outputs = {}
+        for path, leaf in flatten(self.module(*args, **kwargs))[0]:
+            if leaf is None:
+                continue
+            if not isinstance(leaf, torch.Tensor):
+                raise TypeError(f"a LiteRT model returns tensors: output {path or '(the output)'} is a {type(leaf).__name__}")
+            outputs[f"out_{len(outputs):04d}_{str(leaf.dtype).removeprefix('torch.')}"] = leaf
+        return outputs
+
+
+class _Tflite:
+    """A ``.tflite`` in the LiteRT interpreter, fed torch tensors, returning the output's tensors in order."""
+
+    def __init__(self, content: bytes, fallback: str | None) -> None:
+        _, interpreter = _imports()
+        self.content = content
+        self.fallback = fallback
+        self.interpreter = interpreter(model_content=content)
+        self.runner = self.interpreter.get_signature_runner()
+        details = self.runner.get_input_details()
+        # args_10 sorts before args_2: order by the index in the name.
+        self.names = sorted(details, key=lambda n: int(_INPUT.match(n).group(1)) if _INPUT.match(n) else 0)
+        self.inputs = [details[n] for n in self.names]
+
+    def __call__(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        if len(tensors) != len(self.names):
+            raise RuntimeError(f"the .tflite takes {len(self.names)} inputs but the call has {len(tensors)} tensors")
+        feed = {
+            name: t.detach().cpu().contiguous().numpy().astype(detail["dtype"], copy=False)
+            for name, t, detail in zip(self.names, tensors, self.inputs)
+        }
+        results = self.runner(**feed)
+        outputs = []
+        for name in sorted(results):
+            match = _OUTPUT.match(name)
+            value = torch.from_numpy(results[name].copy())
+            dtype = getattr(torch, match.group(2), None) if match else None
+            outputs.append(value.to(dtype) if isinstance(dtype, torch.dtype) else value)
+        return outputs

@@ -1,0 +1,215 @@
+"""OpenVINO: ``openvino.convert_model`` from the module, compiled for ``CPU``, saved as ``.xml``/``.bin``.
+
+The path a model takes to an Intel CPU or edge device without ONNX in between. The module
+is converted with the recorded example (``example_input=``) and the declared dynamic dims
+(``input=`` partial shapes, ``-1`` where a dim is dynamic, the example's size elsewhere);
+``openvino.save_model`` writes the IR, and ``Core().read_model`` + ``compile_model(...,
+"CPU")`` loads it, as a serving process does. OpenVINO's kernels are not eager's, so it
+is ``relowered``.
+
+[Precision Pin] OpenVINO's CPU plugin may run a float32 model in bf16 or f16 where the
+CPU has fast units for them (AMX, AVX512-FP16): its ``INFERENCE_PRECISION_HINT`` default
+depends on the machine. A parity check that passes on one CPU and fails on another is no
+check, so the hint is pinned to ``f32`` (``config``); a subclass sets another hint to
+check the precision it serves with (docs/backends.md).
+
+[Saved In Float32] ``openvino.save_model`` compresses float32 weights to float16 by
+default (``compress_to_fp16=True``), which moves outputs by ~1e-4: the saved IR would not
+be the model that was converted. The IR is saved with ``compress_to_fp16=False``.
+
+``convert_model`` captures a module with ``torch.jit.trace``: a data-dependent ``if`` is
+frozen and a size read as a Python int is baked in, as for ``trace``; its TracerWarnings
+become findings at the user's line like ``trace``'s. The IR takes the call's tensors by
+position (Python scalars and None stay as recorded) and returns the output's tensors
+flat; the non-tensor leaves of the output are kept in the IR's ``rt_info`` so the file
+alone is enough to run it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.utils._pytree as pytree
+
+from .base import Backend, ExportContext
+
+FILENAME = "model.xml"
+INSTALL = 'pip install "pytest-torchexport[openvino]"'
+#: Where the output's non-tensor leaves are kept in the IR's runtime info.
+RT_INFO = ["torchexport", "outputs"]
+
+
+class OpenVinoBackend(Backend):
+    loads_without_python = True
+    name = "openvino"
+    relowered = True
+    #: The CPU plugin's properties at compile time ([Precision Pin]).
+    config: ClassVar[dict[str, str]] = {"INFERENCE_PRECISION_HINT": "f32"}
+    #: The OpenVINO device the model is compiled for.
+    target: ClassVar[str] = "CPU"
+
+    def unavailable_reason(self) -> str | None:
+        try:
+            import openvino  # noqa: F401
+        except ImportError as exc:
+            return f"openvino is not installed ({exc}); {INSTALL}"
+        from .._compat import torchscript_unavailable
+
+        reason = torchscript_unavailable("trace")
+        if reason:
+            return f"openvino.convert_model captures a module with torch.jit.trace: {reason}"
+        return None
+
+    def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
+        import openvino as ov
+
+        if ctx.device != "cpu":  # the engine hands over a copy: moving it touches nothing of the user's
+            module, args, kwargs = module.to("cpu"), _to_cpu(args), _to_cpu(kwargs)
+        adapter = _FlatCall(module, args, kwargs)
+        tensors = adapter.tensors(args, kwargs)
+        shapes = [ov.PartialShape(shape) for shape in _declared_shapes(ctx.plan, tensors)]
+        with torch.no_grad():
+            model = ov.convert_model(adapter, example_input=tuple(tensors), input=shapes)
+        model.set_rt_info(json.dumps(adapter.output_leaves), RT_INFO)
+        return _Compiled(model, self._compile(model), adapter.output_leaves, _fallback(ctx.device))
+
+    def save(self, artifact: Any, directory: Path) -> list[Path]:
+        import openvino as ov
+
+        path = directory / FILENAME
+        ov.save_model(artifact.model, str(path), compress_to_fp16=False)  # [Saved In Float32]
+        return [path, path.with_suffix(".bin")]
+
+    def load(self, directory: Path, ctx: ExportContext) -> Any:
+        import openvino as ov
+
+        model = ov.Core().read_model(str(directory / FILENAME))
+        leaves = json.loads(model.get_rt_info(RT_INFO).astype(str)) if model.has_rt_info(RT_INFO) else None
+        return _Compiled(model, self._compile(model), leaves, _fallback(ctx.device))
+
+    def run(self, artifact: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        device = next((t.device for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)), None)
+        tensors = [t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        outputs = artifact(tensors)
+        if device is not None and device.type != "cpu":
+            outputs = [t.to(device) if isinstance(t, torch.Tensor) else t for t in outputs]
+        return outputs
+
+    def input_shapes(self, artifact: Any) -> list[tuple[Any, ...]] | None:
+        return [
+            tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
+            for port in artifact.model.inputs
+        ]
+
+    def device_fallback(self, artifact: Any) -> str | None:
+        return artifact.fallback
+
+    def _compile(self, model: Any) -> Any:
+        import openvino as ov
+
+        return ov.Core().compile_model(model, self.target, dict(self.config))
+
+
+def _to_cpu(tree: Any) -> Any:
+    return pytree.tree_map(lambda t: t.cpu() if isinstance(t, torch.Tensor) else t, tree)
+
+
+def _fallback(device: str) -> str | None:
+    if device == "cpu":
+        return None
+    return f"openvino is compiled for its CPU plugin here: the {device} inputs ran on cpu"
+
+
+def _declared_shapes(plan: Any, tensors: list[torch.Tensor]) -> list[list[int]]:
+    """Each tensor input's shape for ``convert_model``'s ``input=``: -1 where the plan declares a dim dynamic."""
+    leaves = [leaf for _, leaf in sorted(plan.tensors.items())]
+    shapes = []
+    for i, tensor in enumerate(tensors):
+        entries = leaves[i].shape if i < len(leaves) and len(leaves[i].shape) == tensor.dim() else tensor.shape
+        shapes.append([-1 if isinstance(entry, str) else int(size) for entry, size in zip(entries, tensor.shape)])
+    return shapes
+
+
+class _FlatCall(torch.nn.Module):
+    """The module as an IR takes it: the call's tensors by position in, the output's tensors out.
+
+    Python scalars and None keep the recorded call's values (what a user who converts such a
+    model by hand gets). ``output_leaves`` describes the output's non-None leaves in order:
+    ``{"output": i}`` for the IR's i-th output, ``{"value": v}`` for a constant, set by the
+    conversion's own run of ``forward``.
+    """
+
+    def __init__(self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        super().__init__()
+        self.module = module
+        self.leaves, self.spec = pytree.tree_flatten((args, kwargs))
+        self.slots = [i for i, v in enumerate(self.leaves) if isinstance(v, torch.Tensor)]
+        self.output_leaves: list[dict[str, Any]] = []
+
+    def tensors(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Tensor]:
+        return [t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+
+    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        from ..compare import flatten
+
+        values = list(self.leaves)
+        for i, t in zip(self.slots, tensors):
+            values[i] = t
+        args, kwargs = pytree.tree_unflatten(values, self.spec)
+        outputs, described = [], []
+        for path, leaf in flatten(self.module(*args, **kwargs))[0]:
+            if isinstance(leaf, torch.Tensor):
+                described.append({"output": len(outputs)})
+                outputs.append(leaf)
+            elif leaf is not None:
+                if not isinstance(leaf, (bool, int, float, str)):
+                    raise TypeError(
+                        f"an OpenVINO model returns tensors: output {path or '(the output)'} is a {type(leaf).__name__}"
+                    )
+                described.append({"value": leaf})
+        self.output_leaves = described
+        return tuple(outputs)
+
+
+class _Compiled:
+    """An OpenVINO model and its compiled form, fed torch tensors, returning the output's leaves."""
+
+    def __init__(self, model: Any, compiled: Any, leaves: list[dict[str, Any]] | None, fallback: str | None) -> None:
+        self.model = model
+        self.compiled = compiled
+        self.leaves = leaves
+        self.fallback = fallback
+        self.request = compiled.create_infer_request()
+
+    def __call__(self, tensors: list[torch.Tensor]) -> list[Any]:
+        if len(tensors) != len(self.model.inputs):
+            raise RuntimeError(
+                f"the OpenVINO model takes {len(self.model.inputs)} inputs but the call has {len(tensors)} tensors"
+            )
+        self.request.infer([_to_ov(t) for t in tensors])
+        outputs = [_from_ov(self.request.get_output_tensor(i)) for i in range(len(self.compiled.outputs))]
+        if self.leaves is None:
+            return outputs
+        return [outputs[leaf["output"]] if "output" in leaf else leaf["value"] for leaf in self.leaves]
+
+
+def _to_ov(t: torch.Tensor) -> Any:
+    import openvino as ov
+
+    t = t.detach().cpu().contiguous()
+    if t.dtype == torch.bfloat16:  # numpy has no bfloat16: its bits, typed by OpenVINO
+        return ov.Tensor(t.view(torch.int16).numpy(), list(t.shape), ov.Type.bf16)
+    return ov.Tensor(t.numpy())
+
+
+def _from_ov(tensor: Any) -> torch.Tensor:
+    import numpy as np
+    import openvino as ov
+
+    # The compiled model's dict of results converts bf16 to float16 numpy (a lossy cast): read the bits.
+    if tensor.element_type == ov.Type.bf16:
+        return torch.from_numpy(np.array(tensor.data, copy=True).view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(np.array(tensor.data, copy=True))
