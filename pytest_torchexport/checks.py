@@ -351,6 +351,8 @@ def _backend(pending: PendingCheck, result: Result) -> tuple[Any, Backend]:
         raise InvalidArgument(f"unknown torchexport backend {name!r}; valid backends: {', '.join(session.backends)}")
     backend = load_backend(spec)
     reason = _unavailable(backend, device)
+    if reason is None and options.onnx_shipped is not None:
+        reason = backend.steps_unavailable(options.onnx_shipped)
     if reason and name in options.require:
         from .options import INSTALL
 

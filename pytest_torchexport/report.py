@@ -90,6 +90,8 @@ FINDING_DOCS: dict[str, str] = {
     "size_budget": "drawn sizes (or examples) were capped: by a few times the recorded call's bytes, by the peak memory and time measured on its eager run against the memory per check and the time limit; what was measured, the caps and how to lift them",
     "onnx_checker": "the ONNX artifact fails onnx.checker.check_model(full_check=True): onnxruntime runs it, stricter "
     "runtimes and converters may refuse it; the artifact is still checked for parity",
+    "shipped_step": "ONNX as shipped (onnx_fp16/onnx_quantize/onnx_optimize): the failing input passes on the model "
+    "before a post-processing step and fails after it, or already fails on the exported model: the step to blame",
     "runtime_optimizer": "the failing input passes with onnxruntime's graph optimizations off: the exported graph is "
     "right and a rewrite onnxruntime applies at load changes the result (the levels, the onnxruntime version)",
 }
