@@ -292,9 +292,11 @@ def _shipped_cause(check: Check, failure: Failure) -> str | None:
         )
     else:
         detail = (
-            f"the {blamed.step} step: on this input the model before it ({blamed.before}) is within "
+            f"the {blamed.step} step: on this input "
+            + ("the exported model" if blamed.before == "export" else f"the model after {blamed.before}")
+            + " is within "
             + (f"the budget of {_pct(check.scale_budget)}" if check.scale_budget is not None else "tolerance")
-            + ", after it it is not"
+            + f", the model after {blamed.step} is not"
         )
         cmp = failure.comparison
         overflow = cmp is not None and any(d.one_sided_nonfinite for d in cmp.diffs)

@@ -96,7 +96,7 @@ OPTION_DOCS: dict[str, str] = {
     "onnx_quantize": 'check the onnx backend\'s file after int8 quantization (onnxruntime.quantization): "dynamic" or '
     '"static" (calibrated on the recorded example and drawn inputs), or {"mode": ..., "budget": fraction of the '
     'output\'s scale, "weight_type"/"activation_type": "QInt8"|"QUInt8", "per_channel"/"reduce_range": bool} '
-    "(onnxruntime's defaults otherwise); default budget 0.1",
+    "(onnxruntime's defaults otherwise); default budget 8 x 1/510 x sqrt(op depth)",
 }
 
 #: onnx_optimize's level names (backends/onnx_shipped.py maps them to onnxruntime's).

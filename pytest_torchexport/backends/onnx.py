@@ -324,7 +324,13 @@ class _InMemory:
         budget = onnx_shipped.budget(ctx.shipped, depth)
         stages: list[tuple[str, Any]] = [("export", plain)]
         stages += [(stage.name, _Lazy(stage.data, self.device, stage.serve_level or before)) for stage in self.stages]
-        self.session = OnnxSession(self.stages[-1].data, self.device)
+        try:
+            self.session = OnnxSession(self.stages[-1].data, self.device)
+        except Exception as exc:  # noqa: BLE001 - a step's output that onnxruntime refuses
+            raise onnx_shipped.StepFailed(
+                f"the model after the post-processing step {self.stages[-1].name} does not load in onnxruntime: "
+                f"{type(exc).__name__}: {str(exc).strip()[:400]}"
+            ) from exc
         self.shipped = PostProcessing(
             steps=[stage.name for stage in self.stages], stages=stages,
             budget=budget[0] if budget else None, budget_from=budget[1] if budget else "",
