@@ -102,6 +102,8 @@ class LeafDiff:
         """The greatest error as a fraction of the output's scale (inf where it has none)."""
         if self.scale is None:
             return 0.0
+        if self.one_sided_nonfinite:  # inf or NaN where the other side is finite: no budget is that large
+            return math.inf
         return self.max_abs / self.scale if self.scale > 0 else (0.0 if self.max_abs == 0 else math.inf)
 
 

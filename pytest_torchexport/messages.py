@@ -303,8 +303,9 @@ def _shipped_cause(check: Check, failure: Failure) -> str | None:
         if blamed.step.startswith("fp16") and overflow:
             detail += (
                 "; outputs turn inf/NaN where eager's are finite: a float16 value overflows past 65504 (a sum of "
-                "squares, an exp, a large activation); keep that op in float32 with onnx_fp16={\"op_block_list\": "
-                "[\"<op type>\"]}, as the shipping conversion must too"
+                "squares, an exp, a large activation): keep values within float16's range (rescale), or keep the "
+                "overflowing ops and those after them in float32 (onnx_fp16={\"op_block_list\": [...]}, as the "
+                "shipping conversion must too)"
             )
         elif blamed.step == "quantize=static" and failure.far_scale is not None:
             detail += (
