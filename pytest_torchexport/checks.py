@@ -65,7 +65,8 @@ def check(
     backend fails. Options are the marker's: ``backends``, ``devices``, ``examples``,
     ``dims``, ``dynamic``, ``inputs``, ``rtol``, ``atol``, ``xfail``, ``roundtrip``,
     ``standalone``,
-    ``seed``, ``special_values``, ``vary_scalars``, ``compare``.
+    ``seed``, ``special_values``, ``vary_scalars``, ``compare``, ``timeout``, and for the
+    ONNX file as shipped ``onnx_optimize``, ``onnx_fp16``, ``onnx_quantize``.
     """
     session = options.pop("_session", None) or Session()
     if "module" in options:
