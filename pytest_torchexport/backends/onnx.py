@@ -331,6 +331,16 @@ class _InMemory:
                 f"the model after the post-processing step {self.stages[-1].name} does not load in onnxruntime: "
                 f"{type(exc).__name__}: {str(exc).strip()[:400]}"
             ) from exc
+        widened = [
+            o.name for o, p in zip(self.session.session.get_outputs(), plain.session.get_outputs())
+            if o.type == "tensor(float16)" and p.type == "tensor(float)"
+        ]
+        if widened and ctx.shipped.fp16 is not None and ctx.shipped.fp16.keep_io_types:
+            ctx.notes.append(
+                f"the shipped model's output(s) {', '.join(widened)} are float16, though keep_io_types=True keeps "
+                "float32 outputs (the converter casts blocked ops' results back to float16): callers get float16; "
+                "the check compares them in float32"
+            )
         self.shipped = PostProcessing(
             steps=[stage.name for stage in self.stages], stages=stages,
             budget=budget[0] if budget else None, budget_from=budget[1] if budget else "",
