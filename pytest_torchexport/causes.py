@@ -75,6 +75,8 @@ def runtime_optimizer(
     if len(levels) < 2 or deployed not in levels:
         return 0
     below = levels[: levels.index(deployed)]
+    if not below:  # served with the rewrites off already (an offline-optimized file): nothing to undo
+        return 0
     passes: list[str] = []
     fails_from, built = deployed, 0
     for built, level in enumerate(below, start=1):
@@ -92,3 +94,33 @@ def runtime_optimizer(
         break  # None: this level cannot tell; the deployed one is the least known to fail
     failure.runtime_optimizer = RuntimeOptimizer(optimizer.runtime, deployed, tuple(passes), fails_from)
     return built
+
+
+@dataclass(frozen=True)
+class ShippedStep:
+    """[ONNX As Shipped] The failing input passes on the model before ``step`` and fails after it."""
+
+    step: str  # "export": the exported model already fails, before any step
+    before: str | None  # the stage it passes on ("export", or an earlier step); None for "export"
+
+
+def shipped_step(failure: Failure, post: Any, still_fails_on: Callable[[Any, Draw], bool | None]) -> int:
+    """[ONNX As Shipped] A post-processed artifact (``Backend.post_processing``): rerun the failing
+    input on the model after each step in turn, the export first, judged as the artifact is;
+    the first that fails names the step to blame. Sets ``failure.shipped_step``; returns how
+    many models ran (0: not applicable)."""
+    if post is None or failure.status not in ("mismatch", "run_error") or failure.guard:
+        return 0
+    before = None
+    for ran, (name, model) in enumerate(post.stages, start=1):
+        try:
+            verdict = still_fails_on(model, failure.draw)
+        except Exception:  # noqa: BLE001 - a stage that cannot run tells nothing
+            verdict = None
+        if verdict:
+            failure.shipped_step = ShippedStep(name, before)
+            return ran
+        if verdict is None:
+            return ran
+        before = name
+    return len(post.stages)

@@ -65,7 +65,8 @@ def check(
     backend fails. Options are the marker's: ``backends``, ``devices``, ``examples``,
     ``dims``, ``dynamic``, ``inputs``, ``rtol``, ``atol``, ``xfail``, ``roundtrip``,
     ``standalone``,
-    ``seed``, ``special_values``, ``vary_scalars``, ``compare``.
+    ``seed``, ``special_values``, ``vary_scalars``, ``compare``, ``timeout``, and for the
+    ONNX file as shipped ``onnx_optimize``, ``onnx_fp16``, ``onnx_quantize``.
     """
     session = options.pop("_session", None) or Session()
     if "module" in options:
@@ -354,6 +355,8 @@ def _backend(pending: PendingCheck, result: Result) -> tuple[Any, Backend]:
         raise InvalidArgument(f"unknown torchexport backend {name!r}; valid backends: {', '.join(session.backends)}")
     backend = load_backend(spec)
     reason = _unavailable(backend, device)
+    if reason is None and options.onnx_shipped is not None:
+        reason = backend.steps_unavailable(options.onnx_shipped)
     if reason and name in options.require:
         from .options import INSTALL
 

@@ -94,6 +94,17 @@ class LeafDiff:
     needed_atol: float
     needed_rtol: float
     one_sided_nonfinite: int = 0  # NaN/inf on one side only: no tolerance covers these
+    scale: float | None = None  # [Scale Budget] the leaf's greatest finite |eager|, where a budget judged it
+    budget: float | None = None  # the error allowed, as a fraction of ``scale``
+
+    @property
+    def of_scale(self) -> float:
+        """The greatest error as a fraction of the output's scale (inf where it has none)."""
+        if self.scale is None:
+            return 0.0
+        if self.one_sided_nonfinite:  # inf or NaN where the other side is finite: no budget is that large
+            return math.inf
+        return self.max_abs / self.scale if self.scale > 0 else (0.0 if self.max_abs == 0 else math.inf)
 
 
 @dataclass
@@ -153,6 +164,7 @@ class Comparison:
     atol: float | None = None
     custom_message: str | None = None
     compared: Compared = field(default_factory=Compared)  # how much of the outputs the verdict read
+    of_scale: float = 0.0  # [Scale Budget] the greatest error over the leaves, a fraction of the leaf's scale
 
     def lines(self) -> list[str]:
         if self.problem:
@@ -170,6 +182,11 @@ class Comparison:
                 f"  Absolute error p50 {_g(d.p50)}, p99 {_g(d.p99)}; would pass with atol={_g(d.needed_atol)}"
                 f" (rtol kept) or rtol={_g(d.needed_rtol)} (atol kept)",
             ]
+            if d.budget is not None and d.scale is not None:
+                lines.append(
+                    f"  Off by {_pct(d.of_scale)} of the output's scale (its greatest |eager| value, {_g(d.scale)}); "
+                    f"the budget allows {_pct(d.budget)}"
+                )
             if d.one_sided_nonfinite:
                 lines.append(
                     f"  {d.one_sided_nonfinite} element(s) are NaN or inf on one side only: no tolerance covers that"
@@ -181,6 +198,10 @@ def _g(x: float) -> str:
     return f"{x:.3g}" if math.isfinite(x) else str(x)
 
 
+def _pct(x: float) -> str:
+    return f"{100 * x:.3g}%" if math.isfinite(x) else str(x)
+
+
 def compare(
     expected: Any,
     actual: Any,
@@ -189,8 +210,19 @@ def compare(
     rtol: float | None = None,
     atol: float | None = None,
     compare_fn: Callable[[Any, Any], Any] | None = None,
+    scale_budget: float | None = None,
+    scale_floor: Mapping[str, float] | None = None,
 ) -> Comparison:
-    """Compare nested outputs. ``actual`` may be the same structure or its flat leaves."""
+    """Compare nested outputs. ``actual`` may be the same structure or its flat leaves.
+
+    [Scale Budget] ``scale_budget`` (a post-processed artifact: float16, int8) judges each
+    floating leaf by its greatest error as a fraction of the leaf's scale: its greatest
+    finite |eager| value, or ``scale_floor[path]`` (the recorded call's) where that is larger.
+    An int8 step is a fraction of the range the model was calibrated on, not of each element
+    nor of one input's outputs, so an element near zero (or an input whose outputs cancel to
+    small values) may be off by as much as the largest. It replaces the default tolerances,
+    never explicit ``rtol``/``atol``.
+    """
     all_expected, spec = flatten(expected)
     counted = _counted(all_expected, compare_fn is not None)
     # None leaves (an unused hidden state, say) carry nothing, and exported graphs drop them.
@@ -227,7 +259,14 @@ def compare(
                 return result
             continue
         leaf_rtol, leaf_atol = tolerances_for(e.dtype, relowered, rtol, atol)
+        scale = None
+        if scale_budget is not None and rtol is None and atol is None and e.is_floating_point():
+            scale = max(_scale(e), (scale_floor or {}).get(path, 0.0))
+            leaf_rtol, leaf_atol = 0.0, max(scale_budget * scale, leaf_atol)
         diff = _leaf_diff(path, e, torch.as_tensor(a), leaf_rtol, leaf_atol)
+        if scale is not None:
+            diff.scale, diff.budget = scale, scale_budget
+            result.of_scale = max(result.of_scale, diff.of_scale)
         result.rtol, result.atol = diff.rtol, diff.atol
         result.max_abs = max(result.max_abs, diff.max_abs)
         result.max_rel = max(result.max_rel, diff.max_rel)
@@ -235,6 +274,23 @@ def compare(
             result.ok = False
             result.diffs.append(diff)
     return result
+
+
+def output_scales(outputs: Any) -> dict[str, float]:
+    """Each floating output leaf's scale (greatest finite |value|), by path: the recorded
+    call's, the floor of a drawn input's scale under a budget."""
+    return {p: _scale(v) for p, v in flatten(outputs)[0] if isinstance(v, torch.Tensor) and v.is_floating_point()}
+
+
+def _scale(e: torch.Tensor) -> float:
+    """The greatest finite |value| of a leaf, chunk by chunk ([Bounded Comparison])."""
+    flat, scale = e.detach().reshape(-1), 0.0
+    for start in range(0, flat.numel(), CHUNK):
+        chunk = flat[start : start + CHUNK].abs()
+        chunk = chunk[torch.isfinite(chunk)]
+        if chunk.numel():
+            scale = max(scale, float(chunk.max()))
+    return scale
 
 
 def _both_nan(e: Any, a: Any) -> bool:

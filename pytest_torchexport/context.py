@@ -74,6 +74,9 @@ class Check:
     export_sizes: dict[str, int] = field(default_factory=dict)  # dims the export grew from 0/1, at their export size
     artifact_dir: str | None = None  # where --torchexport-keep-artifacts put the saved files
     compiled: list[tuple[str, str]] = field(default_factory=list)  # [Compiled Parts] (path, what) at the call
+    post: Any = None  # backends.base.PostProcessing: the steps after the export (ONNX as shipped)
+    scale_budget: float | None = None  # [ONNX As Shipped] error allowed, a fraction of each output's scale
+    scale_floor: dict[str, float] | None = None  # each output's scale on the recorded call (compare.py)
     header: str = field(init=False)  # the [backend=.., device=..] (module) tag every message names
     rtol: float | None = field(init=False)
     atol: float | None = field(init=False)
@@ -106,7 +109,7 @@ class Check:
         False (a like-with-like comparison of two artifacts), the user's ``compare=``."""
         return compare(
             expected, actual, relowered=self.backend.relowered, rtol=self.rtol, atol=self.atol,
-            compare_fn=self.options.compare if custom else None,
+            compare_fn=self.options.compare if custom else None, scale_budget=self.scale_budget, scale_floor=self.scale_floor,
         )
 
 

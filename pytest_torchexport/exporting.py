@@ -18,6 +18,7 @@ import torch
 from . import explain, runner
 from ._compat import quiet_torch
 from .backends.base import Backend, ExportContext
+from .compare import output_scales
 from .compiled_parts import with_cause
 from .context import Artifacts, Check
 from .eager import copy_module
@@ -35,7 +36,10 @@ def build(check: Check) -> Artifacts:
     if grown:
         check.export_sizes = {k: v[1] for k, v in grown.items()}
         result.extra["export_sizes"] = dict(check.export_sizes)
-    ctx = ExportContext(device=check.device, plan=plan, module=check.eager.module, scratch=check.scratch)
+    ctx = ExportContext(
+        device=check.device, plan=plan, module=check.eager.module, scratch=check.scratch,
+        shipped=check.options.onnx_shipped,
+    )
     artifact, failure = export_once(check, export_args, export_kwargs, ctx)
     relaxed = violated_dims(failure, plan) if failure is not None and backend.dynamic else frozenset()
     if relaxed:
@@ -48,6 +52,7 @@ def build(check: Check) -> Artifacts:
     if failure is not None:
         export_failed(check, failure, "export")
     _static_dims(check, artifact)
+    _post_processing(check, artifact)
 
     runnable, in_memory = artifact, None
     if check.options.roundtrip and backend.saveable:
@@ -62,6 +67,23 @@ def build(check: Check) -> Artifacts:
     if fallback:
         result.findings.append(Finding("device_fallback", fallback))
     return Artifacts(runnable, in_memory, export_draw, ctx)
+
+
+def _post_processing(check: Check, artifact: Any) -> None:
+    """[ONNX As Shipped] The steps the artifact went through after the export, for the report,
+    and their budget for the comparison (explicit rtol/atol for the backend win)."""
+    post = check.backend.post_processing(artifact)
+    if post is None:
+        return
+    check.post = post
+    if check.rtol is None and check.atol is None:
+        check.scale_budget = post.budget
+        check.scale_floor = output_scales(check.recorded.outputs)
+    check.result.extra["shipped"] = {
+        "steps": list(post.steps), "op_depth": post.op_depth,
+        "budget": check.scale_budget, "budget_from": post.budget_from if check.scale_budget is not None else (
+            "explicit rtol/atol" if post.budget is not None else "the backend's default tolerances"),
+    }
 
 
 def _static_dims(check: Check, artifact: Any) -> None:

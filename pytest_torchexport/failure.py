@@ -29,6 +29,7 @@ class Failure:
     diverges_at: Any = None  # localize.Located: the first module whose artifact output differs
     no_localization: str | None = None  # why diverges_at is missing, where localisation was tried
     runtime_optimizer: Any = None  # causes.RuntimeOptimizer: the input passes with onnxruntime's optimizer off
+    shipped_step: Any = None  # causes.ShippedStep: the first post-processing step after which the input fails
 
 
 @dataclass

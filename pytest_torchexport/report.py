@@ -94,6 +94,8 @@ FINDING_DOCS: dict[str, str] = {
     "static_size": "a dim nobody declared dynamic was tried at a few nearby sizes (n-1, n+1, 2n) after a pass: "
     "eager runs there and the artifact raises or differs; the input, the dim, the sizes and the dynamic=/dims= "
     "line that makes it a checked requirement (a finding: which sizes are served is yours to say)",
+    "shipped_step": "ONNX as shipped (onnx_fp16/onnx_quantize/onnx_optimize): the failing input passes on the model "
+    "before a post-processing step and fails after it, or already fails on the exported model: the step to blame",
     "runtime_optimizer": "the failing input passes with onnxruntime's graph optimizations off: the exported graph is "
     "right and a rewrite onnxruntime applies at load changes the result (the levels, the onnxruntime version)",
 }
@@ -103,7 +105,7 @@ FINDING_DOCS: dict[str, str] = {
 #: "Likely cause:" line. The second is the reason the check itself states (a skip, a usage
 #: error, the exporter's own error, a time limit): the message says it in its own words.
 CauseKind = Literal[
-    "compiled_parts", "error_site", "standalone_load", "runtime_optimizer", "special_value", "baked_argument",
+    "compiled_parts", "error_site", "standalone_load", "shipped_step", "runtime_optimizer", "special_value", "baked_argument",
     "frozen_branch", "baked_shape", "frozen_value", "specialized_dim", "control_flow_path", "baked_size",
     "far_scale", "nonfinite", "roundtrip", "numeric",
     "exporter_error", "unavailable", "usage", "eager_replay", "test_body", "nondeterministic", "rejected_inputs",
@@ -117,6 +119,8 @@ CAUSE_KIND_DOCS: dict[str, str] = {
     "compiled_parts": "the module held scripted, traced or compiled submodules when the test called it",
     "error_site": "the export, save or load raised at this line of the user's code",
     "standalone_load": "the artifact reaches for something only the test's process defines",
+    "shipped_step": "ONNX as shipped: the post-processing step (float16, quantization, offline optimization) the "
+    "failing input first fails after, or the export itself",
     "runtime_optimizer": "a graph rewrite onnxruntime applies at load changes the result, not the export",
     "special_value": "a special value (NaN, inf, an extreme) the special_values=True probe put in the input",
     "baked_argument": "a Python scalar argument baked into the artifact",

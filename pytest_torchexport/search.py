@@ -25,7 +25,14 @@ from .context import Check
 from .eager import EagerCall
 from .exporting import quiet_call
 from .failure import Failure, Stats, track_vacuous
-from .messages import explain_failure, nothing_compared, pass_message, rejection_finding, vacuous_finding
+from .messages import (
+    explain_failure,
+    nothing_compared,
+    pass_message,
+    rejection_finding,
+    shipped_words,
+    vacuous_finding,
+)
 from .noise import Float64Reference, NoiseVerdict, judge_noise, noise_finding
 from .outcome import Outcome, Stop
 from .strategies import Draw, draws, materialize, probe_draws, special_probes
@@ -64,6 +71,10 @@ class Search:
         # [Noise Oracle] (noise.py): judged only where the plain comparison fails.
         self._float64 = Float64Reference(check.eager)
         self._strict = check.rtol is not None or check.atol is not None or check.options.compare is not None
+        # [Scale Budget] A post-processed artifact (float16, int8) is judged by its budget: far
+        # beyond float32 rounding by design, so the float64 oracle has nothing to say.
+        self._strict = self._strict or check.scale_budget is not None
+        self.worst_of_scale = 0.0  # the greatest error seen, a fraction of the output's scale
         self.verdict: NoiseVerdict | None = None  # the oracle's verdict on the last attempt
         self.noise: list[NoiseVerdict] = []  # inputs that passed as rounding
 
@@ -160,6 +171,7 @@ class Search:
         if cmp is not None and (failure is None or failure.guard is None):
             stats.max_abs = max(stats.max_abs, cmp.max_abs)
             stats.max_rel = max(stats.max_rel, cmp.max_rel)
+            self.worst_of_scale = max(self.worst_of_scale, cmp.of_scale)
         if failure is None and self.verdict is not None:
             self.noise.append(self.verdict)
         if failure is not None:
@@ -285,6 +297,9 @@ class Search:
         vacuous_finding(result, stats)
         rejection_finding(result, stats, self.plan)
         noise_finding(result, self.noise, stats.examples)
+        shipped = result.extra.get("shipped")
+        if shipped is not None and self.check.scale_budget is not None and stats.examples:
+            shipped["worst_of_scale"] = self.worst_of_scale
 
     def _passed(self) -> Outcome:
         check, result = self.check, self.result
@@ -295,6 +310,8 @@ class Search:
             # the export: skipped, as when eager rejects every input, with what to change.
             return nothing_compared(check, self.stats)
         message = pass_message(check, self.stats)
+        if check.post is not None:
+            message += "; " + shipped_words(check, self.worst_of_scale)
         if self.noise:
             message += (
                 f"; {len(self.noise)} input(s) differ beyond the default tolerances by float32 rounding only "
@@ -308,6 +325,9 @@ class Search:
         t0 = time.perf_counter()
         if causes.runtime_optimizer(failure, self.check.backend, self.runnable, self.still_fails_on):
             self.result.timings["runtime_optimizer_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        if causes.shipped_step(failure, self.check.post, self.still_fails_on):
+            self.result.timings["shipped_step_s"] = time.perf_counter() - t0
         if failure.noise is None and failure.status == "mismatch" and failure.comparison is not None:
             # Explicit tolerances stay strict, but the message says whether this is rounding.
             actual = self._run(self.runnable, failure.args, failure.kwargs)

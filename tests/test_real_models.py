@@ -195,6 +195,34 @@ def test_transformer_encoder_fast_path_is_caught():
     assert r["script"].status == "pass", r["script"].message[:600]
 
 
+# -- ONNX as shipped (issue 31): each post-processing step within its budget ---------------
+# Measured with benchmarks/measure_onnx_shipped.py (docs/howto-shipped-onnx.md): the worst
+# error of each clean model sits well inside the default budget (8 x unit x sqrt(op depth)).
+
+STATIC_U8 = {"mode": "static", "weight_type": "QUInt8", "activation_type": "QUInt8"}
+
+
+def shipped(model, args=(), kwargs=None, **options):
+    pytest.importorskip("onnxconverter_common")
+    r = verdicts(model, args, kwargs, backends=["onnx"], dims={"batch": (1, 4)}, **options)["onnx"]
+    print(f"shipped {type(model).__name__}: {r.extra.get('shipped')}")  # the numbers quoted in the docs
+    assert r.status == "pass", r.message[:800]
+    return r
+
+
+def test_efficientnet_like_cnn_as_shipped_fp16_optimized_and_static_int8():
+    model = _calibrated(EfficientNetLike(), 4, 3, 32, 32)
+    x = (torch.randn(2, 3, 32, 32),)
+    r = shipped(model, x, onnx_fp16=True, onnx_optimize="all")
+    assert r.extra["shipped"]["steps"] == ["fp16", "optimize=all"]
+    shipped(model, x, onnx_quantize=STATIC_U8)
+
+
+def test_deeplab_like_segmentation_as_shipped_optimized():
+    model = _calibrated(DeepLabLike(), 2, 3, 64, 64)
+    shipped(model, (torch.randn(1, 3, 64, 64),), onnx_optimize="all")
+
+
 # -- transformers from configs, random weights ---------------------------------------------
 
 transformers = pytest.importorskip("transformers")
@@ -238,6 +266,20 @@ def test_gpt2_from_config():
     r = verdicts(model, kwargs={"input_ids": ids, "attention_mask": mask}, dims={"batch": (1, 4)})
     assert r["script"].status == "export_error"
     assert_all_pass(r, except_=("script",))
+
+
+def test_bert_as_shipped_dynamic_int8():
+    model = _hf("Bert", vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                intermediate_size=37, max_position_embeddings=64)
+    ids, mask = _tokens(99)
+    shipped(model, kwargs={"input_ids": ids, "attention_mask": mask},
+            onnx_quantize={"mode": "dynamic", "weight_type": "QUInt8"})
+
+
+def test_gpt2_as_shipped_fp16():
+    model = _hf("GPT2", vocab_size=99, n_embd=32, n_layer=2, n_head=2, n_positions=64, use_cache=False)
+    ids, mask = _tokens(99)
+    shipped(model, kwargs={"input_ids": ids, "attention_mask": mask}, onnx_fp16=True)
 
 
 def test_t5_from_config():

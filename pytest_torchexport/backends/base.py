@@ -41,6 +41,8 @@ class ExportContext:
     notes: list[str] = field(default_factory=list)  # become backend_note findings
     relaxed: frozenset[str] = frozenset()  # dims left to the exporter after a constraint violation
     scratch: Path | None = None  # a directory removed after the check, for intermediate files
+    #: options.ShippedOnnx: the post-processing the onnx backend applies to its export (None: none)
+    shipped: Any = None
 
     def dynamic_shapes(self, module: Any) -> Any:
         return self.plan.export_dynamic_shapes(module, relaxed=self.relaxed)
@@ -146,8 +148,33 @@ class Backend:
         """Optional, with ``graph_optimizer``: the artifact at another optimization level."""
         raise NotImplementedError(f"{self.name} has no graph optimization levels")
 
+    def steps_unavailable(self, shipped: Any) -> str | None:
+        """Optional: why the post-processing ``shipped`` asks for (options.ShippedOnnx) cannot run
+        here (a library missing), or None; the check is then skipped with that reason."""
+        return None
+
+    def post_processing(self, artifact: Any) -> PostProcessing | None:
+        """Optional: the steps the artifact went through after the export (ONNX as shipped:
+        float16, int8, the offline optimization), or None.
+
+        A failing input is rerun on the model before each step, to name the first step after
+        which it fails (search.py); the budget replaces the default tolerances.
+        """
+        return None
+
     def __repr__(self) -> str:
         return f"<backend {self.name}>"
+
+
+@dataclass
+class PostProcessing:
+    """[ONNX As Shipped] What a post-processed artifact went through, for the engine to judge it."""
+
+    steps: list[str]  # in order: ["fp16", "optimize=all"]
+    stages: list[tuple[str, Any]]  # ("export", the model before any step), then (step, the model after it)
+    budget: float | None  # the error allowed, as a fraction of each output's scale; None: the default tolerances
+    budget_from: str  # how the budget was set, for the message
+    op_depth: int  # operators on the longest input-to-output path of the exported graph
 
 
 @dataclass(frozen=True)

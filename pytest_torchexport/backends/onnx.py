@@ -18,7 +18,7 @@ import torch.utils._pytree as pytree
 
 from ..explain import FindingWarning
 from ..report import Finding
-from .base import Backend, ExportContext, GraphOptimizer, keywords_bound, onnx_args, positional_adapter
+from .base import Backend, ExportContext, GraphOptimizer, PostProcessing, keywords_bound, onnx_args, positional_adapter
 
 FILENAME = "model.onnx"
 #: onnxruntime's graph optimization levels, least rewriting first; sessions run at its
@@ -89,12 +89,20 @@ class OnnxSession:
         options.enable_mem_pattern = False
         if level is not None:
             options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
-        self.level = options.graph_optimization_level.name
         self.runtime = f"onnxruntime {ort.__version__}"
         self.run_options = ort.RunOptions()
         self.run_options.log_severity_level = 4
         self.source = source  # the model, for localisation (onnx_model) and other levels
         self.session = ort.InferenceSession(source, sess_options=options, providers=providers)
+        # [ONNX As Shipped] An offline-optimized file is served with the optimizations off
+        # (onnx_shipped.py marks it so): load it as it is served.
+        from .onnx_shipped import SERVE_LEVEL_KEY
+
+        serve = self.session.get_modelmeta().custom_metadata_map.get(SERVE_LEVEL_KEY)
+        if level is None and serve is not None and hasattr(ort.GraphOptimizationLevel, serve):
+            options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, serve)
+            self.session = ort.InferenceSession(source, sess_options=options, providers=providers)
+        self.level = options.graph_optimization_level.name
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.device = device
 
@@ -109,16 +117,31 @@ class OnnxSession:
         """The same model in a new session at another graph optimization level."""
         return OnnxSession(self.source, self.device, level)
 
-    def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Tensor]:
+    def feed(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The call's tensors as onnxruntime takes them: numpy arrays by input name, in the
+        element type each input declares (a float16 model with float16 inputs takes those)."""
         tensors = [t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
         if len(tensors) != len(self.input_names):
             raise RuntimeError(
                 f"the ONNX graph takes {len(self.input_names)} inputs ({', '.join(self.input_names)}) "
                 f"but the call has {len(tensors)} tensors: an input was folded into a constant or dropped"
             )
-        feed = {name: t.detach().cpu().numpy() for name, t in zip(self.input_names, tensors)}
-        outputs = self.session.run(None, feed, self.run_options)
-        return [torch.from_numpy(o).to(self.device) for o in outputs]
+        feed = {}
+        for spec, t in zip(self.session.get_inputs(), tensors):
+            array = t.detach().cpu().numpy()
+            if spec.type == "tensor(float16)" and array.dtype.name == "float32":
+                array = array.astype("float16")
+            feed[spec.name] = array
+        return feed
+
+    def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Tensor]:
+        outputs = self.session.run(None, self.feed(args, kwargs), self.run_options)
+        # A float16 model that does not keep float32 outputs: compared in float32, as eager's.
+        return [_widened(torch.from_numpy(o)).to(self.device) for o in outputs]
+
+
+def _widened(t: torch.Tensor) -> torch.Tensor:
+    return t.float() if t.dtype == torch.float16 else t
 
 
 class _OnnxBackend(Backend):
@@ -192,7 +215,18 @@ class DynamoOnnxBackend(_OnnxBackend):
         )
         if program is None:  # pragma: no cover - torch versions that returned nothing
             raise RuntimeError("torch.onnx.export(dynamo=True) returned no ONNXProgram")
-        return _InMemory(program, ctx.device, self.name)
+        artifact = _InMemory(program, ctx.device, self.name)
+        if ctx.shipped is not None:
+            artifact.ship(ctx)
+        return artifact
+
+    def steps_unavailable(self, shipped: Any) -> str | None:
+        from .onnx_shipped import unavailable_reason
+
+        return unavailable_reason(shipped)
+
+    def post_processing(self, artifact: Any) -> PostProcessing | None:
+        return artifact.shipped if isinstance(artifact, _InMemory) else None
 
     def guard_violation(self, artifact: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
         program = getattr(getattr(artifact, "program", None), "exported_program", None)
@@ -209,6 +243,10 @@ class DynamoOnnxBackend(_OnnxBackend):
         return None
 
     def save(self, artifact: Any, directory: Path) -> list[Path]:
+        if artifact.shipped is not None:  # the file that ships is the last step's
+            path = directory / FILENAME
+            path.write_bytes(artifact.stages[-1].data)
+            return [path]
         weights = sum(t.nbytes for t in artifact.program.exported_program.state_dict.values()) if getattr(
             artifact.program, "exported_program", None) is not None else 0
         artifact.program.save(str(directory / FILENAME), external_data=weights > self.external_data_bytes or None)
@@ -260,9 +298,67 @@ class _InMemory:
     def __init__(self, program: Any, device: str, name: str = "onnx") -> None:
         self.program = program
         self.guarded: Any = None  # the ExportedProgram's module, with its runtime asserts
-        data = program if isinstance(program, bytes) else program.model_proto.SerializeToString()
-        check_artifact(data, name)
-        self.session = OnnxSession(data, device)
+        self.data = program if isinstance(program, bytes) else program.model_proto.SerializeToString()
+        check_artifact(self.data, name)
+        self.session = OnnxSession(self.data, device)
+        self.device = device
+        self.stages: list[Any] = []  # onnx_shipped.Stage per post-processing step
+        self.shipped: PostProcessing | None = None
+
+    def ship(self, ctx: ExportContext) -> None:
+        """[ONNX As Shipped] The exported model through the steps ``ctx.shipped`` asks for: this
+        artifact then runs the last step's model, as it is served; the model before each step
+        stays runnable for blame."""
+        from . import onnx_shipped
+
+        # Before an offline optimization, each stage runs with onnxruntime's optimizations off,
+        # so blame tells that step's rewrites from the others; without one, as it is served.
+        before = "ORT_DISABLE_ALL" if ctx.shipped.optimize is not None else None
+        plain = self.session if before is None else OnnxSession(self.data, self.device, before)
+        calibration = None
+        if ctx.shipped.quantize is not None and ctx.shipped.quantize.mode == "static":
+            calibration = [plain.feed(a, k) for a, k in onnx_shipped.calibration_inputs(ctx.plan)]
+        scratch = (ctx.scratch or Path(".")) / "onnx-shipped"
+        self.stages = onnx_shipped.process(self.data, ctx.shipped, scratch, calibration)
+        depth = onnx_shipped.op_depth(self.data)
+        budget = onnx_shipped.budget(ctx.shipped, depth)
+        stages: list[tuple[str, Any]] = [("export", plain)]
+        stages += [(stage.name, _Lazy(stage.data, self.device, stage.serve_level or before)) for stage in self.stages]
+        try:
+            self.session = OnnxSession(self.stages[-1].data, self.device)
+        except Exception as exc:  # noqa: BLE001 - a step's output that onnxruntime refuses
+            raise onnx_shipped.StepFailed(
+                f"the model after the post-processing step {self.stages[-1].name} does not load in onnxruntime: "
+                f"{type(exc).__name__}: {str(exc).strip()[:400]}"
+            ) from exc
+        widened = [
+            o.name for o, p in zip(self.session.session.get_outputs(), plain.session.get_outputs())
+            if o.type == "tensor(float16)" and p.type == "tensor(float)"
+        ]
+        if widened and ctx.shipped.fp16 is not None and ctx.shipped.fp16.keep_io_types:
+            ctx.notes.append(
+                f"the shipped model's output(s) {', '.join(widened)} are float16, though keep_io_types=True keeps "
+                "float32 outputs (the converter casts blocked ops' results back to float16): callers get float16; "
+                "the check compares them in float32"
+            )
+        self.shipped = PostProcessing(
+            steps=[stage.name for stage in self.stages], stages=stages,
+            budget=budget[0] if budget else None, budget_from=budget[1] if budget else "",
+            op_depth=depth,
+        )
 
     def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Tensor]:
         return self.session(args, kwargs)
+
+
+class _Lazy:
+    """An intermediate step's model, its session built when a failure is blamed (rarely)."""
+
+    def __init__(self, data: bytes, device: str, level: str | None) -> None:
+        self.data, self.device, self.level = data, device, level
+        self._session: OnnxSession | None = None
+
+    def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Tensor]:
+        if self._session is None:
+            self._session = OnnxSession(self.data, self.device, self.level)
+        return self._session(args, kwargs)
