@@ -5,7 +5,7 @@ the module the test is about. The same suite also runs plain first (no conftest,
 peak RSS of the largest process, plain and marked, and marked/plain (``--no-plain`` skips
 the plain run).
 
-    python benchmarks/real_suite.py PATH/TO/CHECKOUT [--tests tests] [-k EXPR] [--backends trace,script,onnx,export]
+    python benchmarks/real_suite.py PATH/TO/CHECKOUT [--tests PATH...] [-k EXPR] [--backends trace,script,onnx,export]
 
 The checkout is the library's own source (installed with ``pip install --no-deps -e``
 first); nothing of it is copied here. A ``conftest.py`` that adds a bare
@@ -41,7 +41,7 @@ def pytest_collection_modifyitems(items):
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("checkout", type=Path)
-    parser.add_argument("--tests", default="tests")
+    parser.add_argument("--tests", nargs="+", default=["tests"], help="test paths (files or folders)")
     parser.add_argument("-k", default=None)
     parser.add_argument("--backends", default="trace,script,onnx,export")
     parser.add_argument("--examples", type=int, default=5)
@@ -53,7 +53,7 @@ def main() -> int:
     if conftest.exists():
         sys.exit(f"{conftest} exists: run on a checkout without a root conftest.py")
     report = Path(tempfile.mkdtemp()) / "report.json"
-    base = [sys.executable, "-m", "pytest", opts.tests, "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
+    base = [sys.executable, "-m", "pytest", *opts.tests, "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
             "-W", "ignore::DeprecationWarning"] + (["-k", opts.k] if opts.k else [])
     plain = None
     if not opts.no_plain:
