@@ -98,7 +98,7 @@ def _inputs(check: Check, axes: list[tuple[int, int]], size: int) -> tuple[Any, 
         tensor = leaves[index]
         shape = list(tensor.shape)
         shape[axis] = size
-        leaves[index] = resize_like(tensor, shape)
+        leaves[index] = resize_like(tensor, shape, edge=True)  # a dim that is no batch: its rows are ordered
     return pytree.tree_unflatten(leaves, spec)
 
 

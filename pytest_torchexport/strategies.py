@@ -278,8 +278,10 @@ def _int_range(leaf: LeafPlan) -> tuple[int, int]:
     return 0, 9
 
 
-def resize_like(example: torch.Tensor, shape: list[int]) -> torch.Tensor:
-    """The example's values at another size: rows repeat cyclically, so structure survives."""
+def resize_like(example: torch.Tensor, shape: list[int], *, edge: bool = False) -> torch.Tensor:
+    """The example's values at another size: rows repeat cyclically, so structure survives;
+    with ``edge`` a grown axis repeats its last row instead (a right-padded mask stays one
+    at a length it was not recorded at: ``[1, 1, 0]`` grows to ``[1, 1, 0, 0]``)."""
     out = example
     for ax, size in enumerate(shape):
         have = out.shape[ax]
@@ -289,7 +291,8 @@ def resize_like(example: torch.Tensor, shape: list[int]) -> torch.Tensor:
             new_shape = list(out.shape)
             new_shape[ax] = size
             return torch.zeros(new_shape, dtype=example.dtype) if size else out
-        index = torch.arange(size, device=out.device) % have
+        index = torch.arange(size, device=out.device)
+        index = index.clamp(max=have - 1) if edge else index % have
         out = out.index_select(ax, index)
     return out
 
