@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from . import assumptions, budget, side_effects
+from . import assumptions, budget, side_effects, sources
 from .compare import equal_trees
 from .context import Recorded
 from .eager import Eager, module_name
@@ -92,7 +92,7 @@ def training_finding(result: Result, module: torch.nn.Module, device: str, input
     try:
         with torch.no_grad():
             trained = copy_module(module).to(device).train()
-            with torch.random.fork_rng(devices=[]):
+            with torch.random.fork_rng(devices=[]), sources.watching():
                 seed_rng(0, device)
                 outputs = trained(*args, **kwargs)
         same = compare(eval_outputs, outputs).ok
@@ -146,6 +146,7 @@ class EagerOnce:
             text = text.replace(json.dumps(shared.header)[1:-1], json.dumps(ours)[1:-1])
         merged = Result.from_dict({**result.to_dict(), **json.loads(text)})
         result.findings, result.extra = merged.findings, merged.extra
+        result.sources = merged.sources  # [Sources] the files eager ran here, before the fork
         settle(result, Outcome(merged.status, merged.message, merged.likely_cause))
         return shared.prelude
 
@@ -156,7 +157,8 @@ def _compute(module: torch.nn.Module, plan: InputPlan, options: Options, result:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in a check's child (runner.py): the same numbers, the same time
     try:
-        prelude: Prelude | None = run_prelude(module, plan, template.device, options, template)
+        with sources.collecting(template):
+            prelude: Prelude | None = run_prelude(module, plan, template.device, options, template)
     except Stop as stop:
         settle(template, stop.outcome)
         prelude = None
