@@ -142,8 +142,7 @@ def cache_lines(rows: list[dict[str, Any]]) -> list[str]:
     notes = list(dict.fromkeys(f"{row.get('nodeid')}: {row['cache']}" for row in rows if row.get("cache")))
     lines = []
     if reused:
-        lines.append(f"torchexport cache: {reused} of {len(rows)} checks reused a pass from an earlier run "
-                     "(nothing they depend on changed; --torchexport-cache=off checks them again)")
+        lines.append(f"torchexport cache: reused {reused} passes of {len(rows)} checks (nothing they depend on changed)")
     lines.extend(f"torchexport cache warning: {note}" for note in notes)
     return lines
 
