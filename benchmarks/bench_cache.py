@@ -26,6 +26,7 @@ library's suite (its checkout is read, never written: the tests are copied).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -62,6 +63,17 @@ def run(folder: Path, args: list[str]) -> tuple[float, str]:
     seconds = time.perf_counter() - t0
     tail = [line for line in proc.stdout.splitlines() if re.search(r"\b(passed|failed|error)\b.* in ", line)]
     return seconds, (tail[-1] if tail else proc.stdout[-500:] + proc.stderr[-500:])
+
+
+def spent(report: Path) -> str:
+    """The cache's own time in a run (``timings.cache_s``: key, lookup, store) against its checks'."""
+    if not report.exists():
+        return ""
+    rows = json.loads(report.read_text())["results"]
+    cache = sum(r["timings"].get("cache_s", 0.0) for r in rows)
+    total = sum(r["timings"].get("total_s", 0.0) for r in rows)
+    reused = sum(1 for r in rows if r.get("cached"))
+    return f"  [{len(rows)} checks, {reused} reused; cache {cache:.3f} s of {total:.1f} s in checks]"
 
 
 def main() -> int:
@@ -101,9 +113,10 @@ def main() -> int:
             "warm": [*marked, f"--torchexport-cache={cache}"],
         }
         for name, extra in runs.items():
-            seconds, closing = run(suite, extra)
+            report = work / f"{name}-{round_}.json"
+            seconds, closing = run(suite, [*extra, f"--torchexport-report={report}"] if name != "plain" else extra)
             best[name] = min(best.get(name, seconds), seconds)
-            print(f"  round {round_ + 1} {name:5} {seconds:7.1f} s  {closing}", flush=True)
+            print(f"  round {round_ + 1} {name:5} {seconds:7.1f} s  {closing}{spent(report)}", flush=True)
     print(f"load average after {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print()
     for name in ("plain", "off", "cold", "warm"):

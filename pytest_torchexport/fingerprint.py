@@ -60,10 +60,27 @@ def check_key(pending: Any) -> tuple[str, list[str]]:
         code = getattr(options.compare, "__code__", None)
         if code is not None:
             files.append(code.co_filename)
+    h.add("call", _call_digest(pending))
+    return h.hexdigest(), files
+
+
+def _call_digest(pending: Any) -> str:
+    """The module tree and state, the recorded inputs and the replayed sequence: hashed once for
+    all the backends of one call. ``once`` is the prelude's cache that the checks of one call
+    share, made afresh for other options; the call's module (kept alive by the recording or
+    the ``check()`` call) and its inputs do not change while it lives."""
+    memo = getattr(pending.once[0], "keys", None) if pending.once else None
+    slot = (pending.once[1], id(pending.module)) if memo is not None else None
+    if slot is not None and slot in memo:
+        return memo[slot]
+    h = _Hasher()
     h.module(pending.module)
     h.add("inputs", pending.plan.tree)
     h.add("sequence", pending.sequence)
-    return h.hexdigest(), files
+    value = h.hexdigest()
+    if slot is not None:
+        memo[slot] = value
+    return value
 
 
 @functools.lru_cache(maxsize=1)

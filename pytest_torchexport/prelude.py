@@ -124,6 +124,8 @@ class EagerOnce:
     def __init__(self) -> None:
         #: (which recorded call, module, device) -> its prelude
         self._shared: dict[tuple[Any, int, str], _Shared | None] = {}
+        #: [Verdict Key] (call, module) -> the digest of the module and its inputs, for every backend (fingerprint.py)
+        self.keys: dict[tuple[Any, int], str] = {}
 
     def hand_over(
         self, call: Any, module: torch.nn.Module, plan: InputPlan, options: Options, result: Result,

@@ -11,6 +11,7 @@ carries a fresh message and repro.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from . import fingerprint, sources
@@ -26,8 +27,16 @@ class Reuse:
         self.files: list[str] = []  # known before the run: compare=, a third-party backend
         self.hit = False
         self.note: str | None = None  # why the cache was not used, for the summary
+        self.spent = 0.0  # seconds: the key, the lookup, the store (timings["cache_s"])
 
     def lookup(self) -> Result | None:
+        t0 = time.perf_counter()
+        try:
+            return self._lookup()
+        finally:
+            self.spent += time.perf_counter() - t0
+
+    def _lookup(self) -> Result | None:
         pending = self.pending
         cache = pending.session.cache
         if cache is None:
@@ -54,6 +63,7 @@ class Reuse:
 
     def keep(self, result: Result) -> None:
         """Store ``result`` when it is a pass made here; the files it ran leave the row."""
+        t0 = time.perf_counter()
         ran, result.sources = result.sources, None
         if self.hit or self.key is None or result.status != "pass" or ran is None:
             self._tell(result)
@@ -64,11 +74,14 @@ class Reuse:
         else:
             note = self.pending.session.cache.store(self.key, result.to_dict(), files)
             self.note = note or self.note
+        self.spent += time.perf_counter() - t0
         self._tell(result)
 
     def _tell(self, result: Result) -> None:
         if self.note:
             result.extra["cache"] = self.note
+        if self.key is not None:
+            result.timings["cache_s"] = self.spent
 
 
 __all__ = ["Reuse"]
