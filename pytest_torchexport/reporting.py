@@ -142,7 +142,8 @@ def cache_lines(rows: list[dict[str, Any]]) -> list[str]:
     notes = list(dict.fromkeys(f"{row.get('nodeid')}: {row['cache']}" for row in rows if row.get("cache")))
     lines = []
     if reused:
-        lines.append(f"torchexport cache: reused {reused} passes of {len(rows)} checks (nothing they depend on changed)")
+        passes = "pass" if reused == 1 else "passes"
+        lines.append(f"torchexport cache: reused {reused} {passes} of {len(rows)} checks (nothing they depend on changed)")
     lines.extend(f"torchexport cache warning: {note}" for note in notes)
     return lines
 
