@@ -6,6 +6,7 @@ again (no ``cached`` key) or was reused (``"cached": true``).
 """
 
 import json
+import os
 import textwrap
 from pathlib import Path
 
@@ -308,3 +309,54 @@ def test_xdist_workers_share_the_cache(tester):
     second = tester.runpytest_subprocess("-n", "2", "--torchexport-report=2.json")
     second.assert_outcomes(passed=2)
     assert all(r.get("cached") is True for r in rows(tester.path / "2.json").values())
+
+
+def _writer(directory: str, key: str, n: int) -> None:
+    from pytest_torchexport.cache import Cache
+
+    cache = Cache(Path(directory))
+    for i in range(n):
+        cache.store(key, {"status": "pass", "message": "x" * (i * 97 % 5000)}, [])
+
+
+def test_concurrent_writers_never_leave_a_torn_entry(tmp_path):
+    """Writers of one key in four processes (xdist workers, CI shards sharing a folder), a reader
+    all along: every read is a whole entry (os.replace), never a parse error."""
+    import multiprocessing
+
+    from pytest_torchexport.cache import Cache
+
+    key = "ab" + "0" * 62
+    cache = Cache(tmp_path)
+    context = multiprocessing.get_context("spawn")
+    writers = [context.Process(target=_writer, args=(str(tmp_path), key, 150)) for _ in range(4)]
+    for w in writers:
+        w.start()
+    reads = 0
+    while any(w.is_alive() for w in writers) or reads == 0:
+        hit, note = cache.lookup(key)
+        assert note is None, note
+        reads += hit is not None
+    for w in writers:
+        w.join()
+        assert w.exitcode == 0
+    assert reads and not list(tmp_path.rglob("*.tmp"))
+
+
+def test_pruning_drops_unused_and_least_recently_used_entries(tmp_path):
+    import time
+
+    from pytest_torchexport.cache import Cache
+
+    cache = Cache(tmp_path)
+    for i in range(6):
+        cache.store(f"{i:02d}" + "f" * 62, {"status": "pass"}, [])
+    paths = sorted(cache.root.rglob("*.json"))
+    old = time.time() - 40 * 86400
+    os.utime(paths[0], (old, old))  # unused for 40 days
+    for i, path in enumerate(paths[1:], start=1):
+        os.utime(path, (time.time() - i, time.time() - i))  # paths[1] the most recently used
+    assert cache.prune(max_age_days=30, max_entries=3) == 3
+    assert sorted(cache.root.rglob("*.json")) == paths[1:4]
+    hit, _ = cache.lookup(paths[1].stem)
+    assert hit is not None and hit.row == {"status": "pass"}
