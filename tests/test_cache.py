@@ -252,6 +252,8 @@ FAILING = """
 
     @pytest.mark.torchexport(backends=["trace"])
     def test_lin():
+        with open("body-ran.txt", "a") as f:  # the body runs on every run, reused or not
+            f.write("ran\n")
         Lin().eval()(torch.randn(3, 4))
 """
 
@@ -269,6 +271,7 @@ def test_failures_rerun_and_off_no_cacheprovider_and_a_corrupt_entry_reuse_nothi
 
     found = run()
     assert found["test_lin"]["cached"] is True
+    assert (tester.path / "body-ran.txt").read_text().count("ran") == 2  # the reused item's body ran too
     assert found["test_gate"]["status"] == "mismatch" and "cached" not in found["test_gate"]
     assert "Likely cause: trace froze the branch" in found["test_gate"]["message"]  # a fresh message
 
