@@ -253,7 +253,7 @@ FAILING = """
     @pytest.mark.torchexport(backends=["trace"])
     def test_lin():
         with open("body-ran.txt", "a") as f:  # the body runs on every run, reused or not
-            f.write("ran\n")
+            f.write("ran\\n")
         Lin().eval()(torch.randn(3, 4))
 """
 
