@@ -138,22 +138,23 @@ def reading() -> Iterator[None]:
 
 
 # -- which files are hashed, and their digests -----------------------------------------
-_skip_roots: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+_skip_roots: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[str, ...]]] = {}
 
 
 def _roots() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(the stdlib's folders, the VERSIONED installs' folders): files the key covers by a version."""
-    global _skip_roots
-    if _skip_roots is None:
+    """(the stdlib's folders, the VERSIONED installs' folders): files the key covers by a version.
+    Per set of VERSIONED modules imported so far (onnxscript is imported by the first ONNX export)."""
+    present = tuple(name for name in VERSIONED if name in sys.modules)
+    if present not in _skip_roots:
         paths = sysconfig.get_paths()
         stdlib = tuple(os.path.realpath(paths[n]) + os.sep for n in ("stdlib", "platstdlib") if paths.get(n))
         versioned = []
-        for name in VERSIONED:
+        for name in present:
             path = getattr(sys.modules.get(name), "__file__", None)
             if path:
                 versioned.append(os.path.realpath(os.path.dirname(path)) + os.sep)
-        _skip_roots = (stdlib, tuple(versioned))
-    return _skip_roots
+        _skip_roots[present] = (stdlib, tuple(versioned))
+    return _skip_roots[present]
 
 
 @functools.lru_cache(maxsize=1)
