@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from . import assumptions, exporting, latency, outcome, runner, side_effects, standalone, static_sizes
+from . import assumptions, exporting, latency, outcome, runner, side_effects, sources, standalone, static_sizes
 from .backends.base import Backend, load_backend
 from .compiled_parts import compiled_parts
 from .compiled_parts import finding as compiled_finding
@@ -41,6 +41,7 @@ from .options import BUILTIN_BACKENDS, Options
 from .outcome import Stop, settle
 from .prelude import EagerOnce, Prelude, run_prelude, training_finding
 from .report import Report, Result, tag
+from .reuse import Reuse
 from .search import Search
 from .session import Session
 from .specs import InputPlan, plan_inputs
@@ -201,11 +202,16 @@ class PendingCheck:
         self._child: runner.Child | None = None
         self._scratch: Path | None = None
         self._done: Result | None = None
+        self.reuse = Reuse(self)  # [Verdict Cache] a pass kept from an earlier run
 
     def start(self) -> None:
         if self.started is not None:
             return
         self.started = time.monotonic()
+        hit = self.reuse.lookup()
+        if hit is not None:  # nothing to export, search or load: the row of the run that made it
+            self.result, self.settled, self.mode, self.why = hit, True, "inline", None
+            return
         spec = self.session.backends.get(self.name)
         standalone.start(spec, self.options)
         if self.mode != "process":
@@ -246,9 +252,11 @@ class PendingCheck:
                 result = self.result
         finally:
             self._cleanup()
-        result.extra["isolation"] = self.mode if self.why is None else f"{self.mode}: {self.why}"
+        if not self.reuse.hit:
+            result.extra["isolation"] = self.mode if self.why is None else f"{self.mode}: {self.why}"
         result.timings["total_s"] = (ended or time.monotonic()) - self.started
         outcome.xfail(result, self.options.xfail.get(result.backend))
+        self.reuse.keep(result)
         self._done = result
         return result
 
@@ -265,7 +273,7 @@ class PendingCheck:
 
     def _body(self, result: Result) -> None:
         assert self._scratch is not None
-        with _exact_cuda_math(self.device):
+        with _exact_cuda_math(self.device), sources.collecting(result):
             try:
                 _pipeline(self, result, self._scratch)
             except Stop as stop:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import sources
 from ._compat import quiet_torch
 from .backends.base import Backend, ExportContext
 from .compare import Comparison, compare
@@ -109,7 +110,8 @@ class Check:
         False (a like-with-like comparison of two artifacts), the user's ``compare=``."""
         return compare(
             expected, actual, relowered=self.backend.relowered, rtol=self.rtol, atol=self.atol,
-            compare_fn=self.options.compare if custom else None, scale_budget=self.scale_budget, scale_floor=self.scale_floor,
+            compare_fn=sources.watched(self.options.compare) if custom else None,
+            scale_budget=self.scale_budget, scale_floor=self.scale_floor,
         )
 
 

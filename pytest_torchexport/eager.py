@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import torch.utils._pytree as pytree
 
-from . import stateful
+from . import sources, stateful
 from .compare import equal_trees
 from .explain import is_user_file
 
@@ -88,7 +88,8 @@ class Eager:
         if measure is None:
             measure = trace_lines and not restore
         a, k = fresh(args, kwargs)
-        tracer = _LineTracer() if trace_lines else None
+        # [Sources] Without the line tracer, a file tracer when the verdict cache collects.
+        tracer = _LineTracer() if trace_lines else (sources.FileTracer() if sources.active() else None)
         footprint = Footprint(self.device) if measure else None
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             seed_rng(rng_seed, self.device)
@@ -106,7 +107,7 @@ class Eager:
         peak = footprint.stop() if footprint else None
         if restore:
             self.restore()
-        return EagerCall(out, (a, k), tracer.lines if tracer else None, seconds=seconds, peak_bytes=peak)
+        return EagerCall(out, (a, k), getattr(tracer, "lines", None), seconds=seconds, peak_bytes=peak)
 
 
 def run_artifact(run: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], rng_seed: int = 0) -> tuple[Any, Any]:
@@ -222,3 +223,4 @@ class _LineTracer:
     def stop(self) -> None:
         sys.settrace(self._previous)
         self.lines = frozenset(self._lines)
+        sources.note(self._user)  # every file a frame started in (sources.py)

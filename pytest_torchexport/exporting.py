@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from . import explain, runner
+from . import explain, runner, sources
 from ._compat import quiet_torch
 from .backends.base import Backend, ExportContext
 from .compare import output_scales
@@ -120,7 +120,7 @@ def export_once(check: Check, args: tuple[Any, ...], kwargs: dict[str, Any], ctx
         try:
             # As the reference runs and as models are served: grad mode makes some exporters
             # take other paths (T5's dynamo ONNX export fails to decompose in grad mode).
-            with torch.no_grad():
+            with torch.no_grad(), sources.reading(), _runs_forward(check):
                 artifact = check.backend.export(module, args, kwargs, ctx)
         except Exception as exc:  # noqa: BLE001 - every exporter failure is a result
             failure = exc
@@ -131,6 +131,19 @@ def export_once(check: Check, args: tuple[Any, ...], kwargs: dict[str, Any], ctx
         if finding not in result.findings:
             result.findings.append(finding)
     return artifact, failure
+
+
+#: [Sources] Backends whose export runs the forward in Python once (a trace): the files it runs
+#: there are collected too (``torch.jit.is_tracing()`` branches). Dynamo-based exports are not
+#: traced: a file tracer made a dynamo ONNX export 2.7x slower (docs/howto-cache.md); their
+#: source reads and the user frames of the graph's stack traces are collected instead.
+TRACING_EXPORTS = ("trace", "onnx-legacy")
+
+
+def _runs_forward(check: Check) -> Any:
+    import contextlib
+
+    return sources.watching() if check.name in TRACING_EXPORTS else contextlib.nullcontext()
 
 
 def quiet_call(fn: Any, *args: Any) -> Any:

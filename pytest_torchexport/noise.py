@@ -25,6 +25,7 @@ from typing import Any
 import torch
 import torch.utils._pytree as pytree
 
+from . import sources
 from .compare import CHUNK, Comparison, flatten
 from .eager import Eager, seed_rng
 from .report import Finding, Result
@@ -125,7 +126,7 @@ class Float64Reference:
                     self._module = copy.deepcopy(self._eager.module).double().eval()
                 self._initial = snapshot(self._module)
             a, k = pytree.tree_map(_double, (args, kwargs))
-            with torch.random.fork_rng(devices=[]), torch.no_grad():
+            with torch.random.fork_rng(devices=[]), torch.no_grad(), sources.watching():
                 seed_rng(0, self._eager.device)
                 out = self._module(*a, **k)
             restore(self._module, self._initial)  # a stateful module restarts, as eager does

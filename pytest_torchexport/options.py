@@ -480,6 +480,12 @@ def add_options(parser: Any) -> None:
         "being skipped, e.g. onnx,executorch",
     )
     both(
+        "--torchexport-cache",
+        "torchexport_cache",
+        "DIR or off: reuse a pass whose every input is unchanged (versions, options, module and state, recorded "
+        "inputs, the source of every file that ran or was read to make it); default: under pytest's cache dir",
+    )
+    both(
         "--torchexport-isolation",
         "torchexport_isolation",
         "process (default where the OS can fork and CUDA is not yet initialised): each backend check "

@@ -48,6 +48,16 @@ class State:
     pending: dict[str, int] = field(default_factory=dict)
     #: [Side By Side] checks of a test's next items, started beside the current one
     ahead: Ahead = field(default_factory=lambda: Ahead())
+    #: [Verdict Cache] where passes are reused (cache.Cache), None when off; resolved on first use
+    cache: Any = None
+    cache_resolved: bool = False
+    warm: bool = False  # the cache held entries when the session started
+
+    def verdict_cache(self, config: pytest.Config) -> Any:
+        if not self.cache_resolved:
+            self.cache_resolved = True
+            self.cache, self.warm = _verdict_cache(config)
+        return self.cache
 
     def remember(self, key: str, recording: Any) -> None:
         self.recordings[key] = recording
@@ -113,6 +123,20 @@ def pytest_configure(config: pytest.Config) -> None:
 
         config.pluginmanager.register(XdistHooks(), "torchexport-xdist")
         cap_worker_threads(config)
+
+
+def _verdict_cache(config: pytest.Config) -> tuple[Any, bool]:
+    """--torchexport-cache (relative to the invocation dir), else the ini (relative to the
+    rootdir), else under pytest's cache dir, which --cache-clear clears and -p no:cacheprovider removes."""
+    from .cache import resolve
+
+    given, base = config.getoption("torchexport_cache"), config.invocation_params.dir
+    if given is None:
+        given, base = config.getini("torchexport_cache"), config.rootpath
+    pytest_cache = getattr(config, "cache", None)
+    default = pytest_cache.mkdir("torchexport-verdicts") if pytest_cache is not None else None
+    cache = resolve(given, default, base)
+    return cache, cache is not None and cache.root.is_dir() and any(cache.root.iterdir())
 
 
 def _flag(value: Any) -> bool:
@@ -248,7 +272,7 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
     recording = state.recordings.get(key)
     try:
         if recording is None:
-            _start_loader(state, options, target)
+            _start_loader(item, options, target)
             recording = yield from _run_body(item, options)
             state.remember(key, recording)
         else:
@@ -263,12 +287,15 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
         state.done(key)
 
 
-def _start_loader(state: State, options: Options, target: items.Target) -> None:
+def _start_loader(item: pytest.Item, options: Options, target: items.Target) -> None:
     """[Standalone Overlap] The standalone loader (a fresh interpreter that imports torch, a
     second or two) starts before the first body it will serve, not when that body's first
     check asks for it, so the import overlaps the body, its recording and the export."""
     from . import standalone
 
+    state = item.config.stash[STATE]
+    if state.verdict_cache(item.config) is not None and state.warm:
+        return  # [Verdict Cache] most checks will be reused: the first that runs starts the loader
     standalone.start(state.backends.get(target.backend), options)
 
 
@@ -435,6 +462,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     state = session.config.stash.get(STATE, None)
     if state is not None:
         state.ahead.cancel()
+        if state.cache is not None and not hasattr(session.config, "workerinput"):
+            state.cache.prune()
 
 
 def _session(item: pytest.Item) -> Session:
@@ -450,6 +479,7 @@ def _session(item: pytest.Item) -> Session:
         hypothesis_home=str(cache.mkdir("torchexport-hypothesis")) if cache is not None else None,
         test=items.test_key(item) or item.nodeid,
         nodeid=item.nodeid,
+        cache=state.verdict_cache(item.config),
     )
 
 

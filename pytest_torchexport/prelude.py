@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from . import assumptions, budget, side_effects
+from . import assumptions, budget, side_effects, sources
 from .compare import equal_trees
 from .context import Recorded
 from .eager import Eager, module_name
@@ -97,7 +97,7 @@ def training_finding(result: Result, module: torch.nn.Module, device: str, input
     try:
         with torch.no_grad():
             trained = copy_module(module).to(device).train()
-            with torch.random.fork_rng(devices=[]):
+            with torch.random.fork_rng(devices=[]), sources.watching():
                 seed_rng(0, device)
                 outputs = trained(*args, **kwargs)
         same = compare(eval_outputs, outputs).ok
@@ -129,6 +129,8 @@ class EagerOnce:
     def __init__(self) -> None:
         #: (which recorded call, module, device) -> its prelude
         self._shared: dict[tuple[Any, int, str], _Shared | None] = {}
+        #: [Verdict Key] (call, module) -> the digest of the module and its inputs, for every backend (fingerprint.py)
+        self.keys: dict[tuple[Any, int], str] = {}
 
     def hand_over(
         self, call: Any, module: torch.nn.Module, plan: InputPlan, options: Options, result: Result,
@@ -163,7 +165,8 @@ def _compute(module: torch.nn.Module, plan: InputPlan, options: Options, result:
     torch.set_num_threads(1)  # as in a check's child (runner.py): the same numbers, the same time
     stop = None
     try:
-        prelude: Prelude | None = run_prelude(module, plan, template.device, options, template)
+        with sources.collecting(template):
+            prelude: Prelude | None = run_prelude(module, plan, template.device, options, template)
     except Stop as raised:
         stop, prelude = raised, None
     except Exception:  # noqa: BLE001 - each check computes its own, in its child, as before

@@ -192,6 +192,9 @@ class Result:
     #: message's "Likely cause:" line is written from them (for ``FOUND_CAUSES``), never read back.
     likely_cause: str | None = None
     cause_kind: CauseKind | None = None
+    #: [Sources] The files whose code ran or was read while the verdict was made (sources.py),
+    #: carried from a check's child to its parent for the verdict cache; never in the report.
+    sources: list[str] | None = field(default=None, compare=False)
 
     @property
     def failed(self) -> bool:
@@ -233,6 +236,8 @@ class Result:
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
         }
         data.update(self.extra)
+        if self.sources is not None:
+            data["sources"] = self.sources
         return data
 
     @classmethod
@@ -350,7 +355,8 @@ def summary_lines(results: list[Result], width: int = 100) -> list[str]:
     for r in results:
         name = _short_test(r)
         backend = r.backend if r.device == "cpu" else f"{r.backend}/{r.device}"
-        rows.append((name, r.module or "-", backend, r.status, format_err(r.max_abs_err), examples_cell(r), r.cause))
+        status = f"{r.status} (cached)" if r.extra.get("cached") else r.status  # [Verdict Cache] reused
+        rows.append((name, r.module or "-", backend, status, format_err(r.max_abs_err), examples_cell(r), r.cause))
     # The latency column only when some row was timed, and only where it does not push a
     # cause out of its column: the cause is what a reader acts on (latency is in the report).
     latencies = [format_latency(r.extra.get("latency_ms")) for r in results]
@@ -471,7 +477,8 @@ def markdown(results: list[Result], environment: dict[str, Any] | None = None) -
     for r in results:
         cause = r.cause.replace("|", "\\|")
         lines.append(
-            f"| `{r.test or r.module}` | {r.backend} | {r.device} | {_badge(r.status, r.extra.get('baseline'))} | "
+            f"| `{r.test or r.module}` | {r.backend} | {r.device} | {_badge(r.status, r.extra.get('baseline'))}"
+            f"{_cached(r)} | "
             f"{format_err(r.max_abs_err)} | {format_err(r.max_rel_err)} | {examples_cell(r)} | "
             f"{format_latency(r.extra.get('latency_ms'))} | {cause} |"
         )
@@ -482,6 +489,13 @@ def markdown(results: list[Result], environment: dict[str, Any] | None = None) -
             known = " (known: recorded in the baseline)" if r.extra.get("baseline") == "known" else ""
             lines += [f"### `{r.nodeid or r.test}`{known}", "", "```", r.message.strip(), "```", ""]
     return "\n".join(lines) + "\n"
+
+
+def _cached(r: Result) -> str:
+    """A reused pass says so, and from when (``cached_at``: the run that made it)."""
+    if not r.extra.get("cached"):
+        return ""
+    return f" (cached {str(r.extra.get('cached_at', ''))[:10]})".replace(" )", ")")
 
 
 def _badge(status: str, baseline: str | None = None) -> str:

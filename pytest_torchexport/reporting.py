@@ -76,6 +76,8 @@ class Reporting:
         path = self.state.report_path
         if path:
             terminalreporter.write_line(f"torchexport report written to {path}")
+        for line in cache_lines(self.state.results):
+            terminalreporter.write_line(line)
         self._baseline_summary(terminalreporter)
         if os.environ.get("GITHUB_ACTIONS") == "true":
             from .annotations import annotation
@@ -132,6 +134,18 @@ class Reporting:
         from .merge import write_report  # one writer for the session report and merged shards
 
         write_report(path, report, env)
+
+
+def cache_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """[Verdict Cache] How many passes were reused, and every entry the cache could not use."""
+    reused = sum(1 for row in rows if row.get("cached"))
+    notes = list(dict.fromkeys(f"{row.get('nodeid')}: {row['cache']}" for row in rows if row.get("cache")))
+    lines = []
+    if reused:
+        passes = "pass" if reused == 1 else "passes"
+        lines.append(f"torchexport cache: reused {reused} {passes} of {len(rows)} checks (nothing they depend on changed)")
+    lines.extend(f"torchexport cache warning: {note}" for note in notes)
+    return lines
 
 
 def _is_worker(config: pytest.Config) -> bool:

@@ -24,3 +24,5 @@ class Session:
     hypothesis_home: str | None = None
     test: str | None = None
     nodeid: str | None = None
+    #: [Verdict Cache] where passes are reused (``cache.Cache``); None: every check runs
+    cache: Any = None
