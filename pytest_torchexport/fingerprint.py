@@ -202,9 +202,15 @@ class _Hasher:
             return
         seen[id(value)] = f"#{len(seen)}"
         if isinstance(value, (list, tuple)):
-            self._w(type(value).__name__, len(value))
-            for item in value:
+            # Through the base class: a subclass may override len() or iteration (e3nn's
+            # Irreps items raise NotImplementedError from __len__), and it may carry state.
+            base = list if isinstance(value, list) else tuple
+            items = list(base.__iter__(value))
+            self._w(_qualname(type(value)), len(items))
+            for item in items:
                 self.value(item, seen)
+            if type(value) is not base and getattr(value, "__dict__", None):
+                self.value(dict(vars(value)), seen)
         elif isinstance(value, Mapping):
             self._w(_qualname(type(value)), len(value))
             for key, item in value.items():

@@ -363,3 +363,28 @@ def test_pruning_drops_unused_and_least_recently_used_entries(tmp_path):
     assert sorted(cache.root.rglob("*.json")) == paths[1:4]
     hit, _ = cache.lookup(paths[1].stem)
     assert hit is not None and hit.row == {"status": "pass"}
+
+
+def test_a_tuple_subclass_that_hides_its_length_is_keyed_by_its_items():
+    # e3nn's Irreps items are tuples whose __len__ raises NotImplementedError: every e3nn
+    # module's key failed, so none was ever cached. The key reads them as the tuples they are.
+    import torch
+
+    from pytest_torchexport.fingerprint import _Hasher
+
+    class MulIr(tuple):
+        def __len__(self):
+            raise NotImplementedError
+
+    class Act(torch.nn.Module):
+        def __init__(self, mul):
+            super().__init__()
+            self.irreps = (MulIr((mul, "0e")), MulIr((2, "1o")))
+
+    def key(module):
+        hasher = _Hasher()
+        hasher.module(module)
+        return hasher.hexdigest()
+
+    assert key(Act(3)) == key(Act(3))
+    assert key(Act(3)) != key(Act(4))  # an item that changes changes the key
