@@ -20,7 +20,7 @@ import warnings
 from pathlib import Path
 
 import torch
-from noise_models import Encoder, GRUClassifier, TinyEfficientNet, TinySegNet, calibrated
+from measure_noise import models  # the same four models the other backends' budgets were measured on
 
 from pytest_torchexport._compat import quiet_torch
 from pytest_torchexport.backends.base import ExportContext
@@ -30,16 +30,6 @@ from pytest_torchexport.noise import leaf_noise
 from pytest_torchexport.specs import plan_inputs
 
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
-
-
-def models() -> dict[str, tuple[torch.nn.Module, torch.Tensor]]:
-    torch.manual_seed(0)
-    return {
-        "cnn": (calibrated(TinyEfficientNet(c=24, blocks=6)), torch.randn(2, 3, 32, 32)),
-        "segnet": (calibrated(TinySegNet()), torch.randn(2, 3, 48, 48)),
-        "encoder": (Encoder().eval(), torch.randn(2, 10, 32)),
-        "gru": (GRUClassifier().eval(), torch.randn(2, 12, 8)),
-    }
 
 
 def first(out):  # noqa: ANN001, ANN201

@@ -173,3 +173,19 @@ def mlp_and_gate_source() -> str:
     import inspect
 
     return "\nimport pytest\nimport torch\nfrom torch import nn\n\n\n" + inspect.getsource(MLP) + "\n\n" + inspect.getsource(Gate)
+
+
+class ManualLayerNorm(nn.Module):
+    # LayerNorm written out, as in BERT's and GPT-2's original code. onnxruntime fuses the
+    # pattern into one LayerNormalization kernel from ORT_ENABLE_BASIC on; at an input of
+    # float32's largest value the written-out form overflows to NaN (in eager and in
+    # onnxruntime at ORT_DISABLE_ALL alike) and the fused kernel returns 0.
+    def __init__(self, d=8):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d))
+        self.bias = nn.Parameter(torch.zeros(d))
+
+    def forward(self, x):
+        mu = x.mean(-1, keepdim=True)
+        var = (x - mu).pow(2).mean(-1, keepdim=True)
+        return (x - mu) / torch.sqrt(var + 1e-5) * self.weight + self.bias

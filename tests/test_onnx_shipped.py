@@ -16,6 +16,7 @@ import sys
 import onnxruntime as ort
 import pytest
 import torch
+from models import ManualLayerNorm
 from torch import nn
 
 from pytest_torchexport._compat import quiet_torch
@@ -60,21 +61,6 @@ class BagOfWords(nn.Module):
 
     def forward(self, x):
         return self.head(torch.relu(self.embed(x)).sum(1))
-
-
-class ManualLayerNorm(nn.Module):
-    # onnxruntime fuses this written-out LayerNorm into one kernel from ORT_ENABLE_BASIC on;
-    # at float32's largest input eager overflows to NaN and the fused kernel returns 0
-    # (tests/test_onnx_runtime.py).
-    def __init__(self, d: int = 8) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(d))
-        self.bias = nn.Parameter(torch.zeros(d))
-
-    def forward(self, x):
-        mu = x.mean(-1, keepdim=True)
-        var = (x - mu).pow(2).mean(-1, keepdim=True)
-        return (x - mu) / torch.sqrt(var + 1e-5) * self.weight + self.bias
 
 
 def one(module, args, **options):
