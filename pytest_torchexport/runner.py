@@ -71,15 +71,26 @@ def choose(isolation: str | None, device: str) -> tuple[str, str | None]:
     return "process", None
 
 
+_used: set[str] = set()
 _warmed: set[str] = set()
 
 
-def warm_up(name: str, spec: Any) -> None:
-    """One tiny export, save, load and run on a built-in backend, once per process, before its
-    first child: the exporters' first use (lazy imports, op registrations) costs seconds
-    (measured: dynamo ONNX 2-3 s, torch.export 1.2-1.8 s on a 3-layer MLP) and a child's
-    warm-up dies with it, so every child would pay it again. Forked after this, they do not."""
+def warm_up(name: str, spec: Any, *, now: bool = False) -> None:
+    """One tiny export, save, load and run on a built-in backend, once per process, before the
+    children of its second check on: the exporters' first use (lazy imports, op
+    registrations) costs seconds (measured: dynamo ONNX 2-3 s, torch.export 1.2-1.8 s on a
+    3-layer MLP) and a child's warm-up dies with it, so every child would pay it again.
+    Forked after this, they do not.
+
+    [First Use In The Child] A backend's first check in this process forks without it: done
+    here, the warm-up held up every check of the test behind it (the parent forks one child
+    at a time), while its child pays the same first use beside the other checks. A process
+    that checks a backend once (one ``check()`` call) never pays it twice; one that checks
+    it again pays it once more, here. ``now``: warm up at once (a test suite's fixture)."""
     if name in _warmed:
+        return
+    if name not in _used and not now:
+        _used.add(name)
         return
     _warmed.add(name)
     import tempfile

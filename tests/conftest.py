@@ -45,7 +45,11 @@ def _exporters_warmed_up():
     imported during an inline run they would be dropped afterwards and re-imported by
     the next one, which fails ("Only a single TORCH_LIBRARY can be used...").
     """
-    from pytest_torchexport import check
+    from pytest_torchexport import check, runner
+    from pytest_torchexport.options import BUILTIN_BACKENDS
 
+    backends = ["trace", "script", "onnx", "export", "onnx-legacy"]
+    for name in backends:  # a backend's first check forks without its warm-up (runner.warm_up)
+        runner.warm_up(name, BUILTIN_BACKENDS[name], now=True)
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU()).eval()
-    check(model, (torch.randn(2, 4),), backends=["trace", "script", "onnx", "export", "onnx-legacy"], examples=1)
+    check(model, (torch.randn(2, 4),), backends=backends, examples=1)

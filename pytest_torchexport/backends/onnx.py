@@ -8,7 +8,9 @@ onnxruntime runs models that stricter runtimes refuse (``check_artifact``).
 
 from __future__ import annotations
 
+import importlib.util
 import io
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ import torch.utils._pytree as pytree
 
 from ..explain import FindingWarning
 from ..report import Finding
+from . import _torchlib
 from .base import Backend, ExportContext, GraphOptimizer, PostProcessing, keywords_bound, onnx_args, positional_adapter
 
 FILENAME = "model.onnx"
@@ -197,22 +200,24 @@ class DynamoOnnxBackend(_OnnxBackend):
         reason = super().unavailable_reason()
         if reason:
             return reason
-        try:
-            import onnxscript  # noqa: F401
-        except ImportError as exc:
-            return f"onnxscript is not installed ({exc}); the dynamo ONNX exporter needs it: pip install onnxscript"
+        # Looked up, not imported: its import takes ~1 s, which the check's child pays anyway
+        # when it exports, while asked here (in the parent, before the fork) it held up every
+        # check of the test behind it.
+        if _missing("onnxscript"):
+            return "onnxscript is not installed; the dynamo ONNX exporter needs it: pip install onnxscript"
         return None
 
     def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
         module = keywords_bound(module, kwargs)
-        program = torch.onnx.export(
-            module,
-            onnx_args(args, kwargs),
-            kwargs=kwargs or None,
-            dynamo=True,
-            dynamic_shapes=ctx.dynamic_shapes(module),
-            verbose=False,
-        )
+        with _torchlib.reused():  # its op registry built once per process, not per export
+            program = torch.onnx.export(
+                module,
+                onnx_args(args, kwargs),
+                kwargs=kwargs or None,
+                dynamo=True,
+                dynamic_shapes=ctx.dynamic_shapes(module),
+                verbose=False,
+            )
         if program is None:  # pragma: no cover - torch versions that returned nothing
             raise RuntimeError("torch.onnx.export(dynamo=True) returned no ONNXProgram")
         artifact = _InMemory(program, ctx.device, self.name)
@@ -362,3 +367,13 @@ class _Lazy:
         if self._session is None:
             self._session = OnnxSession(self.data, self.device, self.level)
         return self._session(args, kwargs)
+
+
+def _missing(name: str) -> bool:
+    """Whether the top-level package ``name`` cannot be found (without importing it)."""
+    if name in sys.modules:
+        return sys.modules[name] is None
+    try:
+        return importlib.util.find_spec(name) is None
+    except (ImportError, ValueError):
+        return True

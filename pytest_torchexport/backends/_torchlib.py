@@ -1,0 +1,63 @@
+"""[One Torchlib Registry] The dynamo ONNX exporter's op registry, built once per process.
+
+``torch.onnx.export(dynamo=True)`` builds its registry of ATen-to-ONNX translations anew on
+every call (``ONNXRegistry.from_torchlib``): onnxscript reads the source of ~500 torchlib
+functions and parses their signatures. That is 0.6-1.2 s of every ONNX export here, more
+than the export of a small model itself (measured: a 2-layer MLP's export 0.95 s, of which
+0.6 s was the registry; ``benchmarks/bench_floor.py``). The registry depends only on the
+installed torch and onnxscript and the opset, which do not change within a process.
+
+``reused()`` keeps the first registry built for an opset and hands each export a copy of
+its tables (lists copied, so an export's ``custom_translation_table`` or any other
+registration lands in its own copy, never in the one kept). The patch is in place only
+around this package's own export call, so a test's own ``torch.onnx.export`` is untouched,
+and a torch without ``from_torchlib`` where this expects it simply builds its registry as
+before. Forked check children inherit the kept registry from their parent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+_KEPT: dict[tuple[type, Any], Any] = {}
+
+
+def _copy(registry: Any) -> Any:
+    copy = object.__new__(type(registry))
+    copy.__dict__.update(registry.__dict__)
+    copy.functions = {target: list(decomps) for target, decomps in registry.functions.items()}
+    return copy
+
+
+@contextlib.contextmanager
+def reused() -> Iterator[None]:
+    """Within: ``ONNXRegistry.from_torchlib`` builds a registry once per opset, then copies it."""
+    try:
+        from torch.onnx._internal.exporter import _registration
+    except ImportError:  # a torch without the dynamo exporter: nothing to reuse
+        yield
+        return
+    cls = _registration.ONNXRegistry
+    original = cls.__dict__.get("from_torchlib")
+    if not isinstance(original, classmethod):
+        yield
+        return
+    build = original.__func__
+
+    def from_torchlib(owner: type, *args: Any, **kwargs: Any) -> Any:
+        key = (owner, (args, tuple(sorted(kwargs.items()))))
+        kept = _KEPT.get(key)
+        if kept is None or not isinstance(getattr(kept, "functions", None), dict):
+            kept = _KEPT[key] = build(owner, *args, **kwargs)
+            if not isinstance(getattr(kept, "functions", None), dict):  # another layout: no copy we trust
+                del _KEPT[key]
+                return kept
+        return _copy(kept)
+
+    cls.from_torchlib = classmethod(from_torchlib)
+    try:
+        yield
+    finally:
+        cls.from_torchlib = original
