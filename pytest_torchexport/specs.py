@@ -365,11 +365,13 @@ def _value_stats(t: torch.Tensor, low: float | None, high: float | None) -> dict
     if not t.is_floating_point() or t.numel() == 0:
         return {"scale": 1.0, "center": 0.0}
     finite = t.detach().float()
-    finite = finite[torch.isfinite(finite)]
+    if not bool(torch.isfinite(finite).all()):  # the mask copies the tensor: only where it holds a NaN or inf
+        finite = finite[torch.isfinite(finite)]
     if finite.numel() == 0:
         return {"scale": 1.0, "center": 0.0}
     std = float(finite.std()) if finite.numel() > 1 else 0.0
-    absmax = float(finite.abs().max())
+    low_value, high_value = torch.aminmax(finite)
+    absmax = max(-float(low_value), float(high_value))
     scale = std if std > 0 else (absmax if absmax > 0 else 1.0)
     if not math.isfinite(scale):
         scale = 1.0
