@@ -280,21 +280,7 @@ def test_mlp():
 def test_third_party_backend_through_the_hook(tester):
     tester.makeconftest(
         """
-import torch
-from pytest_torchexport import Backend
-
-class Pickled(Backend):
-    name = "pickled"
-
-    def export(self, module, args, kwargs, ctx):
-        return module
-
-    def save(self, artifact, directory):
-        torch.save(artifact, directory / "m.pt")
-        return [directory / "m.pt"]
-
-    def load(self, directory, ctx):
-        return torch.load(directory / "m.pt", weights_only=False)
+from helpers import Pickled
 
 def pytest_torchexport_backends(config):
     return {"pickled": Pickled}
