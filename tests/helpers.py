@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from models import mlp_and_gate_source
 
 from pytest_torchexport import Backend
 
@@ -30,6 +31,18 @@ class Pickled(Backend):
 
     def load(self, directory, ctx):
         return torch.load(directory / "m.pt", weights_only=False)
+
+
+def mlp_test(*backends: str) -> str:
+    """A test file with MLP and Gate (tests/models.py) and one test, `test_mlp`, that calls
+    MLP on a (2, 8) input under `@pytest.mark.torchexport(backends=[...])`."""
+    return mlp_and_gate_source() + textwrap.dedent(
+        f"""
+        @pytest.mark.torchexport(backends={list(backends)!r})
+        def test_mlp():
+            MLP().eval()(torch.randn(2, 8))
+        """
+    )
 
 
 def linear_test(**marker) -> str:
@@ -72,6 +85,10 @@ def by_test(row: dict) -> str:
     return row["test"].split("::", 1)[1]
 
 
+def by_test_and_backend(row: dict) -> tuple[str, str]:
+    return by_test(row), row["backend"]
+
+
 def report_rows(tester: pytest.Pytester, name: str = "out.json", key: Callable[[dict], object] | None = by_backend):
     """The rows of the JSON report `name` the last run wrote: a dict by `key`, or the list with key=None."""
     rows = json.loads((tester.path / name).read_text())["results"]
@@ -108,3 +125,34 @@ def run_without(tester: pytest.Pytester, packages: tuple[str, ...], backends: li
     tester.makepyfile(test_m=linear_test(backends=backends))
     result, rows = run_with_report(tester, *args)
     return result, rows[backends[-1]]
+
+
+def skipped_then_required(tester: pytest.Pytester, backend: str) -> tuple[dict, dict]:
+    """Run the written one-pass test file twice: `backend` unavailable is a skipped row, then
+    under --torchexport-require a failed one that says it is required; both rows."""
+    result, rows = run_with_report(tester)
+    result.assert_outcomes(passed=1, skipped=1)
+    skipped = rows[backend]
+    result, rows = run_with_report(tester, f"--torchexport-require={backend}")
+    result.assert_outcomes(passed=1, failed=1)
+    required = rows[backend]
+    assert required["status"] == "export_error"
+    assert required["message"].startswith(
+        f"{backend} is required (--torchexport-require) but unavailable here [backend={backend}"
+    )
+    return skipped, required
+
+
+def round_trip(backend: Backend, module, x: torch.Tensor, y: torch.Tensor, directory, *, dims: dict):
+    """Export `module` at `x` with `dims` declared, save to `directory`, load from the files
+    alone and run at `y`, quiet as the engine calls exporters: the files, the loaded artifact,
+    its output and eager's."""
+    from pytest_torchexport._compat import quiet_torch
+    from pytest_torchexport.backends.base import ExportContext
+    from pytest_torchexport.specs import plan_inputs
+
+    ctx = ExportContext("cpu", plan_inputs(module, (x,), None, dims=dims), module)
+    with torch.no_grad(), quiet_torch():  # the exporters' warnings are not the test's
+        files = backend.save(backend.export(module, (x,), {}, ctx), directory)
+        loaded = backend.load(directory, ctx)
+        return files, loaded, backend.run(loaded, (y,), {}), module(y)
