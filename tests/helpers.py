@@ -85,6 +85,11 @@ def by_test(row: dict) -> str:
     return row["test"].split("::", 1)[1]
 
 
+def by_item(row: dict) -> str:
+    """The item's name without its file: `test_gate[torchexport-trace]`."""
+    return row["nodeid"].split("::", 1)[1]
+
+
 def by_test_and_backend(row: dict) -> tuple[str, str]:
     return by_test(row), row["backend"]
 
