@@ -148,15 +148,25 @@ def skipped_then_required(tester: pytest.Pytester, backend: str) -> tuple[dict, 
     return skipped, required
 
 
-def round_trip(backend: Backend, module, x: torch.Tensor, y: torch.Tensor, directory, *, dims: dict):
-    """Export `module` at `x` with `dims` declared, save to `directory`, load from the files
-    alone and run at `y`, quiet as the engine calls exporters: the files, the loaded artifact,
-    its output and eager's."""
+def installed(backend: Backend, package: str) -> Backend:
+    """The backend, or this test skipped where `package` is not installed."""
+    if backend.unavailable_reason():
+        pytest.skip(f"{package} is not installed")
+    return backend
+
+
+def nested_round_trip(backend: Backend, directory, batch: int):
+    """Export tests/models.py's Nested at batch 3 with batch (1, 8) declared, save to
+    `directory`, load from the files alone and run at `batch`, quiet as the engine calls
+    exporters: the files, the loaded artifact, its output and eager's."""
+    from models import Nested
+
     from pytest_torchexport._compat import quiet_torch
     from pytest_torchexport.backends.base import ExportContext
     from pytest_torchexport.specs import plan_inputs
 
-    ctx = ExportContext("cpu", plan_inputs(module, (x,), None, dims=dims), module)
+    module, x, y = Nested().eval(), torch.randn(3, 4), torch.randn(batch, 4)
+    ctx = ExportContext("cpu", plan_inputs(module, (x,), None, dims={"batch": (1, 8)}), module)
     with torch.no_grad(), quiet_torch():  # the exporters' warnings are not the test's
         files = backend.save(backend.export(module, (x,), {}, ctx), directory)
         loaded = backend.load(directory, ctx)

@@ -7,7 +7,7 @@ pytester runs.
 
 import pytest
 import torch
-from helpers import assert_selected_on_the_command_line, round_trip, run_without
+from helpers import assert_selected_on_the_command_line, installed, nested_round_trip, run_without
 from models import MLP, Gate, Nested
 from torch import nn
 
@@ -81,13 +81,8 @@ def test_keyword_arguments_reach_the_program_in_the_exported_order(results):
 
 def test_the_loaded_program_needs_only_the_file_and_keeps_to_its_bounds(tmp_path):
     """The output structure comes from the .pte itself, not from the in-memory export."""
-    backend = ExecutorchBackend()
-    if backend.unavailable_reason():
-        pytest.skip("executorch is not installed")
-    module = Nested().eval()
-    files, loaded, out, expected = round_trip(
-        backend, module, torch.randn(3, 4), torch.randn(5, 4), tmp_path, dims={"batch": (1, 8)}
-    )
+    backend = installed(ExecutorchBackend(), "executorch")
+    files, loaded, out, expected = nested_round_trip(backend, tmp_path, batch=5)
     assert files == [tmp_path / FILENAME]
     assert loaded.buffer is None and set(out) == {"logits", "hidden"}
     torch.testing.assert_close(out, expected, rtol=1e-3, atol=1e-4)

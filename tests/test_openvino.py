@@ -10,7 +10,8 @@ import torch
 from helpers import (
     assert_required_but_unavailable,
     assert_selected_on_the_command_line,
-    round_trip,
+    installed,
+    nested_round_trip,
     run_without,
 )
 from models import MLP, BakedReshape, Gate, Nested
@@ -127,20 +128,15 @@ def test_integer_floor_division_lowered_as_truncation_is_a_mismatch(results):
 
 def test_the_ir_runs_alone_in_float32_at_other_sizes(tmp_path):
     """Saved uncompressed, reloaded from the files alone, compiled with f32 pinned."""
-    backend = OpenVinoBackend()
-    if backend.unavailable_reason():
-        pytest.skip("openvino is not installed")
-    module = Nested().eval()
-    files, loaded, out, expected = round_trip(
-        backend, module, torch.randn(3, 4), torch.randn(7, 4), tmp_path, dims={"batch": (1, 8)}
-    )
+    backend = installed(OpenVinoBackend(), "openvino")
+    files, loaded, out, expected = nested_round_trip(backend, tmp_path, batch=7)
     assert files == [tmp_path / FILENAME, tmp_path / "model.bin"]
     assert str(loaded.compiled.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'float32'>"
     assert backend.input_shapes(loaded) == [(None, 4)]  # batch declared dynamic, the rest static
     expected_leaves = [expected["logits"][0], expected["logits"][1], expected["hidden"][0], expected["hidden"][1]]
     torch.testing.assert_close(out, expected_leaves, rtol=1e-3, atol=1e-4)
     # float32 weights in the .bin: 4 bytes per parameter ([Saved In Float32])
-    assert (tmp_path / "model.bin").stat().st_size >= 4 * sum(p.numel() for p in module.parameters())
+    assert (tmp_path / "model.bin").stat().st_size >= 4 * sum(p.numel() for p in Nested().parameters())  # a count: any Nested
 
 
 def test_selected_on_the_command_line_with_its_own_item_id(tester, results):
