@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from helpers import mlp_test
+from helpers import mlp_test, run_with_report
 from models import mlp_and_gate_source
 
 MODELS = mlp_and_gate_source()
@@ -189,9 +189,8 @@ def test_two_models():
     Gate()(torch.ones(2, 4))          # selected by class name
 """
     )
-    result = tester.runpytest("--torchexport-report=r.json")
+    result, rows = run_with_report(tester, name="r.json", key=None)
     result.assert_outcomes(passed=1, failed=1)
-    rows = json.loads((tester.path / "r.json").read_text())["results"]
     assert {r["module"] for r in rows} == {"Gate"}
 
 
