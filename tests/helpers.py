@@ -1,5 +1,10 @@
-"""Scaffolding the test files share: a third-party backend, the one-Linear test file, and
-running a written test file through pytest to read back its report rows.
+"""Scaffolding the test files share, written once.
+
+- `Pickled`: a third-party backend (by object to check(), or through the hook in a conftest);
+- test files for pytester runs: `mlp_test`, `linear_test` (and `models.source` for others);
+- a run and its report: `run_with_report`, `report_rows`, keyed `by_backend`, `by_test`, ...;
+- the opt-in backends' common scenarios: a package hidden, a backend required, selected on
+  the command line, an artifact reloaded from its files alone.
 
 Used with the `tester` fixture (tests/conftest.py), which gives the ini every run shares.
 """
@@ -12,9 +17,12 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from models import mlp_and_gate_source
+from models import Nested, mlp_and_gate_source
 
 from pytest_torchexport import Backend
+from pytest_torchexport._compat import quiet_torch
+from pytest_torchexport.backends.base import ExportContext
+from pytest_torchexport.specs import plan_inputs
 
 
 class Pickled(Backend):
@@ -159,12 +167,6 @@ def nested_round_trip(backend: Backend, directory, batch: int):
     """Export tests/models.py's Nested at batch 3 with batch (1, 8) declared, save to
     `directory`, load from the files alone and run at `batch`, quiet as the engine calls
     exporters: the files, the loaded artifact, its output and eager's."""
-    from models import Nested
-
-    from pytest_torchexport._compat import quiet_torch
-    from pytest_torchexport.backends.base import ExportContext
-    from pytest_torchexport.specs import plan_inputs
-
     module, x, y = Nested().eval(), torch.randn(3, 4), torch.randn(batch, 4)
     ctx = ExportContext("cpu", plan_inputs(module, (x,), None, dims={"batch": (1, 8)}), module)
     with torch.no_grad(), quiet_torch():  # the exporters' warnings are not the test's
