@@ -166,13 +166,18 @@ class Truncate(nn.Module):
         return self.proj(x).mean(1)
 
 
-def mlp_and_gate_source() -> str:
-    """MLP and Gate as the source of a test file, for pytester sessions (test_plugin,
-    test_artifacts). Imported here, not at the top, so other tests' line numbers in this
-    file stay put."""
+def source(*classes: type) -> str:
+    """These modules as the start of a test file for pytester sessions, with the imports
+    they and a marked test need. Defined here, below the modules, so that the line numbers
+    tests read in this file stay put."""
     import inspect
 
-    return "\nimport pytest\nimport torch\nfrom torch import nn\n\n\n" + inspect.getsource(MLP) + "\n\n" + inspect.getsource(Gate)
+    return "\nimport pytest\nimport torch\nfrom torch import nn\n\n\n" + "\n\n".join(inspect.getsource(c) for c in classes)
+
+
+def mlp_and_gate_source() -> str:
+    """MLP and Gate as the source of a test file (test_plugin, test_artifacts, helpers.mlp_test)."""
+    return source(MLP, Gate)
 
 
 class ManualLayerNorm(nn.Module):

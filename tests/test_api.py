@@ -7,23 +7,10 @@ import textwrap
 
 import pytest
 import torch
+from helpers import Pickled
 from models import MLP, Gate
 
-from pytest_torchexport import Backend, ExportMismatch, InvalidArgument, check
-
-
-class Pickled(Backend):
-    name = "pickled"
-
-    def export(self, module, args, kwargs, ctx):
-        return module
-
-    def save(self, artifact, directory):
-        torch.save(artifact, directory / "m.pt")
-        return [directory / "m.pt"]
-
-    def load(self, directory, ctx):
-        return torch.load(directory / "m.pt", weights_only=False)
+from pytest_torchexport import ExportMismatch, InvalidArgument, check
 
 
 def test_check_takes_backend_objects_without_pytest():

@@ -1,9 +1,9 @@
 """Kept artifacts (--torchexport-keep-artifacts) load back and read; latency on every passing row."""
 
-import json
 
 import pytest
 import torch
+from helpers import run_with_report
 from models import mlp_and_gate_source
 
 MODELS = mlp_and_gate_source() + """
@@ -25,11 +25,10 @@ def test_gate():
 def test_kept_artifacts_load_back_and_every_passing_row_has_latency(tester, monkeypatch):
     monkeypatch.setenv("COLUMNS", "120")  # wide enough for the latency column beside the causes
     tester.makepyfile(test_m=MODELS)
-    result = tester.runpytest(
-        "--torchexport-keep-artifacts=kept", "--torchexport-report=out.json", "--torchexport-repro-dir=repro"
+    result, rows = run_with_report(
+        tester, "--torchexport-keep-artifacts=kept", "--torchexport-repro-dir=repro", key=lambda r: (r["test"], r["backend"])
     )
     result.assert_outcomes(passed=5, failed=1)
-    rows = {(r["test"], r["backend"]): r for r in json.loads((tester.path / "out.json").read_text())["results"]}
 
     # Latency at the recorded input, on every row that got a runnable artifact.
     for (test, backend), row in rows.items():

@@ -11,6 +11,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from helpers import by_item, report_rows
+from models import Gate, source
 
 # Each model lives in its own file, so an edit reaches one test's key and no other's. The test
 # file itself holds only the bodies and markers: its code never runs during a check.
@@ -150,10 +152,6 @@ SUITE = """
 """
 
 
-def rows(path: Path) -> dict[str, dict]:
-    return {r["nodeid"].split("::", 1)[1]: r for r in json.loads(path.read_text())["results"]}
-
-
 def _write(base: Path, name: str, text: str) -> None:
     # A different size each time: Python's bytecode cache goes by mtime (seconds) and size.
     (base / name).write_text(textwrap.dedent(text).lstrip())
@@ -183,7 +181,7 @@ def suite(tester, tmp_path_factory):
 def test_each_edit_reruns_its_check_and_an_unchanged_one_is_reused(suite):
     first = suite.runpytest("--torchexport-report=first.json")
     first.assert_outcomes(passed=8)
-    before = rows(suite.path / "first.json")
+    before = report_rows(suite, "first.json", key=by_item)
     assert all(r["status"] == "pass" and "cached" not in r for r in before.values()), before
 
     # One line each: (a) the helper only big batches reach, (b) the function only TorchScript
@@ -197,7 +195,7 @@ def test_each_edit_reruns_its_check_and_an_unchanged_one_is_reused(suite):
 
     second = suite.runpytest("--torchexport-report=second.json")
     second.assert_outcomes(passed=8)
-    after = rows(suite.path / "second.json")
+    after = report_rows(suite, "second.json", key=by_item)
     for test in ("a_helper_for_some_inputs", "b_script_only", "c_weight", "d_buffer", "e_tolerance", "f_third_party"):
         (nodeid,) = [n for n in after if test in n]
         assert "cached" not in after[nodeid], f"{nodeid} was reused after its edit"
@@ -220,21 +218,12 @@ def test_an_edit_that_changes_the_verdict_is_never_hidden(suite):
     _edit(suite.path / "big_helper.py", "return y * 1.0", "return y * 3.5")
     result = suite.runpytest("-k", "helper", "--torchexport-report=out.json")
     result.assert_outcomes(failed=1)
-    (row,) = rows(suite.path / "out.json").values()
+    (row,) = report_rows(suite, "out.json", key=by_item).values()
     assert row["status"] == "mismatch" and "cached" not in row
 
 
-FAILING = """
-    import pytest
-    import torch
-
-
-    class Gate(torch.nn.Module):
-        def forward(self, x):
-            if x.sum() > 0:
-                return x * 2
-            return x - 1
-
+FAILING = source(Gate) + textwrap.dedent(
+    """
 
     class Lin(torch.nn.Module):
         def __init__(self):
@@ -255,11 +244,12 @@ FAILING = """
         with open("body-ran.txt", "a") as f:  # the body runs on every run, reused or not
             f.write("ran\\n")
         Lin().eval()(torch.randn(3, 4))
-"""
+    """
+)
 
 
 def test_failures_rerun_and_off_no_cacheprovider_and_a_corrupt_entry_reuse_nothing(tester):
-    tester.makepyfile(test_g=textwrap.dedent(FAILING))
+    tester.makepyfile(test_g=FAILING)
     tester.runpytest("--torchexport-report=1.json").assert_outcomes(passed=1, failed=1)
     entries = list((tester.path / ".pytest_cache").rglob("torchexport-verdicts/v1/*/*.json"))
     assert len(entries) == 1, entries  # the pass only
@@ -267,7 +257,7 @@ def test_failures_rerun_and_off_no_cacheprovider_and_a_corrupt_entry_reuse_nothi
     def run(*args: str) -> dict[str, dict]:
         result = tester.runpytest("--torchexport-report=out.json", *args)
         result.assert_outcomes(passed=1, failed=1)
-        return {k.split("[")[0]: v for k, v in rows(tester.path / "out.json").items()}
+        return {k.split("[")[0]: v for k, v in report_rows(tester, "out.json", key=by_item).items()}
 
     found = run()
     assert found["test_lin"]["cached"] is True
@@ -284,34 +274,34 @@ def test_failures_rerun_and_off_no_cacheprovider_and_a_corrupt_entry_reuse_nothi
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.re_match_lines([r"torchexport cache warning: test_g.py::test_lin\[torchexport-trace\]: "
                                   r"ignored the corrupt entry .*: checked again"])
-    found = {k.split("[")[0]: v for k, v in rows(tester.path / "out.json").items()}
+    found = {k.split("[")[0]: v for k, v in report_rows(tester, "out.json", key=by_item).items()}
     assert "cached" not in found["test_lin"] and found["test_lin"]["status"] == "pass"
     assert json.loads(entries[0].read_text())["row"]["status"] == "pass"  # written again, whole
     assert run()["test_lin"]["cached"] is True
 
 
 def test_a_cache_dir_given_on_the_command_line_and_cache_clear(tester):
-    tester.makepyfile(test_g=textwrap.dedent(FAILING))
+    tester.makepyfile(test_g=FAILING)
     tester.runpytest("--torchexport-cache=ci-cache", "-k", "lin").assert_outcomes(passed=1)
     assert list((tester.path / "ci-cache" / "v1").rglob("*.json"))
     assert not list((tester.path / ".pytest_cache").rglob("torchexport-verdicts/v1/*/*.json"))
     tester.runpytest("--torchexport-cache=ci-cache", "-k", "lin", "--torchexport-report=out.json")
-    assert next(iter(rows(tester.path / "out.json").values()))["cached"] is True
+    assert next(iter(report_rows(tester, "out.json", key=by_item).values()))["cached"] is True
     # The default lives under pytest's cache dir: --cache-clear clears it.
     tester.runpytest("-k", "lin").assert_outcomes(passed=1)
     result = tester.runpytest("-k", "lin", "--cache-clear", "--torchexport-report=out.json")
     result.assert_outcomes(passed=1)
-    assert "cached" not in next(iter(rows(tester.path / "out.json").values()))
+    assert "cached" not in next(iter(report_rows(tester, "out.json", key=by_item).values()))
 
 
 def test_xdist_workers_share_the_cache(tester):
     pytest.importorskip("xdist")
-    tester.makepyfile(test_g=textwrap.dedent(FAILING).replace("if x.sum() > 0:\n            return x * 2\n", ""))
+    tester.makepyfile(test_g=FAILING.replace("if x.sum() > 0:\n            return x * 2\n", ""))
     first = tester.runpytest_subprocess("-n", "2", "--torchexport-report=1.json")
     first.assert_outcomes(passed=2)
     second = tester.runpytest_subprocess("-n", "2", "--torchexport-report=2.json")
     second.assert_outcomes(passed=2)
-    assert all(r.get("cached") is True for r in rows(tester.path / "2.json").values())
+    assert all(r.get("cached") is True for r in report_rows(tester, "2.json", key=by_item).values())
 
 
 def _writer(directory: str, key: str, n: int) -> None:

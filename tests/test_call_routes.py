@@ -7,11 +7,11 @@ for real; none records a child the model calls inside (the stem ``Linear`` a dir
 ``forward`` call used to leave in the model's place).
 """
 
-import json
 import sys
 
 import pytest
 import torch
+from helpers import by_test, by_test_and_backend, run_with_report
 from torch import nn
 
 MODELS = """
@@ -145,11 +145,7 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.torchexport(backends={backends.split(",")!r}, examples=3))
 """
     )
-    result = tester.runpytest("--torchexport-report=out.json", "-p", "no:randomly")
-    rows = {}
-    for r in json.loads((tester.path / "out.json").read_text())["results"]:
-        rows[(r["test"].split("::", 1)[1], r["backend"])] = r
-    return result, rows
+    return run_with_report(tester, "-p", "no:randomly", key=by_test_and_backend)
 
 
 def findings(row, kind):
@@ -202,9 +198,8 @@ def test_methods():
     torch.jit.trace_module(Net().eval(), {{"forward": torch.randn(3, 4), "encode": torch.randn(3, 4)}})
 """
     )
-    result = tester.runpytest("--torchexport-report=out.json")
+    result, (row, *_) = run_with_report(tester, key=None)
     result.assert_outcomes(passed=2)
-    row = json.loads((tester.path / "out.json").read_text())["results"][0]
     assert row["module"] == "Net"
     assert findings(row, "recorded_call") == [
         "Net was handed to torch.jit.trace_module by the test with inputs for forward and encode: "
@@ -222,9 +217,8 @@ def test_script():
     Unscriptable().eval().forward(torch.randn(3, 4))
 """
     )
-    result = tester.runpytest("--torchexport-report=out.json")
+    result, (row, *_) = run_with_report(tester, key=None)
     result.assert_outcomes(failed=1)
-    row = json.loads((tester.path / "out.json").read_text())["results"][0]
     assert (row["module"], row["status"]) == ("Unscriptable", "export_error"), row["message"]
     assert "test_s.py:" in row["message"]
 
@@ -326,9 +320,8 @@ def test_a_cause_names_the_parts_compiled_in_place_before_the_call(tester):
     # A failure of the module as called says what the test did to it first, whichever stage
     # wrote the cause: the export (torch.export's refusal) or the search (trace's frozen branch).
     tester.makepyfile(test_compiled=COMPILED)
-    result = tester.runpytest("--torchexport-report=out.json")
+    result, rows = run_with_report(tester)
     result.assert_outcomes(failed=2)
-    rows = {r["backend"]: r for r in json.loads((tester.path / "out.json").read_text())["results"]}
     assert (rows["trace"]["status"], rows["export"]["status"]) == ("mismatch", "export_error")
     for row in rows.values():
         assert row["module"] == "Parent"
@@ -410,9 +403,8 @@ def test_a_call_that_raised_in_the_test_is_no_example(tester):
     # [Raised In The Test] e3nn's assert_auto_jitable calls the scripted module with one bad
     # argument of six to see it refused: that call is no example of how the model is served.
     tester.makepyfile(test_refuses=REFUSES)
-    result = tester.runpytest("--torchexport-report=out.json")
+    result, rows = run_with_report(tester, key=by_test)
     result.assert_outcomes(passed=2, failed=1)
-    rows = {r["test"].split("::")[-1]: r for r in json.loads((tester.path / "out.json").read_text())["results"]}
     only = rows["test_only_refuses"]
     assert (only["status"], only["module"], only["cause_kind"]) == ("usage_error", "Conv", "usage")
     assert only["likely_cause"].startswith(
@@ -429,9 +421,8 @@ def test_a_call_that_raised_in_the_test_is_no_example(tester):
     # Under --torchexport-auto a test whose calls all raised is skipped with the reason, as one that called none.
     (tester.path / "test_refuses.py").unlink()
     tester.makepyfile(test_unmarked=REFUSES.replace("@pytest.mark.torchexport(backends=[\"trace\"])\n", ""))
-    auto = tester.runpytest(
-        "--torchexport-auto", "--torchexport-backends=trace", "--torchexport-report=auto.json", "-k", "only_refuses"
+    auto, (row,) = run_with_report(
+        tester, "--torchexport-auto", "--torchexport-backends=trace", "-k", "only_refuses", name="auto.json", key=None
     )
     auto.assert_outcomes(skipped=1)
-    row = json.loads((tester.path / "auto.json").read_text())["results"][0]
     assert row["status"] == "skipped" and "raised in the test itself" in row["message"]

@@ -13,6 +13,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from helpers import report_rows
 from models import mlp_and_gate_source
 
 MODELS = mlp_and_gate_source()
@@ -53,14 +54,10 @@ ALL = {
 }
 
 
-def rows(path: Path) -> list[dict]:
-    return json.loads(path.read_text())["results"]
-
-
-def verdicts(path: Path) -> dict[str, tuple]:
-    """Each item's verdict: status, examples tried, failing input (what must not flip)."""
+def verdicts(tester, name: str) -> dict[str, tuple]:
+    """Each item's verdict in the report `name`: status, examples tried, failing input (what must not flip)."""
     out = {}
-    for r in rows(path):
+    for r in report_rows(tester, name, key=None):
         assert r["nodeid"] not in out, f"two rows for {r['nodeid']}"
         out[r["nodeid"]] = (r["status"], r["examples"], json.dumps((r["failing_example"] or {}).get("inputs")))
     return out
@@ -71,7 +68,7 @@ def test_xdist_dist_modes_write_one_merged_report(tester, dist):
     tester.makepyfile(test_one=ONE, test_two=TWO)
     result = tester.runpytest_subprocess(*IN_ORDER, "-n", "2", "--dist", dist, "--torchexport-report=r.json")
     result.assert_outcomes(passed=5, failed=1)
-    report = rows(tester.path / "r.json")
+    report = report_rows(tester, "r.json", key=None)
     assert {r["nodeid"]: r["status"] for r in report} == ALL
     assert len(report) == len(ALL)
     assert {r["test"] for r in report} == {
@@ -108,7 +105,7 @@ def test_xdist_loadgroup_suffix_stays_out_of_the_rows(tester):
     result = tester.runpytest(*IN_ORDER, "-v", "--torchexport-report=r.json")
     result.assert_outcomes(passed=5, failed=1)
     result.stdout.re_match_lines([r".*test_one.py::test_gate\[torchexport-trace\]@models FAILED.*"])
-    report = rows(tester.path / "r.json")
+    report = report_rows(tester, "r.json", key=None)
     assert {r["nodeid"]: r["status"] for r in report} == ALL  # a baseline or a serial run matches them
     assert {r["nodeid"]: r["test"] for r in report}["test_two.py::test_linear[torchexport-script]"] == (
         "test_two.py::test_linear"
@@ -120,18 +117,19 @@ def test_pytest_split_groups_together_equal_the_one_run(tester, monkeypatch):
     tester.makepyfile(test_one=ONE, test_two=TWO)
     tester.runpytest(*IN_ORDER, "--store-durations", "--torchexport-report=all.json").assert_outcomes(passed=5, failed=1)
     assert (tester.path / ".test_durations").exists()
-    one_run = verdicts(tester.path / "all.json")
+    one_run = verdicts(tester, "all.json")
     assert {n: v[0] for n, v in one_run.items()} == ALL
     for durations in (".test_durations", "missing.json"):
         merged: dict[str, tuple] = {}
         for group in (1, 2, 3):
-            out = tester.path / f"g{group}.json"
+            name = f"g{group}.json"
+            out = tester.path / name
             out.unlink(missing_ok=True)
             split = ("--splits", "3", "--group", str(group), f"--durations-path={durations}")
-            result = tester.runpytest(*IN_ORDER, *split, f"--torchexport-report={out}")
+            result = tester.runpytest(*IN_ORDER, *split, f"--torchexport-report={name}")
             result.stdout.re_match_lines([rf"\[pytest-split\] Running group {group}/3.*"])
             if out.exists():  # a group the split left without a marked test writes no report
-                shard = verdicts(out)
+                shard = verdicts(tester, name)
                 assert not set(shard) & set(merged), "an item ran in two groups"
                 merged.update(shard)
         assert merged == one_run, durations
@@ -169,7 +167,7 @@ def test_rerunfailures_leaves_one_row_per_item_the_last(tester):
     assert (outcomes.get("passed"), outcomes.get("rerun"), outcomes.get("failed")) == (4, 2, None), outcomes
     assert (tester.path / "model.count").read_text() == "2"
     assert (tester.path / "body.count").read_text() == "2"
-    report = rows(tester.path / "r.json")
+    report = report_rows(tester, "r.json", key=None)
     assert [(r["nodeid"], r["status"]) for r in report] == [
         ("test_f.py::test_flaky_model[torchexport-trace]", "pass"),
         ("test_f.py::test_flaky_model[torchexport-script]", "pass"),
@@ -250,7 +248,7 @@ def test_pytest_timeout_shorter_than_the_check_leaves_a_row_and_no_child(tester)
     result.stdout.re_match_lines([r".*Failed: Timeout \(>12.0s\) from pytest-timeout.*"])
     pid = int((tester.path / "child.pid").read_text())
     assert not _alive(pid), "the check's child outlived pytest-timeout's alarm"
-    by_id = {r["nodeid"]: r for r in rows(tester.path / "r.json")}
+    by_id = {r["nodeid"]: r for r in report_rows(tester, "r.json", key=None)}
     hung = by_id["test_h.py::test_hangs[torchexport-trace]"]
     assert hung["status"] == "timeout", hung["message"]
     assert hung["message"].startswith("trace was interrupted from outside the check after"), hung["message"]
@@ -278,7 +276,7 @@ def test_pytest_randomly_reseeding_keeps_ci_verdicts(tester, monkeypatch):
         result = tester.runpytest("-p", "randomly", f"--randomly-seed={seed}", f"--torchexport-report=r{seed}.json")
         result.stdout.re_match_lines([rf"Using --randomly-seed={seed}"])
         result.assert_outcomes(passed=5, failed=1)
-        seen.append(verdicts(tester.path / f"r{seed}.json"))
+        seen.append(verdicts(tester, f"r{seed}.json"))
     assert seen[0] == seen[1]
     assert {n: v[0] for n, v in seen[0].items()} == ALL
     assert seen[0]["test_one.py::test_gate[torchexport-trace]"][2] != "null"  # a failing input, the same one
@@ -327,7 +325,7 @@ def test_pytest_html_item_sections_carry_the_parity_table(tester):
     tester.makepyfile(test_n=NESTED)
     result = tester.runpytest(*IN_ORDER, "--html=report.html", "--torchexport-report=r.json")
     result.assert_outcomes(passed=1, failed=1)
-    row = {r["backend"]: r for r in rows(tester.path / "r.json")}["trace"]
+    row = {r["backend"]: r for r in report_rows(tester, "r.json", key=None)}["trace"]
     assert row["status"] == "mismatch" and row["diverges_at"]["module"] == "gate", row["message"]
     page = (tester.path / "report.html").read_text()
     logs = _html_logs(page)

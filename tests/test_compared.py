@@ -4,6 +4,8 @@ a pass."""
 
 import json
 
+from helpers import by_test_and_backend, run_with_report
+
 from pytest_torchexport.report import Report, markdown
 
 MODELS = '''
@@ -54,9 +56,8 @@ def test_nothing_but_none():
 
 def test_each_row_says_how_much_it_compared_and_nothing_is_not_a_pass(tester):
     tester.makepyfile(test_models=MODELS)
-    result = tester.runpytest("-rs", "--torchexport-report=out.json")
+    result, rows = run_with_report(tester, "-rs", key=by_test_and_backend)
     result.assert_outcomes(passed=4, skipped=3)
-    rows = {(r["test"].rsplit("::", 1)[-1], r["backend"]): r for r in json.loads((tester.path / "out.json").read_text())["results"]}
 
     heads = rows["test_heads", "trace"]["compared"]
     assert heads["leaves"] == {"tensors": 2} and heads["elements"] == heads["of"] > 0

@@ -5,10 +5,9 @@ statuses come from one module-scoped batch of checks and the plugin path from tw
 pytester runs.
 """
 
-import json
-
 import pytest
 import torch
+from helpers import assert_selected_on_the_command_line, installed, nested_round_trip, run_without
 from models import MLP, Gate, Nested
 from torch import nn
 
@@ -82,20 +81,8 @@ def test_keyword_arguments_reach_the_program_in_the_exported_order(results):
 
 def test_the_loaded_program_needs_only_the_file_and_keeps_to_its_bounds(tmp_path):
     """The output structure comes from the .pte itself, not from the in-memory export."""
-    backend = ExecutorchBackend()
-    if backend.unavailable_reason():
-        pytest.skip("executorch is not installed")
-    from pytest_torchexport._compat import quiet_torch
-    from pytest_torchexport.backends.base import ExportContext
-    from pytest_torchexport.specs import plan_inputs
-
-    module, x = Nested().eval(), torch.randn(3, 4)
-    ctx = ExportContext("cpu", plan_inputs(module, (x,), None, dims={"batch": (1, 8)}), module)
-    with torch.no_grad(), quiet_torch():  # as the engine calls exporters: their warnings are not ours
-        files = backend.save(backend.export(module, (x,), {}, ctx), tmp_path)
-        loaded = backend.load(tmp_path, ctx)
-        y = torch.randn(5, 4)
-        out, expected = backend.run(loaded, (y,), {}), module(y)
+    backend = installed(ExecutorchBackend(), "executorch")
+    files, loaded, out, expected = nested_round_trip(backend, tmp_path, batch=5)
     assert files == [tmp_path / FILENAME]
     assert loaded.buffer is None and set(out) == {"logits", "hidden"}
     torch.testing.assert_close(out, expected, rtol=1e-3, atol=1e-4)
@@ -134,48 +121,12 @@ def test_an_op_without_a_kernel_is_a_load_error_with_the_runtimes_reason(results
 
 
 def test_selected_on_the_command_line_with_its_own_item_id(tester, results):
-    tester.makepyfile(
-        test_e="""
-        import torch
-        from torch import nn
-
-        import pytest
-
-        @pytest.mark.torchexport(dims={"batch": (1, 8)})
-        def test_linear():
-            nn.Linear(4, 2).eval()(torch.randn(3, 4))
-        """
-    )
-    result = tester.runpytest("-v", "--torchexport-backends=export,executorch", "--torchexport-report=out.json")
-    result.assert_outcomes(passed=2)
-    result.stdout.re_match_lines([r".*test_e.py::test_linear\[torchexport-executorch\] PASSED.*"])
-    rows = {row["backend"]: row for row in json.loads((tester.path / "out.json").read_text())["results"]}
-    assert rows["executorch"]["status"] == "pass"
+    assert_selected_on_the_command_line(tester, "executorch")
 
 
 def test_a_missing_package_is_a_skipped_row_with_the_install_line(tester, results):
     # The real missing-import path: every executorch module unimportable for this run
     # (pytester restores sys.modules afterwards).
-    tester.makeconftest(
-        """
-        import sys
-
-        for name in [n for n in sys.modules if n == "executorch" or n.startswith("executorch.")] + ["executorch"]:
-            sys.modules[name] = None
-        """
-    )
-    tester.makepyfile(
-        test_m="""
-        import torch
-        from torch import nn
-
-        import pytest
-
-        @pytest.mark.torchexport(backends=["executorch"])
-        def test_linear():
-            nn.Linear(4, 2).eval()(torch.randn(3, 4))
-        """
-    )
-    result = tester.runpytest("-rs")
+    result, _ = run_without(tester, ("executorch",), ["executorch"], "-rs")
     result.assert_outcomes(skipped=1)
     result.stdout.re_match_lines([r'.*executorch is not installed .*pip install "pytest-torchexport\[executorch\]".*'])

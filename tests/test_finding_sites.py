@@ -11,6 +11,7 @@ import json
 
 import pytest
 import torch
+from helpers import by_test, report_rows
 
 from pytest_torchexport import explain
 
@@ -63,10 +64,6 @@ def line_of(source, text):
 WITH_NONE = line_of(MODELS, "return self.norm(x), None") - 1  # its forward's def line
 
 
-def rows_of(tester):
-    return {r["test"].split("::", 1)[1]: r for r in json.loads((tester.path / "out.json").read_text())["results"]}
-
-
 def in_torch(where):
     return where is not None and ("torch/" in where or where.startswith("torch"))
 
@@ -75,7 +72,7 @@ def test_findings_name_the_models_line_and_the_summary_names_the_class(tester):
     tester.makepyfile(test_sites=MODELS)
     result = tester.runpytest("--torchexport-report=out.json")
     result.assert_outcomes(passed=1, failed=1)
-    rows = rows_of(tester)
+    rows = report_rows(tester, key=by_test)
     normed, with_none = rows["TestHeads::test_script"], rows["TestOther::test_script"]
     # GroupNorm's batch check (torch/nn/functional.py: `if size_prods == 1: raise ValueError`)
     # is torch's input validation: every input eager accepts takes the frozen path, so it is
@@ -145,7 +142,7 @@ def test_unscriptable():
     )
     result = tester.runpytest("--torchexport-report=out.json")
     result.assert_outcomes(failed=2)
-    rows = rows_of(tester)
+    rows = report_rows(tester, key=by_test)
     gate, script = rows["test_gate"], rows["test_unscriptable"]
     assert gate["status"] == "mismatch"
     assert f"site-packages/teammodels/nets.py:{line_of(PACKAGED, 'if x.sum()')} (`if x.sum() > 0:`)" in gate["message"]

@@ -1,8 +1,8 @@
 """CI gating: a committed baseline, GitHub annotations, and serial vs xdist runs agreeing."""
 
-import json
 
 import pytest
+from helpers import report_rows
 from test_plugin import MODELS
 
 SUITE = MODELS + """
@@ -22,7 +22,7 @@ def test_baseline_update_then_known_failure_passes_and_regression_fails(tester):
     first = tester.runpytest("--torchexport-baseline=base.json", "--torchexport-update-baseline")
     first.assert_outcomes(passed=2, xfailed=1)
     first.stdout.re_match_lines([r"torchexport baseline written to base.json"])
-    recorded = {r["nodeid"]: r["status"] for r in json.loads((tester.path / "base.json").read_text())["results"]}
+    recorded = {nodeid: r["status"] for nodeid, r in report_rows(tester, "base.json", key=lambda r: r["nodeid"]).items()}
     assert recorded["test_b.py::test_gate[torchexport-trace]"] == "mismatch"
 
     # 2. Same code: the known failure does not block.
@@ -92,9 +92,7 @@ def test_serial_and_xdist_write_the_same_merged_report(tester, workers):
     tester.makepyfile(test_x=SUITE)
     result = tester.runpytest_subprocess(*workers, "--torchexport-report=r.json", "--torchexport-seed=1")
     result.assert_outcomes(passed=2, failed=1)
-    rows = sorted(
-        (r["nodeid"], r["status"]) for r in json.loads((tester.path / "r.json").read_text())["results"]
-    )
+    rows = sorted((r["nodeid"], r["status"]) for r in report_rows(tester, "r.json", key=None))
     assert rows == [
         ("test_x.py::test_gate[torchexport-script]", "pass"),
         ("test_x.py::test_gate[torchexport-trace]", "mismatch"),

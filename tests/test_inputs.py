@@ -1,6 +1,7 @@
 """Issue 8: inputs from the data's own range, exports run as users run them, the plugin's assumptions checked."""
 
 import torch
+from helpers import run_with_report
 from torch import nn
 
 from pytest_torchexport.checks import Session, run
@@ -160,10 +161,7 @@ def test_linear():
 
 
 def _verdicts(tester, name):
-    import json
-
-    tester.runpytest(f"--torchexport-report={name}")
-    rows = json.loads((tester.path / name).read_text())["results"]
+    _, rows = run_with_report(tester, name=name, key=None)
     keep = ("backend", "status", "examples", "max_abs_err", "failing_example")
     return [{k: row.get(k) for k in keep} for row in rows]
 

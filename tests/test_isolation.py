@@ -2,13 +2,13 @@
 
 import ctypes
 import inspect
-import json
 import os
 import signal
 import tempfile
 
 import pytest
 import torch
+from helpers import by_item, report_rows, run_with_report
 
 from pytest_torchexport.backends.trace import TraceBackend
 from pytest_torchexport.checks import Session, check_backend, plan_inputs, run
@@ -53,9 +53,8 @@ def test_clean_after_them():
 
 def test_crash_exit_and_hang_are_rows_and_the_session_goes_on(tester):
     tester.makepyfile(test_fragile=FRAGILE)
-    result = tester.runpytest("-v", "--torchexport-report=out.json")
+    result, rows = run_with_report(tester, "-v", key=by_item)
     result.assert_outcomes(failed=9, passed=3)
-    rows = {r["nodeid"].split("::")[-1]: r for r in json.loads((tester.path / "out.json").read_text())["results"]}
     assert len(rows) == 12
     for backend in ("trace", "export", "onnx"):
         segv = rows[f"test_fragile[segfault-torchexport-{backend}]"]
@@ -186,7 +185,7 @@ def test_the_onnx_verdict_is_the_same_under_xdist(tester):
     check in its own child both onnx rows pass, as they do serially."""
     tester.makepyfile(test_gru=GRU_FILE)
     result = tester.runpytest_subprocess("-n", "2", "--torchexport-report=out.json")
-    rows = {r["nodeid"].split("::")[-1]: r for r in json.loads((tester.path / "out.json").read_text())["results"]}
+    rows = report_rows(tester, key=by_item)
     assert rows["test_export_then_onnx[torchexport-export]"]["status"] == "run_error"  # torch.export pins seq
     assert rows["test_export_then_onnx[torchexport-onnx]"]["status"] == "pass"
     assert rows["test_onnx_alone[torchexport-onnx]"]["status"] == "pass"

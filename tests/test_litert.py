@@ -7,10 +7,9 @@ conversion tests run where `pip install "pytest-torchexport[litert]"` was done (
 run so in a throwaway venv: see docs/backends.md).
 """
 
-import json
-
 import pytest
 import torch
+from helpers import assert_required_but_unavailable, run_without
 from models import MLP, Nested
 from torch import nn
 
@@ -37,36 +36,13 @@ def _result(module, args, kwargs=None, **options):
 
 
 def test_a_missing_package_is_a_skipped_row_with_the_install_line(tester):
-    if UNAVAILABLE is None:
-        tester.makeconftest(
-            """
-            import sys
-
-            for name in ["litert_torch", "ai_edge_litert", "ai_edge_litert.interpreter"]:
-                sys.modules[name] = None
-            """
-        )
-    tester.makepyfile(
-        test_m="""
-        import torch
-        from torch import nn
-
-        import pytest
-
-        @pytest.mark.torchexport(backends=["trace", "litert"])
-        def test_linear():
-            nn.Linear(4, 2).eval()(torch.randn(3, 4))
-        """
-    )
-    result = tester.runpytest("--torchexport-report=out.json", "--torchexport-isolation=inline")
+    hidden = ("litert_torch", "ai_edge_litert", "ai_edge_litert.interpreter") if UNAVAILABLE is None else ()
+    result, row = run_without(tester, hidden, ["trace", "litert"], "--torchexport-isolation=inline")
     result.assert_outcomes(passed=1, skipped=1)
-    row = {r["backend"]: r for r in json.loads((tester.path / "out.json").read_text())["results"]}["litert"]
     assert row["status"] == "skipped"
     assert row["message"].startswith("litert skipped: litert-torch or ai-edge-litert is not installed (")
     assert row["message"].endswith('pip install "pytest-torchexport[litert]"')
-    result = tester.runpytest("--torchexport-require=litert", "--torchexport-isolation=inline")
-    result.assert_outcomes(passed=1, failed=1)
-    result.stdout.re_match_lines([r".*litert is required \(--torchexport-require\) but unavailable here.*"])
+    assert_required_but_unavailable(tester, "litert", "--torchexport-isolation=inline", passed=1)
 
 
 @needs_litert

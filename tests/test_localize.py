@@ -1,8 +1,8 @@
 """diverges_at: the first module whose artifact output differs, named on every backend that fails."""
 
-import json
 
 import pytest
+from helpers import by_test_and_backend, run_with_report
 
 MODELS = """
 import pytest
@@ -159,10 +159,8 @@ def rows(tester):
     """One session of real exports (14 failing checks), shared by the tests below."""
     if "rows" not in _RUN:
         tester.makepyfile(test_m=MODELS)
-        result = tester.runpytest("--torchexport-report=out.json", "--torchexport-seed=1")
+        result, _RUN["rows"] = run_with_report(tester, "--torchexport-seed=1", key=by_test_and_backend)
         result.assert_outcomes(failed=14)
-        report = json.loads((tester.path / "out.json").read_text())
-        _RUN["rows"] = {(r["test"].rsplit("::", 1)[-1], r["backend"]): r for r in report["results"]}
     return _RUN["rows"]
 
 

@@ -7,9 +7,9 @@ that marks in ``pytest_collection_modifyitems`` or ``pytest_generate_tests``, a
 nothing), run with markers and with ``--torchexport-auto``.
 """
 
-import json
 
 import pytest
+from helpers import by_test_and_backend, report_rows
 
 BACKENDS = '["trace", "export"]'
 
@@ -151,10 +151,6 @@ def write_suite(tester, marker, conftest=""):
         tester.makeconftest(conftest)
 
 
-def rows(tester):
-    return {(r["test"].split("::", 1)[1], r["backend"]): r for r in json.loads((tester.path / "out.json").read_text())["results"]}
-
-
 EXPECTED_MODULE = {
     "test_constructor_calls_a_module": "Encoder",
     "test_changes_model_after_calling": "Head",
@@ -167,7 +163,7 @@ EXPECTED_MODULE = {
 
 
 def check_suite(tester, result, nothing_status):
-    got = rows(tester)
+    got = report_rows(tester, key=by_test_and_backend)
     items = {key for key in got}
     tests = {*EXPECTED_MODULE, "test_calls_nothing", "test_body_fails"}
     # Every item of every test has a row: two backends each.
@@ -199,7 +195,7 @@ def test_every_marking_style_checks_the_intended_module(tester):
     check_suite(tester, result, "usage_error")
     # 4 failed: the failing body's two items and the no-module test's two (usage_error rows).
     result.assert_outcomes(passed=14, failed=4)
-    nothing = rows(tester)[("test_calls_nothing", "export")]["message"]
+    nothing = report_rows(tester, key=by_test_and_backend)[("test_calls_nothing", "export")]["message"]
     assert nothing.startswith("Nothing to check [backend=export, device=cpu]")
     assert "called no nn.Module" in nothing and "torchexport(Model()" in nothing
 
@@ -242,7 +238,7 @@ def pytest_generate_tests(metafunc):
     tester.makepyfile(test_g=MODELS + "\ndef test_head():\n    Head().eval()(torch.randn(2, 4))\n")
     result = tester.runpytest("--torchexport-report=out.json", "-v")
     result.assert_outcomes(passed=2)
-    got = rows(tester)
+    got = report_rows(tester, key=by_test_and_backend)
     assert set(got) == {("test_head", "trace"), ("test_head", "export")}
     # examples=2 was kept: the search ran 2 draws (plus the fixed probes), not the ini's 8.
     assert got[("test_head", "trace")]["examples"] < 12

@@ -5,10 +5,15 @@ PyTorch frontend), so the statuses come from one module-scoped batch of checks a
 plugin path from two short pytester runs.
 """
 
-import json
-
 import pytest
 import torch
+from helpers import (
+    assert_required_but_unavailable,
+    assert_selected_on_the_command_line,
+    installed,
+    nested_round_trip,
+    run_without,
+)
 from models import MLP, BakedReshape, Gate, Nested
 from torch import nn
 
@@ -123,76 +128,25 @@ def test_integer_floor_division_lowered_as_truncation_is_a_mismatch(results):
 
 def test_the_ir_runs_alone_in_float32_at_other_sizes(tmp_path):
     """Saved uncompressed, reloaded from the files alone, compiled with f32 pinned."""
-    from pytest_torchexport._compat import quiet_torch
-    from pytest_torchexport.backends.base import ExportContext
-    from pytest_torchexport.specs import plan_inputs
-
-    backend = OpenVinoBackend()
-    if backend.unavailable_reason():
-        pytest.skip("openvino is not installed")
-    module, x = Nested().eval(), torch.randn(3, 4)
-    ctx = ExportContext("cpu", plan_inputs(module, (x,), None, dims={"batch": (1, 8)}), module)
-    with torch.no_grad(), quiet_torch():  # as the engine calls exporters: their warnings are not ours
-        files = backend.save(backend.export(module, (x,), {}, ctx), tmp_path)
-        loaded = backend.load(tmp_path, ctx)
-        y = torch.randn(7, 4)
-        out, expected = backend.run(loaded, (y,), {}), module(y)
+    backend = installed(OpenVinoBackend(), "openvino")
+    files, loaded, out, expected = nested_round_trip(backend, tmp_path, batch=7)
     assert files == [tmp_path / FILENAME, tmp_path / "model.bin"]
     assert str(loaded.compiled.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'float32'>"
     assert backend.input_shapes(loaded) == [(None, 4)]  # batch declared dynamic, the rest static
     expected_leaves = [expected["logits"][0], expected["logits"][1], expected["hidden"][0], expected["hidden"][1]]
     torch.testing.assert_close(out, expected_leaves, rtol=1e-3, atol=1e-4)
     # float32 weights in the .bin: 4 bytes per parameter ([Saved In Float32])
-    assert (tmp_path / "model.bin").stat().st_size >= 4 * sum(p.numel() for p in module.parameters())
+    assert (tmp_path / "model.bin").stat().st_size >= 4 * sum(p.numel() for p in Nested().parameters())  # a count: any Nested
 
 
 def test_selected_on_the_command_line_with_its_own_item_id(tester, results):
-    tester.makepyfile(
-        test_o="""
-        import torch
-        from torch import nn
-
-        import pytest
-
-        @pytest.mark.torchexport(dims={"batch": (1, 8)})
-        def test_linear():
-            nn.Linear(4, 2).eval()(torch.randn(3, 4))
-        """
-    )
-    result = tester.runpytest("-v", "--torchexport-backends=export,openvino", "--torchexport-report=out.json")
-    result.assert_outcomes(passed=2)
-    result.stdout.re_match_lines([r".*test_o.py::test_linear\[torchexport-openvino\] PASSED.*"])
-    rows = {row["backend"]: row for row in json.loads((tester.path / "out.json").read_text())["results"]}
-    assert rows["openvino"]["status"] == "pass"
+    assert_selected_on_the_command_line(tester, "openvino")
 
 
 def test_a_missing_package_is_a_skipped_row_with_the_install_line(tester, results):
     # The real missing-import path: openvino unimportable for this run (pytester restores sys.modules).
-    tester.makeconftest(
-        """
-        import sys
-
-        for name in [n for n in sys.modules if n == "openvino" or n.startswith("openvino.")] + ["openvino"]:
-            sys.modules[name] = None
-        """
-    )
-    tester.makepyfile(
-        test_m="""
-        import torch
-        from torch import nn
-
-        import pytest
-
-        @pytest.mark.torchexport(backends=["openvino"])
-        def test_linear():
-            nn.Linear(4, 2).eval()(torch.randn(3, 4))
-        """
-    )
-    result = tester.runpytest("--torchexport-report=out.json")
+    result, row = run_without(tester, ("openvino",), ["openvino"])
     result.assert_outcomes(skipped=1)
-    row = json.loads((tester.path / "out.json").read_text())["results"][0]
     assert row["status"] == "skipped"
     assert 'openvino is not installed' in row["message"] and 'pip install "pytest-torchexport[openvino]"' in row["message"]
-    result = tester.runpytest("--torchexport-require=openvino")
-    result.assert_outcomes(failed=1)
-    result.stdout.re_match_lines([r".*openvino is required \(--torchexport-require\) but unavailable here.*"])
+    assert_required_but_unavailable(tester, "openvino")

@@ -1,9 +1,9 @@
 """The float64 noise oracle: rounding passes as ``numeric_noise``, a defect stays a defect."""
 
-import json
 
 import pytest
 import torch
+from helpers import run_with_report
 from torch import nn
 
 from pytest_torchexport.checks import Session, run
@@ -78,9 +78,8 @@ def test_segment():
     model(torch.randn(2, 3, 48, 48) * 4000)
 """
     )
-    result = tester.runpytest("-v", "--torchexport-report=out.json")
+    result, (row,) = run_with_report(tester, "-v", key=None)
     result.assert_outcomes(passed=1)
-    row = json.loads((tester.path / "out.json").read_text())["results"][0]
     assert row["status"] == "pass"
     finding = next(f for f in row["findings"] if f["kind"] == "numeric_noise")
     assert "by float32 rounding only" in finding["detail"]

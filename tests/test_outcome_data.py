@@ -4,26 +4,12 @@ read back as keys; a row goes JSON -> Result -> JSON unchanged; nothing is parse
 import json
 
 import pytest
+from models import Gate, Noisy, source
 
 from pytest_torchexport.outcome import Outcome, row, settle, xfail
 from pytest_torchexport.report import CAUSE_KIND_DOCS, CAUSE_KINDS, FOUND_CAUSES, Report, Result
 
-SESSION = """
-import pytest
-import torch
-
-
-class Gate(torch.nn.Module):
-    def forward(self, x):
-        if x.sum() > 0:
-            return x * 2
-        return x - 1
-
-
-class Noisy(torch.nn.Module):
-    def forward(self, x):
-        return x + torch.randn_like(x)
-
+SESSION = source(Gate, Noisy) + """
 
 @pytest.mark.torchexport(backends=["trace", "export"])
 def test_gate():

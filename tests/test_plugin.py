@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from helpers import mlp_test, run_with_report
 from models import mlp_and_gate_source
 
 MODELS = mlp_and_gate_source()
@@ -188,9 +189,8 @@ def test_two_models():
     Gate()(torch.ones(2, 4))          # selected by class name
 """
     )
-    result = tester.runpytest("--torchexport-report=r.json")
+    result, rows = run_with_report(tester, name="r.json", key=None)
     result.assert_outcomes(passed=1, failed=1)
-    rows = json.loads((tester.path / "r.json").read_text())["results"]
     assert {r["module"] for r in rows} == {"Gate"}
 
 
@@ -242,14 +242,7 @@ def test_failing(torchexport):
 
 
 def test_user_properties_reach_junit_xml(tester):
-    tester.makepyfile(
-        test_j=MODELS
-        + """
-@pytest.mark.torchexport(backends=["trace"])
-def test_mlp():
-    MLP().eval()(torch.randn(2, 8))
-"""
-    )
+    tester.makepyfile(test_j=mlp_test("trace"))
     tester.runpytest("--junitxml=j.xml").assert_outcomes(passed=1)
     xml = (tester.path / "j.xml").read_text()
     assert '<property name="torchexport.backend" value="trace"' in xml
@@ -261,14 +254,7 @@ def test_cuda_items_are_skipped_with_a_reason_without_a_gpu(tester):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    tester.makepyfile(
-        test_d=MODELS
-        + """
-@pytest.mark.torchexport(backends=["trace"])
-def test_mlp():
-    MLP().eval()(torch.randn(2, 8))
-"""
-    )
+    tester.makepyfile(test_d=mlp_test("trace"))
     result = tester.runpytest("-v", "-rs", "--torchexport-devices=cpu,cuda")
     result.assert_outcomes(passed=1, skipped=1)
     result.stdout.re_match_lines(
@@ -280,34 +266,13 @@ def test_mlp():
 def test_third_party_backend_through_the_hook(tester):
     tester.makeconftest(
         """
-import torch
-from pytest_torchexport import Backend
-
-class Pickled(Backend):
-    name = "pickled"
-
-    def export(self, module, args, kwargs, ctx):
-        return module
-
-    def save(self, artifact, directory):
-        torch.save(artifact, directory / "m.pt")
-        return [directory / "m.pt"]
-
-    def load(self, directory, ctx):
-        return torch.load(directory / "m.pt", weights_only=False)
+from helpers import Pickled
 
 def pytest_torchexport_backends(config):
     return {"pickled": Pickled}
 """
     )
-    tester.makepyfile(
-        test_t=MODELS
-        + """
-@pytest.mark.torchexport(backends=["pickled"])
-def test_mlp():
-    MLP().eval()(torch.randn(2, 8))
-"""
-    )
+    tester.makepyfile(test_t=mlp_test("pickled"))
     result = tester.runpytest("-v")
     result.assert_outcomes(passed=1)
     result.stdout.re_match_lines([r".*test_mlp\[torchexport-pickled\] PASSED.*"])
@@ -316,14 +281,7 @@ def test_mlp():
 def test_warnings_as_errors_suite_still_runs(tester):
     # tester's ini has filterwarnings=error: torch.jit's DeprecationWarnings and the
     # TracerWarning must not escape the plugin's calls.
-    tester.makepyfile(
-        test_w=MODELS
-        + """
-@pytest.mark.torchexport(backends=["trace", "script", "onnx-legacy"])
-def test_mlp():
-    MLP().eval()(torch.randn(2, 8))
-"""
-    )
+    tester.makepyfile(test_w=mlp_test("trace", "script", "onnx-legacy"))
     tester.runpytest("-W", "error").assert_outcomes(passed=3)
 
 

@@ -1,6 +1,6 @@
 """--torchexport-require: a backend a team relies on fails when it is missing, never a quiet skip."""
 
-import json
+from helpers import linear_test, skipped_then_required
 
 CONFTEST = """
 from pytest_torchexport import Backend
@@ -17,29 +17,14 @@ def pytest_torchexport_backends(config):
     return {"acme": Missing}
 """
 
-TEST = """
-import pytest
-import torch
-
-
-@pytest.mark.torchexport(backends=["trace", "acme"], examples=2)
-def test_linear():
-    torch.nn.Linear(4, 2).eval()(torch.randn(3, 4))
-"""
+TEST = linear_test(backends=["trace", "acme"], examples=2)
 
 
 def test_an_unavailable_backend_is_skipped_unless_required(tester):
     tester.makeconftest(CONFTEST)
     tester.makepyfile(test_r=TEST)
-    tester.runpytest("--torchexport-report=out.json").assert_outcomes(passed=1, skipped=1)
-    rows = {r["backend"]: r for r in json.loads((tester.path / "out.json").read_text())["results"]}
-    assert rows["acme"]["status"] == "skipped" and "acme is not installed" in rows["acme"]["message"]
-
-    result = tester.runpytest("--torchexport-report=out.json", "--torchexport-require=acme")
-    result.assert_outcomes(passed=1, failed=1)
-    row = {r["backend"]: r for r in json.loads((tester.path / "out.json").read_text())["results"]}["acme"]
-    assert row["status"] == "export_error"
-    assert row["message"].startswith("acme is required (--torchexport-require) but unavailable here [backend=acme")
+    skipped, row = skipped_then_required(tester, "acme")
+    assert skipped["status"] == "skipped" and "acme is not installed" in skipped["message"]
     assert "acme is not installed" in row["message"]
     assert "Install: the package that provides the acme backend" in row["message"]
 

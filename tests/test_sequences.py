@@ -1,6 +1,6 @@
 """State across calls: a module with state is checked over the test's own sequence of calls."""
 
-import json
+from helpers import by_test_and_backend, run_with_report
 
 MODELS = """
 import pytest
@@ -70,8 +70,7 @@ def test_stateless_loop():
 
 def test_state_is_checked_over_the_test_s_sequence_of_calls(tester):
     tester.makepyfile(test_s=MODELS)
-    result = tester.runpytest("--torchexport-report=out.json", "-p", "no:randomly")
-    rows = {(r["test"].split("::")[1], r["backend"]): r for r in json.loads((tester.path / "out.json").read_text())["results"]}
+    result, rows = run_with_report(tester, "-p", "no:randomly", key=by_test_and_backend)
     acc = {b: rows[("test_accumulator_three_calls", b)] for b in ("trace", "script", "onnx", "export", "onnx-legacy")}
     # The artifacts that drop or freeze the update are caught; the ones that carry it pass.
     for backend in ("trace", "onnx", "onnx-legacy"):

@@ -1,8 +1,7 @@
 """Stateful modules: eager and every artifact start each example from the same state."""
 
-import json
-
 import torch
+from helpers import run_with_report
 from torch import nn
 
 from pytest_torchexport.checks import Session, run
@@ -32,8 +31,7 @@ def test_running_sum():
 
 def test_faithful_artifacts_pass_and_dropped_updates_name_the_buffer(tester):
     tester.makepyfile(test_state=RUNNING_SUM)
-    result = tester.runpytest("-rA", "--torchexport-report=out.json")
-    rows = {r["backend"]: r for r in json.loads((tester.path / "out.json").read_text())["results"]}
+    result, rows = run_with_report(tester, "-rA")
     statuses = {name: r["status"] for name, r in rows.items()}
     # trace, script and export carry the update (and save/load keeps it exactly): no
     # roundtrip_mismatch, and the trace's own export run does not leak into its state.
@@ -100,8 +98,7 @@ def test_one_call_that_updates_a_buffer_is_replayed(tester):
     # both exporters lose the update (a mismatch naming the buffer and the call); script and
     # export carry it, and their round trip is judged from the same state (no roundtrip flag).
     tester.makepyfile(test_acc=ONE_CALL)
-    result = tester.runpytest("--torchexport-report=out.json")
-    rows = {r["backend"]: r for r in json.loads((tester.path / "out.json").read_text())["results"]}
+    result, rows = run_with_report(tester)
     assert {name: r["status"] for name, r in rows.items()} == {
         "trace": "mismatch", "script": "pass", "export": "pass", "onnx": "mismatch", "onnx-legacy": "mismatch",
     }

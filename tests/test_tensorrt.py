@@ -11,12 +11,12 @@ engine), not TensorRT's numbers.
 """
 
 import inspect
-import json
 import sys
 import types
 
 import pytest
 import torch
+from helpers import linear_test, skipped_then_required
 from models import MLP, Nested
 
 from pytest_torchexport.backends import tensorrt as trt_backend
@@ -104,24 +104,8 @@ def test_without_a_gpu_it_is_skipped_with_the_reason():
 def test_require_turns_the_skip_into_a_failure_with_the_install_line(tester):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    tester.makepyfile(
-        test_t="""
-        import torch
-        from torch import nn
-
-        import pytest
-
-        @pytest.mark.torchexport(backends=["trace", "tensorrt"])
-        def test_linear():
-            nn.Linear(4, 2).eval()(torch.randn(3, 4))
-        """
-    )
-    tester.runpytest("--torchexport-report=out.json").assert_outcomes(passed=1, skipped=1)
-    result = tester.runpytest("--torchexport-report=out.json", "--torchexport-require=tensorrt")
-    result.assert_outcomes(passed=1, failed=1)
-    row = {r["backend"]: r for r in json.loads((tester.path / "out.json").read_text())["results"]}["tensorrt"]
-    assert row["status"] == "export_error"
-    assert row["message"].startswith("tensorrt is required (--torchexport-require) but unavailable here [backend=tensorrt")
+    tester.makepyfile(test_t=linear_test(backends=["trace", "tensorrt"]))
+    _, row = skipped_then_required(tester, "tensorrt")
     assert "CUDA is not available here" in row["message"]
     assert 'Install: pip install "pytest-torchexport[tensorrt]" on a machine with an NVIDIA GPU and CUDA' in row["message"]
 

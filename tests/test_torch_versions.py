@@ -6,17 +6,14 @@ torch 2.13 warns ``DeprecationWarning`` on every ``torch.jit`` call and torch 2.
 .ci/run); the torch without TorchScript is simulated with a monkeypatch.
 """
 
-import json
-
 import pytest
 import torch
-from models import MLP, mlp_and_gate_source
+from helpers import by_test_and_backend, mlp_test, run_with_report
+from models import MLP
 
 from pytest_torchexport._compat import torchscript_unavailable
 from pytest_torchexport.checks import Session, run
 from pytest_torchexport.options import Options
-
-MODELS = mlp_and_gate_source()
 
 
 def test_warnings_as_errors_suite_runs_and_tracer_warnings_stay_findings(tester):
@@ -24,22 +21,17 @@ def test_warnings_as_errors_suite_runs_and_tracer_warnings_stay_findings(tester)
     # it may reach a `-W error` suite. The TracerWarning on Gate's data-dependent `if` is
     # not noise: it must come back as a finding, not as an error or nothing.
     tester.makepyfile(
-        test_w=MODELS
+        test_w=mlp_test("trace", "script")
         + """
-@pytest.mark.torchexport(backends=["trace", "script"])
-def test_mlp():
-    MLP().eval()(torch.randn(2, 8))
-
 
 @pytest.mark.torchexport(backends=["trace"], xfail={"trace": "frozen branch"})
 def test_gate():
     Gate()(torch.ones(3, 4))
 """
     )
-    result = tester.runpytest("-W", "error", "-rA", "--torchexport-report=out.json")
+    result, rows = run_with_report(tester, "-W", "error", "-rA", key=by_test_and_backend)
     result.assert_outcomes(passed=2, xfailed=1)
     assert "deprecated" not in result.stdout.str() + result.stderr.str()
-    rows = {(r["test"].split("::")[-1], r["backend"]): r for r in json.loads((tester.path / "out.json").read_text())["results"]}
     assert rows[("test_mlp", "trace")]["status"] == rows[("test_mlp", "script")]["status"] == "pass"
     gate = rows[("test_gate", "trace")]
     assert gate["status"] == "xfail"

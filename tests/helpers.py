@@ -1,0 +1,175 @@
+"""Scaffolding the test files share, written once.
+
+- `Pickled`: a third-party backend (by object to check(), or through the hook in a conftest);
+- test files for pytester runs: `mlp_test`, `linear_test` (and `models.source` for others);
+- a run and its report: `run_with_report`, `report_rows`, keyed `by_backend`, `by_test`, ...;
+- the opt-in backends' common scenarios: a package hidden, a backend required, selected on
+  the command line, an artifact reloaded from its files alone.
+
+Used with the `tester` fixture (tests/conftest.py), which gives the ini every run shares.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections.abc import Callable
+
+import pytest
+import torch
+from models import Nested, mlp_and_gate_source
+
+from pytest_torchexport import Backend
+from pytest_torchexport._compat import quiet_torch
+from pytest_torchexport.backends.base import ExportContext
+from pytest_torchexport.specs import plan_inputs
+
+
+class Pickled(Backend):
+    """A third-party backend as small as one gets: the module itself, saved with torch.save."""
+
+    name = "pickled"
+
+    def export(self, module, args, kwargs, ctx):
+        return module
+
+    def save(self, artifact, directory):
+        torch.save(artifact, directory / "m.pt")
+        return [directory / "m.pt"]
+
+    def load(self, directory, ctx):
+        return torch.load(directory / "m.pt", weights_only=False)
+
+
+def mlp_test(*backends: str) -> str:
+    """A test file with MLP and Gate (tests/models.py) and one test, `test_mlp`, that calls
+    MLP on a (2, 8) input under `@pytest.mark.torchexport(backends=[...])`."""
+    return mlp_and_gate_source() + textwrap.dedent(
+        f"""
+        @pytest.mark.torchexport(backends={list(backends)!r})
+        def test_mlp():
+            MLP().eval()(torch.randn(2, 8))
+        """
+    )
+
+
+def linear_test(**marker) -> str:
+    """A test file whose one test, `test_linear`, calls nn.Linear(4, 2) on a (3, 4) input
+    under `@pytest.mark.torchexport(**marker)`."""
+    options = ", ".join(f"{name}={value!r}" for name, value in marker.items())
+    return textwrap.dedent(
+        f"""
+        import torch
+        from torch import nn
+
+        import pytest
+
+        @pytest.mark.torchexport({options})
+        def test_linear():
+            nn.Linear(4, 2).eval()(torch.randn(3, 4))
+        """
+    )
+
+
+def hide_packages(tester: pytest.Pytester, *names: str) -> None:
+    """A conftest that makes `names` and their submodules unimportable for the written run
+    (the real missing-import path; pytester restores sys.modules afterwards)."""
+    tester.makeconftest(
+        f"""
+        import sys
+
+        for name in [n for n in sys.modules if n.split(".")[0] in {names!r}] + {list(names)!r}:
+            sys.modules[name] = None
+        """
+    )
+
+
+def by_backend(row: dict) -> str:
+    return row["backend"]
+
+
+def by_test(row: dict) -> str:
+    """The test's name without its file: `test_gate`, `TestX::test_gate`, `test_p[8]`."""
+    return row["test"].split("::", 1)[1]
+
+
+def by_item(row: dict) -> str:
+    """The item's name without its file: `test_gate[torchexport-trace]`."""
+    return row["nodeid"].split("::", 1)[1]
+
+
+def by_test_and_backend(row: dict) -> tuple[str, str]:
+    return by_test(row), row["backend"]
+
+
+def report_rows(tester: pytest.Pytester, name: str = "out.json", key: Callable[[dict], object] | None = by_backend):
+    """The rows of the JSON report `name` the last run wrote: a dict by `key`, or the list with key=None."""
+    rows = json.loads((tester.path / name).read_text())["results"]
+    return rows if key is None else {key(r): r for r in rows}
+
+
+def run_with_report(tester: pytest.Pytester, *args: str, name: str = "out.json", key=by_backend):
+    """Run the written test files in process with `--torchexport-report=name`; the result and its rows."""
+    result = tester.runpytest(*args, f"--torchexport-report={name}")
+    return result, report_rows(tester, name, key)
+
+
+def assert_required_but_unavailable(tester: pytest.Pytester, backend: str, *args: str, passed: int = 0) -> None:
+    """`--torchexport-require=backend` turns the backend's skip into a failure that says so."""
+    result = tester.runpytest(f"--torchexport-require={backend}", *args)
+    result.assert_outcomes(passed=passed, failed=1)
+    result.stdout.re_match_lines([rf".*{backend} is required \(--torchexport-require\) but unavailable here.*"])
+
+
+def assert_selected_on_the_command_line(tester: pytest.Pytester, backend: str) -> None:
+    """An opt-in backend named in --torchexport-backends gets its own item id and a passing row."""
+    tester.makepyfile(test_o=linear_test(dims={"batch": (1, 8)}))
+    result, rows = run_with_report(tester, "-v", f"--torchexport-backends=export,{backend}")
+    result.assert_outcomes(passed=2)
+    result.stdout.re_match_lines([rf".*test_o.py::test_linear\[torchexport-{backend}\] PASSED.*"])
+    assert rows[backend]["status"] == "pass"
+
+
+def run_without(tester: pytest.Pytester, packages: tuple[str, ...], backends: list[str], *args: str):
+    """Run a one-Linear test on `backends` with `packages` unimportable (none hidden when
+    `packages` is empty: they are missing here already): the result and the last backend's row."""
+    if packages:
+        hide_packages(tester, *packages)
+    tester.makepyfile(test_m=linear_test(backends=backends))
+    result, rows = run_with_report(tester, *args)
+    return result, rows[backends[-1]]
+
+
+def skipped_then_required(tester: pytest.Pytester, backend: str) -> tuple[dict, dict]:
+    """Run the written one-pass test file twice: `backend` unavailable is a skipped row, then
+    under --torchexport-require a failed one that says it is required; both rows."""
+    result, rows = run_with_report(tester)
+    result.assert_outcomes(passed=1, skipped=1)
+    skipped = rows[backend]
+    result, rows = run_with_report(tester, f"--torchexport-require={backend}")
+    result.assert_outcomes(passed=1, failed=1)
+    required = rows[backend]
+    assert required["status"] == "export_error"
+    assert required["message"].startswith(
+        f"{backend} is required (--torchexport-require) but unavailable here [backend={backend}"
+    )
+    return skipped, required
+
+
+def installed(backend: Backend, package: str) -> Backend:
+    """The backend, or this test skipped where `package` is not installed."""
+    if backend.unavailable_reason():
+        pytest.skip(f"{package} is not installed")
+    return backend
+
+
+def nested_round_trip(backend: Backend, directory, batch: int):
+    """Export tests/models.py's Nested at batch 3 with batch (1, 8) declared, save to
+    `directory`, load from the files alone and run at `batch`, quiet as the engine calls
+    exporters: the files, the loaded artifact, its output and eager's."""
+    module, x, y = Nested().eval(), torch.randn(3, 4), torch.randn(batch, 4)
+    ctx = ExportContext("cpu", plan_inputs(module, (x,), None, dims={"batch": (1, 8)}), module)
+    with torch.no_grad(), quiet_torch():  # the exporters' warnings are not the test's
+        files = backend.save(backend.export(module, (x,), {}, ctx), directory)
+        loaded = backend.load(directory, ctx)
+        return files, loaded, backend.run(loaded, (y,), {}), module(y)
