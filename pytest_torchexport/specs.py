@@ -365,8 +365,9 @@ def _value_stats(t: torch.Tensor, low: float | None, high: float | None) -> dict
     if not t.is_floating_point() or t.numel() == 0:
         return {"scale": 1.0, "center": 0.0}
     finite = t.detach().float()
-    if not bool(torch.isfinite(finite).all()):  # the mask copies the tensor: only where it holds a NaN or inf
-        finite = finite[torch.isfinite(finite)]
+    finite_mask = torch.isfinite(finite)
+    if not bool(finite_mask.all()):  # the masked copy only where the tensor holds a NaN or inf
+        finite = finite[finite_mask]
     if finite.numel() == 0:
         return {"scale": 1.0, "center": 0.0}
     std = float(finite.std()) if finite.numel() > 1 else 0.0

@@ -49,11 +49,11 @@ def reused() -> Iterator[None]:
     def from_torchlib(owner: type, *args: Any, **kwargs: Any) -> Any:
         key = (owner, (args, tuple(sorted(kwargs.items()))))
         kept = _KEPT.get(key)
-        if kept is None or not isinstance(getattr(kept, "functions", None), dict):
-            kept = _KEPT[key] = build(owner, *args, **kwargs)
-            if not isinstance(getattr(kept, "functions", None), dict):  # another layout: no copy we trust
-                del _KEPT[key]
-                return kept
+        if kept is None:
+            built = build(owner, *args, **kwargs)
+            if not isinstance(getattr(built, "functions", None), dict):  # another layout: no copy we trust
+                return built
+            kept = _KEPT[key] = built
         return _copy(kept)
 
     cls.from_torchlib = classmethod(from_torchlib)
