@@ -62,7 +62,8 @@ if mode == "plain":
                       "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
     sys.exit()
 
-from pytest_torchexport import budget, check
+from pytest_torchexport.stages import budget
+from pytest_torchexport import check
 from pytest_torchexport.errors import ExportMismatch
 
 budget.ENABLED = use_budget == "1"

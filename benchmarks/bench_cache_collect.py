@@ -34,8 +34,8 @@ def main() -> int:
     warnings.simplefilter("ignore")
     import torch
 
-    from pytest_torchexport import sources
     from pytest_torchexport._compat import quiet_torch
+    from pytest_torchexport.cache import sources
 
     class MLP(torch.nn.Module):
         def __init__(self) -> None:

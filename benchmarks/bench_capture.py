@@ -1,4 +1,4 @@
-"""What recording a test's call costs: the "as called" copy of the module (capture.py).
+"""What recording a test's call costs: the "as called" copy of the module (recording/recorder.py).
 
 The recorder copies each module the first time the test calls it, so a body that changes
 the model afterwards does not change what is checked. This script times, side by side in
@@ -8,7 +8,7 @@ random weights from its config), and prints the ratio and the copy's share.
 
 The last rows are whole bodies that build their model and call it (``model(x)`` and
 ``model.forward(x)``): while the test's own code runs, the recorder's profile function
-sees every Python call ([Direct Forward] in capture.py), so a body that spends its time
+sees every Python call ([Direct Forward] in recording/recorder.py), so a body that spends its time
 constructing many small modules is where that costs most.
 
     python benchmarks/bench_capture.py [--repeats 5]
@@ -67,7 +67,7 @@ def bodies() -> list[tuple[str, nn.Module, tuple[torch.Tensor, ...], int]]:
 def first_call(model: nn.Module, args: tuple[torch.Tensor, ...], record: bool, calls: int = 1, watch: bool = True) -> float:
     """A test body's calls of ``model``: the first copies it; each records (clones) its arguments.
     ``watch=False``: the recorder without its profile function (what [Direct Forward] costs)."""
-    from pytest_torchexport.capture import Recorder
+    from pytest_torchexport.recording.recorder import Recorder
 
     recorder = Recorder()
     if not watch:
@@ -88,7 +88,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=5)
     opts = parser.parse_args()
-    from pytest_torchexport.capture import module_bytes
+    from pytest_torchexport.recording.recorder import module_bytes
 
     print(f"{'model':28} {'MB':>7} {'plain ms':>9} {'recorded ms':>12} {'ratio':>6} {'copy ms':>8} {'unwatched ms':>13} {'watch':>6}")
     # A stateless model called in a loop (a sequence of 100 calls: 64 are recorded).

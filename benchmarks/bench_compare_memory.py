@@ -6,7 +6,7 @@ records its peak RSS, runs ``compare`` and records it again; printed are both pe
 measure it side by side:
 
     python benchmarks/bench_compare_memory.py
-    git show fa04023:pytest_torchexport/compare.py > /tmp/old_compare.py
+    git show fa04023:pytest_torchexport/reference/compare.py > /tmp/old_compare.py
     python benchmarks/bench_compare_memory.py --compare-file /tmp/old_compare.py
 """
 
@@ -26,7 +26,7 @@ if path:
     mod = importlib.util.module_from_spec(spec); sys.modules[spec.name] = mod  # dataclasses look it up
     spec.loader.exec_module(mod)
 else:
-    from pytest_torchexport import compare as mod
+    from pytest_torchexport.reference import compare as mod
 def peak_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 torch.manual_seed(0)

@@ -156,7 +156,7 @@ def main() -> None:
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"fork + exit + waitpid with torch imported and exporters warm: {fork_cost():.1f} ms (median of 20); "
           f"parent peak RSS {rss:.0f} MB, largest child {children:.0f} MB")
-    from pytest_torchexport.runner import parallel_checks
+    from pytest_torchexport.isolation.runner import parallel_checks
 
     print(f"{len(BACKENDS)} backends, {args.examples} examples, best of {args.repeat}; torch threads "
           f"{torch.get_num_threads()}; checks side by side: {parallel_checks()}; load {os.getloadavg()[0]:.1f}")

@@ -28,9 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from test_real_models import BiGRUClassifier, EfficientNetLike, Encoder, _calibrated, _hf, _tokens  # noqa: E402
 
-from pytest_torchexport import localize, static_sizes  # noqa: E402
-from pytest_torchexport.checks import Session, run  # noqa: E402
+from pytest_torchexport import static_sizes  # noqa: E402
+from pytest_torchexport.engine.pipeline import Session, run  # noqa: E402
 from pytest_torchexport.options import Options  # noqa: E402
+from pytest_torchexport.search import localize
 
 
 def models() -> dict[str, tuple[torch.nn.Module, tuple, dict]]:

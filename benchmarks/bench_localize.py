@@ -24,12 +24,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from pytest_torchexport import localize
 from pytest_torchexport._compat import quiet_torch
 from pytest_torchexport.backends.base import ExportContext, load_backend
-from pytest_torchexport.compare import compare
+from pytest_torchexport.inputs.specs import plan_inputs
 from pytest_torchexport.options import BUILTIN_BACKENDS
-from pytest_torchexport.specs import plan_inputs
+from pytest_torchexport.reference.compare import compare
+from pytest_torchexport.search import localize
 
 
 class Lowered(nn.Module):

@@ -41,7 +41,7 @@ from pytest_torchexport.errors import ExportMismatch
 
 case, backend, examples, use_budget = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
 try:
-    from pytest_torchexport import budget
+    from pytest_torchexport.stages import budget
     budget.ENABLED = use_budget
 except ImportError:  # a version before the budget (PYTHONPATH=/path/to/older/checkout)
     pass

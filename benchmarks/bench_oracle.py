@@ -20,7 +20,7 @@ import warnings
 import torch
 from torch import nn
 
-from pytest_torchexport.checks import Session, run
+from pytest_torchexport.engine.pipeline import Session, run
 from pytest_torchexport.options import Options
 
 

@@ -18,8 +18,8 @@ import warnings
 import torch
 from small_models import ConvNet
 
-import pytest_torchexport.search as search
-from pytest_torchexport.checks import Session, run
+import pytest_torchexport.search.search as search
+from pytest_torchexport.engine.pipeline import Session, run
 from pytest_torchexport.options import Options
 
 

@@ -21,8 +21,8 @@ import torch
 from small_models import MLP, ConvNet
 from torch import nn
 
-from pytest_torchexport import loader
-from pytest_torchexport.checks import Session, run
+from pytest_torchexport.engine.pipeline import Session, run
+from pytest_torchexport.isolation import loader
 from pytest_torchexport.options import Options
 
 BACKENDS = ["trace", "script", "onnx", "export"]

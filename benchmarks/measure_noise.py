@@ -25,9 +25,9 @@ from torch import nn
 
 from pytest_torchexport._compat import quiet_torch
 from pytest_torchexport.backends.base import ExportContext, load_backend
-from pytest_torchexport.noise import leaf_noise
+from pytest_torchexport.inputs.specs import plan_inputs
 from pytest_torchexport.options import BUILTIN_BACKENDS
-from pytest_torchexport.specs import plan_inputs
+from pytest_torchexport.reference.noise import leaf_noise
 
 BACKENDS = ["trace", "script", "export", "onnx", "onnx-legacy"]
 

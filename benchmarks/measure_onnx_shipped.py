@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from pytest_torchexport.checks import Session, run
+from pytest_torchexport.engine.pipeline import Session, run
 from pytest_torchexport.options import Options
 
 HERE = Path(__file__).resolve().parent

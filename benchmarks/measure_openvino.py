@@ -25,9 +25,9 @@ from measure_noise import models  # the same four models the other backends' bud
 from pytest_torchexport._compat import quiet_torch
 from pytest_torchexport.backends.base import ExportContext
 from pytest_torchexport.backends.openvino import OpenVinoBackend
-from pytest_torchexport.compare import RELOWERED_TOLERANCES
-from pytest_torchexport.noise import leaf_noise
-from pytest_torchexport.specs import plan_inputs
+from pytest_torchexport.inputs.specs import plan_inputs
+from pytest_torchexport.reference.compare import RELOWERED_TOLERANCES
+from pytest_torchexport.reference.noise import leaf_noise
 
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
 

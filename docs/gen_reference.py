@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 
 from pytest_torchexport.options import BUILTIN_BACKENDS, DEFAULT_BACKENDS, MARKER_OPTIONS, OPTION_DOCS
-from pytest_torchexport.report import FINDING_DOCS, STATUS_DOCS
+from pytest_torchexport.results.report import FINDING_DOCS, STATUS_DOCS
 
 TARGET = Path(__file__).with_name("reference.md")
 

@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "check": "pytest_torchexport.checks",
-    "Report": "pytest_torchexport.report",
-    "Result": "pytest_torchexport.report",
-    "Finding": "pytest_torchexport.report",
+    "check": "pytest_torchexport.engine.pipeline",
+    "Report": "pytest_torchexport.results.report",
+    "Result": "pytest_torchexport.results.report",
+    "Finding": "pytest_torchexport.results.report",
     "ExportMismatch": "pytest_torchexport.errors",
     "InvalidArgument": "pytest_torchexport.errors",
-    "Dim": "pytest_torchexport.specs",
-    "TensorSpec": "pytest_torchexport.specs",
+    "Dim": "pytest_torchexport.inputs.specs",
+    "TensorSpec": "pytest_torchexport.inputs.specs",
     "Backend": "pytest_torchexport.backends.base",
     "ExportContext": "pytest_torchexport.backends.base",
 }
@@ -28,10 +28,10 @@ __all__ = sorted(_LAZY)
 
 if TYPE_CHECKING:  # for type checkers; at run time __getattr__ imports lazily
     from .backends.base import Backend, ExportContext  # noqa: F401
-    from .checks import check  # noqa: F401
+    from .engine.pipeline import check  # noqa: F401
     from .errors import ExportMismatch, InvalidArgument  # noqa: F401
-    from .report import Finding, Report, Result  # noqa: F401
-    from .specs import Dim, TensorSpec  # noqa: F401
+    from .inputs.specs import Dim, TensorSpec  # noqa: F401
+    from .results.report import Finding, Report, Result  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from . import merge
+from .results import merge
 
 
 def main(argv: Sequence[str] | None = None) -> int:

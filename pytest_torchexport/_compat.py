@@ -174,3 +174,12 @@ def _plus_one(x):
     # Scripted by the probe. Unannotated means Tensor to TorchScript; no comment on the
     # def line, which TorchScript would parse as a type comment.
     return x + 1
+
+
+def is_in_ci() -> bool:
+    """hypothesis's own CI detection (the ``CI`` variable and the usual CI services)."""
+    try:
+        from hypothesis._settings import is_in_ci as hypothesis_is_in_ci
+    except ImportError:  # pragma: no cover - a hypothesis that moved it
+        return "CI" in os.environ
+    return hypothesis_is_in_ci()

@@ -15,46 +15,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-FORMAT = 1
-
-
-def save(path: Path, *, module: Any, **payload: Any) -> None:
-    import io
-    import pickle
-
-    import torch
-
-    cls = type(module)
-    source = getattr(sys.modules.get(cls.__module__), "__file__", None)
-    # Nested bytes: the outer file loads without the model's class, so replay can first
-    # put the test's folder on sys.path, then unpickle the module.
-    try:
-        buffer = io.BytesIO()
-        torch.save(module, buffer)
-        pickled: bytes | None = buffer.getvalue()
-    except (pickle.PicklingError, AttributeError, TypeError):  # a class defined inside a function
-        pickled = None
-    torch.save(
-        {
-            "format": FORMAT,
-            "module": pickled,
-            "module_class": f"{cls.__module__}:{cls.__qualname__}",
-            "module_state": {k: v.detach().cpu() for k, v in module.state_dict().items()},
-            "source_root": _import_root(cls.__module__, source),
-            **payload,
-        },
-        path,
-    )
-
-
-def _import_root(module_name: str, source: str | None) -> str | None:
-    if not source:
-        return None
-    root = Path(source).resolve().parent
-    for _ in module_name.split(".")[1:]:
-        root = root.parent
-    return str(root)
-
 
 def replay(path: str) -> int:
     import io
@@ -62,9 +22,9 @@ def replay(path: str) -> int:
     import torch
 
     from .backends.base import ExportContext, load_backend
-    from .eager import Eager
+    from .inputs.specs import plan_inputs
     from .options import BUILTIN_BACKENDS
-    from .specs import plan_inputs
+    from .reference.eager import Eager
 
     data = torch.load(path, weights_only=False, map_location="cpu")
     if data["module"] is None:
@@ -113,8 +73,8 @@ def replay(path: str) -> int:
 def _verdict(backend: Any, artifact: Any, eager: Any, data: dict[str, Any]) -> int:
     """Run the saved failing input through eager and the artifact; print and return the outcome."""
     from ._compat import quiet_torch
-    from .compare import compare
-    from .eager import run_artifact
+    from .reference.compare import compare
+    from .reference.eager import run_artifact
 
     opts = data["options"]
     args, kwargs = data["failing_inputs"], data["failing_kwargs"]

@@ -9,7 +9,7 @@ import torch  # noqa: F401
 
 # Likewise the engine, which imports hypothesis's strategy modules lazily: re-imported in
 # a later inline run, their classes would differ from the ones hypothesis already holds.
-import pytest_torchexport.checks  # noqa: F401,E402
+import pytest_torchexport.engine.pipeline  # noqa: F401,E402
 
 pytest_plugins = ["pytester"]
 
@@ -45,7 +45,8 @@ def _exporters_warmed_up():
     imported during an inline run they would be dropped afterwards and re-imported by
     the next one, which fails ("Only a single TORCH_LIBRARY can be used...").
     """
-    from pytest_torchexport import check, runner
+    from pytest_torchexport import check
+    from pytest_torchexport.isolation import runner
     from pytest_torchexport.options import BUILTIN_BACKENDS
 
     backends = ["trace", "script", "onnx", "export", "onnx-legacy"]

@@ -22,7 +22,7 @@ from models import Nested, mlp_and_gate_source
 from pytest_torchexport import Backend
 from pytest_torchexport._compat import quiet_torch
 from pytest_torchexport.backends.base import ExportContext
-from pytest_torchexport.specs import plan_inputs
+from pytest_torchexport.inputs.specs import plan_inputs
 
 
 class Pickled(Backend):

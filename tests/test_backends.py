@@ -8,9 +8,9 @@ from pytest_torchexport._compat import quiet_torch
 from pytest_torchexport.backends.base import Backend, ExportContext
 from pytest_torchexport.backends.export import ExportBackend
 from pytest_torchexport.backends.onnx import DynamoOnnxBackend, LegacyOnnxBackend
-from pytest_torchexport.checks import Session, run
+from pytest_torchexport.engine.pipeline import Session, run
+from pytest_torchexport.inputs.specs import plan_inputs
 from pytest_torchexport.options import BUILTIN_BACKENDS, Options
-from pytest_torchexport.specs import plan_inputs
 
 FILES = {
     "trace": ["model.pt"],
@@ -93,7 +93,7 @@ def test_onnx_guard_oracle_names_the_guard_onnxruntime_ignores():
     """The dynamo exporter drops torch.export's runtime asserts: the oracle restores them."""
     from pytest_torchexport._compat import quiet_torch
     from pytest_torchexport.backends.base import ExportContext
-    from pytest_torchexport.specs import plan_inputs
+    from pytest_torchexport.inputs.specs import plan_inputs
 
     model = MLP().eval()
     args = (torch.randn(3, 8),)

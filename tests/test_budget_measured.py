@@ -9,12 +9,13 @@ import pytest
 import torch
 from hypothesis import given, settings
 
-from pytest_torchexport import budget, check
-from pytest_torchexport.eager import Eager, EagerCall, Footprint
+from pytest_torchexport import check
+from pytest_torchexport.inputs.specs import plan_inputs
+from pytest_torchexport.inputs.strategies import draws
 from pytest_torchexport.options import Options
-from pytest_torchexport.report import Result
-from pytest_torchexport.specs import plan_inputs
-from pytest_torchexport.strategies import draws
+from pytest_torchexport.reference.eager import Eager, EagerCall, Footprint
+from pytest_torchexport.results.report import Result
+from pytest_torchexport.stages import budget
 
 MB = 2**20
 GB = 2**30
@@ -63,7 +64,7 @@ def test_footprint_sees_a_transient_allocation():
 def test_only_the_recorded_calls_replay_is_measured():
     eager = Eager(Transient(), "cpu")
     args = (torch.zeros(1, 4),)
-    first = eager(args, {}, trace_lines=True, restore=False)  # as checks.py replays the recorded call
+    first = eager(args, {}, trace_lines=True, restore=False)  # as engine/pipeline.py replays the recorded call
     drawn = eager(args, {}, trace_lines=True)  # as the search calls it
     assert first.seconds > 0 and drawn.seconds > 0
     assert drawn.peak_bytes is None  # resetting the high-water mark each call would blind the others
@@ -191,7 +192,7 @@ def test_the_bytes_budget_still_applies_and_can_be_disabled(monkeypatch):
 
 
 def test_machine_here_reads_workers_and_side_by_side_checks(monkeypatch):
-    from pytest_torchexport import runner
+    from pytest_torchexport.isolation import runner
 
     monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "3")
     monkeypatch.setattr(runner, "parallel_checks", lambda: 2, raising=False)

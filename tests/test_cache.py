@@ -305,7 +305,7 @@ def test_xdist_workers_share_the_cache(tester):
 
 
 def _writer(directory: str, key: str, n: int) -> None:
-    from pytest_torchexport.cache import Cache
+    from pytest_torchexport.cache.store import Cache
 
     cache = Cache(Path(directory))
     for i in range(n):
@@ -317,7 +317,7 @@ def test_concurrent_writers_never_leave_a_torn_entry(tmp_path):
     all along: every read is a whole entry (os.replace), never a parse error."""
     import multiprocessing
 
-    from pytest_torchexport.cache import Cache
+    from pytest_torchexport.cache.store import Cache
 
     key = "ab" + "0" * 62
     cache = Cache(tmp_path)
@@ -339,7 +339,7 @@ def test_concurrent_writers_never_leave_a_torn_entry(tmp_path):
 def test_pruning_drops_unused_and_least_recently_used_entries(tmp_path):
     import time
 
-    from pytest_torchexport.cache import Cache
+    from pytest_torchexport.cache.store import Cache
 
     cache = Cache(tmp_path)
     for i in range(6):
@@ -360,7 +360,7 @@ def test_a_tuple_subclass_that_hides_its_length_is_keyed_by_its_items():
     # module's key failed, so none was ever cached. The key reads them as the tuples they are.
     import torch
 
-    from pytest_torchexport.fingerprint import _Hasher
+    from pytest_torchexport.cache.fingerprint import _Hasher
 
     class MulIr(tuple):
         def __len__(self):

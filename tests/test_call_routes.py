@@ -224,7 +224,7 @@ def test_script():
 
 
 def record(body):
-    from pytest_torchexport.capture import Recorder
+    from pytest_torchexport.recording.recorder import Recorder
 
     with Recorder() as recorder:
         body()

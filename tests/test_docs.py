@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest_torchexport
-from pytest_torchexport.report import FINDING_DOCS, STATUS_DOCS, STATUSES
+from pytest_torchexport.results.report import FINDING_DOCS, STATUS_DOCS, STATUSES
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = Path(pytest_torchexport.__file__).parent
@@ -22,7 +22,7 @@ def test_every_status_is_documented():
 
 
 def test_every_finding_kind_the_code_emits_is_documented():
-    from pytest_torchexport.explain import _ERROR_KINDS, _TRACER_KINDS
+    from pytest_torchexport.results.explain import _ERROR_KINDS, _TRACER_KINDS
 
     source = "\n".join(p.read_text() for p in PACKAGE.rglob("*.py"))
     emitted = set(re.findall(r'Finding\(\s*"([a-z_]+)"', source))

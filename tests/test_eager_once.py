@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pytest_torchexport import check
-from pytest_torchexport.checks import Session, run
+from pytest_torchexport.engine.pipeline import Session, run
 from pytest_torchexport.options import Options
 
 BACKENDS = ["trace", "script", "export"]

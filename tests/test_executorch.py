@@ -12,7 +12,7 @@ from models import MLP, Gate, Nested
 from torch import nn
 
 from pytest_torchexport.backends.executorch import FILENAME, ExecutorchBackend
-from pytest_torchexport.checks import Session, run
+from pytest_torchexport.engine.pipeline import Session, run
 from pytest_torchexport.options import Options
 
 EX = 5

@@ -13,7 +13,7 @@ import pytest
 import torch
 from helpers import by_test, report_rows
 
-from pytest_torchexport import explain
+from pytest_torchexport.results import explain
 
 MODELS = '''
 import unittest

@@ -58,7 +58,7 @@ def test_baseline_reports_an_improvement(tester):
 
 
 def test_baseline_judges_error_growth():
-    from pytest_torchexport.baseline import judge_baseline
+    from pytest_torchexport.results.baseline import judge_baseline
 
     base = {"n|trace|cpu": {"status": "mismatch", "max_abs_err": 0.2}}
     row = {"nodeid": "n", "backend": "trace", "device": "cpu", "status": "mismatch", "atol": 1e-5}

@@ -4,7 +4,7 @@ import torch
 from helpers import run_with_report
 from torch import nn
 
-from pytest_torchexport.checks import Session, run
+from pytest_torchexport.engine.pipeline import Session, run
 from pytest_torchexport.options import Options
 
 EX = 6
@@ -69,7 +69,7 @@ def test_legacy_onnx_inputs_keep_the_keyword_names():
     from pytest_torchexport._compat import quiet_torch
     from pytest_torchexport.backends.base import ExportContext
     from pytest_torchexport.backends.onnx import LegacyOnnxBackend
-    from pytest_torchexport.specs import plan_inputs
+    from pytest_torchexport.inputs.specs import plan_inputs
 
     module = ManyKeywords().eval()
     kwargs = {"x": torch.randn(3, 4), "mask": torch.ones(3, 4, dtype=torch.bool)}
@@ -184,7 +184,7 @@ def test_the_search_is_derandomized_only_in_ci(monkeypatch):
     assert drawn() == drawn()
     monkeypatch.delenv("CI")
     # The suite itself may run in CI (GITHUB_ACTIONS, ...): act as a developer's machine.
-    monkeypatch.setattr("pytest_torchexport.search.is_in_ci", lambda: False)
+    monkeypatch.setattr("pytest_torchexport.search.search.is_in_ci", lambda: False)
     assert drawn() != drawn()
 
 

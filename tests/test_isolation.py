@@ -11,7 +11,7 @@ import torch
 from helpers import by_item, report_rows, run_with_report
 
 from pytest_torchexport.backends.trace import TraceBackend
-from pytest_torchexport.checks import Session, check_backend, plan_inputs, run
+from pytest_torchexport.engine.pipeline import Session, check_backend, plan_inputs, run
 from pytest_torchexport.options import Options
 
 FRAGILE = """
@@ -195,7 +195,7 @@ def test_the_onnx_verdict_is_the_same_under_xdist(tester):
 def test_a_cuda_check_runs_inline_and_says_why():
     """A forked child cannot use its parent's CUDA context, so a cuda check runs inline
     unless asked otherwise (no GPU needed: the device decides before CUDA is touched)."""
-    from pytest_torchexport import runner
+    from pytest_torchexport.isolation import runner
 
     assert runner.choose(None, "cpu") == ("process", None)
     mode, why = runner.choose(None, "cuda")

@@ -14,7 +14,7 @@ from models import MLP, Nested
 from torch import nn
 
 from pytest_torchexport.backends.litert import FILENAME, LiteRtBackend
-from pytest_torchexport.checks import Session, run
+from pytest_torchexport.engine.pipeline import Session, run
 from pytest_torchexport.options import Options
 
 UNAVAILABLE = LiteRtBackend().unavailable_reason()

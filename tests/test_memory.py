@@ -14,10 +14,10 @@ import pytest
 import torch
 from hypothesis import given, settings
 
-from pytest_torchexport import budget
-from pytest_torchexport.report import Result
-from pytest_torchexport.specs import plan_inputs
-from pytest_torchexport.strategies import draws
+from pytest_torchexport.inputs.specs import plan_inputs
+from pytest_torchexport.inputs.strategies import draws
+from pytest_torchexport.results.report import Result
+from pytest_torchexport.stages import budget
 
 MB = 2**20
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 from test_plugin import MODELS
 
-from pytest_torchexport.merge import Exit, Shard, main, merge
+from pytest_torchexport.results.merge import Exit, Shard, main, merge
 
 ENV = {"python": "3.11.7", "torch": "2.13.0", "onnx": "1.19.0", "onnxruntime": "1.31.1", "devices": ["cpu"]}
 

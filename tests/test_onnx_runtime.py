@@ -15,7 +15,7 @@ from torch import nn
 
 from pytest_torchexport._compat import quiet_torch
 from pytest_torchexport.backends.onnx import FILENAME, LegacyOnnxBackend, OnnxSession, _InMemory
-from pytest_torchexport.checks import Session, run
+from pytest_torchexport.engine.pipeline import Session, run
 from pytest_torchexport.options import Options
 
 

@@ -22,7 +22,7 @@ from torch import nn
 from pytest_torchexport._compat import quiet_torch
 from pytest_torchexport.backends import onnx_shipped
 from pytest_torchexport.backends.onnx import FILENAME, OnnxSession
-from pytest_torchexport.checks import Session, run
+from pytest_torchexport.engine.pipeline import Session, run
 from pytest_torchexport.errors import InvalidArgument
 from pytest_torchexport.options import Options
 

@@ -18,7 +18,7 @@ from models import MLP, BakedReshape, Gate, Nested
 from torch import nn
 
 from pytest_torchexport.backends.openvino import FILENAME, OpenVinoBackend
-from pytest_torchexport.checks import Session, run
+from pytest_torchexport.engine.pipeline import Session, run
 from pytest_torchexport.options import Options
 
 EX = 5

@@ -6,7 +6,7 @@ import torch
 from helpers import run_with_report
 from torch import nn
 
-from pytest_torchexport.checks import Session, run
+from pytest_torchexport.engine.pipeline import Session, run
 from pytest_torchexport.options import Options
 
 # An EfficientNet-style segmentation net (BatchNorm, SiLU, squeeze-excitation, per-pixel

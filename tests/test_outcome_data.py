@@ -6,8 +6,8 @@ import json
 import pytest
 from models import Gate, Noisy, source
 
-from pytest_torchexport.outcome import Outcome, row, settle, xfail
-from pytest_torchexport.report import CAUSE_KIND_DOCS, CAUSE_KINDS, FOUND_CAUSES, Report, Result
+from pytest_torchexport.results.outcome import Outcome, row, settle, xfail
+from pytest_torchexport.results.report import CAUSE_KIND_DOCS, CAUSE_KINDS, FOUND_CAUSES, Report, Result
 
 SESSION = source(Gate, Noisy) + """
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from pytest_torchexport.checks import Session, run
+from pytest_torchexport.engine.pipeline import Session, run
 from pytest_torchexport.options import Options
 
 pytestmark = pytest.mark.slow

@@ -22,7 +22,7 @@ from models import (
 )
 
 from pytest_torchexport import Dim, TensorSpec
-from pytest_torchexport.checks import Session, run
+from pytest_torchexport.engine.pipeline import Session, run
 from pytest_torchexport.options import Options
 
 EX = 8
@@ -224,7 +224,7 @@ def test_masks_keep_a_recorded_value_in_every_row_unless_special_values():
 
 
 def test_nan_on_one_side_is_named():
-    from pytest_torchexport.compare import compare
+    from pytest_torchexport.reference.compare import compare
 
     cmp = compare(torch.tensor([1.0, 2.0]), torch.tensor([1.0, float("nan")]))
     assert cmp.diffs[0].one_sided_nonfinite == 1

@@ -12,9 +12,9 @@ import time
 import pytest
 import torch
 
-from pytest_torchexport import runner
 from pytest_torchexport.backends.trace import TraceBackend
-from pytest_torchexport.checks import Session, run
+from pytest_torchexport.engine.pipeline import Session, run
+from pytest_torchexport.isolation import runner
 from pytest_torchexport.options import Options
 
 
@@ -169,7 +169,7 @@ def test_an_item_that_never_takes_its_check_does_not_hold_the_others(tester, mon
 ORDER_CONFTEST = """
 import time
 
-import pytest_torchexport.recorded as recorded
+import pytest_torchexport.recording.selection as recorded
 from pytest_torchexport.backends.trace import TraceBackend
 
 LOG = {log!r}

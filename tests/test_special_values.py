@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from pytest_torchexport.checks import Session, run
+from pytest_torchexport.engine.pipeline import Session, run
+from pytest_torchexport.inputs.specs import plan_inputs
+from pytest_torchexport.inputs.strategies import PROBE_INPUTS, PROBE_VALUES, materialize, special_probes
 from pytest_torchexport.options import Options
-from pytest_torchexport.specs import plan_inputs
-from pytest_torchexport.strategies import PROBE_INPUTS, PROBE_VALUES, materialize, special_probes
 
 
 class Peak(nn.Module):
@@ -39,7 +39,7 @@ def not_in_ci(monkeypatch):
         _CI_VARS = {"CI": None}
     for name in _CI_VARS:
         monkeypatch.delenv(name, raising=False)
-    from pytest_torchexport.search import is_in_ci
+    from pytest_torchexport.search.search import is_in_ci
 
     assert not is_in_ci()
 

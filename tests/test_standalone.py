@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from pytest_torchexport import loader
-from pytest_torchexport.checks import Session, run
+from pytest_torchexport.engine.pipeline import Session, run
+from pytest_torchexport.isolation import loader
 from pytest_torchexport.options import Options
 
 MODELS = """

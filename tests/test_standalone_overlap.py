@@ -7,9 +7,10 @@ import threading
 import pytest
 import torch
 
-from pytest_torchexport import loader, standalone
-from pytest_torchexport.checks import Session, run
+from pytest_torchexport.engine.pipeline import Session, run
+from pytest_torchexport.isolation import loader
 from pytest_torchexport.options import Options
+from pytest_torchexport.stages import standalone
 
 
 # Registered by this file only: the loader process never imports it, so a traced artifact
@@ -151,7 +152,7 @@ def test_a_crash_or_timeout_in_the_search_is_not_blamed_on_the_standalone_step(h
 STARTED_BEFORE_THE_BODY = """
 import pytest, torch
 
-from pytest_torchexport import loader
+from pytest_torchexport.isolation import loader
 
 @pytest.mark.torchexport(backends=["trace"], examples=2)
 def test_model():

@@ -7,7 +7,7 @@ import json
 from types import SimpleNamespace
 
 from pytest_torchexport.options import Options
-from pytest_torchexport.static_sizes import declared, nearby
+from pytest_torchexport.stages.static_sizes import declared, nearby
 
 UNET = '''
 import pytest

@@ -6,7 +6,7 @@ from models import MLP, BakedReshape, Counter, Gate, MutatesInput, Noisy, WithDr
 
 from pytest_torchexport import ExportMismatch, check
 from pytest_torchexport.backends.base import Backend
-from pytest_torchexport.checks import Session, run
+from pytest_torchexport.engine.pipeline import Session, run
 from pytest_torchexport.options import BUILTIN_BACKENDS, Options
 
 EX = 8

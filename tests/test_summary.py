@@ -2,7 +2,7 @@
 
 import pytest
 
-from pytest_torchexport.report import Finding, Result, summary_lines
+from pytest_torchexport.results.report import Finding, Result, summary_lines
 
 CAUSE = "frozen_branch src/models/detection/heads.py:118"
 LONG = (
@@ -49,8 +49,8 @@ def test_narrow_terminal_puts_the_cause_under_its_row():
 
 
 def test_cells_say_what_to_do_without_repeating_the_row():
-    from pytest_torchexport import side_effects
-    from pytest_torchexport.outcome import Stop, settle, xfail
+    from pytest_torchexport.results.outcome import Stop, settle, xfail
+    from pytest_torchexport.stages import side_effects
 
     xpass = Result("script", "cpu", "pass")
     xfail(xpass, "flaky?")

@@ -21,7 +21,7 @@ from models import MLP, Nested
 
 from pytest_torchexport.backends import tensorrt as trt_backend
 from pytest_torchexport.backends.tensorrt import FILENAME, TensorRtBackend
-from pytest_torchexport.checks import Session, run
+from pytest_torchexport.engine.pipeline import Session, run
 from pytest_torchexport.options import Options
 
 

@@ -12,7 +12,7 @@ from helpers import by_test_and_backend, mlp_test, run_with_report
 from models import MLP
 
 from pytest_torchexport._compat import torchscript_unavailable
-from pytest_torchexport.checks import Session, run
+from pytest_torchexport.engine.pipeline import Session, run
 from pytest_torchexport.options import Options
 
 

@@ -135,7 +135,7 @@ class _FlatCall(torch.nn.Module):
         self.slots = [i for i, v in enumerate(self.leaves) if isinstance(v, torch.Tensor)]
 
     def forward(self, *tensors: torch.Tensor) -> dict[str, torch.Tensor]:
-        from ..compare import flatten
+        from ..reference.compare import flatten
 
         values = list(self.leaves)
         for i, t in zip(self.slots, tensors):

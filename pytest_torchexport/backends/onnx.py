@@ -18,8 +18,8 @@ from typing import Any
 import torch
 import torch.utils._pytree as pytree
 
-from ..explain import FindingWarning
-from ..report import Finding
+from ..results.explain import FindingWarning
+from ..results.report import Finding
 from . import _torchlib
 from .base import Backend, ExportContext, GraphOptimizer, PostProcessing, keywords_bound, onnx_args, positional_adapter
 

@@ -99,7 +99,7 @@ def calibration_inputs(plan: Any) -> list[tuple[tuple[Any, ...], dict[str, Any]]
     (x100, x1e-3) are left out: an int8 model clips there, and the check shows it."""
     import dataclasses
 
-    from ..strategies import materialize, probe_draws, recorded_draw
+    from ..inputs.strategies import materialize, probe_draws, recorded_draw
 
     recorded = recorded_draw(plan)
     draws = [recorded, *probe_draws(plan)]

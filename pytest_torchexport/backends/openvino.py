@@ -153,7 +153,7 @@ class _FlatCall(torch.nn.Module):
         return [t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
 
     def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        from ..compare import flatten
+        from ..reference.compare import flatten
 
         values = list(self.leaves)
         for i, t in zip(self.slots, tensors):

@@ -17,7 +17,7 @@ finding says so.
 
 [No TF32] torch_tensorrt lets TensorRT use TF32 for float32 layers by default, a 1e-3
 relative rounding that would pass for (or hide) an export defect: ``settings`` passes
-``disable_tf32=True``, as eager runs with TF32 off during a check (checks.py). A subclass
+``disable_tf32=True``, as eager runs with TF32 off during a check (engine/pipeline.py). A subclass
 sets other ``CompilationSettings`` (``enabled_precisions``, ...) to check what it serves.
 """
 

@@ -1,0 +1,87 @@
+"""[Verdict Cache] One check's side of the cache: look its pass up before it starts, keep it after.
+
+``PendingCheck.start`` asks ``Reuse.lookup`` before anything runs (no prelude, no child, no
+exporter warm-up): the key (``fingerprint.py``) is computed in the test's process, and a
+hit is the stored row, marked ``"cached": true`` with ``"cached_at"``, the date of the run
+that made it. ``PendingCheck.wait`` hands every finished result to ``Reuse.keep``, which
+stores a pass with the files it ran or read (``sources.py``) and takes those off the row.
+Only passes are kept and reused: every other status runs again, so a failure always
+carries a fresh message and repro.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..results.report import Result
+from . import fingerprint, sources
+
+
+class Reuse:
+    """The cache's view of one ``checks.PendingCheck``."""
+
+    def __init__(self, pending: Any) -> None:
+        self.pending = pending
+        self.key: str | None = None
+        self.files: list[str] = []  # known before the run: compare=, a third-party backend
+        self.hit = False
+        self.note: str | None = None  # why the cache was not used, for the summary
+        self.spent = 0.0  # seconds: the key, the lookup, the store (timings["cache_s"])
+
+    def lookup(self) -> Result | None:
+        t0 = time.perf_counter()
+        try:
+            return self._lookup()
+        finally:
+            self.spent += time.perf_counter() - t0
+
+    def _lookup(self) -> Result | None:
+        pending = self.pending
+        cache = pending.session.cache
+        if cache is None:
+            return None
+        if pending.options.keep_artifacts:
+            self.note = "not reused: --torchexport-keep-artifacts asks for the artifacts, which only an export makes"
+            return None
+        try:
+            self.key, self.files = fingerprint.check_key(pending)
+        except fingerprint.Unkeyable as exc:
+            self.note = f"not cached: {exc}"
+            return None
+        except Exception as exc:  # noqa: BLE001 - the cache only saves time: the check runs
+            self.note = f"not cached: its key could not be computed ({type(exc).__name__}: {exc})"
+            return None
+        found, self.note = cache.lookup(self.key)
+        if found is None:
+            return None
+        self.hit = True
+        session = pending.session
+        row = {**found.row, "nodeid": session.nodeid, "test": session.test, "cached": True,
+               "cached_at": found.created}
+        return Result.from_dict(row)
+
+    def keep(self, result: Result) -> None:
+        """Store ``result`` when it is a pass made here; the files it ran leave the row."""
+        t0 = time.perf_counter()
+        ran, result.sources = result.sources, None
+        if self.hit or self.key is None or result.status != "pass" or ran is None:
+            self._tell(result)
+            return
+        files = sources.keyed([*ran, *self.files])
+        if files is None:
+            self.note = "not cached: a file it ran cannot be read back to key it"
+        else:
+            note = self.pending.session.cache.store(self.key, result.to_dict(), files)
+            self.note = note or self.note
+        self.spent += time.perf_counter() - t0
+        self._tell(result)
+
+    def _tell(self, result: Result) -> None:
+        if self.note:
+            result.extra["cache"] = self.note
+        if self.key is not None:
+            result.timings["cache_s"] = self.spent
+
+
+__all__ = ["Reuse"]

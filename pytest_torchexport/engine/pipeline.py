@@ -1,0 +1,365 @@
+"""The engine: export once per backend and device, then check many inputs against the artifact.
+
+``check()`` is the public entry point and works in a plain script. Each (backend, device)
+check is a pipeline of stages, each its own module:
+
+1. ``prelude.py``: the reference (``eager.py``: eval, ``no_grad``) runs the example;
+   ``side_effects.py`` asks whether it is deterministic and whether it mutates its inputs
+   or buffers; ``budget.py`` bounds the drawn sizes. Once per call and device for all the
+   backends (computed before the checks fork, each child inherits it);
+2. ``exporting.py``: the backend exports at the example (dynamic dims of size 0/1 grown
+   to 2, since exporters specialize those sizes), saves to a fresh directory and loads back;
+3. ``side_effects.py``: the artifact must reproduce the side effects, and may have baked
+   in Python scalars;
+4. ``search.py``: hypothesis draws inputs, each runs through the *loaded* artifact and
+   eager; the first failure is shrunk, ``causes.py`` tests its suspects and
+   ``messages.py`` explains it.
+
+This module never touches pytest objects; the plugin hands it a database and a name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..backends.base import Backend, load_backend
+from ..cache import sources
+from ..cache.reuse import Reuse
+from ..errors import ExportMismatch, InvalidArgument
+from ..inputs.specs import InputPlan, plan_inputs
+from ..isolation import runner
+from ..options import BUILTIN_BACKENDS, Options
+from ..reference.eager import EAGER_MODE, module_name
+from ..results import outcome
+from ..results.outcome import Stop, settle
+from ..results.report import Report, Result, tag
+from ..search.search import Search
+from ..stages import assumptions, exporting, latency, side_effects, standalone, static_sizes
+from ..stages.check import Check
+from ..stages.compiled_parts import compiled_parts
+from ..stages.compiled_parts import finding as compiled_finding
+from ..stages.prelude import EagerOnce, Prelude, run_prelude, training_finding
+from ..stages.session import Session
+from .schedule import Scheduler
+
+__all__ = ["PendingCheck", "Session", "tag", "training_finding", "check", "check_backend", "plan_inputs", "raise_if_failed", "resolve_devices", "run"]
+
+
+def check(
+    module: torch.nn.Module,
+    /,
+    args: tuple[Any, ...] = (),
+    kwargs: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> Report:
+    """Export ``module`` on every selected backend and prove the artifacts match eager.
+
+    >>> report = check(Gate(), (torch.randn(3, 4),), backends=["trace", "onnx"])
+    >>> report.ok
+    True
+
+    Raises ``ExportMismatch`` (an ``AssertionError`` carrying the report) when any
+    backend fails. Options are the marker's: ``backends``, ``devices``, ``examples``,
+    ``dims``, ``dynamic``, ``inputs``, ``rtol``, ``atol``, ``xfail``, ``roundtrip``,
+    ``standalone``,
+    ``seed``, ``special_values``, ``vary_scalars``, ``compare``, ``timeout``, and for the
+    ONNX file as shipped ``onnx_optimize``, ``onnx_fp16``, ``onnx_quantize``.
+    """
+    session = options.pop("_session", None) or Session()
+    if "module" in options:
+        raise InvalidArgument(
+            "module= picks among the modules a marked test calls; check() is given its module directly"
+        )
+    options["backends"] = _register_objects(options.get("backends"), session)
+    opts = Options.build(valid_backends=tuple(session.backends), **options)
+    report = run(module, args, kwargs, opts, session)
+    raise_if_failed(report)
+    return report
+
+
+def _register_objects(backends: Any, session: Session) -> Any:
+    """``backends=[MyBackend()]``: third-party backends without the pytest hook."""
+    if backends is None or isinstance(backends, str):
+        return backends
+    names = []
+    for entry in backends:
+        if isinstance(entry, str):
+            names.append(entry)
+        else:
+            backend = load_backend(entry)
+            session.backends = {**session.backends, backend.name: backend}
+            names.append(backend.name)
+    return names
+
+
+def raise_if_failed(report: Report) -> None:
+    failures = report.failures
+    if failures:
+        raise ExportMismatch("\n\n".join(r.message for r in failures), report)
+
+
+def run(
+    module: torch.nn.Module,
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any] | None,
+    options: Options,
+    session: Session,
+    scheduler: Scheduler | None = None,
+) -> Report:
+    """Check every (backend, device) pair; never raises for a failing backend. ``scheduler``:
+    the session's (the fixture's checks share the plugin's places), else one for this call."""
+    if not isinstance(module, torch.nn.Module):
+        raise InvalidArgument(f"check() takes an nn.Module, got {type(module).__name__}")
+    if not isinstance(args, tuple):
+        args = (args,) if isinstance(args, torch.Tensor) else tuple(args)
+    plan = plan_inputs(module, args, kwargs, dims=options.dims, dynamic=options.dynamic, inputs=options.inputs)
+    once = EagerOnce()
+    pending = [
+        PendingCheck(module, plan, name, device, options, session=session, once=(once, 0))
+        for device in resolve_devices(options.devices)
+        for name in options.backends
+    ]
+    longest_first = all(p.mode == "process" for p in pending)  # inline: in the order asked
+    return Report((scheduler or Scheduler()).run_all(pending, longest_first=longest_first))
+
+
+def resolve_devices(devices: tuple[str, ...]) -> tuple[str, ...]:
+    if "auto" in devices:
+        return ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
+    return devices
+
+
+def check_backend(
+    module: torch.nn.Module, plan: InputPlan, name: str, device: str, options: Options,
+    *, session: Session, sequence: list[tuple[tuple[Any, ...], dict[str, Any]]] | None = None,
+) -> Result:
+    """One (backend, device) check. ``sequence``: the test's own calls of a module, in order
+    (their first is the recorded call), replayed when the module updates its state."""
+    return PendingCheck(module, plan, name, device, options, session=session, sequence=sequence).wait()
+
+
+class PendingCheck:
+    """One (backend, device) check: ``start()`` sets it going (a forked child under process
+    isolation, so several run side by side), ``wait()`` gives its ``Result``. Inline, it runs
+    in ``wait()``. Its time limit counts from its start."""
+
+    def __init__(
+        self, module: torch.nn.Module, plan: InputPlan, name: str, device: str, options: Options,
+        *, session: Session, sequence: list[tuple[tuple[Any, ...], dict[str, Any]]] | None = None,
+        once: tuple[EagerOnce, Any] | None = None,
+    ) -> None:
+        """``once``: the prelude's cache shared by the checks of one call, and which call this is."""
+        self.module, self.plan, self.name, self.device = module, plan, name, device
+        self.options, self.session, self.sequence, self.once = options, session, sequence, once
+        self.prelude: Prelude | None = None
+        self.settled = False  # by the shared prelude: nothing left to run
+        self.result = Result(
+            backend=name, device=device, status="pass", module=module_name(module),
+            nodeid=session.nodeid, test=session.test,
+        )
+        self.result.extra["eager_mode"] = EAGER_MODE
+        self.mode, self.why = runner.choose(options.isolation, device)
+        self.started: float | None = None
+        self._child: runner.Child | None = None
+        self._scratch: Path | None = None
+        self._done: Result | None = None
+        self.reuse = Reuse(self)  # [Verdict Cache] a pass kept from an earlier run
+
+    def start(self) -> None:
+        if self.started is not None:
+            return
+        self.started = time.monotonic()
+        hit = self.reuse.lookup()
+        if hit is not None:  # nothing to export, search or load: the row of the run that made it
+            self.result, self.settled, self.mode, self.why = hit, True, "inline", None
+            return
+        spec = self.session.backends.get(self.name)
+        standalone.start(spec, self.options)
+        if self.mode != "process":
+            return
+        # On CPU only: eager on a GPU here would initialise CUDA in the parent, which its
+        # forked children then could not use.
+        if self.once is not None and self.device == "cpu" and _available(spec, self.device):
+            try:
+                cache, call = self.once
+                self.prelude = cache.hand_over(call, self.module, self.plan, self.options, self.result)
+            except LookupError:
+                pass
+            else:
+                if self.prelude is None:
+                    self.settled = True
+                    return
+        if self.name in BUILTIN_BACKENDS and isinstance(spec, str):
+            runner.warm_up(self.name, spec)
+        self._scratch = Path(tempfile.mkdtemp(prefix=f"torchexport-{self.name}-"))
+        self._child = runner.Child(self._body, self.result, self.options.timeout, self._scratch, tag(self.result))
+
+    def wait(self) -> Result:
+        if self._done is not None:
+            return self._done
+        self.start()
+        assert self.started is not None
+        ended = None
+        try:
+            if self._child is not None:
+                result = self._child.wait()
+                ended = self._child.ended
+            elif self.settled:
+                result = self.result
+            else:
+                with tempfile.TemporaryDirectory(prefix=f"torchexport-{self.name}-") as scratch:
+                    self._scratch = Path(scratch)
+                    self._body(self.result)
+                result = self.result
+        finally:
+            self._cleanup()
+        if not self.reuse.hit:
+            result.extra["isolation"] = self.mode if self.why is None else f"{self.mode}: {self.why}"
+        result.timings["total_s"] = (ended or time.monotonic()) - self.started
+        outcome.xfail(result, self.options.xfail.get(result.backend))
+        self.reuse.keep(result)
+        self._done = result
+        return result
+
+    @property
+    def done(self) -> bool:
+        """Waited for: its result is in."""
+        return self._done is not None
+
+    def cancel(self) -> None:
+        """Stop a check started and never waited for (the session ended first)."""
+        if self._done is None and self._child is not None:
+            self._child.cancel()
+            self._cleanup()
+
+    def _body(self, result: Result) -> None:
+        assert self._scratch is not None
+        with _exact_cuda_math(self.device), sources.collecting(result):
+            try:
+                _pipeline(self, result, self._scratch)
+            except Stop as stop:
+                settle(result, stop.outcome)
+
+    def _cleanup(self) -> None:
+        if self._child is not None and self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
+
+
+def _available(spec: Any, device: str) -> bool:
+    """Whether the check will get past its backend's availability (else its child reports that,
+    before any eager stage, as it always did)."""
+    if spec is None:
+        return False
+    try:
+        return _unavailable(load_backend(spec), device) is None
+    except Exception:  # noqa: BLE001 - the check itself reports an unloadable backend
+        return False
+
+
+def _unavailable(backend: Any, device: str) -> str | None:
+    """Why ``backend`` cannot check on ``device`` here, or None."""
+    reason = backend.unavailable_reason()
+    if reason is None and device == "cuda" and not torch.cuda.is_available():
+        reason = "CUDA is not available on this machine (torch.cuda.is_available() is False)"
+    return reason
+
+
+def _on_device(step: tuple[tuple[Any, ...], dict[str, Any]], device: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    import torch.utils._pytree as pytree
+
+    return pytree.tree_map(lambda v: v.to(device) if isinstance(v, torch.Tensor) else v, step)
+
+
+def _pipeline(pending: PendingCheck, result: Result, scratch: Path) -> None:
+    """The stages in order; any may end the check early (``outcome.Stop``), else the search's
+    verdict is settled once the standalone load has answered. ``pending.prelude``: eager's
+    stages, computed once for the test's checks (prelude.py); else this check's own."""
+    spec, backend = _backend(pending, result)
+    prelude = pending.prelude or run_prelude(pending.module, pending.plan, pending.device, pending.options, result)
+    sequence, device = pending.sequence, pending.device
+    check = Check(
+        session=pending.session, options=prelude.options, spec=spec, backend=backend, eager=prelude.eager,
+        plan=prelude.plan, scratch=scratch, result=result, recorded=prelude.recorded,
+        changed_state=prelude.changed_state, mutates_input=prelude.mutates_input,
+        steps=[_on_device(step, device) for step in sequence] if sequence and prelude.changed_state else None,
+        compiled=compiled_parts(prelude.eager.module),
+    )
+    if check.compiled:
+        result.findings.append(compiled_finding(check.compiled, result.module))
+    # 2-3. Export once at the example, save, load back.
+    check.artifacts = exporting.build(check)
+    assumptions.recorded_size_export(check)
+    # The saved artifact in a fresh process (standalone.py): the request goes out now, the loader
+    # answers while the side effects and the search run, and its verdict joins at the end (a
+    # load_error still decides the result, as when the load ran before the search).
+    loading = standalone.step(check)
+    try:
+        # 4. Side effects the artifact must reproduce, arguments it may bake in, then the search.
+        runner.stage(result, "run")
+        side_effects.check_side_effects(check)
+        if not check.options.vary_scalars:
+            side_effects.baked_arguments(check)
+        loading.join_if_answered()  # a load_error already known skips the search, as it did
+        runner.stage(result, "search")
+        verdict = Search(check).run()
+    except Exception:
+        loading.join()  # a stage ended the check (Stop) or raised: a standalone load_error still wins
+        raise
+    loading.join()
+    settle(result, verdict)
+    if result.status == "pass":
+        # [Static Sizes] The undeclared dims at a few nearby sizes: findings only (static_sizes.py).
+        static_sizes.probe(check)
+    # 5. Latency at the recorded input, once the verdict is in (latency.py), in the search's stage as before.
+    runner.stage(result, "search")
+    latency.record(check)
+
+
+def _backend(pending: PendingCheck, result: Result) -> tuple[Any, Backend]:
+    """The check's backend as registered and loaded; ends the check where it is unavailable here."""
+    name, device, options, session = pending.name, pending.device, pending.options, pending.session
+    spec = session.backends.get(name)
+    if spec is None:
+        raise InvalidArgument(f"unknown torchexport backend {name!r}; valid backends: {', '.join(session.backends)}")
+    backend = load_backend(spec)
+    reason = _unavailable(backend, device)
+    if reason is None and options.onnx_shipped is not None:
+        reason = backend.steps_unavailable(options.onnx_shipped)
+    if reason and name in options.require:
+        from ..options import INSTALL
+
+        raise Stop(
+            "export_error",
+            f"{name} is required (--torchexport-require) but unavailable here {tag(result)}\n{reason}\n"
+            f"Install: {INSTALL.get(name, 'the package that provides the ' + name + ' backend')}",
+            reason, "unavailable",
+        )
+    if reason:
+        raise Stop("skipped", f"{name} skipped: {reason}", f"{name} skipped: {reason}", "unavailable")
+    return spec, backend
+
+
+@contextlib.contextmanager
+def _exact_cuda_math(device: str) -> Any:
+    """TF32 off while checking on CUDA: eager and artifact must both use full fp32 matmuls,
+    or a 1e-3 TF32 rounding difference would pass for (or hide) an export defect."""
+    if not device.startswith("cuda"):
+        yield
+        return
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+
+

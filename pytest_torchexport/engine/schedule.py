@@ -1,0 +1,126 @@
+"""[Side By Side] The one scheduler of checks: ``check()``, the fixture and the plugin's items.
+
+A check under process isolation runs in a child with one thread (``isolation/runner.py``),
+so one check at a time leaves the other cores idle. A ``Scheduler`` keeps up to ``jobs``
+checks going (``runner.parallel_checks()``: the process's share of the cores) and learns how
+long each backend takes here, so that it starts the longest first.
+
+Two ways to ask, one set of places:
+
+- ``run_all(checks)``: a list of checks (``check()``, the fixture: the backends of one call),
+  results in the order asked;
+- ``start_ahead(key, check)`` / ``take(key)``: a check started before anyone waits for it
+  (the plugin starts a test's next items beside the current one, ``glue/ahead.py``); its
+  item takes it when it runs. ``places()`` says how many more may start.
+
+A check is anything with ``start()``, ``wait() -> Result``, ``cancel()`` and ``started``:
+``engine.pipeline.PendingCheck``, or the plugin's ``recording.selection.PlannedRun``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from ..isolation import runner
+from ..results.report import Result
+
+#: [Longest First] A backend's usual check time here, in seconds, before one was timed: an
+#: ONNX export takes seconds, a trace a fraction of one (a third-party backend: 1).
+USUAL_S = {
+    "aoti": 8.0, "executorch": 6.0, "litert": 6.0, "tensorrt": 6.0, "openvino": 2.0, "onnx": 2.0, "export": 1.0,
+    "compile": 1.0, "script": 0.5, "trace": 0.3,
+}
+
+
+def usual_s(backend: str) -> float:
+    return USUAL_S.get(backend, 1.0)
+
+
+class Startable(Protocol):
+    started: float | None
+
+    def start(self) -> None: ...
+    def wait(self) -> Result: ...
+    def cancel(self) -> None: ...
+
+
+class Scheduler:
+    """Up to ``jobs`` checks at once (``runner.parallel_checks()`` unless given), longest first."""
+
+    def __init__(self, jobs: int | None = None) -> None:
+        self._jobs = jobs
+        #: key -> (group, check): started ahead, not yet taken by whoever waits for it
+        self._ahead: dict[str, tuple[str, Startable]] = {}
+        self._took: dict[tuple[str, str], tuple[float, int]] = {}  # (backend, device) -> (seconds, checks)
+
+    @property
+    def jobs(self) -> int:
+        return self._jobs or runner.parallel_checks()
+
+    # -- what the checks took here -----------------------------------------------------------
+    def timed(self, result: Result) -> None:
+        """What one check took, for the order of starting the next ones."""
+        total = result.timings.get("total_s")
+        if total is not None and not result.extra.get("cached"):  # a reused row says nothing of the check's time
+            seconds, count = self._took.get((result.backend, result.device), (0.0, 0))
+            self._took[(result.backend, result.device)] = (seconds + total, count + 1)
+
+    def expected_s(self, backend: str, device: str = "cpu") -> float:
+        seconds, count = self._took.get((backend, device), (0.0, 0))
+        return seconds / count if count else usual_s(backend)
+
+    # -- a list of checks, results in order ----------------------------------------------------
+    def run_all(self, checks: Sequence[Any], *, longest_first: bool = True) -> list[Result]:
+        """The checks' results in order, up to ``jobs`` of them running at once.
+
+        [Longest First] Started in order of their expected time, longest first: the short
+        checks then fill the other cores while the long one runs, instead of the long one
+        running alone at the end. ``longest_first=False`` (inline checks): in the order asked."""
+        jobs = self.jobs
+        queue = list(checks)
+        if longest_first:
+            queue.sort(key=lambda c: self.expected_s(c.name, c.device), reverse=True)
+        results = []
+        try:
+            for check in checks:
+                while queue:  # every place taken, and this one started
+                    running = [c for c in checks if c.started is not None and not c.done]
+                    if len(running) < jobs:
+                        queue.pop(0).start()
+                    elif check.started is None:  # its turn, and no place: the first started gives its place
+                        min(running, key=lambda c: c.started).wait()
+                    else:
+                        break
+                results.append(check.wait())
+                self.timed(results[-1])
+        finally:
+            for check in checks:
+                check.cancel()
+        return results
+
+    # -- checks started ahead of whoever waits for them ----------------------------------------
+    def places(self) -> int:
+        """How many more checks may start ahead: one place is the current check's."""
+        return max(0, self.jobs - 1 - len(self._ahead))
+
+    def start_ahead(self, key: str, check: Startable, group: str = "") -> None:
+        check.start()
+        self._ahead[key] = (group, check)
+
+    def started_ahead(self, key: str) -> bool:
+        return key in self._ahead
+
+    def take(self, key: str) -> Startable | None:
+        entry = self._ahead.pop(key, None)
+        return None if entry is None else entry[1]
+
+    def cancel(self, group: str | None = None, *, where: Callable[[str], bool] | None = None) -> None:
+        """Stop what was started ahead and never taken: all of it, or one group's."""
+        for key, (of, check) in list(self._ahead.items()):
+            if (group is None or of == group) and (where is None or where(key)):
+                check.cancel()
+                del self._ahead[key]
+
+
+__all__ = ["USUAL_S", "Scheduler", "usual_s"]

@@ -1,0 +1,109 @@
+"""[Item To Engine] What a pytest item hands the engine, and what the engine hands back as a row.
+
+The engine never touches a pytest object: here an item becomes a ``Session`` (its names, the
+example database, the verdict cache), its body a ``Recording`` (``recording/recorder.py``)
+and its check a ``PlannedRun`` of the recording's selected call (``recording/selection.py``).
+A body that failed becomes a row of its own (``body_row``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from ..options import Options
+from . import items
+from .markers import MARKER
+from .state import STATE
+
+if TYPE_CHECKING:
+    from ..results.report import Result
+    from ..stages.session import Session
+
+
+def session(item: pytest.Item) -> Session:
+    """The engine's view of the item: its names, the example database, the verdict cache."""
+    from ..stages.session import Session
+
+    state = item.config.stash[STATE]
+    cache = getattr(item.config, "cache", None)
+    return Session(
+        backends=state.backends,
+        database=state.example_database(item.config),
+        hypothesis_home=str(cache.mkdir("torchexport-hypothesis")) if cache is not None else None,
+        test=items.test_key(item) or item.nodeid,
+        nodeid=item.nodeid,
+        cache=state.verdict_cache(item.config),
+    )
+
+
+def plan(item: pytest.Item, recording: Any, options: Options) -> Any:
+    """The item's check of the recording's selected call, started (``PlannedRun``)."""
+    from ..recording.selection import Selection
+
+    state = item.config.stash[STATE]
+    target = items.target(item)
+    assert target is not None
+    selection = Selection.make(recording, options, auto=state.auto and item.get_closest_marker(MARKER) is None)
+    return selection.start(target.backend, target.device, session(item))
+
+
+def start_loader(item: pytest.Item, options: Options, target: items.Target) -> None:
+    """[Standalone Overlap] The standalone loader (a fresh interpreter that imports torch, a
+    second or two) starts before the first body it will serve, not when that body's first
+    check asks for it, so the import overlaps the body, its recording and the export."""
+    from ..stages import standalone
+
+    state = item.config.stash[STATE]
+    if state.verdict_cache(item.config) is not None and state.warm:
+        return  # [Verdict Cache] most checks will be reused: the first that runs starts the loader
+    standalone.start(state.backends.get(target.backend), options)
+
+
+def run_body(item: pytest.Item, options: Options) -> Generator[None, None, Any]:
+    """Run the test body (the inner hooks) under the recorder; returns its ``Recording``."""
+    import torch
+
+    from ..recording.recorder import Recorder
+
+    # Seeded, so the model's random init (and so a failure) is the same in every run.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(options.seed or 0)
+        with Recorder() as recorder:
+            try:
+                yield
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # noqa: BLE001 - kept, and raised by every item of the test
+                recorder.recording.error = exc
+    if recorder.recording.error is None:
+        recorder.recording.error = items.body_error(item)  # unittest reports failures, it does not raise
+    return recorder.recording
+
+
+def body_row(item: pytest.Item, target: items.Target, error: BaseException) -> Result:
+    """The row of an item whose test body did not finish: skipped, xfailed, or a usage error."""
+    from ..recording.selection import row
+    from ..results.outcome import Outcome
+
+    if isinstance(error, pytest.skip.Exception):
+        why = f"the test body skipped: {error}"
+        verdict = Outcome("skipped", why, why, "test_body")
+    elif isinstance(error, pytest.xfail.Exception):
+        why = f"the test body xfailed: {error}"
+        verdict = Outcome("xfail", why, why, "test_body")
+    else:
+        why = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        verdict = Outcome(
+            "usage_error",
+            f"The test body failed, so nothing was checked [backend={target.backend}, device={target.device}]\n"
+            f"{why}\n"
+            "The body runs once per test and its error fails each of the test's items; fix the test first.",
+            why, "test_body",
+        )
+    return row(target.backend, target.device, session(item), verdict)
+
+
+__all__ = ["body_row", "plan", "run_body", "session", "start_loader"]

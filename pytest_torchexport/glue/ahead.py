@@ -1,0 +1,65 @@
+"""[Side By Side] The checks of a test's next items, started while its current item's runs.
+
+A check runs in a child with one thread (``isolation/runner.py``), so one item at a time
+leaves the other cores idle. Once an item has the test's recording, the test's next items
+in this process (the same recording, the same options) start their checks on the session's
+``Scheduler`` (``engine/schedule.py``), up to its free places, longest first; each item then
+takes its own when it runs. Under xdist only the item pytest runs next here is known. What
+never runs (``-x``, a rerun) is stopped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ..options import Options
+from . import adapters, items
+from .markers import options_of
+from .state import STATE
+
+#: the item pytest runs after this one in this process (known to xdist workers only this way)
+NEXT = pytest.StashKey["pytest.Item | None"]()
+#: set once an item has started (pytest-rerunfailures runs the same item object again)
+ATTEMPTED = pytest.StashKey[bool]()
+#: how far ahead of the current item a check may start
+LOOK_AHEAD = 7
+
+
+def start_following(item: pytest.Item, recording: Any, options: Options) -> None:
+    """Start the checks of the test's next items beside this one's, as places allow."""
+    scheduler = item.config.stash[STATE].scheduler
+    if scheduler.jobs <= 1 or recording.error is not None:
+        return
+    key = items.test_key(item)
+    candidates = []
+    for following in _following(item):
+        target = items.target(following)
+        if target is None or items.test_key(following) != key:
+            break
+        if scheduler.started_ahead(following.nodeid) or following.stash.get(ATTEMPTED, False):
+            continue
+        if options_of(following) != options:
+            break
+        candidates.append((following, target))
+    # The longest first: the short ones then fill the other cores while it runs, instead
+    # of the test's last long check running alone at its end.
+    candidates.sort(key=lambda c: scheduler.expected_s(c[1].backend, c[1].device), reverse=True)
+    for following, _ in candidates[: scheduler.places()]:
+        scheduler.start_ahead(following.nodeid, adapters.plan(following, recording, options), group=key or "")
+
+
+def _following(item: pytest.Item) -> list[pytest.Item]:
+    if hasattr(item.config, "workerinput"):  # xdist: this worker's schedule is not known ahead
+        nxt = item.stash.get(NEXT, None)
+        return [nxt] if nxt is not None else []
+    state = item.config.stash[STATE]
+    collected = item.session.items
+    if state.order is None:
+        state.order = {it.nodeid: i for i, it in enumerate(collected)}
+    index = state.order.get(item.nodeid)
+    return [] if index is None else collected[index + 1 : index + 1 + LOOK_AHEAD]
+
+
+__all__ = ["ATTEMPTED", "NEXT", "start_following"]

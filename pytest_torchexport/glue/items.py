@@ -1,0 +1,140 @@
+"""One pytest item per (backend, device) of a marked test, however the test was marked.
+
+Test functions get their items from ``metafunc.parametrize`` (markers.py), so pytest's own
+ids, fixtures and ``-k`` work as for any parameter. Two kinds of test never pass through
+parametrization: ``unittest.TestCase`` methods, and tests a conftest marks after
+collection (``item.add_marker`` in ``pytest_collection_modifyitems``). Those are cloned
+here into one item each, with the same id suffix; nothing torch is imported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from ..options import Options
+
+#: The pseudo-fixture a marked test function is parametrized over.
+TARGET = "_torchexport_target"
+#: Set on an item whose test body already ran in this process (its recording is reused).
+REUSE = pytest.StashKey[bool]()
+_CLONED = pytest.StashKey["Target"]()
+
+
+@dataclass(frozen=True)
+class Target:
+    """What one torchexport item checks."""
+
+    backend: str
+    device: str
+    id: str  # the id suffix: torchexport-<backend>[-<device>]
+
+    def __repr__(self) -> str:  # pytest shows it in --collect-only and failure headers
+        return self.id
+
+
+def targets(options: Options) -> list[Target]:
+    from ..engine.pipeline import resolve_devices
+
+    devices = resolve_devices(options.devices)
+    return [
+        Target(backend, device, f"torchexport-{backend}" + (f"-{device}" if len(devices) > 1 else ""))
+        for device in devices
+        for backend in options.backends
+    ]
+
+
+def target(item: pytest.Item) -> Target | None:
+    cloned = item.stash.get(_CLONED, None)
+    if cloned is not None:
+        return cloned
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    value = params.get(TARGET)
+    return value if isinstance(value, Target) else None
+
+
+def test_key(item: pytest.Item) -> str | None:
+    """The test an item belongs to: its node id without the torchexport id (other
+    parameters stay: ``test_x[a-torchexport-onnx]`` belongs to ``test_x[a]``)."""
+    t = target(item)
+    if t is None:
+        return None
+    nodeid = item.nodeid
+    if nodeid.endswith(f"[{t.id}]"):
+        return nodeid[: -len(t.id) - 2]
+    if nodeid.endswith(f"-{t.id}]"):
+        return nodeid[: -len(t.id) - 2] + "]"
+    return nodeid
+
+
+def body_error(item: pytest.Item) -> BaseException | None:
+    """The error a unittest body reported: unittest collects it instead of raising, and
+    pytest's unittest support keeps it on the item (``_excinfo``) until the report."""
+    infos = getattr(item, "_excinfo", None)
+    return infos[0].value if infos else None
+
+
+def cannot_clone(item: pytest.Item) -> str | None:
+    if not isinstance(item, pytest.Function):
+        return f"it is a {type(item).__name__} item, not a Python test function"
+    if type(item) not in (pytest.Function, _unittest_class()):
+        return f"its item type {type(item).__name__} (from a plugin) cannot be copied per backend"
+    return None
+
+
+def clone(item: pytest.Function, t: Target) -> pytest.Function:
+    """A copy of ``item`` that checks ``t``: same function, fixtures, markers; id + ``[t.id]``."""
+    name = f"{item.name[:-1]}-{t.id}]" if item.name.endswith("]") else f"{item.name}[{t.id}]"
+    cls = _CLONE_CLASSES.get(type(item)) or _clone_class(type(item))
+    new = cls.from_parent(
+        item.parent, name=name, base=item.originalname, fixtureinfo=item._fixtureinfo, keywords=dict(item.keywords)
+    )
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None:
+        new.callspec = callspec  # the test's own parameters, for its fixtures
+    for mark in item.own_markers:  # markers a conftest added to the item
+        if mark not in new.own_markers:
+            new.own_markers.append(mark)
+    new.stash[_CLONED] = t
+    return new
+
+
+_CLONE_CLASSES: dict[type, type] = {}
+
+
+def _unittest_class() -> type:
+    from _pytest.unittest import TestCaseFunction
+
+    return TestCaseFunction
+
+
+def _clone_class(base: type) -> type:
+    """A subclass whose item name carries the torchexport id while the test it runs is
+    found by the function's own name (pytest looks it up by the item's name)."""
+
+    class Clone(base):  # type: ignore[misc, valid-type]
+        def __init__(self, *, base: str, **kwargs: Any) -> None:
+            self._torchexport_base = base
+            super().__init__(**kwargs)
+            self.originalname = base
+
+        def _getobj(self) -> Any:
+            instance = self.instance
+            owner = instance if instance is not None else self.parent.obj
+            return getattr(owner, self._torchexport_base)
+
+        def _getinstance(self) -> Any:
+            if base is not pytest.Function:  # a unittest.TestCase is built with its method's name
+                return self.parent.obj(self._torchexport_base)
+            return super()._getinstance()
+
+        def runtest(self) -> None:
+            if self.stash.get(REUSE, False):
+                return  # [Body Once] the body ran in this test's first item
+            super().runtest()
+
+    Clone.__name__ = Clone.__qualname__ = base.__name__
+    _CLONE_CLASSES[base] = Clone
+    return Clone

@@ -1,0 +1,131 @@
+"""[Markers] From a test's ``torchexport`` markers to its options and its items.
+
+The marker's options are merged closest-last (module, class, function) and resolved against
+the session's defaults (``options.Options``); a bad option is a usage error, listed while
+collecting and raised once at its end, never a module's collection error. Items that carry
+the marker but were not parametrized (unittest methods, markers a conftest added late)
+become one item per (backend, device) here (``items.clone``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ..errors import InvalidArgument
+from ..options import Options
+from . import items
+from .state import STATE, State
+
+MARKER = "torchexport"
+WARNED = pytest.StashKey[bool]()
+
+
+def marker_options(node: Any) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    # Farthest first (module, class, function), so the closest marker wins.
+    for mark in reversed(list(node.iter_markers(MARKER))):
+        if mark.args:
+            raise pytest.UsageError(
+                f"{node.nodeid}: @pytest.mark.torchexport takes keyword options only, got {mark.args!r}"
+            )
+        merged.update(mark.kwargs)
+    return merged
+
+
+def resolve(state: State, marker: dict[str, Any], nodeid: str) -> Options:
+    try:
+        return Options.build(valid_backends=tuple(state.backends), **{**state.defaults, **marker})
+    except InvalidArgument as exc:
+        raise pytest.UsageError(f"{nodeid}: {exc}") from None
+
+
+def options_of(item: pytest.Item) -> Options:
+    """The item's options: its markers over the session's defaults."""
+    return resolve(item.config.stash[STATE], marker_options(item), item.nodeid)
+
+
+def targets(state: State, node: Any) -> list[items.Target] | None:
+    """The (backend, device) items of a marked test; a bad option is a usage error (listed, raised once)."""
+    try:
+        options = resolve(state, marker_options(node), node.nodeid)
+    except pytest.UsageError as exc:
+        state.usage_errors.append(str(exc))
+        return None
+    return items.targets(options)
+
+
+def parametrize(metafunc: pytest.Metafunc) -> None:
+    """A marked test function's items: one parameter per (backend, device)."""
+    state = metafunc.config.stash[STATE]
+    if metafunc.definition.get_closest_marker(MARKER) is None and not state.auto:
+        return
+    found = targets(state, metafunc.definition)
+    if found is None:
+        return
+    # [Markers Added Late] A conftest's pytest_generate_tests may add the marker to the
+    # definition; pytest does not copy a definition's markers to the items it makes, so
+    # they ride on each item's parameter, or the items would lose the marker's options.
+    decorated = getattr(metafunc.function, "pytestmark", [])
+    added = [m for m in metafunc.definition.own_markers if m.name == MARKER and m not in decorated]
+    metafunc.fixturenames.append(items.TARGET)
+    metafunc.parametrize(items.TARGET, [pytest.param(t, id=t.id, marks=added) for t in found])
+
+
+def expand(config: pytest.Config, collected: list[pytest.Item]) -> None:
+    """Items that carry the marker but were not parametrized (unittest, markers added after
+    parametrization) become one item per (backend, device) here; what cannot be, says why."""
+    state = config.stash[STATE]
+    out: list[pytest.Item] = []
+    changed = False
+    for item in collected:
+        marked = item.get_closest_marker(MARKER) is not None
+        if items.target(item) is not None or not (marked or (state.auto and isinstance(item, pytest.Function))):
+            out.append(item)
+            continue
+        why = items.cannot_clone(item)
+        if why:
+            if marked and not item.stash.get(WARNED, False):
+                item.stash[WARNED] = True
+                item.warn(pytest.PytestCollectionWarning(
+                    f"{item.nodeid} is marked torchexport but will not be checked: {why}. "
+                    "Mark a test function, a test class's method or a unittest.TestCase method instead, "
+                    "or check the module explicitly with the torchexport fixture."
+                ))
+            out.append(item)
+            continue
+        found = targets(state, item)
+        if found is None:
+            out.append(item)
+            continue
+        out.extend(items.clone(item, t) for t in found)
+        changed = True
+    if changed:
+        collected[:] = out
+
+
+class LateMarkers:
+    """A second pass for markers added by a ``trylast`` conftest hook, after everyone else."""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        expand(config, items)
+        state = config.stash[STATE]
+        if state.usage_errors:
+            # [Usage Errors] A UsageError raised while a module is collected would become that
+            # module's collection error; raised here it ends the session as a usage error (exit 4).
+            raise pytest.UsageError("\n".join(state.usage_errors))
+        state.pending = items_per_test(items)
+
+
+def items_per_test(collected: list[pytest.Item]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for item in collected:
+        key = items.test_key(item)
+        if key is not None:
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+__all__ = ["MARKER", "LateMarkers", "expand", "items_per_test", "marker_options", "options_of", "parametrize", "resolve"]

@@ -1,0 +1,188 @@
+"""End of session: the terminal summary, the baseline verdicts, CI annotations and the report file.
+
+Results are read from each test report (not from items), so serial runs and xdist's
+controller, which sees only reports, take the same path. Workers write nothing.
+
+[Reruns] pytest-rerunfailures runs a failed item again and logs a report per attempt: an
+item's rows are those of its last report, so a rerun never leaves two rows.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..isolation.runner import INTERRUPTED_ROW
+from ..results.report import FAILING
+
+
+class Reporting:
+    """Registered once per pytest process; holds the process's ``State`` (glue/state.py)."""
+
+    def __init__(self, config: pytest.Config, state: Any) -> None:
+        self.config = config
+        self.state = state
+        #: report node id -> the rows its last call report carried (see [Reruns])
+        self.rows: dict[str, list[dict[str, Any]]] = {}
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+        report = yield
+        # [Interrupted] A check stopped by an outer time limit left no row of its own.
+        row = getattr(call.excinfo.value, INTERRUPTED_ROW, None) if call.excinfo else None
+        if call.when == "call" and row is not None and not getattr(report, "torchexport_results", None):
+            report.torchexport_results = [row.to_dict()]
+        return report
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        results = getattr(report, "torchexport_results", None)
+        if not results or report.when != "call":
+            return
+        earlier = self.rows.get(report.nodeid)
+        if earlier:  # [Reruns] this attempt's rows take the place of the last attempt's
+            stale = {id(row) for row in earlier}
+            first = next(i for i, row in enumerate(self.state.results) if id(row) in stale)
+            kept = [row for row in self.state.results if id(row) not in stale]
+            self.state.results[:] = [*kept[:first], *results, *kept[first:]]
+        else:
+            self.state.results.extend(results)
+        self.rows[report.nodeid] = results
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_html_results_table_html(self, report: pytest.TestReport, data: list[str]) -> None:
+        # pytest-html's own place for a row's text (its log): what the check found, as plain
+        # text, escaped as pytest-html escapes captured output; no markup of ours.
+        results = getattr(report, "torchexport_results", None)
+        if results and report.when == "call":
+            data.append(f"{' torchexport ':-^80}\n{html.escape(item_text(results))}\n")
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if _is_worker(self.config):
+            return
+        from ..results.report import Result, summary_lines
+
+        results = [Result.from_dict(r) for r in self.state.results]
+        if not results:
+            return
+        terminalreporter.write_sep("=", "torchexport summary")
+        width = min(terminalreporter._tw.fullwidth, 120)
+        for line in summary_lines(results, width=width):
+            terminalreporter.write_line(line)
+        path = self.state.report_path
+        if path:
+            terminalreporter.write_line(f"torchexport report written to {path}")
+        for line in cache_lines(self.state.results):
+            terminalreporter.write_line(line)
+        self._baseline_summary(terminalreporter)
+        if os.environ.get("GITHUB_ACTIONS") == "true":
+            from .annotations import annotation
+
+            # Each command on a line of its own (write_line), which -q does not suppress.
+            for result in self.state.results:
+                if result["status"] in FAILING and result.get("baseline") != "known":
+                    terminalreporter.write_line(annotation(result))
+
+    def _baseline_summary(self, terminalreporter: Any) -> None:
+        state = self.state
+        if state.update_baseline:
+            terminalreporter.write_line(f"torchexport baseline written to {state.baseline_path}")
+            return
+        if state.baseline is None:
+            return
+        from ..results.baseline import judge_baseline
+
+        groups: dict[str, list[str]] = {}
+        for result in state.results:
+            verdict = judge_baseline(result, state.baseline)
+            if verdict.kind != "same":
+                groups.setdefault(verdict.kind, []).append(
+                    f"{result['nodeid']} [{result['backend']}]: {verdict.detail}"
+                )
+        terminalreporter.write_sep("-", f"torchexport baseline {state.baseline_path}")
+        if not groups:
+            terminalreporter.write_line("no change against the baseline")
+        for kind in ("regression", "known", "improvement", "new", "skipped"):
+            for line in groups.get(kind, []):
+                terminalreporter.write_line(f"{kind.upper():12} {line}")
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if _is_worker(self.config):
+            return
+        path = self.state.report_path
+        results = self.state.results
+        if not results or not (path or self.state.update_baseline):
+            return
+        from ..results.report import Report, collect_environment
+
+        report = Report.from_dict({"results": results})
+        # Devices that ran something: a cuda item skipped for want of a GPU does not count.
+        env = collect_environment(sorted({r["device"] for r in results if r["status"] != "skipped"}) or ["cpu"])
+        state = self.state
+        if state.update_baseline and state.baseline_path:
+            Path(state.baseline_path).parent.mkdir(parents=True, exist_ok=True)
+            Path(state.baseline_path).write_text(
+                json.dumps(report.to_dict(env), indent=2, default=str), encoding="utf-8"
+            )
+        if not path:
+            return
+        from ..results.merge import write_report  # one writer for the session report and merged shards
+
+        write_report(path, report, env)
+
+
+def cache_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """[Verdict Cache] How many passes were reused, and every entry the cache could not use."""
+    reused = sum(1 for row in rows if row.get("cached"))
+    notes = list(dict.fromkeys(f"{row.get('nodeid')}: {row['cache']}" for row in rows if row.get("cache")))
+    lines = []
+    if reused:
+        passes = "pass" if reused == 1 else "passes"
+        lines.append(f"torchexport cache: reused {reused} {passes} of {len(rows)} checks (nothing they depend on changed)")
+    lines.extend(f"torchexport cache warning: {note}" for note in notes)
+    return lines
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def item_text(rows: list[dict[str, Any]]) -> str:
+    """One item's rows as plain text: the parity table, then each failing input and where
+    the artifact diverges (pytest-html shows it in the item's section)."""
+    from ..results.report import format_err
+
+    header = ("backend", "device", "status", "max abs err", "max rel err", "examples")
+    table = [header] + [
+        (r["backend"], r["device"], r["status"], format_err(r.get("max_abs_err")),
+         format_err(r.get("max_rel_err")), str(r.get("examples", 0)))
+        for r in rows
+    ]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in table]
+    for r in rows:
+        example = r.get("failing_example") or {}
+        if example.get("inputs"):
+            inputs = ", ".join(f"{name}: {_input(spec)}" for name, spec in example["inputs"].items())
+            lines.append(f"failing input ({r['backend']}): {inputs}")
+        if example.get("repro"):
+            lines.append(f"replay ({r['backend']}): {example['repro']}")
+        where = r.get("diverges_at")
+        if where:
+            lines.append(
+                f"diverges at ({r['backend']}): {where.get('module') or '(top level)'} ({where.get('class')}), "
+                f"max abs err {format_err(where.get('max_abs_err'))}"
+            )
+    return "\n".join(lines)
+
+
+def _input(spec: dict[str, Any]) -> str:
+    if "shape" not in spec:
+        return repr(spec.get("value"))
+    stats = ", ".join(f"{k} {spec[k]:.4g}" for k in ("min", "max", "mean") if k in spec)
+    return f"{spec['dtype']}{spec['shape']}" + (f" ({stats})" if stats else "")

@@ -1,0 +1,66 @@
+"""[Verdict To Pytest] A check's row as pytest shows it: a pass, a skip, an xfail or a failure.
+
+Each row is stashed on its item (``record``: it rides on the test report to the session's
+summary and report, and to xdist's controller) and then mapped to pytest's outcome
+(``settle_item``): ``skipped`` and ``nondeterministic`` skip, ``xfail`` xfails, a known failure of
+the baseline xfails, a regression against it or any other failure raises ``ExportMismatch``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from .state import State
+
+if TYPE_CHECKING:
+    from ..results.report import Result
+
+ITEM_RESULTS = pytest.StashKey[list]()
+
+
+def record(item: pytest.Item, results: list[Result]) -> None:
+    item.stash.setdefault(ITEM_RESULTS, []).extend(results)
+    for r in results:
+        prefix = "torchexport" if len(results) == 1 else f"torchexport[{r.backend}-{r.device}]"
+        item.user_properties.append((f"{prefix}.backend", r.backend))
+        item.user_properties.append((f"{prefix}.status", r.status))
+        if r.max_abs_err is not None:
+            item.user_properties.append((f"{prefix}.max_abs_err", r.max_abs_err))
+
+
+def settle_item(result: Result, state: State) -> None:
+    """Raise (or skip, or xfail) as the row says; return for a pass."""
+    __tracebackhide__ = True  # the failure is the user's model, not these frames
+    from ..errors import ExportMismatch
+    from ..results.report import Report
+
+    if result.status == "skipped" or result.status == "nondeterministic":
+        pytest.skip(f"[{result.status}] {result.message}")
+    if result.status == "xfail":
+        pytest.xfail(result.message)
+    if state.update_baseline and result.failed:
+        pytest.xfail(f"recorded into the baseline {state.baseline_path}: {result.status}")
+    if state.baseline is not None:
+        from ..results.baseline import judge_baseline
+
+        verdict = judge_baseline(result.to_dict(), state.baseline)
+        result.extra["baseline"] = verdict.kind
+        if verdict.kind == "known":
+            pytest.xfail(f"{verdict.detail} ({state.baseline_path}): {result.message.splitlines()[0]}")
+        if verdict.blocks:
+            raise ExportMismatch(f"Regression against the baseline {state.baseline_path}: {verdict.detail}\n"
+                                 f"{result.message}", Report([result]))
+    if result.failed:
+        raise ExportMismatch(result.message, Report([result]))
+
+
+def rows_of(item: pytest.Item) -> list[dict] | None:
+    """The item's rows as JSON-able dicts, for its call report (None: it made none)."""
+    if ITEM_RESULTS not in item.stash:
+        return None
+    return [r.to_dict() for r in item.stash[ITEM_RESULTS]]
+
+
+__all__ = ["ITEM_RESULTS", "record", "rows_of", "settle_item"]

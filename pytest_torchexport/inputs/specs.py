@@ -1,0 +1,418 @@
+"""Input specs: one declaration drives hypothesis, ``torch.export`` and ONNX dynamic axes.
+
+``Dim`` names a dynamic dimension and its range; ``TensorSpec`` describes one tensor
+input. An ``InputPlan`` is what the engine works from: the inputs' tree (args, kwargs)
+with a ``LeafPlan`` for every tensor, inferred from a recorded call when the user
+declared nothing. From the plan come the strategies (``strategies.py``), the dynamic
+shapes for ``torch.export`` and the dynamo ONNX exporter, and the legacy exporter's
+``input_names``/``dynamic_axes``: never three copies of one declaration.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.utils._pytree as pytree
+
+from ..errors import InvalidArgument
+
+DEFAULT_DIM = "batch"
+
+
+@dataclass(frozen=True)
+class Dim:
+    """A named dynamic dimension: ``Dim("batch", 1, 32)``. Same name, same size everywhere."""
+
+    name: str
+    min: int = 1
+    max: int = 64
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.isidentifier():
+            raise InvalidArgument(f"Dim name must be an identifier, got {self.name!r}")
+        if not (isinstance(self.min, int) and isinstance(self.max, int) and 0 <= self.min <= self.max):
+            raise InvalidArgument(f"Dim({self.name!r}) needs integers 0 <= min <= max, got min={self.min!r}, max={self.max!r}")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One tensor input: ``TensorSpec(("batch", 16))``, ``TensorSpec(("batch", "seq"), torch.int64, 0, 999)``.
+
+    A shape entry is an int (static) or a dim name declared in ``dims=`` (or a ``Dim``).
+    ``low``/``high`` bound the values (inclusive); integer specs are token ids or indices,
+    bool specs are masks.
+    """
+
+    shape: tuple[int | str | Dim, ...]
+    dtype: torch.dtype = torch.float32
+    low: float | None = None
+    high: float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.shape, (tuple, list)):
+            raise InvalidArgument(f"TensorSpec shape must be a tuple of ints and dim names, got {self.shape!r}")
+        object.__setattr__(self, "shape", tuple(self.shape))
+        for entry in self.shape:
+            if not isinstance(entry, (int, str, Dim)) or isinstance(entry, bool) or (isinstance(entry, int) and entry < 0):
+                raise InvalidArgument(f"TensorSpec shape entries are ints >= 0 or dim names, got {entry!r} in {self.shape!r}")
+        if not isinstance(self.dtype, torch.dtype):
+            raise InvalidArgument(f"TensorSpec dtype must be a torch.dtype, got {self.dtype!r}")
+        if self.low is not None and self.high is not None and self.low > self.high:
+            raise InvalidArgument(f"TensorSpec low={self.low!r} is above high={self.high!r}")
+
+
+@dataclass
+class LeafPlan:
+    """How to make one tensor input: shape entries (int or dim name), dtype, value range."""
+
+    path: str
+    name: str
+    shape: tuple[int | str, ...]
+    dtype: torch.dtype
+    low: float | None
+    high: float | None
+    example: torch.Tensor | None
+    scale: float = 1.0
+    center: float = 0.0
+
+    def describe(self) -> str:
+        return f"{self.name}: {str(self.dtype).removeprefix('torch.')}[{', '.join(map(str, self.shape))}]"
+
+
+@dataclass
+class InputPlan:
+    """Everything the engine needs to make, vary and export a module's inputs."""
+
+    tree: Any  # (args, kwargs) with recorded (or placeholder) leaves
+    spec: pytree.TreeSpec
+    leaves: list[Any]  # flat leaves of ``tree``
+    tensors: dict[int, LeafPlan]  # flat index -> plan, for tensor leaves
+    scalars: dict[int, Any]  # flat index -> recorded Python scalar
+    scalar_names: dict[int, str]  # flat index -> forward's parameter name
+    dims: dict[str, Dim]
+    param_names: list[str]
+    recorded: bool  # the example values are real (not placeholders built from specs)
+    # dim name -> largest size drawn, set by the memory budget (budget.py); exports keep ``dims``
+    caps: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def args(self) -> tuple[Any, ...]:
+        return self.tree[0]
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return self.tree[1]
+
+    def example_sizes(self) -> dict[str, int]:
+        """Dim sizes of the example call (of the placeholders, for specs-only inputs)."""
+        sizes: dict[str, int] = {}
+        for index, leaf in self.tensors.items():
+            example = leaf.example if leaf.example is not None else self.leaves[index]
+            for entry, size in zip(leaf.shape, example.shape):
+                if isinstance(entry, str):
+                    sizes.setdefault(entry, int(size))
+        return sizes
+
+    def describe(self) -> str:
+        return ", ".join(leaf.describe() for leaf in self.tensors.values())
+
+    def draw_max(self, name: str) -> int:
+        """The largest size drawn for a dim: its declared max, clipped by the memory budget."""
+        d = self.dims[name]
+        return max(d.min, min(d.max, self.caps.get(name, d.max)))
+
+    # -- what the exporters need -------------------------------------------------------
+    def export_dynamic_shapes(self, module: torch.nn.Module, relaxed: frozenset[str] = frozenset()) -> Any:
+        """``dynamic_shapes`` for ``torch.export``/dynamo ONNX: keyed by forward's parameter names.
+
+        ``relaxed`` dims are left to the exporter (``Dim.AUTO``): used after the model's
+        code proved a declared range impossible, so the artifact can still be checked.
+        """
+        if not any(isinstance(e, str) for leaf in self.tensors.values() for e in leaf.shape):
+            return None
+        tdims: dict[str, Any] = {
+            name: torch.export.Dim.AUTO if name in relaxed else torch.export.Dim(name, min=max(d.min, 0), max=d.max)
+            for name, d in self.dims.items()
+        }
+        flat = []
+        for i in range(len(self.leaves)):
+            if i in self.tensors:
+                entries = self.tensors[i].shape
+                axes = {ax: tdims[e] for ax, e in enumerate(entries) if isinstance(e, str)}
+                flat.append(axes or None)
+            else:
+                flat.append(None)
+        args_shapes, kwargs_shapes = pytree.tree_unflatten(flat, self.spec)
+        names = self.param_names
+        bound: dict[str, Any] = {}
+        positional = list(args_shapes)
+        rest = _var_positional(module)
+        if rest is None and len(positional) > len(names):  # no signature to bind: the positional form
+            return (*positional, *kwargs_shapes.values()) if not kwargs_shapes else None
+        for name, shapes in zip(names, positional):
+            bound[name] = shapes
+        if rest is not None and len(positional) > len(names):
+            # torch.export binds the call to forward's signature, so `forward(self, *xs)`
+            # called as (a, b) is one input, xs=(a, b): its shapes are one tuple too (and
+            # an empty *xs is no input at all, as in BoundArguments.arguments).
+            bound[rest] = tuple(positional[len(names):])
+        bound.update(kwargs_shapes)
+        return bound
+
+    def onnx_input_names(self) -> list[str]:
+        return [leaf.name for _, leaf in sorted(self.tensors.items())]
+
+    def onnx_dynamic_axes(self) -> dict[str, dict[int, str]]:
+        axes = {}
+        for leaf in self.tensors.values():
+            dyn = {ax: e for ax, e in enumerate(leaf.shape) if isinstance(e, str)}
+            if dyn:
+                axes[leaf.name] = dyn
+        return axes
+
+    def static_in(self, shapes: list[tuple[Any, ...]] | None) -> list[tuple[str, int, str, int]]:
+        """Declared-dynamic axes that an artifact's input shapes fix: (input, axis, dim, size)."""
+        if not shapes:
+            return []
+        found = []
+        for (_, leaf), shape in zip(sorted(self.tensors.items()), shapes):
+            for ax, entry in enumerate(leaf.shape):
+                if isinstance(entry, str) and ax < len(shape) and isinstance(shape[ax], int):
+                    found.append((leaf.name, ax, entry, shape[ax]))
+        return found
+
+
+def forward_params(module: torch.nn.Module) -> list[str]:
+    try:
+        sig = inspect.signature(module.forward)
+    except (TypeError, ValueError):
+        return []
+    return [
+        p.name
+        for p in sig.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+
+
+def _var_positional(module: torch.nn.Module) -> str | None:
+    """The name of forward's ``*args`` parameter, if it has one."""
+    try:
+        sig = inspect.signature(module.forward)
+    except (TypeError, ValueError):
+        return None
+    return next((p.name for p in sig.parameters.values() if p.kind is p.VAR_POSITIONAL), None)
+
+
+def _leaf_name(path: str, param_names: list[str], var_positional: str | None) -> str:
+    # path looks like "[0][1]['x']" over (args, kwargs); name it after forward's parameter.
+    parts = [p.strip("[]'\"") for p in path.replace("][", "]|[").split("|") if p]
+    if not parts:
+        return "input"
+    head = parts[0]
+    rest = parts[1:]
+    if head == "0" and rest:
+        idx = int(rest[0])
+        if idx < len(param_names):
+            base = param_names[idx]
+        else:  # a position of *args: named after it, as ONNX input names and in messages
+            base = f"{var_positional}_{idx - len(param_names)}" if var_positional else f"arg{idx}"
+        rest = rest[1:]
+    elif head == "1" and rest:
+        base, rest = rest[0], rest[1:]
+    else:
+        base = "input"
+    return "_".join([base, *rest]) if rest else base
+
+
+def plan_inputs(
+    module: torch.nn.Module,
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any] | None,
+    *,
+    dims: Mapping[str, tuple[int, int]] | None = None,
+    dynamic: Mapping[Any, Mapping[int, str]] | None = None,
+    inputs: Any = None,
+) -> InputPlan:
+    """Build the plan from the example call (and the user's declarations, when given)."""
+    kwargs = dict(kwargs or {})
+    param_names = forward_params(module)
+    declared_dims: dict[str, Dim] = {}
+    for name, rng in (dims or {}).items():
+        declared_dims[name] = Dim(name, *rng)
+    if inputs is not None:
+        args, kwargs, spec_by_index = _from_specs(inputs, args, kwargs, declared_dims)
+    else:
+        spec_by_index = {}
+    tree = (tuple(args), kwargs)
+    with_path, spec = pytree.tree_flatten_with_path(tree)
+    leaves = [leaf for _, leaf in with_path]
+    paths = [pytree.keystr(p) for p, _ in with_path]
+    tensor_idx = [i for i, leaf in enumerate(leaves) if isinstance(leaf, torch.Tensor)]
+    rest = _var_positional(module)
+    names = {i: _leaf_name(paths[i], param_names, rest) for i in tensor_idx}
+    _dedupe(names)
+
+    # Which dims are dynamic: declared per input, else the contract's default (dim 0 of
+    # every tensor input is "batch" when they all share that size).
+    axes_for: dict[int, dict[int, str]] = {}
+    if spec_by_index:
+        for i, ts in spec_by_index.items():
+            axes_for[i] = {ax: (e.name if isinstance(e, Dim) else e) for ax, e in enumerate(ts.shape) if isinstance(e, (str, Dim))}
+    elif dynamic is not None:
+        for key, axes in dynamic.items():
+            i = _resolve_input(key, paths, names, tensor_idx, param_names)
+            axes_for[i] = dict(axes)
+    else:
+        sizes0 = {leaves[i].shape[0] for i in tensor_idx if leaves[i].dim() > 0}
+        if tensor_idx and len(sizes0) == 1 and all(leaves[i].dim() > 0 for i in tensor_idx):
+            for i in tensor_idx:
+                axes_for[i] = {0: DEFAULT_DIM}
+
+    tensors: dict[int, LeafPlan] = {}
+    for i in tensor_idx:
+        t = leaves[i]
+        axes = axes_for.get(i, {})
+        for ax in axes:
+            if ax >= t.dim() or ax < -t.dim():
+                raise InvalidArgument(f"dynamic= names dim {ax} of input {names[i]!r}, which has shape {list(t.shape)}")
+        shape = tuple(axes.get(ax, axes.get(ax - t.dim(), int(s))) for ax, s in enumerate(t.shape))
+        ts = spec_by_index.get(i)
+        low = ts.low if ts else None
+        high = ts.high if ts else None
+        tensors[i] = LeafPlan(
+            path=paths[i],
+            name=names[i],
+            shape=shape,
+            dtype=t.dtype,
+            low=low,
+            high=high,
+            example=None if ts is not None else t.detach(),
+            **_value_stats(t, low, high),
+        )
+
+    example_sizes: dict[str, list[int]] = {}
+    for leaf in tensors.values():
+        for entry, size in zip(leaf.shape, leaf.example.shape if leaf.example is not None else leaf.shape):
+            if isinstance(entry, str) and isinstance(size, int):
+                example_sizes.setdefault(entry, []).append(size)
+    all_dims = dict(declared_dims)
+    for name, sizes in example_sizes.items():
+        if len(set(sizes)) > 1:
+            raise InvalidArgument(
+                f"dim {name!r} has different sizes in the example inputs ({sorted(set(sizes))}); "
+                "inputs that share a dim name must share its size"
+            )
+        if name not in all_dims:
+            n = sizes[0]
+            all_dims[name] = Dim(name, 1, max(16, 2 * n))
+        elif not all_dims[name].min <= sizes[0] <= all_dims[name].max:
+            d = all_dims[name]
+            raise InvalidArgument(f"the example's {name!r} size {sizes[0]} is outside dims={{{name!r}: ({d.min}, {d.max})}}")
+    for leaf in tensors.values():
+        for e in leaf.shape:
+            if isinstance(e, str) and e not in all_dims:
+                raise InvalidArgument(f"dim {e!r} is used but not declared in dims=; declared: {', '.join(all_dims) or '(none)'}")
+
+    scalars = {
+        i: leaf for i, leaf in enumerate(leaves) if isinstance(leaf, (bool, int, float)) and i not in tensors
+    }
+    scalar_names = {i: _leaf_name(paths[i], param_names, rest) for i in scalars}
+    return InputPlan(
+        tree=tree,
+        spec=spec,
+        leaves=leaves,
+        tensors=tensors,
+        scalars=scalars,
+        scalar_names=scalar_names,
+        dims=all_dims,
+        param_names=param_names,
+        recorded=not spec_by_index,
+    )
+
+
+def _dedupe(names: dict[int, str]) -> None:
+    seen: dict[str, int] = {}
+    for i, name in names.items():
+        if name in seen:
+            seen[name] += 1
+            names[i] = f"{name}_{seen[name]}"
+        else:
+            seen[name] = 0
+
+
+def _resolve_input(key: Any, paths: list[str], names: dict[int, str], tensor_idx: list[int], params: list[str]) -> int:
+    if isinstance(key, int):
+        candidates = [i for i in tensor_idx if paths[i].startswith(f"[0][{key}]")]
+    else:
+        candidates = [i for i in tensor_idx if names[i] == key or paths[i] == f"[1]['{key}']"]
+        if not candidates and key in params:
+            pos = params.index(key)
+            candidates = [i for i in tensor_idx if paths[i].startswith(f"[0][{pos}]")]
+    if len(candidates) != 1:
+        raise InvalidArgument(
+            f"dynamic= names input {key!r}, which is not one tensor input; "
+            f"tensor inputs: {', '.join(names[i] for i in tensor_idx)}"
+        )
+    return candidates[0]
+
+
+def _value_stats(t: torch.Tensor, low: float | None, high: float | None) -> dict[str, float]:
+    if not t.is_floating_point() or t.numel() == 0:
+        return {"scale": 1.0, "center": 0.0}
+    finite = t.detach().float()
+    finite_mask = torch.isfinite(finite)
+    if not bool(finite_mask.all()):  # the masked copy only where the tensor holds a NaN or inf
+        finite = finite[finite_mask]
+    if finite.numel() == 0:
+        return {"scale": 1.0, "center": 0.0}
+    std = float(finite.std()) if finite.numel() > 1 else 0.0
+    low_value, high_value = torch.aminmax(finite)
+    absmax = max(-float(low_value), float(high_value))
+    scale = std if std > 0 else (absmax if absmax > 0 else 1.0)
+    if not math.isfinite(scale):
+        scale = 1.0
+    return {"scale": scale, "center": float(finite.mean())}
+
+
+def _from_specs(
+    inputs: Any, args: tuple[Any, ...], kwargs: dict[str, Any], dims: dict[str, Dim]
+) -> tuple[tuple[Any, ...], dict[str, Any], dict[int, TensorSpec]]:
+    """Replace the example call by placeholders built from ``inputs=`` specs."""
+    if isinstance(inputs, Mapping):
+        in_args, in_kwargs = (), dict(inputs)
+    elif isinstance(inputs, (tuple, list)):
+        in_args, in_kwargs = tuple(inputs), {}
+    else:
+        raise InvalidArgument(f"inputs= takes a tuple of specs (positional) or a dict (keyword), got {inputs!r}")
+    for leaf in pytree.tree_leaves((in_args, in_kwargs), is_leaf=lambda x: isinstance(x, TensorSpec)):
+        if isinstance(leaf, TensorSpec):
+            for e in leaf.shape:
+                if isinstance(e, Dim):
+                    dims.setdefault(e.name, e)
+                elif isinstance(e, str) and e not in dims:
+                    raise InvalidArgument(
+                        f"TensorSpec shape {leaf.shape!r} uses dim {e!r}, which dims= does not declare; "
+                        f"declared: {', '.join(dims) or '(none)'}"
+                    )
+
+    def placeholder(spec: TensorSpec) -> torch.Tensor:
+        shape = [_placeholder_size(e, dims) for e in spec.shape]
+        return torch.zeros(shape, dtype=spec.dtype)
+
+    flat, tspec = pytree.tree_flatten((in_args, in_kwargs), is_leaf=lambda x: isinstance(x, TensorSpec))
+    by_index = {i: s for i, s in enumerate(flat) if isinstance(s, TensorSpec)}
+    values = [placeholder(s) if isinstance(s, TensorSpec) else s for s in flat]
+    new_args, new_kwargs = pytree.tree_unflatten(values, tspec)
+    return tuple(new_args), dict(new_kwargs), by_index
+
+
+def _placeholder_size(entry: int | str | Dim, dims: dict[str, Dim]) -> int:
+    if isinstance(entry, int):
+        return entry
+    d = dims[entry.name if isinstance(entry, Dim) else entry]
+    return min(max(d.min, 2), d.max)

@@ -1,0 +1,289 @@
+"""The standalone loader: a fresh Python that loads and runs saved artifacts, and its client.
+
+Once per process a *loader* is spawned (``python -m pytest_torchexport.isolation.loader``: a fresh
+interpreter, not a fork, whose ``sys.modules`` holds torch and this package's backends only,
+run from an empty directory). A request names an artifact's directory and the recorded
+example (``torch.save``d); the loader loads it with the backend's own ``load``, runs it with
+its ``run`` and saves the outputs' leaves. What the answer means for a check is
+``standalone.py``'s (the stage); this module only serves and asks.
+
+It listens on a Unix socket in a private directory, one connection per request, so a forked
+check child (``runner.py``) talks to it as the parent does. It is started by the parent
+before the fork, lives until the process ends (or its parent dies), and is killed and
+restarted when it stops answering. Started without waiting: its import of torch (~2 s)
+overlaps the first export.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+#: How long one request may take (load and run of one artifact), start-up included.
+TIMEOUT_S = 120.0
+
+#: Where this package is imported from, for the loader's ``PYTHONPATH``. (Whether a failure
+#: there is a load_error or a finding only is the backend's ``loads_without_python``.)
+PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # above the package, above isolation/
+
+
+class LoaderUnavailable(Exception):
+    """The loader did not answer in time or died: not a verdict on the artifact."""
+
+
+class Loader:
+    """The handle on one spawned loader process (per pytest process, shared by forked children)."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.home: str | None = None
+        self.address: str | None = None
+        self.started = 0.0
+        self.starts = 0
+        self.killed = False  # by this process: it may not have exited yet, but it will not answer
+
+    def ensure(self) -> None:
+        """Start the loader unless it is running (call in the process that owns it)."""
+        if self.proc is not None and not self.killed and self.proc.poll() is None:
+            return
+        self.close()
+        self.home = tempfile.mkdtemp(prefix="torchexport-loader-")
+        os.chmod(self.home, 0o700)
+        self.address = os.path.join(self.home, "socket")
+        env = dict(os.environ)
+        paths = [PACKAGE_ROOT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+        env["TORCHEXPORT_LOADER_PARENT"] = str(os.getpid())
+        with open(os.path.join(self.home, "log.txt"), "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "pytest_torchexport.isolation.loader", self.address],
+                cwd=self.home, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                start_new_session=True,  # a check child's process-group kill does not reach it
+            )
+        self.started = time.monotonic()
+        self.starts += 1
+        self.killed = False
+
+    def request(self, message: dict[str, Any], timeout: float = TIMEOUT_S) -> dict[str, Any]:
+        """Send one request and wait for its answer; ``LoaderUnavailable`` on a timeout or death."""
+        from multiprocessing.connection import Client
+
+        if self.address is None or self.proc is None:
+            raise LoaderUnavailable("the standalone loader was not started")
+        deadline = time.monotonic() + timeout
+        conn = None
+        while conn is None:
+            try:
+                conn = Client(self.address, family="AF_UNIX")
+            except (FileNotFoundError, ConnectionRefusedError):
+                if time.monotonic() > deadline or not _alive(self.proc.pid):
+                    self.kill()
+                    raise LoaderUnavailable(f"the standalone loader did not start listening ({self._log_tail()})") from None
+                time.sleep(0.02)
+        try:
+            conn.send(message)
+            if not conn.poll(max(0.0, deadline - time.monotonic())):
+                self.kill()
+                raise LoaderUnavailable(f"the standalone loader did not answer within {timeout:g} s; it was restarted")
+            return conn.recv()
+        except (EOFError, OSError) as exc:
+            self.kill()
+            raise LoaderUnavailable(f"the standalone loader died ({type(exc).__name__}; {self._log_tail()})") from None
+        finally:
+            conn.close()
+
+    def kill(self) -> None:
+        """Stop it (from the owner or a forked child); the owner's next ``ensure`` starts another."""
+        if self.proc is not None:
+            self.killed = True
+            try:
+                os.kill(self.proc.pid, 9)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.kill()
+            try:
+                self.proc.wait(timeout=5)
+            except (subprocess.TimeoutExpired, ChildProcessError):
+                pass
+            self.proc = None
+        if self.home:
+            shutil.rmtree(self.home, ignore_errors=True)
+            self.home = None
+
+    def _log_tail(self) -> str:
+        try:
+            text = Path(self.home or "", "log.txt").read_text(errors="replace").strip()
+        except OSError:
+            return "no log"
+        return text[-400:] or "no output"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (dead, not yet reaped by the owner) answers kill(0) too
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+_LOADER: Loader | None = None
+
+
+def start() -> Loader:
+    """This process's loader, started if it is not running (call before any fork)."""
+    global _LOADER
+    if _LOADER is None:
+        _LOADER = Loader()
+        atexit.register(shutdown)
+    _LOADER.ensure()
+    return _LOADER
+
+
+def current() -> Loader | None:
+    """The loader this process (or the parent it was forked from) started; never starts one."""
+    return _LOADER
+
+
+def shutdown() -> None:
+    global _LOADER
+    if _LOADER is not None:
+        _LOADER.close()
+        _LOADER = None
+
+
+# ---- what a failed load reached for ----------------------------------------------------
+
+_REACHED = [
+    (re.compile(r"Unknown builtin op: (\w+::\w+)"), "the custom op {0}"),
+    (re.compile(r"failed to resolve torch\.ops\.(\w+)\.(\w+)"), "the custom op {0}::{1}"),
+    (re.compile(r"No such operator (\w+::\w+)"), "the custom op {0}"),
+    (re.compile(r"'_OpNamespace' '(\w+)' object has no attribute '(\w+)'"), "the custom op {0}::{1}"),
+    (re.compile(r"Deserializing ([\w.<>]+) in pytree is not registered"), "the registered pytree type {0}"),
+    (re.compile(r"Unknown type name '(__torch__\.[\w.]+)'"), "the Python class {0}"),
+    (re.compile(r"Can't get attribute '(\w+)' on <module '([\w.]+)'"), "the Python class {1}.{0}"),
+    (re.compile(r"No module named '([\w.]+)'"), "the Python module {0}"),
+]
+
+
+def reached_for(text: str) -> str | None:
+    """What a load that failed outside the test's process needed: an op, a class, a pytree type."""
+    for pattern, template in _REACHED:
+        match = pattern.search(text)
+        if match:
+            return template.format(*match.groups())
+    return None
+
+
+# ---- the loader process ----------------------------------------------------------------
+
+
+def _serve(request: dict[str, Any]) -> dict[str, Any]:
+    import logging
+    import traceback
+    import types
+
+    import torch
+
+    from ..backends.base import ExportContext, load_backend
+    from ..reference.compare import flatten
+
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            text = record.getMessage()
+            if record.exc_info:
+                text += "\n" + "".join(traceback.format_exception(*record.exc_info))
+            records.append(text)
+
+    def failed(stage: str, exc: BaseException) -> dict[str, Any]:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        text = f"{type(exc).__name__}: {lines[0] if lines else ''}"
+        full = "\n".join([*records, "".join(traceback.format_exception(exc))])
+        return {"ok": False, "stage": stage, "error": text[-2000:], "reached": reached_for(full)}
+
+    # torch.export.load logs the real error (an unresolved op, an unregistered pytree type)
+    # and raises "check the warnings above": keep what it logs. Output goes to the loader's
+    # log file, so nothing is silenced (logging.disable would drop these records too).
+    handler = Keep(level=logging.WARNING)
+    torch_log = logging.getLogger("torch")
+    torch_log.addHandler(handler)
+    export_log = logging.getLogger("torch.export")
+    export_log.addHandler(handler)
+    t0 = time.perf_counter()
+    try:
+        try:
+            backend = load_backend(request["backend"])
+            args, kwargs = torch.load(request["inputs"], weights_only=False)
+        except Exception as exc:  # noqa: BLE001
+            return failed("inputs", exc)
+        plan = types.SimpleNamespace(**request["plan"])
+        ctx = ExportContext(device=request["device"], plan=plan, scratch=Path(request["scratch"]))
+        try:
+            loaded = backend.load(Path(request["directory"]), ctx)
+        except Exception as exc:  # noqa: BLE001
+            return failed("load", exc)
+        load_s = time.perf_counter() - t0
+        try:
+            with torch.no_grad():
+                outputs = backend.run(loaded, args, kwargs)
+            leaves = [v for _, v in flatten(outputs)[0] if v is not None]
+        except Exception as exc:  # noqa: BLE001
+            return failed("run", exc)
+        torch.save(leaves, request["outputs"])
+        return {"ok": True, "load_s": load_s, "run_s": time.perf_counter() - t0 - load_s}
+    finally:
+        torch_log.removeHandler(handler)
+        export_log.removeHandler(handler)
+
+
+def _watch_parent(parent: int) -> None:
+    while True:
+        if os.getppid() != parent and not _alive(parent):
+            os._exit(0)
+        time.sleep(1.0)
+
+
+def main(address: str) -> None:
+    from multiprocessing.connection import Listener
+
+    parent = int(os.environ.pop("TORCHEXPORT_LOADER_PARENT", os.getppid()))
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    # Nothing of the test's: not its directory (python -m put the cwd, our empty home, first).
+    sys.path[:] = [p for p in sys.path if p not in ("", os.getcwd())]
+    listener = Listener(address, family="AF_UNIX")  # before torch: clients connect at once
+    import torch
+
+    torch.set_num_threads(1)  # the check runs beside it; one core each
+    while True:
+        conn = listener.accept()
+        try:
+            request = conn.recv()
+            if request == "stop":
+                break
+            conn.send(_serve(request))
+        except (EOFError, OSError):
+            pass  # the client went away (its check timed out): serve the next one
+        finally:
+            conn.close()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

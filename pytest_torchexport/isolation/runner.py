@@ -1,0 +1,455 @@
+"""Where a check runs: in the test's process, or in a forked child with a time limit.
+
+``process`` isolation forks one child per (backend, device) check. The child inherits the
+module by fork (nothing is pickled, test-local classes work), runs the pipeline and sends
+the ``Result`` back as JSON over a pipe, one line per message:
+
+    {"stage": "export", "result": {...}}     each time a stage starts, with what it found so far
+    {"done": {...}}                          the finished result
+    {"raised": "<base64 pickle>", ...}       the pipeline raised (a usage error, an engine bug)
+
+So when the child runs past its time limit or dies (a segfault in an exporter, an
+``os._exit`` in a runtime), the parent still knows the stage it was in and its findings,
+and the session goes on. The child's temporary files live under the check's scratch
+directory, which the parent removes whatever the child did.
+
+Why the child runs with one intra-op thread: torch's CPU kernels use GNU OpenMP, whose
+thread pool does not survive ``fork``; a child that opens a parallel region after the
+parent used the pool waits forever on threads that do not exist (measured: a 512x512
+matmul in the child hangs; so does one that asks for two threads). One thread in the child
+is what DataLoader workers do too.
+
+[Side By Side] So that a check's one thread does not leave the other cores idle, several
+checks run at once, each in its own child (``Child``: started at once, waited for later):
+the backends of one ``check()`` call, and the plugin's next items of one test. How many:
+``parallel_checks()``, the process's share of the cores (``TORCHEXPORT_JOBS`` overrides).
+"""
+
+from __future__ import annotations
+
+import base64
+import gc
+import json
+import os
+import pickle
+import select
+import signal
+import sys
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..results.outcome import Outcome, settle
+from ..results.report import Finding, Result, Status
+
+#: What a crash in each stage means (contract section 6); any other stage is ``run_error``.
+CRASH_STATUS: dict[str, Status] = {"export": "export_error", "save": "export_error", "load": "load_error"}
+
+_channel: int | None = None  # the write end of the pipe, in a child only
+
+
+def stage(result: Result, name: str) -> None:
+    """Tell the parent which stage starts, with what the check found so far (no-op inline)."""
+    if _channel is not None:
+        _send({"stage": name, "result": result.to_dict()})
+
+
+def choose(isolation: str | None, device: str) -> tuple[str, str | None]:
+    """``(mode, why)``: ``process`` where the OS can fork and CUDA is not yet initialised."""
+    if isolation == "inline":
+        return "inline", None
+    if not hasattr(os, "fork"):
+        return "inline", "this OS cannot fork"
+    import torch
+
+    if torch.cuda.is_initialized() or (device.startswith("cuda") and isolation is None):
+        # A forked child cannot use a CUDA context its parent created (CUDA is not fork-safe).
+        return "inline", "CUDA is initialised in this process, and a forked child cannot use it"
+    return "process", None
+
+
+_used: set[str] = set()
+_warmed: set[str] = set()
+
+
+def warm_up(name: str, spec: Any, *, now: bool = False) -> None:
+    """One tiny export, save, load and run on a built-in backend, once per process, before the
+    children of its second check on: the exporters' first use (lazy imports, op
+    registrations) costs seconds (measured: dynamo ONNX 2-3 s, torch.export 1.2-1.8 s on a
+    3-layer MLP) and a child's warm-up dies with it, so every child would pay it again.
+    Forked after this, they do not.
+
+    [First Use In The Child] A backend's first check in this process forks without it: done
+    here, the warm-up held up every check of the test behind it (the parent forks one child
+    at a time), while its child pays the same first use beside the other checks. A process
+    that checks a backend once (one ``check()`` call) never pays it twice; one that checks
+    it again pays it once more, here. ``now``: warm up at once (a test suite's fixture)."""
+    if name in _warmed:
+        return
+    if name not in _used and not now:
+        _used.add(name)
+        return
+    _warmed.add(name)
+    import tempfile
+
+    import torch
+
+    from .._compat import quiet_torch
+    from ..backends.base import ExportContext, load_backend
+    from ..inputs.specs import plan_inputs
+
+    module = torch.nn.Linear(4, 4).eval()
+    args = (torch.randn(2, 4),)
+    try:
+        backend = load_backend(spec)
+        if backend.unavailable_reason():
+            return
+        plan = plan_inputs(module, args, None)
+        with tempfile.TemporaryDirectory(prefix="torchexport-warmup-") as scratch, quiet_torch(fds=True), torch.no_grad():
+            ctx = ExportContext(device="cpu", plan=plan, module=module, scratch=Path(scratch))
+            artifact = backend.export(module, args, {}, ctx)
+            if backend.saveable:
+                directory = Path(scratch) / "artifact"
+                directory.mkdir()
+                backend.save(artifact, directory)
+                artifact = backend.load(directory, ctx)
+            backend.run(artifact, args, {})
+    except Exception:  # noqa: BLE001 - a warm-up only saves time; the check itself reports failures
+        pass
+
+
+def parallel_checks() -> int:
+    """[Side By Side] How many checks this process runs at once: its share of the cores.
+
+    A child runs one intra-op thread (see the module docstring), so a check uses one core;
+    several checks of one test (its backends) in children side by side use the cores the
+    process is given. ``TORCHEXPORT_JOBS`` sets it; else the cores this process may use,
+    divided among pytest-xdist's workers (so workers x checks <= cores), and at most one
+    check per 2 GiB of available memory."""
+    given = os.environ.get("TORCHEXPORT_JOBS", "").strip()
+    if given:
+        try:
+            return max(1, int(given))
+        except ValueError:
+            pass
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1))
+    jobs = max(1, cores // workers)
+    available = available_memory()
+    if available is not None:
+        jobs = min(jobs, max(1, int(available // (2 * 2**30))))
+    return jobs
+
+
+def available_memory() -> int | None:
+    """MemAvailable (Linux), in bytes; None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+#: Children started and not yet waited for, by their pipe: ``Child.wait`` reads every one's
+#: messages while it waits for its own, so a child side by side never blocks on a full pipe.
+_open: dict[int, Child] = {}
+
+
+class Child:
+    """One check running in a forked child: started at construction, its ``Result`` from ``wait()``.
+
+    Its time limit counts from its start, whether or not anyone waits for it yet."""
+
+    def __init__(self, body: Callable[[Result], None], result: Result, timeout: float, scratch: Path,
+                 header: str) -> None:
+        self.result, self.timeout, self.scratch, self.header = result, timeout, scratch, header
+        tmp = scratch / "tmp"
+        tmp.mkdir(exist_ok=True)
+        read_end, write_end = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        parent = os.getpid()
+        with warnings.catch_warnings():
+            # Python 3.12+ warns on fork() once the process has threads (torch's own, a
+            # runtime's); the child runs only this check and exits. A -W error suite goes on.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:  # the child: never returns
+            # The child never collects the garbage it inherited (a traceback holding an
+            # onnxruntime session, say): freeing it there waited forever in the session's
+            # pthread_cond_destroy on threads fork did not copy (seen under xdist, in
+            # torch.export's own gc.collect() in the child). The parent frees it, where those
+            # threads exist. (A gc.collect() before each fork would cost ~80 ms a check.)
+            gc.freeze()
+            os.close(read_end)
+            for other in _open.values():  # a sibling's pipe is not this child's to hold open
+                os.close(other.fd)
+            _child(body, result, write_end, tmp, parent)
+        os.close(write_end)
+        try:  # the child does this too; here as well, so a kill right after fork reaches its group
+            os.setpgid(pid, pid)
+        except OSError:  # it already did (or already exited)
+            pass
+        self.pid, self.fd = pid, read_end
+        self.started = time.monotonic()
+        self.current, self.partial, self.done, self.raised = "start", None, None, None
+        self.closed = False
+        self.ended: float | None = None  # when its result (or its end) arrived
+        self._buffer = b""
+        self._result: Result | None = None
+        _open[read_end] = self
+
+    @property
+    def finished(self) -> bool:
+        return self.closed or self.done is not None or self.raised is not None
+
+    def wait(self) -> Result:
+        """Its result: finished, timed out (killed) or crashed. Raises what the pipeline raised."""
+        if self._result is not None:
+            return self._result
+        deadline = self.started + self.timeout
+        timed_out = False
+        try:
+            while not self.finished:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    timed_out = True
+                    break
+                _pump(remaining)
+        except BaseException as exc:  # KeyboardInterrupt, an outer time limit: take the child down with us
+            self._close()
+            _kill(self.pid)
+            found = Result.from_dict(self.partial) if self.partial is not None else self.result
+            _attach_row(exc, found, self.current, self.started, self.header)
+            raise
+        self._close()
+        status = 0
+        if timed_out:
+            _kill(self.pid)
+        else:
+            _, status = os.waitpid(self.pid, 0)
+        elapsed = time.monotonic() - self.started
+        if self.raised is not None:
+            _reraise(self.raised)
+        if self.done is not None:
+            self._result = Result.from_dict(self.done)
+            return self._result
+        found = Result.from_dict(self.partial) if self.partial is not None else self.result
+        if timed_out:
+            self._result = _timed_out(found, self.current, self.timeout, elapsed, self.header)
+        else:
+            self._result = _crashed(found, self.current, status, self.header, self.scratch / "fatal.txt")
+        return self._result
+
+    def cancel(self) -> None:
+        """Kill it unwaited (a session that ends before its item runs)."""
+        if self._result is None and not self.closed:
+            self._close()
+            _kill(self.pid)
+
+    def _close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.ended = self.ended or time.monotonic()
+            _open.pop(self.fd, None)
+            os.close(self.fd)
+
+    def _feed(self, chunk: bytes) -> None:
+        if not chunk:
+            self._close()
+            return
+        self._buffer += chunk
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for line in lines:
+            if not line.strip() or self.done is not None or self.raised is not None:
+                continue
+            message = json.loads(line)
+            if "stage" in message:
+                self.current, self.partial = message["stage"], message["result"]
+            elif "done" in message:
+                self.done, self.ended = message["done"], time.monotonic()
+            elif "raised" in message:
+                self.raised, self.ended = message, time.monotonic()
+
+
+def _pump(timeout: float) -> None:
+    """Read what any open child has written, waiting at most ``timeout`` seconds for some."""
+    if not _open:
+        return
+    ready, _, _ = select.select(list(_open), [], [], timeout)
+    for fd in ready:
+        child = _open.get(fd)
+        if child is not None:
+            child._feed(os.read(fd, 1 << 16))
+
+
+def _child(body: Callable[[Result], None], result: Result, write_end: int, tmp: Path, parent: int) -> None:
+    global _channel
+    code = 0
+    try:
+        _channel = write_end
+        os.setpgid(0, 0)  # its own group, so a kill reaches the compilers and workers it started
+        _die_with_parent(parent)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        import faulthandler
+        import tempfile
+
+        import torch
+
+        # The Python stack at a fatal signal goes to a file the parent reads (quoted in the
+        # message), not to the terminal of a session that goes on.
+        faulthandler.enable(open(tmp.parent / "fatal.txt", "w"), all_threads=False)  # noqa: SIM115 - lives until _exit
+        torch.set_num_threads(1)  # see the module docstring: OpenMP's pool does not survive fork
+        tempfile.tempdir = str(tmp)
+        os.environ["TMPDIR"] = str(tmp)
+        stage(result, "eager")
+        body(result)
+        _send({"done": result.to_dict()})
+    except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
+        code = 1
+        try:
+            blob = base64.b64encode(pickle.dumps(exc)).decode()
+        except Exception:  # noqa: BLE001 - an unpicklable exception still reports its text
+            blob = None
+        try:
+            _send({"raised": blob, "type": type(exc).__name__, "text": "".join(traceback.format_exception(exc))})
+        except BaseException:  # noqa: BLE001
+            pass
+    finally:
+        os._exit(code)
+
+
+def _send(message: dict[str, Any]) -> None:
+    data = (json.dumps(message, default=str) + "\n").encode()
+    assert _channel is not None
+    view = memoryview(data)
+    while view:
+        view = view[os.write(_channel, view) :]
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: the kernel kills this child when the process that forked it dies without
+    killing it first (pytest-timeout's ``thread`` method ends pytest with ``os._exit``, CI
+    cancels a job with SIGKILL). Elsewhere a best effort: the parent's own kill still works."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before prctl: nobody is waiting for this check
+        os._exit(1)
+
+
+#: [Interrupted] Set on an exception that interrupted the wait for a child (pytest-timeout's
+#: alarm, a signal handler that raises): the row of that check as far as it got, its status
+#: ``timeout``. The exception still propagates; the plugin carries the row on the test report.
+INTERRUPTED_ROW = "torchexport_result"
+
+
+def _attach_row(exc: BaseException, found: Result, current: str, started: float, header: str) -> None:
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        return  # the session ends: no report is written for this item
+    elapsed = time.monotonic() - started
+    what = f"{type(exc).__name__}: {str(exc).splitlines()[0]}" if str(exc) else type(exc).__name__
+    why = f"{what}; the check's process was killed and the findings so far are kept"
+    settle(found, Outcome(
+        "timeout",
+        f"{found.backend} was interrupted from outside the check after {elapsed:.1f} s during {current} {header}\n"
+        f"{why}\n"
+        "An outer time limit (pytest-timeout's --timeout or its marker) shorter than the check's own stops it "
+        "before it can report which stage hangs: give the test longer than --torchexport-timeout, or set "
+        "--torchexport-timeout (or the marker's timeout=) below the outer limit",
+        why, "timeout",
+    ))
+    found.findings.append(Finding("timeout", f"interrupted after {elapsed:.1f} s during {current} ({what})"))
+    try:
+        setattr(exc, INTERRUPTED_ROW, found)
+    except AttributeError:  # an exception type with __slots__: the test fails without the row
+        pass
+
+
+def _kill(pid: int) -> None:
+    for target in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
+        try:
+            target()
+            break
+        except (ProcessLookupError, PermissionError):
+            continue
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def _reraise(message: dict[str, Any]) -> None:
+    __tracebackhide__ = True
+    exc: BaseException | None = None
+    if message.get("raised"):
+        try:
+            exc = pickle.loads(base64.b64decode(message["raised"]))
+        except Exception:  # noqa: BLE001
+            exc = None
+    if exc is None:
+        exc = RuntimeError(f"the check's child process raised {message.get('type')}:\n{message.get('text', '')}")
+    raise exc
+
+
+def _timed_out(result: Result, current: str, timeout: float, elapsed: float, header: str) -> Result:
+    why = (
+        f"stopped after {elapsed:.1f} s during {current} (export, load and search share the limit); "
+        "the findings so far are kept"
+    )
+    settle(result, Outcome(
+        "timeout",
+        f"{result.backend} ran past the time limit of {timeout:g} s during {current} {header}\n{why}\n"
+        f'Give it longer with timeout=SECONDS in the marker or --torchexport-timeout, or mark it known with '
+        f'xfail={{"{result.backend}": "reason"}}',
+        why, "timeout",
+    ))
+    result.findings.append(Finding("timeout", f"stopped after {elapsed:.1f} s (limit {timeout:g} s) during {current}"))
+    return result
+
+
+def _crashed(result: Result, current: str, status: int, header: str, fatal: Path) -> Result:
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        name = signal.Signals(number).name
+        how, short = f"was killed by signal {name} ({signal.strsignal(number)})", f"killed by signal {name}"
+    else:
+        how = short = f"exited with code {os.WEXITSTATUS(status)}"
+    why = (
+        f"{short} during {current}: something it called (an exporter, a runtime, a native "
+        "extension) ended the process; the session went on"
+    )
+    message = (
+        f"the {result.backend} check's process {how} during {current} {header}\n{why}\n"
+        "Reproduce it in-process with --torchexport-isolation=inline (it will take that session down)"
+    )
+    stack = _fatal_stack(fatal)
+    if stack:
+        message += "\nPython stack at the crash (innermost first):\n" + stack
+    settle(result, Outcome(CRASH_STATUS.get(current, "run_error"), message, why, "crash"))
+    return result
+
+
+def _fatal_stack(path: Path, frames: int = 8) -> str:
+    """The innermost frames faulthandler wrote when the child died by a signal."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    kept = [line for line in lines if line.strip().startswith("File ")][:frames]
+    return "\n".join(kept)

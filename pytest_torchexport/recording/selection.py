@@ -1,0 +1,224 @@
+"""From what a test body called to the check of one module: which call, and what it says.
+
+The plugin records a test body once (``recorder.py``) and hands the recording here for
+each of the test's (backend, device) items. This module picks the call to check (the
+first the test made, or ``module=``), falls back to another recorded call of the same
+module when the first cannot be replayed as served (eval mode, ``no_grad``), and turns
+what cannot be checked into a ``usage_error`` row (or ``skipped`` under
+``--torchexport-auto``) instead of a bare exception: every item has a report row.
+Nothing here touches pytest objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..engine import pipeline as checks
+from ..errors import InvalidArgument
+from ..options import Options
+from ..results import outcome
+from ..results.outcome import Outcome, add_note
+from ..results.report import Finding, Result
+from ..stages.prelude import EagerOnce
+from ..stages.session import Session
+from .recorder import Call, Recording
+
+
+@dataclass
+class Selection:
+    """The recording of one test and the options of its marker."""
+
+    recording: Recording
+    options: Options
+    auto: bool = False  # checked because of --torchexport-auto, not a marker
+    #: id(module) -> (index of its first call that replays in eval mode, why the earlier ones did not)
+    _replayable: dict[int, tuple[int, str | None]] = field(default_factory=dict)
+    #: [Eager Once] eager's stages of a call, computed once for all the test's backend checks
+    eager_once: EagerOnce = field(default_factory=EagerOnce)
+
+    @classmethod
+    def make(cls, recording: Recording, options: Options, auto: bool = False) -> Selection:
+        if recording.selection is None or recording.selection.options != options:
+            recording.selection = cls(recording, options, auto)
+        return recording.selection
+
+    def run(self, backend: str, device: str, session: Session) -> Result:
+        return self.start(backend, device, session).wait()
+
+    def start(self, backend: str, device: str, session: Session) -> PlannedRun:
+        """The check of one item, set going now (see ``PlannedRun``); its row from ``wait()``."""
+        planned = PlannedRun(self, backend, device, session)
+        planned.start()
+        return planned
+
+    # -- what the row says about the call ------------------------------------------------
+    def _explain(self, result: Result, call: Call, calls: list[Call], used: int | None, why: str | None) -> None:
+        if used and why:
+            result.findings.append(Finding(
+                "recorded_call",
+                f"the test's first call of {call.name} raises when replayed in eval mode under no_grad ({why}); "
+                f"its call #{used + 1} of {len(calls)}"
+                + (" (in eval mode)" if not calls[used].training else "") + " was checked instead",
+            ))
+        elif used is None and len(calls) > 1:
+            add_note(result, f"\nAll {len(calls)} recorded calls of {call.name} raise in eval mode under no_grad.")
+        if call.via:
+            result.extra["recorded_via"] = call.via
+            handed = "called through" if call.via == "torch.compile" else "handed to"
+            methods = (
+                f" with inputs for forward and {', '.join(call.methods)}: forward was checked, "
+                f"{', '.join(call.methods)} {'is' if len(call.methods) == 1 else 'are'} not"
+                if call.methods else "; its example inputs were checked"
+            )
+            result.findings.append(Finding("recorded_call", f"{call.name} was {handed} {call.via} by the test{methods}"))
+        others = self.recording.others(call)
+        if others:
+            result.findings.append(Finding(
+                "other_modules",
+                f"the test also called {', '.join(others)}; {call.name} (its first call) was checked: "
+                f"pick another with module=\"{others[0]}\"",
+            ))
+        changed = call.changed_since()
+        if changed:
+            result.findings.append(Finding("changed_after_call", changed))
+        if len(calls) > 1:
+            result.extra["recorded_calls"] = len(calls)
+
+    def _raised(self, call: Call, backend: str, device: str, session: Session) -> Result:
+        """Every call of the module raised in the test itself: nothing shows how it is served."""
+        calls = self.recording.calls_of(call)
+        said = call.raised if len(calls) == 1 else f"the first: {call.raised}"
+        why = (
+            f"every call the test made of {call.name} raised in the test itself ({len(calls)} "
+            f"call{'s' if len(calls) > 1 else ''}; {said}): a call the test expects to fail, such as a check "
+            "that bad input is refused, is no example of how the model is served"
+        )
+        if self.auto:
+            return row(backend, device, session, Outcome("skipped", why, why, "usage"), module=call.name)
+        message = (
+            f"Nothing to check [backend={backend}, device={device}] ({call.name}): {why}\n"
+            f"Call {call.name} in the test with inputs it accepts, or give them with inputs= "
+            "(or the torchexport fixture)."
+        )
+        return row(backend, device, session, Outcome("usage_error", message, why, "usage"), module=call.name)
+
+    def _nothing(self, backend: str, device: str, session: Session) -> Result:
+        called = sorted({c.name for c in self.recording.calls})
+        if self.options.module and called:
+            why = f"module={self.options.module!r} names no module the test called; it called {', '.join(called)}"
+            message = (
+                f"Nothing to check [backend={backend}, device={device}]: torchexport(module={self.options.module!r}) "
+                f"names no module the test called\nThe test called {', '.join(called)}: name one of those in module=."
+            )
+        elif self.auto:
+            why = "the test called no nn.Module, so there is nothing to export (--torchexport-auto)"
+            return row(backend, device, session, Outcome("skipped", why, why, "usage"))
+        else:
+            why = (
+                "the test called no nn.Module: calls made while a module is constructed, or by torch's own tracing, "
+                "scripting or export machinery, are not the test's calls"
+            )
+            message = (
+                f"Nothing to check [backend={backend}, device={device}]: {session.test or 'the test'} is marked "
+                "torchexport but called no nn.Module\n"
+                "Calls made while a module is constructed, or by torch's own tracing, scripting or export "
+                "machinery, are not the test's calls.\n"
+                "Call the model in the test body (model(x)), or check it explicitly with the fixture:\n"
+                "    def test_model(torchexport):\n"
+                "        torchexport(Model(), (torch.randn(2, 8),))"
+            )
+        return row(backend, device, session, Outcome("usage_error", message, why, "usage"))
+
+
+class PlannedRun:
+    """One item's check of the selected call. Started early (the plugin starts a test's next
+    items beside the current one), waited for when the item runs. When the call raises as
+    served (eval, ``no_grad``), ``wait`` goes on with the test's later calls of the module."""
+
+    def __init__(self, selection: Selection, backend: str, device: str, session: Session) -> None:
+        self.selection, self.backend, self.device, self.session = selection, backend, device, session
+        self._done: Result | None = None
+        self._pending: checks.PendingCheck | None = None
+        self.call = selection.recording.pick(selection.options.module)
+        if self.call is None:
+            self._done = selection._nothing(backend, device, session)
+            return
+        # [Raised In The Test] a call that raised in the test itself is no example to serve.
+        self.calls = [c for c in selection.recording.calls_of(self.call) if not c.raised]
+        if not self.calls:
+            self._done = selection._raised(self.call, backend, device, session)
+            return
+        self.index, self.why = selection._replayable.get(id(self.call.live), (0, None))
+        self._pending = self._prepare(self.index)
+
+    def _prepare(self, index: int) -> checks.PendingCheck | None:
+        options = self.selection.options
+        candidate = self.calls[index]
+        try:
+            plan = checks.plan_inputs(
+                candidate.module, candidate.args, candidate.kwargs,
+                dims=options.dims, dynamic=options.dynamic, inputs=options.inputs,
+            )
+        except InvalidArgument as exc:
+            self._done = row(self.backend, self.device, self.session, Outcome(
+                "usage_error", f"{exc}\nChange the marker's options to fit the call.", str(exc), "usage",
+            ), module=self.call.name)
+            return None
+        return checks.PendingCheck(candidate.module, plan, self.backend, self.device, options, session=self.session,
+                                   sequence=_sequence(self.calls[index:]),
+                                   once=(self.selection.eager_once, id(candidate)))
+
+    def start(self) -> None:
+        if self._pending is not None:
+            self._pending.start()
+
+    def cancel(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+
+    def wait(self) -> Result:
+        if self._done is not None:
+            return self._done
+        assert self._pending is not None and self.call is not None
+        index, why, pending, used = self.index, self.why, self._pending, None
+        while True:
+            result = pending.wait()
+            if result.cause_kind != "eager_replay":
+                used = index
+                self.selection._replayable[id(self.call.live)] = (index, why)
+                break
+            why = why or (result.likely_cause or "").split("\n", 1)[0][:200]
+            index += 1
+            if self.selection.options.inputs is not None or index >= len(self.calls):
+                break  # specs replace the recorded call: another call would not change them
+            following = self._prepare(index)
+            if following is None:
+                return self._done  # type: ignore[return-value]
+            pending = following
+        self.selection._explain(result, self.call, self.calls, used, why)
+        self._done = result
+        return result
+
+
+def row(backend: str, device: str, session: Session, verdict: Outcome, *, module: str = "") -> Result:
+    """A result settled before any check ran (nothing to check, a usage error, the test body's outcome)."""
+    return outcome.row(verdict, backend=backend, device=device, nodeid=session.nodeid, test=session.test, module=module)
+
+
+def _sequence(calls: list[Call]) -> list[tuple[tuple, dict]] | None:
+    """The test's consecutive calls of one module with the same structure as the first:
+    replayed in order when the module updates its state (``side_effects.py``)."""
+    import torch.utils._pytree as pytree
+
+    if len(calls) < 2:
+        return None
+    spec = pytree.tree_structure((calls[0].args, calls[0].kwargs))
+    steps = []
+    for call in calls:
+        if pytree.tree_structure((call.args, call.kwargs)) != spec:
+            break
+        steps.append((call.args, call.kwargs))
+    return steps if len(steps) > 1 else None
+
+
+__all__ = ["PlannedRun", "Selection", "row"]

@@ -1,0 +1,227 @@
+"""The eager reference: how the model runs when served, and what it does besides returning.
+
+Eager runs in eval mode under ``torch.no_grad()`` (fast paths such as
+``nn.TransformerEncoder``'s differ from grad mode), on fresh copies of the inputs, with
+the RNG seeded. Each call can also report which lines of the user's own code ran (the
+control-flow *path*), and whether it mutated its inputs or its buffers.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+import torch
+import torch.utils._pytree as pytree
+
+from ..cache import sources
+from ..results.explain import is_user_file
+from . import stateful
+from .compare import equal_trees
+
+EAGER_MODE = "eval, torch.no_grad()"
+
+
+def fresh(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Deep copies of the inputs: no call sees another call's mutations."""
+    return pytree.tree_map(lambda v: v.detach().clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v), (args, kwargs))
+
+
+@dataclass
+class EagerCall:
+    outputs: Any
+    inputs_after: tuple[tuple[Any, ...], dict[str, Any]]
+    path: frozenset[tuple[str, int]] | None = None
+    #: Wall seconds of the module call (with the line tracer when it ran).
+    seconds: float = 0.0
+    #: Bytes the call grew the process by at its peak (``Footprint``); None where not measured.
+    peak_bytes: int | None = None
+
+
+def copy_module(module: torch.nn.Module) -> torch.nn.Module:
+    try:
+        # Under no_grad: a deep-copied ScriptModule's parameters would otherwise be
+        # non-leaf tensors, and .to() would warn on reading their .grad.
+        with torch.no_grad():
+            return copy.deepcopy(module)
+    except Exception:  # noqa: BLE001 - some ScriptModules and hooks refuse deepcopy
+        return module
+
+
+def module_name(module: torch.nn.Module) -> str:
+    """The user's class name, also for a scripted module (not RecursiveScriptModule)."""
+    return getattr(module, "original_name", None) or type(module).__name__
+
+
+class Eager:
+    """A private eval-mode copy of the module, restored to its initial state after each call."""
+
+    def __init__(self, module: torch.nn.Module, device: str) -> None:
+        self.was_training = bool(getattr(module, "training", False))
+        with torch.no_grad():
+            self.module = copy_module(module).to(device).eval()
+        self.device = device
+        self._initial = stateful.snapshot(self.module, parameters=True) or {}
+
+    def state_changed(self) -> list[str]:
+        now = self.module.state_dict()
+        return [k for k, v in self._initial.items() if k in now and not equal_trees(v, now[k])]
+
+    def restore(self) -> None:
+        stateful.restore(self.module, self._initial, parameters=True)
+
+    def __call__(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], *, rng_seed: int = 0, trace_lines: bool = False,
+        restore: bool = True, measure: bool | None = None,
+    ) -> EagerCall:
+        """One call on fresh copies of the inputs.
+
+        ``measure``: also measure the call's peak memory (``Footprint``, budget.py reads it).
+        By default only the replay of the recorded call is measured, the one call made with
+        ``trace_lines=True, restore=False`` (engine/pipeline.py): the measurement resets the process's
+        high-water mark, which every call doing so would make meaningless for the others.
+        """
+        if measure is None:
+            measure = trace_lines and not restore
+        a, k = fresh(args, kwargs)
+        # [Sources] Without the line tracer, a file tracer when the verdict cache collects.
+        tracer = _LineTracer() if trace_lines else (sources.FileTracer() if sources.active() else None)
+        footprint = Footprint(self.device) if measure else None
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            seed_rng(rng_seed, self.device)
+            if footprint:
+                footprint.start()
+            if tracer:
+                tracer.start()
+            t0 = time.perf_counter()
+            try:
+                out = self.module(*a, **k)
+            finally:
+                seconds = time.perf_counter() - t0
+                if tracer:
+                    tracer.stop()
+        peak = footprint.stop() if footprint else None
+        if restore:
+            self.restore()
+        return EagerCall(out, (a, k), getattr(tracer, "lines", None), seconds=seconds, peak_bytes=peak)
+
+
+def run_artifact(run: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], rng_seed: int = 0) -> tuple[Any, Any]:
+    """Run an artifact the way eager ran: fresh inputs, same RNG seed."""
+    a, k = fresh(args, kwargs)
+    with torch.random.fork_rng(devices=[]):
+        seed_rng(rng_seed, "cpu")
+        out = run(a, k)
+    return out, (a, k)
+
+
+def seed_rng(seed: int, device: str) -> None:
+    """Seed the generators a run on ``device`` uses.
+
+    ``torch.manual_seed`` also queues lazy seeding of CUDA, MTIA and XPU, each recording a
+    formatted stack: about 1.5 ms a call, which on CPU would double the cost of an example.
+    """
+    torch.default_generator.manual_seed(seed)
+    if device.startswith("cuda"):
+        torch.cuda.manual_seed_all(seed)
+
+
+class Footprint:
+    """[Peak Reset] How far one call grows the process's memory at its peak, in bytes.
+
+    On Linux, writing ``5`` to ``/proc/self/clear_refs`` resets the resident high-water mark
+    (``VmHWM``) to the current resident size; ``VmHWM`` after the call minus ``VmRSS`` before
+    it is the call's peak growth, transient buffers included (its outputs too, which the
+    check holds), less the library pages the call mapped in (``RssFile``). About 0.2 ms in
+    all. The reset lowers the process's own ``ru_maxrss`` from then on, so the process
+    forgets peaks from before it: in a forked check (the default) the child has only just
+    started, so nothing of the check's own is lost. On CUDA the
+    caching allocator's peak is read instead. Elsewhere (no ``/proc``, or a kernel that
+    refuses the reset) ``stop()`` gives None and the budget goes by bytes and time alone.
+    """
+
+    def __init__(self, device: str = "cpu") -> None:
+        self.cuda = device.startswith("cuda") and torch.cuda.is_available()
+        self.device = device
+        self._before: int | None = None
+        self._file = 0
+
+    def start(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._before = torch.cuda.memory_allocated(self.device)
+            return
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            return
+        before = _proc_status()
+        if "VmRSS" in before:
+            self._before = before["VmRSS"]
+            self._file = before.get("RssFile", 0)
+
+    def stop(self) -> int | None:
+        if self._before is None:
+            return None
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+            return max(0, torch.cuda.max_memory_allocated(self.device) - self._before)
+        after = _proc_status()
+        if "VmHWM" not in after:
+            return None
+        # Pages of libraries the first call faulted in count in the resident size, not in
+        # what the call holds: a small convnet's first call maps ~10 MB of kernels' code.
+        code = max(0, after.get("RssFile", 0) - self._file)
+        return max(0, after["VmHWM"] - self._before - code)
+
+
+def _proc_status() -> dict[str, int]:
+    """VmRSS, VmHWM and RssFile of this process in bytes; empty where /proc is not there."""
+    found: dict[str, int] = {}
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith((b"VmRSS:", b"VmHWM:", b"RssFile:")):
+                    key, value = line.split(b":", 1)
+                    found[key.decode()] = int(value.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        return {}
+    return found
+
+
+class _LineTracer:
+    """Records (file, line) of the user's own code that ran: the control-flow path."""
+
+    def __init__(self) -> None:
+        self.lines: frozenset[tuple[str, int]] = frozenset()
+        self._lines: set[tuple[str, int]] = set()
+        self._user: dict[str, bool] = {}
+        self._previous: Any = None
+
+    def _global(self, frame: FrameType, event: str, arg: Any) -> Any:
+        filename = frame.f_code.co_filename
+        user = self._user.get(filename)
+        if user is None:
+            user = self._user[filename] = is_user_file(filename)
+        return self._local if user else None
+
+    def _local(self, frame: FrameType, event: str, arg: Any) -> Any:
+        if event == "line":
+            self._lines.add((frame.f_code.co_filename, frame.f_lineno))
+        return self._local
+
+    def start(self) -> None:
+        self._previous = sys.gettrace()
+        sys.settrace(self._global)
+
+    def stop(self) -> None:
+        sys.settrace(self._previous)
+        self.lines = frozenset(self._lines)
+        sources.note(self._user)  # every file a frame started in (sources.py)

@@ -1,0 +1,507 @@
+"""Result records (JSON round-trippable) and the lines that summarise them.
+
+Pure data and pure functions: nothing here prints, writes files or imports torch. The
+plugin decides where the lines go; ``check()`` users get the same objects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+REPORT_VERSION = 1
+
+#: Every status a result can carry (contract section 6), best first. The order is what
+#: "got worse" means for baselines. A closed type: ``Result.from_dict`` refuses any other.
+Status = Literal[
+    "pass",
+    "xfail",
+    "skipped",
+    "nondeterministic",
+    "xpass",
+    "roundtrip_mismatch",
+    "usage_error",
+    "mismatch",
+    "run_error",
+    "timeout",
+    "load_error",
+    "export_error",
+]
+STATUSES: tuple[Status, ...] = get_args(Status)
+#: What each status means and what to do; the reference page is generated from these.
+STATUS_DOCS: dict[str, str] = {
+    "pass": "the loaded artifact matched eager on every input tried",
+    "mismatch": "numbers (or side effects) differ from eager on some input: a defect or a tolerance question",
+    "run_error": "the artifact raised on an input eager accepts (a baked-in size, a static ONNX dim)",
+    "export_error": "the exporter refused the module: its own reason and the user's line are in the message",
+    "load_error": "the saved artifact does not load back (also: a TorchScript, ONNX, AOTInductor or ExecuTorch "
+    "artifact that fails in a fresh process that never imported the test's code)",
+    "usage_error": "the check could not be set up from what the test did (it called no nn.Module, its recorded "
+    "call raises in eval mode under no_grad, an option does not fit the call); the message says what to change",
+    "timeout": "the check ran past its time limit (timeout=, --torchexport-timeout); the message names the stage it was in",
+    "roundtrip_mismatch": "the loaded artifact differs from the in-memory one, which matches eager",
+    "nondeterministic": "eager disagrees with itself, so parity is undefined; never reported as a mismatch",
+    "skipped": "the backend or device is not available here, or nothing was checked (eager rejected every input, "
+    "or the outputs held no element to compare); the reason says why",
+    "xfail": "failed as declared by xfail= (or as recorded in the baseline)",
+    "xpass": "passed although marked xfail=: the defect may be fixed; strict, so it fails",
+}
+
+#: What each finding kind explains. A finding never changes a status by itself.
+FINDING_DOCS: dict[str, str] = {
+    "frozen_branch": "a data-dependent branch was recorded for one input only (TracerWarning or path divergence)",
+    "frozen_value": "a tensor value (.item()) became a constant in the artifact",
+    "baked_shape": "a size read as a Python number became a constant in the artifact",
+    "baked_argument": "a Python scalar argument is a constant in the artifact: other values are ignored",
+    "specialized_dim": "a dim declared dynamic is static or narrowed in the artifact (with the guard)",
+    "assumed_dim": "dim 0 was assumed to be a batch dim, but eager rejects other sizes: held at the example's size",
+    "data_dependent_branch": "torch.export cannot capture a branch on a tensor's value",
+    "unsupported_op": "the exporter has no lowering for an operator (with these shapes)",
+    "unsupported_python": "TorchScript cannot compile a Python construct",
+    "scripted_module": "a ScriptModule was given to an exporter that needs the Python module",
+    "tracer_warning": "the TracerWarning text, at the user's line",
+    "unsupported_output": "trace refuses an output it cannot hold (None, a non-tensor leaf), at the model's forward",
+    "compiled_parts": "the module held scripted, traced or compiled submodules when the test called it",
+    "mutates_input": "forward modifies its inputs in place",
+    "mutates_state": "forward updates buffers on every call",
+    "side_effects": "the artifact does not reproduce eager's input or state updates",
+    "training_mode": "the module was called in training mode, whose outputs differ from eval mode's on the recorded "
+    "call (or that could not be told); it was validated in eval mode",
+    "other_modules": "the test called other top-level modules too; the first was checked, module= picks another",
+    "recorded_call": "which recorded call was checked: one handed to torch.jit.trace/torch.export/torch.onnx.export, "
+    "or a later call because the first raises in eval mode under no_grad",
+    "changed_after_call": "the test body changed the module after calling it and it was too large to copy at the "
+    "call: the module as the body left it was checked",
+    "vacuous_output": "outputs are constant or ~0 on every input, so parity proves nothing",
+    "rejected_inputs": "eager rejected most generated inputs: declare dims=/inputs=",
+    "external_data": "the ONNX artifact is several files that must ship together",
+    "device_fallback": "onnxruntime had no CUDA provider and ran on CPU",
+    "standalone_load": "loaded and run on the recorded example in a fresh process that never imported the "
+    "test's code, the saved artifact fails (naming what it reached for: a custom op, a Python class, a "
+    "registered pytree type) or differs; a load_error for the formats meant to load without Python",
+    "backend_note": "something the backend wants the reader to know (a trace of a ScriptModule, ...)",
+    "error_site": "the user's line where the export, load or artifact run raised",
+    "diverges_at": "the first module whose artifact output differs from eager's, given eager's own input to it",
+    "timeout": "the check was stopped at its time limit: the stage it was in and how long it ran",
+    "numeric_noise": "some inputs differ beyond the default tolerances by float32 rounding only: as close to a float64 run as eager",
+    "size_budget": "drawn sizes (or examples) were capped: by a few times the recorded call's bytes, by the peak memory and time measured on its eager run against the memory per check and the time limit; what was measured, the caps and how to lift them",
+    "onnx_checker": "the ONNX artifact fails onnx.checker.check_model(full_check=True): onnxruntime runs it, stricter "
+    "runtimes and converters may refuse it; the artifact is still checked for parity",
+    "static_size": "a dim nobody declared dynamic was tried at a few nearby sizes (n-1, n+1, 2n) after a pass: "
+    "eager runs there and the artifact raises or differs; the input, the dim, the sizes and the dynamic=/dims= "
+    "line that makes it a checked requirement (a finding: which sizes are served is yours to say)",
+    "shipped_step": "ONNX as shipped (onnx_fp16/onnx_quantize/onnx_optimize): the failing input passes on the model "
+    "before a post-processing step and fails after it, or already fails on the exported model: the step to blame",
+    "runtime_optimizer": "the failing input passes with onnxruntime's graph optimizations off: the exported graph is "
+    "right and a rewrite onnxruntime applies at load changes the result (the levels, the onnxruntime version)",
+}
+
+#: What kind of cause ``Result.likely_cause`` is (the report's ``cause_kind``). The first group
+#: is what the engine's experiments and findings found: the message writes it on its
+#: "Likely cause:" line. The second is the reason the check itself states (a skip, a usage
+#: error, the exporter's own error, a time limit): the message says it in its own words.
+CauseKind = Literal[
+    "compiled_parts", "error_site", "standalone_load", "shipped_step", "runtime_optimizer", "special_value", "baked_argument",
+    "frozen_branch", "baked_shape", "frozen_value", "specialized_dim", "control_flow_path", "baked_size",
+    "far_scale", "nonfinite", "roundtrip", "numeric",
+    "exporter_error", "unavailable", "usage", "eager_replay", "test_body", "nondeterministic", "rejected_inputs",
+    "nothing_compared", "side_effects", "timeout", "crash", "xpass",
+]
+CAUSE_KINDS: tuple[CauseKind, ...] = get_args(CauseKind)
+#: The kinds the message writes on its "Likely cause:" line.
+FOUND_CAUSES: frozenset[CauseKind] = frozenset(CAUSE_KINDS[: CAUSE_KINDS.index("numeric") + 1])
+#: What each cause kind means; docs/report.md lists them.
+CAUSE_KIND_DOCS: dict[str, str] = {
+    "compiled_parts": "the module held scripted, traced or compiled submodules when the test called it",
+    "error_site": "the export, save or load raised at this line of the user's code",
+    "standalone_load": "the artifact reaches for something only the test's process defines",
+    "shipped_step": "ONNX as shipped: the post-processing step (float16, quantization, offline optimization) the "
+    "failing input first fails after, or the export itself",
+    "runtime_optimizer": "a graph rewrite onnxruntime applies at load changes the result, not the export",
+    "special_value": "a special value (NaN, inf, an extreme) the special_values=True probe put in the input",
+    "baked_argument": "a Python scalar argument baked into the artifact",
+    "frozen_branch": "a data-dependent branch recorded for one input only",
+    "baked_shape": "a size read as a Python number became a constant",
+    "frozen_value": "a tensor value (.item()) became a constant",
+    "specialized_dim": "a dynamic dim the exporter specialized",
+    "control_flow_path": "the failing input takes another path through the model's code than the export example",
+    "baked_size": "the artifact fails at sizes other than the one it was exported at",
+    "far_scale": "it fails only at inputs far from the example's scale",
+    "nonfinite": "NaN or inf on one side only",
+    "roundtrip": "the save/load path changed the artifact",
+    "numeric": "every input took the same path: the difference is numeric (where it starts, if localised)",
+    "exporter_error": "the exporter's (or the saver's, the loader's) own error, where no line of the user's was found",
+    "unavailable": "the backend or device is not available here (skipped, or a failure under --torchexport-require)",
+    "usage": "the check could not be set up from the test: no module called, options that do not fit the call",
+    "eager_replay": "the recorded call raises when replayed as served (eval mode, no_grad)",
+    "test_body": "the test body itself skipped, xfailed or failed",
+    "nondeterministic": "eager (or the artifact) disagrees with itself",
+    "rejected_inputs": "eager rejected every generated input",
+    "nothing_compared": "the outputs held no element to compare",
+    "side_effects": "the artifact does not reproduce eager's in-place updates of its inputs or state",
+    "timeout": "the check ran past its time limit, or was stopped from outside",
+    "crash": "the check's process died (a signal, an exit)",
+    "xpass": "a backend marked xfail= passed: the defect may be fixed",
+}
+
+FAILING = frozenset(
+    {"usage_error", "mismatch", "run_error", "timeout", "export_error", "load_error", "roundtrip_mismatch", "xpass"}
+)
+
+
+@dataclass
+class Finding:
+    """An explanation attached to a result; it never changes the status by itself."""
+
+    kind: str
+    detail: str
+    where: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "where": self.where, "detail": self.detail}
+
+
+@dataclass
+class Result:
+    """One backend on one device for one module."""
+
+    backend: str
+    device: str
+    status: Status
+    module: str = ""
+    nodeid: str | None = None
+    test: str | None = None
+    examples: int = 0
+    max_abs_err: float | None = None
+    max_rel_err: float | None = None
+    atol: float | None = None
+    rtol: float | None = None
+    failing_example: dict[str, Any] | None = None
+    message: str = ""
+    findings: list[Finding] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    #: Extra keys (allowed by the contract): error percentiles, tolerances that would
+    #: have passed, rejected draws, the eager mode used, control-flow paths...
+    extra: dict[str, Any] = field(default_factory=dict)
+    #: The likely cause in a few words, and what kind of cause it is, set with the verdict
+    #: (``outcome.settle``) where the check knows one. Keys of their own in the JSON row; the
+    #: message's "Likely cause:" line is written from them (for ``FOUND_CAUSES``), never read back.
+    likely_cause: str | None = None
+    cause_kind: CauseKind | None = None
+    #: [Sources] The files whose code ran or was read while the verdict was made (sources.py),
+    #: carried from a check's child to its parent for the verdict cache; never in the report.
+    sources: list[str] | None = field(default=None, compare=False)
+
+    @property
+    def failed(self) -> bool:
+        return self.status in FAILING
+
+    @property
+    def cause(self) -> str:
+        """The cause in a few words, for one table cell."""
+        for finding in self.findings:
+            if finding.kind in _EXPLAINING:
+                where = f" {finding.where}" if finding.where else ""
+                return f"{finding.kind}{where}"
+        if self.status != "pass":
+            # A row of an older report has no likely_cause: its cell is empty (never parsed from the message).
+            return (self.likely_cause or "").split("\n", 1)[0]
+        for finding in self.findings:
+            if finding.kind in _NOTABLE:
+                return finding.kind
+        return ""
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {
+            "nodeid": self.nodeid,
+            "test": self.test,
+            "module": self.module,
+            "backend": self.backend,
+            "device": self.device,
+            "status": self.status,
+            "examples": self.examples,
+            "max_abs_err": self.max_abs_err,
+            "max_rel_err": self.max_rel_err,
+            "atol": self.atol,
+            "rtol": self.rtol,
+            "failing_example": self.failing_example,
+            "message": self.message,
+            "likely_cause": self.likely_cause,
+            "cause_kind": self.cause_kind,
+            "findings": [f.to_dict() for f in self.findings],
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+        }
+        data.update(self.extra)
+        if self.sources is not None:
+            data["sources"] = self.sources
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Result:
+        """The row ``to_dict`` wrote, field by field. A row of an older report (no ``likely_cause``
+        or ``cause_kind`` key) loads with both None: they are not recovered from its message."""
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra", "findings"}
+        known = {k: v for k, v in data.items() if k in names}
+        if known.get("status") not in STATUSES:
+            raise ValueError(f"unknown status {known.get('status')!r}; a status is one of {', '.join(STATUSES)}")
+        extra = {k: v for k, v in data.items() if k not in names and k != "findings"}
+        findings = [Finding(**f) for f in data.get("findings", [])]
+        return cls(**known, findings=findings, extra=extra)
+
+
+def tag(result: Result) -> str:
+    """What every message's first line names: the backend, the device and the module checked."""
+    return f"[backend={result.backend}, device={result.device}] ({result.module})"
+
+
+# Findings that explain a failure better than the first line of the message does.
+_EXPLAINING = (
+    "side_effects",
+    "frozen_branch",
+    "frozen_value",
+    "data_dependent_branch",
+    "unsupported_op",
+    "scripted_module",
+    "unsupported_python",
+    "unsupported_output",
+    "baked_shape",
+    "baked_argument",
+    "specialized_dim",
+    "mutates_input",
+    "mutates_state",
+)
+# Findings worth a word even on a passing row.
+_NOTABLE = (
+    "vacuous_output", "rejected_inputs", "training_mode", "external_data", "device_fallback", "assumed_dim",
+    # Not among _EXPLAINING: a checker complaint rarely explains a mismatch, and it would
+    # take the cell from the cause that does.
+    "onnx_checker",
+    "static_size",  # a pass that holds at the recorded size only of an undeclared dim (static_sizes.py)
+)
+
+
+@dataclass
+class Report:
+    """Every result of one ``check()`` call or one pytest session."""
+
+    results: list[Result] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(r.failed for r in self.results)
+
+    @property
+    def failures(self) -> list[Result]:
+        return [r for r in self.results if r.failed]
+
+    def by_backend(self) -> dict[str, Result]:
+        return {r.backend if r.device == "cpu" else f"{r.backend}-{r.device}": r for r in self.results}
+
+    def to_dict(self, environment: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {
+            "version": REPORT_VERSION,
+            "environment": environment if environment is not None else collect_environment(),
+            "results": [r.to_dict() for r in self.results],
+        }
+
+    def to_json(self, environment: dict[str, Any] | None = None) -> str:
+        return json.dumps(self.to_dict(environment), indent=2, default=_json_default)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Report:
+        return cls([Result.from_dict(r) for r in data.get("results", [])])
+
+    def __str__(self) -> str:
+        return "\n".join(summary_lines(self.results))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, float):
+        return value
+    return str(value)
+
+
+def collect_environment(devices: list[str] | None = None) -> dict[str, Any]:
+    from .._compat import package_version
+
+    return {
+        "python": platform.python_version(),
+        "torch": package_version("torch"),
+        "onnx": package_version("onnx"),
+        "onnxruntime": package_version("onnxruntime"),
+        "onnxscript": package_version("onnxscript"),
+        "platform": platform.platform(),
+        "devices": devices or ["cpu"],
+    }
+
+
+def format_err(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value == 0:
+        return "0"
+    return f"{value:.2g}"
+
+
+def summary_lines(results: list[Result], width: int = 100) -> list[str]:
+    """A fixed-width table: one row per test and backend, readable at ``width`` columns."""
+    if not results:
+        return []
+    rows = []
+    for r in results:
+        name = _short_test(r)
+        backend = r.backend if r.device == "cpu" else f"{r.backend}/{r.device}"
+        status = f"{r.status} (cached)" if r.extra.get("cached") else r.status  # [Verdict Cache] reused
+        rows.append((name, r.module or "-", backend, status, format_err(r.max_abs_err), examples_cell(r), r.cause))
+    # The latency column only when some row was timed, and only where it does not push a
+    # cause out of its column: the cause is what a reader acts on (latency is in the report).
+    latencies = [format_latency(r.extra.get("latency_ms")) for r in results]
+    if any(r.extra.get("latency_ms") for r in results):
+        timed = [(*row[:-1], cell, row[-1]) for row, cell in zip(rows, latencies)]
+        header = ("test", "module", "backend", "status", "max err", "ex", "ms e/a", "cause")
+        if not any(row[-1] for row in rows) or not _cause_below(timed, header, width):
+            return table_lines(timed, width, header)
+    return table_lines(rows, width)
+
+
+def examples_cell(r: Result) -> str:
+    """Inputs tried, and the short form of ``compared`` where a row rests on less than all of
+    its outputs: ``11 (0 el)`` compared no element, ``11 (60% el)`` part of them."""
+    compared = r.extra.get("compared")
+    if not compared or r.failed or compared["elements"] >= compared["of"] > 0:
+        return str(r.examples)
+    if not compared["elements"]:
+        return f"{r.examples} (0 el)"
+    return f"{r.examples} ({100 * compared['elements'] // compared['of']}% el)"
+
+
+def format_latency(latency: dict[str, Any] | None) -> str:
+    """``eager/artifact`` milliseconds, two significant digits: ``1.9/0.8``."""
+    if not latency:
+        return "-"
+    return f"{_ms(latency['eager'])}/{_ms(latency['artifact'])}"
+
+
+def _ms(value: float) -> str:
+    return f"{value:.2g}" if value < 100 else f"{value:.0f}"
+
+
+def table_lines(rows: list[tuple[str, ...]], width: int, header: tuple[str, ...] | None = None) -> list[str]:
+    """The summary's layout for rows of (test, module, backend, status, max err, examples, [ms e/a,] cause)."""
+    header = header or ("test", "module", "backend", "status", "max err", "ex", "cause")
+    fixed = _widths(rows, header)
+    indent = sum(fixed) + 2 * len(fixed)
+    # The cause is what a reader acts on, so it wraps instead of being cut to a stub: in its
+    # column when the column is wide enough, else on indented lines under the row.
+    below = _cause_below(rows, header, width)
+    lines = []
+    for row in (header, *rows):
+        cells = "  ".join(_clip(cell, w).ljust(w) for cell, w in zip(row[:-1], fixed))
+        if row is header or not below:
+            cause = _wrap(row[-1], max(width - indent, _MIN_CAUSE))
+            lines.append(f"{cells}  {cause[0]}".rstrip() if cause else cells.rstrip())
+            lines.extend(" " * indent + more for more in cause[1:])
+        else:
+            lines.append(cells.rstrip())
+            lines.extend("    " + more for more in _wrap(row[-1], width - 4))
+    return lines
+
+
+def _widths(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> list[int]:
+    fixed = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header[:-1])]
+    fixed[0] = min(fixed[0], 32)
+    fixed[1] = min(fixed[1], 20)  # the module's class: enough to tell the model from a helper
+    return fixed
+
+
+def _cause_below(rows: list[tuple[str, ...]], header: tuple[str, ...], width: int) -> bool:
+    fixed = _widths(rows, header)
+    column = width - (sum(fixed) + 2 * len(fixed))
+    # A word longer than the column (a long path:line) would be clipped there: under the row it fits.
+    return column < _MIN_CAUSE or any(len(word) > column for row in rows for word in row[-1].split()[:3])
+
+
+_MIN_CAUSE = 30  # narrower than this, a cause column shows a stub: put the cause under the row
+_CAUSE_LINES = 3
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """``text`` in lines of ``width``, at most ``_CAUSE_LINES`` of them (the last one clipped)."""
+    import textwrap
+
+    lines = textwrap.wrap(text, width, break_on_hyphens=False)
+    if len(lines) > _CAUSE_LINES:
+        lines = [*lines[: _CAUSE_LINES - 1], _clip(" ".join(lines[_CAUSE_LINES - 1 :]), width)]
+    return lines
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _short_test(r: Result) -> str:
+    """The test's name with its class (``TestFoo::test_script``: a ``unittest`` suite has many
+    ``test_script``) and its own parametrization (``test_act[ReLU]``), minus ours."""
+    name = r.nodeid or r.test or r.module or "?"
+    name = name.split("::", 1)[-1]
+    if "[" in name:
+        base, _, params = name.partition("[")
+        params = re.sub(r"-?torchexport-[^\]]*$", "", params.rstrip("]"))
+        name = f"{base}[{params}]" if params else base
+    if len(name) > 32:
+        name = name[:15] + "…" + name[-16:]
+    return name
+
+
+def markdown(results: list[Result], environment: dict[str, Any] | None = None) -> str:
+    """The session report as Markdown, fit for a CI step summary."""
+    env = environment or collect_environment()
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    lines = [
+        "# torchexport parity report",
+        "",
+        f"torch {env.get('torch')}, onnxruntime {env.get('onnxruntime')}, "
+        f"Python {env.get('python')}, devices {', '.join(env.get('devices', []))}",
+        "",
+        " · ".join(f"**{n}** {s}" for s, n in sorted(counts.items(), key=lambda kv: STATUSES.index(kv[0]))),
+        "",
+        "| test | backend | device | status | max abs err | max rel err | examples | ms eager/artifact | cause |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in results:
+        cause = r.cause.replace("|", "\\|")
+        lines.append(
+            f"| `{r.test or r.module}` | {r.backend} | {r.device} | {_badge(r.status, r.extra.get('baseline'))}"
+            f"{_cached(r)} | "
+            f"{format_err(r.max_abs_err)} | {format_err(r.max_rel_err)} | {examples_cell(r)} | "
+            f"{format_latency(r.extra.get('latency_ms'))} | {cause} |"
+        )
+    failed = [r for r in results if r.failed]
+    if failed:
+        lines += ["", "## Failures", ""]
+        for r in failed:
+            known = " (known: recorded in the baseline)" if r.extra.get("baseline") == "known" else ""
+            lines += [f"### `{r.nodeid or r.test}`{known}", "", "```", r.message.strip(), "```", ""]
+    return "\n".join(lines) + "\n"
+
+
+def _cached(r: Result) -> str:
+    """A reused pass says so, and from when (``cached_at``: the run that made it)."""
+    if not r.extra.get("cached"):
+        return ""
+    return f" (cached {str(r.extra.get('cached_at', ''))[:10]})".replace(" )", ")")
+
+
+def _badge(status: str, baseline: str | None = None) -> str:
+    # Against a baseline, a known failure must not read like the regression that blocks.
+    if baseline == "known":
+        return f"⚠️ {status} (known)"
+    if baseline in ("regression", "improvement"):
+        return f"{_badge(status)} ({baseline})"
+    return f"❌ {status}" if status in FAILING else f"✅ {status}" if status == "pass" else status

@@ -1,0 +1,81 @@
+"""What the search found: the shrunk failure the cause experiments and the message read, and
+the search's statistics (examples, paths taken, the largest error, vacuous outputs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..inputs.strategies import Draw
+    from ..reference.compare import Compared, Comparison
+
+
+@dataclass
+class Failure:
+    status: str
+    draw: Draw
+    args: Any
+    kwargs: Any
+    comparison: Comparison | None = None
+    error: BaseException | None = None
+    path: frozenset[tuple[str, int]] | None = None
+    guard: str | None = None  # a torch.export guard the input violates, though the artifact ran
+    # What the cause experiments found (causes.test_causes): None where not tested.
+    small_dims_blamed: bool | None = None  # growing the dims of size 0/1 to their export size makes it pass
+    baked_scalars: list[tuple[str, Any, Any]] = field(default_factory=list)  # (name, recorded, failing)
+    noise: Any = None  # the float64 oracle's noise.NoiseVerdict on this input, where it ran
+    far_scale: float | None = None  # the input's scale factor, when it passes at the recorded scale
+    diverges_at: Any = None  # localize.Located: the first module whose artifact output differs
+    no_localization: str | None = None  # why diverges_at is missing, where localisation was tried
+    runtime_optimizer: Any = None  # causes.RuntimeOptimizer: the input passes with onnxruntime's optimizer off
+    shipped_step: Any = None  # causes.ShippedStep: the first post-processing step after which the input fails
+
+
+@dataclass
+class Stats:
+    examples: int = 0
+    failed: int = 0
+    rejected: int = 0
+    max_abs: float = 0.0
+    max_rel: float = 0.0
+    paths: dict[frozenset[tuple[str, int]], int] = field(default_factory=dict)
+    failing_paths: dict[frozenset[tuple[str, int]], int] = field(default_factory=dict)
+    run_s: float = 0.0
+    vacuous: dict[str, list[Any]] = field(default_factory=dict)
+    compared: Compared | None = None  # over the inputs compared; None until one is
+    sizes: dict[str, list[int]] = field(default_factory=dict)  # dim -> [min, max] over the inputs tried
+
+    def cover(self, sizes: tuple[tuple[str, int], ...]) -> None:
+        """Widen each dim's [min, max] to one input's size (contract v4 ``sizes``)."""
+        for name, size in sizes:
+            low, high = self.sizes.get(name, (size, size))
+            self.sizes[name] = [min(low, size), max(high, size)]
+
+    def count(self, comparison: Comparison) -> None:
+        """Add one input's ``compared`` (how much of its outputs the comparison read)."""
+        from ..reference.compare import Compared
+
+        if self.compared is None:
+            self.compared = Compared()
+        self.compared.add(comparison.compared)
+
+
+def track_vacuous(stats: Stats, outputs: Any) -> None:
+    import torch
+
+    from ..reference.compare import flatten
+
+    for path, leaf in flatten(outputs)[0]:
+        if not isinstance(leaf, torch.Tensor) or not leaf.is_floating_point() or leaf.numel() == 0:
+            continue
+        # One pass (aminmax), not four: outputs can be hundreds of MB. The greatest |x| is
+        # max(|min|, |max|) exactly, NaN propagating as it did through abs().max().
+        t = leaf.detach().float()
+        low, high = torch.aminmax(t)
+        near_zero = bool(torch.maximum(low.abs(), high.abs()) < 1e-6)
+        constant = bool(high == low)
+        value = float(t.flatten()[0])
+        seen = stats.vacuous.setdefault(path, [True, True, value])
+        seen[0] = seen[0] and near_zero
+        seen[1] = seen[1] and constant and value == seen[2]

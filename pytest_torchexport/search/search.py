@@ -1,0 +1,380 @@
+"""Step 4 of a check: hypothesis draws inputs, each runs through eager and the loaded artifact.
+
+A ``Search`` holds what every attempt needs (the backend, the artifacts, the input plan,
+the tolerances) and what the search learns (``Stats``, eager outputs and export guards
+per draw). ``attempt`` judges one input and touches no statistics, so the search and
+the cause experiments share it; ``probe`` is what hypothesis calls; ``run`` drives
+hypothesis, shrinks the first failure and hands it to the cause experiments and the
+message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from typing import Any
+
+import torch
+
+from .._compat import is_in_ci
+from ..backends.base import Backend
+from ..inputs.strategies import Draw, draws, materialize, probe_draws, special_probes
+from ..reference import stateful
+from ..reference.compare import Comparison, flatten, tolerances_for
+from ..reference.eager import EagerCall
+from ..reference.noise import Float64Reference, NoiseVerdict, judge_noise, noise_finding
+from ..results.outcome import Outcome, Stop
+from ..stages.check import Check
+from ..stages.exporting import quiet_call
+from . import causes
+from .failure import Failure, Stats, track_vacuous
+from .messages import explain_failure, nothing_compared, pass_message, rejection_finding, shipped_words, vacuous_finding
+
+
+class Rejected(Exception):
+    """Eager itself raises on a generated input: not a valid example."""
+
+
+class _ExampleFailed(AssertionError):
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.status)
+        self.failure = failure
+
+
+class Search:
+    """The search over generated inputs for one (backend, device) check."""
+
+    def __init__(self, check: Check) -> None:
+        assert check.artifacts is not None
+        self.check = check
+        self.result, self.eager, self.plan = check.result, check.eager, check.plan
+        self.options, self.session, self.device = check.options, check.session, check.device
+        self.runnable, self.in_memory = check.artifacts.runnable, check.artifacts.in_memory
+        self.export_draw, self.recorded = check.artifacts.export_draw, check.recorded
+        self.stats = Stats()
+        # [Memory Budget] Only the latest eager call is kept: hypothesis rarely runs a draw twice
+        # in a row, and one kept per draw held every output of the search (budget.py).
+        self._eager_calls: dict[Draw, EagerCall] = {}
+        self._guards: dict[tuple[Any, ...], str | None] = {}
+        # A stateful module: eager restarts from its initial state on each input, so must the
+        # artifact (its state after load), or every example would see a longer history.
+        targets = [check.backend.artifact_module(a) for a in (self.runnable, self.in_memory)
+                   if check.mutates_state and a is not None]
+        self._snapshots = [(t, stateful.snapshot(t)) for t in targets]
+        # [Noise Oracle] (noise.py): judged only where the plain comparison fails.
+        self._float64 = Float64Reference(check.eager)
+        self._strict = check.rtol is not None or check.atol is not None or check.options.compare is not None
+        # [Scale Budget] A post-processed artifact (float16, int8) is judged by its budget: far
+        # beyond float32 rounding by design, so the float64 oracle has nothing to say.
+        self._strict = self._strict or check.scale_budget is not None
+        self.worst_of_scale = 0.0  # the greatest error seen, a fraction of the output's scale
+        self.verdict: NoiseVerdict | None = None  # the oracle's verdict on the last attempt
+        self.noise: list[NoiseVerdict] = []  # inputs that passed as rounding
+
+    # -- one input -------------------------------------------------------------------------
+
+    def _expected(self, draw: Draw, args: Any, kwargs: Any) -> EagerCall:
+        if draw not in self._eager_calls:
+            self._eager_calls.clear()  # the previous output goes before the next is made
+            self._eager_calls[draw] = self.eager(args, kwargs, trace_lines=True)
+        return self._eager_calls[draw]
+
+    def _run(self, artifact: Any, args: Any, kwargs: Any) -> Any:
+        for target, snapshot in self._snapshots:
+            stateful.restore(target, snapshot)
+        return self.check.run(artifact, args, kwargs)[0]
+
+    def _oracle(self, draw: Draw, inputs: tuple[Any, Any], expected: Any, actual: Any, cmp: Comparison) -> NoiseVerdict:
+        reference = self._float64(draw, *inputs)
+        if reference is None:
+            return NoiseVerdict(note=self._float64.unavailable or "no float64 reference")
+        return judge_noise(cmp, expected, actual, reference)
+
+    def _within_noise(self, draw: Draw, inputs: tuple[Any, Any], expected: Any, actual: Any, cmp: Comparison) -> bool:
+        """Under default tolerances, a failing comparison the float64 run shows to be rounding."""
+        if cmp.ok or self._strict or cmp.problem is not None:
+            return cmp.ok
+        self.verdict = self._oracle(draw, inputs, expected, actual, cmp)
+        return self.verdict.rounding
+
+    def _guard(self, draw: Draw, args: Any, kwargs: Any) -> str | None:
+        # torch.export's guards constrain shapes: one verdict per set of sizes.
+        key = (draw.sizes, draw.scalars)
+        if key not in self._guards:
+            artifact = self.in_memory if self.in_memory is not None else self.runnable
+            self._guards[key] = quiet_call(self.check.backend.guard_violation, artifact, args, kwargs)
+        return self._guards[key]
+
+    def attempt(self, draw: Draw) -> tuple[EagerCall, Failure | None, Comparison | None]:
+        """One input through eager and the artifact: (eager call, failure or None, comparison).
+
+        Raises ``Rejected`` when eager itself refuses the input.
+        """
+        args, kwargs = materialize(self.plan, draw, self.device)
+        self.verdict = None
+        try:
+            call = self._expected(draw, args, kwargs)
+        except Exception:  # noqa: BLE001 - eager rejects the input
+            raise Rejected from None
+        t0 = time.perf_counter()
+        try:
+            actual = self._run(self.runnable, args, kwargs)
+        except Exception as exc:  # noqa: BLE001 - the artifact raised where eager did not
+            return call, Failure("run_error", draw, args, kwargs, error=exc, path=call.path), None
+        finally:
+            self.stats.run_s += time.perf_counter() - t0
+        cmp = self.check.compare(call.outputs, actual)
+        guard = self._guard(draw, args, kwargs)
+        if guard:
+            status = "mismatch" if not cmp.ok else "run_error"
+            failure = Failure(status, draw, args, kwargs, comparison=None if cmp.ok else cmp, path=call.path, guard=guard)
+            return call, failure, cmp
+        if cmp.ok or self._within_noise(draw, (args, kwargs), call.outputs, actual, cmp):
+            return call, None, cmp
+        verdict = self.verdict
+        if self.in_memory is None:
+            return call, Failure("mismatch", draw, args, kwargs, comparison=cmp, path=call.path, noise=verdict), cmp
+        # [Round Trip Blame] The in-memory artifact runs only when the loaded one fails: a
+        # loaded artifact within tolerance of eager has no round-trip defect that matters.
+        # If the in-memory one matches eager, the export was right and save/load broke it.
+        mem = self._run(self.in_memory, args, kwargs)
+        # Like with like: the in-memory artifact is held to the same verdict as the loaded one.
+        if self._within_noise(draw, (args, kwargs), call.outputs, mem, self.check.compare(call.outputs, mem)):
+            roundtrip = self.check.compare(mem, actual, custom=False)
+            return call, Failure("roundtrip_mismatch", draw, args, kwargs, comparison=roundtrip, path=call.path), cmp
+        return call, Failure("mismatch", draw, args, kwargs, comparison=cmp, path=call.path, noise=verdict), cmp
+
+    def probe(self, draw: Draw) -> None:
+        """What hypothesis calls: attempt, count, raise on a failure so it shrinks."""
+        stats = self.stats
+        try:
+            call, failure, cmp = self.attempt(draw)
+        except Rejected:
+            stats.rejected += 1
+            from hypothesis import reject
+
+            reject()
+        stats.examples += 1
+        stats.cover(draw.sizes)
+        if call.path is not None:
+            stats.paths[call.path] = stats.paths.get(call.path, 0) + 1
+        track_vacuous(stats, call.outputs)
+        if cmp is not None:
+            stats.count(cmp)
+        if cmp is not None and (failure is None or failure.guard is None):
+            stats.max_abs = max(stats.max_abs, cmp.max_abs)
+            stats.max_rel = max(stats.max_rel, cmp.max_rel)
+            self.worst_of_scale = max(self.worst_of_scale, cmp.of_scale)
+        if failure is None and self.verdict is not None:
+            self.noise.append(self.verdict)
+        if failure is not None:
+            stats.failed += 1
+            if failure.path is not None:
+                stats.failing_paths[failure.path] = stats.failing_paths.get(failure.path, 0) + 1
+            raise _ExampleFailed(failure)
+
+    def still_fails(self, draw: Draw) -> bool | None:
+        """The verdict on a variant of the failing input; None when eager rejects it."""
+        try:
+            return self.attempt(draw)[1] is not None
+        except Rejected:
+            return None
+
+    def still_fails_on(self, artifact: Any, draw: Draw) -> bool | None:
+        """The verdict on an input run by another artifact in the loaded one's place (the same
+        model in another runtime setting, causes.runtime_optimizer); no round-trip blame."""
+        runnable, in_memory = self.runnable, self.in_memory
+        self.runnable, self.in_memory = artifact, None
+        try:
+            return self.still_fails(draw)
+        finally:
+            self.runnable, self.in_memory = runnable, in_memory
+
+    # -- the whole search ------------------------------------------------------------------
+
+    def _hypothesis_test(self) -> Any:
+        from hypothesis import HealthCheck, Phase, Verbosity, example, given, settings
+        from hypothesis import seed as hseed
+
+        options = self.options
+        # [CI Verdicts] In CI a merge gate must not flip on an unchanged model: derandomized
+        # per test and backend (the digest below seeds it) and no database of past failures.
+        in_ci = is_in_ci()
+
+        def probe(draw: Draw) -> None:  # a plain function: hypothesis sets attributes on it
+            self.probe(draw)
+
+        test = given(draws(self.plan, special_values=options.special_values, vary_scalars=options.vary_scalars))(probe)
+        # Explicit examples run in decorator order, outermost first: the recorded call, the
+        # export example, the small probes, then each special value (strategies.py).
+        specials = special_probes(self.plan) if options.special_values else []
+        for draw in reversed([self.recorded.draw, self.export_draw, *probe_draws(self.plan), *specials]):
+            test = example(draw)(test)
+        test = settings(
+            max_examples=options.examples,
+            deadline=None,
+            database=None if in_ci else self.session.database,
+            derandomize=in_ci,
+            suppress_health_check=list(HealthCheck),
+            verbosity=Verbosity.quiet,
+            report_multiple_bugs=False,
+            phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
+            print_blob=False,
+        )(test)
+        if options.seed is not None:
+            test = hseed(options.seed)(test)
+        # [Database Keys] hypothesis keys its example database by the function's source, which
+        # is this one method for every test and backend: add a digest per check.
+        session = self.session
+        key = f"{session.nodeid or session.test or type(self.eager.module).__qualname__}::{self.result.backend}::{self.device}"
+        test.hypothesis.inner_test._hypothesis_internal_add_digest = key.encode()
+        return test
+
+    def run(self) -> Outcome:
+        """Search, then the verdict: a pass, or the shrunk failure explained (``messages.py``)."""
+        failure = self._search()
+        self._record_stats()
+        if failure is None:
+            return self._passed()
+        with torch.no_grad():
+            self._experiments(failure)
+        export_path = self.recorded.call.path if self.export_draw == self.recorded.draw else None
+        return explain_failure(self.check, failure, self.stats, export_path)
+
+    def _search(self) -> Failure | None:
+        """Hypothesis over the plan: the shrunk failure, or None. Ends the check (``Stop``) where
+        the verdicts flip on one input, or eager rejects every input."""
+        from hypothesis.errors import Flaky, HypothesisException
+
+        result, stats, name, header = self.result, self.stats, self.check.name, self.check.header
+        test = self._hypothesis_test()
+        t0 = time.perf_counter()
+        try:
+            with torch.no_grad(), _hypothesis_home(self.session.hypothesis_home):
+                test()
+        except _ExampleFailed as exc:
+            return exc.failure
+        except Flaky as exc:
+            result.timings["run_s"] = stats.run_s
+            why = f"The {name} artifact gives different verdicts on the same input"
+            raise Stop("nondeterministic", f"{why} {header}: {exc}", f"{why}: {exc}", "nondeterministic") from None
+        except HypothesisException:
+            if stats.examples == 0:
+                tried = (
+                    f"({stats.rejected} tried), so nothing was checked: fix dims=/inputs= so eager accepts them. "
+                    f"Inputs: {self.plan.describe()}"
+                )
+                raise Stop(
+                    "skipped", f"Eager rejected every generated input {header} {tried}",
+                    f"Eager rejected every generated input {tried}", "rejected_inputs",
+                ) from None
+            raise
+        finally:
+            self._search_s = time.perf_counter() - t0
+        return None
+
+    def _record_stats(self) -> None:
+        result, stats = self.result, self.stats
+        result.timings["search_s"] = self._search_s
+        result.timings["run_s"] = stats.run_s
+        result.examples = stats.examples
+        if self.options.compare is None and stats.examples:
+            # Numbers only where values were compared (compare= gives a verdict, no numbers).
+            result.max_abs_err, result.max_rel_err = stats.max_abs, stats.max_rel
+        if stats.compared is not None:
+            result.extra["compared"] = stats.compared.as_dict()
+        if stats.sizes:
+            result.extra["sizes"] = dict(sorted(stats.sizes.items()))
+        result.extra["rejected_examples"] = stats.rejected
+        result.extra["paths"] = len(stats.paths)
+        vacuous_finding(result, stats)
+        rejection_finding(result, stats, self.plan)
+        noise_finding(result, self.noise, stats.examples)
+        shipped = result.extra.get("shipped")
+        if shipped is not None and self.check.scale_budget is not None and stats.examples:
+            shipped["worst_of_scale"] = self.worst_of_scale
+
+    def _passed(self) -> Outcome:
+        check, result = self.check, self.result
+        result.rtol, result.atol = _tolerances_used(check.backend, self.recorded.outputs, check.rtol, check.atol)
+        compared = self.stats.compared
+        if compared is not None and not compared.elements and not (check.mutates_state or check.mutates_input):
+            # [What A Verdict Rests On] Matching on nothing is not a pass; nor is it a defect of
+            # the export: skipped, as when eager rejects every input, with what to change.
+            return nothing_compared(check, self.stats)
+        message = pass_message(check, self.stats)
+        if check.post is not None:
+            message += "; " + shipped_words(check, self.worst_of_scale)
+        if self.noise:
+            message += (
+                f"; {len(self.noise)} input(s) differ beyond the default tolerances by float32 rounding only "
+                "(numeric_noise: as close to a float64 run as eager is)"
+            )
+        return Outcome("pass", message)
+
+    def _experiments(self, failure: Failure) -> None:
+        """What the message explains the failure with: the causes, the float64 oracle, the first diverging module."""
+        causes.blame(failure, self.still_fails, self.plan, self.export_draw)
+        t0 = time.perf_counter()
+        if causes.runtime_optimizer(failure, self.check.backend, self.runnable, self.still_fails_on):
+            self.result.timings["runtime_optimizer_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        if causes.shipped_step(failure, self.check.post, self.still_fails_on):
+            self.result.timings["shipped_step_s"] = time.perf_counter() - t0
+        if failure.noise is None and failure.status == "mismatch" and failure.comparison is not None:
+            # Explicit tolerances stay strict, but the message says whether this is rounding.
+            actual = self._run(self.runnable, failure.args, failure.kwargs)
+            expected = self._expected(failure.draw, failure.args, failure.kwargs).outputs
+            failure.noise = self._oracle(failure.draw, (failure.args, failure.kwargs), expected, actual, failure.comparison)
+        self._localize(failure)
+
+    def _localize(self, failure: Failure) -> None:
+        """[Localisation] Once, on the shrunk input: the first module that diverges (localize.py)."""
+        if failure.status not in ("mismatch", "roundtrip_mismatch") or failure.comparison is None or failure.guard:
+            return
+        if failure.comparison.custom_message is not None or failure.comparison.problem is not None:
+            return  # compare= or a structural difference: no per-module numbers to compare
+        if failure.noise is not None and failure.noise.rounding:
+            return  # within eager's own rounding (explicit tolerances): no module is at fault
+        from . import localize
+
+        if self.check.mutates_state:
+            failure.no_localization = "the module updates its state on every call, so a submodule's input is not replayable"
+            return
+        reason = localize.unavailable(self.check.backend, self.runnable)
+        if reason:
+            failure.no_localization = f"not available for {self.result.backend}: {reason}"
+            return
+        t0 = time.perf_counter()
+        try:
+            failure.diverges_at = localize.locate(
+                self.check.backend, self.runnable, self.eager.module, failure.args, failure.kwargs,
+                judge=lambda expected, actual: self.check.compare(expected, actual, custom=False),
+                top_error=failure.comparison.max_abs,
+            )
+        except Exception as exc:  # noqa: BLE001 - localisation explains; it never changes a verdict
+            failure.no_localization = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
+        finally:
+            self.eager.restore()
+            self.result.timings["localize_s"] = time.perf_counter() - t0
+
+
+@contextlib.contextmanager
+def _hypothesis_home(directory: str | None) -> Any:
+    from hypothesis import configuration
+
+    previous = configuration.storage_directory(intent_to_write=False).home_directory
+    configuration.set_hypothesis_home_dir(directory or os.path.join(tempfile.gettempdir(), "pytest-torchexport-hypothesis"))
+    try:
+        yield
+    finally:
+        configuration.set_hypothesis_home_dir(previous)
+
+
+def _tolerances_used(backend: Backend, outputs: Any, rtol: float | None, atol: float | None) -> tuple[float | None, float | None]:
+    for _, leaf in flatten(outputs)[0]:
+        if isinstance(leaf, torch.Tensor) and (leaf.is_floating_point() or leaf.is_complex()):
+            return tolerances_for(leaf.dtype, backend.relowered, rtol, atol)
+    return rtol, atol

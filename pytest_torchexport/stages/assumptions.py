@@ -1,0 +1,119 @@
+"""The plugin's own assumptions, checked before anything is held to them.
+
+Two guesses the engine makes for the user: that dim 0 of the inputs is a batch dim when
+nobody declared one (contract section 1), and that exporting at size 2 where the example
+has a dynamic size of 0 or 1 is what the user does. Each is tested once per check:
+
+- an *assumed* dim 0 that eager itself rejects at two other sizes is not a batch dim: it
+  is held at the example's size (an ``assumed_dim`` finding) and no exporter is held to it;
+- for the backends that specialize small sizes, one extra export at the recorded size,
+  as the user's own script would do it, says whether that export keeps the dim dynamic
+  (a ``specialized_dim`` finding when it does not).
+
+Declared dims (``dims=`` naming the dim, ``dynamic=``, ``inputs=``) stay strict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..backends.base import ExportContext
+from ..inputs.specs import DEFAULT_DIM, InputPlan
+from ..inputs.strategies import materialize, recorded_draw
+from ..options import Options
+from ..reference.eager import Eager
+from ..results import explain
+from ..results.report import Finding, Result
+from .check import Check
+from .exporting import export_once, quiet_call
+
+
+def assumed_batch(plan: InputPlan, options: Options) -> bool:
+    """dim 0 is ``batch`` only because the contract's default made it so."""
+    return (
+        options.dynamic is None
+        and options.inputs is None
+        and DEFAULT_DIM in plan.dims
+        and DEFAULT_DIM not in (options.dims or {})
+    )
+
+
+def hold_rejected_batch(plan: InputPlan, eager: Eager, options: Options, result: Result) -> InputPlan:
+    """The plan with an assumed batch dim held at the example's size when eager rejects others.
+
+    Size 1 is not asked: a module that adds its input to a fixed-size buffer takes it by
+    broadcasting, which says nothing about batching.
+    """
+    if not assumed_batch(plan, options):
+        return plan
+    dim = plan.dims[DEFAULT_DIM]
+    size = plan.example_sizes().get(DEFAULT_DIM)
+    if size is None:
+        return plan
+    others = [s for s in (size + 1, size + 2, size - 1) if s >= 2 and dim.min <= s <= dim.max and s != size][:2]
+    if len(others) < 2:
+        return plan
+    rejected = []
+    draw = recorded_draw(plan)
+    for other in others:
+        sizes = tuple((k, other if k == DEFAULT_DIM else v) for k, v in draw.sizes)
+        args, kwargs = materialize(plan, dataclasses.replace(draw, sizes=sizes), eager.device)
+        try:
+            eager(args, kwargs)
+        except Exception as exc:  # noqa: BLE001 - eager refusing the size is the answer
+            rejected.append((other, f"{type(exc).__name__}: {explain.trim_error(exc, limit=1)}"))
+    if len(rejected) < len(others):
+        return plan
+    sizes_text = " and ".join(str(s) for s, _ in rejected)
+    result.findings.append(
+        Finding(
+            "assumed_dim",
+            f"dim 0 of the inputs was assumed to be a batch dim (nothing declared it), but eager rejects sizes "
+            f"{sizes_text} ({rejected[0][1].splitlines()[0][:200]}): it is not one, so it was held at the example's "
+            f"size {size} and no exporter is held to it. Declare dynamic= or dims= if it does vary",
+        )
+    )
+    tensors = {
+        i: dataclasses.replace(leaf, shape=tuple(size if e == DEFAULT_DIM else e for e in leaf.shape))
+        for i, leaf in plan.tensors.items()
+    }
+    dims = {k: v for k, v in plan.dims.items() if k != DEFAULT_DIM}
+    return dataclasses.replace(plan, tensors=tensors, dims=dims)
+
+
+def recorded_size_export(check: Check) -> None:
+    """One export at the recorded sizes, for a dim the check exported grown from 0/1 to 2.
+
+    A user's export script exports at the example it has; backends that capture through
+    ``torch.export`` assume every dynamic size is >= 2 and make a size of 0 or 1 a constant.
+    """
+    backend, plan, result, scratch = check.backend, check.plan, check.result, check.scratch
+    grown = check.export_sizes
+    if not grown or not backend.specializes_small_dims:
+        return
+    recorded = dict(recorded_draw(plan).sizes)
+    small = {d: recorded[d] for d in grown if d in recorded and recorded[d] < 2}
+    if not small:
+        return
+    args, kwargs = materialize(plan, recorded_draw(plan), result.device)
+    (scratch / "recorded-size").mkdir(exist_ok=True)
+    ctx = ExportContext(device=result.device, plan=plan, module=check.eager.module, scratch=scratch / "recorded-size")
+    artifact, failure = export_once(check, args, kwargs, ctx)
+    at = ", ".join(f"{d}={s}" for d, s in sorted(small.items()))
+    name = result.backend
+    if failure is not None:
+        why = explain.trim_error(failure, limit=2).splitlines()
+        detail = f"fails ({why[-1][:200] if why else type(failure).__name__})"
+    else:
+        static = {dim for _, _, dim, _ in plan.static_in(quiet_call(backend.input_shapes, artifact))}
+        if not static & set(small):
+            return
+        detail = f"makes {', '.join(sorted(static & set(small)))} a constant"
+    result.findings.append(
+        Finding(
+            "specialized_dim",
+            f"exported at the recorded size {at}, as an export script given this example would do it, {name} "
+            f"{detail}: {name} assumes dynamic sizes are >= 2. This check exported at size 2; export at a size "
+            ">= 2 in your own script too",
+        )
+    )

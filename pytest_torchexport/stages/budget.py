@@ -1,0 +1,348 @@
+"""[Memory Budget] Drawn sizes stay within what the recorded call, the machine and the time limit allow.
+
+A module recorded with a 268 MB output, searched with batches up to 16x the recorded
+one, drove one check to 24 GB resident. The budget is derived from the recorded call:
+its bytes (the larger of all tensor inputs and all tensor outputs, from the first eager
+run) times ``MEMORY_FACTOR``, but never below ``MEMORY_FLOOR`` (a small model keeps its
+whole search range: at a few MB nothing is at risk, and its verdicts must not move).
+
+Bytes in and out miss what a model holds while it runs: a vector quantizer recorded on a
+2 MB input with a small output built a ~4 GB distance matrix at batch 1, and a forked
+check drawing batch 16 grew past 17 GB. So the first eager run of the recorded call (it
+runs anyway) is also *measured* (``eager.Footprint``: its peak memory growth and its
+wall time), and two more limits follow from it:
+
+- **memory**: a check holds about ``PEAK_FACTOR`` times one drawn call's peak (eager's
+  outputs while the artifact runs its own), and the call's peak grows with the sizes as
+  below; that must stay within ``MEMORY_SHARE`` of the memory each check has here:
+  ``MemAvailable`` / xdist workers / checks this process runs side by side
+  (``runner.parallel_checks()``), never below ``MEMORY_FLOOR``;
+- **time**: the check's calls of the model (``options.examples`` drawn ones, grown likewise,
+  plus the explicit probes, each through eager and the artifact, plus ``FIXED_CALLS``) at
+  the measured time must stay within ``TIME_SHARE`` of the check's time limit, never below
+  ``TIME_FLOOR`` seconds. Where even
+  the recorded size does not fit, the number of examples is cut too: a check that runs
+  into its time limit gives no verdict at all.
+
+A drawn input's cost is estimated from the recorded one by the growth of each dynamic
+dim, ``drawn / recorded``: a batch dim (``batch``, or any dim only at axis 0) counts once,
+since outputs and activations grow linearly with it; every other dim counts squared,
+since it may be a sequence that attention scales quadratically (a conv's spatial dims
+are then held tighter than they need be, which costs range, not memory). The tightest of
+the three limits is the growth allowed; each dim gets an equal share of it (in log
+space; a dim whose own range is smaller hands the rest to the others), so every joint
+draw is within budget.
+
+The budget also clips the user's ``dims=``: the memory at risk is the same, and a
+``size_budget`` finding says what was measured, which limit bit, what was clipped and
+how to get the full range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.utils._pytree as pytree
+
+from ..inputs.specs import DEFAULT_DIM, InputPlan
+from ..results.report import Finding, Result
+
+if TYPE_CHECKING:
+    from ..options import Options
+    from ..reference.eager import EagerCall
+
+#: A drawn input may cost this many times the recorded call. 4 leaves the search sizes
+#: that break exports (2x+1, 3x the recorded size for one batch dim) while the check's
+#: peak stays a small multiple of what the user's own test already holds: eager's and the
+#: artifact's outputs at 4x, the recorded call's, and chunked comparison on top.
+MEMORY_FACTOR = 4.0
+#: Below this many bytes a drawn call is never clipped (64 MiB: a model this small could
+#: draw every size of its range ten processes at a time without troubling a CI runner).
+#: It is also the least the measured memory limit allows.
+MEMORY_FLOOR = 64 * 2**20
+#: A check's predicted peak may take this share of the memory each check has: the rest is
+#: for what the estimate misses (allocator slack, the noise oracle's float64 run).
+MEMORY_SHARE = 0.5
+#: A check holds about this many drawn calls' peaks at once: eager's outputs (kept for the
+#: comparison) while the artifact runs, and the artifact's own outputs.
+PEAK_FACTOR = 2.0
+#: The search's calls may take this share of the check's time limit: the rest is for the
+#: export, the load, the standalone step and shrinking a failure.
+TIME_SHARE = 0.5
+#: The time limit never bounds a search predicted to take less than this (seconds), so a
+#: small model under a short ``timeout=`` keeps its range.
+TIME_FLOOR = 30.0
+#: Each example runs eager and the artifact (the in-memory one too when the loaded one fails).
+CALLS_PER_EXAMPLE = 2
+#: Calls of the model a check makes besides its examples, at the recorded size: the export
+#: (tracing runs it), the determinism probe, latency's warm and timed calls, the standalone step.
+FIXED_CALLS = 10
+#: Set to False to measure without the budget (benchmarks/bench_memory.py --no-budget).
+ENABLED = True
+
+
+def nbytes(tree: Any) -> int:
+    """Bytes of every tensor in a nested value (inputs or outputs)."""
+    leaves = pytree.tree_leaves(tree)
+    return sum(t.numel() * t.element_size() for t in leaves if isinstance(t, torch.Tensor))
+
+
+def exponents(plan: InputPlan) -> dict[str, int]:
+    """How a dim's growth counts: 1 for a batch dim, 2 for any other (may be attention's)."""
+    axes: dict[str, set[int]] = {name: set() for name in plan.dims}
+    for leaf in plan.tensors.values():
+        for ax, entry in enumerate(leaf.shape):
+            if isinstance(entry, str):
+                axes.setdefault(entry, set()).add(ax)
+    return {name: 1 if name == DEFAULT_DIM or found == {0} else 2 for name, found in axes.items()}
+
+
+def _dim_growth(plan: InputPlan) -> dict[str, float]:
+    """Each dim's widest growth: its declared max over its recorded size."""
+    examples = plan.example_sizes()
+    return {
+        name: d.max / max(examples.get(name, 1), 1) for name, d in plan.dims.items() if name in examples and d.max > 1
+    }
+
+
+def full_growth(plan: InputPlan) -> float:
+    """How much the costliest draw of the declared range costs over the recorded call."""
+    weight = exponents(plan)
+    return math.prod(g ** weight[n] for n, g in _dim_growth(plan).items())
+
+
+def growth_caps(plan: InputPlan, allowed: float) -> dict[str, int]:
+    """The largest size of each dynamic dim that keeps every joint draw's growth (the product
+    of each dim's ``drawn / recorded`` to its exponent) within ``allowed``."""
+    growth = _dim_growth(plan)
+    weight = exponents(plan)
+    if math.prod(g ** weight[n] for n, g in growth.items()) <= allowed:
+        return {}
+    examples = plan.example_sizes()
+    caps: dict[str, float] = {}
+    left = math.log(max(allowed, 1.0))
+    pending = dict(growth)
+    while pending:
+        share = left / sum(weight[n] for n in pending)
+        small = {n: g for n, g in pending.items() if math.log(max(g, 1.0)) <= share}
+        if not small:
+            for n in pending:
+                caps[n] = math.exp(share)
+            break
+        for n, g in small.items():
+            left -= weight[n] * math.log(max(g, 1.0))
+            del pending[n]
+    out = {}
+    for name, ratio in caps.items():
+        d = plan.dims[name]
+        # Never below the recorded size (the budget is relative to it) nor the declared min.
+        cap = max(int(ratio * max(examples.get(name, 1), 1) + 1e-9), examples.get(name, 1), d.min)
+        if cap < d.max:
+            out[name] = cap
+    return out
+
+
+def size_caps(plan: InputPlan, recorded_bytes: int) -> dict[str, int]:
+    """The largest size of each dynamic dim that keeps every drawn call within the bytes budget."""
+    if not ENABLED or recorded_bytes <= 0:
+        return {}
+    return growth_caps(plan, max(MEMORY_FLOOR, MEMORY_FACTOR * recorded_bytes) / recorded_bytes)
+
+
+# -- the measured limits ------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Machine:
+    """The memory one check may use here: what the machine has, shared among the checks
+    that run at once (xdist workers, and checks side by side in each)."""
+
+    available: int | None  # bytes (MemAvailable; free memory on a CUDA device); None: unknown
+    workers: int = 1
+    checks: int = 1
+
+    @property
+    def per_check(self) -> float | None:
+        return None if self.available is None else self.available / self.workers / self.checks
+
+    @classmethod
+    def here(cls, device: str = "cpu") -> Machine:
+        from ..isolation import runner
+
+        workers = max(1, _int(os.environ.get("PYTEST_XDIST_WORKER_COUNT"), 1))
+        checks = runner.parallel_checks()
+        if device.startswith("cuda") and torch.cuda.is_available():
+            return cls(torch.cuda.mem_get_info(torch.device(device))[0], workers, checks)
+        return cls(_mem_available(), workers, checks)
+
+    def describe(self) -> str:
+        gb = 2**30
+        return (f"{(self.per_check or 0) / gb:.1f} GB each check has here ({(self.available or 0) / gb:.1f} GB "
+                f"available / {self.workers} xdist worker{'s' * (self.workers != 1)} / {self.checks} "
+                f"check{'s' * (self.checks != 1)} side by side)")
+
+
+def _int(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value else default
+    except ValueError:
+        return default
+
+
+def _mem_available() -> int | None:
+    from ..isolation.runner import available_memory
+
+    return available_memory()
+
+
+@dataclasses.dataclass(frozen=True)
+class Limit:
+    """One bound on the drawn calls: the growth over the recorded call it allows, and why."""
+
+    name: str  # "bytes", "memory" or "time"
+    growth: float
+    why: str
+    remedy: str
+
+
+def explicit_calls(plan: InputPlan, options: Options) -> int:
+    """The explicit examples the search runs before its drawn ones (search.py): the recorded
+    call, the export example, the small probes, the special values."""
+    from ..inputs.strategies import probe_draws, special_probes
+
+    return 2 + len(probe_draws(plan)) + (len(special_probes(plan)) if options.special_values else 0)
+
+
+def memory_limit(peak: int | None, machine: Machine) -> Limit | None:
+    """The growth that keeps ``PEAK_FACTOR`` drawn calls' peaks within ``MEMORY_SHARE`` of
+    the memory each check has (never below ``MEMORY_FLOOR``); None where nothing was measured."""
+    if not peak or machine.per_check is None:
+        return None
+    allowed = max(MEMORY_FLOOR, MEMORY_SHARE * machine.per_check)
+    return Limit(
+        "memory",
+        allowed / (PEAK_FACTOR * peak),
+        f"the recorded call's eager run peaked at {peak / 2**20:.0f} MB (measured) and a check holds about "
+        f"{PEAK_FACTOR:g} drawn calls' peaks, so they were held within {MEMORY_SHARE:.0%} of the "
+        f"{machine.describe()}",
+        "Run fewer checks at once (TORCHEXPORT_JOBS=1, fewer -n workers) or on a machine with more memory to "
+        "search further",
+    )
+
+
+def time_limit(seconds: float, plan: InputPlan, options: Options) -> Limit | None:
+    """The growth that keeps a check's calls of the model within ``TIME_SHARE`` of the time
+    limit: ``FIXED_CALLS`` and the explicit examples at the recorded size, the drawn ones grown."""
+    if seconds <= 0:
+        return None
+    explicit = explicit_calls(plan, options)
+    fixed = FIXED_CALLS + CALLS_PER_EXAMPLE * explicit
+    growth = (_time_allowance(options) / seconds - fixed) / (CALLS_PER_EXAMPLE * options.examples)
+    calls = fixed + CALLS_PER_EXAMPLE * options.examples
+    return Limit(
+        "time",
+        growth,
+        f"the recorded call's eager run took {seconds:.2f} s (measured), so the check's {calls} calls of the model "
+        f"({options.examples} examples and {explicit} probes through eager and the artifact, and {FIXED_CALLS} "
+        f"more) were held within {TIME_SHARE:.0%} of the {options.timeout:g} s time limit",
+        "Raise timeout= to search further",
+    )
+
+
+def examples_within(seconds: float, plan: InputPlan, options: Options) -> int:
+    """The examples that fit the time allowance at the recorded size (at least 1)."""
+    fit = _time_allowance(options) / seconds - FIXED_CALLS - CALLS_PER_EXAMPLE * explicit_calls(plan, options)
+    return max(1, min(options.examples, int(fit / CALLS_PER_EXAMPLE)))
+
+
+def _time_allowance(options: Options) -> float:
+    return max(TIME_FLOOR, TIME_SHARE * options.timeout)
+
+
+def limits(
+    plan: InputPlan, recorded_bytes: int, options: Options | None = None, first: EagerCall | None = None,
+    machine: Machine | None = None,
+) -> list[Limit]:
+    """Every limit on the growth of the drawn calls; the tightest one rules."""
+    found = []
+    if recorded_bytes > 0:
+        found.append(Limit(
+            "bytes",
+            max(MEMORY_FLOOR, MEMORY_FACTOR * recorded_bytes) / recorded_bytes,
+            f"the recorded call holds {recorded_bytes / 2**20:.0f} MB of tensors, so drawn sizes were capped at "
+            f"{MEMORY_FACTOR:g}x its memory",
+            "Record the call at the largest size to be checked to search beyond it (the budget scales with the "
+            "recorded call)",
+        ))
+    if first is not None:
+        found.append(memory_limit(first.peak_bytes, machine or Machine.here()))
+        if options is not None:
+            found.append(time_limit(first.seconds, plan, options))
+    return [limit for limit in found if limit is not None]
+
+
+def bound(
+    plan: InputPlan, recorded_inputs: Any, first: EagerCall, result: Result, options: Options, *,
+    machine: Machine | None = None,
+) -> tuple[InputPlan, Options]:
+    """The plan with its draws capped by every limit (and the options with fewer examples
+    where even the recorded size is over the time limit); a ``size_budget`` finding for
+    each limit that bites, saying what was measured."""
+    recorded = max(nbytes(recorded_inputs), nbytes(first.outputs))
+    result.extra["memory_budget_mb"] = round(max(MEMORY_FLOOR, MEMORY_FACTOR * recorded) / 2**20, 1)
+    result.extra["eager_s"] = round(first.seconds, 4)
+    if first.peak_bytes is not None:
+        result.extra["eager_peak_mb"] = round(first.peak_bytes / 2**20, 1)
+    if not ENABLED:
+        return plan, options
+    if machine is None:
+        machine = Machine.here(result.device)
+    found = limits(plan, recorded, options, first, machine)
+    if machine.per_check is not None:
+        result.extra["memory_per_check_mb"] = round(machine.per_check / 2**20)
+    return _settle(plan, found, result, options, first)
+
+
+def apply(plan: InputPlan, recorded_inputs: Any, recorded_outputs: Any, result: Result) -> InputPlan:
+    """The plan with its draws capped by the bytes budget alone (no measurement)."""
+    recorded = max(nbytes(recorded_inputs), nbytes(recorded_outputs))
+    result.extra["memory_budget_mb"] = round(max(MEMORY_FLOOR, MEMORY_FACTOR * recorded) / 2**20, 1)
+    if not ENABLED:
+        return plan
+    return _settle(plan, limits(plan, recorded), result, None, None)[0]
+
+
+def _settle(
+    plan: InputPlan, found: list[Limit], result: Result, options: Options | None, first: EagerCall | None,
+) -> tuple[InputPlan, Options | None]:
+    whole = full_growth(plan)
+    biting = sorted((limit for limit in found if limit.growth < whole), key=lambda limit: limit.growth)
+    caps = growth_caps(plan, min((limit.growth for limit in biting), default=whole))
+    fewer = None
+    if options is not None and first is not None and any(x.name == "time" and x.growth < 1 for x in biting):
+        fewer = examples_within(first.seconds, plan, options)
+        fewer = fewer if fewer < options.examples else None
+    if not caps and fewer is None:
+        return plan, options
+    tightest = biting[0]
+    result.extra["budget_limit"] = tightest.name
+    parts = []
+    if caps:
+        result.extra["size_caps"] = dict(caps)
+        parts.append(", ".join(f"{n} to {c} (of {plan.dims[n].max})" for n, c in sorted(caps.items())))
+    if fewer is not None:
+        assert options is not None
+        result.extra["examples_cap"] = fewer
+        parts.append(f"examples cut to {fewer} (of {options.examples}), since even at the recorded size the "
+                     f"check's calls would not fit its {options.timeout:g} s time limit")
+        options = dataclasses.replace(options, examples=fewer)
+    # The other limits that bite matter too: lifting the tightest alone would not lift the caps.
+    also = "".join(f" (the {limit.name} limit would also cap them)" for limit in biting[1:])
+    result.findings.append(Finding("size_budget", f"{tightest.why}: {'; '.join(parts)}{also}. {tightest.remedy}"))
+    if caps:
+        plan = dataclasses.replace(plan, caps=caps)
+    return plan, options

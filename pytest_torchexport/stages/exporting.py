@@ -1,0 +1,252 @@
+"""Steps 2 and 3 of a check: export once at the example, save, load back.
+
+The example is grown where exporters would specialize (dynamic dims of size 0 or 1 go
+to 2); a declared range the model's code cannot keep is relaxed and exported again, so
+the search can still show where the artifact breaks. The *loaded* artifact is what the
+search validates; the in-memory one is kept for round-trip blame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from typing import Any
+
+import torch
+
+from .._compat import quiet_torch
+from ..backends.base import Backend, ExportContext
+from ..cache import sources
+from ..inputs.specs import InputPlan
+from ..inputs.strategies import Draw, materialize, recorded_draw
+from ..isolation import runner
+from ..reference.compare import output_scales
+from ..reference.eager import copy_module
+from ..reference.stateful import reset_state, snapshot
+from ..results import explain
+from ..results.outcome import Stop
+from ..results.report import CauseKind, Finding, Result
+from .check import Artifacts, Check
+from .compiled_parts import with_cause
+
+
+def build(check: Check) -> Artifacts:
+    """Export, then save and load back; a failure ends the check with its status (``Stop``)."""
+    backend, plan, result, name = check.backend, check.plan, check.result, check.name
+    export_args, export_kwargs, export_draw, grown = export_inputs(plan, backend, check.device)
+    if grown:
+        check.export_sizes = {k: v[1] for k, v in grown.items()}
+        result.extra["export_sizes"] = dict(check.export_sizes)
+    ctx = ExportContext(
+        device=check.device, plan=plan, module=check.eager.module, scratch=check.scratch,
+        shipped=check.options.onnx_shipped,
+    )
+    artifact, failure = export_once(check, export_args, export_kwargs, ctx)
+    relaxed = violated_dims(failure, plan) if failure is not None and backend.dynamic else frozenset()
+    if relaxed:
+        # The declared range is impossible for this code: say so, then export with those
+        # dims left to the exporter, so the search can show where the artifact breaks.
+        result.findings.append(specialized_finding(failure, name, relaxed, plan))
+        ctx.relaxed = relaxed
+        artifact, retry_failure = export_once(check, export_args, export_kwargs, ctx)
+        failure = retry_failure and failure
+    if failure is not None:
+        export_failed(check, failure, "export")
+    _static_dims(check, artifact)
+    _post_processing(check, artifact)
+
+    runnable, in_memory = artifact, None
+    if check.options.roundtrip and backend.saveable:
+        runnable, in_memory = roundtrip(check, artifact, ctx), artifact
+    elif not backend.saveable:
+        result.extra["roundtrip"] = f"not applicable: {name} artifacts are not saved"
+    else:
+        result.extra["roundtrip"] = "off (roundtrip=False)"
+    for note in ctx.notes:
+        result.findings.append(Finding("backend_note", note))
+    fallback = backend.device_fallback(runnable)
+    if fallback:
+        result.findings.append(Finding("device_fallback", fallback))
+    return Artifacts(runnable, in_memory, export_draw, ctx)
+
+
+def _post_processing(check: Check, artifact: Any) -> None:
+    """[ONNX As Shipped] The steps the artifact went through after the export, for the report,
+    and their budget for the comparison (explicit rtol/atol for the backend win)."""
+    post = check.backend.post_processing(artifact)
+    if post is None:
+        return
+    check.post = post
+    if check.rtol is None and check.atol is None:
+        check.scale_budget = post.budget
+        check.scale_floor = output_scales(check.recorded.outputs)
+    check.result.extra["shipped"] = {
+        "steps": list(post.steps), "op_depth": post.op_depth,
+        "budget": check.scale_budget, "budget_from": post.budget_from if check.scale_budget is not None else (
+            "explicit rtol/atol" if post.budget is not None else "the backend's default tolerances"),
+    }
+
+
+def _static_dims(check: Check, artifact: Any) -> None:
+    """A ``specialized_dim`` finding per declared-dynamic dim the artifact's inputs fix (once a dim)."""
+    said: set[str] = set()
+    for input_name, axis, dim, size in check.plan.static_in(quiet_call(check.backend.input_shapes, artifact)):
+        if dim in said:
+            continue
+        said.add(dim)
+        check.result.findings.append(
+            Finding(
+                "specialized_dim",
+                f"{check.name} made dim {axis} of {input_name} ({dim!r}, declared dynamic) static: "
+                f"the artifact accepts only size {size}",
+            )
+        )
+
+
+def _test_dirname(result: Result) -> str:
+    from .artifacts import test_dirname
+
+    return test_dirname(result.nodeid, result.test, result.module)
+
+
+def export_once(check: Check, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> tuple[Any, Exception | None]:
+    """One export of a fresh copy (exporters may touch the module), timed, warnings kept."""
+    result = check.result
+    runner.stage(result, "export")
+    module = copy_module(check.eager.module)
+    initial = snapshot(module) or {}
+    t0 = time.perf_counter()
+    artifact, failure = None, None
+    with quiet_torch(fds=True) as captured:
+        try:
+            # As the reference runs and as models are served: grad mode makes some exporters
+            # take other paths (T5's dynamo ONNX export fails to decompose in grad mode).
+            with torch.no_grad(), sources.reading(), _runs_forward(check):
+                artifact = check.backend.export(module, args, kwargs, ctx)
+        except Exception as exc:  # noqa: BLE001 - every exporter failure is a result
+            failure = exc
+    if artifact is not None:
+        reset_state(check.backend.artifact_module(artifact), initial)  # a trace ran forward: save the state the module starts from
+    result.timings["export_s"] = result.timings.get("export_s", 0.0) + time.perf_counter() - t0
+    for finding in explain.tracer_findings(captured.warnings, result.backend):
+        if finding not in result.findings:
+            result.findings.append(finding)
+    return artifact, failure
+
+
+#: [Sources] Backends whose export runs the forward in Python once (a trace): the files it runs
+#: there are collected too (``torch.jit.is_tracing()`` branches). Dynamo-based exports are not
+#: traced: a file tracer made a dynamo ONNX export 2.7x slower (docs/howto-cache.md); their
+#: source reads and the user frames of the graph's stack traces are collected instead.
+TRACING_EXPORTS = ("trace", "onnx-legacy")
+
+
+def _runs_forward(check: Check) -> Any:
+    import contextlib
+
+    return sources.watching() if check.name in TRACING_EXPORTS else contextlib.nullcontext()
+
+
+def quiet_call(fn: Any, *args: Any) -> Any:
+    try:
+        with quiet_torch():
+            return fn(*args)
+    except Exception:  # noqa: BLE001 - an optional introspection; never a verdict
+        return None
+
+
+_VIOLATED = re.compile(r"Constraints violated \(([^)]*)\)")
+
+
+def violated_dims(exc: BaseException, plan: InputPlan) -> frozenset[str]:
+    match = _VIOLATED.search(explain.strip_ansi(str(exc)))
+    if not match:
+        return frozenset()
+    return frozenset(d.strip() for d in match.group(1).split(",") if d.strip() in plan.dims)
+
+
+def specialized_finding(exc: BaseException, name: str, dims: frozenset[str], plan: InputPlan) -> Finding:
+    text = explain.strip_ansi(str(exc))
+    guards = [line.strip(" -") for line in text.splitlines() if line.strip().startswith("- ")][:2]
+    declared = ", ".join(f"{d}=({plan.dims[d].min}, {plan.dims[d].max})" for d in sorted(dims))
+    detail = (
+        f"{name} cannot keep {', '.join(sorted(dims))} dynamic over the declared range ({declared}): "
+        f"the model's code specializes it"
+        + (f" ({'; '.join(guards)})" if guards else "")
+        + "; exported again with the exporter choosing, so other sizes may fail"
+    )
+    return Finding("specialized_dim", detail)
+
+
+def export_inputs(
+    plan: InputPlan, backend: Backend, device: str
+) -> tuple[tuple[Any, ...], dict[str, Any], Draw, dict[str, tuple[int, int]]]:
+    """The example, with dynamic dims of size 0 or 1 grown to 2 (exporters specialize 0/1)."""
+    draw = recorded_draw(plan)
+    sizes = dict(draw.sizes)
+    grown: dict[str, tuple[int, int]] = {}
+    if getattr(backend, "dynamic", True):
+        for dim, size in sizes.items():
+            if size < 2 and plan.dims[dim].max >= 2:
+                grown[dim] = (size, 2)
+                sizes[dim] = 2
+        draw = dataclasses.replace(draw, sizes=tuple(sorted(sizes.items())))
+    args, kwargs = materialize(plan, draw, device)
+    return args, kwargs, draw, grown
+
+
+def export_failed(check: Check, exc: BaseException, stage: str) -> None:
+    """End the check: ``stage`` ("export", "save" or "load") raised ``exc``."""
+    name = check.name
+    finding = explain.error_finding(exc, name, stage, explain.forward_site(check.eager.module))
+    if finding:
+        # First: what ended the check explains the row before what the export noticed on the way.
+        check.result.findings.insert(0, finding)
+    reason = explain.trim_error(exc)
+    lines = [f"{name} could not {'export' if stage == 'export' else stage} the module {check.header}", reason]
+    cause = with_cause(check.compiled, check.result.module, finding.detail if finding and finding.where else None)
+    kind: CauseKind = "compiled_parts" if check.compiled else "error_site"
+    if cause is not None:
+        lines.append(f"Likely cause: {cause}")
+    else:  # no line of the user's to blame: the exporter's own words, already the message's second line
+        cause, kind = reason, "exporter_error"
+    lines.append(f"Example inputs: {check.plan.describe()}")
+    lines.append(f'If {name} is not a path you ship, drop it with backends=[...] or mark it known with xfail={{"{name}": "reason"}}')
+    raise Stop("export_error" if stage in ("export", "save") else "load_error", "\n".join(lines), cause, kind)
+
+
+def roundtrip(check: Check, artifact: Any, ctx: ExportContext) -> Any:
+    """Save ``artifact`` under the scratch dir and load it back; kept too with --torchexport-keep-artifacts."""
+    backend, result = check.backend, check.result
+    directory = check.scratch / "artifact"
+    directory.mkdir()
+    t0 = time.perf_counter()
+    runner.stage(result, "save")
+    with quiet_torch():
+        try:
+            files = backend.save(artifact, directory)
+        except Exception as exc:  # noqa: BLE001
+            export_failed(check, exc, "save")
+    result.extra["artifact_files"] = [p.name for p in files]
+    if check.options.keep_artifacts:  # before the load, so an artifact that does not load back is kept too
+        from .artifacts import keep
+
+        check.artifact_dir = keep(result, check.options.keep_artifacts, _test_dirname(result), files)
+    result.extra["artifact_bytes"] = sum(p.stat().st_size for p in files if p.exists())
+    if len(files) > 1:
+        result.findings.append(
+            Finding(
+                "external_data",
+                f"the {result.backend} artifact is {len(files)} files ({', '.join(p.name for p in files)}): "
+                "ship them together; the model file refers to the others by name",
+            )
+        )
+    runner.stage(result, "load")
+    with quiet_torch():
+        try:
+            loaded = backend.load(directory, ctx)
+        except Exception as exc:  # noqa: BLE001
+            export_failed(check, exc, "load")
+    result.timings["load_s"] = time.perf_counter() - t0
+    return loaded

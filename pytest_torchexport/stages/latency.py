@@ -1,0 +1,93 @@
+"""Latency at the recorded input: eager and the artifact, a few warm calls each, interleaved.
+
+Interleaving (eager, artifact, eager, artifact, ...) puts both under the same machine
+load, so a busy CI runner slows both and the ratio stays honest; the median of a few
+warm calls ignores the one call a garbage collection or a thread pool start lands on.
+The first call of each is a warm-up and is not counted (caches); it runs after the search,
+which ran this input through both first, so lazy initialisation and TorchScript's
+profiling runs are behind it.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import torch
+
+from .._compat import quiet_torch
+from ..backends.base import Backend
+from ..inputs.strategies import summarize
+from ..reference.eager import Eager, fresh
+from .check import Check
+
+#: Timed calls of each side; fewer when one call is slow (see ``BUDGET_S``).
+CALLS = 5
+#: Time to spend on the timed calls of one check, beyond the warm-up.
+BUDGET_S = 0.5
+
+
+def record(check: Check) -> None:
+    """Put ``latency_ms`` {"eager", "artifact", "input"} on the check's result; never changes a verdict."""
+    artifact = check.artifacts.runnable if check.artifacts is not None else None
+    if artifact is None:
+        return
+    args, kwargs, eager = check.recorded.args, check.recorded.kwargs, check.eager
+    t0 = time.perf_counter()
+    try:
+        timings = measure(check.backend, artifact, eager, args, kwargs)
+    except Exception:  # noqa: BLE001 - a timing that fails is omitted, never a verdict
+        return
+    finally:
+        eager.restore()
+    if timings is None:
+        return
+    summary = summarize(args, kwargs, check.plan)
+    described = "; ".join(
+        f"{name}={e['value']!r}" if "value" in e else f"{name}: {e['dtype']}{e['shape']}" for name, e in summary.items()
+    )
+    eager_ms, artifact_ms = timings
+    check.result.extra["latency_ms"] = {"eager": round(eager_ms, 4), "artifact": round(artifact_ms, 4), "input": described}
+    check.result.timings["latency_s"] = time.perf_counter() - t0
+
+
+def measure(backend: Backend, artifact: Any, eager: Eager, args: Any, kwargs: Any) -> tuple[float, float] | None:
+    """Median milliseconds per call (eager, artifact) at ``args``/``kwargs``."""
+    sync = torch.cuda.synchronize if eager.device.startswith("cuda") else None
+    module = eager.module
+
+    def timed(fn: Any) -> float:
+        a, k = fresh(args, kwargs)  # a module that mutates its inputs sees fresh ones, untimed
+        if sync:
+            sync()
+        start = time.perf_counter()
+        fn(a, k)
+        if sync:
+            sync()
+        return time.perf_counter() - start
+
+    def run_eager(a: Any, k: Any) -> Any:
+        return module(*a, **k)
+
+    # Not ``Check.run``: its fresh copies and RNG fork would be timed with the artifact.
+    def run_artifact(a: Any, k: Any) -> Any:
+        return backend.run(artifact, a, k)
+
+    eager_s: list[float] = []
+    artifact_s: list[float] = []
+    with torch.no_grad(), quiet_torch():
+        # One warm-up: the search ran this very input through both first (its first explicit
+        # example), so TorchScript's profiling executor, which optimises on its second call,
+        # has had it; this call only brings the caches back after the search's other sizes.
+        second = timed(run_eager), timed(run_artifact)
+        warm = sum(second)
+        if warm > BUDGET_S:
+            # A slow call (a 268 MB output takes 0.4 s) has nothing left to warm: the warm-up
+            # calls are the measurement, and the check does not spend more forwards here.
+            return second[0] * 1e3, second[1] * 1e3
+        rounds = CALLS if warm * CALLS <= BUDGET_S else max(1, int(BUDGET_S / max(warm, 1e-9)))
+        for _ in range(rounds):
+            eager_s.append(timed(run_eager))
+            artifact_s.append(timed(run_artifact))
+    return statistics.median(eager_s) * 1e3, statistics.median(artifact_s) * 1e3

@@ -1,0 +1,191 @@
+"""[Eager Once] What eager says about the recorded call before anything is exported.
+
+Every backend's check of one call starts the same way: an eval copy of the module, the
+recorded call replayed on it (its outputs, the lines it ran, its measured peak memory and
+time), whether the test called it in training mode, whether it mutates its inputs or state,
+whether eager is deterministic, and the size budget that follows. None of it depends on the
+backend, and on a real model it is several forward passes (a vector quantizer's takes 19 s).
+
+``run_prelude`` computes it for one check. ``EagerOnce`` computes it once per recorded call
+(on the CPU: on a GPU it would initialise CUDA in the parent, which forked children cannot
+use) for all the checks that share it, in the test's process before the first check's
+child is forked (each child inherits it, copy-on-write), and hands each check the findings,
+report keys and, where eager settled the verdict (a usage error, a nondeterministic model),
+the status and message, with the check's own ``[backend=..]`` tag. It runs at one intra-op
+thread, as the children do, so the outputs and the measured time are the ones a check in
+its own child would have got. Inline checks each compute their own: they share a process,
+and an export may change the module copy it is given.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..cache import sources
+from ..inputs.specs import InputPlan
+from ..inputs.strategies import materialize, recorded_draw
+from ..options import Options
+from ..reference.compare import equal_trees
+from ..reference.eager import Eager, module_name
+from ..results.outcome import Stop, settle
+from ..results.report import Finding, Result, tag
+from . import assumptions, budget, side_effects
+from .check import Recorded
+
+
+@dataclass
+class Prelude:
+    """What every backend's check of one call on one device starts from."""
+
+    eager: Eager
+    plan: InputPlan  # the assumed batch dim held where eager rejects it; sizes within the budget
+    options: Options  # examples cut where even the recorded size is past the time limit
+    recorded: Recorded  # the recorded call's inputs on the device, and eager's run of them
+    changed_state: list[str]  # buffers the call updated
+    mutates_input: bool  # the call writes into its inputs
+
+
+def run_prelude(module: torch.nn.Module, plan: InputPlan, device: str, options: Options, result: Result) -> Prelude:
+    """Stages 0 and 1 of a check; any may end it (``outcome.Stop``)."""
+    eager = Eager(module, device)
+    # 0. An assumed batch dim that eager rejects is not one (assumptions.py).
+    plan = assumptions.hold_rejected_batch(plan, eager, options, result)
+    # 1. The example through eager: determinism and side effects.
+    draw = recorded_draw(plan)
+    args, kwargs = materialize(plan, draw, device)
+    try:
+        call = eager(args, kwargs, trace_lines=True, restore=False)
+    except Exception as exc:  # noqa: BLE001 - the user's model raising is a usage problem
+        # cause_kind "eager_replay" is what recording/selection.py reads to try the test's next call of the module.
+        why = (
+            f"{module_name(module)} raises on its example inputs in eval mode under no_grad "
+            f"({plan.describe()}): {type(exc).__name__}: {exc}"
+        )
+
+        def written(header: str) -> str:
+            return (
+                f"The recorded call cannot be replayed as models are served {header}\n{why}\n"
+                "Call the model in eval mode in the test (model.eval()), or give the inputs it is served with "
+                "(inputs=, or the torchexport fixture)."
+            )
+
+        raise Stop("usage_error", written(tag(result)), why, "eager_replay", written=written) from None
+    if eager.was_training:
+        training_finding(result, module, device, (args, kwargs), call.outputs)
+    changed_state = eager.state_changed()
+    eager.restore()
+    # Drawn sizes within what the check can afford: the recorded call's bytes, and the peak memory and
+    # time measured on the eager run above against the memory per check and the time limit (budget.py).
+    plan, options = budget.bound(plan, (args, kwargs), call, result, options)
+    mutates_input = not equal_trees((args, kwargs), call.inputs_after)
+    side_effects.side_effect_findings(result, mutates_input, changed_state)
+    side_effects.check_determinism(result, eager, (args, kwargs), call.outputs)
+    return Prelude(eager, plan, options, Recorded(draw, args, kwargs, call), changed_state, mutates_input)
+
+
+def training_finding(result: Result, module: torch.nn.Module, device: str, inputs: Any, eval_outputs: Any) -> None:
+    """``training_mode`` only where it matters: the recorded call's outputs differ between
+    the mode the test called the module in (training) and the mode it is checked in (eval)."""
+    from ..reference.compare import compare
+    from ..reference.eager import copy_module, fresh, seed_rng
+
+    args, kwargs = fresh(*inputs)
+    try:
+        with torch.no_grad():
+            trained = copy_module(module).to(device).train()
+            with torch.random.fork_rng(devices=[]), sources.watching():
+                seed_rng(0, device)
+                outputs = trained(*args, **kwargs)
+        same = compare(eval_outputs, outputs).ok
+    except Exception as exc:  # noqa: BLE001 - a module that fails in train mode under no_grad
+        result.findings.append(Finding(
+            "training_mode",
+            f"the test called the module in training mode; it was checked in eval mode, as it is served, and "
+            f"whether its outputs differ between the modes cannot be told here ({type(exc).__name__}: {exc})",
+        ))
+        return
+    if not same:
+        result.findings.append(Finding(
+            "training_mode",
+            "the test called the module in training mode, whose outputs differ from eval mode's on the recorded "
+            "input (dropout, batch statistics): it was checked in eval mode, as it is served",
+        ))
+
+
+@dataclass
+class _Shared:
+    prelude: Prelude | None  # None: eager settled the verdict (``stop``)
+    stop: Stop | None  # the verdict eager settled, its message written per check's header
+    changed: dict[str, Any]  # the result's fields the prelude wrote (outside the verdict), by name
+
+
+class EagerOnce:
+    """The prelude of the checks of one test (or one ``check()`` call), once per module and device."""
+
+    def __init__(self) -> None:
+        #: (which recorded call, module, device) -> its prelude
+        self._shared: dict[tuple[Any, int, str], _Shared | None] = {}
+        #: [Verdict Key] (call, module) -> the digest of the module and its inputs, for every backend (fingerprint.py)
+        self.keys: dict[tuple[Any, int], str] = {}
+
+    def hand_over(
+        self, call: Any, module: torch.nn.Module, plan: InputPlan, options: Options, result: Result,
+    ) -> Prelude | None:
+        """The shared prelude of ``call`` (a key: which of the test's recorded calls), its
+        findings and keys written into ``result`` (a fresh check's).
+
+        Returns None with ``result`` settled when eager settled the verdict; raises
+        ``LookupError`` when it could not be shared (it raised: the check computes its own,
+        in its child, and reports whatever that is as before)."""
+        key = (call, id(module), result.device)
+        if key not in self._shared:
+            self._shared[key] = _compute(module, plan, options, result)
+        shared = self._shared[key]
+        if shared is None:
+            raise LookupError("the prelude raised where it was computed")
+        # [Data Until Written] Copied as data: nothing the prelude wrote names the backend but the
+        # verdict's message, which is written again with this check's header.
+        for name, value in shared.changed.items():
+            if name == "extra":
+                result.extra.update(copy.deepcopy(value))
+            else:
+                setattr(result, name, copy.deepcopy(value))
+        if shared.stop is not None:
+            settle(result, shared.stop.outcome_for(tag(result)))
+        return shared.prelude
+
+
+def _compute(module: torch.nn.Module, plan: InputPlan, options: Options, result: Result) -> _Shared | None:
+    template = copy.deepcopy(result)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a check's child (runner.py): the same numbers, the same time
+    stop = None
+    try:
+        with sources.collecting(template):
+            prelude: Prelude | None = run_prelude(module, plan, template.device, options, template)
+    except Stop as raised:
+        stop, prelude = raised, None
+    except Exception:  # noqa: BLE001 - each check computes its own, in its child, as before
+        return None
+    finally:
+        torch.set_num_threads(threads)
+    changed: dict[str, Any] = {}
+    for f in dataclasses.fields(Result):
+        before, after = getattr(result, f.name), getattr(template, f.name)
+        if f.name in _VERDICT or before == after:
+            continue
+        changed[f.name] = {k: v for k, v in after.items() if before.get(k, _MISSING) != v} if f.name == "extra" else after
+    return _Shared(prelude, stop, changed)
+
+
+#: The verdict's fields: ``outcome.settle`` writes them, from the shared ``Stop``.
+_VERDICT = frozenset({"status", "message", "likely_cause", "cause_kind"})
+_MISSING = object()
+
+
+__all__ = ["EagerOnce", "Prelude", "run_prelude", "training_finding"]

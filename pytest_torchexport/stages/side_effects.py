@@ -1,0 +1,204 @@
+"""What a forward does besides returning, and whether the artifact does it too.
+
+Determinism first (parity with a nondeterministic model is undefined), then in-place
+updates of inputs and buffers, which exported graphs drop, then Python scalars an
+artifact may have baked in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+
+from .._compat import quiet_torch
+from ..inputs.strategies import materialize
+from ..reference import stateful
+from ..reference.compare import Comparison, compare, equal_trees
+from ..reference.eager import Eager
+from ..results.outcome import Stop
+from ..results.report import Finding, Result, tag
+from .check import Check
+
+
+def side_effect_findings(result: Result, mutates_input: bool, changed_state: list[str]) -> None:
+    if mutates_input:
+        result.findings.append(Finding("mutates_input", "forward modifies its input tensors in place"))
+    if changed_state:
+        result.findings.append(
+            Finding("mutates_state", f"forward updates module state on every call: {', '.join(changed_state[:5])}")
+        )
+
+
+def check_determinism(result: Result, eager: Eager, inputs: tuple[Any, Any], outputs: Any) -> None:
+    """Eager twice on ``inputs`` (args, kwargs), then with another RNG seed: both must give ``outputs``."""
+    again = eager(*inputs)
+    if not equal_trees(outputs, again.outputs):
+        _nondeterministic(
+            result, "Eager disagrees with itself",
+            "the same input and RNG seed give different outputs (a nondeterministic kernel?), so parity with an "
+            "export is undefined and is not checked.",
+        )
+    other_seed = eager(*inputs, rng_seed=1)
+    if not equal_trees(outputs, other_seed.outputs):
+        _nondeterministic(
+            result, "Eager output depends on the RNG",
+            "forward draws random numbers even in eval mode (torch.randn_like, a dropout called with "
+            "training=True, ...), so parity with an export is undefined and is not checked. Make the "
+            "randomness an input to check this model.",
+        )
+
+
+def _nondeterministic(result: Result, headline: str, why: str) -> None:
+    """[Eager Once] Shared by the checks of every backend: each writes the message with its own header."""
+
+    def written(header: str) -> str:
+        return f"{headline} {header}: {why}"
+
+    raise Stop("nondeterministic", written(tag(result)), f"{headline}: {why}", "nondeterministic", written=written)
+
+
+def check_side_effects(check: Check) -> None:
+    """The artifact must reproduce eager's side effects: its in-place updates of the inputs
+    and, call after call, of its state. Outputs are compared as the search compares them,
+    with the check's ``rtol``/``atol`` and ``compare=``."""
+    if check.mutates_input:
+        _inputs_updated(check)
+    if check.changed_state:
+        _state_updated(check)
+
+
+def _inputs_updated(check: Check) -> None:
+    recorded, name = check.recorded, check.name
+    try:
+        _, art_after = check.run(check.artifacts.runnable, recorded.args, recorded.kwargs)
+    except Exception:  # noqa: BLE001 - reported by the search as a run_error
+        return
+    if not equal_trees(recorded.call.inputs_after, art_after):
+        check.result.findings.append(Finding("side_effects", f"{name} does not reproduce the in-place update of the inputs"))
+        why = (
+            f"forward modifies its inputs in place; the {name} artifact does not "
+            f"(ONNX and exported graphs return values, they do not write into the caller's tensors)."
+        )
+        raise Stop(
+            "mismatch",
+            f"Side effects differ from eager {check.header}\n{why}\n"
+            f"Inputs: {check.plan.describe()}\n"
+            "Return the updated tensor instead of mutating the input, or mark the backend known with xfail=.",
+            why, "side_effects",
+        )
+
+
+def _replayed(check: Check) -> bool:
+    """Whether the lockstep calls are the test's own sequence (it recorded several)."""
+    return bool(check.steps) and len(check.steps) > 1
+
+
+def _state_updated(check: Check) -> None:
+    """Lockstep calls: a lost buffer update shows on the second call. The test's own sequence
+    of calls when it recorded several (a stream of chunks), else 3 calls on the recorded input."""
+    recorded, eager, runnable = check.recorded, check.eager, check.artifacts.runnable
+    steps = list(check.steps) if _replayed(check) else [(recorded.args, recorded.kwargs)] * 3
+    target = check.backend.artifact_module(runnable)
+    saved = stateful.snapshot(target)
+    try:
+        with quiet_torch():
+            for call, (step_args, step_kwargs) in enumerate(steps, start=1):
+                expected = eager(step_args, step_kwargs, restore=False).outputs
+                try:
+                    actual, _ = check.run(runnable, step_args, step_kwargs)
+                except Exception as exc:  # noqa: BLE001 - a call the search judges on its own
+                    if call == 1:
+                        raise
+                    check.result.findings.append(Finding(
+                        "side_effects",
+                        f"the {check.name} artifact raised at call {call} of the test's sequence of calls "
+                        f"({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}); "
+                        "the state was compared up to that call",
+                    ))
+                    break
+                cmp = check.compare(expected, actual)
+                if not cmp.ok:
+                    _state_differs(check, check.changed_state, call, cmp)
+                lost = _lost_state(check, target)
+                if lost:
+                    _state_differs(check, [lost[0]], call, lost[1])
+    finally:
+        eager.restore()
+        stateful.restore(target, saved)
+
+
+def _lost_state(check: Check, target: Any) -> tuple[str, Comparison] | None:
+    """The first updated buffer whose value in the artifact differs from eager's after a step,
+    within the check's ``rtol``/``atol`` (a loose tolerance for outputs allows for the same
+    rounding in the state that produced them; ``compare=`` judges outputs only)."""
+    if not isinstance(target, torch.nn.Module):
+        return None  # an artifact without buffers (ONNX): its outputs tell
+    mine = dict(target.named_buffers())
+    state = check.eager.module.state_dict()
+    for name in check.changed_state:
+        theirs = mine.get(name) if name in mine else next((v for k, v in mine.items() if k.endswith("." + name)), None)
+        if theirs is None or name not in state:
+            continue
+        cmp = compare(state[name], theirs, rtol=check.rtol, atol=check.atol)
+        if not cmp.ok:
+            return name, cmp
+    return None
+
+
+def _state_differs(check: Check, changed: list[str], call: int, cmp: Comparison) -> None:
+    name, state = check.name, ", ".join(changed[:3])
+    if _replayed(check):
+        assert check.steps is not None
+        steps = len(check.steps)
+        why = (
+            f"at call {call} of the {steps} calls the test made (replayed from the same starting state): "
+            f"the {name} artifact does not carry the updates of {state} across calls"
+        )
+        finding = f"{name} loses the state update of {state} over the test's sequence of calls (call {call} of {steps})"
+    elif call == 1:
+        why = (
+            f"on the first call already: the {name} artifact starts from other values of {state} than the module "
+            "(exporting ran forward, which updated them, and the artifact kept the updated values)"
+        )
+        finding = f"{name} saved {state} as updated by the export run"
+    else:
+        why = f"after {call} calls on the same input: the {name} artifact does not carry the update of {state}"
+        finding = f"{name} loses the state update of {state}"
+    check.result.findings.append(Finding("side_effects", finding))
+    cause = f"forward updates {state} on every call; the outputs differ {why}."
+    raise Stop(
+        "mismatch", f"Side effects differ from eager {check.header}\n{cause}\n" + "\n".join(cmp.lines()),
+        cause, "side_effects",
+    )
+
+
+def baked_arguments(check: Check) -> None:
+    """Python scalars are kept as recorded, but an artifact that ignores them is worth saying
+    (judged with the check's ``rtol``/``atol`` and ``compare=``, as the search judges)."""
+    plan = check.plan
+    for index, value in plan.scalars.items():
+        other = (not value) if isinstance(value, bool) else (value + 1 if isinstance(value, int) else value * 1.5 + 0.5)
+        varied = dataclasses.replace(check.recorded.draw, scalars=((index, other),))
+        args, kwargs = materialize(plan, varied, check.device)
+        try:
+            expected = check.eager(args, kwargs).outputs
+        except Exception:  # noqa: BLE001 - eager rejects the other value: nothing to learn
+            continue
+        name = plan.scalar_names.get(index, f"argument {index}")
+        try:
+            actual, _ = check.run(check.artifacts.runnable, args, kwargs)
+            verdict = None if check.compare(expected, actual).ok else "still computes as if"
+        except Exception as exc:  # noqa: BLE001
+            verdict = f"raises ({type(exc).__name__}) instead of computing with it; it was exported with"
+        if verdict:
+            check.result.findings.append(
+                Finding(
+                    "baked_argument",
+                    f"{check.name} baked the argument {name}={value!r} into the artifact: called with "
+                    f"{name}={other!r} it {verdict} {name}={value!r}. Checked with the recorded value only; "
+                    "vary_scalars=True checks other values too",
+                )
+            )
+

@@ -1,0 +1,170 @@
+"""[Static Sizes] The sizes nobody declared: the recorded inputs' other dims at a few nearby sizes.
+
+With no ``dims=``/``dynamic=``/``inputs=``, only the batch varies in the search, and every
+other dim keeps its recorded size: a 1-D U-Net traced at length 33 passes, though the trace
+baked 33 into a pad and fails at 32. After a pass, each static dim of the recorded inputs
+(size >= 1) is tried at ``n - 1``, ``n + 1`` and ``2 * n``: ``n +- 1`` is where a size baked
+in as a constant (a reshape to the recorded size, a Linear over a flattened length, a static
+ONNX dim) breaks and where odd and even differ (pooling, strides); ``2 * n`` keeps every
+factor of ``n``, so a model that takes only multiples of its stride still gets a size eager
+accepts. The recorded values are resized along that dim (rows repeat, as the search resizes
+them). Where eager rejects all three, the dim is tried again together with every other
+static dim of the same size (a mask's length follows the ids' length).
+
+Where eager accepts a size and the artifact raises or differs there, the row gets a
+``static_size`` finding naming the input, the dim, the sizes tried and the ``dynamic=``/``dims=``
+line that makes the dim a checked requirement. A finding, not a failure: which sizes are
+served is the user's decision. Its cost is a few eager calls (most raise at once where the
+model takes one size) and at most one artifact call per size eager accepts, capped by
+``MAX_DIMS`` dims and a tenth of the search's time (``SHARE``, at least ``MIN_S``); stateful
+modules are not probed (each call would start from another state).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch.utils._pytree as pytree
+
+from ..inputs.specs import DEFAULT_DIM
+from ..inputs.strategies import resize_like
+from ..reference.noise import Float64Reference, judge_noise
+from ..results.report import Finding
+from .check import Check
+
+#: Static dims probed per check, in input order: each costs up to three eager calls.
+MAX_DIMS = 4
+#: [Static Sizes] The probe's time: this share of the search's, or at least MIN_S seconds. It
+#: stops at the first size past it (a model whose eager call takes seconds gets fewer sizes).
+SHARE, MIN_S = 0.1, 2.0
+
+
+@dataclass
+class Probe:
+    """One static dim, or several of one size varied together: (input index, axis) pairs."""
+
+    axes: list[tuple[int, int]]
+    size: int
+    tried: list[int] = field(default_factory=list)  # sizes eager accepted
+    failed: dict[int, str] = field(default_factory=dict)  # size -> what the artifact did there
+
+
+def declared(check: Check) -> bool:
+    """Whether the user said which dims vary (then the undeclared ones are meant static)."""
+    options = check.options
+    return options.dynamic is not None or options.inputs is not None or any(name != DEFAULT_DIM for name in options.dims)
+
+
+def nearby(size: int) -> list[int]:
+    return [s for s in dict.fromkeys((size - 1, size + 1, 2 * size)) if s >= 1 and s != size]
+
+
+def probe(check: Check) -> None:
+    """After a pass: the ``static_size`` findings (module doc). Never changes the verdict."""
+    if declared(check) or check.mutates_state or check.artifacts is None:
+        return
+    t0 = time.perf_counter()
+    static = [
+        (index, axis, size)
+        for index, leaf in sorted(check.plan.tensors.items())
+        for axis, size in enumerate(leaf.shape)
+        if isinstance(size, int) and size >= 1
+    ]
+    done: set[tuple[int, int]] = set()
+    probed = 0
+    deadline = t0 + max(MIN_S, SHARE * check.result.timings.get("search_s", 0.0))
+    for index, axis, size in static:
+        if (index, axis) in done or probed >= MAX_DIMS or time.perf_counter() > deadline:
+            continue
+        probed += 1
+        found = _try(check, Probe([(index, axis)], size), deadline)
+        if not found.tried:
+            together = [(i, a) for i, a, s in static if s == size and (i, a) not in done]
+            if len(together) > 1:
+                found = _try(check, Probe(together, size), deadline)
+                done.update(together)
+        done.add((index, axis))
+        if found.failed:
+            check.result.findings.append(_finding(check, found))
+    check.result.timings["static_size_s"] = time.perf_counter() - t0
+
+
+def _inputs(check: Check, axes: list[tuple[int, int]], size: int) -> tuple[Any, Any]:
+    recorded = check.recorded
+    leaves, spec = pytree.tree_flatten((recorded.args, recorded.kwargs))
+    for index, axis in axes:
+        tensor = leaves[index]
+        shape = list(tensor.shape)
+        shape[axis] = size
+        leaves[index] = resize_like(tensor, shape, edge=True)  # a dim that is no batch: its rows are ordered
+    return pytree.tree_unflatten(leaves, spec)
+
+
+def _try(check: Check, found: Probe, deadline: float) -> Probe:
+    for size in nearby(found.size):
+        if time.perf_counter() > deadline:
+            break
+        args, kwargs = _inputs(check, found.axes, size)
+        try:
+            expected = check.eager(args, kwargs).outputs
+        except Exception:  # noqa: BLE001 - eager takes no such size: nothing to learn there
+            continue
+        found.tried.append(size)
+        try:
+            actual, _ = check.run(check.artifacts.runnable, args, kwargs)  # type: ignore[union-attr]
+        except Exception as exc:  # noqa: BLE001 - the artifact refuses a size eager takes
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            # TorchScript's first line only says that an operation failed: its last says why.
+            line = lines[-1] if lines and lines[0].startswith("The following operation failed") else (lines or [""])[0]
+            why = line.removeprefix(f"{type(exc).__name__}: ")[:120]
+            found.failed[size] = f"raises {type(exc).__name__}" + (f" ({why})" if why else "")
+            continue
+        cmp = check.compare(expected, actual)
+        if not cmp.ok and not _rounding(check, (tuple(found.axes), size), (args, kwargs), (expected, actual, cmp)):
+            found.failed[size] = f"differs (max abs err {cmp.max_abs:.3g})" if cmp.problem is None else f"differs ({cmp.problem})"
+    return found
+
+
+def _rounding(check: Check, key: Any, inputs: tuple[Any, Any], judged: tuple[Any, Any, Any]) -> bool:
+    """[Noise Oracle] Under default tolerances, a difference as close to float64 as eager's own is
+    rounding at that size, not a size the artifact does not serve (as the search judges it)."""
+    if check.rtol is not None or check.atol is not None or check.options.compare is not None:
+        return False
+    expected, actual, cmp = judged
+    reference = Float64Reference(check.eager)(key, *inputs)
+    return reference is not None and judge_noise(cmp, expected, actual, reference).rounding
+
+
+def _finding(check: Check, found: Probe) -> Finding:
+    plan = check.plan
+    names = [f"{plan.tensors[i].name} dim {a}" for i, a in found.axes]
+    dim = f"{plan.tensors[found.axes[0][0]].name}_{found.axes[0][1]}"
+    dynamic: dict[str, dict[int, str]] = {}
+    for index, axis in found.axes:
+        leaf = plan.tensors[index]
+        axes = {ax: entry for ax, entry in enumerate(leaf.shape) if isinstance(entry, str)}
+        dynamic.setdefault(leaf.name, axes)[axis] = dim
+    span = (min(found.tried + [found.size]), max(found.tried + [found.size]))
+    dynamic_text = "{" + ", ".join(
+        f'"{name}": {{' + ", ".join(f'{ax}: "{entry}"' for ax, entry in sorted(axes.items())) + "}"
+        for name, axes in dynamic.items()) + "}"
+    dims_text = f'{{"{dim}": {span}}}'
+    by_what: dict[str, list[int]] = {}
+    for size, what in sorted(found.failed.items()):
+        by_what.setdefault(what, []).append(size)
+    failing = "; ".join(f"at {', '.join(map(str, sizes))} it {what}" for what, sizes in by_what.items())
+    passing = [s for s in found.tried if s not in found.failed]
+    also = f"; at {', '.join(map(str, passing))} it matches" if passing else ""
+    return Finding(
+        "static_size",
+        f"{' and '.join(names)} (recorded at {found.size}) {'are' if len(names) > 1 else 'is'} not declared dynamic; tried at "
+        f"{', '.join(map(str, found.tried))}, where eager runs, the {check.name} artifact fails: {failing}{also}. "
+        f"Other sizes are not checked; if callers send them, make them a checked requirement: "
+        f"dynamic={dynamic_text}, dims={dims_text}",
+        where=", ".join(names),
+    )
+
+
+__all__ = ["MAX_DIMS", "declared", "nearby", "probe"]
