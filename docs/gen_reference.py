@@ -31,7 +31,7 @@ def command_line() -> list[tuple[str, str, str]]:
         def addini(self, name: str, help: str, **_: object) -> None:
             self.ini[help] = name
 
-    from pytest_torchexport.options import add_options
+    from pytest_torchexport.glue.cli import add_options
 
     rec = Recorder()
     add_options(rec)

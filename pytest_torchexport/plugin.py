@@ -17,9 +17,10 @@ import pytest
 
 from .errors import InvalidArgument
 from .glue import adapters, ahead, hookspecs, items, markers, verdicts
+from .glue.cli import add_options
 from .glue.state import STATE, State
 from .glue.summary import Reporting
-from .options import DEFAULT_BACKENDS, Options, add_options
+from .options import DEFAULT_BACKENDS, Options
 
 MARKER = markers.MARKER
 TARGET = items.TARGET

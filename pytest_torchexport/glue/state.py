@@ -16,7 +16,8 @@ import pytest
 
 from ..engine.schedule import Scheduler
 from ..errors import InvalidArgument
-from ..options import BUILTIN_BACKENDS, session_defaults
+from ..options import BUILTIN_BACKENDS
+from .cli import session_defaults
 
 #: Under xdist a worker runs only some of a test's items: at most this many recordings kept.
 KEEP_RECORDINGS = 4

@@ -257,8 +257,34 @@ def plan_inputs(
     names = {i: _leaf_name(paths[i], param_names, rest) for i in tensor_idx}
     _dedupe(names)
 
-    # Which dims are dynamic: declared per input, else the contract's default (dim 0 of
-    # every tensor input is "batch" when they all share that size).
+    axes_for = _dynamic_axes(spec_by_index, dynamic, leaves, tensor_idx, (paths, names, param_names))
+    tensors = _leaf_plans(leaves, tensor_idx, axes_for, spec_by_index, (paths, names))
+    all_dims = _all_dims(tensors, declared_dims)
+
+    scalars = {
+        i: leaf for i, leaf in enumerate(leaves) if isinstance(leaf, (bool, int, float)) and i not in tensors
+    }
+    scalar_names = {i: _leaf_name(paths[i], param_names, rest) for i in scalars}
+    return InputPlan(
+        tree=tree,
+        spec=spec,
+        leaves=leaves,
+        tensors=tensors,
+        scalars=scalars,
+        scalar_names=scalar_names,
+        dims=all_dims,
+        param_names=param_names,
+        recorded=not spec_by_index,
+    )
+
+
+def _dynamic_axes(
+    spec_by_index: dict[int, Any], dynamic: Mapping[Any, Mapping[int, str]] | None, leaves: list[Any],
+    tensor_idx: list[int], naming: tuple[list[str], dict[int, str], list[str]],
+) -> dict[int, dict[int, str]]:
+    """Which dims are dynamic: declared per input, else the contract's default (dim 0 of
+    every tensor input is "batch" when they all share that size)."""
+    paths, names, param_names = naming
     axes_for: dict[int, dict[int, str]] = {}
     if spec_by_index:
         for i, ts in spec_by_index.items():
@@ -272,7 +298,15 @@ def plan_inputs(
         if tensor_idx and len(sizes0) == 1 and all(leaves[i].dim() > 0 for i in tensor_idx):
             for i in tensor_idx:
                 axes_for[i] = {0: DEFAULT_DIM}
+    return axes_for
 
+
+def _leaf_plans(
+    leaves: list[Any], tensor_idx: list[int], axes_for: dict[int, dict[int, str]], spec_by_index: dict[int, Any],
+    naming: tuple[list[str], dict[int, str]],
+) -> dict[int, LeafPlan]:
+    """Each tensor input's plan: its shape with the dynamic dims named, its dtype, value range and stats."""
+    paths, names = naming
     tensors: dict[int, LeafPlan] = {}
     for i in tensor_idx:
         t = leaves[i]
@@ -294,7 +328,12 @@ def plan_inputs(
             example=None if ts is not None else t.detach(),
             **_value_stats(t, low, high),
         )
+    return tensors
 
+
+def _all_dims(tensors: dict[int, LeafPlan], declared_dims: dict[str, Dim]) -> dict[str, Dim]:
+    """The declared dims, and a default range for each dim named only by the inputs; every
+    name must have one size in the example, within its declared range."""
     example_sizes: dict[str, list[int]] = {}
     for leaf in tensors.values():
         for entry, size in zip(leaf.shape, leaf.example.shape if leaf.example is not None else leaf.shape):
@@ -317,22 +356,7 @@ def plan_inputs(
         for e in leaf.shape:
             if isinstance(e, str) and e not in all_dims:
                 raise InvalidArgument(f"dim {e!r} is used but not declared in dims=; declared: {', '.join(all_dims) or '(none)'}")
-
-    scalars = {
-        i: leaf for i, leaf in enumerate(leaves) if isinstance(leaf, (bool, int, float)) and i not in tensors
-    }
-    scalar_names = {i: _leaf_name(paths[i], param_names, rest) for i in scalars}
-    return InputPlan(
-        tree=tree,
-        spec=spec,
-        leaves=leaves,
-        tensors=tensors,
-        scalars=scalars,
-        scalar_names=scalar_names,
-        dims=all_dims,
-        param_names=param_names,
-        recorded=not spec_by_index,
-    )
+    return all_dims
 
 
 def _dedupe(names: dict[int, str]) -> None:

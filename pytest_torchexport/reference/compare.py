@@ -258,23 +258,28 @@ def compare(
                 result.problem = f"output {path or '(the output)'}: eager returns {e!r}, the artifact {a!r}"
                 return result
             continue
-        leaf_rtol, leaf_atol = tolerances_for(e.dtype, relowered, rtol, atol)
-        scale = None
-        if scale_budget is not None and rtol is None and atol is None and e.is_floating_point():
-            scale = max(_scale(e), (scale_floor or {}).get(path, 0.0))
-            leaf_rtol, leaf_atol = 0.0, max(scale_budget * scale, leaf_atol)
-        diff = _leaf_diff(path, e, torch.as_tensor(a), leaf_rtol, leaf_atol)
-        if scale is not None:
-            diff.scale, diff.budget = scale, scale_budget
-            result.of_scale = max(result.of_scale, diff.of_scale)
-        result.rtol, result.atol = diff.rtol, diff.atol
-        result.max_abs = max(result.max_abs, diff.max_abs)
-        result.max_rel = max(result.max_rel, diff.max_rel)
-        if diff.mismatched:
-            result.ok = False
-            result.diffs.append(diff)
+        _judge_leaf(result, path, e, a, (relowered, rtol, atol, scale_budget, scale_floor))
     return result
 
+
+def _judge_leaf(result: Comparison, path: str, e: torch.Tensor, a: Any, rule: tuple[Any, ...]) -> None:
+    """One tensor leaf's values, at its tolerances (or its scale budget), into ``result``."""
+    relowered, rtol, atol, scale_budget, scale_floor = rule
+    leaf_rtol, leaf_atol = tolerances_for(e.dtype, relowered, rtol, atol)
+    scale = None
+    if scale_budget is not None and rtol is None and atol is None and e.is_floating_point():
+        scale = max(_scale(e), (scale_floor or {}).get(path, 0.0))
+        leaf_rtol, leaf_atol = 0.0, max(scale_budget * scale, leaf_atol)
+    diff = _leaf_diff(path, e, torch.as_tensor(a), leaf_rtol, leaf_atol)
+    if scale is not None:
+        diff.scale, diff.budget = scale, scale_budget
+        result.of_scale = max(result.of_scale, diff.of_scale)
+    result.rtol, result.atol = diff.rtol, diff.atol
+    result.max_abs = max(result.max_abs, diff.max_abs)
+    result.max_rel = max(result.max_rel, diff.max_rel)
+    if diff.mismatched:
+        result.ok = False
+        result.diffs.append(diff)
 
 def output_scales(outputs: Any) -> dict[str, float]:
     """Each floating output leaf's scale (greatest finite |value|), by path: the recorded
