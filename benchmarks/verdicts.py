@@ -9,6 +9,7 @@ machine's load are ignored. Prints one line per difference and exits 1 if there 
     python -m pytest examples --torchexport-report=before.json     # on the old commit
     python -m pytest examples --torchexport-report=after.json      # on the new one
     python benchmarks/verdicts.py before.json after.json
+    python benchmarks/verdicts.py before.json after.json --ignore examples   # a change meant to run fewer inputs
 """
 
 from __future__ import annotations
@@ -42,8 +43,12 @@ def rows(path: str) -> dict[tuple[str, str], dict[str, Any]]:
     return {(r["nodeid"], r.get("device", "")): verdict(r) for r in data["results"]}
 
 
-def main(before: str, after: str) -> int:
+def main(before: str, after: str, ignore: tuple[str, ...] = ()) -> int:
     old, new = rows(before), rows(after)
+    for table in (old, new):
+        for row in table.values():
+            for field in ignore:
+                row.pop(field, None)
     differences = 0
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
@@ -61,4 +66,11 @@ def main(before: str, after: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:3]))
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("before")
+    parser.add_argument("after")
+    parser.add_argument("--ignore", action="append", default=[], help="a field not to compare (repeatable)")
+    args = parser.parse_args()
+    sys.exit(main(args.before, args.after, tuple(args.ignore)))
