@@ -44,6 +44,9 @@ MODELS = {"mlp": SMALL, "conv": SMALL, "encoder": SMALL, "big": BIG}
 # call returns 1 GB, and the three ways would time memory traffic the issue is not about.
 MAX_BATCH = {"big": 4}
 WAYS = ("plugin", "hand", "floor")
+#: ``--standalone-off``: a fourth way, the plugin with ``standalone=False`` (no fresh interpreter
+#: loading each artifact), to say how much of plugin/hand is that contract step (section 4).
+EXTRA_WAYS = ("plugin-nostandalone",)
 
 
 def child(way: str, model_name: str, backends: list[str], examples: int) -> None:
@@ -66,11 +69,12 @@ def child(way: str, model_name: str, backends: list[str], examples: int) -> None
     else:
         cls, shape = SMALL_MODELS[model_name]
         model, example = cls().eval(), torch.randn(*shape)
-    if way == "plugin":
+    if way.startswith("plugin"):
         from pytest_torchexport import check
 
         dims = {"batch": (1, MAX_BATCH.get(model_name, 16))}
-        report = check(model, (example,), backends=backends, examples=examples, dims=dims, seed=0)
+        report = check(model, (example,), backends=backends, examples=examples, dims=dims, seed=0,
+                       standalone=way == "plugin")
         statuses = {r.backend: r.status for r in report.results}
     else:
         gen = torch.Generator().manual_seed(0)
@@ -101,31 +105,41 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=3, help="alternated rounds; the median is kept")
     parser.add_argument("--backends", default=None, help="override the backends of every model")
-    parser.add_argument("--child", choices=WAYS, help=argparse.SUPPRESS)
+    parser.add_argument("--standalone-off", action="store_true",
+                        help="also time the plugin with standalone=False (plugin-nostandalone)")
+    parser.add_argument("--rounds", action="store_true", help="print every round's wall time, not only the median")
+    parser.add_argument("--child", choices=WAYS + EXTRA_WAYS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child, args.models, args.backends.split(","), args.examples)
         return
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {os.cpu_count()} cpus; "
           f"{args.examples} examples; median of {args.repeat} alternated rounds; whole processes")
+    ways = WAYS + (EXTRA_WAYS if args.standalone_off else ())
     print(f"{'model':8} {'backends':26} " + " ".join(f"{w + ' s':>9}" for w in WAYS) + " "
           + " ".join(f"{w + ' MB':>10}" for w in WAYS) + f" {'plugin/hand':>12} {'plugin/floor':>13} {'hand/floor':>11}")
     for name in args.models.split(","):
         backends = args.backends.split(",") if args.backends else MODELS[name]
-        times: dict[str, list[float]] = {w: [] for w in WAYS}
-        peaks: dict[str, float] = dict.fromkeys(WAYS, 0.0)
+        times: dict[str, list[float]] = {w: [] for w in ways}
+        peaks: dict[str, float] = dict.fromkeys(ways, 0.0)
         for round_ in range(args.repeat):
-            order = WAYS[round_ % 3:] + WAYS[: round_ % 3]  # rotate who runs first
+            order = ways[round_ % len(ways):] + ways[: round_ % len(ways)]  # rotate who runs first
             for way in order:
                 got = run_one(way, name, backends, args.examples)
                 times[way].append(got["wall"])
                 peaks[way] = max(peaks[way], got["peak_mb"])
-                if way == "plugin" and any(s != "pass" for s in got["statuses"].values()):
+                if way.startswith("plugin") and any(s != "pass" for s in got["statuses"].values()):
                     print(f"  note: the plugin's verdicts on {name}: {got['statuses']}")
         t = {w: statistics.median(v) for w, v in times.items()}
         print(f"{name:8} {','.join(backends):26} " + " ".join(f"{t[w]:9.1f}" for w in WAYS) + " "
               + " ".join(f"{peaks[w]:10.0f}" for w in WAYS)
               + f" {t['plugin'] / t['hand']:12.2f} {t['plugin'] / t['floor']:13.2f} {t['hand'] / t['floor']:11.2f}")
+        if args.standalone_off:
+            lean = t["plugin-nostandalone"]
+            print(f"{'':8} {'standalone=False':26} {lean:9.1f} s: plugin-nostandalone/hand {lean / t['hand']:.2f}, "
+                  f"the standalone step {t['plugin'] - lean:+.1f} s of the plugin's {t['plugin']:.1f} s")
+        if args.rounds:
+            print(f"{'':8} rounds: " + "; ".join(f"{w} " + " ".join(f"{s:.1f}" for s in times[w]) for w in ways))
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
