@@ -378,3 +378,43 @@ def test_a_tuple_subclass_that_hides_its_length_is_keyed_by_its_items():
 
     assert key(Act(3)) == key(Act(3))
     assert key(Act(3)) != key(Act(4))  # an item that changes changes the key
+
+
+def test_a_module_holding_fx_code_keeps_its_key_whatever_ran_before():
+    # torch.fx names its generated code <eval_with_key>.N, N counting the graphs made so far in
+    # the process. e3nn's modules hold such code: in a warm run, where earlier checks were
+    # reused and made no graphs, N differed and no NormActivation pass was ever reused. The
+    # counter leaves the key; the generated code itself stays in it.
+    import torch
+    import torch.fx
+
+    from pytest_torchexport.cache.fingerprint import _Hasher
+
+    class Holder(torch.nn.Module):
+        def __init__(self, scale):
+            super().__init__()
+            # Traced from generated code, as e3nn's codegen does: the graph names the file it
+            # was traced from, torch.fx's <eval_with_key>.N.
+            self.fn = torch.fx.symbolic_trace(torch.fx.symbolic_trace(Scaled(scale)))
+
+        def forward(self, x):
+            return self.fn(x)
+
+    class Scaled(torch.nn.Module):
+        def __init__(self, scale):
+            super().__init__()
+            self.scale = scale
+
+        def forward(self, x):
+            return x * self.scale
+
+    def key(module):
+        hasher = _Hasher()
+        hasher.module(module)
+        return hasher.hexdigest()
+
+    first = key(Holder(2.0))
+    torch.fx.symbolic_trace(Scaled(5.0))  # another graph in between: the counter moves on
+    assert Holder(2.0).fn.graph._co_fields["co_filename"].startswith("<eval_with_key>.")
+    assert key(Holder(2.0)) == first
+    assert key(Holder(3.0)) != first  # what the generated code does is still keyed

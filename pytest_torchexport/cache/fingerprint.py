@@ -23,6 +23,7 @@ import functools
 import hashlib
 import os
 import platform
+import re
 import sys
 import types
 import weakref
@@ -36,6 +37,15 @@ LIBRARIES = ("torch", "onnx", "onnxruntime", "onnxscript", "onnx-ir", "executorc
              "pytest-torchexport")
 #: nn.Module attributes encoded on their own: the tensors and the submodules.
 _MODULE_SKIP = frozenset({"_parameters", "_buffers", "_modules"})
+#: [Process Counters] Names torch numbers with a process-wide counter: torch.fx's generated code
+#: (``<eval_with_key>.N``, N = graphs made so far in the process). N says how much ran before,
+#: not what this module is: which other checks ran or were reused changes it. The generated
+#: code itself (the GraphModule's ``code``, its code objects' bytes) is keyed as it is.
+_COUNTED = re.compile(r"(<eval_with_key>)\.\d+")
+
+
+def _stable(text: str) -> str:
+    return _COUNTED.sub(r"\1", text)
 
 
 class Unkeyable(Exception):
@@ -182,7 +192,10 @@ class _Hasher:
         self._nodes += 1
         if self._nodes > MAX_NODES:
             raise Unkeyable(f"more than {MAX_NODES} objects reachable from the module and its inputs")
-        if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
+        if isinstance(value, str):
+            self._w(type(value).__name__, repr(_stable(value)))
+            return
+        if value is None or isinstance(value, (bool, int, float, complex, bytes)):
             self._w(type(value).__name__, repr(value))
             return
         if isinstance(value, enum.Enum):
@@ -262,7 +275,7 @@ class _Hasher:
                 self._w("empty-cell")
 
     def _code(self, code: types.CodeType) -> None:
-        self._w("code", code.co_filename, code.co_firstlineno, code.co_code.hex(), code.co_names)
+        self._w("code", _stable(code.co_filename), code.co_firstlineno, code.co_code.hex(), code.co_names)
         for const in code.co_consts:
             if isinstance(const, types.CodeType):
                 self._code(const)
