@@ -209,11 +209,8 @@ class Search:
         test = given(draws(self.plan, special_values=options.special_values, vary_scalars=options.vary_scalars))(probe)
         # Explicit examples run in decorator order, outermost first: the recorded call, the
         # export example, the small probes, then each special value (strategies.py).
-        # [Inputs Once] Each input once: the export example is the recorded call itself unless a
-        # dim of size 0 or 1 was grown for the export, and an input run twice finds nothing new.
         specials = special_probes(self.plan) if options.special_values else []
-        explicit = dict.fromkeys([self.recorded.draw, self.export_draw, *probe_draws(self.plan), *specials])
-        for draw in reversed(list(explicit)):
+        for draw in reversed([self.recorded.draw, self.export_draw, *probe_draws(self.plan), *specials]):
             test = example(draw)(test)
         test = settings(
             max_examples=options.examples,

@@ -211,8 +211,7 @@ class Limit:
 
 def explicit_calls(plan: InputPlan, options: Options) -> int:
     """The explicit examples the search runs before its drawn ones (search.py): the recorded
-    call, the export example, the small probes, the special values. At most: the search runs
-    an input that appears twice (the export example is usually the recorded call) once."""
+    call, the export example, the small probes, the special values."""
     from ..inputs.strategies import probe_draws, special_probes
 
     return 2 + len(probe_draws(plan)) + (len(special_probes(plan)) if options.special_values else 0)
