@@ -30,7 +30,8 @@ LOOK_AHEAD = 7
 def start_following(item: pytest.Item, recording: Any, options: Options) -> None:
     """Start the checks of the test's next items beside this one's, as places allow."""
     scheduler = item.config.stash[STATE].scheduler
-    if scheduler.jobs <= 1 or recording.error is not None:
+    places = scheduler.places()  # 0 with one job, or with every place taken: nothing to start
+    if places == 0 or recording.error is not None:
         return
     key = items.test_key(item)
     candidates = []
@@ -46,7 +47,7 @@ def start_following(item: pytest.Item, recording: Any, options: Options) -> None
     # The longest first: the short ones then fill the other cores while it runs, instead
     # of the test's last long check running alone at its end.
     candidates.sort(key=lambda c: scheduler.expected_s(c[1].backend, c[1].device), reverse=True)
-    for following, _ in candidates[: scheduler.places()]:
+    for following, _ in candidates[:places]:
         scheduler.start_ahead(following.nodeid, adapters.plan(following, recording, options), group=key or "")
 
 
