@@ -1,5 +1,6 @@
 """Issue 8: inputs from the data's own range, exports run as users run them, the plugin's assumptions checked."""
 
+import pytest
 import torch
 from helpers import run_with_report
 from torch import nn
@@ -229,3 +230,25 @@ def test_the_export_at_the_recorded_size_1_is_checked_too():
     finding = next(f for f in r["export"].findings if f.kind == "specialized_dim")
     assert "exported at the recorded size batch=1" in finding.detail
     assert "specialized_dim" not in kinds(r["trace"])  # trace does not specialize small dims
+
+
+@pytest.mark.parametrize(
+    "example, is_mask",
+    [
+        (torch.tensor([[1, 1, 0], [1, 0, 0]]), True),  # an attention mask
+        (torch.tensor([[1.0, 0.0], [0.0, 1.0]]), True),  # a float one: drawn as a mask too
+        (torch.tensor([[1, 1], [1, 1]]), False),  # one value only
+        (torch.tensor([[0, 1], [2, 1]]), False),  # token ids
+        (torch.tensor([[0.0, 1.0], [0.5, 1.0]]), False),  # min 0, max 1, but not only those
+        (torch.tensor([[0.0, float("nan")], [1.0, 1.0]]), False),
+        (torch.randn(2000, 1000), False),  # decided by one min/max pass, no sort (issue 29)
+    ],
+)
+def test_a_recorded_zero_one_tensor_is_a_mask_and_nothing_else_is(example, is_mask):
+    from pytest_torchexport.inputs.specs import LeafPlan
+    from pytest_torchexport.inputs.strategies import _int_mask
+
+    leaf = LeafPlan("x", "x", tuple(example.shape), example.dtype, None, None, example)
+    assert _int_mask(leaf) is is_mask
+    values = example.unique()  # the definition: exactly {0, 1}
+    assert is_mask == (values.numel() == 2 and bool((values == torch.arange(2, dtype=values.dtype)).all()))

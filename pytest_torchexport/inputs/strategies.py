@@ -245,10 +245,18 @@ def _mask(leaf: LeafPlan, shape: list[int], draw: Draw, gen: torch.Generator) ->
 
 def _int_mask(leaf: LeafPlan) -> bool:
     """An integer tensor recorded with both 0 and 1 and nothing else: an attention mask."""
-    if leaf.low is not None or leaf.high is not None or leaf.example is None or leaf.example.dim() < 2:
+    example = leaf.example
+    if leaf.low is not None or leaf.high is not None or example is None or example.dim() < 2:
         return False
-    values = leaf.example.unique()
-    return values.numel() == 2 and bool((values == torch.arange(2, dtype=values.dtype)).all())
+    if example.numel() == 0 or example.is_complex() or example.dtype == torch.bool:
+        return False
+    # Asked on every input made, so no sort (``unique`` took 0.27 s on a 2000x1000 float
+    # example, 40% of a check): one min/max pass rules out nearly every tensor; an integer
+    # tensor with min 0 and max 1 holds only those, a float one is then checked element-wise.
+    low, high = example.aminmax()
+    if low.item() != 0 or high.item() != 1:
+        return False
+    return not example.is_floating_point() or bool(((example == 0) | (example == 1)).all())
 
 
 def _padding_form(example: torch.Tensor) -> bool | None:
