@@ -57,6 +57,11 @@ class Search:
         # [Memory Budget] Only the latest eager call is kept: hypothesis rarely runs a draw twice
         # in a row, and one kept per draw held every output of the search (budget.py).
         self._eager_calls: dict[Draw, EagerCall] = {}
+        if not (check.mutates_state or check.mutates_input):
+            # [Eager Once] The search's first input is the recorded call, which the prelude has
+            # run through eager already (same copy, seed and line tracer; determinism checked
+            # there): its outputs are reused, not recomputed in every backend's check.
+            self._eager_calls[self.recorded.draw] = self.recorded.call
         self._guards: dict[tuple[Any, ...], str | None] = {}
         # A stateful module: eager restarts from its initial state on each input, so must the
         # artifact (its state after load), or every example would see a longer history.
