@@ -86,9 +86,30 @@ def main() -> int:
     for r in rows:
         print(f"{r['test'].split('::', 1)[-1][:60]:60} {r['backend']:8} {r['module'] or '-':24} {r['status']}")
     print()
+    _print_timings(rows)
+    print()
     for (module, status), n in sorted(collections.Counter((r["module"] or "-", r["status"]) for r in rows).items()):
         print(f"{module:24} {status:14} {n}")
     return 0
+
+
+def _print_timings(rows: list[dict]) -> None:
+    """Where the checks' time went: each timing summed over the rows, per backend and in all
+    (``total_s`` is each check's wall time from its start; the stages are parts of it)."""
+    sums: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for r in rows:
+        for key, value in (r.get("timings") or {}).items():
+            sums[r["backend"]][key] += value
+            sums["all"][key] += value
+    keys = sorted(sums["all"], key=lambda k: -sums["all"][k])
+    print(f"{'seconds summed over rows':24} " + " ".join(f"{k.removesuffix('_s')[:10]:>10}" for k in keys))
+    for backend, counter in sums.items():
+        print(f"{backend:24} " + " ".join(f"{counter[k]:10.1f}" for k in keys))
+    every = sums["all"]
+    floor = every["export_s"] + every["run_s"] + every["reference_s"]
+    if every["total_s"]:
+        print(f"the floor's work (exports, the search's artifact and eager forwards): {floor:.1f} s of "
+              f"{every['total_s']:.1f} s summed over the checks ({floor / every['total_s']:.0%})")
 
 
 def _largest_child_mb() -> float:

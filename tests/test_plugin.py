@@ -46,6 +46,9 @@ def test_classifier():
     assert row["examples"] >= 8
     assert 0 < row["max_abs_err"] < row["atol"]
     assert set(row["timings"]) >= {"export_s", "load_s", "run_s"}
+    # The search's parts: the artifact's and eager's forwards and the comparisons lie within it.
+    t = row["timings"]
+    assert 0 < t["run_s"] + t["reference_s"] + t["compare_s"] <= t["search_s"], t
     for key in ("max_rel_err", "rtol", "failing_example", "message", "findings"):
         assert key in row
 

@@ -42,6 +42,8 @@ class Stats:
     paths: dict[frozenset[tuple[str, int]], int] = field(default_factory=dict)
     failing_paths: dict[frozenset[tuple[str, int]], int] = field(default_factory=dict)
     run_s: float = 0.0
+    reference_s: float = 0.0  # eager's forwards in the search (the floor's other half)
+    compare_s: float = 0.0  # the comparisons of outputs, the float64 oracle's runs included
     vacuous: dict[str, list[Any]] = field(default_factory=dict)
     compared: Compared | None = None  # over the inputs compared; None until one is
     sizes: dict[str, list[int]] = field(default_factory=dict)  # dim -> [min, max] over the inputs tried

@@ -83,7 +83,11 @@ class Search:
     def _expected(self, draw: Draw, args: Any, kwargs: Any) -> EagerCall:
         if draw not in self._eager_calls:
             self._eager_calls.clear()  # the previous output goes before the next is made
-            self._eager_calls[draw] = self.eager(args, kwargs, trace_lines=True)
+            t0 = time.perf_counter()
+            try:
+                self._eager_calls[draw] = self.eager(args, kwargs, trace_lines=True)
+            finally:
+                self.stats.reference_s += time.perf_counter() - t0
         return self._eager_calls[draw]
 
     def _run(self, artifact: Any, args: Any, kwargs: Any) -> Any:
@@ -130,13 +134,18 @@ class Search:
             return call, Failure("run_error", draw, args, kwargs, error=exc, path=call.path), None
         finally:
             self.stats.run_s += time.perf_counter() - t0
+        t0 = time.perf_counter()
         cmp = self.check.compare(call.outputs, actual)
+        self.stats.compare_s += time.perf_counter() - t0
         guard = self._guard(draw, args, kwargs)
         if guard:
             status = "mismatch" if not cmp.ok else "run_error"
             failure = Failure(status, draw, args, kwargs, comparison=None if cmp.ok else cmp, path=call.path, guard=guard)
             return call, failure, cmp
-        if cmp.ok or self._within_noise(draw, (args, kwargs), call.outputs, actual, cmp):
+        t0 = time.perf_counter()
+        within = cmp.ok or self._within_noise(draw, (args, kwargs), call.outputs, actual, cmp)
+        self.stats.compare_s += time.perf_counter() - t0
+        if within:
             return call, None, cmp
         verdict = self.verdict
         if self.in_memory is None:
@@ -284,6 +293,10 @@ class Search:
         result, stats = self.result, self.stats
         result.timings["search_s"] = self._search_s
         result.timings["run_s"] = stats.run_s
+        # [What The Search Spent] Its parts: the floor's forwards (run_s, reference_s), the
+        # comparisons, and the rest (making inputs, hypothesis) is search_s less the three.
+        result.timings["reference_s"] = stats.reference_s
+        result.timings["compare_s"] = stats.compare_s
         result.examples = stats.examples
         if self.options.compare is None and stats.examples:
             # Numbers only where values were compared (compare= gives a verdict, no numbers).
