@@ -23,6 +23,7 @@ and hand/floor.
     python benchmarks/bench_floor.py                       # all models, 10 examples, 3 rounds
     python benchmarks/bench_floor.py --models big --repeat 1
     python benchmarks/bench_floor.py --models mlp,conv --examples 25
+    python benchmarks/bench_floor.py --models mlp,conv,encoder --session   # one process a way, as a suite runs
 """
 
 from __future__ import annotations
@@ -49,8 +50,9 @@ WAYS = ("plugin", "hand", "floor")
 EXTRA_WAYS = ("plugin-nostandalone",)
 
 
-def child(way: str, model_name: str, backends: list[str], examples: int) -> None:
-    """One way on one model, in this (fresh) process; prints its own peak RSS as JSON."""
+def child(way: str, model_names: str, backends: list[str], examples: int) -> None:
+    """One way on one model (or, joined by ``+``, several one after another, as a test session
+    checks them), in this (fresh) process; prints its own peak RSS as JSON."""
     import resource
     import tempfile
 
@@ -63,26 +65,28 @@ def child(way: str, model_name: str, backends: list[str], examples: int) -> None
         def forward(self, x):
             return x.unsqueeze(-1).expand(*x.shape, 4096) * 1.5
 
-    torch.manual_seed(0)
-    if model_name == "big":
-        model, example = Big().eval(), torch.randn(4, 64, 64)
-    else:
-        cls, shape = SMALL_MODELS[model_name]
-        model, example = cls().eval(), torch.randn(*shape)
-    if way.startswith("plugin"):
-        from pytest_torchexport import check
+    statuses: dict[str, str] = {}
+    for model_name in model_names.split("+"):
+        torch.manual_seed(0)
+        if model_name == "big":
+            model, example = Big().eval(), torch.randn(4, 64, 64)
+        else:
+            cls, shape = SMALL_MODELS[model_name]
+            model, example = cls().eval(), torch.randn(*shape)
+        if way.startswith("plugin"):
+            from pytest_torchexport import check
 
-        dims = {"batch": (1, MAX_BATCH.get(model_name, 16))}
-        report = check(model, (example,), backends=backends, examples=examples, dims=dims, seed=0,
-                       standalone=way == "plugin")
-        statuses = {r.backend: r.status for r in report.results}
-    else:
-        gen = torch.Generator().manual_seed(0)
-        with tempfile.TemporaryDirectory() as scratch:
-            for backend in backends:
-                hand_check(model, example, backend, examples, gen, Path(scratch), where=model_name,
-                           compare=way == "hand", max_batch=MAX_BATCH.get(model_name, 16))
-        statuses = dict.fromkeys(backends, "done")
+            dims = {"batch": (1, MAX_BATCH.get(model_name, 16))}
+            report = check(model, (example,), backends=backends, examples=examples, dims=dims, seed=0,
+                           standalone=way == "plugin")
+            statuses.update({f"{model_name}:{r.backend}": r.status for r in report.results})
+        else:
+            gen = torch.Generator().manual_seed(0)
+            with tempfile.TemporaryDirectory() as scratch:
+                for backend in backends:
+                    hand_check(model, example, backend, examples, gen, Path(scratch), where=model_name,
+                               compare=way == "hand", max_batch=MAX_BATCH.get(model_name, 16))
+            statuses.update({f"{model_name}:{b}": "done" for b in backends})
     peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     print(json.dumps({"peak_mb": peak / 1024, "statuses": statuses}))
 
@@ -108,13 +112,23 @@ def main() -> None:
     parser.add_argument("--standalone-off", action="store_true",
                         help="also time the plugin with standalone=False (plugin-nostandalone)")
     parser.add_argument("--rounds", action="store_true", help="print every round's wall time, not only the median")
+    parser.add_argument("--session", action="store_true",
+                        help="each way checks all the models in one process, one after another, as a test "
+                             "session does (imports, exporters' first use and the standalone loader paid once)")
     parser.add_argument("--child", choices=WAYS + EXTRA_WAYS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child, args.models, args.backends.split(","), args.examples)
         return
+    if args.session:
+        models = args.models.split(",")
+        if "big" in models or len({tuple(MODELS[m]) for m in models}) > 1:
+            sys.exit("--session takes models that share their backends (the small ones)")
+        MODELS["+".join(models)] = MODELS[models[0]]
+        args.models = "+".join(models)
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {os.cpu_count()} cpus; "
-          f"{args.examples} examples; median of {args.repeat} alternated rounds; whole processes")
+          f"{args.examples} examples; median of {args.repeat} alternated rounds; whole processes"
+          + ("; one process a way for all the models" if args.session else ""))
     ways = WAYS + (EXTRA_WAYS if args.standalone_off else ())
     print(f"{'model':8} {'backends':26} " + " ".join(f"{w + ' s':>9}" for w in WAYS) + " "
           + " ".join(f"{w + ' MB':>10}" for w in WAYS) + f" {'plugin/hand':>12} {'plugin/floor':>13} {'hand/floor':>11}")

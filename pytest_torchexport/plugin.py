@@ -62,6 +62,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     markers.expand(config, items)
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    ahead.expect_repeats(session)  # after deselection: the tests this process will check
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Any:
     # [Body Once] The test's first item in this process ran the body and recorded it; the

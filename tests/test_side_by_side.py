@@ -239,3 +239,26 @@ def test_the_longest_check_of_a_test_starts_first(tester, tmp_path, monkeypatch)
         "test_one trace", "test_one quick", "test_one slow",
         "test_two trace", "test_two slow", "test_two quick",
     ], starts
+
+
+TWO_TESTS = """
+import pytest, torch
+
+@pytest.mark.torchexport(backends=["trace", "onnx"])
+def test_a():
+    torch.nn.Linear(3, 2).eval()(torch.randn(2, 3))
+
+@pytest.mark.torchexport(backends=["trace", "onnx"])
+def test_b():
+    torch.nn.Linear(3, 2).eval()(torch.randn(2, 3))
+"""
+
+
+@pytest.mark.parametrize("select, repeats", [("", True), ("test_a", False)])
+def test_a_session_of_several_tests_warms_the_exporters_once_before_the_first_child(tester, monkeypatch, select, repeats):
+    # [Warm Once] Decided on the items left after -k: one test's checks keep their first use in
+    # their children (nothing runs twice here), several pay it once, in this process.
+    monkeypatch.setattr(runner, "_repeats", False)
+    tester.makepyfile(test_two=TWO_TESTS)
+    tester.runpytest_inprocess("--collect-only", "-q", *(["-k", select] if select else []))
+    assert runner._repeats is repeats

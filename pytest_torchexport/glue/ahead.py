@@ -27,6 +27,17 @@ ATTEMPTED = pytest.StashKey[bool]()
 LOOK_AHEAD = 7
 
 
+def expect_repeats(session: pytest.Session) -> None:
+    """[Warm Once] More than one marked test in this process: the exporters' first use is
+    paid in the parent before the first check's children (``runner.warm_up``), not in them
+    and again at the second test."""
+    from ..isolation import runner
+
+    tests = {items.test_key(item) for item in session.items if items.target(item) is not None}
+    if len(tests) > 1:
+        runner.expect_repeats()
+
+
 def start_following(item: pytest.Item, recording: Any, options: Options) -> None:
     """Start the checks of the test's next items beside this one's, as places allow."""
     scheduler = item.config.stash[STATE].scheduler
