@@ -34,8 +34,7 @@ def expect_repeats(session: pytest.Session) -> None:
     from ..isolation import runner
 
     tests = {items.test_key(item) for item in session.items if items.target(item) is not None}
-    if len(tests) > 1:
-        runner.expect_repeats()
+    runner.expect_repeats(len(tests) > 1)
 
 
 def start_following(item: pytest.Item, recording: Any, options: Options) -> None:

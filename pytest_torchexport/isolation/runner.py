@@ -76,12 +76,13 @@ _warmed: set[str] = set()
 _repeats = False  # more than one test will check here: warm up before the first child (expect_repeats)
 
 
-def expect_repeats() -> None:
-    """This process will check the same backends again and again (a test session with more
-    than one marked test): ``warm_up`` then warms a backend in the parent before its first
-    child, so the first use is paid once, not in that child and again here at the second."""
+def expect_repeats(repeats: bool) -> None:
+    """Whether this process will check the same backends again and again (a test session with
+    more than one marked test): ``warm_up`` then warms a backend in the parent before its first
+    child, so the first use is paid once, not in that child and again here at the second. Set
+    by each session, so a later session in the same process (pytester) decides anew."""
     global _repeats
-    _repeats = True
+    _repeats = repeats
 
 
 def warm_up(name: str, spec: Any, *, now: bool = False) -> None:

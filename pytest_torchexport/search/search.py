@@ -294,7 +294,8 @@ class Search:
         result.timings["search_s"] = self._search_s
         result.timings["run_s"] = stats.run_s
         # [What The Search Spent] Its parts: the floor's forwards (run_s, reference_s), the
-        # comparisons, and the rest (making inputs, hypothesis) is search_s less the three.
+        # comparisons, and the rest (making inputs, hypothesis, the ONNX guard check, the
+        # in-memory artifact's run after a failure) is search_s less the three.
         result.timings["reference_s"] = stats.reference_s
         result.timings["compare_s"] = stats.compare_s
         result.examples = stats.examples
