@@ -19,17 +19,17 @@ from pytest_torchexport.options import Options
 
 
 class Slow(TraceBackend):
-    """trace, with an export that takes 1.5 s and says when it ran (in ``log``)."""
+    """trace, with an export that takes 1.5 s (or ``seconds``) and says when it ran (in ``log``)."""
 
-    def __init__(self, name, log):
-        self.name, self.log = name, log
+    def __init__(self, name, log, seconds=1.5):
+        self.name, self.log, self.seconds = name, log, seconds
 
     def unavailable_reason(self):
         return None
 
     def export(self, module, args, kwargs, ctx):
         start = time.time()
-        time.sleep(1.5)
+        time.sleep(self.seconds)
         artifact = super().export(module, args, kwargs, ctx)
         with open(self.log, "a") as f:
             f.write(json.dumps([self.name, start, time.time()]) + "\n")
@@ -77,6 +77,22 @@ def test_the_longest_check_starts_first_and_rows_keep_their_order(tmp_path, monk
     assert [(r.backend, r.status) for r in results] == [("trace", "pass"), ("onnx", "pass")]
     spans = _intervals(log)
     assert spans["onnx"][1] <= spans["trace"][0], spans  # one at a time, the longest first
+
+
+def test_a_place_frees_when_any_check_ends_not_the_first_started(tmp_path, monkeypatch):
+    # [Any Place] Two places, three checks: onnx (long) and export start first (their usual
+    # times); trace takes export's place when export ends, while onnx still runs. Waiting on
+    # the first started (onnx) before starting trace left a core idle.
+    monkeypatch.setenv("TORCHEXPORT_JOBS", "2")
+    log = tmp_path / "log.jsonl"
+    backends = [Slow("trace", log, 0.3), Slow("onnx", log, 4.0), Slow("export", log, 0.3)]
+    session = Session(backends={b.name: b for b in backends})
+    opts = Options.build(valid_backends=tuple(session.backends), backends=["trace", "onnx", "export"], examples=2)
+    results = run(torch.nn.Linear(3, 2).eval(), (torch.randn(2, 3),), None, opts, session).results
+    assert [(r.backend, r.status) for r in results] == [("trace", "pass"), ("onnx", "pass"), ("export", "pass")]
+    spans = _intervals(log)
+    assert spans["export"][0] < spans["onnx"][1], spans  # side by side from the start
+    assert spans["trace"][0] < spans["onnx"][1], spans  # in export's place, before onnx ended
 
 
 def test_the_share_of_the_cores(monkeypatch):

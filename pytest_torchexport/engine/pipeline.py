@@ -234,6 +234,17 @@ class PendingCheck:
         """Waited for: its result is in."""
         return self._done is not None
 
+    @property
+    def child(self) -> runner.Child | None:
+        """The forked child running it (process isolation), once started."""
+        return self._child
+
+    @property
+    def finished(self) -> bool:
+        """Nothing of it runs any more: waited for, settled without a run, or its child ended
+        (its result is read when it is waited for). An inline check runs in ``wait()``."""
+        return self._done is not None or self.settled or (self._child is not None and self._child.finished)
+
     def cancel(self) -> None:
         """Stop a check started and never waited for (the session ended first)."""
         if self._done is None and self._child is not None:

@@ -297,6 +297,18 @@ class Child:
                 self.raised, self.ended = message, time.monotonic()
 
 
+def wait_any(children: list[Child]) -> list[Child]:
+    """Read the children's messages until one of them has finished; returns those past their
+    time limit instead (their ``wait()`` ends them), or ``[]``."""
+    while not any(child.finished for child in children):
+        now = time.monotonic()
+        overdue = [child for child in children if child.started + child.timeout <= now]
+        if overdue:
+            return overdue
+        _pump(min(child.started + child.timeout for child in children) - now)
+    return []
+
+
 def _pump(timeout: float) -> None:
     """Read what any open child has written, waiting at most ``timeout`` seconds for some."""
     if not _open:
