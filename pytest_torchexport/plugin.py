@@ -107,6 +107,7 @@ def _check(item: pytest.Item, recording: Any, options: Options) -> None:
     state = item.config.stash[STATE]
     planned = state.scheduler.take(item.nodeid) or adapters.plan(item, recording, options)
     ahead.start_following(item, recording, options)
+    ahead.wait_beside(item, planned, recording, options)
     result = planned.wait()
     state.scheduler.timed(result)
     result.extra["location"] = {"file": item.location[0], "line": item.location[1] + 1}

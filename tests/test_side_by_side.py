@@ -257,6 +257,65 @@ def test_the_longest_check_of_a_test_starts_first(tester, tmp_path, monkeypatch)
     ], starts
 
 
+SPANS_CONFTEST = """
+import json, time
+
+from pytest_torchexport.backends.trace import TraceBackend
+
+LOG = {log!r}
+
+
+class Timed(TraceBackend):
+    seconds = 0.3
+
+    def unavailable_reason(self):
+        return None
+
+    def export(self, module, args, kwargs, ctx):
+        start = time.time()
+        time.sleep(self.seconds)
+        with open(LOG, "a") as f:
+            f.write(json.dumps([self.name, start, time.time()]) + "\\n")
+        return super().export(module, args, kwargs, ctx)
+
+
+class Long(Timed):
+    name, seconds = "long", 4.0
+
+
+class Short(Timed):
+    name = "short"
+
+
+class Third(Timed):
+    name = "third"
+
+
+def pytest_torchexport_backends(config):
+    return {{"long": Long, "short": Short, "third": Third}}
+"""
+
+
+def test_a_place_freed_ahead_goes_to_the_next_item_while_the_current_one_runs(tester, tmp_path, monkeypatch):
+    # [Any Place] Two places: the long item's own check and short's, started ahead. short
+    # ends first; third takes its place while long still runs, not when long's item ends.
+    log = tmp_path / "spans.jsonl"
+    monkeypatch.setenv("TORCHEXPORT_JOBS", "2")
+    tester.makeconftest(SPANS_CONFTEST.format(log=str(log)))
+    tester.makepyfile(test_spans="""
+import pytest, torch
+
+@pytest.mark.torchexport(backends=["long", "short", "third"], examples=2)
+def test_model():
+    torch.nn.Linear(3, 2).eval()(torch.randn(2, 3))
+""")
+    result = tester.runpytest("-q", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3)
+    spans = _intervals(log)
+    assert spans["short"][0] < spans["long"][1], spans  # started ahead, beside long
+    assert spans["third"][0] < spans["long"][1], spans  # in short's place once short ended
+
+
 TWO_TESTS = """
 import pytest, torch
 

@@ -112,8 +112,15 @@ class Scheduler:
 
     # -- checks started ahead of whoever waits for them ----------------------------------------
     def places(self) -> int:
-        """How many more checks may start ahead: one place is the current check's."""
-        return max(0, self.jobs - 1 - len(self._ahead))
+        """How many more checks may start ahead: one place is the current check's. [Any Place]
+        A check started ahead whose child has ended holds none while it waits to be taken."""
+        running = [check for _, check in self._ahead.values() if not getattr(check, "finished", False)]
+        return max(0, self.jobs - 1 - len(running))
+
+    def children_ahead(self) -> list[runner.Child]:
+        """The children of the checks started ahead that still run."""
+        checks = (check for _, check in self._ahead.values() if not getattr(check, "finished", False))
+        return [child for check in checks if (child := getattr(check, "child", None)) is not None]
 
     def start_ahead(self, key: str, check: Startable, group: str = "") -> None:
         check.start()

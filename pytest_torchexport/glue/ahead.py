@@ -61,6 +61,21 @@ def start_following(item: pytest.Item, recording: Any, options: Options) -> None
         scheduler.start_ahead(following.nodeid, adapters.plan(following, recording, options), group=key or "")
 
 
+def wait_beside(item: pytest.Item, planned: Any, recording: Any, options: Options) -> None:
+    """[Any Place] Until this item's check ends: when a check started ahead ends first, the
+    place it held goes to the test's next item (a long ONNX check no longer runs beside an
+    idle core after a short check started ahead of it ended)."""
+    from ..isolation import runner
+
+    scheduler = item.config.stash[STATE].scheduler
+    planned.start()
+    while planned.child is not None and not planned.finished:
+        ahead = scheduler.children_ahead()
+        if not ahead or runner.wait_any([planned.child, *ahead]):
+            return  # nothing beside it to end first; or a child past its time (its wait ends it)
+        start_following(item, recording, options)
+
+
 def _following(item: pytest.Item) -> list[pytest.Item]:
     if hasattr(item.config, "workerinput"):  # xdist: this worker's schedule is not known ahead
         nxt = item.stash.get(NEXT, None)
@@ -73,4 +88,4 @@ def _following(item: pytest.Item) -> list[pytest.Item]:
     return [] if index is None else collected[index + 1 : index + 1 + LOOK_AHEAD]
 
 
-__all__ = ["ATTEMPTED", "NEXT", "start_following"]
+__all__ = ["ATTEMPTED", "NEXT", "start_following", "wait_beside"]

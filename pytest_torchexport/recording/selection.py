@@ -12,6 +12,7 @@ Nothing here touches pytest objects.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..engine import pipeline as checks
 from ..errors import InvalidArgument
@@ -175,6 +176,16 @@ class PlannedRun:
     def cancel(self) -> None:
         if self._pending is not None:
             self._pending.cancel()
+
+    @property
+    def finished(self) -> bool:
+        """Nothing of it runs any more (``PendingCheck.finished``)."""
+        return self._done is not None or (self._pending is not None and self._pending.finished)
+
+    @property
+    def child(self) -> Any:
+        """The forked child running its check, if one does."""
+        return None if self._pending is None else self._pending.child
 
     def wait(self) -> Result:
         if self._done is not None:
