@@ -137,6 +137,25 @@ def warm_up(name: str, spec: Any, *, now: bool = False) -> None:
         pass
 
 
+#: [Shared First Use] The built-in backends whose export runs ``torch.export`` inside.
+THROUGH_TORCH_EXPORT = frozenset({"onnx", "export", "aoti", "executorch", "litert"})
+
+
+def share_first_use(name: str, backends: Any) -> None:
+    """[Shared First Use] Before the child of a check that runs ``torch.export`` inside, when
+    another of the call's backends does too: ``torch.export``'s first use (the imports of
+    ``torch._dynamo``, fake tensors, decomposition tables: 2-3 s here) is paid once, in this
+    process, by a warm-up of the ``export`` backend, instead of in each of those children
+    side by side (measured on a 3-layer MLP, onnx and export: the onnx child's export 7.6 s
+    and the export child's 4.0 s, against 4.3 s and 0.4 s after a 2.2 s warm-up here)."""
+    if name not in THROUGH_TORCH_EXPORT or "export" in _warmed:
+        return
+    if len(THROUGH_TORCH_EXPORT.intersection(backends)) >= 2:
+        from ..options import BUILTIN_BACKENDS
+
+        warm_up("export", BUILTIN_BACKENDS["export"], now=True)
+
+
 def parallel_checks() -> int:
     """[Side By Side] How many checks this process runs at once: its share of the cores.
 

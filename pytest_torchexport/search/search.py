@@ -380,6 +380,41 @@ class Search:
             self.result.timings["localize_s"] = time.perf_counter() - t0
 
 
+_first_use_paid = False
+
+
+def first_use() -> None:
+    """[Search First Use] A tiny hypothesis run, once per process, before the first check's
+    child forks. hypothesis's first run in a process costs 0.2-0.4 s here (its scan of the
+    local modules' constants, its global PRNG's registration behind a full ``gc.collect``,
+    lazy imports): paid in each forked child, it was paid once per backend; paid here, every
+    child inherits it. What the search draws does not change: the constants it finds are
+    the same set, scanned here or in the child."""
+    global _first_use_paid
+    if _first_use_paid:
+        return
+    _first_use_paid = True
+    import warnings
+
+    try:
+        from hypothesis import HealthCheck, Phase, Verbosity, given, settings
+        from hypothesis import seed as hseed
+        from hypothesis import strategies as st
+
+        @hseed(0)
+        @settings(max_examples=1, database=None, deadline=None, phases=[Phase.generate], verbosity=Verbosity.quiet,
+                  suppress_health_check=list(HealthCheck))
+        @given(st.integers(0, 1))
+        def once(_: int) -> None:
+            pass
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            once()
+    except Exception:  # noqa: BLE001 - it only saves time: the check's own search reports what is wrong
+        pass
+
+
 @contextlib.contextmanager
 def _hypothesis_home(directory: str | None) -> Any:
     from hypothesis import configuration
