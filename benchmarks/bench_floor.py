@@ -18,7 +18,7 @@ four backends, and ``big``, whose call returns 268 MB at the recorded input
 (``x.unsqueeze(-1).expand(*x.shape, 4096) * 1.5`` on a ``(4, 64, 64)`` input), on trace and
 export (issue 29). Printed per model: each way's wall time (the whole process, interpreter
 and imports included) and peak RSS of its largest process, then plugin/hand, plugin/floor
-and hand/floor.
+and hand/floor; then each way's CPU time (user + system, the whole process tree) and the same ratios of it.
 
     python benchmarks/bench_floor.py                       # all models, 10 examples, 3 rounds
     python benchmarks/bench_floor.py --models big --repeat 1
@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -95,12 +96,15 @@ def run_one(way: str, model_name: str, backends: list[str], examples: int) -> di
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", way, "--models", model_name,
            "--backends", ",".join(backends), "--examples", str(examples)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the whole tree: each process waited for by its parent
     if proc.returncode:
         sys.exit(f"{way} on {model_name} failed:\n{proc.stderr[-3000:]}")
-    return {"wall": wall, **json.loads(proc.stdout.strip().splitlines()[-1])}
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return {"wall": wall, "cpu": cpu, **json.loads(proc.stdout.strip().splitlines()[-1])}
 
 
 def main() -> None:
@@ -135,12 +139,14 @@ def main() -> None:
     for name in args.models.split(","):
         backends = args.backends.split(",") if args.backends else MODELS[name]
         times: dict[str, list[float]] = {w: [] for w in ways}
+        cpus: dict[str, list[float]] = {w: [] for w in ways}
         peaks: dict[str, float] = dict.fromkeys(ways, 0.0)
         for round_ in range(args.repeat):
             order = ways[round_ % len(ways):] + ways[: round_ % len(ways)]  # rotate who runs first
             for way in order:
                 got = run_one(way, name, backends, args.examples)
                 times[way].append(got["wall"])
+                cpus[way].append(got["cpu"])
                 peaks[way] = max(peaks[way], got["peak_mb"])
                 if way.startswith("plugin") and any(s != "pass" for s in got["statuses"].values()):
                     print(f"  note: the plugin's verdicts on {name}: {got['statuses']}")
@@ -152,6 +158,9 @@ def main() -> None:
             lean = t["plugin-nostandalone"]
             print(f"{'':8} {'standalone=False':26} {lean:9.1f} s: plugin-nostandalone/hand {lean / t['hand']:.2f}, "
                   f"the standalone step {t['plugin'] - lean:+.1f} s of the plugin's {t['plugin']:.1f} s")
+        c = {w: statistics.median(v) for w, v in cpus.items()}
+        print(f"{'':8} {'CPU s (the process tree)':26} " + " ".join(f"{c[w]:9.1f}" for w in WAYS)
+              + f"{'':32} {c['plugin'] / c['hand']:12.2f} {c['plugin'] / c['floor']:13.2f} {c['hand'] / c['floor']:11.2f}")
         if args.rounds:
             print(f"{'':8} rounds: " + "; ".join(f"{w} " + " ".join(f"{s:.1f}" for s in times[w]) for w in ways))
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
