@@ -13,10 +13,9 @@ Two ways to ask, one set of places:
   (the plugin starts a test's next items beside the current one, ``glue/ahead.py``); its
   item takes it when it runs. ``places()`` says how many more may start.
 
-A check is anything with ``start()``, ``wait() -> Result``, ``cancel()`` and ``started``:
-``engine.pipeline.PendingCheck``, or the plugin's ``recording.selection.PlannedRun``;
-``run_all`` also reads a ``PendingCheck``'s ``finished`` and ``child``, so that a place frees
-when any check's child ends.
+A check is anything with ``start()``, ``wait() -> Result``, ``cancel()``, ``started``, and
+``finished`` and ``child`` (so that a place frees when any check's child ends):
+``engine.pipeline.PendingCheck``, or the plugin's ``recording.selection.PlannedRun``.
 """
 
 from __future__ import annotations
@@ -41,6 +40,11 @@ def usual_s(backend: str) -> float:
 
 class Startable(Protocol):
     started: float | None
+
+    @property
+    def finished(self) -> bool: ...
+    @property
+    def child(self) -> runner.Child | None: ...
 
     def start(self) -> None: ...
     def wait(self) -> Result: ...
@@ -114,13 +118,14 @@ class Scheduler:
     def places(self) -> int:
         """How many more checks may start ahead: one place is the current check's. [Any Place]
         A check started ahead whose child has ended holds none while it waits to be taken."""
-        running = [check for _, check in self._ahead.values() if not getattr(check, "finished", False)]
-        return max(0, self.jobs - 1 - len(running))
+        return max(0, self.jobs - 1 - len(self._running_ahead()))
 
     def children_ahead(self) -> list[runner.Child]:
         """The children of the checks started ahead that still run."""
-        checks = (check for _, check in self._ahead.values() if not getattr(check, "finished", False))
-        return [child for check in checks if (child := getattr(check, "child", None)) is not None]
+        return [check.child for check in self._running_ahead() if check.child is not None]
+
+    def _running_ahead(self) -> list[Startable]:
+        return [check for _, check in self._ahead.values() if not check.finished]
 
     def start_ahead(self, key: str, check: Startable, group: str = "") -> None:
         check.start()

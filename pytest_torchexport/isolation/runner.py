@@ -247,11 +247,16 @@ class Child:
     def finished(self) -> bool:
         return self.closed or self.done is not None or self.raised is not None
 
+    @property
+    def deadline(self) -> float:
+        """When its time limit runs out (``time.monotonic``)."""
+        return self.started + self.timeout
+
     def wait(self) -> Result:
         """Its result: finished, timed out (killed) or crashed. Raises what the pipeline raised."""
         if self._result is not None:
             return self._result
-        deadline = self.started + self.timeout
+        deadline = self.deadline
         timed_out = False
         try:
             while not self.finished:
@@ -321,10 +326,10 @@ def wait_any(children: list[Child]) -> list[Child]:
     time limit instead (their ``wait()`` ends them), or ``[]``."""
     while not any(child.finished for child in children):
         now = time.monotonic()
-        overdue = [child for child in children if child.started + child.timeout <= now]
+        overdue = [child for child in children if child.deadline <= now]
         if overdue:
             return overdue
-        _pump(min(child.started + child.timeout for child in children) - now)
+        _pump(min(child.deadline for child in children) - now)
     return []
 
 
