@@ -18,7 +18,8 @@ SCRIPT = textwrap.dedent(
     from pytest_torchexport.search import search
 
     if sys.argv[1] == "in-each-child":
-        search._first_use_paid = True  # as before: hypothesis's first run happens in every child
+        search._first_use_paid = True  # as before: hypothesis's first run happens in every child,
+        search._scan_local_modules = lambda: None  # and its scan of the modules imported since
 
     class Gate(torch.nn.Module):
         def forward(self, x):
@@ -74,3 +75,43 @@ def test_torch_export_is_warmed_here_when_two_children_would_each_pay_for_it(mon
     runner.share_first_use(name, backends)
     expected = [("export", "pytest_torchexport.backends.export:ExportBackend", True)]
     assert calls == (expected if warms else [])
+
+
+def _parsed_in_a_child(scan_first: bool) -> int:
+    """How many local modules a forked child's hypothesis parses for constants before its search."""
+    from hypothesis.internal.conjecture import providers
+
+    from pytest_torchexport.search import search
+
+    if scan_first:
+        search.before_fork()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: count what its first draw's scan parses, report it, leave
+        try:
+            parsed = []
+            real = providers.constants_from_module
+            providers.constants_from_module = lambda module, **kw: parsed.append(module.__name__) or real(module, **kw)
+            providers._get_local_constants()
+            os.write(write, str(len(parsed)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read) as pipe:
+        return int(pipe.read() or -1)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="forks")
+def test_a_child_forked_after_before_fork_parses_no_module_the_parent_had(tmp_path, monkeypatch):
+    """[Search First Use] hypothesis parses each new local module for constants once per
+    process; a module imported after the parent's last scan was parsed again in every child."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("zoo_model_a", "zoo_model_b"):
+        (tmp_path / f"{name}.py").write_text("WIDTH = 37\nSCALE = 0.125\n")
+    import zoo_model_a  # noqa: F401 - a model library module imported after the first scan
+
+    assert _parsed_in_a_child(scan_first=False) >= 1  # the premise: the child parses it
+    import zoo_model_b  # noqa: F401
+
+    assert _parsed_in_a_child(scan_first=True) == 0

@@ -42,7 +42,7 @@ from ..results import outcome
 from ..results.outcome import Stop, settle
 from ..results.report import Report, Result, tag
 from ..search.search import Search
-from ..search.search import first_use as search_first_use
+from ..search.search import before_fork as search_before_fork
 from ..stages import assumptions, exporting, latency, side_effects, standalone, static_sizes
 from ..stages.check import Check
 from ..stages.compiled_parts import compiled_parts
@@ -198,10 +198,10 @@ class PendingCheck:
                 if self.prelude is None:
                     self.settled = True
                     return
-        search_first_use()  # once per process: hypothesis's first run, inherited by every child
         if self.name in BUILTIN_BACKENDS and isinstance(spec, str):
             runner.share_first_use(self.name, self.options.backends)
             runner.warm_up(self.name, spec)
+        search_before_fork()  # hypothesis's first run and its scan of new modules, inherited by the child
         self._scratch = Path(tempfile.mkdtemp(prefix=f"torchexport-{self.name}-"))
         self._child = runner.Child(self._body, self.result, self.options.timeout, self._scratch, tag(self.result))
 
