@@ -181,3 +181,15 @@ def test_a_loader_that_stops_answering_is_a_finding_not_a_hang(monkeypatch):
     assert [f.detail for f in result.findings if f.kind == "standalone_load"] == [
         "not checked: the standalone loader did not answer within 0.1 s; it was restarted"
     ]
+
+
+def test_a_new_loader_imports_what_its_backends_load_with_before_its_first_request():
+    """[Preloaded] ``torch.export.load`` imports torch._dynamo (~2 s): a loader imports it while
+    it waits, not while a check waits; an unknown spec costs nothing but itself."""
+    handle = loader.Loader()
+    try:
+        handle.ensure(preload=("pytest_torchexport.backends.export:ExportBackend", "no_such_module:Nope",
+                               "pytest_torchexport.backends.trace:TraceBackend"))
+        assert handle.request("preloaded", timeout=120) == ["torch._export.serde.serialize"]
+    finally:
+        handle.close()

@@ -11,7 +11,10 @@ It listens on a Unix socket in a private directory, one connection per request, 
 check child (``runner.py``) talks to it as the parent does. It is started by the parent
 before the fork, lives until the process ends (or its parent dies), and is killed and
 restarted when it stops answering. Started without waiting: its import of torch (~2 s)
-overlaps the first export.
+overlaps the first export. [Preloaded] Then, still before its first request, it imports what
+the first call's backends will load with (``Backend.load_imports``: ``torch.export.load``'s
+``torch._dynamo``, ~2 s), as a deployment's loader does on its first load, so no check
+waits for those imports at the end.
 """
 
 from __future__ import annotations
@@ -51,8 +54,9 @@ class Loader:
         self.starts = 0
         self.killed = False  # by this process: it may not have exited yet, but it will not answer
 
-    def ensure(self) -> None:
-        """Start the loader unless it is running (call in the process that owns it)."""
+    def ensure(self, preload: tuple[str, ...] = ()) -> None:
+        """Start the loader unless it is running (call in the process that owns it); a new one
+        imports the ``load_imports`` of the ``preload`` backend specs before its first request."""
         if self.proc is not None and not self.killed and self.proc.poll() is None:
             return
         self.close()
@@ -65,7 +69,7 @@ class Loader:
         env["TORCHEXPORT_LOADER_PARENT"] = str(os.getpid())
         with open(os.path.join(self.home, "log.txt"), "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pytest_torchexport.isolation.loader", self.address],
+                [sys.executable, "-m", "pytest_torchexport.isolation.loader", self.address, *preload],
                 cwd=self.home, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 start_new_session=True,  # a check child's process-group kill does not reach it
             )
@@ -146,13 +150,14 @@ def _alive(pid: int) -> bool:
 _LOADER: Loader | None = None
 
 
-def start() -> Loader:
-    """This process's loader, started if it is not running (call before any fork)."""
+def start(preload: tuple[str, ...] = ()) -> Loader:
+    """This process's loader, started if it is not running (call before any fork); ``preload``:
+    the backend specs whose ``load_imports`` a loader started now imports while it waits."""
     global _LOADER
     if _LOADER is None:
         _LOADER = Loader()
         atexit.register(shutdown)
-    _LOADER.ensure()
+    _LOADER.ensure(preload)
     return _LOADER
 
 
@@ -261,7 +266,25 @@ def _watch_parent(parent: int) -> None:
         time.sleep(1.0)
 
 
-def main(address: str) -> None:
+def _preload(specs: list[str]) -> list[str]:
+    """Import what loading these backends' artifacts will import; the modules imported (best
+    effort: a module that fails here fails again in the request that needs it, which says so)."""
+    import importlib
+
+    from ..backends.base import load_backend
+
+    done = []
+    for spec in specs:
+        try:
+            for name in load_backend(spec).load_imports:
+                importlib.import_module(name)
+                done.append(name)
+        except Exception:  # noqa: BLE001
+            continue
+    return done
+
+
+def main(address: str, preload: list[str]) -> None:
     from multiprocessing.connection import Listener
 
     parent = int(os.environ.pop("TORCHEXPORT_LOADER_PARENT", os.getppid()))
@@ -272,13 +295,14 @@ def main(address: str) -> None:
     import torch
 
     torch.set_num_threads(1)  # the check runs beside it; one core each
+    preloaded = _preload(preload)
     while True:
         conn = listener.accept()
         try:
             request = conn.recv()
             if request == "stop":
                 break
-            conn.send(_serve(request))
+            conn.send(preloaded if request == "preloaded" else _serve(request))
         except (EOFError, OSError):
             pass  # the client went away (its check timed out): serve the next one
         finally:
@@ -286,4 +310,4 @@ def main(address: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2:])
