@@ -11,8 +11,8 @@ It listens on a Unix socket in a private directory, one connection per request, 
 check child (``runner.py``) talks to it as the parent does. It is started by the parent
 before the fork, lives until the process ends (or its parent dies), and is killed and
 restarted when it stops answering. Started without waiting: its import of torch (~2 s)
-overlaps the first export. [Preloaded] Then, still before its first request, it imports what
-the first call's backends will load with (``Backend.load_imports``: ``torch.export.load``'s
+overlaps the first export. [Preloaded] Then, whenever no request waits, it imports what the
+first call's backends will load with (``Backend.load_imports``: ``torch.export.load``'s
 ``torch._dynamo``, ~2 s), as a deployment's loader does on its first load, so no check
 waits for those imports at the end.
 """
@@ -285,19 +285,29 @@ def _preload(specs: list[str]) -> list[str]:
 
 
 def main(address: str, preload: list[str]) -> None:
-    from multiprocessing.connection import Listener
+    import select
+    import socket
+    from multiprocessing.connection import Connection
 
     parent = int(os.environ.pop("TORCHEXPORT_LOADER_PARENT", os.getppid()))
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     # Nothing of the test's: not its directory (python -m put the cwd, our empty home, first).
     sys.path[:] = [p for p in sys.path if p not in ("", os.getcwd())]
-    listener = Listener(address, family="AF_UNIX")  # before torch: clients connect at once
+    # Before torch, so clients connect at once. A plain socket, not a Listener, to see whether
+    # one waits; the client (multiprocessing's Client, no authkey) frames messages the same way.
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(address)
+    server.listen(16)
     import torch
 
     torch.set_num_threads(1)  # the check runs beside it; one core each
-    preloaded = _preload(preload)
+    preloaded: list[str] = []
     while True:
-        conn = listener.accept()
+        # [Preloaded] A request that waits is served first: a TorchScript one needs none of it.
+        if preload and not select.select([server], [], [], 0)[0]:
+            preloaded += _preload([preload.pop(0)])
+            continue
+        conn = Connection(server.accept()[0].detach())
         try:
             request = conn.recv()
             if request == "stop":
