@@ -24,6 +24,13 @@ and hand/floor; then each way's CPU time (user + system, the whole process tree)
     python benchmarks/bench_floor.py --models big --repeat 1
     python benchmarks/bench_floor.py --models mlp,conv --examples 25
     python benchmarks/bench_floor.py --models mlp,conv,encoder --session   # one process a way, as a suite runs
+    python benchmarks/bench_floor.py --installed   # the plugin imported from a site-packages copy
+
+``--installed``: the plugin way imports a copy of the package placed under a ``site-packages``
+folder, as ``pip install pytest-torchexport`` places it. From a checkout (``pip install -e``)
+hypothesis counts the plugin's own modules as the project's code: it parses their source
+for constants to draw, in the test's process and in any child forked after they were
+imported, which a user's install never pays.
 """
 
 from __future__ import annotations
@@ -89,13 +96,31 @@ def child(way: str, model_names: str, backends: list[str], examples: int) -> Non
                                compare=way == "hand", max_batch=MAX_BATCH.get(model_name, 16))
             statuses.update({f"{model_name}:{b}": "done" for b in backends})
     peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-    print(json.dumps({"peak_mb": peak / 1024, "statuses": statuses}))
+    plugin_from = sys.modules["pytest_torchexport"].__file__ if "pytest_torchexport" in sys.modules else None
+    print(json.dumps({"peak_mb": peak / 1024, "statuses": statuses, "plugin_from": plugin_from}))
+
+
+#: ``--installed``: the folder a copy of the package is imported from (a ``site-packages``).
+INSTALLED: list[str] = []
+
+
+def install_copy(into: Path) -> str:
+    """A copy of the package under ``into/site-packages``, as pip installs it; that folder."""
+    import shutil
+
+    import pytest_torchexport
+
+    site = into / "site-packages"
+    shutil.copytree(Path(pytest_torchexport.__file__).parent, site / "pytest_torchexport",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    return str(site)
 
 
 def run_one(way: str, model_name: str, backends: list[str], examples: int) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", way, "--models", model_name,
            "--backends", ",".join(backends), "--examples", str(examples)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
+    paths = [str(HERE), *INSTALLED, os.environ.get("PYTHONPATH")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths))}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -119,11 +144,18 @@ def main() -> None:
     parser.add_argument("--session", action="store_true",
                         help="each way checks all the models in one process, one after another, as a test "
                              "session does (imports, exporters' first use and the standalone loader paid once)")
+    parser.add_argument("--installed", action="store_true",
+                        help="the plugin way imports a copy of the package under a site-packages folder, as a user's "
+                             "install (from a checkout, hypothesis parses the plugin's own source as the project's)")
     parser.add_argument("--child", choices=WAYS + EXTRA_WAYS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child, args.models, args.backends.split(","), args.examples)
         return
+    if args.installed:
+        import tempfile
+
+        INSTALLED.append(install_copy(Path(tempfile.mkdtemp(prefix="bench-floor-installed-"))))
     if args.session:
         models = args.models.split(",")
         if "big" in models or len({tuple(MODELS[m]) for m in models}) > 1:
@@ -132,7 +164,8 @@ def main() -> None:
         args.models = "+".join(models)
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {os.cpu_count()} cpus; "
           f"{args.examples} examples; median of {args.repeat} alternated rounds; whole processes"
-          + ("; one process a way for all the models" if args.session else ""))
+          + ("; one process a way for all the models" if args.session else "")
+          + (f"; the plugin imported from {INSTALLED[0]}" if INSTALLED else ""))
     ways = WAYS + (EXTRA_WAYS if args.standalone_off else ())
     print(f"{'model':8} {'backends':26} " + " ".join(f"{w + ' s':>9}" for w in WAYS) + " "
           + " ".join(f"{w + ' MB':>10}" for w in WAYS) + f" {'plugin/hand':>12} {'plugin/floor':>13} {'hand/floor':>11}")
@@ -148,6 +181,8 @@ def main() -> None:
                 times[way].append(got["wall"])
                 cpus[way].append(got["cpu"])
                 peaks[way] = max(peaks[way], got["peak_mb"])
+                if way.startswith("plugin") and INSTALLED and not got["plugin_from"].startswith(INSTALLED[0]):
+                    sys.exit(f"the plugin way imported {got['plugin_from']}, not the copy in {INSTALLED[0]}")
                 if way.startswith("plugin") and any(s != "pass" for s in got["statuses"].values()):
                     print(f"  note: the plugin's verdicts on {name}: {got['statuses']}")
         t = {w: statistics.median(v) for w, v in times.items()}
