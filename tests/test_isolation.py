@@ -73,7 +73,9 @@ def test_crash_exit_and_hang_are_rows_and_the_session_goes_on(tester):
         assert clean["isolation"] == "process"
     # The summary's cause column says what happened, in the table itself.
     result.stdout.fnmatch_lines(["test_fragile[[]segfault[]]*export_error*", "*killed by signal SIGSEGV during export*"])
-    result.stdout.fnmatch_lines(["test_fragile[[]hang[]]*timeout*", "*stopped after 5.0 s during export*"])
+    # When it was stopped: 5 s after its start, and later by however long the test's process
+    # was busy when the limit passed (5.1-5.2 s seen on a loaded machine).
+    result.stdout.fnmatch_lines(["test_fragile[[]hang[]]*timeout*", "*stopped after 5.? s during export*"])
 
 
 class CrashAt(TraceBackend):
