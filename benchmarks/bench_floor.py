@@ -25,6 +25,12 @@ and hand/floor; then each way's CPU time (user + system, the whole process tree)
     python benchmarks/bench_floor.py --models mlp,conv --examples 25
     python benchmarks/bench_floor.py --models mlp,conv,encoder --session   # one process a way, as a suite runs
     python benchmarks/bench_floor.py --installed   # the plugin imported from a site-packages copy
+    python benchmarks/bench_floor.py --installed --rev HEAD~3 --models mlp --repeat 7   # before/after
+
+``--rev REV`` (repeatable): one more way, ``plugin@REV``, the plugin of that git revision (a copy of
+its package, as installed), alternated with the others in the same rounds, so a change is
+measured against the code before it under the same load (this machine's noise between runs
+minutes apart is larger than most changes).
 
 ``--installed``: the plugin way imports a copy of the package placed under a ``site-packages``
 folder, as ``pip install pytest-torchexport`` places it. From a checkout (``pip install -e``)
@@ -86,7 +92,7 @@ def child(way: str, model_names: str, backends: list[str], examples: int) -> Non
 
             dims = {"batch": (1, MAX_BATCH.get(model_name, 16))}
             report = check(model, (example,), backends=backends, examples=examples, dims=dims, seed=0,
-                           standalone=way == "plugin")
+                           standalone=way != "plugin-nostandalone")
             statuses.update({f"{model_name}:{r.backend}": r.status for r in report.results})
         else:
             gen = torch.Generator().manual_seed(0)
@@ -116,10 +122,29 @@ def install_copy(into: Path) -> str:
     return str(site)
 
 
+#: ``--rev``: way name (``plugin@REV``) -> the folder a copy of that revision's package is imported from.
+REVISIONS: dict[str, str] = {}
+
+
+def install_revision(rev: str, into: Path) -> str:
+    """The package as it was at git revision ``rev``, under ``into/site-packages``; that folder."""
+    import io
+    import tarfile
+
+    top = HERE.parent
+    archive = subprocess.run(["git", "-C", str(top), "archive", rev, "pytest_torchexport"],
+                             capture_output=True, check=True).stdout
+    site = into / "site-packages"
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(site, filter="data")
+    return str(site)
+
+
 def run_one(way: str, model_name: str, backends: list[str], examples: int) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", way, "--models", model_name,
            "--backends", ",".join(backends), "--examples", str(examples)]
-    paths = [str(HERE), *INSTALLED, os.environ.get("PYTHONPATH")]
+    installed = [REVISIONS[way]] if way in REVISIONS else INSTALLED
+    paths = [str(HERE), *installed, os.environ.get("PYTHONPATH")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths))}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
@@ -147,15 +172,19 @@ def main() -> None:
     parser.add_argument("--installed", action="store_true",
                         help="the plugin way imports a copy of the package under a site-packages folder, as a user's "
                              "install (from a checkout, hypothesis parses the plugin's own source as the project's)")
-    parser.add_argument("--child", choices=WAYS + EXTRA_WAYS, help=argparse.SUPPRESS)
+    parser.add_argument("--rev", action="append", default=[],
+                        help="also time the plugin of this git revision (way plugin@REV), as installed; repeatable")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child, args.models, args.backends.split(","), args.examples)
         return
-    if args.installed:
-        import tempfile
+    import tempfile
 
+    if args.installed:
         INSTALLED.append(install_copy(Path(tempfile.mkdtemp(prefix="bench-floor-installed-"))))
+    for rev in args.rev:
+        REVISIONS[f"plugin@{rev}"] = install_revision(rev, Path(tempfile.mkdtemp(prefix="bench-floor-rev-")))
     if args.session:
         models = args.models.split(",")
         if "big" in models or len({tuple(MODELS[m]) for m in models}) > 1:
@@ -166,7 +195,7 @@ def main() -> None:
           f"{args.examples} examples; median of {args.repeat} alternated rounds; whole processes"
           + ("; one process a way for all the models" if args.session else "")
           + (f"; the plugin imported from {INSTALLED[0]}" if INSTALLED else ""))
-    ways = WAYS + (EXTRA_WAYS if args.standalone_off else ())
+    ways = WAYS + (EXTRA_WAYS if args.standalone_off else ()) + tuple(REVISIONS)
     print(f"{'model':8} {'backends':26} " + " ".join(f"{w + ' s':>9}" for w in WAYS) + " "
           + " ".join(f"{w + ' MB':>10}" for w in WAYS) + f" {'plugin/hand':>12} {'plugin/floor':>13} {'hand/floor':>11}")
     for name in args.models.split(","):
@@ -181,8 +210,9 @@ def main() -> None:
                 times[way].append(got["wall"])
                 cpus[way].append(got["cpu"])
                 peaks[way] = max(peaks[way], got["peak_mb"])
-                if way.startswith("plugin") and INSTALLED and not got["plugin_from"].startswith(INSTALLED[0]):
-                    sys.exit(f"the plugin way imported {got['plugin_from']}, not the copy in {INSTALLED[0]}")
+                expected_from = REVISIONS.get(way) or (INSTALLED[0] if INSTALLED and way.startswith("plugin") else None)
+                if expected_from and not got["plugin_from"].startswith(expected_from):
+                    sys.exit(f"the {way} way imported {got['plugin_from']}, not the copy in {expected_from}")
                 if way.startswith("plugin") and any(s != "pass" for s in got["statuses"].values()):
                     print(f"  note: the plugin's verdicts on {name}: {got['statuses']}")
         t = {w: statistics.median(v) for w, v in times.items()}
@@ -193,6 +223,10 @@ def main() -> None:
             lean = t["plugin-nostandalone"]
             print(f"{'':8} {'standalone=False':26} {lean:9.1f} s: plugin-nostandalone/hand {lean / t['hand']:.2f}, "
                   f"the standalone step {t['plugin'] - lean:+.1f} s of the plugin's {t['plugin']:.1f} s")
+        for way in REVISIONS:
+            print(f"{'':8} {way:26} {t[way]:9.1f} s: {way}/hand {t[way] / t['hand']:.2f}, "
+                  f"plugin/{way} {t['plugin'] / t[way]:.2f}; CPU {statistics.median(cpus[way]):.1f} s, "
+                  f"plugin/{way} {statistics.median(cpus['plugin']) / statistics.median(cpus[way]):.2f}")
         c = {w: statistics.median(v) for w, v in cpus.items()}
         print(f"{'':8} {'CPU s (the process tree)':26} " + " ".join(f"{c[w]:9.1f}" for w in WAYS)
               + f"{'':32} {c['plugin'] / c['hand']:12.2f} {c['plugin'] / c['floor']:13.2f} {c['hand'] / c['floor']:11.2f}")
