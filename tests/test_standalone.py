@@ -2,7 +2,6 @@
 that never imported the test's code, as a deployment loads it."""
 
 import json
-import time
 
 import pytest
 import torch
@@ -182,19 +181,3 @@ def test_a_loader_that_stops_answering_is_a_finding_not_a_hang(monkeypatch):
     assert [f.detail for f in result.findings if f.kind == "standalone_load"] == [
         "not checked: the standalone loader did not answer within 0.1 s; it was restarted"
     ]
-
-
-def test_a_new_loader_imports_what_its_backends_load_with_before_its_first_request():
-    """[Preloaded] ``torch.export.load`` imports torch._dynamo (~2 s): a loader imports it while
-    no request waits, not while a check waits; an unknown spec costs nothing but itself."""
-    handle = loader.Loader()
-    try:
-        handle.ensure(preload=("pytest_torchexport.backends.export:ExportBackend", "no_such_module:Nope",
-                               "pytest_torchexport.backends.trace:TraceBackend"))
-        # Sent while it imports torch: it waits there, so it is served before any preload.
-        assert handle.request("preloaded", timeout=120) == []
-        while len(answer := handle.request("preloaded", timeout=120)) < 1:
-            time.sleep(0.05)
-        assert answer == ["torch._export.serde.serialize"]
-    finally:
-        handle.close()

@@ -21,7 +21,6 @@ FILENAME = "model_aoti.pt2"
 class AotiBackend(Backend):
     loads_without_python = True
     name = "aoti"
-    load_imports = ("torch._inductor.package",)
     relowered = True
     specializes_small_dims = True
 

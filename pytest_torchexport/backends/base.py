@@ -65,9 +65,6 @@ class Backend:
     #: ONNX, AOTInductor, ExecuTorch): failing to load in a fresh process is a load_error,
     #: not only a standalone_load finding (standalone.py).
     loads_without_python: ClassVar[bool] = False
-    #: The modules ``load`` imports on its first call: the standalone loader imports them
-    #: while it waits for its first request (``isolation/loader.py``), not while a check waits.
-    load_imports: ClassVar[tuple[str, ...]] = ()
 
     def unavailable_reason(self) -> str | None:
         """Why this backend cannot run here (missing library, too old a torch), or None."""

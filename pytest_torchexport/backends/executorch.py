@@ -36,7 +36,6 @@ LOWERED = "the size is outside what the program was lowered for"
 class ExecutorchBackend(Backend):
     loads_without_python = True
     name = "executorch"
-    load_imports = ("executorch.runtime",)
     relowered = True
     specializes_small_dims = True
 

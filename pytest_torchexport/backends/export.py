@@ -14,7 +14,6 @@ FILENAME = "model.pt2"
 
 class ExportBackend(Backend):
     name = "export"
-    load_imports = ("torch._export.serde.serialize",)  # torch.export.load: torch._dynamo, ~2 s
     specializes_small_dims = True
 
     def unavailable_reason(self) -> str | None:

@@ -39,7 +39,6 @@ _INPUT = re.compile(r"args_(\d+)$")
 class LiteRtBackend(Backend):
     loads_without_python = True
     name = "litert"
-    load_imports = ("ai_edge_litert.interpreter",)
     relowered = True
     specializes_small_dims = True
 

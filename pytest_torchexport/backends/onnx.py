@@ -191,7 +191,6 @@ class _OnnxBackend(Backend):
 
 class DynamoOnnxBackend(_OnnxBackend):
     name = "onnx"
-    load_imports = ("onnxruntime",)
     specializes_small_dims = True  # it captures the model through torch.export
     #: Weights above this size go to an external-data file beside the .onnx (protobuf
     #: caps a single file at 2 GiB).

@@ -45,7 +45,6 @@ RT_INFO = ["torchexport", "outputs"]
 class OpenVinoBackend(Backend):
     loads_without_python = True
     name = "openvino"
-    load_imports = ("openvino",)
     relowered = True
     #: The CPU plugin's properties at compile time ([Precision Pin]).
     config: ClassVar[dict[str, str]] = {"INFERENCE_PRECISION_HINT": "f32"}

@@ -183,7 +183,7 @@ class PendingCheck:
             self.result, self.settled, self.mode, self.why = hit, True, "inline", None
             return
         spec = self.session.backends.get(self.name)
-        standalone.start(spec, self.options, self.session.backends)
+        standalone.start(spec, self.options)
         if self.mode != "process":
             return
         # On CPU only: eager on a GPU here would initialise CUDA in the parent, which its

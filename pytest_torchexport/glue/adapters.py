@@ -59,7 +59,7 @@ def start_loader(item: pytest.Item, options: Options, target: items.Target) -> N
     state = item.config.stash[STATE]
     if state.verdict_cache(item.config) is not None and state.warm:
         return  # [Verdict Cache] most checks will be reused: the first that runs starts the loader
-    standalone.start(state.backends.get(target.backend), options, state.backends)
+    standalone.start(state.backends.get(target.backend), options)
 
 
 def run_body(item: pytest.Item, options: Options) -> Generator[None, None, Any]:

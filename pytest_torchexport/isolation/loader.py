@@ -11,10 +11,7 @@ It listens on a Unix socket in a private directory, one connection per request, 
 check child (``runner.py``) talks to it as the parent does. It is started by the parent
 before the fork, lives until the process ends (or its parent dies), and is killed and
 restarted when it stops answering. Started without waiting: its import of torch (~2 s)
-overlaps the first export. [Preloaded] Then, whenever no request waits, it imports what the
-first call's backends will load with (``Backend.load_imports``: ``torch.export.load``'s
-``torch._dynamo``, ~2 s), as a deployment's loader does on its first load, so no check
-waits for those imports at the end.
+overlaps the first export.
 """
 
 from __future__ import annotations
@@ -54,9 +51,8 @@ class Loader:
         self.starts = 0
         self.killed = False  # by this process: it may not have exited yet, but it will not answer
 
-    def ensure(self, preload: tuple[str, ...] = ()) -> None:
-        """Start the loader unless it is running (call in the process that owns it); a new one
-        imports the ``load_imports`` of the ``preload`` backend specs before its first request."""
+    def ensure(self) -> None:
+        """Start the loader unless it is running (call in the process that owns it)."""
         if self.proc is not None and not self.killed and self.proc.poll() is None:
             return
         self.close()
@@ -69,7 +65,7 @@ class Loader:
         env["TORCHEXPORT_LOADER_PARENT"] = str(os.getpid())
         with open(os.path.join(self.home, "log.txt"), "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pytest_torchexport.isolation.loader", self.address, *preload],
+                [sys.executable, "-m", "pytest_torchexport.isolation.loader", self.address],
                 cwd=self.home, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 start_new_session=True,  # a check child's process-group kill does not reach it
             )
@@ -150,14 +146,13 @@ def _alive(pid: int) -> bool:
 _LOADER: Loader | None = None
 
 
-def start(preload: tuple[str, ...] = ()) -> Loader:
-    """This process's loader, started if it is not running (call before any fork); ``preload``:
-    the backend specs whose ``load_imports`` a loader started now imports while it waits."""
+def start() -> Loader:
+    """This process's loader, started if it is not running (call before any fork)."""
     global _LOADER
     if _LOADER is None:
         _LOADER = Loader()
         atexit.register(shutdown)
-    _LOADER.ensure(preload)
+    _LOADER.ensure()
     return _LOADER
 
 
@@ -266,53 +261,24 @@ def _watch_parent(parent: int) -> None:
         time.sleep(1.0)
 
 
-def _preload(specs: list[str]) -> list[str]:
-    """Import what loading these backends' artifacts will import; the modules imported (best
-    effort: a module that fails here fails again in the request that needs it, which says so)."""
-    import importlib
-
-    from ..backends.base import load_backend
-
-    done = []
-    for spec in specs:
-        try:
-            for name in load_backend(spec).load_imports:
-                importlib.import_module(name)
-                done.append(name)
-        except Exception:  # noqa: BLE001
-            continue
-    return done
-
-
-def main(address: str, preload: list[str]) -> None:
-    import select
-    import socket
-    from multiprocessing.connection import Connection
+def main(address: str) -> None:
+    from multiprocessing.connection import Listener
 
     parent = int(os.environ.pop("TORCHEXPORT_LOADER_PARENT", os.getppid()))
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     # Nothing of the test's: not its directory (python -m put the cwd, our empty home, first).
     sys.path[:] = [p for p in sys.path if p not in ("", os.getcwd())]
-    # Before torch, so clients connect at once. A plain socket, not a Listener, to see whether
-    # one waits; the client (multiprocessing's Client, no authkey) frames messages the same way.
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(address)
-    server.listen(16)
+    listener = Listener(address, family="AF_UNIX")  # before torch: clients connect at once
     import torch
 
     torch.set_num_threads(1)  # the check runs beside it; one core each
-    preloaded: list[str] = []
     while True:
-        # [Preloaded] A request that waits is served first: a TorchScript one needs none of it.
-        if preload and not select.select([server], [], [], 0)[0]:
-            preloaded += _preload([preload.pop(0)])
-            continue
-        conn = Connection(server.accept()[0].detach())
+        conn = listener.accept()
         try:
             request = conn.recv()
             if request == "stop":
                 break
-            conn.send(preloaded if request == "preloaded" else _serve(request))
+            conn.send(_serve(request))
         except (EOFError, OSError):
             pass  # the client went away (its check timed out): serve the next one
         finally:
@@ -320,4 +286,4 @@ def main(address: str, preload: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2:])
+    main(sys.argv[1])

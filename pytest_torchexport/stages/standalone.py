@@ -49,10 +49,9 @@ def applies(backend: Any, spec: Any, options: Any) -> str | None:
     return None
 
 
-def start(spec: Any, options: Any, backends: dict[str, Any]) -> None:
+def start(spec: Any, options: Any) -> None:
     """Start the loader for a check that will use it: in the check's parent, before its fork,
-    so every child shares one loader. ``backends``: every backend's spec by name, of which a
-    new loader preloads the call's (``options.backends``) named ones. [Preloaded]"""
+    so every child shares one loader."""
     from ..backends.base import load_backend
 
     if not isinstance(spec, str):
@@ -62,8 +61,7 @@ def start(spec: Any, options: Any, backends: dict[str, Any]) -> None:
     except Exception:  # noqa: BLE001 - an unloadable backend is reported by the check itself
         return
     if applies(backend, spec, options) is None:
-        named = (backends.get(name) for name in options.backends)
-        loader.start(preload=tuple(s for s in named if isinstance(s, str)))  # an object has no name to import
+        loader.start()
 
 
 def step(check: Check) -> Loading:
