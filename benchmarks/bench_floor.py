@@ -25,12 +25,13 @@ and hand/floor; then each way's CPU time (user + system, the whole process tree)
     python benchmarks/bench_floor.py --models mlp,conv --examples 25
     python benchmarks/bench_floor.py --models mlp,conv,encoder --session   # one process a way, as a suite runs
     python benchmarks/bench_floor.py --installed   # the plugin imported from a site-packages copy
-    python benchmarks/bench_floor.py --installed --rev HEAD~3 --models mlp --repeat 7   # before/after
+    python benchmarks/bench_floor.py --rev HEAD~3 --models mlp --repeat 7   # before/after, both as installed
 
 ``--rev REV`` (repeatable): one more way, ``plugin@REV``, the plugin of that git revision (a copy of
 its package, as installed), alternated with the others in the same rounds, so a change is
 measured against the code before it under the same load (this machine's noise between runs
-minutes apart is larger than most changes).
+minutes apart is larger than most changes). It implies ``--installed``, so that both
+versions are imported alike.
 
 ``--installed``: the plugin way imports a copy of the package placed under a ``site-packages``
 folder, as ``pip install pytest-torchexport`` places it. From a checkout (``pip install -e``)
@@ -181,7 +182,7 @@ def main() -> None:
         return
     import tempfile
 
-    if args.installed:
+    if args.installed or args.rev:  # both sides of a before/after imported alike, as installed
         INSTALLED.append(install_copy(Path(tempfile.mkdtemp(prefix="bench-floor-installed-"))))
     for rev in args.rev:
         REVISIONS[f"plugin@{rev}"] = install_revision(rev, Path(tempfile.mkdtemp(prefix="bench-floor-rev-")))
