@@ -37,7 +37,6 @@ profiler is already installed (``cProfile``), direct ``forward`` calls are not s
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 from dataclasses import dataclass, field
@@ -384,8 +383,9 @@ class Recorder:
         wrap(torch.onnx, "export", "torch.onnx.export", _onnx_inputs)
 
 
-@functools.cache
 def _said(exc: BaseException) -> str:
+    # One line of text, never the exception: it holds its traceback, and the traceback every
+    # frame of the call with the test's tensors (a cache keyed on it kept them all alive).
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
 
