@@ -110,7 +110,7 @@ def _weights_only_reason(exc: Exception) -> str:
     """The line of torch's weights-only refusal that names what the file holds."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     useful = [line for line in lines if not line.startswith(("Weights only load failed", "Check the documentation"))]
-    return (useful or lines or [type(exc).__name__])[0]
+    return (useful or lines or [type(exc).__name__])[0].rstrip(".")
 
 
 def _module(path: str, data: dict[str, Any], allow_pickle: bool) -> Any:
