@@ -24,6 +24,8 @@ from typing import Any
 #: The exit code when the file cannot be replayed (argparse exits 2 on a bad command line too).
 CANNOT = 2
 _ALLOW = "--allow-pickle"
+#: What every repro file holds (``search/repro.py``).
+_KEYS = ("module_class", "backend", "device", "options", "export_inputs", "failing_inputs", "failing_kwargs", "test")
 
 
 def replay(path: str, allow_pickle: bool = False) -> int:
@@ -102,6 +104,10 @@ def _load(path: str, allow_pickle: bool) -> dict[str, Any] | None:
         return None
     if not isinstance(data, dict) or data.get("format") not in (1, 2):
         print(f"cannot replay {path}: not a repro file written by --torchexport-repro-dir (no known format)")
+        return None
+    missing = [key for key in _KEYS if key not in data]
+    if missing:
+        print(f"cannot replay {path}: not a whole repro file (it has no {', '.join(missing)})")
         return None
     return data
 

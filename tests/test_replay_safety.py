@@ -198,3 +198,20 @@ def test_garbage_is_not_a_repro_file(tmp_path):
     out = _replay(tmp_path, "junk.pt")
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stdout + out.stderr
     assert out.stdout.startswith("cannot replay junk.pt")
+
+
+def test_inputs_only_pickle_rebuilds_are_refused_with_their_name(models, tmp_path):
+    """A repro file of a model called with a non-tensor, non-plain argument: the input is pickled."""
+    from pytest_torchexport.search.repro import save
+
+    path = tmp_path / "odd.pt"
+    save(path, module=models.Gate().eval(), backend="trace", device="cpu",
+         export_inputs=((torch.ones(3, 4),), {}), failing_inputs=(torch.ones(1, 4), Payload(tmp_path / "never")),
+         failing_kwargs={}, options={"dims": {}, "dynamic": None, "rtol": 1e-5, "atol": 1e-5}, test="t",
+         artifact_dir=None)
+    data = torch.load(path, weights_only=True)
+    assert data["failing_inputs"] is None and data["module_tree"] is not None
+    assert data["pickle_reason"] == f"failing_inputs[1], a {__name__}.Payload (only unpickling rebuilds one)"
+    out = _replay(tmp_path, str(path))
+    assert out.returncode == 2 and "without unpickling it: failing_inputs[1], a" in out.stdout, out.stdout + out.stderr
+    assert not (tmp_path / "never").exists()

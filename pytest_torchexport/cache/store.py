@@ -51,7 +51,7 @@ MAX_ENTRY_BYTES = 1 << 20
 _ENTRY_NAME = re.compile(r"^(?:[0-9a-f]{64}\.json|\.[0-9a-f]{8}-\w+\.tmp)$")
 #: Keys of a row that describe one run, not the verdict: not stored.
 _PER_RUN = ("nodeid", "test", "timings", "sources", "location", "isolation", "cached", "cached_at", "cache",
-            "baseline")
+            "baseline", "cache_refused")
 
 
 def resolve(value: str | None, default: Path | None, base: Path) -> Cache | None:
@@ -179,7 +179,7 @@ class Cache:
         assert self.secret is not None
         return hmac.new(self.secret.encode("utf-8"), _signed(entry), hashlib.sha256).hexdigest()
 
-    def store(self, key: str, row: dict[str, Any], files: list[list[str]]) -> str | None:
+    def store(self, key: str, row: dict[str, Any], files: list[list[str]]) -> Note | None:
         """Write the entry atomically; a folder that cannot be written is a note, never an error."""
         entry = {
             "version": VERSION,

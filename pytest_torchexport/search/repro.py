@@ -55,7 +55,7 @@ def save(path: Path, *, module: Any, **payload: Any) -> None:
             continue
         why = unplain(payload[key], key)
         if why:
-            pickled[key] = payload.pop(key)
+            pickled[key], payload[key] = payload[key], None  # None here: only the blob holds it
             reasons.append(why)
     if tree is None:
         pickled["module"] = module
