@@ -314,3 +314,19 @@ def test_pruning_never_follows_a_planted_link(tmp_path):
     os.utime(cache.root / "ab" / "notes.txt", (old, old))
     assert cache.prune(max_age_days=30, max_entries=5000) == 0
     assert precious.exists() and (cache.root / "ab" / "notes.txt").exists()
+
+
+def test_xdist_workers_sign_and_verify_with_the_secret_they_inherit(suite, monkeypatch):
+    pytest.importorskip("xdist")
+    monkeypatch.setenv(SECRET_ENV, "s")
+    suite.runpytest_subprocess("-n", "2").assert_outcomes(passed=1)
+    (entry,) = _entries(suite)
+    assert "signature" in json.loads(entry.read_text())
+    again = suite.runpytest_subprocess("-n", "2", "--torchexport-report=out.json")
+    again.assert_outcomes(passed=1)
+    assert _row(suite, again)["cached"] is True
+    monkeypatch.setenv(SECRET_ENV, "t")
+    other = suite.runpytest_subprocess("-n", "2", "--torchexport-report=out.json")
+    other.assert_outcomes(passed=1)
+    assert "cached" not in _row(suite, other)
+    other.stdout.re_match_lines([r"torchexport cache: refused 1 stored entry: 1 whose signature does not verify.*"])
