@@ -63,7 +63,8 @@ SUITE = """
 
 
 @pytest.fixture
-def suite(tester):
+def suite(tester, monkeypatch):
+    monkeypatch.delenv(SECRET_ENV, raising=False)  # each test sets the secret it means
     (tester.path / "m_model.py").write_text(textwrap.dedent(MODEL).lstrip())
     tester.makepyfile(test_suite=textwrap.dedent(SUITE))
     return tester
