@@ -1,10 +1,16 @@
 """Replay a failing example saved by ``--torchexport-repro-dir``: ``python -m pytest_torchexport.replay FILE``.
 
-The file holds the module (pickled, so its class must be importable: the test file's
-folder is put on ``sys.path``), its state, the inputs the export used and the failing
-inputs. Replay exports again on the same backend, runs the failing input through the
+The file holds the failing inputs, the inputs the export used, and the module as its
+importable classes, attributes and tensors (``search/repro.py``): it is read with
+``torch.load(weights_only=True)``, which runs no code the file carries, and the module is
+rebuilt from its classes, imported from this checkout (the test file's folder is put on
+``sys.path``). Replay exports again on the same backend, runs the failing input through the
 saved-and-loaded artifact and eager, and prints the verdict: exit 1 while the failure
-reproduces, 0 once it is fixed.
+reproduces, 0 once it is fixed, 2 when it cannot replay.
+
+[Replay Safety] A file that needs unpickling (a module a tree cannot hold, a file of an older
+format, one that names a Python object) is refused with the reason, unless ``--allow-pickle``:
+unpickling runs whatever code the file names, so do it only for a file whose maker you trust.
 """
 
 from __future__ import annotations
@@ -15,10 +21,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+#: The exit code when the file cannot be replayed (argparse exits 2 on a bad command line too).
+CANNOT = 2
+_ALLOW = "--allow-pickle"
+#: What every repro file holds (``search/repro.py``).
+_KEYS = ("module_class", "backend", "device", "options", "export_inputs", "failing_inputs", "failing_kwargs", "test")
 
-def replay(path: str) -> int:
-    import io
 
+def replay(path: str, allow_pickle: bool = False) -> int:
     import torch
 
     from .backends.base import ExportContext, load_backend
@@ -26,25 +36,16 @@ def replay(path: str) -> int:
     from .options import BUILTIN_BACKENDS
     from .reference.eager import Eager
 
-    data = torch.load(path, weights_only=False, map_location="cpu")
-    if data["module"] is None:
-        print(f"cannot replay: {data['module_class']} is not importable (defined inside a function?)")
-        return 2
-    root = data.get("source_root")
-    if root and root not in sys.path:
-        sys.path.insert(0, root)
-    try:
-        module = torch.load(io.BytesIO(data["module"]), weights_only=False, map_location="cpu")
-    except (AttributeError, ImportError, ModuleNotFoundError) as exc:
-        print(
-            f"cannot replay: {data['module_class']} does not import here ({exc}); "
-            "define the model in an importable module (not __main__ or inside a function)"
-        )
-        return 2
+    data = _load(path, allow_pickle)
+    if data is None:
+        return CANNOT
+    module = _module(path, data, allow_pickle)
+    if module is None:
+        return CANNOT
     name, device = data["backend"], data["device"]
     if name not in BUILTIN_BACKENDS:
         print(f"cannot replay: {name} is a third-party backend; replay runs built-in backends only")
-        return 2
+        return CANNOT
     backend = load_backend(BUILTIN_BACKENDS[name])
     opts = data["options"]
     export_args, export_kwargs = data["export_inputs"]
@@ -68,6 +69,125 @@ def replay(path: str) -> int:
                 backend.save(artifact, directory)
                 artifact = backend.load(directory, ctx)
         return _verdict(backend, artifact, eager, data)
+
+
+def _refuse(path: str, why: str) -> None:
+    print(
+        f"cannot replay {path} without unpickling it: {why}.\n"
+        "Unpickling runs whatever code the file names, so a file made by anyone else can run their code "
+        "on this machine; replay does it only when asked.\n"
+        f"If you trust whoever made this file: python -m pytest_torchexport.replay {path} {_ALLOW}"
+    )
+
+
+def _load(path: str, allow_pickle: bool) -> dict[str, Any] | None:
+    """The file's outer dict, read weights-only; unpickled only with ``--allow-pickle``."""
+    import pickle
+
+    import torch
+
+    try:
+        data = torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as exc:
+        why = f"it holds Python objects beyond tensors and plain values ({_weights_only_reason(exc)})"
+        if not allow_pickle:
+            _refuse(path, why)
+            return None
+        print(f"unpickling {path} as {_ALLOW} asks: {why}")
+        try:
+            data = torch.load(path, weights_only=False, map_location="cpu")
+        except Exception as err:  # noqa: BLE001 - whatever the file holds, a line, not a traceback
+            print(f"cannot replay {path}: it does not unpickle ({type(err).__name__}: {err})")
+            return None
+    except Exception as exc:  # noqa: BLE001 - not a torch file at all
+        print(f"cannot replay {path}: not a repro file written by --torchexport-repro-dir ({type(exc).__name__}: {exc})")
+        return None
+    if not isinstance(data, dict) or data.get("format") not in (1, 2):
+        print(f"cannot replay {path}: not a repro file written by --torchexport-repro-dir (no known format)")
+        return None
+    missing = [key for key in _KEYS if key not in data]
+    if missing:
+        print(f"cannot replay {path}: not a whole repro file (it has no {', '.join(missing)})")
+        return None
+    return data
+
+
+def _weights_only_reason(exc: Exception) -> str:
+    """The line of torch's weights-only refusal that names what the file holds."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(("Weights only load failed", "Check the documentation"))]
+    return (useful or lines or [type(exc).__name__])[0].rstrip(".")
+
+
+def _module(path: str, data: dict[str, Any], allow_pickle: bool) -> Any:
+    """The module: rebuilt from its classes (format 2), else unpickled only when allowed."""
+    import io
+
+    import torch
+
+    from .search.repro import NotPlain, printable, rebuild, resolve_class
+
+    _import_root(data)
+    if data.get("format") == 1:
+        if data.get("module") is None:
+            print(f"cannot replay: {data['module_class']} is not importable (defined inside a function?)")
+            return None
+        why = "it was written by an earlier version of the plugin (format 1), which pickled the module"
+        if not allow_pickle:
+            _refuse(path, why)
+            return None
+        print(f"unpickling the module of {path} as {_ALLOW} asks: {why}")
+        return _unpickled(lambda: torch.load(io.BytesIO(data["module"]), weights_only=False, map_location="cpu"), data)
+    blob, why = data.get("pickle"), printable(data.get("pickle_reason") or "it holds Python objects")
+    if data.get("module_tree") is None or blob is not None:
+        if blob is None:
+            print(f"cannot replay: {data['module_class']} could not be saved ({why})")
+            return None
+        if not allow_pickle:
+            _refuse(path, why)
+            return None
+        print(f"unpickling part of {path} as {_ALLOW} asks: {why}")
+        pickled = _unpickled(lambda: torch.load(io.BytesIO(blob), weights_only=False, map_location="cpu"), data)
+        if pickled is None:
+            return None
+        data.update({k: v for k, v in pickled.items() if k != "module"})
+        if data.get("module_tree") is None:
+            return pickled.get("module")
+    model = str(data.get("module_class", "")).partition(":")[0]
+    try:
+        return rebuild(data["module_tree"], lambda name: resolve_class(name, imports=model))
+    except NotPlain as exc:
+        print(f"cannot replay: the file {exc}")
+    except (AttributeError, ImportError) as exc:
+        print(
+            f"cannot replay: {data['module_class']} does not import here ({exc}); "
+            "define the model in an importable module (not __main__ or inside a function)"
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        print(f"cannot replay {path}: its module tree is malformed ({type(exc).__name__}: {exc})")
+    return None
+
+
+def _unpickled(load: Any, data: dict[str, Any]) -> Any:
+    try:
+        return load()
+    except (AttributeError, ImportError, ModuleNotFoundError) as exc:
+        print(
+            f"cannot replay: {data['module_class']} does not import here ({exc}); "
+            "define the model in an importable module (not __main__ or inside a function)"
+        )
+        return None
+
+
+def _import_root(data: dict[str, Any]) -> None:
+    """The folder the model's module was imported from, on ``sys.path``, where it holds that module."""
+    root, name = data.get("source_root"), str(data.get("module_class", "")).partition(".")[0].partition(":")[0]
+    if not isinstance(root, str) or not name or root in sys.path:
+        return
+    folder = Path(root)
+    # Only a folder that holds the named module: a path in the file never adds a folder of strangers' code.
+    if (folder / f"{name}.py").is_file() or (folder / name / "__init__.py").is_file():
+        sys.path.insert(0, root)
 
 
 def _verdict(backend: Any, artifact: Any, eager: Any, data: dict[str, Any]) -> int:
@@ -97,7 +217,11 @@ def _verdict(backend: Any, artifact: Any, eager: Any, data: dict[str, Any]) -> i
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pytest_torchexport.replay", description=__doc__.splitlines()[0])
     parser.add_argument("file", help="a .pt file written by --torchexport-repro-dir")
-    return replay(parser.parse_args(argv).file)
+    parser.add_argument(_ALLOW, action="store_true",
+                        help="unpickle what the file cannot hold otherwise (runs code the file names: only for "
+                             "a file whose maker you trust)")
+    args = parser.parse_args(argv)
+    return replay(args.file, allow_pickle=args.allow_pickle)
 
 
 if __name__ == "__main__":

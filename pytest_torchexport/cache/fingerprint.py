@@ -177,7 +177,7 @@ class _Hasher:
             if isinstance(sub, torch.jit.ScriptModule):
                 self._w("training", sub.training)
             else:
-                for key, value in vars(sub).items():
+                for key, value in sorted(vars(sub).items()):  # the order attributes were set in is no part of it
                     if key in _MODULE_SKIP:
                         continue
                     self._w("attr", key)

@@ -27,6 +27,7 @@ class Reuse:
         self.files: list[str] = []  # known before the run: compare=, a third-party backend
         self.hit = False
         self.note: str | None = None  # why the cache was not used, for the summary
+        self.refused: str | None = None  # [Signed Entries] why the entry's signature was refused (store.REFUSED)
         self.spent = 0.0  # seconds: the key, the lookup, the store (timings["cache_s"])
 
     def lookup(self) -> Result | None:
@@ -52,14 +53,21 @@ class Reuse:
         except Exception as exc:  # noqa: BLE001 - the cache only saves time: the check runs
             self.note = f"not cached: its key could not be computed ({type(exc).__name__}: {exc})"
             return None
-        found, self.note = cache.lookup(self.key)
+        found, note = cache.lookup(self.key)
+        if note is not None:
+            self.note, self.refused = note.text, note.refused
         if found is None:
             return None
-        self.hit = True
         session = pending.session
         row = {**found.row, "nodeid": session.nodeid, "test": session.test, "cached": True,
                "cached_at": found.created}
-        return Result.from_dict(row)
+        try:
+            result = Result.from_dict(row)
+        except Exception as exc:  # noqa: BLE001 - an entry from an unsigned folder may hold anything
+            self.note = f"ignored a stored pass whose row cannot be read ({type(exc).__name__}: {exc}): checked again"
+            return None
+        self.hit = True
+        return result
 
     def keep(self, result: Result) -> None:
         """Store ``result`` when it is a pass made here; the files it ran leave the row."""
@@ -73,13 +81,15 @@ class Reuse:
             self.note = "not cached: a file it ran cannot be read back to key it"
         else:
             note = self.pending.session.cache.store(self.key, result.to_dict(), files)
-            self.note = note or self.note
+            self.note = note.text if note is not None else self.note
         self.spent += time.perf_counter() - t0
         self._tell(result)
 
     def _tell(self, result: Result) -> None:
         if self.note:
             result.extra["cache"] = self.note
+        if self.refused:
+            result.extra["cache_refused"] = self.refused
         if self.key is not None:
             result.timings["cache_s"] = self.spent
 

@@ -11,13 +11,27 @@ workers and CI shards that share the folder see an old entry, a new one or none.
 that cannot be read or parsed is a miss, with a note (``Cache.notes``), never an error.
 Entries are pruned at the end of a session: those not used for ``MAX_AGE_DAYS`` days, then
 the least recently used past ``MAX_ENTRIES`` (a hit touches its entry's mtime).
+
+[Signed Entries] Whoever can write the folder could edit an entry (a file's digest set to the
+edited file's) and turn a failing check green. With ``TORCHEXPORT_CACHE_SECRET`` set, every
+entry written carries ``signature``: HMAC-SHA256, keyed by the secret, over the canonical JSON
+of its format version, key, creation time, file digests and row (``_signed``). A lookup with
+the secret verifies it before it trusts any field: an entry without a signature, or whose
+signature does not verify, is a miss that names why (``Note.refused``), counted in the
+session summary. Without the secret nothing is verified: the folder's writers are trusted
+(docs/howto-cache.md, "Who may write the cache"). An entry of another format version, one
+past ``MAX_ENTRY_BYTES`` or one that is not an entry at all is a miss with a note, never an error.
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
+import hmac
 import json
 import os
+import re
+import stat
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -29,9 +43,15 @@ from . import sources
 VERSION = 1
 MAX_AGE_DAYS = 30
 MAX_ENTRIES = 5000
+#: The environment variable whose value signs and verifies entries ([Signed Entries]).
+SECRET_ENV = "TORCHEXPORT_CACHE_SECRET"
+#: An entry is a row and a list of digests, a few kilobytes: one past this is not read.
+MAX_ENTRY_BYTES = 1 << 20
+#: What may be in the folder: entries named by their key, and writers' temporary files.
+_ENTRY_NAME = re.compile(r"^(?:[0-9a-f]{64}\.json|\.[0-9a-f]{8}-\w+\.tmp)$")
 #: Keys of a row that describe one run, not the verdict: not stored.
 _PER_RUN = ("nodeid", "test", "timings", "sources", "location", "isolation", "cached", "cached_at", "cache",
-            "baseline")
+            "baseline", "cache_refused")
 
 
 def resolve(value: str | None, default: Path | None, base: Path) -> Cache | None:
@@ -40,9 +60,11 @@ def resolve(value: str | None, default: Path | None, base: Path) -> Cache | None
     text = (value or "").strip()
     if text.lower() in ("off", "no", "false", "0", "none"):
         return None
+    # An empty value counts as unset: CI systems give an empty string for a secret a run may not see.
+    secret = os.environ.get(SECRET_ENV) or None
     if text:
-        return Cache(base / Path(text).expanduser())
-    return Cache(default) if default is not None else None
+        return Cache(base / Path(text).expanduser(), secret=secret)
+    return Cache(default, secret=secret) if default is not None else None
 
 
 @dataclass
@@ -51,12 +73,38 @@ class Hit:
     created: str  # ISO date and time (UTC) of the run that made it
 
 
+@dataclass(frozen=True)
+class Note:
+    """Why an entry that exists was not used, written once for the summary.
+
+    ``refused`` is set when the entry was refused for its signature, as data the summary
+    counts by (``unsigned``, ``signature``); other notes (unreadable, corrupt, another format,
+    too large) leave it None."""
+
+    text: str
+    refused: str | None = None
+
+    def __str__(self) -> str:
+        return self.text
+
+
+#: ``Note.refused`` kinds, and what the summary says of each.
+REFUSED = {
+    "unsigned": f"unsigned (written without {SECRET_ENV}, or by a plugin before signing)",
+    "signature": f"whose signature does not verify with this {SECRET_ENV} (edited, forged, or signed with another secret)",
+}
+
+
 @dataclass
 class Cache:
-    """The verdict cache in one folder (``--torchexport-cache``, or under pytest's cache dir)."""
+    """The verdict cache in one folder (``--torchexport-cache``, or under pytest's cache dir).
+
+    With ``secret`` (``TORCHEXPORT_CACHE_SECRET``), entries are signed when written and
+    verified when read ([Signed Entries])."""
 
     directory: Path
     notes: list[str] = field(default_factory=list)  # entries that could not be read or written
+    secret: str | None = field(default=None, repr=False)
 
     @property
     def root(self) -> Path:
@@ -65,24 +113,46 @@ class Cache:
     def _path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.json"
 
-    def lookup(self, key: str) -> tuple[Hit | None, str | None]:
+    def lookup(self, key: str) -> tuple[Hit | None, Note | None]:
         """(the reusable entry or None, a note when the entry exists but could not be used)."""
         path = self._path(key)
         try:
-            text = path.read_text(encoding="utf-8")
+            info = path.stat()
+            if not stat.S_ISREG(info.st_mode):
+                return None, self._note(f"ignored {path}: not a regular file: checked again")
+            if info.st_size > MAX_ENTRY_BYTES:
+                return None, self._note(f"ignored {path}: {info.st_size} bytes, more than an entry ever holds "
+                                        f"({MAX_ENTRY_BYTES}): checked again")
+            with open(path, "rb") as f:
+                data = f.read(MAX_ENTRY_BYTES + 1)  # the file may have grown since the stat
         except FileNotFoundError:
             return None, None
         except OSError as exc:
             return None, self._note(f"cannot read {path} ({exc}): checked again")
         try:
-            entry = json.loads(text)
-            if entry.get("version") != VERSION or entry.get("key") != key:
-                raise ValueError("not an entry of this cache version and key")
+            if len(data) > MAX_ENTRY_BYTES:
+                raise ValueError(f"more than {MAX_ENTRY_BYTES} bytes")
+            entry = json.loads(data.decode("utf-8"))
+            if not isinstance(entry, dict):
+                raise ValueError(f"a JSON {type(entry).__name__}, not an entry")
+            if entry.get("version") != VERSION:
+                return None, self._note(f"ignored {path}: an entry of format {_shown(entry.get('version'))} (written "
+                                        f"by {_shown(entry.get('plugin') or 'another plugin version')}), this "
+                                        f"plugin reads format {VERSION}: checked again")
+            if self.secret is not None:
+                refused = self._refused(entry, path)
+                if refused is not None:
+                    return None, refused
+            if entry.get("key") != key:
+                raise ValueError("its key is not the one its name says")
             files, row, created = entry["files"], entry["row"], entry["created"]
             if not isinstance(row, dict) or row.get("status") != "pass":
                 raise ValueError("its row is not a pass")
+            _check_row(row)
+            if not isinstance(created, str) or not _file_digests(files):
+                raise ValueError("its date or its list of file digests is malformed")
             stale = not sources.unchanged(files)
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
             return None, self._note(f"ignored the corrupt entry {path} ({type(exc).__name__}: {exc}): checked again")
         if stale:
             return None, None
@@ -92,22 +162,46 @@ class Cache:
             pass
         return Hit(row, created), None
 
-    def store(self, key: str, row: dict[str, Any], files: list[list[str]]) -> str | None:
+    def _refused(self, entry: dict[str, Any], path: Path) -> Note | None:
+        """[Signed Entries] None when the entry's signature verifies with this cache's secret."""
+        given = entry.get("signature")
+        if not isinstance(given, str):
+            return self._note(f"refused the unsigned entry {path}: {SECRET_ENV} is set, and an entry without a "
+                              f"signature may have been written by anyone who can write the folder: checked again",
+                              "unsigned")
+        if not hmac.compare_digest(given, self._sign(entry)):
+            return self._note(f"refused the entry {path}: its signature does not verify with {SECRET_ENV} (edited "
+                              f"or forged after it was written, or signed with another secret): checked again",
+                              "signature")
+        return None
+
+    def _sign(self, entry: dict[str, Any]) -> str:
+        assert self.secret is not None
+        return hmac.new(self.secret.encode("utf-8"), _signed(entry), hashlib.sha256).hexdigest()
+
+    def store(self, key: str, row: dict[str, Any], files: list[list[str]]) -> Note | None:
         """Write the entry atomically; a folder that cannot be written is a note, never an error."""
         entry = {
             "version": VERSION,
             "key": key,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "plugin": f"pytest-torchexport {_plugin_version()}",
             "files": files,
             "row": {k: v for k, v in row.items() if k not in _PER_RUN},
         }
+        text = json.dumps(entry, default=str)
+        if self.secret is not None:
+            # Signed as it will be read back: JSON turns tuples into lists and str()s the rest.
+            entry = json.loads(text)
+            entry["signature"] = self._sign(entry)
+            text = json.dumps(entry)
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, temporary = tempfile.mkstemp(prefix=f".{key[:8]}-", suffix=".tmp", dir=path.parent)
             try:
                 with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    json.dump(entry, f, default=str)
+                    f.write(text)
                 os.replace(temporary, path)
             except BaseException:
                 _remove(Path(temporary))
@@ -123,6 +217,10 @@ class Cache:
         now = time.time()
         entries = []
         for path in self.root.glob("*/*"):
+            # Only what a writer leaves, in real folders: a link planted in the cache folder
+            # (one ``v1/ab`` pointing elsewhere) must not make the pruning delete its files.
+            if not _ENTRY_NAME.match(path.name) or path.is_symlink() or path.parent.is_symlink():
+                continue
             try:
                 mtime = path.stat().st_mtime
             except OSError:
@@ -138,9 +236,55 @@ class Cache:
                 removed += _remove(path)
         return removed
 
-    def _note(self, text: str) -> str:
+    def _note(self, text: str, refused: str | None = None) -> Note:
         self.notes.append(text)
-        return text
+        return Note(text, refused)
+
+
+def _signed(entry: dict[str, Any]) -> bytes:
+    """The bytes an entry's signature covers: canonical JSON (sorted keys, no spaces) of every
+    field but the signature, so a reader recomputes them from the parsed entry."""
+    fields = [entry.get(name) for name in ("version", "key", "created", "plugin", "files", "row")]
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=True).encode("ascii")
+
+
+def _shown(value: Any) -> str:
+    """A value read from an entry, as the summary may print it: one short line."""
+    text = value if isinstance(value, str) else repr(value)
+    text = text.encode("ascii", "backslashreplace").decode("ascii").replace("\n", " ")
+    return "".join(ch if ch.isprintable() else "?" for ch in text)[:80]
+
+
+#: Fields of a stored row and the types a report writer may be handed (a row is otherwise free).
+_ROW_TYPES: dict[str, tuple[type, ...]] = {
+    "backend": (str,), "device": (str,), "module": (str, type(None)), "message": (str, type(None)),
+    "examples": (int,), "max_abs_err": (int, float, type(None)), "max_rel_err": (int, float, type(None)),
+    "atol": (int, float, type(None)), "rtol": (int, float, type(None)), "findings": (list,),
+}
+
+
+def _check_row(row: dict[str, Any]) -> None:
+    """A row the report writers can be handed; ValueError (a corrupt entry) otherwise."""
+    for name, types in _ROW_TYPES.items():
+        if name in row and (not isinstance(row[name], types) or isinstance(row[name], bool) and bool not in types):
+            raise ValueError(f"its row's {name} is a {type(row[name]).__name__}")
+    for finding in row.get("findings", []):
+        if not isinstance(finding, dict) or not all(isinstance(v, (str, type(None))) for v in finding.values()):
+            raise ValueError("its row's findings are malformed")
+
+
+def _file_digests(files: Any) -> bool:
+    """A list of [path, sha256] pairs of strings: what ``sources.unchanged`` may be handed."""
+    return isinstance(files, list) and all(
+        isinstance(pair, list) and len(pair) == 2 and all(isinstance(part, str) for part in pair) for pair in files
+    )
+
+
+def _plugin_version() -> str:
+    from .._compat import package_version
+
+    return package_version("pytest-torchexport") or "unknown"
 
 
 def _remove(path: Path) -> int:
@@ -151,4 +295,4 @@ def _remove(path: Path) -> int:
         return 0
 
 
-__all__ = ["Cache", "Hit", "MAX_AGE_DAYS", "MAX_ENTRIES", "resolve"]
+__all__ = ["Cache", "Hit", "MAX_AGE_DAYS", "MAX_ENTRIES", "MAX_ENTRY_BYTES", "Note", "REFUSED", "SECRET_ENV", "resolve"]

@@ -145,7 +145,23 @@ def cache_lines(rows: list[dict[str, Any]]) -> list[str]:
         passes = "pass" if reused == 1 else "passes"
         lines.append(f"torchexport cache: reused {reused} {passes} of {len(rows)} checks (nothing they depend on changed)")
     lines.extend(f"torchexport cache warning: {note}" for note in notes)
+    lines.extend(refused_lines(rows))
     return lines
+
+
+def refused_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """[Signed Entries] The entries TORCHEXPORT_CACHE_SECRET refused, counted, with why, in one line."""
+    from collections import Counter
+
+    from ..cache.store import REFUSED
+
+    counts = Counter(row["cache_refused"] for row in rows if row.get("cache_refused") in REFUSED)
+    if not counts:
+        return []
+    total = sum(counts.values())
+    why = "; ".join(f"{n} {REFUSED[kind]}" for kind, n in sorted(counts.items()))
+    entries = "entry" if total == 1 else "entries"
+    return [f"torchexport cache: refused {total} stored {entries}: {why}; checked again"]
 
 
 def _is_worker(config: pytest.Config) -> bool:
