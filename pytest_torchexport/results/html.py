@@ -172,16 +172,7 @@ def _detail(index: int, row: dict[str, Any], r: Result) -> dict[str, Any]:
         "diverges_at": row.get("diverges_at"),
         "timings": [(k, f"{v:.3g}") for k, v in r.timings.items()],
         "per_input": len(row.get("per_input") or []),
-        "search": _search_text(r.cause_kind, row, r.message),
     }
-
-
-def _search_text(*parts: Any) -> str:
-    """What the search box matches: the test, module, backend, status, cause and message."""
-    kind, row, message = parts
-    words = [row.get("nodeid"), row.get("test"), row.get("module"), row.get("backend"), row.get("status"),
-             kind, row.get("likely_cause"), message]
-    return " ".join(str(w) for w in words if w).lower()
 
 
 def _cause_finding(r: Result) -> Any:

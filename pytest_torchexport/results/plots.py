@@ -36,7 +36,7 @@ def _chart(title: str, standalone: bool = False) -> Any:
         title=title, style=_style(), width=520, height=330, margin=8, margin_bottom=14, explicit_size=True, logarithmic=True,
         js=[], no_prefix=not standalone, disable_xml_declaration=True, pretty_print=False,
         stroke=False, dots_size=3.5, show_legend=True, legend_at_bottom=True, legend_at_bottom_columns=2,
-        show_x_guides=False, x_title="input, in the order tried", truncate_legend=-1,
+        show_x_guides=False, x_title="input, in the order tried", truncate_legend=-1, truncate_label=-1,
         print_values=False, value_formatter=lambda v: f"{v:.0e}" if v < 0.01 or v >= 1000 else f"{v:g}", show_minor_x_labels=True, x_label_rotation=0,
     )
 
@@ -73,7 +73,9 @@ def error_plot(row: dict[str, Any], standalone: bool = False) -> str | None:
     chart = _chart(f"{row['backend']}: greatest error per input", standalone)
     for name in _SERIES:
         # Every series is added, empty or not, so a colour means the same thing on every chart.
-        chart.add(name, series[name], dots_size=2 if name == _SERIES[2] else 3.5)
+        # The tolerance is a line (one path), the errors are dots (one element each).
+        tolerance = name == _SERIES[2]
+        chart.add(name, series[name], stroke=tolerance, show_dots=not tolerance, allow_interruptions=True)
     step = max(1, len(entries) // 10)
     chart.x_labels = [str(i) if (i - 1) % step == 0 else "" for i in range(1, len(entries) + 1)]
     chart.y_labels = _decades(exact, ceiling)
@@ -104,16 +106,31 @@ def _without_style(chart: Any, standalone: bool = False) -> str:
         elif child.tag == "defs":  # keep the scoped stylesheet, not the config for pygal.js
             for script in child.findall("script"):
                 child.remove(script)
-    for dots in tree.iter("g"):
-        if dots.get("class") != "dots":
-            continue
-        for desc in dots.findall("desc"):
-            if desc.get("class") == "value":
-                desc.tag, desc.attrib = "title", {}
-            else:
-                dots.remove(desc)
+    for series in tree.iter("g"):
+        for dots in [g for g in series.findall("g") if g.get("class") == "dots"]:
+            # <g class="dots"><circle/><desc>value</desc><desc>x</desc>..</g> becomes
+            # <circle class="dot"><title>value</title></circle>, in the same place.
+            circle, value = dots.find("circle"), next((d for d in dots.findall("desc") if d.get("class") == "value"), None)
+            if circle is None:
+                continue
+            circle.set("class", "dot")
+            for axis in ("cx", "cy"):  # pygal writes 16 digits; a tenth of a pixel is enough
+                circle.set(axis, f"{float(circle.get(axis, 0)):.1f}")
+            if value is not None:
+                value.tag, value.attrib = "title", {}
+                circle.append(value)
+            series.insert(list(series).index(dots), circle)
+            series.remove(dots)
+    for axis in tree.iter("g"):
+        if axis.get("class") == "axis x":  # a guide per input, most of them unlabelled: drop those
+            for guide in axis.findall("g"):
+                text = guide.find("text")
+                if text is not None and not (text.text or "").strip():
+                    axis.remove(guide)
     if not standalone:
+        # Inline in an HTML page an <svg> needs no namespace, and the page then names no URL at all.
         tree.attrib.pop("id", None)
+        tree.attrib.pop("xmlns", None)
     return _to_string(tree)
 
 
