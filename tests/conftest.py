@@ -11,6 +11,14 @@ import torch  # noqa: F401
 # a later inline run, their classes would differ from the ones hypothesis already holds.
 import pytest_torchexport.engine.pipeline  # noqa: F401,E402
 
+# Likewise pygal (the HTML report's plots): it imports the importlib_metadata backport, which
+# adds a finder to sys.meta_path that outlives an inline run's sys.modules; the next inline
+# run then finds no pytest11 entry points, and the plugin's options are "unrecognized".
+try:
+    import pygal  # noqa: F401,E402
+except ImportError:  # the html extra is not installed: its tests say so
+    pass
+
 pytest_plugins = ["pytester"]
 
 # Few examples keep the suite fast; the search still reaches sizes 1 and 2 and sign flips.

@@ -44,7 +44,8 @@ class Reporting:
         results = getattr(report, "torchexport_results", None)
         if not results or report.when != "call":
             return
-        if self.config.pluginmanager.hasplugin("html") and not _is_worker(self.config):
+        # Only where pytest-html writes a page (--html): its plugin is loaded in every session.
+        if self.config.getoption("htmlpath", None) and not _is_worker(self.config):
             html_extras(report, results)
         earlier = self.rows.get(report.nodeid)
         if earlier:  # [Reruns] this attempt's rows take the place of the last attempt's
