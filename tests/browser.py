@@ -119,7 +119,13 @@ class Browser:
                       clickCount=1)
 
     def screenshot(self, path: str, full: bool = False) -> None:
-        data = self.call("Page.captureScreenshot", session=True, format="png", captureBeyondViewport=full)["data"]
+        """A PNG of the viewport, or of the whole page (``full``)."""
+        params: dict[str, Any] = {"format": "png"}
+        if full:
+            size = self.call("Page.getLayoutMetrics", session=True)["cssContentSize"]
+            params.update(captureBeyondViewport=True,
+                          clip={"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1})
+        data = self.call("Page.captureScreenshot", session=True, **params)["data"]
         with open(path, "wb") as out:
             out.write(base64.b64decode(data))
 

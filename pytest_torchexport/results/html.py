@@ -127,7 +127,7 @@ def _column(r: Result) -> str:
 def _environment(environment: dict[str, Any]) -> list[tuple[str, str]]:
     shown = dict(environment)
     shown.pop("mixed", None)
-    if "pytest_torchexport" not in shown:
+    if "pytest-torchexport" not in shown:
         from .._compat import package_version
 
         shown["pytest-torchexport"] = package_version("pytest-torchexport") or "(not installed: a checkout)"
@@ -254,9 +254,12 @@ def migration(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _session_timings(results: list[Result]) -> list[tuple[str, str]]:
-    """Seconds spent per stage over all rows, largest first: where the session's time went."""
+    """Seconds spent per stage over all rows, largest first: where the session's time went.
+    ``total_s`` (each check's whole time, its stages included) comes first, as the whole."""
     totals: Counter[str] = Counter()
     for r in results:
         for stage, seconds in r.timings.items():
             totals[stage] += seconds
-    return [(stage, f"{seconds:.2f}") for stage, seconds in totals.most_common()]
+    whole = totals.pop("total_s", None)
+    ranked = [(stage, f"{seconds:.2f}") for stage, seconds in totals.most_common()]
+    return ([("all checks (total_s)", f"{whole:.2f}")] if whole is not None else []) + ranked
