@@ -11,6 +11,7 @@ taken off each chart and written once in the page (``chart_stylesheet``), which 
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 #: Where a bit-exact input (error 0, which a log axis cannot show) is drawn: below every error.
@@ -19,7 +20,23 @@ _COLORS = ("#2e7d32", "#c62828", "#757575", "#1565c0")  # pass, failing, toleran
 _SERIES = ("within tolerance", "beyond tolerance", "tolerance at that element", "eager's own float64 rounding")
 
 
+def load_pygal() -> Any:
+    """pygal, without the import hook it adds to ``sys.meta_path``.
+
+    [pygal Import Hook] ``import pygal`` installs ``PluginImportFixer``, a finder for its
+    ``pygal.maps.*`` plugins that has no ``find_spec``: from then on, every import of a module
+    not yet loaded warns ``ImportWarning`` (an error under ``-W error``, and in pytest-xdist's
+    workers an INTERNALERROR). The report never imports ``pygal.maps``, so the hook goes.
+    """
+    import pygal
+
+    sys.meta_path[:] = [f for f in sys.meta_path
+                        if not (type(f).__name__ == "PluginImportFixer" and type(f).__module__ == "pygal")]
+    return pygal
+
+
 def _style() -> Any:
+    load_pygal()
     from pygal.style import Style
 
     return Style(
@@ -30,8 +47,7 @@ def _style() -> Any:
 
 
 def _chart(title: str, standalone: bool = False) -> Any:
-    import pygal
-
+    pygal = load_pygal()
     return pygal.Line(
         title=title, style=_style(), width=520, height=330, margin=8, margin_bottom=14, explicit_size=True, logarithmic=True,
         js=[], no_prefix=not standalone, disable_xml_declaration=True, pretty_print=False,
