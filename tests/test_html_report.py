@@ -148,11 +148,13 @@ def test_merge_writes_one_self_contained_page(page_file, report_run):
     assert text.count("<svg") == sum(1 for r in report_run["data"]["results"] if r.get("per_input"))
 
 
-def test_session_writes_the_page_itself(tmp_path):
-    """--torchexport-report=out.html, the plugin's own path (no merge)."""
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_session_writes_the_page_itself(tmp_path, workers):
+    """--torchexport-report=out.html, the plugin's own path (no merge); under xdist the controller writes it."""
     (tmp_path / "test_models.py").write_text(MODELS)
     (tmp_path / "pytest.ini").write_text(INI)
-    proc = _pytest(tmp_path, "--torchexport-report=out.html", "-k", "mlp", "--torchexport-examples=3", "-q")
+    proc = _pytest(tmp_path, "--torchexport-report=out.html", "-k", "mlp", "--torchexport-examples=3", "-q",
+                   "-n", workers)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "torchexport report written to out.html" in proc.stdout
     text = (tmp_path / "out.html").read_text()
