@@ -118,6 +118,11 @@ class Browser:
             self.call("Input.dispatchMouseEvent", session=True, type=kind, x=box[0], y=box[1], button="left",
                       clickCount=1)
 
+    def type(self, selector: str, text: str) -> None:
+        """Click the field, then type ``text`` as keyboard input (the page sees its input events)."""
+        self.click(selector)
+        self.call("Input.insertText", session=True, text=text)
+
     def screenshot(self, path: str, full: bool = False) -> None:
         """A PNG of the viewport, or of the whole page (``full``)."""
         params: dict[str, Any] = {"format": "png"}

@@ -272,7 +272,16 @@ def test_the_page_in_a_real_browser(page_file, report_run, tmp_path):
         visible = browser.evaluate("[...document.querySelectorAll('details.row')].filter(e => e.offsetParent).length")
         assert visible == Counter(r["status"] for r in data["results"])["mismatch"]
         browser.evaluate("(() => { const s = document.getElementById('f-status'); s.value = '';"
-                         " s.dispatchEvent(new Event('change')); window.scrollTo(0, 0); })()")
+                         " s.dispatchEvent(new Event('change')); })()")
+        # The search box, typed into: the MLP's rows and matrix line only.
+        browser.type("#f-search", "mlp")
+        shown = browser.evaluate("[...document.querySelectorAll('details.row')].filter(e => e.offsetParent)"
+                                 ".map(e => e.querySelector('summary').innerText)")
+        assert len(shown) == 3 and all("test_mlp" in line for line in shown), shown
+        assert browser.evaluate("[...document.querySelectorAll('#matrix tbody tr')].filter(e => e.offsetParent)"
+                                ".map(e => e.dataset.test)") == ["test_models.py::test_mlp"]
+        browser.evaluate("(() => { const s = document.getElementById('f-search'); s.value = '';"
+                         " s.dispatchEvent(new Event('input')); window.scrollTo(0, 0); })()")
         browser.screenshot(str(tmp_path / "html-report.png"), full=True)
         if os.environ.get("TORCHEXPORT_DOCS_SCREENSHOT") == "1":  # docs/html-report.md shows it
             SCREENSHOT.parent.mkdir(exist_ok=True)
