@@ -11,6 +11,17 @@ import torch  # noqa: F401
 # a later inline run, their classes would differ from the ones hypothesis already holds.
 import pytest_torchexport.engine.pipeline  # noqa: F401,E402
 
+# Likewise pygal (the HTML report's plots): it imports the importlib_metadata backport, which
+# adds a finder to sys.meta_path that outlives an inline run's sys.modules; the next inline
+# run then finds no pytest11 entry points, and the plugin's options are "unrecognized".
+# Through the plugin's loader, which takes pygal's legacy import hook off ([pygal Import Hook]).
+try:
+    from pytest_torchexport.results.plots import load_pygal  # noqa: E402
+
+    load_pygal()
+except ImportError:  # the html extra is not installed: its tests say so
+    pass
+
 pytest_plugins = ["pytester"]
 
 # Few examples keep the suite fast; the search still reaches sizes 1 and 2 and sign flips.

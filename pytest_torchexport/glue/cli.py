@@ -63,7 +63,7 @@ FLAGS: tuple[Flag, ...] = (
          "devices: cpu,cuda or auto (= cpu, plus cuda when available)", "devices"),
     Flag("--torchexport-examples", "torchexport_examples",
          f"hypothesis examples per backend (default {DEFAULT_EXAMPLES})", "examples", _int),
-    Flag("--torchexport-report", "torchexport_report", "write the session report: .json, or .md for Markdown"),
+    Flag("--torchexport-report", "torchexport_report", "write the session report: .json, .md for Markdown, or .html for a page (the html extra)"),
     Flag("--torchexport-baseline", "torchexport_baseline",
          "compare with a committed baseline report: fail on a regression"),
     Flag("--torchexport-update-baseline", None, "write the baseline (--torchexport-baseline) from this run",

@@ -64,6 +64,12 @@ class State:
             raise pytest.UsageError(str(exc)) from None
         state = cls(backends=backends, defaults=defaults)
         state.report_path = config.getoption("torchexport_report") or config.getini("torchexport_report") or None
+        if state.report_path and state.report_path.endswith(".html"):
+            from ..results.html import missing_message
+
+            absent = missing_message(f"--torchexport-report={state.report_path}")
+            if absent:  # said now, not after an hour of checks
+                raise pytest.UsageError(absent)
         state.baseline_path = config.getoption("torchexport_baseline") or config.getini("torchexport_baseline") or None
         state.update_baseline = bool(config.getoption("torchexport_update_baseline"))
         if state.update_baseline and not state.baseline_path:

@@ -39,10 +39,14 @@ class Reporting:
             report.torchexport_results = [row.to_dict()]
         return report
 
+    @pytest.hookimpl(tryfirst=True)  # before pytest-html reads the report's extras
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         results = getattr(report, "torchexport_results", None)
         if not results or report.when != "call":
             return
+        # Only where pytest-html writes a page (--html): its plugin is loaded in every session.
+        if self.config.getoption("htmlpath", None) and not _is_worker(self.config):
+            html_extras(report, results)
         earlier = self.rows.get(report.nodeid)
         if earlier:  # [Reruns] this attempt's rows take the place of the last attempt's
             stale = {id(row) for row in earlier}
@@ -162,6 +166,21 @@ def refused_lines(rows: list[dict[str, Any]]) -> list[str]:
     why = "; ".join(f"{n} {REFUSED[kind]}" for kind, n in sorted(counts.items()))
     entries = "entry" if total == 1 else "entries"
     return [f"torchexport cache: refused {total} stored {entries}: {why}; checked again"]
+
+
+def html_extras(report: pytest.TestReport, rows: list[dict[str, Any]]) -> None:
+    """[pytest-html] Each row's verdict and per-input plot in the item's extras (results/html.py's
+    ``extra``; the plot where the html extra is installed, the verdict in any case)."""
+    from pytest_html import extras
+
+    from ..results import html as page
+
+    if page.missing():
+        fragments = [f"<p><strong>torchexport {html.escape(r['backend'])}: {html.escape(r['status'])}</strong> "
+                     f"(install {html.escape(page.INSTALL)} for the plot)</p>" for r in rows]
+    else:
+        fragments = [page.extra(row) for row in rows]
+    report.extras = [*getattr(report, "extras", []), *(extras.html(f) for f in fragments)]
 
 
 def _is_worker(config: pytest.Config) -> bool:

@@ -96,6 +96,9 @@ class LeafDiff:
     one_sided_nonfinite: int = 0  # NaN/inf on one side only: no tolerance covers these
     scale: float | None = None  # [Scale Budget] the leaf's greatest finite |eager|, where a budget judged it
     budget: float | None = None  # the error allowed, as a fraction of ``scale``
+    #: The error allowed at the element of the greatest absolute error (atol + rtol * |eager| there):
+    #: the tolerance line of the HTML report's per-input plot, read from one element.
+    allowed: float = 0.0
 
     @property
     def of_scale(self) -> float:
@@ -165,6 +168,7 @@ class Comparison:
     custom_message: str | None = None
     compared: Compared = field(default_factory=Compared)  # how much of the outputs the verdict read
     of_scale: float = 0.0  # [Scale Budget] the greatest error over the leaves, a fraction of the leaf's scale
+    allowed: float | None = None  # the tolerance at ``max_abs``'s element (LeafDiff.allowed)
 
     def lines(self) -> list[str]:
         if self.problem:
@@ -275,6 +279,8 @@ def _judge_leaf(result: Comparison, path: str, e: torch.Tensor, a: Any, rule: tu
         diff.scale, diff.budget = scale, scale_budget
         result.of_scale = max(result.of_scale, diff.of_scale)
     result.rtol, result.atol = diff.rtol, diff.atol
+    if result.allowed is None or diff.max_abs > result.max_abs:
+        result.allowed = diff.allowed
     result.max_abs = max(result.max_abs, diff.max_abs)
     result.max_rel = max(result.max_rel, diff.max_rel)
     if diff.mismatched:
@@ -440,11 +446,12 @@ def _leaf_diff(path: str, e: torch.Tensor, a: torch.Tensor, rtol: float, atol: f
                 tally.greatest(start, *greatest)
             else:
                 _exact_chunk(tally, start, chunk, rtol, atol)
+    allowed = _allowed_at(e_flat, tally.abs_i, rtol, atol)
     if not tally.mismatched:
         # The common case, once per example: only the greatest errors feed the summary;
         # quantiles (a sort) and the would-pass tolerances explain a mismatch.
         return LeafDiff(path, shape, dtype, 0, e.numel(), tally.max_abs, tally.max_rel, (), (), 0.0, 0.0,
-                        rtol, atol, 0.0, 0.0)
+                        rtol, atol, 0.0, 0.0, allowed=allowed)
     p50, p99 = _abs_quantiles(e_flat, a_flat)
     return LeafDiff(
         path=path,
@@ -463,7 +470,14 @@ def _leaf_diff(path: str, e: torch.Tensor, a: torch.Tensor, rtol: float, atol: f
         needed_atol=tally.needed_atol,
         needed_rtol=tally.needed_rtol,
         one_sided_nonfinite=tally.one_sided,
+        allowed=allowed,
     )
+
+
+def _allowed_at(e_flat: torch.Tensor, index: int, rtol: float, atol: float) -> float:
+    """The error ``isclose`` allows at one element: atol + rtol * |eager| (atol where it is not finite)."""
+    magnitude = abs(float(e_flat[index])) if e_flat.numel() else 0.0
+    return atol + rtol * magnitude if math.isfinite(magnitude) else atol
 
 
 def _abs_quantiles(e_flat: torch.Tensor, a_flat: torch.Tensor) -> tuple[float, float]:

@@ -198,7 +198,8 @@ def with_verdicts(
 
 
 def write_report(path: str | Path, report: Report, environment: dict[str, Any]) -> None:
-    """Write ``report`` as ``--torchexport-report`` does: Markdown for ``.md``, else JSON.
+    """Write ``report`` as ``--torchexport-report`` does: Markdown for ``.md``, a page for
+    ``.html`` (html.py, the ``html`` extra), else JSON.
 
     The plugin's session report and the merge share it, so one file format has one writer.
     """
@@ -206,6 +207,10 @@ def write_report(path: str | Path, report: Report, environment: dict[str, Any]) 
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.suffix == ".md":
         text = markdown(report.results, environment)
+    elif target.suffix == ".html":
+        from .html import render
+
+        text = render(report.to_dict(environment)["results"], environment)
     else:
         text = json.dumps(report.to_dict(environment), indent=2, default=str)
     target.write_text(text, encoding="utf-8")
@@ -236,7 +241,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "reports", nargs="*", metavar="REPORT", help="JSON reports of the shards (--torchexport-report)"
     )
     parser.add_argument(
-        "-o", "--output", required=True, metavar="OUT", help="the merged report: .json, or .md for Markdown"
+        "-o", "--output", required=True, metavar="OUT",
+        help="the merged report: .json, .md for Markdown, or .html for a page (the html extra)",
     )
     parser.add_argument("--baseline", metavar="PATH", help="gate against this baseline as --torchexport-baseline does")
     parser.add_argument(
@@ -249,6 +255,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         if not args.reports:
             raise UsageError("no reports to merge: give the JSON reports of the shards (--torchexport-report=x.json)")
+        if Path(args.output).suffix == ".html":
+            from .html import missing_message
+
+            absent = missing_message(f"-o {args.output}")
+            if absent:
+                raise UsageError(absent)
         shards = [read_shard(path) for path in args.reports]
         baseline = _read_baseline(args.baseline) if args.baseline else None
         merged = merge(shards, allow_mixed=args.allow_mixed)

@@ -32,6 +32,11 @@ class Failure:
     shipped_step: Any = None  # causes.ShippedStep: the first post-processing step after which the input fails
 
 
+#: [Per Input] Entries kept per check: the default search's inputs (25 drawn, about 8 explicit)
+#: and the first steps of a shrink; a 200-row HTML report of full plots stays near 2 MB.
+PER_INPUT = 50
+
+
 @dataclass
 class Stats:
     examples: int = 0
@@ -47,6 +52,15 @@ class Stats:
     vacuous: dict[str, list[Any]] = field(default_factory=dict)
     compared: Compared | None = None  # over the inputs compared; None until one is
     sizes: dict[str, list[int]] = field(default_factory=dict)  # dim -> [min, max] over the inputs tried
+    #: [Per Input] One entry per input tried, in order, at most PER_INPUT of them: its greatest
+    #: error, the tolerance at that element, the verdict, its sizes and, where the float64 oracle
+    #: judged it anyway (a failing plain comparison), eager's and the artifact's greatest error
+    #: against float64. Numbers the comparison already made: the report's plot, no extra runs.
+    per_input: list[dict[str, Any]] = field(default_factory=list)
+
+    def note_input(self, entry: dict[str, Any]) -> None:
+        if len(self.per_input) < PER_INPUT:
+            self.per_input.append(entry)
 
     def cover(self, sizes: tuple[tuple[str, int], ...]) -> None:
         """Widen each dim's [min, max] to one input's size (contract v4 ``sizes``)."""

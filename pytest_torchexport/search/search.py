@@ -183,6 +183,7 @@ class Search:
             self.worst_of_scale = max(self.worst_of_scale, cmp.of_scale)
         if failure is None and self.verdict is not None:
             self.noise.append(self.verdict)
+        stats.note_input(_per_input(draw, failure, cmp, self.verdict))
         if failure is not None:
             stats.failed += 1
             if failure.path is not None:
@@ -306,6 +307,8 @@ class Search:
             result.extra["compared"] = stats.compared.as_dict()
         if stats.sizes:
             result.extra["sizes"] = dict(sorted(stats.sizes.items()))
+        if stats.per_input:
+            result.extra["per_input"] = stats.per_input
         result.extra["rejected_examples"] = stats.rejected
         result.extra["paths"] = len(stats.paths)
         vacuous_finding(result, stats)
@@ -378,6 +381,18 @@ class Search:
         finally:
             self.eager.restore()
             self.result.timings["localize_s"] = time.perf_counter() - t0
+
+
+def _per_input(draw: Draw, failure: Failure | None, cmp: Comparison | None, verdict: NoiseVerdict | None) -> dict[str, Any]:
+    """[Per Input] One input's entry (failure.py): the numbers this attempt already has."""
+    entry: dict[str, Any] = {"status": failure.status if failure is not None else "pass", "sizes": dict(draw.sizes)}
+    if cmp is not None and cmp.problem is None and cmp.custom_message is None:
+        entry["max_abs"] = cmp.max_abs
+        entry["allowed"] = cmp.allowed
+    worst = verdict.worst if verdict is not None else None
+    if worst is not None:
+        entry["float64"] = {"eager": worst.eager_max, "artifact": worst.artifact_max, "rounding": verdict.rounding}
+    return entry
 
 
 _first_use_paid = False

@@ -1,0 +1,265 @@
+"""The session report as one self-contained HTML page (contract v5 section 7; ``.html`` paths).
+
+``page(rows, environment)`` turns the report's rows (the JSON writer's dicts) into what the
+template lays out: the test x backend matrix with its counts, each row's details, the
+migration panel and the environment. Every value comes from a row's keys, never from its
+message text (which is shown as written). ``render`` fills ``templates/report.html.j2``
+(jinja2) and draws each row's per-input plot (``plots.py``, pygal): scripts, styles and
+pictures inline, a ``Content-Security-Policy`` of ``default-src 'none'``, so the file
+fetches nothing when it is opened.
+
+Nothing here imports torch or pytest: ``python -m pytest_torchexport merge -o out.html``
+renders a merged report without either.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import linecache
+import os
+import re
+from collections import Counter
+from typing import Any
+
+from .report import CAUSE_KIND_DOCS, FAILING, STATUS_DOCS, STATUSES, Result, format_err, format_latency
+
+#: The ``html`` extra: what the page needs beyond the plugin's own dependencies.
+REQUIRED = ("jinja2", "pygal")
+INSTALL = "pip install 'pytest-torchexport[html]'"
+#: Lines of the user's source shown around a cause's line.
+CONTEXT_LINES = 2
+#: The backends whose rows say whether a TorchScript user's module is ready for torch.export.
+TORCHSCRIPT = ("trace", "script")
+
+
+def missing() -> list[str]:
+    """The ``html`` extra's packages not installed here (empty when the page can be written)."""
+    return [name for name in REQUIRED if importlib.util.find_spec(name) is None]
+
+
+def missing_message(option: str) -> str | None:
+    """What to install for an HTML report, naming the option that asked for one; None when nothing."""
+    absent = missing()
+    if not absent:
+        return None
+    return (
+        f"{option} asks for an HTML report, which needs {' and '.join(absent)} (not installed here): "
+        f"install the html extra, {INSTALL}, or write a .json or .md report"
+    )
+
+
+def _templates() -> Any:
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("pytest_torchexport.results", "templates"),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
+
+
+def render(rows: list[dict[str, Any]], environment: dict[str, Any]) -> str:
+    """The page for ``rows`` (report dicts), as one string of HTML."""
+    from markupsafe import Markup  # jinja2's own dependency: pygal's SVG goes in unescaped
+
+    from . import plots
+
+    env = _templates()
+    view = page(rows, environment)
+    for detail in view["details"]:
+        svg = plots.error_plot(detail["row"])
+        detail["plot"] = Markup(svg) if svg else None
+    view["chart_css"] = Markup(plots.chart_stylesheet())
+    return env.get_template("report.html.j2").render(**view)
+
+
+def extra(row: dict[str, Any]) -> str:
+    """One row's verdict and plot as an HTML fragment, for another report's page (pytest-html's
+    extras): the plot keeps its own stylesheet, scoped to the chart."""
+    from markupsafe import Markup
+
+    from . import plots
+
+    detail = _detail(0, row, Result.from_dict(row))
+    svg = plots.error_plot(row, standalone=True)
+    detail["plot"] = Markup(svg) if svg else None
+    return _templates().get_template("extra.html.j2").render(d=detail)
+
+
+def page(rows: list[dict[str, Any]], environment: dict[str, Any]) -> dict[str, Any]:
+    """What the template lays out, from the rows alone (no plot: ``render`` draws those)."""
+    results = [Result.from_dict(row) for row in rows]
+    counts = Counter(r.status for r in results)
+    columns = list(dict.fromkeys(_column(r) for r in results))
+    tests = list(dict.fromkeys(_test(r) for r in results))
+    details = [_detail(i, row, result) for i, (row, result) in enumerate(zip(rows, results))]
+    cells: dict[str, dict[str, list[dict[str, Any]]]] = {test: {} for test in tests}
+    for detail, r in zip(details, results):
+        cells[_test(r)].setdefault(_column(r), []).append(detail)
+    return {
+        "title": "torchexport parity report",
+        "environment": _environment(environment),
+        "counts": [{"status": s, "count": counts[s], "failing": s in FAILING, "doc": STATUS_DOCS.get(s, "")}
+                   for s in STATUSES if counts[s]],
+        "total": len(results),
+        "columns": columns,
+        "matrix": [{"test": t, "cells": [cells[t].get(c, []) for c in columns]} for t in tests],
+        "details": details,
+        "cause_kinds": sorted({r.cause_kind for r in results if r.cause_kind}),
+        "cause_docs": CAUSE_KIND_DOCS,
+        "migration": migration(rows),
+        "timings": _session_timings(results),
+    }
+
+
+def _test(r: Result) -> str:
+    """The test the row belongs to, without our ``[torchexport-...]`` suffix."""
+    name = r.test or r.nodeid or r.module or "?"
+    return re.sub(r"\[(.*?)-?torchexport-[^\]]*\]$", lambda m: f"[{m.group(1)}]" if m.group(1) else "", name)
+
+
+def _column(r: Result) -> str:
+    return r.backend if r.device == "cpu" else f"{r.backend}-{r.device}"
+
+
+def _environment(environment: dict[str, Any]) -> list[tuple[str, str]]:
+    shown = dict(environment)
+    shown.pop("mixed", None)
+    if "pytest-torchexport" not in shown:
+        from .._compat import package_version
+
+        shown["pytest-torchexport"] = package_version("pytest-torchexport") or "(not installed: a checkout)"
+    return [(k, ", ".join(map(str, v)) if isinstance(v, list) else "not installed" if v is None else str(v))
+            for k, v in shown.items()]
+
+
+def _detail(index: int, row: dict[str, Any], r: Result) -> dict[str, Any]:
+    """One row's expandable part."""
+    example = r.failing_example or {}
+    latency = row.get("latency_ms")
+    cause_finding = _cause_finding(r)
+    return {
+        "id": f"row-{index}",
+        "row": row,
+        "test": _test(r),
+        "nodeid": r.nodeid or r.test or "",
+        "module": r.module + (f".{row['method']}" if row.get("method") else ""),
+        "backend": _column(r),
+        "status": r.status,
+        "failing": r.failed,
+        "cached": bool(row.get("cached")),
+        "baseline": row.get("baseline"),
+        "max_abs": format_err(r.max_abs_err),
+        "max_rel": format_err(r.max_rel_err),
+        "tolerance": f"rtol {format_err(r.rtol)}, atol {format_err(r.atol)}" if r.rtol is not None else "",
+        "examples": r.examples,
+        "message": r.message,
+        "cause": r.likely_cause or r.cause,
+        "cause_kind": r.cause_kind or "",
+        "cause_doc": CAUSE_KIND_DOCS.get(r.cause_kind or "", ""),
+        "cause_where": cause_finding.where if cause_finding is not None else None,
+        "source": source_excerpt(cause_finding.where) if cause_finding is not None and cause_finding.where else None,
+        "findings": ranked_findings(r),
+        "sizes": [(dim, span[0], span[1]) for dim, span in (row.get("sizes") or {}).items()],
+        "compared": row.get("compared"),
+        "latency": latency,
+        "latency_text": format_latency(latency) if latency else None,
+        "inputs": [(name, _input(spec)) for name, spec in (example.get("inputs") or {}).items()],
+        "repro": example.get("repro"),
+        "float64": row.get("float64_check"),
+        "diverges_at": row.get("diverges_at"),
+        "timings": [(k, f"{v:.3g}") for k, v in r.timings.items()],
+        "per_input": len(row.get("per_input") or []),
+    }
+
+
+def _cause_finding(r: Result) -> Any:
+    """The finding the cause rests on: the one of the cause's kind, else the first with a place."""
+    for finding in r.findings:
+        if finding.kind == r.cause_kind and finding.where:
+            return finding
+    if r.cause_kind in ("error_site", "frozen_branch", "baked_shape", "baked_argument", "frozen_value",
+                        "specialized_dim", "standalone_load", "control_flow_path"):
+        return next((f for f in r.findings if f.where), None)
+    return None
+
+
+#: The order a reader takes findings in: what explains the verdict, then what qualifies it, then notes.
+_RANK = (
+    "frozen_branch", "frozen_value", "baked_shape", "baked_argument", "specialized_dim", "data_dependent_branch",
+    "unsupported_op", "unsupported_python", "unsupported_output", "scripted_module", "side_effects", "error_site",
+    "diverges_at", "standalone_load", "static_size", "shipped_step", "runtime_optimizer", "mutates_input",
+    "mutates_state", "numeric_noise", "tracer_warning", "training_mode", "compiled_parts", "vacuous_output",
+    "rejected_inputs", "onnx_checker", "external_data", "device_fallback", "timeout", "budget", "size_budget",
+)
+
+
+def ranked_findings(r: Result) -> list[dict[str, Any]]:
+    """The row's findings, the cause's own first, then by ``_RANK`` (unknown kinds last, as found)."""
+
+    def rank(item: tuple[int, Any]) -> tuple[int, int, int]:
+        i, f = item
+        return (f.kind != r.cause_kind, _RANK.index(f.kind) if f.kind in _RANK else len(_RANK), i)
+
+    ordered = sorted(enumerate(r.findings), key=rank)
+    return [{"rank": n, "kind": f.kind, "where": f.where, "detail": f.detail} for n, (_, f) in enumerate(ordered, 1)]
+
+
+def source_excerpt(where: str) -> list[tuple[int, str, bool]] | None:
+    """Lines around ``path:line`` where the file is readable here: (number, text, is the line)."""
+    match = re.match(r"^(.*?):(\d+)", where)
+    if not match:
+        return None
+    path, line = match.group(1), int(match.group(2))
+    if not os.path.isfile(path):
+        return None
+    lines = [(n, linecache.getline(path, n).rstrip("\n")) for n in range(max(1, line - CONTEXT_LINES), line + CONTEXT_LINES + 1)]
+    lines = [(n, text, n == line) for n, text in lines if text or n <= line]
+    return lines or None
+
+
+def _input(spec: dict[str, Any]) -> str:
+    if "shape" not in spec:
+        return repr(spec.get("value"))
+    stats = ", ".join(f"{k} {spec[k]:.4g}" for k in ("min", "max", "mean") if isinstance(spec.get(k), (int, float)))
+    return f"{spec.get('dtype')}{spec['shape']}" + (f" ({stats})" if stats else "")
+
+
+def migration(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """[Migration] The modules checked on ``trace`` or ``script`` and their ``export`` row's verdict.
+
+    One line per (test, module, device) that has a TorchScript row: its TorchScript statuses,
+    the export row's status (None where export was not run) and, where it does not pass, the
+    export row's cause: what stands between the module and ``torch.export``.
+    """
+    groups: dict[tuple[str, str, str], dict[str, Result]] = {}
+    for row in rows:
+        r = Result.from_dict(row)
+        groups.setdefault((_test(r), r.module, r.device), {})[r.backend] = r
+    out = []
+    for (test, module, device), by_backend in groups.items():
+        scripted = {b: by_backend[b].status for b in TORCHSCRIPT if b in by_backend}
+        if not scripted:
+            continue
+        export = by_backend.get("export")
+        ready = None if export is None else export.status == "pass"
+        out.append({
+            "test": test, "module": module, "device": device, "torchscript": scripted,
+            "export": export.status if export is not None else None, "ready": ready,
+            "cause": (export.likely_cause or export.cause) if export is not None and not ready else "",
+        })
+    return out
+
+
+def _session_timings(results: list[Result]) -> list[tuple[str, str]]:
+    """Seconds spent per stage over all rows, largest first: where the session's time went.
+    ``total_s`` (each check's whole time, its stages included) comes first, as the whole."""
+    totals: Counter[str] = Counter()
+    for r in results:
+        for stage, seconds in r.timings.items():
+            totals[stage] += seconds
+    whole = totals.pop("total_s", None)
+    ranked = [(stage, f"{seconds:.2f}") for stage, seconds in totals.most_common()]
+    return ([("all checks (total_s)", f"{whole:.2f}")] if whole is not None else []) + ranked
