@@ -29,6 +29,14 @@ What counts as the test's call, and why:
   submodules in place does not change what is checked. Past the budget, or where the
   module refuses a copy, the live module is kept with a fingerprint, and a change is a
   ``changed_after_call`` finding instead.
+- [A Copy That Is Not The Module] The copy is the reference only if it is the module the
+  test called: every submodule in the mode it had (``eager.as_called``), and, where the test
+  called it in eval mode, the test's own outputs given back on the recorded call (run once
+  on the copy right after the test's call, from the state the call started in). A copy that
+  is not (torchvision's ``DualGraphModule``, whose ``__deepcopy__`` re-runs an ``__init__``
+  that selects the train graph) is dropped: the live module is checked, its modes and state
+  as at the call put back before the check (``Call.put_back``), and the row says why
+  (a ``reference_copy`` finding).
 
 Works under ``no_grad``, ``inference_mode`` and plain mode; arguments are cloned at call
 time, so a test that mutates its inputs afterwards does not change the record. Where a
@@ -65,11 +73,27 @@ class Call:
     #: [Raised In The Test] the exception the call raised in the test itself ("TypeError: ..."):
     #: a call the test expects to fail (a check that bad input is refused) is no example to serve
     raised: str | None = None
+    #: [A Copy That Is Not The Module] why the live module is checked instead of a copy
+    refused: str | None = None
+    #: (each submodule's mode, the state_dict) at the call, put back on the live module before its check
+    state: Any = None
 
     @property
     def name(self) -> str:
         # A scripted module's type is RecursiveScriptModule; its original_name is the class.
         return getattr(self.module, "original_name", None) or type(self.module).__name__
+
+    def put_back(self) -> None:
+        """The live module's modes and state as at the call, where no copy was kept."""
+        if self.state is None:
+            return
+        from ..reference import stateful
+
+        modes, saved = self.state
+        for name, sub in self.live.named_modules(remove_duplicate=False):
+            if name in modes and sub.training != modes[name]:
+                sub.train(modes[name])  # its own train(): a module that switches graphs does so
+        stateful.restore(self.live, saved, parameters=True)
 
     def changed_since(self) -> str | None:
         """Why the live module differs from when it was called, where no copy was taken."""
@@ -153,6 +177,8 @@ class Recorder:
         self._can_profile = False
         self._entered: Any = None  # the frame of the forward or exporter the profile saw start
         self._entered_module: Any = None  # the module handed to the exporter the profile saw start
+        self._entered_call: Call | None = None  # the call a direct forward the profile saw start recorded
+        self._unverified: dict[int, Any] = {}  # id(live) -> the copy's modes and state at the call, until verified
         self._entries: dict[str, list[tuple[Any, str, Any]]] = {}  # function name -> (code, via, inputs)
 
     def __enter__(self) -> Recorder:
@@ -169,7 +195,10 @@ class Recorder:
                 recorded = recorder._record(module, args, kwargs)
             recorder._depth += 1
             try:
-                return original(module, *args, **kwargs)
+                out = original(module, *args, **kwargs)
+                if recorded is not None:
+                    recorder._verify_copy(recorded, out)
+                return out
             except BaseException as exc:
                 if recorded is not None:  # [Raised In The Test] no example of how the model is served
                     recorded.raised = _said(exc)
@@ -222,6 +251,13 @@ class Recorder:
                     self._enter(frame, name)
         elif event == "return" and frame is self._entered:
             self._entered = None
+            if self._entered_call is not None:
+                call, self._entered_call = self._entered_call, None
+                self._pause()  # the copy's run is not the test's code
+                try:
+                    self._verify_copy(call, arg)
+                finally:
+                    self._resume()
             self._depth -= 1
             if self._entered_module is not None:
                 self._remember_output(self._entered_module, arg)
@@ -243,7 +279,7 @@ class Recorder:
             self._depth += 1
             if self._is_test_call(torch, frame.f_back):
                 args, kwargs = _bound_call(module, code, local)
-                self._record(module, args, kwargs)
+                self._entered_call = self._record(module, args, kwargs)
             return
         for entry_code, via, inputs in self._entries[name]:
             if entry_code is code:
@@ -298,7 +334,7 @@ class Recorder:
     def _take_copy(self, call: Call) -> None:
         import torch
 
-        from ..reference.eager import copy_module
+        from ..reference.eager import copy_as_called
 
         size = module_bytes(call.live)
         # A ScriptModule is kept as it is: its deep copy loses the method schemas that name its
@@ -306,12 +342,53 @@ class Recorder:
         # fingerprint sees.
         if size <= self._budget and not isinstance(call.live, torch.jit.ScriptModule):
             with torch.inference_mode(False):  # a body under inference_mode() would copy inference tensors
-                copied = copy_module(call.live)
+                copied, call.refused = copy_as_called(call.live)
             if copied is not call.live:
                 self._budget -= size
                 call.module = copied
+                if not any(m.training for m in call.live.modules()):
+                    self._unverified[id(call.live)] = _state(copied)
                 return
+            if call.refused is not None:
+                call.state = _state(call.live)
         call.fingerprint = fingerprint(call.live)
+
+    def _verify_copy(self, call: Call, out: Any) -> None:
+        """[A Copy That Is Not The Module] The copy, run once on the recorded call from the
+        state it started in, gives the test's own outputs (eval-mode calls only: dropout in
+        training mode would differ by chance); one that does not is dropped for the live module."""
+        import torch
+
+        from ..reference import stateful
+        from ..reference.compare import compare
+
+        state = self._unverified.pop(id(call.live), None)
+        if state is None or call.module is call.live:
+            return
+        self._depth += 1  # the copy's own calls are not the test's
+        try:
+            a, k = _snapshot(call.args, call.kwargs)
+            with torch.random.fork_rng(devices=[]), torch.no_grad(), torch.inference_mode(False):
+                mine = call.module(*a, **k)
+            expected = _snapshot((out,), {})[0][0]
+            verdict = compare(expected, mine)
+            why = None if verdict.ok else (
+                f"its copy's outputs on the recorded call differ from the test's own "
+                f"(greatest absolute difference {verdict.max_abs:.3g}{'; ' + verdict.problem if verdict.problem else ''})"
+            )
+        except Exception as exc:  # noqa: BLE001 - a copy that cannot replay the call is not the module either
+            why = f"its copy raises on the recorded call ({type(exc).__name__}: {str(exc)[:200]})"
+        finally:
+            self._depth -= 1
+        stateful.restore(call.module, state[1], parameters=True)
+        if why is None:
+            return
+        # The copy holds the state the call started from: what the live module is put back to.
+        self._budget += module_bytes(call.live)
+        dropped = call.module
+        call.module, call.refused, call.state = call.live, why, state
+        call.fingerprint = fingerprint(call.live)
+        del dropped
 
     # -- [Handed To An Exporter] ----------------------------------------------------------
     def _hand(self, via: str, inputs: Any, bound: Any) -> None:
@@ -467,6 +544,12 @@ def _caller(module: Any, frame: Any) -> Any:
     ``torch.compile`` returned, so ``torch.compile(model)(x)`` is the test's call."""
     if frame.f_code.co_name == "__call__" and type(module).__name__ == "OptimizedModule" and frame.f_back is not None:
         return frame.f_back
+    # An fx.GraphModule (and its subclasses: torchvision's feature extractors) is called through
+    # fx's _WrappedCall, whose frame is torch's: the test's call is the one that called it.
+    # fx's _WrappedCall.__call__ under GraphModule's call_wrapped, both torch's frames.
+    fx = os.path.join("fx", "graph_module.py")
+    while frame.f_back is not None and frame.f_code.co_name in ("__call__", "call_wrapped") and frame.f_code.co_filename.endswith(fx):
+        frame = frame.f_back
     return frame
 
 
@@ -543,6 +626,14 @@ def fingerprint(module: Any) -> tuple[Any, ...]:
     subs = tuple((name, id(m), type(m).__name__) for name, m in module.named_modules())
     tensors = tuple((name, t.data_ptr(), t.shape) for name, t in module.state_dict(keep_vars=True).items())
     return subs + tensors
+
+
+def _state(module: Any) -> tuple[dict[str, bool], dict[str, Any]]:
+    """Each submodule's mode and the state_dict, as ``Call.put_back`` restores them."""
+    from ..reference import stateful
+
+    modes = {name: sub.training for name, sub in module.named_modules(remove_duplicate=False)}
+    return modes, stateful.snapshot(module, parameters=True) or {}
 
 
 def _bytes(value: Any) -> int:

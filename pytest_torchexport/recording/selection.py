@@ -79,6 +79,12 @@ class Selection:
                 f"the test also called {', '.join(others)}; {call.name} (its first call) was checked: "
                 f"pick another with module=\"{others[0]}\"",
             ))
+        if call.refused is not None and call.module is call.live:
+            result.findings.append(Finding(
+                "reference_copy",
+                f"the plugin's copy of {call.name} is not the module the test called: {call.refused}; the test's own "
+                f"module was checked" + (", its modes and state as at the call put back" if call.state is not None else ""),
+            ))
         changed = call.changed_since()
         if changed:
             result.findings.append(Finding("changed_after_call", changed))
@@ -155,6 +161,7 @@ class PlannedRun:
     def _prepare(self, index: int) -> checks.PendingCheck | None:
         options = self.selection.options
         candidate = self.calls[index]
+        self.call.put_back()  # [A Copy That Is Not The Module] the live module as the test called it
         try:
             plan = checks.plan_inputs(
                 candidate.module, candidate.args, candidate.kwargs,

@@ -76,6 +76,9 @@ FINDING_DOCS: dict[str, str] = {
     "or a later call because the first raises in eval mode under no_grad",
     "changed_after_call": "the test body changed the module after calling it and it was too large to copy at the "
     "call: the module as the body left it was checked",
+    "reference_copy": "the plugin's copy of the module is not the module the test called (a submodule in another "
+    "mode, another graph, or other outputs on the recorded call): the test's own module was checked, its modes and "
+    "state as at the call put back, and why",
     "vacuous_output": "outputs are constant or ~0 on every input, so parity proves nothing",
     "rejected_inputs": "eager rejected most generated inputs: declare dims=/inputs=",
     "external_data": "the ONNX artifact is several files that must ship together",
