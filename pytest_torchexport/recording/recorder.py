@@ -16,6 +16,10 @@ What counts as the test's call, and why:
   function named ``forward`` of an ``nn.Module`` starting, and records it as ``model(x)``
   would be, with the arguments it was bound to. It is off inside every recorded call (the
   patched ``__call__`` pauses it), so a model's own layers cost nothing.
+- [Another Method] ``model.forward_features(x)``, ``model.encode(x)``: a public method of an
+  ``nn.Module`` (defined outside torch, given at least one tensor) that the test's own code
+  calls is recorded as a call of that method (``Call.method``), the same way as a direct
+  ``forward``: the method is what is checked, never the stem its first line calls.
 - [Handed To An Exporter] A module the test (or a library helper it calls) hands to
   ``torch.jit.trace``, ``torch.jit.trace_module`` (its ``forward`` inputs),
   ``torch.export.export`` or ``torch.onnx.export`` counts as called with those inputs,
@@ -70,6 +74,8 @@ class Call:
     fingerprint: tuple[Any, ...] | None = None  # where no copy was taken: to detect a later change
     training: bool = False  # the module's mode at the call
     methods: tuple[str, ...] = ()  # other methods torch.jit.trace_module was handed inputs for (not checked)
+    #: [Another Method] the method the test called ("forward_features"); "forward" for a call of the module
+    method: str = "forward"
     #: [Raised In The Test] the exception the call raised in the test itself ("TypeError: ..."):
     #: a call the test expects to fail (a check that bad input is refused) is no example to serve
     raised: str | None = None
@@ -82,6 +88,23 @@ class Call:
     def name(self) -> str:
         # A scripted module's type is RecursiveScriptModule; its original_name is the class.
         return getattr(self.module, "original_name", None) or type(self.module).__name__
+
+    @property
+    def label(self) -> str:
+        """What ``module=`` names this call by: ``ResNet``, or ``ResNet.forward_features``."""
+        return self.name if self.method == "forward" else f"{self.name}.{self.method}"
+
+    def checked(self) -> Any:
+        """The module to check: the module, or for another method a module whose forward calls it."""
+        if self.method == "forward":
+            return self.module
+        from ..backends.base import method_call
+
+        # One wrapper a call: the prelude shared by the test's backends is keyed by the module's id.
+        wrapper = self.__dict__.get("_wrapper")
+        if wrapper is None or wrapper.module is not self.module:
+            wrapper = self.__dict__["_wrapper"] = method_call(self.module, self.method)
+        return wrapper
 
     def put_back(self) -> None:
         """The live module's modes and state as at the call, where no copy was kept."""
@@ -123,7 +146,10 @@ class Recording:
     def pick(self, name: str | None) -> Call | None:
         """The call to check: the first of an outermost module the test made, or the first of
         class ``name``."""
-        named = [c for c in (self.outermost() if name is None else self.calls) if name is None or c.name == name]
+        if name is not None and "." in name:  # [Another Method] module="ResNet.forward_features"
+            named = [c for c in self.calls if c.label == name]
+        else:
+            named = [c for c in (self.outermost() if name is None else self.calls) if name is None or c.name == name]
         # A module whose calls all raised in the test comes after one called with inputs it accepts.
         return next((c for c in named if not self.raised_only(c)), named[0] if named else None)
 
@@ -132,18 +158,25 @@ class Recording:
         return all(c.raised for c in self.calls_of(call))
 
     def calls_of(self, call: Call) -> list[Call]:
-        return [c for c in self.calls if c.live is call.live]
+        return [c for c in self.calls if c.live is call.live and c.method == call.method]
 
     def others(self, call: Call) -> list[str]:
         """Class names of the other outermost modules the test called (siblings, never a
         submodule of a module the test called)."""
-        seen = {call.name}
+        import torch
+
+        seen = {call.label}
         names = []
         for c in self.outermost():
-            if c.live is not call.live and c.name not in seen:
-                seen.add(c.name)
-                names.append(c.name)
-        return names
+            if (c.live is not call.live or c.method != call.method) and c.label not in seen:
+                seen.add(c.label)
+                names.append(c.label)
+        # Modules with no parameters of their own making (Dropout, Identity, an activation)
+        # are no model anyone means to check: never suggested in module=.
+        trivial = {c.label for c in self.calls
+                   if isinstance(c.live, torch.nn.Module) and next(c.live.parameters(), None) is None
+                   and next(c.live.buffers(), None) is None and not list(c.live.children())}
+        return [n for n in names if n not in trivial]
 
     def outermost(self) -> list[Call]:
         """The calls of modules that are no submodule of another module the test called
@@ -246,9 +279,12 @@ class Recorder:
         # comparisons are all most events cost.
         if event == "call":
             if self._entered is None:
-                name = frame.f_code.co_name
+                code = frame.f_code
+                name = code.co_name
                 if name == "forward" or name in self._entries:
                     self._enter(frame, name)
+                elif name[:1] != "_" and code.co_argcount > 1 and code.co_varnames[0] == "self":
+                    self._enter_method(frame, name)
         elif event == "return" and frame is self._entered:
             self._entered = None
             if self._entered_call is not None:
@@ -291,6 +327,29 @@ class Recorder:
                     self._hand(via, inputs, bound)
                 return
 
+    def _enter_method(self, frame: Any, name: str) -> None:
+        """[Another Method] A public method of a module, given a tensor, called by the test."""
+        code = frame.f_code
+        if _in_torch(code.co_filename):
+            return  # torch's own methods: train(), to(), state_dict(), ...
+        import torch
+        import torch.utils._pytree as pytree
+
+        local = frame.f_locals
+        module = local.get("self")
+        if not isinstance(module, torch.nn.Module) or isinstance(module, torch.jit.ScriptModule):
+            return
+        function = getattr(type(module), name, None)
+        if getattr(function, "__code__", None) is not code:
+            return  # a helper's method, or one bound elsewhere
+        args, kwargs = _bound_call(module, code, local, function)
+        if not any(isinstance(leaf, torch.Tensor) for leaf in pytree.tree_leaves((args, kwargs))):
+            return  # model.reset_classifier(10): configures, does not compute
+        self._entered = frame
+        self._depth += 1
+        if self._is_test_call(torch, frame.f_back):
+            self._entered_call = self._record(module, args, kwargs, method=name)
+
     # -- what counts as the test's call ------------------------------------------------
     def _is_test_call(self, torch: Any, caller: Any) -> bool:
         if _tracing(torch):
@@ -308,7 +367,7 @@ class Recorder:
 
     def _record(
         self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *, via: str | None = None,
-        methods: tuple[str, ...] = (),
+        methods: tuple[str, ...] = (), method: str = "forward",
     ) -> Call | None:
         module = self._scripted.get(id(module), module)
         inner = getattr(module, "_orig_mod", None)  # torch.compile's OptimizedModule: the user's module
@@ -322,7 +381,7 @@ class Recorder:
         a, k = _snapshot(args, kwargs)
         first = self._copies.get(id(module))
         call = Call(module, a, k, via=via, live=module, training=bool(getattr(module, "training", False)),
-                    methods=methods)
+                    methods=methods, method=method)
         if first is None:
             self._copies[id(module)] = call
             self._take_copy(call)
@@ -369,7 +428,7 @@ class Recorder:
         try:
             a, k = _snapshot(call.args, call.kwargs)
             with torch.random.fork_rng(devices=[]), torch.no_grad(), torch.inference_mode(False):
-                mine = call.module(*a, **k)
+                mine = getattr(call.module, call.method)(*a, **k)
             expected = _snapshot((out,), {})[0][0]
             verdict = compare(expected, mine)
             why = None if verdict.ok else (
@@ -557,7 +616,7 @@ _CO_VARARGS, _CO_VARKEYWORDS = 0x04, 0x08
 _MISSING = object()
 
 
-def _bound_call(module: Any, code: Any, local: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+def _bound_call(module: Any, code: Any, local: dict[str, Any], function: Any = None) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """[Direct Forward] The call ``forward`` was bound to, rebuilt from its parameters as it
     starts: positional parameters positionally, keyword-only ones by name; trailing
     parameters left at their defaults are left out, as the test left them."""
@@ -567,7 +626,7 @@ def _bound_call(module: Any, code: Any, local: dict[str, Any]) -> tuple[tuple[An
     kwargs = {name: local[name] for name in names[n:n + k]}
     star = n + k
     varargs = code.co_flags & _CO_VARARGS and local[names[star]]
-    function = getattr(type(module), "forward", None)
+    function = function or getattr(type(module), "forward", None)
     if getattr(function, "__code__", None) is code:
         if not varargs:
             for default in reversed(function.__defaults__ or ()):

@@ -76,7 +76,7 @@ class Selection:
         if others:
             result.findings.append(Finding(
                 "other_modules",
-                f"the test also called {', '.join(others)}; {call.name} (its first call) was checked: "
+                f"the test also called {', '.join(others)}; {call.label} (its first call) was checked: "
                 f"pick another with module=\"{others[0]}\"",
             ))
         if call.refused is not None and call.module is call.live:
@@ -110,7 +110,7 @@ class Selection:
         return row(backend, device, session, Outcome("usage_error", message, why, "usage"), module=call.name)
 
     def _nothing(self, backend: str, device: str, session: Session) -> Result:
-        called = sorted({c.name for c in self.recording.calls})
+        called = sorted({c.label for c in self.recording.calls})
         if self.options.module and called:
             why = f"module={self.options.module!r} names no module the test called; it called {', '.join(called)}"
             message = (
@@ -163,8 +163,9 @@ class PlannedRun:
         candidate = self.calls[index]
         self.call.put_back()  # [A Copy That Is Not The Module] the live module as the test called it
         try:
+            module = candidate.checked()  # [Another Method] the method the test called
             plan = checks.plan_inputs(
-                candidate.module, candidate.args, candidate.kwargs,
+                module, candidate.args, candidate.kwargs,
                 dims=options.dims, dynamic=options.dynamic, inputs=options.inputs,
             )
         except InvalidArgument as exc:
@@ -172,7 +173,7 @@ class PlannedRun:
                 "usage_error", f"{exc}\nChange the marker's options to fit the call.", str(exc), "usage",
             ), module=self.call.name)
             return None
-        return checks.PendingCheck(candidate.module, plan, self.backend, self.device, options, session=self.session,
+        return checks.PendingCheck(module, plan, self.backend, self.device, options, session=self.session,
                                    sequence=_sequence(self.calls[index:]),
                                    once=(self.selection.eager_once, id(candidate)))
 

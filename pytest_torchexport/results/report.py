@@ -258,7 +258,8 @@ class Result:
 
 def tag(result: Result) -> str:
     """What every message's first line names: the backend, the device and the module checked."""
-    return f"[backend={result.backend}, device={result.device}] ({result.module})"
+    method = result.extra.get("method")  # [Another Method] the method checked, when not forward
+    return f"[backend={result.backend}, device={result.device}] ({result.module}{'.' + method if method else ''})"
 
 
 # Findings that explain a failure better than the first line of the message does.
