@@ -339,15 +339,34 @@ class Recorder:
         module = local.get("self")
         if not isinstance(module, torch.nn.Module) or isinstance(module, torch.jit.ScriptModule):
             return
+        import inspect
+
         function = getattr(type(module), name, None)
-        if getattr(function, "__code__", None) is not code:
+        try:
+            target = inspect.unwrap(function) if function is not None else None
+        except ValueError:
+            target = function
+        if getattr(target, "__code__", None) is not code:
             return  # a helper's method, or one bound elsewhere
-        args, kwargs = _bound_call(module, code, local, function)
+        args, kwargs = _bound_call(module, code, local, target)
         if not any(isinstance(leaf, torch.Tensor) for leaf in pytree.tree_leaves((args, kwargs))):
             return  # model.reset_classifier(10): configures, does not compute
+        caller = frame.f_back
+        # A decorated method (@torch.no_grad(), @torch.inference_mode()): the test called the
+        # decorator's wrapper, whose frame is torch's; the call is the test's if the wrapper's is.
+        wrapper = getattr(function, "__code__", None) if function is not target else None
+        for _ in range(3):
+            if wrapper is None or caller is None:
+                break
+            if caller.f_code is wrapper:
+                caller = caller.f_back
+                break
+            caller = caller.f_back
+        else:
+            caller = frame.f_back
         self._entered = frame
         self._depth += 1
-        if self._is_test_call(torch, frame.f_back):
+        if caller is not None and self._is_test_call(torch, caller):
             self._entered_call = self._record(module, args, kwargs, method=name)
 
     # -- what counts as the test's call ------------------------------------------------
