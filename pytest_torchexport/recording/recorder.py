@@ -35,8 +35,9 @@ What counts as the test's call, and why:
   ``changed_after_call`` finding instead.
 - [A Copy That Is Not The Module] The copy is the reference only if it is the module the
   test called: every submodule in the mode it had (``eager.as_called``), and, where the test
-  called it in eval mode, the test's own outputs given back on the recorded call (run once
-  on the copy right after the test's call, from the state the call started in). A copy that
+  called it in eval mode, the test's own outputs given back on the recorded call (kept at the
+  call; the copy, which still holds the state the call started from, replays it once when
+  its check is planned: ``Recording.verify``, for the checked module only). A copy that
   is not (torchvision's ``DualGraphModule``, whose ``__deepcopy__`` re-runs an ``__init__``
   that selects the train graph) is dropped: the live module is checked, its modes and state
   as at the call put back before the check (``Call.put_back``), and the row says why
@@ -83,6 +84,8 @@ class Call:
     refused: str | None = None
     #: (each submodule's mode, the state_dict) at the call, put back on the live module before its check
     state: Any = None
+    #: the test's own outputs of an eval-mode first call, until ``Recording.verify`` compares the copy's
+    outputs: Any = None
 
     @property
     def name(self) -> str:
@@ -153,6 +156,43 @@ class Recording:
         # A module whose calls all raised in the test comes after one called with inputs it accepts.
         return next((c for c in named if not self.raised_only(c)), named[0] if named else None)
 
+    def verify(self, call: Call) -> None:
+        """[A Copy That Is Not The Module] Once, before ``call``'s module is checked: its copy
+        replays the recorded call and gives the test's own outputs, or every call of the module
+        is checked on the live module (its modes and state as at the call put back) instead."""
+        import torch
+
+        from ..reference import stateful
+        from ..reference.compare import compare
+
+        first = next((c for c in self.calls if c.live is call.live and c.outputs is not None), None)
+        if first is None:
+            return
+        expected, first.outputs = first.outputs, None
+        copy = first.module
+        if copy is first.live:
+            return
+        before = stateful.snapshot(copy) or {}  # buffers: what a forward may update
+        try:
+            a, k = _snapshot(first.args, first.kwargs)
+            with torch.random.fork_rng(devices=[]), torch.no_grad():
+                mine = getattr(copy, first.method)(*a, **k)
+            verdict = compare(expected, mine)
+            why = None if verdict.ok else (
+                f"its copy's outputs on the recorded call differ from the test's own "
+                f"(greatest absolute difference {verdict.max_abs:.3g}{'; ' + verdict.problem if verdict.problem else ''})"
+            )
+        except Exception as exc:  # noqa: BLE001 - a copy that cannot replay the call is not the module either
+            why = f"its copy raises on the recorded call ({type(exc).__name__}: {str(exc)[:200]})"
+        stateful.restore(copy, before)
+        if why is None:
+            return
+        # The copy holds the state the call started from: what the live module is put back to.
+        state, mark = _state(copy), fingerprint(first.live)
+        for c in self.calls:
+            if c.live is first.live:
+                c.module, c.refused, c.state, c.fingerprint = c.live, why, state, mark
+
     def raised_only(self, call: Call) -> bool:
         """Every call of ``call``'s module raised in the test itself."""
         return all(c.raised for c in self.calls_of(call))
@@ -211,7 +251,7 @@ class Recorder:
         self._entered: Any = None  # the frame of the forward or exporter the profile saw start
         self._entered_module: Any = None  # the module handed to the exporter the profile saw start
         self._entered_call: Call | None = None  # the call a direct forward the profile saw start recorded
-        self._unverified: dict[int, Any] = {}  # id(live) -> the copy's modes and state at the call, until verified
+        self._unverified: set[int] = set()  # id(live) of copies whose call's outputs are still to be kept
         self._entries: dict[str, list[tuple[Any, str, Any]]] = {}  # function name -> (code, via, inputs)
 
     def __enter__(self) -> Recorder:
@@ -230,7 +270,7 @@ class Recorder:
             try:
                 out = original(module, *args, **kwargs)
                 if recorded is not None:
-                    recorder._verify_copy(recorded, out)
+                    recorder._keep_outputs(recorded, out)
                 return out
             except BaseException as exc:
                 if recorded is not None:  # [Raised In The Test] no example of how the model is served
@@ -289,11 +329,7 @@ class Recorder:
             self._entered = None
             if self._entered_call is not None:
                 call, self._entered_call = self._entered_call, None
-                self._pause()  # the copy's run is not the test's code
-                try:
-                    self._verify_copy(call, arg)
-                finally:
-                    self._resume()
+                self._keep_outputs(call, arg)
             self._depth -= 1
             if self._entered_module is not None:
                 self._remember_output(self._entered_module, arg)
@@ -425,48 +461,20 @@ class Recorder:
                 self._budget -= size
                 call.module = copied
                 if not any(m.training for m in call.live.modules()):
-                    self._unverified[id(call.live)] = _state(copied)
+                    self._unverified.add(id(call.live))
                 return
             if call.refused is not None:
                 call.state = _state(call.live)
         call.fingerprint = fingerprint(call.live)
 
-    def _verify_copy(self, call: Call, out: Any) -> None:
-        """[A Copy That Is Not The Module] The copy, run once on the recorded call from the
-        state it started in, gives the test's own outputs (eval-mode calls only: dropout in
-        training mode would differ by chance); one that does not is dropped for the live module."""
-        import torch
-
-        from ..reference import stateful
-        from ..reference.compare import compare
-
-        state = self._unverified.pop(id(call.live), None)
-        if state is None or call.module is call.live:
+    def _keep_outputs(self, call: Call, out: Any) -> None:
+        """[A Copy That Is Not The Module] The test's own outputs of the first eval-mode call of
+        a copied module, for ``Recording.verify`` (not kept past ``MAX_CALL_BYTES``)."""
+        if id(call.live) not in self._unverified:
             return
-        self._depth += 1  # the copy's own calls are not the test's
-        try:
-            a, k = _snapshot(call.args, call.kwargs)
-            with torch.random.fork_rng(devices=[]), torch.no_grad(), torch.inference_mode(False):
-                mine = getattr(call.module, call.method)(*a, **k)
-            expected = _snapshot((out,), {})[0][0]
-            verdict = compare(expected, mine)
-            why = None if verdict.ok else (
-                f"its copy's outputs on the recorded call differ from the test's own "
-                f"(greatest absolute difference {verdict.max_abs:.3g}{'; ' + verdict.problem if verdict.problem else ''})"
-            )
-        except Exception as exc:  # noqa: BLE001 - a copy that cannot replay the call is not the module either
-            why = f"its copy raises on the recorded call ({type(exc).__name__}: {str(exc)[:200]})"
-        finally:
-            self._depth -= 1
-        stateful.restore(call.module, state[1], parameters=True)
-        if why is None:
-            return
-        # The copy holds the state the call started from: what the live module is put back to.
-        self._budget += module_bytes(call.live)
-        dropped = call.module
-        call.module, call.refused, call.state = call.live, why, state
-        call.fingerprint = fingerprint(call.live)
-        del dropped
+        self._unverified.discard(id(call.live))
+        if _bytes(out) <= MAX_CALL_BYTES:
+            call.outputs = _snapshot((out,), {})[0][0]
 
     # -- [Handed To An Exporter] ----------------------------------------------------------
     def _hand(self, via: str, inputs: Any, bound: Any) -> None:

@@ -150,6 +150,7 @@ class PlannedRun:
         if self.call is None:
             self._done = selection._nothing(backend, device, session)
             return
+        selection.recording.verify(self.call)  # [A Copy That Is Not The Module] once, for the checked module
         # [Raised In The Test] a call that raised in the test itself is no example to serve.
         self.calls = [c for c in selection.recording.calls_of(self.call) if not c.raised]
         if not self.calls:
