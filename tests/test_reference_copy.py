@@ -80,6 +80,29 @@ class Scaled(nn.Module):
         return new
 
 
+class Unset(nn.Module):
+    # Its __deepcopy__ builds a fresh module, whose scale is None: a copy raises on the call.
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.scale = None
+
+    def forward(self, x):
+        return self.lin(x) * self.scale
+
+    def __deepcopy__(self, memo):
+        new = Unset()
+        new.lin = copy.deepcopy(self.lin, memo)
+        return new
+
+
+@pytest.mark.torchexport(backends=["trace", "export"])
+def test_unset():
+    model = Unset().eval()
+    model.scale = 3.0
+    model(torch.randn(2, 4))
+
+
 @pytest.mark.torchexport(backends=["trace", "export"])
 def test_graph():
     model = two_graphs()
@@ -123,6 +146,19 @@ def test_a_copy_that_forgets_what_the_test_set_is_not_the_reference(tester):
     (copy_finding,) = [f for f in row["findings"] if f["kind"] == "reference_copy"]
     assert "outputs on the recorded call differ from the test's own" in copy_finding["detail"]
     assert "modes and state as at the call put back" in copy_finding["detail"]
+
+
+def test_no_copy_of_a_module_whose_copy_is_not_it_is_used_anywhere(tester):
+    # Eager's copy and each export's copy of Unset would raise (scale None): a pass means the
+    # test's own module (scale 3.0) was the reference and what was exported, every time.
+    tester.makepyfile(test_m=HAND_BUILT)
+    result, rows = run_with_report(tester, "-k", "unset")
+    result.assert_outcomes(passed=2)
+    for backend in ("trace", "export"):
+        row = rows[backend]
+        assert row["status"] == "pass", row["message"]
+        (copy_finding,) = [f for f in row["findings"] if f["kind"] == "reference_copy"]
+        assert "its copy raises on the recorded call (TypeError" in copy_finding["detail"]
 
 
 def test_a_faithful_copy_says_nothing(tester):

@@ -187,6 +187,9 @@ class Recording:
         stateful.restore(copy, before)
         if why is None:
             return
+        from ..reference.eager import never_copy
+
+        never_copy(first.live, why)  # eager's copy and each export's would be just as unlike it
         # The copy holds the state the call started from: what the live module is put back to.
         state, mark = _state(copy), fingerprint(first.live)
         for c in self.calls:

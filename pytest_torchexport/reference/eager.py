@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import sys
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
@@ -59,6 +60,9 @@ def copy_module(module: torch.nn.Module) -> torch.nn.Module:
 
 def copy_as_called(module: torch.nn.Module) -> tuple[torch.nn.Module, str | None]:
     """``copy_module`` with the reason no copy was taken (None where one was)."""
+    refused = _NOT_ITSELF.get(module) if isinstance(module, torch.nn.Module) else None
+    if refused is not None:
+        return module, refused
     try:
         # Under no_grad: a deep-copied ScriptModule's parameters would otherwise be
         # non-leaf tensors, and .to() would warn on reading their .grad.
@@ -68,6 +72,16 @@ def copy_as_called(module: torch.nn.Module) -> tuple[torch.nn.Module, str | None
         return module, f"its deep copy raised {type(exc).__name__}: {str(exc)[:200]}"
     unlike = as_called(copied, module)
     return (module, unlike) if unlike else (copied, None)
+
+
+#: [As Called] Modules whose copies were found not to be them (other outputs on the recorded
+#: call, ``Recording.verify``): every later copy, eager's and each export's, is the module itself.
+_NOT_ITSELF: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+def never_copy(module: torch.nn.Module, why: str) -> None:
+    """``copy_module(module)`` gives ``module`` itself from now on (its copies are not it)."""
+    _NOT_ITSELF[module] = why
 
 
 def as_called(copied: Any, original: Any) -> str | None:
