@@ -33,3 +33,35 @@ class TorchScriptBackend(Backend):
     def run(self, artifact: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         with torch.no_grad():
             return artifact(*args, **kwargs)
+
+
+def method_artifact(compiled: Any, method: str, module_name: str) -> Any:
+    """[Another Method] A ScriptModule whose ``forward`` calls ``compiled.<method>``.
+
+    ``compiled`` is the scripted module, or the one ``torch.jit.trace_module`` made with the
+    method's inputs; the artifact is run, saved and loaded like any other (its ``forward``),
+    and the method's own compiled code is inside it. Its ``forward`` takes the method's
+    arguments, typed as the compiled method's schema types them, written as source that
+    TorchScript reads through ``linecache`` (it compiles only what it can read).
+    """
+    import linecache
+    import typing
+
+    try:
+        arguments = list(getattr(compiled, method).schema.arguments)[1:]
+    except Exception as exc:  # noqa: BLE001 - said as what it means for the check
+        raise RuntimeError(
+            f"the compiled {module_name} has no method {method!r} (the method the test called): "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    names = [f"a{i}_{a.name}" for i, a in enumerate(arguments)]
+    params = ", ".join(f"{n}: {a.type.annotation_str}" for n, a in zip(names, arguments))
+    source = f"def forward(self, {params}):\n    return self.module.{method}({', '.join(names)})\n"
+    filename = f"<torchexport {module_name}.{method} {len(linecache.cache)}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    namespace: dict[str, Any] = {"torch": torch, "Tensor": torch.Tensor, **{k: getattr(typing, k) for k in typing.__all__}}
+    exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - our own one-line forward
+    cls = type(f"{module_name}_{method}", (torch.nn.Module,), {"forward": namespace["forward"]})
+    wrapper = cls()
+    wrapper.module = compiled
+    return torch.jit.script(wrapper.eval())

@@ -278,3 +278,43 @@ def positional_adapter(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any
             return self.module(*a, **k)
 
     return Positional().train(module.training), tuple(flat[i] for i in slots)
+
+
+class MethodCall:
+    """Marks the modules ``method_call`` makes (a mixin of their class, never instantiated alone)."""
+
+    module: Any
+    method: str
+
+
+def method_call(module: Any, method: str) -> Any:
+    """[Another Method] A module whose ``forward`` calls ``module.<method>``: what a test that
+    calls ``model.forward_features(x)`` checks.
+
+    ``torch.export``, ONNX and the other exporters take a module and export its ``forward``;
+    users export another method through such a wrapper, and this is it. Its ``forward``
+    has the method's signature, so argument names (``dynamic=``, ONNX input names) are the
+    method's. TorchScript does better (``backends/trace.py``, ``script.py``): the method
+    itself is traced with ``torch.jit.trace_module`` or reached in the scripted module.
+    """
+    import torch
+
+    try:
+        signature = inspect.signature(getattr(module, method))
+    except (TypeError, ValueError):
+        signature = None
+
+    def forward(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self.module, self.method)(*args, **kwargs)
+
+    if signature is not None:
+        self_param = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        forward.__signature__ = signature.replace(parameters=[self_param, *signature.parameters.values()])  # type: ignore[attr-defined]
+    cls = type(f"MethodCall_{method}", (torch.nn.Module, MethodCall), {"forward": forward})
+    wrapper = cls()
+    wrapper.module = module
+    wrapper.method = method
+    # The row names the user's class (module_name reads original_name, as for a scripted module).
+    wrapper.original_name = getattr(module, "original_name", None) or type(module).__name__
+    wrapper.training = module.training  # not train(): that would set every submodule to the root's mode
+    return wrapper

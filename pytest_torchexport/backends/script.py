@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from ._jit import TorchScriptBackend
-from .base import ExportContext
+from ._jit import TorchScriptBackend, method_artifact
+from .base import ExportContext, MethodCall
 
 
 class ScriptBackend(TorchScriptBackend):
@@ -25,6 +25,8 @@ class ScriptBackend(TorchScriptBackend):
     def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
         if isinstance(module, torch.jit.ScriptModule):
             return module
+        if isinstance(module, MethodCall):
+            return _script_method(module)
         try:
             scripted = torch.jit.script(module)
         except Exception as exc:
@@ -62,6 +64,26 @@ class ScriptBackend(TorchScriptBackend):
                 f"without a type annotation, and torch.jit.save cannot write a Tensor parameter that "
                 f"defaults to None; annotate: {fixes}",
             ) from exc
+
+
+def _script_method(call: Any) -> Any:
+    """[Another Method] The method the test called, in ``torch.jit.script(model)``: TorchScript
+    compiles ``forward``, what it calls and the methods marked ``@torch.jit.export``; a method
+    it does not reach is not in the scripted module, which is an export error that says so."""
+    name, method = call.original_name, call.method
+    try:
+        scripted = torch.jit.script(call.module)
+    except Exception as exc:
+        raise _prefixed(exc, f"torch.jit.script({name}) fails, so {name}.{method} (the method the test called) "
+                        "has no scripted form") from exc
+    if not scripted._c._has_method(method):
+        raise RuntimeError(
+            f"torch.jit.script({name}) does not reach {name}.{method}, the method the test called: TorchScript "
+            f"compiles forward, what forward calls, and methods marked @torch.jit.export, and {method} is none of "
+            f"them, so the scripted module has no {method}. Mark it @torch.jit.export to script it, or drop script "
+            "with backends=[...]"
+        )
+    return method_artifact(scripted, method, name)
 
 
 def _schema(scripted: Any) -> list[Any]:

@@ -7,8 +7,8 @@ from typing import Any
 import torch
 import torch.utils._pytree as pytree
 
-from ._jit import TorchScriptBackend
-from .base import ExportContext
+from ._jit import TorchScriptBackend, method_artifact
+from .base import ExportContext, MethodCall
 
 
 class TraceBackend(TorchScriptBackend):
@@ -24,6 +24,10 @@ class TraceBackend(TorchScriptBackend):
                 "scripted module, not a trace"
             )
         with torch.no_grad():
+            if isinstance(module, MethodCall) and not _tensors_only(args, kwargs):
+                # [Another Method] the method itself, traced with its inputs as users do
+                traced = torch.jit.trace_module(module.module, {module.method: args}, strict=False, check_trace=False)
+                return method_artifact(traced, module.method, module.original_name)
             if not _tensors_only(args, kwargs):
                 return torch.jit.trace(module, args, strict=False, check_trace=False)
             # trace takes tensors only: Python scalars and None stay as recorded (what a

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from ..backends.base import Backend, load_backend
+from ..backends.base import Backend, MethodCall, load_backend
 from ..cache import sources
 from ..cache.reuse import Reuse
 from ..errors import ExportMismatch, InvalidArgument
@@ -167,6 +167,9 @@ class PendingCheck:
             nodeid=session.nodeid, test=session.test,
         )
         self.result.extra["eager_mode"] = EAGER_MODE
+        method = getattr(module, "method", None)
+        if isinstance(module, MethodCall) and method:  # [Another Method] the row's "method" (contract v5)
+            self.result.extra["method"] = method
         self.mode, self.why = runner.choose(options.isolation, device)
         self.started: float | None = None
         self._child: runner.Child | None = None

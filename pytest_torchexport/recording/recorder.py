@@ -16,6 +16,10 @@ What counts as the test's call, and why:
   function named ``forward`` of an ``nn.Module`` starting, and records it as ``model(x)``
   would be, with the arguments it was bound to. It is off inside every recorded call (the
   patched ``__call__`` pauses it), so a model's own layers cost nothing.
+- [Another Method] ``model.forward_features(x)``, ``model.encode(x)``: a public method of an
+  ``nn.Module`` (defined outside torch, given at least one tensor) that the test's own code
+  calls is recorded as a call of that method (``Call.method``), the same way as a direct
+  ``forward``: the method is what is checked, never the stem its first line calls.
 - [Handed To An Exporter] A module the test (or a library helper it calls) hands to
   ``torch.jit.trace``, ``torch.jit.trace_module`` (its ``forward`` inputs),
   ``torch.export.export`` or ``torch.onnx.export`` counts as called with those inputs,
@@ -29,6 +33,15 @@ What counts as the test's call, and why:
   submodules in place does not change what is checked. Past the budget, or where the
   module refuses a copy, the live module is kept with a fingerprint, and a change is a
   ``changed_after_call`` finding instead.
+- [A Copy That Is Not The Module] The copy is the reference only if it is the module the
+  test called: every submodule in the mode it had (``eager.as_called``), and, where the test
+  called it in eval mode, the test's own outputs given back on the recorded call (kept at the
+  call; the copy, which still holds the state the call started from, replays it once when
+  its check is planned: ``Recording.verify``, for the checked module only). A copy that
+  is not (torchvision's ``DualGraphModule``, whose ``__deepcopy__`` re-runs an ``__init__``
+  that selects the train graph) is dropped: the live module is checked, its modes and state
+  as at the call put back before the check (``Call.put_back``), and the row says why
+  (a ``reference_copy`` finding).
 
 Works under ``no_grad``, ``inference_mode`` and plain mode; arguments are cloned at call
 time, so a test that mutates its inputs afterwards does not change the record. Where a
@@ -61,14 +74,51 @@ class Call:
     fingerprint: tuple[Any, ...] | None = None  # where no copy was taken: to detect a later change
     training: bool = False  # the module's mode at the call
     methods: tuple[str, ...] = ()  # other methods torch.jit.trace_module was handed inputs for (not checked)
+    #: [Another Method] the method the test called ("forward_features"); "forward" for a call of the module
+    method: str = "forward"
     #: [Raised In The Test] the exception the call raised in the test itself ("TypeError: ..."):
     #: a call the test expects to fail (a check that bad input is refused) is no example to serve
     raised: str | None = None
+    #: [A Copy That Is Not The Module] why the live module is checked instead of a copy
+    refused: str | None = None
+    #: (each submodule's mode, the state_dict) at the call, put back on the live module before its check
+    state: Any = None
+    #: the test's own outputs of an eval-mode first call, until ``Recording.verify`` compares the copy's
+    outputs: Any = None
 
     @property
     def name(self) -> str:
         # A scripted module's type is RecursiveScriptModule; its original_name is the class.
         return getattr(self.module, "original_name", None) or type(self.module).__name__
+
+    @property
+    def label(self) -> str:
+        """What ``module=`` names this call by: ``ResNet``, or ``ResNet.forward_features``."""
+        return self.name if self.method == "forward" else f"{self.name}.{self.method}"
+
+    def checked(self) -> Any:
+        """The module to check: the module, or for another method a module whose forward calls it."""
+        if self.method == "forward":
+            return self.module
+        from ..backends.base import method_call
+
+        # One wrapper a call: the prelude shared by the test's backends is keyed by the module's id.
+        wrapper = self.__dict__.get("_wrapper")
+        if wrapper is None or wrapper.module is not self.module:
+            wrapper = self.__dict__["_wrapper"] = method_call(self.module, self.method)
+        return wrapper
+
+    def put_back(self) -> None:
+        """The live module's modes and state as at the call, where no copy was kept."""
+        if self.state is None:
+            return
+        from ..reference import stateful
+
+        modes, saved = self.state
+        for name, sub in self.live.named_modules(remove_duplicate=False):
+            if name in modes and sub.training != modes[name]:
+                sub.train(modes[name])  # its own train(): a module that switches graphs does so
+        stateful.restore(self.live, saved, parameters=True)
 
     def changed_since(self) -> str | None:
         """Why the live module differs from when it was called, where no copy was taken."""
@@ -98,27 +148,77 @@ class Recording:
     def pick(self, name: str | None) -> Call | None:
         """The call to check: the first of an outermost module the test made, or the first of
         class ``name``."""
-        named = [c for c in (self.outermost() if name is None else self.calls) if name is None or c.name == name]
+        if name is not None and "." in name:  # [Another Method] module="ResNet.forward_features"
+            named = [c for c in self.calls if c.label == name]
+        else:
+            named = [c for c in (self.outermost() if name is None else self.calls) if name is None or c.name == name]
         # A module whose calls all raised in the test comes after one called with inputs it accepts.
         return next((c for c in named if not self.raised_only(c)), named[0] if named else None)
+
+    def verify(self, call: Call) -> None:
+        """[A Copy That Is Not The Module] Once, before ``call``'s module is checked: its copy
+        replays the recorded call and gives the test's own outputs, or every call of the module
+        is checked on the live module (its modes and state as at the call put back) instead."""
+        import torch
+
+        from ..reference import stateful
+        from ..reference.compare import compare
+
+        first = next((c for c in self.calls if c.live is call.live and c.outputs is not None), None)
+        if first is None:
+            return
+        expected, first.outputs = first.outputs, None
+        copy = first.module
+        if copy is first.live:
+            return
+        before = stateful.snapshot(copy) or {}  # buffers: what a forward may update
+        try:
+            a, k = _snapshot(first.args, first.kwargs)
+            with torch.random.fork_rng(devices=[]), torch.no_grad():
+                mine = getattr(copy, first.method)(*a, **k)
+            verdict = compare(expected, mine)
+            why = None if verdict.ok else (
+                f"its copy's outputs on the recorded call differ from the test's own "
+                f"(greatest absolute difference {verdict.max_abs:.3g}{'; ' + verdict.problem if verdict.problem else ''})"
+            )
+        except Exception as exc:  # noqa: BLE001 - a copy that cannot replay the call is not the module either
+            why = f"its copy raises on the recorded call ({type(exc).__name__}: {str(exc)[:200]})"
+        stateful.restore(copy, before)
+        if why is None:
+            return
+        from ..reference.eager import never_copy
+
+        never_copy(first.live, why)  # eager's copy and each export's would be just as unlike it
+        # The copy holds the state the call started from: what the live module is put back to.
+        state, mark = _state(copy), fingerprint(first.live)
+        for c in self.calls:
+            if c.live is first.live:
+                c.module, c.refused, c.state, c.fingerprint = c.live, why, state, mark
 
     def raised_only(self, call: Call) -> bool:
         """Every call of ``call``'s module raised in the test itself."""
         return all(c.raised for c in self.calls_of(call))
 
     def calls_of(self, call: Call) -> list[Call]:
-        return [c for c in self.calls if c.live is call.live]
+        return [c for c in self.calls if c.live is call.live and c.method == call.method]
 
     def others(self, call: Call) -> list[str]:
         """Class names of the other outermost modules the test called (siblings, never a
         submodule of a module the test called)."""
-        seen = {call.name}
+        import torch
+
+        seen = {call.label}
         names = []
         for c in self.outermost():
-            if c.live is not call.live and c.name not in seen:
-                seen.add(c.name)
-                names.append(c.name)
-        return names
+            if (c.live is not call.live or c.method != call.method) and c.label not in seen:
+                seen.add(c.label)
+                names.append(c.label)
+        # Modules with no parameters of their own making (Dropout, Identity, an activation)
+        # are no model anyone means to check: never suggested in module=.
+        trivial = {c.label for c in self.calls
+                   if isinstance(c.live, torch.nn.Module) and next(c.live.parameters(), None) is None
+                   and next(c.live.buffers(), None) is None and not list(c.live.children())}
+        return [n for n in names if n not in trivial]
 
     def outermost(self) -> list[Call]:
         """The calls of modules that are no submodule of another module the test called
@@ -152,6 +252,8 @@ class Recorder:
         self._can_profile = False
         self._entered: Any = None  # the frame of the forward or exporter the profile saw start
         self._entered_module: Any = None  # the module handed to the exporter the profile saw start
+        self._entered_call: Call | None = None  # the call a direct forward the profile saw start recorded
+        self._unverified: set[int] = set()  # id(live) of copies whose call's outputs are still to be kept
         self._entries: dict[str, list[tuple[Any, str, Any]]] = {}  # function name -> (code, via, inputs)
 
     def __enter__(self) -> Recorder:
@@ -168,7 +270,10 @@ class Recorder:
                 recorded = recorder._record(module, args, kwargs)
             recorder._depth += 1
             try:
-                return original(module, *args, **kwargs)
+                out = original(module, *args, **kwargs)
+                if recorded is not None:
+                    recorder._keep_outputs(recorded, out)
+                return out
             except BaseException as exc:
                 if recorded is not None:  # [Raised In The Test] no example of how the model is served
                     recorded.raised = _said(exc)
@@ -216,11 +321,17 @@ class Recorder:
         # comparisons are all most events cost.
         if event == "call":
             if self._entered is None:
-                name = frame.f_code.co_name
+                code = frame.f_code
+                name = code.co_name
                 if name == "forward" or name in self._entries:
                     self._enter(frame, name)
+                elif name[:1] != "_" and code.co_argcount > 1 and code.co_varnames[0] == "self":
+                    self._enter_method(frame, name)
         elif event == "return" and frame is self._entered:
             self._entered = None
+            if self._entered_call is not None:
+                call, self._entered_call = self._entered_call, None
+                self._keep_outputs(call, arg)
             self._depth -= 1
             if self._entered_module is not None:
                 self._remember_output(self._entered_module, arg)
@@ -242,7 +353,7 @@ class Recorder:
             self._depth += 1
             if self._is_test_call(torch, frame.f_back):
                 args, kwargs = _bound_call(module, code, local)
-                self._record(module, args, kwargs)
+                self._entered_call = self._record(module, args, kwargs)
             return
         for entry_code, via, inputs in self._entries[name]:
             if entry_code is code:
@@ -253,6 +364,48 @@ class Recorder:
                 if self._is_test_call(torch, frame.f_back):
                     self._hand(via, inputs, bound)
                 return
+
+    def _enter_method(self, frame: Any, name: str) -> None:
+        """[Another Method] A public method of a module, given a tensor, called by the test."""
+        code = frame.f_code
+        if _in_torch(code.co_filename):
+            return  # torch's own methods: train(), to(), state_dict(), ...
+        import torch
+        import torch.utils._pytree as pytree
+
+        local = frame.f_locals
+        module = local.get("self")
+        if not isinstance(module, torch.nn.Module) or isinstance(module, torch.jit.ScriptModule):
+            return
+        import inspect
+
+        function = getattr(type(module), name, None)
+        try:
+            target = inspect.unwrap(function) if function is not None else None
+        except ValueError:
+            target = function
+        if getattr(target, "__code__", None) is not code:
+            return  # a helper's method, or one bound elsewhere
+        args, kwargs = _bound_call(module, code, local, target)
+        if not any(isinstance(leaf, torch.Tensor) for leaf in pytree.tree_leaves((args, kwargs))):
+            return  # model.reset_classifier(10): configures, does not compute
+        caller = frame.f_back
+        # A decorated method (@torch.no_grad(), @torch.inference_mode()): the test called the
+        # decorator's wrapper, whose frame is torch's; the call is the test's if the wrapper's is.
+        wrapper = getattr(function, "__code__", None) if function is not target else None
+        for _ in range(3):
+            if wrapper is None or caller is None:
+                break
+            if caller.f_code is wrapper:
+                caller = caller.f_back
+                break
+            caller = caller.f_back
+        else:
+            caller = frame.f_back
+        self._entered = frame
+        self._depth += 1
+        if caller is not None and self._is_test_call(torch, caller):
+            self._entered_call = self._record(module, args, kwargs, method=name)
 
     # -- what counts as the test's call ------------------------------------------------
     def _is_test_call(self, torch: Any, caller: Any) -> bool:
@@ -271,7 +424,7 @@ class Recorder:
 
     def _record(
         self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *, via: str | None = None,
-        methods: tuple[str, ...] = (),
+        methods: tuple[str, ...] = (), method: str = "forward",
     ) -> Call | None:
         module = self._scripted.get(id(module), module)
         inner = getattr(module, "_orig_mod", None)  # torch.compile's OptimizedModule: the user's module
@@ -285,7 +438,7 @@ class Recorder:
         a, k = _snapshot(args, kwargs)
         first = self._copies.get(id(module))
         call = Call(module, a, k, via=via, live=module, training=bool(getattr(module, "training", False)),
-                    methods=methods)
+                    methods=methods, method=method)
         if first is None:
             self._copies[id(module)] = call
             self._take_copy(call)
@@ -297,7 +450,7 @@ class Recorder:
     def _take_copy(self, call: Call) -> None:
         import torch
 
-        from ..reference.eager import copy_module
+        from ..reference.eager import copy_as_called
 
         size = module_bytes(call.live)
         # A ScriptModule is kept as it is: its deep copy loses the method schemas that name its
@@ -305,12 +458,25 @@ class Recorder:
         # fingerprint sees.
         if size <= self._budget and not isinstance(call.live, torch.jit.ScriptModule):
             with torch.inference_mode(False):  # a body under inference_mode() would copy inference tensors
-                copied = copy_module(call.live)
+                copied, call.refused = copy_as_called(call.live)
             if copied is not call.live:
                 self._budget -= size
                 call.module = copied
+                if not any(m.training for m in call.live.modules()):
+                    self._unverified.add(id(call.live))
                 return
+            if call.refused is not None:
+                call.state = _state(call.live)
         call.fingerprint = fingerprint(call.live)
+
+    def _keep_outputs(self, call: Call, out: Any) -> None:
+        """[A Copy That Is Not The Module] The test's own outputs of the first eval-mode call of
+        a copied module, for ``Recording.verify`` (not kept past ``MAX_CALL_BYTES``)."""
+        if id(call.live) not in self._unverified:
+            return
+        self._unverified.discard(id(call.live))
+        if _bytes(out) <= MAX_CALL_BYTES:
+            call.outputs = _snapshot((out,), {})[0][0]
 
     # -- [Handed To An Exporter] ----------------------------------------------------------
     def _hand(self, via: str, inputs: Any, bound: Any) -> None:
@@ -467,6 +633,12 @@ def _caller(module: Any, frame: Any) -> Any:
     ``torch.compile`` returned, so ``torch.compile(model)(x)`` is the test's call."""
     if frame.f_code.co_name == "__call__" and type(module).__name__ == "OptimizedModule" and frame.f_back is not None:
         return frame.f_back
+    # An fx.GraphModule (and its subclasses: torchvision's feature extractors) is called through
+    # fx's _WrappedCall, whose frame is torch's: the test's call is the one that called it.
+    # fx's _WrappedCall.__call__ under GraphModule's call_wrapped, both torch's frames.
+    fx = os.path.join("fx", "graph_module.py")
+    while frame.f_back is not None and frame.f_code.co_name in ("__call__", "call_wrapped") and frame.f_code.co_filename.endswith(fx):
+        frame = frame.f_back
     return frame
 
 
@@ -474,7 +646,7 @@ _CO_VARARGS, _CO_VARKEYWORDS = 0x04, 0x08
 _MISSING = object()
 
 
-def _bound_call(module: Any, code: Any, local: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+def _bound_call(module: Any, code: Any, local: dict[str, Any], function: Any = None) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """[Direct Forward] The call ``forward`` was bound to, rebuilt from its parameters as it
     starts: positional parameters positionally, keyword-only ones by name; trailing
     parameters left at their defaults are left out, as the test left them."""
@@ -484,7 +656,7 @@ def _bound_call(module: Any, code: Any, local: dict[str, Any]) -> tuple[tuple[An
     kwargs = {name: local[name] for name in names[n:n + k]}
     star = n + k
     varargs = code.co_flags & _CO_VARARGS and local[names[star]]
-    function = getattr(type(module), "forward", None)
+    function = function or getattr(type(module), "forward", None)
     if getattr(function, "__code__", None) is code:
         if not varargs:
             for default in reversed(function.__defaults__ or ()):
@@ -543,6 +715,14 @@ def fingerprint(module: Any) -> tuple[Any, ...]:
     subs = tuple((name, id(m), type(m).__name__) for name, m in module.named_modules())
     tensors = tuple((name, t.data_ptr(), t.shape) for name, t in module.state_dict(keep_vars=True).items())
     return subs + tensors
+
+
+def _state(module: Any) -> tuple[dict[str, bool], dict[str, Any]]:
+    """Each submodule's mode and the state_dict, as ``Call.put_back`` restores them."""
+    from ..reference import stateful
+
+    modes = {name: sub.training for name, sub in module.named_modules(remove_duplicate=False)}
+    return modes, stateful.snapshot(module, parameters=True) or {}
 
 
 def _bytes(value: Any) -> int:

@@ -76,8 +76,14 @@ class Selection:
         if others:
             result.findings.append(Finding(
                 "other_modules",
-                f"the test also called {', '.join(others)}; {call.name} (its first call) was checked: "
+                f"the test also called {', '.join(others)}; {call.label} (its first call) was checked: "
                 f"pick another with module=\"{others[0]}\"",
+            ))
+        if call.refused is not None and call.module is call.live:
+            result.findings.append(Finding(
+                "reference_copy",
+                f"the plugin's copy of {call.name} is not the module the test called: {call.refused}; the test's own "
+                f"module was checked" + (", its modes and state as at the call put back" if call.state is not None else ""),
             ))
         changed = call.changed_since()
         if changed:
@@ -104,7 +110,7 @@ class Selection:
         return row(backend, device, session, Outcome("usage_error", message, why, "usage"), module=call.name)
 
     def _nothing(self, backend: str, device: str, session: Session) -> Result:
-        called = sorted({c.name for c in self.recording.calls})
+        called = sorted({c.label for c in self.recording.calls})
         if self.options.module and called:
             why = f"module={self.options.module!r} names no module the test called; it called {', '.join(called)}"
             message = (
@@ -144,6 +150,7 @@ class PlannedRun:
         if self.call is None:
             self._done = selection._nothing(backend, device, session)
             return
+        selection.recording.verify(self.call)  # [A Copy That Is Not The Module] once, for the checked module
         # [Raised In The Test] a call that raised in the test itself is no example to serve.
         self.calls = [c for c in selection.recording.calls_of(self.call) if not c.raised]
         if not self.calls:
@@ -155,9 +162,11 @@ class PlannedRun:
     def _prepare(self, index: int) -> checks.PendingCheck | None:
         options = self.selection.options
         candidate = self.calls[index]
+        self.call.put_back()  # [A Copy That Is Not The Module] the live module as the test called it
         try:
+            module = candidate.checked()  # [Another Method] the method the test called
             plan = checks.plan_inputs(
-                candidate.module, candidate.args, candidate.kwargs,
+                module, candidate.args, candidate.kwargs,
                 dims=options.dims, dynamic=options.dynamic, inputs=options.inputs,
             )
         except InvalidArgument as exc:
@@ -165,7 +174,7 @@ class PlannedRun:
                 "usage_error", f"{exc}\nChange the marker's options to fit the call.", str(exc), "usage",
             ), module=self.call.name)
             return None
-        return checks.PendingCheck(candidate.module, plan, self.backend, self.device, options, session=self.session,
+        return checks.PendingCheck(module, plan, self.backend, self.device, options, session=self.session,
                                    sequence=_sequence(self.calls[index:]),
                                    once=(self.selection.eager_once, id(candidate)))
 

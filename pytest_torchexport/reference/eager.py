@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import sys
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
@@ -44,13 +45,81 @@ class EagerCall:
 
 
 def copy_module(module: torch.nn.Module) -> torch.nn.Module:
+    """A private copy of ``module`` as it is now, or ``module`` itself where no copy is one.
+
+    [As Called] A deep copy is the module only where every submodule is in the mode the
+    original's is in and runs the same code: torchvision's ``DualGraphModule``
+    (``create_feature_extractor``) re-runs its ``__init__`` in ``__deepcopy__``, which calls
+    ``self.train()`` and selects the train graph, so its copy of an ``.eval()`` model ran
+    BatchNorm on batch statistics. ``as_called`` puts each submodule's mode back through its
+    own ``train()`` (which re-selects the graph); a copy still unlike the original is never
+    used."""
+    copied, _ = copy_as_called(module)
+    return copied
+
+
+def copy_as_called(module: torch.nn.Module) -> tuple[torch.nn.Module, str | None]:
+    """``copy_module`` with the reason no copy was taken (None where one was)."""
+    refused = _NOT_ITSELF.get(module) if isinstance(module, torch.nn.Module) else None
+    if refused is not None:
+        return module, refused
     try:
         # Under no_grad: a deep-copied ScriptModule's parameters would otherwise be
         # non-leaf tensors, and .to() would warn on reading their .grad.
         with torch.no_grad():
-            return copy.deepcopy(module)
-    except Exception:  # noqa: BLE001 - some ScriptModules and hooks refuse deepcopy
-        return module
+            copied = copy.deepcopy(module)
+    except Exception as exc:  # noqa: BLE001 - some ScriptModules and hooks refuse deepcopy
+        return module, f"its deep copy raised {type(exc).__name__}: {str(exc)[:200]}"
+    unlike = as_called(copied, module)
+    return (module, unlike) if unlike else (copied, None)
+
+
+#: [As Called] Modules whose copies were found not to be them (other outputs on the recorded
+#: call, ``Recording.verify``): every later copy, eager's and each export's, is the module itself.
+_NOT_ITSELF: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+def never_copy(module: torch.nn.Module, why: str) -> None:
+    """``copy_module(module)`` gives ``module`` itself from now on (its copies are not it)."""
+    _NOT_ITSELF[module] = why
+
+
+def as_called(copied: Any, original: Any) -> str | None:
+    """Give ``copied`` every submodule's mode of ``original``; why it still differs, or None."""
+    if not isinstance(original, torch.nn.Module) or not isinstance(copied, torch.nn.Module):
+        return None
+    pairs = list(zip(original.named_modules(remove_duplicate=False), copied.named_modules(remove_duplicate=False)))
+    if [name for (name, _), _ in pairs] != [name for _, (name, _) in pairs]:
+        return f"its deep copy ({type(copied).__name__}) has other submodules than the module the test called"
+    # Parents first: a parent's train() sets its children, which are then put right in turn.
+    for (_, mine), (_, theirs) in pairs:
+        if theirs.training != mine.training:
+            theirs.train(mine.training)
+    for (name, mine), (_, theirs) in pairs:
+        where = _class_name(mine) + (f" at {name!r}" if name else "")
+        if theirs.training != mine.training:
+            return (
+                f"its deep copy puts {where} in {'training' if theirs.training else 'eval'} mode, where the test "
+                f"called it in {'training' if mine.training else 'eval'} mode, and its train() does not put it back"
+            )
+        if isinstance(mine, torch.fx.GraphModule) and _fx_code(mine) != _fx_code(theirs):
+            return (
+                f"its deep copy of {where} runs another graph than the module the test called (its __deepcopy__ or "
+                "__init__ selects a graph, as a train/eval DualGraphModule does)"
+            )
+    return None
+
+
+def _class_name(module: Any) -> str:
+    """The user's class: fx makes a ``GraphModuleImpl`` subclass per instance and renames it."""
+    return next((t.__name__ for t in type(module).__mro__ if "GraphModuleImpl" not in t.__qualname__), "?")
+
+
+def _fx_code(module: Any) -> str | None:
+    try:
+        return module.code
+    except Exception:  # noqa: BLE001 - a GraphModule not compiled yet has no code to compare
+        return None
 
 
 def module_name(module: torch.nn.Module) -> str:

@@ -151,6 +151,11 @@ def tracer_findings(caught: Iterable[warnings.WarningMessage], backend: str) -> 
             # [Model Code] torch's own input validation (``if size_prods == 1: raise ValueError``):
             # the frozen path is the one every input eager accepts takes, so parity cannot hinge on it.
             continue
+        if kind != "frozen_branch" and in_validation_message(site[0], site[1]):
+            # [Validation Text] a value formatted into an assert's or a raise's message
+            # (timm's `_assert(H == ..., f"Input height ({H}) ...")`) is read to say what is
+            # wrong, never computed with: a constant in the trace changes no output.
+            continue
         loc = where(site[0], site[1])
         if site[:2] == (w.filename, w.lineno):
             detail = f"{backend} {_verb(kind)} at {loc}" + (f" (`{line}`)" if line else "") + f": {meaning}"
@@ -186,6 +191,42 @@ def _only_refuses(body: list[ast.stmt]) -> bool:
             continue
         return False
     return bool(body)
+
+
+def in_validation_message(filename: str, lineno: int) -> bool:
+    """``filename:lineno`` lies in the message of an ``assert`` statement, in a ``raise``
+    statement, or in the message argument of ``torch._assert``-style calls: text that says
+    why an input is refused, not part of what the model computes."""
+    return any(start <= lineno <= end for start, end in _validation_spans(filename))
+
+
+#: Calls whose second argument (or ``message=``/``msg=``) is only an error's text.
+_ASSERT_CALLS = frozenset({"_assert", "_assert_async", "Assert", "check", "_check"})
+
+
+@functools.lru_cache(maxsize=64)
+def _validation_spans(filename: str) -> tuple[tuple[int, int], ...]:
+    try:
+        tree = ast.parse("".join(linecache.getlines(filename)))
+    except (SyntaxError, ValueError):
+        return ()
+    spans = []
+    for node in ast.walk(tree):
+        text: ast.AST | None = None
+        if isinstance(node, ast.Assert):
+            text = node.msg
+        elif isinstance(node, ast.Raise):
+            text = node
+        elif isinstance(node, ast.Call):
+            fn = node.func
+            name = fn.attr if isinstance(fn, ast.Attribute) else getattr(fn, "id", "")
+            if name in _ASSERT_CALLS:
+                text = node.args[1] if len(node.args) > 1 else next(
+                    (k.value for k in node.keywords if k.arg in ("message", "msg")), None
+                )
+        if text is not None:
+            spans.append((text.lineno, getattr(text, "end_lineno", None) or text.lineno))
+    return tuple(spans)
 
 
 @functools.lru_cache(maxsize=64)

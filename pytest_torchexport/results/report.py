@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import platform
 import re
 from dataclasses import dataclass, field
@@ -76,6 +77,9 @@ FINDING_DOCS: dict[str, str] = {
     "or a later call because the first raises in eval mode under no_grad",
     "changed_after_call": "the test body changed the module after calling it and it was too large to copy at the "
     "call: the module as the body left it was checked",
+    "reference_copy": "the plugin's copy of the module is not the module the test called (a submodule in another "
+    "mode, another graph, or other outputs on the recorded call): the test's own module was checked, its modes and "
+    "state as at the call put back, and why",
     "vacuous_output": "outputs are constant or ~0 on every input, so parity proves nothing",
     "rejected_inputs": "eager rejected most generated inputs: declare dims=/inputs=",
     "external_data": "the ONNX artifact is several files that must ship together",
@@ -203,17 +207,20 @@ class Result:
     @property
     def cause(self) -> str:
         """The cause in a few words, for one table cell."""
+        if self.status == "pass":
+            # [Consequence] on a pass, the finding that breaks another input comes first
+            for finding in ranked(self.findings):
+                if finding.kind in _EXPLAINING:
+                    return f"{finding.kind}{' ' + finding.where if finding.where else ''}"
+                if finding.kind in _NOTABLE:
+                    return finding.kind
+            return ""
         for finding in self.findings:
             if finding.kind in _EXPLAINING:
                 where = f" {finding.where}" if finding.where else ""
                 return f"{finding.kind}{where}"
-        if self.status != "pass":
-            # A row of an older report has no likely_cause: its cell is empty (never parsed from the message).
-            return (self.likely_cause or "").split("\n", 1)[0]
-        for finding in self.findings:
-            if finding.kind in _NOTABLE:
-                return finding.kind
-        return ""
+        # A row of an older report has no likely_cause: its cell is empty (never parsed from the message).
+        return (self.likely_cause or "").split("\n", 1)[0]
 
     def to_dict(self) -> dict[str, Any]:
         data = {
@@ -232,7 +239,7 @@ class Result:
             "message": self.message,
             "likely_cause": self.likely_cause,
             "cause_kind": self.cause_kind,
-            "findings": [f.to_dict() for f in self.findings],
+            "findings": [f.to_dict() for f in (ranked(self.findings) if self.status == "pass" else self.findings)],
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
         }
         data.update(self.extra)
@@ -255,7 +262,8 @@ class Result:
 
 def tag(result: Result) -> str:
     """What every message's first line names: the backend, the device and the module checked."""
-    return f"[backend={result.backend}, device={result.device}] ({result.module})"
+    method = result.extra.get("method")  # [Another Method] the method checked, when not forward
+    return f"[backend={result.backend}, device={result.device}] ({result.module}{'.' + method if method else ''})"
 
 
 # Findings that explain a failure better than the first line of the message does.
@@ -282,6 +290,24 @@ _NOTABLE = (
     "onnx_checker",
     "static_size",  # a pass that holds at the recorded size only of an undeclared dim (static_sizes.py)
 )
+
+
+#: [Consequence] Findings on a passing row, most consequential first: what breaks another
+#: input (a size the artifact fails at, a dim made static, a branch or size frozen at the
+#: example), then what makes the pass prove little, then what may matter on other values.
+#: A pass's first finding is the one a reader should act on; a value formatted into an
+#: error message (never a finding now) once came first on timm's ViTs.
+_CONSEQUENCE = (
+    "static_size", "specialized_dim", "frozen_branch", "baked_shape", "data_dependent_branch",
+    "vacuous_output", "rejected_inputs", "side_effects", "training_mode", "assumed_dim",
+    "frozen_value", "baked_argument", "mutates_state", "mutates_input",
+)
+
+
+def ranked(findings: list[Finding]) -> list[Finding]:
+    """``findings`` most consequential first (``_CONSEQUENCE``); the rest keep their order after."""
+    order = {kind: i for i, kind in enumerate(_CONSEQUENCE)}
+    return sorted(findings, key=lambda f: order.get(f.kind, len(order)))
 
 
 @dataclass
@@ -352,8 +378,7 @@ def summary_lines(results: list[Result], width: int = 100) -> list[str]:
     if not results:
         return []
     rows = []
-    for r in results:
-        name = _short_test(r)
+    for r, name in zip(results, _short_tests(results)):
         backend = r.backend if r.device == "cpu" else f"{r.backend}/{r.device}"
         status = f"{r.status} (cached)" if r.extra.get("cached") else r.status  # [Verdict Cache] reused
         rows.append((name, r.module or "-", backend, status, format_err(r.max_abs_err), examples_cell(r), r.cause))
@@ -413,7 +438,7 @@ def table_lines(rows: list[tuple[str, ...]], width: int, header: tuple[str, ...]
 
 def _widths(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> list[int]:
     fixed = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header[:-1])]
-    fixed[0] = min(fixed[0], 32)
+    fixed[0] = min(fixed[0], max(_NAME, *(len(row[0]) for row in rows)))  # [Alike At 80] never cut again
     fixed[1] = min(fixed[1], 20)  # the module's class: enough to tell the model from a helper
     return fixed
 
@@ -446,15 +471,49 @@ def _clip(text: str, width: int) -> str:
 def _short_test(r: Result) -> str:
     """The test's name with its class (``TestFoo::test_script``: a ``unittest`` suite has many
     ``test_script``) and its own parametrization (``test_act[ReLU]``), minus ours."""
+    return _clip_middle(_test_name(r))
+
+
+def _test_name(r: Result) -> str:
     name = r.nodeid or r.test or r.module or "?"
     name = name.split("::", 1)[-1]
     if "[" in name:
         base, _, params = name.partition("[")
         params = re.sub(r"-?torchexport-[^\]]*$", "", params.rstrip("]"))
         name = f"{base}[{params}]" if params else base
-    if len(name) > 32:
-        name = name[:15] + "…" + name[-16:]
     return name
+
+
+def _clip_middle(name: str) -> str:
+    return name if len(name) <= _NAME else name[:15] + "…" + name[-16:]
+
+
+_NAME = 32  # the test column's width
+
+
+def _short_tests(results: list[Result]) -> list[str]:
+    """[Alike At 80] Each row's short test name, never one two different tests share:
+    ``test_model_forward[1-test_resnet]`` and ``test_model_forward_torchscript[1-test_resnet]``
+    both clip to ``test_model_forw…t[1-test_resnet]``, and a reader could not tell the failing
+    item from the passing one. Names that clip alike are cut again from a few characters
+    before where they first differ, so the difference shows."""
+    full = [_test_name(r) for r in results]
+    short = [_clip_middle(n) for n in full]
+    groups: dict[str, set[str]] = {}
+    for s, f in zip(short, full):
+        groups.setdefault(s, set()).add(f)
+    for clipped, names in groups.items():
+        if len(names) < 2:
+            continue
+        ordered = sorted(names)
+        # the longest prefix any two of them share: the cut starts a little before its end
+        common = max(len(os.path.commonprefix([a, b])) for a in ordered for b in ordered if a != b)
+        start = max(0, common - 6)
+        fixed = {n: _clip_middle(("…" if start else "") + n[start:]) for n in ordered}
+        if len(set(fixed.values())) < len(fixed):
+            fixed = {n: n for n in ordered}  # past any cut that keeps them apart: whole
+        short = [fixed.get(f, s) if s == clipped else s for s, f in zip(short, full)]
+    return short
 
 
 def markdown(results: list[Result], environment: dict[str, Any] | None = None) -> str:
