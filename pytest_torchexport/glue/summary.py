@@ -170,7 +170,7 @@ def torchscript_lines(rows: list[dict[str, Any]]) -> list[str]:
         f"of the {n} module{'s' if n != 1 else ''} checked on trace or script, {passing} pass on export"
     )
     if unchecked:
-        line += f", {unchecked} {'was' if unchecked == 1 else 'were'} not checked on export (add it to backends=)"
+        line += f", {unchecked} not checked on export (add \"export\" to their backends=)"
     return [line]
 
 
