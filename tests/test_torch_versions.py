@@ -15,6 +15,8 @@ from pytest_torchexport._compat import torchscript_unavailable
 from pytest_torchexport.engine.pipeline import Session, run
 from pytest_torchexport.options import Options
 
+pytestmark = pytest.mark.torch_compat
+
 
 def test_warnings_as_errors_suite_runs_and_tracer_warnings_stay_findings(tester):
     # Every torch.jit call the plugin makes warns that TorchScript is deprecated: none of
