@@ -15,10 +15,11 @@ import contextlib
 import io
 import logging
 import os
+import re
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from typing import Any
 
@@ -174,6 +175,26 @@ def _plus_one(x):
     # Scripted by the probe. Unannotated means Tensor to TorchScript; no comment on the
     # def line, which TorchScript would parse as a type comment.
     return x + 1
+
+
+#: torch's own words for its deprecation of TorchScript, the same on 2.13.0 (``DeprecationWarning``),
+#: 2.14.1 and 2.15.0 (``FutureWarning``): "`torch.jit.trace` is deprecated. Please switch to
+#: `torch.compile` or `torch.export`." (tests/test_torch_messages.py holds each version's text).
+_JIT_DEPRECATED = re.compile(r"`torch\.jit\.\w+` is deprecated")
+
+
+def torchscript_deprecation(caught: Iterable[warnings.WarningMessage]) -> str | None:
+    """torch's deprecation of TorchScript among the warnings a ``quiet_torch()`` call recorded,
+    as ``"torch 2.15.0: `torch.jit.trace` is deprecated. ..."``, or None where this torch said
+    nothing of it. The export stage asks once per export; the session summary says it once.
+    """
+    import torch
+
+    for w in caught:
+        text = str(w.message).strip()
+        if issubclass(w.category, (DeprecationWarning, FutureWarning)) and _JIT_DEPRECATED.search(text):
+            return f"torch {torch.__version__}: {text.splitlines()[0]}"
+    return None
 
 
 def is_in_ci() -> bool:

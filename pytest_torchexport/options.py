@@ -31,13 +31,13 @@ BUILTIN_BACKENDS: dict[str, str] = {
 DEFAULT_BACKENDS: tuple[str, ...] = ("trace", "script", "onnx", "export")
 #: What to install when a backend listed in --torchexport-require is unavailable.
 INSTALL: dict[str, str] = {
-    "trace": "a torch that still provides TorchScript (torch.jit): pip install 'torch<2.15'",
-    "script": "a torch that still provides TorchScript (torch.jit): pip install 'torch<2.15'",
-    "onnx-legacy": "a torch that still provides TorchScript (torch.jit): pip install 'torch<2.15'",
+    "trace": "a torch that still provides TorchScript (torch.jit; 2.13.0 to 2.15.0 do, with a deprecation warning): pip install 'torch>=2.13,<=2.15.0'",
+    "script": "a torch that still provides TorchScript (torch.jit; 2.13.0 to 2.15.0 do, with a deprecation warning): pip install 'torch>=2.13,<=2.15.0'",
+    "onnx-legacy": "a torch that still provides TorchScript (torch.jit; 2.13.0 to 2.15.0 do, with a deprecation warning): pip install 'torch>=2.13,<=2.15.0'",
     "onnx": "pip install onnx onnxruntime onnxscript",
-    "export": "pip install 'torch>=2.6'",
-    "compile": "pip install 'torch>=2.6'",
-    "aoti": "pip install 'torch>=2.6' and a C++ compiler (g++) on PATH",
+    "export": "pip install 'torch>=2.13'",
+    "compile": "pip install 'torch>=2.13'",
+    "aoti": "pip install 'torch>=2.13' and a C++ compiler (g++) on PATH",
     "executorch": 'pip install "pytest-torchexport[executorch]"',
     "openvino": 'pip install "pytest-torchexport[openvino]"',
     "litert": 'pip install "pytest-torchexport[litert]"',

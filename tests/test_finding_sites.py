@@ -15,6 +15,9 @@ from helpers import by_test, report_rows
 
 from pytest_torchexport.results import explain
 
+# TracerWarnings and TorchScript errors, read at the model's line: torch's words on each version.
+pytestmark = pytest.mark.torch_compat
+
 MODELS = '''
 import unittest
 

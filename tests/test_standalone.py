@@ -10,6 +10,9 @@ from pytest_torchexport.engine.pipeline import Session, run
 from pytest_torchexport.isolation import loader
 from pytest_torchexport.options import Options
 
+# What a fresh process says when a load reaches for what it lacks is torch's wording (2.15.0 reworded one).
+pytestmark = pytest.mark.torch_compat
+
 MODELS = """
 import dataclasses
 

@@ -9,11 +9,13 @@ torch 2.13 warns ``DeprecationWarning`` on every ``torch.jit`` call and torch 2.
 import pytest
 import torch
 from helpers import by_test_and_backend, mlp_test, run_with_report
-from models import MLP
+from models import MLP, mlp_and_gate_source
 
 from pytest_torchexport._compat import torchscript_unavailable
 from pytest_torchexport.engine.pipeline import Session, run
 from pytest_torchexport.options import Options
+
+pytestmark = pytest.mark.torch_compat
 
 
 def test_warnings_as_errors_suite_runs_and_tracer_warnings_stay_findings(tester):
@@ -31,7 +33,9 @@ def test_gate():
     )
     result, rows = run_with_report(tester, "-W", "error", "-rA", key=by_test_and_backend)
     result.assert_outcomes(passed=2, xfailed=1)
-    assert "deprecated" not in result.stdout.str() + result.stderr.str()
+    # torch's own deprecation warnings stay out; the summary says it once, in its own words.
+    said = [line for line in (result.stdout.str() + result.stderr.str()).splitlines() if "deprecated" in line]
+    assert len(said) == 1 and said[0].startswith("torchexport: torch "), said
     assert rows[("test_mlp", "trace")]["status"] == rows[("test_mlp", "script")]["status"] == "pass"
     gate = rows[("test_gate", "trace")]
     assert gate["status"] == "xfail"
@@ -71,3 +75,62 @@ def test_torch_without_torchscript_skips_with_the_reason(torchscript_removed, ba
     assert r.status == "skipped", r.message
     assert r.message.startswith(f"{backend} skipped: TorchScript is not available in torch {torch.__version__}")
     assert "no longer supported" in r.message
+
+
+# [TorchScript deprecation] torch 2.13.0 (DeprecationWarning), 2.14.1 and 2.15.0 (FutureWarning)
+# warn on every torch.jit call; quiet_torch keeps it out of the user's warnings, so the
+# session summary says it once, with how far those modules already are on `export`.
+DEPRECATED_FILE = mlp_test("trace", "script", "export") + """
+
+@pytest.mark.torchexport(backends=["trace"])
+def test_traced_only():
+    torch.nn.Linear(4, 2).eval()(torch.randn(3, 4))
+"""
+
+SAID = (
+    r"torchexport: torch \S+ deprecates TorchScript \(`torch\.jit\.(trace|script)` is deprecated\. Please switch to "
+    r"`torch\.compile` or `torch\.export`\.\): of the 2 modules checked on trace or script, 1 pass on export, "
+    r'1 not checked on export \(add "export" to their backends=\)'
+)
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_the_summary_says_once_that_this_torch_deprecates_torchscript(tester, workers):
+    # Real on every torch CI runs: each of them deprecates TorchScript (tests/test_torch_messages.py).
+    tester.makepyfile(test_d=DEPRECATED_FILE)
+    result, rows = run_with_report(tester, *workers, key=by_test_and_backend)
+    result.assert_outcomes(passed=4)
+    result.stdout.re_match_lines([SAID])
+    assert len([line for line in result.stdout.lines if "deprecates TorchScript" in line]) == 1
+    said = rows[("test_mlp", "trace")]["torchscript_deprecated"]
+    assert said.startswith(f"torch {torch.__version__}: `torch.jit.trace` is deprecated")
+    assert "torchscript_deprecated" not in rows[("test_mlp", "export")]
+
+
+def test_a_failing_export_is_not_counted_as_passing(tester):
+    # Gate's data-dependent `if` is kept by script and refused by torch.export: 0 of 1 pass there.
+    tester.makepyfile(
+        test_g=mlp_and_gate_source()
+        + """
+
+@pytest.mark.torchexport(backends=["script", "export"], xfail={"export": "data-dependent branch"})
+def test_gate():
+    Gate()(torch.ones(3, 4))
+"""
+    )
+    result = tester.runpytest()
+    result.assert_outcomes(passed=1, xfailed=1)
+    result.stdout.re_match_lines(
+        [r"torchexport: torch \S+ deprecates TorchScript .*: of the 1 module checked on trace or script, 0 pass on export$"]
+    )
+
+
+def test_a_torch_that_does_not_deprecate_torchscript_says_nothing(tester, monkeypatch):
+    # The flag is _compat's: stand in for a torch without the warning (the checks fork from here).
+    from pytest_torchexport import _compat
+
+    monkeypatch.setattr(_compat, "torchscript_deprecation", lambda caught: None)
+    tester.makepyfile(test_d=DEPRECATED_FILE)
+    result = tester.runpytest()
+    result.assert_outcomes(passed=4)
+    assert "deprecates TorchScript" not in result.stdout.str()

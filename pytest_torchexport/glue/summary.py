@@ -82,6 +82,8 @@ class Reporting:
             terminalreporter.write_line(f"torchexport report written to {path}")
         for line in cache_lines(self.state.results):
             terminalreporter.write_line(line)
+        for line in torchscript_lines(self.state.results):
+            terminalreporter.write_line(line)
         self._baseline_summary(terminalreporter)
         if os.environ.get("GITHUB_ACTIONS") == "true":
             from .annotations import annotation
@@ -181,6 +183,30 @@ def html_extras(report: pytest.TestReport, rows: list[dict[str, Any]]) -> None:
     else:
         fragments = [page.extra(row) for row in rows]
     report.extras = [*getattr(report, "extras", []), *(extras.html(f) for f in fragments)]
+
+
+def torchscript_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Once a session: the torch that ran trace or script rows deprecates TorchScript (its own
+    words, which the plugin keeps out of the user's warnings), and how many of those modules
+    already pass on ``export``, the path torch points to."""
+    said = next((row["torchscript_deprecated"] for row in rows if row.get("torchscript_deprecated")), None)
+    if said is None:
+        return []
+    modules = {(row.get("test"), row.get("module")) for row in rows if row["backend"] in ("trace", "script")}
+    export: dict[Any, list[str]] = {}
+    for row in rows:
+        if row["backend"] == "export" and (row.get("test"), row.get("module")) in modules:
+            export.setdefault((row.get("test"), row.get("module")), []).append(row["status"])
+    passing = sum(1 for statuses in export.values() if all(s == "pass" for s in statuses))
+    unchecked = len(modules) - len(export)
+    n = len(modules)
+    line = (
+        f"torchexport: {said.split(': ', 1)[0]} deprecates TorchScript ({said.split(': ', 1)[-1]}): "
+        f"of the {n} module{'s' if n != 1 else ''} checked on trace or script, {passing} pass on export"
+    )
+    if unchecked:
+        line += f", {unchecked} not checked on export (add \"export\" to their backends=)"
+    return [line]
 
 
 def _is_worker(config: pytest.Config) -> bool:

@@ -175,7 +175,10 @@ _REACHED = [
     (re.compile(r"failed to resolve torch\.ops\.(\w+)\.(\w+)"), "the custom op {0}::{1}"),
     (re.compile(r"No such operator (\w+::\w+)"), "the custom op {0}"),
     (re.compile(r"'_OpNamespace' '(\w+)' object has no attribute '(\w+)'"), "the custom op {0}::{1}"),
-    (re.compile(r"Deserializing ([\w.<>]+) in pytree is not registered"), "the registered pytree type {0}"),
+    # torch 2.13 and 2.14.1: "Deserializing X in pytree is not registered."; 2.15.0: "Deserializing X
+    # in pytree failed because the serialized type is not registered in this process. ..."
+    (re.compile(r"Deserializing ([\w.<>]+) in pytree (?:is|failed because the serialized type is) not registered"),
+     "the registered pytree type {0}"),
     (re.compile(r"Unknown type name '(__torch__\.[\w.]+)'"), "the Python class {0}"),
     (re.compile(r"Can't get attribute '(\w+)' on <module '([\w.]+)'"), "the Python class {1}.{0}"),
     (re.compile(r"No module named '([\w.]+)'"), "the Python module {0}"),

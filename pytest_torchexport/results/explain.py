@@ -351,7 +351,9 @@ _ERROR_KINDS = (
     (("Constraints violated", "ConstraintViolation", "specialized", "inferred to be a constant", "not in range"),
      "specialized_dim", "a dim declared dynamic was specialized to a constant by the model's code"),
     (("Unsupported: ONNX export of", "is not supported by the ONNX exporter", "No decomposition", "not supported in ONNX",
-      "Unsupported FX nodes", "not in Core ATen opset", "runtime has no kernel for"),
+      "Unsupported FX nodes", "not in Core ATen opset", "runtime has no kernel for",
+      # the legacy exporter (2.13-2.15): "Exporting the operator 'aten::x' to ONNX opset version 20 is not supported"
+      "UnsupportedOperatorError", "to ONNX opset version"),
      "unsupported_op", "{backend} has no lowering for an operator the model uses (with these shapes)"),
     (("Python builtin", "Unsupported", "Expected a value of type", "Module 'TorchScript'", "cannot be used as a value",
       "is not supported", "Unknown type annotation", "undefined value"),

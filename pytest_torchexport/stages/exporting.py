@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from .. import _compat
 from .._compat import quiet_torch
 from ..backends.base import Backend, ExportContext
 from ..cache import sources
@@ -132,6 +133,10 @@ def export_once(check: Check, args: tuple[Any, ...], kwargs: dict[str, Any], ctx
     for finding in explain.tracer_findings(captured.warnings, result.backend):
         if finding not in result.findings:
             result.findings.append(finding)
+    # Through the module, so a test can stand in for a torch that deprecates TorchScript.
+    deprecated = _compat.torchscript_deprecation(captured.warnings)
+    if deprecated:
+        result.extra["torchscript_deprecated"] = deprecated  # the session summary says it once
     return artifact, failure
 
 
