@@ -65,3 +65,23 @@ def _exporters_warmed_up():
         runner.warm_up(name, BUILTIN_BACKENDS[name], now=True)
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU()).eval()
     check(model, (torch.randn(2, 4),), backends=backends, examples=1)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytest.TestReport:
+    """[Required Markers] ``TORCHEXPORT_REQUIRE_MARKS=browser,torchvision,model_libs``: a test that
+    carries one of those markers and skips (Chromium, torchvision or timm missing) fails instead.
+    CI sets it in the stages that install them, so a missing install cannot pass as a skip."""
+    report = yield
+    import os
+
+    required = {m.strip() for m in os.environ.get("TORCHEXPORT_REQUIRE_MARKS", "").split(",") if m.strip()}
+    marks = sorted(m for m in required if item.get_closest_marker(m))
+    if report.skipped and marks and not hasattr(report, "wasxfail"):
+        why = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = (
+            f"{item.nodeid} carries {', '.join(marks)} and skipped ({why}), but TORCHEXPORT_REQUIRE_MARKS="
+            f"{','.join(sorted(required))} says it must run in this environment"
+        )
+    return report
