@@ -90,6 +90,7 @@ class SharedInputs:
     untried: dict[str, int] = field(default_factory=dict)  # what the budget left, by kind ("drawn", "probe", ...)
     budget: Budget = field(default_factory=lambda: Budget(math.inf, "off"))
     spent_s: float = 0.0  # eager's time on the inputs above
+    eager_ms: float | None = None  # eager's latency at the recorded input, timed once for every backend (latency.py)
 
     def seen(self, draw: Draw) -> bool:
         """Eager has run ``draw`` here (held, rejected, or accepted and not held)."""
@@ -241,7 +242,18 @@ def draw_once(
         test()
     except Exception:  # noqa: BLE001 - eager rejected everything: each check's own search says so
         pass
+    from .latency import time_calls
+
+    module = eager.module
+    try:
+        shared.eager_ms = time_calls(lambda a, k: module(*a, **k), device, *_recorded_inputs(plan, recorded[0], device))
+    except Exception:  # noqa: BLE001 - a timing that fails is omitted: each check times eager itself
+        shared.eager_ms = None
     return shared
+
+
+def _recorded_inputs(plan: InputPlan, draw: Draw, device: str) -> tuple[Any, Any]:
+    return materialize(plan, draw, device)
 
 
 def budget_row(shared: SharedInputs, spent_s: float, untried: dict[str, int], result: Result) -> None:
