@@ -21,7 +21,7 @@ here (past failures are replayed for every backend), written only by a shrinking
 [Search Budget] The time the shared inputs may take beyond the exports is bounded
 (``limit_s``): by ``budget=`` / ``--torchexport-budget``, else ``BUDGET_MULTIPLE`` times the
 test body's own time, never below ``BUDGET_FLOOR_S``. What it leaves untried is chosen by
-value: the inputs are tried most valuable first (the recorded call, each declared dim's min
+value (eager's runs may take ``EAGER_SHARE`` of it, each artifact's the rest): the inputs are tried most valuable first (the recorded call, each declared dim's min
 and max, which are never left out, then the export example, the small probes, the special
 values, then the drawn inputs), so the drawn inputs go first, then the least valuable probes.
 """
@@ -52,6 +52,10 @@ BUDGET_MULTIPLE = 10.0
 #: floor leaves it untouched even on a machine loaded 10x; a model whose forward takes seconds
 #: is what it bounds.
 BUDGET_FLOOR_S = 60.0
+#: The share of the budget eager's runs of the shared inputs may take; each backend's artifact runs
+#: on them take the rest (they run side by side, one child per backend), so a row's checks beyond
+#: its export stay within the budget: an input costs about one forward on each side.
+EAGER_SHARE = 0.5
 #: Eager outputs held for the children beyond this many bytes are not kept: the child runs
 #: eager itself on those inputs (a 268 MB output x 35 inputs would otherwise be held at once).
 HOLD_BYTES = 1 << 30
@@ -197,7 +201,7 @@ def draw_once(
         nonlocal held
         if shared.seen(draw):
             return
-        if kind not in ALWAYS and shared.spent_s >= shared.budget.limit_s:
+        if kind not in ALWAYS and shared.spent_s >= EAGER_SHARE * shared.budget.limit_s:
             shared.untried[kind] = shared.untried.get(kind, 0) + 1
             return
         if draw == recorded[0]:
