@@ -246,6 +246,9 @@ def draw_once(
         test()
     except Exception:  # noqa: BLE001 - eager rejected everything: each check's own search says so
         pass
+    # [What The Search Spent] eager's forwards on the shared inputs, on every row they serve (reference_s
+    # is a check's own eager time, 0 where everything it needed was shared).
+    result.timings["shared_reference_s"] = shared.spent_s
     from .latency import time_calls
 
     module = eager.module
@@ -270,10 +273,10 @@ def budget_row(shared: SharedInputs, spent_s: float, untried: dict[str, int], re
     what = ", ".join(f"{n} {_KIND_WORDS.get(k, k)}" for k, n in sorted(untried.items(), key=lambda kv: -kv[1]))
     result.findings.append(Finding(
         "budget",
-        f"the search budget of {limit:g} s ({shared.budget.why}) was spent after {spent_s:.1f} s beyond the export, "
-        f"so {total} input(s) were left untried: {what}; the recorded call and each declared dim's min and max were "
-        "tried. Raise it with budget=\"10m\" (or --torchexport-budget=DURATION), or --torchexport-budget=off for the "
-        "full search",
+        f"the search budget of {limit:g} s ({shared.budget.why}; eager's runs may take half of it) left {total} "
+        f"input(s) untried after {spent_s:.1f} s beyond the export: {what}; the recorded call and each declared "
+        "dim's min and max were tried. Raise it with budget=\"10m\" (or --torchexport-budget=DURATION), or "
+        "--torchexport-budget=off for the full search",
     ))
 
 
