@@ -298,9 +298,10 @@ def hypothesis_home(directory: str | None) -> Any:
 
 
 def _nbytes(tree: Any) -> int:
-    from .budget import nbytes
+    import torch
+    import torch.utils._pytree as pytree
 
-    return nbytes(tree)
+    return sum(t.numel() * t.element_size() for t in pytree.tree_leaves(tree) if isinstance(t, torch.Tensor))
 
 
 __all__ = ["ALWAYS", "BUDGET_FLOOR_S", "BUDGET_MULTIPLE", "Budget", "SharedInputs", "bounds_draws", "budget_row",
