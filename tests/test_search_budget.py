@@ -42,7 +42,9 @@ def test_a_budget_leaves_drawn_inputs_untried_and_says_so_on_the_row(tester):
     row = rows["trace"]
     budget = row["budget"]
     assert budget["limit_s"] == 1.0
-    assert budget["spent_s"] >= 1.0
+    # Eager's runs take up to half the budget (two 0.25 s calls for the declared min and max, which always
+    # run), the artifact's the rest: within the budget, give or take the one call that crosses it.
+    assert 0.5 <= budget["spent_s"] <= 1.0 + 0.25, budget
     assert budget["untried"]["drawn"] >= 5, budget  # drawn inputs go first
     assert row["sizes"]["batch"] == [1, 8]  # each declared dim's min and max were still tried
     finding = next(f for f in row["findings"] if f["kind"] == "budget")
