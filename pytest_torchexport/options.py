@@ -70,6 +70,7 @@ MARKER_OPTIONS: tuple[str, ...] = (
     "onnx_optimize",
     "onnx_fp16",
     "onnx_quantize",
+    "budget",
 )
 
 
@@ -103,6 +104,9 @@ OPTION_DOCS: dict[str, str] = {
     '"static" (calibrated on the recorded example and drawn inputs), or {"mode": ..., "budget": fraction of the '
     'output\'s scale, "weight_type"/"activation_type": "QInt8"|"QUInt8", "per_channel"/"reduce_range": bool} '
     "(onnxruntime's defaults otherwise); default budget 8 x 1/510 x sqrt(op depth)",
+    "budget": "the most a test's checks may spend beyond their exports: seconds, \"90s\", \"10m\", \"1h\" or \"off\" "
+    "(the full search); default the larger of BUDGET_FLOOR_S and BUDGET_MULTIPLE x the test body's own time "
+    "(docs/howto-budget.md)",
 }
 
 #: onnx_optimize's level names (backends/onnx_shipped.py maps them to onnxruntime's).
@@ -171,6 +175,9 @@ class Options:
     isolation: str | None = None
     #: Not a marker option: backends whose unavailability fails instead of skipping (``--torchexport-require``).
     require: tuple[str, ...] = ()
+    #: [Search Budget] seconds the checks may spend beyond their exports; None: the default (a multiple
+    #: of the test body's time, stages/shared_search.py); ``math.inf``: off, the full search.
+    budget: float | None = None
 
     @classmethod
     def build(cls, valid_backends: Sequence[str] = tuple(BUILTIN_BACKENDS), **given: Any) -> Options:
@@ -214,6 +221,8 @@ class Options:
             raise InvalidArgument(f"torchexport option module= takes a class name (str), got {values['module']!r}")
         if "compare" in values and not callable(values["compare"]):
             raise InvalidArgument(f"torchexport option compare= takes a callable(expected, actual), got {values['compare']!r}")
+        if "budget" in values:
+            values["budget"] = parse_duration("budget", values["budget"])
         _shipped(values)
         return cls(**values)
 
@@ -354,6 +363,33 @@ def _positive_int(option: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise InvalidArgument(f"torchexport option {option}= takes an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+#: [Search Budget] The written forms of a duration, for every message that refuses one.
+DURATION_FORMS = 'a number of seconds (90), "90s", "10m", "1.5h", or "off" for the full search'
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(option: str, value: Any) -> float:
+    """A budget in seconds: a positive number, ``"90s"``, ``"10m"``, ``"1h"``; ``"off"`` is ``math.inf``."""
+    import math
+
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "off":
+            return math.inf
+        number, unit = (text[:-1], text[-1]) if text[-1:] in _UNITS else (text, "s")
+        try:
+            seconds = float(number) * _UNITS[unit]
+        except ValueError:
+            seconds = math.nan
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        seconds = math.nan
+    if not seconds > 0 or math.isinf(seconds):
+        raise InvalidArgument(f"torchexport option {option}= takes {DURATION_FORMS}; got {value!r}")
+    return seconds
 
 
 def _timeout(value: Any) -> float:

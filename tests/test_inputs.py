@@ -185,7 +185,7 @@ def test_the_search_is_derandomized_only_in_ci(monkeypatch):
     assert drawn() == drawn()
     monkeypatch.delenv("CI")
     # The suite itself may run in CI (GITHUB_ACTIONS, ...): act as a developer's machine.
-    monkeypatch.setattr("pytest_torchexport.search.search.is_in_ci", lambda: False)
+    monkeypatch.setattr("pytest_torchexport.stages.shared_search.is_in_ci", lambda: False)
     assert drawn() != drawn()
 
 

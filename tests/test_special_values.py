@@ -39,7 +39,7 @@ def not_in_ci(monkeypatch):
         _CI_VARS = {"CI": None}
     for name in _CI_VARS:
         monkeypatch.delenv(name, raising=False)
-    from pytest_torchexport.search.search import is_in_ci
+    from pytest_torchexport.stages.shared_search import is_in_ci
 
     assert not is_in_ci()
 

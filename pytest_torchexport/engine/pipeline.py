@@ -194,7 +194,7 @@ class PendingCheck:
         if self.once is not None and self.device == "cpu" and _available(spec, self.device):
             try:
                 cache, call = self.once
-                self.prelude = cache.hand_over(call, self.module, self.plan, self.options, self.result)
+                self.prelude = cache.hand_over(call, self.module, self.plan, self.options, self.result, self.session)
             except LookupError:
                 pass
             else:
@@ -309,6 +309,7 @@ def _pipeline(pending: PendingCheck, result: Result, scratch: Path) -> None:
         changed_state=prelude.changed_state, mutates_input=prelude.mutates_input,
         steps=[_on_device(step, device) for step in sequence] if sequence and prelude.changed_state else None,
         compiled=compiled_parts(prelude.eager.module),
+        shared=None if sequence and prelude.changed_state else prelude.shared,
     )
     if check.compiled:
         result.findings.append(compiled_finding(check.compiled, result.module))

@@ -8,6 +8,7 @@ A body that failed becomes a row of its own (``body_row``).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
@@ -72,12 +73,15 @@ def run_body(item: pytest.Item, options: Options) -> Generator[None, None, Any]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(options.seed or 0)
         with Recorder() as recorder:
+            t0 = time.perf_counter()
             try:
                 yield
             except (KeyboardInterrupt, SystemExit):
                 raise
             except BaseException as exc:  # noqa: BLE001 - kept, and raised by every item of the test
                 recorder.recording.error = exc
+            finally:
+                recorder.recording.body_s = time.perf_counter() - t0
     if recorder.recording.error is None:
         recorder.recording.error = items.body_error(item)  # unittest reports failures, it does not raise
     return recorder.recording

@@ -89,6 +89,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--torchexport-isolation", "torchexport_isolation",
          "process (default where the OS can fork and CUDA is not yet initialised): each backend check "
          "in its own child process; inline: in the test's process", "isolation", _word),
+    Flag("--torchexport-budget", "torchexport_budget",
+         "DURATION or off: the most a test's checks may spend beyond their exports (90s, 10m, 1h); default a "
+         "multiple of the test body's own time (docs/howto-budget.md); off: the full search", "budget", _word),
 )
 
 

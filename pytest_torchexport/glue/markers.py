@@ -36,7 +36,10 @@ def marker_options(node: Any) -> dict[str, Any]:
 
 def resolve(state: State, marker: dict[str, Any], nodeid: str) -> Options:
     try:
-        return Options.build(valid_backends=tuple(state.backends), **{**state.defaults, **marker})
+        given = {**state.defaults, **marker}
+        if str(state.defaults.get("budget", "")).strip().lower() == "off":
+            given["budget"] = "off"  # [Search Budget] --torchexport-budget=off is the full search, whatever a marker says
+        return Options.build(valid_backends=tuple(state.backends), **given)
     except InvalidArgument as exc:
         raise pytest.UsageError(f"{nodeid}: {exc}") from None
 

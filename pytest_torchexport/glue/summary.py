@@ -84,6 +84,8 @@ class Reporting:
             terminalreporter.write_line(line)
         for line in torchscript_lines(self.state.results):
             terminalreporter.write_line(line)
+        for line in budget_lines(self.state.results):
+            terminalreporter.write_line(line)
         self._baseline_summary(terminalreporter)
         if os.environ.get("GITHUB_ACTIONS") == "true":
             from .annotations import annotation
@@ -207,6 +209,19 @@ def torchscript_lines(rows: list[dict[str, Any]]) -> list[str]:
     if unchecked:
         line += f", {unchecked} not checked on export (add \"export\" to their backends=)"
     return [line]
+
+
+def budget_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """[Search Budget] How many rows the budget cut short, and how many inputs it left untried."""
+    budgeted = [row["budget"] for row in rows if isinstance(row.get("budget"), dict)]
+    if not budgeted:
+        return []
+    untried = sum(sum(b.get("untried", {}).values()) for b in budgeted)
+    rows_word = "row" if len(budgeted) == 1 else "rows"
+    return [
+        f"torchexport budget: {len(budgeted)} {rows_word} of {len(rows)} left {untried} input(s) untried (each row's "
+        "budget finding says which); --torchexport-budget=off for the full search"
+    ]
 
 
 def _is_worker(config: pytest.Config) -> bool:

@@ -144,6 +144,8 @@ class Recording:
     #: (ScriptModule, the Python module it was scripted or traced from): a module a helper
     #: traced in place is still inside the model that now holds its artifact
     compiled_from: list[tuple[Any, Any]] = field(default_factory=list)
+    #: [Search Budget] the body's own wall seconds: the default budget is a multiple of it
+    body_s: float | None = None
 
     def pick(self, name: str | None) -> Call | None:
         """The call to check: the first of an outermost module the test made, or the first of

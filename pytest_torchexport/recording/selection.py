@@ -37,6 +37,9 @@ class Selection:
     #: [Eager Once] eager's stages of a call, computed once for all the test's backend checks
     eager_once: EagerOnce = field(default_factory=EagerOnce)
 
+    def __post_init__(self) -> None:
+        self.eager_once.body_s = self.recording.body_s  # [Search Budget] a multiple of it by default
+
     @classmethod
     def make(cls, recording: Recording, options: Options, auto: bool = False) -> Selection:
         if recording.selection is None or recording.selection.options != options:

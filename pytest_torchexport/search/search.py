@@ -10,17 +10,13 @@ message.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 import time
 from typing import Any
 
 import torch
 
-from .._compat import is_in_ci
 from ..backends.base import Backend
-from ..inputs.strategies import Draw, draws, materialize, probe_draws, special_probes
+from ..inputs.strategies import Draw, materialize
 from ..reference import stateful
 from ..reference.compare import Comparison, flatten, tolerances_for
 from ..reference.eager import EagerCall
@@ -28,6 +24,7 @@ from ..reference.noise import Float64Reference, NoiseVerdict, judge_noise, noise
 from ..results.outcome import Outcome, Stop
 from ..stages.check import Check
 from ..stages.exporting import quiet_call
+from ..stages.shared_search import ALWAYS, budget_row, explicit_draws, hypothesis_home, hypothesis_test
 from . import causes
 from .failure import Failure, Stats, track_vacuous
 from .messages import explain_failure, nothing_compared, pass_message, rejection_finding, shipped_words, vacuous_finding
@@ -63,6 +60,9 @@ class Search:
             # there): its outputs are reused, not recomputed in every backend's check.
             self._eager_calls[self.recorded.draw] = self.recorded.call
         self._guards: dict[tuple[Any, ...], str | None] = {}
+        # [One Search] The inputs and eager's outputs every backend shares (shared_search.py), where the
+        # prelude drew them: only this artifact runs on them here.
+        self.shared = check.shared if not (check.mutates_state or check.mutates_input or check.steps) else None
         # A stateful module: eager restarts from its initial state on each input, so must the
         # artifact (its state after load), or every example would see a longer history.
         targets = [check.backend.artifact_module(a) for a in (self.runnable, self.in_memory)
@@ -81,6 +81,12 @@ class Search:
     # -- one input -------------------------------------------------------------------------
 
     def _expected(self, draw: Draw, args: Any, kwargs: Any) -> EagerCall:
+        if self.shared is not None:
+            if draw in self.shared.rejected:
+                raise ValueError("eager rejected this input where the inputs were drawn")
+            held = self.shared.expected(draw)
+            if held is not None:
+                return held
         if draw not in self._eager_calls:
             self._eager_calls.clear()  # the previous output goes before the next is made
             t0 = time.perf_counter()
@@ -160,16 +166,14 @@ class Search:
             return call, Failure("roundtrip_mismatch", draw, args, kwargs, comparison=roundtrip, path=call.path), cmp
         return call, Failure("mismatch", draw, args, kwargs, comparison=cmp, path=call.path, noise=verdict), cmp
 
-    def probe(self, draw: Draw) -> None:
-        """What hypothesis calls: attempt, count, raise on a failure so it shrinks."""
+    def judge(self, draw: Draw) -> Failure | None:
+        """Attempt ``draw`` and count it in the statistics; its failure or None. Raises ``Rejected``."""
         stats = self.stats
         try:
             call, failure, cmp = self.attempt(draw)
         except Rejected:
             stats.rejected += 1
-            from hypothesis import reject
-
-            reject()
+            raise
         stats.examples += 1
         stats.cover(draw.sizes)
         if call.path is not None:
@@ -188,6 +192,17 @@ class Search:
             stats.failed += 1
             if failure.path is not None:
                 stats.failing_paths[failure.path] = stats.failing_paths.get(failure.path, 0) + 1
+        return failure
+
+    def probe(self, draw: Draw) -> None:
+        """What hypothesis calls: judge, raise on a failure so it shrinks."""
+        try:
+            failure = self.judge(draw)
+        except Rejected:
+            from hypothesis import reject
+
+            reject()
+        if failure is not None:
             raise _ExampleFailed(failure)
 
     def still_fails(self, draw: Draw) -> bool | None:
@@ -210,46 +225,28 @@ class Search:
     # -- the whole search ------------------------------------------------------------------
 
     def _hypothesis_test(self) -> Any:
-        from hypothesis import HealthCheck, Phase, Verbosity, example, given, settings
-        from hypothesis import seed as hseed
-
-        options = self.options
-        # [CI Verdicts] In CI a merge gate must not flip on an unchanged model: derandomized
-        # per test and backend (the digest below seeds it) and no database of past failures.
-        in_ci = is_in_ci()
-
-        def probe(draw: Draw) -> None:  # a plain function: hypothesis sets attributes on it
+        def probe(draw: Draw) -> None:
             self.probe(draw)
 
-        test = given(draws(self.plan, special_values=options.special_values, vary_scalars=options.vary_scalars))(probe)
-        # Explicit examples run in decorator order, outermost first: the recorded call, the
-        # export example, the small probes, then each special value (strategies.py).
-        specials = special_probes(self.plan) if options.special_values else []
-        for draw in reversed([self.recorded.draw, self.export_draw, *probe_draws(self.plan), *specials]):
-            test = example(draw)(test)
-        test = settings(
-            max_examples=options.examples,
-            deadline=None,
-            database=None if in_ci else self.session.database,
-            derandomize=in_ci,
-            suppress_health_check=list(HealthCheck),
-            verbosity=Verbosity.quiet,
-            report_multiple_bugs=False,
-            phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
-            print_blob=False,
-        )(test)
-        if options.seed is not None:
-            test = hseed(options.seed)(test)
-        # [Database Keys] hypothesis keys its example database by the function's source, which
-        # is this one method for every test and backend: add a digest per check.
-        session = self.session
+        shared, session = self.shared, self.session
+        if shared is not None:
+            # [One Search] The shared draws' key, seed and explicit inputs: hypothesis generates the same
+            # inputs in the same order up to this backend's first failure, then shrinks it.
+            explicit = [*shared.explicit, *([] if self.export_draw in shared.kinds else [self.export_draw])]
+            return hypothesis_test(probe, self.plan, self.options, key=shared.key, seed=shared.seed,
+                                   database=session.database, explicit=explicit, shrink=True)
+        # Explicit examples first, most valuable first: the recorded call, each declared dim's min and max,
+        # the export example, the small probes, then each special value (shared_search.explicit_draws).
+        explicit = list(explicit_draws(self.plan, self.export_draw, self.options.special_values))
+        # [CI Verdicts] In CI a merge gate must not flip on an unchanged model: derandomized per test and
+        # backend (the key seeds it) and no database of past failures.
         key = f"{session.nodeid or session.test or type(self.eager.module).__qualname__}::{self.result.backend}::{self.device}"
-        test.hypothesis.inner_test._hypothesis_internal_add_digest = key.encode()
-        return test
+        return hypothesis_test(probe, self.plan, self.options, key=key, seed=self.options.seed,
+                               database=session.database, explicit=explicit, shrink=True)
 
     def run(self) -> Outcome:
         """Search, then the verdict: a pass, or the shrunk failure explained (``messages.py``)."""
-        failure = self._search()
+        failure = self._shared_pass() if self.shared is not None else self._search()
         self._record_stats()
         if failure is None:
             return self._passed()
@@ -257,6 +254,52 @@ class Search:
             self._experiments(failure)
         export_path = self.recorded.call.path if self.export_draw == self.recorded.draw else None
         return explain_failure(self.check, failure, self.stats, export_path)
+
+    def _shared_pass(self) -> Failure | None:
+        """[One Search] This artifact on the shared inputs, in order, within the budget; on a failure, this
+        backend's own search (same key, seed and explicit inputs), which finds it again and shrinks it."""
+        shared = self.shared
+        assert shared is not None
+        order = [*shared.tried, *([] if self.export_draw in shared.kinds else [self.export_draw])]
+        untried = dict(shared.untried)
+        t0 = time.perf_counter()
+        first = None
+        try:
+            with torch.no_grad():
+                for draw in order:
+                    kind = shared.kinds.get(draw, "drawn")
+                    if kind not in ALWAYS and shared.spent_s + time.perf_counter() - t0 >= shared.budget.limit_s:
+                        untried[kind] = untried.get(kind, 0) + 1
+                        continue
+                    try:
+                        first = self.judge(draw)
+                    except Rejected:
+                        continue
+                    if first is not None:
+                        break
+        finally:
+            self._search_s = time.perf_counter() - t0
+        if first is None:
+            if self.stats.examples == 0:
+                tried = (
+                    f"({self.stats.rejected} tried), so nothing was checked: fix dims=/inputs= so eager accepts them. "
+                    f"Inputs: {self.plan.describe()}"
+                )
+                raise Stop(
+                    "skipped", f"Eager rejected every generated input {self.check.header} {tried}",
+                    f"Eager rejected every generated input {tried}", "rejected_inputs",
+                )
+            budget_row(shared, shared.spent_s + self._search_s, untried, self.result)
+            return None
+        # The failing backend searches on its own; its statistics are its own search's.
+        kept = (self.stats, self.noise, self.worst_of_scale, self._search_s)
+        self.stats, self.noise, self.worst_of_scale = Stats(), [], 0.0
+        shrunk = self._search()
+        if shrunk is None:  # hypothesis did not meet it again (a flaky artifact): the shared input's failure stands
+            self.stats, self.noise, self.worst_of_scale, self._search_s = kept
+            return first
+        self._search_s += kept[3]
+        return shrunk
 
     def _search(self) -> Failure | None:
         """Hypothesis over the plan: the shrunk failure, or None. Ends the check (``Stop``) where
@@ -267,7 +310,7 @@ class Search:
         test = self._hypothesis_test()
         t0 = time.perf_counter()
         try:
-            with torch.no_grad(), _hypothesis_home(self.session.hypothesis_home):
+            with torch.no_grad(), hypothesis_home(self.session.hypothesis_home):
                 test()
         except _ExampleFailed as exc:
             return exc.failure
@@ -452,18 +495,6 @@ def _scan_local_modules() -> None:
         _get_local_constants()
     except Exception:  # noqa: BLE001 - it only saves time
         pass
-
-
-@contextlib.contextmanager
-def _hypothesis_home(directory: str | None) -> Any:
-    from hypothesis import configuration
-
-    previous = configuration.storage_directory(intent_to_write=False).home_directory
-    configuration.set_hypothesis_home_dir(directory or os.path.join(tempfile.gettempdir(), "pytest-torchexport-hypothesis"))
-    try:
-        yield
-    finally:
-        configuration.set_hypothesis_home_dir(previous)
 
 
 def _tolerances_used(backend: Backend, outputs: Any, rtol: float | None, atol: float | None) -> tuple[float | None, float | None]:

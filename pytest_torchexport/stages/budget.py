@@ -210,11 +210,11 @@ class Limit:
 
 
 def explicit_calls(plan: InputPlan, options: Options) -> int:
-    """The explicit examples the search runs before its drawn ones (search.py): the recorded
-    call, the export example, the small probes, the special values."""
-    from ..inputs.strategies import probe_draws, special_probes
+    """The explicit examples the search runs before its drawn ones (shared_search.explicit_draws): the
+    recorded call, each declared dim's min and max, the export example, the small probes, the special values."""
+    from .shared_search import explicit_draws, grown_draw
 
-    return 2 + len(probe_draws(plan)) + (len(special_probes(plan)) if options.special_values else 0)
+    return len(explicit_draws(plan, grown_draw(plan), options.special_values))
 
 
 def memory_limit(peak: int | None, machine: Machine) -> Limit | None:

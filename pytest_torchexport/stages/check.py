@@ -78,6 +78,7 @@ class Check:
     post: Any = None  # backends.base.PostProcessing: the steps after the export (ONNX as shipped)
     scale_budget: float | None = None  # [ONNX As Shipped] error allowed, a fraction of each output's scale
     scale_floor: dict[str, float] | None = None  # each output's scale on the recorded call (compare.py)
+    shared: Any = None  # [One Search] shared_search.SharedInputs: the inputs every backend tries, eager's run of each
     header: str = field(init=False)  # the [backend=.., device=..] (module) tag every message names
     rtol: float | None = field(init=False)
     atol: float | None = field(init=False)

@@ -36,6 +36,7 @@ from ..results.outcome import Stop, settle
 from ..results.report import Finding, Result, tag
 from . import assumptions, budget, side_effects
 from .check import Recorded
+from .shared_search import SharedInputs, draw_once, hypothesis_home
 
 
 @dataclass
@@ -48,6 +49,9 @@ class Prelude:
     recorded: Recorded  # the recorded call's inputs on the device, and eager's run of them
     changed_state: list[str]  # buffers the call updated
     mutates_input: bool  # the call writes into its inputs
+    #: [One Search] the inputs every backend tries and eager's run of each (shared_search.py); None: each
+    #: check searches on its own (inline, CUDA, a module that changes its state or inputs)
+    shared: SharedInputs | None = None
 
 
 def run_prelude(module: torch.nn.Module, plan: InputPlan, device: str, options: Options, result: Result) -> Prelude:
@@ -127,7 +131,9 @@ class _Shared:
 class EagerOnce:
     """The prelude of the checks of one test (or one ``check()`` call), once per module and device."""
 
-    def __init__(self) -> None:
+    def __init__(self, body_s: float | None = None) -> None:
+        #: [Search Budget] the test body's own seconds (None: no body, as for check())
+        self.body_s = body_s
         #: (which recorded call, module, device) -> its prelude
         self._shared: dict[tuple[Any, int, str], _Shared | None] = {}
         #: [Verdict Key] (call, module) -> the digest of the module and its inputs, for every backend (fingerprint.py)
@@ -135,6 +141,7 @@ class EagerOnce:
 
     def hand_over(
         self, call: Any, module: torch.nn.Module, plan: InputPlan, options: Options, result: Result,
+        session: Any = None,
     ) -> Prelude | None:
         """The shared prelude of ``call`` (a key: which of the test's recorded calls), its
         findings and keys written into ``result`` (a fresh check's).
@@ -144,7 +151,7 @@ class EagerOnce:
         in its child, and reports whatever that is as before)."""
         key = (call, id(module), result.device)
         if key not in self._shared:
-            self._shared[key] = _compute(module, plan, options, result)
+            self._shared[key] = _compute(module, plan, options, result, (session, self.body_s))
         shared = self._shared[key]
         if shared is None:
             raise LookupError("the prelude raised where it was computed")
@@ -160,7 +167,9 @@ class EagerOnce:
         return shared.prelude
 
 
-def _compute(module: torch.nn.Module, plan: InputPlan, options: Options, result: Result) -> _Shared | None:
+def _compute(
+    module: torch.nn.Module, plan: InputPlan, options: Options, result: Result, search: tuple[Any, float | None],
+) -> _Shared | None:
     template = copy.deepcopy(result)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in a check's child (runner.py): the same numbers, the same time
@@ -168,6 +177,8 @@ def _compute(module: torch.nn.Module, plan: InputPlan, options: Options, result:
     try:
         with sources.collecting(template):
             prelude: Prelude | None = run_prelude(module, plan, template.device, options, template)
+            if prelude is not None:
+                prelude.shared = _draw_once(prelude, search, template)
     except Stop as raised:
         stop, prelude = raised, None
     except Exception:  # noqa: BLE001 - each check computes its own, in its child, as before
@@ -181,6 +192,23 @@ def _compute(module: torch.nn.Module, plan: InputPlan, options: Options, result:
             continue
         changed[f.name] = {k: v for k, v in after.items() if before.get(k, _MISSING) != v} if f.name == "extra" else after
     return _Shared(prelude, stop, changed)
+
+
+def _draw_once(prelude: Prelude, search: tuple[Any, float | None], result: Result) -> SharedInputs | None:
+    """[One Search] The inputs of the call drawn and run through eager once, for every backend's
+    child; None where each check must search on its own (the call changes the module's state or
+    its inputs: eager restarts from the recorded state on each input, as the artifact must)."""
+    session, body_s = search
+    if session is None or prelude.changed_state or prelude.mutates_input:
+        return None
+    recorded = (prelude.recorded.draw, prelude.recorded.call)
+    try:
+        with torch.no_grad(), hypothesis_home(session.hypothesis_home):
+            return draw_once(prelude.eager, prelude.plan, prelude.options, session, recorded, body_s=body_s, result=result)
+    except Exception:  # noqa: BLE001 - each check then searches on its own, as before
+        return None
+    finally:
+        prelude.eager.restore()
 
 
 #: The verdict's fields: ``outcome.settle`` writes them, from the shared ``Stop``.

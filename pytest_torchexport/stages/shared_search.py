@@ -1,0 +1,308 @@
+"""[One Search] The inputs of one recorded call, drawn once for every backend, and eager's run of each.
+
+A test's checks used to be one search per backend: each drew its own inputs and ran eager
+on every one of them again, so on a model whose forward is what costs, three backends paid
+eager's forwards three times for a verdict that needs them once (issue 39: 650 s of eager
+for ~200 s of inputs on a 3-D segmentation network). As polygraphy's ``Comparator`` feeds
+one data loader to every runner, the test's process now draws the inputs once per recorded
+call and device, runs eager on each once, and every backend's forked child checks its
+artifact on those same inputs against those same outputs (inherited through the fork,
+copy-on-write, never copied per child).
+
+The draws are hypothesis's: the explicit inputs (``explicit_draws``), then what hypothesis
+generates from ``inputs.strategies.draws`` under one key per test and device, with one seed
+(derandomized from the key under ``CI``; drawn once per run locally, and shared). A backend
+whose artifact fails one of the shared inputs goes on to search on its own
+(``search.search``) with the same key, seed and explicit inputs: hypothesis generates the same
+inputs in the same order up to that failure (every earlier one passed or was rejected by eager
+alike, the only outcomes its generator sees), then shrinks it. The example database is read
+here (past failures are replayed for every backend), written only by a shrinking backend.
+
+[Search Budget] The time the shared inputs may take beyond the exports is bounded
+(``limit_s``): by ``budget=`` / ``--torchexport-budget``, else ``BUDGET_MULTIPLE`` times the
+test body's own time, never below ``BUDGET_FLOOR_S``. What it leaves untried is chosen by
+value (eager's runs may take ``EAGER_SHARE`` of it, each artifact's the rest): the inputs are tried most valuable first (the recorded call, each declared dim's min
+and max, which are never left out, then the export example, the small probes, the special
+values, then the drawn inputs), so the drawn inputs go first, then the least valuable probes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import random
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .._compat import is_in_ci
+from ..inputs.specs import InputPlan
+from ..inputs.strategies import Draw, draws, materialize, probe_draws, recorded_draw, special_probes
+from ..options import Options
+from ..reference.eager import Eager, EagerCall
+from ..results.report import Finding, Result
+
+#: [Search Budget] The default budget is this many times the test body's own time ...
+BUDGET_MULTIPLE = 10.0
+#: ... but never below this many seconds: a small model's whole search (25 drawn inputs and
+#: about 10 explicit ones, each through eager and every artifact) takes 0.1-2 s here, so the
+#: floor leaves it untouched even on a machine loaded 10x; a model whose forward takes seconds
+#: is what it bounds.
+BUDGET_FLOOR_S = 60.0
+#: The share of the budget eager's runs of the shared inputs may take; each backend's artifact runs
+#: on them take the rest (they run side by side, one child per backend), so a row's checks beyond
+#: its export stay within the budget: an input costs about one forward on each side.
+EAGER_SHARE = 0.5
+#: Eager outputs held for the children beyond this many bytes are not kept: the child runs
+#: eager itself on those inputs (a 268 MB output x 35 inputs would otherwise be held at once).
+HOLD_BYTES = 1 << 30
+
+
+@dataclass
+class Budget:
+    """The seconds the checks of one call may spend beyond their exports, and why that many."""
+
+    limit_s: float  # math.inf: off
+    why: str
+
+    @classmethod
+    def resolve(cls, options: Options, body_s: float | None, eager_s: float) -> Budget:
+        if options.budget is not None:
+            if math.isinf(options.budget):
+                return cls(math.inf, "off")
+            return cls(options.budget, f"budget={options.budget:g}s")
+        own, what = (body_s, "the test body's") if body_s is not None else (eager_s, "the recorded call's eager")
+        limit = max(BUDGET_FLOOR_S, BUDGET_MULTIPLE * own)
+        return cls(limit, f"{BUDGET_MULTIPLE:g}x {what} {own:.2f} s, at least {BUDGET_FLOOR_S:g} s")
+
+
+@dataclass
+class SharedInputs:
+    """The inputs every backend's check of one call tries, with eager's run of each."""
+
+    key: str  # hypothesis's database key and derandomization digest: one per test and device
+    seed: int | None  # hypothesis's seed (None: derandomized from the key, in CI)
+    explicit: list[Draw]  # tried first, most valuable first
+    kinds: dict[Draw, str]  # what each explicit input is ("recorded", "bounds", "export", "probe", "special")
+    drawn: list[Draw] = field(default_factory=list)  # hypothesis's draws within the budget, in its order
+    calls: dict[Draw, EagerCall] = field(default_factory=dict)  # eager's run, held for the children
+    rejected: set[Draw] = field(default_factory=set)  # inputs eager refuses
+    unheld: set[Draw] = field(default_factory=set)  # accepted by eager, outputs not held (HOLD_BYTES)
+    untried: dict[str, int] = field(default_factory=dict)  # what the budget left, by kind ("drawn", "probe", ...)
+    budget: Budget = field(default_factory=lambda: Budget(math.inf, "off"))
+    spent_s: float = 0.0  # eager's time on the inputs above
+    eager_ms: float | None = None  # eager's latency at the recorded input, timed once for every backend (latency.py)
+
+    def seen(self, draw: Draw) -> bool:
+        """Eager has run ``draw`` here (held, rejected, or accepted and not held)."""
+        return draw in self.calls or draw in self.rejected or draw in self.unheld
+
+    @property
+    def tried(self) -> list[Draw]:
+        """Every input a check tries, in order (rejected ones included: they count as rejected)."""
+        return [d for d in [*self.explicit, *self.drawn] if self.seen(d)]
+
+    def expected(self, draw: Draw) -> EagerCall | None:
+        """Eager's run of ``draw`` as held, or None (not a shared input, or not held: run it)."""
+        return self.calls.get(draw)
+
+
+def bounds_draws(plan: InputPlan) -> list[Draw]:
+    """[Declared Bounds] Every declared dim at its min, and at its max as the memory budget
+    clipped it (a ``size_budget`` finding says so): a runtime's bound (a memory plan, a
+    TensorRT profile, a static ONNX dim) is found on every run, not when hypothesis picks it."""
+    if not plan.dims:
+        return []
+    base = recorded_draw(plan)
+    low = tuple(sorted((name, d.min) for name, d in plan.dims.items()))
+    high = tuple(sorted((name, plan.draw_max(name)) for name, d in plan.dims.items()))
+    return [dataclasses.replace(base, sizes=low), dataclasses.replace(base, sizes=high)]
+
+
+def grown_draw(plan: InputPlan) -> Draw:
+    """The export example of a backend with dynamic shapes: dims of size 0/1 grown to 2."""
+    draw = recorded_draw(plan)
+    sizes = {dim: (2 if size < 2 and plan.dims[dim].max >= 2 else size) for dim, size in draw.sizes}
+    return dataclasses.replace(draw, sizes=tuple(sorted(sizes.items())))
+
+
+def explicit_draws(plan: InputPlan, export_draw: Draw, special_values: bool) -> dict[Draw, str]:
+    """The inputs tried before any drawn one, most valuable first, each once (d908a27), by kind."""
+    kinds: dict[Draw, str] = {}
+    entries = [(recorded_draw(plan), "recorded"), *((d, "bounds") for d in bounds_draws(plan)), (export_draw, "export"),
+               *((d, "probe") for d in probe_draws(plan))]
+    if special_values:
+        entries += [(d, "special") for d in special_probes(plan)]
+    for draw, kind in entries:
+        kinds.setdefault(draw, kind)
+    return kinds
+
+
+#: Kinds the budget never leaves out.
+ALWAYS = frozenset({"recorded", "bounds"})
+
+
+def hypothesis_test(
+    target: Callable[[Draw], None], plan: InputPlan, options: Options, *, key: str, seed: int | None,
+    database: Any, explicit: list[Draw], shrink: bool,
+) -> Any:
+    """The hypothesis test over ``plan`` that calls ``target`` on each draw. The test function's
+    source is this one (its digest seeds a derandomized run), so the shared draws and a failing
+    backend's own search generate the same inputs in the same order."""
+    from hypothesis import HealthCheck, Phase, Verbosity, example, given, settings
+    from hypothesis import seed as hseed
+
+    def probe(draw: Draw) -> None:  # a plain function: hypothesis sets attributes on it
+        target(draw)
+
+    test = given(draws(plan, special_values=options.special_values, vary_scalars=options.vary_scalars))(probe)
+    for draw in reversed(explicit):  # explicit examples run in decorator order, outermost first
+        test = example(draw)(test)
+    phases = [Phase.explicit, Phase.reuse, Phase.generate] + ([Phase.shrink] if shrink else [])
+    in_ci = is_in_ci()
+    test = settings(
+        max_examples=options.examples,
+        deadline=None,
+        database=None if in_ci else database,
+        derandomize=in_ci and seed is None,
+        suppress_health_check=list(HealthCheck),
+        verbosity=Verbosity.quiet,
+        report_multiple_bugs=False,
+        phases=phases,
+        print_blob=False,
+    )(test)
+    if seed is not None:
+        test = hseed(seed)(test)
+    # [Database Keys] hypothesis keys its example database by the function's source: add a digest per key.
+    test.hypothesis.inner_test._hypothesis_internal_add_digest = key.encode()
+    return test
+
+
+def draw_once(
+    eager: Eager, plan: InputPlan, options: Options, session: Any, recorded: tuple[Draw, EagerCall], *,
+    body_s: float | None, result: Result,
+) -> SharedInputs:
+    """The shared inputs of one call and device: drawn, eager run on each within the budget.
+    Runs in the test's process before the first check forks (prelude.EagerOnce)."""
+    from hypothesis.database import ReadOnlyDatabase
+
+    device = eager.device
+    kinds = explicit_draws(plan, grown_draw(plan), options.special_values)
+    key = f"{session.nodeid or session.test or type(eager.module).__qualname__}::{device}"
+    seed = options.seed if options.seed is not None else (None if is_in_ci() else random.getrandbits(64))
+    shared = SharedInputs(key, seed, list(kinds), kinds)
+    shared.budget = Budget.resolve(options, body_s, recorded[1].seconds)
+    held = 0
+
+    def run(draw: Draw, kind: str) -> None:
+        nonlocal held
+        if shared.seen(draw):
+            return
+        if kind not in ALWAYS and shared.spent_s >= EAGER_SHARE * shared.budget.limit_s:
+            shared.untried[kind] = shared.untried.get(kind, 0) + 1
+            return
+        if draw == recorded[0]:
+            call = recorded[1]
+        else:
+            args, kwargs = materialize(plan, draw, device)
+            t0 = time.perf_counter()
+            try:
+                call = eager(args, kwargs, trace_lines=True)
+            except Exception:  # noqa: BLE001 - eager refuses the input: no example
+                shared.rejected.add(draw)
+                return
+            finally:
+                shared.spent_s += time.perf_counter() - t0
+        size = _nbytes(call.outputs)
+        if held + size > HOLD_BYTES:
+            shared.unheld.add(draw)
+            return
+        held += size
+        shared.calls[draw] = dataclasses.replace(call, inputs_after=((), {}))
+
+    for draw, kind in kinds.items():
+        run(draw, kind)
+
+    met: set[Draw] = set(kinds)
+
+    def generated(draw: Draw) -> None:
+        if draw not in met:
+            met.add(draw)
+            run(draw, "drawn")
+            if shared.seen(draw):
+                shared.drawn.append(draw)
+        if draw in shared.rejected:
+            from hypothesis import reject
+
+            reject()
+
+    database = session.database
+    test = hypothesis_test(generated, plan, options, key=key, seed=seed,
+                           database=None if database is None else ReadOnlyDatabase(database), explicit=[], shrink=False)
+    try:
+        test()
+    except Exception:  # noqa: BLE001 - eager rejected everything: each check's own search says so
+        pass
+    # [What The Search Spent] eager's forwards on the shared inputs, on every row they serve (reference_s
+    # is a check's own eager time, 0 where everything it needed was shared).
+    result.timings["shared_reference_s"] = shared.spent_s
+    from .latency import time_calls
+
+    module = eager.module
+    try:
+        shared.eager_ms = time_calls(lambda a, k: module(*a, **k), device, *_recorded_inputs(plan, recorded[0], device))
+    except Exception:  # noqa: BLE001 - a timing that fails is omitted: each check times eager itself
+        shared.eager_ms = None
+    return shared
+
+
+def _recorded_inputs(plan: InputPlan, draw: Draw, device: str) -> tuple[Any, Any]:
+    return materialize(plan, draw, device)
+
+
+def budget_row(shared: SharedInputs, spent_s: float, untried: dict[str, int], result: Result) -> None:
+    """[Search Budget] The ``budget`` finding and key where the budget left inputs untried."""
+    total = sum(untried.values())
+    if not total:
+        return
+    limit = shared.budget.limit_s
+    result.extra["budget"] = {"limit_s": round(limit, 3), "spent_s": round(spent_s, 3), "untried": dict(untried)}
+    what = ", ".join(f"{n} {_KIND_WORDS.get(k, k)}" for k, n in sorted(untried.items(), key=lambda kv: -kv[1]))
+    result.findings.append(Finding(
+        "budget",
+        f"the search budget of {limit:g} s ({shared.budget.why}; eager's runs may take half of it) left {total} "
+        f"input(s) untried after {spent_s:.1f} s beyond the export: {what}; the recorded call and each declared "
+        "dim's min and max were tried. Raise it with budget=\"10m\" (or --torchexport-budget=DURATION), or "
+        "--torchexport-budget=off for the full search",
+    ))
+
+
+_KIND_WORDS = {"drawn": "drawn input(s)", "probe": "small-size probe(s)", "special": "special-value probe(s)",
+               "export": "export example"}
+
+
+@contextlib.contextmanager
+def hypothesis_home(directory: str | None) -> Any:
+    """hypothesis's own files (its constants cache) under ``directory``, never a new .hypothesis/ in the user's repo."""
+    from hypothesis import configuration
+
+    previous = configuration.storage_directory(intent_to_write=False).home_directory
+    configuration.set_hypothesis_home_dir(directory or os.path.join(tempfile.gettempdir(), "pytest-torchexport-hypothesis"))
+    try:
+        yield
+    finally:
+        configuration.set_hypothesis_home_dir(previous)
+
+
+def _nbytes(tree: Any) -> int:
+    import torch
+    import torch.utils._pytree as pytree
+
+    return sum(t.numel() * t.element_size() for t in pytree.tree_leaves(tree) if isinstance(t, torch.Tensor))
+
+
+__all__ = ["ALWAYS", "BUDGET_FLOOR_S", "BUDGET_MULTIPLE", "Budget", "SharedInputs", "bounds_draws", "budget_row",
+           "draw_once", "explicit_draws", "grown_draw", "hypothesis_home", "hypothesis_test"]
