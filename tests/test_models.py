@@ -239,7 +239,7 @@ def test_bad_factories_are_usage_error_rows_and_the_good_model_still_passes(test
         r"mymodels:Shapeless: no inputs could be inferred for Shapeless: it has no example_inputs\(\), and none of its "
         r"layers says an input shape .*",
         r"Describe them: python -m pytest --torchexport-model=mymodels:Shapeless "
-        r"--torchexport-model-inputs='x: float32\[batch=1..8, 3, 224, 224\]' .*",
+        r"--torchexport-model-inputs='x: float32\[batch=1..8, 3, 224, 224\]' \(the check command's --inputs; .*",
         r"missing_pkg.models:Net: cannot import missing_pkg.models: ModuleNotFoundError: No module named 'missing_pkg'",
     ])
     rows = rows_by_nodeid(tester)

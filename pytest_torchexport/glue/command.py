@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def pytest_args(args: argparse.Namespace) -> list[str]:
     """The pytest command line ``check`` stands for."""
     # -W: this process imported the plugin before pytest could rewrite its asserts (it has none to rewrite)
-    out = ["--torchexport-models-only", "-p", "no:randomly", "-rA",
+    out = ["--torchexport-models-only", "-p", "no:randomly",
            "-W", "ignore:Module already imported so cannot be rewritten:pytest.PytestAssertRewriteWarning"]
     out += [f"--torchexport-model={spec}" for spec in args.specs]
     for dest, flag in FLAGS.items():

@@ -364,13 +364,16 @@ def _first_layer(model: Any) -> Inferred | None:
 
 
 def remedy(model: Any, spec: ModelSpec) -> str:
+    """The flag to add, with an example for this model: one spec per forward argument."""
     from ..inputs.specs import forward_params
 
     params = forward_params(model) or ["x"]
+    specs = "; ".join(
+        f"{name}: float32[{'batch=1..8' if i == 0 else 'batch'}, 3, 224, 224]" for i, name in enumerate(params)
+    )
     return (
-        f"python -m pytest --torchexport-model={spec.text} "
-        f"--torchexport-model-inputs='{params[0]}: float32[batch=1..8, 3, 224, 224]' "
-        "(one input per forward argument, ; between them; see docs/howto-model.md)"
+        f"python -m pytest --torchexport-model={spec.text} --torchexport-model-inputs='{specs}' "
+        "(the check command's --inputs; your sizes and dtypes, ; between inputs; see docs/howto-model.md)"
     )
 
 
