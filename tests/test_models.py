@@ -367,3 +367,26 @@ def test_library_keyword_it_refuses(tester):
         r"torchvision:resnet18\?wings=2: torchvision could not build resnet18\(wings=2\): TypeError: .*wings.*",
         r"Check the keyword arguments after \? against the model's constructor",
     ])
+
+
+# -- the compact spelling, on its own ---------------------------------------------------------
+
+
+def test_compact_inputs_are_the_markers_specs_and_dims():
+    import torch
+
+    from pytest_torchexport import TensorSpec
+    from pytest_torchexport.inputs.compact import example, parse
+
+    named = parse("ids: int64[batch=1..4, seq=2..64] in 0..999; mask: bool[batch, seq]")
+    assert named.dims == {"batch": (1, 4), "seq": (2, 64)}
+    assert named.inputs == {
+        "ids": TensorSpec(("batch", "seq"), torch.int64, 0, 999),
+        "mask": TensorSpec(("batch", "seq"), torch.bool),
+    }
+    args, kwargs = example(named)
+    assert args == () and kwargs["ids"].shape == (2, 2) and kwargs["mask"].dtype == torch.bool
+    assert 0 <= int(kwargs["ids"].min()) and int(kwargs["ids"].max()) <= 999
+    positional = parse("float32[batch=1..8, 3, 224, 224]")
+    assert positional.inputs == (TensorSpec(("batch", 3, 224, 224)),)
+    assert example(positional)[0][0].shape == (2, 3, 224, 224)
