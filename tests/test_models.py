@@ -390,3 +390,20 @@ def test_compact_inputs_are_the_markers_specs_and_dims():
     positional = parse("float32[batch=1..8, 3, 224, 224]")
     assert positional.inputs == (TensorSpec(("batch", 3, 224, 224)),)
     assert example(positional)[0][0].shape == (2, 3, 224, 224)
+
+
+@pytest.mark.model_libs
+def test_library_models_are_built_without_a_download(monkeypatch):
+    # torchvision's detection and segmentation builders fetch backbone weights even with
+    # weights=None unless weights_backbone=None; with the network cut, building must still work.
+    needs("torchvision")
+    import socket
+
+    from pytest_torchexport.recording.models import ModelSpec, build
+
+    def refuse(*args, **kwargs):
+        raise OSError("network access in a test that must not download")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    model = build(ModelSpec.parse("torchvision:lraspp_mobilenet_v3_large"))
+    assert not model.training and type(model).__name__ == "LRASPP"

@@ -215,7 +215,7 @@ def _library_model(spec: ModelSpec) -> Any:
         if spec.name not in known:
             raise ModelError(_unknown(spec, known))
         make = torchvision.models.get_model
-        call = {"weights": None, **spec.options}
+        call = {"weights": None, **_no_backbone_weights(torchvision.models.get_model_builder(spec.name)), **spec.options}
     try:
         return make(spec.name, **call)
     except Exception as exc:  # noqa: BLE001 - a keyword the model does not take, a size it refuses
@@ -223,6 +223,18 @@ def _library_model(spec: ModelSpec) -> Any:
             f"{spec.text}: {spec.target} could not build {spec.name}({_call_text(spec)}): {type(exc).__name__}: {exc}\n"
             "Check the keyword arguments after ? against the model's constructor"
         ) from exc
+
+
+def _no_backbone_weights(builder: Any) -> dict[str, Any]:
+    """[Never A Download] torchvision's detection and segmentation builders fetch ImageNet
+    weights for their backbone even with ``weights=None``, unless told not to."""
+    import inspect
+
+    try:
+        params = inspect.signature(builder).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {"weights_backbone": None} if "weights_backbone" in params else {}
 
 
 def _unknown(spec: ModelSpec, known: list[str]) -> str:
