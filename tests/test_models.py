@@ -160,7 +160,9 @@ def test_model_inputs_flag_declares_specs_and_dims(tester):
     result.assert_outcomes(passed=1)
     row = rows_by_nodeid(tester)["torchexport-model::mymodels:Shapeless[torchexport-export]"]
     assert row["status"] == "pass"
-    assert row["sizes"] == {"batch": [1, 5]}  # the declared range, both ends tried
+    # Drawn within the declared range only (which ends are drawn is hypothesis's choice:
+    # one run in four under -n 2 missed 5 with 8 examples).
+    assert set(row["sizes"]) == {"batch"} and 1 <= row["sizes"]["batch"][0] <= row["sizes"]["batch"][1] <= 5
     assert row["model"]["inputs"].startswith("float32[2, 7] (--torchexport-model-inputs=")
 
 
