@@ -107,7 +107,9 @@ def test_module_factory_is_a_test_with_an_item_per_backend_and_report_rows(teste
     assert row["test"] == "torchexport-model::mymodels:Classifier"
     assert row["module"] == "Classifier" and row["status"] == "pass" and row["examples"] >= 8
     # The first layer (Linear(16, 8)) gave the inputs; a batch of 2 made dim 0 the dynamic batch.
-    assert row["model"] == {"spec": "mymodels:Classifier", "inputs": "float32[2, 16] (first layer net.0 (Linear, 16 features))"}
+    assert row["model"] == {
+        "spec": "mymodels:Classifier", "inputs": "float32[2, 16] (first layer net.0 (Linear, 16 features))",
+    }
     assert row["sizes"]["batch"][0] == 1 and row["sizes"]["batch"][1] > 2
 
 

@@ -126,7 +126,8 @@ def add_model_options(group: Any, parser: Any) -> None:
     )
     group.addoption(
         "--torchexport-models-only", dest="torchexport_models_only", action="store_true", default=False,
-        help="collect only the --torchexport-model tests, no test files (what `python -m pytest_torchexport check` runs)",
+        help="collect only the --torchexport-model tests, no test files "
+        "(what `python -m pytest_torchexport check` runs)",
     )
 
 

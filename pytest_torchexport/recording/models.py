@@ -77,7 +77,9 @@ class ModelSpec:
                 raise ModelError(f"--torchexport-model={text}: no file {target} (looked at {path}); {_file_hint()}")
             return cls(text, "file", str(path), name, kwargs)
         if not all(part.isidentifier() for part in target.split(".")):
-            raise ModelError(f"--torchexport-model={text}: {target!r} is no library prefix or module path; write {FORMS}")
+            raise ModelError(
+                f"--torchexport-model={text}: {target!r} is no library prefix or module path; write {FORMS}"
+            )
         if "." not in target and _find(target) is None:
             near = difflib.get_close_matches(target, list(LIBRARIES), n=1)
             hint = f"did you mean {near[0]}:{name}? " if near else ""
@@ -165,7 +167,9 @@ def describe(inferred: Inferred) -> str:
     import torch.utils._pytree as pytree
 
     flat = pytree.tree_leaves((inferred.args, inferred.kwargs))
-    shapes = [f"{str(t.dtype).removeprefix('torch.')}[{', '.join(map(str, t.shape))}]" for t in flat if hasattr(t, "shape")]
+    shapes = [
+        f"{str(t.dtype).removeprefix('torch.')}[{', '.join(map(str, t.shape))}]" for t in flat if hasattr(t, "shape")
+    ]
     return ", ".join(shapes)
 
 
@@ -215,7 +219,8 @@ def _library_model(spec: ModelSpec) -> Any:
         if spec.name not in known:
             raise ModelError(_unknown(spec, known))
         make = torchvision.models.get_model
-        call = {"weights": None, **_no_backbone_weights(torchvision.models.get_model_builder(spec.name)), **spec.options}
+        builder = torchvision.models.get_model_builder(spec.name)
+        call = {"weights": None, **_no_backbone_weights(builder), **spec.options}
     try:
         return make(spec.name, **call)
     except Exception as exc:  # noqa: BLE001 - a keyword the model does not take, a size it refuses
@@ -239,10 +244,12 @@ def _no_backbone_weights(builder: Any) -> dict[str, Any]:
 
 def _unknown(spec: ModelSpec, known: list[str]) -> str:
     near = difflib.get_close_matches(spec.name, known, n=5, cutoff=0.6)
+    listing = "torchvision.models; print(torchvision.models.list_models())" if spec.target == "torchvision" else (
+        "timm; print(timm.list_models())"
+    )
     return (
         f"{spec.text}: {spec.target} has no model named {spec.name!r} ({len(known)} models known).\n"
-        + (f"Closest names: {', '.join(near)}" if near else f"List them: python -c \"import {spec.target}"
-           + (".models; print(torchvision.models.list_models())\"" if spec.target == "torchvision" else "; print(timm.list_models())\""))
+        + (f"Closest names: {', '.join(near)}" if near else f'List them: python -c "import {listing}"')
     )
 
 
@@ -292,7 +299,8 @@ def _factory(spec: ModelSpec) -> Any:
             near = difflib.get_close_matches(part, names, n=5)
             raise ModelError(
                 f"{spec.text}: {spec.target if owner is module else owner.__name__} has no {part!r}"
-                + (f"; closest names: {', '.join(near)}" if near else f"; it defines: {', '.join(names[:12]) or 'nothing callable'}")
+                + (f"; closest names: {', '.join(near)}" if near
+                   else f"; it defines: {', '.join(names[:12]) or 'nothing callable'}")
             )
         owner = getattr(owner, part)
     if not callable(owner):
@@ -327,7 +335,9 @@ def _load_file(spec: ModelSpec) -> Any:
         module_spec.loader.exec_module(module)
     except Exception as exc:  # noqa: BLE001 - the user's file: its own error
         del sys.modules[name]
-        raise ModelError(f"{spec.text}: running {path} raised {type(exc).__name__}: {exc}\n{_where(exc)}".rstrip()) from exc
+        raise ModelError(
+            f"{spec.text}: running {path} raised {type(exc).__name__}: {exc}\n{_where(exc)}".rstrip()
+        ) from exc
     return module
 
 
@@ -412,7 +422,9 @@ def _kwargs(text: str, query: str) -> tuple[tuple[str, Any], ...]:
             continue
         key, eq, value = pair.partition("=")
         if not eq or not key.strip().isidentifier():
-            raise ModelError(f"--torchexport-model={text}: cannot read {pair!r}; keyword arguments are ?name=value&name=value")
+            raise ModelError(
+                f"--torchexport-model={text}: cannot read {pair!r}; keyword arguments are ?name=value&name=value"
+            )
         try:
             parsed: Any = ast.literal_eval(value.strip())
         except (ValueError, SyntaxError):
@@ -432,4 +444,6 @@ def _file_hint() -> str:
     return "a relative path is read from the directory pytest was started in"
 
 
-__all__ = ["BATCH", "FORMS", "LIBRARIES", "Inferred", "ModelError", "ModelSpec", "build", "describe", "infer_inputs", "remedy"]
+__all__ = [
+    "BATCH", "FORMS", "LIBRARIES", "Inferred", "ModelError", "ModelSpec", "build", "describe", "infer_inputs", "remedy",
+]
