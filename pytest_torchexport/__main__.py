@@ -1,6 +1,7 @@
 """``python -m pytest_torchexport COMMAND``: the commands that run outside a pytest session.
 
-Thin on purpose: each command's arguments and logic live in its own module (``merge.py``).
+Thin on purpose: each command's arguments and logic live in its own module (``merge.py``,
+``glue/command.py``).
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from .glue import command
 from .results import merge
 
 
@@ -21,8 +23,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             description=merge.__doc__.split("\n\n")[0],
         )
     )
-    args = parser.parse_args(argv)
-    return merge.run(args)
+    command.add_arguments(
+        commands.add_parser(
+            "check",
+            help="check models by name, with no test file: timm:NAME, torchvision:NAME, pkg.module:Factory",
+            description=command.__doc__.split("\n\n")[0],
+        )
+    )
+    own, extra = command.split(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(own)
+    if extra and args.command != "check":
+        parser.error(f"arguments after -- are pytest's, for check only: {' '.join(extra)}")
+    args.pytest_args = extra
+    return command.run(args) if args.command == "check" else merge.run(args)
 
 
 if __name__ == "__main__":

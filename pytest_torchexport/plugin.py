@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from .errors import InvalidArgument
-from .glue import adapters, ahead, hookspecs, items, markers, verdicts
+from .glue import adapters, ahead, hookspecs, items, markers, models, verdicts
 from .glue.cli import add_options
 from .glue.state import STATE, State
 from .glue.summary import Reporting
@@ -43,6 +43,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[STATE] = state = State.configure(config)
     config.pluginmanager.register(Reporting(config, state), "torchexport-reporting")
     config.pluginmanager.register(markers.LateMarkers(), "torchexport-late-markers")
+    models.configure(config)  # [Model By Name] a bad --torchexport-model SPEC is a usage error now
     if config.pluginmanager.hasplugin("xdist"):
         from .glue.xdist import XdistHooks, cap_worker_threads
 
@@ -55,11 +56,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     markers.parametrize(metafunc)
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    models.collect(session, items)  # [Model By Name] each --torchexport-model SPEC's items, first
     # Runs after conftests' own modifyitems (they register later, so pytest calls them
     # first) and before -k/-m deselection (pytest's own impl, registered earlier, runs
     # last): a marker a conftest adds here gets its items, and -k onnx selects among them.
     markers.expand(config, items)
+
+
+def pytest_ignore_collect(collection_path: Any, config: pytest.Config) -> bool | None:
+    return models.ignore(config)  # --torchexport-models-only: no test file
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -111,6 +117,9 @@ def _check(item: pytest.Item, recording: Any, options: Options) -> None:
     result = planned.wait()
     state.scheduler.timed(result)
     result.extra["location"] = {"file": item.location[0], "line": item.location[1] + 1}
+    model = models.inputs_note(item)
+    if model is not None:
+        result.extra["model"] = model
     verdicts.record(item, [result])
     verdicts.settle_item(result, state)
 

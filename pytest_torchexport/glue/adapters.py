@@ -89,6 +89,7 @@ def run_body(item: pytest.Item, options: Options) -> Generator[None, None, Any]:
 
 def body_row(item: pytest.Item, target: items.Target, error: BaseException) -> Result:
     """The row of an item whose test body did not finish: skipped, xfailed, or a usage error."""
+    from ..recording.models import ModelError
     from ..recording.selection import row
     from ..results.outcome import Outcome
 
@@ -98,6 +99,14 @@ def body_row(item: pytest.Item, target: items.Target, error: BaseException) -> R
     elif isinstance(error, pytest.xfail.Exception):
         why = f"the test body xfailed: {error}"
         verdict = Outcome("xfail", why, why, "test_body")
+    elif isinstance(error, ModelError):
+        # [Model By Name] the SPEC's model could not be built or called: its text is the whole story
+        why = str(error).splitlines()[0]
+        verdict = Outcome(
+            "usage_error",
+            f"The model could not be checked [backend={target.backend}, device={target.device}]\n{error}",
+            why, "usage",
+        )
     else:
         why = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
         verdict = Outcome(

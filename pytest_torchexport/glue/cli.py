@@ -109,6 +109,29 @@ def add_options(parser: Any) -> None:
                 "torchexport_auto", type="bool", default=False,
                 help="check every collected test as if it carried a bare torchexport marker",
             )
+    add_model_options(group, parser)
+
+
+def add_model_options(group: Any, parser: Any) -> None:
+    """[Model By Name] glue/models.py reads these: a SPEC list, not one marker option."""
+    model_help = (
+        "check a model with no test file (repeatable): timm:NAME, torchvision:NAME, pkg.module:Factory or "
+        "path/to/file.py:Factory, keyword arguments after ? (timm:vit_tiny_patch16_224?num_classes=10); random "
+        "weights, eval mode, inputs inferred; each model is a test, torchexport-model::SPEC (ini: one SPEC a line)"
+    )
+    group.addoption("--torchexport-model", dest="torchexport_model", action="append", default=[], metavar="SPEC",
+                    help=model_help)
+    parser.addini("torchexport_models", type="linelist", default=[], help=model_help)
+    group.addoption(
+        "--torchexport-model-inputs", dest="torchexport_model_inputs", default=None, metavar="SPECS",
+        help="the inputs of the --torchexport-model models where inference cannot find them: "
+        "'x: float32[batch=1..8, 3, 224, 224]; mask: bool[batch, 16]' (dtype, sizes, dims with their ranges)",
+    )
+    group.addoption(
+        "--torchexport-models-only", dest="torchexport_models_only", action="store_true", default=False,
+        help="collect only the --torchexport-model tests, no test files "
+        "(what `python -m pytest_torchexport check` runs)",
+    )
 
 
 def session_defaults(config: Any, valid_backends: Sequence[str]) -> dict[str, Any]:
@@ -127,4 +150,4 @@ def session_defaults(config: Any, valid_backends: Sequence[str]) -> dict[str, An
     return given
 
 
-__all__ = ["FLAGS", "add_options", "session_defaults"]
+__all__ = ["FLAGS", "add_model_options", "add_options", "session_defaults"]

@@ -55,6 +55,11 @@ def target(item: pytest.Item) -> Target | None:
     return value if isinstance(value, Target) else None
 
 
+def attach(item: pytest.Item, t: Target) -> None:
+    """Make ``item`` one of ``t``'s items: an item no parametrization made (a model by name)."""
+    item.stash[_CLONED] = t
+
+
 def test_key(item: pytest.Item) -> str | None:
     """The test an item belongs to: its node id without the torchexport id (other
     parameters stay: ``test_x[a-torchexport-onnx]`` belongs to ``test_x[a]``)."""

@@ -51,6 +51,8 @@ class State:
     cache: Any = None
     cache_resolved: bool = False
     warm: bool = False  # the cache held entries when the session started
+    #: [Model By Name] SPEC -> the inputs its model was called with, and where they came from
+    model_inputs: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def configure(cls, config: pytest.Config) -> State:

@@ -1,0 +1,77 @@
+"""``python -m pytest_torchexport check SPEC... [options]``: models by name, no test file.
+
+A pytest session of ``--torchexport-model`` tests and nothing else
+(``--torchexport-models-only``): the same items, rows, report, cache and exit code as
+``pytest --torchexport-model=SPEC``. Each option below is the pytest flag of the same name
+(``--backends`` is ``--torchexport-backends``); anything after ``--`` goes to pytest as is
+(``-- -n 2 -x``).
+
+    python -m pytest_torchexport check timm:resnet18 torchvision:mobilenet_v3_small \\
+        --backends trace,onnx,export --examples 5 --report models.md
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+#: check's own option -> the pytest flag it stands for
+FLAGS: dict[str, str] = {
+    "backends": "--torchexport-backends",
+    "devices": "--torchexport-devices",
+    "examples": "--torchexport-examples",
+    "report": "--torchexport-report",
+    "inputs": "--torchexport-model-inputs",
+    "timeout": "--torchexport-timeout",
+    "seed": "--torchexport-seed",
+    "baseline": "--torchexport-baseline",
+    "require": "--torchexport-require",
+    "keep_artifacts": "--torchexport-keep-artifacts",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("specs", nargs="+", metavar="SPEC",
+                        help="timm:NAME, torchvision:NAME, pkg.module:Factory or path/to/file.py:Factory")
+    parser.add_argument("--backends", metavar="A,B", help="backends to run (default trace,script,onnx,export)")
+    parser.add_argument("--devices", metavar="cpu,cuda", help="devices (default auto)")
+    parser.add_argument("--examples", metavar="N", help="hypothesis examples per backend (default 25)")
+    parser.add_argument("--report", metavar="PATH", help="write the report: .json, .md or .html")
+    parser.add_argument("--inputs", metavar="SPECS",
+                        help="the inputs where inference cannot find them: 'x: float32[batch=1..8, 3, 224, 224]'")
+    parser.add_argument("--timeout", metavar="SECONDS", help="time limit of one backend check")
+    parser.add_argument("--seed", metavar="N", help="fix the seed of input generation")
+    parser.add_argument("--baseline", metavar="PATH", help="compare with a baseline report")
+    parser.add_argument("--require", metavar="A,B", help="backends that must be available")
+    parser.add_argument("--keep-artifacts", metavar="DIR", help="keep every exported artifact under DIR")
+
+
+def pytest_args(args: argparse.Namespace) -> list[str]:
+    """The pytest command line ``check`` stands for."""
+    # -W: this process imported the plugin before pytest could rewrite its asserts (it has none to rewrite)
+    out = ["--torchexport-models-only", "-p", "no:randomly",
+           "-W", "ignore:Module already imported so cannot be rewritten:pytest.PytestAssertRewriteWarning"]
+    out += [f"--torchexport-model={spec}" for spec in args.specs]
+    for dest, flag in FLAGS.items():
+        value = getattr(args, dest)
+        if value is not None:
+            out.append(f"{flag}={value}")
+    return out + list(getattr(args, "pytest_args", None) or [])
+
+
+def run(args: argparse.Namespace) -> int:
+    import pytest
+
+    return int(pytest.main(pytest_args(args)))
+
+
+def split(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``check``'s own arguments, and pytest's (after ``--``)."""
+    argv = list(argv)
+    if "--" not in argv:
+        return argv, []
+    at = argv.index("--")
+    return argv[:at], argv[at + 1:]
+
+
+__all__ = ["FLAGS", "add_arguments", "pytest_args", "run", "split"]

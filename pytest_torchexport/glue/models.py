@@ -1,0 +1,153 @@
+"""[Model By Name] ``--torchexport-model=SPEC``: a test made from a model's name, no test file.
+
+Each SPEC becomes the items a marked test would have, one per (backend, device), under one
+collector: ``torchexport-model::timm:resnet18[torchexport-onnx]``. The item's body
+(``ModelItem.runtest``) builds the model and calls it once on the inferred inputs
+(``recording/models.py``); the plugin's own hooks record that call as they record a test
+body's, so selection, the checks, the rows, the report, the verdict cache, merge and the
+baseline are the marked test's, unchanged. ``--torchexport-model-inputs`` becomes the items'
+marker (``inputs=``, ``dims=``), so it is the marker's ``TensorSpec``/``Dim`` underneath.
+
+A SPEC that cannot be read (no ``:``, an unknown library prefix) or inputs that cannot be
+parsed are a usage error when the session starts; a model that cannot be built or given
+inputs is its items' ``usage_error`` row, and the other models still run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import items
+from .markers import MARKER
+from .state import STATE
+
+#: the collector every model's items hang under: their node ids start with it
+PREFIX = "torchexport-model"
+SPECS = pytest.StashKey[list]()
+INPUTS = pytest.StashKey[Any]()
+ONLY = "torchexport_models_only"  # declared in cli.py
+
+
+def configure(config: pytest.Config) -> None:
+    """Read the SPECs and the inputs once, at the start: a bad one ends the session as a usage error."""
+    from ..errors import InvalidArgument
+    from ..recording.models import ModelError, ModelSpec
+
+    texts = list(config.getoption("torchexport_model") or []) + list(config.getini("torchexport_models") or [])
+    base = Path(config.invocation_params.dir)
+    specs, errors = [], []
+    for text in dict.fromkeys(t.strip() for t in texts if t.strip()):
+        try:
+            specs.append(ModelSpec.parse(text, base))
+        except ModelError as exc:
+            errors.append(str(exc))
+    if errors:
+        raise pytest.UsageError("\n".join(errors))
+    config.stash[SPECS] = specs
+    given = config.getoption("torchexport_model_inputs")
+    config.stash[INPUTS] = None
+    if given:
+        if not specs:
+            raise pytest.UsageError("--torchexport-model-inputs describes the inputs of --torchexport-model models; "
+                                    "none was given")
+        from ..inputs.compact import parse
+
+        try:
+            config.stash[INPUTS] = parse(given)
+        except InvalidArgument as exc:
+            raise pytest.UsageError(str(exc)) from None
+
+
+def ignore(config: pytest.Config) -> bool | None:
+    """Under ``--torchexport-models-only`` no test file is collected (None: pytest decides)."""
+    return True if config.getoption(ONLY, False) else None
+
+
+def collect(session: pytest.Session, collected: list[pytest.Item]) -> None:
+    """Put each SPEC's items first in the session's items (before -k/-m deselection).
+
+    Collected through pytest's own collect-report hooks, so the terminal's "collected N
+    items", ``--collect-only`` and xdist's collection see them as they see a file's."""
+    if not session.config.stash.get(SPECS, []):
+        return
+    parent = ModelCollector.from_parent(session, name=PREFIX, nodeid=PREFIX)
+    report = parent.ihook.pytest_make_collect_report(collector=parent)
+    parent.ihook.pytest_collectreport(report=report)
+    collected[:0] = [node for node in report.result if isinstance(node, pytest.Item)]
+
+
+class ModelCollector(pytest.Collector):
+    """The parent of every model's items (their node ids start ``torchexport-model::``)."""
+
+    def collect(self) -> list[pytest.Item]:
+        from .markers import resolve
+
+        state = self.config.stash[STATE]
+        compact = self.config.stash.get(INPUTS, None)
+        marker = {"inputs": compact.inputs, "dims": compact.dims} if compact is not None else {}
+        made: list[pytest.Item] = []
+        for spec in self.config.stash[SPECS]:
+            options = resolve(state, marker, f"{PREFIX}::{spec.text}")
+            for target in items.targets(options):
+                item = ModelItem.from_parent(self, name=f"{spec.text}[{target.id}]", spec=spec)
+                if marker:
+                    item.add_marker(getattr(pytest.mark, MARKER)(**marker))
+                items.attach(item, target)
+                made.append(item)
+        return made
+
+
+class ModelItem(pytest.Item):
+    """One (backend, device) of a model named by a SPEC; its body builds and calls the model."""
+
+    def __init__(self, *, spec: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.spec = spec
+
+    def runtest(self) -> None:
+        if self.stash.get(items.REUSE, False):
+            return  # [Body Once] this model's first item built it and made the call
+        import torch
+
+        from ..recording.models import ModelError, build, describe, infer_inputs, remedy
+
+        model = build(self.spec)
+        inferred = infer_inputs(model, self.spec, self.config.stash.get(INPUTS, None))
+        try:
+            with torch.no_grad():
+                model(*inferred.args, **inferred.kwargs)
+        except Exception as exc:  # noqa: BLE001 - eager refusing the inferred call is the usage error to explain
+            raise ModelError(
+                f"{self.spec.text}: {type(model).__name__} does not run on the inferred inputs "
+                f"({describe(inferred)}, from {inferred.source}): {type(exc).__name__}: {str(exc).splitlines()[0]}\n"
+                f"Describe them: {remedy(model, self.spec)}"
+            ) from exc
+        self.config.stash[STATE].model_inputs[self.spec.text] = f"{describe(inferred)} ({inferred.source})"
+
+    def reportinfo(self) -> tuple[Any, int, str]:
+        path = Path(self.spec.target) if self.spec.kind == "file" else self.config.rootpath
+        return path, 0, f"{PREFIX}::{self.name}"
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        from ..errors import ExportMismatch
+        from ..recording.models import ModelError
+
+        # The message is the whole story (what, where, by how much, the remedy); the
+        # plugin's and the library's frames would only bury it.
+        if isinstance(excinfo.value, (ModelError, ExportMismatch)):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style=style)
+
+
+def inputs_note(item: pytest.Item) -> dict[str, Any] | None:
+    """What a model item's row says about its model: the SPEC and the inputs it was called with."""
+    if not isinstance(item, ModelItem):
+        return None
+    inputs = item.config.stash[STATE].model_inputs.get(item.spec.text)
+    return {"spec": item.spec.text, **({"inputs": inputs} if inputs else {})}
+
+
+__all__ = ["PREFIX", "ModelCollector", "ModelItem", "collect", "configure", "ignore", "inputs_note"]

@@ -1,0 +1,449 @@
+"""[Model By Name] A model named on the command line, built and called as a test body would.
+
+``--torchexport-model=SPEC`` (and ``python -m pytest_torchexport check SPEC``) checks a model
+with no test file. This module is that test's body, without pytest: ``ModelSpec.parse`` reads
+the SPEC, ``build`` makes the model (random weights, never a download, eval mode) and
+``infer_inputs`` finds one call to make; ``glue/models.py`` calls the model once under the
+recorder, so everything after (selection, checks, rows, report, cache, merge) is a marked
+test's.
+
+SPEC is ``timm:NAME``, ``torchvision:NAME``, ``pkg.module:Factory`` or
+``path/to/file.py:Factory``; keyword arguments for the factory follow ``?``, joined by ``&``
+(``timm:vit_tiny_patch16_224?num_classes=10&img_size=160``), each value read as a Python
+literal where it is one (``10``, ``(160, 160)``, ``True``) and as text otherwise.
+
+Inputs, first that applies: ``--torchexport-model-inputs``; the model's own
+``example_inputs()``; timm's ``pretrained_cfg["input_size"]``; torchvision's documented image
+size (the crop, else resize, size of the weights' preset transforms); the first layer's
+expected shape (a convolution's channels and rank, a linear layer's features, an
+embedding's ids). Images and features get a batch of 2, so the default dynamic ``batch``
+dim is not specialized at 1.
+
+Every way this goes wrong is a ``ModelError`` whose text is what the user reads: what was
+asked, what went wrong, and the remedy last.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib
+import importlib.util
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: the prefixes that name a library rather than a module
+LIBRARIES: dict[str, str] = {"timm": "pip install timm", "torchvision": "pip install torchvision"}
+FORMS = "timm:NAME, torchvision:NAME, pkg.module:Factory or path/to/file.py:Factory (keyword arguments after ?)"
+#: images and features are drawn with this batch: 1 would let exporters specialize the batch dim
+BATCH = 2
+
+
+class ModelError(Exception):
+    """A ``--torchexport-model`` SPEC that cannot be built, or given inputs: a usage error."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One SPEC, read but not built: ``kind`` is ``library``, ``module`` or ``file``."""
+
+    text: str
+    kind: str
+    target: str  # the library, module path or file path
+    name: str  # the model name, or the factory's (dotted) attribute name
+    kwargs: tuple[tuple[str, Any], ...] = field(default=())
+
+    @classmethod
+    def parse(cls, text: str, base: Path | None = None) -> ModelSpec:
+        """Read a SPEC; a malformed one, or an unknown library prefix, is a ``ModelError``."""
+        text = text.strip()
+        head, sep, query = text.partition("?")
+        target, colon, name = head.rpartition(":")
+        if not colon or not target.strip() or not name.strip():
+            raise ModelError(
+                f"--torchexport-model={text!r} is not a model SPEC: write one of {FORMS}, e.g. timm:resnet18"
+            )
+        target, name = target.strip(), name.strip()
+        kwargs = _kwargs(text, query) if sep else ()
+        if target in LIBRARIES:
+            return cls(text, "library", target, name, kwargs)
+        if target.endswith(".py") or "/" in target or "\\" in target:
+            path = Path(target)
+            if not path.is_absolute() and base is not None:
+                path = base / path
+            if not path.is_file():
+                raise ModelError(f"--torchexport-model={text}: no file {target} (looked at {path}); {_file_hint()}")
+            return cls(text, "file", str(path), name, kwargs)
+        if not all(part.isidentifier() for part in target.split(".")):
+            raise ModelError(
+                f"--torchexport-model={text}: {target!r} is no library prefix or module path; write {FORMS}"
+            )
+        if "." not in target and _find(target) is None:
+            near = difflib.get_close_matches(target, list(LIBRARIES), n=1)
+            hint = f"did you mean {near[0]}:{name}? " if near else ""
+            raise ModelError(
+                f"--torchexport-model={text}: unknown library prefix {target!r}, and no module of that name can be "
+                f"imported here; {hint}SPEC is one of {FORMS}"
+            )
+        return cls(text, "module", target, name, kwargs)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.kwargs)
+
+
+def build(spec: ModelSpec) -> Any:
+    """The model of ``spec`` with random weights, in eval mode."""
+    import torch
+
+    if spec.kind == "library":
+        model = _library_model(spec)
+    else:
+        factory = _factory(spec)
+        try:
+            model = factory(**spec.options)
+        except Exception as exc:  # noqa: BLE001 - any error of the user's factory is theirs to read
+            raise ModelError(
+                f"{spec.text}: the factory {spec.name}({_call_text(spec)}) raised {type(exc).__name__}: {exc}\n"
+                f"{_where(exc)}Fix the factory, or pass its keyword arguments after ?, "
+                f"e.g. {spec.text.partition('?')[0]}?hidden=16"
+            ) from exc
+    if not isinstance(model, torch.nn.Module):
+        raise ModelError(
+            f"{spec.text}: the factory {spec.name} returned a {type(model).__module__}.{type(model).__qualname__}, "
+            "not a torch.nn.Module; point the SPEC at a class that is an nn.Module or a function that returns one"
+        )
+    return model.eval()
+
+
+@dataclass
+class Inferred:
+    """The call to make: its arguments, and where they came from (said in the report)."""
+
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    source: str
+
+
+def infer_inputs(model: Any, spec: ModelSpec, compact: Any = None) -> Inferred:
+    """One call of ``model``, from the first source that applies (the module's docstring)."""
+    import torch
+
+    from ..inputs import compact as compact_inputs
+
+    if compact is not None:
+        args, kwargs = compact_inputs.example(compact)
+        return Inferred(args, kwargs, f"--torchexport-model-inputs={compact.text}")
+    own = getattr(model, "example_inputs", None)
+    if callable(own):
+        try:
+            given = own()
+        except Exception as exc:  # noqa: BLE001 - the model's own helper: its error is the user's
+            raise ModelError(
+                f"{spec.text}: the model's example_inputs() raised {type(exc).__name__}: {exc}\n"
+                f"Fix it, or describe the inputs: {remedy(model, spec)}"
+            ) from exc
+        args, kwargs = _as_call(given)
+        return Inferred(args, kwargs, "the model's example_inputs()")
+    size = _library_size(model, spec)
+    if size is not None:
+        chw, source = size
+        return Inferred((torch.randn(BATCH, *chw),), {}, source)
+    first = _first_layer(model)
+    if first is not None:
+        return first
+    raise ModelError(
+        f"{spec.text}: no inputs could be inferred for {type(model).__name__}: it has no example_inputs(), "
+        f"{'its library gives no input size, ' if spec.kind == 'library' else ''}"
+        f"and none of its layers says an input shape (the first is {_first_leaf(model)}).\n"
+        f"Describe them: {remedy(model, spec)}"
+    )
+
+
+def describe(inferred: Inferred) -> str:
+    """``x: float32[2, 3, 224, 224]``: the call as the report and the messages show it."""
+    import torch.utils._pytree as pytree
+
+    flat = pytree.tree_leaves((inferred.args, inferred.kwargs))
+    shapes = [
+        f"{str(t.dtype).removeprefix('torch.')}[{', '.join(map(str, t.shape))}]" for t in flat if hasattr(t, "shape")
+    ]
+    return ", ".join(shapes)
+
+
+def _as_call(given: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """``example_inputs()``'s answer as a call: a tensor, a tuple of arguments, a dict of
+    keyword arguments, or ``(args, kwargs)``."""
+    if isinstance(given, dict):
+        return (), dict(given)
+    if isinstance(given, (tuple, list)):
+        if len(given) == 2 and isinstance(given[0], (tuple, list)) and isinstance(given[1], dict):
+            return tuple(given[0]), dict(given[1])
+        return tuple(given), {}
+    return (given,), {}
+
+
+# -- libraries ---------------------------------------------------------------------------
+
+
+def _import_library(spec: ModelSpec) -> Any:
+    if _find(spec.target) is None:
+        raise ModelError(
+            f"{spec.text}: {spec.target} is not installed in this environment ({sys.executable}).\n"
+            f"Install it: {LIBRARIES[spec.target]}"
+        )
+    try:
+        return importlib.import_module(spec.target)
+    except ImportError as exc:
+        raise ModelError(
+            f"{spec.text}: {spec.target} is installed but cannot be imported: {type(exc).__name__}: {exc}\n"
+            f"Install what it needs: {LIBRARIES[spec.target]} (with its dependencies)"
+        ) from exc
+
+
+def _library_model(spec: ModelSpec) -> Any:
+    library = _import_library(spec)
+    if spec.target == "timm":
+        known = library.list_models()
+        base = spec.name.split(".")[0]  # a pretrained tag (resnet18.a1_in1k) names the same architecture
+        if base not in known:
+            raise ModelError(_unknown(spec, known))
+        make = library.create_model
+        call: dict[str, Any] = {"pretrained": False, **spec.options}
+    else:
+        import torchvision.models
+
+        known = torchvision.models.list_models()
+        if spec.name not in known:
+            raise ModelError(_unknown(spec, known))
+        make = torchvision.models.get_model
+        builder = torchvision.models.get_model_builder(spec.name)
+        call = {"weights": None, **_no_backbone_weights(builder), **spec.options}
+    try:
+        return make(spec.name, **call)
+    except Exception as exc:  # noqa: BLE001 - a keyword the model does not take, a size it refuses
+        raise ModelError(
+            f"{spec.text}: {spec.target} could not build {spec.name}({_call_text(spec)}): {type(exc).__name__}: {exc}\n"
+            "Check the keyword arguments after ? against the model's constructor"
+        ) from exc
+
+
+def _no_backbone_weights(builder: Any) -> dict[str, Any]:
+    """[Never A Download] torchvision's detection and segmentation builders fetch ImageNet
+    weights for their backbone even with ``weights=None``, unless told not to."""
+    import inspect
+
+    try:
+        params = inspect.signature(builder).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {"weights_backbone": None} if "weights_backbone" in params else {}
+
+
+def _unknown(spec: ModelSpec, known: list[str]) -> str:
+    near = difflib.get_close_matches(spec.name, known, n=5, cutoff=0.6)
+    listing = "torchvision.models; print(torchvision.models.list_models())" if spec.target == "torchvision" else (
+        "timm; print(timm.list_models())"
+    )
+    return (
+        f"{spec.text}: {spec.target} has no model named {spec.name!r} ({len(known)} models known).\n"
+        + (f"Closest names: {', '.join(near)}" if near else f'List them: python -c "import {listing}"')
+    )
+
+
+def _library_size(model: Any, spec: ModelSpec) -> tuple[tuple[int, ...], str] | None:
+    cfg = getattr(model, "pretrained_cfg", None)
+    if isinstance(cfg, dict) and cfg.get("input_size"):
+        chw = tuple(int(v) for v in cfg["input_size"])
+        return chw, f"timm's pretrained_cfg input_size {chw}"
+    if spec.kind == "library" and spec.target == "torchvision":
+        return _torchvision_size(model, spec.name)
+    return None
+
+
+def _torchvision_size(model: Any, name: str) -> tuple[tuple[int, ...], str] | None:
+    """The size torchvision documents for the model: its weights' preset transforms (the
+    crop of classification and video, the resize of segmentation), with the channels and
+    rank of its first layer; detection models, which resize themselves, take 3 x 320 x 320."""
+    import torchvision.models
+
+    try:
+        preset = torchvision.models.get_model_weights(name).DEFAULT.transforms()
+    except Exception:  # noqa: BLE001 - a model with no weights enum documents no size
+        return None
+    size = getattr(preset, "crop_size", None) or getattr(preset, "resize_size", None)
+    first = _first_conv(model)
+    channels = first.in_channels if first is not None else 3
+    rank = first.weight.dim() - 2 if first is not None else 2
+    if size:
+        size = list(size) * (2 if len(size) == 1 else 1)
+        if rank == 3:  # video: (channels, frames, height, width)
+            return (channels, 16, *size), f"torchvision's preset crop size {tuple(size)}, 16 frames"
+        return (channels, *size), f"torchvision's preset transforms size {tuple(size)}"
+    if "detection" in type(model).__module__:
+        return (channels, 320, 320), "torchvision detection: 3 x 320 x 320 images (the model resizes them)"
+    return None
+
+
+# -- factories ---------------------------------------------------------------------------
+
+
+def _factory(spec: ModelSpec) -> Any:
+    module = _load_file(spec) if spec.kind == "file" else _import_module(spec)
+    owner: Any = module
+    for part in spec.name.split("."):
+        if not hasattr(owner, part):
+            names = [n for n in dir(owner) if not n.startswith("_") and callable(getattr(owner, n, None))]
+            near = difflib.get_close_matches(part, names, n=5)
+            raise ModelError(
+                f"{spec.text}: {spec.target if owner is module else owner.__name__} has no {part!r}"
+                + (f"; closest names: {', '.join(near)}" if near
+                   else f"; it defines: {', '.join(names[:12]) or 'nothing callable'}")
+            )
+        owner = getattr(owner, part)
+    if not callable(owner):
+        raise ModelError(
+            f"{spec.text}: {spec.name} is a {type(owner).__name__}, not a class or a function that returns an nn.Module"
+        )
+    return owner
+
+
+def _import_module(spec: ModelSpec) -> Any:
+    try:
+        return importlib.import_module(spec.target)
+    except Exception as exc:  # noqa: BLE001 - the user's module: an ImportError or its own error
+        raise ModelError(
+            f"{spec.text}: cannot import {spec.target}: {type(exc).__name__}: {exc}\n"
+            f"{_where(exc)}Make it importable (installed, or its folder on PYTHONPATH / pytest's pythonpath ini)"
+        ) from exc
+
+
+def _load_file(spec: ModelSpec) -> Any:
+    """The file as a module registered in ``sys.modules`` (TorchScript reads a class's source
+    through it), once per process, under a name made from its path."""
+    path = Path(spec.target).resolve()
+    name = "torchexport_model_" + "".join(c if c.isalnum() else "_" for c in str(path.with_suffix("")))[-80:]
+    if name in sys.modules:
+        return sys.modules[name]
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    assert module_spec is not None and module_spec.loader is not None
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 - the user's file: its own error
+        del sys.modules[name]
+        raise ModelError(
+            f"{spec.text}: running {path} raised {type(exc).__name__}: {exc}\n{_where(exc)}".rstrip()
+        ) from exc
+    return module
+
+
+# -- the first layer ---------------------------------------------------------------------
+
+
+def _first_leaf(model: Any) -> str:
+    for name, sub in model.named_modules():
+        if not list(sub.children()):
+            return f"{name}: {type(sub).__name__}" if name else f"the model itself, {type(sub).__name__}"
+    return type(model).__name__
+
+
+def _first_conv(model: Any) -> Any:
+    import torch
+
+    for sub in model.modules():
+        if isinstance(sub, torch.nn.modules.conv._ConvNd):
+            return sub
+    return None
+
+
+def _first_layer(model: Any) -> Inferred | None:
+    """The expected input of the first layer with weights that says one (in registration order)."""
+    import torch
+
+    for name, sub in model.named_modules():
+        where = f"first layer {name or 'the model'} ({type(sub).__name__}"
+        if isinstance(sub, torch.nn.modules.conv._ConvNd):
+            rank = sub.weight.dim() - 2
+            shape = (BATCH, sub.in_channels, *([32] * rank))
+            return Inferred((torch.randn(shape),), {}, f"{where}, {sub.in_channels} channels): 32 per spatial dim")
+        if isinstance(sub, torch.nn.Linear):
+            return Inferred((torch.randn(BATCH, sub.in_features),), {}, f"{where}, {sub.in_features} features)")
+        if isinstance(sub, torch.nn.Embedding):
+            ids = torch.randint(0, sub.num_embeddings, (BATCH, 16))
+            ids[0, 0], ids[-1, -1] = 0, sub.num_embeddings - 1  # the drawn ids span the vocabulary
+            return Inferred((ids,), {}, f"{where}, {sub.num_embeddings} ids): 16 tokens")
+        if isinstance(sub, torch.nn.RNNBase):
+            shape = (BATCH, 8, sub.input_size) if sub.batch_first else (8, BATCH, sub.input_size)
+            return Inferred((torch.randn(shape),), {}, f"{where}, {sub.input_size} features): 8 steps")
+    return None
+
+
+# -- text --------------------------------------------------------------------------------
+
+
+def remedy(model: Any, spec: ModelSpec) -> str:
+    """The flag to add, with an example for this model: one spec per forward argument."""
+    from ..inputs.specs import forward_params
+
+    params = forward_params(model) or ["x"]
+    specs = "; ".join(
+        f"{name}: float32[{'batch=1..8' if i == 0 else 'batch'}, 3, 224, 224]" for i, name in enumerate(params)
+    )
+    return (
+        f"python -m pytest --torchexport-model={spec.text} --torchexport-model-inputs='{specs}' "
+        "(the check command's --inputs; your sizes and dtypes, ; between inputs; see docs/howto-model.md)"
+    )
+
+
+def _call_text(spec: ModelSpec) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in spec.kwargs)
+
+
+def _where(exc: BaseException) -> str:
+    """The user's line that raised (the last frame of the traceback), as 'at file:line'."""
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last = tb
+        tb = tb.tb_next
+    if last is None:
+        return ""
+    return f"at {last.tb_frame.f_code.co_filename}:{last.tb_lineno}\n"
+
+
+def _kwargs(text: str, query: str) -> tuple[tuple[str, Any], ...]:
+    out = []
+    for pair in query.split("&"):
+        if not pair.strip():
+            continue
+        key, eq, value = pair.partition("=")
+        if not eq or not key.strip().isidentifier():
+            raise ModelError(
+                f"--torchexport-model={text}: cannot read {pair!r}; keyword arguments are ?name=value&name=value"
+            )
+        try:
+            parsed: Any = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            parsed = value.strip()
+        out.append((key.strip(), parsed))
+    return tuple(out)
+
+
+def _find(name: str) -> Any:
+    try:
+        return importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+
+
+def _file_hint() -> str:
+    return "a relative path is read from the directory pytest was started in"
+
+
+__all__ = [
+    "BATCH", "FORMS", "LIBRARIES", "Inferred", "ModelError", "ModelSpec", "build", "describe", "infer_inputs", "remedy",
+]
