@@ -117,3 +117,54 @@ def test_a_baked_length_is_a_finding_and_declared_a_checked_failure(tester):
     assert statuses["test_unet_declared", "script"] == "pass"
     assert not [f for r in rows.values() if r["test"].endswith("declared") for f in r["findings"] if f["kind"] == "static_size"]
     result.assert_outcomes(passed=5, failed=1)
+
+
+COUNTED = '''
+import os
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+
+def _count(module, args):
+    # Every call, eager's refusals included (a pre-hook runs before the forward can raise): which
+    # process made it, and whether the static-size stage did (its frame on the stack).
+    frame, stage = sys._getframe(1), "other"
+    while frame is not None:
+        if frame.f_code.co_filename.replace(os.sep, "/").endswith("pytest_torchexport/stages/static_sizes.py"):
+            stage = "static_size"
+            break
+        frame = frame.f_back
+    fd = os.open(os.environ["FORWARDS"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    os.write(fd, f"{os.getpid()} {stage}\\n".encode())
+    os.close(fd)
+
+
+@pytest.mark.torchexport(backends=["trace", "export"])
+def test_conv():
+    with open(os.environ["FORWARDS"] + ".pid", "w") as f:
+        f.write(str(os.getpid()))
+    model = nn.Conv1d(3, 4, 3, padding=1).eval()
+    model.register_forward_pre_hook(_count)
+    model(torch.randn(2, 3, 16))
+'''
+
+
+def test_eager_runs_the_static_sizes_once_for_every_backend(tester, monkeypatch):
+    # [Static Sizes Once] The channels (3: eager refuses 2, 4, 6) and the length (16: 15, 17, 32)
+    # are eager's six calls, made once in the test's process; each backend's child runs only its
+    # artifact there, however many backends check the call.
+    forwards = tester.path / "forwards.txt"
+    monkeypatch.setenv("FORWARDS", str(forwards))
+    tester.makepyfile(test_counted=COUNTED)
+    result = tester.runpytest("--torchexport-report=out.json", "--torchexport-seed=0")
+    result.assert_outcomes(passed=2)
+    rows = json.loads((tester.path / "out.json").read_text())["results"]
+    assert all(r["timings"]["static_size_s"] > 0 for r in rows), [r["timings"] for r in rows]
+    parent = (tester.path / "forwards.txt.pid").read_text()
+    calls = [line.split() for line in forwards.read_text().splitlines()]
+    probes = [pid for pid, stage in calls if stage == "static_size"]
+    assert probes.count(parent) == 6, calls
+    assert len(probes) == 6, f"{len(probes) - probes.count(parent)} static-size forwards in the children"

@@ -335,7 +335,7 @@ def _dtype(dtype: torch.dtype) -> str:
 # one read of both outputs, not one per operation. At 2**15 elements, torch's grain size,
 # each operation also stays on one thread: split over threads on a loaded machine, thousands
 # of small operations each waited for a busy core. A 268 MB float32 pair, 2 loaded cores
-# (benchmarks/bench_compare_memory.py): 10 s a passing comparison with 4M-element chunks and
+# (benchmarks/bench_compare_memory.py at 87ab5ce): 10 s a passing comparison with 4M-element chunks and
 # a dozen passes over each, 0.3 s now; a failing one 6.4 s, 0.9 s now.
 CHUNK = 1 << 15
 SAMPLE = 1 << 20

@@ -95,6 +95,7 @@ class SharedInputs:
     budget: Budget = field(default_factory=lambda: Budget(math.inf, "off"))
     spent_s: float = 0.0  # eager's time on the inputs above
     eager_ms: float | None = None  # eager's latency at the recorded input, timed once for every backend (latency.py)
+    sizes: dict[Any, EagerCall | None] = field(default_factory=dict)  # [Static Sizes Once] eager at the undeclared dims' nearby sizes
 
     def seen(self, draw: Draw) -> bool:
         """Eager has run ``draw`` here (held, rejected, or accepted and not held)."""
@@ -256,6 +257,13 @@ def draw_once(
         shared.eager_ms = time_calls(lambda a, k: module(*a, **k), device, *_recorded_inputs(plan, recorded[0], device))
     except Exception:  # noqa: BLE001 - a timing that fails is omitted: each check times eager itself
         shared.eager_ms = None
+    from . import static_sizes
+
+    if not static_sizes.declared_in(options):
+        t0 = time.perf_counter()
+        recorded_inputs = _recorded_inputs(plan, recorded[0], device)
+        shared.sizes = static_sizes.eager_runs(eager, plan, recorded_inputs, shared.spent_s, HOLD_BYTES - held)
+        result.timings["shared_static_size_s"] = time.perf_counter() - t0
     return shared
 
 

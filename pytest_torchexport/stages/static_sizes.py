@@ -18,10 +18,17 @@ served is the user's decision. Its cost is a few eager calls (most raise at once
 model takes one size) and at most one artifact call per size eager accepts, capped by
 ``MAX_DIMS`` dims and a tenth of the search's time (``SHARE``, at least ``MIN_S``); stateful
 modules are not probed (each call would start from another state).
+
+[Static Sizes Once] Eager's side of the probe does not depend on the backend: where the checks
+share one search (shared_search.py), ``eager_runs`` makes eager's calls at these sizes once, in
+the test's process, and every backend's child reads them from ``SharedInputs.sizes`` (inherited
+through the fork, as the search's eager outputs are), so a child pays only its artifact's calls.
+A size the shared run did not reach (its deadline, its memory) is run by the child, as before.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +37,7 @@ import torch.utils._pytree as pytree
 
 from ..inputs.specs import DEFAULT_DIM
 from ..inputs.strategies import resize_like
+from ..reference.eager import Eager, EagerCall
 from ..reference.noise import Float64Reference, judge_noise
 from ..results.report import Finding
 from .check import Check
@@ -53,8 +61,65 @@ class Probe:
 
 def declared(check: Check) -> bool:
     """Whether the user said which dims vary (then the undeclared ones are meant static)."""
-    options = check.options
+    return declared_in(check.options)
+
+
+def declared_in(options: Any) -> bool:
     return options.dynamic is not None or options.inputs is not None or any(name != DEFAULT_DIM for name in options.dims)
+
+
+def static_dims(plan: Any) -> list[tuple[int, int, int]]:
+    """(input index, axis, recorded size) of every dim the plan keeps static, in input order."""
+    return [
+        (index, axis, size)
+        for index, leaf in sorted(plan.tensors.items())
+        for axis, size in enumerate(leaf.shape)
+        if isinstance(size, int) and size >= 1
+    ]
+
+
+def eager_runs(eager: Eager, plan: Any, recorded: tuple[Any, Any], seconds: float, room: int) -> dict[Any, EagerCall | None]:
+    """[Static Sizes Once] Eager at the sizes ``probe`` tries, once for every backend: (axes, size)
+    -> eager's call there, or None where eager refuses the size. The same dims, order, cap
+    (``MAX_DIMS``) and deadline (a ``SHARE`` of ``seconds``, eager's time on the shared inputs)
+    as the probe; outputs are held while they fit in ``room`` bytes."""
+    runs: dict[Any, EagerCall | None] = {}
+    t0 = time.perf_counter()
+    deadline = t0 + max(MIN_S, SHARE * seconds)
+    static = static_dims(plan)
+    done: set[tuple[int, int]] = set()
+    probed = 0
+
+    def run(axes: list[tuple[int, int]], size: int) -> bool:
+        nonlocal room
+        accepted = False
+        for near in nearby(size):
+            if time.perf_counter() > deadline:
+                break
+            args, kwargs = _resized(recorded, axes, near)
+            try:
+                call = eager(args, kwargs, trace_lines=True)
+            except Exception:  # noqa: BLE001 - eager takes no such size: the probe skips it
+                runs[(tuple(axes), near)] = None
+                continue
+            accepted = True
+            nbytes = sum(leaf.nbytes for leaf in pytree.tree_leaves(call.outputs) if hasattr(leaf, "nbytes"))
+            if nbytes <= room:
+                room -= nbytes
+                runs[(tuple(axes), near)] = dataclasses.replace(call, inputs_after=((), {}))
+        return accepted
+
+    for index, axis, size in static:
+        if (index, axis) in done or probed >= MAX_DIMS or time.perf_counter() > deadline:
+            continue
+        probed += 1
+        if not run([(index, axis)], size):
+            together = [(i, a) for i, a, s in static if s == size and (i, a) not in done]
+            if len(together) > 1:
+                run(together, size)
+                done.update(together)
+        done.add((index, axis))
+    return runs
 
 
 def nearby(size: int) -> list[int]:
@@ -66,12 +131,7 @@ def probe(check: Check) -> None:
     if declared(check) or check.mutates_state or check.artifacts is None:
         return
     t0 = time.perf_counter()
-    static = [
-        (index, axis, size)
-        for index, leaf in sorted(check.plan.tensors.items())
-        for axis, size in enumerate(leaf.shape)
-        if isinstance(size, int) and size >= 1
-    ]
+    static = static_dims(check.plan)
     done: set[tuple[int, int]] = set()
     probed = 0
     deadline = t0 + max(MIN_S, SHARE * check.result.timings.get("search_s", 0.0))
@@ -92,8 +152,11 @@ def probe(check: Check) -> None:
 
 
 def _inputs(check: Check, axes: list[tuple[int, int]], size: int) -> tuple[Any, Any]:
-    recorded = check.recorded
-    leaves, spec = pytree.tree_flatten((recorded.args, recorded.kwargs))
+    return _resized((check.recorded.args, check.recorded.kwargs), axes, size)
+
+
+def _resized(recorded: tuple[Any, Any], axes: list[tuple[int, int]], size: int) -> tuple[Any, Any]:
+    leaves, spec = pytree.tree_flatten(recorded)
     for index, axis in axes:
         tensor = leaves[index]
         shape = list(tensor.shape)
@@ -107,10 +170,17 @@ def _try(check: Check, found: Probe, deadline: float) -> Probe:
         if time.perf_counter() > deadline:
             break
         args, kwargs = _inputs(check, found.axes, size)
-        try:
-            expected = check.eager(args, kwargs).outputs
-        except Exception:  # noqa: BLE001 - eager takes no such size: nothing to learn there
-            continue
+        shared = getattr(check.shared, "sizes", {})
+        if (tuple(found.axes), size) in shared:  # [Static Sizes Once] eager ran it in the test's process
+            held = shared[(tuple(found.axes), size)]
+            if held is None:
+                continue
+            expected = held.outputs
+        else:
+            try:
+                expected = check.eager(args, kwargs).outputs
+            except Exception:  # noqa: BLE001 - eager takes no such size: nothing to learn there
+                continue
         found.tried.append(size)
         try:
             actual, _ = check.run(check.artifacts.runnable, args, kwargs)  # type: ignore[union-attr]
