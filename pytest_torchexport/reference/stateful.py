@@ -40,6 +40,19 @@ def restore(module: Any, saved: dict[str, torch.Tensor] | None, *, parameters: b
                 v.copy_(old)
 
 
+def changed(module: Any, saved: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+    """[State After Every Input] Copies of ``module``'s buffers that now differ from ``saved``
+    (what ``snapshot`` took), by name: the state a call left behind; empty where it left none."""
+    if not saved or not isinstance(module, torch.nn.Module):
+        return {}
+    out = {}
+    for k, v in module.named_buffers():
+        old = saved.get(k)
+        if old is not None and (v.shape != old.shape or v.dtype != old.dtype or not torch.equal(v, old)):
+            out[k] = v.detach().clone()
+    return out
+
+
 def reset_state(target: torch.nn.Module | None, initial: dict[str, torch.Tensor]) -> list[str]:
     """Copy the module's initial buffers into ``target``'s buffers of the same name.
 
