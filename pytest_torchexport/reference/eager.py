@@ -144,8 +144,9 @@ class Eager:
         now = self.module.state_dict()
         return [k for k, v in self._initial.items() if k in now and not equal_trees(v, now[k])]
 
-    def restore(self) -> None:
-        stateful.restore(self.module, self._initial, parameters=True)
+    def restore(self, kept: dict[str, Any] | None = None) -> None:
+        """The initial state put back; ``kept``: filled with what the last call changed (stateful.restore)."""
+        stateful.restore(self.module, self._initial, parameters=True, kept=kept)
 
     def __call__(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], *, rng_seed: int = 0, trace_lines: bool = False,
@@ -180,8 +181,7 @@ class Eager:
         peak = footprint.stop() if footprint else None
         state: dict[str, Any] = {}
         if restore:
-            state = stateful.changed(self.module, self._initial)
-            self.restore()
+            self.restore(kept=state)
         return EagerCall(out, (a, k), getattr(tracer, "lines", None), seconds=seconds, peak_bytes=peak, state=state)
 
     def again(self, args: tuple[Any, ...], kwargs: dict[str, Any], state: dict[str, Any]) -> Any:

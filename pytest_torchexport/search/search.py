@@ -70,9 +70,12 @@ class Search:
         # a buffer: an update that is a no-op at the recorded call (zeros) is not one on a drawn
         # input, and the loaded and in-memory artifacts must each start every input from the same
         # state, or the round trip is judged on how often each was called.
-        targets = [check.backend.artifact_module(a) for a in (self.runnable, self.in_memory) if a is not None]
-        self._snapshots = [(t, stateful.snapshot(t)) for t in targets if t is not None]
+        # Taken when the first input changes eager's state (``_seen_state``): until then a faithful
+        # artifact's state is its initial one, and a stateless model pays no copy and no restore.
+        self._snapshots: list[tuple[Any, Any]] = []
         self.updated: set[str] = set()  # the buffers eager updated on some input
+        if check.mutates_state:
+            self._take_snapshots()
         # [Noise Oracle] (noise.py): judged only where the plain comparison fails.
         self._float64 = Float64Reference(check.eager)
         self._strict = check.rtol is not None or check.atol is not None or check.options.compare is not None
@@ -106,6 +109,17 @@ class Search:
             stateful.restore(target, snapshot)
         return self.check.run(artifact, args, kwargs)[0]
 
+    def _take_snapshots(self) -> None:
+        targets = [self.check.backend.artifact_module(a) for a in (self.runnable, self.in_memory) if a is not None]
+        self._snapshots = [(t, stateful.snapshot(t)) for t in targets if t is not None]
+
+    def _seen_state(self, call: EagerCall) -> None:
+        """[State After Every Input] An input changed eager's buffers: from now on every artifact call
+        starts from the initial state, as eager's do."""
+        if call.state and not self.updated and not self.check.mutates_state:
+            self._take_snapshots()
+        self.updated.update(call.state)
+
     def _oracle(self, draw: Draw, inputs: tuple[Any, Any], expected: Any, actual: Any, cmp: Comparison) -> NoiseVerdict:
         reference = self._float64(draw, *inputs)
         if reference is None:
@@ -138,6 +152,7 @@ class Search:
             call = self._expected(draw, args, kwargs)
         except Exception:  # noqa: BLE001 - eager rejects the input
             raise Rejected from None
+        self._seen_state(call)
         t0 = time.perf_counter()
         try:
             actual = self._run(self.runnable, args, kwargs)
@@ -173,13 +188,15 @@ class Search:
             return call, Failure("roundtrip_mismatch", draw, args, kwargs, comparison=roundtrip, path=call.path), cmp
         return call, Failure("mismatch", draw, args, kwargs, comparison=cmp, path=call.path, noise=verdict), cmp
 
-    def _state_check(self, artifact: Any, inputs: tuple[Any, Any], call: EagerCall) -> tuple[Comparison, str]:
+    def _state_check(self, artifact: Any, inputs: tuple[Any, Any], call: EagerCall, ran: bool) -> tuple[Comparison, str]:
         """[State After Every Input] ``artifact`` from the initial state on ``inputs``, then what it
         kept against what eager kept (``call.state``): its buffers of those names where it has them
         (trace, script, export), else the outputs of a second call on the same inputs (ONNX keeps no
-        buffers: a dropped update shows there). (The comparison, what was compared.)"""
+        buffers: a dropped update shows there). (The comparison, what was compared.) ``ran``: the
+        artifact has just run on ``inputs`` from the initial state (the search's own call)."""
         args, kwargs = inputs
-        self._run(artifact, args, kwargs)
+        if not ran:
+            self._run(artifact, args, kwargs)
         target = self.check.backend.artifact_module(artifact)
         mine = dict(target.named_buffers()) if target is not None else {}
         kept = {}
@@ -199,15 +216,14 @@ class Search:
         """[State After Every Input] On an input that updates the module's state, the artifact must
         keep the same state, each starting from the initial one; the round trip is blamed only where
         the in-memory artifact, called the same number of times from the same state, keeps it."""
-        self.updated.update(call.state)
         args, kwargs = inputs
         t0 = time.perf_counter()
         try:
-            cmp, what = self._state_check(self.runnable, inputs, call)
+            cmp, what = self._state_check(self.runnable, inputs, call, ran=True)
             if cmp.ok:
                 return None
             status = "mismatch"
-            if self.in_memory is not None and self._state_check(self.in_memory, inputs, call)[0].ok:
+            if self.in_memory is not None and self._state_check(self.in_memory, inputs, call, ran=False)[0].ok:
                 status = "roundtrip_mismatch"
         except Exception as exc:  # noqa: BLE001 - the artifact raised on its second call
             return Failure("run_error", draw, args, kwargs, error=exc, path=call.path)
