@@ -129,6 +129,7 @@ def _state_lost(check: Check, failure: Failure, stats: Stats, summary: Any) -> O
     result = check.result
     result.max_abs_err, result.max_rel_err = cmp.max_abs, cmp.max_rel
     at_recorded = "" if check.mutates_state else " (the recorded call left it unchanged)"
+    kind: CauseKind
     compared = (
         f"the {name} artifact's buffers after the input differ from eager's"
         if what == "buffers"
@@ -140,16 +141,16 @@ def _state_lost(check: Check, failure: Failure, stats: Stats, summary: Any) -> O
             f"one does not: {compared.replace(f'the {name} artifact', 'the loaded artifact')}, both called the same "
             "number of times from the same state."
         )
-        headline, kind, remedy = f"The {name} artifact changed in the save/load round trip {check.header}", "roundtrip", (
-            f'Save the buffers {state} with the artifact (persistent=True), or mark it known with xfail={{"{name}": "reason"}}'
-        )
+        headline, kind = f"The {name} artifact changed in the save/load round trip {check.header}", "roundtrip"
+        remedy = f'Save the buffers {state} with the artifact (persistent=True), or mark it known with xfail={{"{name}": "reason"}}'
         result.findings.append(Finding("side_effects", f"{name} loses the state update of {state} in the save/load round trip"))
     else:
         cause = (
             f"forward updates {state} on this input{at_recorded}; the {name} artifact does not keep the update: "
             f"{compared} (each started from the module's initial state)."
         )
-        headline, kind, remedy = f"Side effects differ from eager {check.header}", "side_effects", (
+        headline, kind = f"Side effects differ from eager {check.header}", "side_effects"
+        remedy = (
             "Return the updated state as an output instead of keeping it in a buffer, or use a backend that keeps "
             f'buffers (export, script); or mark it known with xfail={{"{name}": "reason"}}'
         )
@@ -164,7 +165,7 @@ def _state_lost(check: Check, failure: Failure, stats: Stats, summary: Any) -> O
         *_reproduce(check, failure),
         remedy,
     ]
-    return Outcome(failure.status, "\n".join(lines), cause, kind)  # type: ignore[arg-type]
+    return Outcome(failure.status, "\n".join(lines), cause, kind)
 
 
 def _numbers(result: Result, failure: Failure) -> tuple[list[str], dict[str, float] | None]:

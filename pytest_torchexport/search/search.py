@@ -66,12 +66,12 @@ class Search:
         self.shared = check.shared if not (check.mutates_state or check.mutates_input or check.steps) else None
         # A stateful module: eager restarts from its initial state on each input, so must the
         # artifact (its state after load), or every example would see a longer history.
-        # [State After Every Input] Every module artifact, not only where the recorded call changed
-        # a buffer: an update that is a no-op at the recorded call (zeros) is not one on a drawn
-        # input, and the loaded and in-memory artifacts must each start every input from the same
-        # state, or the round trip is judged on how often each was called.
-        # Taken when the first input changes eager's state (``_seen_state``): until then a faithful
-        # artifact's state is its initial one, and a stateless model pays no copy and no restore.
+        # [State After Every Input] Not only where the recorded call changed a buffer: an update
+        # that is a no-op at the recorded call (zeros) is not one on a drawn input, and the loaded
+        # and in-memory artifacts must each start every input from the same state, or the round
+        # trip is judged on how often each was called. The snapshots are taken when the first
+        # input changes eager's state (``_seen_state``): until then a faithful artifact's state is
+        # its initial one, and a model no input changes pays no copy and no restore.
         self._snapshots: list[tuple[Any, Any]] = []
         self.updated: set[str] = set()  # the buffers eager updated on some input
         if check.mutates_state:
@@ -199,7 +199,7 @@ class Search:
             self._run(artifact, args, kwargs)
         target = self.check.backend.artifact_module(artifact)
         mine = dict(target.named_buffers()) if target is not None else {}
-        kept = {}
+        kept: dict[str, Any] = {}
         for name in call.state:
             found = mine.get(name)
             if found is None:  # a wrapper prefixes names (module.acc)
