@@ -1,9 +1,11 @@
 """Stateful modules: eager and every artifact start each example from the same state."""
 
+import pytest
 import torch
 from helpers import run_with_report
 from torch import nn
 
+from pytest_torchexport import ExportMismatch, check
 from pytest_torchexport.engine.pipeline import Session, run
 from pytest_torchexport.options import Options
 
@@ -113,3 +115,129 @@ def test_one_call_that_updates_a_buffer_is_replayed(tester):
         assert not any(f["kind"] == "side_effects" for f in rows[name]["findings"])
         assert "roundtrip" not in rows[name]["message"]
     result.assert_outcomes(passed=2, failed=3)
+
+
+NO_OP_AT_THE_RECORDED_CALL = """
+import pytest
+import torch
+from torch import nn
+
+
+class Acc(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("acc", torch.zeros(4))
+
+    def forward(self, x):
+        self.acc += x.sum(0)
+        self.acc = self.acc * self.acc
+        return x + self.acc
+
+
+@pytest.mark.torchexport(backends=["onnx", "export"])
+def test_acc():
+    Acc().eval()(torch.zeros(3, 4))  # on zeros the update is a no-op: acc stays 0
+"""
+
+
+def test_state_is_compared_after_every_input_not_only_the_recorded_call(tester):
+    # [State After Every Input] The recorded call leaves acc at 0, so the prelude sees no state
+    # change; a drawn input does change it. ONNX keeps no buffers: its second call on that input
+    # differs from eager's, a side-effects mismatch naming acc. export keeps the update, and its
+    # loaded and in-memory artifacts start every input from the same state: a pass, not a
+    # roundtrip_mismatch (as it was when each was called a different number of times).
+    tester.makepyfile(test_acc=NO_OP_AT_THE_RECORDED_CALL)
+    result, rows = run_with_report(tester)
+    assert {name: r["status"] for name, r in rows.items()} == {"onnx": "mismatch", "export": "pass"}, rows
+    onnx = rows["onnx"]
+    assert onnx["message"].startswith("Side effects differ from eager [backend=onnx, device=cpu] (Acc)")
+    assert "forward updates acc on this input (the recorded call left it unchanged)" in onnx["message"]
+    assert "State compared: acc (second call)" in onnx["message"]
+    assert onnx["cause_kind"] == "side_effects"
+    assert onnx["max_abs_err"] > 0.1
+    assert any(f["kind"] == "side_effects" and "acc" in f["detail"] for f in onnx["findings"])
+    assert not any(f["kind"] == "side_effects" for f in rows["export"]["findings"])
+    assert rows["export"]["examples"] >= 5
+    for row in rows.values():
+        assert any(f["kind"] == "mutates_state" and "not at the recorded call: acc" in f["detail"] for f in row["findings"])
+    result.assert_outcomes(passed=1, failed=1)
+
+
+class KeepsNoState(nn.Module):
+    """Drops the update like ONNX does: a third-party backend's artifact with buffers of other names."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("acc", torch.zeros(4))
+
+    def forward(self, x):
+        self.acc += x.sum(0)
+        self.acc = self.acc * self.acc
+        return x + self.acc
+
+
+class Frozen(nn.Module):
+    """The artifact: the same outputs on one call from the initial state, its buffer never updated."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("acc", torch.zeros(4))
+
+    def forward(self, x):
+        new = (self.acc + x.sum(0)) ** 2
+        return x + new
+
+
+def test_a_module_artifact_is_judged_by_its_buffers():
+    # The artifact has a buffer of the updated name: its value after the input is compared with
+    # eager's, so no second call is needed to see the update was dropped.
+    from helpers import Pickled
+
+    class Dropping(Pickled):
+        name = "dropping"
+
+        def export(self, module, args, kwargs, ctx):
+            return Frozen()
+
+    with pytest.raises(ExportMismatch) as raised:
+        check(KeepsNoState().eval(), (torch.zeros(2, 4),), backends=[Dropping()], examples=6)
+    (row,) = raised.value.report.results
+    assert row.status == "mismatch", row.message
+    assert "State compared: acc (buffers)" in row.message
+    assert "the dropping artifact's buffers after the input differ from eager's" in row.message
+
+
+STATELESS = """
+import pytest
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.bn = nn.BatchNorm1d(4)
+        self.register_buffer("scale", torch.full((4,), 2.0))
+
+    def forward(self, x):
+        return self.bn(self.fc(x)) * self.scale
+
+
+@pytest.mark.torchexport(backends=["onnx", "export", "trace"])
+def test_net():
+    torch.manual_seed(0)
+    Net().eval()(torch.randn(3, 4))
+"""
+
+
+def test_a_module_whose_buffers_no_input_changes_keeps_its_verdicts(tester):
+    # Buffers (BatchNorm's running statistics, a constant) that no input changes: no state is
+    # compared, no state finding, every backend passes as before.
+    tester.makepyfile(test_net=STATELESS)
+    result, rows = run_with_report(tester)
+    assert {name: r["status"] for name, r in rows.items()} == {"onnx": "pass", "export": "pass", "trace": "pass"}
+    for row in rows.values():
+        assert not any(f["kind"] in ("mutates_state", "side_effects") for f in row["findings"]), row["findings"]
+        assert row["examples"] >= 5
+    result.assert_outcomes(passed=3)

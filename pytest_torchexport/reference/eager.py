@@ -13,7 +13,7 @@ import sys
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
@@ -42,6 +42,9 @@ class EagerCall:
     seconds: float = 0.0
     #: Bytes the call grew the process by at its peak (``Footprint``); None where not measured.
     peak_bytes: int | None = None
+    #: [State After Every Input] The buffers this call updated, as it left them (a call made with
+    #: ``restore=True``); empty where it updated none, whatever the recorded call did.
+    state: dict[str, Any] = field(default_factory=dict)
 
 
 def copy_module(module: torch.nn.Module) -> torch.nn.Module:
@@ -141,8 +144,9 @@ class Eager:
         now = self.module.state_dict()
         return [k for k, v in self._initial.items() if k in now and not equal_trees(v, now[k])]
 
-    def restore(self) -> None:
-        stateful.restore(self.module, self._initial, parameters=True)
+    def restore(self, kept: dict[str, Any] | None = None) -> None:
+        """The initial state put back; ``kept``: filled with what the last call changed (stateful.restore)."""
+        stateful.restore(self.module, self._initial, parameters=True, kept=kept)
 
     def __call__(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], *, rng_seed: int = 0, trace_lines: bool = False,
@@ -175,9 +179,17 @@ class Eager:
                 if tracer:
                     tracer.stop()
         peak = footprint.stop() if footprint else None
+        state: dict[str, Any] = {}
         if restore:
-            self.restore()
-        return EagerCall(out, (a, k), getattr(tracer, "lines", None), seconds=seconds, peak_bytes=peak)
+            self.restore(kept=state)
+        return EagerCall(out, (a, k), getattr(tracer, "lines", None), seconds=seconds, peak_bytes=peak, state=state)
+
+    def again(self, args: tuple[Any, ...], kwargs: dict[str, Any], state: dict[str, Any]) -> Any:
+        """[State After Every Input] The outputs of a second call on the same inputs, from ``state``
+        (the buffers the first call left); the initial state is put back after."""
+        with torch.no_grad():
+            stateful.restore(self.module, state)
+        return self(args, kwargs).outputs
 
 
 def run_artifact(run: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], rng_seed: int = 0) -> tuple[Any, Any]:

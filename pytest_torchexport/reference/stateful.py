@@ -28,8 +28,13 @@ def snapshot(module: Any, *, parameters: bool = False) -> dict[str, torch.Tensor
     return {k: v.detach().clone() for k, v in tensors.items()}
 
 
-def restore(module: Any, saved: dict[str, torch.Tensor] | None, *, parameters: bool = False) -> None:
-    """Put back what ``snapshot`` took: each tensor of the same name and shape that differs."""
+def restore(
+    module: Any, saved: dict[str, torch.Tensor] | None, *, parameters: bool = False, kept: dict[str, torch.Tensor] | None = None,
+) -> None:
+    """Put back what ``snapshot`` took: each tensor of the same name and shape that differs.
+
+    [State After Every Input] ``kept``: filled with a copy of each tensor put back, as it was (the
+    state a call left behind), at no extra comparison."""
     if saved is None or not isinstance(module, torch.nn.Module):
         return
     tensors = module.state_dict() if parameters else dict(module.named_buffers())
@@ -37,6 +42,8 @@ def restore(module: Any, saved: dict[str, torch.Tensor] | None, *, parameters: b
         for k, v in tensors.items():
             old = saved.get(k)
             if old is not None and v.shape == old.shape and not torch.equal(v, old):
+                if kept is not None:
+                    kept[k] = v.detach().clone()
                 v.copy_(old)
 
 

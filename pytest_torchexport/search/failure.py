@@ -30,6 +30,9 @@ class Failure:
     no_localization: str | None = None  # why diverges_at is missing, where localisation was tried
     runtime_optimizer: Any = None  # causes.RuntimeOptimizer: the input passes with onnxruntime's optimizer off
     shipped_step: Any = None  # causes.ShippedStep: the first post-processing step after which the input fails
+    #: [State After Every Input] (the buffers the input updated, "buffers" or "second call"): the
+    #: outputs matched, the state the artifact kept did not
+    state: tuple[list[str], str] | None = None
 
 
 #: [Per Input] Entries kept per check: the default search's inputs (25 drawn, about 8 explicit)

@@ -95,6 +95,8 @@ def explain_failure(check: Check, failure: Failure, stats: Stats, export_path: A
     result, name, header = check.result, check.name, check.header
     summary = summarize(failure.args, failure.kwargs, check.plan)
     result.failing_example = {"inputs": summary, "draw": failure.draw.describe()}
+    if failure.state is not None:
+        return _state_lost(check, failure, stats, summary)
     headline = {
         "mismatch": f"Exported outputs differ from eager {header}",
         "run_error": (
@@ -115,6 +117,54 @@ def explain_failure(check: Check, failure: Failure, stats: Stats, export_path: A
     if cause:
         lines.append(f"Likely cause: {cause}")
     lines += _reproduce(check, failure) + _remedy(failure, name, passes_with, result)
+    return Outcome(failure.status, "\n".join(lines), cause, kind)
+
+
+def _state_lost(check: Check, failure: Failure, stats: Stats, summary: Any) -> Outcome:
+    """[State After Every Input] The outputs matched eager's on the failing input; the state the
+    artifact kept after it did not (or its second call from that state shows it did not)."""
+    assert failure.state is not None and failure.comparison is not None
+    names, what = failure.state
+    state, name, cmp = ", ".join(names[:3]), check.name, failure.comparison
+    result = check.result
+    result.max_abs_err, result.max_rel_err = cmp.max_abs, cmp.max_rel
+    at_recorded = "" if check.mutates_state else " (the recorded call left it unchanged)"
+    kind: CauseKind
+    compared = (
+        f"the {name} artifact's buffers after the input differ from eager's"
+        if what == "buffers"
+        else "a second call on the same input, from the state the first left, differs from eager's second call"
+    )
+    if failure.status == "roundtrip_mismatch":
+        cause = (
+            f"forward updates {state} on this input{at_recorded}; the in-memory artifact keeps the update and the loaded "
+            f"one does not: {compared.replace(f'the {name} artifact', 'the loaded artifact')}, both called the same "
+            "number of times from the same state."
+        )
+        headline, kind = f"The {name} artifact changed in the save/load round trip {check.header}", "roundtrip"
+        remedy = f'Save the buffers {state} with the artifact (persistent=True), or mark it known with xfail={{"{name}": "reason"}}'
+        result.findings.append(Finding("side_effects", f"{name} loses the state update of {state} in the save/load round trip"))
+    else:
+        cause = (
+            f"forward updates {state} on this input{at_recorded}; the {name} artifact does not keep the update: "
+            f"{compared} (each started from the module's initial state)."
+        )
+        headline, kind = f"Side effects differ from eager {check.header}", "side_effects"
+        remedy = (
+            "Return the updated state as an output instead of keeping it in a buffer, or use a backend that keeps "
+            f'buffers (export, script); or mark it known with xfail={{"{name}": "reason"}}'
+        )
+        result.findings.append(Finding("side_effects", f"{name} loses the state update of {state} on inputs that change it"))
+    lines = [
+        headline,
+        f"Failed on {stats.failed} of {stats.examples} inputs tried (search and shrinking); smallest failing input:",
+        f"  {describe_inputs(summary)}",
+        f"State compared: {', '.join(names[:5])} ({what})",
+        *cmp.lines(),
+        f"Likely cause: {cause}",
+        *_reproduce(check, failure),
+        remedy,
+    ]
     return Outcome(failure.status, "\n".join(lines), cause, kind)
 
 

@@ -18,10 +18,11 @@ import torch
 from ..backends.base import Backend
 from ..inputs.strategies import Draw, materialize
 from ..reference import stateful
-from ..reference.compare import Comparison, flatten, tolerances_for
+from ..reference.compare import Comparison, compare, flatten, tolerances_for
 from ..reference.eager import EagerCall
 from ..reference.noise import Float64Reference, NoiseVerdict, judge_noise, noise_finding
 from ..results.outcome import Outcome, Stop
+from ..results.report import Finding
 from ..stages.check import Check
 from ..stages.exporting import quiet_call
 from ..stages.shared_search import ALWAYS, budget_row, explicit_draws, hypothesis_home, hypothesis_test
@@ -65,9 +66,16 @@ class Search:
         self.shared = check.shared if not (check.mutates_state or check.mutates_input or check.steps) else None
         # A stateful module: eager restarts from its initial state on each input, so must the
         # artifact (its state after load), or every example would see a longer history.
-        targets = [check.backend.artifact_module(a) for a in (self.runnable, self.in_memory)
-                   if check.mutates_state and a is not None]
-        self._snapshots = [(t, stateful.snapshot(t)) for t in targets]
+        # [State After Every Input] Not only where the recorded call changed a buffer: an update
+        # that is a no-op at the recorded call (zeros) is not one on a drawn input, and the loaded
+        # and in-memory artifacts must each start every input from the same state, or the round
+        # trip is judged on how often each was called. The snapshots are taken when the first
+        # input changes eager's state (``_seen_state``): until then a faithful artifact's state is
+        # its initial one, and a model no input changes pays no copy and no restore.
+        self._snapshots: list[tuple[Any, Any]] = []
+        self.updated: set[str] = set()  # the buffers eager updated on some input
+        if check.mutates_state:
+            self._take_snapshots()
         # [Noise Oracle] (noise.py): judged only where the plain comparison fails.
         self._float64 = Float64Reference(check.eager)
         self._strict = check.rtol is not None or check.atol is not None or check.options.compare is not None
@@ -101,6 +109,17 @@ class Search:
             stateful.restore(target, snapshot)
         return self.check.run(artifact, args, kwargs)[0]
 
+    def _take_snapshots(self) -> None:
+        targets = [self.check.backend.artifact_module(a) for a in (self.runnable, self.in_memory) if a is not None]
+        self._snapshots = [(t, stateful.snapshot(t)) for t in targets if t is not None]
+
+    def _seen_state(self, call: EagerCall) -> None:
+        """[State After Every Input] An input changed eager's buffers: from now on every artifact call
+        starts from the initial state, as eager's do."""
+        if call.state and not self.updated and not self.check.mutates_state:
+            self._take_snapshots()
+        self.updated.update(call.state)
+
     def _oracle(self, draw: Draw, inputs: tuple[Any, Any], expected: Any, actual: Any, cmp: Comparison) -> NoiseVerdict:
         reference = self._float64(draw, *inputs)
         if reference is None:
@@ -133,6 +152,7 @@ class Search:
             call = self._expected(draw, args, kwargs)
         except Exception:  # noqa: BLE001 - eager rejects the input
             raise Rejected from None
+        self._seen_state(call)
         t0 = time.perf_counter()
         try:
             actual = self._run(self.runnable, args, kwargs)
@@ -151,6 +171,8 @@ class Search:
         t0 = time.perf_counter()
         within = cmp.ok or self._within_noise(draw, (args, kwargs), call.outputs, actual, cmp)
         self.stats.compare_s += time.perf_counter() - t0
+        if within and call.state:
+            return call, self._state_after(draw, (args, kwargs), call), cmp
         if within:
             return call, None, cmp
         verdict = self.verdict
@@ -165,6 +187,49 @@ class Search:
             roundtrip = self.check.compare(mem, actual, custom=False)
             return call, Failure("roundtrip_mismatch", draw, args, kwargs, comparison=roundtrip, path=call.path), cmp
         return call, Failure("mismatch", draw, args, kwargs, comparison=cmp, path=call.path, noise=verdict), cmp
+
+    def _state_check(self, artifact: Any, inputs: tuple[Any, Any], call: EagerCall, ran: bool) -> tuple[Comparison, str]:
+        """[State After Every Input] ``artifact`` from the initial state on ``inputs``, then what it
+        kept against what eager kept (``call.state``): its buffers of those names where it has them
+        (trace, script, export), else the outputs of a second call on the same inputs (ONNX keeps no
+        buffers: a dropped update shows there). (The comparison, what was compared.) ``ran``: the
+        artifact has just run on ``inputs`` from the initial state (the search's own call)."""
+        args, kwargs = inputs
+        if not ran:
+            self._run(artifact, args, kwargs)
+        target = self.check.backend.artifact_module(artifact)
+        mine = dict(target.named_buffers()) if target is not None else {}
+        kept: dict[str, Any] = {}
+        for name in call.state:
+            found = mine.get(name)
+            if found is None:  # a wrapper prefixes names (module.acc)
+                found = next((v for k, v in mine.items() if k.endswith("." + name)), None)
+            if found is not None:
+                kept[name] = found.detach().clone()
+        if len(kept) == len(call.state):
+            return compare(call.state, kept, rtol=self.check.rtol, atol=self.check.atol), "buffers"
+        actual = self.check.run(artifact, args, kwargs)[0]  # the second call, from the state the first left
+        expected = self.eager.again(args, kwargs, call.state)
+        return self.check.compare(expected, actual), "second call"
+
+    def _state_after(self, draw: Draw, inputs: tuple[Any, Any], call: EagerCall) -> Failure | None:
+        """[State After Every Input] On an input that updates the module's state, the artifact must
+        keep the same state, each starting from the initial one; the round trip is blamed only where
+        the in-memory artifact, called the same number of times from the same state, keeps it."""
+        args, kwargs = inputs
+        t0 = time.perf_counter()
+        try:
+            cmp, what = self._state_check(self.runnable, inputs, call, ran=True)
+            if cmp.ok:
+                return None
+            status = "mismatch"
+            if self.in_memory is not None and self._state_check(self.in_memory, inputs, call, ran=False)[0].ok:
+                status = "roundtrip_mismatch"
+        except Exception as exc:  # noqa: BLE001 - the artifact raised on its second call
+            return Failure("run_error", draw, args, kwargs, error=exc, path=call.path)
+        finally:
+            self.stats.run_s += time.perf_counter() - t0
+        return Failure(status, draw, args, kwargs, comparison=cmp, path=call.path, state=(sorted(call.state), what))
 
     def judge(self, draw: Draw) -> Failure | None:
         """Attempt ``draw`` and count it in the statistics; its failure or None. Raises ``Rejected``."""
@@ -354,6 +419,12 @@ class Search:
             result.extra["per_input"] = stats.per_input
         result.extra["rejected_examples"] = stats.rejected
         result.extra["paths"] = len(stats.paths)
+        if self.updated and not self.check.mutates_state:
+            result.findings.append(Finding(
+                "mutates_state",
+                f"forward updates module state on some inputs, not at the recorded call: {', '.join(sorted(self.updated)[:5])} "
+                "(compared after each such input)",
+            ))
         vacuous_finding(result, stats)
         rejection_finding(result, stats, self.plan)
         noise_finding(result, self.noise, stats.examples)
@@ -388,7 +459,7 @@ class Search:
         t0 = time.perf_counter()
         if causes.shipped_step(failure, self.check.post, self.still_fails_on):
             self.result.timings["shipped_step_s"] = time.perf_counter() - t0
-        if failure.noise is None and failure.status == "mismatch" and failure.comparison is not None:
+        if failure.noise is None and failure.status == "mismatch" and failure.comparison is not None and not failure.state:
             # Explicit tolerances stay strict, but the message says whether this is rounding.
             actual = self._run(self.runnable, failure.args, failure.kwargs)
             expected = self._expected(failure.draw, failure.args, failure.kwargs).outputs
@@ -399,6 +470,8 @@ class Search:
         """[Localisation] Once, on the shrunk input: the first module that diverges (localize.py)."""
         if failure.status not in ("mismatch", "roundtrip_mismatch") or failure.comparison is None or failure.guard:
             return
+        if failure.state:
+            return  # the state an input left, not one forward's outputs: no module to walk
         if failure.comparison.custom_message is not None or failure.comparison.problem is not None:
             return  # compare= or a structural difference: no per-module numbers to compare
         if failure.noise is not None and failure.noise.rounding:
