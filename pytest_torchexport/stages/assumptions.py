@@ -102,7 +102,9 @@ def recorded_size_export(check: Check) -> None:
     at = ", ".join(f"{d}={s}" for d, s in sorted(small.items()))
     name = result.backend
     if failure is not None:
-        why = explain.trim_error(failure, limit=2).splitlines()
+        # trim_error ends a cut message with a "..." line: the reason is the last line before it.
+        lines = explain.trim_error(failure, limit=2).splitlines()
+        why = [line.strip() for line in lines if line.strip() not in ("", "...")]
         detail = f"fails ({why[-1][:200] if why else type(failure).__name__})"
     else:
         static = {dim for _, _, dim, _ in plan.static_in(quiet_call(backend.input_shapes, artifact))}
