@@ -290,3 +290,22 @@ def test_the_page_in_a_real_browser(page_file, report_run, tmp_path):
         assert browser.requests == [url], browser.requests
     finally:
         browser.close()
+
+
+def test_the_migration_panel_names_the_method_checked():
+    """A test that checks ``ResNet.forward_intermediates`` migrates that method, not ``forward``:
+    the panel keeps it apart from the same class's forward rows."""
+    from pytest_torchexport.results.html import migration
+
+    def row(backend, status, method=None):
+        r = {"nodeid": f"t.py::test_m[torchexport-{backend}]", "test": "t.py::test_m", "module": "ResNet",
+             "backend": backend, "device": "cpu", "status": status}
+        return {**r, "method": method} if method else r
+
+    rows = [row("script", "export_error", "forward_intermediates"), row("export", "pass", "forward_intermediates"),
+            row("trace", "pass")]
+    panel = {m["module"]: m for m in migration(rows)}
+    assert set(panel) == {"ResNet.forward_intermediates", "ResNet"}
+    assert panel["ResNet.forward_intermediates"]["torchscript"] == {"script": "export_error"}
+    assert panel["ResNet.forward_intermediates"]["ready"] is True
+    assert panel["ResNet"]["export"] is None

@@ -237,7 +237,9 @@ def migration(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     groups: dict[tuple[str, str, str], dict[str, Result]] = {}
     for row in rows:
         r = Result.from_dict(row)
-        groups.setdefault((_test(r), r.module, r.device), {})[r.backend] = r
+        # The method is part of what migrates: ResNet.forward_intermediates is not ResNet.forward.
+        module = r.module + (f".{row['method']}" if row.get("method") else "")
+        groups.setdefault((_test(r), module, r.device), {})[r.backend] = r
     out = []
     for (test, module, device), by_backend in groups.items():
         scripted = {b: by_backend[b].status for b in TORCHSCRIPT if b in by_backend}
