@@ -65,3 +65,17 @@ def _exporters_warmed_up():
         runner.warm_up(name, BUILTIN_BACKENDS[name], now=True)
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU()).eval()
     check(model, (torch.randn(2, 4),), backends=backends, examples=1)
+
+
+@pytest.fixture
+def not_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A local run: hypothesis explores (no derandomize), as it does without CI."""
+    try:
+        from hypothesis._settings import _CI_VARS  # the variables hypothesis reads for CI
+    except ImportError:  # pragma: no cover - a hypothesis that moved it
+        _CI_VARS = {"CI": None}
+    for name in _CI_VARS:
+        monkeypatch.delenv(name, raising=False)
+    from pytest_torchexport._compat import is_in_ci
+
+    assert not is_in_ci()
