@@ -175,10 +175,11 @@ def nested_round_trip(backend: Backend, directory, batch: int):
         return files, loaded, backend.run(loaded, (y,), {}), module(y)
 
 
-def checked(module, args, backends, kwargs=None, **options) -> dict:
-    """The engine run on `module.eval()(*args, **kwargs)` as `check()` runs it, without raising:
+def checked(module, args, backends, kwargs=None, *, eval_mode: bool = False, **options) -> dict:
+    """The engine run on `module(*args, **kwargs)` as `check()` runs it, without raising:
     {backend: Result}. `backends` are names or `Backend` objects (registered for this run);
-    `options` are the marker's plus `isolation`, `repro_dir`, ..."""
+    `options` are the marker's plus `isolation`, `repro_dir`, ...; `eval_mode=True` puts the
+    module in eval mode first (left as given, a training-mode module gets its finding)."""
     from pytest_torchexport.engine.pipeline import Session, run
     from pytest_torchexport.options import Options
 
@@ -186,10 +187,10 @@ def checked(module, args, backends, kwargs=None, **options) -> dict:
     session.backends = {**session.backends, **{b.name: b for b in backends if not isinstance(b, str)}}
     names = [b if isinstance(b, str) else b.name for b in backends]
     opts = Options.build(valid_backends=tuple(session.backends), backends=names, **options)
-    return run(module.eval(), args, kwargs, opts, session).by_backend()
+    return run(module.eval() if eval_mode else module, args, kwargs, opts, session).by_backend()
 
 
-def checked_one(module, args, backend: str, kwargs=None, **options):
+def checked_one(module, args, kwargs=None, *, backend: str, **options):
     """`checked` on one backend: its Result."""
     return checked(module, args, [backend], kwargs, **options)[backend]
 

@@ -27,7 +27,7 @@ class Gated(nn.Module):
         return -x
 
 
-results = functools.partial(checked, examples=4, isolation="inline", seed=0)
+results = functools.partial(checked, examples=4, isolation="inline", seed=0, eval_mode=True)
 
 
 def _levels_differ(module, x):

@@ -29,7 +29,7 @@ EX = 8
 
 
 # isolation="inline" where a test watches forward's calls: in a check's child they are not seen here.
-results = functools.partial(checked, examples=EX)
+results = functools.partial(checked, examples=EX, eval_mode=True)
 
 
 def test_batch_of_one_branch():

@@ -171,7 +171,7 @@ class _Hasher:
             if isinstance(sub, (torch.jit.ScriptModule, torch.fx.GraphModule)):
                 try:  # its generated code: a ScriptModule's Python attributes are C++ handles
                     self._w("code", sub.code)
-                except Exception:  # noqa: BLE001 - a ScriptModule without forward has no code
+                except (AttributeError, RuntimeError):  # no forward (ScriptModule); not generated yet (fx)
                     self._w("no-code")
             if isinstance(sub, torch.jit.ScriptModule):
                 self._w("training", sub.training)
