@@ -85,3 +85,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytes
             f"{','.join(sorted(required))} says it must run in this environment"
         )
     return report
+
+
+@pytest.fixture
+def not_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A local run: hypothesis explores (no derandomize), as it does without CI."""
+    try:
+        from hypothesis._settings import _CI_VARS  # the variables hypothesis reads for CI
+    except ImportError:  # pragma: no cover - a hypothesis that moved it
+        _CI_VARS = {"CI": None}
+    for name in _CI_VARS:
+        monkeypatch.delenv(name, raising=False)
+    from pytest_torchexport._compat import is_in_ci
+
+    assert not is_in_ci()

@@ -173,3 +173,28 @@ def nested_round_trip(backend: Backend, directory, batch: int):
         files = backend.save(backend.export(module, (x,), {}, ctx), directory)
         loaded = backend.load(directory, ctx)
         return files, loaded, backend.run(loaded, (y,), {}), module(y)
+
+
+def checked(module, args, backends, kwargs=None, *, eval_mode: bool = False, **options) -> dict:
+    """The engine run on `module(*args, **kwargs)` as `check()` runs it, without raising:
+    {backend: Result}. `backends` are names or `Backend` objects (registered for this run);
+    `options` are the marker's plus `isolation`, `repro_dir`, ...; `eval_mode=True` puts the
+    module in eval mode first (left as given, a training-mode module gets its finding)."""
+    from pytest_torchexport.engine.pipeline import Session, run
+    from pytest_torchexport.options import Options
+
+    session = Session()
+    session.backends = {**session.backends, **{b.name: b for b in backends if not isinstance(b, str)}}
+    names = [b if isinstance(b, str) else b.name for b in backends]
+    opts = Options.build(valid_backends=tuple(session.backends), backends=names, **options)
+    return run(module.eval() if eval_mode else module, args, kwargs, opts, session).by_backend()
+
+
+def checked_one(module, args, kwargs=None, *, backend: str, **options):
+    """`checked` on one backend: its Result."""
+    return checked(module, args, [backend], kwargs, **options)[backend]
+
+
+def kinds(result) -> set[str]:
+    """The kinds of a row's findings."""
+    return {f.kind for f in result.findings}

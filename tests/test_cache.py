@@ -418,3 +418,34 @@ def test_a_module_holding_fx_code_keeps_its_key_whatever_ran_before():
     assert Holder(2.0).fn.graph._co_fields["co_filename"].startswith("<eval_with_key>.")
     assert key(Holder(2.0)) == first
     assert key(Holder(3.0)) != first  # what the generated code does is still keyed
+
+
+def test_every_library_whose_files_are_not_hashed_has_its_version_in_the_key():
+    """[Versioned Not Hashed] A file ``sources.hashed`` skips must be covered by a version in the key,
+    or an upgrade of that library would reuse a stale pass. Both read ``sources.VERSIONED``; this
+    holds the names in it to what they claim: each import name is installed by its distribution
+    (a typo on either side would skip files without versioning them), and the key's versions are
+    exactly those distributions."""
+    import importlib
+    from importlib import metadata
+
+    from pytest_torchexport.cache import fingerprint, sources
+
+    owners = metadata.packages_distributions()
+    for distribution, module in sources.VERSIONED:
+        if module == "pytest_torchexport":
+            continue  # a development checkout is on PYTHONPATH, not installed: keyed by plugin_digest()
+        try:
+            metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            continue  # an optional library not installed here
+        assert distribution in owners.get(module, []), f"{distribution} installs no top-level {module!r}"
+        path = importlib.import_module(module).__file__
+        assert not sources.hashed(path), f"{module} is versioned in the key but its files are hashed"
+
+    versions = next(v for v in fingerprint.environment() if isinstance(v, tuple))
+    assert [name for name, _ in versions] == [distribution for distribution, _ in sources.VERSIONED]
+    # a library not in the list is hashed, file by file (torch's own dependency, sympy)
+    import sympy
+
+    assert sources.hashed(sympy.__file__)

@@ -5,15 +5,15 @@ statuses come from one module-scoped batch of checks and the plugin path from tw
 pytester runs.
 """
 
+import functools
+
 import pytest
 import torch
-from helpers import assert_selected_on_the_command_line, installed, nested_round_trip, run_without
+from helpers import assert_selected_on_the_command_line, checked_one, installed, nested_round_trip, run_without
 from models import MLP, Gate, Nested
 from torch import nn
 
 from pytest_torchexport.backends.executorch import FILENAME, ExecutorchBackend
-from pytest_torchexport.engine.pipeline import Session, run
-from pytest_torchexport.options import Options
 
 EX = 5
 
@@ -39,9 +39,7 @@ class Affine(nn.Module):
         return x * scale + bias
 
 
-def _result(module, args, kwargs=None, **options):
-    opts = Options.build(backends=["executorch"], examples=EX, **options)
-    return run(module, args, kwargs, opts, Session()).results[0]
+_result = functools.partial(checked_one, backend="executorch", examples=EX)
 
 
 @pytest.fixture(scope="module")

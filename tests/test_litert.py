@@ -7,15 +7,15 @@ conversion tests run where `pip install "pytest-torchexport[litert]"` was done (
 run so in a throwaway venv: see docs/backends.md).
 """
 
+import functools
+
 import pytest
 import torch
-from helpers import assert_required_but_unavailable, run_without
+from helpers import assert_required_but_unavailable, checked_one, run_without
 from models import MLP, Nested
 from torch import nn
 
 from pytest_torchexport.backends.litert import FILENAME, LiteRtBackend
-from pytest_torchexport.engine.pipeline import Session, run
-from pytest_torchexport.options import Options
 
 UNAVAILABLE = LiteRtBackend().unavailable_reason()
 needs_litert = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"litert is not installed: {UNAVAILABLE}")
@@ -28,11 +28,9 @@ class Gate(nn.Module):
         return torch.where(x.sum(-1, keepdim=True) > 0, x * 2, x - 1)
 
 
-def _result(module, args, kwargs=None, **options):
-    # Inline: litert-torch imports JAX, whose at-fork hook warns (RuntimeWarning, an error
-    # under this suite's filterwarnings) on every fork the process isolation makes.
-    opts = Options.build(backends=["litert"], examples=5, isolation="inline", **options)
-    return run(module, args, kwargs, opts, Session()).results[0]
+# Inline: litert-torch imports JAX, whose at-fork hook warns (RuntimeWarning, an error
+# under this suite's filterwarnings) on every fork the process isolation makes.
+_result = functools.partial(checked_one, backend="litert", examples=5, isolation="inline")
 
 
 def test_a_missing_package_is_a_skipped_row_with_the_install_line(tester):

@@ -5,18 +5,18 @@ passes, the message blames onnxruntime's optimizer, not the export. Every export
 goes through ``onnx.checker.check_model(full_check=True)``: a failure is a finding.
 """
 
+import functools
 import io
 
 import onnxruntime as ort
 import pytest
 import torch
+from helpers import checked, kinds
 from models import ManualLayerNorm
 from torch import nn
 
 from pytest_torchexport._compat import quiet_torch
 from pytest_torchexport.backends.onnx import FILENAME, LegacyOnnxBackend, OnnxSession, _InMemory
-from pytest_torchexport.engine.pipeline import Session, run
-from pytest_torchexport.options import Options
 
 
 class Gated(nn.Module):
@@ -27,18 +27,7 @@ class Gated(nn.Module):
         return -x
 
 
-def results(module, args, backends, **options):
-    torch.manual_seed(0)
-    session = Session()
-    session.backends = {**session.backends, **{b.name: b for b in backends if not isinstance(b, str)}}
-    names = [b if isinstance(b, str) else b.name for b in backends]
-    opts = Options.build(valid_backends=tuple(session.backends), backends=names,
-                         **{"examples": 4, "isolation": "inline", "seed": 0, **options})
-    return run(module.eval(), args, None, opts, session).by_backend()
-
-
-def kinds(result):
-    return [f.kind for f in result.findings]
+results = functools.partial(checked, examples=4, isolation="inline", seed=0, eval_mode=True)
 
 
 def _levels_differ(module, x):
@@ -83,7 +72,7 @@ def test_a_difference_made_by_onnxruntimes_optimizer_is_blamed_on_it(backend):
     )
     assert r.extra["runtime_optimizer"] == {"runtime": f"onnxruntime {version}", "deployed": "ORT_ENABLE_ALL",
                                             "passes_at": ["ORT_DISABLE_ALL"], "fails_from": "ORT_ENABLE_BASIC"}
-    assert 0 < r.timings["runtime_optimizer_s"] < 5
+    assert r.timings["runtime_optimizer_s"] > 0  # timed; what it cost is the levels it tried (above), not the clock
 
 
 def test_an_export_defect_is_not_blamed_on_the_optimizer():

@@ -5,11 +5,14 @@ PyTorch frontend), so the statuses come from one module-scoped batch of checks a
 plugin path from two short pytester runs.
 """
 
+import functools
+
 import pytest
 import torch
 from helpers import (
     assert_required_but_unavailable,
     assert_selected_on_the_command_line,
+    checked_one,
     installed,
     nested_round_trip,
     run_without,
@@ -18,8 +21,6 @@ from models import MLP, BakedReshape, Gate, Nested
 from torch import nn
 
 from pytest_torchexport.backends.openvino import FILENAME, OpenVinoBackend
-from pytest_torchexport.engine.pipeline import Session, run
-from pytest_torchexport.options import Options
 
 EX = 5
 SEQ = {"dims": {"batch": (1, 4), "seq": (2, 16)}, "dynamic": {0: {0: "batch", 1: "seq", 2: "seq"}}}
@@ -57,10 +58,8 @@ class Tokens(nn.Module):
         return {"h": self.emb(ids) * mask.unsqueeze(-1) * scale, "n": 3, "count": mask.sum(-1)}
 
 
-def _result(module, args, kwargs=None, **options):
-    # seed: one bfloat16 run on torch 2.14 failed once unseeded and was not reproduced in 16 seeded runs
-    opts = Options.build(backends=["openvino"], examples=EX, seed=0, **options)
-    return run(module, args, kwargs, opts, Session()).results[0]
+# seed: one bfloat16 run on torch 2.14 failed once unseeded and was not reproduced in 16 seeded runs
+_result = functools.partial(checked_one, backend="openvino", examples=EX, seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,13 @@
 """The float64 noise oracle: rounding passes as ``numeric_noise``, a defect stays a defect."""
 
 
+import functools
+
 import pytest
 import torch
-from helpers import run_with_report
+from helpers import checked, run_with_report
 from torch import nn
 
-from pytest_torchexport.engine.pipeline import Session, run
-from pytest_torchexport.options import Options
 
 # An EfficientNet-style segmentation net (BatchNorm, SiLU, squeeze-excitation, per-pixel
 # logits) with calibrated BatchNorm statistics. Fed images at +-4000, eager's own float32
@@ -138,9 +138,7 @@ class Norm(nn.Module):
         return self.fc(nn.functional.silu(self.norm(x)))
 
 
-def _results(module, args, backends, **options):
-    opts = Options.build(backends=backends, examples=6, seed=0, **options)
-    return run(module, args, None, opts, Session()).by_backend()
+_results = functools.partial(checked, examples=6, seed=0)
 
 
 def test_explicit_tolerances_stay_strict_but_say_it_is_rounding():

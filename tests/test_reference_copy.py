@@ -18,6 +18,7 @@ import importlib.util
 import os
 
 import pytest
+import torch
 from helpers import run_with_report
 
 HAND_BUILT = """
@@ -220,3 +221,26 @@ def test_torchvision_feature_extractor_of_an_eval_resnet_passes(tester):
         kinds = [f["kind"] for f in row["findings"]]
         assert "training_mode" not in kinds, row["findings"]
     result.assert_outcomes(passed=4)
+
+
+class _Refuses(torch.nn.Linear):
+    """A module whose ``__deepcopy__`` raises ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(2, 2)
+        self.error = error
+
+    def __deepcopy__(self, memo):
+        raise self.error
+
+
+def test_a_refused_copy_is_said_and_any_other_error_surfaces():
+    from pytest_torchexport.reference.eager import copy_as_called
+
+    module = _Refuses(TypeError("cannot pickle 'Handle' object"))
+    copied, why = copy_as_called(module)
+    assert copied is module
+    assert why == "its deep copy raised TypeError: cannot pickle 'Handle' object"
+    # Not a refusal to be copied but a bug (a plugin's own, or the copy's): never the live module quietly.
+    with pytest.raises(ZeroDivisionError, match="planted"):
+        copy_as_called(_Refuses(ZeroDivisionError("planted")))

@@ -333,7 +333,9 @@ def test_b():
 def test_a_session_of_several_tests_warms_the_exporters_once_before_the_first_child(tester, monkeypatch, select, repeats):
     # [Warm Once] Decided on the items left after -k: one test's checks keep their first use in
     # their children (nothing runs twice here), several pay it once, in this process.
-    monkeypatch.setattr(runner, "_repeats", not repeats)  # each session decides anew
+    # Observed at the runner's interface, what the session tells it, not at its private state.
+    told = []
+    monkeypatch.setattr(runner, "expect_repeats", told.append)
     tester.makepyfile(test_two=TWO_TESTS)
     tester.runpytest_inprocess("--collect-only", "-q", *(["-k", select] if select else []))
-    assert runner._repeats is repeats
+    assert told == [repeats]

@@ -2,14 +2,14 @@
 out after the export, the side-effect checks and the search run while it is answered, and
 its verdict joins the result at the end, the verdict it gave when it ran first."""
 
+import functools
 import threading
 
 import pytest
 import torch
+from helpers import checked_one
 
-from pytest_torchexport.engine.pipeline import Session, run
 from pytest_torchexport.isolation import loader
-from pytest_torchexport.options import Options
 from pytest_torchexport.stages import standalone
 
 
@@ -34,10 +34,7 @@ class WithOpAndBranch(torch.nn.Module):
         return y + 1 if x.sum() > 0 else y - 1
 
 
-def _result(model, args, **options):
-    options = {"backends": ["trace"], "examples": 10, "seed": 0, "isolation": "inline", **options}
-    (result,) = run(model, args, None, Options.build(**options), Session()).results
-    return result
+_result = functools.partial(checked_one, backend="trace", examples=10, seed=0, isolation="inline")
 
 
 def _no_thread_left():

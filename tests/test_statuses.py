@@ -1,7 +1,10 @@
 """Every status of the contract, reached by a module built to reach it, through check()."""
 
+import functools
+
 import pytest
 import torch
+from helpers import checked
 from models import MLP, BakedReshape, Counter, Gate, MutatesInput, Noisy, WithDropout, Zeros
 
 from pytest_torchexport import ExportMismatch, check
@@ -12,10 +15,7 @@ from pytest_torchexport.options import BUILTIN_BACKENDS, Options
 EX = 8
 
 
-def results(module, args, backends, **options):
-    """Run without raising; {backend: Result}."""
-    opts = Options.build(backends=backends, examples=EX, **options)
-    return run(module, args, None, opts, Session()).by_backend()
+results = functools.partial(checked, examples=EX)
 
 
 @pytest.fixture(scope="module")

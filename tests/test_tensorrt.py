@@ -10,19 +10,18 @@ the declared dims, the settings passed, the files written, outputs compared by t
 engine), not TensorRT's numbers.
 """
 
+import functools
 import inspect
 import sys
 import types
 
 import pytest
 import torch
-from helpers import linear_test, skipped_then_required
+from helpers import checked_one, linear_test, skipped_then_required
 from models import MLP, Nested
 
 from pytest_torchexport.backends import tensorrt as trt_backend
 from pytest_torchexport.backends.tensorrt import FILENAME, TensorRtBackend
-from pytest_torchexport.engine.pipeline import Session, run
-from pytest_torchexport.options import Options
 
 
 class FakeInput:
@@ -86,9 +85,7 @@ def mocked_gpu(monkeypatch):
     return calls
 
 
-def _result(module, args, **options):
-    opts = Options.build(backends=["tensorrt"], devices="cpu", examples=5, standalone=False, isolation="inline", **options)
-    return run(module, args, None, opts, Session()).results[0]
+_result = functools.partial(checked_one, backend="tensorrt", devices="cpu", examples=5, standalone=False, isolation="inline")
 
 
 def test_without_a_gpu_it_is_skipped_with_the_reason():

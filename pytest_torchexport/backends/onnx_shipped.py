@@ -57,18 +57,6 @@ class Stage:
     serve_level: str | None = None  # the session level it is served at; None: onnxruntime's default
 
 
-def step_names(shipped: Any) -> list[str]:
-    """The steps an ``options.ShippedOnnx`` asks for, in the order they run."""
-    names = []
-    if shipped.fp16 is not None:
-        names.append(_fp16_name(shipped.fp16))
-    if shipped.quantize is not None:
-        names.append(f"quantize={shipped.quantize.mode}")
-    if shipped.optimize is not None:
-        names.append(f"optimize={shipped.optimize}")
-    return names
-
-
 def unavailable_reason(shipped: Any) -> str | None:
     """What a step needs that is not installed here, with the install line."""
     if shipped is not None and shipped.fp16 is not None:

@@ -90,7 +90,7 @@ def _schema(scripted: Any) -> list[Any]:
     """forward's schema arguments, without ``self``."""
     try:
         return list(scripted.forward.schema.arguments)[1:]
-    except Exception:  # noqa: BLE001 - a ScriptModule without a compiled forward
+    except AttributeError:  # a ScriptModule without a compiled forward
         return []
 
 

@@ -2,7 +2,7 @@
 
 ``check_key`` digests, in the test's process before the check starts: the environment
 (this plugin's version and a digest of its own sources, Python, the platform, the versions
-of torch, onnx, onnxruntime, onnxscript, executorch, hypothesis, numpy and of a third-party
+of the libraries ``sources.VERSIONED`` lists, whose files are not hashed, and of a third-party
 backend's distribution, whether hypothesis sees CI), the backend as registered, the
 device, the test's name (the CI search is derandomized per test and backend), every field
 of the resolved ``Options``, the module tree (each submodule's class, its attributes, its
@@ -30,11 +30,10 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
+from .sources import VERSIONED
+
 #: Objects visited per key at most: a module whose attributes reach further is not cached.
 MAX_NODES = 200_000
-#: Distributions whose versions are in every key (besides the backend's own).
-LIBRARIES = ("torch", "onnx", "onnxruntime", "onnxscript", "onnx-ir", "executorch", "hypothesis", "numpy",
-             "pytest-torchexport")
 #: nn.Module attributes encoded on their own: the tensors and the submodules.
 _MODULE_SKIP = frozenset({"_parameters", "_buffers", "_modules"})
 #: [Process Counters] Names torch numbers with a process-wide counter: torch.fx's generated code
@@ -98,7 +97,7 @@ def environment() -> tuple[Any, ...]:
     """What every key of this process shares (computed once: versions do not change in a run)."""
     from .._compat import is_in_ci, package_version
 
-    versions = tuple((name, package_version(name)) for name in LIBRARIES)
+    versions = tuple((distribution, package_version(distribution)) for distribution, _ in VERSIONED)
 
     return (sys.version, sys.implementation.cache_tag, platform.platform(), platform.machine(), versions,
             plugin_digest(), is_in_ci())
@@ -172,7 +171,7 @@ class _Hasher:
             if isinstance(sub, (torch.jit.ScriptModule, torch.fx.GraphModule)):
                 try:  # its generated code: a ScriptModule's Python attributes are C++ handles
                     self._w("code", sub.code)
-                except Exception:  # noqa: BLE001 - a ScriptModule without forward has no code
+                except (AttributeError, RuntimeError):  # no forward (ScriptModule); not generated yet (fx)
                     self._w("no-code")
             if isinstance(sub, torch.jit.ScriptModule):
                 self._w("training", sub.training)

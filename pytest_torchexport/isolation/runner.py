@@ -374,7 +374,7 @@ def _child(body: Callable[[Result], None], result: Result, write_end: int, tmp: 
             blob = None
         try:
             _send({"raised": blob, "type": type(exc).__name__, "text": "".join(traceback.format_exception(exc))})
-        except BaseException:  # noqa: BLE001
+        except BaseException:  # noqa: BLE001 - the pipe to the parent is gone: nothing is left to tell it
             pass
     finally:
         os._exit(code)
@@ -452,7 +452,7 @@ def _reraise(message: dict[str, Any]) -> None:
     if message.get("raised"):
         try:
             exc = pickle.loads(base64.b64decode(message["raised"]))
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - a class that will not rebuild here: its text, traceback included, below
             exc = None
     if exc is None:
         exc = RuntimeError(f"the check's child process raised {message.get('type')}:\n{message.get('text', '')}")

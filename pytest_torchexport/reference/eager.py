@@ -9,6 +9,7 @@ control-flow *path*), and whether it mutated its inputs or its buffers.
 from __future__ import annotations
 
 import copy
+import pickle
 import sys
 import time
 import weakref
@@ -71,11 +72,16 @@ def copy_as_called(module: torch.nn.Module) -> tuple[torch.nn.Module, str | None
         # non-leaf tensors, and .to() would warn on reading their .grad.
         with torch.no_grad():
             copied = copy.deepcopy(module)
-    except Exception as exc:  # noqa: BLE001 - some ScriptModules and hooks refuse deepcopy
+    except _COPY_REFUSED as exc:  # the module's own refusal; anything else is a bug and surfaces
         return module, f"its deep copy raised {type(exc).__name__}: {str(exc)[:200]}"
     unlike = as_called(copied, module)
     return (module, unlike) if unlike else (copied, None)
 
+
+#: How a module refuses ``copy.deepcopy``: pickling's TypeError ("cannot pickle ..."), torch's
+#: RuntimeError (a non-leaf tensor, a ScriptModule's C++ state; RecursionError too),
+#: NotImplementedError from a ``__deepcopy__``/``__reduce_ex__``, ``copy.Error``, PicklingError.
+_COPY_REFUSED = (TypeError, RuntimeError, NotImplementedError, copy.Error, pickle.PicklingError)
 
 #: [As Called] Modules whose copies were found not to be them (other outputs on the recorded
 #: call, ``Recording.verify``): every later copy, eager's and each export's, is the module itself.
@@ -121,7 +127,7 @@ def _class_name(module: Any) -> str:
 def _fx_code(module: Any) -> str | None:
     try:
         return module.code
-    except Exception:  # noqa: BLE001 - a GraphModule not compiled yet has no code to compare
+    except RuntimeError:  # "Code has not been generated!": a GraphModule not recompiled yet has none to compare
         return None
 
 

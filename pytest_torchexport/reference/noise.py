@@ -120,20 +120,28 @@ class Float64Reference:
         return self._cache[draw]
 
     def _run(self, args: Any, kwargs: Any) -> Any:
-        try:
-            if self._module is None:
+        # Only the user's module and torch are inside a try: a bug in the plugin's own steps
+        # (the snapshot, the inputs cast, the state put back) surfaces with its traceback.
+        if self._module is None:
+            try:
                 with torch.no_grad():
-                    self._module = copy.deepcopy(self._eager.module).double().eval()
-                self._initial = snapshot(self._module)
-            a, k = pytree.tree_map(_double, (args, kwargs))
-            with torch.random.fork_rng(devices=[]), torch.no_grad(), sources.watching():
-                seed_rng(0, self._eager.device)
+                    module = copy.deepcopy(self._eager.module).double().eval()
+            except Exception as exc:  # noqa: BLE001 - the user's module may refuse a copy or a cast in any way
+                return self._refused(exc)
+            self._module, self._initial = module, snapshot(module)
+        a, k = pytree.tree_map(_double, (args, kwargs))
+        with torch.random.fork_rng(devices=[]), torch.no_grad(), sources.watching():
+            seed_rng(0, self._eager.device)
+            try:
                 out = self._module(*a, **k)
-            restore(self._module, self._initial)  # a stateful module restarts, as eager does
-            return out
-        except Exception as exc:  # noqa: BLE001 - no double kernel, a quantized model, ...
-            self.unavailable = f"the module cannot run in float64 ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
-            return None
+            except Exception as exc:  # noqa: BLE001 - no double kernel, a quantized model, ...: the user's forward
+                return self._refused(exc)
+        restore(self._module, self._initial)  # a stateful module restarts, as eager does
+        return out
+
+    def _refused(self, exc: Exception) -> None:
+        self.unavailable = f"the module cannot run in float64 ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:120]})"
+        return None
 
 
 def _double(value: Any) -> Any:
