@@ -47,11 +47,11 @@ from ..stages import assumptions, exporting, latency, side_effects, standalone, 
 from ..stages.check import Check
 from ..stages.compiled_parts import compiled_parts
 from ..stages.compiled_parts import finding as compiled_finding
-from ..stages.prelude import EagerOnce, Prelude, run_prelude, training_finding
+from ..stages.prelude import EagerOnce, Prelude, run_prelude
 from ..stages.session import Session
 from .schedule import Scheduler
 
-__all__ = ["PendingCheck", "Session", "tag", "training_finding", "check", "check_backend", "plan_inputs", "raise_if_failed", "resolve_devices", "run"]
+__all__ = ["PendingCheck", "Session", "tag", "check", "check_backend", "plan_inputs", "raise_if_failed", "resolve_devices", "run"]
 
 
 def check(
