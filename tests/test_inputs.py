@@ -1,24 +1,16 @@
 """Issue 8: inputs from the data's own range, exports run as users run them, the plugin's assumptions checked."""
 
+import functools
+
 import pytest
 import torch
-from helpers import run_with_report
+from helpers import checked, kinds, run_with_report
 from torch import nn
-
-from pytest_torchexport.engine.pipeline import Session, run
-from pytest_torchexport.options import Options
 
 EX = 6
 
-
-def results(module, args, backends, kwargs=None, **options):
-    # isolation="inline" where a test watches forward's calls: in a check's child they are not seen here.
-    opts = Options.build(backends=backends, **{"examples": EX, **options})
-    return run(module.eval(), args, kwargs, opts, Session()).by_backend()
-
-
-def kinds(result):
-    return {f.kind for f in result.findings}
+# isolation="inline" where a test watches forward's calls: in a check's child they are not seen here.
+results = functools.partial(checked, eval_mode=True, examples=EX)
 
 
 class VarKeywords(nn.Module):

@@ -4,16 +4,15 @@ A defect that shows only at NaN is found on every run, with or without ``CI``; t
 probes are bounded (16 per float input, at most 3 inputs) and run at the recorded input.
 """
 
+import functools
 import math
 
-import pytest
 import torch
+from helpers import checked
 from torch import nn
 
-from pytest_torchexport.engine.pipeline import Session, run
 from pytest_torchexport.inputs.specs import plan_inputs
 from pytest_torchexport.inputs.strategies import PROBE_INPUTS, PROBE_VALUES, materialize, special_probes
-from pytest_torchexport.options import Options
 
 
 class Peak(nn.Module):
@@ -25,23 +24,8 @@ class Peak(nn.Module):
         return x / max(peak, 1.0)
 
 
-def results(module, args, backends, **options):
-    opts = Options.build(backends=backends, **{"examples": 3, "isolation": "inline", **options})
-    return run(module.eval(), args, None, opts, Session()).by_backend()
-
-
-@pytest.fixture
-def not_in_ci(monkeypatch):
-    """A local run: hypothesis explores (no derandomize), as it does without CI."""
-    try:
-        from hypothesis._settings import _CI_VARS
-    except ImportError:  # pragma: no cover - a hypothesis that moved it
-        _CI_VARS = {"CI": None}
-    for name in _CI_VARS:
-        monkeypatch.delenv(name, raising=False)
-    from pytest_torchexport.stages.shared_search import is_in_ci
-
-    assert not is_in_ci()
+# Local runs (no derandomize) use conftest's not_in_ci fixture.
+results = functools.partial(checked, eval_mode=True, examples=3, isolation="inline")
 
 
 def test_a_nan_only_defect_is_caught_on_every_local_run(not_in_ci):
