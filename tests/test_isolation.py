@@ -203,3 +203,24 @@ def test_a_cuda_check_runs_inline_and_says_why():
     mode, why = runner.choose(None, "cuda")
     assert mode == "inline" and "forked child cannot use it" in why
     assert runner.choose("inline", "cpu") == ("inline", None)
+
+
+def test_a_check_planned_before_cuda_was_initialised_runs_inline_once_it_is(monkeypatch):
+    """``devices=cpu,cuda``: the cuda checks run inline and initialise CUDA in the test's process,
+    so a cpu check planned before that must not fork afterwards (on an H200 the cpu ONNX child
+    raised "Cannot re-initialize CUDA in forked subprocess"). No GPU here: CUDA's initialisation
+    is mocked (``torch.cuda.is_initialized``), which is all the decision reads."""
+    from pytest_torchexport.engine.pipeline import PendingCheck
+
+    model = torch.nn.Linear(4, 2).eval()
+    args = (torch.randn(3, 4),)
+    opts = Options.build(backends=["trace"], examples=2)
+    session = Session()
+    initialised = [False]
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: initialised[0])
+    pending = PendingCheck(model, plan_inputs(model, args, None), "trace", "cpu", opts, session=session)
+    assert pending.mode == "process"
+    initialised[0] = True  # a cuda check ran inline in between
+    result = pending.wait()
+    assert pending.child is None and result.status == "pass"
+    assert result.extra["isolation"] == "inline: CUDA is initialised in this process, and a forked child cannot use it"

@@ -185,6 +185,12 @@ class PendingCheck:
         if hit is not None:  # nothing to export, search or load: the row of the run that made it
             self.result, self.settled, self.mode, self.why = hit, True, "inline", None
             return
+        if self.mode == "process":
+            # [CUDA Since Planned] A cuda check run inline since this one was planned initialised
+            # CUDA here: a child forked now cannot use it, nor let an exporter probe it (seen on an
+            # H200: devices cpu,cuda, the cpu ONNX child raised "Cannot re-initialize CUDA in forked
+            # subprocess"). Decided again at the fork, not only when planned.
+            self.mode, self.why = runner.choose(self.options.isolation, self.device)
         spec = self.session.backends.get(self.name)
         standalone.start(spec, self.options)
         if self.mode != "process":
