@@ -204,3 +204,21 @@ def is_in_ci() -> bool:
     except ImportError:  # pragma: no cover - a hypothesis that moved it
         return "CI" in os.environ
     return hypothesis_is_in_ci()
+
+
+def cuda_closed_in_forked_child() -> bool:
+    """[CUDA In A Forked Child] In a check's forked child (always a CPU check: cuda checks run
+    inline), where the parent had already touched CUDA (``torch.cuda.is_available()`` reaches the
+    driver and registers torch's fork handler, without ``torch.cuda.is_initialized()`` becoming
+    true), make CUDA look absent to this process: torch.export's ``preserve_rng_state`` and others
+    ask ``torch.cuda.is_available()`` and then initialise CUDA, which raises "Cannot re-initialize
+    CUDA in forked subprocess" (seen on a lent H200, torch 2.11: the cpu ONNX check an
+    export_error). True where it did. Reads torch's private ``torch.cuda._is_in_bad_fork``."""
+    import torch
+
+    in_bad_fork = getattr(torch.cuda, "_is_in_bad_fork", None)
+    if in_bad_fork is None or not in_bad_fork():
+        return False
+    torch.cuda.is_available = lambda: False  # this process only: it exits when the check ends
+    torch.cuda.device_count = lambda: 0
+    return True

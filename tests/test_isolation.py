@@ -224,3 +224,21 @@ def test_a_check_planned_before_cuda_was_initialised_runs_inline_once_it_is(monk
     result = pending.wait()
     assert pending.child is None and result.status == "pass"
     assert result.extra["isolation"] == "inline: CUDA is initialised in this process, and a forked child cannot use it"
+
+
+def test_a_forked_child_of_a_process_that_touched_cuda_sees_no_cuda(monkeypatch):
+    """Where the parent reached the CUDA driver (``torch.cuda.is_available()`` on a GPU machine), a
+    forked child is in torch's "bad fork" state: an exporter that asks ``is_available()`` and then
+    initialises CUDA raised "Cannot re-initialize CUDA in forked subprocess" (a lent H200). The child,
+    a CPU check, sees no CUDA instead. No GPU here: the bad-fork state is mocked, through the private
+    name the plugin reads (``torch.cuda._is_in_bad_fork``), which must still exist."""
+    from pytest_torchexport._compat import cuda_closed_in_forked_child
+
+    assert callable(torch.cuda._is_in_bad_fork)  # torch's private API: fails first if it moves
+    monkeypatch.setattr(torch.cuda, "is_available", torch.cuda.is_available)  # restored after the test
+    monkeypatch.setattr(torch.cuda, "device_count", torch.cuda.device_count)
+    assert cuda_closed_in_forked_child() is False  # not a bad fork: nothing changed
+    monkeypatch.setattr(torch.cuda, "_is_in_bad_fork", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU machine
+    assert cuda_closed_in_forked_child() is True
+    assert torch.cuda.is_available() is False and torch.cuda.device_count() == 0

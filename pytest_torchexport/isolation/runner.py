@@ -228,6 +228,9 @@ class Child:
             os.close(read_end)
             for other in _open.values():  # a sibling's pipe is not this child's to hold open
                 os.close(other.fd)
+            from .._compat import cuda_closed_in_forked_child
+
+            cuda_closed_in_forked_child()  # a CPU check; the parent may have touched CUDA
             _child(body, result, write_end, tmp, parent)
         os.close(write_end)
         try:  # the child does this too; here as well, so a kill right after fork reaches its group
