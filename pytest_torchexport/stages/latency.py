@@ -62,40 +62,34 @@ def record(check: Check) -> None:
 def time_calls(fn: Any, device: str, args: Any, kwargs: Any) -> float | None:
     """Median milliseconds of ``fn(args, kwargs)``: one warm-up, then as many timed calls as
     ``CALLS`` and ``BUDGET_S`` allow (the warm-up alone where one call is slow)."""
-    sync = torch.cuda.synchronize if device.startswith("cuda") else None
-
-    def timed() -> float:
-        a, k = fresh(args, kwargs)
-        if sync:
-            sync()
-        start = time.perf_counter()
-        fn(a, k)
-        if sync:
-            sync()
-        return time.perf_counter() - start
-
     with torch.no_grad(), quiet_torch():
-        warm = timed()
+        warm = _timed(fn, device, args, kwargs)
         if warm > BUDGET_S / 2:
             return warm * 1e3
         rounds = CALLS if warm * CALLS <= BUDGET_S / 2 else max(1, int(BUDGET_S / 2 / max(warm, 1e-9)))
-        return statistics.median(timed() for _ in range(rounds)) * 1e3
+        return statistics.median(_timed(fn, device, args, kwargs) for _ in range(rounds)) * 1e3
+
+
+def _timed(fn: Any, device: str, args: Any, kwargs: Any) -> float:
+    """Seconds of one ``fn(args, kwargs)`` on fresh copies of the inputs (a module that mutates its
+    inputs sees fresh ones, untimed), synchronised on CUDA."""
+    a, k = fresh(args, kwargs)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else None
+    if sync:
+        sync()
+    start = time.perf_counter()
+    fn(a, k)
+    if sync:
+        sync()
+    return time.perf_counter() - start
 
 
 def measure(backend: Backend, artifact: Any, eager: Eager, args: Any, kwargs: Any) -> tuple[float, float] | None:
     """Median milliseconds per call (eager, artifact) at ``args``/``kwargs``."""
-    sync = torch.cuda.synchronize if eager.device.startswith("cuda") else None
     module = eager.module
 
     def timed(fn: Any) -> float:
-        a, k = fresh(args, kwargs)  # a module that mutates its inputs sees fresh ones, untimed
-        if sync:
-            sync()
-        start = time.perf_counter()
-        fn(a, k)
-        if sync:
-            sync()
-        return time.perf_counter() - start
+        return _timed(fn, eager.device, args, kwargs)
 
     def run_eager(a: Any, k: Any) -> Any:
         return module(*a, **k)
