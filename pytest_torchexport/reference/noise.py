@@ -13,12 +13,40 @@ EfficientNet-style CNN and segmentation net, an encoder, a GRU, inputs x1, x100,
 clean exports reach 3.7x eager's RMSE and 5.2x its greatest error, the smallest visible
 injected defect 25x and 21x. The multiples, 8 (RMSE) and 10 (greatest error), sit near
 the geometric middle of each gap (docs/howto-tolerances.md).
+
+[Float64 Once] On a model whose forward takes seconds, the float64 run is one more such
+forward, and every backend whose artifact differs from eager beyond the tolerance on an input
+needed it (two ONNX exporters on a LayerNorm at 3e4: 15 float64 forwards for one backend, 30
+for three). The backends of one call share their inputs (``stages/shared_search.py``), so the
+float64 run of a shared input is now made at most once per test and call: where the test's
+process drew the inputs it names a ``Float64Store`` (a directory no one has made yet), and the
+first check's child that needs the float64 outputs of a shared input computes them under that
+input's file lock and leaves them there; another child that needs them waits on the lock and
+loads them. Why not the parent: the children are forked after the shared eager pass, and
+which inputs need the oracle depends on each artifact, known only in the children; running
+it in the parent on every shared input would pay a float64 forward per input where, on most
+models, no artifact needs one. Why it is sound: the float64 run is a function of the module as
+the prelude left it (inherited by every child), the input (a ``Draw`` made into the same
+tensors everywhere), seed 0 and one intra-op thread (every child's): any child would compute
+the same outputs, so which one does is immaterial. A module that cannot run in float64 is
+said once too (the first child's reason is stored), and the files the run went through reach
+every row's sources ([Sources]). Inputs no other check shares (a failing backend's own
+shrinking) are computed where they are needed, as before; without ``fcntl`` (no fork either)
+there is no store.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+import os
+import shutil
+import tempfile
+import types
+import uuid
+import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,11 +128,97 @@ class NoiseVerdict:
         }
 
 
-class Float64Reference:
-    """A double copy of the eager module, made on first use; the latest draw's output is kept."""
+class Float64Store:
+    """[Float64 Once] The float64 outputs of the shared inputs, one file each, for the children of one call.
 
-    def __init__(self, eager: Eager) -> None:
+    Made in the test's process before the fork (``names``: a file name per shared input); the
+    directory is created by the first child that stores something, removed when the test's
+    process lets go of the store. A float64 output over ``max_bytes`` is not stored: each child
+    that needs it computes its own (as it would hold it in memory anyway, it is not written)."""
+
+    def __init__(self, names: dict[Draw, str], max_bytes: int) -> None:
+        self.names = names
+        self.max_bytes = max_bytes
+        self.directory = os.path.join(tempfile.gettempdir(), f"torchexport-float64-{os.getpid()}-{uuid.uuid4().hex[:12]}")
+        weakref.finalize(self, _remove, self.directory, os.getpid())
+
+    def holds(self, draw: Draw) -> bool:
+        return draw in self.names and _fcntl() is not None
+
+    @property
+    def _refused(self) -> str:
+        return os.path.join(self.directory, "unavailable.txt")
+
+    def refusal(self) -> str | None:
+        """Why the module cannot run in float64, as the first child that tried it found."""
+        try:
+            with open(self._refused, encoding="utf-8") as f:
+                return f.read()
+        except OSError:
+            return None
+
+    @contextlib.contextmanager
+    def locked(self, draw: Draw) -> Iterator[str]:
+        """The file of ``draw``'s float64 outputs, under its lock: one child computes, the others wait and load."""
+        fcntl = _fcntl()
+        assert fcntl is not None
+        os.makedirs(self.directory, exist_ok=True)
+        path = os.path.join(self.directory, self.names[draw])
+        with open(path + ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when its holder dies
+            yield path + ".pt"
+
+    def load(self, path: str) -> tuple[Any, list[str]] | None:
+        if not os.path.exists(path):
+            return None
+        try:
+            stored = torch.load(path, weights_only=False)  # written by this store, in this test's children
+        except Exception:  # noqa: BLE001 - an output class this child cannot unpickle: it computes its own
+            return None
+        return stored["outputs"], stored["files"]
+
+    def save(self, path: str, outputs: Any, files: list[str]) -> None:
+        if _nbytes(outputs) > self.max_bytes:
+            return
+        partial = f"{path}.{os.getpid()}.partial"
+        try:
+            torch.save({"outputs": outputs, "files": files}, partial)
+            os.replace(partial, path)  # whole or absent: a child killed mid-write leaves no half file
+        except Exception:  # noqa: BLE001 - outputs pickle cannot write (a custom class): each child computes its own
+            with contextlib.suppress(OSError):
+                os.remove(partial)
+
+    def refuse(self, why: str) -> None:
+        with contextlib.suppress(OSError):
+            with open(self._refused + f".{os.getpid()}", "w", encoding="utf-8") as f:
+                f.write(why)
+            os.replace(self._refused + f".{os.getpid()}", self._refused)
+
+
+def _remove(directory: str, owner: int) -> None:
+    if os.getpid() == owner:  # a forked child that collects its inherited copy leaves the directory alone
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _fcntl() -> Any:
+    try:
+        import fcntl
+    except ImportError:  # no fork here either: nothing is shared
+        return None
+    return fcntl
+
+
+def _nbytes(tree: Any) -> int:
+    return sum(t.numel() * t.element_size() for t in pytree.tree_leaves(tree) if isinstance(t, torch.Tensor))
+
+
+class Float64Reference:
+    """A double copy of the eager module, made on first use; the latest draw's output is kept.
+    ``store``: the float64 outputs shared by the checks of one call ([Float64 Once])."""
+
+    def __init__(self, eager: Eager, store: Float64Store | None = None) -> None:
         self._eager = eager
+        self._store = store
         self._module: torch.nn.Module | None = None
         self._initial: dict[str, torch.Tensor] | None = None
         self._cache: dict[Draw, Any] = {}
@@ -116,8 +230,30 @@ class Float64Reference:
             return None
         if draw not in self._cache:
             self._cache.clear()  # one float64 output at a time: they are twice eager's size
-            self._cache[draw] = self._run(args, kwargs)
+            store = self._store
+            self._cache[draw] = self._shared(store, draw, args, kwargs) if store and store.holds(draw) else self._run(args, kwargs)
         return self._cache[draw]
+
+    def _shared(self, store: Float64Store, draw: Draw, args: Any, kwargs: Any) -> Any:
+        """[Float64 Once] Loaded where another check of this call ran it; else run here and stored."""
+        with store.locked(draw) as path:
+            self.unavailable = store.refusal()
+            if self.unavailable is not None:
+                return None
+            found = store.load(path)
+            if found is not None:
+                outputs, files = found
+                sources.note(files)  # this row's verdict rests on the files the run went through too
+                return outputs
+            seen = types.SimpleNamespace(sources=None)
+            with sources.collecting(seen):
+                outputs = self._run(args, kwargs)
+            sources.note(seen.sources or ())
+            if self.unavailable is not None:
+                store.refuse(self.unavailable)
+                return None
+            store.save(path, outputs, list(seen.sources or ()))
+            return outputs
 
     def _run(self, args: Any, kwargs: Any) -> Any:
         # Only the user's module and torch are inside a try: a bug in the plugin's own steps

@@ -77,7 +77,7 @@ class Search:
         if check.mutates_state:
             self._take_snapshots()
         # [Noise Oracle] (noise.py): judged only where the plain comparison fails.
-        self._float64 = Float64Reference(check.eager)
+        self._float64 = Float64Reference(check.eager, self.shared.float64 if self.shared is not None else None)
         self._strict = check.rtol is not None or check.atol is not None or check.options.compare is not None
         # [Scale Budget] A post-processed artifact (float16, int8) is judged by its budget: far
         # beyond float32 rounding by design, so the float64 oracle has nothing to say.

@@ -43,6 +43,7 @@ from ..inputs.specs import InputPlan
 from ..inputs.strategies import Draw, draws, materialize, probe_draws, recorded_draw, special_probes
 from ..options import Options
 from ..reference.eager import Eager, EagerCall
+from ..reference.noise import Float64Store
 from ..results.report import Finding, Result
 
 #: [Search Budget] The default budget is this many times the test body's own time ...
@@ -96,6 +97,7 @@ class SharedInputs:
     spent_s: float = 0.0  # eager's time on the inputs above
     eager_ms: float | None = None  # eager's latency at the recorded input, timed once for every backend (latency.py)
     sizes: dict[Any, EagerCall | None] = field(default_factory=dict)  # [Static Sizes Once] eager at the undeclared dims' nearby sizes
+    float64: Float64Store | None = None  # [Float64 Once] the oracle's float64 outputs, made by the first child that needs them
 
     def seen(self, draw: Draw) -> bool:
         """Eager has run ``draw`` here (held, rejected, or accepted and not held)."""
@@ -247,6 +249,8 @@ def draw_once(
         test()
     except Exception:  # noqa: BLE001 - eager rejected everything: each check's own search says so
         pass
+    # [Float64 Once] (noise.py): named here, before the fork, so every child finds what another computed.
+    shared.float64 = Float64Store({d: str(i) for i, d in enumerate(shared.tried)}, HOLD_BYTES)
     # [What The Search Spent] eager's forwards on the shared inputs, on every row they serve (reference_s
     # is a check's own eager time, 0 where everything it needed was shared).
     result.timings["shared_reference_s"] = shared.spent_s
