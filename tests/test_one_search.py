@@ -204,3 +204,48 @@ def test_the_float64_oracle_runs_once_per_input_however_many_backends_need_it(te
     assert rows[3]["onnx"]["numeric_noise"] == rows[1]["onnx"]["numeric_noise"]  # the same verdicts, the same numbers
     assert counts[1] >= 5, counts
     assert counts[3] == counts[1], counts
+
+
+SCALAR_COUNTING = """
+import os
+
+import pytest
+import torch
+
+
+class Scaled(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(8, 4)
+
+    def forward(self, x, scale: float = 1.0):
+        return self.fc(x) * scale
+
+
+def _count(module, args, output):
+    if args[1] != 2.0:  # eager at the scalar's other value (side_effects.baked_arguments)
+        fd = os.open(os.environ["FORWARD_COUNT_FILE"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        os.write(fd, b"x")
+        os.close(fd)
+
+
+@pytest.mark.torchexport(backends=["trace", "onnx", "export"], examples=4)
+def test_scaled():
+    model = Scaled().eval()
+    model.register_forward_hook(_count)
+    model(torch.randn(3, 8), 2.0)
+"""
+
+
+def test_eager_at_a_scalars_other_value_runs_once_for_every_backend(tester, tmp_path, monkeypatch):
+    # [Baked Scalars Once] Each backend asks whether its artifact baked the scalar in; eager's answer
+    # at the other value is the same for all of them, computed once (before: once per backend).
+    counter = tmp_path / "forwards"
+    counter.write_bytes(b"")
+    monkeypatch.setenv("FORWARD_COUNT_FILE", str(counter))
+    tester.makepyfile(test_scalar=SCALAR_COUNTING)
+    result, rows = run_with_report(tester, "-q", "-p", "no:cacheprovider", "--torchexport-cache=off")
+    result.assert_outcomes(passed=3)
+    for backend in ("trace", "onnx", "export"):
+        assert any(f["kind"] == "baked_argument" for f in rows[backend]["findings"]), rows[backend]["findings"]
+    assert len(counter.read_bytes()) == 1

@@ -144,8 +144,8 @@ def explicit_draws(plan: InputPlan, export_draw: Draw, special_values: bool) -> 
     return kinds
 
 
-#: Kinds the budget never leaves out.
-ALWAYS = frozenset({"recorded", "bounds"})
+#: Kinds the budget never leaves out ("scalar": eager at a Python scalar's other value, for side_effects.baked_arguments).
+ALWAYS = frozenset({"recorded", "bounds", "scalar"})
 
 
 def hypothesis_test(
@@ -249,6 +249,12 @@ def draw_once(
         test()
     except Exception:  # noqa: BLE001 - eager rejected everything: each check's own search says so
         pass
+    if not options.vary_scalars:
+        # [Baked Scalars Once] eager at each Python scalar's other value, for every backend's baked_argument check.
+        from .side_effects import varied_scalars
+
+        for _, draw in varied_scalars(plan, recorded[0]).values():
+            run(draw, "scalar")
     # [Float64 Once] (noise.py): named here, before the fork, so every child finds what another computed.
     shared.float64 = Float64Store({d: str(i) for i, d in enumerate(shared.tried)}, HOLD_BYTES)
     # [What The Search Spent] eager's forwards on the shared inputs, on every row they serve (reference_s

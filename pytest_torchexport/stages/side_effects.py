@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from .._compat import quiet_torch
-from ..inputs.strategies import materialize
+from ..inputs.strategies import Draw, materialize
 from ..reference import stateful
 from ..reference.compare import Comparison, compare, equal_trees
 from ..reference.eager import Eager
@@ -174,16 +174,28 @@ def _state_differs(check: Check, changed: list[str], call: int, cmp: Comparison)
     )
 
 
-def baked_arguments(check: Check) -> None:
-    """Python scalars are kept as recorded, but an artifact that ignores them is worth saying
-    (judged with the check's ``rtol``/``atol`` and ``compare=``, as the search judges)."""
-    plan = check.plan
+def varied_scalars(plan: Any, recorded: Draw) -> dict[int, tuple[Any, Draw]]:
+    """Each Python scalar argument at another value than the recorded one: (that value, the input)."""
+    varied = {}
     for index, value in plan.scalars.items():
         other = (not value) if isinstance(value, bool) else (value + 1 if isinstance(value, int) else value * 1.5 + 0.5)
-        varied = dataclasses.replace(check.recorded.draw, scalars=((index, other),))
+        varied[index] = other, dataclasses.replace(recorded, scalars=((index, other),))
+    return varied
+
+
+def baked_arguments(check: Check) -> None:
+    """Python scalars are kept as recorded, but an artifact that ignores them is worth saying
+    (judged with the check's ``rtol``/``atol`` and ``compare=``, as the search judges).
+    [One Search] Eager's run at each other value is the shared one where the test's process made it."""
+    plan, shared = check.plan, check.shared
+    for index, (other, varied) in varied_scalars(plan, check.recorded.draw).items():
+        value = plan.scalars[index]
         args, kwargs = materialize(plan, varied, check.device)
+        if shared is not None and varied in shared.rejected:
+            continue
+        held = shared.expected(varied) if shared is not None else None
         try:
-            expected = check.eager(args, kwargs).outputs
+            expected = held.outputs if held is not None else check.eager(args, kwargs).outputs
         except Exception:  # noqa: BLE001 - eager rejects the other value: nothing to learn
             continue
         name = plan.scalar_names.get(index, f"argument {index}")
