@@ -18,6 +18,7 @@ import pytest
 from .errors import InvalidArgument
 from .glue import adapters, ahead, hookspecs, items, markers, models, verdicts
 from .glue.cli import add_options
+from .glue.costs import Costs
 from .glue.state import STATE, State
 from .glue.summary import Reporting
 from .options import DEFAULT_BACKENDS, Options
@@ -43,6 +44,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[STATE] = state = State.configure(config)
     config.pluginmanager.register(Reporting(config, state), "torchexport-reporting")
     config.pluginmanager.register(markers.LateMarkers(), "torchexport-late-markers")
+    config.pluginmanager.register(Costs(config), "torchexport-costs")  # [Cost Estimate] before the first check
     models.configure(config)  # [Model By Name] a bad --torchexport-model SPEC is a usage error now
     if config.pluginmanager.hasplugin("xdist"):
         from .glue.xdist import XdistHooks, cap_worker_threads
