@@ -18,6 +18,13 @@ inputs in the same order up to that failure (every earlier one passed or was rej
 alike, the only outcomes its generator sees), then shrinks it. The example database is read
 here (past failures are replayed for every backend), written only by a shrinking backend.
 
+The rest of eager's work for the checks is made here once too: eager's latency at the recorded
+input, eager at the undeclared dims' nearby sizes ([Static Sizes Once]) and at each Python
+scalar's other value ([Baked Scalars Once], for ``side_effects.baked_arguments``); the
+determinism probe is the prelude's, also once. The float64 oracle cannot be: which inputs need
+it depends on each artifact, so the first child that needs one makes it and the others load it
+([Float64 Once], ``reference/noise.py``, through ``SharedInputs.float64`` named here).
+
 [Search Budget] The time the shared inputs may take beyond the exports is bounded
 (``limit_s``): by ``budget=`` / ``--torchexport-budget``, else ``BUDGET_MULTIPLE`` times the
 test body's own time, never below ``BUDGET_FLOOR_S``. What it leaves untried is chosen by
