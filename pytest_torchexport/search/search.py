@@ -1,11 +1,11 @@
 """Step 4 of a check: hypothesis draws inputs, each runs through eager and the loaded artifact.
 
-A ``Search`` holds what every attempt needs (the backend, the artifacts, the input plan,
-the tolerances) and what the search learns (``Stats``, eager outputs and export guards
-per draw). ``attempt`` judges one input and touches no statistics, so the search and
-the cause experiments share it; ``probe`` is what hypothesis calls; ``run`` drives
-hypothesis, shrinks the first failure and hands it to the cause experiments and the
-message.
+A ``Search`` reads what every attempt needs from the ``Check`` (the backend, the artifacts,
+the input plan, the tolerances: ``stages/check.py``) and holds what the search learns
+(``Stats``, eager outputs and export guards per draw). ``attempt`` judges one input (an
+``Attempt``, the float64 oracle's verdict included) and touches no statistics, so the search
+and the cause experiments share it; ``probe`` is what hypothesis calls; ``run`` drives
+hypothesis, shrinks the first failure and hands it to the cause experiments and the message.
 """
 
 from __future__ import annotations
@@ -187,8 +187,9 @@ class Search:
             return Attempt(call, self._state_after(draw, (args, kwargs), call), cmp, verdict)
         if within:
             return Attempt(call, None, cmp, verdict)
+        mismatch = Failure("mismatch", draw, args, kwargs, comparison=cmp, path=call.path, noise=verdict)
         if self.in_memory is None:
-            return Attempt(call, Failure("mismatch", draw, args, kwargs, comparison=cmp, path=call.path, noise=verdict), cmp, verdict)
+            return Attempt(call, mismatch, cmp, verdict)
         # [Round Trip Blame] The in-memory artifact runs only when the loaded one fails: a
         # loaded artifact within tolerance of eager has no round-trip defect that matters.
         # If the in-memory one matches eager, the export was right and save/load broke it.
@@ -197,7 +198,7 @@ class Search:
         if self._within_noise(draw, (args, kwargs), call.outputs, mem, self.check.compare(call.outputs, mem))[0]:
             roundtrip = self.check.compare(mem, actual, custom=False)
             return Attempt(call, Failure("roundtrip_mismatch", draw, args, kwargs, comparison=roundtrip, path=call.path), cmp, verdict)
-        return Attempt(call, Failure("mismatch", draw, args, kwargs, comparison=cmp, path=call.path, noise=verdict), cmp, verdict)
+        return Attempt(call, mismatch, cmp, verdict)
 
     def _state_check(self, artifact: Any, inputs: tuple[Any, Any], call: EagerCall, ran: bool) -> tuple[Comparison, str]:
         """[State After Every Input] ``artifact`` from the initial state on ``inputs``, then what it

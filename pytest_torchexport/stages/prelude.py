@@ -57,8 +57,7 @@ class Prelude:
 def run_prelude(module: torch.nn.Module, plan: InputPlan, device: str, options: Options, result: Result) -> Prelude:
     """Stages 0 and 1 of a check; any may end it (``outcome.Stop``)."""
     eager = Eager(module, device)
-    if eager.refused is not None and not any(f.kind == "reference_copy" for f in result.findings):
-        # A check of the live module, never a quiet one (the recording says so where it chose it: selection.py).
+    if eager.refused is not None:  # a check of the live module, never a quiet one (selection.py says more where it chose it)
         result.findings.append(Finding("reference_copy", f"eager ran the module the test called, not a copy: {eager.refused}"))
     # 0. An assumed batch dim that eager rejects is not one (assumptions.py).
     plan = assumptions.hold_rejected_batch(plan, eager, options, result)
