@@ -29,7 +29,7 @@ class ScriptBackend(TorchScriptBackend):
             return _script_method(module)
         try:
             scripted = torch.jit.script(module)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - torch.jit.script raises anything; raised again, with a hint
             hint = _hint(_untyped(module, args, kwargs))
             if hint:
                 raise _prefixed(exc, hint) from exc
@@ -47,7 +47,7 @@ class ScriptBackend(TorchScriptBackend):
     def save(self, artifact: Any, directory: Path) -> list[Path]:
         try:
             return super().save(artifact, directory)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - torch.jit.save raises anything; raised again, explained
             # An un-annotated `mask=None` is a Tensor parameter defaulting to an undefined
             # tensor, which torch.jit.save cannot write ("strides() called on an undefined Tensor").
             none_default = [
@@ -73,7 +73,7 @@ def _script_method(call: Any) -> Any:
     name, method = call.original_name, call.method
     try:
         scripted = torch.jit.script(call.module)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - torch.jit.script raises anything; raised again, with a hint
         raise _prefixed(exc, f"torch.jit.script({name}) fails, so {name}.{method} (the method the test called) "
                         "has no scripted form") from exc
     if not scripted._c._has_method(method):

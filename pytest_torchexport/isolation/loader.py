@@ -235,20 +235,20 @@ def _serve(request: dict[str, Any]) -> dict[str, Any]:
         try:
             backend = load_backend(request["backend"])
             args, kwargs = torch.load(request["inputs"], weights_only=False)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - a backend (a third party's) may fail to import in any way: the answer says how
             return failed("inputs", exc)
         plan = types.SimpleNamespace(**request["plan"])
         ctx = ExportContext(device=request["device"], plan=plan, scratch=Path(request["scratch"]))
         try:
             loaded = backend.load(Path(request["directory"]), ctx)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - a runtime refuses a file in any way: the load_error says how
             return failed("load", exc)
         load_s = time.perf_counter() - t0
         try:
             with torch.no_grad():
                 outputs = backend.run(loaded, args, kwargs)
             leaves = [v for _, v in flatten(outputs)[0] if v is not None]
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - a runtime raises anything: the answer says what
             return failed("run", exc)
         torch.save(leaves, request["outputs"])
         return {"ok": True, "load_s": load_s, "run_s": time.perf_counter() - t0 - load_s}

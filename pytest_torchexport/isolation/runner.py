@@ -459,6 +459,9 @@ def _reraise(message: dict[str, Any]) -> None:
             exc = None
     if exc is None:
         exc = RuntimeError(f"the check's child process raised {message.get('type')}:\n{message.get('text', '')}")
+    elif message.get("text") and hasattr(exc, "add_note"):  # Python 3.11+
+        # Rebuilt here, it has only this process's frames: where in the check it was raised is the child's.
+        exc.add_note(f"Raised in the check's child process:\n{message['text'].rstrip()}")
     raise exc
 
 

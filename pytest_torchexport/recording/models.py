@@ -271,7 +271,7 @@ def _torchvision_size(model: Any, name: str) -> tuple[tuple[int, ...], str] | No
 
     try:
         preset = torchvision.models.get_model_weights(name).DEFAULT.transforms()
-    except Exception:  # noqa: BLE001 - a model with no weights enum documents no size
+    except (ValueError, KeyError, AttributeError):  # a model with no weights enum (torchvision's ValueError) documents no size
         return None
     size = getattr(preset, "crop_size", None) or getattr(preset, "resize_size", None)
     first = _first_conv(model)

@@ -485,7 +485,7 @@ class Recorder:
         """Record the module an exporter was handed, from the exporter's bound arguments."""
         try:
             handed = inputs(bound)
-        except Exception:  # noqa: BLE001 - an unusual call: let the exporter complain
+        except (TypeError, ValueError, KeyError):  # an unusual call (a non-iterable example, ...): let the exporter complain
             handed = None
         if handed is not None:
             module, args, kwargs, methods = handed

@@ -136,13 +136,29 @@ def module_name(module: torch.nn.Module) -> str:
     return getattr(module, "original_name", None) or type(module).__name__
 
 
+class ModelRaised(Exception):
+    """The user's module raised in eager's call (``error``, also the ``__cause__``): an input the
+    model refuses, legitimately. Anything else out of ``Eager.__call__`` is the plugin's own
+    error around the call and is never taken for the model's refusal."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)  # args: what pickle rebuilds it from (a forked check sends it back)
+        self.error = error
+
+    def __str__(self) -> str:
+        return f"{type(self.error).__name__}: {self.error}"
+
+
 class Eager:
     """A private eval-mode copy of the module, restored to its initial state after each call."""
 
     def __init__(self, module: torch.nn.Module, device: str) -> None:
         self.was_training = bool(getattr(module, "training", False))
+        copied, refused = copy_as_called(module)
+        #: Why eager runs the test's own module rather than a copy (None: a copy); a stage says so (prelude.py).
+        self.refused = refused
         with torch.no_grad():
-            self.module = copy_module(module).to(device).eval()
+            self.module = copied.to(device).eval()
         self.device = device
         self._initial = stateful.snapshot(self.module, parameters=True) or {}
 
@@ -158,7 +174,7 @@ class Eager:
         self, args: tuple[Any, ...], kwargs: dict[str, Any], *, rng_seed: int = 0, trace_lines: bool = False,
         restore: bool = True, measure: bool | None = None,
     ) -> EagerCall:
-        """One call on fresh copies of the inputs.
+        """One call on fresh copies of the inputs. Raises ``ModelRaised`` where the module raises.
 
         ``measure``: also measure the call's peak memory (``Footprint``, budget.py reads it).
         By default only the replay of the recorded call is measured, the one call made with
@@ -180,6 +196,8 @@ class Eager:
             t0 = time.perf_counter()
             try:
                 out = self.module(*a, **k)
+            except Exception as exc:  # noqa: BLE001 - a user's model may raise anything; typed so callers tell it from ours
+                raise ModelRaised(exc) from exc
             finally:
                 seconds = time.perf_counter() - t0
                 if tracer:

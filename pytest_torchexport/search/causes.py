@@ -81,9 +81,11 @@ def runtime_optimizer(
     fails_from, built = deployed, 0
     for built, level in enumerate(below, start=1):
         try:
-            verdict = still_fails_on(backend.at_level(artifact, level), failure.draw)
-        except Exception:  # noqa: BLE001 - a session that does not build at this level tells nothing
-            verdict = None
+            other = backend.at_level(artifact, level)
+        except Exception:  # noqa: BLE001 - a runtime may refuse a session at this level in any way; it tells nothing
+            other = None
+        # Its run's errors are judged inside (a run_error); anything else is a bug of ours and surfaces.
+        verdict = None if other is None else still_fails_on(other, failure.draw)
         if verdict is False:
             passes.append(level)
             continue
@@ -113,10 +115,7 @@ def shipped_step(failure: Failure, post: Any, still_fails_on: Callable[[Any, Dra
         return 0
     before = None
     for ran, (name, model) in enumerate(post.stages, start=1):
-        try:
-            verdict = still_fails_on(model, failure.draw)
-        except Exception:  # noqa: BLE001 - a stage that cannot run tells nothing
-            verdict = None
+        verdict = still_fails_on(model, failure.draw)  # a stage's model that cannot run is a run_error: it fails
         if verdict:
             failure.shipped_step = ShippedStep(name, before)
             return ran

@@ -199,7 +199,7 @@ def _introduced(
     try:
         with quiet_torch():
             entering = side.entering(name)
-    except Exception:  # noqa: BLE001 - localisation explains; it never changes a verdict
+    except Exception:  # noqa: BLE001 - the artifact's second run may raise anything; localisation explains, never a verdict
         return None, None
     expected = [v for v in pytree.tree_leaves(given) if isinstance(v, torch.Tensor)]
     matched, carried, worst = False, False, 0.0
@@ -412,7 +412,7 @@ def _scripted(backend: Backend, artifact: Any) -> torch.jit.ScriptModule | None:
 def _has_forward(sub: Any) -> bool:
     try:
         sub.code  # noqa: B018 - raises where the trace never called the submodule
-    except Exception:  # noqa: BLE001
+    except (AttributeError, RuntimeError):  # no forward (AttributeError); fx's "Code has not been generated!"
         return False
     return True
 
@@ -434,12 +434,12 @@ def _call(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     with torch.no_grad(), quiet_torch():
         try:
             return target(*a, **k)
-        except Exception:  # noqa: BLE001 - a traced forward takes tensors only, positionally
+        except Exception:  # noqa: BLE001 - the artifact's submodule may refuse a call in any way; tried positionally next
             pass
         tensors = [v for v in pytree.tree_leaves((a, k)) if isinstance(v, torch.Tensor)]
         try:
             return target(*tensors)
-        except Exception:  # noqa: BLE001 - a calling convention the artifact does not keep
+        except Exception:  # noqa: BLE001 - a calling convention the artifact does not keep, raised any way; _FAILED says so
             return _FAILED
 
 
@@ -448,7 +448,7 @@ def _excerpt(target: Any) -> str:
         return ""
     try:
         text = target.code  # TorchScript: what was recorded
-    except Exception:  # noqa: BLE001
+    except (AttributeError, RuntimeError):  # no recorded code: its graph instead
         graph = getattr(target, "graph", None)
         text = str(graph) if graph is not None else ""
     return text

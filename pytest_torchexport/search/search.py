@@ -1,17 +1,17 @@
 """Step 4 of a check: hypothesis draws inputs, each runs through eager and the loaded artifact.
 
-A ``Search`` holds what every attempt needs (the backend, the artifacts, the input plan,
-the tolerances) and what the search learns (``Stats``, eager outputs and export guards
-per draw). ``attempt`` judges one input and touches no statistics, so the search and
-the cause experiments share it; ``probe`` is what hypothesis calls; ``run`` drives
-hypothesis, shrinks the first failure and hands it to the cause experiments and the
-message.
+A ``Search`` reads what every attempt needs from the ``Check`` (the backend, the artifacts,
+the input plan, the tolerances: ``stages/check.py``) and holds what the search learns
+(``Stats``, eager outputs and export guards per draw). ``attempt`` judges one input (an
+``Attempt``, the float64 oracle's verdict included) and touches no statistics, so the search
+and the cause experiments share it; ``probe`` is what hypothesis calls; ``run`` drives
+hypothesis, shrinks the first failure and hands it to the cause experiments and the message.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -19,7 +19,7 @@ from ..backends.base import Backend
 from ..inputs.strategies import Draw, materialize
 from ..reference import stateful
 from ..reference.compare import Comparison, compare, flatten, tolerances_for
-from ..reference.eager import EagerCall
+from ..reference.eager import EagerCall, ModelRaised
 from ..reference.noise import Float64Reference, NoiseVerdict, judge_noise, noise_finding
 from ..results.outcome import Outcome, Stop
 from ..results.report import Finding
@@ -41,16 +41,26 @@ class _ExampleFailed(AssertionError):
         self.failure = failure
 
 
+class Attempt(NamedTuple):
+    """One input judged: eager's call, the failure (None: it passed), the comparison (None where
+    the artifact raised), and the float64 oracle's verdict where it was asked (None otherwise)."""
+
+    call: EagerCall
+    failure: Failure | None
+    comparison: Comparison | None
+    noise: NoiseVerdict | None = None
+
+
 class Search:
-    """The search over generated inputs for one (backend, device) check."""
+    """The search over generated inputs for one (backend, device) check. It reads the ``Check``
+    (``self.check``) for what the check holds, and keeps only what the search learns."""
 
     def __init__(self, check: Check) -> None:
         assert check.artifacts is not None
         self.check = check
-        self.result, self.eager, self.plan = check.result, check.eager, check.plan
-        self.options, self.session, self.device = check.options, check.session, check.device
+        # The artifacts judged: the check's, until ``still_fails_on`` puts another runtime's in their place.
         self.runnable, self.in_memory = check.artifacts.runnable, check.artifacts.in_memory
-        self.export_draw, self.recorded = check.artifacts.export_draw, check.recorded
+        self.export_draw = check.artifacts.export_draw
         self.stats = Stats()
         # [Memory Budget] Only the latest eager call is kept: hypothesis rarely runs a draw twice
         # in a row, and one kept per draw held every output of the search (budget.py).
@@ -59,7 +69,7 @@ class Search:
             # [Eager Once] The search's first input is the recorded call, which the prelude has
             # run through eager already (same copy, seed and line tracer; determinism checked
             # there): its outputs are reused, not recomputed in every backend's check.
-            self._eager_calls[self.recorded.draw] = self.recorded.call
+            self._eager_calls[check.recorded.draw] = check.recorded.call
         self._guards: dict[tuple[Any, ...], str | None] = {}
         # [One Search] The inputs and eager's outputs every backend shares (shared_search.py), where the
         # prelude drew them: only this artifact runs on them here.
@@ -83,7 +93,6 @@ class Search:
         # beyond float32 rounding by design, so the float64 oracle has nothing to say.
         self._strict = self._strict or check.scale_budget is not None
         self.worst_of_scale = 0.0  # the greatest error seen, a fraction of the output's scale
-        self.verdict: NoiseVerdict | None = None  # the oracle's verdict on the last attempt
         self.noise: list[NoiseVerdict] = []  # inputs that passed as rounding
 
     # -- one input -------------------------------------------------------------------------
@@ -91,7 +100,7 @@ class Search:
     def _expected(self, draw: Draw, args: Any, kwargs: Any) -> EagerCall:
         if self.shared is not None:
             if draw in self.shared.rejected:
-                raise ValueError("eager rejected this input where the inputs were drawn")
+                raise Rejected  # the model refused it where the inputs were drawn (shared_search.py)
             held = self.shared.expected(draw)
             if held is not None:
                 return held
@@ -99,7 +108,7 @@ class Search:
             self._eager_calls.clear()  # the previous output goes before the next is made
             t0 = time.perf_counter()
             try:
-                self._eager_calls[draw] = self.eager(args, kwargs, trace_lines=True)
+                self._eager_calls[draw] = self.check.eager(args, kwargs, trace_lines=True)
             finally:
                 self.stats.reference_s += time.perf_counter() - t0
         return self._eager_calls[draw]
@@ -126,38 +135,41 @@ class Search:
             return NoiseVerdict(note=self._float64.unavailable or "no float64 reference")
         return judge_noise(cmp, expected, actual, reference)
 
-    def _within_noise(self, draw: Draw, inputs: tuple[Any, Any], expected: Any, actual: Any, cmp: Comparison) -> bool:
-        """Under default tolerances, a failing comparison the float64 run shows to be rounding."""
+    def _within_noise(
+        self, draw: Draw, inputs: tuple[Any, Any], expected: Any, actual: Any, cmp: Comparison,
+    ) -> tuple[bool, NoiseVerdict | None]:
+        """Under default tolerances, a failing comparison the float64 run shows to be rounding:
+        (within, the oracle's verdict where it was asked)."""
         if cmp.ok or self._strict or cmp.problem is not None:
-            return cmp.ok
-        self.verdict = self._oracle(draw, inputs, expected, actual, cmp)
-        return self.verdict.rounding
+            return cmp.ok, None
+        verdict = self._oracle(draw, inputs, expected, actual, cmp)
+        return verdict.rounding, verdict
 
     def _guard(self, draw: Draw, args: Any, kwargs: Any) -> str | None:
         # torch.export's guards constrain shapes: one verdict per set of sizes.
         key = (draw.sizes, draw.scalars)
         if key not in self._guards:
             artifact = self.in_memory if self.in_memory is not None else self.runnable
-            self._guards[key] = quiet_call(self.check.backend.guard_violation, artifact, args, kwargs)
+            self._guards[key] = quiet_call(self.check.result, self.check.backend.guard_violation, artifact, args, kwargs)
         return self._guards[key]
 
-    def attempt(self, draw: Draw) -> tuple[EagerCall, Failure | None, Comparison | None]:
-        """One input through eager and the artifact: (eager call, failure or None, comparison).
+    def attempt(self, draw: Draw) -> Attempt:
+        """One input through eager and the artifact.
 
-        Raises ``Rejected`` when eager itself refuses the input.
+        Raises ``Rejected`` when the user's model refuses the input; an error of the plugin's
+        own around eager's call is no refusal and propagates (the check fails with its traceback).
         """
-        args, kwargs = materialize(self.plan, draw, self.device)
-        self.verdict = None
+        args, kwargs = materialize(self.check.plan, draw, self.check.device)
         try:
             call = self._expected(draw, args, kwargs)
-        except Exception:  # noqa: BLE001 - eager rejects the input
+        except ModelRaised:
             raise Rejected from None
         self._seen_state(call)
         t0 = time.perf_counter()
         try:
             actual = self._run(self.runnable, args, kwargs)
-        except Exception as exc:  # noqa: BLE001 - the artifact raised where eager did not
-            return call, Failure("run_error", draw, args, kwargs, error=exc, path=call.path), None
+        except Exception as exc:  # noqa: BLE001 - an exporter's runtime may raise anything; kept as the run_error
+            return Attempt(call, Failure("run_error", draw, args, kwargs, error=exc, path=call.path), None)
         finally:
             self.stats.run_s += time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -167,26 +179,26 @@ class Search:
         if guard:
             status = "mismatch" if not cmp.ok else "run_error"
             failure = Failure(status, draw, args, kwargs, comparison=None if cmp.ok else cmp, path=call.path, guard=guard)
-            return call, failure, cmp
+            return Attempt(call, failure, cmp)
         t0 = time.perf_counter()
-        within = cmp.ok or self._within_noise(draw, (args, kwargs), call.outputs, actual, cmp)
+        within, verdict = self._within_noise(draw, (args, kwargs), call.outputs, actual, cmp)
         self.stats.compare_s += time.perf_counter() - t0
         if within and call.state:
-            return call, self._state_after(draw, (args, kwargs), call), cmp
+            return Attempt(call, self._state_after(draw, (args, kwargs), call), cmp, verdict)
         if within:
-            return call, None, cmp
-        verdict = self.verdict
+            return Attempt(call, None, cmp, verdict)
+        mismatch = Failure("mismatch", draw, args, kwargs, comparison=cmp, path=call.path, noise=verdict)
         if self.in_memory is None:
-            return call, Failure("mismatch", draw, args, kwargs, comparison=cmp, path=call.path, noise=verdict), cmp
+            return Attempt(call, mismatch, cmp, verdict)
         # [Round Trip Blame] The in-memory artifact runs only when the loaded one fails: a
         # loaded artifact within tolerance of eager has no round-trip defect that matters.
         # If the in-memory one matches eager, the export was right and save/load broke it.
         mem = self._run(self.in_memory, args, kwargs)
         # Like with like: the in-memory artifact is held to the same verdict as the loaded one.
-        if self._within_noise(draw, (args, kwargs), call.outputs, mem, self.check.compare(call.outputs, mem)):
+        if self._within_noise(draw, (args, kwargs), call.outputs, mem, self.check.compare(call.outputs, mem))[0]:
             roundtrip = self.check.compare(mem, actual, custom=False)
-            return call, Failure("roundtrip_mismatch", draw, args, kwargs, comparison=roundtrip, path=call.path), cmp
-        return call, Failure("mismatch", draw, args, kwargs, comparison=cmp, path=call.path, noise=verdict), cmp
+            return Attempt(call, Failure("roundtrip_mismatch", draw, args, kwargs, comparison=roundtrip, path=call.path), cmp, verdict)
+        return Attempt(call, mismatch, cmp, verdict)
 
     def _state_check(self, artifact: Any, inputs: tuple[Any, Any], call: EagerCall, ran: bool) -> tuple[Comparison, str]:
         """[State After Every Input] ``artifact`` from the initial state on ``inputs``, then what it
@@ -209,7 +221,7 @@ class Search:
         if len(kept) == len(call.state):
             return compare(call.state, kept, rtol=self.check.rtol, atol=self.check.atol), "buffers"
         actual = self.check.run(artifact, args, kwargs)[0]  # the second call, from the state the first left
-        expected = self.eager.again(args, kwargs, call.state)
+        expected = self.check.eager.again(args, kwargs, call.state)
         return self.check.compare(expected, actual), "second call"
 
     def _state_after(self, draw: Draw, inputs: tuple[Any, Any], call: EagerCall) -> Failure | None:
@@ -225,7 +237,9 @@ class Search:
             status = "mismatch"
             if self.in_memory is not None and self._state_check(self.in_memory, inputs, call, ran=False)[0].ok:
                 status = "roundtrip_mismatch"
-        except Exception as exc:  # noqa: BLE001 - the artifact raised on its second call
+        except ModelRaised:
+            raise  # eager's second call: the model's error, not the artifact's (the check fails with it)
+        except Exception as exc:  # noqa: BLE001 - an exporter's runtime may raise anything; kept as the run_error
             return Failure("run_error", draw, args, kwargs, error=exc, path=call.path)
         finally:
             self.stats.run_s += time.perf_counter() - t0
@@ -235,7 +249,7 @@ class Search:
         """Attempt ``draw`` and count it in the statistics; its failure or None. Raises ``Rejected``."""
         stats = self.stats
         try:
-            call, failure, cmp = self.attempt(draw)
+            call, failure, cmp, verdict = self.attempt(draw)
         except Rejected:
             stats.rejected += 1
             raise
@@ -250,9 +264,9 @@ class Search:
             stats.max_abs = max(stats.max_abs, cmp.max_abs)
             stats.max_rel = max(stats.max_rel, cmp.max_rel)
             self.worst_of_scale = max(self.worst_of_scale, cmp.of_scale)
-        if failure is None and self.verdict is not None:
-            self.noise.append(self.verdict)
-        stats.note_input(_per_input(draw, failure, cmp, self.verdict))
+        if failure is None and verdict is not None:
+            self.noise.append(verdict)
+        stats.note_input(_per_input(draw, failure, cmp, verdict))
         if failure is not None:
             stats.failed += 1
             if failure.path is not None:
@@ -273,7 +287,7 @@ class Search:
     def still_fails(self, draw: Draw) -> bool | None:
         """The verdict on a variant of the failing input; None when eager rejects it."""
         try:
-            return self.attempt(draw)[1] is not None
+            return self.attempt(draw).failure is not None
         except Rejected:
             return None
 
@@ -293,20 +307,20 @@ class Search:
         def probe(draw: Draw) -> None:
             self.probe(draw)
 
-        shared, session = self.shared, self.session
+        shared, session, options = self.shared, self.check.session, self.check.options
         if shared is not None:
             # [One Search] The shared draws' key, seed and explicit inputs: hypothesis generates the same
             # inputs in the same order up to this backend's first failure, then shrinks it.
             explicit = [*shared.explicit, *([] if self.export_draw in shared.kinds else [self.export_draw])]
-            return hypothesis_test(probe, self.plan, self.options, key=shared.key, seed=shared.seed,
+            return hypothesis_test(probe, self.check.plan, options, key=shared.key, seed=shared.seed,
                                    database=session.database, explicit=explicit, shrink=True)
         # Explicit examples first, most valuable first: the recorded call, each declared dim's min and max,
         # the export example, the small probes, then each special value (shared_search.explicit_draws).
-        explicit = list(explicit_draws(self.plan, self.export_draw, self.options.special_values))
+        explicit = list(explicit_draws(self.check.plan, self.export_draw, options.special_values))
         # [CI Verdicts] In CI a merge gate must not flip on an unchanged model: derandomized per test and
         # backend (the key seeds it) and no database of past failures.
-        key = f"{session.nodeid or session.test or type(self.eager.module).__qualname__}::{self.result.backend}::{self.device}"
-        return hypothesis_test(probe, self.plan, self.options, key=key, seed=self.options.seed,
+        key = f"{session.nodeid or session.test or type(self.check.eager.module).__qualname__}::{self.check.name}::{self.check.device}"
+        return hypothesis_test(probe, self.check.plan, options, key=key, seed=options.seed,
                                database=session.database, explicit=explicit, shrink=True)
 
     def run(self) -> Outcome:
@@ -317,7 +331,8 @@ class Search:
             return self._passed()
         with torch.no_grad():
             self._experiments(failure)
-        export_path = self.recorded.call.path if self.export_draw == self.recorded.draw else None
+        recorded = self.check.recorded
+        export_path = recorded.call.path if self.export_draw == recorded.draw else None
         return explain_failure(self.check, failure, self.stats, export_path)
 
     def _shared_pass(self) -> Failure | None:
@@ -348,13 +363,13 @@ class Search:
             if self.stats.examples == 0:
                 tried = (
                     f"({self.stats.rejected} tried), so nothing was checked: fix dims=/inputs= so eager accepts them. "
-                    f"Inputs: {self.plan.describe()}"
+                    f"Inputs: {self.check.plan.describe()}"
                 )
                 raise Stop(
                     "skipped", f"Eager rejected every generated input {self.check.header} {tried}",
                     f"Eager rejected every generated input {tried}", "rejected_inputs",
                 )
-            budget_row(shared, shared.spent_s + self._search_s, untried, self.result)
+            budget_row(shared, shared.spent_s + self._search_s, untried, self.check.result)
             return None
         # The failing backend searches on its own; its statistics are its own search's.
         kept = (self.stats, self.noise, self.worst_of_scale, self._search_s)
@@ -371,11 +386,11 @@ class Search:
         the verdicts flip on one input, or eager rejects every input."""
         from hypothesis.errors import Flaky, HypothesisException
 
-        result, stats, name, header = self.result, self.stats, self.check.name, self.check.header
+        result, stats, name, header = self.check.result, self.stats, self.check.name, self.check.header
         test = self._hypothesis_test()
         t0 = time.perf_counter()
         try:
-            with torch.no_grad(), hypothesis_home(self.session.hypothesis_home):
+            with torch.no_grad(), hypothesis_home(self.check.session.hypothesis_home):
                 test()
         except _ExampleFailed as exc:
             return exc.failure
@@ -387,7 +402,7 @@ class Search:
             if stats.examples == 0:
                 tried = (
                     f"({stats.rejected} tried), so nothing was checked: fix dims=/inputs= so eager accepts them. "
-                    f"Inputs: {self.plan.describe()}"
+                    f"Inputs: {self.check.plan.describe()}"
                 )
                 raise Stop(
                     "skipped", f"Eager rejected every generated input {header} {tried}",
@@ -399,7 +414,7 @@ class Search:
         return None
 
     def _record_stats(self) -> None:
-        result, stats = self.result, self.stats
+        result, stats = self.check.result, self.stats
         result.timings["search_s"] = self._search_s
         result.timings["run_s"] = stats.run_s
         # [What The Search Spent] Its parts: the floor's forwards (run_s, reference_s), the
@@ -408,7 +423,7 @@ class Search:
         result.timings["reference_s"] = stats.reference_s
         result.timings["compare_s"] = stats.compare_s
         result.examples = stats.examples
-        if self.options.compare is None and stats.examples:
+        if self.check.options.compare is None and stats.examples:
             # Numbers only where values were compared (compare= gives a verdict, no numbers).
             result.max_abs_err, result.max_rel_err = stats.max_abs, stats.max_rel
         if stats.compared is not None:
@@ -426,15 +441,15 @@ class Search:
                 "(compared after each such input)",
             ))
         vacuous_finding(result, stats)
-        rejection_finding(result, stats, self.plan)
+        rejection_finding(result, stats, self.check.plan)
         noise_finding(result, self.noise, stats.examples)
         shipped = result.extra.get("shipped")
         if shipped is not None and self.check.scale_budget is not None and stats.examples:
             shipped["worst_of_scale"] = self.worst_of_scale
 
     def _passed(self) -> Outcome:
-        check, result = self.check, self.result
-        result.rtol, result.atol = _tolerances_used(check.backend, self.recorded.outputs, check.rtol, check.atol)
+        check, result = self.check, self.check.result
+        result.rtol, result.atol = _tolerances_used(check.backend, check.recorded.outputs, check.rtol, check.atol)
         compared = self.stats.compared
         if compared is not None and not compared.elements and not (check.mutates_state or check.mutates_input):
             # [What A Verdict Rests On] Matching on nothing is not a pass; nor is it a defect of
@@ -452,13 +467,13 @@ class Search:
 
     def _experiments(self, failure: Failure) -> None:
         """What the message explains the failure with: the causes, the float64 oracle, the first diverging module."""
-        causes.blame(failure, self.still_fails, self.plan, self.export_draw)
+        causes.blame(failure, self.still_fails, self.check.plan, self.export_draw)
         t0 = time.perf_counter()
         if causes.runtime_optimizer(failure, self.check.backend, self.runnable, self.still_fails_on):
-            self.result.timings["runtime_optimizer_s"] = time.perf_counter() - t0
+            self.check.result.timings["runtime_optimizer_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         if causes.shipped_step(failure, self.check.post, self.still_fails_on):
-            self.result.timings["shipped_step_s"] = time.perf_counter() - t0
+            self.check.result.timings["shipped_step_s"] = time.perf_counter() - t0
         if failure.noise is None and failure.status == "mismatch" and failure.comparison is not None and not failure.state:
             # Explicit tolerances stay strict, but the message says whether this is rounding.
             actual = self._run(self.runnable, failure.args, failure.kwargs)
@@ -483,20 +498,20 @@ class Search:
             return
         reason = localize.unavailable(self.check.backend, self.runnable)
         if reason:
-            failure.no_localization = f"not available for {self.result.backend}: {reason}"
+            failure.no_localization = f"not available for {self.check.name}: {reason}"
             return
         t0 = time.perf_counter()
         try:
             failure.diverges_at = localize.locate(
-                self.check.backend, self.runnable, self.eager.module, failure.args, failure.kwargs,
+                self.check.backend, self.runnable, self.check.eager.module, failure.args, failure.kwargs,
                 judge=lambda expected, actual: self.check.compare(expected, actual, custom=False),
                 top_error=failure.comparison.max_abs,
             )
         except Exception as exc:  # noqa: BLE001 - localisation explains; it never changes a verdict
             failure.no_localization = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
         finally:
-            self.eager.restore()
-            self.result.timings["localize_s"] = time.perf_counter() - t0
+            self.check.eager.restore()
+            self.check.result.timings["localize_s"] = time.perf_counter() - t0
 
 
 def _per_input(draw: Draw, failure: Failure | None, cmp: Comparison | None, verdict: NoiseVerdict | None) -> dict[str, Any]:

@@ -92,7 +92,7 @@ def module_code(module: Any) -> str:
     for name, sub in module.named_modules():
         try:
             code = sub.code
-        except Exception:  # noqa: BLE001 - a submodule the trace never called has no forward
+        except (AttributeError, RuntimeError):  # a submodule the trace never called has no forward
             continue
         kind = getattr(sub, "original_name", type(sub).__name__)
         parts.append(f"# ---- {name or '(top level)'} ({kind}) ----\n{code.strip()}\n")
@@ -130,7 +130,7 @@ def onnx_text(path: Path) -> str:
     model = onnx.load(str(path), load_external_data=False)
     try:
         return onnx.printer.to_text(model)
-    except Exception:  # noqa: BLE001 - older onnx, or a model its printer refuses
+    except Exception:  # noqa: BLE001 - older onnx, or a model its printer refuses (any way): the plain graph
         return onnx.helper.printable_graph(model.graph)
 
 

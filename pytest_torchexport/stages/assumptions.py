@@ -21,7 +21,7 @@ from ..backends.base import ExportContext
 from ..inputs.specs import DEFAULT_DIM, InputPlan
 from ..inputs.strategies import materialize, recorded_draw
 from ..options import Options
-from ..reference.eager import Eager
+from ..reference.eager import Eager, ModelRaised
 from ..results import explain
 from ..results.report import Finding, Result
 from .check import Check
@@ -60,8 +60,8 @@ def hold_rejected_batch(plan: InputPlan, eager: Eager, options: Options, result:
         args, kwargs = materialize(plan, dataclasses.replace(draw, sizes=sizes), eager.device)
         try:
             eager(args, kwargs)
-        except Exception as exc:  # noqa: BLE001 - eager refusing the size is the answer
-            rejected.append((other, f"{type(exc).__name__}: {explain.trim_error(exc, limit=1)}"))
+        except ModelRaised as raised:  # eager refusing the size is the answer
+            rejected.append((other, f"{type(raised.error).__name__}: {explain.trim_error(raised.error, limit=1)}"))
     if len(rejected) < len(others):
         return plan
     sizes_text = " and ".join(str(s) for s, _ in rejected)
@@ -107,7 +107,7 @@ def recorded_size_export(check: Check) -> None:
         why = [line.strip() for line in lines if line.strip() not in ("", "...")]
         detail = f"fails ({why[-1][:200] if why else type(failure).__name__})"
     else:
-        static = {dim for _, _, dim, _ in plan.static_in(quiet_call(backend.input_shapes, artifact))}
+        static = {dim for _, _, dim, _ in plan.static_in(quiet_call(result, backend.input_shapes, artifact))}
         if not static & set(small):
             return
         detail = f"makes {', '.join(sorted(static & set(small)))} a constant"

@@ -92,7 +92,7 @@ def _post_processing(check: Check, artifact: Any) -> None:
 def _static_dims(check: Check, artifact: Any) -> None:
     """A ``specialized_dim`` finding per declared-dynamic dim the artifact's inputs fix (once a dim)."""
     said: set[str] = set()
-    for input_name, axis, dim, size in check.plan.static_in(quiet_call(check.backend.input_shapes, artifact)):
+    for input_name, axis, dim, size in check.plan.static_in(quiet_call(check.result, check.backend.input_shapes, artifact)):
         if dim in said:
             continue
         said.add(dim)
@@ -153,11 +153,22 @@ def _runs_forward(check: Check) -> Any:
     return sources.watching() if check.name in TRACING_EXPORTS else contextlib.nullcontext()
 
 
-def quiet_call(fn: Any, *args: Any) -> Any:
+def quiet_call(result: Result, fn: Any, *args: Any) -> Any:
+    """``fn(*args)``, one of a backend's optional answers (``input_shapes``, ``guard_violation``),
+    with torch's noise kept quiet. None where it raises, and a ``backend_note`` says so: what
+    it would have told (a dim made static, an input outside the export's guards) is then untold."""
     try:
         with quiet_torch():
             return fn(*args)
-    except Exception:  # noqa: BLE001 - an optional introspection; never a verdict
+    except Exception as exc:  # noqa: BLE001 - a backend's code (a third party's) may raise anything: said
+        first = str(exc).splitlines()[0][:200] if str(exc) else ""
+        note = Finding(
+            "backend_note",
+            f"the {result.backend} backend's {getattr(fn, '__name__', 'answer')} raised {type(exc).__name__}"
+            f"{': ' + first if first else ''}; the check went on without its answer",
+        )
+        if note not in result.findings:
+            result.findings.append(note)
         return None
 
 
@@ -231,7 +242,7 @@ def roundtrip(check: Check, artifact: Any, ctx: ExportContext) -> Any:
     with quiet_torch():
         try:
             files = backend.save(artifact, directory)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - a backend's save raises anything: the export_error
             export_failed(check, exc, "save")
     result.extra["artifact_files"] = [p.name for p in files]
     if check.options.keep_artifacts:  # before the load, so an artifact that does not load back is kept too
@@ -251,7 +262,7 @@ def roundtrip(check: Check, artifact: Any, ctx: ExportContext) -> Any:
     with quiet_torch():
         try:
             loaded = backend.load(directory, ctx)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - a runtime refuses a file in any way: the load_error
             export_failed(check, exc, "load")
     result.timings["load_s"] = time.perf_counter() - t0
     return loaded

@@ -31,7 +31,7 @@ from ..inputs.specs import InputPlan
 from ..inputs.strategies import materialize, recorded_draw
 from ..options import Options
 from ..reference.compare import equal_trees
-from ..reference.eager import Eager, module_name
+from ..reference.eager import Eager, ModelRaised, module_name
 from ..results.outcome import Stop, settle
 from ..results.report import Finding, Result, tag
 from . import assumptions, budget, side_effects
@@ -57,6 +57,8 @@ class Prelude:
 def run_prelude(module: torch.nn.Module, plan: InputPlan, device: str, options: Options, result: Result) -> Prelude:
     """Stages 0 and 1 of a check; any may end it (``outcome.Stop``)."""
     eager = Eager(module, device)
+    if eager.refused is not None:  # a check of the live module, never a quiet one (selection.py says more where it chose it)
+        result.findings.append(Finding("reference_copy", f"eager ran the module the test called, not a copy: {eager.refused}"))
     # 0. An assumed batch dim that eager rejects is not one (assumptions.py).
     plan = assumptions.hold_rejected_batch(plan, eager, options, result)
     # 1. The example through eager: determinism and side effects.
@@ -64,7 +66,8 @@ def run_prelude(module: torch.nn.Module, plan: InputPlan, device: str, options: 
     args, kwargs = materialize(plan, draw, device)
     try:
         call = eager(args, kwargs, trace_lines=True, restore=False)
-    except Exception as exc:  # noqa: BLE001 - the user's model raising is a usage problem
+    except ModelRaised as raised:  # the user's model raising is a usage problem; a bug of ours surfaces
+        exc = raised.error
         # cause_kind "eager_replay" is what recording/selection.py reads to try the test's next call of the module.
         why = (
             f"{module_name(module)} raises on its example inputs in eval mode under no_grad "
@@ -181,7 +184,7 @@ def _compute(
                 prelude.shared = _draw_once(prelude, search, template)
     except Stop as raised:
         stop, prelude = raised, None
-    except Exception:  # noqa: BLE001 - each check computes its own, in its child, as before
+    except (ModelRaised, MemoryError):  # each check computes its own in its child, under its limits, and says so
         return None
     finally:
         torch.set_num_threads(threads)
@@ -203,10 +206,9 @@ def _draw_once(prelude: Prelude, search: tuple[Any, float | None], result: Resul
         return None
     recorded = (prelude.recorded.draw, prelude.recorded.call)
     try:
+        # A bug of ours surfaces here rather than each check quietly searching on its own.
         with torch.no_grad(), hypothesis_home(session.hypothesis_home):
             return draw_once(prelude.eager, prelude.plan, prelude.options, session, recorded, body_s=body_s, result=result)
-    except Exception:  # noqa: BLE001 - each check then searches on its own, as before
-        return None
     finally:
         prelude.eager.restore()
 

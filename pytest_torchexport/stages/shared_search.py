@@ -49,7 +49,7 @@ from .._compat import is_in_ci
 from ..inputs.specs import InputPlan
 from ..inputs.strategies import Draw, draws, materialize, probe_draws, recorded_draw, special_probes
 from ..options import Options
-from ..reference.eager import Eager, EagerCall
+from ..reference.eager import Eager, EagerCall, ModelRaised
 from ..reference.noise import Float64Store
 from ..results.report import Finding, Result
 
@@ -221,7 +221,7 @@ def draw_once(
             t0 = time.perf_counter()
             try:
                 call = eager(args, kwargs, trace_lines=True)
-            except Exception:  # noqa: BLE001 - eager refuses the input: no example
+            except ModelRaised:  # eager refuses the input: no example
                 shared.rejected.add(draw)
                 return
             finally:
@@ -252,9 +252,11 @@ def draw_once(
     database = session.database
     test = hypothesis_test(generated, plan, options, key=key, seed=seed,
                            database=None if database is None else ReadOnlyDatabase(database), explicit=[], shrink=False)
+    from hypothesis.errors import HypothesisException
+
     try:
         test()
-    except Exception:  # noqa: BLE001 - eager rejected everything: each check's own search says so
+    except HypothesisException:  # eager rejected everything (Unsatisfiable), a health check: each check's own search says so
         pass
     if not options.vary_scalars:
         # [Baked Scalars Once] eager at each Python scalar's other value, for every backend's baked_argument check.
@@ -272,7 +274,7 @@ def draw_once(
     module = eager.module
     try:
         shared.eager_ms = time_calls(lambda a, k: module(*a, **k), device, *_recorded_inputs(plan, recorded[0], device))
-    except Exception:  # noqa: BLE001 - a timing that fails is omitted: each check times eager itself
+    except Exception:  # noqa: BLE001 - the user's model, called directly, may raise anything; each check times eager itself
         shared.eager_ms = None
     from . import static_sizes
 

@@ -16,7 +16,7 @@ from .._compat import quiet_torch
 from ..inputs.strategies import Draw, materialize
 from ..reference import stateful
 from ..reference.compare import Comparison, compare, equal_trees
-from ..reference.eager import Eager
+from ..reference.eager import Eager, ModelRaised
 from ..results.outcome import Stop
 from ..results.report import Finding, Result, tag
 from .check import Check
@@ -196,13 +196,13 @@ def baked_arguments(check: Check) -> None:
         held = shared.expected(varied) if shared is not None else None
         try:
             expected = held.outputs if held is not None else check.eager(args, kwargs).outputs
-        except Exception:  # noqa: BLE001 - eager rejects the other value: nothing to learn
+        except ModelRaised:  # eager rejects the other value: nothing to learn
             continue
         name = plan.scalar_names.get(index, f"argument {index}")
         try:
             actual, _ = check.run(check.artifacts.runnable, args, kwargs)
             verdict = None if check.compare(expected, actual).ok else "still computes as if"
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - a runtime raises anything: the finding says so
             verdict = f"raises ({type(exc).__name__}) instead of computing with it; it was exported with"
         if verdict:
             check.result.findings.append(

@@ -37,7 +37,7 @@ import torch.utils._pytree as pytree
 
 from ..inputs.specs import DEFAULT_DIM
 from ..inputs.strategies import resize_like
-from ..reference.eager import Eager, EagerCall
+from ..reference.eager import Eager, EagerCall, ModelRaised
 from ..reference.noise import Float64Reference, judge_noise
 from ..results.report import Finding
 from .check import Check
@@ -99,7 +99,7 @@ def eager_runs(eager: Eager, plan: Any, recorded: tuple[Any, Any], seconds: floa
             args, kwargs = _resized(recorded, axes, near)
             try:
                 call = eager(args, kwargs, trace_lines=True)
-            except Exception:  # noqa: BLE001 - eager takes no such size: the probe skips it
+            except ModelRaised:  # eager takes no such size: the probe skips it
                 runs[(tuple(axes), near)] = None
                 continue
             accepted = True
@@ -179,7 +179,7 @@ def _try(check: Check, found: Probe, deadline: float) -> Probe:
         else:
             try:
                 expected = check.eager(args, kwargs).outputs
-            except Exception:  # noqa: BLE001 - eager takes no such size: nothing to learn there
+            except ModelRaised:  # eager takes no such size: nothing to learn there
                 continue
         found.tried.append(size)
         try:
