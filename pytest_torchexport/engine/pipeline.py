@@ -297,7 +297,7 @@ def _unavailable(backend: Any, device: str) -> str | None:
 
 
 def _on_device(step: tuple[tuple[Any, ...], dict[str, Any]], device: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    import torch.utils._pytree as pytree
+    from .._compat import pytree
 
     return pytree.tree_map(lambda v: v.to(device) if isinstance(v, torch.Tensor) else v, step)
 

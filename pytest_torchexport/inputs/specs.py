@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.utils._pytree as pytree
 
+from .._compat import pytree
 from ..errors import InvalidArgument
 
 DEFAULT_DIM = "batch"

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.utils._pytree as pytree
+
+from .._compat import pytree
 
 # (rtol, atol) per dtype, exactly ``torch.testing.assert_close``'s defaults
 # (torch/testing/_comparison.py::_DTYPE_PRECISIONS); integers and bools are exact.

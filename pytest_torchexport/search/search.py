@@ -560,12 +560,10 @@ def before_fork() -> None:
 
 
 def _scan_local_modules() -> None:
+    from .._compat import scan_local_constants
+
     try:
-        from hypothesis.internal.conjecture.providers import _get_local_constants
-    except ImportError:  # another hypothesis: its child pays what it pays
-        return
-    try:
-        _get_local_constants()
+        scan_local_constants()  # False with another hypothesis: its child pays what it pays
     except Exception:  # noqa: BLE001 - it only saves time
         pass
 

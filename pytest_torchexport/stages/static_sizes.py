@@ -33,8 +33,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch.utils._pytree as pytree
-
+from .._compat import pytree
 from ..inputs.specs import DEFAULT_DIM
 from ..inputs.strategies import resize_like
 from ..reference.eager import Eager, EagerCall
