@@ -113,6 +113,7 @@ def run(
     kwargs: Mapping[str, Any] | None,
     options: Options,
     session: Session,
+    *,
     scheduler: Scheduler | None = None,
 ) -> Report:
     """Check every (backend, device) pair; never raises for a failing backend. ``scheduler``:
@@ -200,7 +201,7 @@ class PendingCheck:
         if self.once is not None and self.device == "cpu" and _available(spec, self.device):
             try:
                 cache, call = self.once
-                self.prelude = cache.hand_over(call, self.module, self.plan, self.options, self.result, self.session)
+                self.prelude = cache.hand_over(call, self.module, self.plan, self.options, self.result, session=self.session)
             except LookupError:
                 pass
             else:

@@ -141,7 +141,7 @@ class EagerOnce:
 
     def hand_over(
         self, call: Any, module: torch.nn.Module, plan: InputPlan, options: Options, result: Result,
-        session: Any = None,
+        *, session: Any = None,
     ) -> Prelude | None:
         """The shared prelude of ``call`` (a key: which of the test's recorded calls), its
         findings and keys written into ``result`` (a fresh check's).
