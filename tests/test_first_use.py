@@ -19,7 +19,7 @@ SCRIPT = textwrap.dedent(
     from pytest_torchexport.search import search
 
     if sys.argv[1] == "in-each-child":
-        search._first_use_paid = True  # as before: hypothesis's first run happens in every child,
+        search._first_use_paid = True  # the old way: hypothesis's first run happens in every child,
         search._scan_local_modules = lambda: None  # and its scan of the modules imported since
 
     class Gate(torch.nn.Module):

@@ -1,4 +1,4 @@
-"""Record the outermost ``nn.Module`` calls a test makes (contract section 1).
+"""Record the outermost ``nn.Module`` calls a test makes (the model a marked test checks: docs/howto-module.md).
 
 What counts as the test's call, and why:
 

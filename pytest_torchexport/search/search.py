@@ -1,4 +1,4 @@
-"""Step 4 of a check: hypothesis draws inputs, each runs through eager and the loaded artifact.
+"""The search stage of a check: hypothesis draws inputs, each runs through eager and the loaded artifact.
 
 A ``Search`` holds what every attempt needs (the backend, the artifacts, the input plan,
 the tolerances) and what the search learns (``Stats``, eager outputs and export guards

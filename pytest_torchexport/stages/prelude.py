@@ -55,7 +55,7 @@ class Prelude:
 
 
 def run_prelude(module: torch.nn.Module, plan: InputPlan, device: str, options: Options, result: Result) -> Prelude:
-    """Stages 0 and 1 of a check; any may end it (``outcome.Stop``)."""
+    """The prelude of a check (eager's stages, before the ``Check``); any may end it (``outcome.Stop``)."""
     eager = Eager(module, device)
     # 0. An assumed batch dim that eager rejects is not one (assumptions.py).
     plan = assumptions.hold_rejected_batch(plan, eager, options, result)
@@ -148,7 +148,7 @@ class EagerOnce:
 
         Returns None with ``result`` settled when eager settled the verdict; raises
         ``LookupError`` when it could not be shared (it raised: the check computes its own,
-        in its child, and reports whatever that is as before)."""
+        in its child, and reports whatever that is)."""
         key = (call, id(module), result.device)
         if key not in self._shared:
             self._shared[key] = _compute(module, plan, options, result, (session, self.body_s))
@@ -181,7 +181,7 @@ def _compute(
                 prelude.shared = _draw_once(prelude, search, template)
     except Stop as raised:
         stop, prelude = raised, None
-    except Exception:  # noqa: BLE001 - each check computes its own, in its child, as before
+    except Exception:  # noqa: BLE001 - each check computes its own, in its child
         return None
     finally:
         torch.set_num_threads(threads)
@@ -205,7 +205,7 @@ def _draw_once(prelude: Prelude, search: tuple[Any, float | None], result: Resul
     try:
         with torch.no_grad(), hypothesis_home(session.hypothesis_home):
             return draw_once(prelude.eager, prelude.plan, prelude.options, session, recorded, body_s=body_s, result=result)
-    except Exception:  # noqa: BLE001 - each check then searches on its own, as before
+    except Exception:  # noqa: BLE001 - each check then searches on its own
         return None
     finally:
         prelude.eager.restore()
