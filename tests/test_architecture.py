@@ -237,3 +237,40 @@ def test_code_health_counts_a_revision_and_the_working_tree(code_health):
     counts = dict(re.match(r"(.+?)\s{2,}(\d+)$", line).groups() for line in lines[1:])
     assert set(counts) >= {"module globals", "broad excepts", "private API uses outside _compat",
                            "test helper copies (same body)", "functions over 50 lines", "modules over 400 lines"}
+
+
+# --- benchmarks -------------------------------------------------------------------------------
+
+
+def _benchmark_imports() -> list[tuple[str, str, str | None]]:
+    """(script, module, name) for each import of the package or of a sibling script in benchmarks/."""
+    siblings = {p.stem for p in (ROOT / "benchmarks").glob("*.py")}
+    found = []
+    for path in sorted((ROOT / "benchmarks").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                head = node.module.split(".")[0]
+                if head == "pytest_torchexport" or head in siblings:
+                    found += [(path.name, node.module, a.name) for a in node.names]
+            elif isinstance(node, ast.Import):
+                found += [(path.name, a.name, None) for a in node.names
+                          if a.name.split(".")[0] == "pytest_torchexport" or a.name in siblings]
+    return found
+
+
+def test_every_benchmark_imports_what_the_package_and_its_siblings_have(monkeypatch):
+    """A benchmark that names a function since renamed fails here, not on the day it is run."""
+    import importlib
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    imports = _benchmark_imports()
+    assert any(module == "pytest_torchexport" for _, module, _ in imports)  # the scan sees them
+    missing = []
+    for script, module, name in imports:
+        loaded = importlib.import_module(module)
+        if name is not None and not hasattr(loaded, name):
+            try:
+                importlib.import_module(f"{module}.{name}")
+            except ImportError:
+                missing.append(f"{script}: from {module} import {name}")
+    assert missing == []

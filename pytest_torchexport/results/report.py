@@ -469,13 +469,9 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _short_test(r: Result) -> str:
+def _test_name(r: Result) -> str:
     """The test's name with its class (``TestFoo::test_script``: a ``unittest`` suite has many
     ``test_script``) and its own parametrization (``test_act[ReLU]``), minus ours."""
-    return _clip_middle(_test_name(r))
-
-
-def _test_name(r: Result) -> str:
     name = r.nodeid or r.test or r.module or "?"
     name = name.split("::", 1)[-1]
     if "[" in name:

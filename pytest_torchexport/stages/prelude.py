@@ -216,4 +216,4 @@ _VERDICT = frozenset({"status", "message", "likely_cause", "cause_kind"})
 _MISSING = object()
 
 
-__all__ = ["EagerOnce", "Prelude", "run_prelude", "training_finding"]
+__all__ = ["EagerOnce", "Prelude", "run_prelude"]
