@@ -17,8 +17,8 @@ What each count is (static: the source is parsed, never imported):
   defined on a class with a base from elsewhere that the package never calls (so the base
   class does: an override). Overrides ``_compat.FUNCTION_OVERRIDES`` declares are not counted,
   nor the documented stdlib names in ``STDLIB``.
-- ``test helper copies``: functions (not tests) in ``tests/`` defined with the same body in
-  more than one file (each copy past the first counts), and names defined in several files.
+- ``test helper copies``: functions (not tests) in ``tests/`` defined with the same body more
+  than once (each copy past the first counts), and names defined in several files.
 - ``functions over 50 lines`` and ``modules over 400 lines``: of the package.
 """
 
@@ -44,6 +44,13 @@ MUTATORS = {"append", "extend", "insert", "add", "update", "setdefault", "pop", 
 
 FUNCTION_LINES = 50
 MODULE_LINES = 400
+
+
+def _by_place(item: str) -> tuple[str, int, str]:
+    """Sort key of ``"path:line: what"``: by path, then line number."""
+    path, _, rest = item.partition(":")
+    line, _, what = rest.partition(":")
+    return (path, int(line), what) if line.isdigit() else (path, 0, rest)
 
 
 def _private(name: str) -> bool:
@@ -156,7 +163,7 @@ def module_globals(files: dict[str, str]) -> list[str]:
             if (isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store) and isinstance(node.value, ast.Name)
                     and node.value.id in imported):
                 found.append(f"{path}:{node.lineno}: {ast.unparse(node)} assigned from {path}")
-    return sorted(set(found))
+    return sorted(set(found), key=_by_place)
 
 
 def _mutated_name(node: ast.AST) -> str | None:
@@ -197,7 +204,7 @@ def broad_excepts(files: dict[str, str]) -> tuple[list[str], list[str]]:
                 broad.append(where)
                 if not _raises_or_uses(node):
                     swallowing.append(where)
-    return broad, swallowing
+    return sorted(broad, key=_by_place), sorted(swallowing, key=_by_place)
 
 
 def _is_broad(kind: ast.expr | None) -> bool:
@@ -217,18 +224,21 @@ def _raises_or_uses(handler: ast.ExceptHandler) -> bool:
 
 
 def helper_copies(files: dict[str, str]) -> tuple[list[str], list[str]]:
-    """Module-level functions of ``tests/`` (not tests) written in several files: each copy of a
-    body past its first, and each name defined in more than one file."""
+    """Functions of ``tests/`` (not tests, not methods; nested ones included) written more than
+    once: each copy of a body past its first, and each name (leading underscores aside) defined
+    in more than one file."""
     bodies: dict[str, list[str]] = defaultdict(list)
-    names: dict[str, list[str]] = defaultdict(list)
+    names: dict[str, set[str]] = defaultdict(set)
     for path, tree in _parsed(files).items():
-        for node in tree.body:
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("test_"):
-                names[node.name].append(path)
+        methods = {id(n) for c in ast.walk(tree) if isinstance(c, ast.ClassDef) for n in c.body}
+        for node in ast.walk(tree):
+            if (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("test_")
+                    and id(node) not in methods):
+                names[node.name.lstrip("_")].add(path)  # _result and result: one helper's names
                 body = node.body[1:] if ast.get_docstring(node) else node.body
                 bodies[ast.dump(ast.Module(body=body, type_ignores=[]))].append(f"{path}::{node.name}")
     copies = [f"{where} (the same as {found[0]})" for found in bodies.values() for where in found[1:]]
-    same_name = [f"{name} in {', '.join(paths)}" for name, paths in sorted(names.items()) if len(paths) > 1]
+    same_name = [f"{name} in {', '.join(sorted(paths))}" for name, paths in sorted(names.items()) if len(paths) > 1]
     return copies, same_name
 
 
@@ -240,7 +250,7 @@ def long_functions(files: dict[str, str]) -> list[str]:
                 lines = node.end_lineno - node.lineno + 1
                 if lines > FUNCTION_LINES:
                     found.append(f"{path}:{node.lineno}: {node.name} ({lines} lines)")
-    return found
+    return sorted(found, key=_by_place)
 
 
 def long_modules(files: dict[str, str]) -> list[str]:
