@@ -120,6 +120,8 @@ def _clone_class(base: type) -> type:
             super().__init__(**kwargs)
             self.originalname = base
 
+        # pytest's private _getobj/_getinstance, overridden: _compat.FUNCTION_OVERRIDES names them
+        # and tests/test_compat.py asserts pytest.Function still has them.
         def _getobj(self) -> Any:
             instance = self.instance
             owner = instance if instance is not None else self.parent.obj
