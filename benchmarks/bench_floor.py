@@ -61,7 +61,7 @@ MODELS = {"mlp": SMALL, "conv": SMALL, "encoder": SMALL, "big": BIG}
 MAX_BATCH = {"big": 4}
 WAYS = ("plugin", "hand", "floor")
 #: ``--standalone-off``: a fourth way, the plugin with ``standalone=False`` (no fresh interpreter
-#: loading each artifact), to say how much of plugin/hand is that contract step (section 4).
+#: loading each artifact), to say how much of plugin/hand is that step (docs/howto-standalone.md).
 EXTRA_WAYS = ("plugin-nostandalone",)
 
 

@@ -198,7 +198,8 @@ def torchscript_deprecation(caught: Iterable[warnings.WarningMessage]) -> str | 
 
 
 def is_in_ci() -> bool:
-    """hypothesis's own CI detection (the ``CI`` variable and the usual CI services)."""
+    """hypothesis's own CI detection (the ``CI`` variable and the usual CI services): its private
+    ``hypothesis._settings.is_in_ci`` (hypothesis 6.170.17)."""
     try:
         from hypothesis._settings import is_in_ci as hypothesis_is_in_ci
     except ImportError:  # pragma: no cover - a hypothesis that moved it
@@ -213,7 +214,8 @@ def cuda_closed_in_forked_child() -> bool:
     true), make CUDA look absent to this process: torch.export's ``preserve_rng_state`` and others
     ask ``torch.cuda.is_available()`` and then initialise CUDA, which raises "Cannot re-initialize
     CUDA in forked subprocess" (seen on a lent H200, torch 2.11: the cpu ONNX check an
-    export_error). True where it did. Reads torch's private ``torch.cuda._is_in_bad_fork``."""
+    export_error). True where it did. Reads torch's private ``torch.cuda._is_in_bad_fork``
+    (torch 2.11-2.14.1)."""
     import torch
 
     in_bad_fork = getattr(torch.cuda, "_is_in_bad_fork", None)
@@ -221,4 +223,178 @@ def cuda_closed_in_forked_child() -> bool:
         return False
     torch.cuda.is_available = lambda: False  # this process only: it exits when the check ends
     torch.cuda.device_count = lambda: 0
+    return True
+
+
+# [Private APIs] Every private name of a library the plugin reads, overrides or imports is
+# reached through this module, one named function (or constant) each, with the versions it was
+# checked on; tests/test_compat.py names each one and asserts the shape used here, so a
+# library upgrade that moves one fails that test first, not a user's suite. Checked on:
+# torch 2.13.0 and 2.14.1, pytest 9.2.0, hypothesis 6.170.17, executorch 1.5.1.
+
+def __getattr__(name: str) -> Any:
+    """``from .._compat import pytree``: ``torch.utils._pytree`` (no public twin in torch 2.13.0-2.14.1),
+    imported when first named, so this module stays torch-free for the plugin's import."""
+    if name == "pytree":
+        import torch.utils._pytree
+
+        return torch.utils._pytree
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def graph_module_flat_inputs(graph_module: Any, call: Any) -> list[Any]:
+    """The flat placeholders of an unflattened/exported ``GraphModule`` for ``call`` (``(args, kwargs)``),
+    in its own input order: ``torch.fx._pytree.tree_flatten_spec`` over the module's private
+    ``_in_spec`` (torch 2.13.0-2.14.1)."""
+    import torch.fx._pytree as fx_pytree
+
+    return fx_pytree.tree_flatten_spec(call, graph_module._in_spec)
+
+
+def reorder_kwargs(kwargs: dict[str, Any], in_spec: Any) -> dict[str, Any]:
+    """``torch.export._tree_utils.reorder_kwargs``: keywords in a program's order (torch 2.13.0-2.14.1)."""
+    from torch.export._tree_utils import reorder_kwargs as reorder
+
+    return reorder(kwargs, in_spec)
+
+
+def onnx_registry_class() -> type | None:
+    """``torch.onnx._internal.exporter._registration.ONNXRegistry`` (whose ``from_torchlib``
+    classmethod ``backends/_torchlib.py`` wraps), or None on a torch without the dynamo exporter
+    (torch 2.13.0-2.14.1)."""
+    try:
+        from torch.onnx._internal.exporter import _registration
+    except ImportError:
+        return None
+    return _registration.ONNXRegistry
+
+
+#: What AOTInductor needs of ``torch._inductor`` (documented, under a private module name).
+AOTI_FUNCTIONS = ("aoti_compile_and_package", "aoti_load_package")
+
+
+def aoti_unavailable() -> str | None:
+    """Why ``torch._inductor``'s AOTInductor functions cannot be used here, or None (torch 2.13.0-2.14.1)."""
+    import torch
+
+    try:
+        import torch._inductor as inductor
+    except ImportError as exc:  # pragma: no cover - a torch built without inductor
+        return f"torch._inductor does not import: {exc}"
+    missing = next((attr for attr in AOTI_FUNCTIONS if not hasattr(inductor, attr)), None)
+    return f"torch {torch.__version__} has no torch._inductor.{missing}" if missing else None
+
+
+def aoti_compile_and_package(program: Any, package_path: str) -> Any:
+    import torch._inductor  # torch 2.13.0-2.14.1, as all of AOTI_FUNCTIONS
+
+    return torch._inductor.aoti_compile_and_package(program, package_path=package_path)
+
+
+def aoti_load_package(path: str) -> Any:
+    import torch._inductor
+
+    return torch._inductor.aoti_load_package(path)
+
+
+def conv_module_types() -> tuple[type, ...]:
+    """Every convolution layer: ``torch.nn.modules.conv._ConvNd``, the base of Conv1d-3d and their
+    transposed and lazy forms (torch 2.13.0-2.14.1)."""
+    import torch
+
+    return (torch.nn.modules.conv._ConvNd,)
+
+
+# A module's own parameters, buffers and children, a None registered as such and a repeated
+# child included (``named_parameters(recurse=False)``, ``named_children()`` leave those out), and
+# the buffers ``state_dict`` leaves out: ``nn.Module``'s private dicts (torch 2.13.0-2.14.1).
+def own_parameters(module: Any) -> dict[str, Any]:
+    return module._parameters
+
+
+def own_buffers(module: Any) -> dict[str, Any]:
+    return module._buffers
+
+
+def own_children(module: Any) -> dict[str, Any]:
+    return module._modules
+
+
+def non_persistent_buffers(module: Any) -> set[str]:
+    return module._non_persistent_buffers_set
+
+
+def script_has_method(scripted: Any, name: str) -> bool:
+    """Whether TorchScript compiled ``name`` into ``scripted``: ``scripted._c._has_method``, the
+    compiled module's own answer (torch 2.13.0-2.14.1)."""
+    return bool(scripted._c._has_method(name))
+
+
+def compiled_original(module: Any) -> Any:
+    """The user's module inside ``torch.compile(module)``'s ``OptimizedModule`` (its ``_orig_mod``),
+    or None for any other module (torch 2.13.0-2.14.1)."""
+    if type(module).__name__ != "OptimizedModule":
+        return None
+    return getattr(module, "_orig_mod", None)
+
+
+def compiled_in_place(module: Any) -> bool:
+    """Whether ``module.compile()`` compiled this module in place (``nn.Module._compiled_call_impl``
+    set) (torch 2.13.0-2.14.1)."""
+    return getattr(module, "_compiled_call_impl", None) is not None
+
+
+def deserialize_pte(data: bytes) -> Any:
+    """``executorch.exir._serialize._program.deserialize_pte_binary``: a ``.pte`` file's program,
+    whose metadata says the call's structure (executorch 1.5.1)."""
+    from executorch.exir._serialize._program import deserialize_pte_binary
+
+    return deserialize_pte_binary(data)
+
+
+def unittest_item_class() -> type:
+    from _pytest.unittest import TestCaseFunction  # a unittest.TestCase method's item (pytest 9.2.0)
+
+    return TestCaseFunction
+
+
+def unittest_excinfo(item: Any) -> list[Any] | None:
+    """The errors a unittest body reported: unittest collects them instead of raising, and pytest's
+    unittest support keeps them on the item (``item._excinfo``) until the report (pytest 9.2.0)."""
+    return getattr(item, "_excinfo", None)
+
+
+def fixtureinfo(item: Any) -> Any:
+    """``item._fixtureinfo``, which ``Function.from_parent(fixtureinfo=...)`` takes to copy an item
+    with the same fixtures (pytest 9.2.0)."""
+    return item._fixtureinfo
+
+
+#: The ``pytest.Function`` methods ``glue/items.py``'s per-backend copy overrides: ``_getobj``
+#: finds the test by its function's name while the item's name carries the backend id, and
+#: ``_getinstance`` builds a ``unittest.TestCase`` with its method's name (pytest 9.2.0).
+FUNCTION_OVERRIDES = ("_getobj", "_getinstance")
+
+
+def terminal_width(terminalreporter: Any) -> int:
+    """The width pytest measured: ``terminalreporter._tw.fullwidth`` (pytest 9.2.0)."""
+    return int(terminalreporter._tw.fullwidth)
+
+
+def add_database_digest(test: Any, digest: bytes) -> None:
+    """[Database Keys] hypothesis keys its example database by the test function's source; a
+    digest set as ``inner_test._hypothesis_internal_add_digest`` is added to that key, so each
+    (test, backend) has its own entries (hypothesis 6.170.17)."""
+    test.hypothesis.inner_test._hypothesis_internal_add_digest = digest
+
+
+def scan_local_constants() -> bool:
+    """Have hypothesis scan the local modules for constants to draw now (its private
+    ``hypothesis.internal.conjecture.providers._get_local_constants``, which caches): True where it
+    did, False with a hypothesis that has no such function (hypothesis 6.170.17)."""
+    try:
+        from hypothesis.internal.conjecture.providers import _get_local_constants
+    except ImportError:
+        return False
+    _get_local_constants()
     return True

@@ -48,7 +48,7 @@ DEFAULT_EXAMPLES = 25
 DEFAULT_TIMEOUT = 900.0
 ISOLATION_MODES: tuple[str, ...] = ("process", "inline")
 
-#: Options a marker, the fixture and ``check()`` accept (contract section 1).
+#: Options a marker, the fixture and ``check()`` accept (docs/reference.md).
 MARKER_OPTIONS: tuple[str, ...] = (
     "backends",
     "devices",

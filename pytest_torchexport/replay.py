@@ -29,8 +29,6 @@ _KEYS = ("module_class", "backend", "device", "options", "export_inputs", "faili
 
 
 def replay(path: str, allow_pickle: bool = False) -> int:
-    import torch
-
     from .backends.base import ExportContext, load_backend
     from .inputs.specs import plan_inputs
     from .options import BUILTIN_BACKENDS

@@ -1,4 +1,4 @@
-"""What a row rests on (contract v4 ``compared``): how many output elements the verdict
+"""What a row rests on (the report's ``compared``, docs/report.md): how many output elements the verdict
 compared, of how many the outputs hold, per leaf kind; a check that compared nothing is not
 a pass."""
 

@@ -15,10 +15,11 @@ SCRIPT = textwrap.dedent(
     """
     import json, sys, torch
     from pytest_torchexport import ExportMismatch, check
+    from pytest_torchexport import _compat
     from pytest_torchexport.search import search
 
     if sys.argv[1] == "in-each-child":
-        search._first_use_paid = True  # as before: hypothesis's first run happens in every child,
+        search._first_use_paid = True  # the old way: hypothesis's first run happens in every child,
         search._scan_local_modules = lambda: None  # and its scan of the modules imported since
 
     class Gate(torch.nn.Module):
@@ -81,6 +82,7 @@ def _parsed_in_a_child(scan_first: bool) -> int:
     """How many local modules a forked child's hypothesis parses for constants before its search."""
     from hypothesis.internal.conjecture import providers
 
+    from pytest_torchexport import _compat
     from pytest_torchexport.search import search
 
     if scan_first:
@@ -92,7 +94,7 @@ def _parsed_in_a_child(scan_first: bool) -> int:
             parsed = []
             real = providers.constants_from_module
             providers.constants_from_module = lambda module, **kw: parsed.append(module.__name__) or real(module, **kw)
-            providers._get_local_constants()
+            _compat.scan_local_constants()
             os.write(write, str(len(parsed)).encode())
         finally:
             os._exit(0)

@@ -1,5 +1,5 @@
 """[Another Method] A test that calls ``model.forward_features(x)`` or ``model.encode(x)``
-checks that method (contract v5, section 1).
+checks that method (docs/howto-module.md).
 
 Before, such a test was checked on whatever module call came first inside the method (a
 timm model's stem ``Sequential``, 1.6% of its parameters), and ``module="ResNet"`` was a

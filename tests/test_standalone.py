@@ -1,4 +1,4 @@
-"""Standalone load (contract section 4): each saved artifact also loads and runs in a process
+"""Standalone load (docs/howto-standalone.md): each saved artifact also loads and runs in a process
 that never imported the test's code, as a deployment loads it."""
 
 import json

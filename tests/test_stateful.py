@@ -233,7 +233,7 @@ def test_net():
 
 def test_a_module_whose_buffers_no_input_changes_keeps_its_verdicts(tester):
     # Buffers (BatchNorm's running statistics, a constant) that no input changes: no state is
-    # compared, no state finding, every backend passes as before.
+    # compared, no state finding, every backend passes.
     tester.makepyfile(test_net=STATELESS)
     result, rows = run_with_report(tester)
     assert {name: r["status"] for name, r in rows.items()} == {"onnx": "pass", "export": "pass", "trace": "pass"}

@@ -1,7 +1,7 @@
 """[Static Sizes] With no dims=, the undeclared dims of the recorded inputs are tried at a few
 nearby sizes after a pass: an artifact that fails there gets a ``static_size`` finding (not a
 failure), and the dims= line it gives makes the size a checked requirement. The row also says
-which sizes the search covered (contract v4 ``sizes``)."""
+which sizes the search covered (the report's ``sizes``, docs/report.md)."""
 
 import json
 from types import SimpleNamespace

@@ -1,4 +1,4 @@
-"""What torch's deprecation of TorchScript does to the plugin (contract 4 and 5).
+"""What torch's deprecation of TorchScript does to the plugin (docs/backends.md, docs/reference.md).
 
 torch 2.13 warns ``DeprecationWarning`` on every ``torch.jit`` call and torch 2.14 warns
 ``FutureWarning``; a later torch may drop TorchScript, keeping ``torch.jit.trace`` and

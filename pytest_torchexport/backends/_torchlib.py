@@ -34,12 +34,12 @@ def _copy(registry: Any) -> Any:
 @contextlib.contextmanager
 def reused() -> Iterator[None]:
     """Within: ``ONNXRegistry.from_torchlib`` builds a registry once per opset, then copies it."""
-    try:
-        from torch.onnx._internal.exporter import _registration
-    except ImportError:  # a torch without the dynamo exporter: nothing to reuse
+    from .._compat import onnx_registry_class
+
+    cls = onnx_registry_class()
+    if cls is None:  # a torch without the dynamo exporter: nothing to reuse
         yield
         return
-    cls = _registration.ONNXRegistry
     original = cls.__dict__.get("from_torchlib")
     if not isinstance(original, classmethod):
         yield

@@ -25,25 +25,23 @@ class AotiBackend(Backend):
     specializes_small_dims = True
 
     def unavailable_reason(self) -> str | None:
-        try:
-            import torch._inductor as inductor
-        except ImportError as exc:  # pragma: no cover
-            return f"torch._inductor does not import: {exc}"
-        for attr in ("aoti_compile_and_package", "aoti_load_package"):
-            if not hasattr(inductor, attr):
-                return f"torch {torch.__version__} has no torch._inductor.{attr}"
+        from .._compat import aoti_unavailable
+
+        missing = aoti_unavailable()
+        if missing:
+            return missing
         if shutil.which("c++") is None and shutil.which("g++") is None:
             return "AOTInductor needs a C++ compiler (c++/g++) on PATH"
         return None
 
     def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
-        import torch._inductor
+        from .._compat import aoti_compile_and_package, aoti_load_package
 
         module = keywords_bound(module, kwargs)
         program = torch.export.export(module, args, kwargs or None, dynamic_shapes=ctx.dynamic_shapes(module), strict=False)
         package = Path(ctx.scratch or tempfile.mkdtemp(prefix="torchexport-aoti-")) / FILENAME
-        torch._inductor.aoti_compile_and_package(program, package_path=str(package))
-        return _Package(package, torch._inductor.aoti_load_package(str(package)))
+        aoti_compile_and_package(program, package_path=str(package))
+        return _Package(package, aoti_load_package(str(package)))
 
     def save(self, artifact: Any, directory: Path) -> list[Path]:
         path = directory / FILENAME
@@ -51,10 +49,10 @@ class AotiBackend(Backend):
         return [path]
 
     def load(self, directory: Path, ctx: ExportContext) -> Any:
-        import torch._inductor
+        from .._compat import aoti_load_package
 
         path = directory / FILENAME
-        return _Package(path, torch._inductor.aoti_load_package(str(path)))
+        return _Package(path, aoti_load_package(str(path)))
 
     def run(self, artifact: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         with torch.no_grad():

@@ -260,7 +260,8 @@ def positional_adapter(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any
     that wrapper. Non-tensor leaves keep the call's values. Returns (adapter, tensors).
     """
     import torch
-    import torch.utils._pytree as pytree
+
+    from .._compat import pytree
 
     flat, spec = pytree.tree_flatten((args, kwargs))
     slots = [i for i, v in enumerate(flat) if isinstance(v, torch.Tensor)]

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.utils._pytree as pytree
 
+from .._compat import pytree
 from .base import Backend, ExportContext, keywords_bound
 from .export import program_input_shapes
 
@@ -152,10 +152,11 @@ def pte_meta(data: bytes) -> tuple[Any, Any, list[Any] | None]:
     None otherwise. A file whose metadata cannot be read runs with flat inputs and outputs.
     """
     try:
-        from executorch.exir._serialize._program import deserialize_pte_binary
         from executorch.exir.schema import Tensor, TensorShapeDynamism
 
-        plan = deserialize_pte_binary(data).program.execution_plan[0]
+        from .._compat import deserialize_pte
+
+        plan = deserialize_pte(data).program.execution_plan[0]
         meta = plan.container_meta_type
         limits = []
         for index in plan.inputs:
@@ -188,7 +189,7 @@ class Pte:
     def flat_inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
         """The call's leaves in the exported program's order, tensors contiguous (the runtime needs it)."""
         if self.in_spec is not None and kwargs:
-            from torch.export._tree_utils import reorder_kwargs
+            from .._compat import reorder_kwargs
 
             kwargs = reorder_kwargs(kwargs, self.in_spec)
         leaves = pytree.tree_leaves((args, kwargs))

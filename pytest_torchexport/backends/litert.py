@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.utils._pytree as pytree
 
+from .._compat import pytree
 from .base import Backend, ExportContext
 
 FILENAME = "model.tflite"

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.utils._pytree as pytree
 
+from .._compat import pytree
 from ..results.explain import FindingWarning
 from ..results.report import Finding
 from . import _torchlib

@@ -1,4 +1,4 @@
-"""ONNX as shipped: the exported model post-processed as teams serve it (contract v4, section 4).
+"""ONNX as shipped: the exported model post-processed as teams serve it (docs/howto-shipped-onnx.md).
 
 The ``onnx`` backend's export is the file ``torch.onnx.export`` writes; what is served is
 often that file after one or more of these steps, in this order:

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-import torch.utils._pytree as pytree
 
+from .._compat import pytree
 from .base import Backend, ExportContext
 
 FILENAME = "model.xml"

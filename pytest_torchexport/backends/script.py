@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from .._compat import script_has_method
 from ._jit import TorchScriptBackend, method_artifact
 from .base import ExportContext, MethodCall
 
@@ -76,7 +77,7 @@ def _script_method(call: Any) -> Any:
     except Exception as exc:  # noqa: BLE001 - torch.jit.script raises anything; raised again, with a hint
         raise _prefixed(exc, f"torch.jit.script({name}) fails, so {name}.{method} (the method the test called) "
                         "has no scripted form") from exc
-    if not scripted._c._has_method(method):
+    if not script_has_method(scripted, method):
         raise RuntimeError(
             f"torch.jit.script({name}) does not reach {name}.{method}, the method the test called: TorchScript "
             f"compiles forward, what forward calls, and methods marked @torch.jit.export, and {method} is none of "

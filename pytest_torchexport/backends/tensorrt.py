@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-import torch.utils._pytree as pytree
 
+from .._compat import pytree
 from .base import Backend, ExportContext, positional_adapter
 
 FILENAME = "model_trt.ep"

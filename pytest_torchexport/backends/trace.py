@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.utils._pytree as pytree
 
+from .._compat import pytree
 from ._jit import TorchScriptBackend, method_artifact
 from .base import ExportContext, MethodCall
 

@@ -113,6 +113,7 @@ def run(
     kwargs: Mapping[str, Any] | None,
     options: Options,
     session: Session,
+    *,
     scheduler: Scheduler | None = None,
 ) -> Report:
     """Check every (backend, device) pair; never raises for a failing backend. ``scheduler``:
@@ -168,7 +169,7 @@ class PendingCheck:
         )
         self.result.extra["eager_mode"] = EAGER_MODE
         method = getattr(module, "method", None)
-        if isinstance(module, MethodCall) and method:  # [Another Method] the row's "method" (contract v5)
+        if isinstance(module, MethodCall) and method:  # [Another Method] the row's "method"
             self.result.extra["method"] = method
         self.mode, self.why = runner.choose(options.isolation, device)
         self.started: float | None = None
@@ -200,7 +201,7 @@ class PendingCheck:
         if self.once is not None and self.device == "cpu" and _available(spec, self.device):
             try:
                 cache, call = self.once
-                self.prelude = cache.hand_over(call, self.module, self.plan, self.options, self.result, self.session)
+                self.prelude = cache.hand_over(call, self.module, self.plan, self.options, self.result, session=self.session)
             except LookupError:
                 pass
             else:
@@ -297,7 +298,7 @@ def _unavailable(backend: Any, device: str) -> str | None:
 
 
 def _on_device(step: tuple[tuple[Any, ...], dict[str, Any]], device: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    import torch.utils._pytree as pytree
+    from .._compat import pytree
 
     return pytree.tree_map(lambda v: v.to(device) if isinstance(v, torch.Tensor) else v, step)
 
@@ -319,7 +320,7 @@ def _pipeline(pending: PendingCheck, result: Result, scratch: Path) -> None:
     )
     if check.compiled:
         result.findings.append(compiled_finding(check.compiled, result.module))
-    # 2-3. Export once at the example, save, load back.
+    # Export once at the example, save, load back.
     check.artifacts = exporting.build(check)
     assumptions.recorded_size_export(check)
     # The saved artifact in a fresh process (standalone.py): the request goes out now, the loader
@@ -327,7 +328,7 @@ def _pipeline(pending: PendingCheck, result: Result, scratch: Path) -> None:
     # load_error still decides the result, as when the load ran before the search).
     loading = standalone.step(check)
     try:
-        # 4. Side effects the artifact must reproduce, arguments it may bake in, then the search.
+        # Side effects the artifact must reproduce, arguments it may bake in, then the search.
         runner.stage(result, "run")
         side_effects.check_side_effects(check)
         if not check.options.vary_scalars:
@@ -343,7 +344,7 @@ def _pipeline(pending: PendingCheck, result: Result, scratch: Path) -> None:
     if result.status == "pass":
         # [Static Sizes] The undeclared dims at a few nearby sizes: findings only (static_sizes.py).
         static_sizes.probe(check)
-    # 5. Latency at the recorded input, once the verdict is in (latency.py), in the search's stage as before.
+    # Latency at the recorded input, once the verdict is in (latency.py); a time limit here names the search.
     runner.stage(result, "search")
     latency.record(check)
 

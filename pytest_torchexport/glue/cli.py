@@ -1,4 +1,4 @@
-"""The command line and ini keys (contract section 5), and the session defaults they give.
+"""The command line and ini keys (docs/reference.md), and the session defaults they give.
 
 One table, ``FLAGS``: each row is a flag, its ini key (or none), its help, and the marker
 option it sets with how its text is read. ``add_options`` registers the table with pytest;

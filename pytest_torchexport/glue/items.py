@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from .._compat import fixtureinfo, unittest_excinfo, unittest_item_class
 from ..options import Options
 
 #: The pseudo-fixture a marked test function is parametrized over.
@@ -77,14 +78,14 @@ def test_key(item: pytest.Item) -> str | None:
 def body_error(item: pytest.Item) -> BaseException | None:
     """The error a unittest body reported: unittest collects it instead of raising, and
     pytest's unittest support keeps it on the item (``_excinfo``) until the report."""
-    infos = getattr(item, "_excinfo", None)
+    infos = unittest_excinfo(item)
     return infos[0].value if infos else None
 
 
 def cannot_clone(item: pytest.Item) -> str | None:
     if not isinstance(item, pytest.Function):
         return f"it is a {type(item).__name__} item, not a Python test function"
-    if type(item) not in (pytest.Function, _unittest_class()):
+    if type(item) not in (pytest.Function, unittest_item_class()):
         return f"its item type {type(item).__name__} (from a plugin) cannot be copied per backend"
     return None
 
@@ -94,7 +95,7 @@ def clone(item: pytest.Function, t: Target) -> pytest.Function:
     name = f"{item.name[:-1]}-{t.id}]" if item.name.endswith("]") else f"{item.name}[{t.id}]"
     cls = _CLONE_CLASSES.get(type(item)) or _clone_class(type(item))
     new = cls.from_parent(
-        item.parent, name=name, base=item.originalname, fixtureinfo=item._fixtureinfo, keywords=dict(item.keywords)
+        item.parent, name=name, base=item.originalname, fixtureinfo=fixtureinfo(item), keywords=dict(item.keywords)
     )
     callspec = getattr(item, "callspec", None)
     if callspec is not None:
@@ -109,12 +110,6 @@ def clone(item: pytest.Function, t: Target) -> pytest.Function:
 _CLONE_CLASSES: dict[type, type] = {}
 
 
-def _unittest_class() -> type:
-    from _pytest.unittest import TestCaseFunction
-
-    return TestCaseFunction
-
-
 def _clone_class(base: type) -> type:
     """A subclass whose item name carries the torchexport id while the test it runs is
     found by the function's own name (pytest looks it up by the item's name)."""
@@ -125,6 +120,8 @@ def _clone_class(base: type) -> type:
             super().__init__(**kwargs)
             self.originalname = base
 
+        # pytest's private _getobj/_getinstance, overridden: _compat.FUNCTION_OVERRIDES names them
+        # and tests/test_compat.py asserts pytest.Function still has them.
         def _getobj(self) -> Any:
             instance = self.instance
             owner = instance if instance is not None else self.parent.obj

@@ -36,7 +36,6 @@ class State:
     baseline_path: str | None = None
     report_path: str | None = None
     update_baseline: bool = False
-    verdicts: list[tuple[str, Any]] = field(default_factory=list)
     auto: bool = False  # --torchexport-auto: every collected test as if it carried a bare marker
     #: [Body Once] test key -> the recording of its body, shared by the test's items in this process
     recordings: dict[str, Any] = field(default_factory=dict)

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from .._compat import terminal_width
 from ..isolation.runner import INTERRUPTED_ROW
 from ..results.report import FAILING
 
@@ -74,7 +75,7 @@ class Reporting:
         if not results:
             return
         terminalreporter.write_sep("=", "torchexport summary")
-        width = min(terminalreporter._tw.fullwidth, 120)
+        width = min(terminal_width(terminalreporter), 120)
         for line in summary_lines(results, width=width):
             terminalreporter.write_line(line)
         path = self.state.report_path

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.utils._pytree as pytree
 
+from .._compat import pytree
 from ..errors import InvalidArgument
 
 DEFAULT_DIM = "batch"
@@ -282,7 +282,7 @@ def _dynamic_axes(
     spec_by_index: dict[int, Any], dynamic: Mapping[Any, Mapping[int, str]] | None, leaves: list[Any],
     tensor_idx: list[int], naming: tuple[list[str], dict[int, str], list[str]],
 ) -> dict[int, dict[int, str]]:
-    """Which dims are dynamic: declared per input, else the contract's default (dim 0 of
+    """Which dims are dynamic: declared per input, else the default (dim 0 of
     every tensor input is "batch" when they all share that size)."""
     paths, names, param_names = naming
     axes_for: dict[int, dict[int, str]] = {}

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.utils._pytree as pytree
 from hypothesis import strategies as st
 
+from .._compat import pytree
 from .specs import InputPlan, LeafPlan
 
 #: Value modes, plainest first (hypothesis shrinks towards the front).

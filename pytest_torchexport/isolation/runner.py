@@ -45,7 +45,7 @@ from typing import Any
 from ..results.outcome import Outcome, settle
 from ..results.report import Finding, Result, Status
 
-#: What a crash in each stage means (contract section 6); any other stage is ``run_error``.
+#: What a crash in each stage means (docs/statuses.md); any other stage is ``run_error``.
 CRASH_STATUS: dict[str, Status] = {"export": "export_error", "save": "export_error", "load": "load_error"}
 
 _channel: int | None = None  # the write end of the pipe, in a child only

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._compat import conv_module_types
+
 #: the prefixes that name a library rather than a module
 LIBRARIES: dict[str, str] = {"timm": "pip install timm", "torchvision": "pip install torchvision"}
 FORMS = "timm:NAME, torchvision:NAME, pkg.module:Factory or path/to/file.py:Factory (keyword arguments after ?)"
@@ -164,7 +166,7 @@ def infer_inputs(model: Any, spec: ModelSpec, compact: Any = None) -> Inferred:
 
 def describe(inferred: Inferred) -> str:
     """``x: float32[2, 3, 224, 224]``: the call as the report and the messages show it."""
-    import torch.utils._pytree as pytree
+    from .._compat import pytree
 
     flat = pytree.tree_leaves((inferred.args, inferred.kwargs))
     shapes = [
@@ -352,10 +354,9 @@ def _first_leaf(model: Any) -> str:
 
 
 def _first_conv(model: Any) -> Any:
-    import torch
 
     for sub in model.modules():
-        if isinstance(sub, torch.nn.modules.conv._ConvNd):
+        if isinstance(sub, conv_module_types()):
             return sub
     return None
 
@@ -366,7 +367,7 @@ def _first_layer(model: Any) -> Inferred | None:
 
     for name, sub in model.named_modules():
         where = f"first layer {name or 'the model'} ({type(sub).__name__}"
-        if isinstance(sub, torch.nn.modules.conv._ConvNd):
+        if isinstance(sub, conv_module_types()):
             rank = sub.weight.dim() - 2
             shape = (BATCH, sub.in_channels, *([32] * rank))
             return Inferred((torch.randn(shape),), {}, f"{where}, {sub.in_channels} channels): 32 per spatial dim")

@@ -1,4 +1,4 @@
-"""Record the outermost ``nn.Module`` calls a test makes (contract section 1).
+"""Record the outermost ``nn.Module`` calls a test makes (the model a marked test checks: docs/howto-module.md).
 
 What counts as the test's call, and why:
 
@@ -54,6 +54,8 @@ import os
 import sys
 from dataclasses import dataclass, field
 from typing import Any
+
+from .._compat import compiled_original
 
 #: Copies taken "as called" hold at most this many bytes of parameters and buffers in all
 #: (per test): past it the live module is checked and a change after the call is reported.
@@ -373,7 +375,8 @@ class Recorder:
         if _in_torch(code.co_filename):
             return  # torch's own methods: train(), to(), state_dict(), ...
         import torch
-        import torch.utils._pytree as pytree
+
+        from .._compat import pytree
 
         local = frame.f_locals
         module = local.get("self")
@@ -429,8 +432,8 @@ class Recorder:
         methods: tuple[str, ...] = (), method: str = "forward",
     ) -> Call | None:
         module = self._scripted.get(id(module), module)
-        inner = getattr(module, "_orig_mod", None)  # torch.compile's OptimizedModule: the user's module
-        if inner is not None and type(module).__name__ == "OptimizedModule":
+        inner = compiled_original(module)  # torch.compile's OptimizedModule: the user's module
+        if inner is not None:
             module, via = inner, via or "torch.compile"
         count, held = self._held.get(id(module), (0, 0))
         size = _bytes((args, kwargs))
@@ -729,7 +732,8 @@ def _state(module: Any) -> tuple[dict[str, bool], dict[str, Any]]:
 
 def _bytes(value: Any) -> int:
     import torch
-    import torch.utils._pytree as pytree
+
+    from .._compat import pytree
 
     return sum(t.numel() * t.element_size() for t in pytree.tree_leaves(value) if isinstance(t, torch.Tensor))
 
@@ -740,7 +744,8 @@ def _gib(n: int) -> str:
 
 def _snapshot(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
     import torch
-    import torch.utils._pytree as pytree
+
+    from .._compat import pytree
 
     def clone(value: Any) -> Any:
         if isinstance(value, torch.Tensor):

@@ -233,7 +233,7 @@ def row(backend: str, device: str, session: Session, verdict: Outcome, *, module
 def _sequence(calls: list[Call]) -> list[tuple[tuple, dict]] | None:
     """The test's consecutive calls of one module with the same structure as the first:
     replayed in order when the module updates its state (``side_effects.py``)."""
-    import torch.utils._pytree as pytree
+    from .._compat import pytree
 
     if len(calls) < 2:
         return None

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.utils._pytree as pytree
+
+from .._compat import pytree
 
 # (rtol, atol) per dtype, exactly ``torch.testing.assert_close``'s defaults
 # (torch/testing/_comparison.py::_DTYPE_PRECISIONS); integers and bools are exact.
@@ -112,7 +113,7 @@ class LeafDiff:
 
 @dataclass
 class Compared:
-    """[What A Verdict Rests On] How much of the outputs were compared (contract v4 ``compared``).
+    """[What A Verdict Rests On] How much of the outputs were compared (the report's ``compared``, docs/report.md).
 
     ``elements``: output elements whose values were judged (a non-tensor leaf counts as one),
     ``of``: the elements eager's outputs hold, both summed over ``inputs``; ``leaves``: one
@@ -390,7 +391,7 @@ _FAST_DTYPES = (torch.float32, torch.float64)
 def _matching_chunk(ec: torch.Tensor, ac: torch.Tensor, rtol: float, atol: float) -> tuple | None:
     """[One Pass] The greatest errors of a chunk where every element matches, in a few
     operations on the cached chunk; None where an element is NaN, inf or a mismatch (then
-    ``_exact_chunk`` says which, exactly as before). Every number equals ``_errors``' there:
+    ``_exact_chunk`` says which). Every number equals ``_errors``' there:
     with the difference finite everywhere, no NaN or inf needs its special case."""
     diff = torch.sub(ac, ec).abs_()
     i = int(diff.argmax())

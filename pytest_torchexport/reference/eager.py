@@ -19,8 +19,8 @@ from types import FrameType
 from typing import Any
 
 import torch
-import torch.utils._pytree as pytree
 
+from .._compat import pytree
 from ..cache import sources
 from ..results.explain import is_user_file
 from . import stateful

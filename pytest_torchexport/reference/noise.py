@@ -51,8 +51,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.utils._pytree as pytree
 
+from .._compat import pytree
 from ..cache import sources
 from ..inputs.strategies import Draw
 from ..results.report import Finding, Result

@@ -1,4 +1,4 @@
-"""The session report as one self-contained HTML page (contract v5 section 7; ``.html`` paths).
+"""The session report as one self-contained HTML page (docs/html-report.md; ``.html`` paths).
 
 ``page(rows, environment)`` turns the report's rows (the JSON writer's dicts) into what the
 template lays out: the test x backend matrix with its counts, each row's details, the

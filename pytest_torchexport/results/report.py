@@ -16,7 +16,7 @@ from typing import Any, Literal, get_args
 
 REPORT_VERSION = 1
 
-#: Every status a result can carry (contract section 6), best first. The order is what
+#: Every status a result can carry (docs/statuses.md), best first. The order is what
 #: "got worse" means for baselines. A closed type: ``Result.from_dict`` refuses any other.
 Status = Literal[
     "pass",
@@ -189,7 +189,7 @@ class Result:
     message: str = ""
     findings: list[Finding] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
-    #: Extra keys (allowed by the contract): error percentiles, tolerances that would
+    #: Extra keys (the report format allows any): error percentiles, tolerances that would
     #: have passed, rejected draws, the eager mode used, control-flow paths...
     extra: dict[str, Any] = field(default_factory=dict)
     #: The likely cause in a few words, and what kind of cause it is, set with the verdict
@@ -469,13 +469,9 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _short_test(r: Result) -> str:
+def _test_name(r: Result) -> str:
     """The test's name with its class (``TestFoo::test_script``: a ``unittest`` suite has many
     ``test_script``) and its own parametrization (``test_act[ReLU]``), minus ours."""
-    return _clip_middle(_test_name(r))
-
-
-def _test_name(r: Result) -> str:
     name = r.nodeid or r.test or r.module or "?"
     name = name.split("::", 1)[-1]
     if "[" in name:

@@ -66,7 +66,7 @@ class Stats:
             self.per_input.append(entry)
 
     def cover(self, sizes: tuple[tuple[str, int], ...]) -> None:
-        """Widen each dim's [min, max] to one input's size (contract v4 ``sizes``)."""
+        """Widen each dim's [min, max] to one input's size (the report's ``sizes``, docs/report.md)."""
         for name, size in sizes:
             low, high = self.sizes.get(name, (size, size))
             self.sizes[name] = [min(low, size), max(high, size)]

@@ -48,9 +48,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.utils._pytree as pytree
 
-from .._compat import quiet_torch
+from .._compat import pytree, quiet_torch
 from ..backends.base import Backend
 from ..reference.compare import Comparison
 
@@ -347,7 +346,7 @@ class _FxTaps:
 
     def _run(self, wanted: set[Any]) -> dict[Any, Any]:
         """One FX-interpreter run of the program, keeping the values of the ``wanted`` nodes."""
-        import torch.fx._pytree as fx_pytree
+        from .._compat import graph_module_flat_inputs
 
         values: dict[Any, Any] = {}
 
@@ -359,7 +358,7 @@ class _FxTaps:
                 return result
 
         a, k = _clone(self.call)
-        flat = fx_pytree.tree_flatten_spec((a, k), self.graph_module._in_spec)
+        flat = graph_module_flat_inputs(self.graph_module, (a, k))
         with torch.no_grad():
             Recorder(self.graph_module).run(*flat)
         return values

@@ -2,7 +2,7 @@
 
 Pure composition over what the search recorded (``Stats``, the shrunk ``Failure``): no
 exporting, no pytest. Headline first, then the smallest failing input, the numbers, the
-likely cause at the user's line, and the remedy last (STYLE habit 6).
+likely cause at the user's line, and the remedy last, as ``torch.testing`` writes a mismatch.
 """
 
 from __future__ import annotations

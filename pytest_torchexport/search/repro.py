@@ -29,6 +29,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+from .._compat import non_persistent_buffers, own_buffers, own_children, own_parameters
+
 FORMAT = 2
 #: What the payload keys of ``save`` may hold besides tensors and plain values.
 _INPUT_KEYS = ("export_inputs", "failing_inputs", "failing_kwargs")
@@ -100,7 +102,7 @@ def module_tree(module: Any) -> dict[str, Any]:
 
     if not isinstance(module, torch.nn.Module):
         raise NotPlain(f"is a {type(module).__qualname__}, not an nn.Module")
-    tensors = {id(t) for m in module.modules() for t in (*m._parameters.values(), *m._buffers.values()) if t is not None}
+    tensors = {id(t) for m in module.modules() for t in (*own_parameters(m).values(), *own_buffers(m).values()) if t is not None}
     tree = _node(module, "", {}, tensors)
     if all(t.device.type == "cpu" for t in (*module.parameters(), *module.buffers())):
         # [Replay Safety] a tree is never an approximation: the rebuilt module keys as the module does.
@@ -133,7 +135,7 @@ def _node(module: Any, where: str, seen: dict[int, str], tensors: set[int]) -> d
     _importable(cls, name)
     attrs: dict[str, Any] = {}
     aliases: dict[str, Any] = {}
-    own = {id(t): k for k, t in (*module._parameters.items(), *module._buffers.items()) if t is not None}
+    own = {id(t): k for k, t in (*own_parameters(module).items(), *own_buffers(module).items()) if t is not None}
     # What pickling would keep (RNNs leave their weak references out, and __setstate__ makes them again).
     state = module.__getstate__()
     if not isinstance(state, dict):
@@ -153,10 +155,10 @@ def _node(module: Any, where: str, seen: dict[int, str], tensors: set[int]) -> d
         if why:
             raise NotPlain(f"holds {why}")
         attrs[key] = value
-    params = {k: None if p is None else p.detach() for k, p in module._parameters.items()}
-    grads = {k: bool(p.requires_grad) for k, p in module._parameters.items() if p is not None}
+    params = {k: None if p is None else p.detach() for k, p in own_parameters(module).items()}
+    grads = {k: bool(p.requires_grad) for k, p in own_parameters(module).items() if p is not None}
     children = {k: None if c is None else _node(c, f"{where}.{k}" if where else k, seen, tensors)
-                for k, c in module._modules.items()}
+                for k, c in own_children(module).items()}
     return {
         "class": class_name(cls),
         "training": bool(module.training),
@@ -164,8 +166,8 @@ def _node(module: Any, where: str, seen: dict[int, str], tensors: set[int]) -> d
         "aliases": aliases,
         "parameters": params,
         "requires_grad": grads,
-        "buffers": dict(module._buffers),
-        "non_persistent": sorted(module._non_persistent_buffers_set),
+        "buffers": dict(own_buffers(module)),
+        "non_persistent": sorted(non_persistent_buffers(module)),
         "children": children,
     }
 

@@ -1,4 +1,4 @@
-"""Step 4 of a check: hypothesis draws inputs, each runs through eager and the loaded artifact.
+"""The search stage of a check: hypothesis draws inputs, each runs through eager and the loaded artifact.
 
 A ``Search`` reads what every attempt needs from the ``Check`` (the backend, the artifacts,
 the input plan, the tolerances: ``stages/check.py``) and holds what the search learns
@@ -575,12 +575,10 @@ def before_fork() -> None:
 
 
 def _scan_local_modules() -> None:
+    from .._compat import scan_local_constants
+
     try:
-        from hypothesis.internal.conjecture.providers import _get_local_constants
-    except ImportError:  # another hypothesis: its child pays what it pays
-        return
-    try:
-        _get_local_constants()
+        scan_local_constants()  # False with another hypothesis: its child pays what it pays
     except Exception:  # noqa: BLE001 - it only saves time
         pass
 

@@ -1,7 +1,7 @@
 """The plugin's own assumptions, checked before anything is held to them.
 
 Two guesses the engine makes for the user: that dim 0 of the inputs is a batch dim when
-nobody declared one (contract section 1), and that exporting at size 2 where the example
+nobody declared one (docs/howto-dims.md), and that exporting at size 2 where the example
 has a dynamic size of 0 or 1 is what the user does. Each is tested once per check:
 
 - an *assumed* dim 0 that eager itself rejects at two other sizes is not a batch dim: it
@@ -29,7 +29,7 @@ from .exporting import export_once, quiet_call
 
 
 def assumed_batch(plan: InputPlan, options: Options) -> bool:
-    """dim 0 is ``batch`` only because the contract's default made it so."""
+    """dim 0 is ``batch`` only because the default (dim 0 of each tensor dynamic) made it so."""
     return (
         options.dynamic is None
         and options.inputs is None

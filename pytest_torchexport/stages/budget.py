@@ -46,8 +46,8 @@ import os
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.utils._pytree as pytree
 
+from .._compat import pytree
 from ..inputs.specs import DEFAULT_DIM, InputPlan
 from ..results.report import Finding, Result
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._compat import compiled_in_place
 from ..results.report import Finding
 
 
@@ -28,7 +29,7 @@ def compiled_parts(module: Any) -> list[tuple[str, str]]:
             parts.append((path, "traced by torch.jit.trace" if traced else "scripted by torch.jit.script"))
         elif path and type(sub).__name__ == "OptimizedModule":
             parts.append((path, "compiled by torch.compile"))
-        elif getattr(sub, "_compiled_call_impl", None) is not None:
+        elif compiled_in_place(sub):
             parts.append((path or "(the module itself)", "compiled in place by Module.compile()"))
     return parts
 

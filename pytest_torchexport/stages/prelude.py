@@ -55,7 +55,7 @@ class Prelude:
 
 
 def run_prelude(module: torch.nn.Module, plan: InputPlan, device: str, options: Options, result: Result) -> Prelude:
-    """Stages 0 and 1 of a check; any may end it (``outcome.Stop``)."""
+    """The prelude of a check (eager's stages, before the ``Check``); any may end it (``outcome.Stop``)."""
     eager = Eager(module, device)
     if eager.refused is not None:  # a check of the live module, never a quiet one (selection.py says more where it chose it)
         result.findings.append(Finding("reference_copy", f"eager ran the module the test called, not a copy: {eager.refused}"))
@@ -144,14 +144,14 @@ class EagerOnce:
 
     def hand_over(
         self, call: Any, module: torch.nn.Module, plan: InputPlan, options: Options, result: Result,
-        session: Any = None,
+        *, session: Any = None,
     ) -> Prelude | None:
         """The shared prelude of ``call`` (a key: which of the test's recorded calls), its
         findings and keys written into ``result`` (a fresh check's).
 
         Returns None with ``result`` settled when eager settled the verdict; raises
         ``LookupError`` when it could not be shared (it raised: the check computes its own,
-        in its child, and reports whatever that is as before)."""
+        in its child, and reports whatever that is)."""
         key = (call, id(module), result.device)
         if key not in self._shared:
             self._shared[key] = _compute(module, plan, options, result, (session, self.body_s))
@@ -218,4 +218,4 @@ _VERDICT = frozenset({"status", "message", "likely_cause", "cause_kind"})
 _MISSING = object()
 
 
-__all__ = ["EagerOnce", "Prelude", "run_prelude", "training_finding"]
+__all__ = ["EagerOnce", "Prelude", "run_prelude"]

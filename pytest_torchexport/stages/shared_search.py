@@ -45,7 +45,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .._compat import is_in_ci
+from .._compat import add_database_digest, is_in_ci
 from ..inputs.specs import InputPlan
 from ..inputs.strategies import Draw, draws, materialize, probe_draws, recorded_draw, special_probes
 from ..options import Options
@@ -187,7 +187,7 @@ def hypothesis_test(
     if seed is not None:
         test = hseed(seed)(test)
     # [Database Keys] hypothesis keys its example database by the function's source: add a digest per key.
-    test.hypothesis.inner_test._hypothesis_internal_add_digest = key.encode()
+    add_database_digest(test, key.encode())
     return test
 
 
@@ -326,7 +326,8 @@ def hypothesis_home(directory: str | None) -> Any:
 
 def _nbytes(tree: Any) -> int:
     import torch
-    import torch.utils._pytree as pytree
+
+    from .._compat import pytree
 
     return sum(t.numel() * t.element_size() for t in pytree.tree_leaves(tree) if isinstance(t, torch.Tensor))
 

@@ -1,4 +1,4 @@
-"""Standalone load (contract section 4): each saved artifact loaded and run where the test's code never was.
+"""Standalone load (docs/howto-standalone.md): each saved artifact loaded and run where the test's code never was.
 
 A check's round trip loads the artifact back in the test's process, where every custom op,
 Python class and pytree type the test file registered is still there; a deployment has

@@ -23,7 +23,7 @@ modules are not probed (each call would start from another state).
 share one search (shared_search.py), ``eager_runs`` makes eager's calls at these sizes once, in
 the test's process, and every backend's child reads them from ``SharedInputs.sizes`` (inherited
 through the fork, as the search's eager outputs are), so a child pays only its artifact's calls.
-A size the shared run did not reach (its deadline, its memory) is run by the child, as before.
+A size the shared run did not reach (its deadline, its memory) is run by the child.
 """
 
 from __future__ import annotations
@@ -33,8 +33,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch.utils._pytree as pytree
-
+from .._compat import pytree
 from ..inputs.specs import DEFAULT_DIM
 from ..inputs.strategies import resize_like
 from ..reference.eager import Eager, EagerCall, ModelRaised

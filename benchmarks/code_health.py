@@ -1,0 +1,316 @@
+"""Code-health counts of the package and its tests, for the working tree or any git revision.
+
+    python benchmarks/code_health.py                        # the working tree
+    python benchmarks/code_health.py --rev 45e1d50 --rev HEAD   # revisions side by side
+    python benchmarks/code_health.py --rev HEAD --list private   # each item of one count
+
+What each count is (static: the source is parsed, never imported):
+
+- ``module globals``: module-level names the package changes at run time: a container mutated
+  in place (``X[k] = v``, ``X.append(...)``, ...), a name a function declares ``global``, or a
+  name another module assigns (``runner.FLAG = ...``). Constants are not counted.
+- ``broad excepts``: ``except:``, ``except Exception`` and ``except BaseException`` handlers;
+  ``swallowing`` are those that neither raise nor use the exception they caught.
+- ``private API uses``: a private name (one leading underscore) of another library, outside
+  ``_compat.py``: ``import a._b``, ``from a._b import c``, ``from a import _b``, ``x._name`` or
+  ``getattr(x, "_name")`` where the package defines no ``_name`` itself, and a private method
+  defined on a class with a base from elsewhere that the package never calls (so the base
+  class does: an override). Overrides ``_compat.FUNCTION_OVERRIDES`` declares are not counted,
+  nor the documented stdlib names in ``STDLIB``.
+- ``test helper copies``: functions (not tests) in ``tests/`` defined with the same body more
+  than once (each copy past the first counts), and names defined in several files.
+- ``functions over 50 lines`` and ``modules over 400 lines``: of the package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import re
+import subprocess
+import sys
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = "pytest_torchexport"
+
+#: Underscored names of the standard library that its documentation offers for use.
+STDLIB = {"_exit", "_getframe", "_replace", "_asdict", "_fields", "_make", "_field_defaults", "_name_"}
+
+#: Calls that change a container in place.
+MUTATORS = {"append", "extend", "insert", "add", "update", "setdefault", "pop", "popitem", "remove", "discard", "clear"}
+
+FUNCTION_LINES = 50
+MODULE_LINES = 400
+
+
+def _by_place(item: str) -> tuple[str, int, str]:
+    """Sort key of ``"path:line: what"``: by path, then line number."""
+    path, _, rest = item.partition(":")
+    line, _, what = rest.partition(":")
+    return (path, int(line), what) if line.isdigit() else (path, 0, rest)
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def _parsed(files: dict[str, str]) -> dict[str, ast.Module]:
+    return {path: ast.parse(text) for path, text in files.items()}
+
+
+def _owned_names(trees: dict[str, ast.Module]) -> set[str]:
+    """Names the package itself defines: functions, classes, arguments, and what it assigns on
+    its own objects (``self.x``, module-level names)."""
+    own: set[str] = set()
+    for tree in trees.values():
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                own.add(node.name)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                own.add(node.id)
+            elif isinstance(node, ast.arg):
+                own.add(node.arg)
+            elif isinstance(node, ast.alias):
+                own.add((node.asname or node.name).split(".")[0])
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store) and _on_self(node):
+                own.add(node.attr)
+    return own
+
+
+def _on_self(node: ast.Attribute) -> bool:
+    return isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")
+
+
+def _called_names(trees: dict[str, ast.Module]) -> set[str]:
+    """Attribute names the package reads other than through ``super()``."""
+    called: set[str] = set()
+    for tree in trees.values():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load):
+                is_super = isinstance(node.value, ast.Call) and getattr(node.value.func, "id", "") == "super"
+                if not is_super:
+                    called.add(node.attr)
+    return called
+
+
+def _declared_overrides(files: dict[str, str]) -> set[str]:
+    text = next((t for p, t in files.items() if p.endswith("/_compat.py")), "")
+    match = re.search(r"^FUNCTION_OVERRIDES = \(([^)]*)\)", text, re.M)
+    return set(re.findall(r"\"(\w+)\"", match.group(1))) if match else set()
+
+
+def private_api_uses(package: Path | dict[str, str]) -> list[str]:
+    """Each private API use of another library in ``package`` (a folder, or path -> source), as
+    ``"relative/path.py:line: what"``; ``_compat.py``'s own are included (the caller filters)."""
+    files = package if isinstance(package, dict) else _read_folder(package)
+    trees = _parsed(files)
+    own = _owned_names(trees)
+    called = _called_names(trees)
+    classes = {node.name for tree in trees.values() for node in ast.walk(tree) if isinstance(node, ast.ClassDef)}
+    declared = _declared_overrides(files)
+    uses = []
+    for path, tree in trees.items():
+        short = path.split(f"{PACKAGE}/", 1)[-1]
+        for node in ast.walk(tree):
+            for what in _private_use(node, own, called, classes, declared):
+                uses.append((short, node.lineno, what))
+    return [f"{p}:{line}: {what}" for p, line, what in sorted(uses)]
+
+
+def _private_use(node: ast.AST, own: set[str], called: set[str], classes: set[str], declared: set[str]) -> list[str]:
+    if isinstance(node, ast.Import):
+        return [f"import {a.name}" for a in node.names if any(_private(p) for p in a.name.split("."))]
+    if isinstance(node, ast.ImportFrom):
+        module = node.module or ""
+        if node.level or module == "__future__":
+            return []
+        if any(_private(p) for p in module.split(".")) or any(_private(a.name) for a in node.names):
+            return [f"from {module} import {', '.join(a.name for a in node.names)}"]
+        return []
+    if isinstance(node, ast.Attribute) and _private(node.attr) and node.attr not in STDLIB:
+        return [ast.unparse(node)] if node.attr not in own and not _on_self(node) else []
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr", "setattr")
+            and len(node.args) > 1 and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str)
+            and _private(node.args[1].value) and node.args[1].value not in own):
+        return [f"{node.func.id}({ast.unparse(node.args[0])}, {node.args[1].value!r})"]
+    if isinstance(node, ast.ClassDef):
+        foreign = [b for b in node.bases if not (isinstance(b, ast.Name) and (b.id in classes or b.id == "object"))]
+        if not foreign:
+            return []
+        return [f"def {node.name}.{item.name} (an override)" for item in node.body
+                if isinstance(item, ast.FunctionDef) and _private(item.name) and item.name not in called
+                and item.name not in declared]
+    return []
+
+
+def module_globals(files: dict[str, str]) -> list[str]:
+    trees = _parsed(files)
+    by_module = {_module_name(p): p for p in trees}
+    found = []
+    for path, tree in trees.items():
+        top = {t.id for n in tree.body if isinstance(n, (ast.Assign, ast.AnnAssign))
+               for t in (n.targets if isinstance(n, ast.Assign) else [n.target]) if isinstance(t, ast.Name)}
+        imported = _imported_package_modules(tree, _module_name(path), by_module)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Global):
+                found += [f"{path}:{node.lineno}: global {name}" for name in node.names]
+            target = _mutated_name(node)
+            if target in top:
+                found.append(f"{path}:{node.lineno}: {target} changed in place")
+            if (isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store) and isinstance(node.value, ast.Name)
+                    and node.value.id in imported):
+                found.append(f"{path}:{node.lineno}: {ast.unparse(node)} assigned from {path}")
+    return sorted(set(found), key=_by_place)
+
+
+def _mutated_name(node: ast.AST) -> str | None:
+    if isinstance(node, (ast.Assign, ast.AugAssign, ast.Delete)):
+        targets = node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target]
+        for t in targets:
+            if isinstance(t, ast.Subscript) and isinstance(t.value, ast.Name):
+                return t.value.id
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in MUTATORS
+            and isinstance(node.func.value, ast.Name)):
+        return node.func.value.id
+    return None
+
+
+def _module_name(path: str) -> str:
+    return path.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+
+
+def _imported_package_modules(tree: ast.Module, module: str, by_module: dict[str, str]) -> set[str]:
+    names = set()
+    package = module.split(".")[:-1]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package[: len(package) - (node.level - 1)]
+            for alias in node.names:
+                target = ".".join([*base, *([node.module] if node.module else []), alias.name])
+                if target in by_module:
+                    names.add(alias.asname or alias.name)
+    return names
+
+
+def broad_excepts(files: dict[str, str]) -> tuple[list[str], list[str]]:
+    broad, swallowing = [], []
+    for path, tree in _parsed(files).items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ExceptHandler) and _is_broad(node.type):
+                where = f"{path}:{node.lineno}"
+                broad.append(where)
+                if not _raises_or_uses(node):
+                    swallowing.append(where)
+    return sorted(broad, key=_by_place), sorted(swallowing, key=_by_place)
+
+
+def _is_broad(kind: ast.expr | None) -> bool:
+    if kind is None:
+        return True
+    kinds = kind.elts if isinstance(kind, ast.Tuple) else [kind]
+    return any(isinstance(k, ast.Name) and k.id in ("Exception", "BaseException") for k in kinds)
+
+
+def _raises_or_uses(handler: ast.ExceptHandler) -> bool:
+    for node in ast.walk(ast.Module(body=handler.body, type_ignores=[])):
+        if isinstance(node, ast.Raise):
+            return True
+        if handler.name and isinstance(node, ast.Name) and node.id == handler.name:
+            return True
+    return False
+
+
+def helper_copies(files: dict[str, str]) -> tuple[list[str], list[str]]:
+    """Functions of ``tests/`` (not tests, not methods; nested ones included) written more than
+    once: each copy of a body past its first, and each name (leading underscores aside) defined
+    in more than one file."""
+    bodies: dict[str, list[str]] = defaultdict(list)
+    names: dict[str, set[str]] = defaultdict(set)
+    for path, tree in _parsed(files).items():
+        methods = {id(n) for c in ast.walk(tree) if isinstance(c, ast.ClassDef) for n in c.body}
+        for node in ast.walk(tree):
+            if (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("test_")
+                    and id(node) not in methods):
+                names[node.name.lstrip("_")].add(path)  # _result and result: one helper's names
+                body = node.body[1:] if ast.get_docstring(node) else node.body
+                bodies[ast.dump(ast.Module(body=body, type_ignores=[]))].append(f"{path}::{node.name}")
+    copies = [f"{where} (the same as {found[0]})" for found in bodies.values() for where in found[1:]]
+    same_name = [f"{name} in {', '.join(sorted(paths))}" for name, paths in sorted(names.items()) if len(paths) > 1]
+    return copies, same_name
+
+
+def long_functions(files: dict[str, str]) -> list[str]:
+    found = []
+    for path, tree in _parsed(files).items():
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > FUNCTION_LINES:
+                    found.append(f"{path}:{node.lineno}: {node.name} ({lines} lines)")
+    return sorted(found, key=_by_place)
+
+
+def long_modules(files: dict[str, str]) -> list[str]:
+    return [f"{path} ({n} lines)" for path, text in sorted(files.items()) if (n := len(text.splitlines())) > MODULE_LINES]
+
+
+def _read_folder(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder.parent)): p.read_text() for p in sorted(folder.rglob("*.py"))}
+
+
+def _read_rev(rev: str, folder: str) -> dict[str, str]:
+    listed = subprocess.run(["git", "-C", str(ROOT), "ls-tree", "-r", "--name-only", rev, folder],
+                            capture_output=True, text=True, check=True).stdout.split()
+    return {p: subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:{p}"], capture_output=True, text=True,
+                              check=True).stdout for p in listed if p.endswith(".py")}
+
+
+def measure(rev: str | None) -> dict[str, list[str]]:
+    if rev is None:
+        package, tests = _read_folder(ROOT / PACKAGE), _read_folder(ROOT / "tests")
+    else:
+        package, tests = _read_rev(rev, PACKAGE), _read_rev(rev, "tests")
+    broad, swallowing = broad_excepts(package)
+    copies, same_name = helper_copies(tests)
+    declared = _declared_overrides(package)
+    private = [u for u in private_api_uses(package) if not u.startswith("_compat.py:")]
+    return {
+        "module globals": module_globals(package),
+        "broad excepts": broad,
+        "  of which swallow": swallowing,
+        "private API uses outside _compat": private,
+        "  overrides declared in _compat": sorted(declared),
+        "test helper copies (same body)": copies,
+        "test helper names in several files": same_name,
+        f"functions over {FUNCTION_LINES} lines": long_functions(package),
+        f"modules over {MODULE_LINES} lines": long_modules(package),
+    }
+
+
+def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rev", action="append", help="a git revision (repeat to compare); default: the working tree")
+    parser.add_argument("--list", metavar="WORD", help="also list the items of each count whose name contains WORD")
+    args = parser.parse_args(argv)
+    revs = args.rev or [None]
+    results = [measure(rev) for rev in revs]
+    labels = [rev or "working tree" for rev in revs]
+    width = max(len(k) for k in results[0])
+    out(f"{'':{width}}  " + "  ".join(f"{label:>12}" for label in labels))
+    for key in results[0]:
+        out(f"{key:{width}}  " + "  ".join(f"{len(r[key]):>12}" for r in results))
+    if args.list:
+        for label, result in zip(labels, results):
+            for key, items in result.items():
+                if args.list.lower() in key.lower():
+                    out(f"\n{label}: {key}")
+                    for item in items:
+                        out(f"  {item}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

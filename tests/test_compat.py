@@ -1,0 +1,270 @@
+"""[Private APIs] Each private name of torch, pytest, hypothesis and executorch the plugin uses,
+asserted here with the shape ``pytest_torchexport/_compat.py`` relies on, so an upgrade that moves
+one fails this file first (one test per name, named after it) rather than a user's suite.
+tests/test_architecture.py holds the rest of the package to reaching them only through ``_compat``.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from pytest_torchexport import _compat
+
+PACKAGE = Path(_compat.__file__).parent
+
+
+# --- torch ----------------------------------------------------------------------------------
+
+
+def _pytree_names_used() -> set[str]:
+    used = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "pytree":
+                used.add(node.attr)
+    return used
+
+
+def test_torch_utils_pytree_has_every_name_the_package_uses():
+    import torch.utils._pytree as private
+
+    used = _pytree_names_used()
+    assert {"tree_flatten", "tree_unflatten", "tree_leaves", "tree_map"} <= used  # the scan sees them
+    assert _compat.pytree is private
+    assert sorted(name for name in used if not hasattr(private, name)) == []
+
+
+def test_fx_pytree_flattens_an_exported_modules_call_by_its_in_spec():
+    class Two(nn.Module):
+        def forward(self, x, y):
+            return x + 2 * y
+
+    x, y = torch.randn(2), torch.randn(2)
+    graph_module = torch.export.export(Two(), (x,), {"y": y}).module()
+    assert hasattr(graph_module, "_in_spec")
+    flat = _compat.graph_module_flat_inputs(graph_module, ((x,), {"y": y}))
+    assert [t is x or t is y for t in flat] == [True, True]
+    torch.testing.assert_close(torch.fx.Interpreter(graph_module).run(*flat), x + 2 * y)
+
+
+def test_export_tree_utils_reorder_kwargs_puts_keywords_in_the_programs_order():
+    class Keywords(nn.Module):
+        def forward(self, x, *, a, b):
+            return x + a - b
+
+    x, a, b = torch.randn(2), torch.randn(2), torch.randn(2)
+    program = torch.export.export(Keywords(), (x,), {"b": b, "a": a})
+    reordered = _compat.reorder_kwargs({"a": a, "b": b}, program.call_spec.in_spec)
+    assert list(reordered) == ["b", "a"]
+
+
+def test_onnx_registration_registry_has_the_from_torchlib_classmethod():
+    cls = _compat.onnx_registry_class()
+    assert cls is not None and cls.__name__ == "ONNXRegistry"
+    assert isinstance(cls.__dict__["from_torchlib"], classmethod)
+
+
+def test_inductor_has_the_aoti_package_functions():
+    import torch._inductor
+
+    for name in _compat.AOTI_FUNCTIONS:
+        assert callable(getattr(torch._inductor, name)), name
+    assert "package_path" in inspect.signature(torch._inductor.aoti_compile_and_package).parameters
+    assert list(inspect.signature(torch._inductor.aoti_load_package).parameters)[0] == "path"
+    # the wrappers pass those parameters on as they are named there (a compile takes a minute: not run here)
+    assert list(inspect.signature(_compat.aoti_compile_and_package).parameters) == ["program", "package_path"]
+    assert list(inspect.signature(_compat.aoti_load_package).parameters) == ["path"]
+    assert _compat.aoti_unavailable() is None
+
+
+def test_conv_nd_is_the_base_of_every_convolution():
+    (base,) = _compat.conv_module_types()
+    assert base.__name__ == "_ConvNd"
+    for cls in (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.LazyConv2d):
+        assert issubclass(cls, base), cls
+
+
+def test_module_private_dicts_hold_none_entries_and_repeats():
+    module = nn.Linear(2, 2)
+    module.register_parameter("absent", None)
+    module.register_buffer("scratch", torch.zeros(1), persistent=False)
+    module.register_buffer("hole", None)
+    module.first = module.second = nn.ReLU()
+    module.register_module("none", None)
+    assert list(_compat.own_parameters(module)) == ["weight", "bias", "absent"]
+    assert _compat.own_parameters(module)["absent"] is None
+    assert list(_compat.own_buffers(module)) == ["scratch", "hole"]
+    assert list(_compat.own_children(module)) == ["first", "second", "none"]
+    assert _compat.non_persistent_buffers(module) == {"scratch"}
+
+
+def test_script_module_c_has_method_answers_for_compiled_methods_only():
+    class Methods(nn.Module):
+        def forward(self, x):
+            return x + 1
+
+        @torch.jit.export
+        def kept(self, x):
+            return x * 2
+
+        def dropped(self, x):
+            return x - 1
+
+    with _compat.quiet_torch():
+        scripted = torch.jit.script(Methods())
+    assert _compat.script_has_method(scripted, "forward")
+    assert _compat.script_has_method(scripted, "kept")
+    assert not _compat.script_has_method(scripted, "dropped")
+
+
+def test_optimized_module_keeps_the_users_module_as_orig_mod():
+    module = nn.Linear(2, 2)
+    with _compat.quiet_torch():  # importing dynamo warns that TorchScript is deprecated
+        compiled = torch.compile(module)  # compiles at the first call only
+    assert type(compiled).__name__ == "OptimizedModule"
+    assert _compat.compiled_original(compiled) is module
+    assert _compat.compiled_original(module) is None
+
+
+def test_module_compile_sets_compiled_call_impl():
+    module = nn.Linear(2, 2)
+    assert not _compat.compiled_in_place(module)
+    with _compat.quiet_torch():
+        module.compile()  # compiles at the first call only
+    assert _compat.compiled_in_place(module)
+
+
+def test_cuda_is_in_bad_fork_is_false_in_the_test_process():
+    assert torch.cuda._is_in_bad_fork() is False
+
+
+# --- executorch -----------------------------------------------------------------------------
+
+
+def test_executorch_deserialize_pte_binary_reads_the_calls_structure():
+    program = pytest.importorskip("executorch.exir._serialize._program")
+    from executorch.exir import to_edge
+
+    assert list(inspect.signature(program.deserialize_pte_binary).parameters) == ["program_data"]
+    with _compat.quiet_torch():  # executorch's lowering warns about torch's own pytree API
+        exported = torch.export.export(nn.Linear(2, 2), (torch.randn(1, 2),))
+        data = to_edge(exported).to_executorch().buffer
+    plan = _compat.deserialize_pte(data).program.execution_plan[0]
+    assert len(plan.inputs) == 1
+    spec = _compat.pytree.treespec_loads(plan.container_meta_type.encoded_inp_str)
+    assert spec.num_leaves == 1
+
+
+# --- pytest ---------------------------------------------------------------------------------
+
+
+def test_pytest_unittest_test_case_function_is_a_function_item():
+    cls = _compat.unittest_item_class()
+    assert cls.__name__ == "TestCaseFunction" and issubclass(cls, pytest.Function)
+
+
+def test_pytest_function_has_the_methods_the_plugin_overrides():
+    for name in _compat.FUNCTION_OVERRIDES:
+        method = getattr(pytest.Function, name)
+        assert list(inspect.signature(method).parameters) == ["self"], name
+
+
+def test_pytest_item_fixtureinfo_is_what_from_parent_takes(pytester):
+    item = pytester.getitem("def test_func(tmp_path): pass")
+    info = _compat.fixtureinfo(item)
+    assert "tmp_path" in info.argnames
+    copy = pytest.Function.from_parent(item.parent, name="test_func", fixtureinfo=info)
+    assert copy.fixturenames == item.fixturenames
+
+
+def test_pytest_unittest_item_keeps_the_bodys_error_as_excinfo(pytester):
+    pytester.makeconftest(
+        """
+        import pytest
+        from pytest_torchexport import _compat
+
+        @pytest.hookimpl(wrapper=True)
+        def pytest_runtest_call(item):
+            try:
+                return (yield)
+            finally:
+                infos = _compat.unittest_excinfo(item)
+                print("KEPT", type(infos[0].value).__name__ if infos else None)
+        """
+    )
+    pytester.makepyfile(
+        """
+        import unittest
+
+        class T(unittest.TestCase):
+            def test_x(self):
+                raise KeyError("body")
+        """
+    )
+    result = pytester.runpytest("-s", "-p", "no:torchexport")
+    result.stdout.fnmatch_lines(["*KEPT KeyError*"])
+
+
+def test_pytest_terminal_writer_has_fullwidth(pytester):
+    config = pytester.parseconfigure()
+    width = _compat.terminal_width(config.pluginmanager.get_plugin("terminalreporter"))
+    assert isinstance(width, int) and width > 0
+
+
+# --- hypothesis -----------------------------------------------------------------------------
+
+
+def _database_keys(digest: bytes) -> set[bytes]:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from hypothesis.database import InMemoryExampleDatabase
+
+    database = InMemoryExampleDatabase()
+
+    @settings(database=database, max_examples=20, derandomize=False)
+    @given(st.integers())
+    def fails(x):
+        assert x < 5
+
+    _compat.add_database_digest(fails, digest)
+    with pytest.raises(AssertionError):
+        fails()
+    return set(database.data)
+
+
+def test_hypothesis_internal_add_digest_keys_the_database_apart():
+    first, again, other = _database_keys(b"a"), _database_keys(b"a"), _database_keys(b"b")
+    assert first and first == again
+    assert not first & other
+
+
+def test_hypothesis_get_local_constants_takes_no_arguments():
+    from hypothesis.internal.conjecture.providers import _get_local_constants
+
+    assert list(inspect.signature(_get_local_constants).parameters) == []
+    assert _compat.scan_local_constants() is True
+
+
+def test_hypothesis_settings_is_in_ci_reads_the_ci_variable(monkeypatch):
+    from hypothesis._settings import is_in_ci
+
+    monkeypatch.setenv("CI", "true")
+    assert is_in_ci() is True and _compat.is_in_ci() is True
+
+
+def test_every_private_api_of_compat_is_tested_here():
+    """A name added to ``_compat``'s [Private APIs] part gets its test in this file."""
+    source = Path(_compat.__file__).read_text()
+    part = ast.parse(source[source.index("# [Private APIs]"):])
+    names = [n.name for n in part.body if isinstance(n, ast.FunctionDef)] + [
+        t.id for n in part.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)]
+    assert "add_database_digest" in names and "FUNCTION_OVERRIDES" in names
+    here = Path(__file__).read_text()
+    untested = [name for name in names if name != "__getattr__" and f"_compat.{name}" not in here]
+    assert untested == []
