@@ -53,6 +53,9 @@ class State:
     warm: bool = False  # the cache held entries when the session started
     #: [Model By Name] SPEC -> the inputs its model was called with, and where they came from
     model_inputs: dict[str, str] = field(default_factory=dict)
+    #: [Warm Once] more than one test will be checked in this process (decided after deselection,
+    #: ``ahead.repeats``): every check's session says so to the warm-up (``isolation/warmup.py``)
+    repeats: bool = False
 
     @classmethod
     def configure(cls, config: pytest.Config) -> State:
