@@ -12,7 +12,7 @@ Each (case, backend) runs in its own driver process; printed are the driver's pe
 the largest forked child's (``RUSAGE_CHILDREN``), the status and the time. A watchdog
 here samples the driver's process tree and kills it above ``--kill-gb`` (the machine
 must survive the unbounded run). ``--no-budget`` turns the memory budget off
-(``budget.ENABLED = False``) to show what it saves:
+(``TORCHEXPORT_SIZE_BUDGET=off`` in the driver's environment) to show what it saves:
 
     python benchmarks/bench_memory.py                       # both cases, 4 backends, 8 examples
     python benchmarks/bench_memory.py --no-budget --cases segmentation --backends trace
@@ -33,18 +33,15 @@ import time
 BACKENDS = ["trace", "script", "onnx", "export"]
 
 DRIVER = r"""
-import json, resource, sys, time
+import json, os, resource, sys, time
 import torch
 from torch import nn
 from pytest_torchexport import check
 from pytest_torchexport.errors import ExportMismatch
 
 case, backend, examples, use_budget = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
-try:
-    from pytest_torchexport.stages import budget
-    budget.ENABLED = use_budget
-except ImportError:  # a version before the budget (PYTHONPATH=/path/to/older/checkout)
-    pass
+if not use_budget:  # read at each check (stages/budget.py); a version before it ignores it
+    os.environ["TORCHEXPORT_SIZE_BUDGET"] = "off"
 torch.manual_seed(0)
 
 

@@ -71,7 +71,8 @@ def pytest_ignore_collect(collection_path: Any, config: pytest.Config) -> bool |
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    ahead.expect_repeats(session)  # after deselection: the tests this process will check
+    # [Warm Once] after deselection: the tests this process will check
+    session.config.stash[STATE].repeats = ahead.repeats(session)
 
 
 @pytest.hookimpl(tryfirst=True)

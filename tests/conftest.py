@@ -57,12 +57,12 @@ def _exporters_warmed_up():
     the next one, which fails ("Only a single TORCH_LIBRARY can be used...").
     """
     from pytest_torchexport import check
-    from pytest_torchexport.isolation import runner
+    from pytest_torchexport.isolation.process import THIS
     from pytest_torchexport.options import BUILTIN_BACKENDS
 
     backends = ["trace", "script", "onnx", "export", "onnx-legacy"]
-    for name in backends:  # a backend's first check forks without its warm-up (runner.warm_up)
-        runner.warm_up(name, BUILTIN_BACKENDS[name], now=True)
+    for name in backends:  # a backend's first check forks without its warm-up (isolation/warmup.py)
+        THIS.warmup.warm_up(name, BUILTIN_BACKENDS[name], now=True)
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU()).eval()
     check(model, (torch.randn(2, 4),), backends=backends, examples=1)
 

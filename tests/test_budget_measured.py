@@ -186,17 +186,17 @@ def test_the_bytes_budget_still_applies_and_can_be_disabled(monkeypatch):
                              machine=budget.Machine(64 * GB, 1, 1))
     assert capped.caps == {"batch": 8} and result.extra["budget_limit"] == "bytes"
     assert "holds 256 MB of tensors" in result.findings[0].detail
-    monkeypatch.setattr(budget, "ENABLED", False)
+    monkeypatch.setenv(budget.OFF_ENV, "off")
     result = _result()
     assert budget.bound(plan, plan.tree, _call(peak_mb=10**5, seconds=100.0), result, options)[0] is plan
     assert not result.findings and result.extra["eager_peak_mb"] == 10**5  # still measured and recorded
 
 
 def test_machine_here_reads_workers_and_side_by_side_checks(monkeypatch):
-    from pytest_torchexport.isolation import runner
+    from pytest_torchexport.isolation import sizing
 
     monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "3")
-    monkeypatch.setattr(runner, "parallel_checks", lambda: 2, raising=False)
+    monkeypatch.setattr(sizing, "parallel_checks", lambda: 2)
     monkeypatch.setattr(budget, "_mem_available", lambda: 12 * GB)
     machine = budget.Machine.here()
     assert (machine.workers, machine.checks, machine.per_check) == (3, 2, 2 * GB)

@@ -9,18 +9,18 @@ import textwrap
 
 import pytest
 
-from pytest_torchexport.isolation import runner
+from pytest_torchexport.isolation.warmup import Warmup
 
 SCRIPT = textwrap.dedent(
     """
     import json, sys, torch
     from pytest_torchexport import ExportMismatch, check
-    from pytest_torchexport import _compat
-    from pytest_torchexport.search import search
+    from pytest_torchexport.isolation import warmup
+    from pytest_torchexport.isolation.process import THIS
 
     if sys.argv[1] == "in-each-child":
-        search._first_use_paid = True  # the old way: hypothesis's first run happens in every child,
-        search._scan_local_modules = lambda: None  # and its scan of the modules imported since
+        THIS.warmup.hypothesis = True  # the old way: hypothesis's first run happens in every child,
+        warmup.scan_local_modules = lambda: None  # and its scan of the modules imported since
 
     class Gate(torch.nn.Module):
         def forward(self, x):
@@ -37,7 +37,7 @@ SCRIPT = textwrap.dedent(
          "failing": {k: v for k, v in (r.failing_example or {}).items() if k != "repro"}}
         for r in report.results
     ]
-    print(json.dumps({"rows": rows, "paid_here": search._first_use_paid}))
+    print(json.dumps({"rows": rows, "paid_here": THIS.warmup.hypothesis}))
     """
 )
 
@@ -71,9 +71,9 @@ def test_hypothesis_first_run_in_the_parent_changes_no_verdict_and_no_failing_ex
 )
 def test_torch_export_is_warmed_here_when_two_children_would_each_pay_for_it(monkeypatch, name, backends, warms):
     calls = []
-    monkeypatch.setattr(runner, "_warmed", set())
-    monkeypatch.setattr(runner, "warm_up", lambda backend, spec, now=False: calls.append((backend, spec, now)))
-    runner.share_first_use(name, backends)
+    paid = Warmup()
+    monkeypatch.setattr(paid, "warm_up", lambda backend, spec, now=False: calls.append((backend, spec, now)))
+    paid.share_first_use(name, backends)
     expected = [("export", "pytest_torchexport.backends.export:ExportBackend", True)]
     assert calls == (expected if warms else [])
 
@@ -83,10 +83,9 @@ def _parsed_in_a_child(scan_first: bool) -> int:
     from hypothesis.internal.conjecture import providers
 
     from pytest_torchexport import _compat
-    from pytest_torchexport.search import search
 
     if scan_first:
-        search.before_fork()
+        Warmup().before_fork("trace", "pytest_torchexport.backends.trace:TraceBackend", ["trace"], repeats=False)
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: count what its first draw's scan parses, report it, leave

@@ -70,7 +70,7 @@ def test_declared_dims_are_clipped_and_a_sequence_counts_squared():
 
 
 def test_budget_can_be_disabled(monkeypatch):
-    monkeypatch.setattr(budget, "ENABLED", False)
+    monkeypatch.setenv(budget.OFF_ENV, "off")
     assert budget.size_caps(_plan((2, 8)), 268 * MB) == {}
 
 

@@ -1,4 +1,4 @@
-"""[Side By Side] Independent checks run at once, each in its own child (runner.parallel_checks()).
+"""[Side By Side] Independent checks run at once, each in its own child (sizing.parallel_checks()).
 
 The checks are timed by a third-party backend that notes when each export starts and ends
 (in a file, since each check runs in its own child) and sleeps in between: side by side
@@ -14,7 +14,8 @@ import torch
 
 from pytest_torchexport.backends.trace import TraceBackend
 from pytest_torchexport.engine.pipeline import Session, run
-from pytest_torchexport.isolation import runner
+from pytest_torchexport.isolation import process, sizing
+from pytest_torchexport.isolation.warmup import Warmup
 from pytest_torchexport.options import Options
 
 
@@ -97,19 +98,19 @@ def test_a_place_frees_when_any_check_ends_not_the_first_started(tmp_path, monke
 
 def test_the_share_of_the_cores(monkeypatch):
     monkeypatch.delenv("TORCHEXPORT_JOBS", raising=False)
-    monkeypatch.setattr(runner, "available_memory", lambda: 64 * 2**30)
-    monkeypatch.setattr(runner.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.setattr(sizing, "available_memory", lambda: 64 * 2**30)
+    monkeypatch.setattr(sizing.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
     monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT", raising=False)
-    assert runner.parallel_checks() == 8
+    assert sizing.parallel_checks() == 8
     monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "4")  # workers x checks <= cores
-    assert runner.parallel_checks() == 2
+    assert sizing.parallel_checks() == 2
     monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "16")
-    assert runner.parallel_checks() == 1
+    assert sizing.parallel_checks() == 1
     monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "1")
-    monkeypatch.setattr(runner, "available_memory", lambda: 5 * 2**30)  # one check per 2 GiB
-    assert runner.parallel_checks() == 2
+    monkeypatch.setattr(sizing, "available_memory", lambda: 5 * 2**30)  # one check per 2 GiB
+    assert sizing.parallel_checks() == 2
     monkeypatch.setenv("TORCHEXPORT_JOBS", "3")
-    assert runner.parallel_checks() == 3
+    assert sizing.parallel_checks() == 3
 
 
 ITEMS = """
@@ -329,13 +330,18 @@ def test_b():
 """
 
 
-@pytest.mark.parametrize("select, repeats", [("", True), ("test_a", False)])
-def test_a_session_of_several_tests_warms_the_exporters_once_before_the_first_child(tester, monkeypatch, select, repeats):
+@pytest.mark.parametrize("select, warmed_first", [("", True), ("test_a", False)])
+def test_a_session_of_several_tests_warms_the_exporters_once_before_the_first_child(tester, monkeypatch, select, warmed_first):
     # [Warm Once] Decided on the items left after -k: one test's checks keep their first use in
-    # their children (nothing runs twice here), several pay it once, in this process.
-    # Observed at the runner's interface, what the session tells it, not at its private state.
-    told = []
-    monkeypatch.setattr(runner, "expect_repeats", told.append)
+    # their children (nothing runs twice here: no warm-up in this process at all), several pay it
+    # once, in this process, before their first child (no check forks without it). Observed on
+    # what this process paid (a fresh record: the suite's own fixture warmed everything already).
+    paid = Warmup()
+    monkeypatch.setattr(process.THIS, "warmup", paid)
     tester.makepyfile(test_two=TWO_TESTS)
-    tester.runpytest_inprocess("--collect-only", "-q", *(["-k", select] if select else []))
-    assert told == [repeats]
+    result = tester.runpytest_inprocess("-q", "-p", "no:cacheprovider", *(["-k", select] if select else []))
+    result.assert_outcomes(passed=4 if warmed_first else 2)
+    if warmed_first:
+        assert (paid.warmed, paid.used) == ({"trace", "onnx"}, set())
+    else:
+        assert (paid.warmed, paid.used) == (set(), {"trace", "onnx"})

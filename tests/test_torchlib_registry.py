@@ -15,10 +15,12 @@ def test_each_export_gets_its_own_copy_of_one_kept_registry():
     original = cls.__dict__["from_torchlib"]
     with _torchlib.reused():
         first = cls.from_torchlib()
+        builds = _torchlib._kept.cache_info().misses
         second = cls.from_torchlib()
+    assert _torchlib._kept.cache_info().misses == builds, "the second export built its registry again"
     assert cls.__dict__["from_torchlib"] is original  # restored: a test's own export builds its own
-    kept = [r for (owner, _), r in _torchlib._KEPT.items() if owner is cls]
-    assert kept, "the first registry built was not kept"
+    kept = [_torchlib._kept(original.__func__, cls, (), ())]  # the registry kept (a hit: nothing is built)
+    assert _torchlib._kept.cache_info().misses == builds
     assert first.functions == second.functions == original.__func__(cls).functions  # what torch builds
     # A registration in one export's copy (a custom_translation_table) reaches neither the other nor the kept one.
     target = next(iter(first.functions))

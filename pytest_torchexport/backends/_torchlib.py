@@ -18,10 +18,26 @@ before. Forked check children inherit the kept registry from their parent.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from typing import Any
 
-_KEPT: dict[tuple[type, Any], Any] = {}
+
+class _Uncopyable(Exception):  # noqa: N818 - not an error: the registry, returned as built
+    """A registry of another layout: no copy we trust, so it is returned as built, never kept
+    (``lru_cache`` keeps no call that raised)."""
+
+    def __init__(self, registry: Any) -> None:
+        super().__init__()
+        self.registry = registry
+
+
+@functools.lru_cache(maxsize=8)  # one per opset (and keyword set) asked in this process
+def _kept(build: Callable[..., Any], owner: type, args: tuple[Any, ...], kwargs: tuple[Any, ...]) -> Any:
+    built = build(owner, *args, **dict(kwargs))
+    if not isinstance(getattr(built, "functions", None), dict):
+        raise _Uncopyable(built)
+    return built
 
 
 def _copy(registry: Any) -> Any:
@@ -47,13 +63,10 @@ def reused() -> Iterator[None]:
     build = original.__func__
 
     def from_torchlib(owner: type, *args: Any, **kwargs: Any) -> Any:
-        key = (owner, (args, tuple(sorted(kwargs.items()))))
-        kept = _KEPT.get(key)
-        if kept is None:
-            built = build(owner, *args, **kwargs)
-            if not isinstance(getattr(built, "functions", None), dict):  # another layout: no copy we trust
-                return built
-            kept = _KEPT[key] = built
+        try:
+            kept = _kept(build, owner, args, tuple(sorted(kwargs.items())))
+        except _Uncopyable as another_layout:
+            return another_layout.registry
         return _copy(kept)
 
     cls.from_torchlib = classmethod(from_torchlib)

@@ -23,6 +23,7 @@ third-party libraries' included, is hashed. ``digest`` is memoised per process b
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import hashlib
 import linecache
@@ -57,29 +58,32 @@ class Collector:
         self.files: set[str] = set()
 
 
-_active: Collector | None = None
+#: The collector of the check running in this context, if any: the stages that run eager or an
+#: export note their files to it without a handle passed down six modules (a context, as
+#: ``decimal``'s: set by ``collecting`` for the block, put back after it, never rebound).
+_COLLECTING: contextvars.ContextVar[Collector | None] = contextvars.ContextVar("torchexport_sources", default=None)
 
 
 def active() -> bool:
-    return _active is not None
+    return _COLLECTING.get() is not None
 
 
 def note(filenames: Iterable[str]) -> None:
     """Files whose code ran or was read (no-op when nothing is collecting)."""
-    if _active is not None:
-        _active.files.update(filenames)
+    collector = _COLLECTING.get()
+    if collector is not None:
+        collector.files.update(filenames)
 
 
 @contextlib.contextmanager
 def collecting(result: Any) -> Iterator[Collector]:
     """Collect while the block runs; ``result.sources`` gets the union with what it had."""
-    global _active
-    previous, collector = _active, Collector()
-    _active = collector
+    collector = Collector()
+    token = _COLLECTING.set(collector)
     try:
         yield collector
     finally:
-        _active = previous
+        _COLLECTING.reset(token)
         result.sources = sorted(set(result.sources or ()) | collector.files)
 
 
@@ -105,7 +109,7 @@ class FileTracer:
 @contextlib.contextmanager
 def watching() -> Iterator[None]:
     """The files of the Python code the block runs, when a check is collecting."""
-    if _active is None:
+    if not active():
         yield
         return
     tracer = FileTracer()
@@ -118,7 +122,7 @@ def watching() -> Iterator[None]:
 
 def watched(fn: Callable[..., Any] | None) -> Callable[..., Any] | None:
     """``fn`` run under ``watching()`` (the user's ``compare=``, which runs in the search)."""
-    if fn is None or _active is None:
+    if fn is None or not active():
         return fn
 
     def call(*args: Any, **kwargs: Any) -> Any:
@@ -131,7 +135,7 @@ def watched(fn: Callable[..., Any] | None) -> Callable[..., Any] | None:
 @contextlib.contextmanager
 def reading() -> Iterator[None]:
     """Files read through ``linecache`` while the block runs (an export), when collecting."""
-    if _active is None:
+    if not active():
         yield
         return
     original = linecache.getlines
@@ -150,23 +154,22 @@ def reading() -> Iterator[None]:
 
 
 # -- which files are hashed, and their digests -----------------------------------------
-_skip_roots: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[str, ...]]] = {}
-
-
 def _roots() -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(the stdlib's folders, the VERSIONED installs' folders): files the key covers by a version.
     Per set of VERSIONED modules imported so far (onnxscript is imported by the first ONNX export)."""
-    present = tuple(name for _, name in VERSIONED if name in sys.modules)
-    if present not in _skip_roots:
-        paths = sysconfig.get_paths()
-        stdlib = tuple(os.path.realpath(paths[n]) + os.sep for n in ("stdlib", "platstdlib") if paths.get(n))
-        versioned = []
-        for name in present:
-            path = getattr(sys.modules.get(name), "__file__", None)
-            if path:
-                versioned.append(os.path.realpath(os.path.dirname(path)) + os.sep)
-        _skip_roots[present] = (stdlib, tuple(versioned))
-    return _skip_roots[present]
+    return _roots_of(tuple(name for _, name in VERSIONED if name in sys.modules))
+
+
+@functools.lru_cache(maxsize=len(VERSIONED) + 1)  # a set only grows: one entry per import of one
+def _roots_of(present: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    paths = sysconfig.get_paths()
+    stdlib = tuple(os.path.realpath(paths[n]) + os.sep for n in ("stdlib", "platstdlib") if paths.get(n))
+    versioned = []
+    for name in present:
+        path = getattr(sys.modules.get(name), "__file__", None)
+        if path:
+            versioned.append(os.path.realpath(os.path.dirname(path)) + os.sep)
+    return stdlib, tuple(versioned)
 
 
 @functools.lru_cache(maxsize=1)
@@ -188,25 +191,24 @@ def hashed(path: str) -> bool:
     return not real.startswith(stdlib)
 
 
-_digests: dict[str, tuple[int, int, str]] = {}
-
-
 def digest(path: str) -> str | None:
     """sha256 of the file's bytes (memoised by mtime and size); None where it cannot be read."""
     try:
         stat = os.stat(path)
     except OSError:
         return None
-    known = _digests.get(path)
-    if known is not None and known[0] == stat.st_mtime_ns and known[1] == stat.st_size:
-        return known[2]
     try:
-        with open(path, "rb") as f:
-            value = hashlib.sha256(f.read()).hexdigest()
-    except OSError:
+        return _content_digest(path, stat.st_mtime_ns, stat.st_size)
+    except OSError:  # not remembered: a file readable later is hashed then
         return None
-    _digests[path] = (stat.st_mtime_ns, stat.st_size, value)
-    return value
+
+
+#: A file changed on disk has another (mtime, size), so a stale entry is never read back, only
+#: pushed out. Bounded: a suite's files, each a few hundred bytes of entry.
+@functools.lru_cache(maxsize=1 << 16)
+def _content_digest(path: str, mtime_ns: int, size: int) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 def keyed(files: Iterable[str]) -> list[list[str]] | None:

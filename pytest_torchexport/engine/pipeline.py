@@ -36,13 +36,13 @@ from ..cache.reuse import Reuse
 from ..errors import ExportMismatch, InvalidArgument
 from ..inputs.specs import InputPlan, plan_inputs
 from ..isolation import runner
-from ..options import BUILTIN_BACKENDS, Options
+from ..isolation.process import THIS
+from ..options import Options
 from ..reference.eager import EAGER_MODE, module_name
 from ..results import outcome
 from ..results.outcome import Stop, settle
 from ..results.report import Report, Result, tag
 from ..search.search import Search
-from ..search.search import before_fork as search_before_fork
 from ..stages import assumptions, exporting, latency, side_effects, standalone, static_sizes
 from ..stages.check import Check
 from ..stages.compiled_parts import compiled_parts
@@ -208,10 +208,8 @@ class PendingCheck:
                 if self.prelude is None:
                     self.settled = True
                     return
-        if self.name in BUILTIN_BACKENDS and isinstance(spec, str):
-            runner.share_first_use(self.name, self.options.backends)
-            runner.warm_up(self.name, spec)
-        search_before_fork()  # hypothesis's first run and its scan of new modules, inherited by the child
+        # [Paid Once] the exporters' and hypothesis's first use, paid here where the child inherits it
+        THIS.warmup.before_fork(self.name, spec, self.options.backends, repeats=self.session.repeats)
         self._scratch = Path(tempfile.mkdtemp(prefix=f"torchexport-{self.name}-"))
         self._child = runner.Child(self._body, self.result, self.options.timeout, self._scratch, tag(self.result))
 

@@ -37,6 +37,7 @@ def session(item: pytest.Item) -> Session:
         test=items.test_key(item) or item.nodeid,
         nodeid=item.nodeid,
         cache=state.verdict_cache(item.config),
+        repeats=state.repeats,
     )
 
 

@@ -27,14 +27,12 @@ ATTEMPTED = pytest.StashKey[bool]()
 LOOK_AHEAD = 7
 
 
-def expect_repeats(session: pytest.Session) -> None:
-    """[Warm Once] More than one marked test in this process: the exporters' first use is
-    paid in the parent before the first check's children (``runner.warm_up``), not in them
-    and again at the second test."""
-    from ..isolation import runner
-
+def repeats(session: pytest.Session) -> bool:
+    """[Warm Once] Whether more than one marked test will be checked in this process: then the
+    exporters' first use is paid in the parent before the first check's children
+    (``isolation/warmup.py``), not in them and again at the second test."""
     tests = {items.test_key(item) for item in session.items if items.target(item) is not None}
-    runner.expect_repeats(len(tests) > 1)
+    return len(tests) > 1
 
 
 def start_following(item: pytest.Item, recording: Any, options: Options) -> None:
@@ -88,4 +86,4 @@ def _following(item: pytest.Item) -> list[pytest.Item]:
     return [] if index is None else collected[index + 1 : index + 1 + LOOK_AHEAD]
 
 
-__all__ = ["ATTEMPTED", "NEXT", "start_following", "wait_beside"]
+__all__ = ["ATTEMPTED", "NEXT", "repeats", "start_following", "wait_beside"]

@@ -9,6 +9,7 @@ here into one item each, with the same id suffix; nothing torch is imported.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,7 +94,7 @@ def cannot_clone(item: pytest.Item) -> str | None:
 def clone(item: pytest.Function, t: Target) -> pytest.Function:
     """A copy of ``item`` that checks ``t``: same function, fixtures, markers; id + ``[t.id]``."""
     name = f"{item.name[:-1]}-{t.id}]" if item.name.endswith("]") else f"{item.name}[{t.id}]"
-    cls = _CLONE_CLASSES.get(type(item)) or _clone_class(type(item))
+    cls = _clone_class(type(item))
     new = cls.from_parent(
         item.parent, name=name, base=item.originalname, fixtureinfo=fixtureinfo(item), keywords=dict(item.keywords)
     )
@@ -107,9 +108,7 @@ def clone(item: pytest.Function, t: Target) -> pytest.Function:
     return new
 
 
-_CLONE_CLASSES: dict[type, type] = {}
-
-
+@functools.lru_cache(maxsize=8)  # one per item class: pytest's Function, unittest's TestCaseFunction
 def _clone_class(base: type) -> type:
     """A subclass whose item name carries the torchexport id while the test it runs is
     found by the function's own name (pytest looks it up by the item's name)."""
@@ -138,5 +137,4 @@ def _clone_class(base: type) -> type:
             super().runtest()
 
     Clone.__name__ = Clone.__qualname__ = base.__name__
-    _CLONE_CLASSES[base] = Clone
     return Clone

@@ -4,7 +4,10 @@ Built once in ``pytest_configure`` (``State.configure``): the backends (built in
 ``pytest_torchexport_backends`` hook), the session-wide option defaults, the report and
 baseline paths, and then, while items run, the rows, the recordings of test bodies, the
 scheduler of checks and the verdict cache. Never a module global: two pytest sessions in
-one process (pytester) never share it.
+one process (pytester) never share it. What the engine needs of it travels on the ``Session``
+each item hands the engine (``adapters.session``). The few facts of the OS process itself,
+which every session in it shares (what it paid of the exporters' first use, the children it
+forked, the loader it spawned), are ``isolation/process.py``'s one documented record.
 """
 
 from __future__ import annotations
@@ -52,6 +55,9 @@ class State:
     warm: bool = False  # the cache held entries when the session started
     #: [Model By Name] SPEC -> the inputs its model was called with, and where they came from
     model_inputs: dict[str, str] = field(default_factory=dict)
+    #: [Warm Once] more than one test will be checked in this process (decided after deselection,
+    #: ``ahead.repeats``): every check's session says so to the warm-up (``isolation/warmup.py``)
+    repeats: bool = False
 
     @classmethod
     def configure(cls, config: pytest.Config) -> State:

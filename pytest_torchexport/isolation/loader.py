@@ -9,7 +9,8 @@ its ``run`` and saves the outputs' leaves. What the answer means for a check is
 
 It listens on a Unix socket in a private directory, one connection per request, so a forked
 check child (``runner.py``) talks to it as the parent does. It is started by the parent
-before the fork, lives until the process ends (or its parent dies), and is killed and
+before the fork (one per process: ``process.THIS.loader``, which a forked child inherits),
+lives until the process ends (or its parent dies), and is killed and
 restarted when it stops answering. Started without waiting: its import of torch (~2 s)
 overlaps the first export.
 """
@@ -27,6 +28,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from .process import THIS
 
 #: How long one request may take (load and run of one artifact), start-up included.
 TIMEOUT_S = 120.0
@@ -143,34 +146,29 @@ def _alive(pid: int) -> bool:
         return True
 
 
-_LOADER: Loader | None = None
-
-
 def start() -> Loader:
     """This process's loader, started if it is not running (call before any fork)."""
-    global _LOADER
-    if _LOADER is None:
-        _LOADER = Loader()
+    if THIS.loader is None:
+        THIS.loader = Loader()
         atexit.register(shutdown)
-    _LOADER.ensure()
-    return _LOADER
+    THIS.loader.ensure()
+    return THIS.loader
 
 
 def current() -> Loader | None:
     """The loader this process (or the parent it was forked from) started; never starts one."""
-    return _LOADER
+    return THIS.loader
 
 
 def shutdown() -> None:
-    global _LOADER
-    if _LOADER is not None:
-        _LOADER.close()
-        _LOADER = None
+    if THIS.loader is not None:
+        THIS.loader.close()
+        THIS.loader = None
 
 
 # ---- what a failed load reached for ----------------------------------------------------
 
-_REACHED = [
+_REACHED = (
     (re.compile(r"Unknown builtin op: (\w+::\w+)"), "the custom op {0}"),
     (re.compile(r"failed to resolve torch\.ops\.(\w+)\.(\w+)"), "the custom op {0}::{1}"),
     (re.compile(r"No such operator (\w+::\w+)"), "the custom op {0}"),
@@ -182,7 +180,7 @@ _REACHED = [
     (re.compile(r"Unknown type name '(__torch__\.[\w.]+)'"), "the Python class {0}"),
     (re.compile(r"Can't get attribute '(\w+)' on <module '([\w.]+)'"), "the Python class {1}.{0}"),
     (re.compile(r"No module named '([\w.]+)'"), "the Python module {0}"),
-]
+)
 
 
 def reached_for(text: str) -> str | None:

@@ -22,7 +22,12 @@ is what DataLoader workers do too.
 [Side By Side] So that a check's one thread does not leave the other cores idle, several
 checks run at once, each in its own child (``Child``: started at once, waited for later):
 the backends of one ``check()`` call, and the plugin's next items of one test. How many:
-``parallel_checks()``, the process's share of the cores (``TORCHEXPORT_JOBS`` overrides).
+``sizing.parallel_checks()``, the process's share of the cores (``TORCHEXPORT_JOBS`` overrides).
+
+What the parent pays before a fork so that its children need not (the exporters' and
+hypothesis's first use) is ``warmup.py``'s; the children open and the child's channel are
+facts of the process (``process.THIS``), since a new child must close every sibling's pipe,
+whoever started it.
 """
 
 from __future__ import annotations
@@ -44,16 +49,15 @@ from typing import Any
 
 from ..results.outcome import Outcome, settle
 from ..results.report import Finding, Result, Status
+from .process import THIS
 
 #: What a crash in each stage means (docs/statuses.md); any other stage is ``run_error``.
 CRASH_STATUS: dict[str, Status] = {"export": "export_error", "save": "export_error", "load": "load_error"}
 
-_channel: int | None = None  # the write end of the pipe, in a child only
-
 
 def stage(result: Result, name: str) -> None:
     """Tell the parent which stage starts, with what the check found so far (no-op inline)."""
-    if _channel is not None:
+    if THIS.channel is not None:
         _send({"stage": name, "result": result.to_dict()})
 
 
@@ -69,134 +73,6 @@ def choose(isolation: str | None, device: str) -> tuple[str, str | None]:
         # A forked child cannot use a CUDA context its parent created (CUDA is not fork-safe).
         return "inline", "CUDA is initialised in this process, and a forked child cannot use it"
     return "process", None
-
-
-_used: set[str] = set()
-_warmed: set[str] = set()
-_repeats = False  # more than one test will check here: warm up before the first child (expect_repeats)
-
-
-def expect_repeats(repeats: bool) -> None:
-    """Whether this process will check the same backends again and again (a test session with
-    more than one marked test): ``warm_up`` then warms a backend in the parent before its first
-    child, so the first use is paid once, not in that child and again here at the second. Set
-    by each session, so a later session in the same process (pytester) decides anew."""
-    global _repeats
-    _repeats = repeats
-
-
-def warm_up(name: str, spec: Any, *, now: bool = False) -> None:
-    """One tiny export, save, load and run on a built-in backend, once per process, before the
-    children of its second check on: the exporters' first use (lazy imports, op
-    registrations) costs seconds (measured: dynamo ONNX 2-3 s, torch.export 1.2-1.8 s on a
-    3-layer MLP) and a child's warm-up dies with it, so every child would pay it again.
-    Forked after this, they do not.
-
-    [First Use In The Child] A backend's first check in this process forks without it: done
-    here, the warm-up held up every check of the test behind it (the parent forks one child
-    at a time), while its child pays the same first use beside the other checks. A process
-    that checks a backend once (one ``check()`` call) never pays it twice; one that checks
-    it again pays it once more, here. ``now``: warm up at once (a test suite's fixture).
-
-    [Warm Once] In a test session that checks more than one test (``expect_repeats``), the
-    parent warms up before the first child instead: every child forked after it, the first
-    included, skips the first use. Measured on a 3-model session (4 backends): the first
-    children paid 11 s (ONNX) and 6 s (torch.export) of first use, the parent's warm-up at
-    the second call 9.5 s more."""
-    if name in _warmed:
-        return
-    if name not in _used and not (now or _repeats):
-        _used.add(name)
-        return
-    _warmed.add(name)
-    import tempfile
-
-    import torch
-
-    from .._compat import quiet_torch
-    from ..backends.base import ExportContext, load_backend
-    from ..inputs.specs import plan_inputs
-
-    module = torch.nn.Linear(4, 4).eval()
-    args = (torch.randn(2, 4),)
-    try:
-        backend = load_backend(spec)
-        if backend.unavailable_reason():
-            return
-        plan = plan_inputs(module, args, None)
-        with tempfile.TemporaryDirectory(prefix="torchexport-warmup-") as scratch, quiet_torch(fds=True), torch.no_grad():
-            ctx = ExportContext(device="cpu", plan=plan, module=module, scratch=Path(scratch))
-            artifact = backend.export(module, args, {}, ctx)
-            if backend.saveable:
-                directory = Path(scratch) / "artifact"
-                directory.mkdir()
-                backend.save(artifact, directory)
-                artifact = backend.load(directory, ctx)
-            backend.run(artifact, args, {})
-    except Exception:  # noqa: BLE001 - a warm-up only saves time; the check itself reports failures
-        pass
-
-
-#: [Shared First Use] The built-in backends whose export runs ``torch.export`` inside.
-THROUGH_TORCH_EXPORT = frozenset({"onnx", "export", "aoti", "executorch", "litert"})
-
-
-def share_first_use(name: str, backends: Any) -> None:
-    """[Shared First Use] Before the child of a check that runs ``torch.export`` inside, when
-    another of the call's backends does too: ``torch.export``'s first use (the imports of
-    ``torch._dynamo``, fake tensors, decomposition tables: 2-3 s here) is paid once, in this
-    process, by a warm-up of the ``export`` backend, instead of in each of those children
-    side by side (measured on a 3-layer MLP, onnx and export: the onnx child's export 7.6 s
-    and the export child's 4.0 s, against 4.3 s and 0.4 s after a 2.2 s warm-up here)."""
-    if name not in THROUGH_TORCH_EXPORT or "export" in _warmed:
-        return
-    if len(THROUGH_TORCH_EXPORT.intersection(backends)) >= 2:
-        from ..options import BUILTIN_BACKENDS
-
-        warm_up("export", BUILTIN_BACKENDS["export"], now=True)
-
-
-def parallel_checks() -> int:
-    """[Side By Side] How many checks this process runs at once: its share of the cores.
-
-    A child runs one intra-op thread (see the module docstring), so a check uses one core;
-    several checks of one test (its backends) in children side by side use the cores the
-    process is given. ``TORCHEXPORT_JOBS`` sets it; else the cores this process may use,
-    divided among pytest-xdist's workers (so workers x checks <= cores), and at most one
-    check per 2 GiB of available memory."""
-    given = os.environ.get("TORCHEXPORT_JOBS", "").strip()
-    if given:
-        try:
-            return max(1, int(given))
-        except ValueError:
-            pass
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1))
-    jobs = max(1, cores // workers)
-    available = available_memory()
-    if available is not None:
-        jobs = min(jobs, max(1, int(available // (2 * 2**30))))
-    return jobs
-
-
-def available_memory() -> int | None:
-    """MemAvailable (Linux), in bytes; None where it cannot be read."""
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-#: Children started and not yet waited for, by their pipe: ``Child.wait`` reads every one's
-#: messages while it waits for its own, so a child side by side never blocks on a full pipe.
-_open: dict[int, Child] = {}
 
 
 class Child:
@@ -226,8 +102,6 @@ class Child:
             # threads exist. (A gc.collect() before each fork would cost ~80 ms a check.)
             gc.freeze()
             os.close(read_end)
-            for other in _open.values():  # a sibling's pipe is not this child's to hold open
-                os.close(other.fd)
             from .._compat import cuda_closed_in_forked_child
 
             cuda_closed_in_forked_child()  # a CPU check; the parent may have touched CUDA
@@ -244,7 +118,7 @@ class Child:
         self.ended: float | None = None  # when its result (or its end) arrived
         self._buffer = b""
         self._result: Result | None = None
-        _open[read_end] = self
+        THIS.children[read_end] = self
 
     @property
     def finished(self) -> bool:
@@ -303,7 +177,7 @@ class Child:
         if not self.closed:
             self.closed = True
             self.ended = self.ended or time.monotonic()
-            _open.pop(self.fd, None)
+            THIS.children.pop(self.fd, None)
             os.close(self.fd)
 
     def _feed(self, chunk: bytes) -> None:
@@ -338,20 +212,21 @@ def wait_any(children: list[Child]) -> list[Child]:
 
 def _pump(timeout: float) -> None:
     """Read what any open child has written, waiting at most ``timeout`` seconds for some."""
-    if not _open:
+    # Every open child's messages, not only the waited one's: a child side by side never
+    # blocks on a full pipe while another is waited for.
+    if not THIS.children:
         return
-    ready, _, _ = select.select(list(_open), [], [], timeout)
+    ready, _, _ = select.select(list(THIS.children), [], [], timeout)
     for fd in ready:
-        child = _open.get(fd)
+        child = THIS.children.get(fd)
         if child is not None:
             child._feed(os.read(fd, 1 << 16))
 
 
 def _child(body: Callable[[Result], None], result: Result, write_end: int, tmp: Path, parent: int) -> None:
-    global _channel
     code = 0
     try:
-        _channel = write_end
+        THIS.forked(write_end)  # [This Process] its siblings' pipes closed; it reports on write_end
         os.setpgid(0, 0)  # its own group, so a kill reaches the compilers and workers it started
         _die_with_parent(parent)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -385,10 +260,11 @@ def _child(body: Callable[[Result], None], result: Result, write_end: int, tmp: 
 
 def _send(message: dict[str, Any]) -> None:
     data = (json.dumps(message, default=str) + "\n").encode()
-    assert _channel is not None
+    channel = THIS.channel
+    assert channel is not None
     view = memoryview(data)
     while view:
-        view = view[os.write(_channel, view) :]
+        view = view[os.write(channel, view) :]
 
 
 def _die_with_parent(parent: int) -> None:

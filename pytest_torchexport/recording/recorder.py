@@ -50,6 +50,7 @@ profiler is already installed (``cProfile``), direct ``forward`` calls are not s
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from dataclasses import dataclass, field
@@ -689,17 +690,17 @@ def _tracing(torch: Any) -> bool:
     return False
 
 
-_TORCH_DIR: str | None = None
-
-
 def _in_torch(filename: str) -> bool:
     """Torch's own code, but not ``torch.testing`` (suites built on torch's TestCase call from there)."""
-    global _TORCH_DIR
-    if _TORCH_DIR is None:
-        import torch
+    torch_dir = _torch_dir()
+    return filename.startswith(torch_dir) and not filename.startswith(torch_dir + "testing" + os.sep)
 
-        _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
-    return filename.startswith(_TORCH_DIR) and not filename.startswith(_TORCH_DIR + "testing" + os.sep)
+
+@functools.lru_cache(maxsize=1)
+def _torch_dir() -> str:
+    import torch
+
+    return os.path.dirname(torch.__file__) + os.sep
 
 
 def module_bytes(module: Any) -> int:

@@ -526,63 +526,6 @@ def _per_input(draw: Draw, failure: Failure | None, cmp: Comparison | None, verd
     return entry
 
 
-_first_use_paid = False
-
-
-def first_use() -> None:
-    """[Search First Use] A tiny hypothesis run, once per process, before the first check's
-    child forks. hypothesis's first run in a process costs 0.2-0.4 s here (its scan of the
-    local modules' constants, its global PRNG's registration behind a full ``gc.collect``,
-    lazy imports): paid in each forked child, it was paid once per backend; paid here, every
-    child inherits it. What the search draws does not change: the constants it finds are
-    the same set, scanned here or in the child."""
-    global _first_use_paid
-    if _first_use_paid:
-        return
-    _first_use_paid = True
-    import warnings
-
-    try:
-        from hypothesis import HealthCheck, Phase, Verbosity, given, settings
-        from hypothesis import seed as hseed
-        from hypothesis import strategies as st
-
-        @hseed(0)
-        @settings(max_examples=1, database=None, deadline=None, phases=[Phase.generate], verbosity=Verbosity.quiet,
-                  suppress_health_check=list(HealthCheck))
-        @given(st.integers(0, 1))
-        def once(_: int) -> None:
-            pass
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            once()
-    except Exception:  # noqa: BLE001 - it only saves time: the check's own search reports what is wrong
-        pass
-
-
-def before_fork() -> None:
-    """[Search First Use] What a child would otherwise pay before its search, paid here before
-    each fork: hypothesis's first run (once), then its scan of the local modules imported
-    since the last fork. hypothesis draws some values from the constants in the source of
-    the project's own modules, found by parsing each new module once per process (the
-    plugin's own, when it is installed editable); the parent scanned only at its first run,
-    so every child parsed every module imported after it, again and again (measured: 52
-    modules, 0.46 s of a trace check's 0.5 s search on a 3-layer MLP, in every child). The
-    constants are the same set, scanned here or there."""
-    first_use()
-    _scan_local_modules()
-
-
-def _scan_local_modules() -> None:
-    from .._compat import scan_local_constants
-
-    try:
-        scan_local_constants()  # False with another hypothesis: its child pays what it pays
-    except Exception:  # noqa: BLE001 - it only saves time
-        pass
-
-
 def _tolerances_used(backend: Backend, outputs: Any, rtol: float | None, atol: float | None) -> tuple[float | None, float | None]:
     for _, leaf in flatten(outputs)[0]:
         if isinstance(leaf, torch.Tensor) and (leaf.is_floating_point() or leaf.is_complex()):

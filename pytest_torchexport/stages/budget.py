@@ -16,7 +16,7 @@ wall time), and two more limits follow from it:
   outputs while the artifact runs its own), and the call's peak grows with the sizes as
   below; that must stay within ``MEMORY_SHARE`` of the memory each check has here:
   ``MemAvailable`` / xdist workers / checks this process runs side by side
-  (``runner.parallel_checks()``), never below ``MEMORY_FLOOR``;
+  (``sizing.parallel_checks()``), never below ``MEMORY_FLOOR``;
 - **time**: the check's calls of the model (``options.examples`` drawn ones, grown likewise,
   plus the explicit probes, each through eager and the artifact, plus ``FIXED_CALLS``) at
   the measured time must stay within ``TIME_SHARE`` of the check's time limit, never below
@@ -35,7 +35,7 @@ draw is within budget.
 
 The budget also clips the user's ``dims=``: the memory at risk is the same, and a
 ``size_budget`` finding says what was measured, which limit bit, what was clipped and
-how to get the full range.
+how to get the full range. ``TORCHEXPORT_SIZE_BUDGET=off`` in the environment lifts it.
 """
 
 from __future__ import annotations
@@ -81,8 +81,15 @@ CALLS_PER_EXAMPLE = 2
 #: Calls of the model a check makes besides its examples, at the recorded size: the export
 #: (tracing runs it), the determinism probe, latency's warm and timed calls, the standalone step.
 FIXED_CALLS = 10
-#: Set to False to measure without the budget (benchmarks/bench_memory.py --no-budget).
-ENABLED = True
+#: ``TORCHEXPORT_SIZE_BUDGET=off`` lifts every limit: the whole declared range is drawn,
+#: whatever it costs (a machine known to hold it; benchmarks/bench_memory.py --no-budget
+#: measures what the budget saves). What was measured is still recorded on the row.
+OFF_ENV = "TORCHEXPORT_SIZE_BUDGET"
+
+
+def enabled() -> bool:
+    """Whether drawn sizes are bounded here (``OFF_ENV``), read at each check, never cached."""
+    return os.environ.get(OFF_ENV, "").strip().lower() not in ("off", "0", "false", "no")
 
 
 def nbytes(tree: Any) -> int:
@@ -148,7 +155,7 @@ def growth_caps(plan: InputPlan, allowed: float) -> dict[str, int]:
 
 def size_caps(plan: InputPlan, recorded_bytes: int) -> dict[str, int]:
     """The largest size of each dynamic dim that keeps every drawn call within the bytes budget."""
-    if not ENABLED or recorded_bytes <= 0:
+    if not enabled() or recorded_bytes <= 0:
         return {}
     return growth_caps(plan, max(MEMORY_FLOOR, MEMORY_FACTOR * recorded_bytes) / recorded_bytes)
 
@@ -171,10 +178,10 @@ class Machine:
 
     @classmethod
     def here(cls, device: str = "cpu") -> Machine:
-        from ..isolation import runner
+        from ..isolation.sizing import parallel_checks
 
         workers = max(1, _int(os.environ.get("PYTEST_XDIST_WORKER_COUNT"), 1))
-        checks = runner.parallel_checks()
+        checks = parallel_checks()
         if device.startswith("cuda") and torch.cuda.is_available():
             return cls(torch.cuda.mem_get_info(torch.device(device))[0], workers, checks)
         return cls(_mem_available(), workers, checks)
@@ -194,7 +201,7 @@ def _int(value: str | None, default: int) -> int:
 
 
 def _mem_available() -> int | None:
-    from ..isolation.runner import available_memory
+    from ..isolation.sizing import available_memory
 
     return available_memory()
 
@@ -297,7 +304,7 @@ def bound(
     result.extra["eager_s"] = round(first.seconds, 4)
     if first.peak_bytes is not None:
         result.extra["eager_peak_mb"] = round(first.peak_bytes / 2**20, 1)
-    if not ENABLED:
+    if not enabled():
         return plan, options
     if machine is None:
         machine = Machine.here(result.device)
@@ -311,7 +318,7 @@ def apply(plan: InputPlan, recorded_inputs: Any, recorded_outputs: Any, result: 
     """The plan with its draws capped by the bytes budget alone (no measurement)."""
     recorded = max(nbytes(recorded_inputs), nbytes(recorded_outputs))
     result.extra["memory_budget_mb"] = round(max(MEMORY_FLOOR, MEMORY_FACTOR * recorded) / 2**20, 1)
-    if not ENABLED:
+    if not enabled():
         return plan
     return _settle(plan, limits(plan, recorded), result, None, None)[0]
 

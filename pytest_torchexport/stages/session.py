@@ -26,3 +26,6 @@ class Session:
     nodeid: str | None = None
     #: [Verdict Cache] where passes are reused (``cache.Cache``); None: every check runs
     cache: Any = None
+    #: [Warm Once] the session will check more than one test in this process: the exporters'
+    #: first use is paid here before the first check's child (``isolation/warmup.py``)
+    repeats: bool = False
