@@ -8,6 +8,7 @@ share (``cells.py``). ``check()`` users get the same objects.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import platform
@@ -157,6 +158,10 @@ FAILING = frozenset(
     {"usage_error", "mismatch", "run_error", "timeout", "export_error", "load_error", "roundtrip_mismatch", "xpass"}
 )
 
+#: [One Writer] The verdict's fields, which ``outcome.settle`` alone writes. Every other field
+#: is a fact some stage wrote (``Result.facts``): what a stage keeps, puts back or hands on.
+VERDICT = frozenset({"status", "message", "likely_cause", "cause_kind"})
+
 
 @dataclass
 class Finding:
@@ -204,6 +209,37 @@ class Result:
     @property
     def failed(self) -> bool:
         return self.status in FAILING
+
+    def facts(self) -> dict[str, Any]:
+        """Every field but the verdict (``VERDICT``), by name, deep-copied: what the stages wrote."""
+        return {f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in VERDICT}
+
+    def restore(self, facts: dict[str, Any]) -> None:
+        """Put back ``facts`` (an earlier ``facts()``): what a stage wrote since is gone, the verdict stays."""
+        for name, value in facts.items():
+            setattr(self, name, value)
+
+    def written_since(self, facts: dict[str, Any]) -> dict[str, Any]:
+        """What was written since ``facts`` (an earlier ``facts()``): the fields that differ, and of
+        ``extra`` the keys that differ. ``take`` writes it into another result."""
+        now, written = self.facts(), {}
+        for name, value in now.items():
+            if name == "extra":
+                value = {k: v for k, v in value.items() if k not in facts[name] or facts[name][k] != v}
+                if value:
+                    written[name] = value
+            elif value != facts[name]:
+                written[name] = value
+        return written
+
+    def take(self, written: dict[str, Any]) -> None:
+        """Write ``written`` (another result's ``written_since``) into this one, as copies: its
+        fields replace this one's, its ``extra`` keys join this one's. Never the verdict."""
+        for name, value in copy.deepcopy(written).items():
+            if name == "extra":
+                self.extra.update(value)
+            else:
+                setattr(self, name, value)
 
     @property
     def cause(self) -> str:
