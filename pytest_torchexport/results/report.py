@@ -222,14 +222,10 @@ class Result:
     def written_since(self, facts: dict[str, Any]) -> dict[str, Any]:
         """What was written since ``facts`` (an earlier ``facts()``): the fields that differ, and of
         ``extra`` the keys that differ. ``take`` writes it into another result."""
-        now, written = self.facts(), {}
-        for name, value in now.items():
-            if name == "extra":
-                value = {k: v for k, v in value.items() if k not in facts[name] or facts[name][k] != v}
-                if value:
-                    written[name] = value
-            elif value != facts[name]:
-                written[name] = value
+        written = {name: value for name, value in self.facts().items() if value != facts[name]}
+        if "extra" in written:
+            before = facts["extra"]
+            written["extra"] = {k: v for k, v in written["extra"].items() if k not in before or before[k] != v}
         return written
 
     def take(self, written: dict[str, Any]) -> None:
