@@ -8,7 +8,7 @@ What each count is (static: the source is parsed, never imported):
 
 - ``module globals``: module-level names the package changes at run time: a container mutated
   in place (``X[k] = v``, ``X.append(...)``, ...), a name a function declares ``global``, or a
-  name another module assigns (``runner.FLAG = ...``). Constants are not counted.
+  name another module assigns (``runner.FLAG`` set from outside). Constants are not counted.
 - ``broad excepts``: ``except:``, ``except Exception`` and ``except BaseException`` handlers;
   ``swallowing`` are those that neither raise nor use the exception they caught.
 - ``private API uses``: a private name (one leading underscore) of another library, outside

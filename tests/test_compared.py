@@ -6,7 +6,8 @@ import json
 
 from helpers import by_test_and_backend, run_with_report
 
-from pytest_torchexport.results.report import Report, markdown
+from pytest_torchexport.results.markdown import markdown
+from pytest_torchexport.results.report import Report
 
 MODELS = '''
 import pytest

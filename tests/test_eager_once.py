@@ -125,3 +125,49 @@ def test_verdicts_do_not_depend_on_sharing(monkeypatch, jobs):
         assert (a.status, a.examples, a.max_abs_err, [f.kind for f in a.findings]) == (
             b.status, b.examples, b.max_abs_err, [f.kind for f in b.findings]
         )
+
+
+class RaisesUnderAnotherSeed(torch.nn.Module):
+    """Replays fine, then raises on the determinism probe's other RNG seed: an error that is no
+    verdict (no ``Stop``), out of the shared prelude."""
+
+    def forward(self, x):
+        if torch.default_generator.initial_seed() == 1:
+            raise RuntimeError("planted: fails under another seed")
+        return x * 2.0
+
+
+def _fresh(backend):
+    from pytest_torchexport.results.report import Result
+
+    return Result(backend=backend, device="cpu", status="pass", module="M")
+
+
+def test_the_shared_prelude_answers_one_way():
+    """``EagerOnce.hand_over`` answers each check with a ``Handed`` whose kind says what it is;
+    what eager found, or the verdict it settled, is written into each check's own row."""
+    from pytest_torchexport.inputs.specs import plan_inputs
+    from pytest_torchexport.stages.prelude import EagerOnce, SharedCall
+
+    opts = Options.build(examples=2)
+    for module, kind in ((Training(), "shared"), (Noisy().eval(), "settled"), (RaisesUnderAnotherSeed(), "own")):
+        once = SharedCall(EagerOnce(), 0)
+        plan = plan_inputs(module, (torch.randn(2, 4),), None)
+        first, second = _fresh("trace"), _fresh("export")
+        handed = [once.hand_over(module, plan, opts, r) for r in (first, second)]
+        assert [h.kind for h in handed] == [kind, kind]
+        assert (handed[0].prelude is not None) == (kind == "shared") and handed[0].prelude is handed[1].prelude
+        if kind == "shared":
+            assert [f.kind for f in second.findings] == ["training_mode"] and "eager_s" in second.extra
+            assert second.status == "pass" and second.backend == "export"
+        elif kind == "settled":
+            assert second.status == "nondeterministic" and "[backend=export, device=cpu] (M)" in second.message
+        else:  # nothing written: the check computes its own prelude in its child
+            assert (second.status, second.findings, second.extra) == ("pass", [], {})
+
+
+def test_an_error_out_of_the_shared_prelude_surfaces_from_the_check_itself():
+    # Not shared, not swallowed: the check's own prelude, in its child, raises it again.
+    with pytest.raises(RuntimeError, match="planted: fails under another seed"):
+        check(RaisesUnderAnotherSeed(), (torch.randn(2, 4),), backends=["trace", "export"], examples=2,
+              isolation="process")

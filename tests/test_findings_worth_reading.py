@@ -11,7 +11,8 @@
 import pytest
 from helpers import run_with_report
 
-from pytest_torchexport.results.report import Finding, Result, summary_lines
+from pytest_torchexport.results.report import Finding, Result
+from pytest_torchexport.results.table import summary_lines
 
 VALIDATION = """
 import pytest

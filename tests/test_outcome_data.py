@@ -129,3 +129,44 @@ def test_report_page_lists_every_cause_kind():
     page = (Path(__file__).parent.parent / "docs" / "report.md").read_text()
     for kind in CAUSE_KINDS:
         assert f"| `{kind}` | {CAUSE_KIND_DOCS[kind]} |" in page, kind
+
+
+def test_the_verdict_is_exactly_what_settle_writes_and_facts_are_the_rest():
+    """[One Writer] ``report.VERDICT`` and ``outcome.settle`` name the same fields: what a stage
+    keeps, puts back or hands on (``Result.facts``) is every other field, never the verdict."""
+    import dataclasses
+
+    from pytest_torchexport.results.report import VERDICT, Finding
+
+    r = Result(backend="trace", device="cpu", status="pass", module="Gate")
+    r.findings.append(Finding("mutates_input", "in place"))
+    before, verdict = r.facts(), {name: getattr(r, name) for name in VERDICT}
+    settle(r, Outcome("mismatch", "differs", "why", "numeric"))
+    assert r.facts() == before  # settle wrote no fact
+    assert all(getattr(r, name) != verdict[name] for name in VERDICT)  # and every verdict field
+    assert set(before) == {f.name for f in dataclasses.fields(Result)} - VERDICT
+
+
+def test_facts_written_since_are_handed_on_and_put_back_without_the_verdict():
+    from pytest_torchexport.results.report import Finding
+
+    r = Result(backend="trace", device="cpu", status="pass", module="Gate", extra={"eager_mode": "eval"})
+    before = r.facts()
+    r.findings.append(Finding("size_budget", "capped"))
+    r.extra["eager_s"] = 0.5
+    r.timings["shared_reference_s"] = 0.1
+    settle(r, Outcome("nondeterministic", "[backend=trace] differs", "why", "nondeterministic"))
+    written = r.written_since(before)
+    # of extra only the new key; the verdict is none of it
+    assert written == {"findings": [Finding("size_budget", "capped")], "extra": {"eager_s": 0.5},
+                       "timings": {"shared_reference_s": 0.1}}
+
+    other = Result(backend="export", device="cpu", status="pass", module="Gate", extra={"eager_mode": "eval"})
+    other.take(written)
+    assert (other.backend, other.status, other.extra) == ("export", "pass", {"eager_mode": "eval", "eager_s": 0.5})
+    other.findings[0].detail = "changed"  # a copy: the source is not touched
+    assert r.findings[0].detail == "capped"
+
+    r.restore(before)
+    assert (r.findings, r.extra, r.timings) == ([], {"eager_mode": "eval"}, {})
+    assert (r.status, r.message) == ("nondeterministic", "[backend=trace] differs")  # the verdict stays

@@ -2,7 +2,8 @@
 
 import pytest
 
-from pytest_torchexport.results.report import Finding, Result, summary_lines
+from pytest_torchexport.results.report import Finding, Result
+from pytest_torchexport.results.table import summary_lines
 
 CAUSE = "frozen_branch src/models/detection/heads.py:118"
 LONG = (

@@ -1,6 +1,7 @@
 """[Verdict Key] The first level of a check's cache key: everything but the files it ran.
 
-``check_key`` digests, in the test's process before the check starts: the environment
+``check_key`` digests, in the test's process before the check starts, what the engine
+handed the cache of the check (``facts.CheckFacts``, its fields and nothing else): the environment
 (this plugin's version and a digest of its own sources, Python, the platform, the versions
 of the libraries ``sources.VERSIONED`` lists, whose files are not hashed, and of a third-party
 backend's distribution, whether hypothesis sees CI), the backend as registered, the
@@ -30,6 +31,7 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
+from .facts import CheckFacts
 from .sources import VERSIONED
 
 #: Objects visited per key at most: a module whose attributes reach further is not cached.
@@ -51,44 +53,41 @@ class Unkeyable(Exception):
     """The check's inputs cannot be encoded faithfully: it is not cached."""
 
 
-def check_key(pending: Any) -> tuple[str, list[str]]:
-    """(the key, files to hash besides the ones the check will run) of a ``checks.PendingCheck``."""
+def check_key(facts: CheckFacts) -> tuple[str, list[str]]:
+    """(the key, files to hash besides the ones the check will run) of one check, from its
+    ``CheckFacts``: every field but ``NOT_KEYED``."""
     h = _Hasher()
     h.add("environment", environment())
-    spec = pending.session.backends.get(pending.name)
     files: list[str] = []
-    h.add("backend", pending.name, _spec_name(spec), pending.device)
-    backend_file = _spec_file(spec)
+    h.add("backend", facts.backend, _spec_name(facts.spec), facts.device)
+    backend_file = _spec_file(facts.spec)
     if backend_file:
         files.append(backend_file)  # a third-party backend's own code
-    h.add("test", pending.session.test, pending.session.nodeid)
-    options = pending.options
+    h.add("test", facts.test, facts.nodeid)
+    options = facts.options
     for f in dataclasses.fields(options):
         h.add("option", f.name, getattr(options, f.name))
     if options.compare is not None:
         code = getattr(options.compare, "__code__", None)
         if code is not None:
             files.append(code.co_filename)
-    h.add("call", _call_digest(pending))
+    h.add("call", _call_digest(facts))
     return h.hexdigest(), files
 
 
-def _call_digest(pending: Any) -> str:
+def _call_digest(facts: CheckFacts) -> str:
     """The module tree and state, the recorded inputs and the replayed sequence: hashed once for
-    all the backends of one call. ``once`` is the prelude's cache that the checks of one call
-    share, made afresh for other options; the call's module (kept alive by the recording or
-    the ``check()`` call) and its inputs do not change while it lives."""
-    memo = getattr(pending.once[0], "keys", None) if pending.once else None
-    slot = (pending.once[1], id(pending.module)) if memo is not None else None
-    if slot is not None and slot in memo:
-        return memo[slot]
+    all the backends of one call (``CallDigests``)."""
+    slot = (facts.digests.call, id(facts.module)) if facts.digests is not None else None
+    if slot is not None and slot in facts.digests.memo:
+        return facts.digests.memo[slot]
     h = _Hasher()
-    h.module(pending.module)
-    h.add("inputs", pending.plan.tree)
-    h.add("sequence", pending.sequence)
+    h.module(facts.module)
+    h.add("inputs", facts.inputs)
+    h.add("sequence", facts.sequence)
     value = h.hexdigest()
     if slot is not None:
-        memo[slot] = value
+        facts.digests.memo[slot] = value
     return value
 
 

@@ -1,6 +1,7 @@
 """[Verdict Cache] One check's side of the cache: look its pass up before it starts, keep it after.
 
-``PendingCheck.start`` asks ``Reuse.lookup`` before anything runs (no prelude, no child, no
+The engine's ``PendingCheck`` (``engine/pipeline.py``) hands its ``CheckFacts`` (``facts.py``)
+to a ``Reuse`` and asks ``Reuse.lookup`` before anything runs (no prelude, no child, no
 exporter warm-up): the key (``fingerprint.py``) is computed in the test's process, and a
 hit is the stored row, marked ``"cached": true`` with ``"cached_at"``, the date of the run
 that made it. ``PendingCheck.wait`` hands every finished result to ``Reuse.keep``, which
@@ -12,17 +13,16 @@ carries a fresh message and repro.
 from __future__ import annotations
 
 import time
-from typing import Any
-
 from ..results.report import Result
 from . import fingerprint, sources
+from .facts import CheckFacts
 
 
 class Reuse:
-    """The cache's view of one ``checks.PendingCheck``."""
+    """One check's lookup and keep, from what the cache reads of it (``CheckFacts``)."""
 
-    def __init__(self, pending: Any) -> None:
-        self.pending = pending
+    def __init__(self, facts: CheckFacts) -> None:
+        self.facts = facts
         self.key: str | None = None
         self.files: list[str] = []  # known before the run: compare=, a third-party backend
         self.hit = False
@@ -38,15 +38,15 @@ class Reuse:
             self.spent += time.perf_counter() - t0
 
     def _lookup(self) -> Result | None:
-        pending = self.pending
-        cache = pending.session.cache
+        facts = self.facts
+        cache = facts.store
         if cache is None:
             return None
-        if pending.options.keep_artifacts:
+        if facts.options.keep_artifacts:
             self.note = "not reused: --torchexport-keep-artifacts asks for the artifacts, which only an export makes"
             return None
         try:
-            self.key, self.files = fingerprint.check_key(pending)
+            self.key, self.files = fingerprint.check_key(facts)
         except fingerprint.Unkeyable as exc:
             self.note = f"not cached: {exc}"
             return None
@@ -58,8 +58,7 @@ class Reuse:
             self.note, self.refused = note.text, note.refused
         if found is None:
             return None
-        session = pending.session
-        row = {**found.row, "nodeid": session.nodeid, "test": session.test, "cached": True,
+        row = {**found.row, "nodeid": facts.nodeid, "test": facts.test, "cached": True,
                "cached_at": found.created}
         try:
             result = Result.from_dict(row)
@@ -80,7 +79,7 @@ class Reuse:
         if files is None:
             self.note = "not cached: a file it ran cannot be read back to key it"
         else:
-            note = self.pending.session.cache.store(self.key, result.to_dict(), files)
+            note = self.facts.store.store(self.key, result.to_dict(), files)
             self.note = note.text if note is not None else self.note
         self.spent += time.perf_counter() - t0
         self._tell(result)

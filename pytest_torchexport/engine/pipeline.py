@@ -32,6 +32,7 @@ import torch
 
 from ..backends.base import Backend, MethodCall, load_backend
 from ..cache import sources
+from ..cache.facts import CheckFacts
 from ..cache.reuse import Reuse
 from ..errors import ExportMismatch, InvalidArgument
 from ..inputs.specs import InputPlan, plan_inputs
@@ -47,7 +48,7 @@ from ..stages import assumptions, exporting, latency, side_effects, standalone, 
 from ..stages.check import Check
 from ..stages.compiled_parts import compiled_parts
 from ..stages.compiled_parts import finding as compiled_finding
-from ..stages.prelude import EagerOnce, Prelude, run_prelude
+from ..stages.prelude import EagerOnce, Prelude, SharedCall, run_prelude
 from ..stages.session import Session
 from .schedule import Scheduler
 
@@ -123,9 +124,9 @@ def run(
     if not isinstance(args, tuple):
         args = (args,) if isinstance(args, torch.Tensor) else tuple(args)
     plan = plan_inputs(module, args, kwargs, dims=options.dims, dynamic=options.dynamic, inputs=options.inputs)
-    once = EagerOnce()
+    once = SharedCall(EagerOnce(), 0)  # one recorded call: check()'s own
     pending = [
-        PendingCheck(module, plan, name, device, options, session=session, once=(once, 0))
+        PendingCheck(module, plan, name, device, options, session=session, once=once)
         for device in resolve_devices(options.devices)
         for name in options.backends
     ]
@@ -156,9 +157,9 @@ class PendingCheck:
     def __init__(
         self, module: torch.nn.Module, plan: InputPlan, name: str, device: str, options: Options,
         *, session: Session, sequence: list[tuple[tuple[Any, ...], dict[str, Any]]] | None = None,
-        once: tuple[EagerOnce, Any] | None = None,
+        once: SharedCall | None = None,
     ) -> None:
-        """``once``: the prelude's cache shared by the checks of one call, and which call this is."""
+        """``once``: which recorded call this is, and the prelude its checks share."""
         self.module, self.plan, self.name, self.device = module, plan, name, device
         self.options, self.session, self.sequence, self.once = options, session, sequence, once
         self.prelude: Prelude | None = None
@@ -176,7 +177,16 @@ class PendingCheck:
         self._child: runner.Child | None = None
         self._scratch: Path | None = None
         self._done: Result | None = None
-        self.reuse = Reuse(self)  # [Verdict Cache] a pass kept from an earlier run
+        self.reuse = Reuse(self._facts())  # [Verdict Cache] a pass kept from an earlier run
+
+    def _facts(self) -> CheckFacts:
+        """What the verdict cache reads of this check, and all it reads (``cache/facts.py``)."""
+        session = self.session
+        return CheckFacts(
+            backend=self.name, spec=session.backends.get(self.name), device=self.device, test=session.test,
+            nodeid=session.nodeid, options=self.options, module=self.module, inputs=self.plan.tree,
+            sequence=self.sequence, store=session.cache, digests=self.once.digests if self.once else None,
+        )
 
     def start(self) -> None:
         if self.started is not None:
@@ -199,15 +209,11 @@ class PendingCheck:
         # On CPU only: eager on a GPU here would initialise CUDA in the parent, which its
         # forked children then could not use.
         if self.once is not None and self.device == "cpu" and _available(spec, self.device):
-            try:
-                cache, call = self.once
-                self.prelude = cache.hand_over(call, self.module, self.plan, self.options, self.result, session=self.session)
-            except LookupError:
-                pass
-            else:
-                if self.prelude is None:
-                    self.settled = True
-                    return
+            handed = self.once.hand_over(self.module, self.plan, self.options, self.result, session=self.session)
+            if handed.kind == "settled":
+                self.settled = True
+                return
+            self.prelude = handed.prelude  # None ("own"): the child computes its own
         # [Paid Once] the exporters' and hypothesis's first use, paid here where the child inherits it
         THIS.warmup.before_fork(self.name, spec, self.options.backends, repeats=self.session.repeats)
         self._scratch = Path(tempfile.mkdtemp(prefix=f"torchexport-{self.name}-"))

@@ -69,7 +69,8 @@ class Reporting:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if _is_worker(self.config):
             return
-        from ..results.report import Result, summary_lines
+        from ..results.report import Result
+        from ..results.table import summary_lines
 
         results = [Result.from_dict(r) for r in self.state.results]
         if not results:
@@ -232,7 +233,7 @@ def _is_worker(config: pytest.Config) -> bool:
 def item_text(rows: list[dict[str, Any]]) -> str:
     """One item's rows as plain text: the parity table, then each failing input and where
     the artifact diverges (pytest-html shows it in the item's section)."""
-    from ..results.report import format_err
+    from ..results.cells import format_err
 
     header = ("backend", "device", "status", "max abs err", "max rel err", "examples")
     table = [header] + [

@@ -20,7 +20,7 @@ from ..options import Options
 from ..results import outcome
 from ..results.outcome import Outcome, add_note
 from ..results.report import Finding, Result
-from ..stages.prelude import EagerOnce
+from ..stages.prelude import EagerOnce, SharedCall
 from ..stages.session import Session
 from .recorder import Call, Recording
 
@@ -181,7 +181,7 @@ class PlannedRun:
             return None
         return checks.PendingCheck(module, plan, self.backend, self.device, options, session=self.session,
                                    sequence=_sequence(self.calls[index:]),
-                                   once=(self.selection.eager_once, id(candidate)))
+                                   once=SharedCall(self.selection.eager_once, id(candidate)))
 
     def start(self) -> None:
         if self._pending is not None:

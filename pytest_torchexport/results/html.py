@@ -21,7 +21,8 @@ import re
 from collections import Counter
 from typing import Any
 
-from .report import CAUSE_KIND_DOCS, FAILING, STATUS_DOCS, STATUSES, Result, format_err, format_latency
+from .cells import format_err, format_latency
+from .report import CAUSE_KIND_DOCS, FAILING, STATUS_DOCS, STATUSES, Result
 
 #: The ``html`` extra: what the page needs beyond the plugin's own dependencies.
 REQUIRED = ("jinja2", "pygal")

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from .baseline import judge_baseline, key
-from .report import FAILING, REPORT_VERSION, Report, Result, markdown
+from .markdown import markdown
+from .report import FAILING, REPORT_VERSION, Report, Result
 
 
 class Exit:

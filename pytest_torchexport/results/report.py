@@ -1,16 +1,17 @@
-"""Result records (JSON round-trippable) and the lines that summarise them.
+"""Result records (JSON round-trippable): the data model of every row and report.
 
-Pure data and pure functions: nothing here prints, writes files or imports torch. The
-plugin decides where the lines go; ``check()`` users get the same objects.
+Pure data: nothing here prints, writes files, renders text for a reader or imports torch.
+The renderings are their own modules, written from these fields at the edge: the summary
+table (``table.py``), Markdown (``markdown.py``), the HTML page (``html.py``), the cells they
+share (``cells.py``). ``check()`` users get the same objects.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
-import os
 import platform
-import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -157,6 +158,10 @@ FAILING = frozenset(
     {"usage_error", "mismatch", "run_error", "timeout", "export_error", "load_error", "roundtrip_mismatch", "xpass"}
 )
 
+#: [One Writer] The verdict's fields, which ``outcome.settle`` alone writes. Every other field
+#: is a fact some stage wrote (``Result.facts``): what a stage keeps, puts back or hands on.
+VERDICT = frozenset({"status", "message", "likely_cause", "cause_kind"})
+
 
 @dataclass
 class Finding:
@@ -204,6 +209,33 @@ class Result:
     @property
     def failed(self) -> bool:
         return self.status in FAILING
+
+    def facts(self) -> dict[str, Any]:
+        """Every field but the verdict (``VERDICT``), by name, deep-copied: what the stages wrote."""
+        return {f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in VERDICT}
+
+    def restore(self, facts: dict[str, Any]) -> None:
+        """Put back ``facts`` (an earlier ``facts()``): what a stage wrote since is gone, the verdict stays."""
+        for name, value in facts.items():
+            setattr(self, name, value)
+
+    def written_since(self, facts: dict[str, Any]) -> dict[str, Any]:
+        """What was written since ``facts`` (an earlier ``facts()``): the fields that differ, and of
+        ``extra`` the keys that differ. ``take`` writes it into another result."""
+        written = {name: value for name, value in self.facts().items() if value != facts[name]}
+        if "extra" in written:
+            before = facts["extra"]
+            written["extra"] = {k: v for k, v in written["extra"].items() if k not in before or before[k] != v}
+        return written
+
+    def take(self, written: dict[str, Any]) -> None:
+        """Write ``written`` (another result's ``written_since``) into this one, as copies: its
+        fields replace this one's, its ``extra`` keys join this one's. Never the verdict."""
+        for name, value in copy.deepcopy(written).items():
+            if name == "extra":
+                self.extra.update(value)
+            else:
+                setattr(self, name, value)
 
     @property
     def cause(self) -> str:
@@ -343,6 +375,8 @@ class Report:
         return cls([Result.from_dict(r) for r in data.get("results", [])])
 
     def __str__(self) -> str:
+        from .table import summary_lines  # the rendering imports this module: only when a report is printed
+
         return "\n".join(summary_lines(self.results))
 
 
@@ -364,200 +398,3 @@ def collect_environment(devices: list[str] | None = None) -> dict[str, Any]:
         "platform": platform.platform(),
         "devices": devices or ["cpu"],
     }
-
-
-def format_err(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if value == 0:
-        return "0"
-    return f"{value:.2g}"
-
-
-def summary_lines(results: list[Result], width: int = 100) -> list[str]:
-    """A fixed-width table: one row per test and backend, readable at ``width`` columns."""
-    if not results:
-        return []
-    rows = []
-    for r, name in zip(results, _short_tests(results)):
-        backend = r.backend if r.device == "cpu" else f"{r.backend}/{r.device}"
-        status = f"{r.status} (cached)" if r.extra.get("cached") else r.status  # [Verdict Cache] reused
-        rows.append((name, r.module or "-", backend, status, format_err(r.max_abs_err), examples_cell(r), r.cause))
-    # The latency column only when some row was timed, and only where it does not push a
-    # cause out of its column: the cause is what a reader acts on (latency is in the report).
-    latencies = [format_latency(r.extra.get("latency_ms")) for r in results]
-    if any(r.extra.get("latency_ms") for r in results):
-        timed = [(*row[:-1], cell, row[-1]) for row, cell in zip(rows, latencies)]
-        header = ("test", "module", "backend", "status", "max err", "ex", "ms e/a", "cause")
-        if not any(row[-1] for row in rows) or not _cause_below(timed, header, width):
-            return table_lines(timed, width, header)
-    return table_lines(rows, width)
-
-
-def examples_cell(r: Result) -> str:
-    """Inputs tried, and the short form of ``compared`` where a row rests on less than all of
-    its outputs: ``11 (0 el)`` compared no element, ``11 (60% el)`` part of them."""
-    compared = r.extra.get("compared")
-    if not compared or r.failed or compared["elements"] >= compared["of"] > 0:
-        return str(r.examples)
-    if not compared["elements"]:
-        return f"{r.examples} (0 el)"
-    return f"{r.examples} ({100 * compared['elements'] // compared['of']}% el)"
-
-
-def format_latency(latency: dict[str, Any] | None) -> str:
-    """``eager/artifact`` milliseconds, two significant digits: ``1.9/0.8``."""
-    if not latency:
-        return "-"
-    return f"{_ms(latency['eager'])}/{_ms(latency['artifact'])}"
-
-
-def _ms(value: float) -> str:
-    return f"{value:.2g}" if value < 100 else f"{value:.0f}"
-
-
-def table_lines(rows: list[tuple[str, ...]], width: int, header: tuple[str, ...] | None = None) -> list[str]:
-    """The summary's layout for rows of (test, module, backend, status, max err, examples, [ms e/a,] cause)."""
-    header = header or ("test", "module", "backend", "status", "max err", "ex", "cause")
-    fixed = _widths(rows, header)
-    indent = sum(fixed) + 2 * len(fixed)
-    # The cause is what a reader acts on, so it wraps instead of being cut to a stub: in its
-    # column when the column is wide enough, else on indented lines under the row.
-    below = _cause_below(rows, header, width)
-    lines = []
-    for row in (header, *rows):
-        cells = "  ".join(_clip(cell, w).ljust(w) for cell, w in zip(row[:-1], fixed))
-        if row is header or not below:
-            cause = _wrap(row[-1], max(width - indent, _MIN_CAUSE))
-            lines.append(f"{cells}  {cause[0]}".rstrip() if cause else cells.rstrip())
-            lines.extend(" " * indent + more for more in cause[1:])
-        else:
-            lines.append(cells.rstrip())
-            lines.extend("    " + more for more in _wrap(row[-1], width - 4))
-    return lines
-
-
-def _widths(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> list[int]:
-    fixed = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header[:-1])]
-    fixed[0] = min(fixed[0], max(_NAME, *(len(row[0]) for row in rows)))  # [Alike At 80] never cut again
-    fixed[1] = min(fixed[1], 20)  # the module's class: enough to tell the model from a helper
-    return fixed
-
-
-def _cause_below(rows: list[tuple[str, ...]], header: tuple[str, ...], width: int) -> bool:
-    fixed = _widths(rows, header)
-    column = width - (sum(fixed) + 2 * len(fixed))
-    # A word longer than the column (a long path:line) would be clipped there: under the row it fits.
-    return column < _MIN_CAUSE or any(len(word) > column for row in rows for word in row[-1].split()[:3])
-
-
-_MIN_CAUSE = 30  # narrower than this, a cause column shows a stub: put the cause under the row
-_CAUSE_LINES = 3
-
-
-def _wrap(text: str, width: int) -> list[str]:
-    """``text`` in lines of ``width``, at most ``_CAUSE_LINES`` of them (the last one clipped)."""
-    import textwrap
-
-    lines = textwrap.wrap(text, width, break_on_hyphens=False)
-    if len(lines) > _CAUSE_LINES:
-        lines = [*lines[: _CAUSE_LINES - 1], _clip(" ".join(lines[_CAUSE_LINES - 1 :]), width)]
-    return lines
-
-
-def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _test_name(r: Result) -> str:
-    """The test's name with its class (``TestFoo::test_script``: a ``unittest`` suite has many
-    ``test_script``) and its own parametrization (``test_act[ReLU]``), minus ours."""
-    name = r.nodeid or r.test or r.module or "?"
-    name = name.split("::", 1)[-1]
-    if "[" in name:
-        base, _, params = name.partition("[")
-        params = re.sub(r"-?torchexport-[^\]]*$", "", params.rstrip("]"))
-        name = f"{base}[{params}]" if params else base
-    return name
-
-
-def _clip_middle(name: str) -> str:
-    return name if len(name) <= _NAME else name[:15] + "…" + name[-16:]
-
-
-_NAME = 32  # the test column's width
-
-
-def _short_tests(results: list[Result]) -> list[str]:
-    """[Alike At 80] Each row's short test name, never one two different tests share:
-    ``test_model_forward[1-test_resnet]`` and ``test_model_forward_torchscript[1-test_resnet]``
-    both clip to ``test_model_forw…t[1-test_resnet]``, and a reader could not tell the failing
-    item from the passing one. Names that clip alike are cut again from a few characters
-    before where they first differ, so the difference shows."""
-    full = [_test_name(r) for r in results]
-    short = [_clip_middle(n) for n in full]
-    groups: dict[str, set[str]] = {}
-    for s, f in zip(short, full):
-        groups.setdefault(s, set()).add(f)
-    for clipped, names in groups.items():
-        if len(names) < 2:
-            continue
-        ordered = sorted(names)
-        # the longest prefix any two of them share: the cut starts a little before its end
-        common = max(len(os.path.commonprefix([a, b])) for a in ordered for b in ordered if a != b)
-        start = max(0, common - 6)
-        fixed = {n: _clip_middle(("…" if start else "") + n[start:]) for n in ordered}
-        if len(set(fixed.values())) < len(fixed):
-            fixed = {n: n for n in ordered}  # past any cut that keeps them apart: whole
-        short = [fixed.get(f, s) if s == clipped else s for s, f in zip(short, full)]
-    return short
-
-
-def markdown(results: list[Result], environment: dict[str, Any] | None = None) -> str:
-    """The session report as Markdown, fit for a CI step summary."""
-    env = environment or collect_environment()
-    counts: dict[str, int] = {}
-    for r in results:
-        counts[r.status] = counts.get(r.status, 0) + 1
-    lines = [
-        "# torchexport parity report",
-        "",
-        f"torch {env.get('torch')}, onnxruntime {env.get('onnxruntime')}, "
-        f"Python {env.get('python')}, devices {', '.join(env.get('devices', []))}",
-        "",
-        " · ".join(f"**{n}** {s}" for s, n in sorted(counts.items(), key=lambda kv: STATUSES.index(kv[0]))),
-        "",
-        "| test | backend | device | status | max abs err | max rel err | examples | ms eager/artifact | cause |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for r in results:
-        cause = r.cause.replace("|", "\\|")
-        lines.append(
-            f"| `{r.test or r.module}` | {r.backend} | {r.device} | {_badge(r.status, r.extra.get('baseline'))}"
-            f"{_cached(r)} | "
-            f"{format_err(r.max_abs_err)} | {format_err(r.max_rel_err)} | {examples_cell(r)} | "
-            f"{format_latency(r.extra.get('latency_ms'))} | {cause} |"
-        )
-    failed = [r for r in results if r.failed]
-    if failed:
-        lines += ["", "## Failures", ""]
-        for r in failed:
-            known = " (known: recorded in the baseline)" if r.extra.get("baseline") == "known" else ""
-            lines += [f"### `{r.nodeid or r.test}`{known}", "", "```", r.message.strip(), "```", ""]
-    return "\n".join(lines) + "\n"
-
-
-def _cached(r: Result) -> str:
-    """A reused pass says so, and from when (``cached_at``: the run that made it)."""
-    if not r.extra.get("cached"):
-        return ""
-    return f" (cached {str(r.extra.get('cached_at', ''))[:10]})".replace(" )", ")")
-
-
-def _badge(status: str, baseline: str | None = None) -> str:
-    # Against a baseline, a known failure must not read like the regression that blocks.
-    if baseline == "known":
-        return f"⚠️ {status} (known)"
-    if baseline in ("regression", "improvement"):
-        return f"{_badge(status)} ({baseline})"
-    return f"❌ {status}" if status in FAILING else f"✅ {status}" if status == "pass" else status

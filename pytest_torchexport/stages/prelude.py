@@ -20,13 +20,14 @@ and an export may change the module copy it is given.
 from __future__ import annotations
 
 import copy
-import dataclasses
+from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 import torch
 
 from ..cache import sources
+from ..cache.facts import CallDigests
 from ..inputs.specs import InputPlan
 from ..inputs.strategies import materialize, recorded_draw
 from ..options import Options
@@ -124,11 +125,30 @@ def training_finding(result: Result, module: torch.nn.Module, device: str, input
         ))
 
 
+@dataclass(frozen=True)
+class Handed:
+    """What the shared prelude answers one check, one way; ``kind`` says which:
+
+    - ``"shared"``: ``prelude`` is eager's stages, computed once; their findings and report
+      keys are written into the check's result;
+    - ``"settled"``: eager settled the verdict (a usage error, a nondeterministic model), written
+      into the result with the check's own header: nothing is left to run;
+    - ``"own"``: it could not be computed here (it raised): the check computes its own in its
+      child, which reports whatever that is with its traceback, as an unshared check does.
+    """
+
+    kind: Literal["shared", "settled", "own"]
+    prelude: Prelude | None = None  # for "shared"
+
+
 @dataclass
 class _Shared:
-    prelude: Prelude | None  # None: eager settled the verdict (``stop``)
-    stop: Stop | None  # the verdict eager settled, its message written per check's header
-    changed: dict[str, Any]  # the result's fields the prelude wrote (outside the verdict), by name
+    """One call's prelude as computed in the test's process, for every check that shares it."""
+
+    kind: Literal["shared", "settled", "own"]  # what ``hand_over`` answers (``Handed``)
+    prelude: Prelude | None = None
+    stop: Stop | None = None  # "settled": the verdict eager settled, its message written per check's header
+    written: dict[str, Any] | None = None  # what the prelude wrote into its result besides a verdict (``Result.facts``)
 
 
 class EagerOnce:
@@ -138,63 +158,69 @@ class EagerOnce:
         #: [Search Budget] the test body's own seconds (None: no body, as for check())
         self.body_s = body_s
         #: (which recorded call, module, device) -> its prelude
-        self._shared: dict[tuple[Any, int, str], _Shared | None] = {}
+        self._shared: dict[tuple[Any, int, str], _Shared] = {}
         #: [Verdict Key] (call, module) -> the digest of the module and its inputs, for every backend (fingerprint.py)
-        self.keys: dict[tuple[Any, int], str] = {}
+        self.keys: dict[tuple[Hashable, int], str] = {}
 
     def hand_over(
-        self, call: Any, module: torch.nn.Module, plan: InputPlan, options: Options, result: Result,
+        self, call: Hashable, module: torch.nn.Module, plan: InputPlan, options: Options, result: Result,
         *, session: Any = None,
-    ) -> Prelude | None:
-        """The shared prelude of ``call`` (a key: which of the test's recorded calls), its
-        findings and keys written into ``result`` (a fresh check's).
-
-        Returns None with ``result`` settled when eager settled the verdict; raises
-        ``LookupError`` when it could not be shared (it raised: the check computes its own,
-        in its child, and reports whatever that is)."""
+    ) -> Handed:
+        """The shared prelude of ``call`` (a key: which of the test's recorded calls), what it
+        wrote and any verdict it settled written into ``result`` (a fresh check's)."""
         key = (call, id(module), result.device)
         if key not in self._shared:
             self._shared[key] = _compute(module, plan, options, result, (session, self.body_s))
         shared = self._shared[key]
-        if shared is None:
-            raise LookupError("the prelude raised where it was computed")
-        # [Data Until Written] Copied as data: nothing the prelude wrote names the backend but the
-        # verdict's message, which is written again with this check's header.
-        for name, value in shared.changed.items():
-            if name == "extra":
-                result.extra.update(copy.deepcopy(value))
-            else:
-                setattr(result, name, copy.deepcopy(value))
+        if shared.written is not None:
+            # [Data Until Written] Copied as data: nothing the prelude wrote names the backend but the
+            # verdict's message, which is written again with this check's header.
+            result.take(shared.written)
         if shared.stop is not None:
             settle(result, shared.stop.outcome_for(tag(result)))
-        return shared.prelude
+        return Handed(shared.kind, shared.prelude)
+
+
+class SharedCall(NamedTuple):
+    """Which of a test's recorded calls a check is of (``call``), and the prelude cache the
+    checks of that test share (``once``): a check's way to its shared prelude and keys."""
+
+    once: EagerOnce
+    call: Hashable
+
+    def hand_over(self, module: torch.nn.Module, plan: InputPlan, options: Options, result: Result,
+                  *, session: Any = None) -> Handed:
+        return self.once.hand_over(self.call, module, plan, options, result, session=session)
+
+    @property
+    def digests(self) -> CallDigests:
+        """[Verdict Key] The memo of this call's digest, for the cache (``cache/facts.py``)."""
+        return CallDigests(self.once.keys, self.call)
 
 
 def _compute(
     module: torch.nn.Module, plan: InputPlan, options: Options, result: Result, search: tuple[Any, float | None],
-) -> _Shared | None:
+) -> _Shared:
     template = copy.deepcopy(result)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in a check's child (runner.py): the same numbers, the same time
     stop = None
     try:
         with sources.collecting(template):
-            prelude: Prelude | None = run_prelude(module, plan, template.device, options, template)
-            if prelude is not None:
+            try:
+                prelude = run_prelude(module, plan, template.device, options, template)
+            except Stop as raised:
+                stop = raised
+            except Exception:  # noqa: BLE001 - raised again by the check's own prelude in its child, and reported there
+                return _Shared("own")
+            else:
                 prelude.shared = _draw_once(prelude, search, template)
-    except Stop as raised:
-        stop, prelude = raised, None
-    except (ModelRaised, MemoryError):  # each check computes its own in its child, under its limits, and says so
-        return None
     finally:
         torch.set_num_threads(threads)
-    changed: dict[str, Any] = {}
-    for f in dataclasses.fields(Result):
-        before, after = getattr(result, f.name), getattr(template, f.name)
-        if f.name in _VERDICT or before == after:
-            continue
-        changed[f.name] = {k: v for k, v in after.items() if before.get(k, _MISSING) != v} if f.name == "extra" else after
-    return _Shared(prelude, stop, changed)
+    written = template.written_since(result.facts())
+    if stop is not None:
+        return _Shared("settled", stop=stop, written=written)
+    return _Shared("shared", prelude, written=written)
 
 
 def _draw_once(prelude: Prelude, search: tuple[Any, float | None], result: Result) -> SharedInputs | None:
@@ -213,9 +239,4 @@ def _draw_once(prelude: Prelude, search: tuple[Any, float | None], result: Resul
         prelude.eager.restore()
 
 
-#: The verdict's fields: ``outcome.settle`` writes them, from the shared ``Stop``.
-_VERDICT = frozenset({"status", "message", "likely_cause", "cause_kind"})
-_MISSING = object()
-
-
-__all__ = ["EagerOnce", "Prelude", "run_prelude"]
+__all__ = ["EagerOnce", "Handed", "Prelude", "SharedCall", "run_prelude"]

@@ -19,7 +19,6 @@ dropped, as that search never ran).
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import threading
 import time
@@ -136,10 +135,7 @@ class Loading:
     def send(self, handle: Any, request: dict[str, Any], *, timeout: float) -> None:
         result = self.result
         result.extra["standalone"] = IN_FLIGHT
-        # [One Writer] Not the verdict: no stage settles one before the join (outcome.py).
-        self._saved = {
-            f.name: copy.deepcopy(getattr(result, f.name)) for f in dataclasses.fields(result) if f.name not in _VERDICT
-        }
+        self._saved = result.facts()  # [One Writer] not the verdict: no stage settles one before the join
         self._at = len(result.findings)
         self._handle, self._timeout = handle, timeout
         # A daemon: a check interrupted from outside (KeyboardInterrupt, an outer time limit)
@@ -191,7 +187,7 @@ class Loading:
             raise self._failed  # an engine bug in the request: raised where it was raised before the overlap
         verdict = self._judge()
         if verdict.load_error is not None:
-            self._restore()  # as when the load ran first: the side-effect checks and the search never ran
+            self.result.restore(self._saved)  # as when the load ran first: the side-effect checks and the search never ran
         result.extra["standalone"] = verdict.note
         if verdict.finding is not None:
             result.findings.insert(self._at, Finding("standalone_load", verdict.finding))
@@ -199,10 +195,6 @@ class Loading:
         result.timings["standalone_wait_s"] = waited  # what the check waited for it, the overlap left over
         if verdict.load_error is not None:
             raise Stop("load_error", verdict.load_error, verdict.cause, "standalone_load")
-
-    def _restore(self) -> None:
-        for name, value in self._saved.items():
-            setattr(self.result, name, value)
 
     def _judge(self) -> StandaloneVerdict:
         """What the answer means: a finding, or a load_error where the backend's format is meant
@@ -273,6 +265,3 @@ class Loading:
         except Exception:  # noqa: BLE001 - a failing run is the search's to report
             return None
 
-
-#: The result's verdict fields, which only ``outcome.settle`` writes.
-_VERDICT = frozenset({"status", "message", "likely_cause", "cause_kind"})

@@ -1,0 +1,63 @@
+"""The session report as Markdown, fit for a CI step summary (``--torchexport-report out.md``,
+``python -m pytest_torchexport merge``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .cells import examples_cell, format_err, format_latency
+from .report import FAILING, STATUSES, Result, collect_environment
+
+
+def markdown(results: list[Result], environment: dict[str, Any] | None = None) -> str:
+    """The session report as Markdown, fit for a CI step summary."""
+    env = environment or collect_environment()
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    lines = [
+        "# torchexport parity report",
+        "",
+        f"torch {env.get('torch')}, onnxruntime {env.get('onnxruntime')}, "
+        f"Python {env.get('python')}, devices {', '.join(env.get('devices', []))}",
+        "",
+        " · ".join(f"**{n}** {s}" for s, n in sorted(counts.items(), key=lambda kv: STATUSES.index(kv[0]))),
+        "",
+        "| test | backend | device | status | max abs err | max rel err | examples | ms eager/artifact | cause |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in results:
+        cause = r.cause.replace("|", "\\|")
+        lines.append(
+            f"| `{r.test or r.module}` | {r.backend} | {r.device} | {_badge(r.status, r.extra.get('baseline'))}"
+            f"{_cached(r)} | "
+            f"{format_err(r.max_abs_err)} | {format_err(r.max_rel_err)} | {examples_cell(r)} | "
+            f"{format_latency(r.extra.get('latency_ms'))} | {cause} |"
+        )
+    failed = [r for r in results if r.failed]
+    if failed:
+        lines += ["", "## Failures", ""]
+        for r in failed:
+            known = " (known: recorded in the baseline)" if r.extra.get("baseline") == "known" else ""
+            lines += [f"### `{r.nodeid or r.test}`{known}", "", "```", r.message.strip(), "```", ""]
+    return "\n".join(lines) + "\n"
+
+
+def _cached(r: Result) -> str:
+    """A reused pass says so, and from when (``cached_at``: the run that made it)."""
+    if not r.extra.get("cached"):
+        return ""
+    return f" (cached {str(r.extra.get('cached_at', ''))[:10]})".replace(" )", ")")
+
+
+def _badge(status: str, baseline: str | None = None) -> str:
+    # Against a baseline, a known failure must not read like the regression that blocks.
+    if baseline == "known":
+        return f"⚠️ {status} (known)"
+    if baseline in ("regression", "improvement"):
+        return f"{_badge(status)} ({baseline})"
+    return f"❌ {status}" if status in FAILING else f"✅ {status}" if status == "pass" else status
+
+
+__all__ = ["markdown"]

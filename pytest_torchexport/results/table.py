@@ -1,0 +1,134 @@
+"""The summary table: one fixed-width row per test and backend (the terminal summary,
+``str(report)``).
+
+Pure text from ``Result`` fields: nothing here prints; the plugin decides where the lines go.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import TYPE_CHECKING
+
+from .cells import examples_cell, format_err, format_latency
+
+if TYPE_CHECKING:
+    from .report import Result
+
+
+def summary_lines(results: list[Result], width: int = 100) -> list[str]:
+    """A fixed-width table: one row per test and backend, readable at ``width`` columns."""
+    if not results:
+        return []
+    rows = []
+    for r, name in zip(results, _short_tests(results)):
+        backend = r.backend if r.device == "cpu" else f"{r.backend}/{r.device}"
+        status = f"{r.status} (cached)" if r.extra.get("cached") else r.status  # [Verdict Cache] reused
+        rows.append((name, r.module or "-", backend, status, format_err(r.max_abs_err), examples_cell(r), r.cause))
+    # The latency column only when some row was timed, and only where it does not push a
+    # cause out of its column: the cause is what a reader acts on (latency is in the report).
+    latencies = [format_latency(r.extra.get("latency_ms")) for r in results]
+    if any(r.extra.get("latency_ms") for r in results):
+        timed = [(*row[:-1], cell, row[-1]) for row, cell in zip(rows, latencies)]
+        header = ("test", "module", "backend", "status", "max err", "ex", "ms e/a", "cause")
+        if not any(row[-1] for row in rows) or not _cause_below(timed, header, width):
+            return table_lines(timed, width, header)
+    return table_lines(rows, width)
+
+
+def table_lines(rows: list[tuple[str, ...]], width: int, header: tuple[str, ...] | None = None) -> list[str]:
+    """The summary's layout for rows of (test, module, backend, status, max err, examples, [ms e/a,] cause)."""
+    header = header or ("test", "module", "backend", "status", "max err", "ex", "cause")
+    fixed = _widths(rows, header)
+    indent = sum(fixed) + 2 * len(fixed)
+    # The cause is what a reader acts on, so it wraps instead of being cut to a stub: in its
+    # column when the column is wide enough, else on indented lines under the row.
+    below = _cause_below(rows, header, width)
+    lines = []
+    for row in (header, *rows):
+        cells = "  ".join(_clip(cell, w).ljust(w) for cell, w in zip(row[:-1], fixed))
+        if row is header or not below:
+            cause = _wrap(row[-1], max(width - indent, _MIN_CAUSE))
+            lines.append(f"{cells}  {cause[0]}".rstrip() if cause else cells.rstrip())
+            lines.extend(" " * indent + more for more in cause[1:])
+        else:
+            lines.append(cells.rstrip())
+            lines.extend("    " + more for more in _wrap(row[-1], width - 4))
+    return lines
+
+
+def _widths(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> list[int]:
+    fixed = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header[:-1])]
+    fixed[0] = min(fixed[0], max(_NAME, *(len(row[0]) for row in rows)))  # [Alike At 80] never cut again
+    fixed[1] = min(fixed[1], 20)  # the module's class: enough to tell the model from a helper
+    return fixed
+
+
+def _cause_below(rows: list[tuple[str, ...]], header: tuple[str, ...], width: int) -> bool:
+    fixed = _widths(rows, header)
+    column = width - (sum(fixed) + 2 * len(fixed))
+    # A word longer than the column (a long path:line) would be clipped there: under the row it fits.
+    return column < _MIN_CAUSE or any(len(word) > column for row in rows for word in row[-1].split()[:3])
+
+
+_MIN_CAUSE = 30  # narrower than this, a cause column shows a stub: put the cause under the row
+_CAUSE_LINES = 3
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """``text`` in lines of ``width``, at most ``_CAUSE_LINES`` of them (the last one clipped)."""
+    import textwrap
+
+    lines = textwrap.wrap(text, width, break_on_hyphens=False)
+    if len(lines) > _CAUSE_LINES:
+        lines = [*lines[: _CAUSE_LINES - 1], _clip(" ".join(lines[_CAUSE_LINES - 1 :]), width)]
+    return lines
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _test_name(r: Result) -> str:
+    name = r.nodeid or r.test or r.module or "?"
+    name = name.split("::", 1)[-1]
+    if "[" in name:
+        base, _, params = name.partition("[")
+        params = re.sub(r"-?torchexport-[^\]]*$", "", params.rstrip("]"))
+        name = f"{base}[{params}]" if params else base
+    return name
+
+
+def _clip_middle(name: str) -> str:
+    return name if len(name) <= _NAME else name[:15] + "…" + name[-16:]
+
+
+_NAME = 32  # the test column's width
+
+
+def _short_tests(results: list[Result]) -> list[str]:
+    """[Alike At 80] Each row's short test name, never one two different tests share:
+    ``test_model_forward[1-test_resnet]`` and ``test_model_forward_torchscript[1-test_resnet]``
+    both clip to ``test_model_forw…t[1-test_resnet]``, and a reader could not tell the failing
+    item from the passing one. Names that clip alike are cut again from a few characters
+    before where they first differ, so the difference shows."""
+    full = [_test_name(r) for r in results]
+    short = [_clip_middle(n) for n in full]
+    groups: dict[str, set[str]] = {}
+    for s, f in zip(short, full):
+        groups.setdefault(s, set()).add(f)
+    for clipped, names in groups.items():
+        if len(names) < 2:
+            continue
+        ordered = sorted(names)
+        # the longest prefix any two of them share: the cut starts a little before its end
+        common = max(len(os.path.commonprefix([a, b])) for a in ordered for b in ordered if a != b)
+        start = max(0, common - 6)
+        fixed = {n: _clip_middle(("…" if start else "") + n[start:]) for n in ordered}
+        if len(set(fixed.values())) < len(fixed):
+            fixed = {n: n for n in ordered}  # past any cut that keeps them apart: whole
+        short = [fixed.get(f, s) if s == clipped else s for s, f in zip(short, full)]
+    return short
+
+
+__all__ = ["summary_lines", "table_lines"]

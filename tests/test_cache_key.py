@@ -1,0 +1,89 @@
+"""[Verdict Key] The cache reads a check through ``CheckFacts`` only, and keys every fact it lists.
+
+The engine hands the cache a ``CheckFacts`` (``cache/facts.py``); ``fingerprint.check_key``
+reads nothing else. A fact the key skipped would let a pass be reused for another check, so
+each keyed field is changed here on its own and must change the key; a new field fails the
+coverage assertion until it gets a case here (or joins ``NOT_KEYED`` with a reason).
+"""
+
+import dataclasses
+
+import pytest
+import torch
+
+from pytest_torchexport.cache.facts import NOT_KEYED, CallDigests, CheckFacts
+from pytest_torchexport.cache.fingerprint import check_key
+from pytest_torchexport.cache.store import Cache
+from pytest_torchexport.options import Options
+
+
+def _module(value: float) -> torch.nn.Module:
+    module = torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        module.weight.fill_(value)
+        module.bias.zero_()
+    return module
+
+
+def _facts(**changed) -> CheckFacts:
+    base = CheckFacts(
+        backend="trace", spec="pytest_torchexport.backends.trace:TraceBackend", device="cpu",
+        test="test_gate", nodeid="test_gate.py::test_gate", options=Options.build(),
+        module=_module(0.5), inputs=((torch.ones(2, 3),), {}), sequence=None,
+    )
+    return dataclasses.replace(base, **changed)
+
+
+#: One other value for each keyed field of ``CheckFacts``.
+CHANGED = {
+    "backend": "export",
+    "spec": "my_backends:Mine",
+    "device": "cuda",  # only hashed: no GPU needed
+    "test": "test_other",
+    "nodeid": "test_gate.py::test_other",
+    "options": Options.build(rtol=1e-2),
+    "module": _module(0.25),
+    "inputs": ((torch.full((2, 3), 2.0),), {}),
+    "sequence": [((torch.ones(2, 3),), {}), ((torch.zeros(2, 3),), {})],
+}
+
+
+def test_every_keyed_fact_has_a_case_here():
+    keyed = {f.name for f in dataclasses.fields(CheckFacts)} - NOT_KEYED
+    assert set(CHANGED) == keyed
+
+
+@pytest.mark.parametrize("name", sorted(CHANGED))
+def test_changing_one_fact_changes_the_key(name):
+    key, _ = check_key(_facts())
+    assert check_key(_facts())[0] == key  # the same facts, built again: the same key
+    assert check_key(_facts(**{name: CHANGED[name]}))[0] != key
+
+
+def test_where_it_is_kept_and_the_memo_are_not_in_the_key(tmp_path):
+    key, _ = check_key(_facts())
+    shared = CallDigests({}, "call-0")
+    assert check_key(_facts(store=Cache(tmp_path), digests=shared))[0] == key
+
+
+def test_one_calls_digest_is_computed_once_for_all_its_backends():
+    module, memo = _module(0.5), {}
+    first = check_key(_facts(module=module, digests=CallDigests(memo, "call-0")))[0]
+    assert list(memo) == [("call-0", id(module))]
+    with torch.no_grad():
+        module.weight.fill_(9.0)
+    # The memo answers for the same call (its module does not change while the memo lives) ...
+    assert check_key(_facts(module=module, digests=CallDigests(memo, "call-0")))[0] == first
+    # ... where a key computed afresh sees the weight.
+    assert check_key(_facts(module=module))[0] != first
+    # Another recorded call of the test: its own digest.
+    check_key(_facts(module=module, digests=CallDigests(memo, "call-1")))
+    assert len(memo) == 2
+
+
+def test_a_compare_function_s_file_is_hashed_with_the_run():
+    def close(expected, actual):
+        return torch.allclose(expected, actual)
+
+    _, files = check_key(_facts(options=Options.build(compare=close)))
+    assert files == [__file__]
