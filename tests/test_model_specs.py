@@ -82,12 +82,17 @@ def needs(library: str) -> None:
         pytest.skip(why)
 
 
+@pytest.fixture
+def mymodels(tester: pytest.Pytester) -> None:
+    """CLASSIFIER written as ``mymodels.py`` and importable, for ``--torchexport-model=mymodels:...``."""
+    tester.makepyfile(mymodels=CLASSIFIER)
+    tester.syspathinsert()
+
+
 # -- pkg.module:Factory and path/to/file.py:Factory ---------------------------------------
 
 
-def test_module_factory_is_a_test_with_an_item_per_backend_and_report_rows(tester):
-    tester.makepyfile(mymodels=CLASSIFIER)
-    tester.syspathinsert()
+def test_module_factory_is_a_test_with_an_item_per_backend_and_report_rows(tester, mymodels):
     result = tester.runpytest(
         "-v", "--torchexport-model=mymodels:Classifier", "--torchexport-backends=trace,export",
         "--torchexport-report=out.json",
@@ -126,9 +131,7 @@ def test_file_factory_with_keyword_arguments_and_example_inputs(tester):
     assert made["module"] == "Classifier" and made["status"] == "pass"
 
 
-def test_ini_models_and_k_selection(tester):
-    tester.makepyfile(mymodels=CLASSIFIER)
-    tester.syspathinsert()
+def test_ini_models_and_k_selection(tester, mymodels):
     tester.makeini(
         """
         [pytest]
@@ -148,9 +151,7 @@ def test_ini_models_and_k_selection(tester):
     ])
 
 
-def test_model_inputs_flag_declares_specs_and_dims(tester):
-    tester.makepyfile(mymodels=CLASSIFIER)
-    tester.syspathinsert()
+def test_model_inputs_flag_declares_specs_and_dims(tester, mymodels):
     result = tester.runpytest(
         "--torchexport-model=mymodels:Shapeless", "--torchexport-model-inputs=x: float32[batch=1..5, 7]",
         "--torchexport-backends=export", "--torchexport-report=out.json",
@@ -164,9 +165,7 @@ def test_model_inputs_flag_declares_specs_and_dims(tester):
     assert row["model"]["inputs"].startswith("float32[2, 7] (--torchexport-model-inputs=")
 
 
-def test_marked_tests_and_models_run_in_one_session(tester):
-    tester.makepyfile(mymodels=CLASSIFIER)
-    tester.syspathinsert()
+def test_marked_tests_and_models_run_in_one_session(tester, mymodels):
     tester.makepyfile(
         test_m="""
 import pytest, torch
@@ -210,17 +209,13 @@ def test_malformed_spec_is_a_usage_error(tester, given, headline):
     ("x: floot32[2, 3]", r".*'floot32' in 'x: floot32\[2, 3\]' is no torch dtype; use float32, .*"),
     ("x = [2, 3]", r".*cannot read 'x = \[2, 3\]'; write NAME: DTYPE\[DIM=MIN..MAX, SIZE, ...\].*"),
 ])
-def test_malformed_model_inputs_are_a_usage_error(tester, given, headline):
-    tester.makepyfile(mymodels=CLASSIFIER)
-    tester.syspathinsert()
+def test_malformed_model_inputs_are_a_usage_error(tester, mymodels, given, headline):
     result = tester.runpytest("--torchexport-model=mymodels:Classifier", f"--torchexport-model-inputs={given}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.re_match_lines([headline])
 
 
-def test_bad_factories_are_usage_error_rows_and_the_good_model_still_passes(tester):
-    tester.makepyfile(mymodels=CLASSIFIER)
-    tester.syspathinsert()
+def test_bad_factories_are_usage_error_rows_and_the_good_model_still_passes(tester, mymodels):
     result = tester.runpytest(
         "--torchexport-model=mymodels:Classifier", "--torchexport-model=mymodels:raising",
         "--torchexport-model=mymodels:not_a_module", "--torchexport-model=mymodels:Clasifier",
@@ -257,9 +252,7 @@ def test_bad_factories_are_usage_error_rows_and_the_good_model_still_passes(test
     assert bad["message"].startswith("The model could not be checked [backend=trace, device=cpu]\nmymodels:raising:")
 
 
-def test_eager_refusing_the_given_inputs_is_a_usage_error_row(tester):
-    tester.makepyfile(mymodels=CLASSIFIER)
-    tester.syspathinsert()
+def test_eager_refusing_the_given_inputs_is_a_usage_error_row(tester, mymodels):
     result = tester.runpytest(
         "--torchexport-model=mymodels:Classifier", "--torchexport-model-inputs=x: float32[batch=1..4, 9]",
         "--torchexport-backends=trace",

@@ -13,7 +13,6 @@ def signature(fn: Any) -> Any:
     return inspect.signature(fn)  # milliseconds for torch.onnx.export: once a process, not once a test
 
 
-
 # Each exporter's bound arguments -> (module, args, kwargs, other methods named) or None.
 def trace_inputs(bound: Any) -> Any:
     import torch
