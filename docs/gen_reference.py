@@ -1,6 +1,6 @@
 """Generate docs/reference.md from the code: ``python docs/gen_reference.py``.
 
-tests/test_docs.py fails when the committed page differs from what this writes.
+tests/test_docs_reference.py fails when the committed page differs from what this writes.
 """
 
 from __future__ import annotations

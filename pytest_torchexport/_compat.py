@@ -179,7 +179,7 @@ def _plus_one(x):
 
 #: torch's own words for its deprecation of TorchScript, the same on 2.13.0 (``DeprecationWarning``),
 #: 2.14.1 and 2.15.0 (``FutureWarning``): "`torch.jit.trace` is deprecated. Please switch to
-#: `torch.compile` or `torch.export`." (tests/test_torch_messages.py holds each version's text).
+#: `torch.compile` or `torch.export`." (tests/test_torch_message_patterns.py holds each version's text).
 _JIT_DEPRECATED = re.compile(r"`torch\.jit\.\w+` is deprecated")
 
 

@@ -98,6 +98,10 @@ def by_item(row: dict) -> str:
     return row["nodeid"].split("::", 1)[1]
 
 
+def by_nodeid(row: dict) -> str:
+    return row["nodeid"]
+
+
 def by_test_and_backend(row: dict) -> tuple[str, str]:
     return by_test(row), row["backend"]
 
@@ -112,6 +116,20 @@ def run_with_report(tester: pytest.Pytester, *args: str, name: str = "out.json",
     """Run the written test files in process with `--torchexport-report=name`; the result and its rows."""
     result = tester.runpytest(*args, f"--torchexport-report={name}")
     return result, report_rows(tester, name, key)
+
+
+_SHARED_RUNS: dict[str, dict] = {}
+
+
+def shared_run(tester: pytest.Pytester, source: str, *args: str, key=by_test_and_backend, **outcomes: int) -> dict:
+    """The rows of one session of `source` (a test file), run on the first call in this
+    process and asserted to end with `outcomes`; later calls with the same source share them,
+    so a file's tests read one session of real exports instead of each paying for its own."""
+    if source not in _SHARED_RUNS:
+        tester.makepyfile(test_m=source)
+        result, _SHARED_RUNS[source] = run_with_report(tester, *args, key=key)
+        result.assert_outcomes(**outcomes)
+    return _SHARED_RUNS[source]
 
 
 def assert_required_but_unavailable(tester: pytest.Pytester, backend: str, *args: str, passed: int = 0) -> None:
@@ -158,8 +176,9 @@ def skipped_then_required(tester: pytest.Pytester, backend: str) -> tuple[dict, 
 
 def installed(backend: Backend, package: str) -> Backend:
     """The backend, or this test skipped where `package` is not installed."""
-    if backend.unavailable_reason():
-        pytest.skip(f"{package} is not installed")
+    why = backend.unavailable_reason()
+    if why:
+        pytest.skip(f"{package} is not installed: {why}")
     return backend
 
 

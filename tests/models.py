@@ -176,7 +176,7 @@ def source(*classes: type) -> str:
 
 
 def mlp_and_gate_source() -> str:
-    """MLP and Gate as the source of a test file (test_plugin, test_artifacts, helpers.mlp_test)."""
+    """MLP and Gate as the source of a test file (test_marker_fixture_and_report, test_kept_artifacts, helpers.mlp_test)."""
     return source(MLP, Gate)
 
 

@@ -129,7 +129,7 @@ def _extra_reads(path: Path) -> set[str]:
 EXTRA_READERS = {
     "engine/schedule.py": {"cached"},
     "search/search.py": {"shipped"},
-    "search/messages.py": {"shipped"},
+    "search/shipped_words.py": {"shipped"},
 }
 
 

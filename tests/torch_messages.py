@@ -2,7 +2,7 @@
 
 Each producer makes the installed torch say one thing the plugin matches a pattern against
 (an exporter's error, a TracerWarning, what a load in a fresh process logs and raises) and
-returns that text as the plugin sees it. tests/test_torch_messages.py runs them live and
+returns that text as the plugin sees it. tests/test_torch_message_patterns.py runs them live and
 keeps each torch's text as data; to record the texts of another torch, run this file with
 that torch's interpreter:
 

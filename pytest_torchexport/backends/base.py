@@ -41,7 +41,7 @@ class ExportContext:
     notes: list[str] = field(default_factory=list)  # become backend_note findings
     relaxed: frozenset[str] = frozenset()  # dims left to the exporter after a constraint violation
     scratch: Path | None = None  # a directory removed after the check, for intermediate files
-    #: options.ShippedOnnx: the post-processing the onnx backend applies to its export (None: none)
+    #: onnx_options.ShippedOnnx: the post-processing the onnx backend applies to its export (None: none)
     shipped: Any = None
 
     def dynamic_shapes(self, module: Any) -> Any:
@@ -149,7 +149,7 @@ class Backend:
         raise NotImplementedError(f"{self.name} has no graph optimization levels")
 
     def steps_unavailable(self, shipped: Any) -> str | None:
-        """Optional: why the post-processing ``shipped`` asks for (options.ShippedOnnx) cannot run
+        """Optional: why the post-processing ``shipped`` asks for (onnx_options.ShippedOnnx) cannot run
         here (a library missing), or None; the check is then skipped with that reason."""
         return None
 
@@ -319,3 +319,19 @@ def method_call(module: Any, method: str) -> Any:
     wrapper.original_name = getattr(module, "original_name", None) or type(module).__name__
     wrapper.training = module.training  # not train(): that would set every submodule to the root's mode
     return wrapper
+
+
+def to_cpu(tree: Any) -> Any:
+    """[CPU-Only Runtime] ``tree`` with its tensors on cpu: the call a runtime that runs on CPU
+    only (executorch, openvino, litert) is exported and run with, whatever device was asked."""
+    import torch
+
+    from .._compat import pytree
+
+    return pytree.tree_map(lambda t: t.cpu() if isinstance(t, torch.Tensor) else t, tree)
+
+
+def cpu_fallback(device: str, why: str) -> str | None:
+    """[CPU-Only Runtime] What ``device_fallback`` says where ``device`` is not cpu: ``why``
+    (the runtime runs on CPU), and that the inputs ran there."""
+    return None if device == "cpu" else f"{why}: the {device} inputs ran on cpu"

@@ -25,10 +25,12 @@ from typing import Any
 import torch
 
 from .._compat import pytree
-from .base import Backend, ExportContext, keywords_bound
+from .base import Backend, ExportContext, cpu_fallback, keywords_bound, to_cpu
 from .export import program_input_shapes
 
 FILENAME = "model.pte"
+#: [CPU-Only Runtime] why executorch's inputs on another device ran on cpu (``device_fallback``)
+_RUNS_ON = "executorch's runtime runs on CPU (XNNPACK, as on a phone)"
 INSTALL = 'pip install "pytest-torchexport[executorch]"'
 LOWERED = "the size is outside what the program was lowered for"
 
@@ -53,7 +55,7 @@ class ExecutorchBackend(Backend):
     def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
         to_edge_transform_and_lower, partitioner, _ = _imports()
         if ctx.device != "cpu":  # the engine hands over a copy: moving it touches nothing of the user's
-            module, args, kwargs = module.to("cpu"), _to_cpu(args), _to_cpu(kwargs)
+            module, args, kwargs = module.to("cpu"), to_cpu(args), to_cpu(kwargs)
         module = keywords_bound(module, kwargs)
         program = torch.export.export(module, args, kwargs or None, dynamic_shapes=ctx.dynamic_shapes(module), strict=False)
         lowered = to_edge_transform_and_lower(program, partitioner=[partitioner()]).to_executorch()
@@ -63,7 +65,7 @@ class ExecutorchBackend(Backend):
         pte = Pte(buffer, None, *pte_meta(buffer))
         # What torch.export fixed, for the specialized_dim finding: the .pte cannot tell.
         pte.export_shapes = program_input_shapes(program)
-        pte.fallback = _fallback(ctx.device)
+        pte.fallback = cpu_fallback(ctx.device, _RUNS_ON)
         return pte
 
     def input_shapes(self, artifact: Any) -> list[tuple[Any, ...]] | None:
@@ -80,14 +82,14 @@ class ExecutorchBackend(Backend):
     def load(self, directory: Path, ctx: ExportContext) -> Any:
         path = directory / FILENAME
         pte = Pte(None, _load(path), *pte_meta(path.read_bytes()))
-        pte.fallback = _fallback(ctx.device)
+        pte.fallback = cpu_fallback(ctx.device, _RUNS_ON)
         return pte
 
     def run(self, artifact: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         from .._compat import quiet_torch
 
         device = next((t.device for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)), None)
-        inputs = artifact.flat_inputs(_to_cpu(args), _to_cpu(kwargs))
+        inputs = artifact.flat_inputs(to_cpu(args), to_cpu(kwargs))
         outside = artifact.outside_limits(inputs)
         if outside:
             raise RuntimeError(f"ExecuTorch cannot run {outside}")
@@ -101,16 +103,6 @@ class ExecutorchBackend(Backend):
         if device is not None and device.type != "cpu":
             outputs = pytree.tree_map(lambda t: t.to(device) if isinstance(t, torch.Tensor) else t, outputs)
         return outputs
-
-
-def _to_cpu(tree: Any) -> Any:
-    return pytree.tree_map(lambda t: t.cpu() if isinstance(t, torch.Tensor) else t, tree)
-
-
-def _fallback(device: str) -> str | None:
-    if device == "cpu":
-        return None
-    return f"executorch's runtime runs on CPU (XNNPACK, as on a phone): the {device} inputs ran on cpu"
 
 
 def _imports() -> tuple[Any, Any, Any]:

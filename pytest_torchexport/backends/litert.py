@@ -28,7 +28,10 @@ from typing import Any
 import torch
 
 from .._compat import pytree
-from .base import Backend, ExportContext
+from .base import Backend, ExportContext, cpu_fallback, to_cpu
+
+#: [CPU-Only Runtime] why litert's inputs on another device ran on cpu (``device_fallback``)
+_RUNS_ON = "the LiteRT interpreter runs on CPU (XNNPACK, as on a phone)"
 
 FILENAME = "model.tflite"
 INSTALL = 'pip install "pytest-torchexport[litert]"'
@@ -52,7 +55,7 @@ class LiteRtBackend(Backend):
     def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
         convert, _ = _imports()
         if ctx.device != "cpu":  # the engine hands over a copy: moving it touches nothing of the user's
-            module, args, kwargs = module.to("cpu"), _to_cpu(args), _to_cpu(kwargs)
+            module, args, kwargs = module.to("cpu"), to_cpu(args), to_cpu(kwargs)
         adapter = _FlatCall(module, args, kwargs)
         tensors = tuple(t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor))
         dynamic = _dynamic_shapes(ctx, tensors)
@@ -69,7 +72,7 @@ class LiteRtBackend(Backend):
                 )
         if model is None:
             model = convert(adapter, tensors)
-        return _Tflite(model.model_content(), _fallback(ctx.device))
+        return _Tflite(model.model_content(), cpu_fallback(ctx.device, _RUNS_ON))
 
     def save(self, artifact: Any, directory: Path) -> list[Path]:
         path = directory / FILENAME
@@ -77,7 +80,7 @@ class LiteRtBackend(Backend):
         return [path]
 
     def load(self, directory: Path, ctx: ExportContext) -> Any:
-        return _Tflite((directory / FILENAME).read_bytes(), _fallback(ctx.device))
+        return _Tflite((directory / FILENAME).read_bytes(), cpu_fallback(ctx.device, _RUNS_ON))
 
     def run(self, artifact: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         device = next((t.device for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)), None)
@@ -98,16 +101,6 @@ def _imports() -> tuple[Any, Any]:
     from litert_torch import convert
 
     return convert, Interpreter
-
-
-def _to_cpu(tree: Any) -> Any:
-    return pytree.tree_map(lambda t: t.cpu() if isinstance(t, torch.Tensor) else t, tree)
-
-
-def _fallback(device: str) -> str | None:
-    if device == "cpu":
-        return None
-    return f"the LiteRT interpreter runs on CPU (XNNPACK, as on a phone): the {device} inputs ran on cpu"
 
 
 def _dynamic_shapes(ctx: ExportContext, tensors: tuple[torch.Tensor, ...]) -> dict[str, Any] | None:

@@ -34,7 +34,10 @@ from typing import Any, ClassVar
 import torch
 
 from .._compat import pytree
-from .base import Backend, ExportContext
+from .base import Backend, ExportContext, cpu_fallback, to_cpu
+
+#: [CPU-Only Runtime] why openvino's inputs on another device ran on cpu (``device_fallback``)
+_RUNS_ON = "openvino is compiled for its CPU plugin here"
 
 FILENAME = "model.xml"
 INSTALL = 'pip install "pytest-torchexport[openvino]"'
@@ -67,14 +70,14 @@ class OpenVinoBackend(Backend):
         import openvino as ov
 
         if ctx.device != "cpu":  # the engine hands over a copy: moving it touches nothing of the user's
-            module, args, kwargs = module.to("cpu"), _to_cpu(args), _to_cpu(kwargs)
+            module, args, kwargs = module.to("cpu"), to_cpu(args), to_cpu(kwargs)
         adapter = _FlatCall(module, args, kwargs)
         tensors = adapter.tensors(args, kwargs)
         shapes = [ov.PartialShape(shape) for shape in _declared_shapes(ctx.plan, tensors)]
         with torch.no_grad():
             model = ov.convert_model(adapter, example_input=tuple(tensors), input=shapes)
         model.set_rt_info(json.dumps(adapter.output_leaves), RT_INFO)
-        return _Compiled(model, self._compile(model), adapter.output_leaves, _fallback(ctx.device))
+        return _Compiled(model, self._compile(model), adapter.output_leaves, cpu_fallback(ctx.device, _RUNS_ON))
 
     def save(self, artifact: Any, directory: Path) -> list[Path]:
         import openvino as ov
@@ -88,7 +91,7 @@ class OpenVinoBackend(Backend):
 
         model = ov.Core().read_model(str(directory / FILENAME))
         leaves = json.loads(model.get_rt_info(RT_INFO).astype(str)) if model.has_rt_info(RT_INFO) else None
-        return _Compiled(model, self._compile(model), leaves, _fallback(ctx.device))
+        return _Compiled(model, self._compile(model), leaves, cpu_fallback(ctx.device, _RUNS_ON))
 
     def run(self, artifact: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         device = next((t.device for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)), None)
@@ -111,16 +114,6 @@ class OpenVinoBackend(Backend):
         import openvino as ov
 
         return ov.Core().compile_model(model, self.target, dict(self.config))
-
-
-def _to_cpu(tree: Any) -> Any:
-    return pytree.tree_map(lambda t: t.cpu() if isinstance(t, torch.Tensor) else t, tree)
-
-
-def _fallback(device: str) -> str | None:
-    if device == "cpu":
-        return None
-    return f"openvino is compiled for its CPU plugin here: the {device} inputs ran on cpu"
 
 
 def _declared_shapes(plan: Any, tensors: list[torch.Tensor]) -> list[list[int]]:

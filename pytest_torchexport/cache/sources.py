@@ -37,7 +37,7 @@ from typing import Any
 #: [Versioned Not Hashed] The one list of libraries the cache key covers by a version instead
 #: of hashing their files: (distribution, import name). ``fingerprint.environment`` puts each
 #: distribution's version in every key and ``hashed`` skips each import's folder, both from
-#: here, so a library can never be skipped without being versioned (tests/test_cache.py).
+#: here, so a library can never be skipped without being versioned (tests/test_cache_reuse.py).
 VERSIONED = (
     ("torch", "torch"),
     ("onnx", "onnx"),

@@ -10,7 +10,6 @@ shapes for ``torch.export`` and the dynamo ONNX exporter, and the legacy exporte
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import torch
 
 from .._compat import pytree
 from ..errors import InvalidArgument
+from .names import dedupe, forward_params, leaf_name, resolve_input, var_positional
 
 DEFAULT_DIM = "batch"
 
@@ -151,7 +151,7 @@ class InputPlan:
         names = self.param_names
         bound: dict[str, Any] = {}
         positional = list(args_shapes)
-        rest = _var_positional(module)
+        rest = var_positional(module)
         if rest is None and len(positional) > len(names):  # no signature to bind: the positional form
             return (*positional, *kwargs_shapes.values()) if not kwargs_shapes else None
         for name, shapes in zip(names, positional):
@@ -187,48 +187,6 @@ class InputPlan:
         return found
 
 
-def forward_params(module: torch.nn.Module) -> list[str]:
-    try:
-        sig = inspect.signature(module.forward)
-    except (TypeError, ValueError):
-        return []
-    return [
-        p.name
-        for p in sig.parameters.values()
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
-
-
-def _var_positional(module: torch.nn.Module) -> str | None:
-    """The name of forward's ``*args`` parameter, if it has one."""
-    try:
-        sig = inspect.signature(module.forward)
-    except (TypeError, ValueError):
-        return None
-    return next((p.name for p in sig.parameters.values() if p.kind is p.VAR_POSITIONAL), None)
-
-
-def _leaf_name(path: str, param_names: list[str], var_positional: str | None) -> str:
-    # path looks like "[0][1]['x']" over (args, kwargs); name it after forward's parameter.
-    parts = [p.strip("[]'\"") for p in path.replace("][", "]|[").split("|") if p]
-    if not parts:
-        return "input"
-    head = parts[0]
-    rest = parts[1:]
-    if head == "0" and rest:
-        idx = int(rest[0])
-        if idx < len(param_names):
-            base = param_names[idx]
-        else:  # a position of *args: named after it, as ONNX input names and in messages
-            base = f"{var_positional}_{idx - len(param_names)}" if var_positional else f"arg{idx}"
-        rest = rest[1:]
-    elif head == "1" and rest:
-        base, rest = rest[0], rest[1:]
-    else:
-        base = "input"
-    return "_".join([base, *rest]) if rest else base
-
-
 def plan_inputs(
     module: torch.nn.Module,
     args: tuple[Any, ...],
@@ -253,9 +211,9 @@ def plan_inputs(
     leaves = [leaf for _, leaf in with_path]
     paths = [pytree.keystr(p) for p, _ in with_path]
     tensor_idx = [i for i, leaf in enumerate(leaves) if isinstance(leaf, torch.Tensor)]
-    rest = _var_positional(module)
-    names = {i: _leaf_name(paths[i], param_names, rest) for i in tensor_idx}
-    _dedupe(names)
+    rest = var_positional(module)
+    names = {i: leaf_name(paths[i], param_names, rest) for i in tensor_idx}
+    dedupe(names)
 
     axes_for = _dynamic_axes(spec_by_index, dynamic, leaves, tensor_idx, (paths, names, param_names))
     tensors = _leaf_plans(leaves, tensor_idx, axes_for, spec_by_index, (paths, names))
@@ -264,7 +222,7 @@ def plan_inputs(
     scalars = {
         i: leaf for i, leaf in enumerate(leaves) if isinstance(leaf, (bool, int, float)) and i not in tensors
     }
-    scalar_names = {i: _leaf_name(paths[i], param_names, rest) for i in scalars}
+    scalar_names = {i: leaf_name(paths[i], param_names, rest) for i in scalars}
     return InputPlan(
         tree=tree,
         spec=spec,
@@ -291,7 +249,7 @@ def _dynamic_axes(
             axes_for[i] = {ax: (e.name if isinstance(e, Dim) else e) for ax, e in enumerate(ts.shape) if isinstance(e, (str, Dim))}
     elif dynamic is not None:
         for key, axes in dynamic.items():
-            i = _resolve_input(key, paths, names, tensor_idx, param_names)
+            i = resolve_input(key, paths, names, tensor_idx, param_names)
             axes_for[i] = dict(axes)
     else:
         sizes0 = {leaves[i].shape[0] for i in tensor_idx if leaves[i].dim() > 0}
@@ -357,32 +315,6 @@ def _all_dims(tensors: dict[int, LeafPlan], declared_dims: dict[str, Dim]) -> di
             if isinstance(e, str) and e not in all_dims:
                 raise InvalidArgument(f"dim {e!r} is used but not declared in dims=; declared: {', '.join(all_dims) or '(none)'}")
     return all_dims
-
-
-def _dedupe(names: dict[int, str]) -> None:
-    seen: dict[str, int] = {}
-    for i, name in names.items():
-        if name in seen:
-            seen[name] += 1
-            names[i] = f"{name}_{seen[name]}"
-        else:
-            seen[name] = 0
-
-
-def _resolve_input(key: Any, paths: list[str], names: dict[int, str], tensor_idx: list[int], params: list[str]) -> int:
-    if isinstance(key, int):
-        candidates = [i for i in tensor_idx if paths[i].startswith(f"[0][{key}]")]
-    else:
-        candidates = [i for i in tensor_idx if names[i] == key or paths[i] == f"[1]['{key}']"]
-        if not candidates and key in params:
-            pos = params.index(key)
-            candidates = [i for i in tensor_idx if paths[i].startswith(f"[0][{pos}]")]
-    if len(candidates) != 1:
-        raise InvalidArgument(
-            f"dynamic= names input {key!r}, which is not one tensor input; "
-            f"tensor inputs: {', '.join(names[i] for i in tensor_idx)}"
-        )
-    return candidates[0]
 
 
 def _value_stats(t: torch.Tensor, low: float | None, high: float | None) -> dict[str, float]:

@@ -25,75 +25,19 @@ asked, what went wrong, and the remedy last.
 
 from __future__ import annotations
 
-import ast
 import difflib
 import importlib
 import importlib.util
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .._compat import conv_module_types
+from .model_specs import FORMS, LIBRARIES, ModelError, ModelSpec, call_text, find
 
-#: the prefixes that name a library rather than a module
-LIBRARIES: dict[str, str] = {"timm": "pip install timm", "torchvision": "pip install torchvision"}
-FORMS = "timm:NAME, torchvision:NAME, pkg.module:Factory or path/to/file.py:Factory (keyword arguments after ?)"
 #: images and features are drawn with this batch: 1 would let exporters specialize the batch dim
 BATCH = 2
-
-
-class ModelError(Exception):
-    """A ``--torchexport-model`` SPEC that cannot be built, or given inputs: a usage error."""
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """One SPEC, read but not built: ``kind`` is ``library``, ``module`` or ``file``."""
-
-    text: str
-    kind: str
-    target: str  # the library, module path or file path
-    name: str  # the model name, or the factory's (dotted) attribute name
-    kwargs: tuple[tuple[str, Any], ...] = field(default=())
-
-    @classmethod
-    def parse(cls, text: str, base: Path | None = None) -> ModelSpec:
-        """Read a SPEC; a malformed one, or an unknown library prefix, is a ``ModelError``."""
-        text = text.strip()
-        head, sep, query = text.partition("?")
-        target, colon, name = head.rpartition(":")
-        if not colon or not target.strip() or not name.strip():
-            raise ModelError(
-                f"--torchexport-model={text!r} is not a model SPEC: write one of {FORMS}, e.g. timm:resnet18"
-            )
-        target, name = target.strip(), name.strip()
-        kwargs = _kwargs(text, query) if sep else ()
-        if target in LIBRARIES:
-            return cls(text, "library", target, name, kwargs)
-        if target.endswith(".py") or "/" in target or "\\" in target:
-            path = Path(target)
-            if not path.is_absolute() and base is not None:
-                path = base / path
-            if not path.is_file():
-                raise ModelError(f"--torchexport-model={text}: no file {target} (looked at {path}); {_file_hint()}")
-            return cls(text, "file", str(path), name, kwargs)
-        if not all(part.isidentifier() for part in target.split(".")):
-            raise ModelError(
-                f"--torchexport-model={text}: {target!r} is no library prefix or module path; write {FORMS}"
-            )
-        if "." not in target and _find(target) is None:
-            near = difflib.get_close_matches(target, list(LIBRARIES), n=1)
-            hint = f"did you mean {near[0]}:{name}? " if near else ""
-            raise ModelError(
-                f"--torchexport-model={text}: unknown library prefix {target!r}, and no module of that name can be "
-                f"imported here; {hint}SPEC is one of {FORMS}"
-            )
-        return cls(text, "module", target, name, kwargs)
-
-    @property
-    def options(self) -> dict[str, Any]:
-        return dict(self.kwargs)
 
 
 def build(spec: ModelSpec) -> Any:
@@ -108,7 +52,7 @@ def build(spec: ModelSpec) -> Any:
             model = factory(**spec.options)
         except Exception as exc:  # noqa: BLE001 - any error of the user's factory is theirs to read
             raise ModelError(
-                f"{spec.text}: the factory {spec.name}({_call_text(spec)}) raised {type(exc).__name__}: {exc}\n"
+                f"{spec.text}: the factory {spec.name}({call_text(spec)}) raised {type(exc).__name__}: {exc}\n"
                 f"{_where(exc)}Fix the factory, or pass its keyword arguments after ?, "
                 f"e.g. {spec.text.partition('?')[0]}?hidden=16"
             ) from exc
@@ -191,7 +135,7 @@ def _as_call(given: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
 
 
 def _import_library(spec: ModelSpec) -> Any:
-    if _find(spec.target) is None:
+    if find(spec.target) is None:
         raise ModelError(
             f"{spec.text}: {spec.target} is not installed in this environment ({sys.executable}).\n"
             f"Install it: {LIBRARIES[spec.target]}"
@@ -227,7 +171,7 @@ def _library_model(spec: ModelSpec) -> Any:
         return make(spec.name, **call)
     except Exception as exc:  # noqa: BLE001 - a keyword the model does not take, a size it refuses
         raise ModelError(
-            f"{spec.text}: {spec.target} could not build {spec.name}({_call_text(spec)}): {type(exc).__name__}: {exc}\n"
+            f"{spec.text}: {spec.target} could not build {spec.name}({call_text(spec)}): {type(exc).__name__}: {exc}\n"
             "Check the keyword arguments after ? against the model's constructor"
         ) from exc
 
@@ -388,7 +332,7 @@ def _first_layer(model: Any) -> Inferred | None:
 
 def remedy(model: Any, spec: ModelSpec) -> str:
     """The flag to add, with an example for this model: one spec per forward argument."""
-    from ..inputs.specs import forward_params
+    from ..inputs.names import forward_params
 
     params = forward_params(model) or ["x"]
     specs = "; ".join(
@@ -398,10 +342,6 @@ def remedy(model: Any, spec: ModelSpec) -> str:
         f"python -m pytest --torchexport-model={spec.text} --torchexport-model-inputs='{specs}' "
         "(the check command's --inputs; your sizes and dtypes, ; between inputs; see docs/howto-model.md)"
     )
-
-
-def _call_text(spec: ModelSpec) -> str:
-    return ", ".join(f"{k}={v!r}" for k, v in spec.kwargs)
 
 
 def _where(exc: BaseException) -> str:
@@ -414,35 +354,6 @@ def _where(exc: BaseException) -> str:
     if last is None:
         return ""
     return f"at {last.tb_frame.f_code.co_filename}:{last.tb_lineno}\n"
-
-
-def _kwargs(text: str, query: str) -> tuple[tuple[str, Any], ...]:
-    out = []
-    for pair in query.split("&"):
-        if not pair.strip():
-            continue
-        key, eq, value = pair.partition("=")
-        if not eq or not key.strip().isidentifier():
-            raise ModelError(
-                f"--torchexport-model={text}: cannot read {pair!r}; keyword arguments are ?name=value&name=value"
-            )
-        try:
-            parsed: Any = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            parsed = value.strip()
-        out.append((key.strip(), parsed))
-    return tuple(out)
-
-
-def _find(name: str) -> Any:
-    try:
-        return importlib.util.find_spec(name)
-    except (ImportError, ValueError):
-        return None
-
-
-def _file_hint() -> str:
-    return "a relative path is read from the directory pytest was started in"
 
 
 __all__ = [

@@ -22,7 +22,7 @@ from ..results.outcome import Outcome, add_note
 from ..results.report import Finding, Result
 from ..stages.prelude import EagerOnce, SharedCall
 from ..stages.session import Session
-from .recorder import Call, Recording
+from .calls import Call, Recording
 
 
 @dataclass

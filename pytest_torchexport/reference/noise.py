@@ -31,7 +31,7 @@ tensors everywhere), seed 0 and one intra-op thread (every child's): any child w
 the same outputs, so which one does is immaterial. A module that cannot run in float64 is
 said once too (the first child's reason is stored), and the files the run went through reach
 every row's sources ([Sources]). Inputs no other check shares (a failing backend's own
-shrinking) are computed where they are needed, as before; without ``fcntl`` (no fork either)
+shrinking) are computed in the child that needs them; without ``fcntl`` (no fork either)
 there is no store.
 """
 

@@ -159,7 +159,7 @@ def test_a_defect_behind_a_dict_argument_is_still_caught(backend):
     assert result.status == status, result.message
     if kind:
         finding = next(f for f in result.findings if f.kind == kind)
-        assert "test_call_shapes.py" in finding.detail and 'data["x"].sum() > 0' in finding.detail
+        assert "test_recording_call_shapes.py" in finding.detail and 'data["x"].sum() > 0' in finding.detail
 
 
 class StarArgsAndKeywords(nn.Module):

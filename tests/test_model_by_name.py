@@ -9,13 +9,13 @@ has them (CI's torch 2.14.1 stage), so a broken install cannot pass as a skip.
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import by_nodeid, report_rows
 
 # Imported once here, not first inside an inline pytester run: pytester restores sys.modules
 # after a run, and a second import of torchvision (its C++ ops) in this process would fail.
@@ -71,10 +71,6 @@ def not_a_module():
 """
 
 
-def rows_by_nodeid(tester: pytest.Pytester, name: str = "out.json") -> dict[str, dict]:
-    return {r["nodeid"]: r for r in json.loads((tester.path / name).read_text())["results"]}
-
-
 def needs(library: str) -> None:
     """Skip where ``library`` is missing, or fail where the stage promises it (CI, torch 2.14.1)."""
     try:
@@ -86,12 +82,17 @@ def needs(library: str) -> None:
         pytest.skip(why)
 
 
+@pytest.fixture
+def mymodels(tester: pytest.Pytester) -> None:
+    """CLASSIFIER written as ``mymodels.py`` and importable, for ``--torchexport-model=mymodels:...``."""
+    tester.makepyfile(mymodels=CLASSIFIER)
+    tester.syspathinsert()
+
+
 # -- pkg.module:Factory and path/to/file.py:Factory ---------------------------------------
 
 
-def test_module_factory_is_a_test_with_an_item_per_backend_and_report_rows(tester):
-    tester.makepyfile(mymodels=CLASSIFIER)
-    tester.syspathinsert()
+def test_module_factory_is_a_test_with_an_item_per_backend_and_report_rows(tester, mymodels):
     result = tester.runpytest(
         "-v", "--torchexport-model=mymodels:Classifier", "--torchexport-backends=trace,export",
         "--torchexport-report=out.json",
@@ -102,7 +103,7 @@ def test_module_factory_is_a_test_with_an_item_per_backend_and_report_rows(teste
         r"torchexport-model::mymodels:Classifier\[torchexport-trace\] PASSED.*",
         r"torchexport-model::mymodels:Classifier\[torchexport-export\] PASSED.*",
     ])
-    rows = rows_by_nodeid(tester)
+    rows = report_rows(tester, key=by_nodeid)
     row = rows["torchexport-model::mymodels:Classifier[torchexport-export]"]
     assert row["test"] == "torchexport-model::mymodels:Classifier"
     assert row["module"] == "Classifier" and row["status"] == "pass" and row["examples"] >= 8
@@ -122,7 +123,7 @@ def test_file_factory_with_keyword_arguments_and_example_inputs(tester):
         "--torchexport-backends=trace,script", "--torchexport-report=out.json",
     )
     result.assert_outcomes(passed=4)
-    rows = rows_by_nodeid(tester)
+    rows = report_rows(tester, key=by_nodeid)
     scaled = rows["torchexport-model::models/zoo.py:Scaled?scale=0.5[torchexport-script]"]
     assert scaled["model"]["inputs"] == "float32[3, 5], float32[3, 5] (the model's example_inputs())"
     assert scaled["location"]["file"] == "models/zoo.py"
@@ -130,9 +131,7 @@ def test_file_factory_with_keyword_arguments_and_example_inputs(tester):
     assert made["module"] == "Classifier" and made["status"] == "pass"
 
 
-def test_ini_models_and_k_selection(tester):
-    tester.makepyfile(mymodels=CLASSIFIER)
-    tester.syspathinsert()
+def test_ini_models_and_k_selection(tester, mymodels):
     tester.makeini(
         """
         [pytest]
@@ -152,15 +151,13 @@ def test_ini_models_and_k_selection(tester):
     ])
 
 
-def test_model_inputs_flag_declares_specs_and_dims(tester):
-    tester.makepyfile(mymodels=CLASSIFIER)
-    tester.syspathinsert()
+def test_model_inputs_flag_declares_specs_and_dims(tester, mymodels):
     result = tester.runpytest(
         "--torchexport-model=mymodels:Shapeless", "--torchexport-model-inputs=x: float32[batch=1..5, 7]",
         "--torchexport-backends=export", "--torchexport-report=out.json",
     )
     result.assert_outcomes(passed=1)
-    row = rows_by_nodeid(tester)["torchexport-model::mymodels:Shapeless[torchexport-export]"]
+    row = report_rows(tester, key=by_nodeid)["torchexport-model::mymodels:Shapeless[torchexport-export]"]
     assert row["status"] == "pass"
     # Drawn within the declared range only (which ends are drawn is hypothesis's choice:
     # one run in four under -n 2 missed 5 with 8 examples).
@@ -168,9 +165,7 @@ def test_model_inputs_flag_declares_specs_and_dims(tester):
     assert row["model"]["inputs"].startswith("float32[2, 7] (--torchexport-model-inputs=")
 
 
-def test_marked_tests_and_models_run_in_one_session(tester):
-    tester.makepyfile(mymodels=CLASSIFIER)
-    tester.syspathinsert()
+def test_marked_tests_and_models_run_in_one_session(tester, mymodels):
     tester.makepyfile(
         test_m="""
 import pytest, torch
@@ -214,17 +209,13 @@ def test_malformed_spec_is_a_usage_error(tester, given, headline):
     ("x: floot32[2, 3]", r".*'floot32' in 'x: floot32\[2, 3\]' is no torch dtype; use float32, .*"),
     ("x = [2, 3]", r".*cannot read 'x = \[2, 3\]'; write NAME: DTYPE\[DIM=MIN..MAX, SIZE, ...\].*"),
 ])
-def test_malformed_model_inputs_are_a_usage_error(tester, given, headline):
-    tester.makepyfile(mymodels=CLASSIFIER)
-    tester.syspathinsert()
+def test_malformed_model_inputs_are_a_usage_error(tester, mymodels, given, headline):
     result = tester.runpytest("--torchexport-model=mymodels:Classifier", f"--torchexport-model-inputs={given}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.re_match_lines([headline])
 
 
-def test_bad_factories_are_usage_error_rows_and_the_good_model_still_passes(tester):
-    tester.makepyfile(mymodels=CLASSIFIER)
-    tester.syspathinsert()
+def test_bad_factories_are_usage_error_rows_and_the_good_model_still_passes(tester, mymodels):
     result = tester.runpytest(
         "--torchexport-model=mymodels:Classifier", "--torchexport-model=mymodels:raising",
         "--torchexport-model=mymodels:not_a_module", "--torchexport-model=mymodels:Clasifier",
@@ -246,7 +237,7 @@ def test_bad_factories_are_usage_error_rows_and_the_good_model_still_passes(test
         r"--torchexport-model-inputs='x: float32\[batch=1..8, 3, 224, 224\]' \(the check command's --inputs; .*",
         r"missing_pkg.models:Net: cannot import missing_pkg.models: ModuleNotFoundError: No module named 'missing_pkg'",
     ])
-    rows = rows_by_nodeid(tester)
+    rows = report_rows(tester, key=by_nodeid)
     statuses = {nodeid.split("::")[1]: r["status"] for nodeid, r in rows.items()}
     assert statuses == {
         "mymodels:Classifier[torchexport-trace]": "pass",
@@ -261,9 +252,7 @@ def test_bad_factories_are_usage_error_rows_and_the_good_model_still_passes(test
     assert bad["message"].startswith("The model could not be checked [backend=trace, device=cpu]\nmymodels:raising:")
 
 
-def test_eager_refusing_the_given_inputs_is_a_usage_error_row(tester):
-    tester.makepyfile(mymodels=CLASSIFIER)
-    tester.syspathinsert()
+def test_eager_refusing_the_given_inputs_is_a_usage_error_row(tester, mymodels):
     result = tester.runpytest(
         "--torchexport-model=mymodels:Classifier", "--torchexport-model-inputs=x: float32[batch=1..4, 9]",
         "--torchexport-backends=trace",
@@ -324,29 +313,22 @@ def test_check_command_usage_errors(tmp_path):
 
 
 @pytest.mark.model_libs
-def test_timm_model_by_name(tester):
-    needs("timm")
+@pytest.mark.parametrize("library, spec, module, inputs", [
+    ("timm", "timm:resnet18?num_classes=10", "ResNet",
+     "float32[2, 3, 224, 224] (timm's pretrained_cfg input_size (3, 224, 224))"),
+    ("torchvision", "torchvision:squeezenet1_0", "SqueezeNet",
+     "float32[2, 3, 224, 224] (torchvision's preset transforms size (224, 224))"),
+])
+def test_model_by_name_from_a_library(tester, library, spec, module, inputs):
+    needs(library)
     result = tester.runpytest(
-        "--torchexport-model=timm:resnet18?num_classes=10", "--torchexport-backends=trace",
+        f"--torchexport-model={spec}", "--torchexport-backends=trace",
         "--torchexport-examples=2", "--torchexport-report=out.json",
     )
     result.assert_outcomes(passed=1)
-    row = rows_by_nodeid(tester)["torchexport-model::timm:resnet18?num_classes=10[torchexport-trace]"]
-    assert row["module"] == "ResNet" and row["status"] == "pass"
-    assert row["model"]["inputs"] == "float32[2, 3, 224, 224] (timm's pretrained_cfg input_size (3, 224, 224))"
-
-
-@pytest.mark.model_libs
-def test_torchvision_model_by_name(tester):
-    needs("torchvision")
-    result = tester.runpytest(
-        "--torchexport-model=torchvision:squeezenet1_0", "--torchexport-backends=trace",
-        "--torchexport-examples=2", "--torchexport-report=out.json",
-    )
-    result.assert_outcomes(passed=1)
-    row = rows_by_nodeid(tester)["torchexport-model::torchvision:squeezenet1_0[torchexport-trace]"]
-    assert row["module"] == "SqueezeNet" and row["status"] == "pass"
-    assert row["model"]["inputs"] == "float32[2, 3, 224, 224] (torchvision's preset transforms size (224, 224))"
+    row = report_rows(tester, key=by_nodeid)[f"torchexport-model::{spec}[torchexport-trace]"]
+    assert row["module"] == module and row["status"] == "pass"
+    assert row["model"]["inputs"] == inputs
 
 
 @pytest.mark.model_libs

@@ -44,8 +44,7 @@ _result = functools.partial(checked_one, backend="executorch", examples=EX)
 
 @pytest.fixture(scope="module")
 def results():
-    if ExecutorchBackend().unavailable_reason():
-        pytest.skip("executorch is not installed")
+    installed(ExecutorchBackend(), "executorch")
     # Also the warm-up: the first lowering imports (and registers ops from) executorch,
     # which must happen outside pytester's inline runs (see tests/conftest.py).
     return {

@@ -3,7 +3,7 @@
 
 import pytest
 from helpers import report_rows
-from test_plugin import MODELS
+from test_marker_fixture_and_report import MODELS
 
 SUITE = MODELS + """
 @pytest.mark.torchexport(backends=["trace", "script"])
@@ -79,7 +79,7 @@ def test_github_annotations_at_the_users_line_even_under_q(tester, monkeypatch):
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
     tester.makepyfile(test_a=SUITE)
     result = tester.runpytest("-q")
-    from test_plugin import GATE_LINE
+    from test_marker_fixture_and_report import GATE_LINE
 
     result.stdout.re_match_lines(
         [rf"::error file=test_a.py,line={GATE_LINE},title=torchexport trace mismatch::Exported outputs differ from eager.*%0A.*"]

@@ -76,7 +76,7 @@ def test_gate():
     )
     # The summary table: one row per backend, the module checked, status, error, examples, cause. At pytest's
     # 80 columns the latency column is left out so each cause keeps its own column
-    # (test_summary.py shows it on a wide terminal; the report always has it).
+    # (test_report_summary.py shows it on a wide terminal; the report always has it).
     result.stdout.re_match_lines(
         [
             r"=+ torchexport summary =+",

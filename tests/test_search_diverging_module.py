@@ -2,7 +2,7 @@
 
 
 import pytest
-from helpers import by_test_and_backend, run_with_report
+from helpers import shared_run
 
 MODELS = """
 import pytest
@@ -151,17 +151,10 @@ def test_glue():
 """
 
 
-_RUN: dict = {}
-
-
 @pytest.fixture
 def rows(tester):
     """One session of real exports (14 failing checks), shared by the tests below."""
-    if "rows" not in _RUN:
-        tester.makepyfile(test_m=MODELS)
-        result, _RUN["rows"] = run_with_report(tester, "--torchexport-seed=1", key=by_test_and_backend)
-        result.assert_outcomes(failed=14)
-    return _RUN["rows"]
+    return shared_run(tester, MODELS, "--torchexport-seed=1", failed=14)
 
 
 def test_encoder_fast_path_is_named_where_it_differs(rows):
@@ -247,6 +240,6 @@ def test_introduced_at_the_planted_op_carried_downstream(rows):
 def test_legacy_scope_names(path, names, qualified):
     from types import SimpleNamespace
 
-    from pytest_torchexport.search.localize import node_module
+    from pytest_torchexport.search.onnx_scopes import node_module
 
     assert node_module(SimpleNamespace(name=path, metadata_props=[]), names) == qualified

@@ -64,8 +64,7 @@ _result = functools.partial(checked_one, backend="openvino", examples=EX, seed=0
 
 @pytest.fixture(scope="module")
 def results():
-    if OpenVinoBackend().unavailable_reason():
-        pytest.skip(f"openvino is not installed: {OpenVinoBackend().unavailable_reason()}")
+    installed(OpenVinoBackend(), "openvino")
     torch.manual_seed(0)
     ids = torch.randint(0, 20, (2, 5))
     # Also the warm-up: the first conversion imports OpenVINO's PyTorch frontend, which

@@ -10,10 +10,9 @@ suggests a ``Dropout``.
 """
 
 import importlib.util
-import json
 
 import pytest
-from helpers import run_with_report
+from helpers import report_rows, run_with_report
 
 MODELS = """
 import pytest
@@ -148,7 +147,7 @@ def test_resnet_features():
 def test_timm_resnet_forward_features_is_checked_whole(tester):
     tester.makepyfile(test_timm=TIMM)
     result = tester.runpytest_subprocess("--torchexport-report=out.json", "-p", "no:cacheprovider")
-    rows = {r["backend"]: r for r in json.loads((tester.path / "out.json").read_text())["results"]}
+    rows = report_rows(tester)
     for backend in ("trace", "export"):
         row = rows[backend]
         assert row["status"] == "pass", (backend, row["message"])

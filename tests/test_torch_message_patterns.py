@@ -119,7 +119,7 @@ NOT_WRITTEN = {
     # complex/list", no "Python index"
     "Python index",
     # results/explain.py's _ERROR_KINDS: the FX-based ONNX exporter's words (gone before 2.13)
-    # and ExecuTorch's (its verifier: tests/test_executorch.py produces them)
+    # and ExecuTorch's (its verifier: tests/test_backend_executorch.py produces them)
     "is not supported by the ONNX exporter",
     "Unsupported FX nodes",
     "not in Core ATen opset",

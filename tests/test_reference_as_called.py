@@ -19,7 +19,7 @@ import os
 
 import pytest
 import torch
-from helpers import run_with_report
+from helpers import report_rows, run_with_report
 
 HAND_BUILT = """
 import copy
@@ -210,9 +210,7 @@ def test_torchvision_feature_extractor_of_an_eval_resnet_passes(tester):
     # In a subprocess: torchvision imported in an inline run would be dropped afterwards and
     # re-registered by the next import (its ops), which torch refuses.
     result = tester.runpytest_subprocess("--torchexport-report=out.json", "-p", "no:cacheprovider")
-    import json
-
-    rows = {r["backend"]: r for r in json.loads((tester.path / "out.json").read_text())["results"]}
+    rows = report_rows(tester)
     for backend in ("trace", "script", "export", "onnx"):
         row = rows[backend]
         assert row["status"] == "pass", (backend, row["message"])

@@ -96,7 +96,7 @@ SAID = (
 
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
 def test_the_summary_says_once_that_this_torch_deprecates_torchscript(tester, workers):
-    # Real on every torch CI runs: each of them deprecates TorchScript (tests/test_torch_messages.py).
+    # Real on every torch CI runs: each of them deprecates TorchScript (tests/test_torch_message_patterns.py).
     tester.makepyfile(test_d=DEPRECATED_FILE)
     result, rows = run_with_report(tester, *workers, key=by_test_and_backend)
     result.assert_outcomes(passed=4)

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from test_plugin import MODELS
+from test_marker_fixture_and_report import MODELS
 
 from pytest_torchexport.results.merge import Exit, Shard, main, merge
 

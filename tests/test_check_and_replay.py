@@ -29,7 +29,7 @@ def test_empty_outputs_compare():
             return x[:, :0]
 
     report = check(Empty().eval(), (torch.randn(2, 3),), backends=["trace"], examples=3)
-    # They compare without error, and compare nothing: not a pass, not a failure (test_compared.py).
+    # They compare without error, and compare nothing: not a pass, not a failure (test_compare_coverage.py).
     assert report.ok and report.results[0].status == "skipped"
     assert report.results[0].extra["compared"]["elements"] == 0
 

@@ -132,3 +132,14 @@ def test_a_backend_answers_for_its_artifacts_and_the_defaults_mean_not_available
 
 def _ctx(module):
     return ExportContext(device="cpu", plan=plan_inputs(module, (torch.randn(3, 8),), None), module=module)
+
+
+def test_a_cpu_only_runtime_says_the_inputs_ran_on_cpu():
+    # executorch, openvino and litert run on CPU whatever device was asked: their
+    # device_fallback names the device, and says nothing on cpu.
+    from pytest_torchexport.backends.base import cpu_fallback, to_cpu
+
+    assert cpu_fallback("cpu", "runs on CPU") is None
+    assert cpu_fallback("cuda", "runs on CPU") == "runs on CPU: the cuda inputs ran on cpu"
+    moved = to_cpu(((torch.ones(2),), {"mask": torch.zeros(1), "n": 3}))
+    assert moved[1]["n"] == 3 and all(t.device.type == "cpu" for t in (moved[0][0], moved[1]["mask"]))

@@ -1,10 +1,9 @@
 """Standalone load (docs/howto-standalone.md): each saved artifact also loads and runs in a process
 that never imported the test's code, as a deployment loads it."""
 
-import json
-
 import pytest
 import torch
+from helpers import shared_run
 
 from pytest_torchexport.engine.pipeline import Session, run
 from pytest_torchexport.isolation import loader
@@ -80,19 +79,10 @@ def test_off():
     WithOp().eval()(torch.randn(2, 4))
 """
 
-_RUN: dict = {}
-
-
 @pytest.fixture
 def rows(tester):
     """One session of real exports, shared by the tests below."""
-    if "rows" not in _RUN:
-        tester.makepyfile(test_m=MODELS)
-        result = tester.runpytest("--torchexport-report=out.json")
-        result.assert_outcomes(passed=7, failed=1)
-        report = json.loads((tester.path / "out.json").read_text())
-        _RUN["rows"] = {(r["test"].rsplit("::", 1)[-1], r["backend"]): r for r in report["results"]}
-    return _RUN["rows"]
+    return shared_run(tester, MODELS, passed=7, failed=1)
 
 
 def _standalone(row):

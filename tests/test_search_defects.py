@@ -196,7 +196,7 @@ def test_mostly_rejected_inputs_say_which_declaration_to_fix():
                 raise ValueError("batch must be 4")
             return x + 1
 
-    # Declared: held to it (undeclared, an assumed batch eager rejects is held fixed: test_inputs.py).
+    # Declared: held to it (undeclared, an assumed batch eager rejects is held fixed: test_inputs_drawn.py).
     r = results(Picky(), (torch.randn(4, 3),), ["trace"], dims={"batch": (1, 16)})
     assert r["trace"].status == "pass"
     finding = next(f for f in r["trace"].findings if f.kind == "rejected_inputs")

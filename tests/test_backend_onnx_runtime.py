@@ -56,7 +56,7 @@ def test_the_real_case_differs_between_optimization_levels():
 
 @pytest.mark.parametrize("backend", ["onnx", "onnx-legacy"])
 def test_a_difference_made_by_onnxruntimes_optimizer_is_blamed_on_it(backend):
-    # The special-value probe feeds float32's max to every element (test_special_values.py).
+    # The special-value probe feeds float32's max to every element (test_search_special_values.py).
     r = results(ManualLayerNorm(), (torch.randn(2, 8),), [backend], special_values=True)[backend]
     assert r.status == "mismatch", r.message
     assert r.failing_example["draw"].endswith("probe: max in every element")

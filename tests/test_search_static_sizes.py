@@ -3,10 +3,10 @@ nearby sizes after a pass: an artifact that fails there gets a ``static_size`` f
 failure), and the dims= line it gives makes the size a checked requirement. The row also says
 which sizes the search covered (the report's ``sizes``, docs/report.md)."""
 
-import json
 from types import SimpleNamespace
 
 import pytest
+from helpers import by_test_and_backend, report_rows
 
 from pytest_torchexport.options import Options
 from pytest_torchexport.stages.static_sizes import declared, nearby
@@ -81,7 +81,7 @@ def test_only_undeclared_dims_are_probed():
 def test_a_baked_length_is_a_finding_and_declared_a_checked_failure(tester):
     tester.makepyfile(test_unet=UNET)
     result = tester.runpytest("-rA", "--torchexport-report=out.json", "--torchexport-seed=0")
-    rows = {(r["test"].rsplit("::", 1)[-1], r["backend"]): r for r in json.loads((tester.path / "out.json").read_text())["results"]}
+    rows = report_rows(tester, key=by_test_and_backend)
     statuses = {key: r["status"] for key, r in rows.items()}
 
     # Undeclared: the trace passes at the recorded length and says it holds there only.
@@ -161,7 +161,7 @@ def test_eager_runs_the_static_sizes_once_for_every_backend(tester, monkeypatch)
     tester.makepyfile(test_counted=COUNTED)
     result = tester.runpytest("--torchexport-report=out.json", "--torchexport-seed=0")
     result.assert_outcomes(passed=2)
-    rows = json.loads((tester.path / "out.json").read_text())["results"]
+    rows = report_rows(tester, key=None)
     assert all(r["timings"]["static_size_s"] > 0 for r in rows), [r["timings"] for r in rows]
     parent = (tester.path / "forwards.txt.pid").read_text()
     calls = [line.split() for line in forwards.read_text().splitlines()]

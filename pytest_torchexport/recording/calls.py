@@ -1,0 +1,185 @@
+"""What one run of a test body called: each ``Call`` (the module as called, its arguments,
+how it was reached) and the ``Recording`` of them all, shared by the test's backend items;
+``Recorder`` (``recorder.py``) makes them. How a call is chosen, and a copy that is not the
+module told apart, are here; see ``recorder.py``'s docstring for what counts as a call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .copies import COPY_BUDGET, fingerprint, gib, module_bytes, snapshot, state_of
+
+
+@dataclass
+class Call:
+    module: Any  # the module as the test called it: a private copy where one was taken
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    via: str | None = None  # "torch.jit.trace" etc. when the test handed the module to an exporter
+    live: Any = None  # the test's own module object (identity: which calls are of one module)
+    fingerprint: tuple[Any, ...] | None = None  # where no copy was taken: to detect a later change
+    training: bool = False  # the module's mode at the call
+    methods: tuple[str, ...] = ()  # other methods torch.jit.trace_module was handed inputs for (not checked)
+    #: [Another Method] the method the test called ("forward_features"); "forward" for a call of the module
+    method: str = "forward"
+    #: [Raised In The Test] the exception the call raised in the test itself ("TypeError: ..."):
+    #: a call the test expects to fail (a check that bad input is refused) is no example to serve
+    raised: str | None = None
+    #: [A Copy That Is Not The Module] why the live module is checked instead of a copy
+    refused: str | None = None
+    #: (each submodule's mode, the state_dict) at the call, put back on the live module before its check
+    state: Any = None
+    #: the test's own outputs of an eval-mode first call, until ``Recording.verify`` compares the copy's
+    outputs: Any = None
+
+    @property
+    def name(self) -> str:
+        # A scripted module's type is RecursiveScriptModule; its original_name is the class.
+        return getattr(self.module, "original_name", None) or type(self.module).__name__
+
+    @property
+    def label(self) -> str:
+        """What ``module=`` names this call by: ``ResNet``, or ``ResNet.forward_features``."""
+        return self.name if self.method == "forward" else f"{self.name}.{self.method}"
+
+    def checked(self) -> Any:
+        """The module to check: the module, or for another method a module whose forward calls it."""
+        if self.method == "forward":
+            return self.module
+        from ..backends.base import method_call
+
+        # One wrapper a call: the prelude shared by the test's backends is keyed by the module's id.
+        wrapper = self.__dict__.get("_wrapper")
+        if wrapper is None or wrapper.module is not self.module:
+            wrapper = self.__dict__["_wrapper"] = method_call(self.module, self.method)
+        return wrapper
+
+    def put_back(self) -> None:
+        """The live module's modes and state as at the call, where no copy was kept."""
+        if self.state is None:
+            return
+        from ..reference import stateful
+
+        modes, saved = self.state
+        for name, sub in self.live.named_modules(remove_duplicate=False):
+            if name in modes and sub.training != modes[name]:
+                sub.train(modes[name])  # its own train(): a module that switches graphs does so
+        stateful.restore(self.live, saved, parameters=True)
+
+    def changed_since(self) -> str | None:
+        """Why the live module differs from when it was called, where no copy was taken."""
+        if self.fingerprint is None:
+            return None
+        if fingerprint(self.live) != self.fingerprint:
+            return (
+                f"{self.name} was changed by the test body after it was called (submodules replaced, "
+                "scripted or traced in place, or parameters reassigned), and it was too large to copy at the "
+                f"call ({gib(module_bytes(self.live))} > budget {gib(COPY_BUDGET)}): the module as the body "
+                "left it was checked"
+            )
+        return None
+
+
+@dataclass
+class Recording:
+    """What one run of a test body called, shared by the test's backend items."""
+
+    calls: list[Call] = field(default_factory=list)
+    error: BaseException | None = None  # the body's own exception, re-raised by every item
+    selection: Any = None  # recorded.Selection: which call replays, found by the test's first item
+    #: (ScriptModule, the Python module it was scripted or traced from): a module a helper
+    #: traced in place is still inside the model that now holds its artifact
+    compiled_from: list[tuple[Any, Any]] = field(default_factory=list)
+    #: [Search Budget] the body's own wall seconds: the default budget is a multiple of it
+    body_s: float | None = None
+
+    def pick(self, name: str | None) -> Call | None:
+        """The call to check: the first of an outermost module the test made, or the first of
+        class ``name``."""
+        if name is not None and "." in name:  # [Another Method] module="ResNet.forward_features"
+            named = [c for c in self.calls if c.label == name]
+        else:
+            named = [c for c in (self.outermost() if name is None else self.calls) if name is None or c.name == name]
+        # A module whose calls all raised in the test comes after one called with inputs it accepts.
+        return next((c for c in named if not self.raised_only(c)), named[0] if named else None)
+
+    def verify(self, call: Call) -> None:
+        """[A Copy That Is Not The Module] Once, before ``call``'s module is checked: its copy
+        replays the recorded call and gives the test's own outputs, or every call of the module
+        is checked on the live module (its modes and state as at the call put back) instead."""
+        import torch
+
+        from ..reference import stateful
+        from ..reference.compare import compare
+
+        first = next((c for c in self.calls if c.live is call.live and c.outputs is not None), None)
+        if first is None:
+            return
+        expected, first.outputs = first.outputs, None
+        copy = first.module
+        if copy is first.live:
+            return
+        before = stateful.snapshot(copy) or {}  # buffers: what a forward may update
+        try:
+            a, k = snapshot(first.args, first.kwargs)
+            with torch.random.fork_rng(devices=[]), torch.no_grad():
+                mine = getattr(copy, first.method)(*a, **k)
+            verdict = compare(expected, mine)
+            why = None if verdict.ok else (
+                f"its copy's outputs on the recorded call differ from the test's own "
+                f"(greatest absolute difference {verdict.max_abs:.3g}{'; ' + verdict.problem if verdict.problem else ''})"
+            )
+        except Exception as exc:  # noqa: BLE001 - a copy that cannot replay the call is not the module either
+            why = f"its copy raises on the recorded call ({type(exc).__name__}: {str(exc)[:200]})"
+        stateful.restore(copy, before)
+        if why is None:
+            return
+        from ..reference.eager import never_copy
+
+        never_copy(first.live, why)  # eager's copy and each export's would be just as unlike it
+        # The copy holds the state the call started from: what the live module is put back to.
+        state, mark = state_of(copy), fingerprint(first.live)
+        for c in self.calls:
+            if c.live is first.live:
+                c.module, c.refused, c.state, c.fingerprint = c.live, why, state, mark
+
+    def raised_only(self, call: Call) -> bool:
+        """Every call of ``call``'s module raised in the test itself."""
+        return all(c.raised for c in self.calls_of(call))
+
+    def calls_of(self, call: Call) -> list[Call]:
+        return [c for c in self.calls if c.live is call.live and c.method == call.method]
+
+    def others(self, call: Call) -> list[str]:
+        """Class names of the other outermost modules the test called (siblings, never a
+        submodule of a module the test called)."""
+        import torch
+
+        seen = {call.label}
+        names = []
+        for c in self.outermost():
+            if (c.live is not call.live or c.method != call.method) and c.label not in seen:
+                seen.add(c.label)
+                names.append(c.label)
+        # Modules with no parameters of their own making (Dropout, Identity, an activation)
+        # are no model anyone means to check: never suggested in module=.
+        trivial = {c.label for c in self.calls
+                   if isinstance(c.live, torch.nn.Module) and next(c.live.parameters(), None) is None
+                   and next(c.live.buffers(), None) is None and not list(c.live.children())}
+        return [n for n in names if n not in trivial]
+
+    def outermost(self) -> list[Call]:
+        """The calls of modules that are no submodule of another module the test called
+        (a test that calls ``model(x)`` and ``model.encoder(x)`` is about ``model``)."""
+        import torch
+
+        modules = {id(c.live): c.live for c in self.calls}
+        origin = {id(artifact): original for artifact, original in self.compiled_from}
+        inner = set()
+        for m in modules.values():
+            if isinstance(m, torch.nn.Module):
+                for sub in m.modules():
+                    if sub is not m:
+                        inner.add(id(origin.get(id(sub), sub)))
+        return [c for c in self.calls if id(c.live) not in inner] or self.calls
