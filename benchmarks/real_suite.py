@@ -27,6 +27,7 @@ import collections
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -63,9 +64,11 @@ def main() -> int:
     conftest = opts.checkout / "conftest.py"
     if conftest.exists():
         sys.exit(f"{conftest} exists: run on a checkout without a root conftest.py")
+    # A run stopped by `timeout` (SIGTERM) still removes its conftest: the checkout stays plain.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     report = opts.report or Path(tempfile.mkdtemp()) / "report.json"
     base = [sys.executable, "-m", "pytest", *opts.tests, "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
-            "-W", "ignore::DeprecationWarning"] + (["-k", opts.k] if opts.k else []) + (["-n", opts.n] if opts.n else [])
+            "-W", "ignore::DeprecationWarning", "--durations=5"] + (["-k", opts.k] if opts.k else []) + (["-n", opts.n] if opts.n else [])
     plain = None
     if not opts.no_plain:
         plain = _run([*base, "-p", "no:torchexport"], opts.checkout, "plain")
@@ -110,9 +113,14 @@ def _run(cmd: list[str], cwd: Path, name: str) -> dict:
     largest_before = _largest_child_mb()
     sampler = _TreeSampler()
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Its own process group: a stopped benchmark stops the run's workers and checks with it.
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     sampler.start(proc.pid)
-    out, err = proc.communicate()
+    try:
+        out, err = proc.communicate()
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
     wall = time.perf_counter() - t0
     sampler.stop()
     after = os.getloadavg()
@@ -120,8 +128,9 @@ def _run(cmd: list[str], cwd: Path, name: str) -> dict:
     # figure only where it is the larger (said "at most" otherwise).
     largest = _largest_child_mb()
     own = largest > largest_before
-    tail = out.strip().splitlines()[-1] if out.strip() else err[-2000:]
-    print(f"{name}: {tail}")
+    lines = out.strip().splitlines()
+    slowest = [line for line in lines if line.strip().endswith(("call", "setup")) and "s " in line][:5]
+    print(f"{name}: {lines[-1] if lines else err[-2000:]}" + "".join(f"\n  {line.strip()}" for line in slowest))
     print(f"{name}: {wall:.0f} s wall, peak tree PSS {sampler.peak_mb:.0f} MB ({sampler.peak_procs} processes), "
           f"largest process {largest:.0f} MB{'' if own else ' (at most)'}; load {_fmt(before)} before, "
           f"{_fmt(after)} after")
@@ -186,12 +195,20 @@ def _fmt(load: tuple[float, float, float]) -> str:
 
 def _print_timings(rows: list[dict]) -> None:
     """Where the checks' time went: each timing summed over the rows, per backend and in all
-    (``total_s`` is each check's wall time from its start; the stages are parts of it)."""
+    (``total_s`` is each check's wall time from its start; the stages are parts of it). A
+    ``shared_*`` timing is the test's process's work for every backend at once, copied onto each
+    of its rows: the "all" line counts it once per test."""
     sums: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    shared: dict[tuple[str, str], float] = {}
     for r in rows:
         for key, value in (r.get("timings") or {}).items():
             sums[r["backend"]][key] += value
-            sums["all"][key] += value
+            if key.startswith("shared_"):
+                shared[r["test"], key] = max(shared.get((r["test"], key), 0.0), value)
+            else:
+                sums["all"][key] += value
+    for (_, key), value in shared.items():
+        sums["all"][key] += value
     if not sums:
         return
     keys = sorted(sums["all"], key=lambda k: -sums["all"][k])
