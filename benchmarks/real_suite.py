@@ -26,6 +26,7 @@ import argparse
 import collections
 import json
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -129,7 +130,7 @@ def _run(cmd: list[str], cwd: Path, name: str) -> dict:
     largest = _largest_child_mb()
     own = largest > largest_before
     lines = out.strip().splitlines()
-    slowest = [line for line in lines if line.strip().endswith(("call", "setup")) and "s " in line][:5]
+    slowest = [line for line in lines if re.match(r"\d+\.\d+s (call|setup) ", line)][:5]  # --durations
     print(f"{name}: {lines[-1] if lines else err[-2000:]}" + "".join(f"\n  {line.strip()}" for line in slowest))
     print(f"{name}: {wall:.0f} s wall, peak tree PSS {sampler.peak_mb:.0f} MB ({sampler.peak_procs} processes), "
           f"largest process {largest:.0f} MB{'' if own else ' (at most)'}; load {_fmt(before)} before, "
