@@ -40,7 +40,7 @@ from ..isolation import runner
 from ..isolation.process import THIS
 from ..isolation.runner import RAISED_ROW
 from ..options import Options
-from ..reference.eager import EAGER_MODE, module_name
+from ..reference.eager import EAGER_MODE, ModelRaised, module_name
 from ..results import outcome
 from ..results.outcome import Stop, settle
 from ..results.report import Report, Result, tag
@@ -294,6 +294,8 @@ class PendingCheck:
                 _pipeline(self, result, self._scratch)
             except Stop as stop:
                 settle(result, stop.outcome)
+            except ModelRaised as raised:  # the model itself, on a call every check makes: a usage error, not ours
+                settle(result, outcome.raised(raised, "eager's own run", tag(result)))
 
     def _cleanup(self) -> None:
         if self._child is not None and self._scratch is not None:

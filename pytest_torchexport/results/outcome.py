@@ -113,8 +113,9 @@ def raised(exc: BaseException, stage: str, header: str) -> Outcome:
         what = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".rstrip(": ")
         return Outcome(
             "usage_error",
-            f"The model raised during {stage}, outside the inputs a check may try {header}\n{what}\n"
-            "Eager must accept the recorded call in eval mode under torch.no_grad(); make it so, or mark what the test calls",
+            f"The model raised in {stage} {header}, on a call every check makes (the recorded call, replayed in "
+            f"eval mode under torch.no_grad(), or again under another seed to test determinism)\n{what}\n"
+            "Make the recorded call run in eval mode under torch.no_grad() and under any seed",
             what, "usage",
         )
     what = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
