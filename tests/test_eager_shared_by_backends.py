@@ -5,7 +5,7 @@ backend's row carries what they found under its own [backend=..] tag."""
 import pytest
 import torch
 
-from pytest_torchexport import check
+from pytest_torchexport import ExportMismatch, check
 from pytest_torchexport.engine.pipeline import Session, run
 from pytest_torchexport.options import Options
 
@@ -167,7 +167,8 @@ def test_the_shared_prelude_answers_one_way():
 
 
 def test_an_error_out_of_the_shared_prelude_surfaces_from_the_check_itself():
-    # Not shared, not swallowed: the check's own prelude, in its child, raises it again.
-    with pytest.raises(RuntimeError, match="planted: fails under another seed"):
+    # Not shared, not swallowed: the check's own prelude, in its child, meets it again: the model's
+    # own error on a call every check makes, a usage error that names it.
+    with pytest.raises(ExportMismatch, match="RuntimeError: planted: fails under another seed"):
         check(RaisesUnderAnotherSeed(), (torch.randn(2, 4),), backends=["trace", "export"], examples=2,
               isolation="process")

@@ -4,7 +4,7 @@ that could not be taken is said, and a backend's optional answer that raises is 
 
 import pytest
 import torch
-from helpers import Pickled, checked, checked_one, kinds, linear_test
+from helpers import Pickled, checked, checked_one, kinds, linear_test, run_with_report
 
 def _planted_bug(*args, **kwargs):
     raise TypeError("planted plugin bug")
@@ -26,7 +26,7 @@ def test_a_plugin_bug_around_eagers_call_fails_the_test_with_its_traceback(teste
     owner, attr = PLANTED[where]
     monkeypatch.setattr(f"{owner}.{attr}", _planted_bug)
     tester.makepyfile(test_m=linear_test(backends=["trace"]))
-    result = tester.runpytest()
+    result, rows = run_with_report(tester)
     result.assert_outcomes(failed=1)
     out = result.stdout.str()
     assert "TypeError: planted plugin bug" in out
@@ -34,6 +34,11 @@ def test_a_plugin_bug_around_eagers_call_fails_the_test_with_its_traceback(teste
     assert "in _planted_bug" in out or "def _planted_bug" in out
     assert "rejected every generated input" not in out
     assert "usage_error" not in out and "skipped" not in out
+    # ... and the report still has the check's row: failing, a bug of the plugin's, with the traceback.
+    row = rows["trace"]
+    assert row["status"] == "run_error" and row["cause_kind"] == "plugin_error", row
+    assert "pytest-torchexport's own code raised TypeError: planted plugin bug" in row["message"]
+    assert "_planted_bug" in row["message"] and "not a verdict on the model" in row["message"]
 
 
 class _Uncopyable(torch.nn.Linear):

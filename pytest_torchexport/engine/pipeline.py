@@ -38,8 +38,9 @@ from ..errors import ExportMismatch, InvalidArgument
 from ..inputs.specs import InputPlan, plan_inputs
 from ..isolation import runner
 from ..isolation.process import THIS
+from ..isolation.runner import RAISED_ROW
 from ..options import Options
-from ..reference.eager import EAGER_MODE, module_name
+from ..reference.eager import EAGER_MODE, ModelRaised, module_name
 from ..results import outcome
 from ..results.outcome import Stop, settle
 from ..results.report import Report, Result, tag
@@ -236,6 +237,11 @@ class PendingCheck:
                     self._scratch = Path(scratch)
                     self._body(self.result)
                 result = self.result
+        except Exception as exc:
+            # [Raised, Not Judged] the check could not finish: the test fails with the exception and
+            # its traceback, and the report still has the check's row, failing, saying why.
+            self._row_on(exc)
+            raise
         finally:
             self._cleanup()
         if not self.reuse.hit:
@@ -245,6 +251,19 @@ class PendingCheck:
         self.reuse.keep(result)
         self._done = result
         return result
+
+    def _row_on(self, exc: Exception) -> None:
+        """Carry the row of a check that raised on ``exc`` (the test report takes it, summary.py): the
+        findings so far and, as its verdict, the model's own error (a usage error) or a bug of the
+        plugin's (the status of the stage it was in, as for a crash)."""
+        if isinstance(exc, InvalidArgument) or getattr(exc, RAISED_ROW, None) is not None:
+            return  # an option that does not fit is the test's usage error, raised as such
+        child = self._child
+        found = Result.from_dict(child.partial) if child is not None and child.partial is not None else self.result
+        stage = child.current if child is not None else "check"
+        settle(found, outcome.raised(exc, stage, tag(found)))
+        with contextlib.suppress(AttributeError):  # an exception type with __slots__: the test fails without it
+            setattr(exc, RAISED_ROW, found)
 
     @property
     def done(self) -> bool:
@@ -275,6 +294,8 @@ class PendingCheck:
                 _pipeline(self, result, self._scratch)
             except Stop as stop:
                 settle(result, stop.outcome)
+            except ModelRaised as raised:  # the model itself, on a call every check makes: a usage error, not ours
+                settle(result, outcome.raised(raised, "eager's own run", tag(result)))
 
     def _cleanup(self) -> None:
         if self._child is not None and self._scratch is not None:

@@ -47,12 +47,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..results.outcome import Outcome, settle
+from ..results.outcome import STAGE_STATUS, Outcome, settle
 from ..results.report import Finding, Result, Status
 from .process import THIS
 
 #: What a crash in each stage means (docs/statuses.md); any other stage is ``run_error``.
-CRASH_STATUS: dict[str, Status] = {"export": "export_error", "save": "export_error", "load": "load_error"}
+CRASH_STATUS: dict[str, Status] = STAGE_STATUS
 
 
 def stage(result: Result, name: str) -> None:
@@ -288,6 +288,9 @@ def _die_with_parent(parent: int) -> None:
 #: alarm, a signal handler that raises): the row of that check as far as it got, its status
 #: ``timeout``. The exception still propagates; the plugin carries the row on the test report.
 INTERRUPTED_ROW = "torchexport_result"
+#: [Raised, Not Judged] The same attribute on an exception a check raised instead of ending with a
+#: verdict (engine/pipeline.py): the row, failing, that the test report carries.
+RAISED_ROW = INTERRUPTED_ROW
 
 
 def _attach_row(exc: BaseException, found: Result, current: str, started: float, header: str) -> None:

@@ -93,3 +93,39 @@ def xfail(result: Result, reason: str | None) -> None:
             f"the defect may be fixed: remove {result.backend!r} from xfail=",
             "xpass",
         ))
+
+
+#: What a check that died or raised in each stage gets (docs/statuses.md): any other stage is ``run_error``.
+STAGE_STATUS: dict[str, Status] = {"export": "export_error", "save": "export_error", "load": "load_error"}
+
+
+def raised(exc: BaseException, stage: str, header: str) -> Outcome:
+    """The verdict of a check that raised ``exc`` during ``stage`` instead of ending with one.
+
+    The user's model raising where no stage expected it is a usage error (the contract's: its call
+    raises in eval mode under ``no_grad``). Anything else is a bug of the plugin's own: never a
+    pass, a skip or a rejected input; the row fails with the stage's status, as a crash there
+    would, and its message holds the traceback (the test fails with the exception too)."""
+    import traceback
+
+    error = getattr(exc, "error", None) if type(exc).__name__ == "ModelRaised" else None
+    if isinstance(error, BaseException):
+        what = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".rstrip(": ")
+        return Outcome(
+            "usage_error",
+            f"The model raised in {stage} {header}, on a call every check makes (the recorded call, replayed in "
+            f"eval mode under torch.no_grad(), or again under another seed to test determinism)\n{what}\n"
+            "Make the recorded call run in eval mode under torch.no_grad() and under any seed",
+            what, "usage",
+        )
+    what = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+    trace = "".join(traceback.format_exception(exc)).rstrip().splitlines()
+    shown = trace if len(trace) <= 40 else ["...", *trace[-40:]]
+    return Outcome(
+        STAGE_STATUS.get(stage, "run_error"),
+        f"pytest-torchexport's own code raised {what} during {stage} {header}\n"
+        "This is a bug in the plugin, not a verdict on the model: the check did not finish\n"
+        + "\n".join(shown)
+        + "\nPlease report it with this traceback; --torchexport-isolation=inline reproduces it in the test's process",
+        f"a bug in pytest-torchexport ({what})", "plugin_error",
+    )

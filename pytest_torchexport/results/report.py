@@ -115,7 +115,7 @@ CauseKind = Literal[
     "frozen_branch", "baked_shape", "frozen_value", "specialized_dim", "control_flow_path", "baked_size",
     "far_scale", "nonfinite", "roundtrip", "numeric",
     "exporter_error", "unavailable", "usage", "eager_replay", "test_body", "nondeterministic", "rejected_inputs",
-    "nothing_compared", "side_effects", "timeout", "crash", "xpass",
+    "nothing_compared", "side_effects", "timeout", "crash", "plugin_error", "xpass",
 ]
 CAUSE_KINDS: tuple[CauseKind, ...] = get_args(CauseKind)
 #: The kinds the message writes on its "Likely cause:" line.
@@ -151,6 +151,7 @@ CAUSE_KIND_DOCS: dict[str, str] = {
     "side_effects": "the artifact does not reproduce eager's in-place updates of its inputs or state",
     "timeout": "the check ran past its time limit, or was stopped from outside",
     "crash": "the check's process died (a signal, an exit)",
+    "plugin_error": "the plugin's own code raised (a bug of pytest-torchexport, not a verdict): the check did not finish; the row fails with the stage's status and the message holds the traceback",
     "xpass": "a backend marked xfail= passed: the defect may be fixed",
 }
 
