@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from models import fresh_process_lacks
 
 from pytest_torchexport._compat import quiet_torch
 
@@ -243,34 +244,9 @@ def export_scripted_module() -> str:
 
 # ---- what a load in a fresh process reached for (isolation/loader.py, _REACHED) ------------
 
-_SAVE = textwrap.dedent(
+_SAVE = fresh_process_lacks("msg_probe") + textwrap.dedent(
     """
-    import dataclasses, sys
-    import torch
-    import torch.utils._pytree as pytree
-
-    @torch.library.custom_op("msg_probe::twice", mutates_args=())
-    def twice(x: torch.Tensor) -> torch.Tensor:
-        return x * 2
-
-    @twice.register_fake
-    def _(x):
-        return torch.empty_like(x)
-
-    class WithOp(torch.nn.Module):
-        def forward(self, x):
-            return torch.ops.msg_probe.twice(x) + 1
-
-    @dataclasses.dataclass
-    class Pair:
-        a: torch.Tensor
-        b: torch.Tensor
-
-    pytree.register_dataclass(Pair, serialized_type_name="msg_probe.Pair")
-
-    class Tree(torch.nn.Module):
-        def forward(self, x):
-            return Pair(x + 1, x * 3)
+    import sys
 
     out = sys.argv[1]
     x = torch.ones(2, 4)
