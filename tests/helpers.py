@@ -217,3 +217,23 @@ def checked_one(module, args, kwargs=None, *, backend: str, **options):
 def kinds(result) -> set[str]:
     """The kinds of a row's findings."""
     return {f.kind for f in result.findings}
+
+
+def _gate_branch() -> str:
+    import inspect
+
+    from models import Gate
+
+    lines, first = inspect.getsourcelines(Gate)
+    return f"models.py:{first + next(i for i, line in enumerate(lines) if 'if x.sum() > 0:' in line)}"
+
+
+#: Where Gate's data-dependent ``if`` stands in tests/models.py, as a finding's ``where`` ends.
+GATE_BRANCH = _gate_branch()
+
+
+def gate_branch_finding(result, kind: str):
+    """``result``'s ``kind`` finding (Gate checked), asserted to point at Gate's branch line."""
+    finding = next(f for f in result.findings if f.kind == kind)
+    assert finding.where.endswith(GATE_BRANCH), finding
+    return finding
