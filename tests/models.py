@@ -196,14 +196,30 @@ class ManualLayerNorm(nn.Module):
         return (x - mu) / torch.sqrt(var + 1e-5) * self.weight + self.bias
 
 
+def register_twice(namespace: str):
+    """Registers the custom op ``{namespace}::twice`` (x * 2) in this process only: a process
+    that never ran this lacks it when it loads an artifact that calls it."""
+
+    @torch.library.custom_op(f"{namespace}::twice", mutates_args=())
+    def twice(x: torch.Tensor) -> torch.Tensor:
+        return x * 2
+
+    @twice.register_fake
+    def _(x):
+        return torch.empty_like(x)
+
+    return twice
+
+
 def fresh_process_lacks(namespace: str) -> str:
     """The start of a file whose artifacts a process that never imported it cannot load alone:
     ``WithOp`` calls the custom op ``{namespace}::twice`` this file registers, ``Tree`` returns
     the pytree type ``{namespace}.Pair`` it registers (test_standalone_load, torch_messages)."""
+    import inspect
     import textwrap
 
     return textwrap.dedent(
-        f"""
+        """
         import dataclasses
 
         import pytest
@@ -211,14 +227,11 @@ def fresh_process_lacks(namespace: str) -> str:
         import torch.utils._pytree as pytree
 
 
-        @torch.library.custom_op("{namespace}::twice", mutates_args=())
-        def twice(x: torch.Tensor) -> torch.Tensor:
-            return x * 2
+        """
+    ) + inspect.getsource(register_twice) + textwrap.dedent(
+        f"""
 
-
-        @twice.register_fake
-        def _(x):
-            return torch.empty_like(x)
+        register_twice({namespace!r})
 
 
         class WithOp(torch.nn.Module):
