@@ -53,6 +53,18 @@ def mlp_test(*backends: str) -> str:
     )
 
 
+def run_with_models(
+    tester: pytest.Pytester, tests: str, *args: str, name: str = "test_m", subprocess: bool = False, **outcomes: int
+):
+    """``tests`` written as ``name``.py after MLP and Gate (tests/models.py), run with ``args`` (in
+    process, or in a subprocess); the result, asserted to end with ``outcomes`` where some are given."""
+    tester.makepyfile(**{name: mlp_and_gate_source() + tests})
+    result = (tester.runpytest_subprocess if subprocess else tester.runpytest)(*args)
+    if outcomes:
+        result.assert_outcomes(**outcomes)
+    return result
+
+
 def linear_test(**marker) -> str:
     """A test file whose one test, `test_linear`, calls nn.Linear(4, 2) on a (3, 4) input
     under `@pytest.mark.torchexport(**marker)`."""
