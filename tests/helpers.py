@@ -249,3 +249,17 @@ def gate_branch_finding(result, kind: str):
     finding = next(f for f in result.findings if f.kind == kind)
     assert finding.where.endswith(GATE_BRANCH), finding
     return finding
+
+
+def assert_draws_within(plan, dim: str, cap: int, examples: int = 100) -> None:
+    """Every input hypothesis draws from ``plan`` (a capped one) has ``dim`` at most ``cap``."""
+    from hypothesis import given, settings
+
+    from pytest_torchexport.inputs.strategies import draws
+
+    @given(draws(plan))
+    @settings(max_examples=examples, database=None)
+    def inner(draw):
+        assert dict(draw.sizes)[dim] <= cap
+
+    inner()
