@@ -91,34 +91,22 @@ class _Constant(torch.nn.Module):
         return x * torch.tensor(x.shape[0])
 
 
-@producer
-def tracer_python_boolean() -> str:
-    return _tracer_warning(_Branch(), torch.ones(2, 3))
+#: Each model traced on a (2, 3) input: the TracerWarning it makes torch write.
+_TRACED = {
+    "tracer_python_boolean": _Branch,
+    "tracer_iterating": _Iterate,
+    "tracer_python_integer": _Int,
+    "tracer_python_float": _Float,
+    "tracer_python_number": _Item,
+    "tracer_constant": _Constant,
+}
 
 
-@producer
-def tracer_iterating() -> str:
-    return _tracer_warning(_Iterate(), torch.ones(2, 3))
+def _traced(model: type[torch.nn.Module]) -> Callable[[], str]:
+    return lambda: _tracer_warning(model(), torch.ones(2, 3))
 
 
-@producer
-def tracer_python_integer() -> str:
-    return _tracer_warning(_Int(), torch.ones(2, 3))
-
-
-@producer
-def tracer_python_float() -> str:
-    return _tracer_warning(_Float(), torch.ones(2, 3))
-
-
-@producer
-def tracer_python_number() -> str:
-    return _tracer_warning(_Item(), torch.ones(2, 3))
-
-
-@producer
-def tracer_constant() -> str:
-    return _tracer_warning(_Constant(), torch.ones(2, 3))
+PRODUCERS.update({name: _traced(model) for name, model in _TRACED.items()})
 
 
 @producer
