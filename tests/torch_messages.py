@@ -160,16 +160,6 @@ class _Undefined(torch.nn.Module):
         return x + not_defined_anywhere  # noqa: F821 - what TorchScript refuses
 
 
-@producer
-def script_expected_type() -> str:
-    return _text(_raised(lambda: torch.jit.script(_Id())))
-
-
-@producer
-def script_undefined_value() -> str:
-    return _text(_raised(lambda: torch.jit.script(_Undefined())))
-
-
 class _Builtin(torch.nn.Module):
     def forward(self, x):
         return x * len(vars(self))
@@ -180,14 +170,20 @@ class _ModuleValue(torch.nn.Module):
         return x + warnings
 
 
-@producer
-def script_python_builtin() -> str:
-    return _text(_raised(lambda: torch.jit.script(_Builtin())))
+#: Each model TorchScript refuses to compile: the error it makes torch raise.
+_SCRIPTED = {
+    "script_expected_type": _Id,
+    "script_undefined_value": _Undefined,
+    "script_python_builtin": _Builtin,
+    "script_module_as_value": _ModuleValue,
+}
 
 
-@producer
-def script_module_as_value() -> str:
-    return _text(_raised(lambda: torch.jit.script(_ModuleValue())))
+def _scripted(model: type[torch.nn.Module]) -> Callable[[], str]:
+    return lambda: _text(_raised(lambda: torch.jit.script(model())))
+
+
+PRODUCERS.update({name: _scripted(model) for name, model in _SCRIPTED.items()})
 
 
 class _Bessel(torch.nn.Module):
