@@ -53,6 +53,18 @@ def mlp_test(*backends: str) -> str:
     )
 
 
+def run_with_models(
+    tester: pytest.Pytester, tests: str, *args: str, name: str = "test_m", subprocess: bool = False, **outcomes: int
+):
+    """``tests`` written as ``name``.py after MLP and Gate (tests/models.py), run with ``args`` (in
+    process, or in a subprocess); the result, asserted to end with ``outcomes`` where some are given."""
+    tester.makepyfile(**{name: mlp_and_gate_source() + tests})
+    result = (tester.runpytest_subprocess if subprocess else tester.runpytest)(*args)
+    if outcomes:
+        result.assert_outcomes(**outcomes)
+    return result
+
+
 def linear_test(**marker) -> str:
     """A test file whose one test, `test_linear`, calls nn.Linear(4, 2) on a (3, 4) input
     under `@pytest.mark.torchexport(**marker)`."""
@@ -217,3 +229,37 @@ def checked_one(module, args, kwargs=None, *, backend: str, **options):
 def kinds(result) -> set[str]:
     """The kinds of a row's findings."""
     return {f.kind for f in result.findings}
+
+
+def _gate_branch() -> str:
+    import inspect
+
+    from models import Gate
+
+    lines, first = inspect.getsourcelines(Gate)
+    return f"models.py:{first + next(i for i, line in enumerate(lines) if 'if x.sum() > 0:' in line)}"
+
+
+#: Where Gate's data-dependent ``if`` stands in tests/models.py, as a finding's ``where`` ends.
+GATE_BRANCH = _gate_branch()
+
+
+def gate_branch_finding(result, kind: str):
+    """``result``'s ``kind`` finding (Gate checked), asserted to point at Gate's branch line."""
+    finding = next(f for f in result.findings if f.kind == kind)
+    assert finding.where.endswith(GATE_BRANCH), finding
+    return finding
+
+
+def assert_draws_within(plan, dim: str, cap: int, examples: int = 100) -> None:
+    """Every input hypothesis draws from ``plan`` (a capped one) has ``dim`` at most ``cap``."""
+    from hypothesis import given, settings
+
+    from pytest_torchexport.inputs.strategies import draws
+
+    @given(draws(plan))
+    @settings(max_examples=examples, database=None)
+    def inner(draw):
+        assert dict(draw.sizes)[dim] <= cap
+
+    inner()

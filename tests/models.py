@@ -194,3 +194,74 @@ class ManualLayerNorm(nn.Module):
         mu = x.mean(-1, keepdim=True)
         var = (x - mu).pow(2).mean(-1, keepdim=True)
         return (x - mu) / torch.sqrt(var + 1e-5) * self.weight + self.bias
+
+
+def register_twice(namespace: str):
+    """Registers the custom op ``{namespace}::twice`` (x * 2) in this process only: a process
+    that never ran this lacks it when it loads an artifact that calls it."""
+
+    @torch.library.custom_op(f"{namespace}::twice", mutates_args=())
+    def twice(x: torch.Tensor) -> torch.Tensor:
+        return x * 2
+
+    @twice.register_fake
+    def _(x):
+        return torch.empty_like(x)
+
+    return twice
+
+
+def fresh_process_lacks(namespace: str) -> str:
+    """The start of a file whose artifacts a process that never imported it cannot load alone:
+    ``WithOp`` calls the custom op ``{namespace}::twice`` this file registers, ``Tree`` returns
+    the pytree type ``{namespace}.Pair`` it registers (test_standalone_load, torch_messages)."""
+    import inspect
+    import textwrap
+
+    return textwrap.dedent(
+        """
+        import dataclasses
+
+        import pytest
+        import torch
+        import torch.utils._pytree as pytree
+
+
+        """
+    ) + inspect.getsource(register_twice) + textwrap.dedent(
+        f"""
+
+        register_twice({namespace!r})
+
+
+        class WithOp(torch.nn.Module):
+            def forward(self, x):
+                return torch.ops.{namespace}.twice(x) + 1
+
+
+        @dataclasses.dataclass
+        class Pair:
+            a: torch.Tensor
+            b: torch.Tensor
+
+
+        pytree.register_dataclass(Pair, serialized_type_name="{namespace}.Pair")
+
+
+        class Tree(torch.nn.Module):
+            def forward(self, x):
+                return Pair(x + 1, x * 3)
+        """
+    )
+
+
+class Norm(nn.Module):
+    """LayerNorm over values at 3e4: computing the mean rounds, in eager as in onnxruntime, differently."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = nn.LayerNorm(256)
+        self.fc = nn.Linear(256, 8)
+
+    def forward(self, x):
+        return self.fc(nn.functional.silu(self.norm(x)))

@@ -9,7 +9,14 @@ import functools
 
 import pytest
 import torch
-from helpers import assert_selected_on_the_command_line, checked_one, installed, nested_round_trip, run_without
+from helpers import (
+    assert_selected_on_the_command_line,
+    checked_one,
+    gate_branch_finding,
+    installed,
+    nested_round_trip,
+    run_without,
+)
 from models import MLP, Gate, Nested
 from torch import nn
 
@@ -92,8 +99,7 @@ def test_a_data_dependent_branch_is_an_export_error_at_the_line(results):
     r = results["gate"]
     assert r.status == "export_error"
     assert r.message.startswith("executorch could not export the module [backend=executorch, device=cpu]")
-    finding = next(f for f in r.findings if f.kind == "data_dependent_branch")
-    assert finding.where.endswith("models.py:20")
+    gate_branch_finding(r, "data_dependent_branch")
 
 
 def test_a_size_the_program_was_not_lowered_for_is_a_run_error_that_says_so(results):

@@ -8,11 +8,10 @@ import time
 
 import pytest
 import torch
-from hypothesis import given, settings
+from helpers import assert_draws_within
 
 from pytest_torchexport import check
 from pytest_torchexport.inputs.specs import plan_inputs
-from pytest_torchexport.inputs.strategies import draws
 from pytest_torchexport.options import Options
 from pytest_torchexport.reference.eager import Eager, EagerCall, Footprint
 from pytest_torchexport.results.report import Result
@@ -135,12 +134,7 @@ def test_tightest_limit_rules_and_every_draw_stays_within_it():
     assert "peaked at 1024 MB (measured)" in finding.detail and "batch to 4 (of 16)" in finding.detail
     assert "8.0 GB each check has here" in finding.detail and "TORCHEXPORT_JOBS=1" in finding.detail
 
-    @given(draws(capped))
-    @settings(max_examples=100, database=None)
-    def inner(draw):
-        assert dict(draw.sizes)["batch"] <= cap
-
-    inner()
+    assert_draws_within(capped, "batch", cap, examples=100)
 
 
 def test_a_seq_dim_counts_squared_in_the_measured_limits_too():

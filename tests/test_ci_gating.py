@@ -2,10 +2,10 @@
 
 
 import pytest
-from helpers import report_rows
-from test_marker_fixture_and_report import MODELS
+from helpers import report_rows, run_with_models
+from models import mlp_and_gate_source
 
-SUITE = MODELS + """
+SUITE = mlp_and_gate_source() + """
 @pytest.mark.torchexport(backends=["trace", "script"])
 def test_gate():
     Gate()(torch.ones(3, 4))
@@ -103,15 +103,15 @@ def test_serial_and_xdist_write_the_same_merged_report(tester, workers):
 
 
 def test_xdist_workers_get_a_share_of_the_cores(tester):
-    tester.makepyfile(
-        test_t=MODELS
-        + """
+    run_with_models(
+        tester,
+        """
 import os
 
 @pytest.mark.torchexport(backends=["trace"])
 def test_threads():
     assert torch.get_num_threads() <= max(1, (os.cpu_count() or 1) // 2)
     MLP().eval()(torch.randn(2, 8))
-"""
+""",
+        "-n", "2", name="test_t", subprocess=True, passed=1,
     )
-    tester.runpytest_subprocess("-n", "2").assert_outcomes(passed=1)

@@ -4,6 +4,7 @@ backend's row carries what they found under its own [backend=..] tag."""
 
 import pytest
 import torch
+from models import source
 
 from pytest_torchexport import ExportMismatch, check
 from pytest_torchexport.engine.pipeline import Session, run
@@ -80,27 +81,17 @@ def test_findings_reach_every_row():
         assert r.extra["memory_budget_mb"] > 0 and "eager_s" in r.extra
 
 
-CALLS = """
-import pytest, torch
+CALLS = source(Counted) + """
 
-CALLS = []
+CALLED = []
 
-class Counted(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.lin = torch.nn.Linear(4, 3)
-
-    def forward(self, x):
-        if not torch.is_grad_enabled():
-            CALLS.append(1)
-        return self.lin(x)
 
 @pytest.mark.torchexport(backends={backends!r}, examples=2)
 def test_model():
     Counted().eval()(torch.randn(2, 4))
 
 def test_zz_count():
-    print("EAGER CALLS", len(CALLS))
+    print("EAGER CALLS", len(CALLED))
 """
 
 

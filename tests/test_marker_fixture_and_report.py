@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from helpers import mlp_test, run_with_report
+from helpers import mlp_test, run_with_models, run_with_report
 from models import mlp_and_gate_source
 
 MODELS = mlp_and_gate_source()
@@ -12,18 +12,17 @@ GATE_LINE = MODELS.strip().splitlines().index("        if x.sum() > 0:") + 1
 
 
 def test_bare_marker_validates_the_called_module_on_every_default_backend(tester):
-    tester.makepyfile(
-        test_m=MODELS
-        + """
+    result = run_with_models(
+        tester,
+        """
 @pytest.mark.torchexport
 def test_classifier():
     model = MLP().eval()
     out = model(torch.randn(4, 8))
     assert out.shape == (4, 3)
-"""
+""",
+        "-v", "--torchexport-report=out.json", name="test_m", passed=4,
     )
-    result = tester.runpytest("-v", "--torchexport-report=out.json")
-    result.assert_outcomes(passed=4)
     result.stdout.re_match_lines(
         [
             r".*test_m.py::test_classifier\[torchexport-trace\] PASSED.*",
@@ -54,16 +53,15 @@ def test_classifier():
 
 
 def test_failure_names_backend_input_error_and_line(tester):
-    tester.makepyfile(
-        test_g=MODELS
-        + """
+    result = run_with_models(
+        tester,
+        """
 @pytest.mark.torchexport(backends=["trace", "script"])
 def test_gate():
     Gate()(torch.ones(3, 4))
-"""
+""",
+        "-rA", name="test_g", passed=1, failed=1,
     )
-    result = tester.runpytest("-rA")
-    result.assert_outcomes(passed=1, failed=1)
     # Only the message: the plugin's own frames are hidden from the traceback.
     assert "plugin.py" not in result.stdout.str()
     result.stdout.re_match_lines(
@@ -91,31 +89,29 @@ def test_gate():
 
 
 def test_k_selects_a_backend_and_parametrization_stays_in_the_id(tester):
-    tester.makepyfile(
-        test_p=MODELS
-        + """
+    result = run_with_models(
+        tester,
+        """
 @pytest.mark.parametrize("width", [8])
 @pytest.mark.torchexport(backends=["trace", "onnx-legacy"])
 def test_param(width):
     MLP().eval()(torch.randn(2, width))
-"""
+""",
+        "-v", "-k", "onnx", name="test_p", passed=1, deselected=1,
     )
-    result = tester.runpytest("-v", "-k", "onnx")
-    result.assert_outcomes(passed=1, deselected=1)
     result.stdout.re_match_lines([r".*test_p.py::test_param\[8-torchexport-onnx-legacy\] PASSED.*"])
 
 
 def test_xfail_is_strict(tester):
-    tester.makepyfile(
-        test_x=MODELS
-        + """
+    result = run_with_models(
+        tester,
+        """
 @pytest.mark.torchexport(backends=["trace", "script"], xfail={"trace": "frozen branch", "script": "wrongly marked"})
 def test_gate():
     Gate()(torch.ones(3, 4))
-"""
+""",
+        "-rxXf", name="test_x", xfailed=1, failed=1,
     )
-    result = tester.runpytest("-rxXf")
-    result.assert_outcomes(xfailed=1, failed=1)
     result.stdout.re_match_lines([r".*script passed but is marked xfail \('wrongly marked'\).*"])
 
 
@@ -130,15 +126,15 @@ def test_gate():
     ],
 )
 def test_bad_marker_options_are_usage_errors_at_collection(tester, marker, headline):
-    tester.makepyfile(
-        test_u=MODELS
-        + f"""
+    result = run_with_models(
+        tester,
+        f"""
 @pytest.mark.{marker}
 def test_model():
     MLP()(torch.randn(2, 8))
-"""
+""",
+        name="test_u",
     )
-    result = tester.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.re_match_lines([r"ERROR: test_u.py::test_model: " + headline])
 
@@ -168,17 +164,16 @@ def test_no_model():
 
 
 def test_the_test_body_runs_and_its_own_assertions_count(tester):
-    tester.makepyfile(
-        test_b=MODELS
-        + """
+    result = run_with_models(
+        tester,
+        """
 @pytest.mark.torchexport(backends=["trace"])
 def test_wrong_shape():
     out = MLP().eval()(torch.randn(4, 8))
     assert out.shape == (4, 2)
-"""
+""",
+        name="test_b", failed=1,
     )
-    result = tester.runpytest()
-    result.assert_outcomes(failed=1)
     result.stdout.re_match_lines([r"E\s+assert torch.Size\(\[4, 3\]\) == \(4, 2\)"])
 
 
@@ -198,9 +193,9 @@ def test_two_models():
 
 
 def test_class_and_module_level_markers(tester):
-    tester.makepyfile(
-        test_c=MODELS
-        + """
+    result = run_with_models(
+        tester,
+        """
 pytestmark = pytest.mark.torchexport(backends=["script"])
 
 class TestModels:
@@ -210,19 +205,18 @@ class TestModels:
     @pytest.mark.torchexport(backends=["trace"])
     def test_closest_marker_wins(self):
         MLP().eval()(torch.randn(2, 8))
-"""
+""",
+        "-v", name="test_c", passed=2,
     )
-    result = tester.runpytest("-v")
-    result.assert_outcomes(passed=2)
     result.stdout.re_match_lines(
         [r".*test_mlp\[torchexport-script\] PASSED.*", r".*test_closest_marker_wins\[torchexport-trace\] PASSED.*"]
     )
 
 
 def test_fixture_returns_the_report_and_reaches_the_session_report(tester):
-    tester.makepyfile(
-        test_f=MODELS
-        + """
+    run_with_models(
+        tester,
+        """
 def test_gate(torchexport):
     report = torchexport(MLP().eval(), (torch.randn(3, 8),), dims={"batch": (1, 16)}, backends=["trace", "export"])
     assert report.ok
@@ -233,10 +227,9 @@ def test_failing(torchexport):
     with pytest.raises(ExportMismatch) as info:
         torchexport(Gate(), (torch.ones(3, 4),), backends=["trace"])
     assert info.value.report.results[0].status == "mismatch"
-"""
+""",
+        "--torchexport-report=r.md", name="test_f", passed=2,
     )
-    result = tester.runpytest("--torchexport-report=r.md")
-    result.assert_outcomes(passed=2)
     md = (tester.path / "r.md").read_text()
     assert md.startswith("# torchexport parity report")
     assert "| `test_f.py::test_gate` | trace | cpu | ✅ pass |" in md
@@ -289,9 +282,9 @@ def test_warnings_as_errors_suite_still_runs(tester):
 
 
 def test_under_inference_mode_and_no_grad(tester):
-    tester.makepyfile(
-        test_i=MODELS
-        + """
+    run_with_models(
+        tester,
+        """
 @pytest.mark.torchexport(backends=["trace"])
 def test_inference():
     with torch.inference_mode():
@@ -301,6 +294,6 @@ def test_inference():
 def test_no_grad():
     with torch.no_grad():
         MLP().eval()(torch.randn(2, 8))
-"""
+""",
+        name="test_i", passed=2,
     )
-    tester.runpytest().assert_outcomes(passed=2)

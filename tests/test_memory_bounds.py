@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import given, settings
+from helpers import assert_draws_within
 
 from pytest_torchexport.inputs.specs import plan_inputs
-from pytest_torchexport.inputs.strategies import draws
 from pytest_torchexport.results.report import Result
 from pytest_torchexport.stages import budget
 
@@ -51,12 +50,7 @@ def test_drawn_batch_never_exceeds_the_cap():
     assert [f.kind for f in result.findings] == ["size_budget"]
     assert "batch to 8 (of 16)" in result.findings[0].detail
 
-    @given(draws(capped))
-    @settings(max_examples=200, database=None)
-    def inner(draw):
-        assert dict(draw.sizes)["batch"] <= cap
-
-    inner()
+    assert_draws_within(capped, "batch", cap, examples=200)
 
 
 def test_declared_dims_are_clipped_and_a_sequence_counts_squared():

@@ -121,45 +121,40 @@ def test_scaled():
 """
 
 
-def test_a_copy_on_the_train_graph_is_not_the_reference(tester):
+def _reference_copy(tester, keyword, backends):
+    """Each backend's ``reference_copy`` detail, HAND_BUILT's tests matching ``keyword`` run: every
+    row passes, with no ``training_mode`` finding (the mode is read from the module as called, and
+    a body that leaves it training has the call's mode put back)."""
     tester.makepyfile(test_m=HAND_BUILT)
-    result, rows = run_with_report(tester, "-k", "graph", key=lambda r: r["backend"])
-    result.assert_outcomes(passed=2)
-    for backend in ("trace", "export"):
+    result, rows = run_with_report(tester, "-k", keyword, key=lambda r: r["backend"])
+    result.assert_outcomes(passed=len(backends))
+    details = {}
+    for backend in backends:
         row = rows[backend]
         assert row["status"] == "pass", row["message"]
-        kinds = [f["kind"] for f in row["findings"]]
-        assert "training_mode" not in kinds  # the test called .eval(): read from the module as called
+        assert "training_mode" not in [f["kind"] for f in row["findings"]]
         (copy_finding,) = [f for f in row["findings"] if f["kind"] == "reference_copy"]
-        assert "runs another graph than the module the test called" in copy_finding["detail"]
-        assert "TrainGraphOnCopy" in copy_finding["detail"]
+        details[backend] = copy_finding["detail"]
+    return details
+
+
+def test_a_copy_on_the_train_graph_is_not_the_reference(tester):
+    for detail in _reference_copy(tester, "graph", ("trace", "export")).values():
+        assert "runs another graph than the module the test called" in detail
+        assert "TrainGraphOnCopy" in detail
 
 
 def test_a_copy_that_forgets_what_the_test_set_is_not_the_reference(tester):
-    tester.makepyfile(test_m=HAND_BUILT)
-    result, rows = run_with_report(tester, "-k", "scaled")
-    result.assert_outcomes(passed=1)
-    row = rows["trace"]
-    assert row["status"] == "pass", row["message"]
-    kinds = [f["kind"] for f in row["findings"]]
-    # The body left the module in training mode after the call; the call's mode was put back.
-    assert "training_mode" not in kinds
-    (copy_finding,) = [f for f in row["findings"] if f["kind"] == "reference_copy"]
-    assert "outputs on the recorded call differ from the test's own" in copy_finding["detail"]
-    assert "modes and state as at the call put back" in copy_finding["detail"]
+    (detail,) = _reference_copy(tester, "scaled", ("trace",)).values()
+    assert "outputs on the recorded call differ from the test's own" in detail
+    assert "modes and state as at the call put back" in detail
 
 
 def test_no_copy_of_a_module_whose_copy_is_not_it_is_used_anywhere(tester):
     # Eager's copy and each export's copy of Unset would raise (scale None): a pass means the
     # test's own module (scale 3.0) was the reference and what was exported, every time.
-    tester.makepyfile(test_m=HAND_BUILT)
-    result, rows = run_with_report(tester, "-k", "unset")
-    result.assert_outcomes(passed=2)
-    for backend in ("trace", "export"):
-        row = rows[backend]
-        assert row["status"] == "pass", row["message"]
-        (copy_finding,) = [f for f in row["findings"] if f["kind"] == "reference_copy"]
-        assert "its copy raises on the recorded call (TypeError" in copy_finding["detail"]
+    for detail in _reference_copy(tester, "unset", ("trace", "export")).values():
+        assert "its copy raises on the recorded call (TypeError" in detail
 
 
 def test_a_faithful_copy_says_nothing(tester):

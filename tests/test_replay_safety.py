@@ -16,21 +16,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from models import Gate, source
 
 from pytest_torchexport import ExportMismatch, check
 
+# After models.Gate (source(Gate) writes the imports these need too).
 MODELS = """
-    import torch
-    from torch import nn
-
-
-    class Gate(nn.Module):
-        def forward(self, x):
-            if x.sum() > 0:
-                return x * 2
-            return x - 1
-
-
     class Block(nn.Module):
         def __init__(self, width, scale):
             super().__init__()
@@ -78,7 +69,7 @@ MODELS = """
 
 @pytest.fixture
 def models(tmp_path, monkeypatch):
-    (tmp_path / "safe_models.py").write_text(textwrap.dedent(MODELS).lstrip())
+    (tmp_path / "safe_models.py").write_text(source(Gate) + "\n\n" + textwrap.dedent(MODELS))
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.chdir(tmp_path)
     import safe_models

@@ -5,7 +5,8 @@ import subprocess
 import sys
 
 import pytest
-from test_marker_fixture_and_report import MODELS
+from helpers import mlp_test
+from models import mlp_and_gate_source
 
 from pytest_torchexport.results.merge import Exit, Shard, main, merge
 
@@ -220,9 +221,8 @@ def test_the_command_never_imports_torch(tmp_path):
 
 def test_two_shards_of_a_real_session_merge_into_their_union(tester):
     tester.makepyfile(
-        test_one=MODELS
-        + '\n@pytest.mark.torchexport(backends=["trace"])\ndef test_mlp():\n    MLP().eval()(torch.randn(2, 8))\n',
-        test_two=MODELS
+        test_one=mlp_test("trace"),
+        test_two=mlp_and_gate_source()
         + '\n@pytest.mark.torchexport(backends=["trace"])\ndef test_gate():\n    Gate()(torch.ones(3, 4))\n',
     )
     common = ("--torchexport-examples=3", "--torchexport-seed=0")

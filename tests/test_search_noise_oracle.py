@@ -6,6 +6,7 @@ import functools
 import pytest
 import torch
 from helpers import checked, run_with_report
+from models import Norm
 from torch import nn
 
 
@@ -124,18 +125,6 @@ def test_leaky():
     text = result.stdout.str()
     assert "a defect, not a tolerance question" in text
     assert "further from a float64 run than eager's own rounding allows" in text
-
-
-class Norm(nn.Module):
-    """LayerNorm over values at 3e4: computing the mean rounds, in eager as in onnxruntime."""
-
-    def __init__(self):
-        super().__init__()
-        self.norm = nn.LayerNorm(256)
-        self.fc = nn.Linear(256, 8)
-
-    def forward(self, x):
-        return self.fc(nn.functional.silu(self.norm(x)))
 
 
 _results = functools.partial(checked, examples=6, seed=0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 from helpers import run_with_report
+from models import Norm, source
 
 COUNTING = """
 import os
@@ -151,12 +152,7 @@ def test_a_defect_at_one_backend_is_found_and_shrunk_there_and_the_others_pass(t
     assert rows["trace"]["examples"] == rows["export"]["examples"]  # the same shared inputs
 
 
-FLOAT64_COUNTING = """
-import os
-
-import pytest
-import torch
-from torch import nn
+FLOAT64_COUNTING = "\nimport os\n" + source(Norm) + """
 
 
 def _count(module, args, output):
@@ -164,18 +160,6 @@ def _count(module, args, output):
         fd = os.open(os.environ["FORWARD_COUNT_FILE"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         os.write(fd, b"x")
         os.close(fd)
-
-
-class Norm(nn.Module):
-    '''LayerNorm over values at 3e4: its mean rounds, in eager as in onnxruntime, differently.'''
-
-    def __init__(self):
-        super().__init__()
-        self.norm = nn.LayerNorm(256)
-        self.fc = nn.Linear(256, 8)
-
-    def forward(self, x):
-        return self.fc(nn.functional.silu(self.norm(x)))
 
 
 @pytest.mark.torchexport(backends={backends!r}, examples=10, seed=0)

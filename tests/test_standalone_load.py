@@ -4,6 +4,7 @@ that never imported the test's code, as a deployment loads it."""
 import pytest
 import torch
 from helpers import shared_run
+from models import fresh_process_lacks
 
 from pytest_torchexport.engine.pipeline import Session, run
 from pytest_torchexport.isolation import loader
@@ -12,29 +13,8 @@ from pytest_torchexport.options import Options
 # What a fresh process says when a load reaches for what it lacks is torch's wording (2.15.0 reworded one).
 pytestmark = pytest.mark.torch_compat
 
-MODELS = """
-import dataclasses
-
-import pytest
-import torch
-import torch.utils._pytree as pytree
-
-
 # Registered by this file only: the loader process never imports it.
-@torch.library.custom_op("standalone_tests::twice", mutates_args=())
-def twice(x: torch.Tensor) -> torch.Tensor:
-    return x * 2
-
-
-@twice.register_fake
-def _(x):
-    return torch.empty_like(x)
-
-
-class WithOp(torch.nn.Module):
-    def forward(self, x):
-        return torch.ops.standalone_tests.twice(x) + 1
-
+MODELS = fresh_process_lacks("standalone_tests") + """
 
 class Clean(torch.nn.Module):
     def __init__(self):
@@ -43,20 +23,6 @@ class Clean(torch.nn.Module):
 
     def forward(self, x):
         return self.lin(x).relu()
-
-
-@dataclasses.dataclass
-class Pair:
-    a: torch.Tensor
-    b: torch.Tensor
-
-
-pytree.register_dataclass(Pair, serialized_type_name="standalone_tests.Pair")
-
-
-class Tree(torch.nn.Module):
-    def forward(self, x):
-        return Pair(x + 1, x * 3)
 
 
 @pytest.mark.torchexport(backends=["trace", "export"], examples=3)

@@ -8,6 +8,7 @@ import threading
 import pytest
 import torch
 from helpers import checked_one
+from models import register_twice
 
 from pytest_torchexport.isolation import loader
 from pytest_torchexport.stages import standalone
@@ -15,14 +16,7 @@ from pytest_torchexport.stages import standalone
 
 # Registered by this file only: the loader process never imports it, so a traced artifact
 # that calls it does not load there (a load_error for TorchScript).
-@torch.library.custom_op("overlap_tests::twice", mutates_args=())
-def twice(x: torch.Tensor) -> torch.Tensor:
-    return x * 2
-
-
-@twice.register_fake
-def _(x):
-    return torch.empty_like(x)
+register_twice("overlap_tests")
 
 
 class WithOpAndBranch(torch.nn.Module):

@@ -3,17 +3,12 @@
 import pytest
 import torch
 from helpers import run_with_report
+from models import source
 from torch import nn
 
 from pytest_torchexport import ExportMismatch, check
 from pytest_torchexport.engine.pipeline import Session, run
 from pytest_torchexport.options import Options
-
-RUNNING_SUM = """
-import pytest
-import torch
-from torch import nn
-
 
 class RunningSum(nn.Module):
     def __init__(self):
@@ -23,6 +18,10 @@ class RunningSum(nn.Module):
     def forward(self, x):
         self.total.add_(x.sum(0))
         return x * 2 + self.total
+
+
+
+RUNNING_SUM = source(RunningSum) + """
 
 
 @pytest.mark.torchexport(backends=["trace", "script", "export", "onnx", "onnx-legacy"])
@@ -70,12 +69,6 @@ def test_every_example_starts_from_the_initial_state():
     assert int(module.steps) == 0  # the user's module is never touched
 
 
-ONE_CALL = """
-import pytest
-import torch
-from torch import nn
-
-
 class Acc(nn.Module):
     def __init__(self):
         super().__init__()
@@ -86,6 +79,10 @@ class Acc(nn.Module):
         out = self.acc * 2
         self.acc = self.acc * self.acc
         return out
+
+
+
+ONE_CALL = source(Acc) + """
 
 
 @pytest.mark.torchexport(backends=["trace", "script", "export", "onnx", "onnx-legacy"])
@@ -117,13 +114,9 @@ def test_one_call_that_updates_a_buffer_is_replayed(tester):
     result.assert_outcomes(passed=2, failed=3)
 
 
-NO_OP_AT_THE_RECORDED_CALL = """
-import pytest
-import torch
-from torch import nn
+class SquaredAcc(nn.Module):
+    """Adds the input's sum to acc, then squares it: an update an artifact without state drops."""
 
-
-class Acc(nn.Module):
     def __init__(self):
         super().__init__()
         self.register_buffer("acc", torch.zeros(4))
@@ -134,9 +127,12 @@ class Acc(nn.Module):
         return x + self.acc
 
 
+NO_OP_AT_THE_RECORDED_CALL = source(SquaredAcc) + """
+
+
 @pytest.mark.torchexport(backends=["onnx", "export"])
 def test_acc():
-    Acc().eval()(torch.zeros(3, 4))  # on zeros the update is a no-op: acc stays 0
+    SquaredAcc().eval()(torch.zeros(3, 4))  # on zeros the update is a no-op: acc stays 0
 """
 
 
@@ -150,7 +146,7 @@ def test_state_is_compared_after_every_input_not_only_the_recorded_call(tester):
     result, rows = run_with_report(tester)
     assert {name: r["status"] for name, r in rows.items()} == {"onnx": "mismatch", "export": "pass"}, rows
     onnx = rows["onnx"]
-    assert onnx["message"].startswith("Side effects differ from eager [backend=onnx, device=cpu] (Acc)")
+    assert onnx["message"].startswith("Side effects differ from eager [backend=onnx, device=cpu] (SquaredAcc)")
     assert "forward updates acc on this input (the recorded call left it unchanged)" in onnx["message"]
     assert "State compared: acc (second call)" in onnx["message"]
     assert onnx["cause_kind"] == "side_effects"
@@ -161,19 +157,6 @@ def test_state_is_compared_after_every_input_not_only_the_recorded_call(tester):
     for row in rows.values():
         assert any(f["kind"] == "mutates_state" and "not at the recorded call: acc" in f["detail"] for f in row["findings"])
     result.assert_outcomes(passed=1, failed=1)
-
-
-class KeepsNoState(nn.Module):
-    """Drops the update like ONNX does: a third-party backend's artifact with buffers of other names."""
-
-    def __init__(self):
-        super().__init__()
-        self.register_buffer("acc", torch.zeros(4))
-
-    def forward(self, x):
-        self.acc += x.sum(0)
-        self.acc = self.acc * self.acc
-        return x + self.acc
 
 
 class Frozen(nn.Module):
@@ -200,17 +183,11 @@ def test_a_module_artifact_is_judged_by_its_buffers():
             return Frozen()
 
     with pytest.raises(ExportMismatch) as raised:
-        check(KeepsNoState().eval(), (torch.zeros(2, 4),), backends=[Dropping()], examples=6)
+        check(SquaredAcc().eval(), (torch.zeros(2, 4),), backends=[Dropping()], examples=6)
     (row,) = raised.value.report.results
     assert row.status == "mismatch", row.message
     assert "State compared: acc (buffers)" in row.message
     assert "the dropping artifact's buffers after the input differ from eager's" in row.message
-
-
-STATELESS = """
-import pytest
-import torch
-from torch import nn
 
 
 class Net(nn.Module):
@@ -222,6 +199,10 @@ class Net(nn.Module):
 
     def forward(self, x):
         return self.bn(self.fc(x)) * self.scale
+
+
+
+STATELESS = source(Net) + """
 
 
 @pytest.mark.torchexport(backends=["onnx", "export", "trace"])

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from models import fresh_process_lacks
 
 from pytest_torchexport._compat import quiet_torch
 
@@ -90,34 +91,22 @@ class _Constant(torch.nn.Module):
         return x * torch.tensor(x.shape[0])
 
 
-@producer
-def tracer_python_boolean() -> str:
-    return _tracer_warning(_Branch(), torch.ones(2, 3))
+#: Each model traced on a (2, 3) input: the TracerWarning it makes torch write.
+_TRACED = {
+    "tracer_python_boolean": _Branch,
+    "tracer_iterating": _Iterate,
+    "tracer_python_integer": _Int,
+    "tracer_python_float": _Float,
+    "tracer_python_number": _Item,
+    "tracer_constant": _Constant,
+}
 
 
-@producer
-def tracer_iterating() -> str:
-    return _tracer_warning(_Iterate(), torch.ones(2, 3))
+def _traced(model: type[torch.nn.Module]) -> Callable[[], str]:
+    return lambda: _tracer_warning(model(), torch.ones(2, 3))
 
 
-@producer
-def tracer_python_integer() -> str:
-    return _tracer_warning(_Int(), torch.ones(2, 3))
-
-
-@producer
-def tracer_python_float() -> str:
-    return _tracer_warning(_Float(), torch.ones(2, 3))
-
-
-@producer
-def tracer_python_number() -> str:
-    return _tracer_warning(_Item(), torch.ones(2, 3))
-
-
-@producer
-def tracer_constant() -> str:
-    return _tracer_warning(_Constant(), torch.ones(2, 3))
+PRODUCERS.update({name: _traced(model) for name, model in _TRACED.items()})
 
 
 @producer
@@ -171,16 +160,6 @@ class _Undefined(torch.nn.Module):
         return x + not_defined_anywhere  # noqa: F821 - what TorchScript refuses
 
 
-@producer
-def script_expected_type() -> str:
-    return _text(_raised(lambda: torch.jit.script(_Id())))
-
-
-@producer
-def script_undefined_value() -> str:
-    return _text(_raised(lambda: torch.jit.script(_Undefined())))
-
-
 class _Builtin(torch.nn.Module):
     def forward(self, x):
         return x * len(vars(self))
@@ -191,14 +170,20 @@ class _ModuleValue(torch.nn.Module):
         return x + warnings
 
 
-@producer
-def script_python_builtin() -> str:
-    return _text(_raised(lambda: torch.jit.script(_Builtin())))
+#: Each model TorchScript refuses to compile: the error it makes torch raise.
+_SCRIPTED = {
+    "script_expected_type": _Id,
+    "script_undefined_value": _Undefined,
+    "script_python_builtin": _Builtin,
+    "script_module_as_value": _ModuleValue,
+}
 
 
-@producer
-def script_module_as_value() -> str:
-    return _text(_raised(lambda: torch.jit.script(_ModuleValue())))
+def _scripted(model: type[torch.nn.Module]) -> Callable[[], str]:
+    return lambda: _text(_raised(lambda: torch.jit.script(model())))
+
+
+PRODUCERS.update({name: _scripted(model) for name, model in _SCRIPTED.items()})
 
 
 class _Bessel(torch.nn.Module):
@@ -243,34 +228,9 @@ def export_scripted_module() -> str:
 
 # ---- what a load in a fresh process reached for (isolation/loader.py, _REACHED) ------------
 
-_SAVE = textwrap.dedent(
+_SAVE = fresh_process_lacks("msg_probe") + textwrap.dedent(
     """
-    import dataclasses, sys
-    import torch
-    import torch.utils._pytree as pytree
-
-    @torch.library.custom_op("msg_probe::twice", mutates_args=())
-    def twice(x: torch.Tensor) -> torch.Tensor:
-        return x * 2
-
-    @twice.register_fake
-    def _(x):
-        return torch.empty_like(x)
-
-    class WithOp(torch.nn.Module):
-        def forward(self, x):
-            return torch.ops.msg_probe.twice(x) + 1
-
-    @dataclasses.dataclass
-    class Pair:
-        a: torch.Tensor
-        b: torch.Tensor
-
-    pytree.register_dataclass(Pair, serialized_type_name="msg_probe.Pair")
-
-    class Tree(torch.nn.Module):
-        def forward(self, x):
-            return Pair(x + 1, x * 3)
+    import sys
 
     out = sys.argv[1]
     x = torch.ones(2, 4)

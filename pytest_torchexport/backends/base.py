@@ -331,6 +331,24 @@ def to_cpu(tree: Any) -> Any:
     return pytree.tree_map(lambda t: t.cpu() if isinstance(t, torch.Tensor) else t, tree)
 
 
+def on_cpu(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], device: str) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
+    """[CPU-Only Runtime] The call to export, moved to cpu where ``device`` is not. The engine
+    hands the backend a copy of the module: moving it touches nothing of the user's."""
+    if device == "cpu":
+        return module, args, kwargs
+    return module.to("cpu"), to_cpu(args), to_cpu(kwargs)
+
+
+def not_installed(what: str, install: str, imports: Any) -> str | None:
+    """What ``unavailable_reason`` says where ``imports()`` raises ``ImportError``: that ``what``
+    is not installed, the error, and the line that installs it; None where it imports."""
+    try:
+        imports()
+    except ImportError as exc:
+        return f"{what} is not installed ({exc}); {install}"
+    return None
+
+
 def cpu_fallback(device: str, why: str) -> str | None:
     """[CPU-Only Runtime] What ``device_fallback`` says where ``device`` is not cpu: ``why``
     (the runtime runs on CPU), and that the inputs ran there."""

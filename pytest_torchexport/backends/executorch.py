@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from .._compat import pytree
-from .base import Backend, ExportContext, cpu_fallback, keywords_bound, to_cpu
+from .base import Backend, ExportContext, cpu_fallback, keywords_bound, not_installed, on_cpu, to_cpu
 from .export import program_input_shapes
 
 FILENAME = "model.pte"
@@ -44,18 +44,16 @@ class ExecutorchBackend(Backend):
     def unavailable_reason(self) -> str | None:
         from .._compat import quiet_torch
 
-        try:
+        def imports() -> None:
             # torchao, imported by the lowering, prints from C++ about CUDA kernels it skips.
             with quiet_torch(fds=True):
                 _imports()
-        except ImportError as exc:
-            return f"executorch is not installed ({exc}); {INSTALL}"
-        return None
+
+        return not_installed("executorch", INSTALL, imports)
 
     def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
         to_edge_transform_and_lower, partitioner, _ = _imports()
-        if ctx.device != "cpu":  # the engine hands over a copy: moving it touches nothing of the user's
-            module, args, kwargs = module.to("cpu"), to_cpu(args), to_cpu(kwargs)
+        module, args, kwargs = on_cpu(module, args, kwargs, ctx.device)
         module = keywords_bound(module, kwargs)
         program = torch.export.export(module, args, kwargs or None, dynamic_shapes=ctx.dynamic_shapes(module), strict=False)
         lowered = to_edge_transform_and_lower(program, partitioner=[partitioner()]).to_executorch()

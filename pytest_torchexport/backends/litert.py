@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from .._compat import pytree
-from .base import Backend, ExportContext, cpu_fallback, to_cpu
+from .base import Backend, ExportContext, cpu_fallback, not_installed, on_cpu
 
 #: [CPU-Only Runtime] why litert's inputs on another device ran on cpu (``device_fallback``)
 _RUNS_ON = "the LiteRT interpreter runs on CPU (XNNPACK, as on a phone)"
@@ -46,16 +46,11 @@ class LiteRtBackend(Backend):
     specializes_small_dims = True
 
     def unavailable_reason(self) -> str | None:
-        try:
-            _imports()
-        except ImportError as exc:
-            return f"litert-torch or ai-edge-litert is not installed ({exc}); {INSTALL}"
-        return None
+        return not_installed("litert-torch or ai-edge-litert", INSTALL, _imports)
 
     def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
         convert, _ = _imports()
-        if ctx.device != "cpu":  # the engine hands over a copy: moving it touches nothing of the user's
-            module, args, kwargs = module.to("cpu"), to_cpu(args), to_cpu(kwargs)
+        module, args, kwargs = on_cpu(module, args, kwargs, ctx.device)
         adapter = _FlatCall(module, args, kwargs)
         tensors = tuple(t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor))
         dynamic = _dynamic_shapes(ctx, tensors)

@@ -27,6 +27,7 @@ alone is enough to run it.
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 from typing import Any, ClassVar
@@ -34,7 +35,7 @@ from typing import Any, ClassVar
 import torch
 
 from .._compat import pytree
-from .base import Backend, ExportContext, cpu_fallback, to_cpu
+from .base import Backend, ExportContext, cpu_fallback, not_installed, on_cpu
 
 #: [CPU-Only Runtime] why openvino's inputs on another device ran on cpu (``device_fallback``)
 _RUNS_ON = "openvino is compiled for its CPU plugin here"
@@ -55,10 +56,9 @@ class OpenVinoBackend(Backend):
     target: ClassVar[str] = "CPU"
 
     def unavailable_reason(self) -> str | None:
-        try:
-            import openvino  # noqa: F401
-        except ImportError as exc:
-            return f"openvino is not installed ({exc}); {INSTALL}"
+        missing = not_installed("openvino", INSTALL, lambda: importlib.import_module("openvino"))
+        if missing:
+            return missing
         from .._compat import torchscript_unavailable
 
         reason = torchscript_unavailable("trace")
@@ -69,8 +69,7 @@ class OpenVinoBackend(Backend):
     def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
         import openvino as ov
 
-        if ctx.device != "cpu":  # the engine hands over a copy: moving it touches nothing of the user's
-            module, args, kwargs = module.to("cpu"), to_cpu(args), to_cpu(kwargs)
+        module, args, kwargs = on_cpu(module, args, kwargs, ctx.device)
         adapter = _FlatCall(module, args, kwargs)
         tensors = adapter.tensors(args, kwargs)
         shapes = [ov.PartialShape(shape) for shape in _declared_shapes(ctx.plan, tensors)]

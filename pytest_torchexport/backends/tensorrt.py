@@ -23,6 +23,7 @@ sets other ``CompilationSettings`` (``enabled_precisions``, ...) to check what i
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from pathlib import Path
 from typing import Any, ClassVar
@@ -30,7 +31,7 @@ from typing import Any, ClassVar
 import torch
 
 from .._compat import pytree
-from .base import Backend, ExportContext, positional_adapter
+from .base import Backend, ExportContext, not_installed, positional_adapter
 
 FILENAME = "model_trt.ep"
 INSTALL = 'pip install "pytest-torchexport[tensorrt]"'
@@ -49,10 +50,9 @@ class TensorRtBackend(Backend):
         reasons = []
         if not torch.cuda.is_available():
             reasons.append("TensorRT runs on NVIDIA GPUs only and CUDA is not available here (torch.cuda.is_available() is False)")
-        try:
-            import torch_tensorrt  # noqa: F401
-        except ImportError as exc:
-            reasons.append(f"torch-tensorrt is not installed ({exc}); {INSTALL}")
+        missing = not_installed("torch-tensorrt", INSTALL, lambda: importlib.import_module("torch_tensorrt"))
+        if missing:
+            reasons.append(missing)
         return "; ".join(reasons) or None
 
     def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:

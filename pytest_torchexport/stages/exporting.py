@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
@@ -212,7 +212,7 @@ def export_inputs(
     return args, kwargs, draw, grown
 
 
-def export_failed(check: Check, exc: BaseException, stage: str) -> None:
+def export_failed(check: Check, exc: BaseException, stage: str) -> NoReturn:
     """End the check: ``stage`` ("export", "save" or "load") raised ``exc``."""
     name = check.name
     finding = explain.error_finding(exc, name, stage, explain.forward_site(check.eager.module))
@@ -238,12 +238,7 @@ def roundtrip(check: Check, artifact: Any, ctx: ExportContext) -> Any:
     directory = check.scratch / "artifact"
     directory.mkdir()
     t0 = time.perf_counter()
-    runner.stage(result, "save")
-    with quiet_torch():
-        try:
-            files = backend.save(artifact, directory)
-        except Exception as exc:  # noqa: BLE001 - a backend's save raises anything: the export_error
-            export_failed(check, exc, "save")
+    files = _step(check, "save", backend.save, artifact, directory)
     result.extra["artifact_files"] = [p.name for p in files]
     if check.options.keep_artifacts:  # before the load, so an artifact that does not load back is kept too
         from .artifacts import keep
@@ -258,11 +253,18 @@ def roundtrip(check: Check, artifact: Any, ctx: ExportContext) -> Any:
                 "ship them together; the model file refers to the others by name",
             )
         )
-    runner.stage(result, "load")
-    with quiet_torch():
-        try:
-            loaded = backend.load(directory, ctx)
-        except Exception as exc:  # noqa: BLE001 - a runtime refuses a file in any way: the load_error
-            export_failed(check, exc, "load")
+    loaded = _step(check, "load", backend.load, directory, ctx)
     result.timings["load_s"] = time.perf_counter() - t0
     return loaded
+
+
+def _step(check: Check, stage: str, fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` as the check's ``stage`` ("save" or "load"), torch's noise kept quiet. What it
+    raises ends the check (``export_failed``): a backend's save raises anything (the export_error),
+    a runtime refuses a file in any way (the load_error)."""
+    runner.stage(check.result, stage)
+    with quiet_torch():
+        try:
+            return fn(*args)
+        except Exception as exc:  # noqa: BLE001 - any failure of the step is its error row
+            export_failed(check, exc, stage)
