@@ -266,3 +266,30 @@ def _line(cls, text):
 
     lines, start = inspect.getsourcelines(cls)
     return start + next(i for i, line in enumerate(lines) if text in line)
+
+
+class _Truncate(torch.nn.Module):
+    """Keeps the first 8 positions of a long sequence: torch.export proves only seq <= 8."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        if x.shape[1] > 8:
+            x = x[:, :8]
+        return self.proj(x).mean(1)
+
+
+def test_a_failure_first_met_at_a_declared_max_is_still_shrunk():
+    """[Shrunk Even So] The declared max (seq=32, batch=16) is an explicit input, tried first, and
+    hypothesis never shrinks one: the failure is searched for among generated inputs and shown at
+    its smallest (seq=9..11 with batch 1), not at the max it was first met on."""
+    from helpers import checked_one
+
+    torch.manual_seed(0)
+    row = checked_one(_Truncate().eval(), (torch.randn(2, 5, 4),), backend="export", seed=0,
+                      dynamic={"x": {0: "batch", 1: "seq"}}, dims={"seq": (2, 32)})
+    assert row.status == "run_error", row.message
+    batch, seq, _ = row.failing_example["inputs"]["x"]["shape"]
+    assert batch == 1 and 8 < seq < 32, row.failing_example

@@ -303,7 +303,15 @@ class Search:
 
     # -- the whole search ------------------------------------------------------------------
 
-    def _hypothesis_test(self) -> Any:
+    def _explicit(self) -> list[Draw]:
+        """The explicit inputs, tried first, most valuable first: the recorded call, each declared dim's
+        min and max, the export example, the small probes, then each special value (shared_search.explicit_draws)."""
+        shared = self.shared
+        if shared is not None:
+            return [*shared.explicit, *([] if self.export_draw in shared.kinds else [self.export_draw])]
+        return list(explicit_draws(self.check.plan, self.export_draw, self.check.options.special_values))
+
+    def _hypothesis_test(self, explicit: list[Draw]) -> Any:
         def probe(draw: Draw) -> None:
             self.probe(draw)
 
@@ -311,12 +319,8 @@ class Search:
         if shared is not None:
             # [One Search] The shared draws' key, seed and explicit inputs: hypothesis generates the same
             # inputs in the same order up to this backend's first failure, then shrinks it.
-            explicit = [*shared.explicit, *([] if self.export_draw in shared.kinds else [self.export_draw])]
             return hypothesis_test(probe, self.check.plan, options, key=shared.key, seed=shared.seed,
                                    database=session.database, explicit=explicit, shrink=True)
-        # Explicit examples first, most valuable first: the recorded call, each declared dim's min and max,
-        # the export example, the small probes, then each special value (shared_search.explicit_draws).
-        explicit = list(explicit_draws(self.check.plan, self.export_draw, options.special_values))
         # [CI Verdicts] In CI a merge gate must not flip on an unchanged model: derandomized per test and
         # backend (the key seeds it) and no database of past failures.
         key = f"{session.nodeid or session.test or type(self.check.eager.module).__qualname__}::{self.check.name}::{self.check.device}"
@@ -387,12 +391,15 @@ class Search:
         from hypothesis.errors import Flaky, HypothesisException
 
         result, stats, name, header = self.check.result, self.stats, self.check.name, self.check.header
-        test = self._hypothesis_test()
+        explicit = self._explicit()
+        test = self._hypothesis_test(explicit)
         t0 = time.perf_counter()
         try:
             with torch.no_grad(), hypothesis_home(self.check.session.hypothesis_home):
                 test()
         except _ExampleFailed as exc:
+            if exc.failure.draw in explicit:
+                return self._shrunk_instead(exc.failure)
             return exc.failure
         except Flaky as exc:
             result.timings["run_s"] = stats.run_s
@@ -412,6 +419,23 @@ class Search:
         finally:
             self._search_s = time.perf_counter() - t0
         return None
+
+    def _shrunk_instead(self, failure: Failure) -> Failure:
+        """[Shrunk Even So] hypothesis never shrinks an explicit example: a failure first met on one (a
+        declared dim's max, the recorded call) would be shown at that size. The generated inputs are
+        searched for one that fails the same way (the same status), shrunk to the smallest; the explicit
+        input's failure stands where none does, or the budget of examples is spent first."""
+        from hypothesis.errors import HypothesisException
+
+        test = self._hypothesis_test([])
+        try:
+            with torch.no_grad(), hypothesis_home(self.check.session.hypothesis_home):
+                test()
+        except _ExampleFailed as exc:
+            return exc.failure if exc.failure.status == failure.status else failure
+        except HypothesisException:  # eager rejected the generated ones, a health check: the explicit failure stands
+            return failure
+        return failure
 
     def _record_stats(self) -> None:
         result, stats = self.check.result, self.stats
