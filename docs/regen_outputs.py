@@ -1,0 +1,261 @@
+"""Regenerate the outputs docs/ pages show from real runs: ``python docs/regen_outputs.py [page.md ...]``.
+
+A page is a script (tests/test_docs_run.py runs it): each ```python block headed ``# path.py``
+writes that file, and each ``$ command`` line in a console block runs in the page's folder, in
+order; the lines under it, up to the next ``$``, are the output the page shows. An output
+block of its own (a report's Markdown, a JSON row) is tied to a command by a comment on the
+line before its fence, ``<!-- $ command -->``: the command runs there, unseen by a reader,
+and the block is its output.
+
+A shown output is an excerpt of the real one:
+- a line that is ``...`` alone (any indent) stands for any number of lines left out, and
+  the shown lines start and end anywhere in the real output; between two ``...`` the shown
+  lines are consecutive real lines;
+- a line that ends with ``...`` matches a real line that starts with what precedes it;
+- two lines match when they are equal once the run-to-run noise is normalised (``noise``):
+  durations (``5.93s``, ``12 ms``, ``0:00:05``, JSON ``*_s``/``*_ms`` fields), sizes of
+  memory (``14.6 MB``), absolute paths, hex addresses, and runs of spaces (a duration
+  that grows a digit re-aligns a table). Counts, statuses, errors and messages are not noise.
+- a console block after ``<!-- output: loose -->`` is checked by its closing counts only,
+  for output whose order is not fixed (xdist workers).
+
+This script runs every page (or the pages named) in a fresh folder and rewrites each shown
+output from the real one, keeping what the page shows: its ``...`` stay, a line that still
+matches stays as written (so a rerun does not churn timings), and a line that changed, or
+appeared inside a shown stretch, comes from the run. ``--check`` writes nothing and exits 1
+when a page's outputs are stale. Commands run with ``CI=true`` (derandomized draws, as
+GitHub Actions runs them), ``COLUMNS=80``, and ``python`` meaning this interpreter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parent
+
+_FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.S | re.M)
+_FILE = re.compile(r"^# ([\w./-]+\.(?:py|ini|cfg|toml))\n")
+_HIDDEN = re.compile(r"<!-- \$ (.+?) -->\n$")
+_LOOSE = "<!-- output: loose -->"
+_ENV = re.compile(r"^([A-Z_]+)=(\S+)\s+")
+# Commands that talk to the outside world or only move around: the page explains them.
+SKIP = ("git ", "pip ", "cd ", "ls")
+
+
+@dataclass
+class Command:
+    line: str
+    shown: str
+    start: int = 0  # where the shown output sits in the page's text
+    end: int = 0
+    loose: bool = False  # compared by its closing counts only
+
+
+@dataclass
+class File:
+    path: str
+    content: str
+
+
+def steps(text: str) -> list[Command | File]:
+    """The page's files and commands (with the output each shows, and where), in order."""
+    out: list[Command | File] = []
+    for fence in _FENCE.finditer(text):
+        block, base = fence.group(1), fence.start(1)
+        header = _FILE.match(block)
+        if header:
+            out.append(File(header.group(1), block[header.end():]))
+            continue
+        before = text[:fence.start()]
+        hidden = _HIDDEN.search(before[-600:])
+        if hidden:
+            out.append(Command(hidden.group(1).strip(), block, base, fence.end(1)))
+            continue
+        if not block.startswith("$ "):
+            continue
+        loose = before.rstrip().endswith(_LOOSE)
+        heads = list(re.finditer(r"^\$ (.*)\n", block, flags=re.M))
+        for head, after in zip(heads, heads[1:] + [None]):
+            stop = after.start() if after else len(block)
+            out.append(Command(head.group(1).strip(), block[head.end():stop], base + head.end(), base + stop, loose))
+    return out
+
+
+def run(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """One page command, as a reader of the page runs it (stderr interleaved with stdout)."""
+    # pytest-randomly (installed for the CI-tools tests) would reorder the pages' runs: a reader has not got it.
+    # CI=true: the draws are derandomized, so a page's counts and failing inputs are the same every run.
+    env = {**os.environ, "COLUMNS": "80", "PYTEST_ADDOPTS": "-p no:randomly", "CI": "true", "PYTHONUNBUFFERED": "1"}
+    env.pop("GITHUB_ACTIONS", None)
+    while match := _ENV.match(command):
+        env[match.group(1)] = match.group(2)
+        command = command[match.end():]
+    command = re.sub(r"/tmp/\w+", ".", command)
+    command = re.sub(r"(^|; |&& |\| )python\b", lambda m: m.group(1) + shlex.quote(sys.executable), command)
+    return subprocess.run(command, shell=True, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=600)
+
+
+# [Output Noise] What may differ between a shown output and a real one. Only what a rerun on
+# another machine changes: never a count, a status, a verdict or a message's words.
+_NOISE = [
+    (re.compile(r"(?<![\w.])/(?:[^\s/:'\"()\[\],]+/)+[^\s/:'\"()\[\],]*"), "<path>"),
+    (re.compile(r"\b0x[0-9a-fA-F]{4,}\b"), "<addr>"),
+    (re.compile(r"(\b\w+_m?s[\"']?\s*[:=]\s*)-?[\d.]+(?:e[+-]?\d+)?"), r"\1<time>"),
+    (re.compile(r"(?<![\w.])\d+(?:\.\d+)?\s?(?:ms|µs|us|ns|s|min|h)\b"), "<time>"),
+    (re.compile(r"\b\d+:\d\d:\d\d(?:\.\d+)?\b"), "<time>"),
+    (re.compile(r"(?<![\w.])[\d,]+(?:\.\d+)?\s?(?:[kMGT]i?B)\b"), "<memory>"),
+    (re.compile(r"\s+"), " "),
+]
+
+
+def noise(line: str) -> str:
+    """A line with run-to-run noise replaced (see [Output Noise])."""
+    for pattern, repl in _NOISE:
+        line = pattern.sub(repl, line)
+    return line.strip()
+
+
+def elided(line: str) -> bool:
+    return line.strip() == "..."
+
+
+def same(shown: str, real: str) -> bool:
+    """Does a shown line stand for this real line? (A trailing ``...`` abbreviates it.)"""
+    a, b = noise(shown), noise(real)
+    if a == b:
+        return True
+    return a.endswith("...") and len(a) > 3 and b.startswith(a[:-3].rstrip())
+
+
+def segments(shown: str) -> list[list[str]]:
+    """The shown lines in runs of consecutive real lines (split at ``...``)."""
+    out: list[list[str]] = [[]]
+    for line in shown.rstrip("\n").splitlines():
+        if elided(line):
+            out.append([])
+        else:
+            out[-1].append(line)
+    return [seg for seg in out if seg]
+
+
+def mismatch(shown: str, real: str) -> str | None:
+    """None where ``shown`` is an excerpt of ``real``; else the first shown stretch it lacks."""
+    lines = real.splitlines()
+    at = 0
+    for seg in segments(shown):
+        found = next((i for i in range(at, len(lines) - len(seg) + 1)
+                      if all(same(s, r) for s, r in zip(seg, lines[i:i + len(seg)]))), None)
+        if found is None:
+            best = _closest(seg, lines, at)
+            return "shown:\n" + "\n".join(seg) + "\nreal (closest):\n" + "\n".join(lines[best[0]:best[1]])
+        at = found + len(seg)
+    return None
+
+
+def _closest(seg: list[str], lines: list[str], at: int) -> tuple[int, int]:
+    """The stretch of real lines (from ``at``) that ``seg`` most likely shows, as [start, stop)."""
+    keys = [noise(line) for line in lines[at:]]
+    wanted = [noise(line) for line in seg]
+    matcher = difflib.SequenceMatcher(None, wanted, keys, autojunk=False)
+    blocks = [b for b in matcher.get_matching_blocks() if b.size]
+    if not blocks:
+        return at, at
+    anchor = max(blocks, key=lambda b: b.size)
+    slack = max(3, len(seg) // 2)
+    kept = [b for b in blocks if abs((b.b - anchor.b) - (b.a - anchor.a)) <= slack]
+    first, last = kept[0], kept[-1]
+    start = max(0, first.b - first.a)
+    stop = min(len(keys), last.b + last.size + (len(seg) - last.a - last.size))
+    return at + start, at + stop
+
+
+def regenerate(shown: str, real: str) -> str:
+    """The shown output rewritten from the real one, keeping its elisions and unchanged lines."""
+    if mismatch(shown, real) is None:
+        return shown
+    lines = real.splitlines()
+    out: list[str] = []
+    at = 0
+    for part in re.split(r"(?m)^(\s*\.\.\.[ \t]*\n?)", shown.rstrip("\n") + "\n"):
+        if not part:
+            continue
+        if elided(part):
+            out.append(part.rstrip("\n"))
+            continue
+        seg = part.rstrip("\n").splitlines()
+        start, stop = _closest(seg, lines, at)
+        if start == stop:  # nothing of it is in the run: leave it for a person to read
+            out.extend(seg)
+            continue
+        out.extend(next((s for s in seg if same(s, line)), line) for line in lines[start:stop])
+        at = stop
+    return "\n".join(out) + "\n"
+
+
+def run_page(page: Path, folder: Path, *, on_step=None) -> list[tuple[Command, subprocess.CompletedProcess[str]]]:
+    """Run a page in ``folder``: its files written, its commands run in order."""
+    ran = []
+    for step in steps(page.read_text()):
+        if isinstance(step, File):
+            target = folder / step.path.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(step.content)
+            continue
+        if step.line.startswith(SKIP):
+            continue
+        proc = run(step.line, folder)
+        ran.append((step, proc))
+        if on_step:
+            on_step(step, proc)
+    return ran
+
+
+def rewrite(page: Path, ran: list[tuple[Command, subprocess.CompletedProcess[str]]]) -> str:
+    """The page's text with every strictly compared output regenerated."""
+    text = page.read_text()
+    for step, proc in sorted(ran, key=lambda pair: -pair[0].start):
+        if step.loose or not step.shown.strip():
+            continue
+        new = regenerate(step.shown, proc.stdout)
+        text = text[:step.start] + new + text[step.end:]
+    return text
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("pages", nargs="*", help="pages of docs/ (default: every page that shows a command)")
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a page's outputs are stale")
+    args = parser.parse_args()
+    names = args.pages or sorted(p.name for p in DOCS.glob("*.md") if "$ " in p.read_text())
+    stale = 0
+    for name in names:
+        page = DOCS / Path(name).name
+        print(f"{page.name}:", flush=True)
+        with tempfile.TemporaryDirectory() as folder:
+            ran = run_page(page, Path(folder),
+                           on_step=lambda step, proc: print(f"  $ {step.line[:90]}  (exit {proc.returncode})", flush=True))
+        old = page.read_text()
+        new = rewrite(page, ran)
+        if new == old:
+            continue
+        stale += 1
+        sys.stdout.writelines(difflib.unified_diff(old.splitlines(True), new.splitlines(True), f"a/docs/{page.name}",
+                                                   f"b/docs/{page.name}", n=1))
+        if not args.check:
+            page.write_text(new)
+    print(f"{stale} of {len(names)} pages {'stale' if args.check else 'rewritten'}")
+    return 1 if args.check and stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
