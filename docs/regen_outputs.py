@@ -13,8 +13,8 @@ A shown output is an excerpt of the real one:
   lines are consecutive real lines;
 - a line that ends with ``...`` matches a real line that starts with what precedes it;
 - two lines match when they are equal once the run-to-run noise is normalised (``noise``):
-  durations (``5.93s``, ``12 ms``, ``0:00:05``, JSON ``*_s``/``*_ms`` fields), sizes of
-  memory (``14.6 MB``), absolute paths, hex addresses, and runs of spaces (a duration
+  durations (``5.93s``, ``12 ms``, ``0:00:05``, JSON ``*_s``/``*_ms`` fields, the summary's
+  ``ms e/a`` cells such as ``0.028/0.048``), sizes of memory (``14.6 MB``), absolute paths, hex addresses, and runs of spaces (a duration
   that grows a digit re-aligns a table). Counts, statuses, errors and messages are not noise.
 - a console block after ``<!-- output: loose -->`` is checked by its closing counts only,
   for output whose order is not fixed (xdist workers).
@@ -23,8 +23,8 @@ This script runs every page (or the pages named) in a fresh folder and rewrites 
 output from the real one, keeping what the page shows: its ``...`` stay, a line that still
 matches stays as written (so a rerun does not churn timings), and a line that changed, or
 appeared inside a shown stretch, comes from the run. ``--check`` writes nothing and exits 1
-when a page's outputs are stale. Commands run with ``CI=true`` (derandomized draws, as
-GitHub Actions runs them), ``COLUMNS=80``, and ``python`` meaning this interpreter.
+when a page's outputs are stale. Commands run with ``CI`` set but empty (derandomized draws,
+see [Docs CI]), ``COLUMNS=80``, and ``python`` meaning this interpreter.
 """
 
 from __future__ import annotations
@@ -93,9 +93,12 @@ def steps(text: str) -> list[Command | File]:
 def run(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """One page command, as a reader of the page runs it (stderr interleaved with stdout)."""
     # pytest-randomly (installed for the CI-tools tests) would reorder the pages' runs: a reader has not got it.
-    # CI=true: the draws are derandomized, so a page's counts and failing inputs are the same every run.
-    env = {**os.environ, "COLUMNS": "80", "PYTEST_ADDOPTS": "-p no:randomly", "CI": "true", "PYTHONUNBUFFERED": "1"}
-    env.pop("GITHUB_ACTIONS", None)
+    # [Docs CI] CI set but empty: hypothesis (and so the plugin) sees CI and derandomizes the draws,
+    # so a page's counts and failing inputs are the same every run; pytest, which wants it
+    # non-empty, still truncates its summary lines as on a reader's terminal.
+    env = {**os.environ, "COLUMNS": "80", "PYTEST_ADDOPTS": "-p no:randomly", "CI": "", "PYTHONUNBUFFERED": "1"}
+    for name in ("GITHUB_ACTIONS", "BUILD_NUMBER"):
+        env.pop(name, None)
     while match := _ENV.match(command):
         env[match.group(1)] = match.group(2)
         command = command[match.end():]
@@ -111,8 +114,10 @@ _NOISE = [
     (re.compile(r"(?<![\w.])/(?:[^\s/:'\"()\[\],]+/)+[^\s/:'\"()\[\],]*"), "<path>"),
     (re.compile(r"\b0x[0-9a-fA-F]{4,}\b"), "<addr>"),
     (re.compile(r"(\b\w+_m?s[\"']?\s*[:=]\s*)-?[\d.]+(?:e[+-]?\d+)?"), r"\1<time>"),
+    (re.compile(r" \(\d+:\d\d:\d\d\)"), ""),  # pytest's `in 71.87s (0:01:11)` past a minute
     (re.compile(r"(?<![\w.])\d+(?:\.\d+)?\s?(?:ms|µs|us|ns|s|min|h)\b"), "<time>"),
     (re.compile(r"\b\d+:\d\d:\d\d(?:\.\d+)?\b"), "<time>"),
+    (re.compile(r"(?<![\w./])[\d.]+(?:e-\d+)?/[\d.]+(?:e-\d+)?(?![\w./])"), "<ms>/<ms>"),  # summary's `ms e/a`
     (re.compile(r"(?<![\w.])[\d,]+(?:\.\d+)?\s?(?:[kMGT]i?B)\b"), "<memory>"),
     (re.compile(r"\s+"), " "),
 ]
@@ -186,7 +191,7 @@ def regenerate(shown: str, real: str) -> str:
     lines = real.splitlines()
     out: list[str] = []
     at = 0
-    for part in re.split(r"(?m)^(\s*\.\.\.[ \t]*\n?)", shown.rstrip("\n") + "\n"):
+    for part in re.split(r"(?m)^([ \t]*\.\.\.[ \t]*(?:\n|$))", shown.rstrip("\n") + "\n"):
         if not part:
             continue
         if elided(part):
@@ -231,6 +236,17 @@ def rewrite(page: Path, ran: list[tuple[Command, subprocess.CompletedProcess[str
     return text
 
 
+def unplaced(text: str, ran: list[tuple[Command, subprocess.CompletedProcess[str]]]) -> list[str]:
+    """The outputs of a (rewritten) page that still are not excerpts of their runs: for a person to edit."""
+    commands = [s for s in steps(text) if isinstance(s, Command) and not s.line.startswith(SKIP)]
+    out = []
+    for step, (_, proc) in zip(commands, ran):
+        differs = None if step.loose else mismatch(step.shown, proc.stdout)
+        if differs:
+            out.append(f"$ {step.line}\n{differs}")
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("pages", nargs="*", help="pages of docs/ (default: every page that shows a command)")
@@ -246,6 +262,8 @@ def main() -> int:
                            on_step=lambda step, proc: print(f"  $ {step.line[:90]}  (exit {proc.returncode})", flush=True))
         old = page.read_text()
         new = rewrite(page, ran)
+        for left in unplaced(new, ran):
+            print(f"  still differs, edit by hand:\n{left}")
         if new == old:
             continue
         stale += 1
