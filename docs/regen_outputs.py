@@ -14,8 +14,10 @@ A shown output is an excerpt of the real one:
 - a line that ends with ``...`` matches a real line that starts with what precedes it;
 - two lines match when they are equal once the run-to-run noise is normalised (``noise``):
   durations (``5.93s``, ``12 ms``, ``0:00:05``, JSON ``*_s``/``*_ms`` fields, the summary's
-  ``ms e/a`` cells such as ``0.028/0.048``), sizes of memory (``14.6 MB``), absolute paths, hex addresses, and runs of spaces (a duration
-  that grows a digit re-aligns a table). Counts, statuses, errors and messages are not noise.
+  ``ms e/a`` cells such as ``0.028/0.048``), sizes of memory (``14.6 MB``), numbers below
+  1e-4 written with an exponent (``1.2e-07``: float32 rounding, which differs between
+  CPUs), absolute paths, hex addresses, and runs of spaces (a duration that grows a digit
+  re-aligns a table). Counts, statuses, errors and messages are not noise.
 - a console block after ``<!-- output: loose -->`` is checked by its closing counts only,
   for output whose order is not fixed (xdist workers).
 
@@ -119,6 +121,7 @@ _NOISE = [
     (re.compile(r"\b\d+:\d\d:\d\d(?:\.\d+)?\b"), "<time>"),
     (re.compile(r"(?<![\w./])[\d.]+(?:e-\d+)?/[\d.]+(?:e-\d+)?(?![\w./])"), "<ms>/<ms>"),  # summary's `ms e/a`
     (re.compile(r"(?<![\w.])[\d,]+(?:\.\d+)?\s?(?:[kMGT]i?B)\b"), "<memory>"),
+    (re.compile(r"(?<![\w.])\d(?:\.\d+)?e-(?:0[5-9]|[1-9]\d)\b"), "<tiny>"),  # float32 rounding: the CPU's kernels
     (re.compile(r"\s+"), " "),
 ]
 
