@@ -176,8 +176,13 @@ def _closest(seg: list[str], lines: list[str], at: int) -> tuple[int, int]:
     wanted = [noise(line) for line in seg]
     matcher = difflib.SequenceMatcher(None, wanted, keys, autojunk=False)
     blocks = [b for b in matcher.get_matching_blocks() if b.size]
-    if not blocks:
-        return at, at
+    if not blocks:  # every line changed: the window of lines most like them, if any is
+        scores = [(sum(difflib.SequenceMatcher(None, w, k).ratio() for w, k in zip(wanted, keys[i:])), i)
+                  for i in range(max(1, len(keys) - len(wanted) + 1))]
+        score, best = max(scores, default=(0.0, 0))
+        if score < 0.6 * len(wanted):
+            return at, at
+        return at + best, at + min(len(keys), best + len(wanted))
     anchor = max(blocks, key=lambda b: b.size)
     slack = max(3, len(seg) // 2)
     kept = [b for b in blocks if abs((b.b - anchor.b) - (b.a - anchor.a)) <= slack]
