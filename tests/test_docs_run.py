@@ -145,3 +145,21 @@ def test_an_output_block_of_its_own_is_tied_to_a_hidden_command_and_loose_blocks
     assert hidden.line == "cat r.md" and hidden.shown == "# torchexport parity report\n"
     assert text[hidden.start:hidden.end] == hidden.shown and not hidden.loose
     assert loose.loose and not first.loose
+
+
+def test_a_cause_cell_wrapped_elsewhere_by_a_wider_timing_column_still_matches():
+    shown = (
+        "test          backend  status    max err  ex  ms e/a     cause\n"
+        "test_encoder  trace    mismatch  0.0024   1   0.21/0.14  the difference starts in layers.3.act (FastGELU), whose code in\n"
+        "                                                         the artifact computes differently; every input took the same\n"
+        "                                                         control-flow path, so it is numeric, not a…\n"
+    )
+    real = (
+        "test          backend  status    max err  ex  ms e/a      cause\n"
+        "test_encoder  trace    mismatch  0.0024   1   0.37/0.082  the difference starts in layers.3.act (FastGELU),\n"
+        "                                                          whose code in the artifact computes differently;\n"
+        "                                                          every input took the same control-flow path, so it i…\n"
+    )
+    assert regen.mismatch(shown, real) is None
+    assert regen.mismatch(shown.replace("layers.3.act", "layers.2.act"), real) is not None
+    assert regen.mismatch(shown.replace("0.0024", "0.0025"), real) is not None
