@@ -18,7 +18,7 @@ A shown output is an excerpt of the real one:
   1e-4 written with an exponent (``1.2e-07``: float32 rounding, which differs between
   CPUs), absolute paths, hex addresses, and runs of spaces (a duration that grows a digit
   re-aligns a table, and a summary's cause cell wrapped or cut elsewhere: see [Wrapped
-  Cells]). Counts, statuses, errors and messages are not noise.
+  Cells]; the length of pytest's ``=====`` rules around a closing line). Counts, statuses, errors and messages are not noise.
 - a console block after ``<!-- output: loose -->`` is checked by its closing counts only,
   for output that no run repeats: the order xdist's workers finish in, what a time budget
   left untried.
@@ -124,6 +124,7 @@ _NOISE = [
     (re.compile(r"(?<![\w./])[\d.]+(?:e-\d+)?/[\d.]+(?:e-\d+)?(?![\w./])"), "<ms>/<ms>"),  # summary's `ms e/a`
     (re.compile(r"(?<![\w.])[\d,]+(?:\.\d+)?\s?(?:[kMGT]i?B)\b"), "<memory>"),
     (re.compile(r"(?<![\w.])\d(?:\.\d+)?e-(?:0[5-9]|[1-9]\d)\b"), "<tiny>"),  # float32 rounding: the CPU's kernels
+    (re.compile(r"([=_-])\1{2,}"), r"\1\1\1"),  # pytest centres a line in rules as long as the rest leaves
     (re.compile(r"\s+"), " "),
 ]
 
