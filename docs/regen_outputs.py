@@ -21,7 +21,7 @@ A shown output is an excerpt of the real one:
   Cells]; the length of pytest's ``=====`` rules around a closing line). Counts, statuses, errors and messages are not noise.
 - a console block after ``<!-- output: loose -->`` is checked by its closing counts only,
   for output that no run repeats: the order xdist's workers finish in, what a time budget
-  left untried.
+  left untried, a model that draws unseeded random values where the plugin rebuilds it.
 
 This script runs every page (or the pages named) in a fresh folder and rewrites each shown
 output from the real one, keeping what the page shows: its ``...`` stay, a line that still
