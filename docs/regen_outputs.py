@@ -11,7 +11,8 @@ A shown output is an excerpt of the real one:
 - a line that is ``...`` alone (any indent) stands for any number of lines left out, and
   the shown lines start and end anywhere in the real output; between two ``...`` the shown
   lines are consecutive real lines;
-- a line that ends with ``...`` matches a real line that starts with what precedes it;
+- ``...`` within a line stands for any text there (``File ".../ctypes/__init__.py"``, a
+  message cut short with ``...``);
 - two lines match when they are equal once the run-to-run noise is normalised (``noise``):
   durations (``5.93s``, ``12 ms``, ``0:00:05``, JSON ``*_s``/``*_ms`` fields, the summary's
   ``ms e/a`` cells such as ``0.028/0.048``), sizes of memory (``14.6 MB``), numbers below
@@ -145,8 +146,10 @@ def same(shown: str, real: str) -> bool:
     a, b = noise(shown), noise(real)
     if a == b:
         return True
-    if a.endswith("...") and len(a) > 3 and b.startswith(a[:-3].rstrip()):
-        return True
+    if "..." in a and a != "...":  # `...` within a line stands for any text there
+        pattern = ".*?".join(re.escape(part.strip()) for part in a.split("..."))
+        if any(re.fullmatch(pattern, text) for text in (b, " ".join(real.split()))):
+            return True
     if a.endswith("…") or b.endswith("…"):  # a cell cut where its column's width put the third line's end
         a, b = (text[:-1].rsplit(" ", 1)[0] if text.endswith("…") else text for text in (a, b))
         return bool(a) and (a.startswith(b) or b.startswith(a))
@@ -195,26 +198,46 @@ def mismatch(shown: str, real: str) -> str | None:
     return None
 
 
-def _closest(seg: list[str], lines: list[str], at: int) -> tuple[int, int]:
-    """The stretch of real lines (from ``at``) that ``seg`` most likely shows, as [start, stop)."""
+def _placements(seg: list[str], lines: list[str], at: int) -> list[tuple[list[str], int, int]]:
+    """Where the shown lines ``seg`` sit in the real ``lines`` (from ``at``): (the shown lines,
+    start, stop) per stretch. Shown lines that are far apart in the run (the page left the
+    lines between out without a ``...``) become two stretches, which the rewrite joins with one."""
     keys = [noise(line) for line in lines[at:]]
     wanted = [noise(line) for line in seg]
     matcher = difflib.SequenceMatcher(None, wanted, keys, autojunk=False)
-    blocks = [b for b in matcher.get_matching_blocks() if b.size]
+    # a stretch of blank lines or rules alone anchors nothing: it is everywhere
+    blocks = [b for b in matcher.get_matching_blocks()
+              if b.size and any(re.search(r"[^\W_]", k) for k in wanted[b.a:b.a + b.size])]
     if not blocks:  # every line changed: the window of lines most like them, if any is
         scores = [(sum(difflib.SequenceMatcher(None, w, k).ratio() for w, k in zip(wanted, keys[i:])), i)
                   for i in range(max(1, len(keys) - len(wanted) + 1))]
         score, best = max(scores, default=(0.0, 0))
         if score < 0.6 * len(wanted):
-            return at, at
-        return at + best, at + min(len(keys), best + len(wanted))
-    anchor = max(blocks, key=lambda b: b.size)
-    slack = max(3, len(seg) // 2)
-    kept = [b for b in blocks if abs((b.b - anchor.b) - (b.a - anchor.a)) <= slack]
-    first, last = kept[0], kept[-1]
-    start = max(0, first.b - first.a)
-    stop = min(len(keys), last.b + last.size + (len(seg) - last.a - last.size))
-    return at + start, at + stop
+            return []
+        return [(seg, at + best, at + min(len(keys), best + len(wanted)))]
+    slack = 3
+    clusters = [[blocks[0]]]
+    for block in blocks[1:]:
+        last = clusters[-1][-1]
+        if (block.b - last.b - last.size) - (block.a - last.a - last.size) > slack:
+            clusters.append([block])
+        else:
+            clusters[-1].append(block)
+    out = []
+    for k, cluster in enumerate(clusters):
+        first, last = cluster[0], cluster[-1]
+        a0 = 0 if k == 0 else first.a
+        a1 = len(seg) if k == len(clusters) - 1 else clusters[k + 1][0].a
+        start = max(0, first.b - (first.a - a0))
+        stop = min(len(keys), last.b + last.size + (a1 - last.a - last.size))
+        out.append((seg[a0:a1], at + start, at + stop))
+    return out
+
+
+def _closest(seg: list[str], lines: list[str], at: int) -> tuple[int, int]:
+    """The stretch of real lines (from ``at``) that ``seg`` most likely shows, as [start, stop)."""
+    places = _placements(seg, lines, at)
+    return (places[0][1], places[-1][2]) if places else (at, at)
 
 
 def regenerate(shown: str, real: str) -> str:
@@ -231,12 +254,15 @@ def regenerate(shown: str, real: str) -> str:
             out.append(part.rstrip("\n"))
             continue
         seg = part.rstrip("\n").splitlines()
-        start, stop = _closest(seg, lines, at)
-        if start == stop:  # nothing of it is in the run: leave it for a person to read
+        places = _placements(seg, lines, at)
+        if not places:  # nothing of it is in the run: leave it for a person to read
             out.extend(seg)
             continue
-        out.extend(next((s for s in seg if same(s, line)), line) for line in lines[start:stop])
-        at = stop
+        for k, (shown_lines, start, stop) in enumerate(places):
+            if k:
+                out.append("...")
+            out.extend(next((s for s in shown_lines if same(s, line)), line) for line in lines[start:stop])
+            at = stop
     return "\n".join(out) + "\n"
 
 
@@ -252,6 +278,7 @@ def run_page(page: Path, folder: Path, *, on_step=None) -> list[tuple[Command, s
         if step.line.startswith(SKIP):
             continue
         proc = run(step.line, folder)
+        proc.stdout = proc.stdout.replace(f"{folder}/", ".../")  # the page's folder is not the reader's
         ran.append((step, proc))
         if on_step:
             on_step(step, proc)

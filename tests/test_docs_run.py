@@ -163,3 +163,18 @@ def test_a_cause_cell_wrapped_elsewhere_by_a_wider_timing_column_still_matches()
     assert regen.mismatch(shown, real) is None
     assert regen.mismatch(shown.replace("layers.3.act", "layers.2.act"), real) is not None
     assert regen.mismatch(shown.replace("0.0024", "0.0025"), real) is not None
+
+
+def test_a_stretch_the_page_skipped_without_an_elision_comes_back_as_one():
+    shown = "....                                     [100%]\n4 passed in 9.02s\n"
+    real = "....                                     [100%]\n== torchexport summary ==\n" + "row of the table\n" * 6 + "4 passed in 11.40s\n"
+    assert regen.mismatch(shown, real) is not None  # not consecutive lines of the run
+    new = regen.regenerate(shown, real)
+    assert new == "....                                     [100%]\n...\n4 passed in 9.02s\n"
+    assert regen.mismatch(new, real) is None
+
+
+def test_an_ellipsis_within_a_line_stands_for_any_text():
+    real = '  File "/root/.pyenv/versions/3.11.7/lib/python3.11/ctypes/__init__.py", line 519 in string_at\n'
+    assert regen.mismatch('  File ".../ctypes/__init__.py", line 519 in string_at', real) is None
+    assert regen.mismatch('  File ".../ctypes/__init__.py", line 518 in string_at', real) is not None
