@@ -116,6 +116,7 @@ def run(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 # [Output Noise] What may differ between a shown output and a real one. Only what a rerun on
 # another machine changes: never a count, a status, a verdict or a message's words.
 _NOISE = [
+    (re.compile(r"(?<![\w.])/tmp/\w+/"), "./"),  # a page's /tmp/NAME is run as its own folder (see run)
     (re.compile(r"(?<![\w.])/(?:[^\s/:'\"()\[\],]+/)+[^\s/:'\"()\[\],]*"), "<path>"),
     (re.compile(r"\b0x[0-9a-fA-F]{4,}\b"), "<addr>"),
     (re.compile(r"(\b\w+_m?s[\"']?\s*[:=]\s*)-?[\d.]+(?:e[+-]?\d+)?"), r"\1<time>"),
