@@ -19,7 +19,8 @@ A shown output is an excerpt of the real one:
   1e-4 written with an exponent (``1.2e-07``: float32 rounding, which differs between
   CPUs), absolute paths, hex addresses, and runs of spaces (a duration that grows a digit
   re-aligns a table, and a summary's cause cell wrapped or cut elsewhere: see [Wrapped
-  Cells]; the length of pytest's ``=====`` rules around a closing line). Counts, statuses, errors and messages are not noise.
+  Cells]; the length of pytest's ``=====`` rules around a closing line). Counts, statuses,
+  errors and messages are not noise.
 - a console block after ``<!-- output: loose -->`` is checked by its closing counts only,
   for output that no run repeats: the order xdist's workers finish in, what a time budget
   left untried, a model that draws unseeded random values where the plugin rebuilds it.
@@ -27,7 +28,8 @@ A shown output is an excerpt of the real one:
 This script runs every page (or the pages named) in a fresh folder and rewrites each shown
 output from the real one, keeping what the page shows: its ``...`` stay, a line that still
 matches stays as written (so a rerun does not churn timings), and a line that changed, or
-appeared inside a shown stretch, comes from the run. ``--check`` writes nothing and exits 1
+appeared inside a shown stretch, comes from the run; lines the page skipped without a
+``...`` get one. ``--check`` writes nothing and exits 1
 when a page's outputs are stale. Commands run with ``CI`` set but empty (derandomized draws,
 see [Docs CI]), ``COLUMNS=80``, and ``python`` meaning this interpreter.
 """
