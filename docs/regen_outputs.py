@@ -17,7 +17,8 @@ A shown output is an excerpt of the real one:
   durations (``5.93s``, ``12 ms``, ``0:00:05``, JSON ``*_s``/``*_ms`` fields, the summary's
   ``ms e/a`` cells such as ``0.028/0.048``), sizes of memory (``14.6 MB``), numbers below
   1e-4 written with an exponent (``1.2e-07``: float32 rounding, which differs between
-  CPUs), absolute paths, hex addresses and digests (a cache entry's name), and runs of spaces (a duration that grows a digit
+  CPUs), dates, versions (``2.13.0+cpu``), absolute paths, hex addresses and digests (a
+  cache entry's name), and runs of spaces (a duration that grows a digit
   re-aligns a table, and a summary's cause cell wrapped or cut elsewhere: see [Wrapped
   Cells]; the length of pytest's ``=====`` rules around a closing line). Counts, statuses,
   errors and messages are not noise.
@@ -122,6 +123,8 @@ _NOISE = [
     (re.compile(r"(?<![\w.])/(?:[^\s/:'\"()\[\],]+/)+[^\s/:'\"()\[\],]*"), "<path>"),
     (re.compile(r"\b0x[0-9a-fA-F]{4,}\b"), "<addr>"),
     (re.compile(r"\b[0-9a-f]{16,}\b"), "<digest>"),  # a cache key: it digests the plugin's own source
+    (re.compile(r"\b\d{4}-\d\d-\d\d\b"), "<date>"),
+    (re.compile(r"(?<![\w.])\d+\.\d+\.\d+(?:\+\w+)?(?![\w.])"), "<version>"),  # torch 2.13.0+cpu, Python 3.11.7
     (re.compile(r"(\b\w+_m?s[\"']?\s*[:=]\s*)-?[\d.]+(?:e[+-]?\d+)?"), r"\1<time>"),
     (re.compile(r" \(\d+:\d\d:\d\d\)"), ""),  # pytest's `in 71.87s (0:01:11)` past a minute
     (re.compile(r"(?<![\w.])\d+(?:\.\d+)?\s?(?:ms|µs|us|ns|s|min|h)\b"), "<time>"),
