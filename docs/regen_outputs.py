@@ -15,8 +15,8 @@ A shown output is an excerpt of the real one:
   message cut short with ``...``);
 - two lines match when they are equal once the run-to-run noise is normalised (``noise``):
   durations (``5.93s``, ``12 ms``, ``0:00:05``, JSON ``*_s``/``*_ms`` fields, the summary's
-  ``ms e/a`` cells such as ``0.028/0.048``), sizes of memory (``14.6 MB``), numbers below
-  1e-4 written with an exponent (``1.2e-07``: float32 rounding, which differs between
+  ``ms e/a`` cells such as ``0.028/0.048`` and a ``latency_ms`` dict's values), sizes of
+  memory (``14.6 MB``), numbers below 1e-4 written with an exponent (``1.2e-07``: float32 rounding, which differs between
   CPUs), dates, versions (``2.13.0+cpu``), absolute paths, hex addresses and digests (a
   cache entry's name), and runs of spaces (a duration that grows a digit
   re-aligns a table, and a summary's cause cell wrapped or cut elsewhere: see [Wrapped
@@ -130,6 +130,7 @@ _NOISE = [
     (re.compile(r"(?<![\w.])\d+(?:\.\d+)?\s?(?:ms|µs|us|ns|s|min|h)\b"), "<time>"),
     (re.compile(r"\b\d+:\d\d:\d\d(?:\.\d+)?\b"), "<time>"),
     (re.compile(r"(?<![\w./])[\d.]+(?:e-\d+)?/[\d.]+(?:e-\d+)?(?![\w./])"), "<ms>/<ms>"),  # summary's `ms e/a`
+    (re.compile(r"([\"'](?:eager|artifact)[\"']\s*:\s*)[\d.]+(?:e-?\d+)?"), r"\1<ms>"),  # a row's latency_ms
     (re.compile(r"(?<![\w.])[\d,]+(?:\.\d+)?\s?(?:[kMGT]i?B)\b"), "<memory>"),
     (re.compile(r"(?<![\w.])\d(?:\.\d+)?e-(?:0[5-9]|[1-9]\d)\b"), "<tiny>"),  # float32 rounding: the CPU's kernels
     (re.compile(r"([=_-])\1{2,}"), r"\1\1\1"),  # pytest centres a line in rules as long as the rest leaves
