@@ -398,7 +398,7 @@ class Search:
             with torch.no_grad(), hypothesis_home(self.check.session.hypothesis_home):
                 test()
         except _ExampleFailed as exc:
-            if exc.failure.draw in explicit:
+            if exc.failure.draw in explicit and not self._at_smallest(exc.failure.draw):
                 return self._shrunk_instead(exc.failure)
             return exc.failure
         except Flaky as exc:
@@ -420,9 +420,15 @@ class Search:
             self._search_s = time.perf_counter() - t0
         return None
 
+    def _at_smallest(self, draw: Draw) -> bool:
+        """Every size of ``draw`` at its dim's least: nothing to shrink it to (the small probes)."""
+        dims = self.check.plan.dims
+        return all(size <= dims[name].min for name, size in draw.sizes if name in dims)
+
     def _shrunk_instead(self, failure: Failure) -> Failure:
         """[Shrunk Even So] hypothesis never shrinks an explicit example: a failure first met on one (a
-        declared dim's max, the recorded call) would be shown at that size. The generated inputs are
+        declared dim's max, the recorded call) would be shown at that size. Where one of its sizes is above
+        its dim's least, the generated inputs are
         searched for one that fails the same way (the same status), shrunk to the smallest; the explicit
         input's failure stands where none does, or the budget of examples is spent first."""
         from hypothesis.errors import HypothesisException
