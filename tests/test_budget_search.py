@@ -103,3 +103,35 @@ def test_a_malformed_marker_budget_names_the_test(tester):
     result = tester.runpytest("-q")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.re_match_lines([r".*test_slow.*budget= takes a number of seconds.*got '5 minutes'.*"])
+
+
+# Static dims the static-size probes can try (eager takes any length), a forward of 0.25 s.
+STATIC = SLOW.replace("return self.fc(x)", "return x * 2").replace("torch.randn(3, 4)", "torch.randn(3, 6)")
+
+
+def test_a_budget_spent_by_the_search_leaves_static_size_probes_and_latency_untried(tester):
+    # [Search Budget] The findings and measurements after the search are counted and go first: a
+    # budget the search spends leaves them out, and the row names them.
+    tester.makepyfile(test_slow=STATIC.format(budget=', budget="1s"'))
+    result, rows = run_with_report(tester, "-q", "-p", "no:cacheprovider", "--torchexport-cache=off")
+    result.assert_outcomes(passed=1)
+    row = rows["trace"]
+    budget = row["budget"]
+    assert budget["skipped"] == ["latency", "static_size probes"], budget
+    assert "latency_ms" not in row and "static_size_s" not in row["timings"], row["timings"]
+    # Everything after the exports was counted: within the budget, give or take the call that crosses it.
+    assert budget["spent_s"] <= 1.0 + 0.25 + 0.25, budget
+    finding = next(f for f in row["findings"] if f["kind"] == "budget")
+    assert "left out latency and static_size probes" in finding["detail"], finding
+    result.stdout.re_match_lines([r"torchexport budget: 1 row of 1 left \d+ input\(s\) untried, 1 left out latency "
+                                  r"and static_size probes .*"])
+
+
+def test_budget_off_runs_static_size_probes_and_latency(tester):
+    tester.makepyfile(test_slow=STATIC.format(budget=', budget="1s"'))
+    result, rows = run_with_report(tester, "-q", "-p", "no:cacheprovider", "--torchexport-cache=off",
+                                   "--torchexport-budget=off")
+    result.assert_outcomes(passed=1)
+    row = rows["trace"]
+    assert "budget" not in row
+    assert row["latency_ms"]["eager"] >= 250 and row["timings"]["static_size_s"] > 0, row["timings"]

@@ -31,6 +31,20 @@ test body's own time, never below ``BUDGET_FLOOR_S``. What it leaves untried is 
 value (eager's runs may take ``EAGER_SHARE`` of it, each artifact's the rest): the inputs are tried most valuable first (the recorded call, each declared dim's min
 and max, which are never left out, then the export example, the small probes, the special
 values, then the drawn inputs), so the drawn inputs go first, then the least valuable probes.
+
+The budget counts everything a check does after its exports (``BudgetClock``): eager's runs
+here (the shared inputs, and eager's side of the latency and static-size probes), then in each
+check, from the end of ``exporting.build`` and ``assumptions.recorded_size_export``, the side
+effects, the search, the wait for the standalone load, the static-size probes and latency.
+"The exports" are the export, its save and its load back (the round trip): the artifact a
+check needs before it can try any input, which nothing can shorten; the artifact's first run
+is counted (it is the side effects' or the search's first input). The standalone load is a
+verdict's input and is never cut, only counted. Where the budget is short, the findings and
+measurements go first, before any input the verdict rests on is left out: eager's latency and
+static-size runs here only where every shared input was tried within eager's share, and each
+check's static-size probes and latency only where the time left covers a forward; what a row
+left out is named on its ``budget`` finding and key (``"skipped"``: ``"static_size probes"``,
+``"latency"``).
 """
 
 from __future__ import annotations
@@ -102,6 +116,8 @@ class SharedInputs:
     untried: dict[str, int] = field(default_factory=dict)  # what the budget left, by kind ("drawn", "probe", ...)
     budget: Budget = field(default_factory=lambda: Budget(math.inf, "off"))
     spent_s: float = 0.0  # eager's time on the inputs above
+    extra_s: float = 0.0  # [Search Budget] eager's time here on the findings (latency, static sizes), also counted
+    skipped: list[str] = field(default_factory=list)  # findings the budget left out here ("latency", ...)
     eager_ms: float | None = None  # eager's latency at the recorded input, timed once for every backend (latency.py)
     sizes: dict[Any, EagerCall | None] = field(default_factory=dict)  # [Static Sizes Once] eager at the undeclared dims' nearby sizes
     float64: Float64Store | None = None  # [Float64 Once] the oracle's float64 outputs, made by the first child that needs them
@@ -118,6 +134,37 @@ class SharedInputs:
     def expected(self, draw: Draw) -> EagerCall | None:
         """Eager's run of ``draw`` as held, or None (not a shared input, or not held: run it)."""
         return self.calls.get(draw)
+
+
+@dataclass
+class BudgetClock:
+    """[Search Budget] One check's count against its budget: eager's time on the shared inputs and
+    findings (spent in the test's process, before the check forked), plus the check's own time
+    since its exports ended (module doc). ``untried``: the inputs the search left; ``skipped``:
+    the findings and measurements left out, both named on the row by ``budget_row``."""
+
+    shared: SharedInputs
+    start: float = field(default_factory=time.perf_counter)
+    untried: dict[str, int] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.skipped = [*self.shared.skipped, *self.skipped]
+
+    @property
+    def spent_s(self) -> float:
+        return self.shared.spent_s + self.shared.extra_s + time.perf_counter() - self.start
+
+    @property
+    def left_s(self) -> float:
+        return self.shared.budget.limit_s - self.spent_s
+
+    def allows(self, what: str, cost_s: float) -> bool:
+        """Whether the time left covers ``what`` (about ``cost_s``); else it is named as skipped."""
+        if self.left_s >= cost_s:
+            return True
+        self.skipped.append(what)
+        return False
 
 
 def bounds_draws(plan: InputPlan) -> list[Draw]:
@@ -271,17 +318,33 @@ def draw_once(
     result.timings["shared_reference_s"] = shared.spent_s
     from .latency import time_calls
 
+    # [Search Budget] Findings go before any input: eager's side of them only where every shared input
+    # was tried and eager's share still covers a forward at the recorded size (each costs at least one).
+    forward_s = recorded[1].seconds
+
+    def affords(what: str) -> bool:
+        if not shared.untried and shared.spent_s + shared.extra_s + forward_s <= EAGER_SHARE * shared.budget.limit_s:
+            return True
+        shared.skipped.append(what)
+        return False
+
     module = eager.module
+    t0 = time.perf_counter()
     try:
-        shared.eager_ms = time_calls(lambda a, k: module(*a, **k), device, *_recorded_inputs(plan, recorded[0], device))
+        if affords("latency"):
+            shared.eager_ms = time_calls(lambda a, k: module(*a, **k), device, *_recorded_inputs(plan, recorded[0], device))
     except Exception:  # noqa: BLE001 - the user's model, called directly, may raise anything; each check times eager itself
         shared.eager_ms = None
+    finally:
+        shared.extra_s += time.perf_counter() - t0
     from . import static_sizes
 
-    if not static_sizes.declared_in(options):
+    if not static_sizes.declared_in(options) and affords("static_size probes"):
         t0 = time.perf_counter()
         recorded_inputs = _recorded_inputs(plan, recorded[0], device)
-        shared.sizes = static_sizes.eager_runs(eager, plan, recorded_inputs, shared.spent_s, HOLD_BYTES - held)
+        until = t0 + EAGER_SHARE * shared.budget.limit_s - shared.spent_s - shared.extra_s
+        shared.sizes = static_sizes.eager_runs(eager, plan, recorded_inputs, shared.spent_s, HOLD_BYTES - held, until=until)
+        shared.extra_s += time.perf_counter() - t0
         result.timings["shared_static_size_s"] = time.perf_counter() - t0
     return shared
 
@@ -290,20 +353,28 @@ def _recorded_inputs(plan: InputPlan, draw: Draw, device: str) -> tuple[Any, Any
     return materialize(plan, draw, device)
 
 
-def budget_row(shared: SharedInputs, spent_s: float, untried: dict[str, int], result: Result) -> None:
-    """[Search Budget] The ``budget`` finding and key where the budget left inputs untried."""
-    total = sum(untried.values())
-    if not total:
+def budget_row(clock: BudgetClock | None, result: Result) -> None:
+    """[Search Budget] The ``budget`` finding and key where the budget left inputs untried or findings out."""
+    if clock is None:
         return
-    limit = shared.budget.limit_s
+    untried, skipped = clock.untried, list(dict.fromkeys(clock.skipped))
+    total = sum(untried.values())
+    if not total and not skipped:
+        return
+    shared = clock.shared
+    limit, spent_s = shared.budget.limit_s, clock.spent_s
     result.extra["budget"] = {"limit_s": round(limit, 3), "spent_s": round(spent_s, 3), "untried": dict(untried)}
-    what = ", ".join(f"{n} {_KIND_WORDS.get(k, k)}" for k, n in sorted(untried.items(), key=lambda kv: -kv[1]))
+    if skipped:
+        result.extra["budget"]["skipped"] = skipped
+    what = [f"{n} {_KIND_WORDS.get(k, k)}" for k, n in sorted(untried.items(), key=lambda kv: -kv[1])]
+    left = f"{total} input(s) untried" if total else "every input tried"
+    also = f"; and left out {' and '.join(skipped)}" if skipped else ""
     result.findings.append(Finding(
         "budget",
-        f"the search budget of {limit:g} s ({shared.budget.why}; eager's runs may take half of it) left {total} "
-        f"input(s) untried after {spent_s:.1f} s beyond the export: {what}; the recorded call and each declared "
-        "dim's min and max were tried. Raise it with budget=\"10m\" (or --torchexport-budget=DURATION), or "
-        "--torchexport-budget=off for the full search",
+        f"the search budget of {limit:g} s ({shared.budget.why}; eager's runs may take half of it) left {left} "
+        f"after {spent_s:.1f} s beyond the export{': ' + ', '.join(what) if what else ''}{also}; the recorded call "
+        "and each declared dim's min and max were tried. Raise it with budget=\"10m\" (or "
+        "--torchexport-budget=DURATION), or --torchexport-budget=off for the full search",
     ))
 
 
@@ -332,5 +403,5 @@ def _nbytes(tree: Any) -> int:
     return sum(t.numel() * t.element_size() for t in pytree.tree_leaves(tree) if isinstance(t, torch.Tensor))
 
 
-__all__ = ["ALWAYS", "BUDGET_FLOOR_S", "BUDGET_MULTIPLE", "Budget", "SharedInputs", "bounds_draws", "budget_row",
+__all__ = ["ALWAYS", "BUDGET_FLOOR_S", "BUDGET_MULTIPLE", "Budget", "BudgetClock", "SharedInputs", "bounds_draws", "budget_row",
            "draw_once", "explicit_draws", "grown_draw", "hypothesis_home", "hypothesis_test"]
