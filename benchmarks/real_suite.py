@@ -1,17 +1,23 @@
-"""Mark a real library's own pytest suite with a conftest (test bodies untouched) and print
-which module every item checked, with its status: the check that a green item is green on
-the module the test is about. The same suite also runs plain first (no conftest,
-``-p no:torchexport``), and the closing line prints what marking costs: wall time and the
-peak RSS of the largest process, plain and marked, and marked/plain (``--no-plain`` skips
-the plain run).
+"""Mark a real library's own pytest suite with a conftest (test bodies untouched) against the
+same suite plain, in one run: wall time, peak memory, the machine's load, each item's module
+and status, where the checks' time went, and what a budget left untried.
 
-    python benchmarks/real_suite.py PATH/TO/CHECKOUT [--tests PATH...] [-k EXPR] [--backends trace,script,onnx,export]
+    python benchmarks/real_suite.py PATH/TO/CHECKOUT [--tests PATH...] [-k EXPR]
+        [-n 1] [--backends trace,script,onnx,export] [--examples 5] [--budget 30s|off] [--no-plain]
 
 The checkout is the library's own source (installed with ``pip install --no-deps -e``
-first); nothing of it is copied here. A ``conftest.py`` that adds a bare
-``torchexport`` marker in ``pytest_collection_modifyitems`` (the usual way a team marks a
-whole suite) is written next to its tests for the run and removed afterwards. Used on
-pytorch-tcn (MIT) at commit 3b3deac: see the closing note of issue 17.
+first); nothing of it is copied here. A ``conftest.py`` that adds a bare ``torchexport``
+marker in ``pytest_collection_modifyitems`` (the usual way a team marks a whole suite) is
+written next to its tests for the run and removed afterwards. The plain run is the same
+command with ``-p no:torchexport`` and no conftest.
+
+Memory is measured two ways, since the checks' children are forked copies of the test's
+process and share its pages until they write them: the largest single process
+(``ru_maxrss`` of the waited-for children) and the peak of the whole process tree's
+proportional set size (PSS, each shared page counted once across the processes that map it),
+sampled every 0.2 s from ``/proc``. The load average is printed before and after each run:
+this machine is shared, so compare plain and marked only within one run. Figures:
+docs/report.md, "The benchmarks".
 """
 
 from __future__ import annotations
@@ -20,10 +26,13 @@ import argparse
 import collections
 import json
 import os
+import re
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -34,82 +43,203 @@ import pytest
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        item.add_marker(pytest.mark.torchexport(examples={examples}, timeout={timeout}))
+        item.add_marker(pytest.mark.torchexport({kwargs}))
 """
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkout", type=Path)
     parser.add_argument("--tests", nargs="+", default=["tests"], help="test paths (files or folders)")
     parser.add_argument("-k", default=None)
+    parser.add_argument("-n", default=None, help="pytest-xdist workers, for both runs (issue 39 used -n 1)")
     parser.add_argument("--backends", default="trace,script,onnx,export")
     parser.add_argument("--examples", type=int, default=5)
-    parser.add_argument("--timeout", type=int, default=300)
+    parser.add_argument("--timeout", type=int, default=None, help="the marker's timeout= (the plugin's default if not given)")
+    parser.add_argument("--budget", default=None, help="--torchexport-budget=DURATION|off (the plugin's default if not given)")
+    parser.add_argument("--marker-budget", default=None, help="the marker's budget= instead, e.g. 30s")
+    parser.add_argument("--report", type=Path, default=None, help="keep the marked run's JSON report here")
     parser.add_argument("--no-plain", action="store_true", help="skip the plain run (no marked/plain ratio)")
     opts = parser.parse_args()
 
     conftest = opts.checkout / "conftest.py"
     if conftest.exists():
         sys.exit(f"{conftest} exists: run on a checkout without a root conftest.py")
-    report = Path(tempfile.mkdtemp()) / "report.json"
+    # A run stopped by `timeout` (SIGTERM) still removes its conftest: the checkout stays plain.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    report = opts.report or Path(tempfile.mkdtemp()) / "report.json"
     base = [sys.executable, "-m", "pytest", *opts.tests, "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
-            "-W", "ignore::DeprecationWarning"] + (["-k", opts.k] if opts.k else [])
+            "-W", "ignore::DeprecationWarning", "--durations=5"] + (["-k", opts.k] if opts.k else []) + (["-n", opts.n] if opts.n else [])
     plain = None
     if not opts.no_plain:
-        # Plain first: getrusage(RUSAGE_CHILDREN) keeps the largest process waited for so far,
-        # so read after the plain run it is the plain run's own.
-        t0 = time.perf_counter()
-        proc = subprocess.run([*base, "-p", "no:torchexport"], cwd=opts.checkout, capture_output=True, text=True)
-        plain = (time.perf_counter() - t0, _largest_child_mb())
-        print("plain: " + (proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-2000:]))
-    conftest.write_text(CONFTEST.format(examples=opts.examples, timeout=opts.timeout))
+        plain = _run([*base, "-p", "no:torchexport"], opts.checkout, "plain")
+    kwargs = {"examples": opts.examples}
+    if opts.timeout is not None:
+        kwargs["timeout"] = opts.timeout
+    if opts.marker_budget is not None:
+        kwargs["budget"] = opts.marker_budget
+    conftest.write_text(CONFTEST.format(kwargs=", ".join(f"{k}={v!r}" for k, v in kwargs.items())))
     cmd = [*base, f"--torchexport-backends={opts.backends}", f"--torchexport-report={report}"]
-    t0 = time.perf_counter()
+    if opts.budget is not None:
+        cmd.append(f"--torchexport-budget={opts.budget}")
     try:
-        proc = subprocess.run(cmd, cwd=opts.checkout, capture_output=True, text=True)
+        marked = _run(cmd, opts.checkout, "marked")
     finally:
         conftest.unlink()
-    elapsed = time.perf_counter() - t0
-    print("marked: " + (proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-2000:]))
     if plain is not None:
-        marked_mb = _largest_child_mb()  # the larger of both runs: marked's own where it is the larger
-        print(f"plain {plain[0]:.0f} s, largest process {plain[1]:.0f} MB; marked {elapsed:.0f} s, largest process "
-              f"{marked_mb:.0f} MB{'' if marked_mb > plain[1] else ' (at most)'}; marked/plain {elapsed / plain[0]:.2f}x "
-              f"time, {marked_mb / plain[1]:.2f}x memory; load {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        print(f"marked/plain: {marked['wall_s'] / plain['wall_s']:.2f}x wall time, "
+              f"{marked['tree_pss_mb'] / plain['tree_pss_mb']:.2f}x peak tree PSS, "
+              f"{marked['largest_mb'] / plain['largest_mb']:.2f}x largest process")
     if not report.exists():
         print("no report written")
         return 1
     rows = json.loads(report.read_text())["results"]
-    print(f"{len(rows)} rows in {elapsed:.0f} s\n")
+    print(f"\n{len(rows)} rows\n")
     print(f"{'test':60} {'backend':8} {'module':24} status")
     for r in rows:
         print(f"{r['test'].split('::', 1)[-1][:60]:60} {r['backend']:8} {r['module'] or '-':24} {r['status']}")
     print()
     _print_timings(rows)
+    _print_heaviest(rows)
+    _print_budgeted(rows)
     print()
     for (module, status), n in sorted(collections.Counter((r["module"] or "-", r["status"]) for r in rows).items()):
         print(f"{module:24} {status:14} {n}")
     return 0
 
 
+def _run(cmd: list[str], cwd: Path, name: str) -> dict:
+    """One pytest run with its wall time, load before and after, and peak memory."""
+    before = os.getloadavg()
+    largest_before = _largest_child_mb()
+    sampler = _TreeSampler()
+    t0 = time.perf_counter()
+    # Its own process group: a stopped benchmark stops the run's workers and checks with it.
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    sampler.start(proc.pid)
+    try:
+        out, err = proc.communicate()
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    wall = time.perf_counter() - t0
+    sampler.stop()
+    after = os.getloadavg()
+    # ru_maxrss of the children keeps the largest process waited for so far: a later run's own
+    # figure only where it is the larger (said "at most" otherwise).
+    largest = _largest_child_mb()
+    own = largest > largest_before
+    lines = out.strip().splitlines()
+    slowest = [line for line in lines if re.match(r"\d+\.\d+s (call|setup) ", line)][:5]  # --durations
+    print(f"{name}: {lines[-1] if lines else err[-2000:]}" + "".join(f"\n  {line.strip()}" for line in slowest))
+    print(f"{name}: {wall:.0f} s wall, peak tree PSS {sampler.peak_mb:.0f} MB ({sampler.peak_procs} processes), "
+          f"largest process {largest:.0f} MB{'' if own else ' (at most)'}; load {_fmt(before)} before, "
+          f"{_fmt(after)} after")
+    return {"wall_s": wall, "tree_pss_mb": sampler.peak_mb, "largest_mb": largest}
+
+
+class _TreeSampler:
+    """The peak PSS of a process and all its descendants, read from /proc every 0.2 s."""
+
+    def __init__(self) -> None:
+        self.peak_mb = 0.0
+        self.peak_procs = 0
+        self._done = threading.Event()
+
+    def start(self, pid: int) -> None:
+        self._thread = threading.Thread(target=self._loop, args=(pid,), daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _loop(self, root: int) -> None:
+        while not self._done.wait(0.2):
+            pids = _descendants(root)
+            total = sum(_pss_kb(p) for p in pids) / 1024
+            if total > self.peak_mb:
+                self.peak_mb, self.peak_procs = total, len(pids)
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = collections.defaultdict(list)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children[ppid].append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def _pss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _fmt(load: tuple[float, float, float]) -> str:
+    return "/".join(f"{x:.1f}" for x in load)
+
+
 def _print_timings(rows: list[dict]) -> None:
     """Where the checks' time went: each timing summed over the rows, per backend and in all
-    (``total_s`` is each check's wall time from its start; the stages are parts of it)."""
+    (``total_s`` is each check's wall time from its start; the stages are parts of it). A
+    ``shared_*`` timing is the test's process's work for every backend at once, copied onto each
+    of its rows: the "all" line counts it once per test."""
     sums: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    shared: dict[tuple[str, str], float] = {}
     for r in rows:
         for key, value in (r.get("timings") or {}).items():
             sums[r["backend"]][key] += value
-            sums["all"][key] += value
+            if key.startswith("shared_"):
+                shared[r["test"], key] = max(shared.get((r["test"], key), 0.0), value)
+            else:
+                sums["all"][key] += value
+    for (_, key), value in shared.items():
+        sums["all"][key] += value
+    if not sums:
+        return
     keys = sorted(sums["all"], key=lambda k: -sums["all"][k])
     print(f"{'seconds summed over rows':24} " + " ".join(f"{k.removesuffix('_s')[:10]:>10}" for k in keys))
     for backend, counter in sums.items():
         print(f"{backend:24} " + " ".join(f"{counter[k]:10.1f}" for k in keys))
-    every = sums["all"]
-    floor = every["export_s"] + every["run_s"] + every["reference_s"]
-    if every["total_s"]:
-        print(f"the floor's work (exports, the search's artifact and eager forwards): {floor:.1f} s of "
-              f"{every['total_s']:.1f} s summed over the checks ({floor / every['total_s']:.0%})")
+
+
+def _print_heaviest(rows: list[dict]) -> None:
+    """The test whose checks cost most, each of its rows' timings: where a heavy model's time goes."""
+    per_test: dict[str, float] = collections.Counter()
+    for r in rows:
+        per_test[r["test"]] += (r.get("timings") or {}).get("total_s", 0.0)
+    if not per_test:
+        return
+    test = max(per_test, key=per_test.get)
+    print(f"\nheaviest test: {test} ({per_test[test]:.0f} s of checks summed over its rows)")
+    for r in rows:
+        if r["test"] == test:
+            timings = " ".join(f"{k.removesuffix('_s')} {v:.1f}" for k, v in sorted((r.get("timings") or {}).items()))
+            print(f"  {r['backend']:8} {r['status']:14} {timings}")
+
+
+def _print_budgeted(rows: list[dict]) -> None:
+    budgeted = [r for r in rows if r.get("budget")]
+    print(f"\n{len(budgeted)} of {len(rows)} rows budgeted")
+    for r in budgeted:
+        b = r["budget"]
+        print(f"  {r['test'].split('::', 1)[-1][:50]:50} {r['backend']:8} limit {b.get('limit_s')} s, spent "
+              f"{b.get('spent_s')} s, untried {b.get('untried')}")
 
 
 def _largest_child_mb() -> float:
