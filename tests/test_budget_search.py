@@ -6,9 +6,14 @@ each eager call cost a known amount without a large model.
 
 from __future__ import annotations
 
+import time
+
 import pytest
+import torch
 from helpers import run_with_report
 
+from pytest_torchexport import check
+from pytest_torchexport.backends.trace import TraceBackend
 from pytest_torchexport.errors import InvalidArgument
 from pytest_torchexport.options import Options
 
@@ -135,3 +140,32 @@ def test_budget_off_runs_static_size_probes_and_latency(tester):
     row = rows["trace"]
     assert "budget" not in row
     assert row["latency_ms"]["eager"] >= 250 and row["timings"]["static_size_s"] > 0, row["timings"]
+
+
+class SlowRun(TraceBackend):
+    """trace, with an artifact whose every call takes 0.3 s: eager is fast, the check's own runs are not."""
+
+    name = "slowrun"
+
+    def unavailable_reason(self):
+        return None
+
+    def run(self, artifact, args, kwargs):
+        time.sleep(0.3)
+        return super().run(artifact, args, kwargs)
+
+
+class Double(torch.nn.Module):
+    def forward(self, x):
+        return x * 2
+
+
+def test_a_check_that_spends_the_budget_in_its_own_search_leaves_its_findings_out():
+    # The test's process had time for eager's side of latency and the static sizes; the check's
+    # artifact runs spent the rest, so it leaves its own static-size probes and latency out.
+    report = check(Double(), (torch.randn(3, 6),), backends=[SlowRun()], examples=10, budget="1s")
+    [row] = report.results
+    assert "shared_static_size_s" in row.timings  # eager's side ran in the test's process
+    assert row.extra["budget"]["skipped"] == ["static_size probes", "latency"], row.extra["budget"]
+    assert "latency_ms" not in row.extra and "static_size_s" not in row.timings, row.timings
+    assert row.timings["after_exports_s"] + row.timings["shared_s"] <= 1.0 + 0.3 + 0.3, row.timings

@@ -357,6 +357,8 @@ def _pipeline(pending: PendingCheck, result: Result, scratch: Path) -> None:
     if _affords(clock, "latency", forward_s):
         latency.record(check)
     budget_row(clock, result)
+    if clock is not None:  # [Search Budget] the check's own wall time after its exports, for benchmarks/real_suite.py
+        result.timings["after_exports_s"] = time.perf_counter() - clock.start
 
 
 def _affords(clock: BudgetClock | None, what: str, forward_s: float) -> bool:

@@ -118,6 +118,7 @@ class SharedInputs:
     spent_s: float = 0.0  # eager's time on the inputs above
     extra_s: float = 0.0  # [Search Budget] eager's time here on the findings (latency, static sizes), also counted
     skipped: list[str] = field(default_factory=list)  # findings the budget left out here ("latency", ...)
+    wall_s: float | None = None  # all of draw_once's time (hypothesis's drawing too): what the children's clocks start from
     eager_ms: float | None = None  # eager's latency at the recorded input, timed once for every backend (latency.py)
     sizes: dict[Any, EagerCall | None] = field(default_factory=dict)  # [Static Sizes Once] eager at the undeclared dims' nearby sizes
     float64: Float64Store | None = None  # [Float64 Once] the oracle's float64 outputs, made by the first child that needs them
@@ -147,21 +148,25 @@ class BudgetClock:
     start: float = field(default_factory=time.perf_counter)
     untried: dict[str, int] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    input_s: float = 0.0  # the search's mean seconds per input here (artifact and comparison): what a later stage's call costs
 
     def __post_init__(self) -> None:
         self.skipped = [*self.shared.skipped, *self.skipped]
 
     @property
     def spent_s(self) -> float:
-        return self.shared.spent_s + self.shared.extra_s + time.perf_counter() - self.start
+        shared = self.shared
+        before = shared.wall_s if shared.wall_s is not None else shared.spent_s + shared.extra_s
+        return before + time.perf_counter() - self.start
 
     @property
     def left_s(self) -> float:
         return self.shared.budget.limit_s - self.spent_s
 
     def allows(self, what: str, cost_s: float) -> bool:
-        """Whether the time left covers ``what`` (about ``cost_s``); else it is named as skipped."""
-        if self.left_s >= cost_s:
+        """Whether the time left covers ``what`` (at least ``cost_s``, or one input at the search's
+        mean); else it is named as skipped."""
+        if self.left_s >= max(cost_s, self.input_s):
             return True
         self.skipped.append(what)
         return False
@@ -246,24 +251,28 @@ def draw_once(
     Runs in the test's process before the first check forks (prelude.EagerOnce)."""
     from hypothesis.database import ReadOnlyDatabase
 
+    started = time.perf_counter()
     device = eager.device
     kinds = explicit_draws(plan, grown_draw(plan), options.special_values)
     key = f"{session.nodeid or session.test or type(eager.module).__qualname__}::{device}"
     seed = options.seed if options.seed is not None else (None if is_in_ci() else random.getrandbits(64))
     shared = SharedInputs(key, seed, list(kinds), kinds)
     shared.budget = Budget.resolve(options, body_s, recorded[1].seconds)
-    held = 0
+    held, ran = 0, 0
 
     def run(draw: Draw, kind: str) -> None:
-        nonlocal held
+        nonlocal held, ran
         if shared.seen(draw):
             return
-        if kind not in ALWAYS and shared.spent_s >= EAGER_SHARE * shared.budget.limit_s:
+        # Tried where eager's share covers one more input at the mean so far (the budget, not one input past it).
+        mean_s = shared.spent_s / ran if ran else 0.0
+        if kind not in ALWAYS and shared.spent_s + mean_s > EAGER_SHARE * shared.budget.limit_s:
             shared.untried[kind] = shared.untried.get(kind, 0) + 1
             return
         if draw == recorded[0]:
             call = recorded[1]
         else:
+            ran += 1
             args, kwargs = materialize(plan, draw, device)
             t0 = time.perf_counter()
             try:
@@ -346,6 +355,8 @@ def draw_once(
         shared.sizes = static_sizes.eager_runs(eager, plan, recorded_inputs, shared.spent_s, HOLD_BYTES - held, until=until)
         shared.extra_s += time.perf_counter() - t0
         result.timings["shared_static_size_s"] = time.perf_counter() - t0
+    shared.wall_s = time.perf_counter() - started
+    result.timings["shared_s"] = shared.wall_s
     return shared
 
 
@@ -367,7 +378,7 @@ def budget_row(clock: BudgetClock | None, result: Result) -> None:
     if skipped:
         result.extra["budget"]["skipped"] = skipped
     what = [f"{n} {_KIND_WORDS.get(k, k)}" for k, n in sorted(untried.items(), key=lambda kv: -kv[1])]
-    left = f"{total} input(s) untried" if total else "every input tried"
+    left = f"{total} input(s) untried" if total else "no input untried"
     also = f"; and left out {' and '.join(skipped)}" if skipped else ""
     result.findings.append(Finding(
         "budget",
