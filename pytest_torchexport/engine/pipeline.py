@@ -44,13 +44,12 @@ from ..results import outcome
 from ..results.outcome import Stop, settle
 from ..results.report import Report, Result, tag
 from ..search.search import Search
-from ..stages import assumptions, exporting, latency, side_effects, standalone, static_sizes
+from ..stages import assumptions, exporting, latency, search_budget, side_effects, standalone, static_sizes
 from ..stages.check import Check
 from ..stages.compiled_parts import compiled_parts
 from ..stages.compiled_parts import finding as compiled_finding
 from ..stages.prelude import EagerOnce, Prelude, SharedCall, run_prelude
 from ..stages.session import Session
-from ..stages.shared_search import BudgetClock, budget_row
 from .schedule import Scheduler
 
 __all__ = ["PendingCheck", "Session", "tag", "check", "check_backend", "plan_inputs", "raise_if_failed", "resolve_devices", "run"]
@@ -328,8 +327,8 @@ def _pipeline(pending: PendingCheck, result: Result, scratch: Path) -> None:
     # Export once at the example, save, load back.
     check.artifacts = exporting.build(check)
     assumptions.recorded_size_export(check)
-    # [Search Budget] What follows the exports (their save and load back included in them) counts against the budget.
-    check.clock = BudgetClock(check.shared) if check.shared is not None else None
+    # [Search Budget] What follows the exports counts against the budget (search_budget.py).
+    check.clock = search_budget.start(check.shared, check.recorded.call.seconds)
     # The saved artifact in a fresh process (standalone.py): the request goes out now, the loader
     # answers while the side effects and the search run, and its verdict joins at the end (a
     # load_error still decides the result, as when the load ran before the search).
@@ -348,27 +347,14 @@ def _pipeline(pending: PendingCheck, result: Result, scratch: Path) -> None:
         raise
     loading.join()
     settle(result, verdict)
-    clock, forward_s = check.clock, check.recorded.call.seconds
-    if result.status == "pass" and _affords(clock, "static_size probes", forward_s):
-        # [Static Sizes] The undeclared dims at a few nearby sizes: findings only (static_sizes.py).
-        static_sizes.probe(check, until=None if clock is None else time.perf_counter() + clock.left_s)
+    clock = check.clock  # [Search Budget] the findings below run only where the budget covers them
+    if result.status == "pass" and search_budget.affords(clock, "static_size probes"):
+        static_sizes.probe(check, until=search_budget.until(clock))  # [Static Sizes] the undeclared dims: findings only
     # Latency at the recorded input, once the verdict is in (latency.py); a time limit here names the search.
     runner.stage(result, "search")
-    if _affords(clock, "latency", forward_s):
+    if search_budget.affords(clock, "latency"):
         latency.record(check)
-    budget_row(clock, result)
-    if clock is not None:  # [Search Budget] the check's own wall time after its exports, for benchmarks/real_suite.py
-        result.timings["after_exports_s"] = time.perf_counter() - clock.start
-
-
-def _affords(clock: BudgetClock | None, what: str, forward_s: float) -> bool:
-    """[Search Budget] Whether ``what`` (a finding or measurement, at least one forward) runs: always
-    without a budget; never where the test's process already left eager's side of it out."""
-    if clock is None:
-        return True
-    if what in clock.skipped:
-        return False
-    return clock.allows(what, forward_s)
+    search_budget.close(clock, result)
 
 
 def _backend(pending: PendingCheck, result: Result) -> tuple[Any, Backend]:

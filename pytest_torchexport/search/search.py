@@ -25,7 +25,8 @@ from ..results.outcome import Outcome, Stop
 from ..results.report import Finding
 from ..stages.check import Check
 from ..stages.exporting import quiet_call
-from ..stages.shared_search import ALWAYS, BudgetClock, explicit_draws, hypothesis_home, hypothesis_test
+from ..stages.search_budget import ALWAYS, BudgetClock
+from ..stages.shared_search import explicit_draws, hypothesis_home, hypothesis_test
 from . import causes
 from .failure import Failure, Stats, track_vacuous
 from .messages import explain_failure, nothing_compared, pass_message, rejection_finding, shipped_words, vacuous_finding
@@ -342,16 +343,14 @@ class Search:
         assert shared is not None
         order = [*shared.tried, *([] if self.export_draw in shared.kinds else [self.export_draw])]
         untried = dict(shared.untried)
-        # [Search Budget] counted from the end of the exports (the side effects' time included, pipeline.py).
-        clock = self.check.clock or BudgetClock(shared)
+        clock = self.check.clock or BudgetClock(shared)  # [Search Budget] counted from the exports' end
         t0 = time.perf_counter()
         first, judged = None, 0
         try:
             with torch.no_grad():
                 for draw in order:
                     kind = shared.kinds.get(draw, "drawn")
-                    # An input is tried where the time left covers one more at the mean so far: a float64
-                    # oracle's forward on a 3-D network made ONNX's last input cross 30 s by 12 s.
+                    # Tried where the time left covers one more at the mean so far (search_budget.py).
                     mean_s = (time.perf_counter() - t0) / judged if judged else 0.0
                     if kind not in ALWAYS and clock.left_s <= mean_s:
                         untried[kind] = untried.get(kind, 0) + 1

@@ -25,26 +25,12 @@ determinism probe is the prelude's, also once. The float64 oracle cannot be: whi
 it depends on each artifact, so the first child that needs one makes it and the others load it
 ([Float64 Once], ``reference/noise.py``, through ``SharedInputs.float64`` named here).
 
-[Search Budget] The time the shared inputs may take beyond the exports is bounded
-(``limit_s``): by ``budget=`` / ``--torchexport-budget``, else ``BUDGET_MULTIPLE`` times the
-test body's own time, never below ``BUDGET_FLOOR_S``. What it leaves untried is chosen by
-value (eager's runs may take ``EAGER_SHARE`` of it, each artifact's the rest): the inputs are tried most valuable first (the recorded call, each declared dim's min
-and max, which are never left out, then the export example, the small probes, the special
-values, then the drawn inputs), so the drawn inputs go first, then the least valuable probes.
-
-The budget counts everything a check does after its exports (``BudgetClock``): eager's runs
-here (the shared inputs, and eager's side of the latency and static-size probes), then in each
-check, from the end of ``exporting.build`` and ``assumptions.recorded_size_export``, the side
-effects, the search, the wait for the standalone load, the static-size probes and latency.
-"The exports" are the export, its save and its load back (the round trip): the artifact a
-check needs before it can try any input, which nothing can shorten; the artifact's first run
-is counted (it is the side effects' or the search's first input). The standalone load is a
-verdict's input and is never cut, only counted. Where the budget is short, the findings and
-measurements go first, before any input the verdict rests on is left out: eager's latency and
-static-size runs here only where every shared input was tried within eager's share, and each
-check's static-size probes and latency only where the time left covers a forward; what a row
-left out is named on its ``budget`` finding and key (``"skipped"``: ``"static_size probes"``,
-``"latency"``).
+[Search Budget] The time the shared inputs may take is bounded by the budget (``search_budget.py``:
+what it counts, and what it leaves out first): eager's runs here may take ``EAGER_SHARE`` of it,
+each artifact's the rest. The inputs are tried most valuable first (the recorded call, each
+declared dim's min and max, which are never left out, then the export example, the small
+probes, the special values, then the drawn inputs), so the drawn inputs go first, then the
+least valuable probes.
 """
 
 from __future__ import annotations
@@ -65,15 +51,9 @@ from ..inputs.strategies import Draw, draws, materialize, probe_draws, recorded_
 from ..options import Options
 from ..reference.eager import Eager, EagerCall, ModelRaised
 from ..reference.noise import Float64Store
-from ..results.report import Finding, Result
+from ..results.report import Result
+from .search_budget import ALWAYS, Budget
 
-#: [Search Budget] The default budget is this many times the test body's own time ...
-BUDGET_MULTIPLE = 10.0
-#: ... but never below this many seconds: a small model's whole search (25 drawn inputs and
-#: about 10 explicit ones, each through eager and every artifact) takes 0.1-2 s here, so the
-#: floor leaves it untouched even on a machine loaded 10x; a model whose forward takes seconds
-#: is what it bounds.
-BUDGET_FLOOR_S = 60.0
 #: The share of the budget eager's runs of the shared inputs may take; each backend's artifact runs
 #: on them take the rest (they run side by side, one child per backend), so a row's checks beyond
 #: its export stay within the budget: an input costs about one forward on each side.
@@ -81,24 +61,6 @@ EAGER_SHARE = 0.5
 #: Eager outputs held for the children beyond this many bytes are not kept: the child runs
 #: eager itself on those inputs (a 268 MB output x 35 inputs would otherwise be held at once).
 HOLD_BYTES = 1 << 30
-
-
-@dataclass
-class Budget:
-    """The seconds the checks of one call may spend beyond their exports, and why that many."""
-
-    limit_s: float  # math.inf: off
-    why: str
-
-    @classmethod
-    def resolve(cls, options: Options, body_s: float | None, eager_s: float) -> Budget:
-        if options.budget is not None:
-            if math.isinf(options.budget):
-                return cls(math.inf, "off")
-            return cls(options.budget, f"budget={options.budget:g}s")
-        own, what = (body_s, "the test body's") if body_s is not None else (eager_s, "the recorded call's eager")
-        limit = max(BUDGET_FLOOR_S, BUDGET_MULTIPLE * own)
-        return cls(limit, f"{BUDGET_MULTIPLE:g}x {what} {own:.2f} s, at least {BUDGET_FLOOR_S:g} s")
 
 
 @dataclass
@@ -118,7 +80,7 @@ class SharedInputs:
     spent_s: float = 0.0  # eager's time on the inputs above
     extra_s: float = 0.0  # [Search Budget] eager's time here on the findings (latency, static sizes), also counted
     skipped: list[str] = field(default_factory=list)  # findings the budget left out here ("latency", ...)
-    wall_s: float | None = None  # all of draw_once's time (hypothesis's drawing too): what the children's clocks start from
+    wall_s: float | None = None  # all of draw_once's time (hypothesis's drawing too): the checks' clocks start from it
     eager_ms: float | None = None  # eager's latency at the recorded input, timed once for every backend (latency.py)
     sizes: dict[Any, EagerCall | None] = field(default_factory=dict)  # [Static Sizes Once] eager at the undeclared dims' nearby sizes
     float64: Float64Store | None = None  # [Float64 Once] the oracle's float64 outputs, made by the first child that needs them
@@ -135,41 +97,6 @@ class SharedInputs:
     def expected(self, draw: Draw) -> EagerCall | None:
         """Eager's run of ``draw`` as held, or None (not a shared input, or not held: run it)."""
         return self.calls.get(draw)
-
-
-@dataclass
-class BudgetClock:
-    """[Search Budget] One check's count against its budget: eager's time on the shared inputs and
-    findings (spent in the test's process, before the check forked), plus the check's own time
-    since its exports ended (module doc). ``untried``: the inputs the search left; ``skipped``:
-    the findings and measurements left out, both named on the row by ``budget_row``."""
-
-    shared: SharedInputs
-    start: float = field(default_factory=time.perf_counter)
-    untried: dict[str, int] = field(default_factory=dict)
-    skipped: list[str] = field(default_factory=list)
-    input_s: float = 0.0  # the search's mean seconds per input here (artifact and comparison): what a later stage's call costs
-
-    def __post_init__(self) -> None:
-        self.skipped = [*self.shared.skipped, *self.skipped]
-
-    @property
-    def spent_s(self) -> float:
-        shared = self.shared
-        before = shared.wall_s if shared.wall_s is not None else shared.spent_s + shared.extra_s
-        return before + time.perf_counter() - self.start
-
-    @property
-    def left_s(self) -> float:
-        return self.shared.budget.limit_s - self.spent_s
-
-    def allows(self, what: str, cost_s: float) -> bool:
-        """Whether the time left covers ``what`` (at least ``cost_s``, or one input at the search's
-        mean); else it is named as skipped."""
-        if self.left_s >= max(cost_s, self.input_s):
-            return True
-        self.skipped.append(what)
-        return False
 
 
 def bounds_draws(plan: InputPlan) -> list[Draw]:
@@ -201,10 +128,6 @@ def explicit_draws(plan: InputPlan, export_draw: Draw, special_values: bool) -> 
     for draw, kind in entries:
         kinds.setdefault(draw, kind)
     return kinds
-
-
-#: Kinds the budget never leaves out ("scalar": eager at a Python scalar's other value, for side_effects.baked_arguments).
-ALWAYS = frozenset({"recorded", "bounds", "scalar"})
 
 
 def hypothesis_test(
@@ -341,7 +264,8 @@ def draw_once(
     t0 = time.perf_counter()
     try:
         if affords("latency"):
-            shared.eager_ms = time_calls(lambda a, k: module(*a, **k), device, *_recorded_inputs(plan, recorded[0], device))
+            inputs = _recorded_inputs(plan, recorded[0], device)
+            shared.eager_ms = time_calls(lambda a, k: module(*a, **k), device, *inputs)
     except Exception:  # noqa: BLE001 - the user's model, called directly, may raise anything; each check times eager itself
         shared.eager_ms = None
     finally:
@@ -352,7 +276,8 @@ def draw_once(
         t0 = time.perf_counter()
         recorded_inputs = _recorded_inputs(plan, recorded[0], device)
         until = t0 + EAGER_SHARE * shared.budget.limit_s - shared.spent_s - shared.extra_s
-        shared.sizes = static_sizes.eager_runs(eager, plan, recorded_inputs, shared.spent_s, HOLD_BYTES - held, until=until)
+        shared.sizes = static_sizes.eager_runs(eager, plan, recorded_inputs, shared.spent_s, HOLD_BYTES - held,
+                                               until=until)
         shared.extra_s += time.perf_counter() - t0
         result.timings["shared_static_size_s"] = time.perf_counter() - t0
     shared.wall_s = time.perf_counter() - started
@@ -362,35 +287,6 @@ def draw_once(
 
 def _recorded_inputs(plan: InputPlan, draw: Draw, device: str) -> tuple[Any, Any]:
     return materialize(plan, draw, device)
-
-
-def budget_row(clock: BudgetClock | None, result: Result) -> None:
-    """[Search Budget] The ``budget`` finding and key where the budget left inputs untried or findings out."""
-    if clock is None:
-        return
-    untried, skipped = clock.untried, list(dict.fromkeys(clock.skipped))
-    total = sum(untried.values())
-    if not total and not skipped:
-        return
-    shared = clock.shared
-    limit, spent_s = shared.budget.limit_s, clock.spent_s
-    result.extra["budget"] = {"limit_s": round(limit, 3), "spent_s": round(spent_s, 3), "untried": dict(untried)}
-    if skipped:
-        result.extra["budget"]["skipped"] = skipped
-    what = [f"{n} {_KIND_WORDS.get(k, k)}" for k, n in sorted(untried.items(), key=lambda kv: -kv[1])]
-    left = f"{total} input(s) untried" if total else "no input untried"
-    also = f"; and left out {' and '.join(skipped)}" if skipped else ""
-    result.findings.append(Finding(
-        "budget",
-        f"the search budget of {limit:g} s ({shared.budget.why}; eager's runs may take half of it) left {left} "
-        f"after {spent_s:.1f} s beyond the export{': ' + ', '.join(what) if what else ''}{also}; the recorded call "
-        "and each declared dim's min and max were tried. Raise it with budget=\"10m\" (or "
-        "--torchexport-budget=DURATION), or --torchexport-budget=off for the full search",
-    ))
-
-
-_KIND_WORDS = {"drawn": "drawn input(s)", "probe": "small-size probe(s)", "special": "special-value probe(s)",
-               "export": "export example"}
 
 
 @contextlib.contextmanager
@@ -414,5 +310,5 @@ def _nbytes(tree: Any) -> int:
     return sum(t.numel() * t.element_size() for t in pytree.tree_leaves(tree) if isinstance(t, torch.Tensor))
 
 
-__all__ = ["ALWAYS", "BUDGET_FLOOR_S", "BUDGET_MULTIPLE", "Budget", "BudgetClock", "SharedInputs", "bounds_draws", "budget_row",
-           "draw_once", "explicit_draws", "grown_draw", "hypothesis_home", "hypothesis_test"]
+__all__ = ["SharedInputs", "bounds_draws", "draw_once", "explicit_draws", "grown_draw", "hypothesis_home",
+           "hypothesis_test"]

@@ -138,7 +138,8 @@ def probe(check: Check, *, until: float | None = None) -> None:
     static = static_dims(check.plan)
     done: set[tuple[int, int]] = set()
     probed = 0
-    deadline = min(t0 + max(MIN_S, SHARE * check.result.timings.get("search_s", 0.0)), math.inf if until is None else until)
+    share = max(MIN_S, SHARE * check.result.timings.get("search_s", 0.0))
+    deadline = min(t0 + share, math.inf if until is None else until)
     for index, axis, size in static:
         if (index, axis) in done or probed >= MAX_DIMS or time.perf_counter() > deadline:
             continue
