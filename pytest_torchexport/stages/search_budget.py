@@ -16,7 +16,8 @@ check needs before it can try any input, which nothing can shorten; the artifact
 is counted (it is the side effects' or the search's first input). The standalone load is a
 verdict's input and is never cut, only counted. Where the budget is short, the findings and
 measurements go first, before any input the verdict rests on is left out: eager's latency and
-static-size runs here only where every shared input was tried within eager's share, and each
+static-size runs in the test's process only where every shared input was tried and the budget
+also covers each check's artifact on them (about eager's time) and a forward on each side; each
 check's static-size probes and latency only where the time left covers one more input at its
 search's mean (at least a forward); an input is tried only where the time left covers one more
 at the mean so far (``BudgetClock.input_s``), so a row ends within the budget; what a row

@@ -250,12 +250,15 @@ def draw_once(
     result.timings["shared_reference_s"] = shared.spent_s
     from .latency import time_calls
 
-    # [Search Budget] Findings go before any input: eager's side of them only where every shared input
-    # was tried and eager's share still covers a forward at the recorded size (each costs at least one).
+    # [Search Budget] Findings go before any input: eager's side of them only where every shared input was
+    # tried and the budget covers what is spent here, each check's artifact on the same inputs (about eager's
+    # time on them) and a forward on each side (DenseNet169 3-D at 15 s: 2 s of eager's static sizes here
+    # while every check left inputs untried).
     forward_s = recorded[1].seconds
 
     def affords(what: str) -> bool:
-        if not shared.untried and shared.spent_s + shared.extra_s + forward_s <= EAGER_SHARE * shared.budget.limit_s:
+        spent = time.perf_counter() - started + shared.spent_s + 2 * forward_s
+        if not shared.untried and spent <= shared.budget.limit_s:
             return True
         shared.skipped.append(what)
         return False
@@ -275,7 +278,7 @@ def draw_once(
     if not static_sizes.declared_in(options) and affords("static_size probes"):
         t0 = time.perf_counter()
         recorded_inputs = _recorded_inputs(plan, recorded[0], device)
-        until = t0 + EAGER_SHARE * shared.budget.limit_s - shared.spent_s - shared.extra_s
+        until = started + shared.budget.limit_s - shared.spent_s - 2 * forward_s
         shared.sizes = static_sizes.eager_runs(eager, plan, recorded_inputs, shared.spent_s, HOLD_BYTES - held,
                                                until=until)
         shared.extra_s += time.perf_counter() - t0
