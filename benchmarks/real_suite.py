@@ -239,7 +239,17 @@ def _print_budgeted(rows: list[dict]) -> None:
     for r in budgeted:
         b = r["budget"]
         print(f"  {r['test'].split('::', 1)[-1][:50]:50} {r['backend']:8} limit {b.get('limit_s')} s, spent "
-              f"{b.get('spent_s')} s, untried {b.get('untried')}")
+              f"{b.get('spent_s')} s, untried {b.get('untried')}, skipped {b.get('skipped', [])}")
+    # What the budget is meant to bound, measured around it: each check's wall time after its exports
+    # (export, save, load back) plus all of the test's process's shared work before the children forked.
+    print("\ntime beyond the exports per row: its check's wall time after them + the test's process's shared work")
+    for r in rows:
+        t = r.get("timings") or {}
+        if "after_exports_s" not in t:
+            continue
+        own, shared = t["after_exports_s"], t.get("shared_s", 0.0)
+        print(f"  {r['test'].split('::', 1)[-1][:50]:50} {r['backend']:8} {own:6.1f} + {shared:5.1f} = {own + shared:6.1f} s "
+              f"(budget's count {(r.get('budget') or {}).get('spent_s', '-')})")
 
 
 def _largest_child_mb() -> float:

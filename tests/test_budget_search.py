@@ -6,9 +6,14 @@ each eager call cost a known amount without a large model.
 
 from __future__ import annotations
 
+import time
+
 import pytest
+import torch
 from helpers import run_with_report
 
+from pytest_torchexport import check
+from pytest_torchexport.backends.trace import TraceBackend
 from pytest_torchexport.errors import InvalidArgument
 from pytest_torchexport.options import Options
 
@@ -103,3 +108,64 @@ def test_a_malformed_marker_budget_names_the_test(tester):
     result = tester.runpytest("-q")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.re_match_lines([r".*test_slow.*budget= takes a number of seconds.*got '5 minutes'.*"])
+
+
+# Static dims the static-size probes can try (eager takes any length), a forward of 0.25 s.
+STATIC = SLOW.replace("return self.fc(x)", "return x * 2").replace("torch.randn(3, 4)", "torch.randn(3, 6)")
+
+
+def test_a_budget_spent_by_the_search_leaves_static_size_probes_and_latency_untried(tester):
+    # [Search Budget] The findings and measurements after the search are counted and go first: a
+    # budget the search spends leaves them out, and the row names them.
+    tester.makepyfile(test_slow=STATIC.format(budget=', budget="1s"'))
+    result, rows = run_with_report(tester, "-q", "-p", "no:cacheprovider", "--torchexport-cache=off")
+    result.assert_outcomes(passed=1)
+    row = rows["trace"]
+    budget = row["budget"]
+    assert budget["skipped"] == ["latency", "static_size probes"], budget
+    assert "latency_ms" not in row and "static_size_s" not in row["timings"], row["timings"]
+    # Everything after the exports was counted: within the budget, give or take the call that crosses it.
+    assert budget["spent_s"] <= 1.0 + 0.25 + 0.25, budget
+    finding = next(f for f in row["findings"] if f["kind"] == "budget")
+    assert "left out latency and static_size probes" in finding["detail"], finding
+    result.stdout.re_match_lines([r"torchexport budget: 1 row of 1 left \d+ input\(s\) untried, 1 left out latency "
+                                  r"and static_size probes .*"])
+
+
+def test_budget_off_runs_static_size_probes_and_latency(tester):
+    tester.makepyfile(test_slow=STATIC.format(budget=', budget="1s"'))
+    result, rows = run_with_report(tester, "-q", "-p", "no:cacheprovider", "--torchexport-cache=off",
+                                   "--torchexport-budget=off")
+    result.assert_outcomes(passed=1)
+    row = rows["trace"]
+    assert "budget" not in row
+    assert row["latency_ms"]["eager"] >= 250 and row["timings"]["static_size_s"] > 0, row["timings"]
+
+
+class SlowRun(TraceBackend):
+    """trace, with an artifact whose every call takes 0.3 s: eager is fast, the check's own runs are not."""
+
+    name = "slowrun"
+
+    def unavailable_reason(self):
+        return None
+
+    def run(self, artifact, args, kwargs):
+        time.sleep(0.3)
+        return super().run(artifact, args, kwargs)
+
+
+class Double(torch.nn.Module):
+    def forward(self, x):
+        return x * 2
+
+
+def test_a_check_that_spends_the_budget_in_its_own_search_leaves_its_findings_out():
+    # The test's process had time for eager's side of latency and the static sizes; the check's
+    # artifact runs spent the rest, so it leaves its own static-size probes and latency out.
+    report = check(Double(), (torch.randn(3, 6),), backends=[SlowRun()], examples=10, budget="1s")
+    [row] = report.results
+    assert "shared_static_size_s" in row.timings  # eager's side ran in the test's process
+    assert row.extra["budget"]["skipped"] == ["static_size probes", "latency"], row.extra["budget"]
+    assert "latency_ms" not in row.extra and "static_size_s" not in row.timings, row.timings
+    assert row.timings["after_exports_s"] + row.timings["shared_s"] <= 1.0 + 0.3 + 0.3, row.timings

@@ -45,7 +45,7 @@ from ..results import outcome
 from ..results.outcome import Stop, settle
 from ..results.report import Report, Result, tag
 from ..search.search import Search
-from ..stages import assumptions, exporting, latency, side_effects, standalone, static_sizes
+from ..stages import assumptions, exporting, latency, search_budget, side_effects, standalone, static_sizes
 from ..stages.check import Check
 from ..stages.compiled_parts import compiled_parts
 from ..stages.compiled_parts import finding as compiled_finding
@@ -348,6 +348,8 @@ def _pipeline(pending: PendingCheck, result: Result, scratch: Path) -> None:
     # Export once at the example, save, load back.
     check.artifacts = exporting.build(check)
     assumptions.recorded_size_export(check)
+    # [Search Budget] What follows the exports counts against the budget (search_budget.py).
+    check.clock = search_budget.start(check.shared, check.recorded.call.seconds)
     # The saved artifact in a fresh process (standalone.py): the request goes out now, the loader
     # answers while the side effects and the search run, and its verdict joins at the end (a
     # load_error still decides the result, as when the load ran before the search).
@@ -366,12 +368,14 @@ def _pipeline(pending: PendingCheck, result: Result, scratch: Path) -> None:
         raise
     loading.join()
     settle(result, verdict)
-    if result.status == "pass":
-        # [Static Sizes] The undeclared dims at a few nearby sizes: findings only (static_sizes.py).
-        static_sizes.probe(check)
+    clock = check.clock  # [Search Budget] the findings below run only where the budget covers them
+    if result.status == "pass" and search_budget.affords(clock, "static_size probes"):
+        static_sizes.probe(check, until=search_budget.until(clock))  # [Static Sizes] the undeclared dims: findings only
     # Latency at the recorded input, once the verdict is in (latency.py); a time limit here names the search.
     runner.stage(result, "search")
-    latency.record(check)
+    if search_budget.affords(clock, "latency"):
+        latency.record(check)
+    search_budget.close(clock, result)
 
 
 def _backend(pending: PendingCheck, result: Result) -> tuple[Any, Backend]:

@@ -220,9 +220,12 @@ def budget_lines(rows: list[dict[str, Any]]) -> list[str]:
         return []
     untried = sum(sum(b.get("untried", {}).values()) for b in budgeted)
     rows_word = "row" if len(budgeted) == 1 else "rows"
+    skipped = [b["skipped"] for b in budgeted if b.get("skipped")]
+    what = sorted({name for names in skipped for name in names})
+    also = f", {len(skipped)} left out {' and '.join(what)}" if skipped else ""
     return [
-        f"torchexport budget: {len(budgeted)} {rows_word} of {len(rows)} left {untried} input(s) untried (each row's "
-        "budget finding says which); --torchexport-budget=off for the full search"
+        f"torchexport budget: {len(budgeted)} {rows_word} of {len(rows)} left {untried} input(s) untried{also} (each "
+        "row's budget finding says which); --torchexport-budget=off for the full search"
     ]
 
 

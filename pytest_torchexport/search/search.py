@@ -25,7 +25,8 @@ from ..results.outcome import Outcome, Stop
 from ..results.report import Finding
 from ..stages.check import Check
 from ..stages.exporting import quiet_call
-from ..stages.shared_search import ALWAYS, budget_row, explicit_draws, hypothesis_home, hypothesis_test
+from ..stages.search_budget import ALWAYS, BudgetClock
+from ..stages.shared_search import explicit_draws, hypothesis_home, hypothesis_test
 from . import causes
 from .failure import Failure, Stats, track_vacuous
 from .messages import explain_failure, nothing_compared, pass_message, rejection_finding, shipped_words, vacuous_finding
@@ -346,15 +347,19 @@ class Search:
         assert shared is not None
         order = [*shared.tried, *([] if self.export_draw in shared.kinds else [self.export_draw])]
         untried = dict(shared.untried)
+        clock = self.check.clock or BudgetClock(shared)  # [Search Budget] counted from the exports' end
         t0 = time.perf_counter()
-        first = None
+        first, judged = None, 0
         try:
             with torch.no_grad():
                 for draw in order:
                     kind = shared.kinds.get(draw, "drawn")
-                    if kind not in ALWAYS and shared.spent_s + time.perf_counter() - t0 >= shared.budget.limit_s:
+                    # Tried where the time left covers one more at the mean so far (search_budget.py).
+                    mean_s = (time.perf_counter() - t0) / judged if judged else 0.0
+                    if kind not in ALWAYS and clock.left_s <= mean_s:
                         untried[kind] = untried.get(kind, 0) + 1
                         continue
+                    judged += 1
                     try:
                         first = self.judge(draw)
                     except Rejected:
@@ -363,6 +368,7 @@ class Search:
                         break
         finally:
             self._search_s = time.perf_counter() - t0
+            clock.input_s = self._search_s / judged if judged else 0.0
         if first is None:
             if self.stats.examples == 0:
                 tried = (
@@ -373,7 +379,7 @@ class Search:
                     "skipped", f"Eager rejected every generated input {self.check.header} {tried}",
                     f"Eager rejected every generated input {tried}", "rejected_inputs",
                 )
-            budget_row(shared, shared.spent_s + self._search_s, untried, self.check.result)
+            clock.untried = untried  # on the row with what the later stages leave out (pipeline.py)
             return None
         # The failing backend searches on its own; its statistics are its own search's.
         kept = (self.stats, self.noise, self.worst_of_scale, self._search_s)

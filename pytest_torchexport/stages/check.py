@@ -79,6 +79,7 @@ class Check:
     scale_budget: float | None = None  # [ONNX As Shipped] error allowed, a fraction of each output's scale
     scale_floor: dict[str, float] | None = None  # each output's scale on the recorded call (compare.py)
     shared: Any = None  # [One Search] shared_search.SharedInputs: the inputs every backend tries, eager's run of each
+    clock: Any = None  # [Search Budget] search_budget.BudgetClock: its time against the budget, from its exports' end
     header: str = field(init=False)  # the [backend=.., device=..] (module) tag every message names
     rtol: float | None = field(init=False)
     atol: float | None = field(init=False)

@@ -25,12 +25,12 @@ determinism probe is the prelude's, also once. The float64 oracle cannot be: whi
 it depends on each artifact, so the first child that needs one makes it and the others load it
 ([Float64 Once], ``reference/noise.py``, through ``SharedInputs.float64`` named here).
 
-[Search Budget] The time the shared inputs may take beyond the exports is bounded
-(``limit_s``): by ``budget=`` / ``--torchexport-budget``, else ``BUDGET_MULTIPLE`` times the
-test body's own time, never below ``BUDGET_FLOOR_S``. What it leaves untried is chosen by
-value (eager's runs may take ``EAGER_SHARE`` of it, each artifact's the rest): the inputs are tried most valuable first (the recorded call, each declared dim's min
-and max, which are never left out, then the export example, the small probes, the special
-values, then the drawn inputs), so the drawn inputs go first, then the least valuable probes.
+[Search Budget] The time the shared inputs may take is bounded by the budget (``search_budget.py``:
+what it counts, and what it leaves out first): eager's runs here may take ``EAGER_SHARE`` of it,
+each artifact's the rest. The inputs are tried most valuable first (the recorded call, each
+declared dim's min and max, which are never left out, then the export example, the small
+probes, the special values, then the drawn inputs), so the drawn inputs go first, then the
+least valuable probes.
 """
 
 from __future__ import annotations
@@ -51,15 +51,9 @@ from ..inputs.strategies import Draw, draws, materialize, probe_draws, recorded_
 from ..options import Options
 from ..reference.eager import Eager, EagerCall, ModelRaised
 from ..reference.noise import Float64Store
-from ..results.report import Finding, Result
+from ..results.report import Result
+from .search_budget import ALWAYS, Budget
 
-#: [Search Budget] The default budget is this many times the test body's own time ...
-BUDGET_MULTIPLE = 10.0
-#: ... but never below this many seconds: a small model's whole search (25 drawn inputs and
-#: about 10 explicit ones, each through eager and every artifact) takes 0.1-2 s here, so the
-#: floor leaves it untouched even on a machine loaded 10x; a model whose forward takes seconds
-#: is what it bounds.
-BUDGET_FLOOR_S = 60.0
 #: The share of the budget eager's runs of the shared inputs may take; each backend's artifact runs
 #: on them take the rest (they run side by side, one child per backend), so a row's checks beyond
 #: its export stay within the budget: an input costs about one forward on each side.
@@ -67,24 +61,6 @@ EAGER_SHARE = 0.5
 #: Eager outputs held for the children beyond this many bytes are not kept: the child runs
 #: eager itself on those inputs (a 268 MB output x 35 inputs would otherwise be held at once).
 HOLD_BYTES = 1 << 30
-
-
-@dataclass
-class Budget:
-    """The seconds the checks of one call may spend beyond their exports, and why that many."""
-
-    limit_s: float  # math.inf: off
-    why: str
-
-    @classmethod
-    def resolve(cls, options: Options, body_s: float | None, eager_s: float) -> Budget:
-        if options.budget is not None:
-            if math.isinf(options.budget):
-                return cls(math.inf, "off")
-            return cls(options.budget, f"budget={options.budget:g}s")
-        own, what = (body_s, "the test body's") if body_s is not None else (eager_s, "the recorded call's eager")
-        limit = max(BUDGET_FLOOR_S, BUDGET_MULTIPLE * own)
-        return cls(limit, f"{BUDGET_MULTIPLE:g}x {what} {own:.2f} s, at least {BUDGET_FLOOR_S:g} s")
 
 
 @dataclass
@@ -102,6 +78,9 @@ class SharedInputs:
     untried: dict[str, int] = field(default_factory=dict)  # what the budget left, by kind ("drawn", "probe", ...)
     budget: Budget = field(default_factory=lambda: Budget(math.inf, "off"))
     spent_s: float = 0.0  # eager's time on the inputs above
+    extra_s: float = 0.0  # [Search Budget] eager's time here on the findings (latency, static sizes), also counted
+    skipped: list[str] = field(default_factory=list)  # findings the budget left out here ("latency", ...)
+    wall_s: float | None = None  # all of draw_once's time (hypothesis's drawing too): the checks' clocks start from it
     eager_ms: float | None = None  # eager's latency at the recorded input, timed once for every backend (latency.py)
     sizes: dict[Any, EagerCall | None] = field(default_factory=dict)  # [Static Sizes Once] eager at the undeclared dims' nearby sizes
     float64: Float64Store | None = None  # [Float64 Once] the oracle's float64 outputs, made by the first child that needs them
@@ -151,10 +130,6 @@ def explicit_draws(plan: InputPlan, export_draw: Draw, special_values: bool) -> 
     return kinds
 
 
-#: Kinds the budget never leaves out ("scalar": eager at a Python scalar's other value, for side_effects.baked_arguments).
-ALWAYS = frozenset({"recorded", "bounds", "scalar"})
-
-
 def hypothesis_test(
     target: Callable[[Draw], None], plan: InputPlan, options: Options, *, key: str, seed: int | None,
     database: Any, explicit: list[Draw], shrink: bool,
@@ -199,24 +174,28 @@ def draw_once(
     Runs in the test's process before the first check forks (prelude.EagerOnce)."""
     from hypothesis.database import ReadOnlyDatabase
 
+    started = time.perf_counter()
     device = eager.device
     kinds = explicit_draws(plan, grown_draw(plan), options.special_values)
     key = f"{session.nodeid or session.test or type(eager.module).__qualname__}::{device}"
     seed = options.seed if options.seed is not None else (None if is_in_ci() else random.getrandbits(64))
     shared = SharedInputs(key, seed, list(kinds), kinds)
     shared.budget = Budget.resolve(options, body_s, recorded[1].seconds)
-    held = 0
+    held, ran = 0, 0
 
     def run(draw: Draw, kind: str) -> None:
-        nonlocal held
+        nonlocal held, ran
         if shared.seen(draw):
             return
-        if kind not in ALWAYS and shared.spent_s >= EAGER_SHARE * shared.budget.limit_s:
+        # Tried where eager's share covers one more input at the mean so far (the budget, not one input past it).
+        mean_s = shared.spent_s / ran if ran else 0.0
+        if kind not in ALWAYS and shared.spent_s + mean_s > EAGER_SHARE * shared.budget.limit_s:
             shared.untried[kind] = shared.untried.get(kind, 0) + 1
             return
         if draw == recorded[0]:
             call = recorded[1]
         else:
+            ran += 1
             args, kwargs = materialize(plan, draw, device)
             t0 = time.perf_counter()
             try:
@@ -271,44 +250,46 @@ def draw_once(
     result.timings["shared_reference_s"] = shared.spent_s
     from .latency import time_calls
 
+    # [Search Budget] Findings go before any input: eager's side of them only where every shared input was
+    # tried and the budget covers what is spent here, each check's artifact on the same inputs (about eager's
+    # time on them) and a forward on each side (DenseNet169 3-D at 15 s: 2 s of eager's static sizes here
+    # while every check left inputs untried).
+    forward_s = recorded[1].seconds
+
+    def affords(what: str) -> bool:
+        spent = time.perf_counter() - started + shared.spent_s + 2 * forward_s
+        if not shared.untried and spent <= shared.budget.limit_s:
+            return True
+        shared.skipped.append(what)
+        return False
+
     module = eager.module
+    t0 = time.perf_counter()
     try:
-        shared.eager_ms = time_calls(lambda a, k: module(*a, **k), device, *_recorded_inputs(plan, recorded[0], device))
+        if affords("latency"):
+            inputs = _recorded_inputs(plan, recorded[0], device)
+            shared.eager_ms = time_calls(lambda a, k: module(*a, **k), device, *inputs)
     except Exception:  # noqa: BLE001 - the user's model, called directly, may raise anything; each check times eager itself
         shared.eager_ms = None
+    finally:
+        shared.extra_s += time.perf_counter() - t0
     from . import static_sizes
 
-    if not static_sizes.declared_in(options):
+    if not static_sizes.declared_in(options) and affords("static_size probes"):
         t0 = time.perf_counter()
         recorded_inputs = _recorded_inputs(plan, recorded[0], device)
-        shared.sizes = static_sizes.eager_runs(eager, plan, recorded_inputs, shared.spent_s, HOLD_BYTES - held)
+        until = started + shared.budget.limit_s - shared.spent_s - 2 * forward_s
+        shared.sizes = static_sizes.eager_runs(eager, plan, recorded_inputs, shared.spent_s, HOLD_BYTES - held,
+                                               until=until)
+        shared.extra_s += time.perf_counter() - t0
         result.timings["shared_static_size_s"] = time.perf_counter() - t0
+    shared.wall_s = time.perf_counter() - started
+    result.timings["shared_s"] = shared.wall_s
     return shared
 
 
 def _recorded_inputs(plan: InputPlan, draw: Draw, device: str) -> tuple[Any, Any]:
     return materialize(plan, draw, device)
-
-
-def budget_row(shared: SharedInputs, spent_s: float, untried: dict[str, int], result: Result) -> None:
-    """[Search Budget] The ``budget`` finding and key where the budget left inputs untried."""
-    total = sum(untried.values())
-    if not total:
-        return
-    limit = shared.budget.limit_s
-    result.extra["budget"] = {"limit_s": round(limit, 3), "spent_s": round(spent_s, 3), "untried": dict(untried)}
-    what = ", ".join(f"{n} {_KIND_WORDS.get(k, k)}" for k, n in sorted(untried.items(), key=lambda kv: -kv[1]))
-    result.findings.append(Finding(
-        "budget",
-        f"the search budget of {limit:g} s ({shared.budget.why}; eager's runs may take half of it) left {total} "
-        f"input(s) untried after {spent_s:.1f} s beyond the export: {what}; the recorded call and each declared "
-        "dim's min and max were tried. Raise it with budget=\"10m\" (or --torchexport-budget=DURATION), or "
-        "--torchexport-budget=off for the full search",
-    ))
-
-
-_KIND_WORDS = {"drawn": "drawn input(s)", "probe": "small-size probe(s)", "special": "special-value probe(s)",
-               "export": "export example"}
 
 
 @contextlib.contextmanager
@@ -332,5 +313,5 @@ def _nbytes(tree: Any) -> int:
     return sum(t.numel() * t.element_size() for t in pytree.tree_leaves(tree) if isinstance(t, torch.Tensor))
 
 
-__all__ = ["ALWAYS", "BUDGET_FLOOR_S", "BUDGET_MULTIPLE", "Budget", "SharedInputs", "bounds_draws", "budget_row",
-           "draw_once", "explicit_draws", "grown_draw", "hypothesis_home", "hypothesis_test"]
+__all__ = ["SharedInputs", "bounds_draws", "draw_once", "explicit_draws", "grown_draw", "hypothesis_home",
+           "hypothesis_test"]

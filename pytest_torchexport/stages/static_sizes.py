@@ -29,6 +29,7 @@ A size the shared run did not reach (its deadline, its memory) is run by the chi
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,14 +78,17 @@ def static_dims(plan: Any) -> list[tuple[int, int, int]]:
     ]
 
 
-def eager_runs(eager: Eager, plan: Any, recorded: tuple[Any, Any], seconds: float, room: int) -> dict[Any, EagerCall | None]:
+def eager_runs(
+    eager: Eager, plan: Any, recorded: tuple[Any, Any], seconds: float, room: int, *, until: float | None = None,
+) -> dict[Any, EagerCall | None]:
     """[Static Sizes Once] Eager at the sizes ``probe`` tries, once for every backend: (axes, size)
     -> eager's call there, or None where eager refuses the size. The same dims, order, cap
     (``MAX_DIMS``) and deadline (a ``SHARE`` of ``seconds``, eager's time on the shared inputs)
-    as the probe; outputs are held while they fit in ``room`` bytes."""
+    as the probe; outputs are held while they fit in ``room`` bytes. ``until``: the search budget's
+    end (shared_search.py), where it comes first."""
     runs: dict[Any, EagerCall | None] = {}
     t0 = time.perf_counter()
-    deadline = t0 + max(MIN_S, SHARE * seconds)
+    deadline = min(t0 + max(MIN_S, SHARE * seconds), math.inf if until is None else until)
     static = static_dims(plan)
     done: set[tuple[int, int]] = set()
     probed = 0
@@ -125,15 +129,17 @@ def nearby(size: int) -> list[int]:
     return [s for s in dict.fromkeys((size - 1, size + 1, 2 * size)) if s >= 1 and s != size]
 
 
-def probe(check: Check) -> None:
-    """After a pass: the ``static_size`` findings (module doc). Never changes the verdict."""
+def probe(check: Check, *, until: float | None = None) -> None:
+    """After a pass: the ``static_size`` findings (module doc). Never changes the verdict.
+    ``until``: the search budget's end (shared_search.py), where it comes first."""
     if declared(check) or check.mutates_state or check.artifacts is None:
         return
     t0 = time.perf_counter()
     static = static_dims(check.plan)
     done: set[tuple[int, int]] = set()
     probed = 0
-    deadline = t0 + max(MIN_S, SHARE * check.result.timings.get("search_s", 0.0))
+    share = max(MIN_S, SHARE * check.result.timings.get("search_s", 0.0))
+    deadline = min(t0 + share, math.inf if until is None else until)
     for index, axis, size in static:
         if (index, axis) in done or probed >= MAX_DIMS or time.perf_counter() > deadline:
             continue
