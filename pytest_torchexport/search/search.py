@@ -427,7 +427,10 @@ class Search:
         return None
 
     def _at_smallest(self, draw: Draw) -> bool:
-        """Every size of ``draw`` at its dim's least: nothing to shrink it to (the small probes)."""
+        """Nothing to shrink ``draw`` to: every size at its dim's least (the small probes), or a special-value
+        probe, which names the value that fails (shrinking would trade it for a generated input)."""
+        if draw.probe is not None:
+            return True
         dims = self.check.plan.dims
         return all(size <= dims[name].min for name, size in draw.sizes if name in dims)
 
