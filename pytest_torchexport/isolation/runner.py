@@ -237,6 +237,9 @@ def _child(body: Callable[[Result], None], result: Result, write_end: int, tmp: 
 
         # The Python stack at a fatal signal goes to a file the parent reads (quoted in the
         # message), not to the terminal of a session that goes on.
+        # disable() first: enable() on an already enabled faulthandler (pytest's) only changes its file and
+        # leaves the signal handlers as they are, whatever replaced them since; enabled anew, it owns them.
+        faulthandler.disable()
         faulthandler.enable(open(tmp.parent / "fatal.txt", "w"), all_threads=False)  # noqa: SIM115 - lives until _exit
         torch.set_num_threads(1)  # see the module docstring: OpenMP's pool does not survive fork
         tempfile.tempdir = str(tmp)
