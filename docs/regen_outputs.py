@@ -107,6 +107,9 @@ def run(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "80", "PYTEST_ADDOPTS": "-p no:randomly", "CI": "", "PYTHONUNBUFFERED": "1"}
     for name in ("GITHUB_ACTIONS", "BUILD_NUMBER"):
         env.pop(name, None)
+    # The docs runner's own xdist worker is not the reader's: a page's pytest runs where they say (-n or not).
+    for name in [k for k in env if k.startswith("PYTEST_XDIST_")]:
+        env.pop(name)
     while match := _ENV.match(command):
         env[match.group(1)] = match.group(2)
         command = command[match.end():]
