@@ -261,7 +261,10 @@ class PendingCheck:
         child = self._child
         found = Result.from_dict(child.partial) if child is not None and child.partial is not None else self.result
         stage = child.current if child is not None else "check"
-        settle(found, outcome.raised(exc, stage, tag(found)))
+        if isinstance(exc, ModelRaised):
+            settle(found, outcome.model_raised(exc.error, stage, tag(found)))
+        else:
+            settle(found, outcome.plugin_raised(exc, stage, tag(found)))
         with contextlib.suppress(AttributeError):  # an exception type with __slots__: the test fails without it
             setattr(exc, RAISED_ROW, found)
 
@@ -295,7 +298,7 @@ class PendingCheck:
             except Stop as stop:
                 settle(result, stop.outcome)
             except ModelRaised as raised:  # the model itself, on a call every check makes: a usage error, not ours
-                settle(result, outcome.raised(raised, "eager's own run", tag(result)))
+                settle(result, outcome.model_raised(raised.error, "eager's own run", tag(result)))
 
     def _cleanup(self) -> None:
         if self._child is not None and self._scratch is not None:

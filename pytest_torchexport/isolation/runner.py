@@ -47,7 +47,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..results.outcome import STAGE_STATUS, Outcome, settle
+from ..results.outcome import STAGE_STATUS, Outcome, exception_words, settle
 from ..results.report import Finding, Result, Status
 from .process import THIS
 
@@ -300,7 +300,7 @@ def _attach_row(exc: BaseException, found: Result, current: str, started: float,
     if isinstance(exc, (KeyboardInterrupt, SystemExit)):
         return  # the session ends: no report is written for this item
     elapsed = time.monotonic() - started
-    what = f"{type(exc).__name__}: {str(exc).splitlines()[0]}" if str(exc) else type(exc).__name__
+    what = exception_words(exc)
     why = f"{what}; the check's process was killed and the findings so far are kept"
     settle(found, Outcome(
         "timeout",

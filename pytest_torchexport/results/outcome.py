@@ -99,26 +99,31 @@ def xfail(result: Result, reason: str | None) -> None:
 STAGE_STATUS: dict[str, Status] = {"export": "export_error", "save": "export_error", "load": "load_error"}
 
 
-def raised(exc: BaseException, stage: str, header: str) -> Outcome:
-    """The verdict of a check that raised ``exc`` during ``stage`` instead of ending with one.
+def exception_words(exc: BaseException) -> str:
+    """``TypeError: its first line``: an exception in the few words a cause column holds."""
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0]}" if str(exc) else type(exc).__name__
 
-    The user's model raising where no stage expected it is a usage error (the contract's: its call
-    raises in eval mode under ``no_grad``). Anything else is a bug of the plugin's own: never a
-    pass, a skip or a rejected input; the row fails with the stage's status, as a crash there
-    would, and its message holds the traceback (the test fails with the exception too)."""
+
+def model_raised(error: BaseException, stage: str, header: str) -> Outcome:
+    """The verdict of a check whose model raised ``error`` in ``stage``, on a call every check makes:
+    a usage error (the contract's: its recorded call raises in eval mode under ``no_grad``)."""
+    what = exception_words(error)
+    return Outcome(
+        "usage_error",
+        f"The model raised in {stage} {header}, on a call every check makes (the recorded call, replayed in "
+        f"eval mode under torch.no_grad(), or again under another seed to test determinism)\n{what}\n"
+        "Make the recorded call run in eval mode under torch.no_grad() and under any seed",
+        what, "usage",
+    )
+
+
+def plugin_raised(exc: BaseException, stage: str, header: str) -> Outcome:
+    """The verdict of a check whose own code (the plugin's) raised ``exc`` during ``stage`` instead of
+    ending with one: never a pass, a skip or a rejected input; the row fails with the stage's status,
+    as a crash there would, and its message holds the traceback (the test fails with the exception too)."""
     import traceback
 
-    error = getattr(exc, "error", None) if type(exc).__name__ == "ModelRaised" else None
-    if isinstance(error, BaseException):
-        what = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".rstrip(": ")
-        return Outcome(
-            "usage_error",
-            f"The model raised in {stage} {header}, on a call every check makes (the recorded call, replayed in "
-            f"eval mode under torch.no_grad(), or again under another seed to test determinism)\n{what}\n"
-            "Make the recorded call run in eval mode under torch.no_grad() and under any seed",
-            what, "usage",
-        )
-    what = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+    what = exception_words(exc)
     trace = "".join(traceback.format_exception(exc)).rstrip().splitlines()
     shown = trace if len(trace) <= 40 else ["...", *trace[-40:]]
     return Outcome(
