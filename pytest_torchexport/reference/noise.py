@@ -56,6 +56,7 @@ from .._compat import pytree
 from ..cache import sources
 from ..inputs.strategies import Draw
 from ..results.report import Finding, Result
+from . import sample_convs
 from .compare import CHUNK, Comparison, flatten
 from .eager import Eager, seed_rng
 from .stateful import restore, snapshot
@@ -264,6 +265,7 @@ class Float64Reference:
                     module = copy.deepcopy(self._eager.module).double().eval()
             except Exception as exc:  # noqa: BLE001 - the user's module may refuse a copy or a cast in any way
                 return self._refused(exc)
+            sample_convs.slice_batches(module)  # [Float64 Convolutions] a fraction of the memory, the same outputs
             self._module, self._initial = module, snapshot(module)
         a, k = pytree.tree_map(_double, (args, kwargs))
         with torch.random.fork_rng(devices=[]), torch.no_grad(), sources.watching():
