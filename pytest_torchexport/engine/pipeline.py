@@ -36,7 +36,7 @@ from ..cache.facts import CheckFacts
 from ..cache.reuse import Reuse
 from ..errors import ExportMismatch, InvalidArgument
 from ..inputs.specs import InputPlan, plan_inputs
-from ..isolation import runner
+from ..isolation import freed, runner
 from ..isolation.process import THIS
 from ..isolation.runner import RAISED_ROW
 from ..options import Options
@@ -350,6 +350,7 @@ def _pipeline(pending: PendingCheck, result: Result, scratch: Path) -> None:
         result.findings.append(compiled_finding(check.compiled, result.module))
     # Export once at the example, save, load back.
     check.artifacts = exporting.build(check)
+    freed.release()  # [Freed Memory] the exporter's passing allocations, back to the OS before the search
     assumptions.recorded_size_export(check)
     # [Search Budget] What follows the exports counts against the budget (search_budget.py).
     check.clock = search_budget.start(check.shared, check.recorded.call.seconds)

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import freed
 from .process import THIS
 
 #: How long one request may take (load and run of one artifact), start-up included.
@@ -284,6 +285,7 @@ def main(address: str) -> None:
             pass  # the client went away (its check timed out): serve the next one
         finally:
             conn.close()
+            freed.release()  # [Freed Memory] what it loaded is gone: so is its memory
 
 
 if __name__ == "__main__":
