@@ -148,3 +148,23 @@ def test_exported_models_pass_the_full_check():
     for name, result in r.items():
         assert result.status == "pass", result.message
         assert "onnx_checker" not in kinds(result), (name, result.findings)
+
+
+def test_the_in_memory_model_set_aside_drops_its_session_and_bytes_and_makes_them_again():
+    """[Set Aside] Kept for round-trip blame only, the in-memory model holds no session (an
+    onnxruntime copy of the weights) nor its serialized bytes until it runs again."""
+    from pytest_torchexport.backends.base import ExportContext
+    from pytest_torchexport.backends.onnx import DynamoOnnxBackend
+    from pytest_torchexport.inputs.specs import plan_inputs
+
+    model = nn.Sequential(nn.Linear(8, 4), nn.Tanh()).eval()
+    x = torch.randn(3, 8)
+    backend = DynamoOnnxBackend()
+    ctx = ExportContext(device="cpu", plan=plan_inputs(model, (x,), {}))
+    with quiet_torch():
+        artifact = backend.export(model, (x,), {}, ctx)
+    before = artifact((x,), {})
+    backend.set_aside(artifact)
+    assert artifact._session is None and artifact._data is None
+    again = artifact((x,), {})
+    assert artifact._session is not None and torch.equal(before[0], again[0])

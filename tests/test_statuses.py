@@ -186,6 +186,33 @@ def test_load_error_and_roundtrip_mismatch():
     assert "The loaded artifact differs from the one in memory" in drift.message
 
 
+def test_an_onnx_save_that_drifts_is_blamed_on_the_round_trip_with_the_in_memory_model_set_aside():
+    """[Set Aside] After the load back the in-memory ONNX model drops its session and bytes; a loaded
+    model that fails makes them again from the program, so the blame still finds the save."""
+    import onnx
+    from onnx import numpy_helper
+
+    from pytest_torchexport.backends.onnx import DynamoOnnxBackend
+
+    class Drifting(DynamoOnnxBackend):
+        name = "custom"
+
+        def save(self, artifact, directory):
+            files = super().save(artifact, directory)
+            model = onnx.load(str(files[0]))
+            first = model.graph.initializer[0]
+            first.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(first) + 0.5, first.name))
+            onnx.save(model, str(files[0]))
+            return files
+
+
+    opts = Options.build(backends=["custom"], examples=EX, valid_backends=("custom",))
+    session = Session(backends={**BUILTIN_BACKENDS, "custom": Drifting()})
+    drift = run(MLP().eval(), (torch.randn(2, 8),), None, opts, session).results[0]
+    assert drift.status == "roundtrip_mismatch", drift.message
+    assert "The loaded artifact differs from the one in memory" in drift.message
+
+
 def test_check_raises_export_mismatch_carrying_the_report():
     with pytest.raises(ExportMismatch) as info:
         check(Gate().eval(), (torch.ones(3, 4),), backends=["trace", "script"], examples=EX)

@@ -148,6 +148,12 @@ class Backend:
         """Optional, with ``graph_optimizer``: the artifact at another optimization level."""
         raise NotImplementedError(f"{self.name} has no graph optimization levels")
 
+    def set_aside(self, artifact: Any) -> None:
+        """Optional: ``artifact`` (the in-memory one, whose saved copy loaded back) is kept only to
+        blame a round trip when the loaded one fails: drop what can be made again when it next
+        runs (an onnxruntime session and its serialized model). Default: nothing."""
+        return None
+
     def steps_unavailable(self, shipped: Any) -> str | None:
         """Optional: why the post-processing ``shipped`` asks for (onnx_options.ShippedOnnx) cannot run
         here (a library missing), or None; the check is then skipped with that reason."""

@@ -60,6 +60,7 @@ def build(check: Check) -> Artifacts:
     runnable, in_memory = artifact, None
     if check.options.roundtrip and backend.saveable:
         runnable, in_memory = roundtrip(check, artifact, ctx), artifact
+        backend.set_aside(in_memory)  # [Set Aside] kept for blame only from here on
     elif not backend.saveable:
         result.extra["roundtrip"] = f"not applicable: {name} artifacts are not saved"
     else:
