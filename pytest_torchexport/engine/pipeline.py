@@ -36,7 +36,8 @@ from ..cache.facts import CheckFacts
 from ..cache.reuse import Reuse
 from ..errors import ExportMismatch, InvalidArgument
 from ..inputs.specs import InputPlan, plan_inputs
-from ..isolation import freed, runner
+from .. import freed
+from ..isolation import runner
 from ..isolation.process import THIS
 from ..isolation.runner import RAISED_ROW
 from ..options import Options

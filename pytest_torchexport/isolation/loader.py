@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import freed
+from .. import freed
 from .process import THIS
 
 #: How long one request may take (load and run of one artifact), start-up included.
