@@ -52,6 +52,53 @@ def _result():
 # -- the measurement ------------------------------------------------------------------------
 
 
+class KeepsFeatures(torch.nn.Module):
+    """Keeps every layer's output for a concatenation at the end, as DenseNet does: many
+    blocks of a few MB each, which glibc serves from (and returns to) its heap."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers = torch.nn.ModuleList(torch.nn.Conv3d(8, 8, 3, padding=1) for _ in range(6))
+
+    def forward(self, x):
+        features = []
+        for layer in self.layers:
+            x = layer(x)
+            features.append(x)
+        return torch.cat(features, 1).mean()
+
+
+@linux_only
+def test_footprint_sees_a_replay_of_a_call_whose_blocks_the_heap_kept():
+    """[Freed Memory] The replay follows the test body's own call of the same forward, whose
+    freed blocks glibc kept: measured as they were, the replay grew the process by 9 MB of its
+    21 (MONAI's DenseNet169 3-D: 0.1 MB), so no limit ever saw it."""
+    model = KeepsFeatures().eval()
+    x = torch.randn(2, 8, 24, 32, 32)  # six 1.5 MB features, their 9 MB concatenation
+    with torch.no_grad():
+        model(x)  # the test body's call
+        fp = Footprint()
+        fp.start()
+        model(x)
+        peak = fp.stop()
+    assert peak is not None and peak >= 17 * MB, peak / MB
+
+
+def test_peak_limit_holds_a_drawn_call_to_four_times_what_the_recorded_one_held():
+    plan, options = _plan(), Options.build()
+    result = _result()
+    # 40 MB held, 64 bytes in and out: the bytes limit's floor allows 16x, the machine plenty.
+    capped, _ = budget.bound(plan, plan.tree, _call(peak_mb=40), result, options,
+                             machine=budget.Machine(64 * GB, 1, 1))
+    assert capped.caps == {"batch": 8} and result.extra["budget_limit"] == "peak"
+    [finding] = result.findings
+    assert "peaked at 40 MB (measured), so drawn sizes were capped at 4x what it held: batch to 8 (of 16)" in finding.detail
+    # 7 MB held: the floor (64 MB) covers batch 16, 8x the recorded 2: the whole range.
+    result = _result()
+    assert budget.bound(plan, plan.tree, _call(peak_mb=7), result, options,
+                        machine=budget.Machine(64 * GB, 1, 1))[0] is plan
+
+
 @linux_only
 def test_footprint_sees_a_transient_allocation():
     fp = Footprint()

@@ -10,8 +10,12 @@ Bytes in and out miss what a model holds while it runs: a vector quantizer recor
 2 MB input with a small output built a ~4 GB distance matrix at batch 1, and a forked
 check drawing batch 16 grew past 17 GB. So the first eager run of the recorded call (it
 runs anyway) is also *measured* (``eager.Footprint``: its peak memory growth and its
-wall time), and two more limits follow from it:
+wall time), and three more limits follow from it:
 
+- **peak**: a drawn call may hold ``MEMORY_FACTOR`` times what the recorded call held at its
+  peak (never below ``MEMORY_FLOOR``), as it may hold that multiple of its bytes in and out:
+  a 3-D network's activations dwarf its tensors in and out, and its checks drew batch 16 at
+  a recorded 2 (``peak_limit``);
 - **memory**: a check holds about ``PEAK_FACTOR`` times one drawn call's peak (eager's
   outputs while the artifact runs its own), and the call's peak grows with the sizes as
   below; that must stay within ``MEMORY_SHARE`` of the memory each check has here:
@@ -29,7 +33,7 @@ dim, ``drawn / recorded``: a batch dim (``batch``, or any dim only at axis 0) co
 since outputs and activations grow linearly with it; every other dim counts squared,
 since it may be a sequence that attention scales quadratically (a conv's spatial dims
 are then held tighter than they need be, which costs range, not memory). The tightest of
-the three limits is the growth allowed; each dim gets an equal share of it (in log
+the limits is the growth allowed; each dim gets an equal share of it (in log
 space; a dim whose own range is smaller hands the rest to the others), so every joint
 draw is within budget.
 
@@ -210,7 +214,7 @@ def _mem_available() -> int | None:
 class Limit:
     """One bound on the drawn calls: the growth over the recorded call it allows, and why."""
 
-    name: str  # "bytes", "memory" or "time"
+    name: str  # "bytes", "peak", "memory" or "time"
     growth: float
     why: str
     remedy: str
@@ -222,6 +226,28 @@ def explicit_calls(plan: InputPlan, options: Options) -> int:
     from .shared_search import explicit_draws, grown_draw
 
     return len(explicit_draws(plan, grown_draw(plan), options.special_values))
+
+
+def peak_limit(peak: int | None) -> Limit | None:
+    """``MEMORY_FACTOR`` applied to what the recorded call held at its peak (measured), never
+    below ``MEMORY_FLOOR``; None where nothing was measured.
+
+    The bytes limit reads the tensors in and out, which miss what a model holds while it
+    runs: MONAI's DenseNet169 3-D takes 1.6 MB and returns 24 bytes, so the floor let batch
+    16 be drawn at a recorded 2, and each of its checks held 8x the test's own activations
+    (float64 ones for the noise oracle). Held to 4x its measured peak, the same model draws
+    batch 1 to 8; a call that held little keeps its whole range (the floor, 64 MiB, covers
+    batch 16 at a recorded 2 for a call that held up to 8 MiB)."""
+    if not peak:
+        return None
+    return Limit(
+        "peak",
+        max(MEMORY_FLOOR, MEMORY_FACTOR * peak) / peak,
+        f"the recorded call's eager run peaked at {peak / 2**20:.0f} MB (measured), so drawn sizes were capped at "
+        f"{MEMORY_FACTOR:g}x what it held",
+        "Record the call at the largest size to be checked to search beyond it (the budget scales with the "
+        "recorded call)",
+    )
 
 
 def memory_limit(peak: int | None, machine: Machine) -> Limit | None:
@@ -286,6 +312,7 @@ def limits(
             "recorded call)",
         ))
     if first is not None:
+        found.append(peak_limit(first.peak_bytes))
         found.append(memory_limit(first.peak_bytes, machine or Machine.here()))
         if options is not None:
             found.append(time_limit(first.seconds, plan, options))
