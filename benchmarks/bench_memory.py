@@ -17,6 +17,15 @@ must survive the unbounded run). ``--no-budget`` turns the memory budget off
     python benchmarks/bench_memory.py                       # both cases, 4 backends, 8 examples
     python benchmarks/bench_memory.py --no-budget --cases segmentation --backends trace
     PYTHONPATH=/path/to/older/checkout python benchmarks/bench_memory.py   # a version before it
+
+``--oracle`` measures the float64 noise oracle's forward alone ([Float64 Convolutions],
+``reference/sample_convs.py``): a DenseNet-style 3-D stem and dense block (a 7x7x7 convolution,
+then layers whose features are concatenated) at batch 16 x 2 x 32 x 64 x 48, in float32, in
+float64 as one batch, and in float64 with its convolution layers sliced, each in a fresh
+process; printed are each one's peak growth over the model and input, its time and the
+sliced output's largest difference from the whole batch's:
+
+    python benchmarks/bench_memory.py --oracle
 """
 
 from __future__ import annotations
@@ -141,6 +150,69 @@ def run_watched(argv: list[str], kill_gb: float, interval: float = 0.2) -> dict:
     return {**json.loads(lines[-1]), "tree_mb": tree_peak}
 
 
+ORACLE = r"""
+import json, sys, time
+import torch
+from torch import nn
+from pytest_torchexport.reference import sample_convs
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+
+class Dense3d(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv3d(2, 64, 7, stride=2, padding=3), nn.ReLU(), nn.MaxPool3d(3, 2, 1))
+        self.layers = nn.ModuleList(nn.Sequential(nn.Conv3d(64 + 32 * i, 128, 1), nn.ReLU(), nn.Conv3d(128, 32, 3, padding=1))
+                                    for i in range(4))
+    def forward(self, x):
+        x = self.stem(x)
+        for layer in self.layers:
+            x = torch.cat([x, layer(x)], 1)
+        return x.mean((2, 3, 4))
+
+torch.manual_seed(0)
+torch.set_num_threads(1)
+how = sys.argv[1]
+model = Dense3d().eval()
+x = torch.randn(16, 2, 32, 64, 48)
+if how != "float32":
+    model, x = model.double(), x.double()
+if how == "sliced":
+    sample_convs.slice_batches(model)
+with torch.no_grad():
+    model(x[:1])
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = status("VmRSS")
+    t0 = time.perf_counter()
+    out = model(x)
+    seconds = time.perf_counter() - t0
+torch.save(out, sys.argv[2])
+print(json.dumps({"peak_mb": (status("VmHWM") - before) / 2**20, "s": seconds}))
+"""
+
+
+def oracle() -> None:
+    """[Float64 Convolutions] the oracle's forward: float32, float64 whole, float64 sliced."""
+    import torch
+
+    found = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for how in ("float32", "float64", "sliced"):
+            path = os.path.join(tmp, f"{how}.pt")
+            run = subprocess.run([sys.executable, "-c", ORACLE, how, path], capture_output=True, text=True, check=True)
+            found[how] = {**json.loads(run.stdout.splitlines()[-1]), "out": torch.load(path)}
+    diff = (found["sliced"]["out"] - found["float64"]["out"]).abs().max().item()
+    print("DenseNet-style 3-D stem and dense block, batch 16 x 2 x 32 x 64 x 48, one thread")
+    for how, r in found.items():
+        print(f"  {how:8} forward: peak {r['peak_mb']:7.0f} MB over the model and input, {r['s']:5.2f} s")
+    print(f"  sliced / whole float64 peak: {found['sliced']['peak_mb'] / found['float64']['peak_mb']:.2f}x; "
+          f"largest difference of their outputs: {diff:g}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--cases", default="segmentation,transformer")
@@ -148,7 +220,11 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=8)
     parser.add_argument("--no-budget", action="store_true")
     parser.add_argument("--kill-gb", type=float, default=12.0)
+    parser.add_argument("--oracle", action="store_true", help="the float64 oracle's forward alone, whole and sliced")
     args = parser.parse_args()
+    if args.oracle:
+        oracle()
+        return
     print(f"budget {'off' if args.no_budget else 'on'}, examples={args.examples}")
     for case in args.cases.split(","):
         for backend in args.backends.split(","):
