@@ -71,6 +71,7 @@ def check_key(facts: CheckFacts) -> tuple[str, list[str]]:
         code = getattr(options.compare, "__code__", None)
         if code is not None:
             files.append(code.co_filename)
+    h.add("size_budget", facts.size_budget)
     h.add("call", _call_digest(facts))
     return h.hexdigest(), files
 

@@ -46,7 +46,7 @@ from ..results import outcome
 from ..results.outcome import Stop, settle
 from ..results.report import Report, Result, tag
 from ..search.search import Search
-from ..stages import assumptions, exporting, latency, search_budget, side_effects, standalone, static_sizes
+from ..stages import assumptions, budget, exporting, latency, search_budget, side_effects, standalone, static_sizes
 from ..stages.check import Check
 from ..stages.compiled_parts import compiled_parts
 from ..stages.compiled_parts import finding as compiled_finding
@@ -187,7 +187,8 @@ class PendingCheck:
         return CheckFacts(
             backend=self.name, spec=session.backends.get(self.name), device=self.device, test=session.test,
             nodeid=session.nodeid, options=self.options, module=self.module, inputs=self.plan.tree,
-            sequence=self.sequence, store=session.cache, digests=self.once.digests if self.once else None,
+            sequence=self.sequence, size_budget=budget.enabled(), store=session.cache,
+            digests=self.once.digests if self.once else None,
         )
 
     def start(self) -> None:
