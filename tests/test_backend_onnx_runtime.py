@@ -165,6 +165,6 @@ def test_the_in_memory_model_set_aside_drops_its_session_and_bytes_and_makes_the
         artifact = backend.export(model, (x,), {}, ctx)
     before = artifact((x,), {})
     backend.set_aside(artifact)
-    assert artifact._session is None and artifact._data is None
+    assert artifact.session is None and artifact.data is None
     again = artifact((x,), {})
-    assert artifact._session is not None and torch.equal(before[0], again[0])
+    assert artifact.session is not None and torch.equal(before[0], again[0])

@@ -298,7 +298,7 @@ class LegacyOnnxBackend(_OnnxBackend):
 
 def _session(artifact: Any) -> OnnxSession:
     """The onnxruntime session an artifact runs: the loaded one is a session, the in-memory one holds one."""
-    return artifact.session if isinstance(artifact, _InMemory) else artifact
+    return artifact.revived() if isinstance(artifact, _InMemory) else artifact
 
 
 class _InMemory:
@@ -307,36 +307,25 @@ class _InMemory:
     def __init__(self, program: Any, device: str, name: str = "onnx") -> None:
         self.program = program
         self.guarded: Any = None  # the ExportedProgram's module, with its runtime asserts
-        self._data: bytes | None = program if isinstance(program, bytes) else program.model_proto.SerializeToString()
-        check_artifact(self._data, name)
-        self._session: OnnxSession | None = OnnxSession(self._data, device)
+        self.data: bytes | None = program if isinstance(program, bytes) else program.model_proto.SerializeToString()
+        check_artifact(self.data, name)
+        self.session: OnnxSession | None = OnnxSession(self.data, device)
         self.device = device
         self.stages: list[Any] = []  # onnx_shipped.Stage per post-processing step
         self.shipped: PostProcessing | None = None
-
-    @property
-    def data(self) -> bytes:
-        """The serialized model (made again from the program where ``set_aside`` dropped it)."""
-        if self._data is None:
-            self._data = self.program.model_proto.SerializeToString()
-        return self._data
-
-    @property
-    def session(self) -> OnnxSession:
-        """The onnxruntime session over ``data`` (made again where ``set_aside`` dropped it)."""
-        if self._session is None:
-            self._session = OnnxSession(self.data, self.device)
-        return self._session
-
-    @session.setter
-    def session(self, session: OnnxSession) -> None:
-        self._session = session
 
     def set_aside(self) -> None:
         """[Set Aside] Kept for round-trip blame only: drop the session and the bytes, both made
         again from the program if a loaded artifact fails (DenseNet169 3-D: ~155 MB a check)."""
         if self.shipped is None and not isinstance(self.program, bytes):
-            self._session, self._data = None, None
+            self.session, self.data = None, None
+
+    def revived(self) -> OnnxSession:
+        """The session, made again from the program where ``set_aside`` dropped it."""
+        if self.session is None:
+            self.data = self.program.model_proto.SerializeToString()
+            self.session = OnnxSession(self.data, self.device)
+        return self.session
 
     def ship(self, ctx: ExportContext) -> None:
         """[ONNX As Shipped] The exported model through the steps ``ctx.shipped`` asks for: this
@@ -381,7 +370,7 @@ class _InMemory:
         )
 
     def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Tensor]:
-        return self.session(args, kwargs)
+        return self.revived()(args, kwargs)
 
 
 class _Lazy:
