@@ -39,7 +39,7 @@ from ..inputs.specs import InputPlan, plan_inputs
 from .. import freed
 from ..isolation import runner
 from ..isolation.process import THIS
-from ..isolation.runner import RAISED_ROW
+from ..isolation.runner import CARRIED_ROW
 from ..options import Options
 from ..reference.eager import EAGER_MODE, ModelRaised, module_name
 from ..results import outcome
@@ -258,7 +258,7 @@ class PendingCheck:
         """Carry the row of a check that raised on ``exc`` (the test report takes it, summary.py): the
         findings so far and, as its verdict, the model's own error (a usage error) or a bug of the
         plugin's (the status of the stage it was in, as for a crash)."""
-        if isinstance(exc, InvalidArgument) or getattr(exc, RAISED_ROW, None) is not None:
+        if isinstance(exc, InvalidArgument) or getattr(exc, CARRIED_ROW, None) is not None:
             return  # an option that does not fit is the test's usage error, raised as such
         child = self._child
         found = Result.from_dict(child.partial) if child is not None and child.partial is not None else self.result
@@ -268,7 +268,7 @@ class PendingCheck:
         else:
             settle(found, outcome.plugin_raised(exc, stage, tag(found)))
         with contextlib.suppress(AttributeError):  # an exception type with __slots__: the test fails without it
-            setattr(exc, RAISED_ROW, found)
+            setattr(exc, CARRIED_ROW, found)
 
     @property
     def done(self) -> bool:

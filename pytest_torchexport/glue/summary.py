@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from .._compat import terminal_width
-from ..isolation.runner import INTERRUPTED_ROW
+from ..isolation.runner import CARRIED_ROW
 from ..results.report import FAILING
 
 
@@ -35,7 +35,7 @@ class Reporting:
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
         report = yield
         # [Interrupted] A check stopped by an outer time limit left no row of its own.
-        row = getattr(call.excinfo.value, INTERRUPTED_ROW, None) if call.excinfo else None
+        row = getattr(call.excinfo.value, CARRIED_ROW, None) if call.excinfo else None
         if call.when == "call" and row is not None and not getattr(report, "torchexport_results", None):
             report.torchexport_results = [row.to_dict()]
         return report

@@ -48,11 +48,8 @@ from pathlib import Path
 from typing import Any
 
 from ..results.outcome import STAGE_STATUS, Outcome, exception_words, settle
-from ..results.report import Finding, Result, Status
+from ..results.report import Finding, Result
 from .process import THIS
-
-#: What a crash in each stage means (docs/statuses.md); any other stage is ``run_error``.
-CRASH_STATUS: dict[str, Status] = STAGE_STATUS
 
 
 def stage(result: Result, name: str) -> None:
@@ -287,13 +284,13 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-#: [Interrupted] Set on an exception that interrupted the wait for a child (pytest-timeout's
-#: alarm, a signal handler that raises): the row of that check as far as it got, its status
-#: ``timeout``. The exception still propagates; the plugin carries the row on the test report.
-INTERRUPTED_ROW = "torchexport_result"
-#: [Raised, Not Judged] The same attribute on an exception a check raised instead of ending with a
-#: verdict (engine/pipeline.py): the row, failing, that the test report carries.
-RAISED_ROW = INTERRUPTED_ROW
+#: The attribute an exception carries a check's row on; the plugin puts that row on the test
+#: report (glue/summary.py). Set on two kinds: [Interrupted] an exception that interrupted the
+#: wait for a child (pytest-timeout's alarm, a signal handler that raises): the row as far as the
+#: check got, its status ``timeout``; [Raised, Not Judged] an exception a check raised instead of
+#: ending with a verdict (engine/pipeline.py): the row, failing, saying why. Either way the
+#: exception still propagates.
+CARRIED_ROW = "torchexport_result"
 
 
 def _attach_row(exc: BaseException, found: Result, current: str, started: float, header: str) -> None:
@@ -313,7 +310,7 @@ def _attach_row(exc: BaseException, found: Result, current: str, started: float,
     ))
     found.findings.append(Finding("timeout", f"interrupted after {elapsed:.1f} s during {current} ({what})"))
     try:
-        setattr(exc, INTERRUPTED_ROW, found)
+        setattr(exc, CARRIED_ROW, found)
     except AttributeError:  # an exception type with __slots__: the test fails without the row
         pass
 
@@ -381,7 +378,8 @@ def _crashed(result: Result, current: str, status: int, header: str, fatal: Path
     stack = _fatal_stack(fatal)
     if stack:
         message += "\nPython stack at the crash (innermost first):\n" + stack
-    settle(result, Outcome(CRASH_STATUS.get(current, "run_error"), message, why, "crash"))
+    # What a crash in each stage means (docs/statuses.md); any other stage is ``run_error``.
+    settle(result, Outcome(STAGE_STATUS.get(current, "run_error"), message, why, "crash"))
     return result
 
 
