@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from .._compat import pytree
 from .. import freed
+from .._compat import pytree
 from ..cache import sources
 from ..results.explain import is_user_file
 from . import stateful
