@@ -228,6 +228,12 @@ def explicit_calls(plan: InputPlan, options: Options) -> int:
     return len(explicit_draws(plan, grown_draw(plan), options.special_values))
 
 
+#: The remedy of the two limits that scale with the recorded call (its bytes, its measured peak).
+RECORD_LARGER = (
+    "Record the call at the largest size to be checked to search beyond it (the budget scales with the recorded call)"
+)
+
+
 def peak_limit(peak: int | None) -> Limit | None:
     """``MEMORY_FACTOR`` applied to what the recorded call held at its peak (measured), never
     below ``MEMORY_FLOOR``; None where nothing was measured.
@@ -245,8 +251,7 @@ def peak_limit(peak: int | None) -> Limit | None:
         max(MEMORY_FLOOR, MEMORY_FACTOR * peak) / peak,
         f"the recorded call's eager run peaked at {peak / 2**20:.0f} MB (measured), so drawn sizes were capped at "
         f"{MEMORY_FACTOR:g}x what it held",
-        "Record the call at the largest size to be checked to search beyond it (the budget scales with the "
-        "recorded call)",
+        RECORD_LARGER,
     )
 
 
@@ -308,8 +313,7 @@ def limits(
             max(MEMORY_FLOOR, MEMORY_FACTOR * recorded_bytes) / recorded_bytes,
             f"the recorded call holds {recorded_bytes / 2**20:.0f} MB of tensors, so drawn sizes were capped at "
             f"{MEMORY_FACTOR:g}x its memory",
-            "Record the call at the largest size to be checked to search beyond it (the budget scales with the "
-            "recorded call)",
+            RECORD_LARGER,
         ))
     if first is not None:
         found.append(peak_limit(first.peak_bytes))
