@@ -364,6 +364,39 @@ def unittest_excinfo(item: Any) -> list[Any] | None:
     return getattr(item, "_excinfo", None)
 
 
+def item_aware_fixtures(item: Any) -> list[str]:
+    """[Fixtures Once] The function-scoped fixtures of ``item`` (its closure, autouse ones
+    included) that take ``request``, so may decide by the item they serve (skip one backend's
+    item, apply a marker), pytest's own apart (``tmp_path`` names a folder by it, nothing more).
+    Reads ``item._fixtureinfo.name2fixturedefs``, whose last definition is the one used, and
+    each ``FixtureDef``'s ``scope``, ``argnames`` and ``func`` (pytest 8.0 to 9.2)."""
+    info = getattr(item, "_fixtureinfo", None)  # a function item's; another kind of item has none
+    if info is None:
+        return []
+    found = []
+    for name, defs in info.name2fixturedefs.items():
+        if not defs:
+            continue
+        fixturedef = defs[-1]
+        own = (getattr(fixturedef.func, "__module__", "") or "").startswith(("_pytest.", "pytest."))
+        if fixturedef.scope == "function" and "request" in fixturedef.argnames and not own:
+            found.append(name)
+    return sorted(found)
+
+
+def skip_fixture_setup(item: Any) -> bool:
+    """[Fixtures Once] pytest's ``Function.setup`` is ``self._request._fillfixtures()`` (8.0 to
+    9.2), called by its ``SetupState`` as ``col.setup()``: an instance attribute in its place
+    makes this item's setup set up no fixture. Only for an item whose class keeps pytest's own
+    ``setup`` (a unittest item sets up its TestCase there); False where it does not."""
+    import pytest
+
+    if getattr(type(item), "setup", None) is not pytest.Function.setup:
+        return False
+    item.setup = lambda: None
+    return True
+
+
 def fixtureinfo(item: Any) -> Any:
     """``item._fixtureinfo``, which ``Function.from_parent(fixtureinfo=...)`` takes to copy an item
     with the same fixtures (pytest 9.2.0)."""

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from ._compat import skip_fixture_setup
 from .errors import InvalidArgument
 from .glue import adapters, ahead, hookspecs, items, markers, models, verdicts
 from .glue.cli import add_options
@@ -211,6 +212,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
                 del item.stash[stashed]
         item.user_properties[:] = [p for p in item.user_properties if not str(p[0]).startswith("torchexport")]
     item.stash[ahead.ATTEMPTED] = True
+    # [Fixtures Once] Its check was forked under the fixtures of the test's item that ran the
+    # body: its own would be set up for nothing (its body does not run, [Body Once]).
+    if not ahead.fixtures_needed(item):
+        skip_fixture_setup(item)
 
 
 __all__ = ["DEFAULT_BACKENDS", "torchexport"]

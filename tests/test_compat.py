@@ -183,6 +183,64 @@ def test_pytest_item_fixtureinfo_is_what_from_parent_takes(pytester):
     assert copy.fixturenames == item.fixturenames
 
 
+def test_pytest_fixture_definitions_say_which_fixtures_see_the_item(pytester):
+    pytester.makeconftest(
+        """
+        import pytest
+
+        @pytest.fixture
+        def picky(request):
+            return request.node.name
+
+        @pytest.fixture
+        def plain():
+            return 1
+
+        @pytest.fixture(scope="module")
+        def wide(request):
+            return 2
+        """
+    )
+    item = pytester.getitem("def test_func(picky, plain, wide, tmp_path, monkeypatch): pass")
+    assert _compat.item_aware_fixtures(item) == ["picky"]  # tmp_path takes request too: pytest's own
+
+
+def test_pytest_function_setup_is_where_its_fixtures_are_set_up(pytester):
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.fixture
+        def costly():
+            print("SETTING UP")
+
+        def test_a(costly):
+            pass
+
+        def test_b(costly):
+            pass
+        """
+    )
+    pytester.makeconftest(
+        """
+        import pytest
+        from pytest_torchexport import _compat
+
+        @pytest.hookimpl(tryfirst=True)
+        def pytest_runtest_setup(item):
+            if item.name == "test_b":
+                assert _compat.skip_fixture_setup(item)
+
+        @pytest.hookimpl(tryfirst=True)
+        def pytest_pyfunc_call(pyfuncitem):
+            return True if pyfuncitem.name == "test_b" else None  # as the plugin's reusing items do
+        """
+    )
+    result = pytester.runpytest("-s", "-q", "-p", "no:torchexport")
+    result.assert_outcomes(passed=2)
+    assert result.stdout.str().count("SETTING UP") == 1
+
+
 def test_pytest_unittest_item_keeps_the_bodys_error_as_excinfo(pytester):
     pytester.makeconftest(
         """

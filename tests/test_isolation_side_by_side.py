@@ -183,6 +183,43 @@ def test_an_item_that_never_takes_its_check_does_not_hold_the_others(tester, mon
     result.stdout.fnmatch_lines(["*not this one*"])
 
 
+FIXTURES_ONCE = """
+import pytest, torch
+
+SETUPS = {log!r}
+SETTINGS = {{"scale": 1.0}}
+
+@pytest.fixture(autouse=True)
+def scaled():
+    with open(SETUPS, "a") as f:
+        f.write("set up\\n")
+    SETTINGS["scale"] = 2.0
+    yield
+    SETTINGS["scale"] = 1.0
+
+class Scaled(torch.nn.Module):
+    def forward(self, x):
+        return x * SETTINGS["scale"]  # read at export: an artifact exported without the fixture is off by 2x
+
+@pytest.mark.torchexport(backends=["trace", "export", "onnx"], examples=3)
+def test_model():
+    Scaled().eval()(torch.randn(2, 3))
+"""
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_tests_other_items_set_up_no_fixture_and_check_under_the_first_items(tester, tmp_path, monkeypatch, jobs):
+    # [Fixtures Once] The body runs once (the first item); the other items' checks are forked at
+    # once, under that item's fixtures (here: a setting the model reads), so their own fixtures are
+    # never set up. One at a time (jobs=1) the last check runs two items later, with no fixture set up.
+    setups = tmp_path / "setups.txt"
+    monkeypatch.setenv("TORCHEXPORT_JOBS", str(jobs))
+    tester.makepyfile(test_once=FIXTURES_ONCE.format(log=str(setups)))
+    result = tester.runpytest("-q", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3)
+    assert setups.read_text() == "set up\n"
+
+
 ORDER_CONFTEST = """
 import time
 
@@ -214,10 +251,10 @@ def pytest_torchexport_backends(config):
 _start = recorded.Selection.start
 
 
-def _logged_start(self, backend, device, session):
+def _logged_start(self, backend, device, session, **kw):
     with open(LOG, "a") as f:
         f.write(f"{{session.test.split('::')[-1]}} {{backend}}\\n")
-    return _start(self, backend, device, session)
+    return _start(self, backend, device, session, **kw)
 
 
 def pytest_configure(config):

@@ -191,8 +191,14 @@ class PendingCheck:
             digests=self.once.digests if self.once else None,
         )
 
-    def start(self) -> None:
+    def start(self, *, held: bool = False) -> None:
+        """Set it going; ``held``: its child forked now and let go by a later ``start()`` (or
+        ``wait()``), so that it inherits this process as it is now (``runner.Child``)."""
         if self.started is not None:
+            if not held and self.held:
+                assert self._child is not None
+                self._child.release()
+                self.started = self._child.started  # its time counts from here, not from its fork
             return
         self.started = time.monotonic()
         hit = self.reuse.lookup()
@@ -220,7 +226,8 @@ class PendingCheck:
         # [Paid Once] the exporters' and hypothesis's first use, paid here where the child inherits it
         THIS.warmup.before_fork(self.name, spec, self.options.backends, repeats=self.session.repeats)
         self._scratch = Path(tempfile.mkdtemp(prefix=f"torchexport-{self.name}-"))
-        self._child = runner.Child(self._body, self.result, self.options.timeout, self._scratch, tag(self.result))
+        self._child = runner.Child(self._body, self.result, self.options.timeout, self._scratch, tag(self.result),
+                                   held=held)
 
     def wait(self) -> Result:
         if self._done is not None:
@@ -230,6 +237,8 @@ class PendingCheck:
         ended = None
         try:
             if self._child is not None:
+                if self._child.held:
+                    self.start()  # let go: its time counts from here
                 result = self._child.wait()
                 ended = self._child.ended
             elif self.settled:
@@ -279,6 +288,11 @@ class PendingCheck:
     def child(self) -> runner.Child | None:
         """The forked child running it (process isolation), once started."""
         return self._child
+
+    @property
+    def held(self) -> bool:
+        """[Held] Its child is forked and waits to be let go (``start()``)."""
+        return self._child is not None and self._child.held
 
     @property
     def finished(self) -> bool:

@@ -11,7 +11,9 @@ Two ways to ask, one set of places:
   results in the order asked;
 - ``start_ahead(key, check)`` / ``take(key)``: a check started before anyone waits for it
   (the plugin starts a test's next items beside the current one, ``glue/ahead.py``); its
-  item takes it when it runs. ``places()`` says how many more may start.
+  item takes it when it runs. ``places()`` says how many more may run. [Held] A check
+  started ahead may be held (its child forked, waiting): it holds no place until
+  ``release_ahead()`` lets it go, longest first, as places free.
 
 A check is anything with ``start()``, ``wait() -> Result``, ``cancel()``, ``started``, and
 ``finished`` and ``child`` (so that a place frees when any check's child ends):
@@ -45,8 +47,10 @@ class Startable(Protocol):
     def finished(self) -> bool: ...
     @property
     def child(self) -> runner.Child | None: ...
+    @property
+    def held(self) -> bool: ...
 
-    def start(self) -> None: ...
+    def start(self, *, held: bool = False) -> None: ...
     def wait(self) -> Result: ...
     def cancel(self) -> None: ...
 
@@ -125,14 +129,31 @@ class Scheduler:
         return [check.child for check in self._running_ahead() if check.child is not None]
 
     def _running_ahead(self) -> list[Startable]:
-        return [check for _, check in self._ahead.values() if not check.finished]
+        """Started ahead and running in a child: a held child waits, and an inline check runs
+        only when its item takes it, in that item's place."""
+        return [check for _, check in self._ahead.values()
+                if check.child is not None and not check.finished and not check.held]
 
     def start_ahead(self, key: str, check: Startable, group: str = "") -> None:
-        check.start()
+        """``check`` started ahead of whoever takes it (held or running: started by its maker)."""
+        check.start(held=True)  # a no-op on one already started
         self._ahead[key] = (group, check)
+
+    def release_ahead(self) -> None:
+        """[Held] Let held checks run, in the order they were started ahead, as places allow."""
+        for _, check in list(self._ahead.values()):
+            if self.places() == 0:
+                return
+            if check.held:
+                check.start()
 
     def started_ahead(self, key: str) -> bool:
         return key in self._ahead
+
+    def ahead(self, key: str) -> Startable | None:
+        """The check started ahead for ``key``, not yet taken (left where it is)."""
+        entry = self._ahead.get(key)
+        return None if entry is None else entry[1]
 
     def take(self, key: str) -> Startable | None:
         entry = self._ahead.pop(key, None)

@@ -41,15 +41,16 @@ def session(item: pytest.Item) -> Session:
     )
 
 
-def plan(item: pytest.Item, recording: Any, options: Options) -> Any:
-    """The item's check of the recording's selected call, started (``PlannedRun``)."""
+def plan(item: pytest.Item, recording: Any, options: Options, *, held: bool = False) -> Any:
+    """The item's check of the recording's selected call, started (``PlannedRun``; ``held``: its
+    child forked now and let go later, ``runner.Child``)."""
     from ..recording.selection import Selection
 
     state = item.config.stash[STATE]
     target = items.target(item)
     assert target is not None
     selection = Selection.make(recording, options, auto=state.auto and item.get_closest_marker(MARKER) is None)
-    return selection.start(target.backend, target.device, session(item))
+    return selection.start(target.backend, target.device, session(item), held=held)
 
 
 def start_loader(item: pytest.Item, options: Options, target: items.Target) -> None:

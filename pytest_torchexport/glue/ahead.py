@@ -3,9 +3,11 @@
 A check runs in a child with one thread (``isolation/runner.py``), so one item at a time
 leaves the other cores idle. Once an item has the test's recording, the test's next items
 in this process (the same recording, the same options) start their checks on the session's
-``Scheduler`` (``engine/schedule.py``), up to its free places, longest first; each item then
-takes its own when it runs. Under xdist only the item pytest runs next here is known. What
-never runs (``-x``, a rerun) is stopped.
+``Scheduler`` (``engine/schedule.py``): [Held] each forked at once, so that it inherits the
+state the recorded call ran in, and let go as places free, longest first; each item then
+takes its own when it runs, and sets up none of its fixtures (``fixtures_needed``). Under
+xdist only the item pytest runs next here is known. What never runs (``-x``, a rerun) is
+stopped.
 """
 
 from __future__ import annotations
@@ -36,27 +38,28 @@ def repeats(session: pytest.Session) -> bool:
 
 
 def start_following(item: pytest.Item, recording: Any, options: Options) -> None:
-    """Start the checks of the test's next items beside this one's, as places allow."""
+    """Start the checks of the test's next items: [Held] each forked now, under the state the
+    test's recorded call ran in, and let go beside this one's as places allow."""
     scheduler = item.config.stash[STATE].scheduler
-    places = scheduler.places()  # 0 with one job, or with every place taken: nothing to start
-    if places == 0 or recording.error is not None:
-        return
-    key = items.test_key(item)
-    candidates = []
-    for following in _following(item):
-        target = items.target(following)
-        if target is None or items.test_key(following) != key:
-            break
-        if scheduler.started_ahead(following.nodeid) or following.stash.get(ATTEMPTED, False):
-            continue
-        if options_of(following) != options:
-            break
-        candidates.append((following, target))
-    # The longest first: the short ones then fill the other cores while it runs, instead
-    # of the test's last long check running alone at its end.
-    candidates.sort(key=lambda c: scheduler.expected_s(c[1].backend, c[1].device), reverse=True)
-    for following, _ in candidates[:places]:
-        scheduler.start_ahead(following.nodeid, adapters.plan(following, recording, options), group=key or "")
+    if recording.error is None:
+        key = items.test_key(item)
+        candidates = []
+        for following in _following(item):
+            target = items.target(following)
+            if target is None or items.test_key(following) != key:
+                break
+            if scheduler.started_ahead(following.nodeid) or following.stash.get(ATTEMPTED, False):
+                continue
+            if options_of(following) != options:
+                break
+            candidates.append((following, target))
+        # The longest first: the short ones then fill the other cores while it runs, instead
+        # of the test's last long check running alone at its end.
+        candidates.sort(key=lambda c: scheduler.expected_s(c[1].backend, c[1].device), reverse=True)
+        for following, _ in candidates:
+            scheduler.start_ahead(following.nodeid, adapters.plan(following, recording, options, held=True),
+                                  group=key or "")
+    scheduler.release_ahead()
 
 
 def wait_beside(item: pytest.Item, planned: Any, recording: Any, options: Options) -> None:
@@ -66,12 +69,25 @@ def wait_beside(item: pytest.Item, planned: Any, recording: Any, options: Option
     from ..isolation import runner
 
     scheduler = item.config.stash[STATE].scheduler
-    planned.start()
+    planned.start()  # [Held] let go, if it was started ahead and held
     while planned.child is not None and not planned.finished:
         ahead = scheduler.children_ahead()
         if not ahead or runner.wait_any([planned.child, *ahead]):
             return  # nothing beside it to end first; or a child past its time (its wait ends it)
         start_following(item, recording, options)
+
+
+def fixtures_needed(item: pytest.Item) -> bool:
+    """[Fixtures Once] Whether this item needs its test's fixtures set up: not when its check was
+    started ahead and no longer depends on this process (``PlannedRun.detached``): its body does
+    not run (the test's first item in this process recorded it) and its child was forked under
+    that item's fixtures. Setting them up again cost e3nn's model tests a second a fixture, each
+    backend's item. Still set up where a function-scoped fixture takes ``request`` and so may
+    decide by the item (``pytest.skip`` for one backend's item): that decision is the item's."""
+    from .._compat import item_aware_fixtures
+
+    planned = item.config.stash[STATE].scheduler.ahead(item.nodeid)
+    return planned is None or not planned.detached or bool(item_aware_fixtures(item))
 
 
 def _following(item: pytest.Item) -> list[pytest.Item]:
@@ -86,4 +102,4 @@ def _following(item: pytest.Item) -> list[pytest.Item]:
     return [] if index is None else collected[index + 1 : index + 1 + LOOK_AHEAD]
 
 
-__all__ = ["ATTEMPTED", "NEXT", "repeats", "start_following", "wait_beside"]
+__all__ = ["ATTEMPTED", "NEXT", "fixtures_needed", "repeats", "start_following", "wait_beside"]

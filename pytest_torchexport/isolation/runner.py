@@ -75,14 +75,21 @@ def choose(isolation: str | None, device: str) -> tuple[str, str | None]:
 class Child:
     """One check running in a forked child: started at construction, its ``Result`` from ``wait()``.
 
-    Its time limit counts from its start, whether or not anyone waits for it yet."""
+    Its time limit counts from its start, whether or not anyone waits for it yet.
+
+    [Held] ``held=True``: forked now, so that it inherits this process as it is now (the state
+    the test's recorded call ran in: its fixtures, its default dtype, eager's shared prelude),
+    and run later: the child waits on a pipe before its first stage until ``release()`` (or
+    ``wait()``) lets it go, and its time limit counts from then. A held child holds no place
+    of the scheduler's and costs what fork costs: its pages are the parent's until written."""
 
     def __init__(self, body: Callable[[Result], None], result: Result, timeout: float, scratch: Path,
-                 header: str) -> None:
+                 header: str, *, held: bool = False) -> None:
         self.result, self.timeout, self.scratch, self.header = result, timeout, scratch, header
         tmp = scratch / "tmp"
         tmp.mkdir(exist_ok=True)
         read_end, write_end = os.pipe()
+        gate_read, gate_write = os.pipe() if held else (None, None)
         sys.stdout.flush()
         sys.stderr.flush()
         parent = os.getpid()
@@ -99,11 +106,18 @@ class Child:
             # threads exist. (A gc.collect() before each fork would cost ~80 ms a check.)
             gc.freeze()
             os.close(read_end)
+            if gate_write is not None:
+                os.close(gate_write)
             from .._compat import cuda_closed_in_forked_child
 
             cuda_closed_in_forked_child()  # a CPU check; the parent may have touched CUDA
-            _child(body, result, write_end, tmp, parent)
+            _child(body, result, write_end, tmp, parent, gate=gate_read)
         os.close(write_end)
+        if gate_read is not None:
+            os.close(gate_read)
+            THIS.gates.add(gate_write)  # a later child closes it (Process.forked): the gate is this process's
+        #: [Held] the write end of the pipe the child waits on before its first stage; None once it runs
+        self.gate: int | None = gate_write
         try:  # the child does this too; here as well, so a kill right after fork reaches its group
             os.setpgid(pid, pid)
         except OSError:  # it already did (or already exited)
@@ -118,6 +132,28 @@ class Child:
         THIS.children[read_end] = self
 
     @property
+    def held(self) -> bool:
+        """[Held] Forked and waiting to be let go (``release``)."""
+        return self.gate is not None
+
+    def release(self) -> None:
+        """[Held] Let a held child run its check; its time limit counts from now."""
+        if self.gate is None:
+            return
+        try:
+            os.write(self.gate, b"1")
+        except OSError:  # it died while held (a kill from outside): its closed pipe says so when waited for
+            pass
+        self._close_gate()
+        self.started = time.monotonic()
+
+    def _close_gate(self) -> None:
+        if self.gate is not None:
+            THIS.gates.discard(self.gate)
+            os.close(self.gate)
+            self.gate = None
+
+    @property
     def finished(self) -> bool:
         return self.closed or self.done is not None or self.raised is not None
 
@@ -130,6 +166,7 @@ class Child:
         """Its result: finished, timed out (killed) or crashed. Raises what the pipeline raised."""
         if self._result is not None:
             return self._result
+        self.release()
         deadline = self.deadline
         timed_out = False
         try:
@@ -169,6 +206,7 @@ class Child:
         if self._result is None and not self.closed:
             self._close()
             _kill(self.pid)
+        self._close_gate()
 
     def _close(self) -> None:
         if not self.closed:
@@ -220,7 +258,8 @@ def _pump(timeout: float) -> None:
             child._feed(os.read(fd, 1 << 16))
 
 
-def _child(body: Callable[[Result], None], result: Result, write_end: int, tmp: Path, parent: int) -> None:
+def _child(body: Callable[[Result], None], result: Result, write_end: int, tmp: Path, parent: int,
+           *, gate: int | None = None) -> None:
     code = 0
     try:
         THIS.forked(write_end)  # [This Process] its siblings' pipes closed; it reports on write_end
@@ -241,6 +280,11 @@ def _child(body: Callable[[Result], None], result: Result, write_end: int, tmp: 
         torch.set_num_threads(1)  # see the module docstring: OpenMP's pool does not survive fork
         tempfile.tempdir = str(tmp)
         os.environ["TMPDIR"] = str(tmp)
+        if gate is not None:  # [Held] until the parent lets it go; nothing read: it was cancelled, or is gone
+            go = os.read(gate, 1)
+            os.close(gate)
+            if not go:
+                os._exit(0)
         stage(result, "eager")
         body(result)
         _send({"done": result.to_dict()})

@@ -49,10 +49,11 @@ class Selection:
     def run(self, backend: str, device: str, session: Session) -> Result:
         return self.start(backend, device, session).wait()
 
-    def start(self, backend: str, device: str, session: Session) -> PlannedRun:
-        """The check of one item, set going now (see ``PlannedRun``); its row from ``wait()``."""
+    def start(self, backend: str, device: str, session: Session, *, held: bool = False) -> PlannedRun:
+        """The check of one item, set going now (see ``PlannedRun``; ``held``: forked now, let go
+        by its next ``start()``); its row from ``wait()``."""
         planned = PlannedRun(self, backend, device, session)
-        planned.start()
+        planned.start(held=held)
         return planned
 
     # -- what the row says about the call ------------------------------------------------
@@ -183,9 +184,26 @@ class PlannedRun:
                                    sequence=_sequence(self.calls[index:]),
                                    once=SharedCall(self.selection.eager_once, id(candidate)))
 
-    def start(self) -> None:
+    def start(self, *, held: bool = False) -> None:
         if self._pending is not None:
-            self._pending.start()
+            self._pending.start(held=held)
+
+    @property
+    def held(self) -> bool:
+        """[Held] Its check's child is forked and waits to be let go (``start()``)."""
+        return self._pending is not None and self._pending.held
+
+    @property
+    def detached(self) -> bool:
+        """Its row no longer depends on this process's state: its check's child was forked (it
+        took what it needs with it), or its row is settled and no other call will be tried. Such
+        an item needs nothing of its own test's fixtures (``plugin.py``, [Fixtures Once])."""
+        if self._done is not None:
+            return True
+        pending = self._pending
+        if pending is None:
+            return False
+        return pending.child is not None or (pending.settled and pending.result.cause_kind != "eager_replay")
 
     def cancel(self) -> None:
         if self._pending is not None:
