@@ -163,3 +163,72 @@ def test_an_error_out_of_the_shared_prelude_surfaces_from_the_check_itself():
     with pytest.raises(ExportMismatch, match="RuntimeError: planted: fails under another seed"):
         check(RaisesUnderAnotherSeed(), (torch.randn(2, 4),), backends=["trace", "export"], examples=2,
               isolation="process")
+
+
+COPIES_LOG = []  # the file each process notes its copies in (a forked check's are its child's)
+
+
+class CountedCopies(torch.nn.Module):
+    """Notes which process deep-copies it, in ``COPIES_LOG[0]``."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 3)
+
+    def __deepcopy__(self, memo):
+        import copy
+        import os
+
+        with open(COPIES_LOG[0], "a") as f:
+            f.write(f"{os.getpid()}\n")
+        clone = CountedCopies()
+        clone.lin = copy.deepcopy(self.lin, memo)
+        clone.train(self.training)
+        return clone
+
+    def forward(self, x):
+        return self.lin(x)
+
+
+class Scaling:
+    """A third-party backend whose export scales the module it is given in place (a quantizer
+    that prepares it inplace=True, say): the copy it was given is its own, not another's."""
+
+    def __new__(cls):
+        from pytest_torchexport.backends.trace import TraceBackend
+
+        class Scales(TraceBackend):
+            name = "scales"
+
+            def unavailable_reason(self):
+                return None
+
+            def export(self, module, args, kwargs, ctx):
+                with torch.no_grad():
+                    module.lin.weight.mul_(2.0)
+                return super().export(module, args, kwargs, ctx)
+
+        return Scales()
+
+
+def test_forked_checks_export_a_copy_made_once_each_their_own(tmp_path):
+    # [Spare Copy] The test's process copies the module for the exports once; each child's
+    # copy is its own by fork: a backend that changes the module it exports changes no
+    # other's (its own check fails against eager; trace and export pass).
+    import os
+
+    from pytest_torchexport.options import BUILTIN_BACKENDS
+
+    COPIES_LOG[:] = [str(tmp_path / "copies.txt")]
+    opts = Options.build(backends=["trace", "export"], examples=2)
+    results = run(CountedCopies().eval(), (torch.randn(2, 4),), None, opts, Session()).results
+    assert [r.status for r in results] == ["pass", "pass"], [r.message for r in results]
+    # here: eager's copy and the spare one; the children copied nothing for their export
+    copies = (tmp_path / "copies.txt").read_text().split()
+    assert copies == [str(os.getpid())] * 2, copies
+
+    session = Session(backends={**BUILTIN_BACKENDS, "scales": Scaling()})
+    opts = Options.build(backends=["trace", "scales", "export"], examples=2, valid_backends=("trace", "export", "scales"))
+    results = run(CountedCopies().eval(), (torch.randn(2, 4),), None, opts, session).results
+    statuses = {r.backend: r.status for r in results}
+    assert statuses == {"trace": "pass", "scales": "mismatch", "export": "pass"}, [r.message for r in results]

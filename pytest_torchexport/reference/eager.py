@@ -162,6 +162,19 @@ class Eager:
             self.module = copied.to(device).eval()
         self.device = device
         self._initial = stateful.snapshot(self.module, parameters=True) or {}
+        self._spare: torch.nn.Module | None = None
+
+    def keep_spare(self) -> None:
+        """[Spare Copy] A copy of the module as it is now, for a forked check's export: made
+        once in the test's process, each child inherits it, its own by fork, instead of
+        copying the module itself (e3nn's network copies in 0.6 s: four backends' children
+        paid it four times). Kept in the parent untouched (``take_spare`` is for a child)."""
+        self._spare = copy_module(self.module)
+
+    def take_spare(self) -> torch.nn.Module | None:
+        """The spare copy, once (a second export copies anew), or None."""
+        spare, self._spare = self._spare, None
+        return spare
 
     def state_changed(self) -> list[str]:
         now = self.module.state_dict()

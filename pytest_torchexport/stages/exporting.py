@@ -22,6 +22,7 @@ from ..cache import sources
 from ..inputs.specs import InputPlan
 from ..inputs.strategies import Draw, materialize, recorded_draw
 from ..isolation import runner
+from ..isolation.process import THIS
 from ..reference.compare import output_scales
 from ..reference.eager import copy_module
 from ..reference.stateful import reset_state, snapshot
@@ -116,7 +117,10 @@ def export_once(check: Check, args: tuple[Any, ...], kwargs: dict[str, Any], ctx
     """One export of a fresh copy (exporters may touch the module), timed, warnings kept."""
     result = check.result
     runner.stage(result, "export")
-    module = copy_module(check.eager.module)
+    # [Spare Copy] In a forked child, the copy the test's process made once for every check's
+    # child (its pages this child's own once written); elsewhere, and for a second export, a new one.
+    spare = check.eager.take_spare() if THIS.channel is not None else None
+    module = spare if spare is not None else copy_module(check.eager.module)
     initial = snapshot(module) or {}
     t0 = time.perf_counter()
     artifact, failure = None, None

@@ -215,6 +215,7 @@ def _compute(
                 return _Shared("own")
             else:
                 prelude.shared = _draw_once(prelude, search, template)
+                prelude.eager.keep_spare()  # [Spare Copy] each child's module to export, inherited
     finally:
         torch.set_num_threads(threads)
     written = template.written_since(result.facts())
