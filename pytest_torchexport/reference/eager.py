@@ -166,9 +166,10 @@ class Eager:
 
     def keep_spare(self) -> None:
         """[Spare Copy] A copy of the module as it is now, for a forked check's export: made
-        once in the test's process, each child inherits it, its own by fork, instead of
-        copying the module itself (e3nn's network copies in 0.6 s: four backends' children
-        paid it four times). Kept in the parent untouched (``take_spare`` is for a child)."""
+        once in the test's process (while its first check's child copies its own), each child
+        forked after it inherits it, its own by fork, instead of copying the module itself
+        (e3nn's network copies in 0.6-0.8 s: four backends' children paid it four times).
+        Kept in the parent untouched (``take_spare`` is for a child)."""
         self._spare = copy_module(self.module)
 
     def take_spare(self) -> torch.nn.Module | None:

@@ -149,6 +149,7 @@ class _Shared:
     prelude: Prelude | None = None
     stop: Stop | None = None  # "settled": the verdict eager settled, its message written per check's header
     written: dict[str, Any] | None = None  # what the prelude wrote into its result besides a verdict (``Result.facts``)
+    handed: int = 0  # checks handed it so far
 
 
 class EagerOnce:
@@ -172,6 +173,12 @@ class EagerOnce:
         if key not in self._shared:
             self._shared[key] = _compute(module, plan, options, result, (session, self.body_s))
         shared = self._shared[key]
+        if shared.prelude is not None:
+            if shared.handed == 1:
+                # [Spare Copy] The first check's child (forked by now) copies the module it exports
+                # itself, while this process copies one, once, for the children forked after it.
+                shared.prelude.eager.keep_spare()
+            shared.handed += 1
         if shared.written is not None:
             # [Data Until Written] Copied as data: nothing the prelude wrote names the backend but the
             # verdict's message, which is written again with this check's header.
@@ -215,7 +222,6 @@ def _compute(
                 return _Shared("own")
             else:
                 prelude.shared = _draw_once(prelude, search, template)
-                prelude.eager.keep_spare()  # [Spare Copy] each child's module to export, inherited
     finally:
         torch.set_num_threads(threads)
     written = template.written_since(result.facts())
