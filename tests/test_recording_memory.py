@@ -37,3 +37,67 @@ def test_raised_calls_keep_nothing_alive():
     alive = [ref for ref in model.refs if ref() is not None]
     assert len(model.refs) == 50
     assert alive == [], f"{len(alive)} of 50 raising calls' frames are still held after the recording"
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.lin(x)
+
+
+class Outer(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x) * 2
+
+
+def _copied(recording):
+    """Each call's module class and whether a copy of it was taken."""
+    return [(type(call.live).__name__, call.module is not call.live) for call in recording.calls]
+
+
+def test_only_the_module_its_check_picks_is_copied():
+    # [Copies For The Checked Module] A test that compares its model with a copy of it (a
+    # reloaded one) checks the model: the second module is not copied.
+    import copy
+
+    from pytest_torchexport.recording.recorder import Recorder
+
+    model = Net().eval()
+    with Recorder() as recorder:
+        model(torch.randn(2, 3))
+        copy.deepcopy(model)(torch.randn(2, 3))
+    assert _copied(recorder.recording) == [("Net", True), ("Net", False)]
+    assert recorder.recording.pick(None).live is model
+    # module= names the one to check: only modules of that name are copied
+    with Recorder(module="Outer") as recorder:
+        model(torch.randn(2, 3))
+        Outer(Net()).eval()(torch.randn(2, 3))
+    assert _copied(recorder.recording) == [("Net", False), ("Outer", True)]
+    # one that contains the first may be the outermost: copied
+    with Recorder() as recorder:
+        model(torch.randn(2, 3))
+        Outer(model).eval()(torch.randn(2, 3))
+    assert _copied(recorder.recording) == [("Net", True), ("Outer", True)]
+    assert type(recorder.recording.pick(None).live).__name__ == "Outer"
+
+
+def test_a_module_picked_after_all_is_checked_live_with_a_fingerprint():
+    # The first module, then another, then one that contains the first: the second is picked
+    # (the first is inside the third), uncopied: kept live with a fingerprint, as a module past
+    # the copy budget, so a change after its call is said.
+    from pytest_torchexport.recording.recorder import Recorder
+
+    first, second = Net().eval(), Net().eval()
+    with Recorder() as recorder:
+        first(torch.randn(2, 3))
+        second(torch.randn(2, 3))
+        Outer(first).eval()(torch.randn(2, 3))
+    picked = recorder.recording.pick(None)
+    assert picked.live is second and picked.module is second and picked.fingerprint is not None

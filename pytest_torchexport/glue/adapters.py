@@ -74,7 +74,7 @@ def run_body(item: pytest.Item, options: Options) -> Generator[None, None, Any]:
     # Seeded, so the model's random init (and so a failure) is the same in every run.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(options.seed or 0)
-        with Recorder() as recorder:
+        with Recorder(module=options.module) as recorder:
             t0 = time.perf_counter()
             try:
                 yield
