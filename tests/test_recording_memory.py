@@ -8,6 +8,7 @@ import weakref
 
 import pytest
 import torch
+from models import MLP
 from torch import nn
 
 
@@ -39,15 +40,6 @@ def test_raised_calls_keep_nothing_alive():
     assert alive == [], f"{len(alive)} of 50 raising calls' frames are still held after the recording"
 
 
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.lin = nn.Linear(3, 2)
-
-    def forward(self, x):
-        return self.lin(x)
-
-
 class Outer(nn.Module):
     def __init__(self, inner):
         super().__init__()
@@ -69,22 +61,22 @@ def test_only_the_module_its_check_picks_is_copied():
 
     from pytest_torchexport.recording.recorder import Recorder
 
-    model = Net().eval()
+    model = MLP().eval()
     with Recorder() as recorder:
-        model(torch.randn(2, 3))
-        copy.deepcopy(model)(torch.randn(2, 3))
-    assert _copied(recorder.recording) == [("Net", True), ("Net", False)]
+        model(torch.randn(2, 8))
+        copy.deepcopy(model)(torch.randn(2, 8))
+    assert _copied(recorder.recording) == [("MLP", True), ("MLP", False)]
     assert recorder.recording.pick(None).live is model
     # module= names the one to check: only modules of that name are copied
     with Recorder(module="Outer") as recorder:
-        model(torch.randn(2, 3))
-        Outer(Net()).eval()(torch.randn(2, 3))
-    assert _copied(recorder.recording) == [("Net", False), ("Outer", True)]
+        model(torch.randn(2, 8))
+        Outer(MLP()).eval()(torch.randn(2, 8))
+    assert _copied(recorder.recording) == [("MLP", False), ("Outer", True)]
     # one that contains the first may be the outermost: copied
     with Recorder() as recorder:
-        model(torch.randn(2, 3))
-        Outer(model).eval()(torch.randn(2, 3))
-    assert _copied(recorder.recording) == [("Net", True), ("Outer", True)]
+        model(torch.randn(2, 8))
+        Outer(model).eval()(torch.randn(2, 8))
+    assert _copied(recorder.recording) == [("MLP", True), ("Outer", True)]
     assert type(recorder.recording.pick(None).live).__name__ == "Outer"
 
 
@@ -94,10 +86,10 @@ def test_a_module_picked_after_all_is_checked_live_with_a_fingerprint():
     # the copy budget, so a change after its call is said.
     from pytest_torchexport.recording.recorder import Recorder
 
-    first, second = Net().eval(), Net().eval()
+    first, second = MLP().eval(), MLP().eval()
     with Recorder() as recorder:
-        first(torch.randn(2, 3))
-        second(torch.randn(2, 3))
-        Outer(first).eval()(torch.randn(2, 3))
+        first(torch.randn(2, 8))
+        second(torch.randn(2, 8))
+        Outer(first).eval()(torch.randn(2, 8))
     picked = recorder.recording.pick(None)
     assert picked.live is second and picked.module is second and picked.fingerprint is not None

@@ -232,13 +232,11 @@ class PendingCheck:
     def wait(self) -> Result:
         if self._done is not None:
             return self._done
-        self.start()
+        self.start()  # [Held] lets a held child go: its time counts from here
         assert self.started is not None
         ended = None
         try:
             if self._child is not None:
-                if self._child.held:
-                    self.start()  # let go: its time counts from here
                 result = self._child.wait()
                 ended = self._child.ended
             elif self.settled:
