@@ -397,6 +397,24 @@ def skip_fixture_setup(item: Any) -> bool:
     return True
 
 
+def xdist_queued(config: Any) -> list[int] | None:
+    """[Side By Side] The indices into ``session.items`` this xdist worker has been sent and not
+    yet started, in the order it runs them: its ``WorkerInteractor`` (registered as a plugin)
+    keeps the next one as ``nextitem_index`` and the rest in ``torun._items``, a deque read under
+    ``torun.lock()`` (pytest-xdist 3.5 to 3.8). None where that is not there to read; a scheduler
+    may still take queued items back (``--dist worksteal``), so this is what will run here as far
+    as is known now."""
+    for plugin in config.pluginmanager.get_plugins():
+        torun = getattr(plugin, "torun", None)
+        if type(plugin).__name__ != "WorkerInteractor" or torun is None or not hasattr(torun, "lock"):
+            continue
+        with torun.lock() as queued:
+            rest = list(queued)
+        following = [getattr(plugin, "nextitem_index", None), *rest]
+        return [index for index in following if isinstance(index, int)]
+    return None
+
+
 def fixtureinfo(item: Any) -> Any:
     """``item._fixtureinfo``, which ``Function.from_parent(fixtureinfo=...)`` takes to copy an item
     with the same fixtures (pytest 9.2.0)."""

@@ -334,9 +334,12 @@ def pytest_torchexport_backends(config):
 """
 
 
-def test_a_place_freed_ahead_goes_to_the_next_item_while_the_current_one_runs(tester, tmp_path, monkeypatch):
+@pytest.mark.parametrize("xdist", [(), ("-n", "1", "--dist", "loadfile")], ids=["serial", "xdist"])
+def test_a_place_freed_ahead_goes_to_the_next_item_while_the_current_one_runs(tester, tmp_path, monkeypatch, xdist):
     # [Any Place] Two places: the long item's own check and short's, started ahead. short
     # ends first; third takes its place while long still runs, not when long's item ends.
+    # Under xdist too: the worker has been sent the whole file (loadfile) and reads its queue,
+    # not only the item it runs next (third is two items after long).
     log = tmp_path / "spans.jsonl"
     monkeypatch.setenv("TORCHEXPORT_JOBS", "2")
     tester.makeconftest(SPANS_CONFTEST.format(log=str(log)))
@@ -347,7 +350,7 @@ import pytest, torch
 def test_model():
     torch.nn.Linear(3, 2).eval()(torch.randn(2, 3))
 """)
-    result = tester.runpytest("-q", "-p", "no:cacheprovider")
+    result = tester.runpytest("-q", "-p", "no:cacheprovider", *xdist)
     result.assert_outcomes(passed=3)
     spans = _intervals(log)
     assert spans["short"][0] < spans["long"][1], spans  # started ahead, beside long

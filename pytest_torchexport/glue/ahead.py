@@ -6,8 +6,9 @@ in this process (the same recording, the same options) start their checks on the
 ``Scheduler`` (``engine/schedule.py``): [Held] each forked at once, so that it inherits the
 state the recorded call ran in, and let go as places free, longest first; each item then
 takes its own when it runs, and sets up none of its fixtures (``fixtures_needed``). Under
-xdist only the item pytest runs next here is known. What never runs (``-x``, a rerun) is
-stopped.
+xdist the items the controller has sent this worker are known (``_compat.xdist_queued``), or
+where that cannot be read, the one pytest runs next. What never runs here (``-x``, a rerun, an
+item taken back by ``--dist worksteal``) is stopped, at the latest when the session ends.
 """
 
 from __future__ import annotations
@@ -91,11 +92,16 @@ def fixtures_needed(item: pytest.Item) -> bool:
 
 
 def _following(item: pytest.Item) -> list[pytest.Item]:
-    if hasattr(item.config, "workerinput"):  # xdist: this worker's schedule is not known ahead
-        nxt = item.stash.get(NEXT, None)
-        return [nxt] if nxt is not None else []
     state = item.config.stash[STATE]
     collected = item.session.items
+    if hasattr(item.config, "workerinput"):  # xdist: what the controller has sent this worker
+        from .._compat import xdist_queued
+
+        queued = xdist_queued(item.config)
+        if queued is None:  # only the item pytest runs next here is known
+            nxt = item.stash.get(NEXT, None)
+            return [nxt] if nxt is not None else []
+        return [collected[index] for index in queued[:LOOK_AHEAD] if index < len(collected)]
     if state.order is None:
         state.order = {it.nodeid: i for i, it in enumerate(collected)}
     index = state.order.get(item.nodeid)
