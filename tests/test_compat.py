@@ -241,6 +241,30 @@ def test_pytest_function_setup_is_where_its_fixtures_are_set_up(pytester):
     assert result.stdout.str().count("SETTING UP") == 1
 
 
+def test_xdist_worker_queue_lists_the_items_sent_and_not_yet_run(pytester):
+    # pytest-xdist's WorkerInteractor: the next item's index and the queue behind it, read by
+    # _compat.xdist_queued; None outside a worker. --dist loadfile sends the whole file at once.
+    pytester.makepyfile(
+        """
+        def test_a(request):
+            from pytest_torchexport import _compat
+            queued = _compat.xdist_queued(request.config)
+            names = [request.session.items[i].name for i in queued]
+            assert names == ["test_b", "test_c"], names
+
+        def test_b():
+            pass
+
+        def test_c(request):
+            from pytest_torchexport import _compat
+            assert _compat.xdist_queued(request.config) == []
+        """
+    )
+    result = pytester.runpytest("-q", "-p", "no:torchexport", "-p", "no:randomly", "-n", "1", "--dist", "loadfile")
+    result.assert_outcomes(passed=3)
+    assert _compat.xdist_queued(pytester.parseconfigure()) is None
+
+
 def test_pytest_unittest_item_keeps_the_bodys_error_as_excinfo(pytester):
     pytester.makeconftest(
         """
