@@ -152,7 +152,11 @@ def test_exported_models_pass_the_full_check():
 
 def test_the_in_memory_model_set_aside_drops_its_session_and_bytes_and_makes_them_again():
     """[Set Aside] Kept for round-trip blame only, the in-memory model holds no session (an
-    onnxruntime copy of the weights) nor its serialized bytes until it runs again."""
+    onnxruntime copy of the weights) until it runs again. [Spilled Model] Its serialized bytes
+    are never held: the session is made from a file, removed with the artifact."""
+    import gc
+    import os
+
     from pytest_torchexport.backends.base import ExportContext
     from pytest_torchexport.backends.onnx import DynamoOnnxBackend
     from pytest_torchexport.inputs.specs import plan_inputs
@@ -164,7 +168,14 @@ def test_the_in_memory_model_set_aside_drops_its_session_and_bytes_and_makes_the
     with quiet_torch():
         artifact = backend.export(model, (x,), {}, ctx)
     before = artifact((x,), {})
+    path = artifact.path
+    assert artifact.session.source == path and os.path.getsize(path) > 0
+    assert not any(isinstance(value, bytes) for value in vars(artifact).values())
+    assert not isinstance(artifact.session.session._model_bytes, bytes)  # onnxruntime keeps what it was given
     backend.set_aside(artifact)
-    assert artifact.session is None and artifact.data is None
+    assert artifact.session is None
     again = artifact((x,), {})
     assert artifact.session is not None and torch.equal(before[0], again[0])
+    del artifact
+    gc.collect()
+    assert not os.path.exists(path)
