@@ -333,7 +333,7 @@ class _InMemory:
 
     def set_aside(self) -> None:
         """[Set Aside] Kept for round-trip blame only: drop the session (onnxruntime's copy of the
-        weights), made again from the file if a loaded artifact fails (DenseNet169 3-D: ~155 MB a check)."""
+        weights: ~90 MB for DenseNet169 3-D), made again from the file if a loaded artifact fails."""
         if self.shipped is None:
             self.session = None
 
