@@ -117,6 +117,32 @@ def test_a_run_error_from_the_optimizer_names_the_least_level_that_breaks():
 # -- the ONNX checker ---------------------------------------------------------------------
 
 
+def test_a_spilled_model_is_removed_by_the_process_that_made_it_not_by_a_forked_child():
+    """[Spilled Model] A forked child that collects its inherited copy of an artifact leaves the
+    file to its parent, whose session may be made from it again. The child drops its copy by
+    refcount, not with gc.collect(): collecting the garbage it inherited (an onnxruntime session
+    of another test, in this worker) can hang in a forked child (isolation/runner.py)."""
+    import gc
+    import os
+
+    from pytest_torchexport.backends.onnx import _spill
+
+    class Owner:
+        pass
+
+    owner = Owner()
+    path = _spill(owner, b"model bytes")
+    pid = os.fork()
+    if pid == 0:
+        del owner  # its last reference: the finalizer runs now
+        os._exit(0 if not os.path.exists(path) else 3)  # 3: still there after the child's collection
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 3 and os.path.exists(path)
+    del owner
+    gc.collect()
+    assert not os.path.exists(path)
+
+
 class ContradictedOutput(LegacyOnnxBackend):
     """Test-only: the legacy export with its output declared 5 wide where the graph makes it
     3 wide. onnxruntime runs it (it merges the declared shape leniently), the full check

@@ -406,17 +406,20 @@ class _Lazy:
 
 def _spill(owner: Any, data: bytes) -> str:
     """[Spilled Model] ``data`` in a file of this process's temporary folder (a check's child:
-    its scratch folder), removed when ``owner`` is collected."""
+    its scratch folder), removed when ``owner`` is collected in this process."""
     handle, path = tempfile.mkstemp(suffix=".onnx", prefix="in-memory-")
     with os.fdopen(handle, "wb") as f:
         f.write(data)
-    weakref.finalize(owner, _remove, path)
+    weakref.finalize(owner, _remove, path, os.getpid())
     return path
 
 
-def _remove(path: str) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(path)
+def _remove(path: str, owner: int) -> None:
+    # As reference/noise.py's Float64Store: a forked child that collects its inherited copy of the
+    # artifact leaves the file to the process that made it, whose session may be made from it again.
+    if os.getpid() == owner:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def _missing(name: str) -> bool:
