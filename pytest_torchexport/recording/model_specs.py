@@ -16,6 +16,18 @@ LIBRARIES: dict[str, str] = {"timm": "pip install timm", "torchvision": "pip ins
 FORMS = "timm:NAME, torchvision:NAME, pkg.module:Factory or path/to/file.py:Factory (keyword arguments after ?)"
 
 
+def install_line(library: str) -> str:
+    """The pip line for a model library, held to the torch installed here: each torchvision
+    release requires one exact torch (timm requires torchvision), so an unpinned line may
+    replace the user's torch build (a CUDA one with a CPU one, or another version)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f'{LIBRARIES[library]} "torch=={version("torch")}"'
+    except PackageNotFoundError:
+        return LIBRARIES[library]
+
+
 class ModelError(Exception):
     """A ``--torchexport-model`` SPEC that cannot be built, or given inputs: a usage error."""
 

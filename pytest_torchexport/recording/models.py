@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .._compat import conv_module_types
-from .model_specs import FORMS, LIBRARIES, ModelError, ModelSpec, call_text, find
+from .model_specs import FORMS, LIBRARIES, ModelError, ModelSpec, call_text, find, install_line
 
 #: images and features are drawn with this batch: 1 would let exporters specialize the batch dim
 BATCH = 2
@@ -138,14 +138,14 @@ def _import_library(spec: ModelSpec) -> Any:
     if find(spec.target) is None:
         raise ModelError(
             f"{spec.text}: {spec.target} is not installed in this environment ({sys.executable}).\n"
-            f"Install it: {LIBRARIES[spec.target]}"
+            f"Install it: {install_line(spec.target)}"
         )
     try:
         return importlib.import_module(spec.target)
     except ImportError as exc:
         raise ModelError(
             f"{spec.text}: {spec.target} is installed but cannot be imported: {type(exc).__name__}: {exc}\n"
-            f"Install what it needs: {LIBRARIES[spec.target]} (with its dependencies)"
+            f"Install what it needs: {install_line(spec.target)} (with its dependencies)"
         ) from exc
 
 
