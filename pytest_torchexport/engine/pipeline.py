@@ -52,6 +52,7 @@ from ..stages.compiled_parts import compiled_parts
 from ..stages.compiled_parts import finding as compiled_finding
 from ..stages.prelude import EagerOnce, Prelude, SharedCall, run_prelude
 from ..stages.session import Session
+from ..stages.shared_search import hypothesis_home
 from .schedule import Scheduler
 
 __all__ = ["PendingCheck", "Session", "tag", "check", "check_backend", "plan_inputs", "raise_if_failed", "resolve_devices", "run"]
@@ -224,7 +225,10 @@ class PendingCheck:
                 return
             self.prelude = handed.prelude  # None ("own"): the child computes its own
         # [Paid Once] the exporters' and hypothesis's first use, paid here where the child inherits it
-        THIS.warmup.before_fork(self.name, spec, self.options.backends, repeats=self.session.repeats)
+        # hypothesis's scan of the local modules caches their constants under its home: the session's, never
+        # a .hypothesis/ folder in the user's working directory
+        with hypothesis_home(self.session.hypothesis_home):
+            THIS.warmup.before_fork(self.name, spec, self.options.backends, repeats=self.session.repeats)
         self._scratch = Path(tempfile.mkdtemp(prefix=f"torchexport-{self.name}-"))
         self._child = runner.Child(self._body, self.result, self.options.timeout, self._scratch, tag(self.result),
                                    held=held)

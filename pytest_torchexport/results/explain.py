@@ -31,14 +31,71 @@ _STDLIB_DIRS = tuple(
     os.path.realpath(p) for p in {sysconfig.get_paths().get("stdlib"), sysconfig.get_paths().get("platstdlib")} if p
 )
 #: [Model Code] Installed packages that are never the model's code: torch itself (and what its
-#: wheel ships), the exporters and runtimes that turn a model into an artifact, and the test
-#: machinery that runs it. Any other installed package may hold the model (a team's model
-#: library is installed like any dependency), so its lines are named.
+#: wheel ships), and the exporters and runtimes that turn a model into an artifact (hypothesis
+#: draws the inputs, in check() too). The test runner is not listed: its packages are found by
+#: where they come from (``_runner_modules``), so the next runner or plugin is never missed.
+#: Any other installed package may hold the model (a team's model library is installed like any
+#: dependency), so its lines are named.
 TOOLCHAIN = frozenset({
     "torch", "functorch", "torchgen", "triton", "onnx", "onnxscript", "onnx_ir", "onnxruntime", "executorch",
-    "openvino", "torch_tensorrt", "tensorrt", "ai_edge_torch", "litert_torch", "torchao", "hypothesis", "_pytest",
-    "pytest", "pluggy", "_hypothesis_pytestplugin",
+    "openvino", "torch_tensorrt", "tensorrt", "ai_edge_torch", "litert_torch", "torchao", "hypothesis",
 })
+#: The distribution that is the test runner itself; everything that plugs into it is found by its
+#: ``pytest11`` entry point.
+_RUNNER = "pytest"
+_REQUIREMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@functools.lru_cache(maxsize=1)
+def _runner_modules() -> frozenset[str]:
+    """The top-level modules of the test runner: pytest's distribution, each distribution that
+    plugs into it (a ``pytest11`` entry point: pytest-xdist, pytest-cov, hypothesis's plugin,
+    pytest-randomly...) and what each of them requires to run (pluggy, iniconfig; execnet for
+    xdist), read from the installed metadata. This package's own requirements are not the
+    runner's (torch, the exporters: ``TOOLCHAIN`` names those)."""
+    from importlib import metadata
+
+    ours = _canonical("pytest-torchexport")
+    runner = {_canonical(_RUNNER)}
+    for entry in metadata.entry_points(group="pytest11"):
+        dist = getattr(entry, "dist", None)
+        if dist is not None and _canonical(dist.metadata["Name"] or "") != ours:
+            runner.add(_canonical(dist.metadata["Name"] or ""))
+    names = set(runner)
+    for name in runner:
+        try:
+            required = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for line in required:
+            match = _REQUIREMENT_NAME.match(line)
+            if match and "extra ==" not in line:  # what it needs to run, not its optional extras
+                names.add(_canonical(match.group()))
+    modules = set()
+    for name in names:
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        top_level = dist.read_text("top_level.txt")
+        if top_level:
+            modules.update(line.strip() for line in top_level.splitlines() if line.strip())
+        for file in dist.files or ():
+            first = file.parts[0]
+            if first != ".." and not first.endswith((".dist-info", ".egg-info", ".pth")) and first != "__pycache__":
+                modules.add(first[:-3] if first.endswith(".py") else first)
+    return frozenset(modules)
+
+
+@functools.lru_cache(maxsize=1)
+def _scripts_dir() -> str:
+    """Where the runner's entry points are installed (``bin/pytest``): a script there runs the
+    runner, it is never the model's code."""
+    return os.path.realpath(sysconfig.get_path("scripts") or os.path.dirname(sys.executable)) + os.sep
 
 
 def is_user_file(filename: str) -> bool:
@@ -48,7 +105,7 @@ def is_user_file(filename: str) -> bool:
         # "<string>", and TorchScript's serialized code (code/__torch__/models.py)
         return False
     path = os.path.realpath(filename)
-    if path.startswith(_PACKAGE_DIR):
+    if path.startswith(_PACKAGE_DIR) or path.startswith(_scripts_dir()):
         return False
     if "site-packages" in path or "dist-packages" in path:
         return False
@@ -67,12 +124,13 @@ def is_model_file(filename: str) -> bool:
 @functools.lru_cache(maxsize=4096)
 def _model_path(filename: str) -> bool:
     path = os.path.realpath(filename)
-    if path.startswith(_PACKAGE_DIR):
+    if path.startswith(_PACKAGE_DIR) or path.startswith(_scripts_dir()):
         return False
     parts = Path(path).parts
     for i in range(len(parts) - 2, -1, -1):
         if parts[i] in ("site-packages", "dist-packages"):
-            return parts[i + 1].split(".")[0] not in TOOLCHAIN
+            top = parts[i + 1].split(".")[0]
+            return top not in TOOLCHAIN and top not in _runner_modules()
     torch = sys.modules.get("torch")
     torch_file = getattr(torch, "__file__", None)
     if torch_file and path.startswith(os.path.dirname(os.path.realpath(torch_file)) + os.sep):
