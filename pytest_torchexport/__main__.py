@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from . import verify
 from .glue import command
 from .results import merge
 
@@ -30,11 +31,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             description=command.__doc__.split("\n\n")[0],
         )
     )
+    verify.add_arguments(
+        commands.add_parser(
+            "verify",
+            help="check bundles (--torchexport-bundle) again here: another torch, a GPU runner",
+            description=verify.__doc__.split("\n\n")[0],
+        )
+    )
     own, extra = command.split(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(own)
     if extra and args.command != "check":
         parser.error(f"arguments after -- are pytest's, for check only: {' '.join(extra)}")
     args.pytest_args = extra
+    if args.command == "verify":
+        return verify.run(args)
     return command.run(args) if args.command == "check" else merge.run(args)
 
 

@@ -269,6 +269,15 @@ def onnx_registry_class() -> type | None:
     return _registration.ONNXRegistry
 
 
+def torch_cxx11_abi() -> bool:
+    """Whether the installed torch's C++ libraries use the C++11 string ABI (``torch._C._GLIBCXX_USE_CXX11_ABI``,
+    torch 2.13.0 to 2.15.0; True on every wheel since 2.6): the C++ runner must be compiled to match
+    (isolation/cpp.py)."""
+    import torch
+
+    return bool(getattr(torch._C, "_GLIBCXX_USE_CXX11_ABI", True))
+
+
 #: What AOTInductor needs of ``torch._inductor`` (documented, under a private module name).
 AOTI_FUNCTIONS = ("aoti_compile_and_package", "aoti_load_package")
 

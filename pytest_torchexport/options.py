@@ -48,6 +48,8 @@ DEVICES: tuple[str, ...] = ("cpu", "cuda")
 DEFAULT_EXAMPLES = 25
 DEFAULT_TIMEOUT = 900.0
 ISOLATION_MODES: tuple[str, ...] = ("process", "inline")
+#: ``--torchexport-cpp``: the C++ load check where a compiler and torch's headers are (``auto``), or ``off``.
+CPP_MODES: tuple[str, ...] = ("auto", "off")
 
 #: Options a marker, the fixture and ``check()`` accept (docs/reference.md).
 MARKER_OPTIONS: tuple[str, ...] = (
@@ -145,11 +147,15 @@ class Options:
     #: [Search Budget] seconds the checks may spend beyond their exports; None: the default (a multiple
     #: of the test body's time, stages/shared_search.py); ``math.inf``: off, the full search.
     budget: float | None = None
+    #: Not a marker option: ``auto`` (the C++ load check where a compiler is) or ``off`` (``--torchexport-cpp``).
+    cpp: str = "auto"
+    #: Not a marker option: the folder a bundle per check is written to (``--torchexport-bundle``).
+    bundle: str | None = None
 
     @classmethod
     def build(cls, valid_backends: Sequence[str] = tuple(BUILTIN_BACKENDS), **given: Any) -> Options:
         """Validate ``given`` (marker or call keywords) and fill in defaults."""
-        unknown = sorted(set(given) - set(MARKER_OPTIONS) - {"repro_dir", "keep_artifacts", "isolation", "require"})
+        unknown = sorted(set(given) - set(MARKER_OPTIONS) - {"repro_dir", "keep_artifacts", "isolation", "require", "cpp", "bundle"})
         if unknown:
             raise InvalidArgument(
                 f"unknown torchexport option(s) {', '.join(map(repr, unknown))}; "
@@ -170,6 +176,8 @@ class Options:
             raise InvalidArgument(
                 f"torchexport isolation takes one of {', '.join(ISOLATION_MODES)}, got {values['isolation']!r}"
             )
+        if "cpp" in values and values["cpp"] not in CPP_MODES:
+            raise InvalidArgument(f"torchexport cpp takes one of {', '.join(CPP_MODES)}, got {values['cpp']!r}")
         if "seed" in values:
             values["seed"] = _positive_int("seed", values["seed"], minimum=0)
         for flag in ("roundtrip", "standalone", "special_values", "vary_scalars"):

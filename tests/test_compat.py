@@ -350,3 +350,11 @@ def test_every_private_api_of_compat_is_tested_here():
     here = Path(__file__).read_text()
     untested = [name for name in names if name != "__getattr__" and f"_compat.{name}" not in here]
     assert untested == []
+
+
+def test_torch_c_says_which_cxx_string_abi_its_libraries_use():
+    """The C++ runner (isolation/cpp.py) is compiled with the ABI the wheel's libraries have."""
+    import torch
+
+    assert isinstance(torch._C._GLIBCXX_USE_CXX11_ABI, bool)
+    assert _compat.torch_cxx11_abi() is torch._C._GLIBCXX_USE_CXX11_ABI

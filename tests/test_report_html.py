@@ -93,7 +93,7 @@ def page_file(report_run: dict) -> Path:
         code = main(["report.json", "-o", "report.html"])
     finally:
         os.chdir(here)
-    assert code == Exit.FAILED  # the gate: trace mismatches on test_gate
+    assert code == Exit.OK  # a conversion, no --baseline: nothing gated, though trace mismatches on test_gate
     return folder / "report.html"
 
 

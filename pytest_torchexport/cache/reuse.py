@@ -45,6 +45,9 @@ class Reuse:
         if facts.options.keep_artifacts:
             self.note = "not reused: --torchexport-keep-artifacts asks for the artifacts, which only an export makes"
             return None
+        if facts.options.bundle:
+            self.note = "not reused: --torchexport-bundle asks for the artifact and its inputs, which only a check makes"
+            return None
         try:
             self.key, self.files = fingerprint.check_key(facts)
         except fingerprint.Unkeyable as exc:

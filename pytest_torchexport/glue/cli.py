@@ -50,6 +50,7 @@ class Flag:
     option: str | None = None  # the marker option it gives a session default for (None: read elsewhere)
     read: Callable[[str, Any], Any] = _text
     switch: bool = False  # a flag without a value (store_true)
+    repeat: bool = False  # a flag given several times (append); its ini key takes one value a line
 
     @property
     def dest(self) -> str:
@@ -63,7 +64,9 @@ FLAGS: tuple[Flag, ...] = (
          "devices: cpu,cuda or auto (= cpu, plus cuda when available)", "devices"),
     Flag("--torchexport-examples", "torchexport_examples",
          f"hypothesis examples per backend (default {DEFAULT_EXAMPLES})", "examples", _int),
-    Flag("--torchexport-report", "torchexport_report", "write the session report: .json, .md for Markdown, or .html for a page (the html extra)"),
+    Flag("--torchexport-report", "torchexport_report",
+         "write the session report: .json, .md for Markdown, or .html for a page (the html extra); repeatable, "
+         "one file per format from one run (ini: one path a line)", repeat=True),
     Flag("--torchexport-baseline", "torchexport_baseline",
          "compare with a committed baseline report: fail on a regression"),
     Flag("--torchexport-update-baseline", None, "write the baseline (--torchexport-baseline) from this run",
@@ -100,9 +103,13 @@ def add_options(parser: Any) -> None:
     for row in FLAGS:
         if row.switch:
             group.addoption(row.flag, dest=row.dest, action="store_true", default=False, help=row.help)
+        elif row.repeat:
+            group.addoption(row.flag, dest=row.dest, action="append", default=[], help=row.help)
         else:
             group.addoption(row.flag, dest=row.dest, default=None, help=row.help)
-        if row.ini:
+        if row.ini and row.repeat:
+            parser.addini(row.ini, help=row.help, type="linelist", default=[])
+        elif row.ini:
             parser.addini(row.ini, help=row.help, default=None)
         if row.flag == "--torchexport-auto":
             parser.addini(

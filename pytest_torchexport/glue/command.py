@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backends", metavar="A,B", help="backends to run (default trace,script,onnx,export)")
     parser.add_argument("--devices", metavar="cpu,cuda", help="devices (default auto)")
     parser.add_argument("--examples", metavar="N", help="hypothesis examples per backend (default 25)")
-    parser.add_argument("--report", metavar="PATH", help="write the report: .json, .md or .html")
+    parser.add_argument("--report", metavar="PATH", action="append",
+                        help="write the report: .json, .md or .html; repeatable, one file per format")
     parser.add_argument("--inputs", metavar="SPECS",
                         help="the inputs where inference cannot find them: 'x: float32[batch=1..8, 3, 224, 224]'")
     parser.add_argument("--timeout", metavar="SECONDS", help="time limit of one backend check")
@@ -54,8 +55,8 @@ def pytest_args(args: argparse.Namespace) -> list[str]:
     out += [f"--torchexport-model={spec}" for spec in args.specs]
     for dest, flag in FLAGS.items():
         value = getattr(args, dest)
-        if value is not None:
-            out.append(f"{flag}={value}")
+        for one in value if isinstance(value, list) else [] if value is None else [value]:
+            out.append(f"{flag}={one}")
     return out + list(getattr(args, "pytest_args", None) or [])
 
 

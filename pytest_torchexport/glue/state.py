@@ -37,7 +37,8 @@ class State:
     usage_errors: list[str] = field(default_factory=list)
     baseline: dict[str, dict[str, Any]] | None = None
     baseline_path: str | None = None
-    report_path: str | None = None
+    #: --torchexport-report (repeatable): one file per path, its format from its suffix
+    report_paths: list[str] = field(default_factory=list)
     update_baseline: bool = False
     auto: bool = False  # --torchexport-auto: every collected test as if it carried a bare marker
     #: [Body Once] test key -> the recording of its body, shared by the test's items in this process
@@ -70,13 +71,15 @@ class State:
         except InvalidArgument as exc:
             raise pytest.UsageError(str(exc)) from None
         state = cls(backends=backends, defaults=defaults)
-        state.report_path = config.getoption("torchexport_report") or config.getini("torchexport_report") or None
-        if state.report_path and state.report_path.endswith(".html"):
-            from ..results.html import missing_message
+        given = config.getoption("torchexport_report") or config.getini("torchexport_report") or []
+        state.report_paths = list(dict.fromkeys(str(p) for p in given if str(p).strip()))
+        for path in state.report_paths:
+            if path.endswith(".html"):
+                from ..results.html import missing_message
 
-            absent = missing_message(f"--torchexport-report={state.report_path}")
-            if absent:  # said now, not after an hour of checks
-                raise pytest.UsageError(absent)
+                absent = missing_message(f"--torchexport-report={path}")
+                if absent:  # said now, not after an hour of checks
+                    raise pytest.UsageError(absent)
         state.baseline_path = config.getoption("torchexport_baseline") or config.getini("torchexport_baseline") or None
         state.update_baseline = bool(config.getoption("torchexport_update_baseline"))
         if state.update_baseline and not state.baseline_path:

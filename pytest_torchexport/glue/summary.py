@@ -79,8 +79,7 @@ class Reporting:
         width = min(terminal_width(terminalreporter), 120)
         for line in summary_lines(results, width=width):
             terminalreporter.write_line(line)
-        path = self.state.report_path
-        if path:
+        for path in self.state.report_paths:
             terminalreporter.write_line(f"torchexport report written to {path}")
         for line in cache_lines(self.state.results):
             terminalreporter.write_line(line)
@@ -124,9 +123,9 @@ class Reporting:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if _is_worker(self.config):
             return
-        path = self.state.report_path
+        paths = self.state.report_paths
         results = self.state.results
-        if not results or not (path or self.state.update_baseline):
+        if not results or not (paths or self.state.update_baseline):
             return
         from ..results.report import Report, collect_environment
 
@@ -139,11 +138,10 @@ class Reporting:
             Path(state.baseline_path).write_text(
                 json.dumps(report.to_dict(env), indent=2, default=str), encoding="utf-8"
             )
-        if not path:
-            return
         from ..results.merge import write_report  # one writer for the session report and merged shards
 
-        write_report(path, report, env)
+        for path in paths:
+            write_report(path, report, env)
 
 
 def cache_lines(rows: list[dict[str, Any]]) -> list[str]:

@@ -4,7 +4,9 @@
 reads each shard's ``--torchexport-report`` JSON, keeps the last row of an item that ran
 more than once, refuses reports from different torch or onnxruntime versions (their
 verdicts are not comparable) unless ``--allow-mixed``, writes the merged report with the
-plugin's own writer, and exits as pytest would (``Exit``).
+plugin's own writer, and with ``--baseline`` exits as pytest would (``Exit``). Without one it
+converts: it lists the failing rows by status and exits 0, since each shard's own run has
+already failed on them (contract v6).
 
 Pure JSON work: nothing here imports torch or pytest, so the merge job needs neither a
 GPU nor the time torch takes to import.
@@ -155,16 +157,16 @@ def merged_environment(shards: Sequence[Shard], mixed: dict[str, dict[str, list[
 def gate(results: Sequence[dict[str, Any]], baseline: dict[str, dict[str, Any]] | None = None) -> Gate:
     """Judge merged rows as one pytest run would.
 
-    Without a baseline a failing status fails. With one, each row gets the plugin's verdict
+    Without a baseline nothing is gated (a conversion): the failing rows are listed by their status
+    and ``failing`` stays empty. With one, each row gets the plugin's verdict
     (``baseline.judge_baseline``): a known failure passes, a regression fails, and so does a failing
     row the baseline does not know; the lines are the plugin's baseline summary.
     """
     if baseline is None:
-        failing = [r for r in results if r["status"] in FAILING]
-        # A row of a pre-v4 shard has no likely_cause: its line ends at the status (report.Result.cause).
-        lines = [": ".join(filter(None, (f"{'FAILED':12} {_name(r)}", r["status"], Result.from_dict(r).cause)))
-                 for r in failing]
-        return Gate(lines, failing)
+        # A row of a pre-v4 shard has no likely_cause: its line ends at the name (report.Result.cause).
+        lines = [": ".join(filter(None, (f"{r['status']:12} {_name(r)}", Result.from_dict(r).cause)))
+                 for r in results if r["status"] in FAILING]
+        return Gate(lines, [])
     groups: dict[str, list[str]] = {}
     failing = []
     for row in results:
@@ -270,6 +272,7 @@ def run(args: argparse.Namespace) -> int:
         return Exit.USAGE_ERROR
     results = with_verdicts(merged.results, baseline)
     verdict = gate(results, baseline)
+    verdict.baseline = args.baseline
     try:
         write_report(args.output, Report.from_dict({"results": results}), merged.environment)
     except OSError as exc:
@@ -303,6 +306,9 @@ def _closing(rows: int, reports: int, output: str, verdict: Gate) -> str:
     head = f"torchexport merge: {rows} result{'s' * (rows != 1)} from {reports} report{'s' * (reports != 1)}"
     if not rows:
         return f"{head}: no results to gate, written to {output}"
+    if verdict.baseline is None and verdict.lines:  # a conversion: nothing gated
+        shown = len(verdict.lines)
+        return f"{head} written to {output}: {shown} failing row{'s' * (shown != 1)}, not gated (no --baseline)"
     outcome = f"{len(verdict.failing)} failing" if verdict.failing else "no failure"
     return f"{head} written to {output}: {outcome}"
 

@@ -88,6 +88,9 @@ FINDING_DOCS: dict[str, str] = {
     "standalone_load": "loaded and run on the recorded example in a fresh process that never imported the "
     "test's code, the saved artifact fails (naming what it reached for: a custom op, a Python class, a "
     "registered pytree type) or differs; a load_error for the formats meant to load without Python",
+    "cpp_load": "loaded and run on the recorded example by libtorch in C++ (torch::jit::load, "
+    "AOTIModelPackageLoader), the saved artifact fails (naming what C++ could not resolve: a custom op registered "
+    "only in Python, a missing library) or differs; the load_error or mismatch it is",
     "backend_note": "something the backend wants the reader to know (a trace of a ScriptModule, ...)",
     "error_site": "the user's line where the export, load or artifact run raised",
     "diverges_at": "the first module whose artifact output differs from eager's, given eager's own input to it",
@@ -111,7 +114,7 @@ FINDING_DOCS: dict[str, str] = {
 #: "Likely cause:" line. The second is the reason the check itself states (a skip, a usage
 #: error, the exporter's own error, a time limit): the message says it in its own words.
 CauseKind = Literal[
-    "compiled_parts", "error_site", "standalone_load", "shipped_step", "runtime_optimizer", "special_value", "baked_argument",
+    "compiled_parts", "error_site", "standalone_load", "cpp_load", "shipped_step", "runtime_optimizer", "special_value", "baked_argument",
     "frozen_branch", "baked_shape", "frozen_value", "specialized_dim", "control_flow_path", "baked_size",
     "far_scale", "nonfinite", "roundtrip", "numeric",
     "exporter_error", "unavailable", "usage", "eager_replay", "test_body", "nondeterministic", "rejected_inputs",
@@ -125,6 +128,7 @@ CAUSE_KIND_DOCS: dict[str, str] = {
     "compiled_parts": "the module held scripted, traced or compiled submodules when the test called it",
     "error_site": "the export, save or load raised at this line of the user's code",
     "standalone_load": "the artifact reaches for something only the test's process defines",
+    "cpp_load": "the artifact reaches for something a C++ deployment does not have (an op registered only in Python)",
     "shipped_step": "ONNX as shipped: the post-processing step (float16, quantization, offline optimization) the "
     "failing input first fails after, or the export itself",
     "runtime_optimizer": "a graph rewrite onnxruntime applies at load changes the result, not the export",

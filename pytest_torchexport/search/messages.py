@@ -96,6 +96,7 @@ def explain_failure(check: Check, failure: Failure, stats: Stats, export_path: A
     """The verdict on the search's shrunk ``failure``; ``export_path``: the lines the export
     example ran, where it is the recorded call."""
     result, name, header = check.result, check.name, check.header
+    check.failure = failure  # kept by --torchexport-bundle with the inputs tried
     summary = summarize(failure.args, failure.kwargs, check.plan)
     result.failing_example = {"inputs": summary, "draw": failure.draw.describe()}
     if failure.state is not None:

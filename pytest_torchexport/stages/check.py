@@ -80,6 +80,7 @@ class Check:
     scale_floor: dict[str, float] | None = None  # each output's scale on the recorded call (compare.py)
     shared: Any = None  # [One Search] shared_search.SharedInputs: the inputs every backend tries, eager's run of each
     clock: Any = None  # [Search Budget] search_budget.BudgetClock: its time against the budget, from its exports' end
+    failure: Any = None  # search/failure.Failure: the search's shrunk failing input, which a bundle keeps (bundle.py)
     header: str = field(init=False)  # the [backend=.., device=..] (module) tag every message names
     rtol: float | None = field(init=False)
     atol: float | None = field(init=False)

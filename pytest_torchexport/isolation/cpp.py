@@ -1,0 +1,328 @@
+"""The C++ runner (docs/howto-verify.md): built once per torch from the installed wheel, then run per check.
+
+TorchScript and AOTInductor exist so that a model is loaded from C++ without its Python
+class. ``cpp_runner.cpp`` (shipped with the package) is the smallest such program: it loads a
+``.pt`` with ``torch::jit::load`` or a ``.pt2`` package with ``AOTIModelPackageLoader``, runs it
+on the values of a tensor file and writes the outputs to another. It is compiled with the
+system's C++ compiler against the wheel's own headers and libraries (``torch/include``,
+``torch/lib``), once per torch installation, and kept under a user cache folder
+(``TORCHEXPORT_CPP_CACHE``, else ``$XDG_CACHE_HOME/pytest-torchexport/cpp``): a session pays
+the build (about 20 to 40 s) only the first time.
+
+The tensor file is plain and never pickled (the format is in ``cpp_runner.cpp``'s header):
+``write_values`` and ``read_values`` are its two ends on the Python side.
+
+Several checks (forked children, xdist workers) may ask for the runner at once: the first
+builds it under a file lock, the others wait on the lock. ``start_build`` starts that build in
+a detached process from the session's own process, so it overlaps the first export.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+SOURCE = Path(__file__).with_name("cpp_runner.cpp")
+MAGIC = b"TXCPP001"
+#: How long a build may take (a loaded 2-core machine took 60 s for the 20 s build).
+BUILD_TIMEOUT_S = 600.0
+#: How long one run of the runner may take (the load and one call).
+RUN_TIMEOUT_S = 300.0
+
+#: Exit statuses of the runner, and the stage each means.
+STAGES = {2: "load", 3: "run", 4: "inputs"}
+
+# torch's c10::ScalarType codes (c10/core/ScalarType.h), by dtype name: stable since torch 1.x.
+_SCALAR_TYPES = {
+    "uint8": 0, "int8": 1, "int16": 2, "int32": 3, "int64": 4, "float16": 5, "float32": 6, "float64": 7,
+    "complex64": 9, "complex128": 10, "bool": 11, "bfloat16": 15,
+}
+_DTYPES = {code: name for name, code in _SCALAR_TYPES.items()}
+
+
+class Unsupported(Exception):
+    """A value the tensor file cannot carry (a nested list, a string): the stage is not applicable."""
+
+
+# ---- the tensor file --------------------------------------------------------------------
+
+
+def write_values(path: Path, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> None:
+    """Positional values, then keyword ones by name: tensors, ints, floats, bools, None."""
+    import torch
+
+    entries = [("", v) for v in args] + [(k, v) for k, v in (kwargs or {}).items()]
+    with open(path, "wb") as out:
+        out.write(MAGIC + struct.pack("<I", len(entries)))
+        for name, value in entries:
+            encoded = name.encode()
+            head = struct.pack("<I", len(encoded)) + encoded
+            if isinstance(value, torch.Tensor):
+                dtype = str(value.dtype).removeprefix("torch.")
+                if dtype not in _SCALAR_TYPES:
+                    raise Unsupported(f"a {value.dtype} tensor")
+                tensor = value.detach().to("cpu").contiguous()
+                data = tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+                out.write(b"\0" + head + struct.pack("<iI", _SCALAR_TYPES[dtype], tensor.dim()))
+                out.write(struct.pack(f"<{tensor.dim()}q", *tensor.shape) + struct.pack("<Q", len(data)) + data)
+            elif isinstance(value, bool):
+                out.write(b"\3" + head + struct.pack("<B", value))
+            elif isinstance(value, int):
+                out.write(b"\1" + head + struct.pack("<q", value))
+            elif isinstance(value, float):
+                out.write(b"\2" + head + struct.pack("<d", value))
+            elif value is None:
+                out.write(b"\4" + head)
+            else:
+                raise Unsupported(f"a {type(value).__name__} argument{f' ({name})' if name else ''}")
+
+
+def read_values(path: Path) -> list[Any]:
+    """The values of a tensor file, in order (names dropped: the runner writes none)."""
+    import torch
+
+    data = Path(path).read_bytes()
+    if data[:8] != MAGIC:
+        raise ValueError(f"{path} is not a {MAGIC.decode()} tensor file")
+    (count,), at = struct.unpack_from("<I", data, 8), 12
+    values: list[Any] = []
+    for _ in range(count):
+        kind = data[at]
+        (length,) = struct.unpack_from("<I", data, at + 1)
+        at += 5 + length
+        if kind == 0:
+            code, ndim = struct.unpack_from("<iI", data, at)
+            shape = struct.unpack_from(f"<{ndim}q", data, at + 8)
+            (nbytes,) = struct.unpack_from("<Q", data, at + 8 + 8 * ndim)
+            at += 16 + 8 * ndim
+            raw = bytearray(data[at:at + nbytes])  # a copy: the tensor owns its memory
+            at += nbytes
+            dtype = getattr(torch, _DTYPES[code])
+            flat = torch.frombuffer(raw, dtype=dtype) if nbytes else torch.empty(0, dtype=dtype)
+            values.append(flat.reshape(shape))
+        elif kind == 1:
+            values.append(struct.unpack_from("<q", data, at)[0])
+            at += 8
+        elif kind == 2:
+            values.append(struct.unpack_from("<d", data, at)[0])
+            at += 8
+        elif kind == 3:
+            values.append(bool(data[at]))
+            at += 1
+        else:
+            values.append(None)
+    return values
+
+
+# ---- the toolchain and the build ----------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Toolchain:
+    """What the build needs: a compiler and the installed torch's headers and libraries."""
+
+    compiler: str
+    torch_dir: Path
+    version: str
+    cxx11_abi: bool
+
+    @property
+    def key(self) -> str:
+        """One runner per torch installation, compiler and runner source."""
+        digest = hashlib.sha256()
+        for part in (self.version, str(self.torch_dir), self.compiler, str(self.cxx11_abi), SOURCE.read_text()):
+            digest.update(part.encode() + b"\0")
+        return f"torch-{self.version.replace('+', '-')}-{digest.hexdigest()[:12]}"
+
+
+def find_compiler() -> str | None:
+    """``$CXX`` where it is set (a path or a name on ``PATH``), else ``c++``, ``g++`` or ``clang++`` on ``PATH``."""
+    given = os.environ.get("CXX")
+    if given is not None:
+        return shutil.which(given)
+    for name in ("c++", "g++", "clang++"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def toolchain() -> Toolchain | str:
+    """The toolchain, or why there is none here (the stage's skip reason)."""
+    import torch
+
+    torch_dir = Path(torch.__file__).resolve().parent
+    for needed in ("include/torch/script.h", "lib", "share/cmake/Torch"):
+        if not (torch_dir / needed).exists():
+            return f"this torch installation has no C++ headers and libraries ({torch_dir / needed} is missing)"
+    compiler = find_compiler()
+    if compiler is None:
+        given = os.environ.get("CXX")
+        where = f"CXX={given} is not an executable" if given is not None else "no c++, g++ or clang++ on PATH"
+        return f"no C++ compiler ({where})"
+    from .._compat import torch_cxx11_abi
+
+    return Toolchain(compiler, torch_dir, torch.__version__, torch_cxx11_abi())
+
+
+def cache_root() -> Path:
+    given = os.environ.get("TORCHEXPORT_CPP_CACHE")
+    if given:
+        return Path(given)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "pytest-torchexport" / "cpp"
+
+
+@dataclasses.dataclass
+class Runner:
+    """A built runner: its path, and the build's cost where this call waited for it."""
+
+    path: Path
+    build_s: float  # how long its build took (whenever it was made)
+    waited_s: float  # how long this call waited for it: 0 when it was already built
+
+
+class BuildFailed(Exception):
+    """The compiler refused the runner: the stage is skipped with the compiler's words."""
+
+
+def compile_command(chain: Toolchain, output: Path) -> list[str]:
+    include, lib = chain.torch_dir / "include", chain.torch_dir / "lib"
+    return [
+        chain.compiler, "-std=c++20", "-O1", "-w", f"-D_GLIBCXX_USE_CXX11_ABI={int(chain.cxx11_abi)}",
+        f"-I{include}", f"-I{include / 'torch' / 'csrc' / 'api' / 'include'}", str(SOURCE),
+        f"-L{lib}", f"-Wl,-rpath,{lib}", "-Wl,--no-as-needed", "-ltorch", "-ltorch_cpu", "-lc10", "-Wl,--as-needed",
+        "-o", str(output),
+    ]
+
+
+def ensure(chain: Toolchain, *, timeout: float = BUILD_TIMEOUT_S) -> Runner:
+    """The runner for ``chain``, built here if no one has built it (others wait on the lock)."""
+    import fcntl
+
+    home = cache_root() / chain.key
+    home.mkdir(parents=True, exist_ok=True)
+    binary, info = home / "runner", home / "build.json"
+    t0 = time.monotonic()
+    if binary.exists() and info.exists():
+        return Runner(binary, json.loads(info.read_text())["build_s"], 0.0)
+    # lockf, not flock: a POSIX lock belongs to the process, so a check forked while its parent
+    # builds waits for the parent instead of sharing the lock through an inherited descriptor.
+    with open(home / "lock", "w") as lock:
+        while True:
+            try:
+                fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() - t0 > timeout:
+                    raise BuildFailed(f"another process has held the runner's build lock for {timeout:g} s ({home})") from None
+                time.sleep(0.2)
+        if binary.exists() and info.exists():  # built by the process that held the lock
+            return Runner(binary, json.loads(info.read_text())["build_s"], time.monotonic() - t0)
+        if (home / "failed.txt").exists():  # the compiler refused this source here: not again each check
+            raise BuildFailed((home / "failed.txt").read_text())
+        partial = home / f"runner.{os.getpid()}"
+        started = time.monotonic()
+        try:
+            done = subprocess.run(compile_command(chain, partial), capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise BuildFailed(f"the C++ runner's build ran past {timeout:g} s") from None
+        build_s = time.monotonic() - started
+        if done.returncode != 0:
+            words = (done.stderr or done.stdout).strip().splitlines()
+            errors = [line for line in words if "error" in line] or words[-3:]
+            message = f"the C++ runner did not compile with {chain.compiler}: " + " | ".join(errors[:3])[:600]
+            (home / "failed.txt").write_text(message)
+            raise BuildFailed(message)
+        partial.replace(binary)
+        info.write_text(json.dumps({"build_s": round(build_s, 2), "torch": chain.version, "compiler": chain.compiler}))
+        return Runner(binary, build_s, time.monotonic() - t0)
+
+
+def start_build() -> None:
+    """Build the runner in a detached process unless it is built: the first check waits less."""
+    chain = toolchain()
+    if isinstance(chain, str) or (cache_root() / chain.key / "build.json").exists():
+        return
+    # Detached through a shell that exits at once (so nothing here waits for it or must reap it);
+    # ``ensure`` in the check waits on the lock the builder takes.
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join([root, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]])
+    subprocess.run(
+        ["/bin/sh", "-c", 'exec "$0" -m pytest_torchexport.isolation.cpp </dev/null >/dev/null 2>&1 &', sys.executable],
+        env=env, check=False,
+    )
+
+
+# ---- what a failed load reached for ------------------------------------------------------
+
+_REACHED = (
+    (re.compile(r"error while loading shared libraries: ([^\s:]+)"), "the library {0}"),
+    (re.compile(r"([^\s:]+\.so[.\d]*): cannot open shared object file"), "the library {0}"),
+)
+
+
+def reached_for(text: str) -> str | None:
+    """What C++ could not resolve, beyond what a Python load misses too (``loader.reached_for``): a library."""
+    for pattern, template in _REACHED:
+        match = pattern.search(text)
+        if match:
+            return template.format(*match.groups())
+    return None
+
+
+# ---- one run ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Ran:
+    """One run of the runner: its outputs, or the stage it failed in and the error."""
+
+    outputs: list[Any] | None
+    stage: str | None = None
+    error: str = ""
+    seconds: float = 0.0
+
+
+def run(runner: Runner, kind: str, model: Path, inputs: Path, *, device: str = "cpu", threads: int = 1) -> Ran:
+    """The artifact at ``model`` (``kind`` ``jit`` or ``aoti``) on the values in ``inputs``."""
+    outputs = inputs.with_name(inputs.stem + "-outputs.bin")
+    t0 = time.perf_counter()
+    try:
+        done = subprocess.run(
+            [str(runner.path), kind, str(model), str(inputs), str(outputs), device, str(threads)],
+            capture_output=True, text=True, timeout=RUN_TIMEOUT_S, stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired:
+        return Ran(None, "run", f"the C++ runner did not finish within {RUN_TIMEOUT_S:g} s", time.perf_counter() - t0)
+    seconds = time.perf_counter() - t0
+    if done.returncode == 0:
+        return Ran(read_values(outputs), seconds=seconds)
+    error = done.stderr.strip()
+    if done.returncode < 0:
+        import signal
+
+        error = f"the C++ runner died of {signal.Signals(-done.returncode).name}: {error[-600:]}"
+    stage = STAGES.get(done.returncode, "load")
+    prefix = f"{stage}: "
+    return Ran(None, stage, error.removeprefix(prefix), seconds)
+
+
+if __name__ == "__main__":  # start_build's detached build
+    found = toolchain()
+    if not isinstance(found, str):
+        try:
+            ensure(found)
+        except BuildFailed:
+            sys.exit(1)

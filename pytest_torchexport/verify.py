@@ -1,0 +1,236 @@
+"""``python -m pytest_torchexport verify DIR [-o OUT] [--backend NAME]``: check bundles again where this runs.
+
+A bundle (``--torchexport-bundle=DIR``, ``results/bundle.py``) holds one check's saved
+artifact, the inputs it was checked on and eager's outputs on each, with the tolerances and
+the torch that wrote it. ``verify`` loads each artifact here with its backend's own ``load``
+(another torch, a GPU runner, a machine with no test file and no model code), runs it on the
+stored inputs and compares with the stored eager outputs at the stored tolerances. It writes
+the same report rows as a pytest run (``-o``: ``.json``, ``.md``, ``.html``) and exits as
+pytest does: 0 when every bundle passes (or is skipped here), 1 on a failure, 4 on a usage
+error, 5 when there is no bundle.
+
+Nothing is unpickled that verify did not write: the inputs and outputs are read from JSON
+and safetensors by this package's own reader; only the artifact is loaded, by the runtime
+that it is for.
+
+Where the artifact's outputs differed from eager's already on the machine that wrote the
+bundle (a pass that eager's own float32 rounding explained there), a case passes here when
+this runtime gives what the writing one gave, with a ``numeric_noise`` finding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import types
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .results import bundle as files
+from .results.merge import CommandLineParser, Exit, write_report
+from .results.outcome import Outcome, settle
+from .results.report import Finding, Report, Result, collect_environment, tag
+
+
+class Unreadable(Exception):
+    """A bundle folder whose files this verify cannot read: its row is a load_error."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bundles", nargs="+", metavar="DIR",
+                        help="bundle folders (--torchexport-bundle=DIR), or folders holding them")
+    parser.add_argument("-o", "--output", action="append", default=[], metavar="OUT",
+                        help="write the rows: .json, .md for Markdown, or .html for a page (repeatable)")
+    parser.add_argument("--backend", action="append", default=[], metavar="NAME",
+                        help="verify only these backends' bundles (repeatable, or a,b)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    wanted = {name.strip() for value in args.backend for name in value.split(",") if name.strip()}
+    folders = []
+    for given in args.bundles:
+        if not Path(given).is_dir():
+            print(f"ERROR: {given}: no such folder (a --torchexport-bundle=DIR folder)", file=sys.stderr)
+            return Exit.USAGE_ERROR
+        folders += files.find(Path(given))
+    rows = []
+    for folder in folders:
+        row = verify_bundle(folder, wanted)
+        if row is not None:
+            rows.append(row)
+            print(_line(row))
+    environment = collect_environment(["cuda", "cpu"] if torch.cuda.is_available() else ["cpu"])
+    for output in args.output:
+        try:
+            write_report(output, Report(rows), environment)
+        except OSError as exc:
+            print(f"ERROR: -o {output}: cannot write it ({exc})", file=sys.stderr)
+            return Exit.USAGE_ERROR
+    failing = [r for r in rows if r.failed]
+    written = f" written to {', '.join(args.output)}" if args.output else ""
+    print(f"torchexport verify: {len(rows)} bundle{'s' * (len(rows) != 1)} with torch {torch.__version__}{written}: "
+          + (f"{len(failing)} failing" if failing else "no failure"))
+    if not rows:
+        return Exit.NO_RESULTS
+    return Exit.FAILED if failing else Exit.OK
+
+
+def _line(row: Result) -> str:
+    head = f"{row.status.upper():18} {row.nodeid or row.test} [{row.backend}]"
+    if row.status == "pass":
+        return head
+    return head + "\n" + "\n".join("    " + line for line in row.message.splitlines())
+
+
+def verify_bundle(folder: Path, wanted: set[str] | None = None) -> Result | None:
+    """One bundle checked here: its row (None where ``wanted`` leaves its backend out)."""
+    try:
+        manifest = json.loads((folder / files.MANIFEST).read_text())
+        if not isinstance(manifest, dict) or manifest.get("format") != files.FORMAT:
+            raise Unreadable(f"bundle format {manifest.get('format') if isinstance(manifest, dict) else '?'}; "
+                             f"this verify reads format {files.FORMAT}")
+    except (OSError, ValueError, Unreadable) as exc:
+        row = Result(backend="?", device="cpu", status="pass", module="", nodeid=str(folder), test=str(folder))
+        settle(row, Outcome("load_error", f"{folder}: not a readable bundle ({exc})"))
+        return row
+    if wanted and manifest["backend"] not in wanted:
+        return None
+    return _Verify(folder, manifest).row()
+
+
+class _Verify:
+    """One bundle: its manifest, its row, and the steps that fill the row."""
+
+    def __init__(self, folder: Path, manifest: dict[str, Any]) -> None:
+        import torch
+
+        self.folder, self.manifest = folder, manifest
+        self.result = Result(backend=manifest["backend"], device=manifest["device"], status="pass",
+                             module=manifest.get("module") or "", nodeid=manifest.get("nodeid"), test=manifest.get("test"))
+        self.wrote = (manifest.get("written_by") or {}).get("torch") or "an unknown torch"
+        self.reads = torch.__version__
+        self.result.extra["bundle"] = {"path": str(folder), "written_by": manifest.get("written_by"),
+                                       "verified_with": {"torch": self.reads}}
+        self.header = tag(self.result)
+
+    def _end(self, status: str, message: str, cause: str | None = None) -> Result:
+        settle(self.result, Outcome(status, message, cause))  # type: ignore[arg-type]
+        return self.result
+
+    def row(self) -> Result:
+        import torch
+
+        from .backends.base import ExportContext, load_backend
+
+        manifest, result = self.manifest, self.result
+        name = manifest["backend"]
+        spec = manifest.get("spec")
+        if not spec:
+            return self._end("skipped", f"{name} skipped: the bundle's backend was an object, which verify cannot import by name")
+        try:
+            backend = load_backend(spec)
+            reason = backend.unavailable_reason()
+        except Exception as exc:  # noqa: BLE001 - a backend (a third party's) may fail to import in any way
+            reason = f"its backend {spec} does not import here ({type(exc).__name__}: {exc})"
+        if reason is None and result.device.startswith("cuda") and not torch.cuda.is_available():
+            reason = "the bundle was checked on CUDA, which is not available here"
+        if reason:
+            return self._end("skipped", f"{name} skipped: {reason}")
+        try:
+            tensors = files.load_tensors(self.folder / files.TENSORS)
+            cases = [(c, files.decode(c["args"], tensors), files.decode(c["kwargs"], tensors)) for c in manifest["cases"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return self._end("load_error", f"{self.folder}: the bundle's inputs cannot be read ({type(exc).__name__}: {exc})")
+        plan = manifest.get("plan") or {}
+        with tempfile.TemporaryDirectory(prefix="torchexport-verify-") as scratch:
+            ctx = ExportContext(device=result.device, scratch=Path(scratch), plan=types.SimpleNamespace(
+                scalars={int(i): v for i, v in plan.get("scalars", [])}, kwargs={k: None for k in plan.get("kwargs", [])}))
+            t0 = time.perf_counter()
+            try:
+                loaded = self._quiet(backend.load, self.folder / files.ARTIFACT, ctx)
+            except Exception as exc:  # noqa: BLE001 - a runtime refuses a file in any way: the load_error says how
+                return self._load_error(exc)
+            result.timings["load_s"] = time.perf_counter() - t0
+            return self._run(backend, loaded, cases, tensors)
+
+    def _quiet(self, fn: Any, *args: Any) -> Any:
+        import torch
+
+        from ._compat import quiet_torch
+
+        with quiet_torch(), torch.no_grad():
+            return fn(*args)
+
+    def _load_error(self, exc: BaseException) -> Result:
+        from .isolation.loader import reached_for
+
+        name = self.result.backend
+        words = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())[:400]
+        reached = reached_for(str(exc))
+        versions = f"written by torch {self.wrote}, read by torch {self.reads}"
+        detail = f"{name}: the bundled artifact does not load here ({versions}): {type(exc).__name__}: {words}"
+        if reached:
+            detail += f"; it reaches for {reached}"
+        self.result.findings.append(Finding("standalone_load", detail))
+        cause = (f"the artifact was written by torch {self.wrote} and this torch ({self.reads}) cannot read it"
+                 if self.wrote != self.reads else f"it reaches for {reached}" if reached else None)
+        return self._end(
+            "load_error",
+            f"Bundled {name} artifact does not load {self.header}\n{versions}\n{type(exc).__name__}: {words}\n"
+            f"Bundle: {self.folder}" + (f"\nLikely cause: {cause}" if cause else ""),
+            cause,
+        )
+
+    def _run(self, backend: Any, loaded: Any, cases: list[tuple[dict[str, Any], Any, Any]], tensors: dict[str, Any]) -> Result:
+        from .reference.compare import compare
+
+        result, manifest = self.result, self.manifest
+        rule = {"relowered": bool(manifest.get("relowered")), "rtol": manifest.get("rtol"), "atol": manifest.get("atol")}
+        t0 = time.perf_counter()
+        for case, args, kwargs in cases:
+            what = f"{case['kind']} input ({case['input']})"
+            try:
+                outputs = self._quiet(backend.run, loaded, tuple(args), dict(kwargs))
+            except Exception as exc:  # noqa: BLE001 - a runtime raises anything: the row says what
+                if "artifact_error" in case:  # it raised where it was written too: the check's verdict already
+                    result.examples += 1
+                    continue
+                words = " ".join(str(exc).split())[:400]
+                return self._end("run_error", f"Bundled {result.backend} artifact raises {self.header} on the {what}\n"
+                                 f"{type(exc).__name__}: {words}\nwritten by torch {self.wrote}, run with torch {self.reads}\n"
+                                 f"Bundle: {self.folder}")
+            expected = files.decode(case["expected"], tensors)
+            plain = compare(expected, outputs, **rule)
+            result.examples += 1
+            if plain.ok:
+                continue
+            # Where the writing machine's artifact differed from eager too and its check passed (eager's own
+            # rounding, its float64 oracle said), what that artifact gave is the reference.
+            noise = case.get("matched_here") is False and manifest.get("status") == "pass" and "artifact" in case
+            if noise and compare(files.decode(case["artifact"], tensors), outputs, **rule).ok:
+                result.findings.append(Finding(
+                    "numeric_noise", f"the {what} differs from eager as much here as where the bundle was written "
+                    f"(torch {self.wrote}), which judged it within eager's own rounding"))
+                continue
+            return self._end("mismatch", "\n".join([
+                f"Bundled {result.backend} artifact differs from eager {self.header} on the {what}",
+                *plain.lines()[:4],
+                f"written by torch {self.wrote}, run with torch {self.reads}, at rtol={rule['rtol']} atol={rule['atol']} "
+                "(None: torch.testing's default for the dtype)",
+                f"Bundle: {self.folder}",
+            ]))
+        result.timings["run_s"] = time.perf_counter() - t0
+        return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``verify`` on its own: ``main(["bundles/", "-o", "verified.json"])``."""
+    parser = CommandLineParser(prog="python -m pytest_torchexport verify", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
