@@ -18,6 +18,7 @@ import os
 import re
 import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
@@ -280,6 +281,42 @@ def torch_cxx11_abi() -> bool:
 
 #: What AOTInductor needs of ``torch._inductor`` (documented, under a private module name).
 AOTI_FUNCTIONS = ("aoti_compile_and_package", "aoti_load_package")
+
+
+@contextlib.contextmanager
+def onnx_capture_strategies(seconds: list[float], *, skip_non_strict: bool) -> Iterator[None]:
+    """[Shared Capture] Within: each capture strategy ``torch.onnx.export(dynamo=True)`` tries on a
+    module is timed (its seconds appended to ``seconds``), and with ``skip_non_strict`` its
+    ``TorchExportNonStrictStrategy`` is left out. ``torch.onnx._internal.exporter._capture_strategies``:
+    ``CAPTURE_STRATEGIES`` (a tuple of ``CaptureStrategy`` classes, read at each export) and
+    ``CaptureStrategy.__call__`` (torch 2.13.0). Elsewhere the export runs as it is."""
+    try:
+        from torch.onnx._internal.exporter import _capture_strategies as strategies
+    except ImportError:
+        yield
+        return
+    listed, base = getattr(strategies, "CAPTURE_STRATEGIES", None), getattr(strategies, "CaptureStrategy", None)
+    if not isinstance(listed, tuple) or base is None or "__call__" not in base.__dict__:
+        yield
+        return
+    call = base.__dict__["__call__"]
+
+    def timed(self: Any, *args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return call(self, *args, **kwargs)
+        finally:
+            seconds.append(time.perf_counter() - t0)
+
+    non_strict = getattr(strategies, "TorchExportNonStrictStrategy", None)
+    kept = tuple(s for s in listed if not (skip_non_strict and s is non_strict))
+    strategies.CAPTURE_STRATEGIES = kept or listed
+    base.__call__ = timed
+    try:
+        yield
+    finally:
+        strategies.CAPTURE_STRATEGIES = listed
+        base.__call__ = call
 
 
 def aoti_unavailable() -> str | None:

@@ -70,6 +70,19 @@ def test_onnx_registration_registry_has_the_from_torchlib_classmethod():
     assert isinstance(cls.__dict__["from_torchlib"], classmethod)
 
 
+def test_onnx_capture_strategies_are_a_tuple_of_timed_strategy_classes():
+    from torch.onnx._internal.exporter import _capture_strategies as strategies
+
+    listed = strategies.CAPTURE_STRATEGIES
+    assert isinstance(listed, tuple) and listed[0] is strategies.TorchExportNonStrictStrategy
+    assert "__call__" in strategies.CaptureStrategy.__dict__
+    seconds: list[float] = []
+    with _compat.onnx_capture_strategies(seconds, skip_non_strict=True), _compat.quiet_torch():
+        assert strategies.TorchExportNonStrictStrategy not in strategies.CAPTURE_STRATEGIES
+        torch.onnx.export(nn.Linear(2, 2).eval(), (torch.randn(1, 2),), dynamo=True, verbose=False)
+    assert strategies.CAPTURE_STRATEGIES is listed and len(seconds) == 1  # the strict one, timed; then put back
+
+
 def test_inductor_has_the_aoti_package_functions():
     import torch._inductor
 

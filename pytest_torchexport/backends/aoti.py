@@ -22,6 +22,7 @@ class AotiBackend(Backend):
     loads_without_python = True
     name = "aoti"
     relowered = True
+    shares_capture = True
     specializes_small_dims = True
 
     def unavailable_reason(self) -> str | None:
@@ -38,7 +39,7 @@ class AotiBackend(Backend):
         from .._compat import aoti_compile_and_package, aoti_load_package
 
         module = keywords_bound(module, kwargs)
-        program = torch.export.export(module, args, kwargs or None, dynamic_shapes=ctx.dynamic_shapes(module), strict=False)
+        program = ctx.exported_program(module, args, kwargs)
         package = Path(ctx.scratch or tempfile.mkdtemp(prefix="torchexport-aoti-")) / FILENAME
         aoti_compile_and_package(program, package_path=str(package))
         return _Package(package, aoti_load_package(str(package)))

@@ -9,8 +9,9 @@ A backend *produces, saves and loads* a runnable; it never compares anything (th
     loaded = backend.load(directory, ctx)          # ... and a fresh process could load them
     outputs = backend.run(loaded, args, kwargs)
 
-Because the artifact travels through ``directory``, an export can later move into a
-worker process with a time limit without changing this interface (see docs/backends.md).
+Each check runs these in a forked child with a time limit (``isolation/runner.py``), which
+inherits the backend and the module; the artifact travels through ``directory``, so a fresh
+process can load it too (the standalone load, ``stages/standalone.py``).
 
 Third-party backends are registered by the ``pytest_torchexport_backends`` hook::
 
@@ -43,9 +44,61 @@ class ExportContext:
     scratch: Path | None = None  # a directory removed after the check, for intermediate files
     #: onnx_options.ShippedOnnx: the post-processing the onnx backend applies to its export (None: none)
     shipped: Any = None
+    #: [Shared Capture] ``relaxed`` -> the ``Captured`` program of this call the engine made once for
+    #: the test's backends (stages/capture.py); a backend whose ``shares_capture`` is True starts from it
+    captures: dict[frozenset[str], Captured] = field(default_factory=dict)
+    #: which capture the export started from, "shared" or "own" (the row's ``capture``); None: no torch.export capture
+    capture: str | None = None
+    capture_s: float = 0.0  # the seconds of that capture (the test's process's, where shared)
 
     def dynamic_shapes(self, module: Any) -> Any:
         return self.plan.export_dynamic_shapes(module, relaxed=self.relaxed)
+
+    def shared_capture(self) -> Captured | None:
+        """[Shared Capture] The engine's capture of this call at this check's ``relaxed`` dims, or
+        None (the backend captures on its own)."""
+        return self.captures.get(self.relaxed)
+
+    def exported_program(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """``torch.export.export(module, args, kwargs, dynamic_shapes=..., strict=False)``: what the
+        backends that lower an ``ExportedProgram`` start from. The shared capture where the engine
+        made one (its failure raised as it was: a capture is not repeated with the same arguments);
+        else captured here. ``module`` is the one the backend would export (``keywords_bound``)."""
+        import time
+
+        shared = self.shared_capture()
+        if shared is not None:
+            self.capture = "shared"
+            self.capture_s += shared.seconds
+            return shared.result()
+        self.capture = "own"
+        t0 = time.perf_counter()
+        try:
+            return capture_program(module, args, kwargs, self.dynamic_shapes(module))
+        finally:
+            self.capture_s += time.perf_counter() - t0
+
+
+@dataclass
+class Captured:
+    """[Shared Capture] One ``torch.export`` capture of a call: its program or the error it raised."""
+
+    program: Any = None
+    error: BaseException | None = None
+    seconds: float = 0.0
+
+    def result(self) -> Any:
+        """The program, or the capture's error raised again."""
+        if self.error is not None:
+            raise self.error
+        return self.program
+
+
+def capture_program(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], dynamic_shapes: Any) -> Any:
+    """The one capture every backend that lowers an ``ExportedProgram`` makes (non-strict, as users do)."""
+    import torch
+
+    return torch.export.export(module, args, kwargs or None, dynamic_shapes=dynamic_shapes, strict=False)
 
 
 class Backend:
@@ -65,6 +118,9 @@ class Backend:
     #: ONNX, AOTInductor, ExecuTorch): failing to load in a fresh process is a load_error,
     #: not only a standalone_load finding (standalone.py).
     loads_without_python: ClassVar[bool] = False
+    #: [Shared Capture] Starts from ``ctx.exported_program(...)``, torch.export's capture of the
+    #: call: the engine may capture it once for all such backends of a test and hand it over.
+    shares_capture: ClassVar[bool] = False
 
     def unavailable_reason(self) -> str | None:
         """Why this backend cannot run here (missing library, too old a torch), or None."""

@@ -39,6 +39,7 @@ class ExecutorchBackend(Backend):
     loads_without_python = True
     name = "executorch"
     relowered = True
+    shares_capture = True
     specializes_small_dims = True
 
     def unavailable_reason(self) -> str | None:
@@ -55,7 +56,7 @@ class ExecutorchBackend(Backend):
         to_edge_transform_and_lower, partitioner, _ = _imports()
         module, args, kwargs = on_cpu(module, args, kwargs, ctx.device)
         module = keywords_bound(module, kwargs)
-        program = torch.export.export(module, args, kwargs or None, dynamic_shapes=ctx.dynamic_shapes(module), strict=False)
+        program = ctx.exported_program(module, args, kwargs)
         lowered = to_edge_transform_and_lower(program, partitioner=[partitioner()]).to_executorch()
         buffer = bytes(lowered.buffer)
         # Loaded on first run: a program the runtime cannot load (no kernel for an op) is

@@ -14,6 +14,7 @@ FILENAME = "model.pt2"
 
 class ExportBackend(Backend):
     name = "export"
+    shares_capture = True
     specializes_small_dims = True
 
     def unavailable_reason(self) -> str | None:
@@ -23,11 +24,7 @@ class ExportBackend(Backend):
         return f"torch {torch.__version__} has no torch.export.{missing}" if missing else None
 
     def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
-        module = keywords_bound(module, kwargs)
-        program = torch.export.export(
-            module, args, kwargs or None, dynamic_shapes=ctx.dynamic_shapes(module), strict=False
-        )
-        return Exported(program)
+        return Exported(ctx.exported_program(keywords_bound(module, kwargs), args, kwargs))
 
     def save(self, artifact: Any, directory: Path) -> list[Path]:
         path = directory / FILENAME

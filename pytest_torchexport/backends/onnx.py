@@ -199,6 +199,7 @@ class _OnnxBackend(Backend):
 
 class DynamoOnnxBackend(_OnnxBackend):
     name = "onnx"
+    shares_capture = True
     specializes_small_dims = True  # it captures the model through torch.export
     #: Weights above this size go to an external-data file beside the .onnx (protobuf
     #: caps a single file at 2 GiB).
@@ -217,15 +218,29 @@ class DynamoOnnxBackend(_OnnxBackend):
 
     def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
         module = keywords_bound(module, kwargs)
-        with _torchlib.reused():  # its op registry built once per process, not per export
-            program = torch.onnx.export(
-                module,
-                onnx_args(args, kwargs),
-                kwargs=kwargs or None,
-                dynamo=True,
-                dynamic_shapes=ctx.dynamic_shapes(module),
-                verbose=False,
-            )
+        shared = ctx.shared_capture()
+        if shared is not None and shared.error is None:
+            # [Shared Capture] Given the program, torch.onnx.export skips its capture strategies.
+            ctx.capture, model, dynamic = "shared", shared.program, None
+            ctx.capture_s += shared.seconds
+        else:
+            model, dynamic = module, ctx.dynamic_shapes(module)
+        try:
+            with _torchlib.reused(), _own_capture(ctx, shared):  # its op registry built once per process, not per export
+                program = torch.onnx.export(
+                    model,
+                    onnx_args(args, kwargs),
+                    kwargs=kwargs or None,
+                    dynamo=True,
+                    dynamic_shapes=dynamic,
+                    verbose=False,
+                )
+        except Exception as exc:
+            if type(exc).__name__ == "TorchExportError" and _repeats(shared):
+                # Every fallback failed too: the error is the shared capture's, as torch.onnx.export
+                # itself raises its first strategy's.
+                raise shared.error from None
+            raise
         if program is None:  # pragma: no cover - torch versions that returned nothing
             raise RuntimeError("torch.onnx.export(dynamo=True) returned no ONNXProgram")
         artifact = _InMemory(program, ctx.device, self.name)
@@ -298,6 +313,39 @@ class LegacyOnnxBackend(_OnnxBackend):
         path = directory / FILENAME
         path.write_bytes(artifact.program)
         return [path]
+
+
+@contextlib.contextmanager
+def _own_capture(ctx: ExportContext, shared: Any) -> Any:
+    """[Shared Capture] Around ``torch.onnx.export`` given the module: its capture strategies timed
+    (``ctx.capture_s``). Where the shared capture failed, its non-strict strategy (the same
+    ``torch.export.export`` call) is left out and the fallbacks that differ (strict, draft export)
+    still run; a constraint violation is the exception: that strategy retries with the dims
+    torch suggests, other arguments than the shared capture's."""
+    if ctx.capture == "shared":
+        yield
+        return
+    from .._compat import onnx_capture_strategies
+
+    repeat = _repeats(shared)
+    seconds: list[float] = []
+    ctx.capture = "own"
+    try:
+        with onnx_capture_strategies(seconds, skip_non_strict=repeat):
+            yield
+    finally:
+        ctx.capture_s += sum(seconds)
+
+
+def _repeats(shared: Any) -> bool:
+    """Whether ``torch.onnx.export``'s non-strict strategy would repeat the shared capture that failed."""
+    return shared is not None and shared.error is not None and not _refinable(shared.error)
+
+
+def _refinable(error: BaseException) -> bool:
+    """Whether the non-strict strategy of ``torch.onnx.export`` retries after ``error``: a
+    ``torch._dynamo.exc.UserError`` (a constraint violation) with suggested fixes."""
+    return type(error).__name__ == "UserError"
 
 
 def _session(artifact: Any) -> OnnxSession:

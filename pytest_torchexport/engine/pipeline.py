@@ -46,7 +46,7 @@ from ..results import outcome
 from ..results.outcome import Stop, settle
 from ..results.report import Report, Result, tag
 from ..search.search import Search
-from ..stages import assumptions, budget, exporting, latency, search_budget, side_effects, standalone, static_sizes
+from ..stages import assumptions, budget, capture, exporting, latency, search_budget, side_effects, standalone, static_sizes
 from ..stages.check import Check
 from ..stages.compiled_parts import compiled_parts
 from ..stages.compiled_parts import finding as compiled_finding
@@ -166,6 +166,7 @@ class PendingCheck:
         self.module, self.plan, self.name, self.device = module, plan, name, device
         self.options, self.session, self.sequence, self.once = options, session, sequence, once
         self.prelude: Prelude | None = None
+        self.captured: capture.SharedCapture | None = None  # [Shared Capture] made in this process, before the fork
         self.settled = False  # by the shared prelude: nothing left to run
         self.result = Result(
             backend=name, device=device, status="pass", module=module_name(module),
@@ -224,6 +225,7 @@ class PendingCheck:
                 self.settled = True
                 return
             self.prelude = handed.prelude  # None ("own"): the child computes its own
+            self._share_capture(spec)
         # [Paid Once] the exporters' and hypothesis's first use, paid here where the child inherits it
         # hypothesis's scan of the local modules caches their constants under its home: the session's, never
         # a .hypothesis/ folder in the user's working directory
@@ -231,7 +233,18 @@ class PendingCheck:
             THIS.warmup.before_fork(self.name, spec, self.options.backends, repeats=self.session.repeats)
         self._scratch = Path(tempfile.mkdtemp(prefix=f"torchexport-{self.name}-"))
         self._child = runner.Child(self._body, self.result, self.options.timeout, self._scratch, tag(self.result),
-                                   held=held)
+                                   held=held, spent=self.captured.seconds if self.captured is not None else 0.0)
+
+    def _share_capture(self, spec: Any) -> None:
+        """[Shared Capture] torch.export's capture of the call, made once here for the test's backends
+        that start from it (capture.py); its files join the check's sources, its seconds its time."""
+        if self.prelude is None or self.once is None or not capture.shares(spec):
+            return
+        if not capture.worth_sharing(self.session.backends, self.options.backends):
+            return
+        key = (self.once.call, id(self.module), self.device)
+        self.captured = capture.share(self.once.once.captures, key, self.prelude, self.device)
+        self.result.sources = sorted(set(self.result.sources or ()) | set(self.captured.sources))
 
     def wait(self) -> Result:
         if self._done is not None:
@@ -363,6 +376,7 @@ def _pipeline(pending: PendingCheck, result: Result, scratch: Path) -> None:
         steps=[_on_device(step, device) for step in sequence] if sequence and prelude.changed_state else None,
         compiled=compiled_parts(prelude.eager.module),
         shared=None if sequence and prelude.changed_state else prelude.shared,
+        captures=pending.captured.captures if pending.captured is not None else {},
     )
     if check.compiled:
         result.findings.append(compiled_finding(check.compiled, result.module))

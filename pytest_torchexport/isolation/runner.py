@@ -84,8 +84,11 @@ class Child:
     of the scheduler's and costs what fork costs: its pages are the parent's until written."""
 
     def __init__(self, body: Callable[[Result], None], result: Result, timeout: float, scratch: Path,
-                 header: str, *, held: bool = False) -> None:
+                 header: str, *, held: bool = False, spent: float = 0.0) -> None:
+        """``spent``: seconds of the check already spent in this process before the fork (its share of
+        the shared capture, stages/capture.py), counted against its time limit."""
         self.result, self.timeout, self.scratch, self.header = result, timeout, scratch, header
+        self.spent = spent
         tmp = scratch / "tmp"
         tmp.mkdir(exist_ok=True)
         read_end, write_end = os.pipe()
@@ -160,7 +163,7 @@ class Child:
     @property
     def deadline(self) -> float:
         """When its time limit runs out (``time.monotonic``)."""
-        return self.started + self.timeout
+        return self.started + self.timeout - self.spent
 
     def wait(self) -> Result:
         """Its result: finished, timed out (killed) or crashed. Raises what the pipeline raised."""
@@ -188,7 +191,7 @@ class Child:
             _kill(self.pid)
         else:
             _, status = os.waitpid(self.pid, 0)
-        elapsed = time.monotonic() - self.started
+        elapsed = time.monotonic() - self.started + self.spent
         if self.raised is not None:
             _reraise(self.raised)
         if self.done is not None:

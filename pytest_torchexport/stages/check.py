@@ -79,6 +79,8 @@ class Check:
     scale_budget: float | None = None  # [ONNX As Shipped] error allowed, a fraction of each output's scale
     scale_floor: dict[str, float] | None = None  # each output's scale on the recorded call (compare.py)
     shared: Any = None  # [One Search] shared_search.SharedInputs: the inputs every backend tries, eager's run of each
+    #: [Shared Capture] torch.export's capture of the call, made in the test's process (capture.py), by relaxed dims
+    captures: dict[frozenset[str], Any] = field(default_factory=dict)
     clock: Any = None  # [Search Budget] search_budget.BudgetClock: its time against the budget, from its exports' end
     failure: Any = None  # search/failure.Failure: the search's shrunk failing input, which a bundle keeps (bundle.py)
     header: str = field(init=False)  # the [backend=.., device=..] (module) tag every message names

@@ -42,7 +42,7 @@ def build(check: Check) -> Artifacts:
         result.extra["export_sizes"] = dict(check.export_sizes)
     ctx = ExportContext(
         device=check.device, plan=plan, module=check.eager.module, scratch=check.scratch,
-        shipped=check.options.onnx_shipped,
+        shipped=check.options.onnx_shipped, captures=check.captures,
     )
     artifact, failure = export_once(check, export_args, export_kwargs, ctx)
     relaxed = violated_dims(failure, plan) if failure is not None and backend.dynamic else frozenset()
@@ -53,6 +53,7 @@ def build(check: Check) -> Artifacts:
         ctx.relaxed = relaxed
         artifact, retry_failure = export_once(check, export_args, export_kwargs, ctx)
         failure = retry_failure and failure
+    _capture_timing(result, ctx)
     if failure is not None:
         export_failed(check, failure, "export")
     _static_dims(check, artifact)
@@ -72,6 +73,17 @@ def build(check: Check) -> Artifacts:
     if fallback:
         result.findings.append(Finding("device_fallback", fallback))
     return Artifacts(runnable, in_memory, export_draw, ctx)
+
+
+def _capture_timing(result: Result, ctx: ExportContext) -> None:
+    """[Shared Capture] Which capture the export started from, and its seconds apart from the lowering:
+    ``export_s`` is the backend's own work (an own capture's seconds taken out of it)."""
+    if ctx.capture is None:
+        return
+    result.extra["capture"] = ctx.capture
+    result.timings["capture_s"] = ctx.capture_s
+    if ctx.capture == "own":
+        result.timings["export_s"] = max(0.0, result.timings.get("export_s", 0.0) - ctx.capture_s)
 
 
 def _post_processing(check: Check, artifact: Any) -> None:

@@ -162,6 +162,8 @@ class EagerOnce:
         self._shared: dict[tuple[Any, int, str], _Shared] = {}
         #: [Verdict Key] (call, module) -> the digest of the module and its inputs, for every backend (fingerprint.py)
         self.keys: dict[tuple[Hashable, int], str] = {}
+        #: [Shared Capture] (which recorded call, module, device) -> torch.export's capture of it (capture.py)
+        self.captures: dict[Hashable, Any] = {}
 
     def hand_over(
         self, call: Hashable, module: torch.nn.Module, plan: InputPlan, options: Options, result: Result,

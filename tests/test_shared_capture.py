@@ -1,0 +1,147 @@
+"""[Shared Capture] One torch.export capture per recorded call, whatever the number of backends
+that start from it (issue 54, contract v6 section 4), counted across every process of a session.
+
+The pytester session's conftest wraps ``torch.export.export``: each call appends the captured
+module's class and whether it was strict to the file ``CAPTURES_LOG`` names, from the test's
+process and from every check's forked child alike.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from helpers import report_rows
+
+CONFTEST = textwrap.dedent(
+    """
+    import os
+
+    import torch
+
+    _real = torch.export.export
+
+
+    def _counting(module, *args, **kwargs):
+        with open(os.environ["CAPTURES_LOG"], "a") as log:
+            log.write(f"{type(module).__name__} strict={kwargs.get('strict', 'unset')}\\n")
+        return _real(module, *args, **kwargs)
+
+
+    def pytest_configure(config):
+        torch.export.export = _counting
+
+
+    def pytest_unconfigure(config):
+        torch.export.export = _real
+    """
+)
+
+MODELS = textwrap.dedent(
+    """
+    import pytest
+    import torch
+    from torch import nn
+
+
+    class Clean(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+
+        def forward(self, x):
+            return self.net(x)
+
+
+    class Pooled(nn.Module):
+        # Adaptive pooling over dynamic h and w: ONNX's lowering fixes its kernel at the export's
+        # size, torch.export's program does not. Only the onnx backend can show it.
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.pool = nn.AdaptiveAvgPool2d((2, 2))
+
+        def forward(self, x):
+            return self.pool(self.conv(x)).flatten(1)
+
+
+    class Branchy(nn.Module):
+        def forward(self, x):
+            if x.sum() > 0:  # data-dependent: torch.export refuses it, non-strict and strict alike
+                return x * 2
+            return x - 1
+
+
+    @pytest.mark.torchexport(backends="export,onnx,{third}")
+    def test_clean():
+        Clean().eval()(torch.randn(3, 8))
+
+
+    @pytest.mark.torchexport(backends="export,onnx", dynamic={{"x": {{0: "batch", 2: "h", 3: "w"}}}},
+                             dims={{"h": (1, 16), "w": (1, 16)}})
+    def test_pooled():
+        Pooled().eval()(torch.randn(2, 3, 8, 8))
+
+
+    @pytest.mark.torchexport(backends="export,onnx")
+    def test_branchy():
+        Branchy().eval()(torch.ones(3, 4))
+    """
+)
+
+
+def _session(tester, monkeypatch, third: str, *args: str) -> tuple[dict, list[str]]:
+    log = tester.path / "captures.log"
+    if log.exists():
+        log.unlink()
+    monkeypatch.setenv("CAPTURES_LOG", str(log))
+    tester.makeconftest(CONFTEST)
+    tester.makepyfile(test_m=MODELS.format(third=third))
+    tester.runpytest(*args, "--torchexport-report=out.json")
+    rows = report_rows(tester, key=lambda r: (r["test"].split("::")[-1], r["backend"]))
+    return rows, log.read_text().splitlines() if log.exists() else []
+
+
+def test_one_capture_per_recorded_call_and_each_lowering_still_judged_alone(tester, monkeypatch):
+    rows, captures = _session(tester, monkeypatch, "executorch")
+
+    # The clean model: one capture in the whole session, where three backends used to make three.
+    assert captures.count("Clean strict=False") == 1, captures
+    for backend in ("export", "onnx", "executorch"):
+        row = rows[("test_clean", backend)]
+        assert row["status"] == "pass", row["message"]
+        assert row["capture"] == "shared"
+        assert row["timings"]["capture_s"] > 0 and "export_s" in row["timings"]
+
+    # A defect only ONNX's lowering has is still found on onnx alone, and shrunk there.
+    assert captures.count("Pooled strict=False") == 1, captures
+    onnx, export = rows[("test_pooled", "onnx")], rows[("test_pooled", "export")]
+    assert onnx["status"] in ("mismatch", "run_error"), onnx["message"]
+    assert onnx["capture"] == "shared" and onnx["failing_example"]["inputs"]["x"]["shape"][2:] != [8, 8]
+    assert export["status"] == "pass" and export["failing_example"] is None, export["message"]
+
+    # A capture that fails is made once, non-strict; ONNX's strict fallback, another capture, still runs.
+    assert captures.count("Branchy strict=False") == 1, captures
+    assert captures.count("Branchy strict=True") == 1, captures
+    for backend in ("export", "onnx"):
+        assert rows[("test_branchy", backend)]["status"] == "export_error"
+    assert rows[("test_branchy", "export")]["capture"] == "shared"
+    assert rows[("test_branchy", "onnx")]["capture"] == "own"
+    assert "x.sum() > 0" in rows[("test_branchy", "onnx")]["message"]  # the shared error, at the user's line
+
+
+def test_inline_checks_capture_on_their_own(tester, monkeypatch):
+    # The contrast that makes the count above mean something: inline, no prelude is shared, so each
+    # backend captures the call itself, and its row says so.
+    rows, captures = _session(tester, monkeypatch, "export", "-k", "pooled", "--torchexport-isolation=inline")
+    assert captures.count("Pooled strict=False") == 2, captures
+    assert {rows[("test_pooled", b)]["capture"] for b in ("export", "onnx")} == {"own"}
+    assert rows[("test_pooled", "onnx")]["status"] in ("mismatch", "run_error")
+
+
+@pytest.mark.slow
+def test_aoti_starts_from_the_shared_capture_too(tester, monkeypatch):
+    rows, captures = _session(tester, monkeypatch, "aoti", "-k", "clean")
+    assert captures.count("Clean strict=False") == 1, captures
+    assert {rows[("test_clean", b)]["capture"] for b in ("export", "onnx", "aoti")} == {"shared"}
+    assert {rows[("test_clean", b)]["status"] for b in ("export", "onnx", "aoti")} == {"pass"}
