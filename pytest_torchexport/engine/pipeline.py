@@ -67,9 +67,10 @@ def check(
 ) -> Report:
     """Export ``module`` on every selected backend and prove the artifacts match eager.
 
-    >>> report = check(Gate(), (torch.randn(3, 4),), backends=["trace", "onnx"])
-    >>> report.ok
-    True
+    Example (docs/check-api.md runs such calls as written)::
+
+        report = check(Gate(), (torch.randn(3, 4),), backends=["trace", "onnx"])
+        assert report.ok
 
     Raises ``ExportMismatch`` (an ``AssertionError`` carrying the report) when any
     backend fails. Options are the marker's: ``backends``, ``devices``, ``examples``,

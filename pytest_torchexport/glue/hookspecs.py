@@ -20,7 +20,11 @@ def pytest_torchexport_backends(config: pytest.Config) -> dict[str, Any] | None:
 
         # conftest.py
         def pytest_torchexport_backends(config):
-            return {"tensorrt": "my_company.trt_backend:TensorRTBackend"}
+            return {"tvm": "my_company.tvm_backend:TVMBackend"}
+
+    A name that is already a built-in backend's (``trace``, ``onnx``, ``tensorrt``, ...) replaces
+    the built-in for the session, with a ``PytestConfigWarning`` that says so (an error where
+    warnings are errors): register a subclass of a built-in under its own name to keep both.
 
     A backend implements ``export``, ``save``, ``load`` and ``run`` (see
     ``pytest_torchexport/backends/base.py``); it never compares outputs.

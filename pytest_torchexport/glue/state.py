@@ -65,6 +65,12 @@ class State:
         """The state of a session starting: options read, the baseline loaded (usage errors raise)."""
         backends = dict(BUILTIN_BACKENDS)
         for extra in config.hook.pytest_torchexport_backends(config=config):
+            for name in sorted(set(extra or {}) & set(BUILTIN_BACKENDS)):
+                # allowed (a subclass with other settings), but never silently: a name taken over
+                config.issue_config_time_warning(pytest.PytestConfigWarning(
+                    f"pytest_torchexport_backends returned {name!r}, a built-in backend's name: it replaces "
+                    f"the built-in {name!r} backend in this session (register it under another name to keep both)"
+                ), stacklevel=2)
             backends.update(extra or {})
         try:
             defaults = session_defaults(config, tuple(backends))
