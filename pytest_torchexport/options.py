@@ -147,6 +147,9 @@ class Options:
     #: [Search Budget] seconds the checks may spend beyond their exports; None: the default (a multiple
     #: of the test body's time, stages/shared_search.py); ``math.inf``: off, the full search.
     budget: float | None = None
+    #: Not a marker option: the bytes one check's drawn calls may hold
+    #: (``--torchexport-memory``); None: half of the machine's free memory per check; ``math.inf``: off.
+    memory: float | None = None
     #: Not a marker option: ``auto`` (the C++ load check where a compiler is) or ``off`` (``--torchexport-cpp``).
     cpp: str = "auto"
     #: Not a marker option: the folder a bundle per check is written to (``--torchexport-bundle``).
@@ -155,7 +158,7 @@ class Options:
     @classmethod
     def build(cls, valid_backends: Sequence[str] = tuple(BUILTIN_BACKENDS), **given: Any) -> Options:
         """Validate ``given`` (marker or call keywords) and fill in defaults."""
-        unknown = sorted(set(given) - set(MARKER_OPTIONS) - {"repro_dir", "keep_artifacts", "isolation", "require", "cpp", "bundle"})
+        unknown = sorted(set(given) - set(MARKER_OPTIONS) - {"repro_dir", "keep_artifacts", "isolation", "require", "memory", "cpp", "bundle"})
         if unknown:
             raise InvalidArgument(
                 f"unknown torchexport option(s) {', '.join(map(repr, unknown))}; "
@@ -198,6 +201,8 @@ class Options:
             raise InvalidArgument(f"torchexport option compare= takes a callable(expected, actual), got {values['compare']!r}")
         if "budget" in values:
             values["budget"] = parse_duration("budget", values["budget"])
+        if "memory" in values:
+            values["memory"] = parse_bytes("memory", values["memory"])
         validate_shipped(values)
         return cls(**values)
 
@@ -277,6 +282,31 @@ def parse_duration(option: str, value: Any) -> float:
     if not seconds > 0 or math.isinf(seconds):
         raise InvalidArgument(f"torchexport option {option}= takes {DURATION_FORMS}; got {value!r}")
     return seconds
+
+
+#: The written forms of a memory allowance in bytes, for every message that refuses one.
+BYTES_FORMS = 'a number of bytes, "512MB", "8GB" (K, M, G, T; "GiB" and "GB" both 2**30), or "off" for no memory cap'
+_BYTE_UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def parse_bytes(option: str, value: Any) -> float:
+    """A memory allowance in bytes: a positive number, ``"512MB"``, ``"8GB"``; ``"off"`` is ``math.inf``."""
+    import math
+    import re
+
+    amount = math.nan
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "off":
+            return math.inf
+        match = re.fullmatch(r"([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b)?", text)
+        if match and (match.group(2) or not match.group(3) or match.group(3) == "b"):
+            amount = float(match.group(1)) * _BYTE_UNITS[match.group(2)]
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+        amount = float(value)
+    if not amount > 0 or math.isinf(amount):
+        raise InvalidArgument(f"torchexport option {option}= takes {BYTES_FORMS}; got {value!r}")
+    return amount
 
 
 def _timeout(value: Any) -> float:

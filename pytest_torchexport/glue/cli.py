@@ -95,6 +95,10 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--torchexport-budget", "torchexport_budget",
          "DURATION or off: the most a test's checks may spend beyond their exports (90s, 10m, 1h); default a "
          "multiple of the test body's own time (docs/howto-budget.md); off: the full search", "budget", _word),
+    Flag("--torchexport-memory", "torchexport_memory",
+         "SIZE or off: the memory one check's drawn inputs may take (512MB, 8GB); a declared size beyond it is not "
+         "tried, and the summary says so; default half of the free memory each check has here (docs/howto-dims.md)",
+         "memory", _word),
 )
 
 

@@ -87,6 +87,8 @@ class Reporting:
             terminalreporter.write_line(line)
         for line in budget_lines(self.state.results):
             terminalreporter.write_line(line)
+        for line in cut_lines(self.state.results):
+            terminalreporter.write_line(line)
         self._baseline_summary(terminalreporter)
         if os.environ.get("GITHUB_ACTIONS") == "true":
             from .annotations import annotation
@@ -225,6 +227,28 @@ def budget_lines(rows: list[dict[str, Any]]) -> list[str]:
         f"torchexport budget: {len(budgeted)} {rows_word} of {len(rows)} left {untried} input(s) untried{also} (each "
         "row's budget finding says which); --torchexport-budget=off for the full search"
     ]
+
+
+def cut_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """[Memory Budget] One line per test whose declared sizes (or examples) the machine could not
+    hold: what was not tried, which limit cut it and how to lift it (stages/budget.py's ``size_cut``)."""
+    groups: dict[tuple[Any, ...], list[str]] = {}
+    for row in rows:
+        cut = row.get("size_cut")
+        if not isinstance(cut, dict):
+            continue
+        dims = tuple((name, tried, declared) for name, (tried, declared) in cut.get("dims", {}).items())
+        key = (row.get("test") or row.get("nodeid"), dims, tuple(cut.get("examples") or ()), cut["limit"], cut.get("lift"))
+        groups.setdefault(key, []).append(row["backend"] if row.get("device", "cpu") == "cpu" else f"{row['backend']}-{row['device']}")
+    lines = []
+    for (test, dims, examples, limit, lift), backends in groups.items():
+        parts = [f"{name} above {tried} (declared up to {declared})" for name, tried, declared in dims]
+        if examples:
+            parts.append(f"{examples[1] - examples[0]} of {examples[1]} examples")
+        how = f": {lift}" if lift else ""
+        lines.append(f"torchexport sizes not tried: {test} [{', '.join(backends)}]: {', '.join(parts)} "
+                     f"(the {limit} limit{how})")
+    return lines
 
 
 def _is_worker(config: pytest.Config) -> bool:

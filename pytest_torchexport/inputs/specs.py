@@ -22,6 +22,12 @@ from ..errors import InvalidArgument
 from .names import dedupe, forward_params, leaf_name, resolve_input, var_positional
 
 DEFAULT_DIM = "batch"
+#: The sequence dims the default finds (``_sequence_axes``): a text model's token axis, and
+#: an encoder-decoder's decoder tokens (``decoder_input_ids``), which have their own length.
+SEQUENCE_DIM = "seq"
+DECODER_SEQUENCE_DIM = "decoder_seq"
+#: The dims the default names; a user's ``dims=``/``dynamic=``/``inputs=`` names its own.
+DEFAULT_DIMS = (DEFAULT_DIM, SEQUENCE_DIM, DECODER_SEQUENCE_DIM)
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,8 @@ class LeafPlan:
     example: torch.Tensor | None
     scale: float = 1.0
     center: float = 0.0
+    #: an attention mask (named like one, or recorded 0/1): drawn as padding, never as holes
+    mask: bool = False
 
     def describe(self) -> str:
         return f"{self.name}: {str(self.dtype).removeprefix('torch.')}[{', '.join(map(str, self.shape))}]"
@@ -147,7 +155,7 @@ class InputPlan:
                 flat.append(axes or None)
             else:
                 flat.append(None)
-        args_shapes, kwargs_shapes = pytree.tree_unflatten(flat, self.spec)
+        args_shapes, kwargs_shapes = _as_exported(self.tree, flat)
         names = self.param_names
         bound: dict[str, Any] = {}
         positional = list(args_shapes)
@@ -187,6 +195,26 @@ class InputPlan:
         return found
 
 
+def _as_exported(tree: Any, values: list[Any]) -> Any:
+    """``tree`` with its leaves replaced by ``values`` (in flatten order), and each class a
+    library registered with pytree (transformers' ``DynamicCache``, a decode step's input) as
+    its flattened children: the form ``torch.export`` takes such an input's dynamic shapes in,
+    since the class itself may not hold dim specs (``torch.export.dynamic_shapes``'s
+    ``_tree_map_with_path`` says why)."""
+    it = iter(values)
+
+    def is_leaf(t: Any) -> bool:
+        return pytree._get_node_type(t) not in pytree.BUILTIN_TYPES
+
+    def each(t: Any) -> Any:
+        kind = pytree._get_node_type(t)
+        if kind in pytree.SUPPORTED_NODES:
+            return pytree.tree_map(each, pytree.SUPPORTED_NODES[kind].flatten_fn(t)[0], is_leaf=is_leaf)
+        return next(it)
+
+    return pytree.tree_map(each, tree, is_leaf=is_leaf)
+
+
 def plan_inputs(
     module: torch.nn.Module,
     args: tuple[Any, ...],
@@ -217,6 +245,8 @@ def plan_inputs(
 
     axes_for = _dynamic_axes(spec_by_index, dynamic, leaves, tensor_idx, (paths, names, param_names))
     tensors = _leaf_plans(leaves, tensor_idx, axes_for, spec_by_index, (paths, names))
+    if not spec_by_index:
+        _embedding_ranges(module, tensors)
     all_dims = _all_dims(tensors, declared_dims)
 
     scalars = {
@@ -256,7 +286,96 @@ def _dynamic_axes(
         if tensor_idx and len(sizes0) == 1 and all(leaves[i].dim() > 0 for i in tensor_idx):
             for i in tensor_idx:
                 axes_for[i] = {0: DEFAULT_DIM}
+        for dim, group in ((SEQUENCE_DIM, False), (DECODER_SEQUENCE_DIM, True)):
+            members = [i for i in tensor_idx if names[i].lower().startswith("decoder_") == group]
+            for i in _sequence_axes(leaves, members, names):
+                axes_for.setdefault(i, {})[1] = dim
     return axes_for
+
+
+#: Words in an input's name that say its dim 1 is the sequence (``input_ids``, ``tokens``,
+#: ``attention_mask``, ``inputs_embeds``).
+SEQUENCE_WORDS = ("ids", "token", "mask", "embeds")
+
+
+def _sequence_axes(leaves: list[Any], tensor_idx: list[int], names: dict[int, str]) -> list[int]:
+    """The inputs whose dim 1 is one sequence dim, by default (nothing declared); asked once
+    for the decoder's inputs (named ``decoder_...``) and once for the others.
+
+    The rule, as docs/howto-dims.md says it: the candidates are the 2-D integer and bool
+    inputs (token ids, type and position ids, attention masks) and the 3-D float inputs
+    named like embeddings (``inputs_embeds``). Their dim 1 is the sequence when every
+    candidate has the same size there, that size is above 1 (a one-token call is a decode
+    step: its length is what it is), and either two or more candidates share it or the one
+    candidate's name says it is a sequence. A float input's dim that has the same size by
+    coincidence (hidden 16, batch 16) is never a candidate: only the dtype and rank of ids
+    and masks, or a name, make a dim the sequence.
+    """
+    candidates = []
+    for i in tensor_idx:
+        t, words = leaves[i], names[i].lower()
+        token_like = t.dim() == 2 and (t.dtype == torch.bool or not (t.is_floating_point() or t.is_complex()))
+        if token_like or (t.dim() == 3 and t.is_floating_point() and "embeds" in words):
+            candidates.append(i)
+    if not candidates:
+        return []
+    lengths = {int(leaves[i].shape[1]) for i in candidates}
+    if len(lengths) != 1 or lengths.pop() < 2:
+        return []
+    if len(candidates) == 1 and not any(word in names[candidates[0]].lower() for word in SEQUENCE_WORDS):
+        return []
+    return candidates
+
+
+#: Words in an integer input's name that say it indexes an embedding (``input_ids``, ``tokens``).
+ID_WORDS = ("ids", "token")
+
+
+def _embedding_ranges(module: torch.nn.Module, tensors: dict[int, LeafPlan]) -> None:
+    """Integer inputs named like ids are drawn within the embedding they index.
+
+    Found without calling the module (the plugin's own calls must not touch it): the one
+    embedding whose attribute name holds the input's stem (``token_type_ids`` ->
+    ``token_type_embeddings``, ``position_ids`` -> ``position_embeddings``); for the others
+    (``input_ids``, ``tokens``) the model's ``get_input_embeddings()`` (transformers' name for
+    it), else the smallest of the embeddings no other input claimed that holds every recorded
+    id, so the drawn ids are in range of whichever of them the input reaches. No embedding
+    holds them: the recorded range, as before.
+    """
+    embeddings = [(name, sub) for name, sub in module.named_modules() if isinstance(sub, torch.nn.Embedding)]
+    if not embeddings:
+        return
+    ids: dict[int, tuple[str, int]] = {}
+    for index, leaf in tensors.items():
+        words, example = leaf.name.lower(), leaf.example
+        if (leaf.mask or leaf.dtype == torch.bool or leaf.dtype.is_floating_point or leaf.dtype.is_complex
+                or example is None or example.numel() == 0 or not any(w in words for w in ID_WORDS)):
+            continue
+        low, high = (int(v) for v in example.aminmax())
+        if low >= 0:
+            ids[index] = (words.removesuffix("_ids").removesuffix("ids").strip("_"), high)
+    found: dict[int, Any] = {}
+    for index, (stem, high) in ids.items():
+        named = [sub for name, sub in embeddings if stem and stem in name.rsplit(".", 1)[-1].lower()]
+        if stem not in ("", "input") and len(named) == 1 and named[0].num_embeddings > high:
+            found[index] = named[0]
+    claimed = {id(sub) for sub in found.values()}
+    own = getattr(module, "get_input_embeddings", None)
+    try:
+        given = own() if callable(own) else None
+    except (NotImplementedError, AttributeError):  # a model that does not say which one
+        given = None
+    for index, (_, high) in ids.items():
+        if index in found:
+            continue
+        if isinstance(given, torch.nn.Embedding) and given.num_embeddings > high:
+            found[index] = given
+            continue
+        holding = [sub for _, sub in embeddings if id(sub) not in claimed and sub.num_embeddings > high]
+        if holding:
+            found[index] = min(holding, key=lambda sub: sub.num_embeddings)
+    for index, sub in found.items():
+        tensors[index].low, tensors[index].high = 0.0, float(sub.num_embeddings - 1)
 
 
 def _leaf_plans(
@@ -284,9 +403,27 @@ def _leaf_plans(
             low=low,
             high=high,
             example=None if ts is not None else t.detach(),
+            mask=ts is None and _is_mask(t, names[i]),
             **_value_stats(t, low, high),
         )
     return tensors
+
+
+#: Words in an input's name that say it is a mask (``attention_mask``, ``key_padding_mask``).
+MASK_WORDS = ("mask",)
+
+
+def _is_mask(t: torch.Tensor, name: str) -> bool:
+    """A bool or integer input named like a mask and holding only 0 and 1, or an integer one
+    of rank 2 or more recorded with both 0 and 1 and nothing else."""
+    if t.numel() == 0 or t.is_floating_point() or t.is_complex():
+        return False
+    low, high = (int(v) for v in t.aminmax()) if t.dtype != torch.bool else (0, 1)
+    if low < 0 or high > 1:
+        return False
+    if any(word in name.lower() for word in MASK_WORDS):
+        return True
+    return t.dtype != torch.bool and t.dim() >= 2 and (low, high) == (0, 1)
 
 
 def _all_dims(tensors: dict[int, LeafPlan], declared_dims: dict[str, Dim]) -> dict[str, Dim]:

@@ -176,10 +176,12 @@ def materialize(plan: InputPlan, draw: Draw, device: str | torch.device = "cpu")
 def _tensor(leaf: LeafPlan, shape: list[int], draw: Draw, gen: torch.Generator) -> torch.Tensor:
     dtype = leaf.dtype
     if draw.mode == "recorded" and leaf.example is not None:
+        if leaf.mask and list(leaf.example.shape) != shape:
+            return _resized_mask(leaf.example.detach().cpu(), shape)
         return resize_like(leaf.example.detach().cpu(), shape).clone()
     if dtype == torch.bool:
         return _mask(leaf, shape, draw, gen)
-    if _int_mask(leaf):
+    if leaf.mask or _int_mask(leaf):
         return _mask(leaf, shape, draw, gen).to(dtype)
     if not (dtype.is_floating_point or dtype.is_complex):
         lo, hi = _int_range(leaf)
@@ -231,14 +233,19 @@ def _mask(leaf: LeafPlan, shape: list[int], draw: Draw, gen: torch.Generator) ->
         return mask
     keep = bool(leaf.example.float().mean() >= 0.5)
     ascending = _padding_form(leaf.example)
-    if ascending is not None:
-        # The recorded rows are padding (all kept, then all padded, or the reverse): draw
-        # padding of random lengths in that form, not holes no tokenizer makes.
+    if ascending is not None or leaf.mask:
+        # Padding (all kept, then all padded, or the reverse), not holes no tokenizer makes:
+        # in the recorded rows' form, or, where they show none (nothing padded), on either
+        # side, per row. Each row keeps between one and all of its elements.
         n = shape[-1]
-        first = not ascending  # the value at the start of a row
-        lo, hi = (1, n) if first == keep else (0, n - 1)  # the row keeps one `keep` element
-        lengths = torch.randint(lo, hi + 1, (*shape[:-1], 1), generator=gen)
-        return (torch.arange(n) < lengths) == first
+        kept = torch.randint(1, n + 1, (*shape[:-1], 1), generator=gen)
+        if ascending is None:
+            left = torch.randint(0, 2, (*shape[:-1], 1), generator=gen).bool()
+        else:
+            left = torch.full((*shape[:-1], 1), (not ascending) != keep)
+        position = torch.arange(n)
+        kept_here = torch.where(left, position >= n - kept, position < kept)
+        return kept_here == keep
     index = torch.randint(0, shape[-1], (*shape[:-1], 1), generator=gen)
     return mask.scatter(-1, index, torch.full(index.shape, keep))
 
@@ -257,6 +264,25 @@ def _int_mask(leaf: LeafPlan) -> bool:
     if low.item() != 0 or high.item() != 1:
         return False
     return not example.is_floating_point() or bool(((example == 0) | (example == 1)).all())
+
+
+def _resized_mask(example: torch.Tensor, shape: list[int]) -> torch.Tensor:
+    """A recorded mask at another length: its padding kept at its side, each row keeping at
+    least one element at the mask's usual value (a row cut to padding only is no input a
+    tokenizer makes)."""
+    out = resize_like(example, shape, edge=True).clone()
+    if not shape or shape[-1] == 0 or out.numel() == 0:
+        return out
+    keep = example.float().mean() >= 0.5
+    ascending = _padding_form(example)
+    rows = out.reshape(-1, shape[-1])
+    empty = (rows.float() >= 0.5) != keep
+    lost = empty.all(dim=-1)
+    if bool(lost.any()):
+        # left padding (ascending for a 1-keeps mask) keeps its last element, right its first
+        at = -1 if (ascending is None or ascending == bool(keep)) else 0
+        rows[lost, at] = torch.tensor(bool(keep), dtype=rows.dtype)
+    return rows.reshape(out.shape)
 
 
 def _padding_form(example: torch.Tensor) -> bool | None:

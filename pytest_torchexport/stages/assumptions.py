@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 
 from ..backends.base import ExportContext
-from ..inputs.specs import DEFAULT_DIM, InputPlan
+from ..inputs.specs import DECODER_SEQUENCE_DIM, DEFAULT_DIM, DEFAULT_DIMS, SEQUENCE_DIM, InputPlan
 from ..inputs.strategies import materialize, recorded_draw
 from ..options import Options
 from ..reference.eager import Eager, ModelRaised
@@ -28,26 +28,39 @@ from .check import Check
 from .exporting import export_once, quiet_call
 
 
-def assumed_batch(plan: InputPlan, options: Options) -> bool:
-    """dim 0 is ``batch`` only because the default (dim 0 of each tensor dynamic) made it so."""
+def assumed_batch(plan: InputPlan, options: Options, name: str = DEFAULT_DIM) -> bool:
+    """``name`` (dim 0's ``batch``, or the token inputs' ``seq``) is in the plan only because the
+    default (nothing declared) made it so."""
     return (
         options.dynamic is None
         and options.inputs is None
-        and DEFAULT_DIM in plan.dims
-        and DEFAULT_DIM not in (options.dims or {})
+        and name in plan.dims
+        and name not in (options.dims or {})
     )
 
 
+#: What the finding calls each assumed dim.
+ASSUMED = {DEFAULT_DIM: "dim 0 of the inputs was assumed to be a batch dim",
+           SEQUENCE_DIM: "dim 1 of the token inputs was assumed to be a sequence dim",
+           DECODER_SEQUENCE_DIM: "dim 1 of the decoder's token inputs was assumed to be a sequence dim"}
+
+
 def hold_rejected_batch(plan: InputPlan, eager: Eager, options: Options, result: Result) -> InputPlan:
-    """The plan with an assumed batch dim held at the example's size when eager rejects others.
+    """The plan with each assumed dim (the batch, the sequence) held at the example's size
+    when eager rejects others.
 
     Size 1 is not asked: a module that adds its input to a fixed-size buffer takes it by
     broadcasting, which says nothing about batching.
     """
-    if not assumed_batch(plan, options):
-        return plan
-    dim = plan.dims[DEFAULT_DIM]
-    size = plan.example_sizes().get(DEFAULT_DIM)
+    for name in DEFAULT_DIMS:
+        if assumed_batch(plan, options, name):
+            plan = _hold_rejected(plan, eager, result, name)
+    return plan
+
+
+def _hold_rejected(plan: InputPlan, eager: Eager, result: Result, name: str) -> InputPlan:
+    dim = plan.dims[name]
+    size = plan.example_sizes().get(name)
     if size is None:
         return plan
     others = [s for s in (size + 1, size + 2, size - 1) if s >= 2 and dim.min <= s <= dim.max and s != size][:2]
@@ -56,7 +69,7 @@ def hold_rejected_batch(plan: InputPlan, eager: Eager, options: Options, result:
     rejected = []
     draw = recorded_draw(plan)
     for other in others:
-        sizes = tuple((k, other if k == DEFAULT_DIM else v) for k, v in draw.sizes)
+        sizes = tuple((k, other if k == name else v) for k, v in draw.sizes)
         args, kwargs = materialize(plan, dataclasses.replace(draw, sizes=sizes), eager.device)
         try:
             eager(args, kwargs)
@@ -68,16 +81,16 @@ def hold_rejected_batch(plan: InputPlan, eager: Eager, options: Options, result:
     result.findings.append(
         Finding(
             "assumed_dim",
-            f"dim 0 of the inputs was assumed to be a batch dim (nothing declared it), but eager rejects sizes "
+            f"{ASSUMED[name]} (nothing declared it), but eager rejects sizes "
             f"{sizes_text} ({rejected[0][1].splitlines()[0][:200]}): it is not one, so it was held at the example's "
             f"size {size} and no exporter is held to it. Declare dynamic= or dims= if it does vary",
         )
     )
     tensors = {
-        i: dataclasses.replace(leaf, shape=tuple(size if e == DEFAULT_DIM else e for e in leaf.shape))
+        i: dataclasses.replace(leaf, shape=tuple(size if e == name else e for e in leaf.shape))
         for i, leaf in plan.tensors.items()
     }
-    dims = {k: v for k, v in plan.dims.items() if k != DEFAULT_DIM}
+    dims = {k: v for k, v in plan.dims.items() if k != name}
     return dataclasses.replace(plan, tensors=tensors, dims=dims)
 
 

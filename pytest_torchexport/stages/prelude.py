@@ -87,8 +87,8 @@ def run_prelude(module: torch.nn.Module, plan: InputPlan, device: str, options: 
         training_finding(result, module, device, (args, kwargs), call.outputs)
     changed_state = eager.state_changed()
     eager.restore()
-    # Drawn sizes within what the check can afford: the recorded call's bytes, and the peak memory and
-    # time measured on the eager run above against the memory per check and the time limit (budget.py).
+    # Drawn sizes within what the machine holds: the recorded call's bytes and the peak memory and time
+    # measured on the eager run above, grown, against the memory allowance and the time limit (budget.py).
     plan, options = budget.bound(plan, (args, kwargs), call, result, options)
     mutates_input = not equal_trees((args, kwargs), call.inputs_after)
     side_effects.side_effect_findings(result, mutates_input, changed_state)

@@ -1,0 +1,191 @@
+"""The sizes a text model is served at (issue 50, contract v6 section 1, the defaults).
+
+With nothing declared, the token inputs' dim 1 (``input_ids``, ``attention_mask``,
+``token_type_ids``, ``position_ids``) is one dim, ``seq``, searched like the batch; ids are
+drawn within the embedding they index, masks as padding. The unit tests read the plan and
+the drawn inputs; the pytester run checks tiny BERT and GPT-2 built from config (random
+weights, never the hub) end to end and reads what eager was called with.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+import torch
+from helpers import run_with_report
+from torch import nn
+
+from pytest_torchexport.inputs.specs import plan_inputs
+from pytest_torchexport.inputs.strategies import Draw, materialize
+
+
+class Embeds(nn.Module):
+    """BERT's embeddings, in small: one table per id input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.word_embeddings = nn.Embedding(100, 8)
+        self.token_type_embeddings = nn.Embedding(2, 8)
+        self.position_embeddings = nn.Embedding(32, 8)
+
+    def forward(self, input_ids, attention_mask, token_type_ids, position_ids):
+        out = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+        return (out + self.position_embeddings(position_ids)) * attention_mask[..., None]
+
+
+class Two(nn.Module):
+    def forward(self, ids, hidden):
+        return hidden
+
+
+class Pair(nn.Module):
+    def forward(self, x, y):
+        return x + y
+
+
+def _bert_call(batch: int = 2, length: int = 7):
+    ids = torch.randint(0, 10, (batch, length))
+    mask = torch.ones(batch, length, dtype=torch.int64)
+    return ids, mask, torch.zeros(batch, length, dtype=torch.int64), torch.arange(length).expand(batch, length)
+
+
+def shapes(plan):
+    return {leaf.name: leaf.shape for leaf in plan.tensors.values()}
+
+
+def test_the_token_inputs_share_one_sequence_dim_for_every_exporter():
+    plan = plan_inputs(Embeds(), _bert_call(), None)
+    assert set(shapes(plan).values()) == {("batch", "seq")}
+    assert (plan.dims["seq"].min, plan.dims["seq"].max) == (1, 16)
+    dynamic = plan.export_dynamic_shapes(Embeds())
+    assert dynamic["input_ids"][1] is dynamic["attention_mask"][1] is dynamic["position_ids"][1]  # one symbol
+    assert plan.onnx_dynamic_axes()["token_type_ids"] == {0: "batch", 1: "seq"}
+
+
+def test_a_size_shared_by_coincidence_is_not_merged():
+    # hidden 16 and batch 16: two float inputs, nothing says dim 1 is a sequence
+    assert set(shapes(plan_inputs(Pair(), (torch.randn(16, 16), torch.randn(16, 16)), None)).values()) == {("batch", 16)}
+    # ids' dim 1 is the sequence; the float input's dim 1 of the same size is its features
+    plan = plan_inputs(Two(), (torch.randint(0, 5, (4, 16)), torch.randn(4, 16)), None)
+    assert shapes(plan) == {"ids": ("batch", "seq"), "hidden": ("batch", 16)}
+    # one integer input whose name says nothing (an index, a label): its dim 1 stays
+    assert shapes(plan_inputs(Pair(), (torch.randint(0, 5, (4, 16)), torch.randn(4, 3)), None))["x"] == ("batch", 16)
+    # a decode step: one new token beside a longer mask is no shared length
+    step = plan_inputs(Embeds(), (torch.randint(0, 10, (2, 1)), torch.ones(2, 9, dtype=torch.int64),
+                                  torch.zeros(2, 1, dtype=torch.int64), torch.full((2, 1), 8)), None)
+    assert "seq" not in step.dims and shapes(step)["attention_mask"] == ("batch", 9)
+
+
+def test_an_encoder_decoder_has_a_sequence_dim_for_each_side():
+    class Seq2Seq(nn.Module):
+        def forward(self, input_ids, attention_mask, decoder_input_ids):
+            return input_ids
+
+    call = (torch.randint(0, 9, (2, 6)), torch.ones(2, 6, dtype=torch.int64), torch.randint(0, 9, (2, 3)))
+    assert shapes(plan_inputs(Seq2Seq(), call, None)) == {
+        "input_ids": ("batch", "seq"), "attention_mask": ("batch", "seq"), "decoder_input_ids": ("batch", "decoder_seq"),
+    }
+
+
+def test_ids_are_drawn_within_the_embedding_they_index_and_masks_as_padding():
+    plan = plan_inputs(Embeds(), _bert_call(), None)
+    ranges = {leaf.name: (leaf.low, leaf.high) for leaf in plan.tensors.values()}
+    # by the embedding's name, else the one no other input claimed: never the recorded 0..9 only
+    assert ranges["input_ids"] == (0, 99) and ranges["token_type_ids"] == (0, 1) and ranges["position_ids"] == (0, 31)
+    sides = set()
+    seen_high = 0
+    for seed in range(40):
+        (ids, mask, types, positions), _ = materialize(plan, Draw((("batch", 3), ("seq", 11)), "normal", seed))
+        assert ids.shape == (3, 11) and 0 <= int(ids.min()) and int(ids.max()) <= 99
+        assert int(types.max()) <= 1 and int(positions.max()) <= 31
+        seen_high = max(seen_high, int(ids.max()))
+        assert bool((mask.sum(-1) >= 1).all()), mask  # every row attends to one token
+        for row in mask.tolist():
+            ones = [i for i, v in enumerate(row) if v]
+            assert ones == list(range(ones[0], ones[-1] + 1)), row  # padding, never holes
+            sides |= {"left"} if ones[-1] == 10 and ones[0] > 0 else {"right"} if ones[0] == 0 and ones[-1] < 10 else set()
+    assert seen_high > 9 and sides == {"left", "right"}
+    # the recorded mask, grown and cut, keeps its padding at its side and one kept token
+    left = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    plan = plan_inputs(Embeds(), (_bert_call(2, 5)[0], left, *_bert_call(2, 5)[2:]), None)
+    (_, grown, _, _), _ = materialize(plan, Draw((("batch", 2), ("seq", 8))))
+    (_, cut, _, _), _ = materialize(plan, Draw((("batch", 2), ("seq", 2))))
+    assert grown.tolist() == [[0, 0, 1, 1, 1, 1, 1, 1], [1] * 8] and cut.tolist() == [[0, 1], [1, 1]]
+
+
+# One session of real exports on tiny models built from config; a hook on each model writes
+# what every eager call was given (real tensors only: exporters trace with fake ones).
+MODELS = textwrap.dedent(
+    """
+    import json
+
+    import pytest
+    import torch
+    import transformers
+
+    LOG = {log!r}
+
+
+    def spy(module, args, kwargs):
+        ids, mask = kwargs["input_ids"], kwargs.get("attention_mask")
+        if type(ids) is not torch.Tensor or torch.jit.is_tracing():
+            return
+        with open(LOG, "a") as f:
+            f.write(json.dumps({{"model": type(module).__name__, "shape": list(ids.shape), "max": int(ids.max()),
+                                 "min": int(ids.min()), "mask": mask.tolist() if mask is not None else None}}) + "\\n")
+
+
+    @pytest.mark.torchexport(backends=["export"])
+    def test_bert():
+        torch.manual_seed(0)
+        config = transformers.BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                         intermediate_size=32, max_position_embeddings=64, vocab_size=64)
+        model = transformers.BertModel(config).eval()
+        model.register_forward_pre_hook(spy, with_kwargs=True)
+        ids = torch.randint(0, 5, (2, 7))
+        model(input_ids=ids, attention_mask=torch.ones(2, 7, dtype=torch.long), token_type_ids=torch.zeros_like(ids))
+
+
+    @pytest.mark.torchexport(backends=["export"])
+    def test_gpt2():
+        torch.manual_seed(0)
+        config = transformers.GPT2Config(n_layer=1, n_embd=16, n_head=2, n_positions=64, vocab_size=64,
+                                         bos_token_id=0, eos_token_id=0)
+        model = transformers.GPT2LMHeadModel(config).eval()
+        model.register_forward_pre_hook(spy, with_kwargs=True)
+        mask = torch.ones(2, 7, dtype=torch.long)
+        mask[0, :2] = 0  # left padding, as batched generation is served
+        model(input_ids=torch.randint(0, 5, (2, 7)), attention_mask=mask, use_cache=False)
+    """
+)
+
+
+@pytest.mark.transformers
+def test_text_models_are_checked_beyond_the_recorded_length_on_ids_and_masks_they_are_served(tester, tmp_path):
+    pytest.importorskip("transformers")
+    log = tmp_path / "calls.jsonl"
+    tester.makepyfile(test_text=MODELS.format(log=str(log)))
+    result, rows = run_with_report(tester, "-p", "no:cacheprovider", "--torchexport-examples=8",
+                                   key=lambda row: (row["test"].rsplit("::", 1)[-1], row["backend"]))
+    result.assert_outcomes(passed=2)
+    for key, row in rows.items():
+        assert row["status"] == "pass", (key, row["message"])
+        assert row["sizes"]["seq"][1] > 7 and row["sizes"]["seq"][0] < 7, (key, row["sizes"])  # beyond the recorded 7
+        assert "static_size" not in {f["kind"] for f in row["findings"]}
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    for model in ("BertModel", "GPT2LMHeadModel"):
+        mine = [c for c in calls if c["model"] == model]
+        assert {c["shape"][1] for c in mine} - {7}, model  # eager ran at other lengths
+        assert all(0 <= c["min"] and c["max"] < 64 for c in mine)  # ids in the vocabulary
+        assert max(c["max"] for c in mine) > 4  # beyond the recorded 0..4
+        for c in mine:
+            for row in c["mask"]:
+                ones = [i for i, v in enumerate(row) if v]
+                assert ones and ones == list(range(ones[0], ones[-1] + 1)), row  # padding: no holes, one kept
+    # BERT's recorded mask pads nothing: drawn padded on both sides; GPT-2's keeps the left
+    bert = [row for c in calls if c["model"] == "BertModel" for row in c["mask"]]
+    gpt2 = [row for c in calls if c["model"] == "GPT2LMHeadModel" for row in c["mask"]]
+    assert any(row[0] == 0 for row in bert) and any(row[-1] == 0 for row in bert)
+    assert any(row[0] == 0 for row in gpt2) and all(row[-1] == 1 for row in gpt2)
