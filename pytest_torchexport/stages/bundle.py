@@ -103,7 +103,7 @@ def write(check: Check) -> None:
         "format": files.FORMAT,
         "test": result.test, "nodeid": result.nodeid, "module": result.module,
         "backend": result.backend, "spec": spec, "device": result.device,
-        "status": result.status, "message": (result.message or "").splitlines()[:1],
+        "status": result.status, "message": (result.message or "").split("\n")[0],
         "rtol": check.rtol, "atol": check.atol, "relowered": bool(check.backend.relowered),
         "plan": {"scalars": [[i, v] for i, v in check.plan.scalars.items() if isinstance(v, (bool, int, float, str))],
                  "kwargs": list(check.plan.kwargs)},
