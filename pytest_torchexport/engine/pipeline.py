@@ -244,6 +244,8 @@ class PendingCheck:
         if not capture.worth_sharing(self.session.backends, self.options.backends):
             return
         key = (self.once.call, id(self.module), self.device)
+        # torch.export's first use (its imports: seconds) paid first, so capture_s is the capture's own
+        THIS.warmup.share_first_use(self.name, self.options.backends)
         self.captured = capture.share(self.once.once.captures, key, self.prelude, self.device)
         self.result.sources = sorted(set(self.result.sources or ()) | set(self.captured.sources))
 
