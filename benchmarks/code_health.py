@@ -20,6 +20,19 @@ What each count is (static: the source is parsed, never imported):
 - ``test helper copies``: functions (not tests) in ``tests/`` defined with the same body more
   than once (each copy past the first counts), and names defined in several files.
 - ``functions over 50 lines`` and ``modules over 400 lines``: of the package.
+
+With ``--check-path`` (a traced run, about a minute a revision; not static):
+
+- ``files to follow one check``: the package files a reader opens to follow one check from
+  ``plugin.py`` to its report row, counted as the files of the package whose *functions* run
+  (a module whose code runs only at import is not counted: its import line says enough)
+  while pytest runs one marked test (``nn.Linear`` on the ``trace`` backend, two examples,
+  process isolation, a JSON report). Every process is traced, the forked check child
+  included: each writes a file name the first time one of its functions is called.
+  ``their lines``: those files' lines, summed. A revision is run from ``git archive`` of its
+  package (put first on ``PYTHONPATH``), with this checkout's environment.
+
+    python benchmarks/code_health.py --check-path --rev 45e1d50 --rev HEAD
 """
 
 from __future__ import annotations
@@ -32,6 +45,7 @@ import sys
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "pytest_torchexport"
@@ -290,22 +304,99 @@ def measure(rev: str | None) -> dict[str, list[str]]:
     }
 
 
+#: The one check the traced run follows: the smallest marked test, on the backend with the fewest moving parts.
+CHECK_TEST = """
+import pytest
+import torch
+
+
+@pytest.mark.torchexport(backends=["trace"], examples=2)
+def test_one():
+    torch.nn.Linear(4, 2).eval()(torch.randn(3, 4))
+"""
+
+#: Run as ``python TRACER OUT -m pytest ...``: every process (a forked child inherits the trace
+#: function) appends to OUT the package files whose functions it calls, each once.
+TRACER = """
+import os, runpy, sys, threading
+out, package = sys.argv[1], os.sep + "pytest_torchexport" + os.sep
+seen = set()
+
+def trace(frame, event, arg):
+    code = frame.f_code
+    if event == "call" and code.co_name != "<module>" and package in code.co_filename:
+        if code.co_filename not in seen:
+            seen.add(code.co_filename)
+            with open(out, "a") as f:
+                f.write(code.co_filename + "\\n")
+    return None
+
+sys.settrace(trace)
+threading.settrace(trace)
+sys.argv = ["pytest", *sys.argv[3:]]
+runpy.run_module("pytest", run_name="__main__", alter_sys=True)
+"""
+
+
+def check_path(rev: str | None) -> dict[str, list[str] | int]:
+    """``files to follow one check`` and ``their lines``: see the module's docstring."""
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="code-health-") as tmp:
+        work = Path(tmp)
+        env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+        if rev is not None:
+            (work / "src").mkdir()
+            archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, PACKAGE], capture_output=True, check=True)
+            subprocess.run(["tar", "-x", "-C", str(work / "src")], input=archive.stdout, check=True)
+            env["PYTHONPATH"] = os.pathsep.join([str(work / "src"), env.get("PYTHONPATH", "")])
+        (work / "run").mkdir()
+        (work / "run" / "test_one.py").write_text(CHECK_TEST)
+        (work / "tracer.py").write_text(TRACER)
+        listed = work / "files.txt"
+        done = subprocess.run(
+            [sys.executable, str(work / "tracer.py"), str(listed), "-m", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+             "--torchexport-isolation=process", "--torchexport-report=out.json", "test_one.py"],
+            cwd=work / "run", env=env, capture_output=True, text=True,
+        )
+        if done.returncode != 0 or not listed.exists():
+            raise RuntimeError(f"the traced check did not pass ({done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+        package = f"{os.sep}{PACKAGE}{os.sep}"
+        files = sorted({line.split(package, 1)[1] for line in listed.read_text().splitlines() if package in line})
+        root = work / "src" / PACKAGE if rev is not None else ROOT / PACKAGE
+        lines = {f: len((root / f).read_text().splitlines()) for f in files}
+    return {
+        "files to follow one check": [f"{f} ({lines[f]} lines)" for f in files],
+        "  their lines": sum(lines.values()),
+    }
+
+
+def _count(value: list[str] | int) -> int:
+    return value if isinstance(value, int) else len(value)
+
+
 def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rev", action="append", help="a git revision (repeat to compare); default: the working tree")
     parser.add_argument("--list", metavar="WORD", help="also list the items of each count whose name contains WORD")
+    parser.add_argument("--check-path", action="store_true",
+                        help="also trace one check through pytest and count the package files it runs (slow)")
     args = parser.parse_args(argv)
     revs = args.rev or [None]
-    results = [measure(rev) for rev in revs]
+    results: list[dict[str, Any]] = [measure(rev) for rev in revs]
+    if args.check_path:
+        for rev, result in zip(revs, results):
+            result.update(check_path(rev))
     labels = [rev or "working tree" for rev in revs]
     width = max(len(k) for k in results[0])
     out(f"{'':{width}}  " + "  ".join(f"{label:>12}" for label in labels))
     for key in results[0]:
-        out(f"{key:{width}}  " + "  ".join(f"{len(r[key]):>12}" for r in results))
+        out(f"{key:{width}}  " + "  ".join(f"{_count(r[key]):>12}" for r in results))
     if args.list:
         for label, result in zip(labels, results):
             for key, items in result.items():
-                if args.list.lower() in key.lower():
+                if args.list.lower() in key.lower() and isinstance(items, list):
                     out(f"\n{label}: {key}")
                     for item in items:
                         out(f"  {item}")
