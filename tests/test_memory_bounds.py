@@ -1,4 +1,5 @@
-"""Bounded memory (issue 9, item 4): drawn sizes within a budget from the recorded call, and
+"""Bounded memory (issue 9, item 4; issue 51: an absolute allowance, never a multiple of the
+recorded call): drawn sizes within what the machine holds, and
 whole checks on a 268 MB output and a (1, 1024)-token transformer within their RSS bounds."""
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ import torch
 from helpers import assert_draws_within
 
 from pytest_torchexport.inputs.specs import plan_inputs
+from pytest_torchexport.options import Options
+from pytest_torchexport.reference.eager import EagerCall
 from pytest_torchexport.results.report import Result
 from pytest_torchexport.stages import budget
 
 MB = 2**20
+GB = 2**30
 
 
 class Head(torch.nn.Module):
@@ -30,21 +34,43 @@ def _plan(shape, **kw):
     return plan_inputs(Head(), (torch.zeros(shape),), None, **kw)
 
 
+def _call(out, peak_mb=None):
+    return EagerCall(out, ((), {}), None, seconds=0.001, peak_bytes=None if peak_mb is None else int(peak_mb * MB))
+
+
+def _bound(plan, out, available, peak_mb=None, **options):
+    result = Result(backend="trace", device="cpu", status="pass")
+    capped, _ = budget.bound(plan, plan.tree, _call(out, peak_mb), result, Options.build(**options),
+                             machine=budget.Machine(available, 1, 1))
+    return capped, result
+
+
 def test_small_calls_are_never_capped():
     plan = _plan((2, 16))
-    assert budget.size_caps(plan, budget.nbytes(plan.args)) == {}
+    capped, result = _bound(plan, torch.zeros(2, 16), 2 * GB)
+    assert capped is plan and not result.findings
 
 
-def test_a_large_recorded_output_caps_the_batch_at_the_factor():
+def test_a_large_recorded_output_is_capped_only_where_the_machine_cannot_hold_it():
     plan = _plan((2, 8))  # batch drawn up to 16 by default: 8x the recorded one
-    caps = budget.size_caps(plan, 268 * MB)
-    assert caps == {"batch": int(2 * budget.MEMORY_FACTOR)}
+    big = torch.zeros(2, 2**25)  # a 268 MB output
+    # 64 GB: half of it holds two drawn calls at 8x; no multiple of the recorded call caps it.
+    assert _bound(plan, big, 64 * GB)[0] is plan
+    # 4 GB: 2 GB for two calls of 256 MB each grown: 4x, batch to 8.
+    capped, result = _bound(plan, big, 4 * GB)
+    assert capped.caps == {"batch": 8} and result.extra["budget_limit"] == "memory"
+    assert result.extra["size_cut"] == {"limit": "memory", "dims": {"batch": [8, 16]},
+                                        "lift": "--torchexport-memory=SIZE allows more"}
+    # The option is an absolute allowance: 1 GB for two calls of 256 MB is 2x, batch to 4.
+    capped, result = _bound(plan, big, 64 * GB, memory="1GB")
+    assert capped.caps == {"batch": 4} and result.extra["memory_budget_mb"] == 1024
+    assert "the memory allowance of 1.0 GB (--torchexport-memory)" in result.findings[0].detail
+    assert _bound(plan, big, 4 * GB, memory="off")[0] is plan
 
 
 def test_drawn_batch_never_exceeds_the_cap():
     plan = _plan((2, 8))
-    result = Result(backend="trace", device="cpu", status="pass")
-    capped = budget.apply(plan, plan.tree, torch.zeros(2, 2**25), result)  # a 268 MB output
+    capped, result = _bound(plan, torch.zeros(2, 2**25), 4 * GB)
     cap = capped.caps["batch"]
     assert cap == 8 and plan.dims["batch"].max == 16  # the export range is untouched
     assert [f.kind for f in result.findings] == ["size_budget"]
@@ -57,15 +83,16 @@ def test_declared_dims_are_clipped_and_a_sequence_counts_squared():
     x = torch.zeros(1, 1024, dtype=torch.int64)
     plan = plan_inputs(Head(), (x,), None, dims={"batch": (1, 16), "seq": (1, 8192)},
                        dynamic={0: {0: "batch", 1: "seq"}})
-    caps = budget.size_caps(plan, 100 * MB)
+    caps = budget.growth_caps(plan, 4.0)
     # batch counts once, seq twice: batch_ratio * seq_ratio**2 <= 4
     ratio = caps["batch"] * (caps["seq"] / 1024) ** 2
-    assert ratio <= budget.MEMORY_FACTOR + 1e-9 and caps["seq"] >= 1024
+    assert ratio <= 4.0 + 1e-9 and caps["seq"] >= 1024
 
 
 def test_budget_can_be_disabled(monkeypatch):
     monkeypatch.setenv(budget.OFF_ENV, "off")
-    assert budget.size_caps(_plan((2, 8)), 268 * MB) == {}
+    plan = _plan((2, 8))
+    assert _bound(plan, torch.zeros(2, 2**25), 1 * GB)[0] is plan
 
 
 # -- whole checks, each in its own interpreter so its peak RSS is its own ---------------------

@@ -126,7 +126,8 @@ def add_options(parser: Any) -> None:
 def add_model_options(group: Any, parser: Any) -> None:
     """[Model By Name] glue/models.py reads these: a SPEC list, not one marker option."""
     model_help = (
-        "check a model with no test file (repeatable): timm:NAME, torchvision:NAME, pkg.module:Factory or "
+        "check a model with no test file (repeatable): timm:NAME, torchvision:NAME, transformers:NAME, "
+        "pkg.module:Factory or "
         "path/to/file.py:Factory, keyword arguments after ? (timm:vit_tiny_patch16_224?num_classes=10); random "
         "weights, eval mode, inputs inferred; each model is a test, torchexport-model::SPEC (ini: one SPEC a line)"
     )

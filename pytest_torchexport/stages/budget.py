@@ -1,32 +1,29 @@
-"""[Memory Budget] Drawn sizes stay within what the recorded call, the machine and the time limit allow.
+"""[Memory Budget] Drawn sizes stay within what the machine can hold and the time limit allows.
 
-A module recorded with a 268 MB output, searched with batches up to 16x the recorded
-one, drove one check to 24 GB resident. The budget is derived from the recorded call:
-its bytes (the larger of all tensor inputs and all tensor outputs, from the first eager
-run) times ``MEMORY_FACTOR``, but never below ``MEMORY_FLOOR`` (a small model keeps its
-whole search range: at a few MB nothing is at risk, and its verdicts must not move).
+Every declared dim's min and max are tried on every run unless the machine cannot hold
+them: the one memory cap is an absolute allowance, bytes from the machine's free memory
+(``MEMORY_SHARE`` of ``MemAvailable`` / xdist workers / checks side by side,
+``sizing.parallel_checks()``, never below ``MEMORY_FLOOR``) or from
+``--torchexport-memory``, never a multiple of what the recorded call used. An earlier
+budget held a drawn call to 4x the recorded one's bytes and peak: a 24 KB image with
+``dims={"h": (16, 128), "w": (16, 128)}`` was searched up to 90, its declared 128 never
+tried, because "the recorded call's eager run peaked at 0 MB".
 
-Bytes in and out miss what a model holds while it runs: a vector quantizer recorded on a
-2 MB input with a small output built a ~4 GB distance matrix at batch 1, and a forked
-check drawing batch 16 grew past 17 GB. So the first eager run of the recorded call (it
-runs anyway) is also *measured* (``eager.Footprint``: its peak memory growth and its
-wall time), and three more limits follow from it:
+The recorded call tells what a drawn call will *cost*, not what it may cost. Its first
+eager run (it runs anyway) is measured (``eager.Footprint``: its peak memory growth and
+its wall time), and its bytes in and out are counted; the larger of the two is one call's
+memory at the recorded size, since a model may hold far more than it takes and returns (a
+vector quantizer recorded on a 2 MB input built a ~4 GB distance matrix at batch 1, and a
+forked check drawing batch 16 grew past 17 GB). Two limits follow:
 
-- **peak**: a drawn call may hold ``MEMORY_FACTOR`` times what the recorded call held at its
-  peak (never below ``MEMORY_FLOOR``), as it may hold that multiple of its bytes in and out:
-  a 3-D network's activations dwarf its tensors in and out, and its checks drew batch 16 at
-  a recorded 2 (``peak_limit``);
-- **memory**: a check holds about ``PEAK_FACTOR`` times one drawn call's peak (eager's
-  outputs while the artifact runs its own), and the call's peak grows with the sizes as
-  below; that must stay within ``MEMORY_SHARE`` of the memory each check has here:
-  ``MemAvailable`` / xdist workers / checks this process runs side by side
-  (``sizing.parallel_checks()``), never below ``MEMORY_FLOOR``;
+- **memory**: a check holds about ``PEAK_FACTOR`` drawn calls (eager's outputs while the
+  artifact runs its own), each the recorded call's memory grown as below; that must stay
+  within the allowance;
 - **time**: the check's calls of the model (``options.examples`` drawn ones, grown likewise,
   plus the explicit probes, each through eager and the artifact, plus ``FIXED_CALLS``) at
   the measured time must stay within ``TIME_SHARE`` of the check's time limit, never below
-  ``TIME_FLOOR`` seconds. Where even
-  the recorded size does not fit, the number of examples is cut too: a check that runs
-  into its time limit gives no verdict at all.
+  ``TIME_FLOOR`` seconds. Where even the recorded size does not fit, the number of examples
+  is cut too: a check that runs into its time limit gives no verdict at all.
 
 A drawn input's cost is estimated from the recorded one by the growth of each dynamic
 dim, ``drawn / recorded``: a batch dim (``batch``, or any dim only at axis 0) counts once,
@@ -35,11 +32,13 @@ since it may be a sequence that attention scales quadratically (a conv's spatial
 are then held tighter than they need be, which costs range, not memory). The tightest of
 the limits is the growth allowed; each dim gets an equal share of it (in log
 space; a dim whose own range is smaller hands the rest to the others), so every joint
-draw is within budget.
+draw is within it.
 
-The budget also clips the user's ``dims=``: the memory at risk is the same, and a
+A cut clips the declared ``dims=`` too (the memory at risk is the same): the row's
 ``size_budget`` finding says what was measured, which limit bit, what was clipped and
-how to get the full range. ``TORCHEXPORT_SIZE_BUDGET=off`` in the environment lifts it.
+how to lift it, and the terminal summary says it in one line (glue/summary.py).
+``--torchexport-memory=off`` lifts the memory cap, ``TORCHEXPORT_SIZE_BUDGET=off`` in the
+environment every cap.
 """
 
 from __future__ import annotations
@@ -59,17 +58,11 @@ if TYPE_CHECKING:
     from ..options import Options
     from ..reference.eager import EagerCall
 
-#: A drawn input may cost this many times the recorded call. 4 leaves the search sizes
-#: that break exports (2x+1, 3x the recorded size for one batch dim) while the check's
-#: peak stays a small multiple of what the user's own test already holds: eager's and the
-#: artifact's outputs at 4x, the recorded call's, and chunked comparison on top.
-MEMORY_FACTOR = 4.0
-#: Below this many bytes a drawn call is never clipped (64 MiB: a model this small could
-#: draw every size of its range ten processes at a time without troubling a CI runner).
-#: It is also the least the measured memory limit allows.
+#: The least memory the machine-derived allowance gives a check (64 MiB): a model this small could
+#: draw every size of its range ten processes at a time without troubling a CI runner.
 MEMORY_FLOOR = 64 * 2**20
-#: A check's predicted peak may take this share of the memory each check has: the rest is
-#: for what the estimate misses (allocator slack, the noise oracle's float64 run).
+#: Without ``--torchexport-memory``, a check's drawn calls may take this share of the memory each
+#: check has: the rest is for what the estimate misses (allocator slack, the noise oracle's float64 run).
 MEMORY_SHARE = 0.5
 #: A check holds about this many drawn calls' peaks at once: eager's outputs (kept for the
 #: comparison) while the artifact runs, and the artifact's own outputs.
@@ -85,7 +78,7 @@ CALLS_PER_EXAMPLE = 2
 #: Calls of the model a check makes besides its examples, at the recorded size: the export
 #: (tracing runs it), the determinism probe, latency's warm and timed calls, the standalone step.
 FIXED_CALLS = 10
-#: ``TORCHEXPORT_SIZE_BUDGET=off`` lifts every limit: the whole declared range is drawn,
+#: ``TORCHEXPORT_SIZE_BUDGET=off`` lifts every limit, the time limit too: the whole declared range is drawn,
 #: whatever it costs (a machine known to hold it; benchmarks/bench_memory.py --no-budget
 #: measures what the budget saves). What was measured is still recorded on the row.
 OFF_ENV = "TORCHEXPORT_SIZE_BUDGET"
@@ -157,13 +150,6 @@ def growth_caps(plan: InputPlan, allowed: float) -> dict[str, int]:
     return out
 
 
-def size_caps(plan: InputPlan, recorded_bytes: int) -> dict[str, int]:
-    """The largest size of each dynamic dim that keeps every drawn call within the bytes budget."""
-    if not enabled() or recorded_bytes <= 0:
-        return {}
-    return growth_caps(plan, max(MEMORY_FLOOR, MEMORY_FACTOR * recorded_bytes) / recorded_bytes)
-
-
 # -- the measured limits ------------------------------------------------------------------
 
 
@@ -218,6 +204,7 @@ class Limit:
     growth: float
     why: str
     remedy: str
+    lift: str = ""  # the remedy in a few words, for the terminal summary's line
 
 
 def explicit_calls(plan: InputPlan, options: Options) -> int:
@@ -228,47 +215,42 @@ def explicit_calls(plan: InputPlan, options: Options) -> int:
     return len(explicit_draws(plan, grown_draw(plan), options.special_values))
 
 
-#: The remedy of the two limits that scale with the recorded call (its bytes, its measured peak).
-RECORD_LARGER = (
-    "Record the call at the largest size to be checked to search beyond it (the budget scales with the recorded call)"
-)
-
-
-def peak_limit(peak: int | None) -> Limit | None:
-    """``MEMORY_FACTOR`` applied to what the recorded call held at its peak (measured), never
-    below ``MEMORY_FLOOR``; None where nothing was measured.
-
-    The bytes limit reads the tensors in and out, which miss what a model holds while it
-    runs: MONAI's DenseNet169 3-D takes 1.6 MB and returns 24 bytes, so the floor let batch
-    16 be drawn at a recorded 2, and each of its checks held 8x the test's own activations
-    (float64 ones for the noise oracle). Held to 4x its measured peak, the same model draws
-    batch 1 to 8; a call that held little keeps its whole range (the floor, 64 MiB, covers
-    batch 16 at a recorded 2 for a call that held up to 8 MiB)."""
-    if not peak:
-        return None
-    return Limit(
-        "peak",
-        max(MEMORY_FLOOR, MEMORY_FACTOR * peak) / peak,
-        f"the recorded call's eager run peaked at {peak / 2**20:.0f} MB (measured), so drawn sizes were capped at "
-        f"{MEMORY_FACTOR:g}x what it held",
-        RECORD_LARGER,
-    )
-
-
-def memory_limit(peak: int | None, machine: Machine) -> Limit | None:
-    """The growth that keeps ``PEAK_FACTOR`` drawn calls' peaks within ``MEMORY_SHARE`` of
-    the memory each check has (never below ``MEMORY_FLOOR``); None where nothing was measured."""
-    if not peak or machine.per_check is None:
+def allowance(options: Options | None, machine: Machine) -> tuple[float, str] | None:
+    """The bytes one check's drawn calls may hold, and where the number comes from: the
+    ``memory`` option where given, else ``MEMORY_SHARE`` of the memory each check has here
+    (never below ``MEMORY_FLOOR``); None where neither is known or the option is ``off``."""
+    given = options.memory if options is not None else None
+    if given is not None:
+        if math.isinf(given):
+            return None
+        return given, f"the memory allowance of {_size(given)} (--torchexport-memory)"
+    if machine.per_check is None:
         return None
     allowed = max(MEMORY_FLOOR, MEMORY_SHARE * machine.per_check)
+    return allowed, f"the memory allowance of {_size(allowed)}, {MEMORY_SHARE:.0%} of the {machine.describe()}"
+
+
+def _size(nbytes: float) -> str:
+    if nbytes >= 2**30:
+        return f"{nbytes / 2**30:.1f} GB"
+    return f"{nbytes / 2**20:.0f} MB" if nbytes >= 2**20 else f"{nbytes / 2**10:.0f} KB"
+
+
+def memory_limit(call_bytes: int | None, allowed: tuple[float, str] | None, measured: bool = True) -> Limit | None:
+    """The growth that keeps ``PEAK_FACTOR`` drawn calls, each ``call_bytes`` at the recorded
+    size grown, within the allowance; None where nothing was measured or nothing is allowed."""
+    if not call_bytes or allowed is None:
+        return None
+    limit, where = allowed
+    how = "peaked at" if measured else "holds"
     return Limit(
         "memory",
-        allowed / (PEAK_FACTOR * peak),
-        f"the recorded call's eager run peaked at {peak / 2**20:.0f} MB (measured) and a check holds about "
-        f"{PEAK_FACTOR:g} drawn calls' peaks, so they were held within {MEMORY_SHARE:.0%} of the "
-        f"{machine.describe()}",
-        "Run fewer checks at once (TORCHEXPORT_JOBS=1, fewer -n workers) or on a machine with more memory to "
-        "search further",
+        limit / (PEAK_FACTOR * call_bytes),
+        f"the recorded call {how} {_size(call_bytes)} ({'measured' if measured else 'its tensors in and out'}) "
+        f"and a check holds about {PEAK_FACTOR:g} drawn calls, so the drawn sizes were held within {where}",
+        "--torchexport-memory=SIZE (or off) to allow more; fewer checks at once (TORCHEXPORT_JOBS=1, fewer -n "
+        "workers) leaves each more of this machine",
+        "--torchexport-memory=SIZE allows more",
     )
 
 
@@ -288,6 +270,7 @@ def time_limit(seconds: float, plan: InputPlan, options: Options) -> Limit | Non
         f"({options.examples} examples and {explicit} probes through eager and the artifact, and {FIXED_CALLS} "
         f"more) were held within {TIME_SHARE:.0%} of the {options.timeout:g} s time limit",
         "Raise timeout= to search further",
+        "a larger timeout= allows more",
     )
 
 
@@ -306,20 +289,12 @@ def limits(
     machine: Machine | None = None,
 ) -> list[Limit]:
     """Every limit on the growth of the drawn calls; the tightest one rules."""
-    found = []
-    if recorded_bytes > 0:
-        found.append(Limit(
-            "bytes",
-            max(MEMORY_FLOOR, MEMORY_FACTOR * recorded_bytes) / recorded_bytes,
-            f"the recorded call holds {recorded_bytes / 2**20:.0f} MB of tensors, so drawn sizes were capped at "
-            f"{MEMORY_FACTOR:g}x its memory",
-            RECORD_LARGER,
-        ))
-    if first is not None:
-        found.append(peak_limit(first.peak_bytes))
-        found.append(memory_limit(first.peak_bytes, machine or Machine.here()))
-        if options is not None:
-            found.append(time_limit(first.seconds, plan, options))
+    machine = machine or Machine.here()
+    peak = first.peak_bytes if first is not None else None
+    call_bytes = max(peak or 0, recorded_bytes)
+    found = [memory_limit(call_bytes, allowance(options, machine), measured=bool(peak) and peak >= recorded_bytes)]
+    if first is not None and options is not None:
+        found.append(time_limit(first.seconds, plan, options))
     return [limit for limit in found if limit is not None]
 
 
@@ -331,7 +306,6 @@ def bound(
     where even the recorded size is over the time limit); a ``size_budget`` finding for
     each limit that bites, saying what was measured."""
     recorded = max(nbytes(recorded_inputs), nbytes(first.outputs))
-    result.extra["memory_budget_mb"] = round(max(MEMORY_FLOOR, MEMORY_FACTOR * recorded) / 2**20, 1)
     result.extra["eager_s"] = round(first.seconds, 4)
     if first.peak_bytes is not None:
         result.extra["eager_peak_mb"] = round(first.peak_bytes / 2**20, 1)
@@ -342,16 +316,10 @@ def bound(
     found = limits(plan, recorded, options, first, machine)
     if machine.per_check is not None:
         result.extra["memory_per_check_mb"] = round(machine.per_check / 2**20)
+    allowed = allowance(options, machine)
+    if allowed is not None:
+        result.extra["memory_budget_mb"] = round(allowed[0] / 2**20, 1)
     return _settle(plan, found, result, options, first)
-
-
-def apply(plan: InputPlan, recorded_inputs: Any, recorded_outputs: Any, result: Result) -> InputPlan:
-    """The plan with its draws capped by the bytes budget alone (no measurement)."""
-    recorded = max(nbytes(recorded_inputs), nbytes(recorded_outputs))
-    result.extra["memory_budget_mb"] = round(max(MEMORY_FLOOR, MEMORY_FACTOR * recorded) / 2**20, 1)
-    if not enabled():
-        return plan
-    return _settle(plan, limits(plan, recorded), result, None, None)[0]
 
 
 def _settle(
@@ -372,8 +340,11 @@ def _settle(
     if caps:
         result.extra["size_caps"] = dict(caps)
         parts.append(", ".join(f"{n} to {c} (of {plan.dims[n].max})" for n, c in sorted(caps.items())))
+    cut: dict[str, Any] = {"limit": tightest.name, "dims": {n: [c, plan.dims[n].max] for n, c in sorted(caps.items())},
+                           "lift": tightest.lift}
     if fewer is not None:
         assert options is not None
+        cut["examples"] = [fewer, options.examples]
         result.extra["examples_cap"] = fewer
         parts.append(f"examples cut to {fewer} (of {options.examples}), since even at the recorded size the "
                      f"check's calls would not fit its {options.timeout:g} s time limit")
@@ -381,6 +352,8 @@ def _settle(
     # The other limits that bite matter too: lifting the tightest alone would not lift the caps.
     also = "".join(f" (the {limit.name} limit would also cap them)" for limit in biting[1:])
     result.findings.append(Finding("size_budget", f"{tightest.why}: {'; '.join(parts)}{also}. {tightest.remedy}"))
+    # What the terminal summary says in one line (glue/summary.py), from these numbers, not the finding's text.
+    result.extra["size_cut"] = cut
     if caps:
         plan = dataclasses.replace(plan, caps=caps)
     return plan, options
