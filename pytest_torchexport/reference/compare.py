@@ -9,6 +9,7 @@ per-dtype tolerance table, so the numbers here mean what users know from
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -55,17 +56,150 @@ def tolerances_for(dtype: torch.dtype, relowered: bool, rtol: float | None, atol
     return (d_rtol if rtol is None else rtol), (d_atol if atol is None else atol)
 
 
+class NotCompared:
+    """An output leaf that cannot be compared by value (``why``): skipped like a None leaf,
+    and named on the row (``Compared.leaves``' ``skipped``, a ``not_compared`` finding). Two
+    of them are alike when they say the same: an output eager cannot compare is no sign that
+    eager disagrees with itself."""
+
+    __slots__ = ("of", "why")
+
+    def __init__(self, of: str, why: str) -> None:
+        self.of, self.why = of, why
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, NotCompared) and (self.of, self.why) == (other.of, other.why)
+
+    def __hash__(self) -> int:
+        return hash((self.of, self.why))
+
+    def __repr__(self) -> str:
+        return f"<{self.of}: {self.why}>"
+
+
+class Held:
+    """What an object pytree does not flatten holds (a transformers ``DynamicCache``, a user's
+    class), or a pytree node with such an object inside: its parts by the keys that name them
+    (``GetAttrKey("layers")``), so the id path reads ``['past_key_values'].layers[0].keys``.
+    Registered with pytree below, so every comparison (values, structure, ``equal_trees``)
+    walks it like any other node."""
+
+    __slots__ = ("of", "keys", "values")
+
+    def __init__(self, of: str, keys: tuple[Any, ...], values: list[Any]) -> None:
+        self.of, self.keys, self.values = of, keys, values
+
+    def __repr__(self) -> str:
+        return f"{self.of}({', '.join(pytree.keystr((k,)) for k in self.keys)})"
+
+
+if Held not in pytree.SUPPORTED_NODES:  # a second import of this module (a test reloading it) keeps the first
+    pytree.register_pytree_node(
+        Held,
+        lambda h: (list(h.values), (h.of, h.keys)),
+        lambda values, context: Held(context[0], context[1], list(values)),
+        flatten_with_keys_fn=lambda h: (list(zip(h.keys, h.values)), (h.of, h.keys)),
+    )
+
+#: Leaves compared by ``==``: values, whose equality is their value.
+_VALUES = (str, bytes, int, float, complex, bool, type(None), torch.dtype, torch.device, torch.Size, enum.Enum)
+#: How deep an object's attributes are followed before the rest is said not compared (a linked structure).
+_DEPTH = 32
+
+
+class _Unsupported(Exception):
+    """This way of reading an output does not apply to it: the next is tried."""
+
+
 def normalize(obj: Any) -> Any:
-    """Make dataclass-style model outputs visible to pytree (as dicts of their fields)."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type) and type(obj) not in pytree.SUPPORTED_NODES:
-        return {f.name: normalize(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, Mapping) and type(obj) not in pytree.SUPPORTED_NODES:
-        return {k: normalize(v) for k, v in obj.items()}
+    """``obj`` as pytree flattens it to the leaves compared by value.
+
+    Each way of reading an output is tried in turn, as ``torch.testing``'s ``_comparison.py``
+    tries each ``Pair`` class (``_READERS``): a tensor or a plain value is a leaf; a container
+    or pytree node is walked; a dataclass (or an unregistered mapping) is the dict of its
+    fields; any other object is what its attributes hold (``Held``), so a transformers cache
+    is compared through its tensors, never by ``!=`` (which is identity for a class without
+    ``__eq__``: two equal caches would differ). What none of them reads is a ``NotCompared``
+    leaf. An object is rebuilt only where something inside it changed, so outputs pytree
+    already reads keep their types (for ``compare=``).
+    """
+    return _read(obj, ())
+
+
+def _read(obj: Any, inside: tuple[int, ...]) -> Any:
+    if isinstance(obj, (torch.Tensor, NotCompared, *_VALUES)):
+        return obj
+    if id(obj) in inside or len(inside) > _DEPTH:
+        return NotCompared(type(obj).__name__, "it holds itself" if id(obj) in inside else "it is nested too deep")
+    inside = (*inside, id(obj))
+    for reader in _READERS:
+        try:
+            return reader(obj, lambda v: _read(v, inside))
+        except _Unsupported:
+            continue
+    return NotCompared(type(obj).__name__, "it holds no tensor or value and defines no ==")
+
+
+def _containers(obj: Any, read: Callable[[Any], Any]) -> Any:
     if type(obj) in (list, tuple):
-        return type(obj)(normalize(v) for v in obj)
-    if isinstance(obj, dict):
-        return {k: normalize(v) for k, v in obj.items()}
-    return obj
+        parts = [read(v) for v in obj]
+        return obj if all(p is v for p, v in zip(parts, obj)) else type(obj)(parts)
+    if type(obj) is dict or (isinstance(obj, Mapping) and type(obj) not in pytree.SUPPORTED_NODES):
+        mapped = {k: read(v) for k, v in obj.items()}
+        return obj if type(obj) is dict and all(mapped[k] is v for k, v in obj.items()) else mapped
+    raise _Unsupported
+
+
+def _pytree_node(obj: Any, read: Callable[[Any], Any]) -> Any:
+    """A node pytree flattens (a registered type such as transformers' ``ModelOutput``, a
+    namedtuple): itself, unless a child needed reading; then its children by their keys."""
+    children, _ = pytree.tree_flatten_with_path(obj, is_leaf=lambda node: node is not obj)
+    if len(children) == 1 and children[0][0] == () and children[0][1] is obj:
+        raise _Unsupported  # pytree takes it for a leaf
+    parts = [read(child) for _, child in children]
+    if all(p is c for p, (_, c) in zip(parts, children)):
+        return obj
+    return Held(type(obj).__name__, tuple(path[0] for path, _ in children), parts)
+
+
+def _dataclass(obj: Any, read: Callable[[Any], Any]) -> Any:
+    if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
+        raise _Unsupported
+    return {f.name: read(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+
+
+def _not_data(obj: Any, read: Callable[[Any], Any]) -> Any:
+    """A module, a function or a class held by an output is code, not a value the model computed."""
+    if isinstance(obj, (torch.nn.Module, type)) or callable(obj):
+        return NotCompared(type(obj).__name__, "it is code (a module, a class or a function), not a value")
+    raise _Unsupported
+
+
+def _attributes(obj: Any, read: Callable[[Any], Any]) -> Any:
+    """What an object holds in its attributes, those that hold a tensor or a value; code and
+    what cannot be compared are left out. Where none holds a tensor and its class has an
+    ``==`` of its own, that ``==`` judges it instead."""
+    names = [n for n in getattr(obj, "__dict__", {}) if not n.startswith("__")]
+    for cls in type(obj).__mro__:
+        slots = getattr(cls, "__slots__", ())
+        names += [n for n in ((slots,) if isinstance(slots, str) else slots) if n not in names and hasattr(obj, n)]
+    held = {}
+    for name in names:
+        part = read(getattr(obj, name))
+        if not isinstance(part, NotCompared):
+            held[name] = part
+    has_tensor = any(isinstance(v, torch.Tensor) for v in pytree.tree_leaves(list(held.values())))
+    if not has_tensor and getattr(type(obj), "__eq__") is not object.__eq__:  # noqa: B009 - typed Any: mypy sees two callable types
+        return obj
+    if not held:
+        raise _Unsupported
+    return Held(type(obj).__name__, tuple(pytree.GetAttrKey(n) for n in held), list(held.values()))
+
+
+#: The ways an output is read, in the order they are tried (``normalize``).
+_READERS: tuple[Callable[[Any, Callable[[Any], Any]], Any], ...] = (
+    _containers, _pytree_node, _dataclass, _not_data, _attributes,
+)
 
 
 def flatten(obj: Any) -> tuple[list[tuple[str, Any]], pytree.TreeSpec]:
@@ -110,9 +244,12 @@ def _counted(leaves: list[tuple[str, Any]], custom: bool) -> Compared:
     kinds: dict[str, Any] = {}
     skipped: dict[str, int] = {}
     of = 0
-    for _, leaf in leaves:
+    for path, leaf in leaves:
         if leaf is None:
             skipped["None"] = skipped.get("None", 0) + 1
+            continue
+        if isinstance(leaf, NotCompared):
+            skipped[f"{path or '(the output)'} ({leaf.of}: {leaf.why})"] = 1
             continue
         kind = "compare=" if custom else "tensors" if isinstance(leaf, torch.Tensor) else "values"
         kinds[kind] = kinds.get(kind, 0) + 1
@@ -197,9 +334,10 @@ def compare(
     """
     all_expected, spec = flatten(expected)
     counted = _counted(all_expected, compare_fn is not None)
-    # None leaves (an unused hidden state, say) carry nothing, and exported graphs drop them.
-    exp_leaves = [(p, v) for p, v in all_expected if v is not None]
-    act_leaves = [(p, v) for p, v in flatten(actual)[0] if v is not None]
+    # None leaves (an unused hidden state, say) carry nothing, and exported graphs drop them;
+    # what cannot be compared by value is named in ``counted`` and left out on both sides.
+    exp_leaves = [(p, v) for p, v in all_expected if _carries(v)]
+    act_leaves = [(p, v) for p, v in flatten(actual)[0] if _carries(v)]
     problem = _structure(exp_leaves, act_leaves)
     if problem:
         return Comparison(ok=False, problem=problem, compared=counted)
@@ -208,7 +346,7 @@ def compare(
     result = Comparison(compared=counted)
     if compare_fn is not None:
         values = iter(a for _, a in act_leaves)
-        actual_like = unflatten_like([None if v is None else next(values) for _, v in all_expected], spec)
+        actual_like = unflatten_like([next(values) if _carries(v) else v for _, v in all_expected], spec)
         try:
             compare_fn(expected, actual_like)
         except AssertionError as exc:
@@ -252,6 +390,16 @@ def output_scales(outputs: Any) -> dict[str, float]:
     return {p: scale_of(v) for p, v in flatten(outputs)[0] if isinstance(v, torch.Tensor) and v.is_floating_point()}
 
 
+def _carries(leaf: Any) -> bool:
+    """Whether a leaf holds something to compare (None and ``NotCompared`` do not)."""
+    return leaf is not None and not isinstance(leaf, NotCompared)
+
+
+def not_compared(outputs: Any) -> list[tuple[str, NotCompared]]:
+    """The leaves of ``outputs`` no comparison reads, with their id paths."""
+    return [(p, v) for p, v in flatten(outputs)[0] if isinstance(v, NotCompared)]
+
+
 def _both_nan(e: Any, a: Any) -> bool:
     return isinstance(e, float) and isinstance(a, float) and math.isnan(e) and math.isnan(a)
 
@@ -291,7 +439,9 @@ def equal_trees(a: Any, b: Any) -> bool:
     b_leaves, _ = flatten(b)
     if len(a_leaves) != len(b_leaves):
         return False
-    for (_, x), (_, y) in zip(a_leaves, b_leaves):
+    for (at, x), (bt, y) in zip(a_leaves, b_leaves):
+        if at != bt:
+            return False
         if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor):
             if x.shape != y.shape or x.dtype != y.dtype:
                 return False

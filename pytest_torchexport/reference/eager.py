@@ -162,6 +162,9 @@ class Eager:
             self.module = copied.to(device).eval()
         self.device = device
         self._initial = stateful.snapshot(self.module, parameters=True) or {}
+        #: What a call may leave on the module besides its tensors, as the test called it: put back
+        #: with the state, so no call of the plugin's own changes the module the artifacts are made from.
+        self._wiring = Wiring(self.module)
         self._spare: torch.nn.Module | None = None
 
     def keep_spare(self) -> None:
@@ -181,9 +184,14 @@ class Eager:
         now = self.module.state_dict()
         return [k for k, v in self._initial.items() if k in now and not equal_trees(v, now[k])]
 
-    def restore(self, kept: dict[str, Any] | None = None) -> None:
-        """The initial state put back; ``kept``: filled with what the last call changed (stateful.restore)."""
+    def restore(self, kept: dict[str, Any] | None = None) -> list[str]:
+        """The initial state put back, and the module's wiring (``Wiring``); ``kept``: filled with
+        what the last call changed (stateful.restore). Returns the attributes put back."""
         stateful.restore(self.module, self._initial, parameters=True, kept=kept)
+        changed = self._wiring.put_back()
+        if changed:  # a tensor the call rebound is back: the one it replaced may have been updated in place
+            stateful.restore(self.module, self._initial, parameters=True)
+        return changed
 
     def __call__(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], *, rng_seed: int = 0, trace_lines: bool = False,
@@ -212,6 +220,8 @@ class Eager:
             try:
                 out = self.module(*a, **k)
             except Exception as exc:  # noqa: BLE001 - a user's model may raise anything; typed so callers tell it from ours
+                if restore:  # a call that raised half-way leaves what it set up (a wrapped forward, a hook) behind
+                    self.restore()
                 raise ModelRaised(exc) from exc
             finally:
                 seconds = time.perf_counter() - t0
@@ -229,6 +239,61 @@ class Eager:
         with torch.no_grad():
             stateful.restore(self.module, state)
         return self(args, kwargs).outputs
+
+
+class Wiring:
+    """What a call may change on a module besides its tensors' values: every submodule's own
+    attributes (hooks, a ``forward`` wrapped by an instance attribute, flags, Python values) and
+    the dicts that hold its parameters, buffers, submodules and hooks, as they were when taken.
+
+    transformers 4.57's output capture wraps submodules' ``forward`` for the length of a call
+    and unwraps them only when it returns: a call at a size the model rejects left the wrappers
+    on eager's module, and each export's copy then called into eager's own parameters (trace:
+    "Cannot insert a Tensor that requires grad as a constant" instead of torch's own message).
+    ``put_back`` undoes any such change, objects by identity and dicts, lists and sets by their
+    contents, so the module is again the one the test called.
+    """
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self._kept = [(sub, {k: (v, _contents(v)) for k, v in vars(sub).items()}) for sub in module.modules()]
+
+    def put_back(self) -> list[str]:
+        """Put back what changed; the ``Class.attribute`` names put back (empty: nothing had)."""
+        changed = []
+        for sub, kept in self._kept:
+            now = vars(sub)
+            for name in [n for n in now if n not in kept]:
+                del now[name]
+                changed.append(f"{type(sub).__name__}.{name}")
+            for name, (value, contents) in kept.items():
+                if now.get(name, _ABSENT) is not value:
+                    now[name] = value
+                    changed.append(f"{type(sub).__name__}.{name}")
+                if contents is not None and not _same_contents(value, contents):
+                    value.clear()
+                    if isinstance(value, list):
+                        value.extend(contents)
+                    else:
+                        value.update(contents)
+                    changed.append(f"{type(sub).__name__}.{name}")
+        return changed
+
+
+_ABSENT = object()
+
+
+def _contents(value: Any) -> Any:
+    """A shallow copy of a dict's, list's or set's contents, put back in place (a hook's handle
+    holds its dict); None for any other value, put back by identity only."""
+    return copy.copy(value) if isinstance(value, (dict, list, set)) else None
+
+
+def _same_contents(value: Any, contents: Any) -> bool:
+    if isinstance(value, dict):
+        return list(value) == list(contents) and all(value[k] is contents[k] for k in contents)
+    if isinstance(value, set):
+        return value == contents
+    return len(value) == len(contents) and all(a is b for a, b in zip(value, contents))
 
 
 def run_artifact(run: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], rng_seed: int = 0) -> tuple[Any, Any]:

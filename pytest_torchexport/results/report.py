@@ -81,6 +81,10 @@ FINDING_DOCS: dict[str, str] = {
     "reference_copy": "the plugin's copy of the module is not the module the test called (a submodule in another "
     "mode, another graph, or other outputs on the recorded call): the test's own module was checked, its modes and "
     "state as at the call put back, and why",
+    "not_compared": "an output leaf no comparison can read by value (an object holding no tensor or value and with "
+    "no == of its own, code such as a module): named with its id path, and left out of the verdict",
+    "masked_rows": "the artifact differs from eager only at query positions that attend to no key (a fully masked "
+    "row, as left padding makes): eager and the runtime each put something arbitrary there; the positions",
     "vacuous_output": "outputs are constant or ~0 on every input, so parity proves nothing",
     "rejected_inputs": "eager rejected most generated inputs: declare dims=/inputs=",
     "external_data": "the ONNX artifact is several files that must ship together",
@@ -116,7 +120,7 @@ FINDING_DOCS: dict[str, str] = {
 CauseKind = Literal[
     "compiled_parts", "error_site", "standalone_load", "cpp_load", "shipped_step", "runtime_optimizer", "special_value", "baked_argument",
     "frozen_branch", "baked_shape", "frozen_value", "specialized_dim", "control_flow_path", "baked_size",
-    "far_scale", "nonfinite", "roundtrip", "numeric",
+    "far_scale", "nonfinite", "roundtrip", "masked_rows", "keyword_order", "numeric",
     "exporter_error", "unavailable", "usage", "eager_replay", "test_body", "nondeterministic", "rejected_inputs",
     "nothing_compared", "side_effects", "timeout", "crash", "plugin_error", "xpass",
 ]
@@ -125,6 +129,10 @@ CAUSE_KINDS: tuple[CauseKind, ...] = get_args(CauseKind)
 FOUND_CAUSES: frozenset[CauseKind] = frozenset(CAUSE_KINDS[: CAUSE_KINDS.index("numeric") + 1])
 #: What each cause kind means; docs/report.md lists them.
 CAUSE_KIND_DOCS: dict[str, str] = {
+    "keyword_order": "the export binds keyword arguments by their order, not their names: re-exported with them in "
+    "forward's order, the failing input passes",
+    "masked_rows": "the difference is confined to query positions that attend to no key (left padding under a "
+    "causal mask), where each runtime fills the row its own way",
     "compiled_parts": "the module held scripted, traced or compiled submodules when the test called it",
     "error_site": "the export, save or load raised at this line of the user's code",
     "standalone_load": "the artifact reaches for something only the test's process defines",

@@ -31,7 +31,7 @@ from ..cache.facts import CallDigests
 from ..inputs.specs import InputPlan
 from ..inputs.strategies import materialize, recorded_draw
 from ..options import Options
-from ..reference.compare import equal_trees
+from ..reference.compare import equal_trees, not_compared
 from ..reference.eager import Eager, ModelRaised, module_name
 from ..results.outcome import Stop, settle
 from ..results.report import Finding, Result, tag
@@ -85,6 +85,14 @@ def run_prelude(module: torch.nn.Module, plan: InputPlan, device: str, options: 
         raise Stop("usage_error", written(tag(result)), why, "eager_replay", written=written) from None
     if eager.was_training:
         training_finding(result, module, device, (args, kwargs), call.outputs)
+    unread = not_compared(call.outputs)
+    if unread:
+        result.findings.append(Finding(
+            "not_compared",
+            "not compared by value: " + "; ".join(f"output {path or '(the output)'} ({leaf.of}: {leaf.why})"
+                                                  for path, leaf in unread[:5])
+            + (f"; and {len(unread) - 5} more" if len(unread) > 5 else ""),
+        ))
     changed_state = eager.state_changed()
     eager.restore()
     # Drawn sizes within what the machine holds: the recorded call's bytes and the peak memory and time
