@@ -123,3 +123,126 @@ def shipped_step(failure: Failure, post: Any, still_fails_on: Callable[[Any, Dra
             return ran
         before = name
     return len(post.stages)
+
+
+@dataclass(frozen=True)
+class MaskedRows:
+    """The failing input's outputs differ only at query positions that attend to no
+    key: before the first position its attention mask keeps (left padding), a causal query has
+    nothing to attend to, and what a softmax over no key gives is each runtime's own choice
+    (eager: 0 or the like, onnxruntime: the mean of V). Whether that fails stays the tolerance's
+    call; it is said as what it is, not as a numeric defect."""
+
+    mask: str  # the input's name: "attention_mask"
+    positions: tuple[tuple[int, int], ...]  # (batch row, position) where the outputs differ, all attending to no key
+    outputs: tuple[str, ...]  # the output leaves that differ there
+
+
+def masked_rows(check: Any, failure: Failure) -> MaskedRows | None:
+    """Whether ``failure`` (a value mismatch) is confined to query positions that attend to no key:
+    eager's values put in the artifact's outputs at those positions, the comparison passes."""
+    import torch
+
+    from ..reference.compare import flatten
+
+    cmp = failure.comparison
+    if failure.status != "mismatch" or cmp is None or not cmp.diffs or failure.state or check.artifacts is None:
+        return None
+    found = _attention_mask(failure.args, failure.kwargs)
+    if found is None:
+        return None
+    name, kept = found
+    no_key = (kept.cumsum(-1) == 0)  # nothing kept at or before the position
+    if not bool(no_key.any()):
+        return None
+    expected = check.eager(failure.args, failure.kwargs).outputs
+    actual, _ = check.run(check.artifacts.runnable, failure.args, failure.kwargs)
+    exp_leaves = [(p, v) for p, v in flatten(expected)[0] if isinstance(v, torch.Tensor)]
+    act_leaves = [v for _, v in flatten(actual)[0] if isinstance(v, torch.Tensor)]
+    if len(exp_leaves) != len(act_leaves):
+        return None
+    patched, leaves = [], []
+    differing: set[Any] = set()
+    for (path, e), a in zip(exp_leaves, act_leaves):
+        axis = _position_axis(e, kept.shape)
+        if axis is None or tuple(a.shape) != tuple(e.shape):
+            patched.append(a)
+            continue
+        a = a.clone()
+        moved_e, moved_a = e.movedim(axis, 1), a.movedim(axis, 1)  # (batch, position, ...) views
+        rows = no_key.to(e.device)
+        where = (moved_e[rows] != moved_a[rows]).reshape(int(rows.sum()), -1).any(-1)
+        if bool(where.any()):
+            leaves.append(path)
+            differing.update(tuple(int(i) for i in ix) for ix in rows.nonzero()[where].tolist())
+        moved_a[rows] = moved_e[rows]
+        patched.append(a)
+    if not differing or not check.compare([v for _, v in exp_leaves], patched, custom=False).ok:
+        return None
+    return MaskedRows(name, tuple(sorted(differing)), tuple(leaves))
+
+
+def _attention_mask(args: Any, kwargs: Any) -> tuple[str, Any] | None:
+    """The input that masks keys: a 2-D (batch, position) tensor of 0s and 1s named like a mask
+    (``attention_mask``); as a bool tensor of the positions kept."""
+    import torch
+
+    for name, value in (kwargs or {}).items():
+        if "mask" in name and isinstance(value, torch.Tensor) and value.dim() == 2 and not value.is_floating_point():
+            if bool(((value == 0) | (value == 1)).all()):
+                return name, value.bool()
+    return None
+
+
+def _position_axis(leaf: Any, mask_shape: Any) -> int | None:
+    """The axis of ``leaf`` that runs over the mask's positions (dim 0 is its batch), or None."""
+    if leaf.dim() < 2 or leaf.shape[0] != mask_shape[0]:
+        return None
+    return next((axis for axis in range(1, leaf.dim()) if leaf.shape[axis] == mask_shape[1]), None)
+
+
+@dataclass(frozen=True)
+class KeywordOrder:
+    """The artifact binds keyword arguments by their order, not by their names: exported with the
+    same arguments in ``forward``'s order, the failing input passes. torch.export's non-strict
+    capture of an fx ``GraphModule`` does this (2.13): ``token_type_ids`` fed ``attention_mask``."""
+
+    passed: tuple[str, ...]  # the order the test passed them in
+    declared: tuple[str, ...]  # forward's order
+
+
+def keyword_order(check: Any, failure: Failure) -> KeywordOrder | None:
+    """Re-export with the keyword arguments in ``forward``'s order, where the test passed them in
+    another; blamed only where the failing input then passes (one export more, on a mismatch)."""
+    import inspect
+
+    import torch
+
+    from ..backends.base import ExportContext
+    from ..inputs.strategies import materialize
+    from ..reference.eager import copy_module
+
+    if failure.status != "mismatch" or failure.comparison is None or failure.state or check.artifacts is None:
+        return None
+    module = check.eager.module
+    try:
+        params = list(inspect.signature(module.forward).parameters)
+    except (TypeError, ValueError):  # a forward with no signature Python can read
+        return None
+    passed = list(failure.kwargs or {})
+    declared = sorted(passed, key=lambda k: params.index(k) if k in params else len(params))
+    if declared == passed:
+        return None
+    args, kwargs = materialize(check.plan, check.artifacts.export_draw, check.device)
+    kwargs = {k: kwargs[k] for k in sorted(kwargs, key=lambda k: params.index(k) if k in params else len(params))}
+    ctx = ExportContext(device=check.device, plan=check.plan, module=module, scratch=check.scratch)
+    try:
+        with torch.no_grad():
+            artifact = check.backend.export(copy_module(module), args, kwargs, ctx)
+        actual, _ = check.run(artifact, failure.args, failure.kwargs)
+    except Exception:  # noqa: BLE001 - an export or run that fails this way tells nothing about the order
+        return None
+    expected = check.eager(failure.args, failure.kwargs).outputs
+    if not check.compare(expected, actual).ok:
+        return None
+    return KeywordOrder(tuple(passed), tuple(declared))

@@ -13,6 +13,7 @@ from ..results.report import CauseKind, Finding, Result
 from ..stages.check import Check
 from ..stages.compiled_parts import with_cause
 from .failure import Failure, Stats
+from .causes import MaskedRows, keyword_order, masked_rows
 from .located_words import entry
 from .shipped_words import shipped_cause
 
@@ -65,7 +66,8 @@ def likely_cause(
 ) -> tuple[str | None, CauseKind | None]:
     """The causes the experiments and the findings point at, in a person's words, and the
     kind of the first; (None, None) where none."""
-    causes = _blamed(check, failure, stats, export_path)
+    failure.masked_rows = masked_rows(check, failure)
+    causes = _masked_cause(check, failure.masked_rows) + _order_cause(check, failure) + _blamed(check, failure, stats, export_path)
     held = with_cause(check.compiled, check.result.module, None)
     if not causes and failure.status == "run_error" and failure.small_dims_blamed is not False:
         sizes = dict(failure.draw.sizes)
@@ -97,6 +99,41 @@ def likely_cause(
     if not causes:
         return None, None
     return "; ".join(text for _, text in causes), causes[0][0]
+
+
+def _masked_cause(check: Check, masked: MaskedRows | None) -> list[tuple[CauseKind, str]]:
+    """A difference confined to query positions that attend to no key: a finding
+    with the positions, and the cause said as what it is (not a numeric defect)."""
+    if masked is None:
+        return []
+    shown = ", ".join(f"({b}, {s})" for b, s in masked.positions[:8]) + (" ..." if len(masked.positions) > 8 else "")
+    check.result.findings.append(Finding(
+        "masked_rows",
+        f"{check.name} differs from eager only at (batch row, position) {shown} of {', '.join(masked.outputs)}: "
+        f"{masked.mask} keeps no position at or before them (left padding), so a causal query there attends to no key",
+    ))
+    return [(
+        "masked_rows",
+        f"the outputs differ only at query positions that attend to no key ({masked.mask} keeps no position at or "
+        f"before (batch row, position) {shown}: left padding). What a softmax over no key gives is each runtime's own "
+        f"choice (eager: 0 or the like; onnxruntime: the mean of V), and every other position agrees within the "
+        "tolerances: whether those rows matter is the tolerance's call",
+    )]
+
+
+def _order_cause(check: Check, failure: Failure) -> list[tuple[CauseKind, str]]:
+    """An export that binds keyword arguments by position: the re-export in forward's order passes."""
+    order = None if failure.masked_rows is not None else keyword_order(check, failure)
+    if order is None:
+        return []
+    return [(
+        "keyword_order",
+        f"the {check.name} export binds the keyword arguments by their order, not by their names: the test passes "
+        f"{', '.join(order.passed)}, forward declares {', '.join(order.declared)}, and exported with them in "
+        "forward's order the failing input passes (torch.export's non-strict capture of an fx GraphModule feeds "
+        "each keyword argument to the parameter at its position). Pass them in forward's order, or export with "
+        "strict=True",
+    )]
 
 
 def _blamed(check: Check, failure: Failure, stats: Stats, export_path: Any) -> list[tuple[CauseKind, str]]:

@@ -246,7 +246,10 @@ def _remedy(failure: Failure, name: str, passes_with: dict[str, float] | None, r
     elif failure.status == "mismatch" and passes_with:
         pw = passes_with
         # [Noise Oracle] Only the float64 run may call a difference a defect (noise.py).
-        verdict = verdict_words(failure.noise)
+        verdict = (
+            "all of it at query positions that attend to no key" if failure.masked_rows is not None
+            else verdict_words(failure.noise)
+        )
         if failure.noise is not None:
             result.extra["float64_check"] = failure.noise.as_dict()
         remedy = "" if failure.baked_scalars else f' Loosen with rtol=/atol= (per backend: {{"{name}": ...}}) or {xfail}'

@@ -1,0 +1,128 @@
+"""Causes that name what happened, not "numeric".
+
+- A difference confined to query positions that attend to no key (left padding under a causal
+  mask: eager gives 0 or the like, onnxruntime the mean of V) is a ``masked_rows`` finding with
+  the positions, and its cause; the message never calls it a defect nor numeric. Whether it
+  fails stays the tolerance's call.
+- An export that binds keyword arguments by position (torch.export's non-strict capture of an fx
+  ``GraphModule``, torch 2.13) is found by exporting again with them in ``forward``'s order, and
+  named.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from helpers import run_with_report
+
+KEYWORDS = textwrap.dedent(
+    """
+    import pytest
+    import torch
+    from torch import nn
+
+
+    class Embeddings(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.words = nn.Linear(4, 4)
+            self.types = nn.Linear(4, 4)
+
+        def forward(self, x, mask=None, types=None):
+            return self.words(x) * mask + self.types(types)
+
+
+    @pytest.mark.torchexport(backends=["export"], examples=3)
+    def test_graph_module_called_with_keywords_out_of_order():
+        module = torch.fx.symbolic_trace(Embeddings().eval())
+        x = torch.randn(2, 4)
+        module(x, types=torch.randn(2, 4), mask=torch.randn(2, 4))
+    """
+)
+
+
+def test_an_export_that_binds_keywords_by_position_is_named(tester):
+    tester.makepyfile(test_m=KEYWORDS)
+    result, rows = run_with_report(tester, "-p", "no:cacheprovider")
+    row = rows["export"]
+    assert row["status"] == "mismatch", row["message"]
+    assert row["cause_kind"] == "keyword_order", row["message"]
+    assert "the test passes types, mask, forward declares mask, types" in row["likely_cause"]
+    assert "numeric" not in row["likely_cause"]
+    result.assert_outcomes(failed=1)
+
+
+MASKED = textwrap.dedent(
+    """
+    import pytest
+    import torch
+    import transformers
+
+
+    @pytest.mark.torchexport(backends=["onnx"], examples=3)
+    def test_gpt2_left_padded():
+        torch.manual_seed(0)
+        config = transformers.GPT2Config(n_layer=1, n_embd=16, n_head=2, n_positions=32, vocab_size=64,
+                                         bos_token_id=0, eos_token_id=0, use_cache=False)
+        model = transformers.GPT2Model(config).eval()
+        mask = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])  # the first row left-padded
+        model(input_ids=torch.randint(0, 64, (2, 6)), attention_mask=mask)
+    """
+)
+
+
+@pytest.mark.transformers
+@pytest.mark.slow
+def test_a_difference_only_where_a_query_attends_to_no_key_is_said_so(tester):
+    pytest.importorskip("transformers")
+    tester.makepyfile(test_m=MASKED)
+    result, rows = run_with_report(tester, "-p", "no:cacheprovider")
+    row = rows["onnx"]
+    assert row["status"] == "mismatch", row["message"]  # the default tolerances still judge it
+    assert row["cause_kind"] == "masked_rows", row["message"]
+    masked = [f["detail"] for f in row["findings"] if f["kind"] == "masked_rows"]
+    assert len(masked) == 1 and "(batch row, position) (0, 0)" in masked[0], row["findings"]
+    assert "a defect, not a tolerance question" not in row["message"]
+    assert "numeric" not in row["likely_cause"]
+    assert "(all of it at query positions that attend to no key)" in row["message"]
+    result.assert_outcomes(failed=1)
+
+
+SHARED = textwrap.dedent(
+    """
+    import pytest
+    import torch
+    from torch import nn
+
+
+    class Configured(nn.Module):
+        '''Takes **options, as transformers' configs do: TorchScript cannot compile it.'''
+
+        def __init__(self, **options):
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+
+        def forward(self, x, **options):
+            return self.lin(x)
+
+
+    @pytest.mark.torchexport(backends=["script"], examples=2)
+    @pytest.mark.parametrize("rows", [1, 2, 3])
+    def test_configured(rows):
+        Configured().eval()(torch.randn(rows + 1, 4))
+    """
+)
+
+
+def test_one_cause_shared_by_many_rows_is_one_line_with_its_count(tester):
+    tester.makepyfile(test_m=SHARED)
+    result, rows = run_with_report(tester, "-p", "no:cacheprovider", key=lambda r: r["nodeid"])
+    causes = {row["status"] for row in rows.values()}
+    assert causes == {"export_error"}, rows
+    result.stdout.re_match_lines([
+        r"torchexport: 3 script checks are export_error for one cause: \S.* "
+        r"\(test_configured\[1\], test_configured\[2\], test_configured\[3\]\)$",
+    ])
+    assert len([line for line in result.outlines if "for one cause" in line]) == 1
+    result.assert_outcomes(failed=3)
