@@ -75,7 +75,7 @@ def _recording_stacks(caught: list[warnings.WarningMessage]) -> Any:
         record = warnings.WarningMessage(message, category, filename, lineno, file, line)
         if category.__name__ == "TracerWarning":
             stack: list[tuple[str, int, str]] = []
-            frame = sys._getframe(1)
+            frame: Any = sys._getframe(1)  # a FrameType, then f_back's None at the bottom
             while frame is not None and len(stack) < 200:
                 code = frame.f_code
                 if stack or code.co_filename == filename:  # from the warning's own frame on

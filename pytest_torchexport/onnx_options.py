@@ -88,7 +88,7 @@ def _onnx_optimize(value: Any) -> str | None:
 def _budget(option: str, value: Any) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not float(value) > 0:
         raise InvalidArgument(
             f"torchexport option {option}= takes a budget > 0 (a fraction of the output's scale, 0.05 = 5%), got {value!r}"
         )
@@ -125,7 +125,7 @@ def _onnx_quantize(value: Any) -> OnnxQuantize | None:
         types = {k: given.get(k, "QInt8") for k in ("weight_type", "activation_type")}
         flags = {k: given.get(k, False) for k in ("per_channel", "reduce_range")}
         if all(t in ("QInt8", "QUInt8") for t in types.values()) and all(isinstance(f, bool) for f in flags.values()):
-            return OnnxQuantize(given["mode"], _budget("onnx_quantize budget", given.get("budget")), **types, **flags)
+            return OnnxQuantize(given["mode"], _budget("onnx_quantize budget", given.get("budget")), **types, **flags)  # type: ignore[arg-type]  # checked just above
     raise InvalidArgument(
         f"torchexport option onnx_quantize= takes {' or '.join(map(repr, ONNX_QUANTIZE_MODES))}, or a dict with "
         f"mode= one of those and optionally budget= (a fraction of the output's scale), weight_type=/activation_type= "

@@ -310,7 +310,7 @@ def parse_bytes(option: str, value: Any) -> float:
 
 
 def _timeout(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not float(value) > 0:
         raise InvalidArgument(f"torchexport option timeout= takes a number of seconds > 0, got {value!r}")
     return float(value)
 

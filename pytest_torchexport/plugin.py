@@ -106,6 +106,7 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
         if recording.error is not None:
             # A body that failed fails each item with the body's own error, and leaves a row.
             verdicts.record(item, [adapters.body_row(item, target, recording.error)])
+    assert key is not None  # a marked item (its target is not None)
             raise recording.error
         _check(item, recording, options)
     finally:
@@ -118,14 +119,16 @@ def _check(item: pytest.Item, recording: Any, options: Options) -> None:
     planned = state.scheduler.take(item.nodeid) or adapters.plan(item, recording, options)
     ahead.start_following(item, recording, options)
     ahead.wait_beside(item, planned, recording, options)
-    result = planned.wait()
-    state.scheduler.timed(result)
-    result.extra["location"] = {"file": item.location[0], "line": item.location[1] + 1}
+    planned.wait()
+    rows = planned.rows  # type: ignore[union-attr]  # what take() holds here has rows: one per kind of call the test made of the module (recording/kinds.py)
     model = models.inputs_note(item)
-    if model is not None:
-        result.extra["model"] = model
-    verdicts.record(item, [result])
-    verdicts.settle_item(result, state)
+    for result in rows:
+        state.scheduler.timed(result)
+        result.extra["location"] = {"file": item.location[0], "line": item.location[1] + 1}  # type: ignore[operator]  # a function has a line
+        if model is not None:
+            result.extra["model"] = model
+    verdicts.record(item, rows)
+    verdicts.settle_rows(rows, state)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -208,8 +211,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         state.scheduler.cancel(key or "")  # started from the recording this attempt replaces
         state.pending[key] = state.pending.get(key, 0) + 1
         for stashed in (verdicts.ITEM_RESULTS, items.REUSE):
-            if stashed in item.stash:
-                del item.stash[stashed]
+            if stashed in item.stash:  # type: ignore[misc]  # two keys of different value types
+                del item.stash[stashed]  # type: ignore[misc]
         item.user_properties[:] = [p for p in item.user_properties if not str(p[0]).startswith("torchexport")]
     item.stash[ahead.ATTEMPTED] = True
     # [Fixtures Once] Its check was forked under the fixtures of the test's item that ran the
@@ -219,3 +222,4 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 __all__ = ["DEFAULT_BACKENDS", "torchexport"]
+        assert key is not None  # a marked item (its target is not None)

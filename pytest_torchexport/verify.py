@@ -191,7 +191,7 @@ class _Verify:
         from .reference.compare import compare
 
         result, manifest = self.result, self.manifest
-        rule = {"relowered": bool(manifest.get("relowered")), "rtol": manifest.get("rtol"), "atol": manifest.get("atol")}
+        rule: dict[str, Any] = {"relowered": bool(manifest.get("relowered")), "rtol": manifest.get("rtol"), "atol": manifest.get("atol")}
         t0 = time.perf_counter()
         for case, args, kwargs in cases:
             what = f"{case['kind']} input ({case['input']})"

@@ -69,8 +69,8 @@ def reused() -> Iterator[None]:
             return another_layout.registry
         return _copy(kept)
 
-    cls.from_torchlib = classmethod(from_torchlib)
+    cls.from_torchlib = classmethod(from_torchlib)  # type: ignore[attr-defined]  # onnx_registry_class() is typed `type`
     try:
         yield
     finally:
-        cls.from_torchlib = original
+        cls.from_torchlib = original  # type: ignore[attr-defined]

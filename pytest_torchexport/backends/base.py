@@ -348,6 +348,7 @@ class MethodCall:
 
     module: Any
     method: str
+    original_name: str  # the user's class (set by method_call)
 
 
 def method_call(module: Any, method: str) -> Any:

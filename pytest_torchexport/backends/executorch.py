@@ -174,6 +174,7 @@ class Pte:
     @property
     def method(self) -> Any:
         if self.loaded is None:
+            assert self.buffer is not None, "a Pte made without its bytes comes loaded"
             self.loaded = _load(self.buffer)
         return self.loaded.method
 

@@ -129,7 +129,7 @@ class _FlatCall(torch.nn.Module):
         for i, t in zip(self.slots, tensors):
             values[i] = t
         args, kwargs = pytree.tree_unflatten(values, self.spec)
-        outputs = {}
+        outputs: dict[str, Any] = {}
         for path, leaf in flatten(self.module(*args, **kwargs))[0]:
             if leaf is None:
                 continue
@@ -150,7 +150,7 @@ class _Tflite:
         self.runner = self.interpreter.get_signature_runner()
         details = self.runner.get_input_details()
         # args_10 sorts before args_2: order by the index in the name.
-        self.names = sorted(details, key=lambda n: int(_INPUT.match(n).group(1)) if _INPUT.match(n) else 0)
+        self.names = sorted(details, key=lambda n: int(m.group(1)) if (m := _INPUT.match(n)) else 0)
         self.inputs = [details[n] for n in self.names]
 
     def __call__(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -239,6 +239,7 @@ class DynamoOnnxBackend(_OnnxBackend):
             if type(exc).__name__ == "TorchExportError" and _repeats(shared):
                 # Every fallback failed too: the error is the shared capture's, as torch.onnx.export
                 # itself raises its first strategy's.
+                assert shared is not None and shared.error is not None  # _repeats said so
                 raise shared.error from None
             raise
         if program is None:  # pragma: no cover - torch versions that returned nothing
@@ -300,7 +301,7 @@ class LegacyOnnxBackend(_OnnxBackend):
         torch.onnx.export(
             module,
             onnx_args(args, kwargs),
-            buffer,
+            buffer,  # type: ignore[arg-type]  # a file-like object is what the legacy exporter writes to
             kwargs=kwargs or None,
             dynamo=False,
             input_names=ctx.plan.onnx_input_names(),
@@ -400,6 +401,7 @@ class _InMemory:
         # Before an offline optimization, each stage runs with onnxruntime's optimizations off,
         # so blame tells that step's rewrites from the others; without one, as it is served.
         before = "ORT_DISABLE_ALL" if ctx.shipped.optimize is not None else None
+        assert self.session is not None, "post-processing runs on a fresh artifact, before any set_aside"
         plain = self.session if before is None else OnnxSession(self.path, self.device, before)
         calibration = None
         if ctx.shipped.quantize is not None and ctx.shipped.quantize.mode == "static":

@@ -151,7 +151,8 @@ class _FlatCall(torch.nn.Module):
         for i, t in zip(self.slots, tensors):
             values[i] = t
         args, kwargs = pytree.tree_unflatten(values, self.spec)
-        outputs, described = [], []
+        outputs: list[Any] = []
+        described: list[dict[str, Any]] = []
         for path, leaf in flatten(self.module(*args, **kwargs))[0]:
             if isinstance(leaf, torch.Tensor):
                 described.append({"output": len(outputs)})

@@ -103,7 +103,7 @@ def _named_positions(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any])
     adapter, tensors = positional_adapter(module, args, kwargs)
     params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     params += [inspect.Parameter(f"input_{i}", inspect.Parameter.POSITIONAL_OR_KEYWORD) for i in range(len(tensors))]
-    type(adapter).forward.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    type(adapter).forward.__signature__ = inspect.Signature(params)
     return adapter, tensors
 
 

@@ -89,7 +89,7 @@ def estimate(history: Mapping[str, Any], nodeids: Iterable[str], marked: Iterabl
             continue
         found.timed += 1
         found.seconds += seconds
-        test = entry.get("test") if isinstance(entry.get("test"), str) else nodeid
+        test = entry["test"] if isinstance(entry, Mapping) and isinstance(entry.get("test"), str) else nodeid
         by_test[test] = by_test.get(test, 0.0) + seconds
     found.tests = sorted(by_test.items(), key=lambda kv: -kv[1])
     return found

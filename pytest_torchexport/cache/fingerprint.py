@@ -79,16 +79,17 @@ def check_key(facts: CheckFacts) -> tuple[str, list[str]]:
 def _call_digest(facts: CheckFacts) -> str:
     """The module tree and state, the recorded inputs and the replayed sequence: hashed once for
     all the backends of one call (``CallDigests``)."""
+    memo = facts.digests.memo if facts.digests is not None else None
     slot = (facts.digests.call, id(facts.module)) if facts.digests is not None else None
-    if slot is not None and slot in facts.digests.memo:
-        return facts.digests.memo[slot]
+    if memo is not None and slot in memo:
+        return memo[slot]
     h = _Hasher()
     h.module(facts.module)
     h.add("inputs", facts.inputs)
     h.add("sequence", facts.sequence)
     value = h.hexdigest()
-    if slot is not None:
-        facts.digests.memo[slot] = value
+    if memo is not None and slot is not None:
+        memo[slot] = value
     return value
 
 
@@ -215,7 +216,7 @@ class _Hasher:
         if isinstance(value, (list, tuple)):
             # Through the base class: a subclass may override len() or iteration (e3nn's
             # Irreps items raise NotImplementedError from __len__), and it may carry state.
-            base = list if isinstance(value, list) else tuple
+            base: Any = list if isinstance(value, list) else tuple
             items = list(base.__iter__(value))
             self._w(_qualname(type(value)), len(items))
             for item in items:

@@ -82,6 +82,7 @@ class Reuse:
         if files is None:
             self.note = "not cached: a file it ran cannot be read back to key it"
         else:
+            assert self.facts.store is not None, "a key is made only where there is a store"
             note = self.facts.store.store(self.key, result.to_dict(), files)
             self.note = note.text if note is not None else self.note
         self.spent += time.perf_counter() - t0

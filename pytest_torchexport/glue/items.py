@@ -109,7 +109,7 @@ def clone(item: pytest.Function, t: Target) -> pytest.Function:
 
 
 @functools.lru_cache(maxsize=8)  # one per item class: pytest's Function, unittest's TestCaseFunction
-def _clone_class(base: type) -> type:
+def _clone_class(base: type[pytest.Function]) -> type[pytest.Function]:
     """A subclass whose item name carries the torchexport id while the test it runs is
     found by the function's own name (pytest looks it up by the item's name)."""
 

@@ -210,7 +210,7 @@ def html_extras(report: pytest.TestReport, rows: list[dict[str, Any]]) -> None:
                      f"(install {html.escape(page.INSTALL)} for the plot)</p>" for r in rows]
     else:
         fragments = [page.extra(row) for row in rows]
-    report.extras = [*getattr(report, "extras", []), *(extras.html(f) for f in fragments)]
+    report.extras = [*getattr(report, "extras", []), *(extras.html(f) for f in fragments)]  # type: ignore[attr-defined]  # pytest-html's
 
 
 def torchscript_lines(rows: list[dict[str, Any]]) -> list[str]:

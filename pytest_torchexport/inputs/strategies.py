@@ -76,7 +76,7 @@ def draws(plan: InputPlan, *, special_values: bool = False, vary_scalars: bool =
     """All inputs of one module call, as one strategy."""
     examples = plan.example_sizes()
     size_strats = {name: sizes(d.min, plan.draw_max(name), examples.get(name)) for name, d in sorted(plan.dims.items())}
-    modes = MODES if plan.recorded else MODES[1:]
+    modes: tuple[str, ...] = MODES if plan.recorded else MODES[1:]
     if not special_values:
         modes = tuple(m for m in modes if m not in FAR_MODES)
     scalar_strats = {i: _scalar(v) for i, v in plan.scalars.items()} if vary_scalars else {}
@@ -187,8 +187,8 @@ def _tensor(leaf: LeafPlan, shape: list[int], draw: Draw, gen: torch.Generator) 
         lo, hi = _int_range(leaf)
         return torch.randint(lo, hi + 1, shape, generator=gen, dtype=torch.int64).to(dtype)
     if leaf.low is not None or leaf.high is not None:
-        lo = leaf.low if leaf.low is not None else (leaf.high - 2.0)  # type: ignore[operator]
-        hi = leaf.high if leaf.high is not None else lo + 2.0
+        lo = leaf.low if leaf.low is not None else (leaf.high - 2.0)  # type: ignore[operator,assignment]  # float here, int above
+        hi = leaf.high if leaf.high is not None else lo + 2.0  # type: ignore[assignment]
         out = lo + (hi - lo) * torch.rand(shape, generator=gen, dtype=torch.float64)
     else:
         base = torch.randn(shape, generator=gen, dtype=torch.float64)

@@ -116,7 +116,7 @@ class Child:
             cuda_closed_in_forked_child()  # a CPU check; the parent may have touched CUDA
             _child(body, result, write_end, tmp, parent, gate=gate_read)
         os.close(write_end)
-        if gate_read is not None:
+        if gate_read is not None and gate_write is not None:  # made together
             os.close(gate_read)
             THIS.gates.add(gate_write)  # a later child closes it (Process.forked): the gate is this process's
         #: [Held] the write end of the pipe the child waits on before its first stage; None once it runs

@@ -312,9 +312,10 @@ def _first_layer(model: Any) -> Inferred | None:
     for name, sub in model.named_modules():
         where = f"first layer {name or 'the model'} ({type(sub).__name__}"
         if isinstance(sub, conv_module_types()):
-            rank = sub.weight.dim() - 2
-            shape = (BATCH, sub.in_channels, *([32] * rank))
-            return Inferred((torch.randn(shape),), {}, f"{where}, {sub.in_channels} channels): 32 per spatial dim")
+            conv: Any = sub  # one of torch's _ConvNd classes (conv_module_types() is typed as a tuple of types)
+            rank = conv.weight.dim() - 2
+            shape = (BATCH, conv.in_channels, *([32] * rank))
+            return Inferred((torch.randn(shape),), {}, f"{where}, {conv.in_channels} channels): 32 per spatial dim")
         if isinstance(sub, torch.nn.Linear):
             return Inferred((torch.randn(BATCH, sub.in_features),), {}, f"{where}, {sub.in_features} features)")
         if isinstance(sub, torch.nn.Embedding):

@@ -295,13 +295,14 @@ def judge_noise(cmp: Comparison, expected: Any, actual: Any, reference: Any) -> 
     if cmp.problem is not None or cmp.custom_message is not None or not cmp.diffs:
         return NoiseVerdict(note="not a difference in values")
     exp = {p: v for p, v in flatten(expected)[0] if v is not None}
-    act = [v for _, v in flatten(actual)[0] if v is not None]
-    act = dict(zip(exp, act))
+    act = dict(zip(exp, [v for _, v in flatten(actual)[0] if v is not None]))
     ref = {p: v for p, v in flatten(reference)[0] if v is not None}
     verdict = NoiseVerdict()
     for diff in cmp.diffs:
         e, a, r = exp.get(diff.path), act.get(diff.path), ref.get(diff.path)
-        if not all(isinstance(t, torch.Tensor) for t in (e, a, r)) or not e.is_floating_point():
+        if not (isinstance(e, torch.Tensor) and isinstance(a, torch.Tensor) and isinstance(r, torch.Tensor)) or (
+            not e.is_floating_point()
+        ):
             return NoiseVerdict(note=f"output {diff.path or '(the output)'} has no floating float64 counterpart")
         if r.dtype != torch.float64 or r.shape != e.shape:
             return NoiseVerdict(note=f"output {diff.path or '(the output)'} is not computed in float64 by the double copy")
@@ -382,6 +383,7 @@ def verdict_words(verdict: NoiseVerdict | None) -> str | None:
             "so only the explicit rtol/atol fail it"
             + (f"; {leaf.describe()}" if leaf else "")
         )
+    assert leaf is not None  # judged: at least one leaf was
     return (
         f"a defect, not a tolerance question: {_g(leaf.ratio)}x further from a float64 run than eager's own rounding "
         f"allows; {leaf.describe()}"

@@ -75,7 +75,7 @@ def _runner_modules() -> frozenset[str]:
             match = _REQUIREMENT_NAME.match(line)
             if match and "extra ==" not in line:  # what it needs to run, not its optional extras
                 names.add(_canonical(match.group()))
-    modules = set()
+    modules: set[str] = set()
     for name in names:
         try:
             dist = metadata.distribution(name)
@@ -270,7 +270,7 @@ def _validation_spans(filename: str) -> tuple[tuple[int, int], ...]:
         return ()
     spans = []
     for node in ast.walk(tree):
-        text: ast.AST | None = None
+        text: ast.expr | ast.stmt | None = None
         if isinstance(node, ast.Assert):
             text = node.msg
         elif isinstance(node, ast.Raise):

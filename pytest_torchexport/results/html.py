@@ -217,8 +217,8 @@ def source_excerpt(where: str) -> list[tuple[int, str, bool]] | None:
     if not os.path.isfile(path):
         return None
     lines = [(n, linecache.getline(path, n).rstrip("\n")) for n in range(max(1, line - CONTEXT_LINES), line + CONTEXT_LINES + 1)]
-    lines = [(n, text, n == line) for n, text in lines if text or n <= line]
-    return lines or None
+    shown = [(n, text, n == line) for n, text in lines if text or n <= line]
+    return shown or None
 
 
 def _input(spec: dict[str, Any]) -> str:
@@ -262,7 +262,7 @@ def _session_timings(results: list[Result]) -> list[tuple[str, str]]:
     totals: Counter[str] = Counter()
     for r in results:
         for stage, seconds in r.timings.items():
-            totals[stage] += seconds
+            totals[stage] += seconds  # type: ignore[assignment]  # a Counter of float seconds
     whole = totals.pop("total_s", None)
     ranked = [(stage, f"{seconds:.2f}") for stage, seconds in totals.most_common()]
     return ([("all checks (total_s)", f"{whole:.2f}")] if whole is not None else []) + ranked

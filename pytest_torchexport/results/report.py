@@ -269,7 +269,7 @@ class Result:
         return (self.likely_cause or "").split("\n", 1)[0]
 
     def to_dict(self) -> dict[str, Any]:
-        data = {
+        data: dict[str, Any] = {
             "nodeid": self.nodeid,
             "test": self.test,
             "module": self.module,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from .cells import examples_cell, format_err, format_latency
@@ -36,7 +37,7 @@ def summary_lines(results: list[Result], width: int = 100) -> list[str]:
     return table_lines(rows, width)
 
 
-def table_lines(rows: list[tuple[str, ...]], width: int, header: tuple[str, ...] | None = None) -> list[str]:
+def table_lines(rows: Sequence[tuple[str, ...]], width: int, header: tuple[str, ...] | None = None) -> list[str]:
     """The summary's layout for rows of (test, module, backend, status, max err, examples, [ms e/a,] cause)."""
     header = header or ("test", "module", "backend", "status", "max err", "ex", "cause")
     fixed = _widths(rows, header)
@@ -57,14 +58,14 @@ def table_lines(rows: list[tuple[str, ...]], width: int, header: tuple[str, ...]
     return lines
 
 
-def _widths(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> list[int]:
+def _widths(rows: Sequence[tuple[str, ...]], header: tuple[str, ...]) -> list[int]:
     fixed = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header[:-1])]
     fixed[0] = min(fixed[0], max(_NAME, *(len(row[0]) for row in rows)))  # [Alike At 80] never cut again
     fixed[1] = min(fixed[1], 20)  # the module's class: enough to tell the model from a helper
     return fixed
 
 
-def _cause_below(rows: list[tuple[str, ...]], header: tuple[str, ...], width: int) -> bool:
+def _cause_below(rows: Sequence[tuple[str, ...]], header: tuple[str, ...], width: int) -> bool:
     fixed = _widths(rows, header)
     column = width - (sum(fixed) + 2 * len(fixed))
     # A word longer than the column (a long path:line) would be clipped there: under the row it fits.

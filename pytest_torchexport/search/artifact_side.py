@@ -268,6 +268,7 @@ class _OnnxTaps:
         import onnx
 
         source = backend.onnx_model(artifact)
+        assert source is not None, "localize walks an ONNX artifact only where the backend has its model"
         model = onnx.load_from_string(source) if isinstance(source, bytes) else onnx.load(source)
         graph = model.graph
         names = {name for name, _ in module.named_modules()}

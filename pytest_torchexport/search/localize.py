@@ -151,7 +151,8 @@ def _walk(
     """Down one level at a time, into the first child (in execution order) whose artifact output
     differs on eager's input to it: the modules walked with their errors, eager's input to each,
     and how many children were compared."""
-    parent, walked, compared = "", [], 0
+    parent, compared = "", 0
+    walked: list[Any] = []
     givens: list[tuple[Any, Any]] = []  # eager's input to each module walked
     while True:
         children, calls = eager.level(parent, side)

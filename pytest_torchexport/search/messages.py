@@ -121,7 +121,7 @@ def explain_failure(check: Check, failure: Failure, stats: Stats, export_path: A
     if cause:
         lines.append(f"Likely cause: {cause}")
     lines += _reproduce(check, failure) + _remedy(failure, name, passes_with, result)
-    return Outcome(failure.status, "\n".join(lines), cause, kind)
+    return Outcome(failure.status, "\n".join(lines), cause, kind)  # type: ignore[arg-type]  # a failure's status is a Status
 
 
 def _state_lost(check: Check, failure: Failure, stats: Stats, summary: Any) -> Outcome:
@@ -169,7 +169,7 @@ def _state_lost(check: Check, failure: Failure, stats: Stats, summary: Any) -> O
         *_reproduce(check, failure),
         remedy,
     ]
-    return Outcome(failure.status, "\n".join(lines), cause, kind)
+    return Outcome(failure.status, "\n".join(lines), cause, kind)  # type: ignore[arg-type]  # a failure's status is a Status
 
 
 def _numbers(result: Result, failure: Failure) -> tuple[list[str], dict[str, float] | None]:
@@ -225,7 +225,7 @@ def _reproduce(check: Check, failure: Failure) -> list[str]:
             "the rewrite (report it with the model and this input)"
         )
     repro = _save_repro(check, failure)
-    if repro:
+    if repro and check.result.failing_example is not None:
         check.result.failing_example["repro"] = repro
         lines.append(f"Replay: python -m pytest_torchexport.replay {repro}")
     if check.artifact_dir:

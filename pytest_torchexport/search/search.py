@@ -560,7 +560,7 @@ def _per_input(draw: Draw, failure: Failure | None, cmp: Comparison | None, verd
         entry["max_abs"] = cmp.max_abs
         entry["allowed"] = cmp.allowed
     worst = verdict.worst if verdict is not None else None
-    if worst is not None:
+    if worst is not None and verdict is not None:
         entry["float64"] = {"eager": worst.eager_max, "artifact": worst.artifact_max, "rounding": verdict.rounding}
     return entry
 

@@ -292,7 +292,7 @@ def limits(
     machine = machine or Machine.here()
     peak = first.peak_bytes if first is not None else None
     call_bytes = max(peak or 0, recorded_bytes)
-    found = [memory_limit(call_bytes, allowance(options, machine), measured=bool(peak) and peak >= recorded_bytes)]
+    found = [memory_limit(call_bytes, allowance(options, machine), measured=peak is not None and peak != 0 and peak >= recorded_bytes)]
     if first is not None and options is not None:
         found.append(time_limit(first.seconds, plan, options))
     return [limit for limit in found if limit is not None]
@@ -319,7 +319,7 @@ def bound(
     allowed = allowance(options, machine)
     if allowed is not None:
         result.extra["memory_budget_mb"] = round(allowed[0] / 2**20, 1)
-    return _settle(plan, found, result, options, first)
+    return _settle(plan, found, result, options, first)  # type: ignore[return-value]  # options is an Options here, so is _settle's
 
 
 def _settle(

@@ -27,7 +27,7 @@ module's weights in the test's process for as long as the test's checks are bein
 from __future__ import annotations
 
 import time
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,7 +62,7 @@ def shares(spec: Any) -> bool:
     return bool(getattr(backend, "shares_capture", False)) and bool(getattr(backend, "dynamic", True))
 
 
-def worth_sharing(registered: dict[str, Any], names: Iterable[str]) -> bool:
+def worth_sharing(registered: Mapping[str, Any], names: Iterable[str]) -> bool:
     """Two or more of the call's backends start from the capture: one alone captures in its child."""
     return sum(1 for name in names if name in registered and shares(registered[name])) >= 2
 

@@ -114,7 +114,7 @@ def _failed(check: Check, runtime: str, ran: cpp.Ran) -> None:
     cause = f"the model uses {what}, which a C++ deployment does not have"
     status = "load_error" if ran.stage in ("load", "inputs") else "run_error"
     raise Stop(
-        status,
+        "load_error" if ran.stage in ("load", "inputs") else "run_error",
         f"{check.name} artifact does not work from C++ {check.header}\n"
         f"loaded with {runtime} (libtorch {torch.__version__}), it {problem}\n"
         f"C++ said: {first}\n"

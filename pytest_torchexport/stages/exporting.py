@@ -46,7 +46,7 @@ def build(check: Check) -> Artifacts:
     )
     artifact, failure = export_once(check, export_args, export_kwargs, ctx)
     relaxed = violated_dims(failure, plan) if failure is not None and backend.dynamic else frozenset()
-    if relaxed:
+    if relaxed and failure is not None:
         # The declared range is impossible for this code: say so, then export with those
         # dims left to the exporter, so the search can show where the artifact breaks.
         result.findings.append(specialized_finding(failure, name, relaxed, plan))

@@ -209,7 +209,7 @@ class Loading:
         if answer["ok"]:
             # Mapped, not read: a 268 MB output is compared straight from the page cache the
             # loader wrote it to, without a second copy in this process.
-            leaves = torch.load(self.outputs, weights_only=False, mmap=True)
+            leaves = torch.load(self.outputs, weights_only=False, mmap=True)  # type: ignore[arg-type]  # set with the request
             cmp = self._against_eager(leaves)
             if cmp.ok:
                 return StandaloneVerdict(f"loaded and ran in a fresh process ({answer['load_s']:.2f} s load)")
@@ -260,7 +260,7 @@ class Loading:
         assert check.artifacts is not None
         try:
             with quiet_torch(fds=True):
-                loaded = check.backend.load(self.directory, check.artifacts.ctx)
+                loaded = check.backend.load(self.directory, check.artifacts.ctx)  # type: ignore[arg-type]  # set with the request
                 return check.run(loaded, *self.example)[0]
         except Exception:  # noqa: BLE001 - a failing run is the search's to report
             return None
