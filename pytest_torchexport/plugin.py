@@ -93,6 +93,7 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
     __tracebackhide__ = True
     state = item.config.stash[STATE]
     key = items.test_key(item)
+    assert key is not None  # a marked item (its target is not None)
     options = markers.options_of(item)
     recording = state.recordings.get(key)
     try:
@@ -106,7 +107,6 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
         if recording.error is not None:
             # A body that failed fails each item with the body's own error, and leaves a row.
             verdicts.record(item, [adapters.body_row(item, target, recording.error)])
-    assert key is not None  # a marked item (its target is not None)
             raise recording.error
         _check(item, recording, options)
     finally:
@@ -119,16 +119,14 @@ def _check(item: pytest.Item, recording: Any, options: Options) -> None:
     planned = state.scheduler.take(item.nodeid) or adapters.plan(item, recording, options)
     ahead.start_following(item, recording, options)
     ahead.wait_beside(item, planned, recording, options)
-    planned.wait()
-    rows = planned.rows  # type: ignore[union-attr]  # what take() holds here has rows: one per kind of call the test made of the module (recording/kinds.py)
+    result = planned.wait()
+    state.scheduler.timed(result)
+    result.extra["location"] = {"file": item.location[0], "line": item.location[1] + 1}  # type: ignore[operator]  # a function has a line
     model = models.inputs_note(item)
-    for result in rows:
-        state.scheduler.timed(result)
-        result.extra["location"] = {"file": item.location[0], "line": item.location[1] + 1}  # type: ignore[operator]  # a function has a line
-        if model is not None:
-            result.extra["model"] = model
-    verdicts.record(item, rows)
-    verdicts.settle_rows(rows, state)
+    if model is not None:
+        result.extra["model"] = model
+    verdicts.record(item, [result])
+    verdicts.settle_item(result, state)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -207,6 +205,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.stash.get(ahead.ATTEMPTED, False):
         state = item.config.stash[STATE]
         key = items.test_key(item)
+        assert key is not None  # a marked item (its target is not None)
         state.recordings.pop(key, None)
         state.scheduler.cancel(key or "")  # started from the recording this attempt replaces
         state.pending[key] = state.pending.get(key, 0) + 1
@@ -222,4 +221,3 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 __all__ = ["DEFAULT_BACKENDS", "torchexport"]
-        assert key is not None  # a marked item (its target is not None)

@@ -26,55 +26,9 @@ def side_effect_findings(result: Result, mutates_input: bool, changed_state: lis
     if mutates_input:
         result.findings.append(Finding("mutates_input", "forward modifies its input tensors in place"))
     if changed_state:
-        site = update_site(module, changed_state) if module is not None else None
-        at = f" ({explain.where(*site)}: `{explain.source_line(*site)}`)" if site else ""
-        result.findings.append(Finding(
-            "mutates_state", f"forward updates module state on every call: {', '.join(changed_state[:5])}{at}",
-            explain.where(*site) if site else None,
-        ))
-
-
-def update_site(module: Any, names: list[str]) -> tuple[str, int] | None:
-    """The first line of the model's code that updates one of the buffers ``names``: an
-    in-place method (``self.running_mean.mul_(0.9)``), an augmented assignment, an indexed
-    store or a rebinding of ``self.<buffer>`` in the owning module's ``forward``. Read from
-    the source (no call is made); None where it is not in the model's code."""
-    for name in names:
-        owner_path, _, attr = name.rpartition(".")
-        try:
-            owner = module.get_submodule(owner_path) if owner_path else module
-        except AttributeError:
-            continue
-        forward = getattr(type(owner), "forward", None)
-        code = getattr(forward, "__code__", None)
-        if code is None or not explain.is_model_file(code.co_filename):
-            continue
-        try:
-            lines, start = inspect.getsourcelines(forward)  # type: ignore[arg-type]  # it has __code__ (above)
-            tree = ast.parse(textwrap.dedent("".join(lines)))
-        except (OSError, TypeError, SyntaxError):
-            continue
-        found = [node.lineno for node in ast.walk(tree) if _updates(node, attr)]  # type: ignore[attr-defined]  # statements
-        if found:
-            return code.co_filename, start + min(found) - 1
-    return None
-
-
-def _is_self_attr(node: Any, attr: str) -> bool:
-    return (isinstance(node, ast.Attribute) and node.attr == attr and isinstance(node.value, ast.Name)
-            and node.value.id == "self")
-
-
-def _updates(node: Any, attr: str) -> bool:
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-        method = node.func.attr
-        return method.endswith("_") and not method.startswith("_") and _is_self_attr(node.func.value, attr)
-    if isinstance(node, ast.AugAssign):
-        target = node.target.value if isinstance(node.target, ast.Subscript) else node.target
-        return _is_self_attr(target, attr)
-    if isinstance(node, ast.Assign):
-        return any(_is_self_attr(t.value if isinstance(t, ast.Subscript) else t, attr) for t in node.targets)
-    return False
+        result.findings.append(
+            Finding("mutates_state", f"forward updates module state on every call: {', '.join(changed_state[:5])}")
+        )
 
 
 def check_determinism(result: Result, eager: Eager, inputs: tuple[Any, Any], outputs: Any) -> None:
