@@ -112,7 +112,6 @@ def _failed(check: Check, runtime: str, ran: cpp.Ran) -> None:
     check.result.findings.append(Finding("cpp_load", f"{check.name}: loaded in C++ with {runtime}, the saved artifact {problem} ({first})"))
     what = reached or "something only the test's Python process provides"
     cause = f"the model uses {what}, which a C++ deployment does not have"
-    status = "load_error" if ran.stage in ("load", "inputs") else "run_error"
     raise Stop(
         "load_error" if ran.stage in ("load", "inputs") else "run_error",
         f"{check.name} artifact does not work from C++ {check.header}\n"
