@@ -203,11 +203,11 @@ def _as_exported(tree: Any, values: list[Any]) -> Any:
     ``_tree_map_with_path`` says why)."""
     it = iter(values)
 
-    def is_leaf(t: Any) -> bool:
-        return pytree._get_node_type(t) not in pytree.BUILTIN_TYPES
+    def is_leaf(t: Any) -> bool:  # a namedtuple (a tuple's subclass) is a tuple to pytree, not its own class
+        return type(t) not in pytree.BUILTIN_TYPES and not isinstance(t, tuple)
 
     def each(t: Any) -> Any:
-        kind = pytree._get_node_type(t)
+        kind = type(t)
         if kind in pytree.SUPPORTED_NODES:
             return pytree.tree_map(each, pytree.SUPPORTED_NODES[kind].flatten_fn(t)[0], is_leaf=is_leaf)
         return next(it)
