@@ -32,7 +32,8 @@ FLAGS: dict[str, str] = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("specs", nargs="+", metavar="SPEC",
-                        help="timm:NAME, torchvision:NAME, pkg.module:Factory or path/to/file.py:Factory")
+                        help="timm:NAME, torchvision:NAME, transformers:NAME, pkg.module:Factory or "
+                        "path/to/file.py:Factory")
     parser.add_argument("--backends", metavar="A,B", help="backends to run (default trace,script,onnx,export)")
     parser.add_argument("--devices", metavar="cpu,cuda", help="devices (default auto)")
     parser.add_argument("--examples", metavar="N", help="hypothesis examples per backend (default 25)")

@@ -118,7 +118,10 @@ class ModelItem(pytest.Item):
         inferred = infer_inputs(model, self.spec, self.config.stash.get(INPUTS, None))
         try:
             with torch.no_grad():
-                model(*inferred.args, **inferred.kwargs)
+                output = model(*inferred.args, **inferred.kwargs)
+                if inferred.then is not None:  # a causal LM's decode step: the call it is served with next
+                    args, kwargs = inferred.then(inferred.kwargs, output)
+                    model(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - eager refusing the inferred call is the usage error to explain
             raise ModelError(
                 f"{self.spec.text}: {type(model).__name__} does not run on the inferred inputs "

@@ -1,5 +1,5 @@
 """[Model By Name] A ``--torchexport-model`` SPEC read (``timm:NAME``, ``torchvision:NAME``,
-``pkg.module:Factory``, ``path/to/file.py:Factory``, keyword arguments after ``?``) but not
+``transformers:NAME``, ``pkg.module:Factory``, ``path/to/file.py:Factory``, keyword arguments after ``?``) but not
 built; a SPEC that cannot be read is a ``ModelError``. ``models.py`` builds and calls it."""
 
 from __future__ import annotations
@@ -12,8 +12,13 @@ from pathlib import Path
 from typing import Any
 
 #: the prefixes that name a library rather than a module
-LIBRARIES: dict[str, str] = {"timm": "pip install timm", "torchvision": "pip install torchvision"}
-FORMS = "timm:NAME, torchvision:NAME, pkg.module:Factory or path/to/file.py:Factory (keyword arguments after ?)"
+LIBRARIES: dict[str, str] = {
+    "timm": "pip install timm", "torchvision": "pip install torchvision", "transformers": "pip install transformers",
+}
+FORMS = (
+    "timm:NAME, torchvision:NAME, transformers:NAME, pkg.module:Factory or path/to/file.py:Factory "
+    "(keyword arguments after ?)"
+)
 
 
 def install_line(library: str) -> str:

@@ -7,8 +7,9 @@ the SPEC, ``build`` makes the model (random weights, never a download, eval mode
 recorder, so everything after (selection, checks, rows, report, cache, merge) is a marked
 test's.
 
-SPEC is ``timm:NAME``, ``torchvision:NAME``, ``pkg.module:Factory`` or
-``path/to/file.py:Factory``; keyword arguments for the factory follow ``?``, joined by ``&``
+SPEC is ``timm:NAME``, ``torchvision:NAME``, ``transformers:NAME`` (built in
+``transformers_models.py``), ``pkg.module:Factory`` or ``path/to/file.py:Factory``; keyword
+arguments for the factory follow ``?``, joined by ``&``
 (``timm:vit_tiny_patch16_224?num_classes=10&img_size=160``), each value read as a Python
 literal where it is one (``10``, ``(160, 160)``, ``True``) and as text otherwise.
 
@@ -44,7 +45,11 @@ def build(spec: ModelSpec) -> Any:
     """The model of ``spec`` with random weights, in eval mode."""
     import torch
 
-    if spec.kind == "library":
+    if spec.kind == "library" and spec.target == "transformers":
+        from .transformers_models import build as build_transformers
+
+        model = build_transformers(spec)
+    elif spec.kind == "library":
         model = _library_model(spec)
     else:
         factory = _factory(spec)
@@ -71,6 +76,8 @@ class Inferred:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     source: str
+    #: the call after it, made from this call's kwargs and output (a causal LM's decode step), or None
+    then: Any = None
 
 
 def infer_inputs(model: Any, spec: ModelSpec, compact: Any = None) -> Inferred:
@@ -82,6 +89,11 @@ def infer_inputs(model: Any, spec: ModelSpec, compact: Any = None) -> Inferred:
     if compact is not None:
         args, kwargs = compact_inputs.example(compact)
         return Inferred(args, kwargs, f"--torchexport-model-inputs={compact.text}")
+    if spec.kind == "library" and spec.target == "transformers":
+        from .transformers_models import inputs
+
+        args, kwargs, source, then = inputs(model, spec)
+        return Inferred(args, kwargs, source, then)
     own = getattr(model, "example_inputs", None)
     if callable(own):
         try:

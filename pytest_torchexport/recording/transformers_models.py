@@ -1,0 +1,231 @@
+"""[Model By Name] ``transformers:NAME``: a transformers model built from its config class.
+
+``transformers:gpt2?n_layer=2`` builds ``AutoConfig.for_model("gpt2", n_layer=2)`` and the
+model of its task (``AutoModelForCausalLM.from_config``); ``transformers:GPT2LMHeadModel``
+names the class instead (its ``config_class`` makes the config). Random weights from a fixed
+seed, never the hub: nothing is downloaded, so it runs offline and in CI.
+
+Tiny unless told: each size in ``TINY`` the config has, and the SPEC does not set (by its
+name or an alias in the config's ``attribute_map``, so ``n_layer=4`` on GPT-2 is
+``num_hidden_layers``), is brought down to it, so a check takes seconds. Token ids the
+config names (``eos_token_id``, ...) that the smaller vocabulary no longer holds are moved
+inside it.
+
+The task, for a model type: a sequence-to-sequence LM where the config is an
+encoder-decoder, a masked LM where transformers has one (BERT: an encoder), else a causal
+LM (GPT-2, Llama), image classification, CTC (wav2vec2), and the base model last.
+
+The call (``inputs``): token ids drawn in the vocabulary (the first and the last id among
+them) and an attention mask with one row padded, on the left for a causal LM (as served for
+batched generation) and on the right otherwise; a causal LM then makes a decode step: one new
+token with the prefill's ``past_key_values`` fed back, the mask one longer. Images are
+``(2, channels, image_size, image_size)``, waveforms 1600 samples.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+from typing import Any
+
+from .model_specs import ModelError, ModelSpec, call_text, find
+
+#: config sizes brought down where the SPEC does not set them (only ever down)
+TINY: dict[str, int] = {
+    "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 2,
+    "intermediate_size": 64, "vocab_size": 1000, "d_ff": 64, "d_kv": 16, "num_decoder_layers": 2,
+    "encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 2, "decoder_attention_heads": 2,
+    "encoder_ffn_dim": 64, "decoder_ffn_dim": 64, "n_inner": 64,
+}
+#: a convolutional feature extractor's channels (wav2vec2's ``conv_dim``), per layer
+TINY_CHANNELS = 32
+#: the batch of the inferred call: 1 would let exporters specialize the batch dim
+BATCH = 2
+#: tokens in the prefill, samples in a waveform
+TOKENS, SAMPLES = 8, 1600
+#: padded positions in the one padded row
+PADDED = 2
+#: the seed of the random weights, so a SPEC is the same model on every run
+SEED = 0
+INSTALL = "pip install transformers"
+
+
+def build(spec: ModelSpec) -> Any:
+    """The model of ``spec``, random weights, eval mode; a ``ModelError`` says what went wrong."""
+    import torch
+
+    transformers = _import(spec)
+    cls = getattr(transformers, spec.name, None) if spec.name[:1].isupper() else None
+    try:
+        if cls is not None and isinstance(getattr(cls, "config_class", None), type):
+            config = cls.config_class(**tiny(cls.config_class(), spec))
+            with torch.random.fork_rng():
+                torch.manual_seed(SEED)
+                model = cls(config)
+        else:
+            config = _config(transformers, spec)
+            auto = task(transformers, config)
+            with torch.random.fork_rng():
+                torch.manual_seed(SEED)
+                model = auto.from_config(config)
+    except ModelError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a keyword the config refuses, sizes that do not fit
+        raise ModelError(
+            f"{spec.text}: transformers could not build {spec.name}({call_text(spec)}): {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}\n"
+            "Check the keyword arguments after ? against the model's config class"
+        ) from exc
+    return model.eval()
+
+
+def _import(spec: ModelSpec) -> Any:
+    if find("transformers") is None:
+        raise ModelError(f"{spec.text}: transformers is not installed in this environment.\nInstall it: {INSTALL}")
+    try:
+        return importlib.import_module("transformers")
+    except ImportError as exc:
+        raise ModelError(f"{spec.text}: transformers cannot be imported: {exc}\nInstall it: {INSTALL}") from exc
+
+
+def _config(transformers: Any, spec: ModelSpec) -> Any:
+    known = list(transformers.CONFIG_MAPPING.keys())
+    if spec.name not in known:
+        near = difflib.get_close_matches(spec.name, known, n=5, cutoff=0.6)
+        raise ModelError(
+            f"{spec.text}: transformers {transformers.__version__} has no model type {spec.name!r} "
+            f"({len(known)} known) and no model class of that name.\n"
+            + (f"Closest names: {', '.join(near)}" if near else "Name a model type (gpt2, bert, t5) or a class "
+               "(GPT2LMHeadModel)")
+        )
+    default = transformers.AutoConfig.for_model(spec.name)
+    return transformers.AutoConfig.for_model(spec.name, **tiny(default, spec))
+
+
+def tiny(default: Any, spec: ModelSpec) -> dict[str, Any]:
+    """The config's keyword arguments: the SPEC's, and each ``TINY`` size it does not set."""
+    aliases = dict(getattr(default, "attribute_map", {}) or {})
+    said = set()
+    for key in spec.options:
+        said |= {key, aliases.get(key, key)} | {alias for alias, name in aliases.items() if name == key}
+    out: dict[str, Any] = {}
+    for key, small in TINY.items():
+        name = aliases.get(key, key)
+        value = getattr(default, name, None)
+        if key in said or name in said or not isinstance(value, int) or isinstance(value, bool) or value <= small:
+            continue
+        out[key] = small
+    channels = getattr(default, "conv_dim", None)
+    if "conv_dim" not in said and isinstance(channels, (tuple, list)) and channels:
+        out["conv_dim"] = (TINY_CHANNELS,) * len(channels)
+    out.update(spec.options)
+    vocab = out.get("vocab_size", getattr(default, "vocab_size", None))
+    if isinstance(vocab, int):
+        for key in ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id", "sep_token_id"):
+            value = getattr(default, key, None)
+            if key not in said and isinstance(value, int) and value >= vocab:
+                out[key] = vocab - 1
+    return out
+
+
+def task(transformers: Any, config: Any) -> Any:
+    """The Auto class of the model type's task (the module's docstring says the order)."""
+    kind = type(config)
+    if getattr(config, "is_encoder_decoder", False) and kind in transformers.MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING:
+        return transformers.AutoModelForSeq2SeqLM
+    for mapping, auto in (
+        ("MODEL_FOR_MASKED_LM_MAPPING", "AutoModelForMaskedLM"),
+        ("MODEL_FOR_CAUSAL_LM_MAPPING", "AutoModelForCausalLM"),
+        ("MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING", "AutoModelForImageClassification"),
+        ("MODEL_FOR_CTC_MAPPING", "AutoModelForCTC"),
+    ):
+        if kind in getattr(transformers, mapping, ()):
+            return getattr(transformers, auto)
+    return transformers.AutoModel
+
+
+def causal(model: Any) -> bool:
+    """A decoder-only LM with a cache: its served calls are a prefill and decode steps."""
+    config = getattr(model, "config", None)
+    return (
+        config is not None
+        and not getattr(config, "is_encoder_decoder", False)
+        and type(model).__name__.endswith(("ForCausalLM", "LMHeadModel"))
+        and "past_key_values" in inspect.signature(model.forward).parameters
+    )
+
+
+def inputs(model: Any, spec: ModelSpec) -> tuple[tuple[Any, ...], dict[str, Any], str, Any]:
+    """The call to make: (args, kwargs, where they came from, the next call or None).
+
+    The next call (a causal LM's decode step) is a function of the first call's output."""
+    import torch
+
+    config = model.config
+    main = getattr(model, "main_input_name", "input_ids")
+    params = inspect.signature(model.forward).parameters
+    generator = torch.Generator().manual_seed(SEED)
+    if main == "input_ids":
+        embedding = model.get_input_embeddings()
+        vocab = int(getattr(embedding, "num_embeddings", 0) or config.vocab_size)
+        left = causal(model)
+        kwargs: dict[str, Any] = {"input_ids": _ids(vocab, TOKENS, generator)}
+        if "attention_mask" in params:
+            kwargs["attention_mask"] = _padded(TOKENS, left=left)
+        if getattr(config, "is_encoder_decoder", False) and "decoder_input_ids" in params:
+            kwargs["decoder_input_ids"] = _ids(vocab, TOKENS // 2, generator)
+        side = "left" if left else "right"
+        source = f"transformers {type(model).__name__}: ids in its vocabulary of {vocab}, a mask padded on the {side}"
+        if left:
+            return (), kwargs, source + ", then a decode step with the cache", _decode(vocab, generator)
+        return (), kwargs, source, None
+    if main == "pixel_values":
+        channels, size = getattr(config, "num_channels", 3), getattr(config, "image_size", 224)
+        size = size if isinstance(size, int) else int(size[0])
+        pixels = torch.randn(BATCH, channels, size, size, generator=generator)
+        return (), {"pixel_values": pixels}, f"transformers {type(model).__name__}: images of {size} x {size}", None
+    if main == "input_values":
+        wave = torch.randn(BATCH, SAMPLES, generator=generator)
+        return (), {"input_values": wave}, f"transformers {type(model).__name__}: {SAMPLES}-sample waveforms", None
+    raise ModelError(
+        f"{spec.text}: no inputs are inferred for {type(model).__name__}, whose main input is {main!r} "
+        "(ids, images and waveforms are).\nDescribe them with --torchexport-model-inputs (docs/howto-model.md)"
+    )
+
+
+def _ids(vocab: int, length: int, generator: Any) -> Any:
+    import torch
+
+    ids = torch.randint(0, vocab, (BATCH, length), generator=generator)
+    ids[0, 0], ids[-1, -1] = 0, vocab - 1  # the recorded ids span the vocabulary
+    return ids
+
+
+def _padded(length: int, *, left: bool) -> Any:
+    import torch
+
+    mask = torch.ones(BATCH, length, dtype=torch.int64)
+    if left:
+        mask[0, :PADDED] = 0
+    else:
+        mask[0, -PADDED:] = 0
+    return mask
+
+
+def _decode(vocab: int, generator: Any) -> Any:
+    """The decode step after a prefill: one new token per row, the prefill's cache fed back."""
+    import torch
+
+    def step(kwargs: dict[str, Any], output: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        new = torch.randint(0, vocab, (BATCH, 1), generator=generator)
+        nxt: dict[str, Any] = {"input_ids": new, "past_key_values": output.past_key_values}
+        if "attention_mask" in kwargs:
+            mask = kwargs["attention_mask"]
+            nxt["attention_mask"] = torch.cat([mask, torch.ones(BATCH, 1, dtype=mask.dtype)], dim=1)
+        return (), nxt
+
+    return step
+
+
+__all__ = ["BATCH", "TINY", "build", "causal", "inputs", "task", "tiny"]
