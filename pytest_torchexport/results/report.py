@@ -60,7 +60,8 @@ FINDING_DOCS: dict[str, str] = {
     "baked_shape": "a size read as a Python number became a constant in the artifact",
     "baked_argument": "a Python scalar argument is a constant in the artifact: other values are ignored",
     "specialized_dim": "a dim declared dynamic is static or narrowed in the artifact (with the guard)",
-    "assumed_dim": "dim 0 was assumed to be a batch dim, but eager rejects other sizes: held at the example's size",
+    "assumed_dim": "dim 0 was assumed to be a batch dim (or a text model's dim 1 its sequence), but eager rejects "
+    "other sizes: held at the example's size",
     "data_dependent_branch": "torch.export cannot capture a branch on a tensor's value",
     "unsupported_op": "the exporter has no lowering for an operator (with these shapes)",
     "unsupported_python": "TorchScript cannot compile a Python construct",
