@@ -1,7 +1,7 @@
 """``python -m pytest_torchexport COMMAND``: the commands that run outside a pytest session.
 
 Thin on purpose: each command's arguments and logic live in its own module (``merge.py``,
-``glue/command.py``).
+``glue/command.py``, ``replay.py``).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from . import verify
+from . import replay
 from .glue import command
 from .results import merge
 
@@ -38,11 +39,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             description=verify.__doc__.split("\n\n")[0],
         )
     )
+    replay.add_arguments(
+        commands.add_parser(
+            "replay",
+            help="replay a failing example saved by --torchexport-repro-dir: exit 1 while it fails, 0 once fixed",
+            description=replay.__doc__.split("\n\n")[0],
+        )
+    )
     own, extra = command.split(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(own)
     if extra and args.command != "check":
         parser.error(f"arguments after -- are pytest's, for check only: {' '.join(extra)}")
     args.pytest_args = extra
+    if args.command == "replay":
+        return replay.replay(args.file, allow_pickle=args.allow_pickle)
     if args.command == "verify":
         return verify.run(args)
     return command.run(args) if args.command == "check" else merge.run(args)

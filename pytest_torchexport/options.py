@@ -108,9 +108,70 @@ OPTION_DOCS: dict[str, str] = {
     'output\'s scale, "weight_type"/"activation_type": "QInt8"|"QUInt8", "per_channel"/"reduce_range": bool} '
     "(onnxruntime's defaults otherwise); default budget 8 x 1/510 x sqrt(op depth)",
     "budget": "the most a test's checks may spend beyond their exports: seconds, \"90s\", \"10m\", \"1h\" or \"off\" "
-    "(the full search); default the larger of BUDGET_FLOOR_S and BUDGET_MULTIPLE x the test body's own time "
-    "(docs/howto-budget.md)",
+    "(the full search); default the larger of 60 s and 10 x the test body's own time (docs/howto-budget.md)",
 }
+
+#: Defaults a value cannot show (None that means "derived"): the reference page's default column.
+OPTION_DEFAULTS: dict[str, str] = {
+    "dynamic": "dim 0 as batch, and dims shared by several inputs",
+    "inputs": "the recorded call",
+    "rtol": "per dtype and backend",
+    "atol": "per dtype and backend",
+    "module": "the first module the test calls",
+    "seed": "drawn (derandomized under CI)",
+    "compare": "torch.testing.assert_close",
+    "onnx_optimize": "off",
+    "onnx_fp16": "off",
+    "onnx_quantize": "off",
+    "budget": "max(60 s, 10 x the test body's time)",
+}
+
+#: Environment variables a person may set, each read through ``environment()`` here and nowhere else
+#: (docs/reference.md): name -> what it does. ``tests/test_reference_table.py`` finds every name the
+#: package reads and holds it to this table or ``INTERNAL_ENVIRONMENT``.
+ENVIRONMENT: dict[str, str] = {
+    "TORCHEXPORT_CACHE_SECRET": "signs every verdict-cache entry written and refuses one whose signature does not "
+    "verify; pass it to trusted CI runs only (docs/howto-cache.md)",
+    "TORCHEXPORT_JOBS": "how many checks this process runs side by side (default: its share of the cores, at most one "
+    "per 2 GiB of available memory); 1: one at a time",
+    "TORCHEXPORT_COPY_LIMIT": "bytes of parameters and buffers a test's copies of its modules \"as called\" may hold "
+    "(default 2 GiB); past it the live module is checked (earlier name TORCHEXPORT_COPY_BUDGET, still read)",
+    "TORCHEXPORT_SIZE_BUDGET": "off: lift every limit on drawn sizes and examples, whatever they cost (a machine known "
+    "to hold the declared ranges)",
+    "CI": "set (as CI services do): the search is derandomized per test and backend, so an unchanged model gets the "
+    "same verdict on every run",
+    "GITHUB_ACTIONS": "true: each failing row is also a GitHub Actions error annotation at its source line",
+    "CXX": "the C++ compiler the C++ load check builds its runner with (default: c++, g++ or clang++ on PATH)",
+    "TORCHEXPORT_CPP_CACHE": "where the C++ runner is built, once per torch (default: XDG_CACHE_HOME/pytest-torchexport/cpp)",
+    "XDG_CACHE_HOME": "the cache folder the C++ runner goes under (default ~/.cache)",
+}
+#: Earlier names still read: the earlier name -> the name it became.
+ENVIRONMENT_ALIASES: dict[str, str] = {"TORCHEXPORT_COPY_BUDGET": "TORCHEXPORT_COPY_LIMIT"}
+#: Variables the package sets or reads for itself, never a person: not on the reference page.
+INTERNAL_ENVIRONMENT: dict[str, str] = {
+    "TORCHEXPORT_LOADER_PARENT": "the standalone loader's parent process, set when it is spawned",
+    "PYTEST_XDIST_WORKER_COUNT": "set by pytest-xdist in its workers",
+    "TMPDIR": "set in a check's child process to the check's scratch folder",
+}
+
+
+def environment(name: str, default: str = "") -> str:
+    """The value of one of ``ENVIRONMENT``'s variables (or its earlier name), read when asked, never cached."""
+    import os
+
+    value = os.environ.get(name)
+    if value is None:
+        value = next((os.environ[old] for old, new in ENVIRONMENT_ALIASES.items() if new == name and old in os.environ),
+                     None)
+    return default if value is None else value
+
+
+def closest(name: str, valid: Sequence[str]) -> str:
+    """\" (did you mean 'x'?)\" for the valid name nearest a misspelled one, or \"\" when none is near."""
+    import difflib
+
+    near = difflib.get_close_matches(str(name), [str(v) for v in valid], n=1, cutoff=0.75)
+    return f" (did you mean {near[0]!r}?)" if near else ""
 
 @dataclass(frozen=True)
 class Options:
@@ -161,7 +222,7 @@ class Options:
         unknown = sorted(set(given) - set(MARKER_OPTIONS) - {"repro_dir", "keep_artifacts", "isolation", "require", "memory", "cpp", "bundle"})
         if unknown:
             raise InvalidArgument(
-                f"unknown torchexport option(s) {', '.join(map(repr, unknown))}; "
+                f"unknown torchexport option(s) {', '.join(map(repr, unknown))}{closest(unknown[0], MARKER_OPTIONS)}; "
                 f"valid options: {', '.join(MARKER_OPTIONS)}"
             )
         values = {k: v for k, v in given.items() if v is not None}
@@ -225,7 +286,8 @@ def parse_backends(value: Any, valid: Sequence[str]) -> tuple[str, ...]:
     bad = [n for n in names if n not in valid]
     if bad:
         raise InvalidArgument(
-            f"unknown torchexport backend(s) {', '.join(map(repr, bad))}; valid backends: {', '.join(valid)}"
+            f"unknown torchexport backend(s) {', '.join(map(repr, bad))}{closest(bad[0], valid)}; "
+            f"valid backends: {', '.join(valid)}"
         )
     if not names:
         raise InvalidArgument(f"torchexport backends= is empty; valid backends: {', '.join(valid)}")
@@ -237,7 +299,8 @@ def parse_devices(value: Any) -> tuple[str, ...]:
     bad = [n for n in names if n not in (*DEVICES, "auto")]
     if bad or not names:
         raise InvalidArgument(
-            f"unknown torchexport device(s) {', '.join(map(repr, bad)) or '(none given)'}; "
+            f"unknown torchexport device(s) {', '.join(map(repr, bad)) or '(none given)'}"
+            f"{closest(bad[0], (*DEVICES, 'auto')) if bad else ''}; "
             f"valid devices: {', '.join(DEVICES)}, auto"
         )
     return tuple(dict.fromkeys(names))
@@ -267,8 +330,8 @@ def parse_duration(option: str, value: Any) -> float:
     import math
 
     if isinstance(value, str):
-        text = value.strip().lower()
-        if text == "off":
+        text = value.strip()  # strict: "5S" is not a unit, and an empty value is not a duration
+        if text.lower() == "off":
             return math.inf
         number, unit = (text[:-1], text[-1]) if text[-1:] in _UNITS else (text, "s")
         try:

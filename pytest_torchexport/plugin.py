@@ -18,7 +18,7 @@ import pytest
 from ._compat import skip_fixture_setup
 from .errors import InvalidArgument
 from .glue import adapters, ahead, hookspecs, items, markers, models, verdicts
-from .glue.cli import add_options
+from .glue.cli import add_options, misspelled_flags
 from .glue.costs import Costs
 from .glue.state import STATE, State
 from .glue.summary import Reporting
@@ -34,6 +34,15 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
+    # Before pytest reads the command line: a misspelled --torchexport-* flag is one usage error naming
+    # the closest flag, not an abbreviation taken silently or a "path" pytest cannot find.
+    wrong = misspelled_flags(args)
+    if wrong:
+        raise pytest.UsageError(wrong)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -87,6 +96,10 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Any:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Any:
+    error = items.usage_error(item)
+    if error is not None:  # the marker's options are wrong: this test's one item says so, nothing runs
+        verdicts.record(item, [markers.usage_row(item, error)])
+        pytest.fail(error, pytrace=False)
     target = items.target(item)
     if target is None:
         return (yield)

@@ -1,4 +1,6 @@
-"""Replay a failing example saved by ``--torchexport-repro-dir``: ``python -m pytest_torchexport.replay FILE``.
+"""Replay a failing example saved by ``--torchexport-repro-dir``: ``python -m pytest_torchexport replay FILE``.
+
+(``python -m pytest_torchexport.replay FILE``, the command's earlier form, still works.)
 
 The file holds the failing inputs, the inputs the export used, and the module as its
 importable classes, attributes and tensors (``search/repro.py``): it is read with
@@ -21,6 +23,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+#: How a person runs it (``__main__.py``'s subcommand).
+COMMAND = "python -m pytest_torchexport replay"
 #: The exit code when the file cannot be replayed (argparse exits 2 on a bad command line too).
 CANNOT = 2
 _ALLOW = "--allow-pickle"
@@ -74,7 +78,7 @@ def _refuse(path: str, why: str) -> None:
         f"cannot replay {path} without unpickling it: {why}.\n"
         "Unpickling runs whatever code the file names, so a file made by anyone else can run their code "
         "on this machine; replay does it only when asked.\n"
-        f"If you trust whoever made this file: python -m pytest_torchexport.replay {path} {_ALLOW}"
+        f"If you trust whoever made this file: {COMMAND} {path} {_ALLOW}"
     )
 
 
@@ -212,12 +216,17 @@ def _verdict(backend: Any, artifact: Any, eager: Any, data: dict[str, Any]) -> i
     return 1
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pytest_torchexport.replay", description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help="a .pt file written by --torchexport-repro-dir")
     parser.add_argument(_ALLOW, action="store_true",
                         help="unpickle what the file cannot hold otherwise (runs code the file names: only for "
                              "a file whose maker you trust)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pytest_torchexport.replay FILE``, the earlier form of ``python -m pytest_torchexport replay``."""
+    parser = argparse.ArgumentParser(prog="python -m pytest_torchexport.replay", description=__doc__.splitlines()[0])
+    add_arguments(parser)
     args = parser.parse_args(argv)
     return replay(args.file, allow_pickle=args.allow_pickle)
 

@@ -88,7 +88,7 @@ def _replay(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     # A fresh interpreter, as a user runs it: nothing of the test's process is imported there.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])  # this checkout's plugin, not the models' folder
-    return subprocess.run([sys.executable, "-m", "pytest_torchexport.replay", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "pytest_torchexport", "replay", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -117,7 +117,7 @@ def test_a_module_only_pickle_rebuilds_is_refused_with_the_reason_then_replayed_
         f"cannot replay {repro} without unpickling it: the module holds Hooked.act, a "
         "builtins.builtin_function_or_method (only unpickling rebuilds one).")
     assert "Unpickling runs whatever code the file names" in refused.stdout
-    assert f"python -m pytest_torchexport.replay {repro} --allow-pickle" in refused.stdout
+    assert f"python -m pytest_torchexport replay {repro} --allow-pickle" in refused.stdout
     allowed = _replay(tmp_path, repro, "--allow-pickle")
     assert allowed.returncode == 1, allowed.stdout + allowed.stderr
     assert allowed.stdout.startswith(f"unpickling part of {repro} as --allow-pickle asks: the module holds Hooked.act")

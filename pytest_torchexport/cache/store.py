@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..options import environment
 from . import sources
 
 VERSION = 1
@@ -61,7 +62,7 @@ def resolve(value: str | None, default: Path | None, base: Path) -> Cache | None
     if text.lower() in ("off", "no", "false", "0", "none"):
         return None
     # An empty value counts as unset: CI systems give an empty string for a secret a run may not see.
-    secret = os.environ.get(SECRET_ENV) or None
+    secret = environment(SECRET_ENV) or None
     if text:
         return Cache(base / Path(text).expanduser(), secret=secret)
     return Cache(default, secret=secret) if default is not None else None

@@ -51,6 +51,8 @@ class Flag:
     read: Callable[[str, Any], Any] = _text
     switch: bool = False  # a flag without a value (store_true)
     repeat: bool = False  # a flag given several times (append); its ini key takes one value a line
+    default: str = ""  # the default, as docs/reference.md shows it (empty: the marker option's)
+    metavar: str | None = None
 
     @property
     def dest(self) -> str:
@@ -66,17 +68,17 @@ FLAGS: tuple[Flag, ...] = (
          f"hypothesis examples per backend (default {DEFAULT_EXAMPLES})", "examples", _int),
     Flag("--torchexport-report", "torchexport_report",
          "write the session report: .json, .md for Markdown, or .html for a page (the html extra); repeatable, "
-         "one file per format from one run (ini: one path a line)", repeat=True),
+         "one file per format from one run (ini: one path a line)", repeat=True, default="none", metavar="PATH"),
     Flag("--torchexport-baseline", "torchexport_baseline",
-         "compare with a committed baseline report: fail on a regression"),
-    Flag("--torchexport-update-baseline", None, "write the baseline (--torchexport-baseline) from this run",
-         switch=True),
-    Flag("--torchexport-auto", None,
+         "compare with a committed baseline report: fail on a regression", default="none", metavar="PATH"),
+    Flag("--torchexport-update-baseline", "torchexport_update_baseline",
+         "write the baseline (--torchexport-baseline) from this run", switch=True, default="false"),
+    Flag("--torchexport-auto", "torchexport_auto",
          "check every collected test as if it carried a bare torchexport marker (explicit markers keep their "
-         "options); a test that calls no nn.Module is skipped", switch=True),
+         "options); a test that calls no nn.Module is skipped", switch=True, default="false"),
     Flag("--torchexport-repro-dir", "torchexport_repro_dir", "save each failing example here for replay",
          "repro_dir", _path),
-    Flag("--torchexport-seed", None, "fix the seed of input generation", "seed", _int),
+    Flag("--torchexport-seed", "torchexport_seed", "fix the seed of input generation", "seed", _int),
     Flag("--torchexport-keep-artifacts", "torchexport_keep_artifacts",
          "keep every exported artifact, with its readable form (TorchScript code, export graph, ONNX text), "
          "under DIR/<test>/<backend>/", "keep_artifacts", _path),
@@ -88,10 +90,12 @@ FLAGS: tuple[Flag, ...] = (
          "being skipped, e.g. onnx,executorch", "require"),
     Flag("--torchexport-cache", "torchexport_cache",
          "DIR or off: reuse a pass whose every input is unchanged (versions, options, module and state, recorded "
-         "inputs, the source of every file that ran or was read to make it); default: under pytest's cache dir"),
+         "inputs, the source of every file that ran or was read to make it); default: under pytest's cache dir",
+         default="under pytest's cache dir"),
     Flag("--torchexport-isolation", "torchexport_isolation",
          "process (default where the OS can fork and CUDA is not yet initialised): each backend check "
-         "in its own child process; inline: in the test's process", "isolation", _word),
+         "in its own child process; inline: in the test's process", "isolation", _word,
+         default="process where the OS can fork"),
     Flag("--torchexport-budget", "torchexport_budget",
          "DURATION or off: the most a test's checks may spend beyond their exports (90s, 10m, 1h); default a "
          "multiple of the test body's own time (docs/howto-budget.md); off: the full search", "budget", _word),
@@ -105,45 +109,81 @@ FLAGS: tuple[Flag, ...] = (
 def add_options(parser: Any) -> None:
     group = parser.getgroup("torchexport", "export validation (pytest-torchexport)")
     for row in FLAGS:
-        if row.switch:
-            group.addoption(row.flag, dest=row.dest, action="store_true", default=False, help=row.help)
-        elif row.repeat:
-            group.addoption(row.flag, dest=row.dest, action="append", default=[], help=row.help)
-        else:
-            group.addoption(row.flag, dest=row.dest, default=None, help=row.help)
-        if row.ini and row.repeat:
-            parser.addini(row.ini, help=row.help, type="linelist", default=[])
-        elif row.ini:
-            parser.addini(row.ini, help=row.help, default=None)
-        if row.flag == "--torchexport-auto":
-            parser.addini(
-                "torchexport_auto", type="bool", default=False,
-                help="check every collected test as if it carried a bare torchexport marker",
-            )
+        _register(group, parser, row)
     add_model_options(group, parser)
 
 
+def _register(group: Any, parser: Any, row: Flag) -> None:
+    """One row: its flag and its ini key of the same name (a switch's ini key is a bool, a repeatable
+    flag's takes one value a line)."""
+    # what the value looks like; argparse would show the dest in capitals (TORCHEXPORT_BACKENDS), which reads
+    # like an environment variable
+    named = {"metavar": row.metavar or METAVARS.get(row.option or row.dest.removeprefix("torchexport_"), "VALUE")}
+    if row.switch:
+        group.addoption(row.flag, dest=row.dest, action="store_true", default=False, help=row.help)
+    elif row.repeat:
+        group.addoption(row.flag, dest=row.dest, action="append", default=[], help=row.help, **named)
+    else:
+        group.addoption(row.flag, dest=row.dest, default=None, help=row.help, **named)
+    if row.ini and row.switch:
+        parser.addini(row.ini, help=row.help, type="bool", default=False)
+    elif row.ini and row.repeat:
+        parser.addini(row.ini, help=row.help, type="linelist", default=[])
+    elif row.ini:
+        parser.addini(row.ini, help=row.help, default=None)
+
+
+#: How each flag's value is shown in --help, by the option it sets.
+METAVARS: dict[str, str] = {
+    "backends": "A,B", "devices": "cpu,cuda", "examples": "N", "seed": "N", "timeout": "SECONDS",
+    "repro_dir": "DIR", "keep_artifacts": "DIR", "bundle": "DIR", "require": "A,B", "cache": "DIR|off",
+    "isolation": "process|inline", "budget": "DURATION|off", "memory": "SIZE|off", "cpp": "auto|off",
+}
+
+
+#: [Model By Name] glue/models.py reads these: a SPEC list, not one marker option.
+MODEL_FLAGS: tuple[Flag, ...] = (
+    Flag("--torchexport-model", "torchexport_model",
+         "check a model with no test file (repeatable): timm:NAME, torchvision:NAME, transformers:NAME, "
+         "pkg.module:Factory or path/to/file.py:Factory, keyword arguments after ? "
+         "(timm:vit_tiny_patch16_224?num_classes=10); random weights, eval mode, inputs inferred; each model is a "
+         "test, torchexport-model::SPEC (ini: one SPEC a line)", repeat=True, default="none", metavar="SPEC"),
+    Flag("--torchexport-model-inputs", "torchexport_model_inputs",
+         "the inputs of the --torchexport-model models where inference cannot find them: "
+         "'x: float32[batch=1..8, 3, 224, 224]; mask: bool[batch, 16]' (dtype, sizes, dims with their ranges)",
+         default="inferred", metavar="SPECS"),
+    Flag("--torchexport-models-only", "torchexport_models_only",
+         "collect only the --torchexport-model tests, no test files (what `python -m pytest_torchexport check` runs)",
+         switch=True, default="false"),
+)
+#: Earlier ini keys, still read: the earlier name -> the key of the flag's own name.
+INI_ALIASES: dict[str, str] = {"torchexport_models": "torchexport_model"}
+
+
 def add_model_options(group: Any, parser: Any) -> None:
-    """[Model By Name] glue/models.py reads these: a SPEC list, not one marker option."""
-    model_help = (
-        "check a model with no test file (repeatable): timm:NAME, torchvision:NAME, transformers:NAME, "
-        "pkg.module:Factory or "
-        "path/to/file.py:Factory, keyword arguments after ? (timm:vit_tiny_patch16_224?num_classes=10); random "
-        "weights, eval mode, inputs inferred; each model is a test, torchexport-model::SPEC (ini: one SPEC a line)"
-    )
-    group.addoption("--torchexport-model", dest="torchexport_model", action="append", default=[], metavar="SPEC",
-                    help=model_help)
-    parser.addini("torchexport_models", type="linelist", default=[], help=model_help)
-    group.addoption(
-        "--torchexport-model-inputs", dest="torchexport_model_inputs", default=None, metavar="SPECS",
-        help="the inputs of the --torchexport-model models where inference cannot find them: "
-        "'x: float32[batch=1..8, 3, 224, 224]; mask: bool[batch, 16]' (dtype, sizes, dims with their ranges)",
-    )
-    group.addoption(
-        "--torchexport-models-only", dest="torchexport_models_only", action="store_true", default=False,
-        help="collect only the --torchexport-model tests, no test files "
-        "(what `python -m pytest_torchexport check` runs)",
-    )
+    for row in MODEL_FLAGS:
+        _register(group, parser, row)
+    for old, new in INI_ALIASES.items():
+        parser.addini(old, type="linelist", default=[], help=f"the earlier name of {new}, still read")
+
+
+def misspelled_flags(args: Sequence[str]) -> str | None:
+    """The usage error for a ``--torchexport-*`` argument that names no flag, with the closest one; read
+    before pytest parses the command line, which would take a misspelled ``--torchexport-model-input=...``
+    for an abbreviation or a path ("path cannot contain [] parametrization")."""
+    from ..options import closest
+
+    known = [row.flag for row in (*FLAGS, *MODEL_FLAGS)]
+    wrong = []
+    for arg in args:
+        if arg == "--":
+            break
+        name = str(arg).split("=", 1)[0]
+        if name.startswith("--torchexport") and name not in known:
+            wrong.append(f"unknown flag {name}{closest(name, known)}")
+    if not wrong:
+        return None
+    return "; ".join(dict.fromkeys(wrong)) + " (the flags: pytest --help, or docs/reference.md)"
 
 
 def session_defaults(config: Any, valid_backends: Sequence[str]) -> dict[str, Any]:
@@ -152,14 +192,19 @@ def session_defaults(config: Any, valid_backends: Sequence[str]) -> dict[str, An
     for row in FLAGS:
         if row.option is None:
             continue
-        value = config.getoption(row.dest)
+        value, given_as = config.getoption(row.dest), f"{row.flag}="
         if value is None and row.ini:
-            value = config.getini(row.ini)
-        if value:
+            value, given_as = config.getini(row.ini) or None, f"ini {row.ini} = "
+        if value is None or value is False:
+            continue
+        try:  # each value checked alone, so the message names where it was given
             given[row.option] = row.read(row.flag, value)
+            Options.build(valid_backends=valid_backends, **{row.option: given[row.option]})
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"{given_as}{value}: {exc}") from None
     given.setdefault("devices", "auto")
     Options.build(valid_backends=valid_backends, **given)  # fail fast on a bad CLI value
     return given
 
 
-__all__ = ["FLAGS", "add_model_options", "add_options", "session_defaults"]
+__all__ = ["FLAGS", "INI_ALIASES", "MODEL_FLAGS", "add_model_options", "add_options", "misspelled_flags", "session_defaults"]

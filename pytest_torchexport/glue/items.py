@@ -32,6 +32,9 @@ class Target:
     backend: str
     device: str
     id: str  # the id suffix: torchexport-<backend>[-<device>]
+    #: The marker's options cannot be honoured: the one item of such a test fails with this usage error
+    #: (a ``usage_error`` row) and nothing is checked; ``target()`` does not return it.
+    error: str | None = None
 
     def __repr__(self) -> str:  # pytest shows it in --collect-only and failure headers
         return self.id
@@ -51,10 +54,16 @@ def targets(options: Options) -> list[Target]:
 def target(item: pytest.Item) -> Target | None:
     cloned = item.stash.get(_CLONED, None)
     if cloned is not None:
-        return cloned
+        return cloned if cloned.error is None else None
     params = getattr(getattr(item, "callspec", None), "params", {})
     value = params.get(TARGET)
-    return value if isinstance(value, Target) else None
+    return value if isinstance(value, Target) and value.error is None else None
+
+
+def usage_error(item: pytest.Item) -> str | None:
+    """The usage error of an item made for a test whose marker options are wrong (``Target.error``)."""
+    value = item.stash.get(_CLONED, None) or getattr(getattr(item, "callspec", None), "params", {}).get(TARGET)
+    return value.error if isinstance(value, Target) else None
 
 
 def attach(item: pytest.Item, t: Target) -> None:

@@ -1,8 +1,9 @@
 """[Markers] From a test's ``torchexport`` markers to its options and its items.
 
 The marker's options are merged closest-last (module, class, function) and resolved against
-the session's defaults (``options.Options``); a bad option is a usage error, listed while
-collecting and raised once at its end, never a module's collection error. Items that carry
+the session's defaults (``options.Options``); a bad option is said once, as a usage error on
+the test's own item (``[torchexport-marker]``, a ``usage_error`` row): the session goes on, and
+a test ``-k`` deselects costs nothing. Items that carry
 the marker but were not parametrized (unittest methods, markers a conftest added late)
 become one item per (backend, device) here (``items.clone``).
 """
@@ -49,14 +50,28 @@ def options_of(item: pytest.Item) -> Options:
     return resolve(item.config.stash[STATE], marker_options(item), item.nodeid)
 
 
+#: The id of the one item of a test whose marker options are wrong.
+MARKER_ERROR_ID = "torchexport-marker"
+
+
 def targets(state: State, node: Any) -> list[items.Target] | None:
-    """The (backend, device) items of a marked test; a bad option is a usage error (listed, raised once)."""
+    """The (backend, device) items of a marked test; for a bad option, one item that fails with it."""
     try:
         options = resolve(state, marker_options(node), node.nodeid)
     except pytest.UsageError as exc:
-        state.usage_errors.append(str(exc))
-        return None
+        return [items.Target("marker", "cpu", MARKER_ERROR_ID, error=str(exc))]
     return items.targets(options)
+
+
+def usage_row(item: pytest.Item, message: str) -> Any:
+    """The ``usage_error`` row of a test whose marker options are wrong: nothing was checked."""
+    from ..results.outcome import Outcome, row
+
+    test = item.nodeid.replace(f"[{MARKER_ERROR_ID}]", "").replace(f"-{MARKER_ERROR_ID}]", "]")
+    why = message.split(": ", 1)[-1]
+    verdict = Outcome("usage_error", f"The torchexport marker cannot be honoured, so nothing was checked\n{message}",
+                      why, "usage")
+    return row(verdict, backend="marker", device="cpu", nodeid=item.nodeid, test=test)
 
 
 def parametrize(metafunc: pytest.Metafunc) -> None:
@@ -84,7 +99,9 @@ def expand(config: pytest.Config, collected: list[pytest.Item]) -> None:
     changed = False
     for item in collected:
         marked = item.get_closest_marker(MARKER) is not None
-        if items.target(item) is not None or not (marked or (state.auto and isinstance(item, pytest.Function))):
+        if items.target(item) is not None or items.usage_error(item) is not None or not (
+            marked or (state.auto and isinstance(item, pytest.Function))
+        ):
             out.append(item)
             continue
         why = items.cannot_clone(item)
@@ -114,12 +131,7 @@ class LateMarkers:
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
         expand(config, items)
-        state = config.stash[STATE]
-        if state.usage_errors:
-            # [Usage Errors] A UsageError raised while a module is collected would become that
-            # module's collection error; raised here it ends the session as a usage error (exit 4).
-            raise pytest.UsageError("\n".join(state.usage_errors))
-        state.pending = items_per_test(items)
+        config.stash[STATE].pending = items_per_test(items)
 
 
 def items_per_test(collected: list[pytest.Item]) -> dict[str, int]:
@@ -131,4 +143,7 @@ def items_per_test(collected: list[pytest.Item]) -> dict[str, int]:
     return counts
 
 
-__all__ = ["MARKER", "LateMarkers", "expand", "items_per_test", "marker_options", "options_of", "parametrize", "resolve"]
+__all__ = [
+    "MARKER", "MARKER_ERROR_ID", "LateMarkers", "expand", "items_per_test", "marker_options", "options_of",
+    "parametrize", "resolve", "usage_row",
+]

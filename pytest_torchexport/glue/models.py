@@ -36,7 +36,9 @@ def configure(config: pytest.Config) -> None:
     from ..errors import InvalidArgument
     from ..recording.models import ModelError, ModelSpec
 
-    texts = list(config.getoption("torchexport_model") or []) + list(config.getini("torchexport_models") or [])
+    # torchexport_models: the ini key's earlier name, still read (cli.INI_ALIASES)
+    texts = [*(config.getoption("torchexport_model") or []), *(config.getini("torchexport_model") or []),
+             *(config.getini("torchexport_models") or [])]
     base = Path(config.invocation_params.dir)
     specs, errors = [], []
     for text in dict.fromkeys(t.strip() for t in texts if t.strip()):
@@ -47,7 +49,7 @@ def configure(config: pytest.Config) -> None:
     if errors:
         raise pytest.UsageError("\n".join(errors))
     config.stash[SPECS] = specs
-    given = config.getoption("torchexport_model_inputs")
+    given = config.getoption("torchexport_model_inputs") or config.getini("torchexport_model_inputs")
     config.stash[INPUTS] = None
     if given:
         if not specs:
@@ -63,7 +65,7 @@ def configure(config: pytest.Config) -> None:
 
 def ignore(config: pytest.Config) -> bool | None:
     """Under ``--torchexport-models-only`` no test file is collected (None: pytest decides)."""
-    return True if config.getoption(ONLY, False) else None
+    return True if config.getoption(ONLY, False) or config.getini(ONLY) else None
 
 
 def collect(session: pytest.Session, collected: list[pytest.Item]) -> None:

@@ -87,7 +87,8 @@ class State:
                 if absent:  # said now, not after an hour of checks
                     raise pytest.UsageError(absent)
         state.baseline_path = config.getoption("torchexport_baseline") or config.getini("torchexport_baseline") or None
-        state.update_baseline = bool(config.getoption("torchexport_update_baseline"))
+        state.update_baseline = flag(config.getoption("torchexport_update_baseline")) or flag(
+            config.getini("torchexport_update_baseline"))
         if state.update_baseline and not state.baseline_path:
             raise pytest.UsageError("--torchexport-update-baseline needs --torchexport-baseline=PATH (where to write it)")
         if state.baseline_path and not state.update_baseline:

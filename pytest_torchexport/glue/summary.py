@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +91,9 @@ class Reporting:
         for line in cut_lines(self.state.results):
             terminalreporter.write_line(line)
         self._baseline_summary(terminalreporter)
-        if os.environ.get("GITHUB_ACTIONS") == "true":
+        from ..options import environment
+
+        if environment("GITHUB_ACTIONS") == "true":
             from .annotations import annotation
 
             # Each command on a line of its own (write_line), which -q does not suppress.

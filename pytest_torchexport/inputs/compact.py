@@ -51,6 +51,12 @@ def parse(text: str) -> CompactInputs:
     for part in parts:
         match = _ONE.match(part)
         if match is None:
+            if re.search(r"\]\s*,\s*\w+\s*:", part):  # "x: float32[2, 4], y: ...": a comma between inputs
+                fixed = re.sub(r"\]\s*,\s*(?=\w+\s*:)", "]; ", part.strip())
+                raise InvalidArgument(
+                    f"--torchexport-model-inputs: inputs are separated by ';', not ',' (a comma separates the "
+                    f"sizes inside [...]): write {fixed!r}"
+                )
             raise InvalidArgument(f"--torchexport-model-inputs: cannot read {part.strip()!r}; write {FORM}")
         dtype = getattr(torch, match["dtype"], None)
         if not isinstance(dtype, torch.dtype):

@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..options import environment
+
 SOURCE = Path(__file__).with_name("cpp_runner.cpp")
 MAGIC = b"TXCPP001"
 #: How long a build may take (a loaded 2-core machine took 60 s for the 20 s build).
@@ -147,7 +149,7 @@ class Toolchain:
 
 def find_compiler() -> str | None:
     """``$CXX`` where it is set (a path or a name on ``PATH``), else ``c++``, ``g++`` or ``clang++`` on ``PATH``."""
-    given = os.environ.get("CXX")
+    given = environment("CXX") or None
     if given is not None:
         return shutil.which(given)
     for name in ("c++", "g++", "clang++"):
@@ -167,7 +169,7 @@ def toolchain() -> Toolchain | str:
             return f"this torch installation has no C++ headers and libraries ({torch_dir / needed} is missing)"
     compiler = find_compiler()
     if compiler is None:
-        given = os.environ.get("CXX")
+        given = environment("CXX") or None
         where = f"CXX={given} is not an executable" if given is not None else "no c++, g++ or clang++ on PATH"
         return f"no C++ compiler ({where})"
     from .._compat import torch_cxx11_abi
@@ -176,10 +178,10 @@ def toolchain() -> Toolchain | str:
 
 
 def cache_root() -> Path:
-    given = os.environ.get("TORCHEXPORT_CPP_CACHE")
+    given = environment("TORCHEXPORT_CPP_CACHE")
     if given:
         return Path(given)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    base = environment("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "pytest-torchexport" / "cpp"
 
 

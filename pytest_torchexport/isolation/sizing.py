@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 
+from ..options import environment
+
 
 def parallel_checks() -> int:
     """[Side By Side] How many checks this process runs at once: its share of the cores.
@@ -18,7 +20,7 @@ def parallel_checks() -> int:
     process is given. ``TORCHEXPORT_JOBS`` sets it; else the cores this process may use,
     divided among pytest-xdist's workers (so workers x checks <= cores), and at most one
     check per 2 GiB of available memory."""
-    given = os.environ.get("TORCHEXPORT_JOBS", "").strip()
+    given = environment("TORCHEXPORT_JOBS").strip()
     if given:
         try:
             return max(1, int(given))

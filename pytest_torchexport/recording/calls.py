@@ -75,7 +75,7 @@ class Call:
             return (
                 f"{self.name} was changed by the test body after it was called (submodules replaced, "
                 "scripted or traced in place, or parameters reassigned), and it was too large to copy at the "
-                f"call ({gib(module_bytes(self.live))} > budget {gib(COPY_BUDGET)}): the module as the body "
+                f"call ({gib(module_bytes(self.live))} > the copy limit {gib(COPY_BUDGET)}, TORCHEXPORT_COPY_LIMIT): the module as the body "
                 "left it was checked"
             )
         return None

@@ -4,12 +4,14 @@ submodule's mode and state (put back on a live module checked in place of a copy
 
 from __future__ import annotations
 
-import os
 from typing import Any
+
+from ..options import environment
 
 #: Copies taken "as called" hold at most this many bytes of parameters and buffers in all
 #: (per test): past it the live module is checked and a change after the call is reported.
-COPY_BUDGET = int(os.environ.get("TORCHEXPORT_COPY_BUDGET", 2 << 30))
+#: ``TORCHEXPORT_COPY_LIMIT`` (earlier ``TORCHEXPORT_COPY_BUDGET``) sets it.
+COPY_BUDGET = int(environment("TORCHEXPORT_COPY_LIMIT", str(2 << 30)))
 
 
 def module_bytes(module: Any) -> int:

@@ -227,7 +227,7 @@ def _reproduce(check: Check, failure: Failure) -> list[str]:
     repro = _save_repro(check, failure)
     if repro and check.result.failing_example is not None:
         check.result.failing_example["repro"] = repro
-        lines.append(f"Replay: python -m pytest_torchexport.replay {repro}")
+        lines.append(f"Replay: python -m pytest_torchexport replay {repro}")
     if check.artifact_dir:
         from ..stages.artifacts import link_replay
 

@@ -1,6 +1,6 @@
 """The repro file of a failing example (``--torchexport-repro-dir``), as ``replay.py`` reads it.
 
-Written here, by the search's message stage; read back by ``python -m pytest_torchexport.replay FILE``
+Written here, by the search's message stage; read back by ``python -m pytest_torchexport replay FILE``
 (``replay.py``, the command). The format number is the one both sides agree on.
 
 [Replay Safety] Unpickling a file runs whatever code it names, so a repro file handed over by

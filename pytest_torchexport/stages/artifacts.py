@@ -146,6 +146,6 @@ def link_replay(artifact_dir: str | None, repro: str) -> None:
     if not artifact_dir or not Path(artifact_dir).is_dir():
         return
     (Path(artifact_dir) / README).write_text(
-        f"The failing example of this check is saved for replay:\n    python -m pytest_torchexport.replay {repro}\n",
+        f"The failing example of this check is saved for replay:\n    python -m pytest_torchexport replay {repro}\n",
         encoding="utf-8",
     )

@@ -86,7 +86,9 @@ OFF_ENV = "TORCHEXPORT_SIZE_BUDGET"
 
 def enabled() -> bool:
     """Whether drawn sizes are bounded here (``OFF_ENV``), read at each check, never cached."""
-    return os.environ.get(OFF_ENV, "").strip().lower() not in ("off", "0", "false", "no")
+    from ..options import environment
+
+    return environment(OFF_ENV).strip().lower() not in ("off", "0", "false", "no")
 
 
 def nbytes(tree: Any) -> int:

@@ -1,0 +1,68 @@
+"""Each mistake once, with the fix: what a person who mistypes sees in the terminal."""
+
+from __future__ import annotations
+
+import pytest
+
+MODEL = """
+import pytest, torch
+
+class Double(torch.nn.Module):
+    def forward(self, x):
+        return x * 2
+
+@pytest.mark.torchexport(backend="trace")
+def test_bad():
+    Double()(torch.randn(2, 3))
+
+@pytest.mark.torchexport(backends=["trace"])
+def test_good():
+    Double()(torch.randn(2, 3))
+"""
+
+
+def test_mistyped_flags_and_values_are_usage_errors_with_the_fix(tester):
+    tester.makepyfile(test_models=MODEL)
+    # One letter off: not read as a path ("path cannot contain [] parametrization") nor an abbreviation.
+    result = tester.runpytest("--torchexport-model-input=x: float32[batch=1..4, 3]")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["ERROR: unknown flag --torchexport-model-input (did you mean '--torchexport-model-inputs'?)*"]
+    )
+    # Durations are strict: an empty value and an unknown unit are refused with the accepted forms.
+    for value in ("", "5S"):
+        result = tester.runpytest(f"--torchexport-budget={value}")
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        result.stderr.fnmatch_lines([
+            f"ERROR: --torchexport-budget={value}: torchexport option budget= takes a number of seconds (90), "
+            f"\"90s\", \"10m\", \"1.5h\", or \"off\" for the full search; got '{value}'"
+        ])
+    result = tester.runpytest("--torchexport-backends=trace,onxx")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --torchexport-backends=trace,onxx: unknown torchexport backend(s) 'onxx' "
+                                 "(did you mean 'onnx'?); valid backends: trace, script, onnx, export, *"])
+
+
+def test_a_bad_marker_fails_its_own_item_once_and_the_session_goes_on(tester):
+    tester.makepyfile(test_models=MODEL)
+    result = tester.runpytest("-rf")
+    result.assert_outcomes(failed=1, passed=1)
+    said = "test_models.py::test_bad: unknown torchexport option(s) 'backend' (did you mean 'backends'?); valid options:"
+    assert sum(line.startswith(said) for line in result.outlines) == 1, result.stdout.str()
+    result.stdout.re_match_lines([r"test_bad\s+-\s+marker\s+usage_error", r"test_good\s+Double\s+trace\s+pass"])
+    result.stdout.fnmatch_lines(["FAILED test_models.py::test_bad[[]torchexport-marker[]]*"])
+    # -k deselects the test with the bad marker: the session is clean.
+    clean = tester.runpytest("-k", "good")
+    clean.assert_outcomes(passed=1, deselected=1)
+    assert "unknown torchexport option" not in clean.stdout.str() + clean.stderr.str()
+
+
+def test_a_comma_between_model_inputs_is_said_with_the_semicolon_line(tester):
+    tester.makepyfile(zoo="import torch\n\ndef make():\n    return torch.nn.Linear(4, 3)\n")
+    result = tester.runpytest("--torchexport-model=zoo.py:make", "--torchexport-models-only",
+                              "--torchexport-model-inputs=x: float32[2, 4], y: float32[2]")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([
+        "ERROR: --torchexport-model-inputs: inputs are separated by ';', not ',' (a comma separates the sizes "
+        "inside [[]...[]]): write 'x: float32[[]2, 4[]]; y: float32[[]2[]]'"
+    ])
