@@ -132,14 +132,16 @@ def _check(item: pytest.Item, recording: Any, options: Options) -> None:
     planned = state.scheduler.take(item.nodeid) or adapters.plan(item, recording, options)
     ahead.start_following(item, recording, options)
     ahead.wait_beside(item, planned, recording, options)
-    result = planned.wait()
-    state.scheduler.timed(result)
-    result.extra["location"] = {"file": item.location[0], "line": item.location[1] + 1}  # type: ignore[operator]  # a function has a line
+    planned.wait()
+    rows = planned.rows  # type: ignore[union-attr]  # what take() holds here has rows: one per kind of call the test made of the module (recording/kinds.py)
     model = models.inputs_note(item)
-    if model is not None:
-        result.extra["model"] = model
-    verdicts.record(item, [result])
-    verdicts.settle_item(result, state)
+    for result in rows:
+        state.scheduler.timed(result)
+        result.extra["location"] = {"file": item.location[0], "line": item.location[1] + 1}  # type: ignore[operator]  # a function has a line
+        if model is not None:
+            result.extra["model"] = model
+    verdicts.record(item, rows)
+    verdicts.settle_rows(rows, state)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -161,9 +161,10 @@ class PendingCheck:
     def __init__(
         self, module: torch.nn.Module, plan: InputPlan, name: str, device: str, options: Options,
         *, session: Session, sequence: list[tuple[tuple[Any, ...], dict[str, Any]]] | None = None,
-        once: SharedCall | None = None,
+        once: SharedCall | None = None, call: str | None = None,
     ) -> None:
-        """``once``: which recorded call this is, and the prelude its checks share."""
+        """``once``: which recorded call this is, and the prelude its checks share; ``call``: which
+        kind of call the test made it is, where it made several (the row's ``call``)."""
         self.module, self.plan, self.name, self.device = module, plan, name, device
         self.options, self.session, self.sequence, self.once = options, session, sequence, once
         self.prelude: Prelude | None = None
@@ -177,6 +178,8 @@ class PendingCheck:
         method = getattr(module, "method", None)
         if isinstance(module, MethodCall) and method:  # [Another Method] the row's "method"
             self.result.extra["method"] = method
+        if call:  # the row names the kind of call it checked (recording/kinds.py)
+            self.result.extra["call"] = call
         self.mode, self.why = runner.choose(options.isolation, device)
         self.started: float | None = None
         self._child: runner.Child | None = None

@@ -22,8 +22,10 @@ ITEM_RESULTS = pytest.StashKey[list]()
 
 def record(item: pytest.Item, results: list[Result]) -> None:
     item.stash.setdefault(ITEM_RESULTS, []).extend(results)
-    for r in results:
-        prefix = "torchexport" if len(results) == 1 else f"torchexport[{r.backend}-{r.device}]"
+    for n, r in enumerate(results):
+        # one row per kind of call the test made (recording/kinds.py): the second and later numbered
+        again = any((o.backend, o.device) == (r.backend, r.device) for o in results[:n])
+        prefix = "torchexport" if len(results) == 1 else f"torchexport[{r.backend}-{r.device}{f'-{n + 1}' if again else ''}]"
         item.user_properties.append((f"{prefix}.backend", r.backend))
         item.user_properties.append((f"{prefix}.status", r.status))
         if r.max_abs_err is not None:
@@ -56,6 +58,38 @@ def settle_item(result: Result, state: State) -> None:
         raise ExportMismatch(result.message, Report([result]))
 
 
+def settle_rows(results: list[Result], state: State) -> None:
+    """One item's rows (one per kind of call the test made) as one pytest outcome: each row is
+    judged as ``settle_item`` judges it alone; the item fails if any row fails (with every failing
+    row's message), else it is skipped if any row is (that part was not checked), else xfailed if
+    any row is, else it passes."""
+    __tracebackhide__ = True
+    from ..errors import ExportMismatch
+    from ..results.report import Report
+
+    if len(results) == 1:
+        settle_item(results[0], state)
+        return
+    failed, skipped, xfailed = [], [], []
+    for result in results:
+        try:
+            settle_item(result, state)
+        except pytest.skip.Exception as exc:
+            skipped.append(exc)
+        except pytest.xfail.Exception as exc:
+            xfailed.append(exc)
+        except ExportMismatch as exc:
+            failed.append((result, exc))
+    if len(failed) == 1:
+        raise failed[0][1]
+    if failed:
+        raise ExportMismatch("\n\n".join(str(exc) for _, exc in failed), Report([r for r, _ in failed]))
+    if skipped:
+        raise skipped[0]
+    if xfailed:
+        raise xfailed[0]
+
+
 def rows_of(item: pytest.Item) -> list[dict] | None:
     """The item's rows as JSON-able dicts, for its call report (None: it made none)."""
     if ITEM_RESULTS not in item.stash:
@@ -63,4 +97,4 @@ def rows_of(item: pytest.Item) -> list[dict] | None:
     return [r.to_dict() for r in item.stash[ITEM_RESULTS]]
 
 
-__all__ = ["ITEM_RESULTS", "record", "rows_of", "settle_item"]
+__all__ = ["ITEM_RESULTS", "record", "rows_of", "settle_item", "settle_rows"]

@@ -32,6 +32,11 @@ class Call:
     state: Any = None
     #: the test's own outputs of an eval-mode first call, until ``Recording.verify`` compares the copy's
     outputs: Any = None
+    #: a Python loop over forward (generate): the method of the test's call this forward call was made by ("generate"):
+    #: a Python loop over forward is checked through the forward calls it makes, never as a method
+    within: str | None = None
+    #: while a method call is recorded: the calls of its own module's forward it makes
+    inner: list[Call] = field(default_factory=list, repr=False)
 
     @property
     def name(self) -> str:

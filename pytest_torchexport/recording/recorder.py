@@ -55,7 +55,7 @@ import sys
 from typing import Any
 
 from .._compat import compiled_original
-from . import frames, handed
+from . import frames, handed, kinds
 from .calls import Call, Recording
 from .copies import COPY_BUDGET, fingerprint, module_bytes, nbytes, snapshot, state_of
 
@@ -63,6 +63,9 @@ from .copies import COPY_BUDGET, fingerprint, module_bytes, nbytes, snapshot, st
 #: and the bytes of their arguments: the sequence a stateful module is replayed over.
 MAX_CALLS = 64
 MAX_CALL_BYTES = 256 << 20
+#: Methods that are a Python loop over forward even when they call it once
+#: (``generate(max_new_tokens=1)``): transformers' text generation
+LOOPS = frozenset({"generate"})
 
 __all__ = ["Call", "Recorder", "Recording"]
 
@@ -98,13 +101,17 @@ class Recorder:
             # Paused first: the recording's own work is not the test's code to watch.
             paused = recorder._profiling and recorder._pause()
             recorded = None
+            outer = recorder._entered_call
             if recorder._depth == 0 and recorder._is_test_call(torch, frames.caller(module, sys._getframe(1))):
                 recorded = recorder._record(module, args, kwargs)
+            elif recorder._depth == 1 and outer is not None and outer.method != "forward" and module is outer.live:
+                # a Python loop over forward: the method the test called calls its module's own forward
+                recorded = recorder._record(module, args, kwargs, inside=outer)
             recorder._depth += 1
             try:
                 out = original(module, *args, **kwargs)
                 if recorded is not None:
-                    recorder._keep_outputs(recorded, out)
+                    recorder._keep_outputs(recorded, out, inside=outer if recorded.within else None)
                 return out
             except BaseException as exc:
                 if recorded is not None:  # [Raised In The Test] no example of how the model is served
@@ -163,7 +170,8 @@ class Recorder:
             self._entered = None
             if self._entered_call is not None:
                 call, self._entered_call = self._entered_call, None
-                self._keep_outputs(call, arg)
+                if not self._unroll(call):
+                    self._keep_outputs(call, arg)
             self._depth -= 1
             if self._entered_module is not None:
                 self._remember_output(self._entered_module, arg)
@@ -257,7 +265,7 @@ class Recorder:
 
     def _record(
         self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *, via: str | None = None,
-        methods: tuple[str, ...] = (), method: str = "forward",
+        methods: tuple[str, ...] = (), method: str = "forward", inside: Call | None = None,
     ) -> Call | None:
         module = self._scripted.get(id(module), module)
         inner = compiled_original(module)  # torch.compile's OptimizedModule: the user's module
@@ -268,6 +276,7 @@ class Recorder:
         if count >= MAX_CALLS or (count and held + size > MAX_CALL_BYTES):
             return None
         self._held[id(module)] = (count + 1, held + size)
+        kinds.register_caches(args, kwargs)  # before the copy: a cache's tensors are copied with the call
         a, k = snapshot(args, kwargs)
         first = self._copies.get(id(module))
         call = Call(module, a, k, via=via, live=module, training=bool(getattr(module, "training", False)),
@@ -277,8 +286,32 @@ class Recorder:
             self._take_copy(call)
         else:
             call.module, call.fingerprint = first.module, first.fingerprint
-        self.recording.calls.append(call)
+            call.refused, call.state = first.refused, first.state
+        if inside is not None:
+            call.within = inside.method
+            inside.inner.append(call)
+        else:
+            self.recording.calls.append(call)
         return call
+
+    def _unroll(self, call: Call) -> bool:
+        """Whether the method call that just returned is a Python loop over
+        its module's forward (``generate``, or any method that called forward more than once):
+        then the forward calls it made take its place in the recording, and it is never
+        exported as a method. A method that calls forward once (``predict``: ``self(x).argmax``)
+        stays the call, as v5 has it."""
+        inner, call.inner = call.inner, []
+        if not inner or (call.method not in LOOPS and len(inner) < 2):
+            return False
+        at = next(i for i, c in enumerate(self.recording.calls) if c is call)
+        self.recording.calls[at : at + 1] = inner
+        if self._copies.get(id(call.live)) is call:
+            self._copies[id(call.live)] = inner[0]
+        if id(call.live) in self._unverified:  # the loop's outputs are no forward's: its first call's are
+            self._unverified.discard(id(call.live))
+        else:
+            inner[0].outputs = None
+        return True
 
     def _take_copy(self, call: Call) -> None:
         import torch
@@ -318,12 +351,19 @@ class Recorder:
         inside = {id(m) for m in live.modules()} if isinstance(live, torch.nn.Module) else {id(live)}
         return any(not c.raised and id(c.live) not in inside for c in self.recording.calls)
 
-    def _keep_outputs(self, call: Call, out: Any) -> None:
+    def _keep_outputs(self, call: Call, out: Any, *, inside: Call | None = None) -> None:
         """[A Copy That Is Not The Module] The test's own outputs of the first eval-mode call of
-        a copied module, for ``Recording.verify`` (not kept past ``MAX_CALL_BYTES``)."""
+        a copied module, for ``Recording.verify`` (not kept past ``MAX_CALL_BYTES``). Inside a
+        method call (``inside``), its first forward call's, kept until the method returns
+        (``_unroll``) says which of the two is the test's call."""
         if id(call.live) not in self._unverified:
             return
-        self._unverified.discard(id(call.live))
+        kinds.register_caches(out)  # before the copy: a later decode step extends this cache in place
+        if inside is not None:
+            if inside.inner[0] is not call:
+                return
+        else:
+            self._unverified.discard(id(call.live))
         if nbytes(out) <= MAX_CALL_BYTES:
             call.outputs = snapshot((out,), {})[0][0]
 

@@ -23,6 +23,7 @@ from ..results.report import Finding, Result
 from ..stages.prelude import EagerOnce, SharedCall
 from ..stages.session import Session
 from .calls import Call, Recording
+from .kinds import Kind, group
 
 
 @dataclass
@@ -32,8 +33,8 @@ class Selection:
     recording: Recording
     options: Options
     auto: bool = False  # checked because of --torchexport-auto, not a marker
-    #: id(module) -> (index of its first call that replays in eval mode, why the earlier ones did not)
-    _replayable: dict[int, tuple[int, str | None]] = field(default_factory=dict)
+    #: (id(module), kind of call) -> (index of its first call that replays in eval mode, why the earlier ones did not)
+    _replayable: dict[tuple[int, int], tuple[int, str | None]] = field(default_factory=dict)
     #: [Eager Once] eager's stages of a call, computed once for all the test's backend checks
     eager_once: EagerOnce = field(default_factory=EagerOnce)
 
@@ -97,6 +98,20 @@ class Selection:
         if len(calls) > 1:
             result.extra["recorded_calls"] = len(calls)
 
+    def _explain_kinds(self, result: Result, kinds: list[Kind]) -> None:
+        """Where the test called a Python loop over forward (generate): which method's forward calls were checked, and the kinds of call."""
+        loop = next((c for k in kinds for c in k.calls if c.within), None)
+        if loop is None:
+            return
+        named = f" ({', '.join(k.name for k in kinds if k.name)})" if len(kinds) > 1 else ""
+        forwards = sum(len(k.calls) for k in kinds)
+        result.findings.append(Finding(
+            "recorded_call",
+            f"the test called {loop.name}.{loop.within}, a Python loop over forward: the {forwards} forward "
+            f"call{'s' if forwards != 1 else ''} it made were recorded, each kind of call checked on its own row"
+            f"{named}, never {loop.within} as a method",
+        ))
+
     def _raised(self, call: Call, backend: str, device: str, session: Session) -> Result:
         """Every call of the module raised in the test itself: nothing shows how it is served."""
         calls = self.recording.calls_of(call)
@@ -144,31 +159,111 @@ class Selection:
 
 
 class PlannedRun:
-    """One item's check of the selected call. Started early (the plugin starts a test's next
-    items beside the current one), waited for when the item runs. When the call raises as
-    served (eval, ``no_grad``), ``wait`` goes on with the test's later calls of the module."""
+    """One item's check of the selected module: one check per kind of call the test made of it
+    (``kinds.py``), each with its own recorded call as the seed, each its own row. Started early
+    (the plugin starts a test's next items beside the current one): every kind's child forked at
+    once, under the state the test's calls ran in, the first let go and each next one when the
+    one before it ends, so that an item holds one place on the scheduler. ``wait`` gives the
+    first kind's row, ``rows`` all of them."""
 
     def __init__(self, selection: Selection, backend: str, device: str, session: Session) -> None:
         self.selection, self.backend, self.device, self.session = selection, backend, device, session
         self._done: Result | None = None
-        self._pending: checks.PendingCheck | None = None
+        self._started = False
+        self.kinds: list[_KindRun] = []
         self.call = selection.recording.pick(selection.options.module)
         if self.call is None:
             self._done = selection._nothing(backend, device, session)
             return
         selection.recording.verify(self.call)  # [A Copy That Is Not The Module] once, for the checked module
         # [Raised In The Test] a call that raised in the test itself is no example to serve.
-        self.calls = [c for c in selection.recording.calls_of(self.call) if not c.raised]
-        if not self.calls:
+        calls = [c for c in selection.recording.calls_of(self.call) if not c.raised]
+        if not calls:
             self._done = selection._raised(self.call, backend, device, session)
             return
-        self.index, self.why = selection._replayable.get(id(self.call.live), (0, None))
+        # Specs replace the recorded calls (inputs=): one check of them, as before kinds.
+        groups = group(calls) if selection.options.inputs is None else [Kind((), {}, False, calls)]
+        self.kinds = [_KindRun(self, index, kind) for index, kind in enumerate(groups)]
+
+    @property
+    def rows(self) -> list[Result]:
+        """Every kind's row, in the order of the test's first call of each (after ``wait``)."""
+        if self._done is not None and not self.kinds:
+            return [self._done]
+        return [kind.wait() for kind in self.kinds]
+
+    def start(self, *, held: bool = False) -> None:
+        """Set going: every kind's check forked now (the later ones held until the one before
+        them ends); once started, ``start()`` lets the current kind's child go."""
+        if self._started:
+            current = self._current()
+            if current is not None and not held:
+                current.start()
+            return
+        self._started = True
+        for index, kind in enumerate(self.kinds):
+            kind.start(held=held or index > 0)
+
+    def _current(self) -> _KindRun | None:
+        """The first kind whose check has not finished."""
+        return next((kind for kind in self.kinds if not kind.finished), None)
+
+    @property
+    def held(self) -> bool:
+        """[Held] Its current kind's child is forked and waits to be let go (``start()``)."""
+        current = self._current()
+        return current is not None and current.held
+
+    @property
+    def detached(self) -> bool:
+        """Its rows no longer depend on this process's state: each kind's check was forked (it
+        took what it needs with it), or its row is settled and no other call will be tried. Such
+        an item needs nothing of its own test's fixtures (``plugin.py``, [Fixtures Once])."""
+        return all(kind.detached for kind in self.kinds)
+
+    def cancel(self) -> None:
+        for kind in self.kinds:
+            kind.cancel()
+
+    @property
+    def finished(self) -> bool:
+        """Nothing of it runs any more (``PendingCheck.finished``)."""
+        return all(kind.finished for kind in self.kinds)
+
+    @property
+    def child(self) -> Any:
+        """The forked child running its check now (the first kind not yet finished), if one runs:
+        a held one is not waited for until it is let go."""
+        current = self._current()
+        return None if current is None or current.held else current.child
+
+    def wait(self) -> Result:
+        if not self.kinds:
+            assert self._done is not None
+            return self._done
+        for index, kind in enumerate(self.kinds):
+            kind.wait()
+            if index + 1 < len(self.kinds):
+                self.kinds[index + 1].start()  # [Held] the next kind's child let go
+        return self.kinds[0].wait()
+
+
+class _KindRun:
+    """The check of one kind of call: its first call that replays as served (eval, ``no_grad``),
+    and when it does not, the kind's later calls in turn."""
+
+    def __init__(self, planned: PlannedRun, number: int, kind: Kind) -> None:
+        self.planned, self.number, self.kind = planned, number, kind
+        self.selection = planned.selection
+        self.calls = kind.calls
+        self._done: Result | None = None
+        self.index, self.why = self.selection._replayable.get((id(kind.calls[0].live), number), (0, None))
         self._pending = self._prepare(self.index)
 
     def _prepare(self, index: int) -> checks.PendingCheck | None:
-        options = self.selection.options
+        planned, options = self.planned, self.selection.options
         candidate = self.calls[index]
-        self.call.put_back()  # [A Copy That Is Not The Module] the live module as the test called it
+        candidate.put_back()  # [A Copy That Is Not The Module] the live module as the test called it
         try:
             module = candidate.checked()  # [Another Method] the method the test called
             plan = checks.plan_inputs(
@@ -176,12 +271,14 @@ class PlannedRun:
                 dims=options.dims, dynamic=options.dynamic, inputs=options.inputs,
             )
         except InvalidArgument as exc:
-            self._done = row(self.backend, self.device, self.session, Outcome(
+            self._done = row(planned.backend, planned.device, planned.session, Outcome(
                 "usage_error", f"{exc}\nChange the marker's options to fit the call.", str(exc), "usage",
-            ), module=self.call.name)
+            ), module=candidate.name)
+            if self.kind.name:
+                self._done.extra["call"] = self.kind.name
             return None
-        return checks.PendingCheck(module, plan, self.backend, self.device, options, session=self.session,
-                                   sequence=_sequence(self.calls[index:]),
+        return checks.PendingCheck(module, plan, planned.backend, planned.device, options, session=planned.session,
+                                   sequence=_sequence(self.calls[index:]), call=self.kind.name,
                                    once=SharedCall(self.selection.eager_once, id(candidate)))
 
     def start(self, *, held: bool = False) -> None:
@@ -190,14 +287,10 @@ class PlannedRun:
 
     @property
     def held(self) -> bool:
-        """[Held] Its check's child is forked and waits to be let go (``start()``)."""
         return self._pending is not None and self._pending.held
 
     @property
     def detached(self) -> bool:
-        """Its row no longer depends on this process's state: its check's child was forked (it
-        took what it needs with it), or its row is settled and no other call will be tried. Such
-        an item needs nothing of its own test's fixtures (``plugin.py``, [Fixtures Once])."""
         if self._done is not None:
             return True
         pending = self._pending
@@ -211,24 +304,22 @@ class PlannedRun:
 
     @property
     def finished(self) -> bool:
-        """Nothing of it runs any more (``PendingCheck.finished``)."""
         return self._done is not None or (self._pending is not None and self._pending.finished)
 
     @property
     def child(self) -> Any:
-        """The forked child running its check, if one does."""
         return None if self._pending is None else self._pending.child
 
     def wait(self) -> Result:
         if self._done is not None:
             return self._done
-        assert self._pending is not None and self.call is not None
+        assert self._pending is not None
         index, why, pending, used = self.index, self.why, self._pending, None
         while True:
             result = pending.wait()
             if result.cause_kind != "eager_replay":
                 used = index
-                self.selection._replayable[id(self.call.live)] = (index, why)
+                self.selection._replayable[(id(self.calls[0].live), self.number)] = (index, why)
                 break
             why = why or (result.likely_cause or "").split("\n", 1)[0][:200]
             index += 1
@@ -238,7 +329,8 @@ class PlannedRun:
             if following is None:
                 return self._done  # type: ignore[return-value]
             pending = following
-        self.selection._explain(result, self.call, self.calls, used, why)
+        self.selection._explain(result, self.calls[0], self.calls, used, why)
+        self.selection._explain_kinds(result, [k.kind for k in self.planned.kinds])
         self._done = result
         return result
 

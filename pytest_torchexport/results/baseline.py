@@ -20,7 +20,9 @@ GROWTH = 1.5
 
 
 def key(result: dict[str, Any]) -> str:
-    return f"{result.get('nodeid') or result.get('test')}|{result['backend']}|{result['device']}"
+    # An item has one row per kind of call its test made (a prefill, a decode step): each its own key.
+    call = f"|{result['call']}" if result.get("call") else ""
+    return f"{result.get('nodeid') or result.get('test')}|{result['backend']}|{result['device']}{call}"
 
 
 def load(path: str | Path) -> dict[str, dict[str, Any]]:

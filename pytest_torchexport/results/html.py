@@ -146,7 +146,8 @@ def _detail(index: int, row: dict[str, Any], r: Result) -> dict[str, Any]:
         "row": row,
         "test": _test(r),
         "nodeid": r.nodeid or r.test or "",
-        "module": r.module + (f".{row['method']}" if row.get("method") else ""),
+        "module": r.module + (f".{row['method']}" if row.get("method") else "")
+        + (f" ({row['call']} call)" if row.get("call") else ""),  # one row per kind of call the test made
         "backend": _column(r),
         "status": r.status,
         "failing": r.failed,
@@ -240,6 +241,7 @@ def migration(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         r = Result.from_dict(row)
         # The method is part of what migrates: ResNet.forward_intermediates is not ResNet.forward.
         module = r.module + (f".{row['method']}" if row.get("method") else "")
+        module += f" ({row['call']} call)" if row.get("call") else ""  # each kind of call migrates on its own
         groups.setdefault((_test(r), module, r.device), {})[r.backend] = r
     out = []
     for (test, module, device), by_backend in groups.items():

@@ -30,7 +30,7 @@ def markdown(results: list[Result], environment: dict[str, Any] | None = None) -
     for r in results:
         cause = r.cause.replace("|", "\\|")
         lines.append(
-            f"| `{r.test or r.module}` | {r.backend} | {r.device} | {_badge(r.status, r.extra.get('baseline'))}"
+            f"| `{r.test or r.module}`{_call(r)} | {r.backend} | {r.device} | {_badge(r.status, r.extra.get('baseline'))}"
             f"{_cached(r)} | "
             f"{format_err(r.max_abs_err)} | {format_err(r.max_rel_err)} | {examples_cell(r)} | "
             f"{format_latency(r.extra.get('latency_ms'))} | {cause} |"
@@ -40,7 +40,7 @@ def markdown(results: list[Result], environment: dict[str, Any] | None = None) -
         lines += ["", "## Failures", ""]
         for r in failed:
             known = " (known: recorded in the baseline)" if r.extra.get("baseline") == "known" else ""
-            lines += [f"### `{r.nodeid or r.test}`{known}", "", "```", r.message.strip(), "```", ""]
+            lines += [f"### `{r.nodeid or r.test}`{_call(r)}{known}", "", "```", r.message.strip(), "```", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -49,6 +49,12 @@ def _cached(r: Result) -> str:
     if not r.extra.get("cached"):
         return ""
     return f" (cached {str(r.extra.get('cached_at', ''))[:10]})".replace(" )", ")")
+
+
+def _call(r: Result) -> str:
+    """Which kind of call the row checked, where the test made several (recording/kinds.py)."""
+    call = r.extra.get("call")
+    return f" ({call})" if call else ""
 
 
 def _badge(status: str, baseline: str | None = None) -> str:

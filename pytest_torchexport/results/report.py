@@ -310,7 +310,9 @@ class Result:
 def tag(result: Result) -> str:
     """What every message's first line names: the backend, the device and the module checked."""
     method = result.extra.get("method")  # [Another Method] the method checked, when not forward
-    return f"[backend={result.backend}, device={result.device}] ({result.module}{'.' + method if method else ''})"
+    call = result.extra.get("call")  # which kind of call, where the test made several (recording/kinds.py)
+    return (f"[backend={result.backend}, device={result.device}] ({result.module}{'.' + method if method else ''}"
+            f"{f', {call} call' if call else ''})")
 
 
 # Findings that explain a failure better than the first line of the message does.

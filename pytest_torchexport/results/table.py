@@ -97,7 +97,8 @@ def _test_name(r: Result) -> str:
         base, _, params = name.partition("[")
         params = re.sub(r"-?torchexport-[^\]]*$", "", params.rstrip("]"))
         name = f"{base}[{params}]" if params else base
-    return name
+    call = r.extra.get("call")  # one row per kind of call the test made (recording/kinds.py)
+    return f"{name} ({call})" if call else name
 
 
 def _clip_middle(name: str) -> str:

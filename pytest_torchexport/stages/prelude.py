@@ -98,10 +98,32 @@ def run_prelude(module: torch.nn.Module, plan: InputPlan, device: str, options: 
     # Drawn sizes within what the machine holds: the recorded call's bytes and the peak memory and time
     # measured on the eager run above, grown, against the memory allowance and the time limit (budget.py).
     plan, options = budget.bound(plan, (args, kwargs), call, result, options)
-    mutates_input = not equal_trees((args, kwargs), call.inputs_after)
+    mutates_input = not equal_trees(*_not_returned((args, kwargs), call.inputs_after, call.outputs))
     side_effects.side_effect_findings(result, mutates_input, changed_state)
     side_effects.check_determinism(result, eager, (args, kwargs), call.outputs)
     return Prelude(eager, plan, options, Recorded(draw, args, kwargs, call), changed_state, mutates_input)
+
+
+def _not_returned(before: Any, after: Any, outputs: Any) -> tuple[Any, Any]:
+    """The inputs before and after the call, less each argument that is itself among the outputs:
+    a decode step extends the KV cache it is handed and returns that cache, so its update is
+    compared as an output, and an exported step that returns the new cache reproduces it."""
+    (a, k), (a_after, k_after) = before, after
+    named = {id(v): ("arg", i) for i, v in enumerate(a_after) if not isinstance(v, torch.Tensor)}
+    named.update({id(v): ("kwarg", n) for n, v in k_after.items() if not isinstance(v, torch.Tensor)})
+    if not named:
+        return before, after
+    from .._compat import pytree
+
+    returned = {named[id(leaf)] for leaf in pytree.tree_leaves(outputs, is_leaf=lambda x: id(x) in named)
+                if id(leaf) in named}
+    if not returned:
+        return before, after
+    return tuple(
+        (tuple(v for i, v in enumerate(args) if ("arg", i) not in returned),
+         {n: v for n, v in kw.items() if ("kwarg", n) not in returned})
+        for args, kw in ((a, k), (a_after, k_after))
+    )  # type: ignore[return-value]
 
 
 def training_finding(result: Result, module: torch.nn.Module, device: str, inputs: Any, eval_outputs: Any) -> None:

@@ -1,0 +1,183 @@
+"""Each kind of call the test makes is checked (contract v6, section 1; issue 50 item 3).
+
+A test that calls its model with and without an argument, or with it in another structure,
+gets one row per kind of call on each item, the row's ``call`` naming which; a prefill and a
+decode step with a transformers KV cache are "prefill" and "decode"; ``generate`` is checked
+through the forward calls it makes, never exported as a method. The transformers tests build
+tiny GPT-2 and Llama models from their configs (random weights, no hub).
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from helpers import by_item, report_rows
+
+TWO_KINDS = textwrap.dedent(
+    """
+    import pytest
+    import torch
+    from torch import nn
+
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+
+        def forward(self, x, extra=None):
+            out = self.lin(x)
+            return out if extra is None else out + extra
+
+
+    class Frozen(nn.Module):
+        # exports its first kind of call and fails the other: the extra branch is frozen by trace
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+
+        def forward(self, x, extra=None):
+            out = self.lin(x)
+            if extra is not None and bool(extra.sum() > 0):
+                out = out + extra
+            return out
+
+
+    @pytest.mark.torchexport(backends=["trace", "export"], examples=3)
+    def test_two_kinds():
+        model = Net().eval()
+        model(torch.randn(2, 4))
+        model(torch.randn(2, 4), extra=torch.randn(2, 4))
+        model(torch.randn(3, 4))  # the first kind again: no third row
+
+
+    @pytest.mark.torchexport(backends=["trace"], examples=3)
+    def test_one_kind_fails():
+        model = Frozen().eval()
+        model(torch.randn(2, 4))
+        model(torch.randn(2, 4), extra=torch.ones(2, 4))
+
+
+    @pytest.mark.torchexport(backends=["trace"], examples=3)
+    def test_one_kind():
+        model = Net().eval()
+        for _ in range(3):
+            model(torch.randn(2, 4))
+    """
+)
+
+
+def test_each_kind_of_call_is_a_row_of_its_item(tester):
+    tester.makepyfile(test_kinds=TWO_KINDS)
+    result = tester.runpytest("--torchexport-report=out.json", "--torchexport-report=out.md")
+    rows: dict[str, list[dict]] = {}
+    for row in report_rows(tester, key=None):
+        rows.setdefault(by_item(row), []).append(row)
+
+    # Two kinds of call, two rows on each item, in the order of the test's first call of each.
+    for item in ("test_two_kinds[torchexport-trace]", "test_two_kinds[torchexport-export]"):
+        assert [(r["call"], r["status"]) for r in rows[item]] == [("without extra", "pass"), ("with extra", "pass")]
+        assert [r.get("recorded_calls") for r in rows[item]] == [2, None]
+        assert "(Net, with extra call)" in rows[item][1]["message"]
+    # One kind of call: one row, no "call" key (rows as before v6).
+    (plain,) = rows["test_one_kind[torchexport-trace]"]
+    assert "call" not in plain and plain["status"] == "pass"
+    # The item fails when one kind fails, and pytest's outcome is the report's: the failing
+    # kind's message, its header naming the call; the kind that passes keeps its pass row.
+    first, second = rows["test_one_kind_fails[torchexport-trace]"]
+    assert (first["call"], first["status"]) == ("without extra", "pass")
+    assert (second["call"], second["status"]) == ("with extra", "mismatch"), second["message"]
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.re_match_lines([r".*test_one_kind_fails\[torchexport-trace\] - .*"])
+    assert "(Frozen, with extra call)" in result.stdout.str()
+    # The summary shows the kinds: one line each, named.
+    result.stdout.re_match_lines([r"test_two_kinds \(without extra\) +Net +trace +pass.*",
+                                  r"test_two_kinds \(with extra\) +Net +trace +pass.*"], consecutive=False)
+    markdown = (tester.path / "out.md").read_text()
+    assert "| `test_kinds.py::test_two_kinds` (with extra) | trace |" in markdown
+    assert "### `test_kinds.py::test_one_kind_fails[torchexport-trace]` (with extra)" in markdown
+
+
+# -- transformers: a KV cache, generate -----------------------------------------------------------
+
+try:  # imported once here, so that pytester's inline runs keep them (re-imported, they would register twice)
+    import transformers
+    from transformers import GPT2LMHeadModel, LlamaForCausalLM  # noqa: F401
+    from transformers.integrations import executorch  # noqa: F401
+except ImportError:
+    transformers = None
+
+LLMS = textwrap.dedent(
+    """
+    import pytest
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+
+    def gpt2():
+        config = GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64, n_positions=32,
+                            bos_token_id=0, eos_token_id=0)
+        return GPT2LMHeadModel(config).eval()
+
+
+    def llama():
+        config = LlamaConfig(num_hidden_layers=1, hidden_size=16, intermediate_size=32, num_attention_heads=2,
+                             num_key_value_heads=1, vocab_size=64, max_position_embeddings=32,
+                             bos_token_id=0, eos_token_id=0, pad_token_id=0)
+        return LlamaForCausalLM(config).eval()
+
+
+    @pytest.mark.torchexport(backends=["trace", "export"], examples=3)
+    def test_prefill_then_decode():
+        model = gpt2()
+        ids = torch.randint(0, 64, (1, 5))
+        out = model(ids, use_cache=True)
+        step = model(out.logits[:, -1:].argmax(-1), past_key_values=out.past_key_values, use_cache=True)
+        assert step.logits.shape == (1, 1, 64)
+
+
+    @pytest.mark.torchexport(backends=["export"], examples=3)
+    def test_generate():
+        model = llama()
+        ids = torch.randint(1, 64, (1, 4))
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=2, do_sample=False)
+        assert out.shape == (1, 6)
+    """
+)
+
+
+@pytest.mark.transformers
+def test_prefill_and_decode_each_checked_and_generate_through_forward(tester):
+    if transformers is None:
+        pytest.skip("needs transformers (pip install transformers)")
+    tester.makepyfile(test_llms=LLMS)
+    result = tester.runpytest("--torchexport-report=out.json")
+    rows: dict[str, list[dict]] = {}
+    for row in report_rows(tester, key=None):
+        rows.setdefault(by_item(row), []).append(row)
+
+    # A prefill and a decode step: both checked, each with its own inputs (the decode step's
+    # recorded cache is its seed: its key/value tensors are inputs the exporter takes), each
+    # its true verdict: torch.export takes the DynamicCache and matches eager on both;
+    # trace cannot return a DynamicCache, and says so on both.
+    export = rows["test_prefill_then_decode[torchexport-export]"]
+    assert [(r["call"], r["status"]) for r in export] == [("prefill", "pass"), ("decode", "pass")], \
+        [r["message"] for r in export]
+    assert all(r["examples"] >= 1 for r in export)
+    trace = rows["test_prefill_then_decode[torchexport-trace]"]
+    assert [(r["call"], r["status"]) for r in trace] == [("prefill", "export_error"), ("decode", "export_error")]
+    assert "DynamicCache" in trace[1]["likely_cause"]
+    for row in (*export, *trace):
+        assert not any(f["kind"] == "mutates_input" for f in row["findings"]), row["findings"]
+        assert not any(f["kind"] == "reference_copy" for f in row["findings"]), row["findings"]
+    assert "(GPT2LMHeadModel, decode call)" in result.stdout.str()
+
+    # generate: never exported as a method; the forward calls it made are checked, named.
+    generate = rows["test_generate[torchexport-export]"]
+    assert [r["call"] for r in generate] == ["prefill", "decode"]
+    assert all("method" not in r for r in generate)
+    loop = [f["detail"] for f in generate[1]["findings"] if f["kind"] == "recorded_call"]
+    assert any("LlamaForCausalLM.generate, a Python loop over forward" in d for d in loop), generate[1]["findings"]
+    assert [r["status"] for r in generate] == ["pass", "pass"], [r["message"] for r in generate]
+    result.assert_outcomes(passed=2, failed=1)
