@@ -39,8 +39,9 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Inductor's caches would hand the second way AOTInductor's compile of the first: each compiles anew.

@@ -6,9 +6,8 @@ tests/test_docs_reference.py fails when the committed page differs from what thi
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
 import dataclasses
+from pathlib import Path
 
 from pytest_torchexport.options import (
     BUILTIN_BACKENDS,

@@ -9,8 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from . import verify
-from . import replay
+from . import replay, verify
 from .glue import command
 from .results import merge
 

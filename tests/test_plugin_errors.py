@@ -6,6 +6,7 @@ import pytest
 import torch
 from helpers import Pickled, checked, checked_one, kinds, linear_test, run_with_report
 
+
 def _planted_bug(*args, **kwargs):
     raise TypeError("planted plugin bug")
 

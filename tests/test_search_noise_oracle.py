@@ -9,7 +9,6 @@ from helpers import checked, run_with_report
 from models import Norm
 from torch import nn
 
-
 # An EfficientNet-style segmentation net (BatchNorm, SiLU, squeeze-excitation, per-pixel
 # logits) with calibrated BatchNorm statistics. Fed images at +-4000, eager's own float32
 # output is ~5e-4 away from a float64 run, so near-zero logits fail the plain comparison

@@ -13,7 +13,6 @@ from models import register_twice
 from pytest_torchexport.isolation import loader
 from pytest_torchexport.stages import standalone
 
-
 # Registered by this file only: the loader process never imports it, so a traced artifact
 # that calls it does not load there (a load_error for TorchScript).
 register_twice("overlap_tests")

@@ -10,6 +10,7 @@ from pytest_torchexport import ExportMismatch, check
 from pytest_torchexport.engine.pipeline import Session, run
 from pytest_torchexport.options import Options
 
+
 class RunningSum(nn.Module):
     def __init__(self):
         super().__init__()

@@ -13,6 +13,7 @@ carries a fresh message and repro.
 from __future__ import annotations
 
 import time
+
 from ..results.report import Result
 from . import fingerprint, sources
 from .facts import CheckFacts

@@ -185,7 +185,7 @@ class Cache:
         entry = {
             "version": VERSION,
             "key": key,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "plugin": f"pytest-torchexport {_plugin_version()}",
             "files": files,
             "row": {k: v for k, v in row.items() if k not in _PER_RUN},

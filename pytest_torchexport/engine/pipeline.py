@@ -46,7 +46,17 @@ from ..results import outcome
 from ..results.outcome import Stop, settle
 from ..results.report import Report, Result, tag
 from ..search.search import Search
-from ..stages import assumptions, budget, capture, exporting, latency, search_budget, side_effects, standalone, static_sizes
+from ..stages import (
+    assumptions,
+    budget,
+    capture,
+    exporting,
+    latency,
+    search_budget,
+    side_effects,
+    standalone,
+    static_sizes,
+)
 from ..stages.check import Check
 from ..stages.compiled_parts import compiled_parts
 from ..stages.compiled_parts import finding as compiled_finding

@@ -18,7 +18,6 @@ from typing import Any
 import torch
 
 from .._compat import pytree
-
 from .leaf_diff import CHUNK as CHUNK  # noise.py's chunks are these
 from .leaf_diff import LeafDiff, dtype_name, leaf_diff, scale_of
 

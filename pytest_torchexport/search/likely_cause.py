@@ -12,8 +12,8 @@ from ..results import explain
 from ..results.report import CauseKind, Finding, Result
 from ..stages.check import Check
 from ..stages.compiled_parts import with_cause
-from .failure import Failure, Stats
 from .causes import MaskedRows, keyword_order, masked_rows
+from .failure import Failure, Stats
 from .located_words import entry
 from .shipped_words import shipped_cause
 

@@ -42,8 +42,9 @@ import os
 import random
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from .._compat import add_database_digest, is_in_ci
 from ..inputs.specs import InputPlan
