@@ -105,7 +105,7 @@ def _failed(check: Check, runtime: str, ran: cpp.Ran) -> None:
     from ..isolation.loader import reached_for
 
     reached = cpp.reached_for(ran.error) or reached_for(ran.error)
-    first = " ".join(line.strip() for line in ran.error.splitlines() if line.strip())[:300]
+    first = next((line.strip() for line in ran.error.splitlines() if line.strip()), "(no message)")[:300]
     problem = {"load": "does not load", "run": "loads but fails to run", "inputs": "cannot be fed the example"}[ran.stage or "load"]
     if reached:
         problem += f": it reaches for {reached}, which C++ does not have"
