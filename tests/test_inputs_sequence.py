@@ -76,6 +76,9 @@ def test_a_size_shared_by_coincidence_is_not_merged():
     step = plan_inputs(Embeds(), (torch.randint(0, 10, (2, 1)), torch.ones(2, 9, dtype=torch.int64),
                                   torch.zeros(2, 1, dtype=torch.int64), torch.full((2, 1), 8)), None)
     assert "seq" not in step.dims and shapes(step)["attention_mask"] == ("batch", 9)
+    # a graph's edge list beside its nodes: no batch in common, so no sequence either
+    graph = plan_inputs(Two(), (torch.randint(0, 5, (2, 10)), torch.randn(5, 3)), None)
+    assert shapes(graph) == {"ids": (2, 10), "hidden": (5, 3)}
 
 
 def test_an_encoder_decoder_has_a_sequence_dim_for_each_side():

@@ -286,10 +286,12 @@ def _dynamic_axes(
         if tensor_idx and len(sizes0) == 1 and all(leaves[i].dim() > 0 for i in tensor_idx):
             for i in tensor_idx:
                 axes_for[i] = {0: DEFAULT_DIM}
-        for dim, group in ((SEQUENCE_DIM, False), (DECODER_SEQUENCE_DIM, True)):
-            members = [i for i in tensor_idx if names[i].lower().startswith("decoder_") == group]
-            for i in _sequence_axes(leaves, members, names):
-                axes_for.setdefault(i, {})[1] = dim
+            # A sequence only beside a batch: (batch, length) token inputs; two [2, E] edge
+            # lists of a graph beside its [N, F] nodes share a size, not a sequence.
+            for dim, group in ((SEQUENCE_DIM, False), (DECODER_SEQUENCE_DIM, True)):
+                members = [i for i in tensor_idx if names[i].lower().startswith("decoder_") == group]
+                for i in _sequence_axes(leaves, members, names):
+                    axes_for[i][1] = dim
     return axes_for
 
 
@@ -302,8 +304,9 @@ def _sequence_axes(leaves: list[Any], tensor_idx: list[int], names: dict[int, st
     """The inputs whose dim 1 is one sequence dim, by default (nothing declared); asked once
     for the decoder's inputs (named ``decoder_...``) and once for the others.
 
-    The rule, as docs/howto-dims.md says it: the candidates are the 2-D integer and bool
-    inputs (token ids, type and position ids, attention masks) and the 3-D float inputs
+    The rule, as docs/howto-dims.md says it, asked only where dim 0 is the batch: the
+    candidates are the 2-D integer and bool inputs (token ids, type and position ids,
+    attention masks) and the 3-D float inputs
     named like embeddings (``inputs_embeds``). Their dim 1 is the sequence when every
     candidate has the same size there, that size is above 1 (a one-token call is a decode
     step: its length is what it is), and either two or more candidates share it or the one
