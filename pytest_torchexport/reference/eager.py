@@ -262,14 +262,16 @@ class Wiring:
         changed = []
         for sub, kept in self._kept:
             now = vars(sub)
-            for name in [n for n in now if n not in kept]:
-                del now[name]
-                changed.append(f"{type(sub).__name__}.{name}")
+            if now.keys() != kept.keys():
+                for name in [n for n in now if n not in kept]:
+                    del now[name]
+                    changed.append(f"{type(sub).__name__}.{name}")
             for name, (value, contents) in kept.items():
                 if now.get(name, _ABSENT) is not value:
                     now[name] = value
                     changed.append(f"{type(sub).__name__}.{name}")
-                if contents is not None and not _same_contents(value, contents):
+                # Most of a module's dicts (its hooks) are empty: nothing to compare.
+                if contents is not None and (value or contents) and not _same_contents(value, contents):
                     value.clear()
                     if isinstance(value, list):
                         value.extend(contents)
