@@ -235,7 +235,10 @@ def keyword_order(check: Any, failure: Failure) -> KeywordOrder | None:
         return None
     args, kwargs = materialize(check.plan, check.artifacts.export_draw, check.device)
     kwargs = {k: kwargs[k] for k in sorted(kwargs, key=lambda k: params.index(k) if k in params else len(params))}
-    ctx = ExportContext(device=check.device, plan=check.plan, module=module, scratch=check.scratch)
+    # A folder of its own: an exporter writes its files there, and the check's artifact may be one of them.
+    scratch = check.scratch / "keyword-order"
+    scratch.mkdir(exist_ok=True)
+    ctx = ExportContext(device=check.device, plan=check.plan, module=module, scratch=scratch)
     try:
         with torch.no_grad():
             artifact = check.backend.export(copy_module(module), args, kwargs, ctx)
