@@ -65,8 +65,8 @@ def validate_shipped(values: dict[str, Any]) -> None:
     explicit = [t for t in ("rtol", "atol") if t in values and (not isinstance(values[t], Mapping) or "onnx" in values[t])]
     if budget is not None and explicit:
         raise InvalidArgument(
-            f"torchexport option {'/'.join(explicit)}= for onnx and a budget in onnx_fp16=/onnx_quantize= both set the onnx "
-            "tolerance: keep one (the budget is a fraction of the output's scale; rtol/atol are per element)"
+            f"torchexport option {'/'.join(explicit)}= for onnx and a max_error in onnx_fp16=/onnx_quantize= both set the "
+            "onnx tolerance: keep one (max_error is a fraction of the output's scale; rtol/atol are per element)"
         )
 
 
@@ -85,12 +85,21 @@ def _onnx_optimize(value: Any) -> str | None:
     )
 
 
-def _budget(option: str, value: Any) -> float | None:
+#: The allowed error's key in onnx_fp16=/onnx_quantize=, and its earlier name, still read.
+MAX_ERROR, MAX_ERROR_EARLIER = "max_error", "budget"
+
+
+def _max_error(option: str, given: Mapping[str, Any]) -> float | None:
+    """The allowed error of ``option``'s dict: ``max_error``, or ``budget`` (its earlier name)."""
+    if MAX_ERROR in given and MAX_ERROR_EARLIER in given:
+        raise InvalidArgument(f"torchexport option {option}= takes max_error (budget is its earlier name), not both")
+    value = given.get(MAX_ERROR, given.get(MAX_ERROR_EARLIER))
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not float(value) > 0:
         raise InvalidArgument(
-            f"torchexport option {option}= takes a budget > 0 (a fraction of the output's scale, 0.05 = 5%), got {value!r}"
+            f"torchexport option {option} max_error= takes a number > 0 (a fraction of the output's scale, 0.05 = 5%), "
+            f"got {value!r}"
         )
     return float(value)
 
@@ -100,9 +109,9 @@ def _onnx_fp16(value: Any) -> OnnxFp16 | None:
         return None
     if value is True:
         return OnnxFp16()
-    keys = ("keep_io_types", "op_block_list", "budget")
-    if not isinstance(value, Mapping) or set(value) - set(keys):
-        bad = sorted(map(repr, set(value) - set(keys))) if isinstance(value, Mapping) else []
+    keys = ("keep_io_types", "op_block_list", MAX_ERROR)
+    if not isinstance(value, Mapping) or set(value) - {*keys, MAX_ERROR_EARLIER}:
+        bad = sorted(map(repr, set(value) - {*keys, MAX_ERROR_EARLIER})) if isinstance(value, Mapping) else []
         raise InvalidArgument(
             "torchexport option onnx_fp16= takes True or a dict with the keys "
             f"{', '.join(keys)}, got {value!r}" + (f" (unknown: {', '.join(bad)})" if bad else "")
@@ -113,21 +122,21 @@ def _onnx_fp16(value: Any) -> OnnxFp16 | None:
     block = value.get("op_block_list")
     if block is not None and (isinstance(block, str) or not all(isinstance(op, str) for op in block)):
         raise InvalidArgument(f"torchexport option onnx_fp16= takes op_block_list as a list of ONNX op types, got {block!r}")
-    return OnnxFp16(keep, tuple(block) if block is not None else None, _budget("onnx_fp16 budget", value.get("budget")))
+    return OnnxFp16(keep, tuple(block) if block is not None else None, _max_error("onnx_fp16", value))
 
 
 def _onnx_quantize(value: Any) -> OnnxQuantize | None:
     if value is False:
         return None
     given = {"mode": value} if isinstance(value, str) else value
-    keys = ("mode", "budget", "weight_type", "activation_type", "per_channel", "reduce_range")
+    keys = ("mode", MAX_ERROR, MAX_ERROR_EARLIER, "weight_type", "activation_type", "per_channel", "reduce_range")
     if isinstance(given, Mapping) and not set(given) - set(keys) and given.get("mode") in ONNX_QUANTIZE_MODES:
         types = {k: given.get(k, "QInt8") for k in ("weight_type", "activation_type")}
         flags = {k: given.get(k, False) for k in ("per_channel", "reduce_range")}
         if all(t in ("QInt8", "QUInt8") for t in types.values()) and all(isinstance(f, bool) for f in flags.values()):
-            return OnnxQuantize(given["mode"], _budget("onnx_quantize budget", given.get("budget")), **types, **flags)  # type: ignore[arg-type]  # checked just above
+            return OnnxQuantize(given["mode"], _max_error("onnx_quantize", given), **types, **flags)  # type: ignore[arg-type]  # checked just above
     raise InvalidArgument(
         f"torchexport option onnx_quantize= takes {' or '.join(map(repr, ONNX_QUANTIZE_MODES))}, or a dict with "
-        f"mode= one of those and optionally budget= (a fraction of the output's scale), weight_type=/activation_type= "
+        f"mode= one of those and optionally max_error= (a fraction of the output's scale), weight_type=/activation_type= "
         f'("QInt8" or "QUInt8"), per_channel=/reduce_range= (True/False), got {value!r}'
     )

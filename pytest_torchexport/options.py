@@ -101,12 +101,12 @@ OPTION_DOCS: dict[str, str] = {
     "onnx_optimize": 'check the onnx backend\'s file as onnxruntime\'s offline optimization saves it: "basic", "extended", '
     '"layout" or "all" (True: "all"); served with the optimizations off, as onnxruntime advises (docs/howto-shipped-onnx.md)',
     "onnx_fp16": "check the onnx backend's file after float16 conversion (onnxconverter-common; float32 inputs and outputs "
-    'kept): True, or {"keep_io_types": bool, "op_block_list": [...], "budget": fraction of the output\'s scale}; '
-    "default budget 8 x 2**-11 x sqrt(op depth)",
+    'kept): True, or {"keep_io_types": bool, "op_block_list": [...], "max_error": fraction of the output\'s scale '
+    '(earlier name "budget", still read)}; default max_error 8 x 2**-11 x sqrt(op depth)',
     "onnx_quantize": 'check the onnx backend\'s file after int8 quantization (onnxruntime.quantization): "dynamic" or '
-    '"static" (calibrated on the recorded example and drawn inputs), or {"mode": ..., "budget": fraction of the '
-    'output\'s scale, "weight_type"/"activation_type": "QInt8"|"QUInt8", "per_channel"/"reduce_range": bool} '
-    "(onnxruntime's defaults otherwise); default budget 8 x 1/510 x sqrt(op depth)",
+    '"static" (calibrated on the recorded example and drawn inputs), or {"mode": ..., "max_error": fraction of the '
+    'output\'s scale (earlier name "budget", still read), "weight_type"/"activation_type": "QInt8"|"QUInt8", '
+    '"per_channel"/"reduce_range": bool} (onnxruntime\'s defaults otherwise); default max_error 8 x 1/510 x sqrt(op depth)',
     "budget": "the most a test's checks may spend beyond their exports: seconds, \"90s\", \"10m\", \"1h\" or \"off\" "
     "(the full search); default the larger of 60 s and 10 x the test body's own time (docs/howto-budget.md)",
 }

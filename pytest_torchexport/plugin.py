@@ -120,6 +120,12 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
         if recording.error is not None:
             # A body that failed fails each item with the body's own error, and leaves a row.
             verdicts.record(item, [adapters.body_row(item, target, recording.error)])
+            if item.stash.get(items.REUSE, False) and models.is_model_error(recording.error):
+                # A model by name that cannot be built is one mistake: said in full by the item that
+                # tried, and pointed at by the test's others (each still fails, with its row).
+                spec = str(recording.error).split(": ", 1)[0]
+                pytest.fail(f"{spec}: the model could not be checked (why is said once, at this test's first item)",
+                            pytrace=False)
             raise recording.error
         _check(item, recording, options)
     finally:

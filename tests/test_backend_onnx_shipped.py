@@ -76,11 +76,13 @@ def one(module, args, **options):
     ("given", "message"),
     [
         ({"onnx_optimize": "fast"}, "onnx_optimize= takes one of 'basic', 'extended', 'layout', 'all'"),
-        ({"onnx_fp16": "yes"}, "onnx_fp16= takes True or a dict with the keys keep_io_types, op_block_list, budget"),
+        ({"onnx_fp16": "yes"}, "onnx_fp16= takes True or a dict with the keys keep_io_types, op_block_list, max_error"),
         ({"onnx_fp16": {"keep": True}}, "(unknown: 'keep')"),
         ({"onnx_quantize": "int4"}, "onnx_quantize= takes 'dynamic' or 'static'"),
         ({"onnx_quantize": {"mode": "static", "weight_type": "int8"}}, 'weight_type=/activation_type= ("QInt8" or "QUInt8")'),
-        ({"onnx_quantize": {"mode": "dynamic", "budget": 0}}, "onnx_quantize budget= takes a budget > 0"),
+        ({"onnx_quantize": {"mode": "dynamic", "max_error": 0}}, "onnx_quantize max_error= takes a number > 0"),
+        ({"onnx_quantize": {"mode": "dynamic", "budget": 0}}, "onnx_quantize max_error= takes a number > 0"),
+        ({"onnx_fp16": {"max_error": 0.1, "budget": 0.1}}, "takes max_error (budget is its earlier name), not both"),
         ({"onnx_fp16": True, "onnx_quantize": "dynamic"}, "onnx_fp16= and onnx_quantize= exclude each other"),
         ({"onnx_fp16": {"budget": 0.01}, "atol": {"onnx": 1e-3}}, "both set the onnx tolerance"),
     ],
@@ -99,7 +101,7 @@ def test_option_spellings_normalize():
     assert Options.build(onnx_fp16=False).onnx_shipped is None
 
 
-def test_an_unknown_value_in_a_marker_is_a_usage_error_at_collection(tester):
+def test_an_unknown_value_in_a_marker_fails_the_tests_item_as_a_usage_error(tester):
     tester.makepyfile(
         """
         import pytest, torch
@@ -109,9 +111,9 @@ def test_an_unknown_value_in_a_marker_is_a_usage_error_at_collection(tester):
             torch.nn.Linear(2, 2)(torch.randn(1, 2))
         """
     )
-    result = tester.runpytest("--collect-only")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*test_m*onnx_quantize= takes 'dynamic' or 'static'*"])
+    result = tester.runpytest("-rf")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*::test_m: *onnx_quantize= takes 'dynamic' or 'static'*", "FAILED *test_m[[]torchexport-marker[]]*"])
 
 
 # -- budgets ------------------------------------------------------------------------------
@@ -122,7 +124,7 @@ def test_default_budgets_follow_the_unit_and_the_op_depth():
     assert fp16 == pytest.approx(8 * 2**-11 * 4)
     assert onnx_shipped.default_budget("int8", 16) == pytest.approx(8 / 510 * 4)
     shipped = Options.build(onnx_quantize={"mode": "dynamic", "budget": 0.2}).onnx_shipped
-    assert onnx_shipped.budget(shipped, 16) == (0.2, "onnx_quantize's budget")
+    assert onnx_shipped.budget(shipped, 16) == (0.2, "onnx_quantize's max_error")
     assert onnx_shipped.budget(Options.build(onnx_optimize="all").onnx_shipped, 16) is None
 
 
@@ -155,9 +157,9 @@ def test_fp16_passes_within_its_budget_and_reports_the_steps():
 def test_fp16_overflow_is_caught_and_blamed_on_the_conversion():
     row = one(PriceModel(), (torch.randn(4, 16),), onnx_fp16=True)
     assert row.status == "mismatch", row.message
-    assert "Likely cause: the fp16 step: on this input the exported model is within the budget" in row.message
+    assert "Likely cause: the fp16 step: on this input the exported model is within the allowed error" in row.message
     assert "overflows past 65504" in row.message
-    assert "No budget covers a value that is inf or NaN on one side only" in row.message
+    assert "No allowed error covers a value that is inf or NaN on one side only" in row.message
     assert row.extra["shipped"]["blamed"] == "fp16"
     assert "shipped_step" in [f.kind for f in row.findings]
 
@@ -185,8 +187,8 @@ def test_static_quantization_calibrated_at_one_length_is_caught_at_another():
     assert row.status == "mismatch", row.message
     assert "Likely cause: the quantize=static step" in row.message
     assert "are not among those static quantization was calibrated on" in row.message
-    assert "of the output's scale" in row.message and "the budget allows" in row.message
-    assert 'onnx_quantize={"mode": "static", "budget": ' in row.message
+    assert "of the output's scale" in row.message and "the allowed error is" in row.message
+    assert 'onnx_quantize={"mode": "static", "max_error": ' in row.message
 
 
 def test_a_budget_the_user_sets_is_honoured():
@@ -197,7 +199,7 @@ def test_a_budget_the_user_sets_is_honoured():
     )
     assert row.status == "pass", row.message
     assert row.extra["shipped"]["budget"] == 5.0
-    assert "(onnx_quantize's budget)" in row.message
+    assert "(onnx_quantize's max_error)" in row.message
 
 
 def test_explicit_tolerances_replace_the_budget():

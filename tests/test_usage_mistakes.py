@@ -66,3 +66,13 @@ def test_a_comma_between_model_inputs_is_said_with_the_semicolon_line(tester):
         "ERROR: --torchexport-model-inputs: inputs are separated by ';', not ',' (a comma separates the sizes "
         "inside [[]...[]]): write 'x: float32[[]2, 4[]]; y: float32[[]2[]]'"
     ])
+
+
+def test_a_model_that_cannot_be_built_is_said_once_not_once_per_backend(tester):
+    tester.makepyfile(zoo="import torch\n\ndef make():\n    return torch.nn.Linear(4, 3)\n")
+    result = tester.runpytest("--torchexport-model=zoo.py:Make", "--torchexport-models-only",
+                              "--torchexport-backends=trace,script,onnx")
+    result.assert_outcomes(failed=3)  # each item still fails, with its usage_error row
+    said = [line for line in result.outlines if line.startswith("zoo.py:Make: ")]
+    assert len([line for line in said if "has no 'Make'; closest names: make" in line]) == 1, said
+    assert said.count("zoo.py:Make: the model could not be checked (why is said once, at this test's first item)") == 2

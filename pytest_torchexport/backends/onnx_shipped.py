@@ -242,7 +242,7 @@ def budget(shipped: Any, depth: int) -> tuple[float, str] | None:
     else:
         return None
     if given is not None:
-        return given, f"{option}'s budget"
+        return given, f"{option}'s max_error"
     return default_budget(kind, depth), (
         f"{kind} default: {BUDGET_MULTIPLE:g} x {UNIT_WORDS[kind]} x sqrt(op depth {depth})"
     )

@@ -103,6 +103,14 @@ FLAGS: tuple[Flag, ...] = (
          "SIZE or off: the memory one check's drawn inputs may take (512MB, 8GB); a declared size beyond it is not "
          "tried, and the summary says so; default half of the free memory each check has here (docs/howto-dims.md)",
          "memory", _word),
+    Flag("--torchexport-cpp", "torchexport_cpp",
+         "auto or off: load each saved TorchScript file and AOTInductor package in C++ (torch::jit::load, "
+         "AOTIModelPackageLoader) with a runner built once per torch; auto: where a C++ compiler and torch's "
+         "headers are (docs/howto-verify.md)", "cpp", _word),
+    Flag("--torchexport-bundle", "torchexport_bundle",
+         "write a bundle per check under DIR (the artifact, the inputs tried, eager's outputs, tolerances, "
+         "environment; nothing pickled) for `python -m pytest_torchexport verify DIR` on another machine or torch",
+         "bundle", _path),
 )
 
 

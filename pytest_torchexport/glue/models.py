@@ -155,4 +155,11 @@ def inputs_note(item: pytest.Item) -> dict[str, Any] | None:
     return {"spec": item.spec.text, **({"inputs": inputs} if inputs else {})}
 
 
-__all__ = ["PREFIX", "ModelCollector", "ModelItem", "collect", "configure", "ignore", "inputs_note"]
+def is_model_error(error: BaseException) -> bool:
+    """A ``--torchexport-model`` SPEC whose model could not be built or called (one mistake, said once)."""
+    from ..recording.model_specs import ModelError
+
+    return isinstance(error, ModelError)
+
+
+__all__ = ["PREFIX", "ModelCollector", "ModelItem", "collect", "configure", "ignore", "inputs_note", "is_model_error"]

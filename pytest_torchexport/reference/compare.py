@@ -293,7 +293,7 @@ class Comparison:
             if d.budget is not None and d.scale is not None:
                 lines.append(
                     f"  Off by {_pct(d.of_scale)} of the output's scale (its greatest |eager| value, {_g(d.scale)}); "
-                    f"the budget allows {_pct(d.budget)}"
+                    f"the allowed error is {_pct(d.budget)}"
                 )
             if d.one_sided_nonfinite:
                 lines.append(

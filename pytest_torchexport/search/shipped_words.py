@@ -24,11 +24,11 @@ def budget_remedy(failure: Failure, result: Result, xfail: str) -> str:
     steps = result.extra["shipped"]["steps"]
     option = "onnx_quantize" if any(s.startswith("quantize=") for s in steps) else "onnx_fp16"
     if worst == float("inf") or (cmp is not None and any(d.one_sided_nonfinite for d in cmp.diffs)):
-        return f"No budget covers a value that is inf or NaN on one side only: fix the step, or {xfail}"
+        return f"No allowed error covers a value that is inf or NaN on one side only: fix the step, or {xfail}"
     mode = next((s.split("=", 1)[1] for s in steps if s.startswith("quantize=")), None)
-    value = f'{{"mode": "{mode}", "budget": {worst * 1.25:.2g}}}' if mode else f'{{"budget": {worst * 1.25:.2g}}}'
+    value = f'{{"mode": "{mode}", "max_error": {worst * 1.25:.2g}}}' if mode else f'{{"max_error": {worst * 1.25:.2g}}}'
     return (
-        f"Would pass with a budget of {_pct(worst)} of the output's scale (the worst input seen): {option}={value} "
+        f"Would pass with an allowed error of {_pct(worst)} of the output's scale (the worst input seen): {option}={value} "
         f"if that error is acceptable where the model is served, or {xfail}"
     )
 
@@ -42,7 +42,7 @@ def shipped_words(check: Check, worst_of_scale: float) -> str:
         return f"checked the file as shipped ({steps}), judged by {judged}"
     return (
         f"checked the file as shipped ({steps}): greatest error {_pct(worst_of_scale)} of an output's scale, "
-        f"within the budget of {_pct(check.scale_budget)} ({post.budget_from})"
+        f"within the allowed error of {_pct(check.scale_budget)} ({post.budget_from})"
     )
 
 
@@ -66,7 +66,7 @@ def shipped_cause(check: Check, failure: Failure) -> str | None:
             f"the {blamed.step} step: on this input "
             + ("the exported model" if blamed.before == "export" else f"the model after {blamed.before}")
             + " is within "
-            + (f"the budget of {_pct(check.scale_budget)}" if check.scale_budget is not None else "tolerance")
+            + (f"the allowed error of {_pct(check.scale_budget)}" if check.scale_budget is not None else "tolerance")
             + f", the model after {blamed.step} is not"
         )
         detail += _step_detail(check, failure, blamed.step)
