@@ -29,7 +29,8 @@ def tags_in(source: str) -> set[str]:
     found: set[str] = set()
     for token in tokenize.generate_tokens(io.StringIO(source).readline):
         if token.type in (tokenize.COMMENT, tokenize.STRING):
-            found.update(m.group(1) for m in TAG.finditer(token.string))
+            # a shape written in brackets (``[N, F]``, ``[B, C, H, W]``) is no tag: every word one letter
+            found.update(m.group(1) for m in TAG.finditer(token.string) if max(map(len, re.split(r",? ", m.group(1)))) > 1)
     return found
 
 
@@ -50,7 +51,7 @@ def test_the_tag_pattern_reads_comments_not_code() -> None:
         "from typing import Any, Callable\n"
         "x: dict[str, Any] = {}  # [Held] a tag; list[Tensor] is a type, [link](url) is a link\n"
         "f: Callable[[Any], None]\n"
-        '"""[Raised, Not Judged] and [Not The Test\'s Call] and [Float64 Once]."""\n'
+        '"""[Raised, Not Judged] and [Not The Test\'s Call] and [Float64 Once]; a shape [N, F]."""\n'
         "s = x['Key']\n"
     )
     assert tags_in(source) == {"Held", "Raised, Not Judged", "Not The Test's Call", "Float64 Once"}
