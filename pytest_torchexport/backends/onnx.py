@@ -412,6 +412,7 @@ class _InMemory:
         depth = onnx_shipped.op_depth(data)
         del data
         budget = onnx_shipped.budget(ctx.shipped, depth)
+        assert plain is not None, "post-processing runs on a fresh artifact, before any set_aside"
         stages: list[tuple[str, Any]] = [("export", plain)]
         stages += [(stage.name, _Lazy(stage.data, self.device, stage.serve_level or before)) for stage in self.stages]
         try:
