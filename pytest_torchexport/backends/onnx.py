@@ -401,7 +401,6 @@ class _InMemory:
         # Before an offline optimization, each stage runs with onnxruntime's optimizations off,
         # so blame tells that step's rewrites from the others; without one, as it is served.
         before = "ORT_DISABLE_ALL" if ctx.shipped.optimize is not None else None
-        assert self.session is not None, "post-processing runs on a fresh artifact, before any set_aside"
         plain = self.session if before is None else OnnxSession(self.path, self.device, before)
         calibration = None
         if ctx.shipped.quantize is not None and ctx.shipped.quantize.mode == "static":
