@@ -402,6 +402,7 @@ class _InMemory:
         # so blame tells that step's rewrites from the others; without one, as it is served.
         before = "ORT_DISABLE_ALL" if ctx.shipped.optimize is not None else None
         plain = self.session if before is None else OnnxSession(self.path, self.device, before)
+        assert plain is not None, "post-processing runs on a fresh artifact, before any set_aside"
         calibration = None
         if ctx.shipped.quantize is not None and ctx.shipped.quantize.mode == "static":
             calibration = [plain.feed(a, k) for a, k in onnx_shipped.calibration_inputs(ctx.plan)]
@@ -411,7 +412,6 @@ class _InMemory:
         depth = onnx_shipped.op_depth(data)
         del data
         budget = onnx_shipped.budget(ctx.shipped, depth)
-        assert plain is not None, "post-processing runs on a fresh artifact, before any set_aside"
         stages: list[tuple[str, Any]] = [("export", plain)]
         stages += [(stage.name, _Lazy(stage.data, self.device, stage.serve_level or before)) for stage in self.stages]
         try:
