@@ -49,7 +49,9 @@ from ..search.search import Search
 from ..stages import (
     assumptions,
     budget,
+    bundle,
     capture,
+    cpp_load,
     exporting,
     latency,
     search_budget,
@@ -195,6 +197,7 @@ class PendingCheck:
         self._child: runner.Child | None = None
         self._scratch: Path | None = None
         self._done: Result | None = None
+        self.check: Check | None = None  # once the pipeline has built it: what --torchexport-bundle writes
         self.reuse = Reuse(self._facts())  # [Verdict Cache] a pass kept from an earlier run
 
     def _facts(self) -> CheckFacts:
@@ -229,6 +232,7 @@ class PendingCheck:
             self.mode, self.why = runner.choose(self.options.isolation, self.device)
         spec = self.session.backends.get(self.name)
         standalone.start(spec, self.options)
+        cpp_load.start(self.name, self.options)  # the C++ runner's build, once per torch, overlaps the exports
         if self.mode != "process":
             return
         # On CPU only: eager on a GPU here would initialise CUDA in the parent, which its
@@ -346,6 +350,8 @@ class PendingCheck:
                 settle(result, stop.outcome)
             except ModelRaised as raised:  # the model itself, on a call every check makes: a usage error, not ours
                 settle(result, outcome.model_raised(raised.error, "eager's own run", tag(result)))
+            if self.options.bundle and self.check is not None and self.check.artifacts is not None:
+                bundle.write(self.check)  # the verdict is in: the artifact, its inputs and eager's outputs, for verify
 
     def _cleanup(self) -> None:
         if self._child is not None and self._scratch is not None:
@@ -394,6 +400,7 @@ def _pipeline(pending: PendingCheck, result: Result, scratch: Path) -> None:
         shared=None if sequence and prelude.changed_state else prelude.shared,
         captures=pending.captured.captures if pending.captured is not None else {},
     )
+    pending.check = check
     if check.compiled:
         result.findings.append(compiled_finding(check.compiled, result.module))
     # Export once at the example, save, load back.
@@ -409,6 +416,8 @@ def _pipeline(pending: PendingCheck, result: Result, scratch: Path) -> None:
     # answers while the side effects and the search run, and its verdict joins at the end (a
     # load_error still decides the result, as when the load ran before the search).
     loading = standalone.step(check)
+    # And in C++ (cpp_load.py): the runner starts now, beside the search; its answer is read after the verdict.
+    cpp_load.begin(check)
     try:
         # Side effects the artifact must reproduce, arguments it may bake in, then the search.
         runner.stage(result, "run")
@@ -423,6 +432,8 @@ def _pipeline(pending: PendingCheck, result: Result, scratch: Path) -> None:
         raise
     loading.join()
     settle(result, verdict)
+    # The saved TorchScript file or AOTInductor package loaded by libtorch in C++ (cpp_load.py): after a pass.
+    cpp_load.step(check)
     clock = check.clock  # [Search Budget] the findings below run only where the budget covers them
     if result.status == "pass" and search_budget.affords(clock, "static_size probes"):
         static_sizes.probe(check, until=search_budget.until(clock))  # [Static Sizes] the undeclared dims: findings only

@@ -28,6 +28,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -297,28 +298,64 @@ class Ran:
     seconds: float = 0.0
 
 
-def run(runner: Runner, kind: str, model: Path, inputs: Path, *, device: str = "cpu", threads: int = 1) -> Ran:
-    """The artifact at ``model`` (``kind`` ``jit`` or ``aoti``) on the values in ``inputs``."""
-    outputs = inputs.with_name(inputs.stem + "-outputs.bin")
-    t0 = time.perf_counter()
-    try:
-        done = subprocess.run(
-            [str(runner.path), kind, str(model), str(inputs), str(outputs), device, str(threads)],
-            capture_output=True, text=True, timeout=RUN_TIMEOUT_S, stdin=subprocess.DEVNULL,
-        )
-    except subprocess.TimeoutExpired:
-        return Ran(None, "run", f"the C++ runner did not finish within {RUN_TIMEOUT_S:g} s", time.perf_counter() - t0)
-    seconds = time.perf_counter() - t0
-    if done.returncode == 0:
-        return Ran(read_values(outputs), seconds=seconds)
-    error = done.stderr.strip()
-    if done.returncode < 0:
-        import signal
+class Running:
+    """The runner started on one artifact (``start``), read when the check wants its answer (``result``):
+    it runs beside the check's search, as the standalone loader does."""
 
-        error = f"the C++ runner died of {signal.Signals(-done.returncode).name}: {error[-600:]}"
-    stage = STAGES.get(done.returncode, "load")
-    prefix = f"{stage}: "
-    return Ran(None, stage, error.removeprefix(prefix), seconds)
+    def __init__(self, runner: Runner, kind: str, model: Path, inputs: Path, *, device: str = "cpu", threads: int = 1) -> None:
+        self.outputs = inputs.with_name(inputs.stem + "-outputs.bin")
+        self.errors = inputs.with_name(inputs.stem + "-errors.txt")
+        self.t0 = time.perf_counter()
+        with open(self.errors, "wb") as err:
+            self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
+                [str(runner.path), kind, str(model), str(inputs), str(self.outputs), device, str(threads)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+            )
+        self.ended: float | None = None  # when the runner exited: its own time, whatever the check did meanwhile
+        self.waited_s = 0.0  # what the check waited for it in ``result``
+        threading.Thread(target=self._reap, args=(self.proc,), name="torchexport-cpp", daemon=True).start()
+
+    def _reap(self, proc: subprocess.Popen[bytes]) -> None:
+        proc.wait()
+        self.ended = time.perf_counter()
+
+    def result(self, timeout: float = RUN_TIMEOUT_S) -> Ran:
+        """Wait for it (at most ``timeout`` seconds from now) and read what it wrote."""
+        proc, self.proc = self.proc, None
+        assert proc is not None, "read once"
+        waited = time.perf_counter()
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            return Ran(None, "run", f"the C++ runner did not finish within {timeout:g} s", time.perf_counter() - self.t0)
+        self.waited_s = time.perf_counter() - waited
+        seconds = (self.ended or time.perf_counter()) - self.t0
+        if code == 0:
+            return Ran(read_values(self.outputs), seconds=seconds)
+        error = self.errors.read_text(errors="replace").strip()
+        if code < 0:
+            import signal
+
+            error = f"the C++ runner died of {signal.Signals(-code).name}: {error[-600:]}"
+        stage = STAGES.get(code, "load")
+        return Ran(None, stage, error.removeprefix(f"{stage}: "), seconds)
+
+    def stop(self) -> None:
+        """The check ended before it read the answer: the runner is not left behind."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def __del__(self) -> None:
+        self.stop()
+
+
+def run(runner: Runner, kind: str, model: Path, inputs: Path, *, device: str = "cpu", threads: int = 1) -> Ran:
+    """The artifact at ``model`` (``kind`` ``jit`` or ``aoti``) on the values in ``inputs``, waited for."""
+    return Running(runner, kind, model, inputs, device=device, threads=threads).result()
 
 
 if __name__ == "__main__":  # start_build's detached build

@@ -1,11 +1,11 @@
 """C++ load (contract section 4; docs/howto-verify.md): the saved artifact loaded and run by libtorch in C++.
 
 The standalone stage proves a TorchScript file or an AOTInductor package loads in a Python
-that never imported the test's code; a C++ deployment has no Python at all. So, after a
-check has passed, its saved file is loaded by the C++ runner (``isolation/cpp.py``:
+that never imported the test's code; a C++ deployment has no Python at all. So, once a
+check has saved its artifact, the file is loaded by the C++ runner (``isolation/cpp.py``:
 ``torch::jit::load`` or ``AOTIModelPackageLoader``, built once per torch from the installed
-wheel) and run on the recorded example; the outputs are compared with eager's as the
-standalone load's are. A file C++ cannot load (a custom op registered only in Python, a
+wheel) and run on the recorded example, in its own process beside the check's search (``begin``);
+after a pass, its outputs are compared with eager's as the standalone load's are (``step``). A file C++ cannot load (a custom op registered only in Python, a
 missing library) is the ``load_error`` it is, a difference the ``mismatch``, each with a
 ``cpp_load`` finding; the row's ``cpp`` says what ran, or why nothing did. No compiler, or
 no headers in this torch: the stage is skipped with its reason, never a failure.
@@ -36,28 +36,31 @@ def start(name: str, options: Any) -> None:
         cpp.start_build()
 
 
-def _skip(check: Check, reason: str) -> None:
-    check.result.extra["cpp"] = {"status": "skipped", "reason": reason}
+class Started:
+    """What ``begin`` left for ``step``: the runner on its way, or why nothing runs."""
+
+    def __init__(self, runtime: str, *, skipped: str | None = None, running: cpp.Running | None = None,
+                 built: cpp.Runner | None = None) -> None:
+        self.runtime, self.skipped, self.running, self.built = runtime, skipped, running, built
 
 
-def step(check: Check) -> None:
-    """Load and run the saved artifact in C++ on the recorded example; raises ``Stop`` with a
-    ``load_error`` or ``mismatch`` where C++ disagrees with the check's verdict of pass."""
-    result = check.result
-    if check.name not in RUNTIMES:
-        return  # not a format C++ loads: no key on the row
-    kind, filename, runtime = RUNTIMES[check.name]
+def begin(check: Check) -> None:
+    """Once the artifact is saved: start the C++ runner on it and the recorded example, to run beside
+    the side-effect checks and the search (one thread: the check has the other). None: not a format
+    C++ loads (the row gets no ``cpp`` key). What it started is ``check.cpp``."""
+    if check.name in RUNTIMES:
+        check.cpp = _begin(check, *RUNTIMES[check.name])
+
+
+def _begin(check: Check, kind: str, filename: str, runtime: str) -> Started:
     if check.options.cpp == "off":
-        return _skip(check, "off (--torchexport-cpp=off)")
-    if result.status != "pass":
-        return  # the check has failed already: C++ would add nothing to its verdict
+        return Started(runtime, skipped="off (--torchexport-cpp=off)")
     model = check.scratch / "artifact" / filename
     if not model.exists():
-        return _skip(check, "not applicable: no saved artifact (roundtrip=False)")
+        return Started(runtime, skipped="not applicable: no saved artifact (roundtrip=False)")
     chain = cpp.toolchain()
     if isinstance(chain, str):
-        return _skip(check, chain)
-    runner.stage(result, "cpp_load")
+        return Started(runtime, skipped=chain)
     inputs = check.scratch / "cpp-inputs.bin"
     args, kwargs = check.recorded.args, check.recorded.kwargs
     try:
@@ -67,24 +70,45 @@ def step(check: Check) -> None:
             args, kwargs = tuple(v for v in pytree.tree_leaves((args, kwargs)) if hasattr(v, "dtype")), {}
         cpp.write_values(inputs, args, kwargs)
     except cpp.Unsupported as exc:
-        return _skip(check, f"not applicable: the recorded call passes {exc}, which the C++ runner does not feed")
+        return Started(runtime, skipped=f"not applicable: the recorded call passes {exc}, which the C++ runner does not feed")
+    runner.stage(check.result, "cpp_load")  # the first check of a torch waits for the runner's build here
     try:
         built = cpp.ensure(chain)
     except cpp.BuildFailed as exc:
-        return _skip(check, str(exc))
-    import torch
+        return Started(runtime, skipped=str(exc))
+    running = cpp.Running(built, kind, model, inputs, device=check.device, threads=1)
+    return Started(runtime, running=running, built=built)
 
-    ran = cpp.run(built, kind, model, inputs, device=check.device, threads=torch.get_num_threads())
+
+def step(check: Check) -> None:
+    """After the verdict: read the C++ run ``begin`` started and compare it with eager; raises ``Stop``
+    with a ``load_error``, ``run_error`` or ``mismatch`` where C++ disagrees with a pass."""
+    result, started = check.result, check.cpp
+    if started is None:
+        return  # not a format C++ loads: no key on the row
+    if started.running is not None and result.status != "pass":
+        started.running.stop()
+        return  # the check has failed already: C++ would add nothing to its verdict
+    if started.skipped is not None or started.running is None:
+        result.extra["cpp"] = {"status": "skipped", "reason": started.skipped}
+        return
+    runner.stage(result, "cpp_load")
+    ran = started.running.result()
+    runtime, built = started.runtime, started.built
+    assert built is not None
     note: dict[str, Any] = {"status": "pass", "runtime": runtime, "run_s": round(ran.seconds, 3)}
     if built.waited_s > 0.5:  # this check paid (part of) the build: said once, on its row
         note["runner_build_s"] = round(built.build_s, 1)
-    result.timings["cpp_s"] = ran.seconds
+    result.timings["cpp_s"] = ran.seconds  # the runner's own time, from its start to its exit
+    result.timings["cpp_wait_s"] = started.running.waited_s  # what the check still waited for it, the overlap left over
     result.extra["cpp"] = note
     if ran.outputs is None:
         note["status"] = "load_error" if ran.stage in ("load", "inputs") else "run_error"
         _failed(check, runtime, ran)
     comparison = check.compare(check.recorded.outputs, ran.outputs)
     if not comparison.ok:
+        import torch
+
         note["status"] = "mismatch"
         problem = "runs there, but its outputs differ from eager's on the recorded example: " + "; ".join(comparison.lines()[:2])
         result.findings.append(Finding("cpp_load", f"{check.name}: loaded in C++ with {runtime}, the saved artifact {problem}"))
