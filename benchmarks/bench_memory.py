@@ -12,7 +12,7 @@ Each (case, backend) runs in its own driver process; printed are the driver's pe
 the largest forked child's (``RUSAGE_CHILDREN``), the status and the time. A watchdog
 here samples the driver's process tree and kills it above ``--kill-gb`` (the machine
 must survive the unbounded run). ``--no-budget`` turns the memory budget off
-(``TORCHEXPORT_SIZE_BUDGET=off`` in the driver's environment) to show what it saves:
+(``TORCHEXPORT_SIZE_LIMITS=off`` in the driver's environment) to show what it saves:
 
     python benchmarks/bench_memory.py                       # both cases, 4 backends, 8 examples
     python benchmarks/bench_memory.py --no-budget --cases segmentation --backends trace
@@ -50,7 +50,7 @@ from pytest_torchexport.errors import ExportMismatch
 
 case, backend, examples, use_budget = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
 if not use_budget:  # read at each check (stages/budget.py); a version before it ignores it
-    os.environ["TORCHEXPORT_SIZE_BUDGET"] = "off"
+    os.environ["TORCHEXPORT_SIZE_LIMITS"] = "off"
 torch.manual_seed(0)
 
 

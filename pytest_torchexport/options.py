@@ -136,8 +136,8 @@ ENVIRONMENT: dict[str, str] = {
     "per 2 GiB of available memory); 1: one at a time",
     "TORCHEXPORT_COPY_LIMIT": "bytes of parameters and buffers a test's copies of its modules \"as called\" may hold "
     "(default 2 GiB); past it the live module is checked (earlier name TORCHEXPORT_COPY_BUDGET, still read)",
-    "TORCHEXPORT_SIZE_BUDGET": "off: lift every limit on drawn sizes and examples, whatever they cost (a machine known "
-    "to hold the declared ranges)",
+    "TORCHEXPORT_SIZE_LIMITS": "off: lift every limit on drawn sizes and examples, the memory cap and the time limit's "
+    "share, whatever they cost (a machine known to hold the declared ranges)",
     "CI": "set (as CI services do): the search is derandomized per test and backend, so an unchanged model gets the "
     "same verdict on every run",
     "GITHUB_ACTIONS": "true: each failing row is also a GitHub Actions error annotation at its source line",
@@ -146,7 +146,10 @@ ENVIRONMENT: dict[str, str] = {
     "XDG_CACHE_HOME": "the cache folder the C++ runner goes under (default ~/.cache)",
 }
 #: Earlier names still read: the earlier name -> the name it became.
-ENVIRONMENT_ALIASES: dict[str, str] = {"TORCHEXPORT_COPY_BUDGET": "TORCHEXPORT_COPY_LIMIT"}
+ENVIRONMENT_ALIASES: dict[str, str] = {
+    "TORCHEXPORT_COPY_BUDGET": "TORCHEXPORT_COPY_LIMIT",
+    "TORCHEXPORT_SIZE_BUDGET": "TORCHEXPORT_SIZE_LIMITS",
+}
 #: Variables the package sets or reads for itself, never a person: not on the reference page.
 INTERNAL_ENVIRONMENT: dict[str, str] = {
     "TORCHEXPORT_LOADER_PARENT": "the standalone loader's parent process, set when it is spawned",

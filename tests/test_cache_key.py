@@ -45,7 +45,7 @@ CHANGED = {
     "module": _module(0.25),
     "inputs": ((torch.full((2, 3), 2.0),), {}),
     "sequence": [((torch.ones(2, 3),), {}), ((torch.zeros(2, 3),), {})],
-    "size_budget": False,  # TORCHEXPORT_SIZE_BUDGET=off: the whole declared range, a wider search
+    "size_budget": False,  # TORCHEXPORT_SIZE_LIMITS=off: the whole declared range, a wider search
 }
 
 

@@ -180,7 +180,7 @@ _FLIPPED = re.compile(r"^[^#\n]*\b([a-z_]+\.[A-Z][A-Z0-9_]+)\s*=(?!=)", re.MULTI
 
 def test_no_benchmark_flips_a_switch_in_the_package():
     """A benchmark measures the package as shipped: what it turns off is a real option or an
-    environment variable the package documents (``TORCHEXPORT_SIZE_BUDGET=off``), never a
+    environment variable the package documents (``TORCHEXPORT_SIZE_LIMITS=off``), never a
     constant of a module rebound from outside (it was ``budget.ENABLED = False``)."""
     benchmarks = PACKAGE.parent / "benchmarks"
     found = [

@@ -73,3 +73,16 @@ def test_the_copy_limit_is_read_under_its_name_and_its_earlier_one(monkeypatch):
     assert environment("TORCHEXPORT_COPY_LIMIT", "0") == "123"
     monkeypatch.setenv("TORCHEXPORT_COPY_LIMIT", "456")
     assert environment("TORCHEXPORT_COPY_LIMIT", "0") == "456"
+
+
+def test_the_size_limits_switch_is_read_under_its_name_and_its_earlier_one(monkeypatch):
+    from pytest_torchexport.stages import budget
+
+    monkeypatch.delenv("TORCHEXPORT_SIZE_LIMITS", raising=False)
+    monkeypatch.delenv("TORCHEXPORT_SIZE_BUDGET", raising=False)
+    assert budget.enabled()
+    monkeypatch.setenv("TORCHEXPORT_SIZE_BUDGET", "off")  # the earlier name
+    assert not budget.enabled()
+    monkeypatch.delenv("TORCHEXPORT_SIZE_BUDGET")
+    monkeypatch.setenv("TORCHEXPORT_SIZE_LIMITS", "off")
+    assert not budget.enabled()

@@ -47,7 +47,7 @@ class CheckFacts:
     inputs: Any  # the recorded call's inputs as planned (``InputPlan.tree``)
     #: the test's calls of a stateful module, in order, replayed by the check (None: the recorded call only)
     sequence: list[tuple[tuple[Any, ...], dict[str, Any]]] | None
-    #: [Memory Budget] whether drawn sizes are bounded (``TORCHEXPORT_SIZE_BUDGET``): a pass found
+    #: [Memory Budget] whether drawn sizes are bounded (``TORCHEXPORT_SIZE_LIMITS``): a pass found
     #: within the budget is a narrower search than one asked for without it
     size_budget: bool = True
     store: Cache | None = None  # where passes are kept and looked up; None: no cache

@@ -37,7 +37,7 @@ draw is within it.
 A cut clips the declared ``dims=`` too (the memory at risk is the same): the row's
 ``size_budget`` finding says what was measured, which limit bit, what was clipped and
 how to lift it, and the terminal summary says it in one line (glue/summary.py).
-``--torchexport-memory=off`` lifts the memory cap, ``TORCHEXPORT_SIZE_BUDGET=off`` in the
+``--torchexport-memory=off`` lifts the memory cap, ``TORCHEXPORT_SIZE_LIMITS=off`` in the
 environment every cap.
 """
 
@@ -78,10 +78,10 @@ CALLS_PER_EXAMPLE = 2
 #: Calls of the model a check makes besides its examples, at the recorded size: the export
 #: (tracing runs it), the determinism probe, latency's warm and timed calls, the standalone step.
 FIXED_CALLS = 10
-#: ``TORCHEXPORT_SIZE_BUDGET=off`` lifts every limit, the time limit too: the whole declared range is drawn,
+#: ``TORCHEXPORT_SIZE_LIMITS=off`` (earlier ``TORCHEXPORT_SIZE_BUDGET``, still read) lifts every limit, the time limit too: the whole declared range is drawn,
 #: whatever it costs (a machine known to hold it; benchmarks/bench_memory.py --no-budget
 #: measures what the budget saves). What was measured is still recorded on the row.
-OFF_ENV = "TORCHEXPORT_SIZE_BUDGET"
+OFF_ENV = "TORCHEXPORT_SIZE_LIMITS"
 
 
 def enabled() -> bool:
