@@ -44,6 +44,21 @@ TWO_KINDS = textwrap.dedent(
             return out
 
 
+    class WithLoss(nn.Module):
+        # a training step passes the target; served, the model is called without it
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+
+        def forward(self, x, target=None):
+            out = self.lin(x)
+            if target is None:
+                return out
+            if not self.training:
+                raise RuntimeError("the loss is computed in training only")
+            return (out - target).pow(2).mean()
+
+
     @pytest.mark.torchexport(backends=["trace", "export"], examples=3)
     def test_two_kinds():
         model = Net().eval()
@@ -57,6 +72,13 @@ TWO_KINDS = textwrap.dedent(
         model = Frozen().eval()
         model(torch.randn(2, 4))
         model(torch.randn(2, 4), extra=torch.ones(2, 4))
+
+
+    @pytest.mark.torchexport(backends=["trace"], examples=3)
+    def test_training_step_then_served():
+        model = WithLoss().train()
+        model(torch.randn(2, 4), target=torch.randn(2, 4))
+        model.eval()(torch.randn(2, 4))
 
 
     @pytest.mark.torchexport(backends=["trace"], examples=3)
@@ -88,7 +110,13 @@ def test_each_kind_of_call_is_a_row_of_its_item(tester):
     first, second = rows["test_one_kind_fails[torchexport-trace]"]
     assert (first["call"], first["status"]) == ("without extra", "pass")
     assert (second["call"], second["status"]) == ("with extra", "mismatch"), second["message"]
-    result.assert_outcomes(passed=3, failed=1)
+    # A kind that does not replay as served (a training step's call with its target) gives way
+    # to the kind that does, as a call that does not replay gives way to the next one.
+    (served,) = rows["test_training_step_then_served[torchexport-trace]"]
+    assert (served["call"], served["status"]) == ("without target", "pass"), served["message"]
+    assert any("'with target' calls of WithLoss raise when replayed in eval mode" in f["detail"]
+               for f in served["findings"] if f["kind"] == "recorded_call"), served["findings"]
+    result.assert_outcomes(passed=4, failed=1)
     result.stdout.re_match_lines([r".*test_one_kind_fails\[torchexport-trace\] - .*"])
     assert "(Frozen, with extra call)" in result.stdout.str()
     # The summary shows the kinds: one line each, named.
@@ -181,3 +209,39 @@ def test_prefill_and_decode_each_checked_and_generate_through_forward(tester):
     assert any("LlamaForCausalLM.generate, a Python loop over forward" in d for d in loop), generate[1]["findings"]
     assert [r["status"] for r in generate] == ["pass", "pass"], [r["message"] for r in generate]
     result.assert_outcomes(passed=2, failed=1)
+
+
+def test_kinds_are_told_apart_by_what_carries_tensors_and_named_by_what_differs():
+    """The grouping alone (no export): which calls are one kind, and each kind's name."""
+    import torch
+    from torch import nn
+
+    from pytest_torchexport.recording.calls import Call
+    from pytest_torchexport.recording.kinds import group
+
+    class Decoder(nn.Module):
+        def forward(self, input_ids, attention_mask=None, past_key_values=None, use_cache=False):
+            return input_ids
+
+    model = Decoder()
+
+    def call(*args, **kwargs):
+        return Call(model, args, kwargs, live=model)
+
+    ids, mask = torch.zeros(1, 5, dtype=torch.long), torch.ones(1, 5)
+    cache = ((torch.zeros(1, 2, 5, 8), torch.zeros(1, 2, 5, 8)),)  # a legacy tuple cache: known by its name
+    kinds = group([
+        call(ids, use_cache=True),
+        call(ids[:, :1], past_key_values=cache, use_cache=True),
+        call(ids, None, None, True),  # the prefill again: None and flags carry no tensor
+        call(ids[:, :1], past_key_values=cache),
+    ])
+    assert [(k.name, len(k.calls)) for k in kinds] == [("prefill", 2), ("decode", 2)]
+    # Two decode kinds: each named by what tells it from the other.
+    kinds = group([call(ids), call(ids, past_key_values=cache), call(ids, mask, past_key_values=cache)])
+    assert [k.name for k in kinds] == ["prefill", "decode (without attention_mask)", "decode (with attention_mask)"]
+    # No cache: a 2-D and a 4-D mask (Llama's custom mask), named by the dims.
+    kinds = group([call(ids, mask), call(ids, mask[:, None, None, :])])
+    assert [k.name for k in kinds] == ["attention_mask 2-D", "attention_mask 4-D"]
+    # One kind: no name (the row has no "call").
+    assert [k.name for k in group([call(ids), call(ids[:, :2])])] == [None]

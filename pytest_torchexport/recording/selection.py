@@ -187,10 +187,26 @@ class PlannedRun:
 
     @property
     def rows(self) -> list[Result]:
-        """Every kind's row, in the order of the test's first call of each (after ``wait``)."""
+        """Every kind's row, in the order of the test's first call of each (after ``wait``). A
+        kind none of whose calls replays as served (eval, ``no_grad``) is no way the model is
+        served where another kind's does: its row is left out, and a finding on the others
+        says so (as a call that does not replay gives way to the next one)."""
         if self._done is not None and not self.kinds:
             return [self._done]
-        return [kind.wait() for kind in self.kinds]
+        rows = [kind.wait() for kind in self.kinds]
+        unserved = [(k, r) for k, r in zip(self.kinds, rows) if r.cause_kind == "eager_replay"]
+        if not unserved or len(unserved) == len(rows):
+            return rows
+        kept = [r for r in rows if r.cause_kind != "eager_replay"]
+        for result in kept:
+            for kind, row in unserved:
+                why = (row.likely_cause or "").split("\n", 1)[0][:200]
+                result.findings.append(Finding(
+                    "recorded_call",
+                    f"the test's {kind.kind.name!r} calls of {kind.calls[0].name} raise when replayed in eval mode "
+                    f"under no_grad ({why}): that kind of call was not checked",
+                ))
+        return kept
 
     def start(self, *, held: bool = False) -> None:
         """Set going: every kind's check forked now (the later ones held until the one before
@@ -245,7 +261,7 @@ class PlannedRun:
             kind.wait()
             if index + 1 < len(self.kinds):
                 self.kinds[index + 1].start()  # [Held] the next kind's child let go
-        return self.kinds[0].wait()
+        return self.rows[0]
 
 
 class _KindRun:
