@@ -172,7 +172,9 @@ class Eager:
         once in the test's process (while its first check's child copies its own), each child
         forked after it inherits it, its own by fork, instead of copying the module itself
         (e3nn's network copies in 0.6-0.8 s: four backends' children paid it four times).
-        Kept in the parent untouched (``take_spare`` is for a child)."""
+        Kept in the parent untouched (``take_spare`` is for a child). The module's wiring is put
+        back first: the copy is of the module the test called, whatever eager's calls left."""
+        self._wiring.put_back()
         self._spare = copy_module(self.module)
 
     def take_spare(self) -> torch.nn.Module | None:
