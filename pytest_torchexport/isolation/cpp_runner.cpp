@@ -14,6 +14,15 @@
 // scalar its int64, double or byte. Little-endian, as every machine torch ships for.
 #include <ATen/Parallel.h>
 #include <torch/script.h>
+// TORCH_VERSION: where each torch keeps it (torch/script.h brings in neither on torch 2.11)
+#if __has_include(<torch/headeronly/version.h>)
+#include <torch/headeronly/version.h>
+#elif __has_include(<torch/version.h>)
+#include <torch/version.h>
+#endif
+#ifndef TORCH_VERSION
+#define TORCH_VERSION "unknown"
+#endif
 #if __has_include(<torch/csrc/inductor/aoti_package/model_package_loader.h>)
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #define TORCHEXPORT_HAS_AOTI 1
