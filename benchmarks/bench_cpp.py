@@ -6,7 +6,8 @@ the Python standalone load's.
 2. Per check: ``examples/`` (copied to a temporary folder) run once on ``trace`` and ``script``
    (``--backends`` changes it; ``aoti`` adds a compile of a minute per test) with that runner;
    each row's ``timings.cpp_s`` (the runner's process: libtorch's start, the load, one call, the
-   files both ways) beside ``timings.standalone_s`` (the fresh-Python loader's request: its load
+   files both ways; it runs beside the check's search, ``timings.cpp_wait_s`` is what the check
+   still waited for it) beside ``timings.standalone_s`` (the fresh-Python loader's request: its load
    and one call, the interpreter already started).
 
     python benchmarks/bench_cpp.py
@@ -65,20 +66,22 @@ def main() -> None:
         built = build(Path(cache))
         print(f"runner build (once per torch installation): {built:.1f} s; load average {os.getloadavg()[0]:.1f}")
         rows = per_check(Path(cache), args.backends, args.examples)
-    print(f"{'test':42} {'backend':8} {'status':11} {'C++ load s':>10} {'Python standalone s':>20}")
-    cpp_s, py_s = [], []
+    print(f"{'test':42} {'backend':8} {'status':11} {'C++ load s':>10} {'C++ waited s':>12} {'Python standalone s':>20}")
+    cpp_s, py_s, waits = [], [], []
     for row in rows:
         timings, cpp_row = row.get("timings", {}), row.get("cpp") or {}
-        c, p = timings.get("cpp_s"), timings.get("standalone_s")
+        c, p, w = timings.get("cpp_s"), timings.get("standalone_s"), timings.get("cpp_wait_s")
         if c is not None:
             cpp_s.append(c)
+            waits.append(w or 0.0)
         if p is not None and c is not None:
             py_s.append(p)
         shown = f"{c:10.2f}" if c is not None else f"{cpp_row.get('reason', cpp_row.get('status', '-'))[:10]:>10}"
-        print(f"{row['test'][:42]:42} {row['backend']:8} {row['status']:11} {shown} "
+        print(f"{row['test'][:42]:42} {row['backend']:8} {row['status']:11} {shown} {w if w is None else round(w, 2)!s:>12} "
               f"{p if p is None else round(p, 2)!s:>20}")
     if cpp_s:
-        print(f"median per check: C++ load {statistics.median(cpp_s):.2f} s, Python standalone load "
+        print(f"median per check: C++ load {statistics.median(cpp_s):.2f} s (the check waited {statistics.median(waits):.2f} s "
+              f"of it, the rest beside its search), Python standalone load "
               f"{statistics.median(py_s):.2f} s ({len(cpp_s)} checks)")
 
 
