@@ -72,12 +72,27 @@ def build(spec: ModelSpec) -> Any:
     except ModelError:
         raise
     except Exception as exc:  # noqa: BLE001 - a keyword the config refuses, sizes that do not fit
+        said = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        if _while_importing(exc):  # transformers' own module for the model failed to import
+            raise ModelError(
+                f"{spec.text}: transformers {transformers.__version__} cannot import its code for {spec.name}: "
+                f"{said}\nInstall what that code imports (transformers' optional dependencies, e.g. tokenizers)"
+            ) from exc
         raise ModelError(
-            f"{spec.text}: transformers could not build {spec.name}({call_text(spec)}): {type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}\n"
+            f"{spec.text}: transformers could not build {spec.name}({call_text(spec)}): {said}\n"
             "Check the keyword arguments after ? against the model's config class"
         ) from exc
     return model.eval()
+
+
+def _while_importing(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while Python imported a module (a frame of importlib's)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _import(spec: ModelSpec) -> Any:
