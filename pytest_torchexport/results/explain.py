@@ -202,6 +202,10 @@ def tracer_findings(caught: Iterable[warnings.WarningMessage], backend: str) -> 
         line = source_line(w.filename, w.lineno)
         if kind == "baked_shape" and line and not re.search(r"shape|size|len\(|numel|dim\(", line) and "Python integer" not in text:
             kind = "frozen_value"
+        if kind == "frozen_branch" and line and re.search(r"\.shape\b|\.size\(|\blen\(|\.numel\(|\.dim\(", line):
+            # A size tested in Python (``if x.shape[-1] > 64``): trace reads the size as a tensor, but the
+            # person reads a shape test, and the branch frozen is the one taken at the example's size.
+            meaning = "a size was tested in Python, so the branch taken at the example's size is frozen into the trace"
         site = model_site(w)
         if site is None:
             continue  # raised by torch's own code, reached from no line of the model's

@@ -61,14 +61,14 @@ def _templates() -> Any:
     )
 
 
-def render(rows: list[dict[str, Any]], environment: dict[str, Any]) -> str:
-    """The page for ``rows`` (report dicts), as one string of HTML."""
+def render(rows: list[dict[str, Any]], environment: dict[str, Any], session: dict[str, Any] | None = None) -> str:
+    """The page for ``rows`` (report dicts), as one string of HTML; ``session``: the session's totals."""
     from markupsafe import Markup  # jinja2's own dependency: pygal's SVG goes in unescaped
 
     from . import plots
 
     env = _templates()
-    view = page(rows, environment)
+    view = page(rows, environment, session)
     for detail in view["details"]:
         svg = plots.error_plot(detail["row"])
         detail["plot"] = Markup(svg) if svg else None
@@ -89,8 +89,10 @@ def extra(row: dict[str, Any]) -> str:
     return _templates().get_template("extra.html.j2").render(d=detail)
 
 
-def page(rows: list[dict[str, Any]], environment: dict[str, Any]) -> dict[str, Any]:
-    """What the template lays out, from the rows alone (no plot: ``render`` draws those)."""
+def page(rows: list[dict[str, Any]], environment: dict[str, Any], session: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What the template lays out, from the rows alone (no plot: ``render`` draws those), and
+    ``session``'s totals where one session wrote them (items apart from rows, wall time apart
+    from the checks' summed time)."""
     results = [Result.from_dict(row) for row in rows]
     counts = Counter(r.status for r in results)
     columns = list(dict.fromkeys(_column(r) for r in results))
@@ -105,13 +107,14 @@ def page(rows: list[dict[str, Any]], environment: dict[str, Any]) -> dict[str, A
         "counts": [{"status": s, "count": counts[s], "failing": s in FAILING, "doc": STATUS_DOCS.get(s, "")}
                    for s in STATUSES if counts[s]],
         "total": len(results),
+        "session": session,
         "columns": columns,
         "matrix": [{"test": t, "cells": [cells[t].get(c, []) for c in columns]} for t in tests],
         "details": details,
         "cause_kinds": sorted({r.cause_kind for r in results if r.cause_kind}),
         "cause_docs": CAUSE_KIND_DOCS,
         "migration": migration(rows),
-        "timings": _session_timings(results),
+        "timings": _session_timings(results, session),
     }
 
 
@@ -140,7 +143,8 @@ def _detail(index: int, row: dict[str, Any], r: Result) -> dict[str, Any]:
     """One row's expandable part."""
     example = r.failing_example or {}
     latency = row.get("latency_ms")
-    cause_finding = _cause_finding(r)
+    # The cause of a verdict: a passing row has none (its findings, static_size among them, are notes).
+    cause_finding = _cause_finding(r) if r.status != "pass" else None
     return {
         "id": f"row-{index}",
         "row": row,
@@ -158,23 +162,55 @@ def _detail(index: int, row: dict[str, Any], r: Result) -> dict[str, Any]:
         "tolerance": f"rtol {format_err(r.rtol)}, atol {format_err(r.atol)}" if r.rtol is not None else "",
         "examples": r.examples,
         "message": r.message,
-        "cause": r.likely_cause or r.cause,
+        "cause": (r.likely_cause or r.cause) if r.status != "pass" else "",
         "cause_kind": r.cause_kind or "",
         "cause_doc": CAUSE_KIND_DOCS.get(r.cause_kind or "", ""),
         "cause_where": cause_finding.where if cause_finding is not None else None,
         "source": source_excerpt(cause_finding.where) if cause_finding is not None and cause_finding.where else None,
         "findings": ranked_findings(r),
         "sizes": [(dim, span[0], span[1]) for dim, span in (row.get("sizes") or {}).items()],
+        "sizes_text": ", ".join(f"{dim} {lo}" if lo == hi else f"{dim} {lo}–{hi}"
+                                for dim, (lo, hi) in (row.get("sizes") or {}).items()),
         "compared": row.get("compared"),
         "latency": latency,
         "latency_text": format_latency(latency) if latency else None,
         "inputs": [(name, _input(spec)) for name, spec in (example.get("inputs") or {}).items()],
         "repro": example.get("repro"),
+        "replay": replay_command(r),
+        "within": within_text(row),
         "float64": row.get("float64_check"),
         "diverges_at": row.get("diverges_at"),
         "timings": [(k, f"{v:.3g}") for k, v in r.timings.items()],
+        "total_s": f"{r.timings['total_s']:.3g}" if isinstance(r.timings.get("total_s"), (int, float)) else None,
         "per_input": len(row.get("per_input") or []),
     }
+
+
+def replay_command(r: Result) -> str | None:
+    """What reproduces a failing row: its replay file where one was saved, else the command
+    that runs the check again and saves one (a model by name through ``check``)."""
+    if not r.failed:
+        return None
+    repro = (r.failing_example or {}).get("repro")
+    if repro:
+        return f"python -m pytest_torchexport replay {repro}"
+    nodeid = r.nodeid or ""
+    if nodeid.startswith("torchexport-model::"):
+        spec = re.sub(r"\[[^\]]*\]$", "", nodeid.removeprefix("torchexport-model::"))
+        return (f"python -m pytest_torchexport check '{spec}' --backends={r.backend} "
+                "-- --torchexport-repro-dir=repro")
+    return f"python -m pytest '{nodeid}' --torchexport-repro-dir=repro" if nodeid else None
+
+
+def within_text(row: dict[str, Any]) -> str | None:
+    """A row none of whose inputs failed, in one line instead of a plot of dots on one side of the line."""
+    entries = [e for e in row.get("per_input") or [] if e.get("max_abs") is not None]
+    if not entries or any(e.get("status", "pass") != "pass" for e in entries):
+        return None
+    worst = max(entries, key=lambda e: e["max_abs"])
+    allowed = f" (allowed {format_err(worst['allowed'])} there)" if worst.get("allowed") else ""
+    return (f"All {len(entries)} inputs compared were within tolerance: the greatest error {format_err(worst['max_abs'])}"
+            f"{allowed}, at {', '.join(f'{k}={v}' for k, v in (worst.get('sizes') or {}).items()) or 'the recorded sizes'}.")
 
 
 def _cause_finding(r: Result) -> Any:
@@ -258,13 +294,17 @@ def migration(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _session_timings(results: list[Result]) -> list[tuple[str, str]]:
+def _session_timings(results: list[Result], session: dict[str, Any] | None = None) -> list[tuple[str, str]]:
     """Seconds spent per stage over all rows, largest first: where the session's time went.
-    ``total_s`` (each check's whole time, its stages included) comes first, as the whole."""
+    The session's wall time comes first where it is known, then the checks' own times summed
+    (``total_s``: checks run side by side, so the sum is not time the session took)."""
     totals: Counter[str] = Counter()
     for r in results:
         for stage, seconds in r.timings.items():
             totals[stage] += seconds  # type: ignore[assignment]  # a Counter of float seconds
     whole = totals.pop("total_s", None)
     ranked = [(stage, f"{seconds:.2f}") for stage, seconds in totals.most_common()]
-    return ([("all checks (total_s)", f"{whole:.2f}")] if whole is not None else []) + ranked
+    head = [("session wall time", f"{session['wall_s']:.2f}")] if session and session.get("wall_s") is not None else []
+    if whole is not None:
+        head.append(("the checks' own times, summed (total_s; several run side by side)", f"{whole:.2f}"))
+    return head + ranked

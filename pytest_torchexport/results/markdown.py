@@ -10,8 +10,8 @@ from .cells import examples_cell, format_err, format_latency
 from .report import FAILING, STATUSES, Result, collect_environment
 
 
-def markdown(results: list[Result], environment: dict[str, Any] | None = None) -> str:
-    """The session report as Markdown, fit for a CI step summary."""
+def markdown(results: list[Result], environment: dict[str, Any] | None = None, session: dict[str, Any] | None = None) -> str:
+    """The session report as Markdown, fit for a CI step summary; ``session``: the session's totals."""
     env = environment or collect_environment()
     counts: dict[str, int] = {}
     for r in results:
@@ -35,6 +35,8 @@ def markdown(results: list[Result], environment: dict[str, Any] | None = None) -
             f"{format_err(r.max_abs_err)} | {format_err(r.max_rel_err)} | {examples_cell(r)} | "
             f"{format_latency(r.extra.get('latency_ms'))} | {cause} |"
         )
+    if session:
+        lines += ["", session_words(session)]
     failed = [r for r in results if r.failed]
     if failed:
         lines += ["", "## Failures", ""]
@@ -42,6 +44,13 @@ def markdown(results: list[Result], environment: dict[str, Any] | None = None) -
             known = " (known: recorded in the baseline)" if r.extra.get("baseline") == "known" else ""
             lines += [f"### `{r.nodeid or r.test}`{_call(r)}{known}", "", "```", r.message.strip(), "```", ""]
     return "\n".join(lines) + "\n"
+
+
+def session_words(session: dict[str, Any]) -> str:
+    """Rows and items, wall time and the checks' summed time, each said as what it is."""
+    rows, items = session["rows"], session["items"]
+    return (f"{rows} row{'s' * (rows != 1)} from {items} item{'s' * (items != 1)}; {session['wall_s']:.0f} s wall time, "
+            f"the checks' own times sum to {session['checks_s']:.0f} s (several run side by side)")
 
 
 def _cached(r: Result) -> str:

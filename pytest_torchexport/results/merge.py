@@ -200,22 +200,26 @@ def with_verdicts(
     return out
 
 
-def write_report(path: str | Path, report: Report, environment: dict[str, Any]) -> None:
+def write_report(path: str | Path, report: Report, environment: dict[str, Any], session: dict[str, Any] | None = None) -> None:
     """Write ``report`` as ``--torchexport-report`` does: Markdown for ``.md``, a page for
     ``.html`` (html.py, the ``html`` extra), else JSON.
 
     The plugin's session report and the merge share it, so one file format has one writer.
+    ``session``: the session's totals (glue/summary.py's ``session_totals``), where one session made it.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.suffix == ".md":
-        text = markdown(report.results, environment)
+        text = markdown(report.results, environment, session=session)
     elif target.suffix == ".html":
         from .html import render
 
-        text = render(report.to_dict(environment)["results"], environment)
+        text = render(report.to_dict(environment)["results"], environment, session=session)
     else:
-        text = json.dumps(report.to_dict(environment), indent=2, default=str)
+        data = report.to_dict(environment)
+        if session:
+            data["session"] = session
+        text = json.dumps(data, indent=2, default=str)
     target.write_text(text, encoding="utf-8")
 
 

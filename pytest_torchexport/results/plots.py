@@ -46,19 +46,19 @@ def _style() -> Any:
     )
 
 
-def _chart(title: str, standalone: bool = False) -> Any:
+def _chart(title: str, standalone: bool = False, x_title: str = "input, in the order tried") -> Any:
     pygal = load_pygal()
     return pygal.Line(
         title=title, style=_style(), width=520, height=330, margin=8, margin_bottom=14, explicit_size=True, logarithmic=True,
         js=[], no_prefix=not standalone, disable_xml_declaration=True, pretty_print=False,
         stroke=False, dots_size=3.5, show_legend=True, legend_at_bottom=True, legend_at_bottom_columns=2,
-        show_x_guides=False, x_title="input, in the order tried", truncate_legend=-1, truncate_label=-1,
+        show_x_guides=False, x_title=x_title, truncate_legend=-1, truncate_label=-1,
         print_values=False, value_formatter=lambda v: f"{v:.0e}" if v < 0.01 or v >= 1000 else f"{v:g}", show_minor_x_labels=True, x_label_rotation=0,
     )
 
 
 def error_plot(row: dict[str, Any], standalone: bool = False) -> str | None:
-    """The row's per-input errors as an SVG element (a string), or None where it has none.
+    """The row's per-input errors as an SVG element (a string), or None where no input failed.
 
     ``standalone``: the chart keeps its own stylesheet, scoped to its id (for another page,
     pytest-html's); otherwise it is styled by the report's one ``chart_stylesheet``.
@@ -69,8 +69,11 @@ def error_plot(row: dict[str, Any], standalone: bool = False) -> str | None:
     inputs whose plain comparison failed: the picture costs no extra run).
     """
     entries = [e for e in row.get("per_input") or [] if e.get("max_abs") is not None]
-    if not entries:
-        return None
+    if not any(e.get("status", "pass") != "pass" for e in entries):
+        return None  # nothing failed: a row of dots on one side of the line says less than html.within_text
+    # By their sizes, smallest first, so the sizes where the artifact fails stand together (width > 64).
+    dims = sorted({dim for e in entries for dim in (e.get("sizes") or {})})
+    entries = sorted(entries, key=lambda e: tuple((e.get("sizes") or {}).get(dim, 0) for dim in dims))
     positive = [v for e in entries for v in _values(e) if v > 0 and math.isfinite(v)]
     exact = min(positive) * _EXACT_FACTOR if positive else 1e-12
     ceiling = max(positive) * 10 if positive else 1.0
@@ -80,22 +83,36 @@ def error_plot(row: dict[str, Any], standalone: bool = False) -> str | None:
         error = e["max_abs"]
         error = exact if error == 0 else ceiling if not math.isfinite(error) else error
         failed = e.get("status", "pass") != "pass"
-        series[_SERIES[1] if failed else _SERIES[0]][i] = error
+        series[_SERIES[1] if failed else _SERIES[0]][i] = {"value": error, "label": _sizes_title(e)}
         if e.get("allowed"):
             series[_SERIES[2]][i] = e["allowed"]
         f64 = (e.get("float64") or {}).get("eager")
         if f64 is not None and math.isfinite(f64):
             series[_SERIES[3]][i] = f64 if f64 > 0 else exact
-    chart = _chart(f"{row['backend']}: greatest error per input", standalone)
+    x_title = f"the input's sizes ({' × '.join(dims)}), smallest first" if dims else "input, in the order tried"
+    chart = _chart(f"{row['backend']}: greatest error per input", standalone, x_title)
     for name in _SERIES:
         # Every series is added, empty or not, so a colour means the same thing on every chart.
         # The tolerance is a line (one path), the errors are dots (one element each).
         tolerance = name == _SERIES[2]
         chart.add(name, series[name], stroke=tolerance, show_dots=not tolerance, allow_interruptions=True)
     step = max(1, len(entries) // 10)
-    chart.x_labels = [str(i) if (i - 1) % step == 0 else "" for i in range(1, len(entries) + 1)]
+    labels = [_sizes_label(e, dims) or str(i) for i, e in enumerate(entries, 1)]
+    # A label where it differs from the one before (every step-th at most): a run of one size is labelled once.
+    chart.x_labels = [text if i % step == 0 and (i == 0 or text != labels[i - 1]) else "" for i, text in enumerate(labels)]
     chart.y_labels = _decades(exact, ceiling)
     return _without_style(chart, standalone)
+
+
+def _sizes_label(entry: dict[str, Any], dims: list[str]) -> str:
+    sizes = entry.get("sizes") or {}
+    return "×".join(str(sizes[dim]) for dim in dims if dim in sizes)
+
+
+def _sizes_title(entry: dict[str, Any]) -> str:
+    """A dot's hover title: the input's sizes and its verdict."""
+    sizes = ", ".join(f"{dim}={size}" for dim, size in sorted((entry.get("sizes") or {}).items()))
+    return f"{sizes or 'recorded sizes'} ({entry.get('status', 'pass')})"
 
 
 def _values(entry: dict[str, Any]) -> list[float]:
@@ -127,6 +144,7 @@ def _without_style(chart: Any, standalone: bool = False) -> str:
             # <g class="dots"><circle/><desc>value</desc><desc>x</desc>..</g> becomes
             # <circle class="dot"><title>value</title></circle>, in the same place.
             circle, value = dots.find("circle"), next((d for d in dots.findall("desc") if d.get("class") == "value"), None)
+            label = next((d.text for d in dots.findall("desc") if d.get("class") == "label"), None)
             if circle is None:
                 continue
             circle.set("class", "dot")
@@ -134,6 +152,8 @@ def _without_style(chart: Any, standalone: bool = False) -> str:
                 circle.set(axis, f"{float(circle.get(axis, 0)):.1f}")
             if value is not None:
                 value.tag, value.attrib = "title", {}
+                if label:  # the input's sizes: "h=16, w=65 (mismatch): 2.07"
+                    value.text = f"{label}: {value.text}"
                 circle.append(value)
             series.insert(list(series).index(dots), circle)
             series.remove(dots)

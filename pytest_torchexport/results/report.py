@@ -97,7 +97,7 @@ FINDING_DOCS: dict[str, str] = {
     "AOTIModelPackageLoader), the saved artifact fails (naming what C++ could not resolve: a custom op registered "
     "only in Python, a missing library) or differs; the load_error or mismatch it is",
     "backend_note": "something the backend wants the reader to know (a trace of a ScriptModule, ...)",
-    "error_site": "the user's line where the export, load or artifact run raised",
+    "error_site": "the model's line (the user's, or a library's such as torchvision's) where the export, load or artifact run raised",
     "diverges_at": "the first module whose artifact output differs from eager's, given eager's own input to it",
     "timeout": "the check was stopped at its time limit: the stage it was in and how long it ran",
     "numeric_noise": "some inputs differ beyond the default tolerances by float32 rounding only: as close to a float64 run as eager",
@@ -135,7 +135,7 @@ CAUSE_KIND_DOCS: dict[str, str] = {
     "masked_rows": "the difference is confined to query positions that attend to no key (left padding under a "
     "causal mask), where each runtime fills the row its own way",
     "compiled_parts": "the module held scripted, traced or compiled submodules when the test called it",
-    "error_site": "the export, save or load raised at this line of the user's code",
+    "error_site": "the export, save or load raised at this line of the model's code (the user's, or a library's such as torchvision's)",
     "standalone_load": "the artifact reaches for something only the test's process defines",
     "cpp_load": "the artifact reaches for something a C++ deployment does not have (an op registered only in Python)",
     "shipped_step": "ONNX as shipped: the post-processing step (float16, quantization, offline optimization) the "

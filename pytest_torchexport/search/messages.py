@@ -252,15 +252,28 @@ def _remedy(failure: Failure, name: str, passes_with: dict[str, float] | None, r
         )
         if failure.noise is not None:
             result.extra["float64_check"] = failure.noise.as_dict()
+        noise = failure.noise
+        if noise is not None and noise.judged and not noise.rounding and failure.masked_rows is None:
+            # The float64 run called it a defect: no tolerance is the fix, so none is offered.
+            fix = "" if failure.baked_scalars else f" Fix the cause above, or {xfail}"
+            lines.append(f"This is {verdict}.{fix}")
+            return lines + _scalars_remedy(failure, xfail)
         remedy = "" if failure.baked_scalars else f' Loosen with rtol=/atol= (per backend: {{"{name}": ...}}) or {xfail}'
         verdict = f" ({verdict})" if verdict else ""
         lines.append(f"Would pass with atol={pw['atol']:.3g} or rtol={pw['rtol']:.3g}{verdict}.{remedy}")
-    if failure.baked_scalars:
-        args = ", ".join(arg for arg, _, _ in failure.baked_scalars)
-        lines.append(f"Pass {args} as a tensor if callers vary it, or leave vary_scalars off if it is a constant; or {xfail}")
+    scalars = _scalars_remedy(failure, xfail)
+    if scalars:
+        lines += scalars
     elif failure.status == "run_error":
         lines.append(f"Declare the sizes the model supports with dims=, or {xfail}")
     return lines
+
+
+def _scalars_remedy(failure: Failure, xfail: str) -> list[str]:
+    if not failure.baked_scalars:
+        return []
+    args = ", ".join(arg for arg, _, _ in failure.baked_scalars)
+    return [f"Pass {args} as a tensor if callers vary it, or leave vary_scalars off if it is a constant; or {xfail}"]
 
 
 def _save_repro(check: Check, failure: Failure) -> str | None:

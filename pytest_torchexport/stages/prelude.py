@@ -99,7 +99,7 @@ def run_prelude(module: torch.nn.Module, plan: InputPlan, device: str, options: 
     # measured on the eager run above, grown, against the memory allowance and the time limit (budget.py).
     plan, options = budget.bound(plan, (args, kwargs), call, result, options)
     mutates_input = not equal_trees(*_not_returned((args, kwargs), call.inputs_after, call.outputs))
-    side_effects.side_effect_findings(result, mutates_input, changed_state)
+    side_effects.side_effect_findings(result, mutates_input, changed_state, eager.module)
     side_effects.check_determinism(result, eager, (args, kwargs), call.outputs)
     return Prelude(eager, plan, options, Recorded(draw, args, kwargs, call), changed_state, mutates_input)
 

@@ -7,28 +7,80 @@ artifact may have baked in.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
+import textwrap
 from typing import Any
 
 import torch
 
 from .._compat import quiet_torch
-from ..inputs.strategies import Draw, materialize
+from ..inputs.strategies import Draw, materialize, summarize
 from ..reference import stateful
 from ..reference.compare import Comparison, compare, equal_trees
 from ..reference.eager import Eager, ModelRaised
+from ..results import explain
 from ..results.outcome import Stop
 from ..results.report import Finding, Result, tag
 from .check import Check
 
 
-def side_effect_findings(result: Result, mutates_input: bool, changed_state: list[str]) -> None:
+def side_effect_findings(
+    result: Result, mutates_input: bool, changed_state: list[str], module: Any = None,
+) -> None:
     if mutates_input:
         result.findings.append(Finding("mutates_input", "forward modifies its input tensors in place"))
     if changed_state:
-        result.findings.append(
-            Finding("mutates_state", f"forward updates module state on every call: {', '.join(changed_state[:5])}")
-        )
+        site = update_site(module, changed_state) if module is not None else None
+        at = f" ({explain.where(*site)}: `{explain.source_line(*site)}`)" if site else ""
+        result.findings.append(Finding(
+            "mutates_state", f"forward updates module state on every call: {', '.join(changed_state[:5])}{at}",
+            explain.where(*site) if site else None,
+        ))
+
+
+def update_site(module: Any, names: list[str]) -> tuple[str, int] | None:
+    """The first line of the model's code that updates one of the buffers ``names``: an
+    in-place method (``self.running_mean.mul_(0.9)``), an augmented assignment, an indexed
+    store or a rebinding of ``self.<buffer>`` in the owning module's ``forward``. Read from
+    the source (no call is made); None where it is not in the model's code."""
+    for name in names:
+        owner_path, _, attr = name.rpartition(".")
+        try:
+            owner = module.get_submodule(owner_path) if owner_path else module
+        except AttributeError:
+            continue
+        forward = getattr(type(owner), "forward", None)
+        code = getattr(forward, "__code__", None)
+        if code is None or not explain.is_model_file(code.co_filename):
+            continue
+        try:
+            lines, start = inspect.getsourcelines(forward)  # type: ignore[arg-type]  # it has __code__ (above)
+            tree = ast.parse(textwrap.dedent("".join(lines)))
+        except (OSError, TypeError, SyntaxError):
+            continue
+        found = [node.lineno for node in ast.walk(tree) if _updates(node, attr)]  # type: ignore[attr-defined]  # statements
+        if found:
+            return code.co_filename, start + min(found) - 1
+    return None
+
+
+def _is_self_attr(node: Any, attr: str) -> bool:
+    return (isinstance(node, ast.Attribute) and node.attr == attr and isinstance(node.value, ast.Name)
+            and node.value.id == "self")
+
+
+def _updates(node: Any, attr: str) -> bool:
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+        method = node.func.attr
+        return method.endswith("_") and not method.startswith("_") and _is_self_attr(node.func.value, attr)
+    if isinstance(node, ast.AugAssign):
+        target = node.target.value if isinstance(node.target, ast.Subscript) else node.target
+        return _is_self_attr(target, attr)
+    if isinstance(node, ast.Assign):
+        return any(_is_self_attr(t.value if isinstance(t, ast.Subscript) else t, attr) for t in node.targets)
+    return False
 
 
 def check_determinism(result: Result, eager: Eager, inputs: tuple[Any, Any], outputs: Any) -> None:
@@ -76,6 +128,7 @@ def _inputs_updated(check: Check) -> None:
     except Exception:  # noqa: BLE001 - reported by the search as a run_error
         return
     if not equal_trees(recorded.call.inputs_after, art_after):
+        _recorded_input(check, compared=1)
         check.result.findings.append(Finding("side_effects", f"{name} does not reproduce the in-place update of the inputs"))
         why = (
             f"forward modifies its inputs in place; the {name} artifact does not "
@@ -102,6 +155,7 @@ def _state_updated(check: Check) -> None:
     steps = list(check.steps) if check.steps is not None and _replayed(check) else [(recorded.args, recorded.kwargs)] * 3
     target = check.backend.artifact_module(runnable)
     saved = stateful.snapshot(target)
+    compared: list[dict[str, Any]] = []  # each call's entry, the row's per_input where the calls decide
     try:
         with quiet_torch():
             for call, (step_args, step_kwargs) in enumerate(steps, start=1):
@@ -119,14 +173,24 @@ def _state_updated(check: Check) -> None:
                     ))
                     break
                 cmp = check.compare(expected, actual)
+                compared += _call_entry(check, call, cmp)
                 if not cmp.ok:
-                    _state_differs(check, check.changed_state, call, cmp)
+                    _state_differs(check, check.changed_state, call, cmp, compared)
                 lost = _lost_state(check, target)
                 if lost:
-                    _state_differs(check, [lost[0]], call, lost[1])
+                    _state_differs(check, [lost[0]], call, lost[1], compared)
     finally:
         eager.restore()
         stateful.restore(target, saved)
+
+
+def _call_entry(check: Check, call: int, cmp: Comparison) -> list[dict[str, Any]]:
+    """One lockstep call's entry for the row's ``per_input`` (what the HTML report plots): all on
+    the recorded input, so the calls tell apart where the artifact drops the update."""
+    if cmp.problem is not None or cmp.custom_message is not None:
+        return []
+    return [{"status": "pass" if cmp.ok else "mismatch", "sizes": dict(sorted(check.plan.example_sizes().items())),
+             "max_abs": cmp.max_abs, "allowed": cmp.allowed, "call": call}]
 
 
 def _lost_state(check: Check, target: Any) -> tuple[str, Comparison] | None:
@@ -147,7 +211,30 @@ def _lost_state(check: Check, target: Any) -> tuple[str, Comparison] | None:
     return None
 
 
-def _state_differs(check: Check, changed: list[str], call: int, cmp: Comparison) -> None:
+def _recorded_input(check: Check, compared: int, cmp: Comparison | None = None) -> None:
+    """The row's numbers for a verdict the lockstep calls made: the calls compared (all on the
+    recorded input, which is the failing one), its sizes, and the greatest errors, so the row
+    says what its message says."""
+    result, recorded = check.result, check.recorded
+    result.examples = compared
+    result.failing_example = {"inputs": summarize(recorded.args, recorded.kwargs, check.plan),
+                              "draw": recorded.draw.describe()}
+    sizes = check.plan.example_sizes()
+    if sizes:
+        result.extra["sizes"] = {dim: [size, size] for dim, size in sorted(sizes.items())}
+    if cmp is None or cmp.problem is not None or cmp.custom_message is not None:
+        return
+    result.max_abs_err, result.max_rel_err = cmp.max_abs, cmp.max_rel
+    result.rtol, result.atol = cmp.rtol, cmp.atol
+    result.extra["compared"] = {**cmp.compared.as_dict(), "inputs": compared}
+
+
+def _state_differs(
+    check: Check, changed: list[str], call: int, cmp: Comparison, compared: list[dict[str, Any]] | None = None,
+) -> None:
+    _recorded_input(check, call, cmp)
+    if compared:
+        check.result.extra["per_input"] = list(compared)
     name, state = check.name, ", ".join(changed[:3])
     if _replayed(check):
         assert check.steps is not None
@@ -166,10 +253,19 @@ def _state_differs(check: Check, changed: list[str], call: int, cmp: Comparison)
     else:
         why = f"after {call} calls on the same input: the {name} artifact does not carry the update of {state}"
         finding = f"{name} loses the state update of {state}"
-    check.result.findings.append(Finding("side_effects", finding))
-    cause = f"forward updates {state} on every call; the outputs differ {why}."
+    site = update_site(check.eager.module, changed)
+    at = f" at {explain.where(*site)} (`{explain.source_line(*site)}`)" if site else ""
+    check.result.findings.append(Finding("side_effects", finding, explain.where(*site) if site else None))
+    cause = f"forward updates {state} on every call{at}; the outputs differ {why}."
+    remedy = (
+        "Return the updated state as an output instead of keeping it in a buffer, or use a backend that keeps "
+        f'buffers (export, script); or mark it known with xfail={{"{name}": "reason"}}'
+    )
     raise Stop(
-        "mismatch", f"Side effects differ from eager {check.header}\n{cause}\n" + "\n".join(cmp.lines()),
+        "mismatch",
+        f"Side effects differ from eager {check.header}\n{cause}\n"
+        f"Compared {call} call{'s' * (call != 1)} on the recorded input: {check.plan.describe()}\n"
+        + "\n".join(cmp.lines()) + f"\n{remedy}",
         cause, "side_effects",
     )
 

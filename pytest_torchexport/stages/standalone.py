@@ -237,7 +237,10 @@ class Loading:
             "torch.ops.load_library, or a module imported before loading), not in the test file; "
             f'or, if {name} is not a path you ship, drop it with backends=[...] or xfail={{"{name}": "reason"}}'
         )
-        verdict.cause = f"the model uses {what}, which exists only while the test's code is imported"
+        # A model with no test file (``check``, ``--torchexport-model``) has no test's code to name.
+        test = self.check.session.test or ""
+        whose = "the test's code" if test and not test.startswith("torchexport-model::") else "the code that built the model"
+        verdict.cause = f"the model uses {what}, which exists only while {whose} is imported"
         verdict.load_error = (
             f"{name} artifact does not work outside the test's process {self.check.header}\n"
             f"loaded as a deployment loads it (a fresh process, with the backend's own load), it {problem}\n"
