@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,16 @@ class Reporting:
         self.state = state
         #: report node id -> the rows its last call report carried (see [Reruns])
         self.rows: dict[str, list[dict[str, Any]]] = {}
+        self.started = time.monotonic()  # the session's wall clock, from its start (pytest_sessionstart)
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        self.started = time.monotonic()
+
+    def session(self) -> dict[str, Any]:
+        """The session's totals, each counted once: its wall time apart from the checks' summed
+        time (checks run side by side, so the sum may exceed the wall time), and the items that
+        carried rows apart from the rows (a fixture's call may give several rows to one item)."""
+        return session_totals(self.state.results, items=len(self.rows), wall_s=time.monotonic() - self.started)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
@@ -145,8 +156,9 @@ class Reporting:
             )
         from ..results.merge import write_report  # one writer for the session report and merged shards
 
+        totals = self.session()
         for path in paths:
-            write_report(path, report, env)
+            write_report(path, report, env, session=totals)
 
 
 #: A cause shared by this many failing checks of one backend is also said once, with its count.
@@ -252,6 +264,12 @@ def budget_lines(rows: list[dict[str, Any]]) -> list[str]:
         f"torchexport budget: {len(budgeted)} {rows_word} of {len(rows)} left {untried} input(s) untried{also} (each "
         "row's budget finding says which); --torchexport-budget=off for the full search"
     ]
+
+
+def session_totals(rows: list[dict[str, Any]], items: int, wall_s: float) -> dict[str, Any]:
+    """The report's ``session`` key: items, rows, wall time and the checks' summed time (seconds)."""
+    checks_s = sum(float((row.get("timings") or {}).get("total_s") or 0.0) for row in rows)
+    return {"items": items, "rows": len(rows), "wall_s": round(wall_s, 1), "checks_s": round(checks_s, 1)}
 
 
 def cut_lines(rows: list[dict[str, Any]]) -> list[str]:
