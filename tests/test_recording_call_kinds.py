@@ -122,6 +122,8 @@ def test_each_kind_of_call_is_a_row_of_its_item(tester):
     # The summary shows the kinds: one line each, named.
     result.stdout.re_match_lines([r"test_two_kinds \(without extra\) +Net +trace +pass.*",
                                   r"test_two_kinds \(with extra\) +Net +trace +pass.*"], consecutive=False)
+    result.stdout.re_match_lines([r"torchexport: 3 tests made more than one kind of call, each checked on its own "
+                                  r"row: 7 rows from 4 items \(test_two_kinds: without extra, with extra; .*\)"])
     markdown = (tester.path / "out.md").read_text()
     assert "| `test_kinds.py::test_two_kinds` (with extra) | trace |" in markdown
     assert "### `test_kinds.py::test_one_kind_fails[torchexport-trace]` (with extra)" in markdown

@@ -91,6 +91,8 @@ class Reporting:
             terminalreporter.write_line(line)
         for line in shared_cause_lines(results):
             terminalreporter.write_line(line)
+        for line in call_lines(self.state.results):
+            terminalreporter.write_line(line)
         for path in self.state.report_paths:
             terminalreporter.write_line(f"torchexport report written to {path}")
         for line in cache_lines(self.state.results):
@@ -181,6 +183,25 @@ def shared_cause_lines(results: list[Any]) -> list[str]:
             shown = ", ".join(tests[:3]) + (f" and {len(tests) - 3} more" if len(tests) > 3 else "")
             lines.append(f"torchexport: {len(tests)} {backend} checks are {status} for one cause: {cause} ({shown})")
     return lines
+
+
+def call_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Where a test made several kinds of call (recording/kinds.py), its items carry a row per
+    kind: the line that says why the summary has more rows than the run has items."""
+    kinds: dict[str, list[str]] = {}
+    items: dict[str, int] = {}
+    for row in rows:
+        if row.get("call"):
+            test = str(row.get("test") or row.get("nodeid"))
+            items[str(row.get("nodeid"))] = items.get(str(row.get("nodeid")), 0) + 1
+            if row["call"] not in kinds.setdefault(test, []):
+                kinds[test].append(row["call"])
+    if not kinds:
+        return []
+    named = "; ".join(f"{test.split('::', 1)[-1]}: {', '.join(calls)}" for test, calls in kinds.items())
+    n = len(kinds)
+    return [f"torchexport: {n} test{'s' * (n != 1)} made more than one kind of call, each checked on its own "
+            f"row: {sum(items.values())} rows from {len(items)} items ({named})"]
 
 
 def cache_lines(rows: list[dict[str, Any]]) -> list[str]:
