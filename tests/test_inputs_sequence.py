@@ -192,3 +192,28 @@ def test_text_models_are_checked_beyond_the_recorded_length_on_ids_and_masks_the
     gpt2 = [row for c in calls if c["model"] == "GPT2LMHeadModel" for row in c["mask"]]
     assert any(row[0] == 0 for row in bert) and any(row[-1] == 0 for row in bert)
     assert any(row[0] == 0 for row in gpt2) and all(row[-1] == 1 for row in gpt2)
+
+
+class FixedLength(nn.Module):
+    """Positions added as a fixed (7, 8) table: eager takes 7 tokens only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.word_embeddings = nn.Embedding(50, 8)
+        self.register_buffer("positions", torch.randn(7, 8))
+
+    def forward(self, input_ids, attention_mask):
+        return (self.word_embeddings(input_ids) + self.positions) * attention_mask[..., None]
+
+
+def test_a_sequence_eager_takes_at_one_length_only_is_held_there_as_an_assumed_batch_is():
+    from pytest_torchexport import check
+
+    ids = torch.randint(0, 50, (2, 7))
+    row = check(FixedLength().eval(), (ids, torch.ones(2, 7, dtype=torch.int64)), backends=["export"], examples=4,
+                seed=0).results[0]
+    assert row.status == "pass", row.message
+    finding = next(f for f in row.findings if f.kind == "assumed_dim")
+    assert finding.detail.startswith("dim 1 of the token inputs was assumed to be a sequence dim (nothing declared it)")
+    assert "held at the example's size 7" in finding.detail
+    assert "seq" not in row.extra["sizes"] and row.extra["sizes"]["batch"][1] > 2
