@@ -148,7 +148,9 @@ class _Verify:
             return self._end("skipped", f"{name} skipped: {reason}")
         try:
             tensors = files.load_tensors(self.folder / files.TENSORS)
-            cases = [(c, files.decode(c["args"], tensors), files.decode(c["kwargs"], tensors)) for c in manifest["cases"]]
+            # Stored on the CPU: a bundle checked on CUDA runs its inputs there, as where it was written.
+            cases = [(c, _on(files.decode(c["args"], tensors), result.device), _on(files.decode(c["kwargs"], tensors), result.device))
+                     for c in manifest["cases"]]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             return self._end("load_error", f"{self.folder}: the bundle's inputs cannot be read ({type(exc).__name__}: {exc})")
         plan = manifest.get("plan") or {}
@@ -201,7 +203,7 @@ class _Verify:
         for case, args, kwargs in cases:
             what = f"{case['kind']} input ({case['input']})"
             try:
-                outputs = self._quiet(backend.run, loaded, tuple(args), dict(kwargs))
+                outputs = _on(self._quiet(backend.run, loaded, tuple(args), dict(kwargs)), "cpu")  # beside the stored ones
             except Exception as exc:  # noqa: BLE001 - a runtime raises anything: the row says what
                 if "artifact_error" in case:  # it raised where it was written too: the check's verdict already
                     result.examples += 1
@@ -232,6 +234,14 @@ class _Verify:
             ]))
         result.timings["run_s"] = time.perf_counter() - t0
         return result
+
+
+def _on(tree: Any, device: str) -> Any:
+    """``tree`` with its tensors on ``device`` (the stored inputs on the bundle's device, outputs back on the CPU)."""
+    import torch
+    import torch.utils._pytree as pytree
+
+    return pytree.tree_map(lambda t: t.to(device) if isinstance(t, torch.Tensor) else t, tree)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
