@@ -114,16 +114,25 @@ def test_each_kind_of_call_is_a_row_of_its_item(tester):
     # to the kind that does, as a call that does not replay gives way to the next one.
     (served,) = rows["test_training_step_then_served[torchexport-trace]"]
     assert (served["call"], served["status"]) == ("without target", "pass"), served["message"]
-    assert any("'with target' calls of WithLoss raise when replayed in eval mode" in f["detail"]
-               for f in served["findings"] if f["kind"] == "recorded_call"), served["findings"]
+    assert any(
+        "'with target' calls of WithLoss raise when replayed in eval mode" in f["detail"]
+        for f in served["findings"]
+        if f["kind"] == "recorded_call"
+    ), served["findings"]
     result.assert_outcomes(passed=4, failed=1)
     result.stdout.re_match_lines([r".*test_one_kind_fails\[torchexport-trace\] - .*"])
     assert "(Frozen, with extra call)" in result.stdout.str()
     # The summary shows the kinds: one line each, named.
-    result.stdout.re_match_lines([r"test_two_kinds \(without extra\) +Net +trace +pass.*",
-                                  r"test_two_kinds \(with extra\) +Net +trace +pass.*"], consecutive=False)
-    result.stdout.re_match_lines([r"torchexport: 3 tests made more than one kind of call, each checked on its own "
-                                  r"row: 7 rows from 4 items \(test_two_kinds: without extra, with extra; .*\)"])
+    result.stdout.re_match_lines(
+        [r"test_two_kinds \(without extra\) +Net +trace +pass.*", r"test_two_kinds \(with extra\) +Net +trace +pass.*"],
+        consecutive=False,
+    )
+    result.stdout.re_match_lines(
+        [
+            r"torchexport: 3 tests made more than one kind of call, each checked on its own "
+            r"row: 7 rows from 4 items \(test_two_kinds: without extra, with extra; .*\)"
+        ]
+    )
     markdown = (tester.path / "out.md").read_text()
     assert "| `test_kinds.py::test_two_kinds` (with extra) | trace |" in markdown
     assert "### `test_kinds.py::test_one_kind_fails[torchexport-trace]` (with extra)" in markdown
@@ -192,8 +201,9 @@ def test_prefill_and_decode_each_checked_and_generate_through_forward(tester):
     # its true verdict: torch.export takes the DynamicCache and matches eager on both;
     # trace cannot return a DynamicCache, and says so on both.
     export = rows["test_prefill_then_decode[torchexport-export]"]
-    assert [(r["call"], r["status"]) for r in export] == [("prefill", "pass"), ("decode", "pass")], \
-        [r["message"] for r in export]
+    assert [(r["call"], r["status"]) for r in export] == [("prefill", "pass"), ("decode", "pass")], [
+        r["message"] for r in export
+    ]
     assert all(r["examples"] >= 1 for r in export)
     trace = rows["test_prefill_then_decode[torchexport-trace]"]
     assert [(r["call"], r["status"]) for r in trace] == [("prefill", "export_error"), ("decode", "export_error")]
@@ -232,12 +242,14 @@ def test_kinds_are_told_apart_by_what_carries_tensors_and_named_by_what_differs(
 
     ids, mask = torch.zeros(1, 5, dtype=torch.long), torch.ones(1, 5)
     cache = ((torch.zeros(1, 2, 5, 8), torch.zeros(1, 2, 5, 8)),)  # a legacy tuple cache: known by its name
-    kinds = group([
-        call(ids, use_cache=True),
-        call(ids[:, :1], past_key_values=cache, use_cache=True),
-        call(ids, None, None, True),  # the prefill again: None and flags carry no tensor
-        call(ids[:, :1], past_key_values=cache),
-    ])
+    kinds = group(
+        [
+            call(ids, use_cache=True),
+            call(ids[:, :1], past_key_values=cache, use_cache=True),
+            call(ids, None, None, True),  # the prefill again: None and flags carry no tensor
+            call(ids[:, :1], past_key_values=cache),
+        ]
+    )
     assert [(k.name, len(k.calls)) for k in kinds] == [("prefill", 2), ("decode", 2)]
     # Two decode kinds: each named by what tells it from the other.
     kinds = group([call(ids), call(ids, past_key_values=cache), call(ids, mask, past_key_values=cache)])

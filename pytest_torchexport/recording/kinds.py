@@ -94,7 +94,6 @@ def _entries(call: Call) -> tuple[dict[str, Any], bool]:
         leaves, spec = pytree.tree_flatten(value)
         carried: list[str | None] = []
         for leaf in leaves:
-
             if isinstance(leaf, torch.Tensor):
                 carried.append(f"{leaf.dim()}-D")
             elif _is_cache(leaf) and _cache_length(leaf):
