@@ -170,6 +170,8 @@ class PlannedRun:
         self.selection, self.backend, self.device, self.session = selection, backend, device, session
         self._done: Result | None = None
         self._started = False
+        self._rows: list[Result] | None = None
+        self.calls: list[Call] = []
         self.kinds: list[_KindRun] = []
         self.call = selection.recording.pick(selection.options.module)
         if self.call is None:
@@ -183,6 +185,7 @@ class PlannedRun:
             return
         # Specs replace the recorded calls (inputs=): one check of them, as before kinds.
         groups = group(calls) if selection.options.inputs is None else [Kind((), {}, False, calls)]
+        self.calls = calls
         self.kinds = [_KindRun(self, index, kind) for index, kind in enumerate(groups)]
 
     @property
@@ -193,20 +196,28 @@ class PlannedRun:
         says so (as a call that does not replay gives way to the next one)."""
         if self._done is not None and not self.kinds:
             return [self._done]
+        if self._rows is not None:
+            return self._rows
         rows = [kind.wait() for kind in self.kinds]
         unserved = [(k, r) for k, r in zip(self.kinds, rows) if r.cause_kind == "eager_replay"]
         if not unserved or len(unserved) == len(rows):
+            self._rows = rows
             return rows
-        kept = [r for r in rows if r.cause_kind != "eager_replay"]
-        for result in kept:
+        kept = [(k, r) for k, r in zip(self.kinds, rows) if r.cause_kind != "eager_replay"]
+        for served, result in kept:
+            checked = served.calls[served.used or 0]
+            at = next(i for i, c in enumerate(self.calls) if c is checked)
             for kind, row in unserved:
                 why = (row.likely_cause or "").split("\n", 1)[0][:200]
                 result.findings.append(Finding(
                     "recorded_call",
                     f"the test's {kind.kind.name!r} calls of {kind.calls[0].name} raise when replayed in eval mode "
-                    f"under no_grad ({why}): that kind of call was not checked",
+                    f"under no_grad ({why}), so that kind of call was not checked; its call #{at + 1} of "
+                    f"{len(self.calls)}" + (" (in eval mode)" if not checked.training else "")
+                    + f", a {served.kind.name!r} call, was checked instead",
                 ))
-        return kept
+        self._rows = [r for _, r in kept]
+        return self._rows
 
     def start(self, *, held: bool = False) -> None:
         """Set going: every kind's check forked now (the later ones held until the one before
@@ -273,6 +284,7 @@ class _KindRun:
         self.selection = planned.selection
         self.calls = kind.calls
         self._done: Result | None = None
+        self.used: int | None = None  # which of its calls was checked (the first that replays as served)
         self.index, self.why = self.selection._replayable.get((id(kind.calls[0].live), number), (0, None))
         self._pending = self._prepare(self.index)
 
@@ -334,7 +346,7 @@ class _KindRun:
         while True:
             result = pending.wait()
             if result.cause_kind != "eager_replay":
-                used = index
+                used = self.used = index
                 self.selection._replayable[(id(self.calls[0].live), self.number)] = (index, why)
                 break
             why = why or (result.likely_cause or "").split("\n", 1)[0][:200]
