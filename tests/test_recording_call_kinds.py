@@ -81,6 +81,13 @@ TWO_KINDS = textwrap.dedent(
         model.eval()(torch.randn(2, 4))
 
 
+    @pytest.mark.torchexport(backends=["trace"], examples=3, dynamic={"x": {0: "batch"}, "extra": {0: "batch"}})
+    def test_options_fit_the_first_kind():
+        model = Net().eval()
+        model(torch.randn(2, 4), extra=torch.randn(2, 4))
+        model(torch.randn(2, 4))
+
+
     @pytest.mark.torchexport(backends=["trace"], examples=3)
     def test_one_kind():
         model = Net().eval()
@@ -122,7 +129,15 @@ def test_each_kind_of_call_is_a_row_of_its_item(tester):
         if f["kind"] == "recorded_call"
     ), served["findings"]
     assert [f["kind"] for f in served["findings"]].count("recorded_call") == 1  # said once, however often read
-    result.assert_outcomes(passed=4, failed=1)
+    # dynamic= names the first kind's inputs: a later kind it does not fit is said, not failed.
+    (fit,) = rows["test_options_fit_the_first_kind[torchexport-trace]"]
+    assert (fit["call"], fit["status"]) == ("with extra", "pass"), fit["message"]
+    assert any(
+        "the test's 'without extra' calls of Net were not checked: the marker's options do not fit them "
+        "(dynamic= names input 'extra'" in f["detail"]
+        for f in fit["findings"]
+    ), fit["findings"]
+    result.assert_outcomes(passed=5, failed=1)
     result.stdout.re_match_lines([r".*test_one_kind_fails\[torchexport-trace\] - .*"])
     assert "(Frozen, with extra call)" in result.stdout.str()
     # The summary shows the kinds: one line each, named.
@@ -132,8 +147,8 @@ def test_each_kind_of_call_is_a_row_of_its_item(tester):
     )
     result.stdout.re_match_lines(
         [
-            r"torchexport: 3 tests made more than one kind of call, each checked on its own "
-            r"row: 7 rows from 4 items \(test_two_kinds: without extra, with extra; .*\)"
+            r"torchexport: 4 tests made more than one kind of call, each checked on its own "
+            r"row: 8 rows from 5 items \(test_two_kinds: without extra, with extra; .*\)"
         ]
     )
     markdown = (tester.path / "out.md").read_text()

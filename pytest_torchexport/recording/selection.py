@@ -199,11 +199,24 @@ class PlannedRun:
         if self._rows is not None:
             return self._rows
         rows = [kind.wait() for kind in self.kinds]
-        unserved = [(k, r) for k, r in zip(self.kinds, rows) if r.cause_kind == "eager_replay"]
+        # The marker's options name the inputs of the test's first kind of call (dynamic= naming a
+        # mask a decode step lacks): a later kind they do not fit is said on the rows, not failed.
+        unfit = [(k, r) for k, r in zip(self.kinds[1:], rows[1:]) if k.unfit is not None]
+        if unfit:
+            rows = [r for k, r in zip(self.kinds, rows) if k.unfit is None or k is self.kinds[0]]
+            for result in rows:
+                for kind, _ in unfit:
+                    result.findings.append(Finding(
+                        "recorded_call",
+                        f"the test's {kind.kind.name!r} calls of {kind.calls[0].name} were not checked: the marker's "
+                        f"options do not fit them ({kind.unfit})",
+                    ))
+        kinds = [k for k in self.kinds if k.unfit is None or k is self.kinds[0]]
+        unserved = [(k, r) for k, r in zip(kinds, rows) if r.cause_kind == "eager_replay"]
         if not unserved or len(unserved) == len(rows):
             self._rows = rows
             return rows
-        kept = [(k, r) for k, r in zip(self.kinds, rows) if r.cause_kind != "eager_replay"]
+        kept = [(k, r) for k, r in zip(kinds, rows) if r.cause_kind != "eager_replay"]
         for served, result in kept:
             checked = served.calls[served.used or 0]
             at = next(i for i, c in enumerate(self.calls) if c is checked)
@@ -285,6 +298,7 @@ class _KindRun:
         self.calls = kind.calls
         self._done: Result | None = None
         self.used: int | None = None  # which of its calls was checked (the first that replays as served)
+        self.unfit: str | None = None  # why the marker's options do not fit its calls (a usage error)
         self.index, self.why = self.selection._replayable.get((id(kind.calls[0].live), number), (0, None))
         self._pending = self._prepare(self.index)
 
@@ -299,6 +313,7 @@ class _KindRun:
                 dims=options.dims, dynamic=options.dynamic, inputs=options.inputs,
             )
         except InvalidArgument as exc:
+            self.unfit = str(exc).split("\n", 1)[0]
             self._done = row(planned.backend, planned.device, planned.session, Outcome(
                 "usage_error", f"{exc}\nChange the marker's options to fit the call.", str(exc), "usage",
             ), module=candidate.name)
