@@ -54,6 +54,10 @@ def _tensors_only(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     return bool(kwargs) or any(not isinstance(leaf, torch.Tensor) for leaf in pytree.tree_leaves(args))
 
 
+#: For the C++ load (stages/cpp_load.py), which feeds the saved file as run() does.
+takes_tensors_only = _tensors_only
+
+
 def _tensors(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[torch.Tensor, ...]:
     return tuple(t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor))
 

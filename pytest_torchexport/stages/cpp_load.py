@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..backends import _jit, aoti
+from ..backends import _jit, aoti, trace
 from ..isolation import cpp, runner
 from ..results.outcome import Stop
 from ..results.report import Finding
@@ -64,7 +64,10 @@ def _begin(check: Check, kind: str, filename: str, runtime: str) -> Started:
     inputs = check.scratch / "cpp-inputs.bin"
     args, kwargs = check.recorded.args, check.recorded.kwargs
     try:
-        if kind == "aoti":  # the package takes the call's tensors, flat, as aoti_load_package feeds them
+        # The package takes the call's tensors, flat, as aoti_load_package feeds them; so does a trace
+        # made through trace's tensors-only wrapper (keywords, scalars or None in the call): its
+        # TorchScript forward takes the tensors as positions, as TraceBackend.run feeds them.
+        if kind == "aoti" or (check.name == "trace" and trace.takes_tensors_only(args, kwargs)):
             from .._compat import pytree
 
             args, kwargs = tuple(v for v in pytree.tree_leaves((args, kwargs)) if hasattr(v, "dtype")), {}
