@@ -239,7 +239,8 @@ class _Verify:
 def _on(tree: Any, device: str) -> Any:
     """``tree`` with its tensors on ``device`` (the stored inputs on the bundle's device, outputs back on the CPU)."""
     import torch
-    import torch.utils._pytree as pytree
+
+    from ._compat import pytree
 
     return pytree.tree_map(lambda t: t.to(device) if isinstance(t, torch.Tensor) else t, tree)
 
