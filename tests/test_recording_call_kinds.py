@@ -9,6 +9,7 @@ tiny GPT-2 and Llama models from their configs (random weights, no hub).
 
 from __future__ import annotations
 
+import importlib.util
 import textwrap
 
 import pytest
@@ -124,7 +125,8 @@ def test_each_kind_of_call_is_a_row_of_its_item(tester):
     assert any(
         "'with target' calls of WithLoss raise when replayed in eval mode" in f["detail"]
         and "RuntimeError: the loss is computed in training only), so that kind of call was not checked; "
-        "its call #2 of 2 (in eval mode), a 'without target' call, was checked instead" in f["detail"]
+        "its call #2 of 2 (in eval mode), a 'without target' call, was checked instead"
+        in f["detail"]
         for f in served["findings"]
         if f["kind"] == "recorded_call"
     ), served["findings"]
@@ -158,12 +160,9 @@ def test_each_kind_of_call_is_a_row_of_its_item(tester):
 
 # -- transformers: a KV cache, generate -----------------------------------------------------------
 
-try:  # imported once here, so that pytester's inline runs keep them (re-imported, they would register twice)
-    import transformers
-    from transformers import GPT2LMHeadModel, LlamaForCausalLM  # noqa: F401
-    from transformers.integrations import executorch  # noqa: F401
-except ImportError:
-    transformers = None
+# The transformers session runs in a subprocess: in process, pytester drops the modules an inline
+# run imported, and the next test's import registers torch ops twice (77a6dc7).
+HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
 
 LLMS = textwrap.dedent(
     """
@@ -206,10 +205,10 @@ LLMS = textwrap.dedent(
 
 @pytest.mark.transformers
 def test_prefill_and_decode_each_checked_and_generate_through_forward(tester):
-    if transformers is None:
+    if not HAS_TRANSFORMERS:
         pytest.skip("needs transformers (pip install transformers)")
     tester.makepyfile(test_llms=LLMS)
-    result = tester.runpytest("--torchexport-report=out.json")
+    result = tester.runpytest_subprocess("--torchexport-report=out.json")
     rows: dict[str, list[dict]] = {}
     for row in report_rows(tester, key=None):
         rows.setdefault(by_item(row), []).append(row)
