@@ -90,14 +90,21 @@ MODELS = textwrap.dedent(
 )
 
 
-def _session(tester, monkeypatch, third: str, *args: str) -> tuple[dict, list[str]]:
+def _session(tester, monkeypatch, third: str, *args: str, subprocess: bool = False) -> tuple[dict, list[str]]:
+    from pytest_torchexport.isolation.process import THIS
+    from pytest_torchexport.options import BUILTIN_BACKENDS
+
+    if not subprocess:
+        # Outside the inline run: what the test's process imports for this backend (its warm-up, its
+        # availability) would be dropped after the run and re-imported by the next (tests/conftest.py).
+        THIS.warmup.warm_up(third, BUILTIN_BACKENDS[third], now=True)
     log = tester.path / "captures.log"
     if log.exists():
         log.unlink()
     monkeypatch.setenv("CAPTURES_LOG", str(log))
     tester.makeconftest(CONFTEST)
     tester.makepyfile(test_m=MODELS.format(third=third))
-    tester.runpytest(*args, "--torchexport-report=out.json")
+    (tester.runpytest_subprocess if subprocess else tester.runpytest)(*args, "--torchexport-report=out.json")
     rows = report_rows(tester, key=lambda r: (r["test"].split("::")[-1], r["backend"]))
     return rows, log.read_text().splitlines() if log.exists() else []
 
@@ -120,14 +127,11 @@ def test_one_capture_per_recorded_call_and_each_lowering_still_judged_alone(test
     assert onnx["capture"] == "shared" and onnx["failing_example"]["inputs"]["x"]["shape"][2:] != [8, 8]
     assert export["status"] == "pass" and export["failing_example"] is None, export["message"]
 
-    # A capture that fails is made once, non-strict; ONNX's strict fallback, another capture, still runs.
-    assert captures.count("Branchy strict=False") == 1, captures
-    assert captures.count("Branchy strict=True") == 1, captures
+    # A capture that fails is not shared: each backend fails with its own error and cause.
     for backend in ("export", "onnx"):
-        assert rows[("test_branchy", backend)]["status"] == "export_error"
-    assert rows[("test_branchy", "export")]["capture"] == "shared"
-    assert rows[("test_branchy", "onnx")]["capture"] == "own"
-    assert "x.sum() > 0" in rows[("test_branchy", "onnx")]["message"]  # the shared error, at the user's line
+        row = rows[("test_branchy", backend)]
+        assert row["status"] == "export_error" and row["capture"] == "own", row
+        assert "branches on a tensor's value" in row["message"], row["message"]
 
 
 def test_inline_checks_capture_on_their_own(tester, monkeypatch):
@@ -141,7 +145,9 @@ def test_inline_checks_capture_on_their_own(tester, monkeypatch):
 
 @pytest.mark.slow
 def test_aoti_starts_from_the_shared_capture_too(tester, monkeypatch):
-    rows, captures = _session(tester, monkeypatch, "aoti", "-k", "clean")
+    # In its own process: Inductor imported by an inline run and dropped after it breaks the next
+    # ("duplicate name: eager"), whatever that run checks.
+    rows, captures = _session(tester, monkeypatch, "aoti", "-k", "clean", subprocess=True)
     assert captures.count("Clean strict=False") == 1, captures
     assert {rows[("test_clean", b)]["capture"] for b in ("export", "onnx", "aoti")} == {"shared"}
     assert {rows[("test_clean", b)]["status"] for b in ("export", "onnx", "aoti")} == {"pass"}

@@ -258,12 +258,15 @@ class PendingCheck:
         that start from it (capture.py); its files join the check's sources, its seconds its time."""
         if self.prelude is None or self.once is None or not capture.shares(spec):
             return
-        if not capture.worth_sharing(self.session.backends, self.options.backends):
+        if not capture.worth_sharing(self.session.backends, self.options.backends, self.module):
             return
         key = (self.once.call, id(self.module), self.device)
         # torch.export's first use (its imports: seconds) paid first, so capture_s is the capture's own
         THIS.warmup.share_first_use(self.name, self.options.backends)
-        self.captured = capture.share(self.once.once.captures, key, self.prelude, self.device)
+        captured = capture.share(self.once.once.captures, key, self.prelude, self.device, self.options.timeout)
+        if not captured.captures:  # its child died, hung or saved nothing: each check captures its own
+            return
+        self.captured = captured
         self.result.sources = sorted(set(self.result.sources or ()) | set(self.captured.sources))
 
     def wait(self) -> Result:

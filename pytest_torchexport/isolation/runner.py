@@ -248,6 +248,15 @@ def wait_any(children: list[Child]) -> list[Child]:
     return []
 
 
+def pump(timeout: float) -> None:
+    """Read what the open children have written, for at most ``timeout`` seconds: while this process
+    waits on something else (the shared capture's child), their stages stay current."""
+    if THIS.children:
+        _pump(timeout)
+    else:
+        time.sleep(timeout)
+
+
 def _pump(timeout: float) -> None:
     """Read what any open child has written, waiting at most ``timeout`` seconds for some."""
     # Every open child's messages, not only the waited one's: a child side by side never

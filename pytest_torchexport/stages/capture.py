@@ -4,30 +4,40 @@
 the same way: ``torch.export.export`` of the call, non-strict, with the plan's dynamic shapes, at
 the export example (dims of size 0 or 1 grown to 2). That capture costs as much as a small
 model's whole lowering (``benchmarks/bench_phases.py``), and before issue 54 each backend's child
-paid it again. Here it is made once per recorded call and device, in the test's process after
-eager's shared prelude and before the first of those backends' children is forked; each child
-inherits the program by fork, its own copy-on-write, and starts from it
+paid it again. Here it is made once per recorded call and device, in a forked child of the test's
+process (``share``) after eager's shared prelude and before the first of those
+backends' check children is forked; the test's process loads the program the capture child saved,
+each check's child inherits it by fork, its own copy-on-write, and starts from it
 (``ExportContext.exported_program``; ``torch.onnx.export`` given the program skips its capture).
 
-A capture that fails is kept as its error: every backend raises that one, never captures again
-with the same arguments. Where the error is a constraint violation, the capture with the
-violated dims left to torch (what ``exporting.build`` retries with) is made here too. What still
-captures on its own (``capture: "own"`` on the row): a check whose export asks for other
-arguments (the recorded size 0 or 1, ``assumptions.py``), the ONNX exporter's fallbacks after the
-shared capture failed (strict, draft export: other captures), inline checks (they share no
-prelude either), a CUDA check (made in the test's process, it would initialise CUDA there), and a
-test with only one such backend (nothing to share: its capture stays in the child, under its time
-limit).
+A capture that fails is not shared: a pickled exception loses its traceback (and torch's guard
+errors their message), which the row's cause is read from, so each backend captures again and
+fails with its own error, as before. Where the error is a constraint violation, the capture with
+the violated dims left to torch (what ``exporting.build`` retries with) is made and shared. What
+still captures on its own (``capture: "own"`` on the row): a check whose export asks for other
+arguments (the recorded size 0 or 1, ``assumptions.py``), the ONNX exporter's fallbacks, inline
+checks (they share no prelude either), a CUDA check, a test with only one such backend (nothing
+to share: its capture stays in its child), and a recurrent module (``worth_sharing``).
 
-The time limit: the capture runs here, outside any child, so each sharing check's child counts
-its seconds as spent (``runner.Child(spent=...)``). Memory: the program holds a copy of the
-module's weights in the test's process for as long as the test's checks are being started.
+The time limit: the capture child runs under the check's ``timeout``, and each sharing check's
+child counts the capture's seconds as spent (``runner.Child(spent=...)``). Memory: the program
+holds a copy of the module's weights in the test's process while the test's checks start.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
 import time
+import warnings
 from collections.abc import Hashable, Iterable, Mapping
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +46,8 @@ import torch
 from .._compat import quiet_torch
 from ..backends.base import Captured, capture_program, keywords_bound, load_backend
 from ..cache import sources
+from ..isolation import runner
+from ..isolation.process import THIS
 from ..reference.eager import copy_module
 from .exporting import export_inputs, violated_dims
 from .prelude import Prelude
@@ -62,16 +74,100 @@ def shares(spec: Any) -> bool:
     return bool(getattr(backend, "shares_capture", False)) and bool(getattr(backend, "dynamic", True))
 
 
-def worth_sharing(registered: Mapping[str, Any], names: Iterable[str]) -> bool:
-    """Two or more of the call's backends start from the capture: one alone captures in its child."""
+def worth_sharing(registered: Mapping[str, Any], names: Iterable[str], module: torch.nn.Module) -> bool:
+    """Two or more of the call's backends start from the capture (one alone captures in its child),
+    and ``module`` has no recurrent layer: ``torch.onnx.export`` captures an LSTM or a GRU otherwise
+    (backends/onnx.py), and a failed capture of one changes the next ONNX export in that process
+    (a GRU's ``seq`` made static, tests/test_isolation_crashes.py), so each child captures its own."""
+    if any(isinstance(m, torch.nn.RNNBase) for m in module.modules()):
+        return False
     return sum(1 for name in names if name in registered and shares(registered[name])) >= 2
 
 
-def share(store: dict[Hashable, SharedCapture], key: Hashable, prelude: Prelude, device: str) -> SharedCapture:
-    """The shared capture of ``key``'s call (made now, the first time), in the test's process."""
+def share(store: dict[Hashable, SharedCapture], key: Hashable, prelude: Prelude, device: str,
+          timeout: float) -> SharedCapture:
+    """The shared capture of ``key``'s call (made now, the first time), for the test's process.
+
+    Made in a forked child with ``timeout``, never in this process: a model that
+    crashes, exits or hangs while it is captured must end its checks' rows, not the session
+    (tests/test_isolation_crashes.py). The child saves each program (``torch.export.save``) and
+    this process loads it (``torch.export.load`` runs none of the model's code), so the checks'
+    children inherit it by fork. A child that dies, runs past ``timeout`` or cannot save what it
+    captured shares nothing: each check captures on its own, in its own child, as before."""
     if key not in store:
-        store[key] = _capture(prelude, device)
+        store[key] = _in_child(prelude, device, timeout)
     return store[key]
+
+
+def _in_child(prelude: Prelude, device: str, timeout: float) -> SharedCapture:
+    folder = Path(tempfile.mkdtemp(prefix="torchexport-capture-"))
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads: the child only captures
+            pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child: never returns
+            code = 1
+            try:
+                os.setpgid(0, 0)  # its own group, so a kill reaches what it started
+                gc.freeze()  # never collects what it inherited (runner.py says why)
+                for fd in [*THIS.children, *THIS.gates]:  # the check children's pipes are not its to hold
+                    os.close(fd)
+                torch.set_num_threads(1)
+                _write(_capture(prelude, device), folder)
+                code = 0
+            finally:
+                os._exit(code)
+        t0 = time.monotonic()
+        status = None
+        while time.monotonic() - t0 < timeout:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            runner.pump(0.02)
+        else:
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return SharedCapture()
+        if status != 0:
+            return SharedCapture()
+        return _read(folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _write(shared: SharedCapture, folder: Path) -> None:
+    entries = []
+    for i, (relaxed, captured) in enumerate(shared.captures.items()):
+        entry: dict[str, Any] = {"relaxed": sorted(relaxed), "seconds": captured.seconds}
+        try:
+            with quiet_torch(fds=True):
+                if captured.program is None:
+                    # Not shared: a pickled exception loses its traceback and, for torch's guard
+                    # errors, its message, which the row's cause is read from: each check captures
+                    # again and fails with its own.
+                    continue
+                torch.export.save(captured.program, str(folder / f"{i}.pt2"))
+                entry["program"] = f"{i}.pt2"
+        except Exception:  # noqa: BLE001 - what cannot be saved is not shared: each check captures its own
+            continue
+        entries.append(entry)
+    (folder / "captures.json").write_text(json.dumps({"entries": entries, "sources": shared.sources}))
+
+
+def _read(folder: Path) -> SharedCapture:
+    manifest = json.loads((folder / "captures.json").read_text())
+    shared = SharedCapture(sources=list(manifest["sources"]))
+    for entry in manifest["entries"]:
+        try:
+            with quiet_torch(fds=True):
+                captured = Captured(program=torch.export.load(str(folder / entry["program"])), seconds=entry["seconds"])
+        except Exception:  # noqa: BLE001 - a program this process cannot load is not shared
+            continue
+        shared.captures[frozenset(entry["relaxed"])] = captured
+    return shared
 
 
 class _Files:
@@ -79,6 +175,7 @@ class _Files:
 
 
 def _capture(prelude: Prelude, device: str) -> SharedCapture:
+    """The captures, made in this process (the capture child's)."""
     plan = prelude.plan
     args, kwargs, _, _ = export_inputs(plan, load_backend("pytest_torchexport.backends.export:ExportBackend"), device)
     files = _Files()
