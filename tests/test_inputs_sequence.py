@@ -92,6 +92,22 @@ def test_an_encoder_decoder_has_a_sequence_dim_for_each_side():
     }
 
 
+def test_a_decoders_encoder_inputs_keep_the_encoders_length_though_it_equals_the_decoders():
+    # BERT as a decoder (transformers' model_as_decoder tests): encoder length 7 beside decoder length 7.
+    # Merged, a drawn length moved the encoder mask without the encoder states, eager rejected it, and
+    # the green rested on one length with an assumed_dim finding saying dim 1 was no sequence.
+    class Decoder(nn.Module):
+        def forward(self, input_ids, attention_mask, encoder_hidden_states, encoder_attention_mask):
+            return input_ids
+
+    call = (torch.randint(0, 9, (2, 7)), torch.ones(2, 7, dtype=torch.int64), torch.randn(2, 7, 16),
+            torch.ones(2, 7, dtype=torch.int64))
+    assert shapes(plan_inputs(Decoder(), call, None)) == {
+        "input_ids": ("batch", "seq"), "attention_mask": ("batch", "seq"),
+        "encoder_hidden_states": ("batch", 7, 16), "encoder_attention_mask": ("batch", 7),
+    }
+
+
 def test_ids_are_drawn_within_the_embedding_they_index_and_masks_as_padding():
     plan = plan_inputs(Embeds(), _bert_call(), None)
     ranges = {leaf.name: (leaf.low, leaf.high) for leaf in plan.tensors.values()}

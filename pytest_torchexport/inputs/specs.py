@@ -288,11 +288,21 @@ def _dynamic_axes(
                 axes_for[i] = {0: DEFAULT_DIM}
             # A sequence only beside a batch: (batch, length) token inputs; two [2, E] edge
             # lists of a graph beside its [N, F] nodes share a size, not a sequence.
-            for dim, group in ((SEQUENCE_DIM, False), (DECODER_SEQUENCE_DIM, True)):
-                members = [i for i in tensor_idx if names[i].lower().startswith("decoder_") == group]
+            # A decoder call's ``encoder_*`` inputs (``encoder_attention_mask`` beside
+            # ``encoder_hidden_states``) have the encoder's length, which may equal the decoder's
+            # by coincidence: neither sequence, they keep their recorded sizes.
+            for dim, prefix in ((SEQUENCE_DIM, ""), (DECODER_SEQUENCE_DIM, "decoder_")):
+                members = [i for i in tensor_idx if _group(names[i]) == prefix]
                 for i in _sequence_axes(leaves, members, names):
                     axes_for[i][1] = dim
     return axes_for
+
+
+def _group(name: str) -> str | None:
+    """Which sequence an input's name puts it in: the decoder's, none (the encoder's outputs fed to a
+    decoder), or the call's own (``""``)."""
+    lowered = name.lower()
+    return "decoder_" if lowered.startswith("decoder_") else None if lowered.startswith("encoder_") else ""
 
 
 #: Words in an input's name that say its dim 1 is the sequence (``input_ids``, ``tokens``,
