@@ -32,7 +32,36 @@ EAGER_MODE = "eval, torch.no_grad()"
 
 def fresh(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """Deep copies of the inputs: no call sees another call's mutations."""
-    return pytree.tree_map(lambda v: v.detach().clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v), (args, kwargs))
+    return pytree.tree_map(lambda v: v.detach().clone() if isinstance(v, torch.Tensor) else _deepcopy(v), (args, kwargs))
+
+
+def _deepcopy(value: Any) -> Any:
+    """``copy.deepcopy``, also of an object holding tensors with autograd history: a cache a test built
+    without ``no_grad`` (transformers' ``decoder_model_past`` tests) refuses deepcopy ("Only Tensors created
+    explicitly by the user (graph leaves) support the deepcopy protocol"), so its tensors are copied detached."""
+    try:
+        return copy.deepcopy(value)
+    except RuntimeError:
+        memo: dict[int, Any] = {id(t): t.detach().clone() for t in _tensors_in(value, set())}
+        return copy.deepcopy(value, memo)
+
+
+def _tensors_in(value: Any, seen: set[int], depth: int = 0) -> list[torch.Tensor]:
+    """The tensors an object holds, through containers and attributes (a cache's layers)."""
+    if id(value) in seen or depth > 8:
+        return []
+    seen.add(id(value))
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        items: Any = value.values()
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        items = value
+    elif hasattr(value, "__dict__") and not isinstance(value, type):
+        items = vars(value).values()
+    else:
+        return []
+    return [t for item in items for t in _tensors_in(item, seen, depth + 1)]
 
 
 @dataclass
