@@ -117,7 +117,7 @@ SHARED = textwrap.dedent(
 
 def test_one_cause_shared_by_many_rows_is_one_line_with_its_count(tester):
     tester.makepyfile(test_m=SHARED)
-    result, rows = run_with_report(tester, "-p", "no:cacheprovider", key=lambda r: r["nodeid"])
+    result, rows = run_with_report(tester, "-p", "no:cacheprovider", key=lambda r: r["nodeid"], subprocess=True)
     causes = {row["status"] for row in rows.values()}
     assert causes == {"export_error"}, rows
     result.stdout.re_match_lines([

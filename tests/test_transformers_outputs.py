@@ -131,7 +131,7 @@ def rows(tester):
     pytest.importorskip("transformers")
     if "models" not in _RUNS:
         tester.makepyfile(test_m=MODELS)
-        result, _RUNS["models"] = run_with_report(tester, "-p", "no:cacheprovider", key=by_test_and_backend)
+        result, _RUNS["models"] = run_with_report(tester, "-p", "no:cacheprovider", key=by_test_and_backend, subprocess=True)
         assert result.ret in (0, 1), result.stdout.str()[-2000:]  # verdicts, never an internal error
     return _RUNS["models"]
 

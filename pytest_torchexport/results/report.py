@@ -364,6 +364,8 @@ class Report:
     """Every result of one ``check()`` call or one pytest session."""
 
     results: list[Result] = field(default_factory=list)
+    #: The run's totals as a written report carries them (items, rows, wall_s, checks_s), read back as written.
+    session: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -377,18 +379,21 @@ class Report:
         return {r.backend if r.device == "cpu" else f"{r.backend}-{r.device}": r for r in self.results}
 
     def to_dict(self, environment: dict[str, Any] | None = None) -> dict[str, Any]:
-        return {
+        data = {
             "version": REPORT_VERSION,
             "environment": environment if environment is not None else collect_environment(),
             "results": [r.to_dict() for r in self.results],
         }
+        if self.session is not None:
+            data["session"] = dict(self.session)
+        return data
 
     def to_json(self, environment: dict[str, Any] | None = None) -> str:
         return json.dumps(self.to_dict(environment), indent=2, default=_json_default)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Report:
-        return cls([Result.from_dict(r) for r in data.get("results", [])])
+        return cls([Result.from_dict(r) for r in data.get("results", [])], session=data.get("session"))
 
     def __str__(self) -> str:
         from .table import summary_lines  # the rendering imports this module: only when a report is printed
