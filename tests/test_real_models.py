@@ -263,7 +263,11 @@ REAL_MODELS.update(bert=_bert, gpt2=_gpt2, t5=_t5)
 
 
 # What a model gets other than a pass on every backend: Hugging Face models do not script, a real limit.
-NOT_PASSING = {"bert": {"script": "export_error"}, "gpt2": {"script": "export_error"}, "t5": {"script": "export_error"}}
+NOT_PASSING = {"bert": {"script": "export_error"}, "gpt2": {"script": "export_error"}, "t5": {"script": "export_error"},
+               # v6 searches a token input's length like the batch: torch.export specializes nn.GRU's
+               # sequence to the recorded 7 ("You marked seq as dynamic but your code specialized it"),
+               # so the artifact raises at a length eager takes; its green rested on one length before.
+               "gru": {"export": "run_error"}}
 
 
 @pytest.mark.parametrize("name", list(REAL_MODELS))
