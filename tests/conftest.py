@@ -22,6 +22,21 @@ try:
 except ImportError:  # the html extra is not installed: its tests say so
     pass
 
+# Likewise the modules that register torch ops or that transformers' lazy loader resolves, which
+# several tests' inline runs reach (executorch's and AOTInductor's quantized ops; the tiny
+# transformers models): imported first inside an inline run, they would be dropped after it, and
+# the next import in this worker fails ("Only a single TORCH_LIBRARY can be used to register the
+# namespace quantized_decomposed", "Could not import module 'GPT2LMHeadModel'").
+import torch.ao.quantization.fx._decomposed  # noqa: F401,E402
+
+try:
+    import transformers.models.bert.modeling_bert  # noqa: F401
+    import transformers.models.gpt2.modeling_gpt2  # noqa: F401
+    import transformers.models.llama.modeling_llama  # noqa: F401
+    import transformers.models.t5.modeling_t5  # noqa: F401
+except ImportError:  # transformers is not installed: its tests say so
+    pass
+
 pytest_plugins = ["pytester"]
 
 # Few examples keep the suite fast; the search still reaches sizes 1 and 2 and sign flips.
