@@ -78,7 +78,8 @@ def error_plot(row: dict[str, Any], standalone: bool = False) -> str | None:
     exact = min(positive) * _EXACT_FACTOR if positive else 1e-12
     ceiling = max(positive) * 10 if positive else 1.0
     # One value per input in each series (None where it has none): the x axis is the input.
-    series: dict[str, list[float | None]] = {name: [None] * len(entries) for name in _SERIES}
+    # a point is a value, or pygal's {value, label} dict (the failing inputs, titled by their sizes)
+    series: dict[str, list[float | dict[str, Any] | None]] = {name: [None] * len(entries) for name in _SERIES}
     for i, e in enumerate(entries):
         error = e["max_abs"]
         error = exact if error == 0 else ceiling if not math.isfinite(error) else error

@@ -37,8 +37,8 @@ import tempfile
 import time
 import warnings
 from collections.abc import Hashable, Iterable, Mapping
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
