@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..options import environment
+from . import loader
 
 SOURCE = Path(__file__).with_name("cpp_runner.cpp")
 MAGIC = b"TXCPP001"
@@ -277,12 +278,8 @@ _REACHED = (
 
 
 def reached_for(text: str) -> str | None:
-    """What C++ could not resolve, beyond what a Python load misses too (``loader.reached_for``): a library."""
-    for pattern, template in _REACHED:
-        match = pattern.search(text)
-        if match:
-            return template.format(*match.groups())
-    return None
+    """What C++ could not resolve: a library, or what a Python load misses too (an op, a class)."""
+    return loader.reached_for(text, first=_REACHED)
 
 
 # ---- one run ----------------------------------------------------------------------------

@@ -184,9 +184,10 @@ _REACHED = (
 )
 
 
-def reached_for(text: str) -> str | None:
-    """What a load that failed outside the test's process needed: an op, a class, a pytree type."""
-    for pattern, template in _REACHED:
+def reached_for(text: str, first: tuple[tuple[re.Pattern[str], str], ...] = ()) -> str | None:
+    """What a load that failed outside the test's process needed: an op, a class, a pytree type;
+    ``first``: a runtime's own patterns, tried before these (the C++ loader's missing library)."""
+    for pattern, template in first + _REACHED:
         match = pattern.search(text)
         if match:
             return template.format(*match.groups())

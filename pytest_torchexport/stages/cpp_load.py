@@ -129,9 +129,7 @@ def step(check: Check) -> None:
 def _failed(check: Check, runtime: str, ran: cpp.Ran) -> None:
     import torch
 
-    from ..isolation.loader import reached_for
-
-    reached = cpp.reached_for(ran.error) or reached_for(ran.error)
+    reached = cpp.reached_for(ran.error)
     first = next((line.strip() for line in ran.error.splitlines() if line.strip()), "(no message)")[:300]
     problem = {"load": "does not load", "run": "loads but fails to run", "inputs": "cannot be fed the example"}[ran.stage or "load"]
     if reached:
