@@ -418,7 +418,7 @@ def _pipeline(pending: PendingCheck, result: Result, scratch: Path) -> None:
     # The saved artifact in a fresh process (standalone.py): the request goes out now, the loader
     # answers while the side effects and the search run, and its verdict joins at the end (a
     # load_error still decides the result, as when the load ran before the search).
-    loading = standalone.step(check)
+    loading = check.loading or standalone.step(check)  # [Crash Preflight] sent it already, on CUDA
     # And in C++ (cpp_load.py): the runner starts now, beside the search; its answer is read after the verdict.
     cpp_load.begin(check)
     try:

@@ -18,9 +18,11 @@ overlaps the first export.
 from __future__ import annotations
 
 import atexit
+import faulthandler
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -37,11 +39,22 @@ TIMEOUT_S = 120.0
 
 #: Where this package is imported from, for the loader's ``PYTHONPATH``. (Whether a failure
 #: there is a load_error or a finding only is the backend's ``loads_without_python``.)
+#: The line the loader writes to its log as it begins a request's stage: a crash (a signal) is then
+#: told apart by stage, load or run (``Loader._stage``).
+STAGE_MARK = "torchexport-loader stage: "
+
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # above the package, above isolation/
 
 
 class LoaderUnavailable(Exception):
-    """The loader did not answer in time or died: not a verdict on the artifact."""
+    """The loader did not answer in time or died: not a verdict on the artifact.
+
+    ``signal``: the signal's name where the loader was killed by one (a crash in a runtime), with
+    ``stage``, the stage of the request it was in ("load" or "run", from its log); else None."""
+
+    def __init__(self, message: str, *, signal: str | None = None, stage: str | None = None) -> None:
+        super().__init__(message)
+        self.signal, self.stage = signal, stage
 
 
 class Loader:
@@ -100,8 +113,12 @@ class Loader:
                 raise LoaderUnavailable(f"the standalone loader did not answer within {timeout:g} s; it was restarted")
             return conn.recv()
         except (EOFError, OSError) as exc:
+            died = self._died_by()
             self.kill()
-            raise LoaderUnavailable(f"the standalone loader died ({type(exc).__name__}; {self._log_tail()})") from None
+            raise LoaderUnavailable(
+                f"the standalone loader died ({type(exc).__name__}; {self._log_tail()})",
+                signal=died, stage=self._stage() if died else None,
+            ) from None
         finally:
             conn.close()
 
@@ -125,6 +142,32 @@ class Loader:
         if self.home:
             shutil.rmtree(self.home, ignore_errors=True)
             self.home = None
+
+    def _died_by(self) -> str | None:
+        """The signal that ended the loader (its owner only: a forked child cannot wait on it), or None."""
+        if self.proc is None:
+            return None
+        try:
+            code = self.proc.wait(timeout=2.0)
+        except (subprocess.TimeoutExpired, ChildProcessError):
+            return None
+        if code is None or code >= 0:
+            return None
+        try:
+            return signal.Signals(-code).name
+        except ValueError:
+            return f"signal {-code}"
+
+    def _stage(self) -> str | None:
+        """The last stage the loader's log says it began (``_serve`` writes each)."""
+        found = re.findall(rf"^{STAGE_MARK}(\w+)$", self._log_text(), flags=re.MULTILINE)
+        return found[-1] if found else None
+
+    def _log_text(self) -> str:
+        try:
+            return Path(self.home or "", "log.txt").read_text(errors="replace")
+        except OSError:
+            return ""
 
     def _log_tail(self) -> str:
         try:
@@ -239,11 +282,13 @@ def _serve(request: dict[str, Any]) -> dict[str, Any]:
             return failed("inputs", exc)
         plan = types.SimpleNamespace(**request["plan"])
         ctx = ExportContext(device=request["device"], plan=plan, scratch=Path(request["scratch"]))
+        _begin("load")
         try:
             loaded = backend.load(Path(request["directory"]), ctx)
         except Exception as exc:  # noqa: BLE001 - a runtime refuses a file in any way: the load_error says how
             return failed("load", exc)
         load_s = time.perf_counter() - t0
+        _begin("run")
         try:
             with torch.no_grad():
                 outputs = backend.run(loaded, args, kwargs)
@@ -255,6 +300,11 @@ def _serve(request: dict[str, Any]) -> dict[str, Any]:
     finally:
         torch_log.removeHandler(handler)
         export_log.removeHandler(handler)
+
+
+def _begin(stage: str) -> None:
+    """Say in the log which stage starts, so a crash there is told by stage (``Loader._stage``)."""
+    print(f"{STAGE_MARK}{stage}", file=sys.stderr, flush=True)
 
 
 def _watch_parent(parent: int) -> None:
@@ -272,6 +322,7 @@ def main(address: str) -> None:
     # Nothing of the test's: not its directory (python -m put the cwd, our empty home, first).
     sys.path[:] = [p for p in sys.path if p not in ("", os.getcwd())]
     listener = Listener(address, family="AF_UNIX")  # before torch: clients connect at once
+    faulthandler.enable()  # a crash's Python stack goes to the log, which a LoaderUnavailable quotes
     import torch
 
     torch.set_num_threads(1)  # the check runs beside it; one core each

@@ -83,6 +83,7 @@ class Check:
     captures: dict[frozenset[str], Any] = field(default_factory=dict)
     clock: Any = None  # [Search Budget] search_budget.BudgetClock: its time against the budget, from its exports' end
     failure: Any = None  # search/failure.Failure: the search's shrunk failing input, which a bundle keeps (bundle.py)
+    loading: Any = None  # standalone.Loading: [Crash Preflight]'s request, answered before the load in this process
     cpp: Any = None  # cpp_load.Started: the C++ runner started beside the search, read after the verdict
     header: str = field(init=False)  # the [backend=.., device=..] (module) tag every message names
     rtol: float | None = field(init=False)

@@ -31,6 +31,7 @@ from ..results.outcome import Stop
 from ..results.report import CauseKind, Finding, Result
 from .check import Artifacts, Check
 from .compiled_parts import with_cause
+from .standalone import preflight
 
 
 def build(check: Check) -> Artifacts:
@@ -270,6 +271,8 @@ def roundtrip(check: Check, artifact: Any, ctx: ExportContext) -> Any:
                 "ship them together; the model file refers to the others by name",
             )
         )
+    # [Crash Preflight] On CUDA in the test's own process: first in a fresh one (standalone.py).
+    check.loading = preflight(check)
     loaded = _step(check, "load", backend.load, directory, ctx)
     result.timings["load_s"] = time.perf_counter() - t0
     return loaded

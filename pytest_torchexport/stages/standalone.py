@@ -27,7 +27,9 @@ from typing import Any
 
 from ..isolation import loader
 from ..isolation.loader import TIMEOUT_S, LoaderUnavailable
+from ..isolation.process import THIS
 from ..results.outcome import Stop
+from ..results.report import Status
 from .check import Check
 
 #: The report's ``standalone`` key while the request is out: a check stopped before it read
@@ -96,6 +98,48 @@ def step(check: Check) -> Loading:
     return loading
 
 
+def preflight(check: Check) -> Loading | None:
+    """[Crash Preflight] On CUDA, where a check runs in the test's own process (a forked child
+    cannot use the CUDA its parent initialised: ``runner.choose``), the saved artifact is first
+    loaded and run in the loader's fresh process, before the test's process loads it: a runtime
+    that crashes (AOTInductor's loader on CUDA, seen on an H100) then kills the loader, and the
+    check ends with the status of the stage it died in and the signal, instead of taking the
+    session down. Returns the ``Loading`` the pipeline joins later in place of ``step``'s (one
+    request either way), or None where this does not apply (a forked child is already apart)."""
+    if not _in_this_process_on_cuda(check):
+        return None
+    loading = step(check)
+    if not loading.wait():
+        return loading
+    failed = loading.crash()
+    if failed is not None and failed.signal is not None:
+        stage = failed.stage if failed.stage in ("load", "run") else "load"
+        status: Status = "load_error" if stage == "load" else "run_error"
+        doing = "loading" if stage == "load" else "running"
+        cause = f"the {check.name} runtime crashed while {doing} the artifact (signal {failed.signal})"
+        loading.abandon()
+        check.result.extra["standalone"] = f"crashed: the loader was killed by {failed.signal} while {doing} the artifact"
+        raise Stop(
+            status,
+            f"{check.name} artifact killed the process {doing} it with signal {failed.signal} {check.header}\n"
+            f"a fresh process {doing} the saved artifact on the recorded example died; on CUDA this check "
+            "runs in the test's process, so the artifact was tried there first, and the test's process "
+            "never loaded it (the session goes on)\n"
+            f"Example inputs: {check.plan.describe()}\n"
+            f"Likely cause: {cause}\n"
+            "Reproduce it in a process of its own: --torchexport-bundle=DIR, then "
+            "python -m pytest_torchexport verify DIR; report it to the runtime's maintainers with that bundle",
+            cause,
+            "standalone_load",
+        )
+    return loading
+
+
+def _in_this_process_on_cuda(check: Check) -> bool:
+    """The check runs in the test's process (not a forked child) on a CUDA device."""
+    return THIS.channel is None and check.device.startswith("cuda")
+
+
 @dataclasses.dataclass
 class StandaloneVerdict:
     """What the loader's answer means: the report's ``standalone`` note, a finding, and the
@@ -157,6 +201,22 @@ class Loading:
     def answered(self) -> bool:
         """The answer is in (or nothing was sent): ``join()`` will not wait."""
         return self._thread is None or not self._thread.is_alive()
+
+    def wait(self) -> bool:
+        """Wait for the answer without judging it (``preflight``): True once it is in, False where
+        nothing was sent."""
+        if self._thread is None:
+            return False
+        self._thread.join(self._timeout + 5.0)
+        return not self._thread.is_alive()
+
+    def crash(self) -> LoaderUnavailable | None:
+        """The loader's death (a ``LoaderUnavailable`` whose ``signal`` says by what), once answered."""
+        return self._failed if isinstance(self._failed, LoaderUnavailable) else None
+
+    def abandon(self) -> None:
+        """Drop the request: the check ends without joining it (``preflight``'s crash)."""
+        self._thread = None
 
     def join_if_answered(self) -> None:
         """Settle the verdict now if the answer is already in: a load_error then ends the check
