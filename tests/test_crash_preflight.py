@@ -90,3 +90,15 @@ def test_a_sound_artifact_is_loaded_once_in_the_fresh_process_and_passes(on_cuda
     assert result.extra["standalone"].startswith("loaded and ran in a fresh process")
     assert len(sent) == 1
 
+
+
+def test_the_next_check_gets_a_loader_again(on_cuda_inline):
+    """Checks started together share one loader; the one the crash killed is started again
+    for the next check, whose standalone step then runs (the H100 run showed it skipped)."""
+    backends = {**BUILTIN_BACKENDS, "crash_on_load": "crashing_backends:CrashOnLoad"}
+    options = Options.build(valid_backends=backends, backends=["crash_on_load", "trace"], examples=2, isolation="inline")
+    report = run(torch.nn.Linear(4, 2).eval(), (torch.randn(2, 4),), None, options, Session(backends=backends))
+    crashed, trace = report.results
+    assert crashed.status == "load_error", crashed.message
+    assert trace.status == "pass", trace.message
+    assert trace.extra["standalone"].startswith("loaded and ran in a fresh process"), trace.extra["standalone"]

@@ -76,6 +76,10 @@ def step(check: Check) -> Loading:
         result.extra["standalone"] = why
         return loading
     handle = loader.current()
+    if handle is not None and THIS.channel is None:
+        # In the loader's owner (an inline check): one that died on an earlier check (a crash,
+        # [Crash Preflight]) is started again here; a forked child leaves that to its parent.
+        handle.ensure()
     if handle is None or handle.proc is None:
         result.extra["standalone"] = "not run: no loader was started for this check"
         return loading
