@@ -401,9 +401,11 @@ class Recorder:
         a copied module, for ``Recording.verify`` (not kept past ``MAX_CALL_BYTES``). Inside a
         method call (``inside``), its first forward call's, kept until the method returns
         (``_unroll``) says which of the two is the test's call."""
+        # Every recorded call's, before any copy: a later decode step extends this cache in place,
+        # and a train-mode call's output cache is what the exporters must return as well.
+        kinds.register_caches(out)
         if id(call.live) not in self._unverified:
             return
-        kinds.register_caches(out)  # before the copy: a later decode step extends this cache in place
         if inside is not None:
             if inside.inner[0] is not call:
                 return
