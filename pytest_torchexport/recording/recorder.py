@@ -106,7 +106,8 @@ class Recorder:
         self._unverified: set[int] = set()  # id(live) of copies whose call's outputs are still to be kept
         self._entries: dict[str, list[tuple[Any, str, Any]]] = {}  # function name -> (code, via, inputs)
         # [Built By A Library] nn.Module.__init__'s code, and id(module) -> (the module, weakly;
-        # id and code of the library frame that built it), for the modules library code built
+        # id and code of the outermost frame of the library call that built it), for the modules
+        # library code built
         self._module_init: Any = None
         self._built: dict[int, tuple[Any, int, Any]] = {}
 
@@ -275,7 +276,9 @@ class Recorder:
         """[Built By A Library] ``nn.Module.__init__`` starts: where its module is built, kept
         where library code builds it for itself (a module's own ``__init__`` building its parts
         is not: a call there is no test's call anyway)."""
-        module = init.f_locals.get(init.f_code.co_varnames[0]) if init.f_code.co_argcount else None
+        module = frames.first_argument(init)
+        if module is None:
+            return
         frame = frames.builder(module, init)
         if frame is None or not frames.library(frame.f_code.co_filename):
             return
