@@ -1,5 +1,6 @@
 """[Not The Test's Call] Which frames are the test's own: the caller of a module (past
-``torch.compile``'s and fx's wrappers), torch's own code, torch tracing or compiling, and the
+``torch.compile``'s and fx's wrappers), torch's own code, torch tracing or compiling, a
+library's code and the module a library builds for itself ([Built By A Library]), and the
 call a ``forward`` (or another method) was bound to, rebuilt from its frame as it starts."""
 
 from __future__ import annotations
@@ -76,3 +77,73 @@ def _torch_dir() -> str:
     import torch
 
     return os.path.dirname(torch.__file__) + os.sep
+
+
+def library(filename: str) -> bool:
+    """Code the test did not write: an installed package's (transformers' ``save_pretrained``,
+    its fp16 probe), the stdlib's, torch's or this plugin's. Where a file comes from decides
+    (``results.explain.is_user_file``), never a list of names; a suite's own helpers (transformers'
+    test mixins, a conftest) are the test's."""
+    return _library(filename)
+
+
+@functools.lru_cache(maxsize=4096)
+def _library(filename: str) -> bool:
+    from ..results.explain import is_user_file
+
+    return not is_user_file(filename)
+
+
+def first_argument(frame: Any) -> Any:
+    """What a frame's first parameter holds (``self`` of a method), or None."""
+    code = frame.f_code
+    return frame.f_locals.get(code.co_varnames[0]) if code.co_argcount else None
+
+
+def builder(module: Any, init: Any) -> Any:
+    """[Built By A Library] The frame that builds ``module``, from the frame of its
+    ``nn.Module.__init__`` as it starts: past every frame whose first parameter is ``module``
+    (its classes' ``__init__``, a decorator's wrapper that keeps ``self``)."""
+    frame = init.f_back
+    while frame is not None and first_argument(frame) is module:
+        frame = frame.f_back
+    return frame
+
+
+def library_entry(frame: Any) -> Any:
+    """[Built By A Library] The library call the test's code made that ``frame`` (a library's)
+    runs in: the outermost of the library frames above it, up to the first frame of the test's
+    own code; None where no frame of the test's is found (nothing to tell the library from)."""
+    entry = frame
+    for _ in range(64):
+        above = entry.f_back
+        if above is None:
+            return None
+        if not library(above.f_code.co_filename):
+            return entry
+        entry = above
+    return None
+
+
+def inside(caller: Any, frame_id: int, code: Any) -> bool:
+    """[Built By A Library] Whether ``caller`` runs inside the library call (``frame_id``,
+    ``code``: a frame is known by its id while it runs) that built the module, with only library
+    frames between: the library calls a module it built for its own purposes, never held by the
+    test. A test's callback on the way (user code) makes the call the test's."""
+    frame = caller
+    for _ in range(64):
+        if frame is None or not library(frame.f_code.co_filename):
+            return False
+        if id(frame) == frame_id and frame.f_code is code:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def test_code(frame: Any) -> bool:
+    """[Another Method] Whether ``frame`` is the test's own code calling a module's method: not a
+    library's (``save_pretrained`` calling ``gather_sharded_state_dict_for_save`` on the model it
+    saves), not a module's own method (a module's code calling its own or its parts' methods)."""
+    import torch
+
+    return not library(frame.f_code.co_filename) and not isinstance(first_argument(frame), torch.nn.Module)

@@ -16,7 +16,12 @@ as a pytree node with transformers' own ``register_dynamic_cache_export_support`
 ``torch.export`` helpers do), the first time a recorded call holds one, so that the recorded
 call's cache is copied at the call (a decode step appends to the cache it is handed, in place)
 and its tensors are inputs every backend sees. A backend that cannot take it says so in its
-own verdict.
+own verdict. An ``EncoderDecoderCache`` (what BERT as a decoder, T5, Whisper return when called
+with ``encoder_hidden_states``) is registered with transformers' own exporter's
+``exporters.exporter_dynamo.register_pytree_node`` where the installed transformers has it
+(5.x; its flatten keeps both caches' tensors and ``is_updated``, and its unflatten gives a
+cache the model takes back as ``past_key_values`` with the same outputs); where it has not,
+the cache stays unregistered and the exporters' own refusal is the verdict.
 """
 
 from __future__ import annotations
@@ -60,9 +65,9 @@ def group(calls: list[Call]) -> list[Kind]:
 
 
 def register_caches(*values: Any) -> None:
-    """Make a transformers ``DynamicCache`` among ``values`` (arguments, or outputs: a prefill
-    returns the cache the test's decode step then extends in place) a pytree node (see the
-    module's docstring)."""
+    """Make a transformers ``DynamicCache`` or ``EncoderDecoderCache`` among ``values``
+    (arguments, or outputs: a prefill returns the cache the test's decode step then extends in
+    place) a pytree node (see the module's docstring)."""
     import sys
 
     if "transformers" not in sys.modules:
@@ -70,11 +75,25 @@ def register_caches(*values: Any) -> None:
     from .._compat import pytree
 
     for value in pytree.tree_leaves(values):  # a cache not yet registered is a leaf
-        if _is_cache(value) and any(c.__name__ == "DynamicCache" for c in type(value).__mro__):
+        if not _is_cache(value):
+            continue
+        names = {c.__name__ for c in type(value).__mro__}
+        if "DynamicCache" in names:
             from transformers.integrations.executorch import register_dynamic_cache_export_support
 
             register_dynamic_cache_export_support()  # a no-op once registered
-            return
+        elif "EncoderDecoderCache" in names:
+            _register_encoder_decoder(type(value))
+
+
+def _register_encoder_decoder(cls: type) -> None:
+    """``cls`` (an ``EncoderDecoderCache``) a pytree node the way transformers' own exporter
+    makes it one, where the installed transformers has that exporter."""
+    try:
+        from transformers.exporters.exporter_dynamo import register_pytree_node
+    except ImportError:  # an older transformers: no exportable form of its own; the exporter says so
+        return
+    register_pytree_node(cls)  # a no-op once registered
 
 
 def _is_cache(value: Any) -> bool:

@@ -10,6 +10,16 @@ What counts as the test's call, and why:
   a module, ``torch.export``, a parametrization read), or while torch is tracing or
   compiling, is not what the test is about. Checking such a module gave green items that
   proved nothing (a ``ParametrizationList`` exported in place of the model).
+- [Built By A Library] A module a library builds and calls inside one of its own calls, never
+  held by the test, is not the test's model: transformers' fp16 probe
+  (``is_torch_fp16_available_on_device``) builds a float16 ``LayerNorm`` and calls it, and that
+  ``LayerNorm`` was checked in place of the Llama model the test then called. Where each module
+  is built is noted as its ``nn.Module.__init__`` starts (by the profile function: no class is
+  patched): for a module library code builds (``frames.library``: where the file comes from,
+  never a list of names), the library call the test's code made that builds it. A call made
+  by library code inside that same library call, with only library frames between, is not
+  recorded. A module a library builds and hands back (``from_pretrained``, a pipeline's
+  model, called later) is the test's as before.
 - [Direct Forward] ``model.forward(x)`` skips ``__call__``, so the patched ``__call__``
   alone would record the model's first child (a stem ``Conv2d``) in its place. While the
   test's own code runs (no recorded call under way), a profile function watches for a
@@ -19,7 +29,11 @@ What counts as the test's call, and why:
 - [Another Method] ``model.forward_features(x)``, ``model.encode(x)``: a public method of an
   ``nn.Module`` (defined outside torch, given at least one tensor) that the test's own code
   calls is recorded as a call of that method (``Call.method``), the same way as a direct
-  ``forward``: the method is what is checked, never the stem its first line calls.
+  ``forward``: the method is what is checked, never the stem its first line calls. Only the
+  test's own code calls it so (``frames.test_code``): a method that library code calls on the
+  test's behalf or that the module's own code calls (``save_pretrained`` calling
+  ``gather_sharded_state_dict_for_save`` with the state dict) is not, and the test's forward
+  calls are what is checked.
 - [Handed To An Exporter] A module the test (or a library helper it calls) hands to
   ``torch.jit.trace``, ``torch.jit.trace_module`` (its ``forward`` inputs),
   ``torch.export.export`` or ``torch.onnx.export`` counts as called with those inputs,
@@ -52,6 +66,7 @@ profiler is already installed (``cProfile``), direct ``forward`` calls are not s
 from __future__ import annotations
 
 import sys
+import weakref
 from typing import Any
 
 from .._compat import compiled_original
@@ -90,6 +105,11 @@ class Recorder:
         self._entered_call: Call | None = None  # the call a direct forward the profile saw start recorded
         self._unverified: set[int] = set()  # id(live) of copies whose call's outputs are still to be kept
         self._entries: dict[str, list[tuple[Any, str, Any]]] = {}  # function name -> (code, via, inputs)
+        # [Built By A Library] nn.Module.__init__'s code, and id(module) -> (the module, weakly;
+        # id and code of the outermost frame of the library call that built it), for the modules
+        # library code built
+        self._module_init: Any = None
+        self._built: dict[int, tuple[Any, int, Any]] = {}
 
     def __enter__(self) -> Recorder:
         import torch
@@ -102,7 +122,7 @@ class Recorder:
             paused = recorder._profiling and recorder._pause()
             recorded = None
             outer = recorder._entered_call
-            if recorder._depth == 0 and recorder._is_test_call(torch, frames.caller(module, sys._getframe(1))):
+            if recorder._depth == 0 and recorder._is_test_call(torch, frames.caller(module, sys._getframe(1)), module):
                 recorded = recorder._record(module, args, kwargs)
             elif recorder._depth == 1 and outer is not None and outer.method != "forward" and module is outer.live:
                 # a Python loop over forward: the method the test called calls its module's own forward
@@ -126,6 +146,7 @@ class Recorder:
         # without hooks that users' own hooks could interleave with.
         self._patch(torch.nn.Module, "__call__", __call__)
         self._patch_exporters(torch)
+        self._module_init = getattr(torch.nn.Module.__init__, "__code__", None)
         # Another profiler (cProfile) keeps its place: direct forward calls go unseen then.
         self._can_profile = sys.getprofile() is None
         self._resume()
@@ -164,6 +185,8 @@ class Recorder:
                 name = code.co_name
                 if name == "forward" or name in self._entries:
                     self._enter(frame, name)
+                elif code is self._module_init:
+                    self._building(frame)
                 elif name[:1] != "_" and code.co_argcount > 1 and code.co_varnames[0] == "self":
                     self._enter_method(frame, name)
         elif event == "return" and frame is self._entered:
@@ -191,7 +214,7 @@ class Recorder:
             # Entered, whoever called it: its own layers are part of it, not the test's calls.
             self._entered = frame
             self._depth += 1
-            if self._is_test_call(torch, frame.f_back):
+            if self._is_test_call(torch, frame.f_back, module):
                 args, kwargs = frames.bound_call(module, code, local)
                 self._entered_call = self._record(module, args, kwargs)
             return
@@ -245,15 +268,40 @@ class Recorder:
             caller = frame.f_back
         self._entered = frame
         self._depth += 1
-        if caller is not None and self._is_test_call(torch, caller):
+        if caller is not None and frames.test_code(caller) and self._is_test_call(torch, caller):
             self._entered_call = self._record(module, args, kwargs, method=name)
 
     # -- what counts as the test's call ------------------------------------------------
-    def _is_test_call(self, torch: Any, caller: Any) -> bool:
+    def _building(self, init: Any) -> None:
+        """[Built By A Library] ``nn.Module.__init__`` starts: where its module is built, kept
+        where library code builds it for itself (a module's own ``__init__`` building its parts
+        is not: a call there is no test's call anyway)."""
+        module = frames.first_argument(init)
+        if module is None:
+            return
+        frame = frames.builder(module, init)
+        if frame is None or not frames.library(frame.f_code.co_filename):
+            return
+        import torch
+
+        if isinstance(frames.first_argument(frame), torch.nn.Module):
+            return
+        entry = frames.library_entry(frame)  # the library call it is built in (a helper's helper may build it)
+        if entry is None:
+            return
+        try:
+            self._built[id(module)] = (weakref.ref(module), id(entry), entry.f_code)
+        except TypeError:  # a module that refuses weak references: its calls count as before
+            pass
+
+    def _is_test_call(self, torch: Any, caller: Any, module: Any = None) -> bool:
         if frames.tracing(torch):
             return False
         if frames.in_torch(caller.f_code.co_filename):
             return False  # torch's own machinery: check_trace, export, a parametrization
+        built = self._built.get(id(module)) if module is not None else None
+        if built is not None and built[0]() is module and frames.inside(caller, built[1], built[2]):
+            return False  # [Built By A Library] built and called inside one library call, for itself
         frame = caller
         for _ in range(64):  # a constructor anywhere up the stack: building, not testing
             if frame is None:
@@ -356,9 +404,11 @@ class Recorder:
         a copied module, for ``Recording.verify`` (not kept past ``MAX_CALL_BYTES``). Inside a
         method call (``inside``), its first forward call's, kept until the method returns
         (``_unroll``) says which of the two is the test's call."""
+        # Every recorded call's, before any copy: a later decode step extends this cache in place,
+        # and a train-mode call's output cache is what the exporters must return as well.
+        kinds.register_caches(out)
         if id(call.live) not in self._unverified:
             return
-        kinds.register_caches(out)  # before the copy: a later decode step extends this cache in place
         if inside is not None:
             if inside.inner[0] is not call:
                 return
