@@ -40,6 +40,16 @@ def test_tree():
     Tree().eval()(torch.randn(2, 4))
 
 
+class TakesPair(torch.nn.Module):
+    def forward(self, p):
+        return p.a * 2 + p.b
+
+
+@pytest.mark.torchexport(backends=["onnx"], examples=3)
+def test_pair_input():
+    TakesPair().eval()(Pair(torch.randn(2, 4), torch.randn(2, 4)))
+
+
 @pytest.mark.torchexport(backends=["trace"], examples=3, standalone=False)
 def test_off():
     WithOp().eval()(torch.randn(2, 4))
@@ -48,7 +58,7 @@ def test_off():
 @pytest.fixture
 def rows(tester):
     """One session of real exports, shared by the tests below."""
-    return shared_run(tester, MODELS, passed=7, failed=1)
+    return shared_run(tester, MODELS, passed=8, failed=1)
 
 
 def _standalone(row):
@@ -87,6 +97,15 @@ def test_a_pt2_needing_a_registered_pytree_type_gets_the_finding_only(rows):
     assert row["status"] == "pass", row["message"]
     (finding,) = _standalone(row)
     assert "the registered pytree type standalone_tests.Pair" in finding["detail"]
+
+
+def test_onnx_is_fed_a_registered_pytree_input_flat_as_a_deployment_feeds_it(rows):
+    """onnxruntime takes tensors by position: the fresh process gets the call's tensors flat, in the
+    test's pytree order (it has never heard of the test file's Pair, as a transformers cache)."""
+    row = rows[("test_pair_input", "onnx")]
+    assert row["status"] == "pass", row["message"]
+    assert not _standalone(row)
+    assert row["standalone"].startswith("loaded and ran in a fresh process"), row["standalone"]
 
 
 def test_standalone_false_turns_the_step_off(rows):

@@ -154,6 +154,9 @@ def _widened(t: torch.Tensor) -> torch.Tensor:
 class _OnnxBackend(Backend):
     loads_without_python = True
     relowered = True
+    #: onnxruntime takes the call's tensors by position (``OnnxSession.feed``): the standalone
+    #: loader is sent them flat, as a deployment feeds them (stages/standalone.py)
+    feeds_flat_tensors = True
 
     def unavailable_reason(self) -> str | None:
         for lib in ("onnx", "onnxruntime"):

@@ -5,11 +5,15 @@
 from __future__ import annotations
 
 import inspect
+import re
 from typing import Any
 
 import torch
 
 from ..errors import InvalidArgument
+
+#: One step of a pytree key path as ``keystr`` writes it: ``[0]``, ``['x']``, ``["x"]``, ``.field``.
+_PATH_PART = re.compile(r"""\[(?:'([^']*)'|"([^"]*)"|(-?\d+))\]|\.(\w+)""")
 
 
 def forward_params(module: torch.nn.Module) -> list[str]:
@@ -34,8 +38,9 @@ def var_positional(module: torch.nn.Module) -> str | None:
 
 
 def leaf_name(path: str, param_names: list[str], var_positional: str | None) -> str:
-    # path looks like "[0][1]['x']" over (args, kwargs); name it after forward's parameter.
-    parts = [p.strip("[]'\"") for p in path.replace("][", "]|[").split("|") if p]
+    # path looks like "[0][1]['x']" over (args, kwargs), or "[0][0].a" through a registered
+    # dataclass's field; name it after forward's parameter.
+    parts = [next(g for g in groups if g) for groups in _PATH_PART.findall(path)]
     if not parts:
         return "input"
     head = parts[0]

@@ -85,13 +85,20 @@ def step(check: Check) -> Loading:
         return loading
     import torch
 
+    from .._compat import pytree
     from ..isolation import runner
 
     runner.stage(result, "standalone")  # until the request is out; the check then goes on to "run"
 
     loading.directory = scratch / "artifact"
     inputs, loading.outputs = scratch / "standalone-inputs.pt", scratch / "standalone-outputs.pt"
-    torch.save(loading.example, inputs)
+    example = loading.example
+    if getattr(check.backend, "feeds_flat_tensors", False):
+        # A runtime fed tensors by position (onnxruntime) is fed them as a deployment would: the
+        # call's tensors in this process's pytree order, where the test registered its own pytree
+        # types (a transformers cache), which the fresh process has never heard of.
+        example = (tuple(t for t in pytree.tree_leaves(example) if isinstance(t, torch.Tensor)), {})
+    torch.save(example, inputs)
     plan = check.plan
     request = {
         "backend": check.spec, "directory": str(loading.directory), "inputs": str(inputs),
