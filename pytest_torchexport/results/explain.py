@@ -363,8 +363,27 @@ def forward_site(module: object) -> tuple[str, int] | None:
     return code.co_filename, code.co_firstlineno
 
 
+#: Text by which an exporter's wrapper exception says it only carries another one: torch.onnx's
+#: ``TorchExportError`` ("Failed to export the model with torch.export ... ## Exception summary"),
+#: raised ``from`` the error torch.export raised.
+_WRAPPER_TEXT = "## Exception summary"
+
+
+def underlying(exc: BaseException) -> BaseException:
+    """The error a wrapper carries, in torch's own words: ``__cause__`` followed while the exception
+    only wraps it (torch.onnx's ``TorchExportError``, whose text restates its causes as
+    ``<class '...'>: ...``). An error with no cause, or one that says more than its cause, is itself."""
+    seen: list[BaseException] = []
+    while exc.__cause__ is not None and exc not in seen and _WRAPPER_TEXT in str(exc):
+        seen.append(exc)
+        exc = exc.__cause__
+    return exc
+
+
 def trim_error(exc: BaseException, limit: int = 12) -> str:
-    """The exporter's own reason, trimmed to what a person reads."""
+    """The exporter's own reason, trimmed to what a person reads: a wrapper's cause (``underlying``)
+    speaks for it."""
+    exc = underlying(exc)
     text = strip_ansi(str(exc)).strip()
     if "## Exception summary" in text:
         text = text.split("## Exception summary", 1)[1].strip()
