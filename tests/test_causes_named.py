@@ -16,6 +16,10 @@ import textwrap
 import pytest
 from helpers import run_with_report
 
+from pytest_torchexport.results import explain
+from pytest_torchexport.results.report import Result
+from pytest_torchexport.results.table import shared_cause_lines, shared_causes
+
 KEYWORDS = textwrap.dedent(
     """
     import pytest
@@ -117,7 +121,8 @@ SHARED = textwrap.dedent(
 
 def test_one_cause_shared_by_many_rows_is_one_line_with_its_count(tester):
     tester.makepyfile(test_m=SHARED)
-    result, rows = run_with_report(tester, "-p", "no:cacheprovider", key=lambda r: r["nodeid"], subprocess=True)
+    result, rows = run_with_report(tester, "-p", "no:cacheprovider", "--torchexport-report=out.md",
+                                   key=lambda r: r["nodeid"], subprocess=True)
     causes = {row["status"] for row in rows.values()}
     assert causes == {"export_error"}, rows
     result.stdout.re_match_lines([
@@ -126,3 +131,45 @@ def test_one_cause_shared_by_many_rows_is_one_line_with_its_count(tester):
     ])
     assert len([line for line in result.outlines if "for one cause" in line]) == 1
     result.assert_outcomes(failed=3)
+    # The Markdown report (a CI step summary) says it once too: one line with the count, and the
+    # message once, the other checks it fails named under it.
+    md = (tester.path / "out.md").read_text()
+    shared = [line for line in md.splitlines() if "for one cause" in line]
+    assert len(shared) == 1 and shared[0].startswith("- **3** script checks are export_error for one cause: "), shared
+    failures = md.split("## Failures", 1)[1]
+    assert failures.count("```\n") == 2  # one message block: its opening and closing fences
+    assert "The same cause fails 2 more script checks: `test_m.py::test_configured[2-torchexport-script]`" in failures
+
+
+def _failed(test: str, cause: str) -> Result:
+    return Result(backend="script", device="cpu", status="export_error", test=f"test_m.py::{test}", nodeid=test,
+                  message=cause, likely_cause=cause)
+
+
+def test_a_cause_that_differs_only_in_an_objects_address_is_one_cause():
+    # Each worker process has its own address for BertConfig.__init__: the rows of an xdist run share one cause.
+    rows = [_failed(f"test_{i}", f"OSError: Failed to get source for <function BertConfig.__init__ at 0x7f4c{i}8> "
+                                 "using inspect.getsource") for i in range(3)]
+    rows.append(_failed("test_other", "OSError: Failed to get source for <function GPT2Config.__init__ at 0x7f4c0>"))
+    assert shared_cause_lines(rows) == [
+        "torchexport: 3 script checks are export_error for one cause: OSError: Failed to get source for "
+        "<function BertConfig.__init__> using inspect.getsource (test_0, test_1, test_2)"
+    ]
+    # A test with several kinds of call has a row per kind: its name is said once.
+    rows = [_failed("test_model", "same cause") for _ in range(3)] + [_failed("test_other", "same cause")]
+    assert [g.tests() for g in shared_causes(rows)] == ["test_model, test_other"]
+
+
+def test_a_trace_that_refuses_an_output_says_its_class_and_torchs_reason_not_its_values():
+    values = "\n".join(f"  tensor([[{i}.0, 1.0, 2.0]])," for i in range(300))
+    error = RuntimeError(f"Tracer cannot infer type of BaseModelOutputWithPast(last_hidden_state=\n{values}\n"
+                         "past_key_values=DynamicCache())\n:Only tensors and (possibly nested) tuples of tensors, "
+                         "lists, or dicts are supported as inputs or outputs of traced functions, but instead got "
+                         "value of type DynamicCache.")
+    assert explain.trim_error(error) == (
+        "RuntimeError: Tracer cannot infer type of BaseModelOutputWithPast(...): Only tensors and (possibly nested) "
+        "tuples of tensors, lists, or dicts are supported as inputs or outputs of traced functions, but instead got "
+        "value of type DynamicCache."
+    )
+    finding = explain.error_finding(error, "trace", "export")
+    assert finding is not None and finding.kind == "unsupported_output"  # the cause, before any frozen branch
