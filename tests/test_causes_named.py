@@ -173,3 +173,57 @@ def test_a_trace_that_refuses_an_output_says_its_class_and_torchs_reason_not_its
     )
     finding = explain.error_finding(error, "trace", "export")
     assert finding is not None and finding.kind == "unsupported_output"  # the cause, before any frozen branch
+
+
+PADDED_ROWS = textwrap.dedent(
+    """
+    import pytest
+    import torch
+    import transformers
+
+
+    def bert():
+        torch.manual_seed(0)
+        config = transformers.BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+                                         max_position_embeddings=64, vocab_size=64, num_labels=3)
+        return transformers.BertForSequenceClassification(config).eval()
+
+
+    @pytest.mark.torchexport(backends=["onnx"], examples=6)
+    def test_holes():
+        # transformers' own tests' random_attention_mask: holes, mostly 0, the last token kept
+        mask = torch.tensor([[0, 0, 1, 0, 0, 0, 1], [0, 1, 0, 0, 0, 0, 1]])
+        bert()(input_ids=torch.randint(0, 64, (2, 7)), attention_mask=mask)
+
+
+    @pytest.mark.torchexport(backends=["onnx"], examples=6)
+    def test_a_row_of_padding_only():
+        mask = torch.tensor([[1, 1, 1, 1, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0]])
+        bert()(input_ids=torch.randint(0, 64, (2, 7)), attention_mask=mask)
+    """
+)
+
+
+@pytest.mark.transformers
+@pytest.mark.slow
+def test_a_row_of_padding_only_is_drawn_where_the_test_sent_one_and_named_where_it_differs(tester):
+    """A non-causal encoder's pooled output (BertForSequenceClassification's logits): a batch row the
+    mask keeps nothing of has no key for any query; onnxruntime and eager fill it differently."""
+    pytest.importorskip("transformers")
+    tester.makepyfile(test_m=PADDED_ROWS)
+    result, rows = run_with_report(tester, "-p", "no:cacheprovider", key=lambda r: r["test"].rsplit("::", 1)[-1],
+                                   subprocess=True)
+    # Masks drawn as padding keep a token in every row: the recorded holes are mostly 0, and the
+    # old majority rule took 0 for "keep", drew [[0]] and called the difference there "numeric".
+    holes = rows["test_holes"]
+    assert holes["status"] == "pass", holes["message"]
+    assert holes["sizes"]["seq"][1] > 7
+    padded = rows["test_a_row_of_padding_only"]
+    assert padded["status"] == "mismatch", padded["message"]  # the default tolerances still judge it
+    assert padded["cause_kind"] == "masked_rows", padded["message"]
+    assert padded["failing_example"]["inputs"]["attention_mask"]["max"] == 0  # shrunk to a row of padding only
+    (masked,) = [f["detail"] for f in padded["findings"] if f["kind"] == "masked_rows"]
+    assert masked.startswith("onnx differs from eager only at batch row 0 of ['logits']: attention_mask keeps no "
+                             "position of that row (padding only), so no query there attends to any key"), masked
+    assert "numeric" not in padded["likely_cause"] and "a defect, not a tolerance question" not in padded["message"]
+    result.assert_outcomes(passed=1, failed=1)
