@@ -134,6 +134,24 @@ def test_ids_are_drawn_within_the_embedding_they_index_and_masks_as_padding():
     assert grown.tolist() == [[0, 0, 1, 1, 1, 1, 1, 1], [1] * 8] and cut.tolist() == [[0, 1], [1, 1]]
 
 
+class Speech(nn.Module):
+    def forward(self, input_values, attention_mask=None):
+        return input_values
+
+
+def test_a_waveforms_length_is_its_own_dim_and_a_float_input_by_its_size_is_none():
+    wave = torch.randn(2, 1024)
+    assert shapes(plan_inputs(Speech(), (wave,), None)) == {"input_values": ("batch", "samples")}
+    mask = torch.ones(2, 1024, dtype=torch.int64)
+    assert shapes(plan_inputs(Speech(), (wave, mask), None)) == {
+        "input_values": ("batch", "samples"), "attention_mask": ("batch", "samples"),
+    }
+    # A 2-D float input not named like audio keeps its size: a feature vector of 1024 is no clip.
+    assert shapes(plan_inputs(Pair(), (torch.randn(2, 1024), torch.randn(2, 1024)), None)) == {
+        "x": ("batch", 1024), "y": ("batch", 1024),
+    }
+
+
 class Masked(nn.Module):
     def forward(self, input_ids, attention_mask):
         return input_ids * attention_mask
