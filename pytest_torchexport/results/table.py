@@ -161,11 +161,9 @@ class SharedCause:
 def shared_causes(results: list[Result]) -> list[SharedCause]:
     """The causes many failing checks share, most rows first (29 ``script`` rows of transformers
     models failing at the config's ``**kwargs``): a reader sees one thing to fix, not 29."""
-    from .report import FAILING
-
     groups: dict[tuple[str, str, str], list[Result]] = {}
     for r in results:
-        if r.status in FAILING and r.cause:
+        if r.failed and r.cause:
             groups.setdefault((r.backend, r.status, _ADDRESS.sub("", r.cause)), []).append(r)
     return [
         SharedCause(backend, status, cause, tuple(rows))
