@@ -16,6 +16,10 @@ import textwrap
 import pytest
 from helpers import run_with_report
 
+from pytest_torchexport.results import explain
+from pytest_torchexport.results.report import Result
+from pytest_torchexport.results.table import shared_cause_lines, shared_causes
+
 KEYWORDS = textwrap.dedent(
     """
     import pytest
@@ -117,7 +121,8 @@ SHARED = textwrap.dedent(
 
 def test_one_cause_shared_by_many_rows_is_one_line_with_its_count(tester):
     tester.makepyfile(test_m=SHARED)
-    result, rows = run_with_report(tester, "-p", "no:cacheprovider", key=lambda r: r["nodeid"], subprocess=True)
+    result, rows = run_with_report(tester, "-p", "no:cacheprovider", "--torchexport-report=out.md",
+                                   key=lambda r: r["nodeid"], subprocess=True)
     causes = {row["status"] for row in rows.values()}
     assert causes == {"export_error"}, rows
     result.stdout.re_match_lines([
@@ -126,3 +131,99 @@ def test_one_cause_shared_by_many_rows_is_one_line_with_its_count(tester):
     ])
     assert len([line for line in result.outlines if "for one cause" in line]) == 1
     result.assert_outcomes(failed=3)
+    # The Markdown report (a CI step summary) says it once too: one line with the count, and the
+    # message once, the other checks it fails named under it.
+    md = (tester.path / "out.md").read_text()
+    shared = [line for line in md.splitlines() if "for one cause" in line]
+    assert len(shared) == 1 and shared[0].startswith("- **3** script checks are export_error for one cause: "), shared
+    failures = md.split("## Failures", 1)[1]
+    assert failures.count("```\n") == 2  # one message block: its opening and closing fences
+    assert "The same cause fails 2 more script checks: `test_m.py::test_configured[2-torchexport-script]`" in failures
+
+
+def _failed(test: str, cause: str) -> Result:
+    return Result(backend="script", device="cpu", status="export_error", test=f"test_m.py::{test}", nodeid=test,
+                  message=cause, likely_cause=cause)
+
+
+def test_a_cause_that_differs_only_in_an_objects_address_is_one_cause():
+    # Each worker process has its own address for BertConfig.__init__: the rows of an xdist run share one cause.
+    rows = [_failed(f"test_{i}", f"OSError: Failed to get source for <function BertConfig.__init__ at 0x7f4c{i}8> "
+                                 "using inspect.getsource") for i in range(3)]
+    rows.append(_failed("test_other", "OSError: Failed to get source for <function GPT2Config.__init__ at 0x7f4c0>"))
+    assert shared_cause_lines(rows) == [
+        "torchexport: 3 script checks are export_error for one cause: OSError: Failed to get source for "
+        "<function BertConfig.__init__> using inspect.getsource (test_0, test_1, test_2)"
+    ]
+    # A test with several kinds of call has a row per kind: its name is said once.
+    rows = [_failed("test_model", "same cause") for _ in range(3)] + [_failed("test_other", "same cause")]
+    assert [g.tests() for g in shared_causes(rows)] == ["test_model, test_other"]
+
+
+def test_a_trace_that_refuses_an_output_says_its_class_and_torchs_reason_not_its_values():
+    values = "\n".join(f"  tensor([[{i}.0, 1.0, 2.0]])," for i in range(300))
+    error = RuntimeError(f"Tracer cannot infer type of BaseModelOutputWithPast(last_hidden_state=\n{values}\n"
+                         "past_key_values=DynamicCache())\n:Only tensors and (possibly nested) tuples of tensors, "
+                         "lists, or dicts are supported as inputs or outputs of traced functions, but instead got "
+                         "value of type DynamicCache.")
+    assert explain.trim_error(error) == (
+        "RuntimeError: Tracer cannot infer type of BaseModelOutputWithPast(...): Only tensors and (possibly nested) "
+        "tuples of tensors, lists, or dicts are supported as inputs or outputs of traced functions, but instead got "
+        "value of type DynamicCache."
+    )
+    finding = explain.error_finding(error, "trace", "export")
+    assert finding is not None and finding.kind == "unsupported_output"  # the cause, before any frozen branch
+
+
+PADDED_ROWS = textwrap.dedent(
+    """
+    import pytest
+    import torch
+    import transformers
+
+
+    def bert():
+        torch.manual_seed(0)
+        config = transformers.BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+                                         max_position_embeddings=64, vocab_size=64, num_labels=3)
+        return transformers.BertForSequenceClassification(config).eval()
+
+
+    @pytest.mark.torchexport(backends=["onnx"], examples=6)
+    def test_holes():
+        # transformers' own tests' random_attention_mask: holes, mostly 0, the last token kept
+        mask = torch.tensor([[0, 0, 1, 0, 0, 0, 1], [0, 1, 0, 0, 0, 0, 1]])
+        bert()(input_ids=torch.randint(0, 64, (2, 7)), attention_mask=mask)
+
+
+    @pytest.mark.torchexport(backends=["onnx"], examples=6)
+    def test_a_row_of_padding_only():
+        mask = torch.tensor([[1, 1, 1, 1, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0]])
+        bert()(input_ids=torch.randint(0, 64, (2, 7)), attention_mask=mask)
+    """
+)
+
+
+@pytest.mark.transformers
+@pytest.mark.slow
+def test_a_row_of_padding_only_is_drawn_where_the_test_sent_one_and_named_where_it_differs(tester):
+    """A non-causal encoder's pooled output (BertForSequenceClassification's logits): a batch row the
+    mask keeps nothing of has no key for any query; onnxruntime and eager fill it differently."""
+    pytest.importorskip("transformers")
+    tester.makepyfile(test_m=PADDED_ROWS)
+    result, rows = run_with_report(tester, "-p", "no:cacheprovider", key=lambda r: r["test"].rsplit("::", 1)[-1],
+                                   subprocess=True)
+    # Masks drawn as padding keep a token in every row: the recorded holes are mostly 0, and the
+    # old majority rule took 0 for "keep", drew [[0]] and called the difference there "numeric".
+    holes = rows["test_holes"]
+    assert holes["status"] == "pass", holes["message"]
+    assert holes["sizes"]["seq"][1] > 7
+    padded = rows["test_a_row_of_padding_only"]
+    assert padded["status"] == "mismatch", padded["message"]  # the default tolerances still judge it
+    assert padded["cause_kind"] == "masked_rows", padded["message"]
+    assert padded["failing_example"]["inputs"]["attention_mask"]["max"] == 0  # shrunk to a row of padding only
+    (masked,) = [f["detail"] for f in padded["findings"] if f["kind"] == "masked_rows"]
+    assert masked.startswith("onnx differs from eager only at batch row 0 of ['logits']: attention_mask keeps no "
+                             "position of that row (padding only), so no query there attends to any key"), masked
+    assert "numeric" not in padded["likely_cause"] and "a defect, not a tolerance question" not in padded["message"]
+    result.assert_outcomes(passed=1, failed=1)

@@ -18,7 +18,7 @@ from helpers import report_rows
 from torch import nn
 
 from pytest_torchexport.inputs.specs import plan_inputs
-from pytest_torchexport.inputs.strategies import Draw, materialize
+from pytest_torchexport.inputs.strategies import Draw, kept_value, materialize
 
 
 class Embeds(nn.Module):
@@ -132,6 +132,70 @@ def test_ids_are_drawn_within_the_embedding_they_index_and_masks_as_padding():
     (_, grown, _, _), _ = materialize(plan, Draw((("batch", 2), ("seq", 8))))
     (_, cut, _, _), _ = materialize(plan, Draw((("batch", 2), ("seq", 2))))
     assert grown.tolist() == [[0, 0, 1, 1, 1, 1, 1, 1], [1] * 8] and cut.tolist() == [[0, 1], [1, 1]]
+
+
+class Speech(nn.Module):
+    def forward(self, input_values, attention_mask=None):
+        return input_values
+
+
+def test_a_waveforms_length_is_its_own_dim_and_a_float_input_by_its_size_is_none():
+    wave = torch.randn(2, 1024)
+    assert shapes(plan_inputs(Speech(), (wave,), None)) == {"input_values": ("batch", "samples")}
+    mask = torch.ones(2, 1024, dtype=torch.int64)
+    assert shapes(plan_inputs(Speech(), (wave, mask), None)) == {
+        "input_values": ("batch", "samples"), "attention_mask": ("batch", "samples"),
+    }
+    # A 2-D float input not named like audio keeps its size: a feature vector of 1024 is no clip.
+    assert shapes(plan_inputs(Pair(), (torch.randn(2, 1024), torch.randn(2, 1024)), None)) == {
+        "x": ("batch", 1024), "y": ("batch", 1024),
+    }
+
+
+class Masked(nn.Module):
+    def forward(self, input_ids, attention_mask):
+        return input_ids * attention_mask
+
+
+class KeyPadded(nn.Module):
+    def forward(self, x, key_padding_mask):
+        return x.masked_fill(key_padding_mask[..., None], 0.0)
+
+
+def _drawn_masks(module, call, seeds=30, batch=4, length=6):
+    plan = plan_inputs(module, call, None)
+    for seed in range(seeds):
+        args, _ = materialize(plan, Draw((("batch", batch), ("seq", length)), "normal", seed))
+        yield args[1]
+
+
+def test_a_drawn_mask_keeps_one_token_in_every_row_whichever_value_keeps():
+    # transformers' own tests record random holes with the last token kept (random_attention_mask):
+    # mostly 0 here, yet 1 is what every row holds, so 1 keeps. The majority said 0 once, and a row
+    # of padding only was drawn (BertForSequenceClassification's onnx "mismatch" at mask [[0]]).
+    holes = torch.tensor([[0, 0, 1, 0, 0, 0, 1], [0, 1, 0, 0, 0, 0, 1]])
+    assert kept_value(holes, "attention_mask") is True
+    padded = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])  # named neither way: the value every row holds keeps
+    assert kept_value(padded, "mask") is True and kept_value(1 - padded, "mask") is False
+    for mask in _drawn_masks(Masked(), (torch.randint(0, 9, (2, 7)), holes)):
+        assert bool((mask.sum(-1) >= 1).all()), mask
+    # PyTorch's key_padding_mask: True pads. Nothing padded (all False), or padded: False keeps.
+    for recorded in (torch.zeros(2, 5, dtype=torch.bool), torch.tensor([[False] * 3 + [True] * 2, [False] * 5])):
+        assert kept_value(recorded, "key_padding_mask") is False
+        for mask in _drawn_masks(KeyPadded(), (torch.randn(2, 5, 3), recorded), length=5):
+            assert bool((~mask).any(-1).all()), mask  # every row keeps a position
+    # A mask that pads nothing says nothing by its rows: an integer one keeps with 1, as transformers' do.
+    assert kept_value(torch.ones(2, 4, dtype=torch.int64), "mask") is True
+
+
+def test_a_row_of_padding_only_is_drawn_only_where_the_test_sent_one():
+    recorded = torch.tensor([[1, 1, 1, 1, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0]])
+    assert kept_value(recorded, "attention_mask") is True  # by the name: 1 keeps in transformers' masks
+    empty = [bool((mask.sum(-1) == 0).any()) for mask in _drawn_masks(Masked(), (torch.randint(0, 9, (2, 7)), recorded))]
+    assert any(empty) and not all(empty)
+    plan = plan_inputs(Masked(), (torch.randint(0, 9, (2, 7)), recorded), None)
+    (_, grown), _ = materialize(plan, Draw((("batch", 2), ("seq", 9))))  # the recorded mask at another length
+    assert grown.tolist() == [[1, 1, 1, 1, 0, 0, 0, 0, 0], [0] * 9]
 
 
 # One session of real exports on tiny models built from config; a hook on each model writes

@@ -80,7 +80,7 @@ class Reporting:
         if _is_worker(self.config):
             return
         from ..results.report import Result
-        from ..results.table import summary_lines
+        from ..results.table import shared_cause_lines, summary_lines
 
         results = [Result.from_dict(r) for r in self.state.results]
         if not results:
@@ -161,28 +161,6 @@ class Reporting:
         totals = self.session()
         for path in paths:
             write_report(path, report, env, session=totals)
-
-
-#: A cause shared by this many failing checks of one backend is also said once, with its count.
-SHARED_CAUSE = 3
-
-
-def shared_cause_lines(results: list[Any]) -> list[str]:
-    """One line per cause that many failing checks of one backend share (29 ``script`` rows of
-    transformers models failing at the config's ``**kwargs``), with the count and the tests:
-    a reader sees one thing to fix, not 29."""
-    from collections import defaultdict
-
-    groups: dict[tuple[str, str, str], list[str]] = defaultdict(list)
-    for r in results:
-        if r.status in FAILING and r.cause:
-            groups[(r.backend, r.status, r.cause)].append((r.test or r.nodeid or "?").rsplit("::", 1)[-1])
-    lines = []
-    for (backend, status, cause), tests in sorted(groups.items(), key=lambda g: -len(g[1])):
-        if len(tests) >= SHARED_CAUSE:
-            shown = ", ".join(tests[:3]) + (f" and {len(tests) - 3} more" if len(tests) > 3 else "")
-            lines.append(f"torchexport: {len(tests)} {backend} checks are {status} for one cause: {cause} ({shown})")
-    return lines
 
 
 def call_lines(rows: list[dict[str, Any]]) -> list[str]:

@@ -26,8 +26,10 @@ DEFAULT_DIM = "batch"
 #: an encoder-decoder's decoder tokens (``decoder_input_ids``), which have their own length.
 SEQUENCE_DIM = "seq"
 DECODER_SEQUENCE_DIM = "decoder_seq"
+#: A waveform's length (``input_values``: AUDIO_WORDS), searched as a text model's sequence is.
+SAMPLES_DIM = "samples"
 #: The dims the default names; a user's ``dims=``/``dynamic=``/``inputs=`` names its own.
-DEFAULT_DIMS = (DEFAULT_DIM, SEQUENCE_DIM, DECODER_SEQUENCE_DIM)
+DEFAULT_DIMS = (DEFAULT_DIM, SEQUENCE_DIM, DECODER_SEQUENCE_DIM, SAMPLES_DIM)
 
 
 @dataclass(frozen=True)
@@ -293,7 +295,10 @@ def _dynamic_axes(
             # by coincidence: neither sequence, they keep their recorded sizes.
             for dim, prefix in ((SEQUENCE_DIM, ""), (DECODER_SEQUENCE_DIM, "decoder_")):
                 members = [i for i in tensor_idx if _group(names[i]) == prefix]
-                for i in _sequence_axes(leaves, members, names):
+                found = _sequence_axes(leaves, members, names)
+                if prefix == "" and any(_is_audio(leaves[i], names[i]) for i in found):
+                    dim = SAMPLES_DIM  # a waveform's samples (and its mask): the row's sizes say so
+                for i in found:
                     axes_for[i][1] = dim
     return axes_for
 
@@ -308,6 +313,10 @@ def _group(name: str) -> str | None:
 #: Words in an input's name that say its dim 1 is the sequence (``input_ids``, ``tokens``,
 #: ``attention_mask``, ``inputs_embeds``).
 SEQUENCE_WORDS = ("ids", "token", "mask", "embeds")
+#: Names of a 2-D float input of raw audio, (batch, samples): transformers' ``input_values``
+#: (Wav2Vec2, HuBERT, WavLM), and the words people name a waveform by. Its samples are its
+#: sequence, served at whatever length a clip has.
+AUDIO_WORDS = ("input_values", "wave", "audio", "speech", "wav")
 
 
 def _sequence_axes(leaves: list[Any], tensor_idx: list[int], names: dict[int, str]) -> list[int]:
@@ -316,8 +325,8 @@ def _sequence_axes(leaves: list[Any], tensor_idx: list[int], names: dict[int, st
 
     The rule, as docs/howto-dims.md says it, asked only where dim 0 is the batch: the
     candidates are the 2-D integer and bool inputs (token ids, type and position ids,
-    attention masks) and the 3-D float inputs
-    named like embeddings (``inputs_embeds``). Their dim 1 is the sequence when every
+    attention masks), the 3-D float inputs named like embeddings (``inputs_embeds``) and the
+    2-D float inputs named like raw audio (``input_values``, ``waveform``: AUDIO_WORDS). Their dim 1 is the sequence when every
     candidate has the same size there, that size is above 1 (a one-token call is a decode
     step: its length is what it is), and either two or more candidates share it or the one
     candidate's name says it is a sequence. A float input's dim that has the same size by
@@ -328,16 +337,22 @@ def _sequence_axes(leaves: list[Any], tensor_idx: list[int], names: dict[int, st
     for i in tensor_idx:
         t, words = leaves[i], names[i].lower()
         token_like = t.dim() == 2 and (t.dtype == torch.bool or not (t.is_floating_point() or t.is_complex()))
-        if token_like or (t.dim() == 3 and t.is_floating_point() and "embeds" in words):
+        embeds = t.dim() == 3 and t.is_floating_point() and "embeds" in words
+        if token_like or embeds or _is_audio(t, words):
             candidates.append(i)
     if not candidates:
         return []
     lengths = {int(leaves[i].shape[1]) for i in candidates}
     if len(lengths) != 1 or lengths.pop() < 2:
         return []
-    if len(candidates) == 1 and not any(word in names[candidates[0]].lower() for word in SEQUENCE_WORDS):
+    if len(candidates) == 1 and not any(word in names[candidates[0]].lower() for word in SEQUENCE_WORDS + AUDIO_WORDS):
         return []
     return candidates
+
+
+def _is_audio(t: torch.Tensor, name: str) -> bool:
+    """A (batch, samples) float input named like raw audio."""
+    return t.dim() == 2 and t.is_floating_point() and any(word in name.lower() for word in AUDIO_WORDS)
 
 
 #: Words in an integer input's name that say it indexes an embedding (``input_ids``, ``tokens``).

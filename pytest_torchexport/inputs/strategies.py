@@ -177,7 +177,7 @@ def _tensor(leaf: LeafPlan, shape: list[int], draw: Draw, gen: torch.Generator) 
     dtype = leaf.dtype
     if draw.mode == "recorded" and leaf.example is not None:
         if leaf.mask and list(leaf.example.shape) != shape:
-            return _resized_mask(leaf.example.detach().cpu(), shape)
+            return _resized_mask(leaf.example.detach().cpu(), shape, leaf.name)
         return resize_like(leaf.example.detach().cpu(), shape).clone()
     if dtype == torch.bool:
         return _mask(leaf, shape, draw, gen)
@@ -231,14 +231,16 @@ def _mask(leaf: LeafPlan, shape: list[int], draw: Draw, gen: torch.Generator) ->
     mask = torch.rand(shape, generator=gen) < p
     if leaf.example is None or leaf.example.numel() == 0 or not shape or shape[-1] == 0 or draw.special:
         return mask
-    keep = bool(leaf.example.float().mean() >= 0.5)
+    keep = kept_value(leaf.example, leaf.name)
     ascending = _padding_form(leaf.example)
     if ascending is not None or leaf.mask:
         # Padding (all kept, then all padded, or the reverse), not holes no tokenizer makes:
         # in the recorded rows' form, or, where they show none (nothing padded), on either
-        # side, per row. Each row keeps between one and all of its elements.
+        # side, per row. Each row keeps between one and all of its elements: a row of padding
+        # only (no query attends to any key) is drawn only where the recorded mask had one.
         n = shape[-1]
-        kept = torch.randint(1, n + 1, (*shape[:-1], 1), generator=gen)
+        fewest = 0 if _padding_only_row(leaf.example, keep) else 1
+        kept = torch.randint(fewest, n + 1, (*shape[:-1], 1), generator=gen)
         if ascending is None:
             left = torch.randint(0, 2, (*shape[:-1], 1), generator=gen).bool()
         else:
@@ -248,6 +250,40 @@ def _mask(leaf: LeafPlan, shape: list[int], draw: Draw, gen: torch.Generator) ->
         return kept_here == keep
     index = torch.randint(0, shape[-1], (*shape[:-1], 1), generator=gen)
     return mask.scatter(-1, index, torch.full(index.shape, keep))
+
+
+#: Words in a mask's name that say its 1 (True) marks padding: ``key_padding_mask``, ``src_key_padding_mask``.
+PADDING_WORDS = ("pad",)
+
+
+def kept_value(example: torch.Tensor, name: str = "") -> bool:
+    """Which value of a recorded 0/1 mask keeps a position (attends), True for 1.
+
+    The name says it where it follows a convention: ``..._padding_mask`` (PyTorch's
+    ``key_padding_mask``) pads with 1, an ``attention_mask`` (transformers') keeps with 1. Else
+    the rows: a tokenizer never pads a whole row, so the value every recorded row holds, where
+    only one is, keeps. Else an integer mask keeps with 1, and a bool one with its majority value.
+    """
+    lowered = name.lower()
+    if any(word in lowered for word in PADDING_WORDS):
+        return False
+    if "attention_mask" in lowered:
+        return True
+    if example.dim() == 0 or example.shape[-1] == 0:
+        return True
+    rows = example.detach().cpu().reshape(-1, example.shape[-1]) != 0
+    ones, zeros = bool(rows.any(-1).all()), bool((~rows).any(-1).all())
+    if ones != zeros:
+        return ones
+    if example.dtype != torch.bool:
+        return True
+    return bool(rows.float().mean() >= 0.5)
+
+
+def _padding_only_row(example: torch.Tensor, keep: bool) -> bool:
+    """Whether the recorded mask has a row that keeps nothing: then the test's own inputs have one."""
+    rows = example.detach().cpu().reshape(-1, example.shape[-1]) != 0
+    return bool(((rows == keep).sum(-1) == 0).any())
 
 
 def _int_mask(leaf: LeafPlan) -> bool:
@@ -266,14 +302,16 @@ def _int_mask(leaf: LeafPlan) -> bool:
     return not example.is_floating_point() or bool(((example == 0) | (example == 1)).all())
 
 
-def _resized_mask(example: torch.Tensor, shape: list[int]) -> torch.Tensor:
+def _resized_mask(example: torch.Tensor, shape: list[int], name: str = "") -> torch.Tensor:
     """A recorded mask at another length: its padding kept at its side, each row keeping at
     least one element at the mask's usual value (a row cut to padding only is no input a
     tokenizer makes)."""
     out = resize_like(example, shape, edge=True).clone()
     if not shape or shape[-1] == 0 or out.numel() == 0:
         return out
-    keep = example.float().mean() >= 0.5
+    keep = kept_value(example, name)
+    if _padding_only_row(example, keep):  # the test itself sent a row of padding only: it stays one
+        return out
     ascending = _padding_form(example)
     rows = out.reshape(-1, shape[-1])
     empty = (rows.float() >= 0.5) != keep

@@ -363,9 +363,34 @@ def forward_site(module: object) -> tuple[str, int] | None:
     return code.co_filename, code.co_firstlineno
 
 
+#: Text by which an exporter's wrapper exception says it only carries another one: torch.onnx's
+#: ``TorchExportError`` ("Failed to export the model with torch.export ... ## Exception summary"),
+#: raised ``from`` the error torch.export raised.
+_WRAPPER_TEXT = "## Exception summary"
+
+
+#: TorchScript's trace refusing an output: "Tracer cannot infer type of Out(last_hidden_state=tensor([[...
+#: (every value, hundreds of lines) ...)\n:Only tensors ... but instead got value of type DynamicCache."
+#: The class and torch's reason are kept, the values between them are not.
+_TRACER_TYPE = re.compile(r"^(Tracer cannot infer type of [\w.]+)\(.*?\n:(\S[^\n]*)$", re.DOTALL | re.MULTILINE)
+
+
+def underlying(exc: BaseException) -> BaseException:
+    """The error a wrapper carries, in torch's own words: ``__cause__`` followed while the exception
+    only wraps it (torch.onnx's ``TorchExportError``, whose text restates its causes as
+    ``<class '...'>: ...``). An error with no cause, or one that says more than its cause, is itself."""
+    seen: list[BaseException] = []
+    while exc.__cause__ is not None and exc not in seen and _WRAPPER_TEXT in str(exc):
+        seen.append(exc)
+        exc = exc.__cause__
+    return exc
+
+
 def trim_error(exc: BaseException, limit: int = 12) -> str:
-    """The exporter's own reason, trimmed to what a person reads."""
-    text = strip_ansi(str(exc)).strip()
+    """The exporter's own reason, trimmed to what a person reads: a wrapper's cause (``underlying``)
+    speaks for it."""
+    exc = underlying(exc)
+    text = _TRACER_TYPE.sub(r"\1(...): \2", strip_ansi(str(exc)).strip())
     if "## Exception summary" in text:
         text = text.split("## Exception summary", 1)[1].strip()
     keep: list[str] = []
@@ -403,7 +428,7 @@ def _pointed_at(text: str) -> list[str]:
 
 # Exporter error text -> (finding kind, cause in a person's words).
 _ERROR_KINDS = (
-    (("can be output from traced functions",),
+    (("can be output from traced functions", "Tracer cannot infer type of"),
      "unsupported_output", "{backend} can output only tensors (and lists, tuples or dicts of them): the model returns "
      "None or another value that is not a tensor"),
     (("Exporting a ScriptModule is not supported", "ScriptModule is not supported"),

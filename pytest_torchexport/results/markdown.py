@@ -8,6 +8,7 @@ from typing import Any
 
 from .cells import examples_cell, format_err, format_latency
 from .report import FAILING, STATUSES, Result, collect_environment
+from .table import shared_causes
 
 
 def markdown(results: list[Result], environment: dict[str, Any] | None = None, session: dict[str, Any] | None = None) -> str:
@@ -37,12 +38,25 @@ def markdown(results: list[Result], environment: dict[str, Any] | None = None, s
         )
     if session:
         lines += ["", session_words(session)]
+    shared = shared_causes(results)
+    if shared:
+        lines += ["", "## Causes shared by several checks", ""]
+        lines += [f"- **{len(g.rows)}** {g.backend} checks are {g.status} for one cause: "
+                  f"{g.cause.replace('|', chr(92) + '|')} ({g.tests()})" for g in shared]
     failed = [r for r in results if r.failed]
     if failed:
+        # A shared cause's message is shown once, at its first row, with the others named under it.
+        group_of = {id(r): g for g in shared for r in g.rows}
         lines += ["", "## Failures", ""]
         for r in failed:
+            group = group_of.get(id(r))
+            if group is not None and group.rows[0] is not r:
+                continue
             known = " (known: recorded in the baseline)" if r.extra.get("baseline") == "known" else ""
             lines += [f"### `{r.nodeid or r.test}`{_call(r)}{known}", "", "```", r.message.strip(), "```", ""]
+            if group is not None:
+                others = ", ".join(f"`{o.nodeid or o.test}`{_call(o)}" for o in group.rows[1:])
+                lines += [f"The same cause fails {len(group.rows) - 1} more {group.backend} checks: {others}", ""]
     return "\n".join(lines) + "\n"
 
 

@@ -85,7 +85,8 @@ FINDING_DOCS: dict[str, str] = {
     "not_compared": "an output leaf no comparison can read by value (an object holding no tensor or value and with "
     "no == of its own, code such as a module): named with its id path, and left out of the verdict",
     "masked_rows": "the artifact differs from eager only at query positions that attend to no key (a fully masked "
-    "row, as left padding makes): eager and the runtime each put something arbitrary there; the positions",
+    "row, as left padding or a row of padding only makes): eager and the runtime each put something arbitrary there; "
+    "the positions",
     "vacuous_output": "outputs are constant or ~0 on every input, so parity proves nothing",
     "rejected_inputs": "eager rejected most generated inputs: declare dims=/inputs=",
     "external_data": "the ONNX artifact is several files that must ship together",
@@ -133,7 +134,7 @@ CAUSE_KIND_DOCS: dict[str, str] = {
     "keyword_order": "the export binds keyword arguments by their order, not their names: re-exported with them in "
     "forward's order, the failing input passes",
     "masked_rows": "the difference is confined to query positions that attend to no key (left padding under a "
-    "causal mask), where each runtime fills the row its own way",
+    "causal mask, or a batch row the mask keeps nothing of), where each runtime fills the row its own way",
     "compiled_parts": "the module held scripted, traced or compiled submodules when the test called it",
     "error_site": "the export, save or load raised at this line of the model's code (the user's, or a library's such as torchvision's)",
     "standalone_load": "the artifact reaches for something only the test's process defines",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .cells import examples_cell, format_err, format_latency
@@ -133,4 +134,50 @@ def _short_tests(results: list[Result]) -> list[str]:
     return short
 
 
-__all__ = ["summary_lines", "table_lines"]
+#: A cause shared by this many failing checks of one backend is also said once, with its count.
+SHARED_CAUSE = 3
+
+#: An object's address in a cause (``<function BertConfig.__init__ at 0x7f4c...>``): one process's
+#: detail, which would split a cause the rows of several workers share.
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+@dataclass(frozen=True)
+class SharedCause:
+    """One cause that ``SHARED_CAUSE`` or more failing checks of one backend share, and those rows."""
+
+    backend: str
+    status: str
+    cause: str
+    rows: tuple[Result, ...]
+
+    def tests(self, shown: int = 3) -> str:
+        """The tests it fails, each name once (a test with several kinds of call has a row per kind)."""
+        names = list(dict.fromkeys((r.test or r.nodeid or "?").rsplit("::", 1)[-1] for r in self.rows))
+        more = len(names) - shown
+        return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
+def shared_causes(results: list[Result]) -> list[SharedCause]:
+    """The causes many failing checks share, most rows first (29 ``script`` rows of transformers
+    models failing at the config's ``**kwargs``): a reader sees one thing to fix, not 29."""
+    groups: dict[tuple[str, str, str], list[Result]] = {}
+    for r in results:
+        if r.failed and r.cause:
+            groups.setdefault((r.backend, r.status, _ADDRESS.sub("", r.cause)), []).append(r)
+    return [
+        SharedCause(backend, status, cause, tuple(rows))
+        for (backend, status, cause), rows in sorted(groups.items(), key=lambda g: -len(g[1]))
+        if len(rows) >= SHARED_CAUSE
+    ]
+
+
+def shared_cause_lines(results: list[Result]) -> list[str]:
+    """One line per shared cause (``shared_causes``), with its count and the tests."""
+    return [
+        f"torchexport: {len(g.rows)} {g.backend} checks are {g.status} for one cause: {g.cause} ({g.tests()})"
+        for g in shared_causes(results)
+    ]
+
+
+__all__ = ["SharedCause", "shared_cause_lines", "shared_causes", "summary_lines", "table_lines"]

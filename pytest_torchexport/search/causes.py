@@ -129,13 +129,21 @@ def shipped_step(failure: Failure, post: Any, still_fails_on: Callable[[Any, Dra
 class MaskedRows:
     """The failing input's outputs differ only at query positions that attend to no
     key: before the first position its attention mask keeps (left padding), a causal query has
-    nothing to attend to, and what a softmax over no key gives is each runtime's own choice
+    nothing to attend to; in a row the mask keeps nothing of, no query has, and what a softmax over no key gives is each runtime's own choice
     (eager: 0 or the like, onnxruntime: the mean of V). Whether that fails stays the tolerance's
     call; it is said as what it is, not as a numeric defect."""
 
     mask: str  # the input's name: "attention_mask"
     positions: tuple[tuple[int, int], ...]  # (batch row, position) where the outputs differ, all attending to no key
     outputs: tuple[str, ...]  # the output leaves that differ there
+    #: Batch rows the mask keeps no position of (padding only): every query there, causal or not,
+    #: attends to no key, and an output pooled over the row (a classifier's logits) differs whole.
+    rows: tuple[int, ...] = ()
+
+    @property
+    def left_padding(self) -> tuple[tuple[int, int], ...]:
+        """The positions that attend to no key because padding comes before them (a causal query)."""
+        return tuple(p for p in self.positions if p[0] not in self.rows)
 
 
 def masked_rows(check: Any, failure: Failure) -> MaskedRows | None:
@@ -152,9 +160,10 @@ def masked_rows(check: Any, failure: Failure) -> MaskedRows | None:
     if found is None:
         return None
     name, kept = found
-    no_key = (kept.cumsum(-1) == 0)  # nothing kept at or before the position
+    no_key = (kept.cumsum(-1) == 0)  # nothing kept at or before the position (the whole row, where nothing is)
     if not bool(no_key.any()):
         return None
+    empty = ~kept.any(-1)  # batch rows of padding only
     expected = check.eager(failure.args, failure.kwargs).outputs
     actual, _ = check.run(check.artifacts.runnable, failure.args, failure.kwargs)
     exp_leaves = [(p, v) for p, v in flatten(expected)[0] if isinstance(v, torch.Tensor)]
@@ -163,8 +172,20 @@ def masked_rows(check: Any, failure: Failure) -> MaskedRows | None:
         return None
     patched, leaves = [], []
     differing: set[Any] = set()
+    rows_differing: set[int] = set()
     for (path, e), a in zip(exp_leaves, act_leaves):
         axis = _position_axis(e, kept.shape)
+        if axis is None and tuple(a.shape) == tuple(e.shape) and _pooled(e, kept.shape) and bool(empty.any()):
+            # An output with no position axis (pooled over the row): only a row of padding only is arbitrary.
+            a = a.clone()
+            rows = empty.to(e.device)
+            where = (e[rows] != a[rows]).reshape(int(rows.sum()), -1).any(-1)
+            if bool(where.any()):
+                leaves.append(path)
+                rows_differing.update(int(i) for i in rows.nonzero().flatten()[where].tolist())
+            a[rows] = e[rows]
+            patched.append(a)
+            continue
         if axis is None or tuple(a.shape) != tuple(e.shape):
             patched.append(a)
             continue
@@ -177,9 +198,15 @@ def masked_rows(check: Any, failure: Failure) -> MaskedRows | None:
             differing.update(tuple(int(i) for i in ix) for ix in rows.nonzero()[where].tolist())
         moved_a[rows] = moved_e[rows]
         patched.append(a)
-    if not differing or not check.compare([v for _, v in exp_leaves], patched, custom=False).ok:
+    if not (differing or rows_differing) or not check.compare([v for _, v in exp_leaves], patched, custom=False).ok:
         return None
-    return MaskedRows(name, tuple(sorted(differing)), tuple(leaves))
+    rows_differing.update(b for b, _ in differing if bool(empty[b]))
+    return MaskedRows(name, tuple(sorted(differing)), tuple(leaves), tuple(sorted(rows_differing)))
+
+
+def _pooled(leaf: Any, mask_shape: Any) -> bool:
+    """Whether ``leaf`` is one value (or vector) per batch row: dim 0 the mask's batch, no axis its positions."""
+    return leaf.dim() >= 1 and leaf.shape[0] == mask_shape[0]
 
 
 def _attention_mask(args: Any, kwargs: Any) -> tuple[str, Any] | None:
@@ -187,10 +214,13 @@ def _attention_mask(args: Any, kwargs: Any) -> tuple[str, Any] | None:
     (``attention_mask``); as a bool tensor of the positions kept."""
     import torch
 
+    from ..inputs.strategies import PADDING_WORDS
+
     for name, value in (kwargs or {}).items():
         if "mask" in name and isinstance(value, torch.Tensor) and value.dim() == 2 and not value.is_floating_point():
             if bool(((value == 0) | (value == 1)).all()):
-                return name, value.bool()
+                pads = any(word in name.lower() for word in PADDING_WORDS)  # key_padding_mask: True pads
+                return name, ~value.bool() if pads else value.bool()
     return None
 
 

@@ -103,20 +103,32 @@ def likely_cause(
 
 def _masked_cause(check: Check, masked: MaskedRows | None) -> list[tuple[CauseKind, str]]:
     """A difference confined to query positions that attend to no key: a finding
-    with the positions, and the cause said as what it is (not a numeric defect)."""
+    with the positions, and the cause said as what it is (not a numeric defect). Two ways a
+    query has no key: a row the mask keeps nothing of (padding only: every query, causal or
+    not), and left padding under a causal mask (the positions before the first kept one)."""
     if masked is None:
         return []
-    shown = ", ".join(f"({b}, {s})" for b, s in masked.positions[:8]) + (" ..." if len(masked.positions) > 8 else "")
+    where, why = [], []
+    if masked.rows:
+        rows = ", ".join(map(str, masked.rows[:8])) + (" ..." if len(masked.rows) > 8 else "")
+        where.append(f"batch row{'s' * (len(masked.rows) > 1)} {rows}")
+        why.append(f"{masked.mask} keeps no position of {'those rows' if len(masked.rows) > 1 else 'that row'} "
+                   "(padding only), so no query there attends to any key")
+    left = masked.left_padding
+    if left:
+        shown = ", ".join(f"({b}, {s})" for b, s in left[:8]) + (" ..." if len(left) > 8 else "")
+        where.append(f"(batch row, position) {shown}")
+        why.append(f"{masked.mask} keeps no position at or before {'them' if masked.rows else 'those'} (left "
+                   "padding), so a causal query there attends to no key")
     check.result.findings.append(Finding(
         "masked_rows",
-        f"{check.name} differs from eager only at (batch row, position) {shown} of {', '.join(masked.outputs)}: "
-        f"{masked.mask} keeps no position at or before them (left padding), so a causal query there attends to no key",
+        f"{check.name} differs from eager only at {' and '.join(where)} of {', '.join(masked.outputs)}: {'; '.join(why)}",
     ))
     return [(
         "masked_rows",
-        f"the outputs differ only at query positions that attend to no key ({masked.mask} keeps no position at or "
-        f"before (batch row, position) {shown}: left padding). What a softmax over no key gives is each runtime's own "
-        f"choice (eager: 0 or the like; onnxruntime: the mean of V), and every other position agrees within the "
+        f"the outputs differ only at query positions that attend to no key ({'; '.join(why)}: {' and '.join(where)}). "
+        "What a softmax over no key gives is each runtime's own "
+        "choice (eager: 0 or the like; onnxruntime: the mean of V), and every other position agrees within the "
         "tolerances: whether those rows matter is the tolerance's call",
     )]
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 
 from ..backends.base import ExportContext
-from ..inputs.specs import DECODER_SEQUENCE_DIM, DEFAULT_DIM, DEFAULT_DIMS, SEQUENCE_DIM, InputPlan
+from ..inputs.specs import DECODER_SEQUENCE_DIM, DEFAULT_DIM, DEFAULT_DIMS, SAMPLES_DIM, SEQUENCE_DIM, InputPlan
 from ..inputs.strategies import materialize, recorded_draw
 from ..options import Options
 from ..reference.eager import Eager, ModelRaised
@@ -42,7 +42,8 @@ def assumed_batch(plan: InputPlan, options: Options, name: str = DEFAULT_DIM) ->
 #: What the finding calls each assumed dim.
 ASSUMED = {DEFAULT_DIM: "dim 0 of the inputs was assumed to be a batch dim",
            SEQUENCE_DIM: "dim 1 of the token inputs was assumed to be a sequence dim",
-           DECODER_SEQUENCE_DIM: "dim 1 of the decoder's token inputs was assumed to be a sequence dim"}
+           DECODER_SEQUENCE_DIM: "dim 1 of the decoder's token inputs was assumed to be a sequence dim",
+           SAMPLES_DIM: "dim 1 of the audio inputs was assumed to be a waveform's length"}
 
 
 def hold_rejected_batch(plan: InputPlan, eager: Eager, options: Options, result: Result) -> InputPlan:

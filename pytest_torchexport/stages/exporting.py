@@ -50,7 +50,12 @@ def build(check: Check) -> Artifacts:
     if relaxed and failure is not None:
         # The declared range is impossible for this code: say so, then export with those
         # dims left to the exporter, so the search can show where the artifact breaks.
-        result.findings.append(specialized_finding(failure, name, relaxed, plan))
+        options = check.options
+        assumed = frozenset(
+            d for d in relaxed
+            if options.dynamic is None and options.inputs is None and d not in (options.dims or {})
+        )
+        result.findings.append(specialized_finding(failure, name, relaxed, plan, assumed))
         ctx.relaxed = relaxed
         artifact, retry_failure = export_once(check, export_args, export_kwargs, ctx)
         failure = retry_failure and failure
@@ -200,12 +205,21 @@ def violated_dims(exc: BaseException, plan: InputPlan) -> frozenset[str]:
     return frozenset(d.strip() for d in match.group(1).split(",") if d.strip() in plan.dims)
 
 
-def specialized_finding(exc: BaseException, name: str, dims: frozenset[str], plan: InputPlan) -> Finding:
+def specialized_finding(
+    exc: BaseException, name: str, dims: frozenset[str], plan: InputPlan, assumed: frozenset[str] = frozenset()
+) -> Finding:
+    """``assumed``: the dims among ``dims`` the default made dynamic (nobody declared them): their
+    range is the plugin's guess, and the finding says so rather than call it declared."""
     text = explain.strip_ansi(str(exc))
     guards = [line.strip(" -") for line in text.splitlines() if line.strip().startswith("- ")][:2]
     declared = ", ".join(f"{d}=({plan.dims[d].min}, {plan.dims[d].max})" for d in sorted(dims))
+    if not dims & assumed:
+        over = f"the declared range ({declared})"
+    else:
+        which = "" if dims <= assumed else f" for {', '.join(sorted(dims & assumed))}"
+        over = f"{declared}, the range the plugin assumed{which} (nothing declared it dynamic)"
     detail = (
-        f"{name} cannot keep {', '.join(sorted(dims))} dynamic over the declared range ({declared}): "
+        f"{name} cannot keep {', '.join(sorted(dims))} dynamic over {over}: "
         f"the model's code specializes it"
         + (f" ({'; '.join(guards)})" if guards else "")
         + "; exported again with the exporter choosing, so other sizes may fail"
