@@ -87,6 +87,9 @@ FINDING_DOCS: dict[str, str] = {
     "masked_rows": "the artifact differs from eager only at query positions that attend to no key (a fully masked "
     "row, as left padding or a row of padding only makes): eager and the runtime each put something arbitrary there; "
     "the positions",
+    "unguarded_sizes": "the artifact ran inputs outside the shapes its torch.export capture proved (a runtime "
+    "without guards, such as onnxruntime) and matched eager on them: served though not proven, checked by value; "
+    "where one differs it is a mismatch that quotes the guard",
     "vacuous_output": "outputs are constant or ~0 on every input, so parity proves nothing",
     "rejected_inputs": "eager rejected most generated inputs: declare dims=/inputs=",
     "external_data": "the ONNX artifact is several files that must ship together",

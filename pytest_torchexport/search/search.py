@@ -95,6 +95,8 @@ class Search:
         self._strict = self._strict or check.scale_budget is not None
         self.worst_of_scale = 0.0  # the greatest error seen, a fraction of the output's scale
         self.noise: list[NoiseVerdict] = []  # inputs that passed as rounding
+        #: [Unguarded Sizes] a guard the export proved -> the first input outside it that still matched
+        self.unguarded: dict[str, str] = {}
 
     # -- one input -------------------------------------------------------------------------
 
@@ -177,10 +179,12 @@ class Search:
         cmp = self.check.compare(call.outputs, actual)
         self.stats.compare_s += time.perf_counter() - t0
         guard = self._guard(draw, args, kwargs)
+        if guard and not cmp.ok:
+            return Attempt(call, Failure("mismatch", draw, args, kwargs, comparison=cmp, path=call.path, guard=guard), cmp)
         if guard:
-            status = "mismatch" if not cmp.ok else "run_error"
-            failure = Failure(status, draw, args, kwargs, comparison=None if cmp.ok else cmp, path=call.path, guard=guard)
-            return Attempt(call, failure, cmp)
+            # [Unguarded Sizes] Outside the shapes the export proved, the runtime ran and matched eager:
+            # not an error (nothing raised, no value differs), but sizes served unproven: a finding.
+            self.unguarded.setdefault(guard, draw.describe())
         t0 = time.perf_counter()
         within, verdict = self._within_noise(draw, (args, kwargs), call.outputs, actual, cmp)
         self.stats.compare_s += time.perf_counter() - t0
@@ -478,6 +482,14 @@ class Search:
                 "mutates_state",
                 f"forward updates module state on some inputs, not at the recorded call: {', '.join(sorted(self.updated)[:5])} "
                 "(compared after each such input)",
+            ))
+        if self.unguarded:
+            (guard, first), more = next(iter(self.unguarded.items())), len(self.unguarded) - 1
+            result.findings.append(Finding(
+                "unguarded_sizes",
+                f"{self.check.name} ran inputs outside the shapes its export proved ({guard}{f'; and {more} more' if more else ''}) "
+                f"and matched eager there (first: {first}): its runtime has no guard, so it serves those sizes "
+                "though torch.export did not prove them; they are checked by value only",
             ))
         vacuous_finding(result, stats)
         rejection_finding(result, stats, self.check.plan)
