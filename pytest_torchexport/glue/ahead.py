@@ -13,7 +13,7 @@ item taken back by ``--dist worksteal``) is stopped, at the latest when the sess
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
@@ -21,6 +21,9 @@ from ..options import Options
 from . import adapters, items
 from .markers import options_of
 from .state import STATE
+
+if TYPE_CHECKING:  # a type only: recording/ imports torch, which the plugin's import must not
+    from ..recording.selection import PlannedRun
 
 #: the item pytest runs after this one in this process (known to xdist workers only this way)
 NEXT = pytest.StashKey["pytest.Item | None"]()
@@ -71,7 +74,7 @@ def wait_beside(item: pytest.Item, planned: Any, recording: Any, options: Option
 
     scheduler = item.config.stash[STATE].scheduler
     planned.start()  # [Held] let go, if it was started ahead and held
-    while planned.child is not None and not planned.finished:
+    while planned.child is not None and not planned.state.over:
         ahead = scheduler.children_ahead()
         if not ahead or runner.wait_any([planned.child, *ahead]):
             return  # nothing beside it to end first; or a child past its time (its wait ends it)
@@ -87,7 +90,8 @@ def fixtures_needed(item: pytest.Item) -> bool:
     decide by the item (``pytest.skip`` for one backend's item): that decision is the item's."""
     from .._compat import item_aware_fixtures
 
-    planned = item.config.stash[STATE].scheduler.ahead(item.nodeid)
+    # what the plugin starts ahead is always an item's PlannedRun (start_following)
+    planned = cast("PlannedRun | None", item.config.stash[STATE].scheduler.ahead(item.nodeid))
     return planned is None or not planned.detached or bool(item_aware_fixtures(item))
 
 
