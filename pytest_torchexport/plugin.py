@@ -19,9 +19,10 @@ from ._compat import skip_fixture_setup
 from .errors import InvalidArgument
 from .glue import adapters, ahead, hookspecs, items, markers, models, verdicts
 from .glue.cli import add_options, misspelled_flags
-from .glue.costs import Costs
+from .glue.costs import COSTS, Costs
 from .glue.state import STATE, State
-from .glue.summary import Reporting
+from .glue.summary import REPORTING, Reporting, carried_rows
+from .glue.xdist import without_group_suffix
 from .options import DEFAULT_BACKENDS, Options
 
 MARKER = markers.MARKER
@@ -52,9 +53,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "parity with eager (see pytest-torchexport's docs/reference.md)",
     )
     config.stash[STATE] = state = State.configure(config)
-    config.pluginmanager.register(Reporting(config, state), "torchexport-reporting")
+    config.stash[REPORTING] = reporting = Reporting(config, state)
+    config.pluginmanager.register(reporting, "torchexport-reporting")
     config.pluginmanager.register(markers.LateMarkers(), "torchexport-late-markers")
-    config.pluginmanager.register(Costs(config), "torchexport-costs")  # [Cost Estimate] before the first check
+    config.stash[COSTS] = costs = Costs(config)
+    config.pluginmanager.register(costs, "torchexport-costs")  # [Cost Estimate] before the first check
     models.configure(config)  # [Model By Name] a bad --torchexport-model SPEC is a usage error now
     if config.pluginmanager.hasplugin("xdist"):
         from .glue.xdist import XdistHooks, cap_worker_threads
@@ -166,12 +169,24 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
             leftover.cancel()
 
 
+@pytest.hookimpl(trylast=True)  # after other plugins' sessionfinish: every report's rows are in
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    state = session.config.stash.get(STATE, None)
-    if state is not None:
-        state.scheduler.cancel()
-        if state.cache is not None and not hasattr(session.config, "workerinput"):
-            state.cache.prune()
+    """The plugin's one end of session, in this order: stop the checks started ahead that no item
+    took; then, on the controller only (xdist's workers send their rows on the test reports),
+    prune the verdict cache, keep this run's costs, and write the report files and the baseline
+    last, once every row is in. The terminal summary (``Reporting``) follows: pytest writes it
+    after this hook, so it can name the files written here."""
+    config = session.config
+    state = config.stash.get(STATE, None)
+    if state is None:
+        return
+    state.scheduler.cancel()
+    if hasattr(config, "workerinput"):
+        return
+    if state.cache is not None:
+        state.cache.prune()
+    config.stash[COSTS].keep()
+    config.stash[REPORTING].write_reports()
 
 
 @pytest.fixture
@@ -208,11 +223,19 @@ def torchexport(request: pytest.FixtureRequest) -> Any:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """The plugin's one wrapper over a test report: the call phase's rows ride on it, so xdist
+    carries them to the controller (a TestReport keeps extra JSON-able attributes through its
+    serialization). In this order: the rows the item recorded (``verdicts``); else the row an
+    interrupted or raising check put on its exception ([Interrupted]); then each row's test id
+    without xdist's ``@group`` suffix ([Group Suffix])."""
     report = yield
-    rows = verdicts.rows_of(item) if call.when == "call" else None
+    if call.when != "call":
+        return report
+    rows = verdicts.rows_of(item)
+    if not rows:
+        rows = carried_rows(call) or rows
     if rows is not None:
-        # Rides on the report, so xdist carries it to the controller (TestReport keeps
-        # extra JSON-able attributes through serialization).
+        without_group_suffix(item, rows)
         report.torchexport_results = rows
     return report
 

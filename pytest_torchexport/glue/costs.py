@@ -18,6 +18,8 @@ from ..cache import costs
 
 #: The key in pytest's cache: ``{nodeid: {"test": test id, "s": seconds}}``.
 KEY = "torchexport/costs"
+#: The session's ``Costs``, for plugin.py's ``pytest_sessionfinish``.
+COSTS = pytest.StashKey["Costs"]()
 
 
 class Costs:
@@ -61,7 +63,8 @@ class Costs:
         test = rows[0].get("test") if isinstance(rows[0], dict) else None
         self.timed[report.nodeid] = (test if isinstance(test, str) else report.nodeid, report.duration)
 
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+    def keep(self) -> None:
+        """This run's times into pytest's cache (plugin.py's ``pytest_sessionfinish``)."""
         cache = getattr(self.config, "cache", None)
         if cache is None or not self.timed or _is_worker(self.config):
             return

@@ -21,6 +21,16 @@ from .._compat import terminal_width
 from ..isolation.runner import CARRIED_ROW
 from ..results.report import FAILING
 
+#: The session's ``Reporting``, for plugin.py's ``pytest_sessionfinish``.
+REPORTING = pytest.StashKey["Reporting"]()
+
+
+def carried_rows(call: pytest.CallInfo[None]) -> list[dict[str, Any]] | None:
+    """[Interrupted] The row a check stopped by an outer time limit (or one that raised) put on the
+    exception its item failed with: it left no row of its own (plugin.py's makereport reads it)."""
+    row = getattr(call.excinfo.value, CARRIED_ROW, None) if call.excinfo else None
+    return None if row is None else [row.to_dict()]
+
 
 class Reporting:
     """Registered once per pytest process; holds the process's ``State`` (glue/state.py)."""
@@ -40,15 +50,6 @@ class Reporting:
         time (checks run side by side, so the sum may exceed the wall time), and the items that
         carried rows apart from the rows (a fixture's call may give several rows to one item)."""
         return session_totals(self.state.results, items=len(self.rows), wall_s=time.monotonic() - self.started)
-
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-        report = yield
-        # [Interrupted] A check stopped by an outer time limit left no row of its own.
-        row = getattr(call.excinfo.value, CARRIED_ROW, None) if call.excinfo else None
-        if call.when == "call" and row is not None and not getattr(report, "torchexport_results", None):
-            report.torchexport_results = [row.to_dict()]
-        return report
 
     @pytest.hookimpl(tryfirst=True)  # before pytest-html reads the report's extras
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -137,8 +138,9 @@ class Reporting:
             for line in groups.get(kind, []):
                 terminalreporter.write_line(f"{kind.upper():12} {line}")
 
-    @pytest.hookimpl(trylast=True)
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+    def write_reports(self) -> None:
+        """The report files and the baseline, from every row the session's reports carried (the
+        controller's; plugin.py's ``pytest_sessionfinish`` calls it last)."""
         if _is_worker(self.config):
             return
         paths = self.state.report_paths

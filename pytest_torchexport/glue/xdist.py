@@ -19,15 +19,14 @@ class XdistHooks:
         workers = max(1, int(getattr(node.config.option, "numprocesses", 1) or 1))
         node.workerinput["torchexport_threads"] = max(1, (os.cpu_count() or 1) // workers)
 
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call: Any) -> Any:
-        report = yield
-        rows = getattr(report, "torchexport_results", None)
-        suffix = _group_suffix(item)
-        if rows and suffix:
-            for row in rows:
-                _without_group(row, suffix, item)
-        return report
+
+def without_group_suffix(item: pytest.Item, rows: list[dict[str, Any]]) -> None:
+    """[Group Suffix] The rows keep the test's own id, not the one ``--dist loadgroup`` gave the
+    item (plugin.py's makereport; a no-op without xdist or its ``loadgroup``)."""
+    suffix = _group_suffix(item)
+    if suffix:
+        for row in rows:
+            _without_group(row, suffix, item)
 
 
 def _group_suffix(item: pytest.Item) -> str | None:
