@@ -67,7 +67,7 @@ from ..stages.session import Session
 from ..stages.shared_search import hypothesis_home
 from .schedule import TRANSITIONS, CheckState, Scheduler
 
-__all__ = ["PendingCheck", "Session", "tag", "check", "check_backend", "plan_inputs", "raise_if_failed", "resolve_devices", "run"]
+__all__ = ["PendingCheck", "Session", "tag", "check", "plan_inputs", "raise_if_failed", "resolve_devices", "run"]
 
 
 def check(
@@ -154,15 +154,6 @@ def resolve_devices(devices: tuple[str, ...]) -> tuple[str, ...]:
     if "auto" in devices:
         return ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
     return devices
-
-
-def check_backend(
-    module: torch.nn.Module, plan: InputPlan, name: str, device: str, options: Options,
-    *, session: Session, sequence: list[tuple[tuple[Any, ...], dict[str, Any]]] | None = None,
-) -> Result:
-    """One (backend, device) check. ``sequence``: the test's own calls of a module, in order
-    (their first is the recorded call), replayed when the module updates its state."""
-    return PendingCheck(module, plan, name, device, options, session=session, sequence=sequence).wait()
 
 
 class PendingCheck:

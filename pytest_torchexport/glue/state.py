@@ -19,7 +19,7 @@ import pytest
 
 from ..engine.schedule import Scheduler
 from ..errors import InvalidArgument
-from ..options import BUILTIN_BACKENDS
+from ..options import BUILTIN_BACKENDS, switched_on
 from .cli import session_defaults
 
 #: Under xdist a worker runs only some of a test's items: at most this many recordings kept.
@@ -87,7 +87,7 @@ class State:
                 if absent:  # said now, not after an hour of checks
                     raise pytest.UsageError(absent)
         state.baseline_path = config.getoption("torchexport_baseline") or config.getini("torchexport_baseline") or None
-        state.update_baseline = flag(config.getoption("torchexport_update_baseline")) or flag(
+        state.update_baseline = switched_on(config.getoption("torchexport_update_baseline")) or switched_on(
             config.getini("torchexport_update_baseline"))
         if state.update_baseline and not state.baseline_path:
             raise pytest.UsageError("--torchexport-update-baseline needs --torchexport-baseline=PATH (where to write it)")
@@ -101,7 +101,7 @@ class State:
                     f"--torchexport-baseline={state.baseline_path}: cannot read it ({exc}); "
                     "write one with --torchexport-update-baseline"
                 ) from None
-        state.auto = flag(config.getoption("torchexport_auto")) or flag(config.getini("torchexport_auto"))
+        state.auto = switched_on(config.getoption("torchexport_auto")) or switched_on(config.getini("torchexport_auto"))
         return state
 
     def verdict_cache(self, config: pytest.Config) -> Any:
@@ -132,10 +132,6 @@ class State:
 STATE = pytest.StashKey[State]()
 
 
-def flag(value: Any) -> bool:
-    return value is True or str(value).strip().lower() in ("1", "true", "yes", "on")
-
-
 def _verdict_cache(config: pytest.Config) -> tuple[Any, bool]:
     """--torchexport-cache (relative to the invocation dir), else the ini (relative to the
     rootdir), else under pytest's cache dir, which --cache-clear clears and -p no:cacheprovider removes."""
@@ -160,4 +156,4 @@ def _database(config: pytest.Config) -> Any:
     return DirectoryBasedExampleDatabase(str(cache.mkdir("torchexport-examples")))
 
 
-__all__ = ["KEEP_RECORDINGS", "STATE", "State", "flag"]
+__all__ = ["KEEP_RECORDINGS", "STATE", "State"]

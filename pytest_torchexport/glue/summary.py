@@ -122,21 +122,11 @@ class Reporting:
             return
         if state.baseline is None:
             return
-        from ..results.baseline import judge_baseline
+        from ..results.baseline import change_lines
 
-        groups: dict[str, list[str]] = {}
-        for result in state.results:
-            verdict = judge_baseline(result, state.baseline)
-            if verdict.kind != "same":
-                groups.setdefault(verdict.kind, []).append(
-                    f"{result['nodeid']} [{result['backend']}]: {verdict.detail}"
-                )
         terminalreporter.write_sep("-", f"torchexport baseline {state.baseline_path}")
-        if not groups:
-            terminalreporter.write_line("no change against the baseline")
-        for kind in ("regression", "known", "improvement", "new", "skipped"):
-            for line in groups.get(kind, []):
-                terminalreporter.write_line(f"{kind.upper():12} {line}")
+        for line in change_lines(state.results, state.baseline):
+            terminalreporter.write_line(line)
 
     def write_reports(self) -> None:
         """The report files and the baseline, from every row the session's reports carried (the

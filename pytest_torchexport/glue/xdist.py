@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from . import items
+
 
 class XdistHooks:
     def pytest_configure_node(self, node: Any) -> None:
@@ -44,8 +46,6 @@ def _group_suffix(item: pytest.Item) -> str | None:
 
 
 def _without_group(row: dict[str, Any], suffix: str, item: pytest.Item) -> None:
-    from . import items
-
     nodeid = row.get("nodeid")
     if not isinstance(nodeid, str) or not nodeid.endswith(suffix):
         return
@@ -54,12 +54,7 @@ def _without_group(row: dict[str, Any], suffix: str, item: pytest.Item) -> None:
     if target is None or not str(row.get("test", "")).endswith(suffix):
         return
     # The test's id is the node id less ours (items.test_key), which the suffix hid from it.
-    if nodeid.endswith(f"[{target.id}]"):
-        row["test"] = nodeid[: -len(target.id) - 2]
-    elif nodeid.endswith(f"-{target.id}]"):
-        row["test"] = nodeid[: -len(target.id) - 2] + "]"
-    else:
-        row["test"] = nodeid
+    row["test"] = items.without_target(nodeid, target)
 
 
 def cap_worker_threads(config: Any) -> None:

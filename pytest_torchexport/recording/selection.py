@@ -49,9 +49,6 @@ class Selection:
             recording.selection = cls(recording, options, auto)
         return recording.selection
 
-    def run(self, backend: str, device: str, session: Session) -> Result:
-        return self.start(backend, device, session).wait()
-
     def start(self, backend: str, device: str, session: Session, *, held: bool = False) -> PlannedRun:
         """The check of one item, set going now (see ``PlannedRun``; ``held``: forked now, let go
         by its next ``start()``); its row from ``wait()``."""
