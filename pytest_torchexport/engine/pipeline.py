@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from .. import freed
-from ..backends.base import Backend, MethodCall, load_backend
+from ..backends.base import Backend, MethodCall, PostProcessed, load_backend
 from ..cache import sources
 from ..cache.facts import CheckFacts
 from ..cache.reuse import Reuse
@@ -455,7 +455,7 @@ def _backend(pending: PendingCheck, result: Result) -> tuple[Any, Backend]:
         raise InvalidArgument(f"unknown torchexport backend {name!r}; valid backends: {', '.join(session.backends)}")
     backend = load_backend(spec)
     reason = _unavailable(backend, device)
-    if reason is None and options.onnx_shipped is not None:
+    if reason is None and options.onnx_shipped is not None and isinstance(backend, PostProcessed):
         reason = backend.steps_unavailable(options.onnx_shipped)
     if reason and name in options.require:
         from ..options import INSTALL
