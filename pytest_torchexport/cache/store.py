@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._compat import package_version
 from ..options import environment, switched_off
 from . import sources
 
@@ -283,8 +284,6 @@ def _file_digests(files: Any) -> bool:
 
 
 def _plugin_version() -> str:
-    from .._compat import package_version
-
     return package_version("pytest-torchexport") or "unknown"
 
 

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from .. import freed
+from .._compat import pytree
 from ..backends.base import Backend, MethodCall, PostProcessed, load_backend
 from ..cache import sources
 from ..cache.facts import CheckFacts
@@ -40,7 +41,7 @@ from ..inputs.specs import InputPlan, plan_inputs
 from ..isolation import runner
 from ..isolation.process import THIS
 from ..isolation.runner import CARRIED_ROW
-from ..options import Options
+from ..options import INSTALL, Options
 from ..reference.eager import EAGER_MODE, ModelRaised, module_name
 from ..results import outcome
 from ..results.outcome import Stop, settle
@@ -382,8 +383,6 @@ def _unavailable(backend: Any, device: str) -> str | None:
 
 
 def _on_device(step: tuple[tuple[Any, ...], dict[str, Any]], device: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    from .._compat import pytree
-
     return pytree.tree_map(lambda v: v.to(device) if isinstance(v, torch.Tensor) else v, step)
 
 
@@ -458,8 +457,6 @@ def _backend(pending: PendingCheck, result: Result) -> tuple[Any, Backend]:
     if reason is None and options.onnx_shipped is not None and isinstance(backend, PostProcessed):
         reason = backend.steps_unavailable(options.onnx_shipped)
     if reason and name in options.require:
-        from ..options import INSTALL
-
         raise Stop(
             "export_error",
             f"{name} is required (--torchexport-require) but unavailable here {tag(result)}\n{reason}\n"

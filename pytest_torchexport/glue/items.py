@@ -41,6 +41,7 @@ class Target:
 
 
 def targets(options: Options) -> list[Target]:
+    # Deferred: pulls torch and hypothesis (6-7 s here); the plugin's import stays torch-free (test_import_without_torch.py)
     from ..engine.pipeline import resolve_devices
 
     devices = resolve_devices(options.devices)

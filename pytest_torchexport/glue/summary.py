@@ -12,14 +12,23 @@ from __future__ import annotations
 import html
 import json
 import time
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from .._compat import terminal_width
+from ..cache.store import REFUSED
 from ..isolation.runner import CARRIED_ROW
-from ..results.report import FAILING
+from ..options import environment
+from ..results import html as page
+from ..results.baseline import change_lines
+from ..results.cells import format_err
+from ..results.merge import write_report  # one writer for the session report and merged shards
+from ..results.report import FAILING, Report, Result, collect_environment
+from ..results.table import summary_lines
+from .annotations import annotation
 
 #: The session's ``Reporting``, for plugin.py's ``pytest_sessionfinish``.
 REPORTING = pytest.StashKey["Reporting"]()
@@ -80,8 +89,6 @@ class Reporting:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if _is_worker(self.config):
             return
-        from ..results.report import Result
-        from ..results.table import summary_lines
 
         results = [Result.from_dict(r) for r in self.state.results]
         if not results:
@@ -105,11 +112,8 @@ class Reporting:
         for line in cut_lines(self.state.results):
             terminalreporter.write_line(line)
         self._baseline_summary(terminalreporter)
-        from ..options import environment
 
         if environment("GITHUB_ACTIONS") == "true":
-            from .annotations import annotation
-
             # Each command on a line of its own (write_line), which -q does not suppress.
             for result in self.state.results:
                 if result["status"] in FAILING and result.get("baseline") != "known":
@@ -122,7 +126,6 @@ class Reporting:
             return
         if state.baseline is None:
             return
-        from ..results.baseline import change_lines
 
         terminalreporter.write_sep("-", f"torchexport baseline {state.baseline_path}")
         for line in change_lines(state.results, state.baseline):
@@ -137,7 +140,6 @@ class Reporting:
         results = self.state.results
         if not results or not (paths or self.state.update_baseline):
             return
-        from ..results.report import Report, collect_environment
 
         report = Report.from_dict({"results": results})
         # Devices that ran something: a cuda item skipped for want of a GPU does not count.
@@ -148,7 +150,6 @@ class Reporting:
             Path(state.baseline_path).write_text(
                 json.dumps(report.to_dict(env), indent=2, default=str), encoding="utf-8"
             )
-        from ..results.merge import write_report  # one writer for the session report and merged shards
 
         totals = self.session()
         for path in paths:
@@ -163,8 +164,6 @@ def shared_cause_lines(results: list[Any]) -> list[str]:
     """One line per cause that many failing checks of one backend share (29 ``script`` rows of
     transformers models failing at the config's ``**kwargs``), with the count and the tests:
     a reader sees one thing to fix, not 29."""
-    from collections import defaultdict
-
     groups: dict[tuple[str, str, str], list[str]] = defaultdict(list)
     for r in results:
         if r.status in FAILING and r.cause:
@@ -211,10 +210,6 @@ def cache_lines(rows: list[dict[str, Any]]) -> list[str]:
 
 def refused_lines(rows: list[dict[str, Any]]) -> list[str]:
     """[Signed Entries] The entries TORCHEXPORT_CACHE_SECRET refused, counted, with why, in one line."""
-    from collections import Counter
-
-    from ..cache.store import REFUSED
-
     counts = Counter(row["cache_refused"] for row in rows if row.get("cache_refused") in REFUSED)
     if not counts:
         return []
@@ -227,9 +222,8 @@ def refused_lines(rows: list[dict[str, Any]]) -> list[str]:
 def html_extras(report: pytest.TestReport, rows: list[dict[str, Any]]) -> None:
     """[pytest-html] Each row's verdict and per-input plot in the item's extras (results/html.py's
     ``extra``; the plot where the html extra is installed, the verdict in any case)."""
+    # Deferred: pytest-html is an optional library, there only with --html
     from pytest_html import extras
-
-    from ..results import html as page
 
     if page.missing():
         fragments = [f"<p><strong>torchexport {html.escape(r['backend'])}: {html.escape(r['status'])}</strong> "
@@ -314,8 +308,6 @@ def _is_worker(config: pytest.Config) -> bool:
 def item_text(rows: list[dict[str, Any]]) -> str:
     """One item's rows as plain text: the parity table, then each failing input and where
     the artifact diverges (pytest-html shows it in the item's section)."""
-    from ..results.cells import format_err
-
     header = ("backend", "device", "status", "max abs err", "max rel err", "examples")
     table = [header] + [
         (r["backend"], r["device"], r["status"], format_err(r.get("max_abs_err")),

@@ -7,6 +7,7 @@ item's results ride on its test report to the controller, which alone writes the
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import pytest
@@ -59,8 +60,6 @@ def _without_group(row: dict[str, Any], suffix: str, item: pytest.Item) -> None:
 
 def cap_worker_threads(config: Any) -> None:
     """On a worker, limit torch's intra-op threads to the share the controller gave it."""
-    import sys
-
     threads = getattr(config, "workerinput", {}).get("torchexport_threads")
     if not threads:
         return
