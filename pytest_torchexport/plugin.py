@@ -11,7 +11,7 @@ test is collected, so a session with no marked test pays nothing (a subprocess t
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
@@ -24,6 +24,9 @@ from .glue.state import STATE, State
 from .glue.summary import REPORTING, Reporting, carried_rows
 from .glue.xdist import without_group_suffix
 from .options import DEFAULT_BACKENDS, Options
+
+if TYPE_CHECKING:  # a type only: recording/ imports torch, which the plugin's import must not
+    from .recording.selection import PlannedRun
 
 MARKER = markers.MARKER
 TARGET = items.TARGET
@@ -138,11 +141,12 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
 def _check(item: pytest.Item, recording: Any, options: Options) -> None:
     __tracebackhide__ = True
     state = item.config.stash[STATE]
-    planned = state.scheduler.take(item.nodeid) or adapters.plan(item, recording, options)
+    # what the plugin starts ahead is an item's PlannedRun (ahead.start_following)
+    planned = cast("PlannedRun | None", state.scheduler.take(item.nodeid)) or adapters.plan(item, recording, options)
     ahead.start_following(item, recording, options)
     ahead.wait_beside(item, planned, recording, options)
     planned.wait()
-    rows = planned.rows  # type: ignore[union-attr]  # what take() holds here has rows: one per kind of call the test made of the module (recording/kinds.py)
+    rows = planned.rows  # one per kind of call the test made of the module (recording/kinds.py)
     model = models.inputs_note(item)
     for result in rows:
         state.scheduler.timed(result)

@@ -24,6 +24,7 @@ from .markers import MARKER
 from .state import STATE
 
 if TYPE_CHECKING:
+    from ..recording.selection import PlannedRun
     from ..results.report import Result
 
 
@@ -42,7 +43,7 @@ def session(item: pytest.Item) -> Session:
     )
 
 
-def plan(item: pytest.Item, recording: Any, options: Options, *, held: bool = False) -> Any:
+def plan(item: pytest.Item, recording: Any, options: Options, *, held: bool = False) -> PlannedRun:
     """The item's check of the recording's selected call, started (``PlannedRun``; ``held``: its
     child forked now and let go later, ``runner.Child``)."""
     # Deferred: pulls torch and hypothesis (6-7 s here); the plugin's import stays torch-free (test_import_without_torch.py)
