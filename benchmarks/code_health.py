@@ -324,7 +324,8 @@ seen = set()
 
 def trace(frame, event, arg):
     code = frame.f_code
-    if event == "call" and code.co_name != "<module>" and package in code.co_filename:
+    # CO_OPTIMIZED (1): a function's code; a module's or a class body's runs only at import
+    if event == "call" and code.co_flags & 1 and package in code.co_filename:
         if code.co_filename not in seen:
             seen.add(code.co_filename)
             with open(out, "a") as f:

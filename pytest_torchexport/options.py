@@ -158,6 +158,21 @@ INTERNAL_ENVIRONMENT: dict[str, str] = {
 }
 
 
+#: The words a switch (an ini value, an environment variable) is read as: one table for the package.
+ON_WORDS = ("1", "true", "yes", "on")
+OFF_WORDS = ("0", "false", "no", "off", "none")
+
+
+def switched_on(value: Any) -> bool:
+    """An ini value or a flag: on only where it says so (``True``, or one of ``ON_WORDS``)."""
+    return value is True or str(value).strip().lower() in ON_WORDS
+
+
+def switched_off(value: str) -> bool:
+    """A setting that is on (or a path) unless it says off (one of ``OFF_WORDS``)."""
+    return value.strip().lower() in OFF_WORDS
+
+
 def environment(name: str, default: str = "") -> str:
     """The value of one of ``ENVIRONMENT``'s variables (or its earlier name), read when asked, never cached."""
     import os

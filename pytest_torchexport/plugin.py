@@ -11,7 +11,7 @@ test is collected, so a session with no marked test pays nothing (a subprocess t
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
@@ -19,10 +19,14 @@ from ._compat import skip_fixture_setup
 from .errors import InvalidArgument
 from .glue import adapters, ahead, hookspecs, items, markers, models, verdicts
 from .glue.cli import add_options, misspelled_flags
-from .glue.costs import Costs
+from .glue.costs import COSTS, Costs
 from .glue.state import STATE, State
-from .glue.summary import Reporting
+from .glue.summary import REPORTING, Reporting, carried_rows
+from .glue.xdist import without_group_suffix
 from .options import DEFAULT_BACKENDS, Options
+
+if TYPE_CHECKING:  # a type only: recording/ imports torch, which the plugin's import must not
+    from .recording.selection import PlannedRun
 
 MARKER = markers.MARKER
 TARGET = items.TARGET
@@ -52,9 +56,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "parity with eager (see pytest-torchexport's docs/reference.md)",
     )
     config.stash[STATE] = state = State.configure(config)
-    config.pluginmanager.register(Reporting(config, state), "torchexport-reporting")
+    config.stash[REPORTING] = reporting = Reporting(config, state)
+    config.pluginmanager.register(reporting, "torchexport-reporting")
     config.pluginmanager.register(markers.LateMarkers(), "torchexport-late-markers")
-    config.pluginmanager.register(Costs(config), "torchexport-costs")  # [Cost Estimate] before the first check
+    config.stash[COSTS] = costs = Costs(config)
+    config.pluginmanager.register(costs, "torchexport-costs")  # [Cost Estimate] before the first check
     models.configure(config)  # [Model By Name] a bad --torchexport-model SPEC is a usage error now
     if config.pluginmanager.hasplugin("xdist"):
         from .glue.xdist import XdistHooks, cap_worker_threads
@@ -135,11 +141,12 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
 def _check(item: pytest.Item, recording: Any, options: Options) -> None:
     __tracebackhide__ = True
     state = item.config.stash[STATE]
-    planned = state.scheduler.take(item.nodeid) or adapters.plan(item, recording, options)
+    # what the plugin starts ahead is an item's PlannedRun (ahead.start_following)
+    planned = cast("PlannedRun | None", state.scheduler.take(item.nodeid)) or adapters.plan(item, recording, options)
     ahead.start_following(item, recording, options)
     ahead.wait_beside(item, planned, recording, options)
     planned.wait()
-    rows = planned.rows  # type: ignore[union-attr]  # what take() holds here has rows: one per kind of call the test made of the module (recording/kinds.py)
+    rows = planned.rows  # one per kind of call the test made of the module (recording/kinds.py)
     model = models.inputs_note(item)
     for result in rows:
         state.scheduler.timed(result)
@@ -166,12 +173,24 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
             leftover.cancel()
 
 
+@pytest.hookimpl(trylast=True)  # after other plugins' sessionfinish: every report's rows are in
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    state = session.config.stash.get(STATE, None)
-    if state is not None:
-        state.scheduler.cancel()
-        if state.cache is not None and not hasattr(session.config, "workerinput"):
-            state.cache.prune()
+    """The plugin's one end of session, in this order: stop the checks started ahead that no item
+    took; then, on the controller only (xdist's workers send their rows on the test reports),
+    prune the verdict cache, keep this run's costs, and write the report files and the baseline
+    last, once every row is in. The terminal summary (``Reporting``) follows: pytest writes it
+    after this hook, so it can name the files written here."""
+    config = session.config
+    state = config.stash.get(STATE, None)
+    if state is None:
+        return
+    state.scheduler.cancel()
+    if hasattr(config, "workerinput"):
+        return
+    if state.cache is not None:
+        state.cache.prune()
+    config.stash[COSTS].keep()
+    config.stash[REPORTING].write_reports()
 
 
 @pytest.fixture
@@ -208,11 +227,19 @@ def torchexport(request: pytest.FixtureRequest) -> Any:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """The plugin's one wrapper over a test report: the call phase's rows ride on it, so xdist
+    carries them to the controller (a TestReport keeps extra JSON-able attributes through its
+    serialization). In this order: the rows the item recorded (``verdicts``); else the row an
+    interrupted or raising check put on its exception ([Interrupted]); then each row's test id
+    without xdist's ``@group`` suffix ([Group Suffix])."""
     report = yield
-    rows = verdicts.rows_of(item) if call.when == "call" else None
+    if call.when != "call":
+        return report
+    rows = verdicts.rows_of(item)
+    if not rows:
+        rows = carried_rows(call) or rows
     if rows is not None:
-        # Rides on the report, so xdist carries it to the controller (TestReport keeps
-        # extra JSON-able attributes through serialization).
+        without_group_suffix(item, rows)
         report.torchexport_results = rows
     return report
 

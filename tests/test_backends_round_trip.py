@@ -5,7 +5,14 @@ import torch
 from models import MLP, Nested
 
 from pytest_torchexport._compat import quiet_torch
-from pytest_torchexport.backends.base import Backend, ExportContext
+from pytest_torchexport.backends.base import (
+    Backend,
+    ExportContext,
+    GraphLevels,
+    OnnxArtifact,
+    OnnxModelSource,
+    PostProcessed,
+)
 from pytest_torchexport.backends.export import ExportBackend
 from pytest_torchexport.backends.onnx import DynamoOnnxBackend, LegacyOnnxBackend
 from pytest_torchexport.engine.pipeline import Session, run
@@ -112,8 +119,12 @@ def test_a_backend_answers_for_its_artifacts_and_the_defaults_mean_not_available
     plain, module = Backend(), MLP().eval()
     assert plain.artifact_module(module) is module  # an artifact that is a module holds its own state
     assert plain.artifact_module(object()) is None
-    assert plain.exported_program(module) is None and plain.onnx_model(module) is None
-    assert plain.device_fallback(module) is None and plain.graph_optimizer(module) is None
+    assert plain.exported_program(module) is None and plain.device_fallback(module) is None
+    # what only an ONNX artifact answers is no stub of every backend's: the engine asks first
+    assert not isinstance(plain, (OnnxModelSource, GraphLevels, PostProcessed))
+    assert isinstance(DynamoOnnxBackend(), OnnxArtifact)  # all three
+    assert isinstance(LegacyOnnxBackend(), OnnxModelSource) and isinstance(LegacyOnnxBackend(), GraphLevels)
+    assert not isinstance(LegacyOnnxBackend(), PostProcessed)  # ONNX as shipped is the dynamo exporter's
 
     export = ExportBackend()
     exported = export.export(module, (torch.randn(3, 8),), {}, _ctx(module))
@@ -130,6 +141,20 @@ def test_a_backend_answers_for_its_artifacts_and_the_defaults_mean_not_available
         assert onnx.graph_optimizer(artifact).deployed == "ORT_ENABLE_ALL"
         outputs = onnx.run_onnx_model(artifact, onnx.onnx_model(artifact), (torch.randn(2, 8),), {})
         assert [tuple(v.shape) for v in outputs.values()] == [(2, 3)]
+
+
+def test_a_third_party_backend_answers_for_its_onnx_model_by_defining_the_methods():
+    # No base class to inherit: a backend written when these were Backend's optional methods still answers.
+    class Mine(Backend):
+        name = "mine"
+
+        def onnx_model(self, artifact):
+            return b"model"
+
+        def run_onnx_model(self, artifact, model, args, kwargs):
+            return {}
+
+    assert isinstance(Mine(), OnnxModelSource) and not isinstance(Mine(), GraphLevels)
 
 
 def _ctx(module):

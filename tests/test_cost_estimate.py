@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_torchexport.cache import costs
+from pytest_torchexport.glue import costs
 
 SUITE = """
 import time

@@ -21,7 +21,7 @@ WITH_EXAMPLES = sorted(
 
 
 def test_the_package_has_doctests_to_run() -> None:
-    assert "pytest_torchexport.cache.costs" in WITH_EXAMPLES
+    assert "pytest_torchexport.glue.costs" in WITH_EXAMPLES
 
 
 @pytest.mark.parametrize("name", WITH_EXAMPLES)

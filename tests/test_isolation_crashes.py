@@ -15,7 +15,7 @@ import torch
 from helpers import by_item, report_rows, run_with_report
 
 from pytest_torchexport.backends.trace import TraceBackend
-from pytest_torchexport.engine.pipeline import Session, check_backend, plan_inputs, run
+from pytest_torchexport.engine.pipeline import PendingCheck, Session, plan_inputs, run
 from pytest_torchexport.options import Options
 from pytest_torchexport.results.report import Result
 
@@ -154,7 +154,7 @@ def test_a_usage_error_in_the_child_comes_back_as_a_usage_error_row():
     # One check on its own: its eager stages run in its child (run() would run them here, once
     # for all its backends: prelude.py).
     module, args = Picky(), (torch.randn(2, 3),)
-    row = check_backend(module, plan_inputs(module, args, None), "trace", "cpu", opts, session=Session())
+    row = PendingCheck(module, plan_inputs(module, args, None), "trace", "cpu", opts, session=Session()).wait()
     assert row.status == "usage_error" and "only in the child" in row.message, row.message
 
 
@@ -232,8 +232,6 @@ def test_a_check_planned_before_cuda_was_initialised_runs_inline_once_it_is(monk
     so a cpu check planned before that must not fork afterwards (on an H200 the cpu ONNX child
     raised "Cannot re-initialize CUDA in forked subprocess"). No GPU here: CUDA's initialisation
     is mocked (``torch.cuda.is_initialized``), which is all the decision reads."""
-    from pytest_torchexport.engine.pipeline import PendingCheck
-
     model = torch.nn.Linear(4, 2).eval()
     args = (torch.randn(3, 4),)
     opts = Options.build(backends=["trace"], examples=2)

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from pytest_torchexport.backends.trace import TraceBackend
-from pytest_torchexport.engine.pipeline import Session, run
-from pytest_torchexport.isolation import process, sizing
+from pytest_torchexport.engine.pipeline import PendingCheck, Session, plan_inputs, run
+from pytest_torchexport.engine.schedule import CheckState
+from pytest_torchexport.isolation import process, runner, sizing
 from pytest_torchexport.isolation.warmup import Warmup
 from pytest_torchexport.options import Options
 
@@ -94,6 +95,45 @@ def test_a_place_frees_when_any_check_ends_not_the_first_started(tmp_path, monke
     spans = _intervals(log)
     assert spans["export"][0] < spans["onnx"][1], spans  # side by side from the start
     assert spans["trace"][0] < spans["onnx"][1], spans  # in export's place, before onnx ended
+
+
+def _pending(name="trace", **options):
+    model, args = torch.nn.Linear(3, 2).eval(), (torch.randn(2, 3),)
+    opts = Options.build(backends=[name], examples=2, **options)
+    return PendingCheck(model, plan_inputs(model, args, None), name, "cpu", opts, session=Session())
+
+
+def test_a_held_check_moves_through_its_states_in_order():
+    # [Held] forked now, let go later: HELD holds no place, RUNNING does, FINISHED once its child
+    # has ended (seen by whoever reads the pipes), DONE once its row is read.
+    pending = _pending()
+    assert pending.state is CheckState.PENDING and pending.child is None
+    pending.start(held=True)
+    assert pending.state is CheckState.HELD and pending.child is not None
+    pending.start()
+    assert pending.state is CheckState.RUNNING and pending.state.busy
+    child = pending.child
+    assert child is not None
+    while not runner.wait_any([child]) and not child.finished:
+        pass
+    assert pending.state is CheckState.FINISHED and pending.state.over
+    row = pending.wait()
+    assert pending.state is CheckState.DONE and row.status == "pass"
+    pending.cancel()  # a no-op once its row is in (run_all cancels every check it ran)
+    assert pending.state is CheckState.DONE
+
+
+def test_an_inline_check_runs_when_waited_for_and_a_cancelled_one_cannot_start_again():
+    inline = _pending(isolation="inline")
+    inline.start()
+    assert inline.state is CheckState.RUNNING and inline.child is None  # it runs in wait()
+    assert inline.wait().status == "pass" and inline.state is CheckState.DONE
+    held = _pending()
+    held.start(held=True)
+    held.cancel()  # the session ended before its item ran
+    assert held.state is CheckState.CANCELLED
+    with pytest.raises(AssertionError, match="cannot go from CANCELLED to RUNNING"):
+        held._to(CheckState.RUNNING)
 
 
 def test_the_share_of_the_cores(monkeypatch):

@@ -29,7 +29,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 
 @dataclass
@@ -102,7 +102,10 @@ def capture_program(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], 
 
 
 class Backend:
-    """Base class for an export path. Subclasses set ``name`` and implement four methods."""
+    """Base class for an export path. Subclasses set ``name`` and implement four methods
+    (``export``, ``save``, ``load``, ``run``); the others are optional and answer for the
+    backend's own artifacts. What only an ONNX artifact can answer is not here: see
+    ``OnnxModelSource``, ``GraphLevels`` and ``PostProcessed`` below."""
 
     name: ClassVar[str] = ""
     #: The artifact re-lowers ops (other kernels, fused arithmetic): looser default tolerances.
@@ -172,19 +175,6 @@ class Backend:
         """
         return None
 
-    def onnx_model(self, artifact: Any) -> bytes | str | None:
-        """Optional: the ONNX model the artifact runs (serialized, or its path), or None.
-
-        Localisation adds each module's output to a copy of it as a graph output and runs
-        that copy with ``run_onnx_model``.
-        """
-        return None
-
-    def run_onnx_model(self, artifact: Any, model: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-        """Optional, with ``onnx_model``: another ONNX model run as the artifact runs its own
-        (same runtime, same device); its outputs by name."""
-        raise NotImplementedError(f"{self.name} cannot run another ONNX model")
-
     def device_fallback(self, artifact: Any) -> str | None:
         """Optional: why the artifact runs on another device than the check's, or None.
 
@@ -192,40 +182,70 @@ class Backend:
         """
         return None
 
-    def graph_optimizer(self, artifact: Any) -> GraphOptimizer | None:
-        """Optional: the runtime's graph rewrites at load, where it has levels of them, or None.
-
-        A failure is rerun at the lower levels (``at_level``) to tell an export defect
-        from a rewrite that changed the result (causes.runtime_optimizer).
-        """
-        return None
-
-    def at_level(self, artifact: Any, level: str) -> Any:
-        """Optional, with ``graph_optimizer``: the artifact at another optimization level."""
-        raise NotImplementedError(f"{self.name} has no graph optimization levels")
-
     def set_aside(self, artifact: Any) -> None:
         """Optional: ``artifact`` (the in-memory one, whose saved copy loaded back) is kept only to
         blame a round trip when the loaded one fails: drop what can be made again when it next
         runs (an onnxruntime session and its serialized model). Default: nothing."""
         return None
 
-    def steps_unavailable(self, shipped: Any) -> str | None:
-        """Optional: why the post-processing ``shipped`` asks for (onnx_options.ShippedOnnx) cannot run
-        here (a library missing), or None; the check is then skipped with that reason."""
-        return None
-
-    def post_processing(self, artifact: Any) -> PostProcessing | None:
-        """Optional: the steps the artifact went through after the export (ONNX as shipped:
-        float16, int8, the offline optimization), or None.
-
-        A failing input is rerun on the model before each step, to name the first step after
-        which it fails (search.py); the budget replaces the default tolerances.
-        """
-        return None
-
     def __repr__(self) -> str:
         return f"<backend {self.name}>"
+
+
+# -- what a backend whose artifact runs an ONNX model may also answer -----------------------------
+# Three small protocols, not methods every backend stubs: the engine asks ``isinstance(backend,
+# OnnxModelSource)`` (and so on) before it calls one, so a backend answers by defining the two methods
+# (no base class to inherit: a third-party backend written before they moved here still answers).
+
+
+@runtime_checkable
+class OnnxModelSource(Protocol):
+    """The ONNX model an artifact runs, and another model run as it runs its own: localisation adds
+    each module's output to a copy of the model as a graph output and runs that copy
+    (search/artifact_side.py)."""
+
+    def onnx_model(self, artifact: Any) -> bytes | str | None:
+        """The ONNX model the artifact runs (serialized, or its path), or None."""
+        ...
+
+    def run_onnx_model(self, artifact: Any, model: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """``model`` run as the artifact runs its own (same runtime, same device); its outputs by name."""
+        ...
+
+
+@runtime_checkable
+class GraphLevels(Protocol):
+    """A runtime that rewrites the graph at load, at levels it can be asked for: a failure is rerun at
+    the lower levels to tell an export defect from a rewrite that changed the result
+    (search/causes.py's ``runtime_optimizer``)."""
+
+    def graph_optimizer(self, artifact: Any) -> GraphOptimizer | None:
+        """The runtime's levels and the one the artifact runs at, or None (none here)."""
+        ...
+
+    def at_level(self, artifact: Any, level: str) -> Any:
+        """The artifact at another of ``graph_optimizer``'s levels."""
+        ...
+
+
+@runtime_checkable
+class PostProcessed(Protocol):
+    """[ONNX As Shipped] An artifact post-processed after its export (float16, int8, the offline
+    optimization): a failing input is rerun on the model before each step to name the first step
+    after which it fails (search.py), and the budget replaces the default tolerances."""
+
+    def steps_unavailable(self, shipped: Any) -> str | None:
+        """Why the post-processing ``shipped`` asks for (onnx_options.ShippedOnnx) cannot run here (a
+        library missing), or None; the check is then skipped with that reason."""
+        ...
+
+    def post_processing(self, artifact: Any) -> PostProcessing | None:
+        """The steps the artifact went through after the export, or None (none asked for)."""
+        ...
+
+
+class OnnxArtifact(OnnxModelSource, GraphLevels, PostProcessed, Protocol):
+    """All three: what the built-in ONNX backends (backends/onnx.py) implement."""
 
 
 @dataclass

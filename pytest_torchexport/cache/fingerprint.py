@@ -31,6 +31,9 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
+import torch
+
+from .._compat import is_in_ci, package_version
 from .facts import CheckFacts
 from .sources import VERSIONED
 
@@ -96,8 +99,6 @@ def _call_digest(facts: CheckFacts) -> str:
 @functools.lru_cache(maxsize=1)
 def environment() -> tuple[Any, ...]:
     """What every key of this process shares (computed once: versions do not change in a run)."""
-    from .._compat import is_in_ci, package_version
-
     versions = tuple((distribution, package_version(distribution)) for distribution, _ in VERSIONED)
 
     return (sys.version, sys.implementation.cache_tag, platform.platform(), platform.machine(), versions,
@@ -153,8 +154,6 @@ class _Hasher:
 
     def module(self, module: Any) -> None:
         """The tree: every submodule's path, class, attributes, hooks and tensors (parameters and buffers)."""
-        import torch
-
         self._w("@module")
         if not isinstance(module, torch.nn.Module):
             self.value(module, {})
@@ -201,7 +200,6 @@ class _Hasher:
         if isinstance(value, enum.Enum):
             self._w("enum", _qualname(type(value)), value.name)
             return
-        import torch
 
         if isinstance(value, torch.Tensor):
             self._tensor(value)
@@ -283,8 +281,6 @@ class _Hasher:
                 self._w(type(const).__name__, repr(const))
 
     def _tensor(self, tensor: Any) -> None:
-        import torch
-
         t = tensor.detach()
         self._w("tensor", t.dtype, tuple(t.shape), t.layout, t.device.type, t.requires_grad)
         if t.device.type == "meta":

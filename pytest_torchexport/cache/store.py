@@ -38,7 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..options import environment
+from .._compat import package_version
+from ..options import environment, switched_off
 from . import sources
 
 VERSION = 1
@@ -59,7 +60,7 @@ def resolve(value: str | None, default: Path | None, base: Path) -> Cache | None
     """``--torchexport-cache``/``torchexport_cache``: ``off``, a folder (relative to ``base``), or
     unset: ``default`` (under pytest's cache dir; None where ``-p no:cacheprovider`` removed it)."""
     text = (value or "").strip()
-    if text.lower() in ("off", "no", "false", "0", "none"):
+    if switched_off(text):
         return None
     # An empty value counts as unset: CI systems give an empty string for a secret a run may not see.
     secret = environment(SECRET_ENV) or None
@@ -283,8 +284,6 @@ def _file_digests(files: Any) -> bool:
 
 
 def _plugin_version() -> str:
-    from .._compat import package_version
-
     return package_version("pytest-torchexport") or "unknown"
 
 

@@ -31,7 +31,8 @@ from typing import Any
 import torch
 
 from .. import freed
-from ..backends.base import Backend, MethodCall, load_backend
+from .._compat import pytree
+from ..backends.base import Backend, MethodCall, PostProcessed, load_backend
 from ..cache import sources
 from ..cache.facts import CheckFacts
 from ..cache.reuse import Reuse
@@ -40,7 +41,7 @@ from ..inputs.specs import InputPlan, plan_inputs
 from ..isolation import runner
 from ..isolation.process import THIS
 from ..isolation.runner import CARRIED_ROW
-from ..options import Options
+from ..options import INSTALL, Options
 from ..reference.eager import EAGER_MODE, ModelRaised, module_name
 from ..results import outcome
 from ..results.outcome import Stop, settle
@@ -65,9 +66,9 @@ from ..stages.compiled_parts import finding as compiled_finding
 from ..stages.prelude import EagerOnce, Prelude, SharedCall, run_prelude
 from ..stages.session import Session
 from ..stages.shared_search import hypothesis_home
-from .schedule import Scheduler
+from .schedule import TRANSITIONS, CheckState, Scheduler
 
-__all__ = ["PendingCheck", "Session", "tag", "check", "check_backend", "plan_inputs", "raise_if_failed", "resolve_devices", "run"]
+__all__ = ["PendingCheck", "Session", "tag", "check", "plan_inputs", "raise_if_failed", "resolve_devices", "run"]
 
 
 def check(
@@ -156,19 +157,11 @@ def resolve_devices(devices: tuple[str, ...]) -> tuple[str, ...]:
     return devices
 
 
-def check_backend(
-    module: torch.nn.Module, plan: InputPlan, name: str, device: str, options: Options,
-    *, session: Session, sequence: list[tuple[tuple[Any, ...], dict[str, Any]]] | None = None,
-) -> Result:
-    """One (backend, device) check. ``sequence``: the test's own calls of a module, in order
-    (their first is the recorded call), replayed when the module updates its state."""
-    return PendingCheck(module, plan, name, device, options, session=session, sequence=sequence).wait()
-
-
 class PendingCheck:
     """One (backend, device) check: ``start()`` sets it going (a forked child under process
     isolation, so several run side by side), ``wait()`` gives its ``Result``. Inline, it runs
-    in ``wait()``. Its time limit counts from its start."""
+    in ``wait()``. Its time limit counts from its start. Where it is in its life is its
+    ``state`` (``CheckState``), moved here alone (``_to``)."""
 
     def __init__(
         self, module: torch.nn.Module, plan: InputPlan, name: str, device: str, options: Options,
@@ -181,7 +174,6 @@ class PendingCheck:
         self.options, self.session, self.sequence, self.once = options, session, sequence, once
         self.prelude: Prelude | None = None
         self.captured: capture.SharedCapture | None = None  # [Shared Capture] made in this process, before the fork
-        self.settled = False  # by the shared prelude: nothing left to run
         self.result = Result(
             backend=name, device=device, status="pass", module=module_name(module),
             nodeid=session.nodeid, test=session.test,
@@ -194,9 +186,10 @@ class PendingCheck:
             self.result.extra["call"] = call
         self.mode, self.why = runner.choose(options.isolation, device)
         self.started: float | None = None
+        self._state = CheckState.PENDING
         self._child: runner.Child | None = None
         self._scratch: Path | None = None
-        self._done: Result | None = None
+        self._done: Result | None = None  # its row, once DONE
         self.check: Check | None = None  # once the pipeline has built it: what --torchexport-bundle writes
         self.reuse = Reuse(self._facts())  # [Verdict Cache] a pass kept from an earlier run
 
@@ -213,16 +206,18 @@ class PendingCheck:
     def start(self, *, held: bool = False) -> None:
         """Set it going; ``held``: its child forked now and let go by a later ``start()`` (or
         ``wait()``), so that it inherits this process as it is now (``runner.Child``)."""
-        if self.started is not None:
-            if not held and self.held:
+        if self._state is not CheckState.PENDING:
+            if not held and self._state is CheckState.HELD:
                 assert self._child is not None
                 self._child.release()
                 self.started = self._child.started  # its time counts from here, not from its fork
+                self._to(CheckState.RUNNING)
             return
         self.started = time.monotonic()
         hit = self.reuse.lookup()
         if hit is not None:  # nothing to export, search or load: the row of the run that made it
-            self.result, self.settled, self.mode, self.why = hit, True, "inline", None
+            self.result, self.mode, self.why = hit, "inline", None
+            self._to(CheckState.SETTLED)
             return
         if self.mode == "process":
             # [CUDA Since Planned] A cuda check run inline since this one was planned initialised
@@ -234,13 +229,14 @@ class PendingCheck:
         standalone.start(spec, self.options)
         cpp_load.start(self.name, self.options)  # the C++ runner's build, once per torch, overlaps the exports
         if self.mode != "process":
+            self._to(CheckState.RUNNING)  # it runs in wait()
             return
         # On CPU only: eager on a GPU here would initialise CUDA in the parent, which its
         # forked children then could not use.
         if self.once is not None and self.device == "cpu" and _available(spec, self.device):
             handed = self.once.hand_over(self.module, self.plan, self.options, self.result, session=self.session)
             if handed.kind == "settled":
-                self.settled = True
+                self._to(CheckState.SETTLED)
                 return
             self.prelude = handed.prelude  # None ("own"): the child computes its own
             self._share_capture(spec)
@@ -252,6 +248,7 @@ class PendingCheck:
         self._scratch = Path(tempfile.mkdtemp(prefix=f"torchexport-{self.name}-"))
         self._child = runner.Child(self._body, self.result, self.options.timeout, self._scratch, tag(self.result),
                                    held=held, spent=self.captured.seconds if self.captured is not None else 0.0)
+        self._to(CheckState.HELD if held else CheckState.RUNNING)
 
     def _share_capture(self, spec: Any) -> None:
         """[Shared Capture] torch.export's capture of the call, made once here for the test's backends
@@ -279,7 +276,7 @@ class PendingCheck:
             if self._child is not None:
                 result = self._child.wait()
                 ended = self._child.ended
-            elif self.settled:
+            elif self._state is CheckState.SETTLED:
                 result = self.result
             else:
                 with tempfile.TemporaryDirectory(prefix=f"torchexport-{self.name}-") as scratch:
@@ -290,6 +287,8 @@ class PendingCheck:
             # [Raised, Not Judged] the check could not finish: the test fails with the exception and
             # its traceback, and the report still has the check's row, failing, saying why.
             self._row_on(exc)
+            if self.state is CheckState.RUNNING:
+                self._to(CheckState.FINISHED)
             raise
         finally:
             self._cleanup()
@@ -299,6 +298,7 @@ class PendingCheck:
         outcome.xfail(result, self.options.xfail.get(result.backend))
         self.reuse.keep(result)
         self._done = result
+        self._to(CheckState.DONE)
         return result
 
     def _row_on(self, exc: Exception) -> None:
@@ -318,31 +318,32 @@ class PendingCheck:
             setattr(exc, CARRIED_ROW, found)
 
     @property
-    def done(self) -> bool:
-        """Waited for: its result is in."""
-        return self._done is not None
+    def state(self) -> CheckState:
+        """Where it is in its life; a running child's end is seen here (its pipe is read by whoever
+        waits on any child: ``runner.wait_any``), as the move RUNNING -> FINISHED."""
+        if self._state is CheckState.RUNNING and self._child is not None and self._child.finished:
+            self._to(CheckState.FINISHED)
+        return self._state
+
+    def _to(self, state: CheckState) -> None:
+        """The one place its state moves: only along ``schedule.TRANSITIONS``."""
+        if state not in TRANSITIONS[self._state]:
+            raise AssertionError(f"a check cannot go from {self._state.name} to {state.name} [{self.name}]")
+        self._state = state
 
     @property
     def child(self) -> runner.Child | None:
         """The forked child running it (process isolation), once started."""
         return self._child
 
-    @property
-    def held(self) -> bool:
-        """[Held] Its child is forked and waits to be let go (``start()``)."""
-        return self._child is not None and self._child.held
-
-    @property
-    def finished(self) -> bool:
-        """Nothing of it runs any more: waited for, settled without a run, or its child ended
-        (its result is read when it is waited for). An inline check runs in ``wait()``."""
-        return self._done is not None or self.settled or (self._child is not None and self._child.finished)
-
     def cancel(self) -> None:
         """Stop a check started and never waited for (the session ended first)."""
-        if self._done is None and self._child is not None:
+        if self._state in (CheckState.DONE, CheckState.CANCELLED):
+            return
+        if self._child is not None:
             self._child.cancel()
             self._cleanup()
+        self._to(CheckState.CANCELLED)
 
     def _body(self, result: Result) -> None:
         assert self._scratch is not None
@@ -382,8 +383,6 @@ def _unavailable(backend: Any, device: str) -> str | None:
 
 
 def _on_device(step: tuple[tuple[Any, ...], dict[str, Any]], device: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    from .._compat import pytree
-
     return pytree.tree_map(lambda v: v.to(device) if isinstance(v, torch.Tensor) else v, step)
 
 
@@ -455,11 +454,9 @@ def _backend(pending: PendingCheck, result: Result) -> tuple[Any, Backend]:
         raise InvalidArgument(f"unknown torchexport backend {name!r}; valid backends: {', '.join(session.backends)}")
     backend = load_backend(spec)
     reason = _unavailable(backend, device)
-    if reason is None and options.onnx_shipped is not None:
+    if reason is None and options.onnx_shipped is not None and isinstance(backend, PostProcessed):
         reason = backend.steps_unavailable(options.onnx_shipped)
     if reason and name in options.require:
-        from ..options import INSTALL
-
         raise Stop(
             "export_error",
             f"{name} is required (--torchexport-require) but unavailable here {tag(result)}\n{reason}\n"

@@ -15,15 +15,16 @@ Two ways to ask, one set of places:
   started ahead may be held (its child forked, waiting): it holds no place until
   ``release_ahead()`` lets it go, longest first, as places free.
 
-A check is anything with ``start()``, ``wait() -> Result``, ``cancel()``, ``started``, and
-``finished`` and ``child`` (so that a place frees when any check's child ends):
-``engine.pipeline.PendingCheck``, or the plugin's ``recording.selection.PlannedRun``.
+A check is anything ``Startable``: ``engine.pipeline.PendingCheck`` (whose ``state`` is the
+one record of where a check is in its life, ``CheckState``), or the plugin's
+``recording.selection.PlannedRun`` (its state: its current kind's check's).
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 from ..isolation import runner, sizing
 from ..results.report import Result
@@ -40,17 +41,61 @@ def usual_s(backend: str) -> float:
     return USUAL_S.get(backend, 1.0)
 
 
-class Startable(Protocol):
-    started: float | None
+class CheckState(enum.Enum):
+    """Where one check is in its life. ``PendingCheck`` alone moves it (``PendingCheck._to``):
+
+    - PENDING -> RUNNING (``start()``) -> FINISHED (its child ended) -> DONE (``wait()``);
+    - PENDING -> HELD (``start(held=True)``) -> RUNNING (``start()`` or ``wait()``);
+    - PENDING -> SETTLED (``start()``: a reused row, the shared prelude's verdict) -> DONE;
+    - RUNNING -> DONE (``wait()`` before anyone saw the child end; inline, ``wait()`` runs it);
+    - any but DONE -> CANCELLED (``cancel()``: the session ended first).
+
+    ``TRANSITIONS`` holds these moves; any other raises."""
+
+    PENDING = "pending"  # made, not started
+    HELD = "held"  # [Held] its child forked, waiting to be let go: it holds no place
+    RUNNING = "running"  # started: its child runs, or (inline) it runs when waited for
+    SETTLED = "settled"  # its row settled in this process without a run: nothing left to run
+    FINISHED = "finished"  # its child ended (or its wait raised): nothing of it runs, its row not yet read
+    DONE = "done"  # waited for: its row is in
+    CANCELLED = "cancelled"  # stopped unwaited (the session ended first)
 
     @property
-    def finished(self) -> bool: ...
+    def busy(self) -> bool:
+        """Holds a place: started, and something of it still runs (or, inline, will run when waited for)."""
+        return self is CheckState.RUNNING
+
     @property
-    def child(self) -> runner.Child | None: ...
+    def over(self) -> bool:
+        """Nothing of it runs any more (its row may still be unread)."""
+        return self in (CheckState.SETTLED, CheckState.FINISHED, CheckState.DONE, CheckState.CANCELLED)
+
+
+#: The moves ``PendingCheck._to`` allows; any other is a bug of the engine's.
+TRANSITIONS: dict[CheckState, frozenset[CheckState]] = {
+    CheckState.PENDING: frozenset({CheckState.HELD, CheckState.RUNNING, CheckState.SETTLED, CheckState.CANCELLED}),
+    CheckState.HELD: frozenset({CheckState.RUNNING, CheckState.CANCELLED}),
+    CheckState.RUNNING: frozenset({CheckState.FINISHED, CheckState.DONE, CheckState.CANCELLED}),
+    CheckState.SETTLED: frozenset({CheckState.DONE, CheckState.CANCELLED}),
+    CheckState.FINISHED: frozenset({CheckState.DONE, CheckState.CANCELLED}),
+    CheckState.DONE: frozenset(),
+    CheckState.CANCELLED: frozenset(),
+}
+
+
+class Startable(Protocol):
+    """What the scheduler reads of a check, and all it reads."""
+
     @property
-    def held(self) -> bool: ...
+    def name(self) -> str: ...  # the backend: its usual time orders the checks
     @property
-    def detached(self) -> bool: ...
+    def device(self) -> str: ...
+    @property
+    def state(self) -> CheckState: ...
+    @property
+    def started(self) -> float | None: ...  # when it started (``time.monotonic``): the oldest inline one runs first
+    @property
+    def child(self) -> runner.Child | None: ...  # the forked child running it now, if one runs
 
     def start(self, *, held: bool = False) -> None: ...
     def wait(self) -> Result: ...
@@ -83,7 +128,7 @@ class Scheduler:
         return seconds / count if count else usual_s(backend)
 
     # -- a list of checks, results in order ----------------------------------------------------
-    def run_all(self, checks: Sequence[Any], *, longest_first: bool = True) -> list[Result]:
+    def run_all(self, checks: Sequence[Startable], *, longest_first: bool = True) -> list[Result]:
         """The checks' results in order, up to ``jobs`` of them running at once.
 
         [Longest First] Started in order of their expected time, longest first: the short
@@ -100,7 +145,7 @@ class Scheduler:
             queue.sort(key=lambda c: self.expected_s(c.name, c.device), reverse=True)
         try:
             while True:
-                busy = [c for c in checks if c.started is not None and not c.done and not c.finished]
+                busy = [c for c in checks if c.state.busy]
                 if queue and len(busy) < jobs:
                     queue.pop(0).start()
                     continue
@@ -108,7 +153,7 @@ class Scheduler:
                     break
                 children = {c.child: c for c in busy if c.child is not None}
                 if not children:  # inline: a check runs when waited for
-                    min(busy, key=lambda c: c.started).wait()
+                    min(busy, key=lambda c: c.started or 0.0).wait()
                     continue
                 for child in runner.wait_any(list(children)):  # past its time limit: its wait() ends it
                     children[child].wait()
@@ -133,8 +178,7 @@ class Scheduler:
     def _running_ahead(self) -> list[Startable]:
         """Started ahead and running in a child: a held child waits, and an inline check runs
         only when its item takes it, in that item's place."""
-        return [check for _, check in self._ahead.values()
-                if check.child is not None and not check.finished and not check.held]
+        return [check for _, check in self._ahead.values() if check.state.busy and check.child is not None]
 
     def start_ahead(self, key: str, check: Startable, group: str = "") -> None:
         """``check`` started ahead of whoever takes it (held or running: started by its maker)."""
@@ -146,7 +190,7 @@ class Scheduler:
         for _, check in list(self._ahead.values()):
             if self.places() == 0:
                 return
-            if check.held:
+            if check.state is CheckState.HELD:
                 check.start()
 
     def started_ahead(self, key: str) -> bool:
@@ -169,4 +213,4 @@ class Scheduler:
                 del self._ahead[key]
 
 
-__all__ = ["USUAL_S", "Scheduler", "usual_s"]
+__all__ = ["TRANSITIONS", "USUAL_S", "CheckState", "Scheduler", "Startable", "usual_s"]

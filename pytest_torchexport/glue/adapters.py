@@ -15,19 +15,21 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from ..options import Options
+from ..recording.models import ModelError
+from ..recording.recorder import Recorder
+from ..results.outcome import Outcome
+from ..stages.session import Session
 from . import items
 from .markers import MARKER
 from .state import STATE
 
 if TYPE_CHECKING:
+    from ..recording.selection import PlannedRun
     from ..results.report import Result
-    from ..stages.session import Session
 
 
 def session(item: pytest.Item) -> Session:
     """The engine's view of the item: its names, the example database, the verdict cache."""
-    from ..stages.session import Session
-
     state = item.config.stash[STATE]
     cache = getattr(item.config, "cache", None)
     return Session(
@@ -41,9 +43,10 @@ def session(item: pytest.Item) -> Session:
     )
 
 
-def plan(item: pytest.Item, recording: Any, options: Options, *, held: bool = False) -> Any:
+def plan(item: pytest.Item, recording: Any, options: Options, *, held: bool = False) -> PlannedRun:
     """The item's check of the recording's selected call, started (``PlannedRun``; ``held``: its
     child forked now and let go later, ``runner.Child``)."""
+    # Deferred: pulls torch and hypothesis (6-7 s here); the plugin's import stays torch-free (test_import_without_torch.py)
     from ..recording.selection import Selection
 
     state = item.config.stash[STATE]
@@ -57,6 +60,7 @@ def start_loader(item: pytest.Item, options: Options, target: items.Target) -> N
     """[Standalone Overlap] The standalone loader (a fresh interpreter that imports torch, a
     second or two) starts before the first body it will serve, not when that body's first
     check asks for it, so the import overlaps the body, its recording and the export."""
+    # Deferred: pulls torch and hypothesis (6-7 s here); the plugin's import stays torch-free (test_import_without_torch.py)
     from ..stages import standalone
 
     state = item.config.stash[STATE]
@@ -67,9 +71,8 @@ def start_loader(item: pytest.Item, options: Options, target: items.Target) -> N
 
 def run_body(item: pytest.Item, options: Options) -> Generator[None, None, Any]:
     """Run the test body (the inner hooks) under the recorder; returns its ``Recording``."""
+    # Deferred: torch only once a marked test runs (tests/test_import_without_torch.py)
     import torch
-
-    from ..recording.recorder import Recorder
 
     # Seeded, so the model's random init (and so a failure) is the same in every run.
     with torch.random.fork_rng(devices=[]):
@@ -91,9 +94,8 @@ def run_body(item: pytest.Item, options: Options) -> Generator[None, None, Any]:
 
 def body_row(item: pytest.Item, target: items.Target, error: BaseException) -> Result:
     """The row of an item whose test body did not finish: skipped, xfailed, or a usage error."""
-    from ..recording.models import ModelError
+    # Deferred: pulls torch and hypothesis (6-7 s here); the plugin's import stays torch-free (test_import_without_torch.py)
     from ..recording.selection import row
-    from ..results.outcome import Outcome
 
     if isinstance(error, pytest.skip.Exception):
         why = f"the test body skipped: {error}"

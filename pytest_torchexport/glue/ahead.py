@@ -13,14 +13,19 @@ item taken back by ``--dist worksteal``) is stopped, at the latest when the sess
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
+from .._compat import item_aware_fixtures, xdist_queued
+from ..isolation import runner
 from ..options import Options
 from . import adapters, items
 from .markers import options_of
 from .state import STATE
+
+if TYPE_CHECKING:  # a type only: recording/ imports torch, which the plugin's import must not
+    from ..recording.selection import PlannedRun
 
 #: the item pytest runs after this one in this process (known to xdist workers only this way)
 NEXT = pytest.StashKey["pytest.Item | None"]()
@@ -67,11 +72,9 @@ def wait_beside(item: pytest.Item, planned: Any, recording: Any, options: Option
     """[Any Place] Until this item's check ends: when a check started ahead ends first, the
     place it held goes to the test's next item (a long ONNX check no longer runs beside an
     idle core after a short check started ahead of it ended)."""
-    from ..isolation import runner
-
     scheduler = item.config.stash[STATE].scheduler
     planned.start()  # [Held] let go, if it was started ahead and held
-    while planned.child is not None and not planned.finished:
+    while planned.child is not None and not planned.state.over:
         ahead = scheduler.children_ahead()
         if not ahead or runner.wait_any([planned.child, *ahead]):
             return  # nothing beside it to end first; or a child past its time (its wait ends it)
@@ -85,9 +88,8 @@ def fixtures_needed(item: pytest.Item) -> bool:
     that item's fixtures. Setting them up again cost e3nn's model tests a second a fixture, each
     backend's item. Still set up where a function-scoped fixture takes ``request`` and so may
     decide by the item (``pytest.skip`` for one backend's item): that decision is the item's."""
-    from .._compat import item_aware_fixtures
-
-    planned = item.config.stash[STATE].scheduler.ahead(item.nodeid)
+    # what the plugin starts ahead is always an item's PlannedRun (start_following)
+    planned = cast("PlannedRun | None", item.config.stash[STATE].scheduler.ahead(item.nodeid))
     return planned is None or not planned.detached or bool(item_aware_fixtures(item))
 
 
@@ -95,7 +97,6 @@ def _following(item: pytest.Item) -> list[pytest.Item]:
     state = item.config.stash[STATE]
     collected = item.session.items
     if hasattr(item.config, "workerinput"):  # xdist: what the controller has sent this worker
-        from .._compat import xdist_queued
 
         queued = xdist_queued(item.config)
         if queued is None:  # only the item pytest runs next here is known

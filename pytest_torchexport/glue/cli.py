@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidArgument
-from ..options import DEFAULT_EXAMPLES, DEFAULT_TIMEOUT, Options
+from ..options import DEFAULT_EXAMPLES, DEFAULT_TIMEOUT, Options, closest
 
 
 def _int(flag: str, value: Any) -> int:
@@ -179,8 +179,6 @@ def misspelled_flags(args: Sequence[str]) -> str | None:
     """The usage error for a ``--torchexport-*`` argument that names no flag, with the closest one; read
     before pytest parses the command line, which would take a misspelled ``--torchexport-model-input=...``
     for an abbreviation or a path ("path cannot contain [] parametrization")."""
-    from ..options import closest
-
     known = [row.flag for row in (*FLAGS, *MODEL_FLAGS)]
     wrong = []
     for arg in args:

@@ -41,6 +41,7 @@ class Target:
 
 
 def targets(options: Options) -> list[Target]:
+    # Deferred: pulls torch and hypothesis (6-7 s here); the plugin's import stays torch-free (test_import_without_torch.py)
     from ..engine.pipeline import resolve_devices
 
     devices = resolve_devices(options.devices)
@@ -75,9 +76,12 @@ def test_key(item: pytest.Item) -> str | None:
     """The test an item belongs to: its node id without the torchexport id (other
     parameters stay: ``test_x[a-torchexport-onnx]`` belongs to ``test_x[a]``)."""
     t = target(item)
-    if t is None:
-        return None
-    nodeid = item.nodeid
+    return None if t is None else without_target(item.nodeid, t)
+
+
+def without_target(nodeid: str, t: Target) -> str:
+    """``nodeid`` less ``t``'s id: ``test_x[torchexport-onnx]`` -> ``test_x``, ``test_x[a-torchexport-onnx]``
+    -> ``test_x[a]``; any other id as it is."""
     if nodeid.endswith(f"[{t.id}]"):
         return nodeid[: -len(t.id) - 2]
     if nodeid.endswith(f"-{t.id}]"):

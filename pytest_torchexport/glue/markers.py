@@ -16,6 +16,7 @@ import pytest
 
 from ..errors import InvalidArgument
 from ..options import Options
+from ..results.outcome import Outcome, row
 from . import items
 from .state import STATE, State
 
@@ -65,8 +66,6 @@ def targets(state: State, node: Any) -> list[items.Target] | None:
 
 def usage_row(item: pytest.Item, message: str) -> Any:
     """The ``usage_error`` row of a test whose marker options are wrong: nothing was checked."""
-    from ..results.outcome import Outcome, row
-
     test = item.nodeid.replace(f"[{MARKER_ERROR_ID}]", "").replace(f"-{MARKER_ERROR_ID}]", "]")
     why = message.split(": ", 1)[-1]
     verdict = Outcome("usage_error", f"The torchexport marker cannot be honoured, so nothing was checked\n{message}",

@@ -20,8 +20,11 @@ from typing import Any
 
 import pytest
 
+from ..errors import ExportMismatch, InvalidArgument
+from ..inputs.compact import parse
+from ..recording.models import ModelError, ModelSpec, build, describe, infer_inputs, remedy
 from . import items
-from .markers import MARKER
+from .markers import MARKER, resolve
 from .state import STATE
 
 #: the collector every model's items hang under: their node ids start with it
@@ -33,9 +36,6 @@ ONLY = "torchexport_models_only"  # declared in cli.py
 
 def configure(config: pytest.Config) -> None:
     """Read the SPECs and the inputs once, at the start: a bad one ends the session as a usage error."""
-    from ..errors import InvalidArgument
-    from ..recording.models import ModelError, ModelSpec
-
     # torchexport_models: the ini key's earlier name, still read (cli.INI_ALIASES)
     texts = [*(config.getoption("torchexport_model") or []), *(config.getini("torchexport_model") or []),
              *(config.getini("torchexport_models") or [])]
@@ -55,7 +55,6 @@ def configure(config: pytest.Config) -> None:
         if not specs:
             raise pytest.UsageError("--torchexport-model-inputs describes the inputs of --torchexport-model models; "
                                     "none was given")
-        from ..inputs.compact import parse
 
         try:
             config.stash[INPUTS] = parse(given)
@@ -85,8 +84,6 @@ class ModelCollector(pytest.Collector):
     """The parent of every model's items (their node ids start ``torchexport-model::``)."""
 
     def collect(self) -> list[pytest.Item]:
-        from .markers import resolve
-
         state = self.config.stash[STATE]
         compact = self.config.stash.get(INPUTS, None)
         marker = {"inputs": compact.inputs, "dims": compact.dims} if compact is not None else {}
@@ -112,9 +109,8 @@ class ModelItem(pytest.Item):
     def runtest(self) -> None:
         if self.stash.get(items.REUSE, False):
             return  # [Body Once] this model's first item built it and made the call
+        # Deferred: torch only once a model by name is built (tests/test_import_without_torch.py)
         import torch
-
-        from ..recording.models import ModelError, build, describe, infer_inputs, remedy
 
         model = build(self.spec)
         inferred = infer_inputs(model, self.spec, self.config.stash.get(INPUTS, None))
@@ -137,9 +133,6 @@ class ModelItem(pytest.Item):
         return path, 0, f"{PREFIX}::{self.name}"
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
-        from ..errors import ExportMismatch
-        from ..recording.models import ModelError
-
         # The message is the whole story (what, where, by how much, the remedy); the
         # plugin's and the library's frames would only bury it.
         if isinstance(excinfo.value, (ModelError, ExportMismatch)):
@@ -157,8 +150,6 @@ def inputs_note(item: pytest.Item) -> dict[str, Any] | None:
 
 def is_model_error(error: BaseException) -> bool:
     """A ``--torchexport-model`` SPEC whose model could not be built or called (one mistake, said once)."""
-    from ..recording.model_specs import ModelError
-
     return isinstance(error, ModelError)
 
 

@@ -17,9 +17,12 @@ from typing import Any
 
 import pytest
 
+from ..cache.store import resolve
 from ..engine.schedule import Scheduler
 from ..errors import InvalidArgument
-from ..options import BUILTIN_BACKENDS
+from ..options import BUILTIN_BACKENDS, switched_on
+from ..results.baseline import load
+from ..results.html import missing_message
 from .cli import session_defaults
 
 #: Under xdist a worker runs only some of a test's items: at most this many recordings kept.
@@ -81,19 +84,15 @@ class State:
         state.report_paths = list(dict.fromkeys(str(p) for p in given if str(p).strip()))
         for path in state.report_paths:
             if path.endswith(".html"):
-                from ..results.html import missing_message
-
                 absent = missing_message(f"--torchexport-report={path}")
                 if absent:  # said now, not after an hour of checks
                     raise pytest.UsageError(absent)
         state.baseline_path = config.getoption("torchexport_baseline") or config.getini("torchexport_baseline") or None
-        state.update_baseline = flag(config.getoption("torchexport_update_baseline")) or flag(
+        state.update_baseline = switched_on(config.getoption("torchexport_update_baseline")) or switched_on(
             config.getini("torchexport_update_baseline"))
         if state.update_baseline and not state.baseline_path:
             raise pytest.UsageError("--torchexport-update-baseline needs --torchexport-baseline=PATH (where to write it)")
         if state.baseline_path and not state.update_baseline:
-            from ..results.baseline import load
-
             try:
                 state.baseline = load(state.baseline_path)
             except (OSError, ValueError) as exc:
@@ -101,7 +100,7 @@ class State:
                     f"--torchexport-baseline={state.baseline_path}: cannot read it ({exc}); "
                     "write one with --torchexport-update-baseline"
                 ) from None
-        state.auto = flag(config.getoption("torchexport_auto")) or flag(config.getini("torchexport_auto"))
+        state.auto = switched_on(config.getoption("torchexport_auto")) or switched_on(config.getini("torchexport_auto"))
         return state
 
     def verdict_cache(self, config: pytest.Config) -> Any:
@@ -132,15 +131,9 @@ class State:
 STATE = pytest.StashKey[State]()
 
 
-def flag(value: Any) -> bool:
-    return value is True or str(value).strip().lower() in ("1", "true", "yes", "on")
-
-
 def _verdict_cache(config: pytest.Config) -> tuple[Any, bool]:
     """--torchexport-cache (relative to the invocation dir), else the ini (relative to the
     rootdir), else under pytest's cache dir, which --cache-clear clears and -p no:cacheprovider removes."""
-    from ..cache.store import resolve
-
     given, base = config.getoption("torchexport_cache"), config.invocation_params.dir
     if given is None:
         given, base = config.getini("torchexport_cache"), config.rootpath
@@ -152,6 +145,7 @@ def _verdict_cache(config: pytest.Config) -> tuple[Any, bool]:
 
 def _database(config: pytest.Config) -> Any:
     """Hypothesis's examples live in pytest's cache dir, never a new .hypothesis/ folder."""
+    # Deferred: hypothesis costs 0.7 s to import here, paid only by a session that checks something
     from hypothesis.database import DirectoryBasedExampleDatabase, InMemoryExampleDatabase
 
     cache = getattr(config, "cache", None)
@@ -160,4 +154,4 @@ def _database(config: pytest.Config) -> Any:
     return DirectoryBasedExampleDatabase(str(cache.mkdir("torchexport-examples")))
 
 
-__all__ = ["KEEP_RECORDINGS", "STATE", "State", "flag"]
+__all__ = ["KEEP_RECORDINGS", "STATE", "State"]

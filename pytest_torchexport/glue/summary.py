@@ -12,14 +12,33 @@ from __future__ import annotations
 import html
 import json
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from .._compat import terminal_width
+from ..cache.store import REFUSED
 from ..isolation.runner import CARRIED_ROW
-from ..results.report import FAILING
+from ..options import environment
+from ..results import html as page
+from ..results.baseline import change_lines
+from ..results.cells import format_err
+from ..results.merge import write_report  # one writer for the session report and merged shards
+from ..results.report import FAILING, Report, Result, collect_environment
+from ..results.table import shared_cause_lines, summary_lines
+from .annotations import annotation
+
+#: The session's ``Reporting``, for plugin.py's ``pytest_sessionfinish``.
+REPORTING = pytest.StashKey["Reporting"]()
+
+
+def carried_rows(call: pytest.CallInfo[None]) -> list[dict[str, Any]] | None:
+    """[Interrupted] The row a check stopped by an outer time limit (or one that raised) put on the
+    exception its item failed with: it left no row of its own (plugin.py's makereport reads it)."""
+    row = getattr(call.excinfo.value, CARRIED_ROW, None) if call.excinfo else None
+    return None if row is None else [row.to_dict()]
 
 
 class Reporting:
@@ -40,15 +59,6 @@ class Reporting:
         time (checks run side by side, so the sum may exceed the wall time), and the items that
         carried rows apart from the rows (a fixture's call may give several rows to one item)."""
         return session_totals(self.state.results, items=len(self.rows), wall_s=time.monotonic() - self.started)
-
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-        report = yield
-        # [Interrupted] A check stopped by an outer time limit left no row of its own.
-        row = getattr(call.excinfo.value, CARRIED_ROW, None) if call.excinfo else None
-        if call.when == "call" and row is not None and not getattr(report, "torchexport_results", None):
-            report.torchexport_results = [row.to_dict()]
-        return report
 
     @pytest.hookimpl(tryfirst=True)  # before pytest-html reads the report's extras
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -79,8 +89,6 @@ class Reporting:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if _is_worker(self.config):
             return
-        from ..results.report import Result
-        from ..results.table import shared_cause_lines, summary_lines
 
         results = [Result.from_dict(r) for r in self.state.results]
         if not results:
@@ -104,11 +112,8 @@ class Reporting:
         for line in cut_lines(self.state.results):
             terminalreporter.write_line(line)
         self._baseline_summary(terminalreporter)
-        from ..options import environment
 
         if environment("GITHUB_ACTIONS") == "true":
-            from .annotations import annotation
-
             # Each command on a line of its own (write_line), which -q does not suppress.
             for result in self.state.results:
                 if result["status"] in FAILING and result.get("baseline") != "known":
@@ -121,31 +126,20 @@ class Reporting:
             return
         if state.baseline is None:
             return
-        from ..results.baseline import judge_baseline
 
-        groups: dict[str, list[str]] = {}
-        for result in state.results:
-            verdict = judge_baseline(result, state.baseline)
-            if verdict.kind != "same":
-                groups.setdefault(verdict.kind, []).append(
-                    f"{result['nodeid']} [{result['backend']}]: {verdict.detail}"
-                )
         terminalreporter.write_sep("-", f"torchexport baseline {state.baseline_path}")
-        if not groups:
-            terminalreporter.write_line("no change against the baseline")
-        for kind in ("regression", "known", "improvement", "new", "skipped"):
-            for line in groups.get(kind, []):
-                terminalreporter.write_line(f"{kind.upper():12} {line}")
+        for line in change_lines(state.results, state.baseline):
+            terminalreporter.write_line(line)
 
-    @pytest.hookimpl(trylast=True)
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+    def write_reports(self) -> None:
+        """The report files and the baseline, from every row the session's reports carried (the
+        controller's; plugin.py's ``pytest_sessionfinish`` calls it last)."""
         if _is_worker(self.config):
             return
         paths = self.state.report_paths
         results = self.state.results
         if not results or not (paths or self.state.update_baseline):
             return
-        from ..results.report import Report, collect_environment
 
         report = Report.from_dict({"results": results})
         # Devices that ran something: a cuda item skipped for want of a GPU does not count.
@@ -156,7 +150,6 @@ class Reporting:
             Path(state.baseline_path).write_text(
                 json.dumps(report.to_dict(env), indent=2, default=str), encoding="utf-8"
             )
-        from ..results.merge import write_report  # one writer for the session report and merged shards
 
         totals = self.session()
         for path in paths:
@@ -197,10 +190,6 @@ def cache_lines(rows: list[dict[str, Any]]) -> list[str]:
 
 def refused_lines(rows: list[dict[str, Any]]) -> list[str]:
     """[Signed Entries] The entries TORCHEXPORT_CACHE_SECRET refused, counted, with why, in one line."""
-    from collections import Counter
-
-    from ..cache.store import REFUSED
-
     counts = Counter(row["cache_refused"] for row in rows if row.get("cache_refused") in REFUSED)
     if not counts:
         return []
@@ -213,9 +202,8 @@ def refused_lines(rows: list[dict[str, Any]]) -> list[str]:
 def html_extras(report: pytest.TestReport, rows: list[dict[str, Any]]) -> None:
     """[pytest-html] Each row's verdict and per-input plot in the item's extras (results/html.py's
     ``extra``; the plot where the html extra is installed, the verdict in any case)."""
+    # Deferred: pytest-html is an optional library, there only with --html
     from pytest_html import extras
-
-    from ..results import html as page
 
     if page.missing():
         fragments = [f"<p><strong>torchexport {html.escape(r['backend'])}: {html.escape(r['status'])}</strong> "
@@ -300,8 +288,6 @@ def _is_worker(config: pytest.Config) -> bool:
 def item_text(rows: list[dict[str, Any]]) -> str:
     """One item's rows as plain text: the parity table, then each failing input and where
     the artifact diverges (pytest-html shows it in the item's section)."""
-    from ..results.cells import format_err
-
     header = ("backend", "device", "status", "max abs err", "max rel err", "examples")
     table = [header] + [
         (r["backend"], r["device"], r["status"], format_err(r.get("max_abs_err")),

@@ -12,6 +12,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from ..errors import ExportMismatch
+from ..results.baseline import judge_baseline
+from ..results.report import Report
 from .state import State
 
 if TYPE_CHECKING:
@@ -35,8 +38,6 @@ def record(item: pytest.Item, results: list[Result]) -> None:
 def settle_item(result: Result, state: State) -> None:
     """Raise (or skip, or xfail) as the row says; return for a pass."""
     __tracebackhide__ = True  # the failure is the user's model, not these frames
-    from ..errors import ExportMismatch
-    from ..results.report import Report
 
     if result.status == "skipped" or result.status == "nondeterministic":
         pytest.skip(f"[{result.status}] {result.message}")
@@ -45,8 +46,6 @@ def settle_item(result: Result, state: State) -> None:
     if state.update_baseline and result.failed:
         pytest.xfail(f"recorded into the baseline {state.baseline_path}: {result.status}")
     if state.baseline is not None:
-        from ..results.baseline import judge_baseline
-
         verdict = judge_baseline(result.to_dict(), state.baseline)
         result.extra["baseline"] = verdict.kind
         if verdict.kind == "known":
@@ -64,8 +63,6 @@ def settle_rows(results: list[Result], state: State) -> None:
     row's message), else it is skipped if any row is (that part was not checked), else xfailed if
     any row is, else it passes."""
     __tracebackhide__ = True
-    from ..errors import ExportMismatch
-    from ..results.report import Report
 
     if len(results) == 1:
         settle_item(results[0], state)

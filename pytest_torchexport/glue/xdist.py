@@ -7,9 +7,12 @@ item's results ride on its test report to the controller, which alone writes the
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import pytest
+
+from . import items
 
 
 class XdistHooks:
@@ -19,15 +22,14 @@ class XdistHooks:
         workers = max(1, int(getattr(node.config.option, "numprocesses", 1) or 1))
         node.workerinput["torchexport_threads"] = max(1, (os.cpu_count() or 1) // workers)
 
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call: Any) -> Any:
-        report = yield
-        rows = getattr(report, "torchexport_results", None)
-        suffix = _group_suffix(item)
-        if rows and suffix:
-            for row in rows:
-                _without_group(row, suffix, item)
-        return report
+
+def without_group_suffix(item: pytest.Item, rows: list[dict[str, Any]]) -> None:
+    """[Group Suffix] The rows keep the test's own id, not the one ``--dist loadgroup`` gave the
+    item (plugin.py's makereport; a no-op without xdist or its ``loadgroup``)."""
+    suffix = _group_suffix(item)
+    if suffix:
+        for row in rows:
+            _without_group(row, suffix, item)
 
 
 def _group_suffix(item: pytest.Item) -> str | None:
@@ -45,8 +47,6 @@ def _group_suffix(item: pytest.Item) -> str | None:
 
 
 def _without_group(row: dict[str, Any], suffix: str, item: pytest.Item) -> None:
-    from . import items
-
     nodeid = row.get("nodeid")
     if not isinstance(nodeid, str) or not nodeid.endswith(suffix):
         return
@@ -55,18 +55,11 @@ def _without_group(row: dict[str, Any], suffix: str, item: pytest.Item) -> None:
     if target is None or not str(row.get("test", "")).endswith(suffix):
         return
     # The test's id is the node id less ours (items.test_key), which the suffix hid from it.
-    if nodeid.endswith(f"[{target.id}]"):
-        row["test"] = nodeid[: -len(target.id) - 2]
-    elif nodeid.endswith(f"-{target.id}]"):
-        row["test"] = nodeid[: -len(target.id) - 2] + "]"
-    else:
-        row["test"] = nodeid
+    row["test"] = items.without_target(nodeid, target)
 
 
 def cap_worker_threads(config: Any) -> None:
     """On a worker, limit torch's intra-op threads to the share the controller gave it."""
-    import sys
-
     threads = getattr(config, "workerinput", {}).get("torchexport_threads")
     if not threads:
         return

@@ -134,11 +134,6 @@ class Child:
         self._result: Result | None = None
         THIS.children[read_end] = self
 
-    @property
-    def held(self) -> bool:
-        """[Held] Forked and waiting to be let go (``release``)."""
-        return self.gate is not None
-
     def release(self) -> None:
         """[Held] Let a held child run its check; its time limit counts from now."""
         if self.gate is None:

@@ -11,10 +11,12 @@ Nothing here touches pytest objects.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..engine import pipeline as checks
+from ..engine.schedule import CheckState
 from ..errors import InvalidArgument
 from ..options import Options
 from ..results import outcome
@@ -46,9 +48,6 @@ class Selection:
         if recording.selection is None or recording.selection.options != options:
             recording.selection = cls(recording, options, auto)
         return recording.selection
-
-    def run(self, backend: str, device: str, session: Session) -> Result:
-        return self.start(backend, device, session).wait()
 
     def start(self, backend: str, device: str, session: Session, *, held: bool = False) -> PlannedRun:
         """The check of one item, set going now (see ``PlannedRun``; ``held``: forked now, let go
@@ -169,7 +168,7 @@ class PlannedRun:
     def __init__(self, selection: Selection, backend: str, device: str, session: Session) -> None:
         self.selection, self.backend, self.device, self.session = selection, backend, device, session
         self._done: Result | None = None
-        self._started = False
+        self._started: float | None = None  # when start() first ran (time.monotonic)
         self._rows: list[Result] | None = None
         self.calls: list[Call] = []
         self.kinds: list[_KindRun] = []
@@ -235,24 +234,37 @@ class PlannedRun:
     def start(self, *, held: bool = False) -> None:
         """Set going: every kind's check forked now (the later ones held until the one before
         them ends); once started, ``start()`` lets the current kind's child go."""
-        if self._started:
+        if self._started is not None:
             current = self._current()
             if current is not None and not held:
                 current.start()
             return
-        self._started = True
+        self._started = time.monotonic()
         for index, kind in enumerate(self.kinds):
             kind.start(held=held or index > 0)
 
     def _current(self) -> _KindRun | None:
-        """The first kind whose check has not finished."""
-        return next((kind for kind in self.kinds if not kind.finished), None)
+        """The first kind whose check is not over."""
+        return next((kind for kind in self.kinds if not kind.state.over), None)
 
     @property
-    def held(self) -> bool:
-        """[Held] Its current kind's child is forked and waits to be let go (``start()``)."""
+    def name(self) -> str:
+        return self.backend
+
+    @property
+    def started(self) -> float | None:
+        return self._started
+
+    @property
+    def state(self) -> CheckState:
+        """Its current kind's check's state (``engine.schedule.CheckState``); once every kind's is
+        over, DONE if its rows were read, else FINISHED; PENDING before ``start()``."""
+        if self._started is None and self._done is None:
+            return CheckState.PENDING
         current = self._current()
-        return current is not None and current.held
+        if current is not None:
+            return current.state
+        return CheckState.DONE if self._done is not None or self._rows is not None else CheckState.FINISHED
 
     @property
     def detached(self) -> bool:
@@ -266,16 +278,11 @@ class PlannedRun:
             kind.cancel()
 
     @property
-    def finished(self) -> bool:
-        """Nothing of it runs any more (``PendingCheck.finished``)."""
-        return all(kind.finished for kind in self.kinds)
-
-    @property
     def child(self) -> Any:
-        """The forked child running its check now (the first kind not yet finished), if one runs:
+        """The forked child running its check now (the first kind not yet over), if one runs:
         a held one is not waited for until it is let go."""
         current = self._current()
-        return None if current is None or current.held else current.child
+        return None if current is None or current.state is CheckState.HELD else current.child
 
     def wait(self) -> Result:
         if not self.kinds:
@@ -329,8 +336,12 @@ class _KindRun:
             self._pending.start(held=held)
 
     @property
-    def held(self) -> bool:
-        return self._pending is not None and self._pending.held
+    def state(self) -> CheckState:
+        """Its check's state; DONE once its row is in (or settled before any check: a usage error)."""
+        if self._done is not None:
+            return CheckState.DONE
+        assert self._pending is not None  # one of the two is always set
+        return self._pending.state
 
     @property
     def detached(self) -> bool:
@@ -339,15 +350,12 @@ class _KindRun:
         pending = self._pending
         if pending is None:
             return False
-        return pending.child is not None or (pending.settled and pending.result.cause_kind != "eager_replay")
+        settled = pending.state is CheckState.SETTLED and pending.result.cause_kind != "eager_replay"
+        return pending.child is not None or settled
 
     def cancel(self) -> None:
         if self._pending is not None:
             self._pending.cancel()
-
-    @property
-    def finished(self) -> bool:
-        return self._done is not None or (self._pending is not None and self._pending.finished)
 
     @property
     def child(self) -> Any:

@@ -14,6 +14,9 @@ from typing import Any
 
 from .report import FAILING, STATUSES
 
+#: The order the baseline summary lists its changes in.
+KINDS = ("regression", "known", "improvement", "new", "skipped")
+
 # A known failure whose error grows by more than this factor (and past its tolerance)
 # is a regression: the defect got worse.
 GROWTH = 1.5
@@ -74,3 +77,20 @@ def _grown(before: dict[str, Any], current: dict[str, Any]) -> str | None:
     if new > allowed:
         return f"the error grew: max abs error {old:.3g} in the baseline, {new:.3g} now (allowed up to {allowed:.3g})"
     return None
+
+
+def change_lines(results: list[dict[str, Any]], baseline: dict[str, dict[str, Any]]) -> list[str]:
+    """The baseline summary, one line per row that differs from the baseline, by kind in ``KINDS``
+    order (the plugin's terminal summary and ``merge``'s gate print the same lines)."""
+    groups: dict[str, list[str]] = {}
+    for row in results:
+        verdict = judge_baseline(row, baseline)
+        if verdict.kind != "same":
+            groups.setdefault(verdict.kind, []).append(f"{row_name(row)}: {verdict.detail}")
+    lines = [f"{kind.upper():12} {line}" for kind in KINDS for line in groups.get(kind, [])]
+    return lines or ["no change against the baseline"]
+
+
+def row_name(row: dict[str, Any]) -> str:
+    """A row as the summaries name it: ``test_m.py::test_gate[torchexport-trace] [trace]``."""
+    return f"{row.get('nodeid') or row.get('test')} [{row['backend']}]"

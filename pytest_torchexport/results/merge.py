@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .baseline import judge_baseline, key
+from .baseline import change_lines, judge_baseline, key, row_name
 from .markdown import markdown
 from .report import FAILING, REPORT_VERSION, Report, Result
 
@@ -164,23 +164,12 @@ def gate(results: Sequence[dict[str, Any]], baseline: dict[str, dict[str, Any]] 
     """
     if baseline is None:
         # A row of a pre-v4 shard has no likely_cause: its line ends at the name (report.Result.cause).
-        lines = [": ".join(filter(None, (f"{r['status']:12} {_name(r)}", Result.from_dict(r).cause)))
+        lines = [": ".join(filter(None, (f"{r['status']:12} {row_name(r)}", Result.from_dict(r).cause)))
                  for r in results if r["status"] in FAILING]
         return Gate(lines, [])
-    groups: dict[str, list[str]] = {}
-    failing = []
-    for row in results:
-        verdict = judge_baseline(row, baseline)
-        if verdict.kind != "same":
-            groups.setdefault(verdict.kind, []).append(f"{_name(row)}: {verdict.detail}")
-        # A regression always has a failing status; a failing row is let through only when known.
-        if row["status"] in FAILING and verdict.kind != "known":
-            failing.append(row)
-    lines = [f"{kind.upper():12} {line}" for kind in _KINDS for line in groups.get(kind, [])]
-    return Gate(lines or ["no change against the baseline"], failing)
-
-
-_KINDS = ("regression", "known", "improvement", "new", "skipped")
+    # A regression always has a failing status; a failing row is let through only when known.
+    failing = [row for row in results if row["status"] in FAILING and judge_baseline(row, baseline).kind != "known"]
+    return Gate(change_lines(list(results), baseline), failing)
 
 
 def with_verdicts(
@@ -229,18 +218,13 @@ def summary_lines(shards: Sequence[Shard], merged: Merged) -> list[str]:
     for rerun in merged.reruns:
         path, row = rerun.kept
         dropped = ", ".join(f"{p}: {r['status']}" for p, r in rerun.dropped)
-        lines.append(f"{'RERUN':12} {_name(row)}: kept the last row ({path}: {row['status']}), dropped {dropped}")
+        lines.append(f"{'RERUN':12} {row_name(row)}: kept the last row ({path}: {row['status']}), dropped {dropped}")
     if merged.reruns:
         n = sum(len(r.dropped) for r in merged.reruns)
         lines.append(
             f"dropped {n} earlier row{'s' * (n != 1)} of {len(merged.reruns)} rerun item{'s' * (len(merged.reruns) != 1)}"
         )
     return lines
-
-
-def _name(row: dict[str, Any]) -> str:
-    # The plugin's summary form: "test_m.py::test_gate[torchexport-trace] [trace]".
-    return f"{row.get('nodeid') or row.get('test')} [{row['backend']}]"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from .._compat import pytree, quiet_torch
-from ..backends.base import Backend
+from ..backends.base import Backend, OnnxModelSource
 from .eager_side import clone
 from .onnx_scopes import node_module
 
@@ -28,7 +28,7 @@ def artifact_side(backend: Backend, artifact: Any, module: torch.nn.Module, args
             # the call's arguments: where one cannot take eager's input, use its value in a run.
             return _Either(isolated, _FxTaps(backend.artifact_module(artifact), module, args, kwargs))
         return isolated
-    if backend.onnx_model(artifact) is not None:
+    if isinstance(backend, OnnxModelSource) and backend.onnx_model(artifact) is not None:
         return _OnnxTaps(backend, artifact, module, args, kwargs)
     return None
 
@@ -264,7 +264,7 @@ class _OnnxTaps:
 
     method = "in-graph"
 
-    def __init__(self, backend: Backend, artifact: Any, module: torch.nn.Module, args: Any, kwargs: Any) -> None:
+    def __init__(self, backend: OnnxModelSource, artifact: Any, module: torch.nn.Module, args: Any, kwargs: Any) -> None:
         import onnx
 
         source = backend.onnx_model(artifact)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..backends.base import Backend
+from ..backends.base import Backend, GraphLevels
 from ..inputs.specs import InputPlan
 from ..inputs.strategies import FAR_MODES, Draw
 from .failure import Failure
@@ -68,6 +68,8 @@ def runtime_optimizer(
     many sessions were built (0: not applicable). ``still_fails_on(artifact, draw)`` is the
     search's own verdict with another artifact in the loaded one's place.
     """
+    if not isinstance(backend, GraphLevels):  # no levels to rerun at (every backend but ONNX's)
+        return 0
     optimizer = backend.graph_optimizer(artifact)
     if optimizer is None or failure.status not in ("mismatch", "run_error") or failure.guard:
         return 0

@@ -50,7 +50,7 @@ from typing import Any
 import torch
 
 from .._compat import pytree, quiet_torch
-from ..backends.base import Backend
+from ..backends.base import Backend, OnnxModelSource
 from ..reference.compare import Comparison
 from .artifact_side import FAILED, artifact_side, scripted_module
 from .eager_side import EagerSide, nested
@@ -102,7 +102,7 @@ def unavailable(backend: Backend, artifact: Any) -> str | None:
     """Why this artifact's submodules cannot be run on their own, or None."""
     if scripted_module(backend, artifact) is not None or backend.exported_program(artifact) is not None:
         return None
-    if backend.onnx_model(artifact) is not None:
+    if isinstance(backend, OnnxModelSource) and backend.onnx_model(artifact) is not None:
         return None
     return "its submodules cannot be run on their own inputs (TorchScript, torch.export and ONNX artifacts can)"
 

@@ -86,9 +86,9 @@ OFF_ENV = "TORCHEXPORT_SIZE_LIMITS"
 
 def enabled() -> bool:
     """Whether drawn sizes are bounded here (``OFF_ENV``), read at each check, never cached."""
-    from ..options import environment
+    from ..options import environment, switched_off
 
-    return environment(OFF_ENV).strip().lower() not in ("off", "0", "false", "no")
+    return not switched_off(environment(OFF_ENV))
 
 
 def nbytes(tree: Any) -> int:

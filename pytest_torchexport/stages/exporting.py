@@ -17,7 +17,7 @@ import torch
 
 from .. import _compat
 from .._compat import quiet_torch
-from ..backends.base import Backend, ExportContext
+from ..backends.base import Backend, ExportContext, PostProcessed
 from ..cache import sources
 from ..inputs.specs import InputPlan
 from ..inputs.strategies import Draw, materialize, recorded_draw
@@ -95,7 +95,7 @@ def _capture_timing(result: Result, ctx: ExportContext) -> None:
 def _post_processing(check: Check, artifact: Any) -> None:
     """[ONNX As Shipped] The steps the artifact went through after the export, for the report,
     and their budget for the comparison (explicit rtol/atol for the backend win)."""
-    post = check.backend.post_processing(artifact)
+    post = check.backend.post_processing(artifact) if isinstance(check.backend, PostProcessed) else None
     if post is None:
         return
     check.post = post
