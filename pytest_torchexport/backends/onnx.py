@@ -240,8 +240,10 @@ class DynamoOnnxBackend(_OnnxBackend):
         except Exception as exc:
             if type(exc).__name__ == "TorchExportError" and _repeats(shared):
                 # Every fallback failed too: the error is the shared capture's, as torch.onnx.export
-                # itself raises its first strategy's.
+                # itself raises its first strategy's, and the row says the capture it names was shared.
                 assert shared is not None and shared.error is not None  # _repeats said so
+                ctx.capture = "shared"
+                ctx.capture_s += shared.seconds
                 raise shared.error from None
             raise
         if program is None:  # pragma: no cover - torch versions that returned nothing
@@ -338,6 +340,7 @@ def _own_capture(ctx: ExportContext, shared: Any) -> Any:
             yield
     finally:
         ctx.capture_s += sum(seconds)
+        ctx.own_capture_s += sum(seconds)
 
 
 def _captures_otherwise(module: Any) -> bool:

@@ -10,10 +10,13 @@ backends' check children is forked; the test's process loads the program the cap
 each check's child inherits it by fork, its own copy-on-write, and starts from it
 (``ExportContext.exported_program``; ``torch.onnx.export`` given the program skips its capture).
 
-A capture that fails is not shared: a pickled exception loses its traceback (and torch's guard
-errors their message), which the row's cause is read from, so each backend captures again and
-fails with its own error, as before. Where the error is a constraint violation, the capture with
-the violated dims left to torch (what ``exporting.build`` retries with) is made and shared. What
+A capture that fails is shared too, as its error (contract v6: "a failed capture is not repeated
+with the same arguments"): the child writes down the error's class, text and traceback frames
+(``carried.py``; a pickled one loses them, and torch's guard errors their message) and each
+sharing check raises it again, so its row names the same cause and source line with
+``capture: "shared"``. The fallbacks that capture otherwise still run (the ONNX exporter's strict
+one), and where the error is a constraint violation the capture with the violated dims left to
+torch (what ``exporting.build`` retries with) is made and shared as well. What
 still captures on its own (``capture: "own"`` on the row): a check whose export asks for other
 arguments (the recorded size 0 or 1, ``assumptions.py``), the ONNX exporter's fallbacks, inline
 checks (they share no prelude either), a CUDA check, a test with only one such backend (nothing
@@ -49,6 +52,7 @@ from ..cache import sources
 from ..isolation import runner
 from ..isolation.process import THIS
 from ..reference.eager import copy_module
+from . import carried
 from .exporting import export_inputs, violated_dims
 from .prelude import Prelude
 
@@ -143,12 +147,12 @@ def _write(shared: SharedCapture, folder: Path) -> None:
     for i, (relaxed, captured) in enumerate(shared.captures.items()):
         entry: dict[str, Any] = {"relaxed": sorted(relaxed), "seconds": captured.seconds}
         try:
+            if captured.program is None:
+                # Its error, as the row reads it (class, text, frames): a pickled one loses them.
+                entry["error"] = carried.described(captured.error or RuntimeError("the capture returned nothing"))
+                entries.append(entry)
+                continue
             with quiet_torch(fds=True):
-                if captured.program is None:
-                    # Not shared: a pickled exception loses its traceback and, for torch's guard
-                    # errors, its message, which the row's cause is read from: each check captures
-                    # again and fails with its own.
-                    continue
                 torch.export.save(captured.program, str(folder / f"{i}.pt2"))
                 entry["program"] = f"{i}.pt2"
         except Exception:  # noqa: BLE001 - what cannot be saved is not shared: each check captures its own
@@ -162,9 +166,12 @@ def _read(folder: Path) -> SharedCapture:
     shared = SharedCapture(sources=list(manifest["sources"]))
     for entry in manifest["entries"]:
         try:
-            with quiet_torch(fds=True):
-                captured = Captured(program=torch.export.load(str(folder / entry["program"])), seconds=entry["seconds"])
-        except Exception:  # noqa: BLE001 - a program this process cannot load is not shared
+            if "error" in entry:
+                captured = Captured(error=carried.revived(entry["error"]), seconds=entry["seconds"])
+            else:
+                with quiet_torch(fds=True):
+                    captured = Captured(program=torch.export.load(str(folder / entry["program"])), seconds=entry["seconds"])
+        except Exception:  # noqa: BLE001 - what this process cannot load or make again is not shared
             continue
         shared.captures[frozenset(entry["relaxed"])] = captured
     return shared
