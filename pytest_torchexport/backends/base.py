@@ -129,6 +129,12 @@ class Backend:
         """Why this backend cannot run here (missing library, too old a torch), or None."""
         return None
 
+    def captures_otherwise(self, module: Any) -> bool:
+        """[Shared Capture] Optional, with ``shares_capture``: whether this backend's own entry point
+        would capture ``module`` otherwise than the shared capture does (other options, other
+        decompositions), so it captures on its own. Default: False."""
+        return False
+
     def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
         raise NotImplementedError
 

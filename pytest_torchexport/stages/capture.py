@@ -20,7 +20,8 @@ torch (what ``exporting.build`` retries with) is made and shared as well. What
 still captures on its own (``capture: "own"`` on the row): a check whose export asks for other
 arguments (the recorded size 0 or 1, ``assumptions.py``), the ONNX exporter's fallbacks, inline
 checks (they share no prelude either), a CUDA check, a test with only one such backend (nothing
-to share: its capture stays in its child), and a recurrent module (``worth_sharing``).
+to share: its capture stays in its child), and a recurrent module's onnx check
+(``DynamoOnnxBackend.captures_otherwise``).
 
 The time limit: the capture child runs under the check's ``timeout``, and each sharing check's
 child counts the capture's seconds as spent (``runner.Child(spent=...)``). Memory: the program
@@ -69,23 +70,27 @@ class SharedCapture:
         return sum(c.seconds for c in self.captures.values())
 
 
-def shares(spec: Any) -> bool:
-    """Whether the backend ``spec`` (as registered) starts from the shared capture."""
+def shares(spec: Any, module: torch.nn.Module | None = None) -> bool:
+    """Whether the backend ``spec`` (as registered) starts from the shared capture (of ``module``'s call:
+    a backend whose entry point captures that module otherwise does not, ``Backend.captures_otherwise``)."""
     try:
         backend = load_backend(spec)
+        if not (getattr(backend, "shares_capture", False) and getattr(backend, "dynamic", True)):
+            return False
+        otherwise = getattr(backend, "captures_otherwise", None)
+        return not (module is not None and callable(otherwise) and otherwise(module))
     except Exception:  # noqa: BLE001 - the check itself reports an unloadable backend
         return False
-    return bool(getattr(backend, "shares_capture", False)) and bool(getattr(backend, "dynamic", True))
 
 
 def worth_sharing(registered: Mapping[str, Any], names: Iterable[str], module: torch.nn.Module) -> bool:
-    """Two or more of the call's backends start from the capture (one alone captures in its child),
-    and ``module`` has no recurrent layer: ``torch.onnx.export`` captures an LSTM or a GRU otherwise
-    (backends/onnx.py), and a failed capture of one changes the next ONNX export in that process
-    (a GRU's ``seq`` made static, tests/test_isolation_crashes.py), so each child captures its own."""
-    if any(isinstance(m, torch.nn.RNNBase) for m in module.modules()):
-        return False
-    return sum(1 for name in names if name in registered and shares(registered[name])) >= 2
+    """Two or more of the call's backends start from the capture of ``module``'s call (one alone
+    captures in its child). A recurrent module's onnx check captures on its own (torch.onnx decomposes
+    LSTM and GRU otherwise: ``DynamoOnnxBackend.captures_otherwise``), so it does not count; the
+    others (export, aoti, executorch) still share theirs. The capture is made in a child of its own,
+    so the test's process never captures: a failed plain capture of a GRU, which made the next ONNX
+    export in the same process static (tests/test_isolation_crashes.py), happens in no check's process."""
+    return sum(1 for name in names if name in registered and shares(registered[name], module)) >= 2
 
 
 def share(store: dict[Hashable, SharedCapture], key: Hashable, prelude: Prelude, device: str,
