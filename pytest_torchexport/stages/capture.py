@@ -104,6 +104,10 @@ def share(store: dict[Hashable, SharedCapture], key: Hashable, prelude: Prelude,
     children inherit it by fork. A child that dies, runs past ``timeout`` or cannot save what it
     captured shares nothing: each check captures on its own, in its own child, as before."""
     if key not in store:
+        # [Spare Copy] The copy every check's child exports, made here before the capture child is
+        # forked: the capture child and every check's child after it inherit it instead of copying
+        # the module each (the test's process waits for the capture child anyway).
+        prelude.eager.keep_spare()
         store[key] = _in_child(prelude, device, timeout)
     return store[key]
 
@@ -195,7 +199,8 @@ def _capture(prelude: Prelude, device: str) -> SharedCapture:
     torch.set_num_threads(1)  # as in a check's child: OpenMP's pool must not be started before a fork (runner.py)
     try:
         with sources.collecting(files):
-            module = keywords_bound(copy_module(prelude.eager.module), kwargs)
+            spare = prelude.eager.take_spare()  # this child's own by fork (share made it)
+            module = keywords_bound(spare if spare is not None else copy_module(prelude.eager.module), kwargs)
             shared = SharedCapture()
             first = _timed(module, args, kwargs, plan.export_dynamic_shapes(module, relaxed=frozenset()))
             shared.captures[frozenset()] = first
