@@ -83,7 +83,7 @@ def _made(cls: type[BaseException], text: str) -> BaseException:
     except Exception:  # noqa: BLE001 - a class that cannot be made so: the subclass below
         pass
     try:
-        told = type(cls.__name__, (cls,), {
+        told: type[BaseException] = type(cls.__name__, (cls,), {
             "__module__": cls.__module__, "__qualname__": cls.__qualname__, "__str__": lambda self: text,
         })
         error = told.__new__(told)
