@@ -229,6 +229,17 @@ def test_forked_checks_export_a_copy_made_once_each_their_own(tmp_path):
     copies = (tmp_path / "copies.txt").read_text().split()
     assert copies.count(str(os.getpid())) == 2 and len(copies) == 3, copies
 
+    # [Shared Capture] With a capture to share, the spare copy is made before the capture child is
+    # forked: the capture child and every check's child inherit it, no child copies (there were
+    # two more copies: the capture child's and the first check child's).
+    (tmp_path / "copies.txt").unlink()
+    opts = Options.build(backends=["export", "onnx", "trace"], examples=2)
+    results = run(CountedCopies().eval(), (torch.randn(2, 4),), None, opts, Session()).results
+    assert [r.status for r in results] == ["pass"] * 3, [r.message for r in results]
+    assert [r.extra.get("capture") for r in results] == ["shared", "shared", None]
+    copies = (tmp_path / "copies.txt").read_text().split()
+    assert copies == [str(os.getpid())] * 2, copies
+
     session = Session(backends={**BUILTIN_BACKENDS, "scales": Scaling()})
     opts = Options.build(backends=["trace", "scales", "export"], examples=2, valid_backends=("trace", "export", "scales"))
     results = run(CountedCopies().eval(), (torch.randn(2, 4),), None, opts, session).results

@@ -33,9 +33,9 @@ def test_net():
 """
 
 
-def _forwards(tester: pytest.Pytester, backends: list[str], counter) -> int:
+def _forwards(tester: pytest.Pytester, backends: list[str], counter, source: str = COUNTING) -> int:
     counter.write_bytes(b"")
-    tester.makepyfile(test_count=COUNTING.format(backends=backends))
+    tester.makepyfile(test_count=source.format(backends=backends))
     result = tester.runpytest_subprocess("-q", "-p", "no:cacheprovider", "--torchexport-cache=off")
     result.assert_outcomes(passed=len(backends))
     return len(counter.read_bytes())
@@ -233,3 +233,30 @@ def test_eager_at_a_scalars_other_value_runs_once_for_every_backend(tester, tmp_
     for backend in ("trace", "onnx", "export"):
         assert any(f["kind"] == "baked_argument" for f in rows[backend]["findings"]), rows[backend]["findings"]
     assert len(counter.read_bytes()) == 1
+
+
+SMALL_HOLD = """
+import pytest_torchexport.stages.shared_search as shared_search
+
+
+def pytest_configure(config):
+    shared_search.HOLD_BYTES = {hold}
+"""
+
+
+def test_an_output_not_held_is_run_by_eager_once_not_here_and_again_in_the_child(tester, tmp_path, monkeypatch):
+    # [Unheld Not Run Here] Outputs beyond what the test's process holds for the children (HOLD_BYTES,
+    # 1 GB; here 4 KB so that a tiny model crosses it) are made by eager in the child that compares
+    # them. Once one did not fit, the inputs whose outputs would not fit either are not run here too:
+    # each such input was two forwards (a 268 MB output's trace check paid ~15 extra forwards).
+    counter = tmp_path / "forwards"
+    monkeypatch.setenv("FORWARD_COUNT_FILE", str(counter))
+    monkeypatch.setenv("CI", "1")
+    wide = COUNTING.replace("Linear(8, 4)", "Linear(8, 256)")  # 1 KB of output a row: 3 KB recorded, 16 KB at most
+    tester.makeconftest(SMALL_HOLD.format(hold=1 << 40))
+    held = _forwards(tester, ["trace"], counter, wide)
+    tester.makeconftest(SMALL_HOLD.format(hold=4096))
+    unheld = _forwards(tester, ["trace"], counter, wide)
+    assert held >= 10, held  # the search did run eager on its inputs
+    # every input's forward is made once, here or in the child (a few crossed the limit here first)
+    assert unheld <= held + 3, (held, unheld)

@@ -50,6 +50,7 @@ class ExportContext:
     #: which capture the export started from, "shared" or "own" (the row's ``capture``); None: no torch.export capture
     capture: str | None = None
     capture_s: float = 0.0  # the seconds of that capture (the test's process's, where shared)
+    own_capture_s: float = 0.0  # of ``capture_s``, the seconds captured in this export (inside its export_s)
 
     def dynamic_shapes(self, module: Any) -> Any:
         return self.plan.export_dynamic_shapes(module, relaxed=self.relaxed)
@@ -76,7 +77,9 @@ class ExportContext:
         try:
             return capture_program(module, args, kwargs, self.dynamic_shapes(module))
         finally:
-            self.capture_s += time.perf_counter() - t0
+            seconds = time.perf_counter() - t0
+            self.own_capture_s += seconds
+            self.capture_s += seconds
 
 
 @dataclass
@@ -128,6 +131,12 @@ class Backend:
     def unavailable_reason(self) -> str | None:
         """Why this backend cannot run here (missing library, too old a torch), or None."""
         return None
+
+    def captures_otherwise(self, module: Any) -> bool:
+        """[Shared Capture] Optional, with ``shares_capture``: whether this backend's own entry point
+        would capture ``module`` otherwise than the shared capture does (other options, other
+        decompositions), so it captures on its own. Default: False."""
+        return False
 
     def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
         raise NotImplementedError

@@ -222,7 +222,7 @@ class DynamoOnnxBackend(_OnnxBackend):
     def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
         module = keywords_bound(module, kwargs)
         shared = ctx.shared_capture()
-        if shared is not None and _captures_otherwise(module):
+        if shared is not None and self.captures_otherwise(module):
             shared = None  # its own entry point captures otherwise: every strategy of its own runs
         if shared is not None and shared.error is None:
             # [Shared Capture] Given the program, torch.onnx.export skips its capture strategies.
@@ -243,8 +243,10 @@ class DynamoOnnxBackend(_OnnxBackend):
         except Exception as exc:
             if type(exc).__name__ == "TorchExportError" and _repeats(shared):
                 # Every fallback failed too: the error is the shared capture's, as torch.onnx.export
-                # itself raises its first strategy's.
+                # itself raises its first strategy's, and the row says the capture it names was shared.
                 assert shared is not None and shared.error is not None  # _repeats said so
+                ctx.capture = "shared"
+                ctx.capture_s += shared.seconds
                 raise shared.error from None
             raise
         if program is None:  # pragma: no cover - torch versions that returned nothing
@@ -253,6 +255,14 @@ class DynamoOnnxBackend(_OnnxBackend):
         if ctx.shipped is not None:
             artifact.ship(ctx)
         return artifact
+
+    def captures_otherwise(self, module: Any) -> bool:
+        """[Shared Capture] Whether ``torch.onnx.export``'s own capture of ``module`` is not the shared
+        one: under dynamic shapes its strategies register while-loop decompositions of LSTM and GRU
+        (``torch.export._patches``, torch 2.13), so a recurrent module's ONNX graph is not made from
+        the plain capture (which unrolls the loop at the example's length). Its onnx check captures
+        on its own; the other backends still share theirs (stages/capture.py)."""
+        return any(isinstance(m, torch.nn.RNNBase) for m in module.modules())
 
     def steps_unavailable(self, shipped: Any) -> str | None:
         from .onnx_shipped import unavailable_reason
@@ -341,14 +351,7 @@ def _own_capture(ctx: ExportContext, shared: Any) -> Any:
             yield
     finally:
         ctx.capture_s += sum(seconds)
-
-
-def _captures_otherwise(module: Any) -> bool:
-    """[Shared Capture] Whether ``torch.onnx.export``'s own capture of ``module`` is not the shared
-    one: under dynamic shapes it registers while-loop decompositions of LSTM and GRU (torch 2.13),
-    so a recurrent module's ONNX graph is not made from the plain capture. Such a module's onnx
-    check captures on its own (the engine shares no capture of one: stages/capture.py)."""
-    return any(isinstance(m, torch.nn.RNNBase) for m in module.modules())
+        ctx.own_capture_s += sum(seconds)
 
 
 def _repeats(shared: Any) -> bool:

@@ -253,7 +253,7 @@ class PendingCheck:
     def _share_capture(self, spec: Any) -> None:
         """[Shared Capture] torch.export's capture of the call, made once here for the test's backends
         that start from it (capture.py); its files join the check's sources, its seconds its time."""
-        if self.prelude is None or self.once is None or not capture.shares(spec):
+        if self.prelude is None or self.once is None or not capture.shares(spec, self.module):
             return
         if not capture.worth_sharing(self.session.backends, self.options.backends, self.module):
             return

@@ -202,7 +202,10 @@ class Eager:
         forked after it inherits it, its own by fork, instead of copying the module itself
         (e3nn's network copies in 0.6-0.8 s: four backends' children paid it four times).
         Kept in the parent untouched (``take_spare`` is for a child). The module's wiring is put
-        back first: the copy is of the module the test called, whatever eager's calls left."""
+        back first: the copy is of the module the test called, whatever eager's calls left.
+        Once: a spare already kept (the shared capture's, made before its child) is kept."""
+        if self._spare is not None:
+            return
         self._wiring.put_back()
         self._spare = copy_module(self.module)
 

@@ -10,14 +10,18 @@ backends' check children is forked; the test's process loads the program the cap
 each check's child inherits it by fork, its own copy-on-write, and starts from it
 (``ExportContext.exported_program``; ``torch.onnx.export`` given the program skips its capture).
 
-A capture that fails is not shared: a pickled exception loses its traceback (and torch's guard
-errors their message), which the row's cause is read from, so each backend captures again and
-fails with its own error, as before. Where the error is a constraint violation, the capture with
-the violated dims left to torch (what ``exporting.build`` retries with) is made and shared. What
+A capture that fails is shared too, as its error (contract v6: "a failed capture is not repeated
+with the same arguments"): the child writes down the error's class, text and traceback frames
+(``carried.py``; a pickled one loses them, and torch's guard errors their message) and each
+sharing check raises it again, so its row names the same cause and source line with
+``capture: "shared"``. The fallbacks that capture otherwise still run (the ONNX exporter's strict
+one), and where the error is a constraint violation the capture with the violated dims left to
+torch (what ``exporting.build`` retries with) is made and shared as well. What
 still captures on its own (``capture: "own"`` on the row): a check whose export asks for other
 arguments (the recorded size 0 or 1, ``assumptions.py``), the ONNX exporter's fallbacks, inline
 checks (they share no prelude either), a CUDA check, a test with only one such backend (nothing
-to share: its capture stays in its child), and a recurrent module (``worth_sharing``).
+to share: its capture stays in its child), and a recurrent module's onnx check
+(``DynamoOnnxBackend.captures_otherwise``).
 
 The time limit: the capture child runs under the check's ``timeout``, and each sharing check's
 child counts the capture's seconds as spent (``runner.Child(spent=...)``). Memory: the program
@@ -49,6 +53,7 @@ from ..cache import sources
 from ..isolation import runner
 from ..isolation.process import THIS
 from ..reference.eager import copy_module
+from . import carried
 from .exporting import export_inputs, violated_dims
 from .prelude import Prelude
 
@@ -65,23 +70,27 @@ class SharedCapture:
         return sum(c.seconds for c in self.captures.values())
 
 
-def shares(spec: Any) -> bool:
-    """Whether the backend ``spec`` (as registered) starts from the shared capture."""
+def shares(spec: Any, module: torch.nn.Module | None = None) -> bool:
+    """Whether the backend ``spec`` (as registered) starts from the shared capture (of ``module``'s call:
+    a backend whose entry point captures that module otherwise does not, ``Backend.captures_otherwise``)."""
     try:
         backend = load_backend(spec)
+        if not (getattr(backend, "shares_capture", False) and getattr(backend, "dynamic", True)):
+            return False
+        otherwise = getattr(backend, "captures_otherwise", None)
+        return not (module is not None and callable(otherwise) and otherwise(module))
     except Exception:  # noqa: BLE001 - the check itself reports an unloadable backend
         return False
-    return bool(getattr(backend, "shares_capture", False)) and bool(getattr(backend, "dynamic", True))
 
 
 def worth_sharing(registered: Mapping[str, Any], names: Iterable[str], module: torch.nn.Module) -> bool:
-    """Two or more of the call's backends start from the capture (one alone captures in its child),
-    and ``module`` has no recurrent layer: ``torch.onnx.export`` captures an LSTM or a GRU otherwise
-    (backends/onnx.py), and a failed capture of one changes the next ONNX export in that process
-    (a GRU's ``seq`` made static, tests/test_isolation_crashes.py), so each child captures its own."""
-    if any(isinstance(m, torch.nn.RNNBase) for m in module.modules()):
-        return False
-    return sum(1 for name in names if name in registered and shares(registered[name])) >= 2
+    """Two or more of the call's backends start from the capture of ``module``'s call (one alone
+    captures in its child). A recurrent module's onnx check captures on its own (torch.onnx decomposes
+    LSTM and GRU otherwise: ``DynamoOnnxBackend.captures_otherwise``), so it does not count; the
+    others (export, aoti, executorch) still share theirs. The capture is made in a child of its own,
+    so the test's process never captures: a failed plain capture of a GRU, which made the next ONNX
+    export in the same process static (tests/test_isolation_crashes.py), happens in no check's process."""
+    return sum(1 for name in names if name in registered and shares(registered[name], module)) >= 2
 
 
 def share(store: dict[Hashable, SharedCapture], key: Hashable, prelude: Prelude, device: str,
@@ -95,6 +104,10 @@ def share(store: dict[Hashable, SharedCapture], key: Hashable, prelude: Prelude,
     children inherit it by fork. A child that dies, runs past ``timeout`` or cannot save what it
     captured shares nothing: each check captures on its own, in its own child, as before."""
     if key not in store:
+        # [Spare Copy] The copy every check's child exports, made here before the capture child is
+        # forked: the capture child and every check's child after it inherit it instead of copying
+        # the module each (the test's process waits for the capture child anyway).
+        prelude.eager.keep_spare()
         store[key] = _in_child(prelude, device, timeout)
     return store[key]
 
@@ -143,12 +156,12 @@ def _write(shared: SharedCapture, folder: Path) -> None:
     for i, (relaxed, captured) in enumerate(shared.captures.items()):
         entry: dict[str, Any] = {"relaxed": sorted(relaxed), "seconds": captured.seconds}
         try:
+            if captured.program is None:
+                # Its error, as the row reads it (class, text, frames): a pickled one loses them.
+                entry["error"] = carried.described(captured.error or RuntimeError("the capture returned nothing"))
+                entries.append(entry)
+                continue
             with quiet_torch(fds=True):
-                if captured.program is None:
-                    # Not shared: a pickled exception loses its traceback and, for torch's guard
-                    # errors, its message, which the row's cause is read from: each check captures
-                    # again and fails with its own.
-                    continue
                 torch.export.save(captured.program, str(folder / f"{i}.pt2"))
                 entry["program"] = f"{i}.pt2"
         except Exception:  # noqa: BLE001 - what cannot be saved is not shared: each check captures its own
@@ -162,9 +175,12 @@ def _read(folder: Path) -> SharedCapture:
     shared = SharedCapture(sources=list(manifest["sources"]))
     for entry in manifest["entries"]:
         try:
-            with quiet_torch(fds=True):
-                captured = Captured(program=torch.export.load(str(folder / entry["program"])), seconds=entry["seconds"])
-        except Exception:  # noqa: BLE001 - a program this process cannot load is not shared
+            if "error" in entry:
+                captured = Captured(error=carried.revived(entry["error"]), seconds=entry["seconds"])
+            else:
+                with quiet_torch(fds=True):
+                    captured = Captured(program=torch.export.load(str(folder / entry["program"])), seconds=entry["seconds"])
+        except Exception:  # noqa: BLE001 - what this process cannot load or make again is not shared
             continue
         shared.captures[frozenset(entry["relaxed"])] = captured
     return shared
@@ -183,7 +199,8 @@ def _capture(prelude: Prelude, device: str) -> SharedCapture:
     torch.set_num_threads(1)  # as in a check's child: OpenMP's pool must not be started before a fork (runner.py)
     try:
         with sources.collecting(files):
-            module = keywords_bound(copy_module(prelude.eager.module), kwargs)
+            spare = prelude.eager.take_spare()  # this child's own by fork (share made it)
+            module = keywords_bound(spare if spare is not None else copy_module(prelude.eager.module), kwargs)
             shared = SharedCapture()
             first = _timed(module, args, kwargs, plan.export_dynamic_shapes(module, relaxed=frozenset()))
             shared.captures[frozenset()] = first

@@ -83,13 +83,13 @@ def build(check: Check) -> Artifacts:
 
 def _capture_timing(result: Result, ctx: ExportContext) -> None:
     """[Shared Capture] Which capture the export started from, and its seconds apart from the lowering:
-    ``export_s`` is the backend's own work (an own capture's seconds taken out of it)."""
+    ``export_s`` is the backend's own work (the seconds it captured in, its fallbacks' after a failed
+    shared capture included, taken out of it)."""
     if ctx.capture is None:
         return
     result.extra["capture"] = ctx.capture
     result.timings["capture_s"] = ctx.capture_s
-    if ctx.capture == "own":
-        result.timings["export_s"] = max(0.0, result.timings.get("export_s", 0.0) - ctx.capture_s)
+    result.timings["export_s"] = max(0.0, result.timings.get("export_s", 0.0) - ctx.own_capture_s)
 
 
 def _post_processing(check: Check, artifact: Any) -> None:

@@ -183,21 +183,32 @@ def draw_once(
     shared = SharedInputs(key, seed, list(kinds), kinds)
     shared.budget = Budget.resolve(options, body_s, recorded[1].seconds)
     held, ran = 0, 0
+    # [Unheld Not Run Here] Once an output did not fit what is held (HOLD_BYTES), an input whose outputs
+    # would not fit either (estimated from the recorded call's output bytes per input byte) is not run
+    # here: a child runs eager on an unheld input itself, so running it here too paid each such forward
+    # twice (a 268 MB output, 10 examples: ~15 of its 18 inputs, 30% of a trace check's time). Its
+    # estimated seconds (the mean so far) still count against eager's share of the budget.
+    full: float | None = None  # from the first unheld output on: output bytes per input byte at the recorded call
+    deferred_s = 0.0
 
     def run(draw: Draw, kind: str) -> None:
-        nonlocal held, ran
+        nonlocal held, ran, full, deferred_s
         if shared.seen(draw):
             return
         # Tried where eager's share covers one more input at the mean so far (the budget, not one input past it).
         mean_s = shared.spent_s / ran if ran else 0.0
-        if kind not in ALWAYS and shared.spent_s + mean_s > EAGER_SHARE * shared.budget.limit_s:
+        if kind not in ALWAYS and shared.spent_s + deferred_s + mean_s > EAGER_SHARE * shared.budget.limit_s:
             shared.untried[kind] = shared.untried.get(kind, 0) + 1
             return
         if draw == recorded[0]:
             call = recorded[1]
         else:
-            ran += 1
             args, kwargs = materialize(plan, draw, device)
+            if full is not None and held + full * _nbytes((args, kwargs)) > HOLD_BYTES:
+                shared.unheld.add(draw)  # eager runs it in each child that tries it (search.py)
+                deferred_s += mean_s if ran else recorded[1].seconds
+                return
+            ran += 1
             t0 = time.perf_counter()
             try:
                 call = eager(args, kwargs, trace_lines=True)
@@ -209,6 +220,8 @@ def draw_once(
         size = _nbytes(call.outputs)
         if held + size > HOLD_BYTES:
             shared.unheld.add(draw)
+            if full is None:
+                full = _nbytes(recorded[1].outputs) / max(1, _nbytes(_recorded_inputs(plan, recorded[0], device)))
             return
         held += size
         shared.calls[draw] = dataclasses.replace(call, inputs_after=((), {}))

@@ -92,21 +92,29 @@ def eager_runs(
     static = static_dims(plan)
     done: set[tuple[int, int]] = set()
     probed = 0
+    per_input_byte = 0.0  # the most output bytes an input byte gave so far
 
     def run(axes: list[tuple[int, int]], size: int) -> bool:
-        nonlocal room
+        nonlocal room, per_input_byte
         accepted = False
         for near in nearby(size):
             if time.perf_counter() > deadline:
                 break
             args, kwargs = _resized(recorded, axes, near)
+            given = _nbytes((args, kwargs))
+            if per_input_byte * given > room:
+                # [Unheld Not Run Here] (shared_search.py) its outputs would not be held: each child that
+                # probes this size runs eager there itself (static_sizes._try), so it is not run here too.
+                accepted = True
+                continue
             try:
                 call = eager(args, kwargs, trace_lines=True)
             except ModelRaised:  # eager takes no such size: the probe skips it
                 runs[(tuple(axes), near)] = None
                 continue
             accepted = True
-            nbytes = sum(leaf.nbytes for leaf in pytree.tree_leaves(call.outputs) if hasattr(leaf, "nbytes"))
+            nbytes = _nbytes(call.outputs)
+            per_input_byte = max(per_input_byte, nbytes / max(1, given))
             if nbytes <= room:
                 room -= nbytes
                 runs[(tuple(axes), near)] = dataclasses.replace(call, inputs_after=((), {}))
@@ -127,6 +135,10 @@ def eager_runs(
 
 def nearby(size: int) -> list[int]:
     return [s for s in dict.fromkeys((size - 1, size + 1, 2 * size)) if s >= 1 and s != size]
+
+
+def _nbytes(tree: Any) -> int:
+    return sum(leaf.nbytes for leaf in pytree.tree_leaves(tree) if hasattr(leaf, "nbytes"))
 
 
 def probe(check: Check, *, until: float | None = None) -> None:
