@@ -58,8 +58,9 @@ def run(folder: Path, args: list[str]) -> tuple[float, str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     env.pop("PYTEST_ADDOPTS", None)
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", *args], cwd=folder, env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", *args], cwd=folder, env=env, capture_output=True, text=True
+    )
     seconds = time.perf_counter() - t0
     tail = [line for line in proc.stdout.splitlines() if re.search(r"\b(passed|failed|error)\b.* in ", line)]
     return seconds, (tail[-1] if tail else proc.stdout[-500:] + proc.stderr[-500:])
@@ -101,8 +102,10 @@ def main() -> int:
     if args.backends:
         marked.append(f"--torchexport-backends={args.backends}")
 
-    print(f"suite {args.suite} ({'marked by a conftest' if args.mark_all else 'its own markers'}), "
-          f"{os.cpu_count()} cores, load average before {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(
+        f"suite {args.suite} ({'marked by a conftest' if args.mark_all else 'its own markers'}), "
+        f"{os.cpu_count()} cores, load average before {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
     best: dict[str, float] = {}
     for round_ in range(args.repeat):
         cache = work / f"cache-{round_}"
@@ -122,8 +125,10 @@ def main() -> int:
     for name in ("plain", "off", "cold", "warm"):
         print(f"{name:5} {best[name]:7.1f} s (best of {args.repeat})")
     warm, cold = best["warm"] / best["plain"], best["cold"] / best["off"]
-    print(f"warm / plain = {warm:.2f}x (target <= 1.3)   cold / off = {cold:.3f}x (target <= 1.05)   "
-          f"off / plain = {best['off'] / best['plain']:.2f}x   warm / off = {best['warm'] / best['off']:.2f}x")
+    print(
+        f"warm / plain = {warm:.2f}x (target <= 1.3)   cold / off = {cold:.3f}x (target <= 1.05)   "
+        f"off / plain = {best['off'] / best['plain']:.2f}x   warm / off = {best['warm'] / best['off']:.2f}x"
+    )
     shutil.rmtree(work, ignore_errors=True)
     return 0
 

@@ -46,13 +46,31 @@ def per_check(cache: Path, backends: str, examples: int) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="bench-cpp-") as tmp:
         work = Path(tmp)
         shutil.copytree(ROOT / "examples", work / "examples")
-        env = {**os.environ, "TORCHEXPORT_CPP_CACHE": str(cache),
-               "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        env = {
+            **os.environ,
+            "TORCHEXPORT_CPP_CACHE": str(cache),
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        }
         subprocess.run(
-            [sys.executable, "-m", "pytest", "examples", "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
-             f"--torchexport-backends={backends}", f"--torchexport-examples={examples}",
-             "--torchexport-report=out.json"],
-            cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False,
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "examples",
+                "-q",
+                "-p",
+                "no:randomly",
+                "-p",
+                "no:cacheprovider",
+                f"--torchexport-backends={backends}",
+                f"--torchexport-examples={examples}",
+                "--torchexport-report=out.json",
+            ],
+            cwd=work,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
         )
         return json.loads((work / "out.json").read_text())["results"]
 
@@ -66,7 +84,9 @@ def main() -> None:
         built = build(Path(cache))
         print(f"runner build (once per torch installation): {built:.1f} s; load average {os.getloadavg()[0]:.1f}")
         rows = per_check(Path(cache), args.backends, args.examples)
-    print(f"{'test':42} {'backend':8} {'status':11} {'C++ load s':>10} {'C++ waited s':>12} {'Python standalone s':>20}")
+    print(
+        f"{'test':42} {'backend':8} {'status':11} {'C++ load s':>10} {'C++ waited s':>12} {'Python standalone s':>20}"
+    )
     cpp_s, py_s, waits = [], [], []
     for row in rows:
         timings, cpp_row = row.get("timings", {}), row.get("cpp") or {}
@@ -77,12 +97,16 @@ def main() -> None:
         if p is not None and c is not None:
             py_s.append(p)
         shown = f"{c:10.2f}" if c is not None else f"{cpp_row.get('reason', cpp_row.get('status', '-'))[:10]:>10}"
-        print(f"{row['test'][:42]:42} {row['backend']:8} {row['status']:11} {shown} {w if w is None else round(w, 2)!s:>12} "
-              f"{p if p is None else round(p, 2)!s:>20}")
+        print(
+            f"{row['test'][:42]:42} {row['backend']:8} {row['status']:11} {shown} {w if w is None else round(w, 2)!s:>12} "
+            f"{p if p is None else round(p, 2)!s:>20}"
+        )
     if cpp_s:
-        print(f"median per check: C++ load {statistics.median(cpp_s):.2f} s (the check waited {statistics.median(waits):.2f} s "
-              f"of it, the rest beside its search), Python standalone load "
-              f"{statistics.median(py_s):.2f} s ({len(cpp_s)} checks)")
+        print(
+            f"median per check: C++ load {statistics.median(cpp_s):.2f} s (the check waited {statistics.median(waits):.2f} s "
+            f"of it, the rest beside its search), Python standalone load "
+            f"{statistics.median(py_s):.2f} s ({len(cpp_s)} checks)"
+        )
 
 
 if __name__ == "__main__":

@@ -92,17 +92,35 @@ def child(way: str, model_names: str, backends: list[str], examples: int) -> Non
             from pytest_torchexport import check
 
             dims = {"batch": (1, MAX_BATCH.get(model_name, 16))}
-            report = check(model, (example,), backends=backends, examples=examples, dims=dims, seed=0,
-                           standalone=way != "plugin-nostandalone")
+            report = check(
+                model,
+                (example,),
+                backends=backends,
+                examples=examples,
+                dims=dims,
+                seed=0,
+                standalone=way != "plugin-nostandalone",
+            )
             statuses.update({f"{model_name}:{r.backend}": r.status for r in report.results})
         else:
             gen = torch.Generator().manual_seed(0)
             with tempfile.TemporaryDirectory() as scratch:
                 for backend in backends:
-                    hand_check(model, example, backend, examples, gen, Path(scratch), where=model_name,
-                               compare=way == "hand", max_batch=MAX_BATCH.get(model_name, 16))
+                    hand_check(
+                        model,
+                        example,
+                        backend,
+                        examples,
+                        gen,
+                        Path(scratch),
+                        where=model_name,
+                        compare=way == "hand",
+                        max_batch=MAX_BATCH.get(model_name, 16),
+                    )
             statuses.update({f"{model_name}:{b}": "done" for b in backends})
-    peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    peak = max(
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    )
     plugin_from = sys.modules["pytest_torchexport"].__file__ if "pytest_torchexport" in sys.modules else None
     print(json.dumps({"peak_mb": peak / 1024, "statuses": statuses, "plugin_from": plugin_from}))
 
@@ -118,8 +136,11 @@ def install_copy(into: Path) -> str:
     import pytest_torchexport
 
     site = into / "site-packages"
-    shutil.copytree(Path(pytest_torchexport.__file__).parent, site / "pytest_torchexport",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        Path(pytest_torchexport.__file__).parent,
+        site / "pytest_torchexport",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
     return str(site)
 
 
@@ -133,8 +154,9 @@ def install_revision(rev: str, into: Path) -> str:
     import tarfile
 
     top = HERE.parent
-    archive = subprocess.run(["git", "-C", str(top), "archive", rev, "pytest_torchexport"],
-                             capture_output=True, check=True).stdout
+    archive = subprocess.run(
+        ["git", "-C", str(top), "archive", rev, "pytest_torchexport"], capture_output=True, check=True
+    ).stdout
     site = into / "site-packages"
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(site, filter="data")
@@ -142,8 +164,18 @@ def install_revision(rev: str, into: Path) -> str:
 
 
 def run_one(way: str, model_name: str, backends: list[str], examples: int) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", way, "--models", model_name,
-           "--backends", ",".join(backends), "--examples", str(examples)]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        way,
+        "--models",
+        model_name,
+        "--backends",
+        ",".join(backends),
+        "--examples",
+        str(examples),
+    ]
     installed = [REVISIONS[way]] if way in REVISIONS else INSTALLED
     paths = [str(HERE), *installed, os.environ.get("PYTHONPATH")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths))}
@@ -164,17 +196,28 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=3, help="alternated rounds; the median is kept")
     parser.add_argument("--backends", default=None, help="override the backends of every model")
-    parser.add_argument("--standalone-off", action="store_true",
-                        help="also time the plugin with standalone=False (plugin-nostandalone)")
+    parser.add_argument(
+        "--standalone-off", action="store_true", help="also time the plugin with standalone=False (plugin-nostandalone)"
+    )
     parser.add_argument("--rounds", action="store_true", help="print every round's wall time, not only the median")
-    parser.add_argument("--session", action="store_true",
-                        help="each way checks all the models in one process, one after another, as a test "
-                             "session does (imports, exporters' first use and the standalone loader paid once)")
-    parser.add_argument("--installed", action="store_true",
-                        help="the plugin way imports a copy of the package under a site-packages folder, as a user's "
-                             "install (from a checkout, hypothesis parses the plugin's own source as the project's)")
-    parser.add_argument("--rev", action="append", default=[],
-                        help="also time the plugin of this git revision (way plugin@REV), as installed; repeatable")
+    parser.add_argument(
+        "--session",
+        action="store_true",
+        help="each way checks all the models in one process, one after another, as a test "
+        "session does (imports, exporters' first use and the standalone loader paid once)",
+    )
+    parser.add_argument(
+        "--installed",
+        action="store_true",
+        help="the plugin way imports a copy of the package under a site-packages folder, as a user's "
+        "install (from a checkout, hypothesis parses the plugin's own source as the project's)",
+    )
+    parser.add_argument(
+        "--rev",
+        action="append",
+        default=[],
+        help="also time the plugin of this git revision (way plugin@REV), as installed; repeatable",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -192,20 +235,27 @@ def main() -> None:
             sys.exit("--session takes models that share their backends (the small ones)")
         MODELS["+".join(models)] = MODELS[models[0]]
         args.models = "+".join(models)
-    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {os.cpu_count()} cpus; "
-          f"{args.examples} examples; median of {args.repeat} alternated rounds; whole processes"
-          + ("; one process a way for all the models" if args.session else "")
-          + (f"; the plugin imported from {INSTALLED[0]}" if INSTALLED else ""))
+    print(
+        f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {os.cpu_count()} cpus; "
+        f"{args.examples} examples; median of {args.repeat} alternated rounds; whole processes"
+        + ("; one process a way for all the models" if args.session else "")
+        + (f"; the plugin imported from {INSTALLED[0]}" if INSTALLED else "")
+    )
     ways = WAYS + (EXTRA_WAYS if args.standalone_off else ()) + tuple(REVISIONS)
-    print(f"{'model':8} {'backends':26} " + " ".join(f"{w + ' s':>9}" for w in WAYS) + " "
-          + " ".join(f"{w + ' MB':>10}" for w in WAYS) + f" {'plugin/hand':>12} {'plugin/floor':>13} {'hand/floor':>11}")
+    print(
+        f"{'model':8} {'backends':26} "
+        + " ".join(f"{w + ' s':>9}" for w in WAYS)
+        + " "
+        + " ".join(f"{w + ' MB':>10}" for w in WAYS)
+        + f" {'plugin/hand':>12} {'plugin/floor':>13} {'hand/floor':>11}"
+    )
     for name in args.models.split(","):
         backends = args.backends.split(",") if args.backends else MODELS[name]
         times: dict[str, list[float]] = {w: [] for w in ways}
         cpus: dict[str, list[float]] = {w: [] for w in ways}
         peaks: dict[str, float] = dict.fromkeys(ways, 0.0)
         for round_ in range(args.repeat):
-            order = ways[round_ % len(ways):] + ways[: round_ % len(ways)]  # rotate who runs first
+            order = ways[round_ % len(ways) :] + ways[: round_ % len(ways)]  # rotate who runs first
             for way in order:
                 got = run_one(way, name, backends, args.examples)
                 times[way].append(got["wall"])
@@ -217,20 +267,31 @@ def main() -> None:
                 if way.startswith("plugin") and any(s != "pass" for s in got["statuses"].values()):
                     print(f"  note: the plugin's verdicts on {name}: {got['statuses']}")
         t = {w: statistics.median(v) for w, v in times.items()}
-        print(f"{name:8} {','.join(backends):26} " + " ".join(f"{t[w]:9.1f}" for w in WAYS) + " "
-              + " ".join(f"{peaks[w]:10.0f}" for w in WAYS)
-              + f" {t['plugin'] / t['hand']:12.2f} {t['plugin'] / t['floor']:13.2f} {t['hand'] / t['floor']:11.2f}")
+        print(
+            f"{name:8} {','.join(backends):26} "
+            + " ".join(f"{t[w]:9.1f}" for w in WAYS)
+            + " "
+            + " ".join(f"{peaks[w]:10.0f}" for w in WAYS)
+            + f" {t['plugin'] / t['hand']:12.2f} {t['plugin'] / t['floor']:13.2f} {t['hand'] / t['floor']:11.2f}"
+        )
         if args.standalone_off:
             lean = t["plugin-nostandalone"]
-            print(f"{'':8} {'standalone=False':26} {lean:9.1f} s: plugin-nostandalone/hand {lean / t['hand']:.2f}, "
-                  f"the standalone step {t['plugin'] - lean:+.1f} s of the plugin's {t['plugin']:.1f} s")
+            print(
+                f"{'':8} {'standalone=False':26} {lean:9.1f} s: plugin-nostandalone/hand {lean / t['hand']:.2f}, "
+                f"the standalone step {t['plugin'] - lean:+.1f} s of the plugin's {t['plugin']:.1f} s"
+            )
         for way in REVISIONS:
-            print(f"{'':8} {way:26} {t[way]:9.1f} s: {way}/hand {t[way] / t['hand']:.2f}, "
-                  f"plugin/{way} {t['plugin'] / t[way]:.2f}; CPU {statistics.median(cpus[way]):.1f} s, "
-                  f"plugin/{way} {statistics.median(cpus['plugin']) / statistics.median(cpus[way]):.2f}")
+            print(
+                f"{'':8} {way:26} {t[way]:9.1f} s: {way}/hand {t[way] / t['hand']:.2f}, "
+                f"plugin/{way} {t['plugin'] / t[way]:.2f}; CPU {statistics.median(cpus[way]):.1f} s, "
+                f"plugin/{way} {statistics.median(cpus['plugin']) / statistics.median(cpus[way]):.2f}"
+            )
         c = {w: statistics.median(v) for w, v in cpus.items()}
-        print(f"{'':8} {'CPU s (the process tree)':26} " + " ".join(f"{c[w]:9.1f}" for w in WAYS)
-              + f"{'':32} {c['plugin'] / c['hand']:12.2f} {c['plugin'] / c['floor']:13.2f} {c['hand'] / c['floor']:11.2f}")
+        print(
+            f"{'':8} {'CPU s (the process tree)':26} "
+            + " ".join(f"{c[w]:9.1f}" for w in WAYS)
+            + f"{'':32} {c['plugin'] / c['hand']:12.2f} {c['plugin'] / c['floor']:13.2f} {c['hand'] / c['floor']:11.2f}"
+        )
         if args.rounds:
             print(f"{'':8} rounds: " + "; ".join(f"{w} " + " ".join(f"{s:.1f}" for s in times[w]) for w in ways))
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 BASELINE = "d6c4383"
 BACKEND_SETS = ("onnx", "trace,onnx,export")
 
-TEST_FILE = textwrap.dedent('''
+TEST_FILE = textwrap.dedent("""
     import os
 
     import pytest
@@ -60,13 +60,14 @@ TEST_FILE = textwrap.dedent('''
         model = Net().eval()
         model.register_forward_hook(_count)
         assert model(torch.randn(4, 16)).shape == (4, 8)
-''')
+""")
 
 
 def install_revision(rev: str, into: Path) -> str:
     """The package as it was at git revision ``rev``, under ``into``; that folder."""
-    archive = subprocess.run(["git", "-C", str(HERE.parent), "archive", rev, "pytest_torchexport"],
-                             capture_output=True, check=True).stdout
+    archive = subprocess.run(
+        ["git", "-C", str(HERE.parent), "archive", rev, "pytest_torchexport"], capture_output=True, check=True
+    ).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(into, filter="data")
     return str(into)
@@ -77,8 +78,20 @@ def count(package_dir: str, backends: str, examples: int, workdir: Path) -> int:
     counter = workdir / f"count-{os.getpid()}-{abs(hash((package_dir, backends)))}"
     counter.write_bytes(b"")
     env = {**os.environ, "PYTHONPATH": package_dir, "FORWARD_COUNT_FILE": str(counter), "CI": "1"}
-    cmd = [sys.executable, "-m", "pytest", "test_forwards.py", "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
-           f"--torchexport-backends={backends}", f"--torchexport-examples={examples}", "--torchexport-cache=off"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "test_forwards.py",
+        "-q",
+        "-p",
+        "no:randomly",
+        "-p",
+        "no:cacheprovider",
+        f"--torchexport-backends={backends}",
+        f"--torchexport-examples={examples}",
+        "--torchexport-cache=off",
+    ]
     proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
     if proc.returncode:
         sys.exit(f"pytest failed ({package_dir}, {backends}):\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")

@@ -51,8 +51,18 @@ def hand_written(model: nn.Module, example: torch.Tensor, n: int) -> None:
             hand_check(model, example, backend, n, gen, Path(scratch))
 
 
-def hand_check(model: nn.Module, example: torch.Tensor, backend: str, n: int, gen: torch.Generator,
-               scratch: Path, where: str = "", *, compare: bool = True, max_batch: int = 16) -> None:
+def hand_check(
+    model: nn.Module,
+    example: torch.Tensor,
+    backend: str,
+    n: int,
+    gen: torch.Generator,
+    scratch: Path,
+    where: str = "",
+    *,
+    compare: bool = True,
+    max_batch: int = 16,
+) -> None:
     """One backend by hand: export at ``example`` (batch dim dynamic, 1..16), save to ``scratch``,
     load, then ``n`` random batch sizes through eager and the loaded artifact, ``assert_close``
     (``compare=False``: the same exports and forwards, no comparison: the floor)."""
@@ -77,12 +87,23 @@ def hand_check(model: nn.Module, example: torch.Tensor, backend: str, n: int, ge
                 return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
         else:
             raise ValueError(f"the hand loop knows trace, script, onnx and export, not {backend!r}")
-    random_batches(model, run, example, backend, n, gen, label=f"{where} {backend}".strip(), compare=compare,
-                   max_batch=max_batch)
+    random_batches(
+        model, run, example, backend, n, gen, label=f"{where} {backend}".strip(), compare=compare, max_batch=max_batch
+    )
 
 
-def random_batches(model: nn.Module, run: Any, example: torch.Tensor, backend: str, n: int, gen: torch.Generator,
-                   *, label: str = "", compare: bool = True, max_batch: int = 16) -> None:
+def random_batches(
+    model: nn.Module,
+    run: Any,
+    example: torch.Tensor,
+    backend: str,
+    n: int,
+    gen: torch.Generator,
+    *,
+    label: str = "",
+    compare: bool = True,
+    max_batch: int = 16,
+) -> None:
     """The hand loop's checks: ``n`` random batch sizes (1..``max_batch``) through eager and ``run``, ``assert_close``
     (onnxruntime at rtol 1e-3, atol 1e-4); ``compare=False`` runs both and compares nothing."""
     tol = {"rtol": 1e-3, "atol": 1e-4} if backend == "onnx" else {}
@@ -154,22 +175,33 @@ def main() -> None:
         rows.append((name, {k: best(fn, args.repeat) for k, fn in paths.items()}))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(f"fork + exit + waitpid with torch imported and exporters warm: {fork_cost():.1f} ms (median of 20); "
-          f"parent peak RSS {rss:.0f} MB, largest child {children:.0f} MB")
+    print(
+        f"fork + exit + waitpid with torch imported and exporters warm: {fork_cost():.1f} ms (median of 20); "
+        f"parent peak RSS {rss:.0f} MB, largest child {children:.0f} MB"
+    )
     from pytest_torchexport.isolation.sizing import parallel_checks
 
-    print(f"{len(BACKENDS)} backends, {args.examples} examples, best of {args.repeat}; torch threads "
-          f"{torch.get_num_threads()}; checks side by side: {parallel_checks()}; load {os.getloadavg()[0]:.1f}")
+    print(
+        f"{len(BACKENDS)} backends, {args.examples} examples, best of {args.repeat}; torch threads "
+        f"{torch.get_num_threads()}; checks side by side: {parallel_checks()}; load {os.getloadavg()[0]:.1f}"
+    )
     names = {"hand": "hand s", "process": "process s", "serial": "1-at-a-time s", "inline": "inline s"}
-    print(f"{'model':10} " + " ".join(f"{v:>13}" for v in names.values())
-          + f" {'process/hand':>13} {'1-at-a-time/hand':>17} {'inline/hand':>12}")
+    print(
+        f"{'model':10} "
+        + " ".join(f"{v:>13}" for v in names.values())
+        + f" {'process/hand':>13} {'1-at-a-time/hand':>17} {'inline/hand':>12}"
+    )
     total = dict.fromkeys(names, 0.0)
     for name, t in rows + [("all", total)]:
         if name != "all":
             for k in total:
                 total[k] += t[k]
-        print(f"{name:10} " + " ".join(f"{t[k]:13.2f}" for k in names)
-              + f" {t['process'] / t['hand']:13.2f} {t['serial'] / t['hand']:17.2f} {t['inline'] / t['hand']:12.2f}")
+        print(
+            f"{name:10} "
+            + " ".join(f"{t[k]:13.2f}" for k in names)
+            + f" {t['process'] / t['hand']:13.2f} {t['serial'] / t['hand']:17.2f} {t['inline'] / t['hand']:12.2f}"
+        )
+
 
 if __name__ == "__main__":
     main()

@@ -130,7 +130,11 @@ def run_watched(argv: list[str], kill_gb: float, interval: float = 0.2) -> dict:
     """Run ``python argv...`` (a driver printing one JSON line last), sampling its process tree's
     RSS every ``interval`` s and killing the tree above ``kill_gb``; its JSON plus ``tree_mb``."""
     proc = subprocess.Popen(
-        [sys.executable, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        [sys.executable, *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     t0, tree_peak, killed = time.perf_counter(), 0.0, False
     while proc.poll() is None:
@@ -145,8 +149,11 @@ def run_watched(argv: list[str], kill_gb: float, interval: float = 0.2) -> dict:
         return {"status": f"killed above {kill_gb:g} GB", "s": time.perf_counter() - t0, "tree_mb": tree_peak}
     lines = out.strip().splitlines()
     if proc.returncode or not lines:
-        return {"status": f"driver failed ({proc.returncode}): {err[-300:]}", "s": time.perf_counter() - t0,
-                "tree_mb": tree_peak}
+        return {
+            "status": f"driver failed ({proc.returncode}): {err[-300:]}",
+            "s": time.perf_counter() - t0,
+            "tree_mb": tree_peak,
+        }
     return {**json.loads(lines[-1]), "tree_mb": tree_peak}
 
 
@@ -209,8 +216,10 @@ def oracle() -> None:
     print("DenseNet-style 3-D stem and dense block, batch 16 x 2 x 32 x 64 x 48, one thread")
     for how, r in found.items():
         print(f"  {how:8} forward: peak {r['peak_mb']:7.0f} MB over the model and input, {r['s']:5.2f} s")
-    print(f"  sliced / whole float64 peak: {found['sliced']['peak_mb'] / found['float64']['peak_mb']:.2f}x; "
-          f"largest difference of their outputs: {diff:g}")
+    print(
+        f"  sliced / whole float64 peak: {found['sliced']['peak_mb'] / found['float64']['peak_mb']:.2f}x; "
+        f"largest difference of their outputs: {diff:g}"
+    )
 
 
 def main() -> None:
@@ -229,10 +238,14 @@ def main() -> None:
     for case in args.cases.split(","):
         for backend in args.backends.split(","):
             r = run_one(case, backend, args.examples, not args.no_budget, args.kill_gb)
-            peaks = (f"parent {r['parent_mb']:6.0f} MB, largest child {r['child_mb']:6.0f} MB, "
-                     if "parent_mb" in r else "")
-            print(f"{case:12} {backend:7} {r['status']:10} {peaks}tree sampled {r['tree_mb']:6.0f} MB, "
-                  f"{r['s']:6.1f} s, caps {r.get('caps')}", flush=True)
+            peaks = (
+                f"parent {r['parent_mb']:6.0f} MB, largest child {r['child_mb']:6.0f} MB, " if "parent_mb" in r else ""
+            )
+            print(
+                f"{case:12} {backend:7} {r['status']:10} {peaks}tree sampled {r['tree_mb']:6.0f} MB, "
+                f"{r['s']:6.1f} s, caps {r.get('caps')}",
+                flush=True,
+            )
             if r.get("status") not in ("pass",) and "message" in r:
                 print("   ", r["message"])
 

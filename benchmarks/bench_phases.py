@@ -53,7 +53,18 @@ from torch import nn  # noqa: E402
 
 #: The backends whose export starts with torch.export's capture of the recorded call.
 THROUGH = ("export", "onnx", "aoti", "executorch")
-PHASES = ("capture", "decomp+translate", "decomp", "translate", "lower", "optimize", "serialize", "save", "load", "first run")
+PHASES = (
+    "capture",
+    "decomp+translate",
+    "decomp",
+    "translate",
+    "lower",
+    "optimize",
+    "serialize",
+    "save",
+    "load",
+    "first run",
+)
 
 
 class CNN(nn.Module):
@@ -63,8 +74,13 @@ class CNN(nn.Module):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.ReLU())
         self.blocks = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(), nn.Conv2d(c, c, 3, padding=1),
-                          nn.BatchNorm2d(c))
+            nn.Sequential(
+                nn.Conv2d(c, c, 3, padding=1),
+                nn.BatchNorm2d(c),
+                nn.ReLU(),
+                nn.Conv2d(c, c, 3, padding=1),
+                nn.BatchNorm2d(c),
+            )
             for c in (16, 16, 16, 16)
         )
         self.head = nn.Linear(16, 10)
@@ -81,8 +97,14 @@ class Conv3d(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.down = nn.Sequential(nn.Conv3d(1, 8, 3, padding=1), nn.InstanceNorm3d(8), nn.LeakyReLU(),
-                                  nn.Conv3d(8, 16, 3, stride=2, padding=1), nn.InstanceNorm3d(16), nn.LeakyReLU())
+        self.down = nn.Sequential(
+            nn.Conv3d(1, 8, 3, padding=1),
+            nn.InstanceNorm3d(8),
+            nn.LeakyReLU(),
+            nn.Conv3d(8, 16, 3, stride=2, padding=1),
+            nn.InstanceNorm3d(16),
+            nn.LeakyReLU(),
+        )
         self.up = nn.ConvTranspose3d(16, 8, 2, stride=2)
         self.out = nn.Conv3d(16, 2, 1)
 
@@ -94,8 +116,14 @@ class Conv3d(nn.Module):
 def bert() -> tuple[nn.Module, tuple[Any, ...], dict[str, Any]]:
     from transformers import BertConfig, BertModel
 
-    config = BertConfig(vocab_size=512, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=128, max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=512,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=64,
+    )
     model = BertModel(config).eval()
     ids = torch.randint(0, 512, (2, 16))
     return model, (), {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
@@ -132,8 +160,9 @@ def capture(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
     return torch.export.export(model, args, kwargs or None, dynamic_shapes=dynamic_shapes(args, kwargs), strict=False)
 
 
-def run_backend(name: str, model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], program: Any,
-                scratch: Path) -> dict[str, float]:
+def run_backend(
+    name: str, model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], program: Any, scratch: Path
+) -> dict[str, float]:
     """One backend's phases; ``program``: the shared capture, or None (the backend captures itself)."""
     timer = Timer()
     with torch.no_grad():
@@ -155,8 +184,10 @@ def run_backend(name: str, model: nn.Module, args: tuple[Any, ...], kwargs: dict
             run_executorch(timer, program, args, kwargs, scratch)
         elif name in ("trace", "script"):
             if name == "trace":
-                made = timer("lower", lambda: torch.jit.trace(model, args or None, example_kwarg_inputs=kwargs or None,
-                                                             strict=False))
+                made = timer(
+                    "lower",
+                    lambda: torch.jit.trace(model, args or None, example_kwarg_inputs=kwargs or None, strict=False),
+                )
             else:  # a copy: a module scripted once cannot be scripted again (its methods are defined)
                 made = timer("lower", lambda: torch.jit.script(copy.deepcopy(model)))
             buffer = io.BytesIO()
@@ -166,8 +197,9 @@ def run_backend(name: str, model: nn.Module, args: tuple[Any, ...], kwargs: dict
     return timer.phases
 
 
-def run_onnx(timer: Timer, model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], program: Any,
-             scratch: Path) -> None:
+def run_onnx(
+    timer: Timer, model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], program: Any, scratch: Path
+) -> None:
     import onnxruntime as ort
     from torch.onnx._internal.exporter import _core, _registration
 
@@ -181,15 +213,26 @@ def run_onnx(timer: Timer, model: nn.Module, args: tuple[Any, ...], kwargs: dict
 
             seconds: list[float] = []
             with onnx_capture_strategies(seconds, skip_non_strict=False):
-                onnx_program = timer("decomp+translate", lambda: torch.onnx.export(
-                    model, args, kwargs=kwargs or None, dynamo=True, dynamic_shapes=dynamic_shapes(args, kwargs),
-                    optimize=False, verbose=False))
+                onnx_program = timer(
+                    "decomp+translate",
+                    lambda: torch.onnx.export(
+                        model,
+                        args,
+                        kwargs=kwargs or None,
+                        dynamo=True,
+                        dynamic_shapes=dynamic_shapes(args, kwargs),
+                        optimize=False,
+                        verbose=False,
+                    ),
+                )
             timer.phases["capture"] = sum(seconds)
             timer.phases["decomp+translate"] -= sum(seconds)
         else:
             registry = _registration.ONNXRegistry.from_torchlib()
             decomposed = timer("decomp", lambda: _core._prepare_exported_program_for_export(program, registry=registry))
-            onnx_program = timer("translate", lambda: _core._exported_program_to_onnx_program(decomposed, registry=registry))
+            onnx_program = timer(
+                "translate", lambda: _core._exported_program_to_onnx_program(decomposed, registry=registry)
+            )
     timer("optimize", onnx_program.optimize)
     path = str(scratch / "model.onnx")
     timer("save", lambda: onnx_program.save(path))
@@ -217,8 +260,9 @@ def run_executorch(timer: Timer, program: Any, args: tuple[Any, ...], kwargs: di
     timer("first run", lambda: method.execute([*args, *kwargs.values()]))
 
 
-def one_way(way: str, model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
-            backends: list[str]) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
+def one_way(
+    way: str, model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], backends: list[str]
+) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
     rows: dict[str, dict[str, float]] = {}
     errors: dict[str, str] = {}
     program = None
@@ -256,16 +300,24 @@ def table(title: str, rows: dict[str, dict[str, float]], errors: dict[str, str])
 def exporting_seconds(rows: dict[str, dict[str, float]]) -> float:
     """The seconds of the capture and the lowering of the backends that start from torch.export."""
     keep = ("capture", "decomp+translate", "decomp", "translate", "lower", "optimize", "serialize")
-    return sum(v for row, phases in rows.items() if row in THROUGH or row == "(shared capture)"
-               for p, v in phases.items() if p in keep)
+    return sum(
+        v
+        for row, phases in rows.items()
+        if row in THROUGH or row == "(shared capture)"
+        for p, v in phases.items()
+        if p in keep
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="cnn,conv3d,bert")
     parser.add_argument("--backends", default="export,onnx,aoti,executorch,trace,script")
-    parser.add_argument("--lowered", default="cnn",
-                        help="models AOTInductor and ExecuTorch run on ('all', or names): their lowering takes minutes")
+    parser.add_argument(
+        "--lowered",
+        default="cnn",
+        help="models AOTInductor and ExecuTorch run on ('all', or names): their lowering takes minutes",
+    )
     parser.add_argument("--repeat", type=int, default=2, help="rounds of both ways, in turn first; the fastest kept")
     options = parser.parse_args()
     import warnings

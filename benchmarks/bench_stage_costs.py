@@ -34,7 +34,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-TEST_FILE = textwrap.dedent('''
+TEST_FILE = textwrap.dedent("""
     import os
     import sys
     import time
@@ -102,19 +102,39 @@ TEST_FILE = textwrap.dedent('''
         model.register_forward_pre_hook(_start)
         model.register_forward_hook(_count)
         assert model(torch.randn(1, 1, SIZE, SIZE, SIZE)).shape == (1, 2, SIZE, SIZE, SIZE)
-''')
+""")
 
 
-def run(backends: str, examples: int, size: int, budget: str, workdir: Path) -> tuple[list[tuple[str, str, float]], dict, float]:
+def run(
+    backends: str, examples: int, size: int, budget: str, workdir: Path
+) -> tuple[list[tuple[str, str, float]], dict, float]:
     """The forwards (pid, stage, seconds), the JSON report and the wall time of one pytest run."""
     counter = workdir / "forwards.txt"
     counter.write_text("")
     report = workdir / "report.json"
-    env = {**os.environ, "FORWARD_COUNT_FILE": str(counter), "CI": "1", "BENCH_SIZE": str(size),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")]))}
-    cmd = [sys.executable, "-m", "pytest", "test_stage_costs.py", "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
-           f"--torchexport-backends={backends}", f"--torchexport-examples={examples}", "--torchexport-cache=off",
-           f"--torchexport-budget={budget}", f"--torchexport-report={report}"]
+    env = {
+        **os.environ,
+        "FORWARD_COUNT_FILE": str(counter),
+        "CI": "1",
+        "BENCH_SIZE": str(size),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")])),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "test_stage_costs.py",
+        "-q",
+        "-p",
+        "no:randomly",
+        "-p",
+        "no:cacheprovider",
+        f"--torchexport-backends={backends}",
+        f"--torchexport-examples={examples}",
+        "--torchexport-cache=off",
+        f"--torchexport-budget={budget}",
+        f"--torchexport-report={report}",
+    ]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -150,15 +170,30 @@ def main() -> None:
         by[key][0] += 1
         by[key][1] += seconds
     body = [s for p, st, s in calls if st == "test body"]
-    print(f"3-D U-Net, recorded input 1x1x{args.size}^3, backends {args.backends}, examples={args.examples}, "
-          f"budget={args.budget}, CI=1; one forward in the test body: {body[0]:.2f} s" if body else "")
+    print(
+        f"3-D U-Net, recorded input 1x1x{args.size}^3, backends {args.backends}, examples={args.examples}, "
+        f"budget={args.budget}, CI=1; one forward in the test body: {body[0]:.2f} s"
+        if body
+        else ""
+    )
     print(f"{'process':<14} {'stage':<26} {'forwards':>8} {'seconds':>8}")
     for (proc, stage), (n, seconds) in sorted(by.items()):
         print(f"{proc:<14} {stage:<26} {n:>8} {seconds:>8.2f}")
     shared = sum(n for (p, _), (n, _) in by.items() if p == "test process")
-    print(f"forwards: {len(calls)} in all, {shared} in the test's process (once per test), "
-          f"{len(calls) - shared} in {len(children)} children (per backend); wall {wall:.0f} s")
-    keys = ("export_s", "shared_reference_s", "reference_s", "run_s", "compare_s", "search_s", "static_size_s", "latency_s")
+    print(
+        f"forwards: {len(calls)} in all, {shared} in the test's process (once per test), "
+        f"{len(calls) - shared} in {len(children)} children (per backend); wall {wall:.0f} s"
+    )
+    keys = (
+        "export_s",
+        "shared_reference_s",
+        "reference_s",
+        "run_s",
+        "compare_s",
+        "search_s",
+        "static_size_s",
+        "latency_s",
+    )
     print(f"{'row':<8} {'status':<10} " + " ".join(f"{k:>18}" for k in keys))
     for backend, row in rows.items():
         t = row.get("timings", {})

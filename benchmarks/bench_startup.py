@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-TESTS = '''
+TESTS = """
 def test_add():
     assert 1 + 1 == 2
 
@@ -39,11 +39,11 @@ class TestGroup:
 
     def test_dict(self):
         assert {"a": 1}.get("b") is None
-'''
+"""
 
 # Only what pytest_sessionfinish sees: a module imported lazily after it (at exit) is not
 # the plugin's startup cost anyway.
-CONFTEST = '''
+CONFTEST = """
 import json
 import os
 import sys
@@ -54,7 +54,7 @@ HEAVY = ("torch", "numpy", "hypothesis", "onnx", "onnxruntime")
 def pytest_sessionfinish(session):
     with open(os.environ["BENCH_STARTUP_OUT"], "w") as f:
         json.dump({"modules": len(sys.modules), **{m: m in sys.modules for m in HEAVY}}, f)
-'''
+"""
 
 
 def run_once(directory: Path, extra: list[str], out: Path) -> tuple[float, dict]:
@@ -98,8 +98,10 @@ def main() -> None:
     print(f"{'run':10} {'median s':>9} {'min s':>7} {'max s':>7} {'modules':>8}  imported")
     for name in variants:
         heavy = [m for m, v in seen[name].items() if m != "modules" and v]
-        print(f"{name:10} {med[name]:9.3f} {min(times[name]):7.3f} {max(times[name]):7.3f} "
-              f"{seen[name]['modules']:8d}  {', '.join(heavy) or '-'}")
+        print(
+            f"{name:10} {med[name]:9.3f} {min(times[name]):7.3f} {max(times[name]):7.3f} "
+            f"{seen[name]['modules']:8d}  {', '.join(heavy) or '-'}"
+        )
     print(f"plugin / reference: {med['plugin'] / med['reference']:.2f}x (target 1.00x)")
     print(f"torch imported with the plugin: {'YES (it must not be)' if seen['plugin']['torch'] else 'no'}")
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

@@ -43,7 +43,7 @@ BACKENDS = ["trace", "script", "onnx", "export"]
 # Written next to the tests as bench_models.py; the hand loop imports the same file.
 # Every model takes one float tensor whose dim 0 is the batch and returns one tensor, and
 # passes on every backend: the benchmark times checks, not failures.
-MODELS_SRC = '''
+MODELS_SRC = """
 import torch
 from torch import nn
 
@@ -211,10 +211,10 @@ SPECS = {
     "swiglu": (SwiGLU, (8, 10, 32)),
     "mobile": (MobileBlock, (8, 3, 32, 32)),
 }
-'''
+"""
 
 # One file per model; {marker} is the only line that differs between plain and marked.
-TEST_TEMPLATE = '''
+TEST_TEMPLATE = """
 import pytest
 import torch
 
@@ -255,13 +255,13 @@ def test_{name}_trains_and_predicts(model):
 
 
 nn_functional = torch.nn.functional
-'''
+"""
 
 MARKER = '@pytest.mark.torchexport(backends={backends!r}, examples={examples}, dims={{"batch": (1, 16)}})'
 
 # The wrapper around one run: wall time, the largest single process (getrusage counts every
 # waited-for descendant) and the largest PSS sum over the live tree, sampled.
-WRAPPER = r'''
+WRAPPER = r"""
 import json, os, resource, subprocess, sys, threading, time
 
 cmd, cwd, log = json.loads(sys.argv[1])
@@ -312,7 +312,7 @@ with open(log, "w") as out:
     sampler.join()
 print(json.dumps({"rc": rc, "wall": wall, "maxrss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
                   "pss_kb": peak}))
-'''
+"""
 
 
 def hand_loop(directory: Path, backends: list[str], examples: int) -> None:
@@ -337,9 +337,11 @@ def hand_loop(directory: Path, backends: list[str], examples: int) -> None:
                 hand_check(model, example, backend, examples, gen, Path(scratch), where=name)
                 per_backend[backend] += time.perf_counter() - t_backend
     end = time.perf_counter()
-    print(f"hand loop: {len(SPECS)} models x {len(backends)} backends x {examples} examples; "
-          f"imports {t0 - t_import:.2f} s, loop {end - t0:.2f} s "
-          f"({', '.join(f'{b} {t:.1f}' for b, t in per_backend.items())})")
+    print(
+        f"hand loop: {len(SPECS)} models x {len(backends)} backends x {examples} examples; "
+        f"imports {t0 - t_import:.2f} s, loop {end - t0:.2f} s "
+        f"({', '.join(f'{b} {t:.1f}' for b, t in per_backend.items())})"
+    )
 
 
 def write_suite(directory: Path, marker: str, steps: int) -> None:
@@ -355,8 +357,9 @@ def model_names() -> list[str]:
 
 
 def measure(cmd: list[str], cwd: Path, log: Path) -> dict:
-    proc = subprocess.run([sys.executable, "-c", WRAPPER, json.dumps([cmd, str(cwd), str(log)])],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", WRAPPER, json.dumps([cmd, str(cwd), str(log)])], capture_output=True, text=True
+    )
     if proc.returncode != 0:
         sys.exit(f"wrapper failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -386,22 +389,44 @@ def main() -> None:
     marker = MARKER.format(backends=backends, examples=args.examples)
     write_suite(scratch / "plain", "", args.steps)
     write_suite(scratch / "marked", marker, args.steps)
-    pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
-              *args.pytest_args.split()]
+    pytest = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:randomly",
+        *args.pytest_args.split(),
+    ]
     commands = {
         "plain": ([*pytest, "-p", "no:torchexport"], scratch / "plain"),
         "marked": (pytest, scratch / "marked"),
-        "hand": ([sys.executable, str(Path(__file__).resolve()), "--hand-loop", str(scratch / "plain"),
-                  "--examples", str(args.examples), "--backends", args.backends], scratch),
+        "hand": (
+            [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--hand-loop",
+                str(scratch / "plain"),
+                "--examples",
+                str(args.examples),
+                "--backends",
+                args.backends,
+            ],
+            scratch,
+        ),
     }
-    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
-          f"{os.cpu_count()} cpus; TORCHEXPORT_JOBS={os.environ.get('TORCHEXPORT_JOBS', 'unset')}")
+    print(
+        f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
+        f"{os.cpu_count()} cpus; TORCHEXPORT_JOBS={os.environ.get('TORCHEXPORT_JOBS', 'unset')}"
+    )
     print(f"marker: {marker}; {args.steps} training steps per test")
     subprocess.run([sys.executable, "-c", "import torch, onnxruntime"], check=True)  # warm the file cache
     runs: dict[str, list[dict]] = {name: [] for name in commands}
     for round_ in range(args.repeat):
         names = list(commands)
-        for name in names[round_ % 3:] + names[:round_ % 3]:  # rotate who runs first
+        for name in names[round_ % 3 :] + names[: round_ % 3]:  # rotate who runs first
             cmd, cwd = commands[name]
             log = scratch / f"{name}-{round_}.log"
             result = measure(cmd, cwd, log)
@@ -427,12 +452,18 @@ def main() -> None:
         print(f"{name:8} {best[name]:8.2f} {rss:19.0f} {pss:12.0f}  {rs[-1]['summary']} (rc {rs[-1]['rc']})")
     print(f"{'hand loop':8} {hand_loop_s:8.2f}  (its loop alone, without the interpreter and imports)")
     budget = best["plain"] + hand_loop_s
-    print(f"marked / (plain + hand loop) = {best['marked']:.2f} / {budget:.2f} = {best['marked'] / budget:.2f}x "
-          "(target <= 1.10x)")
-    print(f"marked / (plain + hand)      = {best['marked']:.2f} / {best['plain'] + best['hand']:.2f} = "
-          f"{best['marked'] / (best['plain'] + best['hand']):.2f}x")
-    print(f"marked - plain = {best['marked'] - best['plain']:.2f} s of checks; the hand loop does them in "
-          f"{hand_loop_s:.2f} s ({(best['marked'] - best['plain']) / hand_loop_s:.2f}x)")
+    print(
+        f"marked / (plain + hand loop) = {best['marked']:.2f} / {budget:.2f} = {best['marked'] / budget:.2f}x "
+        "(target <= 1.10x)"
+    )
+    print(
+        f"marked / (plain + hand)      = {best['marked']:.2f} / {best['plain'] + best['hand']:.2f} = "
+        f"{best['marked'] / (best['plain'] + best['hand']):.2f}x"
+    )
+    print(
+        f"marked - plain = {best['marked'] - best['plain']:.2f} s of checks; the hand loop does them in "
+        f"{hand_loop_s:.2f} s ({(best['marked'] - best['plain']) / hand_loop_s:.2f}x)"
+    )
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if args.keep:
         print(f"suites and logs kept in {scratch}")

@@ -146,17 +146,29 @@ def _private_use(node: ast.AST, own: set[str], called: set[str], classes: set[st
         return []
     if isinstance(node, ast.Attribute) and _private(node.attr) and node.attr not in STDLIB:
         return [ast.unparse(node)] if node.attr not in own and not _on_self(node) else []
-    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr", "setattr")
-            and len(node.args) > 1 and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str)
-            and _private(node.args[1].value) and node.args[1].value not in own):
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in ("getattr", "hasattr", "setattr")
+        and len(node.args) > 1
+        and isinstance(node.args[1], ast.Constant)
+        and isinstance(node.args[1].value, str)
+        and _private(node.args[1].value)
+        and node.args[1].value not in own
+    ):
         return [f"{node.func.id}({ast.unparse(node.args[0])}, {node.args[1].value!r})"]
     if isinstance(node, ast.ClassDef):
         foreign = [b for b in node.bases if not (isinstance(b, ast.Name) and (b.id in classes or b.id == "object"))]
         if not foreign:
             return []
-        return [f"def {node.name}.{item.name} (an override)" for item in node.body
-                if isinstance(item, ast.FunctionDef) and _private(item.name) and item.name not in called
-                and item.name not in declared]
+        return [
+            f"def {node.name}.{item.name} (an override)"
+            for item in node.body
+            if isinstance(item, ast.FunctionDef)
+            and _private(item.name)
+            and item.name not in called
+            and item.name not in declared
+        ]
     return []
 
 
@@ -165,8 +177,13 @@ def module_globals(files: dict[str, str]) -> list[str]:
     by_module = {_module_name(p): p for p in trees}
     found = []
     for path, tree in trees.items():
-        top = {t.id for n in tree.body if isinstance(n, (ast.Assign, ast.AnnAssign))
-               for t in (n.targets if isinstance(n, ast.Assign) else [n.target]) if isinstance(t, ast.Name)}
+        top = {
+            t.id
+            for n in tree.body
+            if isinstance(n, (ast.Assign, ast.AnnAssign))
+            for t in (n.targets if isinstance(n, ast.Assign) else [n.target])
+            if isinstance(t, ast.Name)
+        }
         imported = _imported_package_modules(tree, _module_name(path), by_module)
         for node in ast.walk(tree):
             if isinstance(node, ast.Global):
@@ -174,8 +191,12 @@ def module_globals(files: dict[str, str]) -> list[str]:
             target = _mutated_name(node)
             if target in top:
                 found.append(f"{path}:{node.lineno}: {target} changed in place")
-            if (isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store) and isinstance(node.value, ast.Name)
-                    and node.value.id in imported):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.ctx, ast.Store)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in imported
+            ):
                 found.append(f"{path}:{node.lineno}: {ast.unparse(node)} assigned from {path}")
     return sorted(set(found), key=_by_place)
 
@@ -186,8 +207,12 @@ def _mutated_name(node: ast.AST) -> str | None:
         for t in targets:
             if isinstance(t, ast.Subscript) and isinstance(t.value, ast.Name):
                 return t.value.id
-    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in MUTATORS
-            and isinstance(node.func.value, ast.Name)):
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in MUTATORS
+        and isinstance(node.func.value, ast.Name)
+    ):
         return node.func.value.id
     return None
 
@@ -246,8 +271,11 @@ def helper_copies(files: dict[str, str]) -> tuple[list[str], list[str]]:
     for path, tree in _parsed(files).items():
         methods = {id(n) for c in ast.walk(tree) if isinstance(c, ast.ClassDef) for n in c.body}
         for node in ast.walk(tree):
-            if (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("test_")
-                    and id(node) not in methods):
+            if (
+                isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                and not node.name.startswith("test_")
+                and id(node) not in methods
+            ):
                 names[node.name.lstrip("_")].add(path)  # _result and result: one helper's names
                 body = node.body[1:] if ast.get_docstring(node) else node.body
                 bodies[ast.dump(ast.Module(body=body, type_ignores=[]))].append(f"{path}::{node.name}")
@@ -268,7 +296,9 @@ def long_functions(files: dict[str, str]) -> list[str]:
 
 
 def long_modules(files: dict[str, str]) -> list[str]:
-    return [f"{path} ({n} lines)" for path, text in sorted(files.items()) if (n := len(text.splitlines())) > MODULE_LINES]
+    return [
+        f"{path} ({n} lines)" for path, text in sorted(files.items()) if (n := len(text.splitlines())) > MODULE_LINES
+    ]
 
 
 def _read_folder(folder: Path) -> dict[str, str]:
@@ -276,10 +306,19 @@ def _read_folder(folder: Path) -> dict[str, str]:
 
 
 def _read_rev(rev: str, folder: str) -> dict[str, str]:
-    listed = subprocess.run(["git", "-C", str(ROOT), "ls-tree", "-r", "--name-only", rev, folder],
-                            capture_output=True, text=True, check=True).stdout.split()
-    return {p: subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:{p}"], capture_output=True, text=True,
-                              check=True).stdout for p in listed if p.endswith(".py")}
+    listed = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-tree", "-r", "--name-only", rev, folder],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    return {
+        p: subprocess.run(
+            ["git", "-C", str(ROOT), "show", f"{rev}:{p}"], capture_output=True, text=True, check=True
+        ).stdout
+        for p in listed
+        if p.endswith(".py")
+    }
 
 
 def measure(rev: str | None) -> dict[str, list[str]]:
@@ -357,12 +396,29 @@ def check_path(rev: str | None) -> dict[str, list[str] | int]:
         (work / "tracer.py").write_text(TRACER)
         listed = work / "files.txt"
         done = subprocess.run(
-            [sys.executable, str(work / "tracer.py"), str(listed), "-m", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
-             "--torchexport-isolation=process", "--torchexport-report=out.json", "test_one.py"],
-            cwd=work / "run", env=env, capture_output=True, text=True,
+            [
+                sys.executable,
+                str(work / "tracer.py"),
+                str(listed),
+                "-m",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "-p",
+                "no:randomly",
+                "--torchexport-isolation=process",
+                "--torchexport-report=out.json",
+                "test_one.py",
+            ],
+            cwd=work / "run",
+            env=env,
+            capture_output=True,
+            text=True,
         )
         if done.returncode != 0 or not listed.exists():
-            raise RuntimeError(f"the traced check did not pass ({done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+            raise RuntimeError(
+                f"the traced check did not pass ({done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+            )
         package = f"{os.sep}{PACKAGE}{os.sep}"
         files = sorted({line.split(package, 1)[1] for line in listed.read_text().splitlines() if package in line})
         root = work / "src" / PACKAGE if rev is not None else ROOT / PACKAGE
@@ -381,8 +437,11 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rev", action="append", help="a git revision (repeat to compare); default: the working tree")
     parser.add_argument("--list", metavar="WORD", help="also list the items of each count whose name contains WORD")
-    parser.add_argument("--check-path", action="store_true",
-                        help="also trace one check through pytest and count the package files it runs (slow)")
+    parser.add_argument(
+        "--check-path",
+        action="store_true",
+        help="also trace one check through pytest and count the package files it runs (slow)",
+    )
     args = parser.parse_args(argv)
     revs = args.rev or [None]
     results: list[dict[str, Any]] = [measure(rev) for rev in revs]

@@ -163,19 +163,25 @@ def main() -> None:
     for name, scale, label, n in rows:
         rr = n.artifact_rmse / n.eager_rmse if n.eager_rmse else float("inf")
         mr = n.artifact_max / n.eager_max if n.eager_max else float("inf")
-        print(f"{name:8} {scale:6g} {label:28} {rr:11.3g} {mr:10.3g} {n.ratio:10.3g} {'rounding' if n.rounding else 'DEFECT'}")
+        print(
+            f"{name:8} {scale:6g} {label:28} {rr:11.3g} {mr:10.3g} {n.ratio:10.3g} {'rounding' if n.rounding else 'DEFECT'}"
+        )
     clean = [n for *_, label, n in rows if label.startswith("clean")]
     worst = max(clean, key=lambda n: n.ratio)
-    print(f"\nclean exports: {sum(n.rounding for n in clean)} of {len(clean)} judged rounding; worst rmse ratio "
-          f"{max(_ratio(n, 'rmse') for n in clean):.3g}, worst max ratio {max(_ratio(n, 'max') for n in clean):.3g}, "
-          f"worst of allowed {worst.ratio:.3g}")
+    print(
+        f"\nclean exports: {sum(n.rounding for n in clean)} of {len(clean)} judged rounding; worst rmse ratio "
+        f"{max(_ratio(n, 'rmse') for n in clean):.3g}, worst max ratio {max(_ratio(n, 'max') for n in clean):.3g}, "
+        f"worst of allowed {worst.ratio:.3g}"
+    )
     print("defects (a defect below eager's own rounding on an input is invisible there, and judged rounding):")
     for label in sorted({label for *_, label, _ in rows if label.startswith("defect")}):
         ns = [n for *_, lab, n in rows if lab == label]
         caught = [n for n in ns if not n.rounding]
         low = min((min(_ratio(n, "rmse"), _ratio(n, "max")) for n in caught), default=float("nan"))
-        print(f"  {label[8:]:24} caught on {len(caught):2} of {len(ns)} inputs; smallest ratio when caught {low:9.3g}; "
-              f"largest when not {max((n.ratio for n in ns if n.rounding), default=float('nan')):.3g} of allowed")
+        print(
+            f"  {label[8:]:24} caught on {len(caught):2} of {len(ns)} inputs; smallest ratio when caught {low:9.3g}; "
+            f"largest when not {max((n.ratio for n in ns if n.rounding), default=float('nan')):.3g} of allowed"
+        )
 
 
 def _ratio(n, attr: str) -> float:  # noqa: ANN001

@@ -44,11 +44,29 @@ def models(rm, names):
         "effnet": lambda: (rm._calibrated(rm.EfficientNetLike(), 4, 3, 32, 32), (torch.randn(2, 3, 32, 32),), {}),
         "deeplab": lambda: (rm._calibrated(rm.DeepLabLike(), 2, 3, 64, 64), (torch.randn(1, 3, 64, 64),), {}),
         "gru": lambda: (rm.BiGRUClassifier(), (torch.randint(0, 50, (2, 7)),), {}),
-        "bert": lambda: _hf(rm, "Bert", vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                            intermediate_size=37, max_position_embeddings=64),
+        "bert": lambda: _hf(
+            rm,
+            "Bert",
+            vocab_size=99,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=37,
+            max_position_embeddings=64,
+        ),
         "gpt2": lambda: _hf(rm, "GPT2", vocab_size=99, n_embd=32, n_layer=2, n_head=2, n_positions=64, use_cache=False),
-        "t5": lambda: _hf(rm, "T5", vocab_size=99, d_model=32, d_kv=8, d_ff=37, num_layers=1, num_heads=4,
-                          decoder_start_token_id=0, use_cache=False),
+        "t5": lambda: _hf(
+            rm,
+            "T5",
+            vocab_size=99,
+            d_model=32,
+            d_kv=8,
+            d_ff=37,
+            num_layers=1,
+            num_heads=4,
+            decoder_start_token_id=0,
+            use_cache=False,
+        ),
     }
     for name in names:
         torch.manual_seed(0)
@@ -73,8 +91,9 @@ STEPS = {
     "dynamic QUInt8": {"onnx_quantize": {"mode": "dynamic", "weight_type": "QUInt8", "budget": LARGE}},
     "dynamic QInt8 reduce_range": {"onnx_quantize": {"mode": "dynamic", "reduce_range": True, "budget": LARGE}},
     "static (ort default)": {"onnx_quantize": {"mode": "static", "budget": LARGE}},
-    "static QUInt8": {"onnx_quantize": {"mode": "static", "activation_type": "QUInt8", "weight_type": "QUInt8",
-                                        "budget": LARGE}},
+    "static QUInt8": {
+        "onnx_quantize": {"mode": "static", "activation_type": "QUInt8", "weight_type": "QUInt8", "budget": LARGE}
+    },
 }
 
 
@@ -85,11 +104,19 @@ def main() -> int:
     parser.add_argument("--examples", type=int, default=25)
     args = parser.parse_args()
     rm = _real_models()
-    print(f"{'model':8} {'step':28} {'status':9} {'depth':>5} {'worst/scale':>11} {'/(u*sqrt(d))':>12} {'max_abs':>9}  s")
+    print(
+        f"{'model':8} {'step':28} {'status':9} {'depth':>5} {'worst/scale':>11} {'/(u*sqrt(d))':>12} {'max_abs':>9}  s"
+    )
     for name, (model, call_args, kwargs) in models(rm, args.models.split(",")):
         for step in args.steps.split(","):
-            options = Options.build(backends=["onnx"], examples=args.examples, seed=0, dims={"batch": (1, 4)},
-                                    isolation="inline", **STEPS[step])
+            options = Options.build(
+                backends=["onnx"],
+                examples=args.examples,
+                seed=0,
+                dims={"batch": (1, 4)},
+                isolation="inline",
+                **STEPS[step],
+            )
             t0 = time.perf_counter()
             torch.manual_seed(0)
             row = run(model.eval(), call_args, kwargs, options, Session()).results[0]

@@ -57,7 +57,9 @@ def main() -> None:
                 try:
                     run = convert(model, x.to(dtype), Path(scratch))
                 except Exception as exc:  # noqa: BLE001 - a conversion limit, printed as such
-                    print(f"{name:8} {str(dtype):15} conversion failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
+                    print(
+                        f"{name:8} {str(dtype):15} conversion failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+                    )
                     continue
                 for scale in (1.0, 100.0):
                     for seed in range(3):
@@ -83,8 +85,10 @@ def main() -> None:
         if not needs:
             continue
         rtol, atol = RELOWERED_TOLERANCES.get(dtype, (float("nan"), float("nan")))
-        print(f"  {str(dtype):15} needed rtol {max(needs):9.3g}  applied (rtol {rtol:g}, atol {atol:g})  "
-              f"margin {rtol / max(max(needs), 1e-300):9.3g}x  worst of float64-noise allowed {max(ratios):.3g}")
+        print(
+            f"  {str(dtype):15} needed rtol {max(needs):9.3g}  applied (rtol {rtol:g}, atol {atol:g})  "
+            f"margin {rtol / max(max(needs), 1e-300):9.3g}x  worst of float64-noise allowed {max(ratios):.3g}"
+        )
 
 
 if __name__ == "__main__":

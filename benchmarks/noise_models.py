@@ -23,9 +23,15 @@ class MBBlock(nn.Module):
         super().__init__()
         e = 4 * c
         self.body = nn.Sequential(
-            nn.Conv2d(c, e, 1, bias=False), nn.BatchNorm2d(e), nn.SiLU(),
-            nn.Conv2d(e, e, 3, padding=1, groups=e, bias=False), nn.BatchNorm2d(e), nn.SiLU(),
-            SqueezeExcite(e), nn.Conv2d(e, c, 1, bias=False), nn.BatchNorm2d(c),
+            nn.Conv2d(c, e, 1, bias=False),
+            nn.BatchNorm2d(e),
+            nn.SiLU(),
+            nn.Conv2d(e, e, 3, padding=1, groups=e, bias=False),
+            nn.BatchNorm2d(e),
+            nn.SiLU(),
+            SqueezeExcite(e),
+            nn.Conv2d(e, c, 1, bias=False),
+            nn.BatchNorm2d(c),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

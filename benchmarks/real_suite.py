@@ -55,8 +55,12 @@ def main() -> int:
     parser.add_argument("-n", default=None, help="pytest-xdist workers, for both runs (issue 39 used -n 1)")
     parser.add_argument("--backends", default="trace,script,onnx,export")
     parser.add_argument("--examples", type=int, default=5)
-    parser.add_argument("--timeout", type=int, default=None, help="the marker's timeout= (the plugin's default if not given)")
-    parser.add_argument("--budget", default=None, help="--torchexport-budget=DURATION|off (the plugin's default if not given)")
+    parser.add_argument(
+        "--timeout", type=int, default=None, help="the marker's timeout= (the plugin's default if not given)"
+    )
+    parser.add_argument(
+        "--budget", default=None, help="--torchexport-budget=DURATION|off (the plugin's default if not given)"
+    )
     parser.add_argument("--marker-budget", default=None, help="the marker's budget= instead, e.g. 30s")
     parser.add_argument("--report", type=Path, default=None, help="keep the marked run's JSON report here")
     parser.add_argument("--no-plain", action="store_true", help="skip the plain run (no marked/plain ratio)")
@@ -68,8 +72,24 @@ def main() -> int:
     # A run stopped by `timeout` (SIGTERM) still removes its conftest: the checkout stays plain.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     report = opts.report or Path(tempfile.mkdtemp()) / "report.json"
-    base = [sys.executable, "-m", "pytest", *opts.tests, "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
-            "-W", "ignore::DeprecationWarning", "--durations=5"] + (["-k", opts.k] if opts.k else []) + (["-n", opts.n] if opts.n else [])
+    base = (
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            *opts.tests,
+            "-q",
+            "-p",
+            "no:randomly",
+            "-p",
+            "no:cacheprovider",
+            "-W",
+            "ignore::DeprecationWarning",
+            "--durations=5",
+        ]
+        + (["-k", opts.k] if opts.k else [])
+        + (["-n", opts.n] if opts.n else [])
+    )
     plain = None
     if not opts.no_plain:
         plain = _run([*base, "-p", "no:torchexport"], opts.checkout, "plain")
@@ -87,9 +107,11 @@ def main() -> int:
     finally:
         conftest.unlink()
     if plain is not None:
-        print(f"marked/plain: {marked['wall_s'] / plain['wall_s']:.2f}x wall time, "
-              f"{marked['tree_pss_mb'] / plain['tree_pss_mb']:.2f}x peak tree PSS, "
-              f"{marked['largest_mb'] / plain['largest_mb']:.2f}x largest process")
+        print(
+            f"marked/plain: {marked['wall_s'] / plain['wall_s']:.2f}x wall time, "
+            f"{marked['tree_pss_mb'] / plain['tree_pss_mb']:.2f}x peak tree PSS, "
+            f"{marked['largest_mb'] / plain['largest_mb']:.2f}x largest process"
+        )
     if not report.exists():
         print("no report written")
         return 1
@@ -115,7 +137,9 @@ def _run(cmd: list[str], cwd: Path, name: str) -> dict:
     sampler = _TreeSampler()
     t0 = time.perf_counter()
     # Its own process group: a stopped benchmark stops the run's workers and checks with it.
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     sampler.start(proc.pid)
     try:
         out, err = proc.communicate()
@@ -132,9 +156,11 @@ def _run(cmd: list[str], cwd: Path, name: str) -> dict:
     lines = out.strip().splitlines()
     slowest = [line for line in lines if re.match(r"\d+\.\d+s (call|setup) ", line)][:5]  # --durations
     print(f"{name}: {lines[-1] if lines else err[-2000:]}" + "".join(f"\n  {line.strip()}" for line in slowest))
-    print(f"{name}: {wall:.0f} s wall, peak tree PSS {sampler.peak_mb:.0f} MB ({sampler.peak_procs} processes), "
-          f"largest process {largest:.0f} MB{'' if own else ' (at most)'}; load {_fmt(before)} before, "
-          f"{_fmt(after)} after")
+    print(
+        f"{name}: {wall:.0f} s wall, peak tree PSS {sampler.peak_mb:.0f} MB ({sampler.peak_procs} processes), "
+        f"largest process {largest:.0f} MB{'' if own else ' (at most)'}; load {_fmt(before)} before, "
+        f"{_fmt(after)} after"
+    )
     return {"wall_s": wall, "tree_pss_mb": sampler.peak_mb, "largest_mb": largest}
 
 
@@ -238,8 +264,10 @@ def _print_budgeted(rows: list[dict]) -> None:
     print(f"\n{len(budgeted)} of {len(rows)} rows budgeted")
     for r in budgeted:
         b = r["budget"]
-        print(f"  {r['test'].split('::', 1)[-1][:50]:50} {r['backend']:8} limit {b.get('limit_s')} s, spent "
-              f"{b.get('spent_s')} s, untried {b.get('untried')}, skipped {b.get('skipped', [])}")
+        print(
+            f"  {r['test'].split('::', 1)[-1][:50]:50} {r['backend']:8} limit {b.get('limit_s')} s, spent "
+            f"{b.get('spent_s')} s, untried {b.get('untried')}, skipped {b.get('skipped', [])}"
+        )
     # What the budget is meant to bound, measured around it: each check's wall time after its exports
     # (export, save, load back) plus all of the test's process's shared work before the children forked.
     print("\ntime beyond the exports per row: its check's wall time after them + the test's process's shared work")
@@ -248,8 +276,10 @@ def _print_budgeted(rows: list[dict]) -> None:
         if "after_exports_s" not in t:
             continue
         own, shared = t["after_exports_s"], t.get("shared_s", 0.0)
-        print(f"  {r['test'].split('::', 1)[-1][:50]:50} {r['backend']:8} {own:6.1f} + {shared:5.1f} = {own + shared:6.1f} s "
-              f"(budget's count {(r.get('budget') or {}).get('spent_s', '-')})")
+        print(
+            f"  {r['test'].split('::', 1)[-1][:50]:50} {r['backend']:8} {own:6.1f} + {shared:5.1f} = {own + shared:6.1f} s "
+            f"(budget's count {(r.get('budget') or {}).get('spent_s', '-')})"
+        )
 
 
 def _largest_child_mb() -> float:

@@ -41,8 +41,10 @@ def rows(path: str) -> dict[tuple[str, str], dict[str, Any]]:
     with open(path) as f:
         data = json.load(f)
     # An item has one row per kind of call its test made (a prefill, a decode step): keyed by the call too.
-    return {(r["nodeid"] + (f" ({r['call']})" if r.get("call") else ""), r.get("device", "")): verdict(r)
-            for r in data["results"]}
+    return {
+        (r["nodeid"] + (f" ({r['call']})" if r.get("call") else ""), r.get("device", "")): verdict(r)
+        for r in data["results"]
+    }
 
 
 def main(before: str, after: str, ignore: tuple[str, ...] = ()) -> int:

@@ -71,7 +71,9 @@ def _recording_stacks(caught: list[warnings.WarningMessage]) -> Any:
     called into torch (``explain.tracer_findings``)."""
 
     # warnings.showwarning's own signature (six positional parameters), which warnings calls.
-    def showwarning(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    def showwarning(
+        message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None
+    ) -> None:
         record = warnings.WarningMessage(message, category, filename, lineno, file, line)
         if category.__name__ == "TracerWarning":
             stack: list[tuple[str, int, str]] = []
@@ -158,7 +160,9 @@ def _torchscript_probe(call: str, compile_fn: Any, save: Any, load: Any) -> str 
             example = torch.zeros(1)
             # No check_trace, as the trace backend itself: the check's assert_close imports
             # torch.distributed.tensor, 1-2 s of the first check of every process.
-            compiled = compile_fn(_plus_one, (example,), check_trace=False) if call == "trace" else compile_fn(_plus_one)
+            compiled = (
+                compile_fn(_plus_one, (example,), check_trace=False) if call == "trace" else compile_fn(_plus_one)
+            )
             buffer = io.BytesIO()
             stage = "torch.jit.save"
             save(compiled, buffer)
@@ -232,6 +236,7 @@ def cuda_closed_in_forked_child() -> bool:
 # checked on; tests/test_compat.py names each one and asserts the shape used here, so a
 # library upgrade that moves one fails that test first, not a user's suite. Checked on:
 # torch 2.13.0 and 2.14.1, pytest 9.2.0, hypothesis 6.170.17, executorch 1.5.1.
+
 
 def __getattr__(name: str) -> Any:
     """``from .._compat import pytree``: ``torch.utils._pytree`` (no public twin in torch 2.13.0-2.14.1),

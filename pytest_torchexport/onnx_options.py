@@ -61,8 +61,12 @@ def validate_shipped(values: dict[str, Any]) -> None:
             "torchexport options onnx_fp16= and onnx_quantize= exclude each other: int8 quantization takes a float32 "
             "model (onnxruntime.quantization), so pick the one you ship"
         )
-    budget = next((values[k].budget for k in ("onnx_fp16", "onnx_quantize") if k in values and values[k].budget is not None), None)
-    explicit = [t for t in ("rtol", "atol") if t in values and (not isinstance(values[t], Mapping) or "onnx" in values[t])]
+    budget = next(
+        (values[k].budget for k in ("onnx_fp16", "onnx_quantize") if k in values and values[k].budget is not None), None
+    )
+    explicit = [
+        t for t in ("rtol", "atol") if t in values and (not isinstance(values[t], Mapping) or "onnx" in values[t])
+    ]
     if budget is not None and explicit:
         raise InvalidArgument(
             f"torchexport option {'/'.join(explicit)}= for onnx and a max_error in onnx_fp16=/onnx_quantize= both set the "
@@ -121,7 +125,9 @@ def _onnx_fp16(value: Any) -> OnnxFp16 | None:
         raise InvalidArgument(f"torchexport option onnx_fp16= takes keep_io_types True or False, got {keep!r}")
     block = value.get("op_block_list")
     if block is not None and (isinstance(block, str) or not all(isinstance(op, str) for op in block)):
-        raise InvalidArgument(f"torchexport option onnx_fp16= takes op_block_list as a list of ONNX op types, got {block!r}")
+        raise InvalidArgument(
+            f"torchexport option onnx_fp16= takes op_block_list as a list of ONNX op types, got {block!r}"
+        )
     return OnnxFp16(keep, tuple(block) if block is not None else None, _max_error("onnx_fp16", value))
 
 

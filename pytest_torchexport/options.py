@@ -84,7 +84,7 @@ OPTION_DOCS: dict[str, str] = {
     "examples": f"hypothesis examples per backend (default {DEFAULT_EXAMPLES}); explicit probes come on top",
     "dims": 'named dynamic dims and their ranges: {"batch": (1, 32), "seq": (2, 128)}',
     "dynamic": 'which input dims are dynamic: {"input_ids": {0: "batch", 1: "seq"}} (name or position)',
-    "inputs": "replace the recorded call with specs: (TensorSpec((\"batch\", 16)),) or {name: spec}",
+    "inputs": 'replace the recorded call with specs: (TensorSpec(("batch", 16)),) or {name: spec}',
     "rtol": 'relative tolerance: a number or {"onnx": 1e-3} per backend (default per dtype and backend)',
     "atol": 'absolute tolerance: a number or {"onnx": 1e-4} per backend',
     "xfail": '{"onnx": "reason"}: a known-broken path; strict, so an unexpected pass fails',
@@ -107,7 +107,7 @@ OPTION_DOCS: dict[str, str] = {
     '"static" (calibrated on the recorded example and drawn inputs), or {"mode": ..., "max_error": fraction of the '
     'output\'s scale (earlier name "budget", still read), "weight_type"/"activation_type": "QInt8"|"QUInt8", '
     '"per_channel"/"reduce_range": bool} (onnxruntime\'s defaults otherwise); default max_error 8 x 1/510 x sqrt(op depth)',
-    "budget": "the most a test's checks may spend beyond their exports: seconds, \"90s\", \"10m\", \"1h\" or \"off\" "
+    "budget": 'the most a test\'s checks may spend beyond their exports: seconds, "90s", "10m", "1h" or "off" '
     "(the full search); default the larger of 60 s and 10 x the test body's own time (docs/howto-budget.md)",
 }
 
@@ -134,7 +134,7 @@ ENVIRONMENT: dict[str, str] = {
     "verify; pass it to trusted CI runs only (docs/howto-cache.md)",
     "TORCHEXPORT_JOBS": "how many checks this process runs side by side (default: its share of the cores, at most one "
     "per 2 GiB of available memory); 1: one at a time",
-    "TORCHEXPORT_COPY_LIMIT": "bytes of parameters and buffers a test's copies of its modules \"as called\" may hold "
+    "TORCHEXPORT_COPY_LIMIT": 'bytes of parameters and buffers a test\'s copies of its modules "as called" may hold '
     "(default 2 GiB); past it the live module is checked (earlier name TORCHEXPORT_COPY_BUDGET, still read)",
     "TORCHEXPORT_SIZE_LIMITS": "off: lift every limit on drawn sizes and examples, the memory cap and the time limit's "
     "share, whatever they cost (a machine known to hold the declared ranges)",
@@ -179,8 +179,9 @@ def environment(name: str, default: str = "") -> str:
 
     value = os.environ.get(name)
     if value is None:
-        value = next((os.environ[old] for old, new in ENVIRONMENT_ALIASES.items() if new == name and old in os.environ),
-                     None)
+        value = next(
+            (os.environ[old] for old, new in ENVIRONMENT_ALIASES.items() if new == name and old in os.environ), None
+        )
     return default if value is None else value
 
 
@@ -190,6 +191,7 @@ def closest(name: str, valid: Sequence[str]) -> str:
 
     near = difflib.get_close_matches(str(name), [str(v) for v in valid], n=1, cutoff=0.75)
     return f" (did you mean {near[0]!r}?)" if near else ""
+
 
 @dataclass(frozen=True)
 class Options:
@@ -237,7 +239,11 @@ class Options:
     @classmethod
     def build(cls, valid_backends: Sequence[str] = tuple(BUILTIN_BACKENDS), **given: Any) -> Options:
         """Validate ``given`` (marker or call keywords) and fill in defaults."""
-        unknown = sorted(set(given) - set(MARKER_OPTIONS) - {"repro_dir", "keep_artifacts", "isolation", "require", "memory", "cpp", "bundle"})
+        unknown = sorted(
+            set(given)
+            - set(MARKER_OPTIONS)
+            - {"repro_dir", "keep_artifacts", "isolation", "require", "memory", "cpp", "bundle"}
+        )
         if unknown:
             raise InvalidArgument(
                 f"unknown torchexport option(s) {', '.join(map(repr, unknown))}{closest(unknown[0], MARKER_OPTIONS)}; "
@@ -277,7 +283,9 @@ class Options:
         if "module" in values and not isinstance(values["module"], str):
             raise InvalidArgument(f"torchexport option module= takes a class name (str), got {values['module']!r}")
         if "compare" in values and not callable(values["compare"]):
-            raise InvalidArgument(f"torchexport option compare= takes a callable(expected, actual), got {values['compare']!r}")
+            raise InvalidArgument(
+                f"torchexport option compare= takes a callable(expected, actual), got {values['compare']!r}"
+            )
         if "budget" in values:
             values["budget"] = parse_duration("budget", values["budget"])
         if "memory" in values:
@@ -455,7 +463,7 @@ def _dynamic(value: Any) -> dict[Any, dict[int, str]]:
         for idx, name in axes.items():
             if not isinstance(idx, int) or not isinstance(name, str):
                 raise InvalidArgument(
-                    f'torchexport option dynamic= maps a dim index (int) to a dim name (str), got {idx!r}: {name!r}'
+                    f"torchexport option dynamic= maps a dim index (int) to a dim name (str), got {idx!r}: {name!r}"
                 )
         out[key] = dict(axes)
     return out

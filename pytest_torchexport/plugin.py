@@ -130,8 +130,10 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
                 # A model by name that cannot be built is one mistake: said in full by the item that
                 # tried, and pointed at by the test's others (each still fails, with its row).
                 spec = str(recording.error).split(": ", 1)[0]
-                pytest.fail(f"{spec}: the model could not be checked (why is said once, at this test's first item)",
-                            pytrace=False)
+                pytest.fail(
+                    f"{spec}: the model could not be checked (why is said once, at this test's first item)",
+                    pytrace=False,
+                )
             raise recording.error
         _check(item, recording, options)
     finally:
@@ -209,7 +211,9 @@ def torchexport(request: pytest.FixtureRequest) -> Any:
         from .engine import pipeline
 
         if "module" in options:
-            raise InvalidArgument("module= picks among the modules a marked test calls; the fixture is given its module")
+            raise InvalidArgument(
+                "module= picks among the modules a marked test calls; the fixture is given its module"
+            )
 
         opts = Options.build(valid_backends=tuple(state.backends), **{**state.defaults, **options})
         report = pipeline.run(module, args, kwargs, opts, adapters.session(item), scheduler=state.scheduler)

@@ -102,7 +102,9 @@ def _load(path: str, allow_pickle: bool) -> dict[str, Any] | None:
             print(f"cannot replay {path}: it does not unpickle ({type(err).__name__}: {err})")
             return None
     except Exception as exc:  # noqa: BLE001 - not a torch file at all
-        print(f"cannot replay {path}: not a repro file written by --torchexport-repro-dir ({type(exc).__name__}: {exc})")
+        print(
+            f"cannot replay {path}: not a repro file written by --torchexport-repro-dir ({type(exc).__name__}: {exc})"
+        )
         return None
     if not isinstance(data, dict) or data.get("format") not in (1, 2):
         print(f"cannot replay {path}: not a repro file written by --torchexport-repro-dir (no known format)")
@@ -205,7 +207,9 @@ def _verdict(backend: Any, artifact: Any, eager: Any, data: dict[str, Any]) -> i
         with quiet_torch():
             actual, _ = run_artifact(lambda a, k: backend.run(artifact, a, k), args, kwargs)
     except Exception as exc:  # noqa: BLE001 - a runtime raises anything: printed, the replay's verdict
-        print(f"still failing: the artifact raises {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        print(
+            f"still failing: the artifact raises {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        )
         return 1
     cmp = compare(expected, actual, relowered=backend.relowered, rtol=opts["rtol"], atol=opts["atol"])
     if cmp.ok:
@@ -218,9 +222,12 @@ def _verdict(backend: Any, artifact: Any, eager: Any, data: dict[str, Any]) -> i
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help="a .pt file written by --torchexport-repro-dir")
-    parser.add_argument(_ALLOW, action="store_true",
-                        help="unpickle what the file cannot hold otherwise (runs code the file names: only for "
-                             "a file whose maker you trust)")
+    parser.add_argument(
+        _ALLOW,
+        action="store_true",
+        help="unpickle what the file cannot hold otherwise (runs code the file names: only for "
+        "a file whose maker you trust)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

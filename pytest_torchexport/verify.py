@@ -41,12 +41,24 @@ class Unreadable(Exception):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("bundles", nargs="+", metavar="DIR",
-                        help="bundle folders (--torchexport-bundle=DIR), or folders holding them")
-    parser.add_argument("-o", "--output", action="append", default=[], metavar="OUT",
-                        help="write the rows: .json, .md for Markdown, or .html for a page (repeatable)")
-    parser.add_argument("--backend", action="append", default=[], metavar="NAME",
-                        help="verify only these backends' bundles (repeatable, or a,b)")
+    parser.add_argument(
+        "bundles", nargs="+", metavar="DIR", help="bundle folders (--torchexport-bundle=DIR), or folders holding them"
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        action="append",
+        default=[],
+        metavar="OUT",
+        help="write the rows: .json, .md for Markdown, or .html for a page (repeatable)",
+    )
+    parser.add_argument(
+        "--backend",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="verify only these backends' bundles (repeatable, or a,b)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,8 +86,10 @@ def run(args: argparse.Namespace) -> int:
             return Exit.USAGE_ERROR
     failing = [r for r in rows if r.failed]
     written = f" written to {', '.join(args.output)}" if args.output else ""
-    print(f"torchexport verify: {len(rows)} bundle{'s' * (len(rows) != 1)} with torch {torch.__version__}{written}: "
-          + (f"{len(failing)} failing" if failing else "no failure"))
+    print(
+        f"torchexport verify: {len(rows)} bundle{'s' * (len(rows) != 1)} with torch {torch.__version__}{written}: "
+        + (f"{len(failing)} failing" if failing else "no failure")
+    )
     if not rows:
         return Exit.NO_RESULTS
     return Exit.FAILED if failing else Exit.OK
@@ -93,8 +107,10 @@ def verify_bundle(folder: Path, wanted: set[str] | None = None) -> Result | None
     try:
         manifest = json.loads((folder / files.MANIFEST).read_text())
         if not isinstance(manifest, dict) or manifest.get("format") != files.FORMAT:
-            raise Unreadable(f"bundle format {manifest.get('format') if isinstance(manifest, dict) else '?'}; "
-                             f"this verify reads format {files.FORMAT}")
+            raise Unreadable(
+                f"bundle format {manifest.get('format') if isinstance(manifest, dict) else '?'}; "
+                f"this verify reads format {files.FORMAT}"
+            )
     except (OSError, ValueError, Unreadable) as exc:
         row = Result(backend="?", device="cpu", status="pass", module="", nodeid=str(folder), test=str(folder))
         settle(row, Outcome("load_error", f"{folder}: not a readable bundle ({exc})"))
@@ -115,12 +131,21 @@ class _Verify:
         import torch
 
         self.folder, self.manifest = folder, manifest
-        self.result = Result(backend=manifest["backend"], device=manifest["device"], status="pass",
-                             module=manifest.get("module") or "", nodeid=manifest.get("nodeid"), test=manifest.get("test"))
+        self.result = Result(
+            backend=manifest["backend"],
+            device=manifest["device"],
+            status="pass",
+            module=manifest.get("module") or "",
+            nodeid=manifest.get("nodeid"),
+            test=manifest.get("test"),
+        )
         self.wrote = (manifest.get("written_by") or {}).get("torch") or "an unknown torch"
         self.reads = torch.__version__
-        self.result.extra["bundle"] = {"path": str(folder), "written_by": manifest.get("written_by"),
-                                       "verified_with": {"torch": self.reads}}
+        self.result.extra["bundle"] = {
+            "path": str(folder),
+            "written_by": manifest.get("written_by"),
+            "verified_with": {"torch": self.reads},
+        }
         self.header = tag(self.result)
 
     def _end(self, status: str, message: str, cause: str | None = None) -> Result:
@@ -136,7 +161,9 @@ class _Verify:
         name = manifest["backend"]
         spec = manifest.get("spec")
         if not spec:
-            return self._end("skipped", f"{name} skipped: the bundle's backend was an object, which verify cannot import by name")
+            return self._end(
+                "skipped", f"{name} skipped: the bundle's backend was an object, which verify cannot import by name"
+            )
         try:
             backend = load_backend(spec)
             reason = backend.unavailable_reason()
@@ -149,14 +176,28 @@ class _Verify:
         try:
             tensors = files.load_tensors(self.folder / files.TENSORS)
             # Stored on the CPU: a bundle checked on CUDA runs its inputs there, as where it was written.
-            cases = [(c, _on(files.decode(c["args"], tensors), result.device), _on(files.decode(c["kwargs"], tensors), result.device))
-                     for c in manifest["cases"]]
+            cases = [
+                (
+                    c,
+                    _on(files.decode(c["args"], tensors), result.device),
+                    _on(files.decode(c["kwargs"], tensors), result.device),
+                )
+                for c in manifest["cases"]
+            ]
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            return self._end("load_error", f"{self.folder}: the bundle's inputs cannot be read ({type(exc).__name__}: {exc})")
+            return self._end(
+                "load_error", f"{self.folder}: the bundle's inputs cannot be read ({type(exc).__name__}: {exc})"
+            )
         plan = manifest.get("plan") or {}
         with tempfile.TemporaryDirectory(prefix="torchexport-verify-") as scratch:
-            ctx = ExportContext(device=result.device, scratch=Path(scratch), plan=types.SimpleNamespace(
-                scalars={int(i): v for i, v in plan.get("scalars", [])}, kwargs={k: None for k in plan.get("kwargs", [])}))
+            ctx = ExportContext(
+                device=result.device,
+                scratch=Path(scratch),
+                plan=types.SimpleNamespace(
+                    scalars={int(i): v for i, v in plan.get("scalars", [])},
+                    kwargs={k: None for k in plan.get("kwargs", [])},
+                ),
+            )
             t0 = time.perf_counter()
             try:
                 loaded = self._quiet(backend.load, self.folder / files.ARTIFACT, ctx)
@@ -185,8 +226,13 @@ class _Verify:
         if reached:
             detail += f"; it reaches for {reached}"
         self.result.findings.append(Finding("standalone_load", detail))
-        cause = (f"the artifact was written by torch {self.wrote} and this torch ({self.reads}) cannot read it"
-                 if self.wrote != self.reads else f"it reaches for {reached}" if reached else None)
+        cause = (
+            f"the artifact was written by torch {self.wrote} and this torch ({self.reads}) cannot read it"
+            if self.wrote != self.reads
+            else f"it reaches for {reached}"
+            if reached
+            else None
+        )
         return self._end(
             "load_error",
             f"Bundled {name} artifact does not load {self.header}\n{versions}\n{type(exc).__name__}: {words}\n"
@@ -194,24 +240,35 @@ class _Verify:
             cause,
         )
 
-    def _run(self, backend: Any, loaded: Any, cases: list[tuple[dict[str, Any], Any, Any]], tensors: dict[str, Any]) -> Result:
+    def _run(
+        self, backend: Any, loaded: Any, cases: list[tuple[dict[str, Any], Any, Any]], tensors: dict[str, Any]
+    ) -> Result:
         from .reference.compare import compare
 
         result, manifest = self.result, self.manifest
-        rule: dict[str, Any] = {"relowered": bool(manifest.get("relowered")), "rtol": manifest.get("rtol"), "atol": manifest.get("atol")}
+        rule: dict[str, Any] = {
+            "relowered": bool(manifest.get("relowered")),
+            "rtol": manifest.get("rtol"),
+            "atol": manifest.get("atol"),
+        }
         t0 = time.perf_counter()
         for case, args, kwargs in cases:
             what = f"{case['kind']} input ({case['input']})"
             try:
-                outputs = _on(self._quiet(backend.run, loaded, tuple(args), dict(kwargs)), "cpu")  # beside the stored ones
+                outputs = _on(
+                    self._quiet(backend.run, loaded, tuple(args), dict(kwargs)), "cpu"
+                )  # beside the stored ones
             except Exception as exc:  # noqa: BLE001 - a runtime raises anything: the row says what
                 if "artifact_error" in case:  # it raised where it was written too: the check's verdict already
                     result.examples += 1
                     continue
                 words = " ".join(str(exc).split())[:400]
-                return self._end("run_error", f"Bundled {result.backend} artifact raises {self.header} on the {what}\n"
-                                 f"{type(exc).__name__}: {words}\nwritten by torch {self.wrote}, run with torch {self.reads}\n"
-                                 f"Bundle: {self.folder}")
+                return self._end(
+                    "run_error",
+                    f"Bundled {result.backend} artifact raises {self.header} on the {what}\n"
+                    f"{type(exc).__name__}: {words}\nwritten by torch {self.wrote}, run with torch {self.reads}\n"
+                    f"Bundle: {self.folder}",
+                )
             expected = files.decode(case["expected"], tensors)
             plain = compare(expected, outputs, **rule)
             result.examples += 1
@@ -221,17 +278,26 @@ class _Verify:
             # rounding, its float64 oracle said), what that artifact gave is the reference.
             noise = case.get("matched_here") is False and manifest.get("status") == "pass" and "artifact" in case
             if noise and compare(files.decode(case["artifact"], tensors), outputs, **rule).ok:
-                result.findings.append(Finding(
-                    "numeric_noise", f"the {what} differs from eager as much here as where the bundle was written "
-                    f"(torch {self.wrote}), which judged it within eager's own rounding"))
+                result.findings.append(
+                    Finding(
+                        "numeric_noise",
+                        f"the {what} differs from eager as much here as where the bundle was written "
+                        f"(torch {self.wrote}), which judged it within eager's own rounding",
+                    )
+                )
                 continue
-            return self._end("mismatch", "\n".join([
-                f"Bundled {result.backend} artifact differs from eager {self.header} on the {what}",
-                *plain.lines()[:4],
-                f"written by torch {self.wrote}, run with torch {self.reads}, at rtol={rule['rtol']} atol={rule['atol']} "
-                "(None: torch.testing's default for the dtype)",
-                f"Bundle: {self.folder}",
-            ]))
+            return self._end(
+                "mismatch",
+                "\n".join(
+                    [
+                        f"Bundled {result.backend} artifact differs from eager {self.header} on the {what}",
+                        *plain.lines()[:4],
+                        f"written by torch {self.wrote}, run with torch {self.reads}, at rtol={rule['rtol']} atol={rule['atol']} "
+                        "(None: torch.testing's default for the dtype)",
+                        f"Bundle: {self.folder}",
+                    ]
+                ),
+            )
         result.timings["run_s"] = time.perf_counter() - t0
         return result
 

@@ -124,7 +124,9 @@ def report_rows(tester: pytest.Pytester, name: str = "out.json", key: Callable[[
     return rows if key is None else {key(r): r for r in rows}
 
 
-def run_with_report(tester: pytest.Pytester, *args: str, name: str = "out.json", key=by_backend, subprocess: bool = False):
+def run_with_report(
+    tester: pytest.Pytester, *args: str, name: str = "out.json", key=by_backend, subprocess: bool = False
+):
     """Run the written test files with `--torchexport-report=name` (in process, or in a subprocess for a
     run that imports a library an inline run must not leave half-imported: transformers, executorch's
     torchao); the result and its rows."""

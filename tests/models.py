@@ -172,7 +172,9 @@ def source(*classes: type) -> str:
     tests read in this file stay put."""
     import inspect
 
-    return "\nimport pytest\nimport torch\nfrom torch import nn\n\n\n" + "\n\n".join(inspect.getsource(c) for c in classes)
+    return "\nimport pytest\nimport torch\nfrom torch import nn\n\n\n" + "\n\n".join(
+        inspect.getsource(c) for c in classes
+    )
 
 
 def mlp_and_gate_source() -> str:
@@ -218,8 +220,9 @@ def fresh_process_lacks(namespace: str) -> str:
     import inspect
     import textwrap
 
-    return textwrap.dedent(
-        """
+    return (
+        textwrap.dedent(
+            """
         import dataclasses
 
         import pytest
@@ -228,8 +231,10 @@ def fresh_process_lacks(namespace: str) -> str:
 
 
         """
-    ) + inspect.getsource(register_twice) + textwrap.dedent(
-        f"""
+        )
+        + inspect.getsource(register_twice)
+        + textwrap.dedent(
+            f"""
 
         register_twice({namespace!r})
 
@@ -252,6 +257,7 @@ def fresh_process_lacks(namespace: str) -> str:
             def forward(self, x):
                 return Pair(x + 1, x * 3)
         """
+        )
     )
 
 

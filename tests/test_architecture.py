@@ -33,7 +33,7 @@ def _section(title: str) -> str:
     text = PAGE.read_text()
     start = text.index(f"## {title}")
     end = text.find("\n## ", start + 1)
-    return text[start:end if end != -1 else None]
+    return text[start : end if end != -1 else None]
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +49,14 @@ def code_health():
 
 def _pipeline_stages() -> list[str]:
     """The calls of ``_pipeline`` that take the check, in source order: ``module.function`` or a class."""
-    function = next(n for n in ast.walk(_tree("engine/pipeline.py"))
-                    if isinstance(n, ast.FunctionDef) and n.name == "_pipeline")
-    calls = [n for n in ast.walk(function) if isinstance(n, ast.Call) and n.args
-             and isinstance(n.args[0], ast.Name) and n.args[0].id == "check"]
+    function = next(
+        n for n in ast.walk(_tree("engine/pipeline.py")) if isinstance(n, ast.FunctionDef) and n.name == "_pipeline"
+    )
+    calls = [
+        n
+        for n in ast.walk(function)
+        if isinstance(n, ast.Call) and n.args and isinstance(n.args[0], ast.Name) and n.args[0].id == "check"
+    ]
     return [ast.unparse(c.func) for c in sorted(calls, key=lambda c: (c.lineno, c.col_offset))]
 
 
@@ -169,7 +173,12 @@ def _calls(path: Path, name: str) -> list[str]:
         if not isinstance(node, ast.Call):
             continue
         func = node.func
-        if name == "run" and isinstance(func, ast.Attribute) and func.attr == "run" and ast.unparse(func.value).endswith("backend"):
+        if (
+            name == "run"
+            and isinstance(func, ast.Attribute)
+            and func.attr == "run"
+            and ast.unparse(func.value).endswith("backend")
+        ):
             found.append(ast.unparse(func))
         if name == "compare" and isinstance(func, ast.Name) and func.id == "compare":
             found.append(func.id)
@@ -223,20 +232,32 @@ def test_the_private_api_scan_sees_each_kind_of_use(tmp_path, code_health):
         "        return self._mine\n"
     )
     uses = [use.split(": ", 1)[1] for use in code_health.private_api_uses(folder)]
-    assert sorted(uses) == sorted([
-        "import torch.utils._pytree", "from _pytest.unittest import TestCaseFunction",
-        "from hypothesis.internal.conjecture.providers import _get_local_constants", "item._fixtureinfo",
-        "getattr(item, '_excinfo')", "t.hypothesis.inner_test._hypothesis_internal_add_digest",
-        "module._parameters", "def Clone._getobj (an override)",
-    ])
+    assert sorted(uses) == sorted(
+        [
+            "import torch.utils._pytree",
+            "from _pytest.unittest import TestCaseFunction",
+            "from hypothesis.internal.conjecture.providers import _get_local_constants",
+            "item._fixtureinfo",
+            "getattr(item, '_excinfo')",
+            "t.hypothesis.inner_test._hypothesis_internal_add_digest",
+            "module._parameters",
+            "def Clone._getobj (an override)",
+        ]
+    )
 
 
 def test_code_health_counts_a_revision_and_the_working_tree(code_health):
     lines = []
     assert code_health.main(["--rev", "HEAD"], out=lines.append) == 0
     counts = dict(re.match(r"(.+?)\s{2,}(\d+)$", line).groups() for line in lines[1:])
-    assert set(counts) >= {"module globals", "broad excepts", "private API uses outside _compat",
-                           "test helper copies (same body)", "functions over 50 lines", "modules over 400 lines"}
+    assert set(counts) >= {
+        "module globals",
+        "broad excepts",
+        "private API uses outside _compat",
+        "test helper copies (same body)",
+        "functions over 50 lines",
+        "modules over 400 lines",
+    }
 
 
 # --- benchmarks -------------------------------------------------------------------------------
@@ -253,8 +274,11 @@ def _benchmark_imports() -> list[tuple[str, str, str | None]]:
                 if head == "pytest_torchexport" or head in siblings:
                     found += [(path.name, node.module, a.name) for a in node.names]
             elif isinstance(node, ast.Import):
-                found += [(path.name, a.name, None) for a in node.names
-                          if a.name.split(".")[0] == "pytest_torchexport" or a.name in siblings]
+                found += [
+                    (path.name, a.name, None)
+                    for a in node.names
+                    if a.name.split(".")[0] == "pytest_torchexport" or a.name in siblings
+                ]
     return found
 
 

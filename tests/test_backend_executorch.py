@@ -61,7 +61,9 @@ def results():
         "fixed": _result(FixedBatch().eval(), (torch.randn(4, 3),), dims={"batch": (1, 8)}),
         "sort": _result(Sort().eval(), (torch.randn(3, 4),)),
         # keywords in another order than forward's: fed by position in the exported order
-        "kwargs": _result(Affine().eval(), (torch.randn(2, 3),), kwargs={"bias": torch.randn(2, 3), "scale": torch.rand(2, 3)}),
+        "kwargs": _result(
+            Affine().eval(), (torch.randn(2, 3),), kwargs={"bias": torch.randn(2, 3), "scale": torch.rand(2, 3)}
+        ),
     }
 
 
@@ -91,7 +93,9 @@ def test_the_loaded_program_needs_only_the_file_and_keeps_to_its_bounds(tmp_path
     assert loaded.buffer is None and set(out) == {"logits", "hidden"}
     torch.testing.assert_close(out, expected, rtol=1e-3, atol=1e-4)
     # Above the declared range: memory was planned for batch <= 8 (the search never draws this).
-    with pytest.raises(RuntimeError, match=r"input 0 of shape \(9, 4\): the size is outside .* \(memory planned for at most \(8, 4\)\)"):
+    with pytest.raises(
+        RuntimeError, match=r"input 0 of shape \(9, 4\): the size is outside .* \(memory planned for at most \(8, 4\)\)"
+    ):
         backend.run(loaded, (torch.randn(9, 4),), {})
 
 

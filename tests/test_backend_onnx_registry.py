@@ -38,7 +38,9 @@ def test_an_export_through_the_kept_registry_runs_like_eager():
     for _ in range(2):  # the second export is served from the kept registry
         with _torchlib.reused(), torch.no_grad(), quiet_torch():
             program = torch.onnx.export(model, (x,), dynamo=True, verbose=False)
-        sessions.append(ort.InferenceSession(program.model_proto.SerializeToString(), providers=["CPUExecutionProvider"]))
+        sessions.append(
+            ort.InferenceSession(program.model_proto.SerializeToString(), providers=["CPUExecutionProvider"])
+        )
     with torch.no_grad():
         expected = model(x)
     for session in sessions:

@@ -70,8 +70,12 @@ def test_a_difference_made_by_onnxruntimes_optimizer_is_blamed_on_it(backend):
         "Reproduce: so = onnxruntime.SessionOptions(); so.graph_optimization_level = "
         "onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC" in r.message
     )
-    assert r.extra["runtime_optimizer"] == {"runtime": f"onnxruntime {version}", "deployed": "ORT_ENABLE_ALL",
-                                            "passes_at": ["ORT_DISABLE_ALL"], "fails_from": "ORT_ENABLE_BASIC"}
+    assert r.extra["runtime_optimizer"] == {
+        "runtime": f"onnxruntime {version}",
+        "deployed": "ORT_ENABLE_ALL",
+        "passes_at": ["ORT_DISABLE_ALL"],
+        "fails_from": "ORT_ENABLE_BASIC",
+    }
     assert r.timings["runtime_optimizer_s"] > 0  # timed; what it cost is the levels it tried (above), not the clock
 
 

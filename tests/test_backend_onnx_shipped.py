@@ -79,7 +79,10 @@ def one(module, args, **options):
         ({"onnx_fp16": "yes"}, "onnx_fp16= takes True or a dict with the keys keep_io_types, op_block_list, max_error"),
         ({"onnx_fp16": {"keep": True}}, "(unknown: 'keep')"),
         ({"onnx_quantize": "int4"}, "onnx_quantize= takes 'dynamic' or 'static'"),
-        ({"onnx_quantize": {"mode": "static", "weight_type": "int8"}}, 'weight_type=/activation_type= ("QInt8" or "QUInt8")'),
+        (
+            {"onnx_quantize": {"mode": "static", "weight_type": "int8"}},
+            'weight_type=/activation_type= ("QInt8" or "QUInt8")',
+        ),
         ({"onnx_quantize": {"mode": "dynamic", "max_error": 0}}, "onnx_quantize max_error= takes a number > 0"),
         ({"onnx_quantize": {"mode": "dynamic", "budget": 0}}, "onnx_quantize max_error= takes a number > 0"),
         ({"onnx_fp16": {"max_error": 0.1, "budget": 0.1}}, "takes max_error (budget is its earlier name), not both"),
@@ -113,7 +116,9 @@ def test_an_unknown_value_in_a_marker_fails_the_tests_item_as_a_usage_error(test
     )
     result = tester.runpytest("-rf")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*::test_m: *onnx_quantize= takes 'dynamic' or 'static'*", "FAILED *test_m[[]torchexport-marker[]]*"])
+    result.stdout.fnmatch_lines(
+        ["*::test_m: *onnx_quantize= takes 'dynamic' or 'static'*", "FAILED *test_m[[]torchexport-marker[]]*"]
+    )
 
 
 # -- budgets ------------------------------------------------------------------------------
@@ -134,8 +139,11 @@ def test_op_depth_is_the_longest_path():
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])
-    nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Neg", ["a"], ["b"]),
-             helper.make_node("Add", ["x", "b"], ["y"])]
+    nodes = [
+        helper.make_node("Relu", ["x"], ["a"]),
+        helper.make_node("Neg", ["a"], ["b"]),
+        helper.make_node("Add", ["x", "b"], ["y"]),
+    ]
     model = helper.make_model(helper.make_graph(nodes, "g", [x], [y]))
     assert onnx_shipped.op_depth(model.SerializeToString()) == 3
     assert onnx.checker.check_model(model) is None
@@ -180,8 +188,11 @@ def test_dynamic_quantization_passes_the_default_budget():
 
 def test_static_quantization_calibrated_at_one_length_is_caught_at_another():
     row = one(
-        BagOfWords(), (torch.randn(2, 8, 16),), dims={"batch": (1, 4), "seq": (1, 64)},
-        dynamic={0: {0: "batch", 1: "seq"}}, examples=15,
+        BagOfWords(),
+        (torch.randn(2, 8, 16),),
+        dims={"batch": (1, 4), "seq": (1, 64)},
+        dynamic={0: {0: "batch", 1: "seq"}},
+        examples=15,
         onnx_quantize={"mode": "static", "weight_type": "QUInt8", "activation_type": "QUInt8"},
     )
     assert row.status == "mismatch", row.message
@@ -193,7 +204,9 @@ def test_static_quantization_calibrated_at_one_length_is_caught_at_another():
 
 def test_a_budget_the_user_sets_is_honoured():
     row = one(
-        BagOfWords(), (torch.randn(2, 8, 16),), dims={"batch": (1, 4), "seq": (1, 64)},
+        BagOfWords(),
+        (torch.randn(2, 8, 16),),
+        dims={"batch": (1, 4), "seq": (1, 64)},
         dynamic={0: {0: "batch", 1: "seq"}},
         onnx_quantize={"mode": "static", "weight_type": "QUInt8", "activation_type": "QUInt8", "budget": 5.0},
     )
@@ -221,8 +234,9 @@ def test_the_optimized_file_is_served_with_the_optimizations_off(tmp_path):
     model = Classifier().eval()
     with quiet_torch():
         program = torch.onnx.export(model, (torch.randn(2, 16),), dynamo=True, verbose=False)
-    stages = onnx_shipped.process(program.model_proto.SerializeToString(),
-                                  Options.build(onnx_optimize="all").onnx_shipped, tmp_path, None)
+    stages = onnx_shipped.process(
+        program.model_proto.SerializeToString(), Options.build(onnx_optimize="all").onnx_shipped, tmp_path, None
+    )
     (tmp_path / FILENAME).write_bytes(stages[-1].data)
     session = OnnxSession(str(tmp_path / FILENAME), "cpu")
     assert session.level == "ORT_DISABLE_ALL"
@@ -241,7 +255,9 @@ def test_a_step_that_fails_is_an_export_error_naming_the_step(monkeypatch):
     monkeypatch.setattr(float16, "convert_float_to_float16", refuse)
     row = one(Classifier(), (torch.randn(4, 16),), onnx_fp16=True)
     assert row.status == "export_error"
-    assert "the post-processing step fp16 (onnxconverter-common's float16.convert_float_to_float16) failed" in row.message
+    assert (
+        "the post-processing step fp16 (onnxconverter-common's float16.convert_float_to_float16) failed" in row.message
+    )
 
 
 def test_without_onnxconverter_common_the_fp16_check_is_skipped_with_the_install_line(monkeypatch):

@@ -134,7 +134,9 @@ def test_the_ir_runs_alone_in_float32_at_other_sizes(tmp_path):
     expected_leaves = [expected["logits"][0], expected["logits"][1], expected["hidden"][0], expected["hidden"][1]]
     torch.testing.assert_close(out, expected_leaves, rtol=1e-3, atol=1e-4)
     # float32 weights in the .bin: 4 bytes per parameter ([Saved In Float32])
-    assert (tmp_path / "model.bin").stat().st_size >= 4 * sum(p.numel() for p in Nested().parameters())  # a count: any Nested
+    assert (tmp_path / "model.bin").stat().st_size >= 4 * sum(
+        p.numel() for p in Nested().parameters()
+    )  # a count: any Nested
 
 
 def test_selected_on_the_command_line_with_its_own_item_id(tester, results):
@@ -146,5 +148,7 @@ def test_a_missing_package_is_a_skipped_row_with_the_install_line(tester, result
     result, row = run_without(tester, ("openvino",), ["openvino"])
     result.assert_outcomes(skipped=1)
     assert row["status"] == "skipped"
-    assert 'openvino is not installed' in row["message"] and 'pip install "pytest-torchexport[openvino]"' in row["message"]
+    assert (
+        "openvino is not installed" in row["message"] and 'pip install "pytest-torchexport[openvino]"' in row["message"]
+    )
     assert_required_but_unavailable(tester, "openvino")

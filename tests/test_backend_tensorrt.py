@@ -85,7 +85,9 @@ def mocked_gpu(monkeypatch):
     return calls
 
 
-_result = functools.partial(checked_one, backend="tensorrt", devices="cpu", examples=5, standalone=False, isolation="inline")
+_result = functools.partial(
+    checked_one, backend="tensorrt", devices="cpu", examples=5, standalone=False, isolation="inline"
+)
 
 
 def test_without_a_gpu_it_is_skipped_with_the_reason():
@@ -104,7 +106,9 @@ def test_require_turns_the_skip_into_a_failure_with_the_install_line(tester):
     tester.makepyfile(test_t=linear_test(backends=["trace", "tensorrt"]))
     _, row = skipped_then_required(tester, "tensorrt")
     assert "CUDA is not available here" in row["message"]
-    assert 'Install: pip install "pytest-torchexport[tensorrt]" on a machine with an NVIDIA GPU and CUDA' in row["message"]
+    assert (
+        'Install: pip install "pytest-torchexport[tensorrt]" on a machine with an NVIDIA GPU and CUDA' in row["message"]
+    )
 
 
 def test_mocked_engine_profiles_come_from_the_declared_dims(mocked_gpu):

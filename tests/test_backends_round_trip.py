@@ -114,7 +114,6 @@ def test_onnx_guard_oracle_names_the_guard_onnxruntime_ignores():
     assert backend.guard_violation(artifact, (torch.randn(5, 8),), {}) is None
 
 
-
 def test_a_backend_answers_for_its_artifacts_and_the_defaults_mean_not_available():
     plain, module = Backend(), MLP().eval()
     assert plain.artifact_module(module) is module  # an artifact that is a module holds its own state

@@ -40,8 +40,11 @@ def unexplained(source: str) -> list[int]:
     """The lines of broad handlers in ``source`` that swallow without saying why."""
     lines = source.splitlines()
     return [
-        h.lineno for h in ast.walk(ast.parse(source))
-        if isinstance(h, ast.ExceptHandler) and _caught(h.type) & BROAD and swallows(h)
+        h.lineno
+        for h in ast.walk(ast.parse(source))
+        if isinstance(h, ast.ExceptHandler)
+        and _caught(h.type) & BROAD
+        and swallows(h)
         and "BLE001 - " not in lines[h.lineno - 1]
     ]
 

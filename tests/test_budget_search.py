@@ -59,8 +59,9 @@ def test_a_budget_leaves_drawn_inputs_untried_and_says_so_on_the_row(tester):
 
 def test_budget_off_gives_the_full_search(tester):
     tester.makepyfile(test_slow=SLOW.format(budget=', budget="1s"'))
-    result, rows = run_with_report(tester, "-q", "-p", "no:cacheprovider", "--torchexport-cache=off",
-                                   "--torchexport-budget=off")
+    result, rows = run_with_report(
+        tester, "-q", "-p", "no:cacheprovider", "--torchexport-cache=off", "--torchexport-budget=off"
+    )
     result.assert_outcomes(passed=1)
     row = rows["trace"]
     assert "budget" not in row
@@ -71,8 +72,9 @@ def test_budget_off_gives_the_full_search(tester):
 
 def test_the_ini_key_sets_the_budget_and_a_small_model_keeps_its_full_search_by_default(tester):
     tester.makepyfile(test_slow=SLOW.format(budget=""))
-    result, rows = run_with_report(tester, "-q", "-p", "no:cacheprovider", "--torchexport-cache=off",
-                                   "-o", "torchexport_budget=1s")
+    result, rows = run_with_report(
+        tester, "-q", "-p", "no:cacheprovider", "--torchexport-cache=off", "-o", "torchexport_budget=1s"
+    )
     assert rows["trace"]["budget"]["limit_s"] == 1.0
     tester.makepyfile(test_slow=SLOW.format(budget="").replace("time.sleep(0.25)", "pass"))
     result, rows = run_with_report(tester, "-q", "-p", "no:cacheprovider", "--torchexport-cache=off")
@@ -91,7 +93,9 @@ def test_off_is_the_full_search():
 
 @pytest.mark.parametrize("value", ["ten", "5 minutes", "-3s", 0, "10d", True, "inf"])
 def test_a_malformed_budget_is_refused_with_the_valid_forms(value):
-    with pytest.raises(InvalidArgument, match=r'budget= takes a number of seconds \(90\), "90s", "10m", "1.5h", or "off"'):
+    with pytest.raises(
+        InvalidArgument, match=r'budget= takes a number of seconds \(90\), "90s", "10m", "1.5h", or "off"'
+    ):
         Options.build(budget=value)
 
 
@@ -99,8 +103,12 @@ def test_a_malformed_command_line_budget_is_a_usage_error_listing_the_forms(test
     tester.makepyfile(test_slow=SLOW.format(budget=""))
     result = tester.runpytest("-q", "--torchexport-budget=soon")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.re_match_lines([r'.*budget= takes a number of seconds \(90\), "90s", "10m", "1.5h", or "off" for the full '
-                                  r"search; got 'soon'.*"])
+    result.stderr.re_match_lines(
+        [
+            r'.*budget= takes a number of seconds \(90\), "90s", "10m", "1.5h", or "off" for the full '
+            r"search; got 'soon'.*"
+        ]
+    )
 
 
 def test_a_malformed_marker_budget_names_the_test(tester):
@@ -130,14 +138,19 @@ def test_a_budget_spent_by_the_search_leaves_static_size_probes_and_latency_untr
     assert budget["spent_s"] <= 1.0 + 0.25 + 0.25, budget
     finding = next(f for f in row["findings"] if f["kind"] == "budget")
     assert "left out latency and static_size probes" in finding["detail"], finding
-    result.stdout.re_match_lines([r"torchexport budget: 1 row of 1 left \d+ input\(s\) untried, 1 left out latency "
-                                  r"and static_size probes .*"])
+    result.stdout.re_match_lines(
+        [
+            r"torchexport budget: 1 row of 1 left \d+ input\(s\) untried, 1 left out latency "
+            r"and static_size probes .*"
+        ]
+    )
 
 
 def test_budget_off_runs_static_size_probes_and_latency(tester):
     tester.makepyfile(test_slow=STATIC.format(budget=', budget="1s"'))
-    result, rows = run_with_report(tester, "-q", "-p", "no:cacheprovider", "--torchexport-cache=off",
-                                   "--torchexport-budget=off")
+    result, rows = run_with_report(
+        tester, "-q", "-p", "no:cacheprovider", "--torchexport-cache=off", "--torchexport-budget=off"
+    )
     result.assert_outcomes(passed=1)
     row = rows["trace"]
     assert "budget" not in row

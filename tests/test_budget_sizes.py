@@ -89,8 +89,7 @@ def test_what_the_recorded_call_held_is_a_cost_never_a_cap():
     the allowance is absolute, so the declared range is drawn where the machine holds it."""
     plan, options = _plan(), Options.build()
     result = _result()
-    capped, _ = budget.bound(plan, plan.tree, _call(peak_mb=40), result, options,
-                             machine=budget.Machine(64 * GB, 1, 1))
+    capped, _ = budget.bound(plan, plan.tree, _call(peak_mb=40), result, options, machine=budget.Machine(64 * GB, 1, 1))
     assert capped is plan and not result.findings and "size_cut" not in result.extra
     assert result.extra["memory_budget_mb"] == 32 * 1024  # half of the 64 GB each check has
 
@@ -170,8 +169,9 @@ def test_tightest_limit_rules_and_every_draw_stays_within_it():
     plan, options = _plan(), Options.build(examples=10)
     result = _result()
     # 1 GB peak on a 16 GB machine with 2 checks: half of 8 GB over 2 GB a draw -> growth 2.
-    capped, opts = budget.bound(plan, plan.tree, _call(peak_mb=1024), result, options,
-                                machine=budget.Machine(16 * GB, 1, 2))
+    capped, opts = budget.bound(
+        plan, plan.tree, _call(peak_mb=1024), result, options, machine=budget.Machine(16 * GB, 1, 2)
+    )
     cap = capped.caps["batch"]
     assert cap == 4 and plan.dims["batch"].max == 16  # recorded 2, growth 2; the export range untouched
     assert opts.examples == 10
@@ -186,11 +186,13 @@ def test_tightest_limit_rules_and_every_draw_stays_within_it():
 
 def test_a_seq_dim_counts_squared_in_the_measured_limits_too():
     x = torch.zeros(1, 64, dtype=torch.int64)
-    plan = plan_inputs(Head(), (x,), None, dims={"batch": (1, 16), "seq": (1, 1024)},
-                       dynamic={0: {0: "batch", 1: "seq"}})
+    plan = plan_inputs(
+        Head(), (x,), None, dims={"batch": (1, 16), "seq": (1, 1024)}, dynamic={0: {0: "batch", 1: "seq"}}
+    )
     result = _result()
-    capped, _ = budget.bound(plan, plan.tree, _call(peak_mb=512), result, Options.build(),
-                             machine=budget.Machine(8 * GB, 1, 1))
+    capped, _ = budget.bound(
+        plan, plan.tree, _call(peak_mb=512), result, Options.build(), machine=budget.Machine(8 * GB, 1, 1)
+    )
     growth = budget.MEMORY_SHARE * 8 * GB / (budget.PEAK_FACTOR * 512 * MB)  # 4
     assert capped.caps["batch"] * (capped.caps["seq"] / 64) ** 2 <= growth + 1e-9
 
@@ -212,8 +214,9 @@ def test_past_the_time_limit_at_the_recorded_size_the_examples_are_cut():
 def test_small_models_keep_their_whole_range():
     plan, options = _plan(), Options.build()
     result = _result()
-    capped, opts = budget.bound(plan, plan.tree, _call(peak_mb=2, seconds=0.002), result, options,
-                                machine=budget.Machine(2 * GB, 4, 1))  # even a small, busy machine
+    capped, opts = budget.bound(
+        plan, plan.tree, _call(peak_mb=2, seconds=0.002), result, options, machine=budget.Machine(2 * GB, 4, 1)
+    )  # even a small, busy machine
     assert capped is plan and opts is options
     assert not result.findings and "size_caps" not in result.extra
     assert result.extra["eager_peak_mb"] == 2 and result.extra["eager_s"] == 0.002
@@ -223,8 +226,9 @@ def test_bytes_in_and_out_count_where_they_exceed_the_peak_and_the_budget_can_be
     plan, options = _plan(), Options.build()
     result = _result()
     big_out = torch.zeros(2, 2**25)  # 268 MB output, 10 MB measured: the output is what a call holds
-    capped, _ = budget.bound(plan, plan.tree, _call(peak_mb=10, out=big_out), result, options,
-                             machine=budget.Machine(4 * GB, 1, 1))
+    capped, _ = budget.bound(
+        plan, plan.tree, _call(peak_mb=10, out=big_out), result, options, machine=budget.Machine(4 * GB, 1, 1)
+    )
     assert capped.caps == {"batch": 8} and result.extra["budget_limit"] == "memory"
     assert "holds 256 MB (its tensors in and out)" in result.findings[0].detail
     monkeypatch.setenv(budget.OFF_ENV, "off")

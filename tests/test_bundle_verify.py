@@ -28,10 +28,14 @@ def test_gate():
 @pytest.fixture
 def bundles(tester):
     """One session writing bundles (the C++ stage off: not what these tests are about)."""
-    result = run_with_models(tester, TESTS, "--torchexport-bundle=bundles", "--torchexport-cpp=off",
-                             "--torchexport-report=out.json")
+    result = run_with_models(
+        tester, TESTS, "--torchexport-bundle=bundles", "--torchexport-cpp=off", "--torchexport-report=out.json"
+    )
     result.assert_outcomes(passed=2, failed=1)
-    rows = {(r["test"].rsplit("::", 1)[-1], r["backend"]): r for r in json.loads((tester.path / "out.json").read_text())["results"]}
+    rows = {
+        (r["test"].rsplit("::", 1)[-1], r["backend"]): r
+        for r in json.loads((tester.path / "out.json").read_text())["results"]
+    }
     return tester.path / "bundles", rows
 
 
@@ -39,7 +43,10 @@ def test_a_bundle_per_check_is_written_and_verified_with_the_same_rows(bundles, 
     root, rows = bundles
     folders = files.find(root)
     assert [f.relative_to(root).as_posix() for f in folders] == [
-        "test_m.py_test_gate/trace", "test_m.py_test_mlp/export", "test_m.py_test_mlp/trace"]
+        "test_m.py_test_gate/trace",
+        "test_m.py_test_mlp/export",
+        "test_m.py_test_mlp/trace",
+    ]
     mlp = rows[("test_mlp", "export")]
     assert mlp["bundle"]["path"].endswith("test_m.py_test_mlp/export") and mlp["bundle"]["cases"] >= 2
     manifest = json.loads((root / "test_m.py_test_mlp/export" / files.MANIFEST).read_text())
@@ -53,7 +60,9 @@ def test_a_bundle_per_check_is_written_and_verified_with_the_same_rows(bundles, 
     code = verify.main([str(root / "test_m.py_test_mlp"), "-o", str(tmp_path / "v.json"), "-o", str(tmp_path / "v.md")])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert f"torchexport verify: 2 bundles with torch {torch.__version__}" in out and out.rstrip().endswith("no failure")
+    assert f"torchexport verify: 2 bundles with torch {torch.__version__}" in out and out.rstrip().endswith(
+        "no failure"
+    )
     report = json.loads((tmp_path / "v.json").read_text())
     assert sorted((r["backend"], r["status"]) for r in report["results"]) == [("export", "pass"), ("trace", "pass")]
     assert all(r["examples"] == len(manifest["cases"]) for r in report["results"] if r["backend"] == "export")
@@ -94,12 +103,24 @@ def test_an_artifact_that_does_not_load_names_the_torch_that_wrote_it(bundles, t
 
 def test_verify_from_the_command_line_exits_as_pytest(bundles, tmp_path):
     root, _ = bundles
-    done = subprocess.run([sys.executable, "-m", "pytest_torchexport", "verify", str(root / "test_m.py_test_mlp"),
-                           "-o", str(tmp_path / "v.html")], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest_torchexport",
+            "verify",
+            str(root / "test_m.py_test_mlp"),
+            "-o",
+            str(tmp_path / "v.html"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert (tmp_path / "v.html").read_text().startswith("<!DOCTYPE html>")
-    missing = subprocess.run([sys.executable, "-m", "pytest_torchexport", "verify", str(tmp_path / "none")],
-                             capture_output=True, text=True)
+    missing = subprocess.run(
+        [sys.executable, "-m", "pytest_torchexport", "verify", str(tmp_path / "none")], capture_output=True, text=True
+    )
     assert missing.returncode == 4 and "no such folder" in missing.stderr
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -27,9 +27,15 @@ def _module(value: float) -> torch.nn.Module:
 
 def _facts(**changed) -> CheckFacts:
     base = CheckFacts(
-        backend="trace", spec="pytest_torchexport.backends.trace:TraceBackend", device="cpu",
-        test="test_gate", nodeid="test_gate.py::test_gate", options=Options.build(),
-        module=_module(0.5), inputs=((torch.ones(2, 3),), {}), sequence=None,
+        backend="trace",
+        spec="pytest_torchexport.backends.trace:TraceBackend",
+        device="cpu",
+        test="test_gate",
+        nodeid="test_gate.py::test_gate",
+        options=Options.build(),
+        module=_module(0.5),
+        inputs=((torch.ones(2, 3),), {}),
+        sequence=None,
     )
     return dataclasses.replace(base, **changed)
 

@@ -202,8 +202,12 @@ def test_each_edit_reruns_its_check_and_an_unchanged_one_is_reused(suite):
     for nodeid in ("test_unchanged[torchexport-trace]", "test_unchanged[torchexport-export]"):
         assert after[nodeid]["cached"] is True and after[nodeid]["status"] == "pass"
         assert after[nodeid]["cached_at"][:4].isdigit()
-    second.stdout.re_match_lines([r"test_unchanged\s+Same\s+trace\s+pass \(cached\).*",
-                                  r"torchexport cache: reused 2 passes of 8 checks \(nothing they depend on changed\)"])
+    second.stdout.re_match_lines(
+        [
+            r"test_unchanged\s+Same\s+trace\s+pass \(cached\).*",
+            r"torchexport cache: reused 2 passes of 8 checks \(nothing they depend on changed\)",
+        ]
+    )
 
     # Nothing changed since: every pass is reused, and the body still ran (its call recorded).
     third = suite.runpytest("--torchexport-report=third.md")
@@ -272,8 +276,12 @@ def test_failures_rerun_and_off_no_cacheprovider_and_a_corrupt_entry_reuse_nothi
     entries[0].write_text('{"version": 1, "key": ')  # a writer cut off (it cannot be: os.replace)
     result = tester.runpytest("--torchexport-report=out.json")
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.re_match_lines([r"torchexport cache warning: test_g.py::test_lin\[torchexport-trace\]: "
-                                  r"ignored the corrupt entry .*: checked again"])
+    result.stdout.re_match_lines(
+        [
+            r"torchexport cache warning: test_g.py::test_lin\[torchexport-trace\]: "
+            r"ignored the corrupt entry .*: checked again"
+        ]
+    )
     found = {k.split("[")[0]: v for k, v in report_rows(tester, "out.json", key=by_item).items()}
     assert "cached" not in found["test_lin"] and found["test_lin"]["status"] == "pass"
     assert json.loads(entries[0].read_text())["row"]["status"] == "pass"  # written again, whole

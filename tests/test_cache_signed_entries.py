@@ -107,13 +107,15 @@ def test_a_forged_pass_is_refused_with_the_secret_and_reused_without_it(suite, m
     row = _row(suite, forged)
     assert row["status"] == "mismatch" and "cached" not in row, row
     assert row["cache_refused"] == "signature"
-    forged.stdout.re_match_lines([
-        r"torchexport cache warning: test_suite.py::test_model\[torchexport-trace\]: refused the entry .*: "
-        r"its signature does not verify with TORCHEXPORT_CACHE_SECRET \(edited or forged after it was written, "
-        r"or signed with another secret\): checked again",
-        r"torchexport cache: refused 1 stored entry: 1 whose signature does not verify with this "
-        r"TORCHEXPORT_CACHE_SECRET .*; checked again",
-    ])
+    forged.stdout.re_match_lines(
+        [
+            r"torchexport cache warning: test_suite.py::test_model\[torchexport-trace\]: refused the entry .*: "
+            r"its signature does not verify with TORCHEXPORT_CACHE_SECRET \(edited or forged after it was written, "
+            r"or signed with another secret\): checked again",
+            r"torchexport cache: refused 1 stored entry: 1 whose signature does not verify with this "
+            r"TORCHEXPORT_CACHE_SECRET .*; checked again",
+        ]
+    )
     assert "INTERNALERROR" not in forged.stdout.str()
 
     # Without it, nothing is verified: the folder's writers are trusted, and the forged pass is
@@ -161,9 +163,12 @@ def test_entries_from_before_an_upgrade_are_misses_not_errors(suite, monkeypatch
     upgraded.assert_outcomes(passed=1)
     row = _row(suite, upgraded)
     assert "cached" not in row and row["cache_refused"] == "unsigned"
-    upgraded.stdout.re_match_lines([
-        r"torchexport cache: refused 1 stored entry: 1 unsigned \(written without TORCHEXPORT_CACHE_SECRET, "
-        r"or by a plugin before signing\); checked again"])
+    upgraded.stdout.re_match_lines(
+        [
+            r"torchexport cache: refused 1 stored entry: 1 unsigned \(written without TORCHEXPORT_CACHE_SECRET, "
+            r"or by a plugin before signing\); checked again"
+        ]
+    )
 
     # An entry of another format, signed by an older plugin with the same secret: a miss with a note.
     data = json.loads(entry.read_text())
@@ -174,8 +179,12 @@ def test_entries_from_before_an_upgrade_are_misses_not_errors(suite, monkeypatch
     older.assert_outcomes(passed=1)
     row = _row(suite, older)
     assert "cached" not in row and "cache_refused" not in row
-    older.stdout.re_match_lines([r"torchexport cache warning: .*: ignored .*: an entry of format 0 \(written by "
-                                 r"pytest-torchexport 0.0.9\), this plugin reads format 1: checked again"])
+    older.stdout.re_match_lines(
+        [
+            r"torchexport cache warning: .*: ignored .*: an entry of format 0 \(written by "
+            r"pytest-torchexport 0.0.9\), this plugin reads format 1: checked again"
+        ]
+    )
     assert "INTERNALERROR" not in older.stdout.str()
     assert _row(suite, suite.runpytest("--torchexport-report=out.json"))["cached"] is True  # written again
 
@@ -203,8 +212,12 @@ KEY = "ab" + "0" * 62
 
 def _stored(tmp_path: Path, secret: str | None = "s") -> tuple[Cache, Path]:
     cache = Cache(tmp_path, secret=secret)
-    assert cache.store(KEY, {"status": "pass", "backend": "trace", "examples": 3, "max_abs_err": float("nan"),
-                             "shape": (2, 3)}, []) is None
+    assert (
+        cache.store(
+            KEY, {"status": "pass", "backend": "trace", "examples": 3, "max_abs_err": float("nan"), "shape": (2, 3)}, []
+        )
+        is None
+    )
     return cache, cache._path(KEY)
 
 

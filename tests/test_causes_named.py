@@ -121,14 +121,17 @@ SHARED = textwrap.dedent(
 
 def test_one_cause_shared_by_many_rows_is_one_line_with_its_count(tester):
     tester.makepyfile(test_m=SHARED)
-    result, rows = run_with_report(tester, "-p", "no:cacheprovider", "--torchexport-report=out.md",
-                                   key=lambda r: r["nodeid"], subprocess=True)
+    result, rows = run_with_report(
+        tester, "-p", "no:cacheprovider", "--torchexport-report=out.md", key=lambda r: r["nodeid"], subprocess=True
+    )
     causes = {row["status"] for row in rows.values()}
     assert causes == {"export_error"}, rows
-    result.stdout.re_match_lines([
-        r"torchexport: 3 script checks are export_error for one cause: \S.* "
-        r"\(test_configured\[1\], test_configured\[2\], test_configured\[3\]\)$",
-    ])
+    result.stdout.re_match_lines(
+        [
+            r"torchexport: 3 script checks are export_error for one cause: \S.* "
+            r"\(test_configured\[1\], test_configured\[2\], test_configured\[3\]\)$",
+        ]
+    )
     assert len([line for line in result.outlines if "for one cause" in line]) == 1
     result.assert_outcomes(failed=3)
     # The Markdown report (a CI step summary) says it once too: one line with the count, and the
@@ -142,14 +145,26 @@ def test_one_cause_shared_by_many_rows_is_one_line_with_its_count(tester):
 
 
 def _failed(test: str, cause: str) -> Result:
-    return Result(backend="script", device="cpu", status="export_error", test=f"test_m.py::{test}", nodeid=test,
-                  message=cause, likely_cause=cause)
+    return Result(
+        backend="script",
+        device="cpu",
+        status="export_error",
+        test=f"test_m.py::{test}",
+        nodeid=test,
+        message=cause,
+        likely_cause=cause,
+    )
 
 
 def test_a_cause_that_differs_only_in_an_objects_address_is_one_cause():
     # Each worker process has its own address for BertConfig.__init__: the rows of an xdist run share one cause.
-    rows = [_failed(f"test_{i}", f"OSError: Failed to get source for <function BertConfig.__init__ at 0x7f4c{i}8> "
-                                 "using inspect.getsource") for i in range(3)]
+    rows = [
+        _failed(
+            f"test_{i}",
+            f"OSError: Failed to get source for <function BertConfig.__init__ at 0x7f4c{i}8> using inspect.getsource",
+        )
+        for i in range(3)
+    ]
     rows.append(_failed("test_other", "OSError: Failed to get source for <function GPT2Config.__init__ at 0x7f4c0>"))
     assert shared_cause_lines(rows) == [
         "torchexport: 3 script checks are export_error for one cause: OSError: Failed to get source for "
@@ -162,10 +177,12 @@ def test_a_cause_that_differs_only_in_an_objects_address_is_one_cause():
 
 def test_a_trace_that_refuses_an_output_says_its_class_and_torchs_reason_not_its_values():
     values = "\n".join(f"  tensor([[{i}.0, 1.0, 2.0]])," for i in range(300))
-    error = RuntimeError(f"Tracer cannot infer type of BaseModelOutputWithPast(last_hidden_state=\n{values}\n"
-                         "past_key_values=DynamicCache())\n:Only tensors and (possibly nested) tuples of tensors, "
-                         "lists, or dicts are supported as inputs or outputs of traced functions, but instead got "
-                         "value of type DynamicCache.")
+    error = RuntimeError(
+        f"Tracer cannot infer type of BaseModelOutputWithPast(last_hidden_state=\n{values}\n"
+        "past_key_values=DynamicCache())\n:Only tensors and (possibly nested) tuples of tensors, "
+        "lists, or dicts are supported as inputs or outputs of traced functions, but instead got "
+        "value of type DynamicCache."
+    )
     assert explain.trim_error(error) == (
         "RuntimeError: Tracer cannot infer type of BaseModelOutputWithPast(...): Only tensors and (possibly nested) "
         "tuples of tensors, lists, or dicts are supported as inputs or outputs of traced functions, but instead got "
@@ -211,8 +228,9 @@ def test_a_row_of_padding_only_is_drawn_where_the_test_sent_one_and_named_where_
     mask keeps nothing of has no key for any query; onnxruntime and eager fill it differently."""
     pytest.importorskip("transformers")
     tester.makepyfile(test_m=PADDED_ROWS)
-    result, rows = run_with_report(tester, "-p", "no:cacheprovider", key=lambda r: r["test"].rsplit("::", 1)[-1],
-                                   subprocess=True)
+    result, rows = run_with_report(
+        tester, "-p", "no:cacheprovider", key=lambda r: r["test"].rsplit("::", 1)[-1], subprocess=True
+    )
     # Masks drawn as padding keep a token in every row: the recorded holes are mostly 0, and the
     # old majority rule took 0 for "keep", drew [[0]] and called the difference there "numeric".
     holes = rows["test_holes"]
@@ -223,7 +241,9 @@ def test_a_row_of_padding_only_is_drawn_where_the_test_sent_one_and_named_where_
     assert padded["cause_kind"] == "masked_rows", padded["message"]
     assert padded["failing_example"]["inputs"]["attention_mask"]["max"] == 0  # shrunk to a row of padding only
     (masked,) = [f["detail"] for f in padded["findings"] if f["kind"] == "masked_rows"]
-    assert masked.startswith("onnx differs from eager only at batch row 0 of ['logits']: attention_mask keeps no "
-                             "position of that row (padding only), so no query there attends to any key"), masked
+    assert masked.startswith(
+        "onnx differs from eager only at batch row 0 of ['logits']: attention_mask keeps no "
+        "position of that row (padding only), so no query there attends to any key"
+    ), masked
     assert "numeric" not in padded["likely_cause"] and "a defect, not a tolerance question" not in padded["message"]
     result.assert_outcomes(passed=1, failed=1)

@@ -90,6 +90,11 @@ def test_repro_file_replays_until_fixed(tmp_path):
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
     assert "fixed: the artifact now matches eager on the saved input" in fixed.stdout
     # replay is also a subcommand beside check and merge; the module form above is its earlier spelling
-    sub = subprocess.run([sys.executable, "-m", "pytest_torchexport", "replay", repro], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=300)
+    sub = subprocess.run(
+        [sys.executable, "-m", "pytest_torchexport", "replay", repro],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert sub.returncode == 0 and "fixed: the artifact now matches eager" in sub.stdout, sub.stdout + sub.stderr

@@ -1,11 +1,12 @@
 """CI gating: a committed baseline, GitHub annotations, and serial vs xdist runs agreeing."""
 
-
 import pytest
 from helpers import report_rows, run_with_models
 from models import mlp_and_gate_source
 
-SUITE = mlp_and_gate_source() + """
+SUITE = (
+    mlp_and_gate_source()
+    + """
 @pytest.mark.torchexport(backends=["trace", "script"])
 def test_gate():
     Gate()(torch.ones(3, 4))
@@ -14,6 +15,7 @@ def test_gate():
 def test_mlp():
     MLP().eval()(torch.randn(2, 8))
 """
+)
 
 
 def test_baseline_update_then_known_failure_passes_and_regression_fails(tester):
@@ -22,7 +24,9 @@ def test_baseline_update_then_known_failure_passes_and_regression_fails(tester):
     first = tester.runpytest("--torchexport-baseline=base.json", "--torchexport-update-baseline")
     first.assert_outcomes(passed=2, xfailed=1)
     first.stdout.re_match_lines([r"torchexport baseline written to base.json"])
-    recorded = {nodeid: r["status"] for nodeid, r in report_rows(tester, "base.json", key=lambda r: r["nodeid"]).items()}
+    recorded = {
+        nodeid: r["status"] for nodeid, r in report_rows(tester, "base.json", key=lambda r: r["nodeid"]).items()
+    }
     assert recorded["test_b.py::test_gate[torchexport-trace]"] == "mismatch"
 
     # 2. Same code: the known failure does not block.
@@ -38,7 +42,9 @@ def test_baseline_update_then_known_failure_passes_and_regression_fails(tester):
     tester.makepyfile(test_b=SUITE.replace("MLP().eval()(torch.randn(2, 8))", "Gate()(torch.ones(2, 8))"))
     broken = tester.runpytest("--torchexport-baseline=base.json", "--torchexport-report=summary.md")
     broken.assert_outcomes(passed=1, failed=1, xfailed=1)
-    assert "| `test_b.py::test_mlp` | trace | cpu | ❌ mismatch (regression) |" in (tester.path / "summary.md").read_text()
+    assert (
+        "| `test_b.py::test_mlp` | trace | cpu | ❌ mismatch (regression) |" in (tester.path / "summary.md").read_text()
+    )
     broken.stdout.re_match_lines(
         [
             r".*Regression against the baseline base.json: got worse: pass in the baseline, mismatch now.*",
@@ -50,11 +56,15 @@ def test_baseline_update_then_known_failure_passes_and_regression_fails(tester):
 def test_baseline_reports_an_improvement(tester):
     tester.makepyfile(test_b=SUITE)
     tester.runpytest("--torchexport-baseline=base.json", "--torchexport-update-baseline")
-    fixed = SUITE.replace("        if x.sum() > 0:\n            return x * 2\n        return x - 1", "        return x * 2")
+    fixed = SUITE.replace(
+        "        if x.sum() > 0:\n            return x * 2\n        return x - 1", "        return x * 2"
+    )
     tester.makepyfile(test_b=fixed)
     result = tester.runpytest("--torchexport-baseline=base.json")
     result.assert_outcomes(passed=3)
-    result.stdout.re_match_lines([r"IMPROVEMENT\s+test_b.py::test_gate\[torchexport-trace\] \[trace\]: improved: mismatch.*"])
+    result.stdout.re_match_lines(
+        [r"IMPROVEMENT\s+test_b.py::test_gate\[torchexport-trace\] \[trace\]: improved: mismatch.*"]
+    )
 
 
 def test_baseline_judges_error_growth():
@@ -72,7 +82,9 @@ def test_missing_baseline_is_a_usage_error(tester):
     tester.makepyfile(test_c="def test_x():\n    pass\n")
     result = tester.runpytest("--torchexport-baseline=nope.json")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.re_match_lines([r".*--torchexport-baseline=nope.json: cannot read it.*--torchexport-update-baseline.*"])
+    result.stderr.re_match_lines(
+        [r".*--torchexport-baseline=nope.json: cannot read it.*--torchexport-update-baseline.*"]
+    )
 
 
 def test_github_annotations_at_the_users_line_even_under_q(tester, monkeypatch):
@@ -82,7 +94,9 @@ def test_github_annotations_at_the_users_line_even_under_q(tester, monkeypatch):
     from test_marker_fixture_and_report import GATE_LINE
 
     result.stdout.re_match_lines(
-        [rf"::error file=test_a.py,line={GATE_LINE},title=torchexport trace mismatch::Exported outputs differ from eager.*%0A.*"]
+        [
+            rf"::error file=test_a.py,line={GATE_LINE},title=torchexport trace mismatch::Exported outputs differ from eager.*%0A.*"
+        ]
     )
     assert "site-packages" not in "\n".join(line for line in result.stdout.lines if line.startswith("::error"))
 
@@ -113,5 +127,9 @@ def test_threads():
     assert torch.get_num_threads() <= max(1, (os.cpu_count() or 1) // 2)
     MLP().eval()(torch.randn(2, 8))
 """,
-        "-n", "2", name="test_t", subprocess=True, passed=1,
+        "-n",
+        "2",
+        name="test_t",
+        subprocess=True,
+        passed=1,
     )

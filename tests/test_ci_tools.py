@@ -21,7 +21,9 @@ MODELS = mlp_and_gate_source()
 IN_ORDER = ("-p", "no:randomly")
 
 # Six items, one failing (the trace of Gate freezes its branch), over two files.
-ONE = MODELS + """
+ONE = (
+    MODELS
+    + """
 @pytest.mark.xdist_group("models")
 @pytest.mark.torchexport(backends=["trace", "script"])
 def test_gate():
@@ -32,6 +34,7 @@ def test_gate():
 def test_mlp():
     MLP().eval()(torch.randn(2, 8))
 """
+)
 TWO = """
 import pytest, torch
 
@@ -72,7 +75,10 @@ def test_xdist_dist_modes_write_one_merged_report(tester, dist):
     assert {r["nodeid"]: r["status"] for r in report} == ALL
     assert len(report) == len(ALL)
     assert {r["test"] for r in report} == {
-        "test_one.py::test_gate", "test_one.py::test_mlp", "test_two.py::test_linear", "test_two.py::test_square"
+        "test_one.py::test_gate",
+        "test_one.py::test_mlp",
+        "test_two.py::test_linear",
+        "test_two.py::test_square",
     }
     assert result.stdout.str().count("torchexport summary") == 1
 
@@ -115,7 +121,9 @@ def test_xdist_loadgroup_suffix_stays_out_of_the_rows(tester):
 def test_pytest_split_groups_together_equal_the_one_run(tester, monkeypatch):
     monkeypatch.setenv("CI", "true")  # derandomized search: the same verdicts in every run
     tester.makepyfile(test_one=ONE, test_two=TWO)
-    tester.runpytest(*IN_ORDER, "--store-durations", "--torchexport-report=all.json").assert_outcomes(passed=5, failed=1)
+    tester.runpytest(*IN_ORDER, "--store-durations", "--torchexport-report=all.json").assert_outcomes(
+        passed=5, failed=1
+    )
     assert (tester.path / ".test_durations").exists()
     one_run = verdicts(tester, "all.json")
     assert {n: v[0] for n, v in one_run.items()} == ALL
@@ -135,7 +143,9 @@ def test_pytest_split_groups_together_equal_the_one_run(tester, monkeypatch):
         assert merged == one_run, durations
 
 
-FLAKY = MODELS + """
+FLAKY = (
+    MODELS
+    + """
 from pathlib import Path
 
 def attempt(name):
@@ -157,6 +167,7 @@ def test_flaky_body():
     MLP().eval()(torch.randn(2, 8))
     assert attempt("body.count") > 0, "flaky on the first attempt"
 """
+)
 
 
 def test_rerunfailures_leaves_one_row_per_item_the_last(tester):
@@ -330,7 +341,7 @@ def test_pytest_html_item_sections_carry_the_parity_table(tester):
     page = (tester.path / "report.html").read_text()
     logs = _html_logs(page)
     trace = logs["test_n.py::test_net[torchexport-trace]"]
-    section = trace[trace.index(" torchexport "):]
+    section = trace[trace.index(" torchexport ") :]
     assert re.search(r"backend +device +status +max abs err +max rel err +examples", section), section
     err = re.escape(f"{row['max_abs_err']:.2g}")
     assert re.search(rf"trace +cpu +mismatch +{err} +\S+ +{row['examples']}\n", section), section

@@ -16,8 +16,14 @@ def test_one_traced_check_counts_the_files_whose_functions_ran():
     counts = code_health.check_path(None)
     files = [entry.split(" (")[0] for entry in counts["files to follow one check"]]
     # the path from the hook to the row, the forked child's stages included
-    for expected in ("plugin.py", "engine/pipeline.py", "isolation/runner.py", "backends/trace.py",
-                     "search/search.py", "results/report.py"):
+    for expected in (
+        "plugin.py",
+        "engine/pipeline.py",
+        "isolation/runner.py",
+        "backends/trace.py",
+        "search/search.py",
+        "results/report.py",
+    ):
         assert expected in files
     # run, not imported: a backend the check never selected is not a file to follow
     assert "backends/onnx.py" not in files and "backends/openvino.py" not in files

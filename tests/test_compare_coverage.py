@@ -9,7 +9,7 @@ from helpers import by_test_and_backend, run_with_report
 from pytest_torchexport.results.markdown import markdown
 from pytest_torchexport.results.report import Report
 
-MODELS = '''
+MODELS = """
 import pytest
 import torch
 
@@ -52,7 +52,7 @@ def test_nothing():
 @pytest.mark.torchexport(backends=["export"])
 def test_nothing_but_none():
     NothingButNone()(torch.randn(3, 4))
-'''
+"""
 
 
 def test_each_row_says_how_much_it_compared_and_nothing_is_not_a_pass(tester):
@@ -75,7 +75,9 @@ def test_each_row_says_how_much_it_compared_and_nothing_is_not_a_pass(tester):
         assert row["compared"]["elements"] == 0 and row["compared"]["of"] == 0
         assert row["message"].startswith(f"{key[1]} compared nothing [backend={key[1]}")
     assert rows["test_nothing_but_none", "export"]["compared"]["leaves"] == {"tensors": 1, "skipped": {"None": 1}}
-    result.stdout.re_match_lines([r"test_nothing\s+Nothing\s+trace\s+skipped\s+\S+\s+\d+ \(0 el\)", r"\s+trace compared nothing"])
+    result.stdout.re_match_lines(
+        [r"test_nothing\s+Nothing\s+trace\s+skipped\s+\S+\s+\d+ \(0 el\)", r"\s+trace compared nothing"]
+    )
 
     md = markdown(Report.from_dict(json.loads((tester.path / "out.json").read_text())).results)
     assert any("`test_models.py::test_nothing`" in line and "(0 el)" in line for line in md.splitlines())

@@ -20,9 +20,20 @@ def test_nested_outputs_flatten_with_torch_testing_style_paths():
         logits: torch.Tensor
         hidden: tuple
 
-    value = {"logits": (torch.zeros(1), [torch.ones(1)]), "nt": Out(torch.zeros(1), None), "dc": ModelOutput(torch.ones(2), (torch.zeros(1),))}
+    value = {
+        "logits": (torch.zeros(1), [torch.ones(1)]),
+        "nt": Out(torch.zeros(1), None),
+        "dc": ModelOutput(torch.ones(2), (torch.zeros(1),)),
+    }
     paths = [p for p, _ in flatten(value)[0]]
-    assert paths == ["['logits'][0]", "['logits'][1][0]", "['nt'].a", "['nt'].b", "['dc']['logits']", "['dc']['hidden'][0]"]
+    assert paths == [
+        "['logits'][0]",
+        "['logits'][1][0]",
+        "['nt'].a",
+        "['nt'].b",
+        "['dc']['logits']",
+        "['dc']['hidden'][0]",
+    ]
 
 
 def test_none_leaves_do_not_count():
@@ -116,8 +127,14 @@ def test_per_backend_tolerance_override_through_check():
         def forward(self, x):
             return x * 1.0
 
-    report = check(Off().eval(), (torch.randn(2, 3),), backends=["trace", "onnx-legacy"], examples=3,
-                   rtol={"onnx-legacy": 0.5}, atol={"trace": 0.25})
+    report = check(
+        Off().eval(),
+        (torch.randn(2, 3),),
+        backends=["trace", "onnx-legacy"],
+        examples=3,
+        rtol={"onnx-legacy": 0.5},
+        atol={"trace": 0.25},
+    )
     rows = report.by_backend()
     assert (rows["onnx-legacy"].rtol, rows["onnx-legacy"].atol) == (0.5, 1e-4)
     assert (rows["trace"].rtol, rows["trace"].atol) == (1.3e-6, 0.25)
@@ -155,7 +172,11 @@ def test_quantiles_on_a_sample_are_close_to_exact_ones(monkeypatch):
     assert abs(exact.p50 - 0.5) < 0.01 and abs(sampled.p50 - exact.p50) < 0.02
     assert abs(sampled.p99 - exact.p99) < 0.01
     # Everything else is exact, not sampled.
-    assert (sampled.max_abs, sampled.mismatched, sampled.needed_atol) == (exact.max_abs, exact.mismatched, exact.needed_atol)
+    assert (sampled.max_abs, sampled.mismatched, sampled.needed_atol) == (
+        exact.max_abs,
+        exact.mismatched,
+        exact.needed_atol,
+    )
 
 
 def test_noise_statistics_in_chunks_equal_whole_ones(monkeypatch):
@@ -214,7 +235,10 @@ def test_compared_counts_elements_per_leaf_kind():
     expected = {"logits": torch.zeros(2, 3), "n": 4, "hidden": None, "empty": torch.zeros(2, 0)}
     cmp = compare(expected, {"logits": torch.zeros(2, 3), "n": 4, "hidden": None, "empty": torch.zeros(2, 0)})
     assert cmp.ok and cmp.compared.as_dict() == {
-        "elements": 7, "of": 7, "inputs": 1, "leaves": {"tensors": 2, "values": 1, "skipped": {"None": 1}},
+        "elements": 7,
+        "of": 7,
+        "inputs": 1,
+        "leaves": {"tensors": 2, "values": 1, "skipped": {"None": 1}},
     }
     wrong_shape = compare(expected, {"logits": torch.zeros(3, 3), "n": 4, "hidden": None, "empty": torch.zeros(2, 0)})
     assert not wrong_shape.ok and (wrong_shape.compared.elements, wrong_shape.compared.of) == (0, 7)

@@ -356,9 +356,10 @@ def test_hypothesis_settings_is_in_ci_reads_the_ci_variable(monkeypatch):
 def test_every_private_api_of_compat_is_tested_here():
     """A name added to ``_compat``'s [Private APIs] part gets its test in this file."""
     source = Path(_compat.__file__).read_text()
-    part = ast.parse(source[source.index("# [Private APIs]"):])
+    part = ast.parse(source[source.index("# [Private APIs]") :])
     names = [n.name for n in part.body if isinstance(n, ast.FunctionDef)] + [
-        t.id for n in part.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)]
+        t.id for n in part.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)
+    ]
     assert "add_database_digest" in names and "FUNCTION_OVERRIDES" in names
     here = Path(__file__).read_text()
     untested = [name for name in names if name != "__getattr__" and f"_compat.{name}" not in here]

@@ -60,10 +60,12 @@ def test_a_second_run_says_what_the_first_cost_and_which_test_dominates(tester, 
     second = _run(tester, *args)
     second.assert_outcomes(passed=3)
     per_worker = r" \(.* on each of 2 workers\)" if workers else ""
-    second.stdout.re_match_lines([
-        rf"torchexport: the 3 marked items took about \d+ s{per_worker} last time \(1 has no earlier time\): "
-        r"test_suite.py::test_heavy \d+ s, test_suite.py::test_quick \d+ s$"
-    ])
+    second.stdout.re_match_lines(
+        [
+            rf"torchexport: the 3 marked items took about \d+ s{per_worker} last time \(1 has no earlier time\): "
+            r"test_suite.py::test_heavy \d+ s, test_suite.py::test_quick \d+ s$"
+        ]
+    )
     text = second.stdout.str()
     assert text.count("torchexport: the") == 1  # once, in the controller
     assert text.index("torchexport: the") < text.index("torchexport summary")  # before the checks' results

@@ -27,7 +27,9 @@ def runner():
 
 # Registered by this file only, and loaded without the standalone step (standalone=False), so that
 # what finds the missing op is C++.
-MODELS = fresh_process_lacks("cpp_tests") + """
+MODELS = (
+    fresh_process_lacks("cpp_tests")
+    + """
 
 class Net(torch.nn.Module):
     def __init__(self):
@@ -47,6 +49,7 @@ def test_net():
 def test_op():
     WithOp().eval()(torch.randn(2, 4))
 """
+)
 
 
 @pytest.fixture
@@ -83,7 +86,9 @@ def test_a_difference_only_cpp_sees_is_a_mismatch(runner, monkeypatch):
     """The runner's outputs replaced by wrong ones: the stage compares what C++ returned."""
     real = cpp.read_values
     monkeypatch.setattr(cpp, "read_values", lambda path: [v + 1 for v in real(path)])
-    row = checked_one(torch.nn.Linear(4, 3).eval(), (torch.randn(2, 4),), backend="trace", examples=2, isolation="inline")
+    row = checked_one(
+        torch.nn.Linear(4, 3).eval(), (torch.randn(2, 4),), backend="trace", examples=2, isolation="inline"
+    )
     assert row.status == "mismatch" and row.extra["cpp"]["status"] == "mismatch"
     assert row.message.startswith("trace artifact differs from eager when run from C++ [backend=trace, device=cpu]")
     assert [f.kind for f in row.findings if f.kind == "cpp_load"] == ["cpp_load"]
@@ -94,7 +99,10 @@ def test_no_compiler_skips_the_stage_with_its_reason_and_off_turns_it_off(monkey
     monkeypatch.setenv("CXX", "/nonexistent/c++")
     row = checked_one(model, args, backend="trace", examples=2)
     assert row.status == "pass"
-    assert row.extra["cpp"] == {"status": "skipped", "reason": "no C++ compiler (CXX=/nonexistent/c++ is not an executable)"}
+    assert row.extra["cpp"] == {
+        "status": "skipped",
+        "reason": "no C++ compiler (CXX=/nonexistent/c++ is not an executable)",
+    }
     monkeypatch.delenv("CXX")
     monkeypatch.setenv("PATH", "/nonexistent")
     assert "no c++, g++ or clang++ on PATH" in cpp.toolchain()
@@ -104,7 +112,15 @@ def test_no_compiler_skips_the_stage_with_its_reason_and_off_turns_it_off(monkey
 
 
 def test_the_tensor_file_carries_every_value_kind_both_ways(tmp_path):
-    values = (torch.arange(6, dtype=torch.int64).reshape(2, 3), torch.zeros(0, 4), torch.tensor(True), 3, 2.5, False, None)
+    values = (
+        torch.arange(6, dtype=torch.int64).reshape(2, 3),
+        torch.zeros(0, 4),
+        torch.tensor(True),
+        3,
+        2.5,
+        False,
+        None,
+    )
     cpp.write_values(tmp_path / "v.bin", values, {"mask": torch.ones(2, dtype=torch.bool)})
     back = cpp.read_values(tmp_path / "v.bin")
     assert [type(v) for v in back[3:7]] == [int, float, bool, type(None)]

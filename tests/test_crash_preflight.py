@@ -19,7 +19,7 @@ from pytest_torchexport.isolation import loader
 from pytest_torchexport.options import BUILTIN_BACKENDS, Options
 from pytest_torchexport.stages import standalone
 
-CRASHING = textwrap.dedent('''
+CRASHING = textwrap.dedent("""
     import os, signal
     from pytest_torchexport.backends.trace import TraceBackend
 
@@ -41,7 +41,7 @@ CRASHING = textwrap.dedent('''
 
     class Fine(_Here):
         name = "fine"
-''')
+""")
 
 
 @pytest.fixture
@@ -60,7 +60,9 @@ def on_cuda_inline(tmp_path, monkeypatch):
 def _check(name: str, cls: str):
     backends = {**BUILTIN_BACKENDS, name: f"crashing_backends:{cls}"}
     options = Options.build(valid_backends=backends, backends=[name], examples=2, isolation="inline")
-    (result,) = run(torch.nn.Linear(4, 2).eval(), (torch.randn(2, 4),), None, options, Session(backends=backends)).results
+    (result,) = run(
+        torch.nn.Linear(4, 2).eval(), (torch.randn(2, 4),), None, options, Session(backends=backends)
+    ).results
     return result
 
 
@@ -72,7 +74,9 @@ def test_a_runtime_crash_is_the_row_of_the_stage_it_died_in(on_cuda_inline, name
     result = _check(name, cls)
     assert result.status == status, result.message
     first, *rest = result.message.splitlines()
-    assert first.startswith(f"{name} artifact killed the process {doing} it with signal SIGSEGV [backend={name}, device=cpu]")
+    assert first.startswith(
+        f"{name} artifact killed the process {doing} it with signal SIGSEGV [backend={name}, device=cpu]"
+    )
     assert any(line.startswith("Likely cause:") and "crashed while" in line for line in rest)
     assert "never loaded it" in result.message
     assert rest[-1].startswith("Reproduce it in a process of its own")  # the remedy last
@@ -84,19 +88,22 @@ def test_a_sound_artifact_is_loaded_once_in_the_fresh_process_and_passes(on_cuda
     sent = []
     handle = loader.start()
     request = handle.request
-    monkeypatch.setattr(handle, "request", lambda message, timeout=loader.TIMEOUT_S: sent.append(message) or request(message, timeout))
+    monkeypatch.setattr(
+        handle, "request", lambda message, timeout=loader.TIMEOUT_S: sent.append(message) or request(message, timeout)
+    )
     result = _check("fine", "Fine")
     assert result.status == "pass", result.message
     assert result.extra["standalone"].startswith("loaded and ran in a fresh process")
     assert len(sent) == 1
 
 
-
 def test_the_next_check_gets_a_loader_again(on_cuda_inline):
     """Checks started together share one loader; the one the crash killed is started again
     for the next check, whose standalone step then runs (the H100 run showed it skipped)."""
     backends = {**BUILTIN_BACKENDS, "crash_on_load": "crashing_backends:CrashOnLoad"}
-    options = Options.build(valid_backends=backends, backends=["crash_on_load", "trace"], examples=2, isolation="inline")
+    options = Options.build(
+        valid_backends=backends, backends=["crash_on_load", "trace"], examples=2, isolation="inline"
+    )
     report = run(torch.nn.Linear(4, 2).eval(), (torch.randn(2, 4),), None, options, Session(backends=backends))
     crashed, trace = report.results
     assert crashed.status == "load_error", crashed.message

@@ -59,14 +59,16 @@ def test_declared_bounds_are_tried_and_a_cut_is_one_line_of_the_summary(tester):
     assert row["sizes"]["h"][1] <= tried
     [finding] = [f for f in row["findings"] if f["kind"] == "size_budget"]
     assert "the memory allowance of 1 MB (--torchexport-memory)" in finding["detail"]
-    result.stdout.fnmatch_lines([
-        f"torchexport sizes not tried: test_image.py::test_image ?trace?: h above {tried} (declared up to 128), "
-        f"w above {tried} (declared up to 128) (the memory limit: --torchexport-memory=SIZE allows more)",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            f"torchexport sizes not tried: test_image.py::test_image ?trace?: h above {tried} (declared up to 128), "
+            f"w above {tried} (declared up to 128) (the memory limit: --torchexport-memory=SIZE allows more)",
+        ]
+    )
 
 
 def test_a_memory_allowance_that_is_not_a_size_is_a_usage_error(tester):
     tester.makepyfile(test_image=TEST_FILE)
     result = tester.runpytest("--torchexport-memory=5x")
     assert result.ret == 4
-    result.stderr.fnmatch_lines(["*memory= takes a number of bytes, \"512MB\", \"8GB\"*got '5x'*"])
+    result.stderr.fnmatch_lines(['*memory= takes a number of bytes, "512MB", "8GB"*got \'5x\'*'])

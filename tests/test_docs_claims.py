@@ -16,7 +16,7 @@ def _module_state_exceptions() -> dict:
 def test_the_state_paragraph_names_every_module_state_exemption():
     page = (ROOT / "docs" / "architecture.md").read_text()
     start = page.index("**State.**")
-    paragraph = page[start:page.index("\n\n", start)]
+    paragraph = page[start : page.index("\n\n", start)]
     exceptions = _module_state_exceptions()
     for path, name in exceptions:
         assert f"`{path}`'s `{name}`" in paragraph, f"architecture.md's State paragraph does not name {path}'s {name}"

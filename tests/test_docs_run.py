@@ -54,13 +54,17 @@ def check_step(page: str, step: Command, output: str, returncode: int) -> None:
         assert returncode == 0, where
     if not step.loose:
         differs = regen.mismatch(step.shown, output)
-        assert differs is None, f"{page}: $ {step.line}\nthe page's output is stale (python docs/regen_outputs.py {page}):\n{differs}"
+        assert differs is None, (
+            f"{page}: $ {step.line}\nthe page's output is stale (python docs/regen_outputs.py {page}):\n{differs}"
+        )
 
 
 @pytest.mark.docs
 @pytest.mark.parametrize("page", PAGES)
 def test_page_runs_as_written(page, tmp_path):
-    ran = regen.run_page(DOCS / page, tmp_path, on_step=lambda step, proc: check_step(page, step, proc.stdout, proc.returncode))
+    ran = regen.run_page(
+        DOCS / page, tmp_path, on_step=lambda step, proc: check_step(page, step, proc.stdout, proc.returncode)
+    )
     assert ran, f"{page} shows commands but none ran"
 
 
@@ -74,7 +78,7 @@ def test_the_page_parser_finds_files_commands_and_counts():
     assert first.line == "COLUMNS=120 python -m pytest -q"
     assert closing_counts(first.shown) == {"failed": 2, "passed": 4, "xfailed": 1}
     assert second.line == "python m.py" and closing_counts(second.shown) is None
-    assert text[first.start:first.end] == first.shown and text[second.start:second.end] == "ok\n"
+    assert text[first.start : first.end] == first.shown and text[second.start : second.end] == "ok\n"
 
 
 SUMMARY = """\
@@ -99,18 +103,23 @@ def test_a_shown_output_is_an_excerpt_of_the_real_one_up_to_timings_and_paths():
     lines = shown.splitlines()
     assert regen.mismatch("\n".join([lines[0], "...", *lines[5:]]), SUMMARY) is None  # `...` leaves lines out
     assert regen.mismatch("\n".join(lines[6:9]), SUMMARY) is None  # an excerpt starts and ends anywhere
-    assert regen.mismatch("E   ExportMismatch: Exported outputs differ...", SUMMARY) is None  # a trailing ... abbreviates
+    assert (
+        regen.mismatch("E   ExportMismatch: Exported outputs differ...", SUMMARY) is None
+    )  # a trailing ... abbreviates
     table = "test_scorer_shape  Scorer  script  pass  0  33"  # a table re-aligned by a wider duration
     assert regen.mismatch(table, SUMMARY) is None
 
 
-@pytest.mark.parametrize("stale", [
-    ("script   pass      0        33", "script   pass      0        31"),  # examples counted
-    ("trace    mismatch  0.63", "trace    mismatch  0.62"),  # an error's size
-    ("trace    mismatch", "trace    pass    "),  # a status
-    ("1 of 4 inputs", "1 of 5 inputs"),
-    ("1 failed, 1 passed", "2 passed"),
-])
+@pytest.mark.parametrize(
+    "stale",
+    [
+        ("script   pass      0        33", "script   pass      0        31"),  # examples counted
+        ("trace    mismatch  0.63", "trace    mismatch  0.62"),  # an error's size
+        ("trace    mismatch", "trace    pass    "),  # a status
+        ("1 of 4 inputs", "1 of 5 inputs"),
+        ("1 failed, 1 passed", "2 passed"),
+    ],
+)
 def test_a_count_a_status_or_a_number_that_changed_is_stale(stale):
     old, new = stale
     assert regen.mismatch(SUMMARY.replace(old, new), SUMMARY) is not None
@@ -124,8 +133,9 @@ def test_lines_shown_out_of_order_or_run_together_across_an_elision_are_stale():
 
 def test_regenerating_keeps_elisions_and_unchanged_lines_and_takes_the_rest_from_the_run():
     real = SUMMARY.replace("0        33", "0        31").replace(
-        "test_scorer_shape  Scorer  script", "test_scorer_shape  Scorer  onnx     pass      1e-06    31\n"
-                                              "test_scorer_shape  Scorer  script")
+        "test_scorer_shape  Scorer  script",
+        "test_scorer_shape  Scorer  onnx     pass      1e-06    31\ntest_scorer_shape  Scorer  script",
+    )
     shown = "\n".join([SUMMARY.splitlines()[0], "...", *SUMMARY.splitlines()[5:]]).replace("6.02s", "9.99s") + "\n"
     new = regen.regenerate(shown, real)
     assert regen.mismatch(new, real) is None
@@ -143,7 +153,7 @@ def test_an_output_block_of_its_own_is_tied_to_a_hidden_command_and_loose_blocks
     )
     first, hidden, loose = steps(text)
     assert hidden.line == "cat r.md" and hidden.shown == "# torchexport parity report\n"
-    assert text[hidden.start:hidden.end] == hidden.shown and not hidden.loose
+    assert text[hidden.start : hidden.end] == hidden.shown and not hidden.loose
     assert loose.loose and not first.loose
 
 
@@ -167,7 +177,11 @@ def test_a_cause_cell_wrapped_elsewhere_by_a_wider_timing_column_still_matches()
 
 def test_a_stretch_the_page_skipped_without_an_elision_comes_back_as_one():
     shown = "....                                     [100%]\n4 passed in 9.02s\n"
-    real = "....                                     [100%]\n== torchexport summary ==\n" + "row of the table\n" * 6 + "4 passed in 11.40s\n"
+    real = (
+        "....                                     [100%]\n== torchexport summary ==\n"
+        + "row of the table\n" * 6
+        + "4 passed in 11.40s\n"
+    )
     assert regen.mismatch(shown, real) is not None  # not consecutive lines of the run
     new = regen.regenerate(shown, real)
     assert new == "....                                     [100%]\n...\n4 passed in 9.02s\n"

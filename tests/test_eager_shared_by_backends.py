@@ -33,7 +33,9 @@ class Counted(torch.nn.Module):
 def _eager_calls(backends, isolation):
     CALLED.clear()
     # budget="off": the search is not cut by time, which a loaded machine would cut sooner for one call than the other
-    report = check(Counted().eval(), (torch.randn(2, 4),), backends=backends, examples=2, isolation=isolation, budget="off")
+    report = check(
+        Counted().eval(), (torch.randn(2, 4),), backends=backends, examples=2, isolation=isolation, budget="off"
+    )
     assert all(r.status == "pass" for r in report.results), [r.message for r in report.results]
     return len(CALLED)
 
@@ -82,7 +84,9 @@ def test_findings_reach_every_row():
         assert r.extra["memory_budget_mb"] > 0 and "eager_s" in r.extra
 
 
-CALLS = source(Counted) + """
+CALLS = (
+    source(Counted)
+    + """
 
 CALLED = []
 
@@ -94,6 +98,7 @@ def test_model():
 def test_zz_count():
     print("EAGER CALLS", len(CALLED))
 """
+)
 
 
 def test_a_tests_items_share_it(tester):
@@ -115,7 +120,10 @@ def test_verdicts_do_not_depend_on_sharing(monkeypatch, jobs):
     alone = [check(module, (x,), backends=[b], examples=4, seed=1).results[0] for b in BACKENDS]
     for a, b in zip(shared.results, alone):
         assert (a.status, a.examples, a.max_abs_err, [f.kind for f in a.findings]) == (
-            b.status, b.examples, b.max_abs_err, [f.kind for f in b.findings]
+            b.status,
+            b.examples,
+            b.max_abs_err,
+            [f.kind for f in b.findings],
         )
 
 
@@ -162,8 +170,13 @@ def test_an_error_out_of_the_shared_prelude_surfaces_from_the_check_itself():
     # Not shared, not swallowed: the check's own prelude, in its child, meets it again: the model's
     # own error on a call every check makes, a usage error that names it.
     with pytest.raises(ExportMismatch, match="RuntimeError: planted: fails under another seed"):
-        check(RaisesUnderAnotherSeed(), (torch.randn(2, 4),), backends=["trace", "export"], examples=2,
-              isolation="process")
+        check(
+            RaisesUnderAnotherSeed(),
+            (torch.randn(2, 4),),
+            backends=["trace", "export"],
+            examples=2,
+            isolation="process",
+        )
 
 
 COPIES_LOG = []  # the file each process notes its copies in (a forked check's are its child's)
@@ -241,7 +254,9 @@ def test_forked_checks_export_a_copy_made_once_each_their_own(tmp_path):
     assert copies == [str(os.getpid())] * 2, copies
 
     session = Session(backends={**BUILTIN_BACKENDS, "scales": Scaling()})
-    opts = Options.build(backends=["trace", "scales", "export"], examples=2, valid_backends=("trace", "export", "scales"))
+    opts = Options.build(
+        backends=["trace", "scales", "export"], examples=2, valid_backends=("trace", "export", "scales")
+    )
     results = run(CountedCopies().eval(), (torch.randn(2, 4),), None, opts, session).results
     statuses = {r.backend: r.status for r in results}
     assert statuses == {"trace": "pass", "scales": "mismatch", "export": "pass"}, [r.message for r in results]

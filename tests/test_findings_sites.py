@@ -18,7 +18,7 @@ from pytest_torchexport.results import explain
 # TracerWarnings and TorchScript errors, read at the model's line: torch's words on each version.
 pytestmark = pytest.mark.torch_compat
 
-MODELS = '''
+MODELS = """
 import unittest
 
 import pytest
@@ -56,7 +56,7 @@ class TestOther(unittest.TestCase):
     @pytest.mark.torchexport(backends=["trace"], examples=3)
     def test_script(self):
         WithNone().eval()(torch.randn(3, 4, 5))
-'''
+"""
 
 
 def line_of(source, text):
@@ -90,14 +90,16 @@ def test_findings_name_the_models_line_and_the_summary_names_the_class(tester):
     assert not [f for r in rows.values() for f in r["findings"] if in_torch(f["where"])]
     # The summary tells the two test_script methods apart by their classes, and summarises the
     # None output as what it is, not as GroupNorm's frozen branch.
-    result.stdout.re_match_lines([
-        r"TestHeads::test_script +Normed +trace +pass .*",
-        r"TestOther::test_script +WithNone +trace +export_error .*",
-        rf" *unsupported_output test_sites.py:{WITH_NONE}",
-    ])
+    result.stdout.re_match_lines(
+        [
+            r"TestHeads::test_script +Normed +trace +pass .*",
+            r"TestOther::test_script +WithNone +trace +export_error .*",
+            rf" *unsupported_output test_sites.py:{WITH_NONE}",
+        ]
+    )
 
 
-PACKAGED = '''
+PACKAGED = """
 import torch
 from torch import nn
 
@@ -113,7 +115,7 @@ class Unscriptable(nn.Module):
     def forward(self, x):
         options = {"dim": -1}
         return torch.softmax(x, **options)
-'''
+"""
 
 
 def test_a_model_from_an_installed_package_is_named_at_its_own_line(tester):
@@ -124,7 +126,7 @@ def test_a_model_from_an_installed_package_is_named_at_its_own_line(tester):
     (package / "nets.py").write_text(PACKAGED.lstrip("\n"))
     tester.syspathinsert(package.parent)
     tester.makepyfile(
-        test_pkg='''
+        test_pkg="""
 import pytest
 import torch
 
@@ -141,7 +143,7 @@ def test_gate():
 @pytest.mark.torchexport(backends=["script"], examples=3)
 def test_unscriptable():
     Unscriptable().eval()(torch.randn(3, 4))
-'''
+"""
     )
     result = tester.runpytest("--torchexport-report=out.json")
     result.assert_outcomes(failed=2)
@@ -150,7 +152,10 @@ def test_unscriptable():
     assert gate["status"] == "mismatch"
     assert f"site-packages/teammodels/nets.py:{line_of(PACKAGED, 'if x.sum()')} (`if x.sum() > 0:`)" in gate["message"]
     assert script["status"] == "export_error"
-    assert f"Likely cause: script cannot compile this Python construct at venv/lib/site-packages/teammodels/nets.py:{line_of(PACKAGED, '**options')}" in script["message"]
+    assert (
+        f"Likely cause: script cannot compile this Python construct at venv/lib/site-packages/teammodels/nets.py:{line_of(PACKAGED, '**options')}"
+        in script["message"]
+    )
 
 
 def test_only_the_toolchains_files_are_passed_over(tmp_path):
@@ -164,14 +169,14 @@ def test_only_the_toolchains_files_are_passed_over(tmp_path):
     assert not explain.is_model_file(json.__file__)  # the stdlib
 
 
-BAD = '''
+BAD = """
 import torch
 
 
 def bad(x):
     y = x * 2
     return torch.softmax(y, "a")
-'''
+"""
 
 
 @pytest.mark.filterwarnings(r"ignore:`torch\.jit\.script` is deprecated")  # 2.13: Deprecation-, 2.14: FutureWarning

@@ -71,10 +71,16 @@ def test_on_a_pass_what_breaks_another_size_comes_first(tester):
 
 
 def test_the_cause_cell_of_a_pass_is_its_most_consequential_finding():
-    row = Result(backend="trace", device="cpu", status="pass", module="VisionTransformer", findings=[
-        Finding("frozen_value", "an f-string", "patch_embed.py:126"),
-        Finding("frozen_branch", "breaks 176 and 320", "pos_embed.py:31"),
-    ])
+    row = Result(
+        backend="trace",
+        device="cpu",
+        status="pass",
+        module="VisionTransformer",
+        findings=[
+            Finding("frozen_value", "an f-string", "patch_embed.py:126"),
+            Finding("frozen_branch", "breaks 176 and 320", "pos_embed.py:31"),
+        ],
+    )
     assert row.cause == "frozen_branch pos_embed.py:31"
     assert [f["kind"] for f in row.to_dict()["findings"]] == ["frozen_branch", "frozen_value"]
     failing = Result(backend="trace", device="cpu", status="mismatch", module="M", findings=list(row.findings[::-1]))
@@ -82,16 +88,27 @@ def test_the_cause_cell_of_a_pass_is_its_most_consequential_finding():
     assert [f["kind"] for f in failing.to_dict()["findings"]] == ["frozen_branch", "frozen_value"]
 
 
-@pytest.mark.parametrize("names", [
-    ("test_model_forward_fx_torchscript[1-test_resnet]", "test_model_forward_torchscript[1-test_resnet]"),
-    ("test_model_forward_intermediates_fx[1-test_resnet]", "test_model_forward_intermediates[1-test_resnet]",
-     "test_model_default_cfgs_non_std_at[1-test_resnet]"),
-    ("TestSuite::test_a_very_long_method_name_x[cfg1]", "TestSuite::test_a_very_long_method_name_y[cfg1]"),
-])
+@pytest.mark.parametrize(
+    "names",
+    [
+        ("test_model_forward_fx_torchscript[1-test_resnet]", "test_model_forward_torchscript[1-test_resnet]"),
+        (
+            "test_model_forward_intermediates_fx[1-test_resnet]",
+            "test_model_forward_intermediates[1-test_resnet]",
+            "test_model_default_cfgs_non_std_at[1-test_resnet]",
+        ),
+        ("TestSuite::test_a_very_long_method_name_x[cfg1]", "TestSuite::test_a_very_long_method_name_y[cfg1]"),
+    ],
+)
 def test_no_two_items_print_alike_at_80_columns(names):
     results = [
-        Result(backend="trace", device="cpu", status=status, module="ResNet",
-               nodeid=f"tests/test_models.py::{name[:-1]}-torchexport-trace]")
+        Result(
+            backend="trace",
+            device="cpu",
+            status=status,
+            module="ResNet",
+            nodeid=f"tests/test_models.py::{name[:-1]}-torchexport-trace]",
+        )
         for name, status in zip(names, ["mismatch", "pass", "pass"])
     ]
     lines = summary_lines(results, width=80)[1:]

@@ -30,7 +30,9 @@ def tags_in(source: str) -> set[str]:
     for token in tokenize.generate_tokens(io.StringIO(source).readline):
         if token.type in (tokenize.COMMENT, tokenize.STRING):
             # a shape written in brackets (``[N, F]``, ``[B, C, H, W]``) is no tag: every word one letter
-            found.update(m.group(1) for m in TAG.finditer(token.string) if max(map(len, re.split(r",? ", m.group(1)))) > 1)
+            found.update(
+                m.group(1) for m in TAG.finditer(token.string) if max(map(len, re.split(r",? ", m.group(1)))) > 1
+            )
     return found
 
 
@@ -62,8 +64,7 @@ def test_every_tag_has_an_entry_and_every_entry_a_tag() -> None:
     assert len(tags) > 50, "the tag pattern no longer finds the package's tags"
     missing = {tag: files for tag, files in sorted(tags.items()) if tag not in entries}
     assert not missing, (
-        "tags without an entry in docs/glossary.md (add '### Tag', then '`module.py`. A sentence.'): "
-        f"{missing}"
+        f"tags without an entry in docs/glossary.md (add '### Tag', then '`module.py`. A sentence.'): {missing}"
     )
     stale = sorted(set(entries) - set(tags))
     assert not stale, f"glossary entries no tag of the package uses any more (remove them): {stale}"

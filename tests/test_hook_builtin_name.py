@@ -17,7 +17,9 @@ def pytest_torchexport_backends(config):
     return {"trace": NotedTrace, "noted": NotedTrace}
 """
 
-WARNING = "pytest_torchexport_backends returned 'trace', a built-in backend's name: it replaces the built-in 'trace' backend"
+WARNING = (
+    "pytest_torchexport_backends returned 'trace', a built-in backend's name: it replaces the built-in 'trace' backend"
+)
 
 
 def test_a_built_in_name_taken_over_is_a_config_warning(tester):

@@ -66,15 +66,25 @@ def test_the_token_inputs_share_one_sequence_dim_for_every_exporter():
 
 def test_a_size_shared_by_coincidence_is_not_merged():
     # hidden 16 and batch 16: two float inputs, nothing says dim 1 is a sequence
-    assert set(shapes(plan_inputs(Pair(), (torch.randn(16, 16), torch.randn(16, 16)), None)).values()) == {("batch", 16)}
+    assert set(shapes(plan_inputs(Pair(), (torch.randn(16, 16), torch.randn(16, 16)), None)).values()) == {
+        ("batch", 16)
+    }
     # ids' dim 1 is the sequence; the float input's dim 1 of the same size is its features
     plan = plan_inputs(Two(), (torch.randint(0, 5, (4, 16)), torch.randn(4, 16)), None)
     assert shapes(plan) == {"ids": ("batch", "seq"), "hidden": ("batch", 16)}
     # one integer input whose name says nothing (an index, a label): its dim 1 stays
     assert shapes(plan_inputs(Pair(), (torch.randint(0, 5, (4, 16)), torch.randn(4, 3)), None))["x"] == ("batch", 16)
     # a decode step: one new token beside a longer mask is no shared length
-    step = plan_inputs(Embeds(), (torch.randint(0, 10, (2, 1)), torch.ones(2, 9, dtype=torch.int64),
-                                  torch.zeros(2, 1, dtype=torch.int64), torch.full((2, 1), 8)), None)
+    step = plan_inputs(
+        Embeds(),
+        (
+            torch.randint(0, 10, (2, 1)),
+            torch.ones(2, 9, dtype=torch.int64),
+            torch.zeros(2, 1, dtype=torch.int64),
+            torch.full((2, 1), 8),
+        ),
+        None,
+    )
     assert "seq" not in step.dims and shapes(step)["attention_mask"] == ("batch", 9)
     # a graph's edge list beside its nodes: no batch in common, so no sequence either
     graph = plan_inputs(Two(), (torch.randint(0, 5, (2, 10)), torch.randn(5, 3)), None)
@@ -88,7 +98,9 @@ def test_an_encoder_decoder_has_a_sequence_dim_for_each_side():
 
     call = (torch.randint(0, 9, (2, 6)), torch.ones(2, 6, dtype=torch.int64), torch.randint(0, 9, (2, 3)))
     assert shapes(plan_inputs(Seq2Seq(), call, None)) == {
-        "input_ids": ("batch", "seq"), "attention_mask": ("batch", "seq"), "decoder_input_ids": ("batch", "decoder_seq"),
+        "input_ids": ("batch", "seq"),
+        "attention_mask": ("batch", "seq"),
+        "decoder_input_ids": ("batch", "decoder_seq"),
     }
 
 
@@ -100,11 +112,17 @@ def test_a_decoders_encoder_inputs_keep_the_encoders_length_though_it_equals_the
         def forward(self, input_ids, attention_mask, encoder_hidden_states, encoder_attention_mask):
             return input_ids
 
-    call = (torch.randint(0, 9, (2, 7)), torch.ones(2, 7, dtype=torch.int64), torch.randn(2, 7, 16),
-            torch.ones(2, 7, dtype=torch.int64))
+    call = (
+        torch.randint(0, 9, (2, 7)),
+        torch.ones(2, 7, dtype=torch.int64),
+        torch.randn(2, 7, 16),
+        torch.ones(2, 7, dtype=torch.int64),
+    )
     assert shapes(plan_inputs(Decoder(), call, None)) == {
-        "input_ids": ("batch", "seq"), "attention_mask": ("batch", "seq"),
-        "encoder_hidden_states": ("batch", 7, 16), "encoder_attention_mask": ("batch", 7),
+        "input_ids": ("batch", "seq"),
+        "attention_mask": ("batch", "seq"),
+        "encoder_hidden_states": ("batch", 7, 16),
+        "encoder_attention_mask": ("batch", 7),
     }
 
 
@@ -124,7 +142,9 @@ def test_ids_are_drawn_within_the_embedding_they_index_and_masks_as_padding():
         for row in mask.tolist():
             ones = [i for i, v in enumerate(row) if v]
             assert ones == list(range(ones[0], ones[-1] + 1)), row  # padding, never holes
-            sides |= {"left"} if ones[-1] == 10 and ones[0] > 0 else {"right"} if ones[0] == 0 and ones[-1] < 10 else set()
+            sides |= (
+                {"left"} if ones[-1] == 10 and ones[0] > 0 else {"right"} if ones[0] == 0 and ones[-1] < 10 else set()
+            )
     assert seen_high > 9 and sides == {"left", "right"}
     # the recorded mask, grown and cut, keeps its padding at its side and one kept token
     left = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
@@ -144,11 +164,13 @@ def test_a_waveforms_length_is_its_own_dim_and_a_float_input_by_its_size_is_none
     assert shapes(plan_inputs(Speech(), (wave,), None)) == {"input_values": ("batch", "samples")}
     mask = torch.ones(2, 1024, dtype=torch.int64)
     assert shapes(plan_inputs(Speech(), (wave, mask), None)) == {
-        "input_values": ("batch", "samples"), "attention_mask": ("batch", "samples"),
+        "input_values": ("batch", "samples"),
+        "attention_mask": ("batch", "samples"),
     }
     # A 2-D float input not named like audio keeps its size: a feature vector of 1024 is no clip.
     assert shapes(plan_inputs(Pair(), (torch.randn(2, 1024), torch.randn(2, 1024)), None)) == {
-        "x": ("batch", 1024), "y": ("batch", 1024),
+        "x": ("batch", 1024),
+        "y": ("batch", 1024),
     }
 
 
@@ -191,7 +213,9 @@ def test_a_drawn_mask_keeps_one_token_in_every_row_whichever_value_keeps():
 def test_a_row_of_padding_only_is_drawn_only_where_the_test_sent_one():
     recorded = torch.tensor([[1, 1, 1, 1, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0]])
     assert kept_value(recorded, "attention_mask") is True  # by the name: 1 keeps in transformers' masks
-    empty = [bool((mask.sum(-1) == 0).any()) for mask in _drawn_masks(Masked(), (torch.randint(0, 9, (2, 7)), recorded))]
+    empty = [
+        bool((mask.sum(-1) == 0).any()) for mask in _drawn_masks(Masked(), (torch.randint(0, 9, (2, 7)), recorded))
+    ]
     assert any(empty) and not all(empty)
     plan = plan_inputs(Masked(), (torch.randint(0, 9, (2, 7)), recorded), None)
     (_, grown), _ = materialize(plan, Draw((("batch", 2), ("seq", 9))))  # the recorded mask at another length
@@ -252,8 +276,9 @@ def test_text_models_are_checked_beyond_the_recorded_length_on_ids_and_masks_the
     tester.makepyfile(test_text=MODELS.format(log=str(log)))
     # In a subprocess: an in-process run would drop the transformers modules it imported from
     # sys.modules, and their next import in this process registers torch ops a second time.
-    result = tester.runpytest_subprocess("-p", "no:cacheprovider", "--torchexport-examples=8",
-                                         "--torchexport-report=out.json")
+    result = tester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--torchexport-examples=8", "--torchexport-report=out.json"
+    )
     rows = report_rows(tester, "out.json", key=lambda row: (row["test"].rsplit("::", 1)[-1], row["backend"]))
     result.assert_outcomes(passed=2)
     for key, row in rows.items():
@@ -293,8 +318,9 @@ def test_a_sequence_eager_takes_at_one_length_only_is_held_there_as_an_assumed_b
     from pytest_torchexport import check
 
     ids = torch.randint(0, 50, (2, 7))
-    row = check(FixedLength().eval(), (ids, torch.ones(2, 7, dtype=torch.int64)), backends=["export"], examples=4,
-                seed=0).results[0]
+    row = check(
+        FixedLength().eval(), (ids, torch.ones(2, 7, dtype=torch.int64)), backends=["export"], examples=4, seed=0
+    ).results[0]
     assert row.status == "pass", row.message
     finding = next(f for f in row.findings if f.kind == "assumed_dim")
     assert finding.detail.startswith("dim 1 of the token inputs was assumed to be a sequence dim (nothing declared it)")

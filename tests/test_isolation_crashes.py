@@ -77,7 +77,9 @@ def test_crash_exit_and_hang_are_rows_and_the_session_goes_on(tester):
         assert clean["status"] == "pass", clean["message"]
         assert clean["isolation"] == "process"
     # The summary's cause column says what happened, in the table itself.
-    result.stdout.fnmatch_lines(["test_fragile[[]segfault[]]*export_error*", "*killed by signal SIGSEGV during export*"])
+    result.stdout.fnmatch_lines(
+        ["test_fragile[[]segfault[]]*export_error*", "*killed by signal SIGSEGV during export*"]
+    )
     # When it was stopped: 5 s after its start, and later by however long the test's process
     # was busy when the limit passed (5.1-5.2 s seen on a loaded machine).
     result.stdout.fnmatch_lines(["test_fragile[[]hang[]]*timeout*", "*stopped after 5.? s during export*"])
@@ -187,7 +189,10 @@ def test_one_export_no_longer_changes_the_next():
     assert alone == after_export == "pass"
 
 
-GRU_FILE = "import pytest, torch\n\n" + inspect.getsource(GRUClassifier) + """
+GRU_FILE = (
+    "import pytest, torch\n\n"
+    + inspect.getsource(GRUClassifier)
+    + """
 OPTIONS = dict(examples=6, dims={"batch": (1, 8), "seq": (2, 32)}, dynamic={0: {0: "batch", 1: "seq"}})
 
 @pytest.mark.torchexport(backends=["export", "onnx"], **OPTIONS)
@@ -200,6 +205,7 @@ def test_onnx_alone():
     torch.manual_seed(0)
     GRUClassifier().eval()(torch.randint(0, 50, (2, 16)))
 """
+)
 
 
 @pytest.mark.slow

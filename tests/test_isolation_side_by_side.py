@@ -47,8 +47,12 @@ def _check(tmp_path, monkeypatch, jobs, fail=()):
     log = tmp_path / "log.jsonl"
     backends = [Slow(name, log) for name in ("slow-a", "slow-b")]
     session = Session(backends={b.name: b for b in backends})
-    opts = Options.build(valid_backends=tuple(session.backends), backends=[b.name for b in backends], examples=2,
-                         xfail={name: "known" for name in fail})
+    opts = Options.build(
+        valid_backends=tuple(session.backends),
+        backends=[b.name for b in backends],
+        examples=2,
+        xfail={name: "known" for name in fail},
+    )
     results = run(torch.nn.Linear(3, 2).eval(), (torch.randn(2, 3),), None, opts, session).results
     return results, _intervals(log)
 
@@ -330,8 +334,12 @@ def test_the_longest_check_of_a_test_starts_first(tester, tmp_path, monkeypatch)
     result.assert_outcomes(passed=6)
     starts = log.read_text().split("\n")[:-1]
     assert starts == [
-        "test_one trace", "test_one quick", "test_one slow",
-        "test_two trace", "test_two slow", "test_two quick",
+        "test_one trace",
+        "test_one quick",
+        "test_one slow",
+        "test_two trace",
+        "test_two slow",
+        "test_two quick",
     ], starts
 
 
@@ -383,13 +391,15 @@ def test_a_place_freed_ahead_goes_to_the_next_item_while_the_current_one_runs(te
     log = tmp_path / "spans.jsonl"
     monkeypatch.setenv("TORCHEXPORT_JOBS", "2")
     tester.makeconftest(SPANS_CONFTEST.format(log=str(log)))
-    tester.makepyfile(test_spans="""
+    tester.makepyfile(
+        test_spans="""
 import pytest, torch
 
 @pytest.mark.torchexport(backends=["long", "short", "third"], examples=2)
 def test_model():
     torch.nn.Linear(3, 2).eval()(torch.randn(2, 3))
-""")
+"""
+    )
     result = tester.runpytest("-q", "-p", "no:cacheprovider", *xdist)
     result.assert_outcomes(passed=3)
     spans = _intervals(log)
@@ -411,7 +421,9 @@ def test_b():
 
 
 @pytest.mark.parametrize("select, warmed_first", [("", True), ("test_a", False)])
-def test_a_session_of_several_tests_warms_the_exporters_once_before_the_first_child(tester, monkeypatch, select, warmed_first):
+def test_a_session_of_several_tests_warms_the_exporters_once_before_the_first_child(
+    tester, monkeypatch, select, warmed_first
+):
     # [Warm Once] Decided on the items left after -k: one test's checks keep their first use in
     # their children (nothing runs twice here: no warm-up in this process at all), several pay it
     # once, in this process, before their first child (no check forks without it). Observed on

@@ -1,12 +1,13 @@
 """Kept artifacts (--torchexport-keep-artifacts) load back and read; latency on every passing row."""
 
-
 import pytest
 import torch
 from helpers import run_with_report
 from models import mlp_and_gate_source
 
-MODELS = mlp_and_gate_source() + """
+MODELS = (
+    mlp_and_gate_source()
+    + """
 
 @pytest.mark.torchexport(backends=["trace", "script", "onnx", "export", "onnx-legacy"])
 def test_mlp():
@@ -19,14 +20,20 @@ def test_mlp():
 def test_gate():
     Gate()(torch.randn(3, 4))
 """
+)
 
 
-@pytest.mark.filterwarnings(r"ignore:`torch\.jit\.load` is deprecated")  # as users still call it (2.13: Deprecation-, 2.14: FutureWarning)
+@pytest.mark.filterwarnings(
+    r"ignore:`torch\.jit\.load` is deprecated"
+)  # as users still call it (2.13: Deprecation-, 2.14: FutureWarning)
 def test_kept_artifacts_load_back_and_every_passing_row_has_latency(tester, monkeypatch):
     monkeypatch.setenv("COLUMNS", "120")  # wide enough for the latency column beside the causes
     tester.makepyfile(test_m=MODELS)
     result, rows = run_with_report(
-        tester, "--torchexport-keep-artifacts=kept", "--torchexport-repro-dir=repro", key=lambda r: (r["test"], r["backend"])
+        tester,
+        "--torchexport-keep-artifacts=kept",
+        "--torchexport-repro-dir=repro",
+        key=lambda r: (r["test"], r["backend"]),
     )
     result.assert_outcomes(passed=5, failed=1)
 
@@ -35,8 +42,12 @@ def test_kept_artifacts_load_back_and_every_passing_row_has_latency(tester, monk
         latency = row["latency_ms"]
         assert latency["eager"] > 0 and latency["artifact"] > 0, (backend, latency)
         assert latency["input"] == ("x: float32[4, 8]" if test.endswith("mlp") else "x: float32[3, 4]")
-    result.stdout.re_match_lines([r"test\s+module\s+backend\s+status\s+max err\s+ex\s+ms e/a\s+cause",
-                                  r"test_mlp\s+MLP\s+trace\s+pass\s+0\s+\d+\s+[\d.e-]+/[\d.e-]+$"])
+    result.stdout.re_match_lines(
+        [
+            r"test\s+module\s+backend\s+status\s+max err\s+ex\s+ms e/a\s+cause",
+            r"test_mlp\s+MLP\s+trace\s+pass\s+0\s+\d+\s+[\d.e-]+/[\d.e-]+$",
+        ]
+    )
 
     # Kept as saved, under DIR/<test>/<backend>/, named in the report.
     base = tester.path / "kept" / "test_m.py__test_mlp"
@@ -63,7 +74,10 @@ def test_kept_artifacts_load_back_and_every_passing_row_has_latency(tester, monk
         session = onnxruntime.InferenceSession(str(base / backend / "model.onnx"))
         (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
         torch.testing.assert_close(torch.from_numpy(out), expected, rtol=1e-4, atol=1e-5)
-        assert "Gemm" in (base / backend / "graph.txt").read_text() or "MatMul" in (base / backend / "graph.txt").read_text()
+        assert (
+            "Gemm" in (base / backend / "graph.txt").read_text()
+            or "MatMul" in (base / backend / "graph.txt").read_text()
+        )
 
     # A failure: the replay file and the kept artifact point at each other.
     gate = rows[("test_m.py::test_gate", "trace")]

@@ -53,7 +53,9 @@ def _imports(module: str, path: Path, modules: dict[str, Path]) -> set[str]:
     """The package modules ``module`` imports, wherever in its body."""
     tree = ast.parse(path.read_text())
     skip = {
-        id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING"
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING"
         for n in ast.walk(node)
     }
     package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
@@ -78,7 +80,9 @@ def graph() -> dict[str, set[str]]:
 
 def test_every_folder_is_a_known_layer():
     folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
-    assert folders <= set(LAYERS), f"a folder with no place in LAYERS (and docs/architecture.md): {folders - set(LAYERS)}"
+    assert folders <= set(LAYERS), (
+        f"a folder with no place in LAYERS (and docs/architecture.md): {folders - set(LAYERS)}"
+    )
 
 
 def test_no_import_climbs_a_layer(graph):
@@ -99,7 +103,7 @@ def test_no_import_cycle(graph):
         state[m] = 1
         for t in sorted(graph[m]):
             if state.get(t) == 1:
-                cycle = path[path.index(t):] + [t]
+                cycle = path[path.index(t) :] + [t]
                 raise AssertionError("import cycle: " + " -> ".join(cycle))
             if t not in state:
                 visit(t, [*path, t])

@@ -21,7 +21,10 @@ def test_classifier():
     out = model(torch.randn(4, 8))
     assert out.shape == (4, 3)
 """,
-        "-v", "--torchexport-report=out.json", name="test_m", passed=4,
+        "-v",
+        "--torchexport-report=out.json",
+        name="test_m",
+        passed=4,
     )
     result.stdout.re_match_lines(
         [
@@ -60,7 +63,10 @@ def test_failure_names_backend_input_error_and_line(tester):
 def test_gate():
     Gate()(torch.ones(3, 4))
 """,
-        "-rA", name="test_g", passed=1, failed=1,
+        "-rA",
+        name="test_g",
+        passed=1,
+        failed=1,
     )
     # Only the message: the plugin's own frames are hidden from the traceback.
     assert "plugin.py" not in result.stdout.str()
@@ -97,7 +103,12 @@ def test_k_selects_a_backend_and_parametrization_stays_in_the_id(tester):
 def test_param(width):
     MLP().eval()(torch.randn(2, width))
 """,
-        "-v", "-k", "onnx", name="test_p", passed=1, deselected=1,
+        "-v",
+        "-k",
+        "onnx",
+        name="test_p",
+        passed=1,
+        deselected=1,
     )
     result.stdout.re_match_lines([r".*test_p.py::test_param\[8-torchexport-onnx-legacy\] PASSED.*"])
 
@@ -110,7 +121,10 @@ def test_xfail_is_strict(tester):
 def test_gate():
     Gate()(torch.ones(3, 4))
 """,
-        "-rxXf", name="test_x", xfailed=1, failed=1,
+        "-rxXf",
+        name="test_x",
+        xfailed=1,
+        failed=1,
     )
     result.stdout.re_match_lines([r".*script passed but is marked xfail \('wrongly marked'\).*"])
 
@@ -118,9 +132,14 @@ def test_gate():
 @pytest.mark.parametrize(
     ("marker", "headline"),
     [
-        ("torchexport(backend=['trace'])",
-         r".*unknown torchexport option\(s\) 'backend' \(did you mean 'backends'\?\); valid options: backends, devices.*"),
-        ("torchexport(backends=['tvm'])", r".*unknown torchexport backend\(s\) 'tvm'; valid backends: trace, script, onnx.*"),
+        (
+            "torchexport(backend=['trace'])",
+            r".*unknown torchexport option\(s\) 'backend' \(did you mean 'backends'\?\); valid options: backends, devices.*",
+        ),
+        (
+            "torchexport(backends=['tvm'])",
+            r".*unknown torchexport backend\(s\) 'tvm'; valid backends: trace, script, onnx.*",
+        ),
         ("torchexport(devices=['tpu'])", r".*unknown torchexport device\(s\) 'tpu'; valid devices: cpu, cuda, auto.*"),
         ("torchexport(xfail={'onnx2': 'x'})", r".*xfail= names unknown backend\(s\) 'onnx2'.*"),
         ("torchexport(examples=0)", r".*examples= takes an integer >= 1, got 0.*"),
@@ -162,7 +181,10 @@ def test_no_model():
     result = tester.runpytest()
     result.assert_outcomes(failed=1)
     result.stdout.re_match_lines(
-        [r".*is marked torchexport but called no nn.Module.*", r".*torchexport\(Model\(\), \(torch.randn\(2, 8\),\)\).*"]
+        [
+            r".*is marked torchexport but called no nn.Module.*",
+            r".*torchexport\(Model\(\), \(torch.randn\(2, 8\),\)\).*",
+        ]
     )
 
 
@@ -175,7 +197,8 @@ def test_wrong_shape():
     out = MLP().eval()(torch.randn(4, 8))
     assert out.shape == (4, 2)
 """,
-        name="test_b", failed=1,
+        name="test_b",
+        failed=1,
     )
     result.stdout.re_match_lines([r"E\s+assert torch.Size\(\[4, 3\]\) == \(4, 2\)"])
 
@@ -209,7 +232,9 @@ class TestModels:
     def test_closest_marker_wins(self):
         MLP().eval()(torch.randn(2, 8))
 """,
-        "-v", name="test_c", passed=2,
+        "-v",
+        name="test_c",
+        passed=2,
     )
     result.stdout.re_match_lines(
         [r".*test_mlp\[torchexport-script\] PASSED.*", r".*test_closest_marker_wins\[torchexport-trace\] PASSED.*"]
@@ -231,7 +256,9 @@ def test_failing(torchexport):
         torchexport(Gate(), (torch.ones(3, 4),), backends=["trace"])
     assert info.value.report.results[0].status == "mismatch"
 """,
-        "--torchexport-report=r.md", name="test_f", passed=2,
+        "--torchexport-report=r.md",
+        name="test_f",
+        passed=2,
     )
     md = (tester.path / "r.md").read_text()
     assert md.startswith("# torchexport parity report")
@@ -257,8 +284,11 @@ def test_cuda_items_are_skipped_with_a_reason_without_a_gpu(tester):
     result = tester.runpytest("-v", "-rs", "--torchexport-devices=cpu,cuda")
     result.assert_outcomes(passed=1, skipped=1)
     result.stdout.re_match_lines(
-        [r".*test_mlp\[torchexport-trace-cpu\] PASSED.*", r".*test_mlp\[torchexport-trace-cuda\] SKIPPED.*",
-         r".*CUDA is not available on this machine.*"]
+        [
+            r".*test_mlp\[torchexport-trace-cpu\] PASSED.*",
+            r".*test_mlp\[torchexport-trace-cuda\] SKIPPED.*",
+            r".*CUDA is not available on this machine.*",
+        ]
     )
 
 
@@ -298,5 +328,6 @@ def test_no_grad():
     with torch.no_grad():
         MLP().eval()(torch.randn(2, 8))
 """,
-        name="test_i", passed=2,
+        name="test_i",
+        passed=2,
     )

@@ -7,7 +7,6 @@ that marks in ``pytest_collection_modifyitems`` or ``pytest_generate_tests``, a
 nothing), run with markers and with ``--torchexport-auto``.
 """
 
-
 import pytest
 from helpers import by_test_and_backend, report_rows
 
@@ -203,8 +202,12 @@ def test_every_marking_style_checks_the_intended_module(tester):
 def test_auto_checks_every_test_without_markers(tester):
     write_suite(tester, "")
     result = tester.runpytest(
-        "--torchexport-auto", f"--torchexport-backends={BACKENDS[2:-2].replace(chr(34), '')}",
-        "--torchexport-examples=3", "--torchexport-report=out.json", "-p", "no:randomly",
+        "--torchexport-auto",
+        f"--torchexport-backends={BACKENDS[2:-2].replace(chr(34), '')}",
+        "--torchexport-examples=3",
+        "--torchexport-report=out.json",
+        "-p",
+        "no:randomly",
     )
     check_suite(tester, result, "skipped")
     result.assert_outcomes(passed=14, failed=2, skipped=2)

@@ -40,8 +40,9 @@ def _call(out, peak_mb=None):
 
 def _bound(plan, out, available, peak_mb=None, **options):
     result = Result(backend="trace", device="cpu", status="pass")
-    capped, _ = budget.bound(plan, plan.tree, _call(out, peak_mb), result, Options.build(**options),
-                             machine=budget.Machine(available, 1, 1))
+    capped, _ = budget.bound(
+        plan, plan.tree, _call(out, peak_mb), result, Options.build(**options), machine=budget.Machine(available, 1, 1)
+    )
     return capped, result
 
 
@@ -59,8 +60,11 @@ def test_a_large_recorded_output_is_capped_only_where_the_machine_cannot_hold_it
     # 4 GB: 2 GB for two calls of 256 MB each grown: 4x, batch to 8.
     capped, result = _bound(plan, big, 4 * GB)
     assert capped.caps == {"batch": 8} and result.extra["budget_limit"] == "memory"
-    assert result.extra["size_cut"] == {"limit": "memory", "dims": {"batch": [8, 16]},
-                                        "lift": "--torchexport-memory=SIZE allows more"}
+    assert result.extra["size_cut"] == {
+        "limit": "memory",
+        "dims": {"batch": [8, 16]},
+        "lift": "--torchexport-memory=SIZE allows more",
+    }
     # The option is an absolute allowance: 1 GB for two calls of 256 MB is 2x, batch to 4.
     capped, result = _bound(plan, big, 64 * GB, memory="1GB")
     assert capped.caps == {"batch": 4} and result.extra["memory_budget_mb"] == 1024
@@ -81,8 +85,9 @@ def test_drawn_batch_never_exceeds_the_cap():
 
 def test_declared_dims_are_clipped_and_a_sequence_counts_squared():
     x = torch.zeros(1, 1024, dtype=torch.int64)
-    plan = plan_inputs(Head(), (x,), None, dims={"batch": (1, 16), "seq": (1, 8192)},
-                       dynamic={0: {0: "batch", 1: "seq"}})
+    plan = plan_inputs(
+        Head(), (x,), None, dims={"batch": (1, 16), "seq": (1, 8192)}, dynamic={0: {0: "batch", 1: "seq"}}
+    )
     caps = budget.growth_caps(plan, 4.0)
     # batch counts once, seq twice: batch_ratio * seq_ratio**2 <= 4
     ratio = caps["batch"] * (caps["seq"] / 1024) ** 2
@@ -142,9 +147,13 @@ DRIVER = textwrap.dedent(
 def _run_case(case: str, backends: str, tmp_path: Path) -> dict:
     driver = tmp_path / "driver.py"  # a file, not ``-c``: the script backend reads the source
     driver.write_text(DRIVER)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
-    out = subprocess.run([sys.executable, str(driver), case, backends], capture_output=True, text=True, env=env,
-                         timeout=600)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
+    }
+    out = subprocess.run(
+        [sys.executable, str(driver), case, backends], capture_output=True, text=True, env=env, timeout=600
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 

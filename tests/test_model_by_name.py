@@ -94,22 +94,27 @@ def mymodels(tester: pytest.Pytester) -> None:
 
 def test_module_factory_is_a_test_with_an_item_per_backend_and_report_rows(tester, mymodels):
     result = tester.runpytest(
-        "-v", "--torchexport-model=mymodels:Classifier", "--torchexport-backends=trace,export",
+        "-v",
+        "--torchexport-model=mymodels:Classifier",
+        "--torchexport-backends=trace,export",
         "--torchexport-report=out.json",
     )
     result.assert_outcomes(passed=2)
-    result.stdout.re_match_lines([
-        r".*collected 2 items",
-        r"torchexport-model::mymodels:Classifier\[torchexport-trace\] PASSED.*",
-        r"torchexport-model::mymodels:Classifier\[torchexport-export\] PASSED.*",
-    ])
+    result.stdout.re_match_lines(
+        [
+            r".*collected 2 items",
+            r"torchexport-model::mymodels:Classifier\[torchexport-trace\] PASSED.*",
+            r"torchexport-model::mymodels:Classifier\[torchexport-export\] PASSED.*",
+        ]
+    )
     rows = report_rows(tester, key=by_nodeid)
     row = rows["torchexport-model::mymodels:Classifier[torchexport-export]"]
     assert row["test"] == "torchexport-model::mymodels:Classifier"
     assert row["module"] == "Classifier" and row["status"] == "pass" and row["examples"] >= 8
     # The first layer (Linear(16, 8)) gave the inputs; a batch of 2 made dim 0 the dynamic batch.
     assert row["model"] == {
-        "spec": "mymodels:Classifier", "inputs": "float32[2, 16] (first layer net.0 (Linear, 16 features))",
+        "spec": "mymodels:Classifier",
+        "inputs": "float32[2, 16] (first layer net.0 (Linear, 16 features))",
     }
     assert row["sizes"]["batch"][0] == 1 and row["sizes"]["batch"][1] > 2
 
@@ -120,7 +125,8 @@ def test_file_factory_with_keyword_arguments_and_example_inputs(tester):
     result = tester.runpytest(
         "--torchexport-model=models/zoo.py:make_classifier?hidden=6",
         "--torchexport-model=models/zoo.py:Scaled?scale=0.5",
-        "--torchexport-backends=trace,script", "--torchexport-report=out.json",
+        "--torchexport-backends=trace,script",
+        "--torchexport-report=out.json",
     )
     result.assert_outcomes(passed=4)
     rows = report_rows(tester, key=by_nodeid)
@@ -145,16 +151,20 @@ def test_ini_models_and_k_selection(tester, mymodels):
     )
     result = tester.runpytest("-v", "-k", "script")  # ("export" is in every item's "torchexport-")
     result.assert_outcomes(passed=2, deselected=4)
-    result.stdout.re_match_lines([
-        r"torchexport-model::mymodels:Classifier\[torchexport-script\] PASSED.*",
-        r"torchexport-model::mymodels:make_classifier\[torchexport-script\] PASSED.*",
-    ])
+    result.stdout.re_match_lines(
+        [
+            r"torchexport-model::mymodels:Classifier\[torchexport-script\] PASSED.*",
+            r"torchexport-model::mymodels:make_classifier\[torchexport-script\] PASSED.*",
+        ]
+    )
 
 
 def test_model_inputs_flag_declares_specs_and_dims(tester, mymodels):
     result = tester.runpytest(
-        "--torchexport-model=mymodels:Shapeless", "--torchexport-model-inputs=x: float32[batch=1..5, 7]",
-        "--torchexport-backends=export", "--torchexport-report=out.json",
+        "--torchexport-model=mymodels:Shapeless",
+        "--torchexport-model-inputs=x: float32[batch=1..5, 7]",
+        "--torchexport-backends=export",
+        "--torchexport-report=out.json",
     )
     result.assert_outcomes(passed=1)
     row = report_rows(tester, key=by_nodeid)["torchexport-model::mymodels:Shapeless[torchexport-export]"]
@@ -186,29 +196,40 @@ def test_classifier():
 def test_unknown_library_prefix_is_a_usage_error_naming_the_closest(tester):
     result = tester.runpytest("--torchexport-model=tim:resnet18")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.re_match_lines([
-        r".*--torchexport-model=tim:resnet18: unknown library prefix 'tim', and no module of that name can be "
-        r"imported here; did you mean timm:resnet18\? SPEC is one of timm:NAME, torchvision:NAME, .*"
-    ])
+    result.stderr.re_match_lines(
+        [
+            r".*--torchexport-model=tim:resnet18: unknown library prefix 'tim', and no module of that name can be "
+            r"imported here; did you mean timm:resnet18\? SPEC is one of timm:NAME, torchvision:NAME, .*"
+        ]
+    )
     assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
 
 
-@pytest.mark.parametrize("given, headline", [
-    ("resnet18", r".*'resnet18' is not a model SPEC: write one of timm:NAME, .*"),
-    ("nowhere/zoo.py:Net", r".*--torchexport-model=nowhere/zoo.py:Net: no file nowhere/zoo.py .*"),
-    ("timm:resnet18?depth", r".*cannot read 'depth'; keyword arguments are \?name=value&name=value"),
-])
+@pytest.mark.parametrize(
+    "given, headline",
+    [
+        ("resnet18", r".*'resnet18' is not a model SPEC: write one of timm:NAME, .*"),
+        ("nowhere/zoo.py:Net", r".*--torchexport-model=nowhere/zoo.py:Net: no file nowhere/zoo.py .*"),
+        ("timm:resnet18?depth", r".*cannot read 'depth'; keyword arguments are \?name=value&name=value"),
+    ],
+)
 def test_malformed_spec_is_a_usage_error(tester, given, headline):
     result = tester.runpytest(f"--torchexport-model={given}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.re_match_lines([headline])
 
 
-@pytest.mark.parametrize("given, headline", [
-    ("x: float32[batch, 3]", r".*dim 'batch' has no range; write batch=MIN..MAX at one of its uses, e.g. batch=1..8"),
-    ("x: floot32[2, 3]", r".*'floot32' in 'x: floot32\[2, 3\]' is no torch dtype; use float32, .*"),
-    ("x = [2, 3]", r".*cannot read 'x = \[2, 3\]'; write NAME: DTYPE\[DIM=MIN..MAX, SIZE, ...\].*"),
-])
+@pytest.mark.parametrize(
+    "given, headline",
+    [
+        (
+            "x: float32[batch, 3]",
+            r".*dim 'batch' has no range; write batch=MIN..MAX at one of its uses, e.g. batch=1..8",
+        ),
+        ("x: floot32[2, 3]", r".*'floot32' in 'x: floot32\[2, 3\]' is no torch dtype; use float32, .*"),
+        ("x = [2, 3]", r".*cannot read 'x = \[2, 3\]'; write NAME: DTYPE\[DIM=MIN..MAX, SIZE, ...\].*"),
+    ],
+)
 def test_malformed_model_inputs_are_a_usage_error(tester, mymodels, given, headline):
     result = tester.runpytest("--torchexport-model=mymodels:Classifier", f"--torchexport-model-inputs={given}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
@@ -217,26 +238,32 @@ def test_malformed_model_inputs_are_a_usage_error(tester, mymodels, given, headl
 
 def test_bad_factories_are_usage_error_rows_and_the_good_model_still_passes(tester, mymodels):
     result = tester.runpytest(
-        "--torchexport-model=mymodels:Classifier", "--torchexport-model=mymodels:raising",
-        "--torchexport-model=mymodels:not_a_module", "--torchexport-model=mymodels:Clasifier",
-        "--torchexport-model=mymodels:Shapeless", "--torchexport-model=missing_pkg.models:Net",
-        "--torchexport-backends=trace", "--torchexport-report=out.json",
+        "--torchexport-model=mymodels:Classifier",
+        "--torchexport-model=mymodels:raising",
+        "--torchexport-model=mymodels:not_a_module",
+        "--torchexport-model=mymodels:Clasifier",
+        "--torchexport-model=mymodels:Shapeless",
+        "--torchexport-model=missing_pkg.models:Net",
+        "--torchexport-backends=trace",
+        "--torchexport-report=out.json",
     )
     result.assert_outcomes(passed=1, failed=5)
     out = result.stdout.str()
     assert "INTERNALERROR" not in out and "Traceback" not in out
-    result.stdout.re_match_lines([
-        r"mymodels:raising: the factory raising\(\) raised ValueError: hidden must be positive",
-        r"at .*mymodels.py:\d+",
-        r"Fix the factory, or pass its keyword arguments after \?, e.g. mymodels:raising\?hidden=16",
-        r"mymodels:not_a_module: the factory not_a_module returned a builtins.dict, not a torch.nn.Module; .*",
-        r"mymodels:Clasifier: mymodels has no 'Clasifier'; closest names: Classifier",
-        r"mymodels:Shapeless: no inputs could be inferred for Shapeless: it has no example_inputs\(\), and none of its "
-        r"layers says an input shape .*",
-        r"Describe them: python -m pytest --torchexport-model=mymodels:Shapeless "
-        r"--torchexport-model-inputs='x: float32\[batch=1..8, 3, 224, 224\]' \(the check command's --inputs; .*",
-        r"missing_pkg.models:Net: cannot import missing_pkg.models: ModuleNotFoundError: No module named 'missing_pkg'",
-    ])
+    result.stdout.re_match_lines(
+        [
+            r"mymodels:raising: the factory raising\(\) raised ValueError: hidden must be positive",
+            r"at .*mymodels.py:\d+",
+            r"Fix the factory, or pass its keyword arguments after \?, e.g. mymodels:raising\?hidden=16",
+            r"mymodels:not_a_module: the factory not_a_module returned a builtins.dict, not a torch.nn.Module; .*",
+            r"mymodels:Clasifier: mymodels has no 'Clasifier'; closest names: Classifier",
+            r"mymodels:Shapeless: no inputs could be inferred for Shapeless: it has no example_inputs\(\), and none of its "
+            r"layers says an input shape .*",
+            r"Describe them: python -m pytest --torchexport-model=mymodels:Shapeless "
+            r"--torchexport-model-inputs='x: float32\[batch=1..8, 3, 224, 224\]' \(the check command's --inputs; .*",
+            r"missing_pkg.models:Net: cannot import missing_pkg.models: ModuleNotFoundError: No module named 'missing_pkg'",
+        ]
+    )
     rows = report_rows(tester, key=by_nodeid)
     statuses = {nodeid.split("::")[1]: r["status"] for nodeid, r in rows.items()}
     assert statuses == {
@@ -254,29 +281,35 @@ def test_bad_factories_are_usage_error_rows_and_the_good_model_still_passes(test
 
 def test_eager_refusing_the_given_inputs_is_a_usage_error_row(tester, mymodels):
     result = tester.runpytest(
-        "--torchexport-model=mymodels:Classifier", "--torchexport-model-inputs=x: float32[batch=1..4, 9]",
+        "--torchexport-model=mymodels:Classifier",
+        "--torchexport-model-inputs=x: float32[batch=1..4, 9]",
         "--torchexport-backends=trace",
     )
     result.assert_outcomes(failed=1)
-    result.stdout.re_match_lines([
-        r"mymodels:Classifier: Classifier does not run on the inferred inputs \(float32\[2, 9\], from "
-        r"--torchexport-model-inputs=x: float32\[batch=1..4, 9\]\): RuntimeError: .*",
-        r"Describe them: python -m pytest --torchexport-model=mymodels:Classifier --torchexport-model-inputs=.*",
-    ])
+    result.stdout.re_match_lines(
+        [
+            r"mymodels:Classifier: Classifier does not run on the inferred inputs \(float32\[2, 9\], from "
+            r"--torchexport-model-inputs=x: float32\[batch=1..4, 9\]\): RuntimeError: .*",
+            r"Describe them: python -m pytest --torchexport-model=mymodels:Classifier --torchexport-model-inputs=.*",
+        ]
+    )
 
 
 def test_library_not_installed_gives_the_pip_line(tester):
     # The library is hidden (None in sys.modules is how Python spells "not importable").
     tester.makeconftest("import sys\nsys.modules['timm'] = None\nsys.modules['torchvision'] = None\n")
-    result = tester.runpytest("--torchexport-model=timm:resnet18", "--torchexport-model=torchvision:resnet18",
-                              "--torchexport-backends=trace")
+    result = tester.runpytest(
+        "--torchexport-model=timm:resnet18", "--torchexport-model=torchvision:resnet18", "--torchexport-backends=trace"
+    )
     result.assert_outcomes(failed=2)
-    result.stdout.re_match_lines([
-        r"timm:resnet18: timm is not installed in this environment \(.*python.*\)\.",
-        r"Install it: pip install timm \"torch==\d.*\"",
-        r"torchvision:resnet18: torchvision is not installed in this environment \(.*\)\.",
-        r"Install it: pip install torchvision \"torch==\d.*\"",
-    ])
+    result.stdout.re_match_lines(
+        [
+            r"timm:resnet18: timm is not installed in this environment \(.*python.*\)\.",
+            r"Install it: pip install timm \"torch==\d.*\"",
+            r"torchvision:resnet18: torchvision is not installed in this environment \(.*\)\.",
+            r"Install it: pip install torchvision \"torch==\d.*\"",
+        ]
+    )
 
 
 # -- python -m pytest_torchexport check ----------------------------------------------------
@@ -284,16 +317,35 @@ def test_library_not_installed_gives_the_pip_line(tester):
 
 def _check(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(cwd), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "pytest_torchexport", "check", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest_torchexport", "check", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_check_command_runs_models_only_and_writes_the_report(tmp_path):
     (tmp_path / "mymodels.py").write_text(CLASSIFIER)
     # A test file in the folder is not collected: check runs the models named, nothing else.
     (tmp_path / "test_other.py").write_text("def test_other():\n    raise AssertionError('collected')\n")
-    done = _check(tmp_path, "mymodels:Classifier", "mymodels.py:Scaled", "--backends", "trace,export",
-                  "--examples", "3", "--report", "out.md", "--", "-q", "-n", "2")
+    done = _check(
+        tmp_path,
+        "mymodels:Classifier",
+        "mymodels.py:Scaled",
+        "--backends",
+        "trace,export",
+        "--examples",
+        "3",
+        "--report",
+        "out.md",
+        "--",
+        "-q",
+        "-n",
+        "2",
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     # Under xdist too: each worker collects the same model items, the controller writes the report.
     assert "4 passed" in done.stdout and "test_other" not in done.stdout
@@ -313,17 +365,30 @@ def test_check_command_usage_errors(tmp_path):
 
 
 @pytest.mark.model_libs
-@pytest.mark.parametrize("library, spec, module, inputs", [
-    ("timm", "timm:resnet18?num_classes=10", "ResNet",
-     "float32[2, 3, 224, 224] (timm's pretrained_cfg input_size (3, 224, 224))"),
-    ("torchvision", "torchvision:squeezenet1_0", "SqueezeNet",
-     "float32[2, 3, 224, 224] (torchvision's preset transforms size (224, 224))"),
-])
+@pytest.mark.parametrize(
+    "library, spec, module, inputs",
+    [
+        (
+            "timm",
+            "timm:resnet18?num_classes=10",
+            "ResNet",
+            "float32[2, 3, 224, 224] (timm's pretrained_cfg input_size (3, 224, 224))",
+        ),
+        (
+            "torchvision",
+            "torchvision:squeezenet1_0",
+            "SqueezeNet",
+            "float32[2, 3, 224, 224] (torchvision's preset transforms size (224, 224))",
+        ),
+    ],
+)
 def test_model_by_name_from_a_library(tester, library, spec, module, inputs):
     needs(library)
     result = tester.runpytest(
-        f"--torchexport-model={spec}", "--torchexport-backends=trace",
-        "--torchexport-examples=2", "--torchexport-report=out.json",
+        f"--torchexport-model={spec}",
+        "--torchexport-backends=trace",
+        "--torchexport-examples=2",
+        "--torchexport-report=out.json",
     )
     result.assert_outcomes(passed=1)
     row = report_rows(tester, key=by_nodeid)[f"torchexport-model::{spec}[torchexport-trace]"]
@@ -332,10 +397,13 @@ def test_model_by_name_from_a_library(tester, library, spec, module, inputs):
 
 
 @pytest.mark.model_libs
-@pytest.mark.parametrize("spec, closest", [
-    ("timm:resnet181", r"Closest names: resnet18, .*"),
-    ("torchvision:resnet19", r"Closest names: resnet18, .*"),
-])
+@pytest.mark.parametrize(
+    "spec, closest",
+    [
+        ("timm:resnet181", r"Closest names: resnet18, .*"),
+        ("torchvision:resnet19", r"Closest names: resnet18, .*"),
+    ],
+)
 def test_unknown_library_name_lists_the_closest(tester, spec, closest):
     needs(spec.split(":")[0])
     result = tester.runpytest(f"--torchexport-model={spec}", "--torchexport-backends=trace")
@@ -349,10 +417,12 @@ def test_library_keyword_it_refuses(tester):
     needs("torchvision")
     result = tester.runpytest("--torchexport-model=torchvision:resnet18?wings=2", "--torchexport-backends=trace")
     result.assert_outcomes(failed=1)
-    result.stdout.re_match_lines([
-        r"torchvision:resnet18\?wings=2: torchvision could not build resnet18\(wings=2\): TypeError: .*wings.*",
-        r"Check the keyword arguments after \? against the model's constructor",
-    ])
+    result.stdout.re_match_lines(
+        [
+            r"torchvision:resnet18\?wings=2: torchvision could not build resnet18\(wings=2\): TypeError: .*wings.*",
+            r"Check the keyword arguments after \? against the model's constructor",
+        ]
+    )
 
 
 # -- the compact spelling, on its own ---------------------------------------------------------

@@ -41,7 +41,8 @@ def test_a_model_type_is_built_tiny_from_its_config_for_its_task_and_the_spec_ke
     again = build(spec)  # a fixed seed: the same weights on every run
     assert torch.equal(model.transformer.wte.weight, again.transformer.wte.weight)
     assert [type(build(ModelSpec.parse(f"transformers:{name}"))).__name__ for name in ("bert", "t5")] == [
-        "BertForMaskedLM", "T5ForConditionalGeneration",
+        "BertForMaskedLM",
+        "T5ForConditionalGeneration",
     ]
     by_class = build(ModelSpec.parse("transformers:GPT2Model?n_layer=1"))
     assert type(by_class).__name__ == "GPT2Model" and by_class.config.n_layer == 1 and by_class.config.n_embd == 32
@@ -75,12 +76,34 @@ def test_a_causal_lm_is_called_left_padded_then_with_a_decode_step_and_an_encode
 
 @pytest.mark.slow
 def test_check_builds_transformers_models_by_name_and_checks_them_beyond_the_recorded_length(tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "HF_HUB_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "HF_HUB_OFFLINE": "1",
+    }
     done = subprocess.run(
-        [sys.executable, "-m", "pytest_torchexport", "check", "transformers:bert", "transformers:gpt2?n_layer=1",
-         "--backends", "export", "--examples", "4", "--report", "out.json", "--", "-p", "no:cacheprovider"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pytest_torchexport",
+            "check",
+            "transformers:bert",
+            "transformers:gpt2?n_layer=1",
+            "--backends",
+            "export",
+            "--examples",
+            "4",
+            "--report",
+            "out.json",
+            "--",
+            "-p",
+            "no:cacheprovider",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     rows = json.loads((tmp_path / "out.json").read_text())["results"]
     by_test = {}

@@ -40,12 +40,36 @@ EXCEPTIONS = {
 }
 
 MUTABLE_CALLS = {
-    "dict", "list", "set", "bytearray", "defaultdict", "OrderedDict", "Counter", "deque",
-    "WeakKeyDictionary", "WeakValueDictionary", "WeakSet",
+    "dict",
+    "list",
+    "set",
+    "bytearray",
+    "defaultdict",
+    "OrderedDict",
+    "Counter",
+    "deque",
+    "WeakKeyDictionary",
+    "WeakValueDictionary",
+    "WeakSet",
 }
 MUTATORS = {
-    "append", "add", "update", "pop", "popitem", "setdefault", "clear", "remove", "discard", "extend",
-    "insert", "sort", "reverse", "__setitem__", "__delitem__", "appendleft", "popleft",
+    "append",
+    "add",
+    "update",
+    "pop",
+    "popitem",
+    "setdefault",
+    "clear",
+    "remove",
+    "discard",
+    "extend",
+    "insert",
+    "sort",
+    "reverse",
+    "__setitem__",
+    "__delitem__",
+    "appendleft",
+    "popleft",
 }
 
 
@@ -122,8 +146,12 @@ def _written(modules: dict[str, ast.Module], module: str, name: str) -> list[str
                     out.append(f"{where}:{node.lineno}")
                 elif isinstance(node, ast.AugAssign) and names_it(target, home):
                     out.append(f"{where}:{node.lineno}")
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in MUTATORS
-                    and names_it(node.func.value, home)):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in MUTATORS
+                and names_it(node.func.value, home)
+            ):
                 out.append(f"{where}:{node.lineno}")
     return out
 
@@ -133,7 +161,9 @@ def _violations(modules: dict[str, ast.Module]) -> list[str]:
     nobody writes into, nor a documented exception."""
     problems = [
         f"{module}:{node.lineno}: global {', '.join(node.names)} (a function rebinds a module global)"
-        for module, tree in modules.items() for node in ast.walk(tree) if isinstance(node, ast.Global)
+        for module, tree in modules.items()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Global)
     ]
     for (module, name), line in sorted(_bindings(modules).items()):
         if (module, name) in EXCEPTIONS:
@@ -185,6 +215,7 @@ def test_no_benchmark_flips_a_switch_in_the_package():
     benchmarks = PACKAGE.parent / "benchmarks"
     found = [
         f"{path.name}: {match.group(1)}"
-        for path in sorted(benchmarks.glob("*.py")) for match in _FLIPPED.finditer(path.read_text())
+        for path in sorted(benchmarks.glob("*.py"))
+        for match in _FLIPPED.finditer(path.read_text())
     ]
     assert not found, found

@@ -77,10 +77,13 @@ def test_a_rows_numbers_agree_with_its_message_and_remedies_follow_the_verdict(t
     line = next(n for n, text in enumerate(written, 1) if "self.running_mean.mul_" in text)
     assert f"at test_models.py:{line} (`self.running_mean.mul_(0.9).add_(0.1 * x.mean(0))`)" in running["likely_cause"]
     assert {f["where"] for f in running["findings"] if f["kind"] in ("side_effects", "mutates_state")} == {
-        f"test_models.py:{line}"}
+        f"test_models.py:{line}"
+    }
     assert running["message"].splitlines()[-1].startswith("Return the updated state as an output")
     # The summary's max err and examples are the row's.
-    result.stdout.re_match_lines([rf"test_running\s+RunningNorm\s+onnx\s+mismatch\s+{running['max_abs_err']:.2g}\s+2\b"])
+    result.stdout.re_match_lines(
+        [rf"test_running\s+RunningNorm\s+onnx\s+mismatch\s+{running['max_abs_err']:.2g}\s+2\b"]
+    )
 
     # A shape test is said as one, and a defect (the float64 run says so) is offered no tolerance.
     wide = rows["test_wide-trace"]
@@ -98,8 +101,10 @@ def test_a_rows_numbers_agree_with_its_message_and_remedies_follow_the_verdict(t
     assert session["checks_s"] == round(sum(r["timings"]["total_s"] for r in data["results"]), 1)
     assert 0 < session["wall_s"]
     markdown = (tester.path / "out.md").read_text()
-    assert (f"4 rows from 3 items; {session['wall_s']:.0f} s wall time, the checks' own times sum to "
-            f"{session['checks_s']:.0f} s (several run side by side)") in markdown
+    assert (
+        f"4 rows from 3 items; {session['wall_s']:.0f} s wall time, the checks' own times sum to "
+        f"{session['checks_s']:.0f} s (several run side by side)"
+    ) in markdown
 
 
 SCRIPT = """
@@ -129,5 +134,6 @@ def test_a_model_with_no_test_file_is_not_told_about_the_tests_code(tester):
     """check() from a script: the op exists only where the model's code was imported, not "the test's"."""
     tester.makepyfile(check_script=SCRIPT)
     result = tester.runpython(tester.path / "check_script.py")
-    result.stdout.fnmatch_lines(["CAUSE: load_error the model uses *, which exists only while the code that built "
-                                 "the model is imported"])
+    result.stdout.fnmatch_lines(
+        ["CAUSE: load_error the model uses *, which exists only while the code that built the model is imported"]
+    )

@@ -15,8 +15,11 @@ def test_defaults_match_the_contract():
 @pytest.mark.parametrize(
     ("given", "message"),
     [
-        ({"backend": "trace"}, "unknown torchexport option(s) 'backend' (did you mean 'backends'?); valid options: "
-                                "backends, devices, examples"),
+        (
+            {"backend": "trace"},
+            "unknown torchexport option(s) 'backend' (did you mean 'backends'?); valid options: "
+            "backends, devices, examples",
+        ),
         ({"backends": "trace,onxx"}, "unknown torchexport backend(s) 'onxx' (did you mean 'onnx'?); valid backends:"),
         ({"backends": ["trt"]}, "unknown torchexport backend(s) 'trt'; valid backends: trace, script, onnx, export"),
         ({"backends": []}, "torchexport backends= is empty"),

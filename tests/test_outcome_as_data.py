@@ -9,7 +9,9 @@ from models import Gate, Noisy, source
 from pytest_torchexport.results.outcome import Outcome, row, settle, xfail
 from pytest_torchexport.results.report import CAUSE_KIND_DOCS, CAUSE_KINDS, FOUND_CAUSES, Report, Result
 
-SESSION = source(Gate, Noisy) + """
+SESSION = (
+    source(Gate, Noisy)
+    + """
 
 @pytest.mark.torchexport(backends=["trace", "export"])
 def test_gate():
@@ -35,6 +37,7 @@ def test_calls_nothing():
 def test_passes():
     torch.nn.Linear(4, 2).eval()(torch.ones(3, 4))
 """
+)
 
 
 def _session_report(tester):
@@ -79,7 +82,9 @@ def test_a_report_round_trips_row_for_row_with_cause_and_findings(tester):
 def test_the_cause_is_never_read_back_from_the_message():
     # A reworded message cannot change the cause: it is a field.
     r = Result("trace", "cpu", "mismatch", message="Exported outputs differ\nLikely cause: the wrong words")
-    settle(r, Outcome("mismatch", "Exported outputs differ\nLikely cause: the wrong words", "the right words", "numeric"))
+    settle(
+        r, Outcome("mismatch", "Exported outputs differ\nLikely cause: the wrong words", "the right words", "numeric")
+    )
     r.message = r.message.replace("wrong", "other")  # what a later rewording would do
     back = Result.from_dict(json.loads(json.dumps(r.to_dict())))
     assert (back.likely_cause, back.cause_kind, back.cause) == ("the right words", "numeric", "the right words")
@@ -87,11 +92,22 @@ def test_the_cause_is_never_read_back_from_the_message():
 
 def test_an_older_row_without_the_keys_loads_and_is_not_parsed():
     old = {
-        "nodeid": "t.py::test_g[torchexport-trace]", "test": "t.py::test_g", "module": "Gate", "backend": "trace",
-        "device": "cpu", "status": "mismatch", "examples": 3, "max_abs_err": 1.0, "max_rel_err": 1.0,
-        "atol": 1e-5, "rtol": 1e-6, "failing_example": None,
+        "nodeid": "t.py::test_g[torchexport-trace]",
+        "test": "t.py::test_g",
+        "module": "Gate",
+        "backend": "trace",
+        "device": "cpu",
+        "status": "mismatch",
+        "examples": 3,
+        "max_abs_err": 1.0,
+        "max_rel_err": 1.0,
+        "atol": 1e-5,
+        "rtol": 1e-6,
+        "failing_example": None,
         "message": "Exported outputs differ [backend=trace, device=cpu] (Gate)\nLikely cause: trace froze the branch",
-        "findings": [], "timings": {}, "usage": "replay",
+        "findings": [],
+        "timings": {},
+        "usage": "replay",
     }
     r = Result.from_dict(old)
     assert r.likely_cause is None and r.cause_kind is None  # an older report: not recovered from the message
@@ -108,8 +124,13 @@ def test_a_status_outside_the_contract_is_refused():
 
 
 def test_rows_made_before_a_check_are_settled_with_their_cause():
-    r = row(Outcome("usage_error", "Nothing to check\nwhy", "why", "usage"), backend="trace", device="cpu",
-            nodeid="t.py::test[torchexport-trace]", test="t.py::test")
+    r = row(
+        Outcome("usage_error", "Nothing to check\nwhy", "why", "usage"),
+        backend="trace",
+        device="cpu",
+        nodeid="t.py::test[torchexport-trace]",
+        test="t.py::test",
+    )
     assert (r.status, r.likely_cause, r.cause_kind, r.cause) == ("usage_error", "why", "usage", "why")
     xfail(r, "known")
     assert (r.status, r.cause_kind, r.cause) == ("xfail", "usage", "why")
@@ -158,8 +179,11 @@ def test_facts_written_since_are_handed_on_and_put_back_without_the_verdict():
     settle(r, Outcome("nondeterministic", "[backend=trace] differs", "why", "nondeterministic"))
     written = r.written_since(before)
     # of extra only the new key; the verdict is none of it
-    assert written == {"findings": [Finding("size_budget", "capped")], "extra": {"eager_s": 0.5},
-                       "timings": {"shared_reference_s": 0.1}}
+    assert written == {
+        "findings": [Finding("size_budget", "capped")],
+        "extra": {"eager_s": 0.5},
+        "timings": {"shared_reference_s": 0.1},
+    }
 
     other = Result(backend="export", device="cpu", status="pass", module="Gate", extra={"eager_mode": "eval"})
     other.take(written)

@@ -23,9 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _tracked(*paths: str) -> list[str]:
-    out = subprocess.run(
-        ["git", "ls-files", "--", *paths], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout
+    out = subprocess.run(["git", "ls-files", "--", *paths], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     return [line for line in out.splitlines() if (ROOT / line).is_file()]
 
 
@@ -51,11 +49,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
 def test_wheel_ships_the_package_and_says_what_it_is(wheel: zipfile.ZipFile) -> None:
     names = set(wheel.namelist())
     # every tracked file of the package is in the wheel: modules, templates, py.typed
-    missing = [
-        name
-        for name in _tracked("pytest_torchexport")
-        if name not in names
-    ]
+    missing = [name for name in _tracked("pytest_torchexport") if name not in names]
     assert missing == [], f"tracked package files missing from the wheel (package data?): {missing}"
     assert "pytest_torchexport/py.typed" in names
     assert any(n.startswith("pytest_torchexport/results/templates/") and n.endswith(".j2") for n in names)
@@ -74,4 +68,3 @@ def test_wheel_ships_the_package_and_says_what_it_is(wheel: zipfile.ZipFile) -> 
     assert {"Homepage", "Documentation", "Changelog", "Issues"} <= set(urls)
     entry_points = wheel.read(meta_name.replace("METADATA", "entry_points.txt")).decode()
     assert "torchexport = pytest_torchexport.plugin" in entry_points
-

@@ -44,8 +44,9 @@ SCRIPT = textwrap.dedent(
 
 def _rows(tmp_path, mode):
     env = {**os.environ, "CI": "true"}
-    out = subprocess.run([sys.executable, "-c", SCRIPT, mode], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=300, env=env)
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT, mode], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -55,7 +56,9 @@ def test_hypothesis_first_run_in_the_parent_changes_no_verdict_and_no_failing_ex
     after = _rows(tmp_path, "in-the-parent")
     assert after["paid_here"] is True
     statuses = {row["backend"]: row["status"] for row in after["rows"]}
-    assert statuses == {"trace": "mismatch", "export": "export_error"}, after  # trace froze the branch; export refuses it
+    assert statuses == {"trace": "mismatch", "export": "export_error"}, (
+        after
+    )  # trace froze the branch; export refuses it
     assert after["rows"][0]["failing"], after
     assert after["rows"] == before["rows"]  # the same inputs drawn, the same shrunk failure
 

@@ -71,4 +71,7 @@ def test_a_backend_answer_that_raises_is_said():
     assert row.status == "pass", row.message
     assert "backend_note" in kinds(row)
     (note,) = [f.detail for f in row.findings if f.kind == "backend_note"]
-    assert note == "the noshapes backend's input_shapes raised KeyError: 'graph inputs'; the check went on without its answer"
+    assert (
+        note
+        == "the noshapes backend's input_shapes raised KeyError: 'graph inputs'; the check went on without its answer"
+    )

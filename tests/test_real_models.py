@@ -240,8 +240,15 @@ def _hf(name: str, **config):
 
 
 def _bert():
-    model = _hf("Bert", vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                intermediate_size=37, max_position_embeddings=64)
+    model = _hf(
+        "Bert",
+        vocab_size=99,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=64,
+    )
     ids, mask = _tokens(99)
     return model, (), {"input_ids": ids, "attention_mask": mask}, {"batch": (1, 4)}
 
@@ -253,8 +260,17 @@ def _gpt2():
 
 
 def _t5():
-    model = _hf("T5", vocab_size=99, d_model=32, d_kv=8, d_ff=37, num_layers=1, num_heads=4,
-                decoder_start_token_id=0, use_cache=False)
+    model = _hf(
+        "T5",
+        vocab_size=99,
+        d_model=32,
+        d_kv=8,
+        d_ff=37,
+        num_layers=1,
+        num_heads=4,
+        decoder_start_token_id=0,
+        use_cache=False,
+    )
     ids, mask = _tokens(99)
     return model, (), {"input_ids": ids, "attention_mask": mask, "decoder_input_ids": ids[:, :4]}, {"batch": (1, 4)}
 
@@ -263,11 +279,15 @@ REAL_MODELS.update(bert=_bert, gpt2=_gpt2, t5=_t5)
 
 
 # What a model gets other than a pass on every backend: Hugging Face models do not script, a real limit.
-NOT_PASSING = {"bert": {"script": "export_error"}, "gpt2": {"script": "export_error"}, "t5": {"script": "export_error"},
-               # v6 searches a token input's length like the batch: torch.export specializes nn.GRU's
-               # sequence to the recorded 7 ("You marked seq as dynamic but your code specialized it"),
-               # so the artifact raises at a length eager takes; its green rested on one length before.
-               "gru": {"export": "run_error"}}
+NOT_PASSING = {
+    "bert": {"script": "export_error"},
+    "gpt2": {"script": "export_error"},
+    "t5": {"script": "export_error"},
+    # v6 searches a token input's length like the batch: torch.export specializes nn.GRU's
+    # sequence to the recorded 7 ("You marked seq as dynamic but your code specialized it"),
+    # so the artifact raises at a length eager takes; its green rested on one length before.
+    "gru": {"export": "run_error"},
+}
 
 
 @pytest.mark.parametrize("name", list(REAL_MODELS))
@@ -285,8 +305,12 @@ def test_real_model_passes_every_backend_that_can_export_it(name):
 
 
 SHIPPED = [  # the model, its post-processing, the steps its report must list (None: not asserted)
-    pytest.param("efficientnet", {"onnx_fp16": True, "onnx_optimize": "all"}, ["fp16", "optimize=all"],
-                 id="efficientnet-fp16-optimized"),
+    pytest.param(
+        "efficientnet",
+        {"onnx_fp16": True, "onnx_optimize": "all"},
+        ["fp16", "optimize=all"],
+        id="efficientnet-fp16-optimized",
+    ),
     pytest.param("efficientnet", {"onnx_quantize": STATIC_U8}, None, id="efficientnet-static-int8"),
     pytest.param("deeplab", {"onnx_optimize": "all"}, None, id="deeplab-optimized"),
     pytest.param("bert", {"onnx_quantize": {"mode": "dynamic", "weight_type": "QUInt8"}}, None, id="bert-dynamic-int8"),
@@ -321,6 +345,7 @@ def test_stateful_running_mean():
 
 # -- OpenVINO (opt-in, extra `openvino`): the clean models pass, the encoder's fast path does not convert --
 
+
 def _openvino_missing():
     from pytest_torchexport.backends.openvino import OpenVinoBackend
 
@@ -349,6 +374,7 @@ def test_openvino_cannot_convert_the_encoder_fast_path():
 
 
 # -- LiteRT (opt-in, extra `litert`; not in the suite's environment, run where it is installed) --
+
 
 def _litert_missing():
     from pytest_torchexport.backends.litert import LiteRtBackend

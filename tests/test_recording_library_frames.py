@@ -156,11 +156,19 @@ def test_a_method_the_library_or_the_module_calls_is_not_the_test_method(library
 
 def test_a_library_built_model_the_test_calls_and_a_test_model_a_library_calls_stay_the_test_calls(library_run):
     _, rows = library_run
-    assert (rows["test_built_by_library_called_by_test"]["module"], rows["test_built_by_library_called_by_test"]["status"]) == (
-        "Sequential", "pass",
+    assert (
+        rows["test_built_by_library_called_by_test"]["module"],
+        rows["test_built_by_library_called_by_test"]["status"],
+    ) == (
+        "Sequential",
+        "pass",
     )
-    assert (rows["test_test_model_called_by_library"]["module"], rows["test_test_model_called_by_library"]["status"]) == (
-        "Net", "pass",
+    assert (
+        rows["test_test_model_called_by_library"]["module"],
+        rows["test_test_model_called_by_library"]["status"],
+    ) == (
+        "Net",
+        "pass",
     )
 
 
@@ -262,8 +270,16 @@ def test_the_encoder_decoder_cache_registration_round_trips_to_a_cache_eager_tak
 
     if importlib.util.find_spec("transformers.exporters.exporter_dynamo") is None:
         pytest.skip("this transformers has no exporter of its own to register the cache with")
-    config = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-                        max_position_embeddings=32, is_decoder=True, add_cross_attention=True)
+    config = BertConfig(
+        vocab_size=64,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+        is_decoder=True,
+        add_cross_attention=True,
+    )
     model = BertLMHeadModel(config).eval()
     encoder = torch.randn(2, 5, 16)
     with torch.no_grad():

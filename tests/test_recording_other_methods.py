@@ -143,7 +143,9 @@ def test_resnet_features():
 
 
 @pytest.mark.model_libs
-@pytest.mark.skipif(importlib.util.find_spec("timm") is None, reason="timm is not installed (the torch 2.14.1 venv has it)")
+@pytest.mark.skipif(
+    importlib.util.find_spec("timm") is None, reason="timm is not installed (the torch 2.14.1 venv has it)"
+)
 def test_timm_resnet_forward_features_is_checked_whole(tester):
     tester.makepyfile(test_timm=TIMM)
     result = tester.runpytest_subprocess("--torchexport-report=out.json", "-p", "no:cacheprovider")

@@ -186,7 +186,10 @@ def test_each_route_checks_the_module_the_test_handed_over(tester):
     assert rows[("test_onnx_export_arguments", "trace")]["recorded_via"] == "torch.onnx.export"
     handed = findings(rows[("test_trace_module_names_other_methods", "export")], "recorded_call")
     assert handed == ["Pair was handed to torch.jit.trace_module by the test; its example inputs were checked"]
-    assert "the test also called Net" in findings(rows[("test_trace_module_names_other_methods", "export")], "other_modules")[0]
+    assert (
+        "the test also called Net"
+        in findings(rows[("test_trace_module_names_other_methods", "export")], "other_modules")[0]
+    )
 
 
 def test_trace_module_says_which_other_methods_it_was_handed(tester):
@@ -344,7 +347,9 @@ class Builds(nn.Module):
         return self.cell(x)
 
 
-@pytest.mark.filterwarnings(r"ignore:`torch\.jit\.trace")  # trace and trace_method deprecated (2.13: Deprecation-, 2.14: FutureWarning)
+@pytest.mark.filterwarnings(
+    r"ignore:`torch\.jit\.trace"
+)  # trace and trace_method deprecated (2.13: Deprecation-, 2.14: FutureWarning)
 def test_a_module_handed_to_an_exporter_while_constructing_is_no_test_call():
     assert [c[0] for c in record(lambda: Builds().eval()(torch.ones(1, 2)))] == ["Builds"]
 
@@ -416,11 +421,12 @@ def test_a_call_that_raised_in_the_test_is_no_example(tester):
     assert (served["status"], served["module"]) == ("pass", "Conv")
     assert "x: float32[3, 4]" in served["latency_ms"]["input"] and "edges: int64[2]" in served["latency_ms"]["input"]
     assert (rows["test_refused_module_then_another"]["status"], rows["test_refused_module_then_another"]["module"]) == (
-        "pass", "Head",
+        "pass",
+        "Head",
     )
     # Under --torchexport-auto a test whose calls all raised is skipped with the reason, as one that called none.
     (tester.path / "test_refuses.py").unlink()
-    tester.makepyfile(test_unmarked=REFUSES.replace("@pytest.mark.torchexport(backends=[\"trace\"])\n", ""))
+    tester.makepyfile(test_unmarked=REFUSES.replace('@pytest.mark.torchexport(backends=["trace"])\n', ""))
     auto, (row,) = run_with_report(
         tester, "--torchexport-auto", "--torchexport-backends=trace", "-k", "only_refuses", name="auto.json", key=None
     )

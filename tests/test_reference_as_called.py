@@ -158,7 +158,8 @@ def test_no_copy_of_a_module_whose_copy_is_not_it_is_used_anywhere(tester):
 
 
 def test_a_faithful_copy_says_nothing(tester):
-    tester.makepyfile(test_m="""
+    tester.makepyfile(
+        test_m="""
         import pytest
         import torch
         from torch import nn
@@ -168,7 +169,8 @@ def test_a_faithful_copy_says_nothing(tester):
             model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)).eval()
             model(torch.randn(3, 4))
             model.train()
-    """)
+    """
+    )
     result, rows = run_with_report(tester)
     result.assert_outcomes(passed=1)
     assert [f["kind"] for f in rows["trace"]["findings"] if f["kind"] in ("reference_copy", "training_mode")] == []

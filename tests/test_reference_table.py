@@ -89,18 +89,22 @@ def test_the_size_limits_switch_is_read_under_its_name_and_its_earlier_one(monke
 
 
 def test_the_new_ini_keys_work_and_the_earlier_model_key_is_still_read(pytester):
-    pytester.makepyfile(zoo="import torch\n\ndef make():\n    return torch.nn.Linear(4, 3)\n\n"
-                            "def other():\n    return torch.nn.Linear(4, 2)\n",
-                        test_file="def test_not_collected():\n    pass\n")
+    pytester.makepyfile(
+        zoo="import torch\n\ndef make():\n    return torch.nn.Linear(4, 3)\n\n"
+        "def other():\n    return torch.nn.Linear(4, 2)\n",
+        test_file="def test_not_collected():\n    pass\n",
+    )
     pytester.makeini(
         "[pytest]\naddopts = -p no:randomly\ntorchexport_backends = trace\n"
         "torchexport_models = zoo.py:make\n"  # the earlier name
         "torchexport_model = zoo.py:other\ntorchexport_models_only = true\ntorchexport_seed = 3\n"
     )
     result = pytester.runpytest("--collect-only", "-q")
-    result.stdout.fnmatch_lines([
-        "torchexport-model::zoo.py:other[[]torchexport-trace[]]",
-        "torchexport-model::zoo.py:make[[]torchexport-trace[]]",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "torchexport-model::zoo.py:other[[]torchexport-trace[]]",
+            "torchexport-model::zoo.py:make[[]torchexport-trace[]]",
+        ]
+    )
     assert "test_not_collected" not in result.stdout.str()
     assert "Unknown config option" not in result.stdout.str() + result.stderr.str()

@@ -88,8 +88,14 @@ def _replay(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     # A fresh interpreter, as a user runs it: nothing of the test's process is imported there.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])  # this checkout's plugin, not the models' folder
-    return subprocess.run([sys.executable, "-m", "pytest_torchexport", "replay", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest_torchexport", "replay", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_the_projects_own_repro_files_replay_without_pickle(models, tmp_path):
@@ -97,7 +103,9 @@ def test_the_projects_own_repro_files_replay_without_pickle(models, tmp_path):
     net = _repro(models.Net(4).eval(), (torch.ones(2, 3, 4),))
     for repro in (gate, net):
         data = torch.load(repro, weights_only=True)  # the whole file, without unpickling anything
-        assert data["format"] == 2 and data["pickle"] is None and data["module_tree"]["class"].startswith("safe_models:")
+        assert (
+            data["format"] == 2 and data["pickle"] is None and data["module_tree"]["class"].startswith("safe_models:")
+        )
     elsewhere = tmp_path / "elsewhere"  # run from another folder: the models' folder comes from the file
     elsewhere.mkdir()
     out = _replay(elsewhere, str(tmp_path / net))
@@ -115,7 +123,8 @@ def test_a_module_only_pickle_rebuilds_is_refused_with_the_reason_then_replayed_
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert refused.stdout.splitlines()[0] == (
         f"cannot replay {repro} without unpickling it: the module holds Hooked.act, a "
-        "builtins.builtin_function_or_method (only unpickling rebuilds one).")
+        "builtins.builtin_function_or_method (only unpickling rebuilds one)."
+    )
     assert "Unpickling runs whatever code the file names" in refused.stdout
     assert f"python -m pytest_torchexport replay {repro} --allow-pickle" in refused.stdout
     allowed = _replay(tmp_path, repro, "--allow-pickle")
@@ -144,8 +153,9 @@ def test_a_repro_file_carrying_a_pickle_payload_is_refused_and_never_runs(models
     torch.save({**data, "failing_inputs": (Payload(marker),)}, outer)
     refused = _replay(tmp_path, str(outer))
     assert refused.returncode == 2 and not marker.exists(), refused.stdout + refused.stderr
-    assert refused.stdout.startswith(f"cannot replay {outer} without unpickling it: it holds Python objects beyond "
-                                     "tensors and plain values (")
+    assert refused.stdout.startswith(
+        f"cannot replay {outer} without unpickling it: it holds Python objects beyond tensors and plain values ("
+    )
     assert "Traceback" not in refused.stderr
 
     # The payload in the nested blob, with a reason written to reassure: refused all the same.
@@ -196,10 +206,18 @@ def test_inputs_only_pickle_rebuilds_are_refused_with_their_name(models, tmp_pat
     from pytest_torchexport.search.repro import save
 
     path = tmp_path / "odd.pt"
-    save(path, module=models.Gate().eval(), backend="trace", device="cpu",
-         export_inputs=((torch.ones(3, 4),), {}), failing_inputs=(torch.ones(1, 4), Payload(tmp_path / "never")),
-         failing_kwargs={}, options={"dims": {}, "dynamic": None, "rtol": 1e-5, "atol": 1e-5}, test="t",
-         artifact_dir=None)
+    save(
+        path,
+        module=models.Gate().eval(),
+        backend="trace",
+        device="cpu",
+        export_inputs=((torch.ones(3, 4),), {}),
+        failing_inputs=(torch.ones(1, 4), Payload(tmp_path / "never")),
+        failing_kwargs={},
+        options={"dims": {}, "dynamic": None, "rtol": 1e-5, "atol": 1e-5},
+        test="t",
+        artifact_dir=None,
+    )
     data = torch.load(path, weights_only=True)
     assert data["failing_inputs"] is None and data["module_tree"] is not None
     assert data["pickle_reason"] == f"failing_inputs[1], a {__name__}.Payload (only unpickling rebuilds one)"

@@ -66,7 +66,11 @@ INI = "[pytest]\naddopts = -p no:randomly -p no:cacheprovider\ntorchexport_examp
 
 def _pytest(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pytest", *args], cwd=folder, capture_output=True, text=True, timeout=600,
+        [sys.executable, "-m", "pytest", *args],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={**os.environ, "PYTEST_ADDOPTS": ""},
     )
 
@@ -77,8 +81,14 @@ def report_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     folder = tmp_path_factory.mktemp("html_report")
     (folder / "test_models.py").write_text(MODELS)
     (folder / "pytest.ini").write_text(INI)
-    proc = _pytest(folder, "--torchexport-report=report.json", "--torchexport-seed=0",
-                   "--html=pytest-html.html", "--self-contained-html", "-q")
+    proc = _pytest(
+        folder,
+        "--torchexport-report=report.json",
+        "--torchexport-seed=0",
+        "--html=pytest-html.html",
+        "--self-contained-html",
+        "-q",
+    )
     assert (folder / "report.json").exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
     return {"folder": folder, "data": json.loads((folder / "report.json").read_text()), "proc": proc}
 
@@ -158,8 +168,9 @@ def test_session_writes_the_page_itself(tmp_path, workers):
     """--torchexport-report=out.html, the plugin's own path (no merge); under xdist the controller writes it."""
     (tmp_path / "test_models.py").write_text(MODELS)
     (tmp_path / "pytest.ini").write_text(INI)
-    proc = _pytest(tmp_path, "--torchexport-report=out.html", "-k", "mlp", "--torchexport-examples=3", "-q",
-                   "-n", workers)
+    proc = _pytest(
+        tmp_path, "--torchexport-report=out.html", "-k", "mlp", "--torchexport-examples=3", "-q", "-n", workers
+    )
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "torchexport report written to out.html" in proc.stdout
     text = (tmp_path / "out.html").read_text()
@@ -174,8 +185,10 @@ def test_without_the_html_extra_the_option_says_what_to_install(tester, monkeypa
     result = tester.runpytest("--torchexport-report=out.html")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
-        ["ERROR: --torchexport-report=out.html asks for an HTML report, which needs pygal (not installed here): "
-         "install the html extra, pip install 'pytest-torchexport[html]', or write a .json or .md report"]
+        [
+            "ERROR: --torchexport-report=out.html asks for an HTML report, which needs pygal (not installed here): "
+            "install the html extra, pip install 'pytest-torchexport[html]', or write a .json or .md report"
+        ]
     )
     assert not (tester.path / "out.html").exists()
 
@@ -212,10 +225,19 @@ def test_pytest_html_carries_each_rows_verdict_and_plot(report_run):
     """[pytest-html] its report holds, in the item's extras, the row's verdict and its plot."""
     page = (report_run["folder"] / "pytest-html.html").read_text()
     # pytest-html keeps the extras in a JSON blob on the page (escaped): read them back from it.
-    blob = json.loads(re.search(r'data-jsonblob="([^"]*)"', page).group(1).replace("&#34;", '"').replace("&amp;", "&")
-                      .replace("&lt;", "<").replace("&gt;", ">").replace("&#39;", "'"))
-    extras = {test_id: [e["content"] for result in results for e in result.get("extras", [])]
-              for test_id, results in blob["tests"].items()}
+    blob = json.loads(
+        re.search(r'data-jsonblob="([^"]*)"', page)
+        .group(1)
+        .replace("&#34;", '"')
+        .replace("&amp;", "&")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&#39;", "'")
+    )
+    extras = {
+        test_id: [e["content"] for result in results for e in result.get("extras", [])]
+        for test_id, results in blob["tests"].items()
+    }
     trace = next(v for k, v in extras.items() if k.endswith("test_gate[torchexport-trace]"))
     assert any("torchexport trace: mismatch" in c and "<svg" in c for c in trace)
     assert all(any("torchexport" in c for c in contents) for contents in extras.values())
@@ -257,14 +279,21 @@ def test_the_page_in_a_real_browser(page_file, report_run, tmp_path):
         browser.click(f"{row} > summary")
         assert browser.evaluate(f"document.querySelector('{row}').open") is True
         assert browser.evaluate(f"document.querySelector('{row} .plot svg').checkVisibility()") is True
-        box = browser.evaluate(f"(() => {{ const r = document.querySelector('{row} .plot svg')"
-                               ".getBoundingClientRect(); return [r.width, r.height]; })()")
+        box = browser.evaluate(
+            f"(() => {{ const r = document.querySelector('{row} .plot svg')"
+            ".getBoundingClientRect(); return [r.width, r.height]; })()"
+        )
         assert box[0] > 300 and box[1] > 200, box
         # One dot per input, green or red as its verdict; blue where the float64 oracle ran.
         entries = data["results"][index]["per_input"]
-        dots = browser.evaluate(f"[0, 1, 3].map(n => document.querySelectorAll('{row} .plot svg .serie-' + n + ' circle').length)")
-        assert dots == [sum(e["status"] == "pass" for e in entries), sum(e["status"] != "pass" for e in entries),
-                        sum("float64" in e for e in entries)]
+        dots = browser.evaluate(
+            f"[0, 1, 3].map(n => document.querySelectorAll('{row} .plot svg .serie-' + n + ' circle').length)"
+        )
+        assert dots == [
+            sum(e["status"] == "pass" for e in entries),
+            sum(e["status"] != "pass" for e in entries),
+            sum("float64" in e for e in entries),
+        ]
         assert dots[1] and dots[2]
         cause = browser.evaluate(f"document.querySelector('{row} .cause').innerText")
         assert " ".join(data["results"][index]["likely_cause"].split()) in " ".join(cause.split())
@@ -272,21 +301,30 @@ def test_the_page_in_a_real_browser(page_file, report_run, tmp_path):
         assert "if x.sum() > 0:" in browser.evaluate(f"document.querySelector('{row} .src .here').innerText")
 
         # The filters: mismatches only, then a search that matches nothing.
-        browser.evaluate("(() => { const s = document.getElementById('f-status'); s.value = 'mismatch';"
-                         " s.dispatchEvent(new Event('change')); })()")
+        browser.evaluate(
+            "(() => { const s = document.getElementById('f-status'); s.value = 'mismatch';"
+            " s.dispatchEvent(new Event('change')); })()"
+        )
         visible = browser.evaluate("[...document.querySelectorAll('details.row')].filter(e => e.offsetParent).length")
         assert visible == Counter(r["status"] for r in data["results"])["mismatch"]
-        browser.evaluate("(() => { const s = document.getElementById('f-status'); s.value = '';"
-                         " s.dispatchEvent(new Event('change')); })()")
+        browser.evaluate(
+            "(() => { const s = document.getElementById('f-status'); s.value = '';"
+            " s.dispatchEvent(new Event('change')); })()"
+        )
         # The search box, typed into: the MLP's rows and matrix line only.
         browser.type("#f-search", "mlp")
-        shown = browser.evaluate("[...document.querySelectorAll('details.row')].filter(e => e.offsetParent)"
-                                 ".map(e => e.querySelector('summary').innerText)")
+        shown = browser.evaluate(
+            "[...document.querySelectorAll('details.row')].filter(e => e.offsetParent)"
+            ".map(e => e.querySelector('summary').innerText)"
+        )
         assert len(shown) == 3 and all("test_mlp" in line for line in shown), shown
-        assert browser.evaluate("[...document.querySelectorAll('#matrix tbody tr')].filter(e => e.offsetParent)"
-                                ".map(e => e.dataset.test)") == ["test_models.py::test_mlp"]
-        browser.evaluate("(() => { const s = document.getElementById('f-search'); s.value = '';"
-                         " s.dispatchEvent(new Event('input')); window.scrollTo(0, 0); })()")
+        assert browser.evaluate(
+            "[...document.querySelectorAll('#matrix tbody tr')].filter(e => e.offsetParent).map(e => e.dataset.test)"
+        ) == ["test_models.py::test_mlp"]
+        browser.evaluate(
+            "(() => { const s = document.getElementById('f-search'); s.value = '';"
+            " s.dispatchEvent(new Event('input')); window.scrollTo(0, 0); })()"
+        )
         browser.screenshot(str(tmp_path / "html-report.png"), full=True)
         if os.environ.get("TORCHEXPORT_DOCS_SCREENSHOT") == "1":  # docs/html-report.md shows it
             SCREENSHOT.parent.mkdir(exist_ok=True)
@@ -303,12 +341,21 @@ def test_the_migration_panel_names_the_method_checked():
     from pytest_torchexport.results.html import migration
 
     def row(backend, status, method=None):
-        r = {"nodeid": f"t.py::test_m[torchexport-{backend}]", "test": "t.py::test_m", "module": "ResNet",
-             "backend": backend, "device": "cpu", "status": status}
+        r = {
+            "nodeid": f"t.py::test_m[torchexport-{backend}]",
+            "test": "t.py::test_m",
+            "module": "ResNet",
+            "backend": backend,
+            "device": "cpu",
+            "status": status,
+        }
         return {**r, "method": method} if method else r
 
-    rows = [row("script", "export_error", "forward_intermediates"), row("export", "pass", "forward_intermediates"),
-            row("trace", "pass")]
+    rows = [
+        row("script", "export_error", "forward_intermediates"),
+        row("export", "pass", "forward_intermediates"),
+        row("trace", "pass"),
+    ]
     panel = {m["module"]: m for m in migration(rows)}
     assert set(panel) == {"ResNet.forward_intermediates", "ResNet"}
     assert panel["ResNet.forward_intermediates"]["torchscript"] == {"script": "export_error"}

@@ -77,9 +77,20 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> dict:
     (folder / "test_models.py").write_text(MODELS)
     (folder / "pytest.ini").write_text(INI)
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "--torchexport-seed=0", "--torchexport-report=out.json",
-         "--torchexport-report=out.html"],
-        cwd=folder, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTEST_ADDOPTS": ""},
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "--torchexport-seed=0",
+            "--torchexport-report=out.json",
+            "--torchexport-report=out.html",
+        ],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTEST_ADDOPTS": ""},
     )
     assert (folder / "out.html").exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
     data = json.loads((folder / "out.json").read_text())
@@ -90,7 +101,7 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def _row_html(text: str, index: int) -> str:
     start = text.index(f'<details class="row" id="row-{index}"')
-    return text[start:text.index("</details>\n", text.index('<div class="body">', start))]
+    return text[start : text.index("</details>\n", text.index('<div class="body">', start))]
 
 
 def test_each_row_shows_verdict_cause_plot_sizes_latency_and_folds_its_timings(session):
@@ -99,16 +110,18 @@ def test_each_row_shows_verdict_cause_plot_sizes_latency_and_folds_its_timings(s
     assert (wide["status"], gate["status"], fixed["status"]) == ("mismatch", "export_error", "pass")
 
     wide_html = _row_html(text, wide_i)
-    summary = wide_html[:wide_html.index("</summary>")]
+    summary = wide_html[: wide_html.index("</summary>")]
     # The row's own line: verdict, sizes covered, latency and the cause, before anything is opened.
     assert "sizes w 16–128" in summary and "ms</span>" in summary and "a size was tested in Python" in summary
     # Its plot labels each dot with the input's sizes: the axis, and a hover title per dot.
-    assert "the input&#39;s sizes (w), smallest first" in wide_html or "the input's sizes (w), smallest first" in wide_html
+    assert (
+        "the input&#39;s sizes (w), smallest first" in wide_html or "the input's sizes (w), smallest first" in wide_html
+    )
     titles = re.findall(r"<title>w=(\d+) \((\w+)\): [^<]*</title>", wide_html)
     assert titles and all((int(w) > 64) == (status != "pass") for w, status in titles), titles
     # The raw timing keys are folded under one disclosure.
     assert re.search(r'<details class="timings"><summary>timings: [0-9.]+ s in all \(\d+ keys\)</summary>', wide_html)
-    assert not re.search(r"<tr><th>search_s</th>", wide_html[:wide_html.index('<details class="timings">')])
+    assert not re.search(r"<tr><th>search_s</th>", wide_html[: wide_html.index('<details class="timings">')])
     # Every failing row carries the command that replays it, with or without --torchexport-repro-dir.
     for index, row in ((wide_i, wide), (gate_i, gate)):
         assert f"python -m pytest &#39;{row['nodeid']}&#39; --torchexport-repro-dir=repro" in _row_html(text, index)
@@ -131,11 +144,15 @@ def test_error_statuses_are_as_prominent_as_a_mismatch():
     rules = dict(re.findall(r"([^{}]+)\{([^}]*)\}", css))
 
     def background(status: str) -> str:
-        return next(body for selector, body in rules.items()
-                    if f".s-{status}" in [part.strip() for part in selector.split(",")] and "background" in body)
+        return next(
+            body
+            for selector, body in rules.items()
+            if f".s-{status}" in [part.strip() for part in selector.split(",")] and "background" in body
+        )
 
     assert {background(s) for s in ("mismatch", "export_error", "load_error", "run_error", "timeout")} == {
-        background("mismatch")}
+        background("mismatch")
+    }
 
 
 def _chromium() -> str:
@@ -170,8 +187,9 @@ def test_the_page_in_a_browser_shows_what_matters(session):
         browser.click(f"{wide} details.timings > summary")
         assert browser.evaluate(f"document.querySelector('{wide} details.timings table').checkVisibility()") is True
         # The dots' hover titles name the sizes: every failing one is wider than 64.
-        failing = browser.evaluate(f"[...document.querySelectorAll('{wide} .plot svg .serie-1 circle title')]"
-                                   ".map(t => t.textContent)")
+        failing = browser.evaluate(
+            f"[...document.querySelectorAll('{wide} .plot svg .serie-1 circle title')].map(t => t.textContent)"
+        )
         assert failing and all(int(re.match(r"w=(\d+)", t).group(1)) > 64 for t in failing), failing
     finally:
         browser.close()

@@ -41,9 +41,23 @@ def test_three_pytest_split_shards_merge_into_the_one_run_report(tmp_path):
         shard = pytest_run(work, ".", "--splits", "3", "--group", str(group), f"--torchexport-report=shard{group}.json")
         assert shard.returncode == 0, shard.stdout[-3000:]
     merge = subprocess.run(
-        [sys.executable, "-m", "pytest_torchexport", "merge", "shard1.json", "shard2.json", "shard3.json",
-         "-o", "merged.json", "--baseline", "whole.json"],
-        cwd=work, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "pytest_torchexport",
+            "merge",
+            "shard1.json",
+            "shard2.json",
+            "shard3.json",
+            "-o",
+            "merged.json",
+            "--baseline",
+            "whole.json",
+        ],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert merge.returncode == 0, merge.stdout + merge.stderr
     merged, one_run = rows(work / "merged.json"), rows(work / "whole.json")
@@ -56,9 +70,23 @@ def test_three_pytest_split_shards_merge_into_the_one_run_report(tmp_path):
     victim["status"] = "mismatch"
     (work / "shard2.json").write_text(json.dumps(shard))
     gate = subprocess.run(
-        [sys.executable, "-m", "pytest_torchexport", "merge", "shard1.json", "shard2.json", "shard3.json",
-         "-o", "merged.md", "--baseline", "whole.json"],
-        cwd=work, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "pytest_torchexport",
+            "merge",
+            "shard1.json",
+            "shard2.json",
+            "shard3.json",
+            "-o",
+            "merged.md",
+            "--baseline",
+            "whole.json",
+        ],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert gate.returncode == 1, gate.stdout + gate.stderr
     assert victim["nodeid"] in gate.stdout

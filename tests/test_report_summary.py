@@ -13,11 +13,26 @@ LONG = (
 
 
 def results():
-    frozen = Result("trace", "cpu", "mismatch", nodeid="tests/test_heads.py::test_detection_head_scores[torchexport-trace]",
-                    examples=5, max_abs_err=1.5, message="Exported outputs differ\nx",
-                    findings=[Finding("frozen_branch", "if scores.sum() > 0", where=CAUSE.split()[1])])
-    baked = Result("export", "cpu", "mismatch", nodeid="tests/test_heads.py::test_scale[torchexport-export]",
-                   examples=9, max_abs_err=4.0, message=f"Exported outputs differ\nLikely cause: {LONG}", likely_cause=LONG)
+    frozen = Result(
+        "trace",
+        "cpu",
+        "mismatch",
+        nodeid="tests/test_heads.py::test_detection_head_scores[torchexport-trace]",
+        examples=5,
+        max_abs_err=1.5,
+        message="Exported outputs differ\nx",
+        findings=[Finding("frozen_branch", "if scores.sum() > 0", where=CAUSE.split()[1])],
+    )
+    baked = Result(
+        "export",
+        "cpu",
+        "mismatch",
+        nodeid="tests/test_heads.py::test_scale[torchexport-export]",
+        examples=9,
+        max_abs_err=4.0,
+        message=f"Exported outputs differ\nLikely cause: {LONG}",
+        likely_cause=LONG,
+    )
     clean = Result("script", "cpu", "pass", nodeid="tests/test_heads.py::test_scale[torchexport-script]", examples=33)
     return [frozen, baked, clean]
 
@@ -60,7 +75,10 @@ def test_cells_say_what_to_do_without_repeating_the_row():
         side_effects._nondeterministic(noisy, "Eager output depends on the RNG", "forward draws random numbers")
     settle(noisy, stop.value.outcome)
     assert xpass.cause == "the defect may be fixed: remove 'script' from xfail="
-    assert noisy.message == "Eager output depends on the RNG [backend=trace, device=cuda] (Noisy): forward draws random numbers"
+    assert (
+        noisy.message
+        == "Eager output depends on the RNG [backend=trace, device=cuda] (Noisy): forward draws random numbers"
+    )
     assert noisy.cause == "Eager output depends on the RNG: forward draws random numbers"
 
 
@@ -70,6 +88,8 @@ def test_latency_column_only_where_it_leaves_the_cause_its_column():
         r.extra["latency_ms"] = {"eager": 1.93, "artifact": 0.812, "input": "x: float32[4, 16]"}
     wide = summary_lines(timed, width=120)
     assert wide[0].split()[:8] == ["test", "module", "backend", "status", "max", "err", "ex", "ms"]
-    assert any(line.startswith("test_scale") and "script" in line and line.rstrip().endswith("1.9/0.81") for line in wide)
+    assert any(
+        line.startswith("test_scale") and "script" in line and line.rstrip().endswith("1.9/0.81") for line in wide
+    )
     narrow = summary_lines(timed, width=80)
     assert "ms e/a" not in narrow[0] and summary_lines(results(), width=80) == narrow

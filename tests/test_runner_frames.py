@@ -55,10 +55,12 @@ def test_a_new_plugin_is_known_by_its_entry_point_without_a_list(tmp_path, monke
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: pytest-nextrunner\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text("[pytest11]\nnextrunner = nextrunner\n")
-    (info / "RECORD").write_text(textwrap.dedent("""\
+    (info / "RECORD").write_text(
+        textwrap.dedent("""\
         nextrunner/__init__.py,,
         pytest_nextrunner-1.0.dist-info/METADATA,,
-    """))
+    """)
+    )
     worker = str(site / "nextrunner" / "worker.py")
     assert explain.is_model_file(worker)  # before it is installed: any package may hold the model
     monkeypatch.syspath_prepend(str(site))

@@ -127,7 +127,11 @@ def test_size_one_example_is_grown_for_export_and_still_drawn():
     [
         (MLP(), (torch.randn(4, 8),), {}),
         (ConvNet(), (torch.randn(2, 3, 8, 8),), {}),
-        (EmbeddingBag(), (torch.randint(0, 50, (2, 7)),), {"dynamic": {"ids": {0: "batch", 1: "seq"}}, "dims": {"seq": (1, 24)}}),
+        (
+            EmbeddingBag(),
+            (torch.randint(0, 50, (2, 7)),),
+            {"dynamic": {"ids": {0: "batch", 1: "seq"}}, "dims": {"seq": (1, 24)}},
+        ),
         (
             Attention(),
             (torch.randn(2, 6, 16), torch.zeros(2, 6, dtype=torch.bool)),
@@ -237,7 +241,12 @@ def test_special_values_reach_the_model():
             seen.append(bool(torch.isnan(x).any() or torch.isinf(x).any()))
             return x * 2
 
-    assert results(Spy(), (torch.randn(2, 3),), ["trace"], special_values=True, examples=20, isolation="inline")["trace"].status == "pass"
+    assert (
+        results(Spy(), (torch.randn(2, 3),), ["trace"], special_values=True, examples=20, isolation="inline")[
+            "trace"
+        ].status
+        == "pass"
+    )
     assert any(seen)
     seen.clear()
     results(Spy(), (torch.randn(2, 3),), ["trace"], isolation="inline")
@@ -291,8 +300,14 @@ def test_a_failure_first_met_at_a_declared_max_is_still_shrunk():
     from helpers import checked_one
 
     torch.manual_seed(0)
-    row = checked_one(_Truncate().eval(), (torch.randn(2, 5, 4),), backend="export", seed=0,
-                      dynamic={"x": {0: "batch", 1: "seq"}}, dims={"seq": (2, 32)})
+    row = checked_one(
+        _Truncate().eval(),
+        (torch.randn(2, 5, 4),),
+        backend="export",
+        seed=0,
+        dynamic={"x": {0: "batch", 1: "seq"}},
+        dims={"seq": (2, 32)},
+    )
     assert row.status == "run_error", row.message
     batch, seq, _ = row.failing_example["inputs"]["x"]["shape"]
     assert batch == 1 and 8 < seq < 32, row.failing_example

@@ -1,6 +1,5 @@
 """diverges_at: the first module whose artifact output differs, named on every backend that fails."""
 
-
 import pytest
 from helpers import shared_run
 
@@ -183,8 +182,13 @@ def test_names_the_first_diverging_module_with_the_artifacts_code(rows):
     assert "/blocks/blocks.4/" in rows[("test_gated_sequential", "onnx-legacy")]["diverges_at"]["artifact_excerpt"]
 
     # A lowering difference inside blocks.2, on every backend; upstream blocks agree.
-    excerpts = {"trace": "torch.add", "script": "torch.add(y, 1)", "export": "aten.add.Tensor", "onnx": "= Add(",
-                "onnx-legacy": "/blocks.2/Add_output_0 = Add("}
+    excerpts = {
+        "trace": "torch.add",
+        "script": "torch.add(y, 1)",
+        "export": "aten.add.Tensor",
+        "onnx": "= Add(",
+        "onnx-legacy": "/blocks.2/Add_output_0 = Add(",
+    }
     for backend, code in excerpts.items():
         row = rows[("test_lowered", backend)]
         where = row["diverges_at"]

@@ -1,6 +1,5 @@
 """The float64 noise oracle: rounding passes as ``numeric_noise``, a defect stays a defect."""
 
-
 import functools
 
 import pytest

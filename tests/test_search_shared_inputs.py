@@ -152,7 +152,10 @@ def test_a_defect_at_one_backend_is_found_and_shrunk_there_and_the_others_pass(t
     assert rows["trace"]["examples"] == rows["export"]["examples"]  # the same shared inputs
 
 
-FLOAT64_COUNTING = "\nimport os\n" + source(Norm) + """
+FLOAT64_COUNTING = (
+    "\nimport os\n"
+    + source(Norm)
+    + """
 
 
 def _count(module, args, output):
@@ -169,6 +172,7 @@ def test_norm():
     model.register_forward_hook(_count)
     model(torch.randn(4, 256) + 3e4)
 """
+)
 
 
 def test_the_float64_oracle_runs_once_per_input_however_many_backends_need_it(tester, tmp_path, monkeypatch):

@@ -92,7 +92,10 @@ def test_a_baked_length_is_a_finding_and_declared_a_checked_failure(tester):
     detail = found[0]["detail"]
     assert found[0]["where"] == "x dim 2"
     assert detail.startswith("x dim 2 (recorded at 33) is not declared dynamic; tried at 32, 34, 66, where eager runs")
-    assert "the trace artifact fails: at 32 it raises RuntimeError (The size of tensor a (32) must match the size of tensor b (33)" in detail
+    assert (
+        "the trace artifact fails: at 32 it raises RuntimeError (The size of tensor a (32) must match the size of tensor b (33)"
+        in detail
+    )
     assert 'dynamic={"x": {0: "batch", 2: "x_2"}}, dims={"x_2": (32, 66)}' in detail
     assert trace["timings"]["static_size_s"] > 0
     # The row says which sizes its verdict rests on: the batch varied, the length did not.
@@ -115,11 +118,13 @@ def test_a_baked_length_is_a_finding_and_declared_a_checked_failure(tester):
     assert declared["status"] in ("run_error", "mismatch"), declared["message"]
     assert declared["sizes"]["x_2"][0] < 33 or declared["sizes"]["x_2"][1] > 33
     assert statuses["test_unet_declared", "script"] == "pass"
-    assert not [f for r in rows.values() if r["test"].endswith("declared") for f in r["findings"] if f["kind"] == "static_size"]
+    assert not [
+        f for r in rows.values() if r["test"].endswith("declared") for f in r["findings"] if f["kind"] == "static_size"
+    ]
     result.assert_outcomes(passed=5, failed=1)
 
 
-COUNTED = '''
+COUNTED = """
 import os
 import sys
 
@@ -149,7 +154,7 @@ def test_conv():
     model = nn.Conv1d(3, 4, 3, padding=1).eval()
     model.register_forward_pre_hook(_count)
     model(torch.randn(2, 3, 16))
-'''
+"""
 
 
 def test_eager_runs_the_static_sizes_once_for_every_backend(tester, monkeypatch):

@@ -14,7 +14,9 @@ from pytest_torchexport.options import Options
 pytestmark = pytest.mark.torch_compat
 
 # Registered by this file only: the loader process never imports it.
-MODELS = fresh_process_lacks("standalone_tests") + """
+MODELS = (
+    fresh_process_lacks("standalone_tests")
+    + """
 
 class Clean(torch.nn.Module):
     def __init__(self):
@@ -54,6 +56,8 @@ def test_pair_input():
 def test_off():
     WithOp().eval()(torch.randn(2, 4))
 """
+)
+
 
 @pytest.fixture
 def rows(tester):
@@ -119,7 +123,10 @@ def test_standalone_false_turns_the_step_off(rows):
     [
         ("Unknown builtin op: my_ops::foo.\nCould not find", "the custom op my_ops::foo"),
         ("We failed to resolve torch.ops.my_ops.foo.default to an operator", "the custom op my_ops::foo"),
-        ("NotImplementedError: Deserializing mod.Pair in pytree is not registered.", "the registered pytree type mod.Pair"),
+        (
+            "NotImplementedError: Deserializing mod.Pair in pytree is not registered.",
+            "the registered pytree type mod.Pair",
+        ),
         ("AttributeError: Can't get attribute 'Block' on <module 'test_x'>", "the Python class test_x.Block"),
         ("ModuleNotFoundError: No module named 'test_models'", "the Python module test_models"),
         ("something else entirely", None),

@@ -132,8 +132,7 @@ def test_a_crash_or_timeout_in_the_search_is_not_blamed_on_the_standalone_step(h
 
     # The limit leaves the export time on a loaded machine: the check must reach its search.
     limit = {"timeout": 15} if how == "timeout" else {}
-    result = _result(torch.nn.Linear(4, 2).eval(), (torch.randn(2, 4),), isolation="process", compare=compare,
-                     **limit)
+    result = _result(torch.nn.Linear(4, 2).eval(), (torch.randn(2, 4),), isolation="process", compare=compare, **limit)
     assert result.status == ("run_error" if how == "crash" else "timeout"), result.message
     first = result.message.splitlines()[0]
     assert "during search" in first and "standalone" not in first, first

@@ -21,14 +21,16 @@ class RunningSum(nn.Module):
         return x * 2 + self.total
 
 
-
-RUNNING_SUM = source(RunningSum) + """
+RUNNING_SUM = (
+    source(RunningSum)
+    + """
 
 
 @pytest.mark.torchexport(backends=["trace", "script", "export", "onnx", "onnx-legacy"])
 def test_running_sum():
     RunningSum().eval()(torch.randn(3, 4))
 """
+)
 
 
 def test_faithful_artifacts_pass_and_dropped_updates_name_the_buffer(tester):
@@ -37,7 +39,13 @@ def test_faithful_artifacts_pass_and_dropped_updates_name_the_buffer(tester):
     statuses = {name: r["status"] for name, r in rows.items()}
     # trace, script and export carry the update (and save/load keeps it exactly): no
     # roundtrip_mismatch, and the trace's own export run does not leak into its state.
-    assert statuses == {"trace": "pass", "script": "pass", "export": "pass", "onnx": "mismatch", "onnx-legacy": "mismatch"}
+    assert statuses == {
+        "trace": "pass",
+        "script": "pass",
+        "export": "pass",
+        "onnx": "mismatch",
+        "onnx-legacy": "mismatch",
+    }
     for name in ("onnx", "onnx-legacy"):
         message = rows[name]["message"]
         assert message.startswith(f"Side effects differ from eager [backend={name}, device=cpu]")
@@ -82,14 +90,16 @@ class Acc(nn.Module):
         return out
 
 
-
-ONE_CALL = source(Acc) + """
+ONE_CALL = (
+    source(Acc)
+    + """
 
 
 @pytest.mark.torchexport(backends=["trace", "script", "export", "onnx", "onnx-legacy"])
 def test_acc():
     Acc().eval()(torch.randn(4))  # called once
 """
+)
 
 
 def test_one_call_that_updates_a_buffer_is_replayed(tester):
@@ -100,7 +110,11 @@ def test_one_call_that_updates_a_buffer_is_replayed(tester):
     tester.makepyfile(test_acc=ONE_CALL)
     result, rows = run_with_report(tester)
     assert {name: r["status"] for name, r in rows.items()} == {
-        "trace": "mismatch", "script": "pass", "export": "pass", "onnx": "mismatch", "onnx-legacy": "mismatch",
+        "trace": "mismatch",
+        "script": "pass",
+        "export": "pass",
+        "onnx": "mismatch",
+        "onnx-legacy": "mismatch",
     }
     for name in ("onnx", "onnx-legacy", "trace"):
         message = rows[name]["message"]
@@ -128,13 +142,16 @@ class SquaredAcc(nn.Module):
         return x + self.acc
 
 
-NO_OP_AT_THE_RECORDED_CALL = source(SquaredAcc) + """
+NO_OP_AT_THE_RECORDED_CALL = (
+    source(SquaredAcc)
+    + """
 
 
 @pytest.mark.torchexport(backends=["onnx", "export"])
 def test_acc():
     SquaredAcc().eval()(torch.zeros(3, 4))  # on zeros the update is a no-op: acc stays 0
 """
+)
 
 
 def test_state_is_compared_after_every_input_not_only_the_recorded_call(tester):
@@ -156,7 +173,9 @@ def test_state_is_compared_after_every_input_not_only_the_recorded_call(tester):
     assert not any(f["kind"] == "side_effects" for f in rows["export"]["findings"])
     assert rows["export"]["examples"] >= 5
     for row in rows.values():
-        assert any(f["kind"] == "mutates_state" and "not at the recorded call: acc" in f["detail"] for f in row["findings"])
+        assert any(
+            f["kind"] == "mutates_state" and "not at the recorded call: acc" in f["detail"] for f in row["findings"]
+        )
     result.assert_outcomes(passed=1, failed=1)
 
 
@@ -202,8 +221,9 @@ class Net(nn.Module):
         return self.bn(self.fc(x)) * self.scale
 
 
-
-STATELESS = source(Net) + """
+STATELESS = (
+    source(Net)
+    + """
 
 
 @pytest.mark.torchexport(backends=["onnx", "export", "trace"])
@@ -211,6 +231,7 @@ def test_net():
     torch.manual_seed(0)
     Net().eval()(torch.randn(3, 4))
 """
+)
 
 
 def test_a_module_whose_buffers_no_input_changes_keeps_its_verdicts(tester):

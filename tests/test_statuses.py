@@ -208,7 +208,6 @@ def test_an_onnx_save_that_drifts_is_blamed_on_the_round_trip_with_the_in_memory
             onnx.save(model, str(files[0]))
             return files
 
-
     opts = Options.build(backends=["custom"], examples=EX, valid_backends=("custom",))
     session = Session(backends={**BUILTIN_BACKENDS, "custom": Drifting()})
     drift = run(MLP().eval(), (torch.randn(2, 8),), None, opts, session).results[0]

@@ -80,12 +80,15 @@ def test_torch_without_torchscript_skips_with_the_reason(torchscript_removed, ba
 # [TorchScript deprecation] torch 2.13.0 (DeprecationWarning), 2.14.1 and 2.15.0 (FutureWarning)
 # warn on every torch.jit call; quiet_torch keeps it out of the user's warnings, so the
 # session summary says it once, with how far those modules already are on `export`.
-DEPRECATED_FILE = mlp_test("trace", "script", "export") + """
+DEPRECATED_FILE = (
+    mlp_test("trace", "script", "export")
+    + """
 
 @pytest.mark.torchexport(backends=["trace"])
 def test_traced_only():
     torch.nn.Linear(4, 2).eval()(torch.randn(3, 4))
 """
+)
 
 SAID = (
     r"torchexport: torch \S+ deprecates TorchScript \(`torch\.jit\.(trace|script)` is deprecated\. Please switch to "
@@ -121,7 +124,9 @@ def test_gate():
     result = tester.runpytest()
     result.assert_outcomes(passed=1, xfailed=1)
     result.stdout.re_match_lines(
-        [r"torchexport: torch \S+ deprecates TorchScript .*: of the 1 module checked on trace or script, 0 pass on export$"]
+        [
+            r"torchexport: torch \S+ deprecates TorchScript .*: of the 1 module checked on trace or script, 0 pass on export$"
+        ]
     )
 
 

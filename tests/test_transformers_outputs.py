@@ -54,7 +54,9 @@ def test_an_output_nothing_reads_is_named_and_left_out_of_the_verdict():
     verdict = compare(outputs, {"y": torch.ones(2), "o": Opaque()})
     assert verdict.ok
     assert verdict.compared.as_dict() == {
-        "elements": 2, "of": 2, "inputs": 1,
+        "elements": 2,
+        "of": 2,
+        "inputs": 1,
         "leaves": {"tensors": 1, "skipped": {"['o'] (Opaque: it holds no tensor or value and defines no ==)": 1}},
     }
     assert equal_trees(outputs, {"y": torch.ones(2), "o": Opaque()})  # not a sign of nondeterminism
@@ -63,7 +65,9 @@ def test_an_output_nothing_reads_is_named_and_left_out_of_the_verdict():
 @pytest.mark.transformers
 def test_two_caches_are_compared_by_value_with_the_attribute_in_the_id_path():
     transformers = pytest.importorskip("transformers")
-    config = transformers.GPT2Config(n_layer=2, n_embd=16, n_head=2, vocab_size=50, n_positions=32, bos_token_id=0, eos_token_id=0)
+    config = transformers.GPT2Config(
+        n_layer=2, n_embd=16, n_head=2, vocab_size=50, n_positions=32, bos_token_id=0, eos_token_id=0
+    )
     model = transformers.GPT2Model(config).eval()
     ids = torch.randint(0, 50, (2, 5))
     with torch.no_grad():
@@ -131,7 +135,9 @@ def rows(tester):
     pytest.importorskip("transformers")
     if "models" not in _RUNS:
         tester.makepyfile(test_m=MODELS)
-        result, _RUNS["models"] = run_with_report(tester, "-p", "no:cacheprovider", key=by_test_and_backend, subprocess=True)
+        result, _RUNS["models"] = run_with_report(
+            tester, "-p", "no:cacheprovider", key=by_test_and_backend, subprocess=True
+        )
         assert result.ret in (0, 1), result.stdout.str()[-2000:]  # verdicts, never an internal error
     return _RUNS["models"]
 

@@ -62,19 +62,24 @@ _RUNS: dict[str, dict] = {}
 def rows(tester):
     """The rows of one session of MODELS (real exports: about a minute), shared by the tests below."""
     pytest.importorskip("transformers")
-    pytest.importorskip("tokenizers", reason="transformers 5.23 imports ViT and Wav2Vec2 only with tokenizers: "
-                        "pip install --no-deps -r requirements/test-nodeps.txt")
+    pytest.importorskip(
+        "tokenizers",
+        reason="transformers 5.23 imports ViT and Wav2Vec2 only with tokenizers: "
+        "pip install --no-deps -r requirements/test-nodeps.txt",
+    )
     if "models" not in _RUNS:
         tester.makepyfile(test_m=MODELS)
-        result, _RUNS["models"] = run_with_report(tester, "-p", "no:cacheprovider", "--torchexport-examples=6",
-                                                  key=by_test_and_backend, subprocess=True)
+        result, _RUNS["models"] = run_with_report(
+            tester, "-p", "no:cacheprovider", "--torchexport-examples=6", key=by_test_and_backend, subprocess=True
+        )
         assert result.ret in (0, 1), result.stdout.str()[-3000:]  # verdicts, never an internal error
     return _RUNS["models"]
 
 
 def test_every_row_is_a_verdict_never_nondeterministic(rows):
-    assert sorted(rows) == [(test, backend) for test in ("test_vit", "test_wav2vec2")
-                            for backend in ("export", "onnx", "trace")]
+    assert sorted(rows) == [
+        (test, backend) for test in ("test_vit", "test_wav2vec2") for backend in ("export", "onnx", "trace")
+    ]
     for key, row in rows.items():
         assert row["status"] not in ("nondeterministic", "skipped", "usage_error"), (key, row["message"])
         assert not [f for f in row["findings"] if f["kind"] in ("reference_copy", "not_compared")], key
@@ -107,8 +112,10 @@ def test_an_audio_models_export_keeps_two_frames_and_up_and_says_the_range_was_a
     # convolutions, and it specializes a size-1 dim. The plugin exports again with torch.export choosing
     # (>= 52) and says so, as the range the plugin assumed: nobody declared it.
     (specialized,) = [f["detail"] for f in row["findings"] if f["kind"] == "specialized_dim"]
-    assert specialized.startswith("export cannot keep samples dynamic over samples=(1, 2048), the range the plugin "
-                                  "assumed (nothing declared it dynamic): the model's code specializes it"), specialized
+    assert specialized.startswith(
+        "export cannot keep samples dynamic over samples=(1, 2048), the range the plugin "
+        "assumed (nothing declared it dynamic): the model's code specializes it"
+    ), specialized
     assert "52 <= L['input_values'].size()[1]" in specialized
     assert "declared range" not in row["message"]
     # True either way: the .pt2 raises at 36-51 samples, which eager takes; whether the search draws one

@@ -33,21 +33,29 @@ def test_mistyped_flags_and_values_are_usage_errors_with_the_fix(tester):
     for value in ("", "5S"):
         result = tester.runpytest(f"--torchexport-budget={value}")
         assert result.ret == pytest.ExitCode.USAGE_ERROR
-        result.stderr.fnmatch_lines([
-            f"ERROR: --torchexport-budget={value}: torchexport option budget= takes a number of seconds (90), "
-            f"\"90s\", \"10m\", \"1.5h\", or \"off\" for the full search; got '{value}'"
-        ])
+        result.stderr.fnmatch_lines(
+            [
+                f"ERROR: --torchexport-budget={value}: torchexport option budget= takes a number of seconds (90), "
+                f'"90s", "10m", "1.5h", or "off" for the full search; got \'{value}\''
+            ]
+        )
     result = tester.runpytest("--torchexport-backends=trace,onxx")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: --torchexport-backends=trace,onxx: unknown torchexport backend(s) 'onxx' "
-                                 "(did you mean 'onnx'?); valid backends: trace, script, onnx, export, *"])
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: --torchexport-backends=trace,onxx: unknown torchexport backend(s) 'onxx' "
+            "(did you mean 'onnx'?); valid backends: trace, script, onnx, export, *"
+        ]
+    )
 
 
 def test_a_bad_marker_fails_its_own_item_once_and_the_session_goes_on(tester):
     tester.makepyfile(test_models=MODEL)
     result = tester.runpytest("-rf")
     result.assert_outcomes(failed=1, passed=1)
-    said = "test_models.py::test_bad: unknown torchexport option(s) 'backend' (did you mean 'backends'?); valid options:"
+    said = (
+        "test_models.py::test_bad: unknown torchexport option(s) 'backend' (did you mean 'backends'?); valid options:"
+    )
     assert sum(line.startswith(said) for line in result.outlines) == 1, result.stdout.str()
     result.stdout.re_match_lines([r"test_bad\s+-\s+marker\s+usage_error", r"test_good\s+Double\s+trace\s+pass"])
     result.stdout.fnmatch_lines(["FAILED test_models.py::test_bad[[]torchexport-marker[]]*"])
@@ -59,19 +67,25 @@ def test_a_bad_marker_fails_its_own_item_once_and_the_session_goes_on(tester):
 
 def test_a_comma_between_model_inputs_is_said_with_the_semicolon_line(tester):
     tester.makepyfile(zoo="import torch\n\ndef make():\n    return torch.nn.Linear(4, 3)\n")
-    result = tester.runpytest("--torchexport-model=zoo.py:make", "--torchexport-models-only",
-                              "--torchexport-model-inputs=x: float32[2, 4], y: float32[2]")
+    result = tester.runpytest(
+        "--torchexport-model=zoo.py:make",
+        "--torchexport-models-only",
+        "--torchexport-model-inputs=x: float32[2, 4], y: float32[2]",
+    )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([
-        "ERROR: --torchexport-model-inputs: inputs are separated by ';', not ',' (a comma separates the sizes "
-        "inside [[]...[]]): write 'x: float32[[]2, 4[]]; y: float32[[]2[]]'"
-    ])
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: --torchexport-model-inputs: inputs are separated by ';', not ',' (a comma separates the sizes "
+            "inside [[]...[]]): write 'x: float32[[]2, 4[]]; y: float32[[]2[]]'"
+        ]
+    )
 
 
 def test_a_model_that_cannot_be_built_is_said_once_not_once_per_backend(tester):
     tester.makepyfile(zoo="import torch\n\ndef make():\n    return torch.nn.Linear(4, 3)\n")
-    result = tester.runpytest("--torchexport-model=zoo.py:Make", "--torchexport-models-only",
-                              "--torchexport-backends=trace,script,onnx")
+    result = tester.runpytest(
+        "--torchexport-model=zoo.py:Make", "--torchexport-models-only", "--torchexport-backends=trace,script,onnx"
+    )
     result.assert_outcomes(failed=3)  # each item still fails, with its usage_error row
     said = [line for line in result.outlines if line.startswith("zoo.py:Make: ")]
     assert len([line for line in said if "has no 'Make'; closest names: make" in line]) == 1, said

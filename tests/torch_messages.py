@@ -114,7 +114,11 @@ def jit_deprecation() -> str:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         torch.jit.trace(_Item(), (torch.ones(2),), check_trace=False)
-    said = [w for w in caught if issubclass(w.category, (DeprecationWarning, FutureWarning)) and "torch.jit" in str(w.message)]
+    said = [
+        w
+        for w in caught
+        if issubclass(w.category, (DeprecationWarning, FutureWarning)) and "torch.jit" in str(w.message)
+    ]
     assert said, f"torch {torch.__version__} did not warn that torch.jit.trace is deprecated"
     return f"{said[0].category.__name__}: {said[0].message}"
 
@@ -145,9 +149,7 @@ class _Fixed(torch.nn.Module):
 @producer
 def export_constraints_violated() -> str:
     batch = torch.export.Dim("batch", min=2, max=16)
-    return _text(
-        _raised(lambda: torch.export.export(_Fixed(), (torch.ones(4, 3),), dynamic_shapes={"x": {0: batch}}))
-    )
+    return _text(_raised(lambda: torch.export.export(_Fixed(), (torch.ones(4, 3),), dynamic_shapes={"x": {0: batch}})))
 
 
 class _Id(torch.nn.Module):

@@ -59,7 +59,11 @@ def method_artifact(compiled: Any, method: str, module_name: str) -> Any:
     source = f"def forward(self, {params}):\n    return self.module.{method}({', '.join(names)})\n"
     filename = f"<torchexport {module_name}.{method} {len(linecache.cache)}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    namespace: dict[str, Any] = {"torch": torch, "Tensor": torch.Tensor, **{k: getattr(typing, k) for k in typing.__all__}}
+    namespace: dict[str, Any] = {
+        "torch": torch,
+        "Tensor": torch.Tensor,
+        **{k: getattr(typing, k) for k in typing.__all__},
+    }
     exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - our own one-line forward
     cls = type(f"{module_name}_{method}", (torch.nn.Module,), {"forward": namespace["forward"]})
     wrapper = cls()

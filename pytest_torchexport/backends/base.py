@@ -217,7 +217,9 @@ class OnnxModelSource(Protocol):
         """The ONNX model the artifact runs (serialized, or its path), or None."""
         ...
 
-    def run_onnx_model(self, artifact: Any, model: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    def run_onnx_model(
+        self, artifact: Any, model: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
         """``model`` run as the artifact runs its own (same runtime, same device); its outputs by name."""
         ...
 
@@ -315,7 +317,9 @@ def keywords_bound(module: Any, kwargs: dict[str, Any]) -> Any:
     if not extra:
         return module
     # *args stays: dropping it would make the adapter refuse the call's extra positions.
-    positional = [p for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
+    positional = [
+        p for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+    ]
     keyword = [p for p in params.values() if p.kind is p.KEYWORD_ONLY]
     keyword += [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY) for k in extra]
     self_param = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
@@ -423,7 +427,9 @@ def to_cpu(tree: Any) -> Any:
     return pytree.tree_map(lambda t: t.cpu() if isinstance(t, torch.Tensor) else t, tree)
 
 
-def on_cpu(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], device: str) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
+def on_cpu(
+    module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], device: str
+) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
     """[CPU-Only Runtime] The call to export, moved to cpu where ``device`` is not. The engine
     hands the backend a copy of the module: moving it touches nothing of the user's."""
     if device == "cpu":

@@ -153,7 +153,9 @@ def pte_meta(data: bytes) -> tuple[Any, Any, list[Any] | None]:
         for index in plan.inputs:
             value = plan.values[index].val
             is_tensor = isinstance(value, Tensor)
-            limits.append((tuple(value.sizes), value.shape_dynamism == TensorShapeDynamism.STATIC) if is_tensor else None)
+            limits.append(
+                (tuple(value.sizes), value.shape_dynamism == TensorShapeDynamism.STATIC) if is_tensor else None
+            )
         return pytree.treespec_loads(meta.encoded_inp_str), pytree.treespec_loads(meta.encoded_out_str), limits
     except Exception:  # noqa: BLE001 - a private reader: without it the structure is flat
         return None, None, None
@@ -162,7 +164,9 @@ def pte_meta(data: bytes) -> tuple[Any, Any, list[Any] | None]:
 class Pte:
     """A lowered program: its bytes (in memory only), the runtime's method, the call's structure."""
 
-    def __init__(self, buffer: bytes | None, loaded: Any, in_spec: Any, out_spec: Any, limits: list[Any] | None) -> None:
+    def __init__(
+        self, buffer: bytes | None, loaded: Any, in_spec: Any, out_spec: Any, limits: list[Any] | None
+    ) -> None:
         self.buffer = buffer
         self.loaded = loaded
         self.in_spec = in_spec

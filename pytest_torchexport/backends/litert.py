@@ -109,7 +109,11 @@ def _dynamic_shapes(ctx: ExportContext, tensors: tuple[torch.Tensor, ...]) -> di
         for name, d in plan.dims.items()
     }
     # torch.export binds ``forward(self, *tensors)`` to one input, the tuple: its shapes are one tuple too.
-    return {"tensors": tuple({ax: dims[e] for ax, e in enumerate(leaf.shape) if isinstance(e, str)} or None for leaf in leaves)}
+    return {
+        "tensors": tuple(
+            {ax: dims[e] for ax, e in enumerate(leaf.shape) if isinstance(e, str)} or None for leaf in leaves
+        )
+    }
 
 
 class _FlatCall(torch.nn.Module):
@@ -134,7 +138,9 @@ class _FlatCall(torch.nn.Module):
             if leaf is None:
                 continue
             if not isinstance(leaf, torch.Tensor):
-                raise TypeError(f"a LiteRT model returns tensors: output {path or '(the output)'} is a {type(leaf).__name__}")
+                raise TypeError(
+                    f"a LiteRT model returns tensors: output {path or '(the output)'} is a {type(leaf).__name__}"
+                )
             outputs[f"out_{len(outputs):04d}_{str(leaf.dtype).removeprefix('torch.')}"] = leaf
         return outputs
 

@@ -30,7 +30,13 @@ from .base import Backend, ExportContext, GraphOptimizer, PostProcessing, keywor
 FILENAME = "model.onnx"
 #: onnxruntime's graph optimization levels, least rewriting first; sessions run at its
 #: default, the last, as deployed. The cause experiment reruns a failure at the others.
-OPTIMIZATION_LEVELS = ("ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_LAYOUT", "ORT_ENABLE_ALL")
+OPTIMIZATION_LEVELS = (
+    "ORT_DISABLE_ALL",
+    "ORT_ENABLE_BASIC",
+    "ORT_ENABLE_EXTENDED",
+    "ORT_ENABLE_LAYOUT",
+    "ORT_ENABLE_ALL",
+)
 
 
 def check_artifact(data: bytes, name: str) -> None:
@@ -180,7 +186,9 @@ class _OnnxBackend(Backend):
     def onnx_model(self, artifact: Any) -> bytes | str | None:
         return _session(artifact).source
 
-    def run_onnx_model(self, artifact: Any, model: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    def run_onnx_model(
+        self, artifact: Any, model: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
         session = OnnxSession(model, _session(artifact).device)
         names = [o.name for o in session.session.get_outputs()]
         return dict(zip(names, session(args, kwargs)))
@@ -231,7 +239,10 @@ class DynamoOnnxBackend(_OnnxBackend):
         else:
             model, dynamic = module, ctx.dynamic_shapes(module)
         try:
-            with _torchlib.reused(), _own_capture(ctx, shared):  # its op registry built once per process, not per export
+            with (
+                _torchlib.reused(),
+                _own_capture(ctx, shared),
+            ):  # its op registry built once per process, not per export
                 program = torch.onnx.export(
                     model,
                     onnx_args(args, kwargs),
@@ -291,8 +302,11 @@ class DynamoOnnxBackend(_OnnxBackend):
             path = directory / FILENAME
             path.write_bytes(artifact.stages[-1].data)
             return [path]
-        weights = sum(t.nbytes for t in artifact.program.exported_program.state_dict.values()) if getattr(
-            artifact.program, "exported_program", None) is not None else 0
+        weights = (
+            sum(t.nbytes for t in artifact.program.exported_program.state_dict.values())
+            if getattr(artifact.program, "exported_program", None) is not None
+            else 0
+        )
         artifact.program.save(str(directory / FILENAME), external_data=weights > self.external_data_bytes or None)
         return sorted(p for p in directory.iterdir() if p.is_file())
 
@@ -438,7 +452,8 @@ class _InMemory:
                 f"{type(exc).__name__}: {str(exc).strip()[:400]}"
             ) from exc
         widened = [
-            o.name for o, p in zip(self.session.session.get_outputs(), plain.session.get_outputs())
+            o.name
+            for o, p in zip(self.session.session.get_outputs(), plain.session.get_outputs())
             if o.type == "tensor(float16)" and p.type == "tensor(float)"
         ]
         if widened and ctx.shipped.fp16 is not None and ctx.shipped.fp16.keep_io_types:
@@ -448,8 +463,10 @@ class _InMemory:
                 "the check compares them in float32"
             )
         self.shipped = PostProcessing(
-            steps=[stage.name for stage in self.stages], stages=stages,
-            budget=budget[0] if budget else None, budget_from=budget[1] if budget else "",
+            steps=[stage.name for stage in self.stages],
+            stages=stages,
+            budget=budget[0] if budget else None,
+            budget_from=budget[1] if budget else "",
             op_depth=depth,
         )
 

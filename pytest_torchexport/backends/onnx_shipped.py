@@ -150,7 +150,9 @@ def _fp16(data: bytes, fp16: Any) -> bytes:
 
     model = onnx.load_from_string(data)
     converted = float16.convert_float_to_float16(
-        model, keep_io_types=fp16.keep_io_types, op_block_list=list(fp16.op_block_list) if fp16.op_block_list else None,
+        model,
+        keep_io_types=fp16.keep_io_types,
+        op_block_list=list(fp16.op_block_list) if fp16.op_block_list else None,
     )
     return converted.SerializeToString()
 
@@ -164,7 +166,8 @@ def _quantize(data: bytes, quantize: Any, scratch: Path, calibration: list[dict[
     source.write_bytes(data)
     common = {
         "weight_type": getattr(q.QuantType, quantize.weight_type),
-        "per_channel": quantize.per_channel, "reduce_range": quantize.reduce_range,
+        "per_channel": quantize.per_channel,
+        "reduce_range": quantize.reduce_range,
     }
     # onnxruntime.quantization logs "consider pre-processing" on the root logger every call.
     root = logging.getLogger()
@@ -174,13 +177,21 @@ def _quantize(data: bytes, quantize: Any, scratch: Path, calibration: list[dict[
         if quantize.mode == "dynamic":
             q.quantize_dynamic(source, target, **common)
         else:
-            _static(q, source, target, calibration, {**common, "activation_type": getattr(q.QuantType, quantize.activation_type)})
+            _static(
+                q,
+                source,
+                target,
+                calibration,
+                {**common, "activation_type": getattr(q.QuantType, quantize.activation_type)},
+            )
     finally:
         root.setLevel(level)
     return target.read_bytes()
 
 
-def _static(q: Any, source: Path, target: Path, calibration: list[dict[str, Any]] | None, kwargs: dict[str, Any]) -> None:
+def _static(
+    q: Any, source: Path, target: Path, calibration: list[dict[str, Any]] | None, kwargs: dict[str, Any]
+) -> None:
     """quantize_static (QDQ, MinMax: its defaults) calibrated on ``calibration``'s feeds."""
     feeds = list(calibration or [])
 

@@ -39,8 +39,11 @@ class ScriptBackend(TorchScriptBackend):
         # scripted module would refuse every input ("Expected a value of type 'Tensor'").
         arguments = _schema(scripted)
         typed_tensor = {a.name for a in arguments if isinstance(a.type, torch.TensorType)}
-        refused = [(name, value) for name, value in _bound(arguments, args, kwargs)
-                   if name in typed_tensor and not isinstance(value, torch.Tensor)]
+        refused = [
+            (name, value)
+            for name, value in _bound(arguments, args, kwargs)
+            if name in typed_tensor and not isinstance(value, torch.Tensor)
+        ]
         if refused:
             raise TypeError(f"the scripted module cannot take the call: {_hint(refused)}")
         return scripted
@@ -52,7 +55,8 @@ class ScriptBackend(TorchScriptBackend):
             # An un-annotated `mask=None` is a Tensor parameter defaulting to an undefined
             # tensor, which torch.jit.save cannot write ("strides() called on an undefined Tensor").
             none_default = [
-                a.name for a in _schema(artifact)
+                a.name
+                for a in _schema(artifact)
                 if isinstance(a.type, torch.TensorType) and a.has_default_value() and a.default_value is None
             ]
             if not none_default:
@@ -75,8 +79,9 @@ def _script_method(call: Any) -> Any:
     try:
         scripted = torch.jit.script(call.module)
     except Exception as exc:  # noqa: BLE001 - torch.jit.script raises anything; raised again, with a hint
-        raise _prefixed(exc, f"torch.jit.script({name}) fails, so {name}.{method} (the method the test called) "
-                        "has no scripted form") from exc
+        raise _prefixed(
+            exc, f"torch.jit.script({name}) fails, so {name}.{method} (the method the test called) has no scripted form"
+        ) from exc
     if not script_has_method(scripted, method):
         raise RuntimeError(
             f"torch.jit.script({name}) does not reach {name}.{method}, the method the test called: TorchScript "
@@ -109,7 +114,8 @@ def _untyped(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list
     except (TypeError, ValueError):
         return []
     return [
-        (name, value) for name, value in bound.items()
+        (name, value)
+        for name, value in bound.items()
         if signature.parameters[name].annotation is inspect.Parameter.empty
         and signature.parameters[name].kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
         and not isinstance(value, torch.Tensor)

@@ -49,7 +49,9 @@ class TensorRtBackend(Backend):
     def unavailable_reason(self) -> str | None:
         reasons = []
         if not torch.cuda.is_available():
-            reasons.append("TensorRT runs on NVIDIA GPUs only and CUDA is not available here (torch.cuda.is_available() is False)")
+            reasons.append(
+                "TensorRT runs on NVIDIA GPUs only and CUDA is not available here (torch.cuda.is_available() is False)"
+            )
         missing = not_installed("torch-tensorrt", INSTALL, lambda: importlib.import_module("torch_tensorrt"))
         if missing:
             reasons.append(missing)
@@ -61,7 +63,9 @@ class TensorRtBackend(Backend):
         module, args, kwargs = module.to(GPU), _to(args, GPU), _to(kwargs, GPU)
         adapter, tensors = _named_positions(module, args, kwargs)
         inputs = [
-            torch_tensorrt.Input(min_shape=low, opt_shape=tuple(t.shape), max_shape=high, dtype=t.dtype, name=f"input_{i}")
+            torch_tensorrt.Input(
+                min_shape=low, opt_shape=tuple(t.shape), max_shape=high, dtype=t.dtype, name=f"input_{i}"
+            )
             for i, (t, (low, high)) in enumerate(zip(tensors, _profiles(ctx.plan, tensors)))
         ]
         compiled = torch_tensorrt.compile(adapter, ir="dynamo", inputs=inputs, **self.settings)
@@ -71,7 +75,9 @@ class TensorRtBackend(Backend):
         import torch_tensorrt
 
         path = directory / FILENAME
-        torch_tensorrt.save(artifact.module, str(path), output_format="exported_program", arg_inputs=list(artifact.example))
+        torch_tensorrt.save(
+            artifact.module, str(path), output_format="exported_program", arg_inputs=list(artifact.example)
+        )
         return [path]
 
     def load(self, directory: Path, ctx: ExportContext) -> Any:
@@ -93,7 +99,9 @@ class TensorRtBackend(Backend):
         return artifact.fallback
 
 
-def _named_positions(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, tuple[torch.Tensor, ...]]:
+def _named_positions(
+    module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[Any, tuple[torch.Tensor, ...]]:
     """The call's tensors as named positional parameters ``input_0, input_1, ...``.
 
     torch_tensorrt keys the ``dynamic_shapes`` it builds from the ``Input`` profiles by

@@ -101,8 +101,15 @@ def environment() -> tuple[Any, ...]:
     """What every key of this process shares (computed once: versions do not change in a run)."""
     versions = tuple((distribution, package_version(distribution)) for distribution, _ in VERSIONED)
 
-    return (sys.version, sys.implementation.cache_tag, platform.platform(), platform.machine(), versions,
-            plugin_digest(), is_in_ci())
+    return (
+        sys.version,
+        sys.implementation.cache_tag,
+        platform.platform(),
+        platform.machine(),
+        versions,
+        plugin_digest(),
+        is_in_ci(),
+    )
 
 
 def plugin_digest() -> str:

@@ -47,7 +47,9 @@ class Reuse:
             self.note = "not reused: --torchexport-keep-artifacts asks for the artifacts, which only an export makes"
             return None
         if facts.options.bundle:
-            self.note = "not reused: --torchexport-bundle asks for the artifact and its inputs, which only a check makes"
+            self.note = (
+                "not reused: --torchexport-bundle asks for the artifact and its inputs, which only a check makes"
+            )
             return None
         try:
             self.key, self.files = fingerprint.check_key(facts)
@@ -62,8 +64,7 @@ class Reuse:
             self.note, self.refused = note.text, note.refused
         if found is None:
             return None
-        row = {**found.row, "nodeid": facts.nodeid, "test": facts.test, "cached": True,
-               "cached_at": found.created}
+        row = {**found.row, "nodeid": facts.nodeid, "test": facts.test, "cached": True, "cached_at": found.created}
         try:
             result = Result.from_dict(row)
         except Exception as exc:  # noqa: BLE001 - an entry from an unsigned folder may hold anything

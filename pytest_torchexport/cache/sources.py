@@ -229,4 +229,15 @@ def unchanged(files: Iterable[Iterable[str]]) -> bool:
     return all(digest(path) == value for path, value in files)
 
 
-__all__ = ["Collector", "active", "collecting", "digest", "keyed", "note", "reading", "unchanged", "watched", "watching"]
+__all__ = [
+    "Collector",
+    "active",
+    "collecting",
+    "digest",
+    "keyed",
+    "note",
+    "reading",
+    "unchanged",
+    "watched",
+    "watching",
+]

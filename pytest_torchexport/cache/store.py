@@ -52,8 +52,19 @@ MAX_ENTRY_BYTES = 1 << 20
 #: What may be in the folder: entries named by their key, and writers' temporary files.
 _ENTRY_NAME = re.compile(r"^(?:[0-9a-f]{64}\.json|\.[0-9a-f]{8}-\w+\.tmp)$")
 #: Keys of a row that describe one run, not the verdict: not stored.
-_PER_RUN = ("nodeid", "test", "timings", "sources", "location", "isolation", "cached", "cached_at", "cache",
-            "baseline", "cache_refused")
+_PER_RUN = (
+    "nodeid",
+    "test",
+    "timings",
+    "sources",
+    "location",
+    "isolation",
+    "cached",
+    "cached_at",
+    "cache",
+    "baseline",
+    "cache_refused",
+)
 
 
 def resolve(value: str | None, default: Path | None, base: Path) -> Cache | None:
@@ -123,8 +134,10 @@ class Cache:
             if not stat.S_ISREG(info.st_mode):
                 return None, self._note(f"ignored {path}: not a regular file: checked again")
             if info.st_size > MAX_ENTRY_BYTES:
-                return None, self._note(f"ignored {path}: {info.st_size} bytes, more than an entry ever holds "
-                                        f"({MAX_ENTRY_BYTES}): checked again")
+                return None, self._note(
+                    f"ignored {path}: {info.st_size} bytes, more than an entry ever holds "
+                    f"({MAX_ENTRY_BYTES}): checked again"
+                )
             with open(path, "rb") as f:
                 data = f.read(MAX_ENTRY_BYTES + 1)  # the file may have grown since the stat
         except FileNotFoundError:
@@ -138,9 +151,11 @@ class Cache:
             if not isinstance(entry, dict):
                 raise ValueError(f"a JSON {type(entry).__name__}, not an entry")
             if entry.get("version") != VERSION:
-                return None, self._note(f"ignored {path}: an entry of format {_shown(entry.get('version'))} (written "
-                                        f"by {_shown(entry.get('plugin') or 'another plugin version')}), this "
-                                        f"plugin reads format {VERSION}: checked again")
+                return None, self._note(
+                    f"ignored {path}: an entry of format {_shown(entry.get('version'))} (written "
+                    f"by {_shown(entry.get('plugin') or 'another plugin version')}), this "
+                    f"plugin reads format {VERSION}: checked again"
+                )
             if self.secret is not None:
                 refused = self._refused(entry, path)
                 if refused is not None:
@@ -168,13 +183,17 @@ class Cache:
         """[Signed Entries] None when the entry's signature verifies with this cache's secret."""
         given = entry.get("signature")
         if not isinstance(given, str):
-            return self._note(f"refused the unsigned entry {path}: {SECRET_ENV} is set, and an entry without a "
-                              f"signature may have been written by anyone who can write the folder: checked again",
-                              "unsigned")
+            return self._note(
+                f"refused the unsigned entry {path}: {SECRET_ENV} is set, and an entry without a "
+                f"signature may have been written by anyone who can write the folder: checked again",
+                "unsigned",
+            )
         if not hmac.compare_digest(given, self._sign(entry)):
-            return self._note(f"refused the entry {path}: its signature does not verify with {SECRET_ENV} (edited "
-                              f"or forged after it was written, or signed with another secret): checked again",
-                              "signature")
+            return self._note(
+                f"refused the entry {path}: its signature does not verify with {SECRET_ENV} (edited "
+                f"or forged after it was written, or signed with another secret): checked again",
+                "signature",
+            )
         return None
 
     def _sign(self, entry: dict[str, Any]) -> str:
@@ -247,8 +266,7 @@ def _signed(entry: dict[str, Any]) -> bytes:
     """The bytes an entry's signature covers: canonical JSON (sorted keys, no spaces) of every
     field but the signature, so a reader recomputes them from the parsed entry."""
     fields = [entry.get(name) for name in ("version", "key", "created", "plugin", "files", "row")]
-    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                      allow_nan=True).encode("ascii")
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=True).encode("ascii")
 
 
 def _shown(value: Any) -> str:
@@ -260,9 +278,16 @@ def _shown(value: Any) -> str:
 
 #: Fields of a stored row and the types a report writer may be handed (a row is otherwise free).
 _ROW_TYPES: dict[str, tuple[type, ...]] = {
-    "backend": (str,), "device": (str,), "module": (str, type(None)), "message": (str, type(None)),
-    "examples": (int,), "max_abs_err": (int, float, type(None)), "max_rel_err": (int, float, type(None)),
-    "atol": (int, float, type(None)), "rtol": (int, float, type(None)), "findings": (list,),
+    "backend": (str,),
+    "device": (str,),
+    "module": (str, type(None)),
+    "message": (str, type(None)),
+    "examples": (int,),
+    "max_abs_err": (int, float, type(None)),
+    "max_rel_err": (int, float, type(None)),
+    "atol": (int, float, type(None)),
+    "rtol": (int, float, type(None)),
+    "findings": (list,),
 }
 
 

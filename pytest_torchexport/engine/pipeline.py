@@ -164,9 +164,17 @@ class PendingCheck:
     ``state`` (``CheckState``), moved here alone (``_to``)."""
 
     def __init__(
-        self, module: torch.nn.Module, plan: InputPlan, name: str, device: str, options: Options,
-        *, session: Session, sequence: list[tuple[tuple[Any, ...], dict[str, Any]]] | None = None,
-        once: SharedCall | None = None, call: str | None = None,
+        self,
+        module: torch.nn.Module,
+        plan: InputPlan,
+        name: str,
+        device: str,
+        options: Options,
+        *,
+        session: Session,
+        sequence: list[tuple[tuple[Any, ...], dict[str, Any]]] | None = None,
+        once: SharedCall | None = None,
+        call: str | None = None,
     ) -> None:
         """``once``: which recorded call this is, and the prelude its checks share; ``call``: which
         kind of call the test made it is, where it made several (the row's ``call``)."""
@@ -175,8 +183,12 @@ class PendingCheck:
         self.prelude: Prelude | None = None
         self.captured: capture.SharedCapture | None = None  # [Shared Capture] made in this process, before the fork
         self.result = Result(
-            backend=name, device=device, status="pass", module=module_name(module),
-            nodeid=session.nodeid, test=session.test,
+            backend=name,
+            device=device,
+            status="pass",
+            module=module_name(module),
+            nodeid=session.nodeid,
+            test=session.test,
         )
         self.result.extra["eager_mode"] = EAGER_MODE
         method = getattr(module, "method", None)
@@ -197,9 +209,17 @@ class PendingCheck:
         """What the verdict cache reads of this check, and all it reads (``cache/facts.py``)."""
         session = self.session
         return CheckFacts(
-            backend=self.name, spec=session.backends.get(self.name), device=self.device, test=session.test,
-            nodeid=session.nodeid, options=self.options, module=self.module, inputs=self.plan.tree,
-            sequence=self.sequence, size_budget=budget.enabled(), store=session.cache,
+            backend=self.name,
+            spec=session.backends.get(self.name),
+            device=self.device,
+            test=session.test,
+            nodeid=session.nodeid,
+            options=self.options,
+            module=self.module,
+            inputs=self.plan.tree,
+            sequence=self.sequence,
+            size_budget=budget.enabled(),
+            store=session.cache,
             digests=self.once.digests if self.once else None,
         )
 
@@ -246,8 +266,15 @@ class PendingCheck:
         with hypothesis_home(self.session.hypothesis_home):
             THIS.warmup.before_fork(self.name, spec, self.options.backends, repeats=self.session.repeats)
         self._scratch = Path(tempfile.mkdtemp(prefix=f"torchexport-{self.name}-"))
-        self._child = runner.Child(self._body, self.result, self.options.timeout, self._scratch, tag(self.result),
-                                   held=held, spent=self.captured.seconds if self.captured is not None else 0.0)
+        self._child = runner.Child(
+            self._body,
+            self.result,
+            self.options.timeout,
+            self._scratch,
+            tag(self.result),
+            held=held,
+            spent=self.captured.seconds if self.captured is not None else 0.0,
+        )
         self._to(CheckState.HELD if held else CheckState.RUNNING)
 
     def _share_capture(self, spec: Any) -> None:
@@ -394,9 +421,17 @@ def _pipeline(pending: PendingCheck, result: Result, scratch: Path) -> None:
     prelude = pending.prelude or run_prelude(pending.module, pending.plan, pending.device, pending.options, result)
     sequence, device = pending.sequence, pending.device
     check = Check(
-        session=pending.session, options=prelude.options, spec=spec, backend=backend, eager=prelude.eager,
-        plan=prelude.plan, scratch=scratch, result=result, recorded=prelude.recorded,
-        changed_state=prelude.changed_state, mutates_input=prelude.mutates_input,
+        session=pending.session,
+        options=prelude.options,
+        spec=spec,
+        backend=backend,
+        eager=prelude.eager,
+        plan=prelude.plan,
+        scratch=scratch,
+        result=result,
+        recorded=prelude.recorded,
+        changed_state=prelude.changed_state,
+        mutates_input=prelude.mutates_input,
         steps=[_on_device(step, device) for step in sequence] if sequence and prelude.changed_state else None,
         compiled=compiled_parts(prelude.eager.module),
         shared=None if sequence and prelude.changed_state else prelude.shared,
@@ -461,7 +496,8 @@ def _backend(pending: PendingCheck, result: Result) -> tuple[Any, Backend]:
             "export_error",
             f"{name} is required (--torchexport-require) but unavailable here {tag(result)}\n{reason}\n"
             f"Install: {INSTALL.get(name, 'the package that provides the ' + name + ' backend')}",
-            reason, "unavailable",
+            reason,
+            "unavailable",
         )
     if reason:
         raise Stop("skipped", f"{name} skipped: {reason}", f"{name} skipped: {reason}", "unavailable")
@@ -481,5 +517,3 @@ def _exact_cuda_math(device: str) -> Any:
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
-
-

@@ -32,8 +32,16 @@ from ..results.report import Result
 #: [Longest First] A backend's usual check time here, in seconds, before one was timed: an
 #: ONNX export takes seconds, a trace a fraction of one (a third-party backend: 1).
 USUAL_S = {
-    "aoti": 8.0, "executorch": 6.0, "litert": 6.0, "tensorrt": 6.0, "openvino": 2.0, "onnx": 2.0, "export": 1.0,
-    "compile": 1.0, "script": 0.5, "trace": 0.3,
+    "aoti": 8.0,
+    "executorch": 6.0,
+    "litert": 6.0,
+    "tensorrt": 6.0,
+    "openvino": 2.0,
+    "onnx": 2.0,
+    "export": 1.0,
+    "compile": 1.0,
+    "script": 0.5,
+    "trace": 0.3,
 }
 
 

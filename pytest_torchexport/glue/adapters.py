@@ -109,7 +109,8 @@ def body_row(item: pytest.Item, target: items.Target, error: BaseException) -> R
         verdict = Outcome(
             "usage_error",
             f"The model could not be checked [backend={target.backend}, device={target.device}]\n{error}",
-            why, "usage",
+            why,
+            "usage",
         )
     else:
         why = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
@@ -118,7 +119,8 @@ def body_row(item: pytest.Item, target: items.Target, error: BaseException) -> R
             f"The test body failed, so nothing was checked [backend={target.backend}, device={target.device}]\n"
             f"{why}\n"
             "The body runs once per test and its error fails each of the test's items; fix the test first.",
-            why, "test_body",
+            why,
+            "test_body",
         )
     return row(target.backend, target.device, session(item), verdict)
 

@@ -63,8 +63,9 @@ def start_following(item: pytest.Item, recording: Any, options: Options) -> None
         # of the test's last long check running alone at its end.
         candidates.sort(key=lambda c: scheduler.expected_s(c[1].backend, c[1].device), reverse=True)
         for following, _ in candidates:
-            scheduler.start_ahead(following.nodeid, adapters.plan(following, recording, options, held=True),
-                                  group=key or "")
+            scheduler.start_ahead(
+                following.nodeid, adapters.plan(following, recording, options, held=True), group=key or ""
+            )
     scheduler.release_ahead()
 
 
@@ -97,7 +98,6 @@ def _following(item: pytest.Item) -> list[pytest.Item]:
     state = item.config.stash[STATE]
     collected = item.session.items
     if hasattr(item.config, "workerinput"):  # xdist: what the controller has sent this worker
-
         queued = xdist_queued(item.config)
         if queued is None:  # only the item pytest runs next here is known
             nxt = item.stash.get(NEXT, None)

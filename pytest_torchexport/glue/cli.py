@@ -60,57 +60,135 @@ class Flag:
 
 
 FLAGS: tuple[Flag, ...] = (
-    Flag("--torchexport-backends", "torchexport_backends",
-         "backends to run, comma-separated (default: trace,script,onnx,export)", "backends"),
-    Flag("--torchexport-devices", "torchexport_devices",
-         "devices: cpu,cuda or auto (= cpu, plus cuda when available)", "devices"),
-    Flag("--torchexport-examples", "torchexport_examples",
-         f"hypothesis examples per backend (default {DEFAULT_EXAMPLES})", "examples", _int),
-    Flag("--torchexport-report", "torchexport_report",
-         "write the session report: .json, .md for Markdown, or .html for a page (the html extra); repeatable, "
-         "one file per format from one run (ini: one path a line)", repeat=True, default="none", metavar="PATH"),
-    Flag("--torchexport-baseline", "torchexport_baseline",
-         "compare with a committed baseline report: fail on a regression", default="none", metavar="PATH"),
-    Flag("--torchexport-update-baseline", "torchexport_update_baseline",
-         "write the baseline (--torchexport-baseline) from this run", switch=True, default="false"),
-    Flag("--torchexport-auto", "torchexport_auto",
-         "check every collected test as if it carried a bare torchexport marker (explicit markers keep their "
-         "options); a test that calls no nn.Module is skipped", switch=True, default="false"),
-    Flag("--torchexport-repro-dir", "torchexport_repro_dir", "save each failing example here for replay",
-         "repro_dir", _path),
+    Flag(
+        "--torchexport-backends",
+        "torchexport_backends",
+        "backends to run, comma-separated (default: trace,script,onnx,export)",
+        "backends",
+    ),
+    Flag(
+        "--torchexport-devices",
+        "torchexport_devices",
+        "devices: cpu,cuda or auto (= cpu, plus cuda when available)",
+        "devices",
+    ),
+    Flag(
+        "--torchexport-examples",
+        "torchexport_examples",
+        f"hypothesis examples per backend (default {DEFAULT_EXAMPLES})",
+        "examples",
+        _int,
+    ),
+    Flag(
+        "--torchexport-report",
+        "torchexport_report",
+        "write the session report: .json, .md for Markdown, or .html for a page (the html extra); repeatable, "
+        "one file per format from one run (ini: one path a line)",
+        repeat=True,
+        default="none",
+        metavar="PATH",
+    ),
+    Flag(
+        "--torchexport-baseline",
+        "torchexport_baseline",
+        "compare with a committed baseline report: fail on a regression",
+        default="none",
+        metavar="PATH",
+    ),
+    Flag(
+        "--torchexport-update-baseline",
+        "torchexport_update_baseline",
+        "write the baseline (--torchexport-baseline) from this run",
+        switch=True,
+        default="false",
+    ),
+    Flag(
+        "--torchexport-auto",
+        "torchexport_auto",
+        "check every collected test as if it carried a bare torchexport marker (explicit markers keep their "
+        "options); a test that calls no nn.Module is skipped",
+        switch=True,
+        default="false",
+    ),
+    Flag(
+        "--torchexport-repro-dir",
+        "torchexport_repro_dir",
+        "save each failing example here for replay",
+        "repro_dir",
+        _path,
+    ),
     Flag("--torchexport-seed", "torchexport_seed", "fix the seed of input generation", "seed", _int),
-    Flag("--torchexport-keep-artifacts", "torchexport_keep_artifacts",
-         "keep every exported artifact, with its readable form (TorchScript code, export graph, ONNX text), "
-         "under DIR/<test>/<backend>/", "keep_artifacts", _path),
-    Flag("--torchexport-timeout", "torchexport_timeout",
-         f"time limit in seconds of one backend check: export, load and search together (default {DEFAULT_TIMEOUT:g})",
-         "timeout", _seconds),
-    Flag("--torchexport-require", "torchexport_require",
-         "backends that must be available: one that is not fails its items (with the install line) instead of "
-         "being skipped, e.g. onnx,executorch", "require"),
-    Flag("--torchexport-cache", "torchexport_cache",
-         "DIR or off: reuse a pass whose every input is unchanged (versions, options, module and state, recorded "
-         "inputs, the source of every file that ran or was read to make it); default: under pytest's cache dir",
-         default="under pytest's cache dir"),
-    Flag("--torchexport-isolation", "torchexport_isolation",
-         "process (default where the OS can fork and CUDA is not yet initialised): each backend check "
-         "in its own child process; inline: in the test's process", "isolation", _word,
-         default="process where the OS can fork"),
-    Flag("--torchexport-budget", "torchexport_budget",
-         "DURATION or off: the most a test's checks may spend beyond their exports (90s, 10m, 1h); default a "
-         "multiple of the test body's own time (docs/howto-budget.md); off: the full search", "budget", _word),
-    Flag("--torchexport-memory", "torchexport_memory",
-         "SIZE or off: the memory one check's drawn inputs may take (512MB, 8GB); a declared size beyond it is not "
-         "tried, and the summary says so; default half of the free memory each check has here (docs/howto-dims.md)",
-         "memory", _word),
-    Flag("--torchexport-cpp", "torchexport_cpp",
-         "auto or off: load each saved TorchScript file and AOTInductor package in C++ (torch::jit::load, "
-         "AOTIModelPackageLoader) with a runner built once per torch; auto: where a C++ compiler and torch's "
-         "headers are (docs/howto-verify.md)", "cpp", _word),
-    Flag("--torchexport-bundle", "torchexport_bundle",
-         "write a bundle per check under DIR (the artifact, the inputs tried, eager's outputs, tolerances, "
-         "environment; nothing pickled) for `python -m pytest_torchexport verify DIR` on another machine or torch",
-         "bundle", _path),
+    Flag(
+        "--torchexport-keep-artifacts",
+        "torchexport_keep_artifacts",
+        "keep every exported artifact, with its readable form (TorchScript code, export graph, ONNX text), "
+        "under DIR/<test>/<backend>/",
+        "keep_artifacts",
+        _path,
+    ),
+    Flag(
+        "--torchexport-timeout",
+        "torchexport_timeout",
+        f"time limit in seconds of one backend check: export, load and search together (default {DEFAULT_TIMEOUT:g})",
+        "timeout",
+        _seconds,
+    ),
+    Flag(
+        "--torchexport-require",
+        "torchexport_require",
+        "backends that must be available: one that is not fails its items (with the install line) instead of "
+        "being skipped, e.g. onnx,executorch",
+        "require",
+    ),
+    Flag(
+        "--torchexport-cache",
+        "torchexport_cache",
+        "DIR or off: reuse a pass whose every input is unchanged (versions, options, module and state, recorded "
+        "inputs, the source of every file that ran or was read to make it); default: under pytest's cache dir",
+        default="under pytest's cache dir",
+    ),
+    Flag(
+        "--torchexport-isolation",
+        "torchexport_isolation",
+        "process (default where the OS can fork and CUDA is not yet initialised): each backend check "
+        "in its own child process; inline: in the test's process",
+        "isolation",
+        _word,
+        default="process where the OS can fork",
+    ),
+    Flag(
+        "--torchexport-budget",
+        "torchexport_budget",
+        "DURATION or off: the most a test's checks may spend beyond their exports (90s, 10m, 1h); default a "
+        "multiple of the test body's own time (docs/howto-budget.md); off: the full search",
+        "budget",
+        _word,
+    ),
+    Flag(
+        "--torchexport-memory",
+        "torchexport_memory",
+        "SIZE or off: the memory one check's drawn inputs may take (512MB, 8GB); a declared size beyond it is not "
+        "tried, and the summary says so; default half of the free memory each check has here (docs/howto-dims.md)",
+        "memory",
+        _word,
+    ),
+    Flag(
+        "--torchexport-cpp",
+        "torchexport_cpp",
+        "auto or off: load each saved TorchScript file and AOTInductor package in C++ (torch::jit::load, "
+        "AOTIModelPackageLoader) with a runner built once per torch; auto: where a C++ compiler and torch's "
+        "headers are (docs/howto-verify.md)",
+        "cpp",
+        _word,
+    ),
+    Flag(
+        "--torchexport-bundle",
+        "torchexport_bundle",
+        "write a bundle per check under DIR (the artifact, the inputs tried, eager's outputs, tolerances, "
+        "environment; nothing pickled) for `python -m pytest_torchexport verify DIR` on another machine or torch",
+        "bundle",
+        _path,
+    ),
 )
 
 
@@ -143,26 +221,51 @@ def _register(group: Any, parser: Any, row: Flag) -> None:
 
 #: How each flag's value is shown in --help, by the option it sets.
 METAVARS: dict[str, str] = {
-    "backends": "A,B", "devices": "cpu,cuda", "examples": "N", "seed": "N", "timeout": "SECONDS",
-    "repro_dir": "DIR", "keep_artifacts": "DIR", "bundle": "DIR", "require": "A,B", "cache": "DIR|off",
-    "isolation": "process|inline", "budget": "DURATION|off", "memory": "SIZE|off", "cpp": "auto|off",
+    "backends": "A,B",
+    "devices": "cpu,cuda",
+    "examples": "N",
+    "seed": "N",
+    "timeout": "SECONDS",
+    "repro_dir": "DIR",
+    "keep_artifacts": "DIR",
+    "bundle": "DIR",
+    "require": "A,B",
+    "cache": "DIR|off",
+    "isolation": "process|inline",
+    "budget": "DURATION|off",
+    "memory": "SIZE|off",
+    "cpp": "auto|off",
 }
 
 
 #: [Model By Name] glue/models.py reads these: a SPEC list, not one marker option.
 MODEL_FLAGS: tuple[Flag, ...] = (
-    Flag("--torchexport-model", "torchexport_model",
-         "check a model with no test file (repeatable): timm:NAME, torchvision:NAME, transformers:NAME, "
-         "pkg.module:Factory or path/to/file.py:Factory, keyword arguments after ? "
-         "(timm:vit_tiny_patch16_224?num_classes=10); random weights, eval mode, inputs inferred; each model is a "
-         "test, torchexport-model::SPEC (ini: one SPEC a line)", repeat=True, default="none", metavar="SPEC"),
-    Flag("--torchexport-model-inputs", "torchexport_model_inputs",
-         "the inputs of the --torchexport-model models where inference cannot find them: "
-         "'x: float32[batch=1..8, 3, 224, 224]; mask: bool[batch, 16]' (dtype, sizes, dims with their ranges)",
-         default="inferred", metavar="SPECS"),
-    Flag("--torchexport-models-only", "torchexport_models_only",
-         "collect only the --torchexport-model tests, no test files (what `python -m pytest_torchexport check` runs)",
-         switch=True, default="false"),
+    Flag(
+        "--torchexport-model",
+        "torchexport_model",
+        "check a model with no test file (repeatable): timm:NAME, torchvision:NAME, transformers:NAME, "
+        "pkg.module:Factory or path/to/file.py:Factory, keyword arguments after ? "
+        "(timm:vit_tiny_patch16_224?num_classes=10); random weights, eval mode, inputs inferred; each model is a "
+        "test, torchexport-model::SPEC (ini: one SPEC a line)",
+        repeat=True,
+        default="none",
+        metavar="SPEC",
+    ),
+    Flag(
+        "--torchexport-model-inputs",
+        "torchexport_model_inputs",
+        "the inputs of the --torchexport-model models where inference cannot find them: "
+        "'x: float32[batch=1..8, 3, 224, 224]; mask: bool[batch, 16]' (dtype, sizes, dims with their ranges)",
+        default="inferred",
+        metavar="SPECS",
+    ),
+    Flag(
+        "--torchexport-models-only",
+        "torchexport_models_only",
+        "collect only the --torchexport-model tests, no test files (what `python -m pytest_torchexport check` runs)",
+        switch=True,
+        default="false",
+    ),
 )
 #: Earlier ini keys, still read: the earlier name -> the key of the flag's own name.
 INI_ALIASES: dict[str, str] = {"torchexport_models": "torchexport_model"}
@@ -213,4 +316,12 @@ def session_defaults(config: Any, valid_backends: Sequence[str]) -> dict[str, An
     return given
 
 
-__all__ = ["FLAGS", "INI_ALIASES", "MODEL_FLAGS", "add_model_options", "add_options", "misspelled_flags", "session_defaults"]
+__all__ = [
+    "FLAGS",
+    "INI_ALIASES",
+    "MODEL_FLAGS",
+    "add_model_options",
+    "add_options",
+    "misspelled_flags",
+    "session_defaults",
+]

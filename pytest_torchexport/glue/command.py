@@ -31,16 +31,26 @@ FLAGS: dict[str, str] = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("specs", nargs="+", metavar="SPEC",
-                        help="timm:NAME, torchvision:NAME, transformers:NAME, pkg.module:Factory or "
-                        "path/to/file.py:Factory")
+    parser.add_argument(
+        "specs",
+        nargs="+",
+        metavar="SPEC",
+        help="timm:NAME, torchvision:NAME, transformers:NAME, pkg.module:Factory or path/to/file.py:Factory",
+    )
     parser.add_argument("--backends", metavar="A,B", help="backends to run (default trace,script,onnx,export)")
     parser.add_argument("--devices", metavar="cpu,cuda", help="devices (default auto)")
     parser.add_argument("--examples", metavar="N", help="hypothesis examples per backend (default 25)")
-    parser.add_argument("--report", metavar="PATH", action="append",
-                        help="write the report: .json, .md or .html; repeatable, one file per format")
-    parser.add_argument("--inputs", metavar="SPECS",
-                        help="the inputs where inference cannot find them: 'x: float32[batch=1..8, 3, 224, 224]'")
+    parser.add_argument(
+        "--report",
+        metavar="PATH",
+        action="append",
+        help="write the report: .json, .md or .html; repeatable, one file per format",
+    )
+    parser.add_argument(
+        "--inputs",
+        metavar="SPECS",
+        help="the inputs where inference cannot find them: 'x: float32[batch=1..8, 3, 224, 224]'",
+    )
     parser.add_argument("--timeout", metavar="SECONDS", help="time limit of one backend check")
     parser.add_argument("--seed", metavar="N", help="fix the seed of input generation")
     parser.add_argument("--baseline", metavar="PATH", help="compare with a baseline report")
@@ -51,8 +61,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def pytest_args(args: argparse.Namespace) -> list[str]:
     """The pytest command line ``check`` stands for."""
     # -W: this process imported the plugin before pytest could rewrite its asserts (it has none to rewrite)
-    out = ["--torchexport-models-only", "-p", "no:randomly",
-           "-W", "ignore:Module already imported so cannot be rewritten:pytest.PytestAssertRewriteWarning"]
+    out = [
+        "--torchexport-models-only",
+        "-p",
+        "no:randomly",
+        "-W",
+        "ignore:Module already imported so cannot be rewritten:pytest.PytestAssertRewriteWarning",
+    ]
     out += [f"--torchexport-model={spec}" for spec in args.specs]
     for dest, flag in FLAGS.items():
         value = getattr(args, dest)
@@ -74,7 +89,7 @@ def split(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     if "--" not in argv:
         return argv, []
     at = argv.index("--")
-    return argv[:at], argv[at + 1:]
+    return argv[:at], argv[at + 1 :]
 
 
 __all__ = ["FLAGS", "add_arguments", "pytest_args", "run", "split"]

@@ -129,7 +129,6 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-
 #: The key in pytest's cache: ``{nodeid: {"test": test id, "s": seconds}}``.
 KEY = "torchexport/costs"
 #: The session's ``Costs``, for plugin.py's ``pytest_sessionfinish``.

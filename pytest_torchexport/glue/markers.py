@@ -40,7 +40,9 @@ def resolve(state: State, marker: dict[str, Any], nodeid: str) -> Options:
     try:
         given = {**state.defaults, **marker}
         if str(state.defaults.get("budget", "")).strip().lower() == "off":
-            given["budget"] = "off"  # [Search Budget] --torchexport-budget=off is the full search, whatever a marker says
+            given["budget"] = (
+                "off"  # [Search Budget] --torchexport-budget=off is the full search, whatever a marker says
+            )
         return Options.build(valid_backends=tuple(state.backends), **given)
     except InvalidArgument as exc:
         raise pytest.UsageError(f"{nodeid}: {exc}") from None
@@ -68,8 +70,9 @@ def usage_row(item: pytest.Item, message: str) -> Any:
     """The ``usage_error`` row of a test whose marker options are wrong: nothing was checked."""
     test = item.nodeid.replace(f"[{MARKER_ERROR_ID}]", "").replace(f"-{MARKER_ERROR_ID}]", "]")
     why = message.split(": ", 1)[-1]
-    verdict = Outcome("usage_error", f"The torchexport marker cannot be honoured, so nothing was checked\n{message}",
-                      why, "usage")
+    verdict = Outcome(
+        "usage_error", f"The torchexport marker cannot be honoured, so nothing was checked\n{message}", why, "usage"
+    )
     return row(verdict, backend="marker", device="cpu", nodeid=item.nodeid, test=test)
 
 
@@ -98,8 +101,10 @@ def expand(config: pytest.Config, collected: list[pytest.Item]) -> None:
     changed = False
     for item in collected:
         marked = item.get_closest_marker(MARKER) is not None
-        if items.target(item) is not None or items.usage_error(item) is not None or not (
-            marked or (state.auto and isinstance(item, pytest.Function))
+        if (
+            items.target(item) is not None
+            or items.usage_error(item) is not None
+            or not (marked or (state.auto and isinstance(item, pytest.Function)))
         ):
             out.append(item)
             continue
@@ -107,11 +112,13 @@ def expand(config: pytest.Config, collected: list[pytest.Item]) -> None:
         if why:
             if marked and not item.stash.get(WARNED, False):
                 item.stash[WARNED] = True
-                item.warn(pytest.PytestCollectionWarning(
-                    f"{item.nodeid} is marked torchexport but will not be checked: {why}. "
-                    "Mark a test function, a test class's method or a unittest.TestCase method instead, "
-                    "or check the module explicitly with the torchexport fixture."
-                ))
+                item.warn(
+                    pytest.PytestCollectionWarning(
+                        f"{item.nodeid} is marked torchexport but will not be checked: {why}. "
+                        "Mark a test function, a test class's method or a unittest.TestCase method instead, "
+                        "or check the module explicitly with the torchexport fixture."
+                    )
+                )
             out.append(item)
             continue
         found = targets(state, item)
@@ -143,6 +150,14 @@ def items_per_test(collected: list[pytest.Item]) -> dict[str, int]:
 
 
 __all__ = [
-    "MARKER", "MARKER_ERROR_ID", "LateMarkers", "expand", "items_per_test", "marker_options", "options_of",
-    "parametrize", "resolve", "usage_row",
+    "MARKER",
+    "MARKER_ERROR_ID",
+    "LateMarkers",
+    "expand",
+    "items_per_test",
+    "marker_options",
+    "options_of",
+    "parametrize",
+    "resolve",
+    "usage_row",
 ]

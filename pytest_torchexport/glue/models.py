@@ -37,8 +37,11 @@ ONLY = "torchexport_models_only"  # declared in cli.py
 def configure(config: pytest.Config) -> None:
     """Read the SPECs and the inputs once, at the start: a bad one ends the session as a usage error."""
     # torchexport_models: the ini key's earlier name, still read (cli.INI_ALIASES)
-    texts = [*(config.getoption("torchexport_model") or []), *(config.getini("torchexport_model") or []),
-             *(config.getini("torchexport_models") or [])]
+    texts = [
+        *(config.getoption("torchexport_model") or []),
+        *(config.getini("torchexport_model") or []),
+        *(config.getini("torchexport_models") or []),
+    ]
     base = Path(config.invocation_params.dir)
     specs, errors = [], []
     for text in dict.fromkeys(t.strip() for t in texts if t.strip()):
@@ -53,8 +56,9 @@ def configure(config: pytest.Config) -> None:
     config.stash[INPUTS] = None
     if given:
         if not specs:
-            raise pytest.UsageError("--torchexport-model-inputs describes the inputs of --torchexport-model models; "
-                                    "none was given")
+            raise pytest.UsageError(
+                "--torchexport-model-inputs describes the inputs of --torchexport-model models; none was given"
+            )
 
         try:
             config.stash[INPUTS] = parse(given)

@@ -70,10 +70,13 @@ class State:
         for extra in config.hook.pytest_torchexport_backends(config=config):
             for name in sorted(set(extra or {}) & set(BUILTIN_BACKENDS)):
                 # allowed (a subclass with other settings), but never silently: a name taken over
-                config.issue_config_time_warning(pytest.PytestConfigWarning(
-                    f"pytest_torchexport_backends returned {name!r}, a built-in backend's name: it replaces "
-                    f"the built-in {name!r} backend in this session (register it under another name to keep both)"
-                ), stacklevel=2)
+                config.issue_config_time_warning(
+                    pytest.PytestConfigWarning(
+                        f"pytest_torchexport_backends returned {name!r}, a built-in backend's name: it replaces "
+                        f"the built-in {name!r} backend in this session (register it under another name to keep both)"
+                    ),
+                    stacklevel=2,
+                )
             backends.update(extra or {})
         try:
             defaults = session_defaults(config, tuple(backends))
@@ -89,9 +92,12 @@ class State:
                     raise pytest.UsageError(absent)
         state.baseline_path = config.getoption("torchexport_baseline") or config.getini("torchexport_baseline") or None
         state.update_baseline = switched_on(config.getoption("torchexport_update_baseline")) or switched_on(
-            config.getini("torchexport_update_baseline"))
+            config.getini("torchexport_update_baseline")
+        )
         if state.update_baseline and not state.baseline_path:
-            raise pytest.UsageError("--torchexport-update-baseline needs --torchexport-baseline=PATH (where to write it)")
+            raise pytest.UsageError(
+                "--torchexport-update-baseline needs --torchexport-baseline=PATH (where to write it)"
+            )
         if state.baseline_path and not state.update_baseline:
             try:
                 state.baseline = load(state.baseline_path)

@@ -171,8 +171,10 @@ def call_lines(rows: list[dict[str, Any]]) -> list[str]:
         return []
     named = "; ".join(f"{test.split('::', 1)[-1]}: {', '.join(calls)}" for test, calls in kinds.items())
     n = len(kinds)
-    return [f"torchexport: {n} test{'s' * (n != 1)} made more than one kind of call, each checked on its own "
-            f"row: {sum(items.values())} rows from {len(items)} items ({named})"]
+    return [
+        f"torchexport: {n} test{'s' * (n != 1)} made more than one kind of call, each checked on its own "
+        f"row: {sum(items.values())} rows from {len(items)} items ({named})"
+    ]
 
 
 def cache_lines(rows: list[dict[str, Any]]) -> list[str]:
@@ -182,7 +184,9 @@ def cache_lines(rows: list[dict[str, Any]]) -> list[str]:
     lines = []
     if reused:
         passes = "pass" if reused == 1 else "passes"
-        lines.append(f"torchexport cache: reused {reused} {passes} of {len(rows)} checks (nothing they depend on changed)")
+        lines.append(
+            f"torchexport cache: reused {reused} {passes} of {len(rows)} checks (nothing they depend on changed)"
+        )
     lines.extend(f"torchexport cache warning: {note}" for note in notes)
     lines.extend(refused_lines(rows))
     return lines
@@ -206,8 +210,11 @@ def html_extras(report: pytest.TestReport, rows: list[dict[str, Any]]) -> None:
     from pytest_html import extras
 
     if page.missing():
-        fragments = [f"<p><strong>torchexport {html.escape(r['backend'])}: {html.escape(r['status'])}</strong> "
-                     f"(install {html.escape(page.INSTALL)} for the plot)</p>" for r in rows]
+        fragments = [
+            f"<p><strong>torchexport {html.escape(r['backend'])}: {html.escape(r['status'])}</strong> "
+            f"(install {html.escape(page.INSTALL)} for the plot)</p>"
+            for r in rows
+        ]
     else:
         fragments = [page.extra(row) for row in rows]
     report.extras = [*getattr(report, "extras", []), *(extras.html(f) for f in fragments)]  # type: ignore[attr-defined]  # pytest-html's
@@ -233,7 +240,7 @@ def torchscript_lines(rows: list[dict[str, Any]]) -> list[str]:
         f"of the {n} module{'s' if n != 1 else ''} checked on trace or script, {passing} pass on export"
     )
     if unchecked:
-        line += f", {unchecked} not checked on export (add \"export\" to their backends=)"
+        line += f', {unchecked} not checked on export (add "export" to their backends=)'
     return [line]
 
 
@@ -268,16 +275,25 @@ def cut_lines(rows: list[dict[str, Any]]) -> list[str]:
         if not isinstance(cut, dict):
             continue
         dims = tuple((name, tried, declared) for name, (tried, declared) in cut.get("dims", {}).items())
-        key = (row.get("test") or row.get("nodeid"), dims, tuple(cut.get("examples") or ()), cut["limit"], cut.get("lift"))
-        groups.setdefault(key, []).append(row["backend"] if row.get("device", "cpu") == "cpu" else f"{row['backend']}-{row['device']}")
+        key = (
+            row.get("test") or row.get("nodeid"),
+            dims,
+            tuple(cut.get("examples") or ()),
+            cut["limit"],
+            cut.get("lift"),
+        )
+        groups.setdefault(key, []).append(
+            row["backend"] if row.get("device", "cpu") == "cpu" else f"{row['backend']}-{row['device']}"
+        )
     lines = []
     for (test, dims, examples, limit, lift), backends in groups.items():
         parts = [f"{name} above {tried} (declared up to {declared})" for name, tried, declared in dims]
         if examples:
             parts.append(f"{examples[1] - examples[0]} of {examples[1]} examples")
         how = f": {lift}" if lift else ""
-        lines.append(f"torchexport sizes not tried: {test} [{', '.join(backends)}]: {', '.join(parts)} "
-                     f"(the {limit} limit{how})")
+        lines.append(
+            f"torchexport sizes not tried: {test} [{', '.join(backends)}]: {', '.join(parts)} (the {limit} limit{how})"
+        )
     return lines
 
 
@@ -290,8 +306,14 @@ def item_text(rows: list[dict[str, Any]]) -> str:
     the artifact diverges (pytest-html shows it in the item's section)."""
     header = ("backend", "device", "status", "max abs err", "max rel err", "examples")
     table = [header] + [
-        (r["backend"], r["device"], r["status"], format_err(r.get("max_abs_err")),
-         format_err(r.get("max_rel_err")), str(r.get("examples", 0)))
+        (
+            r["backend"],
+            r["device"],
+            r["status"],
+            format_err(r.get("max_abs_err")),
+            format_err(r.get("max_rel_err")),
+            str(r.get("examples", 0)),
+        )
         for r in rows
     ]
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]

@@ -28,7 +28,9 @@ def record(item: pytest.Item, results: list[Result]) -> None:
     for n, r in enumerate(results):
         # one row per kind of call the test made (recording/kinds.py): the second and later numbered
         again = any((o.backend, o.device) == (r.backend, r.device) for o in results[:n])
-        prefix = "torchexport" if len(results) == 1 else f"torchexport[{r.backend}-{r.device}{f'-{n + 1}' if again else ''}]"
+        prefix = (
+            "torchexport" if len(results) == 1 else f"torchexport[{r.backend}-{r.device}{f'-{n + 1}' if again else ''}]"
+        )
         item.user_properties.append((f"{prefix}.backend", r.backend))
         item.user_properties.append((f"{prefix}.status", r.status))
         if r.max_abs_err is not None:
@@ -51,8 +53,10 @@ def settle_item(result: Result, state: State) -> None:
         if verdict.kind == "known":
             pytest.xfail(f"{verdict.detail} ({state.baseline_path}): {result.message.splitlines()[0]}")
         if verdict.blocks:
-            raise ExportMismatch(f"Regression against the baseline {state.baseline_path}: {verdict.detail}\n"
-                                 f"{result.message}", Report([result]))
+            raise ExportMismatch(
+                f"Regression against the baseline {state.baseline_path}: {verdict.detail}\n{result.message}",
+                Report([result]),
+            )
     if result.failed:
         raise ExportMismatch(result.message, Report([result]))
 

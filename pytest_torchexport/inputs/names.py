@@ -21,11 +21,7 @@ def forward_params(module: torch.nn.Module) -> list[str]:
         sig = inspect.signature(module.forward)
     except (TypeError, ValueError):
         return []
-    return [
-        p.name
-        for p in sig.parameters.values()
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
+    return [p.name for p in sig.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
 
 def var_positional(module: torch.nn.Module) -> str | None:

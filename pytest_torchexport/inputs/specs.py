@@ -44,7 +44,9 @@ class Dim:
         if not isinstance(self.name, str) or not self.name.isidentifier():
             raise InvalidArgument(f"Dim name must be an identifier, got {self.name!r}")
         if not (isinstance(self.min, int) and isinstance(self.max, int) and 0 <= self.min <= self.max):
-            raise InvalidArgument(f"Dim({self.name!r}) needs integers 0 <= min <= max, got min={self.min!r}, max={self.max!r}")
+            raise InvalidArgument(
+                f"Dim({self.name!r}) needs integers 0 <= min <= max, got min={self.min!r}, max={self.max!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -66,8 +68,14 @@ class TensorSpec:
             raise InvalidArgument(f"TensorSpec shape must be a tuple of ints and dim names, got {self.shape!r}")
         object.__setattr__(self, "shape", tuple(self.shape))
         for entry in self.shape:
-            if not isinstance(entry, (int, str, Dim)) or isinstance(entry, bool) or (isinstance(entry, int) and entry < 0):
-                raise InvalidArgument(f"TensorSpec shape entries are ints >= 0 or dim names, got {entry!r} in {self.shape!r}")
+            if (
+                not isinstance(entry, (int, str, Dim))
+                or isinstance(entry, bool)
+                or (isinstance(entry, int) and entry < 0)
+            ):
+                raise InvalidArgument(
+                    f"TensorSpec shape entries are ints >= 0 or dim names, got {entry!r} in {self.shape!r}"
+                )
         if not isinstance(self.dtype, torch.dtype):
             raise InvalidArgument(f"TensorSpec dtype must be a torch.dtype, got {self.dtype!r}")
         if self.low is not None and self.high is not None and self.low > self.high:
@@ -170,7 +178,7 @@ class InputPlan:
             # torch.export binds the call to forward's signature, so `forward(self, *xs)`
             # called as (a, b) is one input, xs=(a, b): its shapes are one tuple too (and
             # an empty *xs is no input at all, as in BoundArguments.arguments).
-            bound[rest] = tuple(positional[len(names):])
+            bound[rest] = tuple(positional[len(names) :])
         bound.update(kwargs_shapes)
         return bound
 
@@ -251,9 +259,7 @@ def plan_inputs(
         _embedding_ranges(module, tensors)
     all_dims = _all_dims(tensors, declared_dims)
 
-    scalars = {
-        i: leaf for i, leaf in enumerate(leaves) if isinstance(leaf, (bool, int, float)) and i not in tensors
-    }
+    scalars = {i: leaf for i, leaf in enumerate(leaves) if isinstance(leaf, (bool, int, float)) and i not in tensors}
     scalar_names = {i: leaf_name(paths[i], param_names, rest) for i in scalars}
     return InputPlan(
         tree=tree,
@@ -269,8 +275,11 @@ def plan_inputs(
 
 
 def _dynamic_axes(
-    spec_by_index: dict[int, Any], dynamic: Mapping[Any, Mapping[int, str]] | None, leaves: list[Any],
-    tensor_idx: list[int], naming: tuple[list[str], dict[int, str], list[str]],
+    spec_by_index: dict[int, Any],
+    dynamic: Mapping[Any, Mapping[int, str]] | None,
+    leaves: list[Any],
+    tensor_idx: list[int],
+    naming: tuple[list[str], dict[int, str], list[str]],
 ) -> dict[int, dict[int, str]]:
     """Which dims are dynamic: declared per input, else the default (dim 0 of
     every tensor input is "batch" when they all share that size)."""
@@ -278,7 +287,9 @@ def _dynamic_axes(
     axes_for: dict[int, dict[int, str]] = {}
     if spec_by_index:
         for i, ts in spec_by_index.items():
-            axes_for[i] = {ax: (e.name if isinstance(e, Dim) else e) for ax, e in enumerate(ts.shape) if isinstance(e, (str, Dim))}
+            axes_for[i] = {
+                ax: (e.name if isinstance(e, Dim) else e) for ax, e in enumerate(ts.shape) if isinstance(e, (str, Dim))
+            }
     elif dynamic is not None:
         for key, axes in dynamic.items():
             i = resolve_input(key, paths, names, tensor_idx, param_names)
@@ -376,8 +387,15 @@ def _embedding_ranges(module: torch.nn.Module, tensors: dict[int, LeafPlan]) -> 
     ids: dict[int, tuple[str, int]] = {}
     for index, leaf in tensors.items():
         words, example = leaf.name.lower(), leaf.example
-        if (leaf.mask or leaf.dtype == torch.bool or leaf.dtype.is_floating_point or leaf.dtype.is_complex
-                or example is None or example.numel() == 0 or not any(w in words for w in ID_WORDS)):
+        if (
+            leaf.mask
+            or leaf.dtype == torch.bool
+            or leaf.dtype.is_floating_point
+            or leaf.dtype.is_complex
+            or example is None
+            or example.numel() == 0
+            or not any(w in words for w in ID_WORDS)
+        ):
             continue
         low, high = (int(v) for v in example.aminmax())
         if low >= 0:
@@ -407,7 +425,10 @@ def _embedding_ranges(module: torch.nn.Module, tensors: dict[int, LeafPlan]) -> 
 
 
 def _leaf_plans(
-    leaves: list[Any], tensor_idx: list[int], axes_for: dict[int, dict[int, str]], spec_by_index: dict[int, Any],
+    leaves: list[Any],
+    tensor_idx: list[int],
+    axes_for: dict[int, dict[int, str]],
+    spec_by_index: dict[int, Any],
     naming: tuple[list[str], dict[int, str]],
 ) -> dict[int, LeafPlan]:
     """Each tensor input's plan: its shape with the dynamic dims named, its dtype, value range and stats."""
@@ -474,11 +495,15 @@ def _all_dims(tensors: dict[int, LeafPlan], declared_dims: dict[str, Dim]) -> di
             all_dims[name] = Dim(name, 1, max(16, 2 * n))
         elif not all_dims[name].min <= sizes[0] <= all_dims[name].max:
             d = all_dims[name]
-            raise InvalidArgument(f"the example's {name!r} size {sizes[0]} is outside dims={{{name!r}: ({d.min}, {d.max})}}")
+            raise InvalidArgument(
+                f"the example's {name!r} size {sizes[0]} is outside dims={{{name!r}: ({d.min}, {d.max})}}"
+            )
     for leaf in tensors.values():
         for e in leaf.shape:
             if isinstance(e, str) and e not in all_dims:
-                raise InvalidArgument(f"dim {e!r} is used but not declared in dims=; declared: {', '.join(all_dims) or '(none)'}")
+                raise InvalidArgument(
+                    f"dim {e!r} is used but not declared in dims=; declared: {', '.join(all_dims) or '(none)'}"
+                )
     return all_dims
 
 

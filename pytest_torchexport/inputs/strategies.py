@@ -145,8 +145,16 @@ def special_probes(plan: InputPlan) -> list[Draw]:
 def probe_value(name: str, dtype: torch.dtype) -> float:
     """A PROBE_VALUES name as a number of ``dtype``."""
     info = torch.finfo(dtype)
-    return {"nan": math.nan, "inf": math.inf, "-inf": -math.inf, "0.0": 0.0, "-0.0": -0.0,
-            "max": info.max, "min": info.min, "tiny": info.tiny}[name]
+    return {
+        "nan": math.nan,
+        "inf": math.inf,
+        "-inf": -math.inf,
+        "0.0": 0.0,
+        "-0.0": -0.0,
+        "max": info.max,
+        "min": info.min,
+        "tiny": info.tiny,
+    }[name]
 
 
 def recorded_draw(plan: InputPlan) -> Draw:
@@ -155,7 +163,9 @@ def recorded_draw(plan: InputPlan) -> Draw:
     return Draw(tuple(sorted(plan.example_sizes().items())), mode=mode)
 
 
-def materialize(plan: InputPlan, draw: Draw, device: str | torch.device = "cpu") -> tuple[tuple[Any, ...], dict[str, Any]]:
+def materialize(
+    plan: InputPlan, draw: Draw, device: str | torch.device = "cpu"
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """The args and kwargs of a draw, as fresh tensors on ``device``."""
     sizes = dict(draw.sizes)
     scalars = dict(draw.scalars)
@@ -386,7 +396,9 @@ def summarize(args: tuple[Any, ...], kwargs: dict[str, Any], plan: InputPlan) ->
                 vf = v.double()
                 finite = vf[torch.isfinite(vf)]
                 if finite.numel():
-                    entry.update(min=_r(float(finite.min())), max=_r(float(finite.max())), mean=_r(float(finite.mean())))
+                    entry.update(
+                        min=_r(float(finite.min())), max=_r(float(finite.max())), mean=_r(float(finite.mean()))
+                    )
                 if finite.numel() != vf.numel():
                     entry["non_finite"] = int(vf.numel() - finite.numel())
         out[leaf.name] = entry

@@ -48,8 +48,18 @@ STAGES = {2: "load", 3: "run", 4: "inputs"}
 
 # torch's c10::ScalarType codes (c10/core/ScalarType.h), by dtype name: stable since torch 1.x.
 _SCALAR_TYPES = {
-    "uint8": 0, "int8": 1, "int16": 2, "int32": 3, "int64": 4, "float16": 5, "float32": 6, "float64": 7,
-    "complex64": 9, "complex128": 10, "bool": 11, "bfloat16": 15,
+    "uint8": 0,
+    "int8": 1,
+    "int16": 2,
+    "int32": 3,
+    "int64": 4,
+    "float16": 5,
+    "float32": 6,
+    "float64": 7,
+    "complex64": 9,
+    "complex128": 10,
+    "bool": 11,
+    "bfloat16": 15,
 }
 _DTYPES = {code: name for name, code in _SCALAR_TYPES.items()}
 
@@ -109,7 +119,7 @@ def read_values(path: Path) -> list[Any]:
             shape = struct.unpack_from(f"<{ndim}q", data, at + 8)
             (nbytes,) = struct.unpack_from("<Q", data, at + 8 + 8 * ndim)
             at += 16 + 8 * ndim
-            raw = bytearray(data[at:at + nbytes])  # a copy: the tensor owns its memory
+            raw = bytearray(data[at : at + nbytes])  # a copy: the tensor owns its memory
             at += nbytes
             dtype = getattr(torch, _DTYPES[code])
             flat = torch.frombuffer(raw, dtype=dtype) if nbytes else torch.empty(0, dtype=dtype)
@@ -203,10 +213,23 @@ class BuildFailed(Exception):
 def compile_command(chain: Toolchain, output: Path) -> list[str]:
     include, lib = chain.torch_dir / "include", chain.torch_dir / "lib"
     return [
-        chain.compiler, "-std=c++20", "-O1", "-w", f"-D_GLIBCXX_USE_CXX11_ABI={int(chain.cxx11_abi)}",
-        f"-I{include}", f"-I{include / 'torch' / 'csrc' / 'api' / 'include'}", str(SOURCE),
-        f"-L{lib}", f"-Wl,-rpath,{lib}", "-Wl,--no-as-needed", "-ltorch", "-ltorch_cpu", "-lc10", "-Wl,--as-needed",
-        "-o", str(output),
+        chain.compiler,
+        "-std=c++20",
+        "-O1",
+        "-w",
+        f"-D_GLIBCXX_USE_CXX11_ABI={int(chain.cxx11_abi)}",
+        f"-I{include}",
+        f"-I{include / 'torch' / 'csrc' / 'api' / 'include'}",
+        str(SOURCE),
+        f"-L{lib}",
+        f"-Wl,-rpath,{lib}",
+        "-Wl,--no-as-needed",
+        "-ltorch",
+        "-ltorch_cpu",
+        "-lc10",
+        "-Wl,--as-needed",
+        "-o",
+        str(output),
     ]
 
 
@@ -229,7 +252,9 @@ def ensure(chain: Toolchain, *, timeout: float = BUILD_TIMEOUT_S) -> Runner:
                 break
             except OSError:
                 if time.monotonic() - t0 > timeout:
-                    raise BuildFailed(f"another process has held the runner's build lock for {timeout:g} s ({home})") from None
+                    raise BuildFailed(
+                        f"another process has held the runner's build lock for {timeout:g} s ({home})"
+                    ) from None
                 time.sleep(0.2)
         if binary.exists() and info.exists():  # built by the process that held the lock
             return Runner(binary, json.loads(info.read_text())["build_s"], time.monotonic() - t0)
@@ -265,7 +290,8 @@ def start_build() -> None:
     env["PYTHONPATH"] = os.pathsep.join([root, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]])
     subprocess.run(
         ["/bin/sh", "-c", 'exec "$0" -m pytest_torchexport.isolation.cpp </dev/null >/dev/null 2>&1 &', sys.executable],
-        env=env, check=False,
+        env=env,
+        check=False,
     )
 
 
@@ -299,14 +325,18 @@ class Running:
     """The runner started on one artifact (``start``), read when the check wants its answer (``result``):
     it runs beside the check's search, as the standalone loader does."""
 
-    def __init__(self, runner: Runner, kind: str, model: Path, inputs: Path, *, device: str = "cpu", threads: int = 1) -> None:
+    def __init__(
+        self, runner: Runner, kind: str, model: Path, inputs: Path, *, device: str = "cpu", threads: int = 1
+    ) -> None:
         self.outputs = inputs.with_name(inputs.stem + "-outputs.bin")
         self.errors = inputs.with_name(inputs.stem + "-errors.txt")
         self.t0 = time.perf_counter()
         with open(self.errors, "wb") as err:
             self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
                 [str(runner.path), kind, str(model), str(inputs), str(self.outputs), device, str(threads)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
             )
         self.ended: float | None = None  # when the runner exited: its own time, whatever the check did meanwhile
         self.waited_s = 0.0  # what the check waited for it in ``result``
@@ -326,7 +356,9 @@ class Running:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-            return Ran(None, "run", f"the C++ runner did not finish within {timeout:g} s", time.perf_counter() - self.t0)
+            return Ran(
+                None, "run", f"the C++ runner did not finish within {timeout:g} s", time.perf_counter() - self.t0
+            )
         self.waited_s = time.perf_counter() - waited
         seconds = (self.ended or time.perf_counter()) - self.t0
         if code == 0:

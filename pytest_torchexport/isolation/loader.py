@@ -83,7 +83,11 @@ class Loader:
         with open(os.path.join(self.home, "log.txt"), "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "pytest_torchexport.isolation.loader", self.address],
-                cwd=self.home, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                cwd=self.home,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
                 start_new_session=True,  # a check child's process-group kill does not reach it
             )
         self.started = time.monotonic()
@@ -104,7 +108,9 @@ class Loader:
             except (FileNotFoundError, ConnectionRefusedError):
                 if time.monotonic() > deadline or not _alive(self.proc.pid):
                     self.kill()
-                    raise LoaderUnavailable(f"the standalone loader did not start listening ({self._log_tail()})") from None
+                    raise LoaderUnavailable(
+                        f"the standalone loader did not start listening ({self._log_tail()})"
+                    ) from None
                 time.sleep(0.02)
         try:
             conn.send(message)
@@ -117,7 +123,8 @@ class Loader:
             self.kill()
             raise LoaderUnavailable(
                 f"the standalone loader died ({type(exc).__name__}; {self._log_tail()})",
-                signal=died, stage=self._stage() if died else None,
+                signal=died,
+                stage=self._stage() if died else None,
             ) from None
         finally:
             conn.close()
@@ -219,8 +226,10 @@ _REACHED = (
     (re.compile(r"'_OpNamespace' '(\w+)' object has no attribute '(\w+)'"), "the custom op {0}::{1}"),
     # torch 2.13 and 2.14.1: "Deserializing X in pytree is not registered."; 2.15.0: "Deserializing X
     # in pytree failed because the serialized type is not registered in this process. ..."
-    (re.compile(r"Deserializing ([\w.<>]+) in pytree (?:is|failed because the serialized type is) not registered"),
-     "the registered pytree type {0}"),
+    (
+        re.compile(r"Deserializing ([\w.<>]+) in pytree (?:is|failed because the serialized type is) not registered"),
+        "the registered pytree type {0}",
+    ),
     (re.compile(r"Unknown type name '(__torch__\.[\w.]+)'"), "the Python class {0}"),
     (re.compile(r"Can't get attribute '(\w+)' on <module '([\w.]+)'"), "the Python class {1}.{0}"),
     (re.compile(r"No module named '([\w.]+)'"), "the Python module {0}"),

@@ -83,8 +83,17 @@ class Child:
     ``wait()``) lets it go, and its time limit counts from then. A held child holds no place
     of the scheduler's and costs what fork costs: its pages are the parent's until written."""
 
-    def __init__(self, body: Callable[[Result], None], result: Result, timeout: float, scratch: Path,
-                 header: str, *, held: bool = False, spent: float = 0.0) -> None:
+    def __init__(
+        self,
+        body: Callable[[Result], None],
+        result: Result,
+        timeout: float,
+        scratch: Path,
+        header: str,
+        *,
+        held: bool = False,
+        spent: float = 0.0,
+    ) -> None:
         """``spent``: seconds of the check already spent in this process before the fork (its share of
         the shared capture, stages/capture.py), counted against its time limit."""
         self.result, self.timeout, self.scratch, self.header = result, timeout, scratch, header
@@ -265,8 +274,9 @@ def _pump(timeout: float) -> None:
             child._feed(os.read(fd, 1 << 16))
 
 
-def _child(body: Callable[[Result], None], result: Result, write_end: int, tmp: Path, parent: int,
-           *, gate: int | None = None) -> None:
+def _child(
+    body: Callable[[Result], None], result: Result, write_end: int, tmp: Path, parent: int, *, gate: int | None = None
+) -> None:
     code = 0
     try:
         THIS.forked(write_end)  # [This Process] its siblings' pipes closed; it reports on write_end
@@ -350,15 +360,19 @@ def _attach_row(exc: BaseException, found: Result, current: str, started: float,
     elapsed = time.monotonic() - started
     what = exception_words(exc)
     why = f"{what}; the check's process was killed and the findings so far are kept"
-    settle(found, Outcome(
-        "timeout",
-        f"{found.backend} was interrupted from outside the check after {elapsed:.1f} s during {current} {header}\n"
-        f"{why}\n"
-        "An outer time limit (pytest-timeout's --timeout or its marker) shorter than the check's own stops it "
-        "before it can report which stage hangs: give the test longer than --torchexport-timeout, or set "
-        "--torchexport-timeout (or the marker's timeout=) below the outer limit",
-        why, "timeout",
-    ))
+    settle(
+        found,
+        Outcome(
+            "timeout",
+            f"{found.backend} was interrupted from outside the check after {elapsed:.1f} s during {current} {header}\n"
+            f"{why}\n"
+            "An outer time limit (pytest-timeout's --timeout or its marker) shorter than the check's own stops it "
+            "before it can report which stage hangs: give the test longer than --torchexport-timeout, or set "
+            "--torchexport-timeout (or the marker's timeout=) below the outer limit",
+            why,
+            "timeout",
+        ),
+    )
     found.findings.append(Finding("timeout", f"interrupted after {elapsed:.1f} s during {current} ({what})"))
     try:
         setattr(exc, CARRIED_ROW, found)
@@ -400,13 +414,17 @@ def _timed_out(result: Result, current: str, timeout: float, elapsed: float, hea
         f"stopped after {elapsed:.1f} s during {current} (export, load and search share the limit); "
         "the findings so far are kept"
     )
-    settle(result, Outcome(
-        "timeout",
-        f"{result.backend} ran past the time limit of {timeout:g} s during {current} {header}\n{why}\n"
-        f'Give it longer with timeout=SECONDS in the marker or --torchexport-timeout, or mark it known with '
-        f'xfail={{"{result.backend}": "reason"}}',
-        why, "timeout",
-    ))
+    settle(
+        result,
+        Outcome(
+            "timeout",
+            f"{result.backend} ran past the time limit of {timeout:g} s during {current} {header}\n{why}\n"
+            f"Give it longer with timeout=SECONDS in the marker or --torchexport-timeout, or mark it known with "
+            f'xfail={{"{result.backend}": "reason"}}',
+            why,
+            "timeout",
+        ),
+    )
     result.findings.append(Finding("timeout", f"stopped after {elapsed:.1f} s (limit {timeout:g} s) during {current}"))
     return result
 

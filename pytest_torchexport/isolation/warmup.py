@@ -107,8 +107,14 @@ class Warmup:
             from hypothesis import strategies as st
 
             @hseed(0)
-            @settings(max_examples=1, database=None, deadline=None, phases=[Phase.generate], verbosity=Verbosity.quiet,
-                      suppress_health_check=list(HealthCheck))
+            @settings(
+                max_examples=1,
+                database=None,
+                deadline=None,
+                phases=[Phase.generate],
+                verbosity=Verbosity.quiet,
+                suppress_health_check=list(HealthCheck),
+            )
             @given(st.integers(0, 1))
             def once(_: int) -> None:
                 pass
@@ -150,7 +156,11 @@ def _export_once(spec: Any) -> None:
         if backend.unavailable_reason():
             return
         plan = plan_inputs(module, args, None)
-        with tempfile.TemporaryDirectory(prefix="torchexport-warmup-") as scratch, quiet_torch(fds=True), torch.no_grad():
+        with (
+            tempfile.TemporaryDirectory(prefix="torchexport-warmup-") as scratch,
+            quiet_torch(fds=True),
+            torch.no_grad(),
+        ):
             ctx = ExportContext(device="cpu", plan=plan, module=module, scratch=Path(scratch))
             artifact = backend.export(module, args, {}, ctx)
             if backend.saveable:

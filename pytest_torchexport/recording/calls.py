@@ -131,9 +131,13 @@ class Recording:
             with torch.random.fork_rng(devices=[]), torch.no_grad():
                 mine = getattr(copy, first.method)(*a, **k)
             verdict = compare(expected, mine)
-            why = None if verdict.ok else (
-                f"its copy's outputs on the recorded call differ from the test's own "
-                f"(greatest absolute difference {verdict.max_abs:.3g}{'; ' + verdict.problem if verdict.problem else ''})"
+            why = (
+                None
+                if verdict.ok
+                else (
+                    f"its copy's outputs on the recorded call differ from the test's own "
+                    f"(greatest absolute difference {verdict.max_abs:.3g}{'; ' + verdict.problem if verdict.problem else ''})"
+                )
             )
         except Exception as exc:  # noqa: BLE001 - a copy that cannot replay the call is not the module either
             why = f"its copy raises on the recorded call ({type(exc).__name__}: {str(exc)[:200]})"
@@ -169,9 +173,14 @@ class Recording:
                 names.append(c.label)
         # Modules with no parameters of their own making (Dropout, Identity, an activation)
         # are no model anyone means to check: never suggested in module=.
-        trivial = {c.label for c in self.calls
-                   if isinstance(c.live, torch.nn.Module) and next(c.live.parameters(), None) is None
-                   and next(c.live.buffers(), None) is None and not list(c.live.children())}
+        trivial = {
+            c.label
+            for c in self.calls
+            if isinstance(c.live, torch.nn.Module)
+            and next(c.live.parameters(), None) is None
+            and next(c.live.buffers(), None) is None
+            and not list(c.live.children())
+        }
         return [n for n in names if n not in trivial]
 
     def outermost(self) -> list[Call]:

@@ -19,7 +19,11 @@ def caller(module: Any, frame: Any) -> Any:
     # fx's _WrappedCall, whose frame is torch's: the test's call is the one that called it.
     # fx's _WrappedCall.__call__ under GraphModule's call_wrapped, both torch's frames.
     fx = os.path.join("fx", "graph_module.py")
-    while frame.f_back is not None and frame.f_code.co_name in ("__call__", "call_wrapped") and frame.f_code.co_filename.endswith(fx):
+    while (
+        frame.f_back is not None
+        and frame.f_code.co_name in ("__call__", "call_wrapped")
+        and frame.f_code.co_filename.endswith(fx)
+    ):
         frame = frame.f_back
     return frame
 
@@ -28,14 +32,16 @@ _CO_VARARGS, _CO_VARKEYWORDS = 0x04, 0x08
 _MISSING = object()
 
 
-def bound_call(module: Any, code: Any, local: dict[str, Any], function: Any = None) -> tuple[tuple[Any, ...], dict[str, Any]]:
+def bound_call(
+    module: Any, code: Any, local: dict[str, Any], function: Any = None
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """[Direct Forward] The call ``forward`` was bound to, rebuilt from its parameters as it
     starts: positional parameters positionally, keyword-only ones by name; trailing
     parameters left at their defaults are left out, as the test left them."""
     names = code.co_varnames
     n, k = code.co_argcount, code.co_kwonlyargcount
     args = [local[name] for name in names[1:n]]
-    kwargs = {name: local[name] for name in names[n:n + k]}
+    kwargs = {name: local[name] for name in names[n : n + k]}
     star = n + k
     varargs = code.co_flags & _CO_VARARGS and local[names[star]]
     function = function or getattr(type(module), "forward", None)

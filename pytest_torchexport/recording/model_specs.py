@@ -13,7 +13,9 @@ from typing import Any
 
 #: the prefixes that name a library rather than a module
 LIBRARIES: dict[str, str] = {
-    "timm": "pip install timm", "torchvision": "pip install torchvision", "transformers": "pip install transformers",
+    "timm": "pip install timm",
+    "torchvision": "pip install torchvision",
+    "transformers": "pip install transformers",
 }
 FORMS = (
     "timm:NAME, torchvision:NAME, transformers:NAME, pkg.module:Factory or path/to/file.py:Factory "

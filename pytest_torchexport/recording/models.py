@@ -202,12 +202,13 @@ def _no_backbone_weights(builder: Any) -> dict[str, Any]:
 
 def _unknown(spec: ModelSpec, known: list[str]) -> str:
     near = difflib.get_close_matches(spec.name, known, n=5, cutoff=0.6)
-    listing = "torchvision.models; print(torchvision.models.list_models())" if spec.target == "torchvision" else (
-        "timm; print(timm.list_models())"
+    listing = (
+        "torchvision.models; print(torchvision.models.list_models())"
+        if spec.target == "torchvision"
+        else ("timm; print(timm.list_models())")
     )
-    return (
-        f"{spec.text}: {spec.target} has no model named {spec.name!r} ({len(known)} models known).\n"
-        + (f"Closest names: {', '.join(near)}" if near else f'List them: python -c "import {listing}"')
+    return f"{spec.text}: {spec.target} has no model named {spec.name!r} ({len(known)} models known).\n" + (
+        f"Closest names: {', '.join(near)}" if near else f'List them: python -c "import {listing}"'
     )
 
 
@@ -229,7 +230,11 @@ def _torchvision_size(model: Any, name: str) -> tuple[tuple[int, ...], str] | No
 
     try:
         preset = torchvision.models.get_model_weights(name).DEFAULT.transforms()
-    except (ValueError, KeyError, AttributeError):  # a model with no weights enum (torchvision's ValueError) documents no size
+    except (
+        ValueError,
+        KeyError,
+        AttributeError,
+    ):  # a model with no weights enum (torchvision's ValueError) documents no size
         return None
     size = getattr(preset, "crop_size", None) or getattr(preset, "resize_size", None)
     first = _first_conv(model)
@@ -257,8 +262,11 @@ def _factory(spec: ModelSpec) -> Any:
             near = difflib.get_close_matches(part, names, n=5)
             raise ModelError(
                 f"{spec.text}: {spec.target if owner is module else owner.__name__} has no {part!r}"
-                + (f"; closest names: {', '.join(near)}" if near
-                   else f"; it defines: {', '.join(names[:12]) or 'nothing callable'}")
+                + (
+                    f"; closest names: {', '.join(near)}"
+                    if near
+                    else f"; it defines: {', '.join(names[:12]) or 'nothing callable'}"
+                )
             )
         owner = getattr(owner, part)
     if not callable(owner):
@@ -370,5 +378,14 @@ def _where(exc: BaseException) -> str:
 
 
 __all__ = [
-    "BATCH", "FORMS", "LIBRARIES", "Inferred", "ModelError", "ModelSpec", "build", "describe", "infer_inputs", "remedy",
+    "BATCH",
+    "FORMS",
+    "LIBRARIES",
+    "Inferred",
+    "ModelError",
+    "ModelSpec",
+    "build",
+    "describe",
+    "infer_inputs",
+    "remedy",
 ]

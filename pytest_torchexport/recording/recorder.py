@@ -312,8 +312,15 @@ class Recorder:
         return True
 
     def _record(
-        self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *, via: str | None = None,
-        methods: tuple[str, ...] = (), method: str = "forward", inside: Call | None = None,
+        self,
+        module: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        via: str | None = None,
+        methods: tuple[str, ...] = (),
+        method: str = "forward",
+        inside: Call | None = None,
     ) -> Call | None:
         module = self._scripted.get(id(module), module)
         inner = compiled_original(module)  # torch.compile's OptimizedModule: the user's module
@@ -327,8 +334,16 @@ class Recorder:
         kinds.register_caches(args, kwargs)  # before the copy: a cache's tensors are copied with the call
         a, k = snapshot(args, kwargs)
         first = self._copies.get(id(module))
-        call = Call(module, a, k, via=via, live=module, training=bool(getattr(module, "training", False)),
-                    methods=methods, method=method)
+        call = Call(
+            module,
+            a,
+            k,
+            via=via,
+            live=module,
+            training=bool(getattr(module, "training", False)),
+            methods=methods,
+            method=method,
+        )
         if first is None:
             self._copies[id(module)] = call
             self._take_copy(call)
@@ -422,7 +437,11 @@ class Recorder:
         """Record the module an exporter was handed, from the exporter's bound arguments."""
         try:
             handed = inputs(bound)
-        except (TypeError, ValueError, KeyError):  # an unusual call (a non-iterable example, ...): let the exporter complain
+        except (
+            TypeError,
+            ValueError,
+            KeyError,
+        ):  # an unusual call (a non-iterable example, ...): let the exporter complain
             handed = None
         if handed is not None:
             module, args, kwargs, methods = handed

@@ -59,12 +59,15 @@ class Selection:
     # -- what the row says about the call ------------------------------------------------
     def _explain(self, result: Result, call: Call, calls: list[Call], used: int | None, why: str | None) -> None:
         if used and why:
-            result.findings.append(Finding(
-                "recorded_call",
-                f"the test's first call of {call.name} raises when replayed in eval mode under no_grad ({why}); "
-                f"its call #{used + 1} of {len(calls)}"
-                + (" (in eval mode)" if not calls[used].training else "") + " was checked instead",
-            ))
+            result.findings.append(
+                Finding(
+                    "recorded_call",
+                    f"the test's first call of {call.name} raises when replayed in eval mode under no_grad ({why}); "
+                    f"its call #{used + 1} of {len(calls)}"
+                    + (" (in eval mode)" if not calls[used].training else "")
+                    + " was checked instead",
+                )
+            )
         elif used is None and len(calls) > 1:
             add_note(result, f"\nAll {len(calls)} recorded calls of {call.name} raise in eval mode under no_grad.")
         if call.via:
@@ -73,24 +76,32 @@ class Selection:
             methods = (
                 f" with inputs for forward and {', '.join(call.methods)}: forward was checked, "
                 f"{', '.join(call.methods)} {'is' if len(call.methods) == 1 else 'are'} not"
-                if call.methods else "; its example inputs were checked"
+                if call.methods
+                else "; its example inputs were checked"
             )
-            result.findings.append(Finding("recorded_call", f"{call.name} was {handed} {call.via} by the test{methods}"))
+            result.findings.append(
+                Finding("recorded_call", f"{call.name} was {handed} {call.via} by the test{methods}")
+            )
         others = self.recording.others(call)
         if others:
-            result.findings.append(Finding(
-                "other_modules",
-                f"the test also called {', '.join(others)}; {call.label} (its first call) was checked: "
-                f"pick another with module=\"{others[0]}\"",
-            ))
+            result.findings.append(
+                Finding(
+                    "other_modules",
+                    f"the test also called {', '.join(others)}; {call.label} (its first call) was checked: "
+                    f'pick another with module="{others[0]}"',
+                )
+            )
         if call.refused is not None and call.module is call.live:
             # Said once, here, where what was put back is known: not again as the engine's eager saw it (prelude.py).
             result.findings[:] = [f for f in result.findings if f.kind != "reference_copy"]
-            result.findings.append(Finding(
-                "reference_copy",
-                f"the plugin's copy of {call.name} is not the module the test called: {call.refused}; the test's own "
-                f"module was checked" + (", its modes and state as at the call put back" if call.state is not None else ""),
-            ))
+            result.findings.append(
+                Finding(
+                    "reference_copy",
+                    f"the plugin's copy of {call.name} is not the module the test called: {call.refused}; the test's own "
+                    f"module was checked"
+                    + (", its modes and state as at the call put back" if call.state is not None else ""),
+                )
+            )
         changed = call.changed_since()
         if changed:
             result.findings.append(Finding("changed_after_call", changed))
@@ -104,12 +115,14 @@ class Selection:
             return
         named = f" ({', '.join(k.name for k in kinds if k.name)})" if len(kinds) > 1 else ""
         forwards = sum(len(k.calls) for k in kinds)
-        result.findings.append(Finding(
-            "recorded_call",
-            f"the test called {loop.name}.{loop.within}, a Python loop over forward: the {forwards} forward "
-            f"call{'s' if forwards != 1 else ''} it made were recorded, each kind of call checked on its own row"
-            f"{named}, never {loop.within} as a method",
-        ))
+        result.findings.append(
+            Finding(
+                "recorded_call",
+                f"the test called {loop.name}.{loop.within}, a Python loop over forward: the {forwards} forward "
+                f"call{'s' if forwards != 1 else ''} it made were recorded, each kind of call checked on its own row"
+                f"{named}, never {loop.within} as a method",
+            )
+        )
 
     def _raised(self, call: Call, backend: str, device: str, session: Session) -> Result:
         """Every call of the module raised in the test itself: nothing shows how it is served."""
@@ -205,11 +218,13 @@ class PlannedRun:
             rows = [r for k, r in zip(self.kinds, rows) if k.unfit is None or k is self.kinds[0]]
             for result in rows:
                 for kind, _ in unfit:
-                    result.findings.append(Finding(
-                        "recorded_call",
-                        f"the test's {kind.kind.name!r} calls of {kind.calls[0].name} were not checked: the marker's "
-                        f"options do not fit them ({kind.unfit})",
-                    ))
+                    result.findings.append(
+                        Finding(
+                            "recorded_call",
+                            f"the test's {kind.kind.name!r} calls of {kind.calls[0].name} were not checked: the marker's "
+                            f"options do not fit them ({kind.unfit})",
+                        )
+                    )
         kinds = [k for k in self.kinds if k.unfit is None or k is self.kinds[0]]
         unserved = [(k, r) for k, r in zip(kinds, rows) if r.cause_kind == "eager_replay"]
         if not unserved or len(unserved) == len(rows):
@@ -221,13 +236,16 @@ class PlannedRun:
             at = next(i for i, c in enumerate(self.calls) if c is checked)
             for kind, row in unserved:
                 why = (row.likely_cause or "").split("\n", 1)[0][:200]
-                result.findings.append(Finding(
-                    "recorded_call",
-                    f"the test's {kind.kind.name!r} calls of {kind.calls[0].name} raise when replayed in eval mode "
-                    f"under no_grad ({why}), so that kind of call was not checked; its call #{at + 1} of "
-                    f"{len(self.calls)}" + (" (in eval mode)" if not checked.training else "")
-                    + f", a {served.kind.name!r} call, was checked instead",
-                ))
+                result.findings.append(
+                    Finding(
+                        "recorded_call",
+                        f"the test's {kind.kind.name!r} calls of {kind.calls[0].name} raise when replayed in eval mode "
+                        f"under no_grad ({why}), so that kind of call was not checked; its call #{at + 1} of "
+                        f"{len(self.calls)}"
+                        + (" (in eval mode)" if not checked.training else "")
+                        + f", a {served.kind.name!r} call, was checked instead",
+                    )
+                )
         self._rows = [r for _, r in kept]
         return self._rows
 
@@ -316,20 +334,41 @@ class _KindRun:
         try:
             module = candidate.checked()  # [Another Method] the method the test called
             plan = checks.plan_inputs(
-                module, candidate.args, candidate.kwargs,
-                dims=options.dims, dynamic=options.dynamic, inputs=options.inputs,
+                module,
+                candidate.args,
+                candidate.kwargs,
+                dims=options.dims,
+                dynamic=options.dynamic,
+                inputs=options.inputs,
             )
         except InvalidArgument as exc:
             self.unfit = str(exc).split("\n", 1)[0]
-            self._done = row(planned.backend, planned.device, planned.session, Outcome(
-                "usage_error", f"{exc}\nChange the marker's options to fit the call.", str(exc), "usage",
-            ), module=candidate.name)
+            self._done = row(
+                planned.backend,
+                planned.device,
+                planned.session,
+                Outcome(
+                    "usage_error",
+                    f"{exc}\nChange the marker's options to fit the call.",
+                    str(exc),
+                    "usage",
+                ),
+                module=candidate.name,
+            )
             if self.kind.name:
                 self._done.extra["call"] = self.kind.name
             return None
-        return checks.PendingCheck(module, plan, planned.backend, planned.device, options, session=planned.session,
-                                   sequence=_sequence(self.calls[index:]), call=self.kind.name,
-                                   once=SharedCall(self.selection.eager_once, id(candidate)))
+        return checks.PendingCheck(
+            module,
+            plan,
+            planned.backend,
+            planned.device,
+            options,
+            session=planned.session,
+            sequence=_sequence(self.calls[index:]),
+            call=self.kind.name,
+            once=SharedCall(self.selection.eager_once, id(candidate)),
+        )
 
     def start(self, *, held: bool = False) -> None:
         if self._pending is not None:

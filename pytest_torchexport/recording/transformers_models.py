@@ -33,10 +33,22 @@ from .model_specs import ModelError, ModelSpec, call_text, find
 
 #: config sizes brought down where the SPEC does not set them (only ever down)
 TINY: dict[str, int] = {
-    "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 2,
-    "intermediate_size": 64, "vocab_size": 1000, "d_ff": 64, "d_kv": 16, "num_decoder_layers": 2,
-    "encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 2, "decoder_attention_heads": 2,
-    "encoder_ffn_dim": 64, "decoder_ffn_dim": 64, "n_inner": 64,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 2,
+    "intermediate_size": 64,
+    "vocab_size": 1000,
+    "d_ff": 64,
+    "d_kv": 16,
+    "num_decoder_layers": 2,
+    "encoder_layers": 2,
+    "decoder_layers": 2,
+    "encoder_attention_heads": 2,
+    "decoder_attention_heads": 2,
+    "encoder_ffn_dim": 64,
+    "decoder_ffn_dim": 64,
+    "n_inner": 64,
 }
 #: a convolutional feature extractor's channels (wav2vec2's ``conv_dim``), per layer
 TINY_CHANNELS = 32
@@ -111,8 +123,11 @@ def _config(transformers: Any, spec: ModelSpec) -> Any:
         raise ModelError(
             f"{spec.text}: transformers {transformers.__version__} has no model type {spec.name!r} "
             f"({len(known)} known) and no model class of that name.\n"
-            + (f"Closest names: {', '.join(near)}" if near else "Name a model type (gpt2, bert, t5) or a class "
-               "(GPT2LMHeadModel)")
+            + (
+                f"Closest names: {', '.join(near)}"
+                if near
+                else "Name a model type (gpt2, bert, t5) or a class (GPT2LMHeadModel)"
+            )
         )
     default = transformers.AutoConfig.for_model(spec.name)
     return transformers.AutoConfig.for_model(spec.name, **tiny(default, spec))

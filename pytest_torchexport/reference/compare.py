@@ -197,7 +197,11 @@ def _attributes(obj: Any, read: Callable[[Any], Any]) -> Any:
 
 #: The ways an output is read, in the order they are tried (``normalize``).
 _READERS: tuple[Callable[[Any, Callable[[Any], Any]], Any], ...] = (
-    _containers, _pytree_node, _dataclass, _not_data, _attributes,
+    _containers,
+    _pytree_node,
+    _dataclass,
+    _not_data,
+    _attributes,
 )
 
 
@@ -382,6 +386,7 @@ def _judge_leaf(result: Comparison, path: str, e: torch.Tensor, a: Any, rule: tu
     if diff.mismatched:
         result.ok = False
         result.diffs.append(diff)
+
 
 def output_scales(outputs: Any) -> dict[str, float]:
     """Each floating output leaf's scale (greatest finite |value|), by path: the recorded

@@ -32,7 +32,9 @@ EAGER_MODE = "eval, torch.no_grad()"
 
 def fresh(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """Deep copies of the inputs: no call sees another call's mutations."""
-    return pytree.tree_map(lambda v: v.detach().clone() if isinstance(v, torch.Tensor) else _deepcopy(v), (args, kwargs))
+    return pytree.tree_map(
+        lambda v: v.detach().clone() if isinstance(v, torch.Tensor) else _deepcopy(v), (args, kwargs)
+    )
 
 
 def _deepcopy(value: Any) -> Any:
@@ -228,8 +230,14 @@ class Eager:
         return changed
 
     def __call__(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], *, rng_seed: int = 0, trace_lines: bool = False,
-        restore: bool = True, measure: bool | None = None,
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        rng_seed: int = 0,
+        trace_lines: bool = False,
+        restore: bool = True,
+        measure: bool | None = None,
     ) -> EagerCall:
         """One call on fresh copies of the inputs. Raises ``ModelRaised`` where the module raises.
 
@@ -332,7 +340,9 @@ def _same_contents(value: Any, contents: Any) -> bool:
     return len(value) == len(contents) and all(a is b for a, b in zip(value, contents))
 
 
-def run_artifact(run: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], rng_seed: int = 0) -> tuple[Any, Any]:
+def run_artifact(
+    run: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], rng_seed: int = 0
+) -> tuple[Any, Any]:
     """Run an artifact the way eager ran: fresh inputs, same RNG seed."""
     a, k = fresh(args, kwargs)
     with torch.random.fork_rng(devices=[]):

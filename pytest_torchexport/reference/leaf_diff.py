@@ -174,8 +174,24 @@ def leaf_diff(path: str, e: torch.Tensor, a: torch.Tensor, rtol: float, atol: fl
     if not tally.mismatched:
         # The common case, once per example: only the greatest errors feed the summary;
         # quantiles (a sort) and the would-pass tolerances explain a mismatch.
-        return LeafDiff(path, shape, dtype, 0, e.numel(), tally.max_abs, tally.max_rel, (), (), 0.0, 0.0,
-                        rtol, atol, 0.0, 0.0, allowed=allowed)
+        return LeafDiff(
+            path,
+            shape,
+            dtype,
+            0,
+            e.numel(),
+            tally.max_abs,
+            tally.max_rel,
+            (),
+            (),
+            0.0,
+            0.0,
+            rtol,
+            atol,
+            0.0,
+            0.0,
+            allowed=allowed,
+        )
     p50, p99 = _abs_quantiles(e_flat, a_flat)
     return LeafDiff(
         path=path,

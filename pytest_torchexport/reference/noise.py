@@ -121,10 +121,14 @@ class NoiseVerdict:
         if w is None:
             return {"note": self.note}
         return {
-            "output": w.path, "artifact_rmse": w.artifact_rmse, "eager_rmse": w.eager_rmse,
-            "artifact_max_abs": w.artifact_max, "eager_max_abs": w.eager_max,
+            "output": w.path,
+            "artifact_rmse": w.artifact_rmse,
+            "eager_rmse": w.eager_rmse,
+            "artifact_max_abs": w.artifact_max,
+            "eager_max_abs": w.eager_max,
             # artifact error / eager's own; of_allowed: in units of the rule's bound (<= 1 passes)
-            "rmse_ratio": _div(w.artifact_rmse, w.eager_rmse), "max_ratio": _div(w.artifact_max, w.eager_max),
+            "rmse_ratio": _div(w.artifact_rmse, w.eager_rmse),
+            "max_ratio": _div(w.artifact_max, w.eager_max),
             "of_allowed": w.ratio,
         }
 
@@ -140,7 +144,9 @@ class Float64Store:
     def __init__(self, names: dict[Draw, str], max_bytes: int) -> None:
         self.names = names
         self.max_bytes = max_bytes
-        self.directory = os.path.join(tempfile.gettempdir(), f"torchexport-float64-{os.getpid()}-{uuid.uuid4().hex[:12]}")
+        self.directory = os.path.join(
+            tempfile.gettempdir(), f"torchexport-float64-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        )
         weakref.finalize(self, _remove, self.directory, os.getpid())
 
     def holds(self, draw: Draw) -> bool:
@@ -232,7 +238,9 @@ class Float64Reference:
         if draw not in self._cache:
             self._cache.clear()  # one float64 output at a time: they are twice eager's size
             store = self._store
-            self._cache[draw] = self._shared(store, draw, args, kwargs) if store and store.holds(draw) else self._run(args, kwargs)
+            self._cache[draw] = (
+                self._shared(store, draw, args, kwargs) if store and store.holds(draw) else self._run(args, kwargs)
+            )
         return self._cache[draw]
 
     def _shared(self, store: Float64Store, draw: Draw, args: Any, kwargs: Any) -> Any:
@@ -278,7 +286,9 @@ class Float64Reference:
         return out
 
     def _refused(self, exc: Exception) -> None:
-        self.unavailable = f"the module cannot run in float64 ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:120]})"
+        self.unavailable = (
+            f"the module cannot run in float64 ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:120]})"
+        )
         return None
 
 
@@ -305,7 +315,9 @@ def judge_noise(cmp: Comparison, expected: Any, actual: Any, reference: Any) -> 
         ):
             return NoiseVerdict(note=f"output {diff.path or '(the output)'} has no floating float64 counterpart")
         if r.dtype != torch.float64 or r.shape != e.shape:
-            return NoiseVerdict(note=f"output {diff.path or '(the output)'} is not computed in float64 by the double copy")
+            return NoiseVerdict(
+                note=f"output {diff.path or '(the output)'} is not computed in float64 by the double copy"
+            )
         verdict.leaves.append(leaf_noise(diff.path, e, torch.as_tensor(a), r))
     return verdict
 
@@ -380,8 +392,7 @@ def verdict_words(verdict: NoiseVerdict | None) -> str | None:
     if verdict.rounding:
         return (
             "within eager's own float32 rounding: the artifact is as close to a float64 run as eager is, "
-            "so only the explicit rtol/atol fail it"
-            + (f"; {leaf.describe()}" if leaf else "")
+            "so only the explicit rtol/atol fail it" + (f"; {leaf.describe()}" if leaf else "")
         )
     assert leaf is not None  # judged: at least one leaf was
     return (

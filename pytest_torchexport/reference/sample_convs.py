@@ -37,8 +37,12 @@ from .._compat import conv_module_types
 COLUMNS_BYTES = 64 * 2**20
 
 _TORCH_CONVOLUTIONS = (
-    torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d,
-    torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d,
+    torch.nn.Conv1d,
+    torch.nn.Conv2d,
+    torch.nn.Conv3d,
+    torch.nn.ConvTranspose1d,
+    torch.nn.ConvTranspose2d,
+    torch.nn.ConvTranspose3d,
 )
 
 
@@ -88,4 +92,4 @@ def _sliced(layer: Any, forward: Any, x: Any, *args: Any, **kwargs: Any) -> Any:
     step = samples_per_slice(x, layer)
     if step is None:
         return forward(x, *args, **kwargs)
-    return torch.cat([forward(x[i:i + step], *args, **kwargs) for i in range(0, x.shape[0], step)])
+    return torch.cat([forward(x[i : i + step], *args, **kwargs) for i in range(0, x.shape[0], step)])

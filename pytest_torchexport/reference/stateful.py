@@ -29,7 +29,11 @@ def snapshot(module: Any, *, parameters: bool = False) -> dict[str, torch.Tensor
 
 
 def restore(
-    module: Any, saved: dict[str, torch.Tensor] | None, *, parameters: bool = False, kept: dict[str, torch.Tensor] | None = None,
+    module: Any,
+    saved: dict[str, torch.Tensor] | None,
+    *,
+    parameters: bool = False,
+    kept: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Put back what ``snapshot`` took: each tensor of the same name and shape that differs.
 
@@ -62,7 +66,12 @@ def reset_state(target: torch.nn.Module | None, initial: dict[str, torch.Tensor]
             source = initial.get(name)
             if source is None:
                 source = next((v for k, v in initial.items() if name.endswith("." + k)), None)
-            if source is not None and source.shape == buf.shape and source.dtype == buf.dtype and not torch.equal(source, buf):
+            if (
+                source is not None
+                and source.shape == buf.shape
+                and source.dtype == buf.dtype
+                and not torch.equal(source, buf)
+            ):
                 buf.copy_(source)
                 reset.append(name)
     return reset

@@ -30,8 +30,16 @@ TENSORS = "tensors.safetensors"
 ARTIFACT = "artifact"
 
 _DTYPES = {
-    "float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64", "int32": "I32",
-    "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL",
+    "float64": "F64",
+    "float32": "F32",
+    "float16": "F16",
+    "bfloat16": "BF16",
+    "int64": "I64",
+    "int32": "I32",
+    "int16": "I16",
+    "int8": "I8",
+    "uint8": "U8",
+    "bool": "BOOL",
 }
 _NAMES = {code: name for name, code in _DTYPES.items()}
 
@@ -55,7 +63,9 @@ def encode(tree: Any, tensors: dict[str, Any], prefix: str) -> Any:
     if isinstance(tree, float):
         return tree if math.isfinite(tree) else {"float": repr(tree)}
     if isinstance(tree, (tuple, list)):
-        return {type(tree).__name__ if type(tree) in (tuple, list) else "tuple": [encode(v, tensors, prefix) for v in tree]}
+        return {
+            type(tree).__name__ if type(tree) in (tuple, list) else "tuple": [encode(v, tensors, prefix) for v in tree]
+        }
     if isinstance(tree, dict) and all(isinstance(k, str) for k in tree):
         return {"dict": {k: encode(v, tensors, prefix) for k, v in tree.items()}}
     raise Unsupported(f"a {type(tree).__name__} value")
@@ -67,7 +77,7 @@ def decode(node: Any, tensors: dict[str, Any]) -> Any:
         return node
     if not isinstance(node, dict) or len(node) != 1:
         raise ValueError(f"not a bundle tree node: {node!r:.80}")
-    (tag, value), = node.items()
+    ((tag, value),) = node.items()
     if tag == "tensor":
         return tensors[value]
     if tag == "float":
@@ -89,8 +99,11 @@ def save_tensors(path: Path, tensors: dict[str, Any]) -> None:
     blobs, at = [], 0
     for key, tensor in tensors.items():
         data = tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
-        header[key] = {"dtype": _DTYPES[str(tensor.dtype).removeprefix("torch.")], "shape": list(tensor.shape),
-                       "data_offsets": [at, at + len(data)]}
+        header[key] = {
+            "dtype": _DTYPES[str(tensor.dtype).removeprefix("torch.")],
+            "shape": list(tensor.shape),
+            "data_offsets": [at, at + len(data)],
+        }
         blobs.append(data)
         at += len(data)
     text = json.dumps(header, separators=(",", ":")).encode()
@@ -106,8 +119,8 @@ def load_tensors(path: Path) -> dict[str, Any]:
 
     data = Path(path).read_bytes()
     (length,) = struct.unpack_from("<Q", data, 0)
-    header = json.loads(data[8:8 + length])
-    body = memoryview(data)[8 + length:]
+    header = json.loads(data[8 : 8 + length])
+    body = memoryview(data)[8 + length :]
     out = {}
     for key, info in header.items():
         if key == "__metadata__":
@@ -128,4 +141,15 @@ def find(root: Path) -> list[Path]:
     return sorted(p.parent for p in root.rglob(MANIFEST))
 
 
-__all__ = ["ARTIFACT", "FORMAT", "MANIFEST", "TENSORS", "Unsupported", "decode", "encode", "find", "load_tensors", "save_tensors"]
+__all__ = [
+    "ARTIFACT",
+    "FORMAT",
+    "MANIFEST",
+    "TENSORS",
+    "Unsupported",
+    "decode",
+    "encode",
+    "find",
+    "load_tensors",
+    "save_tensors",
+]

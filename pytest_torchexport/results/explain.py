@@ -25,7 +25,13 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _FRAME = re.compile(r'File "([^"]+)", line (\d+)')
 _PACKAGE_DIR = str(Path(__file__).resolve().parents[1])  # the package, above results/
 _LIB_DIRS = tuple(
-    p for p in {sysconfig.get_paths().get("purelib"), sysconfig.get_paths().get("platlib"), sysconfig.get_paths().get("stdlib")} if p
+    p
+    for p in {
+        sysconfig.get_paths().get("purelib"),
+        sysconfig.get_paths().get("platlib"),
+        sysconfig.get_paths().get("stdlib"),
+    }
+    if p
 )
 _STDLIB_DIRS = tuple(
     os.path.realpath(p) for p in {sysconfig.get_paths().get("stdlib"), sysconfig.get_paths().get("platstdlib")} if p
@@ -36,10 +42,26 @@ _STDLIB_DIRS = tuple(
 #: where they come from (``_runner_modules``), so the next runner or plugin is never missed.
 #: Any other installed package may hold the model (a team's model library is installed like any
 #: dependency), so its lines are named.
-TOOLCHAIN = frozenset({
-    "torch", "functorch", "torchgen", "triton", "onnx", "onnxscript", "onnx_ir", "onnxruntime", "executorch",
-    "openvino", "torch_tensorrt", "tensorrt", "ai_edge_torch", "litert_torch", "torchao", "hypothesis",
-})
+TOOLCHAIN = frozenset(
+    {
+        "torch",
+        "functorch",
+        "torchgen",
+        "triton",
+        "onnx",
+        "onnxscript",
+        "onnx_ir",
+        "onnxruntime",
+        "executorch",
+        "openvino",
+        "torch_tensorrt",
+        "tensorrt",
+        "ai_edge_torch",
+        "litert_torch",
+        "torchao",
+        "hypothesis",
+    }
+)
 #: The distribution that is the test runner itself; everything that plugs into it is found by its
 #: ``pytest11`` entry point.
 _RUNNER = "pytest"
@@ -156,7 +178,7 @@ def _short(filename: str) -> str:
     parts = Path(filename).parts
     for i in range(len(parts) - 2, -1, -1):
         if parts[i] in ("site-packages", "dist-packages"):  # an installed package: from its own folder
-            return "/".join(parts[i + 1:])
+            return "/".join(parts[i + 1 :])
     return filename
 
 
@@ -171,12 +193,32 @@ class FindingWarning(UserWarning):
 
 # TracerWarning text -> (finding kind, what it means). Matched in order.
 _TRACER_KINDS = (
-    ("Python boolean", "frozen_branch", "a tensor was read as a Python bool, so the branch taken on the example is frozen into the trace"),
+    (
+        "Python boolean",
+        "frozen_branch",
+        "a tensor was read as a Python bool, so the branch taken on the example is frozen into the trace",
+    ),
     ("Iterating over a tensor", "baked_shape", "iterating over a tensor unrolls the loop for the example's size"),
-    ("Python index", "baked_shape", "a tensor was read as a Python index, so its value on the example is a constant in the trace"),
-    ("Python integer", "baked_shape", "a tensor was read as a Python int, so its value on the example is a constant in the trace"),
-    ("Python float", "baked_shape", "a tensor was read as a Python float, so its value on the example is a constant in the trace"),
-    ("Python number", "frozen_value", "a tensor was read as a Python number (.item()), so its value on the example is a constant in the trace"),
+    (
+        "Python index",
+        "baked_shape",
+        "a tensor was read as a Python index, so its value on the example is a constant in the trace",
+    ),
+    (
+        "Python integer",
+        "baked_shape",
+        "a tensor was read as a Python int, so its value on the example is a constant in the trace",
+    ),
+    (
+        "Python float",
+        "baked_shape",
+        "a tensor was read as a Python float, so its value on the example is a constant in the trace",
+    ),
+    (
+        "Python number",
+        "frozen_value",
+        "a tensor was read as a Python number (.item()), so its value on the example is a constant in the trace",
+    ),
     ("registered as constants", "baked_shape", "torch.tensor() of a computed value is a constant in the trace"),
 )
 
@@ -200,7 +242,12 @@ def tracer_findings(caught: Iterable[warnings.WarningMessage], backend: str) -> 
                 kind, meaning = k, m
                 break
         line = source_line(w.filename, w.lineno)
-        if kind == "baked_shape" and line and not re.search(r"shape|size|len\(|numel|dim\(", line) and "Python integer" not in text:
+        if (
+            kind == "baked_shape"
+            and line
+            and not re.search(r"shape|size|len\(|numel|dim\(", line)
+            and "Python integer" not in text
+        ):
             kind = "frozen_value"
         if kind == "frozen_branch" and line and re.search(r"\.shape\b|\.size\(|\blen\(|\.numel\(|\.dim\(", line):
             # A size tested in Python (``if x.shape[-1] > 64``): trace reads the size as a tensor, but the
@@ -225,12 +272,17 @@ def tracer_findings(caught: Iterable[warnings.WarningMessage], backend: str) -> 
             # [Model Code] torch's own check (``if input.dim() != 3:``) reached from the model's line.
             called = source_line(site[0], site[1])
             detail = (
-                f"{backend} {_verb(kind)} inside torch's {site[2]}" + (f" (`{line}`)" if line else "")
-                + f", reached from {loc}" + (f" (`{called}`)" if called else "") + f": {meaning}"
+                f"{backend} {_verb(kind)} inside torch's {site[2]}"
+                + (f" (`{line}`)" if line else "")
+                + f", reached from {loc}"
+                + (f" (`{called}`)" if called else "")
+                + f": {meaning}"
             )
         findings.setdefault((kind, loc), Finding(kind, detail, loc))
         if kind != "tracer_warning":
-            findings.setdefault(("tracer_warning", loc), Finding("tracer_warning", f"TracerWarning: {text.splitlines()[0]}", loc))
+            findings.setdefault(
+                ("tracer_warning", loc), Finding("tracer_warning", f"TracerWarning: {text.splitlines()[0]}", loc)
+            )
     return list(findings.values())
 
 
@@ -283,8 +335,10 @@ def _validation_spans(filename: str) -> tuple[tuple[int, int], ...]:
             fn = node.func
             name = fn.attr if isinstance(fn, ast.Attribute) else getattr(fn, "id", "")
             if name in _ASSERT_CALLS:
-                text = node.args[1] if len(node.args) > 1 else next(
-                    (k.value for k in node.keywords if k.arg in ("message", "msg")), None
+                text = (
+                    node.args[1]
+                    if len(node.args) > 1
+                    else next((k.value for k in node.keywords if k.arg in ("message", "msg")), None)
                 )
         if text is not None:
             spans.append((text.lineno, getattr(text, "end_lineno", None) or text.lineno))
@@ -400,7 +454,9 @@ def trim_error(exc: BaseException, limit: int = 12) -> str:
             if len(keep) >= 3:
                 break
             continue
-        if stripped.startswith(("For more information", "For extended logs", "If you suspect", "For C++ stack", "For more debugging")):
+        if stripped.startswith(
+            ("For more information", "For extended logs", "If you suspect", "For C++ stack", "For more debugging")
+        ):
             continue
         keep.append(line.rstrip())
         if len(keep) >= limit:
@@ -422,29 +478,63 @@ def _pointed_at(text: str) -> list[str]:
     for i, line in enumerate(lines):
         if "<--- HERE" in line:
             start = next((j for j in range(i, max(i - 12, -1), -1) if _FRAME.search(lines[j])), max(i - 3, 0))
-            return [entry.rstrip() for entry in lines[start:i + 1]]
+            return [entry.rstrip() for entry in lines[start : i + 1]]
     return []
 
 
 # Exporter error text -> (finding kind, cause in a person's words).
 _ERROR_KINDS = (
-    (("can be output from traced functions", "Tracer cannot infer type of"),
-     "unsupported_output", "{backend} can output only tensors (and lists, tuples or dicts of them): the model returns "
-     "None or another value that is not a tensor"),
-    (("Exporting a ScriptModule is not supported", "ScriptModule is not supported"),
-     "scripted_module", "{backend} cannot export a ScriptModule: give it the Python module (nn.Module) instead"),
-    (("GuardOnDataDependentSymNode", "data-dependent", "Could not guard on data-dependent"),
-     "data_dependent_branch", "the model branches on a tensor's value, which {backend} cannot capture"),
-    (("Constraints violated", "ConstraintViolation", "specialized", "inferred to be a constant", "not in range"),
-     "specialized_dim", "a dim declared dynamic was specialized to a constant by the model's code"),
-    (("Unsupported: ONNX export of", "is not supported by the ONNX exporter", "No decomposition", "not supported in ONNX",
-      "Unsupported FX nodes", "not in Core ATen opset", "runtime has no kernel for",
-      # the legacy exporter (2.13-2.15): "Exporting the operator 'aten::x' to ONNX opset version 20 is not supported"
-      "UnsupportedOperatorError", "to ONNX opset version"),
-     "unsupported_op", "{backend} has no lowering for an operator the model uses (with these shapes)"),
-    (("Python builtin", "Unsupported", "Expected a value of type", "Module 'TorchScript'", "cannot be used as a value",
-      "is not supported", "Unknown type annotation", "undefined value"),
-     "unsupported_python", "{backend} cannot compile this Python construct"),
+    (
+        ("can be output from traced functions", "Tracer cannot infer type of"),
+        "unsupported_output",
+        "{backend} can output only tensors (and lists, tuples or dicts of them): the model returns "
+        "None or another value that is not a tensor",
+    ),
+    (
+        ("Exporting a ScriptModule is not supported", "ScriptModule is not supported"),
+        "scripted_module",
+        "{backend} cannot export a ScriptModule: give it the Python module (nn.Module) instead",
+    ),
+    (
+        ("GuardOnDataDependentSymNode", "data-dependent", "Could not guard on data-dependent"),
+        "data_dependent_branch",
+        "the model branches on a tensor's value, which {backend} cannot capture",
+    ),
+    (
+        ("Constraints violated", "ConstraintViolation", "specialized", "inferred to be a constant", "not in range"),
+        "specialized_dim",
+        "a dim declared dynamic was specialized to a constant by the model's code",
+    ),
+    (
+        (
+            "Unsupported: ONNX export of",
+            "is not supported by the ONNX exporter",
+            "No decomposition",
+            "not supported in ONNX",
+            "Unsupported FX nodes",
+            "not in Core ATen opset",
+            "runtime has no kernel for",
+            # the legacy exporter (2.13-2.15): "Exporting the operator 'aten::x' to ONNX opset version 20 is not supported"
+            "UnsupportedOperatorError",
+            "to ONNX opset version",
+        ),
+        "unsupported_op",
+        "{backend} has no lowering for an operator the model uses (with these shapes)",
+    ),
+    (
+        (
+            "Python builtin",
+            "Unsupported",
+            "Expected a value of type",
+            "Module 'TorchScript'",
+            "cannot be used as a value",
+            "is not supported",
+            "Unknown type annotation",
+            "undefined value",
+        ),
+        "unsupported_python",
+        "{backend} cannot compile this Python construct",
+    ),
 )
 
 

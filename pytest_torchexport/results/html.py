@@ -89,7 +89,9 @@ def extra(row: dict[str, Any]) -> str:
     return _templates().get_template("extra.html.j2").render(d=detail)
 
 
-def page(rows: list[dict[str, Any]], environment: dict[str, Any], session: dict[str, Any] | None = None) -> dict[str, Any]:
+def page(
+    rows: list[dict[str, Any]], environment: dict[str, Any], session: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """What the template lays out, from the rows alone (no plot: ``render`` draws those), and
     ``session``'s totals where one session wrote them (items apart from rows, wall time apart
     from the checks' summed time)."""
@@ -104,8 +106,11 @@ def page(rows: list[dict[str, Any]], environment: dict[str, Any], session: dict[
     return {
         "title": "torchexport parity report",
         "environment": _environment(environment),
-        "counts": [{"status": s, "count": counts[s], "failing": s in FAILING, "doc": STATUS_DOCS.get(s, "")}
-                   for s in STATUSES if counts[s]],
+        "counts": [
+            {"status": s, "count": counts[s], "failing": s in FAILING, "doc": STATUS_DOCS.get(s, "")}
+            for s in STATUSES
+            if counts[s]
+        ],
         "total": len(results),
         "session": session,
         "columns": columns,
@@ -135,8 +140,10 @@ def _environment(environment: dict[str, Any]) -> list[tuple[str, str]]:
         from .._compat import package_version
 
         shown["pytest-torchexport"] = package_version("pytest-torchexport") or "(not installed: a checkout)"
-    return [(k, ", ".join(map(str, v)) if isinstance(v, list) else "not installed" if v is None else str(v))
-            for k, v in shown.items()]
+    return [
+        (k, ", ".join(map(str, v)) if isinstance(v, list) else "not installed" if v is None else str(v))
+        for k, v in shown.items()
+    ]
 
 
 def _detail(index: int, row: dict[str, Any], r: Result) -> dict[str, Any]:
@@ -150,7 +157,8 @@ def _detail(index: int, row: dict[str, Any], r: Result) -> dict[str, Any]:
         "row": row,
         "test": _test(r),
         "nodeid": r.nodeid or r.test or "",
-        "module": r.module + (f".{row['method']}" if row.get("method") else "")
+        "module": r.module
+        + (f".{row['method']}" if row.get("method") else "")
         + (f" ({row['call']} call)" if row.get("call") else ""),  # one row per kind of call the test made
         "backend": _column(r),
         "status": r.status,
@@ -169,8 +177,9 @@ def _detail(index: int, row: dict[str, Any], r: Result) -> dict[str, Any]:
         "source": source_excerpt(cause_finding.where) if cause_finding is not None and cause_finding.where else None,
         "findings": ranked_findings(r),
         "sizes": [(dim, span[0], span[1]) for dim, span in (row.get("sizes") or {}).items()],
-        "sizes_text": ", ".join(f"{dim} {lo}" if lo == hi else f"{dim} {lo}–{hi}"
-                                for dim, (lo, hi) in (row.get("sizes") or {}).items()),
+        "sizes_text": ", ".join(
+            f"{dim} {lo}" if lo == hi else f"{dim} {lo}–{hi}" for dim, (lo, hi) in (row.get("sizes") or {}).items()
+        ),
         "compared": row.get("compared"),
         "latency": latency,
         "latency_text": format_latency(latency) if latency else None,
@@ -197,8 +206,7 @@ def replay_command(r: Result) -> str | None:
     nodeid = r.nodeid or ""
     if nodeid.startswith("torchexport-model::"):
         spec = re.sub(r"\[[^\]]*\]$", "", nodeid.removeprefix("torchexport-model::"))
-        return (f"python -m pytest_torchexport check '{spec}' --backends={r.backend} "
-                "-- --torchexport-repro-dir=repro")
+        return f"python -m pytest_torchexport check '{spec}' --backends={r.backend} -- --torchexport-repro-dir=repro"
     return f"python -m pytest '{nodeid}' --torchexport-repro-dir=repro" if nodeid else None
 
 
@@ -209,8 +217,10 @@ def within_text(row: dict[str, Any]) -> str | None:
         return None
     worst = max(entries, key=lambda e: e["max_abs"])
     allowed = f" (allowed {format_err(worst['allowed'])} there)" if worst.get("allowed") else ""
-    return (f"All {len(entries)} inputs compared were within tolerance: the greatest error {format_err(worst['max_abs'])}"
-            f"{allowed}, at {', '.join(f'{k}={v}' for k, v in (worst.get('sizes') or {}).items()) or 'the recorded sizes'}.")
+    return (
+        f"All {len(entries)} inputs compared were within tolerance: the greatest error {format_err(worst['max_abs'])}"
+        f"{allowed}, at {', '.join(f'{k}={v}' for k, v in (worst.get('sizes') or {}).items()) or 'the recorded sizes'}."
+    )
 
 
 def _cause_finding(r: Result) -> Any:
@@ -218,19 +228,53 @@ def _cause_finding(r: Result) -> Any:
     for finding in r.findings:
         if finding.kind == r.cause_kind and finding.where:
             return finding
-    if r.cause_kind in ("error_site", "frozen_branch", "baked_shape", "baked_argument", "frozen_value",
-                        "specialized_dim", "standalone_load", "control_flow_path"):
+    if r.cause_kind in (
+        "error_site",
+        "frozen_branch",
+        "baked_shape",
+        "baked_argument",
+        "frozen_value",
+        "specialized_dim",
+        "standalone_load",
+        "control_flow_path",
+    ):
         return next((f for f in r.findings if f.where), None)
     return None
 
 
 #: The order a reader takes findings in: what explains the verdict, then what qualifies it, then notes.
 _RANK = (
-    "frozen_branch", "frozen_value", "baked_shape", "baked_argument", "specialized_dim", "data_dependent_branch",
-    "unsupported_op", "unsupported_python", "unsupported_output", "scripted_module", "side_effects", "error_site",
-    "diverges_at", "standalone_load", "static_size", "shipped_step", "runtime_optimizer", "mutates_input",
-    "mutates_state", "numeric_noise", "tracer_warning", "training_mode", "compiled_parts", "vacuous_output",
-    "rejected_inputs", "onnx_checker", "external_data", "device_fallback", "timeout", "budget", "size_budget",
+    "frozen_branch",
+    "frozen_value",
+    "baked_shape",
+    "baked_argument",
+    "specialized_dim",
+    "data_dependent_branch",
+    "unsupported_op",
+    "unsupported_python",
+    "unsupported_output",
+    "scripted_module",
+    "side_effects",
+    "error_site",
+    "diverges_at",
+    "standalone_load",
+    "static_size",
+    "shipped_step",
+    "runtime_optimizer",
+    "mutates_input",
+    "mutates_state",
+    "numeric_noise",
+    "tracer_warning",
+    "training_mode",
+    "compiled_parts",
+    "vacuous_output",
+    "rejected_inputs",
+    "onnx_checker",
+    "external_data",
+    "device_fallback",
+    "timeout",
+    "budget",
+    "size_budget",
 )
 
 
@@ -253,7 +297,10 @@ def source_excerpt(where: str) -> list[tuple[int, str, bool]] | None:
     path, line = match.group(1), int(match.group(2))
     if not os.path.isfile(path):
         return None
-    lines = [(n, linecache.getline(path, n).rstrip("\n")) for n in range(max(1, line - CONTEXT_LINES), line + CONTEXT_LINES + 1)]
+    lines = [
+        (n, linecache.getline(path, n).rstrip("\n"))
+        for n in range(max(1, line - CONTEXT_LINES), line + CONTEXT_LINES + 1)
+    ]
     shown = [(n, text, n == line) for n, text in lines if text or n <= line]
     return shown or None
 
@@ -286,11 +333,17 @@ def migration(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         export = by_backend.get("export")
         ready = None if export is None else export.status == "pass"
-        out.append({
-            "test": test, "module": module, "device": device, "torchscript": scripted,
-            "export": export.status if export is not None else None, "ready": ready,
-            "cause": (export.likely_cause or export.cause) if export is not None and not ready else "",
-        })
+        out.append(
+            {
+                "test": test,
+                "module": module,
+                "device": device,
+                "torchscript": scripted,
+                "export": export.status if export is not None else None,
+                "ready": ready,
+                "cause": (export.likely_cause or export.cause) if export is not None and not ready else "",
+            }
+        )
     return out
 
 

@@ -11,7 +11,9 @@ from .report import FAILING, STATUSES, Result, collect_environment
 from .table import shared_causes
 
 
-def markdown(results: list[Result], environment: dict[str, Any] | None = None, session: dict[str, Any] | None = None) -> str:
+def markdown(
+    results: list[Result], environment: dict[str, Any] | None = None, session: dict[str, Any] | None = None
+) -> str:
     """The session report as Markdown, fit for a CI step summary; ``session``: the session's totals."""
     env = environment or collect_environment()
     counts: dict[str, int] = {}
@@ -41,8 +43,11 @@ def markdown(results: list[Result], environment: dict[str, Any] | None = None, s
     shared = shared_causes(results)
     if shared:
         lines += ["", "## Causes shared by several checks", ""]
-        lines += [f"- **{len(g.rows)}** {g.backend} checks are {g.status} for one cause: "
-                  f"{g.cause.replace('|', chr(92) + '|')} ({g.tests()})" for g in shared]
+        lines += [
+            f"- **{len(g.rows)}** {g.backend} checks are {g.status} for one cause: "
+            f"{g.cause.replace('|', chr(92) + '|')} ({g.tests()})"
+            for g in shared
+        ]
     failed = [r for r in results if r.failed]
     if failed:
         # A shared cause's message is shown once, at its first row, with the others named under it.
@@ -63,8 +68,10 @@ def markdown(results: list[Result], environment: dict[str, Any] | None = None, s
 def session_words(session: dict[str, Any]) -> str:
     """Rows and items, wall time and the checks' summed time, each said as what it is."""
     rows, items = session["rows"], session["items"]
-    return (f"{rows} row{'s' * (rows != 1)} from {items} item{'s' * (items != 1)}; {session['wall_s']:.0f} s wall time, "
-            f"the checks' own times sum to {session['checks_s']:.0f} s (several run side by side)")
+    return (
+        f"{rows} row{'s' * (rows != 1)} from {items} item{'s' * (items != 1)}; {session['wall_s']:.0f} s wall time, "
+        f"the checks' own times sum to {session['checks_s']:.0f} s (several run side by side)"
+    )
 
 
 def _cached(r: Result) -> str:

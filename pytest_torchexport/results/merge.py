@@ -164,8 +164,11 @@ def gate(results: Sequence[dict[str, Any]], baseline: dict[str, dict[str, Any]] 
     """
     if baseline is None:
         # A row of a pre-v4 shard has no likely_cause: its line ends at the name (report.Result.cause).
-        lines = [": ".join(filter(None, (f"{r['status']:12} {row_name(r)}", Result.from_dict(r).cause)))
-                 for r in results if r["status"] in FAILING]
+        lines = [
+            ": ".join(filter(None, (f"{r['status']:12} {row_name(r)}", Result.from_dict(r).cause)))
+            for r in results
+            if r["status"] in FAILING
+        ]
         return Gate(lines, [])
     # A regression always has a failing status; a failing row is let through only when known.
     failing = [row for row in results if row["status"] in FAILING and judge_baseline(row, baseline).kind != "known"]
@@ -189,7 +192,9 @@ def with_verdicts(
     return out
 
 
-def write_report(path: str | Path, report: Report, environment: dict[str, Any], session: dict[str, Any] | None = None) -> None:
+def write_report(
+    path: str | Path, report: Report, environment: dict[str, Any], session: dict[str, Any] | None = None
+) -> None:
     """Write ``report`` as ``--torchexport-report`` does: Markdown for ``.md``, a page for
     ``.html`` (html.py, the ``html`` extra), else JSON.
 
@@ -232,7 +237,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "reports", nargs="*", metavar="REPORT", help="JSON reports of the shards (--torchexport-report)"
     )
     parser.add_argument(
-        "-o", "--output", required=True, metavar="OUT",
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT",
         help="the merged report: .json, .md for Markdown, or .html for a page (the html extra)",
     )
     parser.add_argument("--baseline", metavar="PATH", help="gate against this baseline as --torchexport-baseline does")

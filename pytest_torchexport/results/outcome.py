@@ -41,8 +41,13 @@ class Stop(Exception):
     each check's message is written with its own header, never rewritten from another's."""
 
     def __init__(
-        self, status: Status, message: str, cause: str | None = None, kind: CauseKind | None = None,
-        *, written: Callable[[str], str] | None = None,
+        self,
+        status: Status,
+        message: str,
+        cause: str | None = None,
+        kind: CauseKind | None = None,
+        *,
+        written: Callable[[str], str] | None = None,
     ) -> None:
         super().__init__(status)
         self.outcome = Outcome(status, message, cause, kind)
@@ -63,7 +68,9 @@ def settle(result: Result, outcome: Outcome) -> None:
     result.cause_kind = outcome.kind
 
 
-def row(outcome: Outcome, *, backend: str, device: str, nodeid: str | None, test: str | None, module: str = "") -> Result:
+def row(
+    outcome: Outcome, *, backend: str, device: str, nodeid: str | None, test: str | None, module: str = ""
+) -> Result:
     """A result settled before any check ran (nothing to check, a usage error, the test body's outcome)."""
     result = Result(backend=backend, device=device, status=outcome.status, module=module, nodeid=nodeid, test=test)
     settle(result, outcome)
@@ -82,17 +89,26 @@ def xfail(result: Result, reason: str | None) -> None:
         return
     if result.failed:
         result.extra["xfail_of"] = result.status
-        settle(result, Outcome(
-            "xfail", f"expected failure ({reason}): {result.message}", result.likely_cause, result.cause_kind,
-        ))
+        settle(
+            result,
+            Outcome(
+                "xfail",
+                f"expected failure ({reason}): {result.message}",
+                result.likely_cause,
+                result.cause_kind,
+            ),
+        )
     else:
-        settle(result, Outcome(
-            "xpass",
-            f"{result.backend} passed but is marked xfail ({reason!r}); "
-            f"the defect may be fixed: remove {result.backend!r} from xfail=",
-            f"the defect may be fixed: remove {result.backend!r} from xfail=",
-            "xpass",
-        ))
+        settle(
+            result,
+            Outcome(
+                "xpass",
+                f"{result.backend} passed but is marked xfail ({reason!r}); "
+                f"the defect may be fixed: remove {result.backend!r} from xfail=",
+                f"the defect may be fixed: remove {result.backend!r} from xfail=",
+                "xpass",
+            ),
+        )
 
 
 #: What a check that died or raised in each stage gets (docs/statuses.md): any other stage is ``run_error``.
@@ -113,7 +129,8 @@ def model_raised(error: BaseException, stage: str, header: str) -> Outcome:
         f"The model raised in {stage} {header}, on a call every check makes (the recorded call, replayed in "
         f"eval mode under torch.no_grad(), or again under another seed to test determinism)\n{what}\n"
         "Make the recorded call run in eval mode under torch.no_grad() and under any seed",
-        what, "usage",
+        what,
+        "usage",
     )
 
 
@@ -132,5 +149,6 @@ def plugin_raised(exc: BaseException, stage: str, header: str) -> Outcome:
         "This is a bug in the plugin, not a verdict on the model: the check did not finish\n"
         + "\n".join(shown)
         + "\nPlease report it with this traceback; --torchexport-isolation=inline reproduces it in the test's process",
-        f"a bug in pytest-torchexport ({what})", "plugin_error",
+        f"a bug in pytest-torchexport ({what})",
+        "plugin_error",
     )

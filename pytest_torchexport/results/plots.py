@@ -30,8 +30,9 @@ def load_pygal() -> Any:
     """
     import pygal
 
-    sys.meta_path[:] = [f for f in sys.meta_path
-                        if not (type(f).__name__ == "PluginImportFixer" and type(f).__module__ == "pygal")]
+    sys.meta_path[:] = [
+        f for f in sys.meta_path if not (type(f).__name__ == "PluginImportFixer" and type(f).__module__ == "pygal")
+    ]
     return pygal
 
 
@@ -40,20 +41,47 @@ def _style() -> Any:
     from pygal.style import Style
 
     return Style(
-        background="transparent", plot_background="transparent", font_family="sans-serif",
-        colors=_COLORS, label_font_size=11, legend_font_size=11, major_label_font_size=11,
-        title_font_size=13, guide_stroke_color="#ddd", major_guide_stroke_color="#ccc",
+        background="transparent",
+        plot_background="transparent",
+        font_family="sans-serif",
+        colors=_COLORS,
+        label_font_size=11,
+        legend_font_size=11,
+        major_label_font_size=11,
+        title_font_size=13,
+        guide_stroke_color="#ddd",
+        major_guide_stroke_color="#ccc",
     )
 
 
 def _chart(title: str, standalone: bool = False, x_title: str = "input, in the order tried") -> Any:
     pygal = load_pygal()
     return pygal.Line(
-        title=title, style=_style(), width=520, height=330, margin=8, margin_bottom=14, explicit_size=True, logarithmic=True,
-        js=[], no_prefix=not standalone, disable_xml_declaration=True, pretty_print=False,
-        stroke=False, dots_size=3.5, show_legend=True, legend_at_bottom=True, legend_at_bottom_columns=2,
-        show_x_guides=False, x_title=x_title, truncate_legend=-1, truncate_label=-1,
-        print_values=False, value_formatter=lambda v: f"{v:.0e}" if v < 0.01 or v >= 1000 else f"{v:g}", show_minor_x_labels=True, x_label_rotation=0,
+        title=title,
+        style=_style(),
+        width=520,
+        height=330,
+        margin=8,
+        margin_bottom=14,
+        explicit_size=True,
+        logarithmic=True,
+        js=[],
+        no_prefix=not standalone,
+        disable_xml_declaration=True,
+        pretty_print=False,
+        stroke=False,
+        dots_size=3.5,
+        show_legend=True,
+        legend_at_bottom=True,
+        legend_at_bottom_columns=2,
+        show_x_guides=False,
+        x_title=x_title,
+        truncate_legend=-1,
+        truncate_label=-1,
+        print_values=False,
+        value_formatter=lambda v: f"{v:.0e}" if v < 0.01 or v >= 1000 else f"{v:g}",
+        show_minor_x_labels=True,
+        x_label_rotation=0,
     )
 
 
@@ -100,7 +128,9 @@ def error_plot(row: dict[str, Any], standalone: bool = False) -> str | None:
     step = max(1, len(entries) // 10)
     labels = [_sizes_label(e, dims) or str(i) for i, e in enumerate(entries, 1)]
     # A label where it differs from the one before (every step-th at most): a run of one size is labelled once.
-    chart.x_labels = [text if i % step == 0 and (i == 0 or text != labels[i - 1]) else "" for i, text in enumerate(labels)]
+    chart.x_labels = [
+        text if i % step == 0 and (i == 0 or text != labels[i - 1]) else "" for i, text in enumerate(labels)
+    ]
     chart.y_labels = _decades(exact, ceiling)
     return _without_style(chart, standalone)
 
@@ -144,7 +174,10 @@ def _without_style(chart: Any, standalone: bool = False) -> str:
         for dots in [g for g in series.findall("g") if g.get("class") == "dots"]:
             # <g class="dots"><circle/><desc>value</desc><desc>x</desc>..</g> becomes
             # <circle class="dot"><title>value</title></circle>, in the same place.
-            circle, value = dots.find("circle"), next((d for d in dots.findall("desc") if d.get("class") == "value"), None)
+            circle, value = (
+                dots.find("circle"),
+                next((d for d in dots.findall("desc") if d.get("class") == "value"), None),
+            )
             label = next((d.text for d in dots.findall("desc") if d.get("class") == "label"), None)
             if circle is None:
                 continue
@@ -182,4 +215,6 @@ def chart_stylesheet() -> str:
     chart = _chart("")
     for name in _SERIES:
         chart.add(name, [1.0])
-    return "\n".join(style.text or "" for defs in chart.render_tree().findall("defs") for style in defs.findall("style"))
+    return "\n".join(
+        style.text or "" for defs in chart.render_tree().findall("defs") for style in defs.findall("style")
+    )

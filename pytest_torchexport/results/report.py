@@ -123,11 +123,39 @@ FINDING_DOCS: dict[str, str] = {
 #: "Likely cause:" line. The second is the reason the check itself states (a skip, a usage
 #: error, the exporter's own error, a time limit): the message says it in its own words.
 CauseKind = Literal[
-    "compiled_parts", "error_site", "standalone_load", "cpp_load", "shipped_step", "runtime_optimizer", "special_value", "baked_argument",
-    "frozen_branch", "baked_shape", "frozen_value", "specialized_dim", "control_flow_path", "baked_size",
-    "far_scale", "nonfinite", "roundtrip", "masked_rows", "keyword_order", "numeric",
-    "exporter_error", "unavailable", "usage", "eager_replay", "test_body", "nondeterministic", "rejected_inputs",
-    "nothing_compared", "side_effects", "timeout", "crash", "plugin_error", "xpass",
+    "compiled_parts",
+    "error_site",
+    "standalone_load",
+    "cpp_load",
+    "shipped_step",
+    "runtime_optimizer",
+    "special_value",
+    "baked_argument",
+    "frozen_branch",
+    "baked_shape",
+    "frozen_value",
+    "specialized_dim",
+    "control_flow_path",
+    "baked_size",
+    "far_scale",
+    "nonfinite",
+    "roundtrip",
+    "masked_rows",
+    "keyword_order",
+    "numeric",
+    "exporter_error",
+    "unavailable",
+    "usage",
+    "eager_replay",
+    "test_body",
+    "nondeterministic",
+    "rejected_inputs",
+    "nothing_compared",
+    "side_effects",
+    "timeout",
+    "crash",
+    "plugin_error",
+    "xpass",
 ]
 CAUSE_KINDS: tuple[CauseKind, ...] = get_args(CauseKind)
 #: The kinds the message writes on its "Likely cause:" line.
@@ -315,8 +343,10 @@ def tag(result: Result) -> str:
     """What every message's first line names: the backend, the device and the module checked."""
     method = result.extra.get("method")  # [Another Method] the method checked, when not forward
     call = result.extra.get("call")  # which kind of call, where the test made several (recording/kinds.py)
-    return (f"[backend={result.backend}, device={result.device}] ({result.module}{'.' + method if method else ''}"
-            f"{f', {call} call' if call else ''})")
+    return (
+        f"[backend={result.backend}, device={result.device}] ({result.module}{'.' + method if method else ''}"
+        f"{f', {call} call' if call else ''})"
+    )
 
 
 # Findings that explain a failure better than the first line of the message does.
@@ -337,7 +367,12 @@ _EXPLAINING = (
 )
 # Findings worth a word even on a passing row.
 _NOTABLE = (
-    "vacuous_output", "rejected_inputs", "training_mode", "external_data", "device_fallback", "assumed_dim",
+    "vacuous_output",
+    "rejected_inputs",
+    "training_mode",
+    "external_data",
+    "device_fallback",
+    "assumed_dim",
     # Not among _EXPLAINING: a checker complaint rarely explains a mismatch, and it would
     # take the cell from the cause that does.
     "onnx_checker",
@@ -351,9 +386,20 @@ _NOTABLE = (
 #: A pass's first finding is the one a reader should act on; a value formatted into an
 #: error message (never a finding now) once came first on timm's ViTs.
 _CONSEQUENCE = (
-    "static_size", "specialized_dim", "frozen_branch", "baked_shape", "data_dependent_branch",
-    "vacuous_output", "rejected_inputs", "side_effects", "training_mode", "assumed_dim",
-    "frozen_value", "baked_argument", "mutates_state", "mutates_input",
+    "static_size",
+    "specialized_dim",
+    "frozen_branch",
+    "baked_shape",
+    "data_dependent_branch",
+    "vacuous_output",
+    "rejected_inputs",
+    "side_effects",
+    "training_mode",
+    "assumed_dim",
+    "frozen_value",
+    "baked_argument",
+    "mutates_state",
+    "mutates_input",
 )
 
 

@@ -168,7 +168,9 @@ class _FxTaps:
         return [values[node] for node in nodes if node in values]
 
     def excerpt(self, name: str) -> str:
-        return "\n".join(node.format_node() or "" for node, scope in self.nodes if scope is not None and _inside(scope, name))
+        return "\n".join(
+            node.format_node() or "" for node, scope in self.nodes if scope is not None and _inside(scope, name)
+        )
 
     def method_of(self, name: str) -> str:
         return self.method
@@ -264,7 +266,9 @@ class _OnnxTaps:
 
     method = "in-graph"
 
-    def __init__(self, backend: OnnxModelSource, artifact: Any, module: torch.nn.Module, args: Any, kwargs: Any) -> None:
+    def __init__(
+        self, backend: OnnxModelSource, artifact: Any, module: torch.nn.Module, args: Any, kwargs: Any
+    ) -> None:
         import onnx
 
         source = backend.onnx_model(artifact)
@@ -300,9 +304,11 @@ class _OnnxTaps:
         """The artifact's values entering module ``name`` (a second run: [Introduced Or Carried])."""
         graph = self.model.graph
         constant = {init.name for init in graph.initializer} | {
-            out for node in graph.node if node.op_type == "Constant" for out in node.output}
-        names = _entries(self.nodes, name, lambda node: [o for o in node.output if o],
-                         lambda value: not value or value in constant)
+            out for node in graph.node if node.op_type == "Constant" for out in node.output
+        }
+        names = _entries(
+            self.nodes, name, lambda node: [o for o in node.output if o], lambda value: not value or value in constant
+        )
         values = self._run(set(names))
         return [values[value] for value in names if value in values]
 

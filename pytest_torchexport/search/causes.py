@@ -31,9 +31,13 @@ def blame(failure: Failure, still_fails: Callable[[Draw], bool | None], plan: In
     recorded = dict(plan.scalars)
     varied = {i: v for i, v in failure.draw.scalars if i in recorded and v != recorded[i]}
     if varied:
-        restored = dataclasses.replace(failure.draw, scalars=tuple((i, recorded.get(i, v)) for i, v in failure.draw.scalars))
+        restored = dataclasses.replace(
+            failure.draw, scalars=tuple((i, recorded.get(i, v)) for i, v in failure.draw.scalars)
+        )
         if still_fails(restored) is False:
-            failure.baked_scalars = [(plan.scalar_names.get(i, f"argument {i}"), recorded[i], v) for i, v in varied.items()]
+            failure.baked_scalars = [
+                (plan.scalar_names.get(i, f"argument {i}"), recorded[i], v) for i, v in varied.items()
+            ]
     far_scale(failure, still_fails)
 
 
@@ -162,7 +166,7 @@ def masked_rows(check: Any, failure: Failure) -> MaskedRows | None:
     if found is None:
         return None
     name, kept = found
-    no_key = (kept.cumsum(-1) == 0)  # nothing kept at or before the position (the whole row, where nothing is)
+    no_key = kept.cumsum(-1) == 0  # nothing kept at or before the position (the whole row, where nothing is)
     if not bool(no_key.any()):
         return None
     empty = ~kept.any(-1)  # batch rows of padding only

@@ -32,7 +32,9 @@ def _optimizer_cause(result: Result, failure: Failure, name: str) -> str | None:
         )
     )
     result.extra["runtime_optimizer"] = {
-        "runtime": optimizer.runtime, "deployed": optimizer.deployed, "passes_at": list(optimizer.passes_at),
+        "runtime": optimizer.runtime,
+        "deployed": optimizer.deployed,
+        "passes_at": list(optimizer.passes_at),
         "fails_from": optimizer.fails_from,
     }
     return (
@@ -61,13 +63,15 @@ def _probe_cause(failure: Failure, plan: InputPlan) -> str | None:
     )
 
 
-def likely_cause(
-    check: Check, failure: Failure, stats: Stats, export_path: Any
-) -> tuple[str | None, CauseKind | None]:
+def likely_cause(check: Check, failure: Failure, stats: Stats, export_path: Any) -> tuple[str | None, CauseKind | None]:
     """The causes the experiments and the findings point at, in a person's words, and the
     kind of the first; (None, None) where none."""
     failure.masked_rows = masked_rows(check, failure)
-    causes = _masked_cause(check, failure.masked_rows) + _order_cause(check, failure) + _blamed(check, failure, stats, export_path)
+    causes = (
+        _masked_cause(check, failure.masked_rows)
+        + _order_cause(check, failure)
+        + _blamed(check, failure, stats, export_path)
+    )
     held = with_cause(check.compiled, check.result.module, None)
     if not causes and failure.status == "run_error" and failure.small_dims_blamed is not False:
         sizes = dict(failure.draw.sizes)
@@ -80,20 +84,27 @@ def likely_cause(
     if not causes and not custom and stats.paths and len(stats.paths) == 1 and failure.status == "mismatch":
         located = failure.diverges_at
         if located is not None and located.module and located.introduced is False:
-            causes.append((
-                "numeric",
-                f"the difference enters before {located.module} ({located.cls}), which only carries it: the artifact's "
-                f"input to it already differs: the error enters{entry(located).removeprefix(',') or ' in the code that feeds it'}",
-            ))
+            causes.append(
+                (
+                    "numeric",
+                    f"the difference enters before {located.module} ({located.cls}), which only carries it: the artifact's "
+                    f"input to it already differs: the error enters{entry(located).removeprefix(',') or ' in the code that feeds it'}",
+                )
+            )
         elif located is not None and located.module:
-            causes.append((
-                "numeric",
-                f"the difference starts in {located.module} ({located.cls}), whose code in the artifact computes "
-                "differently; every input took the same control-flow path, so it is numeric, not a frozen branch",
-            ))
+            causes.append(
+                (
+                    "numeric",
+                    f"the difference starts in {located.module} ({located.cls}), whose code in the artifact computes "
+                    "differently; every input took the same control-flow path, so it is numeric, not a frozen branch",
+                )
+            )
         else:
             causes.append(
-                ("numeric", "every input took the same control-flow path, so the difference is numeric, not a frozen branch")
+                (
+                    "numeric",
+                    "every input took the same control-flow path, so the difference is numeric, not a frozen branch",
+                )
             )
     causes = [("compiled_parts", held), *causes] if held else causes  # what the test did to the module comes first
     if not causes:
@@ -112,25 +123,33 @@ def _masked_cause(check: Check, masked: MaskedRows | None) -> list[tuple[CauseKi
     if masked.rows:
         rows = ", ".join(map(str, masked.rows[:8])) + (" ..." if len(masked.rows) > 8 else "")
         where.append(f"batch row{'s' * (len(masked.rows) > 1)} {rows}")
-        why.append(f"{masked.mask} keeps no position of {'those rows' if len(masked.rows) > 1 else 'that row'} "
-                   "(padding only), so no query there attends to any key")
+        why.append(
+            f"{masked.mask} keeps no position of {'those rows' if len(masked.rows) > 1 else 'that row'} "
+            "(padding only), so no query there attends to any key"
+        )
     left = masked.left_padding
     if left:
         shown = ", ".join(f"({b}, {s})" for b, s in left[:8]) + (" ..." if len(left) > 8 else "")
         where.append(f"(batch row, position) {shown}")
-        why.append(f"{masked.mask} keeps no position at or before {'them' if masked.rows else 'those'} (left "
-                   "padding), so a causal query there attends to no key")
-    check.result.findings.append(Finding(
-        "masked_rows",
-        f"{check.name} differs from eager only at {' and '.join(where)} of {', '.join(masked.outputs)}: {'; '.join(why)}",
-    ))
-    return [(
-        "masked_rows",
-        f"the outputs differ only at query positions that attend to no key ({'; '.join(why)}: {' and '.join(where)}). "
-        "What a softmax over no key gives is each runtime's own "
-        "choice (eager: 0 or the like; onnxruntime: the mean of V), and every other position agrees within the "
-        "tolerances: whether those rows matter is the tolerance's call",
-    )]
+        why.append(
+            f"{masked.mask} keeps no position at or before {'them' if masked.rows else 'those'} (left "
+            "padding), so a causal query there attends to no key"
+        )
+    check.result.findings.append(
+        Finding(
+            "masked_rows",
+            f"{check.name} differs from eager only at {' and '.join(where)} of {', '.join(masked.outputs)}: {'; '.join(why)}",
+        )
+    )
+    return [
+        (
+            "masked_rows",
+            f"the outputs differ only at query positions that attend to no key ({'; '.join(why)}: {' and '.join(where)}). "
+            "What a softmax over no key gives is each runtime's own "
+            "choice (eager: 0 or the like; onnxruntime: the mean of V), and every other position agrees within the "
+            "tolerances: whether those rows matter is the tolerance's call",
+        )
+    ]
 
 
 def _order_cause(check: Check, failure: Failure) -> list[tuple[CauseKind, str]]:
@@ -138,14 +157,16 @@ def _order_cause(check: Check, failure: Failure) -> list[tuple[CauseKind, str]]:
     order = None if failure.masked_rows is not None else keyword_order(check, failure)
     if order is None:
         return []
-    return [(
-        "keyword_order",
-        f"the {check.name} export binds the keyword arguments by their order, not by their names: the test passes "
-        f"{', '.join(order.passed)}, forward declares {', '.join(order.declared)}, and exported with them in "
-        "forward's order the failing input passes (torch.export's non-strict capture of an fx GraphModule feeds "
-        "each keyword argument to the parameter at its position). Pass them in forward's order, or export with "
-        "strict=True",
-    )]
+    return [
+        (
+            "keyword_order",
+            f"the {check.name} export binds the keyword arguments by their order, not by their names: the test passes "
+            f"{', '.join(order.passed)}, forward declares {', '.join(order.declared)}, and exported with them in "
+            "forward's order the failing input passes (torch.export's non-strict capture of an fx GraphModule feeds "
+            "each keyword argument to the parameter at its position). Pass them in forward's order, or export with "
+            "strict=True",
+        )
+    ]
 
 
 def _blamed(check: Check, failure: Failure, stats: Stats, export_path: Any) -> list[tuple[CauseKind, str]]:
@@ -171,7 +192,8 @@ def _blamed(check: Check, failure: Failure, stats: Stats, export_path: Any) -> l
     result.findings.extend(baked)
     found: list[tuple[CauseKind, str | None]] = [
         ("shipped_step", shipped_cause(check, failure)),
-        ("runtime_optimizer", _optimizer_cause(result, failure, name)), ("special_value", _probe_cause(failure, check.plan)),
+        ("runtime_optimizer", _optimizer_cause(result, failure, name)),
+        ("special_value", _probe_cause(failure, check.plan)),
     ]
     causes = [(kind, text) for kind, text in found if text]
     causes += [("baked_argument", f.detail) for f in baked]
@@ -184,7 +206,9 @@ def _blamed(check: Check, failure: Failure, stats: Stats, export_path: Any) -> l
 
 #: Findings whose detail is a likely cause; each is a cause kind of the same name.
 _FINDING_CAUSES: dict[str, CauseKind] = {
-    "frozen_branch": "frozen_branch", "baked_shape": "baked_shape", "frozen_value": "frozen_value",
+    "frozen_branch": "frozen_branch",
+    "baked_shape": "baked_shape",
+    "frozen_value": "frozen_value",
     "specialized_dim": "specialized_dim",
 }
 
@@ -193,25 +217,31 @@ def _edge_causes(failure: Failure, name: str) -> list[tuple[CauseKind, str]]:
     """Inputs far from the example's scale, values non-finite on one side, a round trip that changed the artifact."""
     causes: list[tuple[CauseKind, str]] = []
     if failure.far_scale is not None:
-        causes.append((
-            "far_scale",
-            f"fails only at inputs ~{failure.far_scale:g}x the example's scale (drawn by special_values=True): "
-            "the same input at the example's scale passes, so the model is ill-conditioned there, "
-            "which may be rounding rather than an export defect",
-        ))
+        causes.append(
+            (
+                "far_scale",
+                f"fails only at inputs ~{failure.far_scale:g}x the example's scale (drawn by special_values=True): "
+                "the same input at the example's scale passes, so the model is ill-conditioned there, "
+                "which may be rounding rather than an export defect",
+            )
+        )
     nonfinite = sum(d.one_sided_nonfinite for d in (failure.comparison.diffs if failure.comparison else []))
     if nonfinite:
-        causes.append((
-            "nonfinite",
-            f"{nonfinite} output element(s) are NaN or inf on one side only: the artifact and eager handle an edge "
-            "case differently (a fully masked softmax row, an overflow, a division by zero)",
-        ))
+        causes.append(
+            (
+                "nonfinite",
+                f"{nonfinite} output element(s) are NaN or inf on one side only: the artifact and eager handle an edge "
+                "case differently (a fully masked softmax row, an overflow, a division by zero)",
+            )
+        )
     if failure.status == "roundtrip_mismatch":
-        causes.append((
-            "roundtrip",
-            f"the {name} artifact loaded from disk computes differently from the one in memory: the save/load "
-            "path changed weights, dtypes or ops",
-        ))
+        causes.append(
+            (
+                "roundtrip",
+                f"the {name} artifact loaded from disk computes differently from the one in memory: the save/load "
+                "path changed weights, dtypes or ops",
+            )
+        )
     return causes
 
 
@@ -231,5 +261,3 @@ def _path_note(failure: Failure, stats: Stats, export_path: Any, name: str) -> s
     if only_failing:
         note += f"; the failing input runs {fmt(only_failing)} instead ({taken} failed)"
     return note
-
-

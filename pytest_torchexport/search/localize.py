@@ -108,8 +108,14 @@ def unavailable(backend: Backend, artifact: Any) -> str | None:
 
 
 def locate(
-    backend: Backend, artifact: Any, module: torch.nn.Module, args: Any, kwargs: Any, *,
-    judge: Callable[[Any, Any], Comparison], top_error: float,
+    backend: Backend,
+    artifact: Any,
+    module: torch.nn.Module,
+    args: Any,
+    kwargs: Any,
+    *,
+    judge: Callable[[Any, Any], Comparison],
+    top_error: float,
 ) -> Located | None:
     """The first diverging module of ``backend``'s ``artifact`` against eager ``module`` at ``args``/``kwargs``.
 
@@ -146,7 +152,9 @@ def locate(
 
 
 def _walk(
-    eager: EagerSide, side: Any, judge: Callable[[Any, Any], Comparison],
+    eager: EagerSide,
+    side: Any,
+    judge: Callable[[Any, Any], Comparison],
 ) -> tuple[list[tuple[str, float]], list[tuple[Any, Any]], int]:
     """Down one level at a time, into the first child (in execution order) whose artifact output
     differs on eager's input to it: the modules walked with their errors, eager's input to each,
@@ -181,7 +189,10 @@ def _walk(
 
 
 def _enters(
-    side: Any, walked: list[tuple[str, float]], givens: list[tuple[Any, Any]], judge: Callable[[Any, Any], Comparison],
+    side: Any,
+    walked: list[tuple[str, float]],
+    givens: list[tuple[Any, Any]],
+    judge: Callable[[Any, Any], Comparison],
 ) -> tuple[str, str] | None:
     """Where a carried error enters: (the module whose own code adds it, the module it feeds), from the
     outermost module walked whose input already differs; ``""`` is the top level's own code."""
@@ -193,7 +204,11 @@ def _enters(
 
 
 def _introduced(
-    side: Any, name: str, method: str, given: tuple[Any, Any], judge: Callable[[Any, Any], Comparison],
+    side: Any,
+    name: str,
+    method: str,
+    given: tuple[Any, Any],
+    judge: Callable[[Any, Any], Comparison],
 ) -> tuple[bool | None, float | None]:
     """[Introduced Or Carried] Whether module ``name`` introduces the error: (introduced, input error).
 

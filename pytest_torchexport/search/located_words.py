@@ -22,7 +22,8 @@ def diverges_at(result: Result, failure: Failure, name: str) -> list[str]:
     result.extra["diverges_at"] = located.as_dict()
     where = located.module or "(top level)"
     given = (
-        "given eager's own input to it" if located.method == "isolated"
+        "given eager's own input to it"
+        if located.method == "isolated"
         else "in the artifact's own run, where every module before it agrees"
     )
     role = _role(located)
@@ -38,7 +39,8 @@ def diverges_at(result: Result, failure: Failure, name: str) -> list[str]:
         )
     result.findings.append(Finding("diverges_at", detail, where))
     lines = [
-        f"Diverges at: {where} ({located.cls}), max abs err {located.max_abs_err:.3g} {given}{role}" if located.module
+        f"Diverges at: {where} ({located.cls}), max abs err {located.max_abs_err:.3g} {given}{role}"
+        if located.module
         else f"Diverges at: the top-level module's own code ({located.cls}): no submodule differs on its own input{role}"
     ]
     excerpt = located.excerpt.splitlines()
@@ -71,5 +73,3 @@ def entry(located: Any) -> str:
     owner, before = located.enters
     whose = f"{owner}'s" if owner else "the top-level module's"
     return f", in {whose} own code before {before}"
-
-

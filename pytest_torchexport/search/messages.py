@@ -76,10 +76,13 @@ def pass_message(check: Check, stats: Stats) -> str:
 def nothing_compared(check: Check, stats: Stats) -> Outcome:
     """A check whose outputs held nothing to compare: skipped, not a pass; why, and what to change."""
     leaves = stats.compared.leaves if stats.compared is not None else {}
-    held = ", ".join(
-        f"{kind} {n}" if not isinstance(n, dict) else ", ".join(f"{why} skipped {m}" for why, m in n.items())
-        for kind, n in leaves.items()
-    ) or "none"
+    held = (
+        ", ".join(
+            f"{kind} {n}" if not isinstance(n, dict) else ", ".join(f"{why} skipped {m}" for why, m in n.items())
+            for kind, n in leaves.items()
+        )
+        or "none"
+    )
     why = (
         f"on {stats.examples} inputs eager's outputs held no element to compare (leaves: {held}; 0 elements), "
         "so matching them proves nothing about the export."
@@ -88,7 +91,8 @@ def nothing_compared(check: Check, stats: Stats) -> Outcome:
         "skipped",
         f"{check.name} compared nothing {check.header}: {why}\n"
         "Return the tensors the model computes from forward, or check the module whose outputs matter (module=)",
-        f"{check.name} compared nothing: {why}", "nothing_compared",
+        f"{check.name} compared nothing: {why}",
+        "nothing_compared",
     )
 
 
@@ -147,7 +151,9 @@ def _state_lost(check: Check, failure: Failure, stats: Stats, summary: Any) -> O
         )
         headline, kind = f"The {name} artifact changed in the save/load round trip {check.header}", "roundtrip"
         remedy = f'Save the buffers {state} with the artifact (persistent=True), or mark it known with xfail={{"{name}": "reason"}}'
-        result.findings.append(Finding("side_effects", f"{name} loses the state update of {state} in the save/load round trip"))
+        result.findings.append(
+            Finding("side_effects", f"{name} loses the state update of {state} in the save/load round trip")
+        )
     else:
         cause = (
             f"forward updates {state} on this input{at_recorded}; the {name} artifact does not keep the update: "
@@ -158,7 +164,9 @@ def _state_lost(check: Check, failure: Failure, stats: Stats, summary: Any) -> O
             "Return the updated state as an output instead of keeping it in a buffer, or use a backend that keeps "
             f'buffers (export, script); or mark it known with xfail={{"{name}": "reason"}}'
         )
-        result.findings.append(Finding("side_effects", f"{name} loses the state update of {state} on inputs that change it"))
+        result.findings.append(
+            Finding("side_effects", f"{name} loses the state update of {state} on inputs that change it")
+        )
     lines = [
         headline,
         f"Failed on {stats.failed} of {stats.examples} inputs tried (search and shrinking); smallest failing input:",
@@ -198,7 +206,9 @@ def _error_lines(check: Check, failure: Failure) -> list[str]:
         lines.append(explain.trim_error(err, limit=8))
         site = explain.innermost_user_frame(err)
         if site:
-            result.findings.append(Finding("error_site", f"the artifact raised at {explain.where(*site)}", explain.where(*site)))
+            result.findings.append(
+                Finding("error_site", f"the artifact raised at {explain.where(*site)}", explain.where(*site))
+            )
     if failure.guard:
         result.findings.append(
             Finding(
@@ -208,7 +218,9 @@ def _error_lines(check: Check, failure: Failure) -> list[str]:
             )
         )
         if failure.comparison is None:
-            lines.append(f"The artifact ran and returned values, but torch.export's guard fails on this input: {failure.guard}")
+            lines.append(
+                f"The artifact ran and returned values, but torch.export's guard fails on this input: {failure.guard}"
+            )
     return lines
 
 
@@ -220,7 +232,7 @@ def _reproduce(check: Check, failure: Failure) -> list[str]:
         best = optimizer.passes_at[-1]
         lines.append(
             "Reproduce: so = onnxruntime.SessionOptions(); so.graph_optimization_level = "
-            f"onnxruntime.GraphOptimizationLevel.{optimizer.fails_from}; onnxruntime.InferenceSession(\"model.onnx\", so) "
+            f'onnxruntime.GraphOptimizationLevel.{optimizer.fails_from}; onnxruntime.InferenceSession("model.onnx", so) '
             f"differs from eager on this input, and with {best} it matches. Serve with {best} until onnxruntime fixes "
             "the rewrite (report it with the model and this input)"
         )
@@ -247,7 +259,8 @@ def _remedy(failure: Failure, name: str, passes_with: dict[str, float] | None, r
         pw = passes_with
         # [Noise Oracle] Only the float64 run may call a difference a defect (noise.py).
         verdict = (
-            "all of it at query positions that attend to no key" if failure.masked_rows is not None
+            "all of it at query positions that attend to no key"
+            if failure.masked_rows is not None
             else verdict_words(failure.noise)
         )
         if failure.noise is not None:
@@ -258,7 +271,9 @@ def _remedy(failure: Failure, name: str, passes_with: dict[str, float] | None, r
             fix = "" if failure.baked_scalars else f" Fix the cause above, or {xfail}"
             lines.append(f"This is {verdict}.{fix}")
             return lines + _scalars_remedy(failure, xfail)
-        remedy = "" if failure.baked_scalars else f' Loosen with rtol=/atol= (per backend: {{"{name}": ...}}) or {xfail}'
+        remedy = (
+            "" if failure.baked_scalars else f' Loosen with rtol=/atol= (per backend: {{"{name}": ...}}) or {xfail}'
+        )
         verdict = f" ({verdict})" if verdict else ""
         lines.append(f"Would pass with atol={pw['atol']:.3g} or rtol={pw['rtol']:.3g}{verdict}.{remedy}")
     scalars = _scalars_remedy(failure, xfail)

@@ -102,7 +102,12 @@ def module_tree(module: Any) -> dict[str, Any]:
 
     if not isinstance(module, torch.nn.Module):
         raise NotPlain(f"is a {type(module).__qualname__}, not an nn.Module")
-    tensors = {id(t) for m in module.modules() for t in (*own_parameters(m).values(), *own_buffers(m).values()) if t is not None}
+    tensors = {
+        id(t)
+        for m in module.modules()
+        for t in (*own_parameters(m).values(), *own_buffers(m).values())
+        if t is not None
+    }
     tree = _node(module, "", {}, tensors)
     if all(t.device.type == "cpu" for t in (*module.parameters(), *module.buffers())):
         # [Replay Safety] a tree is never an approximation: the rebuilt module keys as the module does.
@@ -157,8 +162,10 @@ def _node(module: Any, where: str, seen: dict[int, str], tensors: set[int]) -> d
         attrs[key] = value
     params = {k: None if p is None else p.detach() for k, p in own_parameters(module).items()}
     grads = {k: bool(p.requires_grad) for k, p in own_parameters(module).items() if p is not None}
-    children = {k: None if c is None else _node(c, f"{where}.{k}" if where else k, seen, tensors)
-                for k, c in own_children(module).items()}
+    children = {
+        k: None if c is None else _node(c, f"{where}.{k}" if where else k, seen, tensors)
+        for k, c in own_children(module).items()
+    }
     return {
         "class": class_name(cls),
         "training": bool(module.training),
@@ -181,7 +188,8 @@ def _aliases(value: Any, own: dict[int, str]) -> Any:
     if isinstance(value, list) and any(isinstance(v, torch.Tensor) for v in value):
         names = [None if v is None else own.get(id(v)) if isinstance(v, torch.Tensor) else False for v in value]
         if all(n is None or isinstance(n, str) for n in names) and all(
-                (n is None) == (v is None) for n, v in zip(names, value)):
+            (n is None) == (v is None) for n, v in zip(names, value)
+        ):
             return names
     return None
 
@@ -252,18 +260,24 @@ def _rebuild(tree: dict[str, Any], resolve: Any, made: dict[str, Any], path: str
     module = cls.__new__(cls)
     torch.nn.Module.__init__(module)
     made[path] = module
-    state = {**vars(module), **tree["attrs"], "training": tree["training"],
-             "_non_persistent_buffers_set": set(tree["non_persistent"])}
+    state = {
+        **vars(module),
+        **tree["attrs"],
+        "training": tree["training"],
+        "_non_persistent_buffers_set": set(tree["non_persistent"]),
+    }
     for key, tensor in tree["parameters"].items():
-        state["_parameters"][key] = None if tensor is None else torch.nn.Parameter(
-            tensor, requires_grad=tree["requires_grad"].get(key, True))
+        state["_parameters"][key] = (
+            None if tensor is None else torch.nn.Parameter(tensor, requires_grad=tree["requires_grad"].get(key, True))
+        )
     state["_buffers"].update(tree["buffers"])
     tensors = {**state["_buffers"], **state["_parameters"]}
     for key, alias in tree.get("aliases", {}).items():
         state[key] = [None if n is None else tensors[n] for n in alias] if isinstance(alias, list) else tensors[alias]
     for key, child in tree["children"].items():
-        state["_modules"][key] = None if child is None else _rebuild(
-            child, resolve, made, f"{path}.{key}" if path else key)
+        state["_modules"][key] = (
+            None if child is None else _rebuild(child, resolve, made, f"{path}.{key}" if path else key)
+        )
     module.__setstate__(state)  # the class's own, as unpickling calls it
     return module
 

@@ -139,7 +139,12 @@ class Search:
         return judge_noise(cmp, expected, actual, reference)
 
     def _within_noise(
-        self, draw: Draw, inputs: tuple[Any, Any], expected: Any, actual: Any, cmp: Comparison,
+        self,
+        draw: Draw,
+        inputs: tuple[Any, Any],
+        expected: Any,
+        actual: Any,
+        cmp: Comparison,
     ) -> tuple[bool, NoiseVerdict | None]:
         """Under default tolerances, a failing comparison the float64 run shows to be rounding:
         (within, the oracle's verdict where it was asked)."""
@@ -153,7 +158,9 @@ class Search:
         key = (draw.sizes, draw.scalars)
         if key not in self._guards:
             artifact = self.in_memory if self.in_memory is not None else self.runnable
-            self._guards[key] = quiet_call(self.check.result, self.check.backend.guard_violation, artifact, args, kwargs)
+            self._guards[key] = quiet_call(
+                self.check.result, self.check.backend.guard_violation, artifact, args, kwargs
+            )
         return self._guards[key]
 
     def attempt(self, draw: Draw) -> Attempt:
@@ -180,7 +187,9 @@ class Search:
         self.stats.compare_s += time.perf_counter() - t0
         guard = self._guard(draw, args, kwargs)
         if guard and not cmp.ok:
-            return Attempt(call, Failure("mismatch", draw, args, kwargs, comparison=cmp, path=call.path, guard=guard), cmp)
+            return Attempt(
+                call, Failure("mismatch", draw, args, kwargs, comparison=cmp, path=call.path, guard=guard), cmp
+            )
         if guard:
             # [Unguarded Sizes] Outside the shapes the export proved, the runtime ran and matched eager:
             # not an error (nothing raised, no value differs), but sizes served unproven: a finding.
@@ -202,10 +211,17 @@ class Search:
         # Like with like: the in-memory artifact is held to the same verdict as the loaded one.
         if self._within_noise(draw, (args, kwargs), call.outputs, mem, self.check.compare(call.outputs, mem))[0]:
             roundtrip = self.check.compare(mem, actual, custom=False)
-            return Attempt(call, Failure("roundtrip_mismatch", draw, args, kwargs, comparison=roundtrip, path=call.path), cmp, verdict)
+            return Attempt(
+                call,
+                Failure("roundtrip_mismatch", draw, args, kwargs, comparison=roundtrip, path=call.path),
+                cmp,
+                verdict,
+            )
         return Attempt(call, mismatch, cmp, verdict)
 
-    def _state_check(self, artifact: Any, inputs: tuple[Any, Any], call: EagerCall, ran: bool) -> tuple[Comparison, str]:
+    def _state_check(
+        self, artifact: Any, inputs: tuple[Any, Any], call: EagerCall, ran: bool
+    ) -> tuple[Comparison, str]:
         """[State After Every Input] ``artifact`` from the initial state on ``inputs``, then what it
         kept against what eager kept (``call.state``): its buffers of those names where it has them
         (trace, script, export), else the outputs of a second call on the same inputs (ONNX keeps no
@@ -324,13 +340,29 @@ class Search:
         if shared is not None:
             # [One Search] The shared draws' key, seed and explicit inputs: hypothesis generates the same
             # inputs in the same order up to this backend's first failure, then shrinks it.
-            return hypothesis_test(probe, self.check.plan, options, key=shared.key, seed=shared.seed,
-                                   database=session.database, explicit=explicit, shrink=True)
+            return hypothesis_test(
+                probe,
+                self.check.plan,
+                options,
+                key=shared.key,
+                seed=shared.seed,
+                database=session.database,
+                explicit=explicit,
+                shrink=True,
+            )
         # [CI Verdicts] In CI a merge gate must not flip on an unchanged model: derandomized per test and
         # backend (the key seeds it) and no database of past failures.
         key = f"{session.nodeid or session.test or type(self.check.eager.module).__qualname__}::{self.check.name}::{self.check.device}"
-        return hypothesis_test(probe, self.check.plan, options, key=key, seed=options.seed,
-                               database=session.database, explicit=explicit, shrink=True)
+        return hypothesis_test(
+            probe,
+            self.check.plan,
+            options,
+            key=key,
+            seed=options.seed,
+            database=session.database,
+            explicit=explicit,
+            shrink=True,
+        )
 
     def run(self) -> Outcome:
         """Search, then the verdict: a pass, or the shrunk failure explained (``messages.py``)."""
@@ -380,8 +412,10 @@ class Search:
                     f"Inputs: {self.check.plan.describe()}"
                 )
                 raise Stop(
-                    "skipped", f"Eager rejected every generated input {self.check.header} {tried}",
-                    f"Eager rejected every generated input {tried}", "rejected_inputs",
+                    "skipped",
+                    f"Eager rejected every generated input {self.check.header} {tried}",
+                    f"Eager rejected every generated input {tried}",
+                    "rejected_inputs",
                 )
             clock.untried = untried  # on the row with what the later stages leave out (pipeline.py)
             return None
@@ -422,8 +456,10 @@ class Search:
                     f"Inputs: {self.check.plan.describe()}"
                 )
                 raise Stop(
-                    "skipped", f"Eager rejected every generated input {header} {tried}",
-                    f"Eager rejected every generated input {tried}", "rejected_inputs",
+                    "skipped",
+                    f"Eager rejected every generated input {header} {tried}",
+                    f"Eager rejected every generated input {tried}",
+                    "rejected_inputs",
                 ) from None
             raise
         finally:
@@ -478,19 +514,23 @@ class Search:
         result.extra["rejected_examples"] = stats.rejected
         result.extra["paths"] = len(stats.paths)
         if self.updated and not self.check.mutates_state:
-            result.findings.append(Finding(
-                "mutates_state",
-                f"forward updates module state on some inputs, not at the recorded call: {', '.join(sorted(self.updated)[:5])} "
-                "(compared after each such input)",
-            ))
+            result.findings.append(
+                Finding(
+                    "mutates_state",
+                    f"forward updates module state on some inputs, not at the recorded call: {', '.join(sorted(self.updated)[:5])} "
+                    "(compared after each such input)",
+                )
+            )
         if self.unguarded:
             (guard, first), more = next(iter(self.unguarded.items())), len(self.unguarded) - 1
-            result.findings.append(Finding(
-                "unguarded_sizes",
-                f"{self.check.name} ran inputs outside the shapes its export proved ({guard}{f'; and {more} more' if more else ''}) "
-                f"and matched eager there (first: {first}): its runtime has no guard, so it serves those sizes "
-                "though torch.export did not prove them; they are checked by value only",
-            ))
+            result.findings.append(
+                Finding(
+                    "unguarded_sizes",
+                    f"{self.check.name} ran inputs outside the shapes its export proved ({guard}{f'; and {more} more' if more else ''}) "
+                    f"and matched eager there (first: {first}): its runtime has no guard, so it serves those sizes "
+                    "though torch.export did not prove them; they are checked by value only",
+                )
+            )
         vacuous_finding(result, stats)
         rejection_finding(result, stats, self.check.plan)
         noise_finding(result, self.noise, stats.examples)
@@ -525,11 +565,18 @@ class Search:
         t0 = time.perf_counter()
         if causes.shipped_step(failure, self.check.post, self.still_fails_on):
             self.check.result.timings["shipped_step_s"] = time.perf_counter() - t0
-        if failure.noise is None and failure.status == "mismatch" and failure.comparison is not None and not failure.state:
+        if (
+            failure.noise is None
+            and failure.status == "mismatch"
+            and failure.comparison is not None
+            and not failure.state
+        ):
             # Explicit tolerances stay strict, but the message says whether this is rounding.
             actual = self._run(self.runnable, failure.args, failure.kwargs)
             expected = self._expected(failure.draw, failure.args, failure.kwargs).outputs
-            failure.noise = self._oracle(failure.draw, (failure.args, failure.kwargs), expected, actual, failure.comparison)
+            failure.noise = self._oracle(
+                failure.draw, (failure.args, failure.kwargs), expected, actual, failure.comparison
+            )
         self._localize(failure)
 
     def _localize(self, failure: Failure) -> None:
@@ -545,7 +592,9 @@ class Search:
         from . import localize
 
         if self.check.mutates_state:
-            failure.no_localization = "the module updates its state on every call, so a submodule's input is not replayable"
+            failure.no_localization = (
+                "the module updates its state on every call, so a submodule's input is not replayable"
+            )
             return
         reason = localize.unavailable(self.check.backend, self.runnable)
         if reason:
@@ -554,7 +603,11 @@ class Search:
         t0 = time.perf_counter()
         try:
             failure.diverges_at = localize.locate(
-                self.check.backend, self.runnable, self.check.eager.module, failure.args, failure.kwargs,
+                self.check.backend,
+                self.runnable,
+                self.check.eager.module,
+                failure.args,
+                failure.kwargs,
                 judge=lambda expected, actual: self.check.compare(expected, actual, custom=False),
                 top_error=failure.comparison.max_abs,
             )
@@ -565,7 +618,9 @@ class Search:
             self.check.result.timings["localize_s"] = time.perf_counter() - t0
 
 
-def _per_input(draw: Draw, failure: Failure | None, cmp: Comparison | None, verdict: NoiseVerdict | None) -> dict[str, Any]:
+def _per_input(
+    draw: Draw, failure: Failure | None, cmp: Comparison | None, verdict: NoiseVerdict | None
+) -> dict[str, Any]:
     """[Per Input] One input's entry (failure.py): the numbers this attempt already has."""
     entry: dict[str, Any] = {"status": failure.status if failure is not None else "pass", "sizes": dict(draw.sizes)}
     if cmp is not None and cmp.problem is None and cmp.custom_message is None:
@@ -577,7 +632,9 @@ def _per_input(draw: Draw, failure: Failure | None, cmp: Comparison | None, verd
     return entry
 
 
-def _tolerances_used(backend: Backend, outputs: Any, rtol: float | None, atol: float | None) -> tuple[float | None, float | None]:
+def _tolerances_used(
+    backend: Backend, outputs: Any, rtol: float | None, atol: float | None
+) -> tuple[float | None, float | None]:
     for _, leaf in flatten(outputs)[0]:
         if isinstance(leaf, torch.Tensor) and (leaf.is_floating_point() or leaf.is_complex()):
             return tolerances_for(leaf.dtype, backend.relowered, rtol, atol)

@@ -83,7 +83,7 @@ def _step_detail(check: Check, failure: Failure, step: str) -> str:
         return (
             "; outputs turn inf/NaN where eager's are finite: a float16 value overflows past 65504 (a sum of "
             "squares, an exp, a large activation): keep values within float16's range (rescale), or keep the "
-            "overflowing ops and those after them in float32 (onnx_fp16={\"op_block_list\": [...]}, as the "
+            'overflowing ops and those after them in float32 (onnx_fp16={"op_block_list": [...]}, as the '
             "shipping conversion must too)"
         )
     if step == "quantize=static" and failure.far_scale is not None:
@@ -118,7 +118,8 @@ def _uncalibrated_sizes(check: Check, failure: Failure) -> str:
     smallest = {name: max(d.min, 1) for name, d in check.plan.dims.items()}
     return ", ".join(
         f"{name}={size} (calibrated at {recorded.get(name)} and {smallest.get(name)})"
-        for name, size in failure.draw.sizes if size not in (recorded.get(name), smallest.get(name))
+        for name, size in failure.draw.sizes
+        if size not in (recorded.get(name), smallest.get(name))
     )
 
 
@@ -132,5 +133,3 @@ def _u8s8_saturates(quantize: Any) -> bool:
     except OSError:
         return False
     return " avx2" in flags and "vnni" not in flags
-
-

@@ -31,19 +31,16 @@ from .exporting import export_once, quiet_call
 def assumed_batch(plan: InputPlan, options: Options, name: str = DEFAULT_DIM) -> bool:
     """``name`` (dim 0's ``batch``, or the token inputs' ``seq``) is in the plan only because the
     default (nothing declared) made it so."""
-    return (
-        options.dynamic is None
-        and options.inputs is None
-        and name in plan.dims
-        and name not in (options.dims or {})
-    )
+    return options.dynamic is None and options.inputs is None and name in plan.dims and name not in (options.dims or {})
 
 
 #: What the finding calls each assumed dim.
-ASSUMED = {DEFAULT_DIM: "dim 0 of the inputs was assumed to be a batch dim",
-           SEQUENCE_DIM: "dim 1 of the token inputs was assumed to be a sequence dim",
-           DECODER_SEQUENCE_DIM: "dim 1 of the decoder's token inputs was assumed to be a sequence dim",
-           SAMPLES_DIM: "dim 1 of the audio inputs was assumed to be a waveform's length"}
+ASSUMED = {
+    DEFAULT_DIM: "dim 0 of the inputs was assumed to be a batch dim",
+    SEQUENCE_DIM: "dim 1 of the token inputs was assumed to be a sequence dim",
+    DECODER_SEQUENCE_DIM: "dim 1 of the decoder's token inputs was assumed to be a sequence dim",
+    SAMPLES_DIM: "dim 1 of the audio inputs was assumed to be a waveform's length",
+}
 
 
 def hold_rejected_batch(plan: InputPlan, eager: Eager, options: Options, result: Result) -> InputPlan:

@@ -180,9 +180,11 @@ class Machine:
 
     def describe(self) -> str:
         gb = 2**30
-        return (f"{(self.per_check or 0) / gb:.1f} GB each check has here ({(self.available or 0) / gb:.1f} GB "
-                f"available / {self.workers} xdist worker{'s' * (self.workers != 1)} / {self.checks} "
-                f"check{'s' * (self.checks != 1)} side by side)")
+        return (
+            f"{(self.per_check or 0) / gb:.1f} GB each check has here ({(self.available or 0) / gb:.1f} GB "
+            f"available / {self.workers} xdist worker{'s' * (self.workers != 1)} / {self.checks} "
+            f"check{'s' * (self.checks != 1)} side by side)"
+        )
 
 
 def _int(value: str | None, default: int) -> int:
@@ -287,21 +289,33 @@ def _time_allowance(options: Options) -> float:
 
 
 def limits(
-    plan: InputPlan, recorded_bytes: int, options: Options | None = None, first: EagerCall | None = None,
+    plan: InputPlan,
+    recorded_bytes: int,
+    options: Options | None = None,
+    first: EagerCall | None = None,
     machine: Machine | None = None,
 ) -> list[Limit]:
     """Every limit on the growth of the drawn calls; the tightest one rules."""
     machine = machine or Machine.here()
     peak = first.peak_bytes if first is not None else None
     call_bytes = max(peak or 0, recorded_bytes)
-    found = [memory_limit(call_bytes, allowance(options, machine), measured=peak is not None and peak != 0 and peak >= recorded_bytes)]
+    found = [
+        memory_limit(
+            call_bytes, allowance(options, machine), measured=peak is not None and peak != 0 and peak >= recorded_bytes
+        )
+    ]
     if first is not None and options is not None:
         found.append(time_limit(first.seconds, plan, options))
     return [limit for limit in found if limit is not None]
 
 
 def bound(
-    plan: InputPlan, recorded_inputs: Any, first: EagerCall, result: Result, options: Options, *,
+    plan: InputPlan,
+    recorded_inputs: Any,
+    first: EagerCall,
+    result: Result,
+    options: Options,
+    *,
     machine: Machine | None = None,
 ) -> tuple[InputPlan, Options]:
     """The plan with its draws capped by every limit (and the options with fewer examples
@@ -325,7 +339,11 @@ def bound(
 
 
 def _settle(
-    plan: InputPlan, found: list[Limit], result: Result, options: Options | None, first: EagerCall | None,
+    plan: InputPlan,
+    found: list[Limit],
+    result: Result,
+    options: Options | None,
+    first: EagerCall | None,
 ) -> tuple[InputPlan, Options | None]:
     whole = full_growth(plan)
     biting = sorted((limit for limit in found if limit.growth < whole), key=lambda limit: limit.growth)
@@ -342,14 +360,19 @@ def _settle(
     if caps:
         result.extra["size_caps"] = dict(caps)
         parts.append(", ".join(f"{n} to {c} (of {plan.dims[n].max})" for n, c in sorted(caps.items())))
-    cut: dict[str, Any] = {"limit": tightest.name, "dims": {n: [c, plan.dims[n].max] for n, c in sorted(caps.items())},
-                           "lift": tightest.lift}
+    cut: dict[str, Any] = {
+        "limit": tightest.name,
+        "dims": {n: [c, plan.dims[n].max] for n, c in sorted(caps.items())},
+        "lift": tightest.lift,
+    }
     if fewer is not None:
         assert options is not None
         cut["examples"] = [fewer, options.examples]
         result.extra["examples_cap"] = fewer
-        parts.append(f"examples cut to {fewer} (of {options.examples}), since even at the recorded size the "
-                     f"check's calls would not fit its {options.timeout:g} s time limit")
+        parts.append(
+            f"examples cut to {fewer} (of {options.examples}), since even at the recorded size the "
+            f"check's calls would not fit its {options.timeout:g} s time limit"
+        )
         options = dataclasses.replace(options, examples=fewer)
     # The other limits that bite matter too: lifting the tightest alone would not lift the caps.
     also = "".join(f" (the {limit.name} limit would also cap them)" for limit in biting[1:])

@@ -41,7 +41,9 @@ def _cases(check: Check) -> list[tuple[str, str, tuple[Any, ...], dict[str, Any]
     """(kind, what the input is, args, kwargs, eager's outputs) for each input the bundle keeps."""
     recorded = check.recorded
     cases = [("recorded", recorded.draw.describe(), recorded.args, recorded.kwargs, recorded.outputs)]
-    if check.steps is None and check.shared is not None:  # a stateful sequence is replayed from its start: the recorded call only
+    if (
+        check.steps is None and check.shared is not None
+    ):  # a stateful sequence is replayed from its start: the recorded call only
         shared = check.shared
         more = [d for d in shared.tried if d != recorded.draw and shared.expected(d) is not None][:MORE_CASES]
         for draw in more:
@@ -83,10 +85,13 @@ def write(check: Check) -> None:
     cases, left_out = [], []
     for n, (kind, what, args, kwargs, outputs) in enumerate(_cases(check)):
         try:
-            case = {"kind": kind, "input": what,
-                    "args": files.encode(list(args), tensors, f"c{n}.in."),
-                    "kwargs": files.encode(dict(kwargs), tensors, f"c{n}.in."),
-                    "expected": files.encode(_leaves(outputs), tensors, f"c{n}.eager.")}
+            case = {
+                "kind": kind,
+                "input": what,
+                "args": files.encode(list(args), tensors, f"c{n}.in."),
+                "kwargs": files.encode(dict(kwargs), tensors, f"c{n}.in."),
+                "expected": files.encode(_leaves(outputs), tensors, f"c{n}.eager."),
+            }
             try:  # the artifact's own outputs here: what the writing torch accepted (verify's second opinion)
                 ran = check.run(artifacts.runnable, args, kwargs)[0]
                 case["artifact"] = files.encode(_leaves(ran), tensors, f"c{n}.artifact.")
@@ -101,17 +106,31 @@ def write(check: Check) -> None:
     spec = check.spec if isinstance(check.spec, str) else None
     manifest = {
         "format": files.FORMAT,
-        "test": result.test, "nodeid": result.nodeid, "module": result.module,
-        "backend": result.backend, "spec": spec, "device": result.device,
-        "status": result.status, "message": (result.message or "").split("\n")[0],
+        "test": result.test,
+        "nodeid": result.nodeid,
+        "module": result.module,
+        "backend": result.backend,
+        "spec": spec,
+        "device": result.device,
+        "status": result.status,
+        "message": (result.message or "").split("\n")[0],
         "xfail": check.options.xfail.get(result.backend),  # a known failure stays known where it is verified
-        "rtol": check.rtol, "atol": check.atol, "relowered": bool(check.backend.relowered),
-        "plan": {"scalars": [[i, v] for i, v in check.plan.scalars.items() if isinstance(v, (bool, int, float, str))],
-                 "kwargs": list(check.plan.kwargs)},
+        "rtol": check.rtol,
+        "atol": check.atol,
+        "relowered": bool(check.backend.relowered),
+        "plan": {
+            "scalars": [[i, v] for i, v in check.plan.scalars.items() if isinstance(v, (bool, int, float, str))],
+            "kwargs": list(check.plan.kwargs),
+        },
         "artifact_files": sorted(p.name for p in (target / files.ARTIFACT).iterdir()),
-        "written_by": {"torch": torch.__version__, "python": platform.python_version(),
-                       "pytest_torchexport": package_version("pytest-torchexport"), "platform": platform.platform()},
-        "cases": cases, "left_out": left_out,
+        "written_by": {
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "pytest_torchexport": package_version("pytest-torchexport"),
+            "platform": platform.platform(),
+        },
+        "cases": cases,
+        "left_out": left_out,
     }
     (target / files.MANIFEST).write_text(json.dumps(manifest, indent=1, default=str))
     result.extra["bundle"] = {"path": str(target), "cases": len(cases), **({"left_out": left_out} if left_out else {})}

@@ -93,8 +93,9 @@ def worth_sharing(registered: Mapping[str, Any], names: Iterable[str], module: t
     return sum(1 for name in names if name in registered and shares(registered[name], module)) >= 2
 
 
-def share(store: dict[Hashable, SharedCapture], key: Hashable, prelude: Prelude, device: str,
-          timeout: float) -> SharedCapture:
+def share(
+    store: dict[Hashable, SharedCapture], key: Hashable, prelude: Prelude, device: str, timeout: float
+) -> SharedCapture:
     """The shared capture of ``key``'s call (made now, the first time), for the test's process.
 
     Made in a forked child with ``timeout``, never in this process: a model that
@@ -179,7 +180,9 @@ def _read(folder: Path) -> SharedCapture:
                 captured = Captured(error=carried.revived(entry["error"]), seconds=entry["seconds"])
             else:
                 with quiet_torch(fds=True):
-                    captured = Captured(program=torch.export.load(str(folder / entry["program"])), seconds=entry["seconds"])
+                    captured = Captured(
+                        program=torch.export.load(str(folder / entry["program"])), seconds=entry["seconds"]
+                    )
         except Exception:  # noqa: BLE001 - what this process cannot load or make again is not shared
             continue
         shared.captures[frozenset(entry["relaxed"])] = captured
@@ -206,7 +209,9 @@ def _capture(prelude: Prelude, device: str) -> SharedCapture:
             shared.captures[frozenset()] = first
             relaxed = violated_dims(first.error, plan) if first.error is not None else frozenset()
             if relaxed:  # what exporting.build exports with next: made here too
-                shared.captures[relaxed] = _timed(module, args, kwargs, plan.export_dynamic_shapes(module, relaxed=relaxed))
+                shared.captures[relaxed] = _timed(
+                    module, args, kwargs, plan.export_dynamic_shapes(module, relaxed=relaxed)
+                )
     finally:
         torch.set_num_threads(threads)
     shared.sources = list(files.sources or ())

@@ -30,11 +30,18 @@ def described(exc: BaseException) -> list[dict[str, Any]]:
             text = str(e)
         except Exception:  # noqa: BLE001 - an error whose __str__ raises is told by its class alone
             text = ""
-        chain.append({
-            "module": type(e).__module__, "qualname": type(e).__qualname__, "text": text,
-            "cause": e.__cause__ is not None, "suppress_context": e.__suppress_context__,
-            "frames": [[fs.filename, fs.lineno, fs.name] for fs in traceback.extract_tb(e.__traceback__) if fs.lineno],
-        })
+        chain.append(
+            {
+                "module": type(e).__module__,
+                "qualname": type(e).__qualname__,
+                "text": text,
+                "cause": e.__cause__ is not None,
+                "suppress_context": e.__suppress_context__,
+                "frames": [
+                    [fs.filename, fs.lineno, fs.name] for fs in traceback.extract_tb(e.__traceback__) if fs.lineno
+                ],
+            }
+        )
         e = e.__cause__ or e.__context__
     return chain
 
@@ -83,9 +90,15 @@ def _made(cls: type[BaseException], text: str) -> BaseException:
     except Exception:  # noqa: BLE001 - a class that cannot be made so: the subclass below
         pass
     try:
-        told: type[BaseException] = type(cls.__name__, (cls,), {
-            "__module__": cls.__module__, "__qualname__": cls.__qualname__, "__str__": lambda self: text,
-        })
+        told: type[BaseException] = type(
+            cls.__name__,
+            (cls,),
+            {
+                "__module__": cls.__module__,
+                "__qualname__": cls.__qualname__,
+                "__str__": lambda self: text,
+            },
+        )
         error = told.__new__(told)
         BaseException.__init__(error, text)
         return error

@@ -116,9 +116,14 @@ class Check:
         """``actual`` against ``expected`` with the check's tolerances and, unless ``custom`` is
         False (a like-with-like comparison of two artifacts), the user's ``compare=``."""
         return compare(
-            expected, actual, relowered=self.backend.relowered, rtol=self.rtol, atol=self.atol,
+            expected,
+            actual,
+            relowered=self.backend.relowered,
+            rtol=self.rtol,
+            atol=self.atol,
             compare_fn=sources.watched(self.options.compare) if custom else None,
-            scale_budget=self.scale_budget, scale_floor=self.scale_floor,
+            scale_budget=self.scale_budget,
+            scale_floor=self.scale_floor,
         )
 
 

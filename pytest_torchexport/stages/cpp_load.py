@@ -39,8 +39,14 @@ def start(name: str, options: Any) -> None:
 class Started:
     """What ``begin`` left for ``step``: the runner on its way, or why nothing runs."""
 
-    def __init__(self, runtime: str, *, skipped: str | None = None, running: cpp.Running | None = None,
-                 built: cpp.Runner | None = None) -> None:
+    def __init__(
+        self,
+        runtime: str,
+        *,
+        skipped: str | None = None,
+        running: cpp.Running | None = None,
+        built: cpp.Runner | None = None,
+    ) -> None:
         self.runtime, self.skipped, self.running, self.built = runtime, skipped, running, built
 
 
@@ -73,7 +79,9 @@ def _begin(check: Check, kind: str, filename: str, runtime: str) -> Started:
             args, kwargs = tuple(v for v in pytree.tree_leaves((args, kwargs)) if hasattr(v, "dtype")), {}
         cpp.write_values(inputs, args, kwargs)
     except cpp.Unsupported as exc:
-        return Started(runtime, skipped=f"not applicable: the recorded call passes {exc}, which the C++ runner does not feed")
+        return Started(
+            runtime, skipped=f"not applicable: the recorded call passes {exc}, which the C++ runner does not feed"
+        )
     runner.stage(check.result, "cpp_load")  # the first check of a torch waits for the runner's build here
     try:
         built = cpp.ensure(chain)
@@ -113,8 +121,12 @@ def step(check: Check) -> None:
         import torch
 
         note["status"] = "mismatch"
-        problem = "runs there, but its outputs differ from eager's on the recorded example: " + "; ".join(comparison.lines()[:2])
-        result.findings.append(Finding("cpp_load", f"{check.name}: loaded in C++ with {runtime}, the saved artifact {problem}"))
+        problem = "runs there, but its outputs differ from eager's on the recorded example: " + "; ".join(
+            comparison.lines()[:2]
+        )
+        result.findings.append(
+            Finding("cpp_load", f"{check.name}: loaded in C++ with {runtime}, the saved artifact {problem}")
+        )
         raise Stop(
             "mismatch",
             f"{check.name} artifact differs from eager when run from C++ {check.header}\n"
@@ -122,7 +134,8 @@ def step(check: Check) -> None:
             f"Example inputs: {check.plan.describe()}\n"
             f"Likely cause: the C++ runtime computes differently from the Python one on this artifact\n"
             f'If {check.name} is not a path you ship from C++, turn the stage off with --torchexport-cpp=off or xfail={{"{check.name}": "reason"}}',
-            "the C++ runtime computes differently from the Python one on this artifact", "cpp_load",
+            "the C++ runtime computes differently from the Python one on this artifact",
+            "cpp_load",
         )
 
 
@@ -131,10 +144,14 @@ def _failed(check: Check, runtime: str, ran: cpp.Ran) -> None:
 
     reached = cpp.reached_for(ran.error)
     first = next((line.strip() for line in ran.error.splitlines() if line.strip()), "(no message)")[:300]
-    problem = {"load": "does not load", "run": "loads but fails to run", "inputs": "cannot be fed the example"}[ran.stage or "load"]
+    problem = {"load": "does not load", "run": "loads but fails to run", "inputs": "cannot be fed the example"}[
+        ran.stage or "load"
+    ]
     if reached:
         problem += f": it reaches for {reached}, which C++ does not have"
-    check.result.findings.append(Finding("cpp_load", f"{check.name}: loaded in C++ with {runtime}, the saved artifact {problem} ({first})"))
+    check.result.findings.append(
+        Finding("cpp_load", f"{check.name}: loaded in C++ with {runtime}, the saved artifact {problem} ({first})")
+    )
     what = reached or "something only the test's Python process provides"
     cause = f"the model uses {what}, which a C++ deployment does not have"
     raise Stop(
@@ -146,5 +163,6 @@ def _failed(check: Check, runtime: str, ran: cpp.Ran) -> None:
         f"Likely cause: {cause}\n"
         f"Register {what} in C++ (TORCH_LIBRARY in a library the deployment links or loads), not only in Python; "
         f'or, if {check.name} is not a path you ship from C++, turn the stage off with --torchexport-cpp=off or xfail={{"{check.name}": "reason"}}',
-        cause, "cpp_load",
+        cause,
+        "cpp_load",
     )

@@ -42,8 +42,12 @@ def build(check: Check) -> Artifacts:
         check.export_sizes = {k: v[1] for k, v in grown.items()}
         result.extra["export_sizes"] = dict(check.export_sizes)
     ctx = ExportContext(
-        device=check.device, plan=plan, module=check.eager.module, scratch=check.scratch,
-        shipped=check.options.onnx_shipped, captures=check.captures,
+        device=check.device,
+        plan=plan,
+        module=check.eager.module,
+        scratch=check.scratch,
+        shipped=check.options.onnx_shipped,
+        captures=check.captures,
     )
     artifact, failure = export_once(check, export_args, export_kwargs, ctx)
     relaxed = violated_dims(failure, plan) if failure is not None and backend.dynamic else frozenset()
@@ -52,8 +56,7 @@ def build(check: Check) -> Artifacts:
         # dims left to the exporter, so the search can show where the artifact breaks.
         options = check.options
         assumed = frozenset(
-            d for d in relaxed
-            if options.dynamic is None and options.inputs is None and d not in (options.dims or {})
+            d for d in relaxed if options.dynamic is None and options.inputs is None and d not in (options.dims or {})
         )
         result.findings.append(specialized_finding(failure, name, relaxed, plan, assumed))
         ctx.relaxed = relaxed
@@ -103,16 +106,21 @@ def _post_processing(check: Check, artifact: Any) -> None:
         check.scale_budget = post.budget
         check.scale_floor = output_scales(check.recorded.outputs)
     check.result.extra["shipped"] = {
-        "steps": list(post.steps), "op_depth": post.op_depth,
-        "budget": check.scale_budget, "budget_from": post.budget_from if check.scale_budget is not None else (
-            "explicit rtol/atol" if post.budget is not None else "the backend's default tolerances"),
+        "steps": list(post.steps),
+        "op_depth": post.op_depth,
+        "budget": check.scale_budget,
+        "budget_from": post.budget_from
+        if check.scale_budget is not None
+        else ("explicit rtol/atol" if post.budget is not None else "the backend's default tolerances"),
     }
 
 
 def _static_dims(check: Check, artifact: Any) -> None:
     """A ``specialized_dim`` finding per declared-dynamic dim the artifact's inputs fix (once a dim)."""
     said: set[str] = set()
-    for input_name, axis, dim, size in check.plan.static_in(quiet_call(check.result, check.backend.input_shapes, artifact)):
+    for input_name, axis, dim, size in check.plan.static_in(
+        quiet_call(check.result, check.backend.input_shapes, artifact)
+    ):
         if dim in said:
             continue
         said.add(dim)
@@ -131,7 +139,9 @@ def _test_dirname(result: Result) -> str:
     return test_dirname(result.nodeid, result.test, result.module)
 
 
-def export_once(check: Check, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> tuple[Any, Exception | None]:
+def export_once(
+    check: Check, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext
+) -> tuple[Any, Exception | None]:
     """One export of a fresh copy (exporters may touch the module), timed, warnings kept."""
     result = check.result
     runner.stage(result, "export")
@@ -151,7 +161,9 @@ def export_once(check: Check, args: tuple[Any, ...], kwargs: dict[str, Any], ctx
         except Exception as exc:  # noqa: BLE001 - every exporter failure is a result
             failure = exc
     if artifact is not None:
-        reset_state(check.backend.artifact_module(artifact), initial)  # a trace ran forward: save the state the module starts from
+        reset_state(
+            check.backend.artifact_module(artifact), initial
+        )  # a trace ran forward: save the state the module starts from
     result.timings["export_s"] = result.timings.get("export_s", 0.0) + time.perf_counter() - t0
     for finding in explain.tracer_findings(captured.warnings, result.backend):
         if finding not in result.findings:
@@ -260,7 +272,9 @@ def export_failed(check: Check, exc: BaseException, stage: str) -> NoReturn:
     else:  # no line of the user's to blame: the exporter's own words, already the message's second line
         cause, kind = reason, "exporter_error"
     lines.append(f"Example inputs: {check.plan.describe()}")
-    lines.append(f'If {name} is not a path you ship, drop it with backends=[...] or mark it known with xfail={{"{name}": "reason"}}')
+    lines.append(
+        f'If {name} is not a path you ship, drop it with backends=[...] or mark it known with xfail={{"{name}": "reason"}}'
+    )
     raise Stop("export_error" if stage in ("export", "save") else "load_error", "\n".join(lines), cause, kind)
 
 

@@ -55,7 +55,11 @@ def record(check: Check) -> None:
         f"{name}={e['value']!r}" if "value" in e else f"{name}: {e['dtype']}{e['shape']}" for name, e in summary.items()
     )
     eager_ms, artifact_ms = timings
-    check.result.extra["latency_ms"] = {"eager": round(eager_ms, 4), "artifact": round(artifact_ms, 4), "input": described}
+    check.result.extra["latency_ms"] = {
+        "eager": round(eager_ms, 4),
+        "artifact": round(artifact_ms, 4),
+        "input": described,
+    }
     check.result.timings["latency_s"] = time.perf_counter() - t0
 
 

@@ -58,8 +58,12 @@ class Prelude:
 def run_prelude(module: torch.nn.Module, plan: InputPlan, device: str, options: Options, result: Result) -> Prelude:
     """The prelude of a check (eager's stages, before the ``Check``); any may end it (``outcome.Stop``)."""
     eager = Eager(module, device)
-    if eager.refused is not None:  # a check of the live module, never a quiet one (selection.py says more where it chose it)
-        result.findings.append(Finding("reference_copy", f"eager ran the module the test called, not a copy: {eager.refused}"))
+    if (
+        eager.refused is not None
+    ):  # a check of the live module, never a quiet one (selection.py says more where it chose it)
+        result.findings.append(
+            Finding("reference_copy", f"eager ran the module the test called, not a copy: {eager.refused}")
+        )
     # 0. An assumed batch dim that eager rejects is not one (assumptions.py).
     plan = assumptions.hold_rejected_batch(plan, eager, options, result)
     # 1. The example through eager: determinism and side effects.
@@ -87,12 +91,14 @@ def run_prelude(module: torch.nn.Module, plan: InputPlan, device: str, options: 
         training_finding(result, module, device, (args, kwargs), call.outputs)
     unread = not_compared(call.outputs)
     if unread:
-        result.findings.append(Finding(
-            "not_compared",
-            "not compared by value: " + "; ".join(f"output {path or '(the output)'} ({leaf.of}: {leaf.why})"
-                                                  for path, leaf in unread[:5])
-            + (f"; and {len(unread) - 5} more" if len(unread) > 5 else ""),
-        ))
+        result.findings.append(
+            Finding(
+                "not_compared",
+                "not compared by value: "
+                + "; ".join(f"output {path or '(the output)'} ({leaf.of}: {leaf.why})" for path, leaf in unread[:5])
+                + (f"; and {len(unread) - 5} more" if len(unread) > 5 else ""),
+            )
+        )
     changed_state = eager.state_changed()
     eager.restore()
     # Drawn sizes within what the machine holds: the recorded call's bytes and the peak memory and time
@@ -115,13 +121,16 @@ def _not_returned(before: Any, after: Any, outputs: Any) -> tuple[Any, Any]:
         return before, after
     from .._compat import pytree
 
-    returned = {named[id(leaf)] for leaf in pytree.tree_leaves(outputs, is_leaf=lambda x: id(x) in named)
-                if id(leaf) in named}
+    returned = {
+        named[id(leaf)] for leaf in pytree.tree_leaves(outputs, is_leaf=lambda x: id(x) in named) if id(leaf) in named
+    }
     if not returned:
         return before, after
     return tuple(
-        (tuple(v for i, v in enumerate(args) if ("arg", i) not in returned),
-         {n: v for n, v in kw.items() if ("kwarg", n) not in returned})
+        (
+            tuple(v for i, v in enumerate(args) if ("arg", i) not in returned),
+            {n: v for n, v in kw.items() if ("kwarg", n) not in returned},
+        )
         for args, kw in ((a, k), (a_after, k_after))
     )  # type: ignore[return-value]
 
@@ -141,18 +150,22 @@ def training_finding(result: Result, module: torch.nn.Module, device: str, input
                 outputs = trained(*args, **kwargs)
         same = compare(eval_outputs, outputs).ok
     except Exception as exc:  # noqa: BLE001 - a module that fails in train mode under no_grad
-        result.findings.append(Finding(
-            "training_mode",
-            f"the test called the module in training mode; it was checked in eval mode, as it is served, and "
-            f"whether its outputs differ between the modes cannot be told here ({type(exc).__name__}: {exc})",
-        ))
+        result.findings.append(
+            Finding(
+                "training_mode",
+                f"the test called the module in training mode; it was checked in eval mode, as it is served, and "
+                f"whether its outputs differ between the modes cannot be told here ({type(exc).__name__}: {exc})",
+            )
+        )
         return
     if not same:
-        result.findings.append(Finding(
-            "training_mode",
-            "the test called the module in training mode, whose outputs differ from eval mode's on the recorded "
-            "input (dropout, batch statistics): it was checked in eval mode, as it is served",
-        ))
+        result.findings.append(
+            Finding(
+                "training_mode",
+                "the test called the module in training mode, whose outputs differ from eval mode's on the recorded "
+                "input (dropout, batch statistics): it was checked in eval mode, as it is served",
+            )
+        )
 
 
 @dataclass(frozen=True)
@@ -196,8 +209,14 @@ class EagerOnce:
         self.captures: dict[Hashable, Any] = {}
 
     def hand_over(
-        self, call: Hashable, module: torch.nn.Module, plan: InputPlan, options: Options, result: Result,
-        *, session: Any = None,
+        self,
+        call: Hashable,
+        module: torch.nn.Module,
+        plan: InputPlan,
+        options: Options,
+        result: Result,
+        *,
+        session: Any = None,
     ) -> Handed:
         """The shared prelude of ``call`` (a key: which of the test's recorded calls), what it
         wrote and any verdict it settled written into ``result`` (a fresh check's)."""
@@ -227,8 +246,9 @@ class SharedCall(NamedTuple):
     once: EagerOnce
     call: Hashable
 
-    def hand_over(self, module: torch.nn.Module, plan: InputPlan, options: Options, result: Result,
-                  *, session: Any = None) -> Handed:
+    def hand_over(
+        self, module: torch.nn.Module, plan: InputPlan, options: Options, result: Result, *, session: Any = None
+    ) -> Handed:
         return self.once.hand_over(self.call, module, plan, options, result, session=session)
 
     @property
@@ -238,7 +258,11 @@ class SharedCall(NamedTuple):
 
 
 def _compute(
-    module: torch.nn.Module, plan: InputPlan, options: Options, result: Result, search: tuple[Any, float | None],
+    module: torch.nn.Module,
+    plan: InputPlan,
+    options: Options,
+    result: Result,
+    search: tuple[Any, float | None],
 ) -> _Shared:
     template = copy.deepcopy(result)
     threads = torch.get_num_threads()
@@ -273,7 +297,9 @@ def _draw_once(prelude: Prelude, search: tuple[Any, float | None], result: Resul
     try:
         # A bug of ours surfaces here rather than each check quietly searching on its own.
         with torch.no_grad(), hypothesis_home(session.hypothesis_home):
-            return draw_once(prelude.eager, prelude.plan, prelude.options, session, recorded, body_s=body_s, result=result)
+            return draw_once(
+                prelude.eager, prelude.plan, prelude.options, session, recorded, body_s=body_s, result=result
+            )
     finally:
         prelude.eager.restore()
 

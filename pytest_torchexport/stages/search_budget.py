@@ -121,17 +121,23 @@ def budget_row(clock: BudgetClock, result: Result) -> None:
     what = [f"{n} {_KIND_WORDS.get(k, k)}" for k, n in sorted(untried.items(), key=lambda kv: -kv[1])]
     left = f"{total} input(s) untried" if total else "no input untried"
     also = f"; and left out {' and '.join(skipped)}" if skipped else ""
-    result.findings.append(Finding(
-        "budget",
-        f"the search budget of {limit:g} s ({shared.budget.why}; eager's runs may take half of it) left {left} "
-        f"after {spent_s:.1f} s beyond the export{': ' + ', '.join(what) if what else ''}{also}; the recorded call "
-        "and each declared dim's min and max were tried. Raise it with budget=\"10m\" (or "
-        "--torchexport-budget=DURATION), or --torchexport-budget=off for the full search",
-    ))
+    result.findings.append(
+        Finding(
+            "budget",
+            f"the search budget of {limit:g} s ({shared.budget.why}; eager's runs may take half of it) left {left} "
+            f"after {spent_s:.1f} s beyond the export{': ' + ', '.join(what) if what else ''}{also}; the recorded call "
+            'and each declared dim\'s min and max were tried. Raise it with budget="10m" (or '
+            "--torchexport-budget=DURATION), or --torchexport-budget=off for the full search",
+        )
+    )
 
 
-_KIND_WORDS = {"drawn": "drawn input(s)", "probe": "small-size probe(s)", "special": "special-value probe(s)",
-               "export": "export example"}
+_KIND_WORDS = {
+    "drawn": "drawn input(s)",
+    "probe": "small-size probe(s)",
+    "special": "special-value probe(s)",
+    "export": "export example",
+}
 
 
 def start(shared: SharedInputs | None, forward_s: float) -> BudgetClock | None:
@@ -164,5 +170,15 @@ def close(clock: BudgetClock | None, result: Result) -> None:
     result.timings["after_exports_s"] = time.perf_counter() - clock.start
 
 
-__all__ = ["ALWAYS", "BUDGET_FLOOR_S", "BUDGET_MULTIPLE", "Budget", "BudgetClock", "affords", "budget_row", "close", "start",
-           "until"]
+__all__ = [
+    "ALWAYS",
+    "BUDGET_FLOOR_S",
+    "BUDGET_MULTIPLE",
+    "Budget",
+    "BudgetClock",
+    "affords",
+    "budget_row",
+    "close",
+    "start",
+    "until",
+]

@@ -83,8 +83,12 @@ class SharedInputs:
     skipped: list[str] = field(default_factory=list)  # findings the budget left out here ("latency", ...)
     wall_s: float | None = None  # all of draw_once's time (hypothesis's drawing too): the checks' clocks start from it
     eager_ms: float | None = None  # eager's latency at the recorded input, timed once for every backend (latency.py)
-    sizes: dict[Any, EagerCall | None] = field(default_factory=dict)  # [Static Sizes Once] eager at the undeclared dims' nearby sizes
-    float64: Float64Store | None = None  # [Float64 Once] the oracle's float64 outputs, made by the first child that needs them
+    sizes: dict[Any, EagerCall | None] = field(
+        default_factory=dict
+    )  # [Static Sizes Once] eager at the undeclared dims' nearby sizes
+    float64: Float64Store | None = (
+        None  # [Float64 Once] the oracle's float64 outputs, made by the first child that needs them
+    )
 
     def seen(self, draw: Draw) -> bool:
         """Eager has run ``draw`` here (held, rejected, or accepted and not held)."""
@@ -122,8 +126,12 @@ def grown_draw(plan: InputPlan) -> Draw:
 def explicit_draws(plan: InputPlan, export_draw: Draw, special_values: bool) -> dict[Draw, str]:
     """The inputs tried before any drawn one, most valuable first, each once (d908a27), by kind."""
     kinds: dict[Draw, str] = {}
-    entries = [(recorded_draw(plan), "recorded"), *((d, "bounds") for d in bounds_draws(plan)), (export_draw, "export"),
-               *((d, "probe") for d in probe_draws(plan))]
+    entries = [
+        (recorded_draw(plan), "recorded"),
+        *((d, "bounds") for d in bounds_draws(plan)),
+        (export_draw, "export"),
+        *((d, "probe") for d in probe_draws(plan)),
+    ]
     if special_values:
         entries += [(d, "special") for d in special_probes(plan)]
     for draw, kind in entries:
@@ -132,8 +140,15 @@ def explicit_draws(plan: InputPlan, export_draw: Draw, special_values: bool) -> 
 
 
 def hypothesis_test(
-    target: Callable[[Draw], None], plan: InputPlan, options: Options, *, key: str, seed: int | None,
-    database: Any, explicit: list[Draw], shrink: bool,
+    target: Callable[[Draw], None],
+    plan: InputPlan,
+    options: Options,
+    *,
+    key: str,
+    seed: int | None,
+    database: Any,
+    explicit: list[Draw],
+    shrink: bool,
 ) -> Any:
     """The hypothesis test over ``plan`` that calls ``target`` on each draw. The test function's
     source is this one (its digest seeds a derandomized run), so the shared draws and a failing
@@ -168,8 +183,14 @@ def hypothesis_test(
 
 
 def draw_once(
-    eager: Eager, plan: InputPlan, options: Options, session: Any, recorded: tuple[Draw, EagerCall], *,
-    body_s: float | None, result: Result,
+    eager: Eager,
+    plan: InputPlan,
+    options: Options,
+    session: Any,
+    recorded: tuple[Draw, EagerCall],
+    *,
+    body_s: float | None,
+    result: Result,
 ) -> SharedInputs:
     """The shared inputs of one call and device: drawn, eager run on each within the budget.
     Runs in the test's process before the first check forks (prelude.EagerOnce)."""
@@ -243,13 +264,23 @@ def draw_once(
             reject()
 
     database = session.database
-    test = hypothesis_test(generated, plan, options, key=key, seed=seed,
-                           database=None if database is None else ReadOnlyDatabase(database), explicit=[], shrink=False)
+    test = hypothesis_test(
+        generated,
+        plan,
+        options,
+        key=key,
+        seed=seed,
+        database=None if database is None else ReadOnlyDatabase(database),
+        explicit=[],
+        shrink=False,
+    )
     from hypothesis.errors import HypothesisException
 
     try:
         test()
-    except HypothesisException:  # eager rejected everything (Unsatisfiable), a health check: each check's own search says so
+    except (
+        HypothesisException
+    ):  # eager rejected everything (Unsatisfiable), a health check: each check's own search says so
         pass
     if not options.vary_scalars:
         # [Baked Scalars Once] eager at each Python scalar's other value, for every backend's baked_argument check.
@@ -293,8 +324,9 @@ def draw_once(
         t0 = time.perf_counter()
         recorded_inputs = _recorded_inputs(plan, recorded[0], device)
         until = started + shared.budget.limit_s - shared.spent_s - 2 * forward_s
-        shared.sizes = static_sizes.eager_runs(eager, plan, recorded_inputs, shared.spent_s, HOLD_BYTES - held,
-                                               until=until)
+        shared.sizes = static_sizes.eager_runs(
+            eager, plan, recorded_inputs, shared.spent_s, HOLD_BYTES - held, until=until
+        )
         shared.extra_s += time.perf_counter() - t0
         result.timings["shared_static_size_s"] = time.perf_counter() - t0
     shared.wall_s = time.perf_counter() - started
@@ -312,7 +344,9 @@ def hypothesis_home(directory: str | None) -> Any:
     from hypothesis import configuration
 
     previous = configuration.storage_directory(intent_to_write=False).home_directory
-    configuration.set_hypothesis_home_dir(directory or os.path.join(tempfile.gettempdir(), "pytest-torchexport-hypothesis"))
+    configuration.set_hypothesis_home_dir(
+        directory or os.path.join(tempfile.gettempdir(), "pytest-torchexport-hypothesis")
+    )
     try:
         yield
     finally:
@@ -327,5 +361,12 @@ def _nbytes(tree: Any) -> int:
     return sum(t.numel() * t.element_size() for t in pytree.tree_leaves(tree) if isinstance(t, torch.Tensor))
 
 
-__all__ = ["SharedInputs", "bounds_draws", "draw_once", "explicit_draws", "grown_draw", "hypothesis_home",
-           "hypothesis_test"]
+__all__ = [
+    "SharedInputs",
+    "bounds_draws",
+    "draw_once",
+    "explicit_draws",
+    "grown_draw",
+    "hypothesis_home",
+    "hypothesis_test",
+]

@@ -27,17 +27,23 @@ from .check import Check
 
 
 def side_effect_findings(
-    result: Result, mutates_input: bool, changed_state: list[str], module: Any = None,
+    result: Result,
+    mutates_input: bool,
+    changed_state: list[str],
+    module: Any = None,
 ) -> None:
     if mutates_input:
         result.findings.append(Finding("mutates_input", "forward modifies its input tensors in place"))
     if changed_state:
         site = update_site(module, changed_state) if module is not None else None
         at = f" ({explain.where(*site)}: `{explain.source_line(*site)}`)" if site else ""
-        result.findings.append(Finding(
-            "mutates_state", f"forward updates module state on every call: {', '.join(changed_state[:5])}{at}",
-            explain.where(*site) if site else None,
-        ))
+        result.findings.append(
+            Finding(
+                "mutates_state",
+                f"forward updates module state on every call: {', '.join(changed_state[:5])}{at}",
+                explain.where(*site) if site else None,
+            )
+        )
 
 
 def update_site(module: Any, names: list[str]) -> tuple[str, int] | None:
@@ -67,8 +73,12 @@ def update_site(module: Any, names: list[str]) -> tuple[str, int] | None:
 
 
 def _is_self_attr(node: Any, attr: str) -> bool:
-    return (isinstance(node, ast.Attribute) and node.attr == attr and isinstance(node.value, ast.Name)
-            and node.value.id == "self")
+    return (
+        isinstance(node, ast.Attribute)
+        and node.attr == attr
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "self"
+    )
 
 
 def _updates(node: Any, attr: str) -> bool:
@@ -88,14 +98,16 @@ def check_determinism(result: Result, eager: Eager, inputs: tuple[Any, Any], out
     again = eager(*inputs)
     if not equal_trees(outputs, again.outputs):
         _nondeterministic(
-            result, "Eager disagrees with itself",
+            result,
+            "Eager disagrees with itself",
             "the same input and RNG seed give different outputs (a nondeterministic kernel?), so parity with an "
             "export is undefined and is not checked.",
         )
     other_seed = eager(*inputs, rng_seed=1)
     if not equal_trees(outputs, other_seed.outputs):
         _nondeterministic(
-            result, "Eager output depends on the RNG",
+            result,
+            "Eager output depends on the RNG",
             "forward draws random numbers even in eval mode (torch.randn_like, a dropout called with "
             "training=True, ...), so parity with an export is undefined and is not checked. Make the "
             "randomness an input to check this model.",
@@ -129,7 +141,9 @@ def _inputs_updated(check: Check) -> None:
         return
     if not equal_trees(recorded.call.inputs_after, art_after):
         _recorded_input(check, compared=1)
-        check.result.findings.append(Finding("side_effects", f"{name} does not reproduce the in-place update of the inputs"))
+        check.result.findings.append(
+            Finding("side_effects", f"{name} does not reproduce the in-place update of the inputs")
+        )
         why = (
             f"forward modifies its inputs in place; the {name} artifact does not "
             f"(ONNX and exported graphs return values, they do not write into the caller's tensors)."
@@ -139,7 +153,8 @@ def _inputs_updated(check: Check) -> None:
             f"Side effects differ from eager {check.header}\n{why}\n"
             f"Inputs: {check.plan.describe()}\n"
             "Return the updated tensor instead of mutating the input, or mark the backend known with xfail=.",
-            why, "side_effects",
+            why,
+            "side_effects",
         )
 
 
@@ -152,7 +167,9 @@ def _state_updated(check: Check) -> None:
     """Lockstep calls: a lost buffer update shows on the second call. The test's own sequence
     of calls when it recorded several (a stream of chunks), else 3 calls on the recorded input."""
     recorded, eager, runnable = check.recorded, check.eager, check.artifacts.runnable  # type: ignore[union-attr]  # exported
-    steps = list(check.steps) if check.steps is not None and _replayed(check) else [(recorded.args, recorded.kwargs)] * 3
+    steps = (
+        list(check.steps) if check.steps is not None and _replayed(check) else [(recorded.args, recorded.kwargs)] * 3
+    )
     target = check.backend.artifact_module(runnable)
     saved = stateful.snapshot(target)
     compared: list[dict[str, Any]] = []  # each call's entry, the row's per_input where the calls decide
@@ -165,12 +182,14 @@ def _state_updated(check: Check) -> None:
                 except Exception as exc:  # noqa: BLE001 - a call the search judges on its own
                     if call == 1:
                         raise
-                    check.result.findings.append(Finding(
-                        "side_effects",
-                        f"the {check.name} artifact raised at call {call} of the test's sequence of calls "
-                        f"({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}); "
-                        "the state was compared up to that call",
-                    ))
+                    check.result.findings.append(
+                        Finding(
+                            "side_effects",
+                            f"the {check.name} artifact raised at call {call} of the test's sequence of calls "
+                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}); "
+                            "the state was compared up to that call",
+                        )
+                    )
                     break
                 cmp = check.compare(expected, actual)
                 compared += _call_entry(check, call, cmp)
@@ -189,8 +208,15 @@ def _call_entry(check: Check, call: int, cmp: Comparison) -> list[dict[str, Any]
     the recorded input, so the calls tell apart where the artifact drops the update."""
     if cmp.problem is not None or cmp.custom_message is not None:
         return []
-    return [{"status": "pass" if cmp.ok else "mismatch", "sizes": dict(sorted(check.plan.example_sizes().items())),
-             "max_abs": cmp.max_abs, "allowed": cmp.allowed, "call": call}]
+    return [
+        {
+            "status": "pass" if cmp.ok else "mismatch",
+            "sizes": dict(sorted(check.plan.example_sizes().items())),
+            "max_abs": cmp.max_abs,
+            "allowed": cmp.allowed,
+            "call": call,
+        }
+    ]
 
 
 def _lost_state(check: Check, target: Any) -> tuple[str, Comparison] | None:
@@ -217,8 +243,10 @@ def _recorded_input(check: Check, compared: int, cmp: Comparison | None = None) 
     says what its message says."""
     result, recorded = check.result, check.recorded
     result.examples = compared
-    result.failing_example = {"inputs": summarize(recorded.args, recorded.kwargs, check.plan),
-                              "draw": recorded.draw.describe()}
+    result.failing_example = {
+        "inputs": summarize(recorded.args, recorded.kwargs, check.plan),
+        "draw": recorded.draw.describe(),
+    }
     sizes = check.plan.example_sizes()
     if sizes:
         result.extra["sizes"] = {dim: [size, size] for dim, size in sorted(sizes.items())}
@@ -230,7 +258,11 @@ def _recorded_input(check: Check, compared: int, cmp: Comparison | None = None) 
 
 
 def _state_differs(
-    check: Check, changed: list[str], call: int, cmp: Comparison, compared: list[dict[str, Any]] | None = None,
+    check: Check,
+    changed: list[str],
+    call: int,
+    cmp: Comparison,
+    compared: list[dict[str, Any]] | None = None,
 ) -> None:
     _recorded_input(check, call, cmp)
     if compared:
@@ -265,8 +297,10 @@ def _state_differs(
         "mismatch",
         f"Side effects differ from eager {check.header}\n{cause}\n"
         f"Compared {call} call{'s' * (call != 1)} on the recorded input: {check.plan.describe()}\n"
-        + "\n".join(cmp.lines()) + f"\n{remedy}",
-        cause, "side_effects",
+        + "\n".join(cmp.lines())
+        + f"\n{remedy}",
+        cause,
+        "side_effects",
     )
 
 
@@ -309,4 +343,3 @@ def baked_arguments(check: Check) -> None:
                     "vary_scalars=True checks other values too",
                 )
             )
-

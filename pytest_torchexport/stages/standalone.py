@@ -101,8 +101,12 @@ def step(check: Check) -> Loading:
     torch.save(example, inputs)
     plan = check.plan
     request = {
-        "backend": check.spec, "directory": str(loading.directory), "inputs": str(inputs),
-        "outputs": str(loading.outputs), "device": check.device, "scratch": str(scratch),
+        "backend": check.spec,
+        "directory": str(loading.directory),
+        "inputs": str(inputs),
+        "outputs": str(loading.outputs),
+        "device": check.device,
+        "scratch": str(scratch),
         "plan": {"scalars": dict(plan.scalars), "kwargs": {k: None for k in plan.kwargs}},
     }
     loading.send(handle, request, timeout=min(TIMEOUT_S, float(check.options.timeout)))
@@ -129,7 +133,9 @@ def preflight(check: Check) -> Loading | None:
         doing = "loading" if stage == "load" else "running"
         cause = f"the {check.name} runtime crashed while {doing} the artifact (signal {failed.signal})"
         loading.abandon()
-        check.result.extra["standalone"] = f"crashed: the loader was killed by {failed.signal} while {doing} the artifact"
+        check.result.extra["standalone"] = (
+            f"crashed: the loader was killed by {failed.signal} while {doing} the artifact"
+        )
         raise Stop(
             status,
             f"{check.name} artifact killed the process {doing} it with signal {failed.signal} {check.header}\n"
@@ -258,7 +264,9 @@ class Loading:
             raise self._failed  # an engine bug in the request: raised where it was raised before the overlap
         verdict = self._judge()
         if verdict.load_error is not None:
-            self.result.restore(self._saved)  # as when the load ran first: the side-effect checks and the search never ran
+            self.result.restore(
+                self._saved
+            )  # as when the load ran first: the side-effect checks and the search never ran
         result.extra["standalone"] = verdict.note
         if verdict.finding is not None:
             result.findings.insert(self._at, Finding("standalone_load", verdict.finding))
@@ -287,14 +295,18 @@ class Loading:
             here = self._in_process()
             if here is None or not self._against_eager(here).ok:
                 return StandaloneVerdict("ran; differs from eager in the test's process too (see the search)")
-            problem = ("runs there, but its outputs differ from eager's on the recorded example, "
-                       "though in the test's process they match: " + "; ".join(cmp.lines()[:2]))
+            problem = (
+                "runs there, but its outputs differ from eager's on the recorded example, "
+                "though in the test's process they match: " + "; ".join(cmp.lines()[:2])
+            )
         elif answer["stage"] == "run" and self._in_process() is None:
             return StandaloneVerdict("the artifact fails on the recorded example in the test's process too")
         else:
             reached = answer.get("reached")
             stage = {"load": "does not load", "run": "loads but fails to run", "inputs": "cannot be fed the example"}
-            problem = f"{stage[answer['stage']]} there" + (f": it reaches for {reached}, which only the test's process had" if reached else "")
+            problem = f"{stage[answer['stage']]} there" + (
+                f": it reaches for {reached}, which only the test's process had" if reached else ""
+            )
             if not reached or reached.split()[-1] in answer["error"]:  # not torch.export's "see the warnings above"
                 problem += f" ({answer['error'][:300]})"
         finding = f"{name}: in a process that never imported the test's code, the saved artifact {problem}"
@@ -310,14 +322,17 @@ class Loading:
         )
         # A model with no test file (``check``, ``--torchexport-model``) has no test's code to name.
         test = self.check.session.test or ""
-        whose = "the test's code" if test and not test.startswith("torchexport-model::") else "the code that built the model"
+        whose = (
+            "the test's code"
+            if test and not test.startswith("torchexport-model::")
+            else "the code that built the model"
+        )
         verdict.cause = f"the model uses {what}, which exists only while {whose} is imported"
         verdict.load_error = (
             f"{name} artifact does not work outside the test's process {self.check.header}\n"
             f"loaded as a deployment loads it (a fresh process, with the backend's own load), it {problem}\n"
             f"Example inputs: {self.check.plan.describe()}\n"
-            f"Likely cause: {verdict.cause}\n"
-            + remedy
+            f"Likely cause: {verdict.cause}\n" + remedy
         )
         return verdict
 
@@ -338,4 +353,3 @@ class Loading:
                 return check.run(loaded, *self.example)[0]
         except Exception:  # noqa: BLE001 - a failing run is the search's to report
             return None
-

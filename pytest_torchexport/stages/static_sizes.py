@@ -65,7 +65,9 @@ def declared(check: Check) -> bool:
 
 
 def declared_in(options: Any) -> bool:
-    return options.dynamic is not None or options.inputs is not None or any(name != DEFAULT_DIM for name in options.dims)
+    return (
+        options.dynamic is not None or options.inputs is not None or any(name != DEFAULT_DIM for name in options.dims)
+    )
 
 
 def static_dims(plan: Any) -> list[tuple[int, int, int]]:
@@ -79,7 +81,13 @@ def static_dims(plan: Any) -> list[tuple[int, int, int]]:
 
 
 def eager_runs(
-    eager: Eager, plan: Any, recorded: tuple[Any, Any], seconds: float, room: int, *, until: float | None = None,
+    eager: Eager,
+    plan: Any,
+    recorded: tuple[Any, Any],
+    seconds: float,
+    room: int,
+    *,
+    until: float | None = None,
 ) -> dict[Any, EagerCall | None]:
     """[Static Sizes Once] Eager at the sizes ``probe`` tries, once for every backend: (axes, size)
     -> eager's call there, or None where eager refuses the size. The same dims, order, cap
@@ -210,7 +218,9 @@ def _try(check: Check, found: Probe, deadline: float) -> Probe:
             continue
         cmp = check.compare(expected, actual)
         if not cmp.ok and not _rounding(check, (tuple(found.axes), size), (args, kwargs), (expected, actual, cmp)):
-            found.failed[size] = f"differs (max abs err {cmp.max_abs:.3g})" if cmp.problem is None else f"differs ({cmp.problem})"
+            found.failed[size] = (
+                f"differs (max abs err {cmp.max_abs:.3g})" if cmp.problem is None else f"differs ({cmp.problem})"
+            )
     return found
 
 
@@ -234,9 +244,14 @@ def _finding(check: Check, found: Probe) -> Finding:
         axes = {ax: entry for ax, entry in enumerate(leaf.shape) if isinstance(entry, str)}
         dynamic.setdefault(leaf.name, axes)[axis] = dim
     span = (min(found.tried + [found.size]), max(found.tried + [found.size]))
-    dynamic_text = "{" + ", ".join(
-        f'"{name}": {{' + ", ".join(f'{ax}: "{entry}"' for ax, entry in sorted(axes.items())) + "}"
-        for name, axes in dynamic.items()) + "}"
+    dynamic_text = (
+        "{"
+        + ", ".join(
+            f'"{name}": {{' + ", ".join(f'{ax}: "{entry}"' for ax, entry in sorted(axes.items())) + "}"
+            for name, axes in dynamic.items()
+        )
+        + "}"
+    )
     dims_text = f'{{"{dim}": {span}}}'
     by_what: dict[str, list[int]] = {}
     for size, what in sorted(found.failed.items()):
