@@ -119,9 +119,15 @@ def builder(module: Any, init: Any) -> Any:
 def library_entry(frame: Any) -> Any:
     """[Built By A Library] The library call the test's code made that ``frame`` (a library's)
     runs in: the outermost of the library frames above it, up to the first frame of the test's
-    own code; None where no frame of the test's is found (nothing to tell the library from)."""
+    own code; None where no frame of the test's is found (nothing to tell the library from), or
+    where this plugin's own code built it (a ``--torchexport-model`` item's body: the plugin calls
+    the model for the test, as the test would)."""
+    from ..results.explain import is_plugin_file
+
     entry = frame
     for _ in range(64):
+        if is_plugin_file(entry.f_code.co_filename):
+            return None
         above = entry.f_back
         if above is None:
             return None

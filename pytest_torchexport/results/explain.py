@@ -134,6 +134,11 @@ def is_user_file(filename: str) -> bool:
     return not any(path.startswith(os.path.realpath(d)) for d in _LIB_DIRS)
 
 
+def is_plugin_file(filename: str) -> bool:
+    """A file of this plugin's own package."""
+    return bool(filename) and os.path.realpath(filename).startswith(_PACKAGE_DIR)
+
+
 def is_model_file(filename: str) -> bool:
     """[Model Code] A file that may hold the model's code, where findings and causes point:
     the user's files and installed packages alike, but never torch's own files, the
