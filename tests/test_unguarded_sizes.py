@@ -52,4 +52,4 @@ def test_a_difference_outside_the_proved_shapes_is_a_mismatch_quoting_the_guard(
     (row,) = caught.value.report.results
     assert row.status == "mismatch", row.message
     assert GUARD in row.message
-    assert row.failing_example["inputs"]["x"]["shape"][0] < 3
+    assert row.failing_example["inputs"]["input"]["shape"][0] < 3
