@@ -324,10 +324,13 @@ def _group(name: str) -> str | None:
 #: Words in an input's name that say its dim 1 is the sequence (``input_ids``, ``tokens``,
 #: ``attention_mask``, ``inputs_embeds``).
 SEQUENCE_WORDS = ("ids", "token", "mask", "embeds")
-#: Names of a 2-D float input of raw audio, (batch, samples): transformers' ``input_values``
-#: (Wav2Vec2, HuBERT, WavLM), and the words people name a waveform by. Its samples are its
-#: sequence, served at whatever length a clip has.
-AUDIO_WORDS = ("input_values", "wave", "audio", "speech", "wav")
+#: Names of a 2-D float input of raw audio, (batch, samples), whose length is searched:
+#: transformers' ``input_values`` (Wav2Vec2, HuBERT, WavLM), served at whatever length a clip has.
+#: A waveform under another name (``audio``, ``waveform``) keeps its recorded length, its other
+#: lengths probed after a pass (``static_size``): on-device audio models are often served fixed
+#: windows, and a length nobody declared dynamic made a .pte export fail (XNNPACK's reshape takes
+#: one dynamic dim: docs/howto-edge.md's keyword spotter). Declare it (``dynamic=``) to search it.
+AUDIO_WORDS = ("input_values",)
 
 
 def _sequence_axes(leaves: list[Any], tensor_idx: list[int], names: dict[int, str]) -> list[int]:
