@@ -333,6 +333,16 @@ def keywords_bound(module: Any, kwargs: dict[str, Any]) -> Any:
     return adapter.train(module.training)
 
 
+def call_tensors(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
+    """The call's tensors, flat, in this process's pytree order (a registered input type, such as a
+    transformers cache, flattened as registered): what a runtime fed by position takes."""
+    import torch
+
+    from .._compat import pytree
+
+    return [t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+
+
 def onnx_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
     """``args`` as ``torch.onnx.export`` must be given them to pass them positionally.
 

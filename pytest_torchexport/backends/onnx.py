@@ -21,11 +21,19 @@ from typing import Any
 
 import torch
 
-from .._compat import pytree
 from ..results.explain import FindingWarning
 from ..results.report import Finding
 from . import _torchlib
-from .base import Backend, ExportContext, GraphOptimizer, PostProcessing, keywords_bound, onnx_args, positional_adapter
+from .base import (
+    Backend,
+    ExportContext,
+    GraphOptimizer,
+    PostProcessing,
+    call_tensors,
+    keywords_bound,
+    onnx_args,
+    positional_adapter,
+)
 
 FILENAME = "model.onnx"
 #: onnxruntime's graph optimization levels, least rewriting first; sessions run at its
@@ -133,7 +141,7 @@ class OnnxSession:
     def feed(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """The call's tensors as onnxruntime takes them: numpy arrays by input name, in the
         element type each input declares (a float16 model with float16 inputs takes those)."""
-        tensors = [t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        tensors = call_tensors(args, kwargs)
         if len(tensors) != len(self.input_names):
             raise RuntimeError(
                 f"the ONNX graph takes {len(self.input_names)} inputs ({', '.join(self.input_names)}) "

@@ -167,21 +167,21 @@ class Loader:
 
     def _stage(self) -> str | None:
         """The last stage the loader's log says it began (``_serve`` writes each)."""
-        found = re.findall(rf"^{STAGE_MARK}(\w+)$", self._log_text(), flags=re.MULTILINE)
+        found = re.findall(rf"^{STAGE_MARK}(\w+)$", self._log_text() or "", flags=re.MULTILINE)
         return found[-1] if found else None
 
-    def _log_text(self) -> str:
+    def _log_text(self) -> str | None:
+        """The loader's log, or None where it cannot be read."""
         try:
             return Path(self.home or "", "log.txt").read_text(errors="replace")
         except OSError:
-            return ""
+            return None
 
     def _log_tail(self) -> str:
-        try:
-            text = Path(self.home or "", "log.txt").read_text(errors="replace").strip()
-        except OSError:
+        text = self._log_text()
+        if text is None:
             return "no log"
-        return text[-400:] or "no output"
+        return text.strip()[-400:] or "no output"
 
 
 def _alive(pid: int) -> bool:

@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from .._compat import pytree, quiet_torch
-from ..backends.base import Backend, OnnxModelSource
+from .._compat import quiet_torch
+from ..backends.base import Backend, OnnxModelSource, call_tensors
 from .eager_side import clone
 from .onnx_scopes import node_module
 
@@ -226,7 +226,7 @@ def _call(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             return target(*a, **k)
         except Exception:  # noqa: BLE001 - the artifact's submodule may refuse a call in any way; tried positionally next
             pass
-        tensors = [v for v in pytree.tree_leaves((a, k)) if isinstance(v, torch.Tensor)]
+        tensors = call_tensors(a, k)
         try:
             return target(*tensors)
         except Exception:  # noqa: BLE001 - a calling convention the artifact does not keep, raised any way; _FAILED says so

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..backends.base import call_tensors
 from ..isolation import loader
 from ..isolation.loader import TIMEOUT_S, LoaderUnavailable
 from ..isolation.process import THIS
@@ -85,7 +86,6 @@ def step(check: Check) -> Loading:
         return loading
     import torch
 
-    from .._compat import pytree
     from ..isolation import runner
 
     runner.stage(result, "standalone")  # until the request is out; the check then goes on to "run"
@@ -97,7 +97,7 @@ def step(check: Check) -> Loading:
         # A runtime fed tensors by position (onnxruntime) is fed them as a deployment would: the
         # call's tensors in this process's pytree order, where the test registered its own pytree
         # types (a transformers cache), which the fresh process has never heard of.
-        example = (tuple(t for t in pytree.tree_leaves(example) if isinstance(t, torch.Tensor)), {})
+        example = (tuple(call_tensors(*example)), {})
     torch.save(example, inputs)
     plan = check.plan
     request = {
@@ -128,9 +128,9 @@ def preflight(check: Check) -> Loading | None:
         return loading
     failed = loading.crash()
     if failed is not None and failed.signal is not None:
-        stage = failed.stage if failed.stage in ("load", "run") else "load"
-        status: Status = "load_error" if stage == "load" else "run_error"
-        doing = "loading" if stage == "load" else "running"
+        running = failed.stage == "run"  # else load, where the log says no stage
+        status: Status = "run_error" if running else "load_error"
+        doing = "running" if running else "loading"
         cause = f"the {check.name} runtime crashed while {doing} the artifact (signal {failed.signal})"
         loading.abandon()
         check.result.extra["standalone"] = (
