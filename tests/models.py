@@ -271,3 +271,18 @@ class Norm(nn.Module):
 
     def forward(self, x):
         return self.fc(nn.functional.silu(self.norm(x)))
+
+
+class GRUClassifier(torch.nn.Module):
+    """A bidirectional GRU over token ids: torch.onnx captures it with its own while-loop
+    decompositions (test_isolation_crashes, test_shared_capture write its source into their files)."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = torch.nn.Embedding(50, 16)
+        self.gru = torch.nn.GRU(16, 16, batch_first=True, bidirectional=True)
+        self.head = torch.nn.Linear(32, 3)
+
+    def forward(self, ids):
+        h, _ = self.gru(self.emb(ids))
+        return self.head(h.mean(1))

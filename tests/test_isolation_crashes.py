@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import by_item, report_rows, run_with_report
+from models import GRUClassifier
 
 from pytest_torchexport.backends.trace import TraceBackend
 from pytest_torchexport.engine.pipeline import PendingCheck, Session, plan_inputs, run
@@ -158,18 +159,6 @@ def test_a_usage_error_in_the_child_comes_back_as_a_usage_error_row():
     module, args = Picky(), (torch.randn(2, 3),)
     row = PendingCheck(module, plan_inputs(module, args, None), "trace", "cpu", opts, session=Session()).wait()
     assert row.status == "usage_error" and "only in the child" in row.message, row.message
-
-
-class GRUClassifier(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.emb = torch.nn.Embedding(50, 16)
-        self.gru = torch.nn.GRU(16, 16, batch_first=True, bidirectional=True)
-        self.head = torch.nn.Linear(32, 3)
-
-    def forward(self, ids):
-        h, _ = self.gru(self.emb(ids))
-        return self.head(h.mean(1))
 
 
 @pytest.mark.slow

@@ -8,10 +8,12 @@ process and from every check's forked child alike.
 
 from __future__ import annotations
 
+import inspect
 import textwrap
 
 import pytest
 from helpers import report_rows
+from models import GRUClassifier
 
 CONFTEST = textwrap.dedent(
     """
@@ -166,30 +168,19 @@ def test_aoti_starts_from_the_shared_capture_too(tester, monkeypatch):
     assert {rows[("test_clean", b)]["status"] for b in ("export", "onnx", "aoti")} == {"pass"}
 
 
-GRU_MODELS = textwrap.dedent(
-    """
-    import pytest
-    import torch
+GRU_MODELS = (
+    "import pytest\nimport torch\n\n\n"
+    + inspect.getsource(GRUClassifier)
+    + textwrap.dedent(
+        """
 
-
-    class GRUClassifier(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.emb = torch.nn.Embedding(50, 16)
-            self.gru = torch.nn.GRU(16, 16, batch_first=True, bidirectional=True)
-            self.head = torch.nn.Linear(32, 3)
-
-        def forward(self, ids):
-            h, _ = self.gru(self.emb(ids))
-            return self.head(h.mean(1))
-
-
-    @pytest.mark.torchexport(backends=["export", "onnx", "aoti"], examples=6, dims={"batch": (1, 8), "seq": (2, 32)},
-                             dynamic={0: {0: "batch", 1: "seq"}})
-    def test_gru():
-        torch.manual_seed(0)
-        GRUClassifier().eval()(torch.randint(0, 50, (2, 16)))
-    """
+        @pytest.mark.torchexport(backends=["export", "onnx", "aoti"], examples=6, dims={"batch": (1, 8), "seq": (2, 32)},
+                                 dynamic={0: {0: "batch", 1: "seq"}})
+        def test_gru():
+            torch.manual_seed(0)
+            GRUClassifier().eval()(torch.randint(0, 50, (2, 16)))
+        """
+    )
 )
 
 
