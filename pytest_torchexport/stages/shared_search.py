@@ -204,16 +204,17 @@ def draw_once(
     shared = SharedInputs(key, seed, list(kinds), kinds)
     shared.budget = Budget.resolve(options, body_s, recorded[1].seconds)
     held, ran = 0, 0
-    # [Unheld Not Run Here] Once an output did not fit what is held (HOLD_BYTES), an input whose outputs
-    # would not fit either (estimated from the recorded call's output bytes per input byte) is not run
-    # here: a child runs eager on an unheld input itself, so running it here too paid each such forward
-    # twice (a 268 MB output, 10 examples: ~15 of its 18 inputs, 30% of a trace check's time). Its
-    # estimated seconds (the mean so far) still count against eager's share of the budget.
-    full: float | None = None  # from the first unheld output on: output bytes per input byte at the recorded call
+    # [Unheld Not Run Here] An input whose outputs would not fit what is held (HOLD_BYTES), estimated
+    # from the recorded call's output bytes per input byte, is not run here: a child runs eager on an
+    # unheld input itself, so running it here too paid each such forward twice (a 268 MB output, 10
+    # examples: ~15 of its 18 inputs, 30% of a trace check's time; then, with the estimate made only
+    # after the first output that did not fit, still the batch range's max, 1.07 GB, once on each side).
+    # Its estimated seconds (the mean so far) still count against eager's share of the budget.
+    per_input_byte = output_bytes_per_input_byte(recorded[1], _recorded_inputs(plan, recorded[0], device))
     deferred_s = 0.0
 
     def run(draw: Draw, kind: str) -> None:
-        nonlocal held, ran, full, deferred_s
+        nonlocal held, ran, deferred_s
         if shared.seen(draw):
             return
         # Tried where eager's share covers one more input at the mean so far (the budget, not one input past it).
@@ -225,7 +226,7 @@ def draw_once(
             call = recorded[1]
         else:
             args, kwargs = materialize(plan, draw, device)
-            if full is not None and held + full * _nbytes((args, kwargs)) > HOLD_BYTES:
+            if held + per_input_byte * _nbytes((args, kwargs)) > HOLD_BYTES:
                 shared.unheld.add(draw)  # eager runs it in each child that tries it (search.py)
                 deferred_s += mean_s if ran else recorded[1].seconds
                 return
@@ -241,8 +242,6 @@ def draw_once(
         size = _nbytes(call.outputs)
         if held + size > HOLD_BYTES:
             shared.unheld.add(draw)
-            if full is None:
-                full = _nbytes(recorded[1].outputs) / max(1, _nbytes(_recorded_inputs(plan, recorded[0], device)))
             return
         held += size
         shared.calls[draw] = dataclasses.replace(call, inputs_after=((), {}))
@@ -325,7 +324,7 @@ def draw_once(
         recorded_inputs = _recorded_inputs(plan, recorded[0], device)
         until = started + shared.budget.limit_s - shared.spent_s - 2 * forward_s
         shared.sizes = static_sizes.eager_runs(
-            eager, plan, recorded_inputs, shared.spent_s, HOLD_BYTES - held, until=until
+            eager, plan, recorded_inputs, shared.spent_s, HOLD_BYTES - held, per_input_byte, until=until
         )
         shared.extra_s += time.perf_counter() - t0
         result.timings["shared_static_size_s"] = time.perf_counter() - t0
@@ -351,6 +350,12 @@ def hypothesis_home(directory: str | None) -> Any:
         yield
     finally:
         configuration.set_hypothesis_home_dir(previous)
+
+
+def output_bytes_per_input_byte(call: EagerCall, inputs: tuple[Any, Any]) -> float:
+    """The recorded call's output bytes per input byte: what an input's outputs are estimated at
+    before eager runs it ([Unheld Not Run Here])."""
+    return _nbytes(call.outputs) / max(1, _nbytes(inputs))
 
 
 def _nbytes(tree: Any) -> int:

@@ -86,21 +86,23 @@ def eager_runs(
     recorded: tuple[Any, Any],
     seconds: float,
     room: int,
+    per_input_byte: float,
     *,
     until: float | None = None,
 ) -> dict[Any, EagerCall | None]:
     """[Static Sizes Once] Eager at the sizes ``probe`` tries, once for every backend: (axes, size)
     -> eager's call there, or None where eager refuses the size. The same dims, order, cap
     (``MAX_DIMS``) and deadline (a ``SHARE`` of ``seconds``, eager's time on the shared inputs)
-    as the probe; outputs are held while they fit in ``room`` bytes. ``until``: the search budget's
-    end (shared_search.py), where it comes first."""
+    as the probe; outputs are held while they fit in ``room`` bytes, and a size whose outputs would
+    not (``per_input_byte``: the recorded call's output bytes per input byte, raised by what each
+    run gives) is left to the children. ``until``: the search budget's end (shared_search.py), where
+    it comes first."""
     runs: dict[Any, EagerCall | None] = {}
     t0 = time.perf_counter()
     deadline = min(t0 + max(MIN_S, SHARE * seconds), math.inf if until is None else until)
     static = static_dims(plan)
     done: set[tuple[int, int]] = set()
     probed = 0
-    per_input_byte = 0.0  # the most output bytes an input byte gave so far
 
     def run(axes: list[tuple[int, int]], size: int) -> bool:
         nonlocal room, per_input_byte
