@@ -332,6 +332,15 @@ def parse_devices(value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def resolve_devices(devices: tuple[str, ...]) -> tuple[str, ...]:
+    """The devices a check runs on: ``auto`` is the CPU, and CUDA where torch sees a GPU."""
+    if "auto" not in devices:
+        return devices
+    import torch  # deferred: the plugin's import stays torch-free (test_import_without_torch.py)
+
+    return ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
+
+
 def _names(value: Any, option: str) -> list[str]:
     if isinstance(value, str):
         return [v.strip() for v in value.split(",") if v.strip()]

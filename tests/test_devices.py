@@ -4,7 +4,8 @@ import pytest
 import torch
 from models import MLP
 
-from pytest_torchexport.engine.pipeline import _exact_cuda_math, resolve_devices
+from pytest_torchexport.engine.pipeline import _exact_cuda_math
+from pytest_torchexport.options import resolve_devices
 
 
 def test_auto_is_cpu_plus_cuda_when_available(monkeypatch):

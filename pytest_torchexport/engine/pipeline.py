@@ -41,7 +41,7 @@ from ..inputs.specs import InputPlan, plan_inputs
 from ..isolation import runner
 from ..isolation.process import THIS
 from ..isolation.runner import CARRIED_ROW
-from ..options import INSTALL, Options
+from ..options import INSTALL, Options, resolve_devices
 from ..reference.eager import EAGER_MODE, ModelRaised, module_name
 from ..results import outcome
 from ..results.outcome import Stop, settle
@@ -149,12 +149,6 @@ def run(
     ]
     longest_first = all(p.mode == "process" for p in pending)  # inline: in the order asked
     return Report((scheduler or Scheduler()).run_all(pending, longest_first=longest_first))
-
-
-def resolve_devices(devices: tuple[str, ...]) -> tuple[str, ...]:
-    if "auto" in devices:
-        return ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
-    return devices
 
 
 class PendingCheck:

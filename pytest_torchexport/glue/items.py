@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from .._compat import fixtureinfo, unittest_excinfo, unittest_item_class
-from ..options import Options
+from ..options import Options, resolve_devices
 
 #: The pseudo-fixture a marked test function is parametrized over.
 TARGET = "_torchexport_target"
@@ -41,9 +41,6 @@ class Target:
 
 
 def targets(options: Options) -> list[Target]:
-    # Deferred: pulls torch and hypothesis (6-7 s here); the plugin's import stays torch-free (test_import_without_torch.py)
-    from ..engine.pipeline import resolve_devices
-
     devices = resolve_devices(options.devices)
     return [
         Target(backend, device, f"torchexport-{backend}" + (f"-{device}" if len(devices) > 1 else ""))

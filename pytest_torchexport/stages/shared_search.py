@@ -324,7 +324,7 @@ def draw_once(
         recorded_inputs = _recorded_inputs(plan, recorded[0], device)
         until = started + shared.budget.limit_s - shared.spent_s - 2 * forward_s
         shared.sizes = static_sizes.eager_runs(
-            eager, plan, recorded_inputs, shared.spent_s, HOLD_BYTES - held, per_input_byte, until=until
+            eager, plan, recorded_inputs, shared.spent_s, HOLD_BYTES - held, per_input_byte=per_input_byte, until=until
         )
         shared.extra_s += time.perf_counter() - t0
         result.timings["shared_static_size_s"] = time.perf_counter() - t0

@@ -86,8 +86,8 @@ def eager_runs(
     recorded: tuple[Any, Any],
     seconds: float,
     room: int,
-    per_input_byte: float,
     *,
+    per_input_byte: float,
     until: float | None = None,
 ) -> dict[Any, EagerCall | None]:
     """[Static Sizes Once] Eager at the sizes ``probe`` tries, once for every backend: (axes, size)
