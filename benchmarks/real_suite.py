@@ -3,13 +3,21 @@ same suite plain, in one run: wall time, peak memory, the machine's load, each i
 and status, where the checks' time went, and what a budget left untried.
 
     python benchmarks/real_suite.py PATH/TO/CHECKOUT [--tests PATH...] [-k EXPR]
-        [-n 1] [--backends trace,script,onnx,export] [--examples 5] [--budget 30s|off] [--no-plain]
+        [-n 1] [--backends trace,script,onnx,export] [--examples 5] [--budget 30s|off] [--no-plain] [--warm]
 
 The checkout is the library's own source (installed with ``pip install --no-deps -e``
 first); nothing of it is copied here. A ``conftest.py`` that adds a bare ``torchexport``
 marker in ``pytest_collection_modifyitems`` (the usual way a team marks a whole suite) is
 written next to its tests for the run and removed afterwards. The plain run is the same
 command with ``-p no:torchexport`` and no conftest.
+
+Each run's CPU seconds are its whole process tree's (every worker and check child is waited
+for), and the marked run's extra CPU over the plain one divided by the cores is the *floor*: the
+least wall time the checks could add on this machine were they spread perfectly. The exporters'
+seconds are the rows' lowering (``export_s``) and captures (``capture_s``; a capture shared by a
+test's backends counted once), printed against the marked run's extra CPU. ``--warm`` gives the marked run
+an empty verdict cache folder and then runs it again with that folder: every check whose verdict
+was stored is reused, what is left is the plugin's fixed cost (warm against plain).
 
 Memory is measured two ways, since the checks' children are forked copies of the test's
 process and share its pages until they write them: the largest single process
@@ -64,6 +72,7 @@ def main() -> int:
     parser.add_argument("--marker-budget", default=None, help="the marker's budget= instead, e.g. 30s")
     parser.add_argument("--report", type=Path, default=None, help="keep the marked run's JSON report here")
     parser.add_argument("--no-plain", action="store_true", help="skip the plain run (no marked/plain ratio)")
+    parser.add_argument("--warm", action="store_true", help="then the marked run again on its verdict cache")
     opts = parser.parse_args()
 
     conftest = opts.checkout / "conftest.py"
@@ -99,19 +108,32 @@ def main() -> int:
     if opts.marker_budget is not None:
         kwargs["budget"] = opts.marker_budget
     conftest.write_text(CONFTEST.format(kwargs=", ".join(f"{k}={v!r}" for k, v in kwargs.items())))
-    cmd = [*base, f"--torchexport-backends={opts.backends}", f"--torchexport-report={report}"]
+    cache = Path(tempfile.mkdtemp(prefix="real-suite-cache-"))
+    cmd = [*base, f"--torchexport-backends={opts.backends}", f"--torchexport-cache={cache}"]
     if opts.budget is not None:
         cmd.append(f"--torchexport-budget={opts.budget}")
+    warm = None
     try:
-        marked = _run(cmd, opts.checkout, "marked")
+        marked = _run([*cmd, f"--torchexport-report={report}"], opts.checkout, "marked")
+        if opts.warm:
+            warm = _run(cmd, opts.checkout, "warm")
     finally:
         conftest.unlink()
     if plain is not None:
+        cores = os.cpu_count() or 1
+        floor = max(0.0, marked["cpu_s"] - plain["cpu_s"]) / cores
         print(
             f"marked/plain: {marked['wall_s'] / plain['wall_s']:.2f}x wall time, "
             f"{marked['tree_pss_mb'] / plain['tree_pss_mb']:.2f}x peak tree PSS, "
-            f"{marked['largest_mb'] / plain['largest_mb']:.2f}x largest process"
+            f"{marked['largest_mb'] / plain['largest_mb']:.2f}x largest process; "
+            f"CPU {plain['cpu_s']:.0f} -> {marked['cpu_s']:.0f} s: the floor (extra CPU / {cores} cores) "
+            f"{floor:.0f} s of the {marked['wall_s'] - plain['wall_s']:.0f} s added"
         )
+        if warm is not None:
+            print(
+                f"warm/plain: {warm['wall_s'] / plain['wall_s']:.2f}x wall time "
+                f"(+{warm['wall_s'] - plain['wall_s']:.1f} s, CPU +{warm['cpu_s'] - plain['cpu_s']:.1f} s)"
+            )
     if not report.exists():
         print("no report written")
         return 1
@@ -121,6 +143,7 @@ def main() -> int:
     for r in rows:
         print(f"{r['test'].split('::', 1)[-1][:60]:60} {r['backend']:8} {r['module'] or '-':24} {r['status']}")
     print()
+    _print_exporters(rows, None if plain is None else marked["cpu_s"] - plain["cpu_s"])
     _print_timings(rows)
     _print_heaviest(rows)
     _print_budgeted(rows)
@@ -134,6 +157,7 @@ def _run(cmd: list[str], cwd: Path, name: str) -> dict:
     """One pytest run with its wall time, load before and after, and peak memory."""
     before = os.getloadavg()
     largest_before = _largest_child_mb()
+    cpu_before = _children_cpu_s()
     sampler = _TreeSampler()
     t0 = time.perf_counter()
     # Its own process group: a stopped benchmark stops the run's workers and checks with it.
@@ -147,6 +171,7 @@ def _run(cmd: list[str], cwd: Path, name: str) -> dict:
         os.killpg(proc.pid, signal.SIGKILL)
         raise
     wall = time.perf_counter() - t0
+    cpu = _children_cpu_s() - cpu_before
     sampler.stop()
     after = os.getloadavg()
     # ru_maxrss of the children keeps the largest process waited for so far: a later run's own
@@ -157,11 +182,11 @@ def _run(cmd: list[str], cwd: Path, name: str) -> dict:
     slowest = [line for line in lines if re.match(r"\d+\.\d+s (call|setup) ", line)][:5]  # --durations
     print(f"{name}: {lines[-1] if lines else err[-2000:]}" + "".join(f"\n  {line.strip()}" for line in slowest))
     print(
-        f"{name}: {wall:.0f} s wall, peak tree PSS {sampler.peak_mb:.0f} MB ({sampler.peak_procs} processes), "
+        f"{name}: {wall:.0f} s wall, {cpu:.0f} s CPU, peak tree PSS {sampler.peak_mb:.0f} MB ({sampler.peak_procs} processes), "
         f"largest process {largest:.0f} MB{'' if own else ' (at most)'}; load {_fmt(before)} before, "
         f"{_fmt(after)} after"
     )
-    return {"wall_s": wall, "tree_pss_mb": sampler.peak_mb, "largest_mb": largest}
+    return {"wall_s": wall, "cpu_s": cpu, "tree_pss_mb": sampler.peak_mb, "largest_mb": largest}
 
 
 class _TreeSampler:
@@ -280,6 +305,32 @@ def _print_budgeted(rows: list[dict]) -> None:
             f"  {r['test'].split('::', 1)[-1][:50]:50} {r['backend']:8} {own:6.1f} + {shared:5.1f} = {own + shared:6.1f} s "
             f"(budget's count {(r.get('budget') or {}).get('spent_s', '-')})"
         )
+
+
+def _print_exporters(rows: list[dict], extra_cpu_s: float | None) -> None:
+    """The exporters' seconds: each row's lowering (``export_s``) and its own captures, and a capture
+    shared by a test's backends once (a row's ``capture_s`` holds the shared capture's seconds plus
+    any capture of its own, e.g. torch.onnx's strict fallback; the shared one is the least of a test's
+    ``capture: shared`` rows). Against the marked run's CPU beyond the plain run's, where measured."""
+    exports = 0.0
+    shared: dict[str, float] = {}
+    for r in rows:
+        t = r.get("timings") or {}
+        if r.get("capture") == "shared":
+            shared[r["test"]] = min(shared.get(r["test"], t.get("capture_s", 0.0)), t.get("capture_s", 0.0))
+    for r in rows:
+        t = r.get("timings") or {}
+        exports += t.get("export_s", 0.0) + t.get("capture_s", 0.0)
+        if r.get("capture") == "shared":
+            exports -= shared[r["test"]]
+    exports += sum(shared.values())
+    against = f" of the checks' extra CPU {extra_cpu_s:.0f} s ({exports / extra_cpu_s:.0%})" if extra_cpu_s else ""
+    print(f"exporters: {exports:.0f} s{against}; {len(shared)} tests shared a capture")
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _largest_child_mb() -> float:
