@@ -27,7 +27,7 @@ from ..stages.check import Check
 from ..stages.exporting import quiet_call
 from ..stages.search_budget import ALWAYS, BudgetClock
 from ..stages.shared_search import explicit_draws, hypothesis_home, hypothesis_test
-from . import causes
+from . import causes, localize
 from .failure import Failure, Stats, track_vacuous
 from .messages import explain_failure, nothing_compared, pass_message, rejection_finding, shipped_words, vacuous_finding
 
@@ -589,8 +589,6 @@ class Search:
             return  # compare= or a structural difference: no per-module numbers to compare
         if failure.noise is not None and failure.noise.rounding:
             return  # within eager's own rounding (explicit tolerances): no module is at fault
-        from . import localize
-
         if self.check.mutates_state:
             failure.no_localization = (
                 "the module updates its state on every call, so a submodule's input is not replayable"
