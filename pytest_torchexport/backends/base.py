@@ -211,7 +211,7 @@ class Backend:
 class OnnxModelSource(Protocol):
     """The ONNX model an artifact runs, and another model run as it runs its own: localisation adds
     each module's output to a copy of the model as a graph output and runs that copy
-    (search/artifact_side.py)."""
+    (search/localize.py)."""
 
     def onnx_model(self, artifact: Any) -> bytes | str | None:
         """The ONNX model the artifact runs (serialized, or its path), or None."""
