@@ -168,7 +168,7 @@ class Backend:
         """Optional: the ``nn.Module`` the artifact runs (TorchScript included), or None.
 
         Its buffers are the artifact's state, which is put back to the module's initial
-        state after export and before each call of a stateful module (stateful.py); a
+        state after export and before each call of a stateful module (reference/eager.py); a
         TorchScript one is also what localisation walks (localize.py). Default: the
         artifact itself when it is a module.
         """

@@ -58,8 +58,7 @@ from ..inputs.strategies import Draw
 from ..results.report import Finding, Result
 from . import sample_convs
 from .compare import CHUNK, Comparison, flatten
-from .eager import Eager, seed_rng
-from .stateful import restore, snapshot
+from .eager import Eager, restore, seed_rng, snapshot
 
 RMSE_MULTIPLE = 8.0
 MAX_MULTIPLE = 10.0

@@ -17,9 +17,8 @@ import torch
 
 from ..backends.base import Backend
 from ..inputs.strategies import Draw, materialize
-from ..reference import stateful
 from ..reference.compare import Comparison, compare, flatten, tolerances_for
-from ..reference.eager import EagerCall, ModelRaised
+from ..reference.eager import EagerCall, ModelRaised, restore, snapshot
 from ..reference.noise import Float64Reference, NoiseVerdict, judge_noise, noise_finding
 from ..results.outcome import Outcome, Stop
 from ..results.report import Finding
@@ -117,13 +116,13 @@ class Search:
         return self._eager_calls[draw]
 
     def _run(self, artifact: Any, args: Any, kwargs: Any) -> Any:
-        for target, snapshot in self._snapshots:
-            stateful.restore(target, snapshot)
+        for target, saved in self._snapshots:
+            restore(target, saved)
         return self.check.run(artifact, args, kwargs)[0]
 
     def _take_snapshots(self) -> None:
         targets = [self.check.backend.artifact_module(a) for a in (self.runnable, self.in_memory) if a is not None]
-        self._snapshots = [(t, stateful.snapshot(t)) for t in targets if t is not None]
+        self._snapshots = [(t, snapshot(t)) for t in targets if t is not None]
 
     def _seen_state(self, call: EagerCall) -> None:
         """[State After Every Input] An input changed eager's buffers: from now on every artifact call
