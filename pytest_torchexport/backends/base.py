@@ -338,7 +338,7 @@ def call_tensors(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
     transformers cache, flattened as registered): what a runtime fed by position takes."""
     import torch
 
-    from .._compat import pytree
+    from .._compat import pytree  # deferred: torch's pytree; base.py stays torch-free (the public Backend)
 
     return [t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
 
@@ -366,7 +366,7 @@ def positional_adapter(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any
     """
     import torch
 
-    from .._compat import pytree
+    from .._compat import pytree  # deferred: torch's pytree; base.py stays torch-free (the public Backend)
 
     flat, spec = pytree.tree_flatten((args, kwargs))
     slots = [i for i, v in enumerate(flat) if isinstance(v, torch.Tensor)]
@@ -432,7 +432,7 @@ def to_cpu(tree: Any) -> Any:
     only (executorch, openvino, litert) is exported and run with, whatever device was asked."""
     import torch
 
-    from .._compat import pytree
+    from .._compat import pytree  # deferred: torch's pytree; base.py stays torch-free (the public Backend)
 
     return pytree.tree_map(lambda t: t.cpu() if isinstance(t, torch.Tensor) else t, tree)
 
