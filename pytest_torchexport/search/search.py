@@ -14,6 +14,8 @@ import time
 from typing import Any, NamedTuple
 
 import torch
+from hypothesis import reject
+from hypothesis.errors import Flaky, HypothesisException
 
 from ..backends.base import Backend
 from ..inputs.strategies import Draw, materialize
@@ -298,8 +300,6 @@ class Search:
         try:
             failure = self.judge(draw)
         except Rejected:
-            from hypothesis import reject
-
             reject()
         if failure is not None:
             raise _ExampleFailed(failure)
@@ -431,8 +431,6 @@ class Search:
     def _search(self) -> Failure | None:
         """Hypothesis over the plan: the shrunk failure, or None. Ends the check (``Stop``) where
         the verdicts flip on one input, or eager rejects every input."""
-        from hypothesis.errors import Flaky, HypothesisException
-
         result, stats, name, header = self.check.result, self.stats, self.check.name, self.check.header
         explicit = self._explicit()
         test = self._hypothesis_test(explicit)
@@ -479,8 +477,6 @@ class Search:
         its dim's least, the generated inputs are
         searched for one that fails the same way (the same status), shrunk to the smallest; the explicit
         input's failure stands where none does, or the budget of examples is spent first."""
-        from hypothesis.errors import HypothesisException
-
         test = self._hypothesis_test([])
         try:
             with torch.no_grad(), hypothesis_home(self.check.session.hypothesis_home):
