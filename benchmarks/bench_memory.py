@@ -19,7 +19,7 @@ must survive the unbounded run). ``--no-budget`` turns the memory budget off
     PYTHONPATH=/path/to/older/checkout python benchmarks/bench_memory.py   # a version before it
 
 ``--oracle`` measures the float64 noise oracle's forward alone ([Float64 Convolutions],
-``reference/sample_convs.py``): a DenseNet-style 3-D stem and dense block (a 7x7x7 convolution,
+``reference/noise.py``): a DenseNet-style 3-D stem and dense block (a 7x7x7 convolution,
 then layers whose features are concatenated) at batch 16 x 2 x 32 x 64 x 48, in float32, in
 float64 as one batch, and in float64 with its convolution layers sliced, each in a fresh
 process; printed are each one's peak growth over the model and input, its time and the
@@ -161,7 +161,7 @@ ORACLE = r"""
 import json, sys, time
 import torch
 from torch import nn
-from pytest_torchexport.reference import sample_convs
+from pytest_torchexport.reference import noise
 
 def status(key):
     for line in open("/proc/self/status"):
@@ -188,7 +188,7 @@ x = torch.randn(16, 2, 32, 64, 48)
 if how != "float32":
     model, x = model.double(), x.double()
 if how == "sliced":
-    sample_convs.slice_batches(model)
+    noise.slice_batches(model)
 with torch.no_grad():
     model(x[:1])
     with open("/proc/self/clear_refs", "w") as f:

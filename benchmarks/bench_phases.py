@@ -203,9 +203,9 @@ def run_onnx(
     import onnxruntime as ort
     from torch.onnx._internal.exporter import _core, _registration
 
-    from pytest_torchexport.backends import _torchlib
+    from pytest_torchexport.backends import onnx as onnx_backend
 
-    with _torchlib.reused():  # the registry built once per process, as the plugin does
+    with onnx_backend.reused():  # the registry built once per process, as the plugin does
         if program is None:
             # torch.onnx.export's own capture, decompositions and translation in one call; its capture
             # strategies timed apart (the plugin's own timing of them, _compat.onnx_capture_strategies).

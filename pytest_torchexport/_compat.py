@@ -266,7 +266,7 @@ def reorder_kwargs(kwargs: dict[str, Any], in_spec: Any) -> dict[str, Any]:
 
 def onnx_registry_class() -> type | None:
     """``torch.onnx._internal.exporter._registration.ONNXRegistry`` (whose ``from_torchlib``
-    classmethod ``backends/_torchlib.py`` wraps), or None on a torch without the dynamo exporter
+    classmethod ``backends/onnx.py``'s ``reused`` wraps), or None on a torch without the dynamo exporter
     (torch 2.13.0-2.14.1)."""
     try:
         from torch.onnx._internal.exporter import _registration

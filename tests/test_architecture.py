@@ -133,7 +133,7 @@ def _extra_reads(path: Path) -> set[str]:
 EXTRA_READERS = {
     "engine/schedule.py": {"cached"},
     "search/search.py": {"shipped"},
-    "search/shipped_words.py": {"shipped"},
+    "search/messages.py": {"shipped"},
 }
 
 

@@ -143,7 +143,7 @@ def test_per_backend_tolerance_override_through_check():
 def test_chunked_statistics_equal_whole_tensor_ones(monkeypatch):
     # [Bounded Comparison] chunks of 4M elements on real outputs; 7 here, so 300 elements
     # span many chunks, and the greatest error sits in a late one.
-    import pytest_torchexport.reference.leaf_diff as cmp_mod
+    import pytest_torchexport.reference.compare as cmp_mod
 
     torch.manual_seed(0)
     e = torch.randn(3, 100)
@@ -161,7 +161,7 @@ def test_chunked_statistics_equal_whole_tensor_ones(monkeypatch):
 
 
 def test_quantiles_on_a_sample_are_close_to_exact_ones(monkeypatch):
-    import pytest_torchexport.reference.leaf_diff as cmp_mod
+    import pytest_torchexport.reference.compare as cmp_mod
 
     torch.manual_seed(0)
     e = torch.randn(200_000)
@@ -200,7 +200,7 @@ def test_one_pass_statistics_equal_the_exact_ones(monkeypatch, dtype):
     # [One Pass] A chunk where every element matches is judged in a few cached operations,
     # a chunk with a NaN, inf or mismatch by the exact path: on every kind of chunk, the
     # numbers (and so the message) are those of the exact path alone.
-    import pytest_torchexport.reference.leaf_diff as cmp_mod
+    import pytest_torchexport.reference.compare as cmp_mod
 
     gen = torch.Generator().manual_seed(0)
     cases = []

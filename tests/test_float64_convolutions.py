@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from pytest_torchexport.reference import sample_convs
+from pytest_torchexport.reference import noise
 from pytest_torchexport.reference.eager import Eager
 from pytest_torchexport.reference.noise import Float64Reference
 
@@ -33,14 +33,14 @@ class Net(nn.Module):
 
 @pytest.mark.parametrize("layer,shape", CASES, ids=lambda c: type(c).__name__ if isinstance(c, nn.Module) else None)
 def test_sliced_convolutions_give_the_whole_batchs_outputs_bitwise(monkeypatch, layer, shape):
-    monkeypatch.setattr(sample_convs, "COLUMNS_BYTES", 1)  # every call sliced, a sample at a time
+    monkeypatch.setattr(noise, "COLUMNS_BYTES", 1)  # every call sliced, a sample at a time
     calls = []
     model = Net(layer).double().eval()
     model.layer.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape[0]))
     x = torch.randn(shape, dtype=torch.float64)
     with torch.no_grad():
         whole = model(x)
-        assert sample_convs.slice_batches(model) == 1
+        assert noise.slice_batches(model) == 1
         sliced = model(x)
     assert calls == [shape[0], shape[0]]  # the hooks see the layer called once, on the whole batch
     assert torch.equal(whole, sliced)
@@ -50,16 +50,16 @@ def test_only_a_batched_cpu_float64_input_with_large_columns_is_sliced():
     layer = nn.Conv3d(2, 8, 7, padding=3)
     big = torch.zeros(16, 2, 32, 64, 48, dtype=torch.float64)
     # 2 channels x 343 x 98,304 output positions x 8 bytes = 514 MiB a sample: one at a time.
-    assert sample_convs.columns_per_sample(big, layer) == 2 * 343 * 32 * 64 * 48 * 8
+    assert noise.columns_per_sample(big, layer) == 2 * 343 * 32 * 64 * 48 * 8
     strided = nn.Conv3d(2, 8, 7, stride=2)  # output 13 x 29 x 21
-    assert sample_convs.columns_per_sample(big, strided) == 2 * 343 * 13 * 29 * 21 * 8
-    assert sample_convs.samples_per_slice(big, layer) == 1
-    assert sample_convs.samples_per_slice(torch.zeros(16, 2, 4, 4, 4, dtype=torch.float64), layer) is None  # small
-    assert sample_convs.samples_per_slice(big.float(), layer) is None  # float32 has oneDNN
-    assert sample_convs.samples_per_slice(big[:1], layer) is None  # one sample: nothing to slice
-    assert sample_convs.samples_per_slice(big[0], layer) is None  # unbatched input
+    assert noise.columns_per_sample(big, strided) == 2 * 343 * 13 * 29 * 21 * 8
+    assert noise.samples_per_slice(big, layer) == 1
+    assert noise.samples_per_slice(torch.zeros(16, 2, 4, 4, 4, dtype=torch.float64), layer) is None  # small
+    assert noise.samples_per_slice(big.float(), layer) is None  # float32 has oneDNN
+    assert noise.samples_per_slice(big[:1], layer) is None  # one sample: nothing to slice
+    assert noise.samples_per_slice(big[0], layer) is None  # unbatched input
     transposed = nn.ConvTranspose2d(4, 6, 3, stride=2)
-    assert sample_convs.columns_per_sample(torch.zeros(1, 4, 10, 12), transposed) == 6 * 9 * 10 * 12 * 4
+    assert noise.columns_per_sample(torch.zeros(1, 4, 10, 12), transposed) == 6 * 9 * 10 * 12 * 4
 
 
 def test_a_convolution_subclass_with_a_forward_of_its_own_is_left_whole():
@@ -68,7 +68,7 @@ def test_a_convolution_subclass_with_a_forward_of_its_own_is_left_whole():
             return super().forward(x - x.mean())
 
     model = nn.Sequential(nn.Conv2d(3, 3, 3), Centered(3, 3, 3), nn.ConvTranspose2d(3, 3, 2))
-    assert sample_convs.slice_batches(model) == 2
+    assert noise.slice_batches(model) == 2
 
 
 def test_the_oracles_float64_run_is_the_double_modules_own():
@@ -87,7 +87,7 @@ def test_a_float64_3d_convolution_peaks_at_a_fraction_of_its_whole_batch_columns
     one batch grow the peak by that much; sliced, by about one 64 MiB slice (Linux: /proc)."""
     script = textwrap.dedent("""
         import sys, torch
-        from pytest_torchexport.reference import sample_convs
+        from pytest_torchexport.reference import noise
 
         def status_mb(key):
             for line in open("/proc/self/status"):
@@ -97,7 +97,7 @@ def test_a_float64_3d_convolution_peaks_at_a_fraction_of_its_whole_batch_columns
         conv = torch.nn.Conv3d(2, 8, 7).double()
         x = torch.randn(8, 2, 24, 24, 24, dtype=torch.float64)
         if sys.argv[1] == "sliced":
-            sample_convs.slice_batches(conv)
+            noise.slice_batches(conv)
         with torch.no_grad():
             conv(x[:1])  # first use paid before measuring
             with open("/proc/self/clear_refs", "w") as f:

@@ -244,6 +244,6 @@ def test_introduced_at_the_planted_op_carried_downstream(rows):
 def test_legacy_scope_names(path, names, qualified):
     from types import SimpleNamespace
 
-    from pytest_torchexport.search.onnx_scopes import node_module
+    from pytest_torchexport.search.localize import node_module
 
     assert node_module(SimpleNamespace(name=path, metadata_props=[]), names) == qualified

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from .._compat import torchscript_unavailable
 from .base import Backend, ExportContext
 
 FILENAME = "model.pt"  # shared by trace and script
@@ -18,8 +19,6 @@ class TorchScriptBackend(Backend):
     def unavailable_reason(self) -> str | None:
         # Removed names or calls that raise (TorchScript is deprecated from torch 2.14):
         # the version logic lives in _compat.
-        from .._compat import torchscript_unavailable
-
         return torchscript_unavailable(self.name)
 
     def save(self, artifact: Any, directory: Path) -> list[Path]:

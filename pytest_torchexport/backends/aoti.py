@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from .._compat import aoti_compile_and_package, aoti_load_package, aoti_unavailable
 from .base import Backend, ExportContext, keywords_bound
 
 FILENAME = "model_aoti.pt2"
@@ -26,8 +27,6 @@ class AotiBackend(Backend):
     specializes_small_dims = True
 
     def unavailable_reason(self) -> str | None:
-        from .._compat import aoti_unavailable
-
         missing = aoti_unavailable()
         if missing:
             return missing
@@ -36,8 +35,6 @@ class AotiBackend(Backend):
         return None
 
     def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
-        from .._compat import aoti_compile_and_package, aoti_load_package
-
         module = keywords_bound(module, kwargs)
         program = ctx.exported_program(module, args, kwargs)
         package = Path(ctx.scratch or tempfile.mkdtemp(prefix="torchexport-aoti-")) / FILENAME
@@ -55,8 +52,6 @@ class AotiBackend(Backend):
         return [path]
 
     def load(self, directory: Path, ctx: ExportContext) -> Any:
-        from .._compat import aoti_load_package
-
         path = directory / FILENAME
         return _Package(path, aoti_load_package(str(path)))
 
@@ -75,7 +70,5 @@ class _Package:
     @property
     def runner(self) -> Any:
         if self._runner is None:
-            from .._compat import aoti_load_package
-
             self._runner = aoti_load_package(str(self.path))
         return self._runner

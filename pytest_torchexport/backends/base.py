@@ -168,7 +168,7 @@ class Backend:
         """Optional: the ``nn.Module`` the artifact runs (TorchScript included), or None.
 
         Its buffers are the artifact's state, which is put back to the module's initial
-        state after export and before each call of a stateful module (stateful.py); a
+        state after export and before each call of a stateful module (reference/eager.py); a
         TorchScript one is also what localisation walks (localize.py). Default: the
         artifact itself when it is a module.
         """
@@ -211,7 +211,7 @@ class Backend:
 class OnnxModelSource(Protocol):
     """The ONNX model an artifact runs, and another model run as it runs its own: localisation adds
     each module's output to a copy of the model as a graph output and runs that copy
-    (search/artifact_side.py)."""
+    (search/localize.py)."""
 
     def onnx_model(self, artifact: Any) -> bytes | str | None:
         """The ONNX model the artifact runs (serialized, or its path), or None."""
@@ -338,7 +338,7 @@ def call_tensors(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
     transformers cache, flattened as registered): what a runtime fed by position takes."""
     import torch
 
-    from .._compat import pytree
+    from .._compat import pytree  # deferred: torch's pytree; base.py stays torch-free (the public Backend)
 
     return [t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
 
@@ -366,7 +366,7 @@ def positional_adapter(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any
     """
     import torch
 
-    from .._compat import pytree
+    from .._compat import pytree  # deferred: torch's pytree; base.py stays torch-free (the public Backend)
 
     flat, spec = pytree.tree_flatten((args, kwargs))
     slots = [i for i, v in enumerate(flat) if isinstance(v, torch.Tensor)]
@@ -432,7 +432,7 @@ def to_cpu(tree: Any) -> Any:
     only (executorch, openvino, litert) is exported and run with, whatever device was asked."""
     import torch
 
-    from .._compat import pytree
+    from .._compat import pytree  # deferred: torch's pytree; base.py stays torch-free (the public Backend)
 
     return pytree.tree_map(lambda t: t.cpu() if isinstance(t, torch.Tensor) else t, tree)
 

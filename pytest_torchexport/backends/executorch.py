@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from .._compat import pytree
+from .._compat import deserialize_pte, pytree, quiet_torch, reorder_kwargs
 from .base import Backend, ExportContext, cpu_fallback, keywords_bound, not_installed, on_cpu, to_cpu
 from .export import program_input_shapes
 
@@ -43,8 +43,6 @@ class ExecutorchBackend(Backend):
     specializes_small_dims = True
 
     def unavailable_reason(self) -> str | None:
-        from .._compat import quiet_torch
-
         def imports() -> None:
             # torchao, imported by the lowering, prints from C++ about CUDA kernels it skips.
             with quiet_torch(fds=True):
@@ -85,8 +83,6 @@ class ExecutorchBackend(Backend):
         return pte
 
     def run(self, artifact: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        from .._compat import quiet_torch
-
         device = next((t.device for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)), None)
         inputs = artifact.flat_inputs(to_cpu(args), to_cpu(kwargs))
         outside = artifact.outside_limits(inputs)
@@ -114,8 +110,6 @@ def _imports() -> tuple[Any, Any, Any]:
 
 def _load(source: bytes | Path) -> Any:
     """The ``forward`` method of a program, loaded by the runtime (its log quieted, kept for errors)."""
-    from .._compat import quiet_torch
-
     try:
         with quiet_torch(fds=True) as captured:
             runtime = _imports()[2].get()
@@ -144,8 +138,6 @@ def pte_meta(data: bytes) -> tuple[Any, Any, list[Any] | None]:
     """
     try:
         from executorch.exir.schema import Tensor, TensorShapeDynamism
-
-        from .._compat import deserialize_pte
 
         plan = deserialize_pte(data).program.execution_plan[0]
         meta = plan.container_meta_type
@@ -185,8 +177,6 @@ class Pte:
     def flat_inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
         """The call's leaves in the exported program's order, tensors contiguous (the runtime needs it)."""
         if self.in_spec is not None and kwargs:
-            from .._compat import reorder_kwargs
-
             kwargs = reorder_kwargs(kwargs, self.in_spec)
         leaves = pytree.tree_leaves((args, kwargs))
         return [leaf.contiguous() if isinstance(leaf, torch.Tensor) else leaf for leaf in leaves]

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from .._compat import missing_attr
 from .base import Backend, ExportContext, keywords_bound
 
 FILENAME = "model.pt2"
@@ -18,8 +19,6 @@ class ExportBackend(Backend):
     specializes_small_dims = True
 
     def unavailable_reason(self) -> str | None:
-        from .._compat import missing_attr
-
         missing = missing_attr(torch, "export.export") or missing_attr(torch, "export.save")
         return f"torch {torch.__version__} has no torch.export.{missing}" if missing else None
 

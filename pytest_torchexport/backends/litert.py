@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from .._compat import pytree
+from ..reference.compare import flatten
 from .base import Backend, ExportContext, cpu_fallback, not_installed, on_cpu
 
 #: [CPU-Only Runtime] why litert's inputs on another device ran on cpu (``device_fallback``)
@@ -127,8 +128,6 @@ class _FlatCall(torch.nn.Module):
         self.slots = [i for i, v in enumerate(self.leaves) if isinstance(v, torch.Tensor)]
 
     def forward(self, *tensors: torch.Tensor) -> dict[str, torch.Tensor]:
-        from ..reference.compare import flatten
-
         values = list(self.leaves)
         for i, t in zip(self.slots, tensors):
             values[i] = t

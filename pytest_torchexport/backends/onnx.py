@@ -3,12 +3,14 @@
 The in-memory artifact is an onnxruntime session over the serialized model; the loaded
 one is a new session over the saved file, so external-data files must sit beside it.
 Every exported model also goes through ``onnx.checker.check_model(full_check=True)``:
-onnxruntime runs models that stricter runtimes refuse (``check_artifact``).
+onnxruntime runs models that stricter runtimes refuse (``check_artifact``). The dynamo
+exporter's op registry is built once per process (``reused``, at the end: [One Torchlib Registry]).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import io
 import os
@@ -16,14 +18,16 @@ import sys
 import tempfile
 import warnings
 import weakref
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .._compat import onnx_capture_strategies, onnx_registry_class, torchscript_unavailable
 from ..results.explain import FindingWarning
 from ..results.report import Finding
-from . import _torchlib
+from . import onnx_shipped
 from .base import (
     Backend,
     ExportContext,
@@ -117,9 +121,7 @@ class OnnxSession:
         self.session = ort.InferenceSession(source, sess_options=options, providers=providers)
         # [ONNX As Shipped] An offline-optimized file is served with the optimizations off
         # (onnx_shipped.py marks it so): load it as it is served.
-        from .onnx_shipped import SERVE_LEVEL_KEY
-
-        serve = self.session.get_modelmeta().custom_metadata_map.get(SERVE_LEVEL_KEY)
+        serve = self.session.get_modelmeta().custom_metadata_map.get(onnx_shipped.SERVE_LEVEL_KEY)
         if level is None and serve is not None and hasattr(ort.GraphOptimizationLevel, serve):
             options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, serve)
             self.session = ort.InferenceSession(source, sess_options=options, providers=providers)
@@ -248,7 +250,7 @@ class DynamoOnnxBackend(_OnnxBackend):
             model, dynamic = module, ctx.dynamic_shapes(module)
         try:
             with (
-                _torchlib.reused(),
+                reused(),
                 _own_capture(ctx, shared),
             ):  # its op registry built once per process, not per export
                 program = torch.onnx.export(
@@ -284,9 +286,7 @@ class DynamoOnnxBackend(_OnnxBackend):
         return any(isinstance(m, torch.nn.RNNBase) for m in module.modules())
 
     def steps_unavailable(self, shipped: Any) -> str | None:
-        from .onnx_shipped import unavailable_reason
-
-        return unavailable_reason(shipped)
+        return onnx_shipped.unavailable_reason(shipped)
 
     def post_processing(self, artifact: Any) -> PostProcessing | None:
         return artifact.shipped if isinstance(artifact, _InMemory) else None
@@ -325,8 +325,6 @@ class LegacyOnnxBackend(_OnnxBackend):
     def unavailable_reason(self) -> str | None:
         # The legacy exporter is TorchScript's tracer underneath (torch.jit._get_trace_graph):
         # where torch.jit raises, it cannot export either.
-        from .._compat import torchscript_unavailable
-
         return super().unavailable_reason() or torchscript_unavailable("trace")
 
     def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
@@ -363,8 +361,6 @@ def _own_capture(ctx: ExportContext, shared: Any) -> Any:
     if ctx.capture == "shared":
         yield
         return
-    from .._compat import onnx_capture_strategies
-
     repeat = _repeats(shared)
     seconds: list[float] = []
     ctx.capture = "own"
@@ -434,8 +430,6 @@ class _InMemory:
         """[ONNX As Shipped] The exported model through the steps ``ctx.shipped`` asks for: this
         artifact then runs the last step's model, as it is served; the model before each step
         stays runnable for blame."""
-        from . import onnx_shipped
-
         # Before an offline optimization, each stage runs with onnxruntime's optimizations off,
         # so blame tells that step's rewrites from the others; without one, as it is served.
         before = "ORT_DISABLE_ALL" if ctx.shipped.optimize is not None else None
@@ -521,3 +515,71 @@ def _missing(name: str) -> bool:
         return importlib.util.find_spec(name) is None
     except (ImportError, ValueError):
         return True
+
+
+# [One Torchlib Registry] The dynamo ONNX exporter's op registry, built once per process.
+#
+# ``torch.onnx.export(dynamo=True)`` builds its registry of ATen-to-ONNX translations anew on
+# every call (``ONNXRegistry.from_torchlib``): onnxscript reads the source of ~500 torchlib
+# functions and parses their signatures. That is 0.6-1.2 s of every ONNX export here, more
+# than the export of a small model itself (measured: a 2-layer MLP's export 0.95 s, of which
+# 0.6 s was the registry; ``benchmarks/bench_floor.py``). The registry depends only on the
+# installed torch and onnxscript and the opset, which do not change within a process.
+#
+# ``reused()`` keeps the first registry built for an opset and hands each export a copy of
+# its tables (lists copied, so an export's ``custom_translation_table`` or any other
+# registration lands in its own copy, never in the one kept). The patch is in place only
+# around this package's own export call, so a test's own ``torch.onnx.export`` is untouched,
+# and a torch without ``from_torchlib`` where this expects it simply builds its registry as
+# before. Forked check children inherit the kept registry from their parent.
+
+
+class _Uncopyable(Exception):  # noqa: N818 - not an error: the registry, returned as built
+    """A registry of another layout: no copy we trust, so it is returned as built, never kept
+    (``lru_cache`` keeps no call that raised)."""
+
+    def __init__(self, registry: Any) -> None:
+        super().__init__()
+        self.registry = registry
+
+
+@functools.lru_cache(maxsize=8)  # one per opset (and keyword set) asked in this process
+def _kept(build: Callable[..., Any], owner: type, args: tuple[Any, ...], kwargs: tuple[Any, ...]) -> Any:
+    built = build(owner, *args, **dict(kwargs))
+    if not isinstance(getattr(built, "functions", None), dict):
+        raise _Uncopyable(built)
+    return built
+
+
+def _copy(registry: Any) -> Any:
+    copy = object.__new__(type(registry))
+    copy.__dict__.update(registry.__dict__)
+    copy.functions = {target: list(decomps) for target, decomps in registry.functions.items()}
+    return copy
+
+
+@contextlib.contextmanager
+def reused() -> Iterator[None]:
+    """Within: ``ONNXRegistry.from_torchlib`` builds a registry once per opset, then copies it."""
+    cls = onnx_registry_class()
+    if cls is None:  # a torch without the dynamo exporter: nothing to reuse
+        yield
+        return
+    original = cls.__dict__.get("from_torchlib")
+    if not isinstance(original, classmethod):
+        yield
+        return
+    build = original.__func__
+
+    def from_torchlib(owner: type, *args: Any, **kwargs: Any) -> Any:
+        try:
+            kept = _kept(build, owner, args, tuple(sorted(kwargs.items())))
+        except _Uncopyable as another_layout:
+            return another_layout.registry
+        return _copy(kept)
+
+    cls.from_torchlib = classmethod(from_torchlib)  # type: ignore[attr-defined]  # onnx_registry_class() is typed `type`
+    try:
+        yield
+    finally:
+        cls.from_torchlib = original  # type: ignore[attr-defined]

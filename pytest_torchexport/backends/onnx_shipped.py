@@ -87,6 +87,7 @@ def calibration_inputs(plan: Any) -> list[tuple[tuple[Any, ...], dict[str, Any]]
     (x100, x1e-3) are left out: an int8 model clips there, and the check shows it."""
     import dataclasses
 
+    # deferred: strategies loads hypothesis, needed here for static calibration only
     from ..inputs.strategies import materialize, probe_draws, recorded_draw
 
     recorded = recorded_draw(plan)

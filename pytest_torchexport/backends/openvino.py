@@ -34,7 +34,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from .._compat import pytree
+from .._compat import pytree, torchscript_unavailable
+from ..reference.compare import flatten
 from .base import Backend, ExportContext, cpu_fallback, not_installed, on_cpu
 
 #: [CPU-Only Runtime] why openvino's inputs on another device ran on cpu (``device_fallback``)
@@ -59,8 +60,6 @@ class OpenVinoBackend(Backend):
         missing = not_installed("openvino", INSTALL, lambda: importlib.import_module("openvino"))
         if missing:
             return missing
-        from .._compat import torchscript_unavailable
-
         reason = torchscript_unavailable("trace")
         if reason:
             return f"openvino.convert_model captures a module with torch.jit.trace: {reason}"
@@ -145,8 +144,6 @@ class _FlatCall(torch.nn.Module):
         return [t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
 
     def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        from ..reference.compare import flatten
-
         values = list(self.leaves)
         for i, t in zip(self.slots, tensors):
             values[i] = t

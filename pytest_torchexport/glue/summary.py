@@ -24,10 +24,9 @@ from ..isolation.runner import CARRIED_ROW
 from ..options import environment
 from ..results import html as page
 from ..results.baseline import change_lines
-from ..results.cells import format_err
 from ..results.merge import write_report  # one writer for the session report and merged shards
 from ..results.report import FAILING, Report, Result, collect_environment
-from ..results.table import shared_cause_lines, summary_lines
+from ..results.table import format_err, shared_cause_lines, summary_lines
 from .annotations import annotation
 
 #: The session's ``Reporting``, for plugin.py's ``pytest_sessionfinish``.

@@ -38,6 +38,7 @@ class CompactInputs:
 
 def parse(text: str) -> CompactInputs:
     """``parse("x: float32[batch=1..8, 3, 224, 224]")`` -> the specs and the dims they declare."""
+    # deferred: glue/models.py imports this module with the plugin, which stays torch-free
     import torch
 
     from .specs import TensorSpec

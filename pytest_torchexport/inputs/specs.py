@@ -6,11 +6,17 @@ with a ``LeafPlan`` for every tensor, inferred from a recorded call when the use
 declared nothing. From the plan come the strategies (``strategies.py``), the dynamic
 shapes for ``torch.export`` and the dynamo ONNX exporter, and the legacy exporter's
 ``input_names``/``dynamic_axes``: never three copies of one declaration.
+
+Which input is which: each leaf of the example call is named after ``forward``'s parameters
+(``x``, ``mask``, ``ids_1``, ``args_0`` for a position of ``*args``), as ONNX input names,
+``dynamic=`` keys and messages name it (``leaf_name``, below).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +25,6 @@ import torch
 
 from .._compat import pytree
 from ..errors import InvalidArgument
-from .names import dedupe, forward_params, leaf_name, resolve_input, var_positional
 
 DEFAULT_DIM = "batch"
 #: The sequence dims the default finds (``_sequence_axes``): a text model's token axis, and
@@ -565,3 +570,75 @@ def _placeholder_size(entry: int | str | Dim, dims: dict[str, Dim]) -> int:
         return entry
     d = dims[entry.name if isinstance(entry, Dim) else entry]
     return min(max(d.min, 2), d.max)
+
+
+# --- which input is which: leaves named after forward's parameters ----------------------------------
+
+
+#: One step of a pytree key path as ``keystr`` writes it: ``[0]``, ``['x']``, ``["x"]``, ``.field``.
+_PATH_PART = re.compile(r"""\[(?:'([^']*)'|"([^"]*)"|(-?\d+))\]|\.(\w+)""")
+
+
+def forward_params(module: torch.nn.Module) -> list[str]:
+    try:
+        sig = inspect.signature(module.forward)
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in sig.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def var_positional(module: torch.nn.Module) -> str | None:
+    """The name of forward's ``*args`` parameter, if it has one."""
+    try:
+        sig = inspect.signature(module.forward)
+    except (TypeError, ValueError):
+        return None
+    return next((p.name for p in sig.parameters.values() if p.kind is p.VAR_POSITIONAL), None)
+
+
+def leaf_name(path: str, param_names: list[str], var_positional: str | None) -> str:
+    # path looks like "[0][1]['x']" over (args, kwargs), or "[0][0].a" through a registered
+    # dataclass's field; name it after forward's parameter.
+    parts = [next(g for g in groups if g) for groups in _PATH_PART.findall(path)]
+    if not parts:
+        return "input"
+    head = parts[0]
+    rest = parts[1:]
+    if head == "0" and rest:
+        idx = int(rest[0])
+        if idx < len(param_names):
+            base = param_names[idx]
+        else:  # a position of *args: named after it, as ONNX input names and in messages
+            base = f"{var_positional}_{idx - len(param_names)}" if var_positional else f"arg{idx}"
+        rest = rest[1:]
+    elif head == "1" and rest:
+        base, rest = rest[0], rest[1:]
+    else:
+        base = "input"
+    return "_".join([base, *rest]) if rest else base
+
+
+def dedupe(names: dict[int, str]) -> None:
+    seen: dict[str, int] = {}
+    for i, name in names.items():
+        if name in seen:
+            seen[name] += 1
+            names[i] = f"{name}_{seen[name]}"
+        else:
+            seen[name] = 0
+
+
+def resolve_input(key: Any, paths: list[str], names: dict[int, str], tensor_idx: list[int], params: list[str]) -> int:
+    if isinstance(key, int):
+        candidates = [i for i in tensor_idx if paths[i].startswith(f"[0][{key}]")]
+    else:
+        candidates = [i for i in tensor_idx if names[i] == key or paths[i] == f"[1]['{key}']"]
+        if not candidates and key in params:
+            pos = params.index(key)
+            candidates = [i for i in tensor_idx if paths[i].startswith(f"[0][{pos}]")]
+    if len(candidates) != 1:
+        raise InvalidArgument(
+            f"dynamic= names input {key!r}, which is not one tensor input; "
+            f"tensor inputs: {', '.join(names[i] for i in tensor_idx)}"
+        )
+    return candidates[0]

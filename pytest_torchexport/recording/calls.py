@@ -64,13 +64,13 @@ class Call:
         """The live module's modes and state as at the call, where no copy was kept."""
         if self.state is None:
             return
-        from ..reference import stateful
+        from ..reference import eager
 
         modes, saved = self.state
         for name, sub in self.live.named_modules(remove_duplicate=False):
             if name in modes and sub.training != modes[name]:
                 sub.train(modes[name])  # its own train(): a module that switches graphs does so
-        stateful.restore(self.live, saved, parameters=True)
+        eager.restore(self.live, saved, parameters=True)
 
     def changed_since(self) -> str | None:
         """Why the live module differs from when it was called, where no copy was taken."""
@@ -115,7 +115,7 @@ class Recording:
         is checked on the live module (its modes and state as at the call put back) instead."""
         import torch
 
-        from ..reference import stateful
+        from ..reference import eager
         from ..reference.compare import compare
 
         first = next((c for c in self.calls if c.live is call.live and c.outputs is not None), None)
@@ -125,7 +125,7 @@ class Recording:
         copy = first.module
         if copy is first.live:
             return
-        before = stateful.snapshot(copy) or {}  # buffers: what a forward may update
+        before = eager.snapshot(copy) or {}  # buffers: what a forward may update
         try:
             a, k = snapshot(first.args, first.kwargs)
             with torch.random.fork_rng(devices=[]), torch.no_grad():
@@ -141,7 +141,7 @@ class Recording:
             )
         except Exception as exc:  # noqa: BLE001 - a copy that cannot replay the call is not the module either
             why = f"its copy raises on the recorded call ({type(exc).__name__}: {str(exc)[:200]})"
-        stateful.restore(copy, before)
+        eager.restore(copy, before)
         if why is None:
             return
         from ..reference.eager import never_copy

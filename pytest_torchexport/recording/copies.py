@@ -36,10 +36,10 @@ def fingerprint(module: Any) -> tuple[Any, ...]:
 
 def state_of(module: Any) -> tuple[dict[str, bool], dict[str, Any]]:
     """Each submodule's mode and the state_dict, as ``Call.put_back`` restores them."""
-    from ..reference import stateful
+    from ..reference import eager
 
     modes = {name: sub.training for name, sub in module.named_modules(remove_duplicate=False)}
-    return modes, stateful.snapshot(module, parameters=True) or {}
+    return modes, eager.snapshot(module, parameters=True) or {}
 
 
 def nbytes(value: Any) -> int:

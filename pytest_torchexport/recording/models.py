@@ -353,7 +353,7 @@ def _first_layer(model: Any) -> Inferred | None:
 
 def remedy(model: Any, spec: ModelSpec) -> str:
     """The flag to add, with an example for this model: one spec per forward argument."""
-    from ..inputs.names import forward_params
+    from ..inputs.specs import forward_params
 
     params = forward_params(model) or ["x"]
     specs = "; ".join(

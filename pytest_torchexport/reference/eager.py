@@ -4,6 +4,18 @@ Eager runs in eval mode under ``torch.no_grad()`` (fast paths such as
 ``nn.TransformerEncoder``'s differ from grad mode), on fresh copies of the inputs, with
 the RNG seeded. Each call can also report which lines of the user's own code ran (the
 control-flow *path*), and whether it mutated its inputs or its buffers.
+
+A module's state, put back: a forward that updates a buffer (a running sum, a step counter)
+makes each call depend on the calls before it. Eager restarts from its initial state on every
+input, so the artifact must too, or it would be judged on a longer history than eager.
+Exporters that run forward (``torch.jit.trace``) leave the exported module with the state
+*after* that run, which would then be saved: the state is put back right after the export,
+before the artifact is saved and loaded.
+
+[One Home] Every snapshot of a module's state and its restore is taken here (``snapshot``,
+``restore``, ``reset_state``): eager's copy (``Eager``), the module an export runs
+(``exporting.py``), an artifact's module between inputs (``search.py``, ``side_effects.py``)
+and the float64 copy (``noise.py``).
 """
 
 from __future__ import annotations
@@ -24,7 +36,6 @@ from .. import freed
 from .._compat import pytree
 from ..cache import sources
 from ..results.explain import is_user_file
-from . import stateful
 from .compare import equal_trees
 
 EAGER_MODE = "eval, torch.no_grad()"
@@ -192,7 +203,7 @@ class Eager:
         with torch.no_grad():
             self.module = copied.to(device).eval()
         self.device = device
-        self._initial = stateful.snapshot(self.module, parameters=True) or {}
+        self._initial = snapshot(self.module, parameters=True) or {}
         #: What a call may leave on the module besides its tensors, as the test called it: put back
         #: with the state, so no call of the plugin's own changes the module the artifacts are made from.
         self._wiring = Wiring(self.module)
@@ -222,11 +233,11 @@ class Eager:
 
     def restore(self, kept: dict[str, Any] | None = None) -> list[str]:
         """The initial state put back, and the module's wiring (``Wiring``); ``kept``: filled with
-        what the last call changed (stateful.restore). Returns the attributes put back."""
-        stateful.restore(self.module, self._initial, parameters=True, kept=kept)
+        what the last call changed (the module-level ``restore``). Returns the attributes put back."""
+        restore(self.module, self._initial, parameters=True, kept=kept)
         changed = self._wiring.put_back()
         if changed:  # a tensor the call rebound is back: the one it replaced may have been updated in place
-            stateful.restore(self.module, self._initial, parameters=True)
+            restore(self.module, self._initial, parameters=True)
         return changed
 
     def __call__(
@@ -279,7 +290,7 @@ class Eager:
         """[State After Every Input] The outputs of a second call on the same inputs, from ``state``
         (the buffers the first call left); the initial state is put back after."""
         with torch.no_grad():
-            stateful.restore(self.module, state)
+            restore(self.module, state)
         return self(args, kwargs).outputs
 
 
@@ -461,3 +472,64 @@ class _LineTracer:
         sys.settrace(self._previous)
         self.lines = frozenset(self._lines)
         sources.note(self._user)  # every file a frame started in (sources.py)
+
+
+# --- [One Home] a module's state: snapshot and restore ------------------------------------------------
+
+
+def snapshot(module: Any, *, parameters: bool = False) -> dict[str, torch.Tensor] | None:
+    """A copy of ``module``'s buffers (with ``parameters``: its whole ``state_dict``), by name;
+    None for an artifact that is not a module (ONNX: its outputs tell)."""
+    if not isinstance(module, torch.nn.Module):
+        return None
+    tensors = module.state_dict() if parameters else dict(module.named_buffers())
+    return {k: v.detach().clone() for k, v in tensors.items()}
+
+
+def restore(
+    module: Any,
+    saved: dict[str, torch.Tensor] | None,
+    *,
+    parameters: bool = False,
+    kept: dict[str, torch.Tensor] | None = None,
+) -> None:
+    """Put back what ``snapshot`` took: each tensor of the same name and shape that differs.
+
+    [State After Every Input] ``kept``: filled with a copy of each tensor put back, as it was (the
+    state a call left behind), at no extra comparison."""
+    if saved is None or not isinstance(module, torch.nn.Module):
+        return
+    tensors = module.state_dict() if parameters else dict(module.named_buffers())
+    with torch.no_grad():
+        for k, v in tensors.items():
+            old = saved.get(k)
+            if old is not None and v.shape == old.shape and not torch.equal(v, old):
+                if kept is not None:
+                    kept[k] = v.detach().clone()
+                v.copy_(old)
+
+
+def reset_state(target: torch.nn.Module | None, initial: dict[str, torch.Tensor]) -> list[str]:
+    """Copy the module's initial buffers into ``target``'s buffers of the same name.
+
+    ``target`` is the module an artifact runs (``Backend.artifact_module``); None when it
+    has none. A wrapper prefixes names (``module.total``), so a name matches by its dotted
+    suffix. Returns the names reset.
+    """
+    if target is None or not initial:
+        return []
+    reset = []
+    with torch.no_grad():
+        for name, buf in target.named_buffers():
+            source = initial.get(name)
+            if source is None:
+                source = next((v for k, v in initial.items() if name.endswith("." + k)), None)
+            if (
+                source is not None
+                and source.shape == buf.shape
+                and source.dtype == buf.dtype
+                and not torch.equal(source, buf)
+            ):
+                buf.copy_(source)
+                reset.append(name)
+    return reset

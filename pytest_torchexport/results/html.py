@@ -21,8 +21,10 @@ import re
 from collections import Counter
 from typing import Any
 
-from .cells import format_err, format_latency
+from .._compat import package_version
+from . import plots
 from .report import CAUSE_KIND_DOCS, FAILING, STATUS_DOCS, STATUSES, Result
+from .table import format_err, format_latency
 
 #: The ``html`` extra: what the page needs beyond the plugin's own dependencies.
 REQUIRED = ("jinja2", "pygal")
@@ -65,8 +67,6 @@ def render(rows: list[dict[str, Any]], environment: dict[str, Any], session: dic
     """The page for ``rows`` (report dicts), as one string of HTML; ``session``: the session's totals."""
     from markupsafe import Markup  # jinja2's own dependency: pygal's SVG goes in unescaped
 
-    from . import plots
-
     env = _templates()
     view = page(rows, environment, session)
     for detail in view["details"]:
@@ -80,8 +80,6 @@ def extra(row: dict[str, Any]) -> str:
     """One row's verdict and plot as an HTML fragment, for another report's page (pytest-html's
     extras): the plot keeps its own stylesheet, scoped to the chart."""
     from markupsafe import Markup
-
-    from . import plots
 
     detail = _detail(0, row, Result.from_dict(row))
     svg = plots.error_plot(row, standalone=True)
@@ -137,8 +135,6 @@ def _environment(environment: dict[str, Any]) -> list[tuple[str, str]]:
     shown = dict(environment)
     shown.pop("mixed", None)
     if "pytest-torchexport" not in shown:
-        from .._compat import package_version
-
         shown["pytest-torchexport"] = package_version("pytest-torchexport") or "(not installed: a checkout)"
     return [
         (k, ", ".join(map(str, v)) if isinstance(v, list) else "not installed" if v is None else str(v))

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .cells import examples_cell, format_err, format_latency
 from .report import FAILING, STATUSES, Result, collect_environment
-from .table import shared_causes
+from .table import examples_cell, format_err, format_latency, shared_causes
 
 
 def markdown(

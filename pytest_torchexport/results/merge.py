@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .baseline import change_lines, judge_baseline, key, row_name
+from .baseline import change_lines, judge_baseline, key, load, row_name
+from .html import missing_message, render
 from .markdown import markdown
 from .report import FAILING, REPORT_VERSION, Report, Result
 
@@ -206,8 +207,6 @@ def write_report(
     if target.suffix == ".md":
         text = markdown(report.results, environment, session=session)
     elif target.suffix == ".html":
-        from .html import render
-
         text = render(report.to_dict(environment)["results"], environment, session=session)
     else:
         data = report.to_dict(environment)
@@ -255,8 +254,6 @@ def run(args: argparse.Namespace) -> int:
         if not args.reports:
             raise UsageError("no reports to merge: give the JSON reports of the shards (--torchexport-report=x.json)")
         if Path(args.output).suffix == ".html":
-            from .html import missing_message
-
             absent = missing_message(f"-o {args.output}")
             if absent:
                 raise UsageError(absent)
@@ -290,8 +287,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _read_baseline(path: str) -> dict[str, dict[str, Any]]:
-    from .baseline import load
-
     try:
         return load(path)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:

@@ -2,8 +2,8 @@
 
 Pure data: nothing here prints, writes files, renders text for a reader or imports torch.
 The renderings are their own modules, written from these fields at the edge: the summary
-table (``table.py``), Markdown (``markdown.py``), the HTML page (``html.py``), the cells they
-share (``cells.py``). ``check()`` users get the same objects.
+table and the cells every rendering shares (``table.py``), Markdown (``markdown.py``), the HTML
+page (``html.py``). ``check()`` users get the same objects.
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ import json
 import platform
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
+
+from .._compat import package_version
+from .table import summary_lines
 
 REPORT_VERSION = 1
 
@@ -446,8 +449,6 @@ class Report:
         return cls([Result.from_dict(r) for r in data.get("results", [])], session=data.get("session"))
 
     def __str__(self) -> str:
-        from .table import summary_lines  # the rendering imports this module: only when a report is printed
-
         return "\n".join(summary_lines(self.results))
 
 
@@ -458,8 +459,6 @@ def _json_default(value: Any) -> Any:
 
 
 def collect_environment(devices: list[str] | None = None) -> dict[str, Any]:
-    from .._compat import package_version
-
     return {
         "python": platform.python_version(),
         "torch": package_version("torch"),

@@ -1,18 +1,20 @@
 """The summary table: one fixed-width row per test and backend (the terminal summary,
-``str(report)``).
+``str(report)``), and the cells every rendering of a row writes alike: this table, the
+Markdown report (``markdown.py``), the HTML page (``html.py``) and the summary's lines.
 
 Pure text from ``Result`` fields: nothing here prints; the plugin decides where the lines go.
+Text at the edge ([Data Until Written]): each cell reads a ``Result``'s fields and returns a
+string that nothing reads back.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-from .cells import examples_cell, format_err, format_latency
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .report import Result
@@ -79,8 +81,6 @@ _CAUSE_LINES = 3
 
 def _wrap(text: str, width: int) -> list[str]:
     """``text`` in lines of ``width``, at most ``_CAUSE_LINES`` of them (the last one clipped)."""
-    import textwrap
-
     lines = textwrap.wrap(text, width, break_on_hyphens=False)
     if len(lines) > _CAUSE_LINES:
         lines = [*lines[: _CAUSE_LINES - 1], _clip(" ".join(lines[_CAUSE_LINES - 1 :]), width)]
@@ -180,4 +180,46 @@ def shared_cause_lines(results: list[Result]) -> list[str]:
     ]
 
 
-__all__ = ["SharedCause", "shared_cause_lines", "shared_causes", "summary_lines", "table_lines"]
+# --- the cells every rendering shares ------------------------------------------------------------
+
+
+def format_err(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value == 0:
+        return "0"
+    return f"{value:.2g}"
+
+
+def examples_cell(r: Result) -> str:
+    """Inputs tried, and the short form of ``compared`` where a row rests on less than all of
+    its outputs: ``11 (0 el)`` compared no element, ``11 (60% el)`` part of them."""
+    compared = r.extra.get("compared")
+    if not compared or r.failed or compared["elements"] >= compared["of"] > 0:
+        return str(r.examples)
+    if not compared["elements"]:
+        return f"{r.examples} (0 el)"
+    return f"{r.examples} ({100 * compared['elements'] // compared['of']}% el)"
+
+
+def format_latency(latency: dict[str, Any] | None) -> str:
+    """``eager/artifact`` milliseconds, two significant digits: ``1.9/0.8``."""
+    if not latency:
+        return "-"
+    return f"{_ms(latency['eager'])}/{_ms(latency['artifact'])}"
+
+
+def _ms(value: float) -> str:
+    return f"{value:.2g}" if value < 100 else f"{value:.0f}"
+
+
+__all__ = [
+    "SharedCause",
+    "examples_cell",
+    "format_err",
+    "format_latency",
+    "shared_cause_lines",
+    "shared_causes",
+    "summary_lines",
+    "table_lines",
+]

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..backends.base import Backend, GraphLevels
+import torch
+
+from ..backends.base import Backend, ExportContext, GraphLevels
 from ..inputs.specs import InputPlan
-from ..inputs.strategies import FAR_MODES, Draw
+from ..inputs.strategies import FAR_MODES, PADDING_WORDS, Draw, materialize
+from ..reference.compare import flatten
+from ..reference.eager import copy_module
 from .failure import Failure
 
 
@@ -155,10 +160,6 @@ class MaskedRows:
 def masked_rows(check: Any, failure: Failure) -> MaskedRows | None:
     """Whether ``failure`` (a value mismatch) is confined to query positions that attend to no key:
     eager's values put in the artifact's outputs at those positions, the comparison passes."""
-    import torch
-
-    from ..reference.compare import flatten
-
     cmp = failure.comparison
     if failure.status != "mismatch" or cmp is None or not cmp.diffs or failure.state or check.artifacts is None:
         return None
@@ -218,10 +219,6 @@ def _pooled(leaf: Any, mask_shape: Any) -> bool:
 def _attention_mask(args: Any, kwargs: Any) -> tuple[str, Any] | None:
     """The input that masks keys: a 2-D (batch, position) tensor of 0s and 1s named like a mask
     (``attention_mask``); as a bool tensor of the positions kept."""
-    import torch
-
-    from ..inputs.strategies import PADDING_WORDS
-
     for name, value in (kwargs or {}).items():
         if "mask" in name and isinstance(value, torch.Tensor) and value.dim() == 2 and not value.is_floating_point():
             if bool(((value == 0) | (value == 1)).all()):
@@ -250,14 +247,6 @@ class KeywordOrder:
 def keyword_order(check: Any, failure: Failure) -> KeywordOrder | None:
     """Re-export with the keyword arguments in ``forward``'s order, where the test passed them in
     another; blamed only where the failing input then passes (one export more, on a mismatch)."""
-    import inspect
-
-    import torch
-
-    from ..backends.base import ExportContext
-    from ..inputs.strategies import materialize
-    from ..reference.eager import copy_module
-
     if failure.status != "mismatch" or failure.comparison is None or failure.state or check.artifacts is None:
         return None
     module = check.eager.module

@@ -4,11 +4,12 @@ the search's statistics (examples, paths taken, the largest error, vacuous outpu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from ..inputs.strategies import Draw
-    from ..reference.compare import Compared, Comparison
+import torch
+
+from ..inputs.strategies import Draw
+from ..reference.compare import Compared, Comparison, flatten
 
 
 @dataclass
@@ -74,18 +75,12 @@ class Stats:
 
     def count(self, comparison: Comparison) -> None:
         """Add one input's ``compared`` (how much of its outputs the comparison read)."""
-        from ..reference.compare import Compared
-
         if self.compared is None:
             self.compared = Compared()
         self.compared.add(comparison.compared)
 
 
 def track_vacuous(stats: Stats, outputs: Any) -> None:
-    import torch
-
-    from ..reference.compare import flatten
-
     for path, leaf in flatten(outputs)[0]:
         if not isinstance(leaf, torch.Tensor) or not leaf.is_floating_point() or leaf.numel() == 0:
             continue

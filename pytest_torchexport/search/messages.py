@@ -3,6 +3,18 @@
 Pure composition over what the search recorded (``Stats``, the shrunk ``Failure``): no
 exporting, no pytest. Headline first, then the smallest failing input, the numbers, the
 likely cause at the user's line, and the remedy last, as ``torch.testing`` writes a mismatch.
+Each part of that message is written here:
+
+- the verdict, its headline, numbers, reproduction and remedy (``explain_failure``), and the
+  findings of a pass (vacuous outputs, rejected inputs);
+- [Localisation] the first diverging module in words: the "Diverges at" lines with the
+  artifact's code there (found by ``localize.py``), its finding, and whether the module
+  introduces the error or carries it;
+- the likely cause, in a person's words (``likely_cause``): what the cause experiments blamed
+  (each also a finding), the findings that explain, the control-flow path taken, the input's
+  edges; with the kind of the first cause, which the verdict carries as data;
+- [ONNX As Shipped] the file as shipped (fp16, quantized, optimized): what a pass on it rests
+  on, the post-processing step a failing input first fails after, and the budget that would pass.
 """
 
 from __future__ import annotations
@@ -15,17 +27,18 @@ from typing import Any
 import torch
 
 from ..inputs.specs import InputPlan
-from ..inputs.strategies import describe_inputs, materialize, summarize
+from ..inputs.strategies import describe_inputs, materialize, probe_value, summarize
 from ..reference.noise import verdict_words
 from ..results import explain
 from ..results.outcome import Outcome
 from ..results.report import CauseKind, Finding, Result
+from ..stages.artifacts import link_replay
 from ..stages.check import Check
+from ..stages.compiled_parts import with_cause
+from .causes import MaskedRows, keyword_order, masked_rows
 from .failure import Failure, Stats
-from .likely_cause import likely_cause
-from .located_words import diverges_at
-from .shipped_words import budget_remedy, check_budget
-from .shipped_words import shipped_words as shipped_words  # search.py names it from here
+from .localize import MESSAGE_LINES
+from .repro import save
 
 
 def vacuous_finding(result: Result, stats: Stats) -> None:
@@ -241,8 +254,6 @@ def _reproduce(check: Check, failure: Failure) -> list[str]:
         check.result.failing_example["repro"] = repro
         lines.append(f"Replay: python -m pytest_torchexport replay {repro}")
     if check.artifact_dir:
-        from ..stages.artifacts import link_replay
-
         lines.append(f"Artifact kept in {check.artifact_dir} (as saved, with its readable form)")
         if repro:
             link_replay(check.artifact_dir, repro)
@@ -295,8 +306,6 @@ def _save_repro(check: Check, failure: Failure) -> str | None:
     options, session, name, device, plan = check.options, check.session, check.name, check.device, check.plan
     if not options.repro_dir:
         return None
-    from .repro import save
-
     directory = Path(options.repro_dir)
     directory.mkdir(parents=True, exist_ok=True)
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", (session.test or "check").rsplit("::", 1)[-1]).strip("_")
@@ -317,3 +326,444 @@ def _save_repro(check: Check, failure: Failure) -> str | None:
     )
     rel = os.path.relpath(path)
     return str(path) if rel.startswith("..") else rel
+
+
+# --- [Localisation] the first diverging module, in words ---------------------------------------
+
+
+def diverges_at(result: Result, failure: Failure, name: str) -> list[str]:
+    """Where the artifact first computes differently, with its own code there (localize.py)."""
+    located = failure.diverges_at
+    if located is None:
+        if failure.no_localization:
+            result.extra["diverges_at_unavailable"] = failure.no_localization
+            return [f"Diverges at: unknown (localisation {failure.no_localization})"]
+        return []
+    result.extra["diverges_at"] = located.as_dict()
+    where = located.module or "(top level)"
+    given = (
+        "given eager's own input to it"
+        if located.method == "isolated"
+        else "in the artifact's own run, where every module before it agrees"
+    )
+    role = _role(located)
+    if located.module:
+        detail = (
+            f"{where} ({located.cls}) is the first module whose {name} output differs from eager's {given} "
+            f"(max abs err {located.max_abs_err:.3g}); its submodules agree, so its own code diverges{role}"
+        )
+    else:
+        detail = (
+            f"no submodule of {located.cls} differs on its own input: the top-level module's own code diverges "
+            f"(max abs err {located.max_abs_err:.3g}){role}"
+        )
+    result.findings.append(Finding("diverges_at", detail, where))
+    lines = [
+        f"Diverges at: {where} ({located.cls}), max abs err {located.max_abs_err:.3g} {given}{role}"
+        if located.module
+        else f"Diverges at: the top-level module's own code ({located.cls}): no submodule differs on its own input{role}"
+    ]
+    excerpt = located.excerpt.splitlines()
+    if excerpt:
+        lines.append(f"  the {name} artifact's code there:")
+        lines += [f"    {line}" for line in excerpt[:MESSAGE_LINES]]
+        if len(excerpt) > MESSAGE_LINES:
+            lines.append(f"    ... ({len(excerpt) - MESSAGE_LINES} more lines in the report's diverges_at)")
+    return lines
+
+
+def _role(located: Any) -> str:
+    """[Introduced Or Carried] The word on whether the module introduces the error or carries it."""
+    if located.introduced is None:
+        return ""
+    if located.introduced:
+        if located.method == "isolated":
+            return "; introduced here"
+        return "; introduced here: the artifact's input to it agrees with eager's"
+    return (
+        f"; carried from upstream, not introduced here: the artifact's input to it already differs from eager's "
+        f"(max abs err {located.input_err:.3g}), so the error enters before it{entry(located)}"
+    )
+
+
+def entry(located: Any) -> str:
+    """Where a carried error enters: ``, in the top-level module's own code before blocks.3``."""
+    if located.enters is None:
+        return ""
+    owner, before = located.enters
+    whose = f"{owner}'s" if owner else "the top-level module's"
+    return f", in {whose} own code before {before}"
+
+
+# --- the likely cause ---------------------------------------------------------------------------
+
+
+def _optimizer_cause(result: Result, failure: Failure, name: str) -> str | None:
+    optimizer = failure.runtime_optimizer
+    if optimizer is None:
+        return None
+    result.findings.append(
+        Finding(
+            "runtime_optimizer",
+            f"{optimizer.runtime}'s graph optimizer changes the {name} artifact's result: the failing input passes "
+            f"at {', '.join(optimizer.passes_at)} and fails from {optimizer.fails_from} on ({optimizer.deployed} is "
+            "the default, as deployed), so the exported graph is right and a rewrite onnxruntime applies when it "
+            "loads the model is not",
+        )
+    )
+    result.extra["runtime_optimizer"] = {
+        "runtime": optimizer.runtime,
+        "deployed": optimizer.deployed,
+        "passes_at": list(optimizer.passes_at),
+        "fails_from": optimizer.fails_from,
+    }
+    return (
+        f"not the export: {optimizer.runtime}'s graph optimizer at {optimizer.deployed}. The same input passes with "
+        f"graph optimizations off ({optimizer.passes_at[0]}) and fails from {optimizer.fails_from} on, so a rewrite "
+        "onnxruntime applies when it loads the model changes the result"
+    )
+
+
+def _probe_cause(failure: Failure, plan: InputPlan) -> str | None:
+    """[Special Probes] A failing probe is the recorded input, which passed, with one special value."""
+    probe = failure.draw.probe
+    if probe is None:
+        return None
+    index, value, where = probe
+    leaf = plan.tensors.get(index)
+    input_name = leaf.name if leaf is not None else f"input {index}"
+    number = {"nan": "NaN", "inf": "+inf", "-inf": "-inf", "0.0": "+0.0", "-0.0": "-0.0"}.get(value)
+    if number is None and leaf is not None:
+        words = {"max": "largest value", "min": "most negative value", "tiny": "smallest normal number"}[value]
+        number = f"{str(leaf.dtype).removeprefix('torch.')}'s {words} ({probe_value(value, leaf.dtype):.4g})"
+    place = "the first element of" if where == "one" else "every element of"
+    return (
+        f"the special value {number or value} in {place} {input_name} (a special_values=True probe): the same "
+        f"input without it passes, so the artifact treats {number or value} differently from eager"
+    )
+
+
+def likely_cause(check: Check, failure: Failure, stats: Stats, export_path: Any) -> tuple[str | None, CauseKind | None]:
+    """The causes the experiments and the findings point at, in a person's words, and the
+    kind of the first; (None, None) where none."""
+    failure.masked_rows = masked_rows(check, failure)
+    causes = (
+        _masked_cause(check, failure.masked_rows)
+        + _order_cause(check, failure)
+        + _blamed(check, failure, stats, export_path)
+    )
+    held = with_cause(check.compiled, check.result.module, None)
+    if not causes and failure.status == "run_error" and failure.small_dims_blamed is not False:
+        sizes = dict(failure.draw.sizes)
+        exported = {**check.plan.example_sizes(), **check.export_sizes}
+        differ = [f"{k}={sizes[k]} (exported at {exported.get(k)})" for k in sizes if sizes[k] != exported.get(k)]
+        if differ:
+            causes.append(("baked_size", f"a size baked into the artifact: the failing input has {', '.join(differ)}"))
+    causes += _edge_causes(failure, check.name)
+    custom = failure.comparison is not None and failure.comparison.custom_message is not None
+    if not causes and not custom and stats.paths and len(stats.paths) == 1 and failure.status == "mismatch":
+        located = failure.diverges_at
+        if located is not None and located.module and located.introduced is False:
+            causes.append(
+                (
+                    "numeric",
+                    f"the difference enters before {located.module} ({located.cls}), which only carries it: the artifact's "
+                    f"input to it already differs: the error enters{entry(located).removeprefix(',') or ' in the code that feeds it'}",
+                )
+            )
+        elif located is not None and located.module:
+            causes.append(
+                (
+                    "numeric",
+                    f"the difference starts in {located.module} ({located.cls}), whose code in the artifact computes "
+                    "differently; every input took the same control-flow path, so it is numeric, not a frozen branch",
+                )
+            )
+        else:
+            causes.append(
+                (
+                    "numeric",
+                    "every input took the same control-flow path, so the difference is numeric, not a frozen branch",
+                )
+            )
+    causes = [("compiled_parts", held), *causes] if held else causes  # what the test did to the module comes first
+    if not causes:
+        return None, None
+    return "; ".join(text for _, text in causes), causes[0][0]
+
+
+def _masked_cause(check: Check, masked: MaskedRows | None) -> list[tuple[CauseKind, str]]:
+    """A difference confined to query positions that attend to no key: a finding
+    with the positions, and the cause said as what it is (not a numeric defect). Two ways a
+    query has no key: a row the mask keeps nothing of (padding only: every query, causal or
+    not), and left padding under a causal mask (the positions before the first kept one)."""
+    if masked is None:
+        return []
+    where, why = [], []
+    if masked.rows:
+        rows = ", ".join(map(str, masked.rows[:8])) + (" ..." if len(masked.rows) > 8 else "")
+        where.append(f"batch row{'s' * (len(masked.rows) > 1)} {rows}")
+        why.append(
+            f"{masked.mask} keeps no position of {'those rows' if len(masked.rows) > 1 else 'that row'} "
+            "(padding only), so no query there attends to any key"
+        )
+    left = masked.left_padding
+    if left:
+        shown = ", ".join(f"({b}, {s})" for b, s in left[:8]) + (" ..." if len(left) > 8 else "")
+        where.append(f"(batch row, position) {shown}")
+        why.append(
+            f"{masked.mask} keeps no position at or before {'them' if masked.rows else 'those'} (left "
+            "padding), so a causal query there attends to no key"
+        )
+    check.result.findings.append(
+        Finding(
+            "masked_rows",
+            f"{check.name} differs from eager only at {' and '.join(where)} of {', '.join(masked.outputs)}: {'; '.join(why)}",
+        )
+    )
+    return [
+        (
+            "masked_rows",
+            f"the outputs differ only at query positions that attend to no key ({'; '.join(why)}: {' and '.join(where)}). "
+            "What a softmax over no key gives is each runtime's own "
+            "choice (eager: 0 or the like; onnxruntime: the mean of V), and every other position agrees within the "
+            "tolerances: whether those rows matter is the tolerance's call",
+        )
+    ]
+
+
+def _order_cause(check: Check, failure: Failure) -> list[tuple[CauseKind, str]]:
+    """An export that binds keyword arguments by position: the re-export in forward's order passes."""
+    order = None if failure.masked_rows is not None else keyword_order(check, failure)
+    if order is None:
+        return []
+    return [
+        (
+            "keyword_order",
+            f"the {check.name} export binds the keyword arguments by their order, not by their names: the test passes "
+            f"{', '.join(order.passed)}, forward declares {', '.join(order.declared)}, and exported with them in "
+            "forward's order the failing input passes (torch.export's non-strict capture of an fx GraphModule feeds "
+            "each keyword argument to the parameter at its position). Pass them in forward's order, or export with "
+            "strict=True",
+        )
+    ]
+
+
+def _blamed(check: Check, failure: Failure, stats: Stats, export_path: Any) -> list[tuple[CauseKind, str]]:
+    """What the cause experiments blamed (each also a finding), the findings that explain, the path taken."""
+    result, name = check.result, check.name
+    small = [f"{k}={v}" for k, v in failure.draw.sizes if v < 2]
+    if check.backend.specializes_small_dims and failure.small_dims_blamed and failure.path != export_path:
+        result.findings.append(
+            Finding(
+                "specialized_dim",
+                f"{name} captures the model through torch.export, which assumes every dynamic size is >= 2 while "
+                f"tracing; with {', '.join(small)} the model takes another path, which the artifact does not have",
+            )
+        )
+    baked = [
+        Finding(
+            "baked_argument",
+            f"{name} baked the argument {arg}={recorded!r} into the artifact: the failing input has "
+            f"{arg}={failing!r}, and with {arg}={recorded!r} the same input passes",
+        )
+        for arg, recorded, failing in failure.baked_scalars
+    ]
+    result.findings.extend(baked)
+    found: list[tuple[CauseKind, str | None]] = [
+        ("shipped_step", shipped_cause(check, failure)),
+        ("runtime_optimizer", _optimizer_cause(result, failure, name)),
+        ("special_value", _probe_cause(failure, check.plan)),
+    ]
+    causes = [(kind, text) for kind, text in found if text]
+    causes += [("baked_argument", f.detail) for f in baked]
+    causes += [(_FINDING_CAUSES[f.kind], f.detail) for f in result.findings if f.kind in _FINDING_CAUSES]
+    path_note = _path_note(failure, stats, export_path, name)
+    if path_note:
+        causes.append(("control_flow_path", path_note))
+    return causes
+
+
+#: Findings whose detail is a likely cause; each is a cause kind of the same name.
+_FINDING_CAUSES: dict[str, CauseKind] = {
+    "frozen_branch": "frozen_branch",
+    "baked_shape": "baked_shape",
+    "frozen_value": "frozen_value",
+    "specialized_dim": "specialized_dim",
+}
+
+
+def _edge_causes(failure: Failure, name: str) -> list[tuple[CauseKind, str]]:
+    """Inputs far from the example's scale, values non-finite on one side, a round trip that changed the artifact."""
+    causes: list[tuple[CauseKind, str]] = []
+    if failure.far_scale is not None:
+        causes.append(
+            (
+                "far_scale",
+                f"fails only at inputs ~{failure.far_scale:g}x the example's scale (drawn by special_values=True): "
+                "the same input at the example's scale passes, so the model is ill-conditioned there, "
+                "which may be rounding rather than an export defect",
+            )
+        )
+    nonfinite = sum(d.one_sided_nonfinite for d in (failure.comparison.diffs if failure.comparison else []))
+    if nonfinite:
+        causes.append(
+            (
+                "nonfinite",
+                f"{nonfinite} output element(s) are NaN or inf on one side only: the artifact and eager handle an edge "
+                "case differently (a fully masked softmax row, an overflow, a division by zero)",
+            )
+        )
+    if failure.status == "roundtrip_mismatch":
+        causes.append(
+            (
+                "roundtrip",
+                f"the {name} artifact loaded from disk computes differently from the one in memory: the save/load "
+                "path changed weights, dtypes or ops",
+            )
+        )
+    return causes
+
+
+def _path_note(failure: Failure, stats: Stats, export_path: Any, name: str) -> str | None:
+    if failure.path is None or export_path is None or failure.path == export_path:
+        return None
+    only_export = sorted(export_path - failure.path)
+    only_failing = sorted(failure.path - export_path)
+
+    def fmt(lines: list[tuple[str, int]]) -> str:
+        return ", ".join(explain.where(f, n) for f, n in lines[:4]) + (" ..." if len(lines) > 4 else "")
+
+    taken = f"{sum(stats.failing_paths.values())} of {stats.examples} inputs"
+    note = f"{name} recorded the control-flow path of the export example"
+    if only_export:
+        note += f" through {fmt(only_export)}"
+    if only_failing:
+        note += f"; the failing input runs {fmt(only_failing)} instead ({taken} failed)"
+    return note
+
+
+# --- [ONNX As Shipped] the file as shipped, in words ----------------------------------------------
+
+
+def check_budget(result: Result) -> float | None:
+    shipped = result.extra.get("shipped")
+    return shipped.get("budget") if shipped else None
+
+
+def budget_remedy(failure: Failure, result: Result, xfail: str) -> str:
+    """[Scale Budget] What would pass: the budget that covers this error, set on the option that owns it."""
+    cmp = failure.comparison
+    worst = max(cmp.of_scale if cmp is not None else float("inf"), result.extra["shipped"].get("worst_of_scale", 0.0))
+    steps = result.extra["shipped"]["steps"]
+    option = "onnx_quantize" if any(s.startswith("quantize=") for s in steps) else "onnx_fp16"
+    if worst == float("inf") or (cmp is not None and any(d.one_sided_nonfinite for d in cmp.diffs)):
+        return f"No allowed error covers a value that is inf or NaN on one side only: fix the step, or {xfail}"
+    mode = next((s.split("=", 1)[1] for s in steps if s.startswith("quantize=")), None)
+    value = f'{{"mode": "{mode}", "max_error": {worst * 1.25:.2g}}}' if mode else f'{{"max_error": {worst * 1.25:.2g}}}'
+    return (
+        f"Would pass with an allowed error of {_pct(worst)} of the output's scale (the worst input seen): {option}={value} "
+        f"if that error is acceptable where the model is served, or {xfail}"
+    )
+
+
+def shipped_words(check: Check, worst_of_scale: float) -> str:
+    """[ONNX As Shipped] What a pass on a post-processed file rests on: its steps and its error against the budget."""
+    post = check.post
+    steps = ", ".join(post.steps)
+    if check.scale_budget is None:
+        judged = "explicit rtol/atol" if post.budget is not None else "the onnx backend's default tolerances"
+        return f"checked the file as shipped ({steps}), judged by {judged}"
+    return (
+        f"checked the file as shipped ({steps}): greatest error {_pct(worst_of_scale)} of an output's scale, "
+        f"within the allowed error of {_pct(check.scale_budget)} ({post.budget_from})"
+    )
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.3g}%" if x == x and x not in (float("inf"), float("-inf")) else str(x)
+
+
+def shipped_cause(check: Check, failure: Failure) -> str | None:
+    """[ONNX As Shipped] The post-processing step the failing input first fails after (causes.shipped_step)."""
+    blamed = failure.shipped_step
+    if blamed is None:
+        return None
+    steps = ", ".join(check.post.steps)
+    if blamed.step == "export":
+        detail = (
+            f"the exported model already fails on this input, before any post-processing step ({steps}): "
+            "an export defect, which the plain onnx check (without onnx_* options) shows at float32 tolerances"
+        )
+    else:
+        detail = (
+            f"the {blamed.step} step: on this input "
+            + ("the exported model" if blamed.before == "export" else f"the model after {blamed.before}")
+            + " is within "
+            + (f"the allowed error of {_pct(check.scale_budget)}" if check.scale_budget is not None else "tolerance")
+            + f", the model after {blamed.step} is not"
+        )
+        detail += _step_detail(check, failure, blamed.step)
+    check.result.findings.append(Finding("shipped_step", detail))
+    check.result.extra["shipped"]["blamed"] = blamed.step
+    return detail
+
+
+def _step_detail(check: Check, failure: Failure, step: str) -> str:
+    """What the blamed step does to values that would explain the failure, and what to ship instead."""
+    cmp = failure.comparison
+    overflow = cmp is not None and any(d.one_sided_nonfinite for d in cmp.diffs)
+    if step.startswith("fp16") and overflow:
+        return (
+            "; outputs turn inf/NaN where eager's are finite: a float16 value overflows past 65504 (a sum of "
+            "squares, an exp, a large activation): keep values within float16's range (rescale), or keep the "
+            'overflowing ops and those after them in float32 (onnx_fp16={"op_block_list": [...]}, as the '
+            "shipping conversion must too)"
+        )
+    if step == "quantize=static" and failure.far_scale is not None:
+        return (
+            f"; the input is ~{failure.far_scale:g}x the example's scale, outside what static quantization was "
+            "calibrated on (the recorded example and drawn inputs): int8 activations clip there"
+        )
+    if step == "quantize=static" and _uncalibrated_sizes(check, failure):
+        return (
+            f"; the input's sizes ({_uncalibrated_sizes(check, failure)}) are not among those static quantization "
+            "was calibrated on (the recorded sizes and the smallest): activations that grow with a size (a sum, "
+            "a longer sequence) leave the calibrated int8 range and clip; calibrate on the sizes you serve"
+        )
+    if step.startswith("optimize="):
+        return (
+            f"; onnxruntime's offline optimization at {step.split('=', 1)[1]} rewrote the graph (a fusion, "
+            "a constant folded) in a way that changes the result here: ship the file optimized at a lower level, "
+            "or report the rewrite to onnxruntime with this input"
+        )
+    if step.startswith("quantize=") and _u8s8_saturates(check.options.onnx_quantize):
+        return (
+            "; int8 weights (weight_type QInt8) without reduce_range on an x86 CPU without VNNI: onnxruntime's "
+            "U8S8 kernels (VPMADDUBSW) can saturate there, as its quantization docs warn; ship with "
+            'reduce_range=True or weight_type="QUInt8" (set them in onnx_quantize= too)'
+        )
+    return ""
+
+
+def _uncalibrated_sizes(check: Check, failure: Failure) -> str:
+    """The failing input's sizes that static quantization's calibration did not use (onnx_shipped.calibration_inputs)."""
+    recorded = check.plan.example_sizes()
+    smallest = {name: max(d.min, 1) for name, d in check.plan.dims.items()}
+    return ", ".join(
+        f"{name}={size} (calibrated at {recorded.get(name)} and {smallest.get(name)})"
+        for name, size in failure.draw.sizes
+        if size not in (recorded.get(name), smallest.get(name))
+    )
+
+
+def _u8s8_saturates(quantize: Any) -> bool:
+    """int8 weights quantized as onnxruntime's default does, on an x86 CPU whose int8 dot
+    product saturates (no VNNI: onnxruntime's quantization docs, "reduce_range")."""
+    if quantize is None or quantize.weight_type != "QInt8" or quantize.reduce_range:
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx2" in flags and "vnni" not in flags

@@ -111,6 +111,7 @@ def module_tree(module: Any) -> dict[str, Any]:
     tree = _node(module, "", {}, tensors)
     if all(t.device.type == "cpu" for t in (*module.parameters(), *module.buffers())):
         # [Replay Safety] a tree is never an approximation: the rebuilt module keys as the module does.
+        # deferred: fingerprint imports torch, which this module leaves to its functions (replay.py reads it)
         from ..cache.fingerprint import Unkeyable, _Hasher
 
         try:

@@ -14,12 +14,13 @@ import time
 from typing import Any, NamedTuple
 
 import torch
+from hypothesis import reject
+from hypothesis.errors import Flaky, HypothesisException
 
 from ..backends.base import Backend
 from ..inputs.strategies import Draw, materialize
-from ..reference import stateful
 from ..reference.compare import Comparison, compare, flatten, tolerances_for
-from ..reference.eager import EagerCall, ModelRaised
+from ..reference.eager import EagerCall, ModelRaised, restore, snapshot
 from ..reference.noise import Float64Reference, NoiseVerdict, judge_noise, noise_finding
 from ..results.outcome import Outcome, Stop
 from ..results.report import Finding
@@ -27,7 +28,7 @@ from ..stages.check import Check
 from ..stages.exporting import quiet_call
 from ..stages.search_budget import ALWAYS, BudgetClock
 from ..stages.shared_search import explicit_draws, hypothesis_home, hypothesis_test
-from . import causes
+from . import causes, localize
 from .failure import Failure, Stats, track_vacuous
 from .messages import explain_failure, nothing_compared, pass_message, rejection_finding, shipped_words, vacuous_finding
 
@@ -117,13 +118,13 @@ class Search:
         return self._eager_calls[draw]
 
     def _run(self, artifact: Any, args: Any, kwargs: Any) -> Any:
-        for target, snapshot in self._snapshots:
-            stateful.restore(target, snapshot)
+        for target, saved in self._snapshots:
+            restore(target, saved)
         return self.check.run(artifact, args, kwargs)[0]
 
     def _take_snapshots(self) -> None:
         targets = [self.check.backend.artifact_module(a) for a in (self.runnable, self.in_memory) if a is not None]
-        self._snapshots = [(t, stateful.snapshot(t)) for t in targets if t is not None]
+        self._snapshots = [(t, snapshot(t)) for t in targets if t is not None]
 
     def _seen_state(self, call: EagerCall) -> None:
         """[State After Every Input] An input changed eager's buffers: from now on every artifact call
@@ -299,8 +300,6 @@ class Search:
         try:
             failure = self.judge(draw)
         except Rejected:
-            from hypothesis import reject
-
             reject()
         if failure is not None:
             raise _ExampleFailed(failure)
@@ -432,8 +431,6 @@ class Search:
     def _search(self) -> Failure | None:
         """Hypothesis over the plan: the shrunk failure, or None. Ends the check (``Stop``) where
         the verdicts flip on one input, or eager rejects every input."""
-        from hypothesis.errors import Flaky, HypothesisException
-
         result, stats, name, header = self.check.result, self.stats, self.check.name, self.check.header
         explicit = self._explicit()
         test = self._hypothesis_test(explicit)
@@ -480,8 +477,6 @@ class Search:
         its dim's least, the generated inputs are
         searched for one that fails the same way (the same status), shrunk to the smallest; the explicit
         input's failure stands where none does, or the budget of examples is spent first."""
-        from hypothesis.errors import HypothesisException
-
         test = self._hypothesis_test([])
         try:
             with torch.no_grad(), hypothesis_home(self.check.session.hypothesis_home):
@@ -589,8 +584,6 @@ class Search:
             return  # compare= or a structural difference: no per-module numbers to compare
         if failure.noise is not None and failure.noise.rounding:
             return  # within eager's own rounding (explicit tolerances): no module is at fault
-        from . import localize
-
         if self.check.mutates_state:
             failure.no_localization = (
                 "the module updates its state on every call, so a submodule's input is not replayable"

@@ -24,8 +24,7 @@ from ..inputs.strategies import Draw, materialize, recorded_draw
 from ..isolation import runner
 from ..isolation.process import THIS
 from ..reference.compare import output_scales
-from ..reference.eager import copy_module
-from ..reference.stateful import reset_state, snapshot
+from ..reference.eager import copy_module, reset_state, snapshot
 from ..results import explain
 from ..results.outcome import Stop
 from ..results.report import CauseKind, Finding, Result

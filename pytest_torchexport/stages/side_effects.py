@@ -17,9 +17,8 @@ import torch
 
 from .._compat import quiet_torch
 from ..inputs.strategies import Draw, materialize, summarize
-from ..reference import stateful
 from ..reference.compare import Comparison, compare, equal_trees
-from ..reference.eager import Eager, ModelRaised
+from ..reference.eager import Eager, ModelRaised, restore, snapshot
 from ..results import explain
 from ..results.outcome import Stop
 from ..results.report import Finding, Result, tag
@@ -171,7 +170,7 @@ def _state_updated(check: Check) -> None:
         list(check.steps) if check.steps is not None and _replayed(check) else [(recorded.args, recorded.kwargs)] * 3
     )
     target = check.backend.artifact_module(runnable)
-    saved = stateful.snapshot(target)
+    saved = snapshot(target)
     compared: list[dict[str, Any]] = []  # each call's entry, the row's per_input where the calls decide
     try:
         with quiet_torch():
@@ -200,7 +199,7 @@ def _state_updated(check: Check) -> None:
                     _state_differs(check, [lost[0]], call, lost[1], compared)
     finally:
         eager.restore()
-        stateful.restore(target, saved)
+        restore(target, saved)
 
 
 def _call_entry(check: Check, call: int, cmp: Comparison) -> list[dict[str, Any]]:
