@@ -61,8 +61,7 @@ from ..stages import (
     static_sizes,
 )
 from ..stages.check import Check
-from ..stages.compiled_parts import compiled_parts
-from ..stages.compiled_parts import finding as compiled_finding
+from ..stages.exporting import compiled_finding, compiled_parts
 from ..stages.prelude import EagerOnce, Prelude, SharedCall, run_prelude
 from ..stages.session import Session
 from ..stages.shared_search import hypothesis_home

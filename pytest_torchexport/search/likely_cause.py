@@ -11,7 +11,7 @@ from ..inputs.strategies import probe_value
 from ..results import explain
 from ..results.report import CauseKind, Finding, Result
 from ..stages.check import Check
-from ..stages.compiled_parts import with_cause
+from ..stages.exporting import with_cause
 from .causes import MaskedRows, keyword_order, masked_rows
 from .failure import Failure, Stats
 from .located_words import entry
