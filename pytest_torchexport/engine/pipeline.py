@@ -39,8 +39,7 @@ from ..cache.reuse import Reuse
 from ..errors import ExportMismatch, InvalidArgument
 from ..inputs.specs import InputPlan, plan_inputs
 from ..isolation import runner
-from ..isolation.process import THIS
-from ..isolation.runner import CARRIED_ROW
+from ..isolation.runner import CARRIED_ROW, THIS
 from ..options import INSTALL, Options
 from ..reference.eager import EAGER_MODE, ModelRaised, module_name
 from ..results import outcome

@@ -13,7 +13,7 @@ fork, what to pay here so that the child inherits it:
   ([Search First Use]).
 
 None of it changes a verdict: a warm-up only saves time, and the check reports any failure
-itself. The record is the process's (``process.THIS.warmup``), not a session's: what the
+itself. The record is the process's (``runner.THIS.warmup``), not a session's: what the
 interpreter has imported stays imported whichever pytest session (pytester) asked for it,
 and a forked child inherits the record with the imports it describes.
 """

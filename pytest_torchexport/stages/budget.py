@@ -90,6 +90,7 @@ import torch
 
 from .._compat import pytree
 from ..inputs.specs import DEFAULT_DIM, InputPlan
+from ..isolation import runner
 from ..options import Options, environment, switched_off
 from ..results.report import Finding, Result
 
@@ -207,10 +208,8 @@ class Machine:
 
     @classmethod
     def here(cls, device: str = "cpu") -> Machine:
-        from ..isolation.sizing import parallel_checks
-
         workers = max(1, _int(os.environ.get("PYTEST_XDIST_WORKER_COUNT"), 1))
-        checks = parallel_checks()
+        checks = runner.parallel_checks()
         if device.startswith("cuda") and torch.cuda.is_available():
             return cls(torch.cuda.mem_get_info(torch.device(device))[0], workers, checks)
         return cls(_mem_available(), workers, checks)
@@ -232,9 +231,7 @@ def _int(value: str | None, default: int) -> int:
 
 
 def _mem_available() -> int | None:
-    from ..isolation.sizing import available_memory
-
-    return available_memory()
+    return runner.available_memory()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -54,7 +54,7 @@ from .._compat import quiet_torch
 from ..backends.base import Captured, capture_program, keywords_bound, load_backend
 from ..cache import sources
 from ..isolation import runner
-from ..isolation.process import THIS
+from ..isolation.runner import THIS
 from ..reference.eager import copy_module
 from .exporting import export_inputs, violated_dims
 from .prelude import Prelude

@@ -31,7 +31,7 @@ from ..cache import sources
 from ..inputs.specs import InputPlan
 from ..inputs.strategies import Draw, materialize, recorded_draw
 from ..isolation import runner
-from ..isolation.process import THIS
+from ..isolation.runner import THIS
 from ..reference.compare import output_scales
 from ..reference.eager import copy_module
 from ..reference.stateful import reset_state, snapshot

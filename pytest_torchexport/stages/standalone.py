@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from ..backends.base import call_tensors
-from ..isolation import loader
+from ..isolation import loader, runner
 from ..isolation.loader import TIMEOUT_S, LoaderUnavailable
-from ..isolation.process import THIS
+from ..isolation.runner import THIS
 from ..results.outcome import Stop
 from ..results.report import Status
 from .check import Check
@@ -85,8 +85,6 @@ def step(check: Check) -> Loading:
         result.extra["standalone"] = "not run: no loader was started for this check"
         return loading
     import torch
-
-    from ..isolation import runner
 
     runner.stage(result, "standalone")  # until the request is out; the check then goes on to "run"
 
