@@ -71,8 +71,7 @@ from typing import Any
 
 from .._compat import compiled_original
 from . import frames, handed, kinds
-from .calls import Call, Recording
-from .copies import COPY_BUDGET, fingerprint, module_bytes, nbytes, snapshot, state_of
+from .calls import COPY_BUDGET, Call, Recording, fingerprint, module_bytes, nbytes, snapshot, state_of
 
 #: Calls of one module recorded per test (a loop over a data set calls it thousands of times),
 #: and the bytes of their arguments: the sequence a stateful module is replayed over.
