@@ -65,12 +65,14 @@ profiler is already installed (``cProfile``), direct ``forward`` calls are not s
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import sys
 import weakref
 from typing import Any
 
 from .._compat import compiled_original
-from . import frames, handed, kinds
+from . import frames, kinds
 from .calls import COPY_BUDGET, Call, Recording, fingerprint, module_bytes, nbytes, snapshot, state_of
 
 #: Calls of one module recorded per test (a loop over a data set calls it thousands of times),
@@ -222,7 +224,7 @@ class Recorder:
                 self._entered = frame
                 self._depth += 1
                 bound = frame.f_locals
-                self._entered_module = handed.handed_module(bound)
+                self._entered_module = handed_module(bound)
                 if self._is_test_call(torch, frame.f_back):
                     self._hand(via, inputs, bound)
                 return
@@ -234,7 +236,7 @@ class Recorder:
             return  # torch's own methods: train(), to(), state_dict(), ...
         import torch
 
-        from .._compat import pytree
+        from .._compat import pytree  # deferred: imports torch (the plugin's import stays torch-free)
 
         local = frame.f_locals
         module = local.get("self")
@@ -378,7 +380,7 @@ class Recorder:
     def _take_copy(self, call: Call) -> None:
         import torch
 
-        from ..reference.eager import copy_as_called
+        from ..reference.eager import copy_as_called  # deferred: imports torch (the plugin's import stays torch-free)
 
         size = module_bytes(call.live)
         # A ScriptModule is kept as it is: its deep copy loses the method schemas that name its
@@ -455,9 +457,7 @@ class Recorder:
             self.recording.compiled_from.append((out, module))
 
     def _patch_exporters(self, torch: Any) -> None:
-        import importlib
-
-        for owner_name, attr, via, inputs in handed.EXPORTERS:
+        for owner_name, attr, via, inputs in EXPORTERS:
             owner = importlib.import_module(owner_name)
             fn = getattr(owner, attr, None)
             if fn is None:
@@ -470,7 +470,7 @@ class Recorder:
     def _exporter(self, torch: Any, fn: Any, via: str, inputs: Any) -> Any:
         """``fn`` (an exporter), recording the module it is handed as the test's call."""
         recorder = self
-        signature = handed.signature(fn)
+        signature = inspect.signature(fn)  # milliseconds for torch.onnx.export: once a process, not once a test
 
         def exporter(*args: Any, **kwargs: Any) -> Any:
             paused = recorder._profiling and recorder._pause()
@@ -482,7 +482,7 @@ class Recorder:
                     pass  # the exporter says what is wrong with the call
                 else:
                     bound.apply_defaults()
-                    module = handed.handed_module(bound.arguments)
+                    module = handed_module(bound.arguments)
                     # Handed over while a module is constructed (an __init__ that traces its
                     # cell) is building, not testing, as a call there is.
                     if recorder._is_test_call(torch, sys._getframe(1)):
@@ -507,3 +507,85 @@ def _said(exc: BaseException) -> str:
     # frame of the call with the test's tensors (a cache keyed on it kept them all alive).
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
+
+
+# -- [Handed To An Exporter]: a module the test hands to ``torch.jit.trace``, ``trace_module``,
+# ``torch.export.export`` or ``torch.onnx.export``, and its call, read from the exporter's bound
+# arguments: ``EXPORTERS`` names each public function the recorder patches and how to read it.
+# torch is imported inside the functions: the recorder is imported with the plugin, torch-free.
+
+
+# Each exporter's bound arguments -> (module, args, kwargs, other methods named) or None.
+def trace_inputs(bound: Any) -> Any:
+    import torch
+
+    func, kwarg_inputs = bound["func"], bound.get("example_kwarg_inputs")
+    if not isinstance(func, torch.nn.Module):
+        owner = getattr(func, "__self__", None)  # torch.jit.trace(model.forward, x)
+        if not (isinstance(owner, torch.nn.Module) and getattr(func, "__name__", "") == "forward"):
+            return None
+        func = owner
+    example = bound.get("example_inputs")
+    if example is None:
+        example = kwarg_inputs
+    return _forward_call(func, example, isinstance(kwarg_inputs, dict), ())
+
+
+def trace_module_inputs(bound: Any) -> Any:
+    inputs = bound["inputs"]
+    if not isinstance(inputs, dict) or "forward" not in inputs:
+        return None  # only forward is checked; a module traced for other methods alone is not called
+    others = tuple(str(name) for name in inputs if name != "forward")
+    return _forward_call(bound["mod"], inputs["forward"], bool(bound.get("example_inputs_is_kwarg")), others)
+
+
+def _forward_call(module: Any, example: Any, is_kwarg: bool, others: tuple[str, ...]) -> Any:
+    """As ``torch.jit.trace_module`` reads a method's example: a dict of keyword arguments,
+    or the positional arguments (a lone tensor or dict is one argument)."""
+    import torch
+
+    if not isinstance(module, torch.nn.Module) or example is None:
+        return None
+    if is_kwarg and isinstance(example, dict):
+        return module, (), dict(example), others
+    if isinstance(example, (torch.Tensor, dict)):
+        return module, (example,), {}, others
+    return module, tuple(example), {}, others
+
+
+def export_inputs(bound: Any) -> Any:
+    return bound["mod"], tuple(bound.get("args") or ()), dict(bound.get("kwargs") or {}), ()
+
+
+def onnx_inputs(bound: Any) -> Any:
+    import torch
+
+    model, args, kwargs = bound["model"], bound.get("args", ()), bound.get("kwargs")
+    if not isinstance(model, torch.nn.Module):
+        return None
+    args = (args,) if isinstance(args, torch.Tensor) else tuple(args)
+    if kwargs is None and args and isinstance(args[-1], dict):  # torch.onnx reads a trailing dict as kwargs
+        args, kwargs = args[:-1], args[-1]
+    return model, args, dict(kwargs or {}), ()
+
+
+def no_call(bound: Any) -> Any:
+    return None
+
+
+def handed_module(bound: Any) -> Any:
+    """The module an exporter was handed (its first argument), whatever the exporter calls it;
+    ``model.forward`` handed to ``torch.jit.trace`` is the model."""
+    first = next(iter(bound.values()), None)
+    owner = getattr(first, "__self__", None)
+    return owner if getattr(first, "__name__", "") == "forward" and owner is not None else first
+
+
+#: (module path, attribute, the name a call records it as ``via``, how to read its arguments)
+EXPORTERS: tuple[tuple[str, str, str, Any], ...] = (
+    ("torch.jit", "trace", "torch.jit.trace", trace_inputs),
+    ("torch.jit", "trace_module", "torch.jit.trace_module", trace_module_inputs),
+    ("torch.jit", "script", "torch.jit.script", no_call),
+    ("torch.export", "export", "torch.export.export", export_inputs),
+    ("torch.onnx", "export", "torch.onnx.export", onnx_inputs),
+)
