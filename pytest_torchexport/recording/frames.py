@@ -9,6 +9,8 @@ import functools
 import os
 from typing import Any
 
+from ..results.explain import is_plugin_file, is_user_file
+
 
 def caller(module: Any, frame: Any) -> Any:
     """The frame that called ``module``: past ``OptimizedModule.__call__`` for a module
@@ -95,8 +97,6 @@ def library(filename: str) -> bool:
 
 @functools.lru_cache(maxsize=4096)
 def _library(filename: str) -> bool:
-    from ..results.explain import is_user_file
-
     return not is_user_file(filename)
 
 
@@ -122,8 +122,6 @@ def library_entry(frame: Any) -> Any:
     own code; None where no frame of the test's is found (nothing to tell the library from), or
     where this plugin's own code built it (a ``--torchexport-model`` item's body: the plugin calls
     the model for the test, as the test would)."""
-    from ..results.explain import is_plugin_file
-
     entry = frame
     for _ in range(64):
         if is_plugin_file(entry.f_code.co_filename):
