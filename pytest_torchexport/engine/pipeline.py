@@ -54,6 +54,7 @@ from ..stages import (
     cpp_load,
     exporting,
     latency,
+    search_budget,
     side_effects,
     standalone,
     static_sizes,
@@ -444,8 +445,8 @@ def _pipeline(pending: PendingCheck, result: Result, scratch: Path) -> None:
     # (~40 ms), not in the test's own process (0.55 s with MONAI imported), whose gc runs anyway.
     freed.release(collect=THIS.channel is not None)
     assumptions.recorded_size_export(check)
-    # [Search Budget] What follows the exports counts against the budget (budget.py).
-    check.clock = budget.start(check.shared, check.recorded.call.seconds)
+    # [Search Budget] What follows the exports counts against the budget (search_budget.py).
+    check.clock = search_budget.start(check.shared, check.recorded.call.seconds)
     # The saved artifact in a fresh process (standalone.py): the request goes out now, the loader
     # answers while the side effects and the search run, and its verdict joins at the end (a
     # load_error still decides the result, as when the load ran before the search).
@@ -469,13 +470,13 @@ def _pipeline(pending: PendingCheck, result: Result, scratch: Path) -> None:
     # The saved TorchScript file or AOTInductor package loaded by libtorch in C++ (cpp_load.py): after a pass.
     cpp_load.step(check)
     clock = check.clock  # [Search Budget] the findings below run only where the budget covers them
-    if result.status == "pass" and budget.affords(clock, "static_size probes"):
-        static_sizes.probe(check, until=budget.until(clock))  # [Static Sizes] the undeclared dims: findings only
+    if result.status == "pass" and search_budget.affords(clock, "static_size probes"):
+        static_sizes.probe(check, until=search_budget.until(clock))  # [Static Sizes] the undeclared dims: findings only
     # Latency at the recorded input, once the verdict is in (latency.py); a time limit here names the search.
     runner.stage(result, "search")
-    if budget.affords(clock, "latency"):
+    if search_budget.affords(clock, "latency"):
         latency.record(check)
-    budget.close(clock, result)
+    search_budget.close(clock, result)
 
 
 def _backend(pending: PendingCheck, result: Result) -> tuple[Any, Backend]:

@@ -23,9 +23,9 @@ from ..reference.eager import EagerCall, ModelRaised
 from ..reference.noise import Float64Reference, NoiseVerdict, judge_noise, noise_finding
 from ..results.outcome import Outcome, Stop
 from ..results.report import Finding
-from ..stages.budget import ALWAYS, BudgetClock
 from ..stages.check import Check
 from ..stages.exporting import quiet_call
+from ..stages.search_budget import ALWAYS, BudgetClock
 from ..stages.shared_search import explicit_draws, hypothesis_home, hypothesis_test
 from . import causes
 from .failure import Failure, Stats, track_vacuous
@@ -390,7 +390,7 @@ class Search:
             with torch.no_grad():
                 for draw in order:
                     kind = shared.kinds.get(draw, "drawn")
-                    # Tried where the time left covers one more at the mean so far (stages/budget.py).
+                    # Tried where the time left covers one more at the mean so far (search_budget.py).
                     mean_s = (time.perf_counter() - t0) / judged if judged else 0.0
                     if kind not in ALWAYS and clock.left_s <= mean_s:
                         untried[kind] = untried.get(kind, 0) + 1

@@ -81,7 +81,7 @@ class Check:
     shared: Any = None  # [One Search] shared_search.SharedInputs: the inputs every backend tries, eager's run of each
     #: [Shared Capture] torch.export's capture of the call, made in the test's process (capture.py), by relaxed dims
     captures: dict[frozenset[str], Any] = field(default_factory=dict)
-    clock: Any = None  # [Search Budget] budget.BudgetClock: its time against the budget, from its exports' end
+    clock: Any = None  # [Search Budget] search_budget.BudgetClock: its time against the budget, from its exports' end
     failure: Any = None  # search/failure.Failure: the search's shrunk failing input, which a bundle keeps (bundle.py)
     loading: Any = None  # standalone.Loading: [Crash Preflight]'s request, answered before the load in this process
     cpp: Any = None  # cpp_load.Started: the C++ runner started beside the search, read after the verdict

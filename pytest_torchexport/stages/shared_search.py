@@ -25,7 +25,7 @@ determinism probe is the prelude's, also once. The float64 oracle cannot be: whi
 it depends on each artifact, so the first child that needs one makes it and the others load it
 ([Float64 Once], ``reference/noise.py``, through ``SharedInputs.float64`` named here).
 
-[Search Budget] The time the shared inputs may take is bounded by the budget (``budget.py``:
+[Search Budget] The time the shared inputs may take is bounded by the budget (``search_budget.py``:
 what it counts, and what it leaves out first): eager's runs here may take ``EAGER_SHARE`` of it,
 each artifact's the rest. The inputs are tried most valuable first (the recorded call, each
 declared dim's min and max, which are never left out, then the export example, the small
@@ -53,7 +53,7 @@ from ..options import Options
 from ..reference.eager import Eager, EagerCall, ModelRaised
 from ..reference.noise import Float64Store
 from ..results.report import Result
-from .budget import ALWAYS, Budget
+from .search_budget import ALWAYS, Budget
 
 #: The share of the budget eager's runs of the shared inputs may take; each backend's artifact runs
 #: on them take the rest (they run side by side, one child per backend), so a row's checks beyond
