@@ -256,6 +256,7 @@ def _serve(request: dict[str, Any]) -> dict[str, Any]:
 
     import torch
 
+    # deferred: these import torch, which only the loader process (serving its first request) pays
     from ..backends.base import ExportContext, load_backend
     from ..reference.compare import flatten
 
