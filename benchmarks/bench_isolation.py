@@ -4,7 +4,7 @@ leanest hand-written loop doing the same work, in one run, side by side.
 Hand-written: per backend, export once, save and load the artifact, then the same number
 of random inputs (random batch sizes), eager and the loaded artifact, ``assert_close``.
 Engine: ``check()`` with ``examples=N`` on the same backends, with each check in a
-forked child (``isolation="process"``): side by side (``sizing.parallel_checks()`` of them
+forked child (``isolation="process"``): side by side (``runner.parallel_checks()`` of them
 at once, the default) and one at a time (``TORCHEXPORT_JOBS=1``, as before side-by-side
 checks); and in this process (``"inline"``). Every
 path runs once untimed first (the exporters' first-use warm-up), then ``--repeat`` times;
@@ -179,7 +179,7 @@ def main() -> None:
         f"fork + exit + waitpid with torch imported and exporters warm: {fork_cost():.1f} ms (median of 20); "
         f"parent peak RSS {rss:.0f} MB, largest child {children:.0f} MB"
     )
-    from pytest_torchexport.isolation.sizing import parallel_checks
+    from pytest_torchexport.isolation.runner import parallel_checks
 
     print(
         f"{len(BACKENDS)} backends, {args.examples} examples, best of {args.repeat}; torch threads "

@@ -20,9 +20,9 @@ from .errors import InvalidArgument
 from .glue import adapters, ahead, hookspecs, items, markers, models, verdicts
 from .glue.cli import add_options, misspelled_flags
 from .glue.costs import COSTS, Costs
+from .glue.items import without_group_suffix
 from .glue.state import STATE, State
 from .glue.summary import REPORTING, Reporting, carried_rows
-from .glue.xdist import without_group_suffix
 from .options import DEFAULT_BACKENDS, Options
 
 if TYPE_CHECKING:  # a type only: recording/ imports torch, which the plugin's import must not

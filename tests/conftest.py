@@ -75,7 +75,7 @@ def _exporters_warmed_up():
     the next one, which fails ("Only a single TORCH_LIBRARY can be used...").
     """
     from pytest_torchexport import check
-    from pytest_torchexport.isolation.process import THIS
+    from pytest_torchexport.isolation.runner import THIS
     from pytest_torchexport.options import BUILTIN_BACKENDS
 
     backends = ["trace", "script", "onnx", "export", "onnx-legacy"]

@@ -238,10 +238,10 @@ def test_bytes_in_and_out_count_where_they_exceed_the_peak_and_the_budget_can_be
 
 
 def test_machine_here_reads_workers_and_side_by_side_checks(monkeypatch):
-    from pytest_torchexport.isolation import sizing
+    from pytest_torchexport.isolation import runner
 
     monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "3")
-    monkeypatch.setattr(sizing, "parallel_checks", lambda: 2)
+    monkeypatch.setattr(runner, "parallel_checks", lambda: 2)
     monkeypatch.setattr(budget, "_mem_available", lambda: 12 * GB)
     machine = budget.Machine.here()
     assert (machine.workers, machine.checks, machine.per_check) == (3, 2, 2 * GB)

@@ -1,4 +1,4 @@
-"""[Side By Side] Independent checks run at once, each in its own child (sizing.parallel_checks()).
+"""[Side By Side] Independent checks run at once, each in its own child (runner.parallel_checks()).
 
 The checks are timed by a third-party backend that notes when each export starts and ends
 (in a file, since each check runs in its own child) and sleeps in between: side by side
@@ -15,7 +15,7 @@ import torch
 from pytest_torchexport.backends.trace import TraceBackend
 from pytest_torchexport.engine.pipeline import PendingCheck, Session, plan_inputs, run
 from pytest_torchexport.engine.schedule import CheckState
-from pytest_torchexport.isolation import process, runner, sizing
+from pytest_torchexport.isolation import runner
 from pytest_torchexport.isolation.warmup import Warmup
 from pytest_torchexport.options import Options
 
@@ -142,19 +142,19 @@ def test_an_inline_check_runs_when_waited_for_and_a_cancelled_one_cannot_start_a
 
 def test_the_share_of_the_cores(monkeypatch):
     monkeypatch.delenv("TORCHEXPORT_JOBS", raising=False)
-    monkeypatch.setattr(sizing, "available_memory", lambda: 64 * 2**30)
-    monkeypatch.setattr(sizing.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.setattr(runner, "available_memory", lambda: 64 * 2**30)
+    monkeypatch.setattr(runner.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
     monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT", raising=False)
-    assert sizing.parallel_checks() == 8
+    assert runner.parallel_checks() == 8
     monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "4")  # workers x checks <= cores
-    assert sizing.parallel_checks() == 2
+    assert runner.parallel_checks() == 2
     monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "16")
-    assert sizing.parallel_checks() == 1
+    assert runner.parallel_checks() == 1
     monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "1")
-    monkeypatch.setattr(sizing, "available_memory", lambda: 5 * 2**30)  # one check per 2 GiB
-    assert sizing.parallel_checks() == 2
+    monkeypatch.setattr(runner, "available_memory", lambda: 5 * 2**30)  # one check per 2 GiB
+    assert runner.parallel_checks() == 2
     monkeypatch.setenv("TORCHEXPORT_JOBS", "3")
-    assert sizing.parallel_checks() == 3
+    assert runner.parallel_checks() == 3
 
 
 ITEMS = """
@@ -429,7 +429,7 @@ def test_a_session_of_several_tests_warms_the_exporters_once_before_the_first_ch
     # once, in this process, before their first child (no check forks without it). Observed on
     # what this process paid (a fresh record: the suite's own fixture warmed everything already).
     paid = Warmup()
-    monkeypatch.setattr(process.THIS, "warmup", paid)
+    monkeypatch.setattr(runner.THIS, "warmup", paid)
     tester.makepyfile(test_two=TWO_TESTS)
     result = tester.runpytest_inprocess("-q", "-p", "no:cacheprovider", *(["-k", select] if select else []))
     result.assert_outcomes(passed=4 if warmed_first else 2)

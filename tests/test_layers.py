@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pytest_torchexport"
 
 #: Lowest first. The root holds the shared leaves at the bottom and the commands on top.
 LAYERS = [
-    "root-leaves",  # errors.py, options.py (onnx_options.py), _compat.py, freed.py: imported by every layer, import none
+    "root-leaves",  # errors.py, options.py, _compat.py, freed.py: imported by every layer, import none
     "results",
     "inputs",
     "cache",
@@ -31,7 +31,7 @@ LAYERS = [
     "glue",
     "root-commands",  # plugin.py, __main__.py, replay.py, __init__.py
 ]
-ROOT_LEAVES = {"errors", "options", "onnx_options", "_compat", "freed"}
+ROOT_LEAVES = {"errors", "options", "_compat", "freed"}
 
 
 def _modules() -> dict[str, Path]:

@@ -28,7 +28,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pytest_torchexport"
 
 #: (module path, name) -> why it is module-level state and not a session's.
 EXCEPTIONS = {
-    ("isolation/process.py", "THIS"): (
+    ("isolation/runner.py", "THIS"): (
         "[This Process] facts of the OS process, not of a session: what its interpreter paid of the "
         "first uses, the pipes of the children it forked, a child's channel, the loader it spawned; "
         "a forked child inherits them"

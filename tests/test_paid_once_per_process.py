@@ -16,7 +16,7 @@ SCRIPT = textwrap.dedent(
     import json, sys, torch
     from pytest_torchexport import ExportMismatch, check
     from pytest_torchexport.isolation import warmup
-    from pytest_torchexport.isolation.process import THIS
+    from pytest_torchexport.isolation.runner import THIS
 
     if sys.argv[1] == "in-each-child":
         THIS.warmup.hypothesis = True  # the old way: hypothesis's first run happens in every child,

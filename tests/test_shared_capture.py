@@ -93,7 +93,7 @@ MODELS = textwrap.dedent(
 
 
 def _session(tester, monkeypatch, third: str, *args: str, subprocess: bool = False) -> tuple[dict, list[str]]:
-    from pytest_torchexport.isolation.process import THIS
+    from pytest_torchexport.isolation.runner import THIS
     from pytest_torchexport.options import BUILTIN_BACKENDS
 
     if not subprocess:

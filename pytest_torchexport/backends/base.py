@@ -42,7 +42,7 @@ class ExportContext:
     notes: list[str] = field(default_factory=list)  # become backend_note findings
     relaxed: frozenset[str] = frozenset()  # dims left to the exporter after a constraint violation
     scratch: Path | None = None  # a directory removed after the check, for intermediate files
-    #: onnx_options.ShippedOnnx: the post-processing the onnx backend applies to its export (None: none)
+    #: options.ShippedOnnx: the post-processing the onnx backend applies to its export (None: none)
     shipped: Any = None
     #: [Shared Capture] ``relaxed`` -> the ``Captured`` program of this call the engine made once for
     #: the test's backends (stages/capture.py); a backend whose ``shares_capture`` is True starts from it
@@ -246,7 +246,7 @@ class PostProcessed(Protocol):
     after which it fails (search.py), and the budget replaces the default tolerances."""
 
     def steps_unavailable(self, shipped: Any) -> str | None:
-        """Why the post-processing ``shipped`` asks for (onnx_options.ShippedOnnx) cannot run here (a
+        """Why the post-processing ``shipped`` asks for (options.ShippedOnnx) cannot run here (a
         library missing), or None; the check is then skipped with that reason."""
         ...
 

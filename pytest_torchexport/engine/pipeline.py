@@ -39,8 +39,7 @@ from ..cache.reuse import Reuse
 from ..errors import ExportMismatch, InvalidArgument
 from ..inputs.specs import InputPlan, plan_inputs
 from ..isolation import runner
-from ..isolation.process import THIS
-from ..isolation.runner import CARRIED_ROW
+from ..isolation.runner import CARRIED_ROW, THIS
 from ..options import INSTALL, Options, resolve_devices
 from ..reference.eager import EAGER_MODE, ModelRaised, module_name
 from ..results import outcome
@@ -61,8 +60,7 @@ from ..stages import (
     static_sizes,
 )
 from ..stages.check import Check
-from ..stages.compiled_parts import compiled_parts
-from ..stages.compiled_parts import finding as compiled_finding
+from ..stages.exporting import compiled_finding, compiled_parts
 from ..stages.prelude import EagerOnce, Prelude, SharedCall, run_prelude
 from ..stages.session import Session
 from ..stages.shared_search import hypothesis_home

@@ -2,7 +2,7 @@
 
 A check under process isolation runs in a child with one thread (``isolation/runner.py``),
 so one check at a time leaves the other cores idle. A ``Scheduler`` keeps up to ``jobs``
-checks going (``sizing.parallel_checks()``: the process's share of the cores) and learns how
+checks going (``runner.parallel_checks()``: the process's share of the cores) and learns how
 long each backend takes here, so that it starts the longest first.
 
 Two ways to ask, one set of places:
@@ -26,7 +26,7 @@ import enum
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from ..isolation import runner, sizing
+from ..isolation import runner
 from ..results.report import Result
 
 #: [Longest First] A backend's usual check time here, in seconds, before one was timed: an
@@ -111,7 +111,7 @@ class Startable(Protocol):
 
 
 class Scheduler:
-    """Up to ``jobs`` checks at once (``sizing.parallel_checks()`` unless given), longest first."""
+    """Up to ``jobs`` checks at once (``runner.parallel_checks()`` unless given), longest first."""
 
     def __init__(self, jobs: int | None = None) -> None:
         self._jobs = jobs
@@ -121,7 +121,7 @@ class Scheduler:
 
     @property
     def jobs(self) -> int:
-        return self._jobs or sizing.parallel_checks()
+        return self._jobs or runner.parallel_checks()
 
     # -- what the checks took here -----------------------------------------------------------
     def timed(self, result: Result) -> None:

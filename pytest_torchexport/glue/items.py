@@ -5,6 +5,10 @@ ids, fixtures and ``-k`` work as for any parameter. Two kinds of test never pass
 parametrization: ``unittest.TestCase`` methods, and tests a conftest marks after
 collection (``item.add_marker`` in ``pytest_collection_modifyitems``). Those are cloned
 here into one item each, with the same id suffix; nothing torch is imported.
+
+An item's test id is its node id less the torchexport id (``test_key``), and less the
+``@<group>`` suffix ``--dist loadgroup`` gives it ([Group Suffix]: ``without_group_suffix``),
+so a row names the same test whatever the parametrization or the scheduling.
 """
 
 from __future__ import annotations
@@ -84,6 +88,41 @@ def without_target(nodeid: str, t: Target) -> str:
     if nodeid.endswith(f"-{t.id}]"):
         return nodeid[: -len(t.id) - 2] + "]"
     return nodeid
+
+
+def without_group_suffix(item: pytest.Item, rows: list[dict[str, Any]]) -> None:
+    """[Group Suffix] The rows keep the test's own id, not the one ``--dist loadgroup`` gave the
+    item (plugin.py's makereport; a no-op without xdist or its ``loadgroup``)."""
+    suffix = _group_suffix(item)
+    if suffix:
+        for row in rows:
+            _without_group(row, suffix, item)
+
+
+def _group_suffix(item: pytest.Item) -> str | None:
+    """[Group Suffix] ``--dist loadgroup`` appends ``@<group>`` to the node id of an item marked
+    ``xdist_group`` (xdist/remote.py), to schedule by it. A row keeps the test's own id, so a
+    baseline, a merge or a serial run match it, whatever the scheduling."""
+    if not getattr(item.config.option, "loadgroup", False):  # set on workers only
+        return None
+    names = {
+        str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+        for mark in item.iter_markers("xdist_group")
+    }
+    suffix = "@" + "_".join(sorted(names)) if names else None
+    return suffix if suffix and item.nodeid.endswith(suffix) else None
+
+
+def _without_group(row: dict[str, Any], suffix: str, item: pytest.Item) -> None:
+    nodeid = row.get("nodeid")
+    if not isinstance(nodeid, str) or not nodeid.endswith(suffix):
+        return
+    row["nodeid"] = nodeid = nodeid[: -len(suffix)]
+    t = target(item)
+    if t is None or not str(row.get("test", "")).endswith(suffix):
+        return
+    # The test's id is the node id less ours (test_key), which the suffix hid from it.
+    row["test"] = without_target(nodeid, t)
 
 
 def body_error(item: pytest.Item) -> BaseException | None:

@@ -7,7 +7,7 @@ scheduler of checks and the verdict cache. Never a module global: two pytest ses
 one process (pytester) never share it. What the engine needs of it travels on the ``Session``
 each item hands the engine (``adapters.session``). The few facts of the OS process itself,
 which every session in it shares (what it paid of the exporters' first use, the children it
-forked, the loader it spawned), are ``isolation/process.py``'s one documented record.
+forked, the loader it spawned), are ``isolation/runner.py``'s one documented record.
 """
 
 from __future__ import annotations

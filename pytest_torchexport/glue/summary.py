@@ -1,5 +1,8 @@
 """End of session: the terminal summary, the baseline verdicts, CI annotations and the report file.
 
+CI annotations are GitHub Actions workflow commands, pure text: where ``GITHUB_ACTIONS=true``
+each failing row is printed as an ``::error`` at the user's source line (``annotation``).
+
 Results are read from each test report (not from items), so serial runs and xdist's
 controller, which sees only reports, take the same path. Workers write nothing.
 
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -24,10 +28,10 @@ from ..isolation.runner import CARRIED_ROW
 from ..options import environment
 from ..results import html as page
 from ..results.baseline import change_lines
+from ..results.explain import is_user_file
 from ..results.merge import write_report  # one writer for the session report and merged shards
 from ..results.report import FAILING, Report, Result, collect_environment
 from ..results.table import format_err, shared_cause_lines, summary_lines
-from .annotations import annotation
 
 #: The session's ``Reporting``, for plugin.py's ``pytest_sessionfinish``.
 REPORTING = pytest.StashKey["Reporting"]()
@@ -338,3 +342,39 @@ def _input(spec: dict[str, Any]) -> str:
         return repr(spec.get("value"))
     stats = ", ".join(f"{k} {spec[k]:.4g}" for k in ("min", "max", "mean") if k in spec)
     return f"{spec['dtype']}{spec['shape']}" + (f" ({stats})" if stats else "")
+
+
+# -- CI annotations: a failing export shows at the user's source line ----------------------------
+
+
+def _escape_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(text: str) -> str:
+    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def location(result: dict[str, Any]) -> tuple[str, int] | None:
+    """The user's line: a finding's source line, else the test function; never site-packages."""
+    for finding in result.get("findings", []):
+        where = finding.get("where")
+        if where and ":" in where:
+            path, _, line = where.rpartition(":")
+            if line.isdigit() and is_user_file(os.path.abspath(path)):
+                return path, int(line)
+    loc = result.get("location")
+    if loc and is_user_file(os.path.abspath(loc["file"])):
+        return loc["file"], int(loc["line"])
+    return None
+
+
+def annotation(result: dict[str, Any]) -> str:
+    where = location(result)
+    title = f"torchexport {result['backend']} {result['status']}"
+    lines = (result.get("message") or "").splitlines()
+    body = "\n".join(lines[:12])
+    props = f"title={_escape_property(title)}"
+    if where:
+        props = f"file={_escape_property(where[0])},line={where[1]},{props}"
+    return f"::error {props}::{_escape_data(body)}"

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .._compat import torch_cxx11_abi
 from ..options import environment
 from . import loader
 
@@ -184,8 +185,6 @@ def toolchain() -> Toolchain | str:
         given = environment("CXX") or None
         where = f"CXX={given} is not an executable" if given is not None else "no c++, g++ or clang++ on PATH"
         return f"no C++ compiler ({where})"
-    from .._compat import torch_cxx11_abi
-
     return Toolchain(compiler, torch_dir, torch.__version__, torch_cxx11_abi())
 
 

@@ -9,7 +9,7 @@ its ``run`` and saves the outputs' leaves. What the answer means for a check is
 
 It listens on a Unix socket in a private directory, one connection per request, so a forked
 check child (``runner.py``) talks to it as the parent does. It is started by the parent
-before the fork (one per process: ``process.THIS.loader``, which a forked child inherits),
+before the fork (one per process: ``runner.THIS.loader``, which a forked child inherits),
 lives until the process ends (or its parent dies), and is killed and
 restarted when it stops answering. Started without waiting: its import of torch (~2 s)
 overlaps the first export.
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import freed
-from .process import THIS
+from .runner import THIS
 
 #: How long one request may take (load and run of one artifact), start-up included.
 TIMEOUT_S = 120.0
@@ -256,6 +256,7 @@ def _serve(request: dict[str, Any]) -> dict[str, Any]:
 
     import torch
 
+    # deferred: these import torch, which only the loader process (serving its first request) pays
     from ..backends.base import ExportContext, load_backend
     from ..reference.compare import flatten
 

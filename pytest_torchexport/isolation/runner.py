@@ -22,12 +22,36 @@ is what DataLoader workers do too.
 [Side By Side] So that a check's one thread does not leave the other cores idle, several
 checks run at once, each in its own child (``Child``: started at once, waited for later):
 the backends of one ``check()`` call, and the plugin's next items of one test. How many:
-``sizing.parallel_checks()``, the process's share of the cores (``TORCHEXPORT_JOBS`` overrides).
+``parallel_checks()``, the process's share of the cores (``TORCHEXPORT_JOBS`` overrides): how many
+checks fit here is a question about the machine (its cores, its memory, pytest-xdist's workers),
+asked by the scheduler and by the size budget, and answered the same whether the checks then run
+in forked children or inline.
 
 What the parent pays before a fork so that its children need not (the exporters' and
 hypothesis's first use) is ``warmup.py``'s; the children open and the child's channel are
-facts of the process (``process.THIS``), since a new child must close every sibling's pipe,
+facts of the process (``THIS``), since a new child must close every sibling's pipe,
 whoever started it.
+
+[This Process] What belongs to the operating-system process, not to a session or a check.
+
+Session state is never a module global (``glue/state.py``): two pytest sessions in one
+process (pytester) must not share it, so the session owns it and hands it down. A few facts
+are about the process itself and outlive every session in it:
+
+- what its interpreter has paid of the first uses a check's child would pay (``Warmup``):
+  what is imported stays imported whichever session imported it;
+- the pipes of the children it forked and has not yet reaped (``Child``), which a new
+  child must close and a wait must read, whoever started them (and the pipes held children
+  wait on, which only this process may write);
+- in a forked child, the write end of the pipe it reports its stages on (``stage``,
+  called from any stage without a handle: the child is the process);
+- the standalone loader it spawned (``loader.start``), which its forked children reach too.
+
+A forked child inherits them by fork, which is what each needs (``Process.forked``): the
+record of what its parent paid, its own channel, no sibling's pipe, the parent's loader.
+
+``THIS`` is the package's one module-level mutable object, documented as the exception to
+"no module globals outside constants" (``tests/test_module_state.py`` holds the rule).
 """
 
 from __future__ import annotations
@@ -44,12 +68,45 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._compat import cuda_closed_in_forked_child
+from ..options import environment
 from ..results.outcome import STAGE_STATUS, Outcome, exception_words, settle
 from ..results.report import Finding, Result
-from .process import THIS
+from .warmup import Warmup
+
+# -- [This Process]: what belongs to the OS process, not to a session or a check ------------------
+
+
+@dataclass
+class Process:
+    """The facts of one OS process (module doc); a forked child's copy is its own."""
+
+    warmup: Warmup = field(default_factory=Warmup)
+    #: read end -> ``Child`` started here and not yet waited for
+    children: dict[int, Any] = field(default_factory=dict)
+    #: [Held] the write ends of the pipes held children wait on (``Child``)
+    gates: set[int] = field(default_factory=set)
+    #: in a forked check child: the write end of the pipe to its parent; None elsewhere
+    channel: int | None = None
+    #: the standalone loader (``loader.Loader``) this process, or the parent it was forked from, started
+    loader: Any = None
+
+    def forked(self, channel: int) -> None:
+        """In a child just forked: its siblings' pipes are not its to hold open, and it reports
+        on ``channel``. What the parent paid (``warmup``) and its loader stay: the child has them."""
+        for fd in [*self.children, *self.gates]:
+            os.close(fd)
+        self.children.clear()
+        self.gates.clear()
+        self.channel = channel
+
+
+#: [This Process] The one process-wide record (module doc); never rebound.
+THIS = Process()
 
 
 def stage(result: Result, name: str) -> None:
@@ -120,8 +177,6 @@ class Child:
             os.close(read_end)
             if gate_write is not None:
                 os.close(gate_write)
-            from .._compat import cuda_closed_in_forked_child
-
             cuda_closed_in_forked_child()  # a CPU check; the parent may have touched CUDA
             _child(body, result, write_end, tmp, parent, gate=gate_read)
         os.close(write_end)
@@ -460,3 +515,44 @@ def _fatal_stack(path: Path, frames: int = 8) -> str:
         return ""
     kept = [line for line in lines if line.strip().startswith("File ")][:frames]
     return "\n".join(kept)
+
+
+# -- [Side By Side]: how many checks this process runs at once, and the memory it may count on -----
+
+
+def parallel_checks() -> int:
+    """[Side By Side] How many checks this process runs at once: its share of the cores.
+
+    A child runs one intra-op thread (the module's docstring), so a check uses one core;
+    several checks of one test (its backends) in children side by side use the cores the
+    process is given. ``TORCHEXPORT_JOBS`` sets it; else the cores this process may use,
+    divided among pytest-xdist's workers (so workers x checks <= cores), and at most one
+    check per 2 GiB of available memory."""
+    given = environment("TORCHEXPORT_JOBS").strip()
+    if given:
+        try:
+            return max(1, int(given))
+        except ValueError:
+            pass
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1))
+    jobs = max(1, cores // workers)
+    available = available_memory()
+    if available is not None:
+        jobs = min(jobs, max(1, int(available // (2 * 2**30))))
+    return jobs
+
+
+def available_memory() -> int | None:
+    """MemAvailable (Linux), in bytes; None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None

@@ -13,7 +13,7 @@ fork, what to pay here so that the child inherits it:
   ([Search First Use]).
 
 None of it changes a verdict: a warm-up only saves time, and the check reports any failure
-itself. The record is the process's (``process.THIS.warmup``), not a session's: what the
+itself. The record is the process's (``runner.THIS.warmup``), not a session's: what the
 interpreter has imported stays imported whichever pytest session (pytester) asked for it,
 and a forked child inherits the record with the imports it describes.
 """
@@ -25,6 +25,9 @@ import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from .._compat import quiet_torch, scan_local_constants
+from ..options import BUILTIN_BACKENDS
 
 #: [Shared First Use] The built-in backends whose export runs ``torch.export`` inside.
 THROUGH_TORCH_EXPORT = frozenset({"onnx", "export", "aoti", "executorch", "litert"})
@@ -42,8 +45,6 @@ class Warmup:
         """What the child of ``name``'s check would pay, paid here now where it pays off.
         ``backends``: the checks of the same call; ``repeats``: the session will check more
         than one test in this process ([Warm Once])."""
-        from ..options import BUILTIN_BACKENDS
-
         if name in BUILTIN_BACKENDS and isinstance(spec, str):
             self.share_first_use(name, backends)
             self.warm_up(name, spec, now=repeats)
@@ -87,8 +88,6 @@ class Warmup:
         if name not in THROUGH_TORCH_EXPORT or "export" in self.warmed:
             return
         if len(THROUGH_TORCH_EXPORT.intersection(backends)) >= 2:
-            from ..options import BUILTIN_BACKENDS
-
             self.warm_up("export", BUILTIN_BACKENDS["export"], now=True)
 
     def hypothesis_first_use(self) -> None:
@@ -134,8 +133,6 @@ def scan_local_modules() -> None:
     so every child parsed every module imported after it, again and again (measured: 52
     modules, 0.46 s of a trace check's 0.5 s search on a 3-layer MLP, in every child). The
     constants are the same set, scanned here or there; hypothesis keeps what it scanned."""
-    from .._compat import scan_local_constants
-
     try:
         scan_local_constants()  # False with another hypothesis: its child pays what it pays
     except Exception:  # noqa: BLE001 - it only saves time
@@ -145,7 +142,7 @@ def scan_local_modules() -> None:
 def _export_once(spec: Any) -> None:
     import torch
 
-    from .._compat import quiet_torch
+    # deferred: these import torch (the plugin's import stays torch-free; a warm-up runs only before a fork)
     from ..backends.base import ExportContext, load_backend
     from ..inputs.specs import plan_inputs
 

@@ -1,14 +1,85 @@
 """What one run of a test body called: each ``Call`` (the module as called, its arguments,
 how it was reached) and the ``Recording`` of them all, shared by the test's backend items;
 ``Recorder`` (``recorder.py``) makes them. How a call is chosen, and a copy that is not the
-module told apart, are here; see ``recorder.py``'s docstring for what counts as a call."""
+module told apart, are here; see ``recorder.py``'s docstring for what counts as a call.
+
+[As Called] What a recorded call holds on to: its arguments cloned at the call (``snapshot``),
+and, for the module, its size (``module_bytes``, against ``COPY_BUDGET``), its fingerprint (a
+change after the call) and each submodule's mode and state (``state_of``: put back on a live
+module checked in place of a copy).
+
+torch and the package's torch-side modules are imported inside the functions: the recorder is
+imported with the plugin, whose import stays torch-free (tests/test_import_without_torch.py).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from .copies import COPY_BUDGET, fingerprint, gib, module_bytes, snapshot, state_of
+from ..options import environment
+
+#: Copies taken "as called" hold at most this many bytes of parameters and buffers in all
+#: (per test): past it the live module is checked and a change after the call is reported.
+#: ``TORCHEXPORT_COPY_LIMIT`` (earlier ``TORCHEXPORT_COPY_BUDGET``) sets it.
+COPY_BUDGET = int(environment("TORCHEXPORT_COPY_LIMIT", str(2 << 30)))
+
+
+def module_bytes(module: Any) -> int:
+    import torch
+
+    if not isinstance(module, torch.nn.Module):
+        return 0
+    tensors = {id(t): t for t in (*module.parameters(), *module.buffers())}
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def fingerprint(module: Any) -> tuple[Any, ...]:
+    """Which objects the module is made of: a replaced submodule or tensor changes it."""
+    import torch
+
+    if not isinstance(module, torch.nn.Module):
+        return (id(module),)
+    subs = tuple((name, id(m), type(m).__name__) for name, m in module.named_modules())
+    tensors = tuple((name, t.data_ptr(), t.shape) for name, t in module.state_dict(keep_vars=True).items())
+    return subs + tensors
+
+
+def state_of(module: Any) -> tuple[dict[str, bool], dict[str, Any]]:
+    """Each submodule's mode and the state_dict, as ``Call.put_back`` restores them."""
+    from ..reference import eager  # imports torch: the plugin's import of this module stays torch-free
+
+    modes = {name: sub.training for name, sub in module.named_modules(remove_duplicate=False)}
+    return modes, eager.snapshot(module, parameters=True) or {}
+
+
+def nbytes(value: Any) -> int:
+    import torch
+
+    from .._compat import pytree
+
+    return sum(t.numel() * t.element_size() for t in pytree.tree_leaves(value) if isinstance(t, torch.Tensor))
+
+
+def gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**28 else f"{n / 2**20:.0f} MiB"
+
+
+def snapshot(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    import torch
+
+    from .._compat import pytree
+
+    def clone(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            # Outside inference mode, so tensors recorded under inference_mode() come out
+            # as normal tensors the checks can use freely.
+            with torch.inference_mode(False):
+                return value.detach().clone()
+        return value
+
+    a, k = pytree.tree_map(clone, (tuple(args), dict(kwargs)))
+    return tuple(a), dict(k)
 
 
 @dataclass

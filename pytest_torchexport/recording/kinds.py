@@ -72,7 +72,7 @@ def register_caches(*values: Any) -> None:
 
     if "transformers" not in sys.modules:
         return  # no transformers object can be among them
-    from .._compat import pytree
+    from .._compat import pytree  # deferred: imports torch (the plugin's import stays torch-free)
 
     for value in pytree.tree_leaves(values):  # a cache not yet registered is a leaf
         if not _is_cache(value):
@@ -105,7 +105,7 @@ def _entries(call: Call) -> tuple[dict[str, Any], bool]:
     """Each argument that carries a tensor (or a non-empty cache): its name and structure."""
     import torch
 
-    from .._compat import pytree
+    from .._compat import pytree  # deferred: imports torch (the plugin's import stays torch-free)
 
     entries: dict[str, Any] = {}
     cache = False

@@ -35,7 +35,10 @@ from pathlib import Path
 from typing import Any
 
 from .._compat import conv_module_types
+from ..inputs import compact as compact_inputs
 from .model_specs import FORMS, LIBRARIES, ModelError, ModelSpec, call_text, find, install_line
+from .transformers_models import build as build_transformers
+from .transformers_models import inputs as transformers_inputs
 
 #: images and features are drawn with this batch: 1 would let exporters specialize the batch dim
 BATCH = 2
@@ -46,8 +49,6 @@ def build(spec: ModelSpec) -> Any:
     import torch
 
     if spec.kind == "library" and spec.target == "transformers":
-        from .transformers_models import build as build_transformers
-
         model = build_transformers(spec)
     elif spec.kind == "library":
         model = _library_model(spec)
@@ -84,15 +85,11 @@ def infer_inputs(model: Any, spec: ModelSpec, compact: Any = None) -> Inferred:
     """One call of ``model``, from the first source that applies (the module's docstring)."""
     import torch
 
-    from ..inputs import compact as compact_inputs
-
     if compact is not None:
         args, kwargs = compact_inputs.example(compact)
         return Inferred(args, kwargs, f"--torchexport-model-inputs={compact.text}")
     if spec.kind == "library" and spec.target == "transformers":
-        from .transformers_models import inputs
-
-        args, kwargs, source, then = inputs(model, spec)
+        args, kwargs, source, then = transformers_inputs(model, spec)
         return Inferred(args, kwargs, source, then)
     own = getattr(model, "example_inputs", None)
     if callable(own):
@@ -122,7 +119,7 @@ def infer_inputs(model: Any, spec: ModelSpec, compact: Any = None) -> Inferred:
 
 def describe(inferred: Inferred) -> str:
     """``x: float32[2, 3, 224, 224]``: the call as the report and the messages show it."""
-    from .._compat import pytree
+    from .._compat import pytree  # deferred: imports torch (the plugin's import stays torch-free)
 
     flat = pytree.tree_leaves((inferred.args, inferred.kwargs))
     shapes = [
@@ -353,7 +350,7 @@ def _first_layer(model: Any) -> Inferred | None:
 
 def remedy(model: Any, spec: ModelSpec) -> str:
     """The flag to add, with an example for this model: one spec per forward argument."""
-    from ..inputs.specs import forward_params
+    from ..inputs.specs import forward_params  # deferred: imports torch (the plugin's import stays torch-free)
 
     params = forward_params(model) or ["x"]
     specs = "; ".join(

@@ -15,7 +15,7 @@ What counts as the test's call, and why:
   (``is_torch_fp16_available_on_device``) builds a float16 ``LayerNorm`` and calls it, and that
   ``LayerNorm`` was checked in place of the Llama model the test then called. Where each module
   is built is noted as its ``nn.Module.__init__`` starts (by the profile function: no class is
-  patched): for a module library code builds (``frames.library``: where the file comes from,
+  patched): for a module library code builds (``library``: where the file comes from,
   never a list of names), the library call the test's code made that builds it. A call made
   by library code inside that same library call, with only library frames between, is not
   recorded. A module a library builds and hands back (``from_pretrained``, a pipeline's
@@ -30,7 +30,7 @@ What counts as the test's call, and why:
   ``nn.Module`` (defined outside torch, given at least one tensor) that the test's own code
   calls is recorded as a call of that method (``Call.method``), the same way as a direct
   ``forward``: the method is what is checked, never the stem its first line calls. Only the
-  test's own code calls it so (``frames.test_code``): a method that library code calls on the
+  test's own code calls it so (``test_code``): a method that library code calls on the
   test's behalf or that the module's own code calls (``save_pretrained`` calling
   ``gather_sharded_state_dict_for_save`` with the state dict) is not, and the test's forward
   calls are what is checked.
@@ -65,14 +65,18 @@ profiler is already installed (``cProfile``), direct ``forward`` calls are not s
 
 from __future__ import annotations
 
+import functools
+import importlib
+import inspect
+import os
 import sys
 import weakref
 from typing import Any
 
 from .._compat import compiled_original
-from . import frames, handed, kinds
-from .calls import Call, Recording
-from .copies import COPY_BUDGET, fingerprint, module_bytes, nbytes, snapshot, state_of
+from ..results.explain import is_plugin_file, is_user_file
+from . import kinds
+from .calls import COPY_BUDGET, Call, Recording, fingerprint, module_bytes, nbytes, snapshot, state_of
 
 #: Calls of one module recorded per test (a loop over a data set calls it thousands of times),
 #: and the bytes of their arguments: the sequence a stateful module is replayed over.
@@ -122,7 +126,7 @@ class Recorder:
             paused = recorder._profiling and recorder._pause()
             recorded = None
             outer = recorder._entered_call
-            if recorder._depth == 0 and recorder._is_test_call(torch, frames.caller(module, sys._getframe(1)), module):
+            if recorder._depth == 0 and recorder._is_test_call(torch, caller(module, sys._getframe(1)), module):
                 recorded = recorder._record(module, args, kwargs)
             elif recorder._depth == 1 and outer is not None and outer.method != "forward" and module is outer.live:
                 # a Python loop over forward: the method the test called calls its module's own forward
@@ -215,7 +219,7 @@ class Recorder:
             self._entered = frame
             self._depth += 1
             if self._is_test_call(torch, frame.f_back, module):
-                args, kwargs = frames.bound_call(module, code, local)
+                args, kwargs = bound_call(module, code, local)
                 self._entered_call = self._record(module, args, kwargs)
             return
         for entry_code, via, inputs in self._entries[name]:
@@ -223,7 +227,7 @@ class Recorder:
                 self._entered = frame
                 self._depth += 1
                 bound = frame.f_locals
-                self._entered_module = handed.handed_module(bound)
+                self._entered_module = handed_module(bound)
                 if self._is_test_call(torch, frame.f_back):
                     self._hand(via, inputs, bound)
                 return
@@ -231,11 +235,11 @@ class Recorder:
     def _enter_method(self, frame: Any, name: str) -> None:
         """[Another Method] A public method of a module, given a tensor, called by the test."""
         code = frame.f_code
-        if frames.in_torch(code.co_filename):
+        if in_torch(code.co_filename):
             return  # torch's own methods: train(), to(), state_dict(), ...
         import torch
 
-        from .._compat import pytree
+        from .._compat import pytree  # deferred: imports torch (the plugin's import stays torch-free)
 
         local = frame.f_locals
         module = local.get("self")
@@ -250,7 +254,7 @@ class Recorder:
             target = function
         if getattr(target, "__code__", None) is not code:
             return  # a helper's method, or one bound elsewhere
-        args, kwargs = frames.bound_call(module, code, local, target)
+        args, kwargs = bound_call(module, code, local, target)
         if not any(isinstance(leaf, torch.Tensor) for leaf in pytree.tree_leaves((args, kwargs))):
             return  # model.reset_classifier(10): configures, does not compute
         caller = frame.f_back
@@ -268,7 +272,7 @@ class Recorder:
             caller = frame.f_back
         self._entered = frame
         self._depth += 1
-        if caller is not None and frames.test_code(caller) and self._is_test_call(torch, caller):
+        if caller is not None and test_code(caller) and self._is_test_call(torch, caller):
             self._entered_call = self._record(module, args, kwargs, method=name)
 
     # -- what counts as the test's call ------------------------------------------------
@@ -276,17 +280,17 @@ class Recorder:
         """[Built By A Library] ``nn.Module.__init__`` starts: where its module is built, kept
         where library code builds it for itself (a module's own ``__init__`` building its parts
         is not: a call there is no test's call anyway)."""
-        module = frames.first_argument(init)
+        module = first_argument(init)
         if module is None:
             return
-        frame = frames.builder(module, init)
-        if frame is None or not frames.library(frame.f_code.co_filename):
+        frame = builder(module, init)
+        if frame is None or not library(frame.f_code.co_filename):
             return
         import torch
 
-        if isinstance(frames.first_argument(frame), torch.nn.Module):
+        if isinstance(first_argument(frame), torch.nn.Module):
             return
-        entry = frames.library_entry(frame)  # the library call it is built in (a helper's helper may build it)
+        entry = library_entry(frame)  # the library call it is built in (a helper's helper may build it)
         if entry is None:
             return
         try:
@@ -295,12 +299,12 @@ class Recorder:
             pass
 
     def _is_test_call(self, torch: Any, caller: Any, module: Any = None) -> bool:
-        if frames.tracing(torch):
+        if tracing(torch):
             return False
-        if frames.in_torch(caller.f_code.co_filename):
+        if in_torch(caller.f_code.co_filename):
             return False  # torch's own machinery: check_trace, export, a parametrization
         built = self._built.get(id(module)) if module is not None else None
-        if built is not None and built[0]() is module and frames.inside(caller, built[1], built[2]):
+        if built is not None and built[0]() is module and inside(caller, built[1], built[2]):
             return False  # [Built By A Library] built and called inside one library call, for itself
         frame = caller
         for _ in range(64):  # a constructor anywhere up the stack: building, not testing
@@ -379,7 +383,7 @@ class Recorder:
     def _take_copy(self, call: Call) -> None:
         import torch
 
-        from ..reference.eager import copy_as_called
+        from ..reference.eager import copy_as_called  # deferred: imports torch (the plugin's import stays torch-free)
 
         size = module_bytes(call.live)
         # A ScriptModule is kept as it is: its deep copy loses the method schemas that name its
@@ -456,9 +460,7 @@ class Recorder:
             self.recording.compiled_from.append((out, module))
 
     def _patch_exporters(self, torch: Any) -> None:
-        import importlib
-
-        for owner_name, attr, via, inputs in handed.EXPORTERS:
+        for owner_name, attr, via, inputs in EXPORTERS:
             owner = importlib.import_module(owner_name)
             fn = getattr(owner, attr, None)
             if fn is None:
@@ -471,7 +473,7 @@ class Recorder:
     def _exporter(self, torch: Any, fn: Any, via: str, inputs: Any) -> Any:
         """``fn`` (an exporter), recording the module it is handed as the test's call."""
         recorder = self
-        signature = handed.signature(fn)
+        signature = inspect.signature(fn)  # milliseconds for torch.onnx.export: once a process, not once a test
 
         def exporter(*args: Any, **kwargs: Any) -> Any:
             paused = recorder._profiling and recorder._pause()
@@ -483,7 +485,7 @@ class Recorder:
                     pass  # the exporter says what is wrong with the call
                 else:
                     bound.apply_defaults()
-                    module = handed.handed_module(bound.arguments)
+                    module = handed_module(bound.arguments)
                     # Handed over while a module is constructed (an __init__ that traces its
                     # cell) is building, not testing, as a call there is.
                     if recorder._is_test_call(torch, sys._getframe(1)):
@@ -508,3 +510,238 @@ def _said(exc: BaseException) -> str:
     # frame of the call with the test's tensors (a cache keyed on it kept them all alive).
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
+
+
+# -- [Handed To An Exporter]: a module the test hands to ``torch.jit.trace``, ``trace_module``,
+# ``torch.export.export`` or ``torch.onnx.export``, and its call, read from the exporter's bound
+# arguments: ``EXPORTERS`` names each public function the recorder patches and how to read it.
+# torch is imported inside the functions: the recorder is imported with the plugin, torch-free.
+
+
+# Each exporter's bound arguments -> (module, args, kwargs, other methods named) or None.
+def trace_inputs(bound: Any) -> Any:
+    import torch
+
+    func, kwarg_inputs = bound["func"], bound.get("example_kwarg_inputs")
+    if not isinstance(func, torch.nn.Module):
+        owner = getattr(func, "__self__", None)  # torch.jit.trace(model.forward, x)
+        if not (isinstance(owner, torch.nn.Module) and getattr(func, "__name__", "") == "forward"):
+            return None
+        func = owner
+    example = bound.get("example_inputs")
+    if example is None:
+        example = kwarg_inputs
+    return _forward_call(func, example, isinstance(kwarg_inputs, dict), ())
+
+
+def trace_module_inputs(bound: Any) -> Any:
+    inputs = bound["inputs"]
+    if not isinstance(inputs, dict) or "forward" not in inputs:
+        return None  # only forward is checked; a module traced for other methods alone is not called
+    others = tuple(str(name) for name in inputs if name != "forward")
+    return _forward_call(bound["mod"], inputs["forward"], bool(bound.get("example_inputs_is_kwarg")), others)
+
+
+def _forward_call(module: Any, example: Any, is_kwarg: bool, others: tuple[str, ...]) -> Any:
+    """As ``torch.jit.trace_module`` reads a method's example: a dict of keyword arguments,
+    or the positional arguments (a lone tensor or dict is one argument)."""
+    import torch
+
+    if not isinstance(module, torch.nn.Module) or example is None:
+        return None
+    if is_kwarg and isinstance(example, dict):
+        return module, (), dict(example), others
+    if isinstance(example, (torch.Tensor, dict)):
+        return module, (example,), {}, others
+    return module, tuple(example), {}, others
+
+
+def export_inputs(bound: Any) -> Any:
+    return bound["mod"], tuple(bound.get("args") or ()), dict(bound.get("kwargs") or {}), ()
+
+
+def onnx_inputs(bound: Any) -> Any:
+    import torch
+
+    model, args, kwargs = bound["model"], bound.get("args", ()), bound.get("kwargs")
+    if not isinstance(model, torch.nn.Module):
+        return None
+    args = (args,) if isinstance(args, torch.Tensor) else tuple(args)
+    if kwargs is None and args and isinstance(args[-1], dict):  # torch.onnx reads a trailing dict as kwargs
+        args, kwargs = args[:-1], args[-1]
+    return model, args, dict(kwargs or {}), ()
+
+
+def no_call(bound: Any) -> Any:
+    return None
+
+
+def handed_module(bound: Any) -> Any:
+    """The module an exporter was handed (its first argument), whatever the exporter calls it;
+    ``model.forward`` handed to ``torch.jit.trace`` is the model."""
+    first = next(iter(bound.values()), None)
+    owner = getattr(first, "__self__", None)
+    return owner if getattr(first, "__name__", "") == "forward" and owner is not None else first
+
+
+#: (module path, attribute, the name a call records it as ``via``, how to read its arguments)
+EXPORTERS: tuple[tuple[str, str, str, Any], ...] = (
+    ("torch.jit", "trace", "torch.jit.trace", trace_inputs),
+    ("torch.jit", "trace_module", "torch.jit.trace_module", trace_module_inputs),
+    ("torch.jit", "script", "torch.jit.script", no_call),
+    ("torch.export", "export", "torch.export.export", export_inputs),
+    ("torch.onnx", "export", "torch.onnx.export", onnx_inputs),
+)
+
+
+# -- [Not The Test's Call] Which frames are the test's own: the caller of a module (past
+# ``torch.compile``'s and fx's wrappers), torch's own code, torch tracing or compiling, a
+# library's code and the module a library builds for itself ([Built By A Library]), and the
+# call a ``forward`` (or another method) was bound to, rebuilt from its frame as it starts.
+
+
+def caller(module: Any, frame: Any) -> Any:
+    """The frame that called ``module``: past ``OptimizedModule.__call__`` for a module
+    ``torch.compile`` returned, so ``torch.compile(model)(x)`` is the test's call."""
+    if frame.f_code.co_name == "__call__" and type(module).__name__ == "OptimizedModule" and frame.f_back is not None:
+        return frame.f_back
+    # An fx.GraphModule (and its subclasses: torchvision's feature extractors) is called through
+    # fx's _WrappedCall, whose frame is torch's: the test's call is the one that called it.
+    # fx's _WrappedCall.__call__ under GraphModule's call_wrapped, both torch's frames.
+    fx = os.path.join("fx", "graph_module.py")
+    while (
+        frame.f_back is not None
+        and frame.f_code.co_name in ("__call__", "call_wrapped")
+        and frame.f_code.co_filename.endswith(fx)
+    ):
+        frame = frame.f_back
+    return frame
+
+
+_CO_VARARGS, _CO_VARKEYWORDS = 0x04, 0x08
+_MISSING = object()
+
+
+def bound_call(
+    module: Any, code: Any, local: dict[str, Any], function: Any = None
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """[Direct Forward] The call ``forward`` was bound to, rebuilt from its parameters as it
+    starts: positional parameters positionally, keyword-only ones by name; trailing
+    parameters left at their defaults are left out, as the test left them."""
+    names = code.co_varnames
+    n, k = code.co_argcount, code.co_kwonlyargcount
+    args = [local[name] for name in names[1:n]]
+    kwargs = {name: local[name] for name in names[n : n + k]}
+    star = n + k
+    varargs = code.co_flags & _CO_VARARGS and local[names[star]]
+    function = function or getattr(type(module), "forward", None)
+    if getattr(function, "__code__", None) is code:
+        if not varargs:
+            for default in reversed(function.__defaults__ or ()):
+                if not args or args[-1] is not default:
+                    break
+                args.pop()
+        for name, default in (function.__kwdefaults__ or {}).items():
+            if kwargs.get(name, _MISSING) is default:
+                del kwargs[name]
+    if varargs:
+        args += list(varargs)
+    if code.co_flags & _CO_VARKEYWORDS:
+        kwargs.update(local[names[star + (1 if code.co_flags & _CO_VARARGS else 0)]])
+    return tuple(args), kwargs
+
+
+def tracing(torch: Any) -> bool:
+    if torch.jit.is_tracing() or torch.jit.is_scripting():
+        return True
+    compiler = getattr(torch, "compiler", None)
+    for check in ("is_exporting", "is_compiling"):
+        fn = getattr(compiler, check, None)
+        if fn is not None and fn():
+            return True
+    return False
+
+
+def in_torch(filename: str) -> bool:
+    """Torch's own code, but not ``torch.testing`` (suites built on torch's TestCase call from there)."""
+    torch_dir = _torch_dir()
+    return filename.startswith(torch_dir) and not filename.startswith(torch_dir + "testing" + os.sep)
+
+
+@functools.lru_cache(maxsize=1)
+def _torch_dir() -> str:
+    import torch
+
+    return os.path.dirname(torch.__file__) + os.sep
+
+
+def library(filename: str) -> bool:
+    """Code the test did not write: an installed package's (transformers' ``save_pretrained``,
+    its fp16 probe), the stdlib's, torch's or this plugin's. Where a file comes from decides
+    (``results.explain.is_user_file``), never a list of names; a suite's own helpers (transformers'
+    test mixins, a conftest) are the test's."""
+    return _library(filename)
+
+
+@functools.lru_cache(maxsize=4096)
+def _library(filename: str) -> bool:
+    return not is_user_file(filename)
+
+
+def first_argument(frame: Any) -> Any:
+    """What a frame's first parameter holds (``self`` of a method), or None."""
+    code = frame.f_code
+    return frame.f_locals.get(code.co_varnames[0]) if code.co_argcount else None
+
+
+def builder(module: Any, init: Any) -> Any:
+    """[Built By A Library] The frame that builds ``module``, from the frame of its
+    ``nn.Module.__init__`` as it starts: past every frame whose first parameter is ``module``
+    (its classes' ``__init__``, a decorator's wrapper that keeps ``self``)."""
+    frame = init.f_back
+    while frame is not None and first_argument(frame) is module:
+        frame = frame.f_back
+    return frame
+
+
+def library_entry(frame: Any) -> Any:
+    """[Built By A Library] The library call the test's code made that ``frame`` (a library's)
+    runs in: the outermost of the library frames above it, up to the first frame of the test's
+    own code; None where no frame of the test's is found (nothing to tell the library from), or
+    where this plugin's own code built it (a ``--torchexport-model`` item's body: the plugin calls
+    the model for the test, as the test would)."""
+    entry = frame
+    for _ in range(64):
+        if is_plugin_file(entry.f_code.co_filename):
+            return None
+        above = entry.f_back
+        if above is None:
+            return None
+        if not library(above.f_code.co_filename):
+            return entry
+        entry = above
+    return None
+
+
+def inside(caller: Any, frame_id: int, code: Any) -> bool:
+    """[Built By A Library] Whether ``caller`` runs inside the library call (``frame_id``,
+    ``code``: a frame is known by its id while it runs) that built the module, with only library
+    frames between: the library calls a module it built for its own purposes, never held by the
+    test. A test's callback on the way (user code) makes the call the test's."""
+    frame = caller
+    for _ in range(64):
+        if frame is None or not library(frame.f_code.co_filename):
+            return False
+        if id(frame) == frame_id and frame.f_code is code:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def test_code(frame: Any) -> bool:
+    """[Another Method] Whether ``frame`` is the test's own code calling a module's method: not a
+    library's (``save_pretrained`` calling ``gather_sharded_state_dict_for_save`` on the model it
+    saves), not a module's own method (a module's code calling its own or its parts' methods)."""
+    import torch
+
+    return not library(frame.f_code.co_filename) and not isinstance(first_argument(frame), torch.nn.Module)

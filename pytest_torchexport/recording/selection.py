@@ -433,7 +433,7 @@ def row(backend: str, device: str, session: Session, verdict: Outcome, *, module
 def _sequence(calls: list[Call]) -> list[tuple[tuple, dict]] | None:
     """The test's consecutive calls of one module with the same structure as the first:
     replayed in order when the module updates its state (``side_effects.py``)."""
-    from .._compat import pytree
+    from .._compat import pytree  # deferred: imports torch (the plugin's import stays torch-free)
 
     if len(calls) < 2:
         return None

@@ -34,7 +34,7 @@ from ..results.outcome import Outcome
 from ..results.report import CauseKind, Finding, Result
 from ..stages.artifacts import link_replay
 from ..stages.check import Check
-from ..stages.compiled_parts import with_cause
+from ..stages.exporting import with_cause
 from .causes import MaskedRows, keyword_order, masked_rows
 from .failure import Failure, Stats
 from .localize import MESSAGE_LINES

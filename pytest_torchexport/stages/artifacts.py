@@ -20,6 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from .._compat import quiet_torch
 from ..results.report import Result
 
 README = "REPLAY.txt"
@@ -79,8 +80,6 @@ def readable(path: Path, target: Path) -> None:
 def torchscript_code(path: Path) -> str:
     import torch
 
-    from .._compat import quiet_torch
-
     with quiet_torch():
         loaded = torch.jit.load(str(path), map_location="cpu")
     return module_code(loaded)
@@ -101,8 +100,6 @@ def module_code(module: Any) -> str:
 
 def export_graph(path: Path) -> str:
     import torch
-
-    from .._compat import quiet_torch
 
     with quiet_torch():
         program = torch.export.load(str(path))

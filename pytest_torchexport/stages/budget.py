@@ -3,7 +3,7 @@
 Every declared dim's min and max are tried on every run unless the machine cannot hold
 them: the one memory cap is an absolute allowance, bytes from the machine's free memory
 (``MEMORY_SHARE`` of ``MemAvailable`` / xdist workers / checks side by side,
-``sizing.parallel_checks()``, never below ``MEMORY_FLOOR``) or from
+``runner.parallel_checks()``, never below ``MEMORY_FLOOR``) or from
 ``--torchexport-memory``, never a multiple of what the recorded call used. An earlier
 budget held a drawn call to 4x the recorded one's bytes and peak: a 24 KB image with
 ``dims={"h": (16, 128), "w": (16, 128)}`` was searched up to 90, its declared 128 never
@@ -52,10 +52,12 @@ import torch
 
 from .._compat import pytree
 from ..inputs.specs import DEFAULT_DIM, InputPlan
+from ..isolation import runner
+from ..options import Options, environment, switched_off
 from ..results.report import Finding, Result
+from .shared_search import explicit_draws, grown_draw
 
 if TYPE_CHECKING:
-    from ..options import Options
     from ..reference.eager import EagerCall
 
 #: The least memory the machine-derived allowance gives a check (64 MiB): a model this small could
@@ -86,8 +88,6 @@ OFF_ENV = "TORCHEXPORT_SIZE_LIMITS"
 
 def enabled() -> bool:
     """Whether drawn sizes are bounded here (``OFF_ENV``), read at each check, never cached."""
-    from ..options import environment, switched_off
-
     return not switched_off(environment(OFF_ENV))
 
 
@@ -170,10 +170,8 @@ class Machine:
 
     @classmethod
     def here(cls, device: str = "cpu") -> Machine:
-        from ..isolation.sizing import parallel_checks
-
         workers = max(1, _int(os.environ.get("PYTEST_XDIST_WORKER_COUNT"), 1))
-        checks = parallel_checks()
+        checks = runner.parallel_checks()
         if device.startswith("cuda") and torch.cuda.is_available():
             return cls(torch.cuda.mem_get_info(torch.device(device))[0], workers, checks)
         return cls(_mem_available(), workers, checks)
@@ -195,9 +193,7 @@ def _int(value: str | None, default: int) -> int:
 
 
 def _mem_available() -> int | None:
-    from ..isolation.sizing import available_memory
-
-    return available_memory()
+    return runner.available_memory()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,8 +210,6 @@ class Limit:
 def explicit_calls(plan: InputPlan, options: Options) -> int:
     """The explicit examples the search runs before its drawn ones (shared_search.explicit_draws): the
     recorded call, each declared dim's min and max, the export example, the small probes, the special values."""
-    from .shared_search import explicit_draws, grown_draw
-
     return len(explicit_draws(plan, grown_draw(plan), options.special_values))
 
 

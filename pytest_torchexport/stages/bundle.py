@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from .._compat import package_version
 from ..inputs.strategies import materialize
 from ..reference.compare import flatten
 from ..results import bundle as files
@@ -69,8 +70,6 @@ def _leaves(outputs: Any) -> list[Any]:
 def write(check: Check) -> None:
     """Write the check's bundle; a value it cannot hold is a ``bundle`` note on the row, never a failure."""
     import torch
-
-    from .._compat import package_version
 
     result, artifacts = check.result, check.artifacts
     target = folder(check)

@@ -12,7 +12,7 @@ each check's child inherits it by fork, its own copy-on-write, and starts from i
 
 A capture that fails is shared too, as its error (contract v6: "a failed capture is not repeated
 with the same arguments"): the child writes down the error's class, text and traceback frames
-(``carried.py``; a pickled one loses them, and torch's guard errors their message) and each
+(``described`` below; a pickled one loses them, and torch's guard errors their message) and each
 sharing check raises it again, so its row names the same cause and source line with
 ``capture: "shared"``. The fallbacks that capture otherwise still run (the ONNX exporter's strict
 one), and where the error is a constraint violation the capture with the violated dims left to
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import importlib
 import json
 import os
 import shutil
@@ -39,6 +40,8 @@ import signal
 import sys
 import tempfile
 import time
+import traceback
+import types
 import warnings
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -51,9 +54,8 @@ from .._compat import quiet_torch
 from ..backends.base import Captured, capture_program, keywords_bound, load_backend
 from ..cache import sources
 from ..isolation import runner
-from ..isolation.process import THIS
+from ..isolation.runner import THIS
 from ..reference.eager import copy_module
-from . import carried
 from .exporting import export_inputs, violated_dims
 from .prelude import Prelude
 
@@ -159,7 +161,7 @@ def _write(shared: SharedCapture, folder: Path) -> None:
         try:
             if captured.program is None:
                 # Its error, as the row reads it (class, text, frames): a pickled one loses them.
-                entry["error"] = carried.described(captured.error or RuntimeError("the capture returned nothing"))
+                entry["error"] = described(captured.error or RuntimeError("the capture returned nothing"))
                 entries.append(entry)
                 continue
             with quiet_torch(fds=True):
@@ -177,7 +179,7 @@ def _read(folder: Path) -> SharedCapture:
     for entry in manifest["entries"]:
         try:
             if "error" in entry:
-                captured = Captured(error=carried.revived(entry["error"]), seconds=entry["seconds"])
+                captured = Captured(error=revived(entry["error"]), seconds=entry["seconds"])
             else:
                 with quiet_torch(fds=True):
                     captured = Captured(
@@ -230,3 +232,122 @@ def _timed(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
 
 
 __all__ = ["SharedCapture", "share", "shares", "worth_sharing"]
+
+
+# --- a failed capture, carried from the capture child to the test's process -----------------
+#
+# A pickled exception loses its traceback, and torch's guard errors their message (their
+# ``__init__`` takes other arguments than ``args`` holds): what the row reads of an export error is
+# its class's name, its text and the source lines of its traceback and of the errors it chains
+# (``explain.user_frames``). Those are written down in the child (``described``) and an exception
+# with the same class, text and traceback frames is made again here (``revived``), so every backend
+# that would repeat the capture fails with it, and its row names the same cause and line.
+
+#: the errors a chain holds at most (torch's are one or two deep)
+_CHAIN = 8
+
+
+def described(exc: BaseException) -> list[dict[str, Any]]:
+    """``exc`` and the errors it chains (``__cause__``, else ``__context__``), outermost first, as JSON."""
+    chain: list[dict[str, Any]] = []
+    seen: list[BaseException] = []
+    e: BaseException | None = exc
+    while e is not None and e not in seen and len(seen) < _CHAIN:
+        seen.append(e)
+        try:
+            text = str(e)
+        except Exception:  # noqa: BLE001 - an error whose __str__ raises is told by its class alone
+            text = ""
+        chain.append(
+            {
+                "module": type(e).__module__,
+                "qualname": type(e).__qualname__,
+                "text": text,
+                "cause": e.__cause__ is not None,
+                "suppress_context": e.__suppress_context__,
+                "frames": [
+                    [fs.filename, fs.lineno, fs.name] for fs in traceback.extract_tb(e.__traceback__) if fs.lineno
+                ],
+            }
+        )
+        e = e.__cause__ or e.__context__
+    return chain
+
+
+def revived(chain: list[dict[str, Any]]) -> BaseException:
+    """The error ``described`` wrote down: of its class where that imports (else one of the same
+    name), with its text, its traceback's frames and its chain."""
+    errors = [_error(entry) for entry in chain]
+    for outer, inner, entry in zip(errors, errors[1:], chain):
+        if entry["cause"]:
+            outer.__cause__ = inner
+        else:
+            outer.__context__ = inner
+        outer.__suppress_context__ = entry["suppress_context"]
+    return errors[0]
+
+
+def _error(entry: dict[str, Any]) -> BaseException:
+    cls = _class(entry["module"], entry["qualname"])
+    text = entry["text"]
+    error = _made(cls, text)
+    return error.with_traceback(_traceback(error, entry["frames"]))
+
+
+def _class(module: str, qualname: str) -> type[BaseException]:
+    try:
+        found: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            found = getattr(found, part)
+    except Exception:  # noqa: BLE001 - a class that is not reachable here: one of its name stands in
+        found = None
+    if isinstance(found, type) and issubclass(found, BaseException):
+        return found
+    return type(qualname.rsplit(".", 1)[-1], (Exception,), {"__module__": module, "__qualname__": qualname})
+
+
+def _made(cls: type[BaseException], text: str) -> BaseException:
+    """An instance of ``cls`` whose ``str`` is ``text``, its own ``__init__`` not run (torch's errors
+    take other arguments than their message); where its ``__str__`` reads what that ``__init__`` would
+    have set, a subclass of the same name that says ``text``."""
+    try:
+        error = cls.__new__(cls)
+        BaseException.__init__(error, text)
+        if str(error) == text:
+            return error
+    except Exception:  # noqa: BLE001 - a class that cannot be made so: the subclass below
+        pass
+    try:
+        told: type[BaseException] = type(
+            cls.__name__,
+            (cls,),
+            {
+                "__module__": cls.__module__,
+                "__qualname__": cls.__qualname__,
+                "__str__": lambda self: text,
+            },
+        )
+        error = told.__new__(told)
+        BaseException.__init__(error, text)
+        return error
+    except Exception:  # noqa: BLE001 - a class that cannot be subclassed (final)
+        plain = type(cls.__name__, (Exception,), {"__module__": cls.__module__, "__qualname__": cls.__qualname__})
+        return plain(text)
+
+
+def _traceback(error: BaseException, frames: list[list[Any]]) -> types.TracebackType | None:
+    """A traceback through ``frames`` (file, line, function), innermost last, as ``jinja2`` makes its
+    templates' tracebacks: a ``raise`` compiled at that file and line, run and caught."""
+    tb: types.TracebackType | None = None
+    for filename, lineno, name in reversed(frames):
+        try:
+            code = compile("\n" * (int(lineno) - 1) + "raise __error__", str(filename), "exec")
+            code = code.replace(co_name=str(name))
+            exec(code, {"__error__": error})  # noqa: S102 - a raise and nothing else
+        except BaseException as raised:  # noqa: BLE001 - the raise above, caught for its frame
+            frame = raised.__traceback__.tb_next if raised.__traceback__ is not None else None
+            error.__traceback__ = None
+            if frame is None:
+                continue
+            tb = types.TracebackType(tb, frame.tb_frame, frame.tb_lasti, frame.tb_lineno)
+    return tb

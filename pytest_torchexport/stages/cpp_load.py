@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._compat import pytree
 from ..backends import _jit, aoti, trace
 from ..isolation import cpp, runner
 from ..results.outcome import Stop
@@ -74,8 +75,6 @@ def _begin(check: Check, kind: str, filename: str, runtime: str) -> Started:
         # made through trace's tensors-only wrapper (keywords, scalars or None in the call): its
         # TorchScript forward takes the tensors as positions, as TraceBackend.run feeds them.
         if kind == "aoti" or (check.name == "trace" and trace.takes_tensors_only(args, kwargs)):
-            from .._compat import pytree
-
             args, kwargs = tuple(v for v in pytree.tree_leaves((args, kwargs)) if hasattr(v, "dtype")), {}
         cpp.write_values(inputs, args, kwargs)
     except cpp.Unsupported as exc:

@@ -4,6 +4,15 @@ The example is grown where exporters would specialize (dynamic dims of size 0 or
 to 2); a declared range the model's code cannot keep is relaxed and exported again, so
 the search can still show where the artifact breaks. The *loaded* artifact is what the
 search validates; the in-memory one is kept for round-trip blame.
+
+[Compiled Parts] An export failure's cause names what the test did to the module before
+calling it: submodules that were scripted, traced or compiled in place. A library's
+``compile()`` helper often scripts or traces a model's submodules in place before the test
+calls the model. The check is of the module as called (recording/recorder.py's [As Called]),
+so its verdict is true of that module; but the exporters then meet TorchScript or a
+``torch.compile`` wrapper where the class's Python code would be, and a fresh instance of the
+same class may export differently. A failure's cause says so, with each part's path
+(``compiled_parts``, ``with_cause``; the search's likely cause names them too).
 """
 
 from __future__ import annotations
@@ -16,20 +25,20 @@ from typing import Any, NoReturn
 import torch
 
 from .. import _compat
-from .._compat import quiet_torch
+from .._compat import compiled_in_place, quiet_torch
 from ..backends.base import Backend, ExportContext, PostProcessed
 from ..cache import sources
 from ..inputs.specs import InputPlan
 from ..inputs.strategies import Draw, materialize, recorded_draw
 from ..isolation import runner
-from ..isolation.process import THIS
+from ..isolation.runner import THIS
 from ..reference.compare import output_scales
 from ..reference.eager import copy_module, reset_state, snapshot
 from ..results import explain
 from ..results.outcome import Stop
 from ..results.report import CauseKind, Finding, Result
+from .artifacts import keep, test_dirname
 from .check import Artifacts, Check
-from .compiled_parts import with_cause
 from .standalone import preflight
 
 
@@ -133,8 +142,6 @@ def _static_dims(check: Check, artifact: Any) -> None:
 
 
 def _test_dirname(result: Result) -> str:
-    from .artifacts import test_dirname
-
     return test_dirname(result.nodeid, result.test, result.module)
 
 
@@ -286,8 +293,6 @@ def roundtrip(check: Check, artifact: Any, ctx: ExportContext) -> Any:
     files = _step(check, "save", backend.save, artifact, directory)
     result.extra["artifact_files"] = [p.name for p in files]
     if check.options.keep_artifacts:  # before the load, so an artifact that does not load back is kept too
-        from .artifacts import keep
-
         check.artifact_dir = keep(result, check.options.keep_artifacts, _test_dirname(result), files)
     result.extra["artifact_bytes"] = sum(p.stat().st_size for p in files if p.exists())
     if len(files) > 1:
@@ -315,3 +320,45 @@ def _step(check: Check, stage: str, fn: Any, *args: Any) -> Any:
             return fn(*args)
         except Exception as exc:  # noqa: BLE001 - any failure of the step is its error row
             export_failed(check, exc, stage)
+
+
+# --- [Compiled Parts]: submodules the test scripted, traced or compiled before calling the module ---
+
+
+def compiled_parts(module: Any) -> list[tuple[str, str]]:
+    """(path, what it is) of each outermost submodule that is not Python code at the call."""
+    parts: list[tuple[str, str]] = []
+    for path, sub in module.named_modules():
+        if any(path.startswith(p + ".") for p, _ in parts):
+            continue  # inside a part already named
+        if path and isinstance(sub, torch.jit.ScriptModule):
+            traced = isinstance(sub, torch.jit.TracedModule)
+            parts.append((path, "traced by torch.jit.trace" if traced else "scripted by torch.jit.script"))
+        elif path and type(sub).__name__ == "OptimizedModule":
+            parts.append((path, "compiled by torch.compile"))
+        elif compiled_in_place(sub):
+            parts.append((path or "(the module itself)", "compiled in place by Module.compile()"))
+    return parts
+
+
+def compiled_words(parts: list[tuple[str, str]], name: str) -> str:
+    """The cause's words: which parts, and that a fresh instance may export differently."""
+    listed = ", ".join(f"{path} ({what})" for path, what in parts[:4]) + (" ..." if len(parts) > 4 else "")
+    # The parts may be the class's own design (an __init__ that scripts a cell) or what a helper
+    # did to this instance; only the second makes a fresh instance differ, and both read true here.
+    return (
+        f"{name} held compiled submodules when the test called it: {listed}; the exporter met that code, not "
+        f"the Python code of those parts: where the test or a helper compiled them in place, a fresh {name} "
+        "may export differently"
+    )
+
+
+def compiled_finding(parts: list[tuple[str, str]], name: str) -> Finding:
+    return Finding("compiled_parts", compiled_words(parts, name), parts[0][0])
+
+
+def with_cause(parts: list[tuple[str, str]], name: str, cause: str | None) -> str | None:
+    """``cause`` with the compiled parts named first (what the test did to the module)."""
+    if not parts:
+        return cause
+    return compiled_words(parts, name) + (f"; {cause}" if cause else "")

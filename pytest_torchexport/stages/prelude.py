@@ -26,13 +26,14 @@ from typing import Any, Literal, NamedTuple
 
 import torch
 
+from .._compat import pytree
 from ..cache import sources
 from ..cache.facts import CallDigests
 from ..inputs.specs import InputPlan
 from ..inputs.strategies import materialize, recorded_draw
 from ..options import Options
-from ..reference.compare import equal_trees, not_compared
-from ..reference.eager import Eager, ModelRaised, module_name
+from ..reference.compare import compare, equal_trees, not_compared
+from ..reference.eager import Eager, ModelRaised, copy_module, fresh, module_name, seed_rng
 from ..results.outcome import Stop, settle
 from ..results.report import Finding, Result, tag
 from . import assumptions, budget, side_effects
@@ -119,8 +120,6 @@ def _not_returned(before: Any, after: Any, outputs: Any) -> tuple[Any, Any]:
     named.update({id(v): ("kwarg", n) for n, v in k_after.items() if not isinstance(v, torch.Tensor)})
     if not named:
         return before, after
-    from .._compat import pytree
-
     returned = {
         named[id(leaf)] for leaf in pytree.tree_leaves(outputs, is_leaf=lambda x: id(x) in named) if id(leaf) in named
     }
@@ -138,9 +137,6 @@ def _not_returned(before: Any, after: Any, outputs: Any) -> tuple[Any, Any]:
 def training_finding(result: Result, module: torch.nn.Module, device: str, inputs: Any, eval_outputs: Any) -> None:
     """``training_mode`` only where it matters: the recorded call's outputs differ between
     the mode the test called the module in (training) and the mode it is checked in (eval)."""
-    from ..reference.compare import compare
-    from ..reference.eager import copy_module, fresh, seed_rng
-
     args, kwargs = fresh(*inputs)
     try:
         with torch.no_grad():

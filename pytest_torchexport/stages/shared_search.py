@@ -46,14 +46,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._compat import add_database_digest, is_in_ci
+from .._compat import add_database_digest, is_in_ci, pytree
 from ..inputs.specs import InputPlan
 from ..inputs.strategies import Draw, draws, materialize, probe_draws, recorded_draw, special_probes
 from ..options import Options
 from ..reference.eager import Eager, EagerCall, ModelRaised
 from ..reference.noise import Float64Store
 from ..results.report import Result
+from . import static_sizes
+from .latency import time_calls
 from .search_budget import ALWAYS, Budget
+from .side_effects import varied_scalars
 
 #: The share of the budget eager's runs of the shared inputs may take; each backend's artifact runs
 #: on them take the rest (they run side by side, one child per backend), so a row's checks beyond
@@ -283,8 +286,6 @@ def draw_once(
         pass
     if not options.vary_scalars:
         # [Baked Scalars Once] eager at each Python scalar's other value, for every backend's baked_argument check.
-        from .side_effects import varied_scalars
-
         for _, draw in varied_scalars(plan, recorded[0]).values():
             run(draw, "scalar")
     # [Float64 Once] (noise.py): named here, before the fork, so every child finds what another computed.
@@ -292,8 +293,6 @@ def draw_once(
     # [What The Search Spent] eager's forwards on the shared inputs, on every row they serve (reference_s
     # is a check's own eager time, 0 where everything it needed was shared).
     result.timings["shared_reference_s"] = shared.spent_s
-    from .latency import time_calls
-
     # [Search Budget] Findings go before any input: eager's side of them only where every shared input was
     # tried and the budget covers what is spent here, each check's artifact on the same inputs (about eager's
     # time on them) and a forward on each side (DenseNet169 3-D at 15 s: 2 s of eager's static sizes here
@@ -317,8 +316,6 @@ def draw_once(
         shared.eager_ms = None
     finally:
         shared.extra_s += time.perf_counter() - t0
-    from . import static_sizes
-
     if not static_sizes.declared_in(options) and affords("static_size probes"):
         t0 = time.perf_counter()
         recorded_inputs = _recorded_inputs(plan, recorded[0], device)
@@ -360,8 +357,6 @@ def output_bytes_per_input_byte(call: EagerCall, inputs: tuple[Any, Any]) -> flo
 
 def _nbytes(tree: Any) -> int:
     import torch
-
-    from .._compat import pytree
 
     return sum(t.numel() * t.element_size() for t in pytree.tree_leaves(tree) if isinstance(t, torch.Tensor))
 

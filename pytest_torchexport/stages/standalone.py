@@ -25,12 +25,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..backends.base import call_tensors
-from ..isolation import loader
+from .._compat import quiet_torch
+from ..backends.base import call_tensors, load_backend
+from ..isolation import loader, runner
 from ..isolation.loader import TIMEOUT_S, LoaderUnavailable
-from ..isolation.process import THIS
+from ..isolation.runner import THIS
 from ..results.outcome import Stop
-from ..results.report import Status
+from ..results.report import Finding, Status
 from .check import Check
 
 #: The report's ``standalone`` key while the request is out: a check stopped before it read
@@ -54,8 +55,6 @@ def applies(backend: Any, spec: Any, options: Any) -> str | None:
 def start(spec: Any, options: Any) -> None:
     """Start the loader for a check that will use it: in the check's parent, before its fork,
     so every child shares one loader."""
-    from ..backends.base import load_backend
-
     if not isinstance(spec, str):
         return
     try:
@@ -85,8 +84,6 @@ def step(check: Check) -> Loading:
         result.extra["standalone"] = "not run: no loader was started for this check"
         return loading
     import torch
-
-    from ..isolation import runner
 
     runner.stage(result, "standalone")  # until the request is out; the check then goes on to "run"
 
@@ -245,9 +242,6 @@ class Loading:
         """Wait for the answer and settle what it means; raises ``Stop`` on a load_error."""
         if self._thread is None:  # nothing sent, or joined already
             return
-        from ..isolation import runner
-        from ..results.report import Finding
-
         result, thread = self.result, self._thread
         self._thread = None
         runner.stage(result, "standalone")  # a wait here, or a crash of the in-process load, is this stage's
@@ -343,8 +337,6 @@ class Loading:
         """The same saved files, loaded afresh here, on the example: only where the loader's
         run failed or differs. Never the check's own artifact, whose state (a running mean)
         a call would have advanced."""
-        from .._compat import quiet_torch
-
         check = self.check
         assert check.artifacts is not None
         try:
