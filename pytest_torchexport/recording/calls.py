@@ -54,11 +54,11 @@ def state_of(module: Any) -> tuple[dict[str, bool], dict[str, Any]]:
 
 
 def nbytes(value: Any) -> int:
-    import torch
+    """``reference.eager.nbytes``, imported when first asked: it imports torch, and the plugin's
+    import of this module stays torch-free."""
+    from ..reference.eager import nbytes as measured
 
-    from .._compat import pytree
-
-    return sum(t.numel() * t.element_size() for t in pytree.tree_leaves(value) if isinstance(t, torch.Tensor))
+    return measured(value)
 
 
 def gib(n: int) -> str:

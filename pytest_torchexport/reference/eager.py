@@ -91,6 +91,12 @@ class EagerCall:
     state: dict[str, Any] = field(default_factory=dict)
 
 
+def nbytes(tree: Any) -> int:
+    """Bytes of every tensor in a nested value (inputs or outputs): the one measure the memory
+    budget, the recording, the shared search's held outputs and the float64 store use."""
+    return sum(t.numel() * t.element_size() for t in pytree.tree_leaves(tree) if isinstance(t, torch.Tensor))
+
+
 def copy_module(module: torch.nn.Module) -> torch.nn.Module:
     """A private copy of ``module`` as it is now, or ``module`` itself where no copy is one.
 

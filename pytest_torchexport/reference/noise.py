@@ -61,7 +61,7 @@ from ..cache import sources
 from ..inputs.strategies import Draw
 from ..results.report import Finding, Result
 from .compare import CHUNK, Comparison, flatten
-from .eager import Eager, restore, seed_rng, snapshot
+from .eager import Eager, nbytes, restore, seed_rng, snapshot
 
 RMSE_MULTIPLE = 8.0
 MAX_MULTIPLE = 10.0
@@ -187,7 +187,7 @@ class Float64Store:
         return stored["outputs"], stored["files"]
 
     def save(self, path: str, outputs: Any, files: list[str]) -> None:
-        if _nbytes(outputs) > self.max_bytes:
+        if nbytes(outputs) > self.max_bytes:
             return
         partial = f"{path}.{os.getpid()}.partial"
         try:
@@ -215,10 +215,6 @@ def _fcntl() -> Any:
     except ImportError:  # no fork here either: nothing is shared
         return None
     return fcntl
-
-
-def _nbytes(tree: Any) -> int:
-    return sum(t.numel() * t.element_size() for t in pytree.tree_leaves(tree) if isinstance(t, torch.Tensor))
 
 
 class Float64Reference:

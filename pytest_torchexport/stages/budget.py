@@ -46,19 +46,16 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from .._compat import pytree
 from ..inputs.specs import DEFAULT_DIM, InputPlan
 from ..isolation import runner
 from ..options import Options, environment, switched_off
+from ..reference.eager import EagerCall, nbytes
 from ..results.report import Finding, Result
 from .shared_search import explicit_draws, grown_draw
-
-if TYPE_CHECKING:
-    from ..reference.eager import EagerCall
 
 #: The least memory the machine-derived allowance gives a check (64 MiB): a model this small could
 #: draw every size of its range ten processes at a time without troubling a CI runner.
@@ -89,12 +86,6 @@ OFF_ENV = "TORCHEXPORT_SIZE_LIMITS"
 def enabled() -> bool:
     """Whether drawn sizes are bounded here (``OFF_ENV``), read at each check, never cached."""
     return not switched_off(environment(OFF_ENV))
-
-
-def nbytes(tree: Any) -> int:
-    """Bytes of every tensor in a nested value (inputs or outputs)."""
-    leaves = pytree.tree_leaves(tree)
-    return sum(t.numel() * t.element_size() for t in leaves if isinstance(t, torch.Tensor))
 
 
 def exponents(plan: InputPlan) -> dict[str, int]:

@@ -46,11 +46,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._compat import add_database_digest, is_in_ci, pytree
+from .._compat import add_database_digest, is_in_ci
 from ..inputs.specs import InputPlan
 from ..inputs.strategies import Draw, draws, materialize, probe_draws, recorded_draw, special_probes
 from ..options import Options
-from ..reference.eager import Eager, EagerCall, ModelRaised
+from ..reference.eager import Eager, EagerCall, ModelRaised, nbytes
 from ..reference.noise import Float64Store
 from ..results.report import Result
 from . import static_sizes
@@ -229,7 +229,7 @@ def draw_once(
             call = recorded[1]
         else:
             args, kwargs = materialize(plan, draw, device)
-            if held + per_input_byte * _nbytes((args, kwargs)) > HOLD_BYTES:
+            if held + per_input_byte * nbytes((args, kwargs)) > HOLD_BYTES:
                 shared.unheld.add(draw)  # eager runs it in each child that tries it (search.py)
                 deferred_s += mean_s if ran else recorded[1].seconds
                 return
@@ -242,7 +242,7 @@ def draw_once(
                 return
             finally:
                 shared.spent_s += time.perf_counter() - t0
-        size = _nbytes(call.outputs)
+        size = nbytes(call.outputs)
         if held + size > HOLD_BYTES:
             shared.unheld.add(draw)
             return
@@ -352,13 +352,7 @@ def hypothesis_home(directory: str | None) -> Any:
 def output_bytes_per_input_byte(call: EagerCall, inputs: tuple[Any, Any]) -> float:
     """The recorded call's output bytes per input byte: what an input's outputs are estimated at
     before eager runs it ([Unheld Not Run Here])."""
-    return _nbytes(call.outputs) / max(1, _nbytes(inputs))
-
-
-def _nbytes(tree: Any) -> int:
-    import torch
-
-    return sum(t.numel() * t.element_size() for t in pytree.tree_leaves(tree) if isinstance(t, torch.Tensor))
+    return nbytes(call.outputs) / max(1, nbytes(inputs))
 
 
 __all__ = [

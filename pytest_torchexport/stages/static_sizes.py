@@ -37,7 +37,7 @@ from typing import Any
 from .._compat import pytree
 from ..inputs.specs import DEFAULT_DIM
 from ..inputs.strategies import resize_like
-from ..reference.eager import Eager, EagerCall, ModelRaised
+from ..reference.eager import Eager, EagerCall, ModelRaised, nbytes
 from ..reference.noise import Float64Reference, judge_noise
 from ..results.report import Finding
 from .check import Check
@@ -111,7 +111,7 @@ def eager_runs(
             if time.perf_counter() > deadline:
                 break
             args, kwargs = _resized(recorded, axes, near)
-            given = _nbytes((args, kwargs))
+            given = nbytes((args, kwargs))
             if per_input_byte * given > room:
                 # [Unheld Not Run Here] (shared_search.py) its outputs would not be held: each child that
                 # probes this size runs eager there itself (static_sizes._try), so it is not run here too.
@@ -123,10 +123,10 @@ def eager_runs(
                 runs[(tuple(axes), near)] = None
                 continue
             accepted = True
-            nbytes = _nbytes(call.outputs)
-            per_input_byte = max(per_input_byte, nbytes / max(1, given))
-            if nbytes <= room:
-                room -= nbytes
+            made = nbytes(call.outputs)
+            per_input_byte = max(per_input_byte, made / max(1, given))
+            if made <= room:
+                room -= made
                 runs[(tuple(axes), near)] = dataclasses.replace(call, inputs_after=((), {}))
         return accepted
 
@@ -145,10 +145,6 @@ def eager_runs(
 
 def nearby(size: int) -> list[int]:
     return [s for s in dict.fromkeys((size - 1, size + 1, 2 * size)) if s >= 1 and s != size]
-
-
-def _nbytes(tree: Any) -> int:
-    return sum(leaf.nbytes for leaf in pytree.tree_leaves(tree) if hasattr(leaf, "nbytes"))
 
 
 def probe(check: Check, *, until: float | None = None) -> None:
