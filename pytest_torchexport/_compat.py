@@ -493,10 +493,58 @@ def add_database_digest(test: Any, digest: bytes) -> None:
 def scan_local_constants() -> bool:
     """Have hypothesis scan the local modules for constants to draw now (its private
     ``hypothesis.internal.conjecture.providers._get_local_constants``, which caches): True where it
-    did, False with a hypothesis that has no such function (hypothesis 6.170.17)."""
+    did, False with a hypothesis that has no such function (hypothesis 6.170.17). The plugin's own
+    modules are kept out of that scan first (``plugin_modules_not_local``)."""
     try:
         from hypothesis.internal.conjecture.providers import _get_local_constants
     except ImportError:
         return False
+    plugin_modules_not_local()
     _get_local_constants()
+    return True
+
+
+#: The plugin's package folder, with a trailing separator: a file under it is the plugin's.
+PLUGIN_FOLDER = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+class _NotPluginFile:
+    """hypothesis's ``is_local_module_file``, False for a file under the plugin's folder."""
+
+    def __init__(self, local: Any) -> None:
+        self.local = local
+
+    def __call__(self, path: str) -> bool:
+        return not os.path.abspath(path).startswith(PLUGIN_FOLDER) and bool(self.local(path))
+
+
+def plugin_modules_not_local() -> bool:
+    """[Own Constants] hypothesis draws some values from the literals of "local" modules, those
+    neither in the standard library nor in site-packages (its private
+    ``providers.is_local_module_file``, which ``providers._get_local_constants`` asks of each new
+    module). Installed editable (a contributor, this project's CI, the docs), the plugin's own
+    modules are local; installed from a wheel (a user) they are not: the same test then drew
+    other inputs in the two, and moved whenever a plugin module was added or first imported at
+    another time. Wrapped here so a file under the plugin's folder is never local; a scan made
+    before (a user's own hypothesis test earlier in the session) is forgotten, so the next draw
+    scans again without the plugin's files. Idempotent. True where done, False with a hypothesis
+    that has none of these names (its search then draws what it draws) (hypothesis 6.170.17)."""
+    try:
+        from hypothesis.internal.conjecture import providers
+    except ImportError:  # pragma: no cover - a hypothesis without the module
+        return False
+    local = getattr(providers, "is_local_module_file", None)
+    constants = getattr(providers, "_local_constants", None)
+    seen = getattr(providers, "_seen_modules", None)
+    cache = getattr(providers, "CONSTANTS_CACHE", None)
+    if local is None or constants is None or seen is None or cache is None:
+        return False
+    if isinstance(local, _NotPluginFile):
+        return True
+    setattr(providers, "is_local_module_file", _NotPluginFile(local))  # noqa: B010 - typed as an lru_cache there
+    for found in (constants.integers, constants.floats, constants.bytes, constants.strings):
+        found.clear()
+    seen.clear()
+    providers._sys_modules_len = None
+    cache.cache.clear()
     return True

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import sys
 from pathlib import Path
 
 import pytest
@@ -344,6 +345,41 @@ def test_hypothesis_get_local_constants_takes_no_arguments():
 
     assert list(inspect.signature(_get_local_constants).parameters) == []
     assert _compat.scan_local_constants() is True
+
+
+def test_plugin_modules_are_never_local_to_hypothesis(tmp_path, monkeypatch):
+    """[Own Constants] hypothesis's providers.is_local_module_file, _local_constants, _seen_modules,
+    _sys_modules_len and CONSTANTS_CACHE: after the wrap, a plugin file is not local however the
+    plugin is installed, a user's module still is, a scan made before is forgotten (a plugin-only
+    literal scanned in is gone after the next scan) and a second call wraps nothing again."""
+    from hypothesis.internal.conjecture import providers
+    from hypothesis.internal.constants_ast import Constants
+
+    user = tmp_path / "user_model.py"
+    user.write_text("THRESHOLD = 918273645\n")
+    plugin_file = str(Path(_compat.__file__).parent / "options.py")
+    # hypothesis's state for this test only: local is what an editable install makes of the
+    # plugin's folder, and this test's user module; nothing else is scanned
+    monkeypatch.setattr(
+        providers, "is_local_module_file", lambda path: path.startswith((_compat.PLUGIN_FOLDER, str(tmp_path)))
+    )
+    monkeypatch.setattr(providers, "_local_constants", Constants(integers={764251398}))  # a plugin literal scanned
+    monkeypatch.setattr(providers, "_seen_modules", {id(sys)})
+    monkeypatch.setattr(providers, "_sys_modules_len", len(sys.modules))
+    assert _compat.plugin_modules_not_local() is True
+    wrapped = providers.is_local_module_file
+    assert wrapped(plugin_file) is False
+    assert wrapped(_compat.PLUGIN_FOLDER + "stages/capture.py") is False
+    assert wrapped(str(user)) is True
+    assert 764251398 not in providers._local_constants.integers
+    assert providers._sys_modules_len is None and not providers._seen_modules
+    assert _compat.plugin_modules_not_local() is True
+    assert providers.is_local_module_file is wrapped
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import user_model  # noqa: F401 - a user's module, imported so the scan finds it
+
+    assert 918273645 in providers._get_local_constants().integers
+    monkeypatch.delitem(sys.modules, "user_model")
 
 
 def test_hypothesis_settings_is_in_ci_reads_the_ci_variable(monkeypatch):

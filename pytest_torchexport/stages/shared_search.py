@@ -46,7 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._compat import add_database_digest, is_in_ci
+from .._compat import add_database_digest, is_in_ci, plugin_modules_not_local
 from ..inputs.specs import InputPlan
 from ..inputs.strategies import Draw, draws, materialize, probe_draws, recorded_draw, special_probes
 from ..options import Options
@@ -158,6 +158,8 @@ def hypothesis_test(
     backend's own search generate the same inputs in the same order."""
     from hypothesis import HealthCheck, Phase, Verbosity, example, given, settings
     from hypothesis import seed as hseed
+
+    plugin_modules_not_local()  # [Own Constants] the same draws installed editable or from a wheel
 
     def probe(draw: Draw) -> None:  # a plain function: hypothesis sets attributes on it
         target(draw)
