@@ -31,6 +31,10 @@ With ``--check-path`` (a traced run, about a minute a revision; not static):
   included: each writes a file name the first time one of its functions is called.
   ``their lines``: those files' lines, summed. A revision is run from ``git archive`` of its
   package (put first on ``PYTHONPATH``), with this checkout's environment.
+- ``read in order``: the files of that check's reading path, ``docs/one-check.md`` (0 for a
+  revision without the page): the files read top to bottom, each other file the check runs named
+  under the one that calls it. ``page_problems`` holds the page to the traced run (its test:
+  ``tests/test_code_health_check_path.py``).
 
     python benchmarks/code_health.py --check-path --rev 45e1d50 --rev HEAD
 """
@@ -355,20 +359,38 @@ def test_one():
 """
 
 #: Run as ``python TRACER OUT -m pytest ...``: every process (a forked child inherits the trace
-#: function) appends to OUT the package files whose functions it calls, each once.
+#: function) appends to OUT the package files whose functions it calls, each once (``F file``), and
+#: each call from one package file into a function of another (``E caller callee``, a call its import makes too; ``-`` for a caller
+#: outside the package: pytest calling a hook, torch a forward hook, a process's entry point).
 TRACER = """
 import os, runpy, sys, threading
 out, package = sys.argv[1], os.sep + "pytest_torchexport" + os.sep
 seen = set()
 
+def write(line):
+    if line not in seen:
+        seen.add(line)
+        with open(out, "a") as f:
+            f.write(line + "\\n")
+
 def trace(frame, event, arg):
     code = frame.f_code
     # CO_OPTIMIZED (1): a function's code; a module's or a class body's runs only at import
     if event == "call" and code.co_flags & 1 and package in code.co_filename:
-        if code.co_filename not in seen:
-            seen.add(code.co_filename)
-            with open(out, "a") as f:
-                f.write(code.co_filename + "\\n")
+        if code.co_name.startswith("<"):  # a comprehension or lambda: counted unless a module body runs it
+            outer = frame.f_back
+            while outer is not None and outer.f_code.co_filename == code.co_filename and outer.f_code.co_flags & 1 and outer.f_code.co_name.startswith("<"):
+                outer = outer.f_back
+            if outer is not None and outer.f_code.co_filename == code.co_filename and not outer.f_code.co_flags & 1:
+                return None
+        write("F " + code.co_filename)
+        caller = frame.f_back
+        while caller is not None and package not in caller.f_code.co_filename:
+            caller = caller.f_back
+        if caller is None:
+            write("E - " + code.co_filename)
+        elif caller.f_code.co_filename != code.co_filename:
+            write("E " + caller.f_code.co_filename + " " + code.co_filename)
     return None
 
 sys.settrace(trace)
@@ -420,13 +442,80 @@ def check_path(rev: str | None) -> dict[str, list[str] | int]:
                 f"the traced check did not pass ({done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
             )
         package = f"{os.sep}{PACKAGE}{os.sep}"
-        files = sorted({line.split(package, 1)[1] for line in listed.read_text().splitlines() if package in line})
+
+        def relative(path: str) -> str:
+            return path.split(package, 1)[1] if package in path else path
+
+        records = [line.split(" ") for line in listed.read_text().splitlines()]
+        files = sorted({relative(r[1]) for r in records if r[0] == "F" and package in r[1]})
+        calls = sorted({(relative(r[1]), relative(r[2])) for r in records if r[0] == "E"})
         root = work / "src" / PACKAGE if rev is not None else ROOT / PACKAGE
         lines = {f: len((root / f).read_text().splitlines()) for f in files}
     return {
         "files to follow one check": [f"{f} ({lines[f]} lines)" for f in files],
         "  their lines": sum(lines.values()),
+        "calls between them": [f"{caller} -> {callee}" for caller, callee in calls],
+        "  read in order": [f for f in reading_path(_page(rev))[0] if f in lines],
     }
+
+
+#: The page that reads one check in order (see ``reading_path``).
+PAGE = "docs/one-check.md"
+#: The most files on that page's reading path: issue 52's "about 12".
+READING_PATH_MOST = 12
+
+
+def reading_path(page: str) -> tuple[list[str], dict[str, list[str]], list[str]]:
+    """The files ``docs/one-check.md`` names: its reading path (each ``## N. `file` `` heading, in
+    order), the files named under each (``- `file` `` lines), and those of "Used by every layer"."""
+    path: list[str] = []
+    under: dict[str, list[str]] = {}
+    leaves: list[str] = []
+    current: list[str] | None = None
+    for line in page.splitlines():
+        if heading := re.match(r"## \d+\. `([^`]+)`", line):
+            path.append(heading.group(1))
+            current = under[heading.group(1)] = []
+        elif line.startswith("## "):
+            current = leaves if line.startswith("## Used by every layer") else None
+        elif (named := re.match(r"- `([^`]+\.py)`", line)) and current is not None:
+            current.append(named.group(1))
+    return path, under, leaves
+
+
+def page_problems(page: str, files: list[str], calls: list[str]) -> list[str]:
+    """What makes ``docs/one-check.md`` untrue of the traced check (``check_path``'s ``files`` and
+    ``calls``): a file the check runs that the page does not name, a file it names twice or that
+    no longer runs, a file named under one that does not call it (itself, or through another file
+    named under it; ``-``, a caller outside the package such as pytest calling a hook, counts), a
+    reading-path file that nothing earlier on the path calls, a path longer than twelve."""
+    path, under, leaves = reading_path(page)
+    named = path + [f for file in path for f in under[file]] + leaves
+    callers: dict[str, set[str]] = defaultdict(set)
+    for call in calls:
+        caller, callee = call.split(" -> ")
+        callers[callee].add(caller)
+    problems = [f"{f}: runs in the check but the page does not name it" for f in sorted(set(files) - set(named))]
+    problems += [f"{f}: named on the page but no longer runs in the check" for f in sorted(set(named) - set(files))]
+    problems += [f"{f}: named {named.count(f)} times" for f in sorted(set(named)) if named.count(f) > 1]
+    earlier = {"-"}
+    for file in path:
+        if not callers[file] & earlier:
+            problems.append(f"{file}: on the reading path, but nothing before it calls it ({sorted(callers[file])})")
+        for f in under[file]:
+            if not callers[f] & ({file, "-"} | set(under[file])):
+                problems.append(f"{f}: named under {file}, which does not call it ({sorted(callers[f])})")
+        earlier |= {file, *under[file]}
+    if len(path) > READING_PATH_MOST:
+        problems.append(f"the reading path has {len(path)} files ({READING_PATH_MOST} at most)")
+    return problems
+
+
+def _page(rev: str | None) -> str:
+    if rev is None:
+        return (ROOT / PAGE).read_text() if (ROOT / PAGE).exists() else ""
+    shown = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:{PAGE}"], capture_output=True, text=True)
+    return shown.stdout if shown.returncode == 0 else ""
 
 
 def _count(value: list[str] | int) -> int:
