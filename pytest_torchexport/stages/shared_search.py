@@ -187,6 +187,144 @@ def hypothesis_test(
     return test
 
 
+class _Drawing:
+    """One call's shared draw under way: each input tried at most once, eager run on it where the
+    budget's eager share covers one more input and its outputs fit what is held; what the later
+    stages may still afford. Its state (bytes held, inputs run, seconds deferred to the children)
+    is shared by the explicit inputs, hypothesis's draws and the scalars' other values."""
+
+    def __init__(
+        self, eager: Eager, plan: InputPlan, shared: SharedInputs, recorded: tuple[Draw, EagerCall], started: float
+    ) -> None:
+        self.eager, self.plan, self.shared, self.recorded, self.started = eager, plan, shared, recorded, started
+        self.held = 0  # bytes of eager's outputs held for the children (at most HOLD_BYTES)
+        self.ran = 0  # inputs eager ran here
+        # [Unheld Not Run Here] An input whose outputs would not fit what is held (HOLD_BYTES), estimated
+        # from the recorded call's output bytes per input byte, is not run here: a child runs eager on an
+        # unheld input itself, so running it here too paid each such forward twice (a 268 MB output, 10
+        # examples: ~15 of its 18 inputs, 30% of a trace check's time; then, with the estimate made only
+        # after the first output that did not fit, still the batch range's max, 1.07 GB, once on each side).
+        # Its estimated seconds (the mean so far) still count against eager's share of the budget.
+        self.per_input_byte = output_bytes_per_input_byte(
+            recorded[1], _recorded_inputs(plan, recorded[0], eager.device)
+        )
+        self.deferred_s = 0.0
+        self.met: set[Draw] = set()  # what hypothesis drew so far, explicit inputs included
+
+    def run(self, draw: Draw, kind: str) -> None:
+        """Eager on ``draw`` (of ``kind``: ``recorded``, ``drawn``, ...), unless tried already, past the
+        budget's eager share (``untried``), refused by the model (``rejected``) or too large to hold (``unheld``)."""
+        shared, recorded = self.shared, self.recorded
+        if shared.seen(draw):
+            return
+        # Tried where eager's share covers one more input at the mean so far (the budget, not one input past it).
+        mean_s = shared.spent_s / self.ran if self.ran else 0.0
+        if kind not in ALWAYS and shared.spent_s + self.deferred_s + mean_s > EAGER_SHARE * shared.budget.limit_s:
+            shared.untried[kind] = shared.untried.get(kind, 0) + 1
+            return
+        if draw == recorded[0]:
+            call = recorded[1]
+        else:
+            args, kwargs = materialize(self.plan, draw, self.eager.device)
+            if self.held + self.per_input_byte * nbytes((args, kwargs)) > HOLD_BYTES:
+                shared.unheld.add(draw)  # eager runs it in each child that tries it (search.py)
+                self.deferred_s += mean_s if self.ran else recorded[1].seconds
+                return
+            self.ran += 1
+            t0 = time.perf_counter()
+            try:
+                call = self.eager(args, kwargs, trace_lines=True)
+            except ModelRaised:  # eager refuses the input: no example
+                shared.rejected.add(draw)
+                return
+            finally:
+                shared.spent_s += time.perf_counter() - t0
+        size = nbytes(call.outputs)
+        if self.held + size > HOLD_BYTES:
+            shared.unheld.add(draw)
+            return
+        self.held += size
+        shared.calls[draw] = dataclasses.replace(call, inputs_after=((), {}))
+
+    def generated(self, draw: Draw) -> None:
+        """hypothesis's test body: a new draw is run and kept as ``drawn``; one eager refused is rejected."""
+        if draw not in self.met:
+            self.met.add(draw)
+            self.run(draw, "drawn")
+            if self.shared.seen(draw):
+                self.shared.drawn.append(draw)
+        if draw in self.shared.rejected:
+            from hypothesis import reject
+
+            reject()
+
+    def draw(self, options: Options, database: Any) -> None:
+        """hypothesis's draws past the explicit inputs, each run by ``generated`` (the examples
+        database only read: each check's own search writes its failures)."""
+        from hypothesis.database import ReadOnlyDatabase
+        from hypothesis.errors import HypothesisException
+
+        test = hypothesis_test(
+            self.generated,
+            self.plan,
+            options,
+            key=self.shared.key,
+            seed=self.shared.seed,
+            database=None if database is None else ReadOnlyDatabase(database),
+            explicit=[],
+            shrink=False,
+        )
+        try:
+            test()
+        except (
+            HypothesisException
+        ):  # eager rejected everything (Unsatisfiable), a health check: each check's own search says so
+            pass
+
+    def affords(self, what: str) -> bool:
+        """[Search Budget] Findings go before any input: eager's side of them only where every shared
+        input was tried and the budget covers what is spent here, each check's artifact on the same
+        inputs (about eager's time on them) and a forward on each side (DenseNet169 3-D at 15 s: 2 s of
+        eager's static sizes here while every check left inputs untried). Else ``what`` is skipped."""
+        shared = self.shared
+        spent = time.perf_counter() - self.started + shared.spent_s + 2 * self.recorded[1].seconds
+        if not shared.untried and spent <= shared.budget.limit_s:
+            return True
+        shared.skipped.append(what)
+        return False
+
+    def eager_findings(self, options: Options, result: Result) -> None:
+        """Eager's side of the findings every check makes, where ``affords`` allows: its latency at
+        the recorded input, and its runs at the undeclared dims' nearby sizes (static_sizes.py)."""
+        eager, plan, shared, recorded, device = self.eager, self.plan, self.shared, self.recorded, self.eager.device
+        module = eager.module
+        t0 = time.perf_counter()
+        try:
+            if self.affords("latency"):
+                inputs = _recorded_inputs(plan, recorded[0], device)
+                shared.eager_ms = time_calls(lambda a, k: module(*a, **k), device, *inputs)
+        except Exception:  # noqa: BLE001 - the user's model, called directly, may raise anything; each check times eager itself
+            shared.eager_ms = None
+        finally:
+            shared.extra_s += time.perf_counter() - t0
+        if not static_sizes.declared_in(options) and self.affords("static_size probes"):
+            t0 = time.perf_counter()
+            recorded_inputs = _recorded_inputs(plan, recorded[0], device)
+            forward_s = recorded[1].seconds
+            until = self.started + shared.budget.limit_s - shared.spent_s - 2 * forward_s
+            shared.sizes = static_sizes.eager_runs(
+                eager,
+                plan,
+                recorded_inputs,
+                shared.spent_s,
+                HOLD_BYTES - self.held,
+                per_input_byte=self.per_input_byte,
+                until=until,
+            )
+            shared.extra_s += time.perf_counter() - t0
+            result.timings["shared_static_size_s"] = time.perf_counter() - t0
+
+
 def draw_once(
     eager: Eager,
     plan: InputPlan,
@@ -199,8 +337,6 @@ def draw_once(
 ) -> SharedInputs:
     """The shared inputs of one call and device: drawn, eager run on each within the budget.
     Runs in the test's process before the first check forks (prelude.EagerOnce)."""
-    from hypothesis.database import ReadOnlyDatabase
-
     started = time.perf_counter()
     device = eager.device
     kinds = explicit_draws(plan, grown_draw(plan), options.special_values)
@@ -208,125 +344,21 @@ def draw_once(
     seed = options.seed if options.seed is not None else (None if is_in_ci() else random.getrandbits(64))
     shared = SharedInputs(key, seed, list(kinds), kinds)
     shared.budget = Budget.resolve(options, body_s, recorded[1].seconds)
-    held, ran = 0, 0
-    # [Unheld Not Run Here] An input whose outputs would not fit what is held (HOLD_BYTES), estimated
-    # from the recorded call's output bytes per input byte, is not run here: a child runs eager on an
-    # unheld input itself, so running it here too paid each such forward twice (a 268 MB output, 10
-    # examples: ~15 of its 18 inputs, 30% of a trace check's time; then, with the estimate made only
-    # after the first output that did not fit, still the batch range's max, 1.07 GB, once on each side).
-    # Its estimated seconds (the mean so far) still count against eager's share of the budget.
-    per_input_byte = output_bytes_per_input_byte(recorded[1], _recorded_inputs(plan, recorded[0], device))
-    deferred_s = 0.0
-
-    def run(draw: Draw, kind: str) -> None:
-        nonlocal held, ran, deferred_s
-        if shared.seen(draw):
-            return
-        # Tried where eager's share covers one more input at the mean so far (the budget, not one input past it).
-        mean_s = shared.spent_s / ran if ran else 0.0
-        if kind not in ALWAYS and shared.spent_s + deferred_s + mean_s > EAGER_SHARE * shared.budget.limit_s:
-            shared.untried[kind] = shared.untried.get(kind, 0) + 1
-            return
-        if draw == recorded[0]:
-            call = recorded[1]
-        else:
-            args, kwargs = materialize(plan, draw, device)
-            if held + per_input_byte * nbytes((args, kwargs)) > HOLD_BYTES:
-                shared.unheld.add(draw)  # eager runs it in each child that tries it (search.py)
-                deferred_s += mean_s if ran else recorded[1].seconds
-                return
-            ran += 1
-            t0 = time.perf_counter()
-            try:
-                call = eager(args, kwargs, trace_lines=True)
-            except ModelRaised:  # eager refuses the input: no example
-                shared.rejected.add(draw)
-                return
-            finally:
-                shared.spent_s += time.perf_counter() - t0
-        size = nbytes(call.outputs)
-        if held + size > HOLD_BYTES:
-            shared.unheld.add(draw)
-            return
-        held += size
-        shared.calls[draw] = dataclasses.replace(call, inputs_after=((), {}))
-
+    drawing = _Drawing(eager, plan, shared, recorded, started)
     for draw, kind in kinds.items():
-        run(draw, kind)
-
-    met: set[Draw] = set(kinds)
-
-    def generated(draw: Draw) -> None:
-        if draw not in met:
-            met.add(draw)
-            run(draw, "drawn")
-            if shared.seen(draw):
-                shared.drawn.append(draw)
-        if draw in shared.rejected:
-            from hypothesis import reject
-
-            reject()
-
-    database = session.database
-    test = hypothesis_test(
-        generated,
-        plan,
-        options,
-        key=key,
-        seed=seed,
-        database=None if database is None else ReadOnlyDatabase(database),
-        explicit=[],
-        shrink=False,
-    )
-    from hypothesis.errors import HypothesisException
-
-    try:
-        test()
-    except (
-        HypothesisException
-    ):  # eager rejected everything (Unsatisfiable), a health check: each check's own search says so
-        pass
+        drawing.run(draw, kind)
+    drawing.met.update(kinds)
+    drawing.draw(options, session.database)
     if not options.vary_scalars:
         # [Baked Scalars Once] eager at each Python scalar's other value, for every backend's baked_argument check.
         for _, draw in varied_scalars(plan, recorded[0]).values():
-            run(draw, "scalar")
+            drawing.run(draw, "scalar")
     # [Float64 Once] (noise.py): named here, before the fork, so every child finds what another computed.
     shared.float64 = Float64Store({d: str(i) for i, d in enumerate(shared.tried)}, HOLD_BYTES)
     # [What The Search Spent] eager's forwards on the shared inputs, on every row they serve (reference_s
     # is a check's own eager time, 0 where everything it needed was shared).
     result.timings["shared_reference_s"] = shared.spent_s
-    # [Search Budget] Findings go before any input: eager's side of them only where every shared input was
-    # tried and the budget covers what is spent here, each check's artifact on the same inputs (about eager's
-    # time on them) and a forward on each side (DenseNet169 3-D at 15 s: 2 s of eager's static sizes here
-    # while every check left inputs untried).
-    forward_s = recorded[1].seconds
-
-    def affords(what: str) -> bool:
-        spent = time.perf_counter() - started + shared.spent_s + 2 * forward_s
-        if not shared.untried and spent <= shared.budget.limit_s:
-            return True
-        shared.skipped.append(what)
-        return False
-
-    module = eager.module
-    t0 = time.perf_counter()
-    try:
-        if affords("latency"):
-            inputs = _recorded_inputs(plan, recorded[0], device)
-            shared.eager_ms = time_calls(lambda a, k: module(*a, **k), device, *inputs)
-    except Exception:  # noqa: BLE001 - the user's model, called directly, may raise anything; each check times eager itself
-        shared.eager_ms = None
-    finally:
-        shared.extra_s += time.perf_counter() - t0
-    if not static_sizes.declared_in(options) and affords("static_size probes"):
-        t0 = time.perf_counter()
-        recorded_inputs = _recorded_inputs(plan, recorded[0], device)
-        until = started + shared.budget.limit_s - shared.spent_s - 2 * forward_s
-        shared.sizes = static_sizes.eager_runs(
-            eager, plan, recorded_inputs, shared.spent_s, HOLD_BYTES - held, per_input_byte=per_input_byte, until=until
-        )
-        shared.extra_s += time.perf_counter() - t0
-        result.timings["shared_static_size_s"] = time.perf_counter() - t0
+    drawing.eager_findings(options, result)
     shared.wall_s = time.perf_counter() - started
     result.timings["shared_s"] = shared.wall_s
     return shared
