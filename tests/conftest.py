@@ -105,6 +105,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytes
     return report
 
 
+@pytest.fixture(scope="session")
+def code_health():
+    """benchmarks/code_health.py, loaded as a module (benchmarks/ is no package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "code_health.py"
+    spec = importlib.util.spec_from_file_location("code_health", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture
 def not_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
     """A local run: hypothesis explores (no derandomize), as it does without CI."""

@@ -9,11 +9,8 @@ private API of another library goes through ``_compat`` (benchmarks/code_health.
 from __future__ import annotations
 
 import ast
-import importlib.util
 import re
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "pytest_torchexport"
@@ -34,14 +31,6 @@ def _section(title: str) -> str:
     start = text.index(f"## {title}")
     end = text.find("\n## ", start + 1)
     return text[start : end if end != -1 else None]
-
-
-@pytest.fixture(scope="module")
-def code_health():
-    spec = importlib.util.spec_from_file_location("code_health", ROOT / "benchmarks" / "code_health.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # --- the stages, in the table's order ---------------------------------------------------------

@@ -1,7 +1,6 @@
 """benchmarks/code_health.py --check-path: the package files one check runs, counted by tracing it,
 and docs/one-check.md, the page that reads that check in order, held to the trace."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -10,15 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def code_health():
-    spec = importlib.util.spec_from_file_location("code_health", ROOT / "benchmarks" / "code_health.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def traced(code_health):
+def traced_check(code_health):
     """One check traced through pytest (about 15 s): its files and the calls between them."""
     counts = code_health.check_path(None)
     files = [entry.split(" (")[0] for entry in counts["files to follow one check"]]
@@ -26,8 +17,8 @@ def traced(code_health):
 
 
 @pytest.mark.slow
-def test_one_traced_check_counts_the_files_whose_functions_ran(code_health, traced):
-    counts, files, calls = traced
+def test_one_traced_check_counts_the_files_whose_functions_ran(code_health, traced_check):
+    counts, files, calls = traced_check
     # the path from the hook to the row, the forked child's stages included
     for expected in (
         "plugin.py",
@@ -59,23 +50,20 @@ def test_one_traced_check_counts_the_files_whose_functions_ran(code_health, trac
 
 
 @pytest.mark.slow
-def test_the_one_check_page_is_true_of_the_traced_check(code_health, traced):
+def test_the_one_check_page_is_true_of_the_traced_check(code_health, traced_check):
     """docs/one-check.md names every file the check runs once, each under a file that calls it,
     and its reading path (what a reader opens in order) is twelve files at most."""
-    _, files, calls = traced
+    _, files, calls = traced_check
     page = (ROOT / "docs" / "one-check.md").read_text()
     assert code_health.page_problems(page, files, calls) == []
     path, under, leaves = code_health.reading_path(page)
     assert path[0] == "plugin.py" and len(path) <= 12
     assert len(path) + sum(map(len, under.values())) + len(leaves) == len(files)
-    assert traced[0]["  read in order"] == path
+    assert traced_check[0]["  read in order"] == path
 
 
-def test_page_problems_says_what_is_untrue():
+def test_page_problems_says_what_is_untrue(code_health):
     """Each rule of page_problems, on a small page and a made-up trace: each can fail."""
-    spec = importlib.util.spec_from_file_location("code_health", ROOT / "benchmarks" / "code_health.py")
-    code_health = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(code_health)
     page = "\n".join(
         [
             "## 1. `plugin.py`: hooks",
