@@ -38,7 +38,7 @@ def test_draws():
 """
 
 
-def _draws(tmp_path: Path, folder: Path, label: str) -> set[str]:
+def _eager_inputs(tmp_path: Path, folder: Path, label: str) -> set[str]:
     log = tmp_path / f"{label}.log"
     env = dict(os.environ, CI="", DRAWS_LOG=str(log), PYTHONPATH=str(folder))  # CI: derandomized draws
     done = subprocess.run(
@@ -70,6 +70,6 @@ def test_the_same_draws_installed_editable_or_from_a_wheel(tmp_path):
         shutil.copytree(package, folder / "pytest_torchexport", ignore=shutil.ignore_patterns("__pycache__"))
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "test_draws.py").write_text(TEST)
-    editable, installed = _draws(tmp_path, local, "editable"), _draws(tmp_path, wheel, "wheel")
+    editable, installed = _eager_inputs(tmp_path, local, "editable"), _eager_inputs(tmp_path, wheel, "wheel")
     assert len(editable) > 20  # the search drew, and eager ran each input
     assert editable == installed
