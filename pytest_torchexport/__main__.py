@@ -8,43 +8,32 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from . import replay, verify
 from .glue import command
 from .results import merge
 
+#: Each command: its name, the module that adds its arguments (its docstring's first paragraph is
+#: the command's description) and its one-line help.
+COMMANDS: tuple[tuple[str, Any, str], ...] = (
+    ("merge", merge, "merge the JSON reports of CI shards into one report and gate it"),
+    ("check", command, "check models by name, with no test file: timm:NAME, torchvision:NAME, pkg.module:Factory"),
+    ("verify", verify, "check bundles (--torchexport-bundle) again here: another torch, a GPU runner"),
+    (
+        "replay",
+        replay,
+        "replay a failing example saved by --torchexport-repro-dir: exit 1 while it fails, 0 once fixed",
+    ),
+)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = merge.CommandLineParser(prog="python -m pytest_torchexport")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    merge.add_arguments(
-        commands.add_parser(
-            "merge",
-            help="merge the JSON reports of CI shards into one report and gate it",
-            description=merge.__doc__.split("\n\n")[0],
-        )
-    )
-    command.add_arguments(
-        commands.add_parser(
-            "check",
-            help="check models by name, with no test file: timm:NAME, torchvision:NAME, pkg.module:Factory",
-            description=command.__doc__.split("\n\n")[0],
-        )
-    )
-    verify.add_arguments(
-        commands.add_parser(
-            "verify",
-            help="check bundles (--torchexport-bundle) again here: another torch, a GPU runner",
-            description=verify.__doc__.split("\n\n")[0],
-        )
-    )
-    replay.add_arguments(
-        commands.add_parser(
-            "replay",
-            help="replay a failing example saved by --torchexport-repro-dir: exit 1 while it fails, 0 once fixed",
-            description=replay.__doc__.split("\n\n")[0],
-        )
-    )
+    for name, module, words in COMMANDS:
+        described = commands.add_parser(name, help=words, description=(module.__doc__ or "").split("\n\n")[0])
+        module.add_arguments(described)
     own, extra = command.split(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(own)
     if extra and args.command != "check":
