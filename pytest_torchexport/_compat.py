@@ -493,13 +493,12 @@ def add_database_digest(test: Any, digest: bytes) -> None:
 def scan_local_constants() -> bool:
     """Have hypothesis scan the local modules for constants to draw now (its private
     ``hypothesis.internal.conjecture.providers._get_local_constants``, which caches): True where it
-    did, False with a hypothesis that has no such function (hypothesis 6.170.17). The plugin's own
-    modules are kept out of that scan first (``plugin_modules_not_local``)."""
+    did, False with a hypothesis that has no such function (hypothesis 6.170.17). Its callers keep
+    the plugin's own modules out of it first (``plugin_modules_not_local``)."""
     try:
         from hypothesis.internal.conjecture.providers import _get_local_constants
     except ImportError:
         return False
-    plugin_modules_not_local()
     _get_local_constants()
     return True
 

@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .._compat import quiet_torch, scan_local_constants
+from .._compat import plugin_modules_not_local, quiet_torch, scan_local_constants
 from ..options import BUILTIN_BACKENDS
 
 #: [Shared First Use] The built-in backends whose export runs ``torch.export`` inside.
@@ -100,6 +100,9 @@ class Warmup:
         if self.hypothesis:
             return
         self.hypothesis = True
+        # [Own Constants] before this run's scan, as before a search's: scanned with the plugin's own
+        # modules, the scan would be made again once they are taken out
+        plugin_modules_not_local()
         try:
             from hypothesis import HealthCheck, Phase, Verbosity, given, settings
             from hypothesis import seed as hseed
