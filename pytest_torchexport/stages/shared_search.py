@@ -209,7 +209,7 @@ class _Drawing:
             recorded[1], _recorded_inputs(plan, recorded[0], eager.device)
         )
         self.deferred_s = 0.0
-        self.met: set[Draw] = set()  # what hypothesis drew so far, explicit inputs included
+        self.met: set[Draw] = set()  # what hypothesis drew so far, and the explicit inputs (``draw``)
 
     def run(self, draw: Draw, kind: str) -> None:
         """Eager on ``draw`` (of ``kind``: ``recorded``, ``drawn``, ...), unless tried already, past the
@@ -264,6 +264,7 @@ class _Drawing:
         from hypothesis.database import ReadOnlyDatabase
         from hypothesis.errors import HypothesisException
 
+        self.met.update(self.shared.kinds)  # tried already, each under its own kind
         test = hypothesis_test(
             self.generated,
             self.plan,
@@ -276,10 +277,8 @@ class _Drawing:
         )
         try:
             test()
-        except (
-            HypothesisException
-        ):  # eager rejected everything (Unsatisfiable), a health check: each check's own search says so
-            pass
+        except HypothesisException:
+            pass  # eager rejected everything (Unsatisfiable), a health check: each check's own search says so
 
     def affords(self, what: str) -> bool:
         """[Search Budget] Findings go before any input: eager's side of them only where every shared
@@ -347,7 +346,6 @@ def draw_once(
     drawing = _Drawing(eager, plan, shared, recorded, started)
     for draw, kind in kinds.items():
         drawing.run(draw, kind)
-    drawing.met.update(kinds)
     drawing.draw(options, session.database)
     if not options.vary_scalars:
         # [Baked Scalars Once] eager at each Python scalar's other value, for every backend's baked_argument check.
