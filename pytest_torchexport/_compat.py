@@ -248,6 +248,48 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def tree_flatten_with_path(tree: Any, is_leaf: Any = None) -> tuple[list[tuple[tuple[Any, ...], Any]], Any]:
+    """``pytree.tree_flatten_with_path`` that reads every registered node, as ``tree_flatten`` does.
+
+    A node registered without ``flatten_with_keys_fn`` (transformers 4.x and early 5.x register
+    ``ModelOutput`` so; so does a user's ``register_pytree_node(cls, flatten, unflatten)``) makes
+    torch's own function raise. Here its children come from its plain flatten, keyed by its
+    context where that is one string per child (``ModelOutput``'s field names, as later
+    releases key them) and by position otherwise; the spec is ``tree_flatten``'s."""
+    import torch.utils._pytree as pytree
+
+    _, spec = pytree.tree_flatten(tree, is_leaf=is_leaf)
+    return list(_key_paths((), tree, is_leaf)), spec
+
+
+def tree_leaves_with_path(tree: Any, is_leaf: Any = None) -> list[tuple[tuple[Any, ...], Any]]:
+    """``tree_flatten_with_path``'s pairs alone."""
+    return list(_key_paths((), tree, is_leaf))
+
+
+def _key_paths(path: tuple[Any, ...], tree: Any, is_leaf: Any) -> Iterator[tuple[tuple[Any, ...], Any]]:
+    import torch.utils._pytree as pytree
+
+    if is_leaf is not None and is_leaf(tree):
+        yield path, tree
+        return
+    handler = pytree.SUPPORTED_NODES.get(pytree._get_node_type(tree))
+    if handler is None:
+        yield path, tree
+        return
+    if handler.flatten_with_keys_fn is not None:
+        keyed = handler.flatten_with_keys_fn(tree)[0]
+    else:
+        children, context = handler.flatten_fn(tree)
+        names = list(context) if isinstance(context, (list, tuple)) else []
+        if len(names) == len(children) and all(isinstance(n, str) for n in names):
+            keyed = [(pytree.MappingKey(n), c) for n, c in zip(names, children)]
+        else:
+            keyed = [(pytree.SequenceKey(i), c) for i, c in enumerate(children)]
+    for key, child in keyed:
+        yield from _key_paths((*path, key), child, is_leaf)
+
+
 def graph_module_flat_inputs(graph_module: Any, call: Any) -> list[Any]:
     """The flat placeholders of an unflattened/exported ``GraphModule`` for ``call`` (``(args, kwargs)``),
     in its own input order: ``torch.fx._pytree.tree_flatten_spec`` over the module's private

@@ -138,7 +138,25 @@ def run(
         raise InvalidArgument(f"check() takes an nn.Module, got {type(module).__name__}")
     if not isinstance(args, tuple):
         args = (args,) if isinstance(args, torch.Tensor) else tuple(args)
-    plan = plan_inputs(module, args, kwargs, dims=options.dims, dynamic=options.dynamic, inputs=options.inputs)
+    try:
+        plan = plan_inputs(module, args, kwargs, dims=options.dims, dynamic=options.dynamic, inputs=options.inputs)
+    except InvalidArgument:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a value of the user's that no reader knows: every row says so
+        return Report(
+            [
+                outcome.row(
+                    outcome.unreadable(exc, f"[backend={name}, device={device}] ({module_name(module)})"),
+                    backend=name,
+                    device=device,
+                    nodeid=session.nodeid,
+                    test=session.test,
+                    module=module_name(module),
+                )
+                for device in resolve_devices(options.devices)
+                for name in options.backends
+            ]
+        )
     once = SharedCall(EagerOnce(), 0)  # one recorded call: check()'s own
     pending = [
         PendingCheck(module, plan, name, device, options, session=session, once=once)

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from .._compat import pytree
+from .._compat import pytree, tree_flatten_with_path
 from ..errors import InvalidArgument
 
 DEFAULT_DIM = "batch"
@@ -250,7 +250,7 @@ def plan_inputs(
     else:
         spec_by_index = {}
     tree = (tuple(args), kwargs)
-    with_path, spec = pytree.tree_flatten_with_path(tree)
+    with_path, spec = tree_flatten_with_path(tree)
     leaves = [leaf for _, leaf in with_path]
     paths = [pytree.keystr(p) for p, _ in with_path]
     tensor_idx = [i for i, leaf in enumerate(leaves) if isinstance(leaf, torch.Tensor)]

@@ -87,7 +87,7 @@ def write_values(path: Path, args: tuple[Any, ...], kwargs: dict[str, Any] | Non
                 if dtype not in _SCALAR_TYPES:
                     raise Unsupported(f"a {value.dtype} tensor")
                 tensor = value.detach().to("cpu").contiguous()
-                data = tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+                data = tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
                 out.write(b"\0" + head + struct.pack("<iI", _SCALAR_TYPES[dtype], tensor.dim()))
                 out.write(struct.pack(f"<{tensor.dim()}q", *tensor.shape) + struct.pack("<Q", len(data)) + data)
             elif isinstance(value, bool):

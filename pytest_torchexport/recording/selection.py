@@ -358,6 +358,14 @@ class _KindRun:
             if self.kind.name:
                 self._done.extra["call"] = self.kind.name
             return None
+        except Exception as exc:  # noqa: BLE001 - a value of the user's that no reader knows: the row says so
+            header = f"[backend={planned.backend}, device={planned.device}] ({candidate.name})"
+            self._done = row(
+                planned.backend, planned.device, planned.session, outcome.unreadable(exc, header), module=candidate.name
+            )
+            if self.kind.name:
+                self._done.extra["call"] = self.kind.name
+            return None
         return checks.PendingCheck(
             module,
             plan,

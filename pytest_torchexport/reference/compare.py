@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from .._compat import pytree
+from .._compat import pytree, tree_flatten_with_path
 
 # (rtol, atol) per dtype, exactly ``torch.testing.assert_close``'s defaults
 # (torch/testing/_comparison.py::_DTYPE_PRECISIONS); integers and bools are exact.
@@ -155,7 +155,7 @@ def _containers(obj: Any, read: Callable[[Any], Any]) -> Any:
 def _pytree_node(obj: Any, read: Callable[[Any], Any]) -> Any:
     """A node pytree flattens (a registered type such as transformers' ``ModelOutput``, a
     namedtuple): itself, unless a child needed reading; then its children by their keys."""
-    children, _ = pytree.tree_flatten_with_path(obj, is_leaf=lambda node: node is not obj)
+    children, _ = tree_flatten_with_path(obj, is_leaf=lambda node: node is not obj)
     if len(children) == 1 and children[0][0] == () and children[0][1] is obj:
         raise _Unsupported  # pytree takes it for a leaf
     parts = [read(child) for _, child in children]
@@ -210,7 +210,7 @@ _READERS: tuple[Callable[[Any, Callable[[Any], Any]], Any], ...] = (
 
 def flatten(obj: Any) -> tuple[list[tuple[str, Any]], pytree.TreeSpec]:
     """Leaves of a nested output with ``torch.testing``-style id paths (``['logits'][0]``)."""
-    with_path, spec = pytree.tree_flatten_with_path(normalize(obj))
+    with_path, spec = tree_flatten_with_path(normalize(obj))
     return [(pytree.keystr(path), leaf) for path, leaf in with_path], spec
 
 

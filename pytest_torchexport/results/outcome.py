@@ -134,6 +134,20 @@ def model_raised(error: BaseException, stage: str, header: str) -> Outcome:
     )
 
 
+def unreadable(exc: BaseException, header: str) -> Outcome:
+    """The verdict of a check whose recorded call holds a value the plugin cannot read into an input
+    plan (a class no reader knows, a pytree node whose flatten raises): said on the row, never raised."""
+    what = exception_words(exc)
+    return Outcome(
+        "usage_error",
+        f"The recorded call's inputs could not be read {header}\n{what}\n"
+        "Each argument must be a tensor, a Python value, a container of them or a class registered with "
+        "torch.utils._pytree; describe the inputs with inputs=[TensorSpec(...)] where they are not",
+        f"inputs not readable ({what})",
+        "usage",
+    )
+
+
 def plugin_raised(exc: BaseException, stage: str, header: str) -> Outcome:
     """The verdict of a check whose own code (the plugin's) raised ``exc`` during ``stage`` instead of
     ending with one: never a pass, a skip or a rejected input; the row fails with the stage's status,
