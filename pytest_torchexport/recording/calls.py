@@ -14,6 +14,8 @@ imported with the plugin, whose import stays torch-free (tests/test_import_witho
 
 from __future__ import annotations
 
+import copy
+import enum
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +67,10 @@ def gib(n: int) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**28 else f"{n / 2**20:.0f} MiB"
 
 
+#: Leaves a snapshot keeps as they are: values, whose copy is themselves.
+_KEPT = (str, bytes, int, float, complex, bool, type(None), enum.Enum, type)
+
+
 def snapshot(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
     import torch
 
@@ -76,7 +82,15 @@ def snapshot(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, 
             # as normal tensors the checks can use freely.
             with torch.inference_mode(False):
                 return value.detach().clone()
-        return value
+        if isinstance(value, _KEPT) or callable(value):
+            return value
+        # An object pytree does not flatten (a cache of a transformers release that registers none,
+        # a user's state object) is copied by value too: the test's next call may extend it in place.
+        with torch.inference_mode(False):
+            try:
+                return copy.deepcopy(value)
+            except Exception:  # noqa: BLE001 - an object that refuses to be copied is kept as it is
+                return value
 
     a, k = pytree.tree_map(clone, (tuple(args), dict(kwargs)))
     return tuple(a), dict(k)
@@ -106,6 +120,9 @@ class Call:
     #: a Python loop over forward (generate): the method of the test's call this forward call was made by ("generate"):
     #: a Python loop over forward is checked through the forward calls it makes, never as a method
     within: str | None = None
+    #: the arguments (positions and keyword names) that are a value an earlier recorded call
+    #: returned: state the test hands back, such as a KV cache, whatever the argument is called
+    handed: frozenset[int | str] = frozenset()
     #: while a method call is recorded: the calls of its own module's forward it makes
     inner: list[Call] = field(default_factory=list, repr=False)
 

@@ -86,6 +86,24 @@ def register_caches(*values: Any) -> None:
             _register_encoder_decoder(type(value))
 
 
+def remember_returned(out: Any, returned: dict[int, Any], depth: int = 4) -> None:
+    """Note in ``returned`` (id -> object) every container and object ``out`` holds, down to
+    ``depth`` levels, but not its tensors: one handed back to a later call is state (a cache)."""
+    import torch
+
+    if depth < 0 or isinstance(out, (torch.Tensor, str, bytes, int, float, bool, type(None))):
+        return
+    returned[id(out)] = out
+    if isinstance(out, (list, tuple)):
+        parts: Any = out
+    elif isinstance(out, dict):
+        parts = out.values()
+    else:
+        parts = [v for k, v in vars(out).items() if not k.startswith("_")] if hasattr(out, "__dict__") else []
+    for part in parts:
+        remember_returned(part, returned, depth - 1)
+
+
 def _register_encoder_decoder(cls: type) -> None:
     """``cls`` (an ``EncoderDecoderCache``) a pytree node the way transformers' own exporter
     makes it one, where the installed transformers has that exporter."""
@@ -109,19 +127,20 @@ def _entries(call: Call) -> tuple[dict[str, Any], bool]:
 
     entries: dict[str, Any] = {}
     cache = False
+    handed = _handed_names(call)
     for name, value in _named(call).items():
         leaves, spec = pytree.tree_flatten(value)
         carried: list[str | None] = []
         for leaf in leaves:
             if isinstance(leaf, torch.Tensor):
                 carried.append(f"{leaf.dim()}-D")
-            elif _is_cache(leaf) and _cache_length(leaf):
-                carried.append(type(leaf).__name__)
+            elif (_is_cache(leaf) and _cache_length(leaf)) or (name in handed and leaf is not None and not _plain(leaf)):
+                carried.append(type(leaf).__name__)  # state handed back, whatever pytree makes of it
             else:
                 carried.append(None)
         if not any(c is not None for c in carried):
             continue  # None, a flag, an empty cache: nothing to export
-        cache = cache or name in CACHE_NAMES or _is_cache(value)
+        cache = cache or name in CACHE_NAMES or name in handed or _is_cache(value)
         shape = carried[0] if spec.is_leaf() else (_container(spec), *carried)
         entries[name] = shape
     return entries, cache
@@ -147,6 +166,25 @@ def _named(call: Call) -> dict[str, Any]:
         else:
             named[name] = value
     return named
+
+
+def _plain(value: Any) -> bool:
+    return isinstance(value, (bool, int, float, complex, str, bytes))
+
+
+def _handed_names(call: Call) -> set[str]:
+    """The parameter names of the arguments ``call`` was handed back from an earlier call's outputs."""
+    import inspect
+
+    names = {key for key in call.handed if isinstance(key, str)}
+    positions = [key for key in call.handed if isinstance(key, int)]
+    if positions:
+        try:
+            params = list(inspect.signature(getattr(call.module, call.method)).parameters)
+        except (TypeError, ValueError, AttributeError):
+            params = []
+        names.update(params[i] if i < len(params) else f"arg {i}" for i in positions)
+    return names
 
 
 def _cache_length(cache: Any) -> int:

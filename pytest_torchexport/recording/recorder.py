@@ -114,6 +114,9 @@ class Recorder:
         # library code built
         self._module_init: Any = None
         self._built: dict[int, tuple[Any, int, Any]] = {}
+        # id -> the object, for what a recorded call returned (its containers and objects, not its
+        # tensors): a later call handed one of them back is carrying state, a cache whatever its name
+        self._returned: dict[int, Any] = {}
 
     def __enter__(self) -> Recorder:
         import torch
@@ -336,6 +339,10 @@ class Recorder:
             return None
         self._held[id(module)] = (count + 1, held + size)
         kinds.register_caches(args, kwargs)  # before the copy: a cache's tensors are copied with the call
+        handed: frozenset[int | str] = frozenset(
+            [i for i, value in enumerate(args) if self._returned.get(id(value)) is value]
+            + [name for name, value in kwargs.items() if self._returned.get(id(value)) is value]
+        )
         a, k = snapshot(args, kwargs)
         first = self._copies.get(id(module))
         call = Call(
@@ -347,6 +354,7 @@ class Recorder:
             training=bool(getattr(module, "training", False)),
             methods=methods,
             method=method,
+            handed=handed,
         )
         if first is None:
             self._copies[id(module)] = call
@@ -426,6 +434,7 @@ class Recorder:
         # Every recorded call's, before any copy: a later decode step extends this cache in place,
         # and a train-mode call's output cache is what the exporters must return as well.
         kinds.register_caches(out)
+        kinds.remember_returned(out, self._returned)
         if id(call.live) not in self._unverified:
             return
         if inside is not None:
