@@ -129,9 +129,28 @@ def is_user_file(filename: str) -> bool:
     path = os.path.realpath(filename)
     if path.startswith(_PACKAGE_DIR) or path.startswith(_scripts_dir()):
         return False
-    if "site-packages" in path or "dist-packages" in path:
+    if "site-packages" in path or "dist-packages" in path or _installed_top(path) is not None:
         return False
     return not any(path.startswith(os.path.realpath(d)) for d in _LIB_DIRS)
+
+
+def _installed_top(path: str) -> str | None:
+    """The top-level package ``path`` belongs to where it was installed outside site-packages
+    (``pip install --target DIR``, then ``PYTHONPATH=DIR``): a folder of its ancestors holds the
+    ``.dist-info`` records pip writes beside what it installs, which no source tree does."""
+    parts = Path(path).parts
+    for i in range(len(parts) - 1, 0, -1):
+        if _holds_dist_info(os.path.join(*parts[:i])):
+            return parts[i].split(".")[0]
+    return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _holds_dist_info(folder: str) -> bool:
+    try:
+        return any(name.endswith(".dist-info") for name in os.listdir(folder))
+    except OSError:
+        return False
 
 
 def is_plugin_file(filename: str) -> bool:
@@ -158,6 +177,9 @@ def _model_path(filename: str) -> bool:
         if parts[i] in ("site-packages", "dist-packages"):
             top = parts[i + 1].split(".")[0]
             return top not in TOOLCHAIN and top not in _runner_modules()
+    installed = _installed_top(path)
+    if installed is not None:
+        return installed not in TOOLCHAIN and installed not in _runner_modules()
     torch = sys.modules.get("torch")
     torch_file = getattr(torch, "__file__", None)
     if torch_file and path.startswith(os.path.dirname(os.path.realpath(torch_file)) + os.sep):
