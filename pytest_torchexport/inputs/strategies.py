@@ -179,8 +179,39 @@ def materialize(
         values[i] = tensor.to(device)
     for i, v in scalars.items():
         values[i] = v
+    if draw.mode != "recorded":
+        _labels_ignored_where_padded(plan, values)
     args, kwargs = pytree.tree_unflatten(values, plan.spec)
     return tuple(args), dict(kwargs)
+
+
+#: The label a loss skips (``torch.nn.CrossEntropyLoss``'s default ``ignore_index``, transformers' too).
+IGNORE_INDEX = -100
+
+
+def _labels_ignored_where_padded(plan: InputPlan, values: list[Any]) -> None:
+    """Integer ``labels`` of a drawn input, as a data pipeline pads them: the ignore index wherever
+    the attention mask of the same shape pads, and at the first position kept after padding (a
+    causal LM's shifted loss predicts it from the padded position before it), so that a loss
+    depends only on positions whose outputs are defined."""
+    masks = [
+        values[i]
+        for i, leaf in plan.tensors.items()
+        if (leaf.mask or _int_mask(leaf)) and "pad" not in leaf.name.lower()
+    ]
+    if not masks:
+        return
+    for i, leaf in plan.tensors.items():
+        labels = values[i]
+        if "label" not in leaf.name.lower() or labels.is_floating_point() or labels.dtype == torch.bool:
+            continue
+        mask = next((m for m in masks if m.shape == labels.shape), None)
+        if mask is None:
+            continue
+        padded = mask == 0
+        after_padding = torch.zeros_like(padded)
+        after_padding[..., 1:] = padded[..., :-1] & ~padded[..., 1:]
+        values[i] = labels.masked_fill(padded | after_padding, IGNORE_INDEX)
 
 
 def _tensor(leaf: LeafPlan, shape: list[int], draw: Draw, gen: torch.Generator) -> torch.Tensor:

@@ -234,15 +234,19 @@ class Compared:
     of: int = 0
     inputs: int = 0
     leaves: dict[str, Any] = field(default_factory=dict)
+    #: elements left out as undefined: outputs at queries the attention mask gives no key (search.py)
+    masked: int = 0
 
     def add(self, other: Compared) -> None:
         self.elements += other.elements
         self.of += other.of
         self.inputs += other.inputs
+        self.masked += other.masked
         self.leaves = self.leaves or other.leaves  # one call's structure: the first input's
 
     def as_dict(self) -> dict[str, Any]:
-        return {"elements": self.elements, "of": self.of, "inputs": self.inputs, "leaves": self.leaves}
+        counts = {"elements": self.elements, "of": self.of, "inputs": self.inputs, "leaves": self.leaves}
+        return {**counts, "masked": self.masked} if self.masked else counts
 
 
 def _counted(leaves: list[tuple[str, Any]], custom: bool) -> Compared:

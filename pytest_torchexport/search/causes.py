@@ -13,7 +13,7 @@ import torch
 from ..backends.base import Backend, ExportContext, GraphLevels
 from ..inputs.specs import InputPlan
 from ..inputs.strategies import FAR_MODES, PADDING_WORDS, Draw, materialize
-from ..reference.compare import flatten
+from ..reference.compare import flatten, unflatten_like
 from ..reference.eager import copy_module
 from .failure import Failure
 
@@ -150,6 +150,8 @@ class MaskedRows:
     #: Batch rows the mask keeps no position of (padding only): every query there, causal or not,
     #: attends to no key, and an output pooled over the row (a classifier's logits) differs whole.
     rows: tuple[int, ...] = ()
+    #: output elements at those positions, left out of the comparison
+    elements: int = 0
 
     @property
     def left_padding(self) -> tuple[tuple[int, int], ...]:
@@ -157,32 +159,44 @@ class MaskedRows:
         return tuple(p for p in self.positions if p[0] not in self.rows)
 
 
-def masked_rows(check: Any, failure: Failure) -> MaskedRows | None:
-    """Whether ``failure`` (a value mismatch) is confined to query positions that attend to no key:
-    eager's values put in the artifact's outputs at those positions, the comparison passes."""
-    cmp = failure.comparison
-    if failure.status != "mismatch" or cmp is None or not cmp.diffs or failure.state or check.artifacts is None:
-        return None
-    found = _attention_mask(failure.args, failure.kwargs)
+def is_causal(module: Any) -> bool:
+    """Whether ``module`` attends causally (a query sees only the keys at or before it): an attention
+    submodule says so (transformers' ``is_causal``), as a decoder's does and an encoder's does not."""
+    return (
+        any(getattr(m, "is_causal", False) is True for m in module.modules())
+        if isinstance(module, torch.nn.Module)
+        else False
+    )
+
+
+def no_key_positions(module: Any, expected: Any, actual: Any, args: Any, kwargs: Any) -> tuple[MaskedRows, Any] | None:
+    """Where the inputs' attention mask leaves a query no key to attend to (a batch row of padding
+    only; for a causal model also the positions before the first kept one), the outputs are
+    undefined: each runtime fills them its own way. Returns where ``actual`` differs from
+    ``expected`` there and ``actual`` with eager's values put there, to compare the rest; None where
+    there is no such position or nothing differs there."""
+    found = _attention_mask(args, kwargs)
     if found is None:
         return None
     name, kept = found
-    no_key = kept.cumsum(-1) == 0  # nothing kept at or before the position (the whole row, where nothing is)
+    empty = ~kept.any(-1)  # batch rows of padding only
+    no_key = kept.cumsum(-1) == 0 if is_causal(module) else empty[:, None].expand_as(kept)
     if not bool(no_key.any()):
         return None
-    empty = ~kept.any(-1)  # batch rows of padding only
-    expected = check.eager(failure.args, failure.kwargs).outputs
-    actual, _ = check.run(check.artifacts.runnable, failure.args, failure.kwargs)
-    exp_leaves = [(p, v) for p, v in flatten(expected)[0] if isinstance(v, torch.Tensor)]
-    act_leaves = [v for _, v in flatten(actual)[0] if isinstance(v, torch.Tensor)]
-    if len(exp_leaves) != len(act_leaves):
+    exp_flat, _ = flatten(expected)
+    act_flat, act_spec = flatten(actual)
+    if len(exp_flat) != len(act_flat):
         return None
-    patched, leaves = [], []
+    patched_leaves, leaves = [], []
     differing: set[Any] = set()
     rows_differing: set[int] = set()
-    for (path, e), a in zip(exp_leaves, act_leaves):
+    masked = 0
+    for (path, e), (_, a) in zip(exp_flat, act_flat):
+        if not (isinstance(e, torch.Tensor) and isinstance(a, torch.Tensor)) or tuple(a.shape) != tuple(e.shape):
+            patched_leaves.append(a)
+            continue
         axis = _position_axis(e, kept.shape)
-        if axis is None and tuple(a.shape) == tuple(e.shape) and _pooled(e, kept.shape) and bool(empty.any()):
+        if axis is None and _pooled(e, kept.shape) and bool(empty.any()):
             # An output with no position axis (pooled over the row): only a row of padding only is arbitrary.
             a = a.clone()
             rows = empty.to(e.device)
@@ -190,11 +204,12 @@ def masked_rows(check: Any, failure: Failure) -> MaskedRows | None:
             if bool(where.any()):
                 leaves.append(path)
                 rows_differing.update(int(i) for i in rows.nonzero().flatten()[where].tolist())
+            masked += int(e[rows].numel())
             a[rows] = e[rows]
-            patched.append(a)
+            patched_leaves.append(a)
             continue
-        if axis is None or tuple(a.shape) != tuple(e.shape):
-            patched.append(a)
+        if axis is None:
+            patched_leaves.append(a)
             continue
         a = a.clone()
         moved_e, moved_a = e.movedim(axis, 1), a.movedim(axis, 1)  # (batch, position, ...) views
@@ -203,12 +218,14 @@ def masked_rows(check: Any, failure: Failure) -> MaskedRows | None:
         if bool(where.any()):
             leaves.append(path)
             differing.update(tuple(int(i) for i in ix) for ix in rows.nonzero()[where].tolist())
+        masked += int(moved_e[rows].numel())
         moved_a[rows] = moved_e[rows]
-        patched.append(a)
-    if not (differing or rows_differing) or not check.compare([v for _, v in exp_leaves], patched, custom=False).ok:
+        patched_leaves.append(a)
+    if not (differing or rows_differing):
         return None
     rows_differing.update(b for b, _ in differing if bool(empty[b]))
-    return MaskedRows(name, tuple(sorted(differing)), tuple(leaves), tuple(sorted(rows_differing)))
+    found_rows = MaskedRows(name, tuple(sorted(differing)), tuple(leaves), tuple(sorted(rows_differing)), masked)
+    return found_rows, unflatten_like(patched_leaves, act_spec)
 
 
 def _pooled(leaf: Any, mask_shape: Any) -> bool:

@@ -31,7 +31,6 @@ class Failure:
     no_localization: str | None = None  # why diverges_at is missing, where localisation was tried
     runtime_optimizer: Any = None  # causes.RuntimeOptimizer: the input passes with onnxruntime's optimizer off
     shipped_step: Any = None  # causes.ShippedStep: the first post-processing step after which the input fails
-    masked_rows: Any = None  # causes.MaskedRows: the difference is confined to query positions that attend to no key
     #: [State After Every Input] (the buffers the input updated, "buffers" or "second call"): the
     #: outputs matched, the state the artifact kept did not
     state: tuple[list[str], str] | None = None

@@ -35,7 +35,7 @@ from ..results.report import CauseKind, Finding, Result
 from ..stages.artifacts import link_replay
 from ..stages.check import Check
 from ..stages.exporting import with_cause
-from .causes import MaskedRows, keyword_order, masked_rows
+from .causes import MaskedRows, keyword_order
 from .failure import Failure, Stats
 from .localize import MESSAGE_LINES
 from .repro import save
@@ -269,15 +269,11 @@ def _remedy(failure: Failure, name: str, passes_with: dict[str, float] | None, r
     elif failure.status == "mismatch" and passes_with:
         pw = passes_with
         # [Noise Oracle] Only the float64 run may call a difference a defect (noise.py).
-        verdict = (
-            "all of it at query positions that attend to no key"
-            if failure.masked_rows is not None
-            else verdict_words(failure.noise)
-        )
+        verdict = verdict_words(failure.noise)
         if failure.noise is not None:
             result.extra["float64_check"] = failure.noise.as_dict()
         noise = failure.noise
-        if noise is not None and noise.judged and not noise.rounding and failure.masked_rows is None:
+        if noise is not None and noise.judged and not noise.rounding:
             # The float64 run called it a defect: no tolerance is the fix, so none is offered.
             fix = "" if failure.baked_scalars else f" Fix the cause above, or {xfail}"
             lines.append(f"This is {verdict}.{fix}")
@@ -446,12 +442,7 @@ def _probe_cause(failure: Failure, plan: InputPlan) -> str | None:
 def likely_cause(check: Check, failure: Failure, stats: Stats, export_path: Any) -> tuple[str | None, CauseKind | None]:
     """The causes the experiments and the findings point at, in a person's words, and the
     kind of the first; (None, None) where none."""
-    failure.masked_rows = masked_rows(check, failure)
-    causes = (
-        _masked_cause(check, failure.masked_rows)
-        + _order_cause(check, failure)
-        + _blamed(check, failure, stats, export_path)
-    )
+    causes = _order_cause(check, failure) + _blamed(check, failure, stats, export_path)
     held = with_cause(check.compiled, check.result.module, None)
     if not causes and failure.status == "run_error" and failure.small_dims_blamed is not False:
         sizes = dict(failure.draw.sizes)
@@ -492,49 +483,40 @@ def likely_cause(check: Check, failure: Failure, stats: Stats, export_path: Any)
     return "; ".join(text for _, text in causes), causes[0][0]
 
 
-def _masked_cause(check: Check, masked: MaskedRows | None) -> list[tuple[CauseKind, str]]:
-    """A difference confined to query positions that attend to no key: a finding
-    with the positions, and the cause said as what it is (not a numeric defect). Two ways a
-    query has no key: a row the mask keeps nothing of (padding only: every query, causal or
-    not), and left padding under a causal mask (the positions before the first kept one)."""
-    if masked is None:
-        return []
+def masked_finding(name: str, masked: list[MaskedRows]) -> Finding:
+    """The inputs whose outputs differed only at query positions that attend to no key, left out of
+    the comparison: where, on the first of them, and why. Two ways a query has no key: a row the
+    mask keeps nothing of (padding only: every query, causal or not), and left padding under a
+    causal mask (the positions before the first kept one)."""
+    first = masked[0]
     where, why = [], []
-    if masked.rows:
-        rows = ", ".join(map(str, masked.rows[:8])) + (" ..." if len(masked.rows) > 8 else "")
-        where.append(f"batch row{'s' * (len(masked.rows) > 1)} {rows}")
+    if first.rows:
+        rows = ", ".join(map(str, first.rows[:8])) + (" ..." if len(first.rows) > 8 else "")
+        where.append(f"batch row{'s' * (len(first.rows) > 1)} {rows}")
         why.append(
-            f"{masked.mask} keeps no position of {'those rows' if len(masked.rows) > 1 else 'that row'} "
+            f"{first.mask} keeps no position of {'those rows' if len(first.rows) > 1 else 'that row'} "
             "(padding only), so no query there attends to any key"
         )
-    left = masked.left_padding
+    left = first.left_padding
     if left:
         shown = ", ".join(f"({b}, {s})" for b, s in left[:8]) + (" ..." if len(left) > 8 else "")
         where.append(f"(batch row, position) {shown}")
         why.append(
-            f"{masked.mask} keeps no position at or before {'them' if masked.rows else 'those'} (left "
+            f"{first.mask} keeps no position at or before {'them' if first.rows else 'those'} (left "
             "padding), so a causal query there attends to no key"
         )
-    check.result.findings.append(
-        Finding(
-            "masked_rows",
-            f"{check.name} differs from eager only at {' and '.join(where)} of {', '.join(masked.outputs)}: {'; '.join(why)}",
-        )
+    more = f"; likewise on {len(masked) - 1} more input{'s' * (len(masked) > 2)}" if len(masked) > 1 else ""
+    return Finding(
+        "masked_rows",
+        f"{name} differs from eager only at {' and '.join(where)} of {', '.join(first.outputs)}: {'; '.join(why)}. "
+        "What a softmax over no key gives is each runtime's own choice (eager: 0 or the like; onnxruntime: the "
+        f"mean of V), so those outputs are undefined and left out of the comparison{more}",
     )
-    return [
-        (
-            "masked_rows",
-            f"the outputs differ only at query positions that attend to no key ({'; '.join(why)}: {' and '.join(where)}). "
-            "What a softmax over no key gives is each runtime's own "
-            "choice (eager: 0 or the like; onnxruntime: the mean of V), and every other position agrees within the "
-            "tolerances: whether those rows matter is the tolerance's call",
-        )
-    ]
 
 
 def _order_cause(check: Check, failure: Failure) -> list[tuple[CauseKind, str]]:
     """An export that binds keyword arguments by position: the re-export in forward's order passes."""
-    order = None if failure.masked_rows is not None else keyword_order(check, failure)
+    order = keyword_order(check, failure)
     if order is None:
         return []
     return [

@@ -30,7 +30,15 @@ from ..stages.search_budget import ALWAYS, BudgetClock
 from ..stages.shared_search import explicit_draws, hypothesis_home, hypothesis_test
 from . import causes, localize
 from .failure import Failure, Stats, track_vacuous
-from .messages import explain_failure, nothing_compared, pass_message, rejection_finding, shipped_words, vacuous_finding
+from .messages import (
+    explain_failure,
+    masked_finding,
+    nothing_compared,
+    pass_message,
+    rejection_finding,
+    shipped_words,
+    vacuous_finding,
+)
 
 
 class Rejected(Exception):
@@ -98,6 +106,8 @@ class Search:
         self.noise: list[NoiseVerdict] = []  # inputs that passed as rounding
         #: [Unguarded Sizes] a guard the export proved -> the first input outside it that still matched
         self.unguarded: dict[str, str] = {}
+        #: inputs whose outputs differed only where their attention mask leaves a query no key (undefined)
+        self.masked: list[causes.MaskedRows] = []
 
     # -- one input -------------------------------------------------------------------------
 
@@ -185,6 +195,8 @@ class Search:
             self.stats.run_s += time.perf_counter() - t0
         t0 = time.perf_counter()
         cmp = self.check.compare(call.outputs, actual)
+        if not cmp.ok and not call.state:
+            cmp = self._defined_only(call.outputs, actual, (args, kwargs), cmp)
         self.stats.compare_s += time.perf_counter() - t0
         guard = self._guard(draw, args, kwargs)
         if guard and not cmp.ok:
@@ -219,6 +231,21 @@ class Search:
                 verdict,
             )
         return Attempt(call, mismatch, cmp, verdict)
+
+    def _defined_only(self, expected: Any, actual: Any, inputs: tuple[Any, Any], cmp: Comparison) -> Comparison:
+        """The comparison without the outputs the input leaves undefined (queries its attention mask
+        gives no key to attend to): where the difference is all there, the input passes, and the row
+        names those positions (a ``masked_rows`` finding)."""
+        found = causes.no_key_positions(self.check.eager.module, expected, actual, *inputs)
+        if found is None:
+            return cmp
+        rest = self.check.compare(expected, found[1])
+        if not rest.ok:
+            return cmp
+        self.masked.append(found[0])
+        rest.compared.masked = found[0].elements
+        rest.compared.elements = max(rest.compared.elements - found[0].elements, 0)
+        return rest
 
     def _state_check(
         self, artifact: Any, inputs: tuple[Any, Any], call: EagerCall, ran: bool
@@ -526,6 +553,8 @@ class Search:
                     "though torch.export did not prove them; they are checked by value only",
                 )
             )
+        if self.masked:
+            result.findings.append(masked_finding(self.check.name, self.masked))
         vacuous_finding(result, stats)
         rejection_finding(result, stats, self.check.plan)
         noise_finding(result, self.noise, stats.examples)
