@@ -18,7 +18,7 @@ LM (GPT-2, Llama), image classification, CTC (wav2vec2), and the base model last
 The call (``inputs``): token ids drawn in the vocabulary (the first and the last id among
 them) and an attention mask with one row padded, on the left for a causal LM (as served for
 batched generation) and on the right otherwise; a causal LM then makes a decode step: one new
-token with the prefill's ``past_key_values`` fed back, the mask one longer. Images are
+token with the prefill's cache fed back (as the release names it), the mask one longer. Images are
 ``(2, channels, image_size, image_size)``, waveforms 1600 samples.
 """
 
@@ -182,8 +182,19 @@ def causal(model: Any) -> bool:
         config is not None
         and not getattr(config, "is_encoder_decoder", False)
         and type(model).__name__.endswith(("ForCausalLM", "LMHeadModel"))
-        and "past_key_values" in inspect.signature(model.forward).parameters
+        and cache_argument(model) is not None
     )
+
+
+#: What transformers calls the cache a forward takes and returns: ``cache`` from 5.24 on,
+#: ``past_key_values`` before (still taken, with a deprecation warning, until 5.40).
+CACHE_ARGUMENTS = ("cache", "past_key_values")
+
+
+def cache_argument(model: Any) -> str | None:
+    """The name ``model.forward`` takes its cache by, in the installed release's own words."""
+    params = inspect.signature(model.forward).parameters
+    return next((name for name in CACHE_ARGUMENTS if name in params), None)
 
 
 def inputs(model: Any, spec: ModelSpec) -> tuple[tuple[Any, ...], dict[str, Any], str, Any]:
@@ -208,7 +219,8 @@ def inputs(model: Any, spec: ModelSpec) -> tuple[tuple[Any, ...], dict[str, Any]
         side = "left" if left else "right"
         source = f"transformers {type(model).__name__}: ids in its vocabulary of {vocab}, a mask padded on the {side}"
         if left:
-            return (), kwargs, source + ", then a decode step with the cache", _decode(vocab, generator)
+            name = cache_argument(model) or "past_key_values"
+            return (), kwargs, source + ", then a decode step with the cache", _decode(vocab, generator, name)
         return (), kwargs, source, None
     if main == "pixel_values":
         channels, size = getattr(config, "num_channels", 3), getattr(config, "image_size", 224)
@@ -243,13 +255,14 @@ def _padded(length: int, *, left: bool) -> Any:
     return mask
 
 
-def _decode(vocab: int, generator: Any) -> Any:
-    """The decode step after a prefill: one new token per row, the prefill's cache fed back."""
+def _decode(vocab: int, generator: Any, name: str) -> Any:
+    """The decode step after a prefill: one new token per row, the prefill's cache fed back as ``name``."""
     import torch
 
     def step(kwargs: dict[str, Any], output: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
         new = torch.randint(0, vocab, (BATCH, 1), generator=generator)
-        nxt: dict[str, Any] = {"input_ids": new, "past_key_values": output.past_key_values}
+        cache = next(getattr(output, n) for n in CACHE_ARGUMENTS if getattr(output, n, None) is not None)
+        nxt: dict[str, Any] = {"input_ids": new, name: cache}
         if "attention_mask" in kwargs:
             mask = kwargs["attention_mask"]
             nxt["attention_mask"] = torch.cat([mask, torch.ones(BATCH, 1, dtype=mask.dtype)], dim=1)
