@@ -260,19 +260,12 @@ class Recorder:
         args, kwargs = bound_call(module, code, local, target)
         if not any(isinstance(leaf, torch.Tensor) for leaf in pytree.tree_leaves((args, kwargs))):
             return  # model.reset_classifier(10): configures, does not compute
+        # A decorated method (@torch.no_grad(), transformers' @deprecate_kwarg, several stacked): the
+        # test called the outermost wrapper; the call is the test's if that wrapper's caller is.
+        wrappers = _wrapper_codes(function, target)
         caller = frame.f_back
-        # A decorated method (@torch.no_grad(), @torch.inference_mode()): the test called the
-        # decorator's wrapper, whose frame is torch's; the call is the test's if the wrapper's is.
-        wrapper = getattr(function, "__code__", None) if function is not target else None
-        for _ in range(3):
-            if wrapper is None or caller is None:
-                break
-            if caller.f_code is wrapper:
-                caller = caller.f_back
-                break
+        while caller is not None and caller.f_code in wrappers:
             caller = caller.f_back
-        else:
-            caller = frame.f_back
         self._entered = frame
         self._depth += 1
         if caller is not None and test_code(caller) and self._is_test_call(torch, caller):
@@ -512,6 +505,22 @@ class Recorder:
 
         exporter.__wrapped__ = fn  # type: ignore[attr-defined]
         return exporter
+
+
+def _wrapper_codes(function: Any, target: Any) -> set[Any]:
+    """The code of every decorator wrapper between ``function`` and the method ``target`` it wraps
+    (the ``__wrapped__`` chain ``functools.wraps`` leaves): the frames between the test's call and
+    the method's own."""
+    codes = set()
+    current = function
+    for _ in range(16):
+        if current is None or current is target:
+            break
+        code = getattr(current, "__code__", None)
+        if code is not None:
+            codes.add(code)
+        current = getattr(current, "__wrapped__", None)
+    return codes
 
 
 def _said(exc: BaseException) -> str:
