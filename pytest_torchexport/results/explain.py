@@ -474,6 +474,9 @@ def trim_error(exc: BaseException, limit: int = 12) -> str:
     text = _TRACER_TYPE.sub(r"\1(...): \2", strip_ansi(str(exc)).strip())
     if "## Exception summary" in text:
         text = text.split("## Exception summary", 1)[1].strip()
+    # torch.export.save's SerializeError quotes the traceback of the error under it: the node it
+    # could not serialize is the reason, the traceback is noise.
+    text = text.split(" Original exception Traceback", 1)[0].split("\nOriginal exception Traceback", 1)[0].strip()
     keep: list[str] = []
     for line in text.splitlines():
         stripped = line.strip()
@@ -580,7 +583,10 @@ def error_finding(
         frame = fallback
     loc = where(*frame) if frame else None
     line = source_line(*frame) if frame else ""
-    for needles, kind, cause in _ERROR_KINDS:
+    # The kinds below are what an exporter says of the model's code; a save or a load that fails
+    # says it of the artifact, whatever words its message shares with them.
+    kinds = _ERROR_KINDS if stage == "export" else ()
+    for needles, kind, cause in kinds:
         if any(n in text or n in type(exc).__name__ for n in needles):
             detail = cause.format(backend=backend) + (f" at {loc} (`{line}`)" if loc else "")
             return Finding(kind, detail, loc)

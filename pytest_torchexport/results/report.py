@@ -297,8 +297,11 @@ class Result:
                 if finding.kind in _NOTABLE:
                     return finding.kind
             return ""
-        for finding in self.findings:
-            if finding.kind in _EXPLAINING:
+        # The finding the verdict names as its cause (an exporter's error at its own line), before
+        # one the export noticed on the way (a frozen branch elsewhere).
+        named = next((f for f in self.findings if f.kind == self.cause_kind), None)
+        for finding in ([named] if named else []) + self.findings:
+            if finding.kind in _EXPLAINING or finding is named:
                 where = f" {finding.where}" if finding.where else ""
                 return f"{finding.kind}{where}"
         # A row of an older report has no likely_cause: its cell is empty (never parsed from the message).

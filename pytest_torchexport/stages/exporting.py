@@ -32,7 +32,7 @@ from ..inputs.specs import InputPlan
 from ..inputs.strategies import Draw, materialize, recorded_draw
 from ..isolation import runner
 from ..isolation.runner import THIS
-from ..reference.compare import output_scales
+from ..reference.compare import flatten, output_scales
 from ..reference.eager import copy_module, reset_state, snapshot
 from ..results import explain
 from ..results.outcome import Stop
@@ -276,12 +276,44 @@ def export_failed(check: Check, exc: BaseException, stage: str) -> NoReturn:
     if cause is not None:
         lines.append(f"Likely cause: {cause}")
     else:  # no line of the user's to blame: the exporter's own words, already the message's second line
-        cause, kind = reason, "exporter_error"
+        cause, kind = _unserializable(name, reason) if stage == "save" else _cache_out(check, reason), "exporter_error"
+        if cause is not None:
+            lines.append(f"Likely cause: {cause}")
+        cause = cause or reason
     lines.append(f"Example inputs: {check.plan.describe()}")
     lines.append(
         f'If {name} is not a path you ship, drop it with backends=[...] or mark it known with xfail={{"{name}": "reason"}}'
     )
     raise Stop("export_error" if stage in ("export", "save") else "load_error", "\n".join(lines), cause, kind)
+
+
+_SERIALIZING = re.compile(r"Failed serializing node (\S+) in graph: .*?target=([\w.]+)")
+
+
+def _cache_out(check: Check, reason: str) -> str | None:
+    """The dynamo ONNX exporter's refusal of a program that returns a KV cache (its tensors are lifted
+    constants it cannot place), where the recorded outputs hold one."""
+    if "lifted_tensor" not in reason:
+        return None
+    caches = [p for p, _ in flatten(check.recorded.outputs)[0] if "cache" in p.lower() or "past" in p.lower()]
+    if not caches:
+        return None
+    return (
+        f"the outputs hold a KV cache ({caches[0].split('.', 1)[0]}), which {check.name} cannot return from the "
+        "program it exports; export the call with use_cache=False (the logits alone), or check this backend on it"
+    )
+
+
+def _unserializable(name: str, reason: str) -> str | None:
+    """A saver's refusal of one node of a captured program, in a person's words."""
+    found = _SERIALIZING.search(reason)
+    if found is None:
+        return None
+    node, target = found.groups()
+    return (
+        f"{name} captured the module, but its saver cannot serialize the node {node} ({target}) the capture "
+        "kept: the artifact cannot be written, so it cannot be shipped"
+    )
 
 
 def roundtrip(check: Check, artifact: Any, ctx: ExportContext) -> Any:
