@@ -300,9 +300,9 @@ def _dynamic_axes(
             i = resolve_input(key, paths, names, tensor_idx, param_names)
             axes_for[i] = dict(axes)
     else:
-        sizes0 = {leaves[i].shape[0] for i in tensor_idx if leaves[i].dim() > 0}
-        if tensor_idx and len(sizes0) == 1 and all(leaves[i].dim() > 0 for i in tensor_idx):
-            for i in tensor_idx:
+        batched = _batched(leaves, tensor_idx, names)
+        if batched:
+            for i in batched:
                 axes_for[i] = {0: DEFAULT_DIM}
             # A sequence only beside a batch: (batch, length) token inputs; two [2, E] edge
             # lists of a graph beside its [N, F] nodes share a size, not a sequence.
@@ -310,13 +310,29 @@ def _dynamic_axes(
             # ``encoder_hidden_states``) have the encoder's length, which may equal the decoder's
             # by coincidence: neither sequence, they keep their recorded sizes.
             for dim, prefix in ((SEQUENCE_DIM, ""), (DECODER_SEQUENCE_DIM, "decoder_")):
-                members = [i for i in tensor_idx if _group(names[i]) == prefix]
+                members = [i for i in batched if _group(names[i]) == prefix]
                 found = _sequence_axes(leaves, members, names)
                 if prefix == "" and any(_is_audio(leaves[i], names[i]) for i in found):
                     dim = SAMPLES_DIM  # a waveform's samples (and its mask): the row's sizes say so
                 for i in found:
                     axes_for[i][1] = dim
     return axes_for
+
+
+#: Inputs of a text model that carry no batch: ``head_mask [layers, heads]`` (transformers).
+UNBATCHED_WORDS = ("head_mask",)
+
+
+def _batched(leaves: list[Any], tensor_idx: list[int], names: dict[int, str]) -> list[int]:
+    """The tensor inputs whose dim 0 is the default batch dim: all of them where all share that size,
+    a text model's (token ids first) inputs that hold no batch (``head_mask``) left out, so that such
+    an input never keeps the batch and the sequence from being searched."""
+    if not tensor_idx or not all(leaves[i].dim() > 0 for i in tensor_idx):
+        return []
+    first = leaves[tensor_idx[0]]
+    text = first.dim() == 2 and not (first.is_floating_point() or first.is_complex() or first.dtype == torch.bool)
+    carrying = [i for i in tensor_idx if not (text and any(w in names[i].lower() for w in UNBATCHED_WORDS))]
+    return carrying if len({leaves[i].shape[0] for i in carrying}) == 1 else []
 
 
 def _group(name: str) -> str | None:
