@@ -56,5 +56,30 @@ def test_a_missing_model_library_prints_a_line_pinned_to_the_installed_torch():
 
     from pytest_torchexport.recording.model_specs import install_line
 
-    assert install_line("timm") == f'pip install timm "torch=={version("torch")}"'
-    assert install_line("torchvision") == f'pip install torchvision "torch=={version("torch")}"'
+    torch = version("torch")
+    release, _, build = torch.partition("+")
+    vision = f'"torchvision==0.{int(release.split(".")[1]) + 15}.*"'
+    index = f" --extra-index-url https://download.pytorch.org/whl/{build}" if build else ""
+    assert install_line("timm") == f'pip install timm {vision} "torch=={torch}"{index}'
+    assert install_line("torchvision") == f'pip install {vision} "torch=={torch}"{index}'
+    # the pairing itself: torch 2.13 builds pair with torchvision 0.28, from the index of the same build
+    assert vision == '"torchvision==0.28.*"' or not torch.startswith("2.13")
+
+
+def test_a_model_library_built_for_another_torch_is_one_line_naming_both_versions(tester):
+    """A torchvision that registers its ops against another torch fails its import with a RuntimeError
+    (not an ImportError): one usage_error line with both versions and the pairing line, no traceback."""
+    fake = tester.path / "elsewhere" / "torchvision"  # imported first: it fails as a mismatched build does
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise RuntimeError('operator torchvision::nms does not exist')\n")
+    tester.makeconftest(f"import sys\nsys.path.insert(0, {str(fake.parent)!r})\nsys.modules.pop('torchvision', None)\n")
+    result = tester.runpytest("--torchexport-model=torchvision:resnet18", "--torchexport-backends=trace")
+    result.assert_outcomes(failed=1)
+    result.stdout.re_match_lines(
+        [
+            r"torchvision:resnet18: torchvision does not load against this torch \(torch \S+.*\): "
+            r"RuntimeError: operator torchvision::nms does not exist",
+            r"Install the build that pairs with your torch: pip install \"torchvision==0\.\d+\.\*\" \"torch==\S+\".*",
+        ]
+    )
+    assert "Traceback" not in result.stdout.str() and len(result.stdout.lines) < 60

@@ -305,9 +305,9 @@ def test_library_not_installed_gives_the_pip_line(tester):
     result.stdout.re_match_lines(
         [
             r"timm:resnet18: timm is not installed in this environment \(.*python.*\)\.",
-            r"Install it: pip install timm \"torch==\d.*\"",
+            r"Install it: pip install timm \"torchvision==0\.\d+\.\*\" \"torch==\d.*\".*",
             r"torchvision:resnet18: torchvision is not installed in this environment \(.*\)\.",
-            r"Install it: pip install torchvision \"torch==\d.*\"",
+            r"Install it: pip install \"torchvision==0\.\d+\.\*\" \"torch==\d.*\".*",
         ]
     )
 

@@ -25,14 +25,25 @@ FORMS = (
 
 def install_line(library: str) -> str:
     """The pip line for a model library, held to the torch installed here: each torchvision
-    release requires one exact torch (timm requires torchvision), so an unpinned line may
-    replace the user's torch build (a CUDA one with a CPU one, or another version)."""
+    release is built for one torch release and one build of it (CPU, a CUDA version), and timm
+    requires torchvision, so an unpinned line may bring a torchvision that cannot load beside the
+    user's torch, or replace that torch. The line names the torchvision of the same release
+    (torch 2.N pairs with torchvision 0.(N+15)) and, for a CPU or CUDA build, PyTorch's index of
+    that build, where pip finds it."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return f'{LIBRARIES[library]} "torch=={version("torch")}"'
+        torch = version("torch")
     except PackageNotFoundError:
         return LIBRARIES[library]
+    if library == "transformers":
+        return f'{LIBRARIES[library]} "torch=={torch}"'
+    release, _, build = torch.partition("+")
+    major, minor = (int(part) for part in release.split(".")[:2])
+    vision = f"torchvision=={major - 2}.{minor + 15}.*" if major == 2 else "torchvision"
+    index = f" --extra-index-url https://download.pytorch.org/whl/{build}" if build else ""
+    packages = "timm " if library == "timm" else ""
+    return f'pip install {packages}"{vision}" "torch=={torch}"{index}'
 
 
 class ModelError(Exception):

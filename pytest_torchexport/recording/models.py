@@ -156,6 +156,25 @@ def _import_library(spec: ModelSpec) -> Any:
             f"{spec.text}: {spec.target} is installed but cannot be imported: {type(exc).__name__}: {exc}\n"
             f"Install what it needs: {install_line(spec.target)} (with its dependencies)"
         ) from exc
+    except Exception as exc:  # noqa: BLE001 - a library built for another torch fails its import in any way
+        raise ModelError(_mismatched(spec, exc)) from None
+
+
+def _mismatched(spec: ModelSpec, exc: BaseException) -> str:
+    """A model library whose import fails against the installed torch (a torchvision built for another
+    torch release or build registers its ops and fails): both versions, and the line that pairs them."""
+    from .._compat import package_version
+
+    said = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    versions = [f"torch {package_version('torch')}"]
+    for name in dict.fromkeys((spec.target, "torchvision")):
+        found = package_version(name)
+        if found and (name == spec.target or name in said):
+            versions.append(f"{name} {found}")
+    return (
+        f"{spec.text}: {spec.target} does not load against this torch ({', '.join(versions)}): "
+        f"{type(exc).__name__}: {said}\nInstall the build that pairs with your torch: {install_line(spec.target)}"
+    )
 
 
 def _library_model(spec: ModelSpec) -> Any:
