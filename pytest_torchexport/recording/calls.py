@@ -67,6 +67,35 @@ def gib(n: int) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**28 else f"{n / 2**20:.0f} MiB"
 
 
+def _by_value(value: Any, memo: dict[int, Any], torch: Any, depth: int = 8) -> Any:
+    """``value`` with every tensor it holds cloned (detached: ``deepcopy`` refuses a tensor with a
+    grad_fn, as a cache built outside ``no_grad`` holds), its containers and objects copied around
+    them; shared parts stay shared. What cannot be copied, or lies past ``depth``, is kept as it is."""
+    if id(value) in memo:
+        return memo[id(value)]
+    if isinstance(value, torch.Tensor):
+        copied: Any = value.detach().clone()
+    elif isinstance(value, _KEPT) or callable(value) or depth == 0:
+        return value
+    elif type(value) in (list, tuple):
+        copied = type(value)(_by_value(v, memo, torch, depth - 1) for v in value)
+    elif type(value) is dict:
+        copied = {k: _by_value(v, memo, torch, depth - 1) for k, v in value.items()}
+    else:
+        try:
+            copied = copy.copy(value)
+        except Exception:  # noqa: BLE001 - an object that refuses to be copied is kept as it is
+            return value
+        memo[id(value)] = copied
+        for name, part in getattr(value, "__dict__", {}).items():
+            copied.__dict__[name] = _by_value(part, memo, torch, depth - 1)
+        if isinstance(value, dict):  # a mapping class of the user's: its items too
+            for key, part in value.items():
+                copied[key] = _by_value(part, memo, torch, depth - 1)
+    memo[id(value)] = copied
+    return copied
+
+
 #: Leaves a snapshot keeps as they are: values, whose copy is themselves.
 _KEPT = (str, bytes, int, float, complex, bool, type(None), enum.Enum, type)
 
@@ -87,10 +116,7 @@ def snapshot(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, 
         # An object pytree does not flatten (a cache of a transformers release that registers none,
         # a user's state object) is copied by value too: the test's next call may extend it in place.
         with torch.inference_mode(False):
-            try:
-                return copy.deepcopy(value)
-            except Exception:  # noqa: BLE001 - an object that refuses to be copied is kept as it is
-                return value
+            return _by_value(value, {}, torch)
 
     a, k = pytree.tree_map(clone, (tuple(args), dict(kwargs)))
     return tuple(a), dict(k)

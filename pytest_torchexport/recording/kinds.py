@@ -134,7 +134,9 @@ def _entries(call: Call) -> tuple[dict[str, Any], bool]:
         for leaf in leaves:
             if isinstance(leaf, torch.Tensor):
                 carried.append(f"{leaf.dim()}-D")
-            elif (_is_cache(leaf) and _cache_length(leaf)) or (name in handed and leaf is not None and not _plain(leaf)):
+            elif (_is_cache(leaf) and _cache_length(leaf)) or (
+                name in handed and leaf is not None and not _plain(leaf)
+            ):
                 carried.append(type(leaf).__name__)  # state handed back, whatever pytree makes of it
             else:
                 carried.append(None)
