@@ -194,6 +194,27 @@ def test_a_trace_that_refuses_an_output_says_its_class_and_torchs_reason_not_its
     assert finding is not None and finding.kind == "unsupported_output"  # the cause, before any frozen branch
 
 
+def test_a_class_pytree_does_not_know_is_named_as_such_not_as_a_python_construct():
+    # torch 2.13.0's words, as torch.export refused transformers 5.5's EncoderDecoderCache (which that
+    # release registers with no pytree) as an input and as an output
+    for error in (
+        ValueError(
+            "Unsupported input type <class 'transformers.cache_utils.EncoderDecoderCache'>. Export only supports "
+            "pytree containers of basic types (Tensor, int, float, ...) as input."
+        ),
+        RuntimeError(
+            "Found <class 'transformers.cache_utils.EncoderDecoderCache'> in output, which is not a known type. If "
+            "this type holds tensors, you need to register a pytree for it."
+        ),
+    ):
+        finding = explain.error_finding(error, "export", "export")
+        assert finding is not None and finding.kind == "unregistered_type", finding
+        assert "a class pytree does not know" in finding.detail
+    # a save that fails is no construct of the model's code, whatever words it shares with one
+    saved = RuntimeError("SerializeError: Failed serializing node flat_apply: Unsupported argument")
+    assert explain.error_finding(saved, "export", "save") is None
+
+
 PADDED_ROWS = textwrap.dedent(
     """
     import pytest

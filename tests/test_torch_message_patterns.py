@@ -233,6 +233,10 @@ NOT_PRODUCED_YET = {
     # torch/csrc/jit/frontend/tracer.cpp, refusing a traced output that is no tensor container (a
     # transformers ModelOutput holding a cache): read in tests/test_causes_named.py from 2.13.0's text
     "Tracer cannot infer type of",
+    # torch/export and torch/_functorch refusing a class pytree does not know (a transformers cache its
+    # release registers none for): read in tests/test_causes_named.py from 2.13.0's texts
+    "Unsupported input type",
+    "in output, which is not a known type",
     "Unknown type annotation",
     "Unsupported: ONNX export of",
     "not in range",

@@ -515,6 +515,12 @@ def _pointed_at(text: str) -> list[str]:
 # Exporter error text -> (finding kind, cause in a person's words).
 _ERROR_KINDS = (
     (
+        ("Unsupported input type", "in output, which is not a known type"),
+        "unregistered_type",
+        "{backend} cannot take or return an object of a class pytree does not know (a cache class the installed "
+        "library registers none for)",
+    ),
+    (
         ("can be output from traced functions", "Tracer cannot infer type of"),
         "unsupported_output",
         "{backend} can output only tensors (and lists, tuples or dicts of them): the model returns "

@@ -249,6 +249,7 @@ _RANK = (
     "unsupported_op",
     "unsupported_python",
     "unsupported_output",
+    "unregistered_type",
     "scripted_module",
     "side_effects",
     "error_site",

@@ -71,6 +71,9 @@ FINDING_DOCS: dict[str, str] = {
     "scripted_module": "a ScriptModule was given to an exporter that needs the Python module",
     "tracer_warning": "the TracerWarning text, at the user's line",
     "unsupported_output": "trace refuses an output it cannot hold (None, a non-tensor leaf), at the model's forward",
+    "unregistered_type": "torch.export (and the exporters built on it) refuses an input or output of a class pytree "
+    "does not know, such as a cache class the installed library registers none for: register it with "
+    "torch.utils._pytree or pass its tensors",
     "compiled_parts": "the module held scripted, traced or compiled submodules when the test called it",
     "mutates_input": "forward modifies its inputs in place",
     "mutates_state": "forward updates buffers on every call",
@@ -365,6 +368,7 @@ _EXPLAINING = (
     "scripted_module",
     "unsupported_python",
     "unsupported_output",
+    "unregistered_type",
     "baked_shape",
     "baked_argument",
     "specialized_dim",
