@@ -11,6 +11,7 @@ Used with the `tester` fixture (tests/conftest.py), which gives the ini every ru
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import textwrap
 from collections.abc import Callable
@@ -23,6 +24,24 @@ from pytest_torchexport import Backend
 from pytest_torchexport._compat import quiet_torch
 from pytest_torchexport.backends.base import ExportContext
 from pytest_torchexport.inputs.specs import plan_inputs
+
+#: transformers is installed (the tests marked ``transformers`` need it; CI requires them).
+HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
+
+
+def transformers_release() -> tuple[int, int]:
+    """The installed transformers' (major, minor): CI runs the transformers tests on several."""
+    from importlib.metadata import version
+
+    major, minor = version("transformers").split(".")[:2]
+    return int(major), int(minor)
+
+
+def trace_refuses_transformers_masks() -> bool:
+    """transformers 5.5's mask code indexes ``q_length[0]`` of what torch.jit.trace makes a 0-d tensor:
+    every text and audio model's trace raises IndexError there (plain torch.jit.trace too), the true
+    verdict on that release."""
+    return (5, 5) <= transformers_release() < (5, 6)
 
 
 class Pickled(Backend):

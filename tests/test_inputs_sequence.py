@@ -280,13 +280,24 @@ def test_text_models_are_checked_beyond_the_recorded_length_on_ids_and_masks_the
         "-p", "no:cacheprovider", "--torchexport-examples=8", "--torchexport-report=out.json"
     )
     rows = report_rows(tester, "out.json", key=lambda row: (row["test"].rsplit("::", 1)[-1], row["backend"]))
-    result.assert_outcomes(passed=2)
+    import transformers
+
+    models = ("BertModel", "GPT2LMHeadModel")
+    if transformers.__version__.startswith("4."):
+        # 4.x builds GPT-2's left-padded mask with vmap: the capture keeps a flat_apply node that
+        # torch.export's saver cannot serialize, so its row is that export_error and BERT's alone searches
+        gpt2 = rows.pop(("test_gpt2", "export"))
+        assert gpt2["status"] == "export_error" and "flat_apply" in gpt2["likely_cause"], gpt2["message"]
+        result.assert_outcomes(passed=1, failed=1)
+        models = models[:1]
+    else:
+        result.assert_outcomes(passed=2)
     for key, row in rows.items():
         assert row["status"] == "pass", (key, row["message"])
         assert row["sizes"]["seq"][1] > 7 and row["sizes"]["seq"][0] < 7, (key, row["sizes"])  # beyond the recorded 7
         assert "static_size" not in {f["kind"] for f in row["findings"]}
     calls = [json.loads(line) for line in log.read_text().splitlines()]
-    for model in ("BertModel", "GPT2LMHeadModel"):
+    for model in models:
         mine = [c for c in calls if c["model"] == model]
         assert {c["shape"][1] for c in mine} - {7}, model  # eager ran at other lengths
         assert all(0 <= c["min"] and c["max"] < 64 for c in mine)  # ids in the vocabulary
@@ -299,7 +310,7 @@ def test_text_models_are_checked_beyond_the_recorded_length_on_ids_and_masks_the
     bert = [row for c in calls if c["model"] == "BertModel" for row in c["mask"]]
     gpt2 = [row for c in calls if c["model"] == "GPT2LMHeadModel" for row in c["mask"]]
     assert any(row[0] == 0 for row in bert) and any(row[-1] == 0 for row in bert)
-    assert any(row[0] == 0 for row in gpt2) and all(row[-1] == 1 for row in gpt2)
+    assert len(models) == 1 or (any(row[0] == 0 for row in gpt2) and all(row[-1] == 1 for row in gpt2))
 
 
 class FixedLength(nn.Module):

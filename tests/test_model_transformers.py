@@ -67,7 +67,8 @@ def test_a_causal_lm_is_called_left_padded_then_with_a_decode_step_and_an_encode
     with torch.no_grad():
         _, step = call.then(call.kwargs, model(**call.kwargs))
         assert step["input_ids"].shape == (2, 1) and step["attention_mask"].shape == (2, 9)
-        assert step["past_key_values"].get_seq_length() == 8
+        cache = step.get("cache", step.get("past_key_values"))  # the release's own name (cache from 5.24)
+        assert cache is not None and cache.get_seq_length() == 8
         assert model(**step).logits.shape == (2, 1, 1000)
     bert = ModelSpec.parse("transformers:bert")
     call = infer_inputs(build(bert), bert)
@@ -115,8 +116,15 @@ def test_check_builds_transformers_models_by_name_and_checks_them_beyond_the_rec
     assert bert["sizes"]["seq"][1] > 8 and "right" in bert["model"]["inputs"]
     gpt2 = by_test["transformers:gpt2?n_layer=1"]
     prefill = next(row for row in gpt2 if row.get("call") in (None, "prefill"))
+    assert "decode step" in prefill["model"]["inputs"] and "left" in prefill["model"]["inputs"]
+    # The decode step was made, and has its own row.
+    assert sorted(row["call"] for row in gpt2) == ["decode", "prefill"]
+    import transformers
+
+    if transformers.__version__.startswith("4."):
+        # 4.x builds the left-padded mask with vmap: the capture keeps a flat_apply node torch.export's
+        # saver cannot serialize, and the row says so
+        assert prefill["status"] == "export_error" and "flat_apply" in prefill["likely_cause"], prefill["message"]
+        return
     assert prefill["module"] == "GPT2LMHeadModel" and prefill["status"] == "pass", prefill["message"]
-    assert prefill["sizes"]["seq"][1] > 8 and "decode step" in prefill["model"]["inputs"]
-    # The decode step was made: where the plugin checks each kind of call, it has its own row.
-    if any("call" in row for row in gpt2):
-        assert sorted(row["call"] for row in gpt2) == ["decode", "prefill"]
+    assert prefill["sizes"]["seq"][1] > 8

@@ -13,7 +13,7 @@ import importlib.util
 import textwrap
 
 import pytest
-from helpers import by_item, report_rows
+from helpers import by_item, report_rows, trace_refuses_transformers_masks
 
 TWO_KINDS = textwrap.dedent(
     """
@@ -166,9 +166,14 @@ HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
 
 LLMS = textwrap.dedent(
     """
+    import inspect
+
     import pytest
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    # transformers 5.24 renamed past_key_values to cache (the old name warns until 5.40)
+    CACHE = "cache" if "cache" in inspect.signature(GPT2LMHeadModel.forward).parameters else "past_key_values"
 
 
     def gpt2():
@@ -189,7 +194,7 @@ LLMS = textwrap.dedent(
         model = gpt2()
         ids = torch.randint(0, 64, (1, 5))
         out = model(ids, use_cache=True)
-        step = model(out.logits[:, -1:].argmax(-1), past_key_values=out.past_key_values, use_cache=True)
+        step = model(out.logits[:, -1:].argmax(-1), use_cache=True, **{CACHE: out[CACHE]})
         assert step.logits.shape == (1, 1, 64)
 
 
@@ -224,7 +229,10 @@ def test_prefill_and_decode_each_checked_and_generate_through_forward(tester):
     assert all(r["examples"] >= 1 for r in export)
     trace = rows["test_prefill_then_decode[torchexport-trace]"]
     assert [(r["call"], r["status"]) for r in trace] == [("prefill", "export_error"), ("decode", "export_error")]
-    assert "DynamicCache" in trace[1]["likely_cause"]
+    if trace_refuses_transformers_masks():
+        assert all("masking_utils.py" in row["likely_cause"] for row in trace), [r["likely_cause"] for r in trace]
+    else:
+        assert "DynamicCache" in trace[1]["likely_cause"]
     for row in (*export, *trace):
         assert not any(f["kind"] == "mutates_input" for f in row["findings"]), row["findings"]
         assert not any(f["kind"] == "reference_copy" for f in row["findings"]), row["findings"]
@@ -236,6 +244,15 @@ def test_prefill_and_decode_each_checked_and_generate_through_forward(tester):
     assert all("method" not in r for r in generate)
     loop = [f["detail"] for f in generate[1]["findings"] if f["kind"] == "recorded_call"]
     assert any("LlamaForCausalLM.generate, a Python loop over forward" in d for d in loop), generate[1]["findings"]
+    import transformers
+
+    if transformers.__version__.startswith("4."):
+        # 4.x builds the padded mask with vmap: the capture keeps a flat_apply node that torch.export's
+        # saver cannot serialize, and the rows say so (the plain prefill above has no mask to build).
+        assert [r["status"] for r in generate] == ["export_error", "export_error"], [r["message"] for r in generate]
+        assert all("flat_apply" in r["likely_cause"] for r in generate), [r["likely_cause"] for r in generate]
+        result.assert_outcomes(passed=1, failed=2)
+        return
     assert [r["status"] for r in generate] == ["pass", "pass"], [r["message"] for r in generate]
     result.assert_outcomes(passed=2, failed=1)
 

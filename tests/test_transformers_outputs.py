@@ -15,7 +15,7 @@ import textwrap
 
 import pytest
 import torch
-from helpers import by_test_and_backend, run_with_report
+from helpers import by_test_and_backend, run_with_report, trace_refuses_transformers_masks
 
 from pytest_torchexport.reference.compare import compare, equal_trees, flatten
 
@@ -72,15 +72,16 @@ def test_two_caches_are_compared_by_value_with_the_attribute_in_the_id_path():
     ids = torch.randint(0, 50, (2, 5))
     with torch.no_grad():
         first, second = model(input_ids=ids), model(input_ids=ids)
-    assert first.past_key_values is not second.past_key_values
+    name = "cache" if "cache" in first else "past_key_values"  # the field's name from transformers 5.24 on
+    assert first[name] is not second[name]
     assert equal_trees(first, second) and compare(first, second).ok
     paths = [p for p, _ in flatten(first)[0]]
-    assert "['past_key_values'].layers[1].values" in paths
-    second.past_key_values.layers[1].values[0, 0, 0, 0] += 1.0
+    assert f"['{name}'].layers[1].values" in paths
+    second[name].layers[1].values[0, 0, 0, 0] += 1.0
     differs = compare(first, second)
     assert not differs.ok and not equal_trees(first, second)
     assert differs.lines()[:2] == [
-        "output ['past_key_values'].layers[1].values: float32[2, 2, 5, 8]",
+        f"output ['{name}'].layers[1].values: float32[2, 2, 5, 8]",
         "  Mismatched elements: 1 / 160 (0.6%)",
     ]
 
@@ -150,7 +151,7 @@ def test_deterministic_models_with_caches_are_never_nondeterministic(rows):
     # Each row is a verdict on the export (by hand, trace and torch.export refuse a cache output
     # this transformers returns unregistered), never a skip for want of one.
     assert "skipped" not in statuses.values(), statuses
-    assert statuses["test_bert", "trace"] == "pass"
+    assert statuses["test_bert", "trace"] == ("export_error" if trace_refuses_transformers_masks() else "pass")
     # No copy of a cached model is taken for another module: identity is never a difference.
     for row in rows.values():
         assert not [f for f in row["findings"] if f["kind"] in ("reference_copy", "not_compared")], row["findings"]

@@ -23,7 +23,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-from helpers import by_test_and_backend, run_with_report
+from helpers import by_test_and_backend, run_with_report, trace_refuses_transformers_masks
 
 pytestmark = [pytest.mark.transformers, pytest.mark.slow]
 
@@ -97,9 +97,12 @@ def test_a_vision_transformer_passes_at_the_batch_its_position_table_allows(rows
 
 def test_an_audio_model_is_searched_over_the_waveforms_length(rows):
     trace = rows["test_wav2vec2", "trace"]
-    assert trace["status"] == "pass", trace["message"]
-    low, high = trace["sizes"]["samples"]
-    assert low < 1024 < high, trace["sizes"]  # beyond the recorded 1024 samples, both ways
+    if trace_refuses_transformers_masks():
+        assert trace["status"] == "export_error" and "masking_utils.py" in trace["likely_cause"], trace["message"]
+    else:
+        assert trace["status"] == "pass", trace["message"]
+        low, high = trace["sizes"]["samples"]
+        assert low < 1024 < high, trace["sizes"]  # beyond the recorded 1024 samples, both ways
     for backend in ("export", "onnx"):
         row = rows["test_wav2vec2", backend]
         assert row["sizes"]["samples"][1] > 1024, (backend, row["sizes"])
