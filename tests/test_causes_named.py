@@ -15,7 +15,7 @@ import re
 import textwrap
 
 import pytest
-from helpers import run_with_report
+from helpers import run_with_report, transformers_release
 
 from pytest_torchexport.results import explain
 from pytest_torchexport.results.report import Result
@@ -264,7 +264,14 @@ def test_a_row_of_padding_only_is_drawn_where_the_test_sent_one_and_left_out_whe
     # Which input shows it first depends on the search's budget under load (a row of padding only,
     # [[0]], on a quiet machine; a batch holding one beside a kept row otherwise): the finding names
     # the padded row either way.
-    (masked,) = [f["detail"] for f in padded["findings"] if f["kind"] == "masked_rows"]
+    found = [f["detail"] for f in padded["findings"] if f["kind"] == "masked_rows"]
+    if transformers_release() < (5, 0):
+        # 4.x masks with the dtype's minimum, not -inf: a row of padding only attends evenly to every key,
+        # the same in eager and onnxruntime, so nothing differs there to leave out
+        assert not found, found
+        result.assert_outcomes(passed=2)
+        return
+    (masked,) = found
     assert re.match(
         r"onnx differs from eager only at batch rows? [\d, ]+ of \['logits'\]: attention_mask keeps no "
         r"position of th(at|ose) rows? \(padding only\), so no query there attends to any key",
