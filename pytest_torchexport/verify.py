@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .results import bundle as files
-from .results.merge import CommandLineParser, Exit, write_report
+from .results.merge import CommandLineParser, Exit, report_format_problem, write_report
 from .results.outcome import Outcome, settle
 from .results.report import Finding, Report, Result, collect_environment, tag
 
@@ -64,13 +64,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from .options import BUILTIN_BACKENDS, closest
+
     wanted = {name.strip() for value in args.backend for name in value.split(",") if name.strip()}
+    problems = [report_format_problem(output, "-o") for output in args.output]
     folders = []
     for given in args.bundles:
         if not Path(given).is_dir():
-            print(f"ERROR: {given}: no such folder (a --torchexport-bundle=DIR folder)", file=sys.stderr)
-            return Exit.USAGE_ERROR
-        folders += files.find(Path(given))
+            problems.append(f"{given}: no such folder (a --torchexport-bundle=DIR folder)")
+            continue
+        found = files.find(Path(given))
+        if not found:
+            problems.append(f"{given}: holds no bundle (a folder --torchexport-bundle=DIR wrote)")
+        folders += found
+    known = [*BUILTIN_BACKENDS, *sorted({_backend_of(folder) for folder in folders} - set(BUILTIN_BACKENDS))]
+    problems += [
+        f"--backend {name}: no such backend{closest(name, known)}; one of {', '.join(known)}"
+        for name in sorted(wanted - set(known))
+    ]
+    said = [p for p in problems if p]
+    if said:
+        for problem in said:
+            print(f"ERROR: {problem}", file=sys.stderr)
+        return Exit.USAGE_ERROR
     rows = []
     for folder in folders:
         row = verify_bundle(folder, wanted)
@@ -93,6 +109,14 @@ def run(args: argparse.Namespace) -> int:
     if not rows:
         return Exit.NO_RESULTS
     return Exit.FAILED if failing else Exit.OK
+
+
+def _backend_of(folder: Path) -> str:
+    """The backend a bundle was written for, as its manifest says ("" where it cannot be read)."""
+    try:
+        return str(json.loads((folder / files.MANIFEST).read_text()).get("backend", ""))
+    except (OSError, ValueError):
+        return ""
 
 
 def _line(row: Result) -> str:

@@ -90,3 +90,50 @@ def test_a_model_that_cannot_be_built_is_said_once_not_once_per_backend(tester):
     said = [line for line in result.outlines if line.startswith("zoo.py:Make: ")]
     assert len([line for line in said if "has no 'Make'; closest names: make" in line]) == 1, said
     assert said.count("zoo.py:Make: the model could not be checked (why is said once, at this test's first item)") == 2
+
+
+def test_a_report_path_that_names_no_format_is_a_usage_error_listing_the_formats(tester, tmp_path):
+    """A report path whose ending names no format would get JSON written under another name: refused
+    before any check, by the plugin, ``merge -o`` and ``verify -o`` alike."""
+    import subprocess
+    import sys
+
+    tester.makepyfile(test_models=MODEL)
+    result = tester.runpytest("--torchexport-report=out.xml")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: --torchexport-report=out.xml: .xml is no report format; name a file ending .json (JSON), "
+            ".md (Markdown), .html (a self-contained HTML page)"
+        ]
+    )
+    assert not (tester.path / "out.xml").exists()
+    report = tmp_path / "r.json"
+    report.write_text('{"version": 1, "environment": {}, "results": []}')
+    for command, said in (
+        (["merge", str(report), "-o", "m.txt"], "-o=m.txt: .txt is no report format"),
+        (["verify", str(tmp_path), "-o", "v"], "-o=v: the name has no extension to tell the format by"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest_torchexport", *command], capture_output=True, text=True, cwd=tmp_path
+        )
+        assert done.returncode == pytest.ExitCode.USAGE_ERROR, done.stderr
+        assert f"ERROR: {said}" in done.stderr, done.stderr
+
+
+def test_verify_with_no_bundle_or_an_unknown_backend_is_a_usage_error(tmp_path):
+    import subprocess
+    import sys
+
+    def verify(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "pytest_torchexport", "verify", *args], capture_output=True, text=True, cwd=tmp_path
+        )
+
+    done = verify(str(tmp_path))
+    assert done.returncode == pytest.ExitCode.USAGE_ERROR, done.stdout + done.stderr
+    assert f"ERROR: {tmp_path}: holds no bundle (a folder --torchexport-bundle=DIR wrote)" in done.stderr
+    assert "no failure" not in done.stdout
+    done = verify(str(tmp_path), "--backend", "onnxx")
+    assert done.returncode == pytest.ExitCode.USAGE_ERROR
+    assert "ERROR: --backend onnxx: no such backend (did you mean 'onnx'?); one of trace, script, onnx," in done.stderr

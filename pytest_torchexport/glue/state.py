@@ -23,6 +23,7 @@ from ..errors import InvalidArgument
 from ..options import BUILTIN_BACKENDS, switched_on
 from ..results.baseline import load
 from ..results.html import missing_message
+from ..results.merge import report_format_problem
 from .cli import session_defaults
 
 #: Under xdist a worker runs only some of a test's items: at most this many recordings kept.
@@ -86,6 +87,9 @@ class State:
         given = config.getoption("torchexport_report") or config.getini("torchexport_report") or []
         state.report_paths = list(dict.fromkeys(str(p) for p in given if str(p).strip()))
         for path in state.report_paths:
+            wrong = report_format_problem(path, "--torchexport-report")
+            if wrong:
+                raise pytest.UsageError(wrong)
             if path.endswith(".html"):
                 absent = missing_message(f"--torchexport-report={path}")
                 if absent:  # said now, not after an hour of checks

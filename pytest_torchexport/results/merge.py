@@ -193,6 +193,20 @@ def with_verdicts(
     return out
 
 
+#: The report formats, by the file name's ending.
+REPORT_FORMATS = {".json": "JSON", ".md": "Markdown", ".html": "a self-contained HTML page"}
+
+
+def report_format_problem(path: str | Path, option: str) -> str | None:
+    """Why ``path`` names no report format (``option`` is how the user gave it), or None."""
+    suffix = Path(path).suffix.lower()
+    if suffix in REPORT_FORMATS:
+        return None
+    said = f"{suffix} is no report format" if suffix else "the name has no extension to tell the format by"
+    formats = ", ".join(f"{ending} ({what})" for ending, what in REPORT_FORMATS.items())
+    return f"{option}={path}: {said}; name a file ending {formats}"
+
+
 def write_report(
     path: str | Path, report: Report, environment: dict[str, Any], session: dict[str, Any] | None = None
 ) -> None:
@@ -204,9 +218,9 @@ def write_report(
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    if target.suffix == ".md":
+    if target.suffix.lower() == ".md":
         text = markdown(report.results, environment, session=session)
-    elif target.suffix == ".html":
+    elif target.suffix.lower() == ".html":
         text = render(report.to_dict(environment)["results"], environment, session=session)
     else:
         data = report.to_dict(environment)
@@ -253,6 +267,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         if not args.reports:
             raise UsageError("no reports to merge: give the JSON reports of the shards (--torchexport-report=x.json)")
+        wrong = report_format_problem(args.output, "-o")
+        if wrong:
+            raise UsageError(wrong)
         if Path(args.output).suffix == ".html":
             absent = missing_message(f"-o {args.output}")
             if absent:
