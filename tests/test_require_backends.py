@@ -1,6 +1,6 @@
 """--torchexport-require: a backend a team relies on fails when it is missing, never a quiet skip."""
 
-from helpers import linear_test, skipped_then_required
+from helpers import hide_packages, linear_test, skipped_then_required
 
 CONFTEST = """
 from pytest_torchexport import Backend
@@ -43,3 +43,14 @@ def test_require_rejects_an_unknown_backend(tester):
     result = tester.runpytest("--torchexport-require=acmee")
     assert result.ret == 4
     result.stderr.re_match_lines([r".*unknown torchexport backend\(s\) 'acmee'; valid backends: trace, .*"])
+
+
+def test_a_required_builtin_backend_not_installed_fails_as_unavailable_with_the_install_line_once(tester):
+    hide_packages(tester, "executorch")
+    tester.makepyfile(test_r=linear_test(examples=2))
+    result = tester.runpytest("--torchexport-backends=trace,executorch", "--torchexport-require=executorch")
+    result.assert_outcomes(passed=1, failed=1)
+    out = result.stdout.str()
+    result.stdout.re_match_lines([r".*executorch is required \(--torchexport-require\) but unavailable here.*"])
+    assert out.count('pip install "pytest-torchexport[executorch]"') == 1, out
+    assert "the exporter refused" not in out

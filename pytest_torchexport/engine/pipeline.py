@@ -502,11 +502,13 @@ def _backend(pending: PendingCheck, result: Result) -> tuple[Any, Backend]:
     if reason is None and options.onnx_shipped is not None and isinstance(backend, PostProcessed):
         reason = backend.steps_unavailable(options.onnx_shipped)
     if reason and name in options.require:
+        install = INSTALL.get(name, "the package that provides the " + name + " backend")
+        said = reason.replace(f"; {install}", "").replace(install, "").rstrip("; ")  # the install line once, last
         raise Stop(
             "export_error",
-            f"{name} is required (--torchexport-require) but unavailable here {tag(result)}\n{reason}\n"
-            f"Install: {INSTALL.get(name, 'the package that provides the ' + name + ' backend')}",
-            reason,
+            f"{name} is required (--torchexport-require) but unavailable here {tag(result)}\n{said}\n"
+            f"Install: {install}",
+            f"{name} is unavailable here: {said}",
             "unavailable",
         )
     if reason:
