@@ -90,9 +90,10 @@ FINDING_DOCS: dict[str, str] = {
     "state as at the call put back, and why",
     "not_compared": "an output leaf no comparison can read by value (an object holding no tensor or value and with "
     "no == of its own, code such as a module): named with its id path, and left out of the verdict",
-    "masked_rows": "the artifact differs from eager only at query positions that attend to no key (a fully masked "
-    "row, as left padding or a row of padding only makes): eager and the runtime each put something arbitrary there; "
-    "the positions",
+    "masked_rows": "the artifact differed from eager only at query positions that attend to no key (a batch row "
+    "the mask keeps nothing of; for a causal model also left padding): what a softmax over no key gives is each "
+    "runtime's own choice, so those outputs are undefined and left out of the comparison (counted in "
+    "compared['masked']); the positions, and on how many inputs",
     "unguarded_sizes": "the artifact ran inputs outside the shapes its torch.export capture proved (a runtime "
     "without guards, such as onnxruntime) and matched eager on them: served though not proven, checked by value; "
     "where one differs it is a mismatch that quotes the guard",
@@ -170,8 +171,8 @@ FOUND_CAUSES: frozenset[CauseKind] = frozenset(CAUSE_KINDS[: CAUSE_KINDS.index("
 CAUSE_KIND_DOCS: dict[str, str] = {
     "keyword_order": "the export binds keyword arguments by their order, not their names: re-exported with them in "
     "forward's order, the failing input passes",
-    "masked_rows": "the difference is confined to query positions that attend to no key (left padding under a "
-    "causal mask, or a batch row the mask keeps nothing of), where each runtime fills the row its own way",
+    "masked_rows": "no longer a cause: outputs at query positions that attend to no key are left out of the "
+    "comparison (the masked_rows finding); kept for reports written before",
     "compiled_parts": "the module held scripted, traced or compiled submodules when the test called it",
     "error_site": "the export, save or load raised at this line of the model's code (the user's, or a library's such as torchvision's)",
     "standalone_load": "the artifact reaches for something only the test's process defines",
