@@ -337,3 +337,34 @@ def test_a_sequence_eager_takes_at_one_length_only_is_held_there_as_an_assumed_b
     assert finding.detail.startswith("dim 1 of the token inputs was assumed to be a sequence dim (nothing declared it)")
     assert "held at the example's size 7" in finding.detail
     assert "seq" not in row.extra["sizes"] and row.extra["sizes"]["batch"][1] > 2
+
+
+def test_a_head_mask_beside_the_ids_keeps_neither_the_batch_nor_the_sequence_from_being_searched():
+    # transformers' head_mask [layers, heads] holds no batch: GPT-2's past-key-values test passes one
+    class WithHeadMask(nn.Module):
+        def forward(self, input_ids, attention_mask, head_mask):
+            return input_ids
+
+    call = (torch.randint(0, 9, (13, 7)), torch.ones(13, 7, dtype=torch.int64), torch.ones(2, 4))
+    assert shapes(plan_inputs(WithHeadMask(), call, None)) == {
+        "input_ids": ("batch", "seq"),
+        "attention_mask": ("batch", "seq"),
+        "head_mask": (2, 4),
+    }
+
+
+def test_a_cross_attention_cache_has_the_encoders_length_as_one_dim_with_its_ids():
+    # T5's decode step: the encoder's ids and mask (length 7) beside the cross-attention keys and values
+    # [batch, heads, 7, head_dim]; the self-attention cache (length 1) and the new token are their own.
+    class Step(nn.Module):
+        def forward(self, input_ids, attention_mask, decoder_input_ids, past_key_values):
+            return input_ids
+
+    cache = ((torch.randn(2, 2, 1, 8), torch.randn(2, 2, 1, 8), torch.randn(2, 2, 7, 8), torch.randn(2, 2, 7, 8)),)
+    call = (torch.randint(0, 9, (2, 7)), torch.ones(2, 7, dtype=torch.int64), torch.randint(0, 9, (2, 1)), cache)
+    plan = plan_inputs(Step(), call, None)
+    found = sorted(shapes(plan).values(), key=str)
+    assert found.count(("batch", 2, "seq", 8)) == 2 and found.count(("batch", 2, 1, 8)) == 2, found
+    draw = Draw(sizes=(("batch", 3), ("seq", 4)), mode="normal", seed=1)
+    args, _ = materialize(plan, draw)
+    assert args[0].shape == (3, 4) and args[3][0][2].shape == (3, 2, 4, 8)  # one length, never two

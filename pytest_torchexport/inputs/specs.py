@@ -316,7 +316,30 @@ def _dynamic_axes(
                     dim = SAMPLES_DIM  # a waveform's samples (and its mask): the row's sizes say so
                 for i in found:
                     axes_for[i][1] = dim
+                for i in _cache_axes(leaves, [i for i in batched if i not in found], names, found):
+                    axes_for[i][2] = dim
     return axes_for
+
+
+#: Words in an input's name that say it holds a KV cache's tensors (``past_key_values``, ``cache``).
+CACHE_WORDS = ("cache", "past")
+
+
+def _cache_axes(leaves: list[Any], others: list[int], names: dict[int, str], found: list[int]) -> list[int]:
+    """The KV cache tensors (``[batch, heads, length, head_dim]``) whose length is the sequence ``found``
+    holds: an encoder-decoder's cross-attention keys and values have the encoder's length, so they
+    are one dim with its ids and mask, and a draw never pairs ids of one length with a cache of another."""
+    if not found:
+        return []
+    length = int(leaves[found[0]].shape[1])
+    return [
+        i
+        for i in others
+        if leaves[i].dim() == 4
+        and leaves[i].is_floating_point()
+        and int(leaves[i].shape[2]) == length
+        and any(word in names[i].lower() for word in CACHE_WORDS)
+    ]
 
 
 #: Inputs of a text model that carry no batch: ``head_mask [layers, heads]`` (transformers).
