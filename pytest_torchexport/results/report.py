@@ -112,7 +112,7 @@ FINDING_DOCS: dict[str, str] = {
     "diverges_at": "the first module whose artifact output differs from eager's, given eager's own input to it",
     "timeout": "the check was stopped at its time limit: the stage it was in and how long it ran",
     "numeric_noise": "some inputs differ beyond the default tolerances by float32 rounding only: as close to a float64 run as eager",
-    "size_budget": "declared sizes (or examples) not tried: the machine could not hold them, the recorded call's measured memory grown to them being past the memory allowance (--torchexport-memory; by default half of the free memory each check has), or its measured time past the time limit; what was measured, the caps and how to lift them (the terminal summary says it in one line)",
+    "size_budget": "declared sizes not tried, the machine could not hold them (the recorded call's measured memory grown to them past the memory allowance: --torchexport-memory; by default half of the free memory each check has), or examples cut (its measured time past the time limit; a time estimate never cuts sizes); what was measured, the caps and how to lift them (the terminal summary says it in one line)",
     "budget": "the search budget (budget=, --torchexport-budget; default a multiple of the test body's time) was spent before every input was tried: what was left untried, by kind (drawn inputs first, then the least valuable probes; the recorded call and each declared dim's min and max are always tried)",
     "onnx_checker": "the ONNX artifact fails onnx.checker.check_model(full_check=True): onnxruntime runs it, stricter "
     "runtimes and converters may refuse it; the artifact is still checked for parity",

@@ -332,14 +332,18 @@ def _settle(
 ) -> tuple[InputPlan, Options | None]:
     whole = full_growth(plan)
     biting = sorted((limit for limit in found if limit.growth < whole), key=lambda limit: limit.growth)
-    caps = growth_caps(plan, min((limit.growth for limit in biting), default=whole))
+    # Sizes are capped by memory alone: a time estimate never keeps a dim's declared bounds from being
+    # tried (the search budget orders what runs first); it can only cut the drawn examples.
+    sizing = [limit for limit in biting if limit.name != "time"]
+    caps = growth_caps(plan, min((limit.growth for limit in sizing), default=whole))
     fewer = None
     if options is not None and first is not None and any(x.name == "time" and x.growth < 1 for x in biting):
         fewer = examples_within(first.seconds, plan, options)
         fewer = fewer if fewer < options.examples else None
     if not caps and fewer is None:
         return plan, options
-    tightest = biting[0]
+    tightest = sizing[0] if caps else next(x for x in biting if x.name == "time")
+    biting = sizing if caps else [tightest]  # what the finding says caps the sizes
     result.extra["budget_limit"] = tightest.name
     parts = []
     if caps:
