@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from helpers import by_item, report_rows
+from helpers import by_item, linear_test, report_rows
 from models import Gate, source
 
 # Each model lives in its own file, so an edit reaches one test's key and no other's. The test
@@ -457,3 +457,25 @@ def test_every_library_whose_files_are_not_hashed_has_its_version_in_the_key():
     import sympy
 
     assert sources.hashed(sympy.__file__)
+
+
+def test_a_note_many_checks_share_is_one_line_with_their_count(tester, tmp_path):
+    tester.makepyfile(test_l=linear_test(backends=["trace", "export"], examples=2))
+    cache = tmp_path / "verdicts"
+    tester.runpytest(f"--torchexport-cache={cache}").assert_outcomes(passed=2)
+    result = tester.runpytest(f"--torchexport-cache={cache}", f"--torchexport-bundle={tmp_path / 'bundles'}")
+    result.assert_outcomes(passed=2)
+    said = [line for line in result.stdout.lines if "torchexport cache warning" in line]
+    assert said == [
+        "torchexport cache warning: 2 checks: not reused: --torchexport-bundle asks for the artifact and its "
+        "inputs, which only a check makes"
+    ], said
+    # A folder it cannot write to (a file stands where it would be): one line naming the folder, not one
+    # hashed entry path per check.
+    blocked = tmp_path / "blocked"
+    blocked.write_text("not a folder")
+    result = tester.runpytest(f"--torchexport-cache={blocked}")
+    said = [line for line in result.stdout.lines if "torchexport cache warning" in line]
+    assert len(said) == 1 and said[0].startswith(
+        "torchexport cache warning: 2 checks: cannot write to the cache folder"
+    ), said

@@ -228,7 +228,8 @@ class Cache:
                 _remove(Path(temporary))
                 raise
         except OSError as exc:
-            return self._note(f"cannot write {path} ({exc}): this pass is not kept")
+            why = exc.strerror or type(exc).__name__
+            return self._note(f"cannot write to the cache folder {self.directory} ({why}): verdicts are not kept")
         return None
 
     def prune(self, max_age_days: float = MAX_AGE_DAYS, max_entries: int = MAX_ENTRIES) -> int:

@@ -183,14 +183,20 @@ def call_lines(rows: list[dict[str, Any]]) -> list[str]:
 def cache_lines(rows: list[dict[str, Any]]) -> list[str]:
     """[Verdict Cache] How many passes were reused, and every entry the cache could not use."""
     reused = sum(1 for row in rows if row.get("cached"))
-    notes = list(dict.fromkeys(f"{row.get('nodeid')}: {row['cache']}" for row in rows if row.get("cache")))
+    # One line a note, with the checks it concerns counted: a note many checks share is said once.
+    notes: dict[str, list[str]] = {}
+    for row in rows:
+        if row.get("cache"):
+            notes.setdefault(row["cache"], []).append(str(row.get("nodeid")))
     lines = []
     if reused:
         passes = "pass" if reused == 1 else "passes"
         lines.append(
             f"torchexport cache: reused {reused} {passes} of {len(rows)} checks (nothing they depend on changed)"
         )
-    lines.extend(f"torchexport cache warning: {note}" for note in notes)
+    for note, items in notes.items():
+        which = items[0] if len(items) == 1 else f"{len(items)} checks"
+        lines.append(f"torchexport cache warning: {which}: {note}")
     lines.extend(refused_lines(rows))
     return lines
 
