@@ -7,7 +7,8 @@ the torch that wrote it. ``verify`` loads each artifact here with its backend's 
 stored inputs and compares with the stored eager outputs at the stored tolerances. It writes
 the same report rows as a pytest run (``-o``: ``.json``, ``.md``, ``.html``) and exits as
 pytest does: 0 when every bundle passes (or is skipped here), 1 on a failure, 4 on a usage
-error, 5 when there is no bundle.
+error (a folder holding no bundle, an unknown backend, an output that names no format), 5 when
+``--backend`` leaves no bundle to verify.
 
 Nothing is unpickled that verify did not write: the inputs and outputs are read from JSON
 and safetensors by this package's own reader; only the artifact is loaded, by the runtime

@@ -124,7 +124,8 @@ def test_verify_from_the_command_line_exits_as_pytest(bundles, tmp_path):
     assert missing.returncode == 4 and "no such folder" in missing.stderr
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert subprocess.run([sys.executable, "-m", "pytest_torchexport", "verify", str(empty)]).returncode == 5
+    # a folder holding no bundle is a usage error (4), not "no failure"
+    assert subprocess.run([sys.executable, "-m", "pytest_torchexport", "verify", str(empty)]).returncode == 4
 
 
 def test_the_tree_encoding_keeps_containers_scalars_and_tensors(tmp_path):

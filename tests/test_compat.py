@@ -408,3 +408,37 @@ def test_torch_c_says_which_cxx_string_abi_its_libraries_use():
 
     assert isinstance(torch._C._GLIBCXX_USE_CXX11_ABI, bool)
     assert _compat.torch_cxx11_abi() is torch._C._GLIBCXX_USE_CXX11_ABI
+
+
+def test_a_pytree_node_registered_without_keys_is_read_by_its_plain_flatten():
+    # transformers 4.x registers ModelOutput so (context: its field names); a user's class likewise
+    # (context: anything). torch's own tree_flatten_with_path raises on both.
+    import torch
+    import torch.utils._pytree as pytree
+
+    class Named(dict):
+        pass
+
+    class Pair:
+        def __init__(self, a, b):
+            self.a, self.b = a, b
+
+    pytree.register_pytree_node(Named, lambda d: (list(d.values()), list(d)), lambda v, c: Named(zip(c, v)))
+    pytree.register_pytree_node(Pair, lambda p: ([p.a, p.b], None), lambda v, c: Pair(*v))
+    try:
+        tree = {"out": Named(logits=torch.ones(1), hidden=(torch.zeros(2),)), "pair": Pair(torch.ones(3), 4)}
+        with pytest.raises(ValueError, match="flatten_with_keys_fn"):
+            pytree.tree_flatten_with_path(tree)
+        pairs, spec = _compat.tree_flatten_with_path(tree)
+        assert [pytree.keystr(path) for path, _ in pairs] == [
+            "['out']['logits']",
+            "['out']['hidden'][0]",
+            "['pair'][0]",
+            "['pair'][1]",
+        ]
+        assert spec == pytree.tree_flatten(tree)[1]
+        assert [leaf for _, leaf in _compat.tree_leaves_with_path(tree)] == pytree.tree_leaves(tree)
+        assert _compat._key_paths((), tree, None) is not None
+    finally:
+        pytree.SUPPORTED_NODES.pop(Named, None)
+        pytree.SUPPORTED_NODES.pop(Pair, None)

@@ -148,10 +148,17 @@ def test_outputs_at_positions_with_no_key_are_no_failure(release_rows):
                 assert not any(f["kind"] == "masked_rows" for f in row["findings"]), row["message"]
 
 
-def test_vision_and_audio_models_pass(release_rows):
-    for item in ("test_vision[torchexport-export]", "test_audio[torchexport-export]"):
+def test_vision_and_audio_models_get_their_true_verdicts(release_rows):
+    for item in ("test_vision[torchexport-export]", "test_vision[torchexport-onnx]"):
         (row,) = release_rows[item]
         assert row["status"] == "pass", row["message"]
+    # Wav2Vec2's .pt2 refuses clips shorter than its convolutions need (torch.export specializes a size-1
+    # frame count: 'Guard failed: input_values.size()[1] >= 30'), which eager takes: a true run_error
+    # quoting the guard where the search draws one, a pass where it does not.
+    (row,) = release_rows["test_audio[torchexport-export]"]
+    assert row["status"] in ("pass", "run_error"), row["message"]
+    if row["status"] == "run_error":
+        assert "Guard failed: input_values.size()[1] >=" in row["message"], row["message"]
 
 
 def test_check_returns_or_raises_its_report_on_a_model_output():

@@ -589,9 +589,9 @@ def error_finding(
         frame = fallback
     loc = where(*frame) if frame else None
     line = source_line(*frame) if frame else ""
-    # The kinds below are what an exporter says of the model's code; a save or a load that fails
-    # says it of the artifact, whatever words its message shares with them.
-    kinds = _ERROR_KINDS if stage == "export" else ()
+    # The kinds below are what an exporter or a runtime says of the model's code or ops; a save that
+    # fails says it of the serialized artifact, whatever words its message shares with them.
+    kinds = () if stage == "save" else _ERROR_KINDS
     for needles, kind, cause in kinds:
         if any(n in text or n in type(exc).__name__ for n in needles):
             detail = cause.format(backend=backend) + (f" at {loc} (`{line}`)" if loc else "")

@@ -303,7 +303,7 @@ class Result:
             return ""
         # The finding the verdict names as its cause (an exporter's error at its own line), before
         # one the export noticed on the way (a frozen branch elsewhere).
-        named = next((f for f in self.findings if f.kind == self.cause_kind), None)
+        named = next((f for f in self.findings if f.kind == self.cause_kind and f.where), None)
         for finding in ([named] if named else []) + self.findings:
             if finding.kind in _EXPLAINING or finding is named:
                 where = f" {finding.where}" if finding.where else ""
