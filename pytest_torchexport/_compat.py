@@ -262,11 +262,6 @@ def tree_flatten_with_path(tree: Any, is_leaf: Any = None) -> tuple[list[tuple[t
     return list(_key_paths((), tree, is_leaf)), spec
 
 
-def tree_leaves_with_path(tree: Any, is_leaf: Any = None) -> list[tuple[tuple[Any, ...], Any]]:
-    """``tree_flatten_with_path``'s pairs alone."""
-    return list(_key_paths((), tree, is_leaf))
-
-
 def _key_paths(path: tuple[Any, ...], tree: Any, is_leaf: Any) -> Iterator[tuple[tuple[Any, ...], Any]]:
     import torch.utils._pytree as pytree
 

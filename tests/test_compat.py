@@ -437,8 +437,7 @@ def test_a_pytree_node_registered_without_keys_is_read_by_its_plain_flatten():
             "['pair'][1]",
         ]
         assert spec == pytree.tree_flatten(tree)[1]
-        assert [leaf for _, leaf in _compat.tree_leaves_with_path(tree)] == pytree.tree_leaves(tree)
-        assert _compat._key_paths((), tree, None) is not None
+        assert [leaf for _, leaf in _compat._key_paths((), tree, None)] == pytree.tree_leaves(tree)
     finally:
         pytree.SUPPORTED_NODES.pop(Named, None)
         pytree.SUPPORTED_NODES.pop(Pair, None)
