@@ -301,11 +301,14 @@ class Result:
                 if finding.kind in _NOTABLE:
                     return finding.kind
             return ""
-        # The finding the verdict names as its cause (an exporter's error at its own line), before
-        # one the export noticed on the way (a frozen branch elsewhere).
-        named = next((f for f in self.findings if f.kind == self.cause_kind and f.where), None)
+        # The verdict's own cause first (an exporter's error at its own line), before a finding the
+        # export noticed on the way (a frozen branch elsewhere): its finding where that explains, else
+        # its sentence.
+        named = next((f for f in self.findings if f.kind == self.cause_kind), None)
+        if named is not None and named.kind not in _EXPLAINING and self.likely_cause:
+            return self.likely_cause.split("\n", 1)[0]
         for finding in ([named] if named else []) + self.findings:
-            if finding.kind in _EXPLAINING or finding is named:
+            if finding.kind in _EXPLAINING:
                 where = f" {finding.where}" if finding.where else ""
                 return f"{finding.kind}{where}"
         # A row of an older report has no likely_cause: its cell is empty (never parsed from the message).
