@@ -194,16 +194,17 @@ def _labels_ignored_where_padded(plan: InputPlan, values: list[Any]) -> None:
     the attention mask of the same shape pads, and at the first position kept after padding (a
     causal LM's shifted loss predicts it from the padded position before it), so that a loss
     depends only on positions whose outputs are defined."""
+    labelled = [i for i, leaf in plan.tensors.items() if "label" in leaf.name.lower()]
+    if not labelled:
+        return  # most models: no mask read for nothing
     masks = [
         values[i]
         for i, leaf in plan.tensors.items()
         if (leaf.mask or _int_mask(leaf)) and "pad" not in leaf.name.lower()
     ]
-    if not masks:
-        return
-    for i, leaf in plan.tensors.items():
+    for i in labelled:
         labels = values[i]
-        if "label" not in leaf.name.lower() or labels.is_floating_point() or labels.dtype == torch.bool:
+        if labels.is_floating_point() or labels.dtype == torch.bool:
             continue
         mask = next((m for m in masks if m.shape == labels.shape), None)
         if mask is None:

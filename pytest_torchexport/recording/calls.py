@@ -75,7 +75,7 @@ def _by_value(value: Any, memo: dict[int, Any], torch: Any, depth: int = 8) -> A
         return memo[id(value)]
     if isinstance(value, torch.Tensor):
         copied: Any = value.detach().clone()
-    elif isinstance(value, _KEPT) or callable(value) or depth == 0:
+    elif isinstance(value, VALUES) or callable(value) or depth == 0:
         return value
     elif type(value) in (list, tuple):
         copied = type(value)(_by_value(v, memo, torch, depth - 1) for v in value)
@@ -96,8 +96,8 @@ def _by_value(value: Any, memo: dict[int, Any], torch: Any, depth: int = 8) -> A
     return copied
 
 
-#: Leaves a snapshot keeps as they are: values, whose copy is themselves.
-_KEPT = (str, bytes, int, float, complex, bool, type(None), enum.Enum, type)
+#: Plain values: a snapshot keeps them as they are (their copy is themselves), and they carry no state.
+VALUES = (str, bytes, int, float, complex, bool, type(None), enum.Enum, type)
 
 
 def snapshot(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -111,7 +111,7 @@ def snapshot(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, 
             # as normal tensors the checks can use freely.
             with torch.inference_mode(False):
                 return value.detach().clone()
-        if isinstance(value, _KEPT) or callable(value):
+        if isinstance(value, VALUES) or callable(value):
             return value
         # An object pytree does not flatten (a cache of a transformers release that registers none,
         # a user's state object) is copied by value too: the test's next call may extend it in place.

@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .calls import Call
+from .calls import VALUES, Call
 
 #: Argument names that hold a KV cache in the libraries people export LLMs from (transformers'
 #: ``past_key_values``, its older ``layer_past``/``past``, Mamba's ``cache_params``, ...).
@@ -87,13 +87,21 @@ def register_caches(*values: Any) -> None:
 
 
 def remember_returned(out: Any, returned: dict[int, Any], depth: int = 4) -> None:
-    """Note in ``returned`` (id -> object) every container and object ``out`` holds, down to
-    ``depth`` levels, but not its tensors: one handed back to a later call is state (a cache)."""
+    """Note in ``returned`` (id -> a weak reference) every object ``out`` holds, down to ``depth``
+    levels: one handed back to a later call is state (a cache). Weakly, so the test's outputs are
+    freed as they would be without the plugin; plain containers and tensors are looked into, not
+    noted (a legacy tuple cache is known by its argument's name)."""
+    import weakref
+
     import torch
 
-    if depth < 0 or isinstance(out, (torch.Tensor, str, bytes, int, float, bool, type(None))):
+    if depth < 0 or isinstance(out, (torch.Tensor, *VALUES)):
         return
-    returned[id(out)] = out
+    if type(out) not in (list, tuple, dict):
+        try:
+            returned[id(out)] = weakref.ref(out)
+        except TypeError:  # an object that refuses weak references: not noted
+            pass
     if isinstance(out, (list, tuple)):
         parts: Any = out
     elif isinstance(out, dict):
@@ -134,9 +142,7 @@ def _entries(call: Call) -> tuple[dict[str, Any], bool]:
         for leaf in leaves:
             if isinstance(leaf, torch.Tensor):
                 carried.append(f"{leaf.dim()}-D")
-            elif (_is_cache(leaf) and _cache_length(leaf)) or (
-                name in handed and leaf is not None and not _plain(leaf)
-            ):
+            elif (_is_cache(leaf) and _cache_length(leaf)) or (name in handed and not isinstance(leaf, VALUES)):
                 carried.append(type(leaf).__name__)  # state handed back, whatever pytree makes of it
             else:
                 carried.append(None)
@@ -168,10 +174,6 @@ def _named(call: Call) -> dict[str, Any]:
         else:
             named[name] = value
     return named
-
-
-def _plain(value: Any) -> bool:
-    return isinstance(value, (bool, int, float, complex, str, bytes))
 
 
 def _handed_names(call: Call) -> set[str]:

@@ -114,8 +114,8 @@ class Recorder:
         # library code built
         self._module_init: Any = None
         self._built: dict[int, tuple[Any, int, Any]] = {}
-        # id -> the object, for what a recorded call returned (its containers and objects, not its
-        # tensors): a later call handed one of them back is carrying state, a cache whatever its name
+        # id -> a weak reference, for the objects a recorded call returned: a later call handed one of
+        # them back is carrying state, a cache whatever its name (kinds.remember_returned)
         self._returned: dict[int, Any] = {}
 
     def __enter__(self) -> Recorder:
@@ -333,8 +333,8 @@ class Recorder:
         self._held[id(module)] = (count + 1, held + size)
         kinds.register_caches(args, kwargs)  # before the copy: a cache's tensors are copied with the call
         handed: frozenset[int | str] = frozenset(
-            [i for i, value in enumerate(args) if self._returned.get(id(value)) is value]
-            + [name for name, value in kwargs.items() if self._returned.get(id(value)) is value]
+            [i for i, value in enumerate(args) if self._handed_back(value)]
+            + [name for name, value in kwargs.items() if self._handed_back(value)]
         )
         a, k = snapshot(args, kwargs)
         first = self._copies.get(id(module))
@@ -361,6 +361,11 @@ class Recorder:
         else:
             self.recording.calls.append(call)
         return call
+
+    def _handed_back(self, value: Any) -> bool:
+        """Whether ``value`` is an object an earlier recorded call returned (alive, so its id is its own)."""
+        ref = self._returned.get(id(value))
+        return ref is not None and ref() is value
 
     def _unroll(self, call: Call) -> bool:
         """Whether the method call that just returned is a Python loop over
