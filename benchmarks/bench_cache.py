@@ -1,4 +1,4 @@
-"""What the verdict cache (issue 30) costs and saves, side by side in one run.
+"""What the verdict cache costs and saves, side by side in one run.
 
 A suite (``examples/`` by default, copied to a temporary folder) runs four ways, each in a
 fresh interpreter:

@@ -1,4 +1,4 @@
-"""What the C++ load check (issue 53) costs: the runner's one-off build, and each check's C++ load beside
+"""What the C++ load check costs: the runner's one-off build, and each check's C++ load beside
 the Python standalone load's.
 
 1. The build: the runner compiled into an empty cache folder (``TORCHEXPORT_CPP_CACHE``), as the

@@ -16,7 +16,7 @@ Three ways of doing one model's checks, each a fresh interpreter started from th
 Models: the small ones of ``bench_isolation.py`` (an MLP, a CNN, an attention encoder) on
 four backends, and ``big``, whose call returns 268 MB at the recorded input
 (``x.unsqueeze(-1).expand(*x.shape, 4096) * 1.5`` on a ``(4, 64, 64)`` input), on trace and
-export (issue 29). Printed per model: each way's wall time (the whole process, interpreter
+export. Printed per model: each way's wall time (the whole process, interpreter
 and imports included) and peak RSS of its largest process, then plugin/hand, plugin/floor
 and hand/floor; then each way's CPU time (user + system, the whole process tree) and the same ratios of it.
 
@@ -57,7 +57,7 @@ SMALL = ["trace", "script", "onnx", "export"]
 BIG = ["trace", "export"]
 MODELS = {"mlp": SMALL, "conv": SMALL, "encoder": SMALL, "big": BIG}
 # The batch range every way draws from. The big model's stays at its recorded 4: at 16 one
-# call returns 1 GB, and the three ways would time memory traffic the issue is not about.
+# call returns 1 GB, and the three ways would time memory traffic this comparison is not about.
 MAX_BATCH = {"big": 4}
 WAYS = ("plugin", "hand", "floor")
 #: ``--standalone-off``: a fourth way, the plugin with ``standalone=False`` (no fresh interpreter

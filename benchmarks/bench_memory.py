@@ -1,4 +1,4 @@
-"""Peak memory of whole checks on large recorded calls (issue 9, item 4: bounded memory).
+"""Peak memory of whole checks on large recorded calls (bounded memory).
 
 Two cases, each backend checked by ``check()`` as a marked test would (default process
 isolation: each backend check in a forked child):

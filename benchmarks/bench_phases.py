@@ -1,6 +1,6 @@
 """The exporters' phases, side by side: each backend capturing on its own against one shared capture.
 
-Issue 54. For each model, the seconds of each phase of each backend's export, save, load and
+For each model, the seconds of each phase of each backend's export, save, load and
 first run, measured in this one process at one intra-op thread (as a check's child runs):
 
 - ``capture``: ``torch.export.export(module, args, dynamic_shapes=..., strict=False)``, the
@@ -15,7 +15,7 @@ first run, measured in this one process at one intra-op thread (as a check's chi
 
 Two ways, alternated per model (``--repeat`` rounds, each way first in turn, the fastest kept), in one run:
 
-- ``separate``: as before issue 54, every backend of ``THROUGH`` captures the call itself
+- ``separate``: as before the shared capture, every backend of ``THROUGH`` captures the call itself
   (``torch.onnx.export`` given the module, which runs its own non-strict capture first);
 - ``shared``: the call captured once, each of those backends starting from that program
   (``torch.onnx.export`` given the ``ExportedProgram`` skips its capture strategies).

@@ -15,7 +15,7 @@ the peak memory of the run with its children: the largest single process
 (``getrusage(RUSAGE_CHILDREN).ru_maxrss``) and the largest sum of PSS over the process tree,
 sampled every 0.2 s (what concurrent children hold together). The three run interleaved,
 ``--repeat`` rounds, rotating the order; the best wall time and the highest peaks are kept.
-The target (issue 19): ``marked <= 1.10 x (plain + hand)``. ``hand`` is printed twice: the
+The target: ``marked <= 1.10 x (plain + hand)``. ``hand`` is printed twice: the
 whole process, and its loop alone (without the interpreter and ``import torch``, which the
 plain suite already pays); the ratio is given against both. ``TORCHEXPORT_JOBS`` and the
 rest of the environment pass through to every run.

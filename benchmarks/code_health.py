@@ -461,7 +461,7 @@ def check_path(rev: str | None) -> dict[str, list[str] | int]:
 
 #: The page that reads one check in order (see ``reading_path``).
 PAGE = "docs/one-check.md"
-#: The most files on that page's reading path: issue 52's "about 12".
+#: The most files on that page's reading path: about 12.
 READING_PATH_MOST = 12
 
 

@@ -60,7 +60,7 @@ def main() -> int:
     parser.add_argument("checkout", type=Path)
     parser.add_argument("--tests", nargs="+", default=["tests"], help="test paths (files or folders)")
     parser.add_argument("-k", default=None)
-    parser.add_argument("-n", default=None, help="pytest-xdist workers, for both runs (issue 39 used -n 1)")
+    parser.add_argument("-n", default=None, help="pytest-xdist workers, for both runs (docs/report.md's figures: -n 1)")
     parser.add_argument("--backends", default="trace,script,onnx,export")
     parser.add_argument("--examples", type=int, default=5)
     parser.add_argument(

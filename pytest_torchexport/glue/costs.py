@@ -40,7 +40,7 @@ from . import items
 
 #: The estimate is said where the marked items took longer than this last time. Three minutes:
 #: a marked small-model suite (a few dozen tests, checks of 0.5-5 s each) stays under it and
-#: prints nothing, while a suite whose checks a user would want to plan for (issue 39's 3-D
+#: prints nothing, while a suite whose checks a user would want to plan for (a 3-D
 #: network suite: 1,270 s) is well over it.
 ESTIMATE_ABOVE_S = 180.0
 #: How many of the costliest tests the line names.
