@@ -1,4 +1,4 @@
-"""The ONNX artifact as onnxruntime serves it: its graph optimizer, and the ONNX checker (issue 21).
+"""The ONNX artifact as onnxruntime serves it: its graph optimizer, and the ONNX checker.
 
 A failing ``onnx``/``onnx-legacy`` input is rerun with graph optimizations off; when it
 passes, the message blames onnxruntime's optimizer, not the export. Every exported model

@@ -1,4 +1,4 @@
-"""ONNX as shipped (issue 31, item 4): onnx_optimize, onnx_fp16 and onnx_quantize check the
+"""ONNX as shipped: onnx_optimize, onnx_fp16 and onnx_quantize check the
 post-processed file on the onnx row, each against a budget that fits the step, and each
 catches a defect that converts but computes something else on some input.
 

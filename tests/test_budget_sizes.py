@@ -85,7 +85,7 @@ def test_footprint_sees_a_replay_of_a_call_whose_blocks_the_heap_kept():
 
 
 def test_what_the_recorded_call_held_is_a_cost_never_a_cap():
-    """Issue 51: a call that held 40 MB was held to 4x it (batch 8 of 16) on a 64 GB machine;
+    """Before: a call that held 40 MB was held to 4x it (batch 8 of 16) on a 64 GB machine;
     the allowance is absolute, so the declared range is drawn where the machine holds it."""
     plan, options = _plan(), Options.build()
     result = _result()
@@ -200,7 +200,7 @@ def test_a_seq_dim_counts_squared_in_the_measured_limits_too():
 def test_past_the_time_limit_at_the_recorded_size_the_examples_are_cut():
     plan, options = _plan(), Options.build(examples=25, timeout=900)
     result = _result()
-    # 19 s a call (the issue's vector quantizer): not even the probes fit in 450 s.
+    # 19 s a call (a real vector quantizer's time): not even the probes fit in 450 s.
     capped, opts = budget.bound(plan, plan.tree, _call(seconds=19.0), result, options, machine=budget.Machine(16 * GB))
     # A time estimate cuts the examples, never the sizes: each dim's bounds are still tried (memory alone caps them)
     assert not capped.caps and "size_caps" not in result.extra

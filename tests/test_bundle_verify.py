@@ -1,4 +1,4 @@
-"""Bundles (``--torchexport-bundle``, contract v6 section 5) and ``python -m pytest_torchexport verify``:
+"""Bundles (``--torchexport-bundle``, docs/howto-verify.md) and ``python -m pytest_torchexport verify``:
 one run writes each check's artifact with its inputs and eager's outputs as plain files; verify
 checks them again, with the same rows and pytest's exit codes."""
 

@@ -1,6 +1,6 @@
-"""[Signed Entries] No one who can write the cache folder turns a check green (issue 43).
+"""[Signed Entries] No one who can write the cache folder turns a check green.
 
-The forgery the issue describes, run as a user's CI runs it: a pass is stored, the model's
+The forgery, run as a user's CI runs it: a pass is stored, the model's
 ``forward`` is edited into a defect (a data-dependent branch, same parameters), and the stored
 entry's digest of the model file is set to the edited file's. With ``TORCHEXPORT_CACHE_SECRET``
 the forged entry is refused and the check fails; without it the entry is reused, as

@@ -29,7 +29,7 @@ def test_one_traced_check_counts_the_files_whose_functions_ran(code_health, trac
         "results/report.py",
     ):
         assert expected in files
-    # A ceiling, so the count cannot creep back up: 69 before issue 52's merges, 58 after (70 and 59 counted
+    # A ceiling, so the count cannot creep back up: 69 before modules were merged, 58 after (70 and 59 counted
     # before the tracer stopped counting a comprehension a module's import runs: results/bundle.py's).
     # A new module on a check's path belongs in the module that owns its concept; if it is a concept of
     # its own, raise the ceiling in the same commit and say why there.

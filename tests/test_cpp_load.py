@@ -1,4 +1,4 @@
-"""C++ load (contract section 4; docs/howto-verify.md): the saved TorchScript file and AOTInductor
+"""C++ load (docs/howto-verify.md): the saved TorchScript file and AOTInductor
 package loaded by libtorch in C++ with the runner built once per torch, compared with eager."""
 
 import pytest

@@ -1,4 +1,4 @@
-"""Declared bounds are tried, and a cut is said where the person looks (issue 51, item 3).
+"""Declared bounds are tried, and a cut is said where the person looks.
 
 The memory cap is an absolute allowance (the machine's free memory, or
 ``--torchexport-memory``), never a multiple of the recorded call: a 24 KB image with

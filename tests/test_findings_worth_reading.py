@@ -1,4 +1,4 @@
-"""Findings worth reading (issue 40, item 5).
+"""Findings worth reading.
 
 - [Validation Text] A value formatted into an assert's or a raise's message (timm's
   ``_assert(H == ..., f"Input height ({H}) ...")``) is validation, not computation: no

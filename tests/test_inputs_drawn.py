@@ -1,4 +1,4 @@
-"""Issue 8: inputs from the data's own range, exports run as users run them, the plugin's assumptions checked."""
+"""Inputs from the data's own range, exports run as users run them, the plugin's assumptions checked."""
 
 import functools
 
@@ -235,7 +235,7 @@ def test_the_export_at_the_recorded_size_1_is_checked_too():
         (torch.tensor([[0, 1], [2, 1]]), False),  # token ids
         (torch.tensor([[0.0, 1.0], [0.5, 1.0]]), False),  # min 0, max 1, but not only those
         (torch.tensor([[0.0, float("nan")], [1.0, 1.0]]), False),
-        (torch.randn(2000, 1000), False),  # decided by one min/max pass, no sort (issue 29)
+        (torch.randn(2000, 1000), False),  # decided by one min/max pass, no sort
     ],
 )
 def test_a_recorded_zero_one_tensor_is_a_mask_and_nothing_else_is(example, is_mask):

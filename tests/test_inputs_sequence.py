@@ -1,4 +1,4 @@
-"""The sizes a text model is served at (issue 50, contract v6 section 1, the defaults).
+"""The sizes a text model is served at (the defaults).
 
 With nothing declared, the token inputs' dim 1 (``input_ids``, ``attention_mask``,
 ``token_type_ids``, ``position_ids``) is one dim, ``seq``, searched like the batch; ids are

@@ -1,4 +1,4 @@
-"""Bounded memory (issue 9, item 4; issue 51: an absolute allowance, never a multiple of the
+"""Bounded memory (an absolute allowance, never a multiple of the
 recorded call): drawn sizes within what the machine holds, and
 whole checks on a 268 MB output and a (1, 1024)-token transformer within their RSS bounds."""
 

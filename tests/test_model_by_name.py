@@ -1,5 +1,5 @@
-"""--torchexport-model=SPEC, --torchexport-model-inputs and `python -m pytest_torchexport check`
-(issue 41): a model by name, with no test file, run through real pytest sessions.
+"""--torchexport-model=SPEC, --torchexport-model-inputs and `python -m pytest_torchexport check`:
+a model by name, with no test file, run through real pytest sessions.
 
 The timm and torchvision tests carry ``model_libs``: they skip where the library is missing
 (torch 2.13 here), and fail instead where ``TORCHEXPORT_REQUIRE_MODEL_LIBS=1`` says the stage

@@ -1,4 +1,4 @@
-"""``transformers:NAME`` model specs (issue 50 item 7, contract v6 section 5, model specs).
+"""``transformers:NAME`` model specs (docs/howto-model.md).
 
 The model is built from the installed transformers' config class with random weights (never
 the hub: HF_HUB_OFFLINE=1 here), tiny where the SPEC does not say, and called as it is served:

@@ -1,4 +1,4 @@
-"""Every figure a row shows comes from one place, and remedies follow the verdict (issue 51, item 2).
+"""Every figure a row shows comes from one place, and remedies follow the verdict.
 
 As a person met them: a module updating a buffer in ``forward`` on onnx was a row with
 ``examples 0``, ``max abs err -`` and no sizes while its message said "Greatest absolute

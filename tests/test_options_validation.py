@@ -6,7 +6,7 @@ from pytest_torchexport.errors import InvalidArgument
 from pytest_torchexport.options import DEFAULT_BACKENDS, Options
 
 
-def test_defaults_match_the_contract():
+def test_default_options():
     o = Options.build()
     assert o.backends == DEFAULT_BACKENDS == ("trace", "script", "onnx", "export")
     assert (o.examples, o.roundtrip, o.special_values, o.vary_scalars) == (25, True, False, False)

@@ -118,7 +118,7 @@ def test_an_older_row_without_the_keys_loads_and_is_not_parsed():
     assert {k: v for k, v in written.items() if k not in ("likely_cause", "cause_kind")} == old
 
 
-def test_a_status_outside_the_contract_is_refused():
+def test_an_unknown_status_is_refused():
     with pytest.raises(ValueError, match="unknown status 'broken'"):
         Result.from_dict({"backend": "trace", "device": "cpu", "status": "broken"})
 

@@ -5,7 +5,7 @@ unwraps them only when the call returns. The plugin calls eager at sizes the mod
 (is dim 0 a batch dim?): such a call left the wrappers on eager's module, every export's
 copy then called into eager's own parameters, and ViT's trace row carried "Cannot insert a
 Tensor that requires grad as a constant" instead of torch's own message. ``Capturing`` below
-does what that decorator did, in a few lines (the ViT of the issue cannot be imported here:
+does what that decorator did, in a few lines (the ViT that showed it cannot be imported here:
 its docstrings need transformers' tokenizers package).
 """
 

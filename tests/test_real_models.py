@@ -1,6 +1,6 @@
 """Real architectures, random weights, a check with only ``dims``: no false alarms, real defects caught.
 
-Issue 8's "done when": a clean real model passes every backend that can export it, and the
+What must hold: a clean real model passes every backend that can export it, and the
 known real defects (the ``nn.TransformerEncoder`` fast path, scripting Hugging Face models)
 are still flagged. Models are built from code or from ``transformers`` configs (no hub).
 """
@@ -24,7 +24,7 @@ def verdicts(module, args=(), kwargs=None, backends=BACKENDS, **options):
     torch.manual_seed(0)
     opts = Options.build(backends=backends, **{"examples": EXAMPLES, "seed": 0, **options})
     results = run(module.eval(), args, kwargs, opts, Session()).by_backend()
-    print(f"\nverdicts {type(module).__name__}: {statuses(results)}")  # the table in issue 8's closing note
+    print(f"\nverdicts {type(module).__name__}: {statuses(results)}")  # one line of the verdicts table
     return results
 
 
@@ -203,7 +203,7 @@ def test_transformer_encoder_fast_path_is_caught():
     assert r["script"].status == "pass", r["script"].message[:600]
 
 
-# -- ONNX as shipped (issue 31): each post-processing step within its budget ---------------
+# -- ONNX as shipped: each post-processing step within its budget ---------------
 # Measured with benchmarks/measure_onnx_shipped.py (docs/howto-shipped-onnx.md): the worst
 # error of each clean model sits well inside the default budget (8 x unit x sqrt(op depth)).
 
@@ -283,7 +283,7 @@ NOT_PASSING = {
     "bert": {"script": "export_error"},
     "gpt2": {"script": "export_error"},
     "t5": {"script": "export_error"},
-    # v6 searches a token input's length like the batch: torch.export specializes nn.GRU's
+    # A token input's length is searched like the batch: torch.export specializes nn.GRU's
     # sequence to the recorded 7 ("You marked seq as dynamic but your code specialized it"),
     # so the artifact raises at a length eager takes; its green rested on one length before.
     "gru": {"export": "run_error"},

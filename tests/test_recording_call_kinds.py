@@ -1,4 +1,4 @@
-"""Each kind of call the test makes is checked (contract v6, section 1; issue 50 item 3).
+"""Each kind of call the test makes is checked.
 
 A test that calls its model with and without an argument, or with it in another structure,
 gets one row per kind of call on each item, the row's ``call`` naming which; a prefill and a
@@ -110,7 +110,7 @@ def test_each_kind_of_call_is_a_row_of_its_item(tester):
         assert [(r["call"], r["status"]) for r in rows[item]] == [("without extra", "pass"), ("with extra", "pass")]
         assert [r.get("recorded_calls") for r in rows[item]] == [2, None]
         assert "(Net, with extra call)" in rows[item][1]["message"]
-    # One kind of call: one row, no "call" key (rows as before v6).
+    # One kind of call: one row, no "call" key (the row a test with one call always had).
     (plain,) = rows["test_one_kind[torchexport-trace]"]
     assert "call" not in plain and plain["status"] == "pass"
     # The item fails when one kind fails, and pytest's outcome is the report's: the failing

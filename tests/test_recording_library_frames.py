@@ -1,4 +1,4 @@
-"""A library's own work is not the test's call (issue 50: transformers' own tests, marked).
+"""A library's own work is not the test's call (found on transformers' own tests, marked).
 
 Marking transformers' Llama tests with ``--torchexport-auto`` checked two things the tests never
 called: a float16 ``LayerNorm`` that transformers' fp16 probe (``is_torch_fp16_available_on_device``)

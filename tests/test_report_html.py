@@ -1,4 +1,4 @@
-"""The HTML report (docs/html-report.md, issue 42): one self-contained page, checked in a browser.
+"""The HTML report (docs/html-report.md): one self-contained page, checked in a browser.
 
 A real session writes the JSON report once (``report_run``, a module-scoped pytest run in a
 subprocess, as users run it); ``merge -o out.html`` turns it into the page, and the tests

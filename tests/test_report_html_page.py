@@ -1,4 +1,4 @@
-"""A page that shows what matters (issue 51, item 6), read as a person reads it in a browser.
+"""A page that shows what matters, read as a person reads it in a browser.
 
 Before: about 17 raw timing keys on every row, ``static_size`` under "Cause" on a passing row,
 pass rows drawing a flat row of dots, ``export_error`` coloured lighter than ``mismatch``, a

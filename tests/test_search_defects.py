@@ -177,7 +177,7 @@ def test_dim_object_in_a_spec_and_bad_specs():
 
 
 def test_integer_inputs_stay_in_the_embedding_they_index():
-    # Contract v6: ids are drawn in the range of the embedding they index (10 rows: 0..9), beyond the
+    # Ids are drawn in the range of the embedding they index (10 rows: 0..9), beyond the
     # recorded values (2..7), never outside it.
     seen = []
 

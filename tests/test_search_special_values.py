@@ -1,4 +1,4 @@
-"""special_values=True probes every special value before the random draws (issue 21, item 4).
+"""special_values=True probes every special value before the random draws.
 
 A defect that shows only at NaN is found on every run, with or without ``CI``; the
 probes are bounded (16 per float input, at most 3 inputs) and run at the recorded input.

@@ -1,5 +1,5 @@
 """[Shared Capture] One torch.export capture per recorded call, whatever the number of backends
-that start from it (issue 54, contract v6 section 4), counted across every process of a session.
+that start from it, counted across every process of a session.
 
 The pytester session's conftest wraps ``torch.export.export``: each call appends the captured
 module's class and whether it was strict to the file ``CAPTURES_LOG`` names, from the test's
@@ -131,7 +131,7 @@ def test_one_capture_per_recorded_call_and_each_lowering_still_judged_alone(test
     assert onnx["capture"] == "shared" and onnx["failing_example"]["inputs"]["x"]["shape"][2:] != [8, 8]
     assert export["status"] == "pass" and export["failing_example"] is None, export["message"]
 
-    # A capture that fails is made once too (issue 54): its error is every sharing backend's, whose row
+    # A capture that fails is made once too: its error is every sharing backend's, whose row
     # names the true cause and line, and only torch.onnx's strict fallback (other options) captures again.
     _failed_capture_shared(rows, captures, ("export", "onnx", "executorch"))
 
@@ -187,10 +187,10 @@ GRU_MODELS = (
 @pytest.mark.slow
 def test_a_recurrent_module_shares_its_capture_but_with_onnx(tester, monkeypatch):
     # torch.onnx captures an LSTM or a GRU with its own while-loop decompositions: its onnx check
-    # captures on its own, while export and aoti share the plain capture (before issue 54's second
-    # turn a recurrent module shared nothing: 5 non-strict captures here, 3 now). The plain capture
-    # refuses seq's declared range and is made again with seq left to torch, both once, in the
-    # capture child: the onnx verdict is the one it has alone (test_isolation_crashes.py).
+    # captures on its own, while export and aoti share the plain capture (before, a recurrent module
+    # shared nothing: 5 non-strict captures here, 3 now). The plain capture refuses seq's declared
+    # range and is made again with seq left to torch, both once, in the capture child: the onnx
+    # verdict is the one it has alone (test_isolation_crashes.py).
     log = tester.path / "captures.log"
     monkeypatch.setenv("CAPTURES_LOG", str(log))
     tester.makeconftest(CONFTEST)

@@ -1,4 +1,4 @@
-"""The standalone load overlaps the search (issue 19, item 3): the request to the loader goes
+"""The standalone load overlaps the search: the request to the loader goes
 out after the export, the side-effect checks and the search run while it is answered, and
 its verdict joins the result at the end, the verdict it gave when it ran first."""
 

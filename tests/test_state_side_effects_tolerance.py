@@ -1,5 +1,5 @@
 """The side-effect checks judge the artifact's outputs as the search does: with the check's
-``rtol``/``atol`` and its ``compare=``, not with the default tolerances (issue 18, item 2)."""
+``rtol``/``atol`` and its ``compare=``, not with the default tolerances."""
 
 import copy
 

@@ -1,4 +1,4 @@
-"""Every status of the contract, reached by a module built to reach it, through check()."""
+"""Every status (docs/statuses.md), reached by a module built to reach it, through check()."""
 
 import functools
 

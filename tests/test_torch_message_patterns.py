@@ -1,4 +1,4 @@
-"""Every pattern the plugin reads from torch's messages holds on each torch CI runs (issue 40).
+"""Every pattern the plugin reads from torch's messages holds on each torch CI runs.
 
 The plugin reads torch's words in a few places: a TracerWarning names a frozen branch or a
 baked size (results/explain.py), an exporter's error names its kind, the specialized dim and

@@ -1,4 +1,4 @@
-"""A vision and an audio model as users meet them (issue 50, "Done when": real tiny transformers models).
+"""A vision and an audio model as users meet them (real tiny transformers models).
 
 ViT and Wav2Vec2 are built from config (random weights, never the hub), called once by a test
 under a bare marker, and checked on trace, torch.export and ONNX in a subprocess (an inline run

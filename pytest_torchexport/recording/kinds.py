@@ -1,4 +1,4 @@
-"""Each kind of call a test makes of its module, checked with its own inputs (contract v6).
+"""Each kind of call a test makes of its module, checked with its own inputs.
 
 A test that calls a model with and without ``past_key_values`` (a prefill and a decode step),
 or with a 2-D and a 4-D attention mask, makes two kinds of call: different arguments carry

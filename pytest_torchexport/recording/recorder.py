@@ -372,7 +372,7 @@ class Recorder:
         its module's forward (``generate``, or any method that called forward more than once):
         then the forward calls it made take its place in the recording, and it is never
         exported as a method. A method that calls forward once (``predict``: ``self(x).argmax``)
-        stays the call, as v5 has it."""
+        stays the call."""
         inner, call.inner = call.inner, []
         if not inner or (call.method not in LOOPS and len(inner) < 2):
             return False

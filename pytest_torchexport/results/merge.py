@@ -6,7 +6,7 @@ more than once, refuses reports from different torch or onnxruntime versions (th
 verdicts are not comparable) unless ``--allow-mixed``, writes the merged report with the
 plugin's own writer, and with ``--baseline`` exits as pytest would (``Exit``). Without one it
 converts: it lists the failing rows by status and exits 0, since each shard's own run has
-already failed on them (contract v6).
+already failed on them.
 
 Pure JSON work: nothing here imports torch or pytest, so the merge job needs neither a
 GPU nor the time torch takes to import.

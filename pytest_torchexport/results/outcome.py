@@ -122,7 +122,7 @@ def exception_words(exc: BaseException) -> str:
 
 def model_raised(error: BaseException, stage: str, header: str) -> Outcome:
     """The verdict of a check whose model raised ``error`` in ``stage``, on a call every check makes:
-    a usage error (the contract's: its recorded call raises in eval mode under ``no_grad``)."""
+    a usage error (docs/statuses.md: its recorded call raises in eval mode under ``no_grad``)."""
     what = exception_words(error)
     return Outcome(
         "usage_error",

@@ -3,15 +3,15 @@
 ``export``, ``onnx`` (the dynamo exporter's first strategy), ``aoti`` and ``executorch`` all start
 the same way: ``torch.export.export`` of the call, non-strict, with the plan's dynamic shapes, at
 the export example (dims of size 0 or 1 grown to 2). That capture costs as much as a small
-model's whole lowering (``benchmarks/bench_phases.py``), and before issue 54 each backend's child
+model's whole lowering (``benchmarks/bench_phases.py``), and before sharing each backend's child
 paid it again. Here it is made once per recorded call and device, in a forked child of the test's
 process (``share``) after eager's shared prelude and before the first of those
 backends' check children is forked; the test's process loads the program the capture child saved,
 each check's child inherits it by fork, its own copy-on-write, and starts from it
 (``ExportContext.exported_program``; ``torch.onnx.export`` given the program skips its capture).
 
-A capture that fails is shared too, as its error (contract v6: "a failed capture is not repeated
-with the same arguments"): the child writes down the error's class, text and traceback frames
+A capture that fails is shared too, as its error (a failed capture is not repeated
+with the same arguments): the child writes down the error's class, text and traceback frames
 (``described`` below; a pickled one loses them, and torch's guard errors their message) and each
 sharing check raises it again, so its row names the same cause and source line with
 ``capture: "shared"``. The fallbacks that capture otherwise still run (the ONNX exporter's strict

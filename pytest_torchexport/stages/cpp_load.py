@@ -1,4 +1,4 @@
-"""C++ load (contract section 4; docs/howto-verify.md): the saved artifact loaded and run by libtorch in C++.
+"""C++ load (docs/howto-verify.md): the saved artifact loaded and run by libtorch in C++.
 
 The standalone stage proves a TorchScript file or an AOTInductor package loads in a Python
 that never imported the test's code; a C++ deployment has no Python at all. So, once a

@@ -2,8 +2,8 @@
 it leaves out first.
 
 The budget (``limit_s``) is ``budget=`` / ``--torchexport-budget``, else ``BUDGET_MULTIPLE`` times
-the test body's own time, never below ``BUDGET_FLOOR_S`` (docs/howto-budget.md). Issue 39
-measured a 30 s budget on a 3-D DenseNet169 whose rows each spent 27-42 s beyond their exports:
+the test body's own time, never below ``BUDGET_FLOOR_S`` (docs/howto-budget.md). On a 3-D
+DenseNet169 whose rows each spent 27-42 s beyond their exports, a 30 s budget was measured:
 the search kept within it, but the round trip, the standalone wait, the static-size probes and
 latency were outside its count.
 

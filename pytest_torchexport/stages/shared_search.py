@@ -2,7 +2,7 @@
 
 A test's checks used to be one search per backend: each drew its own inputs and ran eager
 on every one of them again, so on a model whose forward is what costs, three backends paid
-eager's forwards three times for a verdict that needs them once (issue 39: 650 s of eager
+eager's forwards three times for a verdict that needs them once (measured: 650 s of eager
 for ~200 s of inputs on a 3-D segmentation network). As polygraphy's ``Comparator`` feeds
 one data loader to every runner, the test's process now draws the inputs once per recorded
 call and device, runs eager on each once, and every backend's forked child checks its

@@ -66,7 +66,7 @@ def start(spec: Any, options: Any) -> None:
 
 
 def step(check: Check) -> Loading:
-    """Contract section 4: send the saved artifact (``scratch/artifact``) to the loader, to be
+    """Send the saved artifact (``scratch/artifact``) to the loader, to be
     loaded where the test's code never was. The returned ``Loading``'s ``join()`` reads the
     answer; why nothing was sent is in ``result.extra["standalone"]``."""
     result, scratch = check.result, check.scratch
