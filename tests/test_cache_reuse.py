@@ -1,4 +1,4 @@
-"""[Verdict Cache] A pass is reused only while nothing it depends on changed (issue 30).
+"""[Verdict Cache] A verdict is reused only while nothing it depends on changed.
 
 Real pytest sessions, real exports, run twice: between the runs one line changes in a file
 (or a data file the test body reads), and the second run's row says whether the check ran
@@ -252,7 +252,8 @@ FAILING = source(Gate) + textwrap.dedent(
 )
 
 
-def test_failures_rerun_and_off_no_cacheprovider_and_a_corrupt_entry_reuse_nothing(tester):
+def test_failures_rerun_and_off_no_cacheprovider_and_a_corrupt_entry_reuse_nothing(tester, not_in_ci):
+    # A local run's search is random: another run may draw the input that fails, so only the pass is kept.
     tester.makepyfile(test_g=FAILING)
     tester.runpytest("--torchexport-report=1.json").assert_outcomes(passed=1, failed=1)
     entries = list((tester.path / ".pytest_cache").rglob("torchexport-verdicts/v1/*/*.json"))
@@ -286,6 +287,56 @@ def test_failures_rerun_and_off_no_cacheprovider_and_a_corrupt_entry_reuse_nothi
     assert "cached" not in found["test_lin"] and found["test_lin"]["status"] == "pass"
     assert json.loads(entries[0].read_text())["row"]["status"] == "pass"  # written again, whole
     assert run()["test_lin"]["cached"] is True
+
+
+def test_a_failure_found_by_a_reproducible_search_is_reused_and_still_fails(tester, not_in_ci):
+    tester.makepyfile(test_g=FAILING)
+    seeded = ("--torchexport-seed=7", "--torchexport-report=out.json")
+    tester.runpytest(*seeded).assert_outcomes(passed=1, failed=1)
+    first = {k.split("[")[0]: v for k, v in report_rows(tester, "out.json", key=by_item).items()}
+    assert first["test_gate"]["status"] == "mismatch" and "cached" not in first["test_gate"]
+
+    result = tester.runpytest(*seeded)
+    result.assert_outcomes(passed=1, failed=1)  # it gates exactly as the run that found it
+    again = {k.split("[")[0]: v for k, v in report_rows(tester, "out.json", key=by_item).items()}
+    gate = again["test_gate"]
+    assert gate["cached"] is True and gate["cached_at"]
+    for key in ("status", "message", "failing_example", "max_abs_err", "likely_cause", "cause_kind", "findings"):
+        assert gate.get(key) == first["test_gate"].get(key), key
+    result.stdout.re_match_lines([r".*\(reused: the verdict of the run of .*--cache-clear.*"])
+    result.stdout.re_match_lines([r"torchexport cache: reused 2 verdicts \(1 pass, 1 failure\) of 2 checks .*"])
+
+    # Another seed draws other inputs: nothing is reused; the same seed with the marker's xfail= applies it
+    # to the reused verdict.
+    tester.runpytest("--torchexport-seed=8", "--torchexport-report=out.json").assert_outcomes(passed=1, failed=1)
+    rows = report_rows(tester, "out.json", key=by_item).values()
+    assert not any("cached" in r for r in rows)
+    tester.makepyfile(
+        test_g=FAILING.replace(
+            'backends=["trace"])\ndef test_gate', 'backends=["trace"], xfail={"trace": "frozen branch"})\ndef test_gate'
+        )
+    )
+    tester.runpytest(*seeded).assert_outcomes(passed=1, xfailed=1)
+    tester.runpytest(*seeded).assert_outcomes(passed=1, xfailed=1)
+    gate = {k.split("[")[0]: v for k, v in report_rows(tester, "out.json", key=by_item).items()}["test_gate"]
+    assert gate["status"] == "xfail" and gate["cached"] is True and gate["xfail_of"] == "mismatch"
+
+
+def test_what_is_never_kept():
+    from pytest_torchexport.cache.reuse import unkept
+    from pytest_torchexport.options import Options
+    from pytest_torchexport.results.report import Result
+
+    seeded, drawn = Options(seed=1), Options()
+    assert unkept(Result("trace", "cpu", "pass"), drawn) is None
+    assert unkept(Result("trace", "cpu", "mismatch"), seeded) is None
+    assert "random search" in unkept(Result("trace", "cpu", "mismatch"), drawn)
+    for status in ("timeout", "nondeterministic", "skipped"):
+        assert "always runs again" in unkept(Result("trace", "cpu", status), seeded)
+    crashed = Result("trace", "cpu", "export_error", cause_kind="crash")
+    assert "crashed" in unkept(crashed, seeded)
+    for key in ("budget", "budget_limit"):
+        assert "budget" in unkept(Result("trace", "cpu", "mismatch", extra={key: {}}), seeded)
 
 
 def test_a_cache_dir_given_on_the_command_line_and_cache_clear(tester):

@@ -290,12 +290,13 @@ def test_hostile_entries_are_misses_with_a_note(tmp_path, content, words, secret
         (lambda e: e.update(files=[["/x.py"]]), "list of file digests is malformed"),
         (lambda e: e.update(files=[[1, "0" * 64]]), "list of file digests is malformed"),  # os.stat(1) is stdout
         (lambda e: e.update(files="abc"), "list of file digests is malformed"),
-        (lambda e: e["row"].update(status="mismatch"), "its row is not a pass"),
+        (lambda e: e["row"].update(status="timeout"), "its row's status is not one that is kept"),
+        (lambda e: e["row"].update(failing_example=[1]), "its row's failing_example is a list"),
         (lambda e: e["row"].update(examples="many"), "its row's examples is a str"),
         (lambda e: e["row"].update(max_abs_err=[1]), "its row's max_abs_err is a list"),
         (lambda e: e.pop("row"), "KeyError"),
     ],
-    ids=["pair", "fd", "files-str", "status", "examples", "error", "no-row"],
+    ids=["pair", "fd", "files-str", "status", "failing-example", "examples", "error", "no-row"],
 )
 def test_unsigned_malformed_entries_are_misses(tmp_path, edit, words):
     cache, path = _stored(tmp_path, secret=None)

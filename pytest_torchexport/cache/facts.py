@@ -50,7 +50,7 @@ class CheckFacts:
     #: [Memory Budget] whether drawn sizes are bounded (``TORCHEXPORT_SIZE_LIMITS``): a pass found
     #: within the budget is a narrower search than one asked for without it
     size_budget: bool = True
-    store: Cache | None = None  # where passes are kept and looked up; None: no cache
+    store: Cache | None = None  # where verdicts are kept and looked up; None: no cache
     digests: CallDigests | None = None  # None: the call's digest is computed for this check alone
 
 

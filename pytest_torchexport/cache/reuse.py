@@ -1,22 +1,61 @@
-"""[Verdict Cache] One check's side of the cache: look its pass up before it starts, keep it after.
+"""[Verdict Cache] One check's side of the cache: look its verdict up before it starts, keep it after.
 
 The engine's ``PendingCheck`` (``engine/pipeline.py``) hands its ``CheckFacts`` (``facts.py``)
 to a ``Reuse`` and asks ``Reuse.lookup`` before anything runs (no prelude, no child, no
 exporter warm-up): the key (``fingerprint.py``) is computed in the test's process, and a
 hit is the stored row, marked ``"cached": true`` with ``"cached_at"``, the date of the run
 that made it. ``PendingCheck.wait`` hands every finished result to ``Reuse.keep``, which
-stores a pass with the files it ran or read (``sources.py``) and takes those off the row.
-Only passes are kept and reused: every other status runs again, so a failure always
-carries a fresh message and repro.
+stores it with the files it ran or read (``sources.py``) and takes those off the row.
+
+Which verdicts are kept (``unkept``): every pass; a failure only where running the check
+again would find the same one, that is where the search is reproducible (derandomized under
+CI, or a fixed ``--torchexport-seed``) and nothing but the keyed facts decided it. A timeout,
+a nondeterministic eager, a crashed child, a row the time or memory budget cut, and a skip
+(an exporter not installed here) always run again.
 """
 
 from __future__ import annotations
 
+import os
 import time
 
+from .._compat import is_in_ci
+from ..options import Options
 from ..results.report import Result
 from . import fingerprint, sources
 from .facts import CheckFacts
+from .store import KEPT_STATUSES
+
+#: Extra keys of a row whose verdict a budget shaped: what it tried depended on this machine's speed
+#: or memory (``stages/budget.py``, ``stages/search_budget.py``).
+_BUDGET_KEYS = ("budget", "budget_limit")
+
+
+def reproducible(options: Options) -> bool:
+    """Whether a second run draws the same inputs: derandomized under CI, or a fixed seed."""
+    return options.seed is not None or is_in_ci()
+
+
+def unkept(result: Result, options: Options) -> str | None:
+    """Why ``result`` is not kept for reuse (None: it is). Said in words for the tests, not the summary:
+    a verdict that is never kept is the usual case, not something to warn about."""
+    if result.status == "pass":
+        return None
+    if result.status not in KEPT_STATUSES:
+        return f"a {result.status} row always runs again"
+    if not reproducible(options):
+        return "a failure found by a random search: another run may draw other inputs"
+    if result.cause_kind == "crash":
+        return "a crashed check always runs again"
+    if any(key in result.extra for key in _BUDGET_KEYS):
+        return "the budget cut what it tried"
+    return None
+
+
+def _repro_gone(row: dict) -> str | None:
+    """The repro file a stored failure names, where it no longer exists (a fresh machine, a cleaned folder)."""
+    repro = (row.get("failing_example") or {}).get("repro")
+    return repro if isinstance(repro, str) and not os.path.exists(repro) else None
 
 
 class Reuse:
@@ -64,20 +103,27 @@ class Reuse:
             self.note, self.refused = note.text, note.refused
         if found is None:
             return None
+        gone = _repro_gone(found.row)
+        if gone is not None:
+            self.note = f"not reused: the stored failure's repro file {gone} is gone: checked again to write it"
+            return None
         row = {**found.row, "nodeid": facts.nodeid, "test": facts.test, "cached": True, "cached_at": found.created}
         try:
             result = Result.from_dict(row)
         except Exception as exc:  # noqa: BLE001 - an entry from an unsigned folder may hold anything
-            self.note = f"ignored a stored pass whose row cannot be read ({type(exc).__name__}: {exc}): checked again"
+            self.note = (
+                f"ignored a stored verdict whose row cannot be read ({type(exc).__name__}: {exc}): checked again"
+            )
             return None
         self.hit = True
         return result
 
     def keep(self, result: Result) -> None:
-        """Store ``result`` when it is a pass made here; the files it ran leave the row."""
+        """Store ``result`` when it was made here and may be reused (``unkept``); the files it ran leave
+        the row. Called before ``xfail=`` is applied: the raw verdict is kept, the marker read anew."""
         t0 = time.perf_counter()
         ran, result.sources = result.sources, None
-        if self.hit or self.key is None or result.status != "pass" or ran is None:
+        if self.hit or self.key is None or ran is None or unkept(result, self.facts.options) is not None:
             self._tell(result)
             return
         files = sources.keyed([*ran, *self.files])

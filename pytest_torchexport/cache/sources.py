@@ -1,6 +1,6 @@
 """[Sources] The Python files a check's verdict rests on: the files whose code ran or was read.
 
-The verdict cache (``store.py``) may reuse a pass only while every file the check ran or
+The verdict cache (``store.py``) may reuse a verdict only while every file the check ran or
 read is unchanged. This module finds those files, in the process that runs the check (a
 forked child, or the test's process inline), and hashes them:
 

@@ -1,6 +1,6 @@
-"""[Verdict Cache] Passes kept on disk, reused while nothing they depend on changed.
+"""[Verdict Cache] Verdicts kept on disk, reused while nothing they depend on changed.
 
-One small JSON file per entry, ``<dir>/v1/<key[:2]>/<key>.json``: the pass's report row,
+One small JSON file per entry, ``<dir>/v1/<key[:2]>/<key>.json``: the verdict's report row,
 when it was made, and the (path, sha256) of every file whose code ran or was read while it
 was made (``sources.py``). The key (``fingerprint.py``) covers everything else. A lookup
 reuses the row only when every listed file still has its digest.
@@ -40,6 +40,7 @@ from typing import Any
 
 from .._compat import package_version
 from ..options import environment, switched_off
+from ..results.report import FAILING
 from . import sources
 
 VERSION = 1
@@ -51,6 +52,10 @@ SECRET_ENV = "TORCHEXPORT_CACHE_SECRET"
 MAX_ENTRY_BYTES = 1 << 20
 #: What may be in the folder: entries named by their key, and writers' temporary files.
 _ENTRY_NAME = re.compile(r"^(?:[0-9a-f]{64}\.json|\.[0-9a-f]{8}-\w+\.tmp)$")
+#: The statuses an entry's row may have: a pass, or a failure that running again gives again
+#: (``reuse.unkept`` says which rows of these are kept). Never a timeout, a skip or an xfail
+#: verdict: ``xfail=`` is applied to the raw verdict after the lookup.
+KEPT_STATUSES = frozenset({"pass"} | (FAILING - {"timeout", "xpass"}))
 #: Keys of a row that describe one run, not the verdict: not stored.
 _PER_RUN = (
     "nodeid",
@@ -163,8 +168,8 @@ class Cache:
             if entry.get("key") != key:
                 raise ValueError("its key is not the one its name says")
             files, row, created = entry["files"], entry["row"], entry["created"]
-            if not isinstance(row, dict) or row.get("status") != "pass":
-                raise ValueError("its row is not a pass")
+            if not isinstance(row, dict) or row.get("status") not in KEPT_STATUSES:
+                raise ValueError("its row's status is not one that is kept")
             _check_row(row)
             if not isinstance(created, str) or not _file_digests(files):
                 raise ValueError("its date or its list of file digests is malformed")
@@ -211,6 +216,10 @@ class Cache:
             "row": {k: v for k, v in row.items() if k not in _PER_RUN},
         }
         text = json.dumps(entry, default=str)
+        if len(text) > MAX_ENTRY_BYTES // 2:  # a failure's message can be long; an entry stays small
+            return self._note(
+                f"not kept: its row is {len(text)} bytes, more than an entry holds: checked again next run"
+            )
         if self.secret is not None:
             # Signed as it will be read back: JSON turns tuples into lists and str()s the rest.
             entry = json.loads(text)
@@ -289,6 +298,7 @@ _ROW_TYPES: dict[str, tuple[type, ...]] = {
     "atol": (int, float, type(None)),
     "rtol": (int, float, type(None)),
     "findings": (list,),
+    "failing_example": (dict, type(None)),
 }
 
 
@@ -321,4 +331,15 @@ def _remove(path: Path) -> int:
         return 0
 
 
-__all__ = ["Cache", "Hit", "MAX_AGE_DAYS", "MAX_ENTRIES", "MAX_ENTRY_BYTES", "Note", "REFUSED", "SECRET_ENV", "resolve"]
+__all__ = [
+    "KEPT_STATUSES",
+    "Cache",
+    "Hit",
+    "MAX_AGE_DAYS",
+    "MAX_ENTRIES",
+    "MAX_ENTRY_BYTES",
+    "Note",
+    "REFUSED",
+    "SECRET_ENV",
+    "resolve",
+]

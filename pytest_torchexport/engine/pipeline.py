@@ -213,7 +213,7 @@ class PendingCheck:
         self._scratch: Path | None = None
         self._done: Result | None = None  # its row, once DONE
         self.check: Check | None = None  # once the pipeline has built it: what --torchexport-bundle writes
-        self.reuse = Reuse(self._facts())  # [Verdict Cache] a pass kept from an earlier run
+        self.reuse = Reuse(self._facts())  # [Verdict Cache] a verdict kept from an earlier run
 
     def _facts(self) -> CheckFacts:
         """What the verdict cache reads of this check, and all it reads (``cache/facts.py``)."""
@@ -332,8 +332,8 @@ class PendingCheck:
         if not self.reuse.hit:
             result.extra["isolation"] = self.mode if self.why is None else f"{self.mode}: {self.why}"
         result.timings["total_s"] = (ended or time.monotonic()) - self.started
+        self.reuse.keep(result)  # the raw verdict: xfail= is applied after, to a reused row too
         outcome.xfail(result, self.options.xfail.get(result.backend))
-        self.reuse.keep(result)
         self._done = result
         self._to(CheckState.DONE)
         return result

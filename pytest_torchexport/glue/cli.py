@@ -143,8 +143,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         "--torchexport-cache",
         "torchexport_cache",
-        "DIR or off: reuse a pass whose every input is unchanged (versions, options, module and state, recorded "
-        "inputs, the source of every file that ran or was read to make it); default: under pytest's cache dir",
+        "DIR or off: reuse a verdict whose every input is unchanged (versions, options, module and state, recorded "
+        "inputs, the source of every file that ran or was read to make it): a pass, or a failure where the search "
+        "is reproducible (CI, --torchexport-seed); default: under pytest's cache dir",
         default="under pytest's cache dir",
     ),
     Flag(

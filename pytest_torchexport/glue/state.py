@@ -54,7 +54,7 @@ class State:
     scheduler: Scheduler = field(default_factory=Scheduler)
     #: nodeid -> index in the collected items, for the items that follow one (glue/ahead.py)
     order: dict[str, int] | None = None
-    #: [Verdict Cache] where passes are reused (cache.store.Cache), None when off; resolved on first use
+    #: [Verdict Cache] where verdicts are reused (cache.store.Cache), None when off; resolved on first use
     cache: Any = None
     cache_resolved: bool = False
     warm: bool = False  # the cache held entries when the session started

@@ -181,7 +181,7 @@ def call_lines(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def cache_lines(rows: list[dict[str, Any]]) -> list[str]:
-    """[Verdict Cache] How many passes were reused, and every entry the cache could not use."""
+    """[Verdict Cache] How many verdicts were reused, and every entry the cache could not use."""
     reused = sum(1 for row in rows if row.get("cached"))
     # One line a note, with the checks it concerns counted: a note many checks share is said once.
     notes: dict[str, list[str]] = {}
@@ -190,10 +190,12 @@ def cache_lines(rows: list[dict[str, Any]]) -> list[str]:
             notes.setdefault(row["cache"], []).append(str(row.get("nodeid")))
     lines = []
     if reused:
-        passes = "pass" if reused == 1 else "passes"
-        lines.append(
-            f"torchexport cache: reused {reused} {passes} of {len(rows)} checks (nothing they depend on changed)"
-        )
+        failures = sum(1 for row in rows if row.get("cached") and row.get("status") not in ("pass", "xpass"))
+        what = f"{reused} pass{'es' * (reused != 1)}"
+        if failures:  # a reused failure gates as before: said, so no one looks for a fresh run's message
+            passes = reused - failures
+            what = f"{reused} verdicts ({passes} pass{'es' * (passes != 1)}, {failures} failure{'s' * (failures != 1)})"
+        lines.append(f"torchexport cache: reused {what} of {len(rows)} checks (nothing they depend on changed)")
     for note, items in notes.items():
         which = items[0] if len(items) == 1 else f"{len(items)} checks"
         lines.append(f"torchexport cache warning: {which}: {note}")

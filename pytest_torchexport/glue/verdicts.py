@@ -58,7 +58,18 @@ def settle_item(result: Result, state: State) -> None:
                 Report([result]),
             )
     if result.failed:
-        raise ExportMismatch(result.message, Report([result]))
+        raise ExportMismatch(result.message + _reused(result), Report([result]))
+
+
+def _reused(result: Result) -> str:
+    """[Verdict Cache] A reused failure says so, with how to run it afresh: its message is an earlier run's."""
+    if not result.extra.get("cached"):
+        return ""
+    when = result.extra.get("cached_at") or "an earlier run"
+    return (
+        f"\n(reused: the verdict of the run of {when}; nothing it depends on changed since. "
+        "--cache-clear or --torchexport-cache=off runs the check again.)"
+    )
 
 
 def settle_rows(results: list[Result], state: State) -> None:

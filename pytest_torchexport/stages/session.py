@@ -24,7 +24,7 @@ class Session:
     hypothesis_home: str | None = None
     test: str | None = None
     nodeid: str | None = None
-    #: [Verdict Cache] where passes are reused (``cache.Cache``); None: every check runs
+    #: [Verdict Cache] where verdicts are reused (``cache.Cache``); None: every check runs
     cache: Any = None
     #: [Warm Once] the session will check more than one test in this process: the exporters'
     #: first use is paid here before the first check's child (``isolation/warmup.py``)
