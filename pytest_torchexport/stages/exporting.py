@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import torch
 
@@ -36,7 +36,7 @@ from ..reference.compare import flatten, output_scales
 from ..reference.eager import copy_module, reset_state, snapshot
 from ..results import explain
 from ..results.outcome import Stop
-from ..results.report import CauseKind, Finding, Result
+from ..results.report import ERROR_SITE_KINDS, CauseKind, Finding, Result
 from .artifacts import keep, test_dirname
 from .check import Artifacts, Check
 from .standalone import preflight
@@ -272,7 +272,9 @@ def export_failed(check: Check, exc: BaseException, stage: str) -> NoReturn:
     reason = explain.trim_error(exc)
     lines = [f"{name} could not {'export' if stage == 'export' else stage} the module {check.header}", reason]
     cause = with_cause(check.compiled, check.result.module, finding.detail if finding and finding.where else None)
-    kind: CauseKind = "compiled_parts" if check.compiled else "error_site"
+    # One name per cause: the finding's kind where it names the refusal, as the summary's cell does.
+    named = finding.kind if finding is not None and finding.kind in ERROR_SITE_KINDS else "error_site"
+    kind: CauseKind = "compiled_parts" if check.compiled else cast(CauseKind, named)
     if cause is not None:
         lines.append(f"Likely cause: {cause}")
     else:  # no line of the user's to blame: the exporter's own words, already the message's second line
