@@ -246,13 +246,13 @@ def torchscript_lines(rows: list[dict[str, Any]]) -> list[str]:
     passing = sum(1 for statuses in export.values() if all(s == "pass" for s in statuses))
     unchecked = len(modules) - len(export)
     n = len(modules)
-    line = (
-        f"torchexport: {said.split(': ', 1)[0]} deprecates TorchScript ({said.split(': ', 1)[-1]}): "
-        f"of the {n} module{'s' if n != 1 else ''} checked on trace or script, {passing} pass on export"
+    # Two lines, each well within a terminal's width: torch's own words, then what it means here.
+    counts = (
+        f"torchexport: of the {n} module{'s' if n != 1 else ''} checked on trace or script, {passing} pass on export"
     )
     if unchecked:
-        line += f', {unchecked} not checked on export (add "export" to their backends=)'
-    return [line]
+        counts += f', {unchecked} not checked on export (add "export" to their backends=)'
+    return [f"torchexport: {said.split(': ', 1)[0]} deprecates TorchScript ({said.split(': ', 1)[-1]})", counts]
 
 
 def budget_lines(rows: list[dict[str, Any]]) -> list[str]:
