@@ -85,6 +85,19 @@ def _exporters_warmed_up():
     check(model, (torch.randn(2, 4),), backends=backends, examples=1)
 
 
+#: Markers of tests that need more than the package itself: none of them is in the fast tier.
+_NOT_UNIT = ("slow", "docs", "browser", "transformers", "torchvision", "model_libs")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The fast tier (``-m unit``): every test that runs no pytest session of its own (no
+    ``pytester``, directly or through a fixture) and needs no optional library. A green run of
+    the package's own logic in minutes, beside the whole suite's half hour."""
+    for item in items:
+        if "pytester" not in getattr(item, "fixturenames", ()) and not any(item.get_closest_marker(m) for m in _NOT_UNIT):
+            item.add_marker(pytest.mark.unit)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytest.TestReport:
     """[Required Markers] ``TORCHEXPORT_REQUIRE_MARKS=browser,torchvision,model_libs``: a test that
