@@ -1,8 +1,7 @@
 """pytest-torchexport: prove a PyTorch model still exports correctly.
 
-Public names are re-exported lazily (PEP 562), so ``import pytest_torchexport`` and the
-pytest plugin that pytest loads at start-up never import torch: a session with no
-marked test pays nothing.
+Public names are re-exported lazily (PEP 562), so importing the package or loading the
+plugin never imports torch: a session with no marked test pays nothing.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ _LAZY = {
 
 __all__ = sorted(_LAZY)
 
-if TYPE_CHECKING:  # for type checkers; at run time __getattr__ imports lazily
+if TYPE_CHECKING:  # at run time __getattr__ imports lazily
     from .backends.base import Backend, ExportContext  # noqa: F401
     from .engine.pipeline import check  # noqa: F401
     from .errors import ExportMismatch, InvalidArgument  # noqa: F401

@@ -1,7 +1,6 @@
 """``python -m pytest_torchexport COMMAND``: the commands that run outside a pytest session.
 
-Thin on purpose: each command's arguments and logic live in its own module (``merge.py``,
-``glue/command.py``, ``replay.py``).
+Each command's arguments and logic live in its own module.
 """
 
 from __future__ import annotations
@@ -14,8 +13,8 @@ from . import replay, verify
 from .glue import command
 from .results import merge
 
-#: Each command: its name, the module that adds its arguments (its docstring's first paragraph is
-#: the command's description) and its one-line help.
+#: Each command: its name, its module (which adds the arguments; the first paragraph of its
+#: docstring is the command's description) and its one-line help.
 COMMANDS: tuple[tuple[str, Any, str], ...] = (
     ("merge", merge, "merge the JSON reports of CI shards into one report and gate it"),
     ("check", command, "check models by name, with no test file: timm:NAME, torchvision:NAME, pkg.module:Factory"),

@@ -1,12 +1,8 @@
-"""Torch-version shims, and THE one place that silences torch's own noise.
+"""Torch-version shims, every private API of another library, and torch's noise kept quiet.
 
-[Quiet Calls] Every call the plugin makes into an exporter goes through
-``quiet_torch()``. Every ``torch.jit.*`` call warns that TorchScript is deprecated
-(``DeprecationWarning`` on torch 2.13, ``FutureWarning`` from 2.14, which Python shows
-by default), the dynamo ONNX exporter prints progress to stdout and logs graphs at WARNING;
-none of that is the user's doing, so it must not break a user's ``-W error`` suite or
-clutter their output. Warnings are *recorded*, never dropped blindly: the engine turns
-``TracerWarning`` into findings at the user's source line.
+Every exporter call goes through ``quiet_torch()``: exporters warn and print in ways that are
+not the user's doing (``torch.jit`` deprecation warnings from torch 2.13), which must not break
+a ``-W error`` suite. Warnings are recorded, not dropped. See docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -26,7 +22,7 @@ from typing import Any
 
 
 class Captured:
-    """What a quiet call emitted: warnings (all categories) and any printed text."""
+    """What a quiet call emitted: warnings and printed text."""
 
     def __init__(self) -> None:
         self.warnings: list[warnings.WarningMessage] = []
@@ -39,20 +35,17 @@ def quiet_torch(fds: bool = False) -> Iterator[Captured]:
     captured = Captured()
     buffer = io.StringIO()
     previous_disable = logging.root.manager.disable
-    # torch's structured-trace logger answers DEBUG even under logging.disable() (its
-    # level is cached apart), and pytest would show every record of it: mute it by name.
+    # torch's structured-trace logger ignores logging.disable(), so it is muted by name.
     trace_log = logging.getLogger("torch.__trace")
     previous_trace = trace_log.disabled
     with warnings.catch_warnings(record=True) as caught:
-        # "always" so a TracerWarning raised at the same line as an earlier run is still
-        # seen (the default filter would show it once per process).
+        # The default filter would show a warning from a given line only once per process.
         warnings.simplefilter("always")
         warnings.showwarning = _recording_stacks(caught)
         logging.disable(logging.WARNING)
         trace_log.disabled = True
         try:
-            # The exporters print progress to stdout and dump graphs to stderr directly
-            # (not through logging), so both streams are captured for the call.
+            # The exporters print to stdout and stderr directly, not through logging.
             with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
                 with _fds_silenced() if fds else contextlib.nullcontext():
                     yield captured
@@ -64,23 +57,18 @@ def quiet_torch(fds: bool = False) -> Iterator[Captured]:
 
 
 def _recording_stacks(caught: list[warnings.WarningMessage]) -> Any:
-    """Record each warning as ``catch_warnings(record=True)`` does, and for a TracerWarning
-    also the stack it was raised from, as ``warning.stack``: [(file, line, function), ...]
-    from the warning's own frame outwards. A TracerWarning raised in torch's own code
-    (``torch/nn/functional.py``'s input checks) is then named at the model's line that
-    called into torch (``explain.tracer_findings``)."""
+    """Record warnings, adding ``warning.stack`` to a TracerWarning to find the model's line."""
 
-    # warnings.showwarning's own signature (six positional parameters), which warnings calls.
     def showwarning(
         message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None
     ) -> None:
         record = warnings.WarningMessage(message, category, filename, lineno, file, line)
         if category.__name__ == "TracerWarning":
             stack: list[tuple[str, int, str]] = []
-            frame: Any = sys._getframe(1)  # a FrameType, then f_back's None at the bottom
+            frame: Any = sys._getframe(1)
             while frame is not None and len(stack) < 200:
                 code = frame.f_code
-                if stack or code.co_filename == filename:  # from the warning's own frame on
+                if stack or code.co_filename == filename:  # start at the warning's own frame
                     stack.append((code.co_filename, frame.f_lineno, code.co_qualname))
                 frame = frame.f_back
             record.stack = stack  # type: ignore[attr-defined]
@@ -91,10 +79,10 @@ def _recording_stacks(caught: list[warnings.WarningMessage]) -> Any:
 
 @contextlib.contextmanager
 def _fds_silenced() -> Iterator[None]:
-    """Point fds 1 and 2 at a scratch file: the legacy ONNX exporter dumps graphs from C++."""
+    """Point fds 1 and 2 at a scratch file: some exporters print from C++."""
     try:
         saved = [os.dup(1), os.dup(2)]
-    except OSError:  # no real fds (an embedded interpreter): nothing to silence
+    except OSError:  # no real fds (an embedded interpreter)
         yield
         return
     for stream in (sys.__stdout__, sys.__stderr__):
@@ -122,7 +110,7 @@ def package_version(name: str) -> str | None:
 
 
 def missing_attr(obj: Any, dotted: str) -> str | None:
-    """The first missing attribute on the path ``dotted`` under ``obj``, or None."""
+    """The first missing attribute on ``dotted`` under ``obj``, or None."""
     for part in dotted.split("."):
         if not hasattr(obj, part):
             return part
@@ -131,15 +119,10 @@ def missing_attr(obj: Any, dotted: str) -> str | None:
 
 
 def torchscript_unavailable(call: str) -> str | None:
-    """Why TorchScript's ``torch.jit.<call>`` (``trace`` or ``script``) cannot be used here, or None.
+    """Why ``torch.jit.<call>`` (``trace`` or ``script``) cannot be used here, or None.
 
-    TorchScript is deprecated (torch 2.14 warns ``FutureWarning`` on every ``torch.jit``
-    call). A torch that drops it may remove the names, or keep them and raise when called,
-    so the answer comes from one tiny round trip (``call``, ``torch.jit.save``,
-    ``torch.jit.load``) rather than from the version number. The probe is cached per
-    function object, so it runs once per process (and again if ``torch.jit`` is replaced).
-    The legacy ONNX exporter is built on the tracer: ``torchscript_unavailable("trace")``
-    answers for it too.
+    TorchScript is deprecated (torch 2.14 warns on every call); a torch may remove it or make it
+    raise, so this probes a tiny round trip instead of checking the version.
     """
     import torch
 
@@ -158,8 +141,7 @@ def _torchscript_probe(call: str, compile_fn: Any, save: Any, load: Any) -> str 
     try:
         with quiet_torch(), torch.no_grad():
             example = torch.zeros(1)
-            # No check_trace, as the trace backend itself: the check's assert_close imports
-            # torch.distributed.tensor, 1-2 s of the first check of every process.
+            # No check_trace: its comparison imports the slow torch.distributed.tensor.
             compiled = (
                 compile_fn(_plus_one, (example,), check_trace=False) if call == "trace" else compile_fn(_plus_one)
             )
@@ -177,22 +159,16 @@ def _torchscript_probe(call: str, compile_fn: Any, save: Any, load: Any) -> str 
 
 
 def _plus_one(x):
-    # Scripted by the probe. Unannotated means Tensor to TorchScript; no comment on the
-    # def line, which TorchScript would parse as a type comment.
+    # No comment on the def line: TorchScript would parse it as a type comment.
     return x + 1
 
 
-#: torch's own words for its deprecation of TorchScript, the same on 2.13.0 (``DeprecationWarning``),
-#: 2.14.1 and 2.15.0 (``FutureWarning``): "`torch.jit.trace` is deprecated. Please switch to
-#: `torch.compile` or `torch.export`." (tests/test_torch_message_patterns.py holds each version's text).
+#: torch's TorchScript deprecation message, the same on torch 2.13.0, 2.14.1 and 2.15.0.
 _JIT_DEPRECATED = re.compile(r"`torch\.jit\.\w+` is deprecated")
 
 
 def torchscript_deprecation(caught: Iterable[warnings.WarningMessage]) -> str | None:
-    """torch's deprecation of TorchScript among the warnings a ``quiet_torch()`` call recorded,
-    as ``"torch 2.15.0: `torch.jit.trace` is deprecated. ..."``, or None where this torch said
-    nothing of it. The export stage asks once per export; the session summary says it once.
-    """
+    """torch's TorchScript deprecation among recorded warnings, with torch's version, or None."""
     import torch
 
     for w in caught:
@@ -203,8 +179,7 @@ def torchscript_deprecation(caught: Iterable[warnings.WarningMessage]) -> str | 
 
 
 def is_in_ci() -> bool:
-    """hypothesis's own CI detection (the ``CI`` variable and the usual CI services): its private
-    ``hypothesis._settings.is_in_ci`` (hypothesis 6.170.17)."""
+    """hypothesis's own CI detection (hypothesis 6.170.17)."""
     try:
         from hypothesis._settings import is_in_ci as hypothesis_is_in_ci
     except ImportError:  # pragma: no cover - a hypothesis that moved it
@@ -213,34 +188,25 @@ def is_in_ci() -> bool:
 
 
 def cuda_closed_in_forked_child() -> bool:
-    """[CUDA In A Forked Child] In a check's forked child (always a CPU check: cuda checks run
-    inline), where the parent had already touched CUDA (``torch.cuda.is_available()`` reaches the
-    driver and registers torch's fork handler, without ``torch.cuda.is_initialized()`` becoming
-    true), make CUDA look absent to this process: torch.export's ``preserve_rng_state`` and others
-    ask ``torch.cuda.is_available()`` and then initialise CUDA, which raises "Cannot re-initialize
-    CUDA in forked subprocess" (seen on a lent H200, torch 2.11: the cpu ONNX check an
-    export_error). True where it did. Reads torch's private ``torch.cuda._is_in_bad_fork``
-    (torch 2.11-2.14.1)."""
+    """In a forked child of a parent that touched CUDA, make CUDA look absent, since
+    torch.export would initialise it and fail. Private ``_is_in_bad_fork`` (torch 2.11-2.14.1)."""
     import torch
 
     in_bad_fork = getattr(torch.cuda, "_is_in_bad_fork", None)
     if in_bad_fork is None or not in_bad_fork():
         return False
-    torch.cuda.is_available = lambda: False  # this process only: it exits when the check ends
+    torch.cuda.is_available = lambda: False  # this process only: it exits after the check
     torch.cuda.device_count = lambda: 0
     return True
 
 
-# [Private APIs] Every private name of a library the plugin reads, overrides or imports is
-# reached through this module, one named function (or constant) each, with the versions it was
-# checked on; tests/test_compat.py names each one and asserts the shape used here, so a
-# library upgrade that moves one fails that test first, not a user's suite. Checked on:
-# torch 2.13.0 and 2.14.1, pytest 9.2.0, hypothesis 6.170.17, executorch 1.5.1.
+# Private APIs. Every private name of another library the plugin uses goes through this module,
+# one function or constant each; tests/test_compat.py checks each one. Checked on: torch 2.13.0
+# and 2.14.1, pytest 9.2.0, hypothesis 6.170.17, executorch 1.5.1.
 
 
 def __getattr__(name: str) -> Any:
-    """``from .._compat import pytree``: ``torch.utils._pytree`` (no public twin in torch 2.13.0-2.14.1),
-    imported when first named, so this module stays torch-free for the plugin's import."""
+    """``pytree``: ``torch.utils._pytree`` (no public twin in torch 2.13.0-2.14.1), imported lazily."""
     if name == "pytree":
         import torch.utils._pytree
 
@@ -249,13 +215,8 @@ def __getattr__(name: str) -> Any:
 
 
 def tree_flatten_with_path(tree: Any, is_leaf: Any = None) -> tuple[list[tuple[tuple[Any, ...], Any]], Any]:
-    """``pytree.tree_flatten_with_path`` that reads every registered node, as ``tree_flatten`` does.
-
-    A node registered without ``flatten_with_keys_fn`` (transformers 4.x and early 5.x register
-    ``ModelOutput`` so; so does a user's ``register_pytree_node(cls, flatten, unflatten)``) makes
-    torch's own function raise. Here its children come from its plain flatten, keyed by its
-    context where that is one string per child (``ModelOutput``'s field names, as later
-    releases key them) and by position otherwise; the spec is ``tree_flatten``'s."""
+    """``pytree.tree_flatten_with_path`` that also reads nodes without ``flatten_with_keys_fn``,
+    on which torch's raises (transformers 4.x and early 5.x register ``ModelOutput`` so)."""
     import torch.utils._pytree as pytree
 
     _, spec = pytree.tree_flatten(tree, is_leaf=is_leaf)
@@ -286,25 +247,21 @@ def _key_paths(path: tuple[Any, ...], tree: Any, is_leaf: Any) -> Iterator[tuple
 
 
 def graph_module_flat_inputs(graph_module: Any, call: Any) -> list[Any]:
-    """The flat placeholders of an unflattened/exported ``GraphModule`` for ``call`` (``(args, kwargs)``),
-    in its own input order: ``torch.fx._pytree.tree_flatten_spec`` over the module's private
-    ``_in_spec`` (torch 2.13.0-2.14.1)."""
+    """``call``'s flat inputs in a ``GraphModule``'s order (torch 2.13.0-2.14.1)."""
     import torch.fx._pytree as fx_pytree
 
     return fx_pytree.tree_flatten_spec(call, graph_module._in_spec)
 
 
 def reorder_kwargs(kwargs: dict[str, Any], in_spec: Any) -> dict[str, Any]:
-    """``torch.export._tree_utils.reorder_kwargs``: keywords in a program's order (torch 2.13.0-2.14.1)."""
+    """Keywords in a program's order (torch 2.13.0-2.14.1)."""
     from torch.export._tree_utils import reorder_kwargs as reorder
 
     return reorder(kwargs, in_spec)
 
 
 def onnx_registry_class() -> type | None:
-    """``torch.onnx._internal.exporter._registration.ONNXRegistry`` (whose ``from_torchlib``
-    classmethod ``backends/onnx.py``'s ``reused`` wraps), or None on a torch without the dynamo exporter
-    (torch 2.13.0-2.14.1)."""
+    """The dynamo ONNX exporter's ``ONNXRegistry`` class, or None (torch 2.13.0-2.14.1)."""
     try:
         from torch.onnx._internal.exporter import _registration
     except ImportError:
@@ -313,25 +270,21 @@ def onnx_registry_class() -> type | None:
 
 
 def torch_cxx11_abi() -> bool:
-    """Whether the installed torch's C++ libraries use the C++11 string ABI (``torch._C._GLIBCXX_USE_CXX11_ABI``,
-    torch 2.13.0 to 2.15.0; True on every wheel since 2.6): the C++ runner must be compiled to match
-    (isolation/cpp.py)."""
+    """Whether torch's C++ libraries use the C++11 ABI, which the C++ runner must match
+    (torch 2.13.0 to 2.15.0; True on every wheel since 2.6)."""
     import torch
 
     return bool(getattr(torch._C, "_GLIBCXX_USE_CXX11_ABI", True))
 
 
-#: What AOTInductor needs of ``torch._inductor`` (documented, under a private module name).
+#: What AOTInductor needs of ``torch._inductor``.
 AOTI_FUNCTIONS = ("aoti_compile_and_package", "aoti_load_package")
 
 
 @contextlib.contextmanager
 def onnx_capture_strategies(seconds: list[float], *, skip_non_strict: bool) -> Iterator[None]:
-    """[Shared Capture] Within: each capture strategy ``torch.onnx.export(dynamo=True)`` tries on a
-    module is timed (its seconds appended to ``seconds``), and with ``skip_non_strict`` its
-    ``TorchExportNonStrictStrategy`` is left out. ``torch.onnx._internal.exporter._capture_strategies``:
-    ``CAPTURE_STRATEGIES`` (a tuple of ``CaptureStrategy`` classes, read at each export) and
-    ``CaptureStrategy.__call__`` (torch 2.13.0). Elsewhere the export runs as it is."""
+    """[Shared Capture] Time the dynamo ONNX export's capture strategies, optionally skipping
+    the non-strict one (torch 2.13.0)."""
     try:
         from torch.onnx._internal.exporter import _capture_strategies as strategies
     except ImportError:
@@ -362,7 +315,7 @@ def onnx_capture_strategies(seconds: list[float], *, skip_non_strict: bool) -> I
 
 
 def aoti_unavailable() -> str | None:
-    """Why ``torch._inductor``'s AOTInductor functions cannot be used here, or None (torch 2.13.0-2.14.1)."""
+    """Why AOTInductor cannot be used here, or None (torch 2.13.0-2.14.1)."""
     import torch
 
     try:
@@ -386,16 +339,14 @@ def aoti_load_package(path: str) -> Any:
 
 
 def conv_module_types() -> tuple[type, ...]:
-    """Every convolution layer: ``torch.nn.modules.conv._ConvNd``, the base of Conv1d-3d and their
-    transposed and lazy forms (torch 2.13.0-2.14.1)."""
+    """The base of every convolution layer type (torch 2.13.0-2.14.1)."""
     import torch
 
     return (torch.nn.modules.conv._ConvNd,)
 
 
-# A module's own parameters, buffers and children, a None registered as such and a repeated
-# child included (``named_parameters(recurse=False)``, ``named_children()`` leave those out), and
-# the buffers ``state_dict`` leaves out: ``nn.Module``'s private dicts (torch 2.13.0-2.14.1).
+# nn.Module's private dicts (torch 2.13.0-2.14.1), which unlike the public accessors keep None
+# entries, repeated children and non-persistent buffers.
 def own_parameters(module: Any) -> dict[str, Any]:
     return module._parameters
 
@@ -413,28 +364,24 @@ def non_persistent_buffers(module: Any) -> set[str]:
 
 
 def script_has_method(scripted: Any, name: str) -> bool:
-    """Whether TorchScript compiled ``name`` into ``scripted``: ``scripted._c._has_method``, the
-    compiled module's own answer (torch 2.13.0-2.14.1)."""
+    """Whether ``scripted`` has the compiled method ``name`` (torch 2.13.0-2.14.1)."""
     return bool(scripted._c._has_method(name))
 
 
 def compiled_original(module: Any) -> Any:
-    """The user's module inside ``torch.compile(module)``'s ``OptimizedModule`` (its ``_orig_mod``),
-    or None for any other module (torch 2.13.0-2.14.1)."""
+    """The module inside an ``OptimizedModule``, else None (torch 2.13.0-2.14.1)."""
     if type(module).__name__ != "OptimizedModule":
         return None
     return getattr(module, "_orig_mod", None)
 
 
 def compiled_in_place(module: Any) -> bool:
-    """Whether ``module.compile()`` compiled this module in place (``nn.Module._compiled_call_impl``
-    set) (torch 2.13.0-2.14.1)."""
+    """Whether ``module.compile()`` compiled it in place (torch 2.13.0-2.14.1)."""
     return getattr(module, "_compiled_call_impl", None) is not None
 
 
 def deserialize_pte(data: bytes) -> Any:
-    """``executorch.exir._serialize._program.deserialize_pte_binary``: a ``.pte`` file's program,
-    whose metadata says the call's structure (executorch 1.5.1)."""
+    """A ``.pte`` file's program (executorch 1.5.1)."""
     from executorch.exir._serialize._program import deserialize_pte_binary
 
     return deserialize_pte_binary(data)
@@ -447,18 +394,14 @@ def unittest_item_class() -> type:
 
 
 def unittest_excinfo(item: Any) -> list[Any] | None:
-    """The errors a unittest body reported: unittest collects them instead of raising, and pytest's
-    unittest support keeps them on the item (``item._excinfo``) until the report (pytest 9.2.0)."""
+    """The errors a unittest body reported (pytest 9.2.0)."""
     return getattr(item, "_excinfo", None)
 
 
 def item_aware_fixtures(item: Any) -> list[str]:
-    """[Fixtures Once] The function-scoped fixtures of ``item`` (its closure, autouse ones
-    included) that take ``request``, so may decide by the item they serve (skip one backend's
-    item, apply a marker), pytest's own apart (``tmp_path`` names a folder by it, nothing more).
-    Reads ``item._fixtureinfo.name2fixturedefs``, whose last definition is the one used, and
-    each ``FixtureDef``'s ``scope``, ``argnames`` and ``func`` (pytest 8.0 to 9.2)."""
-    info = getattr(item, "_fixtureinfo", None)  # a function item's; another kind of item has none
+    """[Fixtures Once] ``item``'s function-scoped fixtures, other than pytest's, that take
+    ``request`` and so may differ per item (pytest 8.0 to 9.2)."""
+    info = getattr(item, "_fixtureinfo", None)  # only function items have one
     if info is None:
         return []
     found = []
@@ -473,10 +416,8 @@ def item_aware_fixtures(item: Any) -> list[str]:
 
 
 def skip_fixture_setup(item: Any) -> bool:
-    """[Fixtures Once] pytest's ``Function.setup`` is ``self._request._fillfixtures()`` (8.0 to
-    9.2), called by its ``SetupState`` as ``col.setup()``: an instance attribute in its place
-    makes this item's setup set up no fixture. Only for an item whose class keeps pytest's own
-    ``setup`` (a unittest item sets up its TestCase there); False where it does not."""
+    """[Fixtures Once] Make ``item``'s setup set up no fixture by shadowing ``Function.setup``
+    (pytest 8.0 to 9.2); False for an item whose class overrides ``setup``."""
     import pytest
 
     if getattr(type(item), "setup", None) is not pytest.Function.setup:
@@ -486,12 +427,8 @@ def skip_fixture_setup(item: Any) -> bool:
 
 
 def xdist_queued(config: Any) -> list[int] | None:
-    """[Side By Side] The indices into ``session.items`` this xdist worker has been sent and not
-    yet started, in the order it runs them: its ``WorkerInteractor`` (registered as a plugin)
-    keeps the next one as ``nextitem_index`` and the rest in ``torun._items``, a deque read under
-    ``torun.lock()`` (pytest-xdist 3.5 to 3.8). None where that is not there to read; a scheduler
-    may still take queued items back (``--dist worksteal``), so this is what will run here as far
-    as is known now."""
+    """[Side By Side] Indices of ``session.items`` this xdist worker has queued, in run order, or
+    None (pytest-xdist 3.5 to 3.8). Under ``--dist worksteal`` they may still be taken back."""
     for plugin in config.pluginmanager.get_plugins():
         torun = getattr(plugin, "torun", None)
         if type(plugin).__name__ != "WorkerInteractor" or torun is None or not hasattr(torun, "lock"):
@@ -504,34 +441,26 @@ def xdist_queued(config: Any) -> list[int] | None:
 
 
 def fixtureinfo(item: Any) -> Any:
-    """``item._fixtureinfo``, which ``Function.from_parent(fixtureinfo=...)`` takes to copy an item
-    with the same fixtures (pytest 9.2.0)."""
+    """``item._fixtureinfo``, to copy an item (pytest 9.2.0)."""
     return item._fixtureinfo
 
 
-#: The ``pytest.Function`` methods ``glue/items.py``'s per-backend copy overrides: ``_getobj``
-#: finds the test by its function's name while the item's name carries the backend id, and
-#: ``_getinstance`` builds a ``unittest.TestCase`` with its method's name (pytest 9.2.0).
+#: Private ``pytest.Function`` methods the per-backend item copy overrides (pytest 9.2.0).
 FUNCTION_OVERRIDES = ("_getobj", "_getinstance")
 
 
 def terminal_width(terminalreporter: Any) -> int:
-    """The width pytest measured: ``terminalreporter._tw.fullwidth`` (pytest 9.2.0)."""
+    """The terminal width pytest measured (pytest 9.2.0)."""
     return int(terminalreporter._tw.fullwidth)
 
 
 def add_database_digest(test: Any, digest: bytes) -> None:
-    """[Database Keys] hypothesis keys its example database by the test function's source; a
-    digest set as ``inner_test._hypothesis_internal_add_digest`` is added to that key, so each
-    (test, backend) has its own entries (hypothesis 6.170.17)."""
+    """Give each (test, backend) its own hypothesis database key (hypothesis 6.170.17)."""
     test.hypothesis.inner_test._hypothesis_internal_add_digest = digest
 
 
 def scan_local_constants() -> bool:
-    """Have hypothesis scan the local modules for constants to draw now (its private
-    ``hypothesis.internal.conjecture.providers._get_local_constants``, which caches): True where it
-    did, False with a hypothesis that has no such function (hypothesis 6.170.17). Its callers keep
-    the plugin's own modules out of it first (``plugin_modules_not_local``)."""
+    """Have hypothesis scan local modules for constants now (hypothesis 6.170.17)."""
     try:
         from hypothesis.internal.conjecture.providers import _get_local_constants
     except ImportError:
@@ -540,12 +469,12 @@ def scan_local_constants() -> bool:
     return True
 
 
-#: The plugin's package folder, with a trailing separator: a file under it is the plugin's.
+#: The plugin's package folder, with a trailing separator.
 PLUGIN_FOLDER = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 class _NotPluginFile:
-    """hypothesis's ``is_local_module_file``, False for a file under the plugin's folder."""
+    """hypothesis's ``is_local_module_file``, False for the plugin's files."""
 
     def __init__(self, local: Any) -> None:
         self.local = local
@@ -555,16 +484,11 @@ class _NotPluginFile:
 
 
 def plugin_modules_not_local() -> bool:
-    """[Own Constants] hypothesis draws some values from the literals of "local" modules, those
-    neither in the standard library nor in site-packages (its private
-    ``providers.is_local_module_file``, which ``providers._get_local_constants`` asks of each new
-    module). Installed editable (a contributor, this project's CI, the docs), the plugin's own
-    modules are local; installed from a wheel (a user) they are not: the same test then drew
-    other inputs in the two, and moved whenever a plugin module was added or first imported at
-    another time. Wrapped here so a file under the plugin's folder is never local; a scan made
-    before (a user's own hypothesis test earlier in the session) is forgotten, so the next draw
-    scans again without the plugin's files. Idempotent. True where done, False with a hypothesis
-    that has none of these names (its search then draws what it draws) (hypothesis 6.170.17)."""
+    """[Own Constants] Never treat the plugin's files as "local" modules for hypothesis.
+
+    hypothesis draws values from literals in local modules, and an editable install makes the
+    plugin local, so the same test would draw differently than from a wheel (hypothesis 6.170.17).
+    """
     try:
         from hypothesis.internal.conjecture import providers
     except ImportError:  # pragma: no cover - a hypothesis without the module

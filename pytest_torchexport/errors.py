@@ -11,12 +11,7 @@ if TYPE_CHECKING:
 class ExportMismatch(AssertionError):
     """An exported artifact failed to match eager PyTorch on at least one backend.
 
-    ``report`` holds every backend's result, so a caller can inspect what passed too::
-
-        try:
-            check(model, (x,))
-        except ExportMismatch as exc:
-            print(exc.report.results[0].status)
+    ``report`` holds every backend's result, including the ones that passed.
     """
 
     def __init__(self, message: str, report: Report) -> None:

@@ -1,12 +1,9 @@
 """[Freed Memory] Hand memory a stage has freed back to the OS.
 
-glibc keeps freed blocks under its mmap threshold (which it raises up to 32 MiB as large
-blocks come and go) in its heap, and returns the heap's top only: after an exporter's or a
-runtime's thousands of allocations are freed, the process stays as large as at their peak.
-In a long-lived process that is the peak of everything it ever did: the standalone loader
-held 489 MB after loading one DenseNet169's four artifacts, 250 MB of it freed objects
-(torch and onnxruntime imported: ~250 MB). ``malloc_trim(0)`` returns every free page of every
-arena. Only glibc has it; elsewhere this is a no-op.
+glibc keeps small freed blocks in its heap and returns only the heap's top, so after an
+exporter or a runtime frees many allocations a long-lived process stays at its peak size.
+``malloc_trim(0)`` returns every free page of every arena. Only glibc has it; elsewhere
+this is a no-op.
 """
 
 from __future__ import annotations
@@ -31,9 +28,10 @@ def _libc() -> Any:
 
 
 def release(collect: bool = True) -> bool:
-    """Collect Python's garbage (``collect``), then give the allocator's free pages back; True
-    where trimmed. The trim takes ~10 ms; a full collection in a test's process with a model
-    library imported took 0.55 s (MONAI), so a measurement there trims only."""
+    """Collect Python's garbage (if ``collect``), then give the allocator's free pages back.
+
+    Returns True where trimmed. The trim is cheap; a full collection can be slow in a test's
+    own process, so callers there may pass ``collect=False``."""
     if collect:
         gc.collect()
     libc = _libc()

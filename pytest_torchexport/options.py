@@ -1,12 +1,10 @@
 """Every option of the marker, fixture and ``check()``, validated in one place.
 
-Resolution order, here and nowhere else: marker (or call) > command line > ini > default.
-This module never imports torch, so the plugin can validate markers at collection time
-for free.
+Resolution order: marker (or call) > command line > ini > default. This module never
+imports torch, so markers are validated at collection time for free.
 
-[ONNX As Shipped] The options that post-process the onnx backend's file before it is checked
-(``onnx_optimize``, ``onnx_fp16``, ``onnx_quantize``) are validated here too, for
-``Options.build`` (``validate_shipped``, at the end of the module).
+[ONNX As Shipped] The options that post-process the onnx backend's file are validated at
+the end of the module (``validate_shipped``). See docs/reference.md.
 """
 
 from __future__ import annotations
@@ -129,9 +127,8 @@ OPTION_DEFAULTS: dict[str, str] = {
     "budget": "max(60 s, 10 x the test body's time)",
 }
 
-#: Environment variables a person may set, each read through ``environment()`` here and nowhere else
-#: (docs/reference.md): name -> what it does. ``tests/test_reference_table.py`` finds every name the
-#: package reads and holds it to this table or ``INTERNAL_ENVIRONMENT``.
+#: Environment variables a person may set: name -> what it does. Read only through ``environment()``;
+#: tests/test_reference_table.py checks every name the package reads is here or in ``INTERNAL_ENVIRONMENT``.
 ENVIRONMENT: dict[str, str] = {
     "TORCHEXPORT_CACHE_SECRET": "signs every verdict-cache entry written and refuses one whose signature does not "
     "verify; pass it to trusted CI runs only (docs/howto-cache.md)",
@@ -161,7 +158,7 @@ INTERNAL_ENVIRONMENT: dict[str, str] = {
 }
 
 
-#: The words a switch (an ini value, an environment variable) is read as: one table for the package.
+#: The words a switch (an ini value, an environment variable) is read as.
 ON_WORDS = ("1", "true", "yes", "on")
 OFF_WORDS = ("0", "false", "no", "off", "none")
 
@@ -228,11 +225,11 @@ class Options:
     isolation: str | None = None
     #: Not a marker option: backends whose unavailability fails instead of skipping (``--torchexport-require``).
     require: tuple[str, ...] = ()
-    #: [Search Budget] seconds the checks may spend beyond their exports; None: the default (a multiple
-    #: of the test body's time, stages/shared_search.py); ``math.inf``: off, the full search.
+    #: [Search Budget] seconds the checks may spend beyond their exports; None: a multiple of the
+    #: test body's time; ``math.inf``: off.
     budget: float | None = None
-    #: Not a marker option: the bytes one check's drawn calls may hold
-    #: (``--torchexport-memory``); None: half of the machine's free memory per check; ``math.inf``: off.
+    #: Not a marker option: the bytes one check's drawn calls may hold (``--torchexport-memory``);
+    #: None: half the free memory per check; ``math.inf``: off.
     memory: float | None = None
     #: Not a marker option: ``auto`` (the C++ load check where a compiler is) or ``off`` (``--torchexport-cpp``).
     cpp: str = "auto"
@@ -339,7 +336,7 @@ def resolve_devices(devices: tuple[str, ...]) -> tuple[str, ...]:
     """The devices a check runs on: ``auto`` is the CPU, and CUDA where torch sees a GPU."""
     if "auto" not in devices:
         return devices
-    import torch  # deferred: the plugin's import stays torch-free (test_import_without_torch.py)
+    import torch  # deferred: the plugin's import stays torch-free
 
     return ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
 

@@ -1,12 +1,8 @@
-"""pytest glue: the hooks and the ``torchexport`` fixture; ``engine/`` decides *how* to check.
+"""The pytest hooks and the ``torchexport`` fixture; ``glue/`` holds their logic and
+``engine/`` decides how to check.
 
-Each hook is a few lines over ``glue/``: the session's state (``state.py``), markers to
-options and items (``markers.py``, ``items.py``), the item-to-engine adapters
-(``adapters.py``), the checks started ahead of their items (``ahead.py``, on the one
-``engine/schedule.py`` scheduler) and the row-to-pytest mapping (``verdicts.py``).
-
-Nothing here imports torch at module level: torch is imported only once a ``torchexport``
-test is collected, so a session with no marked test pays nothing (a subprocess test pins this).
+Nothing here imports torch at module level, so a session with no marked test pays nothing.
+See docs/one-check.md.
 """
 
 from __future__ import annotations
@@ -42,8 +38,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
-    # Before pytest reads the command line: a misspelled --torchexport-* flag is one usage error naming
-    # the closest flag, not an abbreviation taken silently or a "path" pytest cannot find.
+    # Before pytest parses the command line, which would misread a misspelled flag.
     wrong = misspelled_flags(args)
     if wrong:
         raise pytest.UsageError(wrong)
@@ -60,8 +55,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(reporting, "torchexport-reporting")
     config.pluginmanager.register(markers.LateMarkers(), "torchexport-late-markers")
     config.stash[COSTS] = costs = Costs(config)
-    config.pluginmanager.register(costs, "torchexport-costs")  # [Cost Estimate] before the first check
-    models.configure(config)  # [Model By Name] a bad --torchexport-model SPEC is a usage error now
+    config.pluginmanager.register(costs, "torchexport-costs")
+    models.configure(config)  # [Model By Name] a bad SPEC is a usage error now
     if config.pluginmanager.hasplugin("xdist"):
         from .glue.xdist import XdistHooks, cap_worker_threads
 
@@ -75,10 +70,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    models.collect(session, items)  # [Model By Name] each --torchexport-model SPEC's items, first
-    # Runs after conftests' own modifyitems (they register later, so pytest calls them
-    # first) and before -k/-m deselection (pytest's own impl, registered earlier, runs
-    # last): a marker a conftest adds here gets its items, and -k onnx selects among them.
+    models.collect(session, items)  # [Model By Name] each SPEC's items, first
+    # After conftests' modifyitems and before -k/-m deselection, so markers they add count.
     markers.expand(config, items)
 
 
@@ -87,14 +80,13 @@ def pytest_ignore_collect(collection_path: Any, config: pytest.Config) -> bool |
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    # [Warm Once] after deselection: the tests this process will check
+    # [Warm Once] after deselection
     session.config.stash[STATE].repeats = ahead.repeats(session)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Any:
-    # [Body Once] The test's first item in this process ran the body and recorded it; the
-    # others reuse that recording, so their body does not run again.
+    # [Body Once] the test's other items reuse the first item's recording
     if pyfuncitem.stash.get(items.REUSE, False):
         return True
     return None
@@ -103,7 +95,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Any:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Any:
     error = items.usage_error(item)
-    if error is not None:  # the marker's options are wrong: this test's one item says so, nothing runs
+    if error is not None:  # the marker's options are wrong: nothing runs
         verdicts.record(item, [markers.usage_row(item, error)])
         pytest.fail(error, pytrace=False)
     target = items.target(item)
@@ -124,11 +116,10 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
             item.stash[items.REUSE] = True
             yield
         if recording.error is not None:
-            # A body that failed fails each item with the body's own error, and leaves a row.
+            # A failed body fails each item with its own error, and leaves a row.
             verdicts.record(item, [adapters.body_row(item, target, recording.error)])
             if item.stash.get(items.REUSE, False) and models.is_model_error(recording.error):
-                # A model by name that cannot be built is one mistake: said in full by the item that
-                # tried, and pointed at by the test's others (each still fails, with its row).
+                # Say the error in full only once, at the item that built the model.
                 spec = str(recording.error).split(": ", 1)[0]
                 pytest.fail(
                     f"{spec}: the model could not be checked (why is said once, at this test's first item)",
@@ -143,12 +134,12 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
 def _check(item: pytest.Item, recording: Any, options: Options) -> None:
     __tracebackhide__ = True
     state = item.config.stash[STATE]
-    # what the plugin starts ahead is an item's PlannedRun (ahead.start_following)
+    # ahead.start_following only ever starts an item's PlannedRun
     planned = cast("PlannedRun | None", state.scheduler.take(item.nodeid)) or adapters.plan(item, recording, options)
     ahead.start_following(item, recording, options)
     ahead.wait_beside(item, planned, recording, options)
     planned.wait()
-    rows = planned.rows  # one per kind of call the test made of the module (recording/kinds.py)
+    rows = planned.rows  # one per kind of call the test made (recording/kinds.py)
     model = models.inputs_note(item)
     for result in rows:
         state.scheduler.timed(result)
@@ -168,20 +159,16 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     try:
         return (yield)
     finally:
-        # Started for this item, which never took it (skipped at setup, a fixture error):
-        # stopped, and its place goes to the next item.
+        # A check started ahead that this item never took (skipped at setup, a fixture error).
         leftover = item.config.stash[STATE].scheduler.take(item.nodeid)
         if leftover is not None:
             leftover.cancel()
 
 
-@pytest.hookimpl(trylast=True)  # after other plugins' sessionfinish: every report's rows are in
+@pytest.hookimpl(trylast=True)  # after other plugins' sessionfinish, so every row is in
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """The plugin's one end of session, in this order: stop the checks started ahead that no item
-    took; then, on the controller only (xdist's workers send their rows on the test reports),
-    prune the verdict cache, keep this run's costs, and write the report files and the baseline
-    last, once every row is in. The terminal summary (``Reporting``) follows: pytest writes it
-    after this hook, so it can name the files written here."""
+    """Stop the checks no item took; then, on the controller only, prune the cache, keep the
+    costs and write the reports (before pytest writes the terminal summary)."""
     config = session.config
     state = config.stash.get(STATE, None)
     if state is None:
@@ -199,9 +186,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def torchexport(request: pytest.FixtureRequest) -> Any:
     """Check a module explicitly: ``torchexport(Model(), (x,), dims={"batch": (1, 16)})``.
 
-    Takes the module, the example args (a tuple), optional ``kwargs`` and the marker's
-    options; returns the ``Report`` and raises ``ExportMismatch`` when a backend fails.
-    Results also reach the session report.
+    Takes the marker's options; returns the ``Report`` and raises ``ExportMismatch`` when a
+    backend fails. See docs/check-api.md.
     """
     item = request.node
     state = request.config.stash[STATE]
@@ -231,11 +217,8 @@ def torchexport(request: pytest.FixtureRequest) -> Any:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    """The plugin's one wrapper over a test report: the call phase's rows ride on it, so xdist
-    carries them to the controller (a TestReport keeps extra JSON-able attributes through its
-    serialization). In this order: the rows the item recorded (``verdicts``); else the row an
-    interrupted or raising check put on its exception ([Interrupted]); then each row's test id
-    without xdist's ``@group`` suffix ([Group Suffix])."""
+    """Attach the call phase's rows to the test report, which xdist carries to the controller:
+    the recorded rows, else the one on the exception ([Interrupted]), ids without [Group Suffix]."""
     report = yield
     if call.when != "call":
         return report
@@ -250,8 +233,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    # [Reruns] pytest-rerunfailures runs a failed item again, the same item object: that
-    # attempt starts clean (its body runs again, its report carries only its own rows).
+    # pytest-rerunfailures reruns the same item object: start it clean.
     if items.target(item) is None:
         return
     if item.stash.get(ahead.ATTEMPTED, False):
@@ -266,8 +248,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
                 del item.stash[stashed]  # type: ignore[misc]
         item.user_properties[:] = [p for p in item.user_properties if not str(p[0]).startswith("torchexport")]
     item.stash[ahead.ATTEMPTED] = True
-    # [Fixtures Once] Its check was forked under the fixtures of the test's item that ran the
-    # body: its own would be set up for nothing (its body does not run, [Body Once]).
+    # [Fixtures Once] a check started ahead was forked under the first item's fixtures ([Body Once])
     if not ahead.fixtures_needed(item):
         skip_fixture_setup(item)
 

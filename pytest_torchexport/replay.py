@@ -1,18 +1,12 @@
 """Replay a failing example saved by ``--torchexport-repro-dir``: ``python -m pytest_torchexport replay FILE``.
 
-(``python -m pytest_torchexport.replay FILE``, the command's earlier form, still works.)
+The file (``search/repro.py``) is read with ``torch.load(weights_only=True)``, which runs no
+code, and the module is rebuilt from its classes as imported from this checkout. Replay
+exports again, runs the failing input through the artifact and eager, and exits 1 while the
+failure reproduces, 0 once fixed, 2 when it cannot replay.
 
-The file holds the failing inputs, the inputs the export used, and the module as its
-importable classes, attributes and tensors (``search/repro.py``): it is read with
-``torch.load(weights_only=True)``, which runs no code the file carries, and the module is
-rebuilt from its classes, imported from this checkout (the test file's folder is put on
-``sys.path``). Replay exports again on the same backend, runs the failing input through the
-saved-and-loaded artifact and eager, and prints the verdict: exit 1 while the failure
-reproduces, 0 once it is fixed, 2 when it cannot replay.
-
-[Replay Safety] A file that needs unpickling (a module a tree cannot hold, a file of an older
-format, one that names a Python object) is refused with the reason, unless ``--allow-pickle``:
-unpickling runs whatever code the file names, so do it only for a file whose maker you trust.
+A file that needs unpickling is refused unless ``--allow-pickle`` is given, because
+unpickling runs whatever code the file names. See docs/report.md.
 """
 
 from __future__ import annotations
@@ -23,9 +17,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-#: How a person runs it (``__main__.py``'s subcommand).
+#: How a person runs it.
 COMMAND = "python -m pytest_torchexport replay"
-#: The exit code when the file cannot be replayed (argparse exits 2 on a bad command line too).
+#: The exit code when the file cannot be replayed (as argparse's for a bad command line).
 CANNOT = 2
 _ALLOW = "--allow-pickle"
 #: What every repro file holds (``search/repro.py``).
@@ -59,8 +53,7 @@ def replay(path: str, allow_pickle: bool = False) -> int:
     print(f"replaying {what} on {name} ({device})")
     if data.get("artifact_dir"):
         print(f"the artifact of the failing run is kept in {data['artifact_dir']}")
-    # Intermediate files and the saved artifact live only for this replay, laid out as the
-    # engine lays them out (an aoti package runs from its directory).
+    # Laid out as the engine lays them out: an aoti package runs from its directory.
     with tempfile.TemporaryDirectory(prefix="torchexport-replay-") as scratch:
         ctx = ExportContext(device=device, plan=plan, module=eager.module, scratch=Path(scratch))
         with quiet_torch(fds=True):
@@ -189,7 +182,7 @@ def _import_root(data: dict[str, Any]) -> None:
     if not isinstance(root, str) or not name or root in sys.path:
         return
     folder = Path(root)
-    # Only a folder that holds the named module: a path in the file never adds a folder of strangers' code.
+    # Only a folder that holds the named module, so the file cannot put arbitrary code on the path.
     if (folder / f"{name}.py").is_file() or (folder / name / "__init__.py").is_file():
         sys.path.insert(0, root)
 

@@ -1,22 +1,10 @@
 """``python -m pytest_torchexport verify DIR [-o OUT] [--backend NAME]``: check bundles again where this runs.
 
-A bundle (``--torchexport-bundle=DIR``, ``results/bundle.py``) holds one check's saved
-artifact, the inputs it was checked on and eager's outputs on each, with the tolerances and
-the torch that wrote it. ``verify`` loads each artifact here with its backend's own ``load``
-(another torch, a GPU runner, a machine with no test file and no model code), runs it on the
-stored inputs and compares with the stored eager outputs at the stored tolerances. It writes
-the same report rows as a pytest run (``-o``: ``.json``, ``.md``, ``.html``) and exits as
-pytest does: 0 when every bundle passes (or is skipped here), 1 on a failure, 4 on a usage
-error (a folder holding no bundle, an unknown backend, an output that names no format), 5 when
-``--backend`` leaves no bundle to verify.
-
-Nothing is unpickled that verify did not write: the inputs and outputs are read from JSON
-and safetensors by this package's own reader; only the artifact is loaded, by the runtime
-that it is for.
-
-Where the artifact's outputs differed from eager's already on the machine that wrote the
-bundle (a pass that eager's own float32 rounding explained there), a case passes here when
-this runtime gives what the writing one gave, with a ``numeric_noise`` finding.
+A bundle (``results/bundle.py``) holds one check's saved artifact, its inputs, eager's
+outputs and tolerances. ``verify`` loads each artifact with its backend's ``load``, runs it on
+the stored inputs and compares with the stored outputs. It writes the same rows as a pytest
+run and exits as pytest does (0 pass, 1 failure, 4 usage error, 5 nothing to verify). Inputs
+and outputs are read from JSON and safetensors, so nothing is unpickled. See docs/howto-verify.md.
 """
 
 from __future__ import annotations
@@ -145,7 +133,7 @@ def verify_bundle(folder: Path, wanted: set[str] | None = None) -> Result | None
     from .results.outcome import xfail
 
     row = _Verify(folder, manifest).row()
-    xfail(row, manifest.get("xfail"))  # marked xfail where it was written: a failure here is expected too
+    xfail(row, manifest.get("xfail"))  # xfail where it was written: expected to fail here too
     return row
 
 
@@ -192,7 +180,7 @@ class _Verify:
         try:
             backend = load_backend(spec)
             reason = backend.unavailable_reason()
-        except Exception as exc:  # noqa: BLE001 - a backend (a third party's) may fail to import in any way
+        except Exception as exc:  # noqa: BLE001 - a third-party backend may fail to import in any way
             reason = f"its backend {spec} does not import here ({type(exc).__name__}: {exc})"
         if reason is None and result.device.startswith("cuda") and not torch.cuda.is_available():
             reason = "the bundle was checked on CUDA, which is not available here"
@@ -200,7 +188,7 @@ class _Verify:
             return self._end("skipped", f"{name} skipped: {reason}")
         try:
             tensors = files.load_tensors(self.folder / files.TENSORS)
-            # Stored on the CPU: a bundle checked on CUDA runs its inputs there, as where it was written.
+            # Inputs are stored on the CPU; move them to the device the bundle was checked on.
             cases = [
                 (
                     c,
@@ -236,7 +224,7 @@ class _Verify:
 
         from ._compat import quiet_torch
 
-        # fds: what C++ prints (AOTInductor's "Could not dlsym ..." on a package from an older torch) too
+        # fds: also silence what C++ prints (AOTInductor's "Could not dlsym ..." for an older torch's package)
         with quiet_torch(fds=True), torch.no_grad():
             return fn(*args)
 
@@ -282,9 +270,9 @@ class _Verify:
             try:
                 outputs = _on(
                     self._quiet(backend.run, loaded, tuple(args), dict(kwargs)), "cpu"
-                )  # beside the stored ones
+                )  # on the CPU, like the stored ones
             except Exception as exc:  # noqa: BLE001 - a runtime raises anything: the row says what
-                if "artifact_error" in case:  # it raised where it was written too: the check's verdict already
+                if "artifact_error" in case:  # it raised where it was written too: already in the verdict
                     result.examples += 1
                     continue
                 words = " ".join(str(exc).split())[:400]
@@ -299,8 +287,8 @@ class _Verify:
             result.examples += 1
             if plain.ok:
                 continue
-            # Where the writing machine's artifact differed from eager too and its check passed (eager's own
-            # rounding, its float64 oracle said), what that artifact gave is the reference.
+            # Where the writing machine's artifact also differed from eager but passed (eager's own
+            # rounding), that artifact's outputs are the reference.
             noise = case.get("matched_here") is False and manifest.get("status") == "pass" and "artifact" in case
             if noise and compare(files.decode(case["artifact"], tensors), outputs, **rule).ok:
                 result.findings.append(

@@ -1,4 +1,4 @@
-"""[Private APIs] Each private name of torch, pytest, hypothesis and executorch the plugin uses,
+"""Private APIs: each private name of torch, pytest, hypothesis and executorch the plugin uses,
 asserted here with the shape ``pytest_torchexport/_compat.py`` relies on, so an upgrade that moves
 one fails this file first (one test per name, named after it) rather than a user's suite.
 tests/test_architecture.py holds the rest of the package to reaching them only through ``_compat``.
@@ -390,9 +390,9 @@ def test_hypothesis_settings_is_in_ci_reads_the_ci_variable(monkeypatch):
 
 
 def test_every_private_api_of_compat_is_tested_here():
-    """A name added to ``_compat``'s [Private APIs] part gets its test in this file."""
+    """A name added to ``_compat``'s private-API part gets its test in this file."""
     source = Path(_compat.__file__).read_text()
-    part = ast.parse(source[source.index("# [Private APIs]") :])
+    part = ast.parse(source[source.index("# Private APIs.") :])
     names = [n.name for n in part.body if isinstance(n, ast.FunctionDef)] + [
         t.id for n in part.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)
     ]

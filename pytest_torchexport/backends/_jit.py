@@ -17,8 +17,7 @@ class TorchScriptBackend(Backend):
     loads_without_python = True
 
     def unavailable_reason(self) -> str | None:
-        # Removed names or calls that raise (TorchScript is deprecated from torch 2.14):
-        # the version logic lives in _compat.
+        # TorchScript is deprecated from torch 2.14; _compat probes whether it still works.
         return torchscript_unavailable(self.name)
 
     def save(self, artifact: Any, directory: Path) -> list[Path]:
@@ -37,18 +36,15 @@ class TorchScriptBackend(Backend):
 def method_artifact(compiled: Any, method: str, module_name: str) -> Any:
     """[Another Method] A ScriptModule whose ``forward`` calls ``compiled.<method>``.
 
-    ``compiled`` is the scripted module, or the one ``torch.jit.trace_module`` made with the
-    method's inputs; the artifact is run, saved and loaded like any other (its ``forward``),
-    and the method's own compiled code is inside it. Its ``forward`` takes the method's
-    arguments, typed as the compiled method's schema types them, written as source that
-    TorchScript reads through ``linecache`` (it compiles only what it can read).
+    The ``forward`` is generated source, registered in ``linecache`` because TorchScript
+    compiles only source it can read.
     """
     import linecache
     import typing
 
     try:
         arguments = list(getattr(compiled, method).schema.arguments)[1:]
-    except Exception as exc:  # noqa: BLE001 - said as what it means for the check
+    except Exception as exc:  # noqa: BLE001 - re-raised with what it means for the check
         raise RuntimeError(
             f"the compiled {module_name} has no method {method!r} (the method the test called): "
             f"{type(exc).__name__}: {exc}"

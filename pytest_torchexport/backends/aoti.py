@@ -1,7 +1,6 @@
 """AOTInductor: ``torch.export``, then ``aoti_compile_and_package`` into a ``.pt2`` package.
 
-The compiled package is the artifact: export compiles it (so compile errors and time are
-export's) and loads it; the round trip copies the package and loads the copy.
+Compilation happens at export, so its errors and time count as the export's.
 """
 
 from __future__ import annotations
@@ -40,9 +39,8 @@ class AotiBackend(Backend):
         package = Path(ctx.scratch or tempfile.mkdtemp(prefix="torchexport-aoti-")) / FILENAME
         aoti_compile_and_package(program, package_path=str(package))
         if ctx.device.startswith("cuda"):
-            # [Crash Preflight] Loaded at its first run, after the saved copy has loaded and run in a
-            # fresh process: AOTInductor's CUDA loader has crashed the process it ran in (an H100,
-            # torch 2.11), and on CUDA that process is the test's.
+            # [Crash Preflight] Load lazily, after the saved copy has loaded in a fresh process:
+            # AOTInductor's CUDA loader can crash its process (torch 2.11), which on CUDA is the test's.
             return _Package(package, None)
         return _Package(package, aoti_load_package(str(package)))
 
@@ -61,7 +59,7 @@ class AotiBackend(Backend):
 
 
 class _Package:
-    """The package's path and its loaded runner; ``runner=None``: loaded when first asked for."""
+    """The package's path and its runner, loaded on first use when ``runner`` is None."""
 
     def __init__(self, path: Path, runner: Any) -> None:
         self.path = path

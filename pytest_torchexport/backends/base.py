@@ -1,27 +1,8 @@
-"""The one interface every export path implements.
+"""The interface every export path implements.
 
-A backend *produces, saves and loads* a runnable; it never compares anything (that is
-``compare.py``'s job) and never touches pytest. The engine calls, in order::
-
-    reason = backend.unavailable_reason()          # None, or why it is skipped
-    artifact = backend.export(module, args, kwargs, ctx)
-    files = backend.save(artifact, directory)      # the artifact travels through files
-    loaded = backend.load(directory, ctx)          # ... and a fresh process could load them
-    outputs = backend.run(loaded, args, kwargs)
-
-Each check runs these in a forked child with a time limit (``isolation/runner.py``), which
-inherits the backend and the module; the artifact travels through ``directory``, so a fresh
-process can load it too (the standalone load, ``stages/standalone.py``).
-
-Third-party backends are registered by the ``pytest_torchexport_backends`` hook::
-
-    class MyBackend(Backend):
-        name = "mine"
-        relowered = True                     # numerics may differ: looser defaults
-        def export(self, module, args, kwargs, ctx): ...
-        def save(self, artifact, directory): ...
-        def load(self, directory, ctx): ...
-        def run(self, artifact, args, kwargs): ...
+A backend exports, saves, loads and runs an artifact; it never compares outputs and never
+touches pytest. The artifact goes through files so a fresh process can load it too.
+See docs/howto-backend.md.
 """
 
 from __future__ import annotations
@@ -34,37 +15,32 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 @dataclass
 class ExportContext:
-    """What an exporter may need beyond the module and the example call."""
+    """What an exporter may need besides the module and the call."""
 
     device: str
-    plan: Any  # specs.InputPlan: dynamic shapes, ONNX names and axes come from it
+    plan: Any  # specs.InputPlan
     module: Any = None  # the eval-mode module being exported
     notes: list[str] = field(default_factory=list)  # become backend_note findings
     relaxed: frozenset[str] = frozenset()  # dims left to the exporter after a constraint violation
-    scratch: Path | None = None  # a directory removed after the check, for intermediate files
-    #: options.ShippedOnnx: the post-processing the onnx backend applies to its export (None: none)
+    scratch: Path | None = None  # removed after the check
+    #: options.ShippedOnnx: post-processing for the onnx backend, or None
     shipped: Any = None
-    #: [Shared Capture] ``relaxed`` -> the ``Captured`` program of this call the engine made once for
-    #: the test's backends (stages/capture.py); a backend whose ``shares_capture`` is True starts from it
+    #: [Shared Capture] ``relaxed`` -> the capture made once for the test's backends
     captures: dict[frozenset[str], Captured] = field(default_factory=dict)
-    #: which capture the export started from, "shared" or "own" (the row's ``capture``); None: no torch.export capture
+    #: "shared" or "own": which capture the export started from, if any
     capture: str | None = None
-    capture_s: float = 0.0  # the seconds of that capture (the test's process's, where shared)
-    own_capture_s: float = 0.0  # of ``capture_s``, the seconds captured in this export (inside its export_s)
+    capture_s: float = 0.0
+    own_capture_s: float = 0.0  # the part of ``capture_s`` spent inside this export
 
     def dynamic_shapes(self, module: Any) -> Any:
         return self.plan.export_dynamic_shapes(module, relaxed=self.relaxed)
 
     def shared_capture(self) -> Captured | None:
-        """[Shared Capture] The engine's capture of this call at this check's ``relaxed`` dims, or
-        None (the backend captures on its own)."""
+        """[Shared Capture] The engine's capture at this check's ``relaxed`` dims, or None."""
         return self.captures.get(self.relaxed)
 
     def exported_program(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """``torch.export.export(module, args, kwargs, dynamic_shapes=..., strict=False)``: what the
-        backends that lower an ``ExportedProgram`` start from. The shared capture where the engine
-        made one (its failure raised as it was: a capture is not repeated with the same arguments);
-        else captured here. ``module`` is the one the backend would export (``keywords_bound``)."""
+        """The ``ExportedProgram`` to lower: the shared capture (or its error), else a new one."""
         import time
 
         shared = self.shared_capture()
@@ -84,58 +60,50 @@ class ExportContext:
 
 @dataclass
 class Captured:
-    """[Shared Capture] One ``torch.export`` capture of a call: its program or the error it raised."""
+    """[Shared Capture] One ``torch.export`` capture: its program or the error it raised."""
 
     program: Any = None
     error: BaseException | None = None
     seconds: float = 0.0
 
     def result(self) -> Any:
-        """The program, or the capture's error raised again."""
+        """The program, or raise the capture's error."""
         if self.error is not None:
             raise self.error
         return self.program
 
 
 def capture_program(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], dynamic_shapes: Any) -> Any:
-    """The one capture every backend that lowers an ``ExportedProgram`` makes (non-strict, as users do)."""
+    """The capture every lowering backend makes (non-strict, as users usually export)."""
     import torch
 
     return torch.export.export(module, args, kwargs or None, dynamic_shapes=dynamic_shapes, strict=False)
 
 
 class Backend:
-    """Base class for an export path. Subclasses set ``name`` and implement four methods
-    (``export``, ``save``, ``load``, ``run``); the others are optional and answer for the
-    backend's own artifacts. What only an ONNX artifact can answer is not here: see
-    ``OnnxModelSource``, ``GraphLevels`` and ``PostProcessed`` below."""
+    """Base class for an export path: set ``name`` and implement ``export``, ``save``, ``load``
+    and ``run``; the other methods are optional."""
 
     name: ClassVar[str] = ""
-    #: The artifact re-lowers ops (other kernels, fused arithmetic): looser default tolerances.
+    #: The artifact re-lowers ops (other kernels), so default tolerances are looser.
     relowered: ClassVar[bool] = False
-    #: The artifact can be saved and loaded back (False: the round trip is not applicable).
+    #: The artifact can be saved and loaded back.
     saveable: ClassVar[bool] = True
-    #: Shape-generic by construction (script) or through dynamic shapes at export.
+    #: Shape-generic, by construction or through dynamic shapes.
     dynamic: ClassVar[bool] = True
-    #: Captures through torch.export, whose symbolic shapes assume every dynamic size is
-    #: >= 2 while tracing: code that branches on a size of 0 or 1 is silently specialized.
+    #: Captures through torch.export, which assumes dynamic sizes >= 2: code branching on 0 or 1 is specialized.
     specializes_small_dims: ClassVar[bool] = False
-    #: The saved artifact is meant to load without the model's Python code (TorchScript,
-    #: ONNX, AOTInductor, ExecuTorch): failing to load in a fresh process is a load_error,
-    #: not only a standalone_load finding (standalone.py).
+    #: The saved artifact should load without the model's code: failing that is a load_error.
     loads_without_python: ClassVar[bool] = False
-    #: [Shared Capture] Starts from ``ctx.exported_program(...)``, torch.export's capture of the
-    #: call: the engine may capture it once for all such backends of a test and hand it over.
+    #: [Shared Capture] Starts from ``ctx.exported_program(...)``.
     shares_capture: ClassVar[bool] = False
 
     def unavailable_reason(self) -> str | None:
-        """Why this backend cannot run here (missing library, too old a torch), or None."""
+        """Why this backend cannot run here, or None."""
         return None
 
     def captures_otherwise(self, module: Any) -> bool:
-        """[Shared Capture] Optional, with ``shares_capture``: whether this backend's own entry point
-        would capture ``module`` otherwise than the shared capture does (other options, other
-        decompositions), so it captures on its own. Default: False."""
+        """[Shared Capture] True when this backend would capture ``module`` differently."""
         return False
 
     def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
@@ -151,87 +119,60 @@ class Backend:
         return artifact(*args, **kwargs)
 
     def input_shapes(self, artifact: Any) -> list[tuple[Any, ...]] | None:
-        """Optional: the artifact's tensor input shapes (int = static), in call order."""
+        """Optional: the artifact's input shapes (int = static, None = dynamic)."""
         return None
 
     def guard_violation(self, artifact: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
-        """Optional: why ``args`` fall outside what the export proved, when the artifact cannot say.
-
-        The dynamo ONNX exporter strips ``torch.export``'s runtime asserts, so an input
-        that violates a guard still runs in onnxruntime, silently wrong.
-        """
+        """Optional: why ``args`` fall outside what the export proved, for artifacts that drop
+        torch.export's runtime asserts."""
         return None
 
-    # -- optional: what the engine may ask of an artifact; a backend answers for its own ----
-
     def artifact_module(self, artifact: Any) -> Any:
-        """Optional: the ``nn.Module`` the artifact runs (TorchScript included), or None.
-
-        Its buffers are the artifact's state, which is put back to the module's initial
-        state after export and before each call of a stateful module (reference/eager.py); a
-        TorchScript one is also what localisation walks (localize.py). Default: the
-        artifact itself when it is a module.
-        """
+        """Optional: the ``nn.Module`` the artifact runs, whose buffers are reset between calls."""
         import torch
 
         return artifact if isinstance(artifact, torch.nn.Module) else None
 
     def exported_program(self, artifact: Any) -> Any:
-        """Optional: the ``torch.export.ExportedProgram`` behind the artifact, or None.
-
-        Localisation unflattens it, and runs ``artifact_module(artifact)`` (the program's
-        module) to read each submodule's value in a run.
-        """
+        """Optional: the ``ExportedProgram`` behind the artifact, for localisation."""
         return None
 
     def device_fallback(self, artifact: Any) -> str | None:
-        """Optional: why the artifact runs on another device than the check's, or None.
-
-        Becomes a ``device_fallback`` finding (onnxruntime without CUDA ran on CPU).
-        """
+        """Optional: why the artifact runs on another device than the check's, or None."""
         return None
 
     def set_aside(self, artifact: Any) -> None:
-        """Optional: ``artifact`` (the in-memory one, whose saved copy loaded back) is kept only to
-        blame a round trip when the loaded one fails: drop what can be made again when it next
-        runs (an onnxruntime session and its serialized model). Default: nothing."""
+        """Optional: free what can be rebuilt; the artifact is now kept only for blame."""
         return None
 
     def __repr__(self) -> str:
         return f"<backend {self.name}>"
 
 
-# -- what a backend whose artifact runs an ONNX model may also answer -----------------------------
-# Three small protocols, not methods every backend stubs: the engine asks ``isinstance(backend,
-# OnnxModelSource)`` (and so on) before it calls one, so a backend answers by defining the two methods
-# (no base class to inherit: a third-party backend written before they moved here still answers).
+# Protocols for ONNX artifacts, checked with isinstance: a backend opts in by defining the methods.
 
 
 @runtime_checkable
 class OnnxModelSource(Protocol):
-    """The ONNX model an artifact runs, and another model run as it runs its own: localisation adds
-    each module's output to a copy of the model as a graph output and runs that copy
-    (search/localize.py)."""
+    """The ONNX model an artifact runs, and a way to run a modified copy (for localisation)."""
 
     def onnx_model(self, artifact: Any) -> bytes | str | None:
-        """The ONNX model the artifact runs (serialized, or its path), or None."""
+        """The ONNX model (bytes or a path), or None."""
         ...
 
     def run_onnx_model(
         self, artifact: Any, model: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> dict[str, Any]:
-        """``model`` run as the artifact runs its own (same runtime, same device); its outputs by name."""
+        """``model`` run like the artifact; its outputs by name."""
         ...
 
 
 @runtime_checkable
 class GraphLevels(Protocol):
-    """A runtime that rewrites the graph at load, at levels it can be asked for: a failure is rerun at
-    the lower levels to tell an export defect from a rewrite that changed the result
-    (search/causes.py's ``runtime_optimizer``)."""
+    """A runtime that rewrites the graph at load; a failure is rerun at lower levels."""
 
     def graph_optimizer(self, artifact: Any) -> GraphOptimizer | None:
-        """The runtime's levels and the one the artifact runs at, or None (none here)."""
+        """The runtime's levels and the one the artifact runs at, or None."""
         ...
 
     def at_level(self, artifact: Any, level: str) -> Any:
@@ -241,42 +182,39 @@ class GraphLevels(Protocol):
 
 @runtime_checkable
 class PostProcessed(Protocol):
-    """[ONNX As Shipped] An artifact post-processed after its export (float16, int8, the offline
-    optimization): a failing input is rerun on the model before each step to name the first step
-    after which it fails (search.py), and the budget replaces the default tolerances."""
+    """[ONNX As Shipped] An artifact post-processed after export (float16, int8, optimization)."""
 
     def steps_unavailable(self, shipped: Any) -> str | None:
-        """Why the post-processing ``shipped`` asks for (options.ShippedOnnx) cannot run here (a
-        library missing), or None; the check is then skipped with that reason."""
+        """Why ``shipped``'s steps cannot run here, or None."""
         ...
 
     def post_processing(self, artifact: Any) -> PostProcessing | None:
-        """The steps the artifact went through after the export, or None (none asked for)."""
+        """The steps the artifact went through after export, or None."""
         ...
 
 
 class OnnxArtifact(OnnxModelSource, GraphLevels, PostProcessed, Protocol):
-    """All three: what the built-in ONNX backends (backends/onnx.py) implement."""
+    """All three, as the built-in ONNX backends implement."""
 
 
 @dataclass
 class PostProcessing:
-    """[ONNX As Shipped] What a post-processed artifact went through, for the engine to judge it."""
+    """[ONNX As Shipped] What a post-processed artifact went through."""
 
     steps: list[str]  # in order: ["fp16", "optimize=all"]
-    stages: list[tuple[str, Any]]  # ("export", the model before any step), then (step, the model after it)
-    budget: float | None  # the error allowed, as a fraction of each output's scale; None: the default tolerances
-    budget_from: str  # how the budget was set, for the message
-    op_depth: int  # operators on the longest input-to-output path of the exported graph
+    stages: list[tuple[str, Any]]  # ("export", model), then (step, model after it)
+    budget: float | None  # allowed error as a fraction of the output's scale
+    budget_from: str
+    op_depth: int  # operators on the longest input-to-output path
 
 
 @dataclass(frozen=True)
 class GraphOptimizer:
-    """A runtime that rewrites the graph at load, at levels it can be asked for."""
+    """A runtime's graph optimization levels."""
 
-    runtime: str  # "onnxruntime 1.22.0"
+    runtime: str
     levels: tuple[str, ...]  # least rewriting first
-    deployed: str  # the level the artifact runs at
+    deployed: str
 
 
 def load_backend(spec: Any) -> Backend:
@@ -297,12 +235,8 @@ def load_backend(spec: Any) -> Backend:
 def keywords_bound(module: Any, kwargs: dict[str, Any]) -> Any:
     """``module``, or an adapter whose forward names every keyword the call passes.
 
-    ``forward(self, x, **kwargs)`` called with ``mask=``: ``torch.export`` wants
-    ``dynamic_shapes`` keyed ``{"x": ..., "kwargs": {"mask": ...}}`` for that signature,
-    and that documented form fails inside torch 2.13 ("Must provide a tree_name when
-    there might be a mismatch"). The adapter's signature is ``(x, *, mask)``, so the
-    flat ``{"x": ..., "mask": ...}`` the plan builds binds, and the exported program
-    is still called as the user calls the module.
+    For ``forward(self, x, **kwargs)``, torch.export's documented nested dynamic_shapes form
+    fails in torch 2.13, so the adapter's signature names the keywords to accept a flat dict.
     """
     import torch
 
@@ -316,7 +250,7 @@ def keywords_bound(module: Any, kwargs: dict[str, Any]) -> Any:
     extra = [k for k in kwargs if k not in params]
     if not extra:
         return module
-    # *args stays: dropping it would make the adapter refuse the call's extra positions.
+    # Keep *args, or the adapter would refuse extra positional arguments.
     positional = [
         p for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
     ]
@@ -334,22 +268,18 @@ def keywords_bound(module: Any, kwargs: dict[str, Any]) -> Any:
 
 
 def call_tensors(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
-    """The call's tensors, flat, in this process's pytree order (a registered input type, such as a
-    transformers cache, flattened as registered): what a runtime fed by position takes."""
+    """The call's tensors in pytree order, for runtimes fed by position."""
     import torch
 
-    from .._compat import pytree  # deferred: torch's pytree; base.py stays torch-free (the public Backend)
+    from .._compat import pytree  # deferred: base.py is imported without torch
 
     return [t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
 
 
 def onnx_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
-    """``args`` as ``torch.onnx.export`` must be given them to pass them positionally.
+    """``args`` as ``torch.onnx.export`` needs them to pass them positionally.
 
-    Both ONNX exporters read a dict at the end of ``args`` as keyword arguments (when no
-    ``kwargs`` are given), so ``forward(self, data: dict)`` called as ``model({"x": x})``
-    fails with "missing a required argument: 'data'". Their documented remedy is an empty
-    dict after it, which they take as the (empty) keywords.
+    Both exporters read a trailing dict as keyword arguments; the documented fix is an empty dict after it.
     """
     if args and isinstance(args[-1], dict) and not kwargs:
         return (*args, {})
@@ -357,16 +287,13 @@ def onnx_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def positional_adapter(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, tuple[Any, ...]]:
-    """A module taking the call's tensors positionally, for exporters that cannot take keywords.
+    """A module taking the call's tensors positionally, and those tensors.
 
-    Legacy ONNX export binds keyword tensors by position into ``forward``'s parameters, so
-    ``BertModel(input_ids=..., attention_mask=...)`` fails with "got multiple values for
-    argument 'use_cache'". Users export such models through a positional wrapper; this is
-    that wrapper. Non-tensor leaves keep the call's values. Returns (adapter, tensors).
+    Legacy ONNX export binds keyword tensors by position, which breaks models called by keyword.
     """
     import torch
 
-    from .._compat import pytree  # deferred: torch's pytree; base.py stays torch-free (the public Backend)
+    from .._compat import pytree  # deferred: base.py is imported without torch
 
     flat, spec = pytree.tree_flatten((args, kwargs))
     slots = [i for i, v in enumerate(flat) if isinstance(v, torch.Tensor)]
@@ -387,7 +314,7 @@ def positional_adapter(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any
 
 
 class MethodCall:
-    """Marks the modules ``method_call`` makes (a mixin of their class, never instantiated alone)."""
+    """Mixin marking the wrappers ``method_call`` makes."""
 
     module: Any
     method: str
@@ -395,14 +322,9 @@ class MethodCall:
 
 
 def method_call(module: Any, method: str) -> Any:
-    """[Another Method] A module whose ``forward`` calls ``module.<method>``: what a test that
-    calls ``model.forward_features(x)`` checks.
+    """[Another Method] A module whose ``forward`` calls ``module.<method>``.
 
-    ``torch.export``, ONNX and the other exporters take a module and export its ``forward``;
-    users export another method through such a wrapper, and this is it. Its ``forward``
-    has the method's signature, so argument names (``dynamic=``, ONNX input names) are the
-    method's. TorchScript does better (``backends/trace.py``, ``script.py``): the method
-    itself is traced with ``torch.jit.trace_module`` or reached in the scripted module.
+    Exporters only export ``forward``; the wrapper keeps the method's signature.
     """
     import torch
 
@@ -421,18 +343,17 @@ def method_call(module: Any, method: str) -> Any:
     wrapper = cls()
     wrapper.module = module
     wrapper.method = method
-    # The row names the user's class (module_name reads original_name, as for a scripted module).
+    # So the row names the user's class, as for a scripted module.
     wrapper.original_name = getattr(module, "original_name", None) or type(module).__name__
     wrapper.training = module.training  # not train(): that would set every submodule to the root's mode
     return wrapper
 
 
 def to_cpu(tree: Any) -> Any:
-    """[CPU-Only Runtime] ``tree`` with its tensors on cpu: the call a runtime that runs on CPU
-    only (executorch, openvino, litert) is exported and run with, whatever device was asked."""
+    """``tree`` with its tensors on cpu, for runtimes that only run on CPU."""
     import torch
 
-    from .._compat import pytree  # deferred: torch's pytree; base.py stays torch-free (the public Backend)
+    from .._compat import pytree  # deferred: base.py is imported without torch
 
     return pytree.tree_map(lambda t: t.cpu() if isinstance(t, torch.Tensor) else t, tree)
 
@@ -440,16 +361,14 @@ def to_cpu(tree: Any) -> Any:
 def on_cpu(
     module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], device: str
 ) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
-    """[CPU-Only Runtime] The call to export, moved to cpu where ``device`` is not. The engine
-    hands the backend a copy of the module: moving it touches nothing of the user's."""
+    """The call moved to cpu. Moving the module is safe: the backend gets a copy."""
     if device == "cpu":
         return module, args, kwargs
     return module.to("cpu"), to_cpu(args), to_cpu(kwargs)
 
 
 def not_installed(what: str, install: str, imports: Any) -> str | None:
-    """What ``unavailable_reason`` says where ``imports()`` raises ``ImportError``: that ``what``
-    is not installed, the error, and the line that installs it; None where it imports."""
+    """An ``unavailable_reason`` if ``imports()`` raises ``ImportError``."""
     try:
         imports()
     except ImportError as exc:
@@ -458,6 +377,5 @@ def not_installed(what: str, install: str, imports: Any) -> str | None:
 
 
 def cpu_fallback(device: str, why: str) -> str | None:
-    """[CPU-Only Runtime] What ``device_fallback`` says where ``device`` is not cpu: ``why``
-    (the runtime runs on CPU), and that the inputs ran there."""
+    """A ``device_fallback`` message for a CPU-only runtime."""
     return None if device == "cpu" else f"{why}: the {device} inputs ran on cpu"

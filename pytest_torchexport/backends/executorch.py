@@ -1,19 +1,8 @@
 """ExecuTorch: ``torch.export``, lowered to XNNPACK, written to a ``.pte``, run by its C++ runtime.
 
-The path a phone or an edge device takes: the exported program is lowered with
-``to_edge_transform_and_lower`` (XNNPACK delegate for what it supports, ExecuTorch's
-portable kernels for the rest), serialized with ``.to_executorch()`` and executed by
-``executorch.runtime``, whose kernels are not eager's (so ``relowered``).
-
-[Bounded Dims] ExecuTorch plans memory ahead of time: every dynamic dim needs an upper
-bound, which the plan's ``Dim`` ranges give. The runtime rejects a larger input with only
-"error 0x10" in its exception (the reason, "Attempted to resize a bounded tensor ...", is
-in its log); ``run`` checks each input against the sizes the ``.pte`` records first, so
-the ``run_error`` says the size is outside what the program was lowered for.
-
-The runtime is CPU code (XNNPACK, as on a phone): on ``cuda`` the program is lowered from
-a CPU copy, inputs run on CPU and outputs come back to the device, with a
-``device_fallback`` finding.
+ExecuTorch plans memory ahead of time, so every dynamic dim needs an upper bound. The runtime
+rejects a larger input with only an error code, so ``run`` checks inputs against the sizes the
+``.pte`` records first. The runtime is CPU-only. See docs/backends.md.
 """
 
 from __future__ import annotations
@@ -29,7 +18,7 @@ from .base import Backend, ExportContext, cpu_fallback, keywords_bound, not_inst
 from .export import program_input_shapes
 
 FILENAME = "model.pte"
-#: [CPU-Only Runtime] why executorch's inputs on another device ran on cpu (``device_fallback``)
+#: the ``device_fallback`` message
 _RUNS_ON = "executorch's runtime runs on CPU (XNNPACK, as on a phone)"
 INSTALL = 'pip install "pytest-torchexport[executorch]"'
 LOWERED = "the size is outside what the program was lowered for"
@@ -44,7 +33,7 @@ class ExecutorchBackend(Backend):
 
     def unavailable_reason(self) -> str | None:
         def imports() -> None:
-            # torchao, imported by the lowering, prints from C++ about CUDA kernels it skips.
+            # torchao, imported by the lowering, prints from C++.
             with quiet_torch(fds=True):
                 _imports()
 
@@ -57,10 +46,9 @@ class ExecutorchBackend(Backend):
         program = ctx.exported_program(module, args, kwargs)
         lowered = to_edge_transform_and_lower(program, partitioner=[partitioner()]).to_executorch()
         buffer = bytes(lowered.buffer)
-        # Loaded on first run: a program the runtime cannot load (no kernel for an op) is
-        # then the saved file's load_error, as a device would meet it, not an export_error.
+        # Loaded on first run, so a program that cannot load is a load_error, as on a device.
         pte = Pte(buffer, None, *pte_meta(buffer))
-        # What torch.export fixed, for the specialized_dim finding: the .pte cannot tell.
+        # The .pte does not record which sizes torch.export fixed.
         pte.export_shapes = program_input_shapes(program)
         pte.fallback = cpu_fallback(ctx.device, _RUNS_ON)
         return pte
@@ -109,14 +97,14 @@ def _imports() -> tuple[Any, Any, Any]:
 
 
 def _load(source: bytes | Path) -> Any:
-    """The ``forward`` method of a program, loaded by the runtime (its log quieted, kept for errors)."""
+    """The ``forward`` method of a program, loaded by the runtime."""
     try:
         with quiet_torch(fds=True) as captured:
             runtime = _imports()[2].get()
             program = runtime.load_program(source if isinstance(source, bytes) else str(source))
             method = program.load_method("forward")
     except RuntimeError as exc:
-        # "Failed to load method forward, error: 0x:14": the reason (a missing kernel) is in the log.
+        # The reason (a missing kernel) is in the log, not the exception.
         raise RuntimeError(explain_runtime_error(exc, captured.stdout, [], stage="load")) from exc
     # The method borrows the program's memory: keep the program alive beside it.
     return _Loaded(program, method)
@@ -129,13 +117,7 @@ class _Loaded:
 
 
 def pte_meta(data: bytes) -> tuple[Any, Any, list[Any] | None]:
-    """What a ``.pte`` says about its call: input and output pytree specs, each input's limits.
-
-    ``to_executorch()`` stores the specs (``treespec_dumps`` JSON) in the program's
-    container metadata, so the file alone is enough to run it. The limits are, per flat
-    input, ``(sizes, static)`` for a tensor (sizes are upper bounds when not static) and
-    None otherwise. A file whose metadata cannot be read runs with flat inputs and outputs.
-    """
+    """A ``.pte``'s input and output pytree specs and each flat input's ``(sizes, static)`` limit."""
     try:
         from executorch.exir.schema import Tensor, TensorShapeDynamism
 
@@ -149,12 +131,12 @@ def pte_meta(data: bytes) -> tuple[Any, Any, list[Any] | None]:
                 (tuple(value.sizes), value.shape_dynamism == TensorShapeDynamism.STATIC) if is_tensor else None
             )
         return pytree.treespec_loads(meta.encoded_inp_str), pytree.treespec_loads(meta.encoded_out_str), limits
-    except Exception:  # noqa: BLE001 - a private reader: without it the structure is flat
+    except Exception:  # noqa: BLE001 - a private reader; fall back to flat inputs and outputs
         return None, None, None
 
 
 class Pte:
-    """A lowered program: its bytes (in memory only), the runtime's method, the call's structure."""
+    """A lowered program, the runtime's method and the call's structure."""
 
     def __init__(
         self, buffer: bytes | None, loaded: Any, in_spec: Any, out_spec: Any, limits: list[Any] | None
@@ -165,7 +147,7 @@ class Pte:
         self.out_spec = out_spec
         self.limits = limits
         self.export_shapes: list[tuple[Any, ...]] | None = None
-        self.fallback: str | None = None  # device_fallback(): a device_fallback finding
+        self.fallback: str | None = None  # for device_fallback()
 
     @property
     def method(self) -> Any:
@@ -175,20 +157,14 @@ class Pte:
         return self.loaded.method
 
     def flat_inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
-        """The call's leaves in the exported program's order, tensors contiguous (the runtime needs it)."""
+        """The call's leaves in the program's order, tensors contiguous."""
         if self.in_spec is not None and kwargs:
             kwargs = reorder_kwargs(kwargs, self.in_spec)
         leaves = pytree.tree_leaves((args, kwargs))
         return [leaf.contiguous() if isinstance(leaf, torch.Tensor) else leaf for leaf in leaves]
 
     def outside_limits(self, inputs: list[Any]) -> str | None:
-        """Why an input does not fit the program, checked before the runtime sees it.
-
-        Only what the file says: a dim ``torch.export`` specialized after the declared range
-        was relaxed (``Dim.AUTO``) is still "bounded" in the ``.pte``, at the example's size.
-        A smaller input then reaches the kernels, and what the runtime does with it (an
-        error, or other numbers) is the verdict, as it would be on a device.
-        """
+        """Why an input does not fit the sizes the file records, or None."""
         if self.limits is None or len(self.limits) != len(inputs):
             return None
         for i, (value, limit) in enumerate(zip(inputs, self.limits)):
@@ -216,7 +192,7 @@ _LOG_LINE = re.compile(r"^\[([\w.]+:\d+)\] (.*)$")
 
 
 def log_reasons(log: str, limit: int = 4) -> list[str]:
-    """The runtime's log, one line per place in its code (it dumps kernel tables line by line)."""
+    """Readable lines of the runtime's log, one per code location."""
     seen, reasons = set(), []
     for line in log.splitlines():
         match = _LOG_LINE.match(line.strip())
@@ -232,11 +208,7 @@ def log_reasons(log: str, limit: int = 4) -> list[str]:
 def explain_runtime_error(
     exc: BaseException, log: str, inputs: list[Any], stage: str = "run", limits: list[Any] | None = None
 ) -> str:
-    """The runtime's exception ("execute() failed with error 0x10") plus what its log says.
-
-    The runtime logs its reason through Python's stderr (captured by ``quiet_torch``), not
-    in the exception; a size it was not lowered for becomes a sentence a person reads.
-    """
+    """The runtime's exception explained from its log."""
     index = _INPUT.search(log)
     which = "an input"
     if index and int(index.group(1)) < len(inputs) and isinstance(inputs[int(index.group(1))], torch.Tensor):
@@ -256,7 +228,7 @@ def explain_runtime_error(
         )
     else:
         headline = f"ExecuTorch failed to {stage} the program: {exc}"
-        # Within the file's limits, yet not the size it was lowered at: worth saying next to a kernel's error.
+        # Within the limits but not the lowered size: worth mentioning.
         for i, (value, limit) in enumerate(zip(inputs, limits or [])):
             if limit is not None and isinstance(value, torch.Tensor) and tuple(value.shape) != limit[0]:
                 headline += f"; the program was lowered with input {i} of at most {limit[0]}, this input is {tuple(value.shape)}"

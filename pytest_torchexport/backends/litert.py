@@ -1,22 +1,8 @@
 """LiteRT (formerly TensorFlow Lite): ``litert_torch.convert`` to a ``.tflite``, run by ``ai_edge_litert``'s interpreter.
 
-How a model reaches Android: ``litert-torch`` exports the module with ``torch.export``,
-lowers it (partly through JAX) to a LiteRT flatbuffer, and the interpreter runs it on CPU
-with XNNPACK, whose kernels are not eager's (so ``relowered``).
-
-[Static Fallback] litert-torch 0.10.0 takes ``torch.export``'s ``dynamic_shapes``, but its
-JAX-lowered ops refuse a symbolic size (``AssertionError: float32[-9223372036854775808,16]``
-for a ``Linear`` then ``GELU`` with a dynamic batch). The module is then converted at the
-example's sizes, and a ``backend_note`` says so with the converter's error; the ``.tflite``
-records static shapes (``specialized_dim`` findings name each declared dim), and the
-interpreter resizes the inputs at run time where every op allows it. The search shows
-which sizes then run and which compute the right numbers.
-
-[64-bit I/O] The converter's default (``enable_x64=False``, what is shipped to devices)
-downcasts int64/float64 inputs and outputs to 32 bits. The artifact is fed 32-bit inputs
-and its outputs are cast back to the dtypes eager returned, which the ``.tflite`` keeps in
-its output names (``out_0000_int64``): the file alone is enough to run it. A float64
-model then computes in float32, which the comparison judges at float64's tolerances.
+litert-torch 0.10.0's JAX-lowered ops often refuse symbolic sizes; the module is then converted
+at the example's sizes, with a ``backend_note``. The converter downcasts 64-bit inputs and
+outputs, so outputs are cast back to the dtypes recorded in their names. See docs/backends.md.
 """
 
 from __future__ import annotations
@@ -31,7 +17,7 @@ from .._compat import pytree
 from ..reference.compare import flatten
 from .base import Backend, ExportContext, cpu_fallback, not_installed, on_cpu
 
-#: [CPU-Only Runtime] why litert's inputs on another device ran on cpu (``device_fallback``)
+#: the ``device_fallback`` message
 _RUNS_ON = "the LiteRT interpreter runs on CPU (XNNPACK, as on a phone)"
 
 FILENAME = "model.tflite"
@@ -59,7 +45,7 @@ class LiteRtBackend(Backend):
         if dynamic is not None:
             try:
                 model = convert(adapter, tensors, dynamic_shapes=dynamic)
-            except Exception as exc:  # noqa: BLE001 - [Static Fallback]: the static conversion says if it is the model
+            except Exception as exc:  # noqa: BLE001 - the static conversion below shows if the model is at fault
                 lines = [line for line in str(exc).strip().splitlines() if line.strip()]
                 ctx.notes.append(
                     f"litert-torch could not convert with the declared dynamic dims ({type(exc).__name__}: "
@@ -100,7 +86,7 @@ def _imports() -> tuple[Any, Any]:
 
 
 def _dynamic_shapes(ctx: ExportContext, tensors: tuple[torch.Tensor, ...]) -> dict[str, Any] | None:
-    """``torch.export`` dynamic shapes for the adapter's ``*tensors``, from the plan's declared dims."""
+    """``torch.export`` dynamic shapes for the adapter's ``*tensors``."""
     plan = ctx.plan
     leaves = [leaf for _, leaf in sorted(plan.tensors.items())]
     if len(leaves) != len(tensors) or not any(isinstance(e, str) for leaf in leaves for e in leaf.shape):
@@ -109,7 +95,7 @@ def _dynamic_shapes(ctx: ExportContext, tensors: tuple[torch.Tensor, ...]) -> di
         name: torch.export.Dim.AUTO if name in ctx.relaxed else torch.export.Dim(name, min=max(d.min, 0), max=d.max)
         for name, d in plan.dims.items()
     }
-    # torch.export binds ``forward(self, *tensors)`` to one input, the tuple: its shapes are one tuple too.
+    # torch.export binds ``forward(self, *tensors)`` to one input, so the shapes are one tuple.
     return {
         "tensors": tuple(
             {ax: dims[e] for ax, e in enumerate(leaf.shape) if isinstance(e, str)} or None for leaf in leaves
@@ -118,8 +104,8 @@ def _dynamic_shapes(ctx: ExportContext, tensors: tuple[torch.Tensor, ...]) -> di
 
 
 class _FlatCall(torch.nn.Module):
-    """The module as the ``.tflite`` takes it: the call's tensors by position (``args_<i>``) in,
-    a dict of the output's tensors out, named ``out_<index>_<dtype>`` ([64-bit I/O])."""
+    """The module taking the call's tensors by position and returning its tensors named
+    ``out_<index>_<dtype>``, so their dtypes can be restored."""
 
     def __init__(self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         super().__init__()
@@ -145,7 +131,7 @@ class _FlatCall(torch.nn.Module):
 
 
 class _Tflite:
-    """A ``.tflite`` in the LiteRT interpreter, fed torch tensors, returning the output's tensors in order."""
+    """A ``.tflite`` in the LiteRT interpreter, fed torch tensors."""
 
     def __init__(self, content: bytes, fallback: str | None) -> None:
         _, interpreter = _imports()
@@ -154,7 +140,7 @@ class _Tflite:
         self.interpreter = interpreter(model_content=content)
         self.runner = self.interpreter.get_signature_runner()
         details = self.runner.get_input_details()
-        # args_10 sorts before args_2: order by the index in the name.
+        # Sort by the index in the name: args_10 would sort before args_2.
         self.names = sorted(details, key=lambda n: int(m.group(1)) if (m := _INPUT.match(n)) else 0)
         self.inputs = [details[n] for n in self.names]
 

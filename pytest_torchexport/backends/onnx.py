@@ -1,10 +1,7 @@
 """ONNX, run in onnxruntime: the dynamo exporter (``onnx``) and the TorchScript one (``onnx-legacy``).
 
-The in-memory artifact is an onnxruntime session over the serialized model; the loaded
-one is a new session over the saved file, so external-data files must sit beside it.
-Every exported model also goes through ``onnx.checker.check_model(full_check=True)``:
-onnxruntime runs models that stricter runtimes refuse (``check_artifact``). The dynamo
-exporter's op registry is built once per process (``reused``, at the end: [One Torchlib Registry]).
+Every exported model also goes through ``onnx.checker``, since onnxruntime runs models that
+stricter runtimes refuse. See docs/backends.md.
 """
 
 from __future__ import annotations
@@ -40,8 +37,7 @@ from .base import (
 )
 
 FILENAME = "model.onnx"
-#: onnxruntime's graph optimization levels, least rewriting first; sessions run at its
-#: default, the last, as deployed. The cause experiment reruns a failure at the others.
+#: onnxruntime's graph optimization levels, least rewriting first; sessions default to the last.
 OPTIMIZATION_LEVELS = (
     "ORT_DISABLE_ALL",
     "ORT_ENABLE_BASIC",
@@ -52,19 +48,12 @@ OPTIMIZATION_LEVELS = (
 
 
 def check_artifact(data: bytes, name: str) -> None:
-    """``onnx.checker.check_model(full_check=True)`` on an exported model; a failure is a
-    warning carrying an ``onnx_checker`` finding, which the engine records like a
-    TracerWarning (explain.py): it explains, the artifact is still checked for parity.
-
-    ``onnx.load`` never runs the checker and onnxruntime is lenient (it merges a declared
-    shape that contradicts the inferred one, with a log line), so a model it runs may be
-    refused by TensorRT, OpenVINO or ``onnx.shape_inference`` in a converter.
-    """
+    """Warn with an ``onnx_checker`` finding if ``onnx.checker`` refuses the model; the check goes on."""
     import onnx
 
     try:
         onnx.checker.check_model(data, full_check=True)
-    except Exception as exc:  # noqa: BLE001 - ValidationError, InferenceError, ...: each is the finding
+    except Exception as exc:  # noqa: BLE001 - any checker error is the finding
         lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
         reason = lines[0] if lines else type(exc).__name__
         if len(reason) > 300:
@@ -84,10 +73,7 @@ def check_artifact(data: bytes, name: str) -> None:
 
 class OnnxSession:
     """An onnxruntime session fed the flat tensor inputs, returning torch tensors.
-
-    ``level`` names a ``GraphOptimizationLevel`` (OPTIMIZATION_LEVELS); None is
-    onnxruntime's default, ``ORT_ENABLE_ALL``, as models are served.
-    """
+    ``level``: a ``GraphOptimizationLevel`` name; None is the default, as served."""
 
     def __init__(self, source: bytes | str, device: str, level: str | None = None) -> None:
         import onnxruntime as ort
@@ -101,15 +87,11 @@ class OnnxSession:
             else:
                 self.fallback = "onnxruntime has no CUDAExecutionProvider here; ran on CPU"
         options = ort.SessionOptions()
-        # onnxruntime's C++ logger writes kernel errors straight to stderr; the error
-        # also comes back as the exception the engine reports, so log only fatal ones.
+        # Errors also come back as exceptions, so only fatal ones are logged.
         options.log_severity_level = 4
-        # onnxruntime's pool spin-waits after each run by default; between runs the engine
-        # runs eager, which the spinning threads would starve of cores.
+        # Spin-waiting threads would starve eager runs of cores.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        # [Memory Budget] The engine feeds many input shapes: the arena (which never shrinks)
-        # and the memory pattern planned per shape kept every size's buffers, 6.7 GB for a
-        # 268 MB output searched at 4x (benchmarks/bench_memory.py). Plain allocation frees them.
+        # [Memory Budget] With many input shapes, the arena and memory patterns keep every size's buffers.
         options.enable_cpu_mem_arena = False
         options.enable_mem_pattern = False
         if level is not None:
@@ -117,10 +99,9 @@ class OnnxSession:
         self.runtime = f"onnxruntime {ort.__version__}"
         self.run_options = ort.RunOptions()
         self.run_options.log_severity_level = 4
-        self.source = source  # the model, for localisation (onnx_model) and other levels
+        self.source = source
         self.session = ort.InferenceSession(source, sess_options=options, providers=providers)
-        # [ONNX As Shipped] An offline-optimized file is served with the optimizations off
-        # (onnx_shipped.py marks it so): load it as it is served.
+        # [ONNX As Shipped] Load an offline-optimized file at its serving level.
         serve = self.session.get_modelmeta().custom_metadata_map.get(onnx_shipped.SERVE_LEVEL_KEY)
         if level is None and serve is not None and hasattr(ort.GraphOptimizationLevel, serve):
             options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, serve)
@@ -131,18 +112,17 @@ class OnnxSession:
 
     @property
     def optimization_levels(self) -> tuple[str, ...]:
-        """The levels this onnxruntime has, least rewriting first (causes.runtime_optimizer)."""
+        """The levels this onnxruntime has."""
         import onnxruntime as ort
 
         return tuple(level for level in OPTIMIZATION_LEVELS if hasattr(ort.GraphOptimizationLevel, level))
 
     def at_level(self, level: str) -> OnnxSession:
-        """The same model in a new session at another graph optimization level."""
+        """The same model at another optimization level."""
         return OnnxSession(self.source, self.device, level)
 
     def feed(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-        """The call's tensors as onnxruntime takes them: numpy arrays by input name, in the
-        element type each input declares (a float16 model with float16 inputs takes those)."""
+        """The call's tensors as numpy arrays by input name."""
         tensors = call_tensors(args, kwargs)
         if len(tensors) != len(self.input_names):
             raise RuntimeError(
@@ -159,7 +139,7 @@ class OnnxSession:
 
     def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Tensor]:
         outputs = self.session.run(None, self.feed(args, kwargs), self.run_options)
-        # A float16 model that does not keep float32 outputs: compared in float32, as eager's.
+        # float16 outputs are compared in float32, like eager's.
         return [_widened(torch.from_numpy(o)).to(self.device) for o in outputs]
 
 
@@ -170,8 +150,7 @@ def _widened(t: torch.Tensor) -> torch.Tensor:
 class _OnnxBackend(Backend):
     loads_without_python = True
     relowered = True
-    #: onnxruntime takes the call's tensors by position (``OnnxSession.feed``): the standalone
-    #: loader is sent them flat, as a deployment feeds them (stages/standalone.py)
+    #: The standalone loader sends the tensors flat, as onnxruntime takes them
     feeds_flat_tensors = True
 
     def unavailable_reason(self) -> str | None:
@@ -222,17 +201,14 @@ class DynamoOnnxBackend(_OnnxBackend):
     name = "onnx"
     shares_capture = True
     specializes_small_dims = True  # it captures the model through torch.export
-    #: Weights above this size go to an external-data file beside the .onnx (protobuf
-    #: caps a single file at 2 GiB).
+    #: Larger weights go to an external-data file (protobuf caps a file at 2 GiB).
     external_data_bytes: int = 1 << 30
 
     def unavailable_reason(self) -> str | None:
         reason = super().unavailable_reason()
         if reason:
             return reason
-        # Looked up, not imported: its import takes ~1 s, which the check's child pays anyway
-        # when it exports, while asked here (in the parent, before the fork) it held up every
-        # check of the test behind it.
+        # Looked up, not imported: importing it here in the parent is slow.
         if _missing("onnxscript"):
             return "onnxscript is not installed; the dynamo ONNX exporter needs it: pip install onnxscript"
         return None
@@ -241,9 +217,9 @@ class DynamoOnnxBackend(_OnnxBackend):
         module = keywords_bound(module, kwargs)
         shared = ctx.shared_capture()
         if shared is not None and self.captures_otherwise(module):
-            shared = None  # its own entry point captures otherwise: every strategy of its own runs
+            shared = None  # torch.onnx.export would capture differently: let it capture itself
         if shared is not None and shared.error is None:
-            # [Shared Capture] Given the program, torch.onnx.export skips its capture strategies.
+            # [Shared Capture] Given a program, torch.onnx.export does not capture again.
             ctx.capture, model, dynamic = "shared", shared.program, None
             ctx.capture_s += shared.seconds
         else:
@@ -252,7 +228,7 @@ class DynamoOnnxBackend(_OnnxBackend):
             with (
                 reused(),
                 _own_capture(ctx, shared),
-            ):  # its op registry built once per process, not per export
+            ):
                 program = torch.onnx.export(
                     model,
                     onnx_args(args, kwargs),
@@ -263,9 +239,8 @@ class DynamoOnnxBackend(_OnnxBackend):
                 )
         except Exception as exc:
             if type(exc).__name__ == "TorchExportError" and _repeats(shared):
-                # Every fallback failed too: the error is the shared capture's, as torch.onnx.export
-                # itself raises its first strategy's, and the row says the capture it names was shared.
-                assert shared is not None and shared.error is not None  # _repeats said so
+                # Every fallback failed too: raise the shared capture's error, as torch.onnx.export would.
+                assert shared is not None and shared.error is not None
                 ctx.capture = "shared"
                 ctx.capture_s += shared.seconds
                 raise shared.error from None
@@ -278,11 +253,8 @@ class DynamoOnnxBackend(_OnnxBackend):
         return artifact
 
     def captures_otherwise(self, module: Any) -> bool:
-        """[Shared Capture] Whether ``torch.onnx.export``'s own capture of ``module`` is not the shared
-        one: under dynamic shapes its strategies register while-loop decompositions of LSTM and GRU
-        (``torch.export._patches``, torch 2.13), so a recurrent module's ONNX graph is not made from
-        the plain capture (which unrolls the loop at the example's length). Its onnx check captures
-        on its own; the other backends still share theirs (stages/capture.py)."""
+        """[Shared Capture] True for recurrent modules: ``torch.onnx.export`` decomposes LSTM and GRU
+        into while loops (torch 2.13), while the plain capture unrolls them."""
         return any(isinstance(m, torch.nn.RNNBase) for m in module.modules())
 
     def steps_unavailable(self, shipped: Any) -> str | None:
@@ -323,20 +295,19 @@ class LegacyOnnxBackend(_OnnxBackend):
     name = "onnx-legacy"
 
     def unavailable_reason(self) -> str | None:
-        # The legacy exporter is TorchScript's tracer underneath (torch.jit._get_trace_graph):
-        # where torch.jit raises, it cannot export either.
+        # The legacy exporter is built on TorchScript's tracer.
         return super().unavailable_reason() or torchscript_unavailable("trace")
 
     def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
         buffer = io.BytesIO()
         if kwargs:
-            # Named by input_names below: the ONNX inputs keep the keyword names.
+            # input_names below keeps the keyword names on the ONNX inputs.
             module, args = positional_adapter(module, args, kwargs)
             kwargs = {}
         torch.onnx.export(
             module,
             onnx_args(args, kwargs),
-            buffer,  # type: ignore[arg-type]  # a file-like object is what the legacy exporter writes to
+            buffer,  # type: ignore[arg-type]  # a file-like object is accepted
             kwargs=kwargs or None,
             dynamo=False,
             input_names=ctx.plan.onnx_input_names(),
@@ -353,11 +324,8 @@ class LegacyOnnxBackend(_OnnxBackend):
 
 @contextlib.contextmanager
 def _own_capture(ctx: ExportContext, shared: Any) -> Any:
-    """[Shared Capture] Around ``torch.onnx.export`` given the module: its capture strategies timed
-    (``ctx.capture_s``). Where the shared capture failed, its non-strict strategy (the same
-    ``torch.export.export`` call) is left out and the fallbacks that differ (strict, draft export)
-    still run; a constraint violation is the exception: that strategy retries with the dims
-    torch suggests, other arguments than the shared capture's."""
+    """[Shared Capture] Time ``torch.onnx.export``'s own capture, skipping the strategy that would
+    repeat a failed shared capture."""
     if ctx.capture == "shared":
         yield
         return
@@ -373,29 +341,23 @@ def _own_capture(ctx: ExportContext, shared: Any) -> Any:
 
 
 def _repeats(shared: Any) -> bool:
-    """Whether ``torch.onnx.export``'s non-strict strategy would repeat the shared capture that failed."""
+    """Whether the non-strict strategy would repeat the failed shared capture."""
     return shared is not None and shared.error is not None and not _refinable(shared.error)
 
 
 def _refinable(error: BaseException) -> bool:
-    """Whether the non-strict strategy of ``torch.onnx.export`` retries after ``error``: a
-    ``torch._dynamo.exc.UserError`` (a constraint violation) with suggested fixes."""
+    """Whether the non-strict strategy retries after ``error`` with suggested dims."""
     return type(error).__name__ == "UserError"
 
 
 def _session(artifact: Any) -> OnnxSession:
-    """The onnxruntime session an artifact runs: the loaded one is a session, the in-memory one holds one."""
+    """The onnxruntime session an artifact runs."""
     return artifact.revived() if isinstance(artifact, _InMemory) else artifact
 
 
 class _InMemory:
-    """The exported program plus a session over it, before the check saves it.
-
-    [Spilled Model] The serialized model is written to a file of this process's temporary
-    folder and the session is made from that path: onnxruntime keeps the bytes it was given
-    for as long as the session lives (``InferenceSession._model_bytes``), and parses a path
-    with half the peak (DenseNet169 3-D, 75 MB of weights: 136 MB against 267 MB while the
-    session is made, 133 MB against 205 MB after). The file goes with the artifact."""
+    """The exported program plus a session over it, read from a temporary file because
+    onnxruntime keeps any bytes it is given alive."""
 
     def __init__(self, program: Any, device: str, name: str = "onnx") -> None:
         self.program = program
@@ -406,32 +368,28 @@ class _InMemory:
         del data
         self.session: OnnxSession | None = OnnxSession(self.path, device)
         self.device = device
-        self.stages: list[Any] = []  # onnx_shipped.Stage per post-processing step
+        self.stages: list[Any] = []
         self.shipped: PostProcessing | None = None
 
     @property
     def data(self) -> bytes:
-        """The serialized model, read back from its file (post-processing reads it; rarely)."""
+        """The serialized model, read back from its file."""
         return Path(self.path).read_bytes()
 
     def set_aside(self) -> None:
-        """[Set Aside] Kept for round-trip blame only: drop the session (onnxruntime's copy of the
-        weights: ~90 MB for DenseNet169 3-D), made again from the file if a loaded artifact fails."""
+        """Drop the session (a copy of the weights) until needed again."""
         if self.shipped is None:
             self.session = None
 
     def revived(self) -> OnnxSession:
-        """The session, made again from the file where ``set_aside`` dropped it."""
+        """The session, rebuilt if ``set_aside`` dropped it."""
         if self.session is None:
             self.session = OnnxSession(self.path, self.device)
         return self.session
 
     def ship(self, ctx: ExportContext) -> None:
-        """[ONNX As Shipped] The exported model through the steps ``ctx.shipped`` asks for: this
-        artifact then runs the last step's model, as it is served; the model before each step
-        stays runnable for blame."""
-        # Before an offline optimization, each stage runs with onnxruntime's optimizations off,
-        # so blame tells that step's rewrites from the others; without one, as it is served.
+        """[ONNX As Shipped] Apply ``ctx.shipped``'s steps; keep each step's model to blame."""
+        # With an offline optimization step, earlier stages run unoptimized to isolate its rewrites.
         before = "ORT_DISABLE_ALL" if ctx.shipped.optimize is not None else None
         plain = self.session if before is None else OnnxSession(self.path, self.device, before)
         assert plain is not None, "post-processing runs on a fresh artifact, before any set_aside"
@@ -477,7 +435,7 @@ class _InMemory:
 
 
 class _Lazy:
-    """An intermediate step's model, its session built when a failure is blamed (rarely)."""
+    """An intermediate step's model, whose session is built only when needed."""
 
     def __init__(self, data: bytes, device: str, level: str | None) -> None:
         self.data, self.device, self.level = data, device, level
@@ -490,8 +448,7 @@ class _Lazy:
 
 
 def _spill(owner: Any, data: bytes) -> str:
-    """[Spilled Model] ``data`` in a file of this process's temporary folder (a check's child:
-    its scratch folder), removed when ``owner`` is collected in this process."""
+    """``data`` in a temporary file, removed with ``owner``."""
     handle, path = tempfile.mkstemp(suffix=".onnx", prefix="in-memory-")
     with os.fdopen(handle, "wb") as f:
         f.write(data)
@@ -500,15 +457,14 @@ def _spill(owner: Any, data: bytes) -> str:
 
 
 def _remove(path: str, owner: int) -> None:
-    # As reference/noise.py's Float64Store: a forked child that collects its inherited copy of the
-    # artifact leaves the file to the process that made it, whose session may be made from it again.
+    # A forked child must leave the file to the process that made it.
     if os.getpid() == owner:
         with contextlib.suppress(OSError):
             os.unlink(path)
 
 
 def _missing(name: str) -> bool:
-    """Whether the top-level package ``name`` cannot be found (without importing it)."""
+    """Whether package ``name`` is missing, without importing it."""
     if name in sys.modules:
         return sys.modules[name] is None
     try:
@@ -517,33 +473,20 @@ def _missing(name: str) -> bool:
         return True
 
 
-# [One Torchlib Registry] The dynamo ONNX exporter's op registry, built once per process.
-#
-# ``torch.onnx.export(dynamo=True)`` builds its registry of ATen-to-ONNX translations anew on
-# every call (``ONNXRegistry.from_torchlib``): onnxscript reads the source of ~500 torchlib
-# functions and parses their signatures. That is 0.6-1.2 s of every ONNX export here, more
-# than the export of a small model itself (measured: a 2-layer MLP's export 0.95 s, of which
-# 0.6 s was the registry; ``benchmarks/bench_floor.py``). The registry depends only on the
-# installed torch and onnxscript and the opset, which do not change within a process.
-#
-# ``reused()`` keeps the first registry built for an opset and hands each export a copy of
-# its tables (lists copied, so an export's ``custom_translation_table`` or any other
-# registration lands in its own copy, never in the one kept). The patch is in place only
-# around this package's own export call, so a test's own ``torch.onnx.export`` is untouched,
-# and a torch without ``from_torchlib`` where this expects it simply builds its registry as
-# before. Forked check children inherit the kept registry from their parent.
+# ``torch.onnx.export(dynamo=True)`` rebuilds its op registry on every call, which costs more than
+# exporting a small model. ``reused()`` keeps one per opset and gives each export a copy; it
+# patches only around this package's own export call.
 
 
-class _Uncopyable(Exception):  # noqa: N818 - not an error: the registry, returned as built
-    """A registry of another layout: no copy we trust, so it is returned as built, never kept
-    (``lru_cache`` keeps no call that raised)."""
+class _Uncopyable(Exception):  # noqa: N818 - not an error: carries the registry out of the cache
+    """A registry of an unknown layout: returned as built, not cached."""
 
     def __init__(self, registry: Any) -> None:
         super().__init__()
         self.registry = registry
 
 
-@functools.lru_cache(maxsize=8)  # one per opset (and keyword set) asked in this process
+@functools.lru_cache(maxsize=8)  # one per opset and keyword set
 def _kept(build: Callable[..., Any], owner: type, args: tuple[Any, ...], kwargs: tuple[Any, ...]) -> Any:
     built = build(owner, *args, **dict(kwargs))
     if not isinstance(getattr(built, "functions", None), dict):
@@ -560,9 +503,9 @@ def _copy(registry: Any) -> Any:
 
 @contextlib.contextmanager
 def reused() -> Iterator[None]:
-    """Within: ``ONNXRegistry.from_torchlib`` builds a registry once per opset, then copies it."""
+    """Within: ``ONNXRegistry.from_torchlib`` builds once per opset, then copies."""
     cls = onnx_registry_class()
-    if cls is None:  # a torch without the dynamo exporter: nothing to reuse
+    if cls is None:  # a torch without the dynamo exporter
         yield
         return
     original = cls.__dict__.get("from_torchlib")

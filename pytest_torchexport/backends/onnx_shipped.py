@@ -1,21 +1,8 @@
-"""ONNX as shipped: the exported model post-processed as teams serve it (docs/howto-shipped-onnx.md).
+"""ONNX as shipped: the exported model post-processed the way teams serve it.
 
-The ``onnx`` backend's export is the file ``torch.onnx.export`` writes; what is served is
-often that file after one or more of these steps, in this order:
-
-1. ``onnx_fp16``: float16 conversion (``onnxconverter-common``'s
-   ``float16.convert_float_to_float16``), with float32 inputs and outputs kept
-   (``keep_io_types=True``) unless the option says otherwise;
-2. ``onnx_quantize``: int8 quantization, ``onnxruntime.quantization.quantize_dynamic``
-   (weights int8, activations quantized per call) or ``quantize_static`` (QDQ, activations
-   calibrated with MinMax on calibration inputs the engine draws, see ``calibration``);
-3. ``onnx_optimize``: onnxruntime's offline optimization at a named level
-   (``SessionOptions.graph_optimization_level`` with ``optimized_model_filepath``); the
-   optimized file is served, as onnxruntime's docs say, with the optimizations off at load
-   (``ORT_DISABLE_ALL``): it is marked so in its metadata (``SERVE_LEVEL_KEY``).
-
-Each step's output is kept in memory (``Stage``), so a failure can be blamed on the first
-step after which the failing input fails (search.py). This module never compares.
+The steps, in order: float16 conversion, int8 quantization and onnxruntime's offline
+optimization. Each step's output is kept (``Stage``) so a failure can be blamed on a step.
+See docs/howto-shipped-onnx.md.
 """
 
 from __future__ import annotations
@@ -34,15 +21,11 @@ LEVELS = {
     "layout": "ORT_ENABLE_LAYOUT",
     "all": "ORT_ENABLE_ALL",
 }
-#: The metadata entry an offline-optimized file carries: the level to load it at.
+#: Metadata giving the level to load an offline-optimized file at (optimizations off, per onnxruntime's docs).
 SERVE_LEVEL_KEY = "pytest_torchexport.serve_level"
-#: [Budgets] A post-processed model's error grows like a random walk of one rounding per
-#: operator on the longest input-to-output path: ``BUDGET_MULTIPLE x unit x sqrt(op depth)``,
-#: as a fraction of the output's scale. The unit is the relative error of one rounding:
-#: float16's unit roundoff (2**-11); for int8, half a step of a tensor quantized over its
-#: range (1/510: 255 steps). Measured on the real models (benchmarks/measure_onnx_shipped.py,
-#: docs/howto-shipped-onnx.md): clean models reach at most 4 units (float16: 0.3), defects
-#: 13 to 10^35; 8 sits between.
+#: Error grows like a random walk of one rounding per operator on the longest path, so the default
+#: budget is ``BUDGET_MULTIPLE x unit x sqrt(op depth)`` of the output's scale, where the unit is one
+#: rounding's relative error. See docs/howto-shipped-onnx.md for how the multiple was chosen.
 BUDGET_MULTIPLE = 8.0
 UNITS = {"fp16": 2.0**-11, "int8": 1.0 / 510}
 UNIT_WORDS = {"fp16": "float16's unit roundoff 2**-11", "int8": "half an int8 step of the range, 1/510"}
@@ -50,11 +33,11 @@ UNIT_WORDS = {"fp16": "float16's unit roundoff 2**-11", "int8": "half an int8 st
 
 @dataclass(frozen=True)
 class Stage:
-    """The model after one step: ``name`` as the report and messages say it, its bytes."""
+    """The model after one step, named as the report says it."""
 
     name: str
     data: bytes
-    serve_level: str | None = None  # the session level it is served at; None: onnxruntime's default
+    serve_level: str | None = None  # None: onnxruntime's default
 
 
 def unavailable_reason(shipped: Any) -> str | None:
@@ -75,19 +58,15 @@ def unavailable_reason(shipped: Any) -> str | None:
     return None
 
 
-#: Static quantization's calibration: the recorded example, the small probes, and this many
-#: draws at the recorded sizes in each of the search's default value modes.
+#: Draws per value mode used to calibrate static quantization.
 CALIBRATION_DRAWS = 4
 
 
 def calibration_inputs(plan: Any) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
-    """The inputs static quantization calibrates on: drawn as the search draws them (the
-    recorded example, the smallest sizes, values in the normal, negative and positive modes),
-    so calibration covers what the default search feeds. ``special_values=True``'s far scales
-    (x100, x1e-3) are left out: an int8 model clips there, and the check shows it."""
+    """Calibration inputs for static quantization, drawn as the default search draws them."""
     import dataclasses
 
-    # deferred: strategies loads hypothesis, needed here for static calibration only
+    # deferred: imports hypothesis
     from ..inputs.strategies import materialize, probe_draws, recorded_draw
 
     recorded = recorded_draw(plan)
@@ -101,7 +80,7 @@ def calibration_inputs(plan: Any) -> list[tuple[tuple[Any, ...], dict[str, Any]]
 
 
 def process(data: bytes, shipped: Any, scratch: Path, calibration: list[dict[str, Any]] | None) -> list[Stage]:
-    """The exported model through each step: one ``Stage`` per step, the last is what ships.
+    """Run the exported model through each step: one ``Stage`` per step, the last one ships.
 
     ``calibration``: feeds (input name -> numpy array) for static quantization.
     """
@@ -125,7 +104,7 @@ def process(data: bytes, shipped: Any, scratch: Path, calibration: list[dict[str
 
 
 class StepFailed(RuntimeError):
-    """A post-processing step raised: the file that would ship could not be made (an export_error)."""
+    """A post-processing step raised (an export_error)."""
 
 
 @contextlib.contextmanager
@@ -170,7 +149,7 @@ def _quantize(data: bytes, quantize: Any, scratch: Path, calibration: list[dict[
         "per_channel": quantize.per_channel,
         "reduce_range": quantize.reduce_range,
     }
-    # onnxruntime.quantization logs "consider pre-processing" on the root logger every call.
+    # onnxruntime.quantization logs a hint on the root logger on every call.
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
@@ -193,7 +172,7 @@ def _quantize(data: bytes, quantize: Any, scratch: Path, calibration: list[dict[
 def _static(
     q: Any, source: Path, target: Path, calibration: list[dict[str, Any]] | None, kwargs: dict[str, Any]
 ) -> None:
-    """quantize_static (QDQ, MinMax: its defaults) calibrated on ``calibration``'s feeds."""
+    """quantize_static with its defaults (QDQ, MinMax), calibrated on ``calibration``."""
     feeds = list(calibration or [])
 
     class Reader(q.CalibrationDataReader):
@@ -223,8 +202,7 @@ def _optimize(data: bytes, level: str, scratch: Path) -> bytes:
 
 
 def op_depth(data: bytes | str) -> int:
-    """The most operators on a path from an input to an output of the (main) graph: how many
-    roundings an output can accumulate in sequence."""
+    """The most operators on an input-to-output path of the main graph."""
     import onnx
 
     model = onnx.load_from_string(data) if isinstance(data, bytes) else onnx.load(data, load_external_data=False)
@@ -240,13 +218,12 @@ def op_depth(data: bytes | str) -> int:
 
 
 def default_budget(kind: str, depth: int) -> float:
-    """The default budget of ``kind`` ("fp16" or "int8") for a graph ``depth`` operators deep."""
+    """The default budget of ``kind`` ("fp16" or "int8") at op depth ``depth``."""
     return BUDGET_MULTIPLE * UNITS[kind] * math.sqrt(depth)
 
 
 def budget(shipped: Any, depth: int) -> tuple[float, str] | None:
-    """The budget a shipped model is judged against, of the output's scale, and how it was set;
-    None where only the optimize step runs (judged as the plain export is)."""
+    """The error budget and how it was set; None when only the optimize step runs."""
     if shipped.quantize is not None:
         given, kind, option = shipped.quantize.budget, "int8", "onnx_quantize"
     elif shipped.fp16 is not None:

@@ -1,28 +1,8 @@
 """OpenVINO: ``openvino.convert_model`` from the module, compiled for ``CPU``, saved as ``.xml``/``.bin``.
 
-The path a model takes to an Intel CPU or edge device without ONNX in between. The module
-is converted with the recorded example (``example_input=``) and the declared dynamic dims
-(``input=`` partial shapes, ``-1`` where a dim is dynamic, the example's size elsewhere);
-``openvino.save_model`` writes the IR, and ``Core().read_model`` + ``compile_model(...,
-"CPU")`` loads it, as a serving process does. OpenVINO's kernels are not eager's, so it
-is ``relowered``.
-
-[Precision Pin] OpenVINO's CPU plugin may run a float32 model in bf16 or f16 where the
-CPU has fast units for them (AMX, AVX512-FP16): its ``INFERENCE_PRECISION_HINT`` default
-depends on the machine. A parity check that passes on one CPU and fails on another is no
-check, so the hint is pinned to ``f32`` (``config``); a subclass sets another hint to
-check the precision it serves with (docs/backends.md).
-
-[Saved In Float32] ``openvino.save_model`` compresses float32 weights to float16 by
-default (``compress_to_fp16=True``), which moves outputs by ~1e-4: the saved IR would not
-be the model that was converted. The IR is saved with ``compress_to_fp16=False``.
-
-``convert_model`` captures a module with ``torch.jit.trace``: a data-dependent ``if`` is
-frozen and a size read as a Python int is baked in, as for ``trace``; its TracerWarnings
-become findings at the user's line like ``trace``'s. The IR takes the call's tensors by
-position (Python scalars and None stay as recorded) and returns the output's tensors
-flat; the non-tensor leaves of the output are kept in the IR's ``rt_info`` so the file
-alone is enough to run it.
+The CPU plugin's default precision depends on the machine, so ``config`` pins it to ``f32``,
+and the IR is saved without float16 compression. ``convert_model`` traces with
+``torch.jit.trace``, with the ``trace`` backend's limits. See docs/backends.md.
 """
 
 from __future__ import annotations
@@ -38,7 +18,7 @@ from .._compat import pytree, torchscript_unavailable
 from ..reference.compare import flatten
 from .base import Backend, ExportContext, cpu_fallback, not_installed, on_cpu
 
-#: [CPU-Only Runtime] why openvino's inputs on another device ran on cpu (``device_fallback``)
+#: the ``device_fallback`` message
 _RUNS_ON = "openvino is compiled for its CPU plugin here"
 
 FILENAME = "model.xml"
@@ -51,7 +31,7 @@ class OpenVinoBackend(Backend):
     loads_without_python = True
     name = "openvino"
     relowered = True
-    #: The CPU plugin's properties at compile time ([Precision Pin]).
+    #: The CPU plugin's properties at compile time.
     config: ClassVar[dict[str, str]] = {"INFERENCE_PRECISION_HINT": "f32"}
     #: The OpenVINO device the model is compiled for.
     target: ClassVar[str] = "CPU"
@@ -81,7 +61,7 @@ class OpenVinoBackend(Backend):
         import openvino as ov
 
         path = directory / FILENAME
-        ov.save_model(artifact.model, str(path), compress_to_fp16=False)  # [Saved In Float32]
+        ov.save_model(artifact.model, str(path), compress_to_fp16=False)  # float16 would change outputs
         return [path, path.with_suffix(".bin")]
 
     def load(self, directory: Path, ctx: ExportContext) -> Any:
@@ -115,7 +95,7 @@ class OpenVinoBackend(Backend):
 
 
 def _declared_shapes(plan: Any, tensors: list[torch.Tensor]) -> list[list[int]]:
-    """Each tensor input's shape for ``convert_model``'s ``input=``: -1 where the plan declares a dim dynamic."""
+    """Each tensor input's shape for ``convert_model``'s ``input=``, -1 for dynamic dims."""
     leaves = [leaf for _, leaf in sorted(plan.tensors.items())]
     shapes = []
     for i, tensor in enumerate(tensors):
@@ -125,13 +105,8 @@ def _declared_shapes(plan: Any, tensors: list[torch.Tensor]) -> list[list[int]]:
 
 
 class _FlatCall(torch.nn.Module):
-    """The module as an IR takes it: the call's tensors by position in, the output's tensors out.
-
-    Python scalars and None keep the recorded call's values (what a user who converts such a
-    model by hand gets). ``output_leaves`` describes the output's non-None leaves in order:
-    ``{"output": i}`` for the IR's i-th output, ``{"value": v}`` for a constant, set by the
-    conversion's own run of ``forward``.
-    """
+    """The module taking the call's tensors by position and returning the output's tensors.
+    ``output_leaves`` records each non-None leaf as ``{"output": i}`` or ``{"value": constant}``."""
 
     def __init__(self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         super().__init__()
@@ -165,7 +140,7 @@ class _FlatCall(torch.nn.Module):
 
 
 class _Compiled:
-    """An OpenVINO model and its compiled form, fed torch tensors, returning the output's leaves."""
+    """An OpenVINO model and its compiled form, fed torch tensors."""
 
     def __init__(self, model: Any, compiled: Any, leaves: list[dict[str, Any]] | None, fallback: str | None) -> None:
         self.model = model
@@ -190,7 +165,7 @@ def _to_ov(t: torch.Tensor) -> Any:
     import openvino as ov
 
     t = t.detach().cpu().contiguous()
-    if t.dtype == torch.bfloat16:  # numpy has no bfloat16: its bits, typed by OpenVINO
+    if t.dtype == torch.bfloat16:  # numpy has no bfloat16: pass the bits
         return ov.Tensor(t.view(torch.int16).numpy(), list(t.shape), ov.Type.bf16)
     return ov.Tensor(t.numpy())
 
@@ -199,7 +174,7 @@ def _from_ov(tensor: Any) -> torch.Tensor:
     import numpy as np
     import openvino as ov
 
-    # The compiled model's dict of results converts bf16 to float16 numpy (a lossy cast): read the bits.
+    # Reading bf16 through numpy would cast it to float16, so read the bits.
     if tensor.element_type == ov.Type.bf16:
         return torch.from_numpy(np.array(tensor.data, copy=True).view(np.int16)).view(torch.bfloat16)
     return torch.from_numpy(np.array(tensor.data, copy=True))

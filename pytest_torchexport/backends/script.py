@@ -1,10 +1,7 @@
 """``torch.jit.script``: compiles forward's Python source, control flow included.
 
-TorchScript types a parameter without an annotation as ``Tensor``. A model called with
-a dict, a list or ``None`` then fails to compile, compiles into a module that refuses
-the call, or cannot be saved; each is an export error that names the parameter and the
-annotation that fixes it, since the exporter's own words ("indexing tensor with
-unsupported index type 'str'", "strides() called on an undefined Tensor") do not.
+TorchScript types an unannotated parameter as ``Tensor``, so errors are rewritten to name the
+parameter and the annotation that fixes it.
 """
 
 from __future__ import annotations
@@ -30,13 +27,12 @@ class ScriptBackend(TorchScriptBackend):
             return _script_method(module)
         try:
             scripted = torch.jit.script(module)
-        except Exception as exc:  # noqa: BLE001 - torch.jit.script raises anything; raised again, with a hint
+        except Exception as exc:  # noqa: BLE001 - re-raised, with a hint
             hint = _hint(_untyped(module, args, kwargs))
             if hint:
                 raise _prefixed(exc, hint) from exc
             raise
-        # Compiled, with a parameter typed Tensor that the call gives something else: the
-        # scripted module would refuse every input ("Expected a value of type 'Tensor'").
+        # A Tensor parameter the call passes something else would refuse every call.
         arguments = _schema(scripted)
         typed_tensor = {a.name for a in arguments if isinstance(a.type, torch.TensorType)}
         refused = [
@@ -51,9 +47,9 @@ class ScriptBackend(TorchScriptBackend):
     def save(self, artifact: Any, directory: Path) -> list[Path]:
         try:
             return super().save(artifact, directory)
-        except Exception as exc:  # noqa: BLE001 - torch.jit.save raises anything; raised again, explained
-            # An un-annotated `mask=None` is a Tensor parameter defaulting to an undefined
-            # tensor, which torch.jit.save cannot write ("strides() called on an undefined Tensor").
+        except Exception as exc:  # noqa: BLE001 - re-raised, explained
+            # An unannotated `mask=None` is a Tensor parameter defaulting to an undefined tensor,
+            # which torch.jit.save cannot write.
             none_default = [
                 a.name
                 for a in _schema(artifact)
@@ -72,13 +68,11 @@ class ScriptBackend(TorchScriptBackend):
 
 
 def _script_method(call: Any) -> Any:
-    """[Another Method] The method the test called, in ``torch.jit.script(model)``: TorchScript
-    compiles ``forward``, what it calls and the methods marked ``@torch.jit.export``; a method
-    it does not reach is not in the scripted module, which is an export error that says so."""
+    """[Another Method] The method the test called, from ``torch.jit.script(model)``."""
     name, method = call.original_name, call.method
     try:
         scripted = torch.jit.script(call.module)
-    except Exception as exc:  # noqa: BLE001 - torch.jit.script raises anything; raised again, with a hint
+    except Exception as exc:  # noqa: BLE001 - re-raised, with a hint
         raise _prefixed(
             exc, f"torch.jit.script({name}) fails, so {name}.{method} (the method the test called) has no scripted form"
         ) from exc
@@ -107,7 +101,7 @@ def _bound(arguments: list[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) 
 
 
 def _untyped(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[str, Any]]:
-    """Parameters without an annotation (which TorchScript takes for Tensor) the call gives a non-tensor."""
+    """Unannotated parameters (Tensor to TorchScript) that the call passes a non-tensor."""
     try:
         signature = inspect.signature(module.forward)
         bound = signature.bind_partial(*args, **kwargs).arguments
@@ -156,7 +150,7 @@ def annotation(value: Any) -> str:
 
 
 def _prefixed(exc: BaseException, hint: str) -> BaseException:
-    """``exc`` with ``hint`` first (the message is trimmed from the end), same type where it allows."""
+    """``exc`` with ``hint`` prepended, of the same type if possible."""
     text = f"{hint}\n{exc}"
     try:
         return type(exc)(text)

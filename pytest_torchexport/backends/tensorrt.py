@@ -1,24 +1,9 @@
 """TensorRT through ``torch_tensorrt``: an engine built for an NVIDIA GPU, saved as an ExportedProgram.
 
-``torch_tensorrt.compile(module, ir="dynamo", inputs=[torch_tensorrt.Input(min_shape,
-opt_shape, max_shape, dtype)])`` captures the module with ``torch.export`` and builds
-TensorRT engines for what it supports (PyTorch runs the rest). A declared dynamic dim
-becomes an optimisation profile: its range (at least 1: TensorRT has no empty dims) is
-``min``/``max`` and the example's size is ``opt``; every other dim is the example's.
-``torch_tensorrt.save(..., output_format="exported_program", arg_inputs=example)`` writes
-the program with the engines serialized inside it, and ``torch_tensorrt.load`` reads it
-back (the ``tensorrt::execute_engine`` op needs ``torch_tensorrt`` imported, so a failed
-standalone load is a finding, as for a ``.pt2``).
-
-CUDA only: without a GPU the backend is ``skipped`` with the reason (a failure under
-``--torchexport-require=tensorrt``). On the ``cpu`` device of a machine with a GPU the
-engine still runs on the GPU: inputs go there, outputs come back, and a ``device_fallback``
-finding says so.
-
-[No TF32] torch_tensorrt lets TensorRT use TF32 for float32 layers by default, a 1e-3
-relative rounding that would pass for (or hide) an export defect: ``settings`` passes
-``disable_tf32=True``, as eager runs with TF32 off during a check (engine/pipeline.py). A subclass
-sets other ``CompilationSettings`` (``enabled_precisions``, ...) to check what it serves.
+A declared dynamic dim becomes an optimisation profile (at least 1: TensorRT has no empty dims).
+CUDA only; on the ``cpu`` device the engine still runs on the GPU. TF32 is disabled because its
+rounding could hide an export defect.
+See docs/backends.md.
 """
 
 from __future__ import annotations
@@ -35,7 +20,7 @@ from .base import Backend, ExportContext, not_installed, positional_adapter
 
 FILENAME = "model_trt.ep"
 INSTALL = 'pip install "pytest-torchexport[tensorrt]"'
-#: The device TensorRT engines run on (tests without a GPU point it at "cpu", with a fake torch_tensorrt).
+#: The device TensorRT engines run on (tests without a GPU change it).
 GPU = "cuda"
 
 
@@ -43,7 +28,7 @@ class TensorRtBackend(Backend):
     name = "tensorrt"
     relowered = True
     specializes_small_dims = True  # torch_tensorrt captures through torch.export
-    #: Keyword arguments of ``torch_tensorrt.compile`` (its ``CompilationSettings``): [No TF32].
+    #: Keyword arguments of ``torch_tensorrt.compile``.
     settings: ClassVar[dict[str, Any]] = {"disable_tf32": True}
 
     def unavailable_reason(self) -> str | None:
@@ -104,9 +89,7 @@ def _named_positions(
 ) -> tuple[Any, tuple[torch.Tensor, ...]]:
     """The call's tensors as named positional parameters ``input_0, input_1, ...``.
 
-    torch_tensorrt keys the ``dynamic_shapes`` it builds from the ``Input`` profiles by
-    ``forward``'s parameter names (``_tracer.get_dynamic_shapes_args``): a ``*tensors``
-    adapter would bind them all to one name. The adapter's signature names each one.
+    torch_tensorrt keys dynamic shapes by parameter name, so ``*tensors`` would not work.
     """
     adapter, tensors = positional_adapter(module, args, kwargs)
     params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
@@ -126,7 +109,7 @@ def _fallback(device: str) -> str | None:
 
 
 def _profiles(plan: Any, tensors: tuple[torch.Tensor, ...]) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
-    """(min_shape, max_shape) per tensor input: a declared dim's range, the example's size elsewhere."""
+    """(min_shape, max_shape) per tensor input."""
     leaves = [leaf for _, leaf in sorted(plan.tensors.items())]
     profiles = []
     for i, t in enumerate(tensors):
@@ -141,7 +124,7 @@ def _profiles(plan: Any, tensors: tuple[torch.Tensor, ...]) -> list[tuple[tuple[
 
 
 class _Engine:
-    """The compiled (or loaded) module and, in memory, the example ``torch_tensorrt.save`` retraces with."""
+    """The module, and the example ``torch_tensorrt.save`` retraces with."""
 
     def __init__(self, module: Any, example: tuple[torch.Tensor, ...] | None, fallback: str | None) -> None:
         self.module = module

@@ -13,8 +13,7 @@ from .base import ExportContext, MethodCall
 
 class TraceBackend(TorchScriptBackend):
     name = "trace"
-    # Shapes are not declared: a trace is as dynamic as the ops it recorded, which is what
-    # the examples at other sizes find out.
+    # A trace is as dynamic as the ops it recorded; inputs at other sizes find out.
     dynamic = False
 
     def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
@@ -25,13 +24,12 @@ class TraceBackend(TorchScriptBackend):
             )
         with torch.no_grad():
             if isinstance(module, MethodCall) and not _tensors_only(args, kwargs):
-                # [Another Method] the method itself, traced with its inputs as users do
+                # [Another Method] trace the method itself, as users do
                 traced = torch.jit.trace_module(module.module, {module.method: args}, strict=False, check_trace=False)
                 return method_artifact(traced, module.method, module.original_name)
             if not _tensors_only(args, kwargs):
                 return torch.jit.trace(module, args, strict=False, check_trace=False)
-            # trace takes tensors only: Python scalars and None stay as recorded (what a
-            # user who traces such a model does by hand), keywords become positions.
+            # trace takes tensors only: scalars and None stay as recorded, keywords become positions.
             wrapper = _TensorsOnly(module, ctx.plan)
             return torch.jit.trace(wrapper, _tensors(args, kwargs), strict=False, check_trace=False)
 
@@ -43,18 +41,12 @@ class TraceBackend(TorchScriptBackend):
 
 
 def _tensors_only(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    """Whether the call is traced through ``_TensorsOnly``, decided from the call alone.
-
-    ``torch.jit.trace`` takes (nested lists, tuples and dicts of) tensors as positions
-    and nothing else: ``model(x, None)`` raises "Type 'Tuple[Tensor, NoneType]' cannot be
-    traced", a Python scalar is refused, keywords cannot be given. Every draw has the
-    recorded call's structure, and the standalone loader has no plan to ask, so the call
-    itself says how the artifact takes it.
-    """
+    """Whether the call goes through ``_TensorsOnly``: ``torch.jit.trace`` takes only positional
+    tensors. Decided from the call alone, since the standalone loader has no plan."""
     return bool(kwargs) or any(not isinstance(leaf, torch.Tensor) for leaf in pytree.tree_leaves(args))
 
 
-#: For the C++ load (stages/cpp_load.py), which feeds the saved file as run() does.
+#: For the C++ load (stages/cpp_load.py), which must feed the saved file as run() does.
 takes_tensors_only = _tensors_only
 
 

@@ -1,4 +1,4 @@
-"""[Verdict Cache] The files a verdict rests on (``sources.py``), the key of everything else
-(``fingerprint.py``), the entries on disk (``store.py``) and one check's lookup and keep
-(``reuse.py``).
+"""[Verdict Cache] The verdict cache: the files a verdict rests on (``sources.py``), the key
+(``fingerprint.py``), the entries on disk (``store.py``) and one check's lookup (``reuse.py``).
+See docs/howto-cache.md.
 """

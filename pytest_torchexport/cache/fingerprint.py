@@ -1,19 +1,8 @@
-"""[Verdict Key] The first level of a check's cache key: everything but the files it ran.
+"""[Verdict Key] A check's cache key: everything but the files it ran.
 
-``check_key`` digests, in the test's process before the check starts, what the engine
-handed the cache of the check (``facts.CheckFacts``, its fields and nothing else): the environment
-(this plugin's version and a digest of its own sources, Python, the platform, the versions
-of the libraries ``sources.VERSIONED`` lists, whose files are not hashed, and of a third-party
-backend's distribution, whether hypothesis sees CI), the backend as registered, the
-device, the test's name (the CI search is derandomized per test and backend), every field
-of the resolved ``Options``, the module tree (each submodule's class, its attributes, its
-hooks, the bytes of every parameter and buffer, persistent or not) and the recorded call's
-inputs (their structure, dtypes, shapes and values), and each later call replayed on a
-stateful module. The second level, the files whose code ran or was read while the verdict
-was made, is checked by ``store.py`` against the entry (``sources.py``).
-
-What cannot be encoded faithfully (a value past ``MAX_NODES``, a tensor whose bytes cannot
-be read) raises ``Unkeyable``: that check is never cached, which is always sound.
+``check_key`` digests the environment and every field of ``facts.CheckFacts``, including the
+bytes of every parameter and buffer. What cannot be encoded faithfully raises ``Unkeyable``:
+that check is not cached, which is always safe. See docs/howto-cache.md.
 """
 
 from __future__ import annotations
@@ -41,10 +30,8 @@ from .sources import VERSIONED
 MAX_NODES = 200_000
 #: nn.Module attributes encoded on their own: the tensors and the submodules.
 _MODULE_SKIP = frozenset({"_parameters", "_buffers", "_modules"})
-#: [Process Counters] Names torch numbers with a process-wide counter: torch.fx's generated code
-#: (``<eval_with_key>.N``, N = graphs made so far in the process). N says how much ran before,
-#: not what this module is: which other checks ran or were reused changes it. The generated
-#: code itself (the GraphModule's ``code``, its code objects' bytes) is keyed as it is.
+#: torch.fx names generated code ``<eval_with_key>.N`` with a process-wide counter. N depends
+#: on which checks ran before, not on this module, so it is dropped from the key.
 _COUNTED = re.compile(r"(<eval_with_key>)\.\d+")
 
 
@@ -57,8 +44,7 @@ class Unkeyable(Exception):
 
 
 def check_key(facts: CheckFacts) -> tuple[str, list[str]]:
-    """(the key, files to hash besides the ones the check will run) of one check, from its
-    ``CheckFacts``: every field but ``NOT_KEYED``."""
+    """(the key, files to hash besides those the check runs)."""
     h = _Hasher()
     h.add("environment", environment())
     files: list[str] = []
@@ -80,8 +66,7 @@ def check_key(facts: CheckFacts) -> tuple[str, list[str]]:
 
 
 def _call_digest(facts: CheckFacts) -> str:
-    """The module tree and state, the recorded inputs and the replayed sequence: hashed once for
-    all the backends of one call (``CallDigests``)."""
+    """The module, inputs and replayed sequence, hashed once for all the backends of one call."""
     memo = facts.digests.memo if facts.digests is not None else None
     slot = (facts.digests.call, id(facts.module)) if facts.digests is not None else None
     if memo is not None and slot in memo:
@@ -98,7 +83,7 @@ def _call_digest(facts: CheckFacts) -> str:
 
 @functools.lru_cache(maxsize=1)
 def environment() -> tuple[Any, ...]:
-    """What every key of this process shares (computed once: versions do not change in a run)."""
+    """What every key of this process shares (computed once per process)."""
     versions = tuple((distribution, package_version(distribution)) for distribution, _ in VERSIONED)
 
     return (
@@ -166,7 +151,7 @@ class _Hasher:
             self.value(module, {})
             return
         subs = list(module.named_modules(remove_duplicate=False))
-        # A submodule reached again through an attribute (a weakref in a hook) is named, not re-encoded.
+        # A submodule reached again (a weakref in a hook) is named, not re-encoded.
         tree = {id(sub): f"module:{name}" for name, sub in reversed(subs)}
         done: set[int] = set()
         for name, sub in subs:
@@ -176,14 +161,14 @@ class _Hasher:
                 continue
             done.add(id(sub))
             if isinstance(sub, (torch.jit.ScriptModule, torch.fx.GraphModule)):
-                try:  # its generated code: a ScriptModule's Python attributes are C++ handles
+                try:  # key the generated code: a ScriptModule's Python attributes are C++ handles
                     self._w("code", sub.code)
                 except (AttributeError, RuntimeError):  # no forward (ScriptModule); not generated yet (fx)
                     self._w("no-code")
             if isinstance(sub, torch.jit.ScriptModule):
                 self._w("training", sub.training)
             else:
-                for key, value in sorted(vars(sub).items()):  # the order attributes were set in is no part of it
+                for key, value in sorted(vars(sub).items()):  # attribute order does not matter
                     if key in _MODULE_SKIP:
                         continue
                     self._w("attr", key)
@@ -263,8 +248,7 @@ class _Hasher:
                     state[slot] = getattr(value, slot)
             self.value(state, seen)
         else:
-            # A C object (a generator, a handle): its type and repr. A repr with an address
-            # differs in every run, so such a key only ever misses.
+            # A C object: its repr. One with an address differs every run, so the key only misses.
             self._w("opaque", _qualname(type(value)), repr(value))
 
     def _function(self, fn: types.FunctionType, seen: dict[int, Any]) -> None:

@@ -1,23 +1,7 @@
 """[Sources] The Python files a check's verdict rests on: the files whose code ran or was read.
 
-The verdict cache (``store.py``) may reuse a verdict only while every file the check ran or
-read is unchanged. This module finds those files, in the process that runs the check (a
-forked child, or the test's process inline), and hashes them:
-
-- every eager call (``eager.py``: the recorded call and every drawn input, the float64
-  reference, the determinism and side-effect probes) and the user's ``compare=`` run under a
-  ``sys.settrace`` hook that records the file of each Python frame started (the global trace
-  function only: it returns None, so no line events; about a microsecond a frame);
-- each export runs with ``linecache.getlines`` observed: every file TorchScript compiles
-  source from (``torch._sources`` reads it through ``inspect``, which reads ``linecache``),
-  and every user frame ``torch.export``/dynamo formats into a node's ``stack_trace``.
-
-The files go back to the parent on the ``Result`` (``result.sources``, a field, popped before
-the row is reported). ``keyed`` turns them into (path, sha256) pairs, leaving out what the
-cache key already covers by a version: the standard library (Python's version) and the
-installs ``VERSIONED`` lists (their versions; this plugin also by a digest of its sources). Every other file,
-third-party libraries' included, is hashed. ``digest`` is memoised per process by
-(path, mtime_ns, size), so a warm run hashes each file once.
+Exports run with ``linecache.getlines`` observed, since TorchScript and ``torch.export`` read
+source through it. See docs/howto-cache.md.
 """
 
 from __future__ import annotations
@@ -34,10 +18,8 @@ from collections.abc import Callable, Iterable, Iterator
 from types import FrameType
 from typing import Any
 
-#: [Versioned Not Hashed] The one list of libraries the cache key covers by a version instead
-#: of hashing their files: (distribution, import name). ``fingerprint.environment`` puts each
-#: distribution's version in every key and ``hashed`` skips each import's folder, both from
-#: here, so a library can never be skipped without being versioned (tests/test_cache_reuse.py).
+#: Libraries keyed by version, not by hashing their files: ``fingerprint.environment`` and
+#: ``hashed`` share this list, so nothing skipped is unversioned.
 VERSIONED = (
     ("torch", "torch"),
     ("onnx", "onnx"),
@@ -58,9 +40,7 @@ class Collector:
         self.files: set[str] = set()
 
 
-#: The collector of the check running in this context, if any: the stages that run eager or an
-#: export note their files to it without a handle passed down six modules (a context, as
-#: ``decimal``'s: set by ``collecting`` for the block, put back after it, never rebound).
+#: The collector of the check running in this context, if any.
 _COLLECTING: contextvars.ContextVar[Collector | None] = contextvars.ContextVar("torchexport_sources", default=None)
 
 
@@ -69,7 +49,7 @@ def active() -> bool:
 
 
 def note(filenames: Iterable[str]) -> None:
-    """Files whose code ran or was read (no-op when nothing is collecting)."""
+    """Note files whose code ran or was read, if collecting."""
     collector = _COLLECTING.get()
     if collector is not None:
         collector.files.update(filenames)
@@ -77,7 +57,7 @@ def note(filenames: Iterable[str]) -> None:
 
 @contextlib.contextmanager
 def collecting(result: Any) -> Iterator[Collector]:
-    """Collect while the block runs; ``result.sources`` gets the union with what it had."""
+    """Collect while the block runs, adding to ``result.sources``."""
     collector = Collector()
     token = _COLLECTING.set(collector)
     try:
@@ -88,7 +68,7 @@ def collecting(result: Any) -> Iterator[Collector]:
 
 
 class FileTracer:
-    """``sys.settrace`` with a global function only: the file of every frame started."""
+    """The file of every frame started (a global trace function only: no line events)."""
 
     def __init__(self) -> None:
         self.files: set[str] = set()
@@ -108,7 +88,7 @@ class FileTracer:
 
 @contextlib.contextmanager
 def watching() -> Iterator[None]:
-    """The files of the Python code the block runs, when a check is collecting."""
+    """Note the files of the code the block runs."""
     if not active():
         yield
         return
@@ -121,7 +101,7 @@ def watching() -> Iterator[None]:
 
 
 def watched(fn: Callable[..., Any] | None) -> Callable[..., Any] | None:
-    """``fn`` run under ``watching()`` (the user's ``compare=``, which runs in the search)."""
+    """``fn`` run under ``watching()``."""
     if fn is None or not active():
         return fn
 
@@ -134,7 +114,7 @@ def watched(fn: Callable[..., Any] | None) -> Callable[..., Any] | None:
 
 @contextlib.contextmanager
 def reading() -> Iterator[None]:
-    """Files read through ``linecache`` while the block runs (an export), when collecting."""
+    """Note the files read through ``linecache`` while the block runs."""
     if not active():
         yield
         return
@@ -153,14 +133,13 @@ def reading() -> Iterator[None]:
         note(seen)
 
 
-# -- which files are hashed, and their digests -----------------------------------------
+# -- which files are hashed, and their digests
 def _roots() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(the stdlib's folders, the VERSIONED installs' folders): files the key covers by a version.
-    Per set of VERSIONED modules imported so far (onnxscript is imported by the first ONNX export)."""
+    """(stdlib folders, VERSIONED folders), per set of VERSIONED modules imported so far."""
     return _roots_of(tuple(name for _, name in VERSIONED if name in sys.modules))
 
 
-@functools.lru_cache(maxsize=len(VERSIONED) + 1)  # a set only grows: one entry per import of one
+@functools.lru_cache(maxsize=len(VERSIONED) + 1)  # the set only grows
 def _roots_of(present: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     paths = sysconfig.get_paths()
     stdlib = tuple(os.path.realpath(paths[n]) + os.sep for n in ("stdlib", "platstdlib") if paths.get(n))
@@ -179,32 +158,31 @@ def _site_dirs() -> tuple[str, ...]:
 
 
 def hashed(path: str) -> bool:
-    """Whether ``path`` is keyed by its content (else by a version, or not a file at all)."""
+    """Whether ``path`` is keyed by its content (rather than by a version)."""
     if not path or path.startswith("<") or not os.path.isabs(path):
-        return False  # code compiled from a string (fx's generated forward, exec): see docs/howto-cache.md
+        return False  # code compiled from a string (fx's generated forward, exec)
     real = os.path.realpath(path)
     stdlib, versioned = _roots()
     if real.startswith(versioned):
         return False
     if real.startswith(_site_dirs()):
-        return True  # a third-party library (site-packages may lie inside the stdlib's folder)
+        return True  # site-packages may lie inside the stdlib's folder
     return not real.startswith(stdlib)
 
 
 def digest(path: str) -> str | None:
-    """sha256 of the file's bytes (memoised by mtime and size); None where it cannot be read."""
+    """sha256 of the file's bytes; None where it cannot be read."""
     try:
         stat = os.stat(path)
     except OSError:
         return None
     try:
         return _content_digest(path, stat.st_mtime_ns, stat.st_size)
-    except OSError:  # not remembered: a file readable later is hashed then
+    except OSError:  # not cached, so a file readable later is hashed then
         return None
 
 
-#: A file changed on disk has another (mtime, size), so a stale entry is never read back, only
-#: pushed out. Bounded: a suite's files, each a few hundred bytes of entry.
+#: A changed file has another (mtime, size), so a stale entry is never hit.
 @functools.lru_cache(maxsize=1 << 16)
 def _content_digest(path: str, mtime_ns: int, size: int) -> str:
     with open(path, "rb") as f:
@@ -212,14 +190,14 @@ def _content_digest(path: str, mtime_ns: int, size: int) -> str:
 
 
 def keyed(files: Iterable[str]) -> list[list[str]] | None:
-    """(path, sha256) of each hashed file; None when one cannot be read (the verdict cannot be keyed)."""
+    """(path, sha256) of each hashed file; None when one cannot be read."""
     out = []
     for path in sorted(set(files)):
         if not hashed(path):
             continue
         value = digest(path)
         if value is None:
-            return None  # unreadable or gone: nothing a later run could compare
+            return None  # a later run could not compare it
         out.append([path, value])
     return out
 

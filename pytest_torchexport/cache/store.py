@@ -1,26 +1,9 @@
-"""[Verdict Cache] Verdicts kept on disk, reused while nothing they depend on changed.
+"""[Verdict Cache] Verdicts kept on disk, reused while the files they rest on are unchanged.
 
-One small JSON file per entry, ``<dir>/v1/<key[:2]>/<key>.json``: the verdict's report row,
-when it was made, and the (path, sha256) of every file whose code ran or was read while it
-was made (``sources.py``). The key (``fingerprint.py``) covers everything else. A lookup
-reuses the row only when every listed file still has its digest.
-
-Writers never corrupt it: an entry is written to a temporary file in the same folder and
-moved into place with ``os.replace`` (atomic on POSIX and Windows), so pytest-xdist's
-workers and CI shards that share the folder see an old entry, a new one or none. A file
-that cannot be read or parsed is a miss, with a note (``Cache.notes``), never an error.
-Entries are pruned at the end of a session: those not used for ``MAX_AGE_DAYS`` days, then
-the least recently used past ``MAX_ENTRIES`` (a hit touches its entry's mtime).
-
-[Signed Entries] Whoever can write the folder could edit an entry (a file's digest set to the
-edited file's) and turn a failing check green. With ``TORCHEXPORT_CACHE_SECRET`` set, every
-entry written carries ``signature``: HMAC-SHA256, keyed by the secret, over the canonical JSON
-of its format version, key, creation time, file digests and row (``_signed``). A lookup with
-the secret verifies it before it trusts any field: an entry without a signature, or whose
-signature does not verify, is a miss that names why (``Note.refused``), counted in the
-session summary. Without the secret nothing is verified: the folder's writers are trusted
-(docs/howto-cache.md, "Who may write the cache"). An entry of another format version, one
-past ``MAX_ENTRY_BYTES`` or one that is not an entry at all is a miss with a note, never an error.
+One JSON file per entry, written to a temporary file and moved into place with
+``os.replace`` so workers sharing the folder never see a partial entry. An entry that cannot
+be used is a miss with a note, never an error. [Signed Entries] With
+``TORCHEXPORT_CACHE_SECRET`` set, entries are HMAC-signed. See docs/howto-cache.md.
 """
 
 from __future__ import annotations
@@ -46,17 +29,15 @@ from . import sources
 VERSION = 1
 MAX_AGE_DAYS = 30
 MAX_ENTRIES = 5000
-#: The environment variable whose value signs and verifies entries ([Signed Entries]).
+#: Signs and verifies entries ([Signed Entries]).
 SECRET_ENV = "TORCHEXPORT_CACHE_SECRET"
-#: An entry is a row and a list of digests, a few kilobytes: one past this is not read.
+#: A file past this size is not read.
 MAX_ENTRY_BYTES = 1 << 20
-#: What may be in the folder: entries named by their key, and writers' temporary files.
+#: Entries and writers' temporary files.
 _ENTRY_NAME = re.compile(r"^(?:[0-9a-f]{64}\.json|\.[0-9a-f]{8}-\w+\.tmp)$")
-#: The statuses an entry's row may have: a pass, or a failure that running again gives again
-#: (``reuse.unkept`` says which rows of these are kept). Never a timeout, a skip or an xfail
-#: verdict: ``xfail=`` is applied to the raw verdict after the lookup.
+#: A pass, or a failure a rerun gives again; never xfail, which is applied after the lookup.
 KEPT_STATUSES = frozenset({"pass"} | (FAILING - {"timeout", "xpass"}))
-#: Keys of a row that describe one run, not the verdict: not stored.
+#: Keys of a row that describe one run, not the verdict.
 _PER_RUN = (
     "nodeid",
     "test",
@@ -73,12 +54,12 @@ _PER_RUN = (
 
 
 def resolve(value: str | None, default: Path | None, base: Path) -> Cache | None:
-    """``--torchexport-cache``/``torchexport_cache``: ``off``, a folder (relative to ``base``), or
-    unset: ``default`` (under pytest's cache dir; None where ``-p no:cacheprovider`` removed it)."""
+    """The cache ``--torchexport-cache`` names: ``off``, a folder relative to ``base``, or unset
+    for ``default`` (None when pytest's cache provider is disabled)."""
     text = (value or "").strip()
     if switched_off(text):
         return None
-    # An empty value counts as unset: CI systems give an empty string for a secret a run may not see.
+    # Empty counts as unset: CI gives an empty string for a secret a run may not see.
     secret = environment(SECRET_ENV) or None
     if text:
         return Cache(base / Path(text).expanduser(), secret=secret)
@@ -88,16 +69,13 @@ def resolve(value: str | None, default: Path | None, base: Path) -> Cache | None
 @dataclass
 class Hit:
     row: dict[str, Any]
-    created: str  # ISO date and time (UTC) of the run that made it
+    created: str  # ISO date (UTC)
 
 
 @dataclass(frozen=True)
 class Note:
-    """Why an entry that exists was not used, written once for the summary.
-
-    ``refused`` is set when the entry was refused for its signature, as data the summary
-    counts by (``unsigned``, ``signature``); other notes (unreadable, corrupt, another format,
-    too large) leave it None."""
+    """Why an entry that exists was not used. ``refused`` is a ``REFUSED`` kind when its
+    signature was refused, which the summary counts; other notes leave it None."""
 
     text: str
     refused: str | None = None
@@ -115,13 +93,11 @@ REFUSED = {
 
 @dataclass
 class Cache:
-    """The verdict cache in one folder (``--torchexport-cache``, or under pytest's cache dir).
-
-    With ``secret`` (``TORCHEXPORT_CACHE_SECRET``), entries are signed when written and
+    """The verdict cache in one folder. With ``secret``, entries are signed when written and
     verified when read ([Signed Entries])."""
 
     directory: Path
-    notes: list[str] = field(default_factory=list)  # entries that could not be read or written
+    notes: list[str] = field(default_factory=list)
     secret: str | None = field(default=None, repr=False)
 
     @property
@@ -132,7 +108,7 @@ class Cache:
         return self.root / key[:2] / f"{key}.json"
 
     def lookup(self, key: str) -> tuple[Hit | None, Note | None]:
-        """(the reusable entry or None, a note when the entry exists but could not be used)."""
+        """(the reusable entry or None, a note when an existing entry was not used)."""
         path = self._path(key)
         try:
             info = path.stat()
@@ -185,7 +161,7 @@ class Cache:
         return Hit(row, created), None
 
     def _refused(self, entry: dict[str, Any], path: Path) -> Note | None:
-        """[Signed Entries] None when the entry's signature verifies with this cache's secret."""
+        """[Signed Entries] None when the signature verifies."""
         given = entry.get("signature")
         if not isinstance(given, str):
             return self._note(
@@ -206,7 +182,7 @@ class Cache:
         return hmac.new(self.secret.encode("utf-8"), _signed(entry), hashlib.sha256).hexdigest()
 
     def store(self, key: str, row: dict[str, Any], files: list[list[str]]) -> Note | None:
-        """Write the entry atomically; a folder that cannot be written is a note, never an error."""
+        """Write the entry atomically; a write failure is a note, never an error."""
         entry = {
             "version": VERSION,
             "key": key,
@@ -216,12 +192,12 @@ class Cache:
             "row": {k: v for k, v in row.items() if k not in _PER_RUN},
         }
         text = json.dumps(entry, default=str)
-        if len(text) > MAX_ENTRY_BYTES // 2:  # a failure's message can be long; an entry stays small
+        if len(text) > MAX_ENTRY_BYTES // 2:
             return self._note(
                 f"not kept: its row is {len(text)} bytes, more than an entry holds: checked again next run"
             )
         if self.secret is not None:
-            # Signed as it will be read back: JSON turns tuples into lists and str()s the rest.
+            # Sign the entry as it will be read back (JSON turns tuples into lists).
             entry = json.loads(text)
             entry["signature"] = self._sign(entry)
             text = json.dumps(entry)
@@ -248,8 +224,7 @@ class Cache:
         now = time.time()
         entries = []
         for path in self.root.glob("*/*"):
-            # Only what a writer leaves, in real folders: a link planted in the cache folder
-            # (one ``v1/ab`` pointing elsewhere) must not make the pruning delete its files.
+            # Skip symlinks: a planted link must not make pruning delete files elsewhere.
             if not _ENTRY_NAME.match(path.name) or path.is_symlink() or path.parent.is_symlink():
                 continue
             try:
@@ -273,20 +248,19 @@ class Cache:
 
 
 def _signed(entry: dict[str, Any]) -> bytes:
-    """The bytes an entry's signature covers: canonical JSON (sorted keys, no spaces) of every
-    field but the signature, so a reader recomputes them from the parsed entry."""
+    """The bytes a signature covers: canonical JSON, so a reader can recompute them."""
     fields = [entry.get(name) for name in ("version", "key", "created", "plugin", "files", "row")]
     return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=True).encode("ascii")
 
 
 def _shown(value: Any) -> str:
-    """A value read from an entry, as the summary may print it: one short line."""
+    """A value read from an entry, as one short printable line."""
     text = value if isinstance(value, str) else repr(value)
     text = text.encode("ascii", "backslashreplace").decode("ascii").replace("\n", " ")
     return "".join(ch if ch.isprintable() else "?" for ch in text)[:80]
 
 
-#: Fields of a stored row and the types a report writer may be handed (a row is otherwise free).
+#: The types the report writers expect of a stored row's fields.
 _ROW_TYPES: dict[str, tuple[type, ...]] = {
     "backend": (str,),
     "device": (str,),
@@ -303,7 +277,7 @@ _ROW_TYPES: dict[str, tuple[type, ...]] = {
 
 
 def _check_row(row: dict[str, Any]) -> None:
-    """A row the report writers can be handed; ValueError (a corrupt entry) otherwise."""
+    """ValueError unless the report writers can be handed ``row``."""
     for name, types in _ROW_TYPES.items():
         if name in row and (not isinstance(row[name], types) or isinstance(row[name], bool) and bool not in types):
             raise ValueError(f"its row's {name} is a {type(row[name]).__name__}")
@@ -313,7 +287,7 @@ def _check_row(row: dict[str, Any]) -> None:
 
 
 def _file_digests(files: Any) -> bool:
-    """A list of [path, sha256] pairs of strings: what ``sources.unchanged`` may be handed."""
+    """A list of [path, sha256] string pairs."""
     return isinstance(files, list) and all(
         isinstance(pair, list) and len(pair) == 2 and all(isinstance(part, str) for part in pair) for pair in files
     )

@@ -1,4 +1,4 @@
-"""The engine's entry points: ``check()`` and one check's pipeline of stages (``pipeline.py``),
-and the one scheduler of checks that ``check()``, the fixture and the plugin share
-(``schedule.py``). Works in a plain script; never touches a pytest object.
+"""The engine: ``check()``, one check's pipeline (``pipeline.py``) and the scheduler of checks
+(``schedule.py``). Works in a plain script and never touches a pytest object.
+See docs/architecture.md.
 """

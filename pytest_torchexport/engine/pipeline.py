@@ -1,21 +1,7 @@
-"""The engine: export once per backend and device, then check many inputs against the artifact.
+"""Export once per backend and device, then check many inputs against the loaded artifact.
 
-``check()`` is the public entry point and works in a plain script. Each (backend, device)
-check is a pipeline of stages, each its own module:
-
-1. ``prelude.py``: the reference (``eager.py``: eval, ``no_grad``) runs the example;
-   ``side_effects.py`` asks whether it is deterministic and whether it mutates its inputs
-   or buffers; ``budget.py`` bounds the drawn sizes. Once per call and device for all the
-   backends (computed before the checks fork, each child inherits it);
-2. ``exporting.py``: the backend exports at the example (dynamic dims of size 0/1 grown
-   to 2, since exporters specialize those sizes), saves to a fresh directory and loads back;
-3. ``side_effects.py``: the artifact must reproduce the side effects, and may have baked
-   in Python scalars;
-4. ``search.py``: hypothesis draws inputs, each runs through the *loaded* artifact and
-   eager; the first failure is shrunk, ``causes.py`` tests its suspects and
-   ``messages.py`` explains it.
-
-This module never touches pytest objects; the plugin hands it a database and a name.
+``check()`` is the public entry point; each (backend, device) check is a ``PendingCheck``
+that runs the stages in order (``_pipeline``). See docs/one-check.md.
 """
 
 from __future__ import annotations
@@ -78,17 +64,8 @@ def check(
 ) -> Report:
     """Export ``module`` on every selected backend and prove the artifacts match eager.
 
-    Example (docs/check-api.md runs such calls as written)::
-
-        report = check(Gate(), (torch.randn(3, 4),), backends=["trace", "onnx"])
-        assert report.ok
-
-    Raises ``ExportMismatch`` (an ``AssertionError`` carrying the report) when any
-    backend fails. Options are the marker's: ``backends``, ``devices``, ``examples``,
-    ``dims``, ``dynamic``, ``inputs``, ``rtol``, ``atol``, ``xfail``, ``roundtrip``,
-    ``standalone``,
-    ``seed``, ``special_values``, ``vary_scalars``, ``compare``, ``timeout``, and for the
-    ONNX file as shipped ``onnx_optimize``, ``onnx_fp16``, ``onnx_quantize``.
+    Raises ``ExportMismatch`` (an ``AssertionError`` carrying the report) when any backend
+    fails. Options are the marker's; see docs/check-api.md.
     """
     session = options.pop("_session", None) or Session()
     if "module" in options:
@@ -103,7 +80,7 @@ def check(
 
 
 def _register_objects(backends: Any, session: Session) -> Any:
-    """``backends=[MyBackend()]``: third-party backends without the pytest hook."""
+    """Register ``backends=[MyBackend()]`` objects without the pytest hook."""
     if backends is None or isinstance(backends, str):
         return backends
     names = []
@@ -132,8 +109,7 @@ def run(
     *,
     scheduler: Scheduler | None = None,
 ) -> Report:
-    """Check every (backend, device) pair; never raises for a failing backend. ``scheduler``:
-    the session's (the fixture's checks share the plugin's places), else one for this call."""
+    """Check every (backend, device) pair; never raises for a failing backend."""
     if not isinstance(module, torch.nn.Module):
         raise InvalidArgument(f"check() takes an nn.Module, got {type(module).__name__}")
     if not isinstance(args, tuple):
@@ -142,7 +118,7 @@ def run(
         plan = plan_inputs(module, args, kwargs, dims=options.dims, dynamic=options.dynamic, inputs=options.inputs)
     except InvalidArgument:
         raise
-    except Exception as exc:  # noqa: BLE001 - a value of the user's that no reader knows: every row says so
+    except Exception as exc:  # noqa: BLE001 - an input no reader understands: every row says so
         return Report(
             [
                 outcome.row(
@@ -157,21 +133,19 @@ def run(
                 for name in options.backends
             ]
         )
-    once = SharedCall(EagerOnce(), 0)  # one recorded call: check()'s own
+    once = SharedCall(EagerOnce(), 0)
     pending = [
         PendingCheck(module, plan, name, device, options, session=session, once=once)
         for device in resolve_devices(options.devices)
         for name in options.backends
     ]
-    longest_first = all(p.mode == "process" for p in pending)  # inline: in the order asked
+    longest_first = all(p.mode == "process" for p in pending)
     return Report((scheduler or Scheduler()).run_all(pending, longest_first=longest_first))
 
 
 class PendingCheck:
-    """One (backend, device) check: ``start()`` sets it going (a forked child under process
-    isolation, so several run side by side), ``wait()`` gives its ``Result``. Inline, it runs
-    in ``wait()``. Its time limit counts from its start. Where it is in its life is its
-    ``state`` (``CheckState``), moved here alone (``_to``)."""
+    """One (backend, device) check: ``start()`` forks its child, ``wait()`` gives its ``Result``
+    (inline, it runs in ``wait()``)."""
 
     def __init__(
         self,
@@ -186,12 +160,11 @@ class PendingCheck:
         once: SharedCall | None = None,
         call: str | None = None,
     ) -> None:
-        """``once``: which recorded call this is, and the prelude its checks share; ``call``: which
-        kind of call the test made it is, where it made several (the row's ``call``)."""
+        """``once``: the recorded call and its shared prelude; ``call``: its kind."""
         self.module, self.plan, self.name, self.device = module, plan, name, device
         self.options, self.session, self.sequence, self.once = options, session, sequence, once
         self.prelude: Prelude | None = None
-        self.captured: capture.SharedCapture | None = None  # [Shared Capture] made in this process, before the fork
+        self.captured: capture.SharedCapture | None = None  # [Shared Capture]
         self.result = Result(
             backend=name,
             device=device,
@@ -204,7 +177,7 @@ class PendingCheck:
         method = getattr(module, "method", None)
         if isinstance(module, MethodCall) and method:  # [Another Method] the row's "method"
             self.result.extra["method"] = method
-        if call:  # the row names the kind of call it checked (recording/kinds.py)
+        if call:
             self.result.extra["call"] = call
         self.mode, self.why = runner.choose(options.isolation, device)
         self.started: float | None = None
@@ -212,11 +185,11 @@ class PendingCheck:
         self._child: runner.Child | None = None
         self._scratch: Path | None = None
         self._done: Result | None = None  # its row, once DONE
-        self.check: Check | None = None  # once the pipeline has built it: what --torchexport-bundle writes
-        self.reuse = Reuse(self._facts())  # [Verdict Cache] a verdict kept from an earlier run
+        self.check: Check | None = None  # what --torchexport-bundle writes
+        self.reuse = Reuse(self._facts())  # [Verdict Cache]
 
     def _facts(self) -> CheckFacts:
-        """What the verdict cache reads of this check, and all it reads (``cache/facts.py``)."""
+        """All the verdict cache reads of this check."""
         session = self.session
         return CheckFacts(
             backend=self.name,
@@ -234,45 +207,41 @@ class PendingCheck:
         )
 
     def start(self, *, held: bool = False) -> None:
-        """Set it going; ``held``: its child forked now and let go by a later ``start()`` (or
-        ``wait()``), so that it inherits this process as it is now (``runner.Child``)."""
+        """Set it going. ``held``: fork the child now but let it run at a later ``start()``."""
         if self._state is not CheckState.PENDING:
             if not held and self._state is CheckState.HELD:
                 assert self._child is not None
                 self._child.release()
-                self.started = self._child.started  # its time counts from here, not from its fork
+                self.started = self._child.started  # its time counts from here, not from the fork
                 self._to(CheckState.RUNNING)
             return
         self.started = time.monotonic()
         hit = self.reuse.lookup()
-        if hit is not None:  # nothing to export, search or load: the row of the run that made it
+        if hit is not None:
             self.result, self.mode, self.why = hit, "inline", None
             self._to(CheckState.SETTLED)
             return
         if self.mode == "process":
-            # [CUDA Since Planned] A cuda check run inline since this one was planned initialised
-            # CUDA here: a child forked now cannot use it, nor let an exporter probe it (seen on an
-            # H200: devices cpu,cuda, the cpu ONNX child raised "Cannot re-initialize CUDA in forked
-            # subprocess"). Decided again at the fork, not only when planned.
+            # Choose again at the fork: a CUDA check run inline since this one was planned may have
+            # initialised CUDA here, and a child forked after that cannot use CUDA.
             self.mode, self.why = runner.choose(self.options.isolation, self.device)
         spec = self.session.backends.get(self.name)
         standalone.start(spec, self.options)
-        cpp_load.start(self.name, self.options)  # the C++ runner's build, once per torch, overlaps the exports
+        cpp_load.start(self.name, self.options)  # build the C++ runner while the exports run
         if self.mode != "process":
             self._to(CheckState.RUNNING)  # it runs in wait()
             return
-        # On CPU only: eager on a GPU here would initialise CUDA in the parent, which its
-        # forked children then could not use.
+        # CPU only: eager on a GPU here would initialise CUDA in the parent, which its forked
+        # children then could not use.
         if self.once is not None and self.device == "cpu" and _available(spec, self.device):
             handed = self.once.hand_over(self.module, self.plan, self.options, self.result, session=self.session)
             if handed.kind == "settled":
                 self._to(CheckState.SETTLED)
                 return
-            self.prelude = handed.prelude  # None ("own"): the child computes its own
+            self.prelude = handed.prelude  # None: the child computes its own
             self._share_capture(spec)
-        # [Paid Once] the exporters' and hypothesis's first use, paid here where the child inherits it
-        # hypothesis's scan of the local modules caches their constants under its home: the session's, never
-        # a .hypothesis/ folder in the user's working directory
+        # Pay the exporters' first use here, so every child inherits it. The session's hypothesis
+        # home keeps a .hypothesis/ folder out of the user's directory.
         with hypothesis_home(self.session.hypothesis_home):
             THIS.warmup.before_fork(self.name, spec, self.options.backends, repeats=self.session.repeats)
         self._scratch = Path(tempfile.mkdtemp(prefix=f"torchexport-{self.name}-"))
@@ -288,17 +257,16 @@ class PendingCheck:
         self._to(CheckState.HELD if held else CheckState.RUNNING)
 
     def _share_capture(self, spec: Any) -> None:
-        """[Shared Capture] torch.export's capture of the call, made once here for the test's backends
-        that start from it (capture.py); its files join the check's sources, its seconds its time."""
+        """[Shared Capture] Capture the call with torch.export once, for the backends that use it."""
         if self.prelude is None or self.once is None or not capture.shares(spec, self.module):
             return
         if not capture.worth_sharing(self.session.backends, self.options.backends, self.module):
             return
         key = (self.once.call, id(self.module), self.device)
-        # torch.export's first use (its imports: seconds) paid first, so capture_s is the capture's own
+        # Pay torch.export's first use first, so capture_s times the capture alone.
         THIS.warmup.share_first_use(self.name, self.options.backends)
         captured = capture.share(self.once.once.captures, key, self.prelude, self.device, self.options.timeout)
-        if not captured.captures:  # its child died, hung or saved nothing: each check captures its own
+        if not captured.captures:  # the capture failed: each check captures its own
             return
         self.captured = captured
         self.result.sources = sorted(set(self.result.sources or ()) | set(self.captured.sources))
@@ -306,7 +274,7 @@ class PendingCheck:
     def wait(self) -> Result:
         if self._done is not None:
             return self._done
-        self.start()  # [Held] lets a held child go: its time counts from here
+        self.start()  # [Held] lets a held child go
         assert self.started is not None
         ended = None
         try:
@@ -321,8 +289,8 @@ class PendingCheck:
                     self._body(self.result)
                 result = self.result
         except Exception as exc:
-            # [Raised, Not Judged] the check could not finish: the test fails with the exception and
-            # its traceback, and the report still has the check's row, failing, saying why.
+            # The check could not finish: the test fails with the exception, and the report
+            # still gets the check's failing row saying why.
             self._row_on(exc)
             if self.state is CheckState.RUNNING:
                 self._to(CheckState.FINISHED)
@@ -339,11 +307,9 @@ class PendingCheck:
         return result
 
     def _row_on(self, exc: Exception) -> None:
-        """Carry the row of a check that raised on ``exc`` (the test report takes it, summary.py): the
-        findings so far and, as its verdict, the model's own error (a usage error) or a bug of the
-        plugin's (the status of the stage it was in, as for a crash)."""
+        """Attach the check's failing row to ``exc``, for the test report."""
         if isinstance(exc, InvalidArgument) or getattr(exc, CARRIED_ROW, None) is not None:
-            return  # an option that does not fit is the test's usage error, raised as such
+            return  # a usage error, raised as such
         child = self._child
         found = Result.from_dict(child.partial) if child is not None and child.partial is not None else self.result
         stage = child.current if child is not None else "check"
@@ -351,30 +317,29 @@ class PendingCheck:
             settle(found, outcome.model_raised(exc.error, stage, tag(found)))
         else:
             settle(found, outcome.plugin_raised(exc, stage, tag(found)))
-        with contextlib.suppress(AttributeError):  # an exception type with __slots__: the test fails without it
+        with contextlib.suppress(AttributeError):  # an exception type with __slots__
             setattr(exc, CARRIED_ROW, found)
 
     @property
     def state(self) -> CheckState:
-        """Where it is in its life; a running child's end is seen here (its pipe is read by whoever
-        waits on any child: ``runner.wait_any``), as the move RUNNING -> FINISHED."""
+        """Where it is in its life; a child's end is noticed here."""
         if self._state is CheckState.RUNNING and self._child is not None and self._child.finished:
             self._to(CheckState.FINISHED)
         return self._state
 
     def _to(self, state: CheckState) -> None:
-        """The one place its state moves: only along ``schedule.TRANSITIONS``."""
+        """The one place its state moves, along ``schedule.TRANSITIONS``."""
         if state not in TRANSITIONS[self._state]:
             raise AssertionError(f"a check cannot go from {self._state.name} to {state.name} [{self.name}]")
         self._state = state
 
     @property
     def child(self) -> runner.Child | None:
-        """The forked child running it (process isolation), once started."""
+        """The forked child running it, once started."""
         return self._child
 
     def cancel(self) -> None:
-        """Stop a check started and never waited for (the session ended first)."""
+        """Stop a check never waited for."""
         if self._state in (CheckState.DONE, CheckState.CANCELLED):
             return
         if self._child is not None:
@@ -389,10 +354,10 @@ class PendingCheck:
                 _pipeline(self, result, self._scratch)
             except Stop as stop:
                 settle(result, stop.outcome)
-            except ModelRaised as raised:  # the model itself, on a call every check makes: a usage error, not ours
+            except ModelRaised as raised:  # the model's own error, not the exporter's
                 settle(result, outcome.model_raised(raised.error, "eager's own run", tag(result)))
             if self.options.bundle and self.check is not None and self.check.artifacts is not None:
-                bundle.write(self.check)  # the verdict is in: the artifact, its inputs and eager's outputs, for verify
+                bundle.write(self.check)
 
     def _cleanup(self) -> None:
         if self._child is not None and self._scratch is not None:
@@ -401,8 +366,7 @@ class PendingCheck:
 
 
 def _available(spec: Any, device: str) -> bool:
-    """Whether the check will get past its backend's availability (else its child reports that,
-    before any eager stage, as it always did)."""
+    """Whether the backend is available here."""
     if spec is None:
         return False
     try:
@@ -424,9 +388,7 @@ def _on_device(step: tuple[tuple[Any, ...], dict[str, Any]], device: str) -> tup
 
 
 def _pipeline(pending: PendingCheck, result: Result, scratch: Path) -> None:
-    """The stages in order; any may end the check early (``outcome.Stop``), else the search's
-    verdict is settled once the standalone load has answered. ``pending.prelude``: eager's
-    stages, computed once for the test's checks (prelude.py); else this check's own."""
+    """The stages in order; any may end the check early (``outcome.Stop``)."""
     spec, backend = _backend(pending, result)
     prelude = pending.prelude or run_prelude(pending.module, pending.plan, pending.device, pending.options, result)
     sequence, device = pending.sequence, pending.device
@@ -450,41 +412,35 @@ def _pipeline(pending: PendingCheck, result: Result, scratch: Path) -> None:
     pending.check = check
     if check.compiled:
         result.findings.append(compiled_finding(check.compiled, result.module))
-    # Export once at the example, save, load back.
     check.artifacts = exporting.build(check)
-    # [Freed Memory] The exporter's passing allocations, back to the OS before the search. Its graphs
-    # are cycles only a collection frees: cheap in a forked child, which froze what it inherited
-    # (~40 ms), not in the test's own process (0.55 s with MONAI imported), whose gc runs anyway.
+    # [Freed Memory] Return the exporter's memory to the OS before the search. Its graphs are
+    # cycles only a collection frees; collect only in a child, where it is cheap.
     freed.release(collect=THIS.channel is not None)
     assumptions.recorded_size_export(check)
-    # [Search Budget] What follows the exports counts against the budget (search_budget.py).
+    # [Search Budget] What follows the exports counts against the budget.
     check.clock = search_budget.start(check.shared, check.recorded.call.seconds)
-    # The saved artifact in a fresh process (standalone.py): the request goes out now, the loader
-    # answers while the side effects and the search run, and its verdict joins at the end (a
-    # load_error still decides the result, as when the load ran before the search).
+    # Load the saved artifact in a fresh process while the search runs.
     loading = check.loading or standalone.step(check)  # [Crash Preflight] sent it already, on CUDA
-    # And in C++ (cpp_load.py): the runner starts now, beside the search; its answer is read after the verdict.
+    # And in C++, beside the search; its answer is read after the verdict.
     cpp_load.begin(check)
     try:
-        # Side effects the artifact must reproduce, arguments it may bake in, then the search.
         runner.stage(result, "run")
         side_effects.check_side_effects(check)
         if not check.options.vary_scalars:
             side_effects.baked_arguments(check)
-        loading.join_if_answered()  # a load_error already known skips the search, as it did
+        loading.join_if_answered()  # a load_error already known skips the search
         runner.stage(result, "search")
         verdict = Search(check).run()
     except Exception:
-        loading.join()  # a stage ended the check (Stop) or raised: a standalone load_error still wins
+        loading.join()  # a standalone load_error still wins
         raise
     loading.join()
     settle(result, verdict)
-    # The saved TorchScript file or AOTInductor package loaded by libtorch in C++ (cpp_load.py): after a pass.
     cpp_load.step(check)
-    clock = check.clock  # [Search Budget] the findings below run only where the budget covers them
+    clock = check.clock  # [Search Budget] what follows runs only where the budget covers it
     if result.status == "pass" and search_budget.affords(clock, "static_size probes"):
-        static_sizes.probe(check, until=search_budget.until(clock))  # [Static Sizes] the undeclared dims: findings only
-    # Latency at the recorded input, once the verdict is in (latency.py); a time limit here names the search.
+        static_sizes.probe(check, until=search_budget.until(clock))  # findings only
+    # A time limit hit while timing latency is reported as the search's.
     runner.stage(result, "search")
     if search_budget.affords(clock, "latency"):
         latency.record(check)
@@ -492,7 +448,7 @@ def _pipeline(pending: PendingCheck, result: Result, scratch: Path) -> None:
 
 
 def _backend(pending: PendingCheck, result: Result) -> tuple[Any, Backend]:
-    """The check's backend as registered and loaded; ends the check where it is unavailable here."""
+    """The backend as registered and loaded; ends the check if it is unavailable."""
     name, device, options, session = pending.name, pending.device, pending.options, pending.session
     spec = session.backends.get(name)
     if spec is None:
@@ -503,7 +459,7 @@ def _backend(pending: PendingCheck, result: Result) -> tuple[Any, Backend]:
         reason = backend.steps_unavailable(options.onnx_shipped)
     if reason and name in options.require:
         install = INSTALL.get(name, "the package that provides the " + name + " backend")
-        said = reason.replace(f"; {install}", "").replace(install, "").rstrip("; ")  # the install line once, last
+        said = reason.replace(f"; {install}", "").replace(install, "").rstrip("; ")  # say the install line once
         raise Stop(
             "export_error",
             f"{name} is required (--torchexport-require) but unavailable here {tag(result)}\n{said}\n"
@@ -518,8 +474,7 @@ def _backend(pending: PendingCheck, result: Result) -> tuple[Any, Backend]:
 
 @contextlib.contextmanager
 def _exact_cuda_math(device: str) -> Any:
-    """TF32 off while checking on CUDA: eager and artifact must both use full fp32 matmuls,
-    or a 1e-3 TF32 rounding difference would pass for (or hide) an export defect."""
+    """TF32 off on CUDA: its rounding could hide (or pass for) an export defect."""
     if not device.startswith("cuda"):
         yield
         return

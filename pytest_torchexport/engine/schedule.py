@@ -1,23 +1,8 @@
-"""[Side By Side] The one scheduler of checks: ``check()``, the fixture and the plugin's items.
+"""[Side By Side] The one scheduler of checks, shared by ``check()``, the fixture and the plugin.
 
-A check under process isolation runs in a child with one thread (``isolation/runner.py``),
-so one check at a time leaves the other cores idle. A ``Scheduler`` keeps up to ``jobs``
-checks going (``runner.parallel_checks()``: the process's share of the cores) and learns how
-long each backend takes here, so that it starts the longest first.
-
-Two ways to ask, one set of places:
-
-- ``run_all(checks)``: a list of checks (``check()``, the fixture: the backends of one call),
-  results in the order asked;
-- ``start_ahead(key, check)`` / ``take(key)``: a check started before anyone waits for it
-  (the plugin starts a test's next items beside the current one, ``glue/ahead.py``); its
-  item takes it when it runs. ``places()`` says how many more may run. [Held] A check
-  started ahead may be held (its child forked, waiting): it holds no place until
-  ``release_ahead()`` lets it go, longest first, as places free.
-
-A check is anything ``Startable``: ``engine.pipeline.PendingCheck`` (whose ``state`` is the
-one record of where a check is in its life, ``CheckState``), or the plugin's
-``recording.selection.PlannedRun`` (its state: its current kind's check's).
+Each isolated check runs in a single-threaded child, so up to ``jobs`` checks run at once,
+longest first. ``start_ahead`` starts a test's next items early; [Held] a held check takes no
+place until ``release_ahead``. See docs/howto-isolation.md.
 """
 
 from __future__ import annotations
@@ -29,8 +14,7 @@ from typing import Protocol
 from ..isolation import runner
 from ..results.report import Result
 
-#: [Longest First] A backend's usual check time here, in seconds, before one was timed: an
-#: ONNX export takes seconds, a trace a fraction of one (a third-party backend: 1).
+#: A backend's typical check time in seconds, used to order checks until one has been timed.
 USUAL_S = {
     "aoti": 8.0,
     "executorch": 6.0,
@@ -50,36 +34,28 @@ def usual_s(backend: str) -> float:
 
 
 class CheckState(enum.Enum):
-    """Where one check is in its life. ``PendingCheck`` alone moves it (``PendingCheck._to``):
+    """Where one check is in its life; only ``PendingCheck._to`` moves it."""
 
-    - PENDING -> RUNNING (``start()``) -> FINISHED (its child ended) -> DONE (``wait()``);
-    - PENDING -> HELD (``start(held=True)``) -> RUNNING (``start()`` or ``wait()``);
-    - PENDING -> SETTLED (``start()``: a reused row, the shared prelude's verdict) -> DONE;
-    - RUNNING -> DONE (``wait()`` before anyone saw the child end; inline, ``wait()`` runs it);
-    - any but DONE -> CANCELLED (``cancel()``: the session ended first).
-
-    ``TRANSITIONS`` holds these moves; any other raises."""
-
-    PENDING = "pending"  # made, not started
-    HELD = "held"  # [Held] its child forked, waiting to be let go: it holds no place
-    RUNNING = "running"  # started: its child runs, or (inline) it runs when waited for
-    SETTLED = "settled"  # its row settled in this process without a run: nothing left to run
-    FINISHED = "finished"  # its child ended (or its wait raised): nothing of it runs, its row not yet read
-    DONE = "done"  # waited for: its row is in
-    CANCELLED = "cancelled"  # stopped unwaited (the session ended first)
+    PENDING = "pending"
+    HELD = "held"  # [Held] forked, waiting to be let go; holds no place
+    RUNNING = "running"  # inline: runs when waited for
+    SETTLED = "settled"  # its row is known without a run
+    FINISHED = "finished"  # its row not yet read
+    DONE = "done"
+    CANCELLED = "cancelled"  # stopped unwaited
 
     @property
     def busy(self) -> bool:
-        """Holds a place: started, and something of it still runs (or, inline, will run when waited for)."""
+        """Holds a place."""
         return self is CheckState.RUNNING
 
     @property
     def over(self) -> bool:
-        """Nothing of it runs any more (its row may still be unread)."""
+        """Nothing of it runs any more."""
         return self in (CheckState.SETTLED, CheckState.FINISHED, CheckState.DONE, CheckState.CANCELLED)
 
 
-#: The moves ``PendingCheck._to`` allows; any other is a bug of the engine's.
+#: The moves ``PendingCheck._to`` allows; any other is an engine bug.
 TRANSITIONS: dict[CheckState, frozenset[CheckState]] = {
     CheckState.PENDING: frozenset({CheckState.HELD, CheckState.RUNNING, CheckState.SETTLED, CheckState.CANCELLED}),
     CheckState.HELD: frozenset({CheckState.RUNNING, CheckState.CANCELLED}),
@@ -92,18 +68,18 @@ TRANSITIONS: dict[CheckState, frozenset[CheckState]] = {
 
 
 class Startable(Protocol):
-    """What the scheduler reads of a check, and all it reads."""
+    """All the scheduler reads of a check."""
 
     @property
-    def name(self) -> str: ...  # the backend: its usual time orders the checks
+    def name(self) -> str: ...  # the backend
     @property
     def device(self) -> str: ...
     @property
     def state(self) -> CheckState: ...
     @property
-    def started(self) -> float | None: ...  # when it started (``time.monotonic``): the oldest inline one runs first
+    def started(self) -> float | None: ...  # ``time.monotonic()``
     @property
-    def child(self) -> runner.Child | None: ...  # the forked child running it now, if one runs
+    def child(self) -> runner.Child | None: ...
 
     def start(self, *, held: bool = False) -> None: ...
     def wait(self) -> Result: ...
@@ -111,23 +87,23 @@ class Startable(Protocol):
 
 
 class Scheduler:
-    """Up to ``jobs`` checks at once (``runner.parallel_checks()`` unless given), longest first."""
+    """Runs up to ``jobs`` checks at once, longest first."""
 
     def __init__(self, jobs: int | None = None) -> None:
         self._jobs = jobs
-        #: key -> (group, check): started ahead, not yet taken by whoever waits for it
+        #: key -> (group, check): started ahead, not yet taken
         self._ahead: dict[str, tuple[str, Startable]] = {}
-        self._took: dict[tuple[str, str], tuple[float, int]] = {}  # (backend, device) -> (seconds, checks)
+        self._took: dict[tuple[str, str], tuple[float, int]] = {}  # -> (seconds, checks)
 
     @property
     def jobs(self) -> int:
         return self._jobs or runner.parallel_checks()
 
-    # -- what the checks took here -----------------------------------------------------------
+    # -- what the checks took here
     def timed(self, result: Result) -> None:
-        """What one check took, for the order of starting the next ones."""
+        """Record one check's time, to order the next ones."""
         total = result.timings.get("total_s")
-        if total is not None and not result.extra.get("cached"):  # a reused row says nothing of the check's time
+        if total is not None and not result.extra.get("cached"):  # a reused row did not run
             seconds, count = self._took.get((result.backend, result.device), (0.0, 0))
             self._took[(result.backend, result.device)] = (seconds + total, count + 1)
 
@@ -135,18 +111,13 @@ class Scheduler:
         seconds, count = self._took.get((backend, device), (0.0, 0))
         return seconds / count if count else usual_s(backend)
 
-    # -- a list of checks, results in order ----------------------------------------------------
+    # -- a list of checks, results in order
     def run_all(self, checks: Sequence[Startable], *, longest_first: bool = True) -> list[Result]:
         """The checks' results in order, up to ``jobs`` of them running at once.
 
-        [Longest First] Started in order of their expected time, longest first: the short
-        checks then fill the other cores while the long one runs, instead of the long one
-        running alone at the end. ``longest_first=False`` (inline checks): in the order asked.
-
-        [Any Place] A place frees when *any* running check's child ends, not when the one
-        asked for next does: waiting on the first started (an ONNX check, say) left a core
-        idle while a shorter check beside it had ended (measured on a CNN, 4 backends: the
-        trace and script checks started 1.6 s after the torch.export check ended)."""
+        The longest start first, so the short ones fill the other cores meanwhile instead of
+        the long one running alone at the end. A place frees when *any* child ends, not just
+        the one asked for next, so no core idles behind a slow check."""
         jobs = self.jobs
         queue = list(checks)
         if longest_first:
@@ -173,23 +144,21 @@ class Scheduler:
             self.timed(result)
         return results
 
-    # -- checks started ahead of whoever waits for them ----------------------------------------
+    # -- checks started ahead of whoever waits for them
     def places(self) -> int:
-        """How many more checks may start ahead: one place is the current check's. [Any Place]
-        A check started ahead whose child has ended holds none while it waits to be taken."""
+        """How many more checks may start ahead; one place is the current check's."""
         return max(0, self.jobs - 1 - len(self._running_ahead()))
 
     def children_ahead(self) -> list[runner.Child]:
-        """The children of the checks started ahead that still run."""
+        """The children of checks started ahead that still run."""
         return [check.child for check in self._running_ahead() if check.child is not None]
 
     def _running_ahead(self) -> list[Startable]:
-        """Started ahead and running in a child: a held child waits, and an inline check runs
-        only when its item takes it, in that item's place."""
+        """Started ahead and running in a child (an inline check runs in its item's place)."""
         return [check for _, check in self._ahead.values() if check.state.busy and check.child is not None]
 
     def start_ahead(self, key: str, check: Startable, group: str = "") -> None:
-        """``check`` started ahead of whoever takes it (held or running: started by its maker)."""
+        """Start ``check`` (held) ahead of whoever takes it."""
         check.start(held=True)  # a no-op on one already started
         self._ahead[key] = (group, check)
 
@@ -205,7 +174,7 @@ class Scheduler:
         return key in self._ahead
 
     def ahead(self, key: str) -> Startable | None:
-        """The check started ahead for ``key``, not yet taken (left where it is)."""
+        """The check started ahead for ``key``, not taken."""
         entry = self._ahead.get(key)
         return None if entry is None else entry[1]
 
@@ -214,7 +183,7 @@ class Scheduler:
         return None if entry is None else entry[1]
 
     def cancel(self, group: str | None = None, *, where: Callable[[str], bool] | None = None) -> None:
-        """Stop what was started ahead and never taken: all of it, or one group's."""
+        """Stop what was started ahead and never taken, or one group's."""
         for key, (of, check) in list(self._ahead.items()):
             if (group is None or of == group) and (where is None or where(key)):
                 check.cancel()

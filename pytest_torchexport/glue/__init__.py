@@ -1,4 +1,3 @@
-"""pytest glue under ``plugin.py``'s hooks: session state, markers to options and items,
-the item-to-engine adapters, checks started ahead of their items, rows mapped to pytest
-outcomes, the end-of-session summary and report, xdist.
+"""The pytest side of the plugin, under ``plugin.py``'s hooks: session state, markers and
+items, the adapters to the engine, and the end-of-session summary. See docs/architecture.md.
 """

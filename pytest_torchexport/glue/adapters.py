@@ -1,9 +1,7 @@
-"""[Item To Engine] What a pytest item hands the engine, and what the engine hands back as a row.
+"""What a pytest item hands the engine, and what the engine hands back as a row.
 
-The engine never touches a pytest object: here an item becomes a ``Session`` (its names, the
-example database, the verdict cache), its body a ``Recording`` (``recording/recorder.py``)
-and its check a ``PlannedRun`` of the recording's selected call (``recording/selection.py``).
-A body that failed becomes a row of its own (``body_row``).
+The engine never touches a pytest object: an item becomes a ``Session``, its body a
+``Recording`` and its check a ``PlannedRun``. See docs/one-check.md.
 """
 
 from __future__ import annotations
@@ -44,9 +42,8 @@ def session(item: pytest.Item) -> Session:
 
 
 def plan(item: pytest.Item, recording: Any, options: Options, *, held: bool = False) -> PlannedRun:
-    """The item's check of the recording's selected call, started (``PlannedRun``; ``held``: its
-    child forked now and let go later, ``runner.Child``)."""
-    # Deferred: pulls torch and hypothesis (6-7 s here); the plugin's import stays torch-free (test_import_without_torch.py)
+    """Start the item's check; ``held``: fork the child now, let it go later (``runner.Child``)."""
+    # Deferred: imports torch and hypothesis; the plugin's import stays torch-free.
     from ..recording.selection import Selection
 
     state = item.config.stash[STATE]
@@ -57,21 +54,19 @@ def plan(item: pytest.Item, recording: Any, options: Options, *, held: bool = Fa
 
 
 def start_loader(item: pytest.Item, options: Options, target: items.Target) -> None:
-    """[Standalone Overlap] The standalone loader (a fresh interpreter that imports torch, a
-    second or two) starts before the first body it will serve, not when that body's first
-    check asks for it, so the import overlaps the body, its recording and the export."""
-    # Deferred: pulls torch and hypothesis (6-7 s here); the plugin's import stays torch-free (test_import_without_torch.py)
+    """Start the standalone loader now, so its slow torch import overlaps the body and export."""
+    # Deferred: imports torch and hypothesis; the plugin's import stays torch-free.
     from ..stages import standalone
 
     state = item.config.stash[STATE]
     if state.verdict_cache(item.config) is not None and state.warm:
-        return  # [Verdict Cache] most checks will be reused: the first that runs starts the loader
+        return  # [Verdict Cache] most checks will be reused: the first one that runs starts it
     standalone.start(state.backends.get(target.backend), options)
 
 
 def run_body(item: pytest.Item, options: Options) -> Generator[None, None, Any]:
     """Run the test body (the inner hooks) under the recorder; returns its ``Recording``."""
-    # Deferred: torch only once a marked test runs (tests/test_import_without_torch.py)
+    # Deferred: torch only once a marked test runs.
     import torch
 
     # Seeded, so the model's random init (and so a failure) is the same in every run.
@@ -94,7 +89,7 @@ def run_body(item: pytest.Item, options: Options) -> Generator[None, None, Any]:
 
 def body_row(item: pytest.Item, target: items.Target, error: BaseException) -> Result:
     """The row of an item whose test body did not finish: skipped, xfailed, or a usage error."""
-    # Deferred: pulls torch and hypothesis (6-7 s here); the plugin's import stays torch-free (test_import_without_torch.py)
+    # Deferred: imports torch and hypothesis; the plugin's import stays torch-free.
     from ..recording.selection import row
 
     if isinstance(error, pytest.skip.Exception):
@@ -104,7 +99,7 @@ def body_row(item: pytest.Item, target: items.Target, error: BaseException) -> R
         why = f"the test body xfailed: {error}"
         verdict = Outcome("xfail", why, why, "test_body")
     elif isinstance(error, ModelError):
-        # [Model By Name] the SPEC's model could not be built or called: its text is the whole story
+        # [Model By Name] its message says it all
         why = str(error).splitlines()[0]
         verdict = Outcome(
             "usage_error",

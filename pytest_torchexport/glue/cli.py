@@ -1,9 +1,7 @@
-"""The command line and ini keys (docs/reference.md), and the session defaults they give.
+"""The command line flags and ini keys, and the session defaults they give.
 
-One table, ``FLAGS``: each row is a flag, its ini key (or none), its help, and the marker
-option it sets with how its text is read. ``add_options`` registers the table with pytest;
-``session_defaults`` reads it back, command line over ini, and validates the result once
-(``options.Options.build``) so a bad value is a usage error before any test runs.
+``FLAGS`` is one table of flag, ini key, help and marker option; ``session_defaults``
+validates it, so a bad value is a usage error before any test runs. See docs/reference.md.
 """
 
 from __future__ import annotations
@@ -47,11 +45,11 @@ class Flag:
     flag: str
     ini: str | None
     help: str
-    option: str | None = None  # the marker option it gives a session default for (None: read elsewhere)
+    option: str | None = None  # the marker option it sets a default for (None: read elsewhere)
     read: Callable[[str, Any], Any] = _text
     switch: bool = False  # a flag without a value (store_true)
-    repeat: bool = False  # a flag given several times (append); its ini key takes one value a line
-    default: str = ""  # the default, as docs/reference.md shows it (empty: the marker option's)
+    repeat: bool = False  # may be given several times; its ini key takes one value a line
+    default: str = ""  # the default shown in docs/reference.md (empty: the marker option's)
     metavar: str | None = None
 
     @property
@@ -201,10 +199,8 @@ def add_options(parser: Any) -> None:
 
 
 def _register(group: Any, parser: Any, row: Flag) -> None:
-    """One row: its flag and its ini key of the same name (a switch's ini key is a bool, a repeatable
-    flag's takes one value a line)."""
-    # what the value looks like; argparse would show the dest in capitals (TORCHEXPORT_BACKENDS), which reads
-    # like an environment variable
+    """Register one row's flag and its ini key."""
+    # Without a metavar argparse shows the dest in capitals, which reads like an environment variable.
     named = {"metavar": row.metavar or METAVARS.get(row.option or row.dest.removeprefix("torchexport_"), "VALUE")}
     if row.switch:
         group.addoption(row.flag, dest=row.dest, action="store_true", default=False, help=row.help)
@@ -239,7 +235,7 @@ METAVARS: dict[str, str] = {
 }
 
 
-#: [Model By Name] glue/models.py reads these: a SPEC list, not one marker option.
+#: [Model By Name] read by glue/models.py, not a marker option.
 MODEL_FLAGS: tuple[Flag, ...] = (
     Flag(
         "--torchexport-model",
@@ -268,7 +264,7 @@ MODEL_FLAGS: tuple[Flag, ...] = (
         default="false",
     ),
 )
-#: Earlier ini keys, still read: the earlier name -> the key of the flag's own name.
+#: Earlier ini key names, still read: earlier name -> current name.
 INI_ALIASES: dict[str, str] = {"torchexport_models": "torchexport_model"}
 
 
@@ -280,9 +276,7 @@ def add_model_options(group: Any, parser: Any) -> None:
 
 
 def misspelled_flags(args: Sequence[str]) -> str | None:
-    """The usage error for a ``--torchexport-*`` argument that names no flag, with the closest one; read
-    before pytest parses the command line, which would take a misspelled ``--torchexport-model-input=...``
-    for an abbreviation or a path ("path cannot contain [] parametrization")."""
+    """The usage error for a ``--torchexport-*`` argument that names no flag, with the closest one."""
     known = [row.flag for row in (*FLAGS, *MODEL_FLAGS)]
     wrong = []
     for arg in args:
@@ -307,7 +301,7 @@ def session_defaults(config: Any, valid_backends: Sequence[str]) -> dict[str, An
             value, given_as = config.getini(row.ini) or None, f"ini {row.ini} = "
         if value is None or value is False:
             continue
-        try:  # each value checked alone, so the message names where it was given
+        try:  # each value checked alone, so the error names where it was given
             given[row.option] = row.read(row.flag, value)
             Options.build(valid_backends=valid_backends, **{row.option: given[row.option]})
         except InvalidArgument as exc:

@@ -1,10 +1,7 @@
 """``python -m pytest_torchexport check SPEC... [options]``: models by name, no test file.
 
-A pytest session of ``--torchexport-model`` tests and nothing else
-(``--torchexport-models-only``): the same items, rows, report, cache and exit code as
-``pytest --torchexport-model=SPEC``. Each option below is the pytest flag of the same name
-(``--backends`` is ``--torchexport-backends``); anything after ``--`` goes to pytest as is
-(``-- -n 2 -x``).
+Runs pytest as ``pytest --torchexport-models-only --torchexport-model=SPEC``; anything
+after ``--`` goes to pytest. See docs/howto-model.md.
 
     python -m pytest_torchexport check timm:resnet18 torchvision:mobilenet_v3_small \\
         --backends trace,onnx,export --examples 5 --report models.md
@@ -60,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def pytest_args(args: argparse.Namespace) -> list[str]:
     """The pytest command line ``check`` stands for."""
-    # -W: this process imported the plugin before pytest could rewrite its asserts (it has none to rewrite)
+    # -W: the plugin was imported before pytest could rewrite its asserts (it has none).
     out = [
         "--torchexport-models-only",
         "-p",
@@ -77,7 +74,7 @@ def pytest_args(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    # Deferred: `python -m pytest_torchexport merge` and `verify` need no pytest (0.12 s to import here); only `check` runs it
+    # Deferred: only `check` needs pytest, not `merge` or `verify`.
     import pytest
 
     return int(pytest.main(pytest_args(args)))

@@ -1,22 +1,7 @@
-"""[Cost Estimate] What a session's marked tests will cost, from what they cost last time.
+"""What a session's marked tests will cost, estimated from what they cost last time.
 
-A marked test's checks run after its body, so nothing this session measures can say what
-they will cost before the first one starts; a suite of heavy models marked for the first time
-can take an hour with nothing on the screen but dots. What is known is the last run: each
-marked item's call phase as pytest timed it (the body where it ran, and the wait for its
-check; a pass the verdict cache reused costs its lookup), kept by node id in pytest's cache
-(``Costs`` reads and writes it). ``estimate`` sums it over the items collected now,
-groups it by test (a test's items share one body and one search) and counts the items with
-no earlier time; ``Estimate.line`` is the one line said before the first check, only where
-the total passes ``ESTIMATE_ABOVE_S``.
-
-``estimate`` and ``updated`` only compute (no pytest, no files); ``Costs`` is the pytest side:
-the last run's times read from pytest's cache (``config.cache``, absent under ``-p
-no:cacheprovider``: no line, nothing kept), the line said once, and this run's times kept at
-the end. The controller says it and keeps the times (xdist's workers collect and run; only the
-controller sees every report): serially when collection is done, under xdist when the first
-worker has collected (every worker collects the same ids, and the controller schedules nothing
-before that).
+Each marked item's time is kept in pytest's cache; before the first check, one line gives
+the last run's total. See docs/howto-budget.md.
 
 >>> history = {"t.py::test_a[torchexport-onnx]": {"test": "t.py::test_a", "s": 200.0},
 ...            "t.py::test_b[torchexport-onnx]": {"test": "t.py::test_b", "s": 3.0}}
@@ -38,17 +23,13 @@ import pytest
 
 from . import items
 
-#: The estimate is said where the marked items took longer than this last time. Three minutes:
-#: a marked small-model suite (a few dozen tests, checks of 0.5-5 s each) stays under it and
-#: prints nothing, while a suite whose checks a user would want to plan for (a 3-D
-#: network suite: 1,270 s) is well over it.
+#: The estimate is printed only above this, so a suite of small models prints nothing.
 ESTIMATE_ABOVE_S = 180.0
 #: How many of the costliest tests the line names.
 TOP = 3
-#: Entries kept in the history, the most recently timed first: a suite's items, with room for
-#: renamed and removed ones, without letting the file grow without end.
+#: Entries kept in the history, most recent first, so the file stays bounded.
 MAX_ENTRIES = 20000
-#: An item of ours: ``[torchexport-<backend>]``, or ``[<params>-torchexport-<backend>]`` (items.targets).
+#: An item of ours: ``[torchexport-<backend>]`` or ``[<params>-torchexport-<backend>]``.
 _OURS = re.compile(r"[\[-]torchexport-[^\[\]]+\]$")
 
 
@@ -59,14 +40,14 @@ class Estimate:
     seconds: float  # their call phases summed
     tests: list[tuple[str, float]] = field(default_factory=list)  # by test, costliest first
     timed: int = 0  # items with an earlier time
-    untimed: int = 0  # marked items with none (new, renamed, or never run to the end)
+    untimed: int = 0  # marked items without one
 
     def worth_saying(self, workers: int = 1) -> bool:
-        """Whether the wait it predicts (the total shared by the workers) passes ``ESTIMATE_ABOVE_S``."""
+        """Whether the predicted wait per worker passes ``ESTIMATE_ABOVE_S``."""
         return self.seconds / max(1, workers) > ESTIMATE_ABOVE_S
 
     def line(self, workers: int = 1) -> str:
-        """The one line: the total, how many items had no time, and the tests that dominate."""
+        """The line: the total, the items with no time, and the costliest tests."""
         items = self.timed + self.untimed
         total = f"about {_duration(self.seconds)}"
         if workers > 1:
@@ -79,14 +60,13 @@ class Estimate:
 
 
 def ours(nodeid: str) -> bool:
-    """The node id of one of the plugin's items (one backend of a marked test)."""
+    """Whether ``nodeid`` is one of the plugin's items."""
     return bool(_OURS.search(nodeid))
 
 
 def estimate(history: Mapping[str, Any], nodeids: Iterable[str], marked: Iterable[str] | None = None) -> Estimate:
-    """The last run's cost of ``nodeids``, by test. ``marked``: the ids that are checks (default: those
-    ``ours`` recognises), counted as untimed where the history has none; the fixture's items
-    count only once they have a time."""
+    """The last run's cost of ``nodeids``, by test; ids in ``marked`` (default: those ``ours``
+    accepts) with no time count as untimed."""
     nodeids = list(nodeids)
     checks = set(marked) if marked is not None else {i for i in nodeids if ours(i)}
     found = Estimate(0.0)
@@ -106,7 +86,7 @@ def estimate(history: Mapping[str, Any], nodeids: Iterable[str], marked: Iterabl
 
 
 def updated(history: Mapping[str, Any], timed: Mapping[str, tuple[str, float]]) -> dict[str, Any]:
-    """``history`` with this run's items (``{nodeid: (test, seconds)}``) put first, at most ``MAX_ENTRIES``."""
+    """``history`` with this run's ``{nodeid: (test, seconds)}`` first, at most ``MAX_ENTRIES``."""
     fresh = {nodeid: {"test": test, "s": round(seconds, 3)} for nodeid, (test, seconds) in timed.items()}
     older = ((k, v) for k, v in history.items() if k not in fresh and _seconds(v) is not None)
     return dict(list({**fresh, **dict(older)}.items())[:MAX_ENTRIES])
@@ -131,17 +111,17 @@ def _duration(seconds: float) -> str:
 
 #: The key in pytest's cache: ``{nodeid: {"test": test id, "s": seconds}}``.
 KEY = "torchexport/costs"
-#: The session's ``Costs``, for plugin.py's ``pytest_sessionfinish``.
+#: The session's ``Costs``.
 COSTS = pytest.StashKey["Costs"]()
 
 
 class Costs:
-    """Registered once per pytest process (plugin.py)."""
+    """The estimate's pytest hooks, registered once per session (plugin.py)."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.said = False
-        #: this run's items that made rows: node id -> (the test's id, the call phase's seconds)
+        #: node id -> (test id, seconds) of this run's items
         self.timed: dict[str, tuple[str, float]] = {}
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
@@ -175,7 +155,7 @@ class Costs:
         self.timed[report.nodeid] = (test if isinstance(test, str) else report.nodeid, report.duration)
 
     def keep(self) -> None:
-        """This run's times into pytest's cache (plugin.py's ``pytest_sessionfinish``)."""
+        """Store this run's times in pytest's cache."""
         cache = getattr(self.config, "cache", None)
         if cache is None or not self.timed or _is_worker(self.config):
             return
@@ -184,7 +164,7 @@ class Costs:
     def _history(self) -> dict[str, Any]:
         cache = getattr(self.config, "cache", None)
         stored = cache.get(KEY, {}) if cache is not None else {}
-        return stored if isinstance(stored, dict) else {}  # an edited or foreign value: no history
+        return stored if isinstance(stored, dict) else {}  # ignore an edited or foreign value
 
 
 def _is_worker(config: pytest.Config) -> bool:

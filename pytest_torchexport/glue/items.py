@@ -1,14 +1,7 @@
 """One pytest item per (backend, device) of a marked test, however the test was marked.
 
-Test functions get their items from ``metafunc.parametrize`` (markers.py), so pytest's own
-ids, fixtures and ``-k`` work as for any parameter. Two kinds of test never pass through
-parametrization: ``unittest.TestCase`` methods, and tests a conftest marks after
-collection (``item.add_marker`` in ``pytest_collection_modifyitems``). Those are cloned
-here into one item each, with the same id suffix; nothing torch is imported.
-
-An item's test id is its node id less the torchexport id (``test_key``), and less the
-``@<group>`` suffix ``--dist loadgroup`` gives it ([Group Suffix]: ``without_group_suffix``),
-so a row names the same test whatever the parametrization or the scheduling.
+Test functions are parametrized (markers.py); unittest methods and tests marked after
+collection are cloned here. A row's test id drops xdist's ``@<group>`` suffix ([Group Suffix]).
 """
 
 from __future__ import annotations
@@ -24,7 +17,7 @@ from ..options import Options, resolve_devices
 
 #: The pseudo-fixture a marked test function is parametrized over.
 TARGET = "_torchexport_target"
-#: Set on an item whose test body already ran in this process (its recording is reused).
+#: Set on an item whose test body already ran (its recording is reused).
 REUSE = pytest.StashKey[bool]()
 _CLONED = pytest.StashKey["Target"]()
 
@@ -35,12 +28,11 @@ class Target:
 
     backend: str
     device: str
-    id: str  # the id suffix: torchexport-<backend>[-<device>]
-    #: The marker's options cannot be honoured: the one item of such a test fails with this usage error
-    #: (a ``usage_error`` row) and nothing is checked; ``target()`` does not return it.
+    id: str  # torchexport-<backend>[-<device>]
+    #: A usage error in the marker's options: the item fails with it; ``target()`` skips it.
     error: str | None = None
 
-    def __repr__(self) -> str:  # pytest shows it in --collect-only and failure headers
+    def __repr__(self) -> str:  # shown in --collect-only and failure headers
         return self.id
 
 
@@ -63,26 +55,24 @@ def target(item: pytest.Item) -> Target | None:
 
 
 def usage_error(item: pytest.Item) -> str | None:
-    """The usage error of an item made for a test whose marker options are wrong (``Target.error``)."""
+    """The usage error of an item whose marker options are wrong (``Target.error``)."""
     value = item.stash.get(_CLONED, None) or getattr(getattr(item, "callspec", None), "params", {}).get(TARGET)
     return value.error if isinstance(value, Target) else None
 
 
 def attach(item: pytest.Item, t: Target) -> None:
-    """Make ``item`` one of ``t``'s items: an item no parametrization made (a model by name)."""
+    """Make ``item`` check ``t`` (an item no parametrization made)."""
     item.stash[_CLONED] = t
 
 
 def test_key(item: pytest.Item) -> str | None:
-    """The test an item belongs to: its node id without the torchexport id (other
-    parameters stay: ``test_x[a-torchexport-onnx]`` belongs to ``test_x[a]``)."""
+    """The test an item belongs to: ``test_x[a-torchexport-onnx]`` belongs to ``test_x[a]``."""
     t = target(item)
     return None if t is None else without_target(item.nodeid, t)
 
 
 def without_target(nodeid: str, t: Target) -> str:
-    """``nodeid`` less ``t``'s id: ``test_x[torchexport-onnx]`` -> ``test_x``, ``test_x[a-torchexport-onnx]``
-    -> ``test_x[a]``; any other id as it is."""
+    """``nodeid`` without ``t``'s id: ``test_x[torchexport-onnx]`` -> ``test_x``."""
     if nodeid.endswith(f"[{t.id}]"):
         return nodeid[: -len(t.id) - 2]
     if nodeid.endswith(f"-{t.id}]"):
@@ -91,8 +81,7 @@ def without_target(nodeid: str, t: Target) -> str:
 
 
 def without_group_suffix(item: pytest.Item, rows: list[dict[str, Any]]) -> None:
-    """[Group Suffix] The rows keep the test's own id, not the one ``--dist loadgroup`` gave the
-    item (plugin.py's makereport; a no-op without xdist or its ``loadgroup``)."""
+    """[Group Suffix] Strip ``--dist loadgroup``'s suffix from the rows' ids."""
     suffix = _group_suffix(item)
     if suffix:
         for row in rows:
@@ -100,9 +89,8 @@ def without_group_suffix(item: pytest.Item, rows: list[dict[str, Any]]) -> None:
 
 
 def _group_suffix(item: pytest.Item) -> str | None:
-    """[Group Suffix] ``--dist loadgroup`` appends ``@<group>`` to the node id of an item marked
-    ``xdist_group`` (xdist/remote.py), to schedule by it. A row keeps the test's own id, so a
-    baseline, a merge or a serial run match it, whatever the scheduling."""
+    """[Group Suffix] The ``@<group>`` suffix ``--dist loadgroup`` added to the node id, if any;
+    rows drop it so baselines match serial runs."""
     if not getattr(item.config.option, "loadgroup", False):  # set on workers only
         return None
     names = {
@@ -121,13 +109,12 @@ def _without_group(row: dict[str, Any], suffix: str, item: pytest.Item) -> None:
     t = target(item)
     if t is None or not str(row.get("test", "")).endswith(suffix):
         return
-    # The test's id is the node id less ours (test_key), which the suffix hid from it.
+    # The suffix kept test_key from removing our id: recompute it.
     row["test"] = without_target(nodeid, t)
 
 
 def body_error(item: pytest.Item) -> BaseException | None:
-    """The error a unittest body reported: unittest collects it instead of raising, and
-    pytest's unittest support keeps it on the item (``_excinfo``) until the report."""
+    """The error a unittest body recorded instead of raising (pytest keeps it on the item)."""
     infos = unittest_excinfo(item)
     return infos[0].value if infos else None
 
@@ -159,8 +146,8 @@ def clone(item: pytest.Function, t: Target) -> pytest.Function:
 
 @functools.lru_cache(maxsize=8)  # one per item class: pytest's Function, unittest's TestCaseFunction
 def _clone_class(base: type[pytest.Function]) -> type[pytest.Function]:
-    """A subclass whose item name carries the torchexport id while the test it runs is
-    found by the function's own name (pytest looks it up by the item's name)."""
+    """A subclass whose item name carries the torchexport id but which looks up the test
+    function by its own name."""
 
     class Clone(base):  # type: ignore[misc, valid-type]
         def __init__(self, *, base: str, **kwargs: Any) -> None:
@@ -168,8 +155,7 @@ def _clone_class(base: type[pytest.Function]) -> type[pytest.Function]:
             super().__init__(**kwargs)
             self.originalname = base
 
-        # pytest's private _getobj/_getinstance, overridden: _compat.FUNCTION_OVERRIDES names them
-        # and tests/test_compat.py asserts pytest.Function still has them.
+        # Private pytest methods, listed in _compat.FUNCTION_OVERRIDES.
         def _getobj(self) -> Any:
             instance = self.instance
             owner = instance if instance is not None else self.parent.obj

@@ -1,11 +1,7 @@
-"""[Markers] From a test's ``torchexport`` markers to its options and its items.
+"""From a test's ``torchexport`` markers to its options and its items.
 
-The marker's options are merged closest-last (module, class, function) and resolved against
-the session's defaults (``options.Options``); a bad option is said once, as a usage error on
-the test's own item (``[torchexport-marker]``, a ``usage_error`` row): the session goes on, and
-a test ``-k`` deselects costs nothing. Items that carry
-the marker but were not parametrized (unittest methods, markers a conftest added late)
-become one item per (backend, device) here (``items.clone``).
+The closest marker wins, over the session's defaults. A bad option fails only that test,
+through one ``[torchexport-marker]`` item, so the session goes on.
 """
 
 from __future__ import annotations
@@ -40,9 +36,7 @@ def resolve(state: State, marker: dict[str, Any], nodeid: str) -> Options:
     try:
         given = {**state.defaults, **marker}
         if str(state.defaults.get("budget", "")).strip().lower() == "off":
-            given["budget"] = (
-                "off"  # [Search Budget] --torchexport-budget=off is the full search, whatever a marker says
-            )
+            given["budget"] = "off"  # [Search Budget] --torchexport-budget=off overrides any marker
         return Options.build(valid_backends=tuple(state.backends), **given)
     except InvalidArgument as exc:
         raise pytest.UsageError(f"{nodeid}: {exc}") from None
@@ -84,9 +78,7 @@ def parametrize(metafunc: pytest.Metafunc) -> None:
     found = targets(state, metafunc.definition)
     if found is None:
         return
-    # [Markers Added Late] A conftest's pytest_generate_tests may add the marker to the
-    # definition; pytest does not copy a definition's markers to the items it makes, so
-    # they ride on each item's parameter, or the items would lose the marker's options.
+    # pytest does not copy markers a conftest added to the definition to its items: pass them on.
     decorated = getattr(metafunc.function, "pytestmark", [])
     added = [m for m in metafunc.definition.own_markers if m.name == MARKER and m not in decorated]
     metafunc.fixturenames.append(items.TARGET)
@@ -94,8 +86,8 @@ def parametrize(metafunc: pytest.Metafunc) -> None:
 
 
 def expand(config: pytest.Config, collected: list[pytest.Item]) -> None:
-    """Items that carry the marker but were not parametrized (unittest, markers added after
-    parametrization) become one item per (backend, device) here; what cannot be, says why."""
+    """Clone marked items that were not parametrized into one item per (backend, device);
+    warn about those that cannot be cloned."""
     state = config.stash[STATE]
     out: list[pytest.Item] = []
     changed = False

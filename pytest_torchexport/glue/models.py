@@ -1,16 +1,7 @@
 """[Model By Name] ``--torchexport-model=SPEC``: a test made from a model's name, no test file.
 
-Each SPEC becomes the items a marked test would have, one per (backend, device), under one
-collector: ``torchexport-model::timm:resnet18[torchexport-onnx]``. The item's body
-(``ModelItem.runtest``) builds the model and calls it once on the inferred inputs
-(``recording/models.py``); the plugin's own hooks record that call as they record a test
-body's, so selection, the checks, the rows, the report, the verdict cache, merge and the
-baseline are the marked test's, unchanged. ``--torchexport-model-inputs`` becomes the items'
-marker (``inputs=``, ``dims=``), so it is the marker's ``TensorSpec``/``Dim`` underneath.
-
-A SPEC that cannot be read (no ``:``, an unknown library prefix) or inputs that cannot be
-parsed are a usage error when the session starts; a model that cannot be built or given
-inputs is its items' ``usage_error`` row, and the other models still run.
+Each SPEC becomes the items a marked test would have; the item's body builds the model and
+calls it once on inferred inputs, recorded like any test body. See docs/howto-model.md.
 """
 
 from __future__ import annotations
@@ -27,7 +18,7 @@ from . import items
 from .markers import MARKER, resolve
 from .state import STATE
 
-#: the collector every model's items hang under: their node ids start with it
+#: The parent collector's name; every model item's node id starts with it.
 PREFIX = "torchexport-model"
 SPECS = pytest.StashKey[list]()
 INPUTS = pytest.StashKey[Any]()
@@ -35,8 +26,8 @@ ONLY = "torchexport_models_only"  # declared in cli.py
 
 
 def configure(config: pytest.Config) -> None:
-    """Read the SPECs and the inputs once, at the start: a bad one ends the session as a usage error."""
-    # torchexport_models: the ini key's earlier name, still read (cli.INI_ALIASES)
+    """Read the SPECs and the inputs once, at the start; a bad one is a usage error."""
+    # torchexport_models: the ini key's earlier name (cli.INI_ALIASES)
     texts = [
         *(config.getoption("torchexport_model") or []),
         *(config.getini("torchexport_model") or []),
@@ -72,10 +63,7 @@ def ignore(config: pytest.Config) -> bool | None:
 
 
 def collect(session: pytest.Session, collected: list[pytest.Item]) -> None:
-    """Put each SPEC's items first in the session's items (before -k/-m deselection).
-
-    Collected through pytest's own collect-report hooks, so the terminal's "collected N
-    items", ``--collect-only`` and xdist's collection see them as they see a file's."""
+    """Put each SPEC's items first, collected through pytest's hooks so xdist sees them."""
     if not session.config.stash.get(SPECS, []):
         return
     parent = ModelCollector.from_parent(session, name=PREFIX, nodeid=PREFIX)
@@ -85,7 +73,7 @@ def collect(session: pytest.Session, collected: list[pytest.Item]) -> None:
 
 
 class ModelCollector(pytest.Collector):
-    """The parent of every model's items (their node ids start ``torchexport-model::``)."""
+    """The parent of every model's items."""
 
     def collect(self) -> list[pytest.Item]:
         state = self.config.stash[STATE]
@@ -112,8 +100,8 @@ class ModelItem(pytest.Item):
 
     def runtest(self) -> None:
         if self.stash.get(items.REUSE, False):
-            return  # [Body Once] this model's first item built it and made the call
-        # Deferred: torch only once a model by name is built (tests/test_import_without_torch.py)
+            return  # [Body Once] the model's first item made the call
+        # Deferred: torch only once a model by name is built.
         import torch
 
         model = build(self.spec)
@@ -121,7 +109,7 @@ class ModelItem(pytest.Item):
         try:
             with torch.no_grad():
                 output = model(*inferred.args, **inferred.kwargs)
-                if inferred.then is not None:  # a causal LM's decode step: the call it is served with next
+                if inferred.then is not None:  # a causal LM's decode step after the prefill
                     args, kwargs = inferred.then(inferred.kwargs, output)
                     model(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - eager refusing the inferred call is the usage error to explain
@@ -137,15 +125,14 @@ class ModelItem(pytest.Item):
         return path, 0, f"{PREFIX}::{self.name}"
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
-        # The message is the whole story (what, where, by how much, the remedy); the
-        # plugin's and the library's frames would only bury it.
+        # The message says it all; the frames would bury it.
         if isinstance(excinfo.value, (ModelError, ExportMismatch)):
             return str(excinfo.value)
         return super().repr_failure(excinfo, style=style)
 
 
 def inputs_note(item: pytest.Item) -> dict[str, Any] | None:
-    """What a model item's row says about its model: the SPEC and the inputs it was called with."""
+    """A model item's SPEC and the inputs its model was called with, for its row."""
     if not isinstance(item, ModelItem):
         return None
     inputs = item.config.stash[STATE].model_inputs.get(item.spec.text)
@@ -153,7 +140,7 @@ def inputs_note(item: pytest.Item) -> dict[str, Any] | None:
 
 
 def is_model_error(error: BaseException) -> bool:
-    """A ``--torchexport-model`` SPEC whose model could not be built or called (one mistake, said once)."""
+    """Whether the error is a SPEC's model that could not be built or called."""
     return isinstance(error, ModelError)
 
 

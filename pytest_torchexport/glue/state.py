@@ -1,13 +1,7 @@
-"""[Session State] What one pytest process knows across items, kept in ``config.stash``.
+"""What one pytest session knows across items, kept in ``config.stash``.
 
-Built once in ``pytest_configure`` (``State.configure``): the backends (built in and from the
-``pytest_torchexport_backends`` hook), the session-wide option defaults, the report and
-baseline paths, and then, while items run, the rows, the recordings of test bodies, the
-scheduler of checks and the verdict cache. Never a module global: two pytest sessions in
-one process (pytester) never share it. What the engine needs of it travels on the ``Session``
-each item hands the engine (``adapters.session``). The few facts of the OS process itself,
-which every session in it shares (what it paid of the exporters' first use, the children it
-forked, the loader it spawned), are ``isolation/runner.py``'s one documented record.
+Never a module global, so two pytest sessions in one process (pytester) never share it.
+Facts about the OS process itself live in ``isolation/runner.py``.
 """
 
 from __future__ import annotations
@@ -26,13 +20,13 @@ from ..results.html import missing_message
 from ..results.merge import report_format_problem
 from .cli import session_defaults
 
-#: Under xdist a worker runs only some of a test's items: at most this many recordings kept.
+#: At most this many recordings are kept (see ``State.remember``).
 KEEP_RECORDINGS = 4
 
 
 @dataclass
 class State:
-    """Run state of one pytest process, kept in ``config.stash`` (never in globals)."""
+    """Run state of one pytest session."""
 
     backends: dict[str, Any]
     defaults: dict[str, Any]
@@ -41,36 +35,34 @@ class State:
     usage_errors: list[str] = field(default_factory=list)
     baseline: dict[str, dict[str, Any]] | None = None
     baseline_path: str | None = None
-    #: --torchexport-report (repeatable): one file per path, its format from its suffix
+    #: --torchexport-report paths
     report_paths: list[str] = field(default_factory=list)
     update_baseline: bool = False
-    auto: bool = False  # --torchexport-auto: every collected test as if it carried a bare marker
-    #: [Body Once] test key -> the recording of its body, shared by the test's items in this process
+    auto: bool = False  # --torchexport-auto
+    #: [Body Once] test key -> the recording of its body, shared by the test's items
     recordings: dict[str, Any] = field(default_factory=dict)
-    #: test key -> how many of its items are still to run here (the recording is freed at 0)
+    #: test key -> how many of its items are still to run (the recording is freed at 0)
     pending: dict[str, int] = field(default_factory=dict)
-    #: [Side By Side] the one scheduler of this process's checks: items (and checks started
-    #: ahead of their items, glue/ahead.py) and the fixture's
+    #: [Side By Side] the one scheduler of this session's checks
     scheduler: Scheduler = field(default_factory=Scheduler)
-    #: nodeid -> index in the collected items, for the items that follow one (glue/ahead.py)
+    #: nodeid -> index in the collected items (glue/ahead.py)
     order: dict[str, int] | None = None
-    #: [Verdict Cache] where verdicts are reused (cache.store.Cache), None when off; resolved on first use
+    #: [Verdict Cache] cache.store.Cache, or None when off; resolved on first use
     cache: Any = None
     cache_resolved: bool = False
     warm: bool = False  # the cache held entries when the session started
-    #: [Model By Name] SPEC -> the inputs its model was called with, and where they came from
+    #: [Model By Name] SPEC -> the inputs its model was called with
     model_inputs: dict[str, str] = field(default_factory=dict)
-    #: [Warm Once] more than one test will be checked in this process (decided after deselection,
-    #: ``ahead.repeats``): every check's session says so to the warm-up (``isolation/warmup.py``)
+    #: [Warm Once] more than one test will be checked here (``ahead.repeats``)
     repeats: bool = False
 
     @classmethod
     def configure(cls, config: pytest.Config) -> State:
-        """The state of a session starting: options read, the baseline loaded (usage errors raise)."""
+        """Read the options and load the baseline; a bad value raises ``pytest.UsageError``."""
         backends = dict(BUILTIN_BACKENDS)
         for extra in config.hook.pytest_torchexport_backends(config=config):
             for name in sorted(set(extra or {}) & set(BUILTIN_BACKENDS)):
-                # allowed (a subclass with other settings), but never silently: a name taken over
+                # Allowed, but never silently.
                 config.issue_config_time_warning(
                     pytest.PytestConfigWarning(
                         f"pytest_torchexport_backends returned {name!r}, a built-in backend's name: it replaces "
@@ -92,7 +84,7 @@ class State:
                 raise pytest.UsageError(wrong)
             if path.endswith(".html"):
                 absent = missing_message(f"--torchexport-report={path}")
-                if absent:  # said now, not after an hour of checks
+                if absent:  # said now, not after every check has run
                     raise pytest.UsageError(absent)
         state.baseline_path = config.getoption("torchexport_baseline") or config.getini("torchexport_baseline") or None
         state.update_baseline = switched_on(config.getoption("torchexport_update_baseline")) or switched_on(
@@ -126,8 +118,7 @@ class State:
 
     def remember(self, key: str, recording: Any) -> None:
         self.recordings[key] = recording
-        # Under xdist a worker runs only some of a test's items, so a count may never reach
-        # 0 here: keep the few most recent recordings (each may hold a copy of a model).
+        # Under xdist a count may never reach 0, and a recording may hold a copy of a model.
         while len(self.recordings) > KEEP_RECORDINGS:
             self.recordings.pop(next(iter(self.recordings)))
 
@@ -142,8 +133,8 @@ STATE = pytest.StashKey[State]()
 
 
 def _verdict_cache(config: pytest.Config) -> tuple[Any, bool]:
-    """--torchexport-cache (relative to the invocation dir), else the ini (relative to the
-    rootdir), else under pytest's cache dir, which --cache-clear clears and -p no:cacheprovider removes."""
+    """The cache and whether it already held entries: the flag, else the ini key, else under
+    pytest's cache dir."""
     given, base = config.getoption("torchexport_cache"), config.invocation_params.dir
     if given is None:
         given, base = config.getini("torchexport_cache"), config.rootpath
@@ -155,7 +146,7 @@ def _verdict_cache(config: pytest.Config) -> tuple[Any, bool]:
 
 def _database(config: pytest.Config) -> Any:
     """Hypothesis's examples live in pytest's cache dir, never a new .hypothesis/ folder."""
-    # Deferred: hypothesis costs 0.7 s to import here, paid only by a session that checks something
+    # Deferred: hypothesis is slow to import.
     from hypothesis.database import DirectoryBasedExampleDatabase, InMemoryExampleDatabase
 
     cache = getattr(config, "cache", None)

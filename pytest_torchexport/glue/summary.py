@@ -1,13 +1,8 @@
 """End of session: the terminal summary, the baseline verdicts, CI annotations and the report file.
 
-CI annotations are GitHub Actions workflow commands, pure text: where ``GITHUB_ACTIONS=true``
-each failing row is printed as an ``::error`` at the user's source line (``annotation``).
-
-Results are read from each test report (not from items), so serial runs and xdist's
-controller, which sees only reports, take the same path. Workers write nothing.
-
-[Reruns] pytest-rerunfailures runs a failed item again and logs a report per attempt: an
-item's rows are those of its last report, so a rerun never leaves two rows.
+Rows are read from test reports, not items, so a serial run and xdist's controller (which
+sees only reports) take the same path; workers write nothing. See docs/report.md and
+docs/howto-ci.md.
 """
 
 from __future__ import annotations
@@ -33,34 +28,31 @@ from ..results.merge import write_report  # one writer for the session report an
 from ..results.report import FAILING, Report, Result, collect_environment
 from ..results.table import format_err, shared_cause_lines, summary_lines
 
-#: The session's ``Reporting``, for plugin.py's ``pytest_sessionfinish``.
+#: The session's ``Reporting``.
 REPORTING = pytest.StashKey["Reporting"]()
 
 
 def carried_rows(call: pytest.CallInfo[None]) -> list[dict[str, Any]] | None:
-    """[Interrupted] The row a check stopped by an outer time limit (or one that raised) put on the
-    exception its item failed with: it left no row of its own (plugin.py's makereport reads it)."""
+    """[Interrupted] The row a stopped or raising check attached to its item's exception."""
     row = getattr(call.excinfo.value, CARRIED_ROW, None) if call.excinfo else None
     return None if row is None else [row.to_dict()]
 
 
 class Reporting:
-    """Registered once per pytest process; holds the process's ``State`` (glue/state.py)."""
+    """The plugin's reporting hooks, registered once per session."""
 
     def __init__(self, config: pytest.Config, state: Any) -> None:
         self.config = config
         self.state = state
-        #: report node id -> the rows its last call report carried (see [Reruns])
+        #: report node id -> the rows of its last call report
         self.rows: dict[str, list[dict[str, Any]]] = {}
-        self.started = time.monotonic()  # the session's wall clock, from its start (pytest_sessionstart)
+        self.started = time.monotonic()  # reset in pytest_sessionstart
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         self.started = time.monotonic()
 
     def session(self) -> dict[str, Any]:
-        """The session's totals, each counted once: its wall time apart from the checks' summed
-        time (checks run side by side, so the sum may exceed the wall time), and the items that
-        carried rows apart from the rows (a fixture's call may give several rows to one item)."""
+        """The session's totals: wall time, the checks' summed time, items and rows."""
         return session_totals(self.state.results, items=len(self.rows), wall_s=time.monotonic() - self.started)
 
     @pytest.hookimpl(tryfirst=True)  # before pytest-html reads the report's extras
@@ -68,11 +60,11 @@ class Reporting:
         results = getattr(report, "torchexport_results", None)
         if not results or report.when != "call":
             return
-        # Only where pytest-html writes a page (--html): its plugin is loaded in every session.
+        # Only with --html: pytest-html's plugin is loaded in every session.
         if self.config.getoption("htmlpath", None) and not _is_worker(self.config):
             html_extras(report, results)
         earlier = self.rows.get(report.nodeid)
-        if earlier:  # [Reruns] this attempt's rows take the place of the last attempt's
+        if earlier:  # pytest-rerunfailures: this attempt's rows replace the last one's
             stale = {id(row) for row in earlier}
             first = next(i for i, row in enumerate(self.state.results) if id(row) in stale)
             kept = [row for row in self.state.results if id(row) not in stale]
@@ -83,8 +75,7 @@ class Reporting:
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_html_results_table_html(self, report: pytest.TestReport, data: list[str]) -> None:
-        # pytest-html's own place for a row's text (its log): what the check found, as plain
-        # text, escaped as pytest-html escapes captured output; no markup of ours.
+        # The check's findings as plain escaped text in pytest-html's log section.
         results = getattr(report, "torchexport_results", None)
         if results and report.when == "call":
             data.append(f"{' torchexport ':-^80}\n{html.escape(item_text(results))}\n")
@@ -117,7 +108,7 @@ class Reporting:
         self._baseline_summary(terminalreporter)
 
         if environment("GITHUB_ACTIONS") == "true":
-            # Each command on a line of its own (write_line), which -q does not suppress.
+            # write_line: -q does not suppress it.
             for result in self.state.results:
                 if result["status"] in FAILING and result.get("baseline") != "known":
                     terminalreporter.write_line(annotation(result))
@@ -135,8 +126,7 @@ class Reporting:
             terminalreporter.write_line(line)
 
     def write_reports(self) -> None:
-        """The report files and the baseline, from every row the session's reports carried (the
-        controller's; plugin.py's ``pytest_sessionfinish`` calls it last)."""
+        """Write the report files and the baseline from every row (controller only)."""
         if _is_worker(self.config):
             return
         paths = self.state.report_paths
@@ -145,7 +135,7 @@ class Reporting:
             return
 
         report = Report.from_dict({"results": results})
-        # Devices that ran something: a cuda item skipped for want of a GPU does not count.
+        # A cuda item skipped for lack of a GPU does not count.
         env = collect_environment(sorted({r["device"] for r in results if r["status"] != "skipped"}) or ["cpu"])
         state = self.state
         if state.update_baseline and state.baseline_path:
@@ -160,8 +150,7 @@ class Reporting:
 
 
 def call_lines(rows: list[dict[str, Any]]) -> list[str]:
-    """Where a test made several kinds of call (recording/kinds.py), its items carry a row per
-    kind: the line that says why the summary has more rows than the run has items."""
+    """A line explaining extra rows where a test made several kinds of call (recording/kinds.py)."""
     kinds: dict[str, list[str]] = {}
     items: dict[str, int] = {}
     for row in rows:
@@ -183,7 +172,7 @@ def call_lines(rows: list[dict[str, Any]]) -> list[str]:
 def cache_lines(rows: list[dict[str, Any]]) -> list[str]:
     """[Verdict Cache] How many verdicts were reused, and every entry the cache could not use."""
     reused = sum(1 for row in rows if row.get("cached"))
-    # One line a note, with the checks it concerns counted: a note many checks share is said once.
+    # One line per distinct note, with the number of checks it concerns.
     notes: dict[str, list[str]] = {}
     for row in rows:
         if row.get("cache"):
@@ -192,7 +181,7 @@ def cache_lines(rows: list[dict[str, Any]]) -> list[str]:
     if reused:
         failures = sum(1 for row in rows if row.get("cached") and row.get("status") not in ("pass", "xpass"))
         what = f"{reused} pass{'es' * (reused != 1)}"
-        if failures:  # a reused failure gates as before: said, so no one looks for a fresh run's message
+        if failures:  # reused failures still fail the run, so say they were reused
             passes = reused - failures
             what = f"{reused} verdicts ({passes} pass{'es' * (passes != 1)}, {failures} failure{'s' * (failures != 1)})"
         lines.append(f"torchexport cache: reused {what} of {len(rows)} checks (nothing they depend on changed)")
@@ -204,7 +193,7 @@ def cache_lines(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def refused_lines(rows: list[dict[str, Any]]) -> list[str]:
-    """[Signed Entries] The entries TORCHEXPORT_CACHE_SECRET refused, counted, with why, in one line."""
+    """[Signed Entries] One line counting the entries TORCHEXPORT_CACHE_SECRET refused, and why."""
     counts = Counter(row["cache_refused"] for row in rows if row.get("cache_refused") in REFUSED)
     if not counts:
         return []
@@ -215,9 +204,8 @@ def refused_lines(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def html_extras(report: pytest.TestReport, rows: list[dict[str, Any]]) -> None:
-    """[pytest-html] Each row's verdict and per-input plot in the item's extras (results/html.py's
-    ``extra``; the plot where the html extra is installed, the verdict in any case)."""
-    # Deferred: pytest-html is an optional library, there only with --html
+    """Add each row's verdict (and plot, with the html extra) to the item's pytest-html extras."""
+    # Deferred: pytest-html is optional and needed only with --html.
     from pytest_html import extras
 
     if page.missing():
@@ -232,9 +220,8 @@ def html_extras(report: pytest.TestReport, rows: list[dict[str, Any]]) -> None:
 
 
 def torchscript_lines(rows: list[dict[str, Any]]) -> list[str]:
-    """Once a session: the torch that ran trace or script rows deprecates TorchScript (its own
-    words, which the plugin keeps out of the user's warnings), and how many of those modules
-    already pass on ``export``, the path torch points to."""
+    """Where this torch deprecates TorchScript: its warning (kept out of the user's warnings),
+    and how many trace/script modules already pass on ``export``."""
     said = next((row["torchscript_deprecated"] for row in rows if row.get("torchscript_deprecated")), None)
     if said is None:
         return []
@@ -246,7 +233,6 @@ def torchscript_lines(rows: list[dict[str, Any]]) -> list[str]:
     passing = sum(1 for statuses in export.values() if all(s == "pass" for s in statuses))
     unchecked = len(modules) - len(export)
     n = len(modules)
-    # Two lines, each well within a terminal's width: torch's own words, then what it means here.
     counts = (
         f"torchexport: of the {n} module{'s' if n != 1 else ''} checked on trace or script, {passing} pass on export"
     )
@@ -278,8 +264,7 @@ def session_totals(rows: list[dict[str, Any]], items: int, wall_s: float) -> dic
 
 
 def cut_lines(rows: list[dict[str, Any]]) -> list[str]:
-    """[Memory Budget] One line per test whose declared sizes (or examples) the machine could not
-    hold: what was not tried, which limit cut it and how to lift it (stages/budget.py's ``size_cut``)."""
+    """[Memory Budget] One line per test whose declared sizes a limit cut, and how to lift it."""
     groups: dict[tuple[Any, ...], list[str]] = {}
     for row in rows:
         cut = row.get("size_cut")
@@ -313,8 +298,7 @@ def _is_worker(config: pytest.Config) -> bool:
 
 
 def item_text(rows: list[dict[str, Any]]) -> str:
-    """One item's rows as plain text: the parity table, then each failing input and where
-    the artifact diverges (pytest-html shows it in the item's section)."""
+    """One item's rows as plain text for pytest-html."""
     header = ("backend", "device", "status", "max abs err", "max rel err", "examples")
     table = [header] + [
         (
@@ -352,7 +336,7 @@ def _input(spec: dict[str, Any]) -> str:
     return f"{spec['dtype']}{spec['shape']}" + (f" ({stats})" if stats else "")
 
 
-# -- CI annotations: a failing export shows at the user's source line ----------------------------
+# -- GitHub Actions annotations: a failing row shows at the user's source line -------------------
 
 
 def _escape_data(text: str) -> str:

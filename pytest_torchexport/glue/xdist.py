@@ -1,9 +1,7 @@
-"""Hooks that exist only when pytest-xdist is loaded (registered from ``pytest_configure``):
-each worker's share of the cores for torch's intra-op threads.
+"""Hooks registered only with pytest-xdist: each worker gets its share of the cores.
 
-[Workers Inherit] The controller resolves the session; workers run items, and each
-item's results ride on its test report to the controller, which alone writes the report.
-A row's test id without xdist's ``@group`` suffix is ``items.py``'s ([Group Suffix]).
+Only the controller writes the report; the ``@group`` suffix is handled in ``items.py``
+([Group Suffix]). See docs/howto-xdist.md.
 """
 
 from __future__ import annotations
@@ -15,8 +13,7 @@ from typing import Any
 
 class XdistHooks:
     def pytest_configure_node(self, node: Any) -> None:
-        # Two workers each using every core for torch's intra-op pool would
-        # oversubscribe the machine: give each worker its share.
+        # Workers that each used every core would oversubscribe the machine.
         workers = max(1, int(getattr(node.config.option, "numprocesses", 1) or 1))
         node.workerinput["torchexport_threads"] = max(1, (os.cpu_count() or 1) // workers)
 
@@ -28,5 +25,5 @@ def cap_worker_threads(config: Any) -> None:
         return
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
-    else:  # read by torch when it is first imported; costs nothing if it never is
+    else:  # torch reads it when first imported
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))

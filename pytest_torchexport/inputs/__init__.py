@@ -1,3 +1,1 @@
-"""Inputs: the declaration of what may vary (``specs.py``: ``Dim``, ``TensorSpec``, the
-``InputPlan``) and the hypothesis strategies that draw from it (``strategies.py``).
-"""
+"""Inputs: what may vary (``specs.py``) and the hypothesis strategies that draw from it (``strategies.py``)."""

@@ -1,14 +1,10 @@
-"""[Compact Inputs] ``--torchexport-model-inputs``: input specs in one command-line string.
+"""``--torchexport-model-inputs``: input specs in one command-line string.
 
-``x: float32[batch=1..8, 3, 224, 224]`` is ``inputs={"x": TensorSpec(("batch", 3, 224, 224))}``
-with ``dims={"batch": (1, 8)}``: the same ``Dim``/``TensorSpec`` the marker takes, so the one
-declaration still drives hypothesis, ``torch.export`` and ONNX dynamic axes. Several inputs
-are separated by ``;``. A dim's range is written once (``seq=1..128``), and later uses name it
-(``mask: bool[batch, seq]``); integer inputs take their value range after ``in``
+``x: float32[batch=1..8, 3, 224, 224]`` means ``inputs={"x": TensorSpec(("batch", 3, 224, 224))}``
+with ``dims={"batch": (1, 8)}``, the same specs the marker takes. Inputs are separated by ``;``;
+a dim's range is written once and later uses name it; integer inputs may add a value range
 (``ids: int64[batch=1..4, seq=2..64] in 0..999``). Without ``name:`` the inputs are positional.
-
-Parsing never imports torch's tensors here beyond the dtype names: a bad string is an
-``InvalidArgument`` naming the part it could not read and showing the form that works.
+A bad string raises ``InvalidArgument`` naming the part it could not read.
 """
 
 from __future__ import annotations
@@ -38,7 +34,7 @@ class CompactInputs:
 
 def parse(text: str) -> CompactInputs:
     """``parse("x: float32[batch=1..8, 3, 224, 224]")`` -> the specs and the dims they declare."""
-    # deferred: glue/models.py imports this module with the plugin, which stays torch-free
+    # Deferred: the plugin imports this module (via glue/models.py) and must stay torch-free.
     import torch
 
     from .specs import TensorSpec
@@ -91,8 +87,8 @@ def parse(text: str) -> CompactInputs:
 
 
 def example(compact: CompactInputs, generator: Any = None) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """One call made from the specs, at each dim's smallest size past 1 (as the engine's
-    placeholders are): random values within the spec's range, masks of both values."""
+    """One random call made from the specs, at each dim's smallest size above 1 (sizes 0 and 1
+    get specialized by exporters)."""
     import torch
 
     def size(entry: Any) -> int:

@@ -1,15 +1,9 @@
 """Input specs: one declaration drives hypothesis, ``torch.export`` and ONNX dynamic axes.
 
-``Dim`` names a dynamic dimension and its range; ``TensorSpec`` describes one tensor
-input. An ``InputPlan`` is what the engine works from: the inputs' tree (args, kwargs)
-with a ``LeafPlan`` for every tensor, inferred from a recorded call when the user
-declared nothing. From the plan come the strategies (``strategies.py``), the dynamic
-shapes for ``torch.export`` and the dynamo ONNX exporter, and the legacy exporter's
-``input_names``/``dynamic_axes``: never three copies of one declaration.
-
-Which input is which: each leaf of the example call is named after ``forward``'s parameters
-(``x``, ``mask``, ``ids_1``, ``args_0`` for a position of ``*args``), as ONNX input names,
-``dynamic=`` keys and messages name it (``leaf_name``, below).
+``Dim`` names a dynamic dimension; ``TensorSpec`` describes one tensor input. An ``InputPlan``,
+inferred from the recorded call when nothing is declared, is the single source for the
+strategies, the exporters' dynamic shapes and ONNX dynamic axes. Inputs are named after
+``forward``'s parameters (``leaf_name``). See docs/howto-dims.md.
 """
 
 from __future__ import annotations
@@ -27,13 +21,12 @@ from .._compat import pytree, tree_flatten_with_path
 from ..errors import InvalidArgument
 
 DEFAULT_DIM = "batch"
-#: The sequence dims the default finds (``_sequence_axes``): a text model's token axis, and
-#: an encoder-decoder's decoder tokens (``decoder_input_ids``), which have their own length.
+#: Default sequence dims (``_sequence_axes``); decoder tokens have their own length.
 SEQUENCE_DIM = "seq"
 DECODER_SEQUENCE_DIM = "decoder_seq"
-#: A waveform's length (``input_values``: AUDIO_WORDS), searched as a text model's sequence is.
+#: A waveform's length (AUDIO_WORDS), searched like a text model's sequence.
 SAMPLES_DIM = "samples"
-#: The dims the default names; a user's ``dims=``/``dynamic=``/``inputs=`` names its own.
+#: The dims named by default, when the user declares none.
 DEFAULT_DIMS = (DEFAULT_DIM, SEQUENCE_DIM, DECODER_SEQUENCE_DIM, SAMPLES_DIM)
 
 
@@ -56,11 +49,9 @@ class Dim:
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One tensor input: ``TensorSpec(("batch", 16))``, ``TensorSpec(("batch", "seq"), torch.int64, 0, 999)``.
+    """One tensor input: ``TensorSpec(("batch", "seq"), torch.int64, 0, 999)``.
 
-    A shape entry is an int (static) or a dim name declared in ``dims=`` (or a ``Dim``).
-    ``low``/``high`` bound the values (inclusive); integer specs are token ids or indices,
-    bool specs are masks.
+    Shape entries are ints, dim names declared in ``dims=``, or ``Dim``s; ``low``/``high`` are inclusive.
     """
 
     shape: tuple[int | str | Dim, ...]
@@ -89,7 +80,7 @@ class TensorSpec:
 
 @dataclass
 class LeafPlan:
-    """How to make one tensor input: shape entries (int or dim name), dtype, value range."""
+    """How to make one tensor input."""
 
     path: str
     name: str
@@ -100,7 +91,7 @@ class LeafPlan:
     example: torch.Tensor | None
     scale: float = 1.0
     center: float = 0.0
-    #: an attention mask (named like one, or recorded 0/1): drawn as padding, never as holes
+    #: an attention mask: drawn as padding, never as holes
     mask: bool = False
 
     def describe(self) -> str:
@@ -111,7 +102,7 @@ class LeafPlan:
 class InputPlan:
     """Everything the engine needs to make, vary and export a module's inputs."""
 
-    tree: Any  # (args, kwargs) with recorded (or placeholder) leaves
+    tree: Any  # (args, kwargs)
     spec: pytree.TreeSpec
     leaves: list[Any]  # flat leaves of ``tree``
     tensors: dict[int, LeafPlan]  # flat index -> plan, for tensor leaves
@@ -119,8 +110,8 @@ class InputPlan:
     scalar_names: dict[int, str]  # flat index -> forward's parameter name
     dims: dict[str, Dim]
     param_names: list[str]
-    recorded: bool  # the example values are real (not placeholders built from specs)
-    # dim name -> largest size drawn, set by the memory budget (budget.py); exports keep ``dims``
+    recorded: bool  # the example values are real, not placeholders built from specs
+    # dim name -> largest size drawn, set by the memory budget; exports still use ``dims``
     caps: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -132,7 +123,7 @@ class InputPlan:
         return self.tree[1]
 
     def example_sizes(self) -> dict[str, int]:
-        """Dim sizes of the example call (of the placeholders, for specs-only inputs)."""
+        """Dim sizes of the example call."""
         sizes: dict[str, int] = {}
         for index, leaf in self.tensors.items():
             example = leaf.example if leaf.example is not None else self.leaves[index]
@@ -153,8 +144,8 @@ class InputPlan:
     def export_dynamic_shapes(self, module: torch.nn.Module, relaxed: frozenset[str] = frozenset()) -> Any:
         """``dynamic_shapes`` for ``torch.export``/dynamo ONNX: keyed by forward's parameter names.
 
-        ``relaxed`` dims are left to the exporter (``Dim.AUTO``): used after the model's
-        code proved a declared range impossible, so the artifact can still be checked.
+        ``relaxed`` dims are left to the exporter (``Dim.AUTO``), for when the model's code
+        proved a declared range impossible, so the artifact can still be checked.
         """
         if not any(isinstance(e, str) for leaf in self.tensors.values() for e in leaf.shape):
             return None
@@ -175,14 +166,13 @@ class InputPlan:
         bound: dict[str, Any] = {}
         positional = list(args_shapes)
         rest = var_positional(module)
-        if rest is None and len(positional) > len(names):  # no signature to bind: the positional form
+        if rest is None and len(positional) > len(names):  # no signature to bind to
             return (*positional, *kwargs_shapes.values()) if not kwargs_shapes else None
         for name, shapes in zip(names, positional):
             bound[name] = shapes
         if rest is not None and len(positional) > len(names):
-            # torch.export binds the call to forward's signature, so `forward(self, *xs)`
-            # called as (a, b) is one input, xs=(a, b): its shapes are one tuple too (and
-            # an empty *xs is no input at all, as in BoundArguments.arguments).
+            # torch.export binds the call to forward's signature, so `forward(self, *xs)` called
+            # as (a, b) is one input xs=(a, b), and its shapes must be one tuple too.
             bound[rest] = tuple(positional[len(names) :])
         bound.update(kwargs_shapes)
         return bound
@@ -211,14 +201,12 @@ class InputPlan:
 
 
 def _as_exported(tree: Any, values: list[Any]) -> Any:
-    """``tree`` with its leaves replaced by ``values`` (in flatten order), and each class a
-    library registered with pytree (transformers' ``DynamicCache``, a decode step's input) as
-    its flattened children: the form ``torch.export`` takes such an input's dynamic shapes in,
-    since the class itself may not hold dim specs (``torch.export.dynamic_shapes``'s
-    ``_tree_map_with_path`` says why)."""
+    """``tree`` with its leaves replaced by ``values`` and each pytree-registered class (e.g.
+    transformers' ``DynamicCache``) replaced by its flattened children: ``torch.export`` takes
+    dynamic shapes for such inputs in that form, since the class may not hold dim specs."""
     it = iter(values)
 
-    def is_leaf(t: Any) -> bool:  # a namedtuple (a tuple's subclass) is a tuple to pytree, not its own class
+    def is_leaf(t: Any) -> bool:  # pytree treats a namedtuple as a tuple
         return type(t) not in pytree.BUILTIN_TYPES and not isinstance(t, tuple)
 
     def each(t: Any) -> Any:
@@ -286,8 +274,7 @@ def _dynamic_axes(
     tensor_idx: list[int],
     naming: tuple[list[str], dict[int, str], list[str]],
 ) -> dict[int, dict[int, str]]:
-    """Which dims are dynamic: declared per input, else the default (dim 0 of
-    every tensor input is "batch" when they all share that size)."""
+    """Which dims are dynamic: as declared, else the defaults (batch, then sequence)."""
     paths, names, param_names = naming
     axes_for: dict[int, dict[int, str]] = {}
     if spec_by_index:
@@ -304,16 +291,14 @@ def _dynamic_axes(
         if batched:
             for i in batched:
                 axes_for[i] = {0: DEFAULT_DIM}
-            # A sequence only beside a batch: (batch, length) token inputs; two [2, E] edge
-            # lists of a graph beside its [N, F] nodes share a size, not a sequence.
-            # A decoder call's ``encoder_*`` inputs (``encoder_attention_mask`` beside
-            # ``encoder_hidden_states``) have the encoder's length, which may equal the decoder's
-            # by coincidence: neither sequence, they keep their recorded sizes.
+            # A sequence is searched only beside a batch (graph edge lists [2, E] can share a size
+            # without being one). ``encoder_*`` inputs of a decoder call have the encoder's length,
+            # which may equal the decoder's by coincidence, so they keep their recorded sizes.
             for dim, prefix in ((SEQUENCE_DIM, ""), (DECODER_SEQUENCE_DIM, "decoder_")):
                 members = [i for i in batched if _group(names[i]) == prefix]
                 found = _sequence_axes(leaves, members, names)
                 if prefix == "" and any(_is_audio(leaves[i], names[i]) for i in found):
-                    dim = SAMPLES_DIM  # a waveform's samples (and its mask): the row's sizes say so
+                    dim = SAMPLES_DIM  # a waveform's samples (and its mask)
                 for i in found:
                     axes_for[i][1] = dim
                 for i in _cache_axes(leaves, [i for i in batched if i not in found], names, found):
@@ -321,14 +306,13 @@ def _dynamic_axes(
     return axes_for
 
 
-#: Words in an input's name that say it holds a KV cache's tensors (``past_key_values``, ``cache``).
+#: Name words of a KV cache input (``past_key_values``).
 CACHE_WORDS = ("cache", "past")
 
 
 def _cache_axes(leaves: list[Any], others: list[int], names: dict[int, str], found: list[int]) -> list[int]:
-    """The KV cache tensors (``[batch, heads, length, head_dim]``) whose length is the sequence ``found``
-    holds: an encoder-decoder's cross-attention keys and values have the encoder's length, so they
-    are one dim with its ids and mask, and a draw never pairs ids of one length with a cache of another."""
+    """The KV cache tensors (``[batch, heads, length, head_dim]``) whose length is the sequence of
+    ``found``, so a draw never pairs ids of one length with a cache of another."""
     if not found:
         return []
     length = int(leaves[found[0]].shape[1])
@@ -342,14 +326,13 @@ def _cache_axes(leaves: list[Any], others: list[int], names: dict[int, str], fou
     ]
 
 
-#: Inputs of a text model that carry no batch: ``head_mask [layers, heads]`` (transformers).
+#: Text-model inputs without a batch dim (``head_mask [layers, heads]``).
 UNBATCHED_WORDS = ("head_mask",)
 
 
 def _batched(leaves: list[Any], tensor_idx: list[int], names: dict[int, str]) -> list[int]:
-    """The tensor inputs whose dim 0 is the default batch dim: all of them where all share that size,
-    a text model's (token ids first) inputs that hold no batch (``head_mask``) left out, so that such
-    an input never keeps the batch and the sequence from being searched."""
+    """The tensor inputs whose dim 0 is the default batch dim: all of them if they share that size.
+    A text model's unbatched inputs (``head_mask``) are left out so they do not block the batch."""
     if not tensor_idx or not all(leaves[i].dim() > 0 for i in tensor_idx):
         return []
     first = leaves[tensor_idx[0]]
@@ -359,37 +342,26 @@ def _batched(leaves: list[Any], tensor_idx: list[int], names: dict[int, str]) ->
 
 
 def _group(name: str) -> str | None:
-    """Which sequence an input's name puts it in: the decoder's, none (the encoder's outputs fed to a
-    decoder), or the call's own (``""``)."""
+    """An input's sequence group: ``"decoder_"``, None for ``encoder_*`` inputs, or ``""`` for the call's own."""
     lowered = name.lower()
     return "decoder_" if lowered.startswith("decoder_") else None if lowered.startswith("encoder_") else ""
 
 
-#: Words in an input's name that say its dim 1 is the sequence (``input_ids``, ``tokens``,
-#: ``attention_mask``, ``inputs_embeds``).
+#: Name words that make dim 1 a sequence.
 SEQUENCE_WORDS = ("ids", "token", "mask", "embeds")
-#: Names of a 2-D float input of raw audio, (batch, samples), whose length is searched:
-#: transformers' ``input_values`` (Wav2Vec2, HuBERT, WavLM), served at whatever length a clip has.
-#: A waveform under another name (``audio``, ``waveform``) keeps its recorded length, its other
-#: lengths probed after a pass (``static_size``): on-device audio models are often served fixed
-#: windows, and a length nobody declared dynamic made a .pte export fail (XNNPACK's reshape takes
-#: one dynamic dim: docs/howto-edge.md's keyword spotter). Declare it (``dynamic=``) to search it.
+#: Names of a 2-D float raw-audio input whose length is searched: transformers' ``input_values``
+#: (Wav2Vec2, HuBERT, WavLM). Other waveform names keep their recorded length, because on-device
+#: audio models are often served fixed windows and XNNPACK's reshape takes one dynamic dim
+#: (docs/howto-edge.md); declare ``dynamic=`` to search them.
 AUDIO_WORDS = ("input_values",)
 
 
 def _sequence_axes(leaves: list[Any], tensor_idx: list[int], names: dict[int, str]) -> list[int]:
-    """The inputs whose dim 1 is one sequence dim, by default (nothing declared); asked once
-    for the decoder's inputs (named ``decoder_...``) and once for the others.
+    """The inputs whose dim 1 is one default sequence dim (see docs/howto-dims.md).
 
-    The rule, as docs/howto-dims.md says it, asked only where dim 0 is the batch: the
-    candidates are the 2-D integer and bool inputs (token ids, type and position ids,
-    attention masks), the 3-D float inputs named like embeddings (``inputs_embeds``) and the
-    2-D float inputs named like raw audio (``input_values``, ``waveform``: AUDIO_WORDS). Their dim 1 is the sequence when every
-    candidate has the same size there, that size is above 1 (a one-token call is a decode
-    step: its length is what it is), and either two or more candidates share it or the one
-    candidate's name says it is a sequence. A float input's dim that has the same size by
-    coincidence (hidden 16, batch 16) is never a candidate: only the dtype and rank of ids
-    and masks, or a name, make a dim the sequence.
+    Candidates (chosen by dtype, rank or name, never by a size shared by coincidence) are 2-D
+    integer/bool inputs, 3-D float ``*embeds`` and raw audio. Dim 1 is the sequence when they
+    share a size above 1 (one token is a decode step) and several share it or a name says so.
     """
     candidates = []
     for i in tensor_idx:
@@ -413,21 +385,13 @@ def _is_audio(t: torch.Tensor, name: str) -> bool:
     return t.dim() == 2 and t.is_floating_point() and any(word in name.lower() for word in AUDIO_WORDS)
 
 
-#: Words in an integer input's name that say it indexes an embedding (``input_ids``, ``tokens``).
+#: Name words of an integer input that indexes an embedding.
 ID_WORDS = ("ids", "token")
 
 
 def _embedding_ranges(module: torch.nn.Module, tensors: dict[int, LeafPlan]) -> None:
-    """Integer inputs named like ids are drawn within the embedding they index.
-
-    Found without calling the module (the plugin's own calls must not touch it): the one
-    embedding whose attribute name holds the input's stem (``token_type_ids`` ->
-    ``token_type_embeddings``, ``position_ids`` -> ``position_embeddings``); for the others
-    (``input_ids``, ``tokens``) the model's ``get_input_embeddings()`` (transformers' name for
-    it), else the smallest of the embeddings no other input claimed that holds every recorded
-    id, so the drawn ids are in range of whichever of them the input reaches. No embedding
-    holds them: the recorded range, as before.
-    """
+    """Draw integer inputs named like ids within the embedding they index, found without calling
+    the module: by name stem, else ``get_input_embeddings()``, else the smallest fitting one."""
     embeddings = [(name, sub) for name, sub in module.named_modules() if isinstance(sub, torch.nn.Embedding)]
     if not embeddings:
         return
@@ -456,7 +420,7 @@ def _embedding_ranges(module: torch.nn.Module, tensors: dict[int, LeafPlan]) -> 
     own = getattr(module, "get_input_embeddings", None)
     try:
         given = own() if callable(own) else None
-    except (NotImplementedError, AttributeError):  # a model that does not say which one
+    except (NotImplementedError, AttributeError):
         given = None
     for index, (_, high) in ids.items():
         if index in found:
@@ -478,7 +442,7 @@ def _leaf_plans(
     spec_by_index: dict[int, Any],
     naming: tuple[list[str], dict[int, str]],
 ) -> dict[int, LeafPlan]:
-    """Each tensor input's plan: its shape with the dynamic dims named, its dtype, value range and stats."""
+    """Each tensor input's plan, with its dynamic dims named."""
     paths, names = naming
     tensors: dict[int, LeafPlan] = {}
     for i in tensor_idx:
@@ -505,13 +469,12 @@ def _leaf_plans(
     return tensors
 
 
-#: Words in an input's name that say it is a mask (``attention_mask``, ``key_padding_mask``).
+#: Name words of a mask input.
 MASK_WORDS = ("mask",)
 
 
 def _is_mask(t: torch.Tensor, name: str) -> bool:
-    """A bool or integer input named like a mask and holding only 0 and 1, or an integer one
-    of rank 2 or more recorded with both 0 and 1 and nothing else."""
+    """A 0/1 input named like a mask, or an integer input of rank >= 2 holding exactly 0s and 1s."""
     if t.numel() == 0 or t.is_floating_point() or t.is_complex():
         return False
     low, high = (int(v) for v in t.aminmax()) if t.dtype != torch.bool else (0, 1)
@@ -523,8 +486,8 @@ def _is_mask(t: torch.Tensor, name: str) -> bool:
 
 
 def _all_dims(tensors: dict[int, LeafPlan], declared_dims: dict[str, Dim]) -> dict[str, Dim]:
-    """The declared dims, and a default range for each dim named only by the inputs; every
-    name must have one size in the example, within its declared range."""
+    """The declared dims plus a default range for dims named only by the inputs; each dim must
+    have one size in the example, within its range."""
     example_sizes: dict[str, list[int]] = {}
     for leaf in tensors.values():
         for entry, size in zip(leaf.shape, leaf.example.shape if leaf.example is not None else leaf.shape):
@@ -559,7 +522,7 @@ def _value_stats(t: torch.Tensor, low: float | None, high: float | None) -> dict
         return {"scale": 1.0, "center": 0.0}
     finite = t.detach().float()
     finite_mask = torch.isfinite(finite)
-    if not bool(finite_mask.all()):  # the masked copy only where the tensor holds a NaN or inf
+    if not bool(finite_mask.all()):  # copy only when there is a NaN or inf
         finite = finite[finite_mask]
     if finite.numel() == 0:
         return {"scale": 1.0, "center": 0.0}
@@ -614,7 +577,7 @@ def _placeholder_size(entry: int | str | Dim, dims: dict[str, Dim]) -> int:
 # --- which input is which: leaves named after forward's parameters ----------------------------------
 
 
-#: One step of a pytree key path as ``keystr`` writes it: ``[0]``, ``['x']``, ``["x"]``, ``.field``.
+#: One step of a ``keystr`` path: ``[0]``, ``['x']``, ``["x"]`` or ``.field``.
 _PATH_PART = re.compile(r"""\[(?:'([^']*)'|"([^"]*)"|(-?\d+))\]|\.(\w+)""")
 
 
@@ -636,8 +599,7 @@ def var_positional(module: torch.nn.Module) -> str | None:
 
 
 def leaf_name(path: str, param_names: list[str], var_positional: str | None) -> str:
-    # path looks like "[0][1]['x']" over (args, kwargs), or "[0][0].a" through a registered
-    # dataclass's field; name it after forward's parameter.
+    # path looks like "[0][1]['x']" over (args, kwargs), or "[0][0].a" for a dataclass field.
     parts = [next(g for g in groups if g) for groups in _PATH_PART.findall(path)]
     if not parts:
         return "input"
@@ -647,7 +609,7 @@ def leaf_name(path: str, param_names: list[str], var_positional: str | None) -> 
         idx = int(rest[0])
         if idx < len(param_names):
             base = param_names[idx]
-        else:  # a position of *args: named after it, as ONNX input names and in messages
+        else:  # a position of *args
             base = f"{var_positional}_{idx - len(param_names)}" if var_positional else f"arg{idx}"
         rest = rest[1:]
     elif head == "1" and rest:

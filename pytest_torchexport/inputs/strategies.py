@@ -1,10 +1,8 @@
 """Hypothesis strategies for module inputs: sizes that break exports, values that flip branches.
 
-A drawn ``Draw`` is small and hashable (sizes, a value seed, a value mode), so hypothesis
-shrinks it well (smaller sizes, seed 0, the plainest mode) and the engine can cache
-eager outputs by it. ``materialize`` turns a draw into real tensors with torch's own
-generator: drawing tensors element by element through hypothesis would be slow and
-would not shrink to anything a person can read.
+A ``Draw`` is small and hashable (sizes, a seed, a value mode), so hypothesis shrinks it well
+and eager outputs can be cached by it. ``materialize`` turns a draw into tensors with torch's
+own generator; drawing elements through hypothesis would be slow and shrink to nothing readable.
 """
 
 from __future__ import annotations
@@ -22,17 +20,14 @@ from .specs import InputPlan, LeafPlan
 
 #: Value modes, plainest first (hypothesis shrinks towards the front).
 MODES = ("recorded", "normal", "negative", "positive", "wide", "tiny")
-#: Modes far from the recorded scale (x100, x1e-3), drawn only with ``special_values=True``:
-#: deep nets are ill-conditioned there, so by default they would fail healthy models on
-#: inputs no user feeds them. The factor is what the messages quote.
+#: Modes far from the recorded scale, drawn only with ``special_values=True``: deep nets are
+#: ill-conditioned there and would fail healthy models on inputs no user feeds them.
 FAR_MODES = {"wide": 100.0, "tiny": 1e-3}
 SPECIAL_VALUES = (math.nan, math.inf, -math.inf, 0.0, 3.0e38, -3.0e38)
-#: The values ``special_values=True`` probes in every float input before the random draws,
-#: by name (a name compares equal to itself; NaN does not): the dtype's extremes and its
-#: smallest normal number are read from ``torch.finfo`` of the input.
+#: The values ``special_values=True`` probes in each float input, by name (a name compares
+#: equal to itself, NaN does not); the extremes come from the input's ``torch.finfo``.
 PROBE_VALUES = ("nan", "inf", "-inf", "0.0", "-0.0", "max", "min", "tiny")
-#: [Special Probes] Each value alone in one element, and filling the input: 16 probes per
-#: float input, for at most this many float inputs (in call order), so at most 48 probes.
+#: How many float inputs (in call order) get special-value probes, to bound their number.
 PROBE_INPUTS = 3
 
 
@@ -45,7 +40,7 @@ class Draw:
     seed: int = 0
     special: bool = False
     scalars: tuple[tuple[int, Any], ...] = ()
-    #: A special-value probe: (flat index of a float input, a PROBE_VALUES name, "one" or "all").
+    #: A special-value probe: (flat input index, PROBE_VALUES name, "one" or "all").
     probe: tuple[int, str, str] | None = None
 
     def describe(self) -> str:
@@ -106,10 +101,8 @@ def _scalar(value: Any) -> st.SearchStrategy[Any]:
 def probe_draws(plan: InputPlan) -> list[Draw]:
     """Explicit examples run before the search: the smallest sizes in each sign mode.
 
-    They are already minimal in size (the thing hypothesis would shrink), so reporting
-    one of them unshrunk loses nothing, and they make the two commonest defects (a
-    frozen sign-dependent branch, a size-1 specialization) found on every run instead of
-    on most runs.
+    They are already minimal, so nothing is lost unshrunk, and they make the commonest defects
+    (a frozen sign-dependent branch, a size-1 specialization) show on every run.
     """
     small = tuple(sorted((name, max(d.min, 1)) for name, d in plan.dims.items()))
     modes = ("recorded", "normal", "negative", "positive") if plan.recorded else ("normal", "negative", "positive")
@@ -120,13 +113,10 @@ def probe_draws(plan: InputPlan) -> list[Draw]:
 
 
 def special_probes(plan: InputPlan) -> list[Draw]:
-    """[Special Probes] Explicit examples for ``special_values=True``: every special value,
-    alone in the first element and filling the whole input, for each float input.
+    """Explicit examples for ``special_values=True``: each special value in one element and in all.
 
-    Each is the recorded input with that one change, which has already passed when they
-    run (it is the first explicit example), so a probe that fails names its value as the
-    trigger. Random draws reach NaN by luck (one in a few dozen inputs), so a defect that
-    shows only at NaN would pass one run and fail the next; as probes it fails every run.
+    Each is the passing recorded input with one change, so a failing probe names its value;
+    random draws would reach NaN only by luck, making failures flaky.
     """
     base = recorded_draw(plan)
     sizes = dict(base.sizes)
@@ -185,18 +175,17 @@ def materialize(
     return tuple(args), dict(kwargs)
 
 
-#: The label a loss skips (``torch.nn.CrossEntropyLoss``'s default ``ignore_index``, transformers' too).
+#: The label a loss skips (``CrossEntropyLoss``'s default ``ignore_index``).
 IGNORE_INDEX = -100
 
 
 def _labels_ignored_where_padded(plan: InputPlan, values: list[Any]) -> None:
-    """Integer ``labels`` of a drawn input, as a data pipeline pads them: the ignore index wherever
-    the attention mask of the same shape pads, and at the first position kept after padding (a
-    causal LM's shifted loss predicts it from the padded position before it), so that a loss
-    depends only on positions whose outputs are defined."""
+    """Set integer ``labels`` to the ignore index where the same-shaped mask pads, and at the first
+    kept position after padding (a causal LM's shifted loss predicts it from a padded one), so a
+    loss depends only on positions whose outputs are defined."""
     labelled = [i for i, leaf in plan.tensors.items() if "label" in leaf.name.lower()]
     if not labelled:
-        return  # most models: no mask read for nothing
+        return
     masks = [
         values[i]
         for i, leaf in plan.tensors.items()
@@ -262,12 +251,10 @@ def _probed(tensor: torch.Tensor, value: str, where: str) -> torch.Tensor:
 
 
 def _mask(leaf: LeafPlan, shape: list[int], draw: Draw, gen: torch.Generator) -> torch.Tensor:
-    """A mask: random, but every row keeps one element at the recorded mask's usual value.
+    """A random mask in which every row keeps at least one element.
 
-    Whether True means "keep" or "pad" depends on the model, so the recorded example
-    tells: its majority value is the one real inputs always have somewhere in a row. A
-    row with no such element (attention with every key padded) is an input the model is
-    rarely meant to see; ``special_values=True`` draws it too.
+    Which value means "keep" is read from the recorded example (``kept_value``). A row with
+    nothing kept is rarely a real input, so only ``special_values=True`` draws it.
     """
     p = {"positive": 0.9, "negative": 0.1}.get(draw.mode, 0.5)
     mask = torch.rand(shape, generator=gen) < p
@@ -276,10 +263,8 @@ def _mask(leaf: LeafPlan, shape: list[int], draw: Draw, gen: torch.Generator) ->
     keep = kept_value(leaf.example, leaf.name)
     ascending = _padding_form(leaf.example)
     if ascending is not None or leaf.mask:
-        # Padding (all kept, then all padded, or the reverse), not holes no tokenizer makes:
-        # in the recorded rows' form, or, where they show none (nothing padded), on either
-        # side, per row. Each row keeps between one and all of its elements: a row of padding
-        # only (no query attends to any key) is drawn only where the recorded mask had one.
+        # Draw padding on the recorded side (either side if none shows), not holes a tokenizer
+        # never makes. A row of padding only is drawn only if the recorded mask had one.
         n = shape[-1]
         fewest = 0 if _padding_only_row(leaf.example, keep) else 1
         kept = torch.randint(fewest, n + 1, (*shape[:-1], 1), generator=gen)
@@ -294,17 +279,16 @@ def _mask(leaf: LeafPlan, shape: list[int], draw: Draw, gen: torch.Generator) ->
     return mask.scatter(-1, index, torch.full(index.shape, keep))
 
 
-#: Words in a mask's name that say its 1 (True) marks padding: ``key_padding_mask``, ``src_key_padding_mask``.
+#: Name words of a mask whose 1 marks padding (``key_padding_mask``).
 PADDING_WORDS = ("pad",)
 
 
 def kept_value(example: torch.Tensor, name: str = "") -> bool:
-    """Which value of a recorded 0/1 mask keeps a position (attends), True for 1.
+    """Which value of a recorded 0/1 mask keeps a position (True for 1).
 
-    The name says it where it follows a convention: ``..._padding_mask`` (PyTorch's
-    ``key_padding_mask``) pads with 1, an ``attention_mask`` (transformers') keeps with 1. Else
-    the rows: a tokenizer never pads a whole row, so the value every recorded row holds, where
-    only one is, keeps. Else an integer mask keeps with 1, and a bool one with its majority value.
+    By name convention first (``*padding_mask`` pads with 1, ``attention_mask`` keeps with 1);
+    else the value every row holds, as a tokenizer never pads a whole row; else 1 for integer
+    masks and the majority value for bool ones.
     """
     lowered = name.lower()
     if any(word in lowered for word in PADDING_WORDS):
@@ -323,21 +307,20 @@ def kept_value(example: torch.Tensor, name: str = "") -> bool:
 
 
 def _padding_only_row(example: torch.Tensor, keep: bool) -> bool:
-    """Whether the recorded mask has a row that keeps nothing: then the test's own inputs have one."""
+    """Whether the recorded mask has a row that keeps nothing."""
     rows = example.detach().cpu().reshape(-1, example.shape[-1]) != 0
     return bool(((rows == keep).sum(-1) == 0).any())
 
 
 def _int_mask(leaf: LeafPlan) -> bool:
-    """An integer tensor recorded with both 0 and 1 and nothing else: an attention mask."""
+    """An unnamed attention mask: a recorded rank >= 2 tensor of exactly 0s and 1s."""
     example = leaf.example
     if leaf.low is not None or leaf.high is not None or example is None or example.dim() < 2:
         return False
     if example.numel() == 0 or example.is_complex() or example.dtype == torch.bool:
         return False
-    # Asked on every input made, so no sort (``unique`` took 0.27 s on a 2000x1000 float
-    # example, 40% of a check): one min/max pass rules out nearly every tensor; an integer
-    # tensor with min 0 and max 1 holds only those, a float one is then checked element-wise.
+    # Called on every input made, so avoid ``unique``'s sort: one min/max pass rules out most
+    # tensors, and only a float one with min 0 and max 1 needs an element-wise check.
     low, high = example.aminmax()
     if low.item() != 0 or high.item() != 1:
         return False
@@ -345,29 +328,28 @@ def _int_mask(leaf: LeafPlan) -> bool:
 
 
 def _resized_mask(example: torch.Tensor, shape: list[int], name: str = "") -> torch.Tensor:
-    """A recorded mask at another length: its padding kept at its side, each row keeping at
-    least one element at the mask's usual value (a row cut to padding only is no input a
-    tokenizer makes)."""
+    """A recorded mask at another length, padding kept at its side and each row keeping at least
+    one element (a tokenizer never makes a row of padding only)."""
     out = resize_like(example, shape, edge=True).clone()
     if not shape or shape[-1] == 0 or out.numel() == 0:
         return out
     keep = kept_value(example, name)
-    if _padding_only_row(example, keep):  # the test itself sent a row of padding only: it stays one
+    if _padding_only_row(example, keep):  # the test itself sent a row of padding only
         return out
     ascending = _padding_form(example)
     rows = out.reshape(-1, shape[-1])
     empty = (rows.float() >= 0.5) != keep
     lost = empty.all(dim=-1)
     if bool(lost.any()):
-        # left padding (ascending for a 1-keeps mask) keeps its last element, right its first
+        # left padding keeps its last element, right padding its first
         at = -1 if (ascending is None or ascending == bool(keep)) else 0
         rows[lost, at] = torch.tensor(bool(keep), dtype=rows.dtype)
     return rows.reshape(out.shape)
 
 
 def _padding_form(example: torch.Tensor) -> bool | None:
-    """True when every row of a 0/1 example ascends (0s then 1s), False when every row
-    descends, None when the rows are not padding (holes, or no row padded at all)."""
+    """True when every row of a 0/1 example ascends (0s then 1s), False when every row descends,
+    None otherwise (holes, or nothing padded)."""
     if example.dim() < 1 or example.shape[-1] < 2 or example.numel() == 0:
         return None
     rows = example.detach().cpu().to(torch.int8).reshape(-1, example.shape[-1])
@@ -387,15 +369,14 @@ def _int_range(leaf: LeafPlan) -> tuple[int, int]:
         hi = int(leaf.high) if leaf.high is not None else lo + 9
         return lo, hi
     if leaf.example is not None and leaf.example.numel():
-        # Token ids stay valid for the embedding they index: the observed range only.
+        # Keep token ids within the observed range, so they stay valid for their embedding.
         return int(leaf.example.min()), int(leaf.example.max())
     return 0, 9
 
 
 def resize_like(example: torch.Tensor, shape: list[int], *, edge: bool = False) -> torch.Tensor:
-    """The example's values at another size: rows repeat cyclically, so structure survives;
-    with ``edge`` a grown axis repeats its last row instead (a right-padded mask stays one
-    at a length it was not recorded at: ``[1, 1, 0]`` grows to ``[1, 1, 0, 0]``)."""
+    """The example's values at another size, rows repeating cyclically so structure survives;
+    with ``edge`` a grown axis repeats its last row (``[1, 1, 0]`` -> ``[1, 1, 0, 0]``)."""
     out = example
     for ax, size in enumerate(shape):
         have = out.shape[ax]

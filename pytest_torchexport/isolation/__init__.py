@@ -1,5 +1,3 @@
-"""Where a check runs: a forked child with a time limit, how many checks fit here and the one
-record of what belongs to the OS process (``runner.py``); the fresh interpreter that loads
-saved artifacts standalone (``loader.py``); what the parent pays before a fork so that its
-children need not (``warmup.py``).
+"""Where a check runs: forked children with time limits (``runner.py``), the standalone loader
+(``loader.py``), first uses paid before forking (``warmup.py``) and the C++ runner (``cpp.py``).
 """

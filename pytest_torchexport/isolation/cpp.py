@@ -1,20 +1,8 @@
-"""The C++ runner (docs/howto-verify.md): built once per torch from the installed wheel, then run per check.
+"""The C++ runner: built once per torch installation from the installed wheel, then run per check.
 
-TorchScript and AOTInductor exist so that a model is loaded from C++ without its Python
-class. ``cpp_runner.cpp`` (shipped with the package) is the smallest such program: it loads a
-``.pt`` with ``torch::jit::load`` or a ``.pt2`` package with ``AOTIModelPackageLoader``, runs it
-on the values of a tensor file and writes the outputs to another. It is compiled with the
-system's C++ compiler against the wheel's own headers and libraries (``torch/include``,
-``torch/lib``), once per torch installation, and kept under a user cache folder
-(``TORCHEXPORT_CPP_CACHE``, else ``$XDG_CACHE_HOME/pytest-torchexport/cpp``): a session pays
-the build (about 20 to 40 s) only the first time.
-
-The tensor file is plain and never pickled (the format is in ``cpp_runner.cpp``'s header):
-``write_values`` and ``read_values`` are its two ends on the Python side.
-
-Several checks (forked children, xdist workers) may ask for the runner at once: the first
-builds it under a file lock, the others wait on the lock. ``start_build`` starts that build in
-a detached process from the session's own process, so it overlaps the first export.
+``cpp_runner.cpp`` loads a ``.pt`` or ``.pt2`` file without Python and runs it on a plain tensor
+file (format in its header). It is compiled against the wheel's headers and cached; concurrent
+checks share one build through a file lock. See docs/howto-verify.md.
 """
 
 from __future__ import annotations
@@ -39,15 +27,15 @@ from . import loader
 
 SOURCE = Path(__file__).with_name("cpp_runner.cpp")
 MAGIC = b"TXCPP001"
-#: How long a build may take (a loaded 2-core machine took 60 s for the 20 s build).
+#: How long a build may take; generous because a loaded machine builds slowly.
 BUILD_TIMEOUT_S = 600.0
-#: How long one run of the runner may take (the load and one call).
+#: How long one run (load and one call) may take.
 RUN_TIMEOUT_S = 300.0
 
-#: Exit statuses of the runner, and the stage each means.
+#: The runner's exit statuses, by stage.
 STAGES = {2: "load", 3: "run", 4: "inputs"}
 
-# torch's c10::ScalarType codes (c10/core/ScalarType.h), by dtype name: stable since torch 1.x.
+# torch's c10::ScalarType codes (c10/core/ScalarType.h), stable since torch 1.x.
 _SCALAR_TYPES = {
     "uint8": 0,
     "int8": 1,
@@ -66,10 +54,10 @@ _DTYPES = {code: name for name, code in _SCALAR_TYPES.items()}
 
 
 class Unsupported(Exception):
-    """A value the tensor file cannot carry (a nested list, a string): the stage is not applicable."""
+    """A value the tensor file cannot carry: the stage does not apply."""
 
 
-# ---- the tensor file --------------------------------------------------------------------
+# -- the tensor file --
 
 
 def write_values(path: Path, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> None:
@@ -103,7 +91,7 @@ def write_values(path: Path, args: tuple[Any, ...], kwargs: dict[str, Any] | Non
 
 
 def read_values(path: Path) -> list[Any]:
-    """The values of a tensor file, in order (names dropped: the runner writes none)."""
+    """The values of a tensor file, in order."""
     import torch
 
     data = Path(path).read_bytes()
@@ -139,12 +127,12 @@ def read_values(path: Path) -> list[Any]:
     return values
 
 
-# ---- the toolchain and the build ----------------------------------------------------------
+# -- the toolchain and the build --
 
 
 @dataclasses.dataclass(frozen=True)
 class Toolchain:
-    """What the build needs: a compiler and the installed torch's headers and libraries."""
+    """A compiler and the installed torch's headers and libraries."""
 
     compiler: str
     torch_dir: Path
@@ -161,7 +149,7 @@ class Toolchain:
 
 
 def find_compiler() -> str | None:
-    """``$CXX`` where it is set (a path or a name on ``PATH``), else ``c++``, ``g++`` or ``clang++`` on ``PATH``."""
+    """``$CXX`` if set, else ``c++``, ``g++`` or ``clang++`` on ``PATH``."""
     given = environment("CXX") or None
     if given is not None:
         return shutil.which(given)
@@ -173,7 +161,7 @@ def find_compiler() -> str | None:
 
 
 def toolchain() -> Toolchain | str:
-    """The toolchain, or why there is none here (the stage's skip reason)."""
+    """The toolchain, or why there is none here."""
     import torch
 
     torch_dir = Path(torch.__file__).resolve().parent
@@ -198,15 +186,15 @@ def cache_root() -> Path:
 
 @dataclasses.dataclass
 class Runner:
-    """A built runner: its path, and the build's cost where this call waited for it."""
+    """A built runner and what its build cost."""
 
     path: Path
-    build_s: float  # how long its build took (whenever it was made)
-    waited_s: float  # how long this call waited for it: 0 when it was already built
+    build_s: float
+    waited_s: float  # 0 when already built
 
 
 class BuildFailed(Exception):
-    """The compiler refused the runner: the stage is skipped with the compiler's words."""
+    """The compiler refused the runner; the stage is skipped."""
 
 
 def compile_command(chain: Toolchain, output: Path) -> list[str]:
@@ -233,7 +221,7 @@ def compile_command(chain: Toolchain, output: Path) -> list[str]:
 
 
 def ensure(chain: Toolchain, *, timeout: float = BUILD_TIMEOUT_S) -> Runner:
-    """The runner for ``chain``, built here if no one has built it (others wait on the lock)."""
+    """The runner for ``chain``, built here unless already built."""
     import fcntl
 
     home = cache_root() / chain.key
@@ -242,8 +230,8 @@ def ensure(chain: Toolchain, *, timeout: float = BUILD_TIMEOUT_S) -> Runner:
     t0 = time.monotonic()
     if binary.exists() and info.exists():
         return Runner(binary, json.loads(info.read_text())["build_s"], 0.0)
-    # lockf, not flock: a POSIX lock belongs to the process, so a check forked while its parent
-    # builds waits for the parent instead of sharing the lock through an inherited descriptor.
+    # lockf, not flock: a POSIX lock belongs to the process, so a child forked while its parent
+    # builds waits instead of sharing the lock through an inherited descriptor.
     with open(home / "lock", "w") as lock:
         while True:
             try:
@@ -255,9 +243,9 @@ def ensure(chain: Toolchain, *, timeout: float = BUILD_TIMEOUT_S) -> Runner:
                         f"another process has held the runner's build lock for {timeout:g} s ({home})"
                     ) from None
                 time.sleep(0.2)
-        if binary.exists() and info.exists():  # built by the process that held the lock
+        if binary.exists() and info.exists():  # built while we waited
             return Runner(binary, json.loads(info.read_text())["build_s"], time.monotonic() - t0)
-        if (home / "failed.txt").exists():  # the compiler refused this source here: not again each check
+        if (home / "failed.txt").exists():  # do not retry a failed build on every check
             raise BuildFailed((home / "failed.txt").read_text())
         partial = home / f"runner.{os.getpid()}"
         started = time.monotonic()
@@ -278,12 +266,11 @@ def ensure(chain: Toolchain, *, timeout: float = BUILD_TIMEOUT_S) -> Runner:
 
 
 def start_build() -> None:
-    """Build the runner in a detached process unless it is built: the first check waits less."""
+    """Start building the runner in a detached process, unless already built."""
     chain = toolchain()
     if isinstance(chain, str) or (cache_root() / chain.key / "build.json").exists():
         return
-    # Detached through a shell that exits at once (so nothing here waits for it or must reap it);
-    # ``ensure`` in the check waits on the lock the builder takes.
+    # Detached through a shell that exits at once, so nothing here must reap it.
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join([root, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]])
@@ -294,7 +281,7 @@ def start_build() -> None:
     )
 
 
-# ---- what a failed load reached for ------------------------------------------------------
+# -- what a failed load reached for --
 
 _REACHED = (
     (re.compile(r"error while loading shared libraries: ([^\s:]+)"), "the library {0}"),
@@ -303,16 +290,16 @@ _REACHED = (
 
 
 def reached_for(text: str) -> str | None:
-    """What C++ could not resolve: a library, or what a Python load misses too (an op, a class)."""
+    """What the C++ load could not resolve (a library, an op, a class), or None."""
     return loader.reached_for(text, first=_REACHED)
 
 
-# ---- one run ----------------------------------------------------------------------------
+# -- one run --
 
 
 @dataclasses.dataclass
 class Ran:
-    """One run of the runner: its outputs, or the stage it failed in and the error."""
+    """One run's outputs, or the stage it failed in and the error."""
 
     outputs: list[Any] | None
     stage: str | None = None
@@ -321,8 +308,7 @@ class Ran:
 
 
 class Running:
-    """The runner started on one artifact (``start``), read when the check wants its answer (``result``):
-    it runs beside the check's search, as the standalone loader does."""
+    """The runner on one artifact, running beside the check's search."""
 
     def __init__(
         self, runner: Runner, kind: str, model: Path, inputs: Path, *, device: str = "cpu", threads: int = 1
@@ -337,8 +323,8 @@ class Running:
                 stdout=subprocess.DEVNULL,
                 stderr=err,
             )
-        self.ended: float | None = None  # when the runner exited: its own time, whatever the check did meanwhile
-        self.waited_s = 0.0  # what the check waited for it in ``result``
+        self.ended: float | None = None  # when the runner exited, so its time excludes the check's
+        self.waited_s = 0.0
         threading.Thread(target=self._reap, args=(self.proc,), name="torchexport-cpp", daemon=True).start()
 
     def _reap(self, proc: subprocess.Popen[bytes]) -> None:
@@ -346,7 +332,7 @@ class Running:
         self.ended = time.perf_counter()
 
     def result(self, timeout: float = RUN_TIMEOUT_S) -> Ran:
-        """Wait for it (at most ``timeout`` seconds from now) and read what it wrote."""
+        """Wait up to ``timeout`` seconds and read what it wrote."""
         proc, self.proc = self.proc, None
         assert proc is not None, "read once"
         waited = time.perf_counter()
@@ -371,7 +357,7 @@ class Running:
         return Ran(None, stage, error.removeprefix(f"{stage}: "), seconds)
 
     def stop(self) -> None:
-        """The check ended before it read the answer: the runner is not left behind."""
+        """Kill the runner if the check ended before reading its answer."""
         if self.proc is not None:
             self.proc.kill()
             self.proc.wait()
@@ -382,7 +368,7 @@ class Running:
 
 
 def run(runner: Runner, kind: str, model: Path, inputs: Path, *, device: str = "cpu", threads: int = 1) -> Ran:
-    """The artifact at ``model`` (``kind`` ``jit`` or ``aoti``) on the values in ``inputs``, waited for."""
+    """Run the artifact at ``model`` (``jit`` or ``aoti``) on ``inputs`` and wait."""
     return Running(runner, kind, model, inputs, device=device, threads=threads).result()
 
 

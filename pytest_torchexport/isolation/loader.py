@@ -1,18 +1,8 @@
 """The standalone loader: a fresh Python that loads and runs saved artifacts, and its client.
 
-Once per process a *loader* is spawned (``python -m pytest_torchexport.isolation.loader``: a fresh
-interpreter, not a fork, whose ``sys.modules`` holds torch and this package's backends only,
-run from an empty directory). A request names an artifact's directory and the recorded
-example (``torch.save``d); the loader loads it with the backend's own ``load``, runs it with
-its ``run`` and saves the outputs' leaves. What the answer means for a check is
-``standalone.py``'s (the stage); this module only serves and asks.
-
-It listens on a Unix socket in a private directory, one connection per request, so a forked
-check child (``runner.py``) talks to it as the parent does. It is started by the parent
-before the fork (one per process: ``runner.THIS.loader``, which a forked child inherits),
-lives until the process ends (or its parent dies), and is killed and
-restarted when it stops answering. Started without waiting: its import of torch (~2 s)
-overlaps the first export.
+The loader is a fresh interpreter (not a fork) run from an empty directory, so it proves an
+artifact loads without the test's code. It serves a Unix socket, so forked children can use it
+too, and is restarted when it stops answering. See docs/howto-standalone.md.
 """
 
 from __future__ import annotations
@@ -34,23 +24,17 @@ from typing import Any
 from .. import freed
 from .runner import THIS
 
-#: How long one request may take (load and run of one artifact), start-up included.
+#: How long one request may take, start-up included.
 TIMEOUT_S = 120.0
 
-#: Where this package is imported from, for the loader's ``PYTHONPATH``. (Whether a failure
-#: there is a load_error or a finding only is the backend's ``loads_without_python``.)
-#: The line the loader writes to its log as it begins a request's stage: a crash (a signal) is then
-#: told apart by stage, load or run (``Loader._stage``).
+#: Logged as each request stage begins, so a crash can be attributed to load or run.
 STAGE_MARK = "torchexport-loader stage: "
 
-PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # above the package, above isolation/
+PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the package's parent, for PYTHONPATH
 
 
 class LoaderUnavailable(Exception):
-    """The loader did not answer in time or died: not a verdict on the artifact.
-
-    ``signal``: the signal's name where the loader was killed by one (a crash in a runtime), with
-    ``stage``, the stage of the request it was in ("load" or "run", from its log); else None."""
+    """The loader did not answer in time or died: not a verdict on the artifact."""
 
     def __init__(self, message: str, *, signal: str | None = None, stage: str | None = None) -> None:
         super().__init__(message)
@@ -58,7 +42,7 @@ class LoaderUnavailable(Exception):
 
 
 class Loader:
-    """The handle on one spawned loader process (per pytest process, shared by forked children)."""
+    """The handle on one spawned loader process, shared with forked children."""
 
     def __init__(self) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
@@ -66,10 +50,10 @@ class Loader:
         self.address: str | None = None
         self.started = 0.0
         self.starts = 0
-        self.killed = False  # by this process: it may not have exited yet, but it will not answer
+        self.killed = False  # killed by us; it may not have exited yet
 
     def ensure(self) -> None:
-        """Start the loader unless it is running (call in the process that owns it)."""
+        """Start the loader unless it is running (in the owning process)."""
         if self.proc is not None and not self.killed and self.proc.poll() is None:
             return
         self.close()
@@ -88,14 +72,14 @@ class Loader:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
-                start_new_session=True,  # a check child's process-group kill does not reach it
+                start_new_session=True,  # out of reach of a check child's process-group kill
             )
         self.started = time.monotonic()
         self.starts += 1
         self.killed = False
 
     def request(self, message: dict[str, Any], timeout: float = TIMEOUT_S) -> dict[str, Any]:
-        """Send one request and wait for its answer; ``LoaderUnavailable`` on a timeout or death."""
+        """Send one request and wait for its answer."""
         from multiprocessing.connection import Client
 
         if self.address is None or self.proc is None:
@@ -130,7 +114,7 @@ class Loader:
             conn.close()
 
     def kill(self) -> None:
-        """Stop it (from the owner or a forked child); the owner's next ``ensure`` starts another."""
+        """Stop it; the owner's next ``ensure`` starts another."""
         if self.proc is not None:
             self.killed = True
             try:
@@ -151,7 +135,7 @@ class Loader:
             self.home = None
 
     def _died_by(self) -> str | None:
-        """The signal that ended the loader (its owner only: a forked child cannot wait on it), or None."""
+        """The signal that ended the loader, or None."""
         if self.proc is None:
             return None
         try:
@@ -166,12 +150,12 @@ class Loader:
             return f"signal {-code}"
 
     def _stage(self) -> str | None:
-        """The last stage the loader's log says it began (``_serve`` writes each)."""
+        """The last stage the loader's log says it began."""
         found = re.findall(rf"^{STAGE_MARK}(\w+)$", self._log_text() or "", flags=re.MULTILINE)
         return found[-1] if found else None
 
     def _log_text(self) -> str | None:
-        """The loader's log, or None where it cannot be read."""
+        """The loader's log, or None."""
         try:
             return Path(self.home or "", "log.txt").read_text(errors="replace")
         except OSError:
@@ -191,14 +175,14 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    try:  # a zombie (dead, not yet reaped by the owner) answers kill(0) too
+    try:  # a zombie also answers kill(0)
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
     except OSError:
         return True
 
 
 def start() -> Loader:
-    """This process's loader, started if it is not running (call before any fork)."""
+    """This process's loader, started if needed (call before forking)."""
     if THIS.loader is None:
         THIS.loader = Loader()
         atexit.register(shutdown)
@@ -207,7 +191,7 @@ def start() -> Loader:
 
 
 def current() -> Loader | None:
-    """The loader this process (or the parent it was forked from) started; never starts one."""
+    """The loader this process or its parent started, if any."""
     return THIS.loader
 
 
@@ -217,15 +201,14 @@ def shutdown() -> None:
         THIS.loader = None
 
 
-# ---- what a failed load reached for ----------------------------------------------------
+# -- what a failed load reached for --
 
 _REACHED = (
     (re.compile(r"Unknown builtin op: (\w+::\w+)"), "the custom op {0}"),
     (re.compile(r"failed to resolve torch\.ops\.(\w+)\.(\w+)"), "the custom op {0}::{1}"),
     (re.compile(r"No such operator (\w+::\w+)"), "the custom op {0}"),
     (re.compile(r"'_OpNamespace' '(\w+)' object has no attribute '(\w+)'"), "the custom op {0}::{1}"),
-    # torch 2.13 and 2.14.1: "Deserializing X in pytree is not registered."; 2.15.0: "Deserializing X
-    # in pytree failed because the serialized type is not registered in this process. ..."
+    # "is not registered": torch 2.13 and 2.14.1; "failed because ...": torch 2.15.0
     (
         re.compile(r"Deserializing ([\w.<>]+) in pytree (?:is|failed because the serialized type is) not registered"),
         "the registered pytree type {0}",
@@ -237,8 +220,7 @@ _REACHED = (
 
 
 def reached_for(text: str, first: tuple[tuple[re.Pattern[str], str], ...] = ()) -> str | None:
-    """What a load that failed outside the test's process needed: an op, a class, a pytree type;
-    ``first``: a runtime's own patterns, tried before these (the C++ loader's missing library)."""
+    """What a failed standalone load was missing (an op, a class, a pytree type), or None."""
     for pattern, template in first + _REACHED:
         match = pattern.search(text)
         if match:
@@ -246,7 +228,7 @@ def reached_for(text: str, first: tuple[tuple[re.Pattern[str], str], ...] = ()) 
     return None
 
 
-# ---- the loader process ----------------------------------------------------------------
+# -- the loader process --
 
 
 def _serve(request: dict[str, Any]) -> dict[str, Any]:
@@ -256,7 +238,7 @@ def _serve(request: dict[str, Any]) -> dict[str, Any]:
 
     import torch
 
-    # deferred: these import torch, which only the loader process (serving its first request) pays
+    # deferred: these import torch, which importing the plugin must not
     from ..backends.base import ExportContext, load_backend
     from ..reference.compare import flatten
 
@@ -275,9 +257,7 @@ def _serve(request: dict[str, Any]) -> dict[str, Any]:
         full = "\n".join([*records, "".join(traceback.format_exception(exc))])
         return {"ok": False, "stage": stage, "error": text[-2000:], "reached": reached_for(full)}
 
-    # torch.export.load logs the real error (an unresolved op, an unregistered pytree type)
-    # and raises "check the warnings above": keep what it logs. Output goes to the loader's
-    # log file, so nothing is silenced (logging.disable would drop these records too).
+    # torch.export.load logs the real error and raises "check the warnings above".
     handler = Keep(level=logging.WARNING)
     torch_log = logging.getLogger("torch")
     torch_log.addHandler(handler)
@@ -288,14 +268,14 @@ def _serve(request: dict[str, Any]) -> dict[str, Any]:
         try:
             backend = load_backend(request["backend"])
             args, kwargs = torch.load(request["inputs"], weights_only=False)
-        except Exception as exc:  # noqa: BLE001 - a backend (a third party's) may fail to import in any way: the answer says how
+        except Exception as exc:  # noqa: BLE001 - a third-party backend may fail in any way
             return failed("inputs", exc)
         plan = types.SimpleNamespace(**request["plan"])
         ctx = ExportContext(device=request["device"], plan=plan, scratch=Path(request["scratch"]))
         _begin("load")
         try:
             loaded = backend.load(Path(request["directory"]), ctx)
-        except Exception as exc:  # noqa: BLE001 - a runtime refuses a file in any way: the load_error says how
+        except Exception as exc:  # noqa: BLE001 - a runtime may refuse a file in any way
             return failed("load", exc)
         load_s = time.perf_counter() - t0
         _begin("run")
@@ -303,7 +283,7 @@ def _serve(request: dict[str, Any]) -> dict[str, Any]:
             with torch.no_grad():
                 outputs = backend.run(loaded, args, kwargs)
             leaves = [v for _, v in flatten(outputs)[0] if v is not None]
-        except Exception as exc:  # noqa: BLE001 - a runtime raises anything: the answer says what
+        except Exception as exc:  # noqa: BLE001 - a runtime may raise anything
             return failed("run", exc)
         torch.save(leaves, request["outputs"])
         return {"ok": True, "load_s": load_s, "run_s": time.perf_counter() - t0 - load_s}
@@ -313,7 +293,7 @@ def _serve(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def _begin(stage: str) -> None:
-    """Say in the log which stage starts, so a crash there is told by stage (``Loader._stage``)."""
+    """Log which stage starts, so a crash can be attributed to it."""
     print(f"{STAGE_MARK}{stage}", file=sys.stderr, flush=True)
 
 
@@ -329,10 +309,10 @@ def main(address: str) -> None:
 
     parent = int(os.environ.pop("TORCHEXPORT_LOADER_PARENT", os.getppid()))
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
-    # Nothing of the test's: not its directory (python -m put the cwd, our empty home, first).
+    # Keep the test's directory off sys.path (python -m puts the cwd first).
     sys.path[:] = [p for p in sys.path if p not in ("", os.getcwd())]
-    listener = Listener(address, family="AF_UNIX")  # before torch: clients connect at once
-    faulthandler.enable()  # a crash's Python stack goes to the log, which a LoaderUnavailable quotes
+    listener = Listener(address, family="AF_UNIX")  # before importing torch, so clients can connect
+    faulthandler.enable()  # a crash's Python stack goes to the log
     import torch
 
     torch.set_num_threads(1)  # the check runs beside it; one core each
@@ -344,10 +324,10 @@ def main(address: str) -> None:
                 break
             conn.send(_serve(request))
         except (EOFError, OSError):
-            pass  # the client went away (its check timed out): serve the next one
+            pass  # the client went away (its check timed out)
         finally:
             conn.close()
-            freed.release()  # [Freed Memory] what it loaded is gone: so is its memory
+            freed.release()  # [Freed Memory] hand what it loaded back to the OS
 
 
 if __name__ == "__main__":

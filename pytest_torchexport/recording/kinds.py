@@ -1,27 +1,7 @@
 """Each kind of call a test makes of its module, checked with its own inputs.
 
-A test that calls a model with and without ``past_key_values`` (a prefill and a decode step),
-or with a 2-D and a 4-D attention mask, makes two kinds of call: different arguments carry
-tensors, or the same argument carries them in another structure. Each kind is exported and
-checked on its own recorded call; the row's ``call`` names it ("prefill", "decode", or what
-tells it from the others: "attention_mask 4-D", "with token_type_ids"). Calls of one kind
-differ only in sizes and values, which the input search varies anyway.
-
-What carries a tensor decides, never the Python values around it: ``use_cache=True`` or an
-empty cache (what ``generate`` hands its first forward call) is no input to export, so a
-prefill through ``generate`` and a plain ``model(ids)`` are one kind.
-
-A KV cache goes to the exporters as they take it: transformers' ``DynamicCache`` is registered
-as a pytree node with transformers' own ``register_dynamic_cache_export_support`` (what its
-``torch.export`` helpers do), the first time a recorded call holds one, so that the recorded
-call's cache is copied at the call (a decode step appends to the cache it is handed, in place)
-and its tensors are inputs every backend sees. A backend that cannot take it says so in its
-own verdict. An ``EncoderDecoderCache`` (what BERT as a decoder, T5, Whisper return when called
-with ``encoder_hidden_states``) is registered with transformers' own exporter's
-``exporters.exporter_dynamo.register_pytree_node`` where the installed transformers has it
-(5.x; its flatten keeps both caches' tensors and ``is_updated``, and its unflatten gives a
-cache the model takes back as ``past_key_values`` with the same outputs); where it has not,
-the cache stays unregistered and the exporters' own refusal is the verdict.
+A prefill and a decode step are two kinds: kinds differ in which arguments carry tensors and
+how, never in sizes or values, which the search varies anyway. See docs/howto-calls.md.
 """
 
 from __future__ import annotations
@@ -31,17 +11,16 @@ from typing import Any
 
 from .calls import VALUES, Call
 
-#: Argument names that hold a KV cache in the libraries people export LLMs from (transformers'
-#: ``past_key_values``, its older ``layer_past``/``past``, Mamba's ``cache_params``, ...).
+#: Argument names that hold a KV cache in common LLM libraries.
 CACHE_NAMES = frozenset({"past_key_values", "past_key_value", "layer_past", "past", "cache_params", "mems", "cache"})
 
 
 @dataclass
 class Kind:
-    """The calls of one kind, in the order the test made them, and what they are called."""
+    """The calls of one kind, in the order the test made them."""
 
     key: tuple[Any, ...]
-    #: argument name -> what it carries (the ``key``'s entries): how kinds are told apart in words
+    #: argument name -> what it carries: how kinds are told apart in words
     entries: dict[str, Any]
     cache: bool  # an argument holds a non-empty KV cache: a decode step
     calls: list[Call] = field(default_factory=list)
@@ -65,14 +44,13 @@ def group(calls: list[Call]) -> list[Kind]:
 
 
 def register_caches(*values: Any) -> None:
-    """Make a transformers ``DynamicCache`` or ``EncoderDecoderCache`` among ``values``
-    (arguments, or outputs: a prefill returns the cache the test's decode step then extends in
-    place) a pytree node (see the module's docstring)."""
+    """Register any transformers cache among ``values`` as a pytree node, so its tensors are
+    inputs every backend sees. ``EncoderDecoderCache`` needs transformers 5.x."""
     import sys
 
     if "transformers" not in sys.modules:
-        return  # no transformers object can be among them
-    from .._compat import pytree  # deferred: imports torch (the plugin's import stays torch-free)
+        return
+    from .._compat import pytree  # deferred: the plugin's import stays torch-free
 
     for value in pytree.tree_leaves(values):  # a cache not yet registered is a leaf
         if not _is_cache(value):
@@ -87,10 +65,7 @@ def register_caches(*values: Any) -> None:
 
 
 def remember_returned(out: Any, returned: dict[int, Any], depth: int = 4) -> None:
-    """Note in ``returned`` (id -> a weak reference) every object ``out`` holds, down to ``depth``
-    levels: one handed back to a later call is state (a cache). Weakly, so the test's outputs are
-    freed as they would be without the plugin; plain containers and tensors are looked into, not
-    noted (a legacy tuple cache is known by its argument's name)."""
+    """Note every object ``out`` holds, weakly: one handed back to a later call is state."""
     import weakref
 
     import torch
@@ -113,11 +88,10 @@ def remember_returned(out: Any, returned: dict[int, Any], depth: int = 4) -> Non
 
 
 def _register_encoder_decoder(cls: type) -> None:
-    """``cls`` (an ``EncoderDecoderCache``) a pytree node the way transformers' own exporter
-    makes it one, where the installed transformers has that exporter."""
+    """Register an ``EncoderDecoderCache`` class as transformers' own exporter does."""
     try:
         from transformers.exporters.exporter_dynamo import register_pytree_node
-    except ImportError:  # an older transformers: no exportable form of its own; the exporter says so
+    except ImportError:  # transformers before 5.x: the exporter's refusal is the verdict
         return
     register_pytree_node(cls)  # a no-op once registered
 
@@ -128,10 +102,10 @@ def _is_cache(value: Any) -> bool:
 
 
 def _entries(call: Call) -> tuple[dict[str, Any], bool]:
-    """Each argument that carries a tensor (or a non-empty cache): its name and structure."""
+    """Each argument that carries a tensor or a non-empty cache: its name and structure."""
     import torch
 
-    from .._compat import pytree  # deferred: imports torch (the plugin's import stays torch-free)
+    from .._compat import pytree  # deferred: the plugin's import stays torch-free
 
     entries: dict[str, Any] = {}
     cache = False
@@ -143,7 +117,7 @@ def _entries(call: Call) -> tuple[dict[str, Any], bool]:
             if isinstance(leaf, torch.Tensor):
                 carried.append(f"{leaf.dim()}-D")
             elif (_is_cache(leaf) and _cache_length(leaf)) or (name in handed and not isinstance(leaf, VALUES)):
-                carried.append(type(leaf).__name__)  # state handed back, whatever pytree makes of it
+                carried.append(type(leaf).__name__)  # state handed back
             else:
                 carried.append(None)
         if not any(c is not None for c in carried):
@@ -177,7 +151,7 @@ def _named(call: Call) -> dict[str, Any]:
 
 
 def _handed_names(call: Call) -> set[str]:
-    """The parameter names of the arguments ``call`` was handed back from an earlier call's outputs."""
+    """The names of the arguments handed back from an earlier call's outputs."""
     import inspect
 
     names = {key for key in call.handed if isinstance(key, str)}
@@ -194,7 +168,7 @@ def _handed_names(call: Call) -> set[str]:
 def _cache_length(cache: Any) -> int:
     try:
         return int(cache.get_seq_length())
-    except Exception:  # noqa: BLE001 - a cache class of another version: count it as holding something
+    except Exception:  # noqa: BLE001 - another version's cache class: count it as non-empty
         return 1
 
 

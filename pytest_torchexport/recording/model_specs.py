@@ -1,6 +1,5 @@
-"""[Model By Name] A ``--torchexport-model`` SPEC read (``timm:NAME``, ``torchvision:NAME``,
-``transformers:NAME``, ``pkg.module:Factory``, ``path/to/file.py:Factory``, keyword arguments after ``?``) but not
-built; a SPEC that cannot be read is a ``ModelError``. ``models.py`` builds and calls it."""
+"""[Model By Name] A ``--torchexport-model`` SPEC read but not built (``models.py`` builds it).
+Keyword arguments follow ``?``, each read as a Python literal where it is one, else as text."""
 
 from __future__ import annotations
 
@@ -11,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-#: the prefixes that name a library rather than a module
+#: The prefixes that name a library rather than a module.
 LIBRARIES: dict[str, str] = {
     "timm": "pip install timm",
     "torchvision": "pip install torchvision",
@@ -24,12 +23,9 @@ FORMS = (
 
 
 def install_line(library: str) -> str:
-    """The pip line for a model library, held to the torch installed here: each torchvision
-    release is built for one torch release and one build of it (CPU, a CUDA version), and timm
-    requires torchvision, so an unpinned line may bring a torchvision that cannot load beside the
-    user's torch, or replace that torch. The line names the torchvision of the same release
-    (torch 2.N pairs with torchvision 0.(N+15)) and, for a CPU or CUDA build, PyTorch's index of
-    that build, where pip finds it."""
+    """The pip line for a model library, pinned to the installed torch: an unpinned torchvision
+    may not load beside it, or may replace it. torch 2.N pairs with torchvision 0.(N+15), and a
+    CPU or CUDA build is found on PyTorch's index of that build."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:

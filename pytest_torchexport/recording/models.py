@@ -1,27 +1,9 @@
 """[Model By Name] A model named on the command line, built and called as a test body would.
 
-``--torchexport-model=SPEC`` (and ``python -m pytest_torchexport check SPEC``) checks a model
-with no test file. This module is that test's body, without pytest: ``ModelSpec.parse`` reads
-the SPEC, ``build`` makes the model (random weights, never a download, eval mode) and
-``infer_inputs`` finds one call to make; ``glue/models.py`` calls the model once under the
-recorder, so everything after (selection, checks, rows, report, cache, merge) is a marked
-test's.
-
-SPEC is ``timm:NAME``, ``torchvision:NAME``, ``transformers:NAME`` (built in
-``transformers_models.py``), ``pkg.module:Factory`` or ``path/to/file.py:Factory``; keyword
-arguments for the factory follow ``?``, joined by ``&``
-(``timm:vit_tiny_patch16_224?num_classes=10&img_size=160``), each value read as a Python
-literal where it is one (``10``, ``(160, 160)``, ``True``) and as text otherwise.
-
-Inputs, first that applies: ``--torchexport-model-inputs``; the model's own
-``example_inputs()``; timm's ``pretrained_cfg["input_size"]``; torchvision's documented image
-size (the crop, else resize, size of the weights' preset transforms); the first layer's
-expected shape (a convolution's channels and rank, a linear layer's features, an
-embedding's ids). Images and features get a batch of 2, so the default dynamic ``batch``
-dim is not specialized at 1.
-
-Every way this goes wrong is a ``ModelError`` whose text is what the user reads: what was
-asked, what went wrong, and the remedy last.
+``--torchexport-model=SPEC`` checks a model with no test file. ``build`` makes the model (random
+weights, never a download, eval mode) and ``infer_inputs`` finds one call to make; the glue calls
+it under the recorder, so everything after is a marked test's. Every failure is a ``ModelError``
+whose text says what was asked, what went wrong, and the remedy last. See docs/howto-model.md.
 """
 
 from __future__ import annotations
@@ -40,7 +22,7 @@ from .model_specs import FORMS, LIBRARIES, ModelError, ModelSpec, call_text, fin
 from .transformers_models import build as build_transformers
 from .transformers_models import inputs as transformers_inputs
 
-#: images and features are drawn with this batch: 1 would let exporters specialize the batch dim
+#: The batch of drawn images and features: 1 would let exporters specialize the batch dim.
 BATCH = 2
 
 
@@ -77,12 +59,13 @@ class Inferred:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     source: str
-    #: the call after it, made from this call's kwargs and output (a causal LM's decode step), or None
+    #: the next call, made from this call's kwargs and output (a causal LM's decode step)
     then: Any = None
 
 
 def infer_inputs(model: Any, spec: ModelSpec, compact: Any = None) -> Inferred:
-    """One call of ``model``, from the first source that applies (the module's docstring)."""
+    """One call of ``model``, from the first source that applies: ``compact``, the model's
+    ``example_inputs()``, the library's documented input size, or the first layer's shape."""
     import torch
 
     if compact is not None:
@@ -118,8 +101,8 @@ def infer_inputs(model: Any, spec: ModelSpec, compact: Any = None) -> Inferred:
 
 
 def describe(inferred: Inferred) -> str:
-    """``x: float32[2, 3, 224, 224]``: the call as the report and the messages show it."""
-    from .._compat import pytree  # deferred: imports torch (the plugin's import stays torch-free)
+    """The call as the report shows it: ``float32[2, 3, 224, 224]``."""
+    from .._compat import pytree  # deferred: the plugin's import stays torch-free
 
     flat = pytree.tree_leaves((inferred.args, inferred.kwargs))
     shapes = [
@@ -129,8 +112,7 @@ def describe(inferred: Inferred) -> str:
 
 
 def _as_call(given: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """``example_inputs()``'s answer as a call: a tensor, a tuple of arguments, a dict of
-    keyword arguments, or ``(args, kwargs)``."""
+    """``example_inputs()``'s answer (a tensor, a tuple, a dict, or ``(args, kwargs)``) as a call."""
     if isinstance(given, dict):
         return (), dict(given)
     if isinstance(given, (tuple, list)):
@@ -140,7 +122,7 @@ def _as_call(given: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
     return (given,), {}
 
 
-# -- libraries ---------------------------------------------------------------------------
+# -- libraries
 
 
 def _import_library(spec: ModelSpec) -> Any:
@@ -156,13 +138,12 @@ def _import_library(spec: ModelSpec) -> Any:
             f"{spec.text}: {spec.target} is installed but cannot be imported: {type(exc).__name__}: {exc}\n"
             f"Install what it needs: {install_line(spec.target)} (with its dependencies)"
         ) from exc
-    except Exception as exc:  # noqa: BLE001 - a library built for another torch fails its import in any way
+    except Exception as exc:  # noqa: BLE001 - a library built for another torch fails in any way
         raise ModelError(_mismatched(spec, exc)) from None
 
 
 def _mismatched(spec: ModelSpec, exc: BaseException) -> str:
-    """A model library whose import fails against the installed torch (a torchvision built for another
-    torch release or build registers its ops and fails): both versions, and the line that pairs them."""
+    """The message for a library built for another torch: both versions, and how to pair them."""
     from .._compat import package_version
 
     said = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -181,7 +162,7 @@ def _library_model(spec: ModelSpec) -> Any:
     library = _import_library(spec)
     if spec.target == "timm":
         known = library.list_models()
-        base = spec.name.split(".")[0]  # a pretrained tag (resnet18.a1_in1k) names the same architecture
+        base = spec.name.split(".")[0]  # resnet18.a1_in1k is resnet18 with a pretrained tag
         if base not in known:
             raise ModelError(_unknown(spec, known))
         make = library.create_model
@@ -205,8 +186,8 @@ def _library_model(spec: ModelSpec) -> Any:
 
 
 def _no_backbone_weights(builder: Any) -> dict[str, Any]:
-    """[Never A Download] torchvision's detection and segmentation builders fetch ImageNet
-    weights for their backbone even with ``weights=None``, unless told not to."""
+    """Never download: torchvision's detection and segmentation builders fetch backbone
+    weights even with ``weights=None``, unless told not to."""
     import inspect
 
     try:
@@ -239,9 +220,8 @@ def _library_size(model: Any, spec: ModelSpec) -> tuple[tuple[int, ...], str] | 
 
 
 def _torchvision_size(model: Any, name: str) -> tuple[tuple[int, ...], str] | None:
-    """The size torchvision documents for the model: its weights' preset transforms (the
-    crop of classification and video, the resize of segmentation), with the channels and
-    rank of its first layer; detection models, which resize themselves, take 3 x 320 x 320."""
+    """The input size torchvision documents through the weights' preset transforms; detection
+    models, which resize their inputs, take 320 x 320."""
     import torchvision.models
 
     try:
@@ -250,7 +230,7 @@ def _torchvision_size(model: Any, name: str) -> tuple[tuple[int, ...], str] | No
         ValueError,
         KeyError,
         AttributeError,
-    ):  # a model with no weights enum (torchvision's ValueError) documents no size
+    ):  # no weights enum: no documented size
         return None
     size = getattr(preset, "crop_size", None) or getattr(preset, "resize_size", None)
     first = _first_conv(model)
@@ -266,7 +246,7 @@ def _torchvision_size(model: Any, name: str) -> tuple[tuple[int, ...], str] | No
     return None
 
 
-# -- factories ---------------------------------------------------------------------------
+# -- factories
 
 
 def _factory(spec: ModelSpec) -> Any:
@@ -303,8 +283,8 @@ def _import_module(spec: ModelSpec) -> Any:
 
 
 def _load_file(spec: ModelSpec) -> Any:
-    """The file as a module registered in ``sys.modules`` (TorchScript reads a class's source
-    through it), once per process, under a name made from its path."""
+    """The file as a module registered in ``sys.modules``, since TorchScript reads a class's
+    source through it."""
     path = Path(spec.target).resolve()
     name = "torchexport_model_" + "".join(c if c.isalnum() else "_" for c in str(path.with_suffix("")))[-80:]
     if name in sys.modules:
@@ -323,7 +303,7 @@ def _load_file(spec: ModelSpec) -> Any:
     return module
 
 
-# -- the first layer ---------------------------------------------------------------------
+# -- the first layer
 
 
 def _first_leaf(model: Any) -> str:
@@ -342,13 +322,13 @@ def _first_conv(model: Any) -> Any:
 
 
 def _first_layer(model: Any) -> Inferred | None:
-    """The expected input of the first layer with weights that says one (in registration order)."""
+    """The expected input of the first layer that implies one."""
     import torch
 
     for name, sub in model.named_modules():
         where = f"first layer {name or 'the model'} ({type(sub).__name__}"
         if isinstance(sub, conv_module_types()):
-            conv: Any = sub  # one of torch's _ConvNd classes (conv_module_types() is typed as a tuple of types)
+            conv: Any = sub  # for the type checker
             rank = conv.weight.dim() - 2
             shape = (BATCH, conv.in_channels, *([32] * rank))
             return Inferred((torch.randn(shape),), {}, f"{where}, {conv.in_channels} channels): 32 per spatial dim")
@@ -356,7 +336,7 @@ def _first_layer(model: Any) -> Inferred | None:
             return Inferred((torch.randn(BATCH, sub.in_features),), {}, f"{where}, {sub.in_features} features)")
         if isinstance(sub, torch.nn.Embedding):
             ids = torch.randint(0, sub.num_embeddings, (BATCH, 16))
-            ids[0, 0], ids[-1, -1] = 0, sub.num_embeddings - 1  # the drawn ids span the vocabulary
+            ids[0, 0], ids[-1, -1] = 0, sub.num_embeddings - 1  # span the vocabulary
             return Inferred((ids,), {}, f"{where}, {sub.num_embeddings} ids): 16 tokens")
         if isinstance(sub, torch.nn.RNNBase):
             shape = (BATCH, 8, sub.input_size) if sub.batch_first else (8, BATCH, sub.input_size)
@@ -364,12 +344,12 @@ def _first_layer(model: Any) -> Inferred | None:
     return None
 
 
-# -- text --------------------------------------------------------------------------------
+# -- text
 
 
 def remedy(model: Any, spec: ModelSpec) -> str:
-    """The flag to add, with an example for this model: one spec per forward argument."""
-    from ..inputs.specs import forward_params  # deferred: imports torch (the plugin's import stays torch-free)
+    """The flag to add, with an example spec per forward argument."""
+    from ..inputs.specs import forward_params  # deferred: the plugin's import stays torch-free
 
     params = forward_params(model) or ["x"]
     specs = "; ".join(
@@ -382,7 +362,7 @@ def remedy(model: Any, spec: ModelSpec) -> str:
 
 
 def _where(exc: BaseException) -> str:
-    """The user's line that raised (the last frame of the traceback), as 'at file:line'."""
+    """The user's line that raised, as 'at file:line'."""
     tb = exc.__traceback__
     last = None
     while tb is not None:

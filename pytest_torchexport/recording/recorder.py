@@ -1,66 +1,11 @@
-"""Record the outermost ``nn.Module`` calls a test makes (the model a marked test checks: docs/howto-module.md).
+"""Record the outermost ``nn.Module`` calls a test makes: the model a marked test checks.
 
-What counts as the test's call, and why:
-
-- Submodule calls made inside a recorded call are part of it: the model is what the test
-  called, its layers are part of it.
-- [Not The Test's Call] A call made while an ``nn.Module`` is being constructed (a
-  ``weight_norm`` parametrization evaluated in ``__init__``, a grid precomputed by an
-  ``fx.GraphModule``), by torch's own code (``torch.jit.trace``'s ``check_trace`` re-running
-  a module, ``torch.export``, a parametrization read), or while torch is tracing or
-  compiling, is not what the test is about. Checking such a module gave green items that
-  proved nothing (a ``ParametrizationList`` exported in place of the model).
-- [Built By A Library] A module a library builds and calls inside one of its own calls, never
-  held by the test, is not the test's model: transformers' fp16 probe
-  (``is_torch_fp16_available_on_device``) builds a float16 ``LayerNorm`` and calls it, and that
-  ``LayerNorm`` was checked in place of the Llama model the test then called. Where each module
-  is built is noted as its ``nn.Module.__init__`` starts (by the profile function: no class is
-  patched): for a module library code builds (``library``: where the file comes from,
-  never a list of names), the library call the test's code made that builds it. A call made
-  by library code inside that same library call, with only library frames between, is not
-  recorded. A module a library builds and hands back (``from_pretrained``, a pipeline's
-  model, called later) is the test's as before.
-- [Direct Forward] ``model.forward(x)`` skips ``__call__``, so the patched ``__call__``
-  alone would record the model's first child (a stem ``Conv2d``) in its place. While the
-  test's own code runs (no recorded call under way), a profile function watches for a
-  function named ``forward`` of an ``nn.Module`` starting, and records it as ``model(x)``
-  would be, with the arguments it was bound to. It is off inside every recorded call (the
-  patched ``__call__`` pauses it), so a model's own layers cost nothing.
-- [Another Method] ``model.forward_features(x)``, ``model.encode(x)``: a public method of an
-  ``nn.Module`` (defined outside torch, given at least one tensor) that the test's own code
-  calls is recorded as a call of that method (``Call.method``), the same way as a direct
-  ``forward``: the method is what is checked, never the stem its first line calls. Only the
-  test's own code calls it so (``test_code``): a method that library code calls on the
-  test's behalf or that the module's own code calls (``save_pretrained`` calling
-  ``gather_sharded_state_dict_for_save`` with the state dict) is not, and the test's forward
-  calls are what is checked.
-- [Handed To An Exporter] A module the test (or a library helper it calls) hands to
-  ``torch.jit.trace``, ``torch.jit.trace_module`` (its ``forward`` inputs),
-  ``torch.export.export`` or ``torch.onnx.export`` counts as called with those inputs,
-  recorded whole; so does calling what ``torch.compile(model)`` returned. The public names
-  are patched, and the profile function catches the same functions called under a name a
-  library imported before the test ran (``from torch.jit import trace_module``). A module
-  handed to ``torch.jit.script`` and then called is recorded as the Python module it came
-  from.
-- [As Called] The first time the test calls a module, a private copy of it is taken before
-  the call runs (within a memory budget), so a body that later scripts, traces or replaces
-  submodules in place does not change what is checked. Past the budget, or where the
-  module refuses a copy, the live module is kept with a fingerprint, and a change is a
-  ``changed_after_call`` finding instead. [Copies For The Checked Module] A module the check
-  will not pick (``_not_picked``) is kept so too, uncopied.
-- [A Copy That Is Not The Module] The copy is the reference only if it is the module the
-  test called: every submodule in the mode it had (``eager.as_called``), and, where the test
-  called it in eval mode, the test's own outputs given back on the recorded call (kept at the
-  call; the copy, which still holds the state the call started from, replays it once when
-  its check is planned: ``Recording.verify``, for the checked module only). A copy that
-  is not (torchvision's ``DualGraphModule``, whose ``__deepcopy__`` re-runs an ``__init__``
-  that selects the train graph) is dropped: the live module is checked, its modes and state
-  as at the call put back before the check (``Call.put_back``), and the row says why
-  (a ``reference_copy`` finding).
-
-Works under ``no_grad``, ``inference_mode`` and plain mode; arguments are cloned at call
-time, so a test that mutates its inputs afterwards does not change the record. Where a
-profiler is already installed (``cProfile``), direct ``forward`` calls are not seen.
+``nn.Module.__call__`` and the exporters are patched; a profile function sees
+``model.forward(x)`` and other public methods ([Another Method]). Calls made by torch, inside
+an ``__init__``, or by a library for itself are not the test's. [As Called] The first call
+takes a private copy of the module, so later changes by the body are not checked.
+[A Copy That Is Not The Module] A copy that does not behave as the module is dropped.
+See docs/howto-module.md.
 """
 
 from __future__ import annotations
@@ -78,12 +23,12 @@ from ..results.explain import is_plugin_file, is_user_file
 from . import kinds
 from .calls import COPY_BUDGET, Call, Recording, fingerprint, module_bytes, nbytes, snapshot, state_of
 
-#: Calls of one module recorded per test (a loop over a data set calls it thousands of times),
-#: and the bytes of their arguments: the sequence a stateful module is replayed over.
+#: Calls of one module recorded per test, and the bytes of their arguments: a loop over a
+#: data set may call it thousands of times.
 MAX_CALLS = 64
 MAX_CALL_BYTES = 256 << 20
 #: Methods that are a Python loop over forward even when they call it once
-#: (``generate(max_new_tokens=1)``): transformers' text generation
+#: (transformers' ``generate(max_new_tokens=1)``).
 LOOPS = frozenset({"generate"})
 
 __all__ = ["Call", "Recorder", "Recording"]
@@ -94,28 +39,24 @@ class Recorder:
 
     def __init__(self, copy_budget: int = COPY_BUDGET, *, module: str | None = None) -> None:
         self.recording = Recording()
-        self._module = module  # the marker's module=: which module its check picks (None: the first outermost)
+        self._module = module  # the marker's module= (None: the first outermost)
         self._depth = 0
         self._patched: list[tuple[Any, str, Any]] = []
         self._copies: dict[int, Call] = {}  # id(live module) -> its first call
         self._scripted: dict[int, Any] = {}  # id(scripted module) -> the Python module it came from
-        self._held: dict[int, tuple[int, int]] = {}  # id(module) -> (calls recorded, bytes of their arguments)
+        self._held: dict[int, tuple[int, int]] = {}  # id(module) -> (calls recorded, argument bytes)
         self._budget = copy_budget
-        # [Direct Forward] the profile function, installed while no recorded call is under way
+        # The profile function is installed only while no recorded call is under way.
         self._profiling = False
         self._can_profile = False
         self._entered: Any = None  # the frame of the forward or exporter the profile saw start
-        self._entered_module: Any = None  # the module handed to the exporter the profile saw start
-        self._entered_call: Call | None = None  # the call a direct forward the profile saw start recorded
-        self._unverified: set[int] = set()  # id(live) of copies whose call's outputs are still to be kept
+        self._entered_module: Any = None  # the module handed to that exporter
+        self._entered_call: Call | None = None  # the call that forward recorded
+        self._unverified: set[int] = set()  # id(live) of copies whose outputs are still to be kept
         self._entries: dict[str, list[tuple[Any, str, Any]]] = {}  # function name -> (code, via, inputs)
-        # [Built By A Library] nn.Module.__init__'s code, and id(module) -> (the module, weakly;
-        # id and code of the outermost frame of the library call that built it), for the modules
-        # library code built
         self._module_init: Any = None
-        self._built: dict[int, tuple[Any, int, Any]] = {}
-        # id -> a weak reference, for the objects a recorded call returned: a later call handed one of
-        # them back is carrying state, a cache whatever its name (kinds.remember_returned)
+        self._built: dict[int, tuple[Any, int, Any]] = {}  # modules a library built (``_building``)
+        # Objects a recorded call returned: a later call handed one back is carrying state.
         self._returned: dict[int, Any] = {}
 
     def __enter__(self) -> Recorder:
@@ -125,14 +66,14 @@ class Recorder:
         recorder = self
 
         def __call__(module: Any, *args: Any, **kwargs: Any) -> Any:
-            # Paused first: the recording's own work is not the test's code to watch.
+            # The recording's own work is not the test's code: pause the profile function.
             paused = recorder._profiling and recorder._pause()
             recorded = None
             outer = recorder._entered_call
             if recorder._depth == 0 and recorder._is_test_call(torch, caller(module, sys._getframe(1)), module):
                 recorded = recorder._record(module, args, kwargs)
             elif recorder._depth == 1 and outer is not None and outer.method != "forward" and module is outer.live:
-                # a Python loop over forward: the method the test called calls its module's own forward
+                # A method the test called runs its module's forward: a possible loop (``_unroll``).
                 recorded = recorder._record(module, args, kwargs, inside=outer)
             recorder._depth += 1
             try:
@@ -141,7 +82,7 @@ class Recorder:
                     recorder._keep_outputs(recorded, out, inside=outer if recorded.within else None)
                 return out
             except BaseException as exc:
-                if recorded is not None:  # [Raised In The Test] no example of how the model is served
+                if recorded is not None:  # [Raised In The Test]
                     recorded.raised = _said(exc)
                 raise
             finally:
@@ -154,7 +95,7 @@ class Recorder:
         self._patch(torch.nn.Module, "__call__", __call__)
         self._patch_exporters(torch)
         self._module_init = getattr(torch.nn.Module.__init__, "__code__", None)
-        # Another profiler (cProfile) keeps its place: direct forward calls go unseen then.
+        # Leave another profiler (cProfile) in place; direct forward calls go unseen then.
         self._can_profile = sys.getprofile() is None
         self._resume()
         return self
@@ -170,7 +111,7 @@ class Recorder:
         self._patched.append((owner, attr, getattr(owner, attr)))
         setattr(owner, attr, value)
 
-    # -- [Direct Forward] the profile function --------------------------------------------
+    # -- the profile function
     def _pause(self) -> bool:
         if not self._profiling:
             return False
@@ -184,8 +125,7 @@ class Recorder:
             sys.setprofile(self._profile)
 
     def _profile(self, frame: Any, event: str, arg: Any) -> None:
-        # Called for every Python and C call while the test's own code runs: the two string
-        # comparisons are all most events cost.
+        # Called for every call the test's code makes: keep the common path cheap.
         if event == "call":
             if self._entered is None:
                 code = frame.f_code
@@ -218,7 +158,7 @@ class Recorder:
             module = local.get(code.co_varnames[0])
             if not isinstance(module, torch.nn.Module):
                 return
-            # Entered, whoever called it: its own layers are part of it, not the test's calls.
+            # Entered whoever called it, so its own layers are not recorded as the test's calls.
             self._entered = frame
             self._depth += 1
             if self._is_test_call(torch, frame.f_back, module):
@@ -236,13 +176,13 @@ class Recorder:
                 return
 
     def _enter_method(self, frame: Any, name: str) -> None:
-        """[Another Method] A public method of a module, given a tensor, called by the test."""
+        """[Another Method] Record a public method of a module, given a tensor, called by the test."""
         code = frame.f_code
         if in_torch(code.co_filename):
             return  # torch's own methods: train(), to(), state_dict(), ...
         import torch
 
-        from .._compat import pytree  # deferred: imports torch (the plugin's import stays torch-free)
+        from .._compat import pytree  # deferred: the plugin's import stays torch-free
 
         local = frame.f_locals
         module = local.get("self")
@@ -260,8 +200,7 @@ class Recorder:
         args, kwargs = bound_call(module, code, local, target)
         if not any(isinstance(leaf, torch.Tensor) for leaf in pytree.tree_leaves((args, kwargs))):
             return  # model.reset_classifier(10): configures, does not compute
-        # A decorated method (@torch.no_grad(), transformers' @deprecate_kwarg, several stacked): the
-        # test called the outermost wrapper; the call is the test's if that wrapper's caller is.
+        # A decorated method: the test called the outermost wrapper, so look past the wrappers.
         wrappers = _wrapper_codes(function, target)
         caller = frame.f_back
         while caller is not None and caller.f_code in wrappers:
@@ -271,11 +210,9 @@ class Recorder:
         if caller is not None and test_code(caller) and self._is_test_call(torch, caller):
             self._entered_call = self._record(module, args, kwargs, method=name)
 
-    # -- what counts as the test's call ------------------------------------------------
+    # -- what counts as the test's call
     def _building(self, init: Any) -> None:
-        """[Built By A Library] ``nn.Module.__init__`` starts: where its module is built, kept
-        where library code builds it for itself (a module's own ``__init__`` building its parts
-        is not: a call there is no test's call anyway)."""
+        """Note the library call that builds a module for itself: its calls are not the test's."""
         module = first_argument(init)
         if module is None:
             return
@@ -286,12 +223,12 @@ class Recorder:
 
         if isinstance(first_argument(frame), torch.nn.Module):
             return
-        entry = library_entry(frame)  # the library call it is built in (a helper's helper may build it)
+        entry = library_entry(frame)
         if entry is None:
             return
         try:
             self._built[id(module)] = (weakref.ref(module), id(entry), entry.f_code)
-        except TypeError:  # a module that refuses weak references: its calls count as before
+        except TypeError:  # refuses weak references: its calls count as the test's
             pass
 
     def _is_test_call(self, torch: Any, caller: Any, module: Any = None) -> bool:
@@ -301,9 +238,9 @@ class Recorder:
             return False  # torch's own machinery: check_trace, export, a parametrization
         built = self._built.get(id(module)) if module is not None else None
         if built is not None and built[0]() is module and inside(caller, built[1], built[2]):
-            return False  # [Built By A Library] built and called inside one library call, for itself
+            return False  # built and called inside one library call, for itself
         frame = caller
-        for _ in range(64):  # a constructor anywhere up the stack: building, not testing
+        for _ in range(64):  # a constructor up the stack: building, not testing
             if frame is None:
                 break
             if frame.f_code.co_name == "__init__" and isinstance(frame.f_locals.get("self"), torch.nn.Module):
@@ -323,7 +260,7 @@ class Recorder:
         inside: Call | None = None,
     ) -> Call | None:
         module = self._scripted.get(id(module), module)
-        inner = compiled_original(module)  # torch.compile's OptimizedModule: the user's module
+        inner = compiled_original(module)  # the module inside torch.compile's OptimizedModule
         if inner is not None:
             module, via = inner, via or "torch.compile"
         count, held = self._held.get(id(module), (0, 0))
@@ -331,7 +268,7 @@ class Recorder:
         if count >= MAX_CALLS or (count and held + size > MAX_CALL_BYTES):
             return None
         self._held[id(module)] = (count + 1, held + size)
-        kinds.register_caches(args, kwargs)  # before the copy: a cache's tensors are copied with the call
+        kinds.register_caches(args, kwargs)  # before the snapshot copies a cache's tensors
         handed: frozenset[int | str] = frozenset(
             [i for i, value in enumerate(args) if self._handed_back(value)]
             + [name for name, value in kwargs.items() if self._handed_back(value)]
@@ -363,16 +300,12 @@ class Recorder:
         return call
 
     def _handed_back(self, value: Any) -> bool:
-        """Whether ``value`` is an object an earlier recorded call returned (alive, so its id is its own)."""
+        """Whether ``value`` is an object an earlier recorded call returned."""
         ref = self._returned.get(id(value))
         return ref is not None and ref() is value
 
     def _unroll(self, call: Call) -> bool:
-        """Whether the method call that just returned is a Python loop over
-        its module's forward (``generate``, or any method that called forward more than once):
-        then the forward calls it made take its place in the recording, and it is never
-        exported as a method. A method that calls forward once (``predict``: ``self(x).argmax``)
-        stays the call."""
+        """If the method that just returned looped over forward, its forward calls replace it."""
         inner, call.inner = call.inner, []
         if not inner or (call.method not in LOOPS and len(inner) < 2):
             return False
@@ -380,7 +313,7 @@ class Recorder:
         self.recording.calls[at : at + 1] = inner
         if self._copies.get(id(call.live)) is call:
             self._copies[id(call.live)] = inner[0]
-        if id(call.live) in self._unverified:  # the loop's outputs are no forward's: its first call's are
+        if id(call.live) in self._unverified:  # keep the first forward's outputs, not the loop's
             self._unverified.discard(id(call.live))
         else:
             inner[0].outputs = None
@@ -389,12 +322,11 @@ class Recorder:
     def _take_copy(self, call: Call) -> None:
         import torch
 
-        from ..reference.eager import copy_as_called  # deferred: imports torch (the plugin's import stays torch-free)
+        from ..reference.eager import copy_as_called  # deferred: the plugin's import stays torch-free
 
         size = module_bytes(call.live)
-        # A ScriptModule is kept as it is: its deep copy loses the method schemas that name its
-        # inputs, and the body can change it only by attribute assignment, which the
-        # fingerprint sees.
+        # A ScriptModule is not copied: its deep copy loses the method schemas that name its
+        # inputs, and the fingerprint sees the only changes a body can make to it.
         if size <= self._budget and not isinstance(call.live, torch.jit.ScriptModule) and not self._not_picked(call):
             with torch.inference_mode(False):  # a body under inference_mode() would copy inference tensors
                 copied, call.refused = copy_as_called(call.live)
@@ -409,13 +341,7 @@ class Recorder:
         call.fingerprint = fingerprint(call.live)
 
     def _not_picked(self, call: Call) -> bool:
-        """[Copies For The Checked Module] Whether the check will not pick ``call``'s module
-        (``Recording.pick``), so that no copy of it is taken: a test that compares its model
-        with a copy or a reloaded one calls two modules and checks the first (a copy of e3nn's
-        network: 0.6 s). With ``module=``, one of another name; else one called after a module
-        that did not raise and that it does not contain. Should that one be picked after all (a
-        module called later contains the first, and not this one), it is checked as a module past
-        the copy budget is: live, and a ``changed_after_call`` finding if the body changed it."""
+        """Whether the check will not pick ``call``'s module, so no copy is needed."""
         import torch
 
         if self._module is not None:
@@ -425,12 +351,9 @@ class Recorder:
         return any(not c.raised and id(c.live) not in inside for c in self.recording.calls)
 
     def _keep_outputs(self, call: Call, out: Any, *, inside: Call | None = None) -> None:
-        """[A Copy That Is Not The Module] The test's own outputs of the first eval-mode call of
-        a copied module, for ``Recording.verify`` (not kept past ``MAX_CALL_BYTES``). Inside a
-        method call (``inside``), its first forward call's, kept until the method returns
-        (``_unroll``) says which of the two is the test's call."""
-        # Every recorded call's, before any copy: a later decode step extends this cache in place,
-        # and a train-mode call's output cache is what the exporters must return as well.
+        """[A Copy That Is Not The Module] Keep the outputs of a copied module's first eval-mode
+        call, for ``Recording.verify``."""
+        # Every call's outputs: a later decode step may extend a cache among them in place.
         kinds.register_caches(out)
         kinds.remember_returned(out, self._returned)
         if id(call.live) not in self._unverified:
@@ -443,7 +366,7 @@ class Recorder:
         if nbytes(out) <= MAX_CALL_BYTES:
             call.outputs = snapshot((out,), {})[0][0]
 
-    # -- [Handed To An Exporter] ----------------------------------------------------------
+    # -- modules handed to an exporter
     def _hand(self, via: str, inputs: Any, bound: Any) -> None:
         """Record the module an exporter was handed, from the exporter's bound arguments."""
         try:
@@ -452,7 +375,7 @@ class Recorder:
             TypeError,
             ValueError,
             KeyError,
-        ):  # an unusual call (a non-iterable example, ...): let the exporter complain
+        ):  # an unusual call: let the exporter complain
             handed = None
         if handed is not None:
             module, args, kwargs, methods = handed
@@ -473,14 +396,14 @@ class Recorder:
             if fn is None:
                 continue
             code = getattr(fn, "__code__", None)
-            if code is not None:  # the profile function's way in: the same function under another name
+            if code is not None:  # so the profile function sees it imported under another name
                 self._entries.setdefault(code.co_name, []).append((code, via, inputs))
             self._patch(owner, attr, self._exporter(torch, fn, via, inputs))
 
     def _exporter(self, torch: Any, fn: Any, via: str, inputs: Any) -> Any:
         """``fn`` (an exporter), recording the module it is handed as the test's call."""
         recorder = self
-        signature = inspect.signature(fn)  # milliseconds for torch.onnx.export: once a process, not once a test
+        signature = inspect.signature(fn)  # slow for torch.onnx.export: computed once
 
         def exporter(*args: Any, **kwargs: Any) -> Any:
             paused = recorder._profiling and recorder._pause()
@@ -493,8 +416,7 @@ class Recorder:
                 else:
                     bound.apply_defaults()
                     module = handed_module(bound.arguments)
-                    # Handed over while a module is constructed (an __init__ that traces its
-                    # cell) is building, not testing, as a call there is.
+                    # Handed over inside an __init__ (one that traces its cell) is building, not testing.
                     if recorder._is_test_call(torch, sys._getframe(1)):
                         recorder._hand(via, inputs, bound.arguments)
             recorder._depth += 1
@@ -513,9 +435,7 @@ class Recorder:
 
 
 def _wrapper_codes(function: Any, target: Any) -> set[Any]:
-    """The code of every decorator wrapper between ``function`` and the method ``target`` it wraps
-    (the ``__wrapped__`` chain ``functools.wraps`` leaves): the frames between the test's call and
-    the method's own."""
+    """The code of every decorator wrapper around the method ``target``."""
     codes = set()
     current = function
     for _ in range(16):
@@ -529,19 +449,13 @@ def _wrapper_codes(function: Any, target: Any) -> set[Any]:
 
 
 def _said(exc: BaseException) -> str:
-    # One line of text, never the exception: it holds its traceback, and the traceback every
-    # frame of the call with the test's tensors (a cache keyed on it kept them all alive).
+    # One line of text, never the exception: its traceback would keep every frame of the call,
+    # and the test's tensors, alive.
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
 
 
-# -- [Handed To An Exporter]: a module the test hands to ``torch.jit.trace``, ``trace_module``,
-# ``torch.export.export`` or ``torch.onnx.export``, and its call, read from the exporter's bound
-# arguments: ``EXPORTERS`` names each public function the recorder patches and how to read it.
-# torch is imported inside the functions: the recorder is imported with the plugin, torch-free.
-
-
-# Each exporter's bound arguments -> (module, args, kwargs, other methods named) or None.
+# -- Readers of an exporter's bound arguments: (module, args, kwargs, other methods) or None.
 def trace_inputs(bound: Any) -> Any:
     import torch
 
@@ -560,14 +474,13 @@ def trace_inputs(bound: Any) -> Any:
 def trace_module_inputs(bound: Any) -> Any:
     inputs = bound["inputs"]
     if not isinstance(inputs, dict) or "forward" not in inputs:
-        return None  # only forward is checked; a module traced for other methods alone is not called
+        return None  # only forward is checked
     others = tuple(str(name) for name in inputs if name != "forward")
     return _forward_call(bound["mod"], inputs["forward"], bool(bound.get("example_inputs_is_kwarg")), others)
 
 
 def _forward_call(module: Any, example: Any, is_kwarg: bool, others: tuple[str, ...]) -> Any:
-    """As ``torch.jit.trace_module`` reads a method's example: a dict of keyword arguments,
-    or the positional arguments (a lone tensor or dict is one argument)."""
+    """A method's example, read as ``torch.jit.trace_module`` reads it."""
     import torch
 
     if not isinstance(module, torch.nn.Module) or example is None:
@@ -600,14 +513,13 @@ def no_call(bound: Any) -> Any:
 
 
 def handed_module(bound: Any) -> Any:
-    """The module an exporter was handed (its first argument), whatever the exporter calls it;
-    ``model.forward`` handed to ``torch.jit.trace`` is the model."""
+    """The module an exporter was handed; for ``model.forward``, the model."""
     first = next(iter(bound.values()), None)
     owner = getattr(first, "__self__", None)
     return owner if getattr(first, "__name__", "") == "forward" and owner is not None else first
 
 
-#: (module path, attribute, the name a call records it as ``via``, how to read its arguments)
+#: (module path, attribute, the call's ``via``, how to read its arguments)
 EXPORTERS: tuple[tuple[str, str, str, Any], ...] = (
     ("torch.jit", "trace", "torch.jit.trace", trace_inputs),
     ("torch.jit", "trace_module", "torch.jit.trace_module", trace_module_inputs),
@@ -617,20 +529,15 @@ EXPORTERS: tuple[tuple[str, str, str, Any], ...] = (
 )
 
 
-# -- [Not The Test's Call] Which frames are the test's own: the caller of a module (past
-# ``torch.compile``'s and fx's wrappers), torch's own code, torch tracing or compiling, a
-# library's code and the module a library builds for itself ([Built By A Library]), and the
-# call a ``forward`` (or another method) was bound to, rebuilt from its frame as it starts.
+# -- Which frames are the test's own: checking a module torch or a library called proves nothing.
 
 
 def caller(module: Any, frame: Any) -> Any:
-    """The frame that called ``module``: past ``OptimizedModule.__call__`` for a module
-    ``torch.compile`` returned, so ``torch.compile(model)(x)`` is the test's call."""
+    """The frame that called ``module``, past torch.compile's and fx's wrappers, so
+    ``torch.compile(model)(x)`` is the test's call."""
     if frame.f_code.co_name == "__call__" and type(module).__name__ == "OptimizedModule" and frame.f_back is not None:
         return frame.f_back
-    # An fx.GraphModule (and its subclasses: torchvision's feature extractors) is called through
-    # fx's _WrappedCall, whose frame is torch's: the test's call is the one that called it.
-    # fx's _WrappedCall.__call__ under GraphModule's call_wrapped, both torch's frames.
+    # An fx.GraphModule is called through fx's _WrappedCall and call_wrapped, torch's frames.
     fx = os.path.join("fx", "graph_module.py")
     while (
         frame.f_back is not None
@@ -648,9 +555,7 @@ _MISSING = object()
 def bound_call(
     module: Any, code: Any, local: dict[str, Any], function: Any = None
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """[Direct Forward] The call ``forward`` was bound to, rebuilt from its parameters as it
-    starts: positional parameters positionally, keyword-only ones by name; trailing
-    parameters left at their defaults are left out, as the test left them."""
+    """The call ``forward`` was bound to, rebuilt from its frame; trailing defaults left out."""
     names = code.co_varnames
     n, k = code.co_argcount, code.co_kwonlyargcount
     args = [local[name] for name in names[1:n]]
@@ -686,7 +591,7 @@ def tracing(torch: Any) -> bool:
 
 
 def in_torch(filename: str) -> bool:
-    """Torch's own code, but not ``torch.testing`` (suites built on torch's TestCase call from there)."""
+    """Torch's own code, but not ``torch.testing`` (suites on torch's TestCase call from there)."""
     torch_dir = _torch_dir()
     return filename.startswith(torch_dir) and not filename.startswith(torch_dir + "testing" + os.sep)
 
@@ -699,10 +604,7 @@ def _torch_dir() -> str:
 
 
 def library(filename: str) -> bool:
-    """Code the test did not write: an installed package's (transformers' ``save_pretrained``,
-    its fp16 probe), the stdlib's, torch's or this plugin's. Where a file comes from decides
-    (``results.explain.is_user_file``), never a list of names; a suite's own helpers (transformers'
-    test mixins, a conftest) are the test's."""
+    """Code the test did not write, decided by where the file comes from, never by name."""
     return _library(filename)
 
 
@@ -718,9 +620,7 @@ def first_argument(frame: Any) -> Any:
 
 
 def builder(module: Any, init: Any) -> Any:
-    """[Built By A Library] The frame that builds ``module``, from the frame of its
-    ``nn.Module.__init__`` as it starts: past every frame whose first parameter is ``module``
-    (its classes' ``__init__``, a decorator's wrapper that keeps ``self``)."""
+    """The frame that builds ``module``, past its classes' ``__init__`` frames."""
     frame = init.f_back
     while frame is not None and first_argument(frame) is module:
         frame = frame.f_back
@@ -728,11 +628,8 @@ def builder(module: Any, init: Any) -> Any:
 
 
 def library_entry(frame: Any) -> Any:
-    """[Built By A Library] The library call the test's code made that ``frame`` (a library's)
-    runs in: the outermost of the library frames above it, up to the first frame of the test's
-    own code; None where no frame of the test's is found (nothing to tell the library from), or
-    where this plugin's own code built it (a ``--torchexport-model`` item's body: the plugin calls
-    the model for the test, as the test would)."""
+    """The outermost library frame below the test's code that ``frame`` runs in. None if no
+    test frame is found, or if this plugin's own code is on the way."""
     entry = frame
     for _ in range(64):
         if is_plugin_file(entry.f_code.co_filename):
@@ -747,10 +644,8 @@ def library_entry(frame: Any) -> Any:
 
 
 def inside(caller: Any, frame_id: int, code: Any) -> bool:
-    """[Built By A Library] Whether ``caller`` runs inside the library call (``frame_id``,
-    ``code``: a frame is known by its id while it runs) that built the module, with only library
-    frames between: the library calls a module it built for its own purposes, never held by the
-    test. A test's callback on the way (user code) makes the call the test's."""
+    """Whether ``caller`` runs inside the library call that built the module, with only
+    library frames between."""
     frame = caller
     for _ in range(64):
         if frame is None or not library(frame.f_code.co_filename):
@@ -762,9 +657,7 @@ def inside(caller: Any, frame_id: int, code: Any) -> bool:
 
 
 def test_code(frame: Any) -> bool:
-    """[Another Method] Whether ``frame`` is the test's own code calling a module's method: not a
-    library's (``save_pretrained`` calling ``gather_sharded_state_dict_for_save`` on the model it
-    saves), not a module's own method (a module's code calling its own or its parts' methods)."""
+    """[Another Method] Whether ``frame`` is the test's own code, not a library's or a module's."""
     import torch
 
     return not library(frame.f_code.co_filename) and not isinstance(first_argument(frame), torch.nn.Module)

@@ -1,12 +1,8 @@
-"""From what a test body called to the check of one module: which call, and what it says.
+"""From what a test body called to the check of one module, for each (backend, device) item.
 
-The plugin records a test body once (``recorder.py``) and hands the recording here for
-each of the test's (backend, device) items. This module picks the call to check (the
-first the test made, or ``module=``), falls back to another recorded call of the same
-module when the first cannot be replayed as served (eval mode, ``no_grad``), and turns
-what cannot be checked into a ``usage_error`` row (or ``skipped`` under
-``--torchexport-auto``) instead of a bare exception: every item has a report row.
-Nothing here touches pytest objects.
+Picks the call to check (the first, or ``module=``), falls back to a later call of the same
+module when one cannot be replayed in eval mode under ``no_grad``, and turns what cannot be
+checked into a ``usage_error`` row, so every item has a report row. See docs/howto-module.md.
 """
 
 from __future__ import annotations
@@ -35,13 +31,13 @@ class Selection:
     recording: Recording
     options: Options
     auto: bool = False  # checked because of --torchexport-auto, not a marker
-    #: (id(module), kind of call) -> (index of its first call that replays in eval mode, why the earlier ones did not)
+    #: (id(module), kind) -> (index of the first call that replays, why earlier ones did not)
     _replayable: dict[tuple[int, int], tuple[int, str | None]] = field(default_factory=dict)
-    #: [Eager Once] eager's stages of a call, computed once for all the test's backend checks
+    #: [Eager Once] eager's stages of a call, computed once for all the test's backends
     eager_once: EagerOnce = field(default_factory=EagerOnce)
 
     def __post_init__(self) -> None:
-        self.eager_once.body_s = self.recording.body_s  # [Search Budget] a multiple of it by default
+        self.eager_once.body_s = self.recording.body_s  # [Search Budget]
 
     @classmethod
     def make(cls, recording: Recording, options: Options, auto: bool = False) -> Selection:
@@ -50,13 +46,12 @@ class Selection:
         return recording.selection
 
     def start(self, backend: str, device: str, session: Session, *, held: bool = False) -> PlannedRun:
-        """The check of one item, set going now (see ``PlannedRun``; ``held``: forked now, let go
-        by its next ``start()``); its row from ``wait()``."""
+        """Start the check of one item; its row comes from ``wait()``."""
         planned = PlannedRun(self, backend, device, session)
         planned.start(held=held)
         return planned
 
-    # -- what the row says about the call ------------------------------------------------
+    # -- what the row says about the call
     def _explain(self, result: Result, call: Call, calls: list[Call], used: int | None, why: str | None) -> None:
         if used and why:
             result.findings.append(
@@ -92,7 +87,7 @@ class Selection:
                 )
             )
         if call.refused is not None and call.module is call.live:
-            # Said once, here, where what was put back is known: not again as the engine's eager saw it (prelude.py).
+            # Said here, where what was put back is known, and not again by prelude.py.
             result.findings[:] = [f for f in result.findings if f.kind != "reference_copy"]
             result.findings.append(
                 Finding(
@@ -109,7 +104,7 @@ class Selection:
             result.extra["recorded_calls"] = len(calls)
 
     def _explain_kinds(self, result: Result, kinds: list[Kind]) -> None:
-        """Where the test called a Python loop over forward (generate): which method's forward calls were checked, and the kinds of call."""
+        """Where the test called a loop over forward (generate), say so and name the kinds."""
         loop = next((c for k in kinds for c in k.calls if c.within), None)
         if loop is None:
             return
@@ -125,7 +120,7 @@ class Selection:
         )
 
     def _raised(self, call: Call, backend: str, device: str, session: Session) -> Result:
-        """Every call of the module raised in the test itself: nothing shows how it is served."""
+        """The row when every call of the module raised in the test itself."""
         calls = self.recording.calls_of(call)
         said = call.raised if len(calls) == 1 else f"the first: {call.raised}"
         why = (
@@ -171,17 +166,14 @@ class Selection:
 
 
 class PlannedRun:
-    """One item's check of the selected module: one check per kind of call the test made of it
-    (``kinds.py``), each with its own recorded call as the seed, each its own row. Started early
-    (the plugin starts a test's next items beside the current one): every kind's child forked at
-    once, under the state the test's calls ran in, the first let go and each next one when the
-    one before it ends, so that an item holds one place on the scheduler. ``wait`` gives the
-    first kind's row, ``rows`` all of them."""
+    """One item's check of the selected module: one check and row per kind of call
+    (``kinds.py``). Every kind's child is forked at once, while the state the test's calls ran in
+    is still there, but they run one after another, so an item holds one scheduler place."""
 
     def __init__(self, selection: Selection, backend: str, device: str, session: Session) -> None:
         self.selection, self.backend, self.device, self.session = selection, backend, device, session
         self._done: Result | None = None
-        self._started: float | None = None  # when start() first ran (time.monotonic)
+        self._started: float | None = None  # time.monotonic()
         self._rows: list[Result] | None = None
         self.calls: list[Call] = []
         self.kinds: list[_KindRun] = []
@@ -189,30 +181,28 @@ class PlannedRun:
         if self.call is None:
             self._done = selection._nothing(backend, device, session)
             return
-        selection.recording.verify(self.call)  # [A Copy That Is Not The Module] once, for the checked module
+        selection.recording.verify(self.call)  # [A Copy That Is Not The Module]
         # [Raised In The Test] a call that raised in the test itself is no example to serve.
         calls = [c for c in selection.recording.calls_of(self.call) if not c.raised]
         if not calls:
             self._done = selection._raised(self.call, backend, device, session)
             return
-        # Specs replace the recorded calls (inputs=): one check of them, as before kinds.
+        # With inputs=, specs replace the recorded calls: a single check.
         groups = group(calls) if selection.options.inputs is None else [Kind((), {}, False, calls)]
         self.calls = calls
         self.kinds = [_KindRun(self, index, kind) for index, kind in enumerate(groups)]
 
     @property
     def rows(self) -> list[Result]:
-        """Every kind's row, in the order of the test's first call of each (after ``wait``). A
-        kind none of whose calls replays as served (eval, ``no_grad``) is no way the model is
-        served where another kind's does: its row is left out, and a finding on the others
-        says so (as a call that does not replay gives way to the next one)."""
+        """Every kind's row (after ``wait``). A kind none of whose calls replays in eval mode
+        is left out where another kind replays, with a finding on the others."""
         if self._done is not None and not self.kinds:
             return [self._done]
         if self._rows is not None:
             return self._rows
         rows = [kind.wait() for kind in self.kinds]
-        # The marker's options name the inputs of the test's first kind of call (dynamic= naming a
-        # mask a decode step lacks): a later kind they do not fit is said on the rows, not failed.
+        # The marker's options describe the first kind of call: a later kind they do not fit
+        # (dynamic= naming a mask a decode step lacks) is noted on the rows, not failed.
         unfit = [(k, r) for k, r in zip(self.kinds[1:], rows[1:]) if k.unfit is not None]
         if unfit:
             rows = [r for k, r in zip(self.kinds, rows) if k.unfit is None or k is self.kinds[0]]
@@ -250,8 +240,7 @@ class PlannedRun:
         return self._rows
 
     def start(self, *, held: bool = False) -> None:
-        """Set going: every kind's check forked now (the later ones held until the one before
-        them ends); once started, ``start()`` lets the current kind's child go."""
+        """Fork every kind's check, the later ones held; once started, let the current one go."""
         if self._started is not None:
             current = self._current()
             if current is not None and not held:
@@ -275,8 +264,7 @@ class PlannedRun:
 
     @property
     def state(self) -> CheckState:
-        """Its current kind's check's state (``engine.schedule.CheckState``); once every kind's is
-        over, DONE if its rows were read, else FINISHED; PENDING before ``start()``."""
+        """Its current kind's state; once all are over, DONE if its rows were read, else FINISHED."""
         if self._started is None and self._done is None:
             return CheckState.PENDING
         current = self._current()
@@ -286,9 +274,8 @@ class PlannedRun:
 
     @property
     def detached(self) -> bool:
-        """Its rows no longer depend on this process's state: each kind's check was forked (it
-        took what it needs with it), or its row is settled and no other call will be tried. Such
-        an item needs nothing of its own test's fixtures (``plugin.py``, [Fixtures Once])."""
+        """Its rows no longer depend on this process's state, so it needs none of its test's
+        fixtures ([Fixtures Once])."""
         return all(kind.detached for kind in self.kinds)
 
     def cancel(self) -> None:
@@ -297,8 +284,7 @@ class PlannedRun:
 
     @property
     def child(self) -> Any:
-        """The forked child running its check now (the first kind not yet over), if one runs:
-        a held one is not waited for until it is let go."""
+        """The forked child running its current check, unless it is held."""
         current = self._current()
         return None if current is None or current.state is CheckState.HELD else current.child
 
@@ -309,30 +295,29 @@ class PlannedRun:
         for index, kind in enumerate(self.kinds):
             kind.wait()
             if index + 1 < len(self.kinds):
-                self.kinds[index + 1].start()  # [Held] the next kind's child let go
+                self.kinds[index + 1].start()  # [Held] let the next kind's child go
         return self.rows[0]
 
 
 class _KindRun:
-    """The check of one kind of call: its first call that replays as served (eval, ``no_grad``),
-    and when it does not, the kind's later calls in turn."""
+    """The check of one kind of call: its first call that replays in eval mode, else the next."""
 
     def __init__(self, planned: PlannedRun, number: int, kind: Kind) -> None:
         self.planned, self.number, self.kind = planned, number, kind
         self.selection = planned.selection
         self.calls = kind.calls
         self._done: Result | None = None
-        self.used: int | None = None  # which of its calls was checked (the first that replays as served)
-        self.unfit: str | None = None  # why the marker's options do not fit its calls (a usage error)
+        self.used: int | None = None  # which of its calls was checked
+        self.unfit: str | None = None  # why the marker's options do not fit its calls
         self.index, self.why = self.selection._replayable.get((id(kind.calls[0].live), number), (0, None))
         self._pending = self._prepare(self.index)
 
     def _prepare(self, index: int) -> checks.PendingCheck | None:
         planned, options = self.planned, self.selection.options
         candidate = self.calls[index]
-        candidate.put_back()  # [A Copy That Is Not The Module] the live module as the test called it
+        candidate.put_back()  # [A Copy That Is Not The Module]
         try:
-            module = candidate.checked()  # [Another Method] the method the test called
+            module = candidate.checked()  # [Another Method]
             plan = checks.plan_inputs(
                 module,
                 candidate.args,
@@ -358,7 +343,7 @@ class _KindRun:
             if self.kind.name:
                 self._done.extra["call"] = self.kind.name
             return None
-        except Exception as exc:  # noqa: BLE001 - a value of the user's that no reader knows: the row says so
+        except Exception as exc:  # noqa: BLE001 - an input no reader understands: the row says so
             header = f"[backend={planned.backend}, device={planned.device}] ({candidate.name})"
             self._done = row(
                 planned.backend, planned.device, planned.session, outcome.unreadable(exc, header), module=candidate.name
@@ -384,7 +369,7 @@ class _KindRun:
 
     @property
     def state(self) -> CheckState:
-        """Its check's state; DONE once its row is in (or settled before any check: a usage error)."""
+        """Its check's state; DONE once its row is in."""
         if self._done is not None:
             return CheckState.DONE
         assert self._pending is not None  # one of the two is always set
@@ -422,7 +407,7 @@ class _KindRun:
             why = why or (result.likely_cause or "").split("\n", 1)[0][:200]
             index += 1
             if self.selection.options.inputs is not None or index >= len(self.calls):
-                break  # specs replace the recorded call: another call would not change them
+                break  # with inputs=, another call would check the same inputs
             following = self._prepare(index)
             if following is None:
                 return self._done  # type: ignore[return-value]
@@ -434,14 +419,14 @@ class _KindRun:
 
 
 def row(backend: str, device: str, session: Session, verdict: Outcome, *, module: str = "") -> Result:
-    """A result settled before any check ran (nothing to check, a usage error, the test body's outcome)."""
+    """A result settled before any check ran."""
     return outcome.row(verdict, backend=backend, device=device, nodeid=session.nodeid, test=session.test, module=module)
 
 
 def _sequence(calls: list[Call]) -> list[tuple[tuple, dict]] | None:
-    """The test's consecutive calls of one module with the same structure as the first:
-    replayed in order when the module updates its state (``side_effects.py``)."""
-    from .._compat import pytree  # deferred: imports torch (the plugin's import stays torch-free)
+    """The leading calls with the first call's structure, replayed in order when the module
+    updates its state (``side_effects.py``)."""
+    from .._compat import pytree  # deferred: the plugin's import stays torch-free
 
     if len(calls) < 2:
         return None

@@ -1,25 +1,10 @@
 """[Model By Name] ``transformers:NAME``: a transformers model built from its config class.
 
-``transformers:gpt2?n_layer=2`` builds ``AutoConfig.for_model("gpt2", n_layer=2)`` and the
-model of its task (``AutoModelForCausalLM.from_config``); ``transformers:GPT2LMHeadModel``
-names the class instead (its ``config_class`` makes the config). Random weights from a fixed
-seed, never the hub: nothing is downloaded, so it runs offline and in CI.
-
-Tiny unless told: each size in ``TINY`` the config has, and the SPEC does not set (by its
-name or an alias in the config's ``attribute_map``, so ``n_layer=4`` on GPT-2 is
-``num_hidden_layers``), is brought down to it, so a check takes seconds. Token ids the
-config names (``eos_token_id``, ...) that the smaller vocabulary no longer holds are moved
-inside it.
-
-The task, for a model type: a sequence-to-sequence LM where the config is an
-encoder-decoder, a masked LM where transformers has one (BERT: an encoder), else a causal
-LM (GPT-2, Llama), image classification, CTC (wav2vec2), and the base model last.
-
-The call (``inputs``): token ids drawn in the vocabulary (the first and the last id among
-them) and an attention mask with one row padded, on the left for a causal LM (as served for
-batched generation) and on the right otherwise; a causal LM then makes a decode step: one new
-token with the prefill's cache fed back (as the release names it), the mask one longer. Images are
-``(2, channels, image_size, image_size)``, waveforms 1600 samples.
+``transformers:gpt2?n_layer=2`` builds the model of the type's task from
+``AutoConfig.for_model``; ``transformers:GPT2LMHeadModel`` names the class instead. Weights are
+random from a fixed seed, so nothing is downloaded. Sizes the SPEC does not set are brought down
+to ``TINY``, so a check takes seconds. A causal LM is called with a left-padded prefill, then a
+decode step with the prefill's cache. See docs/howto-model.md.
 """
 
 from __future__ import annotations
@@ -31,7 +16,7 @@ from typing import Any
 
 from .model_specs import ModelError, ModelSpec, call_text, find
 
-#: config sizes brought down where the SPEC does not set them (only ever down)
+#: Config sizes brought down (never up) where the SPEC does not set them.
 TINY: dict[str, int] = {
     "hidden_size": 32,
     "num_hidden_layers": 2,
@@ -50,21 +35,21 @@ TINY: dict[str, int] = {
     "decoder_ffn_dim": 64,
     "n_inner": 64,
 }
-#: a convolutional feature extractor's channels (wav2vec2's ``conv_dim``), per layer
+#: A convolutional feature extractor's channels per layer (wav2vec2's ``conv_dim``).
 TINY_CHANNELS = 32
-#: the batch of the inferred call: 1 would let exporters specialize the batch dim
+#: The batch of the inferred call: 1 would let exporters specialize the batch dim.
 BATCH = 2
 #: tokens in the prefill, samples in a waveform
 TOKENS, SAMPLES = 8, 1600
 #: padded positions in the one padded row
 PADDED = 2
-#: the seed of the random weights, so a SPEC is the same model on every run
+#: so a SPEC is the same model on every run
 SEED = 0
 INSTALL = "pip install transformers"
 
 
 def build(spec: ModelSpec) -> Any:
-    """The model of ``spec``, random weights, eval mode; a ``ModelError`` says what went wrong."""
+    """The model of ``spec``, random weights, eval mode."""
     import torch
 
     transformers = _import(spec)
@@ -134,7 +119,8 @@ def _config(transformers: Any, spec: ModelSpec) -> Any:
 
 
 def tiny(default: Any, spec: ModelSpec) -> dict[str, Any]:
-    """The config's keyword arguments: the SPEC's, and each ``TINY`` size it does not set."""
+    """The config's keyword arguments: the SPEC's, and each ``TINY`` size it does not set (by name
+    or ``attribute_map`` alias). Token ids past the smaller vocabulary are moved inside it."""
     aliases = dict(getattr(default, "attribute_map", {}) or {})
     said = set()
     for key in spec.options:
@@ -160,7 +146,8 @@ def tiny(default: Any, spec: ModelSpec) -> dict[str, Any]:
 
 
 def task(transformers: Any, config: Any) -> Any:
-    """The Auto class of the model type's task (the module's docstring says the order)."""
+    """The Auto class of the model type's task: seq2seq LM for an encoder-decoder, else masked
+    LM, causal LM, image classification, CTC, and the base model last."""
     kind = type(config)
     if getattr(config, "is_encoder_decoder", False) and kind in transformers.MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING:
         return transformers.AutoModelForSeq2SeqLM
@@ -198,9 +185,8 @@ def cache_argument(model: Any) -> str | None:
 
 
 def inputs(model: Any, spec: ModelSpec) -> tuple[tuple[Any, ...], dict[str, Any], str, Any]:
-    """The call to make: (args, kwargs, where they came from, the next call or None).
-
-    The next call (a causal LM's decode step) is a function of the first call's output."""
+    """(args, kwargs, where they came from, the next call or None). A causal LM's mask is padded
+    on the left, as served for batched generation; its decode step is built from the output."""
     import torch
 
     config = model.config
@@ -240,7 +226,7 @@ def _ids(vocab: int, length: int, generator: Any) -> Any:
     import torch
 
     ids = torch.randint(0, vocab, (BATCH, length), generator=generator)
-    ids[0, 0], ids[-1, -1] = 0, vocab - 1  # the recorded ids span the vocabulary
+    ids[0, 0], ids[-1, -1] = 0, vocab - 1  # span the vocabulary
     return ids
 
 
@@ -256,7 +242,7 @@ def _padded(length: int, *, left: bool) -> Any:
 
 
 def _decode(vocab: int, generator: Any, name: str) -> Any:
-    """The decode step after a prefill: one new token per row, the prefill's cache fed back as ``name``."""
+    """The decode step: one new token per row, the prefill's cache fed back as ``name``."""
     import torch
 
     def step(kwargs: dict[str, Any], output: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:

@@ -1,14 +1,7 @@
-"""Compare an artifact's outputs with eager ones: nested outputs become (path, leaf) pairs.
+"""Compare an artifact's outputs with eager ones, leaf by leaf, as ``torch.testing`` does.
 
-Structure, shape and dtype are checked before values, as ``torch.testing`` does; values
-use ``torch.isclose`` (``assert_close``'s own primitive, NaN equal to NaN) with one
-per-dtype tolerance table, so the numbers here mean what users know from
-``assert_close``. This module never exports anything.
-
-[Bounded Comparison] How one output leaf differs from eager's (``LeafDiff``, ``leaf_diff``):
-mismatched elements, the greatest absolute and relative errors and where, the quantiles and
-the tolerances that would pass, gathered chunk by chunk so that a huge output is never copied
-whole.
+Structure, shape and dtype are checked before values; values use ``torch.isclose`` with
+``assert_close``'s tolerances. See docs/howto-tolerances.md.
 """
 
 from __future__ import annotations
@@ -24,8 +17,7 @@ import torch
 
 from .._compat import pytree, tree_flatten_with_path
 
-# (rtol, atol) per dtype, exactly ``torch.testing.assert_close``'s defaults
-# (torch/testing/_comparison.py::_DTYPE_PRECISIONS); integers and bools are exact.
+# (rtol, atol) per dtype: ``torch.testing.assert_close``'s defaults; integers and bools are exact.
 DEFAULT_TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
     torch.float16: (0.001, 1e-5),
     torch.bfloat16: (0.016, 1e-5),
@@ -36,11 +28,8 @@ DEFAULT_TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
     torch.complex128: (1e-7, 1e-7),
 }
 
-# Backends that re-lower ops (onnxruntime kernels, inductor fusions) reorder float
-# arithmetic. Measured here: onnxruntime differs from eager by up to ~1e-5 relative on
-# real CNNs and encoders, real defects by 0.1 or more; these leave two decades of margin
-# on each side. trace, script and export replay eager's own kernels and stay at
-# assert_close's defaults.
+# Backends that re-lower ops (onnxruntime, inductor) reorder float arithmetic, so they get
+# looser tolerances; trace, script and export run eager's own kernels.
 RELOWERED_TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
     torch.float16: (1e-2, 1e-3),
     torch.bfloat16: (5e-2, 1e-2),
@@ -59,10 +48,8 @@ def tolerances_for(dtype: torch.dtype, relowered: bool, rtol: float | None, atol
 
 
 class NotCompared:
-    """An output leaf that cannot be compared by value (``why``): skipped like a None leaf,
-    and named on the row (``Compared.leaves``' ``skipped``, a ``not_compared`` finding). Two
-    of them are alike when they say the same: an output eager cannot compare is no sign that
-    eager disagrees with itself."""
+    """An output leaf that cannot be compared by value (``why``): skipped and named on the row.
+    Two are equal when they say the same, so eager never seems to disagree with itself."""
 
     __slots__ = ("of", "why")
 
@@ -80,11 +67,8 @@ class NotCompared:
 
 
 class Held:
-    """What an object pytree does not flatten holds (a transformers ``DynamicCache``, a user's
-    class), or a pytree node with such an object inside: its parts by the keys that name them
-    (``GetAttrKey("layers")``), so the id path reads ``['past_key_values'].layers[0].keys``.
-    Registered with pytree below, so every comparison (values, structure, ``equal_trees``)
-    walks it like any other node."""
+    """The parts of an object pytree does not flatten (a ``DynamicCache``), by their keys;
+    registered with pytree so every comparison walks it like any other node."""
 
     __slots__ = ("of", "keys", "values")
 
@@ -95,7 +79,7 @@ class Held:
         return f"{self.of}({', '.join(pytree.keystr((k,)) for k in self.keys)})"
 
 
-if Held not in pytree.SUPPORTED_NODES:  # a second import of this module (a test reloading it) keeps the first
+if Held not in pytree.SUPPORTED_NODES:  # a reloaded module keeps the first registration
     pytree.register_pytree_node(
         Held,
         lambda h: (list(h.values), (h.of, h.keys)),
@@ -103,28 +87,21 @@ if Held not in pytree.SUPPORTED_NODES:  # a second import of this module (a test
         flatten_with_keys_fn=lambda h: (list(zip(h.keys, h.values)), (h.of, h.keys)),
     )
 
-#: Leaves compared by ``==``: values, whose equality is their value.
+#: Leaves compared by ``==``.
 _VALUES = (str, bytes, int, float, complex, bool, type(None), torch.dtype, torch.device, torch.Size, enum.Enum)
-#: How deep an object's attributes are followed before the rest is said not compared (a linked structure).
+#: How deep an object's attributes are followed (a linked structure would go on forever).
 _DEPTH = 32
 
 
 class _Unsupported(Exception):
-    """This way of reading an output does not apply to it: the next is tried."""
+    """This reader does not apply: try the next."""
 
 
 def normalize(obj: Any) -> Any:
-    """``obj`` as pytree flattens it to the leaves compared by value.
+    """``obj`` in a form pytree flattens to the leaves compared by value (``_READERS``).
 
-    Each way of reading an output is tried in turn, as ``torch.testing``'s ``_comparison.py``
-    tries each ``Pair`` class (``_READERS``): a tensor or a plain value is a leaf; a container
-    or pytree node is walked; a dataclass (or an unregistered mapping) is the dict of its
-    fields; any other object is what its attributes hold (``Held``), so a transformers cache
-    is compared through its tensors, never by ``!=`` (which is identity for a class without
-    ``__eq__``: two equal caches would differ). What none of them reads is a ``NotCompared``
-    leaf. An object is rebuilt only where something inside it changed, so outputs pytree
-    already reads keep their types (for ``compare=``).
-    """
+    An object is compared through its attributes, never by ``!=``, which is identity for a
+    class without ``__eq__``. It is rebuilt only where something inside it changed."""
     return _read(obj, ())
 
 
@@ -153,8 +130,7 @@ def _containers(obj: Any, read: Callable[[Any], Any]) -> Any:
 
 
 def _pytree_node(obj: Any, read: Callable[[Any], Any]) -> Any:
-    """A node pytree flattens (a registered type such as transformers' ``ModelOutput``, a
-    namedtuple): itself, unless a child needed reading; then its children by their keys."""
+    """A node pytree flattens (``ModelOutput``, a namedtuple): itself, unless a child changed."""
     children, _ = tree_flatten_with_path(obj, is_leaf=lambda node: node is not obj)
     if len(children) == 1 and children[0][0] == () and children[0][1] is obj:
         raise _Unsupported  # pytree takes it for a leaf
@@ -171,16 +147,15 @@ def _dataclass(obj: Any, read: Callable[[Any], Any]) -> Any:
 
 
 def _not_data(obj: Any, read: Callable[[Any], Any]) -> Any:
-    """A module, a function or a class held by an output is code, not a value the model computed."""
+    """A module, function or class in an output is code, not a computed value."""
     if isinstance(obj, (torch.nn.Module, type)) or callable(obj):
         return NotCompared(type(obj).__name__, "it is code (a module, a class or a function), not a value")
     raise _Unsupported
 
 
 def _attributes(obj: Any, read: Callable[[Any], Any]) -> Any:
-    """What an object holds in its attributes, those that hold a tensor or a value; code and
-    what cannot be compared are left out. Where none holds a tensor and its class has an
-    ``==`` of its own, that ``==`` judges it instead."""
+    """An object's attributes that hold a tensor or a value; without a tensor, an ``==`` of
+    the class's own judges it instead."""
     names = [n for n in getattr(obj, "__dict__", {}) if not n.startswith("__")]
     for cls in type(obj).__mro__:
         slots = getattr(cls, "__slots__", ())
@@ -198,7 +173,7 @@ def _attributes(obj: Any, read: Callable[[Any], Any]) -> Any:
     return Held(type(obj).__name__, tuple(pytree.GetAttrKey(n) for n in held), list(held.values()))
 
 
-#: The ways an output is read, in the order they are tried (``normalize``).
+#: The ways an output is read, in order (``normalize``).
 _READERS: tuple[Callable[[Any, Callable[[Any], Any]], Any], ...] = (
     _containers,
     _pytree_node,
@@ -220,21 +195,14 @@ def unflatten_like(leaves: list[Any], spec: pytree.TreeSpec) -> Any:
 
 @dataclass
 class Compared:
-    """[What A Verdict Rests On] How much of the outputs were compared (the report's ``compared``, docs/report.md).
-
-    ``elements``: output elements whose values were judged (a non-tensor leaf counts as one),
-    ``of``: the elements eager's outputs hold, both summed over ``inputs``; ``leaves``: one
-    call's output leaves by kind: ``tensors`` and ``values`` (non-tensor leaves compared by
-    value), ``compare=`` (handed to the user's function), ``skipped`` with the reason (a None
-    leaf carries nothing, and exported graphs drop it). A check whose ``elements`` is 0 rests
-    on nothing and is not a pass (search.py).
-    """
+    """How much of the outputs were compared: the report's ``compared`` (docs/report.md).
+    A check with 0 ``elements`` is not a pass."""
 
     elements: int = 0
     of: int = 0
     inputs: int = 0
     leaves: dict[str, Any] = field(default_factory=dict)
-    #: elements left out as undefined: outputs at queries the attention mask gives no key (search.py)
+    #: Elements left out as undefined (queries the attention mask gives no key).
     masked: int = 0
 
     def add(self, other: Compared) -> None:
@@ -242,7 +210,7 @@ class Compared:
         self.of += other.of
         self.inputs += other.inputs
         self.masked += other.masked
-        self.leaves = self.leaves or other.leaves  # one call's structure: the first input's
+        self.leaves = self.leaves or other.leaves  # one call's structure
 
     def as_dict(self) -> dict[str, Any]:
         counts = {"elements": self.elements, "of": self.of, "inputs": self.inputs, "leaves": self.leaves}
@@ -250,7 +218,7 @@ class Compared:
 
 
 def _counted(leaves: list[tuple[str, Any]], custom: bool) -> Compared:
-    """One call's outputs counted, before any value is compared (``elements`` still 0)."""
+    """One call's outputs counted, before any value is compared."""
     kinds: dict[str, Any] = {}
     skipped: dict[str, int] = {}
     of = 0
@@ -281,9 +249,9 @@ class Comparison:
     rtol: float | None = None
     atol: float | None = None
     custom_message: str | None = None
-    compared: Compared = field(default_factory=Compared)  # how much of the outputs the verdict read
-    of_scale: float = 0.0  # [Scale Budget] the greatest error over the leaves, a fraction of the leaf's scale
-    allowed: float | None = None  # the tolerance at ``max_abs``'s element (LeafDiff.allowed)
+    compared: Compared = field(default_factory=Compared)
+    of_scale: float = 0.0  # the greatest error as a fraction of its leaf's scale
+    allowed: float | None = None  # the tolerance at ``max_abs``'s element
 
     def lines(self) -> list[str]:
         if self.problem:
@@ -334,24 +302,18 @@ def compare(
 ) -> Comparison:
     """Compare nested outputs. ``actual`` may be the same structure or its flat leaves.
 
-    [Scale Budget] ``scale_budget`` (a post-processed artifact: float16, int8) judges each
-    floating leaf by its greatest error as a fraction of the leaf's scale: its greatest
-    finite |eager| value, or ``scale_floor[path]`` (the recorded call's) where that is larger.
-    An int8 step is a fraction of the range the model was calibrated on, not of each element
-    nor of one input's outputs, so an element near zero (or an input whose outputs cancel to
-    small values) may be off by as much as the largest. It replaces the default tolerances,
-    never explicit ``rtol``/``atol``.
+    ``scale_budget`` (a quantised artifact) judges each floating leaf's greatest error as a
+    fraction of its scale, since a quantisation step is a fraction of the calibrated range.
+    It replaces the default tolerances, never explicit ``rtol``/``atol``.
     """
     all_expected, spec = flatten(expected)
     counted = _counted(all_expected, compare_fn is not None)
-    # None leaves (an unused hidden state, say) carry nothing, and exported graphs drop them;
-    # what cannot be compared by value is named in ``counted`` and left out on both sides.
+    # Exported graphs drop None leaves; what cannot be compared is left out on both sides.
     exp_leaves = [(p, v) for p, v in all_expected if _carries(v)]
     act_leaves = [(p, v) for p, v in flatten(actual)[0] if _carries(v)]
     problem = _structure(exp_leaves, act_leaves)
     if problem:
         return Comparison(ok=False, problem=problem, compared=counted)
-    # From here every leaf's values are judged (a differing one decides the verdict).
     counted.elements = counted.of
     result = Comparison(compared=counted)
     if compare_fn is not None:
@@ -396,8 +358,7 @@ def _judge_leaf(result: Comparison, path: str, e: torch.Tensor, a: Any, rule: tu
 
 
 def output_scales(outputs: Any) -> dict[str, float]:
-    """Each floating output leaf's scale (greatest finite |value|), by path: the recorded
-    call's, the floor of a drawn input's scale under a budget."""
+    """Each floating output leaf's greatest finite |value|, by path."""
     return {p: scale_of(v) for p, v in flatten(outputs)[0] if isinstance(v, torch.Tensor) and v.is_floating_point()}
 
 
@@ -416,8 +377,7 @@ def _both_nan(e: Any, a: Any) -> bool:
 
 
 def _structure(exp_leaves: list[tuple[str, Any]], act_leaves: list[tuple[str, Any]]) -> str | None:
-    """How the two outputs' structure differs (leaf count, then each leaf's kind, shape and
-    dtype, before any value: a value comparison across them would be noise); None if alike."""
+    """How the two outputs' structure differs (leaf count, kind, shape, dtype); None if alike."""
     if len(act_leaves) != len(exp_leaves):
         return (
             f"Output structure differs: eager returns {len(exp_leaves)} leaves "
@@ -466,12 +426,12 @@ def equal_trees(a: Any, b: Any) -> bool:
     return True
 
 
-# --- [Bounded Comparison] one leaf's difference, chunk by chunk -----------------------------------
+# --- one leaf's difference, chunk by chunk ---
 
 
 @dataclass
 class LeafDiff:
-    """How one output leaf differs; every number is what a person reads in the message."""
+    """How one output leaf differs, as the failure message reports it."""
 
     path: str
     shape: tuple[int, ...]
@@ -489,10 +449,9 @@ class LeafDiff:
     needed_atol: float
     needed_rtol: float
     one_sided_nonfinite: int = 0  # NaN/inf on one side only: no tolerance covers these
-    scale: float | None = None  # [Scale Budget] the leaf's greatest finite |eager|, where a budget judged it
+    scale: float | None = None  # the greatest finite |eager|, where a scale budget judged the leaf
     budget: float | None = None  # the error allowed, as a fraction of ``scale``
-    #: The error allowed at the element of the greatest absolute error (atol + rtol * |eager| there):
-    #: the tolerance line of the HTML report's per-input plot, read from one element.
+    #: The error allowed at the element of the greatest absolute error (for the HTML plots).
     allowed: float = 0.0
 
     @property
@@ -500,7 +459,7 @@ class LeafDiff:
         """The greatest error as a fraction of the output's scale (inf where it has none)."""
         if self.scale is None:
             return 0.0
-        if self.one_sided_nonfinite:  # inf or NaN where the other side is finite: no budget is that large
+        if self.one_sided_nonfinite:  # no budget covers a NaN or inf on one side
             return math.inf
         return self.max_abs / self.scale if self.scale > 0 else (0.0 if self.max_abs == 0 else math.inf)
 
@@ -509,17 +468,8 @@ def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-# [Bounded Comparison] Outputs can be hundreds of MB (a segmentation map): statistics work
-# in the output's own dtype (half types in float32), CHUNK elements at a time, and the
-# quantiles of the message on a fixed sample of SAMPLE elements; never a float64 copy of a
-# whole output.
-# [One Pass] A chunk is small enough to stay in the CPU's cache (128 KB of float32 a side),
-# so the few operations on it read each element from memory once: a comparison costs about
-# one read of both outputs, not one per operation. At 2**15 elements, torch's grain size,
-# each operation also stays on one thread: split over threads on a loaded machine, thousands
-# of small operations each waited for a busy core. A 268 MB float32 pair, 2 loaded cores
-# (benchmarks/bench_compare_memory.py at 87ab5ce): 10 s a passing comparison with 4M-element chunks and
-# a dozen passes over each, 0.3 s now; a failing one 6.4 s, 0.9 s now.
+# Outputs can be huge: statistics work CHUNK elements at a time in the output's dtype, with
+# quantiles on a SAMPLE. A chunk stays in the CPU's cache and, at torch's grain size, on one thread.
 CHUNK = 1 << 15
 SAMPLE = 1 << 20
 
@@ -535,7 +485,7 @@ def _work_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _errors(e: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(absolute error, relative error, |eager|) of one chunk; NaN==NaN and equal infs are 0."""
+    """(absolute error, relative error, |eager|) of a chunk; NaN==NaN and equal infs are 0."""
     work = _work_dtype(e.dtype)
     e, a = e.to(work), a.to(work)
     abs_err = (a - e).abs()
@@ -571,10 +521,7 @@ _FAST_DTYPES = (torch.float32, torch.float64)
 
 
 def _matching_chunk(ec: torch.Tensor, ac: torch.Tensor, rtol: float, atol: float) -> tuple | None:
-    """[One Pass] The greatest errors of a chunk where every element matches, in a few
-    operations on the cached chunk; None where an element is NaN, inf or a mismatch (then
-    ``_exact_chunk`` says which). Every number equals ``_errors``' there:
-    with the difference finite everywhere, no NaN or inf needs its special case."""
+    """A fast path: the greatest errors of a chunk where every element matches; else None."""
     diff = torch.sub(ac, ec).abs_()
     i = int(diff.argmax())
     max_abs = float(diff[i])
@@ -582,7 +529,7 @@ def _matching_chunk(ec: torch.Tensor, ac: torch.Tensor, rtol: float, atol: float
         return None
     if max_abs == 0:
         return (0.0, 0), (0.0, 0)
-    # isclose allows atol + |rtol * eager| >= atol: within atol, every element matches.
+    # isclose allows at least atol, so within atol every element matches.
     if not max_abs <= atol and not bool(torch.isclose(ac, ec, rtol=rtol, atol=atol).all()):
         return None
     rel = diff.div_(ec.abs()).nan_to_num_(nan=0.0, posinf=math.inf)  # 0/0: equal elements
@@ -599,7 +546,7 @@ def _exact_chunk(tally: _Tally, start: int, chunk: tuple[torch.Tensor, torch.Ten
     bad = int((~close).sum())
     if not bad:
         return
-    # Only a mismatch is explained: the would-pass tolerances and the one-sided NaN/infs.
+    # Only a mismatch needs the would-pass tolerances and the one-sided NaN/infs.
     tally.mismatched += bad
     tally.one_sided += int((torch.isfinite(ec) != torch.isfinite(ac)).sum())
     need_a = (abs_err - rtol * mag).nan_to_num(nan=math.inf, posinf=math.inf).clamp(min=0).max()
@@ -610,7 +557,7 @@ def _exact_chunk(tally: _Tally, start: int, chunk: tuple[torch.Tensor, torch.Ten
 
 
 def leaf_diff(path: str, e: torch.Tensor, a: torch.Tensor, rtol: float, atol: float) -> LeafDiff:
-    """One leaf's differences at the tolerances its dtype resolved to (``tolerances_for``)."""
+    """One leaf's differences at the given tolerances."""
     shape, dtype = tuple(e.shape), dtype_name(e.dtype)
     if e.numel() == 0:  # shapes already agree: nothing to differ
         return LeafDiff(path, shape, dtype, 0, 0, 0.0, 0.0, (), (), 0.0, 0.0, rtol, atol, 0.0, 0.0)
@@ -619,7 +566,7 @@ def leaf_diff(path: str, e: torch.Tensor, a: torch.Tensor, rtol: float, atol: fl
     if e_flat.dtype == torch.bool:
         e_flat, a_flat = e_flat.to(torch.uint8), a_flat.to(torch.uint8)
     tally = _Tally()
-    # Bit-equal outputs (an artifact running eager's own kernels) are one read of each.
+    # Bit-equal outputs (eager's own kernels) need only one read of each.
     if not torch.equal(e_flat, a_flat):
         fast = e_flat.dtype in _FAST_DTYPES
         for start in range(0, e_flat.numel(), CHUNK):
@@ -631,8 +578,7 @@ def leaf_diff(path: str, e: torch.Tensor, a: torch.Tensor, rtol: float, atol: fl
                 _exact_chunk(tally, start, chunk, rtol, atol)
     allowed = _allowed_at(e_flat, tally.abs_i, rtol, atol)
     if not tally.mismatched:
-        # The common case, once per example: only the greatest errors feed the summary;
-        # quantiles (a sort) and the would-pass tolerances explain a mismatch.
+        # The common case: quantiles (a sort) are only needed to explain a mismatch.
         return LeafDiff(
             path,
             shape,
@@ -674,13 +620,13 @@ def leaf_diff(path: str, e: torch.Tensor, a: torch.Tensor, rtol: float, atol: fl
 
 
 def _allowed_at(e_flat: torch.Tensor, index: int, rtol: float, atol: float) -> float:
-    """The error ``isclose`` allows at one element: atol + rtol * |eager| (atol where it is not finite)."""
+    """The error ``isclose`` allows at one element: atol + rtol * |eager|."""
     magnitude = abs(float(e_flat[index])) if e_flat.numel() else 0.0
     return atol + rtol * magnitude if math.isfinite(magnitude) else atol
 
 
 def _abs_quantiles(e_flat: torch.Tensor, a_flat: torch.Tensor) -> tuple[float, float]:
-    """p50 and p99 of the finite absolute errors: exact up to SAMPLE elements, else on a fixed sample."""
+    """p50 and p99 of the finite absolute errors, on a fixed sample above SAMPLE elements."""
     if e_flat.numel() > SAMPLE:
         index = torch.randint(e_flat.numel(), (SAMPLE,), generator=torch.Generator().manual_seed(0))
         e_flat, a_flat = e_flat[index], a_flat[index]
@@ -701,7 +647,7 @@ def _unravel(flat_index: int, shape: torch.Size) -> tuple[int, ...]:
 
 
 def scale_of(e: torch.Tensor) -> float:
-    """The greatest finite |value| of a leaf, chunk by chunk ([Bounded Comparison])."""
+    """The greatest finite |value| of a leaf, chunk by chunk."""
     flat, scale = e.detach().reshape(-1), 0.0
     for start in range(0, flat.numel(), CHUNK):
         chunk = flat[start : start + CHUNK].abs()

@@ -1,21 +1,8 @@
-"""The eager reference: how the model runs when served, and what it does besides returning.
+"""The eager reference: the model run as served (eval, ``no_grad``, fresh inputs, seeded RNG).
 
-Eager runs in eval mode under ``torch.no_grad()`` (fast paths such as
-``nn.TransformerEncoder``'s differ from grad mode), on fresh copies of the inputs, with
-the RNG seeded. Each call can also report which lines of the user's own code ran (the
-control-flow *path*), and whether it mutated its inputs or its buffers.
-
-A module's state, put back: a forward that updates a buffer (a running sum, a step counter)
-makes each call depend on the calls before it. Eager restarts from its initial state on every
-input, so the artifact must too, or it would be judged on a longer history than eager.
-Exporters that run forward (``torch.jit.trace``) leave the exported module with the state
-*after* that run, which would then be saved: the state is put back right after the export,
-before the artifact is saved and loaded.
-
-[One Home] Every snapshot of a module's state and its restore is taken here (``snapshot``,
-``restore``, ``reset_state``): eager's copy (``Eager``), the module an export runs
-(``exporting.py``), an artifact's module between inputs (``search.py``, ``side_effects.py``)
-and the float64 copy (``noise.py``).
+A forward that updates a buffer makes each call depend on the ones before, so eager and every
+artifact restart from the initial state on each input; ``snapshot`` and ``restore`` here are the
+one way to copy and put back a module's state. See docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -49,9 +36,7 @@ def fresh(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...
 
 
 def _deepcopy(value: Any) -> Any:
-    """``copy.deepcopy``, also of an object holding tensors with autograd history: a cache a test built
-    without ``no_grad`` (transformers' ``decoder_model_past`` tests) refuses deepcopy ("Only Tensors created
-    explicitly by the user (graph leaves) support the deepcopy protocol"), so its tensors are copied detached."""
+    """``copy.deepcopy``, copying non-leaf tensors (which deepcopy refuses) detached."""
     try:
         return copy.deepcopy(value)
     except RuntimeError:
@@ -60,7 +45,7 @@ def _deepcopy(value: Any) -> Any:
 
 
 def _tensors_in(value: Any, seen: set[int], depth: int = 0) -> list[torch.Tensor]:
-    """The tensors an object holds, through containers and attributes (a cache's layers)."""
+    """The tensors an object holds, through containers and attributes."""
     if id(value) in seen or depth > 8:
         return []
     seen.add(id(value))
@@ -82,31 +67,23 @@ class EagerCall:
     outputs: Any
     inputs_after: tuple[tuple[Any, ...], dict[str, Any]]
     path: frozenset[tuple[str, int]] | None = None
-    #: Wall seconds of the module call (with the line tracer when it ran).
+    #: Wall seconds of the module call.
     seconds: float = 0.0
-    #: Bytes the call grew the process by at its peak (``Footprint``); None where not measured.
+    #: Peak memory growth of the call (``Footprint``); None where not measured.
     peak_bytes: int | None = None
-    #: [State After Every Input] The buffers this call updated, as it left them (a call made with
-    #: ``restore=True``); empty where it updated none, whatever the recorded call did.
+    #: [State After Every Input] The buffers this call updated, as it left them.
     state: dict[str, Any] = field(default_factory=dict)
 
 
 def nbytes(tree: Any) -> int:
-    """Bytes of every tensor in a nested value (inputs or outputs): the one measure the memory
-    budget, the recording, the shared search's held outputs and the float64 store use."""
+    """Bytes of every tensor in a nested value."""
     return sum(t.numel() * t.element_size() for t in pytree.tree_leaves(tree) if isinstance(t, torch.Tensor))
 
 
 def copy_module(module: torch.nn.Module) -> torch.nn.Module:
-    """A private copy of ``module`` as it is now, or ``module`` itself where no copy is one.
+    """A private copy of ``module``, or ``module`` itself where a copy would differ.
 
-    [As Called] A deep copy is the module only where every submodule is in the mode the
-    original's is in and runs the same code: torchvision's ``DualGraphModule``
-    (``create_feature_extractor``) re-runs its ``__init__`` in ``__deepcopy__``, which calls
-    ``self.train()`` and selects the train graph, so its copy of an ``.eval()`` model ran
-    BatchNorm on batch statistics. ``as_called`` puts each submodule's mode back through its
-    own ``train()`` (which re-selects the graph); a copy still unlike the original is never
-    used."""
+    [As Called] Some copies select another graph (torchvision's ``DualGraphModule``)."""
     copied, _ = copy_as_called(module)
     return copied
 
@@ -117,28 +94,24 @@ def copy_as_called(module: torch.nn.Module) -> tuple[torch.nn.Module, str | None
     if refused is not None:
         return module, refused
     try:
-        # Under no_grad: a deep-copied ScriptModule's parameters would otherwise be
-        # non-leaf tensors, and .to() would warn on reading their .grad.
+        # Without no_grad a copied ScriptModule's parameters are non-leaf and .to() warns.
         with torch.no_grad():
             copied = copy.deepcopy(module)
-    except _COPY_REFUSED as exc:  # the module's own refusal; anything else is a bug and surfaces
+    except _COPY_REFUSED as exc:  # the module's own refusal; anything else is our bug
         return module, f"its deep copy raised {type(exc).__name__}: {str(exc)[:200]}"
     unlike = as_called(copied, module)
     return (module, unlike) if unlike else (copied, None)
 
 
-#: How a module refuses ``copy.deepcopy``: pickling's TypeError ("cannot pickle ..."), torch's
-#: RuntimeError (a non-leaf tensor, a ScriptModule's C++ state; RecursionError too),
-#: NotImplementedError from a ``__deepcopy__``/``__reduce_ex__``, ``copy.Error``, PicklingError.
+#: The errors by which a module refuses ``copy.deepcopy``.
 _COPY_REFUSED = (TypeError, RuntimeError, NotImplementedError, copy.Error, pickle.PicklingError)
 
-#: [As Called] Modules whose copies were found not to be them (other outputs on the recorded
-#: call, ``Recording.verify``): every later copy, eager's and each export's, is the module itself.
+#: [As Called] Modules whose copies gave other outputs: they are never copied again.
 _NOT_ITSELF: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
 
 def never_copy(module: torch.nn.Module, why: str) -> None:
-    """``copy_module(module)`` gives ``module`` itself from now on (its copies are not it)."""
+    """Make ``copy_module(module)`` return ``module`` itself from now on."""
     _NOT_ITSELF[module] = why
 
 
@@ -149,7 +122,7 @@ def as_called(copied: Any, original: Any) -> str | None:
     pairs = list(zip(original.named_modules(remove_duplicate=False), copied.named_modules(remove_duplicate=False)))
     if [name for (name, _), _ in pairs] != [name for _, (name, _) in pairs]:
         return f"its deep copy ({type(copied).__name__}) has other submodules than the module the test called"
-    # Parents first: a parent's train() sets its children, which are then put right in turn.
+    # Parents first: a parent's train() sets its children.
     for (_, mine), (_, theirs) in pairs:
         if theirs.training != mine.training:
             theirs.train(mine.training)
@@ -169,29 +142,27 @@ def as_called(copied: Any, original: Any) -> str | None:
 
 
 def _class_name(module: Any) -> str:
-    """The user's class: fx makes a ``GraphModuleImpl`` subclass per instance and renames it."""
+    """The user's class name; fx makes a renamed ``GraphModuleImpl`` subclass per instance."""
     return next((t.__name__ for t in type(module).__mro__ if "GraphModuleImpl" not in t.__qualname__), "?")
 
 
 def _fx_code(module: Any) -> str | None:
     try:
         return module.code
-    except RuntimeError:  # "Code has not been generated!": a GraphModule not recompiled yet has none to compare
+    except RuntimeError:  # a GraphModule not yet recompiled has no code
         return None
 
 
 def module_name(module: torch.nn.Module) -> str:
-    """The user's class name, also for a scripted module (not RecursiveScriptModule)."""
+    """The user's class name, also for a scripted module."""
     return getattr(module, "original_name", None) or type(module).__name__
 
 
 class ModelRaised(Exception):
-    """The user's module raised in eager's call (``error``, also the ``__cause__``): an input the
-    model refuses, legitimately. Anything else out of ``Eager.__call__`` is the plugin's own
-    error around the call and is never taken for the model's refusal."""
+    """The user's module raised in eager's call: an input the model refuses, not a plugin error."""
 
     def __init__(self, error: Exception) -> None:
-        super().__init__(error)  # args: what pickle rebuilds it from (a forked check sends it back)
+        super().__init__(error)  # pickle rebuilds it from args
         self.error = error
 
     def __str__(self) -> str:
@@ -204,25 +175,19 @@ class Eager:
     def __init__(self, module: torch.nn.Module, device: str) -> None:
         self.was_training = bool(getattr(module, "training", False))
         copied, refused = copy_as_called(module)
-        #: Why eager runs the test's own module rather than a copy (None: a copy); a stage says so (prelude.py).
+        #: Why eager runs the test's own module rather than a copy; None for a copy.
         self.refused = refused
         with torch.no_grad():
             self.module = copied.to(device).eval()
         self.device = device
         self._initial = snapshot(self.module, parameters=True) or {}
-        #: What a call may leave on the module besides its tensors, as the test called it: put back
-        #: with the state, so no call of the plugin's own changes the module the artifacts are made from.
+        #: The module's non-tensor attributes, put back after each call.
         self._wiring = Wiring(self.module)
         self._spare: torch.nn.Module | None = None
 
     def keep_spare(self) -> None:
-        """[Spare Copy] A copy of the module as it is now, for a forked check's export: made
-        once in the test's process (while its first check's child copies its own), each child
-        forked after it inherits it, its own by fork, instead of copying the module itself
-        (e3nn's network copies in 0.6-0.8 s: four backends' children paid it four times).
-        Kept in the parent untouched (``take_spare`` is for a child). The module's wiring is put
-        back first: the copy is of the module the test called, whatever eager's calls left.
-        Once: a spare already kept (the shared capture's, made before its child) is kept."""
+        """[Spare Copy] Keep one copy of the module that children forked later inherit for
+        their exports, instead of each copying the module."""
         if self._spare is not None:
             return
         self._wiring.put_back()
@@ -238,11 +203,10 @@ class Eager:
         return [k for k, v in self._initial.items() if k in now and not equal_trees(v, now[k])]
 
     def restore(self, kept: dict[str, Any] | None = None) -> list[str]:
-        """The initial state put back, and the module's wiring (``Wiring``); ``kept``: filled with
-        what the last call changed (the module-level ``restore``). Returns the attributes put back."""
+        """Put back the initial state and ``Wiring``; returns the attributes put back."""
         restore(self.module, self._initial, parameters=True, kept=kept)
         changed = self._wiring.put_back()
-        if changed:  # a tensor the call rebound is back: the one it replaced may have been updated in place
+        if changed:  # a rebound tensor may have been updated in place
             restore(self.module, self._initial, parameters=True)
         return changed
 
@@ -256,17 +220,12 @@ class Eager:
         restore: bool = True,
         measure: bool | None = None,
     ) -> EagerCall:
-        """One call on fresh copies of the inputs. Raises ``ModelRaised`` where the module raises.
-
-        ``measure``: also measure the call's peak memory (``Footprint``, budget.py reads it).
-        By default only the replay of the recorded call is measured, the one call made with
-        ``trace_lines=True, restore=False`` (engine/pipeline.py): the measurement resets the process's
-        high-water mark, which every call doing so would make meaningless for the others.
-        """
+        """One call on fresh copies of the inputs; raises ``ModelRaised`` where the module raises.
+        Memory is measured on one call only by default: measuring resets the high-water mark."""
         if measure is None:
             measure = trace_lines and not restore
         a, k = fresh(args, kwargs)
-        # [Sources] Without the line tracer, a file tracer when the verdict cache collects.
+        # [Sources] The verdict cache needs the files the call ran.
         tracer = _LineTracer() if trace_lines else (sources.FileTracer() if sources.active() else None)
         footprint = Footprint(self.device) if measure else None
         with torch.random.fork_rng(devices=[]), torch.no_grad():
@@ -279,7 +238,7 @@ class Eager:
             try:
                 out = self.module(*a, **k)
             except Exception as exc:  # noqa: BLE001 - a user's model may raise anything; typed so callers tell it from ours
-                if restore:  # a call that raised half-way leaves what it set up (a wrapped forward, a hook) behind
+                if restore:  # a call that raised may leave a hook behind
                     self.restore()
                 raise ModelRaised(exc) from exc
             finally:
@@ -293,31 +252,21 @@ class Eager:
         return EagerCall(out, (a, k), getattr(tracer, "lines", None), seconds=seconds, peak_bytes=peak, state=state)
 
     def again(self, args: tuple[Any, ...], kwargs: dict[str, Any], state: dict[str, Any]) -> Any:
-        """[State After Every Input] The outputs of a second call on the same inputs, from ``state``
-        (the buffers the first call left); the initial state is put back after."""
+        """[State After Every Input] The outputs of a call starting from ``state``."""
         with torch.no_grad():
             restore(self.module, state)
         return self(args, kwargs).outputs
 
 
 class Wiring:
-    """What a call may change on a module besides its tensors' values: every submodule's own
-    attributes (hooks, a ``forward`` wrapped by an instance attribute, flags, Python values) and
-    the dicts that hold its parameters, buffers, submodules and hooks, as they were when taken.
-
-    transformers 4.57's output capture wraps submodules' ``forward`` for the length of a call
-    and unwraps them only when it returns: a call at a size the model rejects left the wrappers
-    on eager's module, and each export's copy then called into eager's own parameters (trace:
-    "Cannot insert a Tensor that requires grad as a constant" instead of torch's own message).
-    ``put_back`` undoes any such change, objects by identity and dicts, lists and sets by their
-    contents, so the module is again the one the test called.
-    """
+    """Each submodule's attributes (hooks, flags, an instance-level ``forward``), to put back.
+    transformers 4.57 wraps submodules' ``forward`` during a call; a call that raised leaves them wrapped."""
 
     def __init__(self, module: torch.nn.Module) -> None:
         self._kept = [(sub, {k: (v, _contents(v)) for k, v in vars(sub).items()}) for sub in module.modules()]
 
     def put_back(self) -> list[str]:
-        """Put back what changed; the ``Class.attribute`` names put back (empty: nothing had)."""
+        """Put back what changed; returns the ``Class.attribute`` names put back."""
         changed = []
         for sub, kept in self._kept:
             now = vars(sub)
@@ -329,7 +278,7 @@ class Wiring:
                 if now.get(name, _ABSENT) is not value:
                     now[name] = value
                     changed.append(f"{type(sub).__name__}.{name}")
-                # Most of a module's dicts (its hooks) are empty: nothing to compare.
+                # Most of a module's dicts (its hooks) are empty: skip comparing them.
                 if contents is not None and (value or contents) and not _same_contents(value, contents):
                     value.clear()
                     if isinstance(value, list):
@@ -344,8 +293,7 @@ _ABSENT = object()
 
 
 def _contents(value: Any) -> Any:
-    """A shallow copy of a dict's, list's or set's contents, put back in place (a hook's handle
-    holds its dict); None for any other value, put back by identity only."""
+    """A shallow copy of a container, restored in place (a hook's handle holds its dict)."""
     return copy.copy(value) if isinstance(value, (dict, list, set)) else None
 
 
@@ -369,29 +317,16 @@ def run_artifact(
 
 
 def seed_rng(seed: int, device: str) -> None:
-    """Seed the generators a run on ``device`` uses.
-
-    ``torch.manual_seed`` also queues lazy seeding of CUDA, MTIA and XPU, each recording a
-    formatted stack: about 1.5 ms a call, which on CPU would double the cost of an example.
-    """
+    """Seed the generators a run on ``device`` uses; ``torch.manual_seed`` is slow (it queues
+    lazy seeding of every accelerator)."""
     torch.default_generator.manual_seed(seed)
     if device.startswith("cuda"):
         torch.cuda.manual_seed_all(seed)
 
 
 class Footprint:
-    """[Peak Reset] How far one call grows the process's memory at its peak, in bytes.
-
-    On Linux, writing ``5`` to ``/proc/self/clear_refs`` resets the resident high-water mark
-    (``VmHWM``) to the current resident size; ``VmHWM`` after the call minus ``VmRSS`` before
-    it is the call's peak growth, transient buffers included (its outputs too, which the
-    check holds), less the library pages the call mapped in (``RssFile``). About 0.2 ms in
-    all. The reset lowers the process's own ``ru_maxrss`` from then on, so the process
-    forgets peaks from before it: in a forked check (the default) the child has only just
-    started, so nothing of the check's own is lost. On CUDA the
-    caching allocator's peak is read instead. Elsewhere (no ``/proc``, or a kernel that
-    refuses the reset) ``stop()`` gives None and the budget goes by bytes and time alone.
-    """
+    """How far one call grows the process's memory at its peak, in bytes: Linux's ``VmHWM``
+    after a reset through ``/proc/self/clear_refs``, or CUDA's allocator peak; else None."""
 
     def __init__(self, device: str = "cpu") -> None:
         self.cuda = device.startswith("cuda") and torch.cuda.is_available()
@@ -405,10 +340,7 @@ class Footprint:
             torch.cuda.reset_peak_memory_stats(self.device)
             self._before = torch.cuda.memory_allocated(self.device)
             return
-        # [Freed Memory] What earlier calls freed, glibc keeps for reuse: the test body's own
-        # forward left its activations' blocks there, so the replay grew the resident size by
-        # nothing (MONAI's DenseNet169 3-D measured 0.1 MB). Handed back first, the replay's
-        # growth is what it holds.
+        # [Freed Memory] glibc reuses memory earlier calls freed, hiding the call's growth.
         freed.release(collect=False)
         try:
             with open("/proc/self/clear_refs", "w") as f:
@@ -429,14 +361,13 @@ class Footprint:
         after = _proc_status()
         if "VmHWM" not in after:
             return None
-        # Pages of libraries the first call faulted in count in the resident size, not in
-        # what the call holds: a small convnet's first call maps ~10 MB of kernels' code.
+        # Library pages the call mapped in are not memory it holds.
         code = max(0, after.get("RssFile", 0) - self._file)
         return max(0, after["VmHWM"] - self._before - code)
 
 
 def _proc_status() -> dict[str, int]:
-    """VmRSS, VmHWM and RssFile of this process in bytes; empty where /proc is not there."""
+    """VmRSS, VmHWM and RssFile in bytes; empty without /proc."""
     found: dict[str, int] = {}
     try:
         with open("/proc/self/status", "rb") as f:
@@ -450,7 +381,7 @@ def _proc_status() -> dict[str, int]:
 
 
 class _LineTracer:
-    """Records (file, line) of the user's own code that ran: the control-flow path."""
+    """Records the (file, line) pairs of the user's code that ran."""
 
     def __init__(self) -> None:
         self.lines: frozenset[tuple[str, int]] = frozenset()
@@ -477,15 +408,14 @@ class _LineTracer:
     def stop(self) -> None:
         sys.settrace(self._previous)
         self.lines = frozenset(self._lines)
-        sources.note(self._user)  # every file a frame started in (sources.py)
+        sources.note(self._user)
 
 
-# --- [One Home] a module's state: snapshot and restore ------------------------------------------------
+# --- a module's state ---
 
 
 def snapshot(module: Any, *, parameters: bool = False) -> dict[str, torch.Tensor] | None:
-    """A copy of ``module``'s buffers (with ``parameters``: its whole ``state_dict``), by name;
-    None for an artifact that is not a module (ONNX: its outputs tell)."""
+    """A copy of ``module``'s buffers (or whole ``state_dict``); None for a non-module."""
     if not isinstance(module, torch.nn.Module):
         return None
     tensors = module.state_dict() if parameters else dict(module.named_buffers())
@@ -499,10 +429,7 @@ def restore(
     parameters: bool = False,
     kept: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Put back what ``snapshot`` took: each tensor of the same name and shape that differs.
-
-    [State After Every Input] ``kept``: filled with a copy of each tensor put back, as it was (the
-    state a call left behind), at no extra comparison."""
+    """Put back what ``snapshot`` took. [State After Every Input] ``kept`` gets what changed."""
     if saved is None or not isinstance(module, torch.nn.Module):
         return
     tensors = module.state_dict() if parameters else dict(module.named_buffers())
@@ -516,12 +443,7 @@ def restore(
 
 
 def reset_state(target: torch.nn.Module | None, initial: dict[str, torch.Tensor]) -> list[str]:
-    """Copy the module's initial buffers into ``target``'s buffers of the same name.
-
-    ``target`` is the module an artifact runs (``Backend.artifact_module``); None when it
-    has none. A wrapper prefixes names (``module.total``), so a name matches by its dotted
-    suffix. Returns the names reset.
-    """
+    """Copy ``initial`` into ``target``'s buffers; a wrapper's prefixed names match by suffix."""
     if target is None or not initial:
         return []
     reset = []

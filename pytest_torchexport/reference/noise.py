@@ -1,41 +1,10 @@
 """The float64 noise oracle: is a failing difference rounding, or an export defect?
 
-[Noise Oracle] A plain comparison with eager cannot tell the two apart on ill-conditioned
-inputs: eager's own float32 output is then far from the exact value too, and an artifact
-that computes in another order lands elsewhere in the same cloud of rounding. So, only
-for an input that fails the plain comparison, the module runs once more in float64 (a
-double copy, floating inputs cast, integer and bool inputs as they are) and the artifact
-is judged by its distance from that reference *relative to eager's own*, as
-``torch._dynamo.utils.same(..., fp64_ref=...)`` does for PyTorch's compiler tests. That
-uses RMSE with a multiple of 2-3, tuned for inductor against eager; exporters to other
-runtimes (onnxruntime) reorder more. Measured here (``benchmarks/measure_noise.py``: an
-EfficientNet-style CNN and segmentation net, an encoder, a GRU, inputs x1, x100, x1000):
-clean exports reach 3.7x eager's RMSE and 5.2x its greatest error, the smallest visible
-injected defect 25x and 21x. The multiples, 8 (RMSE) and 10 (greatest error), sit near
-the geometric middle of each gap (docs/howto-tolerances.md).
-
-[Float64 Once] On a model whose forward takes seconds, the float64 run is one more such
-forward, and every backend whose artifact differs from eager beyond the tolerance on an input
-needed it (two ONNX exporters on a LayerNorm at 3e4: 15 float64 forwards for one backend, 30
-for three). The backends of one call share their inputs (``stages/shared_search.py``), so the
-float64 run of a shared input is now made at most once per test and call: where the test's
-process drew the inputs it names a ``Float64Store`` (a directory no one has made yet), and the
-first check's child that needs the float64 outputs of a shared input computes them under that
-input's file lock and leaves them there; another child that needs them waits on the lock and
-loads them. Why not the parent: the children are forked after the shared eager pass, and
-which inputs need the oracle depends on each artifact, known only in the children; running
-it in the parent on every shared input would pay a float64 forward per input where, on most
-models, no artifact needs one. Why it is sound: the float64 run is a function of the module as
-the prelude left it (inherited by every child), the input (a ``Draw`` made into the same
-tensors everywhere), seed 0 and one intra-op thread (every child's): any child would compute
-the same outputs, so which one does is immaterial. A module that cannot run in float64 is
-said once too (the first child's reason is stored), and the files the run went through reach
-every row's sources ([Sources]). Inputs no other check shares (a failing backend's own
-shrinking) are computed in the child that needs them; without ``fcntl`` (no fork either)
-there is no store.
-
-[Float64 Convolutions] The double copy's convolution layers run a few batch samples at a time
-where float64's slow path would unfold the whole batch in memory (``slice_batches``, below).
+[Noise Oracle] On ill-conditioned inputs eager's float32 output is far from exact too. For an
+input that fails the plain comparison, the module runs again in float64 and the artifact is
+judged by its distance from that run relative to eager's, as ``torch._dynamo.utils.same(...,
+fp64_ref=...)`` does. A shared input's float64 run is made once per call and stored
+(``Float64Store``): every child would compute the same outputs. See docs/howto-tolerances.md.
 """
 
 from __future__ import annotations
@@ -65,14 +34,13 @@ from .eager import Eager, nbytes, restore, seed_rng, snapshot
 
 RMSE_MULTIPLE = 8.0
 MAX_MULTIPLE = 10.0
-# Headroom for outputs eager computes exactly (an error of 0 would allow none): a few ulps
-# of the output's own scale.
+# A few ulps of headroom for outputs eager computes exactly (an error of 0 would allow none).
 ULPS = 4.0
 
 
 @dataclass
 class LeafNoise:
-    """How far the artifact and eager float32 are from the float64 run, on one output leaf."""
+    """How far the artifact and eager float32 are from the float64 run on one output leaf."""
 
     path: str
     artifact_rmse: float
@@ -128,7 +96,7 @@ class NoiseVerdict:
             "eager_rmse": w.eager_rmse,
             "artifact_max_abs": w.artifact_max,
             "eager_max_abs": w.eager_max,
-            # artifact error / eager's own; of_allowed: in units of the rule's bound (<= 1 passes)
+            # ratios to eager's own error; of_allowed in units of the bound (<= 1 passes)
             "rmse_ratio": _div(w.artifact_rmse, w.eager_rmse),
             "max_ratio": _div(w.artifact_max, w.eager_max),
             "of_allowed": w.ratio,
@@ -136,12 +104,8 @@ class NoiseVerdict:
 
 
 class Float64Store:
-    """[Float64 Once] The float64 outputs of the shared inputs, one file each, for the children of one call.
-
-    Made in the test's process before the fork (``names``: a file name per shared input); the
-    directory is created by the first child that stores something, removed when the test's
-    process lets go of the store. A float64 output over ``max_bytes`` is not stored: each child
-    that needs it computes its own (as it would hold it in memory anyway, it is not written)."""
+    """The float64 outputs of the shared inputs, one file each, for the children of one call.
+    Outputs over ``max_bytes`` are not stored: each child computes its own."""
 
     def __init__(self, names: dict[Draw, str], max_bytes: int) -> None:
         self.names = names
@@ -159,7 +123,7 @@ class Float64Store:
         return os.path.join(self.directory, "unavailable.txt")
 
     def refusal(self) -> str | None:
-        """Why the module cannot run in float64, as the first child that tried it found."""
+        """Why the module cannot run in float64, as the first child found."""
         try:
             with open(self._refused, encoding="utf-8") as f:
                 return f.read()
@@ -168,21 +132,21 @@ class Float64Store:
 
     @contextlib.contextmanager
     def locked(self, draw: Draw) -> Iterator[str]:
-        """The file of ``draw``'s float64 outputs, under its lock: one child computes, the others wait and load."""
+        """The file of ``draw``'s float64 outputs, under its lock."""
         fcntl = _fcntl()
         assert fcntl is not None
         os.makedirs(self.directory, exist_ok=True)
         path = os.path.join(self.directory, self.names[draw])
         with open(path + ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when its holder dies
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes or its holder dies
             yield path + ".pt"
 
     def load(self, path: str) -> tuple[Any, list[str]] | None:
         if not os.path.exists(path):
             return None
         try:
-            stored = torch.load(path, weights_only=False)  # written by this store, in this test's children
-        except Exception:  # noqa: BLE001 - an output class this child cannot unpickle: it computes its own
+            stored = torch.load(path, weights_only=False)  # only this store writes it
+        except Exception:  # noqa: BLE001 - an output this child cannot unpickle: compute it
             return None
         return stored["outputs"], stored["files"]
 
@@ -192,8 +156,8 @@ class Float64Store:
         partial = f"{path}.{os.getpid()}.partial"
         try:
             torch.save({"outputs": outputs, "files": files}, partial)
-            os.replace(partial, path)  # whole or absent: a child killed mid-write leaves no half file
-        except Exception:  # noqa: BLE001 - outputs pickle cannot write (a custom class): each child computes its own
+            os.replace(partial, path)  # atomic: a child killed mid-write leaves no half file
+        except Exception:  # noqa: BLE001 - outputs pickle cannot write: each child computes its own
             with contextlib.suppress(OSError):
                 os.remove(partial)
 
@@ -205,21 +169,20 @@ class Float64Store:
 
 
 def _remove(directory: str, owner: int) -> None:
-    if os.getpid() == owner:  # a forked child that collects its inherited copy leaves the directory alone
+    if os.getpid() == owner:  # a forked child leaves the directory alone
         shutil.rmtree(directory, ignore_errors=True)
 
 
 def _fcntl() -> Any:
     try:
         import fcntl
-    except ImportError:  # no fork here either: nothing is shared
+    except ImportError:  # no fork either: nothing is shared
         return None
     return fcntl
 
 
 class Float64Reference:
-    """A double copy of the eager module, made on first use; the latest draw's output is kept.
-    ``store``: the float64 outputs shared by the checks of one call ([Float64 Once])."""
+    """A double copy of the eager module, made on first use; the latest draw's output is kept."""
 
     def __init__(self, eager: Eager, store: Float64Store | None = None) -> None:
         self._eager = eager
@@ -234,7 +197,7 @@ class Float64Reference:
         if self.unavailable is not None:
             return None
         if draw not in self._cache:
-            self._cache.clear()  # one float64 output at a time: they are twice eager's size
+            self._cache.clear()  # one at a time: float64 outputs are twice eager's size
             store = self._store
             self._cache[draw] = (
                 self._shared(store, draw, args, kwargs) if store and store.holds(draw) else self._run(args, kwargs)
@@ -242,7 +205,7 @@ class Float64Reference:
         return self._cache[draw]
 
     def _shared(self, store: Float64Store, draw: Draw, args: Any, kwargs: Any) -> Any:
-        """[Float64 Once] Loaded where another check of this call ran it; else run here and stored."""
+        """Loaded where another check of this call ran it; else run here and stored."""
         with store.locked(draw) as path:
             self.unavailable = store.refusal()
             if self.unavailable is not None:
@@ -250,7 +213,7 @@ class Float64Reference:
             found = store.load(path)
             if found is not None:
                 outputs, files = found
-                sources.note(files)  # this row's verdict rests on the files the run went through too
+                sources.note(files)  # [Sources] the verdict rests on the files the run went through
                 return outputs
             seen = types.SimpleNamespace(sources=None)
             with sources.collecting(seen):
@@ -263,22 +226,21 @@ class Float64Reference:
             return outputs
 
     def _run(self, args: Any, kwargs: Any) -> Any:
-        # Only the user's module and torch are inside a try: a bug in the plugin's own steps
-        # (the snapshot, the inputs cast, the state put back) surfaces with its traceback.
+        # Only the user's module and torch are inside a try, so a plugin bug keeps its traceback.
         if self._module is None:
             try:
                 with torch.no_grad():
                     module = copy.deepcopy(self._eager.module).double().eval()
-            except Exception as exc:  # noqa: BLE001 - the user's module may refuse a copy or a cast in any way
+            except Exception as exc:  # noqa: BLE001 - the user's module may refuse a copy or cast in any way
                 return self._refused(exc)
-            slice_batches(module)  # [Float64 Convolutions] a fraction of the memory, the same outputs
+            slice_batches(module)  # same outputs, a fraction of the memory
             self._module, self._initial = module, snapshot(module)
         a, k = pytree.tree_map(_double, (args, kwargs))
         with torch.random.fork_rng(devices=[]), torch.no_grad(), sources.watching():
             seed_rng(0, self._eager.device)
             try:
                 out = self._module(*a, **k)
-            except Exception as exc:  # noqa: BLE001 - no double kernel, a quantized model, ...: the user's forward
+            except Exception as exc:  # noqa: BLE001 - the user's forward may lack a double kernel
                 return self._refused(exc)
         restore(self._module, self._initial)  # a stateful module restarts, as eager does
         return out
@@ -321,10 +283,9 @@ def judge_noise(cmp: Comparison, expected: Any, actual: Any, reference: Any) -> 
 
 
 def leaf_noise(path: str, e: torch.Tensor, a: torch.Tensor, r: torch.Tensor) -> LeafNoise:
-    """Errors of eager and the artifact against the float64 run, in chunks of ``CHUNK`` elements.
+    """Errors of eager and the artifact against the float64 run, chunk by chunk.
 
-    An element where the artifact is NaN or inf and eager is not (or the reverse) counts as
-    an infinite error: no rounding makes a finite value infinite.
+    A NaN or inf on one side only is an infinite error: no rounding makes a finite value infinite.
     """
     e_flat, a_flat, r_flat = (t.detach().cpu().reshape(-1) for t in (e, a, r))
     sq = {"e": 0.0, "a": 0.0, "r": 0.0}
@@ -381,7 +342,7 @@ def noise_finding(result: Result, passed: list[NoiseVerdict], examples: int) -> 
 
 
 def verdict_words(verdict: NoiseVerdict | None) -> str | None:
-    """The bracketed verdict of a value mismatch's "Would pass with ..." line; only the oracle says "defect"."""
+    """The verdict in brackets on a mismatch's "Would pass with ..." line."""
     if verdict is None:
         return None
     if not verdict.judged:
@@ -392,38 +353,19 @@ def verdict_words(verdict: NoiseVerdict | None) -> str | None:
             "within eager's own float32 rounding: the artifact is as close to a float64 run as eager is, "
             "so only the explicit rtol/atol fail it" + (f"; {leaf.describe()}" if leaf else "")
         )
-    assert leaf is not None  # judged: at least one leaf was
+    assert leaf is not None  # judged implies at least one leaf
     return (
         f"a defect, not a tolerance question: {_g(leaf.ratio)}x further from a float64 run than eager's own rounding "
         f"allows; {leaf.describe()}"
     )
 
 
-# [Float64 Convolutions] The noise oracle's float64 convolution layers, a few batch samples at a time.
-#
-# On CPU a float64 convolution has no oneDNN kernel: it takes the slow path, which unfolds the
-# whole batch into one column buffer (``slow_conv3d``, ``slow_conv2d``: input channels x the
-# kernel's volume x every output position, for every sample at once) before one matrix
-# product. A 7x7x7 stem over a 16 x 2 x 32 x 64 x 48 input is 1.1 GB of columns, where float32's
-# kernel needs none: MONAI's DenseNet169 3-D drawn at batch 16 peaked at 2.5 GB in the check's
-# child for the oracle alone (eager's float32 forward at that batch: 0.3 GB over its module).
-#
-# A convolution layer computes each batch sample from that sample alone, so running it on
-# slices of the batch and concatenating gives the same outputs (bitwise: the slow path loops
-# over the samples anyway). ``slice_batches(module)`` makes each of torch's own convolution
-# layers in the oracle's double copy (its class's ``forward`` one of torch's: a subclass with a
-# forward of its own may do anything) run so whenever, on a CPU float64 batch, its columns would
-# pass ``COLUMNS_BYTES``; the rest of the module is untouched, so what the oracle computes is
-# unchanged. (A dispatch mode would reach functional convolutions too, but under one torch
-# 2.13's convolution took twice the memory it takes plain.) ``benchmarks/bench_memory.py --oracle``:
-# a DenseNet-style 3-D stem and dense block at batch 16 grows the process by 55 MB in float32,
-# 1,125 MB in float64 as one batch, 288 MB sliced, in the same time and to the same outputs; in
-# the check's child on MONAI's DenseNet169 3-D the ONNX check's peak went from 2.5 GB to 1.6 GB.
+# On CPU a float64 convolution has no oneDNN kernel: its slow path unfolds the whole batch into
+# one huge column buffer. Each sample is computed alone, so slicing the batch gives the same
+# outputs. Only torch's own convolution classes are sliced; a dispatch mode would reach
+# functional convolutions too, but under torch 2.13 it doubled a convolution's memory.
 
-#: A float64 convolution whose column buffer would pass this many bytes runs on slices of the
-#: batch, each within it (one sample at least). Not much lower: glibc serves a buffer under 32
-#: MiB from its heap, which a loop of them fragments and keeps (a slice a sample at a time of 32
-#: MiB columns held 214 MB after the call, slices of 64 MiB none).
+#: Column buffers above this many bytes are sliced. Not lower: glibc's heap keeps smaller ones.
 COLUMNS_BYTES = 64 * 2**20
 
 _TORCH_CONVOLUTIONS = (
@@ -437,9 +379,7 @@ _TORCH_CONVOLUTIONS = (
 
 
 def columns_per_sample(x: torch.Tensor, layer: Any) -> int:
-    """Bytes of the slow path's column buffer for one sample: the channels the kernel unfolds
-    times its volume times the positions it is unfolded at (the output's for a convolution,
-    the input's for a transposed one, which folds its columns back into the output)."""
+    """Bytes of the slow path's column buffer for one sample."""
     kernel = math.prod(layer.kernel_size)
     if layer.transposed:
         return layer.out_channels * kernel * math.prod(x.shape[2:]) * x.element_size()
@@ -447,7 +387,7 @@ def columns_per_sample(x: torch.Tensor, layer: Any) -> int:
 
 
 def _output_sizes(sizes: Any, layer: Any) -> list[int]:
-    """A convolution's output size along each spatial dim (``padding="same"`` keeps the input's)."""
+    """A convolution's output size along each spatial dim."""
     if layer.padding == "same":
         return list(sizes)
     padding = (0,) * len(sizes) if layer.padding == "valid" else layer.padding
@@ -462,7 +402,7 @@ def samples_per_slice(x: Any, layer: Any) -> int | None:
     if not isinstance(x, torch.Tensor) or x.dtype != torch.float64 or x.device.type != "cpu":
         return None  # only CPU float64 takes the slow path
     if x.dim() != len(layer.kernel_size) + 2 or x.shape[0] < 2:
-        return None  # an unbatched input, or one sample: nothing to slice
+        return None  # unbatched, or one sample: nothing to slice
     per_sample = columns_per_sample(x, layer)
     if per_sample * x.shape[0] <= COLUMNS_BYTES:
         return None

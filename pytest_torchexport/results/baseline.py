@@ -17,13 +17,12 @@ from .report import FAILING, STATUSES
 #: The order the baseline summary lists its changes in.
 KINDS = ("regression", "known", "improvement", "new", "skipped")
 
-# A known failure whose error grows by more than this factor (and past its tolerance)
-# is a regression: the defect got worse.
+# A known failure whose error grows by more than this factor (past its tolerance) is a regression.
 GROWTH = 1.5
 
 
 def key(result: dict[str, Any]) -> str:
-    # An item has one row per kind of call its test made (a prefill, a decode step): each its own key.
+    # An item has one row per kind of call its test made, each with its own key.
     call = f"|{result['call']}" if result.get("call") else ""
     return f"{result.get('nodeid') or result.get('test')}|{result['backend']}|{result['device']}{call}"
 
@@ -80,8 +79,7 @@ def _grown(before: dict[str, Any], current: dict[str, Any]) -> str | None:
 
 
 def change_lines(results: list[dict[str, Any]], baseline: dict[str, dict[str, Any]]) -> list[str]:
-    """The baseline summary, one line per row that differs from the baseline, by kind in ``KINDS``
-    order (the plugin's terminal summary and ``merge``'s gate print the same lines)."""
+    """The baseline summary: one line per row that differs from the baseline, in ``KINDS`` order."""
     groups: dict[str, list[str]] = {}
     for row in results:
         verdict = judge_baseline(row, baseline)

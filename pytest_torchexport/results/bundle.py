@@ -1,19 +1,14 @@
-"""A bundle's files (docs/howto-verify.md): plain JSON and safetensors, nothing pickled.
-
-``--torchexport-bundle=DIR`` writes one folder per check (``stages/bundle.py``) that
-``python -m pytest_torchexport verify DIR`` checks again elsewhere (``verify.py``)::
+"""A bundle's files: plain JSON and safetensors, nothing pickled, so reading one never runs
+code from it. One folder per check::
 
     DIR/<test>/<backend>[-<device>]/
-        bundle.json          what was checked and how: backend, device, tolerances, the torch
-                             that wrote it, each case's inputs and outputs as a tree of references
+        bundle.json          what was checked and how, each case's inputs and outputs as a tree
         tensors.safetensors  every tensor the cases name, by key
         artifact/            the saved artifact, as the backend saved it
 
-The tensors are written in the safetensors format by this module (an 8-byte header length,
-a JSON header, the raw bytes), so neither side needs the ``safetensors`` package and any
-safetensors reader opens them. A tree is JSON whose tensors are ``{"tensor": key}``; Python
-containers and scalars are tagged (``{"tuple": [...]}``, ``{"float": "nan"}``). Reading a
-bundle never runs code from it: the worst a tampered file does is fail to parse.
+The safetensors format is written here, so no side needs the ``safetensors`` package. A tree
+is JSON whose tensors are ``{"tensor": key}`` and whose containers are tagged (``{"tuple": [...]}``).
+See docs/howto-verify.md.
 """
 
 from __future__ import annotations

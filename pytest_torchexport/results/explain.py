@@ -36,12 +36,9 @@ _LIB_DIRS = tuple(
 _STDLIB_DIRS = tuple(
     os.path.realpath(p) for p in {sysconfig.get_paths().get("stdlib"), sysconfig.get_paths().get("platstdlib")} if p
 )
-#: [Model Code] Installed packages that are never the model's code: torch itself (and what its
-#: wheel ships), and the exporters and runtimes that turn a model into an artifact (hypothesis
-#: draws the inputs, in check() too). The test runner is not listed: its packages are found by
-#: where they come from (``_runner_modules``), so the next runner or plugin is never missed.
-#: Any other installed package may hold the model (a team's model library is installed like any
-#: dependency), so its lines are named.
+#: Installed packages that are never the model's code: torch, the exporters and runtimes, and
+#: hypothesis. Any other installed package may hold the model, so its lines are named. The test
+#: runner's packages are found from its metadata (``_runner_modules``) instead of listed here.
 TOOLCHAIN = frozenset(
     {
         "torch",
@@ -62,8 +59,7 @@ TOOLCHAIN = frozenset(
         "hypothesis",
     }
 )
-#: The distribution that is the test runner itself; everything that plugs into it is found by its
-#: ``pytest11`` entry point.
+#: The test runner's distribution; its plugins are found by their ``pytest11`` entry points.
 _RUNNER = "pytest"
 _REQUIREMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -74,11 +70,8 @@ def _canonical(name: str) -> str:
 
 @functools.lru_cache(maxsize=1)
 def _runner_modules() -> frozenset[str]:
-    """The top-level modules of the test runner: pytest's distribution, each distribution that
-    plugs into it (a ``pytest11`` entry point: pytest-xdist, pytest-cov, hypothesis's plugin,
-    pytest-randomly...) and what each of them requires to run (pluggy, iniconfig; execnet for
-    xdist), read from the installed metadata. This package's own requirements are not the
-    runner's (torch, the exporters: ``TOOLCHAIN`` names those)."""
+    """The top-level modules of the test runner: pytest, each ``pytest11`` plugin but this one,
+    and what they require to run, read from the installed metadata."""
     from importlib import metadata
 
     ours = _canonical("pytest-torchexport")
@@ -95,7 +88,7 @@ def _runner_modules() -> frozenset[str]:
             continue
         for line in required:
             match = _REQUIREMENT_NAME.match(line)
-            if match and "extra ==" not in line:  # what it needs to run, not its optional extras
+            if match and "extra ==" not in line:  # not its optional extras
                 names.add(_canonical(match.group()))
     modules: set[str] = set()
     for name in names:
@@ -115,16 +108,14 @@ def _runner_modules() -> frozenset[str]:
 
 @functools.lru_cache(maxsize=1)
 def _scripts_dir() -> str:
-    """Where the runner's entry points are installed (``bin/pytest``): a script there runs the
-    runner, it is never the model's code."""
+    """Where entry-point scripts such as ``bin/pytest`` are installed: never the model's code."""
     return os.path.realpath(sysconfig.get_path("scripts") or os.path.dirname(sys.executable)) + os.sep
 
 
 def is_user_file(filename: str) -> bool:
-    """A file the user wrote: not the stdlib, not site-packages, not torch, not this plugin.
-    (The control-flow path and CI annotations keep to these: the repository's own files.)"""
+    """A file the user wrote: not the stdlib, not an installed package, not this plugin."""
     if not filename or filename.startswith("<") or "__torch__" in filename:
-        # "<string>", and TorchScript's serialized code (code/__torch__/models.py)
+        # "<string>", or TorchScript's serialized code
         return False
     path = os.path.realpath(filename)
     if path.startswith(_PACKAGE_DIR) or path.startswith(_scripts_dir()):
@@ -135,9 +126,8 @@ def is_user_file(filename: str) -> bool:
 
 
 def _installed_top(path: str) -> str | None:
-    """The top-level package ``path`` belongs to where it was installed outside site-packages
-    (``pip install --target DIR``, then ``PYTHONPATH=DIR``): a folder of its ancestors holds the
-    ``.dist-info`` records pip writes beside what it installs, which no source tree does."""
+    """The top-level package of ``path`` where it was installed outside site-packages
+    (``pip install --target``): an ancestor folder holds ``.dist-info`` records."""
     parts = Path(path).parts
     for i in range(len(parts) - 1, 0, -1):
         if _holds_dist_info(os.path.join(*parts[:i])):
@@ -159,9 +149,8 @@ def is_plugin_file(filename: str) -> bool:
 
 
 def is_model_file(filename: str) -> bool:
-    """[Model Code] A file that may hold the model's code, where findings and causes point:
-    the user's files and installed packages alike, but never torch's own files, the
-    exporters' and runtimes', the test machinery's, the stdlib's or this plugin's."""
+    """A file that may hold the model's code, where findings point: the user's files and
+    installed packages, but not the toolchain, the test runner, the stdlib or this plugin."""
     if not filename or filename.startswith("<") or "__torch__" in filename:
         return False
     return _model_path(filename)
@@ -183,7 +172,7 @@ def _model_path(filename: str) -> bool:
     torch = sys.modules.get("torch")
     torch_file = getattr(torch, "__file__", None)
     if torch_file and path.startswith(os.path.dirname(os.path.realpath(torch_file)) + os.sep):
-        return False  # a torch built from source, outside site-packages
+        return False  # torch built from source
     return not any(path.startswith(d + os.sep) for d in _STDLIB_DIRS)
 
 
@@ -210,8 +199,7 @@ def _short(filename: str) -> str:
 
 
 class FindingWarning(UserWarning):
-    """A finding a backend raises while it exports (``onnx_checker``): the engine records an
-    export's warnings, and ``tracer_findings`` hands this one on as it is, no text parsed."""
+    """A finding a backend raises as a warning while it exports; passed on without parsing."""
 
     def __init__(self, finding: Finding) -> None:
         super().__init__(finding.detail)
@@ -251,8 +239,7 @@ _TRACER_KINDS = (
 
 
 def tracer_findings(caught: Iterable[warnings.WarningMessage], backend: str) -> list[Finding]:
-    """One finding per distinct (kind, line) among the TracerWarnings an export raised, and
-    each finding the backend raised as a ``FindingWarning``."""
+    """One finding per distinct (kind, line) among an export's TracerWarnings and ``FindingWarning``s."""
     import torch
 
     findings: dict[tuple[str, str], Finding] = {}
@@ -277,26 +264,22 @@ def tracer_findings(caught: Iterable[warnings.WarningMessage], backend: str) -> 
         ):
             kind = "frozen_value"
         if kind == "frozen_branch" and line and re.search(r"\.shape\b|\.size\(|\blen\(|\.numel\(|\.dim\(", line):
-            # A size tested in Python (``if x.shape[-1] > 64``): trace reads the size as a tensor, but the
-            # person reads a shape test, and the branch frozen is the one taken at the example's size.
+            # A size tested in Python (``if x.shape[-1] > 64``) reads to a person as a shape test.
             meaning = "a size was tested in Python, so the branch taken at the example's size is frozen into the trace"
         site = model_site(w)
         if site is None:
-            continue  # raised by torch's own code, reached from no line of the model's
+            continue  # reached from no line of the model's
         if kind == "frozen_branch" and site[:2] != (w.filename, w.lineno) and guards_a_raise(w.filename, w.lineno):
-            # [Model Code] torch's own input validation (``if size_prods == 1: raise ValueError``):
-            # the frozen path is the one every input eager accepts takes, so parity cannot hinge on it.
+            # torch's own input validation: every input eager accepts takes the same path.
             continue
         if kind != "frozen_branch" and in_validation_message(site[0], site[1]):
-            # [Validation Text] a value formatted into an assert's or a raise's message
-            # (timm's `_assert(H == ..., f"Input height ({H}) ...")`) is read to say what is
-            # wrong, never computed with: a constant in the trace changes no output.
+            # A value formatted into an assert's or a raise's message changes no output.
             continue
         loc = where(site[0], site[1])
         if site[:2] == (w.filename, w.lineno):
             detail = f"{backend} {_verb(kind)} at {loc}" + (f" (`{line}`)" if line else "") + f": {meaning}"
         else:
-            # [Model Code] torch's own check (``if input.dim() != 3:``) reached from the model's line.
+            # torch's own code, reached from the model's line.
             called = source_line(site[0], site[1])
             detail = (
                 f"{backend} {_verb(kind)} inside torch's {site[2]}"
@@ -314,8 +297,7 @@ def tracer_findings(caught: Iterable[warnings.WarningMessage], backend: str) -> 
 
 
 def guards_a_raise(filename: str, lineno: int) -> bool:
-    """The ``if`` at ``filename:lineno`` only validates its input: its body raises or warns
-    (through nested ``if``s), and computes nothing the rest of the code uses."""
+    """The ``if`` at ``filename:lineno`` only validates: its body only raises or warns."""
     node = _ifs(filename).get(lineno)
     return node is not None and _only_refuses(node.body)
 
@@ -335,9 +317,8 @@ def _only_refuses(body: list[ast.stmt]) -> bool:
 
 
 def in_validation_message(filename: str, lineno: int) -> bool:
-    """``filename:lineno`` lies in the message of an ``assert`` statement, in a ``raise``
-    statement, or in the message argument of ``torch._assert``-style calls: text that says
-    why an input is refused, not part of what the model computes."""
+    """``filename:lineno`` lies in an ``assert``'s message, a ``raise``, or the message of a
+    ``torch._assert``-style call."""
     return any(start <= lineno <= end for start, end in _validation_spans(filename))
 
 
@@ -374,7 +355,7 @@ def _validation_spans(filename: str) -> tuple[tuple[int, int], ...]:
 
 @functools.lru_cache(maxsize=64)
 def _ifs(filename: str) -> dict[int, ast.If]:
-    """The ``if`` statements of a source file by line (empty where it cannot be read)."""
+    """The ``if`` statements of a source file by line."""
     try:
         tree = ast.parse("".join(linecache.getlines(filename)))
     except (SyntaxError, ValueError):
@@ -383,9 +364,8 @@ def _ifs(filename: str) -> dict[int, ast.If]:
 
 
 def model_site(w: warnings.WarningMessage) -> tuple[str, int, str] | None:
-    """Where a warning arose in the model's code: its own line when that is the model's, else
-    the innermost model frame of the stack it was raised from (``_compat`` records it), with
-    the function of torch's that raised it; None when no model line led there."""
+    """Where a warning arose in the model's code: its own line, else the innermost model frame
+    of its recorded stack, with torch's function that raised it; or None."""
     if is_model_file(w.filename):
         return w.filename, w.lineno, ""
     stack = getattr(w, "stack", ())
@@ -444,22 +424,16 @@ def forward_site(module: object) -> tuple[str, int] | None:
     return code.co_filename, code.co_firstlineno
 
 
-#: Text by which an exporter's wrapper exception says it only carries another one: torch.onnx's
-#: ``TorchExportError`` ("Failed to export the model with torch.export ... ## Exception summary"),
-#: raised ``from`` the error torch.export raised.
+#: Text by which torch.onnx's ``TorchExportError`` shows it only wraps the error it was raised from.
 _WRAPPER_TEXT = "## Exception summary"
 
 
-#: TorchScript's trace refusing an output: "Tracer cannot infer type of Out(last_hidden_state=tensor([[...
-#: (every value, hundreds of lines) ...)\n:Only tensors ... but instead got value of type DynamicCache."
-#: The class and torch's reason are kept, the values between them are not.
+#: trace's refusal of an output quotes every value of it: keep the class and the reason only.
 _TRACER_TYPE = re.compile(r"^(Tracer cannot infer type of [\w.]+)\(.*?\n:(\S[^\n]*)$", re.DOTALL | re.MULTILINE)
 
 
 def underlying(exc: BaseException) -> BaseException:
-    """The error a wrapper carries, in torch's own words: ``__cause__`` followed while the exception
-    only wraps it (torch.onnx's ``TorchExportError``, whose text restates its causes as
-    ``<class '...'>: ...``). An error with no cause, or one that says more than its cause, is itself."""
+    """The error a wrapper such as torch.onnx's ``TorchExportError`` carries; else ``exc``."""
     seen: list[BaseException] = []
     while exc.__cause__ is not None and exc not in seen and _WRAPPER_TEXT in str(exc):
         seen.append(exc)
@@ -468,14 +442,12 @@ def underlying(exc: BaseException) -> BaseException:
 
 
 def trim_error(exc: BaseException, limit: int = 12) -> str:
-    """The exporter's own reason, trimmed to what a person reads: a wrapper's cause (``underlying``)
-    speaks for it."""
+    """The exporter's own reason, trimmed to what a person reads."""
     exc = underlying(exc)
     text = _TRACER_TYPE.sub(r"\1(...): \2", strip_ansi(str(exc)).strip())
     if "## Exception summary" in text:
         text = text.split("## Exception summary", 1)[1].strip()
-    # torch.export.save's SerializeError quotes the traceback of the error under it: the node it
-    # could not serialize is the reason, the traceback is noise.
+    # torch.export.save's SerializeError quotes the traceback under it, which is noise.
     text = text.split(" Original exception Traceback", 1)[0].split("\nOriginal exception Traceback", 1)[0].strip()
     keep: list[str] = []
     for line in text.splitlines():
@@ -497,7 +469,7 @@ def trim_error(exc: BaseException, limit: int = 12) -> str:
         keep[0] = keep[0][:400] + "..."
     pointed = _pointed_at(text)
     if pointed and not any("<--- HERE" in line for line in keep):
-        # The line TorchScript points at is what a person needs: never cut after the preamble.
+        # Never cut the line TorchScript points at.
         keep = [line for line in keep if line != "..."] + ["...", *pointed]
     return head + "\n".join(keep) if keep else f"{type(exc).__name__} (no message)"
 
@@ -550,7 +522,7 @@ _ERROR_KINDS = (
             "Unsupported FX nodes",
             "not in Core ATen opset",
             "runtime has no kernel for",
-            # the legacy exporter (2.13-2.15): "Exporting the operator 'aten::x' to ONNX opset version 20 is not supported"
+            # the legacy exporter (torch 2.13-2.15)
             "UnsupportedOperatorError",
             "to ONNX opset version",
         ),
@@ -582,15 +554,14 @@ def error_finding(
     exc: BaseException, backend: str, stage: str, fallback: tuple[str, int] | None = None
 ) -> Finding | None:
     """The exporter's error as a finding at the model's line; ``fallback`` (the model's
-    ``forward``) where the error names none, as torch.jit.trace's refusal of an output does."""
+    ``forward``) where the error names none, as trace's refusal of an output does."""
     text = strip_ansi(str(exc))
     frame = innermost_user_frame(exc)
     if frame is None and fallback is not None and any(n in text for n in _NO_FRAME_NEEDLES):
         frame = fallback
     loc = where(*frame) if frame else None
     line = source_line(*frame) if frame else ""
-    # The kinds below are what an exporter or a runtime says of the model's code or ops; a save that
-    # fails says it of the serialized artifact, whatever words its message shares with them.
+    # These kinds describe the model's code; a failed save is about the artifact.
     kinds = () if stage == "save" else _ERROR_KINDS
     for needles, kind, cause in kinds:
         if any(n in text or n in type(exc).__name__ for n in needles):

@@ -1,15 +1,11 @@
 """One gate over N CI jobs: merge the JSON reports of shards, then judge them as one run.
 
-``python -m pytest_torchexport merge shard-*.json -o report.md --baseline base.json``
-reads each shard's ``--torchexport-report`` JSON, keeps the last row of an item that ran
-more than once, refuses reports from different torch or onnxruntime versions (their
-verdicts are not comparable) unless ``--allow-mixed``, writes the merged report with the
-plugin's own writer, and with ``--baseline`` exits as pytest would (``Exit``). Without one it
-converts: it lists the failing rows by status and exits 0, since each shard's own run has
-already failed on them.
+``python -m pytest_torchexport merge shard-*.json -o report.md --baseline base.json`` keeps
+the last row of an item that ran more than once, refuses reports from different torch or
+onnxruntime versions unless ``--allow-mixed``, and with ``--baseline`` exits as pytest would.
+Without one it only converts: each shard's own run has already failed on its rows.
 
-Pure JSON work: nothing here imports torch or pytest, so the merge job needs neither a
-GPU nor the time torch takes to import.
+Nothing here imports torch or pytest, so the merge job needs neither. See docs/howto-ci.md.
 """
 
 from __future__ import annotations
@@ -34,20 +30,18 @@ class Exit:
     OK = 0
     FAILED = 1
     USAGE_ERROR = 4
-    NO_RESULTS = 5  # pytest's NO_TESTS_COLLECTED: a gate over nothing must not pass quietly
+    NO_RESULTS = 5  # a gate over nothing must not pass quietly
 
 
-#: Environment keys whose difference makes verdicts incomparable: the exporters and the
-#: runtime that the rows were produced with.
+#: Environment keys whose difference makes verdicts incomparable.
 REFUSED_MIX = ("torch", "onnxruntime")
 
-# Statuses the plugin settles before it consults a baseline (skip, declared xfail), so
-# their rows carry no baseline verdict.
+# Statuses settled before a baseline is consulted, so their rows carry no baseline verdict.
 _NOT_JUDGED = ("skipped", "nondeterministic", "xfail")
 
 
 class UsageError(Exception):
-    """What the person must change on the command line or in the inputs (exit 4)."""
+    """A problem with the command line or the input files (exit 4)."""
 
 
 @dataclass
@@ -96,7 +90,7 @@ def read_shard(path: str | Path) -> Shard:
         raise UsageError(f"{path}: report version {data['version']}; this merge reads version {REPORT_VERSION}")
     for i, row in enumerate(data["results"]):
         try:
-            Result.from_dict(row)  # the same parse the writer does: fail here, naming the row
+            Result.from_dict(row)  # fail here, naming the row, rather than in the writer
         except (TypeError, KeyError, AttributeError, ValueError) as exc:
             raise UsageError(f"{path}: result {i} is not a torchexport result ({exc})") from None
     return Shard(str(path), dict(data.get("environment") or {}), data["results"])
@@ -137,7 +131,7 @@ def merge(shards: Sequence[Shard], allow_mixed: bool = False) -> Merged:
             item = key(row)
             if item in rows:
                 earlier.setdefault(item, []).append(rows[item])
-            rows[item] = (shard.path, row)  # dict order stays the item's first appearance
+            rows[item] = (shard.path, row)  # keeps the order of first appearance
     reruns = [Rerun(item, rows[item], dropped) for item, dropped in earlier.items()]
     return Merged(merged_environment(shards, mixed), [row for _, row in rows.values()], reruns)
 
@@ -148,7 +142,7 @@ def merged_environment(shards: Sequence[Shard], mixed: dict[str, dict[str, list[
     devices = {d for shard in shards for d in shard.environment.get("devices") or []}
     env["devices"] = sorted(devices) or ["cpu"]
     if mixed:
-        # A mixed value names every version, so the Markdown header cannot pass for one.
+        # Name every version, so the header cannot pass for one.
         for name, values in mixed.items():
             env[name] = " / ".join(values)
         env["mixed"] = mixed
@@ -158,20 +152,18 @@ def merged_environment(shards: Sequence[Shard], mixed: dict[str, dict[str, list[
 def gate(results: Sequence[dict[str, Any]], baseline: dict[str, dict[str, Any]] | None = None) -> Gate:
     """Judge merged rows as one pytest run would.
 
-    Without a baseline nothing is gated (a conversion): the failing rows are listed by their status
-    and ``failing`` stays empty. With one, each row gets the plugin's verdict
-    (``baseline.judge_baseline``): a known failure passes, a regression fails, and so does a failing
-    row the baseline does not know; the lines are the plugin's baseline summary.
+    Without a baseline nothing is gated: the failing rows are only listed. With one, a known
+    failure passes and any other failing row fails (``baseline.judge_baseline``).
     """
     if baseline is None:
-        # A row of a pre-v4 shard has no likely_cause: its line ends at the name (report.Result.cause).
+        # A row from an older report may have no cause: its line ends at the name.
         lines = [
             ": ".join(filter(None, (f"{r['status']:12} {row_name(r)}", Result.from_dict(r).cause)))
             for r in results
             if r["status"] in FAILING
         ]
         return Gate(lines, [])
-    # A regression always has a failing status; a failing row is let through only when known.
+    # A failing row passes the gate only when known.
     failing = [row for row in results if row["status"] in FAILING and judge_baseline(row, baseline).kind != "known"]
     return Gate(change_lines(list(results), baseline), failing)
 
@@ -179,11 +171,8 @@ def gate(results: Sequence[dict[str, Any]], baseline: dict[str, dict[str, Any]] 
 def with_verdicts(
     results: Sequence[dict[str, Any]], baseline: dict[str, dict[str, Any]] | None
 ) -> list[dict[str, Any]]:
-    """Rows carrying the ``baseline`` key exactly when this merge judged them (for the badges).
-
-    A verdict a shard wrote against its own baseline is dropped: the merge's gate is the
-    one that counts, and a stale ``known`` badge would contradict it.
-    """
+    """Rows carrying the ``baseline`` key exactly when this merge judged them. A shard's own
+    verdict is dropped: a stale ``known`` badge would contradict the merge's gate."""
     out = []
     for row in results:
         row = {k: v for k, v in row.items() if k != "baseline"}
@@ -210,11 +199,8 @@ def report_format_problem(path: str | Path, option: str) -> str | None:
 def write_report(
     path: str | Path, report: Report, environment: dict[str, Any], session: dict[str, Any] | None = None
 ) -> None:
-    """Write ``report`` as ``--torchexport-report`` does: Markdown for ``.md``, a page for
-    ``.html`` (html.py, the ``html`` extra), else JSON.
-
-    The plugin's session report and the merge share it, so one file format has one writer.
-    ``session``: the session's totals (glue/summary.py's ``session_totals``), where one session made it.
+    """Write ``report`` as Markdown (``.md``), HTML (``.html``) or JSON: the one writer that
+    the plugin and the merge share. ``session``: the session's totals, where one session made it.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -231,7 +217,7 @@ def write_report(
 
 
 def summary_lines(shards: Sequence[Shard], merged: Merged) -> list[str]:
-    """Rows read per file and each rerun: what a reader checks before trusting the gate."""
+    """Rows read per file and each rerun, to check before trusting the gate."""
     lines = [f"merged {len(s.results)} row{'s' * (len(s.results) != 1)} from {s.path}" for s in shards]
     for rerun in merged.reruns:
         path, row = rerun.kept
@@ -322,7 +308,7 @@ def _closing(rows: int, reports: int, output: str, verdict: Gate) -> str:
 
 
 class CommandLineParser(argparse.ArgumentParser):
-    """argparse that exits 4 on a usage error, as pytest does (argparse's 2 is pytest's "interrupted")."""
+    """argparse that exits 4 on a usage error, as pytest does (2 means "interrupted" to pytest)."""
 
     def error(self, message: str) -> Any:
         self.print_usage(sys.stderr)

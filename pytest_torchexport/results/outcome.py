@@ -1,15 +1,9 @@
 """Outcomes, settled in one place.
 
-[One Writer] A check's status, verdict message and likely cause are written here only: a
-stage that ends the check raises ``Stop`` with its ``Outcome`` (torch.testing's
-``ErrorMeta``: the failure as data, raised once), the search returns its ``Outcome``, and
-the pipeline, the runner (time limits, crashes), the xfail rule and the rows made before
-any check ran (``row``) hand theirs to ``settle``. A record and one exception, imported by
-every stage; this module imports none of them, so the engine has no import cycle.
-
-[Data Until Written] The cause and its kind travel as fields (``Outcome.cause``,
-``Outcome.kind``, then ``Result.likely_cause``/``cause_kind`` and the report's keys): no
-stage reads a message to learn what another one knew.
+[One Writer] A check's verdict is written only by ``settle``: a stage that ends the check
+raises ``Stop`` with its ``Outcome``. This module imports no stage, so there is no cycle.
+[Data Until Written] The cause travels as fields, never parsed back from a message.
+See docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -23,9 +17,7 @@ from .report import CauseKind, Result, Status
 
 @dataclass(frozen=True)
 class Outcome:
-    """A check's verdict: its status, the message a person reads, and the likely cause in a
-    few words where one is known (the report's ``likely_cause`` and cause column), with its
-    kind (``cause_kind``)."""
+    """A check's verdict: its status, its message, and the likely cause and its kind where known."""
 
     status: Status
     message: str
@@ -36,9 +28,8 @@ class Outcome:
 class Stop(Exception):
     """Ends one backend's check early with its ``Outcome``: no later stage runs.
 
-    ``written``: the message as a function of the check's header (``report.tag``), where
-    the outcome is shared by the checks of several backends ([Eager Once], prelude.py):
-    each check's message is written with its own header, never rewritten from another's."""
+    ``written`` builds the message from a check's header where several backends share the
+    outcome ([Eager Once]), so each message names its own check."""
 
     def __init__(
         self,
@@ -61,7 +52,7 @@ class Stop(Exception):
 
 
 def settle(result: Result, outcome: Outcome) -> None:
-    """Write ``outcome`` into ``result``: the one place a status, verdict message or cause is written."""
+    """Write ``outcome`` into ``result``: the one place a verdict is written."""
     result.status = outcome.status
     result.message = outcome.message
     result.likely_cause = outcome.cause
@@ -71,7 +62,7 @@ def settle(result: Result, outcome: Outcome) -> None:
 def row(
     outcome: Outcome, *, backend: str, device: str, nodeid: str | None, test: str | None, module: str = ""
 ) -> Result:
-    """A result settled before any check ran (nothing to check, a usage error, the test body's outcome)."""
+    """A result settled before any check ran."""
     result = Result(backend=backend, device=device, status=outcome.status, module=module, nodeid=nodeid, test=test)
     settle(result, outcome)
     return result
@@ -83,8 +74,7 @@ def add_note(result: Result, note: str) -> None:
 
 
 def xfail(result: Result, reason: str | None) -> None:
-    """Apply ``xfail=``'s ``reason`` for this backend (None: not marked): a failure is expected,
-    a pass is an xpass (strict)."""
+    """Apply ``xfail=``'s ``reason`` (None: not marked); a pass is a strict xpass."""
     if reason is None or result.status in ("skipped", "nondeterministic"):
         return
     if result.failed:
@@ -111,18 +101,17 @@ def xfail(result: Result, reason: str | None) -> None:
         )
 
 
-#: What a check that died or raised in each stage gets (docs/statuses.md): any other stage is ``run_error``.
+#: The status of a check that died in each stage; any other stage is ``run_error``.
 STAGE_STATUS: dict[str, Status] = {"export": "export_error", "save": "export_error", "load": "load_error"}
 
 
 def exception_words(exc: BaseException) -> str:
-    """``TypeError: its first line``: an exception in the few words a cause column holds."""
+    """An exception as ``TypeError: its first line``."""
     return f"{type(exc).__name__}: {str(exc).splitlines()[0]}" if str(exc) else type(exc).__name__
 
 
 def model_raised(error: BaseException, stage: str, header: str) -> Outcome:
-    """The verdict of a check whose model raised ``error`` in ``stage``, on a call every check makes:
-    a usage error (docs/statuses.md: its recorded call raises in eval mode under ``no_grad``)."""
+    """A usage error: the model raised on a call every check makes (docs/statuses.md)."""
     what = exception_words(error)
     return Outcome(
         "usage_error",
@@ -135,8 +124,7 @@ def model_raised(error: BaseException, stage: str, header: str) -> Outcome:
 
 
 def unreadable(exc: BaseException, header: str) -> Outcome:
-    """The verdict of a check whose recorded call holds a value the plugin cannot read into an input
-    plan (a class no reader knows, a pytree node whose flatten raises): said on the row, never raised."""
+    """A usage error: the recorded call holds a value the plugin cannot read as an input."""
     what = exception_words(exc)
     return Outcome(
         "usage_error",
@@ -149,9 +137,8 @@ def unreadable(exc: BaseException, header: str) -> Outcome:
 
 
 def plugin_raised(exc: BaseException, stage: str, header: str) -> Outcome:
-    """The verdict of a check whose own code (the plugin's) raised ``exc`` during ``stage`` instead of
-    ending with one: never a pass, a skip or a rejected input; the row fails with the stage's status,
-    as a crash there would, and its message holds the traceback (the test fails with the exception too)."""
+    """The plugin's own code raised ``exc`` during ``stage``: the row fails with the stage's
+    status, never a pass or a skip, and its message holds the traceback."""
     import traceback
 
     what = exception_words(exc)

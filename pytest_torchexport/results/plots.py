@@ -1,11 +1,8 @@
 """The HTML report's one picture: each input's greatest error against its tolerance.
 
-Drawn by pygal (the ``html`` extra) as inline SVG from a row's ``per_input`` key (search.py's
-[Per Input] entries): numbers the comparison already made, never read from the message.
-pygal writes static SVG with no script that must run and no font or image to fetch, so the
-page stays one file; its own stylesheet is the same for every chart of the report, so it is
-taken off each chart and written once in the page (``chart_stylesheet``), which keeps a
-200-row report near 1 MB instead of 4.
+Drawn by pygal (the ``html`` extra) as static inline SVG from a row's ``per_input`` entries,
+so the page stays one file. pygal's stylesheet is the same for every chart, so it is written
+once in the page (``chart_stylesheet``) to keep the report small. See docs/html-report.md.
 """
 
 from __future__ import annotations
@@ -14,7 +11,7 @@ import math
 import sys
 from typing import Any
 
-#: Where a bit-exact input (error 0, which a log axis cannot show) is drawn: below every error.
+#: Where a bit-exact input is drawn (a log axis cannot show 0): below every error.
 _EXACT_FACTOR = 0.1
 _COLORS = ("#2e7d32", "#c62828", "#757575", "#1565c0")  # pass, failing, tolerance, eager vs float64
 _SERIES = ("within tolerance", "beyond tolerance", "tolerance at that element", "eager's own float64 rounding")
@@ -23,10 +20,8 @@ _SERIES = ("within tolerance", "beyond tolerance", "tolerance at that element", 
 def load_pygal() -> Any:
     """pygal, without the import hook it adds to ``sys.meta_path``.
 
-    [pygal Import Hook] ``import pygal`` installs ``PluginImportFixer``, a finder for its
-    ``pygal.maps.*`` plugins that has no ``find_spec``: from then on, every import of a module
-    not yet loaded warns ``ImportWarning`` (an error under ``-W error``, and in pytest-xdist's
-    workers an INTERNALERROR). The report never imports ``pygal.maps``, so the hook goes.
+    pygal's ``PluginImportFixer`` has no ``find_spec``, so every later import warns
+    ``ImportWarning`` (an error under ``-W error``). The report never uses ``pygal.maps``.
     """
     import pygal
 
@@ -86,27 +81,22 @@ def _chart(title: str, standalone: bool = False, x_title: str = "input, in the o
 
 
 def error_plot(row: dict[str, Any], standalone: bool = False) -> str | None:
-    """The row's per-input errors as an SVG element (a string), or None where no input failed.
+    """The row's per-input errors as an SVG string, or None where no input failed.
 
-    ``standalone``: the chart keeps its own stylesheet, scoped to its id (for another page,
-    pytest-html's); otherwise it is styled by the report's one ``chart_stylesheet``.
-
-    One dot per input: its greatest absolute error, green within the tolerance and red beyond;
-    a grey mark for the tolerance at that element (atol + rtol * |eager|); a blue mark for
-    eager's own greatest error against a float64 run, where the check computed one (only for
-    inputs whose plain comparison failed: the picture costs no extra run).
+    One dot per input (green within tolerance, red beyond), a grey line for the tolerance and
+    a blue mark for eager's own float64 error where the check computed one. ``standalone``
+    keeps the chart's own stylesheet, for another page such as pytest-html's.
     """
     entries = [e for e in row.get("per_input") or [] if e.get("max_abs") is not None]
     if not any(e.get("status", "pass") != "pass" for e in entries):
-        return None  # nothing failed: a row of dots on one side of the line says less than html.within_text
-    # By their sizes, smallest first, so the sizes where the artifact fails stand together (width > 64).
+        return None  # nothing failed: html.within_text says more than a chart
+    # Sorted by size, so the sizes where the artifact fails stand together.
     dims = sorted({dim for e in entries for dim in (e.get("sizes") or {})})
     entries = sorted(entries, key=lambda e: tuple((e.get("sizes") or {}).get(dim, 0) for dim in dims))
     positive = [v for e in entries for v in _values(e) if v > 0 and math.isfinite(v)]
     exact = min(positive) * _EXACT_FACTOR if positive else 1e-12
     ceiling = max(positive) * 10 if positive else 1.0
-    # One value per input in each series (None where it has none): the x axis is the input.
-    # a point is a value, or pygal's {value, label} dict (the failing inputs, titled by their sizes)
+    # One value per input in each series (None where it has none); a point may be a {value, label} dict.
     series: dict[str, list[float | dict[str, Any] | None]] = {name: [None] * len(entries) for name in _SERIES}
     for i, e in enumerate(entries):
         error = e["max_abs"]
@@ -121,13 +111,12 @@ def error_plot(row: dict[str, Any], standalone: bool = False) -> str | None:
     x_title = f"the input's sizes ({' × '.join(dims)}), smallest first" if dims else "input, in the order tried"
     chart = _chart(f"{row['backend']}: greatest error per input", standalone, x_title)
     for name in _SERIES:
-        # Every series is added, empty or not, so a colour means the same thing on every chart.
-        # The tolerance is a line (one path), the errors are dots (one element each).
+        # Every series is added, even empty, so a colour means the same on every chart.
         tolerance = name == _SERIES[2]
         chart.add(name, series[name], stroke=tolerance, show_dots=not tolerance, allow_interruptions=True)
     step = max(1, len(entries) // 10)
     labels = [_sizes_label(e, dims) or str(i) for i, e in enumerate(entries, 1)]
-    # A label where it differs from the one before (every step-th at most): a run of one size is labelled once.
+    # Label a run of one size once.
     chart.x_labels = [
         text if i % step == 0 and (i == 0 or text != labels[i - 1]) else "" for i, text in enumerate(labels)
     ]
@@ -159,10 +148,8 @@ def _decades(low: float, high: float) -> list[float]:
 
 
 def _without_style(chart: Any, standalone: bool = False) -> str:
-    """The chart's SVG less what repeats or needs pygal.js: its ``<defs>`` (the stylesheet and
-    config script, the same for every chart: ``chart_stylesheet`` writes the stylesheet once),
-    its comments, and the tooltip coordinates pygal.js reads. Each dot's value becomes its
-    ``<title>``, the tooltip a browser shows with no script."""
+    """The chart's SVG less what repeats or needs pygal.js; each dot's value becomes its
+    ``<title>``, a tooltip that needs no script."""
     tree = chart.render_tree()
     for child in list(tree):
         if not isinstance(child.tag, str) or (child.tag == "defs" and not standalone):
@@ -172,8 +159,7 @@ def _without_style(chart: Any, standalone: bool = False) -> str:
                 child.remove(script)
     for series in tree.iter("g"):
         for dots in [g for g in series.findall("g") if g.get("class") == "dots"]:
-            # <g class="dots"><circle/><desc>value</desc><desc>x</desc>..</g> becomes
-            # <circle class="dot"><title>value</title></circle>, in the same place.
+            # <g class="dots"><circle/><desc>value</desc>..</g> -> <circle class="dot"><title>value</title></circle>
             circle, value = (
                 dots.find("circle"),
                 next((d for d in dots.findall("desc") if d.get("class") == "value"), None),
@@ -182,23 +168,23 @@ def _without_style(chart: Any, standalone: bool = False) -> str:
             if circle is None:
                 continue
             circle.set("class", "dot")
-            for axis in ("cx", "cy"):  # pygal writes 16 digits; a tenth of a pixel is enough
+            for axis in ("cx", "cy"):  # a tenth of a pixel is enough
                 circle.set(axis, f"{float(circle.get(axis, 0)):.1f}")
             if value is not None:
                 value.tag, value.attrib = "title", {}
-                if label:  # the input's sizes: "h=16, w=65 (mismatch): 2.07"
+                if label:  # "h=16, w=65 (mismatch): 2.07"
                     value.text = f"{label}: {value.text}"
                 circle.append(value)
             series.insert(list(series).index(dots), circle)
             series.remove(dots)
     for axis in tree.iter("g"):
-        if axis.get("class") == "axis x":  # a guide per input, most of them unlabelled: drop those
+        if axis.get("class") == "axis x":  # drop unlabelled guides
             for guide in axis.findall("g"):
                 text = guide.find("text")
                 if text is not None and not (text.text or "").strip():
                     axis.remove(guide)
     if not standalone:
-        # Inline in an HTML page an <svg> needs no namespace, and the page then names no URL at all.
+        # Inline in HTML an <svg> needs no namespace, so the page names no URL.
         tree.attrib.pop("id", None)
         tree.attrib.pop("xmlns", None)
     return _to_string(tree)
@@ -211,7 +197,7 @@ def _to_string(tree: Any) -> str:
 
 
 def chart_stylesheet() -> str:
-    """pygal's stylesheet for the charts above (``no_prefix``: one for all), written once in the page."""
+    """pygal's stylesheet for every chart, written once in the page."""
     chart = _chart("")
     for name in _SERIES:
         chart.add(name, [1.0])

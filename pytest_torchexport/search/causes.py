@@ -19,13 +19,11 @@ from .failure import Failure
 
 
 def blame(failure: Failure, still_fails: Callable[[Draw], bool | None], plan: InputPlan, export_draw: Draw) -> None:
-    """[Cause Experiments] Blame a suspect only when undoing it makes the failing input pass.
+    """Blame a suspect only when undoing it makes the failing input pass.
 
-    The shrunk input is the smallest that fails, so it holds *every* size at its minimum:
-    a batch of 1 sits next to the sequence length that really broke the artifact, and a
-    varied scalar next to a harmless batch size. One extra run per suspect tells them
-    apart: the small dims grown to their export size, the varied scalars set back to the
-    recorded values.
+    The shrunk input holds every size at its minimum, so a harmless batch of 1 sits next to the
+    dim that really broke the artifact. One extra run per suspect tells them apart: small dims
+    grown to their export size, varied scalars set back to their recorded values.
     """
     exported = dict(export_draw.sizes)
     sizes = dict(failure.draw.sizes)
@@ -47,8 +45,8 @@ def blame(failure: Failure, still_fails: Callable[[Draw], bool | None], plan: In
 
 
 def far_scale(failure: Failure, still_fails: Callable[[Draw], bool | None]) -> None:
-    """An input far from the recorded scale (``special_values=True``'s x100, x1e-3): the
-    same draw at the recorded scale tells an export defect from an ill-conditioned model."""
+    """For an input far from the recorded scale, rerun it at the recorded scale to tell an
+    export defect from an ill-conditioned model."""
     factor = FAR_MODES.get(failure.draw.mode)
     if factor is not None and still_fails(dataclasses.replace(failure.draw, mode="normal")) is False:
         failure.far_scale = factor
@@ -58,26 +56,23 @@ def far_scale(failure: Failure, still_fails: Callable[[Draw], bool | None]) -> N
 class RuntimeOptimizer:
     """The failing input passes with the runtime's graph rewrites off: they changed the result."""
 
-    runtime: str  # "onnxruntime 1.32.0"
-    deployed: str  # the level the check ran at, the runtime's default (ORT_ENABLE_ALL)
-    passes_at: tuple[str, ...]  # the levels where the input passes, least rewriting first
+    runtime: str
+    deployed: str  # the level the check ran at (the runtime's default)
+    passes_at: tuple[str, ...]  # least rewriting first
     fails_from: str  # the least rewriting level where it fails
 
 
 def runtime_optimizer(
     failure: Failure, backend: Backend, artifact: Any, still_fails_on: Callable[[Any, Draw], bool | None]
 ) -> int:
-    """[Runtime Optimizer] An artifact whose runtime rewrites the graph at load (onnxruntime's
-    ``GraphOptimizationLevel``, ``Backend.graph_optimizer``): rerun the failing input with the
-    rewrites off. When that passes, the exported graph is right and the runtime's optimizer
-    changed the result, so the levels in between are tried too, to name the least one that
-    breaks it.
+    """Rerun the failing input with the runtime's load-time graph rewrites off (onnxruntime's
+    ``GraphOptimizationLevel``). If it passes, the optimizer changed the result, and the levels
+    in between are tried to name the least one that breaks it.
 
-    Sets ``failure.runtime_optimizer`` (a ``RuntimeOptimizer``) when blamed; returns how
-    many sessions were built (0: not applicable). ``still_fails_on(artifact, draw)`` is the
-    search's own verdict with another artifact in the loaded one's place.
+    Sets ``failure.runtime_optimizer`` when blamed and returns how many sessions were built
+    (0: not applicable). ``still_fails_on(artifact, draw)`` is the search's verdict on another artifact.
     """
-    if not isinstance(backend, GraphLevels):  # no levels to rerun at (every backend but ONNX's)
+    if not isinstance(backend, GraphLevels):  # only ONNX's backend has levels to rerun at
         return 0
     optimizer = backend.graph_optimizer(artifact)
     if optimizer is None or failure.status not in ("mismatch", "run_error") or failure.guard:
@@ -86,16 +81,16 @@ def runtime_optimizer(
     if len(levels) < 2 or deployed not in levels:
         return 0
     below = levels[: levels.index(deployed)]
-    if not below:  # served with the rewrites off already (an offline-optimized file): nothing to undo
+    if not below:  # already served with the rewrites off: nothing to undo
         return 0
     passes: list[str] = []
     fails_from, built = deployed, 0
     for built, level in enumerate(below, start=1):
         try:
             other = backend.at_level(artifact, level)
-        except Exception:  # noqa: BLE001 - a runtime may refuse a session at this level in any way; it tells nothing
+        except Exception:  # noqa: BLE001 - a refused session at this level tells nothing
             other = None
-        # Its run's errors are judged inside (a run_error); anything else is a bug of ours and surfaces.
+        # Run errors are judged inside as a run_error; any other exception is our bug and surfaces.
         verdict = None if other is None else still_fails_on(other, failure.draw)
         if verdict is False:
             passes.append(level)
@@ -113,20 +108,19 @@ def runtime_optimizer(
 class ShippedStep:
     """[ONNX As Shipped] The failing input passes on the model before ``step`` and fails after it."""
 
-    step: str  # "export": the exported model already fails, before any step
-    before: str | None  # the stage it passes on ("export", or an earlier step); None for "export"
+    step: str  # "export": the exported model already fails
+    before: str | None  # the stage it passes on; None for "export"
 
 
 def shipped_step(failure: Failure, post: Any, still_fails_on: Callable[[Any, Draw], bool | None]) -> int:
-    """[ONNX As Shipped] A post-processed artifact (``Backend.post_processing``): rerun the failing
-    input on the model after each step in turn, the export first, judged as the artifact is;
-    the first that fails names the step to blame. Sets ``failure.shipped_step``; returns how
-    many models ran (0: not applicable)."""
+    """[ONNX As Shipped] Rerun the failing input on the model after each post-processing step,
+    the export first; the first that fails is the step to blame. Sets ``failure.shipped_step``
+    and returns how many models ran (0: not applicable)."""
     if post is None or failure.status not in ("mismatch", "run_error") or failure.guard:
         return 0
     before = None
     for ran, (name, model) in enumerate(post.stages, start=1):
-        verdict = still_fails_on(model, failure.draw)  # a stage's model that cannot run is a run_error: it fails
+        verdict = still_fails_on(model, failure.draw)  # a model that cannot run is a run_error, so it fails
         if verdict:
             failure.shipped_step = ShippedStep(name, before)
             return ran
@@ -138,30 +132,26 @@ def shipped_step(failure: Failure, post: Any, still_fails_on: Callable[[Any, Dra
 
 @dataclass(frozen=True)
 class MaskedRows:
-    """The failing input's outputs differ only at query positions that attend to no
-    key: before the first position its attention mask keeps (left padding), a causal query has
-    nothing to attend to; in a row the mask keeps nothing of, no query has, and what a softmax over no key gives is each runtime's own choice
-    (eager: 0 or the like, onnxruntime: the mean of V). Whether that fails stays the tolerance's
-    call; it is said as what it is, not as a numeric defect."""
+    """The outputs differ only at queries that attend to no key (left padding before a causal
+    query, or a row of padding only). A softmax over no key is each runtime's own choice (eager
+    gives 0 or the like, onnxruntime the mean of V), so it is reported as such, not as a numeric defect."""
 
-    mask: str  # the input's name: "attention_mask"
-    positions: tuple[tuple[int, int], ...]  # (batch row, position) where the outputs differ, all attending to no key
+    mask: str  # the mask input's name
+    positions: tuple[tuple[int, int], ...]  # (batch row, position) where the outputs differ
     outputs: tuple[str, ...]  # the output leaves that differ there
-    #: Batch rows the mask keeps no position of (padding only): every query there, causal or not,
-    #: attends to no key, and an output pooled over the row (a classifier's logits) differs whole.
+    #: Batch rows of padding only, where even a pooled output is undefined.
     rows: tuple[int, ...] = ()
     #: output elements at those positions, left out of the comparison
     elements: int = 0
 
     @property
     def left_padding(self) -> tuple[tuple[int, int], ...]:
-        """The positions that attend to no key because padding comes before them (a causal query)."""
+        """The positions with no key because left padding precedes a causal query."""
         return tuple(p for p in self.positions if p[0] not in self.rows)
 
 
 def is_causal(module: Any) -> bool:
-    """Whether ``module`` attends causally (a query sees only the keys at or before it): an attention
-    submodule says so (transformers' ``is_causal``), as a decoder's does and an encoder's does not."""
+    """Whether ``module`` attends causally, as an attention submodule's ``is_causal`` (transformers) says."""
     return (
         any(getattr(m, "is_causal", False) is True for m in module.modules())
         if isinstance(module, torch.nn.Module)
@@ -170,11 +160,8 @@ def is_causal(module: Any) -> bool:
 
 
 def no_key_positions(module: Any, expected: Any, actual: Any, args: Any, kwargs: Any) -> tuple[MaskedRows, Any] | None:
-    """Where the inputs' attention mask leaves a query no key to attend to (a batch row of padding
-    only; for a causal model also the positions before the first kept one), the outputs are
-    undefined: each runtime fills them its own way. Returns where ``actual`` differs from
-    ``expected`` there and ``actual`` with eager's values put there, to compare the rest; None where
-    there is no such position or nothing differs there."""
+    """Where the attention mask leaves a query no key, outputs are undefined. Returns where ``actual``
+    differs there, and ``actual`` with eager's values put there; None when nothing differs there."""
     found = _attention_mask(args, kwargs)
     if found is None:
         return None
@@ -197,7 +184,7 @@ def no_key_positions(module: Any, expected: Any, actual: Any, args: Any, kwargs:
             continue
         axis = _position_axis(e, kept.shape)
         if axis is None and _pooled(e, kept.shape) and bool(empty.any()):
-            # An output with no position axis (pooled over the row): only a row of padding only is arbitrary.
+            # A pooled output has no position axis: only rows of padding only are undefined.
             a = a.clone()
             rows = empty.to(e.device)
             where = (e[rows] != a[rows]).reshape(int(rows.sum()), -1).any(-1)
@@ -229,13 +216,12 @@ def no_key_positions(module: Any, expected: Any, actual: Any, args: Any, kwargs:
 
 
 def _pooled(leaf: Any, mask_shape: Any) -> bool:
-    """Whether ``leaf`` is one value (or vector) per batch row: dim 0 the mask's batch, no axis its positions."""
+    """Whether ``leaf`` holds one value (or vector) per batch row of the mask."""
     return leaf.dim() >= 1 and leaf.shape[0] == mask_shape[0]
 
 
 def _attention_mask(args: Any, kwargs: Any) -> tuple[str, Any] | None:
-    """The input that masks keys: a 2-D (batch, position) tensor of 0s and 1s named like a mask
-    (``attention_mask``); as a bool tensor of the positions kept."""
+    """The 2-D (batch, position) 0/1 input named like a mask, as a bool tensor of the kept positions."""
     for name, value in (kwargs or {}).items():
         if "mask" in name and isinstance(value, torch.Tensor) and value.dim() == 2 and not value.is_floating_point():
             if bool(((value == 0) | (value == 1)).all()):
@@ -253,17 +239,17 @@ def _position_axis(leaf: Any, mask_shape: Any) -> int | None:
 
 @dataclass(frozen=True)
 class KeywordOrder:
-    """The artifact binds keyword arguments by their order, not by their names: exported with the
-    same arguments in ``forward``'s order, the failing input passes. torch.export's non-strict
-    capture of an fx ``GraphModule`` does this (2.13): ``token_type_ids`` fed ``attention_mask``."""
+    """The artifact binds keyword arguments by order, not name: re-exported in ``forward``'s order,
+    the failing input passes. torch.export's non-strict capture of an fx ``GraphModule`` does this
+    (torch 2.13), e.g. feeding ``attention_mask`` to ``token_type_ids``."""
 
     passed: tuple[str, ...]  # the order the test passed them in
     declared: tuple[str, ...]  # forward's order
 
 
 def keyword_order(check: Any, failure: Failure) -> KeywordOrder | None:
-    """Re-export with the keyword arguments in ``forward``'s order, where the test passed them in
-    another; blamed only where the failing input then passes (one export more, on a mismatch)."""
+    """Re-export with the keyword arguments in ``forward``'s order; blame the order only if the
+    failing input then passes."""
     if failure.status != "mismatch" or failure.comparison is None or failure.state or check.artifacts is None:
         return None
     module = check.eager.module
@@ -277,7 +263,7 @@ def keyword_order(check: Any, failure: Failure) -> KeywordOrder | None:
         return None
     args, kwargs = materialize(check.plan, check.artifacts.export_draw, check.device)
     kwargs = {k: kwargs[k] for k in sorted(kwargs, key=lambda k: params.index(k) if k in params else len(params))}
-    # A folder of its own: an exporter writes its files there, and the check's artifact may be one of them.
+    # A separate folder, so this export cannot overwrite the check's own artifact files.
     scratch = check.scratch / "keyword-order"
     scratch.mkdir(exist_ok=True)
     ctx = ExportContext(device=check.device, plan=check.plan, module=module, scratch=scratch)
@@ -285,7 +271,7 @@ def keyword_order(check: Any, failure: Failure) -> KeywordOrder | None:
         with torch.no_grad():
             artifact = check.backend.export(copy_module(module), args, kwargs, ctx)
         actual, _ = check.run(artifact, failure.args, failure.kwargs)
-    except Exception:  # noqa: BLE001 - an export or run that fails this way tells nothing about the order
+    except Exception:  # noqa: BLE001 - such a failure tells nothing about the order
         return None
     expected = check.eager(failure.args, failure.kwargs).outputs
     if not check.compare(expected, actual).ok:

@@ -1,5 +1,5 @@
-"""What the search found: the shrunk failure the cause experiments and the message read, and
-the search's statistics (examples, paths taken, the largest error, vacuous outputs)."""
+"""What the search found: the shrunk failure (read by the cause experiments and the message)
+and the search's statistics."""
 
 from __future__ import annotations
 
@@ -22,22 +22,22 @@ class Failure:
     error: BaseException | None = None
     path: frozenset[tuple[str, int]] | None = None
     guard: str | None = None  # a torch.export guard the input violates, though the artifact ran
-    # What the cause experiments found (causes.test_causes): None where not tested.
-    small_dims_blamed: bool | None = None  # growing the dims of size 0/1 to their export size makes it pass
+    # What the cause experiments in causes.py found; None where not tested.
+    small_dims_blamed: bool | None = None  # growing dims of size 0/1 makes it pass
     baked_scalars: list[tuple[str, Any, Any]] = field(default_factory=list)  # (name, recorded, failing)
-    noise: Any = None  # the float64 oracle's noise.NoiseVerdict on this input, where it ran
+    noise: Any = None  # noise.NoiseVerdict
     far_scale: float | None = None  # the input's scale factor, when it passes at the recorded scale
-    diverges_at: Any = None  # localize.Located: the first module whose artifact output differs
-    no_localization: str | None = None  # why diverges_at is missing, where localisation was tried
-    runtime_optimizer: Any = None  # causes.RuntimeOptimizer: the input passes with onnxruntime's optimizer off
-    shipped_step: Any = None  # causes.ShippedStep: the first post-processing step after which the input fails
-    #: [State After Every Input] (the buffers the input updated, "buffers" or "second call"): the
-    #: outputs matched, the state the artifact kept did not
+    diverges_at: Any = None  # localize.Located
+    no_localization: str | None = None  # why diverges_at is missing
+    runtime_optimizer: Any = None  # causes.RuntimeOptimizer
+    shipped_step: Any = None  # causes.ShippedStep
+    #: [State After Every Input] The outputs matched but the artifact's state did not:
+    #: (updated buffer names, "buffers" or "second call").
     state: tuple[list[str], str] | None = None
 
 
-#: [Per Input] Entries kept per check: the default search's inputs (25 drawn, about 8 explicit)
-#: and the first steps of a shrink; a 200-row HTML report of full plots stays near 2 MB.
+#: Entries kept in ``Stats.per_input``: enough for the default search and the first shrink
+#: steps, while keeping the HTML report small.
 PER_INPUT = 50
 
 
@@ -51,15 +51,13 @@ class Stats:
     paths: dict[frozenset[tuple[str, int]], int] = field(default_factory=dict)
     failing_paths: dict[frozenset[tuple[str, int]], int] = field(default_factory=dict)
     run_s: float = 0.0
-    reference_s: float = 0.0  # eager's forwards in the search (the floor's other half)
-    compare_s: float = 0.0  # the comparisons of outputs, the float64 oracle's runs included
+    reference_s: float = 0.0  # eager's forwards in the search
+    compare_s: float = 0.0  # output comparisons, float64 oracle runs included
     vacuous: dict[str, list[Any]] = field(default_factory=dict)
     compared: Compared | None = None  # over the inputs compared; None until one is
     sizes: dict[str, list[int]] = field(default_factory=dict)  # dim -> [min, max] over the inputs tried
-    #: [Per Input] One entry per input tried, in order, at most PER_INPUT of them: its greatest
-    #: error, the tolerance at that element, the verdict, its sizes and, where the float64 oracle
-    #: judged it anyway (a failing plain comparison), eager's and the artifact's greatest error
-    #: against float64. Numbers the comparison already made: the report's plot, no extra runs.
+    #: One entry per input tried (at most PER_INPUT) for the report's plot: greatest error,
+    #: tolerance there, verdict, sizes, and the float64 errors where the oracle ran. No extra runs.
     per_input: list[dict[str, Any]] = field(default_factory=list)
 
     def note_input(self, entry: dict[str, Any]) -> None:
@@ -83,8 +81,8 @@ def track_vacuous(stats: Stats, outputs: Any) -> None:
     for path, leaf in flatten(outputs)[0]:
         if not isinstance(leaf, torch.Tensor) or not leaf.is_floating_point() or leaf.numel() == 0:
             continue
-        # One pass (aminmax), not four: outputs can be hundreds of MB. The greatest |x| is
-        # max(|min|, |max|) exactly, NaN propagating as it did through abs().max().
+        # One aminmax pass because outputs can be large; max(|min|, |max|) is the greatest |x|
+        # and still propagates NaN.
         t = leaf.detach().float()
         low, high = torch.aminmax(t)
         near_zero = bool(torch.maximum(low.abs(), high.abs()) < 1e-6)

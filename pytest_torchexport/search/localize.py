@@ -1,43 +1,11 @@
-"""[Localisation] Where a mismatch starts: the first module whose artifact output differs from eager's.
+"""Where a mismatch starts: the first module whose artifact output differs from eager's.
 
-Runs once, on the search's final shrunk failing input; the search itself is not slowed.
-
-Each submodule of the artifact is run on **the input eager gave that submodule**
-(recorded by forward hooks), and its output is compared with eager's output of that
-submodule, with the check's own tolerances (``compare.py``). So an error upstream does
-not smear downstream: a module differs only if *it* computes differently. The walk goes
-down one level at a time: among the children called (in execution order), the first
-that differs is entered, until a module differs and none of its children do; that
-module's own code (the glue between its children) is where the artifact diverges.
-
-How the artifact's submodules are reached, per kind of artifact (the backend says which it
-has: ``Backend.artifact_module``, ``exported_program``, ``onnx_model``):
-
-- TorchScript (``trace``, ``script``): every submodule of a ``ScriptModule`` that ran is
-  callable on its own, with the ``.code`` of what was recorded (the excerpt);
-- ``torch.export`` (``export``): ``torch.export.unflatten`` gives the module tree back
-  under the same qualified names, each an ``InterpreterModule`` whose graph is the
-  excerpt. An unflattened submodule may take other arguments than the call's (a size
-  placeholder, keyword arguments dropped): then its value in one FX-interpreter run of
-  the program is used, its nodes grouped by ``nn_module_stack`` (as for ONNX, below);
-- ONNX (``onnx``, ``onnx-legacy``): a graph's pieces cannot run alone, so each node is
-  mapped to its module (the dynamo exporter's ``pkg.torch.onnx.name_scopes`` metadata,
-  the legacy exporter's scoped node names ``/blocks.2/act/Gelu``), each module's output
-  value (the one value its nodes hand to nodes outside it) becomes an extra output of a
-  copy of the model, and one run at the failing input gives them all. These values are
-  computed from the artifact's *own* upstream values, so the first module in execution
-  order that differs is where the error starts (upstream ones agree), not an isolated
-  verdict (``method`` says which). A module that hands on several values is looked
-  through: its children are compared instead;
-- anything else (AOTInductor, ...): not available; ``unavailable()`` says why.
-
-A child fed nested tensors by eager (``nn.TransformerEncoder``'s fast path) or whose
-artifact counterpart raises on eager's input is skipped: not comparable alone.
-
-One level costs one eager forward (hooks record the inputs and outputs of the children
-called directly) and one call per child compared, so eager's side holds one level's
-activations at a time; the in-graph runs keep one value per module (its output),
-never every intermediate value.
+Runs once, on the shrunk failing input. Each artifact submodule is run on the input eager gave
+that submodule (recorded by hooks), so an upstream error does not smear downstream. The walk
+enters the first differing child, level by level, until a module differs and none of its
+children do. TorchScript and unflattened ``torch.export`` submodules run alone ("isolated");
+ONNX graphs and export submodules that cannot take eager's input are read from one run of
+the whole graph ("in-graph"). See docs/howto-read-a-failure.md.
 """
 
 from __future__ import annotations
@@ -55,7 +23,7 @@ from ..backends.base import Backend, OnnxModelSource, call_tensors
 from ..reference.compare import Comparison
 from ..reference.eager import seed_rng
 
-#: Lines of the artifact's code shown in the failure message (the report keeps more).
+#: Lines of the artifact's code shown in the failure message.
 MESSAGE_LINES = 8
 #: Lines of the artifact's code kept in the report's ``artifact_excerpt``.
 EXCERPT_LINES = 40
@@ -67,16 +35,15 @@ class Located:
     cls: str
     max_abs_err: float
     excerpt: str
-    walked: list[tuple[str, float]] = field(default_factory=list)  # (module, max abs err) on the way down
+    walked: list[tuple[str, float]] = field(default_factory=list)  # (module, max abs err)
     compared: int = 0
     seconds: float = 0.0
     method: str = "isolated"
-    #: [Introduced Or Carried] True: the module's output differs given eager's own input to it (it
-    #: introduces the error); False: the artifact's input to it already differs (it carries the
-    #: error from upstream); None where that cannot be told.
+    #: True: the module differs given eager's own input (it introduces the error); False: the
+    #: artifact's input to it already differs (carried from upstream); None: cannot tell.
     introduced: bool | None = None
-    input_err: float | None = None  # with introduced False: how far the artifact's input to it is from eager's
-    enters: tuple[str, str] | None = None  # with introduced False: (whose own code adds the error, the module it feeds)
+    input_err: float | None = None  # when carried: the error of its input
+    enters: tuple[str, str] | None = None  # when carried: see ``_enters``
 
     def as_dict(self) -> dict[str, Any]:
         data = {
@@ -117,10 +84,9 @@ def locate(
     judge: Callable[[Any, Any], Comparison],
     top_error: float,
 ) -> Located | None:
-    """The first diverging module of ``backend``'s ``artifact`` against eager ``module`` at ``args``/``kwargs``.
+    """The first module of ``artifact`` that diverges from eager ``module``; None if unreachable.
 
-    ``judge(expected, actual)`` is the check's own comparison. None when the artifact's
-    submodules are not reachable. ``top_error`` is the whole output's error, reported when
+    ``judge(expected, actual)`` is the check's own comparison. ``top_error`` is reported when
     no submodule differs on its own input (module ``""``: the top level's own code).
     """
     t0 = time.perf_counter()
@@ -156,9 +122,8 @@ def _walk(
     side: Any,
     judge: Callable[[Any, Any], Comparison],
 ) -> tuple[list[tuple[str, float]], list[tuple[Any, Any]], int]:
-    """Down one level at a time, into the first child (in execution order) whose artifact output
-    differs on eager's input to it: the modules walked with their errors, eager's input to each,
-    and how many children were compared."""
+    """Descend into the first child (in execution order) that differs on eager's input to it.
+    Returns the modules walked with their errors, eager's input to each, and how many were compared."""
     parent, compared = "", 0
     walked: list[Any] = []
     givens: list[tuple[Any, Any]] = []  # eager's input to each module walked
@@ -171,7 +136,7 @@ def _walk(
             sub_args, sub_kwargs, expected = calls[name]
             if nested((sub_args, sub_kwargs, expected)):
                 # Eager's fast path (nn.TransformerEncoder with a padding mask) hands its
-                # layers nested tensors, which no artifact takes: not comparable alone.
+                # layers nested tensors, which no artifact takes.
                 continue
             actual = side.output(name, sub_args, sub_kwargs)
             if actual is FAILED:
@@ -194,8 +159,8 @@ def _enters(
     givens: list[tuple[Any, Any]],
     judge: Callable[[Any, Any], Comparison],
 ) -> tuple[str, str] | None:
-    """Where a carried error enters: (the module whose own code adds it, the module it feeds), from the
-    outermost module walked whose input already differs; ``""`` is the top level's own code."""
+    """Where a carried error enters: (module whose own code adds it, module it feeds), taken at the
+    outermost walked module whose input already differs; ``""`` is the top level."""
     for depth, ((name, _), given) in enumerate(zip(walked, givens)):
         introduced, _ = _introduced(side, name, "in-graph", given, judge)
         if introduced is False:
@@ -210,20 +175,17 @@ def _introduced(
     given: tuple[Any, Any],
     judge: Callable[[Any, Any], Comparison],
 ) -> tuple[bool | None, float | None]:
-    """[Introduced Or Carried] Whether module ``name`` introduces the error: (introduced, input error).
+    """Whether module ``name`` introduces the error: (introduced, input error).
 
-    Run in isolation (or the top level, given the call's own inputs) the module was fed
-    eager's input and still differs: it introduces it. In the artifact's own run (``in-graph``)
-    its input is the artifact's upstream value: the values entering its nodes from outside are
-    taken in a second run and matched, by shape and dtype, with eager's input to it. One that
-    differs from every eager input it could be means the error came in upstream (the parent's
-    own code between its children, for one); all agreeing means the module introduces it."""
+    An isolated module was fed eager's input, so it introduces the error. In-graph, its input is
+    the artifact's upstream value: a second run reads the values entering it, matched by shape
+    and dtype against eager's inputs; one matching none means the error came from upstream."""
     if method != "in-graph" or not name:
         return True, None
     try:
         with quiet_torch():
             entering = side.entering(name)
-    except Exception:  # noqa: BLE001 - the artifact's second run may raise anything; localisation explains, never a verdict
+    except Exception:  # noqa: BLE001 - the second run may raise anything; localisation never decides a verdict
         return None, None
     expected = [v for v in pytree.tree_leaves(given) if isinstance(v, torch.Tensor)]
     matched, carried, worst = False, False, 0.0
@@ -232,7 +194,7 @@ def _introduced(
             continue
         candidates = [e for e in expected if e.shape == value.shape and e.dtype == value.dtype]
         if not candidates:
-            continue  # a weight, a constant, a value the graph reshaped: not one of the module's inputs
+            continue  # a weight, constant or reshaped value, not one of the module's inputs
         matched = True
         errors = [judge(e, value) for e in candidates]
         if not any(cmp.ok for cmp in errors):
@@ -250,8 +212,6 @@ def _clip(text: str) -> str:
 
 
 # --- eager's side of the walk -------------------------------------------------------------------
-# What each submodule of eager's module is given and gives back at the failing input, one level at
-# a time (one eager forward a level, with hooks).
 
 
 def nested(tree: Any) -> bool:
@@ -280,11 +240,8 @@ class EagerSide:
         self.modules = dict(module.named_modules())
 
     def children_calls(self, parent: str) -> tuple[list[str], Calls]:
-        """The modules under ``parent`` called with no other called module between, in call
-        order, and the first call of each: (its args, its kwargs, its output), as eager ran it.
-
-        One eager forward; hooks on every module under ``parent`` keep a call stack, and only
-        calls made with an empty stack (direct children) have their tensors kept.
+        """The direct children called under ``parent``, in call order, with each one's first call
+        (args, kwargs, output). One eager forward; only direct children's tensors are kept.
         """
         under = [n for n in self.modules if n != parent and (parent == "" or n.startswith(parent + "."))]
         order: list[str] = []
@@ -307,7 +264,7 @@ class EagerSide:
                 if stack and stack[-1] == name:
                     stack.pop()
                 if not stack and name in inputs and name not in calls:
-                    calls[name] = (*inputs[name], clone(out))  # a residual `x += ...` later must not either
+                    calls[name] = (*inputs[name], clone(out))  # nor a later in-place `x += ...`
 
             return hook
 
@@ -336,10 +293,8 @@ class EagerSide:
 
 
 # --- the artifact's side of the walk --------------------------------------------------------------
-# Each of the artifact's submodules' output, reached as its kind of artifact allows: run alone on
-# eager's input to it (TorchScript, unflattened ``torch.export``), or its value in one run of the
-# whole graph (the exported program's FX graph, an ONNX model with those values as extra outputs).
-# ``FAILED`` is the output of a submodule that cannot take eager's input.
+# Submodule outputs are either run alone on eager's input (TorchScript, unflattened export) or
+# read from one run of the whole graph (an FX graph, or an ONNX model with extra outputs).
 
 
 #: What ``output`` gives for a submodule that cannot be run on eager's input to it.
@@ -351,8 +306,8 @@ def artifact_side(backend: Backend, artifact: Any, module: torch.nn.Module, args
     if modules is not None:
         isolated = _Isolated(modules, _prefix(module, set(modules)))
         if backend.exported_program(artifact) is not None:
-            # Unflattened submodules take the sizes and values their graph needs, not always
-            # the call's arguments: where one cannot take eager's input, use its value in a run.
+            # Unflattened submodules may not take the call's arguments (size placeholders, dropped
+            # keywords); then fall back to their value in a run of the whole graph.
             return _Either(isolated, _FxTaps(backend.artifact_module(artifact), module, args, kwargs))
         return isolated
     if isinstance(backend, OnnxModelSource) and backend.onnx_model(artifact) is not None:
@@ -372,8 +327,7 @@ class _Isolated:
         return self.prefix + name in self.modules
 
     def output(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        # Each submodule runs once: TorchScript's profiling executor would spend its first
-        # calls profiling and optimising (~0.1 s a submodule on an encoder) for nothing.
+        # Each submodule runs once, so TorchScript's profiling executor would only waste time.
         with torch.jit.optimized_execution(False):
             return _call(self.modules[self.prefix + name], args, kwargs)
 
@@ -414,11 +368,7 @@ class _Either:
 
 
 def _exits(nodes: list[tuple[Any, str | None]], name: str, outputs: Any, final: set[Any]) -> list[Any]:
-    """Values produced inside module ``name`` that a node outside it (or the graph's output) uses.
-
-    ``nodes`` is (node, module) in graph order; ``outputs(node)`` its values; ``users`` of
-    a value are looked up through ``final`` (the graph's outputs) and the nodes' inputs.
-    """
+    """Values produced inside module ``name`` that a node outside it, or the graph's output (``final``), uses."""
     inside = {id(node) for node, scope in nodes if scope is not None and _inside(scope, name)}
     produced = [v for node, scope in nodes if id(node) in inside for v in outputs(node)]
     used_outside = {v for node, scope in nodes if scope is not None and id(node) not in inside for v in _inputs(node)}
@@ -426,8 +376,7 @@ def _exits(nodes: list[tuple[Any, str | None]], name: str, outputs: Any, final: 
 
 
 def _entries(nodes: list[tuple[Any, str | None]], name: str, outputs: Any, constant: Any) -> list[Any]:
-    """Values used by nodes inside module ``name`` that no node inside it produced (its inputs
-    as the graph sees them), less ``constant`` ones (weights, initializers, constants)."""
+    """The non-constant values that module ``name`` uses but does not produce: its inputs in the graph."""
     inside = [node for node, scope in nodes if scope is not None and _inside(scope, name)]
     produced = {v for node in inside for v in outputs(node)}
     entering: list[Any] = []
@@ -487,7 +436,7 @@ class _FxTaps:
         return self.values.get(self.taps[name], FAILED)
 
     def entering(self, name: str) -> list[Any]:
-        """The artifact's values entering module ``name`` (a second run: [Introduced Or Carried])."""
+        """The artifact's values entering module ``name``, from a second run (see ``_introduced``)."""
         nodes = _entries(self.nodes, name, lambda node: [node], lambda node: node.op == "get_attr")
         values = self._run(set(nodes))
         return [values[node] for node in nodes if node in values]
@@ -530,7 +479,7 @@ def scripted_module(backend: Backend, artifact: Any) -> torch.jit.ScriptModule |
 def _has_forward(sub: Any) -> bool:
     try:
         sub.code  # noqa: B018 - raises where the trace never called the submodule
-    except (AttributeError, RuntimeError):  # no forward (AttributeError); fx's "Code has not been generated!"
+    except (AttributeError, RuntimeError):  # no forward, or "Code has not been generated!"
         return False
     return True
 
@@ -549,12 +498,12 @@ def _call(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     with torch.no_grad(), quiet_torch():
         try:
             return target(*a, **k)
-        except Exception:  # noqa: BLE001 - the artifact's submodule may refuse a call in any way; tried positionally next
+        except Exception:  # noqa: BLE001 - a submodule may refuse a call in any way; try positionally next
             pass
         tensors = call_tensors(a, k)
         try:
             return target(*tensors)
-        except Exception:  # noqa: BLE001 - a calling convention the artifact does not keep, raised any way; _FAILED says so
+        except Exception:  # noqa: BLE001 - the artifact does not keep this calling convention
             return FAILED
 
 
@@ -573,8 +522,7 @@ def _excerpt(target: Any) -> str:
 
 
 def _unwrapped(nodes: list[tuple[Any, str | None]], module: torch.nn.Module) -> list[tuple[Any, str | None]]:
-    """Scopes as the user's module names them: an adapter the backend exported through
-    (keywords bound, tensors positional) holds the module as ``module``."""
+    """Strip the ``module.`` prefix an exporting adapter adds, so scopes match the user's names."""
     names = {name for name, _ in module.named_modules()}
     scopes = {scope for _, scope in nodes if scope}
     if "module" in names or not scopes or not all(s == "module" or s.startswith("module.") for s in scopes):
@@ -601,7 +549,7 @@ class _OnnxTaps:
         model = onnx.load_from_string(source) if isinstance(source, bytes) else onnx.load(source)
         graph = model.graph
         names = {name for name, _ in module.named_modules()}
-        names |= {f"module.{name}" if name else "module" for name in names}  # through an adapter (_unwrapped)
+        names |= {f"module.{name}" if name else "module" for name in names}  # see _unwrapped
         self.nodes = _unwrapped([(node, node_module(node, names)) for node in graph.node], module)
         outputs = {o.name for o in graph.output}
         self.taps: dict[str, str] = {}
@@ -626,7 +574,7 @@ class _OnnxTaps:
         return self.backend.run_onnx_model(self.artifact, model.SerializeToString(), *clone(self.call))
 
     def entering(self, name: str) -> list[Any]:
-        """The artifact's values entering module ``name`` (a second run: [Introduced Or Carried])."""
+        """The artifact's values entering module ``name``, from a second run (see ``_introduced``)."""
         graph = self.model.graph
         constant = {init.name for init in graph.initializer} | {
             out for node in graph.node if node.op_type == "Constant" for out in node.output
@@ -655,9 +603,8 @@ class _OnnxTaps:
         return self.method
 
 
-# --- [Legacy Scopes] which module an ONNX node was exported from -----------------------------------
-# The dynamo exporter's name-scope metadata, or the legacy exporter's scoped node names
-# (``/blocks.2/act/Gelu``) read back into qualified names.
+# --- which module an ONNX node was exported from ---------------------------------------------------
+# From the dynamo exporter's name-scope metadata, or the legacy exporter's scoped node names.
 
 
 _SCOPES = "pkg.torch.onnx.name_scopes"
@@ -666,7 +613,7 @@ _SCOPES = "pkg.torch.onnx.name_scopes"
 def node_module(node: Any, names: Collection[str] = ()) -> str | None:
     """The qualified name of the module an ONNX node was exported from; None if unknown.
 
-    ``names`` (the module's qualified names) settles the rare scope path that reads two ways.
+    ``names`` (the model's qualified names) settles a legacy scope path that reads two ways.
     """
     for prop in node.metadata_props:
         if prop.key == _SCOPES:  # dynamo: ['', 'blocks.2', 'blocks.2.lin', 'linear_2']
@@ -678,15 +625,12 @@ def node_module(node: Any, names: Collection[str] = ()) -> str | None:
 
 
 def legacy_scope(components: list[str], names: Collection[str] = ()) -> str:
-    """[Legacy Scopes] The qualified name behind the legacy exporter's scope path.
+    """The qualified name behind the legacy exporter's scope path.
 
-    Each component is the *unqualified* name of a module that was called: its qualified
-    name from the last atom that is not a number (``_unqualified_variable_name`` in
-    torch.onnx's tracing), so a container keeps its own name before the index. An
-    ``nn.Sequential`` ``blocks`` is called, and its fifth child is ``/blocks/blocks.4/``;
-    a ``ModuleList`` is only iterated, never called, so its child is ``/blocks.4/``.
-    Joining the components with dots named ``blocks.blocks.4``, which is no module, and
-    every node of the Sequential fell into ``blocks``.
+    Each component is a called module's name from its last non-numeric atom (torch.onnx's
+    ``_unqualified_variable_name``), so a called ``nn.Sequential`` child reads
+    ``/blocks/blocks.4/`` while an uncalled ``ModuleList`` child reads ``/blocks.4/``;
+    naively joining with dots would give ``blocks.blocks.4``, which is no module.
     """
     qualified = ""
     for component in components:

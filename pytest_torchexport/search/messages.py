@@ -1,20 +1,10 @@
 """What a person reads: the message and findings that explain a check's outcome.
 
-Pure composition over what the search recorded (``Stats``, the shrunk ``Failure``): no
-exporting, no pytest. Headline first, then the smallest failing input, the numbers, the
-likely cause at the user's line, and the remedy last, as ``torch.testing`` writes a mismatch.
-Each part of that message is written here:
-
-- the verdict, its headline, numbers, reproduction and remedy (``explain_failure``), and the
-  findings of a pass (vacuous outputs, rejected inputs);
-- [Localisation] the first diverging module in words: the "Diverges at" lines with the
-  artifact's code there (found by ``localize.py``), its finding, and whether the module
-  introduces the error or carries it;
-- the likely cause, in a person's words (``likely_cause``): what the cause experiments blamed
-  (each also a finding), the findings that explain, the control-flow path taken, the input's
-  edges; with the kind of the first cause, which the verdict carries as data;
-- [ONNX As Shipped] the file as shipped (fp16, quantized, optimized): what a pass on it rests
-  on, the post-processing step a failing input first fails after, and the budget that would pass.
+Pure composition over what the search recorded (``Stats``, the shrunk ``Failure``): no exporting,
+no pytest. Like ``torch.testing``'s mismatch message: headline first, then the smallest failing
+input, the numbers, where it diverges, the likely cause, and the remedy last.
+[ONNX As Shipped] For a post-processed file it also names the step a failing input first fails after.
+See docs/howto-read-a-failure.md.
 """
 
 from __future__ import annotations
@@ -110,8 +100,7 @@ def nothing_compared(check: Check, stats: Stats) -> Outcome:
 
 
 def explain_failure(check: Check, failure: Failure, stats: Stats, export_path: Any) -> Outcome:
-    """The verdict on the search's shrunk ``failure``; ``export_path``: the lines the export
-    example ran, where it is the recorded call."""
+    """The verdict on the shrunk ``failure``; ``export_path``: the lines the export example ran, if known."""
     result, name, header = check.result, check.name, check.header
     check.failure = failure  # kept by --torchexport-bundle with the inputs tried
     summary = summarize(failure.args, failure.kwargs, check.plan)
@@ -142,8 +131,8 @@ def explain_failure(check: Check, failure: Failure, stats: Stats, export_path: A
 
 
 def _state_lost(check: Check, failure: Failure, stats: Stats, summary: Any) -> Outcome:
-    """[State After Every Input] The outputs matched eager's on the failing input; the state the
-    artifact kept after it did not (or its second call from that state shows it did not)."""
+    """[State After Every Input] The outputs matched eager's on the failing input, but the state the
+    artifact kept after it did not."""
     assert failure.state is not None and failure.comparison is not None
     names, what = failure.state
     state, name, cmp = ", ".join(names[:3]), check.name, failure.comparison
@@ -324,7 +313,7 @@ def _save_repro(check: Check, failure: Failure) -> str | None:
     return str(path) if rel.startswith("..") else rel
 
 
-# --- [Localisation] the first diverging module, in words ---------------------------------------
+# --- the first diverging module, in words -----------------------------------------------------
 
 
 def diverges_at(result: Result, failure: Failure, name: str) -> list[str]:
@@ -369,7 +358,7 @@ def diverges_at(result: Result, failure: Failure, name: str) -> list[str]:
 
 
 def _role(located: Any) -> str:
-    """[Introduced Or Carried] The word on whether the module introduces the error or carries it."""
+    """Whether the module introduces the error or carries it from upstream (localize._introduced)."""
     if located.introduced is None:
         return ""
     if located.introduced:
@@ -421,7 +410,7 @@ def _optimizer_cause(result: Result, failure: Failure, name: str) -> str | None:
 
 
 def _probe_cause(failure: Failure, plan: InputPlan) -> str | None:
-    """[Special Probes] A failing probe is the recorded input, which passed, with one special value."""
+    """A failing probe is the passing recorded input with one special value, so blame that value."""
     probe = failure.draw.probe
     if probe is None:
         return None
@@ -440,8 +429,7 @@ def _probe_cause(failure: Failure, plan: InputPlan) -> str | None:
 
 
 def likely_cause(check: Check, failure: Failure, stats: Stats, export_path: Any) -> tuple[str | None, CauseKind | None]:
-    """The causes the experiments and the findings point at, in a person's words, and the
-    kind of the first; (None, None) where none."""
+    """The causes the experiments and findings point at, in words, and the first one's kind; (None, None) if none."""
     causes = _order_cause(check, failure) + _blamed(check, failure, stats, export_path)
     held = with_cause(check.compiled, check.result.module, None)
     if not causes and failure.status == "run_error" and failure.small_dims_blamed is not False:
@@ -484,10 +472,8 @@ def likely_cause(check: Check, failure: Failure, stats: Stats, export_path: Any)
 
 
 def masked_finding(name: str, masked: list[MaskedRows]) -> Finding:
-    """The inputs whose outputs differed only at query positions that attend to no key, left out of
-    the comparison: where, on the first of them, and why. Two ways a query has no key: a row the
-    mask keeps nothing of (padding only: every query, causal or not), and left padding under a
-    causal mask (the positions before the first kept one)."""
+    """The inputs whose outputs differed only at queries that attend to no key (rows of padding only,
+    or left padding under a causal mask): where, on the first of them, and why."""
     first = masked[0]
     where, why = [], []
     if first.rows:
@@ -634,7 +620,7 @@ def check_budget(result: Result) -> float | None:
 
 
 def budget_remedy(failure: Failure, result: Result, xfail: str) -> str:
-    """[Scale Budget] What would pass: the budget that covers this error, set on the option that owns it."""
+    """The allowed error that would cover this failure, on the option that owns it."""
     cmp = failure.comparison
     worst = max(cmp.of_scale if cmp is not None else float("inf"), result.extra["shipped"].get("worst_of_scale", 0.0))
     steps = result.extra["shipped"]["steps"]
@@ -729,7 +715,7 @@ def _step_detail(check: Check, failure: Failure, step: str) -> str:
 
 
 def _uncalibrated_sizes(check: Check, failure: Failure) -> str:
-    """The failing input's sizes that static quantization's calibration did not use (onnx_shipped.calibration_inputs)."""
+    """The failing input's sizes that static quantization was not calibrated on (onnx_shipped.calibration_inputs)."""
     recorded = check.plan.example_sizes()
     smallest = {name: max(d.min, 1) for name, d in check.plan.dims.items()}
     return ", ".join(
@@ -740,8 +726,8 @@ def _uncalibrated_sizes(check: Check, failure: Failure) -> str:
 
 
 def _u8s8_saturates(quantize: Any) -> bool:
-    """int8 weights quantized as onnxruntime's default does, on an x86 CPU whose int8 dot
-    product saturates (no VNNI: onnxruntime's quantization docs, "reduce_range")."""
+    """int8 weights with onnxruntime's defaults on an x86 CPU without VNNI, where the int8 dot product
+    can saturate (onnxruntime's quantization docs, "reduce_range")."""
     if quantize is None or quantize.weight_type != "QInt8" or quantize.reduce_range:
         return False
     try:

@@ -1,22 +1,11 @@
-"""The repro file of a failing example (``--torchexport-repro-dir``), as ``replay.py`` reads it.
+"""The repro file of a failing example (``--torchexport-repro-dir``), read back by ``replay.py``.
 
-Written here, by the search's message stage; read back by ``python -m pytest_torchexport replay FILE``
-(``replay.py``, the command). The format number is the one both sides agree on.
-
-[Replay Safety] Unpickling a file runs whatever code it names, so a repro file handed over by
-someone else must not need it. Format 2 keeps everything in what ``torch.load(weights_only=True)``
-reads (tensors, numbers, strings, lists, tuples, dicts, dtypes, devices, sizes): the failing
-inputs, and the module as a *tree*: each submodule's importable class (``"pkg.mod:Class"``),
-its plain attributes, its parameters and buffers, its children. ``rebuild`` makes the module
-again from those classes without calling their ``__init__`` (as unpickling a module does,
-minus the code a pickle may name). Before a tree is written, the module rebuilt from it must
-have the same verdict-cache key as the module itself (``fingerprint``: classes, attributes,
-hooks, tensor bytes), so a tree is never an approximation.
-
-What a tree cannot hold (a class defined in a function or in ``__main__``, a ScriptModule or
-GraphModule, a hook, an attribute that is a function or another object, an input that is not
-a tensor or plain value) goes into one pickled blob with ``pickle_reason``, the sentence replay
-prints when it refuses to unpickle the blob without ``--allow-pickle``.
+Unpickling runs whatever code a file names, so a repro file from someone else must not need it.
+The file holds only what ``torch.load(weights_only=True)`` reads: the inputs, and the module as a
+tree of importable classes, plain attributes, tensors and children, which ``rebuild`` turns back
+into a module without calling ``__init__``. A tree is written only if the rebuilt module has the
+same verdict-cache key as the original. Anything else goes into one pickled blob, with a
+``pickle_reason`` that replay prints when it refuses to load it without ``--allow-pickle``.
 """
 
 from __future__ import annotations
@@ -32,7 +21,7 @@ from typing import Any
 from .._compat import non_persistent_buffers, own_buffers, own_children, own_parameters
 
 FORMAT = 2
-#: What the payload keys of ``save`` may hold besides tensors and plain values.
+#: Payload keys of ``save`` that may hold non-plain values (moved to the pickled blob).
 _INPUT_KEYS = ("export_inputs", "failing_inputs", "failing_kwargs")
 _CLASS = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
@@ -57,7 +46,7 @@ def save(path: Path, *, module: Any, **payload: Any) -> None:
             continue
         why = unplain(payload[key], key)
         if why:
-            pickled[key], payload[key] = payload[key], None  # None here: only the blob holds it
+            pickled[key], payload[key] = payload[key], None  # only the blob holds it
             reasons.append(why)
     if tree is None:
         pickled["module"] = module
@@ -110,8 +99,8 @@ def module_tree(module: Any) -> dict[str, Any]:
     }
     tree = _node(module, "", {}, tensors)
     if all(t.device.type == "cpu" for t in (*module.parameters(), *module.buffers())):
-        # [Replay Safety] a tree is never an approximation: the rebuilt module keys as the module does.
-        # deferred: fingerprint imports torch, which this module leaves to its functions (replay.py reads it)
+        # A tree must never be an approximation: the rebuilt module must key as the original does.
+        # Deferred import: fingerprint imports torch, which this module imports only inside functions.
         from ..cache.fingerprint import Unkeyable, _Hasher
 
         try:
@@ -152,7 +141,7 @@ def _node(module: Any, where: str, seen: dict[int, str], tensors: set[int]) -> d
                 raise NotPlain(f"has a hook in {name}.{key}: hooks are functions")
             continue
         alias = _aliases(value, own)
-        if alias is not None:  # its own parameters by name (an RNN's _flat_weights), made again as the same objects
+        if alias is not None:  # references to its own parameters (an RNN's _flat_weights), kept by name
             aliases[key] = alias
             continue
         if isinstance(value, torch.Tensor) and id(value) in tensors:
@@ -246,8 +235,7 @@ def unplain(value: Any, where: str, depth: int = 0) -> str | None:
 def rebuild(tree: dict[str, Any], resolve: Any) -> Any:
     """The module a ``module_tree`` describes, its classes found by ``resolve("pkg.mod:Class")``.
 
-    Each instance is made as unpickling makes it (``cls.__new__``, then its ``__setstate__``
-    with what its ``__getstate__`` gave, over ``nn.Module.__init__``'s bookkeeping), never
+    Instances are made as unpickling makes them (``cls.__new__`` then ``__setstate__``), never
     through the class's own ``__init__``, whose arguments are not known."""
     return _rebuild(tree, resolve, {}, "")
 
@@ -295,10 +283,8 @@ def _resolve_here(name: str) -> Any:
 def resolve_class(name: str, imports: str | None = None) -> Any:
     """``"pkg.mod:Class"`` (replay's side): an ``nn.Module`` subclass, or ``NotPlain``.
 
-    Only the module ``imports`` names (the model's own, from the file's ``module_class``) is
-    imported; every other class must come from a module that import already loaded (torch's,
-    the model's own dependencies), so a file cannot make replay import one more module of
-    this environment, with whatever that import does."""
+    Only the model's own module (``imports``) is imported; every other class must already be
+    loaded by that import, so a file cannot make replay import arbitrary modules."""
     import torch
 
     if not isinstance(name, str) or not _CLASS.match(name):

@@ -1,11 +1,8 @@
 """The search stage of a check: hypothesis draws inputs, each runs through eager and the loaded artifact.
 
-A ``Search`` reads what every attempt needs from the ``Check`` (the backend, the artifacts,
-the input plan, the tolerances: ``stages/check.py``) and holds what the search learns
-(``Stats``, eager outputs and export guards per draw). ``attempt`` judges one input (an
-``Attempt``, the float64 oracle's verdict included) and touches no statistics, so the search
-and the cause experiments share it; ``probe`` is what hypothesis calls; ``run`` drives
-hypothesis, shrinks the first failure and hands it to the cause experiments and the message.
+``attempt`` judges one input and touches no statistics, so the search and the cause experiments
+share it; ``probe`` is what hypothesis calls; ``run`` drives hypothesis, shrinks the first failure
+and hands it to the cause experiments and the message. See docs/one-check.md.
 """
 
 from __future__ import annotations
@@ -52,8 +49,7 @@ class _ExampleFailed(AssertionError):
 
 
 class Attempt(NamedTuple):
-    """One input judged: eager's call, the failure (None: it passed), the comparison (None where
-    the artifact raised), and the float64 oracle's verdict where it was asked (None otherwise)."""
+    """One input judged; ``failure`` is None when it passed, ``comparison`` when the artifact raised."""
 
     call: EagerCall
     failure: Failure | None
@@ -62,51 +58,43 @@ class Attempt(NamedTuple):
 
 
 class Search:
-    """The search over generated inputs for one (backend, device) check. It reads the ``Check``
-    (``self.check``) for what the check holds, and keeps only what the search learns."""
+    """The search over generated inputs for one (backend, device) check; keeps only what the search learns."""
 
     def __init__(self, check: Check) -> None:
         assert check.artifacts is not None
         self.check = check
-        # The artifacts judged: the check's, until ``still_fails_on`` puts another runtime's in their place.
+        # The artifacts judged; ``still_fails_on`` swaps in another one temporarily.
         self.runnable, self.in_memory = check.artifacts.runnable, check.artifacts.in_memory
         self.export_draw = check.artifacts.export_draw
         self.stats = Stats()
         # [Memory Budget] Only the latest eager call is kept: hypothesis rarely runs a draw twice
-        # in a row, and one kept per draw held every output of the search (budget.py).
+        # in a row, and keeping one per draw would hold every output of the search.
         self._eager_calls: dict[Draw, EagerCall] = {}
         if not (check.mutates_state or check.mutates_input):
-            # [Eager Once] The search's first input is the recorded call, which the prelude has
-            # run through eager already (same copy, seed and line tracer; determinism checked
-            # there): its outputs are reused, not recomputed in every backend's check.
+            # [Eager Once] The prelude already ran the recorded call through eager, so its
+            # outputs are reused rather than recomputed in every backend's check.
             self._eager_calls[check.recorded.draw] = check.recorded.call
         self._guards: dict[tuple[Any, ...], str | None] = {}
-        # [One Search] The inputs and eager's outputs every backend shares (shared_search.py), where the
-        # prelude drew them: only this artifact runs on them here.
+        # [One Search] Inputs and eager outputs shared by every backend (shared_search.py).
         self.shared = check.shared if not (check.mutates_state or check.mutates_input or check.steps) else None
-        # A stateful module: eager restarts from its initial state on each input, so must the
-        # artifact (its state after load), or every example would see a longer history.
-        # [State After Every Input] Not only where the recorded call changed a buffer: an update
-        # that is a no-op at the recorded call (zeros) is not one on a drawn input, and the loaded
-        # and in-memory artifacts must each start every input from the same state, or the round
-        # trip is judged on how often each was called. The snapshots are taken when the first
-        # input changes eager's state (``_seen_state``): until then a faithful artifact's state is
-        # its initial one, and a model no input changes pays no copy and no restore.
+        # [State After Every Input] Eager restarts from its initial state on each input, so each
+        # artifact must too. Snapshots are taken once any input changes eager's state (``_seen_state``),
+        # so a model that never changes state pays no copy.
         self._snapshots: list[tuple[Any, Any]] = []
         self.updated: set[str] = set()  # the buffers eager updated on some input
         if check.mutates_state:
             self._take_snapshots()
-        # [Noise Oracle] (noise.py): judged only where the plain comparison fails.
+        # [Noise Oracle] The float64 run (noise.py) is asked only where the plain comparison fails.
         self._float64 = Float64Reference(check.eager, self.shared.float64 if self.shared is not None else None)
         self._strict = check.rtol is not None or check.atol is not None or check.options.compare is not None
-        # [Scale Budget] A post-processed artifact (float16, int8) is judged by its budget: far
-        # beyond float32 rounding by design, so the float64 oracle has nothing to say.
+        # A post-processed artifact (float16, int8) is judged by its scale budget; it is far beyond
+        # float32 rounding by design, so the float64 oracle has nothing to say.
         self._strict = self._strict or check.scale_budget is not None
         self.worst_of_scale = 0.0  # the greatest error seen, a fraction of the output's scale
         self.noise: list[NoiseVerdict] = []  # inputs that passed as rounding
-        #: [Unguarded Sizes] a guard the export proved -> the first input outside it that still matched
+        #: export guard -> the first input outside it that still matched eager
         self.unguarded: dict[str, str] = {}
-        #: inputs whose outputs differed only where their attention mask leaves a query no key (undefined)
+        #: inputs whose outputs differed only where the attention mask leaves a query no key
         self.masked: list[causes.MaskedRows] = []
 
     # -- one input -------------------------------------------------------------------------
@@ -114,12 +102,12 @@ class Search:
     def _expected(self, draw: Draw, args: Any, kwargs: Any) -> EagerCall:
         if self.shared is not None:
             if draw in self.shared.rejected:
-                raise Rejected  # the model refused it where the inputs were drawn (shared_search.py)
+                raise Rejected  # eager refused it when the shared inputs were drawn
             held = self.shared.expected(draw)
             if held is not None:
                 return held
         if draw not in self._eager_calls:
-            self._eager_calls.clear()  # the previous output goes before the next is made
+            self._eager_calls.clear()  # free the previous output before making the next
             t0 = time.perf_counter()
             try:
                 self._eager_calls[draw] = self.check.eager(args, kwargs, trace_lines=True)
@@ -157,8 +145,7 @@ class Search:
         actual: Any,
         cmp: Comparison,
     ) -> tuple[bool, NoiseVerdict | None]:
-        """Under default tolerances, a failing comparison the float64 run shows to be rounding:
-        (within, the oracle's verdict where it was asked)."""
+        """(within, oracle verdict): under default tolerances, a failure that is only rounding passes."""
         if cmp.ok or self._strict or cmp.problem is not None:
             return cmp.ok, None
         verdict = self._oracle(draw, inputs, expected, actual, cmp)
@@ -177,8 +164,8 @@ class Search:
     def attempt(self, draw: Draw) -> Attempt:
         """One input through eager and the artifact.
 
-        Raises ``Rejected`` when the user's model refuses the input; an error of the plugin's
-        own around eager's call is no refusal and propagates (the check fails with its traceback).
+        Raises ``Rejected`` when the user's model refuses the input; the plugin's own errors
+        propagate so the check fails with their traceback.
         """
         args, kwargs = materialize(self.check.plan, draw, self.check.device)
         try:
@@ -204,8 +191,8 @@ class Search:
                 call, Failure("mismatch", draw, args, kwargs, comparison=cmp, path=call.path, guard=guard), cmp
             )
         if guard:
-            # [Unguarded Sizes] Outside the shapes the export proved, the runtime ran and matched eager:
-            # not an error (nothing raised, no value differs), but sizes served unproven: a finding.
+            # Outside the shapes the export proved, yet the runtime matched eager: not a failure,
+            # but worth a finding since those sizes are served unproven.
             self.unguarded.setdefault(guard, draw.describe())
         t0 = time.perf_counter()
         within, verdict = self._within_noise(draw, (args, kwargs), call.outputs, actual, cmp)
@@ -217,11 +204,9 @@ class Search:
         mismatch = Failure("mismatch", draw, args, kwargs, comparison=cmp, path=call.path, noise=verdict)
         if self.in_memory is None:
             return Attempt(call, mismatch, cmp, verdict)
-        # [Round Trip Blame] The in-memory artifact runs only when the loaded one fails: a
-        # loaded artifact within tolerance of eager has no round-trip defect that matters.
-        # If the in-memory one matches eager, the export was right and save/load broke it.
+        # The in-memory artifact runs only when the loaded one fails. If it matches eager (judged
+        # the same way as the loaded one), the export was right and save/load broke it.
         mem = self._run(self.in_memory, args, kwargs)
-        # Like with like: the in-memory artifact is held to the same verdict as the loaded one.
         if self._within_noise(draw, (args, kwargs), call.outputs, mem, self.check.compare(call.outputs, mem))[0]:
             roundtrip = self.check.compare(mem, actual, custom=False)
             return Attempt(
@@ -233,9 +218,8 @@ class Search:
         return Attempt(call, mismatch, cmp, verdict)
 
     def _defined_only(self, expected: Any, actual: Any, inputs: tuple[Any, Any], cmp: Comparison) -> Comparison:
-        """The comparison without the outputs the input leaves undefined (queries its attention mask
-        gives no key to attend to): where the difference is all there, the input passes, and the row
-        names those positions (a ``masked_rows`` finding)."""
+        """The comparison without the outputs left undefined by the attention mask; if every difference
+        is there, the input passes and a ``masked_rows`` finding names the positions."""
         found = causes.no_key_positions(self.check.eager.module, expected, actual, *inputs)
         if found is None:
             return cmp
@@ -250,11 +234,9 @@ class Search:
     def _state_check(
         self, artifact: Any, inputs: tuple[Any, Any], call: EagerCall, ran: bool
     ) -> tuple[Comparison, str]:
-        """[State After Every Input] ``artifact`` from the initial state on ``inputs``, then what it
-        kept against what eager kept (``call.state``): its buffers of those names where it has them
-        (trace, script, export), else the outputs of a second call on the same inputs (ONNX keeps no
-        buffers: a dropped update shows there). (The comparison, what was compared.) ``ran``: the
-        artifact has just run on ``inputs`` from the initial state (the search's own call)."""
+        """[State After Every Input] Compare the state ``artifact`` kept after ``inputs`` with eager's:
+        its buffers where it has them, else a second call's outputs (ONNX keeps no buffers). ``ran``:
+        the artifact has just run on ``inputs`` from the initial state."""
         args, kwargs = inputs
         if not ran:
             self._run(artifact, args, kwargs)
@@ -274,9 +256,8 @@ class Search:
         return self.check.compare(expected, actual), "second call"
 
     def _state_after(self, draw: Draw, inputs: tuple[Any, Any], call: EagerCall) -> Failure | None:
-        """[State After Every Input] On an input that updates the module's state, the artifact must
-        keep the same state, each starting from the initial one; the round trip is blamed only where
-        the in-memory artifact, called the same number of times from the same state, keeps it."""
+        """[State After Every Input] On an input that updates state, the artifact must keep the same
+        state; the round trip is blamed only where the in-memory artifact keeps it."""
         args, kwargs = inputs
         t0 = time.perf_counter()
         try:
@@ -287,7 +268,7 @@ class Search:
             if self.in_memory is not None and self._state_check(self.in_memory, inputs, call, ran=False)[0].ok:
                 status = "roundtrip_mismatch"
         except ModelRaised:
-            raise  # eager's second call: the model's error, not the artifact's (the check fails with it)
+            raise  # eager's second call raised: the model's error, not the artifact's
         except Exception as exc:  # noqa: BLE001 - an exporter's runtime may raise anything; kept as the run_error
             return Failure("run_error", draw, args, kwargs, error=exc, path=call.path)
         finally:
@@ -339,8 +320,7 @@ class Search:
             return None
 
     def still_fails_on(self, artifact: Any, draw: Draw) -> bool | None:
-        """The verdict on an input run by another artifact in the loaded one's place (the same
-        model in another runtime setting, causes.runtime_optimizer); no round-trip blame."""
+        """The verdict with ``artifact`` in the loaded one's place (causes.py); no round-trip blame."""
         runnable, in_memory = self.runnable, self.in_memory
         self.runnable, self.in_memory = artifact, None
         try:
@@ -351,8 +331,7 @@ class Search:
     # -- the whole search ------------------------------------------------------------------
 
     def _explicit(self) -> list[Draw]:
-        """The explicit inputs, tried first, most valuable first: the recorded call, each declared dim's
-        min and max, the export example, the small probes, then each special value (shared_search.explicit_draws)."""
+        """The explicit inputs, tried first, most valuable first (shared_search.explicit_draws)."""
         shared = self.shared
         if shared is not None:
             return [*shared.explicit, *([] if self.export_draw in shared.kinds else [self.export_draw])]
@@ -364,8 +343,8 @@ class Search:
 
         shared, session, options = self.shared, self.check.session, self.check.options
         if shared is not None:
-            # [One Search] The shared draws' key, seed and explicit inputs: hypothesis generates the same
-            # inputs in the same order up to this backend's first failure, then shrinks it.
+            # [One Search] The shared key, seed and explicit inputs make hypothesis generate the same
+            # inputs in the same order up to this backend's first failure, then shrink it.
             return hypothesis_test(
                 probe,
                 self.check.plan,
@@ -376,8 +355,7 @@ class Search:
                 explicit=explicit,
                 shrink=True,
             )
-        # [CI Verdicts] In CI a merge gate must not flip on an unchanged model: derandomized per test and
-        # backend (the key seeds it) and no database of past failures.
+        # Derandomized per test and backend (the key seeds it), so a CI gate does not flip on an unchanged model.
         key = f"{session.nodeid or session.test or type(self.check.eager.module).__qualname__}::{self.check.name}::{self.check.device}"
         return hypothesis_test(
             probe,
@@ -403,8 +381,8 @@ class Search:
         return explain_failure(self.check, failure, self.stats, export_path)
 
     def _shared_pass(self) -> Failure | None:
-        """[One Search] This artifact on the shared inputs, in order, within the budget; on a failure, this
-        backend's own search (same key, seed and explicit inputs), which finds it again and shrinks it."""
+        """[One Search] This artifact on the shared inputs within the budget; on a failure, this backend's
+        own search with the same key and seed finds it again and shrinks it."""
         shared = self.shared
         assert shared is not None
         order = [*shared.tried, *([] if self.export_draw in shared.kinds else [self.export_draw])]
@@ -416,7 +394,7 @@ class Search:
             with torch.no_grad():
                 for draw in order:
                     kind = shared.kinds.get(draw, "drawn")
-                    # Tried where the time left covers one more at the mean so far (search_budget.py).
+                    # Try it only if the time left covers one more input at the mean so far.
                     mean_s = (time.perf_counter() - t0) / judged if judged else 0.0
                     if kind not in ALWAYS and clock.left_s <= mean_s:
                         untried[kind] = untried.get(kind, 0) + 1
@@ -443,21 +421,21 @@ class Search:
                     f"Eager rejected every generated input {tried}",
                     "rejected_inputs",
                 )
-            clock.untried = untried  # on the row with what the later stages leave out (pipeline.py)
+            clock.untried = untried  # reported on the row (pipeline.py)
             return None
-        # The failing backend searches on its own; its statistics are its own search's.
+        # The failing backend searches on its own, with fresh statistics.
         kept = (self.stats, self.noise, self.worst_of_scale, self._search_s)
         self.stats, self.noise, self.worst_of_scale = Stats(), [], 0.0
         shrunk = self._search()
-        if shrunk is None:  # hypothesis did not meet it again (a flaky artifact): the shared input's failure stands
+        if shrunk is None:  # hypothesis did not meet it again (flaky artifact): keep the shared failure
             self.stats, self.noise, self.worst_of_scale, self._search_s = kept
             return first
         self._search_s += kept[3]
         return shrunk
 
     def _search(self) -> Failure | None:
-        """Hypothesis over the plan: the shrunk failure, or None. Ends the check (``Stop``) where
-        the verdicts flip on one input, or eager rejects every input."""
+        """Hypothesis over the plan: the shrunk failure, or None. Raises ``Stop`` on flaky verdicts
+        or when eager rejects every input."""
         result, stats, name, header = self.check.result, self.stats, self.check.name, self.check.header
         explicit = self._explicit()
         test = self._hypothesis_test(explicit)
@@ -491,26 +469,23 @@ class Search:
         return None
 
     def _at_smallest(self, draw: Draw) -> bool:
-        """Nothing to shrink ``draw`` to: every size at its dim's least (the small probes), or a special-value
-        probe, which names the value that fails (shrinking would trade it for a generated input)."""
+        """Nothing to shrink ``draw`` to: every size at its minimum, or a special-value probe (shrinking
+        would lose the value that fails)."""
         if draw.probe is not None:
             return True
         dims = self.check.plan.dims
         return all(size <= dims[name].min for name, size in draw.sizes if name in dims)
 
     def _shrunk_instead(self, failure: Failure) -> Failure:
-        """[Shrunk Even So] hypothesis never shrinks an explicit example: a failure first met on one (a
-        declared dim's max, the recorded call) would be shown at that size. Where one of its sizes is above
-        its dim's least, the generated inputs are
-        searched for one that fails the same way (the same status), shrunk to the smallest; the explicit
-        input's failure stands where none does, or the budget of examples is spent first."""
+        """Hypothesis never shrinks an explicit example, so search the generated inputs for one failing
+        with the same status and shrink it; the explicit failure stands if none is found."""
         test = self._hypothesis_test([])
         try:
             with torch.no_grad(), hypothesis_home(self.check.session.hypothesis_home):
                 test()
         except _ExampleFailed as exc:
             return exc.failure if exc.failure.status == failure.status else failure
-        except HypothesisException:  # eager rejected the generated ones, a health check: the explicit failure stands
+        except HypothesisException:  # e.g. eager rejected the generated inputs: keep the explicit failure
             return failure
         return failure
 
@@ -518,14 +493,12 @@ class Search:
         result, stats = self.check.result, self.stats
         result.timings["search_s"] = self._search_s
         result.timings["run_s"] = stats.run_s
-        # [What The Search Spent] Its parts: the floor's forwards (run_s, reference_s), the
-        # comparisons, and the rest (making inputs, hypothesis, the ONNX guard check, the
-        # in-memory artifact's run after a failure) is search_s less the three.
+        # search_s less these three parts is the rest (making inputs, hypothesis, guard checks).
         result.timings["reference_s"] = stats.reference_s
         result.timings["compare_s"] = stats.compare_s
         result.examples = stats.examples
         if self.check.options.compare is None and stats.examples:
-            # Numbers only where values were compared (compare= gives a verdict, no numbers).
+            # compare= gives a verdict without numbers.
             result.max_abs_err, result.max_rel_err = stats.max_abs, stats.max_rel
         if stats.compared is not None:
             result.extra["compared"] = stats.compared.as_dict()
@@ -567,8 +540,7 @@ class Search:
         result.rtol, result.atol = _tolerances_used(check.backend, check.recorded.outputs, check.rtol, check.atol)
         compared = self.stats.compared
         if compared is not None and not compared.elements and not (check.mutates_state or check.mutates_input):
-            # [What A Verdict Rests On] Matching on nothing is not a pass; nor is it a defect of
-            # the export: skipped, as when eager rejects every input, with what to change.
+            # Matching on nothing is neither a pass nor an export defect: skipped, with what to change.
             return nothing_compared(check, self.stats)
         message = pass_message(check, self.stats)
         if check.post is not None:
@@ -581,7 +553,7 @@ class Search:
         return Outcome("pass", message)
 
     def _experiments(self, failure: Failure) -> None:
-        """What the message explains the failure with: the causes, the float64 oracle, the first diverging module."""
+        """Run the cause experiments, the float64 oracle and localisation for the message."""
         causes.blame(failure, self.still_fails, self.check.plan, self.export_draw)
         t0 = time.perf_counter()
         if causes.runtime_optimizer(failure, self.check.backend, self.runnable, self.still_fails_on):
@@ -595,7 +567,7 @@ class Search:
             and failure.comparison is not None
             and not failure.state
         ):
-            # Explicit tolerances stay strict, but the message says whether this is rounding.
+            # Explicit tolerances stay strict, but the message still says whether this is rounding.
             actual = self._run(self.runnable, failure.args, failure.kwargs)
             expected = self._expected(failure.draw, failure.args, failure.kwargs).outputs
             failure.noise = self._oracle(
@@ -604,11 +576,11 @@ class Search:
         self._localize(failure)
 
     def _localize(self, failure: Failure) -> None:
-        """[Localisation] Once, on the shrunk input: the first module that diverges (localize.py)."""
+        """Find the first module that diverges on the shrunk input (localize.py)."""
         if failure.status not in ("mismatch", "roundtrip_mismatch") or failure.comparison is None or failure.guard:
             return
         if failure.state:
-            return  # the state an input left, not one forward's outputs: no module to walk
+            return  # a state mismatch, not one forward's outputs: no module to walk
         if failure.comparison.custom_message is not None or failure.comparison.problem is not None:
             return  # compare= or a structural difference: no per-module numbers to compare
         if failure.noise is not None and failure.noise.rounding:
@@ -643,7 +615,7 @@ class Search:
 def _per_input(
     draw: Draw, failure: Failure | None, cmp: Comparison | None, verdict: NoiseVerdict | None
 ) -> dict[str, Any]:
-    """[Per Input] One input's entry (failure.py): the numbers this attempt already has."""
+    """One input's ``Stats.per_input`` entry, from numbers this attempt already has."""
     entry: dict[str, Any] = {"status": failure.status if failure is not None else "pass", "sizes": dict(draw.sizes)}
     if cmp is not None and cmp.problem is None and cmp.custom_message is None:
         entry["max_abs"] = cmp.max_abs

@@ -1,16 +1,7 @@
-"""``--torchexport-keep-artifacts=DIR``: every saved artifact, with a form a person can read.
+"""``--torchexport-keep-artifacts=DIR``: every saved artifact, plus a form a person can read.
 
-Under ``DIR/<test file>__<test>/<backend>/`` (``-<device>`` off CPU): the files exactly as
-the backend saved them (what a deployment loads), plus
-
-- ``code.py`` for TorchScript: the ``.code`` of the module and of each submodule, which
-  is what a trace recorded (a frozen branch shows as the one path it took);
-- ``graph.txt`` for a ``torch.export`` program: its signature and ATen graph;
-- ``graph.txt`` for ONNX: the model in ONNX's textual syntax (``onnx.printer``);
-- ``wrapper.cpp`` and ``kernel.cpp`` for an AOTInductor package: the generated C++.
-
-The readable form is made from the saved files, so it shows what ships. A format with no
-readable form here (a ``.pte``, a third-party format) is kept as saved.
+The readable form (``code.py``, ``graph.txt`` or the AOTInductor C++) is made from the saved
+files, so it shows what ships. See docs/howto-read-a-failure.md.
 """
 
 from __future__ import annotations
@@ -41,12 +32,11 @@ def _safe(text: str) -> str:
 
 
 def keep(result: Result, root: str, test: str, files: list[Path]) -> str:
-    """Copy ``files`` under ``root/test/backend``, write their readable form; returns the folder
-    as the report shows it (``artifact_dir``)."""
+    """Copy ``files`` under ``root/test/backend`` with their readable form; returns the folder."""
     backend = result.backend if result.device == "cpu" else f"{result.backend}-{result.device}"
     target = Path(root) / test / backend
     if target.exists():
-        shutil.rmtree(target)  # a rerun replaces the artifacts, never mixes two runs' files
+        shutil.rmtree(target)  # never mix two runs' files
     target.mkdir(parents=True)
     for path in files:
         if path.is_dir():
@@ -107,7 +97,7 @@ def export_graph(path: Path) -> str:
 
 
 def aoti_sources(path: Path, target: Path) -> bool:
-    """An AOTInductor package: its generated C++ (``wrapper.cpp``, ``kernel.cpp``); False if not one."""
+    """Write an AOTInductor package's generated C++; False if it is not one."""
     import zipfile
 
     if not zipfile.is_zipfile(path):
@@ -127,7 +117,7 @@ def onnx_text(path: Path) -> str:
     model = onnx.load(str(path), load_external_data=False)
     try:
         return onnx.printer.to_text(model)
-    except Exception:  # noqa: BLE001 - older onnx, or a model its printer refuses (any way): the plain graph
+    except Exception:  # noqa: BLE001 - older onnx, or a model its printer refuses
         return onnx.helper.printable_graph(model.graph)
 
 
@@ -139,7 +129,7 @@ def display_path(path: Path) -> str:
 
 
 def link_replay(artifact_dir: str | None, repro: str) -> None:
-    """The kept artifacts point at the replay file (which records ``artifact_dir`` in turn)."""
+    """Point the kept artifacts at the replay file."""
     if not artifact_dir or not Path(artifact_dir).is_dir():
         return
     (Path(artifact_dir) / README).write_text(

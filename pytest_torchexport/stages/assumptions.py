@@ -1,16 +1,8 @@
-"""The plugin's own assumptions, checked before anything is held to them.
+"""The plugin's own guesses, tested once per check before anything is held to them.
 
-Two guesses the engine makes for the user: that dim 0 of the inputs is a batch dim when
-nobody declared one (docs/howto-dims.md), and that exporting at size 2 where the example
-has a dynamic size of 0 or 1 is what the user does. Each is tested once per check:
-
-- an *assumed* dim 0 that eager itself rejects at two other sizes is not a batch dim: it
-  is held at the example's size (an ``assumed_dim`` finding) and no exporter is held to it;
-- for the backends that specialize small sizes, one extra export at the recorded size,
-  as the user's own script would do it, says whether that export keeps the dim dynamic
-  (a ``specialized_dim`` finding when it does not).
-
-Declared dims (``dims=`` naming the dim, ``dynamic=``, ``inputs=``) stay strict.
+An assumed batch dim that eager rejects at other sizes is held at the example's size, and a dim
+grown from 0/1 to 2 for the export is exported once at its recorded size, as a user's script
+would. Declared dims stay strict. See docs/howto-dims.md.
 """
 
 from __future__ import annotations
@@ -29,8 +21,7 @@ from .exporting import export_once, quiet_call
 
 
 def assumed_batch(plan: InputPlan, options: Options, name: str = DEFAULT_DIM) -> bool:
-    """``name`` (dim 0's ``batch``, or the token inputs' ``seq``) is in the plan only because the
-    default (nothing declared) made it so."""
+    """Whether dim ``name`` is in the plan only because nothing was declared."""
     return options.dynamic is None and options.inputs is None and name in plan.dims and name not in (options.dims or {})
 
 
@@ -44,12 +35,7 @@ ASSUMED = {
 
 
 def hold_rejected_batch(plan: InputPlan, eager: Eager, options: Options, result: Result) -> InputPlan:
-    """The plan with each assumed dim (the batch, the sequence) held at the example's size
-    when eager rejects others.
-
-    Size 1 is not asked: a module that adds its input to a fixed-size buffer takes it by
-    broadcasting, which says nothing about batching.
-    """
+    """Hold each assumed dim at the example's size where eager rejects other sizes (not 1: broadcasting)."""
     for name in DEFAULT_DIMS:
         if assumed_batch(plan, options, name):
             plan = _hold_rejected(plan, eager, result, name)
@@ -93,10 +79,9 @@ def _hold_rejected(plan: InputPlan, eager: Eager, result: Result, name: str) -> 
 
 
 def recorded_size_export(check: Check) -> None:
-    """One export at the recorded sizes, for a dim the check exported grown from 0/1 to 2.
+    """One export at the recorded sizes, for a dim the check grew from 0/1 to 2 for its export.
 
-    A user's export script exports at the example it has; backends that capture through
-    ``torch.export`` assume every dynamic size is >= 2 and make a size of 0 or 1 a constant.
+    ``torch.export`` assumes dynamic sizes are >= 2 and makes a size of 0 or 1 a constant.
     """
     backend, plan, result, scratch = check.backend, check.plan, check.result, check.scratch
     grown = check.export_sizes

@@ -1,44 +1,8 @@
-"""[Memory Budget] Drawn sizes stay within what the machine can hold and the time limit allows.
+"""[Memory Budget] Keep drawn sizes within what the machine can hold and the time limit allows.
 
-Every declared dim's min and max are tried on every run unless the machine cannot hold
-them: the one memory cap is an absolute allowance, bytes from the machine's free memory
-(``MEMORY_SHARE`` of ``MemAvailable`` / xdist workers / checks side by side,
-``runner.parallel_checks()``, never below ``MEMORY_FLOOR``) or from
-``--torchexport-memory``, never a multiple of what the recorded call used. An earlier
-budget held a drawn call to 4x the recorded one's bytes and peak: a 24 KB image with
-``dims={"h": (16, 128), "w": (16, 128)}`` was searched up to 90, its declared 128 never
-tried, because "the recorded call's eager run peaked at 0 MB".
-
-The recorded call tells what a drawn call will *cost*, not what it may cost. Its first
-eager run (it runs anyway) is measured (``eager.Footprint``: its peak memory growth and
-its wall time), and its bytes in and out are counted; the larger of the two is one call's
-memory at the recorded size, since a model may hold far more than it takes and returns (a
-vector quantizer recorded on a 2 MB input built a ~4 GB distance matrix at batch 1, and a
-forked check drawing batch 16 grew past 17 GB). Two limits follow:
-
-- **memory**: a check holds about ``PEAK_FACTOR`` drawn calls (eager's outputs while the
-  artifact runs its own), each the recorded call's memory grown as below; that must stay
-  within the allowance;
-- **time**: the check's calls of the model (``options.examples`` drawn ones, grown likewise,
-  plus the explicit probes, each through eager and the artifact, plus ``FIXED_CALLS``) at
-  the measured time must stay within ``TIME_SHARE`` of the check's time limit, never below
-  ``TIME_FLOOR`` seconds. Where even the recorded size does not fit, the number of examples
-  is cut too: a check that runs into its time limit gives no verdict at all.
-
-A drawn input's cost is estimated from the recorded one by the growth of each dynamic
-dim, ``drawn / recorded``: a batch dim (``batch``, or any dim only at axis 0) counts once,
-since outputs and activations grow linearly with it; every other dim counts squared,
-since it may be a sequence that attention scales quadratically (a conv's spatial dims
-are then held tighter than they need be, which costs range, not memory). The tightest of
-the limits is the growth allowed; each dim gets an equal share of it (in log
-space; a dim whose own range is smaller hands the rest to the others), so every joint
-draw is within it.
-
-A cut clips the declared ``dims=`` too (the memory at risk is the same): the row's
-``size_budget`` finding says what was measured, which limit bit, what was clipped and
-how to lift it, and the terminal summary says it in one line (glue/summary.py).
-``--torchexport-memory=off`` lifts the memory cap, ``TORCHEXPORT_SIZE_LIMITS=off`` in the
-environment every cap.
+A drawn call's cost is estimated from the measured recorded call by each dim's growth (a batch
+dim linearly, any other squared, as attention scales). The memory cap is an absolute allowance,
+never a multiple of the recorded call. See docs/howto-dims.md.
 """
 
 from __future__ import annotations
@@ -57,34 +21,26 @@ from ..reference.eager import EagerCall, nbytes
 from ..results.report import Finding, Result
 from .shared_search import explicit_draws, grown_draw
 
-#: The least memory the machine-derived allowance gives a check (64 MiB): a model this small could
-#: draw every size of its range ten processes at a time without troubling a CI runner.
+#: The least memory the machine-derived allowance gives a check.
 MEMORY_FLOOR = 64 * 2**20
-#: Without ``--torchexport-memory``, a check's drawn calls may take this share of the memory each
-#: check has: the rest is for what the estimate misses (allocator slack, the noise oracle's float64 run).
+#: Share of each check's memory its drawn calls may take; the rest is for what the estimate misses.
 MEMORY_SHARE = 0.5
-#: A check holds about this many drawn calls' peaks at once: eager's outputs (kept for the
-#: comparison) while the artifact runs, and the artifact's own outputs.
+#: Drawn calls held at once: eager's outputs (kept for comparison) and the artifact's.
 PEAK_FACTOR = 2.0
-#: The search's calls may take this share of the check's time limit: the rest is for the
-#: export, the load, the standalone step and shrinking a failure.
+#: Share of the time limit the search's calls may take; the rest is for export and shrinking.
 TIME_SHARE = 0.5
-#: The time limit never bounds a search predicted to take less than this (seconds), so a
-#: small model under a short ``timeout=`` keeps its range.
+#: The time limit never cuts a search predicted below this many seconds.
 TIME_FLOOR = 30.0
-#: Each example runs eager and the artifact (the in-memory one too when the loaded one fails).
+#: Each example runs eager and the artifact.
 CALLS_PER_EXAMPLE = 2
-#: Calls of the model a check makes besides its examples, at the recorded size: the export
-#: (tracing runs it), the determinism probe, latency's warm and timed calls, the standalone step.
+#: Calls a check makes besides its examples (export, probes, latency).
 FIXED_CALLS = 10
-#: ``TORCHEXPORT_SIZE_LIMITS=off`` (earlier ``TORCHEXPORT_SIZE_BUDGET``, still read) lifts every limit, the time limit too: the whole declared range is drawn,
-#: whatever it costs (a machine known to hold it; benchmarks/bench_memory.py --no-budget
-#: measures what the budget saves). What was measured is still recorded on the row.
+#: ``TORCHEXPORT_SIZE_LIMITS=off`` lifts every limit (the old ``TORCHEXPORT_SIZE_BUDGET`` is still read).
 OFF_ENV = "TORCHEXPORT_SIZE_LIMITS"
 
 
 def enabled() -> bool:
-    """Whether drawn sizes are bounded here (``OFF_ENV``), read at each check, never cached."""
+    """Whether drawn sizes are bounded (``OFF_ENV``); read at each check."""
     return not switched_off(environment(OFF_ENV))
 
 
@@ -113,8 +69,9 @@ def full_growth(plan: InputPlan) -> float:
 
 
 def growth_caps(plan: InputPlan, allowed: float) -> dict[str, int]:
-    """The largest size of each dynamic dim that keeps every joint draw's growth (the product
-    of each dim's ``drawn / recorded`` to its exponent) within ``allowed``."""
+    """The largest size of each dim that keeps every joint draw's growth within ``allowed``.
+
+    Each dim gets an equal share in log space; a dim with less range hands the rest on."""
     growth = _dim_growth(plan)
     weight = exponents(plan)
     if math.prod(g ** weight[n] for n, g in growth.items()) <= allowed:
@@ -136,20 +93,19 @@ def growth_caps(plan: InputPlan, allowed: float) -> dict[str, int]:
     out = {}
     for name, ratio in caps.items():
         d = plan.dims[name]
-        # Never below the recorded size (the budget is relative to it) nor the declared min.
+        # Never below the recorded size nor the declared min.
         cap = max(int(ratio * max(examples.get(name, 1), 1) + 1e-9), examples.get(name, 1), d.min)
         if cap < d.max:
             out[name] = cap
     return out
 
 
-# -- the measured limits ------------------------------------------------------------------
+# -- the measured limits --
 
 
 @dataclasses.dataclass(frozen=True)
 class Machine:
-    """The memory one check may use here: what the machine has, shared among the checks
-    that run at once (xdist workers, and checks side by side in each)."""
+    """The memory one check may use, shared among xdist workers and parallel checks."""
 
     available: int | None  # bytes (MemAvailable; free memory on a CUDA device); None: unknown
     workers: int = 1
@@ -195,19 +151,16 @@ class Limit:
     growth: float
     why: str
     remedy: str
-    lift: str = ""  # the remedy in a few words, for the terminal summary's line
+    lift: str = ""  # the remedy in a few words, for the summary
 
 
 def explicit_calls(plan: InputPlan, options: Options) -> int:
-    """The explicit examples the search runs before its drawn ones (shared_search.explicit_draws): the
-    recorded call, each declared dim's min and max, the export example, the small probes, the special values."""
+    """How many explicit examples the search runs before its drawn ones."""
     return len(explicit_draws(plan, grown_draw(plan), options.special_values))
 
 
 def allowance(options: Options | None, machine: Machine) -> tuple[float, str] | None:
-    """The bytes one check's drawn calls may hold, and where the number comes from: the
-    ``memory`` option where given, else ``MEMORY_SHARE`` of the memory each check has here
-    (never below ``MEMORY_FLOOR``); None where neither is known or the option is ``off``."""
+    """The bytes one check's drawn calls may hold, and where that comes from; None if unlimited."""
     given = options.memory if options is not None else None
     if given is not None:
         if math.isinf(given):
@@ -226,8 +179,7 @@ def _size(nbytes: float) -> str:
 
 
 def memory_limit(call_bytes: int | None, allowed: tuple[float, str] | None, measured: bool = True) -> Limit | None:
-    """The growth that keeps ``PEAK_FACTOR`` drawn calls, each ``call_bytes`` at the recorded
-    size grown, within the allowance; None where nothing was measured or nothing is allowed."""
+    """The growth that keeps ``PEAK_FACTOR`` drawn calls within the allowance."""
     if not call_bytes or allowed is None:
         return None
     limit, where = allowed
@@ -244,8 +196,7 @@ def memory_limit(call_bytes: int | None, allowed: tuple[float, str] | None, meas
 
 
 def time_limit(seconds: float, plan: InputPlan, options: Options) -> Limit | None:
-    """The growth that keeps a check's calls of the model within ``TIME_SHARE`` of the time
-    limit: ``FIXED_CALLS`` and the explicit examples at the recorded size, the drawn ones grown."""
+    """The growth that keeps a check's calls of the model within ``TIME_SHARE`` of the time limit."""
     if seconds <= 0:
         return None
     explicit = explicit_calls(plan, options)
@@ -303,9 +254,7 @@ def bound(
     *,
     machine: Machine | None = None,
 ) -> tuple[InputPlan, Options]:
-    """The plan with its draws capped by every limit (and the options with fewer examples
-    where even the recorded size is over the time limit); a ``size_budget`` finding for
-    each limit that bites, saying what was measured."""
+    """The plan capped by every limit, and fewer examples if even the recorded size is over time."""
     recorded = max(nbytes(recorded_inputs), nbytes(first.outputs))
     result.extra["eager_s"] = round(first.seconds, 4)
     if first.peak_bytes is not None:
@@ -332,8 +281,7 @@ def _settle(
 ) -> tuple[InputPlan, Options | None]:
     whole = full_growth(plan)
     biting = sorted((limit for limit in found if limit.growth < whole), key=lambda limit: limit.growth)
-    # Sizes are capped by memory alone: a time estimate never keeps a dim's declared bounds from being
-    # tried (the search budget orders what runs first); it can only cut the drawn examples.
+    # Only memory caps sizes, so a dim's declared bounds are always tried; time can only cut examples.
     sizing = [limit for limit in biting if limit.name != "time"]
     caps = growth_caps(plan, min((limit.growth for limit in sizing), default=whole))
     fewer = None
@@ -363,10 +311,10 @@ def _settle(
             f"check's calls would not fit its {options.timeout:g} s time limit"
         )
         options = dataclasses.replace(options, examples=fewer)
-    # The other limits that bite matter too: lifting the tightest alone would not lift the caps.
+    # Lifting only the tightest limit would not lift the caps.
     also = "".join(f" (the {limit.name} limit would also cap them)" for limit in biting[1:])
     result.findings.append(Finding("size_budget", f"{tightest.why}: {'; '.join(parts)}{also}. {tightest.remedy}"))
-    # What the terminal summary says in one line (glue/summary.py), from these numbers, not the finding's text.
+    # For glue/summary.py's one-line summary.
     result.extra["size_cut"] = cut
     if caps:
         plan = dataclasses.replace(plan, caps=caps)

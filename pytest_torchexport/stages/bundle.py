@@ -1,12 +1,7 @@
-"""A bundle per check (``--torchexport-bundle=DIR``; docs/howto-verify.md): what another machine re-checks.
+"""A bundle per check (``--torchexport-bundle=DIR``): what another machine checks again.
 
-Once a check's verdict is in, its saved artifact is copied with the inputs it was checked on
-(the recorded call, the declared bounds and a few drawn inputs, and the shrunk failing input
-where there is one), eager's outputs on each, the artifact's own outputs here, the
-tolerances and the environment that wrote them (``results/bundle.py`` has the format).
-``python -m pytest_torchexport verify DIR`` (``verify.py``) then loads the artifact where it
-runs (a GPU runner, the torch a server will upgrade to) and compares again, with no test
-file and no model code.
+The saved artifact, a few inputs with eager's and the artifact's outputs, the tolerances and the
+environment; ``python -m pytest_torchexport verify DIR`` compares again elsewhere. See docs/howto-verify.md.
 """
 
 from __future__ import annotations
@@ -24,15 +19,14 @@ from ..reference.compare import flatten
 from ..results import bundle as files
 from .check import Check
 
-#: The inputs a bundle keeps besides the recorded call and the failing one: the first tried
-#: (the declared bounds, the export's input, then hypothesis's draws), so a bundle stays small.
+#: Inputs a bundle keeps besides the recorded and failing ones (the first tried), so it stays small.
 MORE_CASES = 6
 
 
 def folder(check: Check) -> Path:
     result = check.result
     test = re.sub(r"[^A-Za-z0-9_.-]+", "_", result.nodeid or result.test or result.module or "check").strip("_")
-    test = re.sub(r"_torchexport-[\w-]+$", "", test)  # the item's suffix: the backend is the folder below
+    test = re.sub(r"_torchexport-[\w-]+$", "", test)  # drop the item's suffix: the backend is the subfolder
     name = result.backend if result.device == "cpu" else f"{result.backend}-{result.device}"
     assert check.options.bundle is not None
     return Path(check.options.bundle) / test / name
@@ -42,9 +36,8 @@ def _cases(check: Check) -> list[tuple[str, str, tuple[Any, ...], dict[str, Any]
     """(kind, what the input is, args, kwargs, eager's outputs) for each input the bundle keeps."""
     recorded = check.recorded
     cases = [("recorded", recorded.draw.describe(), recorded.args, recorded.kwargs, recorded.outputs)]
-    if (
-        check.steps is None and check.shared is not None
-    ):  # a stateful sequence is replayed from its start: the recorded call only
+    # A stateful sequence is replayed from its start, so it keeps only the recorded call.
+    if check.steps is None and check.shared is not None:
         shared = check.shared
         more = [d for d in shared.tried if d != recorded.draw and shared.expected(d) is not None][:MORE_CASES]
         for draw in more:
@@ -91,11 +84,11 @@ def write(check: Check) -> None:
                 "kwargs": files.encode(dict(kwargs), tensors, f"c{n}.in."),
                 "expected": files.encode(_leaves(outputs), tensors, f"c{n}.eager."),
             }
-            try:  # the artifact's own outputs here: what the writing torch accepted (verify's second opinion)
+            try:  # the artifact's own outputs here, for verify to compare against too
                 ran = check.run(artifacts.runnable, args, kwargs)[0]
                 case["artifact"] = files.encode(_leaves(ran), tensors, f"c{n}.artifact.")
-                case["matched_here"] = check.compare(outputs, ran).ok  # False: a pass by eager's own rounding here
-            except Exception as exc:  # noqa: BLE001 - a failing input fails in any way: the bundle says how
+                case["matched_here"] = check.compare(outputs, ran).ok  # False: passed only as eager's own rounding
+            except Exception as exc:  # noqa: BLE001 - a failing input may fail in any way: recorded
                 case["artifact_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
         except files.Unsupported as exc:
             left_out.append(f"{kind} input: {exc}")
@@ -113,7 +106,7 @@ def write(check: Check) -> None:
         "device": result.device,
         "status": result.status,
         "message": (result.message or "").split("\n")[0],
-        "xfail": check.options.xfail.get(result.backend),  # a known failure stays known where it is verified
+        "xfail": check.options.xfail.get(result.backend),  # a known failure stays known when verified
         "rtol": check.rtol,
         "atol": check.atol,
         "relowered": bool(check.backend.relowered),

@@ -1,31 +1,9 @@
 """[Shared Capture] torch.export's capture of a recorded call, made once for every backend that lowers it.
 
-``export``, ``onnx`` (the dynamo exporter's first strategy), ``aoti`` and ``executorch`` all start
-the same way: ``torch.export.export`` of the call, non-strict, with the plan's dynamic shapes, at
-the export example (dims of size 0 or 1 grown to 2). That capture costs as much as a small
-model's whole lowering (``benchmarks/bench_phases.py``), and before sharing each backend's child
-paid it again. Here it is made once per recorded call and device, in a forked child of the test's
-process (``share``) after eager's shared prelude and before the first of those
-backends' check children is forked; the test's process loads the program the capture child saved,
-each check's child inherits it by fork, its own copy-on-write, and starts from it
-(``ExportContext.exported_program``; ``torch.onnx.export`` given the program skips its capture).
-
-A capture that fails is shared too, as its error (a failed capture is not repeated
-with the same arguments): the child writes down the error's class, text and traceback frames
-(``described`` below; a pickled one loses them, and torch's guard errors their message) and each
-sharing check raises it again, so its row names the same cause and source line with
-``capture: "shared"``. The fallbacks that capture otherwise still run (the ONNX exporter's strict
-one), and where the error is a constraint violation the capture with the violated dims left to
-torch (what ``exporting.build`` retries with) is made and shared as well. What
-still captures on its own (``capture: "own"`` on the row): a check whose export asks for other
-arguments (the recorded size 0 or 1, ``assumptions.py``), the ONNX exporter's fallbacks, inline
-checks (they share no prelude either), a CUDA check, a test with only one such backend (nothing
-to share: its capture stays in its child), and a recurrent module's onnx check
-(``DynamoOnnxBackend.captures_otherwise``).
-
-The time limit: the capture child runs under the check's ``timeout``, and each sharing check's
-child counts the capture's seconds as spent (``runner.Child(spent=...)``). Memory: the program
-holds a copy of the module's weights in the test's process while the test's checks start.
+``export``, ``onnx``, ``aoti`` and ``executorch`` all start from the same costly capture. It is
+made in a forked child of the test's process, and each check's child inherits the loaded program
+by fork. A failed capture is shared as its error, so every row names the same cause.
+See docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -62,7 +40,7 @@ from .prelude import Prelude
 
 @dataclass
 class SharedCapture:
-    """The captures of one recorded call on one device, by the dims left to torch, and the files read."""
+    """The captures of one recorded call on one device, by relaxed dims, and the files read."""
 
     captures: dict[frozenset[str], Captured] = field(default_factory=dict)
     sources: list[str] = field(default_factory=list)
@@ -73,8 +51,7 @@ class SharedCapture:
 
 
 def shares(spec: Any, module: torch.nn.Module | None = None) -> bool:
-    """Whether the backend ``spec`` (as registered) starts from the shared capture (of ``module``'s call:
-    a backend whose entry point captures that module otherwise does not, ``Backend.captures_otherwise``)."""
+    """Whether the backend ``spec`` starts from the shared capture (see ``Backend.captures_otherwise``)."""
     try:
         backend = load_backend(spec)
         if not (getattr(backend, "shares_capture", False) and getattr(backend, "dynamic", True)):
@@ -86,30 +63,19 @@ def shares(spec: Any, module: torch.nn.Module | None = None) -> bool:
 
 
 def worth_sharing(registered: Mapping[str, Any], names: Iterable[str], module: torch.nn.Module) -> bool:
-    """Two or more of the call's backends start from the capture of ``module``'s call (one alone
-    captures in its child). A recurrent module's onnx check captures on its own (torch.onnx decomposes
-    LSTM and GRU otherwise: ``DynamoOnnxBackend.captures_otherwise``), so it does not count; the
-    others (export, aoti, executorch) still share theirs. The capture is made in a child of its own,
-    so the test's process never captures: a failed plain capture of a GRU, which made the next ONNX
-    export in the same process static (tests/test_isolation_crashes.py), happens in no check's process."""
+    """Whether two or more of the call's backends start from the capture of ``module``'s call."""
     return sum(1 for name in names if name in registered and shares(registered[name], module)) >= 2
 
 
 def share(
     store: dict[Hashable, SharedCapture], key: Hashable, prelude: Prelude, device: str, timeout: float
 ) -> SharedCapture:
-    """The shared capture of ``key``'s call (made now, the first time), for the test's process.
+    """The shared capture of ``key``'s call, made the first time in a forked child.
 
-    Made in a forked child with ``timeout``, never in this process: a model that
-    crashes, exits or hangs while it is captured must end its checks' rows, not the session
-    (tests/test_isolation_crashes.py). The child saves each program (``torch.export.save``) and
-    this process loads it (``torch.export.load`` runs none of the model's code), so the checks'
-    children inherit it by fork. A child that dies, runs past ``timeout`` or cannot save what it
-    captured shares nothing: each check captures on its own, in its own child, as before."""
+    A model that crashes or hangs while captured then ends its checks' rows, not the session;
+    if the child fails, each check captures on its own."""
     if key not in store:
-        # [Spare Copy] The copy every check's child exports, made here before the capture child is
-        # forked: the capture child and every check's child after it inherit it instead of copying
-        # the module each (the test's process waits for the capture child anyway).
+        # [Spare Copy] Made before the fork, so every child inherits one copy of the module.
         prelude.eager.keep_spare()
         store[key] = _in_child(prelude, device, timeout)
     return store[key]
@@ -127,8 +93,8 @@ def _in_child(prelude: Prelude, device: str, timeout: float) -> SharedCapture:
             code = 1
             try:
                 os.setpgid(0, 0)  # its own group, so a kill reaches what it started
-                gc.freeze()  # never collects what it inherited (runner.py says why)
-                for fd in [*THIS.children, *THIS.gates]:  # the check children's pipes are not its to hold
+                gc.freeze()  # never collect what it inherited (see runner.py)
+                for fd in [*THIS.children, *THIS.gates]:  # the check children's pipes are not its own
                     os.close(fd)
                 torch.set_num_threads(1)
                 _write(_capture(prelude, device), folder)
@@ -160,14 +126,13 @@ def _write(shared: SharedCapture, folder: Path) -> None:
         entry: dict[str, Any] = {"relaxed": sorted(relaxed), "seconds": captured.seconds}
         try:
             if captured.program is None:
-                # Its error, as the row reads it (class, text, frames): a pickled one loses them.
                 entry["error"] = described(captured.error or RuntimeError("the capture returned nothing"))
                 entries.append(entry)
                 continue
             with quiet_torch(fds=True):
                 torch.export.save(captured.program, str(folder / f"{i}.pt2"))
                 entry["program"] = f"{i}.pt2"
-        except Exception:  # noqa: BLE001 - what cannot be saved is not shared: each check captures its own
+        except Exception:  # noqa: BLE001 - not shared: each check captures its own
             continue
         entries.append(entry)
     (folder / "captures.json").write_text(json.dumps({"entries": entries, "sources": shared.sources}))
@@ -185,7 +150,7 @@ def _read(folder: Path) -> SharedCapture:
                     captured = Captured(
                         program=torch.export.load(str(folder / entry["program"])), seconds=entry["seconds"]
                     )
-        except Exception:  # noqa: BLE001 - what this process cannot load or make again is not shared
+        except Exception:  # noqa: BLE001 - not shared
             continue
         shared.captures[frozenset(entry["relaxed"])] = captured
     return shared
@@ -196,21 +161,21 @@ class _Files:
 
 
 def _capture(prelude: Prelude, device: str) -> SharedCapture:
-    """The captures, made in this process (the capture child's)."""
+    """The captures, made in the capture child."""
     plan = prelude.plan
     args, kwargs, _, _ = export_inputs(plan, load_backend("pytest_torchexport.backends.export:ExportBackend"), device)
     files = _Files()
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as in a check's child: OpenMP's pool must not be started before a fork (runner.py)
+    torch.set_num_threads(1)  # OpenMP's pool must not be started before a fork (see runner.py)
     try:
         with sources.collecting(files):
-            spare = prelude.eager.take_spare()  # this child's own by fork (share made it)
+            spare = prelude.eager.take_spare()  # inherited by fork from share()
             module = keywords_bound(spare if spare is not None else copy_module(prelude.eager.module), kwargs)
             shared = SharedCapture()
             first = _timed(module, args, kwargs, plan.export_dynamic_shapes(module, relaxed=frozenset()))
             shared.captures[frozenset()] = first
             relaxed = violated_dims(first.error, plan) if first.error is not None else frozenset()
-            if relaxed:  # what exporting.build exports with next: made here too
+            if relaxed:  # exporting.build retries with these dims relaxed
                 shared.captures[relaxed] = _timed(
                     module, args, kwargs, plan.export_dynamic_shapes(module, relaxed=relaxed)
                 )
@@ -222,11 +187,11 @@ def _capture(prelude: Prelude, device: str) -> SharedCapture:
 
 def _timed(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], dynamic: Any) -> Captured:
     t0 = time.perf_counter()
-    # As exporting.export_once exports: under no_grad, torch's noise kept quiet, the files it reads collected.
+    # The same context as exporting.export_once.
     with quiet_torch(fds=True), torch.no_grad(), sources.reading():
         try:
             program = capture_program(module, args, kwargs, dynamic)
-        except Exception as exc:  # noqa: BLE001 - a failed capture is every sharing backend's export_error
+        except Exception as exc:  # noqa: BLE001 - becomes every sharing backend's export_error
             return Captured(error=exc, seconds=time.perf_counter() - t0)
     return Captured(program=program, seconds=time.perf_counter() - t0)
 
@@ -234,21 +199,15 @@ def _timed(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
 __all__ = ["SharedCapture", "share", "shares", "worth_sharing"]
 
 
-# --- a failed capture, carried from the capture child to the test's process -----------------
-#
-# A pickled exception loses its traceback, and torch's guard errors their message (their
-# ``__init__`` takes other arguments than ``args`` holds): what the row reads of an export error is
-# its class's name, its text and the source lines of its traceback and of the errors it chains
-# (``explain.user_frames``). Those are written down in the child (``described``) and an exception
-# with the same class, text and traceback frames is made again here (``revived``), so every backend
-# that would repeat the capture fails with it, and its row names the same cause and line.
+# A pickled exception loses its traceback, and torch's guard errors their message, so the child
+# writes down class, text and frames (``described``) and the parent rebuilds it (``revived``).
 
-#: the errors a chain holds at most (torch's are one or two deep)
+#: The most errors of a chain that are carried.
 _CHAIN = 8
 
 
 def described(exc: BaseException) -> list[dict[str, Any]]:
-    """``exc`` and the errors it chains (``__cause__``, else ``__context__``), outermost first, as JSON."""
+    """``exc`` and the errors it chains, outermost first, as JSON."""
     chain: list[dict[str, Any]] = []
     seen: list[BaseException] = []
     e: BaseException | None = exc
@@ -256,7 +215,7 @@ def described(exc: BaseException) -> list[dict[str, Any]]:
         seen.append(e)
         try:
             text = str(e)
-        except Exception:  # noqa: BLE001 - an error whose __str__ raises is told by its class alone
+        except Exception:  # noqa: BLE001 - a __str__ that raises
             text = ""
         chain.append(
             {
@@ -275,8 +234,7 @@ def described(exc: BaseException) -> list[dict[str, Any]]:
 
 
 def revived(chain: list[dict[str, Any]]) -> BaseException:
-    """The error ``described`` wrote down: of its class where that imports (else one of the same
-    name), with its text, its traceback's frames and its chain."""
+    """The error ``described`` wrote down, rebuilt."""
     errors = [_error(entry) for entry in chain]
     for outer, inner, entry in zip(errors, errors[1:], chain):
         if entry["cause"]:
@@ -299,7 +257,7 @@ def _class(module: str, qualname: str) -> type[BaseException]:
         found: Any = importlib.import_module(module)
         for part in qualname.split("."):
             found = getattr(found, part)
-    except Exception:  # noqa: BLE001 - a class that is not reachable here: one of its name stands in
+    except Exception:  # noqa: BLE001 - a stand-in of the same name
         found = None
     if isinstance(found, type) and issubclass(found, BaseException):
         return found
@@ -307,15 +265,13 @@ def _class(module: str, qualname: str) -> type[BaseException]:
 
 
 def _made(cls: type[BaseException], text: str) -> BaseException:
-    """An instance of ``cls`` whose ``str`` is ``text``, its own ``__init__`` not run (torch's errors
-    take other arguments than their message); where its ``__str__`` reads what that ``__init__`` would
-    have set, a subclass of the same name that says ``text``."""
+    """An instance of ``cls`` whose ``str`` is ``text``, made without its ``__init__``."""
     try:
         error = cls.__new__(cls)
         BaseException.__init__(error, text)
         if str(error) == text:
             return error
-    except Exception:  # noqa: BLE001 - a class that cannot be made so: the subclass below
+    except Exception:  # noqa: BLE001 - fall back to the subclass below
         pass
     try:
         told: type[BaseException] = type(
@@ -336,8 +292,7 @@ def _made(cls: type[BaseException], text: str) -> BaseException:
 
 
 def _traceback(error: BaseException, frames: list[list[Any]]) -> types.TracebackType | None:
-    """A traceback through ``frames`` (file, line, function), innermost last, as ``jinja2`` makes its
-    templates' tracebacks: a ``raise`` compiled at that file and line, run and caught."""
+    """A traceback through ``frames``, built as jinja2 does: a ``raise`` compiled at each line, run and caught."""
     tb: types.TracebackType | None = None
     for filename, lineno, name in reversed(frames):
         try:

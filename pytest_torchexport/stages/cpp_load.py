@@ -1,14 +1,8 @@
-"""C++ load (docs/howto-verify.md): the saved artifact loaded and run by libtorch in C++.
+"""C++ load: the saved TorchScript or AOTInductor artifact loaded and run by libtorch.
 
-The standalone stage proves a TorchScript file or an AOTInductor package loads in a Python
-that never imported the test's code; a C++ deployment has no Python at all. So, once a
-check has saved its artifact, the file is loaded by the C++ runner (``isolation/cpp.py``:
-``torch::jit::load`` or ``AOTIModelPackageLoader``, built once per torch from the installed
-wheel) and run on the recorded example, in its own process beside the check's search (``begin``);
-after a pass, its outputs are compared with eager's as the standalone load's are (``step``). A file C++ cannot load (a custom op registered only in Python, a
-missing library) is the ``load_error`` it is, a difference the ``mismatch``, each with a
-``cpp_load`` finding; the row's ``cpp`` says what ran, or why nothing did. No compiler, or
-no headers in this torch: the stage is skipped with its reason, never a failure.
+A C++ deployment has no Python, so the C++ runner (``isolation/cpp.py``) runs the saved file on
+the recorded example beside the search, and after a pass its outputs are compared with eager's.
+Without a compiler the stage is skipped, never failed. See docs/howto-verify.md.
 """
 
 from __future__ import annotations
@@ -22,7 +16,7 @@ from ..results.outcome import Stop
 from ..results.report import Finding
 from .check import Check
 
-#: The backends whose artifacts a C++ deployment loads: (runner kind, saved file, the C++ entry point).
+#: Backends whose artifacts a C++ deployment loads: (runner kind, saved file, C++ entry point).
 RUNTIMES = {
     "trace": ("jit", _jit.FILENAME, "torch::jit::load"),
     "script": ("jit", _jit.FILENAME, "torch::jit::load"),
@@ -31,8 +25,7 @@ RUNTIMES = {
 
 
 def start(name: str, options: Any) -> None:
-    """In the session's process, before the check forks: start the runner's build (once per
-    torch) so that it overlaps the exports."""
+    """Start the runner's build before the check forks, so it overlaps the exports."""
     if options.cpp != "off" and name in RUNTIMES and options.roundtrip:
         cpp.start_build()
 
@@ -52,9 +45,7 @@ class Started:
 
 
 def begin(check: Check) -> None:
-    """Once the artifact is saved: start the C++ runner on it and the recorded example, to run beside
-    the side-effect checks and the search (one thread: the check has the other). None: not a format
-    C++ loads (the row gets no ``cpp`` key). What it started is ``check.cpp``."""
+    """Start the C++ runner on the saved artifact, to run beside the search; sets ``check.cpp``."""
     if check.name in RUNTIMES:
         check.cpp = _begin(check, *RUNTIMES[check.name])
 
@@ -71,9 +62,7 @@ def _begin(check: Check, kind: str, filename: str, runtime: str) -> Started:
     inputs = check.scratch / "cpp-inputs.bin"
     args, kwargs = check.recorded.args, check.recorded.kwargs
     try:
-        # The package takes the call's tensors, flat, as aoti_load_package feeds them; so does a trace
-        # made through trace's tensors-only wrapper (keywords, scalars or None in the call): its
-        # TorchScript forward takes the tensors as positions, as TraceBackend.run feeds them.
+        # An AOTI package, and a trace through the tensors-only wrapper, take flat positional tensors.
         if kind == "aoti" or (check.name == "trace" and trace.takes_tensors_only(args, kwargs)):
             args, kwargs = tuple(v for v in pytree.tree_leaves((args, kwargs)) if hasattr(v, "dtype")), {}
         cpp.write_values(inputs, args, kwargs)
@@ -81,7 +70,7 @@ def _begin(check: Check, kind: str, filename: str, runtime: str) -> Started:
         return Started(
             runtime, skipped=f"not applicable: the recorded call passes {exc}, which the C++ runner does not feed"
         )
-    runner.stage(check.result, "cpp_load")  # the first check of a torch waits for the runner's build here
+    runner.stage(check.result, "cpp_load")  # the first check may wait here for the runner's build
     try:
         built = cpp.ensure(chain)
     except cpp.BuildFailed as exc:
@@ -91,14 +80,13 @@ def _begin(check: Check, kind: str, filename: str, runtime: str) -> Started:
 
 
 def step(check: Check) -> None:
-    """After the verdict: read the C++ run ``begin`` started and compare it with eager; raises ``Stop``
-    with a ``load_error``, ``run_error`` or ``mismatch`` where C++ disagrees with a pass."""
+    """After the verdict, compare the C++ run with eager; raises ``Stop`` where C++ disagrees with a pass."""
     result, started = check.result, check.cpp
     if started is None:
         return  # not a format C++ loads: no key on the row
     if started.running is not None and result.status != "pass":
         started.running.stop()
-        return  # the check has failed already: C++ would add nothing to its verdict
+        return  # the check has already failed: C++ would add nothing
     if started.skipped is not None or started.running is None:
         result.extra["cpp"] = {"status": "skipped", "reason": started.skipped}
         return
@@ -107,10 +95,10 @@ def step(check: Check) -> None:
     runtime, built = started.runtime, started.built
     assert built is not None
     note: dict[str, Any] = {"status": "pass", "runtime": runtime, "run_s": round(ran.seconds, 3)}
-    if built.waited_s > 0.5:  # this check paid (part of) the build: said once, on its row
+    if built.waited_s > 0.5:  # this check waited for the build: say so on its row
         note["runner_build_s"] = round(built.build_s, 1)
-    result.timings["cpp_s"] = ran.seconds  # the runner's own time, from its start to its exit
-    result.timings["cpp_wait_s"] = started.running.waited_s  # what the check still waited for it, the overlap left over
+    result.timings["cpp_s"] = ran.seconds
+    result.timings["cpp_wait_s"] = started.running.waited_s  # time not overlapped with the search
     result.extra["cpp"] = note
     if ran.outputs is None:
         note["status"] = "load_error" if ran.stage in ("load", "inputs") else "run_error"

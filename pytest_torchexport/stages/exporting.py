@@ -1,18 +1,9 @@
-"""Steps 2 and 3 of a check: export once at the example, save, load back.
+"""Export once at the example, save, and load back.
 
-The example is grown where exporters would specialize (dynamic dims of size 0 or 1 go
-to 2); a declared range the model's code cannot keep is relaxed and exported again, so
-the search can still show where the artifact breaks. The *loaded* artifact is what the
-search validates; the in-memory one is kept for round-trip blame.
-
-[Compiled Parts] An export failure's cause names what the test did to the module before
-calling it: submodules that were scripted, traced or compiled in place. A library's
-``compile()`` helper often scripts or traces a model's submodules in place before the test
-calls the model. The check is of the module as called (recording/recorder.py's [As Called]),
-so its verdict is true of that module; but the exporters then meet TorchScript or a
-``torch.compile`` wrapper where the class's Python code would be, and a fresh instance of the
-same class may export differently. A failure's cause says so, with each part's path
-(``compiled_parts``, ``with_cause``; the search's likely cause names them too).
+Dynamic dims of size 0 or 1 are grown to 2, where exporters would specialize; a declared range
+the code cannot keep is relaxed and exported again, so the search can still show where the
+artifact breaks. The search validates the *loaded* artifact. Submodules the test compiled in
+place ([As Called]) are named in a failure's cause. See docs/one-check.md.
 """
 
 from __future__ import annotations
@@ -60,8 +51,7 @@ def build(check: Check) -> Artifacts:
     artifact, failure = export_once(check, export_args, export_kwargs, ctx)
     relaxed = violated_dims(failure, plan) if failure is not None and backend.dynamic else frozenset()
     if relaxed and failure is not None:
-        # The declared range is impossible for this code: say so, then export with those
-        # dims left to the exporter, so the search can show where the artifact breaks.
+        # The declared range is impossible for this code: say so, and export again with those dims relaxed.
         options = check.options
         assumed = frozenset(
             d for d in relaxed if options.dynamic is None and options.inputs is None and d not in (options.dims or {})
@@ -79,7 +69,7 @@ def build(check: Check) -> Artifacts:
     runnable, in_memory = artifact, None
     if check.options.roundtrip and backend.saveable:
         runnable, in_memory = roundtrip(check, artifact, ctx), artifact
-        backend.set_aside(in_memory)  # [Set Aside] kept for blame only from here on
+        backend.set_aside(in_memory)  # kept only for round-trip blame from here on
     elif not backend.saveable:
         result.extra["roundtrip"] = f"not applicable: {name} artifacts are not saved"
     else:
@@ -93,9 +83,7 @@ def build(check: Check) -> Artifacts:
 
 
 def _capture_timing(result: Result, ctx: ExportContext) -> None:
-    """[Shared Capture] Which capture the export started from, and its seconds apart from the lowering:
-    ``export_s`` is the backend's own work (the seconds it captured in, its fallbacks' after a failed
-    shared capture included, taken out of it)."""
+    """[Shared Capture] Record the capture used; its seconds are taken out of ``export_s``."""
     if ctx.capture is None:
         return
     result.extra["capture"] = ctx.capture
@@ -104,8 +92,7 @@ def _capture_timing(result: Result, ctx: ExportContext) -> None:
 
 
 def _post_processing(check: Check, artifact: Any) -> None:
-    """[ONNX As Shipped] The steps the artifact went through after the export, for the report,
-    and their budget for the comparison (explicit rtol/atol for the backend win)."""
+    """[ONNX As Shipped] Record the steps after the export and their error budget (explicit rtol/atol win)."""
     post = check.backend.post_processing(artifact) if isinstance(check.backend, PostProcessed) else None
     if post is None:
         return
@@ -124,7 +111,7 @@ def _post_processing(check: Check, artifact: Any) -> None:
 
 
 def _static_dims(check: Check, artifact: Any) -> None:
-    """A ``specialized_dim`` finding per declared-dynamic dim the artifact's inputs fix (once a dim)."""
+    """A ``specialized_dim`` finding for each dynamic dim the artifact fixed."""
     said: set[str] = set()
     for input_name, axis, dim, size in check.plan.static_in(
         quiet_call(check.result, check.backend.input_shapes, artifact)
@@ -148,11 +135,10 @@ def _test_dirname(result: Result) -> str:
 def export_once(
     check: Check, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext
 ) -> tuple[Any, Exception | None]:
-    """One export of a fresh copy (exporters may touch the module), timed, warnings kept."""
+    """One timed export of a fresh copy (exporters may touch the module)."""
     result = check.result
     runner.stage(result, "export")
-    # [Spare Copy] In a forked child, the copy the test's process made once for every check's
-    # child (its pages this child's own once written); elsewhere, and for a second export, a new one.
+    # [Spare Copy] In a forked child, use the copy the test's process made; else make one.
     spare = check.eager.take_spare() if THIS.channel is not None else None
     module = spare if spare is not None else copy_module(check.eager.module)
     initial = snapshot(module) or {}
@@ -160,8 +146,7 @@ def export_once(
     artifact, failure = None, None
     with quiet_torch(fds=True) as captured:
         try:
-            # As the reference runs and as models are served: grad mode makes some exporters
-            # take other paths (T5's dynamo ONNX export fails to decompose in grad mode).
+            # In grad mode some exporters take other paths (T5's dynamo ONNX export fails to decompose).
             with torch.no_grad(), sources.reading(), _runs_forward(check):
                 artifact = check.backend.export(module, args, kwargs, ctx)
         except Exception as exc:  # noqa: BLE001 - every exporter failure is a result
@@ -169,22 +154,20 @@ def export_once(
     if artifact is not None:
         reset_state(
             check.backend.artifact_module(artifact), initial
-        )  # a trace ran forward: save the state the module starts from
+        )  # a trace ran forward: restore the state the module started from
     result.timings["export_s"] = result.timings.get("export_s", 0.0) + time.perf_counter() - t0
     for finding in explain.tracer_findings(captured.warnings, result.backend):
         if finding not in result.findings:
             result.findings.append(finding)
-    # Through the module, so a test can stand in for a torch that deprecates TorchScript.
+    # Through _compat, so a test can patch it.
     deprecated = _compat.torchscript_deprecation(captured.warnings)
     if deprecated:
         result.extra["torchscript_deprecated"] = deprecated  # the session summary says it once
     return artifact, failure
 
 
-#: [Sources] Backends whose export runs the forward in Python once (a trace): the files it runs
-#: there are collected too (``torch.jit.is_tracing()`` branches). Dynamo-based exports are not
-#: traced: a file tracer made a dynamo ONNX export 2.7x slower (docs/howto-cache.md); their
-#: source reads and the user frames of the graph's stack traces are collected instead.
+#: [Sources] Backends whose export runs the forward in Python, so the files it runs are traced.
+#: Dynamo exports are not (too slow); their source reads are collected instead.
 TRACING_EXPORTS = ("trace", "onnx-legacy")
 
 
@@ -195,13 +178,11 @@ def _runs_forward(check: Check) -> Any:
 
 
 def quiet_call(result: Result, fn: Any, *args: Any) -> Any:
-    """``fn(*args)``, one of a backend's optional answers (``input_shapes``, ``guard_violation``),
-    with torch's noise kept quiet. None where it raises, and a ``backend_note`` says so: what
-    it would have told (a dim made static, an input outside the export's guards) is then untold."""
+    """Call one of a backend's optional answers quietly; None and a ``backend_note`` if it raises."""
     try:
         with quiet_torch():
             return fn(*args)
-    except Exception as exc:  # noqa: BLE001 - a backend's code (a third party's) may raise anything: said
+    except Exception as exc:  # noqa: BLE001 - third-party backend code may raise anything
         first = str(exc).splitlines()[0][:200] if str(exc) else ""
         note = Finding(
             "backend_note",
@@ -226,8 +207,7 @@ def violated_dims(exc: BaseException, plan: InputPlan) -> frozenset[str]:
 def specialized_finding(
     exc: BaseException, name: str, dims: frozenset[str], plan: InputPlan, assumed: frozenset[str] = frozenset()
 ) -> Finding:
-    """``assumed``: the dims among ``dims`` the default made dynamic (nobody declared them): their
-    range is the plugin's guess, and the finding says so rather than call it declared."""
+    """``assumed``: the dims nobody declared; the finding calls their range a guess."""
     text = explain.strip_ansi(str(exc))
     guards = [line.strip(" -") for line in text.splitlines() if line.strip().startswith("- ")][:2]
     declared = ", ".join(f"{d}=({plan.dims[d].min}, {plan.dims[d].max})" for d in sorted(dims))
@@ -267,17 +247,16 @@ def export_failed(check: Check, exc: BaseException, stage: str) -> NoReturn:
     name = check.name
     finding = explain.error_finding(exc, name, stage, explain.forward_site(check.eager.module))
     if finding:
-        # First: what ended the check explains the row before what the export noticed on the way.
+        # First: what ended the check is read before what the export noticed.
         check.result.findings.insert(0, finding)
     reason = explain.trim_error(exc)
     lines = [f"{name} could not {'export' if stage == 'export' else stage} the module {check.header}", reason]
     cause = with_cause(check.compiled, check.result.module, finding.detail if finding and finding.where else None)
-    # One name per cause: the finding's kind where it names the refusal, as the summary's cell does.
     named = finding.kind if finding is not None and finding.kind in ERROR_SITE_KINDS else "error_site"
     kind: CauseKind = "compiled_parts" if check.compiled else cast(CauseKind, named)
     if cause is not None:
         lines.append(f"Likely cause: {cause}")
-    else:  # no line of the user's to blame: the exporter's own words, already the message's second line
+    else:  # no user line to blame
         cause, kind = _unserializable(name, reason) if stage == "save" else _cache_out(check, reason), "exporter_error"
         if cause is not None:
             lines.append(f"Likely cause: {cause}")
@@ -293,8 +272,7 @@ _SERIALIZING = re.compile(r"Failed serializing node (\S+) in graph: .*?target=([
 
 
 def _cache_out(check: Check, reason: str) -> str | None:
-    """The dynamo ONNX exporter's refusal of a program that returns a KV cache (its tensors are lifted
-    constants it cannot place), where the recorded outputs hold one."""
+    """Explain the dynamo ONNX exporter's refusal of a returned KV cache (lifted constants)."""
     if "lifted_tensor" not in reason:
         return None
     caches = [p for p, _ in flatten(check.recorded.outputs)[0] if "cache" in p.lower() or "past" in p.lower()]
@@ -319,14 +297,14 @@ def _unserializable(name: str, reason: str) -> str | None:
 
 
 def roundtrip(check: Check, artifact: Any, ctx: ExportContext) -> Any:
-    """Save ``artifact`` under the scratch dir and load it back; kept too with --torchexport-keep-artifacts."""
+    """Save ``artifact`` under the scratch dir and load it back."""
     backend, result = check.backend, check.result
     directory = check.scratch / "artifact"
     directory.mkdir()
     t0 = time.perf_counter()
     files = _step(check, "save", backend.save, artifact, directory)
     result.extra["artifact_files"] = [p.name for p in files]
-    if check.options.keep_artifacts:  # before the load, so an artifact that does not load back is kept too
+    if check.options.keep_artifacts:  # before the load, so an artifact that fails to load is kept too
         check.artifact_dir = keep(result, check.options.keep_artifacts, _test_dirname(result), files)
     result.extra["artifact_bytes"] = sum(p.stat().st_size for p in files if p.exists())
     if len(files) > 1:
@@ -337,7 +315,7 @@ def roundtrip(check: Check, artifact: Any, ctx: ExportContext) -> Any:
                 "ship them together; the model file refers to the others by name",
             )
         )
-    # [Crash Preflight] On CUDA in the test's own process: first in a fresh one (standalone.py).
+    # [Crash Preflight] On CUDA, load first in a fresh process (standalone.py).
     check.loading = preflight(check)
     loaded = _step(check, "load", backend.load, directory, ctx)
     result.timings["load_s"] = time.perf_counter() - t0
@@ -345,9 +323,7 @@ def roundtrip(check: Check, artifact: Any, ctx: ExportContext) -> Any:
 
 
 def _step(check: Check, stage: str, fn: Any, *args: Any) -> Any:
-    """``fn(*args)`` as the check's ``stage`` ("save" or "load"), torch's noise kept quiet. What it
-    raises ends the check (``export_failed``): a backend's save raises anything (the export_error),
-    a runtime refuses a file in any way (the load_error)."""
+    """Run ``fn(*args)`` as the check's ``stage``; any exception ends the check."""
     runner.stage(check.result, stage)
     with quiet_torch():
         try:
@@ -356,7 +332,7 @@ def _step(check: Check, stage: str, fn: Any, *args: Any) -> Any:
             export_failed(check, exc, stage)
 
 
-# --- [Compiled Parts]: submodules the test scripted, traced or compiled before calling the module ---
+# --- submodules compiled in place before the call ---
 
 
 def compiled_parts(module: Any) -> list[tuple[str, str]]:
@@ -376,10 +352,9 @@ def compiled_parts(module: Any) -> list[tuple[str, str]]:
 
 
 def compiled_words(parts: list[tuple[str, str]], name: str) -> str:
-    """The cause's words: which parts, and that a fresh instance may export differently."""
+    """Which parts are compiled, and that a fresh instance may export differently."""
     listed = ", ".join(f"{path} ({what})" for path, what in parts[:4]) + (" ..." if len(parts) > 4 else "")
-    # The parts may be the class's own design (an __init__ that scripts a cell) or what a helper
-    # did to this instance; only the second makes a fresh instance differ, and both read true here.
+    # "may": parts compiled by the class itself, not a helper, do not make a fresh instance differ.
     return (
         f"{name} held compiled submodules when the test called it: {listed}; the exporter met that code, not "
         f"the Python code of those parts: where the test or a helper compiled them in place, a fresh {name} "
@@ -392,7 +367,7 @@ def compiled_finding(parts: list[tuple[str, str]], name: str) -> Finding:
 
 
 def with_cause(parts: list[tuple[str, str]], name: str, cause: str | None) -> str | None:
-    """``cause`` with the compiled parts named first (what the test did to the module)."""
+    """``cause`` with the compiled parts named first."""
     if not parts:
         return cause
     return compiled_words(parts, name) + (f"; {cause}" if cause else "")

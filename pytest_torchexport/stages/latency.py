@@ -1,11 +1,7 @@
 """Latency at the recorded input: eager and the artifact, a few warm calls each, interleaved.
 
-Interleaving (eager, artifact, eager, artifact, ...) puts both under the same machine
-load, so a busy CI runner slows both and the ratio stays honest; the median of a few
-warm calls ignores the one call a garbage collection or a thread pool start lands on.
-The first call of each is a warm-up and is not counted (caches); it runs after the search,
-which ran this input through both first, so lazy initialisation and TorchScript's
-profiling runs are behind it.
+Interleaving puts both under the same machine load, and the median ignores a call a garbage
+collection lands on. It runs after the search, so lazy initialisation is already done.
 """
 
 from __future__ import annotations
@@ -38,8 +34,7 @@ def record(check: Check) -> None:
     shared_ms = getattr(check.shared, "eager_ms", None)
     try:
         if shared_ms is not None:
-            # [One Search] eager was timed once for every backend, in the test's process at the
-            # children's one thread (shared_search.py): only the artifact is timed here.
+            # [One Search] Eager was timed once for every backend; time only the artifact.
             artifact_ms = time_calls(lambda a, k: check.backend.run(artifact, a, k), eager.device, args, kwargs)
             timings = None if artifact_ms is None else (shared_ms, artifact_ms)
         else:
@@ -64,8 +59,7 @@ def record(check: Check) -> None:
 
 
 def time_calls(fn: Any, device: str, args: Any, kwargs: Any) -> float | None:
-    """Median milliseconds of ``fn(args, kwargs)``: one warm-up, then as many timed calls as
-    ``CALLS`` and ``BUDGET_S`` allow (the warm-up alone where one call is slow)."""
+    """Median milliseconds of ``fn(args, kwargs)`` after one warm-up."""
     with torch.no_grad(), quiet_torch():
         warm = _timed(fn, device, args, kwargs)
         if warm > BUDGET_S / 2:
@@ -75,8 +69,7 @@ def time_calls(fn: Any, device: str, args: Any, kwargs: Any) -> float | None:
 
 
 def _timed(fn: Any, device: str, args: Any, kwargs: Any) -> float:
-    """Seconds of one ``fn(args, kwargs)`` on fresh copies of the inputs (a module that mutates its
-    inputs sees fresh ones, untimed), synchronised on CUDA."""
+    """Seconds of one call on fresh copies of the inputs, synchronised on CUDA."""
     a, k = fresh(args, kwargs)
     sync = torch.cuda.synchronize if device.startswith("cuda") else None
     if sync:
@@ -105,14 +98,11 @@ def measure(backend: Backend, artifact: Any, eager: Eager, args: Any, kwargs: An
     eager_s: list[float] = []
     artifact_s: list[float] = []
     with torch.no_grad(), quiet_torch():
-        # One warm-up: the search ran this very input through both first (its first explicit
-        # example), so TorchScript's profiling executor, which optimises on its second call,
-        # has had it; this call only brings the caches back after the search's other sizes.
+        # One warm-up is enough: the search already ran this input through both.
         second = timed(run_eager), timed(run_artifact)
         warm = sum(second)
         if warm > BUDGET_S:
-            # A slow call (a 268 MB output takes 0.4 s) has nothing left to warm: the warm-up
-            # calls are the measurement, and the check does not spend more forwards here.
+            # A slow call has nothing left to warm: the warm-up is the measurement.
             return second[0] * 1e3, second[1] * 1e3
         rounds = CALLS if warm * CALLS <= BUDGET_S else max(1, int(BUDGET_S / max(warm, 1e-9)))
         for _ in range(rounds):

@@ -1,20 +1,8 @@
 """[Eager Once] What eager says about the recorded call before anything is exported.
 
-Every backend's check of one call starts the same way: an eval copy of the module, the
-recorded call replayed on it (its outputs, the lines it ran, its measured peak memory and
-time), whether the test called it in training mode, whether it mutates its inputs or state,
-whether eager is deterministic, and the size budget that follows. None of it depends on the
-backend, and on a real model it is several forward passes (a vector quantizer's takes 19 s).
-
-``run_prelude`` computes it for one check. ``EagerOnce`` computes it once per recorded call
-(on the CPU: on a GPU it would initialise CUDA in the parent, which forked children cannot
-use) for all the checks that share it, in the test's process before the first check's
-child is forked (each child inherits it, copy-on-write), and hands each check the findings,
-report keys and, where eager settled the verdict (a usage error, a nondeterministic model),
-the status and message, with the check's own ``[backend=..]`` tag. It runs at one intra-op
-thread, as the children do, so the outputs and the measured time are the ones a check in
-its own child would have got. Inline checks each compute their own: they share a process,
-and an export may change the module copy it is given.
+The replay, mutation and determinism checks and the size budget do not depend on the backend, so
+``EagerOnce`` computes them once per call in the test's process, on the CPU (CUDA initialised
+there is unusable in forked children) and at one thread, as the children run. See docs/one-check.md.
 """
 
 from __future__ import annotations
@@ -46,35 +34,30 @@ class Prelude:
     """What every backend's check of one call on one device starts from."""
 
     eager: Eager
-    plan: InputPlan  # the assumed batch dim held where eager rejects it; sizes within the budget
-    options: Options  # examples cut where even the recorded size is past the time limit
-    recorded: Recorded  # the recorded call's inputs on the device, and eager's run of them
+    plan: InputPlan  # assumed dims held where eager rejects them; sizes within the budget
+    options: Options  # examples may be cut by the time limit
+    recorded: Recorded
     changed_state: list[str]  # buffers the call updated
     mutates_input: bool  # the call writes into its inputs
-    #: [One Search] the inputs every backend tries and eager's run of each (shared_search.py); None: each
-    #: check searches on its own (inline, CUDA, a module that changes its state or inputs)
+    #: [One Search] None: each check searches on its own
     shared: SharedInputs | None = None
 
 
 def run_prelude(module: torch.nn.Module, plan: InputPlan, device: str, options: Options, result: Result) -> Prelude:
-    """The prelude of a check (eager's stages, before the ``Check``); any may end it (``outcome.Stop``)."""
+    """Eager's stages of one check, before the ``Check`` exists; any may end it with ``outcome.Stop``."""
     eager = Eager(module, device)
-    if (
-        eager.refused is not None
-    ):  # a check of the live module, never a quiet one (selection.py says more where it chose it)
+    if eager.refused is not None:  # checking the live module is never done silently
         result.findings.append(
             Finding("reference_copy", f"eager ran the module the test called, not a copy: {eager.refused}")
         )
-    # 0. An assumed batch dim that eager rejects is not one (assumptions.py).
     plan = assumptions.hold_rejected_batch(plan, eager, options, result)
-    # 1. The example through eager: determinism and side effects.
     draw = recorded_draw(plan)
     args, kwargs = materialize(plan, draw, device)
     try:
         call = eager(args, kwargs, trace_lines=True, restore=False)
     except ModelRaised as raised:  # the user's model raising is a usage problem; a bug of ours surfaces
         exc = raised.error
-        # cause_kind "eager_replay" is what recording/selection.py reads to try the test's next call of the module.
+        # recording/selection.py reads "eager_replay" to try the test's next call of the module.
         why = (
             f"{module_name(module)} raises on its example inputs in eval mode under no_grad "
             f"({plan.describe()}): {type(exc).__name__}: {exc}"
@@ -102,8 +85,6 @@ def run_prelude(module: torch.nn.Module, plan: InputPlan, device: str, options: 
         )
     changed_state = eager.state_changed()
     eager.restore()
-    # Drawn sizes within what the machine holds: the recorded call's bytes and the peak memory and time
-    # measured on the eager run above, grown, against the memory allowance and the time limit (budget.py).
     plan, options = budget.bound(plan, (args, kwargs), call, result, options)
     mutates_input = not equal_trees(*_not_returned((args, kwargs), call.inputs_after, call.outputs))
     side_effects.side_effect_findings(result, mutates_input, changed_state, eager.module)
@@ -112,9 +93,7 @@ def run_prelude(module: torch.nn.Module, plan: InputPlan, device: str, options: 
 
 
 def _not_returned(before: Any, after: Any, outputs: Any) -> tuple[Any, Any]:
-    """The inputs before and after the call, less each argument that is itself among the outputs:
-    a decode step extends the KV cache it is handed and returns that cache, so its update is
-    compared as an output, and an exported step that returns the new cache reproduces it."""
+    """The inputs before and after the call, less each argument that is also returned (a KV cache)."""
     (a, k), (a_after, k_after) = before, after
     named = {id(v): ("arg", i) for i, v in enumerate(a_after) if not isinstance(v, torch.Tensor)}
     named.update({id(v): ("kwarg", n) for n, v in k_after.items() if not isinstance(v, torch.Tensor)})
@@ -135,8 +114,7 @@ def _not_returned(before: Any, after: Any, outputs: Any) -> tuple[Any, Any]:
 
 
 def training_finding(result: Result, module: torch.nn.Module, device: str, inputs: Any, eval_outputs: Any) -> None:
-    """``training_mode`` only where it matters: the recorded call's outputs differ between
-    the mode the test called the module in (training) and the mode it is checked in (eval)."""
+    """A ``training_mode`` finding, only if the outputs differ between train and eval mode."""
     args, kwargs = fresh(*inputs)
     try:
         with torch.no_grad():
@@ -166,15 +144,8 @@ def training_finding(result: Result, module: torch.nn.Module, device: str, input
 
 @dataclass(frozen=True)
 class Handed:
-    """What the shared prelude answers one check, one way; ``kind`` says which:
-
-    - ``"shared"``: ``prelude`` is eager's stages, computed once; their findings and report
-      keys are written into the check's result;
-    - ``"settled"``: eager settled the verdict (a usage error, a nondeterministic model), written
-      into the result with the check's own header: nothing is left to run;
-    - ``"own"``: it could not be computed here (it raised): the check computes its own in its
-      child, which reports whatever that is with its traceback, as an unshared check does.
-    """
+    """What the shared prelude answers one check: ``"shared"``, ``"settled"`` (nothing left to run),
+    or ``"own"`` (it raised; the check computes its own in its child)."""
 
     kind: Literal["shared", "settled", "own"]
     prelude: Prelude | None = None  # for "shared"
@@ -184,24 +155,24 @@ class Handed:
 class _Shared:
     """One call's prelude as computed in the test's process, for every check that shares it."""
 
-    kind: Literal["shared", "settled", "own"]  # what ``hand_over`` answers (``Handed``)
+    kind: Literal["shared", "settled", "own"]
     prelude: Prelude | None = None
-    stop: Stop | None = None  # "settled": the verdict eager settled, its message written per check's header
-    written: dict[str, Any] | None = None  # what the prelude wrote into its result besides a verdict (``Result.facts``)
-    handed: int = 0  # checks handed it so far
+    stop: Stop | None = None  # "settled": the verdict, its message rewritten per check's header
+    written: dict[str, Any] | None = None  # what the prelude wrote into its result besides a verdict
+    handed: int = 0
 
 
 class EagerOnce:
-    """The prelude of the checks of one test (or one ``check()`` call), once per module and device."""
+    """The prelude of one test's checks (or one ``check()`` call), computed once per module and device."""
 
     def __init__(self, body_s: float | None = None) -> None:
         #: [Search Budget] the test body's own seconds (None: no body, as for check())
         self.body_s = body_s
-        #: (which recorded call, module, device) -> its prelude
+        #: (recorded call, module, device) -> its prelude
         self._shared: dict[tuple[Any, int, str], _Shared] = {}
-        #: [Verdict Key] (call, module) -> the digest of the module and its inputs, for every backend (fingerprint.py)
+        #: [Verdict Key] (call, module) -> digest of the module and its inputs
         self.keys: dict[tuple[Hashable, int], str] = {}
-        #: [Shared Capture] (which recorded call, module, device) -> torch.export's capture of it (capture.py)
+        #: [Shared Capture] (recorded call, module, device) -> capture.py's capture
         self.captures: dict[Hashable, Any] = {}
 
     def hand_over(
@@ -214,21 +185,18 @@ class EagerOnce:
         *,
         session: Any = None,
     ) -> Handed:
-        """The shared prelude of ``call`` (a key: which of the test's recorded calls), what it
-        wrote and any verdict it settled written into ``result`` (a fresh check's)."""
+        """The shared prelude of ``call``; what it wrote and any verdict it settled go into ``result``."""
         key = (call, id(module), result.device)
         if key not in self._shared:
             self._shared[key] = _compute(module, plan, options, result, (session, self.body_s))
         shared = self._shared[key]
         if shared.prelude is not None:
             if shared.handed == 1:
-                # [Spare Copy] The first check's child (forked by now) copies the module it exports
-                # itself, while this process copies one, once, for the children forked after it.
+                # [Spare Copy] One copy here for all the children forked after the first.
                 shared.prelude.eager.keep_spare()
             shared.handed += 1
         if shared.written is not None:
-            # [Data Until Written] Copied as data: nothing the prelude wrote names the backend but the
-            # verdict's message, which is written again with this check's header.
+            # [Data Until Written] Only the verdict's message names the backend, and it is rewritten.
             result.take(shared.written)
         if shared.stop is not None:
             settle(result, shared.stop.outcome_for(tag(result)))
@@ -236,8 +204,7 @@ class EagerOnce:
 
 
 class SharedCall(NamedTuple):
-    """Which of a test's recorded calls a check is of (``call``), and the prelude cache the
-    checks of that test share (``once``): a check's way to its shared prelude and keys."""
+    """A check's way to its shared prelude."""
 
     once: EagerOnce
     call: Hashable
@@ -249,7 +216,7 @@ class SharedCall(NamedTuple):
 
     @property
     def digests(self) -> CallDigests:
-        """[Verdict Key] The memo of this call's digest, for the cache (``cache/facts.py``)."""
+        """[Verdict Key] This call's digest memo, for the cache (``cache/facts.py``)."""
         return CallDigests(self.once.keys, self.call)
 
 
@@ -262,7 +229,7 @@ def _compute(
 ) -> _Shared:
     template = copy.deepcopy(result)
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as in a check's child (runner.py): the same numbers, the same time
+    torch.set_num_threads(1)  # as in a check's child, so outputs and timings match
     stop = None
     try:
         with sources.collecting(template):
@@ -270,7 +237,7 @@ def _compute(
                 prelude = run_prelude(module, plan, template.device, options, template)
             except Stop as raised:
                 stop = raised
-            except Exception:  # noqa: BLE001 - raised again by the check's own prelude in its child, and reported there
+            except Exception:  # noqa: BLE001 - the check's own prelude raises it again in its child
                 return _Shared("own")
             else:
                 prelude.shared = _draw_once(prelude, search, template)
@@ -283,15 +250,13 @@ def _compute(
 
 
 def _draw_once(prelude: Prelude, search: tuple[Any, float | None], result: Result) -> SharedInputs | None:
-    """[One Search] The inputs of the call drawn and run through eager once, for every backend's
-    child; None where each check must search on its own (the call changes the module's state or
-    its inputs: eager restarts from the recorded state on each input, as the artifact must)."""
+    """[One Search] The call's inputs run through eager once for every backend; None for a stateful call."""
     session, body_s = search
     if session is None or prelude.changed_state or prelude.mutates_input:
         return None
     recorded = (prelude.recorded.draw, prelude.recorded.call)
     try:
-        # A bug of ours surfaces here rather than each check quietly searching on its own.
+        # No except: a bug of ours should surface.
         with torch.no_grad(), hypothesis_home(session.hypothesis_home):
             return draw_once(
                 prelude.eager, prelude.plan, prelude.options, session, recorded, body_s=body_s, result=result

@@ -1,30 +1,8 @@
-"""[Search Budget] What a test's checks may spend beyond their exports, what that counts, and what
-it leaves out first.
+"""[Search Budget] What a test's checks may spend beyond their exports, and what goes first.
 
-The budget (``limit_s``) is ``budget=`` / ``--torchexport-budget``, else ``BUDGET_MULTIPLE`` times
-the test body's own time, never below ``BUDGET_FLOOR_S`` (docs/howto-budget.md). On a 3-D
-DenseNet169 whose rows each spent 27-42 s beyond their exports, a 30 s budget was measured:
-the search kept within it, but the round trip, the standalone wait, the static-size probes and
-latency were outside its count.
-
-The budget counts everything a check does after its exports (``BudgetClock``, one per check):
-eager's runs in the test's process (the shared inputs, and eager's side of the latency and
-static-size probes), then in each check, from the end of ``exporting.build`` and
-``assumptions.recorded_size_export``, the side effects, the search, the wait for the standalone load, the static-size probes and latency.
-"The exports" are the export, its save and its load back (the round trip): the artifact a
-check needs before it can try any input, which nothing can shorten; the artifact's first run
-is counted (it is the side effects' or the search's first input). The standalone load is a
-verdict's input and is never cut, only counted. Where the budget is short, the findings and
-measurements go first, before any input the verdict rests on is left out: eager's latency and
-static-size runs in the test's process only where every shared input was tried and the budget
-also covers each check's artifact on them (about eager's time) and a forward on each side; each
-check's static-size probes and latency only where the time left covers one more input at its
-search's mean (at least a forward); an input is tried only where the time left covers one more
-at the mean so far (``BudgetClock.input_s``), so a row ends within the budget; what a row
-left out is named on its ``budget`` finding and key (``"skipped"``: ``"static_size probes"``,
-``"latency"``).
-
-The search's inputs are ordered by value in ``shared_search.py`` (``ALWAYS``: never left out).
+The budget counts everything after export, save and load (``BudgetClock``). When time is short,
+findings are dropped before inputs, and an input is tried only if one more fits at the mean so
+far. See docs/howto-budget.md.
 """
 
 from __future__ import annotations
@@ -42,13 +20,9 @@ if TYPE_CHECKING:
 
 #: [Search Budget] The default budget is this many times the test body's own time ...
 BUDGET_MULTIPLE = 10.0
-#: ... but never below this many seconds: a small model's whole search (25 drawn inputs and
-#: about 10 explicit ones, each through eager and every artifact) takes 0.1-2 s here, so the
-#: floor leaves it untouched even on a machine loaded 10x; a model whose forward takes seconds
-#: is what it bounds.
+#: ... but never below this many seconds, so a small model's search is never cut.
 BUDGET_FLOOR_S = 60.0
-#: Kinds the budget never leaves out ("scalar": eager at a Python scalar's other value, for
-#: side_effects.baked_arguments).
+#: Input kinds the budget never leaves out ("scalar" feeds side_effects.baked_arguments).
 ALWAYS = frozenset({"recorded", "bounds", "scalar"})
 
 
@@ -72,17 +46,14 @@ class Budget:
 
 @dataclass
 class BudgetClock:
-    """[Search Budget] One check's count against its budget: eager's time on the shared inputs and
-    findings (spent in the test's process, before the check forked), plus the check's own time
-    since its exports ended (module doc). ``untried``: the inputs the search left; ``skipped``:
-    the findings and measurements left out, both named on the row by ``budget_row``."""
+    """[Search Budget] One check's time against its budget: eager's shared time plus its own since its exports."""
 
     shared: SharedInputs
-    forward_s: float = 0.0  # eager's seconds at the recorded input: the least a later stage's call costs
+    forward_s: float = 0.0  # eager's time at the recorded input: the least a later call costs
     start: float = field(default_factory=time.perf_counter)
     untried: dict[str, int] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
-    input_s: float = 0.0  # the search's mean seconds per input here: what one call of a later stage costs
+    input_s: float = 0.0  # the search's mean seconds per input
 
     def __post_init__(self) -> None:
         self.skipped = [*self.shared.skipped, *self.skipped]
@@ -98,8 +69,7 @@ class BudgetClock:
         return self.shared.budget.limit_s - self.spent_s
 
     def allows(self, what: str) -> bool:
-        """Whether the time left covers ``what`` (one input at the search's mean, at least one forward
-        at the recorded input); else it is named as skipped."""
+        """Whether the time left covers one more input (at least one forward); else ``what`` is skipped."""
         if self.left_s >= max(self.forward_s, self.input_s):
             return True
         self.skipped.append(what)
@@ -107,7 +77,7 @@ class BudgetClock:
 
 
 def budget_row(clock: BudgetClock, result: Result) -> None:
-    """[Search Budget] The ``budget`` finding and key where the budget left inputs untried or findings out."""
+    """[Search Budget] Add the ``budget`` finding and key if inputs or findings were left out."""
     untried, skipped = clock.untried, list(dict.fromkeys(clock.skipped))
     total = sum(untried.values())
     if not total and not skipped:
@@ -146,9 +116,7 @@ def start(shared: SharedInputs | None, forward_s: float) -> BudgetClock | None:
 
 
 def affords(clock: BudgetClock | None, what: str) -> bool:
-    """Whether ``what`` (a finding or measurement after the verdict) runs: always without a budget;
-    never where the test's process already left eager's side of it out; else where the time left
-    covers it (``BudgetClock.allows``)."""
+    """Whether ``what`` (a finding or measurement after the verdict) still fits the budget."""
     if clock is None:
         return True
     if what in clock.skipped:
@@ -162,8 +130,7 @@ def until(clock: BudgetClock | None) -> float | None:
 
 
 def close(clock: BudgetClock | None, result: Result) -> None:
-    """The row's ``budget`` finding and key, and the check's own wall time after its exports
-    (``after_exports_s``, which benchmarks/real_suite.py adds to ``shared_s``)."""
+    """Write the row's ``budget`` finding and the check's wall time after its exports."""
     if clock is None:
         return
     budget_row(clock, result)

@@ -1,8 +1,4 @@
-"""What outlives one check: the backend registry, the example database, naming.
-
-Its own module so that every stage (and ``messages.py``) can name it without importing
-the engine that runs the stages.
-"""
+"""What outlives one check; its own module so every stage can name it without importing the engine."""
 
 from __future__ import annotations
 
@@ -19,13 +15,11 @@ class Session:
 
     backends: Mapping[str, Any] = field(default_factory=lambda: dict(BUILTIN_BACKENDS))
     database: Any = None  # a hypothesis ExampleDatabase, or None for none
-    #: Where hypothesis may write its own files (its constants cache) during the search:
-    #: pytest's cache dir under the plugin, never a new .hypothesis/ in the user's repo.
+    #: Where hypothesis writes its own files, never a new .hypothesis/ in the user's repo.
     hypothesis_home: str | None = None
     test: str | None = None
     nodeid: str | None = None
-    #: [Verdict Cache] where verdicts are reused (``cache.Cache``); None: every check runs
+    #: [Verdict Cache] ``cache.Cache``; None: every check runs
     cache: Any = None
-    #: [Warm Once] the session will check more than one test in this process: the exporters'
-    #: first use is paid here before the first check's child (``isolation/warmup.py``)
+    #: [Warm Once] more than one test is checked here, so warm the exporters (``isolation/warmup.py``)
     repeats: bool = False

@@ -46,10 +46,8 @@ def side_effect_findings(
 
 
 def update_site(module: Any, names: list[str]) -> tuple[str, int] | None:
-    """The first line of the model's code that updates one of the buffers ``names``: an
-    in-place method (``self.running_mean.mul_(0.9)``), an augmented assignment, an indexed
-    store or a rebinding of ``self.<buffer>`` in the owning module's ``forward``. Read from
-    the source (no call is made); None where it is not in the model's code."""
+    """The first line of the owner's ``forward`` that updates one of the buffers ``names``
+    (an in-place method, augmented or indexed assignment, or rebinding), read from the source."""
     for name in names:
         owner_path, _, attr = name.rpartition(".")
         try:
@@ -114,7 +112,7 @@ def check_determinism(result: Result, eager: Eager, inputs: tuple[Any, Any], out
 
 
 def _nondeterministic(result: Result, headline: str, why: str) -> None:
-    """[Eager Once] Shared by the checks of every backend: each writes the message with its own header."""
+    """[Eager Once] Raised once for every backend; each writes the message with its own header."""
 
     def written(header: str) -> str:
         return f"{headline} {header}: {why}"
@@ -123,9 +121,7 @@ def _nondeterministic(result: Result, headline: str, why: str) -> None:
 
 
 def check_side_effects(check: Check) -> None:
-    """The artifact must reproduce eager's side effects: its in-place updates of the inputs
-    and, call after call, of its state. Outputs are compared as the search compares them,
-    with the check's ``rtol``/``atol`` and ``compare=``."""
+    """The artifact must reproduce eager's in-place updates of the inputs and, call after call, of its state."""
     if check.mutates_input:
         _inputs_updated(check)
     if check.changed_state:
@@ -163,15 +159,15 @@ def _replayed(check: Check) -> bool:
 
 
 def _state_updated(check: Check) -> None:
-    """Lockstep calls: a lost buffer update shows on the second call. The test's own sequence
-    of calls when it recorded several (a stream of chunks), else 3 calls on the recorded input."""
+    """Eager and the artifact called in lockstep (the test's own calls, else 3 on the recorded input),
+    so a lost buffer update shows on the second call."""
     recorded, eager, runnable = check.recorded, check.eager, check.artifacts.runnable  # type: ignore[union-attr]  # exported
     steps = (
         list(check.steps) if check.steps is not None and _replayed(check) else [(recorded.args, recorded.kwargs)] * 3
     )
     target = check.backend.artifact_module(runnable)
     saved = snapshot(target)
-    compared: list[dict[str, Any]] = []  # each call's entry, the row's per_input where the calls decide
+    compared: list[dict[str, Any]] = []  # each call's entry for the row's per_input
     try:
         with quiet_torch():
             for call, (step_args, step_kwargs) in enumerate(steps, start=1):
@@ -203,8 +199,7 @@ def _state_updated(check: Check) -> None:
 
 
 def _call_entry(check: Check, call: int, cmp: Comparison) -> list[dict[str, Any]]:
-    """One lockstep call's entry for the row's ``per_input`` (what the HTML report plots): all on
-    the recorded input, so the calls tell apart where the artifact drops the update."""
+    """One lockstep call's entry for the row's ``per_input`` (plotted by the HTML report)."""
     if cmp.problem is not None or cmp.custom_message is not None:
         return []
     return [
@@ -219,9 +214,7 @@ def _call_entry(check: Check, call: int, cmp: Comparison) -> list[dict[str, Any]
 
 
 def _lost_state(check: Check, target: Any) -> tuple[str, Comparison] | None:
-    """The first updated buffer whose value in the artifact differs from eager's after a step,
-    within the check's ``rtol``/``atol`` (a loose tolerance for outputs allows for the same
-    rounding in the state that produced them; ``compare=`` judges outputs only)."""
+    """The first updated buffer whose artifact value differs from eager's (``compare=`` judges outputs only)."""
     if not isinstance(target, torch.nn.Module):
         return None  # an artifact without buffers (ONNX): its outputs tell
     mine = dict(target.named_buffers())
@@ -237,9 +230,7 @@ def _lost_state(check: Check, target: Any) -> tuple[str, Comparison] | None:
 
 
 def _recorded_input(check: Check, compared: int, cmp: Comparison | None = None) -> None:
-    """The row's numbers for a verdict the lockstep calls made: the calls compared (all on the
-    recorded input, which is the failing one), its sizes, and the greatest errors, so the row
-    says what its message says."""
+    """Fill the row's numbers for a verdict made by the lockstep calls, so the row matches its message."""
     result, recorded = check.result, check.recorded
     result.examples = compared
     result.failing_example = {
@@ -313,9 +304,7 @@ def varied_scalars(plan: Any, recorded: Draw) -> dict[int, tuple[Any, Draw]]:
 
 
 def baked_arguments(check: Check) -> None:
-    """Python scalars are kept as recorded, but an artifact that ignores them is worth saying
-    (judged with the check's ``rtol``/``atol`` and ``compare=``, as the search judges).
-    [One Search] Eager's run at each other value is the shared one where the test's process made it."""
+    """A finding where the artifact ignores a Python scalar argument ([One Search]: eager's runs are shared)."""
     plan, shared = check.plan, check.shared
     for index, (other, varied) in varied_scalars(plan, check.recorded.draw).items():
         value = plan.scalars[index]

@@ -1,29 +1,8 @@
-"""[Static Sizes] The sizes nobody declared: the recorded inputs' other dims at a few nearby sizes.
+"""The sizes nobody declared: after a pass, each static dim is tried at n-1, n+1 and 2n.
 
-With no ``dims=``/``dynamic=``/``inputs=``, only the batch varies in the search, and every
-other dim keeps its recorded size: a 1-D U-Net traced at length 33 passes, though the trace
-baked 33 into a pad and fails at 32. After a pass, each static dim of the recorded inputs
-(size >= 1) is tried at ``n - 1``, ``n + 1`` and ``2 * n``: ``n +- 1`` is where a size baked
-in as a constant (a reshape to the recorded size, a Linear over a flattened length, a static
-ONNX dim) breaks and where odd and even differ (pooling, strides); ``2 * n`` keeps every
-factor of ``n``, so a model that takes only multiples of its stride still gets a size eager
-accepts. The recorded values are resized along that dim (rows repeat, as the search resizes
-them). Where eager rejects all three, the dim is tried again together with every other
-static dim of the same size (a mask's length follows the ids' length).
-
-Where eager accepts a size and the artifact raises or differs there, the row gets a
-``static_size`` finding naming the input, the dim, the sizes tried and the ``dynamic=``/``dims=``
-line that makes the dim a checked requirement. A finding, not a failure: which sizes are
-served is the user's decision. Its cost is a few eager calls (most raise at once where the
-model takes one size) and at most one artifact call per size eager accepts, capped by
-``MAX_DIMS`` dims and a tenth of the search's time (``SHARE``, at least ``MIN_S``); stateful
-modules are not probed (each call would start from another state).
-
-[Static Sizes Once] Eager's side of the probe does not depend on the backend: where the checks
-share one search (shared_search.py), ``eager_runs`` makes eager's calls at these sizes once, in
-the test's process, and every backend's child reads them from ``SharedInputs.sizes`` (inherited
-through the fork, as the search's eager outputs are), so a child pays only its artifact's calls.
-A size the shared run did not reach (its deadline, its memory) is run by the child.
+n±1 is where a size baked into the artifact breaks; 2n keeps every factor of n for stride-bound
+models. Where eager accepts a size and the artifact fails, the row gets a ``static_size``
+finding, never a failure. See docs/howto-dims.md.
 """
 
 from __future__ import annotations
@@ -44,8 +23,7 @@ from .check import Check
 
 #: Static dims probed per check, in input order: each costs up to three eager calls.
 MAX_DIMS = 4
-#: [Static Sizes] The probe's time: this share of the search's, or at least MIN_S seconds. It
-#: stops at the first size past it (a model whose eager call takes seconds gets fewer sizes).
+#: The probe's time: this share of the search's, or at least MIN_S seconds.
 SHARE, MIN_S = 0.1, 2.0
 
 
@@ -90,13 +68,9 @@ def eager_runs(
     per_input_byte: float,
     until: float | None = None,
 ) -> dict[Any, EagerCall | None]:
-    """[Static Sizes Once] Eager at the sizes ``probe`` tries, once for every backend: (axes, size)
-    -> eager's call there, or None where eager refuses the size. The same dims, order, cap
-    (``MAX_DIMS``) and deadline (a ``SHARE`` of ``seconds``, eager's time on the shared inputs)
-    as the probe; outputs are held while they fit in ``room`` bytes, and a size whose outputs would
-    not (``per_input_byte``: the recorded call's output bytes per input byte, raised by what each
-    run gives) is left to the children. ``until``: the search budget's end (shared_search.py), where
-    it comes first."""
+    """Eager at the sizes ``probe`` tries, once for every backend: (axes, size) -> call, or None if refused.
+
+    Outputs are held while they fit in ``room`` bytes; larger ones are left to the children."""
     runs: dict[Any, EagerCall | None] = {}
     t0 = time.perf_counter()
     deadline = min(t0 + max(MIN_S, SHARE * seconds), math.inf if until is None else until)
@@ -113,8 +87,7 @@ def eager_runs(
             args, kwargs = _resized(recorded, axes, near)
             given = nbytes((args, kwargs))
             if per_input_byte * given > room:
-                # [Unheld Not Run Here] (shared_search.py) its outputs would not be held: each child that
-                # probes this size runs eager there itself (static_sizes._try), so it is not run here too.
+                # Too large to hold: each child runs eager on it itself (_try).
                 accepted = True
                 continue
             try:
@@ -148,8 +121,7 @@ def nearby(size: int) -> list[int]:
 
 
 def probe(check: Check, *, until: float | None = None) -> None:
-    """After a pass: the ``static_size`` findings (module doc). Never changes the verdict.
-    ``until``: the search budget's end (shared_search.py), where it comes first."""
+    """Add the ``static_size`` findings after a pass; never changes the verdict."""
     if declared(check) or check.mutates_state or check.artifacts is None:
         return
     t0 = time.perf_counter()
@@ -184,7 +156,7 @@ def _resized(recorded: tuple[Any, Any], axes: list[tuple[int, int]], size: int) 
         tensor = leaves[index]
         shape = list(tensor.shape)
         shape[axis] = size
-        leaves[index] = resize_like(tensor, shape, edge=True)  # a dim that is no batch: its rows are ordered
+        leaves[index] = resize_like(tensor, shape, edge=True)  # not a batch dim: keep its rows in order
     return pytree.tree_unflatten(leaves, spec)
 
 
@@ -194,7 +166,7 @@ def _try(check: Check, found: Probe, deadline: float) -> Probe:
             break
         args, kwargs = _inputs(check, found.axes, size)
         shared = getattr(check.shared, "sizes", {})
-        if (tuple(found.axes), size) in shared:  # [Static Sizes Once] eager ran it in the test's process
+        if (tuple(found.axes), size) in shared:  # eager already ran it in the test's process
             held = shared[(tuple(found.axes), size)]
             if held is None:
                 continue
@@ -223,8 +195,7 @@ def _try(check: Check, found: Probe, deadline: float) -> Probe:
 
 
 def _rounding(check: Check, key: Any, inputs: tuple[Any, Any], judged: tuple[Any, Any, Any]) -> bool:
-    """[Noise Oracle] Under default tolerances, a difference as close to float64 as eager's own is
-    rounding at that size, not a size the artifact does not serve (as the search judges it)."""
+    """[Noise Oracle] Under default tolerances, a difference as close to float64 as eager's is rounding."""
     if check.rtol is not None or check.atol is not None or check.options.compare is not None:
         return False
     expected, actual, cmp = judged
