@@ -93,3 +93,23 @@ def test_latency_column_only_where_it_leaves_the_cause_its_column():
     )
     narrow = summary_lines(timed, width=80)
     assert "ms e/a" not in narrow[0] and summary_lines(results(), width=80) == narrow
+
+
+def test_a_sentence_every_backend_of_a_test_shares_is_said_once():
+    said = "timm:resnet18x: timm is not installed in this environment (/venv/bin/python)."
+    rows = [
+        Result(
+            backend=b, device="cpu", status="usage_error", test="timm:resnet18x", likely_cause=said, cause_kind="usage"
+        )
+        for b in ("trace", "script", "onnx")
+    ]
+    frozen = Finding("frozen_branch", "a branch was frozen", "models.py:19")
+    rows += [
+        Result(
+            backend=b, device="cpu", status="mismatch", test="test_gate", findings=[frozen], cause_kind="frozen_branch"
+        )
+        for b in ("trace", "onnx")
+    ]
+    text = "\n".join(summary_lines(rows, width=80))
+    assert text.count("timm is not installed") == 1 and text.count("as above") == 2, text
+    assert text.count("frozen_branch models.py:19") == 2, text  # a finding's line stays on each row

@@ -1,10 +1,8 @@
-"""The summary table: one fixed-width row per test and backend (the terminal summary,
-``str(report)``), and the cells every rendering of a row writes alike: this table, the
-Markdown report (``markdown.py``), the HTML page (``html.py``) and the summary's lines.
+"""The summary table (one fixed-width row per test and backend) and the cells that every
+rendering of a row (terminal, Markdown, HTML) writes alike.
 
-Pure text from ``Result`` fields: nothing here prints; the plugin decides where the lines go.
-Text at the edge ([Data Until Written]): each cell reads a ``Result``'s fields and returns a
-string that nothing reads back.
+Pure text: nothing here prints. [Data Until Written] Each cell reads a ``Result``'s fields
+and returns a string that nothing reads back. See docs/report.md.
 """
 
 from __future__ import annotations
@@ -25,12 +23,17 @@ def summary_lines(results: list[Result], width: int = 100) -> list[str]:
     if not results:
         return []
     rows = []
+    previous: tuple[str | None, str, str] | None = None
     for r, name in zip(results, _short_tests(results)):
         backend = r.backend if r.device == "cpu" else f"{r.backend}/{r.device}"
         status = f"{r.status} (cached)" if r.extra.get("cached") else r.status  # [Verdict Cache] reused
-        rows.append((name, r.module or "-", backend, status, format_err(r.max_abs_err), examples_cell(r), r.cause))
-    # The latency column only when some row was timed, and only where it does not push a
-    # cause out of its column: the cause is what a reader acts on (latency is in the report).
+        cause, this = r.cause, (r.test or name, r.status, r.cause)
+        # A sentence every backend of a test shares (a model that could not be built) is said once.
+        if this == previous and len(cause) > _SAID_ONCE:
+            cause = "as above"
+        previous = this
+        rows.append((name, r.module or "-", backend, status, format_err(r.max_abs_err), examples_cell(r), cause))
+    # A latency column only where it does not push the cause, which a reader acts on, out of its column.
     latencies = [format_latency(r.extra.get("latency_ms")) for r in results]
     if any(r.extra.get("latency_ms") for r in results):
         timed = [(*row[:-1], cell, row[-1]) for row, cell in zip(rows, latencies)]
@@ -41,12 +44,11 @@ def summary_lines(results: list[Result], width: int = 100) -> list[str]:
 
 
 def table_lines(rows: Sequence[tuple[str, ...]], width: int, header: tuple[str, ...] | None = None) -> list[str]:
-    """The summary's layout for rows of (test, module, backend, status, max err, examples, [ms e/a,] cause)."""
+    """The summary's layout for rows whose last cell is the cause."""
     header = header or ("test", "module", "backend", "status", "max err", "ex", "cause")
     fixed = _widths(rows, header)
     indent = sum(fixed) + 2 * len(fixed)
-    # The cause is what a reader acts on, so it wraps instead of being cut to a stub: in its
-    # column when the column is wide enough, else on indented lines under the row.
+    # The cause wraps rather than being cut: in its column if wide enough, else under the row.
     below = _cause_below(rows, header, width)
     lines = []
     for row in (header, *rows):
@@ -63,24 +65,27 @@ def table_lines(rows: Sequence[tuple[str, ...]], width: int, header: tuple[str, 
 
 def _widths(rows: Sequence[tuple[str, ...]], header: tuple[str, ...]) -> list[int]:
     fixed = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header[:-1])]
-    fixed[0] = min(fixed[0], max(_NAME, *(len(row[0]) for row in rows)))  # [Alike At 80] never cut again
-    fixed[1] = min(fixed[1], 20)  # the module's class: enough to tell the model from a helper
+    fixed[0] = min(fixed[0], max(_NAME, *(len(row[0]) for row in rows)))  # names already cut by _short_tests
+    fixed[1] = min(fixed[1], 20)  # enough to tell the model from a helper
     return fixed
 
 
 def _cause_below(rows: Sequence[tuple[str, ...]], header: tuple[str, ...], width: int) -> bool:
     fixed = _widths(rows, header)
     column = width - (sum(fixed) + 2 * len(fixed))
-    # A word longer than the column (a long path:line) would be clipped there: under the row it fits.
+    # A word longer than the column (a long path:line) would be clipped there.
     return column < _MIN_CAUSE or any(len(word) > column for row in rows for word in row[-1].split()[:3])
 
 
-_MIN_CAUSE = 30  # narrower than this, a cause column shows a stub: put the cause under the row
+_MIN_CAUSE = 30  # a narrower cause column shows a stub: put the cause under the row
 _CAUSE_LINES = 3
+#: A cause longer than this that a test's next row repeats is written "as above" there: a finding with its
+#: line (`frozen_branch models.py:19`) stays on each row, a sentence is said once.
+_SAID_ONCE = 48
 
 
 def _wrap(text: str, width: int) -> list[str]:
-    """``text`` in lines of ``width``, at most ``_CAUSE_LINES`` of them (the last one clipped)."""
+    """``text`` in at most ``_CAUSE_LINES`` lines of ``width``."""
     lines = textwrap.wrap(text, width, break_on_hyphens=False)
     if len(lines) > _CAUSE_LINES:
         lines = [*lines[: _CAUSE_LINES - 1], _clip(" ".join(lines[_CAUSE_LINES - 1 :]), width)]
@@ -98,7 +103,7 @@ def _test_name(r: Result) -> str:
         base, _, params = name.partition("[")
         params = re.sub(r"-?torchexport-[^\]]*$", "", params.rstrip("]"))
         name = f"{base}[{params}]" if params else base
-    call = r.extra.get("call")  # one row per kind of call the test made (recording/kinds.py)
+    call = r.extra.get("call")  # one row per kind of call the test made
     return f"{name} ({call})" if call else name
 
 
@@ -110,11 +115,8 @@ _NAME = 32  # the test column's width
 
 
 def _short_tests(results: list[Result]) -> list[str]:
-    """[Alike At 80] Each row's short test name, never one two different tests share:
-    ``test_model_forward[1-test_resnet]`` and ``test_model_forward_torchscript[1-test_resnet]``
-    both clip to ``test_model_forw…t[1-test_resnet]``, and a reader could not tell the failing
-    item from the passing one. Names that clip alike are cut again from a few characters
-    before where they first differ, so the difference shows."""
+    """Each row's short test name, never one that two different tests share: names that clip
+    alike are cut again from just before where they first differ."""
     full = [_test_name(r) for r in results]
     short = [_clip_middle(n) for n in full]
     groups: dict[str, set[str]] = {}
@@ -124,12 +126,12 @@ def _short_tests(results: list[Result]) -> list[str]:
         if len(names) < 2:
             continue
         ordered = sorted(names)
-        # the longest prefix any two of them share: the cut starts a little before its end
+        # the cut starts a little before the end of the longest shared prefix
         common = max(len(os.path.commonprefix([a, b])) for a in ordered for b in ordered if a != b)
         start = max(0, common - 6)
         fixed = {n: _clip_middle(("…" if start else "") + n[start:]) for n in ordered}
         if len(set(fixed.values())) < len(fixed):
-            fixed = {n: n for n in ordered}  # past any cut that keeps them apart: whole
+            fixed = {n: n for n in ordered}  # no cut keeps them apart: whole
         short = [fixed.get(f, s) if s == clipped else s for s, f in zip(short, full)]
     return short
 
@@ -137,14 +139,13 @@ def _short_tests(results: list[Result]) -> list[str]:
 #: A cause shared by this many failing checks of one backend is also said once, with its count.
 SHARED_CAUSE = 3
 
-#: An object's address in a cause (``<function BertConfig.__init__ at 0x7f4c...>``): one process's
-#: detail, which would split a cause the rows of several workers share.
+#: An object's address in a cause: it differs per process and would split a shared cause.
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 @dataclass(frozen=True)
 class SharedCause:
-    """One cause that ``SHARED_CAUSE`` or more failing checks of one backend share, and those rows."""
+    """A cause that ``SHARED_CAUSE`` or more failing checks of one backend share, and those rows."""
 
     backend: str
     status: str
@@ -152,15 +153,14 @@ class SharedCause:
     rows: tuple[Result, ...]
 
     def tests(self, shown: int = 3) -> str:
-        """The tests it fails, each name once (a test with several kinds of call has a row per kind)."""
+        """The tests it fails, each name once."""
         names = list(dict.fromkeys((r.test or r.nodeid or "?").rsplit("::", 1)[-1] for r in self.rows))
         more = len(names) - shown
         return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
 
 
 def shared_causes(results: list[Result]) -> list[SharedCause]:
-    """The causes many failing checks share, most rows first (29 ``script`` rows of transformers
-    models failing at the config's ``**kwargs``): a reader sees one thing to fix, not 29."""
+    """The causes many failing checks share, most rows first: one thing to fix, not many."""
     groups: dict[tuple[str, str, str], list[Result]] = {}
     for r in results:
         if r.failed and r.cause:
@@ -173,7 +173,7 @@ def shared_causes(results: list[Result]) -> list[SharedCause]:
 
 
 def shared_cause_lines(results: list[Result]) -> list[str]:
-    """One line per shared cause (``shared_causes``), with its count and the tests."""
+    """One line per shared cause, with its count and the tests."""
     return [
         f"torchexport: {len(g.rows)} {g.backend} checks are {g.status} for one cause: {g.cause} ({g.tests()})"
         for g in shared_causes(results)
@@ -192,8 +192,7 @@ def format_err(value: float | None) -> str:
 
 
 def examples_cell(r: Result) -> str:
-    """Inputs tried, and the short form of ``compared`` where a row rests on less than all of
-    its outputs: ``11 (0 el)`` compared no element, ``11 (60% el)`` part of them."""
+    """Inputs tried, and the share of output elements compared where not all: ``11 (60% el)``."""
     compared = r.extra.get("compared")
     if not compared or r.failed or compared["elements"] >= compared["of"] > 0:
         return str(r.examples)
@@ -203,7 +202,7 @@ def examples_cell(r: Result) -> str:
 
 
 def format_latency(latency: dict[str, Any] | None) -> str:
-    """``eager/artifact`` milliseconds, two significant digits: ``1.9/0.8``."""
+    """``eager/artifact`` milliseconds: ``1.9/0.8``."""
     if not latency:
         return "-"
     return f"{_ms(latency['eager'])}/{_ms(latency['artifact'])}"
