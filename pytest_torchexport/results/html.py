@@ -1,15 +1,9 @@
-"""The session report as one self-contained HTML page (docs/html-report.md; ``.html`` paths).
+"""The session report as one self-contained HTML page.
 
-``page(rows, environment)`` turns the report's rows (the JSON writer's dicts) into what the
-template lays out: the test x backend matrix with its counts, each row's details, the
-migration panel and the environment. Every value comes from a row's keys, never from its
-message text (which is shown as written). ``render`` fills ``templates/report.html.j2``
-(jinja2) and draws each row's per-input plot (``plots.py``, pygal): scripts, styles and
-pictures inline, a ``Content-Security-Policy`` of ``default-src 'none'``, so the file
-fetches nothing when it is opened.
-
-Nothing here imports torch or pytest: ``python -m pytest_torchexport merge -o out.html``
-renders a merged report without either.
+``page`` turns the report's rows (JSON dicts) into what ``templates/report.html.j2`` lays out;
+every value comes from a row's keys, never from its message text. Everything is inline and
+the page fetches nothing. Nothing here imports torch or pytest, so ``merge`` can render
+without either. See docs/html-report.md.
 """
 
 from __future__ import annotations
@@ -23,7 +17,7 @@ from typing import Any
 
 from .._compat import package_version
 from . import plots
-from .report import CAUSE_KIND_DOCS, FAILING, STATUS_DOCS, STATUSES, Result
+from .report import CAUSE_KIND_DOCS, FAILING, STATUS_DOCS, STATUSES, TIMING_DOCS, Result
 from .table import format_err, format_latency
 
 #: The ``html`` extra: what the page needs beyond the plugin's own dependencies.
@@ -31,17 +25,17 @@ REQUIRED = ("jinja2", "pygal")
 INSTALL = "pip install 'pytest-torchexport[html]'"
 #: Lines of the user's source shown around a cause's line.
 CONTEXT_LINES = 2
-#: The backends whose rows say whether a TorchScript user's module is ready for torch.export.
+#: The backends of a TorchScript user, for the migration panel.
 TORCHSCRIPT = ("trace", "script")
 
 
 def missing() -> list[str]:
-    """The ``html`` extra's packages not installed here (empty when the page can be written)."""
+    """The ``html`` extra's packages not installed here."""
     return [name for name in REQUIRED if importlib.util.find_spec(name) is None]
 
 
 def missing_message(option: str) -> str | None:
-    """What to install for an HTML report, naming the option that asked for one; None when nothing."""
+    """What to install for an HTML report, naming the option that asked for one; or None."""
     absent = missing()
     if not absent:
         return None
@@ -65,7 +59,7 @@ def _templates() -> Any:
 
 def render(rows: list[dict[str, Any]], environment: dict[str, Any], session: dict[str, Any] | None = None) -> str:
     """The page for ``rows`` (report dicts), as one string of HTML; ``session``: the session's totals."""
-    from markupsafe import Markup  # jinja2's own dependency: pygal's SVG goes in unescaped
+    from markupsafe import Markup  # a jinja2 dependency; pygal's SVG goes in unescaped
 
     env = _templates()
     view = page(rows, environment, session)
@@ -77,8 +71,7 @@ def render(rows: list[dict[str, Any]], environment: dict[str, Any], session: dic
 
 
 def extra(row: dict[str, Any]) -> str:
-    """One row's verdict and plot as an HTML fragment, for another report's page (pytest-html's
-    extras): the plot keeps its own stylesheet, scoped to the chart."""
+    """One row's verdict and plot as an HTML fragment for another page (pytest-html's extras)."""
     from markupsafe import Markup
 
     detail = _detail(0, row, Result.from_dict(row))
@@ -90,9 +83,7 @@ def extra(row: dict[str, Any]) -> str:
 def page(
     rows: list[dict[str, Any]], environment: dict[str, Any], session: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """What the template lays out, from the rows alone (no plot: ``render`` draws those), and
-    ``session``'s totals where one session wrote them (items apart from rows, wall time apart
-    from the checks' summed time)."""
+    """What the template lays out, from the rows alone (``render`` draws the plots)."""
     results = [Result.from_dict(row) for row in rows]
     counts = Counter(r.status for r in results)
     columns = list(dict.fromkeys(_column(r) for r in results))
@@ -118,6 +109,8 @@ def page(
         "cause_docs": CAUSE_KIND_DOCS,
         "migration": migration(rows),
         "timings": _session_timings(results, session),
+        "timing_docs": TIMING_DOCS,
+        "any_cached": any(r.extra.get("cached") for r in results),
     }
 
 
@@ -146,7 +139,7 @@ def _detail(index: int, row: dict[str, Any], r: Result) -> dict[str, Any]:
     """One row's expandable part."""
     example = r.failing_example or {}
     latency = row.get("latency_ms")
-    # The cause of a verdict: a passing row has none (its findings, static_size among them, are notes).
+    # A passing row has no cause: its findings are notes.
     cause_finding = _cause_finding(r) if r.status != "pass" else None
     return {
         "id": f"row-{index}",
@@ -155,7 +148,7 @@ def _detail(index: int, row: dict[str, Any], r: Result) -> dict[str, Any]:
         "nodeid": r.nodeid or r.test or "",
         "module": r.module
         + (f".{row['method']}" if row.get("method") else "")
-        + (f" ({row['call']} call)" if row.get("call") else ""),  # one row per kind of call the test made
+        + (f" ({row['call']} call)" if row.get("call") else ""),
         "backend": _column(r),
         "status": r.status,
         "failing": r.failed,
@@ -192,8 +185,7 @@ def _detail(index: int, row: dict[str, Any], r: Result) -> dict[str, Any]:
 
 
 def replay_command(r: Result) -> str | None:
-    """What reproduces a failing row: its replay file where one was saved, else the command
-    that runs the check again and saves one (a model by name through ``check``)."""
+    """The command that reproduces a failing row: its replay file, else a rerun that saves one."""
     if not r.failed:
         return None
     repro = (r.failing_example or {}).get("repro")
@@ -207,7 +199,7 @@ def replay_command(r: Result) -> str | None:
 
 
 def within_text(row: dict[str, Any]) -> str | None:
-    """A row none of whose inputs failed, in one line instead of a plot of dots on one side of the line."""
+    """A row none of whose inputs failed, in one line instead of a plot."""
     entries = [e for e in row.get("per_input") or [] if e.get("max_abs") is not None]
     if not entries or any(e.get("status", "pass") != "pass" for e in entries):
         return None
@@ -238,7 +230,7 @@ def _cause_finding(r: Result) -> Any:
     return None
 
 
-#: The order a reader takes findings in: what explains the verdict, then what qualifies it, then notes.
+#: Findings in reading order: what explains the verdict, what qualifies it, then notes.
 _RANK = (
     "frozen_branch",
     "frozen_value",
@@ -276,7 +268,7 @@ _RANK = (
 
 
 def ranked_findings(r: Result) -> list[dict[str, Any]]:
-    """The row's findings, the cause's own first, then by ``_RANK`` (unknown kinds last, as found)."""
+    """The row's findings, the cause's own first, then by ``_RANK``."""
 
     def rank(item: tuple[int, Any]) -> tuple[int, int, int]:
         i, f = item
@@ -310,18 +302,14 @@ def _input(spec: dict[str, Any]) -> str:
 
 
 def migration(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """[Migration] The modules checked on ``trace`` or ``script`` and their ``export`` row's verdict.
-
-    One line per (test, module, device) that has a TorchScript row: its TorchScript statuses,
-    the export row's status (None where export was not run) and, where it does not pass, the
-    export row's cause: what stands between the module and ``torch.export``.
-    """
+    """The modules checked on ``trace`` or ``script`` beside their ``export`` row's verdict:
+    what stands between each module and ``torch.export``."""
     groups: dict[tuple[str, str, str], dict[str, Result]] = {}
     for row in rows:
         r = Result.from_dict(row)
-        # The method is part of what migrates: ResNet.forward_intermediates is not ResNet.forward.
+        # The method and the kind of call each migrate on their own.
         module = r.module + (f".{row['method']}" if row.get("method") else "")
-        module += f" ({row['call']} call)" if row.get("call") else ""  # each kind of call migrates on its own
+        module += f" ({row['call']} call)" if row.get("call") else ""
         groups.setdefault((_test(r), module, r.device), {})[r.backend] = r
     out = []
     for (test, module, device), by_backend in groups.items():
@@ -345,13 +333,12 @@ def migration(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _session_timings(results: list[Result], session: dict[str, Any] | None = None) -> list[tuple[str, str]]:
-    """Seconds spent per stage over all rows, largest first: where the session's time went.
-    The session's wall time comes first where it is known, then the checks' own times summed
-    (``total_s``: checks run side by side, so the sum is not time the session took)."""
+    """Seconds per stage over all rows, largest first, after the session's wall time. The
+    checks' summed ``total_s`` is not the session's time: checks run side by side."""
     totals: Counter[str] = Counter()
     for r in results:
         for stage, seconds in r.timings.items():
-            totals[stage] += seconds  # type: ignore[assignment]  # a Counter of float seconds
+            totals[stage] += seconds  # type: ignore[assignment]  # float seconds
     whole = totals.pop("total_s", None)
     ranked = [(stage, f"{seconds:.2f}") for stage, seconds in totals.most_common()]
     head = [("session wall time", f"{session['wall_s']:.2f}")] if session and session.get("wall_s") is not None else []

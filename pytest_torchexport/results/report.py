@@ -1,9 +1,7 @@
 """Result records (JSON round-trippable): the data model of every row and report.
 
-Pure data: nothing here prints, writes files, renders text for a reader or imports torch.
-The renderings are their own modules, written from these fields at the edge: the summary
-table and the cells every rendering shares (``table.py``), Markdown (``markdown.py``), the HTML
-page (``html.py``). ``check()`` users get the same objects.
+Pure data: nothing here prints, writes files or imports torch; ``table.py``, ``markdown.py``
+and ``html.py`` render these fields. ``check()`` users get the same objects. See docs/report.md.
 """
 
 from __future__ import annotations
@@ -20,8 +18,8 @@ from .table import summary_lines
 
 REPORT_VERSION = 1
 
-#: Every status a result can carry (docs/statuses.md), best first. The order is what
-#: "got worse" means for baselines. A closed type: ``Result.from_dict`` refuses any other.
+#: Every status a result can carry (docs/statuses.md), best first: the order defines "got
+#: worse" for baselines. ``Result.from_dict`` refuses any other.
 Status = Literal[
     "pass",
     "xfail",
@@ -125,14 +123,11 @@ FINDING_DOCS: dict[str, str] = {
     "right and a rewrite onnxruntime applies at load changes the result (the levels, the onnxruntime version)",
 }
 
-#: What kind of cause ``Result.likely_cause`` is (the report's ``cause_kind``). The first group
-#: is what the engine's experiments and findings found: the message writes it on its
-#: "Likely cause:" line. The second is the reason the check itself states (a skip, a usage
-#: error, the exporter's own error, a time limit): the message says it in its own words.
+#: What kind of cause ``Result.likely_cause`` is. The first group is what the engine found,
+#: written on the message's "Likely cause:" line; the second is a reason the check states itself.
 CauseKind = Literal[
     "compiled_parts",
-    # The export, save or load raised at a line of the model's: what kind of refusal it is, where
-    # the exporter's words tell (one name, the finding's, in every format), else ``error_site``.
+    # An export, save or load error at a line of the model's, by the exporter's words, else ``error_site``.
     "data_dependent_branch",
     "unsupported_op",
     "unsupported_python",
@@ -180,6 +175,32 @@ ERROR_SITE_KINDS: frozenset[str] = frozenset(
 #: The kinds the message writes on its "Likely cause:" line.
 FOUND_CAUSES: frozenset[CauseKind] = frozenset(CAUSE_KINDS[: CAUSE_KINDS.index("numeric") + 1])
 #: What each cause kind means; docs/report.md lists them.
+#: What each key of a row's ``timings`` counts, in seconds (the HTML page's legend; docs/report.md).
+TIMING_DOCS: dict[str, str] = {
+    "export_s": "the backend's own export work (without the capture it started from)",
+    "capture_s": "torch.export's capture the export started from, shared by the test's backends or its own",
+    "load_s": "saving the artifact and loading it back",
+    "search_s": "the hypothesis search: drawing inputs, eager's and the artifact's runs, comparing",
+    "run_s": "time inside the artifact, within the search",
+    "reference_s": "eager's forwards on the drawn inputs",
+    "compare_s": "comparing outputs, float64 runs of eager included",
+    "localize_s": "finding the first module whose output differs, after a mismatch",
+    "static_size_s": "the sizes nobody declared, tried after a pass",
+    "shared_static_size_s": "eager's calls at those sizes, made once for every backend",
+    "latency_s": "measuring eager's and the artifact's latency",
+    "shared_s": "the test's process's work on the inputs every backend shares, before the checks started",
+    "after_exports_s": "the check's own wall time after its exports: what the search budget counts",
+    "standalone_s": "loading and running the saved artifact in a fresh process that never imported the test",
+    "standalone_wait_s": "waiting for that fresh process's answer after the search was done",
+    "cpp_s": "loading and running the saved artifact from C++ (libtorch)",
+    "cpp_wait_s": "waiting for the C++ run after the search was done",
+    "shipped_step_s": "ONNX as shipped: finding the post-processing step a failing input first fails after",
+    "runtime_optimizer_s": "rerunning a failing input with onnxruntime's graph optimizations off",
+    "cache_s": "the verdict cache: the key, the lookup and storing the verdict",
+    "total_s": "the whole check, from its start to its row",
+    "session wall time": "the session from its first check to its last row",
+}
+
 CAUSE_KIND_DOCS: dict[str, str] = {
     "keyword_order": "the export binds keyword arguments by their order, not their names: re-exported with them in "
     "forward's order, the failing input passes",
@@ -231,8 +252,7 @@ FAILING = frozenset(
     {"usage_error", "mismatch", "run_error", "timeout", "export_error", "load_error", "roundtrip_mismatch", "xpass"}
 )
 
-#: [One Writer] The verdict's fields, which ``outcome.settle`` alone writes. Every other field
-#: is a fact some stage wrote (``Result.facts``): what a stage keeps, puts back or hands on.
+#: [One Writer] The verdict's fields, which ``outcome.settle`` alone writes; the rest are facts.
 VERDICT = frozenset({"status", "message", "likely_cause", "cause_kind"})
 
 
@@ -267,34 +287,41 @@ class Result:
     message: str = ""
     findings: list[Finding] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
-    #: Extra keys (the report format allows any): error percentiles, tolerances that would
-    #: have passed, rejected draws, the eager mode used, control-flow paths...
+    #: Extra keys of the row (the report format allows any).
     extra: dict[str, Any] = field(default_factory=dict)
-    #: The likely cause in a few words, and what kind of cause it is, set with the verdict
-    #: (``outcome.settle``) where the check knows one. Keys of their own in the JSON row; the
-    #: message's "Likely cause:" line is written from them (for ``FOUND_CAUSES``), never read back.
+    #: The likely cause in a few words and its kind, set with the verdict where known; the
+    #: message's "Likely cause:" line is written from them, never read back.
     likely_cause: str | None = None
     cause_kind: CauseKind | None = None
-    #: [Sources] The files whose code ran or was read while the verdict was made (sources.py),
-    #: carried from a check's child to its parent for the verdict cache; never in the report.
+    #: [Sources] The files read while the verdict was made, for the verdict cache; not in the report.
     sources: list[str] | None = field(default=None, compare=False)
 
     @property
     def failed(self) -> bool:
         return self.status in FAILING
 
+    @property
+    def reused_at(self) -> str | None:
+        """When the run whose verdict this row reuses ran (the verdict cache); None for a fresh verdict."""
+        return (self.extra.get("cached_at") or "an earlier run") if self.extra.get("cached") else None
+
+    @property
+    def budget_cut(self) -> bool:
+        """Whether a time or memory budget shaped what the check tried (``stages/budget.py``,
+        ``stages/search_budget.py``): its verdict depends on this machine's speed or memory."""
+        return "budget" in self.extra or "budget_limit" in self.extra
+
     def facts(self) -> dict[str, Any]:
-        """Every field but the verdict (``VERDICT``), by name, deep-copied: what the stages wrote."""
+        """Every field but the verdict, by name, deep-copied."""
         return {f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in VERDICT}
 
     def restore(self, facts: dict[str, Any]) -> None:
-        """Put back ``facts`` (an earlier ``facts()``): what a stage wrote since is gone, the verdict stays."""
+        """Put back an earlier ``facts()``; the verdict stays."""
         for name, value in facts.items():
             setattr(self, name, value)
 
     def written_since(self, facts: dict[str, Any]) -> dict[str, Any]:
-        """What was written since ``facts`` (an earlier ``facts()``): the fields that differ, and of
-        ``extra`` the keys that differ. ``take`` writes it into another result."""
+        """The fields (and ``extra`` keys) that differ from an earlier ``facts()``, for ``take``."""
         written = {name: value for name, value in self.facts().items() if value != facts[name]}
         if "extra" in written:
             before = facts["extra"]
@@ -302,8 +329,7 @@ class Result:
         return written
 
     def take(self, written: dict[str, Any]) -> None:
-        """Write ``written`` (another result's ``written_since``) into this one, as copies: its
-        fields replace this one's, its ``extra`` keys join this one's. Never the verdict."""
+        """Copy another result's ``written_since`` into this one; never the verdict."""
         for name, value in copy.deepcopy(written).items():
             if name == "extra":
                 self.extra.update(value)
@@ -314,16 +340,14 @@ class Result:
     def cause(self) -> str:
         """The cause in a few words, for one table cell."""
         if self.status == "pass":
-            # [Consequence] on a pass, the finding that breaks another input comes first
+            # on a pass, the finding that breaks another input comes first
             for finding in ranked(self.findings):
                 if finding.kind in _EXPLAINING:
                     return f"{finding.kind}{' ' + finding.where if finding.where else ''}"
                 if finding.kind in _NOTABLE:
                     return finding.kind
             return ""
-        # The verdict's own cause first (an exporter's error at its own line), before a finding the
-        # export noticed on the way (a frozen branch elsewhere): its finding where that explains, else
-        # its sentence.
+        # The verdict's own cause comes before findings the export noticed on the way.
         named = next((f for f in self.findings if f.kind == self.cause_kind), None)
         if named is not None and named.kind not in _EXPLAINING and self.likely_cause:
             return self.likely_cause.split("\n", 1)[0]
@@ -331,7 +355,7 @@ class Result:
             if finding.kind in _EXPLAINING:
                 where = f" {finding.where}" if finding.where else ""
                 return f"{finding.kind}{where}"
-        # A row of an older report has no likely_cause: its cell is empty (never parsed from the message).
+        # An older row may have no likely_cause: the cell stays empty, never parsed from the message.
         return (self.likely_cause or "").split("\n", 1)[0]
 
     def to_dict(self) -> dict[str, Any]:
@@ -361,8 +385,7 @@ class Result:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Result:
-        """The row ``to_dict`` wrote, field by field. A row of an older report (no ``likely_cause``
-        or ``cause_kind`` key) loads with both None: they are not recovered from its message."""
+        """The row ``to_dict`` wrote; an older row without cause keys loads with both None."""
         names = {f.name for f in dataclasses.fields(cls)} - {"extra", "findings"}
         known = {k: v for k, v in data.items() if k in names}
         if known.get("status") not in STATUSES:
@@ -375,7 +398,7 @@ class Result:
 def tag(result: Result) -> str:
     """What every message's first line names: the backend, the device and the module checked."""
     method = result.extra.get("method")  # [Another Method] the method checked, when not forward
-    call = result.extra.get("call")  # which kind of call, where the test made several (recording/kinds.py)
+    call = result.extra.get("call")  # which kind of call, where the test made several
     return (
         f"[backend={result.backend}, device={result.device}] ({result.module}{'.' + method if method else ''}"
         f"{f', {call} call' if call else ''})"
@@ -407,18 +430,14 @@ _NOTABLE = (
     "external_data",
     "device_fallback",
     "assumed_dim",
-    # Not among _EXPLAINING: a checker complaint rarely explains a mismatch, and it would
-    # take the cell from the cause that does.
+    # Not explaining: a checker complaint rarely explains a mismatch.
     "onnx_checker",
-    "static_size",  # a pass that holds at the recorded size only of an undeclared dim (static_sizes.py)
+    "static_size",  # a pass that holds only at the recorded size of an undeclared dim
 )
 
 
-#: [Consequence] Findings on a passing row, most consequential first: what breaks another
-#: input (a size the artifact fails at, a dim made static, a branch or size frozen at the
-#: example), then what makes the pass prove little, then what may matter on other values.
-#: A pass's first finding is the one a reader should act on; a value formatted into an
-#: error message (never a finding now) once came first on timm's ViTs.
+#: Findings on a passing row, most consequential first: what breaks another input, then what
+#: makes the pass prove little, then what may matter on other values.
 _CONSEQUENCE = (
     "static_size",
     "specialized_dim",
@@ -448,7 +467,7 @@ class Report:
     """Every result of one ``check()`` call or one pytest session."""
 
     results: list[Result] = field(default_factory=list)
-    #: The run's totals as a written report carries them (items, rows, wall_s, checks_s), read back as written.
+    #: The run's totals (items, rows, wall_s, checks_s), as written.
     session: dict[str, Any] | None = None
 
     @property
