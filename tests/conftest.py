@@ -94,7 +94,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     ``pytester``, directly or through a fixture) and needs no optional library. A green run of
     the package's own logic in minutes, beside the whole suite's half hour."""
     for item in items:
-        if "pytester" not in getattr(item, "fixturenames", ()) and not any(item.get_closest_marker(m) for m in _NOT_UNIT):
+        if "pytester" not in getattr(item, "fixturenames", ()) and not any(
+            item.get_closest_marker(m) for m in _NOT_UNIT
+        ):
             item.add_marker(pytest.mark.unit)
 
 

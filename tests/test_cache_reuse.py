@@ -322,7 +322,7 @@ def test_a_failure_found_by_a_reproducible_search_is_reused_and_still_fails(test
     assert gate["status"] == "xfail" and gate["cached"] is True and gate["xfail_of"] == "mismatch"
 
 
-def test_what_is_never_kept():
+def test_what_is_never_kept(not_in_ci):
     from pytest_torchexport.cache.reuse import unkept
     from pytest_torchexport.options import Options
     from pytest_torchexport.results.report import Result

@@ -1,17 +1,7 @@
 """[Verdict Cache] One check's side of the cache: look its verdict up before it starts, keep it after.
 
-The engine's ``PendingCheck`` (``engine/pipeline.py``) hands its ``CheckFacts`` (``facts.py``)
-to a ``Reuse`` and asks ``Reuse.lookup`` before anything runs (no prelude, no child, no
-exporter warm-up): the key (``fingerprint.py``) is computed in the test's process, and a
-hit is the stored row, marked ``"cached": true`` with ``"cached_at"``, the date of the run
-that made it. ``PendingCheck.wait`` hands every finished result to ``Reuse.keep``, which
-stores it with the files it ran or read (``sources.py``) and takes those off the row.
-
-Which verdicts are kept (``unkept``): every pass; a failure only where running the check
-again would find the same one, that is where the search is reproducible (derandomized under
-CI, or a fixed ``--torchexport-seed``) and nothing but the keyed facts decided it. A timeout,
-a nondeterministic eager, a crashed child, a row the time or memory budget cut, and a skip
-(an exporter not installed here) always run again.
+Every pass is kept; a failure only where a rerun would find the same one (a reproducible
+search, decided by the keyed facts alone). See docs/howto-cache.md.
 """
 
 from __future__ import annotations
@@ -26,10 +16,6 @@ from . import fingerprint, sources
 from .facts import CheckFacts
 from .store import KEPT_STATUSES
 
-#: Extra keys of a row whose verdict a budget shaped: what it tried depended on this machine's speed
-#: or memory (``stages/budget.py``, ``stages/search_budget.py``).
-_BUDGET_KEYS = ("budget", "budget_limit")
-
 
 def reproducible(options: Options) -> bool:
     """Whether a second run draws the same inputs: derandomized under CI, or a fixed seed."""
@@ -37,8 +23,7 @@ def reproducible(options: Options) -> bool:
 
 
 def unkept(result: Result, options: Options) -> str | None:
-    """Why ``result`` is not kept for reuse (None: it is). Said in words for the tests, not the summary:
-    a verdict that is never kept is the usual case, not something to warn about."""
+    """Why ``result`` is not kept for reuse (None: it is)."""
     if result.status == "pass":
         return None
     if result.status not in KEPT_STATUSES:
@@ -47,28 +32,28 @@ def unkept(result: Result, options: Options) -> str | None:
         return "a failure found by a random search: another run may draw other inputs"
     if result.cause_kind == "crash":
         return "a crashed check always runs again"
-    if any(key in result.extra for key in _BUDGET_KEYS):
+    if result.budget_cut:
         return "the budget cut what it tried"
     return None
 
 
 def _repro_gone(row: dict) -> str | None:
-    """The repro file a stored failure names, where it no longer exists (a fresh machine, a cleaned folder)."""
+    """The repro file a stored failure names, if it no longer exists."""
     repro = (row.get("failing_example") or {}).get("repro")
     return repro if isinstance(repro, str) and not os.path.exists(repro) else None
 
 
 class Reuse:
-    """One check's lookup and keep, from what the cache reads of it (``CheckFacts``)."""
+    """One check's lookup and keep."""
 
     def __init__(self, facts: CheckFacts) -> None:
         self.facts = facts
         self.key: str | None = None
-        self.files: list[str] = []  # known before the run: compare=, a third-party backend
+        self.files: list[str] = []  # files known before the run: compare=, a third-party backend
         self.hit = False
         self.note: str | None = None  # why the cache was not used, for the summary
-        self.refused: str | None = None  # [Signed Entries] why the entry's signature was refused (store.REFUSED)
-        self.spent = 0.0  # seconds: the key, the lookup, the store (timings["cache_s"])
+        self.refused: str | None = None  # [Signed Entries] a ``store.REFUSED`` kind
+        self.spent = 0.0  # seconds
 
     def lookup(self) -> Result | None:
         t0 = time.perf_counter()
@@ -119,8 +104,8 @@ class Reuse:
         return result
 
     def keep(self, result: Result) -> None:
-        """Store ``result`` when it was made here and may be reused (``unkept``); the files it ran leave
-        the row. Called before ``xfail=`` is applied: the raw verdict is kept, the marker read anew."""
+        """Store ``result`` if it may be reused (``unkept``) and take its files off the row.
+        Called before ``xfail=`` is applied, so the raw verdict is kept."""
         t0 = time.perf_counter()
         ran, result.sources = result.sources, None
         if self.hit or self.key is None or ran is None or unkept(result, self.facts.options) is not None:

@@ -1,9 +1,7 @@
-"""[Verdict To Pytest] A check's row as pytest shows it: a pass, a skip, an xfail or a failure.
+"""A check's row as pytest shows it: a pass, a skip, an xfail or a failure.
 
-Each row is stashed on its item (``record``: it rides on the test report to the session's
-summary and report, and to xdist's controller) and then mapped to pytest's outcome
-(``settle_item``): ``skipped`` and ``nondeterministic`` skip, ``xfail`` xfails, a known failure of
-the baseline xfails, a regression against it or any other failure raises ``ExportMismatch``.
+``record`` stashes each row on its item for the test report; ``settle_item`` maps a row to
+pytest's outcome. See docs/statuses.md.
 """
 
 from __future__ import annotations
@@ -26,7 +24,7 @@ ITEM_RESULTS = pytest.StashKey[list]()
 def record(item: pytest.Item, results: list[Result]) -> None:
     item.stash.setdefault(ITEM_RESULTS, []).extend(results)
     for n, r in enumerate(results):
-        # one row per kind of call the test made (recording/kinds.py): the second and later numbered
+        # One row per kind of call the test made (recording/kinds.py); repeats of a backend are numbered.
         again = any((o.backend, o.device) == (r.backend, r.device) for o in results[:n])
         prefix = (
             "torchexport" if len(results) == 1 else f"torchexport[{r.backend}-{r.device}{f'-{n + 1}' if again else ''}]"
@@ -39,7 +37,7 @@ def record(item: pytest.Item, results: list[Result]) -> None:
 
 def settle_item(result: Result, state: State) -> None:
     """Raise (or skip, or xfail) as the row says; return for a pass."""
-    __tracebackhide__ = True  # the failure is the user's model, not these frames
+    __tracebackhide__ = True  # the failure is in the user's model, not these frames
 
     if result.status == "skipped" or result.status == "nondeterministic":
         pytest.skip(f"[{result.status}] {result.message}")
@@ -62,10 +60,10 @@ def settle_item(result: Result, state: State) -> None:
 
 
 def _reused(result: Result) -> str:
-    """[Verdict Cache] A reused failure says so, with how to run it afresh: its message is an earlier run's."""
-    if not result.extra.get("cached"):
+    """[Verdict Cache] A note that a failure was reused from an earlier run, and how to rerun it."""
+    when = result.reused_at
+    if when is None:
         return ""
-    when = result.extra.get("cached_at") or "an earlier run"
     return (
         f"\n(reused: the verdict of the run of {when}; nothing it depends on changed since. "
         "--cache-clear or --torchexport-cache=off runs the check again.)"
@@ -73,10 +71,7 @@ def _reused(result: Result) -> str:
 
 
 def settle_rows(results: list[Result], state: State) -> None:
-    """One item's rows (one per kind of call the test made) as one pytest outcome: each row is
-    judged as ``settle_item`` judges it alone; the item fails if any row fails (with every failing
-    row's message), else it is skipped if any row is (that part was not checked), else xfailed if
-    any row is, else it passes."""
+    """One item's rows as one outcome: fail if any row fails, else skip, else xfail, else pass."""
     __tracebackhide__ = True
 
     if len(results) == 1:
