@@ -296,8 +296,9 @@ def test_a_failure_found_by_a_reproducible_search_is_reused_and_still_fails(test
     first = {k.split("[")[0]: v for k, v in report_rows(tester, "out.json", key=by_item).items()}
     assert first["test_gate"]["status"] == "mismatch" and "cached" not in first["test_gate"]
 
-    result = tester.runpytest(*seeded)
+    result = tester.runpytest(*seeded, "--torchexport-report=out.html")
     result.assert_outcomes(passed=1, failed=1)  # it gates exactly as the run that found it
+    assert "marks a verdict reused from the verdict cache" in (tester.path / "out.html").read_text()
     again = {k.split("[")[0]: v for k, v in report_rows(tester, "out.json", key=by_item).items()}
     gate = again["test_gate"]
     assert gate["cached"] is True and gate["cached_at"]
