@@ -17,7 +17,11 @@ from .results import merge
 #: docstring is the command's description) and its one-line help.
 COMMANDS: tuple[tuple[str, Any, str], ...] = (
     ("merge", merge, "merge the JSON reports of CI shards into one report and gate it"),
-    ("check", command, "check models by name, with no test file: timm:NAME, torchvision:NAME, pkg.module:Factory"),
+    (
+        "check",
+        command,
+        "check models by name, with no test file: timm:NAME, torchvision:NAME, transformers:NAME, pkg.module:Factory",
+    ),
     ("verify", verify, "check bundles (--torchexport-bundle) again here: another torch, a GPU runner"),
     (
         "replay",
@@ -27,12 +31,18 @@ COMMANDS: tuple[tuple[str, Any, str], ...] = (
 )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = merge.CommandLineParser(prog="python -m pytest_torchexport")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def build_parser() -> merge.CommandLineParser:
+    """The command line of every command."""
+    top = merge.CommandLineParser(prog="python -m pytest_torchexport")
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module, words in COMMANDS:
         described = commands.add_parser(name, help=words, description=(module.__doc__ or "").split("\n\n")[0])
         module.add_arguments(described)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     own, extra = command.split(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(own)
     if extra and args.command != "check":

@@ -43,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--backend",
+        "--backends",
         action="append",
         default=[],
         metavar="NAME",

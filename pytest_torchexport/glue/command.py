@@ -38,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--devices", metavar="cpu,cuda", help="devices (default auto)")
     parser.add_argument("--examples", metavar="N", help="hypothesis examples per backend (default 25)")
     parser.add_argument(
+        "-o",
         "--report",
         metavar="PATH",
         action="append",
