@@ -1,5 +1,7 @@
 """The commands' flags agree with each other: -o writes the report, --backends names backends."""
 
+import pytest
+
 from pytest_torchexport.__main__ import build_parser
 from pytest_torchexport.glue import command
 
@@ -25,3 +27,24 @@ def test_the_top_level_help_names_every_kind_of_model_spec():
     text = build_parser().format_help()
     for prefix in ("timm:NAME", "torchvision:NAME", "transformers:NAME", "pkg.module:Factory"):
         assert prefix in text, prefix
+
+
+def test_a_model_named_on_the_command_line_gets_remedies_in_flags():
+    import torch
+    from models import Gate
+
+    from pytest_torchexport import ExportMismatch, check
+    from pytest_torchexport.glue.wording import in_flag_words
+
+    with pytest.raises(ExportMismatch) as raised:
+        check(Gate(), (torch.ones(3, 4),), backends=["trace", "export"], examples=3)
+    report = raised.value.report
+    messages = [r.message for r in report.results]
+    assert all("xfail={" in m for m in messages) and any("backends=[...]" in m for m in messages), messages
+    for under_check, backends, baseline in (
+        (True, "drop it with --backends", "(--baseline FILE"),
+        (False, "drop it with --torchexport-backends", "(--torchexport-baseline=FILE"),
+    ):
+        said = [in_flag_words(m, under_check) for m in messages]
+        assert not any("xfail=" in m or "backends=[" in m for m in said), said
+        assert any(backends in m for m in said) and all(baseline in m for m in said), said

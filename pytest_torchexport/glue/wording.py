@@ -1,0 +1,65 @@
+"""A row's remedies in the words of where it is read.
+
+The engine writes remedies for a marked test: ``backends=[...]``, ``xfail={...}``, ``dims=``. A
+model named on the command line has no marker to edit, so its rows name the flags that do the
+same: ``check``'s own (``--backends``) under ``python -m pytest_torchexport check``, the
+``--torchexport-*`` ones under ``pytest --torchexport-model``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from ..results.outcome import Outcome, settle
+from .models import ONLY, PREFIX
+
+if TYPE_CHECKING:
+    import pytest
+
+    from ..results.report import Result
+
+#: Each marker remedy, and the words for a model named on the command line.
+_MARKER_WORDS = (
+    (re.compile(r"drop it with backends=\[\.\.\.\]"), "drop it with {backends}"),
+    (re.compile(r"mark it known with xfail=\{[^}]*\}"), "record it as known in a baseline ({baseline})"),
+    (re.compile(r"\bdims=/inputs="), "{inputs}"),
+    (re.compile(r"\bdynamic= or dims="), "the sizes with {inputs}"),
+    (re.compile(r"\bwith dims=,"), "with {inputs},"),
+)
+#: The flags of ``python -m pytest_torchexport check``, and of pytest with ``--torchexport-model``.
+_FLAGS = {
+    True: {
+        "backends": "--backends",
+        "baseline": "--baseline FILE, written once with: -- --torchexport-update-baseline",
+        "inputs": "--inputs 'x: float32[batch=1..8, ...]'",
+    },
+    False: {
+        "backends": "--torchexport-backends",
+        "baseline": "--torchexport-baseline=FILE, written once with --torchexport-update-baseline",
+        "inputs": "--torchexport-model-inputs 'x: float32[batch=1..8, ...]'",
+    },
+}
+
+
+def in_flag_words(text: str, command: bool) -> str:
+    """``text`` with each marker remedy in the words of the command line (``command``: ``check``'s)."""
+    flags = _FLAGS[command]
+    for pattern, words in _MARKER_WORDS:
+        text = pattern.sub(words.format(**flags), text)
+    return text
+
+
+def for_item(item: pytest.Item, results: list[Result]) -> None:
+    """Rewrite the remedies of a model item's rows; a test file's rows keep the marker's words."""
+    if not item.nodeid.startswith(f"{PREFIX}::"):
+        return
+    command = bool(item.config.getoption(ONLY, False))
+    for r in results:
+        message = in_flag_words(r.message, command)
+        cause = in_flag_words(r.likely_cause, command) if r.likely_cause else r.likely_cause
+        if (message, cause) != (r.message, r.likely_cause):
+            settle(r, Outcome(r.status, message, cause, r.cause_kind))
+
+
+__all__ = ["for_item", "in_flag_words"]
