@@ -7,7 +7,6 @@ that runs the stages in order (``_pipeline``). See docs/one-check.md.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import tempfile
 import time
 from collections.abc import Mapping
@@ -24,7 +23,7 @@ from ..cache.facts import CheckFacts
 from ..cache.reuse import Reuse
 from ..errors import ExportMismatch, InvalidArgument
 from ..inputs.specs import InputPlan, plan_inputs
-from ..isolation import runner
+from ..isolation import runner, scratch
 from ..isolation.runner import CARRIED_ROW, THIS
 from ..options import INSTALL, Options, resolve_devices
 from ..reference.eager import EAGER_MODE, ModelRaised, module_name
@@ -244,7 +243,7 @@ class PendingCheck:
         # home keeps a .hypothesis/ folder out of the user's directory.
         with hypothesis_home(self.session.hypothesis_home):
             THIS.warmup.before_fork(self.name, spec, self.options.backends, repeats=self.session.repeats)
-        self._scratch = Path(tempfile.mkdtemp(prefix=f"torchexport-{self.name}-"))
+        self._scratch = scratch.make(f"torchexport-{self.name}-")
         self._child = runner.Child(
             self._body,
             self.result,
@@ -284,8 +283,8 @@ class PendingCheck:
             elif self._state is CheckState.SETTLED:
                 result = self.result
             else:
-                with tempfile.TemporaryDirectory(prefix=f"torchexport-{self.name}-") as scratch:
-                    self._scratch = Path(scratch)
+                with tempfile.TemporaryDirectory(prefix=f"torchexport-{self.name}-") as folder:
+                    self._scratch = Path(folder)
                     self._body(self.result)
                 result = self.result
         except Exception as exc:
@@ -361,7 +360,7 @@ class PendingCheck:
 
     def _cleanup(self) -> None:
         if self._child is not None and self._scratch is not None:
-            shutil.rmtree(self._scratch, ignore_errors=True)
+            scratch.remove(self._scratch)
             self._scratch = None
 
 

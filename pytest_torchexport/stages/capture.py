@@ -13,10 +13,8 @@ import gc
 import importlib
 import json
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import time
 import traceback
 import types
@@ -31,7 +29,7 @@ import torch
 from .._compat import quiet_torch
 from ..backends.base import Captured, capture_program, keywords_bound, load_backend
 from ..cache import sources
-from ..isolation import runner
+from ..isolation import runner, scratch
 from ..isolation.runner import THIS
 from ..reference.eager import copy_module
 from .exporting import export_inputs, violated_dims
@@ -82,7 +80,7 @@ def share(
 
 
 def _in_child(prelude: Prelude, device: str, timeout: float) -> SharedCapture:
-    folder = Path(tempfile.mkdtemp(prefix="torchexport-capture-"))
+    folder = scratch.make("torchexport-capture-")
     try:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -117,7 +115,7 @@ def _in_child(prelude: Prelude, device: str, timeout: float) -> SharedCapture:
             return SharedCapture()
         return _read(folder)
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        scratch.remove(folder)
 
 
 def _write(shared: SharedCapture, folder: Path) -> None:

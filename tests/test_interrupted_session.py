@@ -1,0 +1,81 @@
+"""Ctrl-C in the middle of a session: the rows so far are printed and no temporary folder is left.
+
+A real session in a subprocess (its own TMPDIR), interrupted with SIGINT once its first check
+has passed, while later checks are exporting, held ahead or being cleaned up.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+TEST = """
+import pytest
+import torch
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Linear(16, 16)
+
+    def forward(self, x):
+        return torch.relu(self.a(x))
+
+
+@pytest.mark.torchexport(backends=["trace", "onnx", "export"], examples=30)
+def test_a():
+    Net().eval()(torch.randn(4, 16))
+
+
+@pytest.mark.torchexport(backends=["trace", "onnx", "export"], examples=30)
+def test_b():
+    Net().eval()(torch.randn(4, 16))
+"""
+
+
+def test_ctrl_c_prints_the_rows_so_far_and_leaves_no_temporary_folder(tmp_path):
+    (tmp_path / "test_i.py").write_text(TEST)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp), "PYTHONUNBUFFERED": "1"}
+    env.pop("PYTEST_ADDOPTS", None)
+    args = [sys.executable, "-m", "pytest", "-p", "no:randomly", "-p", "no:cacheprovider", "test_i.py"]
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = ""
+    deadline = time.monotonic() + 240
+    assert proc.stdout is not None
+    # test_b's first item has passed: its other checks were started ahead, forked and held.
+    while "test_i.py ...." not in seen and time.monotonic() < deadline:
+        seen += proc.stdout.read(1)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    out = seen + out
+    assert "KeyboardInterrupt" in out, out
+    assert "torchexport summary" in out and "test_a  Net     trace    pass" in out, out
+    left = sorted(p.name for p in tmp.iterdir() if p.name.startswith("torchexport"))
+    assert not left, (left, out)
+
+
+SCRIPT = """
+import os, sys
+from pytest_torchexport.isolation import scratch
+
+folder = scratch.make("torchexport-trace-")
+pid = os.fork()
+if pid == 0:
+    sys.exit(0)  # a child that runs atexit: the parent's folder is not its to remove
+os.waitpid(pid, 0)
+print(folder, os.path.isdir(folder), flush=True)
+raise KeyboardInterrupt  # interrupted before the check that made it was waited for
+"""
+
+
+def test_a_folder_an_interrupt_left_is_removed_by_its_own_process_only(tmp_path):
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=60)
+    folder, alive = done.stdout.split()
+    assert alive == "True", done.stderr  # still there after the child exited
+    assert "KeyboardInterrupt" in done.stderr
+    assert not os.path.exists(folder) and not list(tmp_path.iterdir())
