@@ -48,3 +48,21 @@ def test_a_model_named_on_the_command_line_gets_remedies_in_flags():
         said = [in_flag_words(m, under_check) for m in messages]
         assert not any("xfail=" in m or "backends=[" in m for m in said), said
         assert any(backends in m for m in said) and all(baseline in m for m in said), said
+
+
+def test_the_inputs_remedy_reads_as_the_command_it_is_shown_under(tmp_path):
+    import torch
+
+    from pytest_torchexport.glue.wording import in_flag_words
+    from pytest_torchexport.recording.models import ModelSpec, remedy
+
+    model = torch.nn.Sequential(torch.nn.Linear(10, 4))
+    (tmp_path / "mlp.py").write_text(
+        "import torch\n\ndef mlp():\n    return torch.nn.Sequential(torch.nn.Linear(10, 4))\n"
+    )
+    said = remedy(model, ModelSpec.parse("mlp.py:mlp", tmp_path))
+    assert "--torchexport-model-inputs='input: float32[batch=1..8, 10]'" in said  # sized from the first layer
+    assert "python -m pytest_torchexport check mlp.py:mlp --inputs 'input: float32[batch=1..8, 10]'" in in_flag_words(
+        said, True
+    )
+    assert in_flag_words(said, False) == said

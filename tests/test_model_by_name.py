@@ -288,9 +288,12 @@ def test_eager_refusing_the_given_inputs_is_a_usage_error_row(tester, mymodels):
     result.assert_outcomes(failed=1)
     result.stdout.re_match_lines(
         [
-            r"mymodels:Classifier: Classifier does not run on the inferred inputs \(float32\[2, 9\], from "
+            r"mymodels:Classifier: Classifier does not run on the inputs given \(float32\[2, 9\], from "
             r"--torchexport-model-inputs=x: float32\[batch=1..4, 9\]\): RuntimeError: .*",
-            r"Describe them: python -m pytest --torchexport-model=mymodels:Classifier --torchexport-model-inputs=.*",
+            # What the model's own code expects, and a spec sized from it: 16 features, not an image.
+            r"Expected from the model's code: Classifier.forward takes \(x\); its first layer net.0 \(Linear, 16 features\)\.",
+            r"Describe them: python -m pytest --torchexport-model=mymodels:Classifier "
+            r"--torchexport-model-inputs='x: float32\[batch=1..8, 16\]' .*",
         ]
     )
 

@@ -13,7 +13,7 @@ import pytest
 
 from ..errors import ExportMismatch, InvalidArgument
 from ..inputs.compact import parse
-from ..recording.models import ModelError, ModelSpec, build, describe, infer_inputs, remedy
+from ..recording.models import ModelError, ModelSpec, build, describe, expected, infer_inputs, remedy
 from . import items
 from .markers import MARKER, resolve
 from .state import STATE
@@ -113,9 +113,12 @@ class ModelItem(pytest.Item):
                     args, kwargs = inferred.then(inferred.kwargs, output)
                     model(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - eager refusing the inferred call is the usage error to explain
+            given = inferred.source.startswith("--torchexport-model-inputs")
             raise ModelError(
-                f"{self.spec.text}: {type(model).__name__} does not run on the inferred inputs "
-                f"({describe(inferred)}, from {inferred.source}): {type(exc).__name__}: {str(exc).splitlines()[0]}\n"
+                f"{self.spec.text}: {type(model).__name__} does not run on the "
+                f"{'inputs given' if given else 'inferred inputs'} ({describe(inferred)}, from {inferred.source}): "
+                f"{type(exc).__name__}: {str(exc).splitlines()[0]}\n"
+                f"Expected from the model's code: {expected(model)}.\n"
                 f"Describe them: {remedy(model, self.spec)}"
             ) from exc
         self.config.stash[STATE].model_inputs[self.spec.text] = f"{describe(inferred)} ({inferred.source})"
@@ -127,7 +130,9 @@ class ModelItem(pytest.Item):
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         # The message says it all; the frames would bury it.
         if isinstance(excinfo.value, (ModelError, ExportMismatch)):
-            return str(excinfo.value)
+            from .wording import in_flag_words  # wording reads this module's names
+
+            return in_flag_words(str(excinfo.value), bool(self.config.getoption(ONLY, False)))
         return super().repr_failure(excinfo, style=style)
 
 

@@ -27,6 +27,15 @@ _MARKER_WORDS = (
     (re.compile(r"\bdynamic= or dims="), "the sizes with {inputs}"),
     (re.compile(r"\bwith dims=,"), "with {inputs},"),
 )
+#: A model's own remedy, written for pytest, as the check command's line.
+_CHECK_WORDS = (
+    (
+        re.compile(
+            r"python -m pytest --torchexport-model=(\S+) --torchexport-model-inputs='([^']*)' \(the check command's --inputs; "
+        ),
+        r"python -m pytest_torchexport check \1 --inputs '\2' (",
+    ),
+)
 #: The flags of ``python -m pytest_torchexport check``, and of pytest with ``--torchexport-model``.
 _FLAGS = {
     True: {
@@ -47,6 +56,8 @@ def in_flag_words(text: str, command: bool) -> str:
     flags = _FLAGS[command]
     for pattern, words in _MARKER_WORDS:
         text = pattern.sub(words.format(**flags), text)
+    for pattern, replacement in _CHECK_WORDS if command else ():
+        text = pattern.sub(replacement, text)
     return text
 
 

@@ -347,13 +347,27 @@ def _first_layer(model: Any) -> Inferred | None:
 # -- text
 
 
+def expected(model: Any) -> str:
+    """What the model's own code says it takes: forward's arguments, and the first layer's shape."""
+    from ..inputs.specs import forward_params  # deferred: the plugin's import stays torch-free
+
+    params = forward_params(model) or []
+    first = _first_layer(model)
+    layer = f"; its {first.source.split(':')[0]}" if first is not None else ""
+    return f"{type(model).__name__}.forward takes ({', '.join(params)}){layer}"
+
+
 def remedy(model: Any, spec: ModelSpec) -> str:
-    """The flag to add, with an example spec per forward argument."""
+    """The flag to add, with an example spec per forward argument, sized from the first layer where
+    one says its input shape (an MLP's features, a CNN's channels), else an image's."""
     from ..inputs.specs import forward_params  # deferred: the plugin's import stays torch-free
 
     params = forward_params(model) or ["x"]
+    first = _first_layer(model)
+    sizes = ", ".join(map(str, first.args[0].shape[1:])) if first is not None else "3, 224, 224"
     specs = "; ".join(
-        f"{name}: float32[{'batch=1..8' if i == 0 else 'batch'}, 3, 224, 224]" for i, name in enumerate(params)
+        f"{name}: float32[{'batch=1..8' if i == 0 else 'batch'}, {sizes if i == 0 else '3, 224, 224'}]"
+        for i, name in enumerate(params)
     )
     return (
         f"python -m pytest --torchexport-model={spec.text} --torchexport-model-inputs='{specs}' "
@@ -382,6 +396,7 @@ __all__ = [
     "ModelSpec",
     "build",
     "describe",
+    "expected",
     "infer_inputs",
     "remedy",
 ]
