@@ -79,9 +79,11 @@ def _row(tester, result, name: str = "out.json") -> dict:
     return row
 
 
-def _forge(entry: Path, model: Path) -> None:
-    """What someone who can write the folder does: the model file's digest set to the edited file's."""
-    data = json.loads(entry.read_text())
+def _forge(entry: Path, model: Path, passed: str) -> None:
+    """What someone who can write the folder does: the stored pass (``passed``, the entry as it was)
+    put back, with the model file's digest set to the edited file's. (A reproducible search also
+    stored the edited model's failure under the same key: the forgery replaces it.)"""
+    data = json.loads(passed)
     pairs = [pair for pair in data["files"] if pair[0] == str(model)]
     assert pairs, data["files"]  # the model's file ran while the pass was made: the entry lists it
     pairs[0][1] = hashlib.sha256(model.read_bytes()).hexdigest()
@@ -93,6 +95,7 @@ def test_a_forged_pass_is_refused_with_the_secret_and_reused_without_it(suite, m
     suite.runpytest().assert_outcomes(passed=1)
     (entry,) = _entries(suite)
     assert isinstance(json.loads(entry.read_text())["signature"], str)
+    passed = entry.read_text()
 
     model = suite.path / "m_model.py"
     model.write_text(textwrap.dedent(DEFECT).lstrip() + "\n")  # another size: the bytecode cache sees the edit
@@ -100,7 +103,7 @@ def test_a_forged_pass_is_refused_with_the_secret_and_reused_without_it(suite, m
     edited.assert_outcomes(failed=1)
     assert _row(suite, edited)["status"] == "mismatch"
 
-    _forge(entry, model)
+    _forge(entry, model, passed)
     # With the secret: the forged entry does not verify, the check runs, and fails.
     forged = suite.runpytest("--torchexport-report=out.json")
     forged.assert_outcomes(failed=1)
@@ -121,6 +124,7 @@ def test_a_forged_pass_is_refused_with_the_secret_and_reused_without_it(suite, m
     # Without it, nothing is verified: the folder's writers are trusted, and the forged pass is
     # reused for the broken model. This is the documented limit (docs/howto-cache.md).
     monkeypatch.delenv(SECRET_ENV)
+    _forge(entry, model, passed)  # again: the refused run stored its failure where a search is reproducible
     unsigned = suite.runpytest("--torchexport-report=out.json")
     unsigned.assert_outcomes(passed=1)
     assert _row(suite, unsigned)["cached"] is True

@@ -1,5 +1,7 @@
 """CI gating: a committed baseline, GitHub annotations, and serial vs xdist runs agreeing."""
 
+import re
+
 import pytest
 from helpers import report_rows, run_with_models
 from models import mlp_and_gate_source
@@ -35,7 +37,10 @@ def test_baseline_update_then_known_failure_passes_and_regression_fails(tester):
     assert again.ret == 0
     again.stdout.re_match_lines([r".*known failure recorded in the baseline \(mismatch\).*"])
     summary = (tester.path / "summary.md").read_text()
-    assert "| `test_b.py::test_gate` | trace | cpu | ⚠️ mismatch (known) |" in summary
+    # Under CI the search is derandomized, so the known failure may be the stored verdict, reused.
+    assert re.search(
+        r"\| `test_b.py::test_gate` \| trace \| cpu \| ⚠️ mismatch \(known\)( \(cached [\d-]+\))? \|", summary
+    )
     assert "### `test_b.py::test_gate[torchexport-trace]` (known: recorded in the baseline)" in summary
 
     # 3. A regression: the MLP path now breaks (a data-dependent branch appears).

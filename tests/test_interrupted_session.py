@@ -60,9 +60,9 @@ def test_ctrl_c_prints_the_rows_so_far_and_leaves_no_temporary_folder(tmp_path):
 
 SCRIPT = """
 import os, sys
-from pytest_torchexport.isolation import scratch
+from pytest_torchexport.isolation.runner import scratch_folder
 
-folder = scratch.make("torchexport-trace-")
+folder = scratch_folder("torchexport-trace-")
 pid = os.fork()
 if pid == 0:
     sys.exit(0)  # a child that runs atexit: the parent's folder is not its to remove
@@ -79,3 +79,23 @@ def test_a_folder_an_interrupt_left_is_removed_by_its_own_process_only(tmp_path)
     assert alive == "True", done.stderr  # still there after the child exited
     assert "KeyboardInterrupt" in done.stderr
     assert not os.path.exists(folder) and not list(tmp_path.iterdir())
+
+
+def test_a_deep_temporary_directory_still_gets_a_loader_socket(tmp_path, monkeypatch):
+    """A Unix socket's path is limited to about 100 bytes: a deep TMPDIR (pytest's own tmp_path under
+    xdist, a macOS user's) gave "OSError: AF_UNIX path too long" as the plugin's own error."""
+    import tempfile
+
+    from pytest_torchexport.isolation import loader
+
+    deep = tmp_path / ("d" * 60) / ("e" * 40)
+    deep.mkdir(parents=True)
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    assert loader._short_temp() == "/tmp"
+    handle = loader.Loader()
+    try:
+        handle.ensure()
+        assert len(handle.address) <= 100
+        assert handle.request({"ping": True}, timeout=60) is not None
+    finally:
+        handle.close()

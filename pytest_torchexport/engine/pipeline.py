@@ -23,7 +23,7 @@ from ..cache.facts import CheckFacts
 from ..cache.reuse import Reuse
 from ..errors import ExportMismatch, InvalidArgument
 from ..inputs.specs import InputPlan, plan_inputs
-from ..isolation import runner, scratch
+from ..isolation import runner
 from ..isolation.runner import CARRIED_ROW, THIS
 from ..options import INSTALL, Options, resolve_devices
 from ..reference.eager import EAGER_MODE, ModelRaised, module_name
@@ -243,7 +243,7 @@ class PendingCheck:
         # home keeps a .hypothesis/ folder out of the user's directory.
         with hypothesis_home(self.session.hypothesis_home):
             THIS.warmup.before_fork(self.name, spec, self.options.backends, repeats=self.session.repeats)
-        self._scratch = scratch.make(f"torchexport-{self.name}-")
+        self._scratch = runner.scratch_folder(f"torchexport-{self.name}-")
         self._child = runner.Child(
             self._body,
             self.result,
@@ -360,7 +360,7 @@ class PendingCheck:
 
     def _cleanup(self) -> None:
         if self._child is not None and self._scratch is not None:
-            scratch.remove(self._scratch)
+            runner.remove_folder(self._scratch)
             self._scratch = None
 
 

@@ -14,6 +14,7 @@ from ..errors import ExportMismatch
 from ..results.baseline import judge_baseline
 from ..results.report import Report
 from . import wording
+from .models import PREFIX
 from .state import State
 
 if TYPE_CHECKING:
@@ -23,7 +24,8 @@ ITEM_RESULTS = pytest.StashKey[list]()
 
 
 def record(item: pytest.Item, results: list[Result]) -> None:
-    wording.for_item(item, results)  # a model named on the command line: its flags, not a marker's options
+    if item.nodeid.startswith(f"{PREFIX}::"):  # a model named on the command line: its flags, not a marker's
+        wording.for_item(item, results)
     item.stash.setdefault(ITEM_RESULTS, []).extend(results)
     for n, r in enumerate(results):
         # One row per kind of call the test made (recording/kinds.py); repeats of a backend are numbered.

@@ -12,7 +12,7 @@ import re
 from typing import TYPE_CHECKING
 
 from ..results.outcome import Outcome, settle
-from .models import ONLY, PREFIX
+from .models import ONLY
 
 if TYPE_CHECKING:
     import pytest
@@ -62,9 +62,7 @@ def in_flag_words(text: str, command: bool) -> str:
 
 
 def for_item(item: pytest.Item, results: list[Result]) -> None:
-    """Rewrite the remedies of a model item's rows; a test file's rows keep the marker's words."""
-    if not item.nodeid.startswith(f"{PREFIX}::"):
-        return
+    """Rewrite the remedies of a model item's rows (``verdicts.record`` calls it for those only)."""
     command = bool(item.config.getoption(ONLY, False))
     for r in results:
         message = in_flag_words(r.message, command)

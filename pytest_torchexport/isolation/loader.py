@@ -33,6 +33,19 @@ STAGE_MARK = "torchexport-loader stage: "
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the package's parent, for PYTHONPATH
 
 
+#: The longest path a Unix socket may have, less a margin (108 bytes on Linux, 104 on macOS).
+_SOCKET_PATH_MAX = 100
+
+
+def _short_temp() -> str | None:
+    """Where the loader's folder goes: the temporary directory, unless its path is too long for a
+    Unix socket (a deep TMPDIR, as pytest's own tmp_path gives), then ``/tmp``."""
+    default = tempfile.gettempdir()
+    if len(os.path.join(default, "torchexport-loader-xxxxxxxx", "socket")) <= _SOCKET_PATH_MAX:
+        return None
+    return "/tmp" if os.path.isdir("/tmp") and os.access("/tmp", os.W_OK) else None
+
+
 class LoaderUnavailable(Exception):
     """The loader did not answer in time or died: not a verdict on the artifact."""
 
@@ -57,7 +70,7 @@ class Loader:
         if self.proc is not None and not self.killed and self.proc.poll() is None:
             return
         self.close()
-        self.home = tempfile.mkdtemp(prefix="torchexport-loader-")
+        self.home = tempfile.mkdtemp(prefix="torchexport-loader-", dir=_short_temp())
         os.chmod(self.home, 0o700)
         self.address = os.path.join(self.home, "socket")
         env = dict(os.environ)

@@ -8,14 +8,17 @@ holds what belongs to the OS process rather than a session. See docs/howto-isola
 
 from __future__ import annotations
 
+import atexit
 import base64
 import gc
 import json
 import os
 import pickle
 import select
+import shutil
 import signal
 import sys
+import tempfile
 import time
 import traceback
 import warnings
@@ -44,6 +47,8 @@ class Process:
     channel: int | None = None
     #: the standalone loader (``loader.Loader``), possibly inherited
     loader: Any = None
+    #: temporary folders this process made, with its pid: removed at its exit (``scratch_folder``)
+    temporary: dict[Any, int] = field(default_factory=dict)
 
     def forked(self, channel: int) -> None:
         """In a child just forked: close the siblings' pipes and report on ``channel``."""
@@ -51,11 +56,34 @@ class Process:
             os.close(fd)
         self.children.clear()
         self.gates.clear()
+        self.temporary.clear()  # the parent's folders are the parent's to remove
         self.channel = channel
 
 
 #: The one process-wide record; never rebound.
 THIS = Process()
+
+
+def scratch_folder(prefix: str) -> Path:
+    """A new private temporary folder for a check or a capture, removed by ``remove_folder`` or, if
+    a Ctrl-C lands before that (a check started ahead, or the removal itself), when this process
+    exits. A forked child never removes its parent's folders (``Process.forked``)."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    THIS.temporary[folder] = os.getpid()
+    return folder
+
+
+def remove_folder(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+    THIS.temporary.pop(folder, None)
+
+
+@atexit.register
+def _remove_left_behind() -> None:
+    pid = os.getpid()
+    for folder, owner in list(THIS.temporary.items()):
+        if owner == pid:
+            remove_folder(folder)
 
 
 def stage(result: Result, name: str) -> None:

@@ -29,7 +29,7 @@ import torch
 from .._compat import quiet_torch
 from ..backends.base import Captured, capture_program, keywords_bound, load_backend
 from ..cache import sources
-from ..isolation import runner, scratch
+from ..isolation import runner
 from ..isolation.runner import THIS
 from ..reference.eager import copy_module
 from .exporting import export_inputs, violated_dims
@@ -80,7 +80,7 @@ def share(
 
 
 def _in_child(prelude: Prelude, device: str, timeout: float) -> SharedCapture:
-    folder = scratch.make("torchexport-capture-")
+    folder = runner.scratch_folder("torchexport-capture-")
     try:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -115,7 +115,7 @@ def _in_child(prelude: Prelude, device: str, timeout: float) -> SharedCapture:
             return SharedCapture()
         return _read(folder)
     finally:
-        scratch.remove(folder)
+        runner.remove_folder(folder)
 
 
 def _write(shared: SharedCapture, folder: Path) -> None:
