@@ -178,13 +178,28 @@ def torchscript_deprecation(caught: Iterable[warnings.WarningMessage]) -> str | 
     return None
 
 
+#: The variables hypothesis reads to tell a CI run (``hypothesis._settings._CI_VARS``, hypothesis
+#: 6.170.17): a name, and the value it must have (None: any). Read here without importing hypothesis,
+#: which a check the verdict cache reuses never needs; tests/test_compat.py holds the two to one answer.
+_CI_VARS = {
+    "CI": None,
+    "__TOX_ENVIRONMENT_VARIABLE_ORIGINAL_CI": None,
+    "TF_BUILD": "true",
+    "bamboo.buildKey": None,
+    "BUILDKITE": "true",
+    "CIRCLECI": "true",
+    "CIRRUS_CI": "true",
+    "CODEBUILD_BUILD_ID": None,
+    "GITHUB_ACTIONS": "true",
+    "GITLAB_CI": None,
+    "HEROKU_TEST_RUN_ID": None,
+    "TEAMCITY_VERSION": None,
+}
+
+
 def is_in_ci() -> bool:
-    """hypothesis's own CI detection (hypothesis 6.170.17)."""
-    try:
-        from hypothesis._settings import is_in_ci as hypothesis_is_in_ci
-    except ImportError:  # pragma: no cover - a hypothesis that moved it
-        return "CI" in os.environ
-    return hypothesis_is_in_ci()
+    """hypothesis's own CI detection, which derandomizes the search there."""
+    return any(key in os.environ and (value is None or os.environ[key] == value) for key, value in _CI_VARS.items())
 
 
 def cuda_closed_in_forked_child() -> bool:

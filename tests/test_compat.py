@@ -382,11 +382,18 @@ def test_plugin_modules_are_never_local_to_hypothesis(tmp_path, monkeypatch):
     monkeypatch.delitem(sys.modules, "user_model")
 
 
-def test_hypothesis_settings_is_in_ci_reads_the_ci_variable(monkeypatch):
-    from hypothesis._settings import is_in_ci
+def test_is_in_ci_gives_hypothesis_s_own_answer_without_importing_it(monkeypatch):
+    from hypothesis._settings import _CI_VARS, is_in_ci
 
-    monkeypatch.setenv("CI", "true")
-    assert is_in_ci() is True and _compat.is_in_ci() is True
+    assert _compat._CI_VARS == _CI_VARS  # the same variables, with the same values
+    for name in _CI_VARS:
+        monkeypatch.delenv(name, raising=False)
+    assert is_in_ci() is False and _compat.is_in_ci() is False
+    for name, value in _CI_VARS.items():
+        for given in ("true", "false", ""):
+            monkeypatch.setenv(name, given)
+            assert _compat.is_in_ci() is is_in_ci() is (value is None or given == value), (name, given)
+            monkeypatch.delenv(name)
 
 
 def test_every_private_api_of_compat_is_tested_here():

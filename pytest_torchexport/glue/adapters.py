@@ -32,7 +32,7 @@ def session(item: pytest.Item) -> Session:
     cache = getattr(item.config, "cache", None)
     return Session(
         backends=state.backends,
-        database=state.example_database(item.config),
+        database=lambda: state.example_database(item.config),
         hypothesis_home=str(cache.mkdir("torchexport-hypothesis")) if cache is not None else None,
         test=items.test_key(item) or item.nodeid,
         nodeid=item.nodeid,
@@ -55,12 +55,12 @@ def plan(item: pytest.Item, recording: Any, options: Options, *, held: bool = Fa
 
 def start_loader(item: pytest.Item, options: Options, target: items.Target) -> None:
     """Start the standalone loader now, so its slow torch import overlaps the body and export."""
-    # Deferred: imports torch and hypothesis; the plugin's import stays torch-free.
-    from ..stages import standalone
-
     state = item.config.stash[STATE]
     if state.verdict_cache(item.config) is not None and state.warm:
         return  # [Verdict Cache] most checks will be reused: the first one that runs starts it
+    # Deferred, after the warm return: imports torch and hypothesis, which a reused check never needs.
+    from ..stages import standalone
+
     standalone.start(state.backends.get(target.backend), options)
 
 

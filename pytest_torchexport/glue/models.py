@@ -17,6 +17,7 @@ from ..recording.models import ModelError, ModelSpec, build, describe, expected,
 from . import items
 from .markers import MARKER, resolve
 from .state import STATE
+from .wording import in_flag_words
 
 #: The parent collector's name; every model item's node id starts with it.
 PREFIX = "torchexport-model"
@@ -130,8 +131,6 @@ class ModelItem(pytest.Item):
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         # The message says it all; the frames would bury it.
         if isinstance(excinfo.value, (ModelError, ExportMismatch)):
-            from .wording import in_flag_words  # wording reads this module's names
-
             return in_flag_words(str(excinfo.value), bool(self.config.getoption(ONLY, False)))
         return super().repr_failure(excinfo, style=style)
 

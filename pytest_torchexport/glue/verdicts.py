@@ -14,7 +14,7 @@ from ..errors import ExportMismatch
 from ..results.baseline import judge_baseline
 from ..results.report import Report
 from . import wording
-from .models import PREFIX
+from .models import ONLY, PREFIX
 from .state import State
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ ITEM_RESULTS = pytest.StashKey[list]()
 
 def record(item: pytest.Item, results: list[Result]) -> None:
     if item.nodeid.startswith(f"{PREFIX}::"):  # a model named on the command line: its flags, not a marker's
-        wording.for_item(item, results)
+        wording.for_item(results, bool(item.config.getoption(ONLY, False)))
     item.stash.setdefault(ITEM_RESULTS, []).extend(results)
     for n, r in enumerate(results):
         # One row per kind of call the test made (recording/kinds.py); repeats of a backend are numbered.

@@ -12,11 +12,8 @@ import re
 from typing import TYPE_CHECKING
 
 from ..results.outcome import Outcome, settle
-from .models import ONLY
 
 if TYPE_CHECKING:
-    import pytest
-
     from ..results.report import Result
 
 #: Each marker remedy, and the words for a model named on the command line.
@@ -61,9 +58,8 @@ def in_flag_words(text: str, command: bool) -> str:
     return text
 
 
-def for_item(item: pytest.Item, results: list[Result]) -> None:
+def for_item(results: list[Result], command: bool) -> None:
     """Rewrite the remedies of a model item's rows (``verdicts.record`` calls it for those only)."""
-    command = bool(item.config.getoption(ONLY, False))
     for r in results:
         message = in_flag_words(r.message, command)
         cause = in_flag_words(r.likely_cause, command) if r.likely_cause else r.likely_cause

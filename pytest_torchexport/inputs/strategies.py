@@ -10,13 +10,23 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from hypothesis import strategies as st
 
 from .._compat import pytree
 from .specs import InputPlan, LeafPlan
+
+if TYPE_CHECKING:
+    from hypothesis import strategies as st
+
+
+def _strategies() -> Any:
+    """hypothesis's strategies, imported when a search draws: a check the verdict cache reuses, which
+    only keys its inputs, never pays hypothesis's import."""
+    from hypothesis import strategies
+
+    return strategies
 
 #: Value modes, plainest first (hypothesis shrinks towards the front).
 MODES = ("recorded", "normal", "negative", "positive", "wide", "tiny")
@@ -63,12 +73,14 @@ def interesting_sizes(lo: int, hi: int, example: int | None) -> list[int]:
 
 
 def sizes(lo: int, hi: int, example: int | None = None) -> st.SearchStrategy[int]:
+    st = _strategies()
     picks = interesting_sizes(lo, hi, example)
     return st.one_of(st.sampled_from(picks), st.integers(lo, hi)) if picks else st.integers(lo, hi)
 
 
 def draws(plan: InputPlan, *, special_values: bool = False, vary_scalars: bool = False) -> st.SearchStrategy[Draw]:
     """All inputs of one module call, as one strategy."""
+    st = _strategies()
     examples = plan.example_sizes()
     size_strats = {name: sizes(d.min, plan.draw_max(name), examples.get(name)) for name, d in sorted(plan.dims.items())}
     modes: tuple[str, ...] = MODES if plan.recorded else MODES[1:]
@@ -77,7 +89,7 @@ def draws(plan: InputPlan, *, special_values: bool = False, vary_scalars: bool =
     scalar_strats = {i: _scalar(v) for i, v in plan.scalars.items()} if vary_scalars else {}
 
     @st.composite
-    def build(data: st.DrawFn) -> Draw:
+    def build(data: Any) -> Draw:  # hypothesis's DrawFn
         drawn = tuple((name, data(s)) for name, s in size_strats.items())
         mode = data(st.sampled_from(modes))
         seed = data(st.integers(0, 2**16))
@@ -89,6 +101,7 @@ def draws(plan: InputPlan, *, special_values: bool = False, vary_scalars: bool =
 
 
 def _scalar(value: Any) -> st.SearchStrategy[Any]:
+    st = _strategies()
     if isinstance(value, bool):
         return st.booleans()
     if isinstance(value, int):

@@ -24,7 +24,7 @@ from ..results.report import Finding
 from ..stages.check import Check
 from ..stages.exporting import quiet_call
 from ..stages.search_budget import ALWAYS, BudgetClock
-from ..stages.shared_search import explicit_draws, hypothesis_home, hypothesis_test
+from ..stages.shared_search import example_database, explicit_draws, hypothesis_home, hypothesis_test
 from . import causes, localize
 from .failure import Failure, Stats, track_vacuous
 from .messages import (
@@ -351,7 +351,7 @@ class Search:
                 options,
                 key=shared.key,
                 seed=shared.seed,
-                database=session.database,
+                database=example_database(session),
                 explicit=explicit,
                 shrink=True,
             )
@@ -363,7 +363,7 @@ class Search:
             options,
             key=key,
             seed=options.seed,
-            database=session.database,
+            database=example_database(session),
             explicit=explicit,
             shrink=True,
         )

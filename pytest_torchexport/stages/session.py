@@ -14,7 +14,9 @@ class Session:
     """What outlives one check: the backend registry, the example database, naming."""
 
     backends: Mapping[str, Any] = field(default_factory=lambda: dict(BUILTIN_BACKENDS))
-    database: Any = None  # a hypothesis ExampleDatabase, or None for none
+    #: a hypothesis ExampleDatabase, None for none, or a function that opens it
+    #: (``shared_search.example_database``: a reused check never pays hypothesis's import)
+    database: Any = None
     #: Where hypothesis writes its own files, never a new .hypothesis/ in the user's repo.
     hypothesis_home: str | None = None
     test: str | None = None

@@ -29,6 +29,7 @@ from ..results.report import Result
 from . import static_sizes
 from .latency import time_calls
 from .search_budget import ALWAYS, Budget
+from .session import Session
 from .side_effects import varied_scalars
 
 #: The share of the budget eager's runs may take; the artifacts' runs take the rest.
@@ -106,6 +107,13 @@ def explicit_draws(plan: InputPlan, export_draw: Draw, special_values: bool) -> 
     for draw, kind in entries:
         kinds.setdefault(draw, kind)
     return kinds
+
+
+def example_database(session: Session) -> Any:
+    """The session's hypothesis example database, opened on first use (``Session.database``)."""
+    if callable(session.database):
+        session.database = session.database()
+    return session.database
 
 
 def hypothesis_test(
@@ -295,7 +303,7 @@ def draw_once(
     drawing = _Drawing(eager, plan, shared, recorded, started)
     for draw, kind in kinds.items():
         drawing.run(draw, kind)
-    drawing.draw(options, session.database)
+    drawing.draw(options, example_database(session))
     if not options.vary_scalars:
         # Eager at each scalar's other value, for side_effects.baked_arguments.
         for _, draw in varied_scalars(plan, recorded[0]).values():
