@@ -28,6 +28,7 @@ def _strategies() -> Any:
 
     return strategies
 
+
 #: Value modes, plainest first (hypothesis shrinks towards the front).
 MODES = ("recorded", "normal", "negative", "positive", "wide", "tiny")
 #: Modes far from the recorded scale, drawn only with ``special_values=True``: deep nets are
