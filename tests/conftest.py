@@ -102,7 +102,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytest.TestReport:
-    """[Required Markers] ``TORCHEXPORT_REQUIRE_MARKS=browser,torchvision,model_libs``: a test that
+    """``TORCHEXPORT_REQUIRE_MARKS=browser,torchvision,model_libs``: a test that
     carries one of those markers and skips (Chromium, torchvision or timm missing) fails instead.
     CI sets it in the stages that install them, so a missing install cannot pass as a skip."""
     report = yield

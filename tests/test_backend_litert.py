@@ -49,7 +49,7 @@ def test_a_clean_model_passes_through_the_tflite_file():
     assert r.status == "pass", r.message
     assert r.extra["artifact_files"] == [FILENAME]
     assert r.rtol == 1e-3 and r.atol == 1e-4
-    # [Static Fallback]: litert-torch 0.10.0's JAX lowerings refuse the symbolic batch size
+    # A static fallback: litert-torch 0.10.0's JAX lowerings refuse the symbolic batch size
     kinds = {f.kind for f in r.findings}
     assert "specialized_dim" in kinds and "backend_note" in kinds
 

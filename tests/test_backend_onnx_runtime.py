@@ -122,7 +122,7 @@ def test_a_run_error_from_the_optimizer_names_the_least_level_that_breaks():
 
 
 def test_a_spilled_model_is_removed_by_the_process_that_made_it_not_by_a_forked_child():
-    """[Spilled Model] A forked child that collects its inherited copy of an artifact leaves the
+    """A forked child that collects its inherited copy of an artifact leaves the
     file to its parent, whose session may be made from it again. The child drops its copy by
     refcount, not with gc.collect(): collecting the garbage it inherited (an onnxruntime session
     of another test, in this worker) can hang in a forked child (isolation/runner.py)."""
@@ -181,8 +181,8 @@ def test_exported_models_pass_the_full_check():
 
 
 def test_the_in_memory_model_set_aside_drops_its_session_and_bytes_and_makes_them_again():
-    """[Set Aside] Kept for round-trip blame only, the in-memory model holds no session (an
-    onnxruntime copy of the weights) until it runs again. [Spilled Model] Its serialized bytes
+    """Kept for round-trip blame only, the in-memory model holds no session (an
+    onnxruntime copy of the weights) until it runs again. Its serialized bytes
     are never held: the session is made from a file, removed with the artifact."""
     import gc
     import os

@@ -133,7 +133,7 @@ def test_the_ir_runs_alone_in_float32_at_other_sizes(tmp_path):
     assert backend.input_shapes(loaded) == [(None, 4)]  # batch declared dynamic, the rest static
     expected_leaves = [expected["logits"][0], expected["logits"][1], expected["hidden"][0], expected["hidden"][1]]
     torch.testing.assert_close(out, expected_leaves, rtol=1e-3, atol=1e-4)
-    # float32 weights in the .bin: 4 bytes per parameter ([Saved In Float32])
+    # float32 weights in the .bin: 4 bytes per parameter
     assert (tmp_path / "model.bin").stat().st_size >= 4 * sum(
         p.numel() for p in Nested().parameters()
     )  # a count: any Nested

@@ -134,7 +134,7 @@ def test_a_backend_answers_for_its_artifacts_and_the_defaults_mean_not_available
     if onnx.unavailable_reason() is None:
         with torch.no_grad(), quiet_torch():
             artifact = onnx.export(module, (torch.randn(3, 8),), {}, _ctx(module))
-        # [Spilled Model] the in-memory model's session runs it from a file: its path
+        # the in-memory model's session runs it from a file: its path
         source = onnx.onnx_model(artifact)
         assert isinstance(source, str) and source.endswith(".onnx") and onnx.device_fallback(artifact) is None
         assert onnx.graph_optimizer(artifact).deployed == "ORT_ENABLE_ALL"

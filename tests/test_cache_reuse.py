@@ -481,7 +481,7 @@ def test_a_module_holding_fx_code_keeps_its_key_whatever_ran_before():
 
 
 def test_every_library_whose_files_are_not_hashed_has_its_version_in_the_key():
-    """[Versioned Not Hashed] A file ``sources.hashed`` skips must be covered by a version in the key,
+    """A file ``sources.hashed`` skips must be covered by a version in the key,
     or an upgrade of that library would reuse a stale pass. Both read ``sources.VERSIONED``; this
     holds the names in it to what they claim: each import name is installed by its distribution
     (a typo on either side would skip files without versioning them), and the key's versions are

@@ -141,7 +141,7 @@ def test_per_backend_tolerance_override_through_check():
 
 
 def test_chunked_statistics_equal_whole_tensor_ones(monkeypatch):
-    # [Bounded Comparison] chunks of 4M elements on real outputs; 7 here, so 300 elements
+    # chunks of 4M elements on real outputs; 7 here, so 300 elements
     # span many chunks, and the greatest error sits in a late one.
     import pytest_torchexport.reference.compare as cmp_mod
 
@@ -197,7 +197,7 @@ def test_noise_statistics_in_chunks_equal_whole_ones(monkeypatch):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_one_pass_statistics_equal_the_exact_ones(monkeypatch, dtype):
-    # [One Pass] A chunk where every element matches is judged in a few cached operations,
+    # A chunk where every element matches is judged in a few cached operations,
     # a chunk with a NaN, inf or mismatch by the exact path: on every kind of chunk, the
     # numbers (and so the message) are those of the exact path alone.
     import pytest_torchexport.reference.compare as cmp_mod
@@ -230,7 +230,7 @@ def test_one_pass_statistics_equal_the_exact_ones(monkeypatch, dtype):
 
 
 def test_compared_counts_elements_per_leaf_kind():
-    # [What A Verdict Rests On] values count one element each; None leaves are skipped with
+    # values count one element each; None leaves are skipped with
     # their reason; a structural difference compares no value; compare= gets every leaf.
     expected = {"logits": torch.zeros(2, 3), "n": 4, "hidden": None, "empty": torch.zeros(2, 0)}
     cmp = compare(expected, {"logits": torch.zeros(2, 3), "n": 4, "hidden": None, "empty": torch.zeros(2, 0)})

@@ -1,4 +1,4 @@
-"""[Cost Estimate] Before the first check, one line on what the session's marked tests will cost.
+"""Before the first check, one line on what the session's marked tests will cost.
 
 Real suites run twice through pytest: the first run's times are kept in pytest's cache, the
 second says what they add up to where that passes the threshold (``ESTIMATE_ABOVE_S``,

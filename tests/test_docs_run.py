@@ -6,7 +6,7 @@ numbers assume), and each ``$ command`` in a console block runs in the page's fo
 order. A command must not crash (no traceback the page does not show, no INTERNALERROR),
 pytest's closing counts must be the ones shown, and every output the page shows must be an
 excerpt of the real one, run-to-run noise aside (durations, memory sizes, paths: see
-[Output Noise] in docs/regen_outputs.py). A stale page fails here; ``python
+in docs/regen_outputs.py). A stale page fails here; ``python
 docs/regen_outputs.py PAGE`` rewrites its outputs from a real run.
 """
 

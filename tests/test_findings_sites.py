@@ -197,7 +197,7 @@ def test_a_torchscript_error_keeps_the_line_it_points_at(tester):
 
 
 def test_torchs_own_input_validation_is_told_from_its_branches():
-    # [Model Code] an `if` of torch's whose body only raises or warns (through nested ifs) is
+    # an `if` of torch's whose body only raises or warns (through nested ifs) is
     # input validation; one that computes is a branch the trace may freeze for the model.
     import inspect
 

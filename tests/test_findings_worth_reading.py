@@ -1,11 +1,11 @@
 """Findings worth reading.
 
-- [Validation Text] A value formatted into an assert's or a raise's message (timm's
+- A value formatted into an assert's or a raise's message (timm's
   ``_assert(H == ..., f"Input height ({H}) ...")``) is validation, not computation: no
   ``frozen_value`` for it, as torch's own validation ``if``s already have none.
-- [Consequence] On a passing row the finding that breaks another input (a size the artifact
+- On a passing row the finding that breaks another input (a size the artifact
   fails at, a frozen branch or size) comes before one that may matter on other values only.
-- [Alike At 80] The terminal summary never prints two different items alike at 80 columns.
+- The terminal summary never prints two different items alike at 80 columns.
 """
 
 import pytest

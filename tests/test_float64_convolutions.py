@@ -1,4 +1,4 @@
-"""[Float64 Convolutions] The noise oracle's float64 convolution layers run a few samples at a
+"""The noise oracle's float64 convolution layers run a few samples at a
 time: the same outputs, a fraction of the slow path's column buffer."""
 
 import subprocess

@@ -86,7 +86,7 @@ def test_the_longest_check_starts_first_and_rows_keep_their_order(tmp_path, monk
 
 
 def test_a_place_frees_when_any_check_ends_not_the_first_started(tmp_path, monkeypatch):
-    # [Any Place] Two places, three checks: onnx (long) and export start first (their usual
+    # Two places, three checks: onnx (long) and export start first (their usual
     # times); trace takes export's place when export ends, while onnx still runs. Waiting on
     # the first started (onnx) before starting trace left a core idle.
     monkeypatch.setenv("TORCHEXPORT_JOBS", "2")
@@ -384,7 +384,7 @@ def pytest_torchexport_backends(config):
 
 @pytest.mark.parametrize("xdist", [(), ("-n", "1", "--dist", "loadfile")], ids=["serial", "xdist"])
 def test_a_place_freed_ahead_goes_to_the_next_item_while_the_current_one_runs(tester, tmp_path, monkeypatch, xdist):
-    # [Any Place] Two places: the long item's own check and short's, started ahead. short
+    # Two places: the long item's own check and short's, started ahead. short
     # ends first; third takes its place while long still runs, not when long's item ends.
     # Under xdist too: the worker has been sent the whole file (loadfile) and reads its queue,
     # not only the item it runs next (third is two items after long).

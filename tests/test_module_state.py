@@ -1,4 +1,4 @@
-"""[Session State] No module globals outside constants: the rule, held by reading the package.
+"""No module globals outside constants: the rule, held by reading the package.
 
 Session state is owned by the session (``glue/state.py``) and handed down; what one check
 needs rides on its ``Check``. A module global would be shared by every pytest session in the

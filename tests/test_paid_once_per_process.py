@@ -1,4 +1,4 @@
-"""[Search First Use] and [Shared First Use]: what the test's process pays once before its
+"""The first uses of hypothesis and of torch.export: what the test's process pays once before its
 checks fork, so that each child does not pay it again, and that it changes no verdict."""
 
 import json
@@ -108,7 +108,7 @@ def _parsed_in_a_child(scan_first: bool) -> int:
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="forks")
 def test_a_child_forked_after_before_fork_parses_no_module_the_parent_had(tmp_path, monkeypatch):
-    """[Search First Use] hypothesis parses each new local module for constants once per
+    """hypothesis parses each new local module for constants once per
     process; a module imported after the parent's last scan was parsed again in every child."""
     monkeypatch.syspath_prepend(str(tmp_path))
     for name in ("zoo_model_a", "zoo_model_b"):

@@ -55,7 +55,7 @@ def _copied(recording):
 
 
 def test_only_the_module_its_check_picks_is_copied():
-    # [Copies For The Checked Module] A test that compares its model with a copy of it (a
+    # A test that compares its model with a copy of it (a
     # reloaded one) checks the model: the second module is not copied.
     import copy
 

@@ -1,4 +1,4 @@
-"""[Replay Safety] ``python -m pytest_torchexport.replay FILE`` runs no code the file carries.
+"""``python -m pytest_torchexport.replay FILE`` runs no code the file carries.
 
 The project's own repro files (a plain module, one with constructor arguments, shared and tied
 submodules, an LSTM) are read with ``torch.load(weights_only=True)`` and the module rebuilt from

@@ -116,7 +116,7 @@ def _row(data: dict, test: str, backend: str) -> dict:
 
 
 def test_rows_carry_each_inputs_error_and_tolerance(report_run):
-    """[Per Input] what the plot is drawn from: numbers the comparison made, one entry per input."""
+    """What the plot is drawn from: numbers the comparison made, one entry per input."""
     data = report_run["data"]
     trace = _row(data, "test_gate", "trace")
     assert trace["status"] == "mismatch"

@@ -90,7 +90,7 @@ def test_baked_scalar_argument_is_a_finding_and_vary_scalars_makes_it_a_failure(
 
 
 def test_a_batch_of_one_beside_the_real_cause_is_not_blamed():
-    # [Cause Experiments] shrinking leaves batch=1 next to the seq that breaks the export
+    # shrinking leaves batch=1 next to the seq that breaks the export
     dyn = {"dynamic": {"x": {0: "batch", 1: "seq"}}, "dims": {"seq": (2, 32)}}
     r = results(Truncate(), (torch.randn(2, 5, 4),), ["export"], **dyn)
     export = r["export"]
@@ -294,7 +294,7 @@ class _Truncate(torch.nn.Module):
 
 
 def test_a_failure_first_met_at_a_declared_max_is_still_shrunk():
-    """[Shrunk Even So] The declared max (seq=32, batch=16) is an explicit input, tried first, and
+    """The declared max (seq=32, batch=16) is an explicit input, tried first, and
     hypothesis never shrinks one: the failure is searched for among generated inputs and shown at
     its smallest (seq=9..11 with batch 1), not at the max it was first met on."""
     from helpers import checked_one

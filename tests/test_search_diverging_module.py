@@ -200,7 +200,7 @@ def test_names_the_first_diverging_module_with_the_artifacts_code(rows):
         assert [w["module"] for w in where["walked"]] == ["blocks.2"]
         assert where["method"] == ("in-graph" if backend.startswith("onnx") else "isolated")
         assert row["timings"]["localize_s"] > 0  # timed; its cost is what it walked (below), not the clock
-        # [Introduced Or Carried] The planted op's module introduces the error, in isolation and in-graph.
+        # The planted op's module introduces the error, in isolation and in-graph.
         assert where["introduced"] is True, (backend, where)
         assert "introduced here" in row["message"]
 

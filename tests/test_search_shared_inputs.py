@@ -176,7 +176,7 @@ def test_norm():
 
 
 def test_the_float64_oracle_runs_once_per_input_however_many_backends_need_it(tester, tmp_path, monkeypatch):
-    # [Float64 Once] Both ONNX exporters differ from eager by rounding on most inputs: each such input
+    # Both ONNX exporters differ from eager by rounding on most inputs: each such input
     # needs a float64 run, made once for the test, not once per backend (before: 15 with onnx, 30 with three).
     counter = tmp_path / "forwards"
     monkeypatch.setenv("FORWARD_COUNT_FILE", str(counter))
@@ -226,7 +226,7 @@ def test_scaled():
 
 
 def test_eager_at_a_scalars_other_value_runs_once_for_every_backend(tester, tmp_path, monkeypatch):
-    # [Baked Scalars Once] Each backend asks whether its artifact baked the scalar in; eager's answer
+    # Each backend asks whether its artifact baked the scalar in; eager's answer
     # at the other value is the same for all of them, computed once (before: once per backend).
     counter = tmp_path / "forwards"
     counter.write_bytes(b"")
@@ -249,7 +249,7 @@ def pytest_configure(config):
 
 
 def test_an_output_not_held_is_run_by_eager_once_not_here_and_again_in_the_child(tester, tmp_path, monkeypatch):
-    # [Unheld Not Run Here] Outputs beyond what the test's process holds for the children (HOLD_BYTES,
+    # Outputs beyond what the test's process holds for the children (HOLD_BYTES,
     # 1 GB; here 4 KB so that a tiny model crosses it) are made by eager in the child that compares
     # them. An input whose outputs would not fit (estimated from the recorded call's output bytes per
     # input byte) is not run here too: each such input was two forwards (a 268 MB output's trace check

@@ -1,4 +1,4 @@
-"""[Static Sizes] With no dims=, the undeclared dims of the recorded inputs are tried at a few
+"""With no dims=, the undeclared dims of the recorded inputs are tried at a few
 nearby sizes after a pass: an artifact that fails there gets a ``static_size`` finding (not a
 failure), and the dims= line it gives makes the size a checked requirement. The row also says
 which sizes the search covered (the report's ``sizes``, docs/report.md)."""
@@ -158,7 +158,7 @@ def test_conv():
 
 
 def test_eager_runs_the_static_sizes_once_for_every_backend(tester, monkeypatch):
-    # [Static Sizes Once] The channels (3: eager refuses 2, 4, 6) and the length (16: 15, 17, 32)
+    # The channels (3: eager refuses 2, 4, 6) and the length (16: 15, 17, 32)
     # are eager's six calls, made once in the test's process; each backend's child runs only its
     # artifact there, however many backends check the call.
     forwards = tester.path / "forwards.txt"

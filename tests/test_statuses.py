@@ -190,7 +190,7 @@ def test_load_error_and_roundtrip_mismatch():
 
 
 def test_an_onnx_save_that_drifts_is_blamed_on_the_round_trip_with_the_in_memory_model_set_aside():
-    """[Set Aside] After the load back the in-memory ONNX model drops its session and bytes; a loaded
+    """After the load back the in-memory ONNX model drops its session and bytes; a loaded
     model that fails makes them again from the program, so the blame still finds the save."""
     import onnx
     from onnx import numpy_helper

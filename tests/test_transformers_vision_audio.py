@@ -130,7 +130,7 @@ def test_an_audio_models_export_keeps_two_frames_and_up_and_says_the_range_was_a
         assert "Guard failed: input_values.size()[1] >= 52" in row["message"]
     # ONNX's graph drops torch.export's asserts: its values at 36-51 samples match eager's (3e-8 by
     # hand), so such a clip is judged by value, a pass with an unguarded_sizes finding quoting the guard
-    # ([Unguarded Sizes], search.py); before, it was a false run_error.
+    # (unguarded sizes, search.py); before, it was a false run_error.
     onnx = rows["test_wav2vec2", "onnx"]
     assert onnx["status"] == "pass", onnx["message"]
     unguarded = [f["detail"] for f in onnx["findings"] if f["kind"] == "unguarded_sizes"]

@@ -1,4 +1,4 @@
-"""[Unguarded Sizes] An input outside the shapes the export proved, which a runtime without guards
+"""An input outside the shapes the export proved, which a runtime without guards
 still runs, is judged by its values: a match is a pass with an ``unguarded_sizes`` finding that
 quotes the guard, a difference a mismatch that quotes it; never a run_error, since nothing raised.
 
