@@ -349,3 +349,16 @@ def test_xdist_workers_sign_and_verify_with_the_secret_they_inherit(suite, monke
     other.assert_outcomes(passed=1)
     assert "cached" not in _row(suite, other)
     other.stdout.re_match_lines([r"torchexport cache: refused 1 stored entry: 1 whose signature does not verify.*"])
+
+
+@pytest.mark.parametrize("secret", [None, "s"])
+def test_an_entry_is_written_only_as_large_as_a_lookup_reads(tmp_path, secret):
+    cache = Cache(tmp_path, secret=secret)
+    row = {"status": "mismatch", "backend": "trace", "examples": 3, "message": "x" * MAX_ENTRY_BYTES}
+    note = cache.store(KEY, row, [])
+    assert note is not None and "more than a lookup reads" in note.text
+    assert not cache._path(KEY).exists()
+    row["message"] = "x" * (MAX_ENTRY_BYTES - 2000)  # just within: signed or not, it reads back whole
+    assert cache.store(KEY, row, []) is None
+    hit, note = cache.lookup(KEY)
+    assert note is None and hit is not None and hit.row["message"] == row["message"]

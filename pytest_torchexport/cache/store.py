@@ -192,15 +192,17 @@ class Cache:
             "row": {k: v for k, v in row.items() if k not in _PER_RUN},
         }
         text = json.dumps(entry, default=str)
-        if len(text) > MAX_ENTRY_BYTES // 2:
-            return self._note(
-                f"not kept: its row is {len(text)} bytes, more than an entry holds: checked again next run"
-            )
         if self.secret is not None:
             # Sign the entry as it will be read back (JSON turns tuples into lists).
             entry = json.loads(text)
             entry["signature"] = self._sign(entry)
             text = json.dumps(entry)
+        size = len(text.encode("utf-8"))
+        if size > MAX_ENTRY_BYTES:  # a failure's message can be long: never write what a lookup will not read
+            return self._note(
+                f"not kept: its entry would be {size} bytes, more than a lookup reads ({MAX_ENTRY_BYTES}): "
+                "checked again next run"
+            )
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
