@@ -323,6 +323,21 @@ def test_a_failure_found_by_a_reproducible_search_is_reused_and_still_fails(test
     assert gate["status"] == "xfail" and gate["cached"] is True and gate["xfail_of"] == "mismatch"
 
 
+def test_a_reused_failure_runs_again_once_the_model_is_fixed(tester, not_in_ci):
+    # The failure is kept (a seeded search), then the frozen branch is fixed in the model's file: the
+    # stored failure must not stand for the fixed model.
+    tester.makepyfile(test_g=FAILING)
+    seeded = ("--torchexport-seed=7", "--torchexport-report=out.json", "-k", "gate")
+    tester.runpytest(*seeded).assert_outcomes(failed=1)
+    tester.runpytest(*seeded).assert_outcomes(failed=1)
+    (row,) = report_rows(tester, "out.json", key=by_item).values()
+    assert row["status"] == "mismatch" and row["cached"] is True
+    tester.makepyfile(test_g=FAILING.replace("if x.sum() > 0:", "if True:"))
+    tester.runpytest(*seeded).assert_outcomes(passed=1)
+    (row,) = report_rows(tester, "out.json", key=by_item).values()
+    assert row["status"] == "pass" and "cached" not in row
+
+
 def test_what_is_never_kept(not_in_ci):
     from pytest_torchexport.cache.reuse import unkept
     from pytest_torchexport.options import Options
