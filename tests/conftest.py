@@ -1,3 +1,14 @@
+import os
+
+# Tests run pytest again in subprocesses from a temporary folder (pytester). A relative PYTHONPATH
+# (CI lays each transformers release over the venv as PYTHONPATH=.tf-RELEASE) would resolve there to
+# nothing, and those runs would import the venv's own release, not the one under test: made absolute
+# here, every subprocess imports what this process imports.
+if os.environ.get("PYTHONPATH"):
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        os.path.abspath(entry) for entry in os.environ["PYTHONPATH"].split(os.pathsep) if entry
+    )
+
 # torch and the ONNX stack are imported here, once, on purpose: pytester's inline runs
 # restore sys.modules afterwards, and a second in-process import of torch segfaults (and
 # of onnxruntime/onnxscript aborts).
@@ -106,8 +117,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytes
     carries one of those markers and skips (Chromium, torchvision or timm missing) fails instead.
     CI sets it in the stages that install them, so a missing install cannot pass as a skip."""
     report = yield
-    import os
-
     required = {m.strip() for m in os.environ.get("TORCHEXPORT_REQUIRE_MARKS", "").split(",") if m.strip()}
     marks = sorted(m for m in required if item.get_closest_marker(m))
     if report.skipped and marks and not hasattr(report, "wasxfail"):

@@ -282,8 +282,6 @@ def test_the_encoder_decoder_cache_registration_round_trips_to_a_cache_eager_tak
 
     from pytest_torchexport.recording.kinds import register_caches
 
-    if not _has_exporter():
-        pytest.skip("this transformers has no exporter of its own to register the cache with")
     config = BertConfig(
         vocab_size=64,
         hidden_size=16,
@@ -301,6 +299,11 @@ def test_the_encoder_decoder_cache_registration_round_trips_to_a_cache_eager_tak
         cache = model(torch.randint(1, 64, (2, 7)), encoder_hidden_states=encoder)[name]
     register_caches(cache)
     leaves, spec = pytree.tree_flatten(cache)
+    if not _has_exporter():
+        # 4.x has no exporter of its own to register it with: the cache stays one opaque leaf, and the
+        # exporters' refusal of it is the verdict (the test above)
+        assert leaves == [cache] and spec.num_leaves == 1, spec
+        return
     assert len(leaves) == 8 and all(isinstance(t, torch.Tensor) for t in leaves)  # 2 layers x (self, cross) x (k, v)
     rebuilt = pytree.tree_unflatten([t.clone() for t in leaves], spec)
     assert type(rebuilt) is type(cache) and rebuilt.is_updated == cache.is_updated

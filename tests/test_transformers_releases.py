@@ -188,3 +188,16 @@ def test_check_returns_or_raises_its_report_on_a_model_output():
     (row,) = report.results
     assert row.cause_kind != "plugin_error", row.message
     assert row.status == "pass", row.message
+
+
+def test_the_runs_in_subprocesses_import_the_release_under_test(pytester):
+    """Every test here runs pytest again in a temporary folder: were the release's folder on a
+    relative PYTHONPATH left as it is, those runs would import another transformers and their
+    verdicts would be another release's."""
+    if not HAS_TRANSFORMERS:
+        pytest.skip("needs transformers (pip install transformers)")
+    import transformers
+
+    pytester.makepyfile("import transformers\n\ndef test_release():\n    print('RELEASE', transformers.__version__)\n")
+    result = pytester.runpytest_subprocess("-s", "-p", "no:cacheprovider", "-p", "no:randomly")
+    result.stdout.fnmatch_lines([f"* RELEASE {transformers.__version__}"])
