@@ -64,6 +64,7 @@ def test_traced_and_scripted_models_are_loaded_and_compared_in_cpp(rows):
         cpp_key = row["cpp"]
         assert cpp_key["status"] == "pass" and cpp_key["runtime"] == "torch::jit::load", cpp_key
         assert cpp_key["run_s"] > 0 and row["timings"]["cpp_s"] > 0
+        assert cpp_key["served"] is True  # by the session's one runner process, not one of its own
         assert not [f for f in row["findings"] if f["kind"] == "cpp_load"]
     assert "cpp" not in rows[("test_net", "onnx")]  # not a format C++ loads: no key at all
 
@@ -71,7 +72,7 @@ def test_traced_and_scripted_models_are_loaded_and_compared_in_cpp(rows):
 def test_a_custom_op_registered_only_in_python_is_a_load_error_naming_the_op(rows):
     row = rows[("test_op", "trace")]
     assert row["status"] == "load_error", row["message"]
-    assert row["cpp"]["status"] == "load_error"
+    assert row["cpp"]["status"] == "load_error" and row["cpp"]["served"] is True
     (finding,) = [f for f in row["findings"] if f["kind"] == "cpp_load"]
     assert "the custom op cpp_tests::twice, which C++ does not have" in finding["detail"]
     first, *rest = row["message"].splitlines()
@@ -137,3 +138,60 @@ def test_an_aoti_package_is_loaded_in_cpp(runner):
     assert row.status == "pass", row.message
     assert row.extra["cpp"]["status"] == "pass"
     assert row.extra["cpp"]["runtime"] == "torch::inductor::AOTIModelPackageLoader"
+
+
+# The served runner's relay (isolation/loader.py's CppRelay) on stand-in runners: a shell script
+# that reads the request line and then dies or hangs, as a runner crashing on an artifact would.
+def _stand_in(tmp_path, name, body):
+    path = tmp_path / name
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_a_served_runner_that_dies_on_an_artifact_answers_its_signal_and_the_next_request_gets_a_fresh_one(
+    tmp_path, monkeypatch
+):
+    from pytest_torchexport.isolation.loader import CppRelay
+
+    monkeypatch.chdir(tmp_path)  # the relay keeps its runner's log in the loader's folder
+    relay = CppRelay()
+    fields = ["jit", "m.pt", "in.bin", "out.bin", "err.txt", "cpu", "1"]
+    dies = _stand_in(tmp_path, "dies", 'read line; echo "segfault in the load" >&2; kill -SEGV $$')
+    answer = relay.run({"cpp": [dies, *fields], "timeout": 30})
+    assert answer["code"] == -11 and "segfault in the load" in answer["log"]
+    ran = cpp._ran(answer["code"], tmp_path / "out.bin", tmp_path / "err.txt", 0.1, log=answer["log"])
+    assert (ran.outputs, ran.stage) == (None, "load")
+    assert ran.error.startswith("the C++ runner died of SIGSEGV: segfault in the load")
+    answers = _stand_in(tmp_path, "answers", "while read line; do echo 3; done")
+    assert relay.run({"cpp": [answers, *fields], "timeout": 30}) == {"code": 3}
+    assert relay.run({"cpp": [answers, *fields], "timeout": 30}) == {"code": 3}  # the same process, served
+    hangs = _stand_in(tmp_path, "hangs", "read line; sleep 60")
+    assert relay.run({"cpp": [hangs, *fields], "timeout": 0.5}) == {"timeout": True}
+    assert relay.proc is None  # killed: the next request starts another
+    relay.stop()
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace:DeprecationWarning")
+def test_a_loader_gone_before_the_answer_runs_the_artifact_in_a_process_of_its_own(runner, tmp_path, monkeypatch):
+    from pytest_torchexport.isolation import loader
+    from pytest_torchexport.isolation.runner import THIS
+
+    model = torch.jit.trace(torch.nn.Linear(4, 3).eval(), torch.randn(2, 4))
+    model.save(str(tmp_path / "m.pt"))
+    x = torch.randn(2, 4)
+    cpp.write_values(tmp_path / "in.bin", (x,))
+    handle = loader.Loader()
+    handle.ensure()
+    monkeypatch.setattr(THIS, "loader", handle)  # this test's own, as a session's parent holds one
+    served = cpp.start(runner, "jit", tmp_path / "m.pt", tmp_path / "in.bin")
+    assert isinstance(served, cpp.Served)
+    assert served.result().served and cpp.read_values(tmp_path / "in-outputs.bin")
+    handle.kill()  # the session's loader died: the run falls back to a process of its own
+    try:
+        served = cpp.Served(handle, runner, "jit", tmp_path / "m.pt", tmp_path / "in.bin", device="cpu", threads=1)
+        ran = served.result()
+    finally:
+        handle.close()
+    assert ran.stage is None and not ran.served, ran.error
+    torch.testing.assert_close(ran.outputs[0], model(x))

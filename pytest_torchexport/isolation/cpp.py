@@ -305,16 +305,16 @@ class Ran:
     stage: str | None = None
     error: str = ""
     seconds: float = 0.0
+    served: bool = False  # by the session's served runner, not a process of its own
 
 
 class Running:
-    """The runner on one artifact, running beside the check's search."""
+    """The runner on one artifact, in a process of its own, running beside the check's search."""
 
     def __init__(
         self, runner: Runner, kind: str, model: Path, inputs: Path, *, device: str = "cpu", threads: int = 1
     ) -> None:
-        self.outputs = inputs.with_name(inputs.stem + "-outputs.bin")
-        self.errors = inputs.with_name(inputs.stem + "-errors.txt")
+        self.outputs, self.errors = _files(inputs)
         self.t0 = time.perf_counter()
         with open(self.errors, "wb") as err:
             self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
@@ -341,20 +341,9 @@ class Running:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-            return Ran(
-                None, "run", f"the C++ runner did not finish within {timeout:g} s", time.perf_counter() - self.t0
-            )
+            return Ran(None, "run", _timed_out(timeout), time.perf_counter() - self.t0)
         self.waited_s = time.perf_counter() - waited
-        seconds = (self.ended or time.perf_counter()) - self.t0
-        if code == 0:
-            return Ran(read_values(self.outputs), seconds=seconds)
-        error = self.errors.read_text(errors="replace").strip()
-        if code < 0:
-            import signal
-
-            error = f"the C++ runner died of {signal.Signals(-code).name}: {error[-600:]}"
-        stage = STAGES.get(code, "load")
-        return Ran(None, stage, error.removeprefix(f"{stage}: "), seconds)
+        return _ran(code, self.outputs, self.errors, (self.ended or time.perf_counter()) - self.t0)
 
     def stop(self) -> None:
         """Kill the runner if the check ended before reading its answer."""
@@ -367,9 +356,97 @@ class Running:
         self.stop()
 
 
+class Served:
+    """The runner on one artifact, served by the session's loader process (``loader.CppRelay``):
+    one libtorch start for the session instead of one per artifact. Where the loader dies or does
+    not answer, the artifact runs in a process of its own (``Running``), so the verdict is the same."""
+
+    def __init__(
+        self, handle: Any, runner: Runner, kind: str, model: Path, inputs: Path, *, device: str, threads: int
+    ) -> None:
+        self.outputs, self.errors = _files(inputs)
+        self.alone = (runner, kind, model, inputs, device, threads)
+        fields = [str(runner.path), kind, str(model), str(inputs), str(self.outputs), str(self.errors), device]
+        self.t0 = time.perf_counter()
+        self.ended: float | None = None
+        self.waited_s = 0.0
+        self._answer: dict[str, Any] | None = None
+        # A daemon, so a check that ends without reading the answer does not wait for it.
+        self._thread = threading.Thread(
+            target=self._ask, args=(handle, [*fields, str(threads)]), name="torchexport-cpp", daemon=True
+        )
+        self._thread.start()
+
+    def _ask(self, handle: Any, fields: list[str]) -> None:
+        try:
+            self._answer = handle.request({"cpp": fields, "timeout": RUN_TIMEOUT_S}, timeout=RUN_TIMEOUT_S + 30)
+        except Exception:  # noqa: BLE001 - the loader died or did not answer: result() runs it alone
+            pass
+        finally:
+            self.ended = time.perf_counter()
+
+    def result(self, timeout: float = RUN_TIMEOUT_S) -> Ran:
+        """Wait for the served run's answer and read what it wrote."""
+        waited = time.perf_counter()
+        self._thread.join(timeout + 60)
+        self.waited_s = time.perf_counter() - waited
+        answer = self._answer
+        if answer is None:
+            runner, kind, model, inputs, device, threads = self.alone
+            alone = Running(runner, kind, model, inputs, device=device, threads=threads)
+            ran = alone.result(timeout)
+            self.waited_s += alone.waited_s
+            return ran
+        seconds = (self.ended or time.perf_counter()) - self.t0
+        if answer.get("timeout"):
+            return Ran(None, "run", _timed_out(RUN_TIMEOUT_S), seconds, served=True)
+        ran = _ran(answer["code"], self.outputs, self.errors, seconds, log=answer.get("log", ""))
+        ran.served = True
+        return ran
+
+    def stop(self) -> None:
+        """Nothing to kill: the served run ends on its own and its answer goes unread."""
+
+
+def start(runner: Runner, kind: str, model: Path, inputs: Path, *, device: str = "cpu", threads: int = 1) -> Any:
+    """The run of ``model`` beside the search: served by the session's loader where the parent
+    started one (``loader.start``), else in a process of its own. Either has ``result()``."""
+    handle = loader.current()
+    plain = not any(c in str(p) for p in (model, inputs) for c in "\t\n")  # one request is one tab-separated line
+    if handle is not None and handle.proc is not None and plain:
+        return Served(handle, runner, kind, model, inputs, device=device, threads=threads)
+    return Running(runner, kind, model, inputs, device=device, threads=threads)
+
+
 def run(runner: Runner, kind: str, model: Path, inputs: Path, *, device: str = "cpu", threads: int = 1) -> Ran:
-    """Run the artifact at ``model`` (``jit`` or ``aoti``) on ``inputs`` and wait."""
+    """Run the artifact at ``model`` (``jit`` or ``aoti``) in a process of its own and wait."""
     return Running(runner, kind, model, inputs, device=device, threads=threads).result()
+
+
+def _files(inputs: Path) -> tuple[Path, Path]:
+    """Where a run on ``inputs`` writes its outputs and its error's text."""
+    return inputs.with_name(inputs.stem + "-outputs.bin"), inputs.with_name(inputs.stem + "-errors.txt")
+
+
+def _timed_out(timeout: float) -> str:
+    return f"the C++ runner did not finish within {timeout:g} s"
+
+
+def _ran(code: int, outputs: Path, errors: Path, seconds: float, *, log: str = "") -> Ran:
+    """A run's ``Ran`` from its exit status (negative: the signal that killed it) and its files."""
+    if code == 0:
+        return Ran(read_values(outputs), seconds=seconds)
+    try:
+        error = errors.read_text(errors="replace").strip()
+    except OSError:  # a served runner killed before it opened the file
+        error = ""
+    error = error or log.strip()
+    if code < 0:
+        import signal
+
+        error = f"the C++ runner died of {signal.Signals(-code).name}: {error[-600:]}"
+    stage = STAGES.get(code, "load")
+    return Ran(None, stage, error.removeprefix(f"{stage}: "), seconds)
 
 
 if __name__ == "__main__":  # start_build's detached build

@@ -5,9 +5,14 @@
 //
 //   runner jit  MODEL.pt   INPUTS OUTPUTS DEVICE THREADS   torch::jit::load
 //   runner aoti MODEL.pt2  INPUTS OUTPUTS DEVICE THREADS   AOTIModelPackageLoader
+//   runner --serve                                         one request per line on stdin
 //
 // Exit status: 0 ran, 2 the artifact did not load, 3 it loaded but failed to run, 4 the
-// inputs could not be read; the error's text is on stderr. The file format is plain (no
+// inputs could not be read; the error's text is on stderr. Served, each stdin line is the six
+// arguments above and an ERRORS path, tab-separated (kind, model, inputs, outputs, errors,
+// device, threads); the answer is the status alone on a stdout line, the error's text in
+// ERRORS. A session serves every artifact from one process, so a check pays a load, not
+// libtorch's start. The file format is plain (no
 // pickle): "TXCPP001", a uint32 count, then per value a kind byte (0 tensor, 1 int, 2 float,
 // 3 bool, 4 None), a uint32-prefixed name (a keyword argument's, or empty), and for a tensor
 // int32 ScalarType, uint32 ndim, int64 sizes, uint64 nbytes and its contiguous bytes; for a
@@ -136,27 +141,17 @@ void write_values(const std::string& path, const std::vector<c10::IValue>& value
   if (!out) throw std::runtime_error("cannot write " + path);
 }
 
-int fail(int code, const std::string& stage, const std::exception& e) {
+int fail(std::ostream& err, int code, const std::string& stage, const std::exception& e) {
   // c10::Error's what() carries a C++ backtrace after its message: the message is enough.
   const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
-  std::cerr << stage << ": " << (c10_error ? c10_error->what_without_backtrace() : e.what()) << std::endl;
+  err << stage << ": " << (c10_error ? c10_error->what_without_backtrace() : e.what()) << std::endl;
   return code;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  if (argc == 2 && std::string(argv[1]) == "--version") {
-    std::cout << TORCH_VERSION << std::endl;
-    return 0;
-  }
-  if (argc != 7) {
-    std::cerr << "usage: runner jit|aoti MODEL INPUTS OUTPUTS DEVICE THREADS" << std::endl;
-    return 64;
-  }
-  const std::string kind = argv[1], model = argv[2], inputs = argv[3], outputs = argv[4];
-  const c10::Device device(argv[5]);
-  at::set_num_threads(std::stoi(argv[6]));
+int run_one(const std::string& kind, const std::string& model, const std::string& inputs,
+            const std::string& outputs, const std::string& device_name, int threads, std::ostream& err) {
+  const c10::Device device(device_name);
+  at::set_num_threads(threads);
   c10::InferenceMode guard;
 
   std::vector<Value> values;
@@ -165,7 +160,7 @@ int main(int argc, char** argv) {
     for (auto& v : values)
       if (v.value.isTensor()) v.value = v.value.toTensor().to(device);
   } catch (const std::exception& e) {
-    return fail(4, "inputs", e);
+    return fail(err, 4, "inputs", e);
   }
 
   std::vector<c10::IValue> leaves;
@@ -175,7 +170,7 @@ int main(int argc, char** argv) {
       module = torch::jit::load(model, device);
       module.eval();
     } catch (const std::exception& e) {
-      return fail(2, "load", e);
+      return fail(err, 2, "load", e);
     }
     try {
       std::vector<c10::IValue> args;
@@ -186,7 +181,7 @@ int main(int argc, char** argv) {
       }
       flatten(module.forward(args, kwargs), leaves);
     } catch (const std::exception& e) {
-      return fail(3, "run", e);
+      return fail(err, 3, "run", e);
     }
   } else if (kind == "aoti") {
 #ifdef TORCHEXPORT_HAS_AOTI
@@ -195,7 +190,7 @@ int main(int argc, char** argv) {
       loader = std::make_unique<torch::inductor::AOTIModelPackageLoader>(
           model, "model", false, 1, device.is_cuda() ? device.index() : static_cast<c10::DeviceIndex>(-1));
     } catch (const std::exception& e) {
-      return fail(2, "load", e);
+      return fail(err, 2, "load", e);
     }
     try {
       std::vector<at::Tensor> tensors;
@@ -203,20 +198,60 @@ int main(int argc, char** argv) {
         if (v.value.isTensor()) tensors.push_back(v.value.toTensor());
       for (auto& t : loader->run(tensors)) leaves.emplace_back(t);
     } catch (const std::exception& e) {
-      return fail(3, "run", e);
+      return fail(err, 3, "run", e);
     }
 #else
-    std::cerr << "load: this torch's C++ headers have no AOTIModelPackageLoader" << std::endl;
+    err << "load: this torch's C++ headers have no AOTIModelPackageLoader" << std::endl;
     return 2;
 #endif
   } else {
-    std::cerr << "unknown artifact kind " << kind << std::endl;
+    err << "unknown artifact kind " << kind << std::endl;
     return 64;
   }
   try {
     write_values(outputs, leaves);
   } catch (const std::exception& e) {
-    return fail(3, "run", e);
+    return fail(err, 3, "run", e);
   }
   return 0;
+}
+
+// One request per stdin line until stdin closes (the session that started it has ended).
+int serve() {
+  std::string line;
+  while (std::getline(std::cin, line)) {
+    std::vector<std::string> fields;
+    std::string::size_type start = 0, tab;
+    while ((tab = line.find('\t', start)) != std::string::npos) {
+      fields.push_back(line.substr(start, tab - start));
+      start = tab + 1;
+    }
+    fields.push_back(line.substr(start));
+    int code = 64;
+    if (fields.size() == 7) {
+      std::ofstream err(fields[4]);
+      try {
+        code = run_one(fields[0], fields[1], fields[2], fields[3], fields[5], std::stoi(fields[6]), err);
+      } catch (const std::exception& e) {  // a device name or thread count it cannot read
+        code = fail(err, 64, "request", e);
+      }
+    }
+    std::cout << code << std::endl;
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc == 2 && std::string(argv[1]) == "--version") {
+    std::cout << TORCH_VERSION << std::endl;
+    return 0;
+  }
+  if (argc == 2 && std::string(argv[1]) == "--serve") return serve();
+  if (argc != 7) {
+    std::cerr << "usage: runner jit|aoti MODEL INPUTS OUTPUTS DEVICE THREADS, or runner --serve" << std::endl;
+    return 64;
+  }
+  return run_one(argv[1], argv[2], argv[3], argv[4], argv[5], std::stoi(argv[6]), std::cerr);
 }

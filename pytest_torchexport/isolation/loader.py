@@ -2,7 +2,9 @@
 
 The loader is a fresh interpreter (not a fork) run from an empty directory, so it proves an
 artifact loads without the test's code. It serves a Unix socket, so forked children can use it
-too, and is restarted when it stops answering. See docs/howto-standalone.md.
+too, and is restarted when it stops answering. It also relays the C++ load's requests to one
+served C++ runner (``CppRelay``), so a session starts libtorch's C++ side once, not per
+artifact. See docs/howto-standalone.md.
 """
 
 from __future__ import annotations
@@ -305,6 +307,72 @@ def _serve(request: dict[str, Any]) -> dict[str, Any]:
         export_log.removeHandler(handler)
 
 
+class CppRelay:
+    """In the loader: the C++ runner of ``isolation/cpp.py`` served from one process
+    (``runner --serve``), started at the first request and again after it dies.
+
+    It answers ``{"code": STATUS}`` as the runner's exit status would be (negative: killed by that
+    signal, with the tail of its log), or ``{"timeout": True}`` after killing it.
+    """
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[str] | None = None
+        self.path: str | None = None
+
+    def run(self, request: dict[str, Any]) -> dict[str, Any]:
+        import select
+
+        path, fields, timeout = request["cpp"][0], request["cpp"][1:], request["timeout"]
+        proc = self._send(path, "\t".join(fields) + "\n")
+        assert proc.stdout is not None
+        if not select.select([proc.stdout], [], [], timeout)[0]:
+            self.stop()
+            return {"timeout": True}
+        line = proc.stdout.readline()
+        if line.strip():
+            return {"code": int(line)}
+        code = proc.wait()  # no answer: it died on this artifact
+        self.stop()
+        return {"code": code, "log": Path("cpp-log.txt").read_text(errors="replace")[-600:]}
+
+    def _send(self, path: str, line: str) -> subprocess.Popen[str]:
+        """Write one request line, to a fresh runner if it is not running (or died since)."""
+        for attempt in (0, 1):
+            if self.proc is None or self.proc.poll() is not None or self.path != path:
+                self._start(path)
+            proc = self.proc
+            assert proc is not None and proc.stdin is not None
+            try:
+                proc.stdin.write(line)
+                proc.stdin.flush()
+                return proc
+            except OSError:  # it died between requests: once more, on a fresh one
+                self.stop()
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start(self, path: str) -> None:
+        self.stop()
+        with open("cpp-log.txt", "w") as log:  # the loader's own empty folder
+            self.proc = subprocess.Popen(
+                [path, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True
+            )
+        self.path = path
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            for pipe in (self.proc.stdin, self.proc.stdout):
+                if pipe is not None:
+                    try:
+                        pipe.close()
+                    except OSError:  # a request line it never read
+                        pass
+            self.proc = None
+
+
 def _begin(stage: str) -> None:
     """Log which stage starts, so a crash can be attributed to it."""
     print(f"{STAGE_MARK}{stage}", file=sys.stderr, flush=True)
@@ -329,13 +397,14 @@ def main(address: str) -> None:
     import torch
 
     torch.set_num_threads(1)  # the check runs beside it; one core each
+    relay = CppRelay()
     while True:
         conn = listener.accept()
         try:
             request = conn.recv()
             if request == "stop":
                 break
-            conn.send(_serve(request))
+            conn.send(relay.run(request) if "cpp" in request else _serve(request))
         except (EOFError, OSError):
             pass  # the client went away (its check timed out)
         finally:

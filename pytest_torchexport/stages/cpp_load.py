@@ -11,7 +11,7 @@ from typing import Any
 
 from .._compat import pytree
 from ..backends import _jit, aoti, trace
-from ..isolation import cpp, runner
+from ..isolation import cpp, loader, runner
 from ..results.outcome import Stop
 from ..results.report import Finding
 from .check import Check
@@ -25,9 +25,11 @@ RUNTIMES = {
 
 
 def start(name: str, options: Any) -> None:
-    """Start the runner's build before the check forks, so it overlaps the exports."""
+    """Before the check forks: start the runner's build, so it overlaps the exports, and the
+    session's loader, which serves every C++ run from one process (``loader.CppRelay``)."""
     if options.cpp != "off" and name in RUNTIMES and options.roundtrip:
         cpp.start_build()
+        loader.start()
 
 
 class Started:
@@ -38,7 +40,7 @@ class Started:
         runtime: str,
         *,
         skipped: str | None = None,
-        running: cpp.Running | None = None,
+        running: cpp.Running | cpp.Served | None = None,
         built: cpp.Runner | None = None,
     ) -> None:
         self.runtime, self.skipped, self.running, self.built = runtime, skipped, running, built
@@ -75,7 +77,7 @@ def _begin(check: Check, kind: str, filename: str, runtime: str) -> Started:
         built = cpp.ensure(chain)
     except cpp.BuildFailed as exc:
         return Started(runtime, skipped=str(exc))
-    running = cpp.Running(built, kind, model, inputs, device=check.device, threads=1)
+    running = cpp.start(built, kind, model, inputs, device=check.device, threads=1)
     return Started(runtime, running=running, built=built)
 
 
@@ -94,7 +96,7 @@ def step(check: Check) -> None:
     ran = started.running.result()
     runtime, built = started.runtime, started.built
     assert built is not None
-    note: dict[str, Any] = {"status": "pass", "runtime": runtime, "run_s": round(ran.seconds, 3)}
+    note: dict[str, Any] = {"status": "pass", "runtime": runtime, "run_s": round(ran.seconds, 3), "served": ran.served}
     if built.waited_s > 0.5:  # this check waited for the build: say so on its row
         note["runner_build_s"] = round(built.build_s, 1)
     result.timings["cpp_s"] = ran.seconds
