@@ -362,3 +362,22 @@ def test_an_entry_is_written_only_as_large_as_a_lookup_reads(tmp_path, secret):
     assert cache.store(KEY, row, []) is None
     hit, note = cache.lookup(KEY)
     assert note is None and hit is not None and hit.row["message"] == row["message"]
+
+
+def test_notes_that_differ_only_in_their_entry_are_one_line_naming_the_folder():
+    """Every entry of a folder refused (a secret rotated, a folder tampered with): one line with the
+    count, not one hashed path per check, and no line wider than a terminal's usual 200 characters."""
+    from pytest_torchexport.glue.summary import WIDEST_LINE, cache_lines
+
+    root = "/home/ci/.pytest_cache/torchexport-verdicts/v1"
+    said = ": its signature does not verify with TORCHEXPORT_CACHE_SECRET: checked again"
+    rows = [
+        {"cache": f"refused the entry {root}/{k[:2]}/{k}.json{said}", "nodeid": f"test_m.py::test_{i}[trace]"}
+        for i, k in enumerate(hashlib.sha256(str(i).encode()).hexdigest() for i in range(3))
+    ]
+    assert cache_lines(rows) == [f"torchexport cache warning: 3 checks: refused the entry {root}/…{said}"]
+    (line,) = cache_lines(rows[:1])  # one check: its own name, the path cut where the line would be too wide
+    assert line == f"torchexport cache warning: test_m.py::test_0[trace]: refused the entry {root}/…{said}"
+    assert len(line) <= WIDEST_LINE
+    short = [{"cache": "refused the entry /c/v1/ab/" + "ab" * 32 + ".json: checked again", "nodeid": "t.py::t"}]
+    assert cache_lines(short) == [f"torchexport cache warning: t.py::t: {short[0]['cache']}"]  # it fits: whole

@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -185,11 +186,24 @@ def cache_lines(rows: list[dict[str, Any]]) -> list[str]:
             passes = reused - failures
             what = f"{reused} verdicts ({passes} pass{'es' * (passes != 1)}, {failures} failure{'s' * (failures != 1)})"
         lines.append(f"torchexport cache: reused {what} of {len(rows)} checks (nothing they depend on changed)")
+    # Notes that differ only in the entry they name are one line: its folder, with their count.
+    grouped: dict[str, list[tuple[str, str]]] = {}
     for note, items in notes.items():
-        which = items[0] if len(items) == 1 else f"{len(items)} checks"
-        lines.append(f"torchexport cache warning: {which}: {note}")
+        grouped.setdefault(_ENTRY_PATH.sub(r"\1/…", note), []).extend((note, item) for item in items)
+    for general, said in grouped.items():
+        (note, item), *more = said
+        line = f"torchexport cache warning: {f'{len(said)} checks' if more else item}: {general}"
+        if not more and len(f"torchexport cache warning: {item}: {note}") <= WIDEST_LINE:
+            line = f"torchexport cache warning: {item}: {note}"  # the entry's whole path, where it fits
+        lines.append(line)
     lines.extend(refused_lines(rows))
     return lines
+
+
+#: A cache entry's path in a note (``DIR/vN/ab/abcdef….json``): the folder is kept.
+_ENTRY_PATH = re.compile(r"(\S+)/[0-9a-f]{2}/[0-9a-f]{16,}\.json")
+#: The widest line the summary prints where it can choose (a terminal's usual width).
+WIDEST_LINE = 200
 
 
 def refused_lines(rows: list[dict[str, Any]]) -> list[str]:
