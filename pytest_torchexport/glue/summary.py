@@ -176,7 +176,7 @@ def cache_lines(rows: list[dict[str, Any]]) -> list[str]:
     # One line per distinct note, with the number of checks it concerns.
     notes: dict[str, list[str]] = {}
     for row in rows:
-        if row.get("cache"):
+        if row.get("cache") and row.get("cache_refused") not in REFUSED:  # refused ones: counted below
             notes.setdefault(row["cache"], []).append(str(row.get("nodeid")))
     lines = []
     if reused:

@@ -318,6 +318,18 @@ class CppRelay:
     def __init__(self) -> None:
         self.proc: subprocess.Popen[str] | None = None
         self.path: str | None = None
+        self.lock = threading.Lock()  # one request at a time: the runner reads them in turn
+
+    def answer(self, conn: Any, request: dict[str, Any]) -> None:
+        """Run one request and send its answer on ``conn`` (in a thread of its own)."""
+        try:
+            with self.lock:
+                answer = self.run(request)
+            conn.send(answer)
+        except (EOFError, OSError):
+            pass  # the client went away (its check timed out)
+        finally:
+            conn.close()
 
     def run(self, request: dict[str, Any]) -> dict[str, Any]:
         import select
@@ -402,9 +414,18 @@ def main(address: str) -> None:
         conn = listener.accept()
         try:
             request = conn.recv()
-            if request == "stop":
-                break
-            conn.send(relay.run(request) if "cpp" in request else _serve(request))
+        except (EOFError, OSError):  # the client went away (its check timed out)
+            conn.close()
+            continue
+        if request == "stop":
+            conn.close()
+            break
+        if "cpp" in request:
+            # In a thread: it waits on the C++ runner's process, and a standalone load need not wait for it.
+            threading.Thread(target=relay.answer, args=(conn, request), name="torchexport-cpp", daemon=True).start()
+            continue
+        try:
+            conn.send(_serve(request))
         except (EOFError, OSError):
             pass  # the client went away (its check timed out)
         finally:
