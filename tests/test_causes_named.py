@@ -43,19 +43,45 @@ KEYWORDS = textwrap.dedent(
         module = torch.fx.symbolic_trace(Embeddings().eval())
         x = torch.randn(2, 4)
         module(x, types=torch.randn(2, 4), mask=torch.randn(2, 4))
+
+
+    class Tokens(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.words = nn.Embedding(10, 8)
+            self.types = nn.Embedding(2, 8)
+
+        def forward(self, input_ids, token_type_ids, attention_mask):
+            return (self.words(input_ids) + self.types(token_type_ids)) * attention_mask.unsqueeze(-1)
+
+
+    # Bound by position, the token ids reach the two-row type embedding: the artifact raises, on ONNX too
+    @pytest.mark.torchexport(backends=["export", "onnx"], examples=3)
+    def test_token_ids_out_of_order():
+        module = torch.fx.symbolic_trace(Tokens().eval())
+        ones = torch.ones(2, 5, dtype=torch.long)
+        module(attention_mask=ones, input_ids=torch.randint(0, 10, (2, 5)), token_type_ids=0 * ones)
     """
 )
 
 
 def test_an_export_that_binds_keywords_by_position_is_named(tester):
     tester.makepyfile(test_m=KEYWORDS)
-    result, rows = run_with_report(tester, "-p", "no:cacheprovider")
-    row = rows["export"]
+    result, rows = run_with_report(
+        tester, "-p", "no:cacheprovider", key=lambda r: (r["test"].rsplit("::", 1)[-1], r["backend"])
+    )
+    row = rows[("test_graph_module_called_with_keywords_out_of_order", "export")]
     assert row["status"] == "mismatch", row["message"]
     assert row["cause_kind"] == "keyword_order", row["message"]
     assert "the test passes types, mask, forward declares mask, types" in row["likely_cause"]
     assert "numeric" not in row["likely_cause"]
-    result.assert_outcomes(failed=1)
+    # The same binding, where it makes the artifact raise: the same cause, on each backend it reaches
+    tokens = {backend: row for (test, backend), row in rows.items() if test == "test_token_ids_out_of_order"}
+    for backend, row in tokens.items():
+        assert (row["status"], row["cause_kind"]) == ("run_error", "keyword_order"), (backend, row["message"])
+        assert row["likely_cause"].startswith(f"the {backend} artifact binds the keyword arguments by their order")
+    assert sorted(tokens) == ["export", "onnx"]
+    result.assert_outcomes(failed=3)
 
 
 MASKED = textwrap.dedent(

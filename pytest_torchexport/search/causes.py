@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from .._compat import quiet_torch
 from ..backends.base import Backend, ExportContext, GraphLevels
 from ..inputs.specs import InputPlan
 from ..inputs.strategies import FAR_MODES, PADDING_WORDS, Draw, materialize
@@ -240,7 +241,7 @@ def _position_axis(leaf: Any, mask_shape: Any) -> int | None:
 @dataclass(frozen=True)
 class KeywordOrder:
     """The artifact binds keyword arguments by order, not name: re-exported in ``forward``'s order,
-    the failing input passes. torch.export's non-strict capture of an fx ``GraphModule`` does this
+    the failing input passes (it differed from eager, or raised). torch.export's non-strict capture of an fx ``GraphModule`` does this
     (torch 2.13), e.g. feeding ``attention_mask`` to ``token_type_ids``."""
 
     passed: tuple[str, ...]  # the order the test passed them in
@@ -250,7 +251,8 @@ class KeywordOrder:
 def keyword_order(check: Any, failure: Failure) -> KeywordOrder | None:
     """Re-export with the keyword arguments in ``forward``'s order; blame the order only if the
     failing input then passes."""
-    if failure.status != "mismatch" or failure.comparison is None or failure.state or check.artifacts is None:
+    # A mismatch, or a run error: a token id fed to a smaller embedding is out of its range.
+    if failure.status not in ("mismatch", "run_error") or failure.state or check.artifacts is None:
         return None
     module = check.eager.module
     try:
@@ -268,9 +270,11 @@ def keyword_order(check: Any, failure: Failure) -> KeywordOrder | None:
     scratch.mkdir(exist_ok=True)
     ctx = ExportContext(device=check.device, plan=check.plan, module=module, scratch=scratch)
     try:
-        with torch.no_grad():
+        # Quiet, as the check's own export: an exporter's warnings are no error here, even under -W error.
+        with torch.no_grad(), quiet_torch():
             artifact = check.backend.export(copy_module(module), args, kwargs, ctx)
-        actual, _ = check.run(artifact, failure.args, failure.kwargs)
+            # Fed in forward's order too: ONNX feeds a call's tensors by position.
+            actual, _ = check.run(artifact, failure.args, {k: failure.kwargs[k] for k in declared})
     except Exception:  # noqa: BLE001 - such a failure tells nothing about the order
         return None
     expected = check.eager(failure.args, failure.kwargs).outputs

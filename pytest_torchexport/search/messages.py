@@ -508,7 +508,7 @@ def _order_cause(check: Check, failure: Failure) -> list[tuple[CauseKind, str]]:
     return [
         (
             "keyword_order",
-            f"the {check.name} export binds the keyword arguments by their order, not by their names: the test passes "
+            f"the {check.name} artifact binds the keyword arguments by their order, not by their names: the test passes "
             f"{', '.join(order.passed)}, forward declares {', '.join(order.declared)}, and exported with them in "
             "forward's order the failing input passes (torch.export's non-strict capture of an fx GraphModule feeds "
             "each keyword argument to the parameter at its position). Pass them in forward's order, or export with "
