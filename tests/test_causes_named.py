@@ -4,6 +4,7 @@
   mask, a row of padding only: eager gives 0 or the like, onnxruntime the mean of V) is no
   failure: those outputs are undefined, left out of the comparison, counted in ``compared`` and
   named by a ``masked_rows`` finding.
+- A failure none of the experiments explains says so on its "Likely cause:" line.
 - An export that binds keyword arguments by position (torch.export's non-strict capture of an fx
   ``GraphModule``, torch 2.13) is found by exporting again with them in ``forward``'s order, and
   named.
@@ -15,11 +16,12 @@ import re
 import textwrap
 
 import pytest
-from helpers import run_with_report, transformers_release
+from helpers import Pickled, checked, run_with_report, transformers_release
 
 from pytest_torchexport.results import explain
 from pytest_torchexport.results.report import Result
 from pytest_torchexport.results.table import shared_cause_lines, shared_causes
+from pytest_torchexport.search.messages import UNKNOWN_CAUSE
 
 KEYWORDS = textwrap.dedent(
     """
@@ -304,3 +306,75 @@ def test_a_row_of_padding_only_is_drawn_where_the_test_sent_one_and_left_out_whe
         masked,
     ), masked
     result.assert_outcomes(passed=2)
+
+
+# An installed exporter's code, which no site names: compiled under a name that is no user's file.
+_VENDOR: dict = {}
+exec(  # noqa: S102 - a fixed string
+    compile(
+        "def export(self, module, args, kwargs, ctx):\n    raise RuntimeError('the device ran out of handles')\n",
+        "<vendor exporter>",
+        "exec",
+    ),
+    _VENDOR,
+)
+
+
+class _Refusing(Pickled):
+    """A third-party backend whose exporter refuses with an error that names no line of the model."""
+
+    name = "refusing"
+    export = _VENDOR["export"]
+
+
+class _Raising(Pickled):
+    """A third-party backend whose artifact raises on inputs whose first value is negative, at every
+    size: no branch, size, special value or keyword order explains it."""
+
+    name = "raising"
+
+    def run(self, artifact, args, kwargs):
+        if float(args[0].flatten()[0]) < 0:
+            raise RuntimeError("handle table full")
+        return artifact(*args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "backend, line",
+    [
+        (
+            _Refusing(),
+            "Likely cause: not known: the error above names no line of the model and no limit the plugin knows",
+        ),
+        (_Raising(), f"Likely cause: {UNKNOWN_CAUSE}"),
+    ],
+    ids=["export", "search"],
+)
+def test_a_failure_no_experiment_explains_says_so(backend, line):
+    import torch
+
+    row = checked(torch.nn.Linear(4, 3).eval(), (torch.randn(2, 4).abs(),), [backend], examples=8, roundtrip=False)[
+        backend.name
+    ]
+    assert row.status in ("export_error", "run_error"), row.message
+    assert line in row.message.splitlines(), row.message
+
+
+# A function with no source file, as a dataclass's generated __init__ is (transformers 5's configs)
+_MADE: dict = {"__name__": "made"}
+exec("def doubled(x):\n    return x * 2\n", _MADE)  # noqa: S102 - a fixed string
+doubled = _MADE["doubled"]
+
+
+def test_a_function_script_cannot_read_the_source_of_is_named():
+    """script refused GPT-2 on transformers 5 with inspect's raw OSError about GPT2Config.__init__."""
+    import torch
+
+    class Doubling(torch.nn.Module):
+        def forward(self, x):
+            return doubled(x)
+
+    row = checked(Doubling(), (torch.randn(2, 4),), ["script"], examples=2)["script"]
+    assert row.status == "export_error", row.message
+    assert "doubled has none Python can read" in row.likely_cause, row.message
+    assert f"Likely cause: {row.likely_cause}" in row.message.splitlines()

@@ -232,7 +232,8 @@ def test_prefill_and_decode_each_checked_and_generate_through_forward(tester):
     if trace_refuses_transformers_masks():
         assert all("masking_utils.py" in row["likely_cause"] for row in trace), [r["likely_cause"] for r in trace]
     else:
-        assert "DynamicCache" in trace[1]["likely_cause"]
+        # The tracer's refusal of the cache it returns, in words, not its raw error
+        assert all(row["likely_cause"].startswith("the outputs hold a KV cache (a DynamicCache at ") for row in trace)
     for row in (*export, *trace):
         assert not any(f["kind"] == "mutates_input" for f in row["findings"]), row["findings"]
         assert not any(f["kind"] == "reference_copy" for f in row["findings"]), row["findings"]

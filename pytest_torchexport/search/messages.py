@@ -99,6 +99,13 @@ def nothing_compared(check: Check, stats: Stats) -> Outcome:
     )
 
 
+#: Said where no experiment points at a cause, so a message never leaves the reader wondering.
+UNKNOWN_CAUSE = (
+    "not known: none of the experiments that name one (a frozen branch, a baked size, a special value, "
+    "the keyword order, the localized module) points at this input; the error above is what is known"
+)
+
+
 def explain_failure(check: Check, failure: Failure, stats: Stats, export_path: Any) -> Outcome:
     """The verdict on the shrunk ``failure``; ``export_path``: the lines the export example ran, if known."""
     result, name, header = check.result, check.name, check.header
@@ -124,8 +131,7 @@ def explain_failure(check: Check, failure: Failure, stats: Stats, export_path: A
     numbers, passes_with = _numbers(result, failure)
     lines += numbers + _error_lines(check, failure) + diverges_at(result, failure, name)
     cause, kind = likely_cause(check, failure, stats, export_path)
-    if cause:
-        lines.append(f"Likely cause: {cause}")
+    lines.append(f"Likely cause: {cause or UNKNOWN_CAUSE}")
     lines += _reproduce(check, failure) + _remedy(failure, name, passes_with, result)
     return Outcome(failure.status, "\n".join(lines), cause, kind)  # type: ignore[arg-type]  # a failure's status is a Status
 

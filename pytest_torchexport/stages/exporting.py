@@ -257,9 +257,11 @@ def export_failed(check: Check, exc: BaseException, stage: str) -> NoReturn:
     if cause is not None:
         lines.append(f"Likely cause: {cause}")
     else:  # no user line to blame
-        cause, kind = _unserializable(name, reason) if stage == "save" else _cache_out(check, reason), "exporter_error"
-        if cause is not None:
-            lines.append(f"Likely cause: {cause}")
+        known = _unserializable(name, reason) if stage == "save" else _cache_out(check, reason) or _no_source(reason)
+        cause, kind = known, "exporter_error"
+        lines.append(
+            f"Likely cause: {cause or 'not known: the error above names no line of the model and no limit the plugin knows'}"
+        )
         cause = cause or reason
     lines.append(f"Example inputs: {check.plan.describe()}")
     lines.append(
@@ -272,15 +274,32 @@ _SERIALIZING = re.compile(r"Failed serializing node (\S+) in graph: .*?target=([
 
 
 def _cache_out(check: Check, reason: str) -> str | None:
-    """Explain the dynamo ONNX exporter's refusal of a returned KV cache (lifted constants)."""
-    if "lifted_tensor" not in reason:
+    """Explain an exporter's refusal of a returned KV cache: the dynamo ONNX exporter's lifted
+    constants, the tracer's "cannot infer type" of a cache object."""
+    traced = re.search(r"got value of type (\w*Cache)\b", reason) if "Tracer cannot infer type" in reason else None
+    if "lifted_tensor" not in reason and not traced:
         return None
     caches = [p for p, _ in flatten(check.recorded.outputs)[0] if "cache" in p.lower() or "past" in p.lower()]
     if not caches:
         return None
     return (
-        f"the outputs hold a KV cache ({caches[0].split('.', 1)[0]}), which {check.name} cannot return from the "
+        f"the outputs hold a KV cache ({f'a {traced.group(1)} at ' if traced else ''}{caches[0].split('.', 1)[0]}), "
+        f"which {check.name} cannot return from the "
         "program it exports; export the call with use_cache=False (the logits alone), or check this backend on it"
+    )
+
+
+_NO_SOURCE = re.compile(r"(?:Failed to get|Can't get) source for <function ([\w.<>]+) at")
+
+
+def _no_source(reason: str) -> str | None:
+    """TorchScript's refusal of a function it cannot read the source of."""
+    found = _NO_SOURCE.search(reason)
+    if found is None:
+        return None
+    return (
+        f"script compiles the source of every function the model reaches, and {found.group(1)} has none Python "
+        "can read (code made at run time, as a dataclass's __init__ is); trace and export do not need the source"
     )
 
 
