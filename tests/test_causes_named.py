@@ -378,3 +378,36 @@ def test_a_function_script_cannot_read_the_source_of_is_named():
     assert row.status == "export_error", row.message
     assert "doubled has none Python can read" in row.likely_cause, row.message
     assert f"Likely cause: {row.likely_cause}" in row.message.splitlines()
+
+
+class _Pair:
+    """A user's class registered with pytree the plain way, without keys (as transformers registers
+    its ModelOutput classes on 4.57 and 5.5)."""
+
+    def __init__(self, a, b):
+        self.a, self.b = a, b
+
+
+def _register_pair() -> None:
+    from torch.utils import _pytree as pytree
+
+    if _Pair not in pytree.SUPPORTED_NODES:
+        pytree.register_pytree_node(_Pair, lambda p: ([p.a, p.b], None), lambda xs, _: _Pair(*xs))
+
+
+def test_an_input_registered_with_pytree_without_keys_is_named():
+    """torch.export refuses it (Whisper's generate passes encoder_outputs=BaseModelOutput so): the row
+    names the argument and the remedy, not the raw ValueError."""
+    import torch
+
+    _register_pair()
+
+    class Adds(torch.nn.Module):
+        def forward(self, x, pair):
+            return x + pair.a * pair.b
+
+    pair = _Pair(torch.randn(2, 4), torch.randn(2, 4))
+    row = checked(Adds(), (torch.randn(2, 4),), ["export"], {"pair": pair}, examples=2)["export"]
+    assert row.status == "export_error", row.message
+    assert row.likely_cause.startswith("the argument pair is a _Pair, which is registered with pytree without keys")
+    assert f"Likely cause: {row.likely_cause}" in row.message.splitlines()

@@ -257,7 +257,11 @@ def export_failed(check: Check, exc: BaseException, stage: str) -> NoReturn:
     if cause is not None:
         lines.append(f"Likely cause: {cause}")
     else:  # no user line to blame
-        known = _unserializable(name, reason) if stage == "save" else _cache_out(check, reason) or _no_source(reason)
+        known = (
+            _unserializable(name, reason)
+            if stage == "save"
+            else _cache_out(check, reason) or _no_source(reason) or _unkeyed(check, reason)
+        )
         cause, kind = known, "exporter_error"
         lines.append(
             f"Likely cause: {cause or 'not known: the error above names no line of the model and no limit the plugin knows'}"
@@ -286,6 +290,24 @@ def _cache_out(check: Check, reason: str) -> str | None:
         f"the outputs hold a KV cache ({f'a {traced.group(1)} at ' if traced else ''}{caches[0].split('.', 1)[0]}), "
         f"which {check.name} cannot return from the "
         "program it exports; export the call with use_cache=False (the logits alone), or check this backend on it"
+    )
+
+
+_UNKEYED = re.compile(r"Did not find a flatten_with_keys_fn for type: <class '([\w.]+)'>")
+
+
+def _unkeyed(check: Check, reason: str) -> str | None:
+    """torch.export's refusal of a value whose pytree registration has no keys."""
+    found = _UNKEYED.search(reason)
+    if found is None:
+        return None
+    cls = found.group(1).rsplit(".", 1)[-1]
+    named = [k for k, v in check.recorded.kwargs.items() if type(v).__name__ == cls]
+    where = f"the argument {named[0]} is a {cls}" if named else f"the call or its outputs hold a {cls}"
+    return (
+        f"{where}, which is registered with pytree without keys (as transformers registers its ModelOutput "
+        f"classes on its older releases), and {check.name} reads every input and output by key: pass that value "
+        "as a tuple, or register its class with flatten_with_keys_fn (a newer transformers does)"
     )
 
 
