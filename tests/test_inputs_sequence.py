@@ -364,7 +364,116 @@ def test_a_cross_attention_cache_has_the_encoders_length_as_one_dim_with_its_ids
     call = (torch.randint(0, 9, (2, 7)), torch.ones(2, 7, dtype=torch.int64), torch.randint(0, 9, (2, 1)), cache)
     plan = plan_inputs(Step(), call, None)
     found = sorted(shapes(plan).values(), key=str)
-    assert found.count(("batch", 2, "seq", 8)) == 2 and found.count(("batch", 2, 1, 8)) == 2, found
-    draw = Draw(sizes=(("batch", 3), ("seq", 4)), mode="normal", seed=1)
+    # the self-attention cache grows with each step: its length is searched too
+    assert found.count(("batch", 2, "seq", 8)) == 2 and found.count(("batch", 2, "past", 8)) == 2, found
+    draw = Draw(sizes=(("batch", 3), ("seq", 4), ("past", 5)), mode="normal", seed=1)
     args, _ = materialize(plan, draw)
     assert args[0].shape == (3, 4) and args[3][0][2].shape == (3, 2, 4, 8)  # one length, never two
+    assert args[3][0][0].shape == (3, 2, 5, 8)
+
+
+# One decode step over a KV cache: the new token attends to the cache and to itself. As source, so the
+# pytester run below defines the same class in its test file.
+STEP = textwrap.dedent(
+    """
+    class Step(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(32, 8)
+            self.q = nn.Linear(8, 8)
+
+        def forward(self, input_ids, past_key_values, attention_mask):
+            x = self.emb(input_ids)  # [batch, 1, 8]
+            keys = torch.cat([past_key_values[:, 0], x], dim=1)  # [batch, length + 1, 8]
+            scores = (self.q(x) @ keys.transpose(1, 2)).masked_fill(attention_mask[:, None, :] == 0, -1e9)
+            return scores.softmax(-1) @ keys
+    """
+)
+_STEP: dict = {"nn": nn, "torch": torch}
+exec(STEP, _STEP)  # noqa: S102 - the fixed source above
+Step = _STEP["Step"]
+
+
+def _step_call(length: int = 5, mask: int | None = None):
+    ids, cache = torch.randint(0, 32, (2, 1)), torch.randn(2, 1, length, 8)
+    return (ids,), {"past_key_values": cache, "attention_mask": torch.ones(2, mask or length + 1, dtype=torch.int64)}
+
+
+def test_a_decode_steps_cache_length_is_searched_and_its_mask_is_one_longer():
+    args, kwargs = _step_call()
+    plan = plan_inputs(Step(), args, kwargs)
+    assert shapes(plan) == {
+        "input_ids": ("batch", 1),
+        "past_key_values": ("batch", 1, "past", 8),
+        "attention_mask": ("batch", "past+1"),
+    }
+    assert (plan.dims["past"].min, plan.dims["past"].max) == (1, 16) and plan.example_sizes()["past"] == 5
+    drawn_args, drawn = materialize(plan, Draw(sizes=(("batch", 3), ("past", 9)), mode="normal", seed=0))
+    assert drawn["past_key_values"].shape == (3, 1, 9, 8) and drawn["attention_mask"].shape == (3, 10)
+    dynamic = plan.export_dynamic_shapes(Step())
+    assert dynamic["attention_mask"][1].root is dynamic["past_key_values"][2]  # past + 1, one symbol
+    # an exporter that cannot name an expression gets both dims as the exporter's own
+    auto = plan.export_dynamic_shapes(Step(), derived_auto=True)
+    assert auto["attention_mask"][1] is auto["past_key_values"][2] is torch.export.Dim.AUTO
+
+
+def test_a_static_cache_keeps_its_shape():
+    # A static cache spans its fixed size on every call, and so does its mask: no length to search
+    args, kwargs = _step_call(length=8, mask=8)
+    assert shapes(plan_inputs(Step(), args, kwargs))["past_key_values"] == ("batch", 1, 8, 8)
+
+
+BAKED = (
+    textwrap.dedent(
+        """
+    import pytest
+    import torch
+    from torch import nn
+    """
+    )
+    + STEP
+    + textwrap.dedent(
+        """
+
+    class BakedStep(Step):
+        def __init__(self):
+            super().__init__()
+            self.pos = nn.Embedding(64, 8)
+
+        def forward(self, input_ids, past_key_values, attention_mask):
+            length = int(past_key_values.shape[2])  # a Python int: the export bakes the length in
+            out = super().forward(input_ids, past_key_values, attention_mask)
+            return out + self.pos(torch.full_like(input_ids, length))
+
+
+    def call(model):
+        cache = torch.randn(2, 1, 5, 8)
+        model(torch.randint(0, 32, (2, 1)), past_key_values=cache, attention_mask=torch.ones(2, 6, dtype=torch.long))
+
+
+    @pytest.mark.torchexport(backends=["export", "onnx"])
+    def test_step():
+        call(Step().eval())
+
+
+    @pytest.mark.torchexport(backends=["export"])
+    def test_baked():
+        call(BakedStep().eval())
+    """
+    )
+)
+
+
+def test_a_decode_step_holds_at_every_cache_length_or_fails_where_it_does_not(tester):
+    """A decode artifact is used at every cache length of a generation: a clean step passes at cache
+    lengths it was not recorded at, on export and ONNX; one whose export baked the length in fails."""
+    tester.makepyfile(test_steps=BAKED)
+    result = tester.runpytest("-p", "no:cacheprovider", "--torchexport-report=out.json")
+    result.assert_outcomes(passed=2, failed=1)
+    rows = report_rows(tester, key=lambda r: (r["test"].rsplit("::", 1)[-1], r["backend"]))
+    for backend in ("export", "onnx"):
+        row = rows[("test_step", backend)]
+        assert row["status"] == "pass" and row["sizes"]["past"][0] < 5 < row["sizes"]["past"][1], row
+    baked = rows[("test_baked", "export")]
+    assert baked["status"] == "run_error", baked["message"]
+    assert "Guard failed: past_key_values.size()[2] == 5" in baked["message"]

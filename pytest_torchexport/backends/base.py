@@ -32,8 +32,8 @@ class ExportContext:
     capture_s: float = 0.0
     own_capture_s: float = 0.0  # the part of ``capture_s`` spent inside this export
 
-    def dynamic_shapes(self, module: Any) -> Any:
-        return self.plan.export_dynamic_shapes(module, relaxed=self.relaxed)
+    def dynamic_shapes(self, module: Any, *, derived_auto: bool = False) -> Any:
+        return self.plan.export_dynamic_shapes(module, relaxed=self.relaxed, derived_auto=derived_auto)
 
     def shared_capture(self) -> Captured | None:
         """[Shared Capture] The engine's capture at this check's ``relaxed`` dims, or None."""

@@ -98,7 +98,8 @@ def _dynamic_shapes(ctx: ExportContext, tensors: tuple[torch.Tensor, ...]) -> di
     # torch.export binds ``forward(self, *tensors)`` to one input, so the shapes are one tuple.
     return {
         "tensors": tuple(
-            {ax: dims[e] for ax, e in enumerate(leaf.shape) if isinstance(e, str)} or None for leaf in leaves
+            {ax: dims[e] for ax, e in enumerate(leaf.shape) if isinstance(e, str) and e in dims} or None
+            for leaf in leaves
         )
     }
 

@@ -216,14 +216,18 @@ class DynamoOnnxBackend(_OnnxBackend):
     def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
         module = keywords_bound(module, kwargs)
         shared = ctx.shared_capture()
-        if shared is not None and self.captures_otherwise(module):
+        # An input dim that is another's plus a constant (a decode step's mask, "past+1") is an
+        # expression in the shared capture, which the ONNX translation cannot name ("expected
+        # sympy.Symbol", torch 2.13): it captures itself, with those dims left to the exporter.
+        derives = getattr(ctx.plan, "derives", False)
+        if shared is not None and (self.captures_otherwise(module) or derives):
             shared = None  # torch.onnx.export would capture differently: let it capture itself
         if shared is not None and shared.error is None:
             # [Shared Capture] Given a program, torch.onnx.export does not capture again.
             ctx.capture, model, dynamic = "shared", shared.program, None
             ctx.capture_s += shared.seconds
         else:
-            model, dynamic = module, ctx.dynamic_shapes(module)
+            model, dynamic = module, ctx.dynamic_shapes(module, derived_auto=derives)
         try:
             with (
                 reused(),

@@ -26,8 +26,30 @@ SEQUENCE_DIM = "seq"
 DECODER_SEQUENCE_DIM = "decoder_seq"
 #: A waveform's length (AUDIO_WORDS), searched like a text model's sequence.
 SAMPLES_DIM = "samples"
+#: A decode step's KV cache length (``_past_axes``): its mask is this dim plus the step's tokens.
+PAST_DIM = "past"
 #: The dims named by default, when the user declares none.
-DEFAULT_DIMS = (DEFAULT_DIM, SEQUENCE_DIM, DECODER_SEQUENCE_DIM, SAMPLES_DIM)
+DEFAULT_DIMS = (DEFAULT_DIM, SEQUENCE_DIM, DECODER_SEQUENCE_DIM, SAMPLES_DIM, PAST_DIM)
+
+
+def derived(entry: Any) -> tuple[str, int] | None:
+    """``("past", 1)`` for the shape entry ``"past+1"``: a size that is a dim's plus a constant, as a
+    decode step's mask is its cache's length plus its tokens'. None for a plain entry."""
+    if isinstance(entry, str) and "+" in entry:
+        base, offset = entry.split("+", 1)
+        return base, int(offset)
+    return None
+
+
+def entry_size(entry: Any, sizes: Mapping[str, int]) -> int:
+    """The size of one shape entry under the dim ``sizes``: an int as it is, a dim's size, a derived
+    entry's base size plus its offset (0 for a dim ``sizes`` lacks)."""
+    if not isinstance(entry, str):
+        return entry
+    found = derived(entry)
+    if found is not None:
+        return sizes.get(found[0], 0) + found[1]
+    return sizes.get(entry, 0)
 
 
 @dataclass(frozen=True)
@@ -128,7 +150,7 @@ class InputPlan:
         for index, leaf in self.tensors.items():
             example = leaf.example if leaf.example is not None else self.leaves[index]
             for entry, size in zip(leaf.shape, example.shape):
-                if isinstance(entry, str):
+                if isinstance(entry, str) and derived(entry) is None:
                     sizes.setdefault(entry, int(size))
         return sizes
 
@@ -141,23 +163,45 @@ class InputPlan:
         return max(d.min, min(d.max, self.caps.get(name, d.max)))
 
     # -- what the exporters need -------------------------------------------------------
-    def export_dynamic_shapes(self, module: torch.nn.Module, relaxed: frozenset[str] = frozenset()) -> Any:
+    @property
+    def derives(self) -> bool:
+        """Whether a shape entry is derived from a dim (``"past+1"``)."""
+        return any(derived(e) is not None for leaf in self.tensors.values() for e in leaf.shape)
+
+    def export_dynamic_shapes(
+        self, module: torch.nn.Module, relaxed: frozenset[str] = frozenset(), *, derived_auto: bool = False
+    ) -> Any:
         """``dynamic_shapes`` for ``torch.export``/dynamo ONNX: keyed by forward's parameter names.
 
         ``relaxed`` dims are left to the exporter (``Dim.AUTO``), for when the model's code
-        proved a declared range impossible, so the artifact can still be checked.
+        proved a declared range impossible, so the artifact can still be checked; with
+        ``derived_auto`` so are derived entries, for an exporter that cannot name an expression.
         """
         if not any(isinstance(e, str) for leaf in self.tensors.values() for e in leaf.shape):
             return None
+        if derived_auto:  # the dims derived entries come from go to the exporter too, or it finds them violated
+            relaxed = relaxed | {
+                found[0] for leaf in self.tensors.values() for e in leaf.shape if (found := derived(e))
+            }
         tdims: dict[str, Any] = {
             name: torch.export.Dim.AUTO if name in relaxed else torch.export.Dim(name, min=max(d.min, 0), max=d.max)
             for name, d in self.dims.items()
         }
+
+        def exported(entry: str) -> Any:
+            # A derived entry ("past+1") is left to the exporter, which finds the relation itself: the
+            # dynamo ONNX exporter fails on a declared one ("expected sympy.Symbol", torch 2.13).
+            found = derived(entry)
+            if found is None:
+                return tdims[entry]
+            base = tdims[found[0]]
+            return torch.export.Dim.AUTO if derived_auto or base is torch.export.Dim.AUTO else base + found[1]
+
         flat = []
         for i in range(len(self.leaves)):
             if i in self.tensors:
                 entries = self.tensors[i].shape
-                axes = {ax: tdims[e] for ax, e in enumerate(entries) if isinstance(e, str)}
+                axes = {ax: exported(e) for ax, e in enumerate(entries) if isinstance(e, str)}
                 flat.append(axes or None)
             else:
                 flat.append(None)
@@ -195,7 +239,7 @@ class InputPlan:
         found = []
         for (_, leaf), shape in zip(sorted(self.tensors.items()), shapes):
             for ax, entry in enumerate(leaf.shape):
-                if isinstance(entry, str) and ax < len(shape) and isinstance(shape[ax], int):
+                if isinstance(entry, str) and derived(entry) is None and ax < len(shape) and isinstance(shape[ax], int):
                     found.append((leaf.name, ax, entry, shape[ax]))
         return found
 
@@ -303,7 +347,43 @@ def _dynamic_axes(
                     axes_for[i][1] = dim
                 for i in _cache_axes(leaves, [i for i in batched if i not in found], names, found):
                     axes_for[i][2] = dim
+            for i, entry in _past_axes(leaves, batched, names, axes_for).items():
+                axes_for[i][2 if entry == PAST_DIM else 1] = entry
     return axes_for
+
+
+def _past_axes(
+    leaves: list[Any], batched: list[int], names: dict[int, str], axes_for: dict[int, dict[int, str]]
+) -> dict[int, str]:
+    """A decode step's KV cache length, searched: the cache tensors (``[batch, heads, length,
+    head_dim]``, all one length L) get ``past`` on dim 2, and each 2-D mask, of length L plus the
+    step's q tokens, ``past+q``. Only where every mask has that length, so a static cache (whose mask
+    spans its fixed size) keeps its shape; and only beside token ids, which give q."""
+    caches = [
+        i
+        for i in batched
+        if leaves[i].dim() == 4
+        and leaves[i].is_floating_point()
+        and 2 not in axes_for[i]
+        and any(word in names[i].lower() for word in CACHE_WORDS)
+    ]
+    lengths = {int(leaves[i].shape[2]) for i in caches}
+    if not caches or len(lengths) != 1 or (length := lengths.pop()) < 1:
+        return {}
+    flat2 = [
+        i
+        for i in batched
+        if leaves[i].dim() == 2
+        and not (leaves[i].is_floating_point() or leaves[i].is_complex())
+        and 1 not in axes_for[i]
+    ]
+    masks = [i for i in flat2 if "mask" in names[i].lower()]
+    ids = {int(leaves[i].shape[1]) for i in flat2 if i not in masks and any(w in names[i].lower() for w in ID_WORDS)}
+    if len(ids) != 1 or (step := ids.pop()) < 1:
+        return {}
+    if any(int(leaves[i].shape[1]) != length + step for i in masks):
+        return {}
+    return {**{i: PAST_DIM for i in caches}, **{i: f"{PAST_DIM}+{step}" for i in masks}}
 
 
 #: Name words of a KV cache input (``past_key_values``).
@@ -491,7 +571,7 @@ def _all_dims(tensors: dict[int, LeafPlan], declared_dims: dict[str, Dim]) -> di
     example_sizes: dict[str, list[int]] = {}
     for leaf in tensors.values():
         for entry, size in zip(leaf.shape, leaf.example.shape if leaf.example is not None else leaf.shape):
-            if isinstance(entry, str) and isinstance(size, int):
+            if isinstance(entry, str) and derived(entry) is None and isinstance(size, int):
                 example_sizes.setdefault(entry, []).append(size)
     all_dims = dict(declared_dims)
     for name, sizes in example_sizes.items():
@@ -510,7 +590,7 @@ def _all_dims(tensors: dict[int, LeafPlan], declared_dims: dict[str, Dim]) -> di
             )
     for leaf in tensors.values():
         for e in leaf.shape:
-            if isinstance(e, str) and e not in all_dims:
+            if isinstance(e, str) and (derived(e) or (e, 0))[0] not in all_dims:
                 raise InvalidArgument(
                     f"dim {e!r} is used but not declared in dims=; declared: {', '.join(all_dims) or '(none)'}"
                 )

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .._compat import pytree
-from .specs import InputPlan, LeafPlan
+from .specs import InputPlan, LeafPlan, entry_size
 
 if TYPE_CHECKING:
     from hypothesis import strategies as st
@@ -138,7 +138,7 @@ def special_probes(plan: InputPlan) -> list[Draw]:
     floats = [i for i, leaf in plan.tensors.items() if leaf.dtype.is_floating_point][:PROBE_INPUTS]
     for i in floats:
         shape = plan.tensors[i].shape
-        numel = math.prod(sizes.get(e, 0) if isinstance(e, str) else e for e in shape)
+        numel = math.prod(entry_size(e, sizes) for e in shape)
         if numel == 0:
             continue
         places = ("one", "all") if numel > 1 else ("all",)
@@ -175,7 +175,7 @@ def materialize(
     scalars = dict(draw.scalars)
     values = list(plan.leaves)
     for i, leaf in plan.tensors.items():
-        shape = [sizes.get(e, 0) if isinstance(e, str) else e for e in leaf.shape]
+        shape = [entry_size(e, sizes) for e in leaf.shape]
         gen = torch.Generator().manual_seed(draw.seed * 7919 + i)
         tensor = _tensor(leaf, shape, draw, gen)
         if draw.probe is not None and draw.probe[0] == i:

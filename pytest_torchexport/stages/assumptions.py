@@ -10,7 +10,17 @@ from __future__ import annotations
 import dataclasses
 
 from ..backends.base import ExportContext
-from ..inputs.specs import DECODER_SEQUENCE_DIM, DEFAULT_DIM, DEFAULT_DIMS, SAMPLES_DIM, SEQUENCE_DIM, InputPlan
+from ..inputs.specs import (
+    DECODER_SEQUENCE_DIM,
+    DEFAULT_DIM,
+    DEFAULT_DIMS,
+    PAST_DIM,
+    SAMPLES_DIM,
+    SEQUENCE_DIM,
+    InputPlan,
+    derived,
+    entry_size,
+)
 from ..inputs.strategies import materialize, recorded_draw
 from ..options import Options
 from ..reference.eager import Eager, ModelRaised
@@ -25,12 +35,18 @@ def assumed_batch(plan: InputPlan, options: Options, name: str = DEFAULT_DIM) ->
     return options.dynamic is None and options.inputs is None and name in plan.dims and name not in (options.dims or {})
 
 
+def _on(entry: object, name: str) -> bool:
+    """Whether a shape entry is dim ``name`` or derived from it."""
+    return entry == name or (derived(entry) or ("", 0))[0] == name
+
+
 #: What the finding calls each assumed dim.
 ASSUMED = {
     DEFAULT_DIM: "dim 0 of the inputs was assumed to be a batch dim",
     SEQUENCE_DIM: "dim 1 of the token inputs was assumed to be a sequence dim",
     DECODER_SEQUENCE_DIM: "dim 1 of the decoder's token inputs was assumed to be a sequence dim",
     SAMPLES_DIM: "dim 1 of the audio inputs was assumed to be a waveform's length",
+    PAST_DIM: "dim 2 of the KV cache was assumed to be its length, and the mask's to be that plus the step's tokens",
 }
 
 
@@ -71,7 +87,9 @@ def _hold_rejected(plan: InputPlan, eager: Eager, result: Result, name: str) -> 
         )
     )
     tensors = {
-        i: dataclasses.replace(leaf, shape=tuple(size if e == name else e for e in leaf.shape))
+        i: dataclasses.replace(
+            leaf, shape=tuple(entry_size(e, {name: size}) if _on(e, name) else e for e in leaf.shape)
+        )
         for i, leaf in plan.tensors.items()
     }
     dims = {k: v for k, v in plan.dims.items() if k != name}

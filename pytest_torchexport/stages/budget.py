@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ..inputs.specs import DEFAULT_DIM, InputPlan
+from ..inputs.specs import DEFAULT_DIM, InputPlan, derived
 from ..isolation import runner
 from ..options import Options, environment, switched_off
 from ..reference.eager import EagerCall, nbytes
@@ -50,7 +50,7 @@ def exponents(plan: InputPlan) -> dict[str, int]:
     for leaf in plan.tensors.values():
         for ax, entry in enumerate(leaf.shape):
             if isinstance(entry, str):
-                axes.setdefault(entry, set()).add(ax)
+                axes.setdefault((derived(entry) or (entry, 0))[0], set()).add(ax)
     return {name: 1 if name == DEFAULT_DIM or found == {0} else 2 for name, found in axes.items()}
 
 

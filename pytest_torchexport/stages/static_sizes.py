@@ -210,7 +210,7 @@ def _finding(check: Check, found: Probe) -> Finding:
     dynamic: dict[str, dict[int, str]] = {}
     for index, axis in found.axes:
         leaf = plan.tensors[index]
-        axes = {ax: entry for ax, entry in enumerate(leaf.shape) if isinstance(entry, str)}
+        axes = {ax: entry for ax, entry in enumerate(leaf.shape) if isinstance(entry, str) and "+" not in entry}
         dynamic.setdefault(leaf.name, axes)[axis] = dim
     span = (min(found.tried + [found.size]), max(found.tried + [found.size]))
     dynamic_text = (
