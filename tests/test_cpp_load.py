@@ -172,7 +172,7 @@ def test_a_served_runner_that_dies_on_an_artifact_answers_its_signal_and_the_nex
     relay.stop()
 
 
-@pytest.mark.filterwarnings("ignore:`torch.jit.trace:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace")  # deprecated: a DeprecationWarning, a FutureWarning on 2.14
 def test_a_loader_gone_before_the_answer_runs_the_artifact_in_a_process_of_its_own(runner, tmp_path, monkeypatch):
     from pytest_torchexport.isolation import loader
     from pytest_torchexport.isolation.runner import THIS
