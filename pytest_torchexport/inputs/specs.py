@@ -37,7 +37,8 @@ def derived(entry: Any) -> tuple[str, int] | None:
     decode step's mask is its cache's length plus its tokens'. None for a plain entry."""
     if isinstance(entry, str) and "+" in entry:
         base, offset = entry.split("+", 1)
-        return base, int(offset)
+        if offset.isdigit():
+            return base, int(offset)
     return None
 
 
@@ -189,8 +190,8 @@ class InputPlan:
         }
 
         def exported(entry: str) -> Any:
-            # A derived entry ("past+1") is left to the exporter, which finds the relation itself: the
-            # dynamo ONNX exporter fails on a declared one ("expected sympy.Symbol", torch 2.13).
+            # A derived entry ("past+1") is its dim plus the offset, unless left to the exporter: the
+            # dynamo ONNX exporter fails on an expression ("expected sympy.Symbol", torch 2.13).
             found = derived(entry)
             if found is None:
                 return tdims[entry]
