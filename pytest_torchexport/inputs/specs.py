@@ -360,14 +360,7 @@ def _past_axes(
     head_dim]``, all one length L) get ``past`` on dim 2, and each 2-D mask, of length L plus the
     step's q tokens, ``past+q``. Only where every mask has that length, so a static cache (whose mask
     spans its fixed size) keeps its shape; and only beside token ids, which give q."""
-    caches = [
-        i
-        for i in batched
-        if leaves[i].dim() == 4
-        and leaves[i].is_floating_point()
-        and 2 not in axes_for[i]
-        and any(word in names[i].lower() for word in CACHE_WORDS)
-    ]
+    caches = [i for i in batched if 2 not in axes_for[i] and _kv_cache(leaves[i], names[i])]
     lengths = {int(leaves[i].shape[2]) for i in caches}
     if not caches or len(lengths) != 1 or (length := lengths.pop()) < 1:
         return {}
@@ -397,14 +390,12 @@ def _cache_axes(leaves: list[Any], others: list[int], names: dict[int, str], fou
     if not found:
         return []
     length = int(leaves[found[0]].shape[1])
-    return [
-        i
-        for i in others
-        if leaves[i].dim() == 4
-        and leaves[i].is_floating_point()
-        and int(leaves[i].shape[2]) == length
-        and any(word in names[i].lower() for word in CACHE_WORDS)
-    ]
+    return [i for i in others if _kv_cache(leaves[i], names[i]) and int(leaves[i].shape[2]) == length]
+
+
+def _kv_cache(t: torch.Tensor, name: str) -> bool:
+    """A KV cache tensor: 4-D float (``[batch, heads, length, head_dim]``), named like a cache."""
+    return t.dim() == 4 and t.is_floating_point() and any(word in name.lower() for word in CACHE_WORDS)
 
 
 #: Text-model inputs without a batch dim (``head_mask [layers, heads]``).

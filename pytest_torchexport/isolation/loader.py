@@ -349,20 +349,20 @@ class CppRelay:
 
     def _send(self, path: str, line: str) -> subprocess.Popen[str]:
         """Write one request line, to a fresh runner if it is not running (or died since)."""
-        for attempt in (0, 1):
-            if self.proc is None or self.proc.poll() is not None or self.path != path:
-                self._start(path)
-            proc = self.proc
-            assert proc is not None and proc.stdin is not None
-            try:
-                proc.stdin.write(line)
-                proc.stdin.flush()
-                return proc
-            except OSError:  # it died between requests: once more, on a fresh one
-                self.stop()
-                if attempt:
-                    raise
-        raise AssertionError("unreachable")
+        if self.proc is None or self.proc.poll() is not None or self.path != path:
+            self._start(path)
+        try:
+            return self._write(line)
+        except OSError:  # it died between requests: once more, on a fresh one
+            self._start(path)
+            return self._write(line)
+
+    def _write(self, line: str) -> subprocess.Popen[str]:
+        proc = self.proc
+        assert proc is not None and proc.stdin is not None
+        proc.stdin.write(line)
+        proc.stdin.flush()
+        return proc
 
     def _start(self, path: str) -> None:
         self.stop()
