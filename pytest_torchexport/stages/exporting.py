@@ -9,6 +9,7 @@ place ([As Called]) are named in a failure's cause. See docs/one-check.md.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import re
 import time
 from typing import Any, NoReturn, cast
@@ -257,12 +258,8 @@ def export_failed(check: Check, exc: BaseException, stage: str) -> NoReturn:
     if cause is not None:
         lines.append(f"Likely cause: {cause}")
     else:  # no user line to blame
-        known = (
-            _unserializable(name, reason)
-            if stage == "save"
-            else _cache_out(check, reason) or _no_source(reason) or _unkeyed(check, reason)
-        )
-        cause, kind = known, "exporter_error"
+        known, kind = _known_cause(check, finding, reason, stage)
+        cause = known
         lines.append(
             f"Likely cause: {cause or 'not known: the error above names no line of the model and no limit the plugin knows'}"
         )
@@ -272,6 +269,60 @@ def export_failed(check: Check, exc: BaseException, stage: str) -> NoReturn:
         f'If {name} is not a path you ship, drop it with backends=[...] or mark it known with xfail={{"{name}": "reason"}}'
     )
     raise Stop("export_error" if stage in ("export", "save") else "load_error", "\n".join(lines), cause, kind)
+
+
+def _known_cause(check: Check, finding: Finding | None, reason: str, stage: str) -> tuple[str | None, CauseKind]:
+    """The cause of an export error that names no line of the model, and its kind."""
+    if stage == "save":
+        return _unserializable(check.name, reason), "exporter_error"
+    for explain_it, kind in (
+        (_cache_out, "unsupported_output"),
+        (_unkeyed, "unregistered_type"),
+        (_untyped_input, "unregistered_type"),
+    ):
+        cause = explain_it(check, reason)
+        if cause:
+            return cause, cast(CauseKind, kind)
+    source = _no_source(reason)
+    if source:
+        return source, "unsupported_python"
+    if _TRACE_INPUT.search(reason):
+        return (
+            f"{check.name} takes tensors, and tuples, lists or dicts of tensors whose values are all of one type; "
+            "the call passes another value (a class of the user's, or a dict mixing lists and dicts): pass its "
+            "tensors as arguments, or check this call on export"
+        ), "exporter_error"
+    if finding is not None and finding.kind in ERROR_SITE_KINDS and finding.kind != "error_site":
+        return finding.detail, cast(CauseKind, finding.kind)
+    return None, "exporter_error"
+
+
+_TRACE_INPUT = re.compile(r"inputs to traced functions must have consistent type|' cannot be traced\. Only Tensors")
+_UNTYPED_INPUT = re.compile(r"Unsupported input type <class '([\w.]+)'>")
+
+
+def _untyped_input(check: Check, reason: str) -> str | None:
+    """torch.export's refusal of an argument of a class pytree does not know (a user's state object)."""
+    found = _UNTYPED_INPUT.search(reason)
+    if found is None:
+        return None
+    cls = found.group(1).rsplit(".", 1)[-1]
+    named = [k for k, v in {**_positional(check), **check.recorded.kwargs}.items() if type(v).__name__ == cls]
+    where = f"the argument {named[0]} is a {cls}" if named else f"the call passes a {cls}"
+    return (
+        f"{where}, a class pytree does not know, and {check.name} takes only tensors and the containers pytree "
+        f"knows: pass its tensors as arguments, or register {cls} (torch.export.register_dataclass for a "
+        "dataclass, torch.utils._pytree.register_pytree_node with flatten_with_keys_fn otherwise)"
+    )
+
+
+def _positional(check: Check) -> dict[str, Any]:
+    """The recorded positional arguments by forward's parameter names."""
+    try:
+        params = [p for p in inspect.signature(check.eager.module.forward).parameters]
+    except (TypeError, ValueError):
+        return {}
+    return dict(zip(params, check.recorded.args))
 
 
 _SERIALIZING = re.compile(r"Failed serializing node (\S+) in graph: .*?target=([\w.]+)")
