@@ -21,7 +21,7 @@ from functools import lru_cache
 from typing import Any
 
 
-class Captured:
+class Quieted:
     """What a quiet call emitted: warnings and printed text."""
 
     def __init__(self) -> None:
@@ -30,9 +30,9 @@ class Captured:
 
 
 @contextlib.contextmanager
-def quiet_torch(fds: bool = False) -> Iterator[Captured]:
+def quiet_torch(fds: bool = False) -> Iterator[Quieted]:
     """Record warnings, capture prints; with ``fds``, also what C++ writes to fds 1 and 2."""
-    captured = Captured()
+    captured = Quieted()
     buffer = io.StringIO()
     previous_disable = logging.root.manager.disable
     # torch's structured-trace logger ignores logging.disable(), so it is muted by name.

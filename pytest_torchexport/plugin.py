@@ -13,7 +13,7 @@ import pytest
 
 from ._compat import skip_fixture_setup
 from .errors import InvalidArgument
-from .glue import adapters, ahead, hookspecs, items, markers, models, verdicts
+from .glue import adapters, ahead, hookspecs, items, markers, model_items, verdicts
 from .glue.cli import add_options, misspelled_flags
 from .glue.costs import COSTS, Costs
 from .glue.items import without_group_suffix
@@ -56,7 +56,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(markers.LateMarkers(), "torchexport-late-markers")
     config.stash[COSTS] = costs = Costs(config)
     config.pluginmanager.register(costs, "torchexport-costs")
-    models.configure(config)  # [Model By Name] a bad SPEC is a usage error now
+    model_items.configure(config)  # [Model By Name] a bad SPEC is a usage error now
     if config.pluginmanager.hasplugin("xdist"):
         from .glue.xdist import XdistHooks, cap_worker_threads
 
@@ -70,13 +70,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    models.collect(session, items)  # [Model By Name] each SPEC's items, first
+    model_items.collect(session, items)  # [Model By Name] each SPEC's items, first
     # After conftests' modifyitems and before -k/-m deselection, so markers they add count.
     markers.expand(config, items)
 
 
 def pytest_ignore_collect(collection_path: Any, config: pytest.Config) -> bool | None:
-    return models.ignore(config)  # --torchexport-models-only: no test file
+    return model_items.ignore(config)  # --torchexport-models-only: no test file
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -118,7 +118,7 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
         if recording.error is not None:
             # A failed body fails each item with its own error, and leaves a row.
             verdicts.record(item, [adapters.body_row(item, target, recording.error)])
-            if item.stash.get(items.REUSE, False) and models.is_model_error(recording.error):
+            if item.stash.get(items.REUSE, False) and model_items.is_model_error(recording.error):
                 # Say the error in full only once, at the item that built the model.
                 spec = str(recording.error).split(": ", 1)[0]
                 pytest.fail(
@@ -140,7 +140,7 @@ def _check(item: pytest.Item, recording: Any, options: Options) -> None:
     ahead.wait_beside(item, planned, recording, options)
     planned.wait()
     rows = planned.rows  # one per kind of call the test made (recording/kinds.py)
-    model = models.inputs_note(item)
+    model = model_items.inputs_note(item)
     for result in rows:
         state.scheduler.timed(result)
         result.extra["location"] = {"file": item.location[0], "line": item.location[1] + 1}  # type: ignore[operator]  # a function has a line

@@ -1,6 +1,6 @@
 """``python -m pytest_torchexport verify DIR [-o OUT] [--backend NAME]``: check bundles again where this runs.
 
-A bundle (``results/bundle.py``) holds one check's saved artifact, its inputs, eager's
+A bundle (``results/bundle_files.py``) holds one check's saved artifact, its inputs, eager's
 outputs and tolerances. ``verify`` loads each artifact with its backend's ``load``, runs it on
 the stored inputs and compares with the stored outputs. It writes the same rows as a pytest
 run and exits as pytest does (0 pass, 1 failure, 4 usage error, 5 nothing to verify). Inputs
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .results import bundle as files
+from .results import bundle_files as files
 from .results.merge import CommandLineParser, Exit, report_format_problem, write_report
 from .results.outcome import Outcome, settle
 from .results.report import Finding, Report, Result, collect_environment, tag

@@ -287,3 +287,21 @@ def test_every_benchmark_imports_what_the_package_and_its_siblings_have(monkeypa
             except ImportError:
                 missing.append(f"{script}: from {module} import {name}")
     assert missing == []
+
+
+# --- one name, one thing -------------------------------------------------------------------
+
+
+def test_no_two_modules_or_public_classes_share_a_name():
+    """A reader who meets ``bundle.py`` or ``Captured`` in a traceback knows which one it is."""
+    modules: dict[str, list[str]] = {}
+    classes: dict[str, list[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = str(path.relative_to(PACKAGE))
+        if path.name != "__init__.py":
+            modules.setdefault(path.stem, []).append(relative)
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+                classes.setdefault(node.name, []).append(relative)
+    assert {k: v for k, v in modules.items() if len(v) > 1} == {}
+    assert {k: v for k, v in classes.items() if len(v) > 1} == {}

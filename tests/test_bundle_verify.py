@@ -11,7 +11,7 @@ import torch
 from helpers import run_with_models
 
 from pytest_torchexport import verify
-from pytest_torchexport.results import bundle as files
+from pytest_torchexport.results import bundle_files as files
 
 TESTS = """
 @pytest.mark.torchexport(backends=["trace", "export"], examples=4)
@@ -138,5 +138,5 @@ def test_the_tree_encoding_keeps_containers_scalars_and_tensors(tmp_path):
     assert back["pair"][0] == 1 and back["pair"][1] != back["pair"][1] and back["items"] == [None, True, "s"]
     safetensors = pytest.importorskip("safetensors.torch")  # a standard safetensors file
     assert torch.equal(safetensors.load_file(tmp_path / "t.safetensors")["t.0"], tree["x"])
-    with pytest.raises(files.Unsupported, match="a object value"):
+    with pytest.raises(files.UnsupportedValue, match="a object value"):
         files.encode(object(), {}, "")

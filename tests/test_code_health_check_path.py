@@ -30,14 +30,14 @@ def test_one_traced_check_counts_the_files_whose_functions_ran(code_health, trac
     ):
         assert expected in files
     # A ceiling, so the count cannot creep back up: 69 before modules were merged, 58 after (70 and 59 counted
-    # before the tracer stopped counting a comprehension a module's import runs: results/bundle.py's).
+    # before the tracer stopped counting a comprehension a module's import runs: results/bundle_files.py's).
     # A new module on a check's path belongs in the module that owns its concept; if it is a concept of
     # its own, raise the ceiling in the same commit and say why there.
     assert len(files) <= 58, f"one check now runs through {len(files)} package files (58 at most): {files}"
     # run, not imported: a backend the check never selected is not a file to follow, nor a module
-    # whose only code that ran was its import's (results/bundle.py's table of dtypes)
+    # whose only code that ran was its import's (results/bundle_files.py's table of dtypes)
     assert "backends/onnx.py" not in files and "backends/openvino.py" not in files
-    assert "results/bundle.py" not in files
+    assert "results/bundle_files.py" not in files
     assert counts["  their lines"] == sum(
         len((ROOT / "pytest_torchexport" / f).read_text().splitlines()) for f in files
     )

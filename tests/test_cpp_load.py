@@ -127,7 +127,7 @@ def test_the_tensor_file_carries_every_value_kind_both_ways(tmp_path):
     assert [type(v) for v in back[3:7]] == [int, float, bool, type(None)]
     for a, b in zip([*values[:3], torch.ones(2, dtype=torch.bool)], [*back[:3], back[7]]):
         assert a.dtype == b.dtype and torch.equal(a, b)
-    with pytest.raises(cpp.Unsupported, match="a list argument"):
+    with pytest.raises(cpp.UnsupportedArgument, match="a list argument"):
         cpp.write_values(tmp_path / "w.bin", ([torch.ones(1)],))
 
 

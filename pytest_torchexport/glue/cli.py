@@ -235,7 +235,7 @@ METAVARS: dict[str, str] = {
 }
 
 
-#: [Model By Name] read by glue/models.py, not a marker option.
+#: [Model By Name] read by glue/model_items.py, not a marker option.
 MODEL_FLAGS: tuple[Flag, ...] = (
     Flag(
         "--torchexport-model",

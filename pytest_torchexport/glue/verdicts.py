@@ -14,7 +14,7 @@ from ..errors import ExportMismatch
 from ..results.baseline import judge_baseline
 from ..results.report import Report
 from . import wording
-from .models import ONLY, PREFIX
+from .model_items import ONLY, PREFIX
 from .state import State
 
 if TYPE_CHECKING:

@@ -34,7 +34,7 @@ class CompactInputs:
 
 def parse(text: str) -> CompactInputs:
     """``parse("x: float32[batch=1..8, 3, 224, 224]")`` -> the specs and the dims they declare."""
-    # Deferred: the plugin imports this module (via glue/models.py) and must stay torch-free.
+    # Deferred: the plugin imports this module (via glue/model_items.py) and must stay torch-free.
     import torch
 
     from .specs import TensorSpec

@@ -53,7 +53,7 @@ _SCALAR_TYPES = {
 _DTYPES = {code: name for name, code in _SCALAR_TYPES.items()}
 
 
-class Unsupported(Exception):
+class UnsupportedArgument(Exception):
     """A value the tensor file cannot carry: the stage does not apply."""
 
 
@@ -73,7 +73,7 @@ def write_values(path: Path, args: tuple[Any, ...], kwargs: dict[str, Any] | Non
             if isinstance(value, torch.Tensor):
                 dtype = str(value.dtype).removeprefix("torch.")
                 if dtype not in _SCALAR_TYPES:
-                    raise Unsupported(f"a {value.dtype} tensor")
+                    raise UnsupportedArgument(f"a {value.dtype} tensor")
                 tensor = value.detach().to("cpu").contiguous()
                 data = tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
                 out.write(b"\0" + head + struct.pack("<iI", _SCALAR_TYPES[dtype], tensor.dim()))
@@ -87,7 +87,7 @@ def write_values(path: Path, args: tuple[Any, ...], kwargs: dict[str, Any] | Non
             elif value is None:
                 out.write(b"\4" + head)
             else:
-                raise Unsupported(f"a {type(value).__name__} argument{f' ({name})' if name else ''}")
+                raise UnsupportedArgument(f"a {type(value).__name__} argument{f' ({name})' if name else ''}")
 
 
 def read_values(path: Path) -> list[Any]:

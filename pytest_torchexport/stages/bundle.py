@@ -16,7 +16,7 @@ from typing import Any
 from .._compat import package_version
 from ..inputs.strategies import materialize
 from ..reference.compare import flatten
-from ..results import bundle as files
+from ..results import bundle_files as files
 from .check import Check
 
 #: Inputs a bundle keeps besides the recorded and failing ones (the first tried), so it stays small.
@@ -90,7 +90,7 @@ def write(check: Check) -> None:
                 case["matched_here"] = check.compare(outputs, ran).ok  # False: passed only as eager's own rounding
             except Exception as exc:  # noqa: BLE001 - a failing input may fail in any way: recorded
                 case["artifact_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
-        except files.Unsupported as exc:
+        except files.UnsupportedValue as exc:
             left_out.append(f"{kind} input: {exc}")
             continue
         cases.append(case)

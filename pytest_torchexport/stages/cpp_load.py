@@ -68,7 +68,7 @@ def _begin(check: Check, kind: str, filename: str, runtime: str) -> Started:
         if kind == "aoti" or (check.name == "trace" and trace.takes_tensors_only(args, kwargs)):
             args, kwargs = tuple(v for v in pytree.tree_leaves((args, kwargs)) if hasattr(v, "dtype")), {}
         cpp.write_values(inputs, args, kwargs)
-    except cpp.Unsupported as exc:
+    except cpp.UnsupportedArgument as exc:
         return Started(
             runtime, skipped=f"not applicable: the recorded call passes {exc}, which the C++ runner does not feed"
         )

@@ -39,7 +39,7 @@ _DTYPES = {
 _NAMES = {code: name for name, code in _DTYPES.items()}
 
 
-class Unsupported(Exception):
+class UnsupportedValue(Exception):
     """A value a bundle cannot hold as plain data (an object, a complex tensor)."""
 
 
@@ -49,7 +49,7 @@ def encode(tree: Any, tensors: dict[str, Any], prefix: str) -> Any:
 
     if isinstance(tree, torch.Tensor):
         if str(tree.dtype).removeprefix("torch.") not in _DTYPES:
-            raise Unsupported(f"a {tree.dtype} tensor")
+            raise UnsupportedValue(f"a {tree.dtype} tensor")
         key = f"{prefix}{len(tensors)}"
         tensors[key] = tree.detach().to("cpu").contiguous()
         return {"tensor": key}
@@ -63,7 +63,7 @@ def encode(tree: Any, tensors: dict[str, Any], prefix: str) -> Any:
         }
     if isinstance(tree, dict) and all(isinstance(k, str) for k in tree):
         return {"dict": {k: encode(v, tensors, prefix) for k, v in tree.items()}}
-    raise Unsupported(f"a {type(tree).__name__} value")
+    raise UnsupportedValue(f"a {type(tree).__name__} value")
 
 
 def decode(node: Any, tensors: dict[str, Any]) -> Any:
@@ -141,7 +141,7 @@ __all__ = [
     "FORMAT",
     "MANIFEST",
     "TENSORS",
-    "Unsupported",
+    "UnsupportedValue",
     "decode",
     "encode",
     "find",
