@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import linecache
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +41,6 @@ def method_artifact(compiled: Any, method: str, module_name: str) -> Any:
     The ``forward`` is generated source, registered in ``linecache`` because TorchScript
     compiles only source it can read.
     """
-    import linecache
-    import typing
-
     try:
         arguments = list(getattr(compiled, method).schema.arguments)[1:]
     except Exception as exc:  # noqa: BLE001 - re-raised with what it means for the check

@@ -7,10 +7,16 @@ See docs/howto-backend.md.
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import torch
+
+from .._compat import pytree
 
 
 @dataclass
@@ -41,8 +47,6 @@ class ExportContext:
 
     def exported_program(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The ``ExportedProgram`` to lower: the shared capture (or its error), else a new one."""
-        import time
-
         shared = self.shared_capture()
         if shared is not None:
             self.capture = "shared"
@@ -75,8 +79,6 @@ class Captured:
 
 def capture_program(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], dynamic_shapes: Any) -> Any:
     """The capture every lowering backend makes (non-strict, as users usually export)."""
-    import torch
-
     return torch.export.export(module, args, kwargs or None, dynamic_shapes=dynamic_shapes, strict=False)
 
 
@@ -129,8 +131,6 @@ class Backend:
 
     def artifact_module(self, artifact: Any) -> Any:
         """Optional: the ``nn.Module`` the artifact runs, whose buffers are reset between calls."""
-        import torch
-
         return artifact if isinstance(artifact, torch.nn.Module) else None
 
     def exported_program(self, artifact: Any) -> Any:
@@ -220,8 +220,6 @@ class GraphOptimizer:
 def load_backend(spec: Any) -> Backend:
     """A ``Backend`` from a ``"module:Class"`` string, a class, or an instance."""
     if isinstance(spec, str):
-        import importlib
-
         module_name, _, attr = spec.partition(":")
         spec = getattr(importlib.import_module(module_name), attr)
     if isinstance(spec, type):
@@ -238,8 +236,6 @@ def keywords_bound(module: Any, kwargs: dict[str, Any]) -> Any:
     For ``forward(self, x, **kwargs)``, torch.export's documented nested dynamic_shapes form
     fails in torch 2.13, so the adapter's signature names the keywords to accept a flat dict.
     """
-    import torch
-
     try:
         signature = inspect.signature(module.forward)
     except (TypeError, ValueError):
@@ -269,10 +265,6 @@ def keywords_bound(module: Any, kwargs: dict[str, Any]) -> Any:
 
 def call_tensors(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
     """The call's tensors in pytree order, for runtimes fed by position."""
-    import torch
-
-    from .._compat import pytree  # deferred: base.py is imported without torch
-
     return [t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
 
 
@@ -291,10 +283,6 @@ def positional_adapter(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any
 
     Legacy ONNX export binds keyword tensors by position, which breaks models called by keyword.
     """
-    import torch
-
-    from .._compat import pytree  # deferred: base.py is imported without torch
-
     flat, spec = pytree.tree_flatten((args, kwargs))
     slots = [i for i, v in enumerate(flat) if isinstance(v, torch.Tensor)]
 
@@ -326,8 +314,6 @@ def method_call(module: Any, method: str) -> Any:
 
     Exporters only export ``forward``; the wrapper keeps the method's signature.
     """
-    import torch
-
     try:
         signature = inspect.signature(getattr(module, method))
     except (TypeError, ValueError):
@@ -351,10 +337,6 @@ def method_call(module: Any, method: str) -> Any:
 
 def to_cpu(tree: Any) -> Any:
     """``tree`` with its tensors on cpu, for runtimes that only run on CPU."""
-    import torch
-
-    from .._compat import pytree  # deferred: base.py is imported without torch
-
     return pytree.tree_map(lambda t: t.cpu() if isinstance(t, torch.Tensor) else t, tree)
 
 

@@ -8,11 +8,15 @@ See docs/howto-shipped-onnx.md.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import logging
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ..inputs.strategies import materialize, probe_draws, recorded_draw
 
 #: onnx_optimize's names -> onnxruntime's GraphOptimizationLevel.
 LEVELS = {
@@ -64,11 +68,6 @@ CALIBRATION_DRAWS = 4
 
 def calibration_inputs(plan: Any) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
     """Calibration inputs for static quantization, drawn as the default search draws them."""
-    import dataclasses
-
-    # deferred: imports hypothesis
-    from ..inputs.strategies import materialize, probe_draws, recorded_draw
-
     recorded = recorded_draw(plan)
     draws = [recorded, *probe_draws(plan)]
     draws += [
@@ -138,8 +137,6 @@ def _fp16(data: bytes, fp16: Any) -> bytes:
 
 
 def _quantize(data: bytes, quantize: Any, scratch: Path, calibration: list[dict[str, Any]] | None) -> bytes:
-    import logging
-
     from onnxruntime import quantization as q
 
     source, target = scratch / "before-quantize.onnx", scratch / "quantized.onnx"

@@ -30,6 +30,7 @@ from ..reference.eager import EAGER_MODE, ModelRaised, module_name
 from ..results import outcome
 from ..results.outcome import Stop, settle
 from ..results.report import Report, Result, tag
+from ..search.search import Search
 from ..stages import (
     assumptions,
     budget,
@@ -428,7 +429,6 @@ def _pipeline(pending: PendingCheck, result: Result, scratch: Path) -> None:
             side_effects.baked_arguments(check)
         loading.join_if_answered()  # a load_error already known skips the search
         runner.stage(result, "search")
-        from ..search.search import Search  # hypothesis: imported by a check that searches, never a reused one
 
         verdict = Search(check).run()
     except Exception:

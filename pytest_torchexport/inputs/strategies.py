@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
+from hypothesis import strategies
 
 from .._compat import pytree
 from .specs import InputPlan, LeafPlan, entry_size
@@ -24,8 +25,6 @@ if TYPE_CHECKING:
 def _strategies() -> Any:
     """hypothesis's strategies, imported when a search draws: a check the verdict cache reuses, which
     only keys its inputs, never pays hypothesis's import."""
-    from hypothesis import strategies
-
     return strategies
 
 

@@ -8,11 +8,13 @@ checks share one build through a file lock. See docs/howto-verify.md.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -20,6 +22,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from .._compat import torch_cxx11_abi
 from ..options import environment
@@ -62,8 +66,6 @@ class UnsupportedArgument(Exception):
 
 def write_values(path: Path, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> None:
     """Positional values, then keyword ones by name: tensors, ints, floats, bools, None."""
-    import torch
-
     entries = [("", v) for v in args] + [(k, v) for k, v in (kwargs or {}).items()]
     with open(path, "wb") as out:
         out.write(MAGIC + struct.pack("<I", len(entries)))
@@ -92,8 +94,6 @@ def write_values(path: Path, args: tuple[Any, ...], kwargs: dict[str, Any] | Non
 
 def read_values(path: Path) -> list[Any]:
     """The values of a tensor file, in order."""
-    import torch
-
     data = Path(path).read_bytes()
     if data[:8] != MAGIC:
         raise ValueError(f"{path} is not a {MAGIC.decode()} tensor file")
@@ -162,8 +162,6 @@ def find_compiler() -> str | None:
 
 def toolchain() -> Toolchain | str:
     """The toolchain, or why there is none here."""
-    import torch
-
     torch_dir = Path(torch.__file__).resolve().parent
     for needed in ("include/torch/script.h", "lib", "share/cmake/Torch"):
         if not (torch_dir / needed).exists():
@@ -222,8 +220,6 @@ def compile_command(chain: Toolchain, output: Path) -> list[str]:
 
 def ensure(chain: Toolchain, *, timeout: float = BUILD_TIMEOUT_S) -> Runner:
     """The runner for ``chain``, built here unless already built."""
-    import fcntl
-
     home = cache_root() / chain.key
     home.mkdir(parents=True, exist_ok=True)
     binary, info = home / "runner", home / "build.json"
@@ -442,8 +438,6 @@ def _ran(code: int, outputs: Path, errors: Path, seconds: float, *, log: str = "
         error = ""
     error = error or log.strip()
     if code < 0:
-        import signal
-
         error = f"the C++ runner died of {signal.Signals(-code).name}: {error[-600:]}"
     stage = STAGES.get(code, "load")
     return Ran(None, stage, error.removeprefix(f"{stage}: "), seconds)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import atexit
 import faulthandler
+import logging
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -20,10 +22,17 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
+import types
+from multiprocessing.connection import Client, Listener
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .. import freed
+from ..backends.base import ExportContext, load_backend
+from ..reference.compare import flatten
 from .runner import THIS
 
 #: How long one request may take, start-up included.
@@ -95,8 +104,6 @@ class Loader:
 
     def request(self, message: dict[str, Any], timeout: float = TIMEOUT_S) -> dict[str, Any]:
         """Send one request and wait for its answer."""
-        from multiprocessing.connection import Client
-
         if self.address is None or self.proc is None:
             raise LoaderUnavailable("the standalone loader was not started")
         deadline = time.monotonic() + timeout
@@ -247,16 +254,6 @@ def reached_for(text: str, first: tuple[tuple[re.Pattern[str], str], ...] = ()) 
 
 
 def _serve(request: dict[str, Any]) -> dict[str, Any]:
-    import logging
-    import traceback
-    import types
-
-    import torch
-
-    # deferred: these import torch, which importing the plugin must not
-    from ..backends.base import ExportContext, load_backend
-    from ..reference.compare import flatten
-
     records: list[str] = []
 
     class Keep(logging.Handler):
@@ -332,8 +329,6 @@ class CppRelay:
             conn.close()
 
     def run(self, request: dict[str, Any]) -> dict[str, Any]:
-        import select
-
         path, fields, timeout = request["cpp"][0], request["cpp"][1:], request["timeout"]
         proc = self._send(path, "\t".join(fields) + "\n")
         assert proc.stdout is not None
@@ -398,15 +393,12 @@ def _watch_parent(parent: int) -> None:
 
 
 def main(address: str) -> None:
-    from multiprocessing.connection import Listener
-
     parent = int(os.environ.pop("TORCHEXPORT_LOADER_PARENT", os.getppid()))
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     # Keep the test's directory off sys.path (python -m puts the cwd first).
     sys.path[:] = [p for p in sys.path if p not in ("", os.getcwd())]
     listener = Listener(address, family="AF_UNIX")  # before importing torch, so clients can connect
     faulthandler.enable()  # a crash's Python stack goes to the log
-    import torch
 
     torch.set_num_threads(1)  # the check runs beside it; one core each
     relay = CppRelay()

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._compat import pytree
 from ..engine import pipeline as checks
 from ..engine.schedule import CheckState
 from ..errors import InvalidArgument
@@ -426,8 +427,6 @@ def row(backend: str, device: str, session: Session, verdict: Outcome, *, module
 def _sequence(calls: list[Call]) -> list[tuple[tuple, dict]] | None:
     """The leading calls with the first call's structure, replayed in order when the module
     updates its state (``side_effects.py``)."""
-    from .._compat import pytree  # deferred: the plugin's import stays torch-free
-
     if len(calls) < 2:
         return None
     spec = pytree.tree_structure((calls[0].args, calls[0].kwargs))

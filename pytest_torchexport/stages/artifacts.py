@@ -6,10 +6,14 @@ files, so it shows what ships. See docs/howto-read-a-failure.md.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from .._compat import quiet_torch
 from ..results.report import Result
@@ -68,8 +72,6 @@ def readable(path: Path, target: Path) -> None:
 
 
 def torchscript_code(path: Path) -> str:
-    import torch
-
     with quiet_torch():
         loaded = torch.jit.load(str(path), map_location="cpu")
     return module_code(loaded)
@@ -89,8 +91,6 @@ def module_code(module: Any) -> str:
 
 
 def export_graph(path: Path) -> str:
-    import torch
-
     with quiet_torch():
         program = torch.export.load(str(path))
     return str(program)
@@ -98,8 +98,6 @@ def export_graph(path: Path) -> str:
 
 def aoti_sources(path: Path, target: Path) -> bool:
     """Write an AOTInductor package's generated C++; False if it is not one."""
-    import zipfile
-
     if not zipfile.is_zipfile(path):
         return False
     with zipfile.ZipFile(path) as archive:
@@ -122,8 +120,6 @@ def onnx_text(path: Path) -> str:
 
 
 def display_path(path: Path) -> str:
-    import os
-
     rel = os.path.relpath(path)
     return str(path) if rel.startswith("..") else rel
 

@@ -13,6 +13,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .._compat import package_version
 from ..inputs.strategies import materialize
 from ..reference.compare import flatten
@@ -54,16 +56,12 @@ def _cases(check: Check) -> list[tuple[str, str, tuple[Any, ...], dict[str, Any]
 
 def _leaves(outputs: Any) -> list[Any]:
     """The output's leaves, in the order ``compare`` pairs them; what is not a plain value is None."""
-    import torch
-
     keep = (torch.Tensor, bool, int, float, str, type(None))
     return [v if isinstance(v, keep) else None for _, v in flatten(outputs)[0]]
 
 
 def write(check: Check) -> None:
     """Write the check's bundle; a value it cannot hold is a ``bundle`` note on the row, never a failure."""
-    import torch
-
     result, artifacts = check.result, check.artifacts
     target = folder(check)
     saved = check.scratch / files.ARTIFACT

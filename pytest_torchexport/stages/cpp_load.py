@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from .._compat import pytree
 from ..backends import _jit, aoti, trace
 from ..isolation import cpp, loader, runner
@@ -107,8 +109,6 @@ def step(check: Check) -> None:
         _failed(check, runtime, ran)
     comparison = check.compare(check.recorded.outputs, ran.outputs)
     if not comparison.ok:
-        import torch
-
         note["status"] = "mismatch"
         problem = "runs there, but its outputs differ from eager's on the recorded example: " + "; ".join(
             comparison.lines()[:2]
@@ -129,8 +129,6 @@ def step(check: Check) -> None:
 
 
 def _failed(check: Check, runtime: str, ran: cpp.Ran) -> None:
-    import torch
-
     reached = cpp.reached_for(ran.error)
     first = next((line.strip() for line in ran.error.splitlines() if line.strip()), "(no message)")[:300]
     problem = {"load": "does not load", "run": "loads but fails to run", "inputs": "cannot be fed the example"}[

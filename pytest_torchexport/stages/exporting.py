@@ -8,6 +8,7 @@ place ([As Called]) are named in a failure's cause. See docs/one-check.md.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import re
@@ -173,8 +174,6 @@ TRACING_EXPORTS = ("trace", "onnx-legacy")
 
 
 def _runs_forward(check: Check) -> Any:
-    import contextlib
-
     return sources.watching() if check.name in TRACING_EXPORTS else contextlib.nullcontext()
 
 

@@ -19,6 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from hypothesis import HealthCheck, Phase, Verbosity, configuration, example, given, reject, settings
+from hypothesis import seed as hseed
+from hypothesis.database import ReadOnlyDatabase
+from hypothesis.errors import HypothesisException
+
 from .._compat import add_database_digest, is_in_ci, plugin_modules_not_local
 from ..inputs.specs import InputPlan
 from ..inputs.strategies import Draw, draws, materialize, probe_draws, recorded_draw, special_probes
@@ -128,9 +133,6 @@ def hypothesis_test(
     shrink: bool,
 ) -> Any:
     """The hypothesis test over ``plan``; the shared draws and a backend's own search both use it."""
-    from hypothesis import HealthCheck, Phase, Verbosity, example, given, settings
-    from hypothesis import seed as hseed
-
     plugin_modules_not_local()  # [Own Constants] same draws, editable install or wheel
 
     def probe(draw: Draw) -> None:  # a plain function: hypothesis sets attributes on it
@@ -217,15 +219,10 @@ class _Drawing:
             if self.shared.seen(draw):
                 self.shared.drawn.append(draw)
         if draw in self.shared.rejected:
-            from hypothesis import reject
-
             reject()
 
     def draw(self, options: Options, database: Any) -> None:
         """hypothesis's draws past the explicit inputs; the database is only read here."""
-        from hypothesis.database import ReadOnlyDatabase
-        from hypothesis.errors import HypothesisException
-
         self.met.update(self.shared.kinds)  # tried already, each under its own kind
         test = hypothesis_test(
             self.generated,
@@ -324,8 +321,6 @@ def _recorded_inputs(plan: InputPlan, draw: Draw, device: str) -> tuple[Any, Any
 @contextlib.contextmanager
 def hypothesis_home(directory: str | None) -> Any:
     """Put hypothesis's own files under ``directory``, not in the user's repo."""
-    from hypothesis import configuration
-
     previous = configuration.storage_directory(intent_to_write=False).home_directory
     configuration.set_hypothesis_home_dir(
         directory or os.path.join(tempfile.gettempdir(), "pytest-torchexport-hypothesis")

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .._compat import quiet_torch
 from ..backends.base import call_tensors, load_backend
 from ..isolation import loader, runner
@@ -67,7 +69,6 @@ def step(check: Check) -> Loading:
     if handle is None or handle.proc is None:
         result.extra["standalone"] = "not run: no loader was started for this check"
         return loading
-    import torch
 
     runner.stage(result, "standalone")  # until the request is out
 
@@ -240,7 +241,6 @@ class Loading:
         """Judge the answer: a finding, or a load_error where the format is meant to load without Python."""
         if isinstance(self._failed, LoaderUnavailable):
             return StandaloneVerdict(f"not checked: {self._failed}", f"not checked: {self._failed}")
-        import torch
 
         answer, backend, name = self._answer, self.check.backend, self.check.name
         assert answer is not None  # join() set _failed where no answer came
