@@ -305,6 +305,51 @@ def long_modules(files: dict[str, str]) -> list[str]:
     ]
 
 
+def bare_any(files: dict[str, str]) -> list[str]:
+    """Each parameter or return annotated ``Any`` and nothing else (``dict[str, Any]`` is not bare)."""
+    found = []
+    for path, tree in _parsed(files).items():
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                a = node.args
+                named = [
+                    (p.arg, p.annotation) for p in [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg] if p
+                ]
+                for name, annotation in [*named, ("->", node.returns)]:
+                    if isinstance(annotation, ast.Name) and annotation.id == "Any":
+                        found.append(f"{path}:{node.lineno}: {node.name} {name}")
+    return sorted(found, key=_by_place)
+
+
+def imports_in_functions(files: dict[str, str]) -> list[str]:
+    """Each import statement inside a function: what a module defers, one function at a time."""
+    found = []
+    for path, tree in _parsed(files).items():
+        for function in ast.walk(tree):
+            if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                inner = {
+                    id(n)
+                    for f in function.body
+                    for n in ast.walk(f)
+                    if isinstance(n, ast.AsyncFunctionDef | ast.FunctionDef)
+                }
+                for node in ast.walk(function):
+                    if isinstance(node, ast.Import | ast.ImportFrom) and not _nested_in(node, function, inner):
+                        names = ", ".join(n.name for n in node.names)
+                        found.append(
+                            f"{path}:{node.lineno}: {function.name} {'.' * getattr(node, 'level', 0)}{getattr(node, 'module', None) or names}"
+                        )
+    return sorted(found, key=_by_place)
+
+
+def _nested_in(node: ast.AST, function: ast.AST, inner: set[int]) -> bool:
+    """Whether ``node`` belongs to a function defined inside ``function`` (counted there instead)."""
+    for child in ast.walk(function):
+        if id(child) in inner and any(n is node for n in ast.walk(child)):
+            return True
+    return False
+
+
 def _read_folder(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder.parent)): p.read_text() for p in sorted(folder.rglob("*.py"))}
 
@@ -344,6 +389,8 @@ def measure(rev: str | None) -> dict[str, list[str]]:
         "test helper names in several files": same_name,
         f"functions over {FUNCTION_LINES} lines": long_functions(package),
         f"modules over {MODULE_LINES} lines": long_modules(package),
+        "bare Any in signatures": bare_any(package),
+        "imports inside functions": imports_in_functions(package),
     }
 
 
