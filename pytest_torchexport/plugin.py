@@ -13,8 +13,9 @@ import pytest
 
 from ._compat import skip_fixture_setup
 from .errors import InvalidArgument
-from .glue import adapters, ahead, hookspecs, items, markers, model_items, verdicts
+from .glue import adapters, ahead, hookspecs, items, markers, model_items, verdicts, wording
 from .glue.cli import add_options, misspelled_flags
+from .glue.command import started_by_check
 from .glue.costs import COSTS, Costs
 from .glue.items import without_group_suffix
 from .glue.state import STATE, State
@@ -50,13 +51,18 @@ def pytest_configure(config: pytest.Config) -> None:
         "torchexport(**options): export the nn.Module this test calls on every backend and check "
         "parity with eager (see pytest-torchexport's docs/reference.md)",
     )
-    config.stash[STATE] = state = State.configure(config)
+    try:
+        config.stash[STATE] = state = State.configure(config)
+        model_items.configure(config)  # [Model By Name] a bad SPEC is a usage error now
+    except pytest.UsageError as exc:
+        if started_by_check(config.pluginmanager.get_plugins()):  # name the options the user typed
+            raise pytest.UsageError(*(wording.usage_in_check_words(str(a)) for a in exc.args)) from None
+        raise
     config.stash[REPORTING] = reporting = Reporting(config, state)
     config.pluginmanager.register(reporting, "torchexport-reporting")
     config.pluginmanager.register(markers.LateMarkers(), "torchexport-late-markers")
     config.stash[COSTS] = costs = Costs(config)
     config.pluginmanager.register(costs, "torchexport-costs")
-    model_items.configure(config)  # [Model By Name] a bad SPEC is a usage error now
     if config.pluginmanager.hasplugin("xdist"):
         from .glue.xdist import XdistHooks, cap_worker_threads
 

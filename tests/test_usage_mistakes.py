@@ -104,7 +104,8 @@ def test_a_report_path_that_names_no_format_is_a_usage_error_listing_the_formats
     result.stderr.fnmatch_lines(
         [
             "ERROR: --torchexport-report=out.xml: .xml is no report format; name a file ending .json (JSON), "
-            ".md (Markdown), .html (a self-contained HTML page)"
+            ".md (Markdown), .html (a self-contained HTML page) (for JUnit XML, pytest's own --junitxml=PATH "
+            "writes one row per item)"
         ]
     )
     assert not (tester.path / "out.xml").exists()
@@ -137,3 +138,33 @@ def test_verify_with_no_bundle_or_an_unknown_backend_is_a_usage_error(tmp_path):
     done = verify(str(tmp_path), "--backend", "onnxx")
     assert done.returncode == pytest.ExitCode.USAGE_ERROR
     assert "ERROR: --backend onnxx: no such backend (did you mean 'onnx'?); one of trace, script, onnx," in done.stderr
+
+
+def test_a_usage_error_under_check_names_the_options_typed(tmp_path):
+    """``check`` passes its options to pytest as --torchexport-* flags; a mistake in one is said
+    with the option the user typed, and a bad input spec's form reads as a whole sentence."""
+    import subprocess
+    import sys
+
+    (tmp_path / "m.py").write_text(
+        "import torch\n\n\nclass MLP(torch.nn.Linear):\n    def __init__(self):\n        super().__init__(10, 4)\n"
+    )
+
+    def check(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "pytest_torchexport", "check", "m.py:MLP", *args],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
+
+    done = check("--backends", "tracee")
+    assert done.returncode == pytest.ExitCode.USAGE_ERROR
+    assert "ERROR: --backends tracee: unknown torchexport backend(s) 'tracee' (did you mean 'trace'?)" in done.stderr
+    assert "--torchexport-backends" not in done.stderr
+    done = check("--inputs", "x float32[4, 10")
+    assert done.returncode == pytest.ExitCode.USAGE_ERROR
+    assert (
+        "ERROR: --inputs: cannot read 'x float32[4, 10'; write NAME: DTYPE[DIM=MIN..MAX, SIZE, ...] [in LOW..HIGH], "
+        "one per input, separated by ';'; e.g. 'x: float32[batch=1..8, 3, 224, 224]'"
+    ) in done.stderr

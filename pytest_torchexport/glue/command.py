@@ -10,7 +10,7 @@ after ``--`` goes to pytest. See docs/howto-model.md.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 #: check's own option -> the pytest flag it stands for
 FLAGS: dict[str, str] = {
@@ -74,11 +74,20 @@ def pytest_args(args: argparse.Namespace) -> list[str]:
     return out + list(getattr(args, "pytest_args", None) or [])
 
 
+class CheckRun:
+    """Registered as a plugin of the pytest run ``check`` starts, so the plugin can tell that run from
+    a ``pytest --torchexport-models-only`` the user typed, and word its errors in ``check``'s options."""
+
+
+def started_by_check(plugins: Iterable[object]) -> bool:
+    return any(isinstance(p, CheckRun) for p in plugins)
+
+
 def run(args: argparse.Namespace) -> int:
     # Deferred: only `check` needs pytest, not `merge` or `verify`.
     import pytest
 
-    return int(pytest.main(pytest_args(args)))
+    return int(pytest.main(pytest_args(args), plugins=[CheckRun()]))
 
 
 def split(argv: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -90,4 +99,4 @@ def split(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     return argv[:at], argv[at + 1 :]
 
 
-__all__ = ["FLAGS", "add_arguments", "pytest_args", "run", "split"]
+__all__ = ["FLAGS", "CheckRun", "add_arguments", "pytest_args", "run", "split", "started_by_check"]

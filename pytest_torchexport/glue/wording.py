@@ -12,6 +12,7 @@ import re
 from typing import TYPE_CHECKING
 
 from ..results.outcome import Outcome, settle
+from .command import FLAGS
 
 if TYPE_CHECKING:
     from ..results.report import Result
@@ -58,6 +59,22 @@ def in_flag_words(text: str, command: bool) -> str:
     return text
 
 
+#: Each pytest flag ``check`` passes, and the option of ``check``'s a user typed.
+_OWN_FLAGS = {flag: "--" + own.replace("_", "-") for own, flag in FLAGS.items()}
+_FLAG = re.compile(r"(--torchexport-[a-z-]+)(=?)")
+
+
+def usage_in_check_words(text: str) -> str:
+    """A usage error of a run ``check`` started, naming the options the user typed, not the pytest
+    flags ``check`` passed them as (``--backends tracee``, not ``--torchexport-backends=tracee``)."""
+
+    def own(found: re.Match[str]) -> str:
+        flag = _OWN_FLAGS.get(found.group(1))
+        return found.group(0) if flag is None else flag + (" " if found.group(2) else "")
+
+    return _FLAG.sub(own, text)
+
+
 def for_item(results: list[Result], command: bool) -> None:
     """Rewrite the remedies of a model item's rows (``verdicts.record`` calls it for those only)."""
     for r in results:
@@ -67,4 +84,4 @@ def for_item(results: list[Result], command: bool) -> None:
             settle(r, Outcome(r.status, message, cause, r.cause_kind))
 
 
-__all__ = ["for_item", "in_flag_words"]
+__all__ = ["for_item", "in_flag_words", "usage_in_check_words"]

@@ -15,7 +15,10 @@ from typing import Any
 
 from ..errors import InvalidArgument
 
-FORM = "NAME: DTYPE[DIM=MIN..MAX, SIZE, ...] [in LOW..HIGH]; ...  e.g. 'x: float32[batch=1..8, 3, 224, 224]'"
+FORM = (
+    "NAME: DTYPE[DIM=MIN..MAX, SIZE, ...] [in LOW..HIGH], one per input, separated by ';'; "
+    "e.g. 'x: float32[batch=1..8, 3, 224, 224]'"
+)
 _ONE = re.compile(
     r"^\s*(?:(?P<name>[A-Za-z_]\w*)\s*:\s*)?(?P<dtype>[a-z]\w*)\s*\[(?P<shape>[^\]]*)\]"
     r"\s*(?:in\s+(?P<low>-?[\d.e+-]+)\s*\.\.\s*(?P<high>-?[\d.e+-]+))?\s*$"

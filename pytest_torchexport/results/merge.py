@@ -193,7 +193,8 @@ def report_format_problem(path: str | Path, option: str) -> str | None:
         return None
     said = f"{suffix} is no report format" if suffix else "the name has no extension to tell the format by"
     formats = ", ".join(f"{ending} ({what})" for ending, what in REPORT_FORMATS.items())
-    return f"{option}={path}: {said}; name a file ending {formats}"
+    junit = " (for JUnit XML, pytest's own --junitxml=PATH writes one row per item)" if suffix == ".xml" else ""
+    return f"{option}={path}: {said}; name a file ending {formats}{junit}"
 
 
 def write_report(
