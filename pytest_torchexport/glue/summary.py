@@ -247,9 +247,14 @@ def torchscript_lines(rows: list[dict[str, Any]]) -> list[str]:
     passing = sum(1 for statuses in export.values() if all(s == "pass" for s in statuses))
     unchecked = len(modules) - len(export)
     n = len(modules)
+    if not n:  # a backend that traces on its own (openvino) is no TorchScript module of the user's
+        return [f"torchexport: {said.split(': ', 1)[0]} deprecates TorchScript ({said.split(': ', 1)[-1]})"]
     counts = (
         f"torchexport: of the {n} module{'s' if n != 1 else ''} checked on trace or script, {passing} pass on export"
     )
+    failing = n - passing - unchecked
+    if failing:
+        counts += f", {failing} {'does' if failing == 1 else 'do'} not (failed or xfailed there)"
     if unchecked:
         counts += f', {unchecked} not checked on export (add "export" to their backends=)'
     return [f"torchexport: {said.split(': ', 1)[0]} deprecates TorchScript ({said.split(': ', 1)[-1]})", counts]
