@@ -228,6 +228,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     if call.when != "call":
         return report
+    if report.skipped and isinstance(report.longrepr, tuple) and item.get_closest_marker("torchexport"):
+        # pytest.skip names where it was raised, which is this plugin's hook; -rs should name the test.
+        path, lineno, _ = item.location
+        report.longrepr = (str(item.path), (lineno or 0) + 1, report.longrepr[2])
     rows = verdicts.rows_of(item)
     if not rows:
         rows = carried_rows(call) or rows

@@ -168,3 +168,18 @@ def test_a_usage_error_under_check_names_the_options_typed(tmp_path):
         "ERROR: --inputs: cannot read 'x float32[4, 10'; write NAME: DTYPE[DIM=MIN..MAX, SIZE, ...] [in LOW..HIGH], "
         "one per input, separated by ';'; e.g. 'x: float32[batch=1..8, 3, 224, 224]'"
     ) in done.stderr
+
+
+def test_a_skipped_backend_is_reported_at_the_test_not_inside_pytest(tester):
+    # tensorrt needs CUDA, which CI never has: the row is skipped, and -rs names the test's file.
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("tensorrt may run here")
+    tester.makepyfile(
+        test_models="import pytest, torch\n\n@pytest.mark.torchexport\ndef test_it():\n"
+        "    torch.nn.Linear(3, 2)(torch.randn(2, 3))\n"
+    )
+    result = tester.runpytest("--torchexport-backends=tensorrt", "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["SKIPPED [[]1[]] test_models.py:3: [[]skipped[]] tensorrt skipped: *"])
