@@ -334,3 +334,21 @@ def test_the_ratchet_counts_see_a_bare_any_and_a_deferred_import(code_health):
     )
     assert sorted(code_health.bare_any({"m.py": source})) == ["m.py:2: f ->", "m.py:2: f x"]
     assert code_health.imports_in_functions({"m.py": source}) == ["m.py:3: f torch", "m.py:5: g os"]
+
+
+def test_every_timing_the_package_writes_is_explained_on_the_page():
+    """The HTML page's "Where the time went" explains each key by ``TIMING_DOCS``."""
+    from pytest_torchexport.results.report import TIMING_DOCS
+
+    written = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Subscript)
+                and isinstance(node.value, ast.Attribute)
+                and node.value.attr == "timings"
+                and isinstance(node.slice, ast.Constant)
+            ):
+                written.add(node.slice.value)
+    assert "search_s" in written
+    assert written - set(TIMING_DOCS) == set()
