@@ -6,6 +6,7 @@ plugin never imports torch: a session with no marked test pays nothing.
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -35,8 +36,6 @@ if TYPE_CHECKING:  # at run time __getattr__ imports lazily
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        import importlib
-
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value

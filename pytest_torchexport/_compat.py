@@ -1,13 +1,22 @@
-"""Torch-version shims, every private API of another library, and torch's noise kept quiet.
+"""Torch-version shims, every private API of another library, torch's noise kept quiet, and
+torch imported on first use.
 
 Every exporter call goes through ``quiet_torch()``: exporters warn and print in ways that are
 not the user's doing (``torch.jit`` deprecation warnings from torch 2.13), which must not break
 a ``-W error`` suite. Warnings are recorded, not dropped. See docs/architecture.md.
+
+The plugin is loaded into every pytest session, and most sessions call no model. The modules it
+imports to configure, collect and report (``glue/``, ``recording/``, ``options.py``, parts of
+``results/``) name torch through ``from .._compat import torch``: the name is bound at import,
+and torch itself is imported by the first attribute read, once a marked test runs. The engine's
+modules, imported after that point, import torch at their top. tests/test_import_without_torch.py
+holds the seam.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import logging
 import os
@@ -15,10 +24,28 @@ import re
 import sys
 import tempfile
 import time
+import types
 import warnings
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
-from typing import Any
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+
+class _Deferred(types.ModuleType):
+    """A stand-in for a module that imports it on the first attribute read. Every read goes to the
+    real module, so an attribute a test patches on torch is seen here at once."""
+
+    def __getattr__(self, name: str) -> Any:
+        module = sys.modules.get(self.__name__) or importlib.import_module(self.__name__)
+        return getattr(module, name)
+
+
+if TYPE_CHECKING:
+    import torch as torch
+else:
+    #: torch for the modules the plugin loads into every session: imported by the first read.
+    torch = _Deferred("torch")
 
 
 class Quieted:
@@ -101,8 +128,6 @@ def _fds_silenced() -> Iterator[None]:
 
 
 def package_version(name: str) -> str | None:
-    from importlib import metadata
-
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
@@ -124,8 +149,6 @@ def torchscript_unavailable(call: str) -> str | None:
     TorchScript is deprecated (torch 2.14 warns on every call); a torch may remove it or make it
     raise, so this probes a tiny round trip instead of checking the version.
     """
-    import torch
-
     missing = missing_attr(torch, f"jit.{call}") or missing_attr(torch, "jit.save") or missing_attr(torch, "jit.load")
     if missing:
         return f"torch {torch.__version__} has no torch.jit.{missing}: TorchScript was removed"
@@ -135,8 +158,6 @@ def torchscript_unavailable(call: str) -> str | None:
 
 @lru_cache(maxsize=8)
 def _torchscript_probe(call: str, compile_fn: Any, save: Any, load: Any) -> str | None:
-    import torch
-
     stage = f"torch.jit.{call}"
     try:
         with quiet_torch(), torch.no_grad():
@@ -169,8 +190,6 @@ _JIT_DEPRECATED = re.compile(r"`torch\.jit\.\w+` is deprecated")
 
 def torchscript_deprecation(caught: Iterable[warnings.WarningMessage]) -> str | None:
     """torch's TorchScript deprecation among recorded warnings, with torch's version, or None."""
-    import torch
-
     for w in caught:
         text = str(w.message).strip()
         if issubclass(w.category, (DeprecationWarning, FutureWarning)) and _JIT_DEPRECATED.search(text):
@@ -205,8 +224,6 @@ def is_in_ci() -> bool:
 def cuda_closed_in_forked_child() -> bool:
     """In a forked child of a parent that touched CUDA, make CUDA look absent, since
     torch.export would initialise it and fail. Private ``_is_in_bad_fork`` (torch 2.11-2.14.1)."""
-    import torch
-
     in_bad_fork = getattr(torch.cuda, "_is_in_bad_fork", None)
     if in_bad_fork is None or not in_bad_fork():
         return False
@@ -287,8 +304,6 @@ def onnx_registry_class() -> type | None:
 def torch_cxx11_abi() -> bool:
     """Whether torch's C++ libraries use the C++11 ABI, which the C++ runner must match
     (torch 2.13.0 to 2.15.0; True on every wheel since 2.6)."""
-    import torch
-
     return bool(getattr(torch._C, "_GLIBCXX_USE_CXX11_ABI", True))
 
 
@@ -331,8 +346,6 @@ def onnx_capture_strategies(seconds: list[float], *, skip_non_strict: bool) -> I
 
 def aoti_unavailable() -> str | None:
     """Why AOTInductor cannot be used here, or None (torch 2.13.0-2.14.1)."""
-    import torch
-
     try:
         import torch._inductor as inductor
     except ImportError as exc:  # pragma: no cover - a torch built without inductor
@@ -355,8 +368,6 @@ def aoti_load_package(path: str) -> Any:
 
 def conv_module_types() -> tuple[type, ...]:
     """The base of every convolution layer type (torch 2.13.0-2.14.1)."""
-    import torch
-
     return (torch.nn.modules.conv._ConvNd,)
 
 

@@ -9,11 +9,16 @@ the end of the module (``validate_shipped``). See docs/reference.md.
 
 from __future__ import annotations
 
+import difflib
+import math
 import numbers
+import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._compat import torch
 from .errors import InvalidArgument
 
 # name -> "module:Class". Strings, so nothing imports until a backend is chosen.
@@ -175,8 +180,6 @@ def switched_off(value: str) -> bool:
 
 def environment(name: str, default: str = "") -> str:
     """The value of one of ``ENVIRONMENT``'s variables (or its earlier name), read when asked, never cached."""
-    import os
-
     value = os.environ.get(name)
     if value is None:
         value = next(
@@ -187,8 +190,6 @@ def environment(name: str, default: str = "") -> str:
 
 def closest(name: str, valid: Sequence[str]) -> str:
     """\" (did you mean 'x'?)\" for the valid name nearest a misspelled one, or \"\" when none is near."""
-    import difflib
-
     near = difflib.get_close_matches(str(name), [str(v) for v in valid], n=1, cutoff=0.75)
     return f" (did you mean {near[0]!r}?)" if near else ""
 
@@ -336,7 +337,6 @@ def resolve_devices(devices: tuple[str, ...]) -> tuple[str, ...]:
     """The devices a check runs on: ``auto`` is the CPU, and CUDA where torch sees a GPU."""
     if "auto" not in devices:
         return devices
-    import torch  # deferred: the plugin's import stays torch-free
 
     return ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
 
@@ -362,8 +362,6 @@ _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
 def parse_duration(option: str, value: Any) -> float:
     """A budget in seconds: a positive number, ``"90s"``, ``"10m"``, ``"1h"``; ``"off"`` is ``math.inf``."""
-    import math
-
     if isinstance(value, str):
         text = value.strip()  # strict: "5S" is not a unit, and an empty value is not a duration
         if text.lower() == "off":
@@ -389,9 +387,6 @@ _BYTE_UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 
 def parse_bytes(option: str, value: Any) -> float:
     """A memory allowance in bytes: a positive number, ``"512MB"``, ``"8GB"``; ``"off"`` is ``math.inf``."""
-    import math
-    import re
-
     amount = math.nan
     if isinstance(value, str):
         text = value.strip().lower()

@@ -33,6 +33,10 @@ EXCEPTIONS = {
         "first uses, the pipes of the children it forked, a child's channel, the loader it spawned; "
         "a forked child inherits them"
     ),
+    ("_compat.py", "torch"): (
+        "a stand-in for the torch module that holds nothing: each read goes to the imported torch, "
+        "so the modules the plugin loads into every session import torch on their first read"
+    ),
     ("reference/eager.py", "_NOT_ITSELF"): (
         "[As Called] a fact about one module object (its copies are not it), held weakly: it lives "
         "exactly as long as the object it describes"

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from .._compat import torch
 from ..options import Options
 from ..recording.models import ModelError
 from ..recording.recorder import Recorder
@@ -66,8 +67,6 @@ def start_loader(item: pytest.Item, options: Options, target: items.Target) -> N
 
 def run_body(item: pytest.Item, options: Options) -> Generator[None, None, Any]:
     """Run the test body (the inner hooks) under the recorder; returns its ``Recording``."""
-    # Deferred: torch only once a marked test runs.
-    import torch
 
     # Seeded, so the model's random init (and so a failure) is the same in every run.
     with torch.random.fork_rng(devices=[]):

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from .._compat import torch
 from ..errors import ExportMismatch, InvalidArgument
 from ..inputs.compact import parse
 from ..recording.models import ModelError, ModelSpec, build, describe, expected, infer_inputs, remedy
@@ -102,8 +103,6 @@ class ModelItem(pytest.Item):
     def runtest(self) -> None:
         if self.stash.get(items.REUSE, False):
             return  # [Body Once] the model's first item made the call
-        # Deferred: torch only once a model by name is built.
-        import torch
 
         model = build(self.spec)
         inferred = infer_inputs(model, self.spec, self.config.stash.get(INPUTS, None))

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from .._compat import torch
 from ..errors import InvalidArgument
 
 FORM = (
@@ -37,8 +38,6 @@ class CompactInputs:
 
 def parse(text: str) -> CompactInputs:
     """``parse("x: float32[batch=1..8, 3, 224, 224]")`` -> the specs and the dims they declare."""
-    # Deferred: the plugin imports this module (via glue/model_items.py) and must stay torch-free.
-    import torch
 
     from .specs import TensorSpec
 
@@ -92,7 +91,6 @@ def parse(text: str) -> CompactInputs:
 def example(compact: CompactInputs, generator: Any = None) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """One random call made from the specs, at each dim's smallest size above 1 (sizes 0 and 1
     get specialized by exporters)."""
-    import torch
 
     def size(entry: Any) -> int:
         if isinstance(entry, int):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import atexit
 import base64
+import ctypes
+import faulthandler
 import gc
 import json
 import os
@@ -27,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._compat import cuda_closed_in_forked_child
+from .._compat import cuda_closed_in_forked_child, torch
 from ..options import environment
 from ..results.outcome import STAGE_STATUS, Outcome, exception_words, settle
 from ..results.report import Finding, Result
@@ -98,7 +100,6 @@ def choose(isolation: str | None, device: str) -> tuple[str, str | None]:
         return "inline", None
     if not hasattr(os, "fork"):
         return "inline", "this OS cannot fork"
-    import torch
 
     if torch.cuda.is_initialized() or (device.startswith("cuda") and isolation is None):
         # A forked child cannot use its parent's CUDA context.
@@ -302,10 +303,6 @@ def _child(
         os.setpgid(0, 0)  # its own group, so a kill reaches the compilers and workers it started
         _die_with_parent(parent)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
-        import faulthandler
-        import tempfile
-
-        import torch
 
         # disable() first, or an already enabled faulthandler (pytest's) keeps its old handlers.
         faulthandler.disable()
@@ -348,7 +345,6 @@ def _die_with_parent(parent: int) -> None:
     """On Linux, have the kernel kill this child if its parent dies first."""
     if not sys.platform.startswith("linux"):
         return
-    import ctypes
 
     try:
         libc = ctypes.CDLL(None, use_errno=True)

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .._compat import plugin_modules_not_local, quiet_torch, scan_local_constants
+from .._compat import plugin_modules_not_local, quiet_torch, scan_local_constants, torch
 from ..options import BUILTIN_BACKENDS
 
 #: The built-in backends whose export runs ``torch.export`` inside.
@@ -97,8 +97,6 @@ def scan_local_modules() -> None:
 
 
 def _export_once(spec: Any) -> None:
-    import torch
-
     # deferred: these import torch, which importing the plugin must not
     from ..backends.base import ExportContext, load_backend
     from ..inputs.specs import plan_inputs

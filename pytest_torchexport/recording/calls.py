@@ -11,6 +11,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._compat import torch
 from ..options import environment
 
 #: Bytes of parameters and buffers all copies of one test may hold; past it the live module
@@ -19,8 +20,6 @@ COPY_BUDGET = int(environment("TORCHEXPORT_COPY_LIMIT", str(2 << 30)))
 
 
 def module_bytes(module: Any) -> int:
-    import torch
-
     if not isinstance(module, torch.nn.Module):
         return 0
     tensors = {id(t): t for t in (*module.parameters(), *module.buffers())}
@@ -29,8 +28,6 @@ def module_bytes(module: Any) -> int:
 
 def fingerprint(module: Any) -> tuple[Any, ...]:
     """Which objects the module is made of."""
-    import torch
-
     if not isinstance(module, torch.nn.Module):
         return (id(module),)
     subs = tuple((name, id(m), type(m).__name__) for name, m in module.named_modules())
@@ -89,8 +86,6 @@ VALUES = (str, bytes, int, float, complex, bool, type(None), enum.Enum, type)
 
 
 def snapshot(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    import torch
-
     from .._compat import pytree
 
     def clone(value: Any) -> Any:
@@ -208,8 +203,6 @@ class Recording:
     def verify(self, call: Call) -> None:
         """[A Copy That Is Not The Module] Replay the recorded call on the copy; if it does not
         give the test's outputs, check the live module instead."""
-        import torch
-
         from ..reference import eager
         from ..reference.compare import compare
 
@@ -257,8 +250,6 @@ class Recording:
 
     def others(self, call: Call) -> list[str]:
         """Class names of the other outermost modules the test called."""
-        import torch
-
         seen = {call.label}
         names = []
         for c in self.outermost():
@@ -278,8 +269,6 @@ class Recording:
 
     def outermost(self) -> list[Call]:
         """The calls of modules that are not a submodule of another called module."""
-        import torch
-
         modules = {id(c.live): c.live for c in self.calls}
         origin = {id(artifact): original for artifact, original in self.compiled_from}
         inner = set()

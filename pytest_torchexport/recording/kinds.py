@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._compat import torch
 from .calls import VALUES, Call
 
 #: Argument names that hold a KV cache in common LLM libraries.
@@ -68,8 +69,6 @@ def remember_returned(out: Any, returned: dict[int, Any], depth: int = 4) -> Non
     """Note every object ``out`` holds, weakly: one handed back to a later call is state."""
     import weakref
 
-    import torch
-
     if depth < 0 or isinstance(out, (torch.Tensor, *VALUES)):
         return
     if type(out) not in (list, tuple, dict):
@@ -103,8 +102,6 @@ def _is_cache(value: Any) -> bool:
 
 def _entries(call: Call) -> tuple[dict[str, Any], bool]:
     """Each argument that carries a tensor or a non-empty cache: its name and structure."""
-    import torch
-
     from .._compat import pytree  # deferred: the plugin's import stays torch-free
 
     entries: dict[str, Any] = {}

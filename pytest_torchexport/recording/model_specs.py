@@ -7,6 +7,7 @@ import ast
 import difflib
 import importlib.util
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,6 @@ def install_line(library: str) -> str:
     """The pip line for a model library, pinned to the installed torch: an unpinned torchvision
     may not load beside it, or may replace it. torch 2.N pairs with torchvision 0.(N+15), and a
     CPU or CUDA build is found on PyTorch's index of that build."""
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         torch = version("torch")
     except PackageNotFoundError:

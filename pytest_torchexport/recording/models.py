@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._compat import conv_module_types
+from .._compat import conv_module_types, torch
 from ..inputs import compact as compact_inputs
 from .model_specs import FORMS, LIBRARIES, ModelError, ModelSpec, call_text, find, install_line
 from .transformers_models import build as build_transformers
@@ -28,8 +28,6 @@ BATCH = 2
 
 def build(spec: ModelSpec) -> Any:
     """The model of ``spec`` with random weights, in eval mode."""
-    import torch
-
     if spec.kind == "library" and spec.target == "transformers":
         model = build_transformers(spec)
     elif spec.kind == "library":
@@ -66,8 +64,6 @@ class Inferred:
 def infer_inputs(model: Any, spec: ModelSpec, compact: Any = None) -> Inferred:
     """One call of ``model``, from the first source that applies: ``compact``, the model's
     ``example_inputs()``, the library's documented input size, or the first layer's shape."""
-    import torch
-
     if compact is not None:
         args, kwargs = compact_inputs.example(compact)
         return Inferred(args, kwargs, f"--torchexport-model-inputs={compact.text}")
@@ -323,8 +319,6 @@ def _first_conv(model: Any) -> Any:
 
 def _first_layer(model: Any) -> Inferred | None:
     """The expected input of the first layer that implies one."""
-    import torch
-
     for name, sub in model.named_modules():
         where = f"first layer {name or 'the model'} ({type(sub).__name__}"
         if isinstance(sub, conv_module_types()):

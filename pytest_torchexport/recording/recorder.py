@@ -18,7 +18,7 @@ import sys
 import weakref
 from typing import Any
 
-from .._compat import compiled_original
+from .._compat import compiled_original, torch
 from ..results.explain import is_plugin_file, is_user_file
 from . import kinds
 from .calls import COPY_BUDGET, Call, Recording, fingerprint, module_bytes, nbytes, snapshot, state_of
@@ -60,8 +60,6 @@ class Recorder:
         self._returned: dict[int, Any] = {}
 
     def __enter__(self) -> Recorder:
-        import torch
-
         original = torch.nn.Module.__call__
         recorder = self
 
@@ -148,8 +146,6 @@ class Recorder:
                 self._entered_module = None
 
     def _enter(self, frame: Any, name: str) -> None:
-        import torch
-
         code = frame.f_code
         if name == "forward":
             if not code.co_argcount:
@@ -180,7 +176,6 @@ class Recorder:
         code = frame.f_code
         if in_torch(code.co_filename):
             return  # torch's own methods: train(), to(), state_dict(), ...
-        import torch
 
         from .._compat import pytree  # deferred: the plugin's import stays torch-free
 
@@ -219,7 +214,6 @@ class Recorder:
         frame = builder(module, init)
         if frame is None or not library(frame.f_code.co_filename):
             return
-        import torch
 
         if isinstance(first_argument(frame), torch.nn.Module):
             return
@@ -320,8 +314,6 @@ class Recorder:
         return True
 
     def _take_copy(self, call: Call) -> None:
-        import torch
-
         from ..reference.eager import copy_as_called  # deferred: the plugin's import stays torch-free
 
         size = module_bytes(call.live)
@@ -342,8 +334,6 @@ class Recorder:
 
     def _not_picked(self, call: Call) -> bool:
         """Whether the check will not pick ``call``'s module, so no copy is needed."""
-        import torch
-
         if self._module is not None:
             return self._module not in (call.name, call.label)
         live = call.live
@@ -383,8 +373,6 @@ class Recorder:
 
     def _remember_output(self, module: Any, out: Any) -> None:
         """A ScriptModule scripted or traced from ``module``: calling it is calling ``module``."""
-        import torch
-
         if isinstance(module, torch.nn.Module) and isinstance(out, torch.jit.ScriptModule):
             self._scripted[id(out)] = module
             self.recording.compiled_from.append((out, module))
@@ -457,8 +445,6 @@ def _said(exc: BaseException) -> str:
 
 # -- Readers of an exporter's bound arguments: (module, args, kwargs, other methods) or None.
 def trace_inputs(bound: Any) -> Any:
-    import torch
-
     func, kwarg_inputs = bound["func"], bound.get("example_kwarg_inputs")
     if not isinstance(func, torch.nn.Module):
         owner = getattr(func, "__self__", None)  # torch.jit.trace(model.forward, x)
@@ -481,8 +467,6 @@ def trace_module_inputs(bound: Any) -> Any:
 
 def _forward_call(module: Any, example: Any, is_kwarg: bool, others: tuple[str, ...]) -> Any:
     """A method's example, read as ``torch.jit.trace_module`` reads it."""
-    import torch
-
     if not isinstance(module, torch.nn.Module) or example is None:
         return None
     if is_kwarg and isinstance(example, dict):
@@ -497,8 +481,6 @@ def export_inputs(bound: Any) -> Any:
 
 
 def onnx_inputs(bound: Any) -> Any:
-    import torch
-
     model, args, kwargs = bound["model"], bound.get("args", ()), bound.get("kwargs")
     if not isinstance(model, torch.nn.Module):
         return None
@@ -598,8 +580,6 @@ def in_torch(filename: str) -> bool:
 
 @functools.lru_cache(maxsize=1)
 def _torch_dir() -> str:
-    import torch
-
     return os.path.dirname(torch.__file__) + os.sep
 
 
@@ -658,6 +638,4 @@ def inside(caller: Any, frame_id: int, code: Any) -> bool:
 
 def test_code(frame: Any) -> bool:
     """[Another Method] Whether ``frame`` is the test's own code, not a library's or a module's."""
-    import torch
-
     return not library(frame.f_code.co_filename) and not isinstance(first_argument(frame), torch.nn.Module)

@@ -14,6 +14,7 @@ import importlib
 import inspect
 from typing import Any
 
+from .._compat import torch
 from .model_specs import ModelError, ModelSpec, call_text, find
 
 #: Config sizes brought down (never up) where the SPEC does not set them.
@@ -50,8 +51,6 @@ INSTALL = "pip install transformers"
 
 def build(spec: ModelSpec) -> Any:
     """The model of ``spec``, random weights, eval mode."""
-    import torch
-
     transformers = _import(spec)
     cls = getattr(transformers, spec.name, None) if spec.name[:1].isupper() else None
     try:
@@ -187,8 +186,6 @@ def cache_argument(model: Any) -> str | None:
 def inputs(model: Any, spec: ModelSpec) -> tuple[tuple[Any, ...], dict[str, Any], str, Any]:
     """(args, kwargs, where they came from, the next call or None). A causal LM's mask is padded
     on the left, as served for batched generation; its decode step is built from the output."""
-    import torch
-
     config = model.config
     main = getattr(model, "main_input_name", "input_ids")
     params = inspect.signature(model.forward).parameters
@@ -223,16 +220,12 @@ def inputs(model: Any, spec: ModelSpec) -> tuple[tuple[Any, ...], dict[str, Any]
 
 
 def _ids(vocab: int, length: int, generator: Any) -> Any:
-    import torch
-
     ids = torch.randint(0, vocab, (BATCH, length), generator=generator)
     ids[0, 0], ids[-1, -1] = 0, vocab - 1  # span the vocabulary
     return ids
 
 
 def _padded(length: int, *, left: bool) -> Any:
-    import torch
-
     mask = torch.ones(BATCH, length, dtype=torch.int64)
     if left:
         mask[0, :PADDED] = 0
@@ -243,7 +236,6 @@ def _padded(length: int, *, left: bool) -> Any:
 
 def _decode(vocab: int, generator: Any, name: str) -> Any:
     """The decode step: one new token per row, the prefill's cache fed back as ``name``."""
-    import torch
 
     def step(kwargs: dict[str, Any], output: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
         new = torch.randint(0, vocab, (BATCH, 1), generator=generator)

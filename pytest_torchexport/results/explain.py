@@ -17,8 +17,10 @@ import sysconfig
 import traceback
 import warnings
 from collections.abc import Iterable
+from importlib import metadata
 from pathlib import Path
 
+from .._compat import torch
 from .report import Finding
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -72,8 +74,6 @@ def _canonical(name: str) -> str:
 def _runner_modules() -> frozenset[str]:
     """The top-level modules of the test runner: pytest, each ``pytest11`` plugin but this one,
     and what they require to run, read from the installed metadata."""
-    from importlib import metadata
-
     ours = _canonical("pytest-torchexport")
     runner = {_canonical(_RUNNER)}
     for entry in metadata.entry_points(group="pytest11"):
@@ -240,8 +240,6 @@ _TRACER_KINDS = (
 
 def tracer_findings(caught: Iterable[warnings.WarningMessage], backend: str) -> list[Finding]:
     """One finding per distinct (kind, line) among an export's TracerWarnings and ``FindingWarning``s."""
-    import torch
-
     findings: dict[tuple[str, str], Finding] = {}
     for w in caught:
         if isinstance(w.message, FindingWarning):

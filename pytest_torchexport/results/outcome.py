@@ -9,6 +9,7 @@ See docs/architecture.md.
 from __future__ import annotations
 
 import dataclasses
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -139,8 +140,6 @@ def unreadable(exc: BaseException, header: str) -> Outcome:
 def plugin_raised(exc: BaseException, stage: str, header: str) -> Outcome:
     """The plugin's own code raised ``exc`` during ``stage``: the row fails with the stage's
     status, never a pass or a skip, and its message holds the traceback."""
-    import traceback
-
     what = exception_words(exc)
     trace = "".join(traceback.format_exception(exc)).rstrip().splitlines()
     shown = trace if len(trace) <= 40 else ["...", *trace[-40:]]

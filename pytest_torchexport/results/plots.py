@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import sys
 from typing import Any
+from xml.etree import ElementTree
 
 #: Where a bit-exact input is drawn (a log axis cannot show 0): below every error.
 _EXACT_FACTOR = 0.1
@@ -191,8 +192,6 @@ def _without_style(chart: Any, standalone: bool = False) -> str:
 
 
 def _to_string(tree: Any) -> str:
-    from xml.etree import ElementTree
-
     return ElementTree.tostring(tree, encoding="unicode")
 
 
