@@ -12,11 +12,10 @@ import ctypes
 import ctypes.util
 import gc
 from functools import lru_cache
-from typing import Any
 
 
 @lru_cache(maxsize=1)
-def _libc() -> Any:
+def _libc() -> ctypes.CDLL | None:
     name = ctypes.util.find_library("c")
     if name is None:
         return None

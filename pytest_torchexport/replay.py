@@ -15,7 +15,15 @@ import argparse
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import torch
+
+    from .backends.base import Backend
+    from .reference.eager import Eager
 
 #: How a person runs it.
 COMMAND = "python -m pytest_torchexport replay"
@@ -116,7 +124,7 @@ def _weights_only_reason(exc: Exception) -> str:
     return (useful or lines or [type(exc).__name__])[0].rstrip(".")
 
 
-def _module(path: str, data: dict[str, Any], allow_pickle: bool) -> Any:
+def _module(path: str, data: dict[str, Any], allow_pickle: bool) -> torch.nn.Module | None:
     """The module: rebuilt from its classes (format 2), else unpickled only when allowed."""
     import io
 
@@ -165,7 +173,7 @@ def _module(path: str, data: dict[str, Any], allow_pickle: bool) -> Any:
     return None
 
 
-def _unpickled(load: Any, data: dict[str, Any]) -> Any:
+def _unpickled(load: Callable[[], Any], data: dict[str, Any]) -> Any:
     try:
         return load()
     except (AttributeError, ImportError, ModuleNotFoundError) as exc:
@@ -187,7 +195,7 @@ def _import_root(data: dict[str, Any]) -> None:
         sys.path.insert(0, root)
 
 
-def _verdict(backend: Any, artifact: Any, eager: Any, data: dict[str, Any]) -> int:
+def _verdict(backend: Backend, artifact: Any, eager: Eager, data: dict[str, Any]) -> int:
     """Run the saved failing input through eager and the artifact; print and return the outcome."""
     from ._compat import quiet_torch
     from .reference.compare import compare

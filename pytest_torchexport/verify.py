@@ -15,14 +15,17 @@ import sys
 import tempfile
 import time
 import types
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .results import bundle_files as files
 from .results.merge import CommandLineParser, Exit, report_format_problem, write_report
 from .results.outcome import Outcome, settle
 from .results.report import Finding, Report, Result, collect_environment, tag
+
+if TYPE_CHECKING:
+    from .backends.base import Backend
 
 
 class Unreadable(Exception):
@@ -220,7 +223,7 @@ class _Verify:
             result.timings["load_s"] = time.perf_counter() - t0
             return self._run(backend, loaded, cases, tensors)
 
-    def _quiet(self, fn: Any, *args: Any) -> Any:
+    def _quiet(self, fn: Callable[..., Any], *args: Any) -> Any:
         import torch
 
         from ._compat import quiet_torch
@@ -255,7 +258,7 @@ class _Verify:
         )
 
     def _run(
-        self, backend: Any, loaded: Any, cases: list[tuple[dict[str, Any], Any, Any]], tensors: dict[str, Any]
+        self, backend: Backend, loaded: Any, cases: list[tuple[dict[str, Any], Any, Any]], tensors: dict[str, Any]
     ) -> Result:
         from .reference.compare import compare
 

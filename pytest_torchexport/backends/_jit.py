@@ -22,20 +22,20 @@ class TorchScriptBackend(Backend):
         # TorchScript is deprecated from torch 2.14; _compat probes whether it still works.
         return torchscript_unavailable(self.name)
 
-    def save(self, artifact: Any, directory: Path) -> list[Path]:
+    def save(self, artifact: torch.jit.ScriptModule, directory: Path) -> list[Path]:
         path = directory / FILENAME
         torch.jit.save(artifact, str(path))
         return [path]
 
-    def load(self, directory: Path, ctx: ExportContext) -> Any:
+    def load(self, directory: Path, ctx: ExportContext) -> torch.jit.ScriptModule:
         return torch.jit.load(str(directory / FILENAME), map_location=ctx.device)
 
-    def run(self, artifact: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def run(self, artifact: torch.jit.ScriptModule, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         with torch.no_grad():
             return artifact(*args, **kwargs)
 
 
-def method_artifact(compiled: Any, method: str, module_name: str) -> Any:
+def method_artifact(compiled: torch.jit.ScriptModule, method: str, module_name: str) -> torch.jit.ScriptModule:
     """[Another Method] A ScriptModule whose ``forward`` calls ``compiled.<method>``.
 
     The ``forward`` is generated source, registered in ``linecache`` because TorchScript

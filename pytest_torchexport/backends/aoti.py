@@ -33,7 +33,9 @@ class AotiBackend(Backend):
             return "AOTInductor needs a C++ compiler (c++/g++) on PATH"
         return None
 
-    def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
+    def export(
+        self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext
+    ) -> _Package:
         module = keywords_bound(module, kwargs)
         program = ctx.exported_program(module, args, kwargs)
         package = Path(ctx.scratch or tempfile.mkdtemp(prefix="torchexport-aoti-")) / FILENAME
@@ -44,16 +46,16 @@ class AotiBackend(Backend):
             return _Package(package, None)
         return _Package(package, aoti_load_package(str(package)))
 
-    def save(self, artifact: Any, directory: Path) -> list[Path]:
+    def save(self, artifact: _Package, directory: Path) -> list[Path]:
         path = directory / FILENAME
         shutil.copyfile(artifact.path, path)
         return [path]
 
-    def load(self, directory: Path, ctx: ExportContext) -> Any:
+    def load(self, directory: Path, ctx: ExportContext) -> _Package:
         path = directory / FILENAME
         return _Package(path, aoti_load_package(str(path)))
 
-    def run(self, artifact: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def run(self, artifact: _Package, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         with torch.no_grad():
             return artifact.runner(*args, **kwargs)
 

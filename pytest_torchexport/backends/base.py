@@ -10,13 +10,17 @@ from __future__ import annotations
 import importlib
 import inspect
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 
 from .._compat import pytree
+
+if TYPE_CHECKING:
+    from ..options import ShippedOnnx
 
 
 @dataclass
@@ -38,14 +42,16 @@ class ExportContext:
     capture_s: float = 0.0
     own_capture_s: float = 0.0  # the part of ``capture_s`` spent inside this export
 
-    def dynamic_shapes(self, module: Any, *, derived_auto: bool = False) -> Any:
+    def dynamic_shapes(self, module: torch.nn.Module, *, derived_auto: bool = False) -> Any:
         return self.plan.export_dynamic_shapes(module, relaxed=self.relaxed, derived_auto=derived_auto)
 
     def shared_capture(self) -> Captured | None:
         """[Shared Capture] The engine's capture at this check's ``relaxed`` dims, or None."""
         return self.captures.get(self.relaxed)
 
-    def exported_program(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def exported_program(
+        self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> torch.export.ExportedProgram:
         """The ``ExportedProgram`` to lower: the shared capture (or its error), else a new one."""
         shared = self.shared_capture()
         if shared is not None:
@@ -70,14 +76,16 @@ class Captured:
     error: BaseException | None = None
     seconds: float = 0.0
 
-    def result(self) -> Any:
+    def result(self) -> torch.export.ExportedProgram:
         """The program, or raise the capture's error."""
         if self.error is not None:
             raise self.error
         return self.program
 
 
-def capture_program(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], dynamic_shapes: Any) -> Any:
+def capture_program(
+    module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], dynamic_shapes: Any
+) -> torch.export.ExportedProgram:
     """The capture every lowering backend makes (non-strict, as users usually export)."""
     return torch.export.export(module, args, kwargs or None, dynamic_shapes=dynamic_shapes, strict=False)
 
@@ -104,11 +112,11 @@ class Backend:
         """Why this backend cannot run here, or None."""
         return None
 
-    def captures_otherwise(self, module: Any) -> bool:
+    def captures_otherwise(self, module: torch.nn.Module) -> bool:
         """[Shared Capture] True when this backend would capture ``module`` differently."""
         return False
 
-    def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
+    def export(self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
         raise NotImplementedError
 
     def save(self, artifact: Any, directory: Path) -> list[Path]:
@@ -129,11 +137,11 @@ class Backend:
         torch.export's runtime asserts."""
         return None
 
-    def artifact_module(self, artifact: Any) -> Any:
+    def artifact_module(self, artifact: Any) -> torch.nn.Module | None:
         """Optional: the ``nn.Module`` the artifact runs, whose buffers are reset between calls."""
         return artifact if isinstance(artifact, torch.nn.Module) else None
 
-    def exported_program(self, artifact: Any) -> Any:
+    def exported_program(self, artifact: Any) -> torch.export.ExportedProgram | None:
         """Optional: the ``ExportedProgram`` behind the artifact, for localisation."""
         return None
 
@@ -184,7 +192,7 @@ class GraphLevels(Protocol):
 class PostProcessed(Protocol):
     """[ONNX As Shipped] An artifact post-processed after export (float16, int8, optimization)."""
 
-    def steps_unavailable(self, shipped: Any) -> str | None:
+    def steps_unavailable(self, shipped: ShippedOnnx) -> str | None:
         """Why ``shipped``'s steps cannot run here, or None."""
         ...
 
@@ -230,7 +238,7 @@ def load_backend(spec: Any) -> Backend:
     return spec
 
 
-def keywords_bound(module: Any, kwargs: dict[str, Any]) -> Any:
+def keywords_bound(module: torch.nn.Module, kwargs: dict[str, Any]) -> torch.nn.Module:
     """``module``, or an adapter whose forward names every keyword the call passes.
 
     For ``forward(self, x, **kwargs)``, torch.export's documented nested dynamic_shapes form
@@ -278,7 +286,9 @@ def onnx_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
     return args
 
 
-def positional_adapter(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, tuple[Any, ...]]:
+def positional_adapter(
+    module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[Any, tuple[torch.Tensor, ...]]:
     """A module taking the call's tensors positionally, and those tensors.
 
     Legacy ONNX export binds keyword tensors by position, which breaks models called by keyword.
@@ -291,7 +301,7 @@ def positional_adapter(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any
             super().__init__()
             self.module = module
 
-        def forward(self, *tensors: Any) -> Any:
+        def forward(self, *tensors: torch.Tensor) -> Any:
             values = list(flat)
             for i, t in zip(slots, tensors):
                 values[i] = t
@@ -309,7 +319,7 @@ class MethodCall:
     original_name: str  # the user's class (set by method_call)
 
 
-def method_call(module: Any, method: str) -> Any:
+def method_call(module: torch.nn.Module, method: str) -> torch.nn.Module:
     """[Another Method] A module whose ``forward`` calls ``module.<method>``.
 
     Exporters only export ``forward``; the wrapper keeps the method's signature.
@@ -341,15 +351,15 @@ def to_cpu(tree: Any) -> Any:
 
 
 def on_cpu(
-    module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], device: str
-) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
+    module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], device: str
+) -> tuple[torch.nn.Module, tuple[Any, ...], dict[str, Any]]:
     """The call moved to cpu. Moving the module is safe: the backend gets a copy."""
     if device == "cpu":
         return module, args, kwargs
     return module.to("cpu"), to_cpu(args), to_cpu(kwargs)
 
 
-def not_installed(what: str, install: str, imports: Any) -> str | None:
+def not_installed(what: str, install: str, imports: Callable[[], object]) -> str | None:
     """An ``unavailable_reason`` if ``imports()`` raises ``ImportError``."""
     try:
         imports()

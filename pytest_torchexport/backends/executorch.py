@@ -39,7 +39,7 @@ class ExecutorchBackend(Backend):
 
         return not_installed("executorch", INSTALL, imports)
 
-    def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
+    def export(self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Pte:
         to_edge_transform_and_lower, partitioner, _ = _imports()
         module, args, kwargs = on_cpu(module, args, kwargs, ctx.device)
         module = keywords_bound(module, kwargs)
@@ -53,10 +53,10 @@ class ExecutorchBackend(Backend):
         pte.fallback = cpu_fallback(ctx.device, _RUNS_ON)
         return pte
 
-    def input_shapes(self, artifact: Any) -> list[tuple[Any, ...]] | None:
+    def input_shapes(self, artifact: Pte) -> list[tuple[Any, ...]] | None:
         return artifact.export_shapes
 
-    def device_fallback(self, artifact: Any) -> str | None:
+    def device_fallback(self, artifact: Pte) -> str | None:
         return artifact.fallback
 
     def save(self, artifact: Any, directory: Path) -> list[Path]:
@@ -64,13 +64,13 @@ class ExecutorchBackend(Backend):
         path.write_bytes(artifact.buffer)
         return [path]
 
-    def load(self, directory: Path, ctx: ExportContext) -> Any:
+    def load(self, directory: Path, ctx: ExportContext) -> Pte:
         path = directory / FILENAME
         pte = Pte(None, _load(path), *pte_meta(path.read_bytes()))
         pte.fallback = cpu_fallback(ctx.device, _RUNS_ON)
         return pte
 
-    def run(self, artifact: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def run(self, artifact: Pte, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         device = next((t.device for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)), None)
         inputs = artifact.flat_inputs(to_cpu(args), to_cpu(kwargs))
         outside = artifact.outside_limits(inputs)
@@ -96,7 +96,7 @@ def _imports() -> tuple[Any, Any, Any]:
     return to_edge_transform_and_lower, XnnpackPartitioner, Runtime
 
 
-def _load(source: bytes | Path) -> Any:
+def _load(source: bytes | Path) -> _Loaded:
     """The ``forward`` method of a program, loaded by the runtime."""
     try:
         with quiet_torch(fds=True) as captured:
@@ -139,7 +139,7 @@ class Pte:
     """A lowered program, the runtime's method and the call's structure."""
 
     def __init__(
-        self, buffer: bytes | None, loaded: Any, in_spec: Any, out_spec: Any, limits: list[Any] | None
+        self, buffer: bytes | None, loaded: _Loaded | None, in_spec: Any, out_spec: Any, limits: list[Any] | None
     ) -> None:
         self.buffer = buffer
         self.loaded = loaded

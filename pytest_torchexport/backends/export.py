@@ -22,32 +22,34 @@ class ExportBackend(Backend):
         missing = missing_attr(torch, "export.export") or missing_attr(torch, "export.save")
         return f"torch {torch.__version__} has no torch.export.{missing}" if missing else None
 
-    def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
+    def export(
+        self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext
+    ) -> Exported:
         return Exported(ctx.exported_program(keywords_bound(module, kwargs), args, kwargs))
 
-    def save(self, artifact: Any, directory: Path) -> list[Path]:
+    def save(self, artifact: Exported, directory: Path) -> list[Path]:
         path = directory / FILENAME
         torch.export.save(artifact.program, str(path))
         return [path]
 
-    def load(self, directory: Path, ctx: ExportContext) -> Any:
+    def load(self, directory: Path, ctx: ExportContext) -> Exported:
         return Exported(torch.export.load(str(directory / FILENAME)))
 
-    def run(self, artifact: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def run(self, artifact: Exported, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         with torch.no_grad():
             return artifact.module(*args, **kwargs)
 
-    def input_shapes(self, artifact: Any) -> list[tuple[Any, ...]] | None:
+    def input_shapes(self, artifact: Exported) -> list[tuple[Any, ...]] | None:
         return program_input_shapes(artifact.program)
 
-    def artifact_module(self, artifact: Any) -> Any:
+    def artifact_module(self, artifact: Exported) -> torch.nn.Module:
         return artifact.module
 
-    def exported_program(self, artifact: Any) -> Any:
+    def exported_program(self, artifact: Exported) -> torch.export.ExportedProgram:
         return artifact.program
 
 
-def program_input_shapes(program: Any) -> list[tuple[Any, ...]]:
+def program_input_shapes(program: torch.export.ExportedProgram) -> list[tuple[Any, ...]]:
     """User-input shapes of an ExportedProgram: ints where the export fixed a size."""
     user = set(program.graph_signature.user_inputs)
     shapes = []
@@ -62,6 +64,6 @@ def program_input_shapes(program: Any) -> list[tuple[Any, ...]]:
 class Exported:
     """An ``ExportedProgram`` and its runnable module, built once (``.module()`` is not free)."""
 
-    def __init__(self, program: Any) -> None:
+    def __init__(self, program: torch.export.ExportedProgram) -> None:
         self.program = program
         self.module = program.module()

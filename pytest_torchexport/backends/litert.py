@@ -35,7 +35,9 @@ class LiteRtBackend(Backend):
     def unavailable_reason(self) -> str | None:
         return not_installed("litert-torch or ai-edge-litert", INSTALL, _imports)
 
-    def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
+    def export(
+        self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext
+    ) -> _Tflite:
         convert, _ = _imports()
         module, args, kwargs = on_cpu(module, args, kwargs, ctx.device)
         adapter = _FlatCall(module, args, kwargs)
@@ -56,25 +58,25 @@ class LiteRtBackend(Backend):
             model = convert(adapter, tensors)
         return _Tflite(model.model_content(), cpu_fallback(ctx.device, _RUNS_ON))
 
-    def save(self, artifact: Any, directory: Path) -> list[Path]:
+    def save(self, artifact: _Tflite, directory: Path) -> list[Path]:
         path = directory / FILENAME
         path.write_bytes(artifact.content)
         return [path]
 
-    def load(self, directory: Path, ctx: ExportContext) -> Any:
+    def load(self, directory: Path, ctx: ExportContext) -> _Tflite:
         return _Tflite((directory / FILENAME).read_bytes(), cpu_fallback(ctx.device, _RUNS_ON))
 
-    def run(self, artifact: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def run(self, artifact: _Tflite, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Tensor]:
         device = next((t.device for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)), None)
         outputs = artifact([t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)])
         if device is not None and device.type != "cpu":
             outputs = [t.to(device) for t in outputs]
         return outputs
 
-    def input_shapes(self, artifact: Any) -> list[tuple[Any, ...]] | None:
+    def input_shapes(self, artifact: _Tflite) -> list[tuple[Any, ...]] | None:
         return [tuple(int(n) if n >= 0 else None for n in detail["shape_signature"]) for detail in artifact.inputs]
 
-    def device_fallback(self, artifact: Any) -> str | None:
+    def device_fallback(self, artifact: _Tflite) -> str | None:
         return artifact.fallback
 
 

@@ -17,7 +17,7 @@ import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -35,6 +35,10 @@ from .base import (
     onnx_args,
     positional_adapter,
 )
+
+if TYPE_CHECKING:
+    from ..options import ShippedOnnx
+    from .base import Captured
 
 FILENAME = "model.onnx"
 #: onnxruntime's graph optimization levels, least rewriting first; sessions default to the last.
@@ -161,38 +165,40 @@ class _OnnxBackend(Backend):
                 return f"{lib} is not installed ({exc}): pip install onnx onnxruntime"
         return None
 
-    def load(self, directory: Path, ctx: ExportContext) -> Any:
+    def load(self, directory: Path, ctx: ExportContext) -> OnnxSession:
         return OnnxSession(str(directory / FILENAME), ctx.device)
 
-    def run(self, artifact: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def run(
+        self, artifact: _InMemory | OnnxSession, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> list[torch.Tensor]:
         return artifact(args, kwargs)
 
-    def input_shapes(self, artifact: Any) -> list[tuple[Any, ...]] | None:
+    def input_shapes(self, artifact: _InMemory | OnnxSession) -> list[tuple[Any, ...]] | None:
         return [
             tuple(d if isinstance(d, int) else None for d in i.shape) for i in _session(artifact).session.get_inputs()
         ]
 
-    def onnx_model(self, artifact: Any) -> bytes | str | None:
+    def onnx_model(self, artifact: _InMemory | OnnxSession) -> bytes | str | None:
         return _session(artifact).source
 
     def run_onnx_model(
-        self, artifact: Any, model: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, artifact: _InMemory | OnnxSession, model: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> dict[str, Any]:
         session = OnnxSession(model, _session(artifact).device)
         names = [o.name for o in session.session.get_outputs()]
         return dict(zip(names, session(args, kwargs)))
 
-    def device_fallback(self, artifact: Any) -> str | None:
+    def device_fallback(self, artifact: _InMemory | OnnxSession) -> str | None:
         return _session(artifact).fallback
 
-    def graph_optimizer(self, artifact: Any) -> GraphOptimizer | None:
+    def graph_optimizer(self, artifact: _InMemory | OnnxSession) -> GraphOptimizer | None:
         session = _session(artifact)
         return GraphOptimizer(session.runtime, session.optimization_levels, session.level)
 
-    def at_level(self, artifact: Any, level: str) -> Any:
+    def at_level(self, artifact: _InMemory | OnnxSession, level: str) -> OnnxSession:
         return _session(artifact).at_level(level)
 
-    def set_aside(self, artifact: Any) -> None:
+    def set_aside(self, artifact: _InMemory | OnnxSession) -> None:
         if isinstance(artifact, _InMemory):
             artifact.set_aside()
 
@@ -213,7 +219,9 @@ class DynamoOnnxBackend(_OnnxBackend):
             return "onnxscript is not installed; the dynamo ONNX exporter needs it: pip install onnxscript"
         return None
 
-    def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
+    def export(
+        self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext
+    ) -> _InMemory:
         module = keywords_bound(module, kwargs)
         shared = ctx.shared_capture()
         # An input dim that is another's plus a constant (a decode step's mask, "past+1") is an
@@ -256,15 +264,15 @@ class DynamoOnnxBackend(_OnnxBackend):
             artifact.ship(ctx)
         return artifact
 
-    def captures_otherwise(self, module: Any) -> bool:
+    def captures_otherwise(self, module: torch.nn.Module) -> bool:
         """[Shared Capture] True for recurrent modules: ``torch.onnx.export`` decomposes LSTM and GRU
         into while loops (torch 2.13), while the plain capture unrolls them."""
         return any(isinstance(m, torch.nn.RNNBase) for m in module.modules())
 
-    def steps_unavailable(self, shipped: Any) -> str | None:
+    def steps_unavailable(self, shipped: ShippedOnnx) -> str | None:
         return onnx_shipped.unavailable_reason(shipped)
 
-    def post_processing(self, artifact: Any) -> PostProcessing | None:
+    def post_processing(self, artifact: _InMemory | OnnxSession) -> PostProcessing | None:
         return artifact.shipped if isinstance(artifact, _InMemory) else None
 
     def guard_violation(self, artifact: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
@@ -281,7 +289,7 @@ class DynamoOnnxBackend(_OnnxBackend):
             return text[0] if text else type(exc).__name__
         return None
 
-    def save(self, artifact: Any, directory: Path) -> list[Path]:
+    def save(self, artifact: _InMemory, directory: Path) -> list[Path]:
         if artifact.shipped is not None:  # the file that ships is the last step's
             path = directory / FILENAME
             path.write_bytes(artifact.stages[-1].data)
@@ -302,7 +310,9 @@ class LegacyOnnxBackend(_OnnxBackend):
         # The legacy exporter is built on TorchScript's tracer.
         return super().unavailable_reason() or torchscript_unavailable("trace")
 
-    def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
+    def export(
+        self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext
+    ) -> _InMemory:
         buffer = io.BytesIO()
         if kwargs:
             # input_names below keeps the keyword names on the ONNX inputs.
@@ -320,14 +330,14 @@ class LegacyOnnxBackend(_OnnxBackend):
         )
         return _InMemory(buffer.getvalue(), ctx.device, self.name)
 
-    def save(self, artifact: Any, directory: Path) -> list[Path]:
+    def save(self, artifact: _InMemory, directory: Path) -> list[Path]:
         path = directory / FILENAME
         path.write_bytes(artifact.program)
         return [path]
 
 
 @contextlib.contextmanager
-def _own_capture(ctx: ExportContext, shared: Any) -> Any:
+def _own_capture(ctx: ExportContext, shared: Captured | None) -> Iterator[None]:
     """[Shared Capture] Time ``torch.onnx.export``'s own capture, skipping the strategy that would
     repeat a failed shared capture."""
     if ctx.capture == "shared":
@@ -344,7 +354,7 @@ def _own_capture(ctx: ExportContext, shared: Any) -> Any:
         ctx.own_capture_s += sum(seconds)
 
 
-def _repeats(shared: Any) -> bool:
+def _repeats(shared: Captured | None) -> bool:
     """Whether the non-strict strategy would repeat the failed shared capture."""
     return shared is not None and shared.error is not None and not _refinable(shared.error)
 
@@ -354,7 +364,7 @@ def _refinable(error: BaseException) -> bool:
     return type(error).__name__ == "UserError"
 
 
-def _session(artifact: Any) -> OnnxSession:
+def _session(artifact: _InMemory | OnnxSession) -> OnnxSession:
     """The onnxruntime session an artifact runs."""
     return artifact.revived() if isinstance(artifact, _InMemory) else artifact
 
@@ -451,7 +461,7 @@ class _Lazy:
         return self._session(args, kwargs)
 
 
-def _spill(owner: Any, data: bytes) -> str:
+def _spill(owner: _InMemory, data: bytes) -> str:
     """``data`` in a temporary file, removed with ``owner``."""
     handle, path = tempfile.mkstemp(suffix=".onnx", prefix="in-memory-")
     with os.fdopen(handle, "wb") as f:

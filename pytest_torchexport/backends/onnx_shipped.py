@@ -14,9 +14,13 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..inputs.strategies import materialize, probe_draws, recorded_draw
+
+if TYPE_CHECKING:
+    from ..inputs.specs import InputPlan
+    from ..options import OnnxFp16, OnnxQuantize, ShippedOnnx
 
 #: onnx_optimize's names -> onnxruntime's GraphOptimizationLevel.
 LEVELS = {
@@ -44,7 +48,7 @@ class Stage:
     serve_level: str | None = None  # None: onnxruntime's default
 
 
-def unavailable_reason(shipped: Any) -> str | None:
+def unavailable_reason(shipped: ShippedOnnx | None) -> str | None:
     """What a step needs that is not installed here, with the install line."""
     if shipped is not None and shipped.fp16 is not None:
         try:
@@ -66,7 +70,7 @@ def unavailable_reason(shipped: Any) -> str | None:
 CALIBRATION_DRAWS = 4
 
 
-def calibration_inputs(plan: Any) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+def calibration_inputs(plan: InputPlan) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
     """Calibration inputs for static quantization, drawn as the default search draws them."""
     recorded = recorded_draw(plan)
     draws = [recorded, *probe_draws(plan)]
@@ -78,7 +82,7 @@ def calibration_inputs(plan: Any) -> list[tuple[tuple[Any, ...], dict[str, Any]]
     return [materialize(plan, draw, "cpu") for draw in dict.fromkeys(draws)]
 
 
-def process(data: bytes, shipped: Any, scratch: Path, calibration: list[dict[str, Any]] | None) -> list[Stage]:
+def process(data: bytes, shipped: ShippedOnnx, scratch: Path, calibration: list[dict[str, Any]] | None) -> list[Stage]:
     """Run the exported model through each step: one ``Stage`` per step, the last one ships.
 
     ``calibration``: feeds (input name -> numpy array) for static quantization.
@@ -119,11 +123,11 @@ def _step(name: str, what: str, done: list[Stage]) -> Iterator[None]:
         ) from exc
 
 
-def _fp16_name(fp16: Any) -> str:
+def _fp16_name(fp16: OnnxFp16) -> str:
     return "fp16" if fp16.keep_io_types else "fp16 (float16 inputs and outputs)"
 
 
-def _fp16(data: bytes, fp16: Any) -> bytes:
+def _fp16(data: bytes, fp16: OnnxFp16) -> bytes:
     import onnx
     from onnxconverter_common import float16
 
@@ -136,7 +140,7 @@ def _fp16(data: bytes, fp16: Any) -> bytes:
     return converted.SerializeToString()
 
 
-def _quantize(data: bytes, quantize: Any, scratch: Path, calibration: list[dict[str, Any]] | None) -> bytes:
+def _quantize(data: bytes, quantize: OnnxQuantize, scratch: Path, calibration: list[dict[str, Any]] | None) -> bytes:
     from onnxruntime import quantization as q
 
     source, target = scratch / "before-quantize.onnx", scratch / "quantized.onnx"
@@ -219,7 +223,7 @@ def default_budget(kind: str, depth: int) -> float:
     return BUDGET_MULTIPLE * UNITS[kind] * math.sqrt(depth)
 
 
-def budget(shipped: Any, depth: int) -> tuple[float, str] | None:
+def budget(shipped: ShippedOnnx, depth: int) -> tuple[float, str] | None:
     """The error budget and how it was set; None when only the optimize step runs."""
     if shipped.quantize is not None:
         given, kind, option = shipped.quantize.budget, "int8", "onnx_quantize"

@@ -10,13 +10,16 @@ from __future__ import annotations
 import importlib
 import json
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from .._compat import pytree, torchscript_unavailable
 from ..reference.compare import flatten
 from .base import Backend, ExportContext, cpu_fallback, not_installed, on_cpu
+
+if TYPE_CHECKING:
+    from ..inputs.specs import InputPlan
 
 #: the ``device_fallback`` message
 _RUNS_ON = "openvino is compiled for its CPU plugin here"
@@ -45,7 +48,9 @@ class OpenVinoBackend(Backend):
             return f"openvino.convert_model captures a module with torch.jit.trace: {reason}"
         return None
 
-    def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
+    def export(
+        self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext
+    ) -> _Compiled:
         import openvino as ov
 
         module, args, kwargs = on_cpu(module, args, kwargs, ctx.device)
@@ -57,21 +62,21 @@ class OpenVinoBackend(Backend):
         model.set_rt_info(json.dumps(adapter.output_leaves), RT_INFO)
         return _Compiled(model, self._compile(model), adapter.output_leaves, cpu_fallback(ctx.device, _RUNS_ON))
 
-    def save(self, artifact: Any, directory: Path) -> list[Path]:
+    def save(self, artifact: _Compiled, directory: Path) -> list[Path]:
         import openvino as ov
 
         path = directory / FILENAME
         ov.save_model(artifact.model, str(path), compress_to_fp16=False)  # float16 would change outputs
         return [path, path.with_suffix(".bin")]
 
-    def load(self, directory: Path, ctx: ExportContext) -> Any:
+    def load(self, directory: Path, ctx: ExportContext) -> _Compiled:
         import openvino as ov
 
         model = ov.Core().read_model(str(directory / FILENAME))
         leaves = json.loads(model.get_rt_info(RT_INFO).astype(str)) if model.has_rt_info(RT_INFO) else None
         return _Compiled(model, self._compile(model), leaves, cpu_fallback(ctx.device, _RUNS_ON))
 
-    def run(self, artifact: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def run(self, artifact: _Compiled, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
         device = next((t.device for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)), None)
         tensors = [t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
         outputs = artifact(tensors)
@@ -79,13 +84,13 @@ class OpenVinoBackend(Backend):
             outputs = [t.to(device) if isinstance(t, torch.Tensor) else t for t in outputs]
         return outputs
 
-    def input_shapes(self, artifact: Any) -> list[tuple[Any, ...]] | None:
+    def input_shapes(self, artifact: _Compiled) -> list[tuple[Any, ...]] | None:
         return [
             tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
             for port in artifact.model.inputs
         ]
 
-    def device_fallback(self, artifact: Any) -> str | None:
+    def device_fallback(self, artifact: _Compiled) -> str | None:
         return artifact.fallback
 
     def _compile(self, model: Any) -> Any:
@@ -94,7 +99,7 @@ class OpenVinoBackend(Backend):
         return ov.Core().compile_model(model, self.target, dict(self.config))
 
 
-def _declared_shapes(plan: Any, tensors: list[torch.Tensor]) -> list[list[int]]:
+def _declared_shapes(plan: InputPlan, tensors: list[torch.Tensor]) -> list[list[int]]:
     """Each tensor input's shape for ``convert_model``'s ``input=``, -1 for dynamic dims."""
     leaves = [leaf for _, leaf in sorted(plan.tensors.items())]
     shapes = []

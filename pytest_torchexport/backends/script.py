@@ -20,7 +20,9 @@ from .base import ExportContext, MethodCall
 class ScriptBackend(TorchScriptBackend):
     name = "script"
 
-    def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
+    def export(
+        self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext
+    ) -> torch.jit.ScriptModule:
         if isinstance(module, torch.jit.ScriptModule):
             return module
         if isinstance(module, MethodCall):
@@ -44,7 +46,7 @@ class ScriptBackend(TorchScriptBackend):
             raise TypeError(f"the scripted module cannot take the call: {_hint(refused)}")
         return scripted
 
-    def save(self, artifact: Any, directory: Path) -> list[Path]:
+    def save(self, artifact: torch.jit.ScriptModule, directory: Path) -> list[Path]:
         try:
             return super().save(artifact, directory)
         except Exception as exc:  # noqa: BLE001 - re-raised, explained
@@ -67,7 +69,7 @@ class ScriptBackend(TorchScriptBackend):
             ) from exc
 
 
-def _script_method(call: Any) -> Any:
+def _script_method(call: MethodCall) -> torch.jit.ScriptModule:
     """[Another Method] The method the test called, from ``torch.jit.script(model)``."""
     name, method = call.original_name, call.method
     try:
@@ -100,7 +102,7 @@ def _bound(arguments: list[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) 
     return list(values.items())
 
 
-def _untyped(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[str, Any]]:
+def _untyped(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[str, Any]]:
     """Unannotated parameters (Tensor to TorchScript) that the call passes a non-tensor."""
     try:
         signature = inspect.signature(module.forward)

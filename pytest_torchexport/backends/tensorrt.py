@@ -11,12 +11,15 @@ from __future__ import annotations
 import importlib
 import inspect
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from .._compat import pytree
 from .base import Backend, ExportContext, not_installed, positional_adapter
+
+if TYPE_CHECKING:
+    from ..inputs.specs import InputPlan
 
 FILENAME = "model_trt.ep"
 INSTALL = 'pip install "pytest-torchexport[tensorrt]"'
@@ -42,7 +45,9 @@ class TensorRtBackend(Backend):
             reasons.append(missing)
         return "; ".join(reasons) or None
 
-    def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
+    def export(
+        self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext
+    ) -> _Engine:
         import torch_tensorrt
 
         module, args, kwargs = module.to(GPU), _to(args, GPU), _to(kwargs, GPU)
@@ -65,13 +70,13 @@ class TensorRtBackend(Backend):
         )
         return [path]
 
-    def load(self, directory: Path, ctx: ExportContext) -> Any:
+    def load(self, directory: Path, ctx: ExportContext) -> _Engine:
         import torch_tensorrt
 
         program = torch_tensorrt.load(str(directory / FILENAME))
         return _Engine(program.module(), None, _fallback(ctx.device))
 
-    def run(self, artifact: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def run(self, artifact: _Engine, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         device = next((t.device for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)), None)
         tensors = [t.to(GPU) for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
         with torch.no_grad():
@@ -80,12 +85,12 @@ class TensorRtBackend(Backend):
             outputs = _to(outputs, device)
         return outputs
 
-    def device_fallback(self, artifact: Any) -> str | None:
+    def device_fallback(self, artifact: _Engine) -> str | None:
         return artifact.fallback
 
 
 def _named_positions(
-    module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[Any, tuple[torch.Tensor, ...]]:
     """The call's tensors as named positional parameters ``input_0, input_1, ...``.
 
@@ -98,7 +103,7 @@ def _named_positions(
     return adapter, tensors
 
 
-def _to(tree: Any, device: Any) -> Any:
+def _to(tree: Any, device: torch.device | str) -> Any:
     return pytree.tree_map(lambda t: t.to(device) if isinstance(t, torch.Tensor) else t, tree)
 
 
@@ -108,7 +113,7 @@ def _fallback(device: str) -> str | None:
     return f"TensorRT engines run on {GPU}: the {device} inputs ran there and the outputs came back"
 
 
-def _profiles(plan: Any, tensors: tuple[torch.Tensor, ...]) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+def _profiles(plan: InputPlan, tensors: tuple[torch.Tensor, ...]) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
     """(min_shape, max_shape) per tensor input."""
     leaves = [leaf for _, leaf in sorted(plan.tensors.items())]
     profiles = []
@@ -126,7 +131,7 @@ def _profiles(plan: Any, tensors: tuple[torch.Tensor, ...]) -> list[tuple[tuple[
 class _Engine:
     """The module, and the example ``torch_tensorrt.save`` retraces with."""
 
-    def __init__(self, module: Any, example: tuple[torch.Tensor, ...] | None, fallback: str | None) -> None:
+    def __init__(self, module: torch.nn.Module, example: tuple[torch.Tensor, ...] | None, fallback: str | None) -> None:
         self.module = module
         self.example = example
         self.fallback = fallback

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -10,13 +10,18 @@ from .._compat import pytree
 from ._jit import TorchScriptBackend, method_artifact
 from .base import ExportContext, MethodCall
 
+if TYPE_CHECKING:
+    from ..inputs.specs import InputPlan
+
 
 class TraceBackend(TorchScriptBackend):
     name = "trace"
     # A trace is as dynamic as the ops it recorded; inputs at other sizes find out.
     dynamic = False
 
-    def export(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
+    def export(
+        self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext
+    ) -> torch.jit.ScriptModule:
         if isinstance(module, torch.jit.ScriptModule):
             ctx.notes.append(
                 "the module is already a ScriptModule: torch.jit.trace returns it unchanged, so this checks the "
@@ -33,7 +38,7 @@ class TraceBackend(TorchScriptBackend):
             wrapper = _TensorsOnly(module, ctx.plan)
             return torch.jit.trace(wrapper, _tensors(args, kwargs), strict=False, check_trace=False)
 
-    def run(self, artifact: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def run(self, artifact: torch.jit.ScriptModule, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         with torch.no_grad():
             if _tensors_only(args, kwargs):
                 return artifact(*_tensors(args, kwargs))
@@ -55,7 +60,7 @@ def _tensors(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[torch.Tenso
 
 
 class _TensorsOnly(torch.nn.Module):
-    def __init__(self, module: torch.nn.Module, plan: Any) -> None:
+    def __init__(self, module: torch.nn.Module, plan: InputPlan) -> None:
         super().__init__()
         self.module = module
         self.plan = plan

@@ -271,7 +271,7 @@ class _Hasher:
             else:
                 self._w(type(const).__name__, repr(const))
 
-    def _tensor(self, tensor: Any) -> None:
+    def _tensor(self, tensor: torch.Tensor) -> None:
         t = tensor.detach()
         self._w("tensor", t.dtype, tuple(t.shape), t.layout, t.device.type, t.requires_grad)
         if t.device.type == "meta":

@@ -121,7 +121,7 @@ def reading() -> Iterator[None]:
     original = linecache.getlines
     seen: set[str] = set()
 
-    def getlines(filename: str, module_globals: Any = None) -> list[str]:
+    def getlines(filename: str, module_globals: dict[str, Any] | None = None) -> list[str]:
         seen.add(filename)
         return original(filename, module_globals)
 

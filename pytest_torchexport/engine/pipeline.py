@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +78,7 @@ def check(
     return report
 
 
-def _register_objects(backends: Any, session: Session) -> Any:
+def _register_objects(backends: str | Iterable[Any] | None, session: Session) -> str | list[str] | None:
     """Register ``backends=[MyBackend()]`` objects without the pytest hook."""
     if backends is None or isinstance(backends, str):
         return backends
@@ -374,7 +374,7 @@ def _available(spec: Any, device: str) -> bool:
         return False
 
 
-def _unavailable(backend: Any, device: str) -> str | None:
+def _unavailable(backend: Backend, device: str) -> str | None:
     """Why ``backend`` cannot check on ``device`` here, or None."""
     reason = backend.unavailable_reason()
     if reason is None and device == "cuda" and not torch.cuda.is_available():
@@ -473,7 +473,7 @@ def _backend(pending: PendingCheck, result: Result) -> tuple[Any, Backend]:
 
 
 @contextlib.contextmanager
-def _exact_cuda_math(device: str) -> Any:
+def _exact_cuda_math(device: str) -> Iterator[None]:
     """TF32 off on CUDA: its rounding could hide (or pass for) an export defect."""
     if not device.startswith("cuda"):
         yield

@@ -42,7 +42,7 @@ def derived(entry: Any) -> tuple[str, int] | None:
     return None
 
 
-def entry_size(entry: Any, sizes: Mapping[str, int]) -> int:
+def entry_size(entry: int | str, sizes: Mapping[str, int]) -> int:
     """The size of one shape entry under the dim ``sizes``: an int as it is, a dim's size, a derived
     entry's base size plus its offset (0 for a dim ``sizes`` lacks)."""
     if not isinstance(entry, str):

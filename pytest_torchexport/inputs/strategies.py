@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from hypothesis import strategies as st
 
 
-def _strategies() -> Any:
+def _strategies() -> types.ModuleType:
     """hypothesis's strategies, imported when a search draws: a check the verdict cache reuses, which
     only keys its inputs, never pays hypothesis's import."""
     return strategies
@@ -89,7 +90,7 @@ def draws(plan: InputPlan, *, special_values: bool = False, vary_scalars: bool =
     scalar_strats = {i: _scalar(v) for i, v in plan.scalars.items()} if vary_scalars else {}
 
     @st.composite
-    def build(data: Any) -> Draw:  # hypothesis's DrawFn
+    def build(data: strategies.DrawFn) -> Draw:
         drawn = tuple((name, data(s)) for name, s in size_strats.items())
         mode = data(st.sampled_from(modes))
         seed = data(st.integers(0, 2**16))

@@ -358,7 +358,7 @@ class Served:
     not answer, the artifact runs in a process of its own (``Running``), so the verdict is the same."""
 
     def __init__(
-        self, handle: Any, runner: Runner, kind: str, model: Path, inputs: Path, *, device: str, threads: int
+        self, handle: loader.Loader, runner: Runner, kind: str, model: Path, inputs: Path, *, device: str, threads: int
     ) -> None:
         self.outputs, self.errors = _files(inputs)
         self.alone = (runner, kind, model, inputs, device, threads)
@@ -373,7 +373,7 @@ class Served:
         )
         self._thread.start()
 
-    def _ask(self, handle: Any, fields: list[str]) -> None:
+    def _ask(self, handle: loader.Loader, fields: list[str]) -> None:
         try:
             self._answer = handle.request({"cpp": fields, "timeout": RUN_TIMEOUT_S}, timeout=RUN_TIMEOUT_S + 30)
         except Exception:  # noqa: BLE001 - the loader died or did not answer: result() runs it alone
@@ -404,7 +404,9 @@ class Served:
         """Nothing to kill: the served run ends on its own and its answer goes unread."""
 
 
-def start(runner: Runner, kind: str, model: Path, inputs: Path, *, device: str = "cpu", threads: int = 1) -> Any:
+def start(
+    runner: Runner, kind: str, model: Path, inputs: Path, *, device: str = "cpu", threads: int = 1
+) -> Served | Running:
     """The run of ``model`` beside the search: served by the session's loader where the parent
     started one (``loader.start``), else in a process of its own. Either has ``result()``."""
     handle = loader.current()

@@ -26,7 +26,7 @@ import traceback
 import types
 from multiprocessing.connection import Client, Listener
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -34,6 +34,9 @@ from .. import freed
 from ..backends.base import ExportContext, load_backend
 from ..reference.compare import flatten
 from .runner import THIS
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
 
 #: How long one request may take, start-up included.
 TIMEOUT_S = 120.0
@@ -317,7 +320,7 @@ class CppRelay:
         self.path: str | None = None
         self.lock = threading.Lock()  # one request at a time: the runner reads them in turn
 
-    def answer(self, conn: Any, request: dict[str, Any]) -> None:
+    def answer(self, conn: Connection, request: dict[str, Any]) -> None:
         """Run one request and send its answer on ``conn`` (in a thread of its own)."""
         try:
             with self.lock:

@@ -115,7 +115,7 @@ def never_copy(module: torch.nn.Module, why: str) -> None:
     _NOT_ITSELF[module] = why
 
 
-def as_called(copied: Any, original: Any) -> str | None:
+def as_called(copied: torch.nn.Module, original: torch.nn.Module) -> str | None:
     """Give ``copied`` every submodule's mode of ``original``; why it still differs, or None."""
     if not isinstance(original, torch.nn.Module) or not isinstance(copied, torch.nn.Module):
         return None
@@ -141,7 +141,7 @@ def as_called(copied: Any, original: Any) -> str | None:
     return None
 
 
-def _class_name(module: Any) -> str:
+def _class_name(module: torch.nn.Module) -> str:
     """The user's class name; fx makes a renamed ``GraphModuleImpl`` subclass per instance."""
     return next((t.__name__ for t in type(module).__mro__ if "GraphModuleImpl" not in t.__qualname__), "?")
 

@@ -19,7 +19,7 @@ import tempfile
 import types
 import uuid
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -173,7 +173,7 @@ def _remove(directory: str, owner: int) -> None:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def _fcntl() -> Any:
+def _fcntl() -> types.ModuleType | None:
     try:
         import fcntl
     except ImportError:  # no fork either: nothing is shared
@@ -192,7 +192,7 @@ class Float64Reference:
         self._cache: dict[Draw, Any] = {}
         self.unavailable: str | None = None
 
-    def __call__(self, draw: Draw, args: Any, kwargs: Any) -> Any:
+    def __call__(self, draw: Draw, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The float64 outputs for this draw, or None (``unavailable`` says why)."""
         if self.unavailable is not None:
             return None
@@ -204,7 +204,7 @@ class Float64Reference:
             )
         return self._cache[draw]
 
-    def _shared(self, store: Float64Store, draw: Draw, args: Any, kwargs: Any) -> Any:
+    def _shared(self, store: Float64Store, draw: Draw, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Loaded where another check of this call ran it; else run here and stored."""
         with store.locked(draw) as path:
             self.unavailable = store.refusal()
@@ -225,7 +225,7 @@ class Float64Reference:
             store.save(path, outputs, list(seen.sources or ()))
             return outputs
 
-    def _run(self, args: Any, kwargs: Any) -> Any:
+    def _run(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         # Only the user's module and torch are inside a try, so a plugin bug keeps its traceback.
         if self._module is None:
             try:
@@ -386,7 +386,7 @@ def columns_per_sample(x: torch.Tensor, layer: Any) -> int:
     return layer.in_channels * kernel * math.prod(_output_sizes(x.shape[2:], layer)) * x.element_size()
 
 
-def _output_sizes(sizes: Any, layer: Any) -> list[int]:
+def _output_sizes(sizes: torch.Size, layer: Any) -> list[int]:
     """A convolution's output size along each spatial dim."""
     if layer.padding == "same":
         return list(sizes)
@@ -418,7 +418,7 @@ def slice_batches(module: torch.nn.Module) -> int:
     return len(layers)
 
 
-def _sliced(layer: Any, forward: Any, x: Any, *args: Any, **kwargs: Any) -> Any:
+def _sliced(layer: Any, forward: Callable[..., torch.Tensor], x: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
     step = samples_per_slice(x, layer)
     if step is None:
         return forward(x, *args, **kwargs)

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from .baseline import change_lines, judge_baseline, key, load, row_name
 from .html import missing_message, render
@@ -311,7 +311,7 @@ def _closing(rows: int, reports: int, output: str, verdict: Gate) -> str:
 class CommandLineParser(argparse.ArgumentParser):
     """argparse that exits 4 on a usage error, as pytest does (2 means "interrupted" to pytest)."""
 
-    def error(self, message: str) -> Any:
+    def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(Exit.USAGE_ERROR, f"ERROR: {message}\n")
 

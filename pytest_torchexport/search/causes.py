@@ -6,7 +6,7 @@ import dataclasses
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -17,6 +17,10 @@ from ..inputs.strategies import FAR_MODES, PADDING_WORDS, Draw, materialize
 from ..reference.compare import flatten, unflatten_like
 from ..reference.eager import copy_module
 from .failure import Failure
+
+if TYPE_CHECKING:
+    from ..backends.base import PostProcessing
+    from ..stages.check import Check
 
 
 def blame(failure: Failure, still_fails: Callable[[Draw], bool | None], plan: InputPlan, export_draw: Draw) -> None:
@@ -113,7 +117,9 @@ class ShippedStep:
     before: str | None  # the stage it passes on; None for "export"
 
 
-def shipped_step(failure: Failure, post: Any, still_fails_on: Callable[[Any, Draw], bool | None]) -> int:
+def shipped_step(
+    failure: Failure, post: PostProcessing | None, still_fails_on: Callable[[Any, Draw], bool | None]
+) -> int:
     """[ONNX As Shipped] Rerun the failing input on the model after each post-processing step,
     the export first; the first that fails is the step to blame. Sets ``failure.shipped_step``
     and returns how many models ran (0: not applicable)."""
@@ -151,7 +157,7 @@ class MaskedRows:
         return tuple(p for p in self.positions if p[0] not in self.rows)
 
 
-def is_causal(module: Any) -> bool:
+def is_causal(module: torch.nn.Module) -> bool:
     """Whether ``module`` attends causally, as an attention submodule's ``is_causal`` (transformers) says."""
     return (
         any(getattr(m, "is_causal", False) is True for m in module.modules())
@@ -160,7 +166,9 @@ def is_causal(module: Any) -> bool:
     )
 
 
-def no_key_positions(module: Any, expected: Any, actual: Any, args: Any, kwargs: Any) -> tuple[MaskedRows, Any] | None:
+def no_key_positions(
+    module: torch.nn.Module, expected: Any, actual: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None
+) -> tuple[MaskedRows, Any] | None:
     """Where the attention mask leaves a query no key, outputs are undefined. Returns where ``actual``
     differs there, and ``actual`` with eager's values put there; None when nothing differs there."""
     found = _attention_mask(args, kwargs)
@@ -216,12 +224,12 @@ def no_key_positions(module: Any, expected: Any, actual: Any, args: Any, kwargs:
     return found_rows, unflatten_like(patched_leaves, act_spec)
 
 
-def _pooled(leaf: Any, mask_shape: Any) -> bool:
+def _pooled(leaf: torch.Tensor, mask_shape: torch.Size) -> bool:
     """Whether ``leaf`` holds one value (or vector) per batch row of the mask."""
     return leaf.dim() >= 1 and leaf.shape[0] == mask_shape[0]
 
 
-def _attention_mask(args: Any, kwargs: Any) -> tuple[str, Any] | None:
+def _attention_mask(args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> tuple[str, torch.Tensor] | None:
     """The 2-D (batch, position) 0/1 input named like a mask, as a bool tensor of the kept positions."""
     for name, value in (kwargs or {}).items():
         if "mask" in name and isinstance(value, torch.Tensor) and value.dim() == 2 and not value.is_floating_point():
@@ -231,7 +239,7 @@ def _attention_mask(args: Any, kwargs: Any) -> tuple[str, Any] | None:
     return None
 
 
-def _position_axis(leaf: Any, mask_shape: Any) -> int | None:
+def _position_axis(leaf: torch.Tensor, mask_shape: torch.Size) -> int | None:
     """The axis of ``leaf`` that runs over the mask's positions (dim 0 is its batch), or None."""
     if leaf.dim() < 2 or leaf.shape[0] != mask_shape[0]:
         return None
@@ -248,7 +256,7 @@ class KeywordOrder:
     declared: tuple[str, ...]  # forward's order
 
 
-def keyword_order(check: Any, failure: Failure) -> KeywordOrder | None:
+def keyword_order(check: Check, failure: Failure) -> KeywordOrder | None:
     """Re-export with the keyword arguments in ``forward``'s order; blame the order only if the
     failing input then passes."""
     # A mismatch, or a run error: a token id fed to a smaller embedding is out of its range.

@@ -78,8 +78,8 @@ def locate(
     backend: Backend,
     artifact: Any,
     module: torch.nn.Module,
-    args: Any,
-    kwargs: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
     *,
     judge: Callable[[Any, Any], Comparison],
     top_error: float,
@@ -119,7 +119,7 @@ def locate(
 
 def _walk(
     eager: EagerSide,
-    side: Any,
+    side: _Isolated | _Either | _OnnxTaps,
     judge: Callable[[Any, Any], Comparison],
 ) -> tuple[list[tuple[str, float]], list[tuple[Any, Any]], int]:
     """Descend into the first child (in execution order) that differs on eager's input to it.
@@ -222,7 +222,7 @@ def clone(tree: Any) -> Any:
     return pytree.tree_map(lambda v: v.detach().clone() if isinstance(v, torch.Tensor) else v, tree)
 
 
-def _forward(module: torch.nn.Module, args: Any, kwargs: Any) -> None:
+def _forward(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     a, k = clone((args, kwargs))
     with torch.random.fork_rng(devices=[]), torch.no_grad(), quiet_torch():
         seed_rng(0, "cpu")
@@ -235,7 +235,7 @@ Calls = dict[str, tuple[tuple[Any, ...], dict[str, Any], Any]]
 class EagerSide:
     """Eager's module at the failing input: what each submodule is given and gives back."""
 
-    def __init__(self, module: torch.nn.Module, args: Any, kwargs: Any) -> None:
+    def __init__(self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self.module, self.args, self.kwargs = module, args, kwargs
         self.modules = dict(module.named_modules())
 
@@ -251,7 +251,7 @@ class EagerSide:
         handles = []
 
         def pre(name: str) -> Callable[..., None]:
-            def hook(_: Any, a: Any, k: Any) -> None:
+            def hook(_: torch.nn.Module, a: tuple[Any, ...], k: dict[str, Any]) -> None:
                 if not stack and name not in order:
                     order.append(name)
                     inputs[name] = clone((a, k))  # before forward: an in-place op must not change it
@@ -260,7 +260,7 @@ class EagerSide:
             return hook
 
         def post(name: str) -> Callable[..., None]:
-            def hook(_: Any, a: Any, k: Any, out: Any) -> None:
+            def hook(_: torch.nn.Module, a: tuple[Any, ...], k: dict[str, Any], out: Any) -> None:
                 if stack and stack[-1] == name:
                     stack.pop()
                 if not stack and name in inputs and name not in calls:
@@ -278,7 +278,7 @@ class EagerSide:
                 handle.remove()
         return order, calls
 
-    def level(self, parent: str, side: Any) -> tuple[list[str], Calls]:
+    def level(self, parent: str, side: _Isolated | _Either | _OnnxTaps) -> tuple[list[str], Calls]:
         """Called children the artifact side can compare; one it cannot is replaced by its own children."""
         order, calls = self.children_calls(parent)
         out: list[str] = []
@@ -301,7 +301,9 @@ class EagerSide:
 FAILED = object()
 
 
-def artifact_side(backend: Backend, artifact: Any, module: torch.nn.Module, args: Any, kwargs: Any) -> Any:
+def artifact_side(
+    backend: Backend, artifact: Any, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> _Isolated | _Either | _OnnxTaps | None:
     modules = _submodules(backend, artifact)
     if modules is not None:
         isolated = _Isolated(modules, _prefix(module, set(modules)))
@@ -343,7 +345,7 @@ class _Either:
 
     method = "isolated"
 
-    def __init__(self, isolated: _Isolated, taps: Any) -> None:
+    def __init__(self, isolated: _Isolated, taps: _FxTaps) -> None:
         self.isolated, self.taps = isolated, taps
         self._methods: dict[str, str] = {}
 
@@ -367,7 +369,9 @@ class _Either:
         return self._methods.get(name, self.method)
 
 
-def _exits(nodes: list[tuple[Any, str | None]], name: str, outputs: Any, final: set[Any]) -> list[Any]:
+def _exits(
+    nodes: list[tuple[Any, str | None]], name: str, outputs: Callable[[Any], list[Any]], final: set[Any]
+) -> list[Any]:
     """Values produced inside module ``name`` that a node outside it, or the graph's output (``final``), uses."""
     inside = {id(node) for node, scope in nodes if scope is not None and _inside(scope, name)}
     produced = [v for node, scope in nodes if id(node) in inside for v in outputs(node)]
@@ -375,7 +379,12 @@ def _exits(nodes: list[tuple[Any, str | None]], name: str, outputs: Any, final: 
     return [v for v in produced if v in used_outside or v in final]
 
 
-def _entries(nodes: list[tuple[Any, str | None]], name: str, outputs: Any, constant: Any) -> list[Any]:
+def _entries(
+    nodes: list[tuple[Any, str | None]],
+    name: str,
+    outputs: Callable[[Any], list[Any]],
+    constant: Callable[[Any], bool],
+) -> list[Any]:
     """The non-constant values that module ``name`` uses but does not produce: its inputs in the graph."""
     inside = [node for node, scope in nodes if scope is not None and _inside(scope, name)]
     produced = {v for node in inside for v in outputs(node)}
@@ -398,7 +407,9 @@ class _FxTaps:
 
     method = "in-graph"
 
-    def __init__(self, graph_module: Any, module: torch.nn.Module, args: Any, kwargs: Any) -> None:
+    def __init__(
+        self, graph_module: Any, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
         graph = graph_module.graph
         self.nodes = _unwrapped([(node, _fx_module(node)) for node in graph.nodes], module)
         output = next(node for node in graph.nodes if node.op == "output")
@@ -417,7 +428,7 @@ class _FxTaps:
         values: dict[Any, Any] = {}
 
         class Recorder(torch.fx.Interpreter):
-            def run_node(self, node: Any) -> Any:
+            def run_node(self, node: torch.fx.Node) -> Any:
                 result = super().run_node(node)
                 if node in wanted:
                     values[node] = clone(result)
@@ -450,7 +461,7 @@ class _FxTaps:
         return self.method
 
 
-def _fx_module(node: Any) -> str | None:
+def _fx_module(node: torch.fx.Node) -> str | None:
     stack = node.meta.get("nn_module_stack")
     if not stack:
         return None
@@ -476,7 +487,7 @@ def scripted_module(backend: Backend, artifact: Any) -> torch.jit.ScriptModule |
     return module if isinstance(module, torch.jit.ScriptModule) else None
 
 
-def _has_forward(sub: Any) -> bool:
+def _has_forward(sub: torch.nn.Module) -> bool:
     try:
         sub.code  # noqa: B018 - raises where the trace never called the submodule
     except (AttributeError, RuntimeError):  # no forward, or "Code has not been generated!"
@@ -492,7 +503,7 @@ def _prefix(module: torch.nn.Module, art_names: set[str]) -> str:
     return "module." if f"module.{first}" in art_names else ""
 
 
-def _call(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _call(target: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Run an artifact submodule on eager's input to it; ``FAILED`` when it cannot take it."""
     a, k = clone((args, kwargs))
     with torch.no_grad(), quiet_torch():
@@ -540,7 +551,12 @@ class _OnnxTaps:
     method = "in-graph"
 
     def __init__(
-        self, backend: OnnxModelSource, artifact: Any, module: torch.nn.Module, args: Any, kwargs: Any
+        self,
+        backend: OnnxModelSource,
+        artifact: Any,
+        module: torch.nn.Module,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
     ) -> None:
         import onnx  # deferred: onnx is optional (the ONNX backends' own dependency)
 

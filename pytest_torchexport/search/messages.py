@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -29,6 +29,10 @@ from .causes import MaskedRows, keyword_order
 from .failure import Failure, Stats
 from .localize import MESSAGE_LINES
 from .repro import save
+
+if TYPE_CHECKING:
+    from ..options import OnnxQuantize
+    from .localize import Located
 
 
 def vacuous_finding(result: Result, stats: Stats) -> None:
@@ -106,7 +110,9 @@ UNKNOWN_CAUSE = (
 )
 
 
-def explain_failure(check: Check, failure: Failure, stats: Stats, export_path: Any) -> Outcome:
+def explain_failure(
+    check: Check, failure: Failure, stats: Stats, export_path: frozenset[tuple[str, int]] | None
+) -> Outcome:
     """The verdict on the shrunk ``failure``; ``export_path``: the lines the export example ran, if known."""
     result, name, header = check.result, check.name, check.header
     check.failure = failure  # kept by --torchexport-bundle with the inputs tried
@@ -136,7 +142,7 @@ def explain_failure(check: Check, failure: Failure, stats: Stats, export_path: A
     return Outcome(failure.status, "\n".join(lines), cause, kind)  # type: ignore[arg-type]  # a failure's status is a Status
 
 
-def _state_lost(check: Check, failure: Failure, stats: Stats, summary: Any) -> Outcome:
+def _state_lost(check: Check, failure: Failure, stats: Stats, summary: dict[str, dict[str, Any]]) -> Outcome:
     """[State After Every Input] The outputs matched eager's on the failing input, but the state the
     artifact kept after it did not."""
     assert failure.state is not None and failure.comparison is not None
@@ -363,7 +369,7 @@ def diverges_at(result: Result, failure: Failure, name: str) -> list[str]:
     return lines
 
 
-def _role(located: Any) -> str:
+def _role(located: Located) -> str:
     """Whether the module introduces the error or carries it from upstream (localize._introduced)."""
     if located.introduced is None:
         return ""
@@ -377,7 +383,7 @@ def _role(located: Any) -> str:
     )
 
 
-def entry(located: Any) -> str:
+def entry(located: Located) -> str:
     """Where a carried error enters: ``, in the top-level module's own code before blocks.3``."""
     if located.enters is None:
         return ""
@@ -434,7 +440,9 @@ def _probe_cause(failure: Failure, plan: InputPlan) -> str | None:
     )
 
 
-def likely_cause(check: Check, failure: Failure, stats: Stats, export_path: Any) -> tuple[str | None, CauseKind | None]:
+def likely_cause(
+    check: Check, failure: Failure, stats: Stats, export_path: frozenset[tuple[str, int]] | None
+) -> tuple[str | None, CauseKind | None]:
     """The causes the experiments and findings point at, in words, and the first one's kind; (None, None) if none."""
     causes = _order_cause(check, failure) + _blamed(check, failure, stats, export_path)
     held = with_cause(check.compiled, check.result.module, None)
@@ -523,7 +531,9 @@ def _order_cause(check: Check, failure: Failure) -> list[tuple[CauseKind, str]]:
     ]
 
 
-def _blamed(check: Check, failure: Failure, stats: Stats, export_path: Any) -> list[tuple[CauseKind, str]]:
+def _blamed(
+    check: Check, failure: Failure, stats: Stats, export_path: frozenset[tuple[str, int]] | None
+) -> list[tuple[CauseKind, str]]:
     """What the cause experiments blamed (each also a finding), the findings that explain, the path taken."""
     result, name = check.result, check.name
     small = [f"{k}={v}" for k, v in failure.draw.sizes if v < 2]
@@ -599,7 +609,7 @@ def _edge_causes(failure: Failure, name: str) -> list[tuple[CauseKind, str]]:
     return causes
 
 
-def _path_note(failure: Failure, stats: Stats, export_path: Any, name: str) -> str | None:
+def _path_note(failure: Failure, stats: Stats, export_path: frozenset[tuple[str, int]] | None, name: str) -> str | None:
     if failure.path is None or export_path is None or failure.path == export_path:
         return None
     only_export = sorted(export_path - failure.path)
@@ -731,7 +741,7 @@ def _uncalibrated_sizes(check: Check, failure: Failure) -> str:
     )
 
 
-def _u8s8_saturates(quantize: Any) -> bool:
+def _u8s8_saturates(quantize: OnnxQuantize | None) -> bool:
     """int8 weights with onnxruntime's defaults on an x86 CPU without VNNI, where the int8 dot product
     can saturate (onnxruntime's quantization docs, "reduce_range")."""
     if quantize is None or quantize.weight_type != "QInt8" or quantize.reduce_range:

@@ -16,9 +16,16 @@ import re
 import sys
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._compat import non_persistent_buffers, own_buffers, own_children, own_parameters
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import torch
+
+    from ..cache.fingerprint import _Hasher
 
 FORMAT = 2
 #: Payload keys of ``save`` that may hold non-plain values (moved to the pickled blob).
@@ -112,12 +119,12 @@ def module_tree(module: Any) -> dict[str, Any]:
     return tree
 
 
-def _key(hasher: Any, module: Any) -> str:
+def _key(hasher: _Hasher, module: torch.nn.Module) -> str:
     hasher.module(module)
     return hasher.hexdigest()
 
 
-def _node(module: Any, where: str, seen: dict[int, str], tensors: set[int]) -> dict[str, Any]:
+def _node(module: torch.nn.Module, where: str, seen: dict[int, str], tensors: set[int]) -> dict[str, Any]:
     import torch
 
     name = where or type(module).__qualname__
@@ -232,7 +239,7 @@ def unplain(value: Any, where: str, depth: int = 0) -> str | None:
 # Back from the tree
 
 
-def rebuild(tree: dict[str, Any], resolve: Any) -> Any:
+def rebuild(tree: dict[str, Any], resolve: Callable[[str], type[torch.nn.Module]]) -> torch.nn.Module:
     """The module a ``module_tree`` describes, its classes found by ``resolve("pkg.mod:Class")``.
 
     Instances are made as unpickling makes them (``cls.__new__`` then ``__setstate__``), never
@@ -240,7 +247,9 @@ def rebuild(tree: dict[str, Any], resolve: Any) -> Any:
     return _rebuild(tree, resolve, {}, "")
 
 
-def _rebuild(tree: dict[str, Any], resolve: Any, made: dict[str, Any], path: str) -> Any:
+def _rebuild(
+    tree: dict[str, Any], resolve: Callable[[str], type[torch.nn.Module]], made: dict[str, Any], path: str
+) -> torch.nn.Module:
     import torch
 
     if "same_as" in tree:  # a submodule reached twice (shared): the one made first
@@ -280,7 +289,7 @@ def _resolve_here(name: str) -> Any:
     return obj
 
 
-def resolve_class(name: str, imports: str | None = None) -> Any:
+def resolve_class(name: str, imports: str | None = None) -> type[torch.nn.Module]:
     """``"pkg.mod:Class"`` (replay's side): an ``nn.Module`` subclass, or ``NotPlain``.
 
     Only the model's own module (``imports``) is imported; every other class must already be

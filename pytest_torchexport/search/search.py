@@ -8,7 +8,7 @@ and hands it to the cause experiments and the message. See docs/one-check.md.
 from __future__ import annotations
 
 import time
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from hypothesis import reject
@@ -36,6 +36,9 @@ from .messages import (
     shipped_words,
     vacuous_finding,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 class Rejected(Exception):
@@ -99,7 +102,7 @@ class Search:
 
     # -- one input -------------------------------------------------------------------------
 
-    def _expected(self, draw: Draw, args: Any, kwargs: Any) -> EagerCall:
+    def _expected(self, draw: Draw, args: tuple[Any, ...], kwargs: dict[str, Any]) -> EagerCall:
         if self.shared is not None:
             if draw in self.shared.rejected:
                 raise Rejected  # eager refused it when the shared inputs were drawn
@@ -115,7 +118,7 @@ class Search:
                 self.stats.reference_s += time.perf_counter() - t0
         return self._eager_calls[draw]
 
-    def _run(self, artifact: Any, args: Any, kwargs: Any) -> Any:
+    def _run(self, artifact: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         for target, saved in self._snapshots:
             restore(target, saved)
         return self.check.run(artifact, args, kwargs)[0]
@@ -151,7 +154,7 @@ class Search:
         verdict = self._oracle(draw, inputs, expected, actual, cmp)
         return verdict.rounding, verdict
 
-    def _guard(self, draw: Draw, args: Any, kwargs: Any) -> str | None:
+    def _guard(self, draw: Draw, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
         # torch.export's guards constrain shapes: one verdict per set of sizes.
         key = (draw.sizes, draw.scalars)
         if key not in self._guards:
@@ -337,7 +340,7 @@ class Search:
             return [*shared.explicit, *([] if self.export_draw in shared.kinds else [self.export_draw])]
         return list(explicit_draws(self.check.plan, self.export_draw, self.check.options.special_values))
 
-    def _hypothesis_test(self, explicit: list[Draw]) -> Any:
+    def _hypothesis_test(self, explicit: list[Draw]) -> Callable[[], None]:
         def probe(draw: Draw) -> None:
             self.probe(draw)
 

@@ -11,7 +11,6 @@ import re
 import shutil
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -77,7 +76,7 @@ def torchscript_code(path: Path) -> str:
     return module_code(loaded)
 
 
-def module_code(module: Any) -> str:
+def module_code(module: torch.jit.ScriptModule) -> str:
     """``.code`` of a TorchScript module and of every submodule that has a forward."""
     parts = []
     for name, sub in module.named_modules():

@@ -247,7 +247,7 @@ def limits(
 
 def bound(
     plan: InputPlan,
-    recorded_inputs: Any,
+    recorded_inputs: tuple[tuple[Any, ...], dict[str, Any]],
     first: EagerCall,
     result: Result,
     options: Options,

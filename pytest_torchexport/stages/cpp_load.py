@@ -7,7 +7,7 @@ Without a compiler the stage is skipped, never failed. See docs/howto-verify.md.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -18,6 +18,9 @@ from ..results.outcome import Stop
 from ..results.report import Finding
 from .check import Check
 
+if TYPE_CHECKING:
+    from ..options import Options
+
 #: Backends whose artifacts a C++ deployment loads: (runner kind, saved file, C++ entry point).
 RUNTIMES = {
     "trace": ("jit", _jit.FILENAME, "torch::jit::load"),
@@ -26,7 +29,7 @@ RUNTIMES = {
 }
 
 
-def start(name: str, options: Any) -> None:
+def start(name: str, options: Options) -> None:
     """Before the check forks: start the runner's build, so it overlaps the exports, and the
     session's loader, which serves every C++ run from one process (``loader.CppRelay``)."""
     if options.cpp != "off" and name in RUNTIMES and options.roundtrip:

@@ -13,7 +13,8 @@ import dataclasses
 import inspect
 import re
 import time
-from typing import Any, NoReturn, cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import torch
 
@@ -33,6 +34,11 @@ from ..results.report import ERROR_SITE_KINDS, CauseKind, Finding, Result
 from .artifacts import keep, test_dirname
 from .check import Artifacts, Check
 from .standalone import preflight
+
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    T = TypeVar("T")
 
 
 def build(check: Check) -> Artifacts:
@@ -173,11 +179,11 @@ def export_once(
 TRACING_EXPORTS = ("trace", "onnx-legacy")
 
 
-def _runs_forward(check: Check) -> Any:
+def _runs_forward(check: Check) -> contextlib.AbstractContextManager[None]:
     return sources.watching() if check.name in TRACING_EXPORTS else contextlib.nullcontext()
 
 
-def quiet_call(result: Result, fn: Any, *args: Any) -> Any:
+def quiet_call(result: Result, fn: Callable[..., Any], *args: Any) -> Any:
     """Call one of a backend's optional answers quietly; None and a ``backend_note`` if it raises."""
     try:
         with quiet_torch():
@@ -413,7 +419,7 @@ def roundtrip(check: Check, artifact: Any, ctx: ExportContext) -> Any:
     return loaded
 
 
-def _step(check: Check, stage: str, fn: Any, *args: Any) -> Any:
+def _step(check: Check, stage: str, fn: Callable[..., T], *args: Any) -> T:
     """Run ``fn(*args)`` as the check's ``stage``; any exception ends the check."""
     runner.stage(check.result, stage)
     with quiet_torch():
@@ -426,7 +432,7 @@ def _step(check: Check, stage: str, fn: Any, *args: Any) -> Any:
 # --- submodules compiled in place before the call ---
 
 
-def compiled_parts(module: Any) -> list[tuple[str, str]]:
+def compiled_parts(module: torch.nn.Module) -> list[tuple[str, str]]:
     """(path, what it is) of each outermost submodule that is not Python code at the call."""
     parts: list[tuple[str, str]] = []
     for path, sub in module.named_modules():

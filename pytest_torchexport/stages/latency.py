@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -17,6 +17,12 @@ from ..backends.base import Backend
 from ..inputs.strategies import summarize
 from ..reference.eager import Eager, fresh
 from .check import Check
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    #: A call of one side: ``fn(args, kwargs)``, its outputs unused.
+    Call = Callable[[tuple[Any, ...], dict[str, Any]], object]
 
 #: Timed calls of each side; fewer when one call is slow (see ``BUDGET_S``).
 CALLS = 5
@@ -58,7 +64,7 @@ def record(check: Check) -> None:
     check.result.timings["latency_s"] = time.perf_counter() - t0
 
 
-def time_calls(fn: Any, device: str, args: Any, kwargs: Any) -> float | None:
+def time_calls(fn: Call, device: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> float | None:
     """Median milliseconds of ``fn(args, kwargs)`` after one warm-up."""
     with torch.no_grad(), quiet_torch():
         warm = _timed(fn, device, args, kwargs)
@@ -68,7 +74,7 @@ def time_calls(fn: Any, device: str, args: Any, kwargs: Any) -> float | None:
         return statistics.median(_timed(fn, device, args, kwargs) for _ in range(rounds)) * 1e3
 
 
-def _timed(fn: Any, device: str, args: Any, kwargs: Any) -> float:
+def _timed(fn: Call, device: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> float:
     """Seconds of one call on fresh copies of the inputs, synchronised on CUDA."""
     a, k = fresh(args, kwargs)
     sync = torch.cuda.synchronize if device.startswith("cuda") else None
@@ -81,18 +87,20 @@ def _timed(fn: Any, device: str, args: Any, kwargs: Any) -> float:
     return time.perf_counter() - start
 
 
-def measure(backend: Backend, artifact: Any, eager: Eager, args: Any, kwargs: Any) -> tuple[float, float] | None:
+def measure(
+    backend: Backend, artifact: Any, eager: Eager, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[float, float] | None:
     """Median milliseconds per call (eager, artifact) at ``args``/``kwargs``."""
     module = eager.module
 
-    def timed(fn: Any) -> float:
+    def timed(fn: Call) -> float:
         return _timed(fn, eager.device, args, kwargs)
 
-    def run_eager(a: Any, k: Any) -> Any:
+    def run_eager(a: tuple[Any, ...], k: dict[str, Any]) -> Any:
         return module(*a, **k)
 
     # Not ``Check.run``: its fresh copies and RNG fork would be timed with the artifact.
-    def run_artifact(a: Any, k: Any) -> Any:
+    def run_artifact(a: tuple[Any, ...], k: dict[str, Any]) -> Any:
         return backend.run(artifact, a, k)
 
     eager_s: list[float] = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import torch
 
@@ -27,6 +27,9 @@ from ..results.report import Finding, Result, tag
 from . import assumptions, budget, side_effects
 from .check import Recorded
 from .shared_search import SharedInputs, draw_once, hypothesis_home
+
+if TYPE_CHECKING:
+    from .session import Session
 
 
 @dataclass
@@ -113,7 +116,13 @@ def _not_returned(before: Any, after: Any, outputs: Any) -> tuple[Any, Any]:
     )  # type: ignore[return-value]
 
 
-def training_finding(result: Result, module: torch.nn.Module, device: str, inputs: Any, eval_outputs: Any) -> None:
+def training_finding(
+    result: Result,
+    module: torch.nn.Module,
+    device: str,
+    inputs: tuple[tuple[Any, ...], dict[str, Any]],
+    eval_outputs: Any,
+) -> None:
     """A ``training_mode`` finding, only if the outputs differ between train and eval mode."""
     args, kwargs = fresh(*inputs)
     try:
@@ -183,7 +192,7 @@ class EagerOnce:
         options: Options,
         result: Result,
         *,
-        session: Any = None,
+        session: Session | None = None,
     ) -> Handed:
         """The shared prelude of ``call``; what it wrote and any verdict it settled go into ``result``."""
         key = (call, id(module), result.device)
@@ -210,7 +219,13 @@ class SharedCall(NamedTuple):
     call: Hashable
 
     def hand_over(
-        self, module: torch.nn.Module, plan: InputPlan, options: Options, result: Result, *, session: Any = None
+        self,
+        module: torch.nn.Module,
+        plan: InputPlan,
+        options: Options,
+        result: Result,
+        *,
+        session: Session | None = None,
     ) -> Handed:
         return self.once.hand_over(self.call, module, plan, options, result, session=session)
 

@@ -15,13 +15,13 @@ import os
 import random
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from hypothesis import HealthCheck, Phase, Verbosity, configuration, example, given, reject, settings
 from hypothesis import seed as hseed
-from hypothesis.database import ReadOnlyDatabase
+from hypothesis.database import ExampleDatabase, ReadOnlyDatabase
 from hypothesis.errors import HypothesisException
 
 from .._compat import add_database_digest, is_in_ci, plugin_modules_not_local
@@ -114,7 +114,7 @@ def explicit_draws(plan: InputPlan, export_draw: Draw, special_values: bool) -> 
     return kinds
 
 
-def example_database(session: Session) -> Any:
+def example_database(session: Session) -> ExampleDatabase | None:
     """The session's hypothesis example database, opened on first use (``Session.database``)."""
     if callable(session.database):
         session.database = session.database()
@@ -128,10 +128,10 @@ def hypothesis_test(
     *,
     key: str,
     seed: int | None,
-    database: Any,
+    database: ExampleDatabase | None,
     explicit: list[Draw],
     shrink: bool,
-) -> Any:
+) -> Callable[[], None]:
     """The hypothesis test over ``plan``; the shared draws and a backend's own search both use it."""
     plugin_modules_not_local()  # [Own Constants] same draws, editable install or wheel
 
@@ -221,7 +221,7 @@ class _Drawing:
         if draw in self.shared.rejected:
             reject()
 
-    def draw(self, options: Options, database: Any) -> None:
+    def draw(self, options: Options, database: ExampleDatabase | None) -> None:
         """hypothesis's draws past the explicit inputs; the database is only read here."""
         self.met.update(self.shared.kinds)  # tried already, each under its own kind
         test = hypothesis_test(
@@ -283,7 +283,7 @@ def draw_once(
     eager: Eager,
     plan: InputPlan,
     options: Options,
-    session: Any,
+    session: Session,
     recorded: tuple[Draw, EagerCall],
     *,
     body_s: float | None,
@@ -319,7 +319,7 @@ def _recorded_inputs(plan: InputPlan, draw: Draw, device: str) -> tuple[Any, Any
 
 
 @contextlib.contextmanager
-def hypothesis_home(directory: str | None) -> Any:
+def hypothesis_home(directory: str | None) -> Iterator[None]:
     """Put hypothesis's own files under ``directory``, not in the user's repo."""
     previous = configuration.storage_directory(intent_to_write=False).home_directory
     configuration.set_hypothesis_home_dir(

@@ -11,7 +11,7 @@ import ast
 import dataclasses
 import inspect
 import textwrap
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -24,12 +24,15 @@ from ..results.outcome import Stop
 from ..results.report import Finding, Result, tag
 from .check import Check
 
+if TYPE_CHECKING:
+    from ..inputs.specs import InputPlan
+
 
 def side_effect_findings(
     result: Result,
     mutates_input: bool,
     changed_state: list[str],
-    module: Any = None,
+    module: torch.nn.Module | None = None,
 ) -> None:
     if mutates_input:
         result.findings.append(Finding("mutates_input", "forward modifies its input tensors in place"))
@@ -45,7 +48,7 @@ def side_effect_findings(
         )
 
 
-def update_site(module: Any, names: list[str]) -> tuple[str, int] | None:
+def update_site(module: torch.nn.Module, names: list[str]) -> tuple[str, int] | None:
     """The first line of the owner's ``forward`` that updates one of the buffers ``names``
     (an in-place method, augmented or indexed assignment, or rebinding), read from the source."""
     for name in names:
@@ -69,7 +72,7 @@ def update_site(module: Any, names: list[str]) -> tuple[str, int] | None:
     return None
 
 
-def _is_self_attr(node: Any, attr: str) -> bool:
+def _is_self_attr(node: ast.AST, attr: str) -> bool:
     return (
         isinstance(node, ast.Attribute)
         and node.attr == attr
@@ -78,7 +81,7 @@ def _is_self_attr(node: Any, attr: str) -> bool:
     )
 
 
-def _updates(node: Any, attr: str) -> bool:
+def _updates(node: ast.AST, attr: str) -> bool:
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
         method = node.func.attr
         return method.endswith("_") and not method.startswith("_") and _is_self_attr(node.func.value, attr)
@@ -213,7 +216,7 @@ def _call_entry(check: Check, call: int, cmp: Comparison) -> list[dict[str, Any]
     ]
 
 
-def _lost_state(check: Check, target: Any) -> tuple[str, Comparison] | None:
+def _lost_state(check: Check, target: torch.nn.Module | None) -> tuple[str, Comparison] | None:
     """The first updated buffer whose artifact value differs from eager's (``compare=`` judges outputs only)."""
     if not isinstance(target, torch.nn.Module):
         return None  # an artifact without buffers (ONNX): its outputs tell
@@ -294,7 +297,7 @@ def _state_differs(
     )
 
 
-def varied_scalars(plan: Any, recorded: Draw) -> dict[int, tuple[Any, Draw]]:
+def varied_scalars(plan: InputPlan, recorded: Draw) -> dict[int, tuple[Any, Draw]]:
     """Each Python scalar argument at another value than the recorded one: (that value, the input)."""
     varied = {}
     for index, value in plan.scalars.items():

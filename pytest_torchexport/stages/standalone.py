@@ -12,7 +12,7 @@ import dataclasses
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -25,11 +25,16 @@ from ..results.outcome import Stop
 from ..results.report import Finding, Status
 from .check import Check
 
+if TYPE_CHECKING:
+    from ..backends.base import Backend
+    from ..options import Options
+    from ..reference.compare import Comparison
+
 #: The report's ``standalone`` key while the request is out.
 IN_FLIGHT = "not read: the check ended before the loader's answer was read"
 
 
-def applies(backend: Any, spec: Any, options: Any) -> str | None:
+def applies(backend: Backend, spec: Any, options: Options) -> str | None:
     """Why the standalone step is skipped for this check, or None when it runs."""
     if not options.standalone:
         return "off (standalone=False)"
@@ -42,7 +47,7 @@ def applies(backend: Any, spec: Any, options: Any) -> str | None:
     return None
 
 
-def start(spec: Any, options: Any) -> None:
+def start(spec: Any, options: Options) -> None:
     """Start the loader before the fork, so every child shares one."""
     if not isinstance(spec, str):
         return
@@ -163,7 +168,7 @@ class Loading:
 
     # -- the request, in its thread --
 
-    def send(self, handle: Any, request: dict[str, Any], *, timeout: float) -> None:
+    def send(self, handle: loader.Loader, request: dict[str, Any], *, timeout: float) -> None:
         result = self.result
         result.extra["standalone"] = IN_FLIGHT
         self._saved = result.facts()  # [One Writer] no stage settles a verdict before the join
@@ -294,7 +299,7 @@ class Loading:
         )
         return verdict
 
-    def _against_eager(self, outputs: Any) -> Any:
+    def _against_eager(self, outputs: Any) -> Comparison:
         return self.check.compare(self.check.recorded.outputs, outputs)
 
     def _in_process(self) -> Any:

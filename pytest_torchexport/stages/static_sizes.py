@@ -11,7 +11,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._compat import pytree
 from ..inputs.specs import DEFAULT_DIM
@@ -20,6 +20,10 @@ from ..reference.eager import Eager, EagerCall, ModelRaised, nbytes
 from ..reference.noise import Float64Reference, judge_noise
 from ..results.report import Finding
 from .check import Check
+
+if TYPE_CHECKING:
+    from ..inputs.specs import InputPlan
+    from ..options import Options
 
 #: Static dims probed per check, in input order: each costs up to three eager calls.
 MAX_DIMS = 4
@@ -42,13 +46,13 @@ def declared(check: Check) -> bool:
     return declared_in(check.options)
 
 
-def declared_in(options: Any) -> bool:
+def declared_in(options: Options) -> bool:
     return (
         options.dynamic is not None or options.inputs is not None or any(name != DEFAULT_DIM for name in options.dims)
     )
 
 
-def static_dims(plan: Any) -> list[tuple[int, int, int]]:
+def static_dims(plan: InputPlan) -> list[tuple[int, int, int]]:
     """(input index, axis, recorded size) of every dim the plan keeps static, in input order."""
     return [
         (index, axis, size)
@@ -60,7 +64,7 @@ def static_dims(plan: Any) -> list[tuple[int, int, int]]:
 
 def eager_runs(
     eager: Eager,
-    plan: Any,
+    plan: InputPlan,
     recorded: tuple[Any, Any],
     seconds: float,
     room: int,
