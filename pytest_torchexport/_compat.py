@@ -485,6 +485,12 @@ def add_database_digest(test: Any, digest: bytes) -> None:
     test.hypothesis.inner_test._hypothesis_internal_add_digest = digest
 
 
+def hypothesis_home_directory(stored: Any) -> Any:
+    """The home folder in what hypothesis's ``configuration.storage_directory()`` returned: the folder
+    itself on hypothesis 6.100, an object holding it (``home_directory``) on 6.170."""
+    return getattr(stored, "home_directory", stored)
+
+
 def scan_local_constants() -> bool:
     """Have hypothesis scan local modules for constants now (hypothesis 6.170.17)."""
     try:

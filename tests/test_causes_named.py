@@ -411,3 +411,14 @@ def test_an_input_registered_with_pytree_without_keys_is_named():
     assert row.status == "export_error", row.message
     assert row.likely_cause.startswith("the argument pair is a _Pair, which is registered with pytree without keys")
     assert f"Likely cause: {row.likely_cause}" in row.message.splitlines()
+
+
+def test_an_aten_op_the_onnx_exporter_cannot_translate_is_an_unsupported_op():
+    # the dynamo ONNX exporter on BERT's question-answering loss (transformers' own tests)
+    error = RuntimeError(
+        "ConversionError: Error when translating node %cross_entropy_loss : [num_users=1] = "
+        "call_function[target=torch.ops.aten.cross_entropy_loss.default](args = (%clone_5, %clamp, None, 1, "
+        "%sym_size_int_13), kwargs = {}). See the stack trace for more information."
+    )
+    finding = explain.error_finding(error, "onnx", "export")
+    assert finding is not None and finding.kind == "unsupported_op", finding

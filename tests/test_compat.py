@@ -396,6 +396,18 @@ def test_is_in_ci_gives_hypothesis_s_own_answer_without_importing_it(monkeypatch
             monkeypatch.delenv(name)
 
 
+def test_hypothesis_home_directory_is_the_folder_set_last(tmp_path):
+    from hypothesis import configuration
+
+    before = _compat.hypothesis_home_directory(configuration.storage_directory(intent_to_write=False))
+    configuration.set_hypothesis_home_dir(tmp_path)
+    try:
+        stored = configuration.storage_directory(intent_to_write=False)
+        assert Path(_compat.hypothesis_home_directory(stored)) == tmp_path
+    finally:
+        configuration.set_hypothesis_home_dir(before)
+
+
 def test_every_private_api_of_compat_is_tested_here():
     """A name added to ``_compat``'s private-API part gets its test in this file."""
     source = Path(_compat.__file__).read_text()

@@ -48,6 +48,12 @@ SOURCE = textwrap.dedent(
             return x * scale, (x * scale).sum()
 
 
+    class MixedOutput(torch.nn.Module):
+        # as a transformers ModelOutput with output_hidden_states=True: a tuple beside the tensors
+        def forward(self, x):
+            return {"logits": x * 2, "hidden_states": (x, x + 1)}
+
+
     class Nested(torch.nn.Module):
         def forward(self, inputs):
             a = inputs["a"][0] + inputs["a"][1]
@@ -73,6 +79,10 @@ SOURCE = textwrap.dedent(
         Scaled()(torch.tensor(2.0), torch.tensor(3.0))
 
 
+    def test_mixed_output():
+        MixedOutput()(torch.randn(2, 3))
+
+
     def test_nested():
         Nested()({"a": [torch.randn(2, 3), torch.randn(2, 3)], "b": {"c": torch.randn(3)}})
     """
@@ -82,12 +92,12 @@ BACKENDS = ("trace", "script", "onnx", "export")
 
 
 def rows(tester) -> dict:
-    return shared_run(tester, SOURCE, "-W", "error", key=by_item, passed=10, failed=10)
+    return shared_run(tester, SOURCE, "-W", "error", key=by_item, passed=13, failed=11)
 
 
 def test_every_item_is_a_row_and_none_is_the_plugins_own_error(tester):
     found = rows(tester)
-    tests = ("keyless", "state", "zero_dim_scale", "zero_dim_only", "nested")
+    tests = ("keyless", "state", "zero_dim_scale", "zero_dim_only", "mixed_output", "nested")
     assert set(found) == {f"test_{t}[torchexport-{b}]" for t in tests for b in BACKENDS}
     for item, row in found.items():
         assert row["cause_kind"] != "plugin_error", (item, row["message"])
@@ -121,3 +131,9 @@ def test_trace_names_the_inputs_it_cannot_take(tester):
     for test in ("keyless", "nested"):
         row = found[f"test_{test}[torchexport-trace]"]
         assert row["likely_cause"].startswith("trace takes tensors, and tuples, lists or dicts of tensors"), row
+
+
+def test_trace_names_an_output_that_mixes_tensors_and_tuples(tester):
+    row = rows(tester)["test_mixed_output[torchexport-trace]"]
+    assert row["cause_kind"] == "unsupported_output", row["message"]
+    assert "the model returns a dict mixing tensors and containers" in row["likely_cause"], row["likely_cause"]

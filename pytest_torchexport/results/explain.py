@@ -523,6 +523,8 @@ _ERROR_KINDS = (
             # the legacy exporter (torch 2.13-2.15)
             "UnsupportedOperatorError",
             "to ONNX opset version",
+            # the dynamo exporter's failure to translate one aten op of the graph
+            "Error when translating node",
         ),
         "unsupported_op",
         "{backend} has no lowering for an operator the model uses (with these shapes)",

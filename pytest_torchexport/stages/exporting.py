@@ -13,7 +13,7 @@ import dataclasses
 import inspect
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import torch
@@ -292,6 +292,13 @@ def _known_cause(check: Check, finding: Finding | None, reason: str, stage: str)
     if source:
         return source, "unsupported_python"
     if _TRACE_INPUT.search(reason):
+        mixed = _mixed_mapping(check.recorded.outputs)
+        if mixed is not None:
+            return (
+                f"{check.name} can output tensors, and tuples, lists or dicts of them whose values are all of one "
+                f"type; the model returns a {mixed} mixing tensors and containers (hidden states or attentions as "
+                "a tuple beside the tensors): return a tuple (return_dict=False), or check this call on export"
+            ), "unsupported_output"
         return (
             f"{check.name} takes tensors, and tuples, lists or dicts of tensors whose values are all of one type; "
             "the call passes another value (a class of the user's, or a dict mixing lists and dicts): pass its "
@@ -319,6 +326,21 @@ def _untyped_input(check: Check, reason: str) -> str | None:
         f"knows: pass its tensors as arguments, or register {cls} (torch.export.register_dataclass for a "
         "dataclass, torch.utils._pytree.register_pytree_node with flatten_with_keys_fn otherwise)"
     )
+
+
+def _mixed_mapping(tree: Any) -> str | None:
+    """The class of the first mapping in ``tree`` whose values mix tensors and containers, which
+    trace cannot type (a ``ModelOutput`` holding a tuple of hidden states beside its logits)."""
+    if isinstance(tree, Mapping):
+        kinds = {isinstance(v, torch.Tensor) for v in tree.values() if v is not None}
+        if len(kinds) > 1:
+            return type(tree).__name__
+        children: Iterable[Any] = tree.values()
+    elif isinstance(tree, (list, tuple)):
+        children = tree
+    else:
+        return None
+    return next((found for child in children if (found := _mixed_mapping(child)) is not None), None)
 
 
 def _positional(check: Check) -> dict[str, Any]:

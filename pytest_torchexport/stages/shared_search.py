@@ -24,7 +24,7 @@ from hypothesis import seed as hseed
 from hypothesis.database import ExampleDatabase, ReadOnlyDatabase
 from hypothesis.errors import HypothesisException
 
-from .._compat import add_database_digest, is_in_ci, plugin_modules_not_local
+from .._compat import add_database_digest, hypothesis_home_directory, is_in_ci, plugin_modules_not_local
 from ..inputs.specs import InputPlan
 from ..inputs.strategies import Draw, draws, materialize, probe_draws, recorded_draw, special_probes
 from ..options import Options
@@ -321,7 +321,7 @@ def _recorded_inputs(plan: InputPlan, draw: Draw, device: str) -> tuple[Any, Any
 @contextlib.contextmanager
 def hypothesis_home(directory: str | None) -> Iterator[None]:
     """Put hypothesis's own files under ``directory``, not in the user's repo."""
-    previous = configuration.storage_directory(intent_to_write=False).home_directory
+    previous = hypothesis_home_directory(configuration.storage_directory(intent_to_write=False))
     configuration.set_hypothesis_home_dir(
         directory or os.path.join(tempfile.gettempdir(), "pytest-torchexport-hypothesis")
     )
