@@ -29,6 +29,7 @@ import warnings
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from importlib import metadata
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 
@@ -485,10 +486,10 @@ def add_database_digest(test: Any, digest: bytes) -> None:
     test.hypothesis.inner_test._hypothesis_internal_add_digest = digest
 
 
-def hypothesis_home_directory(stored: Any) -> Any:
+def hypothesis_home_directory(stored: object) -> Path:
     """The home folder in what hypothesis's ``configuration.storage_directory()`` returned: the folder
     itself on hypothesis 6.100, an object holding it (``home_directory``) on 6.170."""
-    return getattr(stored, "home_directory", stored)
+    return Path(str(getattr(stored, "home_directory", stored)))
 
 
 def scan_local_constants() -> bool:

@@ -328,7 +328,7 @@ def _untyped_input(check: Check, reason: str) -> str | None:
     )
 
 
-def _mixed_mapping(tree: Any) -> str | None:
+def _mixed_mapping(tree: object) -> str | None:
     """The class of the first mapping in ``tree`` whose values mix tensors and containers, which
     trace cannot type (a ``ModelOutput`` holding a tuple of hidden states beside its logits)."""
     if isinstance(tree, Mapping):
