@@ -422,3 +422,27 @@ def test_an_aten_op_the_onnx_exporter_cannot_translate_is_an_unsupported_op():
     )
     finding = explain.error_finding(error, "onnx", "export")
     assert finding is not None and finding.kind == "unsupported_op", finding
+
+
+def test_a_decoder_row_whose_encoder_mask_keeps_nothing_is_left_out():
+    # BERT as a decoder (transformers' own test_model_as_decoder) drew an encoder_attention_mask whose
+    # second row keeps nothing: every query of that row attends to no key in cross-attention, and
+    # onnxruntime's outputs there differ from eager's; they are undefined, not a defect.
+    import torch
+
+    from pytest_torchexport.search import causes
+
+    expected = torch.zeros(2, 3, 4)
+    actual = expected.clone()
+    actual[1] += 0.02
+    kwargs = {
+        "attention_mask": torch.ones(2, 3, dtype=torch.long),
+        "encoder_attention_mask": torch.tensor([[1, 1, 0, 0, 1], [0, 0, 0, 0, 0]]),
+    }
+    found = causes.no_key_positions(torch.nn.Linear(4, 4), expected, actual, (), kwargs)
+    assert found is not None
+    rows, patched = found
+    assert rows.rows == (1,) and torch.equal(patched, expected)
+    actual[0, 0, 0] = 1.0  # a difference in a row that keeps keys is never left out
+    rows, patched = causes.no_key_positions(torch.nn.Linear(4, 4), expected, actual, (), kwargs)
+    assert float(patched[0, 0, 0]) == 1.0

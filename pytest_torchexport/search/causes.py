@@ -175,8 +175,10 @@ def no_key_positions(
     if found is None:
         return None
     name, kept = found
-    empty = ~kept.any(-1)  # batch rows of padding only
-    no_key = kept.cumsum(-1) == 0 if is_causal(module) else empty[:, None].expand_as(kept)
+    # Batch rows of padding only, in this mask or in a cross-attention mask (encoder_attention_mask):
+    # a decoder row whose encoder keeps nothing has no key for any of its queries.
+    empty = ~kept.any(-1) | _rows_keeping_nothing(kwargs, name, kept.shape[0]).to(kept.device)
+    no_key = (kept.cumsum(-1) == 0) | empty[:, None] if is_causal(module) else empty[:, None].expand_as(kept)
     if not bool(no_key.any()):
         return None
     exp_flat, _ = flatten(expected)
@@ -237,6 +239,20 @@ def _attention_mask(args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> tup
                 pads = any(word in name.lower() for word in PADDING_WORDS)  # key_padding_mask: True pads
                 return name, ~value.bool() if pads else value.bool()
     return None
+
+
+def _rows_keeping_nothing(kwargs: dict[str, Any] | None, besides: str, batch: int) -> torch.Tensor:
+    """The batch rows that another 2-D 0/1 mask of the call (a cross-attention mask) keeps nothing of."""
+    empty = torch.zeros(batch, dtype=torch.bool)
+    for name, value in (kwargs or {}).items():
+        if name == besides or "mask" not in name or not isinstance(value, torch.Tensor):
+            continue
+        if value.dim() == 2 and value.shape[0] == batch and not value.is_floating_point():
+            if bool(((value == 0) | (value == 1)).all()):
+                pads = any(word in name.lower() for word in PADDING_WORDS)
+                kept = ~value.bool() if pads else value.bool()
+                empty |= ~kept.any(-1).cpu()
+    return empty
 
 
 def _position_axis(leaf: torch.Tensor, mask_shape: torch.Size) -> int | None:
