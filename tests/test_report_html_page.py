@@ -112,7 +112,9 @@ def test_each_row_shows_verdict_cause_plot_sizes_latency_and_folds_its_timings(s
     wide_html = _row_html(text, wide_i)
     summary = wide_html[: wide_html.index("</summary>")]
     # The row's own line: verdict, sizes covered, latency and the cause, before anything is opened.
-    assert "sizes w 16–128" in summary and "ms</span>" in summary and "a size was tested in Python" in summary
+    assert "sizes w 16–128" in summary and "ms (eager/artifact)</span>" in summary
+    assert "a size was tested in Python" in summary
+    assert "An empty cell is a backend that test did not ask for." in text
     # Its plot labels each dot with the input's sizes: the axis, and a hover title per dot.
     assert (
         "the input&#39;s sizes (w), smallest first" in wide_html or "the input's sizes (w), smallest first" in wide_html
