@@ -12,7 +12,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-from helpers import HAS_TRANSFORMERS, by_item, report_rows
+from helpers import HAS_TRANSFORMERS, by_item, report_rows, transformers_release
 
 pytestmark = [pytest.mark.transformers, pytest.mark.slow]
 
@@ -140,6 +140,18 @@ def test_the_causal_lm_decode_step_is_exported_and_matches_where_the_release_all
         # the decode step holds at cache lengths around the recorded 5, as a generation serves it
         past = export[1]["sizes"]["past"]
         assert past[0] < 5 < past[1], export[1]["sizes"]
+
+
+def test_the_encoder_decoder_decode_step_is_searched_over_the_cache_length(release_rows):
+    # T5's decode step: the self-attention cache is 1 long at the recorded call and grows with each
+    # generated token; where the step passes, it held at the lengths around it, not at 1 only.
+    for backend in ("export", "onnx"):
+        prefill, decode = release_rows[f"test_encoder_decoder_prefill_decode[torchexport-{backend}]"]
+        if transformers_release() >= (5, 23):
+            assert decode["status"] == "pass", decode["message"]
+        if decode["status"] == "pass":
+            past = decode["sizes"]["past"]
+            assert past[0] <= 1 < past[1], decode["sizes"]
 
 
 def test_outputs_at_positions_with_no_key_are_no_failure(release_rows):
