@@ -12,10 +12,22 @@ unpickling runs whatever code the file names. See docs/report.md.
 from __future__ import annotations
 
 import argparse
+import io
+import pickle
 import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ._compat import quiet_torch
+from .backends.base import ExportContext, load_backend
+from .inputs.specs import plan_inputs
+from .options import BUILTIN_BACKENDS
+from .reference.compare import compare
+from .reference.eager import Eager, run_artifact
+from .search.repro import NotPlain, printable, rebuild, resolve_class
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -35,11 +47,6 @@ _KEYS = ("module_class", "backend", "device", "options", "export_inputs", "faili
 
 
 def replay(path: str, allow_pickle: bool = False) -> int:
-    from .backends.base import ExportContext, load_backend
-    from .inputs.specs import plan_inputs
-    from .options import BUILTIN_BACKENDS
-    from .reference.eager import Eager
-
     data = _load(path, allow_pickle)
     if data is None:
         return CANNOT
@@ -55,7 +62,6 @@ def replay(path: str, allow_pickle: bool = False) -> int:
     export_args, export_kwargs = data["export_inputs"]
     plan = plan_inputs(module, export_args, export_kwargs, dims=opts["dims"], dynamic=opts["dynamic"])
     eager = Eager(module, device)
-    from ._compat import quiet_torch
 
     what = data["test"] or f"a check() call of {data['module_class'].rpartition(':')[2]}"
     print(f"replaying {what} on {name} ({device})")
@@ -85,10 +91,6 @@ def _refuse(path: str, why: str) -> None:
 
 def _load(path: str, allow_pickle: bool) -> dict[str, Any] | None:
     """The file's outer dict, read weights-only; unpickled only with ``--allow-pickle``."""
-    import pickle
-
-    import torch
-
     try:
         data = torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as exc:
@@ -126,12 +128,6 @@ def _weights_only_reason(exc: Exception) -> str:
 
 def _module(path: str, data: dict[str, Any], allow_pickle: bool) -> torch.nn.Module | None:
     """The module: rebuilt from its classes (format 2), else unpickled only when allowed."""
-    import io
-
-    import torch
-
-    from .search.repro import NotPlain, printable, rebuild, resolve_class
-
     _import_root(data)
     if data.get("format") == 1:
         if data.get("module") is None:
@@ -197,10 +193,6 @@ def _import_root(data: dict[str, Any]) -> None:
 
 def _verdict(backend: Backend, artifact: Any, eager: Eager, data: dict[str, Any]) -> int:
     """Run the saved failing input through eager and the artifact; print and return the outcome."""
-    from ._compat import quiet_torch
-    from .reference.compare import compare
-    from .reference.eager import run_artifact
-
     opts = data["options"]
     args, kwargs = data["failing_inputs"], data["failing_kwargs"]
     expected = eager(args, kwargs).outputs

@@ -19,9 +19,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+
+from ._compat import pytree, quiet_torch
+from .backends.base import ExportContext, load_backend
+from .isolation.loader import reached_for
+from .options import BUILTIN_BACKENDS, closest
+from .reference.compare import compare
 from .results import bundle_files as files
 from .results.merge import CommandLineParser, Exit, report_format_problem, write_report
-from .results.outcome import Outcome, settle
+from .results.outcome import Outcome, settle, xfail
 from .results.report import Finding, Report, Result, collect_environment, tag
 
 if TYPE_CHECKING:
@@ -55,10 +62,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from .options import BUILTIN_BACKENDS, closest
-
     wanted = {name.strip() for value in args.backend for name in value.split(",") if name.strip()}
     problems = [report_format_problem(output, "-o") for output in args.output]
     folders = []
@@ -134,7 +137,6 @@ def verify_bundle(folder: Path, wanted: set[str] | None = None) -> Result | None
         return row
     if wanted and manifest["backend"] not in wanted:
         return None
-    from .results.outcome import xfail
 
     row = _Verify(folder, manifest).row()
     xfail(row, manifest.get("xfail"))  # xfail where it was written: expected to fail here too
@@ -145,8 +147,6 @@ class _Verify:
     """One bundle: its manifest, its row, and the steps that fill the row."""
 
     def __init__(self, folder: Path, manifest: dict[str, Any]) -> None:
-        import torch
-
         self.folder, self.manifest = folder, manifest
         self.result = Result(
             backend=manifest["backend"],
@@ -170,10 +170,6 @@ class _Verify:
         return self.result
 
     def row(self) -> Result:
-        import torch
-
-        from .backends.base import ExportContext, load_backend
-
         manifest, result = self.manifest, self.result
         name = manifest["backend"]
         spec = manifest.get("spec")
@@ -224,17 +220,11 @@ class _Verify:
             return self._run(backend, loaded, cases, tensors)
 
     def _quiet(self, fn: Callable[..., Any], *args: Any) -> Any:
-        import torch
-
-        from ._compat import quiet_torch
-
         # fds: also silence what C++ prints (AOTInductor's "Could not dlsym ..." for an older torch's package)
         with quiet_torch(fds=True), torch.no_grad():
             return fn(*args)
 
     def _load_error(self, exc: BaseException) -> Result:
-        from .isolation.loader import reached_for
-
         name = self.result.backend
         words = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())[:400]
         reached = reached_for(str(exc))
@@ -260,8 +250,6 @@ class _Verify:
     def _run(
         self, backend: Backend, loaded: Any, cases: list[tuple[dict[str, Any], Any, Any]], tensors: dict[str, Any]
     ) -> Result:
-        from .reference.compare import compare
-
         result, manifest = self.result, self.manifest
         rule: dict[str, Any] = {
             "relowered": bool(manifest.get("relowered")),
@@ -321,10 +309,6 @@ class _Verify:
 
 def _on(tree: Any, device: str) -> Any:
     """``tree`` with its tensors on ``device`` (the stored inputs on the bundle's device, outputs back on the CPU)."""
-    import torch
-
-    from ._compat import pytree
-
     return pytree.tree_map(lambda t: t.to(device) if isinstance(t, torch.Tensor) else t, tree)
 
 

@@ -42,3 +42,17 @@ def test_package_import_is_torch_free():
     code = "import sys, pytest_torchexport, pytest_torchexport.plugin; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_merge_never_imports_torch(tmp_path):
+    """``python -m pytest_torchexport merge`` imports only its own command's module: a CI job that
+    merges shards' reports never pays for torch (verify and replay, which need it, are not imported)."""
+    report = tmp_path / "r.json"
+    report.write_text('{"version": 1, "environment": {}, "results": []}')
+    code = (
+        "import sys\nfrom pytest_torchexport.__main__ import main\n"
+        f"main(['merge', {str(report)!r}, '-o', {str(tmp_path / 'm.md')!r}])\n"
+        "print('torch' in sys.modules, 'pytest_torchexport.verify' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split()[-2:] == ["False", "False"], out.stdout + out.stderr

@@ -19,6 +19,8 @@ import struct
 from pathlib import Path
 from typing import Any
 
+import torch
+
 FORMAT = 1
 MANIFEST = "bundle.json"
 TENSORS = "tensors.safetensors"
@@ -45,8 +47,6 @@ class UnsupportedValue(Exception):
 
 def encode(tree: Any, tensors: dict[str, Any], prefix: str) -> Any:
     """``tree`` as JSON, its tensors added to ``tensors`` under keys starting with ``prefix``."""
-    import torch
-
     if isinstance(tree, torch.Tensor):
         if str(tree.dtype).removeprefix("torch.") not in _DTYPES:
             raise UnsupportedValue(f"a {tree.dtype} tensor")
@@ -88,8 +88,6 @@ def decode(node: Any, tensors: dict[str, Any]) -> Any:
 
 def save_tensors(path: Path, tensors: dict[str, Any]) -> None:
     """``tensors`` (contiguous, on CPU) in the safetensors format."""
-    import torch
-
     header: dict[str, Any] = {}
     blobs, at = [], 0
     for key, tensor in tensors.items():
@@ -110,8 +108,6 @@ def save_tensors(path: Path, tensors: dict[str, Any]) -> None:
 
 
 def load_tensors(path: Path) -> dict[str, Any]:
-    import torch
-
     data = Path(path).read_bytes()
     (length,) = struct.unpack_from("<Q", data, 0)
     header = json.loads(data[8 : 8 + length])

@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import importlib
 import io
+import pickle
 import re
 import sys
 from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from .._compat import non_persistent_buffers, own_buffers, own_children, own_parameters
+from ..cache.fingerprint import Unkeyable, _Hasher
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -38,8 +42,6 @@ class NotPlain(Exception):
 
 
 def save(path: Path, *, module: Any, **payload: Any) -> None:
-    import torch
-
     cls = type(module)
     reasons: list[str] = []
     try:
@@ -72,10 +74,6 @@ def save(path: Path, *, module: Any, **payload: Any) -> None:
 
 def _pickle(objects: dict[str, Any]) -> bytes | None:
     """Nested bytes: the outer file loads with weights_only=True whatever they hold."""
-    import pickle
-
-    import torch
-
     try:
         buffer = io.BytesIO()
         torch.save(objects, buffer)
@@ -94,8 +92,6 @@ def class_name(cls: type) -> str:
 
 def module_tree(module: Any) -> dict[str, Any]:
     """The module as plain data ``rebuild`` makes it again from; ``NotPlain`` says what stops it."""
-    import torch
-
     if not isinstance(module, torch.nn.Module):
         raise NotPlain(f"is a {type(module).__qualname__}, not an nn.Module")
     tensors = {
@@ -107,8 +103,6 @@ def module_tree(module: Any) -> dict[str, Any]:
     tree = _node(module, "", {}, tensors)
     if all(t.device.type == "cpu" for t in (*module.parameters(), *module.buffers())):
         # A tree must never be an approximation: the rebuilt module must key as the original does.
-        # Deferred import: fingerprint imports torch, which this module imports only inside functions.
-        from ..cache.fingerprint import Unkeyable, _Hasher
 
         try:
             same = _key(_Hasher(), module) == _key(_Hasher(), rebuild(tree, _resolve_here))
@@ -125,8 +119,6 @@ def _key(hasher: _Hasher, module: torch.nn.Module) -> str:
 
 
 def _node(module: torch.nn.Module, where: str, seen: dict[int, str], tensors: set[int]) -> dict[str, Any]:
-    import torch
-
     name = where or type(module).__qualname__
     if id(module) in seen:
         return {"same_as": seen[id(module)]}
@@ -178,8 +170,6 @@ def _node(module: torch.nn.Module, where: str, seen: dict[int, str], tensors: se
 
 def _aliases(value: Any, own: dict[int, str]) -> Any:
     """The names of the module's own tensors that ``value`` is (a tensor, or a list of them and None)."""
-    import torch
-
     if isinstance(value, torch.Tensor):
         return own.get(id(value))
     if isinstance(value, list) and any(isinstance(v, torch.Tensor) for v in value):
@@ -193,8 +183,6 @@ def _aliases(value: Any, own: dict[int, str]) -> Any:
 
 def _internal() -> frozenset[str]:
     """The attributes ``nn.Module.__init__`` sets: made again by it, not stored."""
-    import torch
-
     return frozenset(vars(torch.nn.Module()))
 
 
@@ -209,8 +197,6 @@ def _importable(cls: type, name: str) -> None:
 
 def unplain(value: Any, where: str, depth: int = 0) -> str | None:
     """None when ``torch.load(weights_only=True)`` reads ``value`` back as it is; else what is not."""
-    import torch
-
     if depth > 50:
         return f"{where}, nested deeper than a repro file holds"
     if value is None or type(value) in (bool, int, float, complex, str, bytes):
@@ -250,8 +236,6 @@ def rebuild(tree: dict[str, Any], resolve: Callable[[str], type[torch.nn.Module]
 def _rebuild(
     tree: dict[str, Any], resolve: Callable[[str], type[torch.nn.Module]], made: dict[str, Any], path: str
 ) -> torch.nn.Module:
-    import torch
-
     if "same_as" in tree:  # a submodule reached twice (shared): the one made first
         return made[tree["same_as"]]
     cls = resolve(tree["class"])
@@ -294,8 +278,6 @@ def resolve_class(name: str, imports: str | None = None) -> type[torch.nn.Module
 
     Only the model's own module (``imports``) is imported; every other class must already be
     loaded by that import, so a file cannot make replay import arbitrary modules."""
-    import torch
-
     if not isinstance(name, str) or not _CLASS.match(name):
         raise NotPlain(f"names the class {printable(name)}, which is not of the form package.module:Class")
     module_name, _, qualname = name.partition(":")
