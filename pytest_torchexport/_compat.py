@@ -44,9 +44,12 @@ class _Deferred(types.ModuleType):
 
 if TYPE_CHECKING:
     import torch as torch
+    import torch.utils._pytree as pytree
 else:
     #: torch for the modules the plugin loads into every session: imported by the first read.
     torch = _Deferred("torch")
+    #: ``torch.utils._pytree`` (no public twin in torch 2.13.0-2.14.1), imported by the first read.
+    pytree = _Deferred("torch.utils._pytree")
 
 
 class Quieted:
@@ -238,27 +241,14 @@ def cuda_closed_in_forked_child() -> bool:
 # and 2.14.1, pytest 9.2.0, hypothesis 6.170.17, executorch 1.5.1.
 
 
-def __getattr__(name: str) -> Any:
-    """``pytree``: ``torch.utils._pytree`` (no public twin in torch 2.13.0-2.14.1), imported lazily."""
-    if name == "pytree":
-        import torch.utils._pytree
-
-        return torch.utils._pytree
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def tree_flatten_with_path(tree: Any, is_leaf: Any = None) -> tuple[list[tuple[tuple[Any, ...], Any]], Any]:
     """``pytree.tree_flatten_with_path`` that also reads nodes without ``flatten_with_keys_fn``,
     on which torch's raises (transformers 4.x and early 5.x register ``ModelOutput`` so)."""
-    import torch.utils._pytree as pytree
-
     _, spec = pytree.tree_flatten(tree, is_leaf=is_leaf)
     return list(_key_paths((), tree, is_leaf)), spec
 
 
 def _key_paths(path: tuple[Any, ...], tree: Any, is_leaf: Any) -> Iterator[tuple[tuple[Any, ...], Any]]:
-    import torch.utils._pytree as pytree
-
     if is_leaf is not None and is_leaf(tree):
         yield path, tree
         return

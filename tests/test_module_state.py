@@ -37,6 +37,7 @@ EXCEPTIONS = {
         "a stand-in for the torch module that holds nothing: each read goes to the imported torch, "
         "so the modules the plugin loads into every session import torch on their first read"
     ),
+    ("_compat.py", "pytree"): "the same stand-in for torch.utils._pytree",
     ("reference/eager.py", "_NOT_ITSELF"): (
         "[As Called] a fact about one module object (its copies are not it), held weakly: it lives "
         "exactly as long as the object it describes"

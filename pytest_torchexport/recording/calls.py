@@ -11,7 +11,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._compat import torch
+from .._compat import pytree, torch
 from ..options import environment
 
 #: Bytes of parameters and buffers all copies of one test may hold; past it the live module
@@ -86,8 +86,6 @@ VALUES = (str, bytes, int, float, complex, bool, type(None), enum.Enum, type)
 
 
 def snapshot(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    from .._compat import pytree
-
     def clone(value: Any) -> Any:
         if isinstance(value, torch.Tensor):
             # Outside inference mode, so the checks get normal tensors.

@@ -6,10 +6,13 @@ how, never in sizes or values, which the search varies anyway. See docs/howto-ca
 
 from __future__ import annotations
 
+import inspect
+import sys
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._compat import torch
+from .._compat import pytree, torch
 from .calls import VALUES, Call
 
 #: Argument names that hold a KV cache in common LLM libraries.
@@ -47,11 +50,8 @@ def group(calls: list[Call]) -> list[Kind]:
 def register_caches(*values: Any) -> None:
     """Register any transformers cache among ``values`` as a pytree node, so its tensors are
     inputs every backend sees. ``EncoderDecoderCache`` needs transformers 5.x."""
-    import sys
-
     if "transformers" not in sys.modules:
         return
-    from .._compat import pytree  # deferred: the plugin's import stays torch-free
 
     for value in pytree.tree_leaves(values):  # a cache not yet registered is a leaf
         if not _is_cache(value):
@@ -67,8 +67,6 @@ def register_caches(*values: Any) -> None:
 
 def remember_returned(out: Any, returned: dict[int, Any], depth: int = 4) -> None:
     """Note every object ``out`` holds, weakly: one handed back to a later call is state."""
-    import weakref
-
     if depth < 0 or isinstance(out, (torch.Tensor, *VALUES)):
         return
     if type(out) not in (list, tuple, dict):
@@ -102,8 +100,6 @@ def _is_cache(value: Any) -> bool:
 
 def _entries(call: Call) -> tuple[dict[str, Any], bool]:
     """Each argument that carries a tensor or a non-empty cache: its name and structure."""
-    from .._compat import pytree  # deferred: the plugin's import stays torch-free
-
     entries: dict[str, Any] = {}
     cache = False
     handed = _handed_names(call)
@@ -127,8 +123,6 @@ def _entries(call: Call) -> tuple[dict[str, Any], bool]:
 
 def _named(call: Call) -> dict[str, Any]:
     """The call's arguments by parameter name (``arg 0`` where the signature cannot say)."""
-    import inspect
-
     named: dict[str, Any] = {}
     try:
         bound = inspect.signature(getattr(call.module, call.method)).bind(*call.args, **call.kwargs)
@@ -149,8 +143,6 @@ def _named(call: Call) -> dict[str, Any]:
 
 def _handed_names(call: Call) -> set[str]:
     """The names of the arguments handed back from an earlier call's outputs."""
-    import inspect
-
     names = {key for key in call.handed if isinstance(key, str)}
     positions = [key for key in call.handed if isinstance(key, int)]
     if positions:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.util
+import inspect
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._compat import conv_module_types, torch
+from .._compat import conv_module_types, package_version, pytree, torch
 from ..inputs import compact as compact_inputs
 from .model_specs import FORMS, LIBRARIES, ModelError, ModelSpec, call_text, find, install_line
 from .transformers_models import build as build_transformers
@@ -98,8 +99,6 @@ def infer_inputs(model: Any, spec: ModelSpec, compact: Any = None) -> Inferred:
 
 def describe(inferred: Inferred) -> str:
     """The call as the report shows it: ``float32[2, 3, 224, 224]``."""
-    from .._compat import pytree  # deferred: the plugin's import stays torch-free
-
     flat = pytree.tree_leaves((inferred.args, inferred.kwargs))
     shapes = [
         f"{str(t.dtype).removeprefix('torch.')}[{', '.join(map(str, t.shape))}]" for t in flat if hasattr(t, "shape")
@@ -140,8 +139,6 @@ def _import_library(spec: ModelSpec) -> Any:
 
 def _mismatched(spec: ModelSpec, exc: BaseException) -> str:
     """The message for a library built for another torch: both versions, and how to pair them."""
-    from .._compat import package_version
-
     said = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     versions = [f"torch {package_version('torch')}"]
     for name in dict.fromkeys((spec.target, "torchvision")):
@@ -184,8 +181,6 @@ def _library_model(spec: ModelSpec) -> Any:
 def _no_backbone_weights(builder: Any) -> dict[str, Any]:
     """Never download: torchvision's detection and segmentation builders fetch backbone
     weights even with ``weights=None``, unless told not to."""
-    import inspect
-
     try:
         params = inspect.signature(builder).parameters
     except (TypeError, ValueError):

@@ -18,7 +18,7 @@ import sys
 import weakref
 from typing import Any
 
-from .._compat import compiled_original, torch
+from .._compat import compiled_original, pytree, torch
 from ..results.explain import is_plugin_file, is_user_file
 from . import kinds
 from .calls import COPY_BUDGET, Call, Recording, fingerprint, module_bytes, nbytes, snapshot, state_of
@@ -177,13 +177,10 @@ class Recorder:
         if in_torch(code.co_filename):
             return  # torch's own methods: train(), to(), state_dict(), ...
 
-        from .._compat import pytree  # deferred: the plugin's import stays torch-free
-
         local = frame.f_locals
         module = local.get("self")
         if not isinstance(module, torch.nn.Module) or isinstance(module, torch.jit.ScriptModule):
             return
-        import inspect
 
         function = getattr(type(module), name, None)
         try:
