@@ -11,6 +11,8 @@ import sys
 import time
 
 TEST = """
+import time
+
 import pytest
 import torch
 
@@ -32,6 +34,12 @@ def test_a():
 @pytest.mark.torchexport(backends=["trace", "onnx", "export"], examples=30)
 def test_b():
     Net().eval()(torch.randn(4, 16))
+
+
+def test_c():
+    # Keeps the session alive until the interrupt: on a loaded machine the reader of this output
+    # can fall behind a session that has already ended, and a signal to an ended process is lost.
+    time.sleep(120)
 """
 
 
