@@ -315,17 +315,26 @@ _UNTYPED_INPUT = re.compile(r"Unsupported input type <class '([\w.]+)'>")
 
 def _untyped_input(check: Check, reason: str) -> str | None:
     """torch.export's refusal of an argument of a class pytree does not know (a user's state object)."""
-    found = _UNTYPED_INPUT.search(reason)
+    found = _named_class(check, _UNTYPED_INPUT, reason, otherwise="the call passes a")
     if found is None:
         return None
-    cls = found.group(1).rsplit(".", 1)[-1]
-    named = [k for k, v in {**_positional(check), **check.recorded.kwargs}.items() if type(v).__name__ == cls]
-    where = f"the argument {named[0]} is a {cls}" if named else f"the call passes a {cls}"
+    cls, where = found
     return (
         f"{where}, a class pytree does not know, and {check.name} takes only tensors and the containers pytree "
         f"knows: pass its tensors as arguments, or register {cls} (torch.export.register_dataclass for a "
         "dataclass, torch.utils._pytree.register_pytree_node with flatten_with_keys_fn otherwise)"
     )
+
+
+def _named_class(check: Check, pattern: re.Pattern[str], reason: str, otherwise: str) -> tuple[str, str] | None:
+    """The class an exporter's error names (``pattern``'s group 1), and where the call holds it: the
+    argument of that class by name, else ``otherwise`` followed by the class."""
+    found = pattern.search(reason)
+    if found is None:
+        return None
+    cls = found.group(1).rsplit(".", 1)[-1]
+    named = [k for k, v in {**_positional(check), **check.recorded.kwargs}.items() if type(v).__name__ == cls]
+    return cls, f"the argument {named[0]} is a {cls}" if named else f"{otherwise} {cls}"
 
 
 def _mixed_mapping(tree: object) -> str | None:
@@ -376,12 +385,10 @@ _UNKEYED = re.compile(r"Did not find a flatten_with_keys_fn for type: <class '([
 
 def _unkeyed(check: Check, reason: str) -> str | None:
     """torch.export's refusal of a value whose pytree registration has no keys."""
-    found = _UNKEYED.search(reason)
+    found = _named_class(check, _UNKEYED, reason, otherwise="the call or its outputs hold a")
     if found is None:
         return None
-    cls = found.group(1).rsplit(".", 1)[-1]
-    named = [k for k, v in check.recorded.kwargs.items() if type(v).__name__ == cls]
-    where = f"the argument {named[0]} is a {cls}" if named else f"the call or its outputs hold a {cls}"
+    _, where = found
     return (
         f"{where}, which is registered with pytree without keys (as transformers registers its ModelOutput "
         f"classes on its older releases), and {check.name} reads every input and output by key: pass that value "
