@@ -234,10 +234,18 @@ def _pooled(leaf: torch.Tensor, mask_shape: torch.Size) -> bool:
 def _attention_mask(args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> tuple[str, torch.Tensor] | None:
     """The 2-D (batch, position) 0/1 input named like a mask, as a bool tensor of the kept positions."""
     for name, value in (kwargs or {}).items():
-        if "mask" in name and isinstance(value, torch.Tensor) and value.dim() == 2 and not value.is_floating_point():
-            if bool(((value == 0) | (value == 1)).all()):
-                pads = any(word in name.lower() for word in PADDING_WORDS)  # key_padding_mask: True pads
-                return name, ~value.bool() if pads else value.bool()
+        kept = _kept(name, value)
+        if kept is not None:
+            return name, kept
+    return None
+
+
+def _kept(name: str, value: object) -> torch.Tensor | None:
+    """A 2-D (batch, position) 0/1 input named like a mask, as a bool tensor of the kept positions."""
+    if "mask" in name and isinstance(value, torch.Tensor) and value.dim() == 2 and not value.is_floating_point():
+        if bool(((value == 0) | (value == 1)).all()):
+            pads = any(word in name.lower() for word in PADDING_WORDS)  # key_padding_mask: True pads
+            return ~value.bool() if pads else value.bool()
     return None
 
 
@@ -245,13 +253,9 @@ def _rows_keeping_nothing(kwargs: dict[str, Any] | None, besides: str, batch: in
     """The batch rows that another 2-D 0/1 mask of the call (a cross-attention mask) keeps nothing of."""
     empty = torch.zeros(batch, dtype=torch.bool)
     for name, value in (kwargs or {}).items():
-        if name == besides or "mask" not in name or not isinstance(value, torch.Tensor):
-            continue
-        if value.dim() == 2 and value.shape[0] == batch and not value.is_floating_point():
-            if bool(((value == 0) | (value == 1)).all()):
-                pads = any(word in name.lower() for word in PADDING_WORDS)
-                kept = ~value.bool() if pads else value.bool()
-                empty |= ~kept.any(-1).cpu()
+        kept = _kept(name, value) if name != besides else None
+        if kept is not None and kept.shape[0] == batch:
+            empty |= ~kept.any(-1).cpu()
     return empty
 
 

@@ -263,8 +263,7 @@ def export_failed(check: Check, exc: BaseException, stage: str) -> NoReturn:
     if cause is not None:
         lines.append(f"Likely cause: {cause}")
     else:  # no user line to blame
-        known, kind = _known_cause(check, finding, reason, stage)
-        cause = known
+        cause, kind = _known_cause(check, finding, reason, stage)
         lines.append(
             f"Likely cause: {cause or 'not known: the error above names no line of the model and no limit the plugin knows'}"
         )
