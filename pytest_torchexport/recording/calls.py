@@ -9,24 +9,27 @@ from __future__ import annotations
 import copy
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._compat import pytree, torch
 from ..options import environment
+
+if TYPE_CHECKING:
+    from types import ModuleType
 
 #: Bytes of parameters and buffers all copies of one test may hold; past it the live module
 #: is checked and a change after the call is reported.
 COPY_BUDGET = int(environment("TORCHEXPORT_COPY_LIMIT", str(2 << 30)))
 
 
-def module_bytes(module: Any) -> int:
+def module_bytes(module: object) -> int:
     if not isinstance(module, torch.nn.Module):
         return 0
     tensors = {id(t): t for t in (*module.parameters(), *module.buffers())}
     return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
-def fingerprint(module: Any) -> tuple[Any, ...]:
+def fingerprint(module: object) -> tuple[Any, ...]:
     """Which objects the module is made of."""
     if not isinstance(module, torch.nn.Module):
         return (id(module),)
@@ -35,7 +38,7 @@ def fingerprint(module: Any) -> tuple[Any, ...]:
     return subs + tensors
 
 
-def state_of(module: Any) -> tuple[dict[str, bool], dict[str, Any]]:
+def state_of(module: torch.nn.Module) -> tuple[dict[str, bool], dict[str, Any]]:
     """Each submodule's mode and the state_dict, for ``Call.put_back``."""
     from ..reference import eager  # deferred: imports torch
 
@@ -43,7 +46,7 @@ def state_of(module: Any) -> tuple[dict[str, bool], dict[str, Any]]:
     return modes, eager.snapshot(module, parameters=True) or {}
 
 
-def nbytes(value: Any) -> int:
+def nbytes(value: object) -> int:
     """``reference.eager.nbytes``, imported lazily since it imports torch."""
     from ..reference.eager import nbytes as measured
 
@@ -54,7 +57,7 @@ def gib(n: int) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**28 else f"{n / 2**20:.0f} MiB"
 
 
-def _by_value(value: Any, memo: dict[int, Any], torch: Any, depth: int = 8) -> Any:
+def _by_value(value: Any, memo: dict[int, Any], torch: ModuleType, depth: int = 8) -> Any:
     """``value`` copied, tensors detached (``deepcopy`` refuses a tensor with a grad_fn)."""
     if id(value) in memo:
         return memo[id(value)]
@@ -86,7 +89,7 @@ VALUES = (str, bytes, int, float, complex, bool, type(None), enum.Enum, type)
 
 
 def snapshot(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    def clone(value: Any) -> Any:
+    def clone(value: object) -> object:
         if isinstance(value, torch.Tensor):
             # Outside inference mode, so the checks get normal tensors.
             with torch.inference_mode(False):
@@ -139,7 +142,7 @@ class Call:
         """What ``module=`` names this call by: ``ResNet``, or ``ResNet.forward_features``."""
         return self.name if self.method == "forward" else f"{self.name}.{self.method}"
 
-    def checked(self) -> Any:
+    def checked(self) -> torch.nn.Module:
         """The module to check; for another method, a module whose forward calls it."""
         if self.method == "forward":
             return self.module

@@ -47,7 +47,7 @@ def group(calls: list[Call]) -> list[Kind]:
     return found
 
 
-def register_caches(*values: Any) -> None:
+def register_caches(*values: object) -> None:
     """Register any transformers cache among ``values`` as a pytree node, so its tensors are
     inputs every backend sees. ``EncoderDecoderCache`` needs transformers 5.x."""
     if "transformers" not in sys.modules:
@@ -65,7 +65,7 @@ def register_caches(*values: Any) -> None:
             _register_encoder_decoder(type(value))
 
 
-def remember_returned(out: Any, returned: dict[int, Any], depth: int = 4) -> None:
+def remember_returned(out: object, returned: dict[int, Any], depth: int = 4) -> None:
     """Note every object ``out`` holds, weakly: one handed back to a later call is state."""
     if depth < 0 or isinstance(out, (torch.Tensor, *VALUES)):
         return
@@ -93,7 +93,7 @@ def _register_encoder_decoder(cls: type) -> None:
     register_pytree_node(cls)  # a no-op once registered
 
 
-def _is_cache(value: Any) -> bool:
+def _is_cache(value: object) -> bool:
     """A transformers ``Cache`` (registered as a pytree node or not)."""
     return any(c.__name__ == "Cache" and c.__module__.startswith("transformers.") for c in type(value).__mro__)
 
@@ -161,7 +161,7 @@ def _cache_length(cache: Any) -> int:
         return 1
 
 
-def _container(spec: Any) -> str:
+def _container(spec: pytree.TreeSpec) -> str:
     """A short, stable word for a pytree structure: ``tuple of 2``, ``DynamicCache of 4``."""
     kind = getattr(spec, "type", None)
     return f"{getattr(kind, '__name__', kind)} of {spec.num_leaves}"

@@ -9,7 +9,10 @@ import importlib.util
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from importlib.machinery import ModuleSpec
 
 #: The prefixes that name a library rather than a module.
 LIBRARIES: dict[str, str] = {
@@ -116,7 +119,7 @@ def _kwargs(text: str, query: str) -> tuple[tuple[str, Any], ...]:
     return tuple(out)
 
 
-def find(name: str) -> Any:
+def find(name: str) -> ModuleSpec | None:
     try:
         return importlib.util.find_spec(name)
     except (ImportError, ValueError):

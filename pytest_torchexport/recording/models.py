@@ -15,7 +15,7 @@ import inspect
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._compat import conv_module_types, package_version, pytree, torch
 from ..inputs import compact as compact_inputs
@@ -23,14 +23,18 @@ from .model_specs import FORMS, LIBRARIES, ModelError, ModelSpec, call_text, fin
 from .transformers_models import build as build_transformers
 from .transformers_models import inputs as transformers_inputs
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import ModuleType
+
 #: The batch of drawn images and features: 1 would let exporters specialize the batch dim.
 BATCH = 2
 
 
-def build(spec: ModelSpec) -> Any:
+def build(spec: ModelSpec) -> torch.nn.Module:
     """The model of ``spec`` with random weights, in eval mode."""
     if spec.kind == "library" and spec.target == "transformers":
-        model = build_transformers(spec)
+        model: object = build_transformers(spec)
     elif spec.kind == "library":
         model = _library_model(spec)
     else:
@@ -62,7 +66,9 @@ class Inferred:
     then: Any = None
 
 
-def infer_inputs(model: Any, spec: ModelSpec, compact: Any = None) -> Inferred:
+def infer_inputs(
+    model: torch.nn.Module, spec: ModelSpec, compact: compact_inputs.CompactInputs | None = None
+) -> Inferred:
     """One call of ``model``, from the first source that applies: ``compact``, the model's
     ``example_inputs()``, the library's documented input size, or the first layer's shape."""
     if compact is not None:
@@ -106,7 +112,7 @@ def describe(inferred: Inferred) -> str:
     return ", ".join(shapes)
 
 
-def _as_call(given: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+def _as_call(given: object) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """``example_inputs()``'s answer (a tensor, a tuple, a dict, or ``(args, kwargs)``) as a call."""
     if isinstance(given, dict):
         return (), dict(given)
@@ -120,7 +126,7 @@ def _as_call(given: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
 # -- libraries
 
 
-def _import_library(spec: ModelSpec) -> Any:
+def _import_library(spec: ModelSpec) -> ModuleType:
     if find(spec.target) is None:
         raise ModelError(
             f"{spec.text}: {spec.target} is not installed in this environment ({sys.executable}).\n"
@@ -151,7 +157,7 @@ def _mismatched(spec: ModelSpec, exc: BaseException) -> str:
     )
 
 
-def _library_model(spec: ModelSpec) -> Any:
+def _library_model(spec: ModelSpec) -> torch.nn.Module:
     library = _import_library(spec)
     if spec.target == "timm":
         known = library.list_models()
@@ -178,7 +184,7 @@ def _library_model(spec: ModelSpec) -> Any:
         ) from exc
 
 
-def _no_backbone_weights(builder: Any) -> dict[str, Any]:
+def _no_backbone_weights(builder: Callable[..., object]) -> dict[str, Any]:
     """Never download: torchvision's detection and segmentation builders fetch backbone
     weights even with ``weights=None``, unless told not to."""
     try:
@@ -200,7 +206,7 @@ def _unknown(spec: ModelSpec, known: list[str]) -> str:
     )
 
 
-def _library_size(model: Any, spec: ModelSpec) -> tuple[tuple[int, ...], str] | None:
+def _library_size(model: torch.nn.Module, spec: ModelSpec) -> tuple[tuple[int, ...], str] | None:
     cfg = getattr(model, "pretrained_cfg", None)
     if isinstance(cfg, dict) and cfg.get("input_size"):
         chw = tuple(int(v) for v in cfg["input_size"])
@@ -210,7 +216,7 @@ def _library_size(model: Any, spec: ModelSpec) -> tuple[tuple[int, ...], str] | 
     return None
 
 
-def _torchvision_size(model: Any, name: str) -> tuple[tuple[int, ...], str] | None:
+def _torchvision_size(model: torch.nn.Module, name: str) -> tuple[tuple[int, ...], str] | None:
     """The input size torchvision documents through the weights' preset transforms; detection
     models, which resize their inputs, take 320 x 320."""
     import torchvision.models
@@ -240,7 +246,7 @@ def _torchvision_size(model: Any, name: str) -> tuple[tuple[int, ...], str] | No
 # -- factories
 
 
-def _factory(spec: ModelSpec) -> Any:
+def _factory(spec: ModelSpec) -> Callable[..., object]:
     module = _load_file(spec) if spec.kind == "file" else _import_module(spec)
     owner: Any = module
     for part in spec.name.split("."):
@@ -263,7 +269,7 @@ def _factory(spec: ModelSpec) -> Any:
     return owner
 
 
-def _import_module(spec: ModelSpec) -> Any:
+def _import_module(spec: ModelSpec) -> ModuleType:
     try:
         return importlib.import_module(spec.target)
     except Exception as exc:  # noqa: BLE001 - the user's module: an ImportError or its own error
@@ -273,7 +279,7 @@ def _import_module(spec: ModelSpec) -> Any:
         ) from exc
 
 
-def _load_file(spec: ModelSpec) -> Any:
+def _load_file(spec: ModelSpec) -> ModuleType:
     """The file as a module registered in ``sys.modules``, since TorchScript reads a class's
     source through it."""
     path = Path(spec.target).resolve()
@@ -297,14 +303,14 @@ def _load_file(spec: ModelSpec) -> Any:
 # -- the first layer
 
 
-def _first_leaf(model: Any) -> str:
+def _first_leaf(model: torch.nn.Module) -> str:
     for name, sub in model.named_modules():
         if not list(sub.children()):
             return f"{name}: {type(sub).__name__}" if name else f"the model itself, {type(sub).__name__}"
     return type(model).__name__
 
 
-def _first_conv(model: Any) -> Any:
+def _first_conv(model: torch.nn.Module) -> Any:
 
     for sub in model.modules():
         if isinstance(sub, conv_module_types()):
@@ -312,7 +318,7 @@ def _first_conv(model: Any) -> Any:
     return None
 
 
-def _first_layer(model: Any) -> Inferred | None:
+def _first_layer(model: torch.nn.Module) -> Inferred | None:
     """The expected input of the first layer that implies one."""
     for name, sub in model.named_modules():
         where = f"first layer {name or 'the model'} ({type(sub).__name__}"
@@ -336,7 +342,7 @@ def _first_layer(model: Any) -> Inferred | None:
 # -- text
 
 
-def expected(model: Any) -> str:
+def expected(model: torch.nn.Module) -> str:
     """What the model's own code says it takes: forward's arguments, and the first layer's shape."""
     from ..inputs.specs import forward_params  # deferred: the plugin's import stays torch-free
 
@@ -346,7 +352,7 @@ def expected(model: Any) -> str:
     return f"{type(model).__name__}.forward takes ({', '.join(params)}){layer}"
 
 
-def remedy(model: Any, spec: ModelSpec) -> str:
+def remedy(model: torch.nn.Module, spec: ModelSpec) -> str:
     """The flag to add, with an example spec per forward argument, sized from the first layer where
     one says its input shape (an MLP's features, a CNN's channels), else an image's."""
     from ..inputs.specs import forward_params  # deferred: the plugin's import stays torch-free

@@ -16,12 +16,22 @@ import inspect
 import os
 import sys
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._compat import compiled_original, pytree, torch
 from ..results.explain import is_plugin_file, is_user_file
 from . import kinds
 from .calls import COPY_BUDGET, Call, Recording, fingerprint, module_bytes, nbytes, snapshot, state_of
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from types import CodeType, FrameType, ModuleType
+    from typing import TypeAlias
+
+    #: What an exporter was handed, read from its bound arguments: (module, args, kwargs, other methods).
+    Handed: TypeAlias = tuple[object, tuple[Any, ...], dict[str, Any], tuple[str, ...]]
+    #: A reader of an exporter's bound arguments (``EXPORTERS``).
+    Reader: TypeAlias = Callable[[Mapping[str, Any]], Handed | None]
 
 #: Calls of one module recorded per test, and the bytes of their arguments: a loop over a
 #: data set may call it thousands of times.
@@ -49,11 +59,11 @@ class Recorder:
         # The profile function is installed only while no recorded call is under way.
         self._profiling = False
         self._can_profile = False
-        self._entered: Any = None  # the frame of the forward or exporter the profile saw start
-        self._entered_module: Any = None  # the module handed to that exporter
+        self._entered: FrameType | None = None  # the frame of the forward or exporter the profile saw start
+        self._entered_module: object = None  # the module handed to that exporter
         self._entered_call: Call | None = None  # the call that forward recorded
         self._unverified: set[int] = set()  # id(live) of copies whose outputs are still to be kept
-        self._entries: dict[str, list[tuple[Any, str, Any]]] = {}  # function name -> (code, via, inputs)
+        self._entries: dict[str, list[tuple[CodeType, str, Reader]]] = {}  # function name -> (code, via, inputs)
         self._module_init: Any = None
         self._built: dict[int, tuple[Any, int, Any]] = {}  # modules a library built (``_building``)
         # Objects a recorded call returned: a later call handed one back is carrying state.
@@ -63,7 +73,7 @@ class Recorder:
         original = torch.nn.Module.__call__
         recorder = self
 
-        def __call__(module: Any, *args: Any, **kwargs: Any) -> Any:
+        def __call__(module: torch.nn.Module, *args: object, **kwargs: object) -> object:
             # The recording's own work is not the test's code: pause the profile function.
             paused = recorder._profiling and recorder._pause()
             recorded = None
@@ -98,14 +108,14 @@ class Recorder:
         self._resume()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._pause()
         self._can_profile = False
         for owner, attr, value in reversed(self._patched):
             setattr(owner, attr, value)
         self._patched.clear()
 
-    def _patch(self, owner: Any, attr: str, value: Any) -> None:
+    def _patch(self, owner: object, attr: str, value: object) -> None:
         self._patched.append((owner, attr, getattr(owner, attr)))
         setattr(owner, attr, value)
 
@@ -122,7 +132,7 @@ class Recorder:
             self._profiling = True
             sys.setprofile(self._profile)
 
-    def _profile(self, frame: Any, event: str, arg: Any) -> None:
+    def _profile(self, frame: FrameType, event: str, arg: object) -> None:
         # Called for every call the test's code makes: keep the common path cheap.
         if event == "call":
             if self._entered is None:
@@ -145,7 +155,7 @@ class Recorder:
                 self._remember_output(self._entered_module, arg)
                 self._entered_module = None
 
-    def _enter(self, frame: Any, name: str) -> None:
+    def _enter(self, frame: FrameType, name: str) -> None:
         code = frame.f_code
         if name == "forward":
             if not code.co_argcount:
@@ -171,7 +181,7 @@ class Recorder:
                     self._hand(via, inputs, bound)
                 return
 
-    def _enter_method(self, frame: Any, name: str) -> None:
+    def _enter_method(self, frame: FrameType, name: str) -> None:
         """[Another Method] Record a public method of a module, given a tensor, called by the test."""
         code = frame.f_code
         if in_torch(code.co_filename):
@@ -203,7 +213,7 @@ class Recorder:
             self._entered_call = self._record(module, args, kwargs, method=name)
 
     # -- what counts as the test's call
-    def _building(self, init: Any) -> None:
+    def _building(self, init: FrameType) -> None:
         """Note the library call that builds a module for itself: its calls are not the test's."""
         module = first_argument(init)
         if module is None:
@@ -222,7 +232,7 @@ class Recorder:
         except TypeError:  # refuses weak references: its calls count as the test's
             pass
 
-    def _is_test_call(self, torch: Any, caller: Any, module: Any = None) -> bool:
+    def _is_test_call(self, torch: ModuleType, caller: Any, module: object = None) -> bool:
         if tracing(torch):
             return False
         if in_torch(caller.f_code.co_filename):
@@ -241,7 +251,7 @@ class Recorder:
 
     def _record(
         self,
-        module: Any,
+        module: object,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         *,
@@ -290,7 +300,7 @@ class Recorder:
             self.recording.calls.append(call)
         return call
 
-    def _handed_back(self, value: Any) -> bool:
+    def _handed_back(self, value: object) -> bool:
         """Whether ``value`` is an object an earlier recorded call returned."""
         ref = self._returned.get(id(value))
         return ref is not None and ref() is value
@@ -337,7 +347,7 @@ class Recorder:
         inside = {id(m) for m in live.modules()} if isinstance(live, torch.nn.Module) else {id(live)}
         return any(not c.raised and id(c.live) not in inside for c in self.recording.calls)
 
-    def _keep_outputs(self, call: Call, out: Any, *, inside: Call | None = None) -> None:
+    def _keep_outputs(self, call: Call, out: object, *, inside: Call | None = None) -> None:
         """[A Copy That Is Not The Module] Keep the outputs of a copied module's first eval-mode
         call, for ``Recording.verify``."""
         # Every call's outputs: a later decode step may extend a cache among them in place.
@@ -354,7 +364,7 @@ class Recorder:
             call.outputs = snapshot((out,), {})[0][0]
 
     # -- modules handed to an exporter
-    def _hand(self, via: str, inputs: Any, bound: Any) -> None:
+    def _hand(self, via: str, inputs: Reader, bound: Mapping[str, Any]) -> None:
         """Record the module an exporter was handed, from the exporter's bound arguments."""
         try:
             handed = inputs(bound)
@@ -368,13 +378,13 @@ class Recorder:
             module, args, kwargs, methods = handed
             self._record(module, args, kwargs, via=via, methods=methods)
 
-    def _remember_output(self, module: Any, out: Any) -> None:
+    def _remember_output(self, module: object, out: object) -> None:
         """A ScriptModule scripted or traced from ``module``: calling it is calling ``module``."""
         if isinstance(module, torch.nn.Module) and isinstance(out, torch.jit.ScriptModule):
             self._scripted[id(out)] = module
             self.recording.compiled_from.append((out, module))
 
-    def _patch_exporters(self, torch: Any) -> None:
+    def _patch_exporters(self, torch: ModuleType) -> None:
         for owner_name, attr, via, inputs in EXPORTERS:
             owner = importlib.import_module(owner_name)
             fn = getattr(owner, attr, None)
@@ -385,12 +395,14 @@ class Recorder:
                 self._entries.setdefault(code.co_name, []).append((code, via, inputs))
             self._patch(owner, attr, self._exporter(torch, fn, via, inputs))
 
-    def _exporter(self, torch: Any, fn: Any, via: str, inputs: Any) -> Any:
+    def _exporter(
+        self, torch: ModuleType, fn: Callable[..., object], via: str, inputs: Reader
+    ) -> Callable[..., object]:
         """``fn`` (an exporter), recording the module it is handed as the test's call."""
         recorder = self
         signature = inspect.signature(fn)  # slow for torch.onnx.export: computed once
 
-        def exporter(*args: Any, **kwargs: Any) -> Any:
+        def exporter(*args: object, **kwargs: object) -> object:
             paused = recorder._profiling and recorder._pause()
             module = None
             if recorder._depth == 0:
@@ -419,7 +431,7 @@ class Recorder:
         return exporter
 
 
-def _wrapper_codes(function: Any, target: Any) -> set[Any]:
+def _wrapper_codes(function: object, target: object) -> set[CodeType]:
     """The code of every decorator wrapper around the method ``target``."""
     codes = set()
     current = function
@@ -441,7 +453,7 @@ def _said(exc: BaseException) -> str:
 
 
 # -- Readers of an exporter's bound arguments: (module, args, kwargs, other methods) or None.
-def trace_inputs(bound: Any) -> Any:
+def trace_inputs(bound: Mapping[str, Any]) -> Handed | None:
     func, kwarg_inputs = bound["func"], bound.get("example_kwarg_inputs")
     if not isinstance(func, torch.nn.Module):
         owner = getattr(func, "__self__", None)  # torch.jit.trace(model.forward, x)
@@ -454,7 +466,7 @@ def trace_inputs(bound: Any) -> Any:
     return _forward_call(func, example, isinstance(kwarg_inputs, dict), ())
 
 
-def trace_module_inputs(bound: Any) -> Any:
+def trace_module_inputs(bound: Mapping[str, Any]) -> Handed | None:
     inputs = bound["inputs"]
     if not isinstance(inputs, dict) or "forward" not in inputs:
         return None  # only forward is checked
@@ -462,7 +474,7 @@ def trace_module_inputs(bound: Any) -> Any:
     return _forward_call(bound["mod"], inputs["forward"], bool(bound.get("example_inputs_is_kwarg")), others)
 
 
-def _forward_call(module: Any, example: Any, is_kwarg: bool, others: tuple[str, ...]) -> Any:
+def _forward_call(module: object, example: Any, is_kwarg: bool, others: tuple[str, ...]) -> Handed | None:
     """A method's example, read as ``torch.jit.trace_module`` reads it."""
     if not isinstance(module, torch.nn.Module) or example is None:
         return None
@@ -473,11 +485,11 @@ def _forward_call(module: Any, example: Any, is_kwarg: bool, others: tuple[str, 
     return module, tuple(example), {}, others
 
 
-def export_inputs(bound: Any) -> Any:
+def export_inputs(bound: Mapping[str, Any]) -> Handed:
     return bound["mod"], tuple(bound.get("args") or ()), dict(bound.get("kwargs") or {}), ()
 
 
-def onnx_inputs(bound: Any) -> Any:
+def onnx_inputs(bound: Mapping[str, Any]) -> Handed | None:
     model, args, kwargs = bound["model"], bound.get("args", ()), bound.get("kwargs")
     if not isinstance(model, torch.nn.Module):
         return None
@@ -487,11 +499,11 @@ def onnx_inputs(bound: Any) -> Any:
     return model, args, dict(kwargs or {}), ()
 
 
-def no_call(bound: Any) -> Any:
+def no_call(bound: Mapping[str, Any]) -> None:
     return None
 
 
-def handed_module(bound: Any) -> Any:
+def handed_module(bound: Mapping[str, object]) -> object:
     """The module an exporter was handed; for ``model.forward``, the model."""
     first = next(iter(bound.values()), None)
     owner = getattr(first, "__self__", None)
@@ -499,7 +511,7 @@ def handed_module(bound: Any) -> Any:
 
 
 #: (module path, attribute, the call's ``via``, how to read its arguments)
-EXPORTERS: tuple[tuple[str, str, str, Any], ...] = (
+EXPORTERS: tuple[tuple[str, str, str, Reader], ...] = (
     ("torch.jit", "trace", "torch.jit.trace", trace_inputs),
     ("torch.jit", "trace_module", "torch.jit.trace_module", trace_module_inputs),
     ("torch.jit", "script", "torch.jit.script", no_call),
@@ -511,7 +523,7 @@ EXPORTERS: tuple[tuple[str, str, str, Any], ...] = (
 # -- Which frames are the test's own: checking a module torch or a library called proves nothing.
 
 
-def caller(module: Any, frame: Any) -> Any:
+def caller(module: torch.nn.Module, frame: FrameType) -> FrameType:
     """The frame that called ``module``, past torch.compile's and fx's wrappers, so
     ``torch.compile(model)(x)`` is the test's call."""
     if frame.f_code.co_name == "__call__" and type(module).__name__ == "OptimizedModule" and frame.f_back is not None:
@@ -532,7 +544,7 @@ _MISSING = object()
 
 
 def bound_call(
-    module: Any, code: Any, local: dict[str, Any], function: Any = None
+    module: object, code: CodeType, local: dict[str, Any], function: Any = None
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """The call ``forward`` was bound to, rebuilt from its frame; trailing defaults left out."""
     names = code.co_varnames
@@ -558,7 +570,7 @@ def bound_call(
     return tuple(args), kwargs
 
 
-def tracing(torch: Any) -> bool:
+def tracing(torch: ModuleType) -> bool:
     if torch.jit.is_tracing() or torch.jit.is_scripting():
         return True
     compiler = getattr(torch, "compiler", None)
@@ -590,13 +602,13 @@ def _library(filename: str) -> bool:
     return not is_user_file(filename)
 
 
-def first_argument(frame: Any) -> Any:
+def first_argument(frame: FrameType) -> object:
     """What a frame's first parameter holds (``self`` of a method), or None."""
     code = frame.f_code
     return frame.f_locals.get(code.co_varnames[0]) if code.co_argcount else None
 
 
-def builder(module: Any, init: Any) -> Any:
+def builder(module: object, init: FrameType) -> FrameType | None:
     """The frame that builds ``module``, past its classes' ``__init__`` frames."""
     frame = init.f_back
     while frame is not None and first_argument(frame) is module:
@@ -604,7 +616,7 @@ def builder(module: Any, init: Any) -> Any:
     return frame
 
 
-def library_entry(frame: Any) -> Any:
+def library_entry(frame: FrameType) -> FrameType | None:
     """The outermost library frame below the test's code that ``frame`` runs in. None if no
     test frame is found, or if this plugin's own code is on the way."""
     entry = frame
@@ -620,7 +632,7 @@ def library_entry(frame: Any) -> Any:
     return None
 
 
-def inside(caller: Any, frame_id: int, code: Any) -> bool:
+def inside(caller: FrameType | None, frame_id: int, code: CodeType) -> bool:
     """Whether ``caller`` runs inside the library call that built the module, with only
     library frames between."""
     frame = caller
@@ -633,6 +645,6 @@ def inside(caller: Any, frame_id: int, code: Any) -> bool:
     return False
 
 
-def test_code(frame: Any) -> bool:
+def test_code(frame: FrameType) -> bool:
     """[Another Method] Whether ``frame`` is the test's own code, not a library's or a module's."""
     return not library(frame.f_code.co_filename) and not isinstance(first_argument(frame), torch.nn.Module)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .._compat import pytree
 from ..engine import pipeline as checks
@@ -23,6 +23,9 @@ from ..stages.prelude import EagerOnce, SharedCall
 from ..stages.session import Session
 from .calls import Call, Recording
 from .kinds import Kind, group
+
+if TYPE_CHECKING:
+    from ..isolation import runner
 
 
 @dataclass
@@ -284,7 +287,7 @@ class PlannedRun:
             kind.cancel()
 
     @property
-    def child(self) -> Any:
+    def child(self) -> runner.Child | None:
         """The forked child running its current check, unless it is held."""
         current = self._current()
         return None if current is None or current.state is CheckState.HELD else current.child
@@ -391,7 +394,7 @@ class _KindRun:
             self._pending.cancel()
 
     @property
-    def child(self) -> Any:
+    def child(self) -> runner.Child | None:
         return None if self._pending is None else self._pending.child
 
     def wait(self) -> Result:

@@ -12,10 +12,14 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._compat import torch
 from .model_specs import ModelError, ModelSpec, call_text, find
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import ModuleType
 
 #: Config sizes brought down (never up) where the SPEC does not set them.
 TINY: dict[str, int] = {
@@ -49,7 +53,7 @@ SEED = 0
 INSTALL = "pip install transformers"
 
 
-def build(spec: ModelSpec) -> Any:
+def build(spec: ModelSpec) -> torch.nn.Module:
     """The model of ``spec``, random weights, eval mode."""
     transformers = _import(spec)
     cls = getattr(transformers, spec.name, None) if spec.name[:1].isupper() else None
@@ -91,7 +95,7 @@ def _while_importing(exc: BaseException) -> bool:
     return False
 
 
-def _import(spec: ModelSpec) -> Any:
+def _import(spec: ModelSpec) -> ModuleType:
     if find("transformers") is None:
         raise ModelError(f"{spec.text}: transformers is not installed in this environment.\nInstall it: {INSTALL}")
     try:
@@ -100,7 +104,7 @@ def _import(spec: ModelSpec) -> Any:
         raise ModelError(f"{spec.text}: transformers cannot be imported: {exc}\nInstall it: {INSTALL}") from exc
 
 
-def _config(transformers: Any, spec: ModelSpec) -> Any:
+def _config(transformers: ModuleType, spec: ModelSpec) -> object:
     known = list(transformers.CONFIG_MAPPING.keys())
     if spec.name not in known:
         near = difflib.get_close_matches(spec.name, known, n=5, cutoff=0.6)
@@ -117,7 +121,7 @@ def _config(transformers: Any, spec: ModelSpec) -> Any:
     return transformers.AutoConfig.for_model(spec.name, **tiny(default, spec))
 
 
-def tiny(default: Any, spec: ModelSpec) -> dict[str, Any]:
+def tiny(default: object, spec: ModelSpec) -> dict[str, Any]:
     """The config's keyword arguments: the SPEC's, and each ``TINY`` size it does not set (by name
     or ``attribute_map`` alias). Token ids past the smaller vocabulary are moved inside it."""
     aliases = dict(getattr(default, "attribute_map", {}) or {})
@@ -144,7 +148,7 @@ def tiny(default: Any, spec: ModelSpec) -> dict[str, Any]:
     return out
 
 
-def task(transformers: Any, config: Any) -> Any:
+def task(transformers: ModuleType, config: object) -> Any:
     """The Auto class of the model type's task: seq2seq LM for an encoder-decoder, else masked
     LM, causal LM, image classification, CTC, and the base model last."""
     kind = type(config)
@@ -161,7 +165,7 @@ def task(transformers: Any, config: Any) -> Any:
     return transformers.AutoModel
 
 
-def causal(model: Any) -> bool:
+def causal(model: torch.nn.Module) -> bool:
     """A decoder-only LM with a cache: its served calls are a prefill and decode steps."""
     config = getattr(model, "config", None)
     return (
@@ -177,7 +181,7 @@ def causal(model: Any) -> bool:
 CACHE_ARGUMENTS = ("cache", "past_key_values")
 
 
-def cache_argument(model: Any) -> str | None:
+def cache_argument(model: torch.nn.Module) -> str | None:
     """The name ``model.forward`` takes its cache by, in the installed release's own words."""
     params = inspect.signature(model.forward).parameters
     return next((name for name in CACHE_ARGUMENTS if name in params), None)
@@ -219,13 +223,13 @@ def inputs(model: Any, spec: ModelSpec) -> tuple[tuple[Any, ...], dict[str, Any]
     )
 
 
-def _ids(vocab: int, length: int, generator: Any) -> Any:
+def _ids(vocab: int, length: int, generator: torch.Generator) -> torch.Tensor:
     ids = torch.randint(0, vocab, (BATCH, length), generator=generator)
     ids[0, 0], ids[-1, -1] = 0, vocab - 1  # span the vocabulary
     return ids
 
 
-def _padded(length: int, *, left: bool) -> Any:
+def _padded(length: int, *, left: bool) -> torch.Tensor:
     mask = torch.ones(BATCH, length, dtype=torch.int64)
     if left:
         mask[0, :PADDED] = 0
@@ -234,10 +238,12 @@ def _padded(length: int, *, left: bool) -> Any:
     return mask
 
 
-def _decode(vocab: int, generator: Any, name: str) -> Any:
+def _decode(
+    vocab: int, generator: torch.Generator, name: str
+) -> Callable[[dict[str, Any], object], tuple[tuple[Any, ...], dict[str, Any]]]:
     """The decode step: one new token per row, the prefill's cache fed back as ``name``."""
 
-    def step(kwargs: dict[str, Any], output: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    def step(kwargs: dict[str, Any], output: object) -> tuple[tuple[Any, ...], dict[str, Any]]:
         new = torch.randint(0, vocab, (BATCH, 1), generator=generator)
         cache = next(getattr(output, n) for n in CACHE_ARGUMENTS if getattr(output, n, None) is not None)
         nxt: dict[str, Any] = {"input_ids": new, name: cache}
