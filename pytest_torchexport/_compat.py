@@ -26,11 +26,11 @@ import tempfile
 import time
 import types
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 
 class _Deferred(types.ModuleType):
@@ -43,8 +43,12 @@ class _Deferred(types.ModuleType):
 
 
 if TYPE_CHECKING:
+    import pytest
     import torch as torch
     import torch.utils._pytree as pytree
+    from _pytest.fixtures import FuncFixtureInfo
+    from executorch.exir._serialize._program import PTEFile
+    from torch.export.pt2_archive._package import AOTICompiledModel
 else:
     #: torch for the modules the plugin loads into every session: imported by the first read.
     torch = _Deferred("torch")
@@ -87,11 +91,16 @@ def quiet_torch(fds: bool = False) -> Iterator[Quieted]:
             captured.stdout = buffer.getvalue()
 
 
-def _recording_stacks(caught: list[warnings.WarningMessage]) -> Any:
+def _recording_stacks(caught: list[warnings.WarningMessage]) -> Callable[..., None]:
     """Record warnings, adding ``warning.stack`` to a TracerWarning to find the model's line."""
 
     def showwarning(
-        message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
     ) -> None:
         record = warnings.WarningMessage(message, category, filename, lineno, file, line)
         if category.__name__ == "TracerWarning":
@@ -138,7 +147,7 @@ def package_version(name: str) -> str | None:
         return None
 
 
-def missing_attr(obj: Any, dotted: str) -> str | None:
+def missing_attr(obj: object, dotted: str) -> str | None:
     """The first missing attribute on ``dotted`` under ``obj``, or None."""
     for part in dotted.split("."):
         if not hasattr(obj, part):
@@ -161,7 +170,9 @@ def torchscript_unavailable(call: str) -> str | None:
 
 
 @lru_cache(maxsize=8)
-def _torchscript_probe(call: str, compile_fn: Any, save: Any, load: Any) -> str | None:
+def _torchscript_probe(
+    call: str, compile_fn: Callable[..., object], save: Callable[..., object], load: Callable[..., object]
+) -> str | None:
     stage = f"torch.jit.{call}"
     try:
         with quiet_torch(), torch.no_grad():
@@ -241,14 +252,18 @@ def cuda_closed_in_forked_child() -> bool:
 # and 2.14.1, pytest 9.2.0, hypothesis 6.170.17, executorch 1.5.1.
 
 
-def tree_flatten_with_path(tree: Any, is_leaf: Any = None) -> tuple[list[tuple[tuple[Any, ...], Any]], Any]:
+def tree_flatten_with_path(
+    tree: object, is_leaf: Callable[[object], bool] | None = None
+) -> tuple[list[tuple[tuple[Any, ...], Any]], Any]:
     """``pytree.tree_flatten_with_path`` that also reads nodes without ``flatten_with_keys_fn``,
     on which torch's raises (transformers 4.x and early 5.x register ``ModelOutput`` so)."""
     _, spec = pytree.tree_flatten(tree, is_leaf=is_leaf)
     return list(_key_paths((), tree, is_leaf)), spec
 
 
-def _key_paths(path: tuple[Any, ...], tree: Any, is_leaf: Any) -> Iterator[tuple[tuple[Any, ...], Any]]:
+def _key_paths(
+    path: tuple[Any, ...], tree: object, is_leaf: Callable[[object], bool] | None
+) -> Iterator[tuple[tuple[Any, ...], Any]]:
     if is_leaf is not None and is_leaf(tree):
         yield path, tree
         return
@@ -269,14 +284,14 @@ def _key_paths(path: tuple[Any, ...], tree: Any, is_leaf: Any) -> Iterator[tuple
         yield from _key_paths((*path, key), child, is_leaf)
 
 
-def graph_module_flat_inputs(graph_module: Any, call: Any) -> list[Any]:
+def graph_module_flat_inputs(graph_module: torch.fx.GraphModule, call: object) -> list[Any]:
     """``call``'s flat inputs in a ``GraphModule``'s order (torch 2.13.0-2.14.1)."""
     import torch.fx._pytree as fx_pytree
 
     return fx_pytree.tree_flatten_spec(call, graph_module._in_spec)
 
 
-def reorder_kwargs(kwargs: dict[str, Any], in_spec: Any) -> dict[str, Any]:
+def reorder_kwargs(kwargs: dict[str, Any], in_spec: pytree.TreeSpec) -> dict[str, Any]:
     """Keywords in a program's order (torch 2.13.0-2.14.1)."""
     from torch.export._tree_utils import reorder_kwargs as reorder
 
@@ -317,7 +332,7 @@ def onnx_capture_strategies(seconds: list[float], *, skip_non_strict: bool) -> I
         return
     call = base.__dict__["__call__"]
 
-    def timed(self: Any, *args: Any, **kwargs: Any) -> Any:
+    def timed(self: object, *args: object, **kwargs: object) -> object:
         t0 = time.perf_counter()
         try:
             return call(self, *args, **kwargs)
@@ -345,13 +360,13 @@ def aoti_unavailable() -> str | None:
     return f"torch {torch.__version__} has no torch._inductor.{missing}" if missing else None
 
 
-def aoti_compile_and_package(program: Any, package_path: str) -> Any:
+def aoti_compile_and_package(program: torch.export.ExportedProgram, package_path: str) -> str:
     import torch._inductor  # torch 2.13.0-2.14.1, as all of AOTI_FUNCTIONS
 
     return torch._inductor.aoti_compile_and_package(program, package_path=package_path)
 
 
-def aoti_load_package(path: str) -> Any:
+def aoti_load_package(path: str) -> AOTICompiledModel:
     import torch._inductor
 
     return torch._inductor.aoti_load_package(path)
@@ -364,40 +379,40 @@ def conv_module_types() -> tuple[type, ...]:
 
 # nn.Module's private dicts (torch 2.13.0-2.14.1), which unlike the public accessors keep None
 # entries, repeated children and non-persistent buffers.
-def own_parameters(module: Any) -> dict[str, Any]:
+def own_parameters(module: torch.nn.Module) -> dict[str, Any]:
     return module._parameters
 
 
-def own_buffers(module: Any) -> dict[str, Any]:
+def own_buffers(module: torch.nn.Module) -> dict[str, Any]:
     return module._buffers
 
 
-def own_children(module: Any) -> dict[str, Any]:
+def own_children(module: torch.nn.Module) -> dict[str, Any]:
     return module._modules
 
 
-def non_persistent_buffers(module: Any) -> set[str]:
+def non_persistent_buffers(module: torch.nn.Module) -> set[str]:
     return module._non_persistent_buffers_set
 
 
-def script_has_method(scripted: Any, name: str) -> bool:
+def script_has_method(scripted: torch.jit.ScriptModule, name: str) -> bool:
     """Whether ``scripted`` has the compiled method ``name`` (torch 2.13.0-2.14.1)."""
     return bool(scripted._c._has_method(name))
 
 
-def compiled_original(module: Any) -> Any:
+def compiled_original(module: object) -> torch.nn.Module | None:
     """The module inside an ``OptimizedModule``, else None (torch 2.13.0-2.14.1)."""
     if type(module).__name__ != "OptimizedModule":
         return None
     return getattr(module, "_orig_mod", None)
 
 
-def compiled_in_place(module: Any) -> bool:
+def compiled_in_place(module: object) -> bool:
     """Whether ``module.compile()`` compiled it in place (torch 2.13.0-2.14.1)."""
     return getattr(module, "_compiled_call_impl", None) is not None
 
 
-def deserialize_pte(data: bytes) -> Any:
+def deserialize_pte(data: bytes) -> PTEFile:
     """A ``.pte`` file's program (executorch 1.5.1)."""
     from executorch.exir._serialize._program import deserialize_pte_binary
 
@@ -410,12 +425,12 @@ def unittest_item_class() -> type:
     return TestCaseFunction
 
 
-def unittest_excinfo(item: Any) -> list[Any] | None:
+def unittest_excinfo(item: pytest.Item) -> list[Any] | None:
     """The errors a unittest body reported (pytest 9.2.0)."""
     return getattr(item, "_excinfo", None)
 
 
-def item_aware_fixtures(item: Any) -> list[str]:
+def item_aware_fixtures(item: pytest.Item) -> list[str]:
     """[Fixtures Once] ``item``'s function-scoped fixtures, other than pytest's, that take
     ``request`` and so may differ per item (pytest 8.0 to 9.2)."""
     info = getattr(item, "_fixtureinfo", None)  # only function items have one
@@ -443,7 +458,7 @@ def skip_fixture_setup(item: Any) -> bool:
     return True
 
 
-def xdist_queued(config: Any) -> list[int] | None:
+def xdist_queued(config: pytest.Config) -> list[int] | None:
     """[Side By Side] Indices of ``session.items`` this xdist worker has queued, in run order, or
     None (pytest-xdist 3.5 to 3.8). Under ``--dist worksteal`` they may still be taken back."""
     for plugin in config.pluginmanager.get_plugins():
@@ -457,7 +472,7 @@ def xdist_queued(config: Any) -> list[int] | None:
     return None
 
 
-def fixtureinfo(item: Any) -> Any:
+def fixtureinfo(item: pytest.Function) -> FuncFixtureInfo:
     """``item._fixtureinfo``, to copy an item (pytest 9.2.0)."""
     return item._fixtureinfo
 
@@ -466,7 +481,7 @@ def fixtureinfo(item: Any) -> Any:
 FUNCTION_OVERRIDES = ("_getobj", "_getinstance")
 
 
-def terminal_width(terminalreporter: Any) -> int:
+def terminal_width(terminalreporter: pytest.TerminalReporter) -> int:
     """The terminal width pytest measured (pytest 9.2.0)."""
     return int(terminalreporter._tw.fullwidth)
 
@@ -499,7 +514,7 @@ PLUGIN_FOLDER = os.path.dirname(os.path.abspath(__file__)) + os.sep
 class _NotPluginFile:
     """hypothesis's ``is_local_module_file``, False for the plugin's files."""
 
-    def __init__(self, local: Any) -> None:
+    def __init__(self, local: Callable[[str], object]) -> None:
         self.local = local
 
     def __call__(self, path: str) -> bool:

@@ -8,12 +8,15 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .._compat import aoti_compile_and_package, aoti_load_package, aoti_unavailable
 from .base import Backend, ExportContext, keywords_bound
+
+if TYPE_CHECKING:
+    from .._compat import AOTICompiledModel
 
 FILENAME = "model_aoti.pt2"
 
@@ -63,12 +66,12 @@ class AotiBackend(Backend):
 class _Package:
     """The package's path and its runner, loaded on first use when ``runner`` is None."""
 
-    def __init__(self, path: Path, runner: Any) -> None:
+    def __init__(self, path: Path, runner: AOTICompiledModel | None) -> None:
         self.path = path
         self._runner = runner
 
     @property
-    def runner(self) -> Any:
+    def runner(self) -> AOTICompiledModel:
         if self._runner is None:
             self._runner = aoti_load_package(str(self.path))
         return self._runner

@@ -20,7 +20,12 @@ import torch
 from .._compat import pytree
 
 if TYPE_CHECKING:
+    from typing import TypeVar
+
     from ..options import ShippedOnnx
+
+    #: A value returned in its own shape (``to_cpu``).
+    _Tree = TypeVar("_Tree")
 
 
 @dataclass
@@ -42,7 +47,9 @@ class ExportContext:
     capture_s: float = 0.0
     own_capture_s: float = 0.0  # the part of ``capture_s`` spent inside this export
 
-    def dynamic_shapes(self, module: torch.nn.Module, *, derived_auto: bool = False) -> Any:
+    def dynamic_shapes(
+        self, module: torch.nn.Module, *, derived_auto: bool = False
+    ) -> dict[str, Any] | tuple[Any, ...] | None:
         return self.plan.export_dynamic_shapes(module, relaxed=self.relaxed, derived_auto=derived_auto)
 
     def shared_capture(self) -> Captured | None:
@@ -84,7 +91,10 @@ class Captured:
 
 
 def capture_program(
-    module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], dynamic_shapes: Any
+    module: torch.nn.Module,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    dynamic_shapes: dict[str, Any] | tuple[Any, ...] | list[Any] | None,
 ) -> torch.export.ExportedProgram:
     """The capture every lowering backend makes (non-strict, as users usually export)."""
     return torch.export.export(module, args, kwargs or None, dynamic_shapes=dynamic_shapes, strict=False)
@@ -116,13 +126,15 @@ class Backend:
         """[Shared Capture] True when this backend would capture ``module`` differently."""
         return False
 
-    def export(self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> Any:
+    def export(
+        self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext
+    ) -> object:
         raise NotImplementedError
 
     def save(self, artifact: Any, directory: Path) -> list[Path]:
         raise NotImplementedError
 
-    def load(self, directory: Path, ctx: ExportContext) -> Any:
+    def load(self, directory: Path, ctx: ExportContext) -> object:
         raise NotImplementedError
 
     def run(self, artifact: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -183,7 +195,7 @@ class GraphLevels(Protocol):
         """The runtime's levels and the one the artifact runs at, or None."""
         ...
 
-    def at_level(self, artifact: Any, level: str) -> Any:
+    def at_level(self, artifact: Any, level: str) -> object:
         """The artifact at another of ``graph_optimizer``'s levels."""
         ...
 
@@ -262,7 +274,7 @@ def keywords_bound(module: torch.nn.Module, kwargs: dict[str, Any]) -> torch.nn.
     keyword += [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY) for k in extra]
     self_param = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
-    def forward(self: Any, *args: Any, **kw: Any) -> Any:
+    def forward(self: Any, *args: object, **kw: object) -> Any:
         return self.module(*args, **kw)
 
     forward.__signature__ = inspect.Signature([self_param, *positional, *keyword])  # type: ignore[attr-defined]
@@ -329,7 +341,7 @@ def method_call(module: torch.nn.Module, method: str) -> torch.nn.Module:
     except (TypeError, ValueError):
         signature = None
 
-    def forward(self: Any, *args: Any, **kwargs: Any) -> Any:
+    def forward(self: MethodCall, *args: object, **kwargs: object) -> Any:
         return getattr(self.module, self.method)(*args, **kwargs)
 
     if signature is not None:
@@ -345,7 +357,7 @@ def method_call(module: torch.nn.Module, method: str) -> torch.nn.Module:
     return wrapper
 
 
-def to_cpu(tree: Any) -> Any:
+def to_cpu(tree: _Tree) -> _Tree:
     """``tree`` with its tensors on cpu, for runtimes that only run on CPU."""
     return pytree.tree_map(lambda t: t.cpu() if isinstance(t, torch.Tensor) else t, tree)
 

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .._compat import deserialize_pte, pytree, quiet_torch, reorder_kwargs
 from .base import Backend, ExportContext, cpu_fallback, keywords_bound, not_installed, on_cpu, to_cpu
 from .export import program_input_shapes
+
+if TYPE_CHECKING:
+    from executorch.runtime import Method, Program
 
 FILENAME = "model.pte"
 #: the ``device_fallback`` message
@@ -111,7 +114,7 @@ def _load(source: bytes | Path) -> _Loaded:
 
 
 class _Loaded:
-    def __init__(self, program: Any, method: Any) -> None:
+    def __init__(self, program: Program, method: Method) -> None:
         self.program = program
         self.method = method
 
@@ -139,7 +142,12 @@ class Pte:
     """A lowered program, the runtime's method and the call's structure."""
 
     def __init__(
-        self, buffer: bytes | None, loaded: _Loaded | None, in_spec: Any, out_spec: Any, limits: list[Any] | None
+        self,
+        buffer: bytes | None,
+        loaded: _Loaded | None,
+        in_spec: pytree.TreeSpec | None,
+        out_spec: pytree.TreeSpec | None,
+        limits: list[Any] | None,
     ) -> None:
         self.buffer = buffer
         self.loaded = loaded
@@ -150,7 +158,7 @@ class Pte:
         self.fallback: str | None = None  # for device_fallback()
 
     @property
-    def method(self) -> Any:
+    def method(self) -> Method:
         if self.loaded is None:
             assert self.buffer is not None, "a Pte made without its bytes comes loaded"
             self.loaded = _load(self.buffer)

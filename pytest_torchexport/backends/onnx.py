@@ -495,20 +495,20 @@ def _missing(name: str) -> bool:
 class _Uncopyable(Exception):  # noqa: N818 - not an error: carries the registry out of the cache
     """A registry of an unknown layout: returned as built, not cached."""
 
-    def __init__(self, registry: Any) -> None:
+    def __init__(self, registry: object) -> None:
         super().__init__()
         self.registry = registry
 
 
 @functools.lru_cache(maxsize=8)  # one per opset and keyword set
-def _kept(build: Callable[..., Any], owner: type, args: tuple[Any, ...], kwargs: tuple[Any, ...]) -> Any:
+def _kept(build: Callable[..., Any], owner: type, args: tuple[Any, ...], kwargs: tuple[Any, ...]) -> object:
     built = build(owner, *args, **dict(kwargs))
     if not isinstance(getattr(built, "functions", None), dict):
         raise _Uncopyable(built)
     return built
 
 
-def _copy(registry: Any) -> Any:
+def _copy(registry: Any) -> object:
     copy = object.__new__(type(registry))
     copy.__dict__.update(registry.__dict__)
     copy.functions = {target: list(decomps) for target, decomps in registry.functions.items()}
@@ -528,7 +528,7 @@ def reused() -> Iterator[None]:
         return
     build = original.__func__
 
-    def from_torchlib(owner: type, *args: Any, **kwargs: Any) -> Any:
+    def from_torchlib(owner: type, *args: object, **kwargs: object) -> object:
         try:
             kept = _kept(build, owner, args, tuple(sorted(kwargs.items())))
         except _Uncopyable as another_layout:

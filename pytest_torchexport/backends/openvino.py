@@ -19,6 +19,8 @@ from ..reference.compare import flatten
 from .base import Backend, ExportContext, cpu_fallback, not_installed, on_cpu
 
 if TYPE_CHECKING:
+    import openvino as ov
+
     from ..inputs.specs import InputPlan
 
 #: the ``device_fallback`` message
@@ -93,7 +95,7 @@ class OpenVinoBackend(Backend):
     def device_fallback(self, artifact: _Compiled) -> str | None:
         return artifact.fallback
 
-    def _compile(self, model: Any) -> Any:
+    def _compile(self, model: ov.Model) -> ov.CompiledModel:
         import openvino as ov
 
         return ov.Core().compile_model(model, self.target, dict(self.config))
@@ -147,7 +149,9 @@ class _FlatCall(torch.nn.Module):
 class _Compiled:
     """An OpenVINO model and its compiled form, fed torch tensors."""
 
-    def __init__(self, model: Any, compiled: Any, leaves: list[dict[str, Any]] | None, fallback: str | None) -> None:
+    def __init__(
+        self, model: ov.Model, compiled: ov.CompiledModel, leaves: list[dict[str, Any]] | None, fallback: str | None
+    ) -> None:
         self.model = model
         self.compiled = compiled
         self.leaves = leaves
@@ -166,7 +170,7 @@ class _Compiled:
         return [outputs[leaf["output"]] if "output" in leaf else leaf["value"] for leaf in self.leaves]
 
 
-def _to_ov(t: torch.Tensor) -> Any:
+def _to_ov(t: torch.Tensor) -> ov.Tensor:
     import openvino as ov
 
     t = t.detach().cpu().contiguous()
@@ -175,7 +179,7 @@ def _to_ov(t: torch.Tensor) -> Any:
     return ov.Tensor(t.numpy())
 
 
-def _from_ov(tensor: Any) -> torch.Tensor:
+def _from_ov(tensor: ov.Tensor) -> torch.Tensor:
     import numpy as np
     import openvino as ov
 

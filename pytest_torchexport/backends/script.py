@@ -129,11 +129,11 @@ def _hint(untyped: list[tuple[str, Any]]) -> str:
     )
 
 
-def _kind(value: Any) -> str:
+def _kind(value: object) -> str:
     return "None" if value is None else f"a {type(value).__name__}"
 
 
-def annotation(value: Any) -> str:
+def annotation(value: object) -> str:
     """The TorchScript annotation of a call's value: ``{"x": t}`` -> ``Dict[str, Tensor]``."""
     if value is None:
         return "Optional[Tensor]"

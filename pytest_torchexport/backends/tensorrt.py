@@ -19,7 +19,12 @@ from .._compat import pytree
 from .base import Backend, ExportContext, not_installed, positional_adapter
 
 if TYPE_CHECKING:
+    from typing import TypeVar
+
     from ..inputs.specs import InputPlan
+
+    #: A value returned in its own shape (``_to``).
+    _Tree = TypeVar("_Tree")
 
 FILENAME = "model_trt.ep"
 INSTALL = 'pip install "pytest-torchexport[tensorrt]"'
@@ -103,7 +108,7 @@ def _named_positions(
     return adapter, tensors
 
 
-def _to(tree: Any, device: torch.device | str) -> Any:
+def _to(tree: _Tree, device: torch.device | str) -> _Tree:
     return pytree.tree_map(lambda t: t.to(device) if isinstance(t, torch.Tensor) else t, tree)
 
 
