@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._compat import torch
 from ..errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from .specs import TensorSpec
 
 FORM = (
     "NAME: DTYPE[DIM=MIN..MAX, SIZE, ...] [in LOW..HIGH], one per input, separated by ';'; "
@@ -88,7 +91,7 @@ def parse(text: str) -> CompactInputs:
     return CompactInputs(inputs=named or tuple(positional), dims=dims, text=text)
 
 
-def example(compact: CompactInputs, generator: Any = None) -> tuple[tuple[Any, ...], dict[str, Any]]:
+def example(compact: CompactInputs, generator: torch.Generator | None = None) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """One random call made from the specs, at each dim's smallest size above 1 (sizes 0 and 1
     get specialized by exporters)."""
 
@@ -98,7 +101,7 @@ def example(compact: CompactInputs, generator: Any = None) -> tuple[tuple[Any, .
         low, high = compact.dims[entry]
         return min(max(low, 2), high)
 
-    def make(spec: Any) -> Any:
+    def make(spec: TensorSpec) -> torch.Tensor:
         shape = [size(e) for e in spec.shape]
         if spec.dtype == torch.bool:
             return torch.rand(shape, generator=generator) > 0.5

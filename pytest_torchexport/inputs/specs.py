@@ -32,7 +32,7 @@ PAST_DIM = "past"
 DEFAULT_DIMS = (DEFAULT_DIM, SEQUENCE_DIM, DECODER_SEQUENCE_DIM, SAMPLES_DIM, PAST_DIM)
 
 
-def derived(entry: Any) -> tuple[str, int] | None:
+def derived(entry: object) -> tuple[str, int] | None:
     """``("past", 1)`` for the shape entry ``"past+1"``: a size that is a dim's plus a constant, as a
     decode step's mask is its cache's length plus its tokens'. None for a plain entry."""
     if isinstance(entry, str) and "+" in entry:
@@ -171,7 +171,7 @@ class InputPlan:
 
     def export_dynamic_shapes(
         self, module: torch.nn.Module, relaxed: frozenset[str] = frozenset(), *, derived_auto: bool = False
-    ) -> Any:
+    ) -> dict[str, Any] | tuple[Any, ...] | None:
         """``dynamic_shapes`` for ``torch.export``/dynamo ONNX: keyed by forward's parameter names.
 
         ``relaxed`` dims are left to the exporter (``Dim.AUTO``), for when the model's code
@@ -189,7 +189,7 @@ class InputPlan:
             for name, d in self.dims.items()
         }
 
-        def exported(entry: str) -> Any:
+        def exported(entry: str) -> object:
             # A derived entry ("past+1") is its dim plus the offset, unless left to the exporter: the
             # dynamo ONNX exporter fails on an expression ("expected sympy.Symbol", torch 2.13).
             found = derived(entry)
@@ -245,16 +245,18 @@ class InputPlan:
         return found
 
 
-def _as_exported(tree: Any, values: list[Any]) -> Any:
+def _as_exported(
+    tree: tuple[tuple[object, ...], dict[str, object]], values: list[Any]
+) -> tuple[tuple[object, ...], dict[str, object]]:
     """``tree`` with its leaves replaced by ``values`` and each pytree-registered class (e.g.
     transformers' ``DynamicCache``) replaced by its flattened children: ``torch.export`` takes
     dynamic shapes for such inputs in that form, since the class may not hold dim specs."""
     it = iter(values)
 
-    def is_leaf(t: Any) -> bool:  # pytree treats a namedtuple as a tuple
+    def is_leaf(t: object) -> bool:  # pytree treats a namedtuple as a tuple
         return type(t) not in pytree.BUILTIN_TYPES and not isinstance(t, tuple)
 
-    def each(t: Any) -> Any:
+    def each(t: object) -> object:
         kind = type(t)
         if kind in pytree.SUPPORTED_NODES:
             return pytree.tree_map(each, pytree.SUPPORTED_NODES[kind].flatten_fn(t)[0], is_leaf=is_leaf)
@@ -270,7 +272,7 @@ def plan_inputs(
     *,
     dims: Mapping[str, tuple[int, int]] | None = None,
     dynamic: Mapping[Any, Mapping[int, str]] | None = None,
-    inputs: Any = None,
+    inputs: object = None,
 ) -> InputPlan:
     """Build the plan from the example call (and the user's declarations, when given)."""
     kwargs = dict(kwargs or {})
@@ -608,7 +610,7 @@ def _value_stats(t: torch.Tensor, low: float | None, high: float | None) -> dict
 
 
 def _from_specs(
-    inputs: Any, args: tuple[Any, ...], kwargs: dict[str, Any], dims: dict[str, Dim]
+    inputs: object, args: tuple[Any, ...], kwargs: dict[str, Any], dims: dict[str, Dim]
 ) -> tuple[tuple[Any, ...], dict[str, Any], dict[int, TensorSpec]]:
     """Replace the example call by placeholders built from ``inputs=`` specs."""
     if isinstance(inputs, Mapping):
@@ -701,7 +703,9 @@ def dedupe(names: dict[int, str]) -> None:
             seen[name] = 0
 
 
-def resolve_input(key: Any, paths: list[str], names: dict[int, str], tensor_idx: list[int], params: list[str]) -> int:
+def resolve_input(
+    key: int | str, paths: list[str], names: dict[int, str], tensor_idx: list[int], params: list[str]
+) -> int:
     if isinstance(key, int):
         candidates = [i for i in tensor_idx if paths[i].startswith(f"[0][{key}]")]
     else:

@@ -97,7 +97,7 @@ class _Unsupported(Exception):
     """This reader does not apply: try the next."""
 
 
-def normalize(obj: Any) -> Any:
+def normalize(obj: object) -> object:
     """``obj`` in a form pytree flattens to the leaves compared by value (``_READERS``).
 
     An object is compared through its attributes, never by ``!=``, which is identity for a
@@ -105,7 +105,7 @@ def normalize(obj: Any) -> Any:
     return _read(obj, ())
 
 
-def _read(obj: Any, inside: tuple[int, ...]) -> Any:
+def _read(obj: object, inside: tuple[int, ...]) -> object:
     if isinstance(obj, (torch.Tensor, NotCompared, *_VALUES)):
         return obj
     if id(obj) in inside or len(inside) > _DEPTH:
@@ -119,7 +119,7 @@ def _read(obj: Any, inside: tuple[int, ...]) -> Any:
     return NotCompared(type(obj).__name__, "it holds no tensor or value and defines no ==")
 
 
-def _containers(obj: Any, read: Callable[[Any], Any]) -> Any:
+def _containers(obj: Any, read: Callable[[object], object]) -> object:
     if type(obj) in (list, tuple):
         parts = [read(v) for v in obj]
         return obj if all(p is v for p, v in zip(parts, obj)) else type(obj)(parts)
@@ -129,7 +129,7 @@ def _containers(obj: Any, read: Callable[[Any], Any]) -> Any:
     raise _Unsupported
 
 
-def _pytree_node(obj: Any, read: Callable[[Any], Any]) -> Any:
+def _pytree_node(obj: object, read: Callable[[object], object]) -> object:
     """A node pytree flattens (``ModelOutput``, a namedtuple): itself, unless a child changed."""
     children, _ = tree_flatten_with_path(obj, is_leaf=lambda node: node is not obj)
     if len(children) == 1 and children[0][0] == () and children[0][1] is obj:
@@ -140,20 +140,20 @@ def _pytree_node(obj: Any, read: Callable[[Any], Any]) -> Any:
     return Held(type(obj).__name__, tuple(path[0] for path, _ in children), parts)
 
 
-def _dataclass(obj: Any, read: Callable[[Any], Any]) -> Any:
+def _dataclass(obj: object, read: Callable[[object], object]) -> object:
     if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
         raise _Unsupported
     return {f.name: read(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
 
 
-def _not_data(obj: Any, read: Callable[[Any], Any]) -> Any:
+def _not_data(obj: object, read: Callable[[object], object]) -> object:
     """A module, function or class in an output is code, not a computed value."""
     if isinstance(obj, (torch.nn.Module, type)) or callable(obj):
         return NotCompared(type(obj).__name__, "it is code (a module, a class or a function), not a value")
     raise _Unsupported
 
 
-def _attributes(obj: Any, read: Callable[[Any], Any]) -> Any:
+def _attributes(obj: object, read: Callable[[object], object]) -> object:
     """An object's attributes that hold a tensor or a value; without a tensor, an ``==`` of
     the class's own judges it instead."""
     names = [n for n in getattr(obj, "__dict__", {}) if not n.startswith("__")]
@@ -174,7 +174,7 @@ def _attributes(obj: Any, read: Callable[[Any], Any]) -> Any:
 
 
 #: The ways an output is read, in order (``normalize``).
-_READERS: tuple[Callable[[Any, Callable[[Any], Any]], Any], ...] = (
+_READERS: tuple[Callable[[Any, Callable[[object], object]], object], ...] = (
     _containers,
     _pytree_node,
     _dataclass,
@@ -183,13 +183,13 @@ _READERS: tuple[Callable[[Any, Callable[[Any], Any]], Any], ...] = (
 )
 
 
-def flatten(obj: Any) -> tuple[list[tuple[str, Any]], pytree.TreeSpec]:
+def flatten(obj: object) -> tuple[list[tuple[str, Any]], pytree.TreeSpec]:
     """Leaves of a nested output with ``torch.testing``-style id paths (``['logits'][0]``)."""
     with_path, spec = tree_flatten_with_path(normalize(obj))
     return [(pytree.keystr(path), leaf) for path, leaf in with_path], spec
 
 
-def unflatten_like(leaves: list[Any], spec: pytree.TreeSpec) -> Any:
+def unflatten_like(leaves: list[Any], spec: pytree.TreeSpec) -> object:
     return pytree.tree_unflatten(leaves, spec)
 
 
@@ -290,8 +290,8 @@ def _pct(x: float) -> str:
 
 
 def compare(
-    expected: Any,
-    actual: Any,
+    expected: object,
+    actual: object,
     *,
     relowered: bool = False,
     rtol: float | None = None,
@@ -335,7 +335,7 @@ def compare(
     return result
 
 
-def _judge_leaf(result: Comparison, path: str, e: torch.Tensor, a: Any, rule: tuple[Any, ...]) -> None:
+def _judge_leaf(result: Comparison, path: str, e: torch.Tensor, a: object, rule: tuple[Any, ...]) -> None:
     """One tensor leaf's values, at its tolerances (or its scale budget), into ``result``."""
     relowered, rtol, atol, scale_budget, scale_floor = rule
     leaf_rtol, leaf_atol = tolerances_for(e.dtype, relowered, rtol, atol)
@@ -357,22 +357,22 @@ def _judge_leaf(result: Comparison, path: str, e: torch.Tensor, a: Any, rule: tu
         result.diffs.append(diff)
 
 
-def output_scales(outputs: Any) -> dict[str, float]:
+def output_scales(outputs: object) -> dict[str, float]:
     """Each floating output leaf's greatest finite |value|, by path."""
     return {p: scale_of(v) for p, v in flatten(outputs)[0] if isinstance(v, torch.Tensor) and v.is_floating_point()}
 
 
-def _carries(leaf: Any) -> bool:
+def _carries(leaf: object) -> bool:
     """Whether a leaf holds something to compare (None and ``NotCompared`` do not)."""
     return leaf is not None and not isinstance(leaf, NotCompared)
 
 
-def not_compared(outputs: Any) -> list[tuple[str, NotCompared]]:
+def not_compared(outputs: object) -> list[tuple[str, NotCompared]]:
     """The leaves of ``outputs`` no comparison reads, with their id paths."""
     return [(p, v) for p, v in flatten(outputs)[0] if isinstance(v, NotCompared)]
 
 
-def _both_nan(e: Any, a: Any) -> bool:
+def _both_nan(e: object, a: object) -> bool:
     return isinstance(e, float) and isinstance(a, float) and math.isnan(e) and math.isnan(a)
 
 
@@ -390,7 +390,7 @@ def _structure(exp_leaves: list[tuple[str, Any]], act_leaves: list[tuple[str, An
     return None
 
 
-def _structural(path: str, e: Any, a: Any) -> str | None:
+def _structural(path: str, e: object, a: object) -> str | None:
     where = f"output {path or '(the output)'}"
     if isinstance(e, torch.Tensor):
         if not isinstance(a, torch.Tensor):
@@ -404,7 +404,7 @@ def _structural(path: str, e: Any, a: Any) -> str | None:
     return None
 
 
-def equal_trees(a: Any, b: Any) -> bool:
+def equal_trees(a: object, b: object) -> bool:
     """Bit-for-bit equality of two nested values (NaN equal): for side-effect checks."""
     a_leaves, _ = flatten(a)
     b_leaves, _ = flatten(b)

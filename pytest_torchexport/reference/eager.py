@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -24,6 +24,14 @@ from .._compat import pytree
 from ..cache import sources
 from ..results.explain import is_user_file
 from .compare import equal_trees
+
+if TYPE_CHECKING:
+    from typing import TypeAlias, TypeVar
+
+    _T = TypeVar("_T")
+
+    #: A ``sys.settrace`` function: it returns the one for the frame's next events, or None.
+    _Tracer: TypeAlias = Callable[[FrameType, str, object], "_Tracer | None"]
 
 EAGER_MODE = "eval, torch.no_grad()"
 
@@ -35,7 +43,7 @@ def fresh(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...
     )
 
 
-def _deepcopy(value: Any) -> Any:
+def _deepcopy(value: _T) -> _T:
     """``copy.deepcopy``, copying non-leaf tensors (which deepcopy refuses) detached."""
     try:
         return copy.deepcopy(value)
@@ -44,7 +52,7 @@ def _deepcopy(value: Any) -> Any:
         return copy.deepcopy(value, memo)
 
 
-def _tensors_in(value: Any, seen: set[int], depth: int = 0) -> list[torch.Tensor]:
+def _tensors_in(value: object, seen: set[int], depth: int = 0) -> list[torch.Tensor]:
     """The tensors an object holds, through containers and attributes."""
     if id(value) in seen or depth > 8:
         return []
@@ -75,7 +83,7 @@ class EagerCall:
     state: dict[str, Any] = field(default_factory=dict)
 
 
-def nbytes(tree: Any) -> int:
+def nbytes(tree: object) -> int:
     """Bytes of every tensor in a nested value."""
     return sum(t.numel() * t.element_size() for t in pytree.tree_leaves(tree) if isinstance(t, torch.Tensor))
 
@@ -251,7 +259,7 @@ class Eager:
             self.restore(kept=state)
         return EagerCall(out, (a, k), getattr(tracer, "lines", None), seconds=seconds, peak_bytes=peak, state=state)
 
-    def again(self, args: tuple[Any, ...], kwargs: dict[str, Any], state: dict[str, Any]) -> Any:
+    def again(self, args: tuple[Any, ...], kwargs: dict[str, Any], state: dict[str, Any]) -> object:
         """[State After Every Input] The outputs of a call starting from ``state``."""
         with torch.no_grad():
             restore(self.module, state)
@@ -292,7 +300,7 @@ class Wiring:
 _ABSENT = object()
 
 
-def _contents(value: Any) -> Any:
+def _contents(value: object) -> dict[object, object] | list[object] | set[object] | None:
     """A shallow copy of a container, restored in place (a hook's handle holds its dict)."""
     return copy.copy(value) if isinstance(value, (dict, list, set)) else None
 
@@ -389,14 +397,14 @@ class _LineTracer:
         self._user: dict[str, bool] = {}
         self._previous: Any = None
 
-    def _global(self, frame: FrameType, event: str, arg: Any) -> Any:
+    def _global(self, frame: FrameType, event: str, arg: object) -> _Tracer | None:
         filename = frame.f_code.co_filename
         user = self._user.get(filename)
         if user is None:
             user = self._user[filename] = is_user_file(filename)
         return self._local if user else None
 
-    def _local(self, frame: FrameType, event: str, arg: Any) -> Any:
+    def _local(self, frame: FrameType, event: str, arg: object) -> _Tracer:
         if event == "line":
             self._lines.add((frame.f_code.co_filename, frame.f_lineno))
         return self._local
@@ -414,7 +422,7 @@ class _LineTracer:
 # --- a module's state ---
 
 
-def snapshot(module: Any, *, parameters: bool = False) -> dict[str, torch.Tensor] | None:
+def snapshot(module: object, *, parameters: bool = False) -> dict[str, torch.Tensor] | None:
     """A copy of ``module``'s buffers (or whole ``state_dict``); None for a non-module."""
     if not isinstance(module, torch.nn.Module):
         return None
@@ -423,7 +431,7 @@ def snapshot(module: Any, *, parameters: bool = False) -> dict[str, torch.Tensor
 
 
 def restore(
-    module: Any,
+    module: object,
     saved: dict[str, torch.Tensor] | None,
     *,
     parameters: bool = False,

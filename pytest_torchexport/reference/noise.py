@@ -21,7 +21,7 @@ import uuid
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -31,6 +31,19 @@ from ..inputs.strategies import Draw
 from ..results.report import Finding, Result
 from .compare import CHUNK, Comparison, flatten
 from .eager import Eager, nbytes, restore, seed_rng, snapshot
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    #: The torch convolution layers ``slice_batches`` slices.
+    _Convolution: TypeAlias = (
+        torch.nn.Conv1d
+        | torch.nn.Conv2d
+        | torch.nn.Conv3d
+        | torch.nn.ConvTranspose1d
+        | torch.nn.ConvTranspose2d
+        | torch.nn.ConvTranspose3d
+    )
 
 RMSE_MULTIPLE = 8.0
 MAX_MULTIPLE = 10.0
@@ -150,7 +163,7 @@ class Float64Store:
             return None
         return stored["outputs"], stored["files"]
 
-    def save(self, path: str, outputs: Any, files: list[str]) -> None:
+    def save(self, path: str, outputs: object, files: list[str]) -> None:
         if nbytes(outputs) > self.max_bytes:
             return
         partial = f"{path}.{os.getpid()}.partial"
@@ -192,7 +205,7 @@ class Float64Reference:
         self._cache: dict[Draw, Any] = {}
         self.unavailable: str | None = None
 
-    def __call__(self, draw: Draw, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def __call__(self, draw: Draw, args: tuple[Any, ...], kwargs: dict[str, Any]) -> object:
         """The float64 outputs for this draw, or None (``unavailable`` says why)."""
         if self.unavailable is not None:
             return None
@@ -204,7 +217,7 @@ class Float64Reference:
             )
         return self._cache[draw]
 
-    def _shared(self, store: Float64Store, draw: Draw, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _shared(self, store: Float64Store, draw: Draw, args: tuple[Any, ...], kwargs: dict[str, Any]) -> object:
         """Loaded where another check of this call ran it; else run here and stored."""
         with store.locked(draw) as path:
             self.unavailable = store.refusal()
@@ -252,13 +265,13 @@ class Float64Reference:
         return None
 
 
-def _double(value: Any) -> Any:
+def _double(value: object) -> object:
     if isinstance(value, torch.Tensor) and value.is_floating_point():
         return value.detach().to(torch.float64)
     return value
 
 
-def judge_noise(cmp: Comparison, expected: Any, actual: Any, reference: Any) -> NoiseVerdict:
+def judge_noise(cmp: Comparison, expected: object, actual: object, reference: object) -> NoiseVerdict:
     """Judge each failing leaf of ``cmp`` against the float64 ``reference``."""
     if reference is None:
         return NoiseVerdict(note="no float64 reference")
@@ -378,7 +391,7 @@ _TORCH_CONVOLUTIONS = (
 )
 
 
-def columns_per_sample(x: torch.Tensor, layer: Any) -> int:
+def columns_per_sample(x: torch.Tensor, layer: _Convolution) -> int:
     """Bytes of the slow path's column buffer for one sample."""
     kernel = math.prod(layer.kernel_size)
     if layer.transposed:
@@ -397,7 +410,7 @@ def _output_sizes(sizes: torch.Size, layer: Any) -> list[int]:
     ]
 
 
-def samples_per_slice(x: Any, layer: Any) -> int | None:
+def samples_per_slice(x: object, layer: _Convolution) -> int | None:
     """How many samples of ``x`` ``layer`` should take at once, or None to take it whole."""
     if not isinstance(x, torch.Tensor) or x.dtype != torch.float64 or x.device.type != "cpu":
         return None  # only CPU float64 takes the slow path
@@ -418,7 +431,9 @@ def slice_batches(module: torch.nn.Module) -> int:
     return len(layers)
 
 
-def _sliced(layer: Any, forward: Callable[..., torch.Tensor], x: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+def _sliced(
+    layer: Any, forward: Callable[..., torch.Tensor], x: torch.Tensor, *args: object, **kwargs: object
+) -> torch.Tensor:
     step = samples_per_slice(x, layer)
     if step is None:
         return forward(x, *args, **kwargs)

@@ -68,7 +68,7 @@ class RuntimeOptimizer:
 
 
 def runtime_optimizer(
-    failure: Failure, backend: Backend, artifact: Any, still_fails_on: Callable[[Any, Draw], bool | None]
+    failure: Failure, backend: Backend, artifact: object, still_fails_on: Callable[[Any, Draw], bool | None]
 ) -> int:
     """Rerun the failing input with the runtime's load-time graph rewrites off (onnxruntime's
     ``GraphOptimizationLevel``). If it passes, the optimizer changed the result, and the levels
@@ -167,7 +167,7 @@ def is_causal(module: torch.nn.Module) -> bool:
 
 
 def no_key_positions(
-    module: torch.nn.Module, expected: Any, actual: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None
+    module: torch.nn.Module, expected: object, actual: object, args: tuple[Any, ...], kwargs: dict[str, Any] | None
 ) -> tuple[MaskedRows, Any] | None:
     """Where the attention mask leaves a query no key, outputs are undefined. Returns where ``actual``
     differs there, and ``actual`` with eager's values put there; None when nothing differs there."""

@@ -77,7 +77,7 @@ class Stats:
         self.compared.add(comparison.compared)
 
 
-def track_vacuous(stats: Stats, outputs: Any) -> None:
+def track_vacuous(stats: Stats, outputs: object) -> None:
     for path, leaf in flatten(outputs)[0]:
         if not isinstance(leaf, torch.Tensor) or not leaf.is_floating_point() or leaf.numel() == 0:
             continue

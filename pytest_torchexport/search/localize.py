@@ -14,7 +14,7 @@ import ast
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -22,6 +22,13 @@ from .._compat import graph_module_flat_inputs, pytree, quiet_torch
 from ..backends.base import Backend, OnnxModelSource, call_tensors
 from ..reference.compare import Comparison
 from ..reference.eager import seed_rng
+
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    import onnx
+
+    _T = TypeVar("_T")
 
 #: Lines of the artifact's code shown in the failure message.
 MESSAGE_LINES = 8
@@ -65,7 +72,7 @@ class Located:
         return data
 
 
-def unavailable(backend: Backend, artifact: Any) -> str | None:
+def unavailable(backend: Backend, artifact: object) -> str | None:
     """Why this artifact's submodules cannot be run on their own, or None."""
     if scripted_module(backend, artifact) is not None or backend.exported_program(artifact) is not None:
         return None
@@ -76,7 +83,7 @@ def unavailable(backend: Backend, artifact: Any) -> str | None:
 
 def locate(
     backend: Backend,
-    artifact: Any,
+    artifact: object,
     module: torch.nn.Module,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
@@ -214,11 +221,11 @@ def _clip(text: str) -> str:
 # --- eager's side of the walk -------------------------------------------------------------------
 
 
-def nested(tree: Any) -> bool:
+def nested(tree: object) -> bool:
     return any(isinstance(v, torch.Tensor) and v.is_nested for v in pytree.tree_leaves(tree))
 
 
-def clone(tree: Any) -> Any:
+def clone(tree: _T) -> _T:
     return pytree.tree_map(lambda v: v.detach().clone() if isinstance(v, torch.Tensor) else v, tree)
 
 
@@ -260,7 +267,7 @@ class EagerSide:
             return hook
 
         def post(name: str) -> Callable[..., None]:
-            def hook(_: torch.nn.Module, a: tuple[Any, ...], k: dict[str, Any], out: Any) -> None:
+            def hook(_: torch.nn.Module, a: tuple[Any, ...], k: dict[str, Any], out: object) -> None:
                 if stack and stack[-1] == name:
                     stack.pop()
                 if not stack and name in inputs and name not in calls:
@@ -302,7 +309,7 @@ FAILED = object()
 
 
 def artifact_side(
-    backend: Backend, artifact: Any, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+    backend: Backend, artifact: object, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> _Isolated | _Either | _OnnxTaps | None:
     modules = _submodules(backend, artifact)
     if modules is not None:
@@ -328,7 +335,7 @@ class _Isolated:
     def has(self, name: str) -> bool:
         return self.prefix + name in self.modules
 
-    def output(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def output(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> object:
         # Each submodule runs once, so TorchScript's profiling executor would only waste time.
         with torch.jit.optimized_execution(False):
             return _call(self.modules[self.prefix + name], args, kwargs)
@@ -352,7 +359,7 @@ class _Either:
     def has(self, name: str) -> bool:
         return self.isolated.has(name) or self.taps.has(name)
 
-    def output(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def output(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> object:
         out = self.isolated.output(name, args, kwargs) if self.isolated.has(name) else FAILED
         if out is FAILED and self.taps.has(name):
             out = self.taps.output(name, args, kwargs)
@@ -428,7 +435,7 @@ class _FxTaps:
         values: dict[Any, Any] = {}
 
         class Recorder(torch.fx.Interpreter):
-            def run_node(self, node: torch.fx.Node) -> Any:
+            def run_node(self, node: torch.fx.Node) -> object:
                 result = super().run_node(node)
                 if node in wanted:
                     values[node] = clone(result)
@@ -443,7 +450,7 @@ class _FxTaps:
     def has(self, name: str) -> bool:
         return name in self.taps
 
-    def output(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def output(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> object:
         return self.values.get(self.taps[name], FAILED)
 
     def entering(self, name: str) -> list[Any]:
@@ -469,7 +476,7 @@ def _fx_module(node: torch.fx.Node) -> str | None:
     return None if path.startswith("_empty") else path
 
 
-def _submodules(backend: Backend, artifact: Any) -> dict[str, Any] | None:
+def _submodules(backend: Backend, artifact: object) -> dict[str, Any] | None:
     """Qualified name -> a callable submodule of the artifact, or None when there are none."""
     script = scripted_module(backend, artifact)
     if script is not None:
@@ -481,7 +488,7 @@ def _submodules(backend: Backend, artifact: Any) -> dict[str, Any] | None:
     return None
 
 
-def scripted_module(backend: Backend, artifact: Any) -> torch.jit.ScriptModule | None:
+def scripted_module(backend: Backend, artifact: object) -> torch.jit.ScriptModule | None:
     """The TorchScript module the artifact runs, whose submodules each run alone."""
     module = backend.artifact_module(artifact)
     return module if isinstance(module, torch.jit.ScriptModule) else None
@@ -503,7 +510,7 @@ def _prefix(module: torch.nn.Module, art_names: set[str]) -> str:
     return "module." if f"module.{first}" in art_names else ""
 
 
-def _call(target: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _call(target: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> object:
     """Run an artifact submodule on eager's input to it; ``FAILED`` when it cannot take it."""
     a, k = clone((args, kwargs))
     with torch.no_grad(), quiet_torch():
@@ -553,7 +560,7 @@ class _OnnxTaps:
     def __init__(
         self,
         backend: OnnxModelSource,
-        artifact: Any,
+        artifact: object,
         module: torch.nn.Module,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
@@ -604,7 +611,7 @@ class _OnnxTaps:
     def has(self, name: str) -> bool:
         return name in self.taps
 
-    def output(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def output(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> object:
         return self.values.get(self.taps[name], FAILED)
 
     def excerpt(self, name: str) -> str:
@@ -626,7 +633,7 @@ class _OnnxTaps:
 _SCOPES = "pkg.torch.onnx.name_scopes"
 
 
-def node_module(node: Any, names: Collection[str] = ()) -> str | None:
+def node_module(node: onnx.NodeProto, names: Collection[str] = ()) -> str | None:
     """The qualified name of the module an ONNX node was exported from; None if unknown.
 
     ``names`` (the model's qualified names) settles a legacy scope path that reads two ways.

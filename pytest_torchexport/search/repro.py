@@ -41,7 +41,7 @@ class NotPlain(Exception):
     """What a weights-only file cannot hold, said as the reason the file needs pickle."""
 
 
-def save(path: Path, *, module: Any, **payload: Any) -> None:
+def save(path: Path, *, module: object, **payload: object) -> None:
     cls = type(module)
     reasons: list[str] = []
     try:
@@ -90,7 +90,7 @@ def class_name(cls: type) -> str:
 # The module as a tree of plain data
 
 
-def module_tree(module: Any) -> dict[str, Any]:
+def module_tree(module: object) -> dict[str, Any]:
     """The module as plain data ``rebuild`` makes it again from; ``NotPlain`` says what stops it."""
     if not isinstance(module, torch.nn.Module):
         raise NotPlain(f"is a {type(module).__qualname__}, not an nn.Module")
@@ -168,7 +168,7 @@ def _node(module: torch.nn.Module, where: str, seen: dict[int, str], tensors: se
     }
 
 
-def _aliases(value: Any, own: dict[int, str]) -> Any:
+def _aliases(value: object, own: dict[int, str]) -> object:
     """The names of the module's own tensors that ``value`` is (a tensor, or a list of them and None)."""
     if isinstance(value, torch.Tensor):
         return own.get(id(value))
@@ -294,7 +294,7 @@ def resolve_class(name: str, imports: str | None = None) -> type[torch.nn.Module
     return obj
 
 
-def printable(value: Any, limit: int = 300) -> str:
+def printable(value: object, limit: int = 300) -> str:
     """Text from a file, as one printable line (it may come from anyone)."""
     text = value if isinstance(value, str) else repr(value)
     return "".join(ch if ch.isprintable() else "?" for ch in text)[:limit]

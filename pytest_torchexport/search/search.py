@@ -118,7 +118,7 @@ class Search:
                 self.stats.reference_s += time.perf_counter() - t0
         return self._eager_calls[draw]
 
-    def _run(self, artifact: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _run(self, artifact: object, args: tuple[Any, ...], kwargs: dict[str, Any]) -> object:
         for target, saved in self._snapshots:
             restore(target, saved)
         return self.check.run(artifact, args, kwargs)[0]
@@ -134,7 +134,9 @@ class Search:
             self._take_snapshots()
         self.updated.update(call.state)
 
-    def _oracle(self, draw: Draw, inputs: tuple[Any, Any], expected: Any, actual: Any, cmp: Comparison) -> NoiseVerdict:
+    def _oracle(
+        self, draw: Draw, inputs: tuple[Any, Any], expected: object, actual: object, cmp: Comparison
+    ) -> NoiseVerdict:
         reference = self._float64(draw, *inputs)
         if reference is None:
             return NoiseVerdict(note=self._float64.unavailable or "no float64 reference")
@@ -144,8 +146,8 @@ class Search:
         self,
         draw: Draw,
         inputs: tuple[Any, Any],
-        expected: Any,
-        actual: Any,
+        expected: object,
+        actual: object,
         cmp: Comparison,
     ) -> tuple[bool, NoiseVerdict | None]:
         """(within, oracle verdict): under default tolerances, a failure that is only rounding passes."""
@@ -220,7 +222,7 @@ class Search:
             )
         return Attempt(call, mismatch, cmp, verdict)
 
-    def _defined_only(self, expected: Any, actual: Any, inputs: tuple[Any, Any], cmp: Comparison) -> Comparison:
+    def _defined_only(self, expected: object, actual: object, inputs: tuple[Any, Any], cmp: Comparison) -> Comparison:
         """The comparison without the outputs left undefined by the attention mask; if every difference
         is there, the input passes and a ``masked_rows`` finding names the positions."""
         found = causes.no_key_positions(self.check.eager.module, expected, actual, *inputs)
@@ -235,7 +237,7 @@ class Search:
         return rest
 
     def _state_check(
-        self, artifact: Any, inputs: tuple[Any, Any], call: EagerCall, ran: bool
+        self, artifact: object, inputs: tuple[Any, Any], call: EagerCall, ran: bool
     ) -> tuple[Comparison, str]:
         """[State After Every Input] Compare the state ``artifact`` kept after ``inputs`` with eager's:
         its buffers where it has them, else a second call's outputs (ONNX keeps no buffers). ``ran``:
@@ -322,7 +324,7 @@ class Search:
         except Rejected:
             return None
 
-    def still_fails_on(self, artifact: Any, draw: Draw) -> bool | None:
+    def still_fails_on(self, artifact: object, draw: Draw) -> bool | None:
         """The verdict with ``artifact`` in the loaded one's place (causes.py); no round-trip blame."""
         runnable, in_memory = self.runnable, self.in_memory
         self.runnable, self.in_memory = artifact, None
@@ -630,7 +632,7 @@ def _per_input(
 
 
 def _tolerances_used(
-    backend: Backend, outputs: Any, rtol: float | None, atol: float | None
+    backend: Backend, outputs: object, rtol: float | None, atol: float | None
 ) -> tuple[float | None, float | None]:
     for _, leaf in flatten(outputs)[0]:
         if isinstance(leaf, torch.Tensor) and (leaf.is_floating_point() or leaf.is_complex()):
