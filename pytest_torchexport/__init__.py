@@ -7,7 +7,7 @@ plugin never imports torch: a session with no marked test pays nothing.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # at run time __getattr__ imports lazily
     from .results.report import Finding, Report, Result  # noqa: F401
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value

@@ -168,7 +168,7 @@ ON_WORDS = ("1", "true", "yes", "on")
 OFF_WORDS = ("0", "false", "no", "off", "none")
 
 
-def switched_on(value: Any) -> bool:
+def switched_on(value: object) -> bool:
     """An ini value or a flag: on only where it says so (``True``, or one of ``ON_WORDS``)."""
     return value is True or str(value).strip().lower() in ON_WORDS
 
@@ -238,7 +238,7 @@ class Options:
     bundle: str | None = None
 
     @classmethod
-    def build(cls, valid_backends: Sequence[str] = tuple(BUILTIN_BACKENDS), **given: Any) -> Options:
+    def build(cls, valid_backends: Sequence[str] = tuple(BUILTIN_BACKENDS), **given: object) -> Options:
         """Validate ``given`` (marker or call keywords) and fill in defaults."""
         unknown = sorted(
             set(given)
@@ -250,7 +250,7 @@ class Options:
                 f"unknown torchexport option(s) {', '.join(map(repr, unknown))}{closest(unknown[0], MARKER_OPTIONS)}; "
                 f"valid options: {', '.join(MARKER_OPTIONS)}"
             )
-        values = {k: v for k, v in given.items() if v is not None}
+        values: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
         if "backends" in values:
             values["backends"] = parse_backends(values["backends"], valid_backends)
         if "devices" in values:
@@ -308,7 +308,7 @@ class Options:
         return value
 
 
-def parse_backends(value: Any, valid: Sequence[str]) -> tuple[str, ...]:
+def parse_backends(value: object, valid: Sequence[str]) -> tuple[str, ...]:
     names = _names(value, "backends")
     bad = [n for n in names if n not in valid]
     if bad:
@@ -321,7 +321,7 @@ def parse_backends(value: Any, valid: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def parse_devices(value: Any) -> tuple[str, ...]:
+def parse_devices(value: object) -> tuple[str, ...]:
     names = _names(value, "devices")
     bad = [n for n in names if n not in (*DEVICES, "auto")]
     if bad or not names:
@@ -341,7 +341,7 @@ def resolve_devices(devices: tuple[str, ...]) -> tuple[str, ...]:
     return ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
 
 
-def _names(value: Any, option: str) -> list[str]:
+def _names(value: object, option: str) -> list[str]:
     if isinstance(value, str):
         return [v.strip() for v in value.split(",") if v.strip()]
     if isinstance(value, Sequence) and all(isinstance(v, str) for v in value):
@@ -349,7 +349,7 @@ def _names(value: Any, option: str) -> list[str]:
     raise InvalidArgument(f"torchexport option {option}= takes a list of names or 'a,b', got {value!r}")
 
 
-def _positive_int(option: str, value: Any, minimum: int) -> int:
+def _positive_int(option: str, value: object, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise InvalidArgument(f"torchexport option {option}= takes an integer >= {minimum}, got {value!r}")
     return int(value)
@@ -360,7 +360,7 @@ DURATION_FORMS = 'a number of seconds (90), "90s", "10m", "1.5h", or "off" for t
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
 
-def parse_duration(option: str, value: Any) -> float:
+def parse_duration(option: str, value: object) -> float:
     """A budget in seconds: a positive number, ``"90s"``, ``"10m"``, ``"1h"``; ``"off"`` is ``math.inf``."""
     if isinstance(value, str):
         text = value.strip()  # strict: "5S" is not a unit, and an empty value is not a duration
@@ -385,7 +385,7 @@ BYTES_FORMS = 'a number of bytes, "512MB", "8GB" (K, M, G, T; "GiB" and "GB" bot
 _BYTE_UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 
 
-def parse_bytes(option: str, value: Any) -> float:
+def parse_bytes(option: str, value: object) -> float:
     """A memory allowance in bytes: a positive number, ``"512MB"``, ``"8GB"``; ``"off"`` is ``math.inf``."""
     amount = math.nan
     if isinstance(value, str):
@@ -402,13 +402,13 @@ def parse_bytes(option: str, value: Any) -> float:
     return amount
 
 
-def _timeout(value: Any) -> float:
+def _timeout(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not float(value) > 0:
         raise InvalidArgument(f"torchexport option timeout= takes a number of seconds > 0, got {value!r}")
     return float(value)
 
 
-def _tolerance(option: str, value: Any, valid: Sequence[str]) -> float | dict[str, float]:
+def _tolerance(option: str, value: object, valid: Sequence[str]) -> float | dict[str, float]:
     if isinstance(value, Mapping):
         bad = [k for k in value if k not in valid]
         if bad:
@@ -422,7 +422,7 @@ def _tolerance(option: str, value: Any, valid: Sequence[str]) -> float | dict[st
     return float(value)
 
 
-def _xfail(value: Any, valid: Sequence[str]) -> dict[str, str]:
+def _xfail(value: object, valid: Sequence[str]) -> dict[str, str]:
     if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
         raise InvalidArgument(f'torchexport option xfail= takes {{backend: "reason"}}, got {value!r}')
     bad = [k for k in value if k not in valid]
@@ -434,7 +434,7 @@ def _xfail(value: Any, valid: Sequence[str]) -> dict[str, str]:
     return dict(value)
 
 
-def _dims(value: Any) -> dict[str, Any]:
+def _dims(value: object) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise InvalidArgument(f'torchexport option dims= takes {{"name": (min, max)}}, got {value!r}')
     out = {}
@@ -455,7 +455,7 @@ def _dims(value: Any) -> dict[str, Any]:
     return out
 
 
-def _dynamic(value: Any) -> dict[Any, dict[int, str]]:
+def _dynamic(value: object) -> dict[Any, dict[int, str]]:
     if not isinstance(value, Mapping):
         raise InvalidArgument(f'torchexport option dynamic= takes {{input: {{dim_index: "name"}}}}, got {value!r}')
     out: dict[Any, dict[int, str]] = {}
@@ -538,7 +538,7 @@ def validate_shipped(values: dict[str, Any]) -> None:
         )
 
 
-def _onnx_optimize(value: Any) -> str | None:
+def _onnx_optimize(value: object) -> str | None:
     if value is False:
         return None
     if value is True:
@@ -572,7 +572,7 @@ def _max_error(option: str, given: Mapping[str, Any]) -> float | None:
     return float(value)
 
 
-def _onnx_fp16(value: Any) -> OnnxFp16 | None:
+def _onnx_fp16(value: object) -> OnnxFp16 | None:
     if value is False:
         return None
     if value is True:
@@ -595,7 +595,7 @@ def _onnx_fp16(value: Any) -> OnnxFp16 | None:
     return OnnxFp16(keep, tuple(block) if block is not None else None, _max_error("onnx_fp16", value))
 
 
-def _onnx_quantize(value: Any) -> OnnxQuantize | None:
+def _onnx_quantize(value: object) -> OnnxQuantize | None:
     if value is False:
         return None
     given = {"mode": value} if isinstance(value, str) else value
@@ -604,7 +604,7 @@ def _onnx_quantize(value: Any) -> OnnxQuantize | None:
         types = {k: given.get(k, "QInt8") for k in ("weight_type", "activation_type")}
         flags = {k: given.get(k, False) for k in ("per_channel", "reduce_range")}
         if all(t in ("QInt8", "QUInt8") for t in types.values()) and all(isinstance(f, bool) for f in flags.values()):
-            return OnnxQuantize(given["mode"], _max_error("onnx_quantize", given), **types, **flags)  # type: ignore[arg-type]  # checked just above
+            return OnnxQuantize(given["mode"], _max_error("onnx_quantize", given), **types, **flags)
     raise InvalidArgument(
         f"torchexport option onnx_quantize= takes {' or '.join(map(repr, ONNX_QUANTIZE_MODES))}, or a dict with "
         f"mode= one of those and optionally max_error= (a fraction of the output's scale), weight_type=/activation_type= "

@@ -7,6 +7,7 @@ See docs/one-check.md.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Generator, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 import pytest
@@ -23,7 +24,13 @@ from .glue.summary import REPORTING, Reporting, carried_rows
 from .options import DEFAULT_BACKENDS, Options
 
 if TYPE_CHECKING:  # a type only: recording/ imports torch, which the plugin's import must not
+    from pathlib import Path
+
+    import torch
+
+    from .recording.calls import Recording
     from .recording.selection import PlannedRun
+    from .results.report import Report
 
 MARKER = markers.MARKER
 TARGET = items.TARGET
@@ -81,7 +88,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     markers.expand(config, items)
 
 
-def pytest_ignore_collect(collection_path: Any, config: pytest.Config) -> bool | None:
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
     return model_items.ignore(config)  # --torchexport-models-only: no test file
 
 
@@ -91,7 +98,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Any:
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     # [Body Once] the test's other items reuse the first item's recording
     if pyfuncitem.stash.get(items.REUSE, False):
         return True
@@ -99,7 +106,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Any:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Any:
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     error = items.usage_error(item)
     if error is not None:  # the marker's options are wrong: nothing runs
         verdicts.record(item, [markers.usage_row(item, error)])
@@ -137,7 +144,7 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
         state.done(key)
 
 
-def _check(item: pytest.Item, recording: Any, options: Options) -> None:
+def _check(item: pytest.Item, recording: Recording, options: Options) -> None:
     __tracebackhide__ = True
     state = item.config.stash[STATE]
     # ahead.start_following only ever starts an item's PlannedRun
@@ -157,7 +164,7 @@ def _check(item: pytest.Item, recording: Any, options: Options) -> None:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, object, object]:
     if items.target(item) is None:
         return (yield)
     if hasattr(item.config, "workerinput"):
@@ -189,7 +196,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 @pytest.fixture
-def torchexport(request: pytest.FixtureRequest) -> Any:
+def torchexport(request: pytest.FixtureRequest) -> Callable[..., Report]:
     """Check a module explicitly: ``torchexport(Model(), (x,), dims={"batch": (1, 16)})``.
 
     Takes the marker's options; returns the ``Report`` and raises ``ExportMismatch`` when a
@@ -198,7 +205,13 @@ def torchexport(request: pytest.FixtureRequest) -> Any:
     item = request.node
     state = request.config.stash[STATE]
 
-    def run(module: Any, /, args: Any = (), kwargs: Any = None, **options: Any) -> Any:
+    def run(
+        module: torch.nn.Module,
+        /,
+        args: tuple[Any, ...] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        **options: object,
+    ) -> Report:
         __tracebackhide__ = True
         from .engine import pipeline
 

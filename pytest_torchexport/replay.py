@@ -31,11 +31,14 @@ from .search.repro import NotPlain, printable, rebuild, resolve_class
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import TypeVar
 
     import torch
 
     from .backends.base import Backend
     from .reference.eager import Eager
+
+    T = TypeVar("T")
 
 #: How a person runs it.
 COMMAND = "python -m pytest_torchexport replay"
@@ -169,7 +172,7 @@ def _module(path: str, data: dict[str, Any], allow_pickle: bool) -> torch.nn.Mod
     return None
 
 
-def _unpickled(load: Callable[[], Any], data: dict[str, Any]) -> Any:
+def _unpickled(load: Callable[[], T], data: dict[str, Any]) -> T | None:
     try:
         return load()
     except (AttributeError, ImportError, ModuleNotFoundError) as exc:
@@ -191,7 +194,7 @@ def _import_root(data: dict[str, Any]) -> None:
         sys.path.insert(0, root)
 
 
-def _verdict(backend: Backend, artifact: Any, eager: Eager, data: dict[str, Any]) -> int:
+def _verdict(backend: Backend, artifact: object, eager: Eager, data: dict[str, Any]) -> int:
     """Run the saved failing input through eager and the artifact; print and return the outcome."""
     opts = data["options"]
     args, kwargs = data["failing_inputs"], data["failing_kwargs"]

@@ -32,7 +32,11 @@ from .results.outcome import Outcome, settle, xfail
 from .results.report import Finding, Report, Result, collect_environment, tag
 
 if TYPE_CHECKING:
+    from typing import TypeVar
+
     from .backends.base import Backend
+
+    T = TypeVar("T")
 
 
 class Unreadable(Exception):
@@ -219,7 +223,7 @@ class _Verify:
             result.timings["load_s"] = time.perf_counter() - t0
             return self._run(backend, loaded, cases, tensors)
 
-    def _quiet(self, fn: Callable[..., Any], *args: Any) -> Any:
+    def _quiet(self, fn: Callable[..., T], *args: object) -> T:
         # fds: also silence what C++ prints (AOTInductor's "Could not dlsym ..." for an older torch's package)
         with quiet_torch(fds=True), torch.no_grad():
             return fn(*args)
@@ -248,7 +252,7 @@ class _Verify:
         )
 
     def _run(
-        self, backend: Backend, loaded: Any, cases: list[tuple[dict[str, Any], Any, Any]], tensors: dict[str, Any]
+        self, backend: Backend, loaded: object, cases: list[tuple[dict[str, Any], Any, Any]], tensors: dict[str, Any]
     ) -> Result:
         result, manifest = self.result, self.manifest
         rule: dict[str, Any] = {
@@ -307,7 +311,7 @@ class _Verify:
         return result
 
 
-def _on(tree: Any, device: str) -> Any:
+def _on(tree: T, device: str) -> T:
     """``tree`` with its tensors on ``device`` (the stored inputs on the bundle's device, outputs back on the CPU)."""
     return pytree.tree_map(lambda t: t.to(device) if isinstance(t, torch.Tensor) else t, tree)
 

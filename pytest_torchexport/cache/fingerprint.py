@@ -110,14 +110,14 @@ def plugin_digest() -> str:
     return h.hexdigest()
 
 
-def _spec_name(spec: Any) -> str:
+def _spec_name(spec: object) -> str:
     if isinstance(spec, str):
         return spec
     cls = spec if isinstance(spec, type) else type(spec)
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
-def _spec_file(spec: Any) -> str | None:
+def _spec_file(spec: object) -> str | None:
     name = _spec_name(spec).partition(":")[0]
     if name.startswith("pytest_torchexport."):
         return None  # keyed by the plugin's digest
@@ -135,16 +135,16 @@ class _Hasher:
     def hexdigest(self) -> str:
         return self._h.hexdigest()
 
-    def _w(self, *parts: Any) -> None:
+    def _w(self, *parts: object) -> None:
         for part in parts:
             self._h.update(str(part).encode("utf-8", "surrogatepass") + b"\x1f")
 
-    def add(self, label: str, *values: Any) -> None:
+    def add(self, label: str, *values: object) -> None:
         self._w("@" + label)
         for value in values:
             self.value(value, {})
 
-    def module(self, module: Any) -> None:
+    def module(self, module: object) -> None:
         """The tree: every submodule's path, class, attributes, hooks and tensors (parameters and buffers)."""
         self._w("@module")
         if not isinstance(module, torch.nn.Module):
@@ -179,7 +179,7 @@ class _Hasher:
                 self._w("tensor", key)
                 self.value(tensor, {})
 
-    def value(self, value: Any, seen: dict[int, Any]) -> None:
+    def value(self, value: object, seen: dict[int, Any]) -> None:
         self._nodes += 1
         if self._nodes > MAX_NODES:
             raise Unkeyable(f"more than {MAX_NODES} objects reachable from the module and its inputs")
@@ -292,7 +292,7 @@ class _Hasher:
             raise Unkeyable(f"a {type(tensor).__name__} whose bytes cannot be read ({type(exc).__name__})") from None
 
 
-def _qualname(obj: Any) -> str:
+def _qualname(obj: object) -> str:
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', getattr(obj, '__name__', '?'))}"
 
 

@@ -16,7 +16,19 @@ import sys
 import sysconfig
 from collections.abc import Callable, Iterable, Iterator
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from typing import ParamSpec, Protocol, TypeVar
+
+    P = ParamSpec("P")
+    R = TypeVar("R")
+
+    class _HasSources(Protocol):
+        """What ``collecting`` adds to: a ``Result``, or anything with a ``sources`` list."""
+
+        sources: list[str] | None
+
 
 #: Libraries keyed by version, not by hashing their files: ``fingerprint.environment`` and
 #: ``hashed`` share this list, so nothing skipped is unversioned.
@@ -56,7 +68,7 @@ def note(filenames: Iterable[str]) -> None:
 
 
 @contextlib.contextmanager
-def collecting(result: Any) -> Iterator[Collector]:
+def collecting(result: _HasSources) -> Iterator[Collector]:
     """Collect while the block runs, adding to ``result.sources``."""
     collector = Collector()
     token = _COLLECTING.set(collector)
@@ -74,7 +86,7 @@ class FileTracer:
         self.files: set[str] = set()
         self._previous: Any = None
 
-    def _global(self, frame: FrameType, event: str, arg: Any) -> None:
+    def _global(self, frame: FrameType, event: str, arg: object) -> None:
         self.files.add(frame.f_code.co_filename)
 
     def start(self) -> None:
@@ -100,12 +112,12 @@ def watching() -> Iterator[None]:
         tracer.stop()
 
 
-def watched(fn: Callable[..., Any] | None) -> Callable[..., Any] | None:
+def watched(fn: Callable[P, R] | None) -> Callable[P, R] | None:
     """``fn`` run under ``watching()``."""
     if fn is None or not active():
         return fn
 
-    def call(*args: Any, **kwargs: Any) -> Any:
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
         with watching():
             return fn(*args, **kwargs)
 

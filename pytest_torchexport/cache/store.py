@@ -255,7 +255,7 @@ def _signed(entry: dict[str, Any]) -> bytes:
     return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=True).encode("ascii")
 
 
-def _shown(value: Any) -> str:
+def _shown(value: object) -> str:
     """A value read from an entry, as one short printable line."""
     text = value if isinstance(value, str) else repr(value)
     text = text.encode("ascii", "backslashreplace").decode("ascii").replace("\n", " ")
@@ -288,7 +288,7 @@ def _check_row(row: dict[str, Any]) -> None:
             raise ValueError("its row's findings are malformed")
 
 
-def _file_digests(files: Any) -> bool:
+def _file_digests(files: object) -> bool:
     """A list of [path, sha256] string pairs."""
     return isinstance(files, list) and all(
         isinstance(pair, list) and len(pair) == 2 and all(isinstance(part, str) for part in pair) for pair in files

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Generator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -23,6 +23,7 @@ from .markers import MARKER
 from .state import STATE
 
 if TYPE_CHECKING:
+    from ..recording.calls import Recording
     from ..recording.selection import PlannedRun
     from ..results.report import Result
 
@@ -42,7 +43,7 @@ def session(item: pytest.Item) -> Session:
     )
 
 
-def plan(item: pytest.Item, recording: Any, options: Options, *, held: bool = False) -> PlannedRun:
+def plan(item: pytest.Item, recording: Recording, options: Options, *, held: bool = False) -> PlannedRun:
     """Start the item's check; ``held``: fork the child now, let it go later (``runner.Child``)."""
     # Deferred: imports torch and hypothesis; the plugin's import stays torch-free.
     from ..recording.selection import Selection
@@ -65,7 +66,7 @@ def start_loader(item: pytest.Item, options: Options, target: items.Target) -> N
     standalone.start(state.backends.get(target.backend), options)
 
 
-def run_body(item: pytest.Item, options: Options) -> Generator[None, None, Any]:
+def run_body(item: pytest.Item, options: Options) -> Generator[None, None, Recording]:
     """Run the test body (the inner hooks) under the recorder; returns its ``Recording``."""
 
     # Seeded, so the model's random init (and so a failure) is the same in every run.

@@ -6,7 +6,7 @@ next items' checks are [Held]: forked at once, let go as places free. See docs/h
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 import pytest
 
@@ -18,6 +18,7 @@ from .markers import options_of
 from .state import STATE
 
 if TYPE_CHECKING:  # a type only: recording/ imports torch, which the plugin's import must not
+    from ..recording.calls import Recording
     from ..recording.selection import PlannedRun
 
 #: The item pytest runs next (how an xdist worker knows it).
@@ -34,7 +35,7 @@ def repeats(session: pytest.Session) -> bool:
     return len(tests) > 1
 
 
-def start_following(item: pytest.Item, recording: Any, options: Options) -> None:
+def start_following(item: pytest.Item, recording: Recording, options: Options) -> None:
     """Start the checks of the test's next items: [Held] each forked now, to inherit the
     recorded call's state, and let go as places free."""
     scheduler = item.config.stash[STATE].scheduler
@@ -59,7 +60,7 @@ def start_following(item: pytest.Item, recording: Any, options: Options) -> None
     scheduler.release_ahead()
 
 
-def wait_beside(item: pytest.Item, planned: Any, recording: Any, options: Options) -> None:
+def wait_beside(item: pytest.Item, planned: PlannedRun, recording: Recording, options: Options) -> None:
     """Wait for this item's check, giving the place of any check started ahead that ends first
     to the test's next item."""
     scheduler = item.config.stash[STATE].scheduler

@@ -8,35 +8,42 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidArgument
 from ..options import DEFAULT_EXAMPLES, DEFAULT_TIMEOUT, Options, closest
 
+if TYPE_CHECKING:
+    from typing import TypeVar
 
-def _int(flag: str, value: Any) -> int:
+    import pytest
+
+    T = TypeVar("T")
+
+
+def _int(flag: str, value: str) -> int:
     try:
         return int(value)
     except (TypeError, ValueError):
         raise InvalidArgument(f"{flag} takes an integer, got {value!r}") from None
 
 
-def _seconds(flag: str, value: Any) -> float:
+def _seconds(flag: str, value: str) -> float:
     try:
         return float(value)
     except (TypeError, ValueError):
         raise InvalidArgument(f"{flag} takes a number of seconds, got {value!r}") from None
 
 
-def _text(flag: str, value: Any) -> Any:
+def _text(flag: str, value: T) -> T:
     return value
 
 
-def _path(flag: str, value: Any) -> str:
+def _path(flag: str, value: object) -> str:
     return str(value)
 
 
-def _word(flag: str, value: Any) -> str:
+def _word(flag: str, value: object) -> str:
     return str(value).strip()
 
 
@@ -191,14 +198,14 @@ FLAGS: tuple[Flag, ...] = (
 )
 
 
-def add_options(parser: Any) -> None:
+def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("torchexport", "export validation (pytest-torchexport)")
     for row in FLAGS:
         _register(group, parser, row)
     add_model_options(group, parser)
 
 
-def _register(group: Any, parser: Any, row: Flag) -> None:
+def _register(group: pytest.OptionGroup, parser: pytest.Parser, row: Flag) -> None:
     """Register one row's flag and its ini key."""
     # Without a metavar argparse shows the dest in capitals, which reads like an environment variable.
     named = {"metavar": row.metavar or METAVARS.get(row.option or row.dest.removeprefix("torchexport_"), "VALUE")}
@@ -268,7 +275,7 @@ MODEL_FLAGS: tuple[Flag, ...] = (
 INI_ALIASES: dict[str, str] = {"torchexport_models": "torchexport_model"}
 
 
-def add_model_options(group: Any, parser: Any) -> None:
+def add_model_options(group: pytest.OptionGroup, parser: pytest.Parser) -> None:
     for row in MODEL_FLAGS:
         _register(group, parser, row)
     for old, new in INI_ALIASES.items():
@@ -290,7 +297,7 @@ def misspelled_flags(args: Sequence[str]) -> str | None:
     return "; ".join(dict.fromkeys(wrong)) + " (the flags: pytest --help, or docs/reference.md)"
 
 
-def session_defaults(config: Any, valid_backends: Sequence[str]) -> dict[str, Any]:
+def session_defaults(config: pytest.Config, valid_backends: Sequence[str]) -> dict[str, Any]:
     """CLI > ini > default for the options a marker can override."""
     given: dict[str, Any] = {}
     for row in FLAGS:

@@ -17,11 +17,14 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from . import items
+
+if TYPE_CHECKING:
+    from xdist.workermanage import WorkerController
 
 #: The estimate is printed only above this, so a suite of small models prints nothing.
 ESTIMATE_ABOVE_S = 180.0
@@ -92,7 +95,7 @@ def updated(history: Mapping[str, Any], timed: Mapping[str, tuple[str, float]]) 
     return dict(list({**fresh, **dict(older)}.items())[:MAX_ENTRIES])
 
 
-def _seconds(entry: Any) -> float | None:
+def _seconds(entry: object) -> float | None:
     if not isinstance(entry, Mapping):
         return None
     s = entry.get("s")
@@ -131,7 +134,7 @@ class Costs:
         self._say([item.nodeid for item in session.items], marked, workers=1)
 
     @pytest.hookimpl(optionalhook=True)
-    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+    def pytest_xdist_node_collection_finished(self, node: WorkerController, ids: list[str]) -> None:
         workers = getattr(self.config.option, "numprocesses", None)
         self._say(ids, None, workers=workers if isinstance(workers, int) and workers > 0 else 1)
 

@@ -7,6 +7,7 @@ collection are cloned here. A row's test id drops xdist's ``@<group>`` suffix ([
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,18 +151,18 @@ def _clone_class(base: type[pytest.Function]) -> type[pytest.Function]:
     function by its own name."""
 
     class Clone(base):  # type: ignore[misc, valid-type]
-        def __init__(self, *, base: str, **kwargs: Any) -> None:
+        def __init__(self, *, base: str, **kwargs: object) -> None:
             self._torchexport_base = base
             super().__init__(**kwargs)
             self.originalname = base
 
         # Private pytest methods, listed in _compat.FUNCTION_OVERRIDES.
-        def _getobj(self) -> Any:
+        def _getobj(self) -> Callable[..., object]:
             instance = self.instance
             owner = instance if instance is not None else self.parent.obj
             return getattr(owner, self._torchexport_base)
 
-        def _getinstance(self) -> Any:
+        def _getinstance(self) -> object:
             if base is not pytest.Function:  # a unittest.TestCase is built with its method's name
                 return self.parent.obj(self._torchexport_base)
             return super()._getinstance()

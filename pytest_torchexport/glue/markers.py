@@ -6,7 +6,7 @@ through one ``[torchexport-marker]`` item, so the session goes on.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -16,11 +16,14 @@ from ..results.outcome import Outcome, row
 from . import items
 from .state import STATE, State
 
+if TYPE_CHECKING:
+    from ..results.report import Result
+
 MARKER = "torchexport"
 WARNED = pytest.StashKey[bool]()
 
 
-def marker_options(node: Any) -> dict[str, Any]:
+def marker_options(node: pytest.Item) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     # Farthest first (module, class, function), so the closest marker wins.
     for mark in reversed(list(node.iter_markers(MARKER))):
@@ -51,7 +54,7 @@ def options_of(item: pytest.Item) -> Options:
 MARKER_ERROR_ID = "torchexport-marker"
 
 
-def targets(state: State, node: Any) -> list[items.Target] | None:
+def targets(state: State, node: pytest.Item) -> list[items.Target] | None:
     """The (backend, device) items of a marked test; for a bad option, one item that fails with it."""
     try:
         options = resolve(state, marker_options(node), node.nodeid)
@@ -60,7 +63,7 @@ def targets(state: State, node: Any) -> list[items.Target] | None:
     return items.targets(options)
 
 
-def usage_row(item: pytest.Item, message: str) -> Any:
+def usage_row(item: pytest.Item, message: str) -> Result:
     """The ``usage_error`` row of a test whose marker options are wrong: nothing was checked."""
     test = item.nodeid.replace(f"[{MARKER_ERROR_ID}]", "").replace(f"-{MARKER_ERROR_ID}]", "]")
     why = message.split(": ", 1)[-1]

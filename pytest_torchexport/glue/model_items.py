@@ -96,7 +96,7 @@ class ModelCollector(pytest.Collector):
 class ModelItem(pytest.Item):
     """One (backend, device) of a model named by a SPEC; its body builds and calls the model."""
 
-    def __init__(self, *, spec: Any, **kwargs: Any) -> None:
+    def __init__(self, *, spec: ModelSpec, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.spec = spec
 

@@ -7,7 +7,7 @@ Facts about the OS process itself live in ``isolation/runner.py``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -19,6 +19,12 @@ from ..results.baseline import load
 from ..results.html import missing_message
 from ..results.merge import report_format_problem
 from .cli import session_defaults
+
+if TYPE_CHECKING:
+    from hypothesis.database import ExampleDatabase
+
+    from ..cache.store import Cache
+    from ..recording.calls import Recording
 
 #: At most this many recordings are kept (see ``State.remember``).
 KEEP_RECORDINGS = 4
@@ -105,18 +111,18 @@ class State:
         state.auto = switched_on(config.getoption("torchexport_auto")) or switched_on(config.getini("torchexport_auto"))
         return state
 
-    def verdict_cache(self, config: pytest.Config) -> Any:
+    def verdict_cache(self, config: pytest.Config) -> Cache | None:
         if not self.cache_resolved:
             self.cache_resolved = True
             self.cache, self.warm = _verdict_cache(config)
         return self.cache
 
-    def example_database(self, config: pytest.Config) -> Any:
+    def example_database(self, config: pytest.Config) -> ExampleDatabase:
         if self.database is None:
             self.database = _database(config)
         return self.database
 
-    def remember(self, key: str, recording: Any) -> None:
+    def remember(self, key: str, recording: Recording) -> None:
         self.recordings[key] = recording
         # Under xdist a count may never reach 0, and a recording may hold a copy of a model.
         while len(self.recordings) > KEEP_RECORDINGS:
@@ -132,7 +138,7 @@ class State:
 STATE = pytest.StashKey[State]()
 
 
-def _verdict_cache(config: pytest.Config) -> tuple[Any, bool]:
+def _verdict_cache(config: pytest.Config) -> tuple[Cache | None, bool]:
     """The cache and whether it already held entries: the flag, else the ini key, else under
     pytest's cache dir."""
     given, base = config.getoption("torchexport_cache"), config.invocation_params.dir
@@ -144,7 +150,7 @@ def _verdict_cache(config: pytest.Config) -> tuple[Any, bool]:
     return cache, cache is not None and cache.root.is_dir() and any(cache.root.iterdir())
 
 
-def _database(config: pytest.Config) -> Any:
+def _database(config: pytest.Config) -> ExampleDatabase:
     """Hypothesis's examples live in pytest's cache dir, never a new .hypothesis/ folder."""
     # Deferred: hypothesis is slow to import.
     from hypothesis.database import DirectoryBasedExampleDatabase, InMemoryExampleDatabase

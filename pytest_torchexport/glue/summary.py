@@ -14,7 +14,7 @@ import re
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -29,6 +29,9 @@ from ..results.merge import write_report  # one writer for the session report an
 from ..results.report import FAILING, Report, Result, collect_environment
 from ..results.table import format_err, shared_cause_lines, summary_lines
 
+if TYPE_CHECKING:
+    from .state import State
+
 #: The session's ``Reporting``.
 REPORTING = pytest.StashKey["Reporting"]()
 
@@ -42,7 +45,7 @@ def carried_rows(call: pytest.CallInfo[None]) -> list[dict[str, Any]] | None:
 class Reporting:
     """The plugin's reporting hooks, registered once per session."""
 
-    def __init__(self, config: pytest.Config, state: Any) -> None:
+    def __init__(self, config: pytest.Config, state: State) -> None:
         self.config = config
         self.state = state
         #: report node id -> the rows of its last call report
@@ -81,7 +84,7 @@ class Reporting:
         if results and report.when == "call":
             data.append(f"{' torchexport ':-^80}\n{html.escape(item_text(results))}\n")
 
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         if _is_worker(self.config):
             return
 
@@ -114,7 +117,7 @@ class Reporting:
                 if result["status"] in FAILING and result.get("baseline") != "known":
                     terminalreporter.write_line(annotation(result))
 
-    def _baseline_summary(self, terminalreporter: Any) -> None:
+    def _baseline_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         state = self.state
         if state.update_baseline:
             terminalreporter.write_line(f"torchexport baseline written to {state.baseline_path}")

@@ -11,7 +11,6 @@ import tempfile
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 from .._compat import plugin_modules_not_local, quiet_torch, scan_local_constants, torch
 from ..options import BUILTIN_BACKENDS
@@ -28,7 +27,7 @@ class Warmup:
         self.warmed: set[str] = set()
         self.hypothesis = False
 
-    def before_fork(self, name: str, spec: Any, backends: Iterable[str], *, repeats: bool) -> None:
+    def before_fork(self, name: str, spec: object, backends: Iterable[str], *, repeats: bool) -> None:
         """Pay here what ``name``'s child would pay. ``repeats``: more tests follow ([Warm Once])."""
         if name in BUILTIN_BACKENDS and isinstance(spec, str):
             self.share_first_use(name, backends)
@@ -36,7 +35,7 @@ class Warmup:
         self.hypothesis_first_use()
         scan_local_modules()
 
-    def warm_up(self, name: str, spec: Any, *, now: bool = False) -> None:
+    def warm_up(self, name: str, spec: str, *, now: bool = False) -> None:
         """One tiny export, save, load and run on a built-in backend, once per process.
 
         By default this happens before the second check, since warming up before the first would
@@ -96,7 +95,7 @@ def scan_local_modules() -> None:
         pass
 
 
-def _export_once(spec: Any) -> None:
+def _export_once(spec: str) -> None:
     # deferred: these import torch, which importing the plugin must not
     from ..backends.base import ExportContext, load_backend
     from ..inputs.specs import plan_inputs

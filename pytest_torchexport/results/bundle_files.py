@@ -45,7 +45,7 @@ class UnsupportedValue(Exception):
     """A value a bundle cannot hold as plain data (an object, a complex tensor)."""
 
 
-def encode(tree: Any, tensors: dict[str, Any], prefix: str) -> Any:
+def encode(tree: object, tensors: dict[str, Any], prefix: str) -> object:
     """``tree`` as JSON, its tensors added to ``tensors`` under keys starting with ``prefix``."""
     if isinstance(tree, torch.Tensor):
         if str(tree.dtype).removeprefix("torch.") not in _DTYPES:
@@ -66,7 +66,7 @@ def encode(tree: Any, tensors: dict[str, Any], prefix: str) -> Any:
     raise UnsupportedValue(f"a {type(tree).__name__} value")
 
 
-def decode(node: Any, tensors: dict[str, Any]) -> Any:
+def decode(node: object, tensors: dict[str, Any]) -> object:
     """The tree ``encode`` wrote, its tensors taken from ``tensors``."""
     if node is None or isinstance(node, (bool, int, float, str)):
         return node

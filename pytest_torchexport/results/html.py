@@ -13,12 +13,17 @@ import linecache
 import os
 import re
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._compat import package_version
 from . import plots
 from .report import CAUSE_KIND_DOCS, FAILING, STATUS_DOCS, STATUSES, TIMING_DOCS, Result
 from .table import format_err, format_latency
+
+if TYPE_CHECKING:
+    import jinja2
+
+    from .report import Finding
 
 #: The ``html`` extra: what the page needs beyond the plugin's own dependencies.
 REQUIRED = ("jinja2", "pygal")
@@ -45,7 +50,7 @@ def missing_message(option: str) -> str | None:
     )
 
 
-def _templates() -> Any:
+def _templates() -> jinja2.Environment:
     import jinja2
 
     return jinja2.Environment(
@@ -211,7 +216,7 @@ def within_text(row: dict[str, Any]) -> str | None:
     )
 
 
-def _cause_finding(r: Result) -> Any:
+def _cause_finding(r: Result) -> Finding | None:
     """The finding the cause rests on: the one of the cause's kind, else the first with a place."""
     for finding in r.findings:
         if finding.kind == r.cause_kind and finding.where:

@@ -9,8 +9,14 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    import pygal
+    from pygal.style import Style
 
 #: Where a bit-exact input is drawn (a log axis cannot show 0): below every error.
 _EXACT_FACTOR = 0.1
@@ -18,7 +24,7 @@ _COLORS = ("#2e7d32", "#c62828", "#757575", "#1565c0")  # pass, failing, toleran
 _SERIES = ("within tolerance", "beyond tolerance", "tolerance at that element", "eager's own float64 rounding")
 
 
-def load_pygal() -> Any:
+def load_pygal() -> ModuleType:
     """pygal, without the import hook it adds to ``sys.meta_path``.
 
     pygal's ``PluginImportFixer`` has no ``find_spec``, so every later import warns
@@ -32,7 +38,7 @@ def load_pygal() -> Any:
     return pygal
 
 
-def _style() -> Any:
+def _style() -> Style:
     load_pygal()
     from pygal.style import Style
 
@@ -50,7 +56,7 @@ def _style() -> Any:
     )
 
 
-def _chart(title: str, standalone: bool = False, x_title: str = "input, in the order tried") -> Any:
+def _chart(title: str, standalone: bool = False, x_title: str = "input, in the order tried") -> pygal.Line:
     pygal = load_pygal()
     return pygal.Line(
         title=title,
@@ -148,7 +154,7 @@ def _decades(low: float, high: float) -> list[float]:
     return [10.0**k for k in range(start, stop + 1, step)]
 
 
-def _without_style(chart: Any, standalone: bool = False) -> str:
+def _without_style(chart: pygal.Line, standalone: bool = False) -> str:
     """The chart's SVG less what repeats or needs pygal.js; each dot's value becomes its
     ``<title>``, a tooltip that needs no script."""
     tree = chart.render_tree()

@@ -503,7 +503,7 @@ class Report:
         return "\n".join(summary_lines(self.results))
 
 
-def _json_default(value: Any) -> float | str:
+def _json_default(value: object) -> float | str:
     if isinstance(value, float):
         return value
     return str(value)
