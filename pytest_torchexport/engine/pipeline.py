@@ -31,21 +31,10 @@ from ..results import outcome
 from ..results.outcome import Stop, settle
 from ..results.report import Report, Result, tag
 from ..search.search import Search
-from ..stages import (
-    assumptions,
-    budget,
-    bundle,
-    capture,
-    cpp_load,
-    exporting,
-    latency,
-    search_budget,
-    side_effects,
-    standalone,
-    static_sizes,
-)
+from ..stages import assumptions, budget, bundle, capture, exporting, search_budget, side_effects
 from ..stages.check import Check
 from ..stages.exporting import compiled_finding, compiled_parts
+from ..stages.optional import OPTIONAL
 from ..stages.prelude import EagerOnce, Prelude, SharedCall, run_prelude
 from ..stages.session import Session
 from ..stages.shared_search import hypothesis_home
@@ -225,8 +214,8 @@ class PendingCheck:
             # initialised CUDA here, and a child forked after that cannot use CUDA.
             self.mode, self.why = runner.choose(self.options.isolation, self.device)
         spec = self.session.backends.get(self.name)
-        standalone.start(spec, self.options)
-        cpp_load.start(self.name, self.options)  # build the C++ runner while the exports run
+        for stage in OPTIONAL:  # the loader, the C++ runner's build: shared by every child forked after
+            stage.prepare(self.name, spec, self.options)
         if self.mode != "process":
             self._to(CheckState.RUNNING)  # it runs in wait()
             return
@@ -418,33 +407,23 @@ def _pipeline(pending: PendingCheck, result: Result, scratch: Path) -> None:
     assumptions.recorded_size_export(check)
     # [Search Budget] What follows the exports counts against the budget.
     check.clock = search_budget.start(check.shared, check.recorded.call.seconds)
-    # Load the saved artifact in a fresh process while the search runs.
-    loading = check.loading or standalone.step(check)  # [Crash Preflight] sent it already, on CUDA
-    # And in C++, beside the search; its answer is read after the verdict.
-    cpp_load.begin(check)
     try:
+        for stage in OPTIONAL:  # each starts its work beside the search: a fresh process, a C++ runtime
+            stage.begin(check)
         runner.stage(result, "run")
         side_effects.check_side_effects(check)
         if not check.options.vary_scalars:
             side_effects.baked_arguments(check)
-        loading.join_if_answered()  # a load_error already known skips the search
         runner.stage(result, "search")
-
         verdict = Search(check).run()
     except Exception:
-        loading.join()  # a standalone load_error still wins
+        for stage in OPTIONAL:  # a stage's own failure (a load_error) still wins
+            stage.join(check, None)
         raise
-    loading.join()
+    for stage in OPTIONAL:
+        stage.join(check, verdict)
     settle(result, verdict)
-    cpp_load.step(check)
-    clock = check.clock  # [Search Budget] what follows runs only where the budget covers it
-    if result.status == "pass" and search_budget.affords(clock, "static_size probes"):
-        static_sizes.probe(check, until=search_budget.until(clock))  # findings only
-    # A time limit hit while timing latency is reported as the search's.
-    runner.stage(result, "search")
-    if search_budget.affords(clock, "latency"):
-        latency.record(check)
-    search_budget.close(clock, result)
+    search_budget.close(check.clock, result)
 
 
 def _backend(pending: PendingCheck, result: Result) -> tuple[Any, Backend]:

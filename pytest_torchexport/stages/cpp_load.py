@@ -20,6 +20,7 @@ from .check import Check
 
 if TYPE_CHECKING:
     from ..options import Options
+    from ..results.outcome import Outcome
 
 #: Backends whose artifacts a C++ deployment loads: (runner kind, saved file, C++ entry point).
 RUNTIMES = {
@@ -86,12 +87,31 @@ def _begin(check: Check, kind: str, filename: str, runtime: str) -> Started:
     return Started(runtime, running=running, built=built)
 
 
-def step(check: Check) -> None:
-    """After the verdict, compare the C++ run with eager; raises ``Stop`` where C++ disagrees with a pass."""
+class CppLoad:
+    """The optional stage (``stages/optional.py``): the saved TorchScript or AOTInductor artifact
+    run by libtorch beside the search, judged after a pass."""
+
+    name = "cpp_load"
+
+    def prepare(self, backend: str, spec: object, options: Options) -> None:
+        start(backend, options)
+
+    def begin(self, check: Check) -> None:
+        begin(check)
+
+    def join(self, check: Check, verdict: Outcome | None) -> None:
+        if verdict is not None:
+            step(check, passed=verdict.status == "pass")
+        elif check.cpp is not None and check.cpp.running is not None:
+            check.cpp.running.stop()  # the search raised: nothing to judge
+
+
+def step(check: Check, *, passed: bool) -> None:
+    """Compare the C++ run with eager where the search passed; raises ``Stop`` where C++ disagrees."""
     result, started = check.result, check.cpp
     if started is None:
         return  # not a format C++ loads: no key on the row
-    if started.running is not None and result.status != "pass":
+    if started.running is not None and not passed:
         started.running.stop()
         return  # the check has already failed: C++ would add nothing
     if started.skipped is not None or started.running is None:

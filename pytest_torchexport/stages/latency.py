@@ -15,11 +15,16 @@ import torch
 from .._compat import quiet_torch
 from ..backends.base import Backend
 from ..inputs.strategies import summarize
+from ..isolation import runner
 from ..reference.eager import Eager, fresh
+from . import search_budget
 from .check import Check
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from ..options import Options
+    from ..results.outcome import Outcome
 
     #: A call of one side: ``fn(args, kwargs)``, its outputs unused.
     Call = Callable[[tuple[Any, ...], dict[str, Any]], object]
@@ -28,6 +33,26 @@ if TYPE_CHECKING:
 CALLS = 5
 #: Time to spend on the timed calls of one check, beyond the warm-up.
 BUDGET_S = 0.1
+
+
+class Latency:
+    """The optional stage (``stages/optional.py``): eager and the artifact timed at the recorded
+    input, whatever the verdict, where the search budget covers it."""
+
+    name = "latency"
+
+    def prepare(self, backend: str, spec: object, options: Options) -> None:
+        pass
+
+    def begin(self, check: Check) -> None:
+        pass
+
+    def join(self, check: Check, verdict: Outcome | None) -> None:
+        if verdict is None:
+            return
+        runner.stage(check.result, "search")  # a time limit hit while timing is reported as the search's
+        if search_budget.affords(check.clock, "latency"):
+            record(check)
 
 
 def record(check: Check) -> None:

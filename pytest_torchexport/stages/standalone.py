@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from ..backends.base import Backend
     from ..options import Options
     from ..reference.compare import Comparison
+    from ..results.outcome import Outcome
 
 #: The report's ``standalone`` key while the request is out.
 IN_FLIGHT = "not read: the check ended before the loader's answer was read"
@@ -96,6 +97,26 @@ def step(check: Check) -> Loading:
     }
     loading.send(handle, request, timeout=min(TIMEOUT_S, float(check.options.timeout)))
     return loading
+
+
+class Standalone:
+    """The optional stage (``stages/optional.py``): the saved artifact loaded in a fresh process,
+    answered beside the search."""
+
+    name = "standalone"
+
+    def prepare(self, backend: str, spec: object, options: Options) -> None:
+        start(spec, options)
+
+    def begin(self, check: Check) -> None:
+        # [Crash Preflight] On CUDA the request went out with the export and may be answered
+        # already: a load_error known now skips the search, which would run the artifact here.
+        check.loading = check.loading or step(check)
+        check.loading.join_if_answered()
+
+    def join(self, check: Check, verdict: Outcome | None) -> None:
+        if check.loading is not None:
+            check.loading.join()
 
 
 def preflight(check: Check) -> Loading | None:

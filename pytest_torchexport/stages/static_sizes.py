@@ -19,11 +19,13 @@ from ..inputs.strategies import resize_like
 from ..reference.eager import Eager, EagerCall, ModelRaised, nbytes
 from ..reference.noise import Float64Reference, judge_noise
 from ..results.report import Finding
+from . import search_budget
 from .check import Check
 
 if TYPE_CHECKING:
     from ..inputs.specs import InputPlan
     from ..options import Options
+    from ..results.outcome import Outcome
 
 #: Static dims probed per check, in input order: each costs up to three eager calls.
 MAX_DIMS = 4
@@ -122,6 +124,24 @@ def eager_runs(
 
 def nearby(size: int) -> list[int]:
     return [s for s in dict.fromkeys((size - 1, size + 1, 2 * size)) if s >= 1 and s != size]
+
+
+class StaticSizes:
+    """The optional stage (``stages/optional.py``): after a pass, the static dims tried at nearby
+    sizes, where the search budget covers it."""
+
+    name = "static_sizes"
+
+    def prepare(self, backend: str, spec: object, options: Options) -> None:
+        pass
+
+    def begin(self, check: Check) -> None:
+        pass
+
+    def join(self, check: Check, verdict: Outcome | None) -> None:
+        passed = verdict is not None and verdict.status == "pass"
+        if passed and search_budget.affords(check.clock, "static_size probes"):
+            probe(check, until=search_budget.until(check.clock))
 
 
 def probe(check: Check, *, until: float | None = None) -> None:
