@@ -21,7 +21,7 @@ from importlib import metadata
 from pathlib import Path
 
 from .._compat import torch
-from .report import Finding
+from .report import Finding, FindingKind
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _FRAME = re.compile(r'File "([^"]+)", line (\d+)')
@@ -207,7 +207,7 @@ class FindingWarning(UserWarning):
 
 
 # TracerWarning text -> (finding kind, what it means). Matched in order.
-_TRACER_KINDS = (
+_TRACER_KINDS: tuple[tuple[str, FindingKind, str], ...] = (
     (
         "Python boolean",
         "frozen_branch",
@@ -248,7 +248,8 @@ def tracer_findings(caught: Iterable[warnings.WarningMessage], backend: str) -> 
         if not issubclass(w.category, torch.jit.TracerWarning):
             continue
         text = str(w.message)
-        kind, meaning = "tracer_warning", "TracerWarning: " + text.split(". ")[0]
+        kind: FindingKind = "tracer_warning"
+        meaning = "TracerWarning: " + text.split(". ")[0]
         for needle, k, m in _TRACER_KINDS:
             if needle in text:
                 kind, meaning = k, m
@@ -483,7 +484,7 @@ def _pointed_at(text: str) -> list[str]:
 
 
 # Exporter error text -> (finding kind, cause in a person's words).
-_ERROR_KINDS = (
+_ERROR_KINDS: tuple[tuple[tuple[str, ...], FindingKind, str], ...] = (
     (
         ("Unsupported input type", "in output, which is not a known type"),
         "unregistered_type",

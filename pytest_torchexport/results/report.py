@@ -11,9 +11,10 @@ import dataclasses
 import json
 import platform
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 from .._compat import package_version
+from .row_extra import RowExtra
 from .table import summary_lines
 
 REPORT_VERSION = 1
@@ -54,8 +55,54 @@ STATUS_DOCS: dict[str, str] = {
     "xpass": "passed although marked xfail=: the defect may be fixed; strict, so it fails",
 }
 
+#: The kinds of finding: a closed set, each explained in ``FINDING_DOCS`` (a test holds the two together).
+FindingKind = Literal[
+    "frozen_branch",
+    "frozen_value",
+    "baked_shape",
+    "baked_argument",
+    "specialized_dim",
+    "assumed_dim",
+    "data_dependent_branch",
+    "unsupported_op",
+    "unsupported_python",
+    "scripted_module",
+    "tracer_warning",
+    "unsupported_output",
+    "unregistered_type",
+    "compiled_parts",
+    "mutates_input",
+    "mutates_state",
+    "side_effects",
+    "training_mode",
+    "other_modules",
+    "recorded_call",
+    "changed_after_call",
+    "reference_copy",
+    "not_compared",
+    "masked_rows",
+    "unguarded_sizes",
+    "vacuous_output",
+    "rejected_inputs",
+    "external_data",
+    "device_fallback",
+    "standalone_load",
+    "cpp_load",
+    "backend_note",
+    "error_site",
+    "diverges_at",
+    "timeout",
+    "numeric_noise",
+    "size_budget",
+    "budget",
+    "onnx_checker",
+    "static_size",
+    "shipped_step",
+    "runtime_optimizer",
+]
+
 #: What each finding kind explains. A finding never changes a status by itself.
-FINDING_DOCS: dict[str, str] = {
+FINDING_DOCS: dict[FindingKind, str] = {
     "frozen_branch": "a data-dependent branch was recorded for one input only (TracerWarning or path divergence)",
     "frozen_value": "a tensor value (.item()) became a constant in the artifact",
     "baked_shape": "a size read as a Python number became a constant in the artifact",
@@ -261,7 +308,7 @@ VERDICT = frozenset({"status", "message", "likely_cause", "cause_kind"})
 class Finding:
     """An explanation attached to a result; it never changes the status by itself."""
 
-    kind: str
+    kind: FindingKind
     detail: str
     where: str | None = None
 
@@ -288,8 +335,8 @@ class Result:
     message: str = ""
     findings: list[Finding] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
-    #: Extra keys of the row (the report format allows any).
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: The keys a stage adds beyond these fields, each declared in ``row_extra.RowExtra``.
+    extra: RowExtra = field(default_factory=RowExtra)
     #: The likely cause in a few words and its kind, set with the verdict where known; the
     #: message's "Likely cause:" line is written from them, never read back.
     likely_cause: str | None = None
@@ -391,7 +438,8 @@ class Result:
         known = {k: v for k, v in data.items() if k in names}
         if known.get("status") not in STATUSES:
             raise ValueError(f"unknown status {known.get('status')!r}; a status is one of {', '.join(STATUSES)}")
-        extra = {k: v for k, v in data.items() if k not in names and k != "findings"}
+        # Read back as written: a report from another version may hold keys this one does not declare.
+        extra = cast("RowExtra", {k: v for k, v in data.items() if k not in names and k != "findings"})
         findings = [Finding(**f) for f in data.get("findings", [])]
         return cls(**known, findings=findings, extra=extra)
 

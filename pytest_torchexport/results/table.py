@@ -12,10 +12,11 @@ import re
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .report import Result
+    from .row_extra import LatencyMs
 
 
 def summary_lines(results: list[Result], width: int = 100) -> list[str]:
@@ -201,7 +202,7 @@ def examples_cell(r: Result) -> str:
     return f"{r.examples} ({100 * compared['elements'] // compared['of']}% el)"
 
 
-def format_latency(latency: dict[str, Any] | None) -> str:
+def format_latency(latency: LatencyMs | None) -> str:
     """``eager/artifact`` milliseconds: ``1.9/0.8``."""
     if not latency:
         return "-"

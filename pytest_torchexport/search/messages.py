@@ -203,7 +203,8 @@ def _numbers(result: Result, failure: Failure) -> tuple[list[str], dict[str, flo
         if cmp.diffs:
             worst = max(cmp.diffs, key=lambda d: d.max_abs)
             passes_with = {"atol": worst.needed_atol, "rtol": worst.needed_rtol}
-            result.extra.update(error_p50=worst.p50, error_p99=worst.p99, passes_with=passes_with)
+            result.extra["error_p50"], result.extra["error_p99"] = worst.p50, worst.p99
+            result.extra["passes_with"] = passes_with
         if failure.status == "roundtrip_mismatch":
             lines.append("The loaded artifact differs from the one in memory:")
         lines += cmp.lines()

@@ -7,7 +7,7 @@ Without a compiler the stage is skipped, never failed. See docs/howto-verify.md.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -21,6 +21,7 @@ from .check import Check
 if TYPE_CHECKING:
     from ..options import Options
     from ..results.outcome import Outcome
+    from ..results.row_extra import CppNote
 
 #: Backends whose artifacts a C++ deployment loads: (runner kind, saved file, C++ entry point).
 RUNTIMES = {
@@ -121,7 +122,7 @@ def step(check: Check, *, passed: bool) -> None:
     ran = started.running.result()
     runtime, built = started.runtime, started.built
     assert built is not None
-    note: dict[str, Any] = {"status": "pass", "runtime": runtime, "run_s": round(ran.seconds, 3), "served": ran.served}
+    note: CppNote = {"status": "pass", "runtime": runtime, "run_s": round(ran.seconds, 3), "served": ran.served}
     if built.waited_s > 0.5:  # this check waited for the build: say so on its row
         note["runner_build_s"] = round(built.build_s, 1)
     result.timings["cpp_s"] = ran.seconds
