@@ -122,7 +122,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     recording = state.recordings.get(key)
     try:
         if recording is None:
-            adapters.start_loader(item, options, target)
+            adapters.prepare_stages(item, options, target)
             recording = yield from adapters.run_body(item, options)
             state.remember(key, recording)
         else:

@@ -67,7 +67,7 @@ def test_the_pipeline_reaches_the_optional_stages_only_through_their_table():
         n for n in ast.walk(_tree("engine/pipeline.py")) if isinstance(n, ast.FunctionDef) and n.name == "_pipeline"
     )
     loops = [ast.unparse(n.iter) for n in ast.walk(function) if isinstance(n, ast.For)]
-    assert loops == ["OPTIONAL"] * 3  # begin, join on the search's exception, join after it
+    assert loops == ["optional.OPTIONAL"] * 3  # begin, join on the search's exception, join after it
     imported = {a.name for n in ast.walk(_tree("engine/pipeline.py")) if isinstance(n, ast.ImportFrom) for a in n.names}
     from pytest_torchexport.stages.optional import OPTIONAL
 

@@ -99,3 +99,17 @@ def test_page_problems_says_what_is_untrue(code_health):
     assert code_health.page_problems(long, [f"m{n}.py" for n in range(1, 14)], chain) == [
         "the reading path has 13 files (12 at most)"
     ]
+
+
+@pytest.mark.slow
+def test_the_core_alone_runs_through_fewer_files(code_health, traced_check):
+    """``--core``: the same check with the optional stages left out (their table emptied, the cache
+    and the budgets off) runs none of their modules, and fewer files than the whole check."""
+    core = code_health.check_path(None, core=True)
+    files = [entry.split(" (")[0] for entry in core["files to follow the core"]]
+    whole = [entry.split(" (")[0] for entry in traced_check[0]["files to follow one check"]]
+    assert "engine/pipeline.py" in files and "search/search.py" in files  # the core still ran
+    assert "isolation/cpp.py" not in files and "stages/cpp_load.py" not in files
+    assert len(files) < len(whole)
+    # A ceiling, as for the whole check: the core's files can only become fewer.
+    assert len(files) <= 55, f"the core now runs through {len(files)} package files (55 at most): {files}"

@@ -34,7 +34,7 @@ from ..search.search import Search
 from ..stages import assumptions, budget, bundle, capture, exporting, search_budget, side_effects
 from ..stages.check import Check
 from ..stages.exporting import compiled_finding, compiled_parts
-from ..stages.optional import OPTIONAL
+from ..stages import optional
 from ..stages.prelude import EagerOnce, Prelude, SharedCall, run_prelude
 from ..stages.session import Session
 from ..stages.shared_search import hypothesis_home
@@ -214,7 +214,7 @@ class PendingCheck:
             # initialised CUDA here, and a child forked after that cannot use CUDA.
             self.mode, self.why = runner.choose(self.options.isolation, self.device)
         spec = self.session.backends.get(self.name)
-        for stage in OPTIONAL:  # the loader, the C++ runner's build: shared by every child forked after
+        for stage in optional.OPTIONAL:  # the loader, the C++ runner's build: shared by every child forked after
             stage.prepare(self.name, spec, self.options)
         if self.mode != "process":
             self._to(CheckState.RUNNING)  # it runs in wait()
@@ -408,7 +408,7 @@ def _pipeline(pending: PendingCheck, result: Result, scratch: Path) -> None:
     # [Search Budget] What follows the exports counts against the budget.
     check.clock = search_budget.start(check.shared, check.recorded.call.seconds)
     try:
-        for stage in OPTIONAL:  # each starts its work beside the search: a fresh process, a C++ runtime
+        for stage in optional.OPTIONAL:  # each starts its work beside the search: a fresh process, a C++ runtime
             stage.begin(check)
         runner.stage(result, "run")
         side_effects.check_side_effects(check)
@@ -417,10 +417,10 @@ def _pipeline(pending: PendingCheck, result: Result, scratch: Path) -> None:
         runner.stage(result, "search")
         verdict = Search(check).run()
     except Exception:
-        for stage in OPTIONAL:  # a stage's own failure (a load_error) still wins
+        for stage in optional.OPTIONAL:  # a stage's own failure (a load_error) still wins
             stage.join(check, None)
         raise
-    for stage in OPTIONAL:
+    for stage in optional.OPTIONAL:
         stage.join(check, verdict)
     settle(result, verdict)
     search_budget.close(check.clock, result)

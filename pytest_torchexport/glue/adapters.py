@@ -55,15 +55,17 @@ def plan(item: pytest.Item, recording: Recording, options: Options, *, held: boo
     return selection.start(target.backend, target.device, session(item), held=held)
 
 
-def start_loader(item: pytest.Item, options: Options, target: items.Target) -> None:
-    """Start the standalone loader now, so its slow torch import overlaps the body and export."""
+def prepare_stages(item: pytest.Item, options: Options, target: items.Target) -> None:
+    """Prepare the optional stages now (the standalone loader, the C++ runner's build), so their
+    slow starts overlap the body and the export."""
     state = item.config.stash[STATE]
     if state.verdict_cache(item.config) is not None and state.warm:
         return  # [Verdict Cache] most checks will be reused: the first one that runs starts it
     # Deferred, after the warm return: imports torch and hypothesis, which a reused check never needs.
-    from ..stages import standalone
+    from ..stages import optional
 
-    standalone.start(state.backends.get(target.backend), options)
+    for stage in optional.OPTIONAL:
+        stage.prepare(target.backend, state.backends.get(target.backend), options)
 
 
 def run_body(item: pytest.Item, options: Options) -> Generator[None, None, Recording]:
@@ -120,4 +122,4 @@ def body_row(item: pytest.Item, target: items.Target, error: BaseException) -> R
     return row(target.backend, target.device, session(item), verdict)
 
 
-__all__ = ["body_row", "plan", "run_body", "session", "start_loader"]
+__all__ = ["body_row", "plan", "run_body", "session", "prepare_stages"]
