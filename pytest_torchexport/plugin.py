@@ -241,10 +241,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     if call.when != "call":
         return report
-    if report.skipped and isinstance(report.longrepr, tuple) and item.get_closest_marker("torchexport"):
-        # pytest.skip names where it was raised, which is this plugin's hook; -rs should name the test.
-        path, lineno, _ = item.location
-        report.longrepr = (str(item.path), (lineno or 0) + 1, report.longrepr[2])
+    if report.skipped and isinstance(report.longrepr, tuple) and items.target(item) is not None:
+        # pytest.skip names where it was raised: for a row this plugin skips, a frame of pluggy's
+        # or of this package. -rs should name the test, as for a skip marker; a skip the test's
+        # own code raised keeps its line.
+        raised_at = str(report.longrepr[0]).replace("\\", "/")
+        if "/pluggy/" in raised_at or "/pytest_torchexport/" in raised_at:
+            path, lineno, _ = item.location
+            report.longrepr = (str(item.path), (lineno or 0) + 1, report.longrepr[2])
     rows = verdicts.rows_of(item)
     if not rows:
         rows = carried_rows(call) or rows

@@ -183,3 +183,20 @@ def test_a_skipped_backend_is_reported_at_the_test_not_inside_pytest(tester):
     result = tester.runpytest("--torchexport-backends=tensorrt", "-rs")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["SKIPPED [[]1[]] test_models.py:3: [[]skipped[]] tensorrt skipped: *"])
+
+
+def test_a_test_that_calls_no_model_under_auto_is_skipped_at_the_test(tester):
+    # No marker: --torchexport-auto made the items. -rs names the test, not pluggy's frame; a skip
+    # the test raises itself keeps its own line.
+    tester.makepyfile(
+        test_plain="import pytest\n\n\ndef test_nothing():\n    assert True\n\n\n"
+        "def test_skips_itself():\n    pytest.skip('not here')\n"
+    )
+    result = tester.runpytest("--torchexport-auto", "--torchexport-backends=trace", "-rs")
+    result.assert_outcomes(skipped=2)
+    result.stdout.fnmatch_lines(
+        [
+            "SKIPPED [[]1[]] test_plain.py:4: [[]skipped[]] the test called no nn.Module*",
+            "SKIPPED [[]1[]] test_plain.py:9: not here",
+        ]
+    )
