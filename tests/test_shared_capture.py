@@ -9,6 +9,7 @@ process and from every check's forked child alike.
 from __future__ import annotations
 
 import inspect
+import os
 import textwrap
 
 import pytest
@@ -203,3 +204,94 @@ def test_a_recurrent_module_shares_its_capture_but_with_onnx(tester, monkeypatch
     for backend in ("export", "aoti"):
         assert rows[backend]["capture"] == "shared", rows[backend]
         assert rows[backend]["status"] == "run_error", rows[backend]["message"]  # torch.export pins seq
+
+
+CAPTURE_FAILS = textwrap.dedent(
+    """
+    import os
+    import signal
+    import time
+
+    import torch
+
+    _real = torch.export.export
+
+
+    def _first(module):
+        # Only the first process to capture the module (the capture child) fails.
+        try:
+            os.close(os.open(os.path.join(os.environ["CAPTURE_FLAGS"], type(module).__name__), os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            return False
+        return True
+
+
+    def _failing(module, *args, **kwargs):
+        with open(os.environ["CAPTURES_LOG"], "a") as log:
+            log.write(f"{type(module).__name__} strict={kwargs.get('strict', 'unset')}\\n")
+        if type(module).__name__ == "Hangs" and _first(module):
+            with open(os.path.join(os.environ["CAPTURE_FLAGS"], "hung.pid"), "w") as f:
+                f.write(str(os.getpid()))
+            time.sleep(600)
+        if type(module).__name__ == "Dies" and _first(module):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return _real(module, *args, **kwargs)
+
+
+    def pytest_configure(config):
+        torch.export.export = _failing
+
+
+    def pytest_unconfigure(config):
+        torch.export.export = _real
+    """
+)
+
+FAILING_MODELS = textwrap.dedent(
+    """
+    import pytest
+    import torch
+    from torch import nn
+
+
+    class Hangs(nn.Linear):
+        pass
+
+
+    class Dies(nn.Linear):
+        pass
+
+
+    @pytest.mark.torchexport(backends="export,onnx")
+    def test_hangs():
+        Hangs(8, 4).eval()(torch.randn(3, 8))
+
+
+    @pytest.mark.torchexport(backends="export,onnx")
+    def test_dies():
+        Dies(8, 4).eval()(torch.randn(3, 8))
+    """
+)
+
+
+def test_a_capture_that_hangs_or_dies_leaves_each_check_to_capture_its_own(tester, monkeypatch):
+    # The capture child that hangs is killed, process group and all, at the check's time limit;
+    # one that dies is let go: either way each check captures the call itself, and passes.
+    flags = tester.path / "flags"
+    flags.mkdir()
+    log = tester.path / "captures.log"
+    monkeypatch.setenv("CAPTURE_FLAGS", str(flags))
+    monkeypatch.setenv("CAPTURES_LOG", str(log))
+    tester.makeconftest(CAPTURE_FAILS)
+    tester.makepyfile(test_m=FAILING_MODELS)
+    tester.runpytest("--torchexport-report=out.json", "--torchexport-timeout=20")
+    rows = report_rows(tester, key=lambda r: (r["test"].split("::")[-1], r["backend"]))
+    captures = log.read_text().splitlines()
+    for model in ("Hangs", "Dies"):
+        assert captures.count(f"{model} strict=False") == 3, captures  # the child's, then each check's
+        for backend in ("export", "onnx"):
+            row = rows[(f"test_{model.lower()}", backend)]
+            assert row["status"] == "pass" and row["capture"] == "own", row
+    hung = int((flags / "hung.pid").read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(hung, 0)  # killed and waited for

@@ -52,8 +52,8 @@ class Process:
     #: temporary folders this process made, with its pid: removed at its exit (``scratch_folder``)
     temporary: dict[Any, int] = field(default_factory=dict)
 
-    def forked(self, channel: int) -> None:
-        """In a child just forked: close the siblings' pipes and report on ``channel``."""
+    def forked(self, channel: int | None) -> None:
+        """In a child just forked: close the siblings' pipes and report on ``channel``, if any."""
         for fd in [*self.children, *self.gates]:
             os.close(fd)
         self.children.clear()
@@ -107,6 +107,95 @@ def choose(isolation: str | None, device: str) -> tuple[str, str | None]:
     return "process", None
 
 
+def fork(body: Callable[[], object], *, channel: int | None = None) -> int:
+    """Fork a child of this process that runs ``body()`` and exits, 0 if it returned, 1 if it raised;
+    its pid. Every child of the plugin is forked here: a check's (``Child``) and the shared capture's.
+
+    The child leads its own process group, so a kill reaches what it started (compilers, workers);
+    on Linux the kernel kills it if this process dies first; it closes the pipes of its siblings and
+    reports on ``channel`` (``Process.forked``).
+
+    Forking with threads: this process has threads (torch's, onnxruntime's, pytest's), and a forked
+    child has only the thread that forked: a lock another thread held stays locked there. Python
+    3.12+ warns of it with a DeprecationWarning, silenced below (it must not fail ``-W error``),
+    since a child relies on no other thread: it runs one intra-op thread (GNU OpenMP's pool does not
+    survive fork; ``body`` sets ``torch.set_num_threads(1)``), never collects what it inherited
+    (freeing an onnxruntime session there can hang on threads fork did not copy), and leaves by
+    ``os._exit``, without the interpreter's teardown."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    parent = os.getpid()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child: never returns
+        code = 1
+        try:
+            gc.freeze()
+            THIS.forked(channel)
+            os.setpgid(0, 0)
+            _die_with_parent(parent)
+            body()
+            code = 0
+        finally:
+            os._exit(code)
+    try:  # also here, so a kill right after fork reaches the child's group
+        os.setpgid(pid, pid)
+    except OSError:  # already done, or already exited
+        pass
+    return pid
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a child ended: its ``os.waitpid`` status, or None where it ran past its time limit and was killed."""
+
+    status: int | None
+
+    @property
+    def timed_out(self) -> bool:
+        return self.status is None
+
+    @property
+    def finished(self) -> bool:
+        """It returned: exit code 0."""
+        return self.status == 0
+
+    @property
+    def killed_by(self) -> int | None:
+        """The signal that killed it, if one did (not the kill at its time limit)."""
+        return os.WTERMSIG(self.status) if self.status is not None and os.WIFSIGNALED(self.status) else None
+
+    def __str__(self) -> str:
+        if self.status is None:
+            return "timed out"
+        if self.killed_by is not None:
+            return f"killed by signal {signal.Signals(self.killed_by).name}"
+        return "finished" if self.finished else f"exited with code {os.WEXITSTATUS(self.status)}"
+
+
+def run_in_child(body: Callable[[], object], timeout: float) -> Ending:
+    """Run ``body()`` in a forked child (``fork``) and wait for it to end, reading the open checks'
+    pipes meanwhile (``pump``); past ``timeout`` seconds, or if the wait is interrupted (Ctrl-C, an
+    outer time limit), its process group is killed. Its result goes where ``body`` writes it."""
+    pid = fork(body)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return Ending(status)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            pump(min(0.02, remaining))
+    except BaseException:
+        _kill(pid)
+        raise
+    _kill(pid)
+    return Ending(None)
+
+
 class Child:
     """One check running in a forked child; ``wait()`` gives its ``Result``.
 
@@ -131,32 +220,21 @@ class Child:
         tmp.mkdir(exist_ok=True)
         read_end, write_end = os.pipe()
         gate_read, gate_write = os.pipe() if held else (None, None)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        parent = os.getpid()
-        with warnings.catch_warnings():
-            # Python 3.12+ warns on fork() with threads; harmless here, and it must not fail -W error.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            pid = os.fork()
-        if pid == 0:  # the child never returns
-            # Never collect inherited garbage in the child: freeing an onnxruntime session there
-            # can hang on threads fork did not copy.
-            gc.freeze()
+
+        def in_child() -> None:
             os.close(read_end)
             if gate_write is not None:
                 os.close(gate_write)
             cuda_closed_in_forked_child()
-            _child(body, result, write_end, tmp, parent, gate=gate_read)
+            _child(body, result, tmp, gate=gate_read)
+
+        pid = fork(in_child, channel=write_end)
         os.close(write_end)
         if gate_read is not None and gate_write is not None:
             os.close(gate_read)
             THIS.gates.add(gate_write)  # so later children close it (Process.forked)
         #: [Held] the write end of the pipe the child waits on; None once it runs
         self.gate: int | None = gate_write
-        try:  # also here, so a kill right after fork reaches the child's group
-            os.setpgid(pid, pid)
-        except OSError:  # already done, or already exited
-            pass
         self.pid, self.fd = pid, read_end
         self.started = time.monotonic()
         self.current, self.partial, self.done, self.raised = "start", None, None, None
@@ -213,11 +291,11 @@ class Child:
             _attach_row(exc, found, self.current, self.started, self.header)
             raise
         self._close()
-        status = 0
         if timed_out:
             _kill(self.pid)
+            ending = Ending(None)
         else:
-            _, status = os.waitpid(self.pid, 0)
+            ending = Ending(os.waitpid(self.pid, 0)[1])
         elapsed = time.monotonic() - self.started + self.spent
         if self.raised is not None:
             _reraise(self.raised)
@@ -228,7 +306,7 @@ class Child:
         if timed_out:
             self._result = _timed_out(found, self.current, self.timeout, elapsed, self.header)
         else:
-            self._result = _crashed(found, self.current, status, self.header, self.scratch / "fatal.txt")
+            self._result = _crashed(found, self.current, ending, self.header, self.scratch / "fatal.txt")
         return self._result
 
     def cancel(self) -> None:
@@ -294,14 +372,10 @@ def _pump(timeout: float) -> None:
             child._feed(os.read(fd, 1 << 16))
 
 
-def _child(
-    body: Callable[[Result], None], result: Result, write_end: int, tmp: Path, parent: int, *, gate: int | None = None
-) -> None:
+def _child(body: Callable[[Result], None], result: Result, tmp: Path, *, gate: int | None = None) -> None:
+    """A check's child (``fork`` made it its group's leader): it reports on ``THIS.channel``."""
     code = 0
     try:
-        THIS.forked(write_end)
-        os.setpgid(0, 0)  # its own group, so a kill reaches the compilers and workers it started
-        _die_with_parent(parent)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
 
         # disable() first, or an already enabled faulthandler (pytest's) keeps its old handlers.
@@ -435,13 +509,9 @@ def _timed_out(result: Result, current: str, timeout: float, elapsed: float, hea
     return result
 
 
-def _crashed(result: Result, current: str, status: int, header: str, fatal: Path) -> Result:
-    if os.WIFSIGNALED(status):
-        number = os.WTERMSIG(status)
-        name = signal.Signals(number).name
-        how, short = f"was killed by signal {name} ({signal.strsignal(number)})", f"killed by signal {name}"
-    else:
-        how = short = f"exited with code {os.WEXITSTATUS(status)}"
+def _crashed(result: Result, current: str, ending: Ending, header: str, fatal: Path) -> Result:
+    short = str(ending)
+    how = f"was {short} ({signal.strsignal(ending.killed_by)})" if ending.killed_by is not None else short
     why = (
         f"{short} during {current}: something it called (an exporter, a runtime, a native "
         "extension) ended the process; the session went on"

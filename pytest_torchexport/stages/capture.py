@@ -8,17 +8,11 @@ See docs/architecture.md.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import importlib
 import json
-import os
-import signal
-import sys
 import time
 import traceback
 import types
-import warnings
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +24,6 @@ from .._compat import quiet_torch
 from ..backends.base import Captured, capture_program, keywords_bound, load_backend
 from ..cache import sources
 from ..isolation import runner
-from ..isolation.runner import THIS
 from ..reference.eager import copy_module
 from .exporting import export_inputs, violated_dims
 from .prelude import Prelude
@@ -80,38 +73,16 @@ def share(
 
 
 def _in_child(prelude: Prelude, device: str, timeout: float) -> SharedCapture:
+    """The captures, made in a child (``runner.run_in_child``) that writes them to a scratch folder;
+    none if it ran past ``timeout`` or died."""
     folder = runner.scratch_folder("torchexport-capture-")
     try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads: the child only captures
-            pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child: never returns
-            code = 1
-            try:
-                os.setpgid(0, 0)  # its own group, so a kill reaches what it started
-                gc.freeze()  # never collect what it inherited (see runner.py)
-                for fd in [*THIS.children, *THIS.gates]:  # the check children's pipes are not its own
-                    os.close(fd)
-                torch.set_num_threads(1)
-                _write(_capture(prelude, device), folder)
-                code = 0
-            finally:
-                os._exit(code)
-        t0 = time.monotonic()
-        status = None
-        while time.monotonic() - t0 < timeout:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            runner.pump(0.02)
-        else:
-            with contextlib.suppress(OSError):
-                os.killpg(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            return SharedCapture()
-        if status != 0:
+
+        def body() -> None:
+            torch.set_num_threads(1)
+            _write(_capture(prelude, device), folder)
+
+        if not runner.run_in_child(body, timeout).finished:
             return SharedCapture()
         return _read(folder)
     finally:
