@@ -31,19 +31,18 @@ With ``--check-path`` (a traced run, about a minute a revision; not static):
   included: each writes a file name the first time one of its functions is called.
   ``their lines``: those files' lines, summed. A revision is run from ``git archive`` of its
   package (put first on ``PYTHONPATH``), with this checkout's environment.
-- ``files to follow the core`` (with ``--core``): the same check with every optional stage left
-  out, so what a reader follows is the core alone (record, export, save and load, side effects,
-  the search, the verdict, the row): ``stages/optional.py``'s table ``OPTIONAL`` emptied for the
-  run (by a ``conftest.py`` beside the test) and the verdict cache and the budgets off
-  (``--torchexport-cache=off``, ``--torchexport-budget=off``). A revision older than the table
-  runs with those two options only.
+- ``files to follow the core``: of those files, the ones the check reaches
+  without entering an optional stage: the traced calls followed from pytest's hooks, never into a
+  module of ``stages/optional.py``'s ``OPTIONAL`` (so never past one, to what only it reaches),
+  nor into the processes only they start (the standalone loader, the C++ runner's build), unless a
+  file of the core calls into them. Nothing is switched off: it is read from the same trace. A
+  revision without that table has no core count.
 - ``read in order``: the files of that check's reading path, ``docs/one-check.md`` (0 for a
   revision without the page): the files read top to bottom, each other file the check runs named
   under the one that calls it. ``page_problems`` holds the page to the traced run (its test:
   ``tests/test_code_health_check_path.py``).
 
     python benchmarks/code_health.py --check-path --rev 45e1d50 --rev HEAD
-    python benchmarks/code_health.py --check-path --core
 """
 
 from __future__ import annotations
@@ -412,16 +411,6 @@ def test_one():
     torch.nn.Linear(4, 2).eval()(torch.randn(3, 4))
 """
 
-#: ``--core``: the optional stages left out of the traced check (the table, where the revision has one).
-CORE_CONFTEST = """
-try:
-    from pytest_torchexport.stages import optional
-except ImportError:
-    optional = None
-if optional is not None:
-    optional.OPTIONAL = ()
-"""
-
 #: Run as ``python TRACER OUT -m pytest ...``: every process (a forked child inherits the trace
 #: function) appends to OUT the package files whose functions it calls, each once (``F file``), and
 #: each call from one package file into a function of another (``E caller callee``, a call its import makes too; ``-`` for a caller
@@ -464,9 +453,9 @@ runpy.run_module("pytest", run_name="__main__", alter_sys=True)
 """
 
 
-def check_path(rev: str | None, *, core: bool = False) -> dict[str, list[str] | int]:
-    """``files to follow one check`` and ``their lines`` (``core``: ``files to follow the core``): see
-    the module's docstring."""
+def check_path(rev: str | None) -> dict[str, list[str] | int]:
+    """``files to follow one check`` and ``their lines``, and ``files to follow the core`` where the
+    revision has a table of optional stages: see the module's docstring."""
     import os
     import tempfile
 
@@ -480,10 +469,6 @@ def check_path(rev: str | None, *, core: bool = False) -> dict[str, list[str] | 
             env["PYTHONPATH"] = os.pathsep.join([str(work / "src"), env.get("PYTHONPATH", "")])
         (work / "run").mkdir()
         (work / "run" / "test_one.py").write_text(CHECK_TEST)
-        core_options = []
-        if core:
-            (work / "run" / "conftest.py").write_text(CORE_CONFTEST)
-            core_options = ["--torchexport-cache=off", "--torchexport-budget=off"]
         (work / "tracer.py").write_text(TRACER)
         listed = work / "files.txt"
         done = subprocess.run(
@@ -499,7 +484,6 @@ def check_path(rev: str | None, *, core: bool = False) -> dict[str, list[str] | 
                 "no:randomly",
                 "--torchexport-isolation=process",
                 "--torchexport-report=out.json",
-                *core_options,
                 "test_one.py",
             ],
             cwd=work / "run",
@@ -521,18 +505,51 @@ def check_path(rev: str | None, *, core: bool = False) -> dict[str, list[str] | 
         calls = sorted({(relative(r[1]), relative(r[2])) for r in records if r[0] == "E"})
         root = work / "src" / PACKAGE if rev is not None else ROOT / PACKAGE
         lines = {f: len((root / f).read_text().splitlines()) for f in files}
-    if core:
-        return {
-            "files to follow the core": [f"{f} ({lines[f]} lines)" for f in files],
-            "  their lines": sum(lines.values()),
-            "calls between them": [f"{caller} -> {callee}" for caller, callee in calls],
-        }
     return {
         "files to follow one check": [f"{f} ({lines[f]} lines)" for f in files],
         "  their lines": sum(lines.values()),
         "calls between them": [f"{caller} -> {callee}" for caller, callee in calls],
         "  read in order": [f for f in reading_path(_page(rev))[0] if f in lines],
+        "files to follow the core": [f"{f} ({lines[f]} lines)" for f in core_files(files, calls, root)],
     }
+
+
+#: The entry points of the processes that only the optional stages start.
+STAGE_PROCESSES = {"isolation/loader.py", "isolation/cpp.py"}
+
+
+def core_files(files: list[str], calls: list[tuple[str, str]], root: Path) -> list[str]:
+    """The traced files reached from pytest's hooks without entering an optional stage's module
+    (``stages/optional.py``'s table, read from its source); [] where the revision has no table."""
+    table = root / "stages" / "optional.py"
+    if not table.exists():
+        return []
+    tree = ast.parse(table.read_text())
+    imported = {
+        alias.name: node.module for node in tree.body if isinstance(node, ast.ImportFrom) for alias in node.names
+    }
+    listed = next(
+        node.value
+        for node in tree.body
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id == "OPTIONAL"
+    )
+    stages = {
+        f"stages/{imported[c.func.id].lstrip('.')}.py"
+        for c in ast.walk(listed)
+        if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)
+    }
+    # From outside the package: pytest's hooks, torch calling a patched forward, a forked child. The
+    # processes only the optional stages start (the standalone loader, the C++ runner's build) are theirs.
+    theirs = stages | STAGE_PROCESSES
+    reached = {callee for caller, callee in calls if caller == "-" and callee not in theirs}
+    frontier = list(reached)
+    while frontier:
+        caller = frontier.pop()
+        for source, callee in calls:
+            if source == caller and callee not in reached and callee not in stages:
+                reached.add(callee)
+                frontier.append(callee)
+    return [f for f in files if f in reached]
 
 
 #: The page that reads one check in order (see ``reading_path``).
@@ -607,19 +624,12 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> i
         action="store_true",
         help="also trace one check through pytest and count the package files it runs (slow)",
     )
-    parser.add_argument(
-        "--core", action="store_true", help="with --check-path: trace the check again with the optional stages left out"
-    )
     args = parser.parse_args(argv)
     revs = args.rev or [None]
     results: list[dict[str, Any]] = [measure(rev) for rev in revs]
     if args.check_path:
         for rev, result in zip(revs, results):
             result.update(check_path(rev))
-            if args.core:
-                core = check_path(rev, core=True)
-                result["files to follow the core"] = core["files to follow the core"]
-                result["  their core lines"] = core["  their lines"]
     labels = [rev or "working tree" for rev in revs]
     width = max(len(k) for k in results[0])
     out(f"{'':{width}}  " + "  ".join(f"{label:>12}" for label in labels))

@@ -31,10 +31,9 @@ from ..results import outcome
 from ..results.outcome import Stop, settle
 from ..results.report import Report, Result, tag
 from ..search.search import Search
-from ..stages import assumptions, budget, bundle, capture, exporting, search_budget, side_effects
+from ..stages import assumptions, budget, bundle, capture, exporting, optional, search_budget, side_effects
 from ..stages.check import Check
 from ..stages.exporting import compiled_finding, compiled_parts
-from ..stages import optional
 from ..stages.prelude import EagerOnce, Prelude, SharedCall, run_prelude
 from ..stages.session import Session
 from ..stages.shared_search import hypothesis_home
