@@ -15,7 +15,7 @@ from .base import Backend, ExportContext
 FILENAME = "model.pt"  # shared by trace and script
 
 
-class TorchScriptBackend(Backend):
+class TorchScriptBackend(Backend[torch.jit.ScriptModule]):
     loads_without_python = True
 
     def unavailable_reason(self) -> str | None:

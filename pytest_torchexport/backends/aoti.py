@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 FILENAME = "model_aoti.pt2"
 
 
-class AotiBackend(Backend):
+class AotiBackend(Backend["_Package"]):
     loads_without_python = True
     name = "aoti"
     relowered = True

@@ -13,19 +13,22 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
 import torch
 
 from .._compat import pytree
 
 if TYPE_CHECKING:
-    from typing import TypeVar
-
     from ..options import ShippedOnnx
 
     #: A value returned in its own shape (``to_cpu``).
     _Tree = TypeVar("_Tree")
+
+#: The artifact a backend's ``export`` and ``load`` make and its other methods take: ``Backend[A]``.
+A = TypeVar("A")
+#: The same, for the ONNX protocols that only take an artifact.
+A_contra = TypeVar("A_contra", contravariant=True)
 
 
 @dataclass
@@ -100,9 +103,10 @@ def capture_program(
     return torch.export.export(module, args, kwargs or None, dynamic_shapes=dynamic_shapes, strict=False)
 
 
-class Backend:
+class Backend(Generic[A]):
     """Base class for an export path: set ``name`` and implement ``export``, ``save``, ``load``
-    and ``run``; the other methods are optional."""
+    and ``run``; the other methods are optional. ``A`` is the artifact's type: a subclass of
+    ``Backend[MyArtifact]`` has its methods typed; a plain ``Backend`` subclass takes ``Any``."""
 
     name: ClassVar[str] = ""
     #: The artifact re-lowers ops (other kernels), so default tolerances are looser.
@@ -126,42 +130,42 @@ class Backend:
         """[Shared Capture] True when this backend would capture ``module`` differently."""
         return False
 
-    def export(
-        self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext
-    ) -> object:
+    def export(self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: ExportContext) -> A:
         raise NotImplementedError
 
-    def save(self, artifact: Any, directory: Path) -> list[Path]:
+    def save(self, artifact: A, directory: Path) -> list[Path]:
         raise NotImplementedError
 
-    def load(self, directory: Path, ctx: ExportContext) -> object:
+    def load(self, directory: Path, ctx: ExportContext) -> A:
         raise NotImplementedError
 
-    def run(self, artifact: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return artifact(*args, **kwargs)
+    def run(self, artifact: A, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if callable(artifact):
+            return artifact(*args, **kwargs)
+        raise TypeError(f"{type(artifact).__name__!r} object is not callable")  # as calling it would raise
 
-    def input_shapes(self, artifact: Any) -> list[tuple[Any, ...]] | None:
+    def input_shapes(self, artifact: A) -> list[tuple[Any, ...]] | None:
         """Optional: the artifact's input shapes (int = static, None = dynamic)."""
         return None
 
-    def guard_violation(self, artifact: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+    def guard_violation(self, artifact: A, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
         """Optional: why ``args`` fall outside what the export proved, for artifacts that drop
         torch.export's runtime asserts."""
         return None
 
-    def artifact_module(self, artifact: Any) -> torch.nn.Module | None:
+    def artifact_module(self, artifact: A) -> torch.nn.Module | None:
         """Optional: the ``nn.Module`` the artifact runs, whose buffers are reset between calls."""
         return artifact if isinstance(artifact, torch.nn.Module) else None
 
-    def exported_program(self, artifact: Any) -> torch.export.ExportedProgram | None:
+    def exported_program(self, artifact: A) -> torch.export.ExportedProgram | None:
         """Optional: the ``ExportedProgram`` behind the artifact, for localisation."""
         return None
 
-    def device_fallback(self, artifact: Any) -> str | None:
+    def device_fallback(self, artifact: A) -> str | None:
         """Optional: why the artifact runs on another device than the check's, or None."""
         return None
 
-    def set_aside(self, artifact: Any) -> None:
+    def set_aside(self, artifact: A) -> None:
         """Optional: free what can be rebuilt; the artifact is now kept only for blame."""
         return None
 
@@ -173,47 +177,47 @@ class Backend:
 
 
 @runtime_checkable
-class OnnxModelSource(Protocol):
+class OnnxModelSource(Protocol[A_contra]):
     """The ONNX model an artifact runs, and a way to run a modified copy (for localisation)."""
 
-    def onnx_model(self, artifact: Any) -> bytes | str | None:
+    def onnx_model(self, artifact: A_contra) -> bytes | str | None:
         """The ONNX model (bytes or a path), or None."""
         ...
 
     def run_onnx_model(
-        self, artifact: Any, model: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, artifact: A_contra, model: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> dict[str, Any]:
         """``model`` run like the artifact; its outputs by name."""
         ...
 
 
 @runtime_checkable
-class GraphLevels(Protocol):
+class GraphLevels(Protocol[A]):
     """A runtime that rewrites the graph at load; a failure is rerun at lower levels."""
 
-    def graph_optimizer(self, artifact: Any) -> GraphOptimizer | None:
+    def graph_optimizer(self, artifact: A) -> GraphOptimizer | None:
         """The runtime's levels and the one the artifact runs at, or None."""
         ...
 
-    def at_level(self, artifact: Any, level: str) -> object:
+    def at_level(self, artifact: A, level: str) -> A:
         """The artifact at another of ``graph_optimizer``'s levels."""
         ...
 
 
 @runtime_checkable
-class PostProcessed(Protocol):
+class PostProcessed(Protocol[A_contra]):
     """[ONNX As Shipped] An artifact post-processed after export (float16, int8, optimization)."""
 
     def steps_unavailable(self, shipped: ShippedOnnx) -> str | None:
         """Why ``shipped``'s steps cannot run here, or None."""
         ...
 
-    def post_processing(self, artifact: Any) -> PostProcessing | None:
+    def post_processing(self, artifact: A_contra) -> PostProcessing | None:
         """The steps the artifact went through after export, or None."""
         ...
 
 
-class OnnxArtifact(OnnxModelSource, GraphLevels, PostProcessed, Protocol):
+class OnnxArtifact(OnnxModelSource[A], GraphLevels[A], PostProcessed[A], Protocol[A]):
     """All three, as the built-in ONNX backends implement."""
 
 

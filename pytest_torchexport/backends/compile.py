@@ -11,7 +11,7 @@ import torch
 from .base import Backend, ExportContext
 
 
-class CompileBackend(Backend):
+class CompileBackend(Backend[Callable[..., Any]]):
     name = "compile"
     relowered = True
     saveable = False

@@ -27,7 +27,7 @@ INSTALL = 'pip install "pytest-torchexport[executorch]"'
 LOWERED = "the size is outside what the program was lowered for"
 
 
-class ExecutorchBackend(Backend):
+class ExecutorchBackend(Backend["Pte"]):
     loads_without_python = True
     name = "executorch"
     relowered = True
@@ -62,7 +62,8 @@ class ExecutorchBackend(Backend):
     def device_fallback(self, artifact: Pte) -> str | None:
         return artifact.fallback
 
-    def save(self, artifact: Any, directory: Path) -> list[Path]:
+    def save(self, artifact: Pte, directory: Path) -> list[Path]:
+        assert artifact.buffer is not None, "save takes the artifact export made, which holds its bytes"
         path = directory / FILENAME
         path.write_bytes(artifact.buffer)
         return [path]

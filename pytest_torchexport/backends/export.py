@@ -13,7 +13,7 @@ from .base import Backend, ExportContext, keywords_bound
 FILENAME = "model.pt2"
 
 
-class ExportBackend(Backend):
+class ExportBackend(Backend["Exported"]):
     name = "export"
     shares_capture = True
     specializes_small_dims = True

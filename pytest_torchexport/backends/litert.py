@@ -26,7 +26,7 @@ _OUTPUT = re.compile(r"out_(\d+)_(\w+)$")
 _INPUT = re.compile(r"args_(\d+)$")
 
 
-class LiteRtBackend(Backend):
+class LiteRtBackend(Backend["_Tflite"]):
     loads_without_python = True
     name = "litert"
     relowered = True

@@ -151,7 +151,7 @@ def _widened(t: torch.Tensor) -> torch.Tensor:
     return t.float() if t.dtype == torch.float16 else t
 
 
-class _OnnxBackend(Backend):
+class _OnnxBackend(Backend["_InMemory | OnnxSession"]):
     loads_without_python = True
     relowered = True
     #: The standalone loader sends the tensors flat, as onnxruntime takes them
@@ -275,8 +275,12 @@ class DynamoOnnxBackend(_OnnxBackend):
     def post_processing(self, artifact: _InMemory | OnnxSession) -> PostProcessing | None:
         return artifact.shipped if isinstance(artifact, _InMemory) else None
 
-    def guard_violation(self, artifact: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
-        program = getattr(getattr(artifact, "program", None), "exported_program", None)
+    def guard_violation(
+        self, artifact: _InMemory | OnnxSession, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> str | None:
+        if not isinstance(artifact, _InMemory):  # a loaded model: no program
+            return None
+        program = getattr(artifact.program, "exported_program", None)
         if program is None:
             return None
         if artifact.guarded is None:
@@ -289,7 +293,8 @@ class DynamoOnnxBackend(_OnnxBackend):
             return text[0] if text else type(exc).__name__
         return None
 
-    def save(self, artifact: _InMemory, directory: Path) -> list[Path]:
+    def save(self, artifact: _InMemory | OnnxSession, directory: Path) -> list[Path]:
+        assert isinstance(artifact, _InMemory), "save takes the artifact export made, not a loaded one"
         if artifact.shipped is not None:  # the file that ships is the last step's
             path = directory / FILENAME
             path.write_bytes(artifact.stages[-1].data)
@@ -330,7 +335,8 @@ class LegacyOnnxBackend(_OnnxBackend):
         )
         return _InMemory(buffer.getvalue(), ctx.device, self.name)
 
-    def save(self, artifact: _InMemory, directory: Path) -> list[Path]:
+    def save(self, artifact: _InMemory | OnnxSession, directory: Path) -> list[Path]:
+        assert isinstance(artifact, _InMemory), "save takes the artifact export made, not a loaded one"
         path = directory / FILENAME
         path.write_bytes(artifact.program)
         return [path]

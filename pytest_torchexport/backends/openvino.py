@@ -32,7 +32,7 @@ INSTALL = 'pip install "pytest-torchexport[openvino]"'
 RT_INFO = ["torchexport", "outputs"]
 
 
-class OpenVinoBackend(Backend):
+class OpenVinoBackend(Backend["_Compiled"]):
     loads_without_python = True
     name = "openvino"
     relowered = True

@@ -32,7 +32,7 @@ INSTALL = 'pip install "pytest-torchexport[tensorrt]"'
 GPU = "cuda"
 
 
-class TensorRtBackend(Backend):
+class TensorRtBackend(Backend["_Engine"]):
     name = "tensorrt"
     relowered = True
     specializes_small_dims = True  # torch_tensorrt captures through torch.export
@@ -66,9 +66,10 @@ class TensorRtBackend(Backend):
         compiled = torch_tensorrt.compile(adapter, ir="dynamo", inputs=inputs, **self.settings)
         return _Engine(compiled, tensors, _fallback(ctx.device))
 
-    def save(self, artifact: Any, directory: Path) -> list[Path]:
+    def save(self, artifact: _Engine, directory: Path) -> list[Path]:
         import torch_tensorrt
 
+        assert artifact.example is not None, "save takes the artifact export made, which holds its example"
         path = directory / FILENAME
         torch_tensorrt.save(
             artifact.module, str(path), output_format="exported_program", arg_inputs=list(artifact.example)

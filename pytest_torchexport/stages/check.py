@@ -98,7 +98,7 @@ class Check:
     def mutates_state(self) -> bool:
         return bool(self.changed_state)
 
-    def run(self, artifact: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
+    def run(self, artifact: object, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
         """Run ``artifact`` on fresh inputs with eager's RNG seed: (outputs, inputs after)."""
         with quiet_torch():
             return run_artifact(lambda a, k: self.backend.run(artifact, a, k), args, kwargs)

@@ -99,7 +99,7 @@ def _capture_timing(result: Result, ctx: ExportContext) -> None:
     result.timings["export_s"] = max(0.0, result.timings.get("export_s", 0.0) - ctx.own_capture_s)
 
 
-def _post_processing(check: Check, artifact: Any) -> None:
+def _post_processing(check: Check, artifact: object) -> None:
     """[ONNX As Shipped] Record the steps after the export and their error budget (explicit rtol/atol win)."""
     post = check.backend.post_processing(artifact) if isinstance(check.backend, PostProcessed) else None
     if post is None:
@@ -118,7 +118,7 @@ def _post_processing(check: Check, artifact: Any) -> None:
     }
 
 
-def _static_dims(check: Check, artifact: Any) -> None:
+def _static_dims(check: Check, artifact: object) -> None:
     """A ``specialized_dim`` finding for each dynamic dim the artifact fixed."""
     said: set[str] = set()
     for input_name, axis, dim, size in check.plan.static_in(
@@ -421,7 +421,7 @@ def _unserializable(name: str, reason: str) -> str | None:
     )
 
 
-def roundtrip(check: Check, artifact: Any, ctx: ExportContext) -> Any:
+def roundtrip(check: Check, artifact: object, ctx: ExportContext) -> object:
     """Save ``artifact`` under the scratch dir and load it back."""
     backend, result = check.backend, check.result
     directory = check.scratch / "artifact"

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .._compat import quiet_torch
-from ..backends.base import Backend
+from ..backends.base import A, Backend
 from ..inputs.strategies import summarize
 from ..isolation import runner
 from ..reference.eager import Eager, fresh
@@ -113,7 +113,7 @@ def _timed(fn: Call, device: str, args: tuple[Any, ...], kwargs: dict[str, Any])
 
 
 def measure(
-    backend: Backend, artifact: Any, eager: Eager, args: tuple[Any, ...], kwargs: dict[str, Any]
+    backend: Backend[A], artifact: A, eager: Eager, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[float, float] | None:
     """Median milliseconds per call (eager, artifact) at ``args``/``kwargs``."""
     module = eager.module
