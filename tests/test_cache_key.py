@@ -94,3 +94,20 @@ def test_a_compare_function_s_file_is_hashed_with_the_run():
 
     _, files = check_key(_facts(options=Options.build(compare=close)))
     assert files == [__file__]
+
+
+def test_equal_containers_key_alike_whether_shared_or_not():
+    """Two places holding one dict, or two equal dicts (torch.fx nodes' ``meta`` differ so between
+    two runs of one e3nn test), are the same module to the key; their contents still count."""
+    shared, apart, other = (_module(0.5) for _ in range(3))
+    meta = {"in_lin_chain": 36}
+    shared.nodes = [meta, meta]
+    apart.nodes = [{"in_lin_chain": 36}, {"in_lin_chain": 36}]
+    other.nodes = [{"in_lin_chain": 36}, {"in_lin_chain": 37}]
+    key = check_key(_facts(module=shared))[0]
+    assert check_key(_facts(module=apart))[0] == key
+    assert check_key(_facts(module=other))[0] != key
+    cycle: list[object] = []
+    cycle.append(cycle)  # a container inside itself is still keyed, by a reference
+    apart.loop = cycle
+    assert check_key(_facts(module=apart))[0] != key

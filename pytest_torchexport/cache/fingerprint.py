@@ -202,27 +202,18 @@ class _Hasher:
         if id(value) in seen:
             self._w("ref", seen[id(value)])
             return
+        if isinstance(value, (list, tuple, Mapping, set, frozenset)):
+            # A plain container is keyed by its contents wherever it is met again: whether two
+            # places hold one dict or two equal dicts (torch.fx nodes' ``meta``) can differ between
+            # two runs of the same test. It is a ref only inside itself, where it would recurse.
+            seen[id(value)] = f"#{len(seen)}"
+            try:
+                self._container(value, seen)
+            finally:
+                del seen[id(value)]
+            return
         seen[id(value)] = f"#{len(seen)}"
-        if isinstance(value, (list, tuple)):
-            # Through the base class: a subclass may override len() or iteration (e3nn's
-            # Irreps items raise NotImplementedError from __len__), and it may carry state.
-            base: Any = list if isinstance(value, list) else tuple
-            items = list(base.__iter__(value))
-            self._w(_qualname(type(value)), len(items))
-            for item in items:
-                self.value(item, seen)
-            if type(value) is not base and getattr(value, "__dict__", None):
-                self.value(dict(vars(value)), seen)
-        elif isinstance(value, Mapping):
-            self._w(_qualname(type(value)), len(value))
-            for key, item in value.items():
-                self.value(key, seen)
-                self.value(item, seen)
-        elif isinstance(value, (set, frozenset)):
-            self._w(type(value).__name__, len(value))
-            for item in sorted(value, key=repr):
-                self.value(item, seen)
-        elif isinstance(value, types.FunctionType):
+        if isinstance(value, types.FunctionType):
             self._function(value, seen)
         elif isinstance(value, types.MethodType):
             self._w("method")
@@ -250,6 +241,31 @@ class _Hasher:
         else:
             # A C object: its repr. One with an address differs every run, so the key only misses.
             self._w("opaque", _qualname(type(value)), repr(value))
+
+    def _container(
+        self,
+        value: list[object] | tuple[object, ...] | Mapping[object, object] | set[object] | frozenset[object],
+        seen: dict[int, Any],
+    ) -> None:
+        if isinstance(value, (list, tuple)):
+            # Through the base class: a subclass may override len() or iteration (e3nn's
+            # Irreps items raise NotImplementedError from __len__), and it may carry state.
+            base: Any = list if isinstance(value, list) else tuple
+            items = list(base.__iter__(value))
+            self._w(_qualname(type(value)), len(items))
+            for item in items:
+                self.value(item, seen)
+            if type(value) is not base and getattr(value, "__dict__", None):
+                self.value(dict(vars(value)), seen)
+        elif isinstance(value, Mapping):
+            self._w(_qualname(type(value)), len(value))
+            for key, item in value.items():
+                self.value(key, seen)
+                self.value(item, seen)
+        else:
+            self._w(type(value).__name__, len(value))
+            for item in sorted(value, key=repr):
+                self.value(item, seen)
 
     def _function(self, fn: types.FunctionType, seen: dict[int, Any]) -> None:
         """By name and code (its file is hashed too when it runs), with what it closes over."""
