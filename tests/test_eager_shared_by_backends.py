@@ -9,6 +9,7 @@ from models import source
 from pytest_torchexport import ExportMismatch, check
 from pytest_torchexport.engine.pipeline import Session, run
 from pytest_torchexport.options import Options
+from pytest_torchexport.stages import latency
 
 BACKENDS = ["trace", "script", "export"]
 
@@ -109,7 +110,11 @@ def test_a_tests_items_share_it(tester):
         result.assert_outcomes(passed=len(backends) + 1)
         (line,) = [line for line in result.outlines if "EAGER CALLS" in line]
         counts.append(int(line.split()[-1]))
-    assert counts[0] >= 3 and counts[1] == counts[0], counts
+    # Eager's latency is timed in as many calls as fit its time (latency.CALLS at most, after a
+    # warm-up): the one count that follows the machine's load. Unshared, a second backend would
+    # add every one of the first's calls again.
+    timed = latency.CALLS + 1
+    assert counts[0] >= 3 + timed and abs(counts[1] - counts[0]) < timed, counts
 
 
 @pytest.mark.parametrize("jobs", ["1", "2"])
