@@ -10,13 +10,10 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..options import Options
 from ..results.report import Finding, Result
-
-if TYPE_CHECKING:
-    from .shared_search import SharedInputs
 
 #: [Search Budget] The default budget is this many times the test body's own time ...
 BUDGET_MULTIPLE = 10.0
@@ -44,11 +41,26 @@ class Budget:
         return cls(limit, f"{BUDGET_MULTIPLE:g}x {what} {own:.2f} s, at least {BUDGET_FLOOR_S:g} s")
 
 
+class SharedSpending(Protocol):
+    """What a clock reads of the inputs every backend shares (``shared_search.SharedInputs``)."""
+
+    @property
+    def budget(self) -> Budget: ...
+    @property
+    def skipped(self) -> list[str]: ...
+    @property
+    def spent_s(self) -> float: ...
+    @property
+    def extra_s(self) -> float: ...
+    @property
+    def wall_s(self) -> float | None: ...
+
+
 @dataclass
 class BudgetClock:
     """[Search Budget] One check's time against its budget: eager's shared time plus its own since its exports."""
 
-    shared: SharedInputs
+    shared: SharedSpending
     forward_s: float = 0.0  # eager's time at the recorded input: the least a later call costs
     start: float = field(default_factory=time.perf_counter)
     untried: dict[str, int] = field(default_factory=dict)
@@ -110,7 +122,7 @@ _KIND_WORDS = {
 }
 
 
-def start(shared: SharedInputs | None, forward_s: float) -> BudgetClock | None:
+def start(shared: SharedSpending | None, forward_s: float) -> BudgetClock | None:
     """A check's clock, from the end of its exports (None: no shared search, no budget)."""
     return None if shared is None else BudgetClock(shared, forward_s=forward_s)
 
