@@ -58,7 +58,13 @@ def test_ctrl_c_prints_the_rows_so_far_and_leaves_no_temporary_folder(tmp_path):
     while "test_i.py ...." not in seen and time.monotonic() < deadline:
         seen += proc.stdout.read(1)
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=120)
+    try:
+        out, _ = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:  # say where it hung: what it printed, then what it left
+        proc.kill()
+        rest, _ = proc.communicate()
+        left = sorted(p.name for p in tmp.iterdir())
+        raise AssertionError(f"the session did not end within 120 s of Ctrl-C; left {left}\n{seen}{rest}") from None
     out = seen + out
     assert "KeyboardInterrupt" in out, out
     assert "torchexport summary" in out and "test_a  Net     trace    pass" in out, out
