@@ -195,3 +195,24 @@ def test_a_loader_gone_before_the_answer_runs_the_artifact_in_a_process_of_its_o
         handle.close()
     assert ran.stage is None and not ran.served, ran.error
     torch.testing.assert_close(ran.outputs[0], model(x))
+
+
+def test_the_runners_detached_build_is_started_once_per_process(tmp_path, monkeypatch):
+    # Each item's setup and each check ask for the build; while it runs, every extra builder would
+    # import torch only to wait on the build's lock.
+    from pytest_torchexport.isolation.runner import THIS
+
+    spawned = []
+    chain = cpp.Toolchain("c++", tmp_path, "0.0", True)
+    monkeypatch.setattr(cpp, "toolchain", lambda: chain)
+    monkeypatch.setenv("TORCHEXPORT_CPP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(cpp.subprocess, "run", lambda args, **kw: spawned.append(args))
+    monkeypatch.setattr(THIS, "cpp_build_started", False)
+    for _ in range(3):
+        cpp.start_build()
+    assert len(spawned) == 1 and "pytest_torchexport.isolation.cpp" in spawned[0][2]
+    monkeypatch.setattr(THIS, "cpp_build_started", False)
+    (tmp_path / "cache" / chain.key).mkdir(parents=True)
+    (tmp_path / "cache" / chain.key / "build.json").write_text("{}")
+    cpp.start_build()  # built already: nothing to start
+    assert len(spawned) == 1

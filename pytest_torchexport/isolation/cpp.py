@@ -28,6 +28,7 @@ import torch
 from .._compat import torch_cxx11_abi
 from ..options import environment
 from . import loader
+from .runner import THIS
 
 SOURCE = Path(__file__).with_name("cpp_runner.cpp")
 MAGIC = b"TXCPP001"
@@ -262,10 +263,15 @@ def ensure(chain: Toolchain, *, timeout: float = BUILD_TIMEOUT_S) -> Runner:
 
 
 def start_build() -> None:
-    """Start building the runner in a detached process, unless already built."""
+    """Start building the runner in a detached process, unless already built or this process has
+    started one already: each item's setup and each check ask, and every extra builder would import
+    torch only to wait on the build's lock."""
+    if THIS.cpp_build_started:
+        return
     chain = toolchain()
     if isinstance(chain, str) or (cache_root() / chain.key / "build.json").exists():
         return
+    THIS.cpp_build_started = True
     # Detached through a shell that exits at once, so nothing here must reap it.
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[2])

@@ -51,6 +51,8 @@ class Process:
     loader: Any = None
     #: temporary folders this process made, with its pid: removed at its exit (``scratch_folder``)
     temporary: dict[Any, int] = field(default_factory=dict)
+    #: whether this process has started the C++ runner's detached build (``cpp.start_build``)
+    cpp_build_started: bool = False
 
     def forked(self, channel: int | None) -> None:
         """In a child just forked: close the siblings' pipes and report on ``channel``, if any."""
