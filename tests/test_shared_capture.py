@@ -28,7 +28,12 @@ CONFTEST = textwrap.dedent(
     def _counting(module, *args, **kwargs):
         with open(os.environ["CAPTURES_LOG"], "a") as log:
             log.write(f"{type(module).__name__} strict={kwargs.get('strict', 'unset')}\\n")
+        _misbehave(module)
         return _real(module, *args, **kwargs)
+
+
+    def _misbehave(module):
+        pass  # a test that makes a capture fail defines it again below this conftest
 
 
     def pytest_configure(config):
@@ -206,15 +211,11 @@ def test_a_recurrent_module_shares_its_capture_but_with_onnx(tester, monkeypatch
         assert rows[backend]["status"] == "run_error", rows[backend]["message"]  # torch.export pins seq
 
 
-CAPTURE_FAILS = textwrap.dedent(
+#: The counting conftest, with the first capture of ``Hangs`` hanging and of ``Dies`` dying.
+CAPTURE_FAILS = CONFTEST + textwrap.dedent(
     """
-    import os
     import signal
     import time
-
-    import torch
-
-    _real = torch.export.export
 
 
     def _first(module):
@@ -226,24 +227,13 @@ CAPTURE_FAILS = textwrap.dedent(
         return True
 
 
-    def _failing(module, *args, **kwargs):
-        with open(os.environ["CAPTURES_LOG"], "a") as log:
-            log.write(f"{type(module).__name__} strict={kwargs.get('strict', 'unset')}\\n")
+    def _misbehave(module):
         if type(module).__name__ == "Hangs" and _first(module):
             with open(os.path.join(os.environ["CAPTURE_FLAGS"], "hung.pid"), "w") as f:
                 f.write(str(os.getpid()))
             time.sleep(600)
         if type(module).__name__ == "Dies" and _first(module):
             os.kill(os.getpid(), signal.SIGKILL)
-        return _real(module, *args, **kwargs)
-
-
-    def pytest_configure(config):
-        torch.export.export = _failing
-
-
-    def pytest_unconfigure(config):
-        torch.export.export = _real
     """
 )
 
