@@ -16,10 +16,14 @@ after: other processes slow every run, the ratios less.
 ``--mark-all`` writes a conftest that adds a bare marker to every test (bodies untouched), the
 way a team marks a whole suite: ``--suite /tmp/e3nn/tests --mark-all -k ...`` times a real
 library's suite (its checkout is read, never written: the tests are copied).
+Where ``PYTHONDONTWRITEBYTECODE`` is set (as on the project's test machine and in many
+containers), every run compiles the plugin's modules from source, a fixed cost a fully
+reused session pays in full; ``--write-bytecode`` measures the cached case too.
 ``examples/test_fixture.py`` is left out: its ``torchexport`` fixture has no plain form.
 
     python benchmarks/bench_cache.py                                   # examples/, 25 examples
     python benchmarks/bench_cache.py --examples 5 --backends trace,export
+    python benchmarks/bench_cache.py --repeat 3 --write-bytecode
     python benchmarks/bench_cache.py --suite /tmp/e3nn/tests --mark-all --examples 5 -k "test_norm"
 """
 
@@ -54,9 +58,11 @@ def pytest_collection_modifyitems(config, items):
 """
 
 
-def run(folder: Path, args: list[str]) -> tuple[float, str]:
+def run(folder: Path, args: list[str], *, write_bytecode: bool = False) -> tuple[float, str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     env.pop("PYTEST_ADDOPTS", None)
+    if write_bytecode:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
     t0 = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", *args], cwd=folder, env=env, capture_output=True, text=True
@@ -85,6 +91,12 @@ def main() -> int:
     parser.add_argument("--examples", type=int, default=None, help="--torchexport-examples (default: the plugin's 25)")
     parser.add_argument("--backends", default=None)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument(
+        "--write-bytecode",
+        action="store_true",
+        help="let Python cache compiled modules (drop PYTHONDONTWRITEBYTECODE), as a pip-installed plugin runs; "
+        "one unmeasured run writes them first",
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-cache-"))
@@ -106,6 +118,9 @@ def main() -> int:
         f"suite {args.suite} ({'marked by a conftest' if args.mark_all else 'its own markers'}), "
         f"{os.cpu_count()} cores, load average before {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
+    print(_bytecode(args.write_bytecode))
+    if args.write_bytecode:
+        run(suite, [*marked, "--torchexport-cache=off", "--torchexport-examples=1"], write_bytecode=True)
     best: dict[str, float] = {}
     for round_ in range(args.repeat):
         cache = work / f"cache-{round_}"
@@ -117,7 +132,11 @@ def main() -> int:
         }
         for name, extra in runs.items():
             report = work / f"{name}-{round_}.json"
-            seconds, closing = run(suite, [*extra, f"--torchexport-report={report}"] if name != "plain" else extra)
+            seconds, closing = run(
+                suite,
+                [*extra, f"--torchexport-report={report}"] if name != "plain" else extra,
+                write_bytecode=args.write_bytecode,
+            )
             best[name] = min(best.get(name, seconds), seconds)
             print(f"  round {round_ + 1} {name:5} {seconds:7.1f} s  {closing}{spent(report)}", flush=True)
     print(f"load average after {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
@@ -131,6 +150,17 @@ def main() -> int:
     )
     shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def _bytecode(written: bool) -> str:
+    """How the runs import Python modules: a warm run's fixed cost is mostly importing, so this
+    decides much of ``warm / plain``."""
+    if written or not os.environ.get("PYTHONDONTWRITEBYTECODE"):
+        return "bytecode: cached (each run imports compiled modules, as a pip-installed plugin does)"
+    return (
+        "bytecode: not written (PYTHONDONTWRITEBYTECODE is set): every run compiles each module it imports "
+        "from source, as in a container that sets it; --write-bytecode measures the cached case"
+    )
 
 
 if __name__ == "__main__":

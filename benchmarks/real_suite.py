@@ -3,7 +3,7 @@ same suite plain, in one run: wall time, peak memory, the machine's load, each i
 and status, where the checks' time went, and what a budget left untried.
 
     python benchmarks/real_suite.py PATH/TO/CHECKOUT [--tests PATH...] [-k EXPR]
-        [-n 1] [--backends trace,script,onnx,export] [--examples 5] [--budget 30s|off] [--no-plain] [--warm]
+        [-n 1] [--backends trace,script,onnx,export] [--examples 5] [--budget 30s|off] [--no-plain] [--warm [--pairs K]]
 
 The checkout is the library's own source (installed with ``pip install --no-deps -e``
 first); nothing of it is copied here. A ``conftest.py`` that adds a bare ``torchexport``
@@ -17,7 +17,10 @@ least wall time the checks could add on this machine were they spread perfectly.
 seconds are the rows' lowering (``export_s``) and captures (``capture_s``; a capture shared by a
 test's backends counted once), printed against the marked run's extra CPU. ``--warm`` gives the marked run
 an empty verdict cache folder and then runs it again with that folder: every check whose verdict
-was stored is reused, what is left is the plugin's fixed cost (warm against plain).
+was stored is reused, what is left is the plugin's fixed cost (warm against plain); it prints
+how many rows were reused and checks each against the row it reuses. ``--pairs K`` runs K
+(plain, warm) pairs alternately after the marked run and prints the median ratio: one plain run
+of a small suite moves by a fifth from one run to the next on a shared machine.
 
 Memory is measured two ways, since the checks' children are forked copies of the test's
 process and share its pages until they write them: the largest single process
@@ -37,6 +40,7 @@ import os
 import re
 import resource
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -73,6 +77,13 @@ def main() -> int:
     parser.add_argument("--report", type=Path, default=None, help="keep the marked run's JSON report here")
     parser.add_argument("--no-plain", action="store_true", help="skip the plain run (no marked/plain ratio)")
     parser.add_argument("--warm", action="store_true", help="then the marked run again on its verdict cache")
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        default=1,
+        help="with --warm: this many (plain, warm) pairs after the marked run, run alternately, so a drift "
+        "of the machine's load reaches both sides; prints each ratio and their median",
+    )
     opts = parser.parse_args()
 
     conftest = opts.checkout / "conftest.py"
@@ -102,39 +113,49 @@ def main() -> int:
     plain = None
     if not opts.no_plain:
         plain = _run([*base, "-p", "no:torchexport"], opts.checkout, "plain")
-    kwargs = {"examples": opts.examples}
-    if opts.timeout is not None:
-        kwargs["timeout"] = opts.timeout
-    if opts.marker_budget is not None:
-        kwargs["budget"] = opts.marker_budget
-    conftest.write_text(CONFTEST.format(kwargs=", ".join(f"{k}={v!r}" for k, v in kwargs.items())))
+    conftest.write_text(_conftest(opts))
     cmd = [*base, f"--torchexport-backends={opts.backends}"]
     if opts.warm:  # without it the marked run stores nothing (-p no:cacheprovider: the cache is off), as before
         cmd.append(f"--torchexport-cache={tempfile.mkdtemp(prefix='real-suite-cache-')}")
     if opts.budget is not None:
         cmd.append(f"--torchexport-budget={opts.budget}")
-    warm = None
+    warm_report = report.with_name(report.stem + "-warm.json")
+    pairs: list[tuple[dict, dict]] = []
     try:
         marked = _run([*cmd, f"--torchexport-report={report}"], opts.checkout, "marked")
         if opts.warm:
-            warm = _run(cmd, opts.checkout, "warm")
+            for i in range(max(1, opts.pairs)):
+                if plain is not None and i > 0:
+                    conftest.unlink()  # the plain run as the first one: no conftest
+                    plain = _run([*base, "-p", "no:torchexport"], opts.checkout, f"plain {i + 1}")
+                    conftest.write_text(_conftest(opts))
+                warm = _run([*cmd, f"--torchexport-report={warm_report}"], opts.checkout, f"warm {i + 1}")
+                if plain is not None:
+                    pairs.append((plain, warm))
     finally:
-        conftest.unlink()
+        conftest.unlink(missing_ok=True)
     if plain is not None:
         cores = os.cpu_count() or 1
-        floor = max(0.0, marked["cpu_s"] - plain["cpu_s"]) / cores
+        first = pairs[0][0] if pairs else plain
+        floor = max(0.0, marked["cpu_s"] - first["cpu_s"]) / cores
         print(
-            f"marked/plain: {marked['wall_s'] / plain['wall_s']:.2f}x wall time, "
-            f"{marked['tree_pss_mb'] / plain['tree_pss_mb']:.2f}x peak tree PSS, "
-            f"{marked['largest_mb'] / plain['largest_mb']:.2f}x largest process; "
-            f"CPU {plain['cpu_s']:.0f} -> {marked['cpu_s']:.0f} s: the floor (extra CPU / {cores} cores) "
-            f"{floor:.0f} s of the {marked['wall_s'] - plain['wall_s']:.0f} s added"
+            f"marked/plain: {marked['wall_s'] / first['wall_s']:.2f}x wall time, "
+            f"{marked['tree_pss_mb'] / first['tree_pss_mb']:.2f}x peak tree PSS, "
+            f"{marked['largest_mb'] / first['largest_mb']:.2f}x largest process; "
+            f"CPU {first['cpu_s']:.0f} -> {marked['cpu_s']:.0f} s: the floor (extra CPU / {cores} cores) "
+            f"{floor:.0f} s of the {marked['wall_s'] - first['wall_s']:.0f} s added"
         )
-        if warm is not None:
+        ratios = []
+        for i, (p, w) in enumerate(pairs, 1):
+            ratios.append(w["wall_s"] / p["wall_s"])
             print(
-                f"warm/plain: {warm['wall_s'] / plain['wall_s']:.2f}x wall time "
-                f"(+{warm['wall_s'] - plain['wall_s']:.1f} s, CPU +{warm['cpu_s'] - plain['cpu_s']:.1f} s)"
+                f"warm/plain, pair {i}: {ratios[-1]:.2f}x wall time "
+                f"(+{w['wall_s'] - p['wall_s']:.1f} s, CPU +{w['cpu_s'] - p['cpu_s']:.1f} s)"
             )
+        if len(ratios) > 1:
+            print(f"warm/plain, median of {len(ratios)} pairs: {statistics.median(ratios):.2f}x")
+    if opts.warm and report.exists() and warm_report.exists():
+        _print_reuse(json.loads(report.read_text())["results"], json.loads(warm_report.read_text())["results"])
     if not report.exists():
         print("no report written")
         return 1
@@ -152,6 +173,45 @@ def main() -> int:
     for (module, status), n in sorted(collections.Counter((r["module"] or "-", r["status"]) for r in rows).items()):
         print(f"{module:24} {status:14} {n}")
     return 0
+
+
+def _conftest(opts: argparse.Namespace) -> str:
+    kwargs = {"examples": opts.examples}
+    if opts.timeout is not None:
+        kwargs["timeout"] = opts.timeout
+    if opts.marker_budget is not None:
+        kwargs["budget"] = opts.marker_budget
+    return CONFTEST.format(kwargs=", ".join(f"{k}={v!r}" for k, v in kwargs.items()))
+
+
+#: What a reused row must repeat of the row it reuses: its verdict, its words, its failing input.
+_VERDICT_KEYS = ("status", "message", "cause_kind", "failing_example", "findings")
+
+
+def _print_reuse(cold: list[dict], warm: list[dict]) -> None:
+    """How many of the warm run's rows were reused, why the others ran again, and whether each
+    reused row repeats the cold row it stands for."""
+
+    def key(r: dict) -> tuple:  # a test's backend has one row per kind of call
+        return (r["nodeid"], r["backend"], r.get("device"), r.get("call"))
+
+    by_id = {key(r): r for r in cold}
+    reused = [r for r in warm if r.get("cached")]
+    differ = []
+    for r in reused:
+        before = by_id.get(key(r))
+        if before is None or any(before.get(k) != r.get(k) for k in _VERDICT_KEYS):
+            differ.append(r)
+    print(
+        f"warm: {len(reused)} of {len(warm)} rows reused "
+        f"({collections.Counter(r['status'] for r in reused).most_common()}); "
+        f"{len(differ)} reused rows differ from the rows they reuse"
+    )
+    for r in differ[:10]:
+        print(f"  differs: {r['nodeid']} {r['backend']}")
+    again = collections.Counter(r["status"] for r in warm if not r.get("cached"))
+    if again:
+        print(f"warm: ran again: {again.most_common()}")
 
 
 def _run(cmd: list[str], cwd: Path, name: str) -> dict:
