@@ -188,6 +188,16 @@ def environment(name: str, default: str = "") -> str:
     return default if value is None else value
 
 
+#: ``TORCHEXPORT_SIZE_LIMITS=off`` lifts every limit on drawn sizes (the old ``TORCHEXPORT_SIZE_BUDGET`` is still read).
+SIZE_LIMITS_ENV = "TORCHEXPORT_SIZE_LIMITS"
+
+
+def size_limits() -> bool:
+    """Whether drawn sizes are bounded (``SIZE_LIMITS_ENV``); read at each check. Here, not in the
+    budget's module, so that the verdict cache can key it without importing the engine."""
+    return not switched_off(environment(SIZE_LIMITS_ENV))
+
+
 def closest(name: str, valid: Sequence[str]) -> str:
     """\" (did you mean 'x'?)\" for the valid name nearest a misspelled one, or \"\" when none is near."""
     near = difflib.get_close_matches(str(name), [str(v) for v in valid], n=1, cutoff=0.75)

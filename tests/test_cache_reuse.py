@@ -369,6 +369,31 @@ def test_a_cache_dir_given_on_the_command_line_and_cache_clear(tester):
     assert "cached" not in next(iter(report_rows(tester, "out.json", key=by_item).values()))
 
 
+ENGINE = ("pytest_torchexport.engine.pipeline", "pytest_torchexport.search.search", "pytest_torchexport.backends.trace")
+PROBE = f"""
+import json
+import sys
+
+
+def pytest_unconfigure(config):
+    with open("imported.json", "w") as f:
+        json.dump([name for name in {ENGINE!r} if name in sys.modules], f)
+"""
+
+
+def test_a_session_whose_every_check_is_reused_never_imports_the_engine(tester):
+    """A fully reused session pays for its bodies, the keys and the rows: not for importing the
+    exporters and the search (in a fresh interpreter, as a CI job starts)."""
+    tester.makepyfile(test_g=FAILING)
+    tester.makeconftest(PROBE)
+    tester.runpytest_subprocess("--torchexport-cache=c", "-k", "lin").assert_outcomes(passed=1)
+    assert json.loads((tester.path / "imported.json").read_text()) == list(ENGINE)
+    warm = tester.runpytest_subprocess("--torchexport-cache=c", "-k", "lin", "--torchexport-report=out.json")
+    warm.assert_outcomes(passed=1)
+    assert next(iter(report_rows(tester, "out.json", key=by_item).values()))["cached"] is True
+    assert json.loads((tester.path / "imported.json").read_text()) == []
+
+
 def test_xdist_workers_share_the_cache(tester):
     pytest.importorskip("xdist")
     tester.makepyfile(test_g=FAILING.replace("if x.sum() > 0:\n            return x * 2\n", ""))

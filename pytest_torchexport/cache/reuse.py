@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from .._compat import is_in_ci
-from ..options import Options
+from ..options import Options, size_limits
 from ..results.report import Result
 from . import fingerprint, sources
-from .facts import CheckFacts
-from .store import KEPT_STATUSES
+from .facts import CallDigests, CheckFacts
+from .store import KEPT_STATUSES, Cache
 
 
 def reproducible(options: Options) -> bool:
@@ -43,6 +45,19 @@ def _repro_gone(row: dict) -> str | None:
     return repro if isinstance(repro, str) and not os.path.exists(repro) else None
 
 
+class Named(Protocol):
+    """What the cache reads of a check's session (``stages.session.Session``)."""
+
+    @property
+    def backends(self) -> Mapping[str, object]: ...
+    @property
+    def test(self) -> str | None: ...
+    @property
+    def nodeid(self) -> str | None: ...
+    @property
+    def cache(self) -> Cache | None: ...
+
+
 class Reuse:
     """One check's lookup and keep."""
 
@@ -54,8 +69,46 @@ class Reuse:
         self.note: str | None = None  # why the cache was not used, for the summary
         self.refused: str | None = None  # [Signed Entries] a ``store.REFUSED`` kind
         self.spent = 0.0  # seconds
+        self._looked = False
+
+    @classmethod
+    def of(
+        cls,
+        session: Named,
+        backend: str,
+        device: str,
+        options: Options,
+        *,
+        module: object,
+        inputs: object,
+        sequence: list[tuple[tuple[Any, ...], dict[str, Any]]] | None,
+        digests: CallDigests | None,
+    ) -> Reuse:
+        """The lookup of one check (``inputs``: its ``InputPlan.tree``). Made here, where nothing
+        imports the engine, so that a reused check never loads it."""
+        return cls(
+            CheckFacts(
+                backend=backend,
+                spec=session.backends.get(backend),
+                device=device,
+                test=session.test,
+                nodeid=session.nodeid,
+                options=options,
+                module=module,
+                inputs=inputs,
+                sequence=sequence,
+                size_budget=size_limits(),
+                store=session.cache,
+                digests=digests,
+            )
+        )
 
     def lookup(self) -> Result | None:
+        """The stored verdict, or None. Asked once: a later call finds nothing (a hit is used
+        where it was found; a miss stays a miss), so a check looked up early is not keyed twice."""
+        if self._looked:
+            return None
+        self._looked = True
         t0 = time.perf_counter()
         try:
             return self._lookup()

@@ -19,7 +19,6 @@ from .. import freed
 from .._compat import pytree
 from ..backends.base import Backend, MethodCall, PostProcessed, load_backend
 from ..cache import sources
-from ..cache.facts import CheckFacts
 from ..cache.reuse import Reuse
 from ..errors import ExportMismatch, InvalidArgument
 from ..inputs.specs import InputPlan, plan_inputs
@@ -31,7 +30,7 @@ from ..results import outcome
 from ..results.outcome import Stop, settle
 from ..results.report import Report, Result, tag
 from ..search.search import Search
-from ..stages import assumptions, budget, bundle, capture, exporting, optional, search_budget, side_effects
+from ..stages import assumptions, bundle, capture, exporting, optional, search_budget, side_effects
 from ..stages.check import Check
 from ..stages.exporting import compiled_finding, compiled_parts
 from ..stages.prelude import EagerOnce, Prelude, SharedCall, run_prelude
@@ -146,6 +145,7 @@ class PendingCheck:
         sequence: list[tuple[tuple[Any, ...], dict[str, Any]]] | None = None,
         once: SharedCall | None = None,
         call: str | None = None,
+        reuse: Reuse | None = None,
     ) -> None:
         """``once``: the recorded call and its shared prelude; ``call``: its kind."""
         self.module, self.plan, self.name, self.device = module, plan, name, device
@@ -173,24 +173,16 @@ class PendingCheck:
         self._scratch: Path | None = None
         self._done: Result | None = None  # its row, once DONE
         self.check: Check | None = None  # what --torchexport-bundle writes
-        self.reuse = Reuse(self._facts())  # [Verdict Cache]
-
-    def _facts(self) -> CheckFacts:
-        """All the verdict cache reads of this check."""
-        session = self.session
-        return CheckFacts(
-            backend=self.name,
-            spec=session.backends.get(self.name),
-            device=self.device,
-            test=session.test,
-            nodeid=session.nodeid,
-            options=self.options,
-            module=self.module,
-            inputs=self.plan.tree,
-            sequence=self.sequence,
-            size_budget=budget.enabled(),
-            store=session.cache,
-            digests=self.once.digests if self.once else None,
+        #: [Verdict Cache] ``reuse``: the lookup a caller already made (a miss), else this check's own
+        self.reuse = reuse or Reuse.of(
+            session,
+            name,
+            device,
+            options,
+            module=module,
+            inputs=plan.tree,
+            sequence=sequence,
+            digests=once.digests if once else None,
         )
 
     def start(self, *, held: bool = False) -> None:

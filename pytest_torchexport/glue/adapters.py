@@ -16,6 +16,7 @@ from .._compat import torch
 from ..options import Options
 from ..recording.models import ModelError
 from ..recording.recorder import Recorder
+from ..results import outcome
 from ..results.outcome import Outcome
 from ..stages.session import Session
 from . import items
@@ -91,9 +92,6 @@ def run_body(item: pytest.Item, options: Options) -> Generator[None, None, Recor
 
 def body_row(item: pytest.Item, target: items.Target, error: BaseException) -> Result:
     """The row of an item whose test body did not finish: skipped, xfailed, or a usage error."""
-    # Deferred: imports torch and hypothesis; the plugin's import stays torch-free.
-    from ..recording.selection import row
-
     if isinstance(error, pytest.skip.Exception):
         why = f"the test body skipped: {error}"
         verdict = Outcome("skipped", why, why, "test_body")
@@ -119,7 +117,8 @@ def body_row(item: pytest.Item, target: items.Target, error: BaseException) -> R
             why,
             "test_body",
         )
-    return row(target.backend, target.device, session(item), verdict)
+    names = session(item)
+    return outcome.row(verdict, backend=target.backend, device=target.device, nodeid=names.nodeid, test=names.test)
 
 
 __all__ = ["body_row", "plan", "run_body", "session", "prepare_stages"]

@@ -8,24 +8,28 @@ checked into a ``usage_error`` row, so every item has a report row. See docs/how
 from __future__ import annotations
 
 import time
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .._compat import pytree
-from ..engine import pipeline as checks
+from ..cache.facts import CallDigests
+from ..cache.reuse import Reuse
 from ..engine.schedule import CheckState
 from ..errors import InvalidArgument
+from ..inputs.specs import plan_inputs
 from ..options import Options
 from ..results import outcome
 from ..results.outcome import Outcome, add_note
 from ..results.report import Finding, Result
-from ..stages.prelude import EagerOnce, SharedCall
 from ..stages.session import Session
 from .calls import Call, Recording
 from .kinds import Kind, group
 
 if TYPE_CHECKING:
+    from ..engine.pipeline import PendingCheck
     from ..isolation import runner
+    from ..stages.prelude import EagerOnce
 
 
 @dataclass
@@ -37,11 +41,11 @@ class Selection:
     auto: bool = False  # checked because of --torchexport-auto, not a marker
     #: (id(module), kind) -> (index of the first call that replays, why earlier ones did not)
     _replayable: dict[tuple[int, int], tuple[int, str | None]] = field(default_factory=dict)
-    #: [Eager Once] eager's stages of a call, computed once for all the test's backends
-    eager_once: EagerOnce = field(default_factory=EagerOnce)
-
-    def __post_init__(self) -> None:
-        self.eager_once.body_s = self.recording.body_s  # [Search Budget]
+    #: [Verdict Key] (call, module id) -> the digest of the module and its inputs, for every backend
+    digests: dict[tuple[Hashable, int], str] = field(default_factory=dict)
+    #: [Eager Once] eager's stages of a call, computed once for all the test's backends; made by
+    #: the first check that runs, so a test whose every check is reused never imports the engine
+    eager_once: EagerOnce | None = None
 
     @classmethod
     def make(cls, recording: Recording, options: Options, auto: bool = False) -> Selection:
@@ -316,13 +320,13 @@ class _KindRun:
         self.index, self.why = self.selection._replayable.get((id(kind.calls[0].live), number), (0, None))
         self._pending = self._prepare(self.index)
 
-    def _prepare(self, index: int) -> checks.PendingCheck | None:
+    def _prepare(self, index: int) -> PendingCheck | _Reused | None:
         planned, options = self.planned, self.selection.options
         candidate = self.calls[index]
         candidate.put_back()  # [A Copy That Is Not The Module]
         try:
             module = candidate.checked()  # [Another Method]
-            plan = checks.plan_inputs(
+            plan = plan_inputs(
                 module,
                 candidate.args,
                 candidate.kwargs,
@@ -355,16 +359,37 @@ class _KindRun:
             if self.kind.name:
                 self._done.extra["call"] = self.kind.name
             return None
-        return checks.PendingCheck(
+        sequence = _sequence(self.calls[index:])
+        # [Verdict Cache] Looked up before the engine is imported: a reused verdict needs none of it.
+        reuse = Reuse.of(
+            planned.session,
+            planned.backend,
+            planned.device,
+            options,
+            module=module,
+            inputs=plan.tree,
+            sequence=sequence,
+            digests=CallDigests(self.selection.digests, id(candidate)),
+        )
+        found = reuse.lookup()
+        if found is not None:
+            return _Reused(found, reuse, options)
+        from ..engine.pipeline import EagerOnce, PendingCheck, SharedCall  # deferred: the engine, as above
+
+        selection = self.selection
+        if selection.eager_once is None:  # [Search Budget] it knows the body's own seconds
+            selection.eager_once = EagerOnce(selection.recording.body_s, keys=selection.digests)
+        return PendingCheck(
             module,
             plan,
             planned.backend,
             planned.device,
             options,
             session=planned.session,
-            sequence=_sequence(self.calls[index:]),
+            sequence=sequence,
             call=self.kind.name,
-            once=SharedCall(self.selection.eager_once, id(candidate)),
+            once=SharedCall(selection.eager_once, id(candidate)),
+            reuse=reuse,
         )
 
     def start(self, *, held: bool = False) -> None:
@@ -420,6 +445,38 @@ class _KindRun:
         self.selection._explain_kinds(result, [k.kind for k in self.planned.kinds])
         self._done = result
         return result
+
+
+class _Reused:
+    """[Verdict Cache] A check whose stored verdict was found: the states and row of a
+    ``PendingCheck`` that settled at its start, without the engine."""
+
+    child = None  # it forks nothing
+
+    def __init__(self, result: Result, reuse: Reuse, options: Options) -> None:
+        self.result, self.reuse, self.options = result, reuse, options
+        self.state = CheckState.PENDING
+        self.started: float | None = None
+        self._done: Result | None = None
+
+    def start(self, *, held: bool = False) -> None:
+        if self.state is CheckState.PENDING:
+            self.started = time.monotonic()
+            self.state = CheckState.SETTLED
+
+    def cancel(self) -> None:
+        pass  # nothing runs
+
+    def wait(self) -> Result:
+        if self._done is None:
+            self.start()
+            assert self.started is not None
+            self.result.timings["total_s"] = time.monotonic() - self.started
+            self.reuse.keep(self.result)  # a hit stores nothing; it notes the cache's own time
+            outcome.xfail(self.result, self.options.xfail.get(self.result.backend))  # as a checked row's
+            self._done = self.result
+            self.state = CheckState.DONE
+        return self._done
 
 
 def row(backend: str, device: str, session: Session, verdict: Outcome, *, module: str = "") -> Result:

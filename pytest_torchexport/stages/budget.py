@@ -16,7 +16,7 @@ import torch
 
 from ..inputs.specs import DEFAULT_DIM, InputPlan, derived
 from ..isolation import runner
-from ..options import Options, environment, switched_off
+from ..options import SIZE_LIMITS_ENV, Options, size_limits
 from ..reference.eager import EagerCall, nbytes
 from ..results.report import Finding, Result
 from .shared_search import explicit_draws, grown_draw
@@ -36,12 +36,9 @@ CALLS_PER_EXAMPLE = 2
 #: Calls a check makes besides its examples (export, probes, latency).
 FIXED_CALLS = 10
 #: ``TORCHEXPORT_SIZE_LIMITS=off`` lifts every limit (the old ``TORCHEXPORT_SIZE_BUDGET`` is still read).
-OFF_ENV = "TORCHEXPORT_SIZE_LIMITS"
-
-
-def enabled() -> bool:
-    """Whether drawn sizes are bounded (``OFF_ENV``); read at each check."""
-    return not switched_off(environment(OFF_ENV))
+OFF_ENV = SIZE_LIMITS_ENV
+#: Whether drawn sizes are bounded; read at each check.
+enabled = size_limits
 
 
 def exponents(plan: InputPlan) -> dict[str, int]:

@@ -174,13 +174,14 @@ class _Shared:
 class EagerOnce:
     """The prelude of one test's checks (or one ``check()`` call), computed once per module and device."""
 
-    def __init__(self, body_s: float | None = None) -> None:
+    def __init__(self, body_s: float | None = None, keys: dict[tuple[Hashable, int], str] | None = None) -> None:
         #: [Search Budget] the test body's own seconds (None: no body, as for check())
         self.body_s = body_s
         #: (recorded call, module, device) -> its prelude
         self._shared: dict[tuple[Any, int, str], _Shared] = {}
-        #: [Verdict Key] (call, module) -> digest of the module and its inputs
-        self.keys: dict[tuple[Hashable, int], str] = {}
+        #: [Verdict Key] (call, module) -> digest of the module and its inputs (``keys``: a memo the
+        #: test's lookups already filled)
+        self.keys: dict[tuple[Hashable, int], str] = {} if keys is None else keys
         #: [Shared Capture] (recorded call, module, device) -> capture.py's capture
         self.captures: dict[Hashable, Any] = {}
 
