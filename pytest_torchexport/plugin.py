@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
-from ._compat import skip_fixture_setup
+from ._compat import skip_fixture_setup, torch
 from .errors import InvalidArgument
 from .glue import adapters, ahead, hookspecs, items, markers, model_items, verdicts, wording
 from .glue.cli import add_options, misspelled_flags
@@ -25,8 +25,6 @@ from .options import DEFAULT_BACKENDS, Options
 
 if TYPE_CHECKING:  # a type only: recording/ imports torch, which the plugin's import must not
     from pathlib import Path
-
-    import torch
 
     from .recording.calls import Recording
     from .recording.selection import PlannedRun
@@ -196,7 +194,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 @pytest.fixture
-def torchexport(request: pytest.FixtureRequest) -> Callable[..., Report]:
+def torchexport(request: pytest.FixtureRequest) -> Generator[Callable[..., Report], None, None]:
     """Check a module explicitly: ``torchexport(Model(), (x,), dims={"batch": (1, 16)})``.
 
     Takes the marker's options; returns the ``Report`` and raises ``ExportMismatch`` when a
@@ -231,7 +229,11 @@ def torchexport(request: pytest.FixtureRequest) -> Callable[..., Report]:
         pipeline.raise_if_failed(report)
         return report
 
-    return run
+    # Seeded as a marked test's body is (--torchexport-seed, else 0), so a model the test builds
+    # has the same random weights on every run: its verdict can be reused, and a failure repeats.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(state.defaults.get("seed") or 0)
+        yield run
 
 
 @pytest.hookimpl(wrapper=True)

@@ -394,6 +394,25 @@ def test_a_session_whose_every_check_is_reused_never_imports_the_engine(tester):
     assert json.loads((tester.path / "imported.json").read_text()) == []
 
 
+def test_a_fixture_test_that_builds_a_random_model_is_reused(tester):
+    """The fixture seeds the test's body as the marker does, so a model built with random
+    weights is the same model on the next run, and its verdict is reused."""
+    tester.makepyfile(
+        test_f="""
+        import torch
+
+
+        def test_random_model(torchexport):
+            model = torch.nn.Linear(4, 2).eval()  # random weights, as most tests build them
+            torchexport(model, (torch.randn(3, 4),), backends=["trace"])
+        """
+    )
+    tester.runpytest("--torchexport-cache=c").assert_outcomes(passed=1)
+    tester.runpytest("--torchexport-cache=c", "--torchexport-report=out.json").assert_outcomes(passed=1)
+    (row,) = report_rows(tester, "out.json", key=by_item).values()
+    assert row["cached"] is True and row["status"] == "pass"
+
+
 def test_xdist_workers_share_the_cache(tester):
     pytest.importorskip("xdist")
     tester.makepyfile(test_g=FAILING.replace("if x.sum() > 0:\n            return x * 2\n", ""))
