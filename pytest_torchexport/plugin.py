@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
-from ._compat import skip_fixture_setup, torch
+from ._compat import skip_fixture_setup
 from .errors import InvalidArgument
 from .glue import adapters, ahead, hookspecs, items, markers, model_items, verdicts, wording
 from .glue.cli import add_options, misspelled_flags
@@ -25,6 +25,8 @@ from .options import DEFAULT_BACKENDS, Options
 
 if TYPE_CHECKING:  # a type only: recording/ imports torch, which the plugin's import must not
     from pathlib import Path
+
+    import torch
 
     from .recording.calls import Recording
     from .recording.selection import PlannedRun
@@ -229,10 +231,9 @@ def torchexport(request: pytest.FixtureRequest) -> Generator[Callable[..., Repor
         pipeline.raise_if_failed(report)
         return report
 
-    # Seeded as a marked test's body is (--torchexport-seed, else 0), so a model the test builds
-    # has the same random weights on every run: its verdict can be reused, and a failure repeats.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(state.defaults.get("seed") or 0)
+    # Seeded as a marked test's body is (--torchexport-seed, else 0): a model the test builds has
+    # the same random weights on every run, so its verdict can be reused and a failure repeats.
+    with adapters.seeded(state.defaults.get("seed")):
         yield run
 
 

@@ -6,8 +6,9 @@ The engine never touches a pytest object: an item becomes a ``Session``, its bod
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING
 
 import pytest
@@ -69,12 +70,18 @@ def prepare_stages(item: pytest.Item, options: Options, target: items.Target) ->
         stage.prepare(target.backend, state.backends.get(target.backend), options)
 
 
+@contextlib.contextmanager
+def seeded(seed: int | None) -> Iterator[None]:
+    """torch's RNG seeded for a test's body and restored after it, so the model the test builds
+    with random weights (and so a failure, and the verdict cache's key) is the same in every run."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed or 0)
+        yield
+
+
 def run_body(item: pytest.Item, options: Options) -> Generator[None, None, Recording]:
     """Run the test body (the inner hooks) under the recorder; returns its ``Recording``."""
-
-    # Seeded, so the model's random init (and so a failure) is the same in every run.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(options.seed or 0)
+    with seeded(options.seed):
         with Recorder(module=options.module) as recorder:
             t0 = time.perf_counter()
             try:
@@ -121,4 +128,4 @@ def body_row(item: pytest.Item, target: items.Target, error: BaseException) -> R
     return outcome.row(verdict, backend=target.backend, device=target.device, nodeid=names.nodeid, test=names.test)
 
 
-__all__ = ["body_row", "plan", "run_body", "session", "prepare_stages"]
+__all__ = ["body_row", "plan", "prepare_stages", "run_body", "seeded", "session"]
