@@ -12,7 +12,7 @@ from helpers import assert_draws_within
 
 from pytest_torchexport import check
 from pytest_torchexport.inputs.specs import plan_inputs
-from pytest_torchexport.options import Options
+from pytest_torchexport.options import SIZE_LIMITS_ENV, Options
 from pytest_torchexport.reference.eager import Eager, EagerCall, Footprint
 from pytest_torchexport.results.report import Result
 from pytest_torchexport.stages import budget
@@ -232,7 +232,7 @@ def test_bytes_in_and_out_count_where_they_exceed_the_peak_and_the_budget_can_be
     )
     assert capped.caps == {"batch": 8} and result.extra["budget_limit"] == "memory"
     assert "holds 256 MB (its tensors in and out)" in result.findings[0].detail
-    monkeypatch.setenv(budget.OFF_ENV, "off")
+    monkeypatch.setenv(SIZE_LIMITS_ENV, "off")
     result = _result()
     assert budget.bound(plan, plan.tree, _call(peak_mb=10**5, seconds=100.0), result, options)[0] is plan
     assert not result.findings and result.extra["eager_peak_mb"] == 10**5  # still measured and recorded

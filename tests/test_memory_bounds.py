@@ -16,7 +16,7 @@ import torch
 from helpers import assert_draws_within
 
 from pytest_torchexport.inputs.specs import plan_inputs
-from pytest_torchexport.options import Options
+from pytest_torchexport.options import SIZE_LIMITS_ENV, Options
 from pytest_torchexport.reference.eager import EagerCall
 from pytest_torchexport.results.report import Result
 from pytest_torchexport.stages import budget
@@ -95,7 +95,7 @@ def test_declared_dims_are_clipped_and_a_sequence_counts_squared():
 
 
 def test_budget_can_be_disabled(monkeypatch):
-    monkeypatch.setenv(budget.OFF_ENV, "off")
+    monkeypatch.setenv(SIZE_LIMITS_ENV, "off")
     plan = _plan((2, 8))
     assert _bound(plan, torch.zeros(2, 2**25), 1 * GB)[0] is plan
 

@@ -8,7 +8,13 @@ import re
 from pathlib import Path
 
 import pytest_torchexport
-from pytest_torchexport.options import ENVIRONMENT, ENVIRONMENT_ALIASES, INTERNAL_ENVIRONMENT, MARKER_OPTIONS
+from pytest_torchexport.options import (
+    ENVIRONMENT,
+    ENVIRONMENT_ALIASES,
+    INTERNAL_ENVIRONMENT,
+    MARKER_OPTIONS,
+    size_limits,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = Path(pytest_torchexport.__file__).parent
@@ -76,16 +82,14 @@ def test_the_copy_limit_is_read_under_its_name_and_its_earlier_one(monkeypatch):
 
 
 def test_the_size_limits_switch_is_read_under_its_name_and_its_earlier_one(monkeypatch):
-    from pytest_torchexport.stages import budget
-
     monkeypatch.delenv("TORCHEXPORT_SIZE_LIMITS", raising=False)
     monkeypatch.delenv("TORCHEXPORT_SIZE_BUDGET", raising=False)
-    assert budget.enabled()
+    assert size_limits()
     monkeypatch.setenv("TORCHEXPORT_SIZE_BUDGET", "off")  # the earlier name
-    assert not budget.enabled()
+    assert not size_limits()
     monkeypatch.delenv("TORCHEXPORT_SIZE_BUDGET")
     monkeypatch.setenv("TORCHEXPORT_SIZE_LIMITS", "off")
-    assert not budget.enabled()
+    assert not size_limits()
 
 
 def test_the_new_ini_keys_work_and_the_earlier_model_key_is_still_read(pytester):

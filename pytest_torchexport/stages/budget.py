@@ -16,7 +16,7 @@ import torch
 
 from ..inputs.specs import DEFAULT_DIM, InputPlan, derived
 from ..isolation import runner
-from ..options import SIZE_LIMITS_ENV, Options, size_limits
+from ..options import Options, size_limits
 from ..reference.eager import EagerCall, nbytes
 from ..results.report import Finding, Result
 from .shared_search import explicit_draws, grown_draw
@@ -35,10 +35,6 @@ TIME_FLOOR = 30.0
 CALLS_PER_EXAMPLE = 2
 #: Calls a check makes besides its examples (export, probes, latency).
 FIXED_CALLS = 10
-#: ``TORCHEXPORT_SIZE_LIMITS=off`` lifts every limit (the old ``TORCHEXPORT_SIZE_BUDGET`` is still read).
-OFF_ENV = SIZE_LIMITS_ENV
-#: Whether drawn sizes are bounded; read at each check.
-enabled = size_limits
 
 
 def exponents(plan: InputPlan) -> dict[str, int]:
@@ -256,7 +252,7 @@ def bound(
     result.extra["eager_s"] = round(first.seconds, 4)
     if first.peak_bytes is not None:
         result.extra["eager_peak_mb"] = round(first.peak_bytes / 2**20, 1)
-    if not enabled():
+    if not size_limits():  # TORCHEXPORT_SIZE_LIMITS=off
         return plan, options
     if machine is None:
         machine = Machine.here(result.device)
