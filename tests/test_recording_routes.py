@@ -264,6 +264,46 @@ def test_torch_compile_then_call_is_the_test_call():
     assert (name, via) == ("Scaled", "torch.compile")
 
 
+COMPILES_ITSELF = """
+import logging
+
+import pytest
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Linear(4, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.stem(x)))
+
+
+@pytest.mark.torchexport(backends=["trace"], examples=2)
+def test_compiled(caplog):
+    torch._logging.set_logs(side_effects=True)  # dynamo logs each object a graph mutates
+    try:
+        with caplog.at_level(logging.DEBUG):
+            torch.compile(Net().eval(), fullgraph=True, backend="eager")(torch.randn(3, 4))
+    finally:
+        torch._logging.set_logs()
+    assert [r.getMessage()[:80] for r in caplog.records if "Mutating object" in r.getMessage()] == []
+"""
+
+
+def test_a_test_that_compiles_its_model_compiles_it_without_the_plugin(tester):
+    # dynamo traces the plugin's Module.__call__ for each submodule call inside the test's own
+    # torch.compile; the recorder's bookkeeping there was a mutation dynamo replayed after every
+    # call of the compiled code.
+    tester.makepyfile(test_compiles=COMPILES_ITSELF)
+    result, rows = run_with_report(tester)
+    result.assert_outcomes(passed=1)
+    assert (rows["trace"]["status"], rows["trace"]["module"]) == ("pass", "Net")
+
+
 def test_another_profiler_keeps_its_place():
     # cProfile's profiler is neither replaced nor removed; direct forward calls then go unseen
     # (the old way: the model's first child is recorded after it), module calls not.

@@ -71,9 +71,16 @@ class Recorder:
 
     def __enter__(self) -> Recorder:
         original = torch.nn.Module.__call__
+        compiling = torch.compiler.is_compiling
         recorder = self
 
         def __call__(module: torch.nn.Module, *args: object, **kwargs: object) -> object:
+            if compiling():
+                # Inside the test's own torch.compile, dynamo traces this wrapper for each
+                # submodule call. Nothing there is the test's call, and the recorder's
+                # bookkeeping would be a mutation dynamo records and replays after the graph,
+                # slowing the compile and adding work to every call of the compiled code.
+                return original(module, *args, **kwargs)
             # The recording's own work is not the test's code: pause the profile function.
             paused = recorder._profiling and recorder._pause()
             recorded = None
