@@ -123,6 +123,46 @@ def test_a_difference_only_where_a_query_attends_to_no_key_is_left_out_and_said_
     result.assert_outcomes(passed=1)
 
 
+BERT_AS_DECODER = textwrap.dedent(
+    """
+    import pytest
+    import torch
+    import transformers
+
+
+    @pytest.mark.torchexport(backends=["onnx"], examples=6)
+    def test_bert_as_decoder_left_padded():
+        torch.manual_seed(0)
+        config = transformers.BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                         intermediate_size=37, is_decoder=True)
+        model = transformers.BertModel(config).eval()
+        mask = torch.ones(3, 7, dtype=torch.long)
+        mask[1, :2] = 0  # left padding: under the causal mask, positions 0 and 1 of row 1 attend to no key
+        model(input_ids=torch.randint(0, 99, (3, 7)), attention_mask=mask, use_cache=False)
+    """
+)
+
+
+@pytest.mark.transformers
+@pytest.mark.slow
+def test_a_pooler_reading_a_query_with_no_key_is_left_out_only_there(tester):
+    """BERT as a decoder (transformers' own test_model_as_decoder): its pooler reads position 0, which
+    left padding leaves no key under the causal mask. On 5.x onnxruntime fills such a query otherwise
+    than eager, and the pooled output of that row differs with it: undefined, left out, and said so;
+    the other rows' pooled outputs are compared."""
+    pytest.importorskip("transformers")
+    tester.makepyfile(test_m=BERT_AS_DECODER)
+    result, rows = run_with_report(tester, "-p", "no:cacheprovider", subprocess=True)
+    row = rows["onnx"]
+    assert row["status"] == "pass", row["message"]
+    masked = [f["detail"] for f in row["findings"] if f["kind"] == "masked_rows"]
+    if transformers_release() >= (5, 0):
+        # 4.x masks with the dtype's minimum: a query with no key attends evenly, the same in both
+        assert len(masked) == 1 and "pooler_output" in masked[0] and "without a position axis" in masked[0], masked
+        assert 0 < row["compared"]["masked"] < row["compared"]["of"], row["compared"]
+    result.assert_outcomes(passed=1)
+
+
 SHARED = textwrap.dedent(
     """
     import pytest
@@ -446,3 +486,84 @@ def test_a_decoder_row_whose_encoder_mask_keeps_nothing_is_left_out():
     actual[0, 0, 0] = 1.0  # a difference in a row that keeps keys is never left out
     rows, patched = causes.no_key_positions(torch.nn.Linear(4, 4), expected, actual, (), kwargs)
     assert float(patched[0, 0, 0]) == 1.0
+
+
+class _CausalPooling:
+    """A causal attention layer over a left-padded batch, and two poolers: BERT's (the first
+    position, which left padding leaves no key) and GPT-2's classifier's (the last position)."""
+
+    @staticmethod
+    def module():
+        import torch
+        from torch import nn
+
+        class Attention(nn.Module):
+            is_causal = True
+
+            def forward(self, x, mask):
+                causal = torch.ones(x.shape[1], x.shape[1], dtype=torch.bool).tril()
+                keep = causal[None, None] & mask.bool()[:, None, None, :]
+                out = nn.functional.scaled_dot_product_attention(x[:, None], x[:, None], x[:, None], attn_mask=keep)
+                return out[:, 0]
+
+        class Model(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.attention = Attention()
+
+            def forward(self, x, attention_mask):
+                hidden = self.attention(x, attention_mask)
+                return {"hidden": hidden, "first": hidden[:, 0].tanh(), "last": hidden[:, -1].tanh()}
+
+        return Model().eval()
+
+
+def test_a_pooled_output_that_reads_a_query_with_no_key_is_left_out_where_eager_shows_it():
+    # BERT as a decoder on transformers 5.x: left padding leaves position 0 no key, and the pooler
+    # reads position 0. Eager's own rerun, with those queries' attention output perturbed, shows
+    # which pooled values read them; only those are left out.
+    import torch
+
+    from pytest_torchexport.search import causes
+
+    torch.manual_seed(0)
+    model = _CausalPooling.module()
+    x = torch.randn(2, 4, 8)
+    mask = torch.tensor([[1, 1, 1, 1], [0, 0, 1, 1]])
+    args, kwargs = (x,), {"attention_mask": mask}
+
+    def eager_moved():
+        plain = model(x, mask)
+        with causes.no_key_queries_moved():
+            return plain, model(x, mask)
+
+    with torch.no_grad():
+        expected = model(x, mask)
+    # What onnxruntime does at those queries (the mean of V), carried into the first position's pooler
+    actual = {k: v.clone() for k, v in expected.items()}
+    actual["hidden"][1, :2] += 0.5
+    actual["first"][1] += 0.1
+    rows, patched = causes.no_key_positions(model, expected, actual, args, kwargs, eager_moved=eager_moved)
+    assert rows.pooled_rows == (1,) and rows.left_padding == ((1, 0), (1, 1)), rows
+    assert all(torch.equal(patched[k], expected[k]) for k in expected)
+    # The same difference where the pooled value reads only defined positions is a difference.
+    actual["last"][1] += 0.1
+    _, patched = causes.no_key_positions(model, expected, actual, args, kwargs, eager_moved=eager_moved)
+    assert not torch.equal(patched["last"], expected["last"]) and torch.equal(patched["first"], expected["first"])
+    # And in a row the mask keeps whole, always.
+    actual["last"][1] -= 0.1
+    actual["first"][0] += 0.1
+    _, patched = causes.no_key_positions(model, expected, actual, args, kwargs, eager_moved=eager_moved)
+    assert not torch.equal(patched["first"][0], expected["first"][0])
+    actual["first"][0] -= 0.1
+
+    # A rerun that moves a defined position (a model that differs between two runs) tells nothing,
+    # and without a rerun nothing pooled in a row that keeps keys is left out.
+    def restless():
+        plain = model(x, mask)
+        return plain, {k: v + 1e-3 for k, v in plain.items()}
+
+    for rerun in (restless, None):
+        found = causes.no_key_positions(model, expected, actual, args, kwargs, eager_moved=rerun)
+        assert found is not None and found[0].pooled_rows == (), rerun
+        assert not torch.equal(found[1]["first"][1], expected["first"][1])

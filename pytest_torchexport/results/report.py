@@ -136,9 +136,10 @@ FINDING_DOCS: dict[FindingKind, str] = {
     "not_compared": "an output leaf no comparison can read by value (an object holding no tensor or value and with "
     "no == of its own, code such as a module): named with its id path, and left out of the verdict",
     "masked_rows": "the artifact differed from eager only at query positions that attend to no key (a batch row "
-    "the mask keeps nothing of; for a causal model also left padding): what a softmax over no key gives is each "
-    "runtime's own choice, so those outputs are undefined and left out of the comparison (counted in "
-    "compared['masked']); the positions, and on how many inputs",
+    "the mask keeps nothing of; for a causal model also left padding), or in a pooled output that eager shows "
+    "reads one (a pooler reading the first position): what a softmax over no key gives is each runtime's own "
+    "choice, so those outputs are undefined and left out of the comparison (counted in compared['masked']); the "
+    "positions, and on how many inputs",
     "unguarded_sizes": "the artifact ran inputs outside the shapes its torch.export capture proved (a runtime "
     "without guards, such as onnxruntime) and matched eager on them: served though not proven, checked by value; "
     "where one differs it is a mismatch that quotes the guard",

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -150,6 +151,9 @@ class MaskedRows:
     rows: tuple[int, ...] = ()
     #: output elements at those positions, left out of the comparison
     elements: int = 0
+    #: Batch rows whose pooled outputs (no position axis) read such a query, as eager showed
+    #: (``no_key_queries_moved``): BERT's pooler reads position 0, which left padding leaves no key.
+    pooled_rows: tuple[int, ...] = ()
 
     @property
     def left_padding(self) -> tuple[tuple[int, int], ...]:
@@ -167,10 +171,19 @@ def is_causal(module: torch.nn.Module) -> bool:
 
 
 def no_key_positions(
-    module: torch.nn.Module, expected: object, actual: object, args: tuple[Any, ...], kwargs: dict[str, Any] | None
+    module: torch.nn.Module,
+    expected: object,
+    actual: object,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any] | None,
+    *,
+    eager_moved: Callable[[], tuple[object, object]] | None = None,
 ) -> tuple[MaskedRows, Any] | None:
     """Where the attention mask leaves a query no key, outputs are undefined. Returns where ``actual``
-    differs there, and ``actual`` with eager's values put there; None when nothing differs there."""
+    differs there, and ``actual`` with eager's values put there; None when nothing differs there.
+
+    ``eager_moved()``: eager's outputs on the same input, plain and under ``no_key_queries_moved``;
+    a pooled output that moves there reads an undefined query, in rows that also keep keys."""
     found = _attention_mask(args, kwargs)
     if found is None:
         return None
@@ -185,25 +198,40 @@ def no_key_positions(
     act_flat, act_spec = flatten(actual)
     if len(exp_flat) != len(act_flat):
         return None
+    partial = no_key.any(-1) & ~empty  # rows with an undefined query that also keep keys
+    moved = _Moved(eager_moved, kept.shape, no_key) if bool(partial.any()) else None
     patched_leaves, leaves = [], []
     differing: set[Any] = set()
     rows_differing: set[int] = set()
+    pooled_rows: set[int] = set()
     masked = 0
     for (path, e), (_, a) in zip(exp_flat, act_flat):
         if not (isinstance(e, torch.Tensor) and isinstance(a, torch.Tensor)) or tuple(a.shape) != tuple(e.shape):
             patched_leaves.append(a)
             continue
         axis = _position_axis(e, kept.shape)
-        if axis is None and _pooled(e, kept.shape) and bool(empty.any()):
-            # A pooled output has no position axis: only rows of padding only are undefined.
+        if axis is None and _pooled(e, kept.shape):
+            # A pooled output has no position axis: a row of padding only is undefined, and so is
+            # what eager shows to read an undefined query.
+            by_row = (-1,) + (1,) * (e.dim() - 1)
+            undefined = empty.to(e.device).view(by_row).expand_as(e)
+            differs = e != a
+            # eager runs twice more, only where a pooled value differs in a row that keeps keys
+            if moved is not None and bool((differs & partial.to(e.device).view(by_row)).any()):
+                reads = moved.reads(path)
+                if reads is not None:
+                    undefined = undefined | (reads.to(e.device) & partial.to(e.device).view(by_row))
+            if not bool(undefined.any()):
+                patched_leaves.append(a)
+                continue
             a = a.clone()
-            rows = empty.to(e.device)
-            where = (e[rows] != a[rows]).reshape(int(rows.sum()), -1).any(-1)
+            where = differs & undefined
             if bool(where.any()):
                 leaves.append(path)
-                rows_differing.update(int(i) for i in rows.nonzero().flatten()[where].tolist())
-            masked += int(e[rows].numel())
-            a[rows] = e[rows]
+                for row in where.reshape(e.shape[0], -1).any(-1).nonzero().flatten().tolist():
+                    (rows_differing if bool(empty[row]) else pooled_rows).add(int(row))
+            masked += int(undefined.sum())
+            a[undefined] = e[undefined]
             patched_leaves.append(a)
             continue
         if axis is None:
@@ -219,11 +247,102 @@ def no_key_positions(
         masked += int(moved_e[rows].numel())
         moved_a[rows] = moved_e[rows]
         patched_leaves.append(a)
-    if not (differing or rows_differing):
+    if not (differing or rows_differing or pooled_rows):
         return None
     rows_differing.update(b for b, _ in differing if bool(empty[b]))
-    found_rows = MaskedRows(name, tuple(sorted(differing)), tuple(leaves), tuple(sorted(rows_differing)), masked)
+    found_rows = MaskedRows(
+        name,
+        tuple(sorted(differing)),
+        tuple(leaves),
+        tuple(sorted(rows_differing)),
+        masked,
+        tuple(sorted(pooled_rows)),
+    )
     return found_rows, unflatten_like(patched_leaves, act_spec)
+
+
+class _Moved:
+    """Which elements of eager's outputs move when the queries that attend to no key are perturbed:
+    those read such a query. Trusted only where nothing at a defined position moved, so a model
+    whose outputs differ between two runs, or a perturbation that leaked, tells nothing."""
+
+    def __init__(
+        self, run: Callable[[], tuple[object, object]] | None, mask_shape: torch.Size, no_key: torch.Tensor
+    ) -> None:
+        self._run, self._shape, self._no_key = run, mask_shape, no_key
+        self._reads: dict[str, torch.Tensor] | None = None
+
+    def reads(self, path: str) -> torch.Tensor | None:
+        if self._reads is None:
+            self._reads = self._compare()
+        return self._reads.get(path)
+
+    def _compare(self) -> dict[str, torch.Tensor]:
+        if self._run is None:
+            return {}
+        try:
+            plain, moved = self._run()
+        except Exception:  # noqa: BLE001 - eager refusing a rerun tells nothing: nothing is left out
+            return {}
+        plain_flat, moved_flat = flatten(plain)[0], flatten(moved)[0]
+        if [p for p, _ in plain_flat] != [p for p, _ in moved_flat]:
+            return {}
+        reads: dict[str, torch.Tensor] = {}
+        for (path, p), (_, m) in zip(plain_flat, moved_flat):
+            if not (isinstance(p, torch.Tensor) and isinstance(m, torch.Tensor)) or p.shape != m.shape:
+                continue
+            changed = (p != m) & ~(p.isnan() & m.isnan()) if p.is_floating_point() else p != m
+            axis = _position_axis(p, self._shape)
+            if axis is not None:
+                if bool(changed.movedim(axis, 1)[~self._no_key.to(p.device)].any()):
+                    return {}  # a defined position moved: the rerun is not the same computation
+                continue
+            if _pooled(p, self._shape):
+                reads[path] = changed
+        return reads
+
+
+@contextlib.contextmanager
+def no_key_queries_moved() -> Iterator[None]:
+    """``scaled_dot_product_attention`` with noise added to its outputs at queries whose mask keeps
+    no key, so that any output reading one of them moves while the rest stays the same bit for bit.
+    (A masked key's weight is exactly 0, so the noise reaches no other query.) Models whose attention
+    does not call it are not perturbed, and nothing they return is left out."""
+    functional = torch.nn.functional
+    generator = torch.Generator().manual_seed(0)
+
+    original: Callable[..., torch.Tensor] = functional.scaled_dot_product_attention  # its options pass through
+
+    def moved(
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        *options: object,  # dropout_p, is_causal, ...: torch's MultiheadAttention passes them by position
+        **named: object,
+    ) -> torch.Tensor:
+        out = original(query, key, value, attn_mask, *options, **named)
+        if not isinstance(attn_mask, torch.Tensor) or not isinstance(out, torch.Tensor):
+            return out
+        if attn_mask.dtype == torch.bool:
+            none = ~attn_mask.any(-1)
+        elif attn_mask.is_floating_point():
+            none = (attn_mask <= torch.finfo(attn_mask.dtype).min / 2).all(-1)  # -inf, or the dtype's min
+        else:
+            return out
+        if not bool(none.any()):
+            return out
+        noise = torch.randn(out.shape, generator=generator, dtype=out.dtype).to(out.device)
+        try:
+            return torch.where(none.unsqueeze(-1), out + noise, out)
+        except RuntimeError:  # a mask laid out otherwise: left as it is
+            return out
+
+    functional.scaled_dot_product_attention = moved
+    try:
+        yield
+    finally:
+        functional.scaled_dot_product_attention = original
 
 
 def _pooled(leaf: torch.Tensor, mask_shape: torch.Size) -> bool:

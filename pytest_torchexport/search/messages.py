@@ -506,6 +506,13 @@ def masked_finding(name: str, masked: list[MaskedRows]) -> Finding:
             f"{first.mask} keeps no position at or before {'them' if first.rows else 'those'} (left "
             "padding), so a causal query there attends to no key"
         )
+    if first.pooled_rows:
+        rows = ", ".join(map(str, first.pooled_rows[:8])) + (" ..." if len(first.pooled_rows) > 8 else "")
+        where.append(f"batch row{'s' * (len(first.pooled_rows) > 1)} {rows}")
+        why.append(
+            "the output without a position axis there reads such a query (eager's own value moves when the "
+            "attention output of those queries is perturbed, as a pooler reading the first position does)"
+        )
     more = f"; likewise on {len(masked) - 1} more input{'s' * (len(masked) > 2)}" if len(masked) > 1 else ""
     return Finding(
         "masked_rows",
