@@ -219,7 +219,7 @@ def no_key_positions(
             # eager runs twice more, only where a pooled value differs in a row that keeps keys
             if moved is not None and bool((differs & partial.to(e.device).view(by_row)).any()):
                 reads = moved.reads(path)
-                if reads is not None:
+                if reads is not None and reads.shape == e.shape:  # eager's rerun gave this leaf its shape
                     undefined = undefined | (reads.to(e.device) & partial.to(e.device).view(by_row))
             if not bool(undefined.any()):
                 patched_leaves.append(a)
