@@ -61,8 +61,13 @@ def test_ctrl_c_prints_the_rows_so_far_and_leaves_no_temporary_folder(tmp_path):
     try:
         out, _ = proc.communicate(timeout=120)
     except subprocess.TimeoutExpired:  # say where it hung: what it printed, then what it left
-        proc.kill()
-        rest, _ = proc.communicate()
+        # pytest's faulthandler prints every thread's stack on SIGABRT: where the session waits.
+        proc.send_signal(signal.SIGABRT)
+        try:
+            rest, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rest, _ = proc.communicate()
         left = sorted(p.name for p in tmp.iterdir())
         raise AssertionError(f"the session did not end within 120 s of Ctrl-C; left {left}\n{seen}{rest}") from None
     out = seen + out
