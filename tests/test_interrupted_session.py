@@ -39,7 +39,11 @@ def test_b():
 def test_c():
     # Keeps the session alive until the interrupt: on a loaded machine the reader of this output
     # can fall behind a session that has already ended, and a signal to an ended process is lost.
-    time.sleep(120)
+    # In short sleeps: the kernel may hand SIGINT to one of torch's threads, and then Python
+    # raises KeyboardInterrupt only when the main thread next runs, which one long sleep delays
+    # by up to 120 s.
+    for _ in range(1200):
+        time.sleep(0.1)
 """
 
 
