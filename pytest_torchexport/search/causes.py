@@ -199,7 +199,7 @@ def no_key_positions(
     if len(exp_flat) != len(act_flat):
         return None
     partial = no_key.any(-1) & ~empty  # rows with an undefined query that also keep keys
-    moved = _Moved(eager_moved, kept.shape, no_key) if bool(partial.any()) else None
+    moved = _Moved(eager_moved, kept.shape, no_key) if eager_moved is not None and bool(partial.any()) else None
     patched_leaves, leaves = [], []
     differing: set[Any] = set()
     rows_differing: set[int] = set()
@@ -215,12 +215,13 @@ def no_key_positions(
             # what eager shows to read an undefined query.
             by_row = (-1,) + (1,) * (e.dim() - 1)
             undefined = empty.to(e.device).view(by_row).expand_as(e)
+            keeps_keys = partial.to(e.device).view(by_row)
             differs = e != a
             # eager runs twice more, only where a pooled value differs in a row that keeps keys
-            if moved is not None and bool((differs & partial.to(e.device).view(by_row)).any()):
+            if moved is not None and bool((differs & keeps_keys).any()):
                 reads = moved.reads(path)
                 if reads is not None and reads.shape == e.shape:  # eager's rerun gave this leaf its shape
-                    undefined = undefined | (reads.to(e.device) & partial.to(e.device).view(by_row))
+                    undefined = undefined | (reads.to(e.device) & keeps_keys)
             if not bool(undefined.any()):
                 patched_leaves.append(a)
                 continue
@@ -266,9 +267,7 @@ class _Moved:
     those read such a query. Trusted only where nothing at a defined position moved, so a model
     whose outputs differ between two runs, or a perturbation that leaked, tells nothing."""
 
-    def __init__(
-        self, run: Callable[[], tuple[object, object]] | None, mask_shape: torch.Size, no_key: torch.Tensor
-    ) -> None:
+    def __init__(self, run: Callable[[], tuple[object, object]], mask_shape: torch.Size, no_key: torch.Tensor) -> None:
         self._run, self._shape, self._no_key = run, mask_shape, no_key
         self._reads: dict[str, torch.Tensor] | None = None
 
@@ -278,8 +277,6 @@ class _Moved:
         return self._reads.get(path)
 
     def _compare(self) -> dict[str, torch.Tensor]:
-        if self._run is None:
-            return {}
         try:
             plain, moved = self._run()
         except Exception:  # noqa: BLE001 - eager refusing a rerun tells nothing: nothing is left out

@@ -31,6 +31,8 @@ from .localize import MESSAGE_LINES
 from .repro import save
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from ..options import OnnxQuantize
     from .localize import Located
 
@@ -486,29 +488,32 @@ def likely_cause(
     return "; ".join(text for _, text in causes), causes[0][0]
 
 
+def _some(texts: Iterable[str], most: int = 8) -> str:
+    """The first ``most`` of ``texts``, comma-separated, with " ..." where more were left out."""
+    listed = list(texts)
+    return ", ".join(listed[:most]) + (" ..." if len(listed) > most else "")
+
+
 def masked_finding(name: str, masked: list[MaskedRows]) -> Finding:
     """The inputs whose outputs differed only at queries that attend to no key (rows of padding only,
     or left padding under a causal mask): where, on the first of them, and why."""
     first = masked[0]
     where, why = [], []
     if first.rows:
-        rows = ", ".join(map(str, first.rows[:8])) + (" ..." if len(first.rows) > 8 else "")
-        where.append(f"batch row{'s' * (len(first.rows) > 1)} {rows}")
+        where.append(f"batch row{'s' * (len(first.rows) > 1)} {_some(map(str, first.rows))}")
         why.append(
             f"{first.mask} keeps no position of {'those rows' if len(first.rows) > 1 else 'that row'} "
             "(padding only), so no query there attends to any key"
         )
     left = first.left_padding
     if left:
-        shown = ", ".join(f"({b}, {s})" for b, s in left[:8]) + (" ..." if len(left) > 8 else "")
-        where.append(f"(batch row, position) {shown}")
+        where.append(f"(batch row, position) {_some(f'({b}, {s})' for b, s in left)}")
         why.append(
             f"{first.mask} keeps no position at or before {'them' if first.rows else 'those'} (left "
             "padding), so a causal query there attends to no key"
         )
     if first.pooled_rows:
-        rows = ", ".join(map(str, first.pooled_rows[:8])) + (" ..." if len(first.pooled_rows) > 8 else "")
-        where.append(f"batch row{'s' * (len(first.pooled_rows) > 1)} {rows}")
+        where.append(f"batch row{'s' * (len(first.pooled_rows) > 1)} {_some(map(str, first.pooled_rows))}")
         why.append(
             "the output without a position axis there reads such a query (eager's own value moves when the "
             "attention output of those queries is perturbed, as a pooler reading the first position does)"
@@ -624,7 +629,7 @@ def _path_note(failure: Failure, stats: Stats, export_path: frozenset[tuple[str,
     only_failing = sorted(failure.path - export_path)
 
     def fmt(lines: list[tuple[str, int]]) -> str:
-        return ", ".join(explain.where(f, n) for f, n in lines[:4]) + (" ..." if len(lines) > 4 else "")
+        return _some((explain.where(f, n) for f, n in lines), most=4)
 
     taken = f"{sum(stats.failing_paths.values())} of {stats.examples} inputs"
     note = f"{name} recorded the control-flow path of the export example"

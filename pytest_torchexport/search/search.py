@@ -228,6 +228,7 @@ class Search:
         eager = self.check.eager
 
         def eager_moved() -> tuple[object, object]:  # run only where a pooled output may read such a query
+            # Both runs here, not ``expected``: the two then differ by the noise alone.
             plain = eager(*inputs).outputs
             with causes.no_key_queries_moved():
                 return plain, eager(*inputs).outputs
