@@ -4,6 +4,7 @@ A real session in a subprocess (its own TMPDIR), interrupted with SIGINT once it
 has passed, while later checks are exporting, held ahead or being cleaned up.
 """
 
+import glob
 import os
 import signal
 import subprocess
@@ -47,11 +48,44 @@ def test_c():
 """
 
 
+# Where the inner session's Ctrl-C landed, written down before it is raised as Python's own handler
+# raises it: a session that goes on after Ctrl-C then shows what swallowed the interrupt.
+LANDED = """
+import os, signal, traceback
+
+
+def _landed(signum, frame):
+    with open(os.environ["LANDED"], "a") as f:
+        f.write("".join(traceback.format_stack(frame)) + "\\n")
+    raise KeyboardInterrupt
+
+
+signal.signal(signal.SIGINT, _landed)
+"""
+
+
+def _signal_state(pid: int) -> str:
+    """How the process and each of its threads take SIGINT (/proc), for a session that ignored it."""
+    bit = 1 << (signal.SIGINT - 1)
+    lines = []
+    for status in [f"/proc/{pid}/status", *sorted(glob.glob(f"/proc/{pid}/task/*/status"))]:
+        try:
+            with open(status) as f:
+                fields = dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
+        except OSError:
+            continue
+        masks = {k: bool(int(fields[k], 16) & bit) for k in ("SigBlk", "SigIgn", "SigCgt") if k in fields}
+        lines.append(f"{status}: {fields.get('Name', '?').strip()} SIGINT {masks}")
+    return "\n".join(lines)
+
+
 def test_ctrl_c_prints_the_rows_so_far_and_leaves_no_temporary_folder(tmp_path):
     (tmp_path / "test_i.py").write_text(TEST)
+    (tmp_path / "conftest.py").write_text(LANDED)
+    landed = tmp_path / "landed.txt"
     tmp = tmp_path / "tmp"
     tmp.mkdir()
-    env = {**os.environ, "TMPDIR": str(tmp), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "TMPDIR": str(tmp), "PYTHONUNBUFFERED": "1", "LANDED": str(landed)}
     env.pop("PYTEST_ADDOPTS", None)
     args = [sys.executable, "-m", "pytest", "-p", "no:randomly", "-p", "no:cacheprovider", "test_i.py"]
     proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -61,10 +95,12 @@ def test_ctrl_c_prints_the_rows_so_far_and_leaves_no_temporary_folder(tmp_path):
     # test_b's first item has passed: its other checks were started ahead, forked and held.
     while "test_i.py ...." not in seen and time.monotonic() < deadline:
         seen += proc.stdout.read(1)
+    state = _signal_state(proc.pid)
     proc.send_signal(signal.SIGINT)
     try:
         out, _ = proc.communicate(timeout=120)
     except subprocess.TimeoutExpired:  # say where it hung: what it printed, then what it left
+        where = landed.read_text() if landed.exists() else "never: the handler did not run\n"
         # pytest's faulthandler prints every thread's stack on SIGABRT: where the session waits.
         proc.send_signal(signal.SIGABRT)
         try:
@@ -73,7 +109,10 @@ def test_ctrl_c_prints_the_rows_so_far_and_leaves_no_temporary_folder(tmp_path):
             proc.kill()
             rest, _ = proc.communicate()
         left = sorted(p.name for p in tmp.iterdir())
-        raise AssertionError(f"the session did not end within 120 s of Ctrl-C; left {left}\n{seen}{rest}") from None
+        raise AssertionError(
+            f"the session did not end within 120 s of Ctrl-C; left {left}\nSIGINT at sending: {state}\n"
+            f"it landed at: {where}\n{seen}{rest}"
+        ) from None
     out = seen + out
     assert "KeyboardInterrupt" in out, out
     assert "torchexport summary" in out and "test_a  Net     trace    pass" in out, out
