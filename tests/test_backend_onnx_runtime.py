@@ -180,6 +180,14 @@ def test_exported_models_pass_the_full_check():
         assert "onnx_checker" not in kinds(result), (name, result.findings)
 
 
+def test_a_float16_model_matches_in_float16_as_eager_returns_it():
+    """Eager and onnxruntime both return float16 here: the outputs are read as they come. Only
+    outputs that the fp16 post-processing narrowed from float32 are read back in float32."""
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4)).half()
+    for name, result in results(model, (torch.randn(2, 8).half(),), ["onnx", "onnx-legacy"]).items():
+        assert result.status == "pass", (name, result.message)
+
+
 def test_the_in_memory_model_set_aside_drops_its_session_and_bytes_and_makes_them_again():
     """Kept for round-trip blame only, the in-memory model holds no session (an
     onnxruntime copy of the weights) until it runs again. Its serialized bytes

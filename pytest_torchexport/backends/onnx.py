@@ -10,6 +10,7 @@ import contextlib
 import functools
 import importlib.util
 import io
+import json
 import os
 import sys
 import tempfile
@@ -113,6 +114,10 @@ class OnnxSession:
         self.level = options.graph_optimization_level.name
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.device = device
+        # [ONNX As Shipped] Outputs the float16 conversion narrowed are read back in float32, as
+        # eager returns them; a float16 model's own float16 outputs stay float16, as eager's do.
+        narrowed = self.session.get_modelmeta().custom_metadata_map.get(onnx_shipped.NARROWED_KEY)
+        self.widened = [o.name in json.loads(narrowed or "[]") for o in self.session.get_outputs()]
 
     @property
     def optimization_levels(self) -> tuple[str, ...]:
@@ -143,12 +148,11 @@ class OnnxSession:
 
     def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Tensor]:
         outputs = self.session.run(None, self.feed(args, kwargs), self.run_options)
-        # float16 outputs are compared in float32, like eager's.
-        return [_widened(torch.from_numpy(o)).to(self.device) for o in outputs]
+        return [_widened(torch.from_numpy(o), wide).to(self.device) for o, wide in zip(outputs, self.widened)]
 
 
-def _widened(t: torch.Tensor) -> torch.Tensor:
-    return t.float() if t.dtype == torch.float16 else t
+def _widened(t: torch.Tensor, wide: bool) -> torch.Tensor:
+    return t.float() if wide and t.dtype == torch.float16 else t
 
 
 class _OnnxBackend(Backend["_InMemory | OnnxSession"]):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import math
 from collections.abc import Iterator
@@ -31,6 +32,9 @@ LEVELS = {
 }
 #: Metadata giving the level to load an offline-optimized file at (optimizations off, per onnxruntime's docs).
 SERVE_LEVEL_KEY = "pytest_torchexport.serve_level"
+#: Metadata naming (a JSON list) the outputs the float16 conversion narrowed from float32: what
+#: eager returns in float32, so the check reads them back in float32.
+NARROWED_KEY = "pytest_torchexport.narrowed_outputs"
 #: Error grows like a random walk of one rounding per operator on the longest path, so the default
 #: budget is ``BUDGET_MULTIPLE x unit x sqrt(op depth)`` of the output's scale, where the unit is one
 #: rounding's relative error. See docs/howto-shipped-onnx.md for how the multiple was chosen.
@@ -93,17 +97,45 @@ def process(data: bytes, shipped: ShippedOnnx, scratch: Path, calibration: list[
         with _step(_fp16_name(shipped.fp16), "onnxconverter-common's float16.convert_float_to_float16", stages):
             data = _fp16(data, shipped.fp16)
         stages.append(Stage(_fp16_name(shipped.fp16), data))
+    narrowed = metadata(data).get(NARROWED_KEY) if shipped.fp16 is not None else None
     if shipped.quantize is not None:
         name = f"quantize={shipped.quantize.mode}"
         with _step(name, f"onnxruntime.quantization.quantize_{shipped.quantize.mode}", stages):
-            data = _quantize(data, shipped.quantize, scratch, calibration)
+            data = _carried(_quantize(data, shipped.quantize, scratch, calibration), NARROWED_KEY, narrowed)
         stages.append(Stage(name, data))
     if shipped.optimize is not None:
         name = f"optimize={shipped.optimize}"
         with _step(name, f"onnxruntime's offline optimization at {LEVELS[shipped.optimize]}", stages):
-            data = _optimize(data, shipped.optimize, scratch)
+            data = _carried(_optimize(data, shipped.optimize, scratch), NARROWED_KEY, narrowed)
         stages.append(Stage(name, data, "ORT_DISABLE_ALL"))
     return stages
+
+
+def metadata(data: bytes) -> dict[str, str]:
+    """The model's metadata properties."""
+    import onnx
+
+    return {entry.key: entry.value for entry in onnx.load_from_string(data).metadata_props}
+
+
+def _stamped(model: Any, key: str, value: str) -> None:
+    for entry in model.metadata_props:
+        if entry.key == key:
+            entry.value = value
+            return
+    entry = model.metadata_props.add()
+    entry.key, entry.value = key, value
+
+
+def _carried(data: bytes, key: str, value: str | None) -> bytes:
+    """``data`` with ``key`` set to ``value``, where a step dropped what the model before it had."""
+    if value is None or metadata(data).get(key) == value:
+        return data
+    import onnx
+
+    model = onnx.load_from_string(data)
+    _stamped(model, key, value)
+    return model.SerializeToString()
 
 
 class StepFailed(RuntimeError):
@@ -132,11 +164,19 @@ def _fp16(data: bytes, fp16: OnnxFp16) -> bytes:
     from onnxconverter_common import float16
 
     model = onnx.load_from_string(data)
+    before = {o.name: o.type.tensor_type.elem_type for o in model.graph.output}
     converted = float16.convert_float_to_float16(
         model,
         keep_io_types=fp16.keep_io_types,
         op_block_list=list(fp16.op_block_list) if fp16.op_block_list else None,
     )
+    narrowed = [
+        o.name
+        for o in converted.graph.output
+        if before.get(o.name) == onnx.TensorProto.FLOAT and o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    ]
+    if narrowed:
+        _stamped(converted, NARROWED_KEY, json.dumps(narrowed))
     return converted.SerializeToString()
 
 
