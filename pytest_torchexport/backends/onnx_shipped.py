@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 from ..inputs.strategies import materialize, probe_draws, recorded_draw
 
 if TYPE_CHECKING:
+    from onnx import ModelProto
+
     from ..inputs.specs import InputPlan
     from ..options import OnnxFp16, OnnxQuantize, ShippedOnnx
 
@@ -35,6 +37,8 @@ SERVE_LEVEL_KEY = "pytest_torchexport.serve_level"
 #: Metadata naming (a JSON list) the outputs the float16 conversion narrowed from float32: what
 #: eager returns in float32, so the check reads them back in float32.
 NARROWED_KEY = "pytest_torchexport.narrowed_outputs"
+#: onnx.TensorProto's element types for float32 and float16 (fixed by the ONNX spec).
+FLOAT, FLOAT16 = 1, 10
 #: Error grows like a random walk of one rounding per operator on the longest path, so the default
 #: budget is ``BUDGET_MULTIPLE x unit x sqrt(op depth)`` of the output's scale, where the unit is one
 #: rounding's relative error. See docs/howto-shipped-onnx.md for how the multiple was chosen.
@@ -111,14 +115,18 @@ def process(data: bytes, shipped: ShippedOnnx, scratch: Path, calibration: list[
     return stages
 
 
-def metadata(data: bytes) -> dict[str, str]:
-    """The model's metadata properties."""
+def _model(data: bytes) -> ModelProto:
     import onnx
 
-    return {entry.key: entry.value for entry in onnx.load_from_string(data).metadata_props}
+    return onnx.load_from_string(data)
 
 
-def _stamped(model: Any, key: str, value: str) -> None:
+def metadata(data: bytes) -> dict[str, str]:
+    """The model's metadata properties."""
+    return {entry.key: entry.value for entry in _model(data).metadata_props}
+
+
+def _stamped(model: ModelProto, key: str, value: str) -> None:
     for entry in model.metadata_props:
         if entry.key == key:
             entry.value = value
@@ -131,9 +139,7 @@ def _carried(data: bytes, key: str, value: str | None) -> bytes:
     """``data`` with ``key`` set to ``value``, where a step dropped what the model before it had."""
     if value is None or metadata(data).get(key) == value:
         return data
-    import onnx
-
-    model = onnx.load_from_string(data)
+    model = _model(data)
     _stamped(model, key, value)
     return model.SerializeToString()
 
@@ -160,10 +166,9 @@ def _fp16_name(fp16: OnnxFp16) -> str:
 
 
 def _fp16(data: bytes, fp16: OnnxFp16) -> bytes:
-    import onnx
     from onnxconverter_common import float16
 
-    model = onnx.load_from_string(data)
+    model = _model(data)
     before = {o.name: o.type.tensor_type.elem_type for o in model.graph.output}
     converted = float16.convert_float_to_float16(
         model,
@@ -173,7 +178,7 @@ def _fp16(data: bytes, fp16: OnnxFp16) -> bytes:
     narrowed = [
         o.name
         for o in converted.graph.output
-        if before.get(o.name) == onnx.TensorProto.FLOAT and o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+        if before.get(o.name) == FLOAT and o.type.tensor_type.elem_type == FLOAT16
     ]
     if narrowed:
         _stamped(converted, NARROWED_KEY, json.dumps(narrowed))
@@ -227,7 +232,6 @@ def _static(
 
 
 def _optimize(data: bytes, level: str, scratch: Path) -> bytes:
-    import onnx
     import onnxruntime as ort
 
     target = scratch / f"optimized-{level}.onnx"
@@ -236,9 +240,8 @@ def _optimize(data: bytes, level: str, scratch: Path) -> bytes:
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[level])
     options.optimized_model_filepath = str(target)
     ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
-    model = onnx.load(str(target))
-    entry = model.metadata_props.add()
-    entry.key, entry.value = SERVE_LEVEL_KEY, "ORT_DISABLE_ALL"
+    model = _model(target.read_bytes())
+    _stamped(model, SERVE_LEVEL_KEY, "ORT_DISABLE_ALL")
     return model.SerializeToString()
 
 
