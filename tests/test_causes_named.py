@@ -567,3 +567,19 @@ def test_a_pooled_output_that_reads_a_query_with_no_key_is_left_out_where_eager_
         found = causes.no_key_positions(model, expected, actual, args, kwargs, eager_moved=rerun)
         assert found is not None and found[0].pooled_rows == (), rerun
         assert not torch.equal(found[1]["first"][1], expected["first"][1])
+
+
+def test_a_runtime_with_no_kernel_for_a_node_is_a_load_error_that_names_it():
+    """transformers' own bfloat16 BERT tests on onnx: onnxruntime's CPU kernels cover no bfloat16
+    Gemm or Add. The file was exported; the row says the runtime cannot run it, not "could not
+    export ... not known"."""
+    import torch
+
+    row = checked(torch.nn.Linear(4, 3).to(torch.bfloat16), (torch.randn(2, 4, dtype=torch.bfloat16),), ["onnx"])[
+        "onnx"
+    ]
+    assert row.status == "load_error", row.message
+    assert row.cause_kind == "unsupported_op", row.message
+    assert row.message.startswith("onnx could not load the module"), row.message
+    assert row.likely_cause.startswith("onnxruntime has no kernel for Gemm (opset 13)"), row.message
+    assert "the model's weights are bfloat16" in row.likely_cause, row.message

@@ -258,7 +258,8 @@ CAUSE_KIND_DOCS: dict[str, str] = {
     "compiled_parts": "the module held scripted, traced or compiled submodules when the test called it",
     "data_dependent_branch": "the model branches on a tensor's value, which the exporter cannot capture (at the "
     "line named)",
-    "unsupported_op": "the exporter has no lowering for an operator the model uses at the line named",
+    "unsupported_op": "the exporter has no lowering for an operator the model uses at the line named, or the "
+    "runtime no kernel for a node of the exported file (named in the cause)",
     "unsupported_python": "the exporter cannot capture a Python construct the model uses at the line named",
     "unsupported_output": "the model returns a value the exporter cannot output (None, an object that is not a tensor)",
     "unregistered_type": "the model takes or returns an object of a class pytree does not know",

@@ -251,6 +251,10 @@ def export_inputs(
 def export_failed(check: Check, exc: BaseException, stage: str) -> NoReturn:
     """End the check: ``stage`` ("export", "save" or "load") raised ``exc``."""
     name = check.name
+    if stage == "export" and _NO_KERNEL.search(str(exc)):
+        # The ONNX backends open their onnxruntime session inside the export, to check the file:
+        # a runtime that has no kernel for a node wrote nothing wrong, it cannot load what was written.
+        stage = "load"
     finding = explain.error_finding(exc, name, stage, explain.forward_site(check.eager.module))
     if finding:
         # First: what ended the check is read before what the export noticed.
@@ -279,6 +283,9 @@ def _known_cause(check: Check, finding: Finding | None, reason: str, stage: str)
     """The cause of an export error that names no line of the model, and its kind."""
     if stage == "save":
         return _unserializable(check.name, reason), "exporter_error"
+    kernel = _no_kernel(check, reason)
+    if kernel:
+        return kernel, "unsupported_op"
     for explain_it, kind in (
         (_cache_out, "unsupported_output"),
         (_unkeyed, "unregistered_type"),
@@ -406,6 +413,26 @@ def _no_source(reason: str) -> str | None:
     return (
         f"script compiles the source of every function the model reaches, and {found.group(1)} has none Python "
         "can read (code made at run time, as a dataclass's __init__ is); trace and export do not need the source"
+    )
+
+
+_NO_KERNEL = re.compile(
+    r"NOT_IMPLEMENTED : Could not find an implementation for (\w+)\((\d+)\) node with name '([^']*)'"
+)
+
+
+def _no_kernel(check: Check, reason: str) -> str | None:
+    """onnxruntime's refusal to load a node it has no kernel for with the node's input types."""
+    found = _NO_KERNEL.search(reason)
+    if found is None:
+        return None
+    op, opset, node = found.groups()
+    dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in check.eager.module.parameters()})
+    held = f"the model's weights are {' and '.join(dtypes)}; " if dtypes else ""
+    return (
+        f"onnxruntime has no kernel for {op} (opset {opset}) with the input types of node '{node}' on this "
+        f"device: the exported file is valid ONNX, the runtime cannot run it; {held}serve it in a dtype the "
+        "runtime's kernels cover (float32, float16), or with a runtime or provider that has this kernel"
     )
 
 
