@@ -366,6 +366,27 @@ def aoti_compile_and_package(program: torch.export.ExportedProgram, package_path
     return torch._inductor.aoti_compile_and_package(program, package_path=package_path)
 
 
+def export_load(path: str) -> torch.export.ExportedProgram:
+    """``torch.export.load``, raising the error that stopped it (torch 2.13.0-2.14.1).
+
+    torch logs its reader's error, tries an older format, then raises only "check the warnings
+    above" (logging is off around the plugin's torch calls): the file is read again with that
+    reader, on the error path only, so the row quotes what it refused.
+    """
+    try:
+        return torch.export.load(path)
+    except RuntimeError as exc:
+        if "error when deserializing" not in str(exc):
+            raise
+        from torch.export.pt2_archive._package import load_pt2
+
+        try:
+            load_pt2(path)
+        except Exception as inner:  # noqa: BLE001 - whatever the reader raised is the reason
+            raise RuntimeError(f"torch.export.load cannot read the file: {type(inner).__name__}: {inner}") from inner
+        raise
+
+
 def aoti_load_package(path: str) -> AOTICompiledModel:
     import torch._inductor
 

@@ -583,3 +583,20 @@ def test_a_runtime_with_no_kernel_for_a_node_is_a_load_error_that_names_it():
     assert row.message.startswith("onnx could not load the module"), row.message
     assert row.likely_cause.startswith("onnxruntime has no kernel for Gemm (opset 13)"), row.message
     assert "the model's weights are bfloat16" in row.likely_cause, row.message
+
+
+def test_a_pt2_file_torch_cannot_read_back_quotes_the_readers_error():
+    """transformers' own test_prepare_inputs_for_generation_kwargs_forwards: a call that returns a
+    string. torch.export saves it and cannot load it, and says only "check the warnings above"."""
+    import torch
+
+    class Prepares(torch.nn.Module):
+        def forward(self, input_ids):
+            return {"input_ids": input_ids * 2, "custom_arg": "test_value"}
+
+    row = checked(Prepares(), (torch.tensor([[1, 2, 3], [4, 5, 6]]),), ["export"], examples=2)["export"]
+    assert row.status == "load_error", row.message
+    assert "SerializeError: Unable to deserialize output node Argument(as_string=test_value)" in row.message
+    assert row.likely_cause.startswith("export saved the program, but torch.export.load cannot read back its output"), (
+        row.message
+    )

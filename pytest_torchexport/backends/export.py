@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from .._compat import missing_attr
+from .._compat import export_load, missing_attr
 from .base import Backend, ExportContext, keywords_bound
 
 FILENAME = "model.pt2"
@@ -33,7 +33,7 @@ class ExportBackend(Backend["Exported"]):
         return [path]
 
     def load(self, directory: Path, ctx: ExportContext) -> Exported:
-        return Exported(torch.export.load(str(directory / FILENAME)))
+        return Exported(export_load(str(directory / FILENAME)))
 
     def run(self, artifact: Exported, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         with torch.no_grad():

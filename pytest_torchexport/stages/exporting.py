@@ -286,6 +286,14 @@ def _known_cause(check: Check, finding: Finding | None, reason: str, stage: str)
     kernel = _no_kernel(check, reason)
     if kernel:
         return kernel, "unsupported_op"
+    constant = _UNREADABLE_CONSTANT.search(reason)
+    if constant:
+        where, kind, value = constant.groups()
+        return (
+            f"{check.name} saved the program, but torch.export.load cannot read back its {where} {value!r}, a "
+            f"Python constant ({kind.removeprefix('as_')}) the capture kept: the file cannot be shipped; return only "
+            "tensors from the checked call, and keep constants outside it"
+        ), "exporter_error"
     for explain_it, kind in (
         (_cache_out, "unsupported_output"),
         (_unkeyed, "unregistered_type"),
@@ -416,6 +424,7 @@ def _no_source(reason: str) -> str | None:
     )
 
 
+_UNREADABLE_CONSTANT = re.compile(r"Unable to deserialize (output|input) node Argument\((as_\w+)=([^)]*)\)")
 _NO_KERNEL = re.compile(
     r"NOT_IMPLEMENTED : Could not find an implementation for (\w+)\((\d+)\) node with name '([^']*)'"
 )
