@@ -59,6 +59,18 @@ MODELS = textwrap.dedent(
         assert step.logits.shape == (2, 1, 64)
 
 
+    def test_causal_lm_static_cache():
+        # a static cache, as ExecuTorch's LLM exports use: allocated before the prefill, filled in place
+        torch.manual_seed(0)
+        config = GPT2Config(n_layer=1, n_embd=16, n_head=2, n_positions=32, vocab_size=64, bos_token_id=0, eos_token_id=0)
+        model = GPT2LMHeadModel(config).eval()
+        cache = transformers.StaticCache(config=config, max_cache_len=16)
+        out = model(input_ids=torch.randint(0, 64, (2, 5)), cache_position=torch.arange(5), use_cache=True,
+                    **{cache_name(model): cache})
+        model(input_ids=out.logits[:, -1:].argmax(-1), cache_position=torch.tensor([5]), use_cache=True,
+              **{cache_name(model): cache})
+
+
     def test_encoder_decoder_prefill_decode():
         torch.manual_seed(0)
         model = T5ForConditionalGeneration(T5Config(vocab_size=64, d_model=16, d_kv=8, d_ff=32, num_layers=1,
@@ -103,7 +115,14 @@ def release_rows(tester):
 
 
 def test_every_item_has_rows_and_none_is_the_plugins_own_error(release_rows):
-    tests = ["encoder_padded", "causal_lm_prefill_decode", "encoder_decoder_prefill_decode", "vision", "audio"]
+    tests = [
+        "encoder_padded",
+        "causal_lm_prefill_decode",
+        "causal_lm_static_cache",
+        "encoder_decoder_prefill_decode",
+        "vision",
+        "audio",
+    ]
     items = {f"test_{t}[torchexport-{b}]" for t in tests for b in ("export", "onnx")}
     assert set(release_rows) == items, sorted(set(release_rows) ^ items)
     for item, rows in release_rows.items():
@@ -152,6 +171,29 @@ def test_the_encoder_decoder_decode_step_is_searched_over_the_cache_length(relea
         if decode["status"] == "pass":
             past = decode["sizes"]["past"]
             assert past[0] <= 1 < past[1], decode["sizes"]
+
+
+def test_a_static_cache_makes_a_decode_step_exported_where_the_release_registers_it(release_rows):
+    # The cache handed to the prefill is empty (allocated, nothing written): that call is the prefill,
+    # the next the decode step. Where transformers' own exporter can register cache classes (5.23 on),
+    # the plugin registers StaticCache as it does, so its tensors are inputs and both steps pass; on
+    # earlier releases the exporters refuse the class, and the rows say so.
+    try:
+        import transformers.exporters.exporter_dynamo  # noqa: F401
+    except ImportError:
+        registers = False
+    else:
+        registers = True
+    for backend in ("export", "onnx"):
+        rows = release_rows[f"test_causal_lm_static_cache[torchexport-{backend}]"]
+        assert [r["call"] for r in rows] == ["prefill", "decode"], [(r["call"], r["message"]) for r in rows]
+        for row in rows:
+            if registers:
+                assert row["status"] == "pass", row["message"]
+            else:
+                assert row["status"] == "export_error", row["message"]
+                assert row["cause_kind"] == "unregistered_type", row["message"]
+                assert "StaticCache" in row["message"], row["message"]
 
 
 def test_outputs_at_positions_with_no_key_are_no_failure(release_rows):

@@ -49,7 +49,8 @@ def group(calls: list[Call]) -> list[Kind]:
 
 def register_caches(*values: object) -> None:
     """Register any transformers cache among ``values`` as a pytree node, so its tensors are
-    inputs every backend sees. ``EncoderDecoderCache`` needs transformers 5.x."""
+    inputs every backend sees. Caches other than ``DynamicCache`` (``EncoderDecoderCache``,
+    ``StaticCache``) need transformers 5.x, whose exporter registers them."""
     if "transformers" not in sys.modules:
         return
 
@@ -61,8 +62,8 @@ def register_caches(*values: object) -> None:
             from transformers.integrations.executorch import register_dynamic_cache_export_support
 
             register_dynamic_cache_export_support()  # a no-op once registered
-        elif "EncoderDecoderCache" in names:
-            _register_encoder_decoder(type(value))
+        else:
+            _register_with_exporter(type(value))
 
 
 def remember_returned(out: object, returned: dict[int, Any], depth: int = 4) -> None:
@@ -84,8 +85,8 @@ def remember_returned(out: object, returned: dict[int, Any], depth: int = 4) -> 
         remember_returned(part, returned, depth - 1)
 
 
-def _register_encoder_decoder(cls: type) -> None:
-    """Register an ``EncoderDecoderCache`` class as transformers' own exporter does."""
+def _register_with_exporter(cls: type) -> None:
+    """Register a cache class as transformers' own exporter does."""
     try:
         from transformers.exporters.exporter_dynamo import register_pytree_node
     except ImportError:  # transformers before 5.x: the exporter's refusal is the verdict
@@ -115,7 +116,9 @@ def _entries(call: Call) -> tuple[dict[str, Any], bool]:
                 carried.append(None)
         if not any(c is not None for c in carried):
             continue  # None, a flag, an empty cache: nothing to export
-        cache = cache or name in CACHE_NAMES or name in handed or _is_cache(value)
+        # An empty cache (a static cache before its prefill: allocated, nothing written) is no decode step.
+        empty = _is_cache(value) and not _cache_length(value)
+        cache = cache or name in handed or (not empty and (name in CACHE_NAMES or _is_cache(value)))
         shape = carried[0] if spec.is_leaf() else (_container(spec), *carried)
         entries[name] = shape
     return entries, cache
