@@ -279,3 +279,63 @@ def add(a, b):
     result = tester.runpytest("--doctest-modules", "-W", "default")
     result.assert_outcomes(passed=1, warnings=1)
     result.stdout.re_match_lines([r".*test_d.add is marked torchexport but will not be checked: it is a DoctestItem.*"])
+
+
+SKIPPED_BEFORE_THE_BODY = """
+import unittest
+
+import pytest
+import torch
+
+
+def call():
+    torch.nn.Linear(2, 2)(torch.randn(1, 2))
+
+
+@pytest.mark.skip(reason="marker skip")
+def test_marker_skip():
+    call()
+
+
+@pytest.mark.xfail(run=False, reason="known broken")
+def test_xfail_not_run():
+    call()
+
+
+@unittest.skip("needs sentencepiece")
+class Integration(unittest.TestCase):
+    def test_class_skipped_whole(self):
+        call()
+
+
+class Slow(unittest.TestCase):
+    @unittest.skip("slow")
+    def test_method_skipped(self):
+        call()
+"""
+
+
+def test_an_item_skipped_before_its_body_ran_has_its_row(tester):
+    # transformers' own T5 tests: a unittest class skipped whole (require_sentencepiece) skips its
+    # items at setup, where no body runs; each still gets its row, with the reason
+    tester.makepyfile(test_skips=SKIPPED_BEFORE_THE_BODY)
+    result = tester.runpytest(
+        "-p",
+        "no:cacheprovider",
+        "--torchexport-auto",
+        "--torchexport-backends=trace,export",
+        "--torchexport-report=out.json",
+    )
+    result.assert_outcomes(skipped=6, xfailed=2)
+    rows = report_rows(tester, key=lambda r: (r["test"].rsplit("::", 1)[-1], r["backend"]))
+    assert len(rows) == 8, sorted(rows)
+    for (test, _backend), row in rows.items():
+        assert row["cause_kind"] == "test_body", row
+        if test == "test_method_skipped":  # raised by the body's own call
+            assert row["status"] == "skipped" and row["message"] == "the test body skipped: slow", row
+        elif test == "test_xfail_not_run":
+            assert row["status"] == "xfail" and row["message"].startswith("the test was xfailed before"), row
+        else:
+            assert row["status"] == "skipped", row
+            reason = "marker skip" if test == "test_marker_skip" else "needs sentencepiece"
+            assert row["message"] == f"the test was skipped before its body ran: {reason}", row

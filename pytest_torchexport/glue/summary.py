@@ -62,7 +62,7 @@ class Reporting:
     @pytest.hookimpl(tryfirst=True)  # before pytest-html reads the report's extras
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         results = getattr(report, "torchexport_results", None)
-        if not results or report.when != "call":
+        if not results or report.when == "teardown":  # setup's: an item skipped before its body
             return
         # Only with --html: pytest-html's plugin is loaded in every session.
         if self.config.getoption("htmlpath", None) and not _is_worker(self.config):
@@ -81,7 +81,7 @@ class Reporting:
     def pytest_html_results_table_html(self, report: pytest.TestReport, data: list[str]) -> None:
         # The check's findings as plain escaped text in pytest-html's log section.
         results = getattr(report, "torchexport_results", None)
-        if results and report.when == "call":
+        if results and report.when != "teardown":
             data.append(f"{' torchexport ':-^80}\n{html.escape(item_text(results))}\n")
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:

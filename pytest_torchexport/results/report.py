@@ -287,7 +287,7 @@ CAUSE_KIND_DOCS: dict[str, str] = {
     "unavailable": "the backend or device is not available here (skipped, or a failure under --torchexport-require)",
     "usage": "the check could not be set up from the test: no module called, options that do not fit the call",
     "eager_replay": "the recorded call raises when replayed as served (eval mode, no_grad)",
-    "test_body": "the test body itself skipped, xfailed or failed",
+    "test_body": "the test body itself skipped, xfailed or failed, or the test was skipped before its body ran",
     "nondeterministic": "eager (or the artifact) disagrees with itself",
     "rejected_inputs": "eager rejected every generated input",
     "nothing_compared": "the outputs held no element to compare",
