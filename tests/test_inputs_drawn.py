@@ -246,3 +246,24 @@ def test_a_recorded_zero_one_tensor_is_a_mask_and_nothing_else_is(example, is_ma
     assert _int_mask(leaf) is is_mask
     values = example.unique()  # the definition: exactly {0, 1}
     assert is_mask == (values.numel() == 2 and bool((values == torch.arange(2, dtype=values.dtype)).all()))
+
+
+def test_an_additive_float_mask_is_drawn_as_a_mask_of_its_two_values():
+    # transformers' own test_custom_4d_attention_mask (T5) passes a [1, 1, 6, 6] float mask of 0 and the
+    # dtype's minimum; drawn as an ordinary float, its values left float32's range (36 of 36 non-finite)
+    # and every query attended to no key, a failure of the plugin's own making
+    minimum = torch.finfo(torch.float32).min
+    mask = torch.tril(torch.ones(6, 6)).eq(0).float().mul(minimum)[None, None].repeat(2, 1, 1, 1)
+    seen = []
+
+    class Attends(nn.Module):
+        def forward(self, scores, attention_mask):
+            seen.append(attention_mask.detach().clone())
+            return (scores + attention_mask).softmax(-1)
+
+    row = checked(Attends(), (torch.randn(2, 1, 6, 6), mask), ["trace"], examples=25, isolation="inline")["trace"]
+    assert row.status == "pass", row.message
+    assert len(seen) > 10
+    for t in seen:
+        assert bool(((t == 0) | (t == minimum)).all()), t
+        assert bool((t == 0).any(-1).all()), t  # every query keeps a key

@@ -226,6 +226,13 @@ def _tensor(leaf: LeafPlan, shape: list[int], draw: Draw, gen: torch.Generator) 
         return resize_like(leaf.example.detach().cpu(), shape).clone()
     if dtype == torch.bool:
         return _mask(leaf, shape, draw, gen)
+    additive = _additive_mask(leaf)
+    if additive is not None:
+        # Drawn as the 0/1 mask it encodes, then given its two values: never values in between,
+        # nor the recorded minimum scaled past the dtype's range (a mask of inf and NaN).
+        masked, recorded = additive
+        kept = _mask(dataclasses.replace(leaf, example=recorded, mask=True), shape, draw, gen)
+        return torch.where(kept, torch.zeros((), dtype=dtype), torch.full((), masked, dtype=dtype))
     if leaf.mask or _int_mask(leaf):
         return _mask(leaf, shape, draw, gen).to(dtype)
     if not (dtype.is_floating_point or dtype.is_complex):
@@ -324,6 +331,27 @@ def _padding_only_row(example: torch.Tensor, keep: bool) -> bool:
     """Whether the recorded mask has a row that keeps nothing."""
     rows = example.detach().cpu().reshape(-1, example.shape[-1]) != 0
     return bool(((rows == keep).sum(-1) == 0).any())
+
+
+#: The largest value an additive attention mask puts at a masked position: transformers uses the
+#: dtype's minimum, other code -inf or -1e4 (a float16-safe minimum).
+ADDITIVE_MASKED = -1e4
+
+
+def _additive_mask(leaf: LeafPlan) -> tuple[float, torch.Tensor] | None:
+    """An additive attention mask (0 where a key is kept, one large negative value where it is
+    masked, as transformers builds its 4-D masks): that value and the recorded mask as kept
+    positions, else None."""
+    example = leaf.example
+    if example is None or not example.is_floating_point() or example.dim() < 2 or example.numel() == 0:
+        return None
+    if "mask" not in leaf.name.lower() or leaf.low is not None or leaf.high is not None:
+        return None
+    low, high = (float(v) for v in example.aminmax())
+    kept = example == 0
+    if high != 0 or low > ADDITIVE_MASKED or not bool((kept | (example == low)).all()):
+        return None
+    return low, kept
 
 
 def _int_mask(leaf: LeafPlan) -> bool:
