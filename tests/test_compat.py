@@ -97,6 +97,29 @@ def test_inductor_has_the_aoti_package_functions():
     assert _compat.aoti_unavailable() is None
 
 
+def test_export_load_raises_what_torchs_reader_refused(tmp_path):
+    """torch.export.load logs its reader's error and raises only "check the warnings above";
+    _compat.export_load reads the file again with that reader and raises its error."""
+
+    class Says(nn.Module):
+        def forward(self, x):
+            return x * 2, "a string"
+
+    path = str(tmp_path / "says.pt2")
+    torch.export.save(torch.export.export(Says(), (torch.randn(2),)), path)
+    with pytest.raises(RuntimeError, match="check the warnings above"):
+        torch.export.load(path)
+    from torch.export.pt2_archive._package import load_pt2
+
+    with pytest.raises(Exception, match=r"Unable to deserialize output node Argument\(as_string=a string\)"):
+        load_pt2(path)
+    with pytest.raises(RuntimeError, match=r"torch.export.load cannot read the file: SerializeError: Unable to"):
+        _compat.export_load(path)
+    # a file it reads is loaded as torch.export.load loads it
+    torch.export.save(torch.export.export(nn.Linear(2, 2), (torch.randn(1, 2),)), path)
+    assert isinstance(_compat.export_load(path), torch.export.ExportedProgram)
+
+
 def test_conv_nd_is_the_base_of_every_convolution():
     (base,) = _compat.conv_module_types()
     assert base.__name__ == "_ConvNd"
