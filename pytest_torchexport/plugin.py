@@ -240,20 +240,18 @@ def torchexport(request: pytest.FixtureRequest) -> Generator[Callable[..., Repor
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     """Attach the call phase's rows to the test report, which xdist carries to the controller:
-    the recorded rows, else the one on the exception ([Interrupted]), ids without [Group Suffix]."""
+    the recorded rows, else the one on the exception ([Interrupted]), ids without [Group Suffix];
+    an item skipped at setup gets its row on the setup report."""
     report = yield
-    target = items.target(item)
+    target = items.target(item) if call.when != "teardown" else None
     if call.when == "setup" and report.skipped and target is not None and verdicts.rows_of(item) is None:
         # A test skipped before its body ran (a skip marker, a unittest class skipped whole) gets its row too.
         xfailed = hasattr(report, "wasxfail")  # xfail(run=False)
         reason = report.wasxfail if xfailed else report.longrepr[2] if isinstance(report.longrepr, tuple) else ""
         verdicts.record(item, [adapters.setup_skip_row(item, target, str(reason), xfailed=xfailed)])
-        report.torchexport_results = verdicts.rows_of(item)
-        without_group_suffix(item, report.torchexport_results)
+    elif call.when != "call":
         return report
-    if call.when != "call":
-        return report
-    if report.skipped and isinstance(report.longrepr, tuple) and items.target(item) is not None:
+    elif report.skipped and isinstance(report.longrepr, tuple) and target is not None:
         # pytest.skip names where it was raised: for a row this plugin skips, a frame of pluggy's
         # or of this package. -rs should name the test, as for a skip marker; a skip the test's
         # own code raised keeps its line.

@@ -124,22 +124,19 @@ def body_row(item: pytest.Item, target: items.Target, error: BaseException) -> R
             why,
             "test_body",
         )
-    names = session(item)
-    return outcome.row(verdict, backend=target.backend, device=target.device, nodeid=names.nodeid, test=names.test)
+    return _item_row(item, target, verdict)
 
 
 def setup_skip_row(item: pytest.Item, target: items.Target, reason: str, *, xfailed: bool = False) -> Result:
     """The row of an item skipped (or xfailed with ``run=False``) before its body ran: nothing was
     recorded, nothing checked."""
     why = f"the test was {'xfailed' if xfailed else 'skipped'} before its body ran: {reason.removeprefix('Skipped: ')}"
+    return _item_row(item, target, Outcome("xfail" if xfailed else "skipped", why, why, "test_body"))
+
+
+def _item_row(item: pytest.Item, target: items.Target, verdict: Outcome) -> Result:
     names = session(item)
-    return outcome.row(
-        Outcome("xfail" if xfailed else "skipped", why, why, "test_body"),
-        backend=target.backend,
-        device=target.device,
-        nodeid=names.nodeid,
-        test=names.test,
-    )
+    return outcome.row(verdict, backend=target.backend, device=target.device, nodeid=names.nodeid, test=names.test)
 
 
 __all__ = ["body_row", "plan", "prepare_stages", "run_body", "seeded", "session", "setup_skip_row"]

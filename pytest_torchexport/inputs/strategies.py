@@ -347,11 +347,12 @@ def _additive_mask(leaf: LeafPlan) -> tuple[float, torch.Tensor] | None:
         return None
     if "mask" not in leaf.name.lower() or leaf.low is not None or leaf.high is not None:
         return None
+    # Called on every input made: the one min/max pass rules out most tensors first.
     low, high = (float(v) for v in example.aminmax())
-    kept = example == 0
-    if high != 0 or low > ADDITIVE_MASKED or not bool((kept | (example == low)).all()):
+    if high != 0 or low > ADDITIVE_MASKED:
         return None
-    return low, kept
+    kept = example == 0
+    return (low, kept) if bool((kept | (example == low)).all()) else None
 
 
 def _int_mask(leaf: LeafPlan) -> bool:

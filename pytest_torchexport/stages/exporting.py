@@ -286,14 +286,9 @@ def _known_cause(check: Check, finding: Finding | None, reason: str, stage: str)
     kernel = _no_kernel(check, reason)
     if kernel:
         return kernel, "unsupported_op"
-    constant = _UNREADABLE_CONSTANT.search(reason)
+    constant = _unreadable_constant(check.name, reason)
     if constant:
-        where, kind, value = constant.groups()
-        return (
-            f"{check.name} saved the program, but torch.export.load cannot read back its {where} {value!r}, a "
-            f"Python constant ({kind.removeprefix('as_')}) the capture kept: the file cannot be shipped; return only "
-            "tensors from the checked call, and keep constants outside it"
-        ), "exporter_error"
+        return constant, "exporter_error"
     for explain_it, kind in (
         (_cache_out, "unsupported_output"),
         (_unkeyed, "unregistered_type"),
@@ -442,6 +437,19 @@ def _no_kernel(check: Check, reason: str) -> str | None:
         f"onnxruntime has no kernel for {op} (opset {opset}) with the input types of node '{node}' on this "
         f"device: the exported file is valid ONNX, the runtime cannot run it; {held}serve it in a dtype the "
         "runtime's kernels cover (float32, float16), or with a runtime or provider that has this kernel"
+    )
+
+
+def _unreadable_constant(name: str, reason: str) -> str | None:
+    """torch.export.load's refusal of a Python constant the capture kept, in a person's words."""
+    found = _UNREADABLE_CONSTANT.search(reason)
+    if found is None:
+        return None
+    where, kind, value = found.groups()
+    return (
+        f"{name} saved the program, but torch.export.load cannot read back its {where} {value!r}, a Python "
+        f"constant ({kind.removeprefix('as_')}) the capture kept: the file cannot be shipped; return only tensors "
+        "from the checked call, and keep constants outside it"
     )
 
 
