@@ -600,3 +600,29 @@ def test_a_pt2_file_torch_cannot_read_back_quotes_the_readers_error():
     assert row.likely_cause.startswith("export saved the program, but torch.export.load cannot read back its output"), (
         row.message
     )
+
+
+def test_a_pt2_file_with_a_value_dependent_size_names_the_op_that_made_it():
+    """transformers' own T5ForSequenceClassification tests on export: the EOS positions pass
+    through ``torch.unique_consecutive``, whose output size depends on the ids' values. torch.export
+    captures and saves it; torch.export.load refuses "expected no unbacked symbols", which named
+    no cause."""
+    import torch
+
+    class LastEos(torch.nn.Module):
+        def forward(self, hidden, ids):
+            eos = ids.eq(2)
+            sentences = torch.unique_consecutive(eos.sum(1)).shape[0]
+            torch._check(sentences == 1)
+            return hidden[eos, :].view(hidden.size(0), -1, hidden.size(-1))[:, -1, :]
+
+    ids = torch.tensor([[1, 1, 1, 1, 2], [1, 1, 1, 1, 2]])
+    row = checked(LastEos(), (torch.randn(2, 5, 3), ids), ["export"], examples=2)["export"]
+    assert row.status == "load_error", row.message
+    assert "expected no unbacked symbols, got 1: {u0}" in row.message
+    assert row.likely_cause.startswith(
+        "export saved the program, but torch.export.load cannot read it back: the program holds a size computed "
+        "from a tensor's values (u0, made by aten.unique_consecutive.default in LastEos at "
+    ), row.message
+    assert re.search(r"test_causes_named\.py:\d+\)", row.likely_cause), row.likely_cause
+    assert "Likely cause: not known" not in row.message

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
+import operator
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -248,8 +249,9 @@ def export_inputs(
     return args, kwargs, draw, grown
 
 
-def export_failed(check: Check, exc: BaseException, stage: str) -> NoReturn:
-    """End the check: ``stage`` ("export", "save" or "load") raised ``exc``."""
+def export_failed(check: Check, exc: BaseException, stage: str, *, saved: object = None) -> NoReturn:
+    """End the check: ``stage`` ("export", "save" or "load") raised ``exc``; ``saved``: the
+    in-memory artifact whose file a failed load read."""
     name = check.name
     if stage == "export" and _NO_KERNEL.search(str(exc)):
         # The ONNX backends open their onnxruntime session inside the export, to check the file:
@@ -267,7 +269,7 @@ def export_failed(check: Check, exc: BaseException, stage: str) -> NoReturn:
     if cause is not None:
         lines.append(f"Likely cause: {cause}")
     else:  # no user line to blame
-        cause, kind = _known_cause(check, finding, reason, stage)
+        cause, kind = _known_cause(check, finding, reason, stage, saved)
         lines.append(
             f"Likely cause: {cause or 'not known: the error above names no line of the model and no limit the plugin knows'}"
         )
@@ -279,14 +281,16 @@ def export_failed(check: Check, exc: BaseException, stage: str) -> NoReturn:
     raise Stop("export_error" if stage in ("export", "save") else "load_error", "\n".join(lines), cause, kind)
 
 
-def _known_cause(check: Check, finding: Finding | None, reason: str, stage: str) -> tuple[str | None, CauseKind]:
+def _known_cause(
+    check: Check, finding: Finding | None, reason: str, stage: str, saved: object = None
+) -> tuple[str | None, CauseKind]:
     """The cause of an export error that names no line of the model, and its kind."""
     if stage == "save":
         return _unserializable(check.name, reason), "exporter_error"
     kernel = _no_kernel(check, reason)
     if kernel:
         return kernel, "unsupported_op"
-    constant = _unreadable_constant(check.name, reason)
+    constant = _unreadable_constant(check.name, reason) or _unbound_size(check, reason, saved)
     if constant:
         return constant, "exporter_error"
     for explain_it, kind in (
@@ -453,6 +457,56 @@ def _unreadable_constant(name: str, reason: str) -> str | None:
     )
 
 
+_UNBOUND_SIZE = re.compile(r"expected no unbacked symbols, got \d+: \{([^}]*)\}")
+
+
+def _unbound_size(check: Check, reason: str, saved: object) -> str | None:
+    """torch.export.load's refusal of a program holding a size computed from a tensor's values."""
+    found = _UNBOUND_SIZE.search(reason)
+    if found is None:
+        return None
+    symbols = {s.strip() for s in found.group(1).split(",") if s.strip()}
+    program = check.backend.exported_program(saved) if saved is not None else None
+    made = _unbacked_site(program, symbols) if program is not None else None
+    return (
+        f"{check.name} saved the program, but torch.export.load cannot read it back: the program holds a size "
+        f"computed from a tensor's values ({', '.join(sorted(symbols))}"
+        + (f", made by {made}" if made else "")
+        + "), and this torch's reader cannot bind such a size again when it rebuilds the graph, so the file "
+        "cannot be shipped as it is; keep value-dependent sizes (nonzero, unique, boolean-mask indexing) out "
+        "of the checked call, for instance by computing the indices outside it and passing them in"
+    )
+
+
+def _unbacked_site(program: torch.export.ExportedProgram, symbols: set[str]) -> str | None:
+    """The operator whose output first has one of ``symbols`` as a size, with its module and line."""
+    for node in program.graph.nodes:
+        bound = node.meta.get("unbacked_bindings") or {}
+        if not any(str(symbol) in symbols for symbol in bound):
+            continue
+        if node.target is operator.getitem and node.args and isinstance(node.args[0], torch.fx.Node):
+            node = node.args[0]  # the size is bound on one output of a multi-output op
+        where = _trace_line(node.meta.get("stack_trace") or "")
+        module = _node_module(node)
+        return str(node.target) + (f" in {module}" if module else "") + (f" at {where}" if where else "")
+    return None
+
+
+def _trace_line(stack_trace: str) -> str | None:
+    """The innermost ``file:line`` of a node's recorded stack trace."""
+    found = re.findall(r'File "([^"]+)", line (\d+)', stack_trace)
+    return f"{found[-1][0]}:{found[-1][1]}" if found else None
+
+
+def _node_module(node: torch.fx.Node) -> str | None:
+    """The class of the innermost module the node was captured in."""
+    stack = node.meta.get("nn_module_stack")
+    if not stack:
+        return None
+    _, kind = list(stack.values())[-1]
+    return str(getattr(kind, "__name__", kind)).rsplit(".", 1)[-1] or None
+
+
 def _unserializable(name: str, reason: str) -> str | None:
     """A saver's refusal of one node of a captured program, in a person's words."""
     found = _SERIALIZING.search(reason)
@@ -486,19 +540,20 @@ def roundtrip(check: Check, artifact: object, ctx: ExportContext) -> object:
         )
     # [Crash Preflight] On CUDA, load first in a fresh process (standalone.py).
     check.loading = preflight(check)
-    loaded = _step(check, "load", backend.load, directory, ctx)
+    loaded = _step(check, "load", backend.load, directory, ctx, saved=artifact)
     result.timings["load_s"] = time.perf_counter() - t0
     return loaded
 
 
-def _step(check: Check, stage: str, fn: Callable[..., T], *args: Any) -> T:
-    """Run ``fn(*args)`` as the check's ``stage``; any exception ends the check."""
+def _step(check: Check, stage: str, fn: Callable[..., T], *args: Any, saved: object = None) -> T:
+    """Run ``fn(*args)`` as the check's ``stage``; any exception ends the check. ``saved``: the
+    in-memory artifact a failed load read back, for naming the cause."""
     runner.stage(check.result, stage)
     with quiet_torch():
         try:
             return fn(*args)
         except Exception as exc:  # noqa: BLE001 - any failure of the step is its error row
-            export_failed(check, exc, stage)
+            export_failed(check, exc, stage, saved=saved)
 
 
 # --- submodules compiled in place before the call ---
