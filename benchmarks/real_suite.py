@@ -3,7 +3,7 @@ same suite plain, in one run: wall time, peak memory, the machine's load, each i
 and status, where the checks' time went, and what a budget left untried.
 
     python benchmarks/real_suite.py PATH/TO/CHECKOUT [--tests PATH...] [-k EXPR]
-        [-n 1] [--backends trace,script,onnx,export] [--examples 5] [--budget 30s|off] [--no-plain] [--warm [--pairs K]] [--without-stages]
+        [-n 1] [--backends trace,script,onnx,export] [--examples 5] [--budget 30s|off] [--no-plain] [--warm [--pairs K]]
 
 The checkout is the library's own source (installed with ``pip install --no-deps -e``
 first); nothing of it is copied here. A ``conftest.py`` that adds a bare ``torchexport``
@@ -21,9 +21,6 @@ was stored is reused, what is left is the plugin's fixed cost (warm against plai
 how many rows were reused and checks each against the row it reuses. ``--pairs K`` runs K
 (plain, warm) pairs alternately after the marked run and prints the median ratio: one plain run
 of a small suite moves by a fifth from one run to the next on a shared machine.
-``--without-stages`` runs the marked suite a second time with none of the optional stages (the
-conftest empties ``stages.optional.OPTIONAL``): the check's core alone, so what the standalone load,
-the C++ load, the size probes and the latency add to a first run is measured side by side.
 
 Memory is measured two ways, since the checks' children are forked copies of the test's
 process and share its pages until they write them: the largest single process
@@ -59,14 +56,6 @@ import pytest
 def pytest_collection_modifyitems(items):
     for item in items:
         item.add_marker(pytest.mark.torchexport({kwargs}))
-{extra}"""
-
-#: Added to the conftest for --without-stages: the check's core only (export, save and load, side
-#: effects, the search), none of the optional stages (standalone load, C++ load, sizes, latency).
-WITHOUT_STAGES = """
-from pytest_torchexport.stages import optional
-
-optional.OPTIONAL = ()
 """
 
 
@@ -88,12 +77,6 @@ def main() -> int:
     parser.add_argument("--report", type=Path, default=None, help="keep the marked run's JSON report here")
     parser.add_argument("--no-plain", action="store_true", help="skip the plain run (no marked/plain ratio)")
     parser.add_argument("--warm", action="store_true", help="then the marked run again on its verdict cache")
-    parser.add_argument(
-        "--without-stages",
-        action="store_true",
-        help="then the marked run again with none of the optional stages (standalone load, C++ load, sizes, "
-        "latency): what they add to a first run, side by side",
-    )
     parser.add_argument(
         "--pairs",
         type=int,
@@ -149,20 +132,8 @@ def main() -> int:
                 warm = _run([*cmd, f"--torchexport-report={warm_report}"], opts.checkout, f"warm {i + 1}")
                 if plain is not None:
                     pairs.append((plain, warm))
-        if opts.without_stages:
-            conftest.write_text(_conftest(opts, WITHOUT_STAGES))
-            core = _run(
-                [*cmd, f"--torchexport-report={report.with_name(report.stem + '-core.json')}"], opts.checkout, "core"
-            )
     finally:
         conftest.unlink(missing_ok=True)
-    if plain is not None and opts.without_stages:
-        cores = os.cpu_count() or 1
-        print(
-            f"core/plain: {core['wall_s'] / plain['wall_s']:.2f}x wall time (marked {marked['wall_s'] / plain['wall_s']:.2f}x); "
-            f"the optional stages add {marked['wall_s'] - core['wall_s']:.0f} s wall, "
-            f"{marked['cpu_s'] - core['cpu_s']:.0f} s CPU ({(marked['cpu_s'] - core['cpu_s']) / cores:.0f} s over {cores} cores)"
-        )
     if plain is not None:
         cores = os.cpu_count() or 1
         first = pairs[0][0] if pairs else plain
@@ -204,13 +175,13 @@ def main() -> int:
     return 0
 
 
-def _conftest(opts: argparse.Namespace, extra: str = "") -> str:
+def _conftest(opts: argparse.Namespace) -> str:
     kwargs = {"examples": opts.examples}
     if opts.timeout is not None:
         kwargs["timeout"] = opts.timeout
     if opts.marker_budget is not None:
         kwargs["budget"] = opts.marker_budget
-    return CONFTEST.format(kwargs=", ".join(f"{k}={v!r}" for k, v in kwargs.items()), extra=extra)
+    return CONFTEST.format(kwargs=", ".join(f"{k}={v!r}" for k, v in kwargs.items()))
 
 
 #: What a reused row must repeat of the row it reuses: its verdict, its words, its failing input.
