@@ -401,12 +401,16 @@ def user_frames(exc: BaseException) -> list[tuple[str, int]]:
             if is_model_file(fs.filename) and key not in seen:
                 seen.add(key)
                 frames.append(key)
-        for m in _FRAME.finditer(strip_ansi(str(e))):
-            key = (m.group(1), int(m.group(2)))
+        for key in quoted_frames(str(e)):
             if is_model_file(key[0]) and key not in seen:
                 seen.add(key)
                 frames.append(key)
     return frames
+
+
+def quoted_frames(text: str) -> list[tuple[str, int]]:
+    """The ``File "...", line N`` frames a text quotes (an error's, a graph node's stack trace), in order."""
+    return [(m.group(1), int(m.group(2))) for m in _FRAME.finditer(strip_ansi(text))]
 
 
 def innermost_user_frame(exc: BaseException, prefer_not: Iterable[str] = ()) -> tuple[str, int] | None:

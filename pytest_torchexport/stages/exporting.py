@@ -290,9 +290,9 @@ def _known_cause(
     kernel = _no_kernel(check, reason)
     if kernel:
         return kernel, "unsupported_op"
-    constant = _unreadable_constant(check.name, reason) or _unbound_size(check, reason, saved)
-    if constant:
-        return constant, "exporter_error"
+    unreadable = _unreadable_constant(check.name, reason) or _unbound_size(check, reason, saved)
+    if unreadable:
+        return unreadable, "exporter_error"
     for explain_it, kind in (
         (_cache_out, "unsupported_output"),
         (_unkeyed, "unregistered_type"),
@@ -486,16 +486,12 @@ def _unbacked_site(program: torch.export.ExportedProgram, symbols: set[str]) -> 
             continue
         if node.target is operator.getitem and node.args and isinstance(node.args[0], torch.fx.Node):
             node = node.args[0]  # the size is bound on one output of a multi-output op
-        where = _trace_line(node.meta.get("stack_trace") or "")
+        frames = explain.quoted_frames(node.meta.get("stack_trace") or "")
+        # The innermost frame in the model's code; a library's (transformers') is the model's too.
+        site = next((f for f in reversed(frames) if explain.is_model_file(f[0])), frames[-1] if frames else None)
         module = _node_module(node)
-        return str(node.target) + (f" in {module}" if module else "") + (f" at {where}" if where else "")
+        return str(node.target) + (f" in {module}" if module else "") + (f" at {explain.where(*site)}" if site else "")
     return None
-
-
-def _trace_line(stack_trace: str) -> str | None:
-    """The innermost ``file:line`` of a node's recorded stack trace."""
-    found = re.findall(r'File "([^"]+)", line (\d+)', stack_trace)
-    return f"{found[-1][0]}:{found[-1][1]}" if found else None
 
 
 def _node_module(node: torch.fx.Node) -> str | None:
