@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pytest_torchexport.cache.facts import NOT_KEYED, CallDigests, CheckFacts
-from pytest_torchexport.cache.fingerprint import check_key
+from pytest_torchexport.cache.fingerprint import check_key, module_digest
 from pytest_torchexport.cache.store import Cache
 from pytest_torchexport.options import Options
 
@@ -52,6 +52,8 @@ CHANGED = {
     "inputs": ((torch.full((2, 3), 2.0),), {}),
     "sequence": [((torch.ones(2, 3),), {}), ((torch.zeros(2, 3),), {})],
     "size_budget": False,  # TORCHEXPORT_SIZE_LIMITS=off: the whole declared range, a wider search
+    "as_called": "0" * 64,
+    "method": "encode",
 }
 
 
@@ -86,6 +88,19 @@ def test_one_calls_digest_is_computed_once_for_all_its_backends():
     # Another recorded call of the test: its own digest.
     check_key(_facts(module=module, digests=CallDigests(memo, "call-1")))
     assert len(memo) == 2
+
+
+def test_a_module_keyed_as_called_is_keyed_by_that_digest_not_by_its_state_now():
+    """The recorder takes the module's digest where the test calls it: the same key whether the
+    module checked is a copy taken then or the live module as the body left it."""
+    module = _module(0.5)
+    at_call = module_digest(module)
+    key = check_key(_facts(module=module, as_called=at_call))[0]
+    assert key == check_key(_facts(module=_module(0.5), as_called=module_digest(_module(0.5))))[0]
+    with torch.no_grad():
+        module.weight.fill_(9.0)  # the body trained it after the call
+    assert check_key(_facts(module=module, as_called=at_call))[0] == key
+    assert check_key(_facts(module=module, as_called=module_digest(module)))[0] != key
 
 
 def test_a_compare_function_s_file_is_hashed_with_the_run():

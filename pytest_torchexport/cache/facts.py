@@ -30,12 +30,16 @@ class CheckFacts:
     test: str | None  # keyed: the CI search is derandomized per test
     nodeid: str | None
     options: Options  # every field is keyed; ``compare=``'s file is hashed too
-    module: Any  # an nn.Module, or a ``MethodCall``
+    module: Any  # an nn.Module, or a ``MethodCall``; keyed where ``as_called`` is None
     inputs: Any  # ``InputPlan.tree``
     #: a stateful module's calls, replayed in order (None: only the recorded call)
     sequence: list[tuple[tuple[Any, ...], dict[str, Any]]] | None
     #: [Memory Budget] whether drawn sizes are bounded (a narrower search)
     size_budget: bool = True
+    #: [As Called] the module's digest taken at the test's call (``fingerprint.module_digest``),
+    #: keyed in place of ``module``, which may be the live module as the body left it
+    as_called: str | None = None
+    method: str = "forward"  # the method checked, keyed with ``as_called``
     store: Cache | None = None  # None: no cache
     digests: CallDigests | None = None
 

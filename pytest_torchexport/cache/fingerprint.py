@@ -72,13 +72,25 @@ def _call_digest(facts: CheckFacts) -> str:
     if memo is not None and slot in memo:
         return memo[slot]
     h = _Hasher()
-    h.module(facts.module)
+    if facts.as_called is not None:
+        h.add("as_called", facts.as_called)
+    else:
+        h.module(facts.module)
+    h.add("method", facts.method)
     h.add("inputs", facts.inputs)
     h.add("sequence", facts.sequence)
     value = h.hexdigest()
     if memo is not None and slot is not None:
         memo[slot] = value
     return value
+
+
+def module_digest(module: object) -> str:
+    """[As Called] The module's part of a key, taken where the test calls it: its tree,
+    attributes and tensors. Raises ``Unkeyable`` as ``check_key`` does."""
+    h = _Hasher()
+    h.module(module)
+    return h.hexdigest()
 
 
 @functools.lru_cache(maxsize=1)
@@ -312,4 +324,4 @@ def _qualname(obj: object) -> str:
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', getattr(obj, '__name__', '?'))}"
 
 
-__all__ = ["Unkeyable", "check_key", "environment", "plugin_digest"]
+__all__ = ["Unkeyable", "check_key", "environment", "module_digest", "plugin_digest"]

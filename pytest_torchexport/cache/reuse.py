@@ -83,6 +83,8 @@ class Reuse:
         inputs: object,
         sequence: list[tuple[tuple[Any, ...], dict[str, Any]]] | None,
         digests: CallDigests | None,
+        as_called: str | None = None,
+        method: str = "forward",
     ) -> Reuse:
         """The lookup of one check (``inputs``: its ``InputPlan.tree``). Made here, where nothing
         imports the engine, so that a reused check never loads it."""
@@ -100,6 +102,8 @@ class Reuse:
                 size_budget=size_limits(),
                 store=session.cache,
                 digests=digests,
+                as_called=as_called,
+                method=method,
             )
         )
 
@@ -154,7 +158,18 @@ class Reuse:
             )
             return None
         self.hit = True
+        self._seen()
         return result
+
+    def forgo(self, why: str) -> None:
+        """Keep nothing of this check: its verdict is not of the facts it was keyed by."""
+        self.key, self.note = None, why
+
+    def _seen(self) -> None:
+        """[As Called] The module as called has a kept verdict: a warm run may put off its copy."""
+        facts = self.facts
+        if facts.store is not None and facts.as_called is not None and facts.test is not None:
+            facts.store.see(facts.test, facts.as_called)
 
     def keep(self, result: Result) -> None:
         """Store ``result`` if it may be reused (``unkept``) and take its files off the row.
@@ -171,6 +186,8 @@ class Reuse:
             assert self.facts.store is not None, "a key is made only where there is a store"
             note = self.facts.store.store(self.key, result.to_dict(), files)
             self.note = note.text if note is not None else self.note
+            if note is None:
+                self._seen()
         self.spent += time.perf_counter() - t0
         self._tell(result)
 

@@ -33,8 +33,8 @@ MAX_ENTRIES = 5000
 SECRET_ENV = "TORCHEXPORT_CACHE_SECRET"
 #: A file past this size is not read.
 MAX_ENTRY_BYTES = 1 << 20
-#: Entries and writers' temporary files.
-_ENTRY_NAME = re.compile(r"^(?:[0-9a-f]{64}\.json|\.[0-9a-f]{8}-\w+\.tmp)$")
+#: Entries, the marks of modules seen as called (``Cache.saw``) and writers' temporary files.
+_ENTRY_NAME = re.compile(r"^(?:[0-9a-f]{64}\.(?:json|seen)|\.[0-9a-f]{8}-\w+\.tmp)$")
 #: A pass, or a failure a rerun gives again; never xfail, which is applied after the lookup.
 KEPT_STATUSES = frozenset({"pass"} | (FAILING - {"timeout", "xpass"}))
 #: Keys of a row that describe one run, not the verdict.
@@ -218,6 +218,54 @@ class Cache:
             why = exc.strerror or type(exc).__name__
             return self._note(f"cannot write to the cache folder {self.directory} ({why}): verdicts are not kept")
         return None
+
+    # -- [As Called] the modules whose checks the last run kept, as each test called them
+    def saw(self, test: str, digest: str) -> bool:
+        """Whether a verdict of ``test``'s module, called as ``digest`` says, was kept or reused.
+        Only which copy a warm run takes rests on it, never a verdict: a mark that lies makes a
+        check that runs take its copy after the test body (``selection._take_deferred``)."""
+        path = self._seen(test, digest)
+        try:
+            with open(path, encoding="ascii") as f:
+                text = f.read(128)
+        except (OSError, ValueError):
+            return False
+        if self.secret is not None and not hmac.compare_digest(text, self._sign_seen(path.name)):
+            return False
+        try:
+            os.utime(path)  # recently used: kept by the pruning
+        except OSError:
+            pass
+        return True
+
+    def see(self, test: str, digest: str) -> None:
+        """Mark the module as seen; a write failure only costs the next run a copy."""
+        path = self._seen(test, digest)
+        if path.exists():
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, temporary = tempfile.mkstemp(prefix=f".{path.name[:8]}-", suffix=".tmp", dir=path.parent)
+            try:
+                with os.fdopen(fd, "w", encoding="ascii") as f:
+                    f.write(self._sign_seen(path.name) if self.secret is not None else "")
+                os.replace(temporary, path)
+            except BaseException:
+                _remove(Path(temporary))
+                raise
+        except OSError:
+            pass
+
+    def unsee(self, test: str, digest: str) -> None:
+        _remove(self._seen(test, digest))
+
+    def _seen(self, test: str, digest: str) -> Path:
+        name = hashlib.sha256(f"{test}\0{digest}".encode("utf-8", "surrogatepass")).hexdigest()
+        return self.root / "seen" / f"{name}.seen"
+
+    def _sign_seen(self, name: str) -> str:
+        assert self.secret is not None
+        return hmac.new(self.secret.encode("utf-8"), f"seen:{name}".encode(), hashlib.sha256).hexdigest()
 
     def prune(self, max_age_days: float = MAX_AGE_DAYS, max_entries: int = MAX_ENTRIES) -> int:
         """Remove entries unused for ``max_age_days``, then the oldest past ``max_entries``."""
