@@ -15,6 +15,7 @@ import pytest
 
 from .._compat import torch
 from ..options import Options
+from ..recording.deferral import Deferral
 from ..recording.models import ModelError
 from ..recording.recorder import Recorder
 from ..results import outcome
@@ -81,8 +82,13 @@ def seeded(seed: int | None) -> Iterator[None]:
 
 def run_body(item: pytest.Item, options: Options) -> Generator[None, None, Recording]:
     """Run the test body (the inner hooks) under the recorder; returns its ``Recording``."""
+    cache = item.config.stash[STATE].verdict_cache(item.config)
+    test = items.test_key(item) or item.nodeid
+    deferral = (
+        Deferral(cache, test) if cache is not None and not options.keep_artifacts and not options.bundle else None
+    )
     with seeded(options.seed):
-        with Recorder(module=options.module) as recorder:
+        with Recorder(module=options.module, deferral=deferral) as recorder:
             t0 = time.perf_counter()
             try:
                 yield

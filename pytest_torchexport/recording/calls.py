@@ -17,6 +17,8 @@ from ..options import environment
 if TYPE_CHECKING:
     from types import ModuleType
 
+    from .deferral import Deferral
+
 #: Bytes of parameters and buffers all copies of one test may hold; past it the live module
 #: is checked and a change after the call is reported.
 COPY_BUDGET = int(environment("TORCHEXPORT_COPY_LIMIT", str(2 << 30)))
@@ -131,6 +133,12 @@ class Call:
     handed: frozenset[int | str] = frozenset()
     #: while a method call is recorded: the forward calls it makes
     inner: list[Call] = field(default_factory=list, repr=False)
+    #: [As Called] the module's digest at its first call (the verdict key's), with a cache on
+    digest: str | None = None
+    #: [As Called] no copy taken yet: ``module`` is the live one until a check runs
+    deferred: bool = False
+    #: [As Called] why the copy taken later is not of the module as called
+    drifted: str | None = None
 
     @property
     def name(self) -> str:
@@ -168,6 +176,8 @@ class Call:
 
     def changed_since(self) -> str | None:
         """Why the live module differs from when it was called."""
+        if self.drifted is not None:
+            return self.drifted
         if self.fingerprint is None:
             return None
         if fingerprint(self.live) != self.fingerprint:
@@ -191,6 +201,8 @@ class Recording:
     compiled_from: list[tuple[Any, Any]] = field(default_factory=list)
     #: [Search Budget] the body's wall seconds, which the default budget is a multiple of
     body_s: float | None = None
+    #: [As Called] the verdict cache's view of this test, where a copy was put off
+    deferral: Deferral | None = None
 
     def pick(self, name: str | None) -> Call | None:
         """The call to check: the first outermost one, or the first of class ``name``."""
@@ -208,7 +220,7 @@ class Recording:
         from ..reference.compare import compare
 
         first = next((c for c in self.calls if c.live is call.live and c.outputs is not None), None)
-        if first is None:
+        if first is None or first.deferred:  # verified when its copy is taken (``selection._take_deferred``)
             return
         expected, first.outputs = first.outputs, None
         copy = first.module
@@ -233,9 +245,7 @@ class Recording:
         eager.restore(copy, before)
         if why is None:
             return
-        from ..reference.eager import never_copy
-
-        never_copy(first.live, why)  # later copies would be just as unlike it
+        eager.never_copy(first.live, why)  # later copies would be just as unlike it
         # The copy holds the state the call started from.
         state, mark = state_of(copy), fingerprint(first.live)
         for c in self.calls:

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from types import CodeType, FrameType, ModuleType
     from typing import TypeAlias
 
+    from .deferral import Deferral
+
     #: What an exporter was handed, read from its bound arguments: (module, args, kwargs, other methods).
     Handed: TypeAlias = tuple[object, tuple[Any, ...], dict[str, Any], tuple[str, ...]]
     #: A reader of an exporter's bound arguments (``EXPORTERS``).
@@ -47,9 +49,12 @@ __all__ = ["Call", "Recorder", "Recording"]
 class Recorder:
     """``with Recorder() as rec: test_body()`` then ``rec.recording``."""
 
-    def __init__(self, copy_budget: int = COPY_BUDGET, *, module: str | None = None) -> None:
+    def __init__(
+        self, copy_budget: int = COPY_BUDGET, *, module: str | None = None, deferral: Deferral | None = None
+    ) -> None:
         self.recording = Recording()
         self._module = module  # the marker's module= (None: the first outermost)
+        self._deferral = deferral  # [As Called] None: no verdict cache, so no digest and no deferring
         self._depth = 0
         self._patched: list[tuple[Any, str, Any]] = []
         self._copies: dict[int, Call] = {}  # id(live module) -> its first call
@@ -300,6 +305,7 @@ class Recorder:
         else:
             call.module, call.fingerprint = first.module, first.fingerprint
             call.refused, call.state = first.refused, first.state
+            call.digest, call.deferred = first.digest, first.deferred
         if inside is not None:
             call.within = inside.method
             inside.inner.append(call)
@@ -331,9 +337,19 @@ class Recorder:
         from ..reference.eager import copy_as_called  # deferred: the plugin's import stays torch-free
 
         size = module_bytes(call.live)
+        picked = not self._not_picked(call)
+        if picked and self._deferral is not None:
+            # [As Called] Keyed as called, whether or not a copy is taken now.
+            call.digest = self._deferral.digest(call.live)
         # A ScriptModule is not copied: its deep copy loses the method schemas that name its
         # inputs, and the fingerprint sees the only changes a body can make to it.
-        if size <= self._budget and not isinstance(call.live, torch.jit.ScriptModule) and not self._not_picked(call):
+        if size <= self._budget and not isinstance(call.live, torch.jit.ScriptModule) and picked:
+            if call.digest is not None and self._deferral is not None and self._deferral.may_wait(call.digest):
+                call.deferred = True
+                self.recording.deferral = self._deferral
+                if not any(m.training for m in call.live.modules()):
+                    self._unverified.add(id(call.live))  # a copy taken later is verified as one taken now
+                return
             with torch.inference_mode(False):  # a body under inference_mode() would copy inference tensors
                 copied, call.refused = copy_as_called(call.live)
             if copied is not call.live:

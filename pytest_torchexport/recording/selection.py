@@ -12,18 +12,19 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .._compat import pytree
+from .._compat import pytree, torch
 from ..cache.facts import CallDigests
 from ..cache.reuse import Reuse
 from ..engine.schedule import CheckState
 from ..errors import InvalidArgument
 from ..inputs.specs import plan_inputs
 from ..options import Options
+from ..reference.eager import RAN_THE_LIVE_MODULE, copy_as_called
 from ..results import outcome
 from ..results.outcome import Outcome, add_note
 from ..results.report import Finding, Result
 from ..stages.session import Session
-from .calls import Call, Recording
+from .calls import Call, Recording, state_of
 from .kinds import Kind, group
 
 if TYPE_CHECKING:
@@ -94,15 +95,21 @@ class Selection:
                     f'pick another with module="{others[0]}"',
                 )
             )
-        if call.refused is not None and call.module is call.live:
+        refused = call.refused
+        if refused is None and call.deferred:
+            # [As Called] A reused row of a module no copy was tried of: the check that made it
+            # said in its prelude why it ran the live module, with its state put back.
+            said = next((f.detail for f in result.findings if f.detail.startswith(RAN_THE_LIVE_MODULE)), None)
+            refused = said[len(RAN_THE_LIVE_MODULE) :] if said is not None else None
+        if refused is not None and call.module is call.live:
             # Said here, where what was put back is known, and not again by prelude.py.
             result.findings[:] = [f for f in result.findings if f.kind != "reference_copy"]
             result.findings.append(
                 Finding(
                     "reference_copy",
-                    f"the plugin's copy of {call.name} is not the module the test called: {call.refused}; the test's own "
+                    f"the plugin's copy of {call.name} is not the module the test called: {refused}; the test's own "
                     f"module was checked"
-                    + (", its modes and state as at the call put back" if call.state is not None else ""),
+                    + (", its modes and state as at the call put back" if call.state is not None or call.deferred else ""),
                 )
             )
         changed = call.changed_since()
@@ -307,6 +314,36 @@ class PlannedRun:
         return self.rows[0]
 
 
+def _take_deferred(recording: Recording, call: Call) -> None:
+    """[As Called] Take the copy a warm run put off, now that a check of ``call`` runs.
+
+    Taken from the module as the body left it, which is the module as called where its digest
+    is still the call's. Where it is not (the body trained it, or set an attribute, after the
+    call), the copy is of the module as left, ``drifted`` says so on the row, and the next run
+    copies the module at its call again."""
+    deferral = recording.deferral
+    assert deferral is not None and call.digest is not None  # set wherever a copy is put off
+    live = call.live
+    drifted = None
+    if deferral.digest(live) != call.digest:
+        deferral.changed(call.digest)
+        drifted = (
+            f"{call.name} was changed by the test body after it was called (parameters trained, modes or "
+            "attributes set), and this run had put off its copy, as the verdict cache held its checks: "
+            "the module as the body left it was checked, and the verdict is not kept; the next run "
+            "copies it at the call"
+        )
+    with torch.inference_mode(False):  # a body under inference_mode() would copy inference tensors
+        copied, refused = copy_as_called(live)
+    state = state_of(live) if copied is live else None
+    for outer in recording.calls:
+        for c in (outer, *outer.inner):
+            if c.live is live:
+                c.module, c.refused, c.state, c.deferred, c.drifted = copied, refused, state, False, drifted
+    if drifted is None:
+        recording.verify(call)
+
+
 class _KindRun:
     """The check of one kind of call: its first call that replays in eval mode, else the next."""
 
@@ -370,10 +407,17 @@ class _KindRun:
             inputs=plan.tree,
             sequence=sequence,
             digests=CallDigests(self.selection.digests, id(candidate)),
+            as_called=candidate.digest,
+            method=candidate.method,
         )
         found = reuse.lookup()
         if found is not None:
             return _Reused(found, reuse, options)
+        if candidate.deferred:  # [As Called] this check runs: it needs the module as called
+            _take_deferred(self.selection.recording, candidate)
+            module = candidate.checked()
+        if candidate.drifted:  # every check of it that runs, whichever took the copy
+            reuse.forgo("not kept: the module changed after its call, and its copy had been put off")
         from ..engine.pipeline import EagerOnce, PendingCheck, SharedCall  # deferred: the engine, as above
 
         selection = self.selection

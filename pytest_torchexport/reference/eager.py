@@ -177,6 +177,11 @@ class ModelRaised(Exception):
         return f"{type(self.error).__name__}: {self.error}"
 
 
+#: How a row says eager ran the live module, before the reason: the recording's explanation
+#: reads it back from a reused row (``selection``).
+RAN_THE_LIVE_MODULE = "eager ran the module the test called, not a copy: "
+
+
 class Eager:
     """A private eval-mode copy of the module, restored to its initial state after each call."""
 

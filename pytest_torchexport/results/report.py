@@ -128,8 +128,9 @@ FINDING_DOCS: dict[FindingKind, str] = {
     "other_modules": "the test called other top-level modules too; the first was checked, module= picks another",
     "recorded_call": "which recorded call was checked: one handed to torch.jit.trace/torch.export/torch.onnx.export, "
     "or a later call because the first raises in eval mode under no_grad",
-    "changed_after_call": "the test body changed the module after calling it and it was too large to copy at the "
-    "call: the module as the body left it was checked",
+    "changed_after_call": "the test body changed the module after calling it, and no copy of it was taken at the "
+    "call (too large to copy, or put off by a warm run of the verdict cache): the module as the body left it was "
+    "checked",
     "reference_copy": "the plugin's copy of the module is not the module the test called (a submodule in another "
     "mode, another graph, or other outputs on the recorded call): the test's own module was checked, its modes and "
     "state as at the call put back, and why",

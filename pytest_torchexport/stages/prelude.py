@@ -21,7 +21,7 @@ from ..inputs.specs import InputPlan
 from ..inputs.strategies import materialize, recorded_draw
 from ..options import Options
 from ..reference.compare import compare, equal_trees, not_compared
-from ..reference.eager import Eager, ModelRaised, copy_module, fresh, module_name, seed_rng
+from ..reference.eager import RAN_THE_LIVE_MODULE, Eager, ModelRaised, copy_module, fresh, module_name, seed_rng
 from ..results.outcome import Stop, settle
 from ..results.report import Finding, Result, tag
 from . import assumptions, budget, side_effects
@@ -51,7 +51,7 @@ def run_prelude(module: torch.nn.Module, plan: InputPlan, device: str, options: 
     eager = Eager(module, device)
     if eager.refused is not None:  # checking the live module is never done silently
         result.findings.append(
-            Finding("reference_copy", f"eager ran the module the test called, not a copy: {eager.refused}")
+            Finding("reference_copy", f"{RAN_THE_LIVE_MODULE}{eager.refused}")
         )
     plan = assumptions.hold_rejected_batch(plan, eager, options, result)
     draw = recorded_draw(plan)
