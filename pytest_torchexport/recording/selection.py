@@ -109,7 +109,11 @@ class Selection:
                     "reference_copy",
                     f"the plugin's copy of {call.name} is not the module the test called: {refused}; the test's own "
                     f"module was checked"
-                    + (", its modes and state as at the call put back" if call.state is not None or call.deferred else ""),
+                    + (
+                        ", its modes and state as at the call put back"
+                        if call.state is not None or call.deferred
+                        else ""
+                    ),
                 )
             )
         changed = call.changed_since()

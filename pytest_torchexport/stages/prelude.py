@@ -50,9 +50,7 @@ def run_prelude(module: torch.nn.Module, plan: InputPlan, device: str, options: 
     """Eager's stages of one check, before the ``Check`` exists; any may end it with ``outcome.Stop``."""
     eager = Eager(module, device)
     if eager.refused is not None:  # checking the live module is never done silently
-        result.findings.append(
-            Finding("reference_copy", f"{RAN_THE_LIVE_MODULE}{eager.refused}")
-        )
+        result.findings.append(Finding("reference_copy", f"{RAN_THE_LIVE_MODULE}{eager.refused}"))
     plan = assumptions.hold_rejected_batch(plan, eager, options, result)
     draw = recorded_draw(plan)
     args, kwargs = materialize(plan, draw, device)
