@@ -39,7 +39,7 @@ class CheckFacts:
     #: [As Called] the module's digest taken at the test's call (``fingerprint.module_digest``),
     #: keyed in place of ``module``, which may be the live module as the body left it
     as_called: str | None = None
-    method: str = "forward"  # the method checked, keyed with ``as_called``
+    method: str = "forward"  # the method checked (a ``MethodCall`` module names it too)
     store: Cache | None = None  # None: no cache
     digests: CallDigests | None = None
 

@@ -203,17 +203,8 @@ class Cache:
                 f"not kept: its entry would be {size} bytes, more than a lookup reads ({MAX_ENTRY_BYTES}): "
                 "checked again next run"
             )
-        path = self._path(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, temporary = tempfile.mkstemp(prefix=f".{key[:8]}-", suffix=".tmp", dir=path.parent)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    f.write(text)
-                os.replace(temporary, path)
-            except BaseException:
-                _remove(Path(temporary))
-                raise
+            _write(self._path(key), text)
         except OSError as exc:
             why = exc.strerror or type(exc).__name__
             return self._note(f"cannot write to the cache folder {self.directory} ({why}): verdicts are not kept")
@@ -244,15 +235,7 @@ class Cache:
         if path.exists():
             return
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, temporary = tempfile.mkstemp(prefix=f".{path.name[:8]}-", suffix=".tmp", dir=path.parent)
-            try:
-                with os.fdopen(fd, "w", encoding="ascii") as f:
-                    f.write(self._sign_seen(path.name) if self.secret is not None else "")
-                os.replace(temporary, path)
-            except BaseException:
-                _remove(Path(temporary))
-                raise
+            _write(path, self._sign_seen(path.name) if self.secret is not None else "")
         except OSError:
             pass
 
@@ -345,6 +328,20 @@ def _file_digests(files: object) -> bool:
 
 def _plugin_version() -> str:
     return package_version("pytest-torchexport") or "unknown"
+
+
+def _write(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path`` and move it into place, so a reader
+    sharing the folder never sees half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name[:8]}-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        _remove(Path(temporary))
+        raise
 
 
 def _remove(path: Path) -> int:
