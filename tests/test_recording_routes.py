@@ -7,6 +7,7 @@ for real; none records a child the model calls inside (the stem ``Linear`` a dir
 ``forward`` call used to leave in the model's place).
 """
 
+import contextlib
 import sys
 
 import pytest
@@ -255,6 +256,35 @@ def test_a_direct_call_is_recorded_as_the_test_bound_it():
     # Inside a module call, forward() of a child is part of that call.
     outer = nn.Sequential(model)
     assert [c[0] for c in record(lambda: outer(x))] == ["Sequential"]
+
+
+class CallsItselfWhileBuilt(nn.Module):
+    """A constructor that calls its own forward, and one that raises half-way."""
+
+    def __init__(self, fail=False):
+        super().__init__()
+        self.inner = Scaled()
+        self.forward(torch.ones(1, 2))  # a warm-up call: building, not testing
+        if fail:
+            raise ValueError("refused")
+
+    def forward(self, x):
+        return self.inner.forward(x)
+
+
+def test_a_direct_call_after_a_constructor_is_recorded_however_the_constructor_ended():
+    # The recorder watches a constructor only for its end: after it, returned or raised, a
+    # direct forward call is seen again.
+    x = torch.ones(1, 2)
+
+    def body():
+        with contextlib.suppress(ValueError):
+            CallsItselfWhileBuilt(fail=True)
+        model = CallsItselfWhileBuilt()
+        model.forward(x)
+        Scaled().forward(x)
+
+    assert [c[0] for c in record(body)] == ["CallsItselfWhileBuilt", "Scaled"]
 
 
 def test_torch_compile_then_call_is_the_test_call():

@@ -67,6 +67,7 @@ class Recorder:
         self._entered: FrameType | None = None  # the frame of the forward or exporter the profile saw start
         self._entered_module: object = None  # the module handed to that exporter
         self._entered_call: Call | None = None  # the call that forward recorded
+        self._constructing: FrameType | None = None  # the outermost constructor frame under way
         self._unverified: set[int] = set()  # id(live) of copies whose outputs are still to be kept
         self._entries: dict[str, list[tuple[CodeType, str, Reader]]] = {}  # function name -> (code, via, inputs)
         self._module_init: Any = None
@@ -142,7 +143,7 @@ class Recorder:
     def _resume(self) -> None:
         if self._can_profile and not self._profiling:
             self._profiling = True
-            sys.setprofile(self._profile)
+            sys.setprofile(self._profile if self._constructing is None else self._wait)
 
     def _profile(self, frame: FrameType, event: str, arg: object) -> None:
         # Called for every call the test's code makes: keep the common path cheap.
@@ -154,6 +155,7 @@ class Recorder:
                     self._enter(frame, name)
                 elif code is self._module_init:
                     self._building(frame)
+                    self._construct(frame)
                 elif name[:1] != "_" and code.co_argcount > 1 and code.co_varnames[0] == "self":
                     self._enter_method(frame, name)
         elif event == "return" and frame is self._entered:
@@ -166,6 +168,26 @@ class Recorder:
             if self._entered_module is not None:
                 self._remember_output(self._entered_module, arg)
                 self._entered_module = None
+
+    def _construct(self, init: FrameType) -> None:
+        """Watch only for the end of the constructor that ``init`` (``nn.Module.__init__``) runs in.
+
+        No call made inside a module's constructor is the test's (``_is_test_call``), and a
+        constructor that builds its submodules, or generates code as e3nn's do, makes
+        hundreds of thousands of calls: the full profile function tripled their cost."""
+        module = first_argument(init)
+        outer, frame = None, init.f_back
+        while frame is not None and first_argument(frame) is module:
+            outer, frame = frame, frame.f_back
+        if outer is not None:
+            self._constructing = outer
+            sys.setprofile(self._wait)
+
+    def _wait(self, frame: FrameType, event: str, arg: object) -> None:
+        # The profile function while a constructor runs: as cheap as one can be.
+        if frame is self._constructing and event == "return":
+            self._constructing = None
+            sys.setprofile(self._profile)
 
     def _enter(self, frame: FrameType, name: str) -> None:
         code = frame.f_code
