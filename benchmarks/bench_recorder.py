@@ -22,15 +22,15 @@ average is printed with them.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import subprocess
 import sys
-import tarfile
 import tempfile
 import textwrap
 from pathlib import Path
+
+from bench_forwards import install_revision  # a sibling script: python benchmarks/bench_recorder.py
 
 HERE = Path(__file__).resolve().parent
 BASELINE = "a124e24"
@@ -109,16 +109,6 @@ TIMER = textwrap.dedent("""
         out[name] = (statistics.median(alone), statistics.median(under))
     print(json.dumps(out))
 """)
-
-
-def install_revision(rev: str, into: Path) -> str:
-    """The package as it was at git revision ``rev``, under ``into``; that folder."""
-    archive = subprocess.run(
-        ["git", "-C", str(HERE.parent), "archive", rev, "pytest_torchexport"], capture_output=True, check=True
-    ).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(into, filter="data")
-    return str(into)
 
 
 def measure(package_dir: str, script: Path, repeats: int) -> dict[str, tuple[float, float]]:
