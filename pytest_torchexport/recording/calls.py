@@ -48,6 +48,16 @@ def state_of(module: torch.nn.Module) -> tuple[dict[str, bool], dict[str, Any]]:
     return modes, eager.snapshot(module, parameters=True) or {}
 
 
+def copy_of(live: torch.nn.Module) -> tuple[torch.nn.Module, str | None, tuple[dict[str, bool], dict[str, Any]] | None]:
+    """[As Called] A copy of ``live`` as it is now: (the copy, None, None); or, where it refuses one,
+    (``live`` itself, why, its modes and state now, for ``Call.put_back``)."""
+    from ..reference.eager import copy_as_called  # deferred: imports torch
+
+    with torch.inference_mode(False):  # a body under inference_mode() would copy inference tensors
+        copied, refused = copy_as_called(live)
+    return copied, refused, state_of(live) if refused is not None else None
+
+
 def nbytes(value: object) -> int:
     """``reference.eager.nbytes``, imported lazily since it imports torch."""
     from ..reference.eager import nbytes as measured

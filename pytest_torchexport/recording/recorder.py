@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from .._compat import compiled_original, pytree, torch
 from ..results.explain import is_plugin_file, is_user_file
 from . import kinds
-from .calls import COPY_BUDGET, Call, Recording, fingerprint, module_bytes, nbytes, snapshot, state_of
+from .calls import COPY_BUDGET, Call, Recording, copy_of, fingerprint, module_bytes, nbytes, snapshot
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -356,8 +356,6 @@ class Recorder:
         return True
 
     def _take_copy(self, call: Call) -> None:
-        from ..reference.eager import copy_as_called  # deferred: the plugin's import stays torch-free
-
         size = module_bytes(call.live)
         picked = not self._not_picked(call)
         if picked and self._deferral is not None:
@@ -372,16 +370,13 @@ class Recorder:
                 if not any(m.training for m in call.live.modules()):
                     self._unverified.add(id(call.live))  # a copy taken later is verified as one taken now
                 return
-            with torch.inference_mode(False):  # a body under inference_mode() would copy inference tensors
-                copied, call.refused = copy_as_called(call.live)
+            copied, call.refused, call.state = copy_of(call.live)
             if copied is not call.live:
                 self._budget -= size
                 call.module = copied
                 if not any(m.training for m in call.live.modules()):
                     self._unverified.add(id(call.live))
                 return
-            if call.refused is not None:
-                call.state = state_of(call.live)
         call.fingerprint = fingerprint(call.live)
 
     def _not_picked(self, call: Call) -> bool:

@@ -12,19 +12,19 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .._compat import pytree, torch
+from .._compat import pytree
 from ..cache.facts import CallDigests
 from ..cache.reuse import Reuse
 from ..engine.schedule import CheckState
 from ..errors import InvalidArgument
 from ..inputs.specs import plan_inputs
 from ..options import Options
-from ..reference.eager import RAN_THE_LIVE_MODULE, copy_as_called
+from ..reference.eager import RAN_THE_LIVE_MODULE
 from ..results import outcome
 from ..results.outcome import Outcome, add_note
 from ..results.report import Finding, Result
 from ..stages.session import Session
-from .calls import Call, Recording, state_of
+from .calls import Call, Recording, copy_of
 from .kinds import Kind, group
 
 if TYPE_CHECKING:
@@ -337,9 +337,7 @@ def _take_deferred(recording: Recording, call: Call) -> None:
             "the module as the body left it was checked, and the verdict is not kept; the next run "
             "copies it at the call"
         )
-    with torch.inference_mode(False):  # a body under inference_mode() would copy inference tensors
-        copied, refused = copy_as_called(live)
-    state = state_of(live) if copied is live else None
+    copied, refused, state = copy_of(live)
     for outer in recording.calls:
         for c in (outer, *outer.inner):
             if c.live is live:
