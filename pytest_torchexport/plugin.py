@@ -92,9 +92,11 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     return model_items.ignore(config)  # --torchexport-models-only: no test file
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker sends the order it runs to the controller
 def pytest_collection_finish(session: pytest.Session) -> None:
-    # [Warm Once] after deselection
-    session.config.stash[STATE].repeats = ahead.repeats(session)
+    # after deselection and every plugin's reordering
+    ahead.body_ahead(session)
+    session.config.stash[STATE].repeats = ahead.repeats(session)  # [Warm Once]
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -122,6 +124,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     recording = state.recordings.get(key)
     try:
         if recording is None:
+            state.scheduler.release_ahead()  # [Side By Side] the previous test's checks run beside the body
             adapters.prepare_stages(item, options, target)
             recording = yield from adapters.run_body(item, options)
             state.remember(key, recording)
@@ -147,6 +150,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
 def _check(item: pytest.Item, recording: Recording, options: Options) -> None:
     __tracebackhide__ = True
     state = item.config.stash[STATE]
+    state.scheduler.release_ahead()  # [Side By Side] beside this test's shared work, made in planning
     # ahead.start_following only ever starts an item's PlannedRun
     planned = cast("PlannedRun | None", state.scheduler.take(item.nodeid)) or adapters.plan(item, recording, options)
     ahead.start_following(item, recording, options)

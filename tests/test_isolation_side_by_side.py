@@ -319,27 +319,35 @@ def test_one():
 @pytest.mark.torchexport(backends=["trace", "quick", "slow"], examples=2)
 def test_two():
     torch.nn.Linear(3, 2).eval()(torch.randn(2, 3))
+
+@pytest.mark.torchexport(backends=["trace", "quick", "slow"], examples=2)
+def test_three():
+    torch.nn.Linear(3, 2).eval()(torch.randn(2, 3))
 """
 
 
 def test_the_longest_check_of_a_test_starts_first(tester, tmp_path, monkeypatch):
     # Two places: the first item's own check, and one started ahead. test_one knows no times
-    # (both third-party backends rank alike: the order asked for); by test_two, this process
-    # has timed slow's check (1.5 s of export) against quick's, and starts slow ahead instead.
+    # (both third-party backends rank alike: the order asked for), nor does test_two, whose
+    # first item runs before test_one's later items report; by test_three, this process has
+    # timed slow's check (1.5 s of export) against quick's, and starts slow ahead instead.
     log = tmp_path / "starts.txt"
     monkeypatch.setenv("TORCHEXPORT_JOBS", "2")
     tester.makeconftest(ORDER_CONFTEST.format(log=str(log)))
     tester.makepyfile(test_order=ORDER_TESTS)
     result = tester.runpytest("-q", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=6)
+    result.assert_outcomes(passed=9)
     starts = log.read_text().split("\n")[:-1]
     assert starts == [
         "test_one trace",
         "test_one quick",
         "test_one slow",
         "test_two trace",
-        "test_two slow",
         "test_two quick",
+        "test_two slow",
+        "test_three trace",
+        "test_three slow",
+        "test_three quick",
     ], starts
 
 
@@ -437,3 +445,79 @@ def test_a_session_of_several_tests_warms_the_exporters_once_before_the_first_ch
         assert (paid.warmed, paid.used) == ({"trace", "onnx"}, set())
     else:
         assert (paid.warmed, paid.used) == (set(), {"trace", "onnx"})
+
+
+BODIES_AHEAD = """
+import json, time
+
+import pytest, torch
+
+BODIES = {bodies!r}
+
+
+@pytest.fixture(scope="module")
+def once_a_module():
+    with open(BODIES + ".module", "a") as f:
+        f.write(__name__ + "\\n")
+
+
+def _body(name):
+    with open(BODIES, "a") as f:
+        f.write(json.dumps([name, time.time()]) + "\\n")
+    torch.nn.Linear(3, 2).eval()(torch.randn(2, 3))
+
+
+@pytest.mark.torchexport(backends=["trace", "long"], examples=2)
+def test_a(once_a_module):
+    _body("a")
+
+
+@pytest.mark.torchexport(backends=["trace", "long"], examples=2)
+def test_b(once_a_module):
+    _body("b")
+
+
+def test_plain():
+    _body("plain")
+"""
+
+
+@pytest.mark.parametrize("jobs", [2, 1])
+def test_the_next_tests_body_runs_while_this_tests_checks_do(tester, tmp_path, monkeypatch, jobs):
+    # test_a's long check (4 s of export) is started ahead at its trace item; with two places
+    # test_b's first item, and its body, runs before test_a's long item reports, while that
+    # check runs. Bodies keep their order, and no module's fixture is set up twice: the second
+    # file's first test never moves ahead of the first file's items. One place: nothing moves.
+    log, bodies = tmp_path / "spans.jsonl", tmp_path / "bodies.jsonl"
+    monkeypatch.setenv("TORCHEXPORT_JOBS", str(jobs))
+    tester.makeconftest(SPANS_CONFTEST.format(log=str(log)))
+    tester.makepyfile(
+        test_one=BODIES_AHEAD.format(bodies=str(bodies)), test_two=BODIES_AHEAD.format(bodies=str(bodies))
+    )
+    result = tester.runpytest("-v", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=10)
+    ran = [line.split(" ")[0] for line in result.outlines if " PASSED " in line]
+    collected = [
+        f"{file}::{test}"
+        for file in ("test_one.py", "test_two.py")
+        for test in (
+            "test_a[torchexport-trace]",
+            "test_a[torchexport-long]",
+            "test_b[torchexport-trace]",
+            "test_b[torchexport-long]",
+            "test_plain",
+        )
+    ]
+    if jobs == 1:
+        assert ran == collected, ran
+    else:
+        moved = [collected[i] for i in (0, 2, 1, 4, 3)]
+        assert ran == moved + [collected[5 + i] for i in (0, 2, 1, 4, 3)], ran
+    starts = [json.loads(line) for line in bodies.read_text().splitlines()]
+    assert [name for name, _ in starts] == ["a", "b", "plain"] * 2
+    assert (tmp_path / "bodies.jsonl.module").read_text().split() == ["test_one", "test_two"]
+    long_ends = sorted(
+        end for name, _, end in (json.loads(line) for line in log.read_text().splitlines()) if name == "long"
+    )
+    b_started = starts[1][1]
+    assert (b_started < long_ends[0]) == (jobs == 2), (starts, long_ends)
