@@ -14,7 +14,7 @@ import torch
 
 from pytest_torchexport.backends.trace import TraceBackend
 from pytest_torchexport.engine.pipeline import PendingCheck, Session, plan_inputs, run
-from pytest_torchexport.engine.schedule import CheckState
+from pytest_torchexport.engine.schedule import CheckState, Scheduler
 from pytest_torchexport.isolation import runner
 from pytest_torchexport.isolation.warmup import Warmup
 from pytest_torchexport.options import Options
@@ -521,3 +521,23 @@ def test_the_next_tests_body_runs_while_this_tests_checks_do(tester, tmp_path, m
     )
     b_started = starts[1][1]
     assert (b_started < long_ends[0]) == (jobs == 2), (starts, long_ends)
+
+
+def test_a_child_that_ends_while_this_process_works_hands_its_place_on(monkeypatch):
+    # [Held] Two places: the current check's and one ahead. The check started ahead ends while
+    # this process is busy (a test's shared prelude); the held one behind it runs from the next
+    # poll there, not from this process's next wait.
+    monkeypatch.setenv("TORCHEXPORT_JOBS", "2")
+    monkeypatch.setattr(runner.THIS, "on_free", None)
+    scheduler = Scheduler()
+    first, second = _pending(), _pending()
+    scheduler.start_ahead("first", first)
+    scheduler.start_ahead("second", second)
+    scheduler.release_ahead()
+    assert (first.state, second.state) == (CheckState.RUNNING, CheckState.HELD)
+    deadline = time.monotonic() + 60
+    while second.state is CheckState.HELD and time.monotonic() < deadline:
+        time.sleep(0.05)  # this process at work: nothing here waits on the children
+        runner.poll()
+    assert first.state.over and second.state is CheckState.RUNNING
+    assert [first.wait().status, second.wait().status] == ["pass", "pass"]

@@ -161,6 +161,7 @@ class Scheduler:
         """Start ``check`` (held) ahead of whoever takes it."""
         check.start(held=True)  # a no-op on one already started
         self._ahead[key] = (group, check)
+        runner.THIS.on_free = self.release_ahead  # a child that ends anywhere lets the next one go
 
     def release_ahead(self) -> None:
         """[Held] Let held checks run, in the order they were started ahead, as places allow."""
@@ -188,6 +189,8 @@ class Scheduler:
             if (group is None or of == group) and (where is None or where(key)):
                 check.cancel()
                 del self._ahead[key]
+        if not self._ahead and runner.THIS.on_free == self.release_ahead:
+            runner.THIS.on_free = None
 
 
 __all__ = ["TRANSITIONS", "USUAL_S", "CheckState", "Scheduler", "Startable", "usual_s"]

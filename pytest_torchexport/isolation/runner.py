@@ -53,6 +53,9 @@ class Process:
     temporary: dict[Any, int] = field(default_factory=dict)
     #: whether this process has started the C++ runner's detached build (``cpp.start_build``)
     cpp_build_started: bool = False
+    #: [Held] called when a child ends while this process reads its children (a wait, ``poll``),
+    #: so that a held check takes the place it left at once, not when this process next asks
+    on_free: Callable[[], None] | None = None
 
     def forked(self, channel: int | None) -> None:
         """In a child just forked: close the siblings' pipes and report on ``channel``, if any."""
@@ -62,6 +65,7 @@ class Process:
         self.gates.clear()
         self.temporary.clear()  # the parent's folders are the parent's to remove
         self.channel = channel
+        self.on_free = None  # the held checks are the parent's to let go
 
 
 #: The one process-wide record; never rebound.
@@ -368,10 +372,23 @@ def _pump(timeout: float) -> None:
     if not THIS.children:
         return
     ready, _, _ = select.select(list(THIS.children), [], [], timeout)
+    ended = False
     for fd in ready:
         child = THIS.children.get(fd)
         if child is not None:
+            running = not child.finished
             child._feed(os.read(fd, 1 << 16))
+            ended = ended or (running and child.finished)
+    if ended and THIS.on_free is not None:
+        THIS.on_free()
+
+
+def poll() -> None:
+    """Read what the children have written, without waiting. Called where this process works a
+    while between waits (the shared prelude's eager runs), so a child that ended there hands
+    its place on (``Process.on_free``) instead of leaving a core idle until the next wait."""
+    if THIS.children:
+        _pump(0)
 
 
 def _child(body: Callable[[Result], None], result: Result, tmp: Path, *, gate: int | None = None) -> None:

@@ -19,6 +19,7 @@ from ..cache import sources
 from ..cache.facts import CallDigests
 from ..inputs.specs import InputPlan
 from ..inputs.strategies import materialize, recorded_draw
+from ..isolation import runner
 from ..options import Options
 from ..reference.compare import compare, equal_trees, not_compared
 from ..reference.eager import RAN_THE_LIVE_MODULE, Eager, ModelRaised, copy_module, fresh, module_name, seed_rng
@@ -254,6 +255,7 @@ def _compute(
             except Exception:  # noqa: BLE001 - the check's own prelude raises it again in its child
                 return _Shared("own")
             else:
+                runner.poll()  # [Held] between this process's eager runs, a place that freed is taken
                 prelude.shared = _draw_once(prelude, search, template)
     finally:
         torch.set_num_threads(threads)

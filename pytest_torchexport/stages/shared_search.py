@@ -27,6 +27,7 @@ from hypothesis.errors import HypothesisException
 from .._compat import add_database_digest, hypothesis_home_directory, is_in_ci, plugin_modules_not_local
 from ..inputs.specs import InputPlan
 from ..inputs.strategies import Draw, draws, materialize, probe_draws, recorded_draw, special_probes
+from ..isolation import runner
 from ..options import Options
 from ..reference.eager import Eager, EagerCall, ModelRaised, nbytes
 from ..reference.noise import Float64Store
@@ -196,6 +197,7 @@ class _Drawing:
                 self.deferred_s += mean_s if self.ran else recorded[1].seconds
                 return
             self.ran += 1
+            runner.poll()  # [Held] this process's eager runs: a check that ended meanwhile lets the next go
             t0 = time.perf_counter()
             try:
                 call = self.eager(args, kwargs, trace_lines=True)
