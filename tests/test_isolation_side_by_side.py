@@ -482,21 +482,24 @@ def test_plain():
 """
 
 
-@pytest.mark.parametrize("jobs", [2, 1])
-def test_the_next_tests_body_runs_while_this_tests_checks_do(tester, tmp_path, monkeypatch, jobs):
+@pytest.mark.parametrize(
+    "jobs, xdist", [(2, ()), (1, ()), (2, ("-n", "1", "--dist", "loadfile"))], ids=["two", "one", "xdist"]
+)
+def test_the_next_tests_body_runs_while_this_tests_checks_do(tester, tmp_path, monkeypatch, jobs, xdist):
     # test_a's long check (4 s of export) is started ahead at its trace item; with two places
     # test_b's first item, and its body, runs before test_a's long item reports, while that
     # check runs. Bodies keep their order, and no module's fixture is set up twice: the second
     # file's first test never moves ahead of the first file's items. One place: nothing moves.
+    # Under xdist the worker orders its collection the same way, and the controller runs it so.
     log, bodies = tmp_path / "spans.jsonl", tmp_path / "bodies.jsonl"
     monkeypatch.setenv("TORCHEXPORT_JOBS", str(jobs))
     tester.makeconftest(SPANS_CONFTEST.format(log=str(log)))
     tester.makepyfile(
         test_one=BODIES_AHEAD.format(bodies=str(bodies)), test_two=BODIES_AHEAD.format(bodies=str(bodies))
     )
-    result = tester.runpytest("-v", "-p", "no:cacheprovider")
+    result = tester.runpytest("-v", "-p", "no:cacheprovider", *xdist)
     result.assert_outcomes(passed=10)
-    ran = [line.split(" ")[0] for line in result.outlines if " PASSED " in line]
+    ran = [line.split()[-1] if xdist else line.split()[0] for line in result.outlines if " PASSED " in line]
     collected = [
         f"{file}::{test}"
         for file in ("test_one.py", "test_two.py")
