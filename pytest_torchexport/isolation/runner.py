@@ -53,8 +53,9 @@ class Process:
     temporary: dict[Any, int] = field(default_factory=dict)
     #: whether this process has started the C++ runner's detached build (``cpp.start_build``)
     cpp_build_started: bool = False
-    #: [Held] called when a child ends while this process reads its children (a wait, ``poll``),
-    #: so that a held check takes the place it left at once, not when this process next asks
+    #: [Held] called when a child ends while this process reads its children (a wait, or
+    #: ``pump(0)`` where it works a while between waits), so that a held check takes the place
+    #: it left at once, not when this process next waits
     on_free: Callable[[], None] | None = None
 
     def forked(self, channel: int | None) -> None:
@@ -381,14 +382,6 @@ def _pump(timeout: float) -> None:
             ended = ended or (running and child.finished)
     if ended and THIS.on_free is not None:
         THIS.on_free()
-
-
-def poll() -> None:
-    """Read what the children have written, without waiting. Called where this process works a
-    while between waits (the shared prelude's eager runs), so a child that ended there hands
-    its place on (``Process.on_free``) instead of leaving a core idle until the next wait."""
-    if THIS.children:
-        _pump(0)
 
 
 def _child(body: Callable[[Result], None], result: Result, tmp: Path, *, gate: int | None = None) -> None:

@@ -255,7 +255,7 @@ def _compute(
             except Exception:  # noqa: BLE001 - the check's own prelude raises it again in its child
                 return _Shared("own")
             else:
-                runner.poll()  # [Held] between this process's eager runs, a place that freed is taken
+                runner.pump(0)  # [Held] between this process's eager runs, a place that freed is taken
                 prelude.shared = _draw_once(prelude, search, template)
     finally:
         torch.set_num_threads(threads)

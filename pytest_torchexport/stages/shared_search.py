@@ -197,7 +197,7 @@ class _Drawing:
                 self.deferred_s += mean_s if self.ran else recorded[1].seconds
                 return
             self.ran += 1
-            runner.poll()  # [Held] this process's eager runs: a check that ended meanwhile lets the next go
+            runner.pump(0)  # [Held] this process's eager runs: a check that ended meanwhile lets the next go
             t0 = time.perf_counter()
             try:
                 call = self.eager(args, kwargs, trace_lines=True)
