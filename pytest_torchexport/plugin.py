@@ -269,6 +269,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if rows is not None:
         without_group_suffix(item, rows)
         report.torchexport_results = rows
+        report.torchexport_test = items.test_key(item)  # the report keeps a test's rows together
     return report
 
 

@@ -497,8 +497,16 @@ def test_the_next_tests_body_runs_while_this_tests_checks_do(tester, tmp_path, m
     tester.makepyfile(
         test_one=BODIES_AHEAD.format(bodies=str(bodies)), test_two=BODIES_AHEAD.format(bodies=str(bodies))
     )
-    result = tester.runpytest("-v", "-p", "no:cacheprovider", *xdist)
+    result = tester.runpytest("-v", "-p", "no:cacheprovider", "--torchexport-report=out.json", *xdist)
     result.assert_outcomes(passed=10)
+    # Whatever order the items ran in, the report keeps each test's rows together.
+    rows = json.loads((tester.path / "out.json").read_text())["results"]
+    assert [(row["test"], row["backend"]) for row in rows] == [
+        (f"{file}::{test}", backend)
+        for file in ("test_one.py", "test_two.py")
+        for test in ("test_a", "test_b")
+        for backend in ("trace", "long")
+    ], rows
     ran = [line.split()[-1] if xdist else line.split()[0] for line in result.outlines if " PASSED " in line]
     collected = [
         f"{file}::{test}"

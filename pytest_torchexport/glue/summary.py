@@ -50,6 +50,8 @@ class Reporting:
         self.state = state
         #: report node id -> the rows of its last call report
         self.rows: dict[str, list[dict[str, Any]]] = {}
+        #: test key -> its last row in ``state.results`` (``_insert``)
+        self.last_row: dict[str, dict[str, Any]] = {}
         self.started = time.monotonic()  # reset in pytest_sessionstart
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
@@ -73,9 +75,26 @@ class Reporting:
             first = next(i for i, row in enumerate(self.state.results) if id(row) in stale)
             kept = [row for row in self.state.results if id(row) not in stale]
             self.state.results[:] = [*kept[:first], *results, *kept[first:]]
+            test = getattr(report, "torchexport_test", None)
+            if test is not None and id(self.last_row.get(test)) in stale:
+                self.last_row[test] = results[-1]
         else:
-            self.state.results.extend(results)
+            self._insert(report, results)
         self.rows[report.nodeid] = results
+
+    def _insert(self, report: pytest.TestReport, results: list[dict[str, Any]]) -> None:
+        """Add an item's rows after the last row of its test, so a test's rows stay together
+        however its items ran: body_ahead runs the next test's first item before this test's
+        later ones, and xdist's workers report in the order they finish."""
+        rows = self.state.results
+        test = getattr(report, "torchexport_test", None)
+        last = self.last_row.get(test) if test is not None else None
+        at = len(rows)
+        if last is not None and rows[-1] is not last:
+            at = 1 + next((i for i in range(len(rows) - 1, -1, -1) if rows[i] is last), len(rows) - 1)
+        rows[at:at] = results
+        if test is not None:
+            self.last_row[test] = results[-1]
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_html_results_table_html(self, report: pytest.TestReport, data: list[str]) -> None:
