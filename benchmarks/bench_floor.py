@@ -52,6 +52,8 @@ import sys
 import time
 from pathlib import Path
 
+from revisions import install_revision  # a sibling module: python benchmarks/bench_floor.py
+
 HERE = Path(__file__).resolve().parent
 SMALL = ["trace", "script", "onnx", "export"]
 BIG = ["trace", "export"]
@@ -146,21 +148,6 @@ def install_copy(into: Path) -> str:
 
 #: ``--rev``: way name (``plugin@REV``) -> the folder a copy of that revision's package is imported from.
 REVISIONS: dict[str, str] = {}
-
-
-def install_revision(rev: str, into: Path) -> str:
-    """The package as it was at git revision ``rev``, under ``into/site-packages``; that folder."""
-    import io
-    import tarfile
-
-    top = HERE.parent
-    archive = subprocess.run(
-        ["git", "-C", str(top), "archive", rev, "pytest_torchexport"], capture_output=True, check=True
-    ).stdout
-    site = into / "site-packages"
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(site, filter="data")
-    return str(site)
 
 
 def run_one(way: str, model_name: str, backends: list[str], examples: int) -> dict:

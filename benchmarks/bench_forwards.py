@@ -18,14 +18,14 @@ set ``CI=1``: the draws are derandomized, so a count is the same on every run.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import subprocess
 import sys
-import tarfile
 import tempfile
 import textwrap
 from pathlib import Path
+
+from revisions import install_revision  # a sibling module: python benchmarks/bench_forwards.py
 
 HERE = Path(__file__).resolve().parent
 BASELINE = "d6c4383"
@@ -61,16 +61,6 @@ TEST_FILE = textwrap.dedent("""
         model.register_forward_hook(_count)
         assert model(torch.randn(4, 16)).shape == (4, 8)
 """)
-
-
-def install_revision(rev: str, into: Path) -> str:
-    """The package as it was at git revision ``rev``, under ``into``; that folder."""
-    archive = subprocess.run(
-        ["git", "-C", str(HERE.parent), "archive", rev, "pytest_torchexport"], capture_output=True, check=True
-    ).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(into, filter="data")
-    return str(into)
 
 
 def count(package_dir: str, backends: str, examples: int, workdir: Path) -> int:

@@ -30,7 +30,7 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-from bench_forwards import install_revision  # a sibling script: python benchmarks/bench_recorder.py
+from revisions import install_revision  # a sibling module: python benchmarks/bench_recorder.py
 
 HERE = Path(__file__).resolve().parent
 BASELINE = "a124e24"
