@@ -4,6 +4,7 @@ and status, where the checks' time went, and what a budget left untried.
 
     python benchmarks/real_suite.py PATH/TO/CHECKOUT [--tests PATH...] [-k EXPR]
         [-n 1] [--backends trace,script,onnx,export] [--examples 5] [--budget 30s|off] [--no-plain] [--warm [--pairs K]]
+        [--rev REV [--rounds K]]
 
 The checkout is the library's own source (installed with ``pip install --no-deps -e``
 first); nothing of it is copied here. A ``conftest.py`` that adds a bare ``torchexport``
@@ -20,7 +21,10 @@ an empty verdict cache folder and then runs it again with that folder: every che
 was stored is reused, what is left is the plugin's fixed cost (warm against plain); it prints
 how many rows were reused and checks each against the row it reuses. ``--pairs K`` runs K
 (plain, warm) pairs alternately after the marked run and prints the median ratio: one plain run
-of a small suite moves by a fifth from one run to the next on a shared machine.
+of a small suite moves by a fifth from one run to the next on a shared machine. ``--rev REV``
+runs the marked run again with the package as it was at git revision ``REV`` (``revisions.py``),
+``--rounds K`` times each, alternately and each way first in turn, and prints each way's median
+against the checkout's and whether their rows agree in test, backend, module and status.
 
 Memory is measured two ways, since the checks' children are forked copies of the test's
 process and share its pages until they write them: the largest single process
@@ -47,6 +51,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from revisions import install_revision  # a sibling module: python benchmarks/real_suite.py
 
 CONFTEST = """
 # Written by pytest-torchexport's benchmarks/real_suite.py: marks every test, bodies untouched.
@@ -84,7 +90,11 @@ def main() -> int:
         help="with --warm: this many (plain, warm) pairs after the marked run, run alternately, so a drift "
         "of the machine's load reaches both sides; prints each ratio and their median",
     )
+    parser.add_argument("--rev", action="append", default=[], help="a git revision to compare the marked run with")
+    parser.add_argument("--rounds", type=int, default=1, help="with --rev: marked runs per way, alternated")
     opts = parser.parse_args()
+    if opts.rev and opts.warm:
+        parser.error("--rev compares first runs: run --warm on its own")
 
     conftest = opts.checkout / "conftest.py"
     if conftest.exists():
@@ -123,6 +133,8 @@ def main() -> int:
     pairs: list[tuple[dict, dict]] = []
     try:
         marked = _run([*cmd, f"--torchexport-report={report}"], opts.checkout, "marked")
+        if opts.rev:
+            _compare_revisions(opts, cmd, report, marked, plain)
         if opts.warm:
             for i in range(max(1, opts.pairs)):
                 if plain is not None and i > 0:
@@ -175,6 +187,50 @@ def main() -> int:
     return 0
 
 
+def _compare_revisions(
+    opts: argparse.Namespace, cmd: list[str], report: Path, marked: dict, plain: dict | None
+) -> None:
+    """The marked run with each ``--rev`` against the checkout's, alternated over ``--rounds``;
+    the checkout's first run (``marked``) is its first round."""
+    packages = {"checkout": None}
+    for rev in opts.rev:
+        packages[rev] = install_revision(rev, Path(tempfile.mkdtemp(prefix="real-suite-rev-")))
+    reports = {
+        way: report if way == "checkout" else report.with_name(f"{report.stem}-{i}.json")
+        for i, way in enumerate(packages)
+    }
+    walls: dict[str, list[float]] = {way: [] for way in packages}
+    walls["checkout"].append(marked["wall_s"])
+    for i in range(max(1, opts.rounds)):
+        order = list(packages) if i % 2 == 0 else list(reversed(packages))  # each way first in turn
+        for way in order:
+            if way == "checkout" and i == 0:
+                continue  # the marked run above
+            env = None if packages[way] is None else {**os.environ, "PYTHONPATH": packages[way]}
+            run = _run([*cmd, f"--torchexport-report={reports[way]}"], opts.checkout, f"marked, {way}", env=env)
+            walls[way].append(run["wall_s"])
+    base = statistics.median(walls["checkout"])
+    rows = {way: _verdict_rows(path) for way, path in reports.items()}
+    for way, times in walls.items():
+        median = statistics.median(times)
+        against = f", {median / plain['wall_s']:.2f}x plain" if plain else ""
+        differ = sum(((rows[way] - rows["checkout"]) + (rows["checkout"] - rows[way])).values())
+        agree = "" if way == "checkout" else "; rows agree" if not differ else f"; {differ} rows differ"
+        print(
+            f"{way}: median {median:.1f} s of {len(times)} ({', '.join(f'{t:.1f}' for t in times)})"
+            f"{against}, {median / base:.2f}x the checkout{agree}"
+        )
+
+
+def _verdict_rows(path: Path) -> collections.Counter:
+    """A report's rows as (test, backend, module, status), counted: a revision may list them in
+    another order."""
+    if not path.exists():
+        return collections.Counter()
+    rows = json.loads(path.read_text())["results"]
+    return collections.Counter((r["test"], r["backend"], r["module"], r["status"]) for r in rows)
+
+
 def _conftest(opts: argparse.Namespace) -> str:
     kwargs = {"examples": opts.examples}
     if opts.timeout is not None:
@@ -214,7 +270,7 @@ def _print_reuse(cold: list[dict], warm: list[dict]) -> None:
         print(f"warm: ran again: {again.most_common()}")
 
 
-def _run(cmd: list[str], cwd: Path, name: str) -> dict:
+def _run(cmd: list[str], cwd: Path, name: str, env: dict[str, str] | None = None) -> dict:
     """One pytest run with its wall time, load before and after, and peak memory."""
     before = os.getloadavg()
     largest_before = _largest_child_mb()
@@ -223,7 +279,7 @@ def _run(cmd: list[str], cwd: Path, name: str) -> dict:
     t0 = time.perf_counter()
     # Its own process group: a stopped benchmark stops the run's workers and checks with it.
     proc = subprocess.Popen(
-        cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
     sampler.start(proc.pid)
     try:
