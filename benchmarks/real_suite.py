@@ -30,9 +30,10 @@ Memory is measured two ways, since the checks' children are forked copies of the
 process and share its pages until they write them: the largest single process
 (``ru_maxrss`` of the waited-for children) and the peak of the whole process tree's
 proportional set size (PSS, each shared page counted once across the processes that map it),
-sampled every 0.2 s from ``/proc``. The load average is printed before and after each run:
-this machine is shared, so compare plain and marked only within one run. Figures:
-docs/report.md, "The benchmarks".
+sampled every 0.5 s from ``/proc``: each sample reads every process's ``smaps_rollup``, and at
+0.2 s the sampler itself took a fifth of one of the two cores. The load average is printed
+before and after each run: this machine is shared, so compare plain and marked only within one
+run. Figures: docs/report.md, "The benchmarks".
 """
 
 from __future__ import annotations
@@ -307,7 +308,7 @@ def _run(cmd: list[str], cwd: Path, name: str, env: dict[str, str] | None = None
 
 
 class _TreeSampler:
-    """The peak PSS of a process and all its descendants, read from /proc every 0.2 s."""
+    """The peak PSS of a process and all its descendants, read from /proc every 0.5 s."""
 
     def __init__(self) -> None:
         self.peak_mb = 0.0
@@ -323,7 +324,7 @@ class _TreeSampler:
         self._thread.join()
 
     def _loop(self, root: int) -> None:
-        while not self._done.wait(0.2):
+        while not self._done.wait(0.5):
             pids = _descendants(root)
             total = sum(_pss_kb(p) for p in pids) / 1024
             if total > self.peak_mb:
