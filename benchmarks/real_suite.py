@@ -24,7 +24,8 @@ how many rows were reused and checks each against the row it reuses. ``--pairs K
 of a small suite moves by a fifth from one run to the next on a shared machine. ``--rev REV``
 runs the marked run again with the package as it was at git revision ``REV`` (``revisions.py``),
 ``--rounds K`` times each, alternately and each way first in turn, and prints each way's median
-against the checkout's and whether their rows agree in test, backend, module and status.
+against the checkout's, and each revision's rows against the checkout's as ``verdicts.py``
+compares them (status, examples, failing input, errors, findings, message).
 
 Memory is measured two ways, since the checks' children are forked copies of the test's
 process and share its pages until they write them: the largest single process
@@ -53,7 +54,8 @@ import threading
 import time
 from pathlib import Path
 
-from revisions import install_revision  # a sibling module: python benchmarks/real_suite.py
+import verdicts  # sibling modules: python benchmarks/real_suite.py
+from revisions import install_revision
 
 CONFTEST = """
 # Written by pytest-torchexport's benchmarks/real_suite.py: marks every test, bodies untouched.
@@ -211,25 +213,16 @@ def _compare_revisions(
             run = _run([*cmd, f"--torchexport-report={reports[way]}"], opts.checkout, f"marked, {way}", env=env)
             walls[way].append(run["wall_s"])
     base = statistics.median(walls["checkout"])
-    rows = {way: _verdict_rows(path) for way, path in reports.items()}
     for way, times in walls.items():
         median = statistics.median(times)
         against = f", {median / plain['wall_s']:.2f}x plain" if plain else ""
-        differ = sum(((rows[way] - rows["checkout"]) + (rows["checkout"] - rows[way])).values())
-        agree = "" if way == "checkout" else "; rows agree" if not differ else f"; {differ} rows differ"
         print(
             f"{way}: median {median:.1f} s of {len(times)} ({', '.join(f'{t:.1f}' for t in times)})"
-            f"{against}, {median / base:.2f}x the checkout{agree}"
+            f"{against}, {median / base:.2f}x the checkout"
         )
-
-
-def _verdict_rows(path: Path) -> collections.Counter:
-    """A report's rows as (test, backend, module, status), counted: a revision may list them in
-    another order."""
-    if not path.exists():
-        return collections.Counter()
-    rows = json.loads(path.read_text())["results"]
-    return collections.Counter((r["test"], r["backend"], r["module"], r["status"]) for r in rows)
+    for way in opts.rev:  # each revision's last rows against the checkout's first
+        print(f"verdicts, {way} against the checkout (benchmarks/verdicts.py):")
+        verdicts.main(str(reports[way]), str(reports["checkout"]))
 
 
 def _conftest(opts: argparse.Namespace) -> str:
