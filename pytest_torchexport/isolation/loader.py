@@ -407,8 +407,9 @@ def main(address: str) -> None:
     torch.set_num_threads(1)  # the check runs beside it; one core each
     relay = CppRelay()
     # Each request ends with a full collection ([Freed Memory]), which would otherwise walk
-    # every object torch and the exporters made at import, about 0.1 to 0.2 s a time. What
-    # is alive between requests stays alive, so each collection walks only a request's own.
+    # every object torch and the exporters made at import, about 0.1 to 0.2 s a time. Frozen
+    # right after a collection, what survives it (imports, this loop's state, a C++ answer
+    # still running in its thread) is not walked again; each collection walks a request's own.
     gc.freeze()
     while True:
         conn = listener.accept()
