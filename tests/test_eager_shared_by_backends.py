@@ -265,3 +265,59 @@ def test_forked_checks_export_a_copy_made_once_each_their_own(tmp_path):
     results = run(CountedCopies().eval(), (torch.randn(2, 4),), None, opts, session).results
     statuses = {r.backend: r.status for r in results}
     assert statuses == {"trace": "pass", "scales": "mismatch", "export": "pass"}, [r.message for r in results]
+
+
+def test_forked_checks_copy_the_held_inputs_instead_of_drawing_them_again(tmp_path, monkeypatch):
+    # [One Search] The test's process drew each shared input once for eager; every backend's child
+    # judges its artifact on copies of those tensors, drawing none again.
+    import pytest_torchexport.search.search as search
+
+    log = tmp_path / "drawn.txt"
+    drawn = search.materialize
+
+    def logged(plan, draw, device="cpu"):
+        with open(log, "a") as f:
+            f.write(f"{draw.mode}\n")
+        return drawn(plan, draw, device)
+
+    monkeypatch.setattr(search, "materialize", logged)  # forked children inherit it
+    opts = Options.build(backends=["trace", "export"], examples=4, seed=3, budget="off")
+    results = run(Training().eval(), (torch.randn(3, 4),), None, opts, Session()).results
+    assert [r.status for r in results] == ["pass", "pass"], [r.message for r in results]
+    assert all(r.examples >= 4 for r in results), [r.examples for r in results]
+    assert not log.exists(), log.read_text()
+
+
+PLANS = """
+import pytest, torch
+import pytest_torchexport.recording.selection as selection
+
+PLANNED = []
+_plan = selection.plan_inputs
+
+
+def counted(*args, **kwargs):
+    PLANNED.append(1)
+    return _plan(*args, **kwargs)
+
+
+selection.plan_inputs = counted
+
+
+@pytest.mark.torchexport(backends=["trace", "script", "export"])
+def test_model():
+    torch.nn.Linear(4, 3).eval()(torch.randn(2, 4))
+
+
+def test_zz_count():
+    print("PLANNED", len(PLANNED))
+"""
+
+
+def test_a_tests_items_plan_its_inputs_once(tester):
+    # Planning reads every recorded tensor's scale: once for the call, not once per backend.
+    tester.makepyfile(test_plans=PLANS)
+    result = tester.runpytest_subprocess("-q", "-s", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=4)
+    (line,) = [line for line in result.outlines if "PLANNED" in line]
+    assert line.split()[-1] == "1", line

@@ -12,12 +12,14 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import torch
+
 from .._compat import pytree
 from ..cache.facts import CallDigests
 from ..cache.reuse import Reuse
 from ..engine.schedule import CheckState
 from ..errors import InvalidArgument
-from ..inputs.specs import plan_inputs
+from ..inputs.specs import InputPlan, plan_inputs
 from ..options import Options
 from ..reference.eager import RAN_THE_LIVE_MODULE
 from ..results import outcome
@@ -47,12 +49,27 @@ class Selection:
     #: [Eager Once] eager's stages of a call, computed once for all the test's backends; made by
     #: the first check that runs, so a test whose every check is reused never imports the engine
     eager_once: EagerOnce | None = None
+    #: id(call) -> (the call, the module, its input plan): planned once for every backend, since
+    #: reading the recorded values' scales walks every input tensor
+    _plans: dict[int, tuple[Call, torch.nn.Module, InputPlan]] = field(default_factory=dict)
 
     @classmethod
     def make(cls, recording: Recording, options: Options, auto: bool = False) -> Selection:
         if recording.selection is None or recording.selection.options != options:
             recording.selection = cls(recording, options, auto)
         return recording.selection
+
+    def plan_of(self, call: Call, module: torch.nn.Module) -> InputPlan:
+        """The input plan of ``call`` on ``module``; raises ``InvalidArgument`` where the options do not fit."""
+        held = self._plans.get(id(call))
+        if held is not None and held[0] is call and held[1] is module:
+            return held[2]
+        options = self.options
+        plan = plan_inputs(
+            module, call.args, call.kwargs, dims=options.dims, dynamic=options.dynamic, inputs=options.inputs
+        )
+        self._plans[id(call)] = (call, module, plan)
+        return plan
 
     def start(self, backend: str, device: str, session: Session, *, held: bool = False) -> PlannedRun:
         """Start the check of one item; its row comes from ``wait()``."""
@@ -365,14 +382,7 @@ class _KindRun:
         candidate.put_back()  # [A Copy That Is Not The Module]
         try:
             module = candidate.checked()  # [Another Method]
-            plan = plan_inputs(
-                module,
-                candidate.args,
-                candidate.kwargs,
-                dims=options.dims,
-                dynamic=options.dynamic,
-                inputs=options.inputs,
-            )
+            plan = self.selection.plan_of(candidate, module)
         except InvalidArgument as exc:
             self.unfit = str(exc).split("\n", 1)[0]
             self._done = row(

@@ -172,7 +172,8 @@ class Search:
         Raises ``Rejected`` when the user's model refuses the input; the plugin's own errors
         propagate so the check fails with their traceback.
         """
-        args, kwargs = materialize(self.check.plan, draw, self.check.device)
+        held = self.shared.held_inputs(draw) if self.shared is not None else None
+        args, kwargs = held if held is not None else materialize(self.check.plan, draw, self.check.device)
         try:
             call = self._expected(draw, args, kwargs)
         except ModelRaised:

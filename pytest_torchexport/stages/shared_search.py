@@ -29,7 +29,7 @@ from ..inputs.specs import InputPlan
 from ..inputs.strategies import Draw, draws, materialize, probe_draws, recorded_draw, special_probes
 from ..isolation import runner
 from ..options import Options
-from ..reference.eager import Eager, EagerCall, ModelRaised, nbytes
+from ..reference.eager import Eager, EagerCall, ModelRaised, fresh, nbytes
 from ..reference.noise import Float64Store
 from ..results.report import Result
 from . import static_sizes
@@ -54,6 +54,9 @@ class SharedInputs:
     kinds: dict[Draw, str]  # "recorded", "bounds", "export", "probe" or "special"
     drawn: list[Draw] = field(default_factory=list)  # hypothesis's draws within the budget, in order
     calls: dict[Draw, EagerCall] = field(default_factory=dict)  # eager's run, held for the children
+    #: The inputs of the held runs: drawing a tensor (float64, then cast) costs more than copying it,
+    #: and every backend's child would draw the same ones again.
+    inputs: dict[Draw, tuple[tuple[Any, ...], dict[str, Any]]] = field(default_factory=dict)
     rejected: set[Draw] = field(default_factory=set)  # inputs eager refuses
     unheld: set[Draw] = field(default_factory=set)  # accepted by eager, outputs not held (HOLD_BYTES)
     untried: dict[str, int] = field(default_factory=dict)  # inputs the budget left out, by kind
@@ -80,6 +83,11 @@ class SharedInputs:
     def expected(self, draw: Draw) -> EagerCall | None:
         """Eager's held run of ``draw``, or None (the caller must run eager itself)."""
         return self.calls.get(draw)
+
+    def held_inputs(self, draw: Draw) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+        """Fresh copies of ``draw``'s inputs where they are held, else None (the caller draws them)."""
+        held = self.inputs.get(draw)
+        return None if held is None else fresh(*held)
 
 
 def bounds_draws(plan: InputPlan) -> list[Draw]:
@@ -172,9 +180,9 @@ class _Drawing:
         self.held = 0  # bytes of eager's outputs held for the children (at most HOLD_BYTES)
         self.ran = 0  # inputs eager ran here
         # An input whose outputs would not fit HOLD_BYTES is left to the child, which runs eager on it anyway.
-        self.per_input_byte = output_bytes_per_input_byte(
-            recorded[1], _recorded_inputs(plan, recorded[0], eager.device)
-        )
+        recorded_inputs = _recorded_inputs(plan, recorded[0], eager.device)
+        self.per_input_byte = output_bytes_per_input_byte(recorded[1], recorded_inputs)
+        self._hold_inputs(recorded[0], recorded_inputs)
         self.deferred_s = 0.0
         self.met: set[Draw] = set()  # hypothesis's draws so far, and the explicit inputs
 
@@ -188,10 +196,11 @@ class _Drawing:
         if kind not in ALWAYS and shared.spent_s + self.deferred_s + mean_s > EAGER_SHARE * shared.budget.limit_s:
             shared.untried[kind] = shared.untried.get(kind, 0) + 1
             return
+        inputs = None
         if draw == recorded[0]:
             call = recorded[1]
         else:
-            args, kwargs = materialize(self.plan, draw, self.eager.device)
+            args, kwargs = inputs = materialize(self.plan, draw, self.eager.device)
             if self.held + self.per_input_byte * nbytes((args, kwargs)) > HOLD_BYTES:
                 shared.unheld.add(draw)  # eager runs it in each child that tries it (search.py)
                 self.deferred_s += mean_s if self.ran else recorded[1].seconds
@@ -212,6 +221,17 @@ class _Drawing:
             return
         self.held += size
         shared.calls[draw] = dataclasses.replace(call, inputs_after=((), {}))
+        if inputs is not None:
+            self._hold_inputs(draw, inputs)
+
+    def _hold_inputs(self, draw: Draw, inputs: tuple[tuple[Any, ...], dict[str, Any]]) -> None:
+        """Keep ``draw``'s inputs for the children where they fit HOLD_BYTES beside the outputs, and
+        only on the CPU: a child copies them instead of drawing them again."""
+        size = nbytes(inputs)
+        if self.eager.device != "cpu" or self.held + size > HOLD_BYTES:
+            return
+        self.held += size
+        self.shared.inputs[draw] = inputs
 
     def generated(self, draw: Draw) -> None:
         """hypothesis's test body: run each new draw once; reject what eager refused."""
