@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .._compat import onnx_capture_strategies, onnx_registry_class, torchscript_unavailable
+from .._compat import onnx_capture_strategies, onnx_registry_class, program_guards, torchscript_unavailable
 from ..results.explain import FindingWarning
 from ..results.report import Finding
 from . import onnx_shipped
@@ -288,10 +288,13 @@ class DynamoOnnxBackend(_OnnxBackend):
         if program is None:
             return None
         if artifact.guarded is None:
-            artifact.guarded = program.module()
+            module = program.module()
+            # Its input guards alone where they are all it asserts: running the whole program
+            # on every new size cost as much as running the artifact.
+            artifact.guarded = program_guards(module) or (lambda a, k: module(*a, **k))
         try:
             with torch.no_grad():
-                artifact.guarded(*args, **kwargs)
+                artifact.guarded(args, kwargs)
         except Exception as exc:  # noqa: BLE001 - any guard or assert failure is the answer
             text = str(exc).strip().splitlines()
             return text[0] if text else type(exc).__name__
@@ -385,7 +388,8 @@ class _InMemory:
 
     def __init__(self, program: Any, device: str, name: str = "onnx") -> None:
         self.program = program
-        self.guarded: Any = None  # the ExportedProgram's module, with its runtime asserts
+        #: raises where an input breaks the ExportedProgram's guards or runtime asserts; made on first use
+        self.guarded: Callable[[tuple[Any, ...], dict[str, Any]], object] | None = None
         data = program if isinstance(program, bytes) else program.model_proto.SerializeToString()
         check_artifact(data, name)
         self.path = _spill(self, data)
