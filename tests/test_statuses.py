@@ -113,6 +113,19 @@ def test_training_mode_is_validated_in_eval_with_a_finding():
     assert r.extra["eager_mode"] == "eval, torch.no_grad()"
 
 
+def test_the_training_mode_probe_leaves_no_state_behind():
+    # The probe runs eager's module in train mode, which updates batch norm's running statistics;
+    # they are put back, so the eval call is not said to update state and the artifacts match.
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.BatchNorm1d(6))  # never .eval()'d
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    r = results(model, (torch.randn(5, 4) * 3 + 1,), ["trace", "export"])
+    for row in r.values():
+        assert row.status == "pass", row.message
+        kinds = {f.kind for f in row.findings}
+        assert "training_mode" in kinds and "mutates_state" not in kinds, row.findings
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
 def test_vacuous_output_is_said():
     r = results(Zeros().eval(), (torch.randn(2, 3),), ["trace"])["trace"]
     assert r.status == "pass"

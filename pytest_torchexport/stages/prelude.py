@@ -22,7 +22,16 @@ from ..inputs.strategies import materialize, recorded_draw
 from ..isolation import runner
 from ..options import Options
 from ..reference.compare import compare, equal_trees, not_compared
-from ..reference.eager import RAN_THE_LIVE_MODULE, Eager, ModelRaised, copy_module, fresh, module_name, seed_rng
+from ..reference.eager import (
+    RAN_THE_LIVE_MODULE,
+    Eager,
+    ModelRaised,
+    fresh,
+    module_name,
+    restore,
+    seed_rng,
+    snapshot,
+)
 from ..results.outcome import Stop, settle
 from ..results.report import Finding, Result, tag
 from . import assumptions, budget, side_effects
@@ -74,7 +83,7 @@ def run_prelude(module: torch.nn.Module, plan: InputPlan, device: str, options: 
 
         raise Stop("usage_error", written(tag(result)), why, "eager_replay", written=written) from None
     if eager.was_training:
-        training_finding(result, module, device, (args, kwargs), call.outputs)
+        training_finding(result, eager, (args, kwargs), call.outputs)
     unread = not_compared(call.outputs)
     if unread:
         result.findings.append(
@@ -117,19 +126,23 @@ def _not_returned(before: Any, after: Any, outputs: Any) -> tuple[Any, Any]:
 
 def training_finding(
     result: Result,
-    module: torch.nn.Module,
-    device: str,
+    eager: Eager,
     inputs: tuple[tuple[Any, ...], dict[str, Any]],
     eval_outputs: Any,
 ) -> None:
-    """A ``training_mode`` finding, only if the outputs differ between train and eval mode."""
+    """A ``training_mode`` finding, only if the outputs differ between train and eval mode.
+
+    Eager's own module runs in train mode and is put back to eval mode and its state after: a
+    copy of the module cost more than the call on modules that generate code (fx)."""
     args, kwargs = fresh(*inputs)
+    module = eager.module
+    kept = snapshot(module, parameters=True)
     try:
         with torch.no_grad():
-            trained = copy_module(module).to(device).train()
+            module.train()
             with torch.random.fork_rng(devices=[]), sources.watching():
-                seed_rng(0, device)
-                outputs = trained(*args, **kwargs)
+                seed_rng(0, eager.device)
+                outputs = module(*args, **kwargs)
         same = compare(eval_outputs, outputs).ok
     except Exception as exc:  # noqa: BLE001 - a module that fails in train mode under no_grad
         result.findings.append(
@@ -140,6 +153,9 @@ def training_finding(
             )
         )
         return
+    finally:
+        module.eval()
+        restore(module, kept, parameters=True)  # the eval call's state, which the prelude reads next
     if not same:
         result.findings.append(
             Finding(
