@@ -216,9 +216,8 @@ class EagerOnce:
             self._shared[key] = _compute(module, plan, options, result, (session, self.body_s))
         shared = self._shared[key]
         if shared.prelude is not None:
-            # [Spare Copy] One copy here for the children forked after it: before the first child
-            # where others will follow (that child would otherwise copy too), else before the second.
-            if shared.handed == (0 if len(options.backends) > 1 else 1):
+            if shared.handed == 1:
+                # [Spare Copy] One copy here for all the children forked after the first.
                 shared.prelude.eager.keep_spare()
             shared.handed += 1
         if shared.written is not None:
