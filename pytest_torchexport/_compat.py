@@ -302,10 +302,9 @@ def program_guards(module: torch.fx.GraphModule) -> Callable[[tuple[Any, ...], d
         # A dtype assertion only fails on another dtype, which the drawn inputs never have.
         if ("assert" in name and "_assert_tensor_metadata" not in name) or "constrain_range" in name:
             return None
-    from torch.export._unlift import _check_inputs_match
 
     def check(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        guards(*(value for _, value in _check_inputs_match(args, kwargs, module._in_spec)))
+        guards(*graph_module_flat_inputs(module, (args, kwargs)))  # the placeholders' order
 
     return check
 

@@ -115,29 +115,6 @@ def test_onnx_guard_oracle_names_the_guard_onnxruntime_ignores():
     assert backend.guard_violation(artifact, (torch.randn(4, 9),), {}) == "Guard failed: x.size()[1] == 8"
 
 
-class _Gathers(torch.nn.Module):
-    def forward(self, x, n):
-        k = n.item()
-        torch._check(k <= x.shape[0])  # an assert inside the graph, not an input guard
-        return x[:k] * 2
-
-
-def test_program_guards_are_checked_without_the_graph_only_where_they_are_all_it_asserts():
-    from pytest_torchexport._compat import program_guards
-
-    batch = torch.export.Dim("batch", min=3, max=16)
-    with quiet_torch(fds=True):
-        plain = torch.export.export(MLP().eval(), (torch.randn(3, 8),), dynamic_shapes=({0: batch},)).module()
-        gathers = torch.export.export(_Gathers(), (torch.randn(4, 3), torch.tensor(2))).module()
-    check = program_guards(plain)
-    assert check is not None
-    with pytest.raises(Exception, match=r"x.size\(\)\[0\] >= 3"):
-        check((torch.randn(2, 8),), {})
-    check((torch.randn(7, 8),), {})  # within the guards: no error, and the graph is not run
-    # Its graph asserts on a value only a run sees: the caller runs the program instead.
-    assert program_guards(gathers) is None
-
-
 def test_a_backend_answers_for_its_artifacts_and_the_defaults_mean_not_available():
     plain, module = Backend(), MLP().eval()
     assert plain.artifact_module(module) is module  # an artifact that is a module holds its own state

@@ -483,3 +483,31 @@ def test_a_pytree_node_registered_without_keys_is_read_by_its_plain_flatten():
     finally:
         pytree.SUPPORTED_NODES.pop(Named, None)
         pytree.SUPPORTED_NODES.pop(Pair, None)
+
+
+class _Scales(torch.nn.Module):
+    def forward(self, x):
+        return x * 2
+
+
+class _Gathers(torch.nn.Module):
+    def forward(self, x, n):
+        k = n.item()
+        torch._check(k <= x.shape[0])  # an assert inside the graph, not an input guard
+        return x[:k] * 2
+
+
+def test_program_guards_are_checked_without_the_graph_only_where_they_are_all_it_asserts():
+    batch = torch.export.Dim("batch", min=3, max=16)
+    with _compat.quiet_torch(fds=True):
+        plain = torch.export.export(_Scales(), (torch.randn(3, 8),), dynamic_shapes=({0: batch},)).module()
+        gathers = torch.export.export(_Gathers(), (torch.randn(4, 3), torch.tensor(2))).module()
+    check = _compat.program_guards(plain)
+    assert check is not None
+    with pytest.raises(Exception, match=r"x.size\(\)\[0\] >= 3"):
+        check((torch.randn(2, 8),), {})
+    with pytest.raises(Exception, match=r"x.size\(\)\[1\] == 8"):
+        check((torch.randn(4, 9),), {})
+    check((torch.randn(7, 8),), {})  # within the guards: no error, and the graph is not run
+    # Its graph asserts on a value only a run sees: the caller runs the program instead.
+    assert _compat.program_guards(gathers) is None
