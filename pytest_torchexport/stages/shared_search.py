@@ -177,12 +177,11 @@ class _Drawing:
         self, eager: Eager, plan: InputPlan, shared: SharedInputs, recorded: tuple[Draw, EagerCall], started: float
     ) -> None:
         self.eager, self.plan, self.shared, self.recorded, self.started = eager, plan, shared, recorded, started
-        self.held = 0  # bytes of eager's outputs held for the children (at most HOLD_BYTES)
+        self.held = 0  # bytes of eager's outputs and their inputs held for the children (at most HOLD_BYTES)
         self.ran = 0  # inputs eager ran here
         # An input whose outputs would not fit HOLD_BYTES is left to the child, which runs eager on it anyway.
-        recorded_inputs = _recorded_inputs(plan, recorded[0], eager.device)
-        self.per_input_byte = output_bytes_per_input_byte(recorded[1], recorded_inputs)
-        self._hold_inputs(recorded[0], recorded_inputs)
+        self.recorded_inputs = _recorded_inputs(plan, recorded[0], eager.device)
+        self.per_input_byte = output_bytes_per_input_byte(recorded[1], self.recorded_inputs)
         self.deferred_s = 0.0
         self.met: set[Draw] = set()  # hypothesis's draws so far, and the explicit inputs
 
@@ -196,9 +195,8 @@ class _Drawing:
         if kind not in ALWAYS and shared.spent_s + self.deferred_s + mean_s > EAGER_SHARE * shared.budget.limit_s:
             shared.untried[kind] = shared.untried.get(kind, 0) + 1
             return
-        inputs = None
         if draw == recorded[0]:
-            call = recorded[1]
+            call, inputs = recorded[1], self.recorded_inputs
         else:
             args, kwargs = inputs = materialize(self.plan, draw, self.eager.device)
             if self.held + self.per_input_byte * nbytes((args, kwargs)) > HOLD_BYTES:
@@ -221,12 +219,11 @@ class _Drawing:
             return
         self.held += size
         shared.calls[draw] = dataclasses.replace(call, inputs_after=((), {}))
-        if inputs is not None:
-            self._hold_inputs(draw, inputs)
+        self._hold_inputs(draw, inputs)
 
     def _hold_inputs(self, draw: Draw, inputs: tuple[tuple[Any, ...], dict[str, Any]]) -> None:
-        """Keep ``draw``'s inputs for the children where they fit HOLD_BYTES beside the outputs, and
-        only on the CPU: a child copies them instead of drawing them again."""
+        """Keep the inputs of a held run for the children where they fit HOLD_BYTES beside the
+        outputs, and only on the CPU: a child copies them instead of drawing them again."""
         size = nbytes(inputs)
         if self.eager.device != "cpu" or self.held + size > HOLD_BYTES:
             return
