@@ -154,6 +154,7 @@ def _check(item: pytest.Item, recording: Recording, options: Options) -> None:
     # ahead.start_following only ever starts an item's PlannedRun
     planned = cast("PlannedRun | None", state.scheduler.take(item.nodeid)) or adapters.plan(item, recording, options)
     ahead.start_following(item, recording, options)
+    ahead.let_go_inputs(item, planned, recording)
     ahead.wait_beside(item, planned, recording, options)
     planned.wait()
     rows = planned.rows  # one per kind of call the test made (recording/kinds.py)

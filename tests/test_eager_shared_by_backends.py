@@ -321,3 +321,48 @@ def test_a_tests_items_plan_its_inputs_once(tester):
     result.assert_outcomes(passed=4)
     (line,) = [line for line in result.outlines if "PLANNED" in line]
     assert line.split()[-1] == "1", line
+
+
+LET_GO = """
+import os, pytest, torch
+import pytest_torchexport.search.search as search
+from pytest_torchexport.glue.state import STATE
+
+_materialize = search.materialize
+
+
+def logged(plan, draw, device="cpu"):
+    with open(os.environ["DRAWN_LOG"], "a") as f:
+        f.write(f"{os.getpid()}\\n")
+    return _materialize(plan, draw, device)
+
+
+search.materialize = logged  # forked children inherit it
+
+
+@pytest.fixture(autouse=True)
+def held_after(request):
+    yield
+    for recording in request.config.stash[STATE].recordings.values():
+        for shared in recording.selection.eager_once._shared.values():
+            print("HELD", request.node.name, len(shared.prelude.shared.inputs))
+
+
+@pytest.mark.torchexport(backends=["trace", "script", "export"], examples=4, seed=3, budget="off")
+def test_model():
+    torch.nn.Linear(4, 3).eval()(torch.randn(2, 4))
+"""
+
+
+def test_the_tests_process_lets_go_of_the_inputs_once_every_item_is_forked(tester, tmp_path, monkeypatch):
+    # [One Search] Held inputs are for the children; the test's process keeps a test's recording
+    # while its later items wait, and would hold that many tests' inputs at once. Once the first
+    # item has forked every item's check, it holds none; the children still copy theirs.
+    log = tmp_path / "drawn.txt"
+    monkeypatch.setenv("DRAWN_LOG", str(log))
+    tester.makepyfile(test_let_go=LET_GO)
+    result = tester.runpytest_subprocess("-q", "-s", "-p", "no:cacheprovider", "-p", "no:randomly")
+    result.assert_outcomes(passed=3)
+    held = [line.split("HELD ")[1].split() for line in result.outlines if "HELD " in line]
+    assert held and held[0] == ["test_model[torchexport-trace]", "0"], result.outlines
+    assert not log.exists(), log.read_text()

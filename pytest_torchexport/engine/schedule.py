@@ -174,6 +174,10 @@ class Scheduler:
     def started_ahead(self, key: str) -> bool:
         return key in self._ahead
 
+    def ahead_in(self, group: str) -> list[Startable]:
+        """The checks of ``group`` started ahead and not yet taken."""
+        return [check for of, check in self._ahead.values() if of == group]
+
     def ahead(self, key: str) -> Startable | None:
         """The check started ahead for ``key``, not taken."""
         entry = self._ahead.get(key)

@@ -64,6 +64,20 @@ def start_following(item: pytest.Item, recording: Recording, options: Options) -
     scheduler.release_ahead()
 
 
+def let_go_inputs(item: pytest.Item, planned: PlannedRun, recording: Recording) -> None:
+    """Once every item of the test left to run has its check forked, the test's process lets go
+    of the inputs it held for those children (``EagerOnce.forked_all``)."""
+    selection = recording.selection
+    if selection is None or selection.eager_once is None:
+        return
+    state = item.config.stash[STATE]
+    key = items.test_key(item) or ""
+    # start_following only ever starts an item's PlannedRun
+    later = cast("list[PlannedRun]", state.scheduler.ahead_in(key))
+    if state.pending.get(key, 1) - 1 <= len(later) and all(p.detached for p in [planned, *later]):
+        selection.eager_once.forked_all()
+
+
 def wait_beside(item: pytest.Item, planned: PlannedRun, recording: Recording, options: Options) -> None:
     """Wait for this item's check, giving the place of any check started ahead that ends first
     to the test's next item."""
@@ -147,4 +161,13 @@ def _following(item: pytest.Item) -> list[pytest.Item]:
     return [] if index is None else collected[index + 1 : index + 1 + LOOK_AHEAD]
 
 
-__all__ = ["ATTEMPTED", "NEXT", "body_ahead", "fixtures_needed", "repeats", "start_following", "wait_beside"]
+__all__ = [
+    "ATTEMPTED",
+    "NEXT",
+    "body_ahead",
+    "fixtures_needed",
+    "let_go_inputs",
+    "repeats",
+    "start_following",
+    "wait_beside",
+]

@@ -227,6 +227,17 @@ class EagerOnce:
             settle(result, shared.stop.outcome_for(tag(result)))
         return Handed(shared.kind, shared.prelude)
 
+    def forked_all(self) -> None:
+        """Every check of the test has its child: let go of the inputs held for them.
+
+        Each child copies the inputs it needs from the pages it inherited at its fork, so the
+        test's process no longer needs its own; it keeps the recordings of up to four tests
+        while their later items wait, and their held inputs with them would be that many
+        tests' inputs at once. A check started later draws its inputs itself."""
+        for shared in self._shared.values():
+            if shared.prelude is not None and shared.prelude.shared is not None:
+                shared.prelude.shared.inputs.clear()
+
 
 class SharedCall(NamedTuple):
     """A check's way to its shared prelude."""
