@@ -181,6 +181,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         leftover = item.config.stash[STATE].scheduler.take(item.nodeid)
         if leftover is not None:
             leftover.cancel()
+        item.config.stash[STATE].collect_if_due()
 
 
 @pytest.hookimpl(trylast=True)  # after other plugins' sessionfinish, so every row is in

@@ -366,3 +366,52 @@ def test_the_tests_process_lets_go_of_the_inputs_once_every_item_is_forked(teste
     held = [line.split("HELD ")[1].split() for line in result.outlines if "HELD " in line]
     assert held and held[0] == ["test_model[torchexport-trace]", "0"], result.outlines
     assert not log.exists(), log.read_text()
+
+
+COLLECTED = """
+import gc, os, weakref, pytest, torch
+import pytest_torchexport.glue.state as state
+import pytest_torchexport.stages.shared_search as shared_search
+import pytest_torchexport.stages.prelude as prelude
+
+gc.disable()  # only the plugin's own collection may free a cycle here
+state.COLLECT_BYTES = int(os.environ["COLLECT_BYTES"])
+DRAWN = []
+_draw_once = shared_search.draw_once
+
+
+def draw_once(*args, **kwargs):
+    shared = _draw_once(*args, **kwargs)
+    DRAWN.append(weakref.ref(shared))
+    return shared
+
+
+prelude.draw_once = draw_once
+
+
+@pytest.mark.torchexport(backends=["trace", "export"], examples=2)
+def test_model():
+    torch.nn.Linear(4, 3).eval()(torch.randn(2, 4))
+"""
+
+# Another module: the plugin runs the next test of the same module before the test's later items.
+COLLECTED_AFTER = """
+from test_collected import DRAWN
+
+
+def test_alive():
+    print("ALIVE", sum(ref() is not None for ref in DRAWN), "OF", len(DRAWN))
+"""
+
+
+@pytest.mark.parametrize("threshold, alive", [(0, "0"), (1 << 40, "1")])
+def test_a_done_tests_shared_stages_are_collected_where_they_held_enough(tester, monkeypatch, threshold, alive):
+    # The recording, its checks' objects and hypothesis's test are a cycle: once the test's last
+    # item has run, its shared inputs are freed only by a full collection, which the plugin runs
+    # for a test that held COLLECT_BYTES or more (below it, the collector's own pass frees them).
+    monkeypatch.setenv("COLLECT_BYTES", str(threshold))
+    tester.makepyfile(test_collected=COLLECTED, test_collected_after=COLLECTED_AFTER)
+    result = tester.runpytest_subprocess("-q", "-s", "-p", "no:cacheprovider", "-p", "no:randomly")
+    result.assert_outcomes(passed=3)
+    (line,) = [line.split("ALIVE ")[1] for line in result.outlines if "ALIVE " in line]
+    assert line == f"{alive} OF 1", result.outlines

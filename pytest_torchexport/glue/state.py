@@ -6,6 +6,7 @@ Facts about the OS process itself live in ``isolation/runner.py``.
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 
 #: At most this many recordings are kept (see ``State.remember``).
 KEEP_RECORDINGS = 4
+#: A test whose checks' shared stages held this many bytes is collected at once when it is done.
+COLLECT_BYTES = 64 << 20
 
 
 @dataclass
@@ -61,6 +64,8 @@ class State:
     model_inputs: dict[str, str] = field(default_factory=dict)
     #: [Warm Once] more than one test will be checked here (``ahead.repeats``)
     repeats: bool = False
+    #: a done test's shared stages held COLLECT_BYTES or more (``collect_if_due``)
+    collect_due: bool = False
 
     @classmethod
     def configure(cls, config: pytest.Config) -> State:
@@ -132,7 +137,22 @@ class State:
         left = self.pending.get(key, 1) - 1
         self.pending[key] = left
         if left <= 0:
-            self.recordings.pop(key, None)
+            recording = self.recordings.pop(key, None)
+            once = getattr(getattr(recording, "selection", None), "eager_once", None)
+            if once is not None and once.held_bytes() >= COLLECT_BYTES:
+                self.collect_due = True
+
+    def collect_if_due(self) -> None:
+        """Collect the last test's shared stages, once the item's frames no longer hold them.
+
+        The recording, its checks' objects and hypothesis's test refer to each other, so what
+        they hold (eager's module copies, the held runs) waits for the collector's full pass,
+        which counts objects, not bytes: a file of large tests grew the test's process by each
+        test's share until one came. A full pass costs about 0.4 s beside torch's objects, so
+        only a test whose shared stages held ``COLLECT_BYTES`` pays for it."""
+        if self.collect_due:
+            self.collect_due = False
+            gc.collect()
 
 
 STATE = pytest.StashKey[State]()

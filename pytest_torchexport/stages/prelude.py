@@ -28,6 +28,7 @@ from ..reference.eager import (
     ModelRaised,
     fresh,
     module_name,
+    nbytes,
     restore,
     seed_rng,
     snapshot,
@@ -226,6 +227,13 @@ class EagerOnce:
         if shared.stop is not None:
             settle(result, shared.stop.outcome_for(tag(result)))
         return Handed(shared.kind, shared.prelude)
+
+    def held_bytes(self) -> int:
+        """Bytes of eager's module copies and held runs: what letting the test go frees."""
+        preludes = [shared.prelude for shared in self._shared.values() if shared.prelude is not None]
+        # Eager's copy and its initial state: twice the module's tensors.
+        copies = sum(2 * nbytes([*p.eager.module.parameters(), *p.eager.module.buffers()]) for p in preludes)
+        return copies + sum(p.shared.held_bytes for p in preludes if p.shared is not None)
 
     def forked_all(self) -> None:
         """Every check of the test has its child: let go of the inputs held for them.

@@ -70,6 +70,7 @@ class SharedInputs:
     sizes: dict[Any, EagerCall | None] = field(default_factory=dict)
     #: the float64 oracle's outputs, made by the first child that needs them
     float64: Float64Store | None = None
+    held_bytes: int = 0  # of eager's outputs and their inputs held above (HOLD_BYTES)
 
     def seen(self, draw: Draw) -> bool:
         """Whether eager has run ``draw`` here (held, rejected, or not held)."""
@@ -329,6 +330,7 @@ def draw_once(
     result.timings["shared_reference_s"] = shared.spent_s
     drawing.eager_findings(options, result)
     shared.wall_s = time.perf_counter() - started
+    shared.held_bytes = drawing.held
     result.timings["shared_s"] = shared.wall_s
     return shared
 
